@@ -1,0 +1,341 @@
+//! parkd's configuration: a TOML file, overridden by command-line flags, validated once at startup.
+//!
+//! Names follow what an Asterisk admin knows from res_parking (`parkext`, `parkpos`, `parkingtime`,
+//! `findslot`, `parkedmusicclass`) while reading as plain English in the file:
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:5060"        # UDP and TCP
+//! rtp_ports = "10000-19999"
+//!
+//! [[lot]]
+//! name = "default"
+//! park_code = "700"                # parkext
+//! orbits = "701-720"               # parkpos
+//! parking_time = 45                # parkingtime, seconds; 0 = never recall
+//! slot_policy = "first"            # findslot: first | next | random
+//! music = "builtin"                # parkedmusicclass: "builtin" or a WAV path (8 kHz mono 16-bit)
+//! ```
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML for parkd: {source}")]
+    Toml { path: PathBuf, source: toml::de::Error },
+    #[error("bad range {text:?}: expected LOW-HIGH with LOW <= HIGH")]
+    BadRange { text: String },
+    #[error("lot {lot:?}: park code {code:?} is not a dialable number")]
+    BadCode { lot: String, code: String },
+    #[error("lot {lot:?}: orbit range {range:?} must be numbers of equal length, at most 10000 orbits")]
+    BadOrbits { lot: String, range: String },
+    #[error("number {number:?} is used twice (lots {first:?} and {second:?})")]
+    DuplicateNumber { number: String, first: String, second: String },
+    #[error("lot name {0:?} is used twice")]
+    DuplicateLot(String),
+    #[error("no parking lot configured")]
+    NoLots,
+    #[error("RTP port range {lo}-{hi} is too small (need at least 2 ports) or outside 1024-65534")]
+    BadRtpPorts { lo: u16, hi: u16 },
+    #[error("{what}: {value:?} is not a valid address")]
+    BadAddress { what: &'static str, value: String },
+}
+
+/// How a free orbit is chosen for an indirect park (res_parking `findslot`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotPolicy {
+    /// Lowest free orbit.
+    #[default]
+    First,
+    /// The free orbit after the one used last, wrapping around.
+    Next,
+    /// Any free orbit, chosen at random.
+    Random,
+}
+
+/// Where a lot's hold music comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum MusicSource {
+    #[default]
+    Builtin,
+    Wav(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for MusicSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s.is_empty() || s == "builtin" || s == "default" { MusicSource::Builtin } else { MusicSource::Wav(s.into()) })
+    }
+}
+
+/// An inclusive range of numbers written `LOW-HIGH` (or a single number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NumRange {
+    pub lo: u32,
+    pub hi: u32,
+    /// Digits to zero-pad to (`"0701"` has width 4).
+    pub width: usize,
+}
+
+impl NumRange {
+    pub fn parse(text: &str) -> Result<NumRange, ConfigError> {
+        let bad = || ConfigError::BadRange { text: text.to_string() };
+        let (a, b) = match text.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (text.trim(), text.trim()),
+        };
+        if a.is_empty() || !a.bytes().all(|c| c.is_ascii_digit()) || !b.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let lo: u32 = a.parse().map_err(|_| bad())?;
+        let hi: u32 = b.parse().map_err(|_| bad())?;
+        if lo > hi {
+            return Err(bad());
+        }
+        Ok(NumRange { lo, hi, width: a.len() })
+    }
+    pub fn len(&self) -> usize {
+        (self.hi - self.lo + 1) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    pub fn contains_number(&self, user: &str) -> Option<usize> {
+        if user.len() != self.width || !user.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let n: u32 = user.parse().ok()?;
+        (self.lo..=self.hi).contains(&n).then(|| (n - self.lo) as usize)
+    }
+    pub fn name_of(&self, index: usize) -> String {
+        format!("{:0width$}", self.lo as usize + index, width = self.width)
+    }
+}
+
+impl<'de> Deserialize<'de> for NumRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NumRange::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One parking lot.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LotConfig {
+    pub name: String,
+    /// The number dialed for an indirect park (`parkext`).
+    #[serde(alias = "parkext")]
+    pub park_code: String,
+    /// The orbits (`parkpos`), e.g. `"701-720"`.
+    #[serde(alias = "parkpos")]
+    pub orbits: NumRange,
+    /// Seconds before a parked call is recalled (`parkingtime`); 0 = never.
+    #[serde(default = "default_parking_time", alias = "parkingtime")]
+    pub parking_time: u64,
+    #[serde(default, alias = "findslot")]
+    pub slot_policy: SlotPolicy,
+    #[serde(default, alias = "parkedmusicclass")]
+    pub music: MusicSource,
+    /// Seconds the recall rings the parker before the fallback applies.
+    #[serde(default = "default_recall_ring_time")]
+    pub recall_ring_time: u64,
+    /// Upper bound on how long any call stays parked, seconds (0 = no bound).
+    #[serde(default = "default_max_park_time")]
+    pub max_park_time: u64,
+}
+
+fn default_parking_time() -> u64 {
+    45
+}
+fn default_recall_ring_time() -> u64 {
+    30
+}
+fn default_max_park_time() -> u64 {
+    1800
+}
+
+impl LotConfig {
+    pub fn default_lot() -> LotConfig {
+        LotConfig {
+            name: "default".into(),
+            park_code: "700".into(),
+            orbits: NumRange { lo: 701, hi: 720, width: 3 },
+            parking_time: default_parking_time(),
+            slot_policy: SlotPolicy::First,
+            music: MusicSource::Builtin,
+            recall_ring_time: default_recall_ring_time(),
+            max_park_time: default_max_park_time(),
+        }
+    }
+    pub fn parking_duration(&self) -> Option<Duration> {
+        (self.parking_time > 0).then(|| Duration::from_secs(self.parking_time))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// SIP address, UDP and TCP.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address put in Contact, Via and SDP when `listen` is a wildcard or behind NAT.
+    #[serde(default)]
+    pub advertise: Option<IpAddr>,
+    #[serde(default = "default_rtp_ports")]
+    pub rtp_ports: NumRange,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5060))
+}
+fn default_rtp_ports() -> NumRange {
+    NumRange { lo: 10000, hi: 10999, width: 5 }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen(), advertise: None, rtp_ports: default_rtp_ports() }
+    }
+}
+
+impl ServerConfig {
+    /// The IP written into Contact, Via and SDP.
+    pub fn advertised_ip(&self) -> IpAddr {
+        match self.advertise {
+            Some(ip) => ip,
+            None if self.listen.ip().is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            None => self.listen.ip(),
+        }
+    }
+    pub fn advertised_sip(&self) -> SocketAddr {
+        SocketAddr::new(self.advertised_ip(), self.listen.port())
+    }
+}
+
+/// The whole configuration as read from TOML.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default, rename = "lot")]
+    pub lots: Vec<LotConfig>,
+}
+
+impl Config {
+    /// The configuration parkd runs with when given nothing: one lot `700` / `701-720`, 45 s.
+    pub fn with_defaults() -> Config {
+        Config { server: ServerConfig::default(), lots: vec![LotConfig::default_lot()] }
+    }
+
+    pub fn from_toml(path: &std::path::Path, text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Toml { path: path.to_path_buf(), source })?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_toml(path, &text)
+    }
+
+    /// Checks what serde cannot: numbers are unique across lots, ranges sane.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lots.is_empty() {
+            return Err(ConfigError::NoLots);
+        }
+        let r = self.server.rtp_ports;
+        if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
+            return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });
+        }
+        let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for lot in &self.lots {
+            if !names.insert(lot.name.clone()) {
+                return Err(ConfigError::DuplicateLot(lot.name.clone()));
+            }
+            if lot.park_code.is_empty() || !lot.park_code.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'*' || c == b'#') {
+                return Err(ConfigError::BadCode { lot: lot.name.clone(), code: lot.park_code.clone() });
+            }
+            if lot.orbits.len() > 10_000 {
+                return Err(ConfigError::BadOrbits { lot: lot.name.clone(), range: format!("{}-{}", lot.orbits.lo, lot.orbits.hi) });
+            }
+            let numbers = std::iter::once(lot.park_code.clone()).chain((0..lot.orbits.len()).map(|i| lot.orbits.name_of(i)));
+            for n in numbers {
+                if let Some(first) = seen.insert(n.clone(), lot.name.clone()) {
+                    return Err(ConfigError::DuplicateNumber { number: n, first, second: lot.name.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_lots_with_asterisk_names() {
+        let text = r#"
+            [server]
+            listen = "127.0.0.1:5070"
+            rtp_ports = "20000-20100"
+
+            [[lot]]
+            name = "sales"
+            parkext = "700"
+            parkpos = "701-720"
+            parkingtime = 60
+            findslot = "next"
+
+            [[lot]]
+            name = "support"
+            park_code = "800"
+            orbits = "801-805"
+            parking_time = 0
+            slot_policy = "random"
+            music = "/srv/music/support.wav"
+        "#;
+        let cfg = Config::from_toml(std::path::Path::new("x.toml"), text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.lots.len(), 2);
+        assert_eq!(cfg.lots[0].slot_policy, SlotPolicy::Next);
+        assert_eq!(cfg.lots[0].parking_time, 60);
+        assert_eq!(cfg.lots[1].parking_duration(), None);
+        assert_eq!(cfg.lots[1].music, MusicSource::Wav("/srv/music/support.wav".into()));
+        assert_eq!(cfg.server.rtp_ports.lo, 20000);
+    }
+
+    #[test]
+    fn overlapping_numbers_are_refused() {
+        let mut cfg = Config::with_defaults();
+        let mut second = LotConfig::default_lot();
+        second.name = "b".into();
+        second.park_code = "710".into();
+        second.orbits = NumRange::parse("790-799").unwrap();
+        cfg.lots.push(second);
+        assert!(matches!(cfg.validate(), Err(ConfigError::DuplicateNumber { .. })));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml(std::path::Path::new("x"), "[[lot]]\nname='a'\npark_code='1'\norbits='2-3'\nbogus=1\n");
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn ranges_keep_zero_padding() {
+        let r = NumRange::parse("0701-0720").unwrap();
+        assert_eq!(r.contains_number("0705"), Some(4));
+        assert_eq!(r.contains_number("705"), None);
+        assert_eq!(r.name_of(19), "0720");
+        assert!(NumRange::parse("9-1").is_err());
+    }
+}
