@@ -15,6 +15,16 @@ pub enum ParkEvent {
     Ended { orbit: String, call_id: String, by: String },
     /// A park or retrieve was refused with a SIP status.
     Refused { number: String, status: u16, reason: String, call_id: String },
+    /// The parking time ran out and parkd is calling the parker (or the fallback URI) back.
+    RecallStarted { orbit: String, to: String, target: super::legs::RecallTarget, round: u32 },
+    /// The recall was answered: the call is bridged to whoever answered.
+    RecallAnswered { orbit: String, by: String, target: super::legs::RecallTarget },
+    /// The recall was not answered (status 408 = rang out).
+    RecallFailed { orbit: String, status: u16, target: super::legs::RecallTarget },
+    /// Nobody took the call this round: it stays parked until the next recall.
+    Reparked { orbit: String, round: u32 },
+    /// parkd ended a parked call (recall rounds exhausted, `hangup` fallback, or `max_park_time`).
+    TimedOut { orbit: String, reason: String },
     /// A 2xx was never acknowledged: the leg was torn down (RFC 3261 §13.3.1.4).
     AckTimeout { call_id: String },
 }

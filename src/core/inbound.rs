@@ -139,18 +139,34 @@ impl Core {
         let Some((id, verdict)) = self.txn.on_response(now, from, &resp) else { return };
         let Some(purpose) = self.client_txns.get(&id).cloned() else { return };
         match (purpose, verdict) {
-            (ClientPurpose::Bye, ClientVerdict::Final(_)) => {
+            (ClientPurpose::Bye | ClientPurpose::Cancel, ClientVerdict::Final(_)) => {
                 self.client_txns.remove(&id);
             }
-            (ClientPurpose::Bye, ClientVerdict::Provisional(_)) => {}
+            (ClientPurpose::Bye | ClientPurpose::Cancel, ClientVerdict::Provisional(_)) => {}
+            (ClientPurpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
+            (ClientPurpose::OrphanRecall, v) => self.on_orphan_response(now, id, v),
+            (ClientPurpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {
+                // A retransmitted 2xx: the ACK was lost, send it again (RFC 3261 §13.2.2.4).
+                if let Some((to, ack)) = self.legs.get(&leg).and_then(|l| l.uac_ack.clone()) {
+                    self.txn.send_stateless(to, ack);
+                }
+            }
+            (ClientPurpose::RecallAnswered { .. }, _) => {}
         }
     }
 
     pub(super) fn on_txn_event(&mut self, ev: TxnEvent) {
         match ev {
-            TxnEvent::ClientTimeout(id) => {
-                self.client_txns.remove(&id);
-            }
+            TxnEvent::ClientTimeout(id) => match self.client_txns.remove(&id) {
+                Some(ClientPurpose::Recall(call)) => {
+                    let now = self.last_now;
+                    self.on_recall_timeout(now, call, id);
+                }
+                Some(ClientPurpose::OrphanRecall) => {
+                    self.orphans.remove(&id);
+                }
+                _ => {}
+            },
             TxnEvent::AckTimeout { txn, call_id, .. } => {
                 if let Some(leg_id) = self.pending_acks.remove(&txn) {
                     tracing::warn!(%call_id, "2xx never acknowledged; ending the call");

@@ -59,6 +59,10 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
         };
+        let parking_time = match parking_time_override(&req) {
+            Some(secs) => (secs > 0).then(|| std::time::Duration::from_secs(secs)),
+            None => self.lots[lot].cfg.parking_duration(),
+        };
         let call = CallRef(self.next_id());
         let claimed = match orbit {
             Some(i) => self.lots[lot].claim(i, call).map(|_| i),
@@ -103,8 +107,14 @@ impl Core {
                 parked_at: now,
                 state: CallState::Parked,
                 media_mode: MediaMode::None,
+                parking_time,
+                recall_at: None,
+                expires_at: None,
+                rounds: 0,
+                recall: None,
             },
         );
+        self.arm_park_timers(now, call);
     }
 
     /// Hands the call parked in `orbit` to the caller of `req`.
@@ -139,6 +149,8 @@ impl Core {
             return self.refuse(now, txn, &req, 404, "Orbit Empty");
         }
         let (lot, orbit, orbit_name, parked_leg) = (parked.lot, parked.orbit, parked.orbit_name.clone(), parked.parked);
+        // A recall may be ringing: the retriever wins and the recall is cancelled.
+        self.abandon_recall(now, call);
         let offer = match read_offer(&req) {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
@@ -233,9 +245,20 @@ impl Core {
         });
         self.dialogs.insert(dialog.key(), id);
         self.pending_acks.insert(txn, id);
-        self.legs.insert(id, Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span });
+        self.legs.insert(id, Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None });
         id
     }
+}
+
+/// A per-call parking time from the park request: the Request-URI parameter `park-timeout=SECONDS` (it survives
+/// a Refer-To such as `<sip:700@parkd;park-timeout=120>`) or the header `Park-Timeout: SECONDS`.
+fn parking_time_override(req: &Request) -> Option<u64> {
+    req.uri
+        .params
+        .value("park-timeout")
+        .map(str::to_string)
+        .or_else(|| req.common.header("Park-Timeout").map(str::to_string))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The SDP offer of an INVITE: `Ok(None)` when it has none (parkd then offers in its 2xx); an error status when

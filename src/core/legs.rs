@@ -26,6 +26,8 @@ pub enum LegRole {
     Parked,
     /// Whoever dialed the orbit to take the call.
     Retriever,
+    /// The parker (or fallback destination) parkd called back and who answered.
+    Recall,
 }
 
 /// Where a leg's INVITE handshake stands.
@@ -72,6 +74,8 @@ pub struct Leg {
     pub media: LegMedia,
     /// The span every log line about this dialog is emitted in (call-id, orbit, role).
     pub span: tracing::Span,
+    /// For a dialog parkd started: the ACK it sent (re-sent when the 2xx is retransmitted).
+    pub uac_ack: Option<(Peer, bytes::Bytes)>,
 }
 
 /// What a parked call is doing.
@@ -116,4 +120,36 @@ pub struct ParkedCall {
     pub parked_at: Time,
     pub state: CallState,
     pub media_mode: MediaMode,
+    /// How long each parking period lasts for this call (lot default or the park request's override).
+    pub parking_time: Option<std::time::Duration>,
+    /// When the next recall is due (None: never, or a recall is under way).
+    pub recall_at: Option<Time>,
+    /// When the call is ended regardless (`max_park_time`).
+    pub expires_at: Option<Time>,
+    /// Recall rounds started so far.
+    pub rounds: u32,
+    /// The recall ringing right now, if any.
+    pub recall: Option<Recall>,
+}
+
+/// Whom a recall rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecallTarget {
+    Parker,
+    FallbackUri,
+}
+
+/// An outgoing recall INVITE and what is known of it.
+#[derive(Clone, Debug)]
+pub struct Recall {
+    pub txn: crate::txn::ClientTxnId,
+    pub invite: crate::sip::Request,
+    pub next_hop: Peer,
+    pub target: RecallTarget,
+    pub port: u16,
+    pub local_sdp: LocalSdp,
+    pub ring_until: Time,
+    /// A provisional response arrived (a CANCEL may be sent, RFC 3261 §9.1).
+    pub provisional: bool,
 }

@@ -9,10 +9,12 @@
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
 
+mod call_timers;
 mod events;
 mod inbound;
 mod invite;
 pub mod legs;
+mod recall;
 mod reply;
 mod session;
 
@@ -67,6 +69,14 @@ pub struct Stats {
 enum ClientPurpose {
     /// A BYE that ends a leg parkd already forgot.
     Bye,
+    /// A CANCEL of a recall parkd gave up on.
+    Cancel,
+    /// The recall INVITE of a parked call, still ringing.
+    Recall(CallRef),
+    /// A recall INVITE that was answered: 2xx retransmissions are re-ACKed from this leg.
+    RecallAnswered { leg: LegId },
+    /// A recall INVITE parkd gave up on.
+    OrphanRecall,
 }
 
 pub struct Core {
@@ -82,6 +92,10 @@ pub struct Core {
     /// 2xx responses waiting for their ACK, by INVITE transaction.
     pending_acks: HashMap<crate::txn::ServerTxnId, LegId>,
     stats: Stats,
+    call_timers: call_timers::CallTimers,
+    orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
+    /// The outbound proxy as a Route entry and its address.
+    outbound_proxy: Option<(NameAddr, Peer)>,
     /// The latest `now` seen, for work triggered from inside output draining.
     last_now: Time,
     next_id: u64,
@@ -96,6 +110,12 @@ impl Core {
     pub fn new(server: ServerConfig, lots: Vec<LotConfig>, timers: TimerConfig, seed: u64) -> Core {
         let ports = PortPool::new(server.rtp_ports.lo as u16, server.rtp_ports.hi as u16);
         let local_addr = server.advertised_sip();
+        let outbound_proxy = server.outbound_proxy.as_deref().and_then(|p| crate::sip::parse_uri(p).ok()).and_then(|mut uri| {
+            let addr = crate::dialog::uri_addr(&uri)?;
+            let hop = Peer { transport: uri.transport(), addr };
+            uri.params.set("lr", None);
+            Some((NameAddr::new(uri), hop))
+        });
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
@@ -108,6 +128,9 @@ impl Core {
             client_txns: HashMap::new(),
             pending_acks: HashMap::new(),
             stats: Stats::default(),
+            call_timers: call_timers::CallTimers::default(),
+            orphans: HashMap::new(),
+            outbound_proxy,
             last_now: Time::ZERO,
             next_id: 1,
             out: VecDeque::new(),
@@ -136,13 +159,19 @@ impl Core {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.txn.poll_timeout()
+        match (self.txn.poll_timeout(), self.call_timers.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Time) {
         self.last_now = self.last_now.max(now);
         self.txn.handle_timeout(now);
+        while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
+            self.on_call_timer(now, at, call, kind);
+        }
     }
 
     pub fn stats(&self) -> Stats {

@@ -118,6 +118,9 @@ impl Core {
         let lot_name = self.lots.get(call.lot).map(|l| l.name().to_string()).unwrap_or_default();
         match call.state {
             CallState::Parked => {
+                if let Some(r) = call.recall.clone() {
+                    self.cancel_recall(now, r);
+                }
                 if let Some(orbit) = call.orbit {
                     self.lots[call.lot].release(orbit, call_ref);
                 }
@@ -136,10 +139,18 @@ impl Core {
 
     /// parkd sends BYE on a leg and forgets it; the BYE's client transaction retransmits on its own.
     pub(super) fn hangup_leg(&mut self, now: Time, leg_id: LegId) {
+        self.hangup_leg_with_reason(now, leg_id, None);
+    }
+
+    /// Like [`Core::hangup_leg`], with an RFC 3326 `Reason` header on the BYE.
+    pub(super) fn hangup_leg_with_reason(&mut self, now: Time, leg_id: LegId, reason: Option<String>) {
         let Some(mut leg) = self.forget_leg(leg_id) else { return };
         let branch = self.new_branch();
         let contact = self.contact(leg.dialog.next_hop.transport);
-        let bye: Request = leg.dialog.request(Method::Bye, self.local_addr, &branch, &contact);
+        let mut bye: Request = leg.dialog.request(Method::Bye, self.local_addr, &branch, &contact);
+        if let Some(r) = reason {
+            bye.common.push_header("Reason", r);
+        }
         let _enter = leg.span.enter();
         tracing::info!(to = %leg.dialog.next_hop.addr, "sending BYE");
         let id = self.txn.send_request(now, leg.dialog.next_hop, &bye);

@@ -35,6 +35,7 @@ impl World {
             listen: "127.0.0.1:5060".parse().unwrap(),
             advertise: None,
             rtp_ports: NumRange::parse("20000-20099").unwrap(),
+            outbound_proxy: None,
         };
         World {
             core: Core::new(server, lots, TimerConfig::default(), 42),
