@@ -12,5 +12,6 @@
 pub mod config;
 pub mod sip;
 pub mod time;
+pub mod txn;
 
 pub use time::Time;
