@@ -17,6 +17,20 @@ use crate::time::Time;
 use bytes::Bytes;
 use std::time::Duration;
 
+/// `resp` with the stored request's stamped top Via when its own top Via is the same hop unstamped.
+fn echo_stamped_via<'a>(request: &Request, resp: &'a Response) -> std::borrow::Cow<'a, Response> {
+    match (resp.common.via.first(), request.common.via.first()) {
+        (Some(rv), Some(sv)) if rv != sv && rv.branch() == sv.branch() && rv.sent_by() == sv.sent_by() => {
+            let mut fixed = resp.clone();
+            if let Some(v) = fixed.common.via.first_mut() {
+                *v = sv.clone();
+            }
+            std::borrow::Cow::Owned(fixed)
+        }
+        _ => std::borrow::Cow::Borrowed(resp),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ServerKind {
     Invite,
@@ -142,6 +156,8 @@ impl TxnLayer {
 
     /// Sends `resp` on server transaction `id` to the right place (§18.2.2) and arms its timers. Responses
     /// the state does not allow (a second final, a 1xx after the final) and stale ids are ignored.
+    /// If `resp` was built from the request as received (top Via without `received`/`rport`), its top Via
+    /// is replaced by the stamped one, so the response always echoes them (§18.2.1, RFC 3581 §4).
     pub fn respond(&mut self, now: Time, id: ServerTxnId, resp: &Response) {
         let Some(t) = self.servers.get_mut(id.idx, id.gen) else { return };
         let status = resp.status;
@@ -158,7 +174,7 @@ impl TxnLayer {
             tracing::debug!(status, state = ?t.state, "txn: response not allowed in this state, dropped");
             return;
         }
-        let bytes = resp.encode();
+        let bytes = echo_stamped_via(&t.request, resp).encode();
         let dest = t.dest;
         t.last_response = Some(bytes.clone());
         self.transmit(dest, bytes);

@@ -98,7 +98,10 @@ fn rfc6026_ict_accepted_passes_2xx_retransmissions_up_until_m() {
     let mut l = layer();
     let (inv, id) = send(&mut l, Method::Invite, "z9hG4bKok");
     drain(&mut l);
-    assert!(matches!(l.on_response(at(100), udp(PBX), &response_to(&inv, 180)), Some((_, ClientVerdict::Provisional(_)))));
+    assert!(matches!(
+        l.on_response(at(100), udp(PBX), &response_to(&inv, 180)),
+        Some((_, ClientVerdict::Provisional(_)))
+    ));
     let ok = response_to(&inv, 200);
     assert_eq!(l.on_response(at(1_000), udp(PBX), &ok), Some((id, ClientVerdict::Final(ok.clone()))));
     assert!(drain(&mut l).is_empty(), "the TU ACKs a 2xx, not the layer");

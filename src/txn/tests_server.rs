@@ -50,10 +50,7 @@ fn rfc3261_13_3_1_4_2xx_retransmitted_until_ack_timeout_at_32s() {
     let mut expected = vec![0];
     expected.extend(CAPPED_SCHEDULE);
     assert_eq!(transmit_times(&outs), expected, "2xx: 0.5, 1, 2, 4, 4, ... s apart");
-    assert_eq!(
-        events(&outs),
-        vec![(32_000, TxnEvent::AckTimeout { txn: id, call_id: "call-1@pbx".into(), cseq: 1 })]
-    );
+    assert_eq!(events(&outs), vec![(32_000, TxnEvent::AckTimeout { txn: id, call_id: "call-1@pbx".into(), cseq: 1 })]);
     assert_eq!(l.live(), (0, 0));
 }
 
@@ -295,6 +292,22 @@ fn rfc3581_response_goes_to_source_port_and_echoes_rport() {
     let (to, text) = only_transmit(&drain(&mut l));
     assert_eq!(to, src);
     assert!(text.contains("rport=33333;received=198.51.100.4"), "{text}");
+}
+
+#[test]
+fn rfc3581_response_built_from_unstamped_request_still_echoes_rport() {
+    let mut l = layer();
+    let src = udp("198.51.100.4:33333");
+    let mut opt = request(Method::Options, "z9hG4bKtu", "10.0.0.5:5060");
+    opt.common.via[0].params.set("rport", None);
+    let id = new_id(l.on_request(t0(), src, &opt));
+    l.respond(t0(), id, &response_to(&opt, 200));
+    let (to, text) = only_transmit(&drain(&mut l));
+    assert_eq!(to, src);
+    assert!(
+        text.contains("Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKtu;rport=33333;received=198.51.100.4\r\n"),
+        "{text}"
+    );
 }
 
 #[test]
