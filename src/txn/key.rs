@@ -23,6 +23,7 @@ pub enum MethodClass {
 }
 
 impl MethodClass {
+    /// The class of a request method (ACK → [`MethodClass::Invite`]).
     pub fn of(method: &Method) -> MethodClass {
         match method {
             Method::Invite | Method::Ack => MethodClass::Invite,
@@ -95,6 +96,7 @@ impl ServerKey {
         }
     }
 
+    /// Whether this is an RFC 2543 fallback key.
     pub fn is_legacy(&self) -> bool {
         matches!(self, ServerKey::Rfc2543(_))
     }

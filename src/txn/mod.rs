@@ -35,6 +35,7 @@ use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+pub use client::ack_for_non_2xx;
 pub use dest::{response_destination, stamp_top_via};
 pub use key::{ClientKey, MethodClass, ServerKey};
 pub use timer::TimerKind;
@@ -123,7 +124,9 @@ pub enum TxnEvent {
 /// What the layer hands to the driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnOutput {
+    /// Send `bytes` to `to` (already encoded; UDP datagram or TCP write on that connection).
     Transmit { to: Peer, bytes: Bytes },
+    /// Tell the TU.
     Event(TxnEvent),
 }
 
