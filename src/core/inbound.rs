@@ -34,6 +34,10 @@ impl Core {
         match self.txn.on_request(now, from, &req) {
             ServerVerdict::New(id) => self.on_new_request(now, id, from, req),
             ServerVerdict::Retransmission | ServerVerdict::AckAbsorbed => {}
+            ServerVerdict::Malformed => {
+                self.stats.malformed += 1;
+                tracing::debug!(from = %from.addr, "request without a usable Via dropped");
+            }
             ServerVerdict::AckForDialog => self.on_ack(now, from, &req),
             ServerVerdict::Cancel { cancel, invite } => self.on_cancel(now, cancel, invite, &req),
         }
@@ -126,9 +130,8 @@ impl Core {
             return self.respond(now, cancel, req, 481, None, None, |_| {});
         };
         self.respond(now, cancel, req, 200, None, None, |_| {});
-        // parkd answers INVITEs at once, so this is rare; the transaction layer ignores a second final response.
-        let answered = self.pending_acks.contains_key(&invite);
-        if !answered {
+        // parkd answers INVITEs at once, so this is rare.
+        if self.txn.awaiting_final(invite) {
             if let Some(inv) = self.txn.server_request(invite).cloned() {
                 self.respond(now, invite, &inv, 487, None, None, |_| {});
             }
