@@ -14,3 +14,6 @@ pub mod sip;
 pub mod time;
 
 pub use time::Time;
+pub mod io;
+pub mod media;
+pub mod sdp;
