@@ -68,6 +68,10 @@ impl Pacer {
     /// Schedules `port` in the least-loaded slot; its first frame is the first due time of that
     /// slot at or after `now` that has not been served yet.
     pub fn add(&mut self, now: Time, port: u16) -> Scheduled {
+        if self.total == 0 {
+            // Nothing is pending: fast-forward so `next_deadline` does not report stale slots.
+            self.served_until_ms = self.served_until_ms.max(now.as_millis());
+        }
         let mut best = 0usize;
         for (i, s) in self.slots.iter().enumerate() {
             if s.len() < self.slots[best].len() {
