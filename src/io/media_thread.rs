@@ -197,8 +197,7 @@ impl MediaIo {
                     continue;
                 }
                 let port = self.base.wrapping_add((idx as u16).wrapping_mul(2));
-                loop {
-                    let Some(sock) = self.sockets.get(idx) else { break };
+                while let Some(sock) = self.sockets.get(idx) {
                     match sock.recv_from(&mut buf) {
                         Ok((n, from)) => {
                             let Some(pkt) = buf.get_mut(..n) else { continue };

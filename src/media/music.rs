@@ -119,8 +119,21 @@ fn midi_hz(n: i32) -> f32 {
     440.0 * 2f32.powf((n - 69) as f32 / 12.0)
 }
 
-/// Adds one enveloped note (sine partials) into the circular buffer `out` starting at `start`.
-fn add_note(out: &mut [f32], start: usize, len: usize, hz: f32, amp: f32, attack: f32, decay_tau: f32, partials: &[f32]) {
+/// One synthesized note: sine partials under an attack / exponential-decay / short-release envelope.
+struct Note<'a> {
+    hz: f32,
+    amp: f32,
+    /// Attack time, seconds.
+    attack: f32,
+    /// Exponential decay time constant, seconds.
+    decay_tau: f32,
+    /// Relative amplitude of harmonics 1, 2, 3...
+    partials: &'a [f32],
+}
+
+/// Adds `note` into the circular buffer `out` from sample `start` for `len` samples.
+fn add_note(out: &mut [f32], start: usize, len: usize, note: Note<'_>) {
+    let Note { hz, amp, attack, decay_tau, partials } = note;
     let n = out.len();
     if n == 0 {
         return;
@@ -162,15 +175,15 @@ fn synthesize_builtin() -> Vec<i16> {
     for (c, (bass, tones)) in chords.iter().enumerate() {
         let base = c * chord_len;
         // Bass: one long soft note per chord.
-        add_note(&mut buf, base, chord_len + sr / 4, midi_hz(*bass), 0.25, 0.08, 2.5, &[1.0, 0.3]);
+        add_note(&mut buf, base, chord_len + sr / 4, Note { hz: midi_hz(*bass), amp: 0.25, attack: 0.08, decay_tau: 2.5, partials: &[1.0, 0.3] });
         // Pad: the chord tones an octave lower, slow attack, overlapping into the next chord.
         for t in tones {
-            add_note(&mut buf, base, chord_len + sr / 2, midi_hz(t - 12), 0.06, 0.6, 4.0, &[1.0, 0.15]);
+            add_note(&mut buf, base, chord_len + sr / 2, Note { hz: midi_hz(t - 12), amp: 0.06, attack: 0.6, decay_tau: 4.0, partials: &[1.0, 0.15] });
         }
         // Arpeggio: bell-like plucks, up an octave on the second half.
         for (k, p) in pattern.iter().enumerate() {
             let note = tones.get(*p).copied().unwrap_or(60) + if k >= 4 { 12 } else { 0 };
-            add_note(&mut buf, base + k * step, sr * 3 / 2, midi_hz(note), 0.18, 0.01, 0.45, &[1.0, 0.25, 0.08]);
+            add_note(&mut buf, base + k * step, sr * 3 / 2, Note { hz: midi_hz(note), amp: 0.18, attack: 0.01, decay_tau: 0.45, partials: &[1.0, 0.25, 0.08] });
         }
     }
     // Normalize to -18 dBFS RMS, then soft-limit any peak.

@@ -18,7 +18,7 @@ fn addr(s: &str) -> SocketAddr {
 fn plane() -> MediaPlane {
     let mut pcm = Vec::new();
     for k in 0..10i16 {
-        pcm.extend(std::iter::repeat(k * 1000).take(FRAME_SAMPLES));
+        pcm.extend(std::iter::repeat_n(k * 1000, FRAME_SAMPLES));
     }
     MediaPlane::new(vec![HoldMusic::from_pcm(&pcm).unwrap()], 42)
 }
