@@ -24,6 +24,3 @@ pub mod time;
 pub mod txn;
 
 pub use time::Time;
-pub mod io;
-pub mod media;
-pub mod sdp;

@@ -19,7 +19,7 @@ impl Core {
             Ok(Message::Response(resp)) => self.on_response(now, from, resp),
             Err(err) => {
                 self.stats.malformed += 1;
-                match err.reply_context() {
+                match err.reply() {
                     Some(ctx) => {
                         tracing::debug!(%err, from = %from.addr, "malformed request, answering 400");
                         self.txn.send_stateless(from, ctx.bad_request(&err.to_string()));

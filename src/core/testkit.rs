@@ -164,12 +164,13 @@ impl Phone {
             None => ("", String::new()),
         };
         format!(
-            "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{cid}-{cs};rport\nMax-Forwards: 70\nFrom: <sip:{n}@127.0.0.1:{port}>;tag={tag}\nTo: <sip:{user}@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: {cs} INVITE\nContact: <sip:{n}@{a}>\n{extra}{ct}\n{body}",
+            "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{b}-{cs};rport\nMax-Forwards: 70\nFrom: <sip:{n}@127.0.0.1:{port}>;tag={tag}\nTo: <sip:{user}@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: {cs} INVITE\nContact: <sip:{n}@{a}>\n{extra}{ct}\n{body}",
             a = self.peer.addr,
             port = self.peer.addr.port(),
             n = self.name,
             tag = self.tag,
             cid = self.call_id,
+            b = self.call_id.replace('@', "."),
             cs = self.cseq,
         )
     }
@@ -180,7 +181,7 @@ impl Phone {
             Some(b) => ("Content-Type: application/sdp\n", b.to_string()),
             None => ("", String::new()),
         };
-        let branch = format!("z9hG4bK-{}-{}-{}", self.call_id, method, cseq);
+        let branch = format!("z9hG4bK-{}-{}-{}", self.call_id.replace('@', "."), method, cseq);
         format!(
             "{method} sip:parkd@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch={branch}\nMax-Forwards: 70\nFrom: <sip:{n}@127.0.0.1:{port}>;tag={tag}\nTo: <sip:{to_user}@127.0.0.1:5060>;tag={to_tag}\nCall-ID: {cid}\nCSeq: {cseq} {m}\nContact: <sip:{n}@{a}>\n{ct}\n{body}",
             a = self.peer.addr,

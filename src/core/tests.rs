@@ -96,7 +96,7 @@ fn retrieve_bridges_both_legs_and_either_bye_ends_the_other() {
     // The orbit is free again: a new park takes 701.
     let dave = Phone { call_id: "dave-call".into(), ..Phone::new("dave", 5072) };
     let since = w.sent.len();
-    w.deliver(dave.peer, &dave.invite("700", "Referred-By: <sip:alice@h>\n", Some(&dave.sdp("0", "sendrecv"))));
+    park(&mut w, &dave, "700", true);
     assert_eq!(header(&w.last_response_to(dave.peer, since), "Park-Orbit"), Some("701"));
 
     // Carol hangs up: parkd answers 200 and BYEs Bob.
@@ -144,7 +144,7 @@ fn unacknowledged_2xx_is_retransmitted_then_the_call_is_torn_down() {
     w.deliver(bob.peer, &bob.invite("700", "Referred-By: <sip:alice@h>\n", Some(&bob.sdp("0", "sendrecv"))));
     let t0 = w.now;
     let mut times = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..80 {
         let before = w.responses_to(bob.peer, 0).len();
         w.advance(Duration::from_millis(100));
         if w.responses_to(bob.peer, 0).len() > before {
@@ -220,9 +220,10 @@ fn cancel_after_answer_gets_200_and_the_call_stays() {
     w.deliver(bob.peer, &bob.invite("700", "Referred-By: <sip:alice@h>\n", Some(&bob.sdp("0", "sendrecv"))));
     let since = w.sent.len();
     let cancel = format!(
-        "CANCEL sip:700@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{cid}-1;rport\nMax-Forwards: 70\nFrom: <sip:bob@127.0.0.1:5070>;tag={t}\nTo: <sip:700@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: 1 CANCEL\n",
+        "CANCEL sip:700@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{b}-1;rport\nMax-Forwards: 70\nFrom: <sip:bob@127.0.0.1:5070>;tag={t}\nTo: <sip:700@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: 1 CANCEL\n",
         a = bob.peer.addr,
         cid = bob.call_id,
+        b = bob.call_id.replace('@', "."),
         t = bob.tag
     );
     w.deliver(bob.peer, &cancel);
@@ -279,3 +280,4 @@ fn offer_without_g711_is_488() {
     assert_eq!(w.last_response_to(bob.peer, 0).status, 488);
     assert_eq!(w.core.live().orbits_occupied, 0, "no orbit held after a refusal");
 }
+

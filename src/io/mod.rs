@@ -2,3 +2,5 @@
 
 pub mod clock;
 pub mod media_thread;
+pub mod sip_driver;
+pub mod tcp;

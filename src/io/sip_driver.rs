@@ -45,7 +45,7 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
     loop {
         drain(&mut core, &udp, &mut conns, &tcp_tx, &media);
         let deadline = core.poll_timeout();
-        let sleep_until = deadline.map(|t| clock.instant_of(t));
+        let sleep_until = deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t)));
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
