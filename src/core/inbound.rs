@@ -19,10 +19,10 @@ impl Core {
             Ok(Message::Response(resp)) => self.on_response(now, from, resp),
             Err(err) => {
                 self.stats.malformed += 1;
-                match err.reply() {
-                    Some(ctx) => {
-                        tracing::debug!(%err, from = %from.addr, "malformed request, answering 400");
-                        self.txn.send_stateless(from, ctx.bad_request(&err.to_string()));
+                match err.response_bytes() {
+                    Some(bytes) => {
+                        tracing::debug!(%err, from = %from.addr, "malformed request, answering {}", err.status());
+                        self.txn.send_stateless(from, bytes);
                     }
                     None => tracing::debug!(%err, from = %from.addr, "undecodable message dropped"),
                 }
