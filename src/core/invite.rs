@@ -115,6 +115,7 @@ impl Core {
             },
         );
         self.arm_park_timers(now, call);
+        self.orbit_changed(now, lot, orbit);
     }
 
     /// Hands the call parked in `orbit` to the caller of `req`.
@@ -171,6 +172,7 @@ impl Core {
         });
         if let Some(i) = orbit {
             self.lots[lot].release(i, call);
+            self.orbit_changed(now, lot, i);
         }
         if let Some(c) = self.calls.get_mut(&call) {
             c.state = CallState::Bridged { other: leg };

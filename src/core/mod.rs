@@ -14,6 +14,7 @@ mod events;
 mod inbound;
 mod invite;
 pub mod legs;
+pub mod orbit_view;
 mod recall;
 mod reply;
 mod session;

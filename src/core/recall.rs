@@ -178,6 +178,10 @@ impl Core {
         self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit, to: target_uri.to_string(), target, round }));
         if let Some(c) = self.calls.get_mut(&call) {
             c.recall = Some(Recall { txn, invite, next_hop, target, port, local_sdp, ring_until, provisional: false });
+            if let Some(o) = c.orbit {
+                let lot = c.lot;
+                self.orbit_changed(now, lot, o);
+            }
         }
         true
     }
@@ -217,7 +221,7 @@ impl Core {
         }
     }
 
-    fn recall_answered(&mut self, _now: Time, call: CallRef, txn: ClientTxnId, resp: Response) {
+    fn recall_answered(&mut self, now: Time, call: CallRef, txn: ClientTxnId, resp: Response) {
         let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
         let mut dialog = Dialog::as_uac(&r.invite, &resp, r.next_hop);
         dialog.local_seq = r.invite.common.cseq.seq;
@@ -239,8 +243,9 @@ impl Core {
         let id = LegId(self.next_id());
         let Some(c) = self.calls.get_mut(&call) else { return };
         let span = tracing::info_span!("dialog", call_id = %dialog.call_id, orbit = %c.orbit_name, role = ?LegRole::Recall);
-        if let Some(orbit) = c.orbit.take() {
-            self.lots[c.lot].release(orbit, call);
+        let freed = c.orbit.take().map(|o| (c.lot, o));
+        if let Some((lot, orbit)) = freed {
+            self.lots[lot].release(orbit, call);
         }
         c.state = CallState::Bridged { other: id };
         let orbit = c.orbit_name.clone();
@@ -253,6 +258,9 @@ impl Core {
         );
         tracing::info!(%orbit, %to, "recall answered; bridging");
         self.out.push_back(Output::Event(ParkEvent::RecallAnswered { orbit, by: to, target: r.target }));
+        if let Some((lot, orbit)) = freed {
+            self.orbit_changed(now, lot, orbit);
+        }
         self.sync_media(call);
     }
 
@@ -261,6 +269,10 @@ impl Core {
         let Some(c) = self.calls.get(&call) else { return };
         let orbit = c.orbit_name.clone();
         let policy = self.lots[c.lot].cfg.recall_fallback;
+        if let Some(o) = c.orbit {
+            let lot = c.lot;
+            self.orbit_changed(now, lot, o);
+        }
         tracing::info!(%orbit, status, ?target, "recall not answered");
         self.out.push_back(Output::Event(ParkEvent::RecallFailed { orbit, status, target }));
         if target == RecallTarget::Parker && policy == RecallFallback::FallbackUri && self.start_recall(now, call, RecallTarget::FallbackUri) {
@@ -358,6 +370,7 @@ impl Core {
         let Some(c) = self.calls.remove(&call) else { return };
         if let Some(orbit) = c.orbit {
             self.lots[c.lot].release(orbit, call);
+            self.orbit_changed(now, c.lot, orbit);
         }
         tracing::info!(orbit = %c.orbit_name, reason = why, "ending parked call");
         self.out.push_back(Output::Event(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string() }));

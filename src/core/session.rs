@@ -123,6 +123,7 @@ impl Core {
                 }
                 if let Some(orbit) = call.orbit {
                     self.lots[call.lot].release(orbit, call_ref);
+                    self.orbit_changed(now, call.lot, orbit);
                 }
                 tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");
                 self.out.push_back(Output::Event(ParkEvent::Abandoned { lot: lot_name, orbit: call.orbit_name, call_id }));
