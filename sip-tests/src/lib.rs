@@ -1,1 +1,3 @@
 //! End-to-end test harness for parkd (see tests/).
+
+pub mod bench;
