@@ -21,8 +21,7 @@ use super::sys::{self, Parkd, UdpCounters};
 pub const CALLS_PER_SINK: usize = 500;
 /// Parks started per second during setup.
 pub const SETUP_RATE: f64 = 1000.0;
-const PORT_BASE: u16 = 20_000;
-const PORT_SPAN: usize = 25_001;
+const PORT_SPAN: usize = 65_536;
 
 /// Figures for one density step.
 #[derive(Clone, Debug, Default)]
@@ -85,7 +84,7 @@ impl Sinks {
                     if !*measuring || pkt.len() < 12 {
                         return;
                     }
-                    let Some(st) = streams.get_mut(from.port().wrapping_sub(PORT_BASE) as usize) else { return };
+                    let Some(st) = streams.get_mut(from.port() as usize) else { return };
                     let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
                     if st.recv == 0 {
                         *st = Stream { recv: 1, first_ext: 0, max_ext: 0, last_ext: 0, last_seq: seq, last_ns: now };
@@ -128,7 +127,7 @@ pub fn run(bin: &Path, cpu: usize, n: usize, hold: Duration, log: &Path, progres
     let socks = (0..nsinks).map(|_| net::loopback_socket(16 << 20)).collect::<io::Result<Vec<_>>>()?;
     let sink_ports: Vec<u16> = socks.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<io::Result<_>>()?;
     let mut sinks = Sinks { socks, rb: RecvBatch::new(), streams: vec![Stream::default(); PORT_SPAN], hist: Hist::default(), measuring: false, epoch: Instant::now() };
-    let parkd = Parkd::start(bin, cpu, "127.0.0.1:25060".parse().expect("literal address"), log)?;
+    let parkd = Parkd::start(bin, cpu, "127.0.0.1:27060".parse().expect("literal address"), log)?;
     let mut ua = Ua::new(parkd.sip)?;
     let mut calls: Vec<(CallIds, St, Instant, u32, u16)> = Vec::with_capacity(n);
     let by_id: HashMap<String, usize> = (0..n).map(|i| (format!("d{i}@bench"), i)).collect();
@@ -213,7 +212,7 @@ pub fn run(bin: &Path, cpu: usize, n: usize, hold: Duration, log: &Path, progres
     drop(parkd);
     let (mut packets, mut expected, mut silent) = (0u64, 0u64, 0usize);
     for c in calls.iter().filter(|c| c.1 == St::Ok) {
-        match sinks.streams.get(c.4.wrapping_sub(PORT_BASE) as usize) {
+        match sinks.streams.get(c.4 as usize) {
             Some(st) if st.recv > 0 => {
                 packets += st.recv;
                 expected += (st.max_ext - st.first_ext + 1).max(0) as u64;

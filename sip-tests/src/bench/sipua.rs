@@ -47,7 +47,7 @@ impl Ua {
             "v=0\r\no=bench 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
         );
         let text = format!(
-            "INVITE sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{cid}-inv;rport\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{l}>;tag={ft}\r\nTo: <sip:{t}@{s}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:{u}@{l}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            "INVITE sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{br}-inv;rport\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{l}>;tag={ft}\r\nTo: <sip:{t}@{s}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:{u}@{l}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
             t = c.target,
             s = self.server,
             l = self.local,
@@ -55,19 +55,20 @@ impl Ua {
             u = c.user,
             ft = c.from_tag,
             len = sdp.len(),
+            br = token(&c.call_id),
         );
         self.send(&text);
     }
 
     /// ACK for a 2xx (new branch) or for a failure response (INVITE's branch, RFC 3261 §17.1.1.3).
     pub fn ack(&self, c: &CallIds, for_2xx: bool) {
-        let branch = if for_2xx { format!("{}-ack", c.call_id) } else { format!("{}-inv", c.call_id) };
+        let branch = if for_2xx { format!("{}-ack", token(&c.call_id)) } else { format!("{}-inv", token(&c.call_id)) };
         self.in_dialog("ACK", c, 1, &branch);
     }
 
     /// BYE with CSeq 2.
     pub fn bye(&self, c: &CallIds) {
-        self.in_dialog("BYE", c, 2, &format!("{}-bye", c.call_id));
+        self.in_dialog("BYE", c, 2, &format!("{}-bye", token(&c.call_id)));
     }
 
     fn in_dialog(&self, method: &str, c: &CallIds, cseq: u32, branch: &str) {
@@ -110,6 +111,11 @@ impl Ua {
             }
         }
     }
+}
+
+/// `call_id` with only token characters, for Via branches.
+fn token(call_id: &str) -> String {
+    call_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
 }
 
 /// The RTP port of the `m=audio` line of a response's SDP body.

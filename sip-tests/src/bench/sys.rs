@@ -88,33 +88,42 @@ pub struct Parkd {
     pub sip: SocketAddr,
 }
 
-/// Orbit and port layout big enough for 10,000 parked calls in one lot.
-pub const RTP_PORTS: &str = "20000-45000";
+/// RTP port ranges tried in turn (each holds ≥ 10,000 even ports; a range fails when another
+/// program on this shared machine holds one of its ports). Kept below the kernel's ephemeral
+/// range (32768+) where possible, since our own sinks bind ephemeral ports.
+pub const RTP_PORT_RANGES: &[&str] = &["6100-26099", "1100-21099", "24000-44999"];
+/// 10,000 orbits (all of equal length) so 10,000 calls fit in one lot.
 pub const ORBITS: &str = "10000-19999";
 
 impl Parkd {
     /// Starts `bin` on `taskset -c <cpu>`, SIP on `sip`, and waits until it answers OPTIONS.
     pub fn start(bin: &Path, cpu: usize, sip: SocketAddr, log: &Path) -> io::Result<Parkd> {
-        let logf = fs::File::create(log)?;
-        let child = Command::new("taskset")
-            .arg("-c")
-            .arg(cpu.to_string())
-            .arg(bin)
-            .args(["--listen", &sip.to_string(), "--rtp-ports", RTP_PORTS, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()?;
-        let p = Parkd { child, sip };
-        p.wait_ready(Duration::from_secs(15))?;
-        Ok(p)
+        let mut last = io::Error::other("no RTP port range");
+        for range in RTP_PORT_RANGES {
+            let logf = fs::File::create(log)?;
+            let child = Command::new("taskset")
+                .arg("-c")
+                .arg(cpu.to_string())
+                .arg(bin)
+                .args(["--listen", &sip.to_string(), "--rtp-ports", range, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(logf)
+                .spawn()?;
+            let mut p = Parkd { child, sip };
+            match p.wait_ready(Duration::from_secs(15)) {
+                Ok(()) => return Ok(p),
+                Err(e) => last = io::Error::other(format!("{e}; log: {}", fs::read_to_string(log).unwrap_or_default().trim())),
+            }
+        }
+        Err(last)
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn wait_ready(&self, limit: Duration) -> io::Result<()> {
+    fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
         let s = UdpSocket::bind("127.0.0.1:0")?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
         let local = s.local_addr()?;
@@ -122,6 +131,9 @@ impl Parkd {
         let mut buf = [0u8; 4096];
         let mut n = 0;
         while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(io::Error::other(format!("parkd exited: {status}")));
+            }
             n += 1;
             let msg = format!(
                 "OPTIONS sip:parkd@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ready-{n}\r\nMax-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag=r\r\nTo: <sip:parkd@{sip}>\r\nCall-ID: ready-{n}@bench\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
@@ -161,4 +173,21 @@ pub fn machine_info() -> (usize, String, String) {
         .unwrap_or_else(|| "unknown".into());
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
     (nproc, model, kernel)
+}
+
+/// Re-runs this program inside `unshare --net` with `lo` up and `env_var` set. `Ok(None)` when
+/// namespaces are unavailable (the caller goes on in the host namespace).
+pub fn reexec_in_netns(env_var: &str) -> io::Result<Option<i32>> {
+    let ok = Command::new("unshare").args(["-n", "true"]).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe()?;
+    let status = Command::new("unshare")
+        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args(std::env::args().skip(1))
+        .env(env_var, "1")
+        .status()?;
+    Ok(Some(status.code().unwrap_or(1)))
 }
