@@ -2,7 +2,8 @@
 //!
 //! Calls point their SDP at a few shared sink sockets (one per 500 calls); streams are told
 //! apart by parkd's source port (one RTP port per leg). Inter-arrival is measured per stream,
-//! with the receive time of each `recvmmsg` batch.
+//! with the kernel's receive timestamp of each datagram (SO_TIMESTAMPNS), so the
+//! sink's own scheduling does not count.
 
 use std::collections::HashMap;
 use std::io;
@@ -37,6 +38,7 @@ pub struct DensityResult {
     /// Packets received / (parked × 50 × window).
     pub delivered_ratio: f64,
     pub ia_p50_ms: f64,
+    pub ia_p90_ms: f64,
     pub ia_p99_ms: f64,
     pub ia_max_ms: f64,
     pub cpu_pct: f64,
@@ -79,8 +81,9 @@ impl Sinks {
         let Sinks { socks, rb, streams, hist, measuring, epoch } = self;
         for s in socks.iter() {
             loop {
-                let now = epoch.elapsed().as_nanos() as u64;
-                let got = rb.recv(s, |from, pkt| {
+                let batch_now = epoch.elapsed().as_nanos() as u64;
+                let got = rb.recv_ts(s, |from, pkt, ts| {
+                    let now = ts.unwrap_or(batch_now);
                     if !*measuring || pkt.len() < 12 {
                         return;
                     }
@@ -125,6 +128,9 @@ enum St {
 pub fn run(bin: &Path, cpu: usize, n: usize, hold: Duration, log: &Path, progress: &mut dyn FnMut(String)) -> io::Result<DensityResult> {
     let nsinks = n.div_ceil(CALLS_PER_SINK);
     let socks = (0..nsinks).map(|_| net::loopback_socket(16 << 20)).collect::<io::Result<Vec<_>>>()?;
+    for s in &socks {
+        net::enable_rx_timestamps(s)?;
+    }
     let sink_ports: Vec<u16> = socks.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<io::Result<_>>()?;
     let mut sinks = Sinks { socks, rb: RecvBatch::new(), streams: vec![Stream::default(); PORT_SPAN], hist: Hist::default(), measuring: false, epoch: Instant::now() };
     let parkd = Parkd::start(bin, cpu, "127.0.0.1:27060".parse().expect("literal address"), log)?;
@@ -231,6 +237,7 @@ pub fn run(bin: &Path, cpu: usize, n: usize, hold: Duration, log: &Path, progres
         loss_pct,
         delivered_ratio: packets as f64 / (ok.max(1) as f64 * 50.0 * window_s),
         ia_p50_ms: sinks.hist.ms(0.5),
+        ia_p90_ms: sinks.hist.ms(0.9),
         ia_p99_ms: sinks.hist.ms(0.99),
         ia_max_ms: sinks.hist.max_us() as f64 / 1000.0,
         cpu_pct: cpu_ns as f64 / 1e9 / window_s * 100.0,

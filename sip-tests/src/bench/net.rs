@@ -7,6 +7,23 @@ use std::os::fd::AsRawFd;
 /// Datagrams per batch.
 pub const BATCH: usize = 64;
 const SLOT: usize = 2048;
+const CTRL: usize = 64;
+
+/// Asks the kernel to timestamp every datagram received on `sock` (SO_TIMESTAMPNS).
+pub fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a c_int on our own fd.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
 
 /// Makes a nonblocking loopback UDP socket with big kernel buffers (forced when root).
 pub fn loopback_socket(bufsize: usize) -> io::Result<UdpSocket> {
@@ -46,6 +63,7 @@ pub struct RecvBatch {
     names: Vec<libc::sockaddr_in>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    ctrl: Vec<u64>,
 }
 
 impl Default for RecvBatch {
@@ -63,6 +81,7 @@ impl RecvBatch {
                 names: vec![std::mem::zeroed(); BATCH],
                 iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH],
                 hdrs: vec![std::mem::zeroed(); BATCH],
+                ctrl: vec![0; BATCH * CTRL / 8],
             }
         }
     }
@@ -70,7 +89,14 @@ impl RecvBatch {
     /// Receives up to [`BATCH`] datagrams without blocking; calls `f(from, bytes)` for each.
     /// Returns how many were received (0 when the socket is empty).
     pub fn recv(&mut self, sock: &UdpSocket, mut f: impl FnMut(SocketAddrV4, &[u8])) -> usize {
+        self.recv_ts(sock, |from, pkt, _| f(from, pkt))
+    }
+
+    /// Like [`RecvBatch::recv`], also passing the kernel receive timestamp (ns, CLOCK_REALTIME)
+    /// when [`enable_rx_timestamps`] was set on the socket.
+    pub fn recv_ts(&mut self, sock: &UdpSocket, mut f: impl FnMut(SocketAddrV4, &[u8], Option<u64>)) -> usize {
         let base = self.bufs.as_mut_ptr();
+        let cbase = self.ctrl.as_mut_ptr() as *mut u8;
         for i in 0..BATCH {
             // SAFETY: i * SLOT + SLOT <= bufs.len().
             self.iovs[i] = libc::iovec { iov_base: unsafe { base.add(i * SLOT) } as *mut libc::c_void, iov_len: SLOT };
@@ -79,8 +105,9 @@ impl RecvBatch {
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            // SAFETY: i * CTRL + CTRL <= ctrl's byte length.
+            h.msg_control = unsafe { cbase.add(i * CTRL) } as *mut libc::c_void;
+            h.msg_controllen = CTRL as _;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -95,10 +122,26 @@ impl RecvBatch {
         for i in 0..n {
             let len = (self.hdrs[i].msg_len as usize).min(SLOT);
             let from = to_v4(&self.names[i]);
-            f(from, &self.bufs[i * SLOT..i * SLOT + len]);
+            let ts = rx_timestamp(&self.hdrs[i].msg_hdr);
+            f(from, &self.bufs[i * SLOT..i * SLOT + len], ts);
         }
         n
     }
+}
+
+fn rx_timestamp(h: &libc::msghdr) -> Option<u64> {
+    // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_* walk inside them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
 }
 
 /// Sends `count` copies of `payload` to `dests` (round robin, starting at `*next`) with

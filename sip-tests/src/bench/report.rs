@@ -50,7 +50,8 @@ impl Report {
         let _ = writeln!(
             s,
             "Run: `cargo run --release -p sip-tests --bin bench{}` on {}. Machine: `nproc` = {}, CPU: {}, kernel {}. \
-             parkd pinned to core 0 (`taskset -c 0`), the load generator and RTP sinks on core 1, loopback only.\n",
+             parkd pinned to core 0 (`taskset -c 0`), the load generator and RTP sinks on core 1, both at nice -15 \
+             (the VM is shared with other jobs), loopback only in a private network namespace.\n",
             if self.quick { " -- --quick" } else { "" },
             self.date,
             self.nproc,
