@@ -72,9 +72,12 @@ fn run() -> std::io::Result<()> {
             d.parked, d.failed, d.silent, d.loss_pct, d.ia_p50_ms, d.ia_p90_ms, d.ia_p99_ms, d.ia_max_ms, d.cpu_pct, d.us_per_pkt, c.us_per_pkt, d.rss_kib,
             if d.pass() { "PASS" } else { "FAIL" }
         );
-        let pass = d.pass();
+        // Stop at a real failure (failed calls, loss, saturated core) or at a second failed step
+        // in a row; a lone jitter failure on an unsaturated core is noise of a shared VM.
+        let hard = d.failed > 0 || d.silent > 0 || d.loss_pct >= 0.1 || d.cpu_pct >= 90.0;
+        let stop = !d.pass() && (hard || dens.last().is_some_and(|(_, p): &(calib::Calib, density::DensityResult)| !p.pass()));
         dens.push((c, d));
-        if !pass {
+        if stop {
             break;
         }
     }
