@@ -98,6 +98,50 @@ impl Report {
             );
         }
         s.push_str(&self.targets());
+        s.push_str(&self.performance_section());
+        s
+    }
+
+    /// The "Performance" section for the project README (the figures of this run).
+    pub fn performance_section(&self) -> String {
+        let mut s = String::from("\n## Performance (text for the project README)\n\n");
+        let _ = writeln!(
+            s,
+            "Measured with `cargo run --release -p sip-tests --bin bench` ({}; {} cores, {}, kernel {}), parkd pinned to one core, \
+             loopback. Full tables: `bench-results/README.md`; profiles: `bench-results/PROFILE.md`.\n",
+            self.date, self.nproc, self.cpu_model, self.kernel
+        );
+        let f = &self.floor;
+        if let Some(d) = self.ceiling() {
+            let floor_at = self.density.iter().find(|(_, x)| x.n == d.n).map(|(c, _)| c.us_per_pkt).unwrap_or(0.0);
+            let _ = writeln!(
+                s,
+                "- **Hold music:** {} parked calls on one core with 0 failed calls, {:.3} % loss, inter-arrival p99 {:.1} ms, parkd at {:.0} % of \
+                 its core. parkd spends {:.2} µs of CPU per hold packet; a raw `sendmmsg` sender at the same rate spends {:.2} µs \
+                 (flat out: {:.2} µs, {:.0} streams per core). At its cost per packet one core carries ≈ {:.0} streams, {:.0} % of the floor.",
+                d.n, d.loss_pct, d.ia_p99_ms, d.cpu_pct, d.us_per_pkt, floor_at, f.us_per_pkt, f.streams_per_core(),
+                self.parkd_streams_per_core().unwrap_or(0.0),
+                self.parkd_streams_per_core().unwrap_or(0.0) / f.streams_per_core().max(1.0) * 100.0
+            );
+        }
+        if let Some((_, d)) = self.density.iter().filter(|(_, d)| !d.pass()).max_by_key(|(_, d)| d.n) {
+            let _ = writeln!(
+                s,
+                "- First failing step: {} calls (CPU {:.0} %, loss {:.3} %, inter-arrival p99 {:.1} ms, failed {}).",
+                d.n, d.cpu_pct, d.loss_pct, d.ia_p99_ms, d.failed
+            );
+        }
+        if let Some(k) = self.rss_slope_kib() {
+            let _ = writeln!(s, "- **Memory:** {k:.2} KiB of RSS per parked call (slope from 1k calls to the largest step).");
+        }
+        for c in &self.cycles {
+            let _ = writeln!(
+                s,
+                "- **{} park→retrieve→hang-up cycles/s:** {:.0} µs of server CPU per cycle, INVITE→200 p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms, \
+                 {} failed; unpark switch p99 {:.2} ms, {} hold packets after the bridge.",
+                c.rate, c.cpu_us_per_cycle, c.invite.ms(0.5), c.invite.ms(0.99), c.invite.ms(0.999), c.failed, c.switch.ms(0.99), c.hold_after_bridge
+            );
+        }
         s
     }
 

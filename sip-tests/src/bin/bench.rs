@@ -72,10 +72,10 @@ fn run() -> std::io::Result<()> {
             d.parked, d.failed, d.silent, d.loss_pct, d.ia_p50_ms, d.ia_p90_ms, d.ia_p99_ms, d.ia_max_ms, d.cpu_pct, d.us_per_pkt, c.us_per_pkt, d.rss_kib,
             if d.pass() { "PASS" } else { "FAIL" }
         );
-        // Stop at a real failure (failed calls, loss, saturated core) or at a second failed step
-        // in a row; a lone jitter failure on an unsaturated core is noise of a shared VM.
-        let hard = d.failed > 0 || d.silent > 0 || d.loss_pct >= 0.1 || d.cpu_pct >= 90.0;
-        let stop = !d.pass() && (hard || dens.last().is_some_and(|(_, p): &(calib::Calib, density::DensityResult)| !p.pass()));
+        // Stop at a hard failure (failed calls, loss, saturated core). A step failing only the
+        // jitter criterion on an unsaturated core is reported as failed but stepping goes on, so
+        // the CPU ceiling is still measured on a shared VM whose scheduling adds tail latency.
+        let stop = d.failed > 0 || d.silent > 0 || d.loss_pct >= 0.1 || d.cpu_pct >= 90.0;
         dens.push((c, d));
         if stop {
             break;
