@@ -167,6 +167,29 @@ pub struct LotConfig {
     /// `<urn:alert:service:recall:callback>` (RFC 7462) is always sent.
     #[serde(default)]
     pub recall_alert_info: Option<String>,
+    /// The `<state>` a BLF NOTIFY shows for an occupied orbit: `confirmed` (steady lamp on most phones, the
+    /// default) or `early` (blinks on most phones).
+    #[serde(default)]
+    pub blf_occupied_state: BlfOccupiedState,
+    /// Source networks allowed to park in this lot (e.g. `["10.0.0.0/8", "127.0.0.1/32"]`); absent = everyone,
+    /// `[]` = nobody. Others get `403`.
+    #[serde(default)]
+    pub allow_park: Option<Vec<ipnet::IpNet>>,
+    /// Source networks allowed to retrieve (dial an orbit, or INVITE with Replaces); absent = everyone.
+    #[serde(default)]
+    pub allow_retrieve: Option<Vec<ipnet::IpNet>>,
+    /// Source networks allowed to SUBSCRIBE (BLF) to this lot's orbits and park code; absent = everyone.
+    #[serde(default)]
+    pub allow_subscribe: Option<Vec<ipnet::IpNet>>,
+}
+
+/// What an occupied orbit looks like on a BLF key (RFC 4235 dialog `<state>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlfOccupiedState {
+    #[default]
+    Confirmed,
+    Early,
 }
 
 /// What parkd does when the parker does not answer a recall.
@@ -211,6 +234,10 @@ impl LotConfig {
             fallback_uri: None,
             recall_rounds: default_recall_rounds(),
             recall_alert_info: None,
+            blf_occupied_state: BlfOccupiedState::Confirmed,
+            allow_park: None,
+            allow_retrieve: None,
+            allow_subscribe: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {

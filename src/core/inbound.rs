@@ -2,7 +2,7 @@
 //! method and dialog.
 
 use super::legs::LegState;
-use super::reply::ALLOW;
+use super::reply::{ALLOW, ALLOW_EVENTS};
 use super::{ClientPurpose, Core, Output, ParkEvent};
 use crate::dialog::DialogKey;
 use crate::sip::{Message, Method, Peer, Request, Response};
@@ -57,8 +57,10 @@ impl Core {
                 r.common.push_header("Allow", ALLOW);
                 r.common.push_header("Accept", "application/sdp");
                 r.common.push_header("Supported", "replaces");
+                r.common.push_header("Allow-Events", ALLOW_EVENTS);
             }),
-            Method::Register | Method::Message | Method::Publish | Method::Subscribe | Method::Refer => {
+            Method::Subscribe => self.on_subscribe(now, id, from, req),
+            Method::Register | Method::Message | Method::Publish | Method::Refer => {
                 self.respond(now, id, &req, 405, None, None, |_| {})
             }
             Method::Bye | Method::Notify | Method::Info | Method::Prack | Method::Update | Method::Cancel | Method::Ack => {
@@ -74,6 +76,9 @@ impl Core {
     /// A request inside a dialog parkd holds (its To tag is parkd's).
     fn on_in_dialog(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
         let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        if let Some(sub) = self.blf.by_dialog(&key) {
+            return self.on_subscription_request(now, id, from, req, sub);
+        }
         let Some(&leg_id) = self.dialogs.get(&key) else {
             return self.respond(now, id, &req, 481, None, None, |_| {});
         };
@@ -155,6 +160,7 @@ impl Core {
                 }
             }
             (ClientPurpose::RecallAnswered { .. }, _) => {}
+            (ClientPurpose::Notify(sub), v) => self.on_notify_response(now, sub, id, v),
         }
     }
 
@@ -168,6 +174,7 @@ impl Core {
                 Some(ClientPurpose::OrphanRecall) => {
                     self.orphans.remove(&id);
                 }
+                Some(ClientPurpose::Notify(sub)) => self.on_notify_timeout(sub, id),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

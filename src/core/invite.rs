@@ -9,6 +9,7 @@
 //! * anything else → 404.
 
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, MediaMode, ParkHow, ParkedCall};
+use super::access::Action;
 use super::{Core, Output, ParkEvent};
 use crate::dialog::{Dialog, DialogKey};
 use crate::media::Codec;
@@ -45,6 +46,10 @@ impl Core {
             Some(Ok(na)) => Some(na),
             Some(Err(_)) => return self.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
         };
+        let action = if matches!(dialed, Dialed::Orbit(_)) && parker.is_none() { Action::Retrieve } else { Action::Park };
+        if let Err(e) = self.access(lot, action, from) {
+            return self.refuse(now, txn, &req, 403, e.reason());
+        }
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
@@ -136,6 +141,10 @@ impl Core {
             .and_then(|id| self.legs.get(id))
             .filter(|leg| leg.dialog.remote_tag() == r.from_tag && leg.role == LegRole::Parked)
             .map(|leg| leg.call);
+        let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
+        if let Some(Err(e)) = lot.map(|lot| self.access(lot, Action::Retrieve, from)) {
+            return self.refuse(now, txn, &req, 403, e.reason());
+        }
         match target {
             Some(call) if self.calls.get(&call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
             _ => self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),

@@ -9,6 +9,8 @@
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
 
+mod access;
+mod blf;
 mod call_timers;
 mod events;
 mod inbound;
@@ -56,6 +58,8 @@ pub struct Live {
     pub client_txns: usize,
     pub rtp_ports_in_use: usize,
     pub orbits_occupied: usize,
+    /// BLF subscriptions (including ones whose final NOTIFY is unanswered).
+    pub subscriptions: usize,
 }
 
 /// Counters the core keeps (exported as metrics by the io layer).
@@ -78,6 +82,8 @@ enum ClientPurpose {
     RecallAnswered { leg: LegId },
     /// A recall INVITE parkd gave up on.
     OrphanRecall,
+    /// A BLF NOTIFY of that subscription.
+    Notify(blf::SubId),
 }
 
 pub struct Core {
@@ -94,6 +100,8 @@ pub struct Core {
     pending_acks: HashMap<crate::txn::ServerTxnId, LegId>,
     stats: Stats,
     call_timers: call_timers::CallTimers,
+    /// BLF subscriptions, their indexes and expiry heap.
+    blf: blf::Subscriptions,
     orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
     /// The outbound proxy as a Route entry and its address.
     outbound_proxy: Option<(NameAddr, Peer)>,
@@ -130,6 +138,7 @@ impl Core {
             pending_acks: HashMap::new(),
             stats: Stats::default(),
             call_timers: call_timers::CallTimers::default(),
+            blf: blf::Subscriptions::default(),
             orphans: HashMap::new(),
             outbound_proxy,
             last_now: Time::ZERO,
@@ -160,10 +169,7 @@ impl Core {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Time> {
-        match (self.txn.poll_timeout(), self.call_timers.next()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.txn.poll_timeout(), self.call_timers.next(), self.blf.next_expiry()].into_iter().flatten().min()
     }
 
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
@@ -173,6 +179,7 @@ impl Core {
         while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
             self.on_call_timer(now, at, call, kind);
         }
+        self.blf_handle_timeout(now);
     }
 
     pub fn stats(&self) -> Stats {
@@ -189,6 +196,7 @@ impl Core {
             client_txns,
             rtp_ports_in_use: self.ports.in_use(),
             orbits_occupied: self.lots.iter().map(|l| l.occupied()).sum(),
+            subscriptions: self.blf.len(),
         }
     }
 
