@@ -238,3 +238,5 @@ impl Core {
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod blf_tests;
