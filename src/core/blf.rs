@@ -425,7 +425,7 @@ fn parked_entry(view: &ParkedView, orbit_name: &str, entity: &Uri, state: Dialog
         id: view.call_id.clone(),
         state,
         ids: Some(DialogIds { call_id: view.call_id.clone(), local_tag: view.local_tag.clone(), remote_tag: view.remote_tag.clone() }),
-        local: Some(Identity { display: None, uri: orbit_uri.to_string() }),
-        remote: Some(Identity { display: view.parked.display.clone(), uri: view.parked.uri.to_string() }),
+        local: Some(Identity { display: None, uri: orbit_uri.to_string(), target: Some(orbit_uri.to_string()) }),
+        remote: Some(Identity { display: view.parked.display.clone(), uri: view.parked.uri.to_string(), target: None }),
     }
 }

@@ -45,6 +45,9 @@ impl DialogState {
 pub struct Identity {
     pub display: Option<String>,
     pub uri: String,
+    /// `<target uri="..">`: where the participant is reached (for the orbit: the orbit itself, which a phone
+    /// may dial to retrieve). Omitted when unknown.
+    pub target: Option<String>,
 }
 
 /// The dialog identifiers of a parked call, as seen from parkd (the observed UA).
@@ -112,8 +115,11 @@ fn write_participant(out: &mut String, element: &str, who: &Identity) {
     if let Some(d) = who.display.as_deref().filter(|d| !d.is_empty()) {
         let _ = write!(out, " display=\"{}\"", xml_escape(d));
     }
-    let uri = xml_escape(&who.uri);
-    let _ = write!(out, ">{uri}</identity><target uri=\"{uri}\"/></{element}>");
+    let _ = write!(out, ">{}</identity>", xml_escape(&who.uri));
+    if let Some(t) = &who.target {
+        let _ = write!(out, "<target uri=\"{}\"/>", xml_escape(t));
+    }
+    let _ = write!(out, "</{element}>");
 }
 
 impl DialogInfo {
@@ -161,8 +167,8 @@ mod tests {
             id: "c1@h".into(),
             state: DialogState::Confirmed,
             ids: Some(DialogIds { call_id: "c1@h".into(), local_tag: "parkd-tag".into(), remote_tag: "bob-tag".into() }),
-            local: Some(Identity { display: None, uri: "sip:701@pbx".into() }),
-            remote: Some(Identity { display: Some("Bob".into()), uri: "sip:bob@10.0.0.5".into() }),
+            local: Some(Identity { display: None, uri: "sip:701@pbx".into(), target: Some("sip:701@pbx".into()) }),
+            remote: Some(Identity { display: Some("Bob".into()), uri: "sip:bob@10.0.0.5".into(), target: None }),
         }
     }
 
@@ -174,7 +180,7 @@ mod tests {
         // RFC 4235 §4.1.2: tags as seen by the observed UA (parkd): local = parkd's, remote = the parked party's.
         assert!(x.contains(r#"<dialog id="c1@h" call-id="c1@h" local-tag="parkd-tag" remote-tag="bob-tag" direction="recipient"><state>confirmed</state>"#), "{x}");
         assert!(x.contains(r#"<local><identity>sip:701@pbx</identity><target uri="sip:701@pbx"/></local>"#), "{x}");
-        assert!(x.contains(r#"<remote><identity display="Bob">sip:bob@10.0.0.5</identity>"#), "{x}");
+        assert!(x.contains(r#"<remote><identity display="Bob">sip:bob@10.0.0.5</identity></remote>"#), "{x}");
         assert!(x.trim_end().ends_with("</dialog-info>"));
     }
 
@@ -190,7 +196,7 @@ mod tests {
     #[test]
     fn hostile_identities_are_escaped() {
         let mut d = parked();
-        d.remote = Some(Identity { display: Some("\"Eve\" <x> & 'co'\u{1}".into()), uri: "sip:e\"ve@h?a=1&b=2".into() });
+        d.remote = Some(Identity { display: Some("\"Eve\" <x> & 'co'\u{1}".into()), uri: "sip:e\"ve@h?a=1&b=2".into(), target: None });
         d.ids.as_mut().unwrap().call_id = "a<b>&\"".into();
         let x = DialogInfo { version: 1, entity: "sip:7&01@h".into(), dialogs: vec![d] }.to_xml();
         assert!(x.contains(r#"display="&quot;Eve&quot; &lt;x&gt; &amp; &apos;co&apos;""#), "{x}");
