@@ -181,6 +181,45 @@ pub struct LotConfig {
     /// Source networks allowed to SUBSCRIBE (BLF) to this lot's orbits and park code; absent = everyone.
     #[serde(default)]
     pub allow_subscribe: Option<Vec<ipnet::IpNet>>,
+    /// Optional Digest authentication (RFC 8760 SHA-256 and RFC 2617 MD5, `qop=auth`) for this lot.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// Digest authentication of a lot:
+///
+/// ```toml
+/// [lot.auth]
+/// realm = "parkd"                                  # default "parkd"
+/// actions = ["park", "retrieve", "subscribe"]      # default: all three
+/// users = { alice = "secret", "201" = "pw201" }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "all_auth_actions")]
+    pub actions: Vec<AuthAction>,
+    /// User name → password.
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
+/// What Digest authentication guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthAction {
+    Park,
+    Retrieve,
+    Subscribe,
+}
+
+fn default_realm() -> String {
+    "parkd".into()
+}
+fn all_auth_actions() -> Vec<AuthAction> {
+    vec![AuthAction::Park, AuthAction::Retrieve, AuthAction::Subscribe]
 }
 
 /// What an occupied orbit looks like on a BLF key (RFC 4235 dialog `<state>`).
@@ -238,6 +277,7 @@ impl LotConfig {
             allow_park: None,
             allow_retrieve: None,
             allow_subscribe: None,
+            auth: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {

@@ -185,6 +185,9 @@ impl Core {
         if let Err(e) = self.access(lot, Action::Subscribe, from) {
             return self.respond(now, txn, &req, 403, Some(e.reason()), None, |_| {});
         }
+        if !self.authorized(now, txn, &req, lot, Action::Subscribe) {
+            return;
+        }
         if !accepts_dialog_info(&req) {
             return self.respond(now, txn, &req, 406, Some("Not Acceptable"), None, |r| r.common.push_header("Accept", DIALOG_INFO_CONTENT_TYPE));
         }

@@ -50,6 +50,9 @@ impl Core {
         if let Err(e) = self.access(lot, action, from) {
             return self.refuse(now, txn, &req, 403, e.reason());
         }
+        if !self.authorized(now, txn, &req, lot, action) {
+            return;
+        }
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
@@ -144,6 +147,11 @@ impl Core {
         let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
         if let Some(Err(e)) = lot.map(|lot| self.access(lot, Action::Retrieve, from)) {
             return self.refuse(now, txn, &req, 403, e.reason());
+        }
+        if let Some(lot) = lot {
+            if !self.authorized(now, txn, &req, lot, Action::Retrieve) {
+                return;
+            }
         }
         match target {
             Some(call) if self.calls.get(&call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),

@@ -10,6 +10,7 @@
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
 
 mod access;
+mod auth;
 mod blf;
 mod call_timers;
 mod events;
@@ -102,6 +103,8 @@ pub struct Core {
     call_timers: call_timers::CallTimers,
     /// BLF subscriptions, their indexes and expiry heap.
     blf: blf::Subscriptions,
+    /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
+    nonce_key: auth::NonceKey,
     orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
     /// The outbound proxy as a Route entry and its address.
     outbound_proxy: Option<(NameAddr, Peer)>,
@@ -125,12 +128,14 @@ impl Core {
             uri.params.set("lr", None);
             Some((NameAddr::new(uri), hop))
         });
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let nonce_key = auth::NonceKey(rng.gen());
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
             txn: TxnLayer::new(timers),
             ports,
-            rng: SmallRng::seed_from_u64(seed),
+            rng,
             legs: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
@@ -139,6 +144,7 @@ impl Core {
             stats: Stats::default(),
             call_timers: call_timers::CallTimers::default(),
             blf: blf::Subscriptions::default(),
+            nonce_key,
             orphans: HashMap::new(),
             outbound_proxy,
             last_now: Time::ZERO,
