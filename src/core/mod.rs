@@ -246,3 +246,5 @@ mod testkit;
 mod tests;
 #[cfg(test)]
 mod blf_tests;
+#[cfg(test)]
+mod auth_tests;
