@@ -179,6 +179,16 @@ impl Core {
         self.stats
     }
 
+    /// Replaces the outbound proxy (tests build cores without a config file).
+    #[cfg(test)]
+    pub(crate) fn set_outbound_proxy_for_tests(&mut self, uri: &str) {
+        let mut uri = crate::sip::parse_uri(uri).expect("proxy uri");
+        let addr = crate::dialog::uri_addr(&uri).expect("proxy ip");
+        let hop = Peer { transport: uri.transport(), addr };
+        uri.params.set("lr", None);
+        self.outbound_proxy = Some((NameAddr::new(uri), hop));
+    }
+
     /// Live state counts (tests assert they return to zero).
     pub fn live(&self) -> Live {
         let (server_txns, client_txns) = self.txn.live();
@@ -230,3 +240,5 @@ impl Core {
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod recall_tests;
