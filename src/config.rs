@@ -15,6 +15,7 @@
 //! parking_time = 45                # parkingtime, seconds; 0 = never recall
 //! slot_policy = "first"            # findslot: first | next | random
 //! music = "builtin"                # parkedmusicclass: "builtin" or a WAV path (8 kHz mono 16-bit)
+//! announce_orbit = true           # say "parked on 701" to a caller who parked itself
 //! ```
 
 use serde::Deserialize;
@@ -167,6 +168,10 @@ pub struct LotConfig {
     /// `<urn:alert:service:recall:callback>` (RFC 7462) is always sent.
     #[serde(default)]
     pub recall_alert_info: Option<String>,
+    /// Say "parked on seven zero one" to a caller who parked itself (dialed the park code with no
+    /// Referred-By: self-park, or the consultation leg of an attended park) before the hold music.
+    #[serde(default = "default_announce_orbit")]
+    pub announce_orbit: bool,
 }
 
 /// What parkd does when the parker does not answer a recall.
@@ -180,6 +185,10 @@ pub enum RecallFallback {
     FallbackUri,
     /// End the parked call politely (BYE with a Reason).
     Hangup,
+}
+
+fn default_announce_orbit() -> bool {
+    true
 }
 
 fn default_recall_rounds() -> u32 {
@@ -211,6 +220,7 @@ impl LotConfig {
             fallback_uri: None,
             recall_rounds: default_recall_rounds(),
             recall_alert_info: None,
+            announce_orbit: default_announce_orbit(),
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {

@@ -281,3 +281,55 @@ fn offer_without_g711_is_488() {
     assert_eq!(w.core.live().orbits_occupied, 0, "no orbit held after a refusal");
 }
 
+
+/// Self-park (issue 4): a caller who dials the park code itself (no Referred-By: it is the parker, e.g.
+/// the consultation leg of an attended park) hears "parked on 7 0 1" before the music.
+#[test]
+fn self_park_announces_the_orbit_before_hold_music() {
+    use crate::media::{MusicId, Prompt};
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    park(&mut w, &bob, "700", false);
+    assert_eq!(
+        w.media,
+        vec![
+            MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) },
+            MediaCommand::Announce {
+                port: 20000,
+                words: vec![Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(1)]
+            },
+        ]
+    );
+    // The second self-park lands on 702 and hears its own orbit.
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    let since = w.media.len();
+    park(&mut w, &carol, "700", false);
+    assert!(matches!(&w.media[since..], [MediaCommand::Hold { .. }, MediaCommand::Announce { words, .. }]
+        if words[..] == [Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(2)]));
+}
+
+/// A transferee (Referred-By names the parker), a directed park, a lot with `announce_orbit = false`, and a
+/// self-park whose phone holds parkd (sendonly) get the music without an announcement.
+#[test]
+fn no_announcement_for_a_transferee_or_when_disabled_or_not_listening() {
+    let announced = |w: &World| w.media.iter().any(|m| matches!(m, MediaCommand::Announce { .. }));
+    let mut w = World::new();
+    park(&mut w, &Phone::new("bob", 5070), "700", true);
+    park(&mut w, &Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) }, "704", true);
+    assert_eq!(w.media.iter().filter(|m| matches!(m, MediaCommand::Hold { .. })).count(), 2);
+    assert!(!announced(&w), "a transferee was parked by someone else: {:?}", w.media);
+
+    let mut lot = crate::config::LotConfig::default_lot();
+    lot.announce_orbit = false;
+    let mut w = World::with_lots(vec![lot]);
+    park(&mut w, &Phone::new("bob", 5070), "700", false);
+    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }]), "announce_orbit = false: {:?}", w.media);
+
+    let mut w = World::new();
+    let dave = Phone::new("dave", 5072);
+    let since = w.sent.len();
+    w.deliver(dave.peer, &dave.invite("700", "", Some(&dave.sdp("0", "sendonly"))));
+    let tag = w.last_response_to(dave.peer, since).common.to.tag().unwrap().to_string();
+    w.deliver(dave.peer, &dave.ack("700", &tag, dave.cseq, None));
+    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::Update { send: false, .. }]), "{:?}", w.media);
+}

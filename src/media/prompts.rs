@@ -160,9 +160,9 @@ mod tests {
             assert!(middle > -30.0, "asset {i}: middle 100 ms at {middle:.1} dBFS is not speech");
         }
         // Every digit sounds different (no asset copied twice).
-        for a in 0..ASSETS.len() {
-            for b in a + 1..ASSETS.len() {
-                assert_ne!(ASSETS[a], ASSETS[b], "assets {a} and {b} are identical");
+        for (a, first) in ASSETS.iter().enumerate() {
+            for (b, second) in ASSETS.iter().enumerate().skip(a + 1) {
+                assert_ne!(first, second, "assets {a} and {b} are identical");
             }
         }
     }
