@@ -38,7 +38,10 @@ fn indirect_park_answers_with_orbit_and_starts_hold_music_after_ack() {
     w.deliver(bob.peer, &bob.ack("700", &tag, 1, None));
     assert_eq!(
         w.media,
-        vec![MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: crate::media::MusicId(0) }]
+        vec![
+            MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: crate::media::MusicId(0) },
+            MediaCommand::DtmfPayloadType { port: 20000, pt: None },
+        ]
     );
     assert!(matches!(&w.events[0], ParkEvent::Parked { orbit, parker: Some(p), .. } if orbit == "701" && p.contains("alice")));
 }
@@ -252,7 +255,7 @@ fn invite_without_sdp_gets_offer_and_music_follows_answer_in_ack() {
     assert!(body.contains("m=audio 20000 RTP/AVP 0 8"), "offer lists PCMU and PCMA: {body}");
     let tag = ok.common.to.tag().unwrap().to_string();
     w.deliver(bob.peer, &bob.ack("700", &tag, 1, Some(&bob.sdp("8", "sendrecv"))));
-    assert!(matches!(w.media.as_slice(), [MediaCommand::Hold { codec: Codec::Pcma, .. }]), "{:?}", w.media);
+    assert!(matches!(w.media.as_slice(), [MediaCommand::Hold { codec: Codec::Pcma, .. }, MediaCommand::DtmfPayloadType { .. }]), "{:?}", w.media);
 }
 
 #[test]
@@ -294,6 +297,7 @@ fn self_park_announces_the_orbit_before_hold_music() {
         w.media,
         vec![
             MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) },
+            MediaCommand::DtmfPayloadType { port: 20000, pt: Some(101) },
             MediaCommand::Announce {
                 port: 20000,
                 words: vec![Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(1)]
@@ -304,7 +308,7 @@ fn self_park_announces_the_orbit_before_hold_music() {
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let since = w.media.len();
     park(&mut w, &carol, "700", false);
-    assert!(matches!(&w.media[since..], [MediaCommand::Hold { .. }, MediaCommand::Announce { words, .. }]
+    assert!(matches!(&w.media[since..], [MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }, MediaCommand::Announce { words, .. }]
         if words[..] == [Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(2)]));
 }
 
@@ -323,7 +327,7 @@ fn no_announcement_for_a_transferee_or_when_disabled_or_not_listening() {
     lot.announce_orbit = false;
     let mut w = World::with_lots(vec![lot]);
     park(&mut w, &Phone::new("bob", 5070), "700", false);
-    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }]), "announce_orbit = false: {:?}", w.media);
+    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }]), "announce_orbit = false: {:?}", w.media);
 
     let mut w = World::new();
     let dave = Phone::new("dave", 5072);
@@ -331,5 +335,26 @@ fn no_announcement_for_a_transferee_or_when_disabled_or_not_listening() {
     w.deliver(dave.peer, &dave.invite("700", "", Some(&dave.sdp("0", "sendonly"))));
     let tag = w.last_response_to(dave.peer, since).common.to.tag().unwrap().to_string();
     w.deliver(dave.peer, &dave.ack("700", &tag, dave.cseq, None));
-    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::Update { send: false, .. }]), "{:?}", w.media);
+    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::Update { send: false, .. }, MediaCommand::DtmfPayloadType { .. }]), "{:?}", w.media);
+}
+
+/// Attended park (RFC 3891 §3): Alice's consultation call to the park code hears "parked on 701"; Bob, swapped
+/// into the orbit by Replaces, has a parker (Alice) and hears only the music.
+#[test]
+fn attended_park_announces_to_the_consultation_leg_not_to_the_swapped_in_transferee() {
+    let mut w = World::new();
+    let alice = Phone::new("alice", 5999);
+    let bob = Phone::new("bob", 5070);
+    let atag = park(&mut w, &alice, "700", false);
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Announce { port: 20000, .. })), "{:?}", w.media);
+    let replaces = format!("Replaces: {};to-tag={};from-tag={}\n", alice.call_id, atag, alice.tag);
+    let since = w.sent.len();
+    w.deliver(bob.peer, &bob.invite("700", &replaces, Some(&bob.sdp("0", "sendrecv"))));
+    let ok = w.last_response_to(bob.peer, since);
+    assert_eq!(ok.status, 200);
+    let media_before = w.media.len();
+    w.deliver(bob.peer, &bob.ack("700", ok.common.to.tag().unwrap(), 1, None));
+    let after = &w.media[media_before..];
+    assert!(after.iter().any(|m| matches!(m, MediaCommand::Hold { port: 20002, .. })), "{after:?}");
+    assert!(!after.iter().any(|m| matches!(m, MediaCommand::Announce { .. })), "{after:?}");
 }
