@@ -7,6 +7,7 @@
 //!
 //! Run everything with `scripts/test.sh` (it builds the `parkd` binary first).
 
+pub mod checks;
 pub mod parkd;
 pub mod paths;
 pub mod ports;
