@@ -130,3 +130,58 @@ impl fmt::Display for StreamReport {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp_endpoint::{classify, pattern_payload, PayloadClass};
+    use std::time::Instant;
+
+    fn packet(at: Instant, ssrc: u32, seq: u16, timestamp: u32) -> ReceivedPacket {
+        ReceivedPacket {
+            at,
+            from: SocketAddr::from(([127, 0, 0, 1], 20000)),
+            ssrc,
+            seq,
+            timestamp,
+            payload_type: 0,
+            marker: false,
+            len: 172,
+            class: PayloadClass::Other,
+        }
+    }
+
+    fn stream(n: u16, ssrc_of: impl Fn(u16) -> u32, ts_of: impl Fn(u16) -> u32) -> Vec<ReceivedPacket> {
+        let t0 = Instant::now();
+        (0..n).map(|i| packet(t0 + Duration::from_millis(20 * u64::from(i)), ssrc_of(i), 65530u16.wrapping_add(i), ts_of(i))).collect()
+    }
+
+    #[test]
+    fn clean_stream_passes_across_seq_wrap() {
+        let r = StreamReport::of("t", &stream(100, |_| 7, |i| u32::from(i) * 160));
+        assert_eq!((r.count, r.seq_breaks, r.ts_breaks, r.ssrcs.len()), (100, 0, 0, 1));
+        assert!((r.rate - 50.0).abs() < 0.5, "{r}");
+        r.assert_g711_20ms_stream("clean", 100);
+    }
+
+    #[test]
+    #[should_panic(expected = "SSRCs")]
+    fn two_ssrcs_fail() {
+        StreamReport::of("t", &stream(100, |i| if i < 50 { 1 } else { 2 }, |i| u32::from(i) * 160)).assert_g711_20ms_stream("x", 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "timestamp")]
+    fn timestamp_jumps_fail() {
+        StreamReport::of("t", &stream(100, |_| 1, |i| u32::from(i) * 480)).assert_g711_20ms_stream("x", 10);
+    }
+
+    #[test]
+    fn patterns_are_recognized_and_music_is_not() {
+        assert_eq!(classify(&pattern_payload(0xB0)), PayloadClass::Pattern(0xB0));
+        let music: Vec<u8> = (0..160u32).map(|i| (i * 7) as u8).collect();
+        assert_eq!(classify(&music), PayloadClass::Other);
+        assert_eq!(classify(&[0xFF; 160]), PayloadClass::Other);
+        assert_eq!(classify(&[]), PayloadClass::Other);
+    }
+}

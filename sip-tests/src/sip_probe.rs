@@ -1,7 +1,7 @@
 //! A few raw SIP datagrams the harness sends itself: the readiness OPTIONS ping and garbage.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// An OPTIONS request to `sip:700@target` from `local`, with a unique branch and Call-ID.
 pub fn options_request(target: SocketAddr, local: SocketAddr, n: u32) -> String {
@@ -22,19 +22,12 @@ pub fn options_request(target: SocketAddr, local: SocketAddr, n: u32) -> String 
 pub fn udp_exchange(target: SocketAddr, request: &[u8], wait: Duration) -> std::io::Result<Option<String>> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.send_to(request, target)?;
-    let deadline = Instant::now() + wait;
+    socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
     let mut buf = [0u8; 65535];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(None);
-        }
-        socket.set_read_timeout(Some(left))?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, _)) => return Ok(Some(String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned())),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return Ok(None),
-            Err(e) => return Err(e),
-        }
+    match socket.recv_from(&mut buf) {
+        Ok((n, _)) => Ok(Some(String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned())),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

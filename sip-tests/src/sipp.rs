@@ -307,3 +307,42 @@ pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "----------------------------------------------- 2026-11-25 18:03:34.476728\n\
+UDP message sent (10 bytes):\n\nINVITE sip:700@127.0.0.1:5060 SIP/2.0\nCall-ID: a\n\n\
+----------------------------------------------- 2026-11-25 18:03:34.476828\n\
+UDP message received [232] bytes :\n\nSIP/2.0 200 OK\nPark-Orbit: 701\nContent-Type: application/sdp\n\n\
+v=0\nc=IN IP4 127.0.0.1\nm=audio 20012 RTP/AVP 0\n\n\
+----------------------------------------------- 2026-11-25 18:03:35.0\n\
+UDP message received [100] bytes :\n\nBYE sip:bob@127.0.0.1 SIP/2.0\nCall-ID: a\n\n";
+
+    fn outcome() -> SippOutcome {
+        SippOutcome {
+            code: Some(0),
+            errors: String::new(),
+            messages: LOG.to_string(),
+            logs: String::new(),
+            console: String::new(),
+            dir: PathBuf::new(),
+            label: "t".into(),
+            local_port: 1,
+        }
+    }
+
+    #[test]
+    fn message_log_is_split_into_received_messages() {
+        let o = outcome();
+        let received = o.received();
+        assert_eq!(received.len(), 2, "{received:?}");
+        let ok = o.response(200).unwrap_or_default();
+        assert_eq!(header(&ok, "park-orbit"), Some("701"));
+        assert_eq!(sdp_audio_port(body(&ok)), Some(20012));
+        assert!(o.request("BYE").is_some());
+        assert!(o.request("INVITE").is_none(), "sent messages are not received ones");
+        assert!(o.response(486).is_none());
+    }
+}
