@@ -44,6 +44,10 @@ pub enum ConfigError {
     BadRtpPorts { lo: u16, hi: u16 },
     #[error("{what}: {value:?} is not a valid address")]
     BadAddress { what: &'static str, value: String },
+    #[error("lot {lot:?}: recall_fallback = \"fallback_uri\" needs fallback_uri = \"sip:...\"")]
+    MissingFallbackUri { lot: String },
+    #[error("{what}: {value:?} is not a SIP URI (sip:user@host[:port])")]
+    BadUri { what: &'static str, value: String },
 }
 
 /// How a free orbit is chosen for an indirect park (res_parking `findslot`).
@@ -149,6 +153,37 @@ pub struct LotConfig {
     /// Upper bound on how long any call stays parked, seconds (0 = no bound).
     #[serde(default = "default_max_park_time")]
     pub max_park_time: u64,
+    /// What happens when a recall is not answered (Asterisk `comebacktoorigin` = no → `fallback_uri`).
+    #[serde(default)]
+    pub recall_fallback: RecallFallback,
+    /// With `fallback_uri`: whom to call when the parker does not answer (e.g. the operator).
+    #[serde(default)]
+    pub fallback_uri: Option<String>,
+    /// How many recall rounds (parker, then fallback URI if any) before the call is ended politely.
+    #[serde(default = "default_recall_rounds")]
+    pub recall_rounds: u32,
+    /// Extra Alert-Info for recalls, for phones that map a URL or `info=` to a ring
+    /// (e.g. `<http://127.0.0.1/Bellcore-dr4>` or `<urn:x>;info=alert-recall`). The standard
+    /// `<urn:alert:service:recall:callback>` (RFC 7462) is always sent.
+    #[serde(default)]
+    pub recall_alert_info: Option<String>,
+}
+
+/// What parkd does when the parker does not answer a recall.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecallFallback {
+    /// Leave the call parked for another parking time and recall again (up to `recall_rounds`), then hang up.
+    #[default]
+    Repark,
+    /// Call `fallback_uri` (e.g. the operator); if that fails too, repark as above.
+    FallbackUri,
+    /// End the parked call politely (BYE with a Reason).
+    Hangup,
+}
+
+fn default_recall_rounds() -> u32 {
+    3
 }
 
 fn default_parking_time() -> u64 {
@@ -172,6 +207,10 @@ impl LotConfig {
             music: MusicSource::Builtin,
             recall_ring_time: default_recall_ring_time(),
             max_park_time: default_max_park_time(),
+            recall_fallback: RecallFallback::Repark,
+            fallback_uri: None,
+            recall_rounds: default_recall_rounds(),
+            recall_alert_info: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {
@@ -190,6 +229,10 @@ pub struct ServerConfig {
     pub advertise: Option<IpAddr>,
     #[serde(default = "default_rtp_ports")]
     pub rtp_ports: NumRange,
+    /// Every request parkd starts (recalls, fallback calls) goes through this proxy (the PBX), as a loose
+    /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
+    #[serde(default)]
+    pub outbound_proxy: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -201,7 +244,7 @@ fn default_rtp_ports() -> NumRange {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), advertise: None, rtp_ports: default_rtp_ports() }
+        ServerConfig { listen: default_listen(), advertise: None, rtp_ports: default_rtp_ports(), outbound_proxy: None }
     }
 }
 
@@ -254,6 +297,12 @@ impl Config {
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });
         }
+        if let Some(p) = &self.server.outbound_proxy {
+            match crate::sip::parse_uri(p) {
+                Ok(u) if crate::dialog::uri_addr(&u).is_some() => {}
+                _ => return Err(ConfigError::BadAddress { what: "outbound_proxy (a sip: URI with an IP address)", value: p.clone() }),
+            }
+        }
         let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         let mut names = std::collections::HashSet::new();
         for lot in &self.lots {
@@ -265,6 +314,14 @@ impl Config {
             }
             if lot.orbits.len() > 10_000 {
                 return Err(ConfigError::BadOrbits { lot: lot.name.clone(), range: format!("{}-{}", lot.orbits.lo, lot.orbits.hi) });
+            }
+            if lot.recall_fallback == RecallFallback::FallbackUri && lot.fallback_uri.is_none() {
+                return Err(ConfigError::MissingFallbackUri { lot: lot.name.clone() });
+            }
+            if let Some(u) = &lot.fallback_uri {
+                if crate::sip::parse_uri(u).is_err() {
+                    return Err(ConfigError::BadUri { what: "fallback_uri", value: u.clone() });
+                }
             }
             let numbers = std::iter::once(lot.park_code.clone()).chain((0..lot.orbits.len()).map(|i| lot.orbits.name_of(i)));
             for n in numbers {

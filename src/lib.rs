@@ -3,14 +3,24 @@
 //! Layers, from the wire inwards (only `io` reads the clock, spawns tasks or touches sockets):
 //! * [`sip`] — codec: the only module that names rsip; parkd's own typed message view.
 //! * [`txn`] — RFC 3261 §17 transactions (+ RFC 6026), pure state machines with absolute deadlines.
+//! * [`dialog`] — RFC 3261 §12 dialog state and in-dialog request building.
 //! * [`sdp`] — offer/answer for G.711 calls.
 //! * [`media`] — G.711, shared pre-encoded hold frames, the pacer, RTP relay: the media plane state machine.
-//! * [`park`] — lots, orbits and the park engine (the B2BUA), driven by `(input, now)`.
-//! * [`config`] — TOML + flags.
+//! * [`park`] — lots, orbits and RTP port bookkeeping.
+//! * [`core`] — the park engine (a B2BUA) driven by `(input, now)`, returning actions.
+//! * [`config`], [`cli`] — TOML + flags.
 //! * [`io`] — the thin tokio/mio layer.
 
+pub mod cli;
 pub mod config;
+pub mod core;
+pub mod dialog;
+pub mod io;
+pub mod media;
+pub mod park;
+pub mod sdp;
 pub mod sip;
 pub mod time;
+pub mod txn;
 
 pub use time::Time;

@@ -1,1 +1,122 @@
-fn main() {}
+//! parkd's entry point: flags and config, logging, hold music, then the io layer.
+
+use clap::Parser;
+use parkd::cli::Cli;
+use parkd::config::{Config, MusicSource};
+use parkd::core::Core;
+use parkd::io::{clock::Clock, media_thread, sip_driver};
+use parkd::media::{HoldMusic, MediaPlane};
+use parkd::txn::TimerConfig;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let cfg = match cli.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("parkd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let music = match load_music(&cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("parkd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("parkd: configuration OK");
+        for lot in &cfg.lots {
+            println!(
+                "  lot {:?}: park code {}, orbits {}-{} ({} orbits), parking time {} s, slot policy {:?}",
+                lot.name,
+                lot.park_code,
+                lot.orbits.name_of(0),
+                lot.orbits.name_of(lot.orbits.len() - 1),
+                lot.orbits.len(),
+                lot.parking_time,
+                lot.slot_policy
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("parkd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(cfg, music)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parkd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Sip(#[from] sip_driver::SipIoError),
+    #[error(transparent)]
+    Media(#[from] media_thread::MediaIoError),
+}
+
+async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
+    let clock = Clock::new();
+    let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?;
+    let ports = cfg.server.rtp_ports;
+    let seed = clock.now().as_micros();
+    let media = media_thread::spawn(cfg.server.listen.ip(), (ports.lo as u16)..=(ports.hi as u16), MediaPlane::new(music, seed))?;
+    let core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
+    for lot in &cfg.lots {
+        tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
+    }
+    tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), "parkd ready (UDP and TCP)");
+    sip_driver::run(core, sockets, media, clock, shutdown_signal()).await;
+    Ok(())
+}
+
+/// One hold-music source per lot, each encoded once; lots on the built-in music share one copy.
+fn load_music(cfg: &Config) -> Result<Vec<HoldMusic>, parkd::media::MusicError> {
+    let mut builtin: Option<HoldMusic> = None;
+    cfg.lots
+        .iter()
+        .map(|lot| match &lot.music {
+            MusicSource::Builtin => Ok(builtin.get_or_insert_with(HoldMusic::builtin).clone()),
+            MusicSource::Wav(path) => HoldMusic::from_wav(path),
+        })
+        .collect()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().with_current_span(true).with_span_list(true).init();
+    } else {
+        builder.init();
+    }
+}

@@ -588,9 +588,14 @@ pub struct ReplyContext {
 impl ReplyContext {
     /// `SIP/2.0 400 <why>` echoing the request's own header text.
     pub fn bad_request(&self, why: &str) -> Bytes {
+        self.error_response(400, why)
+    }
+
+    /// `SIP/2.0 <status> <why>` echoing the request's own header text (e.g. 505 for a bad SIP version).
+    pub fn error_response(&self, status: u16, why: &str) -> Bytes {
         let mut s = String::with_capacity(256);
         let why: String = why.chars().filter(|c| !c.is_control()).take(100).collect();
-        let _ = write!(s, "SIP/2.0 400 {why}\r\n");
+        let _ = write!(s, "SIP/2.0 {status} {why}\r\n");
         for v in &self.via {
             let _ = write!(s, "Via: {v}\r\n");
         }

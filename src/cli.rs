@@ -1,0 +1,139 @@
+//! Command-line flags and how they combine with the TOML file: flags override the file; flags that describe a
+//! lot (`--park-code`, `--orbits`, `--parking-time`, `--slot-policy`, `--music`) apply to the first lot.
+
+use crate::config::{Config, ConfigError, LotConfig, MusicSource, NumRange, SlotPolicy};
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// parkd — a SIP call-park server: park, hold music, retrieve, recall.
+///
+/// Without a config file it runs one lot: park code 700, orbits 701-720, 45 s parking time, built-in music,
+/// listening on 127.0.0.1:5060 (UDP and TCP).
+#[derive(Debug, Parser)]
+#[command(name = "parkd", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file (see README / parkd.example.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration (and hold music files) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// SIP address to listen on, UDP and TCP.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Address to put in Contact, Via and SDP (when listening on 0.0.0.0 or behind NAT).
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<IpAddr>,
+    /// RTP port range, e.g. 10000-19999 (one even port per call leg).
+    #[arg(long, value_name = "LO-HI")]
+    pub rtp_ports: Option<String>,
+    /// Park code of the first lot (indirect park), e.g. 700.
+    #[arg(long, value_name = "NUMBER")]
+    pub park_code: Option<String>,
+    /// Orbits of the first lot, e.g. 701-720.
+    #[arg(long, value_name = "LO-HI")]
+    pub orbits: Option<String>,
+    /// Seconds before a parked call is recalled (first lot); 0 = never.
+    #[arg(long, value_name = "SECONDS")]
+    pub parking_time: Option<u64>,
+    /// How the first lot picks a free orbit: first, next or random.
+    #[arg(long, value_name = "POLICY")]
+    pub slot_policy: Option<String>,
+    /// Hold music of the first lot: "builtin" or a WAV file (8 kHz mono 16-bit).
+    #[arg(long, value_name = "FILE")]
+    pub music: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_name = "FORMAT")]
+    pub log_format: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or parkd=debug. RUST_LOG overrides it.
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("--slot-policy must be first, next or random, not {0:?}")]
+    SlotPolicy(String),
+}
+
+impl Cli {
+    /// The effective configuration: file (or defaults), then flags, then validation.
+    pub fn config(&self) -> Result<Config, CliError> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::with_defaults(),
+        };
+        if cfg.lots.is_empty() {
+            cfg.lots.push(LotConfig::default_lot());
+        }
+        if let Some(l) = self.listen {
+            cfg.server.listen = l;
+        }
+        if let Some(a) = self.advertise {
+            cfg.server.advertise = Some(a);
+        }
+        if let Some(r) = &self.rtp_ports {
+            cfg.server.rtp_ports = NumRange::parse(r)?;
+        }
+        let lot = &mut cfg.lots[0];
+        if let Some(c) = &self.park_code {
+            lot.park_code = c.clone();
+        }
+        if let Some(o) = &self.orbits {
+            lot.orbits = NumRange::parse(o)?;
+        }
+        if let Some(t) = self.parking_time {
+            lot.parking_time = t;
+        }
+        if let Some(p) = &self.slot_policy {
+            lot.slot_policy = match p.as_str() {
+                "first" => SlotPolicy::First,
+                "next" => SlotPolicy::Next,
+                "random" => SlotPolicy::Random,
+                other => return Err(CliError::SlotPolicy(other.to_string())),
+            };
+        }
+        if let Some(m) = &self.music {
+            lot.music = if m == "builtin" { MusicSource::Builtin } else { MusicSource::Wav(m.into()) };
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_defaults_for_the_first_lot() {
+        let cli = Cli::parse_from([
+            "parkd", "--listen", "127.0.0.1:5070", "--rtp-ports", "30000-30100", "--park-code", "800", "--orbits", "801-810",
+            "--parking-time", "5",
+        ]);
+        let cfg = cli.config().unwrap();
+        assert_eq!(cfg.server.listen.port(), 5070);
+        assert_eq!(cfg.server.rtp_ports.lo, 30000);
+        assert_eq!(cfg.lots[0].park_code, "800");
+        assert_eq!(cfg.lots[0].orbits.len(), 10);
+        assert_eq!(cfg.lots[0].parking_time, 5);
+    }
+
+    #[test]
+    fn no_flags_give_the_documented_defaults() {
+        let cfg = Cli::parse_from(["parkd"]).config().unwrap();
+        assert_eq!(cfg.server.listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(cfg.lots[0].park_code, "700");
+        assert_eq!((cfg.lots[0].orbits.lo, cfg.lots[0].orbits.hi), (701, 720));
+        assert_eq!(cfg.lots[0].parking_time, 45);
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        assert!(Cli::parse_from(["parkd", "--orbits", "720-701"]).config().is_err());
+        assert!(matches!(Cli::parse_from(["parkd", "--slot-policy", "best"]).config(), Err(CliError::SlotPolicy(_))));
+    }
+}

@@ -1,0 +1,30 @@
+//! Events the core reports: what happened to parked calls, in words an admin (and later an API) can use.
+
+use super::legs::ParkHow;
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ParkEvent {
+    /// A call was parked in an orbit.
+    Parked { lot: String, orbit: String, call_id: String, parked: String, parker: Option<String>, how: ParkHow },
+    /// Someone dialed the orbit and took the call.
+    Retrieved { lot: String, orbit: String, call_id: String, by: String },
+    /// The parked party hung up while parked.
+    Abandoned { lot: String, orbit: String, call_id: String },
+    /// A bridged (retrieved) call ended; `by` says which side hung up.
+    Ended { orbit: String, call_id: String, by: String },
+    /// A park or retrieve was refused with a SIP status.
+    Refused { number: String, status: u16, reason: String, call_id: String },
+    /// The parking time ran out and parkd is calling the parker (or the fallback URI) back.
+    RecallStarted { orbit: String, to: String, target: super::legs::RecallTarget, round: u32 },
+    /// The recall was answered: the call is bridged to whoever answered.
+    RecallAnswered { orbit: String, by: String, target: super::legs::RecallTarget },
+    /// The recall was not answered (status 408 = rang out).
+    RecallFailed { orbit: String, status: u16, target: super::legs::RecallTarget },
+    /// Nobody took the call this round: it stays parked until the next recall.
+    Reparked { orbit: String, round: u32 },
+    /// parkd ended a parked call (recall rounds exhausted, `hangup` fallback, or `max_park_time`).
+    TimedOut { orbit: String, reason: String },
+    /// A 2xx was never acknowledged: the leg was torn down (RFC 3261 §13.3.1.4).
+    AckTimeout { call_id: String },
+}

@@ -1,0 +1,184 @@
+//! Requests and responses arriving from the network: decode, hand to the transaction layer, then route by
+//! method and dialog.
+
+use super::legs::LegState;
+use super::reply::ALLOW;
+use super::{ClientPurpose, Core, Output, ParkEvent};
+use crate::dialog::DialogKey;
+use crate::sip::{Message, Method, Peer, Request, Response};
+use crate::time::Time;
+use crate::txn::{ClientVerdict, ServerTxnId, ServerVerdict, TxnEvent};
+
+impl Core {
+    /// One SIP message from `from` (a UDP datagram, or one message framed off a TCP stream).
+    /// Malformed input is answered 400 when enough of it is readable, else dropped; it never panics.
+    pub fn handle_sip(&mut self, now: Time, from: Peer, bytes: &[u8]) {
+        self.last_now = self.last_now.max(now);
+        match crate::sip::parse_message(bytes) {
+            Ok(Message::Request(req)) => self.on_request(now, from, req),
+            Ok(Message::Response(resp)) => self.on_response(now, from, resp),
+            Err(err) => {
+                self.stats.malformed += 1;
+                match err.response_bytes() {
+                    Some(bytes) => {
+                        tracing::debug!(%err, from = %from.addr, "malformed request, answering {}", err.status());
+                        self.txn.send_stateless(from, bytes);
+                    }
+                    None => tracing::debug!(%err, from = %from.addr, "undecodable message dropped"),
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Time, from: Peer, req: Request) {
+        match self.txn.on_request(now, from, &req) {
+            ServerVerdict::New(id) => self.on_new_request(now, id, from, req),
+            ServerVerdict::Retransmission | ServerVerdict::AckAbsorbed => {}
+            ServerVerdict::Malformed => {
+                self.stats.malformed += 1;
+                tracing::debug!(from = %from.addr, "request without a usable Via dropped");
+            }
+            ServerVerdict::AckForDialog => self.on_ack(now, from, &req),
+            ServerVerdict::Cancel { cancel, invite } => self.on_cancel(now, cancel, invite, &req),
+        }
+    }
+
+    fn on_new_request(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
+        if req.common.max_forwards == Some(0) {
+            // RFC 3261 §16.3 / §8.2: a request that has run out of hops.
+            return self.respond(now, id, &req, 483, None, None, |_| {});
+        }
+        if req.common.to.tag().is_some() {
+            return self.on_in_dialog(now, id, from, req);
+        }
+        match &req.method {
+            Method::Invite => self.on_invite(now, id, from, req),
+            Method::Options => self.respond(now, id, &req, 200, None, None, |r| {
+                r.common.push_header("Allow", ALLOW);
+                r.common.push_header("Accept", "application/sdp");
+                r.common.push_header("Supported", "replaces");
+            }),
+            Method::Register | Method::Message | Method::Publish | Method::Subscribe | Method::Refer => {
+                self.respond(now, id, &req, 405, None, None, |_| {})
+            }
+            Method::Bye | Method::Notify | Method::Info | Method::Prack | Method::Update | Method::Cancel | Method::Ack => {
+                self.respond(now, id, &req, 481, None, None, |_| {})
+            }
+            Method::Other(m) => {
+                tracing::debug!(method = %m, "unknown method");
+                self.respond(now, id, &req, 501, None, None, |_| {})
+            }
+        }
+    }
+
+    /// A request inside a dialog parkd holds (its To tag is parkd's).
+    fn on_in_dialog(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
+        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        let Some(&leg_id) = self.dialogs.get(&key) else {
+            return self.respond(now, id, &req, 481, None, None, |_| {});
+        };
+        let Some(leg) = self.legs.get_mut(&leg_id) else {
+            return self.respond(now, id, &req, 481, None, None, |_| {});
+        };
+        let span = leg.span.clone();
+        let _enter = span.enter();
+        if !leg.dialog.accept_remote_cseq(req.common.cseq.seq, &req.method) {
+            // RFC 3261 §12.2.2: out-of-order CSeq.
+            return self.respond(now, id, &req, 500, Some("CSeq Out of Order"), None, |_| {});
+        }
+        match &req.method {
+            Method::Bye => {
+                tracing::info!("BYE received");
+                self.respond(now, id, &req, 200, None, None, |_| {});
+                self.end_leg(now, leg_id, false);
+            }
+            Method::Invite => self.on_reinvite(now, id, from, req, leg_id),
+            Method::Update if !req.common.body.is_empty() => self.on_reinvite(now, id, from, req, leg_id),
+            Method::Options | Method::Info | Method::Update => self.respond(now, id, &req, 200, None, None, |_| {}),
+            Method::Notify | Method::Prack => self.respond(now, id, &req, 481, None, None, |_| {}),
+            Method::Refer | Method::Subscribe | Method::Message | Method::Register | Method::Publish => {
+                self.respond(now, id, &req, 405, None, None, |_| {})
+            }
+            Method::Other(_) => self.respond(now, id, &req, 501, None, None, |_| {}),
+            Method::Ack | Method::Cancel => {}
+        }
+    }
+
+    /// An ACK for a 2xx parkd sent (RFC 3261 §13.3.1.4): the dialog is confirmed and media may start.
+    fn on_ack(&mut self, now: Time, _from: Peer, req: &Request) {
+        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        self.txn.ack_received(now, &req.common.call_id, req.common.cseq.seq);
+        let Some(&leg_id) = self.dialogs.get(&key) else {
+            tracing::debug!(call_id = %req.common.call_id, "ACK for no dialog dropped");
+            return;
+        };
+        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
+        if let LegState::Answered { invite } = leg.state {
+            self.pending_acks.remove(&invite);
+        }
+        leg.state = LegState::Confirmed;
+        let call = leg.call;
+        if leg.media.awaiting_answer && !req.common.body.is_empty() {
+            self.apply_remote_sdp(leg_id, &req.common.body);
+        }
+        self.sync_media(call);
+    }
+
+    /// CANCEL (RFC 3261 §9.2): 200 to the CANCEL; 487 to the INVITE if it is still unanswered.
+    fn on_cancel(&mut self, now: Time, cancel: ServerTxnId, invite: Option<ServerTxnId>, req: &Request) {
+        let Some(invite) = invite else {
+            return self.respond(now, cancel, req, 481, None, None, |_| {});
+        };
+        self.respond(now, cancel, req, 200, None, None, |_| {});
+        // parkd answers INVITEs at once, so this is rare.
+        if self.txn.awaiting_final(invite) {
+            if let Some(inv) = self.txn.server_request(invite).cloned() {
+                self.respond(now, invite, &inv, 487, None, None, |_| {});
+            }
+        }
+    }
+
+    fn on_response(&mut self, now: Time, from: Peer, resp: Response) {
+        let Some((id, verdict)) = self.txn.on_response(now, from, &resp) else { return };
+        let Some(purpose) = self.client_txns.get(&id).cloned() else { return };
+        match (purpose, verdict) {
+            (ClientPurpose::Bye | ClientPurpose::Cancel, ClientVerdict::Final(_)) => {
+                self.client_txns.remove(&id);
+            }
+            (ClientPurpose::Bye | ClientPurpose::Cancel, ClientVerdict::Provisional(_)) => {}
+            (ClientPurpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
+            (ClientPurpose::OrphanRecall, v) => self.on_orphan_response(now, id, v),
+            (ClientPurpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {
+                // A retransmitted 2xx: the ACK was lost, send it again (RFC 3261 §13.2.2.4).
+                if let Some((to, ack)) = self.legs.get(&leg).and_then(|l| l.uac_ack.clone()) {
+                    self.txn.send_stateless(to, ack);
+                }
+            }
+            (ClientPurpose::RecallAnswered { .. }, _) => {}
+        }
+    }
+
+    pub(super) fn on_txn_event(&mut self, ev: TxnEvent) {
+        match ev {
+            TxnEvent::ClientTimeout(id) => match self.client_txns.remove(&id) {
+                Some(ClientPurpose::Recall(call)) => {
+                    let now = self.last_now;
+                    self.on_recall_timeout(now, call, id);
+                }
+                Some(ClientPurpose::OrphanRecall) => {
+                    self.orphans.remove(&id);
+                }
+                _ => {}
+            },
+            TxnEvent::AckTimeout { txn, call_id, .. } => {
+                if let Some(leg_id) = self.pending_acks.remove(&txn) {
+                    tracing::warn!(%call_id, "2xx never acknowledged; ending the call");
+                    self.out.push_back(Output::Event(ParkEvent::AckTimeout { call_id }));
+                    let now = self.last_now;
+                    self.end_leg(now, leg_id, true);
+                }
+            }
+            TxnEvent::ServerTimeout(_) => {}
+        }
+    }
+}

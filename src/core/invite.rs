@@ -1,0 +1,281 @@
+//! A new INVITE (no To tag): park it, retrieve with it, or refuse it.
+//!
+//! The rule, documented in the README and kept deterministic:
+//! * to a lot's **park code** → park the caller in a free orbit (indirect park). The parker is the
+//!   `Referred-By` identity when present, else unknown (the caller parked itself).
+//! * to an **orbit** with `Referred-By` → park the caller in that orbit (directed park); occupied → 486.
+//! * to an **orbit** without `Referred-By` → retrieve the call parked there; empty → 404.
+//! * with `Replaces` naming a parked call's dialog → retrieve that call; naming nothing → 481.
+//! * anything else → 404.
+
+use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, MediaMode, ParkHow, ParkedCall};
+use super::{Core, Output, ParkEvent};
+use crate::dialog::{Dialog, DialogKey};
+use crate::media::Codec;
+use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
+use crate::sdp::{self, Direction, LocalSdp, RemoteSdp};
+use crate::sip::{NameAddr, Peer, Request};
+use crate::time::Time;
+use crate::txn::ServerTxnId;
+use rand::Rng;
+
+/// parkd's codec preference when the offerer allows both.
+const CODECS: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
+/// RFC 4733 telephone-event payload type parkd offers.
+const DTMF_PT: u8 = 101;
+
+/// The header naming the orbit in parkd's 2xx to a park (documented in the README).
+pub const PARK_ORBIT_HEADER: &str = "Park-Orbit";
+pub const PARK_LOT_HEADER: &str = "Park-Lot";
+
+impl Core {
+    pub(super) fn on_invite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request) {
+        if let Some(replaces) = req.replaces() {
+            return match replaces {
+                Ok(r) => self.retrieve_by_replaces(now, txn, from, req, &r),
+                Err(_) => self.refuse(now, txn, &req, 400, "Bad Replaces Header"),
+            };
+        }
+        let user = req.uri.user.clone().unwrap_or_default();
+        let Some((lot, dialed)) = self.lookup_number(&user) else {
+            return self.refuse(now, txn, &req, 404, "Not Found");
+        };
+        let parker = match req.referred_by() {
+            None => None,
+            Some(Ok(na)) => Some(na),
+            Some(Err(_)) => return self.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
+        };
+        match dialed {
+            Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
+            Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
+            Dialed::Orbit(i) => self.retrieve(now, txn, from, req, lot, i),
+        }
+    }
+
+    /// Parks the caller of `req` in `orbit` (directed) or in a free orbit chosen by the lot's policy.
+    #[allow(clippy::too_many_arguments)]
+    fn park(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: Option<OrbitIdx>, parker: Option<NameAddr>) {
+        let offer = match read_offer(&req) {
+            Ok(o) => o,
+            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+        };
+        let parking_time = match parking_time_override(&req) {
+            Some(secs) => (secs > 0).then(|| std::time::Duration::from_secs(secs)),
+            None => self.lots[lot].cfg.parking_duration(),
+        };
+        let call = CallRef(self.next_id());
+        let claimed = match orbit {
+            Some(i) => self.lots[lot].claim(i, call).map(|_| i),
+            None => self.lots[lot].claim_any(call, &mut self.rng),
+        };
+        let orbit = match claimed {
+            Ok(i) => i,
+            Err(ClaimError::Occupied) => return self.refuse(now, txn, &req, 486, "Busy Here"),
+            Err(ClaimError::LotFull) => return self.refuse(now, txn, &req, 486, "Parking Lot Full"),
+        };
+        let Some(port) = self.ports.take() else {
+            self.lots[lot].release(orbit, call);
+            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+        };
+        let orbit_name = self.lots[lot].orbit_name(orbit);
+        let lot_name = self.lots[lot].name().to_string();
+        let how = if orbit_name == req.uri.user.clone().unwrap_or_default() { ParkHow::Directed } else { ParkHow::Indirect };
+        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Parked, port, offer, &orbit_name, |r| {
+            r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
+            r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
+        });
+        let parked_label = req.common.from.uri.to_string();
+        tracing::info!(orbit = %orbit_name, lot = %lot_name, parker = ?parker.as_ref().map(|p| p.uri.to_string()), ?how, "parked");
+        self.out.push_back(Output::Event(ParkEvent::Parked {
+            lot: lot_name,
+            orbit: orbit_name.clone(),
+            call_id: req.common.call_id.clone(),
+            parked: parked_label,
+            parker: parker.as_ref().map(|p| p.uri.to_string()),
+            how,
+        }));
+        self.calls.insert(
+            call,
+            ParkedCall {
+                id: call,
+                lot,
+                orbit: Some(orbit),
+                orbit_name,
+                parked: leg,
+                parker,
+                how,
+                parked_at: now,
+                state: CallState::Parked,
+                media_mode: MediaMode::None,
+                parking_time,
+                recall_at: None,
+                expires_at: None,
+                rounds: 0,
+                recall: None,
+            },
+        );
+        self.arm_park_timers(now, call);
+        self.orbit_changed(now, lot, orbit);
+    }
+
+    /// Hands the call parked in `orbit` to the caller of `req`.
+    fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
+        match self.lots[lot].occupant(orbit) {
+            Some(call) => self.take_call(now, txn, from, req, call),
+            None => self.refuse(now, txn, &req, 404, "Orbit Empty"),
+        }
+    }
+
+    /// RFC 3891: an INVITE whose Replaces names a parked call's dialog retrieves that call (a phone learns the
+    /// dialog from BLF). The tags are matched from parkd's side: to-tag = parkd's tag, from-tag = the peer's.
+    fn retrieve_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &crate::sip::Replaces) {
+        let key = DialogKey { call_id: r.call_id.clone(), local_tag: r.to_tag.clone() };
+        let target = self
+            .dialogs
+            .get(&key)
+            .and_then(|id| self.legs.get(id))
+            .filter(|leg| leg.dialog.remote_tag() == r.from_tag && leg.role == LegRole::Parked)
+            .map(|leg| leg.call);
+        match target {
+            Some(call) if self.calls.get(&call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
+            _ => self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
+        }
+    }
+
+    fn take_call(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, call: CallRef) {
+        let Some(parked) = self.calls.get(&call) else {
+            return self.refuse(now, txn, &req, 404, "Orbit Empty");
+        };
+        if parked.state != CallState::Parked {
+            return self.refuse(now, txn, &req, 404, "Orbit Empty");
+        }
+        let (lot, orbit, orbit_name, parked_leg) = (parked.lot, parked.orbit, parked.orbit_name.clone(), parked.parked);
+        // A recall may be ringing: the retriever wins and the recall is cancelled.
+        self.abandon_recall(now, call);
+        let offer = match read_offer(&req) {
+            Ok(o) => o,
+            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+        };
+        let Some(port) = self.ports.take() else {
+            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+        };
+        let identity = self.legs.get(&parked_leg).map(|l| {
+            let mut id = l.dialog.remote.clone();
+            id.params = Default::default();
+            id
+        });
+        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, port, offer, &orbit_name, |r| {
+            if let Some(id) = &identity {
+                r.common.push_header("P-Asserted-Identity", id.to_string());
+            }
+            r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
+        });
+        if let Some(i) = orbit {
+            self.lots[lot].release(i, call);
+            self.orbit_changed(now, lot, i);
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.state = CallState::Bridged { other: leg };
+            c.orbit = None;
+        }
+        let by = req.common.from.uri.to_string();
+        tracing::info!(orbit = %orbit_name, %by, "retrieved");
+        self.out.push_back(Output::Event(ParkEvent::Retrieved {
+            lot: self.lots[lot].name().to_string(),
+            orbit: orbit_name,
+            call_id: req.common.call_id.clone(),
+            by,
+        }));
+    }
+
+    /// Creates the leg for `req` (a dialog-creating INVITE) and answers it 200 with SDP.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_new_leg(
+        &mut self,
+        now: Time,
+        txn: ServerTxnId,
+        from: Peer,
+        req: &Request,
+        call: CallRef,
+        role: LegRole,
+        port: u16,
+        offer: Option<RemoteSdp>,
+        orbit_name: &str,
+        extra: impl FnOnce(&mut crate::sip::Response),
+    ) -> LegId {
+        let id = LegId(self.next_id());
+        let tag = self.new_tag();
+        let dialog = Dialog::as_uas(req, from, &tag);
+        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port };
+        let (media, body) = match &offer {
+            Some(remote) => {
+                let codec = sdp::choose_codec(remote, &CODECS).unwrap_or(Codec::Pcmu);
+                let body = sdp::build_answer(&local_sdp, codec, remote.dtmf_pt, remote.direction.reverse());
+                let media = LegMedia {
+                    port,
+                    remote: Some(remote.addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0),
+                    codec,
+                    dtmf_pt: remote.dtmf_pt,
+                    peer_direction: remote.direction,
+                    local_sdp: local_sdp.clone(),
+                    awaiting_answer: false,
+                };
+                (media, body)
+            }
+            None => {
+                let body = sdp::build_offer(&local_sdp, &CODECS, Some(DTMF_PT), Direction::SendRecv);
+                let media = LegMedia {
+                    port,
+                    remote: None,
+                    codec: Codec::Pcmu,
+                    dtmf_pt: None,
+                    peer_direction: Direction::SendRecv,
+                    local_sdp: local_sdp.clone(),
+                    awaiting_answer: true,
+                };
+                (media, body)
+            }
+        };
+        let span = tracing::info_span!("dialog", call_id = %req.common.call_id, orbit = %orbit_name, role = ?role);
+        let contact = self.contact(from.transport);
+        self.respond(now, txn, req, 200, None, Some(&tag), |r| {
+            r.common.contact.push(contact);
+            r.common.push_header("Allow", super::reply::ALLOW);
+            r.common.push_header("Supported", "replaces");
+            extra(r);
+            r.common.set_body("application/sdp", body);
+        });
+        self.dialogs.insert(dialog.key(), id);
+        self.pending_acks.insert(txn, id);
+        self.legs.insert(id, Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None });
+        id
+    }
+}
+
+/// A per-call parking time from the park request: the Request-URI parameter `park-timeout=SECONDS` (it survives
+/// a Refer-To such as `<sip:700@parkd;park-timeout=120>`) or the header `Park-Timeout: SECONDS`.
+fn parking_time_override(req: &Request) -> Option<u64> {
+    req.uri
+        .params
+        .value("park-timeout")
+        .map(str::to_string)
+        .or_else(|| req.common.header("Park-Timeout").map(str::to_string))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The SDP offer of an INVITE: `Ok(None)` when it has none (parkd then offers in its 2xx); an error status when
+/// it cannot be used.
+pub(super) fn read_offer(req: &Request) -> Result<Option<RemoteSdp>, (u16, &'static str)> {
+    if req.common.body.is_empty() {
+        return Ok(None);
+    }
+    let is_sdp = req.common.content_type.as_deref().is_none_or(|ct| ct.trim().to_ascii_lowercase().starts_with("application/sdp"));
+    if !is_sdp {
+        return Err((415, "Unsupported Media Type"));
+    }
+    let remote = sdp::parse_sdp(&req.common.body).map_err(|_| (488u16, "Not Acceptable Here"))?;
+    if sdp::choose_codec(&remote, &CODECS).is_none() {
+        return Err((488, "Not Acceptable Here: PCMU or PCMA required"));
+    }
+    Ok(Some(remote))
+}

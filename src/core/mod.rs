@@ -1,0 +1,244 @@
+//! The sans-IO core: one SIP endpoint holding every dialog and parked call of a worker.
+//!
+//! Driving contract (str0m/quinn style):
+//! * feed input with [`Core::handle_sip`] (a datagram or a framed TCP message) and [`Core::handle_timeout`];
+//! * after each, drain [`Core::poll_output`] until it returns `None`;
+//! * sleep until [`Core::poll_timeout`] (an O(1) peek), then call `handle_timeout` — early or repeated calls
+//!   do nothing.
+//!
+//! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
+//! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
+
+mod call_timers;
+mod events;
+mod inbound;
+mod invite;
+pub mod legs;
+pub mod orbit_view;
+mod recall;
+mod reply;
+mod session;
+
+pub use events::ParkEvent;
+pub use legs::{CallRef, LegId};
+
+use crate::config::{LotConfig, ServerConfig};
+use crate::media::MediaCommand;
+use crate::park::lot::{Dialed, Lot};
+use crate::park::ports::PortPool;
+use crate::sip::{NameAddr, Peer, Transport, Uri};
+use crate::time::Time;
+use crate::txn::{TimerConfig, TxnLayer, TxnOutput};
+use bytes::Bytes;
+use legs::{Leg, ParkedCall};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+/// What the core asks its driver to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send these bytes to that peer (UDP datagram, or on/over a TCP connection to it).
+    Sip { to: Peer, bytes: Bytes },
+    /// Start, change or stop media on the media plane.
+    Media(MediaCommand),
+    /// Something a person or an application may want to know (logged, counted, streamed).
+    Event(ParkEvent),
+}
+
+/// Counts of live state, for tests and metrics: all return to zero when every call has ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    pub legs: usize,
+    pub calls: usize,
+    pub server_txns: usize,
+    pub client_txns: usize,
+    pub rtp_ports_in_use: usize,
+    pub orbits_occupied: usize,
+}
+
+/// Counters the core keeps (exported as metrics by the io layer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages that could not be decoded (answered 400 or dropped).
+    pub malformed: u64,
+}
+
+/// Why a client transaction was started, so its outcome can be routed.
+#[derive(Clone, Debug)]
+enum ClientPurpose {
+    /// A BYE that ends a leg parkd already forgot.
+    Bye,
+    /// A CANCEL of a recall parkd gave up on.
+    Cancel,
+    /// The recall INVITE of a parked call, still ringing.
+    Recall(CallRef),
+    /// A recall INVITE that was answered: 2xx retransmissions are re-ACKed from this leg.
+    RecallAnswered { leg: LegId },
+    /// A recall INVITE parkd gave up on.
+    OrphanRecall,
+}
+
+pub struct Core {
+    server: ServerConfig,
+    lots: Vec<Lot<CallRef>>,
+    txn: TxnLayer,
+    ports: PortPool,
+    rng: SmallRng,
+    legs: HashMap<LegId, Leg>,
+    calls: HashMap<CallRef, ParkedCall>,
+    dialogs: HashMap<crate::dialog::DialogKey, LegId>,
+    client_txns: HashMap<crate::txn::ClientTxnId, ClientPurpose>,
+    /// 2xx responses waiting for their ACK, by INVITE transaction.
+    pending_acks: HashMap<crate::txn::ServerTxnId, LegId>,
+    stats: Stats,
+    call_timers: call_timers::CallTimers,
+    orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
+    /// The outbound proxy as a Route entry and its address.
+    outbound_proxy: Option<(NameAddr, Peer)>,
+    /// The latest `now` seen, for work triggered from inside output draining.
+    last_now: Time,
+    next_id: u64,
+    out: VecDeque<Output>,
+    /// parkd's own sent-by and Contact.
+    local_addr: SocketAddr,
+}
+
+impl Core {
+    /// A core for `lots`, with RTP ports from `server.rtp_ports`. `seed` feeds tags, branches and orbit choice,
+    /// so a run is reproducible in tests.
+    pub fn new(server: ServerConfig, lots: Vec<LotConfig>, timers: TimerConfig, seed: u64) -> Core {
+        let ports = PortPool::new(server.rtp_ports.lo as u16, server.rtp_ports.hi as u16);
+        let local_addr = server.advertised_sip();
+        let outbound_proxy = server.outbound_proxy.as_deref().and_then(|p| crate::sip::parse_uri(p).ok()).and_then(|mut uri| {
+            let addr = crate::dialog::uri_addr(&uri)?;
+            let hop = Peer { transport: uri.transport(), addr };
+            uri.params.set("lr", None);
+            Some((NameAddr::new(uri), hop))
+        });
+        Core {
+            server,
+            lots: lots.into_iter().map(Lot::new).collect(),
+            txn: TxnLayer::new(timers),
+            ports,
+            rng: SmallRng::seed_from_u64(seed),
+            legs: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            client_txns: HashMap::new(),
+            pending_acks: HashMap::new(),
+            stats: Stats::default(),
+            call_timers: call_timers::CallTimers::default(),
+            orphans: HashMap::new(),
+            outbound_proxy,
+            last_now: Time::ZERO,
+            next_id: 1,
+            out: VecDeque::new(),
+            local_addr,
+        }
+    }
+
+    /// The next output, if any. Drain fully after every `handle_*` call.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(o) = self.out.pop_front() {
+            return Some(o);
+        }
+        while let Some(t) = self.txn.poll_output() {
+            match t {
+                TxnOutput::Transmit { to, bytes } => return Some(Output::Sip { to, bytes }),
+                TxnOutput::Event(ev) => {
+                    self.on_txn_event(ev);
+                    if let Some(o) = self.out.pop_front() {
+                        return Some(o);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        match (self.txn.poll_timeout(), self.call_timers.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires every deadline that is due at `now`. Safe to call early or twice.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.last_now = self.last_now.max(now);
+        self.txn.handle_timeout(now);
+        while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
+            self.on_call_timer(now, at, call, kind);
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Replaces the outbound proxy (tests build cores without a config file).
+    #[cfg(test)]
+    pub(crate) fn set_outbound_proxy_for_tests(&mut self, uri: &str) {
+        let mut uri = crate::sip::parse_uri(uri).expect("proxy uri");
+        let addr = crate::dialog::uri_addr(&uri).expect("proxy ip");
+        let hop = Peer { transport: uri.transport(), addr };
+        uri.params.set("lr", None);
+        self.outbound_proxy = Some((NameAddr::new(uri), hop));
+    }
+
+    /// Live state counts (tests assert they return to zero).
+    pub fn live(&self) -> Live {
+        let (server_txns, client_txns) = self.txn.live();
+        Live {
+            legs: self.legs.len(),
+            calls: self.calls.len(),
+            server_txns,
+            client_txns,
+            rtp_ports_in_use: self.ports.in_use(),
+            orbits_occupied: self.lots.iter().map(|l| l.occupied()).sum(),
+        }
+    }
+
+    /// Each lot's name, number of orbits and how many are occupied.
+    pub fn lot_summary(&self) -> Vec<(String, usize, usize)> {
+        self.lots.iter().map(|l| (l.name().to_string(), l.capacity(), l.occupied())).collect()
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn new_tag(&mut self) -> String {
+        format!("{:016x}", self.rng.gen::<u64>())
+    }
+
+    fn new_branch(&mut self) -> String {
+        format!("z9hG4bK{:016x}", self.rng.gen::<u64>())
+    }
+
+    /// parkd's Contact for a dialog on `transport`.
+    fn contact(&self, transport: Transport) -> NameAddr {
+        let mut uri = Uri::from_addr(Some("parkd"), self.local_addr);
+        if transport == Transport::Tcp {
+            uri.params.set("transport", Some("tcp"));
+        }
+        NameAddr::new(uri)
+    }
+
+    /// Which lot a Request-URI user part belongs to, and what it means there (park code or orbit).
+    fn lookup_number(&self, user: &str) -> Option<(usize, Dialed)> {
+        self.lots.iter().enumerate().find_map(|(i, lot)| lot.dialed(user).map(|d| (i, d)))
+    }
+}
+
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod recall_tests;

@@ -1,0 +1,82 @@
+//! A read-only view of orbits for watchers (BLF subscriptions, the HTTP API), and the one hook the engine
+//! calls whenever an orbit's state may have changed.
+
+use super::legs::{CallState, RecallTarget};
+use super::Core;
+use crate::park::lot::OrbitIdx;
+use crate::sip::NameAddr;
+use crate::time::Time;
+
+/// What a watcher sees of one orbit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrbitState {
+    Free,
+    /// A call is parked here.
+    Parked(ParkedView),
+}
+
+/// A parked call as watchers see it: who, since when, and the dialog a phone needs to retrieve it with Replaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParkedView {
+    /// The parked party's identity (its From, without tag).
+    pub parked: NameAddr,
+    /// Who parked it, if known.
+    pub parker: Option<NameAddr>,
+    pub since: Time,
+    /// When the recall is due, if one is scheduled.
+    pub recall_at: Option<Time>,
+    /// The recall ringing now, if any.
+    pub recalling: Option<RecallTarget>,
+    /// The parked dialog: Call-ID, parkd's tag, the parked party's tag (RFC 3891 Replaces from parkd's side).
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+impl Core {
+    /// Number of lots.
+    pub fn lot_count(&self) -> usize {
+        self.lots.len()
+    }
+
+    /// The lot's configuration.
+    pub fn lot_config(&self, lot: usize) -> Option<&crate::config::LotConfig> {
+        self.lots.get(lot).map(|l| &l.cfg)
+    }
+
+    /// Which lot and orbit a dialed number names (`None` for park codes and unknown numbers).
+    pub fn find_orbit(&self, user: &str) -> Option<(usize, OrbitIdx)> {
+        match self.lookup_number(user) {
+            Some((lot, crate::park::lot::Dialed::Orbit(i))) => Some((lot, i)),
+            _ => None,
+        }
+    }
+
+    /// The state of orbit `orbit` of lot `lot` (Free for out-of-range indices).
+    pub fn orbit_state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
+        let Some(call) = self.lots.get(lot).and_then(|l| l.occupant(orbit)) else { return OrbitState::Free };
+        let Some(c) = self.calls.get(&call) else { return OrbitState::Free };
+        if c.state != CallState::Parked {
+            return OrbitState::Free;
+        }
+        let Some(leg) = self.legs.get(&c.parked) else { return OrbitState::Free };
+        let mut parked = leg.dialog.remote.clone();
+        parked.params = Default::default();
+        OrbitState::Parked(ParkedView {
+            parked,
+            parker: c.parker.clone(),
+            since: c.parked_at,
+            recall_at: c.recall_at,
+            recalling: c.recall.as_ref().map(|r| r.target),
+            call_id: leg.dialog.call_id.clone(),
+            local_tag: leg.dialog.local_tag().to_string(),
+            remote_tag: leg.dialog.remote_tag().to_string(),
+        })
+    }
+
+    /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
+    /// recall started or ended). Watchers (BLF) hook in here.
+    pub(super) fn orbit_changed(&mut self, _now: Time, lot: usize, orbit: OrbitIdx) {
+        tracing::trace!(lot, orbit, "orbit changed");
+    }
+}

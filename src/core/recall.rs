@@ -1,0 +1,379 @@
+//! Recall ("park callback", Asterisk `comebacktoorigin`, CUCM park reversion): when a call's parking time runs
+//! out, parkd INVITEs the parker; on answer the two are bridged, otherwise the lot's fallback applies.
+//!
+//! One round = ring the parker (when known), then, with `recall_fallback = "fallback_uri"`, ring that URI.
+//! A failed round reparks the call for another parking time, up to `recall_rounds` rounds; `hangup` ends it at
+//! once. `max_park_time` ends any call. The parked party hears music throughout and is never dropped silently:
+//! every end is a BYE with a Reason, logged and reported as an event.
+
+use super::call_timers::CallTimer;
+use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, Recall, RecallTarget};
+use super::{ClientPurpose, Core, Output, ParkEvent};
+use crate::config::RecallFallback;
+use crate::dialog::{uri_addr, Dialog};
+use crate::media::Codec;
+use crate::sdp::{self, Direction, LocalSdp};
+use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Response, Uri, Via};
+use crate::time::Time;
+use crate::txn::{ClientTxnId, ClientVerdict};
+use bytes::Bytes;
+use rand::Rng;
+use std::time::Duration;
+
+/// RFC 7462 alert URN for a call-back recall; phones map it (or the lot's extra Alert-Info) to a ring.
+pub const RECALL_ALERT_URN: &str = "<urn:alert:service:recall:callback>";
+/// parkd's machine-readable recall marker (documented in the README).
+pub const PARK_RECALL_HEADER: &str = "Park-Recall";
+
+/// A recall parkd gave up on (retrieved meanwhile, parked party gone, rang too long) whose INVITE may still be
+/// answered: it is CANCELled once that is allowed, and a late 2xx is ACKed and BYEd (RFC 3261 §9.1, §15).
+#[derive(Clone, Debug)]
+pub(super) struct OrphanRecall {
+    invite: Request,
+    next_hop: Peer,
+    cancel_sent: bool,
+}
+
+impl Core {
+    /// Arms a newly parked call's recall and maximum-park deadlines.
+    pub(super) fn arm_park_timers(&mut self, now: Time, call: CallRef) {
+        let lot_max = self.calls.get(&call).and_then(|c| self.lots.get(c.lot)).map(|l| l.cfg.max_park_time).unwrap_or(0);
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        c.recall_at = c.parking_time.map(|d| now + d);
+        c.expires_at = (lot_max > 0).then(|| now + Duration::from_secs(lot_max));
+        if let Some(t) = c.recall_at {
+            self.call_timers.arm(t, call, CallTimer::Recall);
+        }
+        if let Some(t) = c.expires_at {
+            self.call_timers.arm(t, call, CallTimer::MaxPark);
+        }
+    }
+
+    /// A call-level deadline fired. Stale entries (re-armed or finished calls) are ignored.
+    pub(super) fn on_call_timer(&mut self, now: Time, at: Time, call: CallRef, kind: CallTimer) {
+        let Some(c) = self.calls.get(&call) else { return };
+        if c.state != CallState::Parked {
+            return;
+        }
+        match kind {
+            CallTimer::Recall if c.recall_at == Some(at) && c.recall.is_none() => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.recall_at = None;
+                }
+                self.start_round(now, call);
+            }
+            CallTimer::RecallRing if c.recall.as_ref().is_some_and(|r| r.ring_until == at) => {
+                let target = c.recall.as_ref().map(|r| r.target).unwrap_or(RecallTarget::Parker);
+                self.abandon_recall(now, call);
+                self.recall_failed(now, call, target, 408);
+            }
+            CallTimer::MaxPark if c.expires_at == Some(at) => {
+                self.end_parked_call(now, call, "Maximum Park Time Reached");
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts a recall round: the parker if known, else the fallback URI, else the round fails at once.
+    fn start_round(&mut self, now: Time, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        c.rounds += 1;
+        let (has_parker, lot, orbit) = (c.parker.is_some(), c.lot, c.orbit_name.clone());
+        let policy = self.lots[lot].cfg.recall_fallback;
+        if has_parker && self.start_recall(now, call, RecallTarget::Parker) {
+            return;
+        }
+        if !has_parker {
+            tracing::info!(%orbit, "parking time over, parker unknown: applying the lot's fallback");
+        }
+        if policy == RecallFallback::FallbackUri && self.start_recall(now, call, RecallTarget::FallbackUri) {
+            return;
+        }
+        self.round_failed(now, call);
+    }
+
+    /// Sends a recall INVITE to the parker or the fallback URI. False when it cannot be sent (no route, no port).
+    fn start_recall(&mut self, now: Time, call: CallRef, target: RecallTarget) -> bool {
+        let Some(c) = self.calls.get(&call) else { return false };
+        let lot = &self.lots[c.lot].cfg;
+        let target_uri = match target {
+            RecallTarget::Parker => c.parker.as_ref().map(|p| p.uri.without_headers()),
+            RecallTarget::FallbackUri => lot.fallback_uri.as_deref().and_then(|u| crate::sip::parse_uri(u).ok()),
+        };
+        let Some(mut target_uri) = target_uri else { return false };
+        target_uri.params.remove("tag");
+        let next_hop = match (&self.outbound_proxy, uri_addr(&target_uri)) {
+            (Some((_, hop)), _) => *hop,
+            (None, Some(addr)) => Peer { transport: target_uri.transport(), addr },
+            (None, None) => {
+                tracing::warn!(target = %target_uri, "recall target has no IP address and no outbound_proxy is configured");
+                return false;
+            }
+        };
+        let Some(port) = self.ports.take() else {
+            tracing::warn!("no RTP port free for a recall");
+            return false;
+        };
+        let ring = Duration::from_secs(lot.recall_ring_time.max(1));
+        let alert_extra = lot.recall_alert_info.clone();
+        let lot_name = lot.name.clone();
+        let (orbit, round) = (c.orbit_name.clone(), c.rounds);
+        let parked = self.legs.get(&c.parked).map(|l| l.dialog.remote.clone());
+        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port };
+        let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+
+        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.local_addr));
+        let who = parked.as_ref().map(|p| p.label()).unwrap_or_else(|| "caller".into());
+        from.display = Some(format!("Parked {orbit}: {who}"));
+        let from = from.with_tag(&self.new_tag());
+        let branch = self.new_branch();
+        let mut invite = Request {
+            method: Method::Invite,
+            uri: target_uri.clone(),
+            common: Common {
+                via: vec![Via::new(next_hop.transport, self.local_addr, &branch)],
+                from,
+                to: NameAddr::new(target_uri.clone()),
+                call_id: format!("recall-{:016x}@{}", self.rng.gen::<u64>(), self.local_addr.ip()),
+                cseq: CSeq { seq: 1, method: Method::Invite },
+                max_forwards: Some(70),
+                contact: vec![self.contact(next_hop.transport)],
+                route: self.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
+                record_route: Vec::new(),
+                content_type: None,
+                headers: Vec::new(),
+                body: Bytes::new(),
+            },
+        };
+        let c = &mut invite.common;
+        c.push_header("Alert-Info", RECALL_ALERT_URN);
+        if let Some(extra) = alert_extra {
+            c.push_header("Alert-Info", extra);
+        }
+        if let Some(p) = &parked {
+            let mut id = p.clone();
+            id.params = Default::default();
+            c.push_header("P-Asserted-Identity", id.to_string());
+        }
+        // RFC 7044 History-Info: the orbit was "called" and is now retargeted back, with the cause as a Reason.
+        let mut orbit_uri = Uri::from_addr(Some(&orbit), self.local_addr);
+        orbit_uri.headers.push(("Reason".into(), "SIP;cause=408;text=\"park callback\"".into()));
+        c.push_header("History-Info", format!("<{orbit_uri}>;index=1"));
+        c.push_header("History-Info", format!("<{target_uri}>;index=1.1"));
+        let kind = match target {
+            RecallTarget::Parker => "callback",
+            RecallTarget::FallbackUri => "fallback",
+        };
+        c.push_header(PARK_RECALL_HEADER, format!("{kind};orbit={orbit};lot={lot_name};round={round}"));
+        c.push_header(super::invite::PARK_ORBIT_HEADER, orbit.clone());
+        c.push_header("Allow", super::reply::ALLOW);
+        c.push_header("User-Agent", super::reply::PRODUCT);
+        c.set_body("application/sdp", body);
+
+        let txn = self.txn.send_request(now, next_hop, &invite);
+        self.client_txns.insert(txn, ClientPurpose::Recall(call));
+        let ring_until = now + ring;
+        self.call_timers.arm(ring_until, call, CallTimer::RecallRing);
+        tracing::info!(%orbit, to = %target_uri, via = %next_hop.addr, ?target, round, "recall started");
+        self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit, to: target_uri.to_string(), target, round }));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.recall = Some(Recall { txn, invite, next_hop, target, port, local_sdp, ring_until, provisional: false });
+            if let Some(o) = c.orbit {
+                let lot = c.lot;
+                self.orbit_changed(now, lot, o);
+            }
+        }
+        true
+    }
+
+    /// A response to a recall INVITE.
+    pub(super) fn on_recall_response(&mut self, now: Time, call: CallRef, txn: ClientTxnId, verdict: ClientVerdict) {
+        let active = self.calls.get(&call).and_then(|c| c.recall.as_ref()).is_some_and(|r| r.txn == txn);
+        if !active {
+            return self.on_orphan_response(now, txn, verdict);
+        }
+        match verdict {
+            ClientVerdict::Provisional(_) => {
+                if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.as_mut()) {
+                    r.provisional = true;
+                }
+            }
+            ClientVerdict::Final(resp) if resp.is_success() => self.recall_answered(now, call, txn, resp),
+            ClientVerdict::Final(resp) => {
+                self.client_txns.remove(&txn);
+                let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
+                self.ports.give_back(r.port);
+                self.recall_failed(now, call, r.target, resp.status);
+            }
+        }
+    }
+
+    /// The recall INVITE timed out (Timer B) or could not be sent.
+    pub(super) fn on_recall_timeout(&mut self, now: Time, call: CallRef, txn: ClientTxnId) {
+        self.client_txns.remove(&txn);
+        self.orphans.remove(&txn);
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        if c.recall.as_ref().is_some_and(|r| r.txn == txn) {
+            if let Some(r) = c.recall.take() {
+                self.ports.give_back(r.port);
+                self.recall_failed(now, call, r.target, 408);
+            }
+        }
+    }
+
+    fn recall_answered(&mut self, now: Time, call: CallRef, txn: ClientTxnId, resp: Response) {
+        let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
+        let mut dialog = Dialog::as_uac(&r.invite, &resp, r.next_hop);
+        dialog.local_seq = r.invite.common.cseq.seq;
+        let branch = self.new_branch();
+        let contact = self.contact(dialog.next_hop.transport);
+        let ack = dialog.ack(r.invite.common.cseq.seq, self.local_addr, &branch, &contact).encode();
+        self.txn.send_stateless(dialog.next_hop, ack.clone());
+        let remote = sdp::parse_sdp(&resp.common.body).ok();
+        let codec = remote.as_ref().and_then(|s| sdp::choose_codec(s, &[Codec::Pcmu, Codec::Pcma])).unwrap_or(Codec::Pcmu);
+        let media = LegMedia {
+            port: r.port,
+            remote: remote.as_ref().map(|s| s.addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0),
+            codec,
+            dtmf_pt: remote.as_ref().and_then(|s| s.dtmf_pt),
+            peer_direction: remote.as_ref().map(|s| s.direction).unwrap_or(Direction::SendRecv),
+            local_sdp: r.local_sdp,
+            awaiting_answer: false,
+        };
+        let id = LegId(self.next_id());
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let span = tracing::info_span!("dialog", call_id = %dialog.call_id, orbit = %c.orbit_name, role = ?LegRole::Recall);
+        let freed = c.orbit.take().map(|o| (c.lot, o));
+        if let Some((lot, orbit)) = freed {
+            self.lots[lot].release(orbit, call);
+        }
+        c.state = CallState::Bridged { other: id };
+        let orbit = c.orbit_name.clone();
+        self.dialogs.insert(dialog.key(), id);
+        self.client_txns.insert(txn, ClientPurpose::RecallAnswered { leg: id });
+        let to = r.invite.uri.to_string();
+        self.legs.insert(
+            id,
+            Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, span, uac_ack: Some((r.next_hop, ack)) },
+        );
+        tracing::info!(%orbit, %to, "recall answered; bridging");
+        self.out.push_back(Output::Event(ParkEvent::RecallAnswered { orbit, by: to, target: r.target }));
+        if let Some((lot, orbit)) = freed {
+            self.orbit_changed(now, lot, orbit);
+        }
+        self.sync_media(call);
+    }
+
+    /// A recall ended without an answer: ring the fallback URI next, or end the round.
+    fn recall_failed(&mut self, now: Time, call: CallRef, target: RecallTarget, status: u16) {
+        let Some(c) = self.calls.get(&call) else { return };
+        let orbit = c.orbit_name.clone();
+        let policy = self.lots[c.lot].cfg.recall_fallback;
+        if let Some(o) = c.orbit {
+            let lot = c.lot;
+            self.orbit_changed(now, lot, o);
+        }
+        tracing::info!(%orbit, status, ?target, "recall not answered");
+        self.out.push_back(Output::Event(ParkEvent::RecallFailed { orbit, status, target }));
+        if target == RecallTarget::Parker && policy == RecallFallback::FallbackUri && self.start_recall(now, call, RecallTarget::FallbackUri) {
+            return;
+        }
+        self.round_failed(now, call);
+    }
+
+    /// Nobody took the call this round: park again for another period, or end the call.
+    fn round_failed(&mut self, now: Time, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let lot = &self.lots[c.lot].cfg;
+        let again = lot.recall_fallback != RecallFallback::Hangup && c.rounds < lot.recall_rounds;
+        match (again, c.parking_time) {
+            (true, Some(period)) => {
+                let at = now + period;
+                c.recall_at = Some(at);
+                let (orbit, round) = (c.orbit_name.clone(), c.rounds);
+                self.call_timers.arm(at, call, CallTimer::Recall);
+                tracing::info!(%orbit, round, "reparked until the next recall");
+                self.out.push_back(Output::Event(ParkEvent::Reparked { orbit, round }));
+            }
+            _ => self.end_parked_call(now, call, "Recall Not Answered"),
+        }
+    }
+
+    /// Gives up on the ringing recall of `call` (if any): CANCEL it now or as soon as it is allowed.
+    pub(super) fn abandon_recall(&mut self, now: Time, call: CallRef) {
+        if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) {
+            self.cancel_recall(now, r);
+        }
+    }
+
+    /// Releases a recall's port and CANCELs its INVITE now, or once a provisional response allows it.
+    pub(super) fn cancel_recall(&mut self, now: Time, r: Recall) {
+        self.ports.give_back(r.port);
+        let mut orphan = OrphanRecall { invite: r.invite, next_hop: r.next_hop, cancel_sent: false };
+        if r.provisional {
+            self.send_cancel(now, &mut orphan);
+        }
+        self.client_txns.insert(r.txn, ClientPurpose::OrphanRecall);
+        self.orphans.insert(r.txn, orphan);
+    }
+
+    /// CANCEL for a recall INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, CSeq number, top Via
+    /// and Route as the INVITE.
+    fn send_cancel(&mut self, now: Time, orphan: &mut OrphanRecall) {
+        let inv = &orphan.invite;
+        let mut cancel = Request { method: Method::Cancel, uri: inv.uri.clone(), common: inv.common.clone() };
+        cancel.common.via.truncate(1);
+        cancel.common.cseq = CSeq { seq: inv.common.cseq.seq, method: Method::Cancel };
+        cancel.common.headers.clear();
+        cancel.common.contact.clear();
+        cancel.common.content_type = None;
+        cancel.common.body = Bytes::new();
+        cancel.common.push_header("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
+        let id = self.txn.send_request(now, orphan.next_hop, &cancel);
+        self.client_txns.insert(id, ClientPurpose::Cancel);
+        orphan.cancel_sent = true;
+    }
+
+    pub(super) fn on_orphan_response(&mut self, now: Time, txn: ClientTxnId, verdict: ClientVerdict) {
+        let Some(mut orphan) = self.orphans.remove(&txn) else { return };
+        match verdict {
+            ClientVerdict::Provisional(_) => {
+                if !orphan.cancel_sent {
+                    self.send_cancel(now, &mut orphan);
+                }
+                self.orphans.insert(txn, orphan);
+            }
+            ClientVerdict::Final(resp) if resp.is_success() => {
+                // Answered after parkd gave up (e.g. a retrieve won the race): ACK, then BYE (RFC 3261 §15).
+                let mut dialog = Dialog::as_uac(&orphan.invite, &resp, orphan.next_hop);
+                let contact = self.contact(dialog.next_hop.transport);
+                let branch = self.new_branch();
+                let ack = dialog.ack(orphan.invite.common.cseq.seq, self.local_addr, &branch, &contact);
+                self.txn.send_stateless(dialog.next_hop, ack.encode());
+                dialog.local_seq = orphan.invite.common.cseq.seq;
+                let branch = self.new_branch();
+                let mut bye = dialog.request(Method::Bye, self.local_addr, &branch, &contact);
+                bye.common.push_header("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
+                let id = self.txn.send_request(now, dialog.next_hop, &bye);
+                self.client_txns.insert(id, ClientPurpose::Bye);
+                self.client_txns.remove(&txn);
+            }
+            ClientVerdict::Final(_) => {
+                self.client_txns.remove(&txn);
+            }
+        }
+    }
+
+    /// Ends a parked call from parkd's side: BYE to the parked party with a Reason, orbit freed, recall cancelled.
+    pub(super) fn end_parked_call(&mut self, now: Time, call: CallRef, why: &str) {
+        self.abandon_recall(now, call);
+        let Some(c) = self.calls.remove(&call) else { return };
+        if let Some(orbit) = c.orbit {
+            self.lots[c.lot].release(orbit, call);
+            self.orbit_changed(now, c.lot, orbit);
+        }
+        tracing::info!(orbit = %c.orbit_name, reason = why, "ending parked call");
+        self.out.push_back(Output::Event(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string() }));
+        self.hangup_leg_with_reason(now, c.parked, Some(format!("SIP;cause=408;text=\"{why}\"")));
+    }
+}

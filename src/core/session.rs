@@ -1,0 +1,172 @@
+//! What happens to a call's media and legs after the handshake: media commands, re-INVITEs, hang-ups.
+
+use super::legs::{CallState, LegId, LegState, MediaMode};
+use super::{ClientPurpose, Core, Output, ParkEvent};
+use crate::media::{Codec, MediaCommand, MusicId};
+use crate::sdp::{self, Direction};
+use crate::sip::{Method, Peer, Request};
+use crate::time::Time;
+use crate::txn::ServerTxnId;
+
+impl Core {
+    /// Brings the media plane in line with the call's state: hold music while parked (once the parked leg is
+    /// confirmed), a bridge once both legs of a retrieved call are confirmed.
+    pub(super) fn sync_media(&mut self, call: super::CallRef) {
+        let Some(c) = self.calls.get(&call) else { return };
+        let (parked_id, state, mode, lot) = (c.parked, c.state, c.media_mode, c.lot);
+        let Some(parked) = self.legs.get(&parked_id) else { return };
+        let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
+        let mut cmds = Vec::new();
+        let mut new_mode = mode;
+        match state {
+            CallState::Parked if parked_ready && mode == MediaMode::None => {
+                let m = &parked.media;
+                if let Some(remote) = m.remote {
+                    cmds.push(MediaCommand::Hold { port: m.port, remote, codec: m.codec, music: MusicId(lot as u16) });
+                    if !m.may_send() {
+                        cmds.push(MediaCommand::Update { port: m.port, remote, codec: m.codec, send: false });
+                    }
+                    new_mode = MediaMode::Hold;
+                }
+            }
+            CallState::Bridged { other } if mode != MediaMode::Bridged => {
+                let Some(o) = self.legs.get(&other) else { return };
+                if parked_ready && o.state == LegState::Confirmed {
+                    if let Some(remote) = o.media.remote {
+                        // The retriever's leg is new to the media plane: describe it, then bridge.
+                        cmds.push(MediaCommand::Update { port: o.media.port, remote, codec: o.media.codec, send: o.media.may_send() });
+                        cmds.push(MediaCommand::Bridge { a: parked.media.port, b: o.media.port });
+                        new_mode = MediaMode::Bridged;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.media_mode = new_mode;
+        }
+        self.out.extend(cmds.into_iter().map(Output::Media));
+    }
+
+    /// Applies an SDP body from the peer of `leg_id` (an answer in an ACK, or an offer in a re-INVITE).
+    /// Returns false when it cannot be used.
+    pub(super) fn apply_remote_sdp(&mut self, leg_id: LegId, body: &[u8]) -> bool {
+        let Some(leg) = self.legs.get_mut(&leg_id) else { return false };
+        let Ok(remote) = sdp::parse_sdp(body) else { return false };
+        let prefer: [Codec; 2] = if leg.media.codec == Codec::Pcma { [Codec::Pcma, Codec::Pcmu] } else { [Codec::Pcmu, Codec::Pcma] };
+        let Some(codec) = sdp::choose_codec(&remote, &prefer) else { return false };
+        let m = &mut leg.media;
+        m.codec = codec;
+        m.dtmf_pt = remote.dtmf_pt;
+        m.peer_direction = remote.direction;
+        if !remote.addr.ip().is_unspecified() && remote.addr.port() != 0 {
+            m.remote = Some(remote.addr);
+        }
+        m.awaiting_answer = false;
+        let started = self.calls.get(&leg.call).is_some_and(|c| c.media_mode != MediaMode::None);
+        if started {
+            if let Some(remote) = m.remote {
+                self.out.push_back(Output::Media(MediaCommand::Update { port: m.port, remote, codec: m.codec, send: m.may_send() }));
+            }
+        }
+        true
+    }
+
+    /// A re-INVITE (or UPDATE with SDP) from a parked or bridged party: hold/unhold, a new address, a codec
+    /// change. Answered 200 with parkd's SDP (direction mirrored); media follows.
+    pub(super) fn on_reinvite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, leg_id: LegId) {
+        let has_offer = !req.common.body.is_empty();
+        if has_offer && !self.apply_remote_sdp(leg_id, &req.common.body) {
+            return self.respond(now, txn, &req, 488, None, None, |_| {});
+        }
+        let contact = self.contact(from.transport);
+        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
+        leg.dialog.refresh_target(&req, from);
+        leg.media.local_sdp.version += 1;
+        let m = &leg.media;
+        let body = if has_offer {
+            sdp::build_answer(&m.local_sdp, m.codec, m.dtmf_pt, m.peer_direction.reverse())
+        } else {
+            // RFC 3264 §5: an INVITE without SDP asks for an offer in the 2xx; the answer comes in the ACK.
+            sdp::build_offer(&m.local_sdp, &[Codec::Pcmu, Codec::Pcma], m.dtmf_pt, Direction::SendRecv)
+        };
+        if !has_offer {
+            leg.media.awaiting_answer = true;
+        }
+        let tag = leg.dialog.local_tag().to_string();
+        if req.method == Method::Invite {
+            leg.state = LegState::Answered { invite: txn };
+            self.pending_acks.insert(txn, leg_id);
+        }
+        self.respond(now, txn, &req, 200, None, Some(&tag), |r| {
+            r.common.contact.push(contact);
+            r.common.set_body("application/sdp", body);
+        });
+    }
+
+    /// Ends leg `leg_id` (its BYE was answered, or parkd gives up on it) and whatever depended on it: a parked
+    /// call frees its orbit; a bridged call's other leg is hung up by parkd. `send_bye`: parkd must also BYE this leg.
+    pub(super) fn end_leg(&mut self, now: Time, leg_id: LegId, send_bye: bool) {
+        let Some(leg) = self.legs.get(&leg_id) else { return };
+        let (call_ref, call_id) = (leg.call, leg.dialog.call_id.clone());
+        if send_bye {
+            self.hangup_leg(now, leg_id);
+        } else {
+            self.forget_leg(leg_id);
+        }
+        let Some(call) = self.calls.remove(&call_ref) else { return };
+        let lot_name = self.lots.get(call.lot).map(|l| l.name().to_string()).unwrap_or_default();
+        match call.state {
+            CallState::Parked => {
+                if let Some(r) = call.recall.clone() {
+                    self.cancel_recall(now, r);
+                }
+                if let Some(orbit) = call.orbit {
+                    self.lots[call.lot].release(orbit, call_ref);
+                    self.orbit_changed(now, call.lot, orbit);
+                }
+                tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");
+                self.out.push_back(Output::Event(ParkEvent::Abandoned { lot: lot_name, orbit: call.orbit_name, call_id }));
+                // A parked call has one leg; if parkd was still holding it (e.g. ACK timeout), it is gone now.
+                self.forget_leg(call.parked);
+            }
+            CallState::Bridged { other } => {
+                let (survivor, by) = if leg_id == call.parked { (other, "parked") } else { (call.parked, "retriever") };
+                self.out.push_back(Output::Event(ParkEvent::Ended { orbit: call.orbit_name.clone(), call_id, by: by.into() }));
+                self.hangup_leg(now, survivor);
+            }
+        }
+    }
+
+    /// parkd sends BYE on a leg and forgets it; the BYE's client transaction retransmits on its own.
+    pub(super) fn hangup_leg(&mut self, now: Time, leg_id: LegId) {
+        self.hangup_leg_with_reason(now, leg_id, None);
+    }
+
+    /// Like [`Core::hangup_leg`], with an RFC 3326 `Reason` header on the BYE.
+    pub(super) fn hangup_leg_with_reason(&mut self, now: Time, leg_id: LegId, reason: Option<String>) {
+        let Some(mut leg) = self.forget_leg(leg_id) else { return };
+        let branch = self.new_branch();
+        let contact = self.contact(leg.dialog.next_hop.transport);
+        let mut bye: Request = leg.dialog.request(Method::Bye, self.local_addr, &branch, &contact);
+        if let Some(r) = reason {
+            bye.common.push_header("Reason", r);
+        }
+        let _enter = leg.span.enter();
+        tracing::info!(to = %leg.dialog.next_hop.addr, "sending BYE");
+        let id = self.txn.send_request(now, leg.dialog.next_hop, &bye);
+        self.client_txns.insert(id, ClientPurpose::Bye);
+    }
+
+    /// Removes a leg from every table and releases its media; returns it.
+    fn forget_leg(&mut self, leg_id: LegId) -> Option<super::legs::Leg> {
+        let leg = self.legs.remove(&leg_id)?;
+        self.dialogs.remove(&leg.dialog.key());
+        if let LegState::Answered { invite } = leg.state {
+            self.pending_acks.remove(&invite);
+        }
+        self.out.push_back(Output::Media(MediaCommand::Stop { port: leg.media.port }));
+        self.ports.give_back(leg.media.port);
+        Some(leg)
+    }
+}

@@ -1,0 +1,222 @@
+//! A virtual-time world for engine tests: one core, scripted phones as text, a clock that jumps.
+//! Nothing sleeps; a 45 s park runs in microseconds.
+
+use super::{Core, Output, ParkEvent};
+use crate::config::{LotConfig, NumRange, ServerConfig};
+use crate::media::MediaCommand;
+use crate::sip::{parse_message, Message, Peer, Response, Transport};
+use crate::time::Time;
+use crate::txn::TimerConfig;
+use bytes::Bytes;
+use std::time::Duration;
+
+pub struct World {
+    pub core: Core,
+    pub now: Time,
+    /// Every SIP message the core sent, in order.
+    pub sent: Vec<(Peer, Bytes)>,
+    pub media: Vec<MediaCommand>,
+    pub events: Vec<ParkEvent>,
+}
+
+pub fn udp(port: u16) -> Peer {
+    Peer { transport: Transport::Udp, addr: format!("127.0.0.1:{port}").parse().unwrap() }
+}
+
+impl World {
+    pub fn new() -> World {
+        let mut lot = LotConfig::default_lot();
+        lot.orbits = NumRange::parse("701-705").unwrap();
+        World::with_lots(vec![lot])
+    }
+
+    pub fn with_lots(lots: Vec<LotConfig>) -> World {
+        let server = ServerConfig {
+            listen: "127.0.0.1:5060".parse().unwrap(),
+            advertise: None,
+            rtp_ports: NumRange::parse("20000-20099").unwrap(),
+            outbound_proxy: None,
+        };
+        World {
+            core: Core::new(server, lots, TimerConfig::default(), 42),
+            now: Time::from_secs(1_000_000),
+            sent: Vec::new(),
+            media: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Sip { to, bytes } => self.sent.push((to, bytes)),
+                Output::Media(m) => self.media.push(m),
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    /// Delivers a message (text with `\n` line ends, turned into CRLF; Content-Length computed) from `from`.
+    pub fn deliver(&mut self, from: Peer, text: &str) {
+        let bytes = crlf(text);
+        self.core.handle_sip(self.now, from, &bytes);
+        self.drain();
+    }
+
+    pub fn deliver_raw(&mut self, from: Peer, bytes: &[u8]) {
+        self.core.handle_sip(self.now, from, bytes);
+        self.drain();
+    }
+
+    /// Moves the clock forward by `d`, firing every deadline on the way at its own time.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.core.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    /// Responses sent to `to` since message index `since`.
+    pub fn responses_to(&self, to: Peer, since: usize) -> Vec<Response> {
+        self.sent[since..]
+            .iter()
+            .filter(|(p, _)| *p == to)
+            .filter_map(|(_, b)| match parse_message(b) {
+                Ok(Message::Response(r)) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Requests sent to `to` since `since`.
+    pub fn requests_to(&self, to: Peer, since: usize) -> Vec<crate::sip::Request> {
+        self.sent[since..]
+            .iter()
+            .filter(|(p, _)| *p == to)
+            .filter_map(|(_, b)| match parse_message(b) {
+                Ok(Message::Request(r)) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The one final response to `to` since `since` (panics if there is not exactly one distinct status).
+    pub fn last_response_to(&self, to: Peer, since: usize) -> Response {
+        self.responses_to(to, since).into_iter().rev().find(|r| r.status >= 200).expect("a final response")
+    }
+}
+
+/// Makes a wire message from readable text: CRLF line ends, a correct Content-Length.
+pub fn crlf(text: &str) -> Vec<u8> {
+    let text = text.trim_start_matches('\n');
+    let (head, body) = match text.split_once("\n\n") {
+        Some((h, b)) => (h.to_string(), b.replace('\n', "\r\n")),
+        None => (text.trim_end().to_string(), String::new()),
+    };
+    let mut out = head.trim_end().replace('\n', "\r\n");
+    out.push_str(&format!("\r\nContent-Length: {}\r\n\r\n", body.len()));
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+/// A phone in tests: its SIP address and RTP port, and builders for what it sends.
+pub struct Phone {
+    pub peer: Peer,
+    pub name: &'static str,
+    pub call_id: String,
+    pub tag: String,
+    pub cseq: u32,
+    pub rtp_port: u16,
+}
+
+impl Phone {
+    pub fn new(name: &'static str, port: u16) -> Phone {
+        Phone { peer: udp(port), name, call_id: format!("{name}-call@test"), tag: format!("{name}-tag"), cseq: 1, rtp_port: port + 10000 }
+    }
+
+    pub fn sdp(&self, pts: &str, dir: &str) -> String {
+        let rtpmaps: String = pts
+            .split(' ')
+            .map(|pt| match pt {
+                "0" => "a=rtpmap:0 PCMU/8000\n".to_string(),
+                "8" => "a=rtpmap:8 PCMA/8000\n".to_string(),
+                "101" => "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-16\n".to_string(),
+                _ => String::new(),
+            })
+            .collect();
+        format!(
+            "v=0\no={n} 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio {p} RTP/AVP {pts}\n{rtpmaps}a={dir}\n",
+            n = self.name,
+            p = self.rtp_port
+        )
+    }
+
+    /// A dialog-creating INVITE to `user` with optional extra header lines and SDP body.
+    pub fn invite(&self, user: &str, extra: &str, body: Option<&str>) -> String {
+        let (ct, body) = match body {
+            Some(b) => ("Content-Type: application/sdp\n", b.to_string()),
+            None => ("", String::new()),
+        };
+        format!(
+            "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{b}-{cs};rport\nMax-Forwards: 70\nFrom: <sip:{n}@127.0.0.1:{port}>;tag={tag}\nTo: <sip:{user}@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: {cs} INVITE\nContact: <sip:{n}@{a}>\n{extra}{ct}\n{body}",
+            a = self.peer.addr,
+            port = self.peer.addr.port(),
+            n = self.name,
+            tag = self.tag,
+            cid = self.call_id,
+            b = self.call_id.replace('@', "."),
+            cs = self.cseq,
+        )
+    }
+
+    /// An in-dialog request (`BYE`, re-`INVITE`, ...) with parkd's tag `to_tag`.
+    pub fn in_dialog(&self, method: &str, to_user: &str, to_tag: &str, cseq: u32, body: Option<&str>) -> String {
+        let (ct, body) = match body {
+            Some(b) => ("Content-Type: application/sdp\n", b.to_string()),
+            None => ("", String::new()),
+        };
+        let branch = format!("z9hG4bK-{}-{}-{}", self.call_id.replace('@', "."), method, cseq);
+        format!(
+            "{method} sip:parkd@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch={branch}\nMax-Forwards: 70\nFrom: <sip:{n}@127.0.0.1:{port}>;tag={tag}\nTo: <sip:{to_user}@127.0.0.1:5060>;tag={to_tag}\nCall-ID: {cid}\nCSeq: {cseq} {m}\nContact: <sip:{n}@{a}>\n{ct}\n{body}",
+            a = self.peer.addr,
+            port = self.peer.addr.port(),
+            n = self.name,
+            tag = self.tag,
+            cid = self.call_id,
+            m = if method == "ACK" { "ACK" } else { method },
+        )
+    }
+
+    /// The ACK for parkd's 2xx to our INVITE with CSeq `cseq`.
+    pub fn ack(&self, to_user: &str, to_tag: &str, cseq: u32, body: Option<&str>) -> String {
+        self.in_dialog("ACK", to_user, to_tag, cseq, body)
+    }
+
+    /// A 200 OK answering parkd's request `req` (e.g. its BYE).
+    pub fn ok_to(&self, req: &crate::sip::Request) -> String {
+        self.answer(req, 200, "OK", None)
+    }
+
+    /// A response to parkd's request `req`: our To tag added (except for 100), optional SDP body, our Contact.
+    pub fn answer(&self, req: &crate::sip::Request, status: u16, reason: &str, sdp: Option<&str>) -> String {
+        let mut text = format!("SIP/2.0 {status} {reason}\n");
+        for v in &req.common.via {
+            text.push_str(&format!("Via: {v}\n"));
+        }
+        let to = if req.common.to.tag().is_none() && status > 100 { format!("{};tag={}", req.common.to, self.tag) } else { req.common.to.to_string() };
+        text.push_str(&format!(
+            "From: {}\nTo: {}\nCall-ID: {}\nCSeq: {} {}\nContact: <sip:{}@{}>\n",
+            req.common.from, to, req.common.call_id, req.common.cseq.seq, req.common.cseq.method, self.name, self.peer.addr
+        ));
+        if let Some(b) = sdp {
+            text.push_str(&format!("Content-Type: application/sdp\n\n{b}"));
+        }
+        text
+    }
+}

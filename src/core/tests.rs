@@ -1,0 +1,283 @@
+//! Engine tests in virtual time: whole park/retrieve flows against the real codec, transactions and SDP,
+//! with scripted phones and no sockets.
+
+use super::testkit::{udp, Phone, World};
+use super::ParkEvent;
+use crate::media::{Codec, MediaCommand};
+use std::time::Duration;
+
+/// Bob parks himself into the default lot (as the transferee of Alice's blind transfer) and ACKs.
+/// Returns parkd's tag for Bob's dialog.
+fn park(w: &mut World, bob: &Phone, user: &str, referred_by: bool) -> String {
+    let since = w.sent.len();
+    let rb = if referred_by { "Referred-By: <sip:alice@127.0.0.1:5999>\n" } else { "" };
+    w.deliver(bob.peer, &bob.invite(user, rb, Some(&bob.sdp("0 8 101", "sendrecv"))));
+    let ok = w.last_response_to(bob.peer, since);
+    assert_eq!(ok.status, 200, "park answered 200");
+    let tag = ok.common.to.tag().expect("to tag").to_string();
+    w.deliver(bob.peer, &bob.ack(user, &tag, bob.cseq, None));
+    tag
+}
+
+fn header<'a>(r: &'a crate::sip::Response, name: &str) -> Option<&'a str> {
+    r.common.header(name)
+}
+
+#[test]
+fn indirect_park_answers_with_orbit_and_starts_hold_music_after_ack() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    w.deliver(bob.peer, &bob.invite("700", "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&bob.sdp("0 8", "sendrecv"))));
+    let ok = w.last_response_to(bob.peer, 0);
+    assert_eq!(ok.status, 200);
+    assert_eq!(header(&ok, "Park-Orbit"), Some("701"));
+    assert_eq!(ok.common.content_type.as_deref(), Some("application/sdp"));
+    assert!(String::from_utf8_lossy(&ok.common.body).contains("m=audio 20000 RTP/AVP 0"), "answer picks PCMU on port 20000");
+    assert!(w.media.is_empty(), "no media before the ACK");
+    let tag = ok.common.to.tag().unwrap().to_string();
+    w.deliver(bob.peer, &bob.ack("700", &tag, 1, None));
+    assert_eq!(
+        w.media,
+        vec![MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: crate::media::MusicId(0) }]
+    );
+    assert!(matches!(&w.events[0], ParkEvent::Parked { orbit, parker: Some(p), .. } if orbit == "701" && p.contains("alice")));
+}
+
+#[test]
+fn indirect_parks_take_lowest_free_orbit_and_full_lot_is_refused() {
+    let mut w = World::new();
+    for (i, port) in (5070..5075).enumerate() {
+        let p = Phone::new("p", port);
+        let p = Phone { call_id: format!("c{i}"), ..p };
+        let since = w.sent.len();
+        w.deliver(p.peer, &p.invite("700", "Referred-By: <sip:alice@h>\n", Some(&p.sdp("0", "sendrecv"))));
+        let ok = w.last_response_to(p.peer, since);
+        assert_eq!(header(&ok, "Park-Orbit"), Some(format!("{}", 701 + i).as_str()));
+    }
+    let late = Phone { call_id: "late".into(), ..Phone::new("late", 5080) };
+    w.deliver(late.peer, &late.invite("700", "Referred-By: <sip:alice@h>\n", Some(&late.sdp("0", "sendrecv"))));
+    let r = w.last_response_to(late.peer, 0);
+    assert_eq!((r.status, r.reason.as_str()), (486, "Parking Lot Full"));
+    assert!(r.common.to.tag().is_some(), "final responses carry a To tag (RFC 3261 §8.2.6.2)");
+}
+
+#[test]
+fn directed_park_occupied_orbit_gets_486_and_unknown_number_404() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    park(&mut w, &bob, "705", true);
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    w.deliver(carol.peer, &carol.invite("705", "Referred-By: <sip:alice@h>\n", Some(&carol.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(carol.peer, 0).status, 486);
+    let dave = Phone { call_id: "dave-call".into(), ..Phone::new("dave", 5072) };
+    w.deliver(dave.peer, &dave.invite("799", "Referred-By: <sip:alice@h>\n", Some(&dave.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(dave.peer, 0).status, 404);
+}
+
+#[test]
+fn retrieve_bridges_both_legs_and_either_bye_ends_the_other() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    park(&mut w, &bob, "700", true);
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    let since = w.sent.len();
+    w.deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("8", "sendrecv"))));
+    let ok = w.last_response_to(carol.peer, since);
+    assert_eq!(ok.status, 200);
+    assert_eq!(header(&ok, "P-Asserted-Identity"), Some("<sip:bob@127.0.0.1:5070>"));
+    let media_before = w.media.len();
+    let ctag = ok.common.to.tag().unwrap().to_string();
+    w.deliver(carol.peer, &carol.ack("701", &ctag, 1, None));
+    let after: Vec<_> = w.media[media_before..].to_vec();
+    assert!(after.contains(&MediaCommand::Bridge { a: 20000, b: 20002 }), "bridge after the retriever's ACK: {after:?}");
+    assert!(after.iter().any(|m| matches!(m, MediaCommand::Update { port: 20002, codec: Codec::Pcma, .. })), "retriever leg keeps its PCMA");
+    assert!(matches!(w.events.last(), Some(ParkEvent::Retrieved { orbit, .. }) if orbit == "701"));
+
+    // The orbit is free again: a new park takes 701.
+    let dave = Phone { call_id: "dave-call".into(), ..Phone::new("dave", 5072) };
+    let since = w.sent.len();
+    park(&mut w, &dave, "700", true);
+    assert_eq!(header(&w.last_response_to(dave.peer, since), "Park-Orbit"), Some("701"));
+
+    // Carol hangs up: parkd answers 200 and BYEs Bob.
+    let since = w.sent.len();
+    w.deliver(carol.peer, &carol.in_dialog("BYE", "701", &ctag, 2, None));
+    assert_eq!(w.last_response_to(carol.peer, since).status, 200);
+    let byes = w.requests_to(bob.peer, since);
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].method, crate::sip::Method::Bye);
+    assert!(w.media.contains(&MediaCommand::Stop { port: 20000 }) && w.media.contains(&MediaCommand::Stop { port: 20002 }));
+    w.deliver(bob.peer, &bob.ok_to(&byes[0]));
+    w.advance(Duration::from_secs(40));
+    let live = w.core.live();
+    assert_eq!((live.legs, live.calls, live.client_txns), (1, 1, 0), "only Dave's park remains: {live:?}");
+}
+
+#[test]
+fn retrieve_of_empty_orbit_is_404() {
+    let mut w = World::new();
+    let carol = Phone::new("carol", 5071);
+    w.deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    let r = w.last_response_to(carol.peer, 0);
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn parked_party_hanging_up_frees_orbit_and_stops_music() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let tag = park(&mut w, &bob, "702", true);
+    let since = w.sent.len();
+    w.deliver(bob.peer, &bob.in_dialog("BYE", "702", &tag, 2, None));
+    assert_eq!(w.last_response_to(bob.peer, since).status, 200);
+    assert!(w.media.contains(&MediaCommand::Stop { port: 20000 }));
+    assert!(matches!(w.events.last(), Some(ParkEvent::Abandoned { orbit, .. }) if orbit == "702"));
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.core.live(), super::Live::default(), "nothing left behind");
+}
+
+#[test]
+fn unacknowledged_2xx_is_retransmitted_then_the_call_is_torn_down() {
+    // RFC 3261 §13.3.1.4: 2xx retransmitted at T1, 2T1, ... capped at T2, until ACK; after 64*T1 → BYE.
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    w.deliver(bob.peer, &bob.invite("700", "Referred-By: <sip:alice@h>\n", Some(&bob.sdp("0", "sendrecv"))));
+    let t0 = w.now;
+    let mut times = Vec::new();
+    for _ in 0..80 {
+        let before = w.responses_to(bob.peer, 0).len();
+        w.advance(Duration::from_millis(100));
+        if w.responses_to(bob.peer, 0).len() > before {
+            times.push((w.now - t0).as_millis() / 100 * 100);
+        }
+    }
+    assert_eq!(&times[..4], &[500, 1500, 3500, 7500][..], "2xx schedule (rounded to 100 ms): {times:?}");
+    w.advance(Duration::from_secs(30));
+    let byes = w.requests_to(bob.peer, 0);
+    assert!(byes.iter().any(|r| r.method == crate::sip::Method::Bye), "BYE after Timer H");
+    assert_eq!(w.core.live().orbits_occupied, 0);
+}
+
+#[test]
+fn invite_retransmission_is_absorbed_not_parked_twice() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let inv = bob.invite("700", "Referred-By: <sip:alice@h>\n", Some(&bob.sdp("0", "sendrecv")));
+    w.deliver(bob.peer, &inv);
+    w.deliver(bob.peer, &inv);
+    let oks = w.responses_to(bob.peer, 0);
+    assert_eq!(oks.iter().filter(|r| r.status == 200).count(), 2, "the same 200 is re-sent");
+    assert_eq!(w.core.live().orbits_occupied, 1);
+}
+
+#[test]
+fn reinvite_to_hold_is_answered_recvonly_and_music_stops_sending() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let tag = park(&mut w, &bob, "700", true);
+    let since = w.sent.len();
+    w.deliver(bob.peer, &bob.in_dialog("INVITE", "700", &tag, 2, Some(&bob.sdp("0", "sendonly"))));
+    let ok = w.last_response_to(bob.peer, since);
+    assert_eq!(ok.status, 200);
+    assert!(String::from_utf8_lossy(&ok.common.body).contains("a=recvonly"));
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Update { port: 20000, send: false, .. })));
+    w.deliver(bob.peer, &bob.ack("700", &tag, 2, None));
+    assert_eq!(w.core.live().orbits_occupied, 1, "still parked");
+}
+
+#[test]
+fn options_unknown_method_and_garbage() {
+    let mut w = World::new();
+    let p = udp(5090);
+    w.deliver(p, "OPTIONS sip:700@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKo1\nFrom: <sip:x@h>;tag=1\nTo: <sip:700@h>\nCall-ID: o1\nCSeq: 1 OPTIONS\nMax-Forwards: 70\n");
+    let r = w.last_response_to(p, 0);
+    assert_eq!(r.status, 200);
+    assert!(r.common.header("Allow").is_some_and(|a| a.contains("INVITE")));
+    let since = w.sent.len();
+    w.deliver(p, "FOO sip:700@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKf1\nFrom: <sip:x@h>;tag=1\nTo: <sip:700@h>\nCall-ID: f1\nCSeq: 1 FOO\nMax-Forwards: 70\n");
+    assert_eq!(w.last_response_to(p, since).status, 501);
+    w.deliver_raw(p, b"\x00\x01garbage\r\n\r\n");
+    w.deliver_raw(p, b"INVITE sip:700@h SIP/2.0\r\nContent-Length: 99999\r\n\r\n");
+    assert!(w.core.stats().malformed >= 2);
+    // And a normal call still works.
+    let bob = Phone::new("bob", 5070);
+    park(&mut w, &bob, "700", true);
+}
+
+#[test]
+fn max_forwards_zero_is_483() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let inv = bob.invite("700", "", Some(&bob.sdp("0", "sendrecv"))).replace("Max-Forwards: 70", "Max-Forwards: 0");
+    w.deliver(bob.peer, &inv);
+    assert_eq!(w.last_response_to(bob.peer, 0).status, 483);
+}
+
+#[test]
+fn cancel_after_answer_gets_200_and_the_call_stays() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    w.deliver(bob.peer, &bob.invite("700", "Referred-By: <sip:alice@h>\n", Some(&bob.sdp("0", "sendrecv"))));
+    let since = w.sent.len();
+    let cancel = format!(
+        "CANCEL sip:700@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{b}-1;rport\nMax-Forwards: 70\nFrom: <sip:bob@127.0.0.1:5070>;tag={t}\nTo: <sip:700@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: 1 CANCEL\n",
+        a = bob.peer.addr,
+        cid = bob.call_id,
+        b = bob.call_id.replace('@', "."),
+        t = bob.tag
+    );
+    w.deliver(bob.peer, &cancel);
+    let rs = w.responses_to(bob.peer, since);
+    assert!(rs.iter().any(|r| r.status == 200 && r.common.cseq.method == crate::sip::Method::Cancel));
+    assert!(!rs.iter().any(|r| r.status == 487), "an answered INVITE is not terminated");
+    assert_eq!(w.core.live().orbits_occupied, 1);
+}
+
+#[test]
+fn cancel_for_unknown_transaction_is_481() {
+    let mut w = World::new();
+    let p = udp(5090);
+    w.deliver(p, "CANCEL sip:700@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKnope\nFrom: <sip:x@h>;tag=1\nTo: <sip:700@h>\nCall-ID: nope\nCSeq: 1 CANCEL\nMax-Forwards: 70\n");
+    assert_eq!(w.last_response_to(p, 0).status, 481);
+}
+
+#[test]
+fn invite_without_sdp_gets_offer_and_music_follows_answer_in_ack() {
+    // RFC 3264 §5 / RFC 3261 §13.2.1: no offer in the INVITE → offer in the 2xx, answer in the ACK.
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    w.deliver(bob.peer, &bob.invite("700", "Referred-By: <sip:alice@h>\n", None));
+    let ok = w.last_response_to(bob.peer, 0);
+    let body = String::from_utf8_lossy(&ok.common.body).to_string();
+    assert!(body.contains("m=audio 20000 RTP/AVP 0 8"), "offer lists PCMU and PCMA: {body}");
+    let tag = ok.common.to.tag().unwrap().to_string();
+    w.deliver(bob.peer, &bob.ack("700", &tag, 1, Some(&bob.sdp("8", "sendrecv"))));
+    assert!(matches!(w.media.as_slice(), [MediaCommand::Hold { codec: Codec::Pcma, .. }]), "{:?}", w.media);
+}
+
+#[test]
+fn retrieve_by_replaces_takes_the_named_parked_call() {
+    // RFC 3891 §3: to-tag = the recipient's (parkd's) tag, from-tag = the other side's.
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let tag = park(&mut w, &bob, "700", true);
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    let hdr = format!("Replaces: {};to-tag={};from-tag={}\n", bob.call_id, tag, bob.tag);
+    let since = w.sent.len();
+    w.deliver(carol.peer, &carol.invite("parkd", &hdr, Some(&carol.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(carol.peer, since).status, 200);
+    let dave = Phone { call_id: "dave-call".into(), ..Phone::new("dave", 5072) };
+    w.deliver(dave.peer, &dave.invite("parkd", "Replaces: nothing@x;to-tag=a;from-tag=b\n", Some(&dave.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(dave.peer, 0).status, 481);
+}
+
+#[test]
+fn offer_without_g711_is_488() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let sdp = "v=0\no=b 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 18\na=rtpmap:18 G729/8000\n";
+    w.deliver(bob.peer, &bob.invite("700", "Referred-By: <sip:alice@h>\n", Some(sdp)));
+    assert_eq!(w.last_response_to(bob.peer, 0).status, 488);
+    assert_eq!(w.core.live().orbits_occupied, 0, "no orbit held after a refusal");
+}
+

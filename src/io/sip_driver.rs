@@ -1,0 +1,124 @@
+//! The thin tokio layer around the core: SIP over UDP and TCP, the clock, and the one sleep until the core's
+//! next deadline. It owns the [`Core`]; nothing else touches it, so the core needs no lock.
+
+use super::clock::Clock;
+use super::media_thread::MediaHandle;
+use super::tcp::{self, TcpEvent};
+use crate::core::{Core, Output};
+use crate::sip::{Peer, Transport};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SipIoError {
+    #[error("cannot bind SIP UDP socket on {addr}: {source}")]
+    BindUdp { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot bind SIP TCP listener on {addr}: {source}")]
+    BindTcp { addr: SocketAddr, source: std::io::Error },
+}
+
+/// The bound SIP sockets, ready to run.
+pub struct SipSockets {
+    udp: UdpSocket,
+    tcp: TcpListener,
+}
+
+impl SipSockets {
+    pub async fn bind(addr: SocketAddr) -> Result<SipSockets, SipIoError> {
+        let udp = UdpSocket::bind(addr).await.map_err(|source| SipIoError::BindUdp { addr, source })?;
+        let tcp = TcpListener::bind(addr).await.map_err(|source| SipIoError::BindTcp { addr, source })?;
+        Ok(SipSockets { udp, tcp })
+    }
+}
+
+/// Runs the core until `shutdown` resolves.
+pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock: Clock, shutdown: impl std::future::Future<Output = ()>) {
+    let SipSockets { udp, tcp } = sockets;
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
+    tokio::spawn(tcp::accept_loop(tcp, tcp_tx.clone()));
+    let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let mut buf = vec![0u8; 65_535];
+    tokio::pin!(shutdown);
+    loop {
+        drain(&mut core, &udp, &mut conns, &tcp_tx, &media);
+        let deadline = core.poll_timeout();
+        let sleep_until = deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t)));
+        tokio::select! {
+            r = udp.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, &buf[..n]);
+                    // Take whatever else is already queued before sleeping again.
+                    for _ in 0..64 {
+                        match udp.try_recv_from(&mut buf) {
+                            Ok((n, from)) => core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+            },
+            Some(ev) = tcp_rx.recv() => match ev {
+                TcpEvent::Message { peer, bytes } => core.handle_sip(clock.now(), Peer { transport: Transport::Tcp, addr: peer }, &bytes),
+                TcpEvent::Opened { peer, writer } => { conns.insert(peer, writer); }
+                TcpEvent::Closed { peer } => { conns.remove(&peer); }
+            },
+            _ = sleep(sleep_until) => {}
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                return;
+            }
+        }
+        // Check the clock, not only the sleep (a starved Sleep can report late; quinn#2677).
+        if let Some(t) = core.poll_timeout() {
+            let now = clock.now();
+            if t <= now {
+                core.handle_timeout(now);
+            }
+        }
+    }
+}
+
+async fn sleep(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn drain(
+    core: &mut Core,
+    udp: &UdpSocket,
+    conns: &mut HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>,
+    tcp_tx: &mpsc::Sender<TcpEvent>,
+    media: &MediaHandle,
+) {
+    while let Some(out) = core.poll_output() {
+        match out {
+            Output::Sip { to, bytes } => match to.transport {
+                Transport::Udp => {
+                    if let Err(e) = udp.try_send_to(&bytes, to.addr) {
+                        tracing::warn!(to = %to.addr, error = %e, "SIP UDP send failed");
+                    }
+                }
+                Transport::Tcp => match conns.get(&to.addr) {
+                    Some(w) if w.send(bytes.clone()).is_ok() => {}
+                    _ => {
+                        conns.remove(&to.addr);
+                        let (w, r) = mpsc::unbounded_channel();
+                        let _ = w.send(bytes);
+                        conns.insert(to.addr, w);
+                        tokio::spawn(tcp::connect(to.addr, r, tcp_tx.clone()));
+                    }
+                },
+            },
+            Output::Media(cmd) => media.send(cmd),
+            Output::Event(ev) => match serde_json::to_string(&ev) {
+                Ok(json) => tracing::info!(target: "parkd::events", event = %json, "park event"),
+                Err(_) => tracing::info!(target: "parkd::events", ?ev, "park event"),
+            },
+        }
+    }
+}

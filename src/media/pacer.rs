@@ -1,0 +1,194 @@
+//! The hold pacer: one timing wheel for every hold stream.
+//!
+//! The 20 ms packet period is split into 20 slots of 1 ms. Slot `s` is due at every absolute
+//! millisecond `t` with `t % 20 == s`. A new stream goes into the least-loaded slot, so load is
+//! spread evenly over the period. [`Pacer::due`] serves every slot whose time has come since the
+//! last call, catching up at most one period: a stream is served at most once per call, at its
+//! latest due time, so a late pacer skips frames instead of bursting. Work per call is
+//! O(20 + streams due) and nothing is allocated (slot Vecs are reused).
+
+use crate::time::Time;
+
+/// Slots per period.
+pub const SLOTS: usize = 20;
+/// Period in milliseconds (one G.711 frame).
+pub const PERIOD_MS: u64 = 20;
+
+/// Handle of a stream in the wheel, returned by [`Pacer::add`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scheduled {
+    /// The slot the stream lives in.
+    pub slot: u8,
+    /// Absolute millisecond of its first frame.
+    pub first_ms: u64,
+}
+
+/// The timing wheel. Streams are identified by their leg's port.
+#[derive(Debug)]
+pub struct Pacer {
+    slots: [Vec<u16>; SLOTS],
+    /// Bit `s` set when slot `s` is non-empty.
+    mask: u32,
+    /// Every slot time below this millisecond has been served.
+    served_until_ms: u64,
+    total: usize,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Pacer::new()
+    }
+}
+
+impl Pacer {
+    /// An empty wheel.
+    pub fn new() -> Pacer {
+        Pacer { slots: Default::default(), mask: 0, served_until_ms: 0, total: 0 }
+    }
+
+    /// Number of scheduled streams.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// True when no stream is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Number of streams in each slot (for tests and metrics).
+    pub fn slot_loads(&self) -> [usize; SLOTS] {
+        let mut out = [0; SLOTS];
+        for (o, s) in out.iter_mut().zip(self.slots.iter()) {
+            *o = s.len();
+        }
+        out
+    }
+
+    /// Schedules `port` in the least-loaded slot; its first frame is the first due time of that
+    /// slot at or after `now` that has not been served yet.
+    pub fn add(&mut self, now: Time, port: u16) -> Scheduled {
+        if self.total == 0 {
+            // Nothing is pending: fast-forward so `next_deadline` does not report stale slots.
+            self.served_until_ms = self.served_until_ms.max(now.as_millis());
+        }
+        let mut best = 0usize;
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.len() < self.slots[best].len() {
+                best = i;
+            }
+        }
+        self.slots[best].push(port);
+        self.mask |= 1 << best;
+        self.total += 1;
+        let from = now.as_millis().max(self.served_until_ms);
+        let offset = (best as u64 + PERIOD_MS - from % PERIOD_MS) % PERIOD_MS;
+        Scheduled { slot: best as u8, first_ms: from + offset }
+    }
+
+    /// Unschedules `port` from `slot`. Returns false if it was not there.
+    pub fn remove(&mut self, slot: u8, port: u16) -> bool {
+        let Some(v) = self.slots.get_mut(slot as usize) else { return false };
+        let Some(i) = v.iter().position(|p| *p == port) else { return false };
+        v.swap_remove(i);
+        if v.is_empty() {
+            self.mask &= !(1 << slot);
+        }
+        self.total -= 1;
+        true
+    }
+
+    /// The next slot time with work that has not been served, in O(1) (a rotate of the mask).
+    pub fn next_deadline(&self) -> Option<Time> {
+        if self.mask == 0 {
+            return None;
+        }
+        let start = (self.served_until_ms % PERIOD_MS) as u32;
+        // Rotate so bit 0 is slot `start`, then find the first non-empty slot from there.
+        let full: u32 = (1 << SLOTS) - 1;
+        let rotated = ((self.mask >> start) | (self.mask << (SLOTS as u32 - start))) & full;
+        let ahead = rotated.trailing_zeros() as u64;
+        Some(Time::from_millis(self.served_until_ms + ahead))
+    }
+
+    /// Calls `serve(slot_time_ms, port)` for every stream whose slot time is in
+    /// `(last served, now]`, limited to the last period. Returns the number of streams served.
+    pub fn due(&mut self, now: Time, mut serve: impl FnMut(u64, u16)) -> usize {
+        let now_ms = now.as_millis();
+        if now_ms < self.served_until_ms {
+            return 0;
+        }
+        let from = self.served_until_ms.max((now_ms + 1).saturating_sub(PERIOD_MS));
+        let mut served = 0;
+        for t in from..=now_ms {
+            let slot = (t % PERIOD_MS) as usize;
+            if self.mask & (1 << slot) == 0 {
+                continue;
+            }
+            for port in self.slots[slot].iter() {
+                serve(t, *port);
+                served += 1;
+            }
+        }
+        self.served_until_ms = now_ms + 1;
+        served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_loaded_slot_and_first_due_time() {
+        let mut p = Pacer::new();
+        let now = Time::from_millis(1_000_005);
+        let a = p.add(now, 10);
+        assert_eq!(a.slot, 0);
+        assert_eq!(a.first_ms, 1_000_020);
+        let b = p.add(now, 12);
+        assert_eq!(b.slot, 1);
+        assert_eq!(b.first_ms, 1_000_021);
+        for i in 0..18 {
+            p.add(now, 14 + 2 * i);
+        }
+        assert_eq!(p.slot_loads(), [1; SLOTS]);
+        let c = p.add(now, 100);
+        assert_eq!(c.slot, 0);
+        assert!(p.remove(c.slot, 100));
+        assert!(!p.remove(c.slot, 100));
+        assert_eq!(p.len(), 20);
+    }
+
+    #[test]
+    fn next_deadline_wraps_around_the_period() {
+        let mut p = Pacer::new();
+        assert_eq!(p.next_deadline(), None);
+        let now = Time::from_millis(1_000_000);
+        p.due(now, |_, _| {}); // served_until = 1_000_001 (slot 1)
+        let s = p.add(now, 2); // least loaded: slot 0
+        assert_eq!(s.slot, 0);
+        assert_eq!(p.next_deadline(), Some(Time::from_millis(1_000_020)));
+        let mut seen = vec![];
+        p.due(Time::from_millis(1_000_019), |t, port| seen.push((t, port)));
+        assert!(seen.is_empty());
+        p.due(Time::from_millis(1_000_020), |t, port| seen.push((t, port)));
+        assert_eq!(seen, vec![(1_000_020, 2)]);
+        assert_eq!(p.next_deadline(), Some(Time::from_millis(1_000_040)));
+    }
+
+    #[test]
+    fn late_poll_serves_each_stream_once_at_its_latest_slot() {
+        let mut p = Pacer::new();
+        let now = Time::from_millis(1_000_000);
+        p.due(now, |_, _| {});
+        for port in 0..40 {
+            p.add(now, port);
+        }
+        let mut seen = vec![];
+        // 95 ms late: only the last period is served.
+        p.due(Time::from_millis(1_000_095), |t, port| seen.push((t, port)));
+        assert_eq!(seen.len(), 40);
+        assert!(seen.iter().all(|(t, _)| (1_000_076..=1_000_095).contains(t)));
+    }
+}

@@ -1,0 +1,303 @@
+//! [`MediaPlane`]: the media state machine (legs, hold streams, bridges), driven by commands,
+//! received datagrams and `now`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use super::music::HoldMusic;
+use super::pacer::{Pacer, Scheduled, PERIOD_MS};
+use super::relay::{self, Destination, RelayMap};
+use super::rtp::{self, OutStream, TS_PER_FRAME};
+use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MusicId};
+use crate::time::Time;
+
+/// Counters and gauges of the media plane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// Legs (local ports) known.
+    pub legs: usize,
+    /// Legs currently scheduled for hold music.
+    pub hold_streams: usize,
+    /// Bridged pairs.
+    pub bridged_pairs: usize,
+    /// Hold-music packets produced.
+    pub hold_sent: u64,
+    /// Packets relayed between bridged legs.
+    pub relayed: u64,
+    /// Received packets dropped as invalid: no leg on the port, not RTP v2, shorter than 12 bytes.
+    pub dropped_invalid: u64,
+    /// Valid packets not relayed: unknown payload type, not from the latched source, or the peer
+    /// must not be sent to (sendonly/inactive).
+    pub dropped_unrelayable: u64,
+    /// Valid packets received on a leg that is on hold or idle (nothing to relay them to).
+    pub absorbed: u64,
+}
+
+/// What a leg is doing.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Nothing is sent (set up, or its bridge peer went away).
+    Idle,
+    /// Hold music. `sched` is `None` while sending is paused (`send = false`).
+    Hold { music: usize, sched: Option<Scheduled>, frame0: usize, ts0: u32, next_frame: usize },
+    /// Relaying to/from `peer`.
+    Bridged { peer: u16 },
+}
+
+/// One local RTP port.
+#[derive(Debug)]
+struct Leg {
+    sdp_remote: SocketAddr,
+    /// Symmetric RTP: source of the first packet received (since the last Update).
+    latched: Option<SocketAddr>,
+    codec: Codec,
+    send: bool,
+    dtmf_pt: Option<u8>,
+    out: OutStream,
+    /// Mapping of the stream relayed *to* this leg.
+    map: Option<RelayMap>,
+    mode: Mode,
+}
+
+impl Leg {
+    fn send_to(&self) -> SocketAddr {
+        self.latched.unwrap_or(self.sdp_remote)
+    }
+}
+
+/// The media plane: every leg's state, one pacer for all hold streams, the relay.
+/// Pure state machine: time is a parameter, io lives in [`crate::io::media_thread`].
+#[derive(Debug)]
+pub struct MediaPlane {
+    music: Vec<HoldMusic>,
+    legs: HashMap<u16, Leg>,
+    pacer: Pacer,
+    rng: SmallRng,
+    stats: MediaStats,
+}
+
+impl MediaPlane {
+    /// A plane with the given music list ([`MusicId`] indexes it; the built-in loop is used if the
+    /// list is empty) and RNG seed (SSRCs, initial seq/timestamps).
+    pub fn new(mut music: Vec<HoldMusic>, seed: u64) -> Self {
+        if music.is_empty() {
+            music.push(HoldMusic::builtin());
+        }
+        MediaPlane { music, legs: HashMap::new(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
+    }
+
+    /// Applies a command from the signalling core.
+    pub fn apply(&mut self, now: Time, cmd: MediaCommand) {
+        match cmd {
+            MediaCommand::Hold { port, remote, codec, music } => self.hold(now, port, remote, codec, music),
+            MediaCommand::Update { port, remote, codec, send } => self.update(now, port, remote, codec, send),
+            MediaCommand::Bridge { a, b } => self.bridge(a, b),
+            MediaCommand::Stop { port } => self.stop(port),
+            MediaCommand::DtmfPayloadType { port, pt } => {
+                if let Some(leg) = self.legs.get_mut(&port) {
+                    leg.dtmf_pt = pt.filter(|p| *p <= 127);
+                }
+            }
+        }
+    }
+
+    fn leg_entry(&mut self, port: u16, remote: SocketAddr, codec: Codec) -> &mut Leg {
+        let rng = &mut self.rng;
+        self.legs.entry(port).or_insert_with(|| Leg {
+            sdp_remote: remote,
+            latched: None,
+            codec,
+            send: true,
+            dtmf_pt: None,
+            out: OutStream::new(rng),
+            map: None,
+            mode: Mode::Idle,
+        })
+    }
+
+    /// Takes `port` out of whatever it was doing: unschedules hold music, and turns a bridge
+    /// peer idle. The leg itself is left in `Mode::Idle`.
+    fn detach(&mut self, port: u16) {
+        let Some(leg) = self.legs.get_mut(&port) else { return };
+        let mode = std::mem::replace(&mut leg.mode, Mode::Idle);
+        leg.map = None;
+        match mode {
+            Mode::Hold { sched: Some(s), .. } => {
+                self.pacer.remove(s.slot, port);
+            }
+            Mode::Bridged { peer } => {
+                if let Some(p) = self.legs.get_mut(&peer) {
+                    if matches!(p.mode, Mode::Bridged { peer: pp } if pp == port) {
+                        p.mode = Mode::Idle;
+                        p.map = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn hold(&mut self, now: Time, port: u16, remote: SocketAddr, codec: Codec, music: MusicId) {
+        let music = if (music.0 as usize) < self.music.len() { music.0 as usize } else { 0 };
+        let leg = self.leg_entry(port, remote, codec);
+        if leg.sdp_remote != remote {
+            leg.latched = None;
+        }
+        leg.sdp_remote = remote;
+        leg.codec = codec;
+        leg.send = true;
+        if let Mode::Hold { music: m, sched: Some(_), .. } = &mut leg.mode {
+            *m = music; // already playing: switch the loop, keep the schedule
+            return;
+        }
+        let next_frame = match leg.mode {
+            Mode::Hold { next_frame, .. } => next_frame,
+            _ => 0,
+        };
+        self.detach(port);
+        self.start_hold(now, port, music, next_frame);
+    }
+
+    /// Schedules hold music on `port` starting at loop frame `frame0`.
+    fn start_hold(&mut self, now: Time, port: u16, music: usize, frame0: usize) {
+        let Some(leg) = self.legs.get_mut(&port) else { return };
+        let sched = self.pacer.add(now, port);
+        let first_at = Time::from_millis(sched.first_ms);
+        let ts0 = match leg.out.last_at {
+            None => leg.out.last_ts,
+            Some(_) => {
+                let t = leg.out.ts_at(first_at);
+                if t.wrapping_sub(leg.out.last_ts) < TS_PER_FRAME { leg.out.last_ts.wrapping_add(TS_PER_FRAME) } else { t }
+            }
+        };
+        leg.out.marker_pending = true;
+        leg.map = None;
+        leg.mode = Mode::Hold { music, sched: Some(sched), frame0, ts0, next_frame: frame0 };
+    }
+
+    fn update(&mut self, now: Time, port: u16, remote: SocketAddr, codec: Codec, send: bool) {
+        let leg = self.leg_entry(port, remote, codec);
+        leg.sdp_remote = remote;
+        leg.latched = None; // RFC 3264 re-offer: learn the (possibly new) source again
+        leg.codec = codec;
+        leg.send = send;
+        let mode = leg.mode;
+        match mode {
+            Mode::Hold { sched: Some(s), music, next_frame, .. } if !send => {
+                self.pacer.remove(s.slot, port);
+                if let Some(leg) = self.legs.get_mut(&port) {
+                    leg.mode = Mode::Hold { music, sched: None, frame0: next_frame, ts0: 0, next_frame };
+                }
+            }
+            Mode::Hold { sched: None, music, next_frame, .. } if send => {
+                self.start_hold(now, port, music, next_frame);
+            }
+            _ => {}
+        }
+    }
+
+    fn bridge(&mut self, a: u16, b: u16) {
+        if a == b || !self.legs.contains_key(&a) || !self.legs.contains_key(&b) {
+            tracing::debug!(a, b, "bridge ignored: unknown leg or same port");
+            return;
+        }
+        self.detach(a);
+        self.detach(b);
+        for (me, peer) in [(a, b), (b, a)] {
+            if let Some(leg) = self.legs.get_mut(&me) {
+                leg.mode = Mode::Bridged { peer };
+                leg.map = None;
+                leg.out.marker_pending = true;
+            }
+        }
+    }
+
+    fn stop(&mut self, port: u16) {
+        self.detach(port);
+        self.legs.remove(&port);
+    }
+
+    /// Handles one datagram received on local `port` from `from`. Returns where to send the
+    /// (rewritten in place) packet when the leg is bridged; `None` when it is dropped or absorbed.
+    pub fn on_rtp(&mut self, now: Time, port: u16, from: SocketAddr, pkt: &mut [u8]) -> Option<Forward> {
+        let (Some(info), Some(src)) = (rtp::parse(pkt), self.legs.get_mut(&port)) else {
+            self.stats.dropped_invalid += 1;
+            return None;
+        };
+        // Symmetric RTP (RFC 4961): latch to the first source; ignore others until an Update.
+        match src.latched {
+            None => src.latched = Some(from),
+            Some(l) if l != from => {
+                self.stats.dropped_unrelayable += 1;
+                return None;
+            }
+            Some(_) => {}
+        }
+        let Mode::Bridged { peer } = src.mode else {
+            self.stats.absorbed += 1;
+            return None;
+        };
+        let Some(kind) = relay::classify(info.pt, src.dtmf_pt) else {
+            self.stats.dropped_unrelayable += 1;
+            return None;
+        };
+        let dst = match self.legs.get_mut(&peer) {
+            Some(d) if d.send => d,
+            _ => {
+                self.stats.dropped_unrelayable += 1;
+                return None;
+            }
+        };
+        let to = dst.send_to();
+        let dest = Destination { codec: dst.codec, dtmf_pt: dst.dtmf_pt, out: &mut dst.out, map: &mut dst.map };
+        let len = relay::rewrite(pkt, &info, kind, dest, now);
+        self.stats.relayed += 1;
+        Some(Forward { port: peer, to, len })
+    }
+
+    /// Appends every hold packet due at `now` (at most one per stream: a late call skips frames,
+    /// keeping timestamps on schedule). Allocates nothing once `batch` has grown to the number of
+    /// hold streams.
+    pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
+        let MediaPlane { music, legs, pacer, stats, .. } = self;
+        pacer.due(now, |t_ms, port| {
+            let Some(leg) = legs.get_mut(&port) else { return };
+            let Mode::Hold { music: m, sched: Some(sched), frame0, ts0, next_frame } = &mut leg.mode else { return };
+            if t_ms < sched.first_ms {
+                return;
+            }
+            let n = (t_ms - sched.first_ms) / PERIOD_MS;
+            let frame = *frame0 + n as usize;
+            *next_frame = frame + 1;
+            let ts = ts0.wrapping_add((n as u32).wrapping_mul(TS_PER_FRAME));
+            let Some(track) = music.get(*m) else { return };
+            let payload = track.frame(leg.codec, frame);
+            let header = leg.out.next_header(leg.codec.payload_type(), ts, Time::from_millis(t_ms));
+            batch.push(HoldPacket { port, to: leg.send_to(), header, payload });
+            stats.hold_sent += 1;
+        });
+    }
+
+    /// The next pacer slot time with work (O(1)); `None` when no hold stream is scheduled.
+    pub fn next_deadline(&self) -> Option<Time> {
+        self.pacer.next_deadline()
+    }
+
+    /// Current counters. Counting bridged pairs walks the legs (O(legs)).
+    pub fn stats(&self) -> MediaStats {
+        let bridged = self.legs.values().filter(|l| matches!(l.mode, Mode::Bridged { .. })).count();
+        MediaStats { legs: self.legs.len(), hold_streams: self.pacer.len(), bridged_pairs: bridged / 2, ..self.stats }
+    }
+
+    /// The address a leg currently sends to (latched source, else the SDP address).
+    pub fn send_address(&self, port: u16) -> Option<SocketAddr> {
+        self.legs.get(&port).map(Leg::send_to)
+    }
+}
+
+#[cfg(test)]
+#[path = "plane_tests.rs"]
+mod tests;

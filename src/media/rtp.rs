@@ -1,0 +1,200 @@
+//! RTP (RFC 3550) headers and the outbound stream identity of a leg.
+//!
+//! Headers are written with rtp-rs's [`RtpPacketBuilder::build_into`] *without* a payload: the
+//! builder then writes exactly the 12-byte fixed header, and the payload (a shared hold frame)
+//! is sent alongside it with scatter/gather io — never copied. Incoming packets are validated
+//! with rtp-rs's [`RtpReader`].
+
+use rand::rngs::SmallRng;
+use rand::Rng;
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+
+use crate::time::Time;
+
+/// Length of the fixed RTP header (RFC 3550 §5.1) that parkd writes.
+pub const RTP_HEADER_LEN: usize = 12;
+/// RTP timestamp units per 20 ms G.711 frame.
+pub const TS_PER_FRAME: u32 = 160;
+/// RTP timestamp units per millisecond at 8 kHz.
+pub const TS_PER_MS: u64 = 8;
+
+/// Writes a 12-byte RTP v2 header (no CSRC, no extension, no padding).
+pub fn write_header(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32) -> [u8; RTP_HEADER_LEN] {
+    let mut h = [0u8; RTP_HEADER_LEN];
+    let built = RtpPacketBuilder::new()
+        .payload_type(pt & 0x7F)
+        .marked(marker)
+        .sequence(Seq::from(seq))
+        .timestamp(ts)
+        .ssrc(ssrc)
+        .build_into(&mut h);
+    // Cannot fail: the PT is masked to 7 bits and the buffer holds exactly the header.
+    debug_assert_eq!(built, Ok(RTP_HEADER_LEN));
+    h
+}
+
+/// The fields of an incoming packet that the relay needs, read once by [`parse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpInfo {
+    pub pt: u8,
+    pub marker: bool,
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    /// Byte range of the payload (excluding header extension and padding).
+    pub payload_start: usize,
+    pub payload_end: usize,
+}
+
+/// Validates an RTP v2 packet (≥ 12 bytes, consistent CSRC/extension/padding lengths).
+pub fn parse(pkt: &[u8]) -> Option<RtpInfo> {
+    let r = RtpReader::new(pkt).ok()?;
+    let payload_start = r.payload_offset();
+    let payload_end = payload_start + r.payload().len();
+    Some(RtpInfo {
+        pt: r.payload_type(),
+        marker: r.mark(),
+        seq: u16::from(r.sequence_number()),
+        ts: r.timestamp(),
+        ssrc: r.ssrc(),
+        payload_start,
+        payload_end,
+    })
+}
+
+/// Rewrites marker/PT, sequence number, timestamp and SSRC of a packet in place (bytes 1..12),
+/// keeping byte 0 (version, padding, extension, CSRC count) and everything after the header.
+pub fn rewrite_header(pkt: &mut [u8], pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32) {
+    let h = write_header(pt, marker, seq, ts, ssrc);
+    if let (Some(dst), Some(src)) = (pkt.get_mut(1..RTP_HEADER_LEN), h.get(1..RTP_HEADER_LEN)) {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// One leg's outbound stream identity (RFC 3550 §5.1): one SSRC, one sequence space and one
+/// timeline, continued across hold music and relayed audio so the receiver sees one stream.
+#[derive(Clone, Debug)]
+pub struct OutStream {
+    /// Our SSRC towards this leg.
+    pub ssrc: u32,
+    /// Sequence number of the next packet.
+    pub next_seq: u16,
+    /// Timestamp of the last packet sent (or the random initial timestamp).
+    pub last_ts: u32,
+    /// Schedule time of the last packet sent, `None` before the first one.
+    pub last_at: Option<Time>,
+    /// Set the marker bit on the next packet (start of stream / new talkspurt after a switch).
+    pub marker_pending: bool,
+}
+
+impl OutStream {
+    /// A fresh stream: random SSRC, sequence number and timestamp (RFC 3550 §5.1), marker pending.
+    pub fn new(rng: &mut SmallRng) -> OutStream {
+        OutStream { ssrc: rng.gen(), next_seq: rng.gen(), last_ts: rng.gen(), last_at: None, marker_pending: true }
+    }
+
+    /// The timestamp that continues this stream's timeline at `at` (8 units per ms since the last
+    /// packet; the initial timestamp before any packet).
+    pub fn ts_at(&self, at: Time) -> u32 {
+        match self.last_at {
+            None => self.last_ts,
+            Some(last) => {
+                let elapsed_ts = at.saturating_since(last).as_micros() as u64 * TS_PER_MS / 1000;
+                self.last_ts.wrapping_add(elapsed_ts as u32)
+            }
+        }
+    }
+
+    /// Takes the pending marker.
+    pub fn take_marker(&mut self) -> bool {
+        std::mem::take(&mut self.marker_pending)
+    }
+
+    /// Header for our own next packet (hold music) with timestamp `ts` scheduled at `at`.
+    pub fn next_header(&mut self, pt: u8, ts: u32, at: Time) -> [u8; RTP_HEADER_LEN] {
+        let marker = self.take_marker();
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        self.last_ts = ts;
+        self.last_at = Some(at);
+        write_header(pt, marker, seq, ts, self.ssrc)
+    }
+
+    /// Records a relayed packet `seq`/`ts` sent at `at`, advancing only if it is newer
+    /// (RFC 3550 Appendix A.1 style wrap-around comparison), so that a later switch back to
+    /// hold music continues after the highest sequence number sent.
+    pub fn record_relayed(&mut self, seq: u16, ts: u32, at: Time) {
+        let ahead = seq.wrapping_sub(self.next_seq);
+        if ahead < 0x8000 {
+            self.next_seq = seq.wrapping_add(1);
+        }
+        if ts.wrapping_sub(self.last_ts) < 0x8000_0000 {
+            self.last_ts = ts;
+            self.last_at = Some(at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn header_layout_rfc3550_5_1() {
+        let h = write_header(8, true, 0x1234, 0xDEADBEEF, 0x01020304);
+        assert_eq!(h, [0x80, 0x88, 0x12, 0x34, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3, 4]);
+        let i = parse(&h).unwrap();
+        assert_eq!((i.pt, i.marker, i.seq, i.ts, i.ssrc), (8, true, 0x1234, 0xDEADBEEF, 0x01020304));
+        assert_eq!((i.payload_start, i.payload_end), (12, 12));
+    }
+
+    #[test]
+    fn parse_rejects_short_and_non_v2() {
+        assert!(parse(&[0x80; 11]).is_none());
+        let mut h = write_header(0, false, 1, 2, 3);
+        h[0] = 0x40; // version 1
+        assert!(parse(&h).is_none());
+        // CSRC count 15 but no room for them.
+        let mut h = write_header(0, false, 1, 2, 3);
+        h[0] = 0x8F;
+        assert!(parse(&h).is_none());
+        // Padding flag with a pad length larger than the packet.
+        let mut p = write_header(0, false, 1, 2, 3).to_vec();
+        p[0] |= 0x20;
+        p.push(200);
+        assert!(parse(&p).is_none());
+    }
+
+    #[test]
+    fn rewrite_keeps_byte0_and_payload() {
+        let mut p = write_header(0, false, 1, 2, 3).to_vec();
+        p[0] |= 0x20; // padding
+        p.extend_from_slice(&[9, 9, 1]);
+        rewrite_header(&mut p, 101, true, 7, 8, 9);
+        assert_eq!(p[0], 0xA0);
+        let i = parse(&p).unwrap();
+        assert_eq!((i.pt, i.marker, i.seq, i.ts, i.ssrc), (101, true, 7, 8, 9));
+        assert_eq!(&p[i.payload_start..i.payload_end], &[9, 9]);
+    }
+
+    #[test]
+    fn out_stream_continues_timeline() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut s = OutStream::new(&mut rng);
+        let t0 = Time::from_secs(100);
+        assert_eq!(s.ts_at(t0), s.last_ts);
+        let ts0 = s.last_ts;
+        let h = s.next_header(0, ts0, t0);
+        assert_eq!(h[1] & 0x80, 0x80, "marker on first packet");
+        assert_eq!(s.ts_at(t0 + std::time::Duration::from_millis(20)), ts0.wrapping_add(160));
+        let seq_before = s.next_seq;
+        s.record_relayed(seq_before.wrapping_sub(5), ts0, t0); // an old packet does not rewind
+        assert_eq!(s.next_seq, seq_before);
+        s.record_relayed(seq_before.wrapping_add(3), ts0.wrapping_add(480), t0);
+        assert_eq!(s.next_seq, seq_before.wrapping_add(4));
+        assert_eq!(s.last_ts, ts0.wrapping_add(480));
+        let h2 = s.next_header(0, ts0.wrapping_add(640), t0);
+        assert_eq!(h2[1] & 0x80, 0, "no marker after the first");
+    }
+}

@@ -1,0 +1,198 @@
+//! URI parsing (RFC 3261 §19.1, §25.1): `sip:`/`sips:` URIs fully, `tel:` URIs as number + parameters, any
+//! other scheme as opaque text (RFC 4475 §3.3.2–3.3.4 require such URIs to parse).
+//!
+//! The user part, the password and URI header values are stored unescaped; parameters are kept as written
+//! (the writer in [`super::message`] does not re-escape them, so unescaping them would break round trips).
+
+use super::error::DecodeError;
+use super::message::{Params, Uri};
+use percent_encoding::percent_decode_str;
+
+/// Parses a URI, ignoring surrounding whitespace: `sip:700@10.0.0.1:5060;transport=tcp?Replaces=a%40h%3B...`.
+pub fn parse_uri(s: &str) -> Result<Uri, DecodeError> {
+    parse_uri_strict(s.trim())
+}
+
+/// Parses a URI that must not contain any whitespace (inside `<...>`, in a Request-Line).
+pub(crate) fn parse_uri_strict(s: &str) -> Result<Uri, DecodeError> {
+    let bad = DecodeError::BadUri;
+    if s.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"')) {
+        return Err(bad);
+    }
+    let (scheme, rest) = s.split_once(':').ok_or(bad.clone())?;
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok || rest.is_empty() {
+        return Err(bad);
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
+        "sip" | "sips" => parse_sip(scheme, rest),
+        "tel" => {
+            let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+            if number.is_empty() {
+                return Err(bad);
+            }
+            Ok(Uri { host: number.to_string(), params: parse_uri_params(params)?, ..opaque(scheme, "") })
+        }
+        _ => Ok(opaque(scheme, rest)),
+    }
+}
+
+fn opaque(scheme: String, rest: &str) -> Uri {
+    Uri { scheme, user: None, password: None, host: rest.to_string(), port: None, params: Params::default(), headers: Vec::new() }
+}
+
+fn parse_sip(scheme: String, rest: &str) -> Result<Uri, DecodeError> {
+    let bad = || DecodeError::BadUri;
+    // '@' is never allowed unescaped in user, password, host, params or headers: the first one ends userinfo
+    // (the user may hold ';' '?' '/' ',' — RFC 4475 §3.1.1.2 and §3.1.1.9).
+    let (userinfo, hostpart) = match rest.split_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(u) => {
+            let (user, pw) = match u.split_once(':') {
+                Some((user, pw)) => (user, Some(unescape(pw)?)),
+                None => (u, None),
+            };
+            if user.is_empty() {
+                return Err(bad());
+            }
+            (Some(unescape(user)?), pw)
+        }
+    };
+    let (hostpart, headers) = hostpart.split_once('?').unwrap_or((hostpart, ""));
+    let (hostport, params) = hostpart.split_once(';').unwrap_or((hostpart, ""));
+    let (host, port) = parse_hostport(hostport).ok_or(bad())?;
+    let headers = if headers.is_empty() {
+        Vec::new()
+    } else {
+        headers
+            .split('&')
+            .map(|h| {
+                let (n, v) = h.split_once('=').unwrap_or((h, ""));
+                if n.is_empty() {
+                    return Err(bad());
+                }
+                Ok((n.to_string(), unescape(v)?))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(Uri { scheme, user, password, host: host.to_string(), port, params: parse_uri_params(params)?, headers })
+}
+
+/// `;name[=value]` URI parameters as written. Empty segments (`;;`) are skipped.
+fn parse_uri_params(s: &str) -> Result<Params, DecodeError> {
+    let mut params = Params::default();
+    for seg in s.split(';').filter(|seg| !seg.is_empty()) {
+        match seg.split_once('=') {
+            Some(("", _)) => return Err(DecodeError::BadUri),
+            Some((n, v)) => params.0.push((n.to_string(), Some(v.to_string()))),
+            None => params.0.push((seg.to_string(), None)),
+        }
+    }
+    Ok(params)
+}
+
+/// `host[:port]`, host a name, an IPv4 address or a bracketed IPv6 reference (kept with its brackets).
+pub(crate) fn parse_hostport(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if s.starts_with('[') {
+        let close = s.find(']')?;
+        let (host, after) = s.split_at(close + 1);
+        let inner = host.strip_prefix('[')?.strip_suffix(']')?;
+        if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+            return None;
+        }
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        let (host, port) = match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        };
+        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+            return None;
+        }
+        (host, port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+    };
+    Some((host, port))
+}
+
+/// `%XX` unescaping (either hex case); malformed escapes are kept literally; the result must be UTF-8.
+pub(crate) fn unescape(s: &str) -> Result<String, DecodeError> {
+    if !s.contains('%') {
+        return Ok(s.to_string());
+    }
+    percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| DecodeError::BadUri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_parts_rfc3261_19_1_1() {
+        let u = parse_uri("sip:alice:secret@[2001:db8::1]:5070;transport=tcp;lr?Subject=hi%20there&X=1").unwrap();
+        assert_eq!(u.scheme, "sip");
+        assert_eq!(u.user.as_deref(), Some("alice"));
+        assert_eq!(u.password.as_deref(), Some("secret"));
+        assert_eq!(u.host, "[2001:db8::1]");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.transport(), crate::sip::Transport::Tcp);
+        assert!(u.params.has("lr"));
+        assert_eq!(u.headers, vec![("Subject".to_string(), "hi there".to_string()), ("X".to_string(), "1".to_string())]);
+        let u = parse_uri("SIPS:example.com").unwrap();
+        assert_eq!((u.scheme.as_str(), u.user, u.host.as_str(), u.port), ("sips", None, "example.com", None));
+    }
+
+    #[test]
+    fn escaped_replaces_header_is_unescaped_rfc3891_rfc3515() {
+        for raw in [
+            "sip:700@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2",
+            "sip:700@h?replaces=abc%40h%3bto-tag%3d1%3Bfrom-tag%3d2",
+        ] {
+            let u = parse_uri(raw).unwrap();
+            assert_eq!(u.header("Replaces"), Some("abc@h;to-tag=1;from-tag=2"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn user_is_unescaped_and_reescaped_on_write_rfc4475_3_1_1_3() {
+        let u = parse_uri("sip:sips%3Auser%40example.com@example.net").unwrap();
+        assert_eq!(u.user.as_deref(), Some("sips:user@example.com"));
+        assert_eq!(u.host, "example.net");
+        assert_eq!(parse_uri(&u.to_string()).unwrap(), u);
+        let u = parse_uri("sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user.as_deref(), Some("user;par=u@example.net"));
+        assert_eq!(parse_uri(&u.to_string()).unwrap(), u);
+    }
+
+    #[test]
+    fn other_schemes_are_opaque_rfc4475_3_3_2() {
+        let u = parse_uri("nobodyKnowsThisScheme:totallyopaquecontent").unwrap();
+        assert_eq!((u.scheme.as_str(), u.host.as_str()), ("nobodyknowsthisscheme", "totallyopaquecontent"));
+        let u = parse_uri("soap.beep://192.0.2.103:3002").unwrap();
+        assert_eq!(u.to_string(), "soap.beep://192.0.2.103:3002");
+        let u = parse_uri("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert_eq!(u.host, "+1-201-555-0123");
+        assert_eq!(u.params.value("phone-context"), Some("example.com"));
+        assert_eq!(u.to_string(), "tel:+1-201-555-0123;phone-context=example.com");
+    }
+
+    #[test]
+    fn malformed_uris_are_rejected() {
+        for s in ["", "sip:", "sip:@h", "sip:a@", "sip:a@h:", "sip:a@h:99999", "sip:a@h:5x", "sip:a @h", "sip:a@[zz]", "1sip:a@h", "sip:a@h;=v", "noscheme", "sip:a@h<", "sip:a@h?=v"] {
+            assert_eq!(parse_uri(s), Err(DecodeError::BadUri), "{s:?}");
+        }
+    }
+}
