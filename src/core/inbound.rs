@@ -132,7 +132,9 @@ impl Core {
         let Some(invite) = invite else {
             return self.respond(now, cancel, req, 481, None, None, |_| {});
         };
-        self.respond(now, cancel, req, 200, None, None, |_| {});
+        // RFC 3261 §9.2: the 200 to the CANCEL carries the same To tag as the INVITE's response.
+        let tag = self.pending_acks.get(&invite).and_then(|l| self.legs.get(l)).map(|l| l.dialog.local_tag().to_string());
+        self.respond(now, cancel, req, 200, None, tag.as_deref(), |_| {});
         // parkd answers INVITEs at once, so this is rare.
         if self.txn.awaiting_final(invite) {
             if let Some(inv) = self.txn.server_request(invite).cloned() {

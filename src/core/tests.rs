@@ -231,7 +231,9 @@ fn cancel_after_answer_gets_200_and_the_call_stays() {
     );
     w.deliver(bob.peer, &cancel);
     let rs = w.responses_to(bob.peer, since);
-    assert!(rs.iter().any(|r| r.status == 200 && r.common.cseq.method == crate::sip::Method::Cancel));
+    let ok_invite = w.responses_to(bob.peer, 0).into_iter().find(|r| r.common.cseq.method == crate::sip::Method::Invite).unwrap();
+    let ok_cancel = rs.iter().find(|r| r.status == 200 && r.common.cseq.method == crate::sip::Method::Cancel).expect("200 to CANCEL");
+    assert_eq!(ok_cancel.common.to.tag(), ok_invite.common.to.tag(), "RFC 3261 §9.2: same To tag as the INVITE's response");
     assert!(!rs.iter().any(|r| r.status == 487), "an answered INVITE is not terminated");
     assert_eq!(w.core.live().orbits_occupied, 1);
 }
