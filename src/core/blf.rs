@@ -202,7 +202,7 @@ impl Core {
         };
         let watched = match dialed {
             Dialed::Orbit(i) => Watched::Orbit(i),
-            Dialed::ParkCode => Watched::Lot,
+            Dialed::ParkCode | Dialed::RetrieveCode => Watched::Lot,
         };
         let tag = self.new_tag();
         let dialog = Dialog::as_uas(&req, from, &tag);
@@ -394,7 +394,7 @@ impl Core {
         if let Some(sub) = self.blf.subs.get_mut(&id) {
             sub.in_flight = Some(txn);
         }
-        self.client_txns.insert(txn, ClientPurpose::Notify(id));
+        self.client_txns.insert(txn, ClientPurpose::BlfNotify(id));
     }
 
     /// The dialog-info document for what a subscription watches.
