@@ -45,6 +45,10 @@ impl Core {
             Some(Ok(na)) => Some(na),
             Some(Err(_)) => return self.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
         };
+        let is_park = matches!(dialed, Dialed::ParkCode) || parker.is_some();
+        if !self.admit(now, txn, from, &req, lot, is_park) {
+            return;
+        }
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
@@ -84,7 +88,8 @@ impl Core {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
-        let parked_label = req.common.from.uri.to_string();
+        let asserted_identity = self.asserted_identity(from, &req);
+        let parked_label = asserted_identity.as_ref().unwrap_or(&req.common.from).uri.to_string();
         tracing::info!(orbit = %orbit_name, lot = %lot_name, parker = ?parker.as_ref().map(|p| p.uri.to_string()), ?how, "parked");
         self.out.push_back(Output::Event(ParkEvent::Parked {
             lot: lot_name,
@@ -103,6 +108,7 @@ impl Core {
                 orbit_name,
                 parked: leg,
                 parker,
+                asserted_identity,
                 how,
                 parked_at: now,
                 state: CallState::Parked,
@@ -149,7 +155,7 @@ impl Core {
         if parked.state != CallState::Parked {
             return self.refuse(now, txn, &req, 404, "Orbit Empty");
         }
-        let (lot, orbit, orbit_name, parked_leg) = (parked.lot, parked.orbit, parked.orbit_name.clone(), parked.parked);
+        let (lot, orbit, orbit_name) = (parked.lot, parked.orbit, parked.orbit_name.clone());
         // A recall may be ringing: the retriever wins and the recall is cancelled.
         self.abandon_recall(now, call);
         let offer = match read_offer(&req) {
@@ -159,11 +165,7 @@ impl Core {
         let Some(port) = self.ports.take() else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
-        let identity = self.legs.get(&parked_leg).map(|l| {
-            let mut id = l.dialog.remote.clone();
-            id.params = Default::default();
-            id
-        });
+        let identity = self.parked_identity(call);
         let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, port, offer, &orbit_name, |r| {
             if let Some(id) = &identity {
                 r.common.push_header("P-Asserted-Identity", id.to_string());

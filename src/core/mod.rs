@@ -15,11 +15,13 @@ mod inbound;
 mod invite;
 pub mod legs;
 pub mod orbit_view;
+mod proxy;
 mod recall;
 mod reply;
 mod session;
 
 pub use events::ParkEvent;
+pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use legs::{CallRef, LegId};
 
 use crate::config::{LotConfig, ServerConfig};
@@ -103,6 +105,8 @@ pub struct Core {
     out: VecDeque<Output>,
     /// parkd's own sent-by and Contact.
     local_addr: SocketAddr,
+    /// Drain mode: new parks are refused with 503 (see proxy.rs).
+    draining: bool,
 }
 
 impl Core {
@@ -117,6 +121,7 @@ impl Core {
             uri.params.set("lr", None);
             Some((NameAddr::new(uri), hop))
         });
+        let draining = server.drain;
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
@@ -136,6 +141,7 @@ impl Core {
             next_id: 1,
             out: VecDeque::new(),
             local_addr,
+            draining,
         }
     }
 
@@ -208,7 +214,7 @@ impl Core {
     }
 
     fn new_branch(&mut self) -> String {
-        format!("z9hG4bK{:016x}", self.rng.gen::<u64>())
+        format!("{}{:016x}", proxy::BRANCH_MARK, self.rng.gen::<u64>())
     }
 
     /// parkd's Contact for a dialog on `transport`.

@@ -36,6 +36,7 @@ impl World {
             advertise: None,
             rtp_ports: NumRange::parse("20000-20099").unwrap(),
             outbound_proxy: None,
+            ..ServerConfig::default()
         };
         World {
             core: Core::new(server, lots, TimerConfig::default(), 42),
