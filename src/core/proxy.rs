@@ -48,14 +48,18 @@ impl Core {
             self.respond(now, txn, req, 482, None, None, |_| {});
             return false;
         }
-        while req.common.route.first().is_some_and(|r| self.names_me(r)) {
-            req.common.route.remove(0);
-        }
+        self.consume_own_routes(req);
         if !req.common.route.is_empty() {
             // parkd is a UA, not a proxy: it does not forward, it serves the request it was sent.
             tracing::debug!(routes = req.common.route.len(), "request still carries Route entries for other hops; ignored");
         }
         true
+    }
+
+    /// Removes the Route entries naming parkd from the top of `req`'s Route list (RFC 3261 §16.4).
+    pub(super) fn consume_own_routes(&self, req: &mut Request) {
+        let own = req.common.route.iter().take_while(|r| self.names_me(r)).count();
+        req.common.route.drain(..own);
     }
 
     /// True when one of the request's Vias is parkd's own sent-by with a branch parkd made.
