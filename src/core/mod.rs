@@ -19,6 +19,7 @@ mod proxy;
 mod recall;
 mod reply;
 mod session;
+mod transfer;
 
 pub use events::ParkEvent;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
@@ -72,6 +73,8 @@ pub struct Stats {
 enum ClientPurpose {
     /// A BYE that ends a leg parkd already forgot.
     Bye,
+    /// A NOTIFY (REFER progress); its outcome changes nothing.
+    Notify,
     /// A CANCEL of a recall parkd gave up on.
     Cancel,
     /// The recall INVITE of a parked call, still ringing.
@@ -185,6 +188,16 @@ impl Core {
         self.stats
     }
 
+    /// Replaces the outbound proxy (tests build cores without a config file).
+    #[cfg(test)]
+    pub(crate) fn set_outbound_proxy_for_tests(&mut self, uri: &str) {
+        let mut uri = crate::sip::parse_uri(uri).expect("proxy uri");
+        let addr = crate::dialog::uri_addr(&uri).expect("proxy ip");
+        let hop = Peer { transport: uri.transport(), addr };
+        uri.params.set("lr", None);
+        self.outbound_proxy = Some((NameAddr::new(uri), hop));
+    }
+
     /// Live state counts (tests assert they return to zero).
     pub fn live(&self) -> Live {
         let (server_txns, client_txns) = self.txn.live();
@@ -238,3 +251,7 @@ mod testkit;
 mod tests;
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod recall_tests;
+#[cfg(test)]
+mod transfer_tests;
