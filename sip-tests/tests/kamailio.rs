@@ -136,6 +136,7 @@ struct Phone {
 
 /// Starts `scenarios/<scenario>.xml` against `kamailio` on local port `port`, with `-s service`, `keys`
 /// and `-d hold_ms`; SIPp gives up after `timeout`.
+#[allow(clippy::too_many_arguments)]
 fn phone(parkd: &Parkd, kam: &Kamailio, scenario: &str, port: u16, service: &str, keys: &[(&str, String)], hold_ms: u64, timeout: Duration) -> Phone {
     let label = format!("{scenario}-{port}");
     let dir = parkd.log_dir.join(&label);
