@@ -116,6 +116,8 @@ pub struct ParkedCall {
     pub parked: LegId,
     /// Who parked the call (Referred-By), when known: the one a recall calls back.
     pub parker: Option<NameAddr>,
+    /// The parked party's identity as asserted by a trusted proxy (P-Asserted-Identity), if any.
+    pub asserted_identity: Option<NameAddr>,
     pub how: ParkHow,
     pub parked_at: Time,
     pub state: CallState,
@@ -130,6 +132,41 @@ pub struct ParkedCall {
     pub rounds: u32,
     /// The recall ringing right now, if any.
     pub recall: Option<Recall>,
+}
+
+impl ParkedCall {
+    /// A call that starts its parking period at `now` in `orbit` of `lot`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: CallRef,
+        lot: usize,
+        orbit: OrbitIdx,
+        orbit_name: String,
+        parked: LegId,
+        parker: Option<NameAddr>,
+        how: ParkHow,
+        now: Time,
+        parking_time: Option<std::time::Duration>,
+    ) -> ParkedCall {
+        ParkedCall {
+            id,
+            lot,
+            orbit: Some(orbit),
+            orbit_name,
+            parked,
+            parker,
+            asserted_identity: None,
+            how,
+            parked_at: now,
+            state: CallState::Parked,
+            media_mode: MediaMode::None,
+            parking_time,
+            recall_at: None,
+            expires_at: None,
+            rounds: 0,
+            recall: None,
+        }
+    }
 }
 
 /// Whom a recall rings.

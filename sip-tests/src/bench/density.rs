@@ -62,6 +62,7 @@ struct Stream {
     max_ext: i64,
     last_ext: i64,
     last_seq: u16,
+    first_ns: u64,
     last_ns: u64,
 }
 
@@ -90,7 +91,7 @@ impl Sinks {
                     let Some(st) = streams.get_mut(from.port() as usize) else { return };
                     let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
                     if st.recv == 0 {
-                        *st = Stream { recv: 1, first_ext: 0, max_ext: 0, last_ext: 0, last_seq: seq, last_ns: now };
+                        *st = Stream { recv: 1, first_ext: 0, max_ext: 0, last_ext: 0, last_seq: seq, first_ns: now, last_ns: now };
                         return;
                     }
                     let ext = st.last_ext + seq.wrapping_sub(st.last_seq) as i16 as i64;
@@ -221,7 +222,11 @@ pub fn run(bin: &Path, cpu: usize, n: usize, hold: Duration, log: &Path, progres
         match sinks.streams.get(c.4 as usize) {
             Some(st) if st.recv > 0 => {
                 packets += st.recv;
-                expected += (st.max_ext - st.first_ext + 1).max(0) as u64;
+                // A late pacer skips frames without spending sequence numbers: count what the
+                // stream's time span should have carried too.
+                let by_seq = (st.max_ext - st.first_ext + 1).max(0) as u64;
+                let by_time = ((st.last_ns - st.first_ns) as f64 / 20e6).round() as u64 + 1;
+                expected += by_seq.max(by_time);
             }
             _ => silent += 1,
         }

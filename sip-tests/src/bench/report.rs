@@ -66,8 +66,9 @@ impl Report {
         let _ = writeln!(s, "## Density (parked calls receiving hold music)\n");
         let _ = writeln!(
             s,
-            "Criteria per step: 0 failed calls, < 0.1 % RTP loss, p99 inter-arrival ≤ 22 ms. Inter-arrival is per stream, \
-             aggregated over all streams of the step. \"Floor\" is the calibrator paced at the same packet rate (N × 50/s) on \
+            "Criteria per step: 0 failed calls, < 0.1 % RTP loss, p99 inter-arrival ≤ 22 ms. Inter-arrival is per stream (kernel receive \
+             timestamps), aggregated over all streams of the step. Loss counts missing sequence numbers and frames the \
+             pacer skipped (a stream's time span / 20 ms). \"Floor\" is the calibrator paced at the same packet rate (N × 50/s) on \
              the same core.\n"
         );
         let _ = writeln!(s, "| N | parked | failed | silent | loss % | delivered | inter-arrival p50 / p99 / max ms | parkd CPU % | parkd µs/pkt | floor µs/pkt | ratio | RSS MiB | rcvbuf / sndbuf drops | pass |");

@@ -187,7 +187,8 @@ pub fn parkd_binary(root: &Path) -> io::Result<PathBuf> {
 
 /// nproc, CPU model and kernel of this machine.
 pub fn machine_info() -> (usize, String, String) {
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions. (available_parallelism would count only our affinity mask.)
+    let nproc = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(0) as usize;
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The one command that runs parkd's whole test suite (unit + end-to-end) on a fresh Debian machine.
+#
+#   bash scripts/test.sh            # as root, or as a user for whom sipp is already installed
+#
+# 1. Installs what the e2e tests drive if missing (apt-get, non-interactive): SIPp, Kamailio, docker-compose.
+# 2. Builds the workspace binaries (the e2e tests start target/debug/parkd).
+# 3. Runs `cargo test --workspace`: unit tests, then the e2e tests in sip-tests/ (each test starts its own
+#    parkd on its own ports; logs land in target/e2e-logs/).
+# Exits non-zero on any failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# System packages the end-to-end tests drive, installed once here (tests running in parallel must not race for
+# the dpkg lock): SIPp, Kamailio (proxy suite), docker-compose (checks docker-compose.yml; no engine needed).
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "==> installing: ${need[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: missing ${need[*]} and this is not root; run: apt-get install -y ${need[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+echo "==> $(sipp -v 2>/dev/null | grep -m1 -o 'SIPp v[^ ]*' || echo 'sipp (version unknown)')"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+echo "==> cargo build --workspace --bins"
+cargo build --workspace --bins
+
+echo "==> cargo test --workspace"
+cargo test --workspace "$@"
