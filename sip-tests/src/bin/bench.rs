@@ -63,7 +63,9 @@ fn run() -> std::io::Result<()> {
     eprintln!("\rcalibrator floor: {:.0} pps, {:.2} µs/pkt => {:.0} streams/core", floor.pps, floor.us_per_pkt, floor.streams_per_core());
 
     let mut dens = Vec::new();
-    for &n in steps {
+    let mut queue: Vec<usize> = steps.iter().rev().copied().collect();
+    let mut bisected = false;
+    while let Some(n) = queue.pop() {
         progress(format!("calibrator paced at {} pps (N={n})", n * 50));
         let c = calib::run(PARKD_CPU, Some(n as u64 * 50), Duration::from_secs(calib_for), &density::calib_sinks(n)?)?;
         let d = density::run(&bin, PARKD_CPU, n, Duration::from_secs(hold), &out.join(format!("parkd-density-{n}.log")), &mut progress)?;
@@ -76,11 +78,21 @@ fn run() -> std::io::Result<()> {
         // jitter criterion on an unsaturated core is reported as failed but stepping goes on, so
         // the CPU ceiling is still measured on a shared VM whose scheduling adds tail latency.
         let stop = d.failed > 0 || d.silent > 0 || d.loss_pct >= 0.1 || d.cpu_pct >= 90.0;
+        let last_pass = dens.iter().filter(|(_, p): &&(calib::Calib, density::DensityResult)| p.pass() && p.n < n).map(|(_, p)| p.n).max();
         dens.push((c, d));
         if stop {
-            break;
+            // Once: try halfway between the last passing step and this one (rounded to 500).
+            match last_pass {
+                Some(lo) if !bisected && n - lo > 1000 => {
+                    bisected = true;
+                    queue.clear();
+                    queue.push((lo + n) / 2 / 500 * 500);
+                }
+                _ => break,
+            }
         }
     }
+    dens.sort_by_key(|(_, d)| d.n);
 
     let parkd = sys::Parkd::start(&bin, PARKD_CPU, "127.0.0.1:27062".parse().expect("literal address"), &out.join("parkd-cycle.log"))?;
     let mut cycles = Vec::new();
