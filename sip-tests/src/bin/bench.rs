@@ -79,11 +79,13 @@ fn run() -> std::io::Result<()> {
         // the CPU ceiling is still measured on a shared VM whose scheduling adds tail latency.
         let stop = d.failed > 0 || d.silent > 0 || d.loss_pct >= 0.1 || d.cpu_pct >= 90.0;
         let last_pass = dens.iter().filter(|(_, p): &&(calib::Calib, density::DensityResult)| p.pass() && p.n < n).map(|(_, p)| p.n).max();
+        let passed = d.pass();
         dens.push((c, d));
         if stop {
-            // Once: try halfway between the last passing step and this one (rounded to 500).
+            // A failed step: once, try halfway between the last passing step and it (rounded to
+            // 500). A passing step at a saturated core ends the stepping: it is the ceiling.
             match last_pass {
-                Some(lo) if !bisected && n - lo > 1000 => {
+                Some(lo) if !passed && !bisected && n - lo > 1000 => {
                     bisected = true;
                     queue.clear();
                     queue.push((lo + n) / 2 / 500 * 500);
