@@ -1,1 +1,23 @@
-//! End-to-end test harness for parkd (see tests/).
+//! End-to-end test harness for parkd.
+//!
+//! Each test starts its own `parkd` process ([`Parkd`]) on its own SIP port and RTP range ([`PortPlan`]),
+//! so tests run in parallel; drives it with SIPp scenarios from `<workspace>/scenarios` ([`Sipp`]); and
+//! plays the phones' media with Rust RTP sockets ([`RtpEndpoint`]) that record what arrives and talk back
+//! with a recognizable payload pattern.
+//!
+//! Run everything with `scripts/test.sh` (it builds the `parkd` binary first).
+
+pub mod checks;
+pub mod parkd;
+pub mod paths;
+pub mod ports;
+pub mod rtp_endpoint;
+pub mod rtp_report;
+pub mod sip_probe;
+pub mod sipp;
+
+pub use parkd::{Parkd, ParkdOptions};
+pub use ports::PortPlan;
+pub use rtp_endpoint::{PayloadClass, ReceivedPacket, RtpEndpoint};
+pub use rtp_report::StreamReport;
+pub use sipp::{Sipp, SippOutcome, SippRun};

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The one command that runs parkd's whole test suite (unit + end-to-end) on a fresh Debian machine.
+#
+#   bash scripts/test.sh            # as root, or as a user for whom sipp is already installed
+#
+# 1. Installs SIPp (Debian package sip-tester) if `sipp` is missing (apt-get, non-interactive).
+# 2. Builds the workspace binaries (the e2e tests start target/debug/parkd).
+# 3. Runs `cargo test --workspace`: unit tests, then the e2e tests in sip-tests/ (each test starts its own
+#    parkd on its own ports; logs land in target/e2e-logs/).
+# Exits non-zero on any failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if ! command -v sipp >/dev/null 2>&1; then
+    echo "==> sipp not found: installing sip-tester"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: sipp is missing and this is not root; run: apt-get install -y sip-tester" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends sip-tester
+fi
+echo "==> $(sipp -v 2>/dev/null | grep -m1 -o 'SIPp v[^ ]*' || echo 'sipp (version unknown)')"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+echo "==> cargo build --workspace --bins"
+cargo build --workspace --bins
+
+echo "==> cargo test --workspace"
+cargo test --workspace "$@"

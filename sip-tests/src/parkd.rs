@@ -1,0 +1,165 @@
+//! [`Parkd`]: one parkd process per test, on its own ports, killed (by PID) when the guard drops.
+
+use crate::paths;
+use crate::ports::PortPlan;
+use crate::sip_probe;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long parkd gets to answer its first OPTIONS.
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How a test wants parkd configured (passed as command-line flags).
+#[derive(Clone, Debug)]
+pub struct ParkdOptions {
+    pub park_code: String,
+    pub orbits: String,
+    /// Seconds before a parked call is recalled; tests use a long one so no recall interferes.
+    pub parking_time: u32,
+    /// More flags, appended as given.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ParkdOptions {
+    fn default() -> Self {
+        ParkdOptions { park_code: "700".into(), orbits: "701-720".into(), parking_time: 600, extra_args: Vec::new() }
+    }
+}
+
+/// A running parkd. Its stderr goes to `<target>/e2e-logs/<test>-<pid>-<n>/parkd.stderr`; when the test
+/// panics, dropping the guard prints the tail of that file.
+pub struct Parkd {
+    child: Child,
+    /// The ports this test owns (parkd's SIP port, its RTP range, SIPp's ports).
+    pub ports: PortPlan,
+    /// The directory holding parkd's stderr and the SIPp logs of this test.
+    pub log_dir: PathBuf,
+    stderr_path: PathBuf,
+    name: String,
+}
+
+/// The parkd binary: `$PARKD_BIN`, else `<target>/debug/parkd`.
+pub fn binary_path() -> PathBuf {
+    match std::env::var_os("PARKD_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => paths::target_dir().join("debug").join("parkd"),
+    }
+}
+
+impl Parkd {
+    /// Starts parkd with the default lot (700, 701-720) and waits until it answers OPTIONS.
+    pub fn start(test_name: &str) -> Parkd {
+        Parkd::start_with(test_name, ParkdOptions::default())
+    }
+
+    /// Starts parkd with `options` and waits until it answers OPTIONS (panics with its stderr otherwise).
+    pub fn start_with(test_name: &str, options: ParkdOptions) -> Parkd {
+        let bin = binary_path();
+        if !bin.is_file() {
+            panic!(
+                "parkd binary not found at {}: run `bash scripts/test.sh` (or `cargo build --workspace --bins` \
+                 before `cargo test`), or point $PARKD_BIN at a built parkd",
+                bin.display()
+            );
+        }
+        let ports = PortPlan::allocate();
+        let log_dir = paths::fresh_log_dir(test_name);
+        let stderr_path = log_dir.join("parkd.stderr");
+        let stderr = File::create(&stderr_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr_path.display()));
+        let stdout = stderr.try_clone().unwrap_or_else(|e| panic!("cannot clone stderr file handle: {e}"));
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--listen")
+            .arg(ports.sip_addr().to_string())
+            .arg("--rtp-ports")
+            .arg(format!("{}-{}", ports.rtp_lo, ports.rtp_hi))
+            .arg("--park-code")
+            .arg(&options.park_code)
+            .arg("--orbits")
+            .arg(&options.orbits)
+            .arg("--parking-time")
+            .arg(options.parking_time.to_string())
+            .args(&options.extra_args)
+            .env("RUST_LOG", std::env::var("PARKD_LOG").unwrap_or_else(|_| "debug".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string() };
+        parkd.wait_ready();
+        parkd
+    }
+
+    /// parkd's SIP address (UDP and TCP).
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.ports.sip_addr()
+    }
+
+    /// The last `lines` lines parkd wrote to stderr.
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        paths::file_tail(&self.stderr_path, lines)
+    }
+
+    /// Panics (with parkd's stderr) if the process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("parkd for {} exited ({status}); stderr tail:\n{}", self.name, self.stderr_tail(60));
+        }
+    }
+
+    /// Sends an OPTIONS and says whether parkd answered 200 within `wait`.
+    pub fn answers_options(&self, wait: Duration) -> bool {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1_000_000);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sip_probe::options_ping(self.sip_addr(), n, wait)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        let mut attempt = 0u32;
+        while Instant::now() < deadline {
+            self.assert_alive();
+            attempt += 1;
+            if sip_probe::options_ping(self.sip_addr(), attempt, Duration::from_millis(200)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "parkd for {} did not answer OPTIONS on {} within {:?}; stderr tail:\n{}",
+            self.name,
+            self.sip_addr(),
+            READY_DEADLINE,
+            self.stderr_tail(60)
+        );
+    }
+}
+
+impl Drop for Parkd {
+    fn drop(&mut self) {
+        // SIGTERM to this child's PID (a chance to flush its log), then SIGKILL after 2 s.
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a PID we spawned and have not reaped yet; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- parkd stderr for {} ({}), last 80 lines ----\n{}\n---- end of parkd stderr ----",
+                self.name,
+                self.stderr_path.display(),
+                self.stderr_tail(80)
+            );
+        }
+    }
+}
