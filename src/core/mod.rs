@@ -10,16 +10,21 @@
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
 
 mod call_timers;
+pub mod commands;
 mod events;
 mod inbound;
 mod invite;
 pub mod legs;
 pub mod orbit_view;
+mod originate;
 mod recall;
 mod reply;
 mod session;
+pub mod snapshot;
 
+pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
 pub use events::ParkEvent;
+pub use originate::OriginateError;
 pub use legs::{CallRef, LegId};
 
 use crate::config::{LotConfig, ServerConfig};
@@ -230,3 +235,5 @@ impl Core {
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod command_tests;
