@@ -3,7 +3,7 @@
 #
 #   bash scripts/test.sh            # as root, or as a user for whom sipp is already installed
 #
-# 1. Installs SIPp (Debian package sip-tester) if `sipp` is missing (apt-get, non-interactive).
+# 1. Installs SIPp (Debian package sip-tester) and Chromium (for the attendant-page test) if missing.
 # 2. Builds the workspace binaries (the e2e tests start target/debug/parkd).
 # 3. Runs `cargo test --workspace`: unit tests, then the e2e tests in sip-tests/ (each test starts its own
 #    parkd on its own ports; logs land in target/e2e-logs/).
@@ -12,15 +12,19 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-if ! command -v sipp >/dev/null 2>&1; then
-    echo "==> sipp not found: installing sip-tester"
+# Debian packages the e2e tests drive: SIPp (sip-tester) and, for the attendant-page test, Chromium.
+missing=()
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing missing packages: ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "error: sipp is missing and this is not root; run: apt-get install -y sip-tester" >&2
+        echo "error: ${missing[*]} missing and this is not root; run: apt-get install -y ${missing[*]}" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y --no-install-recommends sip-tester
+    apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 echo "==> $(sipp -v 2>/dev/null | grep -m1 -o 'SIPp v[^ ]*' || echo 'sipp (version unknown)')"
 

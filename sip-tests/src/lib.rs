@@ -7,6 +7,7 @@
 //!
 //! Run everything with `scripts/test.sh` (it builds the `parkd` binary first).
 
+pub mod browser;
 pub mod checks;
 pub mod parkd;
 pub mod paths;
@@ -16,6 +17,7 @@ pub mod rtp_report;
 pub mod sip_probe;
 pub mod sipp;
 
+pub use browser::Chromium;
 pub use parkd::{Parkd, ParkdOptions};
 pub use ports::PortPlan;
 pub use rtp_endpoint::{PayloadClass, ReceivedPacket, RtpEndpoint};
