@@ -15,6 +15,7 @@
 //! parking_time = 45                # parkingtime, seconds; 0 = never recall
 //! slot_policy = "first"            # findslot: first | next | random
 //! music = "builtin"                # parkedmusicclass: "builtin" or a WAV path (8 kHz mono 16-bit)
+//! announce_orbit = true           # say "parked on 701" to a caller who parked itself
 //! ```
 
 use serde::Deserialize;
@@ -44,6 +45,8 @@ pub enum ConfigError {
     BadRtpPorts { lo: u16, hi: u16 },
     #[error("{what}: {value:?} is not a valid address")]
     BadAddress { what: &'static str, value: String },
+    #[error("lot {lot:?}: overflow_lot {overflow:?} must name another configured lot")]
+    BadOverflow { lot: String, overflow: String },
     #[error("lot {lot:?}: recall_fallback = \"fallback_uri\" needs fallback_uri = \"sip:...\"")]
     MissingFallbackUri { lot: String },
     #[error("{what}: {value:?} is not a SIP URI (sip:user@host[:port])")]
@@ -167,6 +170,94 @@ pub struct LotConfig {
     /// `<urn:alert:service:recall:callback>` (RFC 7462) is always sent.
     #[serde(default)]
     pub recall_alert_info: Option<String>,
+    /// A number that retrieves the lot's longest-parked call (e.g. `"799"` or `"*88"`).
+    #[serde(default)]
+    pub retrieve_code: Option<String>,
+    /// What an INVITE without Referred-By to an *empty* orbit does: `reject` (404) or `park` (park the caller
+    /// there, FreeSWITCH valet style). See the README for the trade-off.
+    #[serde(default)]
+    pub empty_orbit: EmptyOrbit,
+    /// Another lot (by name) that takes indirect parks when this one is full, instead of a refusal.
+    #[serde(default)]
+    pub overflow_lot: Option<String>,
+    /// Say "parked on seven zero one" to a caller who parked itself (dialed the park code with no
+    /// Referred-By: self-park, or the consultation leg of an attended park) before the hold music.
+    #[serde(default = "default_announce_orbit")]
+    pub announce_orbit: bool,
+    /// The `<state>` a BLF NOTIFY shows for an occupied orbit: `confirmed` (steady lamp on most phones, the
+    /// default) or `early` (blinks on most phones).
+    #[serde(default)]
+    pub blf_occupied_state: BlfOccupiedState,
+    /// Source networks allowed to park in this lot (e.g. `["10.0.0.0/8", "127.0.0.1/32"]`); absent = everyone,
+    /// `[]` = nobody. Others get `403`.
+    #[serde(default)]
+    pub allow_park: Option<Vec<ipnet::IpNet>>,
+    /// Source networks allowed to retrieve (dial an orbit, or INVITE with Replaces); absent = everyone.
+    #[serde(default)]
+    pub allow_retrieve: Option<Vec<ipnet::IpNet>>,
+    /// Source networks allowed to SUBSCRIBE (BLF) to this lot's orbits and park code; absent = everyone.
+    #[serde(default)]
+    pub allow_subscribe: Option<Vec<ipnet::IpNet>>,
+    /// Optional Digest authentication (RFC 8760 SHA-256 and RFC 2617 MD5, `qop=auth`) for this lot.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// Digest authentication of a lot:
+///
+/// ```toml
+/// [lot.auth]
+/// realm = "parkd"                                  # default "parkd"
+/// actions = ["park", "retrieve", "subscribe"]      # default: all three
+/// users = { alice = "secret", "201" = "pw201" }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "all_auth_actions")]
+    pub actions: Vec<AuthAction>,
+    /// User name → password.
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
+/// What Digest authentication guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthAction {
+    Park,
+    Retrieve,
+    Subscribe,
+}
+
+fn default_realm() -> String {
+    "parkd".into()
+}
+fn all_auth_actions() -> Vec<AuthAction> {
+    vec![AuthAction::Park, AuthAction::Retrieve, AuthAction::Subscribe]
+}
+
+/// What an occupied orbit looks like on a BLF key (RFC 4235 dialog `<state>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlfOccupiedState {
+    #[default]
+    Confirmed,
+    Early,
+}
+
+
+/// What a plain INVITE to an empty orbit does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyOrbit {
+    /// 404: nothing to retrieve (the default; a retrieve can never park by accident).
+    #[default]
+    Reject,
+    /// Park the caller in that orbit (a blind transfer to an orbit without Referred-By parks).
+    Park,
 }
 
 /// What parkd does when the parker does not answer a recall.
@@ -180,6 +271,10 @@ pub enum RecallFallback {
     FallbackUri,
     /// End the parked call politely (BYE with a Reason).
     Hangup,
+}
+
+fn default_announce_orbit() -> bool {
+    true
 }
 
 fn default_recall_rounds() -> u32 {
@@ -211,6 +306,15 @@ impl LotConfig {
             fallback_uri: None,
             recall_rounds: default_recall_rounds(),
             recall_alert_info: None,
+            retrieve_code: None,
+            empty_orbit: EmptyOrbit::Reject,
+            overflow_lot: None,
+            announce_orbit: default_announce_orbit(),
+            blf_occupied_state: BlfOccupiedState::Confirmed,
+            allow_park: None,
+            allow_retrieve: None,
+            allow_subscribe: None,
+            auth: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {
@@ -359,7 +463,13 @@ impl Config {
                     return Err(ConfigError::BadUri { what: "fallback_uri", value: u.clone() });
                 }
             }
-            let numbers = std::iter::once(lot.park_code.clone()).chain((0..lot.orbits.len()).map(|i| lot.orbits.name_of(i)));
+            if let Some(o) = &lot.overflow_lot {
+                if o == &lot.name || !self.lots.iter().any(|l| &l.name == o) {
+                    return Err(ConfigError::BadOverflow { lot: lot.name.clone(), overflow: o.clone() });
+                }
+            }
+            let numbers = std::iter::once(lot.park_code.clone())
+                .chain(lot.retrieve_code.iter().cloned()).chain((0..lot.orbits.len()).map(|i| lot.orbits.name_of(i)));
             for n in numbers {
                 if let Some(first) = seen.insert(n.clone(), lot.name.clone()) {
                     return Err(ConfigError::DuplicateNumber { number: n, first, second: lot.name.clone() });

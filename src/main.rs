@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("parkd: {e}");
+            eprintln!("parkd: hold music must be a WAV of 8 kHz mono 16-bit PCM; convert with e.g. `sox in.mp3 -r 8000 -c 1 -b 16 music.wav`");
             return ExitCode::from(2);
         }
     };

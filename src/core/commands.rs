@@ -5,10 +5,10 @@
 //! time (an unpark ringing its destination) reports its outcome later as [`ParkEvent`]s
 //! (`recall_started` / `recall_answered` / `recall_failed` with `target: "api_unpark"`).
 
-use super::legs::{CallRef, CallState, LegId, LegRole, MediaMode, ParkHow, RecallTarget};
+use super::legs::{CallRef, CallState, ParkHow, RecallTarget};
 use super::originate::{OriginateError, OriginateSpec};
 use super::{Core, Output, ParkEvent};
-use crate::park::lot::{ClaimError, OrbitIdx};
+use crate::park::lot::OrbitIdx;
 use crate::time::Time;
 use std::time::Duration;
 
@@ -169,71 +169,26 @@ impl Core {
             }
             (None, None) => (self.calls.get(&call).map(|c| c.lot).unwrap_or(0), None),
         };
-        let idx = self.repark_bridged(now, call, release_leg, lot_idx, wanted)?;
-        let released = self.legs.get(&release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
-        self.hangup_leg_with_reason(now, release_leg, Some("SIP;cause=200;text=\"Call parked\"".into()));
-        let lot = &self.lots[lot_idx];
-        let how = if wanted.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
-        Ok(CommandOutcome::Parked { lot: lot.name().to_string(), orbit: lot.orbit_name(idx), how, released })
-    }
-
-    /// Parks again the party of bridged call `call` that is *not* `release`: claims `orbit` (or any free orbit)
-    /// of lot `lot`, makes the kept leg the call's parked leg, switches its media back to hold music, arms the
-    /// park timers and reports a `parked` event. `release` is left for the caller to end (BYE, or a REFER's
-    /// NOTIFY then BYE). Shared with REFER re-park.
-    pub(super) fn repark_bridged(&mut self, now: Time, call: CallRef, release: LegId, lot: usize, orbit: Option<OrbitIdx>) -> Result<OrbitIdx, CommandError> {
-        let Some(c) = self.calls.get(&call) else { return Err(CommandError::UnknownCall(String::new())) };
-        let CallState::Bridged { other } = c.state else { return Err(CommandError::UnknownCall(String::new())) };
-        let keep = if release == c.parked { other } else { c.parked };
-        let Some(l) = self.lots.get_mut(lot) else { return Err(CommandError::UnknownLot(lot.to_string())) };
-        let claimed = match orbit {
-            Some(i) => l.claim(i, call).map(|_| i),
-            None => l.claim_any(call, &mut self.rng),
+        let Some(keep) = self.calls.get(&call).and_then(|c| match c.state {
+            CallState::Bridged { other } => Some(if c.parked == release_leg { other } else { c.parked }),
+            CallState::Parked => None,
+        }) else {
+            return Err(CommandError::UnknownCall(call_id.to_string()));
         };
-        let idx = match claimed {
-            Ok(i) => i,
-            Err(ClaimError::Occupied) => return Err(CommandError::OrbitOccupied(orbit.map(|i| l.orbit_name(i)).unwrap_or_default())),
-            Err(ClaimError::LotFull) => return Err(CommandError::LotFull(l.name().to_string())),
-        };
-        let orbit_name = l.orbit_name(idx);
-        let lot_name = l.name().to_string();
-        let parker = self.legs.get(&release).map(|l| {
+        let parker = self.legs.get(&release_leg).map(|l| {
             let mut p = l.dialog.remote.clone();
             p.params = Default::default();
             p
         });
-        let parking_time = self.lots[lot].cfg.parking_duration();
-        let how = if orbit.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
-        if let Some(k) = self.legs.get_mut(&keep) {
-            k.role = LegRole::Parked;
-        }
-        let (kept_call_id, kept_uri) = self.legs.get(&keep).map(|l| (l.dialog.call_id.clone(), l.dialog.remote.uri.to_string())).unwrap_or_default();
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.lot = lot;
-            c.orbit = Some(idx);
-            c.orbit_name = orbit_name.clone();
-            c.parked = keep;
-            c.parker = parker.clone();
-            c.how = how;
-            c.parked_at = now;
-            c.state = CallState::Parked;
-            c.media_mode = MediaMode::None;
-            c.parking_time = parking_time;
-            c.rounds = 0;
-            c.recall = None;
-        }
-        tracing::info!(orbit = %orbit_name, lot = %lot_name, "bridged call parked again");
-        self.out.push_back(Output::Event(ParkEvent::Parked {
-            lot: lot_name,
-            orbit: orbit_name,
-            call_id: kept_call_id,
-            parked: kept_uri,
-            parker: parker.map(|p| p.uri.to_string()),
-            how,
-        }));
-        self.arm_park_timers(now, call);
-        self.orbit_changed(now, lot, idx);
-        self.sync_media(call);
-        Ok(idx)
+        let orbit_name = self.repark_bridged(now, call, keep, lot_idx, wanted, parker).map_err(|(status, reason)| match (status, reason) {
+            (486, "Busy Here") => CommandError::OrbitOccupied(orbit.unwrap_or_default().to_string()),
+            (486, _) => CommandError::LotFull(self.lots.get(lot_idx).map(|l| l.name().to_string()).unwrap_or_default()),
+            _ => CommandError::UnknownCall(call_id.to_string()),
+        })?;
+        let released = self.legs.get(&release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
+        self.hangup_leg_with_reason(now, release_leg, Some("SIP;cause=200;text=\"Call parked\"".into()));
+        let lot = &self.lots[lot_idx];
+        let how = if wanted.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
+        Ok(CommandOutcome::Parked { lot: lot.name().to_string(), orbit: orbit_name, how, released })
     }
 }

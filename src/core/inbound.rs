@@ -2,7 +2,7 @@
 //! method and dialog.
 
 use super::legs::LegState;
-use super::reply::ALLOW;
+use super::reply::{ALLOW, ALLOW_EVENTS};
 use super::{ClientPurpose, Core, Output, ParkEvent};
 use crate::dialog::DialogKey;
 use crate::sip::{Message, Method, Peer, Request, Response};
@@ -56,11 +56,15 @@ impl Core {
             Method::Options => self.respond(now, id, &req, 200, None, None, |r| {
                 r.common.push_header("Allow", ALLOW);
                 r.common.push_header("Accept", "application/sdp");
-                r.common.push_header("Supported", "replaces");
+                r.common.push_header("Supported", "replaces, norefersub");
+                r.common.push_header("Allow-Events", ALLOW_EVENTS);
             }),
-            Method::Register | Method::Message | Method::Publish | Method::Subscribe | Method::Refer => {
+            Method::Subscribe => self.on_subscribe(now, id, from, req),
+            Method::Register | Method::Message | Method::Publish => {
                 self.respond(now, id, &req, 405, None, None, |_| {})
             }
+            // parkd only takes a REFER inside a call it is part of; it never dials on someone's behalf.
+            Method::Refer => self.respond(now, id, &req, 403, Some("REFER Only Inside A Call"), None, |_| {}),
             Method::Bye | Method::Notify | Method::Info | Method::Prack | Method::Update | Method::Cancel | Method::Ack => {
                 self.respond(now, id, &req, 481, None, None, |_| {})
             }
@@ -74,6 +78,9 @@ impl Core {
     /// A request inside a dialog parkd holds (its To tag is parkd's).
     fn on_in_dialog(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
         let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        if let Some(sub) = self.blf.by_dialog(&key) {
+            return self.on_subscription_request(now, id, from, req, sub);
+        }
         let Some(&leg_id) = self.dialogs.get(&key) else {
             return self.respond(now, id, &req, 481, None, None, |_| {});
         };
@@ -96,7 +103,8 @@ impl Core {
             Method::Update if !req.common.body.is_empty() => self.on_reinvite(now, id, from, req, leg_id),
             Method::Options | Method::Info | Method::Update => self.respond(now, id, &req, 200, None, None, |_| {}),
             Method::Notify | Method::Prack => self.respond(now, id, &req, 481, None, None, |_| {}),
-            Method::Refer | Method::Subscribe | Method::Message | Method::Register | Method::Publish => {
+            Method::Refer => self.on_refer(now, id, req, leg_id),
+            Method::Subscribe | Method::Message | Method::Register | Method::Publish => {
                 self.respond(now, id, &req, 405, None, None, |_| {})
             }
             Method::Other(_) => self.respond(now, id, &req, 501, None, None, |_| {}),
@@ -129,7 +137,9 @@ impl Core {
         let Some(invite) = invite else {
             return self.respond(now, cancel, req, 481, None, None, |_| {});
         };
-        self.respond(now, cancel, req, 200, None, None, |_| {});
+        // RFC 3261 §9.2: the 200 to the CANCEL carries the same To tag as the INVITE's response.
+        let tag = self.pending_acks.get(&invite).and_then(|l| self.legs.get(l)).map(|l| l.dialog.local_tag().to_string());
+        self.respond(now, cancel, req, 200, None, tag.as_deref(), |_| {});
         // parkd answers INVITEs at once, so this is rare.
         if self.txn.awaiting_final(invite) {
             if let Some(inv) = self.txn.server_request(invite).cloned() {
@@ -142,10 +152,10 @@ impl Core {
         let Some((id, verdict)) = self.txn.on_response(now, from, &resp) else { return };
         let Some(purpose) = self.client_txns.get(&id).cloned() else { return };
         match (purpose, verdict) {
-            (ClientPurpose::Bye | ClientPurpose::Cancel, ClientVerdict::Final(_)) => {
+            (ClientPurpose::Bye | ClientPurpose::Cancel | ClientPurpose::Notify, ClientVerdict::Final(_)) => {
                 self.client_txns.remove(&id);
             }
-            (ClientPurpose::Bye | ClientPurpose::Cancel, ClientVerdict::Provisional(_)) => {}
+            (ClientPurpose::Bye | ClientPurpose::Cancel | ClientPurpose::Notify, ClientVerdict::Provisional(_)) => {}
             (ClientPurpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
             (ClientPurpose::OrphanRecall, v) => self.on_orphan_response(now, id, v),
             (ClientPurpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {
@@ -155,6 +165,7 @@ impl Core {
                 }
             }
             (ClientPurpose::RecallAnswered { .. }, _) => {}
+            (ClientPurpose::BlfNotify(sub), v) => self.on_notify_response(now, sub, id, v),
         }
     }
 
@@ -168,6 +179,7 @@ impl Core {
                 Some(ClientPurpose::OrphanRecall) => {
                     self.orphans.remove(&id);
                 }
+                Some(ClientPurpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

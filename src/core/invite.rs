@@ -5,10 +5,16 @@
 //!   `Referred-By` identity when present, else unknown (the caller parked itself).
 //! * to an **orbit** with `Referred-By` → park the caller in that orbit (directed park); occupied → 486.
 //! * to an **orbit** without `Referred-By` → retrieve the call parked there; empty → 404.
-//! * with `Replaces` naming a parked call's dialog → retrieve that call; naming nothing → 481.
+//! * with `Replaces` naming a parked call's dialog: to the park code or with `Referred-By` → *swap* (attended
+//!   park: the new party takes the orbit, the replaced leg is released); otherwise → retrieve that call (BLF
+//!   pickup). Naming nothing → 481.
+//! * to a lot's **retrieve code** → retrieve the lot's longest-parked call.
+//! * to an empty orbit without `Referred-By` → 404, or park there when the lot's `empty_orbit = "park"`.
+//! * a full lot with an `overflow_lot` parks there instead of refusing.
 //! * anything else → 404.
 
-use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, MediaMode, ParkHow, ParkedCall};
+use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
+use super::access::Action;
 use super::{Core, Output, ParkEvent};
 use crate::dialog::{Dialog, DialogKey};
 use crate::media::Codec;
@@ -31,7 +37,9 @@ pub const PARK_LOT_HEADER: &str = "Park-Lot";
 impl Core {
     pub(super) fn on_invite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request) {
         if let Some(replaces) = req.replaces() {
+            let to_park_code = req.uri.user.as_deref().and_then(|u| self.lookup_number(u)).is_some_and(|(_, d)| d == Dialed::ParkCode);
             return match replaces {
+                Ok(r) if to_park_code || req.referred_by().is_some() => self.swap_by_replaces(now, txn, from, req, &r),
                 Ok(r) => self.retrieve_by_replaces(now, txn, from, req, &r),
                 Err(_) => self.refuse(now, txn, &req, 400, "Bad Replaces Header"),
             };
@@ -45,16 +53,28 @@ impl Core {
             Some(Ok(na)) => Some(na),
             Some(Err(_)) => return self.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
         };
+        let action = match dialed {
+            Dialed::Orbit(_) if parker.is_none() => Action::Retrieve,
+            Dialed::RetrieveCode => Action::Retrieve,
+            Dialed::Orbit(_) | Dialed::ParkCode => Action::Park,
+        };
+        if let Err(e) = self.access(lot, action, from) {
+            return self.refuse(now, txn, &req, 403, e.reason());
+        }
+        if !self.authorized(now, txn, &req, lot, action) {
+            return;
+        }
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
             Dialed::Orbit(i) => self.retrieve(now, txn, from, req, lot, i),
+            Dialed::RetrieveCode => self.retrieve_oldest(now, txn, from, req, lot),
         }
     }
 
     /// Parks the caller of `req` in `orbit` (directed) or in a free orbit chosen by the lot's policy.
     #[allow(clippy::too_many_arguments)]
-    fn park(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: Option<OrbitIdx>, parker: Option<NameAddr>) {
+    pub(super) fn park(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: Option<OrbitIdx>, parker: Option<NameAddr>) {
         let offer = match read_offer(&req) {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
@@ -71,7 +91,14 @@ impl Core {
         let orbit = match claimed {
             Ok(i) => i,
             Err(ClaimError::Occupied) => return self.refuse(now, txn, &req, 486, "Busy Here"),
-            Err(ClaimError::LotFull) => return self.refuse(now, txn, &req, 486, "Parking Lot Full"),
+            Err(ClaimError::LotFull) => {
+                let overflow = self.lots[lot].cfg.overflow_lot.clone().and_then(|name| self.lots.iter().position(|l| l.name() == name));
+                return match overflow {
+                    // One hop only: the overflow lot's own overflow is not followed, so lots cannot loop.
+                    Some(o) if o != lot && !self.lots[o].is_full() => self.park(now, txn, from, req, o, None, parker),
+                    _ => self.refuse(now, txn, &req, 486, "Parking Lot Full"),
+                };
+            }
         };
         let Some(port) = self.ports.take() else {
             self.lots[lot].release(orbit, call);
@@ -84,45 +111,31 @@ impl Core {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
+        let call_id = req.common.call_id.clone();
         let parked_label = req.common.from.uri.to_string();
-        tracing::info!(orbit = %orbit_name, lot = %lot_name, parker = ?parker.as_ref().map(|p| p.uri.to_string()), ?how, "parked");
-        self.out.push_back(Output::Event(ParkEvent::Parked {
-            lot: lot_name,
-            orbit: orbit_name.clone(),
-            call_id: req.common.call_id.clone(),
-            parked: parked_label,
-            parker: parker.as_ref().map(|p| p.uri.to_string()),
-            how,
-        }));
-        self.calls.insert(
-            call,
-            ParkedCall {
-                id: call,
-                lot,
-                orbit: Some(orbit),
-                orbit_name,
-                parked: leg,
-                parker,
-                how,
-                parked_at: now,
-                state: CallState::Parked,
-                media_mode: MediaMode::None,
-                parking_time,
-                recall_at: None,
-                expires_at: None,
-                rounds: 0,
-                recall: None,
-            },
-        );
-        self.arm_park_timers(now, call);
-        self.orbit_changed(now, lot, orbit);
+        self.start_parking(now, ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time), call_id, parked_label);
     }
 
     /// Hands the call parked in `orbit` to the caller of `req`.
     fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
         match self.lots[lot].occupant(orbit) {
             Some(call) => self.take_call(now, txn, from, req, call),
+            None if self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park => {
+                self.park(now, txn, from, req, lot, Some(orbit), None)
+            }
             None => self.refuse(now, txn, &req, 404, "Orbit Empty"),
+        }
+    }
+
+    /// The lot's retrieve code: the call parked longest (earliest `parked_at`) is taken.
+    fn retrieve_oldest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize) {
+        let oldest = self.lots[lot]
+            .occupants()
+            .filter_map(|(_, c)| self.calls.get(&c).filter(|pc| pc.state == CallState::Parked).map(|pc| (pc.parked_at, c)))
+            .min();
+        match oldest {
+            Some((_, call)) => self.take_call(now, txn, from, req, call),
+            None => self.refuse(now, txn, &req, 404, "Lot Empty"),
         }
     }
 
@@ -136,6 +149,15 @@ impl Core {
             .and_then(|id| self.legs.get(id))
             .filter(|leg| leg.dialog.remote_tag() == r.from_tag && leg.role == LegRole::Parked)
             .map(|leg| leg.call);
+        let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
+        if let Some(Err(e)) = lot.map(|lot| self.access(lot, Action::Retrieve, from)) {
+            return self.refuse(now, txn, &req, 403, e.reason());
+        }
+        if let Some(lot) = lot {
+            if !self.authorized(now, txn, &req, lot, Action::Retrieve) {
+                return;
+            }
+        }
         match target {
             Some(call) if self.calls.get(&call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
             _ => self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
@@ -190,7 +212,7 @@ impl Core {
 
     /// Creates the leg for `req` (a dialog-creating INVITE) and answers it 200 with SDP.
     #[allow(clippy::too_many_arguments)]
-    fn answer_new_leg(
+    pub(super) fn answer_new_leg(
         &mut self,
         now: Time,
         txn: ServerTxnId,
@@ -217,7 +239,7 @@ impl Core {
                     codec,
                     dtmf_pt: remote.dtmf_pt,
                     peer_direction: remote.direction,
-                    local_sdp: local_sdp.clone(),
+                    local_sdp,
                     awaiting_answer: false,
                 };
                 (media, body)
@@ -230,7 +252,7 @@ impl Core {
                     codec: Codec::Pcmu,
                     dtmf_pt: None,
                     peer_direction: Direction::SendRecv,
-                    local_sdp: local_sdp.clone(),
+                    local_sdp,
                     awaiting_answer: true,
                 };
                 (media, body)

@@ -9,6 +9,9 @@
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
 
+mod access;
+mod auth;
+mod blf;
 mod call_timers;
 pub mod commands;
 mod events;
@@ -21,6 +24,7 @@ mod recall;
 mod reply;
 mod session;
 pub mod snapshot;
+mod transfer;
 
 pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
 pub use events::ParkEvent;
@@ -61,6 +65,8 @@ pub struct Live {
     pub client_txns: usize,
     pub rtp_ports_in_use: usize,
     pub orbits_occupied: usize,
+    /// BLF subscriptions (including ones whose final NOTIFY is unanswered).
+    pub subscriptions: usize,
 }
 
 /// Counters the core keeps (exported as metrics by the io layer).
@@ -75,6 +81,8 @@ pub struct Stats {
 enum ClientPurpose {
     /// A BYE that ends a leg parkd already forgot.
     Bye,
+    /// A NOTIFY (REFER progress); its outcome changes nothing.
+    Notify,
     /// A CANCEL of a recall parkd gave up on.
     Cancel,
     /// The recall INVITE of a parked call, still ringing.
@@ -83,6 +91,8 @@ enum ClientPurpose {
     RecallAnswered { leg: LegId },
     /// A recall INVITE parkd gave up on.
     OrphanRecall,
+    /// A BLF NOTIFY of that subscription.
+    BlfNotify(blf::SubId),
 }
 
 pub struct Core {
@@ -99,6 +109,10 @@ pub struct Core {
     pending_acks: HashMap<crate::txn::ServerTxnId, LegId>,
     stats: Stats,
     call_timers: call_timers::CallTimers,
+    /// BLF subscriptions, their indexes and expiry heap.
+    blf: blf::Subscriptions,
+    /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
+    nonce_key: auth::NonceKey,
     orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
     /// The outbound proxy as a Route entry and its address.
     outbound_proxy: Option<(NameAddr, Peer)>,
@@ -122,12 +136,14 @@ impl Core {
             uri.params.set("lr", None);
             Some((NameAddr::new(uri), hop))
         });
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let nonce_key = auth::NonceKey(rng.gen());
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
             txn: TxnLayer::new(timers),
             ports,
-            rng: SmallRng::seed_from_u64(seed),
+            rng,
             legs: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
@@ -135,6 +151,8 @@ impl Core {
             pending_acks: HashMap::new(),
             stats: Stats::default(),
             call_timers: call_timers::CallTimers::default(),
+            blf: blf::Subscriptions::default(),
+            nonce_key,
             orphans: HashMap::new(),
             outbound_proxy,
             last_now: Time::ZERO,
@@ -165,10 +183,7 @@ impl Core {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Time> {
-        match (self.txn.poll_timeout(), self.call_timers.next()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.txn.poll_timeout(), self.call_timers.next(), self.blf.next_expiry()].into_iter().flatten().min()
     }
 
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
@@ -178,10 +193,21 @@ impl Core {
         while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
             self.on_call_timer(now, at, call, kind);
         }
+        self.blf_handle_timeout(now);
     }
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Replaces the outbound proxy (tests build cores without a config file).
+    #[cfg(test)]
+    pub(crate) fn set_outbound_proxy_for_tests(&mut self, uri: &str) {
+        let mut uri = crate::sip::parse_uri(uri).expect("proxy uri");
+        let addr = crate::dialog::uri_addr(&uri).expect("proxy ip");
+        let hop = Peer { transport: uri.transport(), addr };
+        uri.params.set("lr", None);
+        self.outbound_proxy = Some((NameAddr::new(uri), hop));
     }
 
     /// Live state counts (tests assert they return to zero).
@@ -194,6 +220,7 @@ impl Core {
             client_txns,
             rtp_ports_in_use: self.ports.in_use(),
             orbits_occupied: self.lots.iter().map(|l| l.occupied()).sum(),
+            subscriptions: self.blf.len(),
         }
     }
 
@@ -235,5 +262,13 @@ impl Core {
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod recall_tests;
+#[cfg(test)]
+mod transfer_tests;
+#[cfg(test)]
+mod blf_tests;
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod command_tests;

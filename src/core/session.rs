@@ -1,8 +1,8 @@
 //! What happens to a call's media and legs after the handshake: media commands, re-INVITEs, hang-ups.
 
-use super::legs::{CallState, LegId, LegState, MediaMode};
+use super::legs::{CallState, LegId, LegState, MediaMode, ParkHow};
 use super::{ClientPurpose, Core, Output, ParkEvent};
-use crate::media::{Codec, MediaCommand, MusicId};
+use crate::media::{Codec, MediaCommand, MusicId, Prompt};
 use crate::sdp::{self, Direction};
 use crate::sip::{Method, Peer, Request};
 use crate::time::Time;
@@ -14,6 +14,9 @@ impl Core {
     pub(super) fn sync_media(&mut self, call: super::CallRef) {
         let Some(c) = self.calls.get(&call) else { return };
         let (parked_id, state, mode, lot) = (c.parked, c.state, c.media_mode, c.lot);
+        // A caller who parked itself (park code, no Referred-By) hears where it went: "parked on 701".
+        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.lots.get(lot).is_some_and(|l| l.cfg.announce_orbit);
+        let orbit_name = announce.then(|| c.orbit_name.clone());
         let Some(parked) = self.legs.get(&parked_id) else { return };
         let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
         let mut cmds = Vec::new();
@@ -26,6 +29,10 @@ impl Core {
                     if !m.may_send() {
                         cmds.push(MediaCommand::Update { port: m.port, remote, codec: m.codec, send: false });
                     }
+                    cmds.push(MediaCommand::DtmfPayloadType { port: m.port, pt: m.dtmf_pt });
+                    if let Some(orbit) = orbit_name.as_deref().filter(|_| m.may_send()) {
+                        cmds.push(MediaCommand::Announce { port: m.port, words: Prompt::orbit_announcement(orbit) });
+                    }
                     new_mode = MediaMode::Hold;
                 }
             }
@@ -35,6 +42,7 @@ impl Core {
                     if let Some(remote) = o.media.remote {
                         // The retriever's leg is new to the media plane: describe it, then bridge.
                         cmds.push(MediaCommand::Update { port: o.media.port, remote, codec: o.media.codec, send: o.media.may_send() });
+                        cmds.push(MediaCommand::DtmfPayloadType { port: o.media.port, pt: o.media.dtmf_pt });
                         cmds.push(MediaCommand::Bridge { a: parked.media.port, b: o.media.port });
                         new_mode = MediaMode::Bridged;
                     }
@@ -46,6 +54,28 @@ impl Core {
             c.media_mode = new_mode;
         }
         self.out.extend(cmds.into_iter().map(Output::Media));
+    }
+
+    /// Starts the parking period of `call` (just parked, or re-parked): records it, reports it, arms its recall
+    /// and maximum-park deadlines, tells watchers, and starts music if its leg is already confirmed.
+    pub(super) fn start_parking(&mut self, now: Time, call: super::legs::ParkedCall, call_id: String, parked_label: String) {
+        let (id, lot, orbit) = (call.id, call.lot, call.orbit);
+        let lot_name = self.lots[lot].name().to_string();
+        tracing::info!(orbit = %call.orbit_name, lot = %lot_name, parker = ?call.parker.as_ref().map(|p| p.uri.to_string()), how = ?call.how, "parked");
+        self.out.push_back(Output::Event(ParkEvent::Parked {
+            lot: lot_name,
+            orbit: call.orbit_name.clone(),
+            call_id,
+            parked: parked_label,
+            parker: call.parker.as_ref().map(|p| p.uri.to_string()),
+            how: call.how,
+        }));
+        self.calls.insert(id, call);
+        self.arm_park_timers(now, id);
+        if let Some(o) = orbit {
+            self.orbit_changed(now, lot, o);
+        }
+        self.sync_media(id);
     }
 
     /// Applies an SDP body from the peer of `leg_id` (an answer in an ACK, or an offer in a re-INVITE).

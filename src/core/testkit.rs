@@ -200,14 +200,23 @@ impl Phone {
 
     /// A 200 OK answering parkd's request `req` (e.g. its BYE).
     pub fn ok_to(&self, req: &crate::sip::Request) -> String {
-        let mut text = format!("SIP/2.0 200 OK\n");
+        self.answer(req, 200, "OK", None)
+    }
+
+    /// A response to parkd's request `req`: our To tag added (except for 100), optional SDP body, our Contact.
+    pub fn answer(&self, req: &crate::sip::Request, status: u16, reason: &str, sdp: Option<&str>) -> String {
+        let mut text = format!("SIP/2.0 {status} {reason}\n");
         for v in &req.common.via {
             text.push_str(&format!("Via: {v}\n"));
         }
+        let to = if req.common.to.tag().is_none() && status > 100 { format!("{};tag={}", req.common.to, self.tag) } else { req.common.to.to_string() };
         text.push_str(&format!(
-            "From: {}\nTo: {}\nCall-ID: {}\nCSeq: {} {}\n",
-            req.common.from, req.common.to, req.common.call_id, req.common.cseq.seq, req.common.cseq.method
+            "From: {}\nTo: {}\nCall-ID: {}\nCSeq: {} {}\nContact: <sip:{}@{}>\n",
+            req.common.from, to, req.common.call_id, req.common.cseq.seq, req.common.cseq.method, self.name, self.peer.addr
         ));
+        if let Some(b) = sdp {
+            text.push_str(&format!("Content-Type: application/sdp\n\n{b}"));
+        }
         text
     }
 }
