@@ -113,6 +113,13 @@ impl Metrics {
                     m.insert(orbit.clone(), now);
                 }
             }
+            ParkEvent::Swapped { orbit, .. } => {
+                // Attended park: a new party took the orbit; its dwell starts now.
+                self.parks.get_or_create(&OutcomeLabels { outcome: "swapped".into() }).inc();
+                if let Ok(mut m) = self.parked_at.lock() {
+                    m.insert(orbit.clone(), now);
+                }
+            }
             ParkEvent::Retrieved { orbit, .. } => {
                 self.retrieves.get_or_create(&OutcomeLabels { outcome: "dialed".into() }).inc();
                 self.observe_dwell(orbit, now);
@@ -141,8 +148,6 @@ impl Metrics {
                 self.refused.get_or_create(&OutcomeLabels { outcome: status.to_string() }).inc();
             }
             ParkEvent::Ended { .. } | ParkEvent::Reparked { .. } | ParkEvent::AckTimeout { .. } => {}
-            #[allow(unreachable_patterns)]
-            _ => {}
         }
     }
 
@@ -162,7 +167,7 @@ impl Metrics {
     pub fn encode(&self, snap: &ScrapeSnapshot) -> String {
         let mut reg = Registry::with_prefix("parkd");
         reg.register("sip_messages", "SIP messages by direction, kind, method and response class", self.sip.clone());
-        reg.register("parks", "Calls parked, by how (directed / indirect)", self.parks.clone());
+        reg.register("parks", "Calls parked, by how (directed / indirect / swapped)", self.parks.clone());
         reg.register("retrieves", "Parked calls taken, by how (dialed / recall / api_unpark)", self.retrieves.clone());
         reg.register("recalls", "Recalls and API unparks by target and outcome (started / answered / failed)", self.recalls.clone());
         reg.register("abandons", "Parked callers who hung up while parked", self.abandons.clone());
