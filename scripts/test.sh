@@ -3,7 +3,7 @@
 #
 #   bash scripts/test.sh            # as root, or as a user for whom sipp is already installed
 #
-# 1. Installs SIPp (Debian package sip-tester) and Chromium (for the attendant-page test) if missing.
+# 1. Installs what the e2e tests drive if missing (apt-get, non-interactive): SIPp, Kamailio, docker-compose, Chromium.
 # 2. Builds the workspace binaries (the e2e tests start target/debug/parkd).
 # 3. Runs `cargo test --workspace`: unit tests, then the e2e tests in sip-tests/ (each test starts its own
 #    parkd on its own ports; logs land in target/e2e-logs/).
@@ -12,19 +12,23 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# Debian packages the e2e tests drive: SIPp (sip-tester) and, for the attendant-page test, Chromium.
-missing=()
-command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "==> installing missing packages: ${missing[*]}"
+# System packages the end-to-end tests drive, installed once here (tests running in parallel must not race for
+# the dpkg lock): SIPp, Kamailio (proxy suite), docker-compose (checks docker-compose.yml; no engine needed),
+# Chromium (the attendant-page test).
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "==> installing: ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "error: ${missing[*]} missing and this is not root; run: apt-get install -y ${missing[*]}" >&2
+        echo "error: missing ${need[*]} and this is not root; run: apt-get install -y ${need[*]}" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${missing[@]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 echo "==> $(sipp -v 2>/dev/null | grep -m1 -o 'SIPp v[^ ]*' || echo 'sipp (version unknown)')"
 

@@ -170,6 +170,10 @@ pub struct LotConfig {
     /// `<urn:alert:service:recall:callback>` (RFC 7462) is always sent.
     #[serde(default)]
     pub recall_alert_info: Option<String>,
+    /// Refuse (403) requests to this lot's numbers unless they come from `server.trusted_proxies`
+    /// (phones must then reach parkd through the PBX).
+    #[serde(default)]
+    pub trusted_only: bool,
     /// A number that retrieves the lot's longest-parked call (e.g. `"799"` or `"*88"`).
     #[serde(default)]
     pub retrieve_code: Option<String>,
@@ -306,6 +310,7 @@ impl LotConfig {
             fallback_uri: None,
             recall_rounds: default_recall_rounds(),
             recall_alert_info: None,
+            trusted_only: false,
             retrieve_code: None,
             empty_orbit: EmptyOrbit::Reject,
             overflow_lot: None,
@@ -337,6 +342,14 @@ pub struct ServerConfig {
     /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
     #[serde(default)]
     pub outbound_proxy: Option<String>,
+    /// Networks whose requests are trusted (the PBX/proxy): their P-Asserted-Identity (RFC 3325) is believed,
+    /// and lots with `trusted_only` accept requests only from them. E.g. `["127.0.0.1/32", "10.0.0.0/24"]`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Start in drain mode: new parks get 503 + Retry-After; parked calls, retrieves and recalls go on.
+    /// SIGUSR1 toggles it at run time.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -348,7 +361,14 @@ fn default_rtp_ports() -> NumRange {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), advertise: None, rtp_ports: default_rtp_ports(), outbound_proxy: None }
+        ServerConfig {
+            listen: default_listen(),
+            advertise: None,
+            rtp_ports: default_rtp_ports(),
+            outbound_proxy: None,
+            trusted_proxies: Vec::new(),
+            drain: false,
+        }
     }
 }
 
@@ -363,6 +383,10 @@ impl ServerConfig {
     }
     pub fn advertised_sip(&self) -> SocketAddr {
         SocketAddr::new(self.advertised_ip(), self.listen.port())
+    }
+    /// Whether `ip` is inside one of `trusted_proxies`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 

@@ -57,6 +57,17 @@ fn allowed(nets: &[IpNet], source: IpAddr) -> bool {
 impl super::Core {
     /// Whether a request from `from` may perform `action` in lot `lot` (unknown lots: allowed; the caller
     /// has already resolved the lot).
+    /// Every check a request must pass before parkd acts on it in `lot`: the lot's source networks (403), digest
+    /// authentication (401), the trusted-proxy requirement and drain (403 / 503). A refused request is answered
+    /// here; returns whether parkd may go on.
+    pub(super) fn gate(&mut self, now: crate::time::Time, txn: crate::txn::ServerTxnId, from: crate::sip::Peer, req: &crate::sip::Request, lot: usize, action: Action) -> bool {
+        if let Err(e) = self.access(lot, action, from) {
+            self.refuse(now, txn, req, 403, e.reason());
+            return false;
+        }
+        self.authorized(now, txn, req, lot, action) && self.admit(now, txn, from, req, lot, action == Action::Park)
+    }
+
     pub(super) fn access(&self, lot: usize, action: Action, from: crate::sip::Peer) -> Result<(), Forbidden> {
         match self.lots.get(lot) {
             Some(l) => check(&l.cfg, action, from.addr.ip()),

@@ -189,6 +189,7 @@ fn unpark_to_a_host_name_goes_through_the_outbound_proxy() {
         advertise: None,
         rtp_ports: NumRange::parse("20000-20099").unwrap(),
         outbound_proxy: Some("sip:127.0.0.1:5080".into()),
+        ..ServerConfig::default()
     };
     let mut lot = crate::config::LotConfig::default_lot();
     lot.orbits = NumRange::parse("701-705").unwrap();

@@ -119,7 +119,7 @@ impl Core {
         let cfg = &self.lots[lot].cfg;
         let ring_secs = cfg.recall_ring_time.max(1);
         let lot_name = cfg.name.clone();
-        let who = self.calls.get(&call).and_then(|c| self.legs.get(&c.parked)).map(|l| l.dialog.remote.label()).unwrap_or_else(|| "caller".into());
+        let who = self.parked_identity(call).map(|p| p.label()).unwrap_or_else(|| "caller".into());
         let spec = OriginateSpec {
             to: uri.without_headers(),
             from_display: who,

@@ -43,10 +43,13 @@ impl Core {
         }
     }
 
-    fn on_new_request(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
+    fn on_new_request(&mut self, now: Time, id: ServerTxnId, from: Peer, mut req: Request) {
         if req.common.max_forwards == Some(0) {
             // RFC 3261 §16.3 / §8.2: a request that has run out of hops.
             return self.respond(now, id, &req, 483, None, None, |_| {});
+        }
+        if !self.accept_routed(now, id, &mut req) {
+            return;
         }
         if req.common.to.tag().is_some() {
             return self.on_in_dialog(now, id, from, req);

@@ -53,15 +53,17 @@ impl Core {
             Some(Ok(na)) => Some(na),
             Some(Err(_)) => return self.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
         };
+        // A plain INVITE to an empty orbit parks the caller when the lot says `empty_orbit = "park"`: it is then
+        // a park for access lists, authentication and drain.
+        let parks_into_empty = |i: OrbitIdx| {
+            self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park && self.lots[lot].occupant(i).is_none()
+        };
         let action = match dialed {
-            Dialed::Orbit(_) if parker.is_none() => Action::Retrieve,
+            Dialed::Orbit(i) if parker.is_none() && !parks_into_empty(i) => Action::Retrieve,
             Dialed::RetrieveCode => Action::Retrieve,
             Dialed::Orbit(_) | Dialed::ParkCode => Action::Park,
         };
-        if let Err(e) = self.access(lot, action, from) {
-            return self.refuse(now, txn, &req, 403, e.reason());
-        }
-        if !self.authorized(now, txn, &req, lot, action) {
+        if !self.gate(now, txn, from, &req, lot, action) {
             return;
         }
         match dialed {
@@ -112,8 +114,11 @@ impl Core {
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
         let call_id = req.common.call_id.clone();
-        let parked_label = req.common.from.uri.to_string();
-        self.start_parking(now, ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time), call_id, parked_label);
+        let asserted_identity = self.asserted_identity(from, &req);
+        let parked_label = asserted_identity.as_ref().unwrap_or(&req.common.from).uri.to_string();
+        let mut parked_call = ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time);
+        parked_call.asserted_identity = asserted_identity;
+        self.start_parking(now, parked_call, call_id, parked_label);
     }
 
     /// Hands the call parked in `orbit` to the caller of `req`.
@@ -150,11 +155,8 @@ impl Core {
             .filter(|leg| leg.dialog.remote_tag() == r.from_tag && leg.role == LegRole::Parked)
             .map(|leg| leg.call);
         let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
-        if let Some(Err(e)) = lot.map(|lot| self.access(lot, Action::Retrieve, from)) {
-            return self.refuse(now, txn, &req, 403, e.reason());
-        }
         if let Some(lot) = lot {
-            if !self.authorized(now, txn, &req, lot, Action::Retrieve) {
+            if !self.gate(now, txn, from, &req, lot, Action::Retrieve) {
                 return;
             }
         }
@@ -171,7 +173,7 @@ impl Core {
         if parked.state != CallState::Parked {
             return self.refuse(now, txn, &req, 404, "Orbit Empty");
         }
-        let (lot, orbit, orbit_name, parked_leg) = (parked.lot, parked.orbit, parked.orbit_name.clone(), parked.parked);
+        let (lot, orbit, orbit_name) = (parked.lot, parked.orbit, parked.orbit_name.clone());
         // A recall may be ringing: the retriever wins and the recall is cancelled.
         self.abandon_recall(now, call);
         let offer = match read_offer(&req) {
@@ -181,11 +183,7 @@ impl Core {
         let Some(port) = self.ports.take() else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
-        let identity = self.legs.get(&parked_leg).map(|l| {
-            let mut id = l.dialog.remote.clone();
-            id.params = Default::default();
-            id
-        });
+        let identity = self.parked_identity(call);
         let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, port, offer, &orbit_name, |r| {
             if let Some(id) = &identity {
                 r.common.push_header("P-Asserted-Identity", id.to_string());

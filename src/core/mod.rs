@@ -20,6 +20,7 @@ mod invite;
 pub mod legs;
 pub mod orbit_view;
 mod originate;
+mod proxy;
 mod recall;
 mod reply;
 mod session;
@@ -29,6 +30,7 @@ mod transfer;
 pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
 pub use events::ParkEvent;
 pub use originate::OriginateError;
+pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use legs::{CallRef, LegId};
 
 use crate::config::{LotConfig, ServerConfig};
@@ -122,6 +124,8 @@ pub struct Core {
     out: VecDeque<Output>,
     /// parkd's own sent-by and Contact.
     local_addr: SocketAddr,
+    /// Drain mode: new parks are refused with 503 (see proxy.rs).
+    draining: bool,
 }
 
 impl Core {
@@ -138,6 +142,7 @@ impl Core {
         });
         let mut rng = SmallRng::seed_from_u64(seed);
         let nonce_key = auth::NonceKey(rng.gen());
+        let draining = server.drain;
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
@@ -159,6 +164,7 @@ impl Core {
             next_id: 1,
             out: VecDeque::new(),
             local_addr,
+            draining,
         }
     }
 
@@ -210,6 +216,12 @@ impl Core {
         self.outbound_proxy = Some((NameAddr::new(uri), hop));
     }
 
+    /// Replaces a lot's `allow_park` networks.
+    #[cfg(test)]
+    pub(crate) fn set_allow_park_for_tests(&mut self, lot: usize, nets: Vec<ipnet::IpNet>) {
+        self.lots[lot].cfg.allow_park = Some(nets);
+    }
+
     /// Live state counts (tests assert they return to zero).
     pub fn live(&self) -> Live {
         let (server_txns, client_txns) = self.txn.live();
@@ -240,7 +252,7 @@ impl Core {
     }
 
     fn new_branch(&mut self) -> String {
-        format!("z9hG4bK{:016x}", self.rng.gen::<u64>())
+        format!("{}{:016x}", proxy::BRANCH_MARK, self.rng.gen::<u64>())
     }
 
     /// parkd's Contact for a dialog on `transport`.
@@ -262,6 +274,8 @@ impl Core {
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod proxy_tests;
 #[cfg(test)]
 mod recall_tests;
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl Core {
     /// The answer is bridged to the parked party by the recall response handling.
     pub(super) fn originate(&mut self, now: Time, call: CallRef, spec: OriginateSpec) -> Result<(), OriginateError> {
         let Some(c) = self.calls.get(&call) else { return Err(OriginateError::NoCall) };
-        let (orbit, parked_leg) = (c.orbit_name.clone(), c.parked);
+        let orbit = c.orbit_name.clone();
         let mut target_uri = spec.to;
         target_uri.params.remove("tag");
         let next_hop = match (&self.outbound_proxy, uri_addr(&target_uri)) {
@@ -61,7 +61,8 @@ impl Core {
             tracing::warn!("no RTP port free for an outgoing call");
             return Err(OriginateError::NoPort);
         };
-        let parked = self.legs.get(&parked_leg).map(|l| l.dialog.remote.clone());
+        // The parked party as the destination should see it (a trusted P-Asserted-Identity wins, see proxy.rs).
+        let parked = self.parked_identity(call);
         let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port };
         let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
 
@@ -91,9 +92,7 @@ impl Core {
         for (name, value) in spec.headers {
             c.push_header(name, value);
         }
-        if let Some(p) = &parked {
-            let mut id = p.clone();
-            id.params = Default::default();
+        if let Some(id) = &parked {
             c.push_header("P-Asserted-Identity", id.to_string());
         }
         c.push_header(super::invite::PARK_ORBIT_HEADER, orbit.clone());

@@ -105,7 +105,7 @@ impl Core {
         target_uri.params.remove("tag");
         let ring = Duration::from_secs(lot.recall_ring_time.max(1));
         let (lot_name, orbit, round) = (lot.name.clone(), c.orbit_name.clone(), c.rounds);
-        let who = self.legs.get(&c.parked).map(|l| l.dialog.remote.label()).unwrap_or_else(|| "caller".into());
+        let who = self.parked_identity(call).map(|p| p.label()).unwrap_or_else(|| "caller".into());
         let mut headers = vec![("Alert-Info", RECALL_ALERT_URN.to_string())];
         if let Some(extra) = lot.recall_alert_info.clone() {
             headers.push(("Alert-Info", extra));

@@ -25,6 +25,8 @@ pub enum CoreRequest {
     Lots { reply: oneshot::Sender<Vec<LotSnapshot>> },
     Calls { reply: oneshot::Sender<Vec<BridgedSnapshot>> },
     Scrape { reply: oneshot::Sender<ScrapeSnapshot> },
+    /// Whether the core takes new parks (false while draining).
+    Ready { reply: oneshot::Sender<bool> },
 }
 
 /// Why the core task did not answer.
@@ -81,6 +83,9 @@ pub fn serve(core: &mut Core, media: &MediaHandle, now: Time, req: CoreRequest) 
         }
         CoreRequest::Lots { reply } => {
             let _ = reply.send(core.lots_snapshot());
+        }
+        CoreRequest::Ready { reply } => {
+            let _ = reply.send(!core.is_draining());
         }
         CoreRequest::Calls { reply } => {
             let _ = reply.send(core.bridged_snapshot());

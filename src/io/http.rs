@@ -166,7 +166,9 @@ async fn readyz(State(s): State<ApiState>) -> Result<&'static str, ApiError> {
     if s.draining.load(Ordering::Relaxed) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining"));
     }
-    s.core.ask(|reply| CoreRequest::Lots { reply }).await?;
+    if !s.core.ask(|reply| CoreRequest::Ready { reply }).await? {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining: new parks are refused (SIGUSR1 toggles)"));
+    }
     Ok("ready\n")
 }
 

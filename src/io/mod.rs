@@ -6,5 +6,6 @@ pub mod events_hub;
 pub mod http;
 pub mod media_thread;
 pub mod metrics;
+pub mod probe;
 pub mod sip_driver;
 pub mod tcp;
