@@ -44,6 +44,8 @@ pub enum ConfigError {
     BadRtpPorts { lo: u16, hi: u16 },
     #[error("{what}: {value:?} is not a valid address")]
     BadAddress { what: &'static str, value: String },
+    #[error("lot {lot:?}: overflow_lot {overflow:?} must name another configured lot")]
+    BadOverflow { lot: String, overflow: String },
     #[error("lot {lot:?}: recall_fallback = \"fallback_uri\" needs fallback_uri = \"sip:...\"")]
     MissingFallbackUri { lot: String },
     #[error("{what}: {value:?} is not a SIP URI (sip:user@host[:port])")]
@@ -167,6 +169,27 @@ pub struct LotConfig {
     /// `<urn:alert:service:recall:callback>` (RFC 7462) is always sent.
     #[serde(default)]
     pub recall_alert_info: Option<String>,
+    /// A number that retrieves the lot's longest-parked call (e.g. `"799"` or `"*88"`).
+    #[serde(default)]
+    pub retrieve_code: Option<String>,
+    /// What an INVITE without Referred-By to an *empty* orbit does: `reject` (404) or `park` (park the caller
+    /// there, FreeSWITCH valet style). See the README for the trade-off.
+    #[serde(default)]
+    pub empty_orbit: EmptyOrbit,
+    /// Another lot (by name) that takes indirect parks when this one is full, instead of a refusal.
+    #[serde(default)]
+    pub overflow_lot: Option<String>,
+}
+
+/// What a plain INVITE to an empty orbit does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyOrbit {
+    /// 404: nothing to retrieve (the default; a retrieve can never park by accident).
+    #[default]
+    Reject,
+    /// Park the caller in that orbit (a blind transfer to an orbit without Referred-By parks).
+    Park,
 }
 
 /// What parkd does when the parker does not answer a recall.
@@ -211,6 +234,9 @@ impl LotConfig {
             fallback_uri: None,
             recall_rounds: default_recall_rounds(),
             recall_alert_info: None,
+            retrieve_code: None,
+            empty_orbit: EmptyOrbit::Reject,
+            overflow_lot: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {
@@ -323,7 +349,13 @@ impl Config {
                     return Err(ConfigError::BadUri { what: "fallback_uri", value: u.clone() });
                 }
             }
-            let numbers = std::iter::once(lot.park_code.clone()).chain((0..lot.orbits.len()).map(|i| lot.orbits.name_of(i)));
+            if let Some(o) = &lot.overflow_lot {
+                if o == &lot.name || !self.lots.iter().any(|l| &l.name == o) {
+                    return Err(ConfigError::BadOverflow { lot: lot.name.clone(), overflow: o.clone() });
+                }
+            }
+            let numbers = std::iter::once(lot.park_code.clone())
+                .chain(lot.retrieve_code.iter().cloned()).chain((0..lot.orbits.len()).map(|i| lot.orbits.name_of(i)));
             for n in numbers {
                 if let Some(first) = seen.insert(n.clone(), lot.name.clone()) {
                     return Err(ConfigError::DuplicateNumber { number: n, first, second: lot.name.clone() });

@@ -9,6 +9,8 @@ pub enum ParkEvent {
     Parked { lot: String, orbit: String, call_id: String, parked: String, parker: Option<String>, how: ParkHow },
     /// Someone dialed the orbit and took the call.
     Retrieved { lot: String, orbit: String, call_id: String, by: String },
+    /// Attended park: a new party replaced the (self-parked) consultation leg in its orbit.
+    Swapped { lot: String, orbit: String, call_id: String, parked: String, parker: Option<String> },
     /// The parked party hung up while parked.
     Abandoned { lot: String, orbit: String, call_id: String },
     /// A bridged (retrieved) call ended; `by` says which side hung up.

@@ -56,11 +56,13 @@ impl Core {
             Method::Options => self.respond(now, id, &req, 200, None, None, |r| {
                 r.common.push_header("Allow", ALLOW);
                 r.common.push_header("Accept", "application/sdp");
-                r.common.push_header("Supported", "replaces");
+                r.common.push_header("Supported", "replaces, norefersub");
             }),
-            Method::Register | Method::Message | Method::Publish | Method::Subscribe | Method::Refer => {
+            Method::Register | Method::Message | Method::Publish | Method::Subscribe => {
                 self.respond(now, id, &req, 405, None, None, |_| {})
             }
+            // parkd only takes a REFER inside a call it is part of; it never dials on someone's behalf.
+            Method::Refer => self.respond(now, id, &req, 403, Some("REFER Only Inside A Call"), None, |_| {}),
             Method::Bye | Method::Notify | Method::Info | Method::Prack | Method::Update | Method::Cancel | Method::Ack => {
                 self.respond(now, id, &req, 481, None, None, |_| {})
             }
@@ -96,7 +98,8 @@ impl Core {
             Method::Update if !req.common.body.is_empty() => self.on_reinvite(now, id, from, req, leg_id),
             Method::Options | Method::Info | Method::Update => self.respond(now, id, &req, 200, None, None, |_| {}),
             Method::Notify | Method::Prack => self.respond(now, id, &req, 481, None, None, |_| {}),
-            Method::Refer | Method::Subscribe | Method::Message | Method::Register | Method::Publish => {
+            Method::Refer => self.on_refer(now, id, req, leg_id),
+            Method::Subscribe | Method::Message | Method::Register | Method::Publish => {
                 self.respond(now, id, &req, 405, None, None, |_| {})
             }
             Method::Other(_) => self.respond(now, id, &req, 501, None, None, |_| {}),
@@ -142,10 +145,10 @@ impl Core {
         let Some((id, verdict)) = self.txn.on_response(now, from, &resp) else { return };
         let Some(purpose) = self.client_txns.get(&id).cloned() else { return };
         match (purpose, verdict) {
-            (ClientPurpose::Bye | ClientPurpose::Cancel, ClientVerdict::Final(_)) => {
+            (ClientPurpose::Bye | ClientPurpose::Cancel | ClientPurpose::Notify, ClientVerdict::Final(_)) => {
                 self.client_txns.remove(&id);
             }
-            (ClientPurpose::Bye | ClientPurpose::Cancel, ClientVerdict::Provisional(_)) => {}
+            (ClientPurpose::Bye | ClientPurpose::Cancel | ClientPurpose::Notify, ClientVerdict::Provisional(_)) => {}
             (ClientPurpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
             (ClientPurpose::OrphanRecall, v) => self.on_orphan_response(now, id, v),
             (ClientPurpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {

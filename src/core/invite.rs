@@ -5,7 +5,12 @@
 //!   `Referred-By` identity when present, else unknown (the caller parked itself).
 //! * to an **orbit** with `Referred-By` → park the caller in that orbit (directed park); occupied → 486.
 //! * to an **orbit** without `Referred-By` → retrieve the call parked there; empty → 404.
-//! * with `Replaces` naming a parked call's dialog → retrieve that call; naming nothing → 481.
+//! * with `Replaces` naming a parked call's dialog: to the park code or with `Referred-By` → *swap* (attended
+//!   park: the new party takes the orbit, the replaced leg is released); otherwise → retrieve that call (BLF
+//!   pickup). Naming nothing → 481.
+//! * to a lot's **retrieve code** → retrieve the lot's longest-parked call.
+//! * to an empty orbit without `Referred-By` → 404, or park there when the lot's `empty_orbit = "park"`.
+//! * a full lot with an `overflow_lot` parks there instead of refusing.
 //! * anything else → 404.
 
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, MediaMode, ParkHow, ParkedCall};
@@ -31,7 +36,9 @@ pub const PARK_LOT_HEADER: &str = "Park-Lot";
 impl Core {
     pub(super) fn on_invite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request) {
         if let Some(replaces) = req.replaces() {
+            let to_park_code = req.uri.user.as_deref().and_then(|u| self.lookup_number(u)).is_some_and(|(_, d)| d == Dialed::ParkCode);
             return match replaces {
+                Ok(r) if to_park_code || req.referred_by().is_some() => self.swap_by_replaces(now, txn, from, req, &r),
                 Ok(r) => self.retrieve_by_replaces(now, txn, from, req, &r),
                 Err(_) => self.refuse(now, txn, &req, 400, "Bad Replaces Header"),
             };
@@ -49,12 +56,13 @@ impl Core {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
             Dialed::Orbit(i) => self.retrieve(now, txn, from, req, lot, i),
+            Dialed::RetrieveCode => self.retrieve_oldest(now, txn, from, req, lot),
         }
     }
 
     /// Parks the caller of `req` in `orbit` (directed) or in a free orbit chosen by the lot's policy.
     #[allow(clippy::too_many_arguments)]
-    fn park(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: Option<OrbitIdx>, parker: Option<NameAddr>) {
+    pub(super) fn park(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: Option<OrbitIdx>, parker: Option<NameAddr>) {
         let offer = match read_offer(&req) {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
@@ -71,7 +79,14 @@ impl Core {
         let orbit = match claimed {
             Ok(i) => i,
             Err(ClaimError::Occupied) => return self.refuse(now, txn, &req, 486, "Busy Here"),
-            Err(ClaimError::LotFull) => return self.refuse(now, txn, &req, 486, "Parking Lot Full"),
+            Err(ClaimError::LotFull) => {
+                let overflow = self.lots[lot].cfg.overflow_lot.clone().and_then(|name| self.lots.iter().position(|l| l.name() == name));
+                return match overflow {
+                    // One hop only: the overflow lot's own overflow is not followed, so lots cannot loop.
+                    Some(o) if o != lot && !self.lots[o].is_full() => self.park(now, txn, from, req, o, None, parker),
+                    _ => self.refuse(now, txn, &req, 486, "Parking Lot Full"),
+                };
+            }
         };
         let Some(port) = self.ports.take() else {
             self.lots[lot].release(orbit, call);
@@ -122,7 +137,22 @@ impl Core {
     fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
         match self.lots[lot].occupant(orbit) {
             Some(call) => self.take_call(now, txn, from, req, call),
+            None if self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park => {
+                self.park(now, txn, from, req, lot, Some(orbit), None)
+            }
             None => self.refuse(now, txn, &req, 404, "Orbit Empty"),
+        }
+    }
+
+    /// The lot's retrieve code: the call parked longest (earliest `parked_at`) is taken.
+    fn retrieve_oldest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize) {
+        let oldest = self.lots[lot]
+            .occupants()
+            .filter_map(|(_, c)| self.calls.get(&c).filter(|pc| pc.state == CallState::Parked).map(|pc| (pc.parked_at, c)))
+            .min();
+        match oldest {
+            Some((_, call)) => self.take_call(now, txn, from, req, call),
+            None => self.refuse(now, txn, &req, 404, "Lot Empty"),
         }
     }
 
@@ -190,7 +220,7 @@ impl Core {
 
     /// Creates the leg for `req` (a dialog-creating INVITE) and answers it 200 with SDP.
     #[allow(clippy::too_many_arguments)]
-    fn answer_new_leg(
+    pub(super) fn answer_new_leg(
         &mut self,
         now: Time,
         txn: ServerTxnId,

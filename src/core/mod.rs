@@ -18,6 +18,7 @@ pub mod orbit_view;
 mod recall;
 mod reply;
 mod session;
+mod transfer;
 
 pub use events::ParkEvent;
 pub use legs::{CallRef, LegId};
@@ -70,6 +71,8 @@ pub struct Stats {
 enum ClientPurpose {
     /// A BYE that ends a leg parkd already forgot.
     Bye,
+    /// A NOTIFY (REFER progress); its outcome changes nothing.
+    Notify,
     /// A CANCEL of a recall parkd gave up on.
     Cancel,
     /// The recall INVITE of a parked call, still ringing.
@@ -242,3 +245,5 @@ mod testkit;
 mod tests;
 #[cfg(test)]
 mod recall_tests;
+#[cfg(test)]
+mod transfer_tests;

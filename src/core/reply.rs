@@ -6,7 +6,7 @@ use crate::time::Time;
 use crate::txn::ServerTxnId;
 
 /// Methods parkd accepts, advertised in `Allow` (RFC 3261 §20.5).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER";
 /// parkd's product token for `Server`/`User-Agent`.
 pub const PRODUCT: &str = concat!("parkd/", env!("CARGO_PKG_VERSION"));
 

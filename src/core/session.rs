@@ -26,6 +26,7 @@ impl Core {
                     if !m.may_send() {
                         cmds.push(MediaCommand::Update { port: m.port, remote, codec: m.codec, send: false });
                     }
+                    cmds.push(MediaCommand::DtmfPayloadType { port: m.port, pt: m.dtmf_pt });
                     new_mode = MediaMode::Hold;
                 }
             }
@@ -35,6 +36,7 @@ impl Core {
                     if let Some(remote) = o.media.remote {
                         // The retriever's leg is new to the media plane: describe it, then bridge.
                         cmds.push(MediaCommand::Update { port: o.media.port, remote, codec: o.media.codec, send: o.media.may_send() });
+                        cmds.push(MediaCommand::DtmfPayloadType { port: o.media.port, pt: o.media.dtmf_pt });
                         cmds.push(MediaCommand::Bridge { a: parked.media.port, b: o.media.port });
                         new_mode = MediaMode::Bridged;
                     }

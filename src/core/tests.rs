@@ -38,7 +38,10 @@ fn indirect_park_answers_with_orbit_and_starts_hold_music_after_ack() {
     w.deliver(bob.peer, &bob.ack("700", &tag, 1, None));
     assert_eq!(
         w.media,
-        vec![MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: crate::media::MusicId(0) }]
+        vec![
+            MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: crate::media::MusicId(0) },
+            MediaCommand::DtmfPayloadType { port: 20000, pt: None },
+        ]
     );
     assert!(matches!(&w.events[0], ParkEvent::Parked { orbit, parker: Some(p), .. } if orbit == "701" && p.contains("alice")));
 }
@@ -252,7 +255,7 @@ fn invite_without_sdp_gets_offer_and_music_follows_answer_in_ack() {
     assert!(body.contains("m=audio 20000 RTP/AVP 0 8"), "offer lists PCMU and PCMA: {body}");
     let tag = ok.common.to.tag().unwrap().to_string();
     w.deliver(bob.peer, &bob.ack("700", &tag, 1, Some(&bob.sdp("8", "sendrecv"))));
-    assert!(matches!(w.media.as_slice(), [MediaCommand::Hold { codec: Codec::Pcma, .. }]), "{:?}", w.media);
+    assert!(matches!(w.media.as_slice(), [MediaCommand::Hold { codec: Codec::Pcma, .. }, MediaCommand::DtmfPayloadType { .. }]), "{:?}", w.media);
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub enum Dialed {
     ParkCode,
     /// One of the lot's orbits.
     Orbit(OrbitIdx),
+    /// The lot's retrieve code: take the longest-parked call.
+    RetrieveCode,
 }
 
 /// Why an orbit could not be taken.
@@ -51,6 +53,9 @@ impl<T: Copy + PartialEq> Lot<T> {
         if user == self.cfg.park_code {
             return Some(Dialed::ParkCode);
         }
+        if self.cfg.retrieve_code.as_deref() == Some(user) {
+            return Some(Dialed::RetrieveCode);
+        }
         self.cfg.orbits.contains_number(user).map(Dialed::Orbit)
     }
 
@@ -69,6 +74,15 @@ impl<T: Copy + PartialEq> Lot<T> {
 
     pub fn capacity(&self) -> usize {
         self.orbits.len()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.orbits.iter().all(|o| o.is_some())
+    }
+
+    /// Every occupied orbit and its occupant.
+    pub fn occupants(&self) -> impl Iterator<Item = (OrbitIdx, T)> + '_ {
+        self.orbits.iter().enumerate().filter_map(|(i, o)| o.map(|t| (i, t)))
     }
 
     /// Takes orbit `idx` for `who` (directed park).

@@ -1,0 +1,226 @@
+//! Transfers that move a party into an orbit when parkd is already in the call:
+//! * **REFER** (RFC 3515, 4488) from a leg bridged through parkd: re-park the *other* leg; NOTIFY sipfrag.
+//! * **Attended park swap** (RFC 3891): an INVITE with `Replaces` naming a parked (usually self-parked
+//!   consultation) dialog, sent to the park code or carrying `Referred-By`: the new party takes that orbit and
+//!   parkd releases the replaced leg with BYE.
+//!
+//! parkd never dials an arbitrary Refer-To: only its own park codes and orbits are accepted (toll fraud).
+
+use super::legs::{CallRef, CallState, LegId, LegRole, MediaMode, ParkHow, ParkedCall};
+use super::{ClientPurpose, Core, Output, ParkEvent};
+use crate::dialog::DialogKey;
+use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
+use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
+use crate::time::Time;
+use crate::txn::ServerTxnId;
+use bytes::Bytes;
+
+impl Core {
+    /// An in-dialog REFER on leg `leg_id`.
+    pub(super) fn on_refer(&mut self, now: Time, txn: ServerTxnId, req: Request, leg_id: LegId) {
+        let refer_to = match req.refer_to() {
+            Some(Ok(na)) => na,
+            Some(Err(_)) => return self.respond(now, txn, &req, 400, Some("Bad Refer-To Header"), None, |_| {}),
+            None => return self.respond(now, txn, &req, 400, Some("Missing Refer-To Header"), None, |_| {}),
+        };
+        let user = refer_to.uri.user.clone().unwrap_or_default();
+        let target = match self.lookup_number(&user) {
+            Some((lot, Dialed::ParkCode)) => (lot, None),
+            Some((lot, Dialed::Orbit(i))) => (lot, Some(i)),
+            _ => {
+                tracing::warn!(refer_to = %refer_to.uri, "REFER to a target that is not parkd's: refused");
+                return self.respond(now, txn, &req, 403, Some("Refer-To Is Not A Park Code Or Orbit"), None, |_| {});
+            }
+        };
+        let Some(leg) = self.legs.get(&leg_id) else { return };
+        let call_ref = leg.call;
+        let other = match self.calls.get(&call_ref).map(|c| (c.state, c.parked)) {
+            Some((CallState::Bridged { other }, parked)) => {
+                if parked == leg_id {
+                    other
+                } else {
+                    parked
+                }
+            }
+            _ => return self.respond(now, txn, &req, 403, Some("No Bridged Call To Park"), None, |_| {}),
+        };
+        // RFC 4488: `Refer-Sub: false` asks for no implicit subscription (and no NOTIFYs).
+        let subscribe = !req.common.header("Refer-Sub").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+        let parker = match req.referred_by() {
+            Some(Ok(na)) => na,
+            _ => {
+                let mut id = leg.dialog.remote.clone();
+                id.params = Default::default();
+                id
+            }
+        };
+        let refer_cseq = req.common.cseq.seq;
+        self.respond(now, txn, &req, 202, None, None, |r| {
+            if !subscribe {
+                r.common.push_header("Refer-Sub", "false");
+            }
+        });
+        if subscribe {
+            self.notify_refer(now, leg_id, refer_cseq, "SIP/2.0 100 Trying\r\n", false);
+        }
+        let outcome = self.repark_bridged(now, call_ref, other, target.0, target.1, Some(parker));
+        if subscribe {
+            let frag = match &outcome {
+                Ok(orbit) => format!("SIP/2.0 200 OK\r\nPark-Orbit: {orbit}\r\n"),
+                Err((status, reason)) => format!("SIP/2.0 {status} {reason}\r\n"),
+            };
+            self.notify_refer(now, leg_id, refer_cseq, &frag, true);
+        }
+        match outcome {
+            Ok(orbit) => tracing::info!(%orbit, "REFER re-parked the other party; waiting for the referrer's BYE"),
+            Err((status, reason)) => tracing::info!(status, reason, "REFER re-park refused; the call stays bridged"),
+        }
+    }
+
+    /// Re-parks leg `keep` of bridged call `call_ref` into `orbit` (directed) or a free orbit of `lot`. The
+    /// other leg is detached from the call (its BYE then ends only itself; the caller decides whether parkd
+    /// hangs it up). Returns the orbit's number, or the SIP status that refuses it (the bridge then stays).
+    pub(super) fn repark_bridged(
+        &mut self,
+        now: Time,
+        call_ref: CallRef,
+        keep: LegId,
+        lot: usize,
+        orbit: Option<OrbitIdx>,
+        parker: Option<NameAddr>,
+    ) -> Result<String, (u16, &'static str)> {
+        if !self.legs.contains_key(&keep) {
+            return Err((481, "Call/Transaction Does Not Exist"));
+        }
+        let new_call = CallRef(self.next_id());
+        let how = if orbit.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
+        let claimed = match orbit {
+            Some(i) => self.lots[lot].claim(i, new_call).map(|_| i),
+            None => self.lots[lot].claim_any(new_call, &mut self.rng),
+        };
+        let orbit = match claimed {
+            Ok(i) => i,
+            Err(ClaimError::Occupied) => return Err((486, "Busy Here")),
+            Err(ClaimError::LotFull) => return Err((486, "Parking Lot Full")),
+        };
+        // The old (bridged) call ends here; its other leg no longer belongs to any call.
+        self.calls.remove(&call_ref);
+        let orbit_name = self.lots[lot].orbit_name(orbit);
+        let lot_name = self.lots[lot].name().to_string();
+        let Some(leg) = self.legs.get_mut(&keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
+        leg.call = new_call;
+        leg.role = LegRole::Parked;
+        let parked_label = leg.dialog.remote.uri.to_string();
+        let call_id = leg.dialog.call_id.clone();
+        let parking_time = self.lots[lot].cfg.parking_duration();
+        self.calls.insert(
+            new_call,
+            ParkedCall {
+                id: new_call,
+                lot,
+                orbit: Some(orbit),
+                orbit_name: orbit_name.clone(),
+                parked: keep,
+                parker: parker.clone(),
+                how,
+                parked_at: now,
+                state: CallState::Parked,
+                media_mode: MediaMode::None,
+                parking_time,
+                recall_at: None,
+                expires_at: None,
+                rounds: 0,
+                recall: None,
+            },
+        );
+        self.out.push_back(Output::Event(ParkEvent::Parked {
+            lot: lot_name,
+            orbit: orbit_name.clone(),
+            call_id,
+            parked: parked_label,
+            parker: parker.map(|p| p.uri.to_string()),
+            how,
+        }));
+        self.arm_park_timers(now, new_call);
+        self.sync_media(new_call);
+        self.orbit_changed(now, lot, orbit);
+        Ok(orbit_name)
+    }
+
+    /// NOTIFY for the implicit REFER subscription (RFC 3515 §2.4.4): `message/sipfrag` body.
+    fn notify_refer(&mut self, now: Time, leg_id: LegId, refer_cseq: u32, frag: &str, last: bool) {
+        let branch = self.new_branch();
+        let local = self.local_addr;
+        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
+        let contact = NameAddr::new(crate::sip::Uri::from_addr(Some("parkd"), local));
+        let mut notify: Request = leg.dialog.request(Method::Notify, local, &branch, &contact);
+        let hop: Peer = leg.dialog.next_hop;
+        notify.common.push_header("Event", format!("refer;id={refer_cseq}"));
+        notify.common.push_header("Subscription-State", if last { "terminated;reason=noresource" } else { "active;expires=60" });
+        notify.common.set_body("message/sipfrag;version=2.0", Bytes::copy_from_slice(frag.as_bytes()));
+        let id = self.txn.send_request(now, hop, &notify);
+        self.client_txns.insert(id, ClientPurpose::Notify);
+    }
+
+    /// Attended park (RFC 3891 §3): `req` replaces the parked dialog named by `r`: the new party takes the orbit,
+    /// the replaced leg's caller becomes the parker (unless Referred-By names one), the replaced leg gets a BYE.
+    pub(super) fn swap_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &Replaces) {
+        let key = DialogKey { call_id: r.call_id.clone(), local_tag: r.to_tag.clone() };
+        let replaced = self.dialogs.get(&key).copied().filter(|id| {
+            self.legs.get(id).is_some_and(|l| l.dialog.remote_tag() == r.from_tag && l.role == LegRole::Parked)
+        });
+        let Some(replaced) = replaced else {
+            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        };
+        let Some(call_ref) = self.legs.get(&replaced).map(|l| l.call) else { return };
+        let Some(call) = self.calls.get(&call_ref) else {
+            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        };
+        if call.state != CallState::Parked {
+            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        }
+        let (lot, orbit, orbit_name) = (call.lot, call.orbit, call.orbit_name.clone());
+        let offer = match super::invite::read_offer(&req) {
+            Ok(o) => o,
+            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+        };
+        let Some(port) = self.ports.take() else {
+            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+        };
+        self.abandon_recall(now, call_ref);
+        let lot_name = self.lots[lot].name().to_string();
+        let leg = self.answer_new_leg(now, txn, from, &req, call_ref, LegRole::Parked, port, offer, &orbit_name, |resp| {
+            resp.common.push_header(super::invite::PARK_ORBIT_HEADER, orbit_name.clone());
+            resp.common.push_header(super::invite::PARK_LOT_HEADER, lot_name.clone());
+        });
+        let parker = match req.referred_by() {
+            Some(Ok(na)) => Some(na),
+            _ => self.legs.get(&replaced).map(|l| {
+                let mut id = l.dialog.remote.clone();
+                id.params = Default::default();
+                id
+            }),
+        };
+        if let Some(c) = self.calls.get_mut(&call_ref) {
+            c.parked = leg;
+            c.parker = parker.clone();
+            c.parked_at = now;
+            c.media_mode = MediaMode::None;
+            c.rounds = 0;
+        }
+        tracing::info!(orbit = %orbit_name, "attended park: swapped the new party into the orbit");
+        self.out.push_back(Output::Event(ParkEvent::Swapped {
+            lot: lot_name,
+            orbit: orbit_name,
+            call_id: req.common.call_id.clone(),
+            parked: req.common.from.uri.to_string(),
+            parker: parker.map(|p| p.uri.to_string()),
+        }));
+        // RFC 3891 §3: the replaced dialog is ended with a BYE (phones such as linphone do not do it themselves).
+        self.hangup_leg(now, replaced);
+        self.arm_park_timers(now, call_ref);
+        if let Some(o) = orbit {
+            self.orbit_changed(now, lot, o);
+        }
+    }
+}
