@@ -13,7 +13,7 @@
 //! * a full lot with an `overflow_lot` parks there instead of refusing.
 //! * anything else → 404.
 
-use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, MediaMode, ParkHow, ParkedCall};
+use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
 use super::{Core, Output, ParkEvent};
 use crate::dialog::{Dialog, DialogKey};
 use crate::media::Codec;
@@ -99,38 +99,9 @@ impl Core {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
+        let call_id = req.common.call_id.clone();
         let parked_label = req.common.from.uri.to_string();
-        tracing::info!(orbit = %orbit_name, lot = %lot_name, parker = ?parker.as_ref().map(|p| p.uri.to_string()), ?how, "parked");
-        self.out.push_back(Output::Event(ParkEvent::Parked {
-            lot: lot_name,
-            orbit: orbit_name.clone(),
-            call_id: req.common.call_id.clone(),
-            parked: parked_label,
-            parker: parker.as_ref().map(|p| p.uri.to_string()),
-            how,
-        }));
-        self.calls.insert(
-            call,
-            ParkedCall {
-                id: call,
-                lot,
-                orbit: Some(orbit),
-                orbit_name,
-                parked: leg,
-                parker,
-                how,
-                parked_at: now,
-                state: CallState::Parked,
-                media_mode: MediaMode::None,
-                parking_time,
-                recall_at: None,
-                expires_at: None,
-                rounds: 0,
-                recall: None,
-            },
-        );
-        self.arm_park_timers(now, call);
-        self.orbit_changed(now, lot, orbit);
+        self.start_parking(now, ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time), call_id, parked_label);
     }
 
     /// Hands the call parked in `orbit` to the caller of `req`.
@@ -247,7 +218,7 @@ impl Core {
                     codec,
                     dtmf_pt: remote.dtmf_pt,
                     peer_direction: remote.direction,
-                    local_sdp: local_sdp.clone(),
+                    local_sdp,
                     awaiting_answer: false,
                 };
                 (media, body)
@@ -260,7 +231,7 @@ impl Core {
                     codec: Codec::Pcmu,
                     dtmf_pt: None,
                     peer_direction: Direction::SendRecv,
-                    local_sdp: local_sdp.clone(),
+                    local_sdp,
                     awaiting_answer: true,
                 };
                 (media, body)

@@ -132,6 +132,40 @@ pub struct ParkedCall {
     pub recall: Option<Recall>,
 }
 
+impl ParkedCall {
+    /// A call that starts its parking period at `now` in `orbit` of `lot`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: CallRef,
+        lot: usize,
+        orbit: OrbitIdx,
+        orbit_name: String,
+        parked: LegId,
+        parker: Option<NameAddr>,
+        how: ParkHow,
+        now: Time,
+        parking_time: Option<std::time::Duration>,
+    ) -> ParkedCall {
+        ParkedCall {
+            id,
+            lot,
+            orbit: Some(orbit),
+            orbit_name,
+            parked,
+            parker,
+            how,
+            parked_at: now,
+            state: CallState::Parked,
+            media_mode: MediaMode::None,
+            parking_time,
+            recall_at: None,
+            expires_at: None,
+            rounds: 0,
+            recall: None,
+        }
+    }
+}
+
 /// Whom a recall rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

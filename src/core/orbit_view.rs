@@ -9,6 +9,7 @@ use crate::time::Time;
 
 /// What a watcher sees of one orbit.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // a short-lived view, returned by value
 pub enum OrbitState {
     Free,
     /// A call is parked here.

@@ -14,6 +14,7 @@ impl Core {
     /// Answers server transaction `txn` (opened by `req`) with `status`. A To tag is added to any non-100
     /// response to a request without one (a fresh tag unless `to_tag` names the dialog's). `build` adds
     /// headers and body.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn respond(
         &mut self,
         now: Time,

@@ -50,6 +50,28 @@ impl Core {
         self.out.extend(cmds.into_iter().map(Output::Media));
     }
 
+    /// Starts the parking period of `call` (just parked, or re-parked): records it, reports it, arms its recall
+    /// and maximum-park deadlines, tells watchers, and starts music if its leg is already confirmed.
+    pub(super) fn start_parking(&mut self, now: Time, call: super::legs::ParkedCall, call_id: String, parked_label: String) {
+        let (id, lot, orbit) = (call.id, call.lot, call.orbit);
+        let lot_name = self.lots[lot].name().to_string();
+        tracing::info!(orbit = %call.orbit_name, lot = %lot_name, parker = ?call.parker.as_ref().map(|p| p.uri.to_string()), how = ?call.how, "parked");
+        self.out.push_back(Output::Event(ParkEvent::Parked {
+            lot: lot_name,
+            orbit: call.orbit_name.clone(),
+            call_id,
+            parked: parked_label,
+            parker: call.parker.as_ref().map(|p| p.uri.to_string()),
+            how: call.how,
+        }));
+        self.calls.insert(id, call);
+        self.arm_park_timers(now, id);
+        if let Some(o) = orbit {
+            self.orbit_changed(now, lot, o);
+        }
+        self.sync_media(id);
+    }
+
     /// Applies an SDP body from the peer of `leg_id` (an answer in an ACK, or an offer in a re-INVITE).
     /// Returns false when it cannot be used.
     pub(super) fn apply_remote_sdp(&mut self, leg_id: LegId, body: &[u8]) -> bool {

@@ -106,44 +106,13 @@ impl Core {
         // The old (bridged) call ends here; its other leg no longer belongs to any call.
         self.calls.remove(&call_ref);
         let orbit_name = self.lots[lot].orbit_name(orbit);
-        let lot_name = self.lots[lot].name().to_string();
         let Some(leg) = self.legs.get_mut(&keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
         leg.call = new_call;
         leg.role = LegRole::Parked;
         let parked_label = leg.dialog.remote.uri.to_string();
         let call_id = leg.dialog.call_id.clone();
         let parking_time = self.lots[lot].cfg.parking_duration();
-        self.calls.insert(
-            new_call,
-            ParkedCall {
-                id: new_call,
-                lot,
-                orbit: Some(orbit),
-                orbit_name: orbit_name.clone(),
-                parked: keep,
-                parker: parker.clone(),
-                how,
-                parked_at: now,
-                state: CallState::Parked,
-                media_mode: MediaMode::None,
-                parking_time,
-                recall_at: None,
-                expires_at: None,
-                rounds: 0,
-                recall: None,
-            },
-        );
-        self.out.push_back(Output::Event(ParkEvent::Parked {
-            lot: lot_name,
-            orbit: orbit_name.clone(),
-            call_id,
-            parked: parked_label,
-            parker: parker.map(|p| p.uri.to_string()),
-            how,
-        }));
-        self.arm_park_timers(now, new_call);
-        self.sync_media(new_call);
-        self.orbit_changed(now, lot, orbit);
+        self.start_parking(now, ParkedCall::new(new_call, lot, orbit, orbit_name.clone(), keep, parker, how, now, parking_time), call_id, parked_label);
         Ok(orbit_name)
     }
 
