@@ -7,7 +7,11 @@
 //!
 //! Run everything with `scripts/test.sh` (it builds the `parkd` binary first).
 
+pub mod audio_check;
+pub mod baresip;
+pub mod baresip_ctrl;
 pub mod checks;
+pub mod park_events;
 pub mod parkd;
 pub mod paths;
 pub mod ports;
@@ -16,6 +20,7 @@ pub mod rtp_report;
 pub mod sip_probe;
 pub mod sipp;
 
+pub use baresip::Baresip;
 pub use parkd::{Parkd, ParkdOptions};
 pub use ports::PortPlan;
 pub use rtp_endpoint::{PayloadClass, ReceivedPacket, RtpEndpoint};
