@@ -93,10 +93,13 @@ pub fn require_baresip() {
 
 impl Baresip {
     /// Starts phone `name` on `ip` sending a `tone_hz` tone, with its SIP and ctrl_tcp ports taken from
-    /// `parkd`'s port plan and its log in `parkd`'s log directory; waits until ctrl_tcp answers.
+    /// `parkd`'s port plan (three each: SIP, SIP+1 for baresip's TLS listener, ctrl_tcp) and its log in `parkd`'s log directory; waits until ctrl_tcp answers.
     pub fn start(parkd: &Parkd, name: &str, ip: Ipv4Addr, tone_hz: f64) -> Baresip {
         require_baresip();
+        // baresip listens for SIP on UDP and TCP at sip_listen's port and for SIP over TLS on the next port.
         let sip_port = parkd.ports.aux_port();
+        let tls_port = parkd.ports.aux_port();
+        assert_eq!(tls_port, sip_port + 1, "aux ports are consecutive");
         let ctrl_port = parkd.ports.aux_port();
         let dir = tempfile::Builder::new()
             .prefix(&format!("parkd-baresip-{name}-"))

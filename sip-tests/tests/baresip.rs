@@ -136,7 +136,7 @@ fn baresip_blind_transfer_to_empty_orbit_parks_with_park_policy() {
     std::thread::sleep(Duration::from_secs(3));
     b.hangup();
     b.wait_event("CALL_CLOSED", &orbit_uri);
-    wait_park_event(&parkd, "ended", EVENT_WAIT, |e| e["orbit"] == "705");
+    wait_park_event(&parkd, "abandoned", EVENT_WAIT, |e| e["orbit"] == "705");
     let b_park = recording(&b, 1, 2, "B, parked in 705");
     eprintln!("{b_park}");
     b_park.slice("B on hold in 705", SETTLE..b_park.windows.len()).assert_music(Duration::from_secs(2));
