@@ -112,11 +112,11 @@ impl fmt::Display for StreamReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "[{}] {} packets, SSRCs {:x?}, from {:?}, PT {:?}, lengths {:?}, seq breaks {}, ts breaks {} ({} skips), \
+            "[{}] {} packets, SSRCs {}, from {:?}, PT {:?}, lengths {:?}, seq breaks {}, ts breaks {} ({} skips), \
              span {:?}, rate {:.1}/s, mean gap {:?}, max gap {:?}",
             self.name,
             self.count,
-            self.ssrcs,
+            self.ssrcs.iter().map(|(s, n)| format!("{s:08x}x{n}")).collect::<Vec<_>>().join(","),
             self.sources,
             self.payload_types,
             self.lengths,

@@ -270,6 +270,14 @@ impl SippOutcome {
         self.received().into_iter().find(|m| m.starts_with(&prefix))
     }
 
+    /// The first received `code` response to a request of `method` (per its CSeq).
+    pub fn response_for(&self, code: u16, method: &str) -> Option<String> {
+        let prefix = format!("SIP/2.0 {code}");
+        self.received().into_iter().find(|m| {
+            m.starts_with(&prefix) && header(m, "CSeq").and_then(|c| c.split_whitespace().nth(1)) == Some(method)
+        })
+    }
+
     /// The first received request with this method.
     pub fn request(&self, method: &str) -> Option<String> {
         let prefix = format!("{method} ");

@@ -2,6 +2,7 @@
 
 use sip_tests::checks::{expect_hold_music, response_header};
 use sip_tests::sip_probe;
+use sip_tests::sipp::header;
 use sip_tests::{Parkd, RtpEndpoint, Sipp};
 use std::time::Duration;
 
@@ -59,4 +60,15 @@ fn cancel_after_answer_leaves_the_call_up() {
     let out = run.wait();
     out.assert_passed(&parkd, "CANCEL after 200, then ACK, music, BYE");
     assert!(out.response(487).is_none(), "parkd must not answer 487 after it sent 200");
+    // RFC 3261 §9.2: the To tag of the CANCEL's response SHOULD equal the INVITE response's. A SHOULD, so
+    // only reported (the scenario uses the 2xx's tag for ACK/BYE either way).
+    let to_tag = |m: Option<String>| {
+        m.as_deref().and_then(|m| header(m, "To")).and_then(|to| to.split_once("tag=")).map(|(_, t)| t.to_string())
+    };
+    let invite_tag = to_tag(out.response_for(200, "INVITE"));
+    let cancel_tag = to_tag(out.response_for(200, "CANCEL"));
+    assert!(cancel_tag.is_some(), "no 200 to the CANCEL:\n{}", out.messages);
+    if invite_tag != cancel_tag {
+        eprintln!("note (RFC 3261 §9.2 SHOULD): CANCEL's 200 To tag {cancel_tag:?} differs from the INVITE 200's {invite_tag:?}");
+    }
 }

@@ -40,6 +40,8 @@ fn retrieve_bridges_audio_both_ways_and_retriever_hangup_ends_both() {
     // Symmetric RTP: each leg's relayed audio comes from one parkd port (the one in its SDP answer).
     assert_eq!(at_carol.sources.len(), 1, "{at_carol}");
     assert_eq!(at_bob.sources.len(), 1, "{at_bob}");
+    // Informational: does bob see one continuous stream across the switch from music to carol's audio?
+    eprintln!("everything bob received: {}", sip_tests::StreamReport::of("bob, music + relay", &bob.packets()));
     eprintln!("relayed to carol: {at_carol}\nrelayed to bob: {at_bob}\nbob's music: {}", bob.report(PayloadClass::Other));
 
     expect_media_stops(&bob, "bob after the hang-up");
