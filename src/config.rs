@@ -15,6 +15,7 @@
 //! parking_time = 45                # parkingtime, seconds; 0 = never recall
 //! slot_policy = "first"            # findslot: first | next | random
 //! music = "builtin"                # parkedmusicclass: "builtin" or a WAV path (8 kHz mono 16-bit)
+//! announce_orbit = true           # say "parked on 701" to a caller who parked itself
 //! ```
 
 use serde::Deserialize;
@@ -169,6 +170,10 @@ pub struct LotConfig {
     /// `<urn:alert:service:recall:callback>` (RFC 7462) is always sent.
     #[serde(default)]
     pub recall_alert_info: Option<String>,
+    /// Refuse (403) requests to this lot's numbers unless they come from `server.trusted_proxies`
+    /// (phones must then reach parkd through the PBX).
+    #[serde(default)]
+    pub trusted_only: bool,
     /// A number that retrieves the lot's longest-parked call (e.g. `"799"` or `"*88"`).
     #[serde(default)]
     pub retrieve_code: Option<String>,
@@ -179,7 +184,74 @@ pub struct LotConfig {
     /// Another lot (by name) that takes indirect parks when this one is full, instead of a refusal.
     #[serde(default)]
     pub overflow_lot: Option<String>,
+    /// Say "parked on seven zero one" to a caller who parked itself (dialed the park code with no
+    /// Referred-By: self-park, or the consultation leg of an attended park) before the hold music.
+    #[serde(default = "default_announce_orbit")]
+    pub announce_orbit: bool,
+    /// The `<state>` a BLF NOTIFY shows for an occupied orbit: `confirmed` (steady lamp on most phones, the
+    /// default) or `early` (blinks on most phones).
+    #[serde(default)]
+    pub blf_occupied_state: BlfOccupiedState,
+    /// Source networks allowed to park in this lot (e.g. `["10.0.0.0/8", "127.0.0.1/32"]`); absent = everyone,
+    /// `[]` = nobody. Others get `403`.
+    #[serde(default)]
+    pub allow_park: Option<Vec<ipnet::IpNet>>,
+    /// Source networks allowed to retrieve (dial an orbit, or INVITE with Replaces); absent = everyone.
+    #[serde(default)]
+    pub allow_retrieve: Option<Vec<ipnet::IpNet>>,
+    /// Source networks allowed to SUBSCRIBE (BLF) to this lot's orbits and park code; absent = everyone.
+    #[serde(default)]
+    pub allow_subscribe: Option<Vec<ipnet::IpNet>>,
+    /// Optional Digest authentication (RFC 8760 SHA-256 and RFC 2617 MD5, `qop=auth`) for this lot.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
+
+/// Digest authentication of a lot:
+///
+/// ```toml
+/// [lot.auth]
+/// realm = "parkd"                                  # default "parkd"
+/// actions = ["park", "retrieve", "subscribe"]      # default: all three
+/// users = { alice = "secret", "201" = "pw201" }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "all_auth_actions")]
+    pub actions: Vec<AuthAction>,
+    /// User name → password.
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
+/// What Digest authentication guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthAction {
+    Park,
+    Retrieve,
+    Subscribe,
+}
+
+fn default_realm() -> String {
+    "parkd".into()
+}
+fn all_auth_actions() -> Vec<AuthAction> {
+    vec![AuthAction::Park, AuthAction::Retrieve, AuthAction::Subscribe]
+}
+
+/// What an occupied orbit looks like on a BLF key (RFC 4235 dialog `<state>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlfOccupiedState {
+    #[default]
+    Confirmed,
+    Early,
+}
+
 
 /// What a plain INVITE to an empty orbit does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -203,6 +275,10 @@ pub enum RecallFallback {
     FallbackUri,
     /// End the parked call politely (BYE with a Reason).
     Hangup,
+}
+
+fn default_announce_orbit() -> bool {
+    true
 }
 
 fn default_recall_rounds() -> u32 {
@@ -234,9 +310,16 @@ impl LotConfig {
             fallback_uri: None,
             recall_rounds: default_recall_rounds(),
             recall_alert_info: None,
+            trusted_only: false,
             retrieve_code: None,
             empty_orbit: EmptyOrbit::Reject,
             overflow_lot: None,
+            announce_orbit: default_announce_orbit(),
+            blf_occupied_state: BlfOccupiedState::Confirmed,
+            allow_park: None,
+            allow_retrieve: None,
+            allow_subscribe: None,
+            auth: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {
@@ -259,6 +342,14 @@ pub struct ServerConfig {
     /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
     #[serde(default)]
     pub outbound_proxy: Option<String>,
+    /// Networks whose requests are trusted (the PBX/proxy): their P-Asserted-Identity (RFC 3325) is believed,
+    /// and lots with `trusted_only` accept requests only from them. E.g. `["127.0.0.1/32", "10.0.0.0/24"]`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Start in drain mode: new parks get 503 + Retry-After; parked calls, retrieves and recalls go on.
+    /// SIGUSR1 toggles it at run time.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -270,7 +361,14 @@ fn default_rtp_ports() -> NumRange {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), advertise: None, rtp_ports: default_rtp_ports(), outbound_proxy: None }
+        ServerConfig {
+            listen: default_listen(),
+            advertise: None,
+            rtp_ports: default_rtp_ports(),
+            outbound_proxy: None,
+            trusted_proxies: Vec::new(),
+            drain: false,
+        }
     }
 }
 
@@ -285,6 +383,10 @@ impl ServerConfig {
     }
     pub fn advertised_sip(&self) -> SocketAddr {
         SocketAddr::new(self.advertised_ip(), self.listen.port())
+    }
+    /// Whether `ip` is inside one of `trusted_proxies`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 

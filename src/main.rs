@@ -11,6 +11,18 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(addr) = cli.probe {
+        return match parkd::io::probe::options(addr, std::time::Duration::from_secs(2)) {
+            Ok(status) => {
+                println!("parkd: {addr} answered {status}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("parkd: probe failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(&cli);
     let cfg = match cli.config() {
         Ok(c) => c,
@@ -23,6 +35,7 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("parkd: {e}");
+            eprintln!("parkd: hold music must be a WAV of 8 kHz mono 16-bit PCM; convert with e.g. `sox in.mp3 -r 8000 -c 1 -b 16 music.wav`");
             return ExitCode::from(2);
         }
     };
@@ -75,6 +88,9 @@ async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
     let core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
+    }
+    if cfg.server.drain {
+        tracing::info!("starting in drain mode (drain = true): new parks get 503; SIGUSR1 toggles it");
     }
     tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), "parkd ready (UDP and TCP)");
     sip_driver::run(core, sockets, media, clock, shutdown_signal()).await;

@@ -118,7 +118,7 @@ impl Core {
         let alert_extra = lot.recall_alert_info.clone();
         let lot_name = lot.name.clone();
         let (orbit, round) = (c.orbit_name.clone(), c.rounds);
-        let parked = self.legs.get(&c.parked).map(|l| l.dialog.remote.clone());
+        let parked = self.parked_identity(call);
         let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port };
         let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
 
@@ -150,9 +150,7 @@ impl Core {
         if let Some(extra) = alert_extra {
             c.push_header("Alert-Info", extra);
         }
-        if let Some(p) = &parked {
-            let mut id = p.clone();
-            id.params = Default::default();
+        if let Some(id) = &parked {
             c.push_header("P-Asserted-Identity", id.to_string());
         }
         // RFC 7044 History-Info: the orbit was "called" and is now retargeted back, with the cause as a Reason.

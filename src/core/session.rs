@@ -1,8 +1,8 @@
 //! What happens to a call's media and legs after the handshake: media commands, re-INVITEs, hang-ups.
 
-use super::legs::{CallState, LegId, LegState, MediaMode};
+use super::legs::{CallState, LegId, LegState, MediaMode, ParkHow};
 use super::{ClientPurpose, Core, Output, ParkEvent};
-use crate::media::{Codec, MediaCommand, MusicId};
+use crate::media::{Codec, MediaCommand, MusicId, Prompt};
 use crate::sdp::{self, Direction};
 use crate::sip::{Method, Peer, Request};
 use crate::time::Time;
@@ -14,6 +14,9 @@ impl Core {
     pub(super) fn sync_media(&mut self, call: super::CallRef) {
         let Some(c) = self.calls.get(&call) else { return };
         let (parked_id, state, mode, lot) = (c.parked, c.state, c.media_mode, c.lot);
+        // A caller who parked itself (park code, no Referred-By) hears where it went: "parked on 701".
+        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.lots.get(lot).is_some_and(|l| l.cfg.announce_orbit);
+        let orbit_name = announce.then(|| c.orbit_name.clone());
         let Some(parked) = self.legs.get(&parked_id) else { return };
         let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
         let mut cmds = Vec::new();
@@ -27,6 +30,9 @@ impl Core {
                         cmds.push(MediaCommand::Update { port: m.port, remote, codec: m.codec, send: false });
                     }
                     cmds.push(MediaCommand::DtmfPayloadType { port: m.port, pt: m.dtmf_pt });
+                    if let Some(orbit) = orbit_name.as_deref().filter(|_| m.may_send()) {
+                        cmds.push(MediaCommand::Announce { port: m.port, words: Prompt::orbit_announcement(orbit) });
+                    }
                     new_mode = MediaMode::Hold;
                 }
             }

@@ -231,7 +231,9 @@ fn cancel_after_answer_gets_200_and_the_call_stays() {
     );
     w.deliver(bob.peer, &cancel);
     let rs = w.responses_to(bob.peer, since);
-    assert!(rs.iter().any(|r| r.status == 200 && r.common.cseq.method == crate::sip::Method::Cancel));
+    let ok_invite = w.responses_to(bob.peer, 0).into_iter().find(|r| r.common.cseq.method == crate::sip::Method::Invite).unwrap();
+    let ok_cancel = rs.iter().find(|r| r.status == 200 && r.common.cseq.method == crate::sip::Method::Cancel).expect("200 to CANCEL");
+    assert_eq!(ok_cancel.common.to.tag(), ok_invite.common.to.tag(), "RFC 3261 §9.2: same To tag as the INVITE's response");
     assert!(!rs.iter().any(|r| r.status == 487), "an answered INVITE is not terminated");
     assert_eq!(w.core.live().orbits_occupied, 1);
 }
@@ -284,3 +286,77 @@ fn offer_without_g711_is_488() {
     assert_eq!(w.core.live().orbits_occupied, 0, "no orbit held after a refusal");
 }
 
+
+/// Self-park (issue 4): a caller who dials the park code itself (no Referred-By: it is the parker, e.g.
+/// the consultation leg of an attended park) hears "parked on 7 0 1" before the music.
+#[test]
+fn self_park_announces_the_orbit_before_hold_music() {
+    use crate::media::{MusicId, Prompt};
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    park(&mut w, &bob, "700", false);
+    assert_eq!(
+        w.media,
+        vec![
+            MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) },
+            MediaCommand::DtmfPayloadType { port: 20000, pt: Some(101) },
+            MediaCommand::Announce {
+                port: 20000,
+                words: vec![Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(1)]
+            },
+        ]
+    );
+    // The second self-park lands on 702 and hears its own orbit.
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    let since = w.media.len();
+    park(&mut w, &carol, "700", false);
+    assert!(matches!(&w.media[since..], [MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }, MediaCommand::Announce { words, .. }]
+        if words[..] == [Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(2)]));
+}
+
+/// A transferee (Referred-By names the parker), a directed park, a lot with `announce_orbit = false`, and a
+/// self-park whose phone holds parkd (sendonly) get the music without an announcement.
+#[test]
+fn no_announcement_for_a_transferee_or_when_disabled_or_not_listening() {
+    let announced = |w: &World| w.media.iter().any(|m| matches!(m, MediaCommand::Announce { .. }));
+    let mut w = World::new();
+    park(&mut w, &Phone::new("bob", 5070), "700", true);
+    park(&mut w, &Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) }, "704", true);
+    assert_eq!(w.media.iter().filter(|m| matches!(m, MediaCommand::Hold { .. })).count(), 2);
+    assert!(!announced(&w), "a transferee was parked by someone else: {:?}", w.media);
+
+    let mut lot = crate::config::LotConfig::default_lot();
+    lot.announce_orbit = false;
+    let mut w = World::with_lots(vec![lot]);
+    park(&mut w, &Phone::new("bob", 5070), "700", false);
+    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }]), "announce_orbit = false: {:?}", w.media);
+
+    let mut w = World::new();
+    let dave = Phone::new("dave", 5072);
+    let since = w.sent.len();
+    w.deliver(dave.peer, &dave.invite("700", "", Some(&dave.sdp("0", "sendonly"))));
+    let tag = w.last_response_to(dave.peer, since).common.to.tag().unwrap().to_string();
+    w.deliver(dave.peer, &dave.ack("700", &tag, dave.cseq, None));
+    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::Update { send: false, .. }, MediaCommand::DtmfPayloadType { .. }]), "{:?}", w.media);
+}
+
+/// Attended park (RFC 3891 §3): Alice's consultation call to the park code hears "parked on 701"; Bob, swapped
+/// into the orbit by Replaces, has a parker (Alice) and hears only the music.
+#[test]
+fn attended_park_announces_to_the_consultation_leg_not_to_the_swapped_in_transferee() {
+    let mut w = World::new();
+    let alice = Phone::new("alice", 5999);
+    let bob = Phone::new("bob", 5070);
+    let atag = park(&mut w, &alice, "700", false);
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Announce { port: 20000, .. })), "{:?}", w.media);
+    let replaces = format!("Replaces: {};to-tag={};from-tag={}\n", alice.call_id, atag, alice.tag);
+    let since = w.sent.len();
+    w.deliver(bob.peer, &bob.invite("700", &replaces, Some(&bob.sdp("0", "sendrecv"))));
+    let ok = w.last_response_to(bob.peer, since);
+    assert_eq!(ok.status, 200);
+    let media_before = w.media.len();
+    w.deliver(bob.peer, &bob.ack("700", ok.common.to.tag().unwrap(), 1, None));
+    let after = &w.media[media_before..];
+    assert!(after.iter().any(|m| matches!(m, MediaCommand::Hold { port: 20002, .. })), "{after:?}");
+    assert!(!after.iter().any(|m| matches!(m, MediaCommand::Announce { .. })), "{after:?}");
+}

@@ -2,5 +2,6 @@
 
 pub mod clock;
 pub mod media_thread;
+pub mod probe;
 pub mod sip_driver;
 pub mod tcp;

@@ -41,6 +41,7 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
     tokio::spawn(tcp::accept_loop(tcp, tcp_tx.clone()));
     let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
+    let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
     loop {
         drain(&mut core, &udp, &mut conns, &tcp_tx, &media);
@@ -65,6 +66,11 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
                 TcpEvent::Opened { peer, writer } => { conns.insert(peer, writer); }
                 TcpEvent::Closed { peer } => { conns.remove(&peer); }
             },
+            _ = drain_toggle.recv() => {
+                // SIGUSR1: drain mode on/off (new parks get 503; see core/proxy.rs).
+                let on = !core.is_draining();
+                core.set_draining(on);
+            }
             _ = sleep(sleep_until) => {}
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
@@ -78,6 +84,37 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
                 core.handle_timeout(now);
             }
         }
+    }
+}
+
+/// SIGUSR1, which toggles drain mode (never fires where signals do not exist or cannot be installed).
+struct DrainSignal {
+    #[cfg(unix)]
+    usr1: Option<tokio::signal::unix::Signal>,
+}
+
+impl DrainSignal {
+    fn new() -> DrainSignal {
+        #[cfg(unix)]
+        {
+            let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
+            if let Err(e) = &usr1 {
+                tracing::warn!(error = %e, "cannot install the SIGUSR1 handler; drain mode only from the config");
+            }
+            DrainSignal { usr1: usr1.ok() }
+        }
+        #[cfg(not(unix))]
+        DrainSignal {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = self.usr1.as_mut() {
+            if s.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
     }
 }
 

@@ -10,6 +10,7 @@
 //! * [`music`] — hold music encoded once; 20 ms frames are refcounted slices.
 //! * [`rtp`] — RTP header writing/reading and the per-leg outbound stream identity.
 //! * [`pacer`] — one 20-slot timing wheel for every hold stream.
+//! * [`prompts`] — spoken prompts ("parked on", digits) compiled in and encoded once.
 //! * [`relay`] — in-place rewriting of bridged packets.
 //! * [`plane`] — [`MediaPlane`], the state machine tying it together.
 
@@ -17,6 +18,7 @@ pub mod g711;
 pub mod music;
 pub mod pacer;
 pub mod plane;
+pub mod prompts;
 pub mod relay;
 pub mod rtp;
 
@@ -26,6 +28,7 @@ use bytes::Bytes;
 
 pub use music::{HoldMusic, MusicError};
 pub use plane::{MediaPlane, MediaStats};
+pub use prompts::Prompt;
 
 /// The audio codecs parkd speaks: G.711 at 8 kHz, 20 ms packets (RFC 3551 §4.5.14).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,6 +92,12 @@ pub enum MediaCommand {
     /// The RFC 4733 telephone-event payload type negotiated on this leg (`None`: not negotiated /
     /// unknown). Additive to the lead's design: lets relayed DTMF get the right PT per leg.
     DtmfPayloadType { port: u16, pt: Option<u8> },
+    /// Speak `words` on a leg that is playing hold music, then resume the music where it was.
+    /// The prompt frames go out through the same pacer and RTP stream (seq/timestamps continue, same
+    /// SSRC), each prompt followed by ~160 ms of silence. Ignored on a leg that is not sending hold
+    /// music (idle, bridged, or paused by a sendonly/inactive peer). A new `Announce` replaces one in
+    /// progress; `Bridge`, `Stop` or a pause cancels it. See [`prompts::Prompt::orbit_announcement`].
+    Announce { port: u16, words: Vec<Prompt> },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 
 use super::music::HoldMusic;
 use super::pacer::{Pacer, Scheduled, PERIOD_MS};
+use super::prompts::{Prompt, PromptBank};
 use super::relay::{self, Destination, RelayMap};
 use super::rtp::{self, OutStream, TS_PER_FRAME};
 use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MusicId};
@@ -41,8 +42,10 @@ pub struct MediaStats {
 enum Mode {
     /// Nothing is sent (set up, or its bridge peer went away).
     Idle,
-    /// Hold music. `sched` is `None` while sending is paused (`send = false`).
-    Hold { music: usize, sched: Option<Scheduled>, frame0: usize, ts0: u32, next_frame: usize },
+    /// Hold music. `sched` is `None` while sending is paused (`send = false`). Packet `n` of the
+    /// schedule (`n ≥ n0`, outside an announcement) plays loop frame `frame0 + n - n0`;
+    /// `next_frame` is the loop frame to resume from, `next_n` the next packet index.
+    Hold { music: usize, sched: Option<Scheduled>, frame0: usize, ts0: u32, next_frame: usize, n0: u64, next_n: u64 },
     /// Relaying to/from `peer`.
     Bridged { peer: u16 },
 }
@@ -60,6 +63,16 @@ struct Leg {
     /// Mapping of the stream relayed *to* this leg.
     map: Option<RelayMap>,
     mode: Mode,
+    /// Prompts being spoken over the hold stream (only while `mode` is a scheduled `Hold`).
+    announce: Option<Announcement>,
+}
+
+/// An announcement in progress: packets `start_n..start_n + frames.len()` of the hold schedule
+/// carry these prompt-bank frames instead of music.
+#[derive(Debug)]
+struct Announcement {
+    start_n: u64,
+    frames: Vec<u32>,
 }
 
 impl Leg {
@@ -73,6 +86,7 @@ impl Leg {
 #[derive(Debug)]
 pub struct MediaPlane {
     music: Vec<HoldMusic>,
+    prompts: PromptBank,
     legs: HashMap<u16, Leg>,
     pacer: Pacer,
     rng: SmallRng,
@@ -86,7 +100,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, legs: HashMap::new(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: HashMap::new(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
@@ -101,6 +115,7 @@ impl MediaPlane {
                     leg.dtmf_pt = pt.filter(|p| *p <= 127);
                 }
             }
+            MediaCommand::Announce { port, words } => self.announce(now, port, &words),
         }
     }
 
@@ -115,6 +130,7 @@ impl MediaPlane {
             out: OutStream::new(rng),
             map: None,
             mode: Mode::Idle,
+            announce: None,
         })
     }
 
@@ -124,6 +140,7 @@ impl MediaPlane {
         let Some(leg) = self.legs.get_mut(&port) else { return };
         let mode = std::mem::replace(&mut leg.mode, Mode::Idle);
         leg.map = None;
+        leg.announce = None;
         match mode {
             Mode::Hold { sched: Some(s), .. } => {
                 self.pacer.remove(s.slot, port);
@@ -175,7 +192,7 @@ impl MediaPlane {
         };
         leg.out.marker_pending = true;
         leg.map = None;
-        leg.mode = Mode::Hold { music, sched: Some(sched), frame0, ts0, next_frame: frame0 };
+        leg.mode = Mode::Hold { music, sched: Some(sched), frame0, ts0, next_frame: frame0, n0: 0, next_n: 0 };
     }
 
     fn update(&mut self, now: Time, port: u16, remote: SocketAddr, codec: Codec, send: bool) {
@@ -189,7 +206,9 @@ impl MediaPlane {
             Mode::Hold { sched: Some(s), music, next_frame, .. } if !send => {
                 self.pacer.remove(s.slot, port);
                 if let Some(leg) = self.legs.get_mut(&port) {
-                    leg.mode = Mode::Hold { music, sched: None, frame0: next_frame, ts0: 0, next_frame };
+                    // Pausing cancels an announcement: the peer would not hear it.
+                    leg.announce = None;
+                    leg.mode = Mode::Hold { music, sched: None, frame0: next_frame, ts0: 0, next_frame, n0: 0, next_n: 0 };
                 }
             }
             Mode::Hold { sched: None, music, next_frame, .. } if send => {
@@ -197,6 +216,28 @@ impl MediaPlane {
             }
             _ => {}
         }
+    }
+
+    /// Starts speaking `words` at the next packet of `port`'s hold stream; music pauses meanwhile.
+    fn announce(&mut self, now: Time, port: u16, words: &[Prompt]) {
+        let Some(leg) = self.legs.get_mut(&port) else { return };
+        let Mode::Hold { sched: Some(sched), frame0, n0, next_n, .. } = &mut leg.mode else {
+            tracing::debug!(port, "announce ignored: leg is not playing hold music");
+            return;
+        };
+        let frames = self.prompts.sequence(words);
+        if frames.is_empty() {
+            return;
+        }
+        // The next packet not yet sent: at or after `now` on this stream's schedule.
+        let now_ms = now.as_millis();
+        let due_n = if now_ms <= sched.first_ms { 0 } else { (now_ms - sched.first_ms).div_ceil(PERIOD_MS) };
+        let start_n = due_n.max(*next_n);
+        // Where the music stands at `start_n` (or stood when an announcement in progress began).
+        let paused_at = leg.announce.as_ref().map_or(start_n, |a| a.start_n.min(start_n));
+        *frame0 += paused_at.saturating_sub(*n0) as usize;
+        *n0 = start_n;
+        leg.announce = Some(Announcement { start_n, frames });
     }
 
     fn bridge(&mut self, a: u16, b: u16) {
@@ -262,21 +303,40 @@ impl MediaPlane {
     /// keeping timestamps on schedule). Allocates nothing once `batch` has grown to the number of
     /// hold streams.
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
-        let MediaPlane { music, legs, pacer, stats, .. } = self;
+        let MediaPlane { music, prompts, legs, pacer, stats, .. } = self;
         pacer.due(now, |t_ms, port| {
             let Some(leg) = legs.get_mut(&port) else { return };
-            let Mode::Hold { music: m, sched: Some(sched), frame0, ts0, next_frame } = &mut leg.mode else { return };
+            let to = leg.send_to();
+            let Mode::Hold { music: m, sched: Some(sched), frame0, ts0, next_frame, n0, next_n } = &mut leg.mode else { return };
             if t_ms < sched.first_ms {
                 return;
             }
             let n = (t_ms - sched.first_ms) / PERIOD_MS;
-            let frame = *frame0 + n as usize;
-            *next_frame = frame + 1;
+            *next_n = n + 1;
             let ts = ts0.wrapping_add((n as u32).wrapping_mul(TS_PER_FRAME));
-            let Some(track) = music.get(*m) else { return };
-            let payload = track.frame(leg.codec, frame);
+            let spoken = leg.announce.as_ref().and_then(|a| {
+                let k = usize::try_from(n.checked_sub(a.start_n)?).ok()?;
+                Some(a.frames.get(k).copied().ok_or(a.start_n + a.frames.len() as u64))
+            });
+            let payload = match spoken {
+                Some(Ok(f)) => {
+                    *next_frame = *frame0; // music resumes where it paused
+                    prompts.frame(leg.codec, f)
+                }
+                finished => {
+                    if let Some(Err(end_n)) = finished {
+                        // The announcement is over: music continues from where it paused.
+                        leg.announce = None;
+                        *n0 = end_n;
+                    }
+                    let frame = *frame0 + n.saturating_sub(*n0) as usize;
+                    *next_frame = frame + 1;
+                    let Some(track) = music.get(*m) else { return };
+                    track.frame(leg.codec, frame)
+                }
+            };
             let header = leg.out.next_header(leg.codec.payload_type(), ts, Time::from_millis(t_ms));
-            batch.push(HoldPacket { port, to: leg.send_to(), header, payload });
+            batch.push(HoldPacket { port, to, header, payload });
             stats.hold_sent += 1;
         });
     }
@@ -301,3 +361,7 @@ impl MediaPlane {
 #[cfg(test)]
 #[path = "plane_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "announce_tests.rs"]
+mod announce_tests;
