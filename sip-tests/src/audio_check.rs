@@ -155,6 +155,23 @@ impl Analysis {
         }
     }
 
+    /// Asserts what a parked party hears (orbit announcement with its pauses, then hold music) carries none
+    /// of the analysed tones in any window, and at least `min_sound` of it is non-silent.
+    pub fn assert_hold_audio(&self, min_sound: Duration) {
+        if let Some(w) = self.windows.iter().find(|w| !w.silent() && !w.is_other()) {
+            panic!("{}: a tone (or a mix with one) at {:?} while on hold: {:?}\n{self}", self.label, w.at, w.shares);
+        }
+        let sound = self.windows.iter().filter(|w| !w.silent()).count();
+        let sound = Duration::from_millis(sound as u64 * WINDOW as u64 * 1000 / u64::from(SAMPLE_RATE));
+        assert!(sound >= min_sound, "{}: only {sound:?} of non-silent audio on hold, expected {min_sound:?}\n{self}", self.label);
+    }
+
+    /// The last `d` of the audio as its own analysis.
+    pub fn tail(&self, label: &str, d: Duration) -> Analysis {
+        let n = (d.as_millis() as usize * SAMPLE_RATE as usize / 1000).div_ceil(WINDOW);
+        self.slice(label, self.windows.len().saturating_sub(n)..self.windows.len())
+    }
+
     /// Asserts the audio is sound that is none of the analysed tones (hold music): at least 90 % of the
     /// windows are "other" and none carries any tone.
     pub fn assert_music(&self, min: Duration) {
@@ -222,6 +239,19 @@ mod tests {
         let a = analyse("t", &mixed, &[440.0, 880.0, 1320.0]);
         assert!(a.windows.iter().all(|w| !w.is_tone(2) && !w.is_other()));
         assert!(std::panic::catch_unwind(|| a.assert_tone_only(2, 0, Duration::ZERO)).is_err());
+    }
+
+    #[test]
+    fn hold_audio_may_pause_but_never_carries_a_tone() {
+        let mut speech = sine(523.0, 4000, 5000.0);
+        speech.extend(vec![0i16; 2000]);
+        speech.extend(sine(700.0, 4000, 5000.0));
+        let a = analyse("t", &speech, &[440.0, 880.0, 1320.0]);
+        a.assert_hold_audio(Duration::from_millis(900));
+        assert_eq!(a.tail("t", Duration::from_millis(500)).windows.len(), 10);
+        speech.extend(sine(880.0, 800, 8000.0));
+        let b = analyse("t", &speech, &[440.0, 880.0, 1320.0]);
+        assert!(std::panic::catch_unwind(|| b.assert_hold_audio(Duration::ZERO)).is_err());
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn baresip_blind_transfer_to_park_code_then_retrieve() {
     assert_eq!(parked["parked"], b.aor().as_str(), "B is the parked party: {parked}");
     assert!(parked["parker"].is_null(), "baresip sends no Referred-By, so the parker is unknown: {parked}");
 
-    std::thread::sleep(Duration::from_secs(4)); // B listens to hold music
+    std::thread::sleep(Duration::from_secs(6)); // B hears "parked on 7 0 1", then hold music
     let orbit_uri = parkd_uri(&parkd, "701");
     c.dial(&orbit_uri);
     let retrieved_at = c.wait_event("CALL_ESTABLISHED", &orbit_uri).at;
@@ -89,12 +89,14 @@ fn baresip_blind_transfer_to_park_code_then_retrieve() {
     recording(&a, 0, 1, "A, call with B").assert_tone_only(B_TONE, SETTLE, Duration::from_secs(1));
     recording(&b, 0, 2, "B, call with A").assert_tone_only(A_TONE, SETTLE, Duration::from_secs(1));
 
-    // B's call to parkd: hold music (none of the tones), then C's tone and nothing else.
+    // B's call to parkd: the orbit announcement and hold music (none of the tones; the announcement has
+    // pauses, the music none), then C's tone and nothing else.
     let b_park = recording(&b, 1, 2, "B, parked then retrieved by C");
     eprintln!("{b_park}");
     let Some(bridged) = b_park.first_tone(C_TONE) else { panic!("B never heard C's tone\n{b_park}") };
     let music = b_park.slice("B on hold", SETTLE.min(bridged)..bridged.saturating_sub(SETTLE));
-    music.assert_music(Duration::from_secs(2));
+    music.assert_hold_audio(Duration::from_secs(3));
+    music.tail("B on hold, last 2 s", Duration::from_secs(2)).assert_music(Duration::from_secs(2));
     let on_hold = retrieved_at.duration_since(parked_at);
     let heard = music.duration() + Duration::from_millis(100 * SETTLE as u64);
     assert!(
@@ -133,11 +135,13 @@ fn baresip_blind_transfer_to_empty_orbit_parks_with_park_policy() {
     assert_eq!(parked["parked"], b.aor().as_str(), "B is parked in 705: {parked}");
     assert!(parked["parker"].is_null(), "no Referred-By, parker unknown: {parked}");
 
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
     b.hangup();
     b.wait_event("CALL_CLOSED", &orbit_uri);
     wait_park_event(&parkd, "abandoned", EVENT_WAIT, |e| e["orbit"] == "705");
     let b_park = recording(&b, 1, 2, "B, parked in 705");
     eprintln!("{b_park}");
-    b_park.slice("B on hold in 705", SETTLE..b_park.windows.len()).assert_music(Duration::from_secs(2));
+    let on_hold = b_park.slice("B on hold in 705", SETTLE..b_park.windows.len());
+    on_hold.assert_hold_audio(Duration::from_secs(2));
+    on_hold.tail("B on hold in 705, last 2 s", Duration::from_secs(2)).assert_music(Duration::from_secs(2));
 }
