@@ -32,8 +32,8 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-echo "==> $(sipp -v 2>/dev/null | grep -m1 -o 'SIPp v[^ ]*' || echo 'sipp (version unknown)')"
-echo "==> $(baresip -h 2>&1 | grep -m1 -o 'baresip v[^ ]*' || echo 'baresip (version unknown)')"
+echo "==> $( { sipp -v 2>/dev/null || true; } | grep -m1 -o 'SIPp v[^ ]*' || true)"
+echo "==> $( { baresip -h 2>&1 || true; } | grep -m1 -o 'baresip v[^ ]*' || true)"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found: install Rust (https://rustup.rs) first" >&2

@@ -21,6 +21,9 @@ pub mod rtp_endpoint;
 pub mod rtp_report;
 pub mod sip_probe;
 pub mod sipp;
+
+pub use baresip::Baresip;
+pub use browser::Chromium;
 pub use parkd::{Parkd, ParkdOptions};
 pub use ports::PortPlan;
 pub use rtp_endpoint::{PayloadClass, ReceivedPacket, RtpEndpoint};
