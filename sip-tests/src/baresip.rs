@@ -225,19 +225,7 @@ impl Baresip {
 impl Drop for Baresip {
     fn drop(&mut self) {
         self.ctrl = None;
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped; no memory involved.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::stop(&mut self.child, Duration::from_secs(3));
         if std::thread::panicking() {
             let _ = copy_dir(self.dir.path(), &self.keep_dir);
             eprintln!(

@@ -17,6 +17,7 @@ pub mod park_events;
 pub mod parkd;
 pub mod paths;
 pub mod ports;
+pub mod process;
 pub mod rtp_endpoint;
 pub mod rtp_report;
 pub mod sip_probe;

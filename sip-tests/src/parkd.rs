@@ -147,19 +147,7 @@ impl Parkd {
 impl Drop for Parkd {
     fn drop(&mut self) {
         // SIGTERM to this child's PID (a chance to flush its log), then SIGKILL after 2 s.
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) with a PID we spawned and have not reaped yet; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::stop(&mut self.child, Duration::from_secs(2));
         if std::thread::panicking() {
             eprintln!(
                 "---- parkd stderr for {} ({}), last 80 lines ----\n{}\n---- end of parkd stderr ----",
