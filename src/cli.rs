@@ -43,6 +43,12 @@ pub struct Cli {
     /// Hold music of the first lot: "builtin" or a WAV file (8 kHz mono 16-bit).
     #[arg(long, value_name = "FILE")]
     pub music: Option<String>,
+    /// HTTP API / events / metrics / attendant page address, or `off`.
+    #[arg(long, value_name = "IP:PORT|off")]
+    pub http: Option<String>,
+    /// Bearer token for the HTTP API's mutating calls (prefer `[http] token` in the config file).
+    #[arg(long, value_name = "TOKEN")]
+    pub http_token: Option<String>,
     /// Send every request parkd starts (recalls) through this proxy, e.g. sip:127.0.0.1:5080 (the PBX).
     #[arg(long, value_name = "URI")]
     pub outbound_proxy: Option<String>,
@@ -96,6 +102,12 @@ impl Cli {
         }
         if let Some(r) = &self.rtp_ports {
             cfg.server.rtp_ports = NumRange::parse(r)?;
+        }
+        if let Some(h) = &self.http {
+            cfg.http.listen = h.clone();
+        }
+        if let Some(t) = &self.http_token {
+            cfg.http.token = Some(t.clone());
         }
         let lot = &mut cfg.lots[0];
         if let Some(c) = &self.park_code {

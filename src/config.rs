@@ -398,12 +398,47 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default, rename = "lot")]
     pub lots: Vec<LotConfig>,
+    /// The HTTP API, event stream, metrics and attendant page.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: where the API listens and the bearer token its mutating calls need.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `IP:PORT`, or `"off"` to run without the HTTP server.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// Bearer token for POST/DELETE calls. Without one, mutating calls are accepted only on a loopback listener.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_http_listen(), token: None }
+    }
+}
+
+impl HttpConfig {
+    /// The address to serve on; `None` when the server is off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| ConfigError::BadAddress { what: "http listen (IP:PORT or off)", value: self.listen.clone() })
+    }
 }
 
 impl Config {
     /// The configuration parkd runs with when given nothing: one lot `700` / `701-720`, 45 s.
     pub fn with_defaults() -> Config {
-        Config { server: ServerConfig::default(), lots: vec![LotConfig::default_lot()] }
+        Config { server: ServerConfig::default(), lots: vec![LotConfig::default_lot()], http: HttpConfig::default() }
     }
 
     pub fn from_toml(path: &std::path::Path, text: &str) -> Result<Config, ConfigError> {
@@ -421,6 +456,7 @@ impl Config {
         if self.lots.is_empty() {
             return Err(ConfigError::NoLots);
         }
+        self.http.listen_addr()?;
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });

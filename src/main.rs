@@ -4,7 +4,7 @@ use clap::Parser;
 use parkd::cli::Cli;
 use parkd::config::{Config, MusicSource};
 use parkd::core::Core;
-use parkd::io::{clock::Clock, media_thread, sip_driver};
+use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, media_thread, metrics::Metrics, sip_driver};
 use parkd::media::{HoldMusic, MediaPlane};
 use parkd::txn::TimerConfig;
 use std::process::ExitCode;
@@ -77,6 +77,10 @@ enum StartError {
     Sip(#[from] sip_driver::SipIoError),
     #[error(transparent)]
     Media(#[from] media_thread::MediaIoError),
+    #[error(transparent)]
+    Config(#[from] parkd::config::ConfigError),
+    #[error("cannot bind the HTTP listener on {addr}: {source}")]
+    BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
@@ -93,7 +97,28 @@ async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
         tracing::info!("starting in drain mode (drain = true): new parks get 503; SIGUSR1 toggles it");
     }
     tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), "parkd ready (UDP and TCP)");
-    sip_driver::run(core, sockets, media, clock, shutdown_signal()).await;
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let hub = EventHub::new();
+    let (client, port) = api_link::link(hub.clone(), metrics.clone());
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(addr) = cfg.http.listen_addr()? {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::BindHttp { addr, source })?;
+        let auth = http::Auth::for_listener(cfg.http.token.clone(), addr);
+        if auth == http::Auth::Closed {
+            tracing::warn!(%addr, "HTTP API on a non-loopback address without [http] token: mutating calls are refused");
+        }
+        let state = http::ApiState { core: client, hub, metrics, auth, draining: draining.clone() };
+        tracing::info!(%addr, "HTTP API, events, metrics and attendant page ready");
+        tokio::spawn(http::serve(listener, state, async move {
+            let _ = http_stopped.await;
+        }));
+    } else {
+        drop(client);
+    }
+    sip_driver::run(core, sockets, media, clock, port, shutdown_signal()).await;
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_http.send(());
     Ok(())
 }
 

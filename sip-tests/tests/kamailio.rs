@@ -105,19 +105,7 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) on the PID of the child we spawned and have not reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        sip_tests::process::stop(&mut self.child, Duration::from_secs(3));
         if std::thread::panicking() {
             eprintln!("---- kamailio log ({}) ----\n{}", self.log.display(), self.log_tail(60));
         }
@@ -186,17 +174,7 @@ impl Phone {
             }
         }
         self.child = None;
-        let read = |name: &str| std::fs::read(self.dir.join(name)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        SippOutcome {
-            code,
-            errors: read("errors.log"),
-            messages: read("messages.log"),
-            logs: read("logs.log"),
-            console: read("console.log"),
-            dir: self.dir.clone(),
-            label: self.label.clone(),
-            local_port: self.port,
-        }
+        SippOutcome::read(code, &self.dir, &self.label, self.port)
     }
 }
 

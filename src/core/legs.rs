@@ -175,6 +175,8 @@ impl ParkedCall {
 pub enum RecallTarget {
     Parker,
     FallbackUri,
+    /// An application asked parkd to unpark the call to a destination (HTTP API); not a recall round.
+    ApiUnpark,
 }
 
 /// An outgoing recall INVITE and what is known of it.

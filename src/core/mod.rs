@@ -13,18 +13,23 @@ mod access;
 mod auth;
 mod blf;
 mod call_timers;
+pub mod commands;
 mod events;
 mod inbound;
 mod invite;
 pub mod legs;
 pub mod orbit_view;
+mod originate;
 mod proxy;
 mod recall;
 mod reply;
 mod session;
+pub mod snapshot;
 mod transfer;
 
+pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
 pub use events::ParkEvent;
+pub use originate::OriginateError;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use legs::{CallRef, LegId};
 
@@ -279,3 +284,5 @@ mod transfer_tests;
 mod blf_tests;
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod command_tests;
