@@ -76,6 +76,8 @@ pub struct Live {
 pub struct Stats {
     /// Messages that could not be decoded (answered 400 or dropped).
     pub malformed: u64,
+    /// Retransmissions the transaction layer sent and absorbed.
+    pub retransmissions: crate::txn::TxnStats,
 }
 
 /// Why a client transaction was started, so its outcome can be routed.
@@ -202,8 +204,9 @@ impl Core {
         self.blf_handle_timeout(now);
     }
 
+    /// The core's counters, with the transaction layer's retransmission counts.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats { retransmissions: self.txn.stats(), ..self.stats }
     }
 
     /// Replaces the outbound proxy (tests build cores without a config file).

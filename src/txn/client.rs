@@ -176,6 +176,7 @@ impl TxnLayer {
                     // §17.1.1.2: a retransmitted final is re-ACKed and absorbed.
                     let (to, ack) = (t.to, t.ack.clone());
                     if let Some(ack) = ack {
+                        self.stats.retransmitted_requests += 1;
                         self.transmit(to, ack);
                     }
                     return None;
@@ -250,6 +251,7 @@ impl TxnLayer {
                 let r = TimerRef { side: Side::Client, idx: id.idx, gen: id.gen, kind };
                 self.timers.arm(&mut t.timers, r, at + t.interval);
                 let (to, bytes) = (t.to, t.bytes.clone());
+                self.stats.retransmitted_requests += 1;
                 self.transmit(to, bytes);
             }
             (TimerKind::B, ClientState::Calling | ClientState::Proceeding)

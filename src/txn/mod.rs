@@ -130,6 +130,20 @@ pub enum TxnOutput {
     Event(TxnEvent),
 }
 
+/// Retransmission counters of a [`TxnLayer`] (monotonic, for metrics), from [`TxnLayer::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxnStats {
+    /// Requests sent again: Timer A (INVITE) and E (non-INVITE) re-sends, and the ACK re-sent for a
+    /// retransmitted non-2xx final (§17.1.1.2).
+    pub retransmitted_requests: u64,
+    /// Responses sent again: Timer G re-sends of 2xx and non-2xx finals to an INVITE, and the last response
+    /// re-sent on a retransmitted request (§17.2.1, §17.2.2, RFC 6026 Accepted).
+    pub retransmitted_responses: u64,
+    /// Retransmitted requests absorbed by a server transaction (including a repeated ACK for a non-2xx
+    /// final in Confirmed).
+    pub absorbed_retransmissions: u64,
+}
+
 /// All transactions of one endpoint, their keys and their timers.
 #[derive(Debug)]
 pub struct TxnLayer {
@@ -142,6 +156,7 @@ pub struct TxnLayer {
     client_index: HashMap<ClientKey, ClientTxnId>,
     timers: TimerHeap,
     out: VecDeque<TxnOutput>,
+    stats: TxnStats,
 }
 
 impl TxnLayer {
@@ -156,6 +171,7 @@ impl TxnLayer {
             client_index: HashMap::new(),
             timers: TimerHeap::default(),
             out: VecDeque::new(),
+            stats: TxnStats::default(),
         }
     }
 
@@ -204,6 +220,11 @@ impl TxnLayer {
     /// `(server, client)` transactions alive.
     pub fn live(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())
+    }
+
+    /// Retransmissions sent and absorbed so far.
+    pub fn stats(&self) -> TxnStats {
+        self.stats
     }
 
     fn transmit(&mut self, to: Peer, bytes: Bytes) {

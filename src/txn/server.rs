@@ -85,7 +85,9 @@ impl TxnLayer {
                     ServerState::Trying | ServerState::Confirmed => None,
                 };
                 let dest = t.dest;
+                self.stats.absorbed_retransmissions += 1;
                 if let Some(bytes) = resend {
+                    self.stats.retransmitted_responses += 1;
                     self.transmit(dest, bytes);
                 }
                 return ServerVerdict::Retransmission;
@@ -150,7 +152,12 @@ impl TxnLayer {
             }
             // RFC 6026 §8.7: in Accepted the ACK (for the 2xx) goes to the TU.
             ServerState::Accepted => ServerVerdict::AckForDialog,
-            ServerState::Confirmed | ServerState::Proceeding | ServerState::Trying => ServerVerdict::AckAbsorbed,
+            ServerState::Confirmed => {
+                // A retransmitted ACK for the non-2xx final (§17.2.1): absorbed.
+                self.stats.absorbed_retransmissions += 1;
+                ServerVerdict::AckAbsorbed
+            }
+            ServerState::Proceeding | ServerState::Trying => ServerVerdict::AckAbsorbed,
         }
     }
 
@@ -269,6 +276,7 @@ impl TxnLayer {
                 let r = TimerRef { side: Side::Server, idx: id.idx, gen: id.gen, kind };
                 self.timers.arm(&mut t.timers, r, at + t.interval);
                 if let Some(bytes) = bytes {
+                    self.stats.retransmitted_responses += 1;
                     self.transmit(dest, bytes);
                 }
             }

@@ -212,3 +212,17 @@ fn handle_timeout_early_or_twice_does_nothing() {
     assert!(drain(&mut l).is_empty());
     assert_eq!(l.poll_timeout(), Some(at(1_500)));
 }
+
+#[test]
+fn rfc3261_17_1_1_2_timer_a_resends_and_re_acks_count_as_retransmitted_requests() {
+    let mut l = layer();
+    let (_, _) = send(&mut l, Method::Invite, "z9hG4bKsa");
+    run_until(&mut l, at(60_000));
+    assert_eq!(l.stats(), TxnStats { retransmitted_requests: 6, ..TxnStats::default() }, "A: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s");
+    let (req, _) = send(&mut l, Method::Invite, "z9hG4bKsb");
+    let busy = response_to(&req, 486);
+    assert!(l.on_response(t0(), udp(PBX), &busy).is_some());
+    assert_eq!(l.on_response(t0(), udp(PBX), &busy), None, "the retransmitted final is absorbed and re-ACKed");
+    assert_eq!(l.stats().retransmitted_requests, 7, "the re-sent ACK is a retransmitted request; the first ACK is not");
+    assert_eq!(l.stats().retransmitted_responses, 0);
+}

@@ -358,3 +358,32 @@ fn ten_thousand_concurrent_server_txns_keep_poll_timeout_a_peek() {
     assert_eq!(l.live(), (0, 0));
     assert_eq!(l.poll_timeout(), None, "every heap entry drained");
 }
+
+#[test]
+fn rfc3261_13_3_1_4_unacked_2xx_counts_g_retransmissions_and_absorbed_invite() {
+    let mut l = layer();
+    let (inv, id) = invite_in(&mut l, "z9hG4bKst");
+    l.respond(t0(), id, &response_to(&inv, 200));
+    // RFC 6026 Accepted: the retransmitted INVITE is absorbed and the 2xx re-sent once more.
+    assert_eq!(l.on_request(at(100), udp(UA), &inv), ServerVerdict::Retransmission);
+    run_until(&mut l, at(31_499));
+    let g = CAPPED_SCHEDULE.len() as u64;
+    assert_eq!(l.stats().retransmitted_responses, 1 + (g - 1), "the last G re-send (31.5 s) has not fired yet");
+    run_until(&mut l, at(32_000));
+    let expected = TxnStats { retransmitted_requests: 0, retransmitted_responses: 1 + g, absorbed_retransmissions: 1 };
+    assert_eq!(l.stats(), expected, "G: 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s, plus the re-send on the absorbed INVITE");
+    assert_eq!(l.live(), (0, 0));
+}
+
+#[test]
+fn rfc3261_17_2_1_retransmitted_ack_in_confirmed_counts_as_absorbed() {
+    let mut l = layer();
+    let (inv, id) = invite_in(&mut l, "z9hG4bKsa");
+    l.respond(t0(), id, &response_to(&inv, 486));
+    drain(&mut l);
+    let ack = ack_with_tag("z9hG4bKsa", "srv");
+    assert_eq!(l.on_request(at(100), udp(UA), &ack), ServerVerdict::AckAbsorbed);
+    assert_eq!(l.stats().absorbed_retransmissions, 0, "the first ACK is not a retransmission");
+    assert_eq!(l.on_request(at(200), udp(UA), &ack), ServerVerdict::AckAbsorbed);
+    assert_eq!(l.stats(), TxnStats { absorbed_retransmissions: 1, ..TxnStats::default() });
+}
