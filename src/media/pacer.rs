@@ -135,6 +135,34 @@ impl Pacer {
     }
 }
 
+/// Upper bounds (µs, inclusive) of the lateness buckets: 0.5, 1, 2, 5, 10, 20 ms; a last bucket holds the rest.
+pub const LATENESS_BOUNDS_US: [u64; 6] = [500, 1_000, 2_000, 5_000, 10_000, 20_000];
+
+/// How late served pacer slots were (time of serving − slot due time), in fixed buckets: O(1) per
+/// observation, no allocation. `buckets[i]` counts observations `≤ LATENESS_BOUNDS_US[i]` and above the
+/// previous bound (not cumulative); `buckets[6]` counts those above 20 ms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacerLateness {
+    /// Per-bucket counts, see [`LATENESS_BOUNDS_US`].
+    pub buckets: [u64; LATENESS_BOUNDS_US.len() + 1],
+    /// Sum of all observations, µs.
+    pub sum_us: u64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl PacerLateness {
+    /// Records one slot served `late_us` microseconds after its due time.
+    pub fn observe(&mut self, late_us: u64) {
+        let i = LATENESS_BOUNDS_US.iter().position(|b| late_us <= *b).unwrap_or(LATENESS_BOUNDS_US.len());
+        if let Some(c) = self.buckets.get_mut(i) {
+            *c += 1;
+        }
+        self.sum_us = self.sum_us.saturating_add(late_us);
+        self.count += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +218,16 @@ mod tests {
         p.due(Time::from_millis(1_000_095), |t, port| seen.push((t, port)));
         assert_eq!(seen.len(), 40);
         assert!(seen.iter().all(|(t, _)| (1_000_076..=1_000_095).contains(t)));
+    }
+
+    #[test]
+    fn lateness_buckets_are_inclusive_upper_bounds() {
+        let mut l = PacerLateness::default();
+        for us in [0, 500, 501, 3_000, 20_000, 20_001, 1_000_000] {
+            l.observe(us);
+        }
+        assert_eq!(l.buckets, [2, 1, 0, 1, 0, 1, 2]);
+        assert_eq!(l.count, 7);
+        assert_eq!(l.sum_us, 1_044_002);
     }
 }

@@ -8,7 +8,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use super::music::HoldMusic;
-use super::pacer::{Pacer, Scheduled, PERIOD_MS};
+use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
 use super::prompts::{Prompt, PromptBank};
 use super::relay::{self, Destination, RelayMap};
 use super::rtp::{self, OutStream, TS_PER_FRAME};
@@ -35,6 +35,8 @@ pub struct MediaStats {
     pub dropped_unrelayable: u64,
     /// Valid packets received on a leg that is on hold or idle (nothing to relay them to).
     pub absorbed: u64,
+    /// How late each pacer slot that produced hold packets was served.
+    pub pacer_lateness: PacerLateness,
 }
 
 /// What a leg is doing.
@@ -301,9 +303,11 @@ impl MediaPlane {
 
     /// Appends every hold packet due at `now` (at most one per stream: a late call skips frames,
     /// keeping timestamps on schedule). Allocates nothing once `batch` has grown to the number of
-    /// hold streams.
+    /// hold streams. Each slot time that produced a packet records its lateness (`now` − slot time)
+    /// in [`MediaStats::pacer_lateness`].
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
         let MediaPlane { music, prompts, legs, pacer, stats, .. } = self;
+        let mut last_slot_ms = None;
         pacer.due(now, |t_ms, port| {
             let Some(leg) = legs.get_mut(&port) else { return };
             let to = leg.send_to();
@@ -338,6 +342,11 @@ impl MediaPlane {
             let header = leg.out.next_header(leg.codec.payload_type(), ts, Time::from_millis(t_ms));
             batch.push(HoldPacket { port, to, header, payload });
             stats.hold_sent += 1;
+            // Slot times come in increasing order: one observation per slot, not per stream.
+            if last_slot_ms != Some(t_ms) {
+                last_slot_ms = Some(t_ms);
+                stats.pacer_lateness.observe(now.as_micros().saturating_sub(Time::from_millis(t_ms).as_micros()));
+            }
         });
     }
 

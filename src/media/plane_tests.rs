@@ -341,3 +341,23 @@ fn relay_to_a_peer_that_must_not_receive_is_dropped_and_bad_bridge_ignored() {
     let mut pkt = rtp_packet(0, 1, 1, 1, &[0xFF; 160]);
     assert!(p.on_rtp(t(1), 20_002, addr("10.0.0.2:4000"), &mut pkt).is_some(), "the other direction still flows");
 }
+
+#[test]
+fn pacer_lateness_poll_3ms_late_lands_in_le_5ms_bucket() {
+    let mut p = plane();
+    hold(&mut p, t(0), 10_000, "10.0.0.1:4000", Codec::Pcmu);
+    hold(&mut p, t(0), 10_002, "10.0.0.1:4002", Codec::Pcmu);
+    let due = p.next_deadline().expect("a hold stream is scheduled");
+    let mut batch = HoldBatch::with_capacity(4);
+    p.poll_hold(due, &mut batch);
+    let on_time = p.stats().pacer_lateness;
+    assert_eq!((on_time.count, on_time.buckets[0], on_time.sum_us), (1, 1, 0), "on time: ≤0.5 ms; one per slot, not per stream");
+    // The next slot with work, served 3 ms late.
+    let next = p.next_deadline().expect("still scheduled");
+    batch.clear();
+    p.poll_hold(next + std::time::Duration::from_millis(3), &mut batch);
+    assert_eq!(batch.packets().len(), 1);
+    let l = p.stats().pacer_lateness;
+    assert_eq!(l.buckets, [1, 0, 0, 1, 0, 0, 0], "3 ms late: the ≤5 ms bucket");
+    assert_eq!((l.count, l.sum_us), (2, 3_000));
+}
