@@ -97,6 +97,8 @@ pub fn serve(core: &mut Core, media: &MediaHandle, now: Time, req: CoreRequest) 
             let snap = ScrapeSnapshot {
                 lots: core.lot_summary(),
                 malformed: core.stats().malformed,
+                retransmissions: core.stats().retransmissions,
+                pacer_lateness: media_stats.pacer_lateness,
                 hold_packets_sent: media_stats.hold_sent,
                 relayed_packets: media_stats.relayed,
                 rtp_send_errors: io.send_errors.load(Ordering::Relaxed),

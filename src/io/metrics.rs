@@ -1,16 +1,20 @@
 //! Prometheus metrics (`GET /metrics`, text format via prometheus-client).
 //!
 //! Counters the io layer sees (SIP messages, park events, dwell times) live in [`Metrics`] and are updated by the
-//! core task; values the core and media thread keep (orbits occupied, malformed input, RTP counters) are read
-//! at scrape time into a [`ScrapeSnapshot`] and written as gauges / constant counters.
+//! core task; values the core and media thread keep (orbits occupied, malformed input, RTP counters, SIP
+//! retransmissions, pacer lateness buckets) are read at scrape time into a [`ScrapeSnapshot`] and written as
+//! gauges, constant counters and a histogram built from bucket counts.
 
 use crate::core::legs::RecallTarget as LegRecallTarget;
 use crate::core::ParkEvent;
-use prometheus_client::encoding::EncodeLabelSet;
+use crate::media::pacer::{PacerLateness, LATENESS_BOUNDS_US};
+use crate::txn::TxnStats;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,6 +48,46 @@ struct LotLabels {
     lot: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetransmissionLabels {
+    /// `request` / `response` (sent again by parkd) or `absorbed` (a retransmitted request received).
+    kind: &'static str,
+}
+
+/// A histogram whose buckets are counted elsewhere (the media thread's [`PacerLateness`]): encoded from a
+/// snapshot at scrape time. Buckets are `(upper bound, count in this bucket)`, the last bound `f64::MAX`
+/// (`+Inf`), as prometheus-client's own histogram encodes them.
+#[derive(Debug)]
+struct SnapshotHistogram {
+    sum: f64,
+    count: u64,
+    buckets: [(f64, u64); LATENESS_BOUNDS_US.len() + 1],
+}
+
+impl SnapshotHistogram {
+    /// Pacer lateness in seconds.
+    fn pacer_lateness(l: &PacerLateness) -> SnapshotHistogram {
+        let mut buckets = [(f64::MAX, 0); LATENESS_BOUNDS_US.len() + 1];
+        for (i, (b, n)) in buckets.iter_mut().enumerate() {
+            if let Some(us) = LATENESS_BOUNDS_US.get(i) {
+                *b = *us as f64 / 1e6;
+            }
+            *n = l.buckets.get(i).copied().unwrap_or(0);
+        }
+        SnapshotHistogram { sum: l.sum_us as f64 / 1e6, count: l.count, buckets }
+    }
+}
+
+impl EncodeMetric for SnapshotHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<()>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// What the core task reads for a scrape.
 #[derive(Clone, Debug, Default)]
 pub struct ScrapeSnapshot {
@@ -56,6 +100,10 @@ pub struct ScrapeSnapshot {
     pub rtp_would_block: u64,
     pub legs: usize,
     pub bridged_calls: usize,
+    /// The transaction layer's retransmission counters (from `Core::stats`).
+    pub retransmissions: TxnStats,
+    /// Pacer lateness buckets (from the media thread's `MediaStats`).
+    pub pacer_lateness: PacerLateness,
 }
 
 /// Metrics updated from the core task.
@@ -193,6 +241,21 @@ impl Metrics {
         reg.register("rtp_relayed_packets", "RTP packets relayed between bridged legs", ConstCounter::new(snap.relayed_packets));
         reg.register("rtp_send_errors", "RTP send failures", ConstCounter::new(snap.rtp_send_errors));
         reg.register("rtp_send_would_block", "RTP packets dropped on a full socket buffer", ConstCounter::new(snap.rtp_would_block));
+        let retransmissions = Family::<RetransmissionLabels, Counter>::default();
+        let r = &snap.retransmissions;
+        for (kind, n) in [("request", r.retransmitted_requests), ("response", r.retransmitted_responses), ("absorbed", r.absorbed_retransmissions)] {
+            retransmissions.get_or_create(&RetransmissionLabels { kind }).inc_by(n);
+        }
+        reg.register(
+            "sip_retransmissions",
+            "SIP retransmissions: requests and responses parkd sent again, retransmitted requests it absorbed",
+            retransmissions,
+        );
+        reg.register(
+            "pacer_lateness_seconds",
+            "How late each hold-music pacer slot was served after its due time",
+            SnapshotHistogram::pacer_lateness(&snap.pacer_lateness),
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
             out.clear();
@@ -289,5 +352,29 @@ mod tests {
         assert!(text.contains("parkd_dwell_seconds_count 1") && text.contains("parkd_dwell_seconds_sum 12"), "{text}");
         assert!(text.contains(r#"parkd_orbits_occupied{lot="default"} 3"#));
         assert!(text.contains("parkd_malformed_dropped_total 4"));
+    }
+
+    #[test]
+    fn retransmissions_and_pacer_lateness_come_from_the_snapshot() {
+        let mut lateness = PacerLateness::default();
+        lateness.observe(300);
+        lateness.observe(3_000);
+        lateness.observe(25_000);
+        let snap = ScrapeSnapshot {
+            retransmissions: TxnStats { retransmitted_requests: 2, retransmitted_responses: 10, absorbed_retransmissions: 1 },
+            pacer_lateness: lateness,
+            ..Default::default()
+        };
+        let text = Metrics::new().encode(&snap);
+        assert!(text.contains(r#"parkd_sip_retransmissions_total{kind="request"} 2"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_retransmissions_total{kind="response"} 10"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_retransmissions_total{kind="absorbed"} 1"#), "{text}");
+        assert!(text.contains("# TYPE parkd_pacer_lateness_seconds histogram"), "{text}");
+        assert!(text.contains(r#"parkd_pacer_lateness_seconds_bucket{le="0.0005"} 1"#), "{text}");
+        assert!(text.contains(r#"parkd_pacer_lateness_seconds_bucket{le="0.005"} 2"#), "cumulative: {text}");
+        assert!(text.contains(r#"parkd_pacer_lateness_seconds_bucket{le="0.02"} 2"#), "{text}");
+        assert!(text.contains(r#"parkd_pacer_lateness_seconds_bucket{le="+Inf"} 3"#), "{text}");
+        assert!(text.contains("parkd_pacer_lateness_seconds_count 3"), "{text}");
+        assert!(text.contains("parkd_pacer_lateness_seconds_sum 0.0283"), "{text}");
     }
 }
