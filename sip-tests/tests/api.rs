@@ -165,6 +165,8 @@ fn park_by_sip_shows_in_api_and_sse_then_unpark_to_uas_bridges_audio() {
     assert!(m("parkd_sip_messages_total{direction=\"out\",kind=\"response\",method=\"INVITE\",class=\"2xx\"}") >= 1.0);
     assert!(m("parkd_rtp_hold_packets_sent_total") >= 20.0, "{text}");
     assert_eq!(m("parkd_rtp_send_errors_total"), 0.0);
+    assert!(m("parkd_sip_retransmissions_total{kind=\"response\"}") >= 0.0, "{text}");
+    assert!(m("parkd_pacer_lateness_seconds_count") >= 1.0, "hold music was paced: {text}");
 }
 
 /// Mutating calls need the bearer token: none → 401, wrong → 403; errors are JSON with a cause; reads,
