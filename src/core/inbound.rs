@@ -9,6 +9,9 @@ use crate::sip::{Message, Method, Peer, Request, Response};
 use crate::time::Time;
 use crate::txn::{ClientVerdict, ServerTxnId, ServerVerdict, TxnEvent};
 
+/// Option tags (RFC 3261 §19.2) parkd implements: Replaces (RFC 3891) and Refer-Sub: false (RFC 4488).
+pub(super) const SUPPORTED: [&str; 2] = ["replaces", "norefersub"];
+
 impl Core {
     /// One SIP message from `from` (a UDP datagram, or one message framed off a TCP stream).
     /// Malformed input is answered 400 when enough of it is readable, else dropped; it never panics.
@@ -51,6 +54,21 @@ impl Core {
         if !self.accept_routed(now, id, &mut req) {
             return;
         }
+        // RFC 3261 §8.2.2.3: an extension the request requires and parkd does not support → 420 + Unsupported.
+        let unsupported: Vec<String> = req
+            .common
+            .headers_named("Require")
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .collect();
+        if !unsupported.is_empty() && req.method != Method::Cancel {
+            let list = unsupported.join(", ");
+            return self.respond(now, id, &req, 420, None, None, |r| {
+                r.common.push_header("Unsupported", list);
+                r.common.push_header("Supported", SUPPORTED.join(", "));
+            });
+        }
         if req.common.to.tag().is_some() {
             return self.on_in_dialog(now, id, from, req);
         }
@@ -59,7 +77,7 @@ impl Core {
             Method::Options => self.respond(now, id, &req, 200, None, None, |r| {
                 r.common.push_header("Allow", ALLOW);
                 r.common.push_header("Accept", "application/sdp");
-                r.common.push_header("Supported", "replaces, norefersub");
+                r.common.push_header("Supported", SUPPORTED.join(", "));
                 r.common.push_header("Allow-Events", ALLOW_EVENTS);
             }),
             Method::Subscribe => self.on_subscribe(now, id, from, req),

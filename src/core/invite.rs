@@ -261,7 +261,7 @@ impl Core {
         self.respond(now, txn, req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Allow", super::reply::ALLOW);
-            r.common.push_header("Supported", "replaces");
+            r.common.push_header("Supported", super::inbound::SUPPORTED.join(", "));
             extra(r);
             r.common.set_body("application/sdp", body);
         });

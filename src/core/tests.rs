@@ -360,3 +360,17 @@ fn attended_park_announces_to_the_consultation_leg_not_to_the_swapped_in_transfe
     assert!(after.iter().any(|m| matches!(m, MediaCommand::Hold { port: 20002, .. })), "{after:?}");
     assert!(!after.iter().any(|m| matches!(m, MediaCommand::Announce { .. })), "{after:?}");
 }
+
+#[test]
+fn required_extension_parkd_lacks_is_420_with_unsupported() {
+    // RFC 3261 §8.2.2.3.
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    w.deliver(bob.peer, &bob.invite("700", "Require: 100rel, replaces\nReferred-By: <sip:alice@h>\n", Some(&bob.sdp("0", "sendrecv"))));
+    let r = w.last_response_to(bob.peer, 0);
+    assert_eq!((r.status, r.common.header("Unsupported")), (420, Some("100rel")));
+    assert_eq!(w.core.live().orbits_occupied, 0);
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    w.deliver(carol.peer, &carol.invite("700", "Require: replaces\nReferred-By: <sip:alice@h>\n", Some(&carol.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(carol.peer, 0).status, 200, "a supported extension is fine");
+}
