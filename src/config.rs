@@ -181,6 +181,10 @@ pub struct LotConfig {
     /// there, FreeSWITCH valet style). See the README for the trade-off.
     #[serde(default)]
     pub empty_orbit: EmptyOrbit,
+    /// Seconds between in-dialog OPTIONS to each parked party; a 481 or no answer ends the parked call
+    /// (a phone that vanished without a BYE). 0 = off.
+    #[serde(default = "default_keepalive_interval")]
+    pub keepalive_interval: u64,
     /// Another lot (by name) that takes indirect parks when this one is full, instead of a refusal.
     #[serde(default)]
     pub overflow_lot: Option<String>,
@@ -281,6 +285,10 @@ fn default_announce_orbit() -> bool {
     true
 }
 
+fn default_keepalive_interval() -> u64 {
+    60
+}
+
 fn default_recall_rounds() -> u32 {
     3
 }
@@ -314,6 +322,7 @@ impl LotConfig {
             retrieve_code: None,
             empty_orbit: EmptyOrbit::Reject,
             overflow_lot: None,
+            keepalive_interval: default_keepalive_interval(),
             announce_orbit: default_announce_orbit(),
             blf_occupied_state: BlfOccupiedState::Confirmed,
             allow_park: None,

@@ -16,6 +16,8 @@ pub enum CallTimer {
     RecallRing,
     /// The call has been parked for `max_park_time`: end it.
     MaxPark,
+    /// Time to check that the parked party is still there (in-dialog OPTIONS).
+    Keepalive,
 }
 
 #[derive(Debug, Default)]

@@ -178,6 +178,11 @@ impl Core {
             }
             (ClientPurpose::Bye | ClientPurpose::Cancel | ClientPurpose::Notify, ClientVerdict::Provisional(_)) => {}
             (ClientPurpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
+            (ClientPurpose::Keepalive(call), ClientVerdict::Final(r)) => {
+                self.client_txns.remove(&id);
+                self.on_keepalive_result(now, call, r.status);
+            }
+            (ClientPurpose::Keepalive(_), ClientVerdict::Provisional(_)) => {}
             (ClientPurpose::OrphanRecall, v) => self.on_orphan_response(now, id, v),
             (ClientPurpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {
                 // A retransmitted 2xx: the ACK was lost, send it again (RFC 3261 §13.2.2.4).
@@ -199,6 +204,10 @@ impl Core {
                 }
                 Some(ClientPurpose::OrphanRecall) => {
                     self.orphans.remove(&id);
+                }
+                Some(ClientPurpose::Keepalive(call)) => {
+                    let now = self.last_now;
+                    self.on_keepalive_result(now, call, 408);
                 }
                 Some(ClientPurpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
                 _ => {}

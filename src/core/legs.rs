@@ -128,6 +128,8 @@ pub struct ParkedCall {
     pub recall_at: Option<Time>,
     /// When the call is ended regardless (`max_park_time`).
     pub expires_at: Option<Time>,
+    /// When the next keepalive OPTIONS goes to the parked party.
+    pub keepalive_at: Option<Time>,
     /// Recall rounds started so far.
     pub rounds: u32,
     /// The recall ringing right now, if any.
@@ -163,6 +165,7 @@ impl ParkedCall {
             parking_time,
             recall_at: None,
             expires_at: None,
+            keepalive_at: None,
             rounds: 0,
             recall: None,
         }

@@ -17,6 +17,7 @@ pub mod commands;
 mod events;
 mod inbound;
 mod invite;
+mod keepalive;
 pub mod legs;
 pub mod orbit_view;
 mod originate;
@@ -91,6 +92,8 @@ enum ClientPurpose {
     Cancel,
     /// The recall INVITE of a parked call, still ringing.
     Recall(CallRef),
+    /// An in-dialog OPTIONS checking that a parked party is still there.
+    Keepalive(CallRef),
     /// A recall INVITE that was answered: 2xx retransmissions are re-ACKed from this leg.
     RecallAnswered { leg: LegId },
     /// A recall INVITE parkd gave up on.

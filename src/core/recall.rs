@@ -47,6 +47,7 @@ impl Core {
         if let Some(t) = c.expires_at {
             self.call_timers.arm(t, call, CallTimer::MaxPark);
         }
+        self.arm_keepalive(now, call);
     }
 
     /// A call-level deadline fired. Stale entries (re-armed or finished calls) are ignored.
@@ -70,6 +71,7 @@ impl Core {
             CallTimer::MaxPark if c.expires_at == Some(at) => {
                 self.end_parked_call(now, call, "Maximum Park Time Reached");
             }
+            CallTimer::Keepalive if c.keepalive_at == Some(at) => self.send_keepalive(now, call),
             _ => {}
         }
     }

@@ -19,6 +19,7 @@ fn world(fallback: RecallFallback, rounds: u32) -> World {
     lot.recall_fallback = fallback;
     lot.recall_rounds = rounds;
     lot.fallback_uri = Some("sip:operator@127.0.0.1:5998".into());
+    lot.keepalive_interval = 0; // scripted phones do not answer OPTIONS; keepalive has its own tests
     World::with_lots(vec![lot])
 }
 
@@ -267,6 +268,7 @@ fn max_park_time_ends_a_forgotten_call() {
     let mut lot = LotConfig::default_lot();
     lot.parking_time = 0; // never recall
     lot.max_park_time = 600;
+    lot.keepalive_interval = 0;
     let mut w = World::with_lots(vec![lot]);
     let bob = bob();
     park_bob(&mut w, &bob, "");
@@ -299,4 +301,55 @@ fn recall_goes_through_the_outbound_proxy_when_configured() {
     assert_eq!(via_proxy.len(), 1, "sent to the proxy");
     assert_eq!(via_proxy[0].uri.to_string(), "sip:alice@127.0.0.1:5999", "Request-URI stays the parker's AOR");
     assert_eq!(via_proxy[0].common.route[0].uri.to_string(), "sip:127.0.0.1:5080;lr");
+}
+
+fn keepalive_world() -> World {
+    let mut lot = LotConfig::default_lot();
+    lot.parking_time = 0;
+    lot.keepalive_interval = 60;
+    World::with_lots(vec![lot])
+}
+
+fn options_to(w: &World, who: &Phone, since: usize) -> Vec<Request> {
+    w.requests_to(who.peer, since).into_iter().filter(|r| r.method == Method::Options).collect()
+}
+
+#[test]
+fn keepalive_answered_keeps_the_call_parked() {
+    let mut w = keepalive_world();
+    let bob = bob();
+    let tag = park_bob(&mut w, &bob, "");
+    w.advance(Duration::from_secs(59));
+    assert!(options_to(&w, &bob, 0).is_empty());
+    w.advance(Duration::from_secs(1));
+    let opts = options_to(&w, &bob, 0);
+    assert_eq!(opts.len(), 1, "an in-dialog OPTIONS at 60 s");
+    assert_eq!(opts[0].common.from.tag(), Some(tag.as_str()), "inside the parked dialog");
+    w.deliver(bob.peer, &bob.answer(&opts[0], 200, "OK", None));
+    w.advance(Duration::from_secs(60));
+    assert_eq!(options_to(&w, &bob, 0).len(), 2, "and again 60 s later");
+    assert_eq!(w.core.live().orbits_occupied, 1);
+}
+
+#[test]
+fn keepalive_481_ends_a_parked_call_whose_phone_forgot_it() {
+    let mut w = keepalive_world();
+    let bob = bob();
+    park_bob(&mut w, &bob, "");
+    w.advance(Duration::from_secs(60));
+    let opts = options_to(&w, &bob, 0);
+    w.deliver(bob.peer, &bob.answer(&opts[0], 481, "Call/Transaction Does Not Exist", None));
+    assert_eq!(w.core.live().orbits_occupied, 0);
+    assert!(w.events.iter().any(|e| matches!(e, ParkEvent::Abandoned { .. })));
+}
+
+#[test]
+fn keepalive_unanswered_ends_the_call_after_timer_f() {
+    let mut w = keepalive_world();
+    let bob = bob();
+    park_bob(&mut w, &bob, "");
+    w.advance(Duration::from_secs(60 + 31));
+    assert_eq!(w.core.live().orbits_occupied, 1, "still waiting for the OPTIONS (Timer F = 32 s)");
+    w.advance(Duration::from_secs(1));
+    assert_eq!(w.core.live().orbits_occupied, 0, "a phone that answers nothing is gone");
 }
