@@ -28,6 +28,9 @@ pub struct Cli {
     /// RTP port range, e.g. 10000-19999 (one even port per call leg).
     #[arg(long, value_name = "LO-HI")]
     pub rtp_ports: Option<String>,
+    /// Call legs sharing one RTP port (default 1: one port per leg); 1-64.
+    #[arg(long, value_name = "N")]
+    pub rtp_legs_per_port: Option<u16>,
     /// Park code of the first lot (indirect park), e.g. 700.
     #[arg(long, value_name = "NUMBER")]
     pub park_code: Option<String>,
@@ -102,6 +105,9 @@ impl Cli {
         }
         if let Some(r) = &self.rtp_ports {
             cfg.server.rtp_ports = NumRange::parse(r)?;
+        }
+        if let Some(k) = self.rtp_legs_per_port {
+            cfg.server.rtp_legs_per_port = k;
         }
         if let Some(h) = &self.http {
             cfg.http.listen = h.clone();

@@ -43,6 +43,8 @@ pub enum ConfigError {
     NoLots,
     #[error("RTP port range {lo}-{hi} is too small (need at least 2 ports) or outside 1024-65534")]
     BadRtpPorts { lo: u16, hi: u16 },
+    #[error("rtp_legs_per_port = {value}: must be between 1 and {max}")]
+    BadRtpLegsPerPort { value: u16, max: u16 },
     #[error("{what}: {value:?} is not a valid address")]
     BadAddress { what: &'static str, value: String },
     #[error("lot {lot:?}: overflow_lot {overflow:?} must name another configured lot")]
@@ -347,6 +349,11 @@ pub struct ServerConfig {
     pub advertise: Option<IpAddr>,
     #[serde(default = "default_rtp_ports")]
     pub rtp_ports: NumRange,
+    /// How many call legs may share one RTP port (1 = one port per leg, the default). Above 1, the
+    /// media thread sends each pacer slot's hold packets with one `sendmmsg` per port and tells the
+    /// legs of a port apart by source address; see the README's Performance section. 1..=64.
+    #[serde(default = "default_rtp_legs_per_port")]
+    pub rtp_legs_per_port: u16,
     /// Every request parkd starts (recalls, fallback calls) goes through this proxy (the PBX), as a loose
     /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
     #[serde(default)]
@@ -364,6 +371,9 @@ pub struct ServerConfig {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5060))
 }
+fn default_rtp_legs_per_port() -> u16 {
+    1
+}
 fn default_rtp_ports() -> NumRange {
     NumRange { lo: 10000, hi: 10999, width: 5 }
 }
@@ -374,6 +384,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             advertise: None,
             rtp_ports: default_rtp_ports(),
+            rtp_legs_per_port: default_rtp_legs_per_port(),
             outbound_proxy: None,
             trusted_proxies: Vec::new(),
             drain: false,
@@ -469,6 +480,10 @@ impl Config {
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });
+        }
+        let k = self.server.rtp_legs_per_port;
+        if !(1..=crate::park::ports::MAX_LEGS_PER_PORT).contains(&k) {
+            return Err(ConfigError::BadRtpLegsPerPort { value: k, max: crate::park::ports::MAX_LEGS_PER_PORT });
         }
         if let Some(p) = &self.server.outbound_proxy {
             match crate::sip::parse_uri(p) {

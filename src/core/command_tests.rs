@@ -3,7 +3,7 @@
 use super::commands::{Command, CommandError, CommandOutcome};
 use super::legs::{ParkHow, RecallTarget};
 use super::orbit_view::OrbitState;
-use super::testkit::{udp, Phone, World};
+use super::testkit::{udp, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
 use crate::config::{NumRange, ServerConfig};
 use crate::media::MediaCommand;
@@ -84,7 +84,7 @@ fn hangup_ends_the_parked_call_with_bye_and_reason_and_frees_the_orbit() {
     assert!(byes[0].common.header("Reason").is_some_and(|v| v.contains("attendant")));
     assert!(parked_in(&w, "701").is_none());
     assert!(w.events.iter().any(|e| matches!(e, ParkEvent::HungUp { orbit, .. } if orbit == "701")));
-    assert!(w.media.contains(&MediaCommand::Stop { port: 20000 }));
+    assert!(w.media.contains(&MediaCommand::Stop { leg: LEG_20000 }));
     w.deliver(bob.peer, &bob.ok_to(&byes[0]));
     w.advance(Duration::from_secs(40));
     assert_eq!(w.core.live(), super::Live::default(), "nothing left behind");
@@ -123,7 +123,7 @@ fn unpark_calls_the_destination_and_bridges_on_answer() {
     let acks: Vec<_> = w.requests_to(carol.peer, since).into_iter().filter(|r| r.method == Method::Ack).collect();
     assert_eq!(acks.len(), 1, "2xx ACKed (RFC 3261 §13.2.2.4)");
     assert!(parked_in(&w, "701").is_none(), "orbit freed on answer");
-    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Bridge { a: 20000, .. })), "bridged: {:?}", &w.media[media_before..]);
+    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Bridge { a: LEG_20000, .. })), "bridged: {:?}", &w.media[media_before..]);
     assert!(w.events.iter().any(|e| matches!(e, ParkEvent::RecallAnswered { target: RecallTarget::ApiUnpark, orbit, .. } if orbit == "701")));
     assert_eq!(w.core.bridged_snapshot().len(), 1);
 }
@@ -223,8 +223,8 @@ fn park_call_indirect_reparks_the_other_party_and_releases_the_given_leg() {
     assert_eq!(v.call_id, "bob-call@test");
     assert!(v.parker.is_some_and(|p| p.uri.user.as_deref() == Some("alice")), "the releasing party is the parker (recall target)");
     assert!(v.recall_at.is_some(), "recall armed");
-    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Hold { port: 20000, .. })), "bob hears music again");
-    assert!(w.media[media_before..].contains(&MediaCommand::Stop { port: 20002 }));
+    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Hold { leg: LEG_20000, .. })), "bob hears music again");
+    assert!(w.media[media_before..].contains(&MediaCommand::Stop { leg: LEG_20002 }));
     assert!(matches!(w.events.iter().rev().find(|e| matches!(e, ParkEvent::Parked { .. })), Some(ParkEvent::Parked { how: ParkHow::Indirect, .. })));
 }
 

@@ -13,6 +13,7 @@
 //! * a full lot with an `overflow_lot` parks there instead of refusing.
 //! * anything else → 404.
 
+use crate::media::MediaLegId;
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
 use super::access::Action;
 use super::{Core, Output, ParkEvent};
@@ -102,14 +103,14 @@ impl Core {
                 };
             }
         };
-        let Some(port) = self.ports.take() else {
+        let Some(media_leg) = self.ports.take() else {
             self.lots[lot].release(orbit, call);
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let orbit_name = self.lots[lot].orbit_name(orbit);
         let lot_name = self.lots[lot].name().to_string();
         let how = if orbit_name == req.uri.user.clone().unwrap_or_default() { ParkHow::Directed } else { ParkHow::Indirect };
-        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Parked, port, offer, &orbit_name, |r| {
+        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Parked, media_leg, offer, &orbit_name, |r| {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
@@ -180,11 +181,11 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
         };
-        let Some(port) = self.ports.take() else {
+        let Some(media_leg) = self.ports.take() else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let identity = self.parked_identity(call);
-        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, port, offer, &orbit_name, |r| {
+        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, media_leg, offer, &orbit_name, |r| {
             if let Some(id) = &identity {
                 r.common.push_header("P-Asserted-Identity", id.to_string());
             }
@@ -218,7 +219,7 @@ impl Core {
         req: &Request,
         call: CallRef,
         role: LegRole,
-        port: u16,
+        media_leg: MediaLegId,
         offer: Option<RemoteSdp>,
         orbit_name: &str,
         extra: impl FnOnce(&mut crate::sip::Response),
@@ -226,13 +227,13 @@ impl Core {
         let id = LegId(self.next_id());
         let tag = self.new_tag();
         let dialog = Dialog::as_uas(req, from, &tag);
-        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port };
+        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port: media_leg.port() };
         let (media, body) = match &offer {
             Some(remote) => {
                 let codec = sdp::choose_codec(remote, &CODECS).unwrap_or(Codec::Pcmu);
                 let body = sdp::build_answer(&local_sdp, codec, remote.dtmf_pt, remote.direction.reverse());
                 let media = LegMedia {
-                    port,
+                    media_leg,
                     remote: Some(remote.addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0),
                     codec,
                     dtmf_pt: remote.dtmf_pt,
@@ -245,7 +246,7 @@ impl Core {
             None => {
                 let body = sdp::build_offer(&local_sdp, &CODECS, Some(DTMF_PT), Direction::SendRecv);
                 let media = LegMedia {
-                    port,
+                    media_leg,
                     remote: None,
                     codec: Codec::Pcmu,
                     dtmf_pt: None,

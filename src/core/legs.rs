@@ -2,6 +2,7 @@
 //!
 //! Everything here is data that could be journaled: ids are numbers, deadlines are absolute [`Time`]s.
 
+use crate::media::MediaLegId;
 use crate::dialog::Dialog;
 use crate::media::Codec;
 use crate::park::lot::OrbitIdx;
@@ -42,8 +43,8 @@ pub enum LegState {
 /// The negotiated media of a leg.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LegMedia {
-    /// parkd's RTP port for this leg.
-    pub port: u16,
+    /// parkd's media leg (its RTP port is `media_leg.port()`, the port in `local_sdp`).
+    pub media_leg: MediaLegId,
     /// The peer's RTP address from its SDP (None until an offer or answer names one).
     pub remote: Option<SocketAddr>,
     pub codec: Codec,
@@ -189,7 +190,8 @@ pub struct Recall {
     pub invite: crate::sip::Request,
     pub next_hop: Peer,
     pub target: RecallTarget,
-    pub port: u16,
+    /// The media leg offered in the INVITE (its port is in `local_sdp`).
+    pub media_leg: MediaLegId,
     pub local_sdp: LocalSdp,
     pub ring_until: Time,
     /// A provisional response arrived (a CANCEL may be sent, RFC 3261 §9.1).

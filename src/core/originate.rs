@@ -57,13 +57,13 @@ impl Core {
                 return Err(OriginateError::NoRoute);
             }
         };
-        let Some(port) = self.ports.take() else {
+        let Some(media_leg) = self.ports.take() else {
             tracing::warn!("no RTP port free for an outgoing call");
             return Err(OriginateError::NoPort);
         };
         // The parked party as the destination should see it (a trusted P-Asserted-Identity wins, see proxy.rs).
         let parked = self.parked_identity(call);
-        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port };
+        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port: media_leg.port() };
         let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
 
         let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.local_addr));
@@ -106,7 +106,7 @@ impl Core {
         self.call_timers.arm(ring_until, call, CallTimer::RecallRing);
         let target = spec.target;
         if let Some(c) = self.calls.get_mut(&call) {
-            c.recall = Some(Recall { txn, invite, next_hop, target, port, local_sdp, ring_until, provisional: false });
+            c.recall = Some(Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false });
             if let Some(o) = c.orbit {
                 let lot = c.lot;
                 self.orbit_changed(now, lot, o);

@@ -144,7 +144,7 @@ impl Core {
             ClientVerdict::Final(resp) => {
                 self.client_txns.remove(&txn);
                 let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
-                self.ports.give_back(r.port);
+                self.ports.give_back(r.media_leg);
                 self.recall_failed(now, call, r.target, resp.status);
             }
         }
@@ -157,7 +157,7 @@ impl Core {
         let Some(c) = self.calls.get_mut(&call) else { return };
         if c.recall.as_ref().is_some_and(|r| r.txn == txn) {
             if let Some(r) = c.recall.take() {
-                self.ports.give_back(r.port);
+                self.ports.give_back(r.media_leg);
                 self.recall_failed(now, call, r.target, 408);
             }
         }
@@ -174,7 +174,7 @@ impl Core {
         let remote = sdp::parse_sdp(&resp.common.body).ok();
         let codec = remote.as_ref().and_then(|s| sdp::choose_codec(s, &[Codec::Pcmu, Codec::Pcma])).unwrap_or(Codec::Pcmu);
         let media = LegMedia {
-            port: r.port,
+            media_leg: r.media_leg,
             remote: remote.as_ref().map(|s| s.addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0),
             codec,
             dtmf_pt: remote.as_ref().and_then(|s| s.dtmf_pt),
@@ -253,7 +253,7 @@ impl Core {
 
     /// Releases a recall's port and CANCELs its INVITE now, or once a provisional response allows it.
     pub(super) fn cancel_recall(&mut self, now: Time, r: Recall) {
-        self.ports.give_back(r.port);
+        self.ports.give_back(r.media_leg);
         let mut orphan = OrphanRecall { invite: r.invite, next_hop: r.next_hop, cancel_sent: false };
         if r.provisional {
             self.send_cancel(now, &mut orphan);

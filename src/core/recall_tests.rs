@@ -1,7 +1,7 @@
 //! Recall (issue: parking timeout and recall) in virtual time: 45 s of parking and 30 s of ringing take
 //! microseconds.
 
-use super::testkit::{udp, Phone, World};
+use super::testkit::{udp, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
 use crate::config::{LotConfig, NumRange, RecallFallback};
 use crate::media::MediaCommand;
@@ -80,7 +80,7 @@ fn answered_recall_bridges_parker_and_parked_and_frees_the_orbit() {
     let acks: Vec<_> = w.requests_to(a.peer, since).into_iter().filter(|r| r.method == Method::Ack).collect();
     assert_eq!(acks.len(), 1, "parkd ACKs the 2xx");
     assert_eq!(acks[0].common.cseq.seq, inv.common.cseq.seq);
-    assert!(w.media[media_before..].contains(&MediaCommand::Bridge { a: 20000, b: 20002 }), "{:?}", &w.media[media_before..]);
+    assert!(w.media[media_before..].contains(&MediaCommand::Bridge { a: LEG_20000, b: LEG_20002 }), "{:?}", &w.media[media_before..]);
     assert_eq!(w.core.live().orbits_occupied, 0);
     assert!(w.events.iter().any(|e| matches!(e, ParkEvent::RecallAnswered { .. })));
     // A retransmitted 2xx is ACKed again (RFC 3261 §13.2.2.4).

@@ -25,13 +25,13 @@ impl Core {
             CallState::Parked if parked_ready && mode == MediaMode::None => {
                 let m = &parked.media;
                 if let Some(remote) = m.remote {
-                    cmds.push(MediaCommand::Hold { port: m.port, remote, codec: m.codec, music: MusicId(lot as u16) });
+                    cmds.push(MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) });
                     if !m.may_send() {
-                        cmds.push(MediaCommand::Update { port: m.port, remote, codec: m.codec, send: false });
+                        cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });
                     }
-                    cmds.push(MediaCommand::DtmfPayloadType { port: m.port, pt: m.dtmf_pt });
+                    cmds.push(MediaCommand::DtmfPayloadType { leg: m.media_leg, pt: m.dtmf_pt });
                     if let Some(orbit) = orbit_name.as_deref().filter(|_| m.may_send()) {
-                        cmds.push(MediaCommand::Announce { port: m.port, words: Prompt::orbit_announcement(orbit) });
+                        cmds.push(MediaCommand::Announce { leg: m.media_leg, words: Prompt::orbit_announcement(orbit) });
                     }
                     new_mode = MediaMode::Hold;
                 }
@@ -41,9 +41,9 @@ impl Core {
                 if parked_ready && o.state == LegState::Confirmed {
                     if let Some(remote) = o.media.remote {
                         // The retriever's leg is new to the media plane: describe it, then bridge.
-                        cmds.push(MediaCommand::Update { port: o.media.port, remote, codec: o.media.codec, send: o.media.may_send() });
-                        cmds.push(MediaCommand::DtmfPayloadType { port: o.media.port, pt: o.media.dtmf_pt });
-                        cmds.push(MediaCommand::Bridge { a: parked.media.port, b: o.media.port });
+                        cmds.push(MediaCommand::Update { leg: o.media.media_leg, remote, codec: o.media.codec, send: o.media.may_send() });
+                        cmds.push(MediaCommand::DtmfPayloadType { leg: o.media.media_leg, pt: o.media.dtmf_pt });
+                        cmds.push(MediaCommand::Bridge { a: parked.media.media_leg, b: o.media.media_leg });
                         new_mode = MediaMode::Bridged;
                     }
                 }
@@ -96,7 +96,7 @@ impl Core {
         let started = self.calls.get(&leg.call).is_some_and(|c| c.media_mode != MediaMode::None);
         if started {
             if let Some(remote) = m.remote {
-                self.out.push_back(Output::Media(MediaCommand::Update { port: m.port, remote, codec: m.codec, send: m.may_send() }));
+                self.out.push_back(Output::Media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() }));
             }
         }
         true
@@ -195,8 +195,8 @@ impl Core {
         if let LegState::Answered { invite } = leg.state {
             self.pending_acks.remove(&invite);
         }
-        self.out.push_back(Output::Media(MediaCommand::Stop { port: leg.media.port }));
-        self.ports.give_back(leg.media.port);
+        self.out.push_back(Output::Media(MediaCommand::Stop { leg: leg.media.media_leg }));
+        self.ports.give_back(leg.media.media_leg);
         Some(leg)
     }
 }

@@ -3,12 +3,17 @@
 
 use super::{Core, Output, ParkEvent};
 use crate::config::{LotConfig, NumRange, ServerConfig};
-use crate::media::MediaCommand;
+use crate::media::{MediaCommand, MediaLegId};
 use crate::sip::{parse_message, Message, Peer, Response, Transport};
 use crate::time::Time;
 use crate::txn::TimerConfig;
 use bytes::Bytes;
 use std::time::Duration;
+
+/// The media leg of the first RTP port the test world hands out (one leg per port).
+pub(super) const LEG_20000: MediaLegId = MediaLegId::solo(20000);
+/// The media leg of the second RTP port the test world hands out.
+pub(super) const LEG_20002: MediaLegId = MediaLegId::solo(20002);
 
 pub struct World {
     pub core: Core,

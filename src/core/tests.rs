@@ -1,9 +1,10 @@
 //! Engine tests in virtual time: whole park/retrieve flows against the real codec, transactions and SDP,
 //! with scripted phones and no sockets.
 
-use super::testkit::{udp, Phone, World};
+use super::testkit::{udp, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
-use crate::media::{Codec, MediaCommand};
+use crate::config::{LotConfig, NumRange, ServerConfig};
+use crate::media::{Codec, MediaCommand, MediaLegId};
 use std::time::Duration;
 
 /// Bob parks himself into the default lot (as the transferee of Alice's blind transfer) and ACKs.
@@ -39,8 +40,8 @@ fn indirect_park_answers_with_orbit_and_starts_hold_music_after_ack() {
     assert_eq!(
         w.media,
         vec![
-            MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: crate::media::MusicId(0) },
-            MediaCommand::DtmfPayloadType { port: 20000, pt: None },
+            MediaCommand::Hold { leg: LEG_20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: crate::media::MusicId(0) },
+            MediaCommand::DtmfPayloadType { leg: LEG_20000, pt: None },
         ]
     );
     assert!(matches!(&w.events[0], ParkEvent::Parked { orbit, parker: Some(p), .. } if orbit == "701" && p.contains("alice")));
@@ -92,8 +93,8 @@ fn retrieve_bridges_both_legs_and_either_bye_ends_the_other() {
     let ctag = ok.common.to.tag().unwrap().to_string();
     w.deliver(carol.peer, &carol.ack("701", &ctag, 1, None));
     let after: Vec<_> = w.media[media_before..].to_vec();
-    assert!(after.contains(&MediaCommand::Bridge { a: 20000, b: 20002 }), "bridge after the retriever's ACK: {after:?}");
-    assert!(after.iter().any(|m| matches!(m, MediaCommand::Update { port: 20002, codec: Codec::Pcma, .. })), "retriever leg keeps its PCMA");
+    assert!(after.contains(&MediaCommand::Bridge { a: LEG_20000, b: LEG_20002 }), "bridge after the retriever's ACK: {after:?}");
+    assert!(after.iter().any(|m| matches!(m, MediaCommand::Update { leg: LEG_20002, codec: Codec::Pcma, .. })), "retriever leg keeps its PCMA");
     assert!(matches!(w.events.last(), Some(ParkEvent::Retrieved { orbit, .. }) if orbit == "701"));
 
     // The orbit is free again: a new park takes 701.
@@ -109,7 +110,7 @@ fn retrieve_bridges_both_legs_and_either_bye_ends_the_other() {
     let byes = w.requests_to(bob.peer, since);
     assert_eq!(byes.len(), 1);
     assert_eq!(byes[0].method, crate::sip::Method::Bye);
-    assert!(w.media.contains(&MediaCommand::Stop { port: 20000 }) && w.media.contains(&MediaCommand::Stop { port: 20002 }));
+    assert!(w.media.contains(&MediaCommand::Stop { leg: LEG_20000 }) && w.media.contains(&MediaCommand::Stop { leg: LEG_20002 }));
     w.deliver(bob.peer, &bob.ok_to(&byes[0]));
     w.advance(Duration::from_secs(40));
     let live = w.core.live();
@@ -133,7 +134,7 @@ fn parked_party_hanging_up_frees_orbit_and_stops_music() {
     let since = w.sent.len();
     w.deliver(bob.peer, &bob.in_dialog("BYE", "702", &tag, 2, None));
     assert_eq!(w.last_response_to(bob.peer, since).status, 200);
-    assert!(w.media.contains(&MediaCommand::Stop { port: 20000 }));
+    assert!(w.media.contains(&MediaCommand::Stop { leg: LEG_20000 }));
     assert!(matches!(w.events.last(), Some(ParkEvent::Abandoned { orbit, .. }) if orbit == "702"));
     w.advance(Duration::from_secs(40));
     assert_eq!(w.core.live(), super::Live::default(), "nothing left behind");
@@ -183,7 +184,7 @@ fn reinvite_to_hold_is_answered_recvonly_and_music_stops_sending() {
     let ok = w.last_response_to(bob.peer, since);
     assert_eq!(ok.status, 200);
     assert!(String::from_utf8_lossy(&ok.common.body).contains("a=recvonly"));
-    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Update { port: 20000, send: false, .. })));
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Update { leg: LEG_20000, send: false, .. })));
     w.deliver(bob.peer, &bob.ack("700", &tag, 2, None));
     assert_eq!(w.core.live().orbits_occupied, 1, "still parked");
 }
@@ -298,10 +299,10 @@ fn self_park_announces_the_orbit_before_hold_music() {
     assert_eq!(
         w.media,
         vec![
-            MediaCommand::Hold { port: 20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) },
-            MediaCommand::DtmfPayloadType { port: 20000, pt: Some(101) },
+            MediaCommand::Hold { leg: LEG_20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) },
+            MediaCommand::DtmfPayloadType { leg: LEG_20000, pt: Some(101) },
             MediaCommand::Announce {
-                port: 20000,
+                leg: LEG_20000,
                 words: vec![Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(1)]
             },
         ]
@@ -348,7 +349,7 @@ fn attended_park_announces_to_the_consultation_leg_not_to_the_swapped_in_transfe
     let alice = Phone::new("alice", 5999);
     let bob = Phone::new("bob", 5070);
     let atag = park(&mut w, &alice, "700", false);
-    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Announce { port: 20000, .. })), "{:?}", w.media);
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Announce { leg: LEG_20000, .. })), "{:?}", w.media);
     let replaces = format!("Replaces: {};to-tag={};from-tag={}\n", alice.call_id, atag, alice.tag);
     let since = w.sent.len();
     w.deliver(bob.peer, &bob.invite("700", &replaces, Some(&bob.sdp("0", "sendrecv"))));
@@ -357,7 +358,7 @@ fn attended_park_announces_to_the_consultation_leg_not_to_the_swapped_in_transfe
     let media_before = w.media.len();
     w.deliver(bob.peer, &bob.ack("700", ok.common.to.tag().unwrap(), 1, None));
     let after = &w.media[media_before..];
-    assert!(after.iter().any(|m| matches!(m, MediaCommand::Hold { port: 20002, .. })), "{after:?}");
+    assert!(after.iter().any(|m| matches!(m, MediaCommand::Hold { leg: LEG_20002, .. })), "{after:?}");
     assert!(!after.iter().any(|m| matches!(m, MediaCommand::Announce { .. })), "{after:?}");
 }
 
@@ -373,4 +374,42 @@ fn required_extension_parkd_lacks_is_420_with_unsupported() {
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     w.deliver(carol.peer, &carol.invite("700", "Require: replaces\nReferred-By: <sip:alice@h>\n", Some(&carol.sdp("0", "sendrecv"))));
     assert_eq!(w.last_response_to(carol.peer, 0).status, 200, "a supported extension is fine");
+}
+
+/// `rtp_legs_per_port = 4` with a one-port range: four parks share the SDP port, each with its
+/// own media leg id (the media plane tells them apart by source address).
+#[test]
+fn shared_rtp_port_four_parks_get_the_same_sdp_port_and_distinct_media_legs() {
+    let server = ServerConfig {
+        listen: "127.0.0.1:5060".parse().unwrap(),
+        rtp_ports: NumRange::parse("20000-20001").unwrap(),
+        rtp_legs_per_port: 4,
+        ..ServerConfig::default()
+    };
+    let mut lot = LotConfig::default_lot();
+    lot.orbits = NumRange::parse("701-705").unwrap();
+    let mut w = World::with_server(server, vec![lot]);
+    let phones = [Phone::new("bob", 5070), Phone::new("carol", 5072), Phone::new("dave", 5074), Phone::new("erin", 5076)];
+    for p in &phones {
+        park(&mut w, p, "700", false);
+        let answer = w.last_response_to(p.peer, 0);
+        assert!(String::from_utf8_lossy(&answer.common.body).contains("m=audio 20000 RTP/AVP"), "SDP names the shared port");
+    }
+    let mut legs: Vec<MediaLegId> = w
+        .media
+        .iter()
+        .filter_map(|m| match m {
+            MediaCommand::Hold { leg, .. } => Some(*leg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(legs.len(), 4);
+    assert!(legs.iter().all(|l| l.port() == 20000));
+    legs.sort_unstable();
+    legs.dedup();
+    assert_eq!(legs.len(), 4, "distinct media legs: {legs:?}");
+    // A fifth call finds no room.
+    let frank = Phone::new("frank", 5078);
+    w.deliver(frank.peer, &frank.invite("700", "", Some(&frank.sdp("0 8 101", "sendrecv"))));
+    assert_eq!(w.last_response_to(frank.peer, 0).status, 503);
 }

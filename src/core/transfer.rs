@@ -156,12 +156,12 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
         };
-        let Some(port) = self.ports.take() else {
+        let Some(media_leg) = self.ports.take() else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         self.abandon_recall(now, call_ref);
         let lot_name = self.lots[lot].name().to_string();
-        let leg = self.answer_new_leg(now, txn, from, &req, call_ref, LegRole::Parked, port, offer, &orbit_name, |resp| {
+        let leg = self.answer_new_leg(now, txn, from, &req, call_ref, LegRole::Parked, media_leg, offer, &orbit_name, |resp| {
             resp.common.push_header(super::invite::PARK_ORBIT_HEADER, orbit_name.clone());
             resp.common.push_header(super::invite::PARK_LOT_HEADER, lot_name.clone());
         });

@@ -1,6 +1,6 @@
 //! REFER re-park, attended park (swap by Replaces), retrieve code, empty-orbit policy and overflow, in virtual time.
 
-use super::testkit::{Phone, World};
+use super::testkit::{Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
 use crate::config::{EmptyOrbit, LotConfig, NumRange};
 use crate::media::MediaCommand;
@@ -55,7 +55,7 @@ fn refer_from_a_bridged_leg_reparks_the_other_party_with_sipfrag_notifies() {
     assert_eq!(&n[1].common.body[..], b"SIP/2.0 200 OK\r\nPark-Orbit: 701\r\n");
     assert!(n[1].common.header("Subscription-State").is_some_and(|s| s.starts_with("terminated")));
     assert!(n[1].common.cseq.seq > n[0].common.cseq.seq);
-    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Hold { port: 20000, .. })), "Bob hears music again");
+    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Hold { leg: LEG_20000, .. })), "Bob hears music again");
     // Carol hangs up: Bob stays parked, no BYE to Bob.
     let since = w.sent.len();
     w.deliver(carol.peer, &carol.in_dialog("BYE", "701", &tag, 3, None));
@@ -105,7 +105,7 @@ fn refer_to_an_occupied_orbit_reports_486_in_the_sipfrag() {
     w.deliver(carol.peer, &refer(&carol, &tag, 2, "sip:703@127.0.0.1", ""));
     let n = notifies(&w, &carol, since);
     assert_eq!(&n.last().unwrap().common.body[..], b"SIP/2.0 486 Busy Here\r\n");
-    assert!(w.media.iter().rev().take(1).all(|m| !matches!(m, MediaCommand::Hold { port: 20000, .. })), "still bridged");
+    assert!(w.media.iter().rev().take(1).all(|m| !matches!(m, MediaCommand::Hold { leg: LEG_20000, .. })), "still bridged");
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn attended_park_swaps_the_transferee_into_the_consultation_orbit() {
     assert!(w.requests_to(alice.peer, since).iter().any(|r| r.method == Method::Bye), "the replaced leg is released");
     let media_before = w.media.len();
     w.deliver(bob.peer, &bob.ack("700", ok.common.to.tag().unwrap(), 1, None));
-    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Hold { port: 20002, .. })));
+    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Hold { leg: LEG_20002, .. })));
     assert!(w.events.iter().any(|e| matches!(e, ParkEvent::Swapped { parker: Some(p), .. } if p.contains("alice"))));
     // The recall goes to Alice, the parker.
     let since = w.sent.len();

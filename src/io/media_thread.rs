@@ -5,9 +5,14 @@
 //! commands; drain readable sockets into ONE reused buffer and send what the relay forwards;
 //! then send every hold packet due. A hold packet (12-byte header + shared payload slice) is
 //! assembled in a reused stack buffer: no heap allocation per packet. Send errors are counted.
+//!
+//! When call legs share ports (`legs_per_port > 1`), the due hold packets are sorted by port and
+//! each port's run goes out with `sendmmsg` ([`super::hold_sender`]); packets refused by a full
+//! socket buffer are retried once on the next turn, then dropped and counted.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -19,6 +24,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clock::Clock;
+use super::hold_sender::{self, MmsgSender};
 use crate::media::rtp::RTP_HEADER_LEN;
 use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaStats};
 
@@ -118,8 +124,9 @@ impl Drop for MediaHandle {
 }
 
 /// Binds one non-blocking UDP socket per even port of `ports` on `bind_ip`, and runs `plane` on
-/// a thread named `parkd-media`.
-pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, plane: MediaPlane) -> Result<MediaHandle, MediaIoError> {
+/// a thread named `parkd-media`. `legs_per_port` is `[server] rtp_legs_per_port`: above 1, hold
+/// packets are sent with one `sendmmsg` per port and pacer slot.
+pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, plane: MediaPlane) -> Result<MediaHandle, MediaIoError> {
     let (lo, hi) = (*ports.start(), *ports.end());
     let even: Vec<u16> = ports.filter(|p| p % 2 == 0).collect();
     let Some(&base) = even.first() else { return Err(MediaIoError::NoEvenPort { lo, hi }) };
@@ -136,7 +143,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, plane: MediaPlane) -> 
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(IoCounters::default());
     let stats = Arc::new(Mutex::new(MediaStats::default()));
-    let io = MediaIo { poll, sockets, base, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
+    let io = MediaIo { poll, sockets, base, batch_sends: legs_per_port > 1, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
     let thread = std::thread::Builder::new().name("parkd-media".into()).spawn(move || io.run()).map_err(MediaIoError::Spawn)?;
     Ok(MediaHandle { tx, waker, stop, thread: Some(thread), ports: even, counters, stats })
 }
@@ -147,6 +154,8 @@ struct MediaIo {
     /// Socket `i` is bound to port `base + 2 * i`.
     sockets: Vec<UdpSocket>,
     base: u16,
+    /// Legs share ports: send hold packets with `sendmmsg` per port.
+    batch_sends: bool,
     rx: Receiver<MediaCommand>,
     stop: Arc<AtomicBool>,
     counters: Arc<IoCounters>,
@@ -181,6 +190,9 @@ impl MediaIo {
         let mut buf = vec![0u8; RECV_BUF];
         let mut out = [0u8; RECV_BUF];
         let mut batch = HoldBatch::with_capacity(1024);
+        let mut mmsg = MmsgSender::new();
+        // Packets a full socket buffer refused last turn, and the ones refused this turn.
+        let (mut carried, mut unsent) = (HoldBatch::with_capacity(64), HoldBatch::with_capacity(64));
         let mut last_stats = clock.now();
         loop {
             let now = clock.now();
@@ -233,14 +245,10 @@ impl MediaIo {
             }
             batch.clear();
             self.plane.poll_hold(clock.now(), &mut batch);
-            for p in batch.packets() {
-                let Some(sock) = self.socket(p.port) else { continue };
-                let total = RTP_HEADER_LEN + p.payload.len();
-                let Some(frame) = out.get_mut(..total) else { continue };
-                let (header, body) = frame.split_at_mut(RTP_HEADER_LEN);
-                header.copy_from_slice(&p.header);
-                body.copy_from_slice(&p.payload);
-                self.count_send(sock.send_to(frame, p.to));
+            if self.batch_sends {
+                self.send_hold_batched(&mut mmsg, &mut batch, &mut carried, &mut unsent);
+            } else {
+                self.send_hold_one_by_one(&batch, &mut out);
             }
             let now = clock.now();
             if now.saturating_since(last_stats) >= IDLE_WAKE {
@@ -251,22 +259,55 @@ impl MediaIo {
             }
         }
     }
+
+    /// One leg per port: one `sendto` per hold packet, assembled in `out` (no heap allocation).
+    fn send_hold_one_by_one(&self, batch: &HoldBatch, out: &mut [u8; RECV_BUF]) {
+        for p in batch.packets() {
+            let Some(sock) = self.socket(p.port) else { continue };
+            let total = RTP_HEADER_LEN + p.payload.len();
+            let Some(frame) = out.get_mut(..total) else { continue };
+            let (header, body) = frame.split_at_mut(RTP_HEADER_LEN);
+            header.copy_from_slice(&p.header);
+            body.copy_from_slice(&p.payload);
+            self.count_send(sock.send_to(frame, p.to));
+        }
+    }
+
+    /// Shared ports: first what a full buffer refused last turn (dropped and counted if refused
+    /// again), then this turn's batch, sorted by port, one `sendmmsg` per port run; its refused
+    /// tails are carried to the next turn.
+    fn send_hold_batched(&self, mmsg: &mut MmsgSender, batch: &mut HoldBatch, carried: &mut HoldBatch, unsent: &mut HoldBatch) {
+        let fd_of = |port: u16| self.socket(port).map(|s| s.as_raw_fd());
+        let (errors, blocked) = hold_sender::send_batch(mmsg, carried, fd_of, None);
+        carried.clear();
+        batch.sort_by_port();
+        unsent.clear();
+        let (errors2, _) = hold_sender::send_batch(mmsg, batch, fd_of, Some(unsent));
+        std::mem::swap(carried, unsent);
+        self.counters.send_errors.fetch_add(errors + errors2, Ordering::Relaxed);
+        self.counters.send_would_block.fetch_add(blocked, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::media::rtp::parse;
-    use crate::media::{Codec, HoldMusic, MusicId};
+    use crate::media::{Codec, HoldMusic, MediaLegId, MusicId};
     use std::net::UdpSocket as StdUdp;
 
     /// Spawns on two loopback ports, trying a few bases in case one is taken.
     fn spawn_loopback() -> MediaHandle {
+        spawn_loopback_shared(1)
+    }
+
+    /// Spawns on two loopback ports with `legs_per_port` legs per port.
+    fn spawn_loopback_shared(legs_per_port: u16) -> MediaHandle {
         let music = HoldMusic::from_pcm(&[500; 1600]).unwrap();
         let start = 40_000 + (std::process::id() % 2000) as u16 * 4;
         for k in 0..20u16 {
             let base = start + k * 4;
-            match spawn("127.0.0.1".parse().unwrap(), base..=base + 3, MediaPlane::new(vec![music.clone()], 7)) {
+            match spawn("127.0.0.1".parse().unwrap(), base..=base + 3, legs_per_port, MediaPlane::new(vec![music.clone()], 7)) {
                 Ok(h) => return h,
                 Err(MediaIoError::Bind { .. }) => continue,
                 Err(e) => panic!("{e}"),
@@ -286,12 +327,12 @@ mod tests {
         let h = spawn_loopback();
         assert_eq!(h.ports().len(), 2);
         assert!(matches!(
-            spawn("127.0.0.1".parse().unwrap(), 41_001..=41_001, MediaPlane::new(vec![], 1)),
+            spawn("127.0.0.1".parse().unwrap(), 41_001..=41_001, 1, MediaPlane::new(vec![], 1)),
             Err(MediaIoError::NoEvenPort { .. })
         ));
         let port = h.ports()[0];
         let rx = receiver();
-        h.send(MediaCommand::Hold { port, remote: rx.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+        h.send(MediaCommand::Hold { leg: MediaLegId::solo(port), remote: rx.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         while got.len() < 8 {
@@ -308,7 +349,7 @@ mod tests {
             assert!(step >= 160 && step % 160 == 0 && step <= 160 * 50, "timestamp step {step}");
             assert_eq!((w[1].ssrc, w[1].pt, w[1].marker), (w[0].ssrc, 0, false));
         }
-        h.send(MediaCommand::Stop { port });
+        h.send(MediaCommand::Stop { leg: MediaLegId::solo(port) });
         std::thread::sleep(Duration::from_millis(60));
         while rx.recv_from(&mut buf).is_ok() {} // drain what was in flight
         assert!(rx.recv_from(&mut buf).is_err(), "no packet after Stop");
@@ -320,9 +361,9 @@ mod tests {
         let h = spawn_loopback();
         let (pa, pb) = (h.ports()[0], h.ports()[1]);
         let (a, b) = (receiver(), receiver());
-        h.send(MediaCommand::Hold { port: pa, remote: a.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
-        h.send(MediaCommand::Update { port: pb, remote: b.local_addr().unwrap(), codec: Codec::Pcma, send: true });
-        h.send(MediaCommand::Bridge { a: pa, b: pb });
+        h.send(MediaCommand::Hold { leg: MediaLegId::solo(pa), remote: a.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+        h.send(MediaCommand::Update { leg: MediaLegId::solo(pb), remote: b.local_addr().unwrap(), codec: Codec::Pcma, send: true });
+        h.send(MediaCommand::Bridge { a: MediaLegId::solo(pa), b: MediaLegId::solo(pb) });
         let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 99).to_vec();
         pkt.extend_from_slice(&[0xFF; 160]);
         let mut buf = [0u8; 2048];
@@ -340,5 +381,60 @@ mod tests {
         assert_eq!(r.pt, 8, "translated to B's codec");
         assert_eq!(&buf[12..172], &[0xD5; 160][..]);
         assert!(h.io_counters().send_errors.load(Ordering::Relaxed) == 0);
+    }
+
+    #[test]
+    fn four_legs_on_one_shared_port_get_their_own_streams_and_bridge() {
+        let h = spawn_loopback_shared(4);
+        let port = h.ports()[0];
+        let legs: Vec<MediaLegId> = (0..4).map(|s| MediaLegId::new(port, s)).collect();
+        let phones: Vec<StdUdp> = (0..4).map(|_| receiver()).collect();
+        for (leg, phone) in legs.iter().zip(&phones) {
+            h.send(MediaCommand::Hold { leg: *leg, remote: phone.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+        }
+        let mut buf = [0u8; 2048];
+        let mut ssrcs = Vec::new();
+        for phone in &phones {
+            let mut stream = Vec::new();
+            while stream.len() < 5 {
+                let (n, from) = phone.recv_from(&mut buf).expect("each leg gets its hold stream");
+                assert_eq!(from.port(), port, "sent from the shared port");
+                assert_eq!(n, 172);
+                stream.push(parse(&buf[..n]).unwrap());
+            }
+            assert!(stream.windows(2).all(|w| w[1].seq == w[0].seq.wrapping_add(1) && w[1].ssrc == w[0].ssrc), "one continuous stream");
+            ssrcs.push(stream[0].ssrc);
+        }
+        let mut distinct = ssrcs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "four distinct streams");
+        // Bridge legs 0 and 1 (same port). Phone 1 speaks first: with legs 0, 2, 3 unlatched too,
+        // its packet is told apart by its SDP address, then relayed to phone 0 as leg 0's stream.
+        h.send(MediaCommand::Bridge { a: legs[0], b: legs[1] });
+        let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 99).to_vec();
+        pkt.extend_from_slice(&[0xFF; 160]); // μ-law silence; the hold music here is not silent
+        let is_relayed = |n: usize, buf: &[u8]| n == 172 && buf[12..172].iter().all(|b| *b == 0xFF);
+        let mut relayed = None;
+        'tries: for _ in 0..10 {
+            phones[1].send_to(&pkt, ("127.0.0.1", port)).unwrap();
+            // Hold packets sent before the bridge may still be queued: skip them.
+            while let Ok((n, from)) = phones[0].recv_from(&mut buf) {
+                if is_relayed(n, &buf) {
+                    relayed = Some((from.port(), parse(&buf[..n]).unwrap()));
+                    break 'tries;
+                }
+            }
+        }
+        let (from_port, r) = relayed.expect("phone 1's packet relayed to phone 0 across the shared port");
+        assert_eq!(from_port, port);
+        assert_eq!(r.ssrc, ssrcs[0], "relayed as leg 0's stream");
+        // Phone 2 still hears its own hold music, not the relayed audio.
+        for _ in 0..5 {
+            let (n, _) = phones[2].recv_from(&mut buf).expect("leg 2 still on hold");
+            assert!(!is_relayed(n, &buf));
+            assert_eq!(parse(&buf[..n]).unwrap().ssrc, ssrcs[2]);
+        }
+        assert_eq!(h.io_counters().send_errors.load(Ordering::Relaxed), 0);
     }
 }

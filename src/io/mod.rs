@@ -3,6 +3,7 @@
 pub mod api_link;
 pub mod clock;
 pub mod events_hub;
+pub mod hold_sender;
 pub mod http;
 pub mod media_thread;
 pub mod metrics;

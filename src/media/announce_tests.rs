@@ -71,8 +71,8 @@ fn announce_with_hold_speaks_first_then_music_from_its_start_in_one_stream() {
     for codec in [Codec::Pcmu, Codec::Pcma] {
         let mut p = plane();
         let words = Prompt::orbit_announcement("701");
-        p.apply(t(0), MediaCommand::Hold { port: 20_000, remote: remote(), codec, music: MusicId(0) });
-        p.apply(t(0), MediaCommand::Announce { port: 20_000, words: words.clone() });
+        p.apply(t(0), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec, music: MusicId(0) });
+        p.apply(t(0), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });
         let prompt = spoken(codec, &words);
         let n = prompt.len();
         assert!(n > 4 * 10, "parked on + three digits is more than 0.8 s ({n} frames)");
@@ -92,11 +92,11 @@ fn announce_with_hold_speaks_first_then_music_from_its_start_in_one_stream() {
 #[test]
 fn announce_mid_hold_pauses_the_music_and_resumes_where_it_was() {
     let mut p = plane();
-    p.apply(t(0), MediaCommand::Hold { port: 20_000, remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
+    p.apply(t(0), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
     let before = run(&mut p, 0, 100);
     assert_eq!(before.len(), 5);
     let words = [Prompt::Digit(3)];
-    p.apply(t(100), MediaCommand::Announce { port: 20_000, words: words.to_vec() });
+    p.apply(t(100), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.to_vec() });
     let prompt = spoken(Codec::Pcmu, &words);
     let n = prompt.len();
     let after = run(&mut p, 100, 100 + 20 * (n as u64 + 3));
@@ -111,16 +111,16 @@ fn announce_mid_hold_pauses_the_music_and_resumes_where_it_was() {
 fn bridge_or_stop_during_an_announcement_cancels_it() {
     let mut p = plane();
     let words = Prompt::orbit_announcement("702");
-    p.apply(t(0), MediaCommand::Hold { port: 20_000, remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
-    p.apply(t(0), MediaCommand::Announce { port: 20_000, words: words.clone() });
-    p.apply(t(0), MediaCommand::Update { port: 20_002, remote: "10.0.0.2:4000".parse().unwrap(), codec: Codec::Pcmu, send: true });
+    p.apply(t(0), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
+    p.apply(t(0), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });
+    p.apply(t(0), MediaCommand::Update { leg: MediaLegId::solo(20_002), remote: "10.0.0.2:4000".parse().unwrap(), codec: Codec::Pcmu, send: true });
     let first = run(&mut p, 0, 100);
     assert_eq!(first.len(), 5);
     assert_eq!(first[0].payload, spoken(Codec::Pcmu, &words)[0]);
-    p.apply(t(100), MediaCommand::Bridge { a: 20_000, b: 20_002 });
+    p.apply(t(100), MediaCommand::Bridge { a: MediaLegId::solo(20_000), b: MediaLegId::solo(20_002) });
     assert!(run(&mut p, 100, 300).is_empty(), "Bridge stops the announcement with the music");
     // Back on hold: music from the start, not the rest of the announcement.
-    p.apply(t(300), MediaCommand::Hold { port: 20_000, remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
+    p.apply(t(300), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
     let again = run(&mut p, 300, 400);
     assert_eq!(again.len(), 5);
     for (k, pkt) in again.iter().enumerate() {
@@ -128,8 +128,8 @@ fn bridge_or_stop_during_an_announcement_cancels_it() {
     }
 
     // Stop: the leg is forgotten, nothing more is sent.
-    p.apply(t(400), MediaCommand::Announce { port: 20_000, words: words.clone() });
-    p.apply(t(400), MediaCommand::Stop { port: 20_000 });
+    p.apply(t(400), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });
+    p.apply(t(400), MediaCommand::Stop { leg: MediaLegId::solo(20_000) });
     assert!(run(&mut p, 400, 600).is_empty());
     assert_eq!(p.stats().hold_streams, 0);
 }
@@ -139,21 +139,21 @@ fn announce_is_ignored_unless_hold_music_is_playing() {
     let mut p = plane();
     let words = vec![Prompt::Digit(1)];
     // An idle leg (set up by Update) and an unknown port: nothing to speak over.
-    p.apply(t(0), MediaCommand::Update { port: 20_000, remote: remote(), codec: Codec::Pcmu, send: true });
-    p.apply(t(0), MediaCommand::Announce { port: 20_000, words: words.clone() });
-    p.apply(t(0), MediaCommand::Announce { port: 30_000, words: words.clone() });
+    p.apply(t(0), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, send: true });
+    p.apply(t(0), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });
+    p.apply(t(0), MediaCommand::Announce { leg: MediaLegId::solo(30_000), words: words.clone() });
     assert!(run(&mut p, 0, 100).is_empty());
     assert_eq!(p.stats().legs, 1, "Announce creates no leg");
     // Hold paused by a sendonly peer: ignored too, and not replayed when the music resumes.
-    p.apply(t(100), MediaCommand::Hold { port: 20_000, remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
-    p.apply(t(100), MediaCommand::Update { port: 20_000, remote: remote(), codec: Codec::Pcmu, send: false });
-    p.apply(t(100), MediaCommand::Announce { port: 20_000, words: words.clone() });
-    p.apply(t(200), MediaCommand::Update { port: 20_000, remote: remote(), codec: Codec::Pcmu, send: true });
+    p.apply(t(100), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
+    p.apply(t(100), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, send: false });
+    p.apply(t(100), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });
+    p.apply(t(200), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, send: true });
     let pkts = run(&mut p, 200, 300);
     assert_eq!(pkts.len(), 5);
     assert!(pkts.iter().enumerate().all(|(k, pkt)| pkt.payload == music_frame(Codec::Pcmu, k)), "music only");
     // Nothing speakable (a digit above 9): no announcement, the music goes on.
-    p.apply(t(300), MediaCommand::Announce { port: 20_000, words: vec![Prompt::Digit(12)] });
+    p.apply(t(300), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: vec![Prompt::Digit(12)] });
     let pkts = run(&mut p, 300, 340);
     assert_eq!(pkts[0].payload, music_frame(Codec::Pcmu, 5));
 }
@@ -161,22 +161,22 @@ fn announce_is_ignored_unless_hold_music_is_playing() {
 #[test]
 fn pausing_mid_announcement_cancels_it_and_a_new_one_replaces_the_old() {
     let mut p = plane();
-    p.apply(t(0), MediaCommand::Hold { port: 20_000, remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
-    p.apply(t(0), MediaCommand::Announce { port: 20_000, words: vec![Prompt::ParkedOn] });
+    p.apply(t(0), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
+    p.apply(t(0), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: vec![Prompt::ParkedOn] });
     assert_eq!(run(&mut p, 0, 100).len(), 5);
     // A second announcement replaces the first at the next packet; music then resumes at frame 0.
     let words = vec![Prompt::Digit(4)];
-    p.apply(t(100), MediaCommand::Announce { port: 20_000, words: words.clone() });
+    p.apply(t(100), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });
     let prompt = spoken(Codec::Pcmu, &words);
     let pkts = run(&mut p, 100, 100 + 20 * (prompt.len() as u64 + 2));
     assert_eq!(pkts.iter().take(prompt.len()).map(|p| p.payload.clone()).collect::<Vec<_>>(), prompt);
     assert_eq!(pkts[prompt.len()].payload, music_frame(Codec::Pcmu, 0));
     // Pause (sendonly re-INVITE) in the middle of an announcement: on resume, music, not the rest.
     let t1 = 100 + 20 * (prompt.len() as u64 + 2);
-    p.apply(t(t1), MediaCommand::Announce { port: 20_000, words: vec![Prompt::ParkedOn] });
+    p.apply(t(t1), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: vec![Prompt::ParkedOn] });
     assert_eq!(run(&mut p, t1, t1 + 40).len(), 2);
-    p.apply(t(t1 + 40), MediaCommand::Update { port: 20_000, remote: remote(), codec: Codec::Pcmu, send: false });
-    p.apply(t(t1 + 100), MediaCommand::Update { port: 20_000, remote: remote(), codec: Codec::Pcmu, send: true });
+    p.apply(t(t1 + 40), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, send: false });
+    p.apply(t(t1 + 100), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, send: true });
     let pkts = run(&mut p, t1 + 100, t1 + 140);
     assert_eq!(pkts[0].payload, music_frame(Codec::Pcmu, 2), "music resumes where the announcement paused it");
 }
@@ -185,8 +185,8 @@ fn pausing_mid_announcement_cancels_it_and_a_new_one_replaces_the_old() {
 fn a_late_poll_inside_an_announcement_stays_on_schedule() {
     let mut p = plane();
     let words = Prompt::orbit_announcement("705");
-    p.apply(t(0), MediaCommand::Hold { port: 20_000, remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
-    p.apply(t(0), MediaCommand::Announce { port: 20_000, words: words.clone() });
+    p.apply(t(0), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
+    p.apply(t(0), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });
     let prompt = spoken(Codec::Pcmu, &words);
     let first = run(&mut p, 0, 40);
     assert_eq!(first.len(), 2);
@@ -206,11 +206,11 @@ fn a_late_poll_inside_an_announcement_stays_on_schedule() {
 #[test]
 fn announce_in_the_millisecond_a_packet_went_out_starts_with_the_next_packet() {
     let mut p = plane();
-    p.apply(t(0), MediaCommand::Hold { port: 20_000, remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
+    p.apply(t(0), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
     let first_ms = p.next_deadline().unwrap().as_millis() - T0_MS;
     assert_eq!(run(&mut p, 0, first_ms + 1).len(), 1, "music frame 0 sent at {first_ms}");
     let words = vec![Prompt::Digit(8)];
-    p.apply(t(first_ms), MediaCommand::Announce { port: 20_000, words: words.clone() });
+    p.apply(t(first_ms), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });
     let pkts = run(&mut p, first_ms + 1, first_ms + 41);
     assert_eq!(pkts[0].payload, spoken(Codec::Pcmu, &words)[0], "no prompt frame is lost");
 }

@@ -1,7 +1,9 @@
 //! The media plane: G.711, shared pre-encoded hold frames, the hold pacer and the RTP relay.
 //!
-//! A *leg* is one local RTP port (one call leg of parkd's B2BUA). The signalling core allocates
-//! ports and drives [`MediaPlane`] with [`MediaCommand`]s; the io layer
+//! A *leg* is one call leg of parkd's B2BUA, named by a [`MediaLegId`]: its local RTP port plus
+//! an index among the legs sharing that port (always 0 in the default one-port-per-leg mode, see
+//! `[server] rtp_legs_per_port`). The signalling core allocates ids and drives [`MediaPlane`] with
+//! [`MediaCommand`]s; the io layer
 //! ([`crate::io::media_thread`]) feeds received datagrams to [`MediaPlane::on_rtp`], sends what
 //! it returns, and calls [`MediaPlane::poll_hold`] at [`MediaPlane::next_deadline`]. Like the
 //! rest of parkd's core, nothing here reads a clock or touches a socket.
@@ -12,8 +14,10 @@
 //! * [`pacer`] — one 20-slot timing wheel for every hold stream.
 //! * [`prompts`] — spoken prompts ("parked on", digits) compiled in and encoded once.
 //! * [`relay`] — in-place rewriting of bridged packets.
+//! * [`demux`] — which leg a received packet belongs to when legs share a port.
 //! * [`plane`] — [`MediaPlane`], the state machine tying it together.
 
+pub mod demux;
 pub mod g711;
 pub mod music;
 pub mod pacer;
@@ -75,29 +79,63 @@ impl Codec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MusicId(pub u16);
 
+/// The identity of one media leg: its local RTP port (the socket it sends from and receives on,
+/// the port in parkd's SDP) and its index among the legs sharing that port.
+///
+/// The port is derivable from the id by the pure [`MediaLegId::port`] (the id packs
+/// `port << 16 | share`), so commands carry only the id. With one leg per port (the default)
+/// `share` is always 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MediaLegId(pub u32);
+
+impl MediaLegId {
+    /// The leg with index `share` on local RTP port `port`.
+    pub const fn new(port: u16, share: u16) -> MediaLegId {
+        MediaLegId(((port as u32) << 16) | share as u32)
+    }
+    /// The only leg of `port` (one leg per port).
+    pub const fn solo(port: u16) -> MediaLegId {
+        MediaLegId::new(port, 0)
+    }
+    /// The local RTP port the leg sends from and receives on.
+    pub const fn port(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+    /// The leg's index among the legs sharing its port.
+    pub const fn share(self) -> u16 {
+        (self.0 & 0xFFFF) as u16
+    }
+}
+
+impl std::fmt::Display for MediaLegId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.port(), self.share())
+    }
+}
+
 /// What the signalling core asks of the media plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaCommand {
-    /// Play hold music to `remote` from local `port` (creates the leg if new; ends a bridge).
-    Hold { port: u16, remote: SocketAddr, codec: Codec, music: MusicId },
+    /// Play hold music to `remote` from the leg's port (creates the leg if new; ends a bridge).
+    Hold { leg: MediaLegId, remote: SocketAddr, codec: Codec, music: MusicId },
     /// New remote address/codec after a re-INVITE (creates an idle leg if new — use this to set up
     /// a retrieving leg before [`MediaCommand::Bridge`]). `send = false` when the peer is
     /// sendonly/inactive: nothing is sent to this leg then. Allows re-latching (see
     /// [`MediaPlane::on_rtp`]).
-    Update { port: u16, remote: SocketAddr, codec: Codec, send: bool },
+    Update { leg: MediaLegId, remote: SocketAddr, codec: Codec, send: bool },
     /// Stop hold on both legs and relay RTP between them.
-    Bridge { a: u16, b: u16 },
+    Bridge { a: MediaLegId, b: MediaLegId },
     /// Forget the leg entirely (its bridge peer, if any, goes idle).
-    Stop { port: u16 },
+    Stop { leg: MediaLegId },
     /// The RFC 4733 telephone-event payload type negotiated on this leg (`None`: not negotiated /
     /// unknown). Additive to the lead's design: lets relayed DTMF get the right PT per leg.
-    DtmfPayloadType { port: u16, pt: Option<u8> },
+    DtmfPayloadType { leg: MediaLegId, pt: Option<u8> },
     /// Speak `words` on a leg that is playing hold music, then resume the music where it was.
     /// The prompt frames go out through the same pacer and RTP stream (seq/timestamps continue, same
     /// SSRC), each prompt followed by ~160 ms of silence. Ignored on a leg that is not sending hold
     /// music (idle, bridged, or paused by a sendonly/inactive peer). A new `Announce` replaces one in
     /// progress; `Bridge`, `Stop` or a pause cancels it. See [`prompts::Prompt::orbit_announcement`].
-    Announce { port: u16, words: Vec<Prompt> },
+    Announce { leg: MediaLegId, words: Vec<Prompt> },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.
@@ -108,7 +146,8 @@ pub struct Forward {
     pub len: usize,
 }
 
-/// One hold-music packet: 12-byte header + a refcounted slice of the shared encoded loop.
+/// One hold-music packet: 12-byte header + a refcounted slice of the shared encoded loop, sent
+/// from local `port` (the leg's [`MediaLegId::port`]) to `to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldPacket {
     pub port: u16,
@@ -151,5 +190,74 @@ impl HoldBatch {
     }
     pub(crate) fn push(&mut self, p: HoldPacket) {
         self.packets.push(p);
+    }
+    /// Orders the packets by local port (in place, no allocation), so [`HoldBatch::port_runs`]
+    /// yields one run per socket. Packets of one port keep no particular order among themselves
+    /// (they belong to different legs; each leg has at most one packet per batch).
+    pub fn sort_by_port(&mut self) {
+        self.packets.sort_unstable_by_key(|p| p.port);
+    }
+    /// Consecutive packets with the same local port, at most `max` per run (`max` 0 counts as 1):
+    /// after [`HoldBatch::sort_by_port`], one `sendmmsg` per run.
+    pub fn port_runs(&self, max: usize) -> PortRuns<'_> {
+        PortRuns { rest: &self.packets, max: max.max(1) }
+    }
+}
+
+/// Iterator of [`HoldBatch::port_runs`].
+#[derive(Debug)]
+pub struct PortRuns<'a> {
+    rest: &'a [HoldPacket],
+    max: usize,
+}
+
+impl<'a> Iterator for PortRuns<'a> {
+    type Item = &'a [HoldPacket];
+    fn next(&mut self) -> Option<&'a [HoldPacket]> {
+        let port = self.rest.first()?.port;
+        let n = self.rest.iter().take(self.max).take_while(|p| p.port == port).count();
+        let (run, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Some(run)
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn packet(port: u16) -> HoldPacket {
+        HoldPacket { port, to: "127.0.0.1:4000".parse().unwrap(), header: [0; 12], payload: Bytes::from_static(&[0; 160]) }
+    }
+
+    #[test]
+    fn a_slot_with_100_legs_on_2_ports_is_2_send_batches() {
+        let mut b = HoldBatch::with_capacity(128);
+        for i in 0..100u16 {
+            b.push(packet(if i % 2 == 0 { 20_000 } else { 20_002 }));
+        }
+        b.sort_by_port();
+        let runs: Vec<(u16, usize)> = b.port_runs(64).map(|r| (r[0].port, r.len())).collect();
+        assert_eq!(runs, vec![(20_000, 50), (20_002, 50)]);
+    }
+
+    #[test]
+    fn runs_are_cut_at_the_batch_limit() {
+        let mut b = HoldBatch::with_capacity(200);
+        for _ in 0..150 {
+            b.push(packet(20_000));
+        }
+        b.push(packet(20_004));
+        let lens: Vec<usize> = b.port_runs(64).map(<[HoldPacket]>::len).collect();
+        assert_eq!(lens, vec![64, 64, 22, 1]);
+        assert_eq!(b.port_runs(0).count(), 151, "a limit of 0 is one packet per run");
+    }
+
+    #[test]
+    fn media_leg_id_packs_port_and_share() {
+        let id = MediaLegId::new(20_002, 7);
+        assert_eq!((id.port(), id.share()), (20_002, 7));
+        assert_eq!(MediaLegId::solo(65_534).port(), 65_534);
+        assert_eq!(id.to_string(), "20002#7");
     }
 }

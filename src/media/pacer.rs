@@ -7,6 +7,7 @@
 //! latest due time, so a late pacer skips frames instead of bursting. Work per call is
 //! O(20 + streams due) and nothing is allocated (slot Vecs are reused).
 
+use super::MediaLegId;
 use crate::time::Time;
 
 /// Slots per period.
@@ -23,10 +24,10 @@ pub struct Scheduled {
     pub first_ms: u64,
 }
 
-/// The timing wheel. Streams are identified by their leg's port.
+/// The timing wheel. Streams are identified by their leg's [`MediaLegId`].
 #[derive(Debug)]
 pub struct Pacer {
-    slots: [Vec<u16>; SLOTS],
+    slots: [Vec<MediaLegId>; SLOTS],
     /// Bit `s` set when slot `s` is non-empty.
     mask: u32,
     /// Every slot time below this millisecond has been served.
@@ -65,9 +66,9 @@ impl Pacer {
         out
     }
 
-    /// Schedules `port` in the least-loaded slot; its first frame is the first due time of that
+    /// Schedules `leg` in the least-loaded slot; its first frame is the first due time of that
     /// slot at or after `now` that has not been served yet.
-    pub fn add(&mut self, now: Time, port: u16) -> Scheduled {
+    pub fn add(&mut self, now: Time, leg: MediaLegId) -> Scheduled {
         if self.total == 0 {
             // Nothing is pending: fast-forward so `next_deadline` does not report stale slots.
             self.served_until_ms = self.served_until_ms.max(now.as_millis());
@@ -78,7 +79,7 @@ impl Pacer {
                 best = i;
             }
         }
-        self.slots[best].push(port);
+        self.slots[best].push(leg);
         self.mask |= 1 << best;
         self.total += 1;
         let from = now.as_millis().max(self.served_until_ms);
@@ -86,10 +87,10 @@ impl Pacer {
         Scheduled { slot: best as u8, first_ms: from + offset }
     }
 
-    /// Unschedules `port` from `slot`. Returns false if it was not there.
-    pub fn remove(&mut self, slot: u8, port: u16) -> bool {
+    /// Unschedules `leg` from `slot`. Returns false if it was not there.
+    pub fn remove(&mut self, slot: u8, leg: MediaLegId) -> bool {
         let Some(v) = self.slots.get_mut(slot as usize) else { return false };
-        let Some(i) = v.iter().position(|p| *p == port) else { return false };
+        let Some(i) = v.iter().position(|p| *p == leg) else { return false };
         v.swap_remove(i);
         if v.is_empty() {
             self.mask &= !(1 << slot);
@@ -111,9 +112,9 @@ impl Pacer {
         Some(Time::from_millis(self.served_until_ms + ahead))
     }
 
-    /// Calls `serve(slot_time_ms, port)` for every stream whose slot time is in
+    /// Calls `serve(slot_time_ms, leg)` for every stream whose slot time is in
     /// `(last served, now]`, limited to the last period. Returns the number of streams served.
-    pub fn due(&mut self, now: Time, mut serve: impl FnMut(u64, u16)) -> usize {
+    pub fn due(&mut self, now: Time, mut serve: impl FnMut(u64, MediaLegId)) -> usize {
         let now_ms = now.as_millis();
         if now_ms < self.served_until_ms {
             return 0;
@@ -125,8 +126,8 @@ impl Pacer {
             if self.mask & (1 << slot) == 0 {
                 continue;
             }
-            for port in self.slots[slot].iter() {
-                serve(t, *port);
+            for leg in self.slots[slot].iter() {
+                serve(t, *leg);
                 served += 1;
             }
         }
@@ -167,24 +168,28 @@ impl PacerLateness {
 mod tests {
     use super::*;
 
+    fn leg(port: u16) -> MediaLegId {
+        MediaLegId::solo(port)
+    }
+
     #[test]
     fn least_loaded_slot_and_first_due_time() {
         let mut p = Pacer::new();
         let now = Time::from_millis(1_000_005);
-        let a = p.add(now, 10);
+        let a = p.add(now, leg(10));
         assert_eq!(a.slot, 0);
         assert_eq!(a.first_ms, 1_000_020);
-        let b = p.add(now, 12);
+        let b = p.add(now, leg(12));
         assert_eq!(b.slot, 1);
         assert_eq!(b.first_ms, 1_000_021);
         for i in 0..18 {
-            p.add(now, 14 + 2 * i);
+            p.add(now, leg(14 + 2 * i));
         }
         assert_eq!(p.slot_loads(), [1; SLOTS]);
-        let c = p.add(now, 100);
+        let c = p.add(now, leg(100));
         assert_eq!(c.slot, 0);
-        assert!(p.remove(c.slot, 100));
-        assert!(!p.remove(c.slot, 100));
+        assert!(p.remove(c.slot, leg(100)));
+        assert!(!p.remove(c.slot, leg(100)));
         assert_eq!(p.len(), 20);
     }
 
@@ -194,14 +199,14 @@ mod tests {
         assert_eq!(p.next_deadline(), None);
         let now = Time::from_millis(1_000_000);
         p.due(now, |_, _| {}); // served_until = 1_000_001 (slot 1)
-        let s = p.add(now, 2); // least loaded: slot 0
+        let s = p.add(now, leg(2)); // least loaded: slot 0
         assert_eq!(s.slot, 0);
         assert_eq!(p.next_deadline(), Some(Time::from_millis(1_000_020)));
         let mut seen = vec![];
         p.due(Time::from_millis(1_000_019), |t, port| seen.push((t, port)));
         assert!(seen.is_empty());
         p.due(Time::from_millis(1_000_020), |t, port| seen.push((t, port)));
-        assert_eq!(seen, vec![(1_000_020, 2)]);
+        assert_eq!(seen, vec![(1_000_020, leg(2))]);
         assert_eq!(p.next_deadline(), Some(Time::from_millis(1_000_040)));
     }
 
@@ -211,7 +216,7 @@ mod tests {
         let now = Time::from_millis(1_000_000);
         p.due(now, |_, _| {});
         for port in 0..40 {
-            p.add(now, port);
+            p.add(now, leg(port));
         }
         let mut seen = vec![];
         // 95 ms late: only the last period is served.

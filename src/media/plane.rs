@@ -10,15 +10,16 @@ use rand::SeedableRng;
 use super::music::HoldMusic;
 use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
 use super::prompts::{Prompt, PromptBank};
+use super::demux::{Demux, Route};
 use super::relay::{self, Destination, RelayMap};
 use super::rtp::{self, OutStream, TS_PER_FRAME};
-use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MusicId};
+use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MusicId};
 use crate::time::Time;
 
 /// Counters and gauges of the media plane.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MediaStats {
-    /// Legs (local ports) known.
+    /// Legs known.
     pub legs: usize,
     /// Legs currently scheduled for hold music.
     pub hold_streams: usize,
@@ -28,11 +29,14 @@ pub struct MediaStats {
     pub hold_sent: u64,
     /// Packets relayed between bridged legs.
     pub relayed: u64,
-    /// Received packets dropped as invalid: no leg on the port, not RTP v2, shorter than 12 bytes.
+    /// Received packets dropped as invalid: no leg on the id, not RTP v2, shorter than 12 bytes.
     pub dropped_invalid: u64,
     /// Valid packets not relayed: unknown payload type, not from the latched source, or the peer
     /// must not be sent to (sendonly/inactive).
     pub dropped_unrelayable: u64,
+    /// Valid packets on a shared port that no leg could claim: not from a latched source nor a
+    /// leg's SDP address, and two or more legs on the port not latched yet (see `demux`).
+    pub dropped_ambiguous: u64,
     /// Valid packets received on a leg that is on hold or idle (nothing to relay them to).
     pub absorbed: u64,
     /// How late each pacer slot that produced hold packets was served.
@@ -49,10 +53,10 @@ enum Mode {
     /// `next_frame` is the loop frame to resume from, `next_n` the next packet index.
     Hold { music: usize, sched: Option<Scheduled>, frame0: usize, ts0: u32, next_frame: usize, n0: u64, next_n: u64 },
     /// Relaying to/from `peer`.
-    Bridged { peer: u16 },
+    Bridged { peer: MediaLegId },
 }
 
-/// One local RTP port.
+/// One local RTP id.
 #[derive(Debug)]
 struct Leg {
     sdp_remote: SocketAddr,
@@ -89,7 +93,9 @@ impl Leg {
 pub struct MediaPlane {
     music: Vec<HoldMusic>,
     prompts: PromptBank,
-    legs: HashMap<u16, Leg>,
+    legs: HashMap<MediaLegId, Leg>,
+    /// Which leg a received packet belongs to (legs may share a port).
+    demux: Demux,
     pacer: Pacer,
     rng: SmallRng,
     stats: MediaStats,
@@ -102,28 +108,28 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: HashMap::new(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: HashMap::new(), demux: Demux::new(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
     pub fn apply(&mut self, now: Time, cmd: MediaCommand) {
         match cmd {
-            MediaCommand::Hold { port, remote, codec, music } => self.hold(now, port, remote, codec, music),
-            MediaCommand::Update { port, remote, codec, send } => self.update(now, port, remote, codec, send),
+            MediaCommand::Hold { leg: id, remote, codec, music } => self.hold(now, id, remote, codec, music),
+            MediaCommand::Update { leg: id, remote, codec, send } => self.update(now, id, remote, codec, send),
             MediaCommand::Bridge { a, b } => self.bridge(a, b),
-            MediaCommand::Stop { port } => self.stop(port),
-            MediaCommand::DtmfPayloadType { port, pt } => {
-                if let Some(leg) = self.legs.get_mut(&port) {
+            MediaCommand::Stop { leg: id } => self.stop(id),
+            MediaCommand::DtmfPayloadType { leg: id, pt } => {
+                if let Some(leg) = self.legs.get_mut(&id) {
                     leg.dtmf_pt = pt.filter(|p| *p <= 127);
                 }
             }
-            MediaCommand::Announce { port, words } => self.announce(now, port, &words),
+            MediaCommand::Announce { leg: id, words } => self.announce(now, id, &words),
         }
     }
 
-    fn leg_entry(&mut self, port: u16, remote: SocketAddr, codec: Codec) -> &mut Leg {
+    fn leg_entry(&mut self, id: MediaLegId, remote: SocketAddr, codec: Codec) -> &mut Leg {
         let rng = &mut self.rng;
-        self.legs.entry(port).or_insert_with(|| Leg {
+        self.legs.entry(id).or_insert_with(|| Leg {
             sdp_remote: remote,
             latched: None,
             codec,
@@ -136,20 +142,20 @@ impl MediaPlane {
         })
     }
 
-    /// Takes `port` out of whatever it was doing: unschedules hold music, and turns a bridge
+    /// Takes `id` out of whatever it was doing: unschedules hold music, and turns a bridge
     /// peer idle. The leg itself is left in `Mode::Idle`.
-    fn detach(&mut self, port: u16) {
-        let Some(leg) = self.legs.get_mut(&port) else { return };
+    fn detach(&mut self, id: MediaLegId) {
+        let Some(leg) = self.legs.get_mut(&id) else { return };
         let mode = std::mem::replace(&mut leg.mode, Mode::Idle);
         leg.map = None;
         leg.announce = None;
         match mode {
             Mode::Hold { sched: Some(s), .. } => {
-                self.pacer.remove(s.slot, port);
+                self.pacer.remove(s.slot, id);
             }
             Mode::Bridged { peer } => {
                 if let Some(p) = self.legs.get_mut(&peer) {
-                    if matches!(p.mode, Mode::Bridged { peer: pp } if pp == port) {
+                    if matches!(p.mode, Mode::Bridged { peer: pp } if pp == id) {
                         p.mode = Mode::Idle;
                         p.map = None;
                     }
@@ -159,12 +165,15 @@ impl MediaPlane {
         }
     }
 
-    fn hold(&mut self, now: Time, port: u16, remote: SocketAddr, codec: Codec, music: MusicId) {
+    fn hold(&mut self, now: Time, id: MediaLegId, remote: SocketAddr, codec: Codec, music: MusicId) {
         let music = if (music.0 as usize) < self.music.len() { music.0 as usize } else { 0 };
-        let leg = self.leg_entry(port, remote, codec);
-        if leg.sdp_remote != remote {
+        let is_new = !self.legs.contains_key(&id);
+        let leg = self.leg_entry(id, remote, codec);
+        if is_new || leg.sdp_remote != remote {
             leg.latched = None;
+            self.demux.set_remote(id, remote);
         }
+        let Some(leg) = self.legs.get_mut(&id) else { return };
         leg.sdp_remote = remote;
         leg.codec = codec;
         leg.send = true;
@@ -176,14 +185,14 @@ impl MediaPlane {
             Mode::Hold { next_frame, .. } => next_frame,
             _ => 0,
         };
-        self.detach(port);
-        self.start_hold(now, port, music, next_frame);
+        self.detach(id);
+        self.start_hold(now, id, music, next_frame);
     }
 
-    /// Schedules hold music on `port` starting at loop frame `frame0`.
-    fn start_hold(&mut self, now: Time, port: u16, music: usize, frame0: usize) {
-        let Some(leg) = self.legs.get_mut(&port) else { return };
-        let sched = self.pacer.add(now, port);
+    /// Schedules hold music on `id` starting at loop frame `frame0`.
+    fn start_hold(&mut self, now: Time, id: MediaLegId, music: usize, frame0: usize) {
+        let Some(leg) = self.legs.get_mut(&id) else { return };
+        let sched = self.pacer.add(now, id);
         let first_at = Time::from_millis(sched.first_ms);
         let ts0 = match leg.out.last_at {
             None => leg.out.last_ts,
@@ -197,34 +206,36 @@ impl MediaPlane {
         leg.mode = Mode::Hold { music, sched: Some(sched), frame0, ts0, next_frame: frame0, n0: 0, next_n: 0 };
     }
 
-    fn update(&mut self, now: Time, port: u16, remote: SocketAddr, codec: Codec, send: bool) {
-        let leg = self.leg_entry(port, remote, codec);
+    fn update(&mut self, now: Time, id: MediaLegId, remote: SocketAddr, codec: Codec, send: bool) {
+        let leg = self.leg_entry(id, remote, codec);
         leg.sdp_remote = remote;
         leg.latched = None; // RFC 3264 re-offer: learn the (possibly new) source again
+        self.demux.set_remote(id, remote);
+        let Some(leg) = self.legs.get_mut(&id) else { return };
         leg.codec = codec;
         leg.send = send;
         let mode = leg.mode;
         match mode {
             Mode::Hold { sched: Some(s), music, next_frame, .. } if !send => {
-                self.pacer.remove(s.slot, port);
-                if let Some(leg) = self.legs.get_mut(&port) {
+                self.pacer.remove(s.slot, id);
+                if let Some(leg) = self.legs.get_mut(&id) {
                     // Pausing cancels an announcement: the peer would not hear it.
                     leg.announce = None;
                     leg.mode = Mode::Hold { music, sched: None, frame0: next_frame, ts0: 0, next_frame, n0: 0, next_n: 0 };
                 }
             }
             Mode::Hold { sched: None, music, next_frame, .. } if send => {
-                self.start_hold(now, port, music, next_frame);
+                self.start_hold(now, id, music, next_frame);
             }
             _ => {}
         }
     }
 
-    /// Starts speaking `words` at the next packet of `port`'s hold stream; music pauses meanwhile.
-    fn announce(&mut self, now: Time, port: u16, words: &[Prompt]) {
-        let Some(leg) = self.legs.get_mut(&port) else { return };
+    /// Starts speaking `words` at the next packet of `id`'s hold stream; music pauses meanwhile.
+    fn announce(&mut self, now: Time, id: MediaLegId, words: &[Prompt]) {
+        let Some(leg) = self.legs.get_mut(&id) else { return };
         let Mode::Hold { sched: Some(sched), frame0, n0, next_n, .. } = &mut leg.mode else {
-            tracing::debug!(port, "announce ignored: leg is not playing hold music");
+            tracing::debug!(leg = %id, "announce ignored: leg is not playing hold music");
             return;
         };
         let frames = self.prompts.sequence(words);
@@ -242,9 +253,9 @@ impl MediaPlane {
         leg.announce = Some(Announcement { start_n, frames });
     }
 
-    fn bridge(&mut self, a: u16, b: u16) {
+    fn bridge(&mut self, a: MediaLegId, b: MediaLegId) {
         if a == b || !self.legs.contains_key(&a) || !self.legs.contains_key(&b) {
-            tracing::debug!(a, b, "bridge ignored: unknown leg or same port");
+            tracing::debug!(a = %a, b = %b, "bridge ignored: unknown leg or same id");
             return;
         }
         self.detach(a);
@@ -258,27 +269,41 @@ impl MediaPlane {
         }
     }
 
-    fn stop(&mut self, port: u16) {
-        self.detach(port);
-        self.legs.remove(&port);
+    fn stop(&mut self, id: MediaLegId) {
+        self.detach(id);
+        self.legs.remove(&id);
+        self.demux.remove(id);
     }
 
     /// Handles one datagram received on local `port` from `from`. Returns where to send the
     /// (rewritten in place) packet when the leg is bridged; `None` when it is dropped or absorbed.
     pub fn on_rtp(&mut self, now: Time, port: u16, from: SocketAddr, pkt: &mut [u8]) -> Option<Forward> {
-        let (Some(info), Some(src)) = (rtp::parse(pkt), self.legs.get_mut(&port)) else {
+        let Some(info) = rtp::parse(pkt) else {
             self.stats.dropped_invalid += 1;
             return None;
         };
-        // Symmetric RTP (RFC 4961): latch to the first source; ignore others until an Update.
-        match src.latched {
-            None => src.latched = Some(from),
-            Some(l) if l != from => {
+        // Symmetric RTP (RFC 4961): a leg latches to its first source and ignores others until an
+        // Update; legs sharing the port are told apart by source (see `demux`).
+        let id = match self.demux.route(port, from) {
+            Route::Latched(id) | Route::NewlyLatched(id) => id,
+            Route::NoLeg => {
+                self.stats.dropped_invalid += 1;
+                return None;
+            }
+            Route::Foreign => {
                 self.stats.dropped_unrelayable += 1;
                 return None;
             }
-            Some(_) => {}
-        }
+            Route::Ambiguous => {
+                self.stats.dropped_ambiguous += 1;
+                return None;
+            }
+        };
+        let Some(src) = self.legs.get_mut(&id) else {
+            self.stats.dropped_invalid += 1;
+            return None;
+        };
+        src.latched = Some(from);
         let Mode::Bridged { peer } = src.mode else {
             self.stats.absorbed += 1;
             return None;
@@ -298,7 +323,7 @@ impl MediaPlane {
         let dest = Destination { codec: dst.codec, dtmf_pt: dst.dtmf_pt, out: &mut dst.out, map: &mut dst.map };
         let len = relay::rewrite(pkt, &info, kind, dest, now);
         self.stats.relayed += 1;
-        Some(Forward { port: peer, to, len })
+        Some(Forward { port: peer.port(), to, len })
     }
 
     /// Appends every hold packet due at `now` (at most one per stream: a late call skips frames,
@@ -308,8 +333,8 @@ impl MediaPlane {
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
         let MediaPlane { music, prompts, legs, pacer, stats, .. } = self;
         let mut last_slot_ms = None;
-        pacer.due(now, |t_ms, port| {
-            let Some(leg) = legs.get_mut(&port) else { return };
+        pacer.due(now, |t_ms, id| {
+            let Some(leg) = legs.get_mut(&id) else { return };
             let to = leg.send_to();
             let Mode::Hold { music: m, sched: Some(sched), frame0, ts0, next_frame, n0, next_n } = &mut leg.mode else { return };
             if t_ms < sched.first_ms {
@@ -340,7 +365,7 @@ impl MediaPlane {
                 }
             };
             let header = leg.out.next_header(leg.codec.payload_type(), ts, Time::from_millis(t_ms));
-            batch.push(HoldPacket { port, to, header, payload });
+            batch.push(HoldPacket { port: id.port(), to, header, payload });
             stats.hold_sent += 1;
             // Slot times come in increasing order: one observation per slot, not per stream.
             if last_slot_ms != Some(t_ms) {
@@ -362,8 +387,8 @@ impl MediaPlane {
     }
 
     /// The address a leg currently sends to (latched source, else the SDP address).
-    pub fn send_address(&self, port: u16) -> Option<SocketAddr> {
-        self.legs.get(&port).map(Leg::send_to)
+    pub fn send_address(&self, id: MediaLegId) -> Option<SocketAddr> {
+        self.legs.get(&id).map(Leg::send_to)
     }
 }
 

@@ -24,7 +24,7 @@ fn plane() -> MediaPlane {
 }
 
 fn hold(p: &mut MediaPlane, now: Time, port: u16, remote: &str, codec: Codec) {
-    p.apply(now, MediaCommand::Hold { port, remote: addr(remote), codec, music: MusicId(0) });
+    p.apply(now, MediaCommand::Hold { leg: MediaLegId::solo(port), remote: addr(remote), codec, music: MusicId(0) });
 }
 
 fn info(h: &[u8; 12]) -> RtpInfo {
@@ -130,7 +130,7 @@ fn next_deadline_tracks_the_earliest_slot() {
     assert_eq!(b.len(), 1);
     assert_eq!(info(&b.packets()[0].header).pt, 8);
     assert_eq!(p.next_deadline(), Some(d + std::time::Duration::from_millis(20)));
-    p.apply(t(30), MediaCommand::Stop { port: 20_000 });
+    p.apply(t(30), MediaCommand::Stop { leg: MediaLegId::solo(20_000) });
     assert_eq!(p.next_deadline(), None);
     assert_eq!(p.stats().legs, 0);
 }
@@ -141,12 +141,12 @@ fn hold_to_bridge_keeps_ssrc_seq_ts_continuous_and_translates() {
     let mut p = plane();
     let (a, b) = (20_000u16, 20_002u16);
     hold(&mut p, t(0), a, "10.0.0.1:4000", Codec::Pcmu);
-    p.apply(t(0), MediaCommand::Update { port: b, remote: addr("10.0.0.2:5000"), codec: Codec::Pcma, send: true });
+    p.apply(t(0), MediaCommand::Update { leg: MediaLegId::solo(b), remote: addr("10.0.0.2:5000"), codec: Codec::Pcma, send: true });
     let held = run(&mut p, 0, 200);
     let last_hold = info(&held.last().unwrap().header);
     assert!(held.iter().all(|h| h.port == a));
 
-    p.apply(t(200), MediaCommand::Bridge { a, b });
+    p.apply(t(200), MediaCommand::Bridge { a: MediaLegId::solo(a), b: MediaLegId::solo(b) });
     assert!(run(&mut p, 200, 400).is_empty(), "no hold packet after Bridge");
     assert_eq!(p.stats().bridged_pairs, 1);
     assert_eq!(p.stats().hold_streams, 0);
@@ -207,12 +207,12 @@ fn bridge_then_hold_again_continues_the_stream() {
     hold(&mut p, t(0), a, "10.0.0.1:4000", Codec::Pcmu);
     hold(&mut p, t(0), b, "10.0.0.2:4000", Codec::Pcmu);
     run(&mut p, 0, 100);
-    p.apply(t(100), MediaCommand::Bridge { a, b });
+    p.apply(t(100), MediaCommand::Bridge { a: MediaLegId::solo(a), b: MediaLegId::solo(b) });
     let mut pkt = rtp_packet(0, 1, 1, 1, &[0xFF; 160]);
     p.on_rtp(t(110), b, addr("10.0.0.2:4000"), &mut pkt).unwrap();
     let relayed = parse(&pkt).unwrap();
     // The retriever hangs up: the core stops B and puts A back on hold.
-    p.apply(t(120), MediaCommand::Stop { port: b });
+    p.apply(t(120), MediaCommand::Stop { leg: MediaLegId::solo(b) });
     let mut pkt = rtp_packet(0, 2, 161, 1, &[0xFF; 160]);
     assert!(p.on_rtp(t(125), a, addr("10.0.0.1:4000"), &mut pkt).is_none(), "peer gone: absorbed");
     hold(&mut p, t(130), a, "10.0.0.1:4000", Codec::Pcmu);
@@ -230,9 +230,9 @@ fn telephone_event_passes_with_pt_rewritten_other_pts_dropped() {
     let (a, b) = (20_000u16, 20_002u16);
     hold(&mut p, t(0), a, "10.0.0.1:4000", Codec::Pcmu);
     hold(&mut p, t(0), b, "10.0.0.2:4000", Codec::Pcmu);
-    p.apply(t(0), MediaCommand::DtmfPayloadType { port: a, pt: Some(101) });
-    p.apply(t(0), MediaCommand::DtmfPayloadType { port: b, pt: Some(96) });
-    p.apply(t(0), MediaCommand::Bridge { a, b });
+    p.apply(t(0), MediaCommand::DtmfPayloadType { leg: MediaLegId::solo(a), pt: Some(101) });
+    p.apply(t(0), MediaCommand::DtmfPayloadType { leg: MediaLegId::solo(b), pt: Some(96) });
+    p.apply(t(0), MediaCommand::Bridge { a: MediaLegId::solo(a), b: MediaLegId::solo(b) });
     // RFC 4733 §2.3: event '5', end bit clear, volume 10, duration 160.
     let mut ev = rtp_packet(101, 10, 1000, 5, &[5, 10, 0, 160]);
     let f = p.on_rtp(t(10), a, addr("10.0.0.1:4000"), &mut ev).unwrap();
@@ -251,26 +251,26 @@ fn telephone_event_passes_with_pt_rewritten_other_pts_dropped() {
 fn latching_follows_first_source_and_relatches_after_update() {
     let mut p = plane();
     hold(&mut p, t(0), 20_000, "10.0.0.1:4000", Codec::Pcmu);
-    assert_eq!(p.send_address(20_000), Some(addr("10.0.0.1:4000")));
+    assert_eq!(p.send_address(MediaLegId::solo(20_000)), Some(addr("10.0.0.1:4000")));
     let first = run(&mut p, 0, 40);
     assert!(first.iter().all(|h| h.to == addr("10.0.0.1:4000")));
 
     let mut pkt = rtp_packet(0, 1, 1, 1, &[0xFF; 160]);
     assert!(p.on_rtp(t(40), 20_000, addr("192.0.2.7:31000"), &mut pkt).is_none());
-    assert_eq!(p.send_address(20_000), Some(addr("192.0.2.7:31000")), "latched to the NAT address");
+    assert_eq!(p.send_address(MediaLegId::solo(20_000)), Some(addr("192.0.2.7:31000")), "latched to the NAT address");
     let later = run(&mut p, 40, 80);
     assert!(!later.is_empty() && later.iter().all(|h| h.to == addr("192.0.2.7:31000")));
 
     let mut pkt = rtp_packet(0, 2, 161, 1, &[0xFF; 160]);
     p.on_rtp(t(80), 20_000, addr("198.51.100.9:999"), &mut pkt);
-    assert_eq!(p.send_address(20_000), Some(addr("192.0.2.7:31000")), "a stranger cannot steal the stream");
+    assert_eq!(p.send_address(MediaLegId::solo(20_000)), Some(addr("192.0.2.7:31000")), "a stranger cannot steal the stream");
     assert_eq!(p.stats().dropped_unrelayable, 1);
 
-    p.apply(t(90), MediaCommand::Update { port: 20_000, remote: addr("10.0.0.9:4000"), codec: Codec::Pcmu, send: true });
-    assert_eq!(p.send_address(20_000), Some(addr("10.0.0.9:4000")));
+    p.apply(t(90), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: addr("10.0.0.9:4000"), codec: Codec::Pcmu, send: true });
+    assert_eq!(p.send_address(MediaLegId::solo(20_000)), Some(addr("10.0.0.9:4000")));
     let mut pkt = rtp_packet(0, 3, 321, 1, &[0xFF; 160]);
     p.on_rtp(t(95), 20_000, addr("198.51.100.9:999"), &mut pkt);
-    assert_eq!(p.send_address(20_000), Some(addr("198.51.100.9:999")), "re-latched after Update");
+    assert_eq!(p.send_address(MediaLegId::solo(20_000)), Some(addr("198.51.100.9:999")), "re-latched after Update");
     assert_eq!(p.stats().absorbed, 2);
 }
 
@@ -287,11 +287,11 @@ fn invalid_datagrams_are_dropped_and_counted_never_panic() {
     let mut ok = rtp_packet(0, 1, 1, 1, &[0; 10]);
     assert!(p.on_rtp(t(1), 20_002, from, &mut ok).is_none(), "no leg on that port");
     assert_eq!(p.stats().dropped_invalid, 3);
-    assert_eq!(p.send_address(20_000), Some(from), "invalid packets do not latch");
+    assert_eq!(p.send_address(MediaLegId::solo(20_000)), Some(from), "invalid packets do not latch");
 
     // Pseudo-random garbage on a bridged pair.
     hold(&mut p, t(0), 20_002, "10.0.0.2:4000", Codec::Pcma);
-    p.apply(t(0), MediaCommand::Bridge { a: 20_000, b: 20_002 });
+    p.apply(t(0), MediaCommand::Bridge { a: MediaLegId::solo(20_000), b: MediaLegId::solo(20_002) });
     let mut x: u32 = 0x1234_5678;
     for n in 0..5000usize {
         let mut buf = vec![0u8; n % 200];
@@ -315,10 +315,10 @@ fn update_send_false_pauses_hold_and_send_true_resumes() {
     let mut p = plane();
     hold(&mut p, t(0), 20_000, "10.0.0.1:4000", Codec::Pcmu);
     let before = run(&mut p, 0, 100);
-    p.apply(t(100), MediaCommand::Update { port: 20_000, remote: addr("10.0.0.1:4000"), codec: Codec::Pcmu, send: false });
+    p.apply(t(100), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: addr("10.0.0.1:4000"), codec: Codec::Pcmu, send: false });
     assert!(run(&mut p, 100, 300).is_empty(), "peer sendonly/inactive: we must not send (RFC 3264 §6.1)");
     assert_eq!(p.next_deadline(), None);
-    p.apply(t(300), MediaCommand::Update { port: 20_000, remote: addr("10.0.0.1:4000"), codec: Codec::Pcma, send: true });
+    p.apply(t(300), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: addr("10.0.0.1:4000"), codec: Codec::Pcma, send: true });
     let after = run(&mut p, 300, 400);
     let (l, f) = (info(&before.last().unwrap().header), info(&after[0].header));
     assert_eq!(f.seq, l.seq.wrapping_add(1));
@@ -332,10 +332,10 @@ fn relay_to_a_peer_that_must_not_receive_is_dropped_and_bad_bridge_ignored() {
     let mut p = plane();
     hold(&mut p, t(0), 20_000, "10.0.0.1:4000", Codec::Pcmu);
     hold(&mut p, t(0), 20_002, "10.0.0.2:4000", Codec::Pcmu);
-    p.apply(t(0), MediaCommand::Bridge { a: 20_000, b: 20_004 });
+    p.apply(t(0), MediaCommand::Bridge { a: MediaLegId::solo(20_000), b: MediaLegId::solo(20_004) });
     assert_eq!(p.stats().hold_streams, 2, "bridge with an unknown leg is ignored");
-    p.apply(t(0), MediaCommand::Bridge { a: 20_000, b: 20_002 });
-    p.apply(t(0), MediaCommand::Update { port: 20_002, remote: addr("10.0.0.2:4000"), codec: Codec::Pcmu, send: false });
+    p.apply(t(0), MediaCommand::Bridge { a: MediaLegId::solo(20_000), b: MediaLegId::solo(20_002) });
+    p.apply(t(0), MediaCommand::Update { leg: MediaLegId::solo(20_002), remote: addr("10.0.0.2:4000"), codec: Codec::Pcmu, send: false });
     let mut pkt = rtp_packet(0, 1, 1, 1, &[0xFF; 160]);
     assert!(p.on_rtp(t(1), 20_000, addr("10.0.0.1:4000"), &mut pkt).is_none());
     let mut pkt = rtp_packet(0, 1, 1, 1, &[0xFF; 160]);
