@@ -95,3 +95,25 @@ fn retrieve_of_empty_orbit_is_404() {
     Sipp::new("retrieve_empty_404").service("710").rtp_port(carol.port()).run(&parkd).assert_passed(&parkd, "retrieve 710 (empty)");
     assert!(carol.packets().is_empty(), "a refused retrieve must get no media");
 }
+
+/// `--rtp-legs-per-port 8` (legs share RTP ports, hold music goes out with `sendmmsg`): the indirect park +
+/// retrieve flow still gives Bob hold music, then each party the other's audio from the port in its SDP answer.
+#[test]
+fn shared_rtp_ports_park_and_retrieve_bridge_audio() {
+    let options = sip_tests::ParkdOptions { extra_args: vec!["--rtp-legs-per-port".into(), "8".into()], ..Default::default() };
+    let parkd = Parkd::start_with("shared_rtp_ports", options);
+    let bob = RtpEndpoint::bind("bob (parked)");
+    bob.start_talking(BOB);
+    let bob_run = Sipp::new("parked_waits_for_bye").service("700").rtp_port(bob.port()).timeout(std::time::Duration::from_secs(90)).spawn(&parkd);
+    expect_hold_music(&bob, 50);
+    let carol = RtpEndpoint::bind("carol (retriever)");
+    carol.start_talking(CAROL);
+    let carol_run = Sipp::new("retrieve_uac").service("701").rtp_port(carol.port()).hold_ms(3000).spawn(&parkd);
+    let at_carol = expect_peer_audio(&carol, BOB, 50);
+    let at_bob = expect_peer_audio(&bob, CAROL, 50);
+    carol_run.wait().assert_passed(&parkd, "retrieve of 701");
+    bob_run.wait().assert_passed(&parkd, "parked bob waits for parkd's BYE");
+    assert_eq!(music_after_bridge(&bob.packets(), CAROL), 0, "hold music reached bob after carol's audio started");
+    assert_eq!(at_carol.sources.len(), 1, "{at_carol}");
+    assert_eq!(at_bob.sources.len(), 1, "{at_bob}");
+}

@@ -103,7 +103,7 @@ impl Core {
                 };
             }
         };
-        let Some(media_leg) = self.ports.take() else {
+        let Some(media_leg) = self.ports.take(now) else {
             self.lots[lot].release(orbit, call);
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
@@ -181,7 +181,7 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
         };
-        let Some(media_leg) = self.ports.take() else {
+        let Some(media_leg) = self.ports.take(now) else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let identity = self.parked_identity(call);

@@ -57,7 +57,7 @@ impl Core {
                 return Err(OriginateError::NoRoute);
             }
         };
-        let Some(media_leg) = self.ports.take() else {
+        let Some(media_leg) = self.ports.take(now) else {
             tracing::warn!("no RTP port free for an outgoing call");
             return Err(OriginateError::NoPort);
         };

@@ -156,7 +156,7 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
         };
-        let Some(media_leg) = self.ports.take() else {
+        let Some(media_leg) = self.ports.take(now) else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         self.abandon_recall(now, call_ref);

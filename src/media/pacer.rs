@@ -1,8 +1,9 @@
 //! The hold pacer: one timing wheel for every hold stream.
 //!
 //! The 20 ms packet period is split into 20 slots of 1 ms. Slot `s` is due at every absolute
-//! millisecond `t` with `t % 20 == s`. A new stream goes into the least-loaded slot, so load is
-//! spread evenly over the period. [`Pacer::due`] serves every slot whose time has come since the
+//! millisecond `t` with `t % 20 == s`. A new stream goes into the least-loaded slot (or beside the
+//! streams of legs sharing its port, see [`Pacer::add_to`]), so load is spread evenly over the
+//! period. [`Pacer::due`] serves every slot whose time has come since the
 //! last call, catching up at most one period: a stream is served at most once per call, at its
 //! latest due time, so a late pacer skips frames instead of bursting. Work per call is
 //! O(20 + streams due) and nothing is allocated (slot Vecs are reused).
@@ -69,6 +70,12 @@ impl Pacer {
     /// Schedules `leg` in the least-loaded slot; its first frame is the first due time of that
     /// slot at or after `now` that has not been served yet.
     pub fn add(&mut self, now: Time, leg: MediaLegId) -> Scheduled {
+        self.add_to(now, leg, None)
+    }
+
+    /// Schedules `leg` in `slot` when given (e.g. beside the other legs of its port, so they
+    /// leave in one `sendmmsg`), else in the least-loaded slot. See [`Pacer::add`].
+    pub fn add_to(&mut self, now: Time, leg: MediaLegId, slot: Option<u8>) -> Scheduled {
         if self.total == 0 {
             // Nothing is pending: fast-forward so `next_deadline` does not report stale slots.
             self.served_until_ms = self.served_until_ms.max(now.as_millis());
@@ -78,6 +85,9 @@ impl Pacer {
             if s.len() < self.slots[best].len() {
                 best = i;
             }
+        }
+        if let Some(s) = slot.filter(|s| (*s as usize) < SLOTS) {
+            best = s as usize;
         }
         self.slots[best].push(leg);
         self.mask |= 1 << best;

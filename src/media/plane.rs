@@ -87,6 +87,13 @@ impl Leg {
     }
 }
 
+/// Where a port's hold streams are in the pacer.
+#[derive(Clone, Copy, Debug)]
+struct PortSlot {
+    slot: u8,
+    streams: u32,
+}
+
 /// The media plane: every leg's state, one pacer for all hold streams, the relay.
 /// Pure state machine: time is a parameter, io lives in [`crate::io::media_thread`].
 #[derive(Debug)]
@@ -96,6 +103,8 @@ pub struct MediaPlane {
     legs: HashMap<MediaLegId, Leg>,
     /// Which leg a received packet belongs to (legs may share a port).
     demux: Demux,
+    /// The pacer slot of each port's hold streams, so a shared port's legs leave together.
+    port_slots: HashMap<u16, PortSlot>,
     pacer: Pacer,
     rng: SmallRng,
     stats: MediaStats,
@@ -108,7 +117,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: HashMap::new(), demux: Demux::new(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: HashMap::new(), demux: Demux::new(), port_slots: HashMap::new(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
@@ -151,7 +160,7 @@ impl MediaPlane {
         leg.announce = None;
         match mode {
             Mode::Hold { sched: Some(s), .. } => {
-                self.pacer.remove(s.slot, id);
+                self.unschedule(s.slot, id);
             }
             Mode::Bridged { peer } => {
                 if let Some(p) = self.legs.get_mut(&peer) {
@@ -189,10 +198,38 @@ impl MediaPlane {
         self.start_hold(now, id, music, next_frame);
     }
 
+    /// Puts `id` in the pacer, in the slot of its port's other hold streams if there are any (one
+    /// `sendmmsg` per port and slot when legs share ports; with one leg per port this is simply
+    /// the least-loaded slot).
+    fn schedule(&mut self, now: Time, id: MediaLegId) -> Scheduled {
+        let port = id.port();
+        let slot = self.port_slots.get(&port).map(|p| p.slot);
+        let sched = self.pacer.add_to(now, id, slot);
+        self.port_slots.entry(port).or_insert(PortSlot { slot: sched.slot, streams: 0 }).streams += 1;
+        sched
+    }
+
+    /// Takes `id` out of the pacer.
+    fn unschedule(&mut self, slot: u8, id: MediaLegId) {
+        if !self.pacer.remove(slot, id) {
+            return;
+        }
+        let port = id.port();
+        if let Some(p) = self.port_slots.get_mut(&port) {
+            p.streams = p.streams.saturating_sub(1);
+            if p.streams == 0 {
+                self.port_slots.remove(&port);
+            }
+        }
+    }
+
     /// Schedules hold music on `id` starting at loop frame `frame0`.
     fn start_hold(&mut self, now: Time, id: MediaLegId, music: usize, frame0: usize) {
+        if !self.legs.contains_key(&id) {
+            return;
+        }
+        let sched = self.schedule(now, id);
         let Some(leg) = self.legs.get_mut(&id) else { return };
-        let sched = self.pacer.add(now, id);
         let first_at = Time::from_millis(sched.first_ms);
         let ts0 = match leg.out.last_at {
             None => leg.out.last_ts,
@@ -217,7 +254,7 @@ impl MediaPlane {
         let mode = leg.mode;
         match mode {
             Mode::Hold { sched: Some(s), music, next_frame, .. } if !send => {
-                self.pacer.remove(s.slot, id);
+                self.unschedule(s.slot, id);
                 if let Some(leg) = self.legs.get_mut(&id) {
                     // Pausing cancels an announcement: the peer would not hear it.
                     leg.announce = None;

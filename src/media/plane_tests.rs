@@ -361,3 +361,35 @@ fn pacer_lateness_poll_3ms_late_lands_in_le_5ms_bucket() {
     assert_eq!(l.buckets, [1, 0, 0, 1, 0, 0, 0], "3 ms late: the ≤5 ms bucket");
     assert_eq!((l.count, l.sum_us), (2, 3_000));
 }
+
+/// Legs sharing a port: hold streams of one port leave in the same pacer slot (one `sendmmsg`),
+/// and a packet no leg can claim is dropped as ambiguous (see `demux`).
+#[test]
+fn shared_port_legs_share_a_pacer_slot_and_ambiguous_packets_are_dropped() {
+    let mut p = plane();
+    let legs: Vec<MediaLegId> = (0..4).map(|s| MediaLegId::new(20_000, s)).collect();
+    for (i, leg) in legs.iter().enumerate() {
+        p.apply(t(0), MediaCommand::Hold { leg: *leg, remote: addr(&format!("10.0.0.{}:4000", i + 1)), codec: Codec::Pcmu, music: MusicId(0) });
+    }
+    hold(&mut p, t(0), 20_002, "10.0.0.9:4000", Codec::Pcmu);
+    let mut batch = HoldBatch::with_capacity(8);
+    let mut slot_of_port: HashMap<u16, Vec<u64>> = HashMap::new();
+    for ms in 0..40u64 {
+        batch.clear();
+        p.poll_hold(t(ms), &mut batch);
+        for pkt in batch.packets() {
+            slot_of_port.entry(pkt.port).or_default().push(ms % 20);
+        }
+    }
+    let shared = &slot_of_port[&20_000];
+    assert_eq!(shared.len(), 8, "4 legs × 2 periods");
+    assert!(shared.iter().all(|s| *s == shared[0]), "one slot for the shared port: {shared:?}");
+    assert_ne!(slot_of_port[&20_002][0], shared[0], "another port goes to the least-loaded slot");
+
+    let mut pkt = rtp_packet(0, 1, 1, 1, &[0xFF; 160]);
+    assert!(p.on_rtp(t(50), 20_000, addr("198.51.100.7:31000"), &mut pkt).is_none());
+    assert_eq!(p.stats().dropped_ambiguous, 1, "four unlatched legs, unknown source");
+    p.on_rtp(t(50), 20_000, addr("10.0.0.2:4000"), &mut pkt);
+    assert_eq!(p.send_address(legs[1]), Some(addr("10.0.0.2:4000")), "SDP match latches leg 1");
+    assert_eq!(p.stats().absorbed, 1);
+}

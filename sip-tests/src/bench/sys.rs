@@ -112,8 +112,9 @@ pub const RTP_PORT_RANGES: &[&str] = &["6100-26099", "1100-21099", "24000-44999"
 pub const ORBITS: &str = "10000-19999";
 
 impl Parkd {
-    /// Starts `bin` on `taskset -c <cpu>`, SIP on `sip`, and waits until it answers OPTIONS.
-    pub fn start(bin: &Path, cpu: usize, sip: SocketAddr, log: &Path) -> io::Result<Parkd> {
+    /// Starts `bin` on `taskset -c <cpu>`, SIP on `sip`, `--rtp-legs-per-port legs_per_port`,
+    /// and waits until it answers OPTIONS.
+    pub fn start(bin: &Path, cpu: usize, sip: SocketAddr, log: &Path, legs_per_port: u16) -> io::Result<Parkd> {
         let mut last = io::Error::other("no RTP port range");
         for range in RTP_PORT_RANGES {
             let logf = fs::File::create(log)?;
@@ -122,6 +123,7 @@ impl Parkd {
                 .arg(cpu.to_string())
                 .arg(bin)
                 .args(["--listen", &sip.to_string(), "--rtp-ports", range, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"])
+                .args(["--rtp-legs-per-port", &legs_per_port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(logf)
