@@ -182,6 +182,14 @@ mod tests {
     }
 
     #[test]
+    fn rtp_legs_per_port_flag_reaches_the_server_config() {
+        assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.rtp_legs_per_port, 1);
+        let cfg = Cli::parse_from(["parkd", "--rtp-legs-per-port", "8"]).config().unwrap();
+        assert_eq!(cfg.server.rtp_legs_per_port, 8);
+        assert!(Cli::parse_from(["parkd", "--rtp-legs-per-port", "0"]).config().is_err());
+    }
+
+    #[test]
     fn bad_flags_are_clear_errors() {
         assert!(Cli::parse_from(["parkd", "--orbits", "720-701"]).config().is_err());
         assert!(matches!(Cli::parse_from(["parkd", "--slot-policy", "best"]).config(), Err(CliError::SlotPolicy(_))));

@@ -565,6 +565,21 @@ mod tests {
     }
 
     #[test]
+    fn rtp_legs_per_port_defaults_to_one_and_is_bounded() {
+        let cfg = Config::with_defaults();
+        assert_eq!(cfg.server.rtp_legs_per_port, 1, "one port per leg unless asked");
+        let text = "[server]\nrtp_legs_per_port = 16\n[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n";
+        let cfg = Config::from_toml(std::path::Path::new("x.toml"), text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.server.rtp_legs_per_port, 16);
+        for bad in [0, 65] {
+            let mut cfg = Config::with_defaults();
+            cfg.server.rtp_legs_per_port = bad;
+            assert!(matches!(cfg.validate(), Err(ConfigError::BadRtpLegsPerPort { value, max: 64 }) if value == bad));
+        }
+    }
+
+    #[test]
     fn overlapping_numbers_are_refused() {
         let mut cfg = Config::with_defaults();
         let mut second = LotConfig::default_lot();

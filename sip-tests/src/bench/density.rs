@@ -22,7 +22,6 @@ use super::sys::{self, Parkd, UdpCounters};
 pub const CALLS_PER_SINK: usize = 500;
 /// Parks started per second during setup.
 pub const SETUP_RATE: f64 = 1000.0;
-const PORT_SPAN: usize = 65_536;
 
 /// Figures for one density step.
 #[derive(Clone, Debug, Default)]
@@ -69,7 +68,8 @@ struct Stream {
 struct Sinks {
     socks: Vec<UdpSocket>,
     rb: RecvBatch,
-    streams: Vec<Stream>,
+    /// Per stream, keyed by parkd's source port and the SSRC (legs may share a port).
+    streams: HashMap<(u16, u32), Stream>,
     hist: Hist,
     measuring: bool,
     epoch: Instant,
@@ -88,7 +88,8 @@ impl Sinks {
                     if !*measuring || pkt.len() < 12 {
                         return;
                     }
-                    let Some(st) = streams.get_mut(from.port() as usize) else { return };
+                    let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+                    let st = streams.entry((from.port(), ssrc)).or_default();
                     let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
                     if st.recv == 0 {
                         *st = Stream { recv: 1, first_ext: 0, max_ext: 0, last_ext: 0, last_seq: seq, first_ns: now, last_ns: now };
@@ -133,7 +134,7 @@ pub fn run(bin: &Path, cpu: usize, legs_per_port: u16, n: usize, hold: Duration,
         net::enable_rx_timestamps(s)?;
     }
     let sink_ports: Vec<u16> = socks.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<io::Result<_>>()?;
-    let mut sinks = Sinks { socks, rb: RecvBatch::new(), streams: vec![Stream::default(); PORT_SPAN], hist: Hist::default(), measuring: false, epoch: Instant::now() };
+    let mut sinks = Sinks { socks, rb: RecvBatch::new(), streams: HashMap::with_capacity(n), hist: Hist::default(), measuring: false, epoch: Instant::now() };
     let parkd = Parkd::start(bin, cpu, "127.0.0.1:27060".parse().expect("literal address"), log, legs_per_port)?;
     let mut ua = Ua::new(parkd.sip)?;
     let mut calls: Vec<(CallIds, St, Instant, u32, u16)> = Vec::with_capacity(n);
@@ -217,20 +218,18 @@ pub fn run(bin: &Path, cpu: usize, legs_per_port: u16, n: usize, hold: Duration,
     let udp = UdpCounters::read().since(&udp0);
     let rss_kib = sys::rss_kib(pid);
     drop(parkd);
-    let (mut packets, mut expected, mut silent) = (0u64, 0u64, 0usize);
-    for c in calls.iter().filter(|c| c.1 == St::Ok) {
-        match sinks.streams.get(c.4 as usize) {
-            Some(st) if st.recv > 0 => {
-                packets += st.recv;
-                // A late pacer skips frames without spending sequence numbers: count what the
-                // stream's time span should have carried too.
-                let by_seq = (st.max_ext - st.first_ext + 1).max(0) as u64;
-                let by_time = ((st.last_ns - st.first_ns) as f64 / 20e6).round() as u64 + 1;
-                expected += by_seq.max(by_time);
-            }
-            _ => silent += 1,
-        }
+    let (mut packets, mut expected, mut heard) = (0u64, 0u64, 0usize);
+    for st in sinks.streams.values().filter(|st| st.recv > 0) {
+        heard += 1;
+        packets += st.recv;
+        // A late pacer skips frames without spending sequence numbers: count what the
+        // stream's time span should have carried too.
+        let by_seq = (st.max_ext - st.first_ext + 1).max(0) as u64;
+        let by_time = ((st.last_ns - st.first_ns) as f64 / 20e6).round() as u64 + 1;
+        expected += by_seq.max(by_time);
     }
+    // Streams are told apart by (parkd port, SSRC): calls parked but never heard are silent.
+    let silent = ok.saturating_sub(heard);
     let loss_pct = if expected > 0 { expected.saturating_sub(packets) as f64 / expected as f64 * 100.0 } else { 100.0 };
     Ok(DensityResult {
         n,
