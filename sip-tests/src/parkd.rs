@@ -21,11 +21,14 @@ pub struct ParkdOptions {
     pub parking_time: u32,
     /// More flags, appended as given.
     pub extra_args: Vec<String>,
+    /// A TOML configuration (see `parkd.example.toml`), written to `<log dir>/parkd.toml` and passed with
+    /// `--config`; the flags above still override the first lot's code, orbits and parking time.
+    pub config: Option<String>,
 }
 
 impl Default for ParkdOptions {
     fn default() -> Self {
-        ParkdOptions { park_code: "700".into(), orbits: "701-720".into(), parking_time: 600, extra_args: Vec::new() }
+        ParkdOptions { park_code: "700".into(), orbits: "701-720".into(), parking_time: 600, extra_args: Vec::new(), config: None }
     }
 }
 
@@ -71,6 +74,11 @@ impl Parkd {
         let stderr = File::create(&stderr_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr_path.display()));
         let stdout = stderr.try_clone().unwrap_or_else(|e| panic!("cannot clone stderr file handle: {e}"));
         let mut cmd = Command::new(&bin);
+        if let Some(toml) = &options.config {
+            let path = log_dir.join("parkd.toml");
+            std::fs::write(&path, toml).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            cmd.arg("--config").arg(path);
+        }
         cmd.arg("--listen")
             .arg(ports.sip_addr().to_string())
             .arg("--rtp-ports")
