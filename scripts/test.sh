@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one command that runs parkd's whole test suite (unit + end-to-end) on a fresh Debian machine.
 #
-#   bash scripts/test.sh            # as root, or as a user for whom sipp is already installed
+#   bash scripts/test.sh            # as root, or as a user for whom these packages are already installed
 #
-# 1. Installs SIPp (Debian package sip-tester) if `sipp` is missing (apt-get, non-interactive).
+# 1. Installs what the e2e tests drive if missing (apt-get, non-interactive): SIPp, Kamailio, docker-compose,
+#    Chromium, baresip.
 # 2. Builds the workspace binaries (the e2e tests start target/debug/parkd).
 # 3. Runs `cargo test --workspace`: unit tests, then the e2e tests in sip-tests/ (each test starts its own
 #    parkd on its own ports; logs land in target/e2e-logs/).
@@ -12,17 +13,27 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-if ! command -v sipp >/dev/null 2>&1; then
-    echo "==> sipp not found: installing sip-tester"
+# System packages the end-to-end tests drive, installed once here (tests running in parallel must not race for
+# the dpkg lock): SIPp, Kamailio (proxy suite), docker-compose (checks docker-compose.yml; no engine needed),
+# Chromium (the attendant-page test), baresip-core (real softphones in sip-tests/tests/baresip.rs).
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "==> installing: ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "error: sipp is missing and this is not root; run: apt-get install -y sip-tester" >&2
+        echo "error: missing ${need[*]} and this is not root; run: apt-get install -y ${need[*]}" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends sip-tester
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-echo "==> $(sipp -v 2>/dev/null | grep -m1 -o 'SIPp v[^ ]*' || echo 'sipp (version unknown)')"
+echo "==> $( { sipp -v 2>/dev/null || true; } | grep -m1 -o 'SIPp v[^ ]*' || true)"
+echo "==> $( { baresip -h 2>&1 || true; } | grep -m1 -o 'baresip v[^ ]*' || true)"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found: install Rust (https://rustup.rs) first" >&2

@@ -43,6 +43,24 @@ pub struct Cli {
     /// Hold music of the first lot: "builtin" or a WAV file (8 kHz mono 16-bit).
     #[arg(long, value_name = "FILE")]
     pub music: Option<String>,
+    /// HTTP API / events / metrics / attendant page address, or `off`.
+    #[arg(long, value_name = "IP:PORT|off")]
+    pub http: Option<String>,
+    /// Bearer token for the HTTP API's mutating calls (prefer `[http] token` in the config file).
+    #[arg(long, value_name = "TOKEN")]
+    pub http_token: Option<String>,
+    /// Send every request parkd starts (recalls) through this proxy, e.g. sip:127.0.0.1:5080 (the PBX).
+    #[arg(long, value_name = "URI")]
+    pub outbound_proxy: Option<String>,
+    /// Trust this network (the PBX/proxy) for P-Asserted-Identity and `trusted_only` lots; repeatable.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Start in drain mode: new parks get 503 (SIGUSR1 toggles it).
+    #[arg(long)]
+    pub drain: bool,
+    /// Health check: send one SIP OPTIONS to IP:PORT over UDP and exit 0 if it is answered 200 within 2 s.
+    #[arg(long, value_name = "IP:PORT")]
+    pub probe: Option<SocketAddr>,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_name = "FORMAT")]
     pub log_format: String,
@@ -75,8 +93,21 @@ impl Cli {
         if let Some(a) = self.advertise {
             cfg.server.advertise = Some(a);
         }
+        if let Some(p) = &self.outbound_proxy {
+            cfg.server.outbound_proxy = Some(p.clone());
+        }
+        cfg.server.trusted_proxies.extend(self.trusted_proxies.iter().copied());
+        if self.drain {
+            cfg.server.drain = true;
+        }
         if let Some(r) = &self.rtp_ports {
             cfg.server.rtp_ports = NumRange::parse(r)?;
+        }
+        if let Some(h) = &self.http {
+            cfg.http.listen = h.clone();
+        }
+        if let Some(t) = &self.http_token {
+            cfg.http.token = Some(t.clone());
         }
         let lot = &mut cfg.lots[0];
         if let Some(c) = &self.park_code {
@@ -129,6 +160,19 @@ mod tests {
         assert_eq!(cfg.lots[0].park_code, "700");
         assert_eq!((cfg.lots[0].orbits.lo, cfg.lots[0].orbits.hi), (701, 720));
         assert_eq!(cfg.lots[0].parking_time, 45);
+    }
+
+    #[test]
+    fn proxy_flags_reach_the_server_config() {
+        let cli = Cli::parse_from([
+            "parkd", "--outbound-proxy", "sip:127.0.0.2:5080", "--trusted-proxy", "127.0.0.2/32", "--trusted-proxy", "10.0.0.0/8", "--drain",
+        ]);
+        let cfg = cli.config().unwrap();
+        assert_eq!(cfg.server.outbound_proxy.as_deref(), Some("sip:127.0.0.2:5080"));
+        assert!(cfg.server.is_trusted("10.1.2.3".parse().unwrap()));
+        assert!(!cfg.server.is_trusted("127.0.0.1".parse().unwrap()));
+        assert!(cfg.server.drain);
+        assert!(Cli::parse_from(["parkd", "--outbound-proxy", "sip:pbx.example"]).config().is_err(), "needs an IP address");
     }
 
     #[test]

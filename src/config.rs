@@ -170,6 +170,10 @@ pub struct LotConfig {
     /// `<urn:alert:service:recall:callback>` (RFC 7462) is always sent.
     #[serde(default)]
     pub recall_alert_info: Option<String>,
+    /// Refuse (403) requests to this lot's numbers unless they come from `server.trusted_proxies`
+    /// (phones must then reach parkd through the PBX).
+    #[serde(default)]
+    pub trusted_only: bool,
     /// A number that retrieves the lot's longest-parked call (e.g. `"799"` or `"*88"`).
     #[serde(default)]
     pub retrieve_code: Option<String>,
@@ -184,7 +188,70 @@ pub struct LotConfig {
     /// Referred-By: self-park, or the consultation leg of an attended park) before the hold music.
     #[serde(default = "default_announce_orbit")]
     pub announce_orbit: bool,
+    /// The `<state>` a BLF NOTIFY shows for an occupied orbit: `confirmed` (steady lamp on most phones, the
+    /// default) or `early` (blinks on most phones).
+    #[serde(default)]
+    pub blf_occupied_state: BlfOccupiedState,
+    /// Source networks allowed to park in this lot (e.g. `["10.0.0.0/8", "127.0.0.1/32"]`); absent = everyone,
+    /// `[]` = nobody. Others get `403`.
+    #[serde(default)]
+    pub allow_park: Option<Vec<ipnet::IpNet>>,
+    /// Source networks allowed to retrieve (dial an orbit, or INVITE with Replaces); absent = everyone.
+    #[serde(default)]
+    pub allow_retrieve: Option<Vec<ipnet::IpNet>>,
+    /// Source networks allowed to SUBSCRIBE (BLF) to this lot's orbits and park code; absent = everyone.
+    #[serde(default)]
+    pub allow_subscribe: Option<Vec<ipnet::IpNet>>,
+    /// Optional Digest authentication (RFC 8760 SHA-256 and RFC 2617 MD5, `qop=auth`) for this lot.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
+
+/// Digest authentication of a lot:
+///
+/// ```toml
+/// [lot.auth]
+/// realm = "parkd"                                  # default "parkd"
+/// actions = ["park", "retrieve", "subscribe"]      # default: all three
+/// users = { alice = "secret", "201" = "pw201" }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "all_auth_actions")]
+    pub actions: Vec<AuthAction>,
+    /// User name → password.
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
+/// What Digest authentication guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthAction {
+    Park,
+    Retrieve,
+    Subscribe,
+}
+
+fn default_realm() -> String {
+    "parkd".into()
+}
+fn all_auth_actions() -> Vec<AuthAction> {
+    vec![AuthAction::Park, AuthAction::Retrieve, AuthAction::Subscribe]
+}
+
+/// What an occupied orbit looks like on a BLF key (RFC 4235 dialog `<state>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlfOccupiedState {
+    #[default]
+    Confirmed,
+    Early,
+}
+
 
 /// What a plain INVITE to an empty orbit does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -243,10 +310,16 @@ impl LotConfig {
             fallback_uri: None,
             recall_rounds: default_recall_rounds(),
             recall_alert_info: None,
+            trusted_only: false,
             retrieve_code: None,
             empty_orbit: EmptyOrbit::Reject,
             overflow_lot: None,
             announce_orbit: default_announce_orbit(),
+            blf_occupied_state: BlfOccupiedState::Confirmed,
+            allow_park: None,
+            allow_retrieve: None,
+            allow_subscribe: None,
+            auth: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {
@@ -269,6 +342,14 @@ pub struct ServerConfig {
     /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
     #[serde(default)]
     pub outbound_proxy: Option<String>,
+    /// Networks whose requests are trusted (the PBX/proxy): their P-Asserted-Identity (RFC 3325) is believed,
+    /// and lots with `trusted_only` accept requests only from them. E.g. `["127.0.0.1/32", "10.0.0.0/24"]`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Start in drain mode: new parks get 503 + Retry-After; parked calls, retrieves and recalls go on.
+    /// SIGUSR1 toggles it at run time.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -280,7 +361,14 @@ fn default_rtp_ports() -> NumRange {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), advertise: None, rtp_ports: default_rtp_ports(), outbound_proxy: None }
+        ServerConfig {
+            listen: default_listen(),
+            advertise: None,
+            rtp_ports: default_rtp_ports(),
+            outbound_proxy: None,
+            trusted_proxies: Vec::new(),
+            drain: false,
+        }
     }
 }
 
@@ -296,6 +384,10 @@ impl ServerConfig {
     pub fn advertised_sip(&self) -> SocketAddr {
         SocketAddr::new(self.advertised_ip(), self.listen.port())
     }
+    /// Whether `ip` is inside one of `trusted_proxies`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// The whole configuration as read from TOML.
@@ -306,12 +398,47 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default, rename = "lot")]
     pub lots: Vec<LotConfig>,
+    /// The HTTP API, event stream, metrics and attendant page.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: where the API listens and the bearer token its mutating calls need.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `IP:PORT`, or `"off"` to run without the HTTP server.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// Bearer token for POST/DELETE calls. Without one, mutating calls are accepted only on a loopback listener.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_http_listen(), token: None }
+    }
+}
+
+impl HttpConfig {
+    /// The address to serve on; `None` when the server is off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| ConfigError::BadAddress { what: "http listen (IP:PORT or off)", value: self.listen.clone() })
+    }
 }
 
 impl Config {
     /// The configuration parkd runs with when given nothing: one lot `700` / `701-720`, 45 s.
     pub fn with_defaults() -> Config {
-        Config { server: ServerConfig::default(), lots: vec![LotConfig::default_lot()] }
+        Config { server: ServerConfig::default(), lots: vec![LotConfig::default_lot()], http: HttpConfig::default() }
     }
 
     pub fn from_toml(path: &std::path::Path, text: &str) -> Result<Config, ConfigError> {
@@ -329,6 +456,7 @@ impl Config {
         if self.lots.is_empty() {
             return Err(ConfigError::NoLots);
         }
+        self.http.listen_addr()?;
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });

@@ -4,13 +4,25 @@ use clap::Parser;
 use parkd::cli::Cli;
 use parkd::config::{Config, MusicSource};
 use parkd::core::Core;
-use parkd::io::{clock::Clock, media_thread, sip_driver};
+use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, media_thread, metrics::Metrics, sip_driver};
 use parkd::media::{HoldMusic, MediaPlane};
 use parkd::txn::TimerConfig;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(addr) = cli.probe {
+        return match parkd::io::probe::options(addr, std::time::Duration::from_secs(2)) {
+            Ok(status) => {
+                println!("parkd: {addr} answered {status}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("parkd: probe failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(&cli);
     let cfg = match cli.config() {
         Ok(c) => c,
@@ -23,6 +35,7 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("parkd: {e}");
+            eprintln!("parkd: hold music must be a WAV of 8 kHz mono 16-bit PCM; convert with e.g. `sox in.mp3 -r 8000 -c 1 -b 16 music.wav`");
             return ExitCode::from(2);
         }
     };
@@ -64,6 +77,10 @@ enum StartError {
     Sip(#[from] sip_driver::SipIoError),
     #[error(transparent)]
     Media(#[from] media_thread::MediaIoError),
+    #[error(transparent)]
+    Config(#[from] parkd::config::ConfigError),
+    #[error("cannot bind the HTTP listener on {addr}: {source}")]
+    BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
@@ -76,8 +93,32 @@ async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
     }
+    if cfg.server.drain {
+        tracing::info!("starting in drain mode (drain = true): new parks get 503; SIGUSR1 toggles it");
+    }
     tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), "parkd ready (UDP and TCP)");
-    sip_driver::run(core, sockets, media, clock, shutdown_signal()).await;
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let hub = EventHub::new();
+    let (client, port) = api_link::link(hub.clone(), metrics.clone());
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(addr) = cfg.http.listen_addr()? {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::BindHttp { addr, source })?;
+        let auth = http::Auth::for_listener(cfg.http.token.clone(), addr);
+        if auth == http::Auth::Closed {
+            tracing::warn!(%addr, "HTTP API on a non-loopback address without [http] token: mutating calls are refused");
+        }
+        let state = http::ApiState { core: client, hub, metrics, auth, draining: draining.clone() };
+        tracing::info!(%addr, "HTTP API, events, metrics and attendant page ready");
+        tokio::spawn(http::serve(listener, state, async move {
+            let _ = http_stopped.await;
+        }));
+    } else {
+        drop(client);
+    }
+    sip_driver::run(core, sockets, media, clock, port, shutdown_signal()).await;
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_http.send(());
     Ok(())
 }
 

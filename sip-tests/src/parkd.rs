@@ -24,11 +24,20 @@ pub struct ParkdOptions {
     /// A TOML configuration (see `parkd.example.toml`), written to `<log dir>/parkd.toml` and passed with
     /// `--config`; the flags above still override the first lot's code, orbits and parking time.
     pub config: Option<String>,
+    /// Serve the HTTP API on a port of this test's block (see [`Parkd::http_addr`]); otherwise `--http off`.
+    pub http: bool,
 }
 
 impl Default for ParkdOptions {
     fn default() -> Self {
-        ParkdOptions { park_code: "700".into(), orbits: "701-720".into(), parking_time: 600, extra_args: Vec::new(), config: None }
+        ParkdOptions {
+            park_code: "700".into(),
+            orbits: "701-720".into(),
+            parking_time: 600,
+            extra_args: Vec::new(),
+            config: None,
+            http: false,
+        }
     }
 }
 
@@ -42,6 +51,8 @@ pub struct Parkd {
     pub log_dir: PathBuf,
     stderr_path: PathBuf,
     name: String,
+    /// The HTTP API address when started with `http: true`.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// The parkd binary: `$PARKD_BIN`, else `<target>/debug/parkd`.
@@ -73,6 +84,7 @@ impl Parkd {
         let stderr_path = log_dir.join("parkd.stderr");
         let stderr = File::create(&stderr_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr_path.display()));
         let stdout = stderr.try_clone().unwrap_or_else(|e| panic!("cannot clone stderr file handle: {e}"));
+        let http_addr = options.http.then(|| SocketAddr::from(([127, 0, 0, 1], ports.aux_port())));
         let mut cmd = Command::new(&bin);
         if let Some(toml) = &options.config {
             let path = log_dir.join("parkd.toml");
@@ -90,12 +102,14 @@ impl Parkd {
             .arg("--parking-time")
             .arg(options.parking_time.to_string())
             .args(&options.extra_args)
+            .arg("--http")
+            .arg(http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()))
             .env("RUST_LOG", std::env::var("PARKD_LOG").unwrap_or_else(|_| "debug".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string() };
+        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string(), http_addr };
         parkd.wait_ready();
         parkd
     }
@@ -148,19 +162,7 @@ impl Parkd {
 impl Drop for Parkd {
     fn drop(&mut self) {
         // SIGTERM to this child's PID (a chance to flush its log), then SIGKILL after 2 s.
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) with a PID we spawned and have not reaped yet; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::stop(&mut self.child, Duration::from_secs(2));
         if std::thread::panicking() {
             eprintln!(
                 "---- parkd stderr for {} ({}), last 80 lines ----\n{}\n---- end of parkd stderr ----",

@@ -170,17 +170,7 @@ impl SippRun {
     /// Waits for SIPp to exit (killing it by PID when it overruns its own timeout by 15 s).
     pub fn wait(mut self) -> SippOutcome {
         let code = self.wait_code();
-        let read = |name: &str| std::fs::read(self.dir.join(name)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        SippOutcome {
-            code,
-            errors: read("errors.log"),
-            messages: read("messages.log"),
-            logs: read("logs.log"),
-            console: read("console.log"),
-            dir: self.dir.clone(),
-            label: self.label.clone(),
-            local_port: self.local_port,
-        }
+        SippOutcome::read(code, &self.dir, &self.label, self.local_port)
     }
 
     /// The messages received so far, read from the live `-trace_msg` log (SIPp writes it as it goes).
@@ -246,6 +236,21 @@ fn exit_code(status: ExitStatus) -> Option<i32> {
 }
 
 impl SippOutcome {
+    /// Collects what a finished SIPp run left in `dir` (its `-trace_*` logs and console output).
+    pub fn read(code: Option<i32>, dir: &std::path::Path, label: &str, local_port: u16) -> SippOutcome {
+        let read = |name: &str| std::fs::read(dir.join(name)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        SippOutcome {
+            code,
+            errors: read("errors.log"),
+            messages: read("messages.log"),
+            logs: read("logs.log"),
+            console: read("console.log"),
+            dir: dir.to_path_buf(),
+            label: label.to_string(),
+            local_port,
+        }
+    }
+
     /// True when SIPp exited 0 (every call passed every check of the scenario).
     pub fn passed(&self) -> bool {
         self.code == Some(0)

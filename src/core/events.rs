@@ -27,6 +27,8 @@ pub enum ParkEvent {
     Reparked { orbit: String, round: u32 },
     /// parkd ended a parked call (recall rounds exhausted, `hangup` fallback, or `max_park_time`).
     TimedOut { orbit: String, reason: String },
+    /// An application ended the parked call (HTTP API `DELETE /v1/orbits/{orbit}`).
+    HungUp { lot: String, orbit: String, call_id: String },
     /// A 2xx was never acknowledged: the leg was torn down (RFC 3261 §13.3.1.4).
     AckTimeout { call_id: String },
 }

@@ -2,7 +2,7 @@
 //! method and dialog.
 
 use super::legs::LegState;
-use super::reply::ALLOW;
+use super::reply::{ALLOW, ALLOW_EVENTS};
 use super::{ClientPurpose, Core, Output, ParkEvent};
 use crate::dialog::DialogKey;
 use crate::sip::{Message, Method, Peer, Request, Response};
@@ -43,10 +43,13 @@ impl Core {
         }
     }
 
-    fn on_new_request(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
+    fn on_new_request(&mut self, now: Time, id: ServerTxnId, from: Peer, mut req: Request) {
         if req.common.max_forwards == Some(0) {
             // RFC 3261 §16.3 / §8.2: a request that has run out of hops.
             return self.respond(now, id, &req, 483, None, None, |_| {});
+        }
+        if !self.accept_routed(now, id, &mut req) {
+            return;
         }
         if req.common.to.tag().is_some() {
             return self.on_in_dialog(now, id, from, req);
@@ -57,8 +60,10 @@ impl Core {
                 r.common.push_header("Allow", ALLOW);
                 r.common.push_header("Accept", "application/sdp");
                 r.common.push_header("Supported", "replaces, norefersub");
+                r.common.push_header("Allow-Events", ALLOW_EVENTS);
             }),
-            Method::Register | Method::Message | Method::Publish | Method::Subscribe => {
+            Method::Subscribe => self.on_subscribe(now, id, from, req),
+            Method::Register | Method::Message | Method::Publish => {
                 self.respond(now, id, &req, 405, None, None, |_| {})
             }
             // parkd only takes a REFER inside a call it is part of; it never dials on someone's behalf.
@@ -76,6 +81,9 @@ impl Core {
     /// A request inside a dialog parkd holds (its To tag is parkd's).
     fn on_in_dialog(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
         let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        if let Some(sub) = self.blf.by_dialog(&key) {
+            return self.on_subscription_request(now, id, from, req, sub);
+        }
         let Some(&leg_id) = self.dialogs.get(&key) else {
             return self.respond(now, id, &req, 481, None, None, |_| {});
         };
@@ -160,6 +168,7 @@ impl Core {
                 }
             }
             (ClientPurpose::RecallAnswered { .. }, _) => {}
+            (ClientPurpose::BlfNotify(sub), v) => self.on_notify_response(now, sub, id, v),
         }
     }
 
@@ -173,6 +182,7 @@ impl Core {
                 Some(ClientPurpose::OrphanRecall) => {
                     self.orphans.remove(&id);
                 }
+                Some(ClientPurpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

@@ -14,6 +14,7 @@
 //! * anything else → 404.
 
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
+use super::access::Action;
 use super::{Core, Output, ParkEvent};
 use crate::dialog::{Dialog, DialogKey};
 use crate::media::Codec;
@@ -52,6 +53,19 @@ impl Core {
             Some(Ok(na)) => Some(na),
             Some(Err(_)) => return self.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
         };
+        // A plain INVITE to an empty orbit parks the caller when the lot says `empty_orbit = "park"`: it is then
+        // a park for access lists, authentication and drain.
+        let parks_into_empty = |i: OrbitIdx| {
+            self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park && self.lots[lot].occupant(i).is_none()
+        };
+        let action = match dialed {
+            Dialed::Orbit(i) if parker.is_none() && !parks_into_empty(i) => Action::Retrieve,
+            Dialed::RetrieveCode => Action::Retrieve,
+            Dialed::Orbit(_) | Dialed::ParkCode => Action::Park,
+        };
+        if !self.gate(now, txn, from, &req, lot, action) {
+            return;
+        }
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
@@ -100,8 +114,11 @@ impl Core {
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
         let call_id = req.common.call_id.clone();
-        let parked_label = req.common.from.uri.to_string();
-        self.start_parking(now, ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time), call_id, parked_label);
+        let asserted_identity = self.asserted_identity(from, &req);
+        let parked_label = asserted_identity.as_ref().unwrap_or(&req.common.from).uri.to_string();
+        let mut parked_call = ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time);
+        parked_call.asserted_identity = asserted_identity;
+        self.start_parking(now, parked_call, call_id, parked_label);
     }
 
     /// Hands the call parked in `orbit` to the caller of `req`.
@@ -137,6 +154,12 @@ impl Core {
             .and_then(|id| self.legs.get(id))
             .filter(|leg| leg.dialog.remote_tag() == r.from_tag && leg.role == LegRole::Parked)
             .map(|leg| leg.call);
+        let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
+        if let Some(lot) = lot {
+            if !self.gate(now, txn, from, &req, lot, Action::Retrieve) {
+                return;
+            }
+        }
         match target {
             Some(call) if self.calls.get(&call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
             _ => self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
@@ -150,7 +173,7 @@ impl Core {
         if parked.state != CallState::Parked {
             return self.refuse(now, txn, &req, 404, "Orbit Empty");
         }
-        let (lot, orbit, orbit_name, parked_leg) = (parked.lot, parked.orbit, parked.orbit_name.clone(), parked.parked);
+        let (lot, orbit, orbit_name) = (parked.lot, parked.orbit, parked.orbit_name.clone());
         // A recall may be ringing: the retriever wins and the recall is cancelled.
         self.abandon_recall(now, call);
         let offer = match read_offer(&req) {
@@ -160,11 +183,7 @@ impl Core {
         let Some(port) = self.ports.take() else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
-        let identity = self.legs.get(&parked_leg).map(|l| {
-            let mut id = l.dialog.remote.clone();
-            id.params = Default::default();
-            id
-        });
+        let identity = self.parked_identity(call);
         let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, port, offer, &orbit_name, |r| {
             if let Some(id) = &identity {
                 r.common.push_header("P-Asserted-Identity", id.to_string());

@@ -116,6 +116,8 @@ pub struct ParkedCall {
     pub parked: LegId,
     /// Who parked the call (Referred-By), when known: the one a recall calls back.
     pub parker: Option<NameAddr>,
+    /// The parked party's identity as asserted by a trusted proxy (P-Asserted-Identity), if any.
+    pub asserted_identity: Option<NameAddr>,
     pub how: ParkHow,
     pub parked_at: Time,
     pub state: CallState,
@@ -153,6 +155,7 @@ impl ParkedCall {
             orbit_name,
             parked,
             parker,
+            asserted_identity: None,
             how,
             parked_at: now,
             state: CallState::Parked,
@@ -172,6 +175,8 @@ impl ParkedCall {
 pub enum RecallTarget {
     Parker,
     FallbackUri,
+    /// An application asked parkd to unpark the call to a destination (HTTP API); not a recall round.
+    ApiUnpark,
 }
 
 /// An outgoing recall INVITE and what is known of it.

@@ -9,18 +9,28 @@
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
 
+mod access;
+mod auth;
+mod blf;
 mod call_timers;
+pub mod commands;
 mod events;
 mod inbound;
 mod invite;
 pub mod legs;
 pub mod orbit_view;
+mod originate;
+mod proxy;
 mod recall;
 mod reply;
 mod session;
+pub mod snapshot;
 mod transfer;
 
+pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
 pub use events::ParkEvent;
+pub use originate::OriginateError;
+pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use legs::{CallRef, LegId};
 
 use crate::config::{LotConfig, ServerConfig};
@@ -57,6 +67,8 @@ pub struct Live {
     pub client_txns: usize,
     pub rtp_ports_in_use: usize,
     pub orbits_occupied: usize,
+    /// BLF subscriptions (including ones whose final NOTIFY is unanswered).
+    pub subscriptions: usize,
 }
 
 /// Counters the core keeps (exported as metrics by the io layer).
@@ -81,6 +93,8 @@ enum ClientPurpose {
     RecallAnswered { leg: LegId },
     /// A recall INVITE parkd gave up on.
     OrphanRecall,
+    /// A BLF NOTIFY of that subscription.
+    BlfNotify(blf::SubId),
 }
 
 pub struct Core {
@@ -97,6 +111,10 @@ pub struct Core {
     pending_acks: HashMap<crate::txn::ServerTxnId, LegId>,
     stats: Stats,
     call_timers: call_timers::CallTimers,
+    /// BLF subscriptions, their indexes and expiry heap.
+    blf: blf::Subscriptions,
+    /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
+    nonce_key: auth::NonceKey,
     orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
     /// The outbound proxy as a Route entry and its address.
     outbound_proxy: Option<(NameAddr, Peer)>,
@@ -106,6 +124,8 @@ pub struct Core {
     out: VecDeque<Output>,
     /// parkd's own sent-by and Contact.
     local_addr: SocketAddr,
+    /// Drain mode: new parks are refused with 503 (see proxy.rs).
+    draining: bool,
 }
 
 impl Core {
@@ -120,12 +140,15 @@ impl Core {
             uri.params.set("lr", None);
             Some((NameAddr::new(uri), hop))
         });
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let nonce_key = auth::NonceKey(rng.gen());
+        let draining = server.drain;
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
             txn: TxnLayer::new(timers),
             ports,
-            rng: SmallRng::seed_from_u64(seed),
+            rng,
             legs: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
@@ -133,12 +156,15 @@ impl Core {
             pending_acks: HashMap::new(),
             stats: Stats::default(),
             call_timers: call_timers::CallTimers::default(),
+            blf: blf::Subscriptions::default(),
+            nonce_key,
             orphans: HashMap::new(),
             outbound_proxy,
             last_now: Time::ZERO,
             next_id: 1,
             out: VecDeque::new(),
             local_addr,
+            draining,
         }
     }
 
@@ -163,10 +189,7 @@ impl Core {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Time> {
-        match (self.txn.poll_timeout(), self.call_timers.next()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.txn.poll_timeout(), self.call_timers.next(), self.blf.next_expiry()].into_iter().flatten().min()
     }
 
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
@@ -176,6 +199,7 @@ impl Core {
         while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
             self.on_call_timer(now, at, call, kind);
         }
+        self.blf_handle_timeout(now);
     }
 
     pub fn stats(&self) -> Stats {
@@ -192,6 +216,12 @@ impl Core {
         self.outbound_proxy = Some((NameAddr::new(uri), hop));
     }
 
+    /// Replaces a lot's `allow_park` networks.
+    #[cfg(test)]
+    pub(crate) fn set_allow_park_for_tests(&mut self, lot: usize, nets: Vec<ipnet::IpNet>) {
+        self.lots[lot].cfg.allow_park = Some(nets);
+    }
+
     /// Live state counts (tests assert they return to zero).
     pub fn live(&self) -> Live {
         let (server_txns, client_txns) = self.txn.live();
@@ -202,6 +232,7 @@ impl Core {
             client_txns,
             rtp_ports_in_use: self.ports.in_use(),
             orbits_occupied: self.lots.iter().map(|l| l.occupied()).sum(),
+            subscriptions: self.blf.len(),
         }
     }
 
@@ -221,7 +252,7 @@ impl Core {
     }
 
     fn new_branch(&mut self) -> String {
-        format!("z9hG4bK{:016x}", self.rng.gen::<u64>())
+        format!("{}{:016x}", proxy::BRANCH_MARK, self.rng.gen::<u64>())
     }
 
     /// parkd's Contact for a dialog on `transport`.
@@ -244,6 +275,14 @@ mod testkit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod proxy_tests;
+#[cfg(test)]
 mod recall_tests;
 #[cfg(test)]
 mod transfer_tests;
+#[cfg(test)]
+mod blf_tests;
+#[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
+mod command_tests;

@@ -77,7 +77,7 @@ impl Core {
 
     /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
     /// recall started or ended). Watchers (BLF) hook in here.
-    pub(super) fn orbit_changed(&mut self, _now: Time, lot: usize, orbit: OrbitIdx) {
-        tracing::trace!(lot, orbit, "orbit changed");
+    pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
+        self.blf_orbit_changed(now, lot, orbit);
     }
 }

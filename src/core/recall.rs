@@ -8,16 +8,16 @@
 
 use super::call_timers::CallTimer;
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, Recall, RecallTarget};
+use super::originate::OriginateSpec;
 use super::{ClientPurpose, Core, Output, ParkEvent};
 use crate::config::RecallFallback;
-use crate::dialog::{uri_addr, Dialog};
+use crate::dialog::Dialog;
 use crate::media::Codec;
-use crate::sdp::{self, Direction, LocalSdp};
-use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Response, Uri, Via};
+use crate::sdp::{self, Direction};
+use crate::sip::{CSeq, Method, Peer, Request, Response, Uri};
 use crate::time::Time;
 use crate::txn::{ClientTxnId, ClientVerdict};
 use bytes::Bytes;
-use rand::Rng;
 use std::time::Duration;
 
 /// RFC 7462 alert URN for a call-back recall; phones map it (or the lot's extra Alert-Info) to a ring.
@@ -99,90 +99,30 @@ impl Core {
         let target_uri = match target {
             RecallTarget::Parker => c.parker.as_ref().map(|p| p.uri.without_headers()),
             RecallTarget::FallbackUri => lot.fallback_uri.as_deref().and_then(|u| crate::sip::parse_uri(u).ok()),
+            RecallTarget::ApiUnpark => None,
         };
         let Some(mut target_uri) = target_uri else { return false };
         target_uri.params.remove("tag");
-        let next_hop = match (&self.outbound_proxy, uri_addr(&target_uri)) {
-            (Some((_, hop)), _) => *hop,
-            (None, Some(addr)) => Peer { transport: target_uri.transport(), addr },
-            (None, None) => {
-                tracing::warn!(target = %target_uri, "recall target has no IP address and no outbound_proxy is configured");
-                return false;
-            }
-        };
-        let Some(port) = self.ports.take() else {
-            tracing::warn!("no RTP port free for a recall");
-            return false;
-        };
         let ring = Duration::from_secs(lot.recall_ring_time.max(1));
-        let alert_extra = lot.recall_alert_info.clone();
-        let lot_name = lot.name.clone();
-        let (orbit, round) = (c.orbit_name.clone(), c.rounds);
-        let parked = self.legs.get(&c.parked).map(|l| l.dialog.remote.clone());
-        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port };
-        let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
-
-        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.local_addr));
-        let who = parked.as_ref().map(|p| p.label()).unwrap_or_else(|| "caller".into());
-        from.display = Some(format!("Parked {orbit}: {who}"));
-        let from = from.with_tag(&self.new_tag());
-        let branch = self.new_branch();
-        let mut invite = Request {
-            method: Method::Invite,
-            uri: target_uri.clone(),
-            common: Common {
-                via: vec![Via::new(next_hop.transport, self.local_addr, &branch)],
-                from,
-                to: NameAddr::new(target_uri.clone()),
-                call_id: format!("recall-{:016x}@{}", self.rng.gen::<u64>(), self.local_addr.ip()),
-                cseq: CSeq { seq: 1, method: Method::Invite },
-                max_forwards: Some(70),
-                contact: vec![self.contact(next_hop.transport)],
-                route: self.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
-                record_route: Vec::new(),
-                content_type: None,
-                headers: Vec::new(),
-                body: Bytes::new(),
-            },
-        };
-        let c = &mut invite.common;
-        c.push_header("Alert-Info", RECALL_ALERT_URN);
-        if let Some(extra) = alert_extra {
-            c.push_header("Alert-Info", extra);
-        }
-        if let Some(p) = &parked {
-            let mut id = p.clone();
-            id.params = Default::default();
-            c.push_header("P-Asserted-Identity", id.to_string());
+        let (lot_name, orbit, round) = (lot.name.clone(), c.orbit_name.clone(), c.rounds);
+        let who = self.parked_identity(call).map(|p| p.label()).unwrap_or_else(|| "caller".into());
+        let mut headers = vec![("Alert-Info", RECALL_ALERT_URN.to_string())];
+        if let Some(extra) = lot.recall_alert_info.clone() {
+            headers.push(("Alert-Info", extra));
         }
         // RFC 7044 History-Info: the orbit was "called" and is now retargeted back, with the cause as a Reason.
         let mut orbit_uri = Uri::from_addr(Some(&orbit), self.local_addr);
         orbit_uri.headers.push(("Reason".into(), "SIP;cause=408;text=\"park callback\"".into()));
-        c.push_header("History-Info", format!("<{orbit_uri}>;index=1"));
-        c.push_header("History-Info", format!("<{target_uri}>;index=1.1"));
-        let kind = match target {
-            RecallTarget::Parker => "callback",
-            RecallTarget::FallbackUri => "fallback",
-        };
-        c.push_header(PARK_RECALL_HEADER, format!("{kind};orbit={orbit};lot={lot_name};round={round}"));
-        c.push_header(super::invite::PARK_ORBIT_HEADER, orbit.clone());
-        c.push_header("Allow", super::reply::ALLOW);
-        c.push_header("User-Agent", super::reply::PRODUCT);
-        c.set_body("application/sdp", body);
-
-        let txn = self.txn.send_request(now, next_hop, &invite);
-        self.client_txns.insert(txn, ClientPurpose::Recall(call));
-        let ring_until = now + ring;
-        self.call_timers.arm(ring_until, call, CallTimer::RecallRing);
-        tracing::info!(%orbit, to = %target_uri, via = %next_hop.addr, ?target, round, "recall started");
-        self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit, to: target_uri.to_string(), target, round }));
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.recall = Some(Recall { txn, invite, next_hop, target, port, local_sdp, ring_until, provisional: false });
-            if let Some(o) = c.orbit {
-                let lot = c.lot;
-                self.orbit_changed(now, lot, o);
-            }
+        headers.push(("History-Info", format!("<{orbit_uri}>;index=1")));
+        headers.push(("History-Info", format!("<{target_uri}>;index=1.1")));
+        let kind = if target == RecallTarget::Parker { "callback" } else { "fallback" };
+        headers.push((PARK_RECALL_HEADER, format!("{kind};orbit={orbit};lot={lot_name};round={round}")));
+        let spec = OriginateSpec { to: target_uri.clone(), from_display: format!("Parked {orbit}: {who}"), headers, ring, target };
+        if self.originate(now, call, spec).is_err() {
+            return false;
         }
+        tracing::info!(%orbit, to = %target_uri, ?target, round, "recall started");
+        self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit, to: target_uri.to_string(), target, round }));
         true
     }
 
@@ -266,6 +206,9 @@ impl Core {
 
     /// A recall ended without an answer: ring the fallback URI next, or end the round.
     fn recall_failed(&mut self, now: Time, call: CallRef, target: RecallTarget, status: u16) {
+        if target == RecallTarget::ApiUnpark {
+            return self.unpark_failed(now, call, status);
+        }
         let Some(c) = self.calls.get(&call) else { return };
         let orbit = c.orbit_name.clone();
         let policy = self.lots[c.lot].cfg.recall_fallback;

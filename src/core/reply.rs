@@ -6,7 +6,9 @@ use crate::time::Time;
 use crate::txn::ServerTxnId;
 
 /// Methods parkd accepts, advertised in `Allow` (RFC 3261 §20.5).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, SUBSCRIBE";
+/// Event packages parkd serves, advertised in `Allow-Events` (RFC 6665 §8.2.2).
+pub const ALLOW_EVENTS: &str = "dialog";
 /// parkd's product token for `Server`/`User-Agent`.
 pub const PRODUCT: &str = concat!("parkd/", env!("CARGO_PKG_VERSION"));
 

@@ -36,7 +36,13 @@ impl World {
             advertise: None,
             rtp_ports: NumRange::parse("20000-20099").unwrap(),
             outbound_proxy: None,
+            ..ServerConfig::default()
         };
+        World::with_server(server, lots)
+    }
+
+    /// A world whose core runs with `server` (advertise, outbound proxy, trusted proxies...).
+    pub fn with_server(server: ServerConfig, lots: Vec<LotConfig>) -> World {
         World {
             core: Core::new(server, lots, TimerConfig::default(), 42),
             now: Time::from_secs(1_000_000),

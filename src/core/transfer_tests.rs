@@ -224,3 +224,19 @@ fn full_lot_overflows_into_the_overflow_lot() {
     assert_eq!(park(&mut w, &bob, "700", true).1, "701");
     assert_eq!(park(&mut w, &dave, "700", true).1, "801", "overflow instead of a refusal");
 }
+
+#[test]
+fn swap_and_empty_orbit_park_are_parks_for_the_access_lists() {
+    let mut l = lot("default", "700", "701-705");
+    l.empty_orbit = EmptyOrbit::Park;
+    let mut w = World::with_lots(vec![l]);
+    let (alice, bob, carol) = (phone("alice", 5999), phone("bob", 5070), phone("carol", 5071));
+    let (atag, _) = park(&mut w, &alice, "700", false);
+    // From now on, nobody on loopback may park; retrieving stays open.
+    w.core.set_allow_park_for_tests(0, vec!["10.0.0.0/8".parse().unwrap()]);
+    let replaces = format!("Replaces: {};to-tag={};from-tag={}\n", alice.call_id, atag, alice.tag);
+    w.deliver(bob.peer, &bob.invite("700", &replaces, Some(&bob.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(bob.peer, 0).status, 403, "an attended-park swap is a park");
+    w.deliver(carol.peer, &carol.invite("705", "", Some(&carol.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(carol.peer, 0).status, 403, "parking into an empty orbit is a park");
+}

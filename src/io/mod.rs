@@ -1,6 +1,11 @@
 //! The io layer: the only code that reads the clock, owns sockets or spawns threads.
 
+pub mod api_link;
 pub mod clock;
+pub mod events_hub;
+pub mod http;
 pub mod media_thread;
+pub mod metrics;
+pub mod probe;
 pub mod sip_driver;
 pub mod tcp;

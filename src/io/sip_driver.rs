@@ -1,6 +1,7 @@
 //! The thin tokio layer around the core: SIP over UDP and TCP, the clock, and the one sleep until the core's
 //! next deadline. It owns the [`Core`]; nothing else touches it, so the core needs no lock.
 
+use super::api_link::{self, ApiPort};
 use super::clock::Clock;
 use super::media_thread::MediaHandle;
 use super::tcp::{self, TcpEvent};
@@ -34,26 +35,31 @@ impl SipSockets {
     }
 }
 
-/// Runs the core until `shutdown` resolves.
-pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock: Clock, shutdown: impl std::future::Future<Output = ()>) {
+/// Runs the core until `shutdown` resolves. `api` brings HTTP API requests in and takes events and counts out.
+pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock: Clock, mut api: ApiPort, shutdown: impl std::future::Future<Output = ()>) {
     let SipSockets { udp, tcp } = sockets;
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     tokio::spawn(tcp::accept_loop(tcp, tcp_tx.clone()));
     let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
+    let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
     loop {
-        drain(&mut core, &udp, &mut conns, &tcp_tx, &media);
+        drain(&mut core, &udp, &mut conns, &tcp_tx, &media, &api, &clock);
         let deadline = core.poll_timeout();
         let sleep_until = deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t)));
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
+                    api.metrics.count_sip(false, &buf[..n]);
                     core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, &buf[..n]);
                     // Take whatever else is already queued before sleeping again.
                     for _ in 0..64 {
                         match udp.try_recv_from(&mut buf) {
-                            Ok((n, from)) => core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, &buf[..n]),
+                            Ok((n, from)) => {
+                                api.metrics.count_sip(false, &buf[..n]);
+                                core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, &buf[..n])
+                            }
                             Err(_) => break,
                         }
                     }
@@ -61,10 +67,19 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),
             },
             Some(ev) = tcp_rx.recv() => match ev {
-                TcpEvent::Message { peer, bytes } => core.handle_sip(clock.now(), Peer { transport: Transport::Tcp, addr: peer }, &bytes),
+                TcpEvent::Message { peer, bytes } => {
+                    api.metrics.count_sip(false, &bytes);
+                    core.handle_sip(clock.now(), Peer { transport: Transport::Tcp, addr: peer }, &bytes);
+                }
                 TcpEvent::Opened { peer, writer } => { conns.insert(peer, writer); }
                 TcpEvent::Closed { peer } => { conns.remove(&peer); }
             },
+            Some(req) = api.rx.recv() => api_link::serve(&mut core, &media, clock.now(), req),
+            _ = drain_toggle.recv() => {
+                // SIGUSR1: drain mode on/off (new parks get 503; see core/proxy.rs).
+                let on = !core.is_draining();
+                core.set_draining(on);
+            }
             _ = sleep(sleep_until) => {}
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
@@ -81,6 +96,37 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
     }
 }
 
+/// SIGUSR1, which toggles drain mode (never fires where signals do not exist or cannot be installed).
+struct DrainSignal {
+    #[cfg(unix)]
+    usr1: Option<tokio::signal::unix::Signal>,
+}
+
+impl DrainSignal {
+    fn new() -> DrainSignal {
+        #[cfg(unix)]
+        {
+            let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
+            if let Err(e) = &usr1 {
+                tracing::warn!(error = %e, "cannot install the SIGUSR1 handler; drain mode only from the config");
+            }
+            DrainSignal { usr1: usr1.ok() }
+        }
+        #[cfg(not(unix))]
+        DrainSignal {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = self.usr1.as_mut() {
+            if s.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
 async fn sleep(until: Option<tokio::time::Instant>) {
     match until {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -94,10 +140,14 @@ fn drain(
     conns: &mut HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>,
     tcp_tx: &mpsc::Sender<TcpEvent>,
     media: &MediaHandle,
+    api: &ApiPort,
+    clock: &Clock,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
-            Output::Sip { to, bytes } => match to.transport {
+            Output::Sip { to, bytes } => {
+                api.metrics.count_sip(true, &bytes);
+                match to.transport {
                 Transport::Udp => {
                     if let Err(e) = udp.try_send_to(&bytes, to.addr) {
                         tracing::warn!(to = %to.addr, error = %e, "SIP UDP send failed");
@@ -113,12 +163,17 @@ fn drain(
                         tokio::spawn(tcp::connect(to.addr, r, tcp_tx.clone()));
                     }
                 },
-            },
+                }
+            }
             Output::Media(cmd) => media.send(cmd),
-            Output::Event(ev) => match serde_json::to_string(&ev) {
-                Ok(json) => tracing::info!(target: "parkd::events", event = %json, "park event"),
-                Err(_) => tracing::info!(target: "parkd::events", ?ev, "park event"),
-            },
+            Output::Event(ev) => {
+                match serde_json::to_string(&ev) {
+                    Ok(json) => tracing::info!(target: "parkd::events", event = %json, "park event"),
+                    Err(_) => tracing::info!(target: "parkd::events", ?ev, "park event"),
+                }
+                api.metrics.on_event(&ev, std::time::Instant::now());
+                api.hub.publish(&ev, clock.now().as_millis());
+            }
         }
     }
 }

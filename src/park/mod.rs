@@ -1,4 +1,5 @@
 //! Parking lots and the resources a parked call holds (orbits, RTP ports).
 
+pub mod dialog_info;
 pub mod lot;
 pub mod ports;

@@ -1,0 +1,194 @@
+//! Commands from an application (the HTTP API, an attendant console): TAPI's `ParkDirect` / `ParkIndirect`,
+//! `Unpark` and a hang-up, entering the sans-IO core as inputs like SIP messages do.
+//!
+//! [`Core::handle_command`] is synchronous: it validates, starts the work and answers at once. What takes
+//! time (an unpark ringing its destination) reports its outcome later as [`ParkEvent`]s
+//! (`recall_started` / `recall_answered` / `recall_failed` with `target: "api_unpark"`).
+
+use super::legs::{CallRef, CallState, ParkHow, RecallTarget};
+use super::originate::{OriginateError, OriginateSpec};
+use super::{Core, Output, ParkEvent};
+use crate::park::lot::OrbitIdx;
+use crate::time::Time;
+use std::time::Duration;
+
+/// What an application asks the core to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Park a call parkd is part of (bridged after a retrieve or recall). `call_id` names the leg on the
+    /// application's side: that leg is released with BYE and the *other* party is parked, in `orbit`
+    /// (ParkDirect) or in a free orbit of `lot` (ParkIndirect; default: the lot the call came from).
+    ParkCall { call_id: String, orbit: Option<String>, lot: Option<String> },
+    /// Call `to` and hand it the call parked in `orbit`; on no answer the call stays parked.
+    Unpark { orbit: String, to: String },
+    /// End the call parked in `orbit` politely (BYE with a Reason).
+    Hangup { orbit: String },
+}
+
+/// What a command achieved.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// The call is parked in `orbit` of `lot`; `released` is the Call-ID of the leg parkd hung up.
+    Parked { lot: String, orbit: String, how: ParkHow, released: String },
+    /// parkd is calling `to`; the outcome comes as an event. It rings at most `ring_secs`.
+    Unparking { lot: String, orbit: String, to: String, ring_secs: u64 },
+    /// The parked call was ended.
+    HungUp { lot: String, orbit: String, call_id: String },
+}
+
+/// Why a command was refused. The API maps each to an HTTP status with [`CommandError::http_status`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no orbit {0} in any lot")]
+    UnknownOrbit(String),
+    #[error("no lot named {0:?}")]
+    UnknownLot(String),
+    #[error("orbit {0} is empty")]
+    OrbitEmpty(String),
+    #[error("no call with Call-ID {0:?} that parkd could park (it must be bridged through parkd)")]
+    UnknownCall(String),
+    #[error("orbit {0} is occupied")]
+    OrbitOccupied(String),
+    #[error("lot {0:?} is full")]
+    LotFull(String),
+    #[error("orbit {0} is already ringing someone (recall or unpark under way)")]
+    Ringing(String),
+    #[error("{0:?} is not a SIP URI")]
+    BadUri(String),
+    #[error("cannot call the destination: {0}")]
+    Originate(#[from] OriginateError),
+}
+
+impl CommandError {
+    /// The HTTP status an API answers this error with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CommandError::UnknownOrbit(_) | CommandError::UnknownLot(_) | CommandError::OrbitEmpty(_) | CommandError::UnknownCall(_) => 404,
+            CommandError::OrbitOccupied(_) | CommandError::Ringing(_) => 409,
+            CommandError::BadUri(_) => 400,
+            CommandError::LotFull(_) | CommandError::Originate(_) => 503,
+        }
+    }
+}
+
+/// The answer to a command.
+pub type CommandResult = Result<CommandOutcome, CommandError>;
+
+impl Core {
+    /// Runs one application command at `now`. Drain [`Core::poll_output`] afterwards, as after any input.
+    pub fn handle_command(&mut self, now: Time, cmd: Command) -> CommandResult {
+        self.last_now = self.last_now.max(now);
+        match cmd {
+            Command::ParkCall { call_id, orbit, lot } => self.cmd_park_call(now, &call_id, orbit.as_deref(), lot.as_deref()),
+            Command::Unpark { orbit, to } => self.cmd_unpark(now, &orbit, &to),
+            Command::Hangup { orbit } => self.cmd_hangup(now, &orbit),
+        }
+    }
+
+    /// The parked call in orbit `name`, with its lot and orbit index.
+    fn parked_in(&self, name: &str) -> Result<(usize, OrbitIdx, CallRef), CommandError> {
+        let (lot, idx) = self.find_orbit(name).ok_or_else(|| CommandError::UnknownOrbit(name.to_string()))?;
+        let call = self.lots.get(lot).and_then(|l| l.occupant(idx)).ok_or_else(|| CommandError::OrbitEmpty(name.to_string()))?;
+        match self.calls.get(&call) {
+            Some(c) if c.state == CallState::Parked => Ok((lot, idx, call)),
+            _ => Err(CommandError::OrbitEmpty(name.to_string())),
+        }
+    }
+
+    fn cmd_hangup(&mut self, now: Time, orbit: &str) -> CommandResult {
+        let (lot, idx, call) = self.parked_in(orbit)?;
+        self.abandon_recall(now, call);
+        let Some(c) = self.calls.remove(&call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
+        self.lots[lot].release(idx, call);
+        self.orbit_changed(now, lot, idx);
+        let call_id = self.legs.get(&c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
+        let lot_name = self.lots[lot].name().to_string();
+        tracing::info!(orbit = %c.orbit_name, "parked call ended by an application");
+        self.out.push_back(Output::Event(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone() }));
+        self.hangup_leg_with_reason(now, c.parked, Some("SIP;cause=200;text=\"Call ended by the attendant\"".into()));
+        Ok(CommandOutcome::HungUp { lot: lot_name, orbit: c.orbit_name, call_id })
+    }
+
+    fn cmd_unpark(&mut self, now: Time, orbit: &str, to: &str) -> CommandResult {
+        let (lot, _, call) = self.parked_in(orbit)?;
+        let uri = crate::sip::parse_uri(to.trim()).map_err(|_| CommandError::BadUri(to.to_string()))?;
+        if self.calls.get(&call).is_some_and(|c| c.recall.is_some()) {
+            return Err(CommandError::Ringing(orbit.to_string()));
+        }
+        let cfg = &self.lots[lot].cfg;
+        let ring_secs = cfg.recall_ring_time.max(1);
+        let lot_name = cfg.name.clone();
+        let who = self.parked_identity(call).map(|p| p.label()).unwrap_or_else(|| "caller".into());
+        let spec = OriginateSpec {
+            to: uri.without_headers(),
+            from_display: who,
+            headers: vec![(super::invite::PARK_LOT_HEADER, lot_name.clone())],
+            ring: Duration::from_secs(ring_secs),
+            target: RecallTarget::ApiUnpark,
+        };
+        self.originate(now, call, spec)?;
+        let to = uri.without_headers().to_string();
+        let round = self.calls.get(&call).map(|c| c.rounds).unwrap_or(0);
+        self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit: orbit.to_string(), to: to.clone(), target: RecallTarget::ApiUnpark, round }));
+        Ok(CommandOutcome::Unparking { lot: lot_name, orbit: orbit.to_string(), to, ring_secs })
+    }
+
+    /// An API unpark was not answered (or refused): the call stays parked; the outcome is an event. A recall
+    /// that fell due while it rang is started now.
+    pub(super) fn unpark_failed(&mut self, now: Time, call: CallRef, status: u16) {
+        let Some(c) = self.calls.get(&call) else { return };
+        let (orbit, slot, recall_at) = (c.orbit_name.clone(), c.orbit.map(|o| (c.lot, o)), c.recall_at);
+        if let Some((lot, o)) = slot {
+            self.orbit_changed(now, lot, o);
+        }
+        if let Some(at) = recall_at.filter(|t| *t <= now) {
+            // The recall timer fired while the unpark rang and was skipped: fire it again now.
+            self.call_timers.arm(at, call, super::call_timers::CallTimer::Recall);
+        }
+        tracing::info!(%orbit, status, "unpark not answered; the call stays parked");
+        self.out.push_back(Output::Event(ParkEvent::RecallFailed { orbit, status, target: RecallTarget::ApiUnpark }));
+    }
+
+    fn cmd_park_call(&mut self, now: Time, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> CommandResult {
+        let found = self
+            .legs
+            .values()
+            .find(|l| l.dialog.call_id == call_id && self.calls.get(&l.call).is_some_and(|c| matches!(c.state, CallState::Bridged { .. })))
+            .map(|l| (l.id, l.call))
+            .ok_or_else(|| CommandError::UnknownCall(call_id.to_string()))?;
+        let (release_leg, call) = found;
+        let (lot_idx, wanted) = match (orbit, lot) {
+            (Some(o), _) => {
+                let (l, i) = self.find_orbit(o).ok_or_else(|| CommandError::UnknownOrbit(o.to_string()))?;
+                (l, Some(i))
+            }
+            (None, Some(name)) => {
+                let l = self.lots.iter().position(|l| l.name() == name).ok_or_else(|| CommandError::UnknownLot(name.to_string()))?;
+                (l, None)
+            }
+            (None, None) => (self.calls.get(&call).map(|c| c.lot).unwrap_or(0), None),
+        };
+        let Some(keep) = self.calls.get(&call).and_then(|c| match c.state {
+            CallState::Bridged { other } => Some(if c.parked == release_leg { other } else { c.parked }),
+            CallState::Parked => None,
+        }) else {
+            return Err(CommandError::UnknownCall(call_id.to_string()));
+        };
+        let parker = self.legs.get(&release_leg).map(|l| {
+            let mut p = l.dialog.remote.clone();
+            p.params = Default::default();
+            p
+        });
+        let orbit_name = self.repark_bridged(now, call, keep, lot_idx, wanted, parker).map_err(|(status, reason)| match (status, reason) {
+            (486, "Busy Here") => CommandError::OrbitOccupied(orbit.unwrap_or_default().to_string()),
+            (486, _) => CommandError::LotFull(self.lots.get(lot_idx).map(|l| l.name().to_string()).unwrap_or_default()),
+            _ => CommandError::UnknownCall(call_id.to_string()),
+        })?;
+        let released = self.legs.get(&release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
+        self.hangup_leg_with_reason(now, release_leg, Some("SIP;cause=200;text=\"Call parked\"".into()));
+        let lot = &self.lots[lot_idx];
+        let how = if wanted.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
+        Ok(CommandOutcome::Parked { lot: lot.name().to_string(), orbit: orbit_name, how, released })
+    }
+}

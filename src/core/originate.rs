@@ -1,0 +1,118 @@
+//! Calls parkd starts on behalf of a parked call: a recall to the parker or the fallback URI, or an unpark an
+//! application asked for. One INVITE builder and sender for all of them, so every such call goes through the
+//! outbound proxy, offers the same SDP and is tracked, cancelled and bridged the same way.
+
+use super::call_timers::CallTimer;
+use super::legs::{CallRef, Recall, RecallTarget};
+use super::{ClientPurpose, Core};
+use crate::dialog::uri_addr;
+use crate::media::Codec;
+use crate::sdp::{self, Direction, LocalSdp};
+use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Uri, Via};
+use crate::time::Time;
+use bytes::Bytes;
+use rand::Rng;
+use std::time::Duration;
+
+/// Why parkd could not start an outgoing call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OriginateError {
+    #[error("the destination has no IP address and no outbound_proxy is configured")]
+    NoRoute,
+    #[error("no RTP port is free")]
+    NoPort,
+    #[error("the parked call is gone")]
+    NoCall,
+}
+
+/// What to call and how: everything that differs between a recall and an API unpark.
+#[derive(Clone, Debug)]
+pub(super) struct OriginateSpec {
+    /// The Request-URI and To.
+    pub to: Uri,
+    /// From's display name (e.g. `Parked 701: bob`); From's URI is the orbit at parkd.
+    pub from_display: String,
+    /// Extra headers in order (Alert-Info, History-Info, Park-Recall, ...).
+    pub headers: Vec<(&'static str, String)>,
+    /// How long parkd lets it ring before giving up (the `RecallRing` call timer).
+    pub ring: Duration,
+    /// Recorded in the call's [`Recall`] so the outcome is routed (recall rounds vs. API unpark).
+    pub target: RecallTarget,
+}
+
+impl Core {
+    /// Sends an INVITE for parked call `call` to `spec.to` (through the outbound proxy when configured), with an
+    /// SDP offer on a fresh RTP port, arms the ring timer and records it as the call's ringing [`Recall`].
+    /// The answer is bridged to the parked party by the recall response handling.
+    pub(super) fn originate(&mut self, now: Time, call: CallRef, spec: OriginateSpec) -> Result<(), OriginateError> {
+        let Some(c) = self.calls.get(&call) else { return Err(OriginateError::NoCall) };
+        let orbit = c.orbit_name.clone();
+        let mut target_uri = spec.to;
+        target_uri.params.remove("tag");
+        let next_hop = match (&self.outbound_proxy, uri_addr(&target_uri)) {
+            (Some((_, hop)), _) => *hop,
+            (None, Some(addr)) => Peer { transport: target_uri.transport(), addr },
+            (None, None) => {
+                tracing::warn!(target = %target_uri, "destination has no IP address and no outbound_proxy is configured");
+                return Err(OriginateError::NoRoute);
+            }
+        };
+        let Some(port) = self.ports.take() else {
+            tracing::warn!("no RTP port free for an outgoing call");
+            return Err(OriginateError::NoPort);
+        };
+        // The parked party as the destination should see it (a trusted P-Asserted-Identity wins, see proxy.rs).
+        let parked = self.parked_identity(call);
+        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port };
+        let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+
+        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.local_addr));
+        from.display = Some(spec.from_display);
+        let from = from.with_tag(&self.new_tag());
+        let branch = self.new_branch();
+        let mut invite = Request {
+            method: Method::Invite,
+            uri: target_uri.clone(),
+            common: Common {
+                via: vec![Via::new(next_hop.transport, self.local_addr, &branch)],
+                from,
+                to: NameAddr::new(target_uri.clone()),
+                call_id: format!("recall-{:016x}@{}", self.rng.gen::<u64>(), self.local_addr.ip()),
+                cseq: CSeq { seq: 1, method: Method::Invite },
+                max_forwards: Some(70),
+                contact: vec![self.contact(next_hop.transport)],
+                route: self.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
+                record_route: Vec::new(),
+                content_type: None,
+                headers: Vec::new(),
+                body: Bytes::new(),
+            },
+        };
+        let c = &mut invite.common;
+        for (name, value) in spec.headers {
+            c.push_header(name, value);
+        }
+        if let Some(id) = &parked {
+            c.push_header("P-Asserted-Identity", id.to_string());
+        }
+        c.push_header(super::invite::PARK_ORBIT_HEADER, orbit.clone());
+        c.push_header("Allow", super::reply::ALLOW);
+        c.push_header("User-Agent", super::reply::PRODUCT);
+        c.set_body("application/sdp", body);
+
+        let txn = self.txn.send_request(now, next_hop, &invite);
+        self.client_txns.insert(txn, ClientPurpose::Recall(call));
+        let ring_until = now + spec.ring;
+        self.call_timers.arm(ring_until, call, CallTimer::RecallRing);
+        let target = spec.target;
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.recall = Some(Recall { txn, invite, next_hop, target, port, local_sdp, ring_until, provisional: false });
+            if let Some(o) = c.orbit {
+                let lot = c.lot;
+                self.orbit_changed(now, lot, o);
+            }
+        }
+        tracing::info!(%orbit, to = %target_uri, via = %next_hop.addr, ?target, "outgoing call started");
+        Ok(())
+    }
+}

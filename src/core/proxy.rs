@@ -1,0 +1,137 @@
+//! parkd behind a proxy or PBX (RFC 3261 §16, RFC 3325): what a request that came through a proxy needs
+//! before the engine looks at it, whom to trust with identity, and drain mode.
+//!
+//! * A Route naming parkd itself at the top of a request is consumed (loose routing, RFC 3261 §16.4): parkd is
+//!   the destination, so its own entry is removed before the request is processed.
+//! * A request whose Via list holds parkd's own sent-by with a branch parkd made has looped back
+//!   (RFC 3261 §16.3 step 4 / §8.2.2.2 spirit): answered 482.
+//! * `trusted_proxies`: only requests from those networks may assert an identity (P-Asserted-Identity); from
+//!   anywhere else the header is ignored. A lot with `trusted_only` refuses untrusted sources with 403.
+//! * Drain mode ([`Core::set_draining`], SIGUSR1 or `drain = true`): new parks get `503` with `Retry-After`
+//!   while retrieves, recalls and parked calls go on. OPTIONS stays 200 on purpose: retrieves of the calls
+//!   still parked here must keep reaching this instance, so a dispatcher must not take it out of service;
+//!   a proxy retries a 503'd park on another parkd (Kamailio: `failure_route` + `ds_next_dst`).
+
+use super::legs::CallRef;
+use super::Core;
+use crate::dialog::uri_addr;
+use crate::sip::{NameAddr, Peer, Request};
+use crate::time::Time;
+use crate::txn::ServerTxnId;
+
+/// What every branch parkd generates starts with, after the RFC 3261 magic cookie, so a looped request is
+/// recognisable (RFC 3261 §8.1.1.7 leaves the rest of the branch to the UA).
+pub const BRANCH_MARK: &str = "z9hG4bKpk";
+/// Seconds a draining parkd asks callers to wait before trying it again (RFC 3261 §20.33).
+pub const DRAIN_RETRY_AFTER: u32 = 60;
+
+impl Core {
+    /// Turns drain mode on or off. While draining, new parks are refused with 503 + Retry-After; everything
+    /// already under way (parked calls, their recalls, retrieves) continues.
+    pub fn set_draining(&mut self, on: bool) {
+        if self.draining != on {
+            tracing::info!(draining = on, "drain mode {}", if on { "on: new parks are refused" } else { "off" });
+        }
+        self.draining = on;
+    }
+
+    /// Whether drain mode is on.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Proxy-related checks on a new request, before it is dispatched: loop detection (482) and consuming
+    /// parkd's own Route entries. Returns false when the request was answered here.
+    pub(super) fn accept_routed(&mut self, now: Time, txn: ServerTxnId, req: &mut Request) -> bool {
+        if self.looped(req) {
+            tracing::warn!(call_id = %req.common.call_id, "request looped back to parkd");
+            self.respond(now, txn, req, 482, None, None, |_| {});
+            return false;
+        }
+        self.consume_own_routes(req);
+        if !req.common.route.is_empty() {
+            // parkd is a UA, not a proxy: it does not forward, it serves the request it was sent.
+            tracing::debug!(routes = req.common.route.len(), "request still carries Route entries for other hops; ignored");
+        }
+        true
+    }
+
+    /// Removes the Route entries naming parkd from the top of `req`'s Route list (RFC 3261 §16.4).
+    pub(super) fn consume_own_routes(&self, req: &mut Request) {
+        let own = req.common.route.iter().take_while(|r| self.names_me(r)).count();
+        req.common.route.drain(..own);
+    }
+
+    /// True when one of the request's Vias is parkd's own sent-by with a branch parkd made.
+    fn looped(&self, req: &Request) -> bool {
+        req.common.via.iter().any(|v| {
+            v.branch().is_some_and(|b| b.starts_with(BRANCH_MARK))
+                && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.local_addr.ip())
+                && v.port.unwrap_or(5060) == self.local_addr.port()
+        })
+    }
+
+    /// Whether a Route entry names parkd (its advertised or listening address and port).
+    fn names_me(&self, route: &NameAddr) -> bool {
+        uri_addr(&route.uri).is_some_and(|a| {
+            a == self.local_addr || (a.port() == self.server.listen.port() && a.ip() == self.server.listen.ip())
+        })
+    }
+
+    /// Whether requests from `from` are trusted (`trusted_proxies`).
+    pub(super) fn trusted(&self, from: Peer) -> bool {
+        self.server.is_trusted(from.addr.ip())
+    }
+
+    /// The P-Asserted-Identity of `req` (RFC 3325 §9.1) when it comes from a trusted proxy; None otherwise
+    /// (from an untrusted source the header is ignored, RFC 3325 §5).
+    pub(super) fn asserted_identity(&self, from: Peer, req: &Request) -> Option<NameAddr> {
+        if !self.trusted(from) {
+            if req.common.header("P-Asserted-Identity").is_some() {
+                tracing::debug!(from = %from.addr, "P-Asserted-Identity from an untrusted source ignored");
+            }
+            return None;
+        }
+        let value = req.common.header("P-Asserted-Identity")?;
+        let mut id = crate::sip::parse_name_addr(value).ok()?;
+        id.params = Default::default();
+        Some(id)
+    }
+
+    /// Who the parked party of `call` is, for P-Asserted-Identity in retrieves and recalls: the identity a
+    /// trusted proxy asserted when it was parked, else its From (without tag).
+    pub(super) fn parked_identity(&self, call: CallRef) -> Option<NameAddr> {
+        let c = self.calls.get(&call)?;
+        if let Some(id) = &c.asserted_identity {
+            return Some(id.clone());
+        }
+        self.legs.get(&c.parked).map(|l| {
+            let mut id = l.dialog.remote.clone();
+            id.params = Default::default();
+            id
+        })
+    }
+
+    /// Admission of a new INVITE to lot `lot`: 403 for an untrusted source on a `trusted_only` lot, 503 with
+    /// Retry-After for a new park while draining. Returns false when the request was refused.
+    pub(super) fn admit(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, is_park: bool) -> bool {
+        if self.lots.get(lot).is_some_and(|l| l.cfg.trusted_only) && !self.trusted(from) {
+            self.refuse(now, txn, req, 403, "Forbidden: Not From A Trusted Proxy");
+            return false;
+        }
+        if is_park && self.draining {
+            tracing::info!(number = req.uri.user.as_deref().unwrap_or(""), "draining: park refused");
+            self.out.push_back(super::Output::Event(super::ParkEvent::Refused {
+                number: req.uri.user.clone().unwrap_or_default(),
+                status: 503,
+                reason: "Draining".into(),
+                call_id: req.common.call_id.clone(),
+            }));
+            self.respond(now, txn, req, 503, Some("Service Unavailable: Draining"), None, |r| {
+                r.common.push_header("Retry-After", DRAIN_RETRY_AFTER.to_string());
+            });
+            return false;
+        }
+        true
+    }
+}

@@ -1,0 +1,127 @@
+//! Read-only snapshots of lots, orbits and bridged calls for applications (the HTTP API, the attendant page),
+//! built on [`Core::orbit_state`]. Times are milliseconds since the Unix epoch, ready for JSON.
+
+use super::legs::{CallState, RecallTarget};
+use super::orbit_view::OrbitState;
+use super::Core;
+use serde::Serialize;
+
+/// One lot and every orbit in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LotSnapshot {
+    pub name: String,
+    pub park_code: String,
+    pub capacity: usize,
+    pub occupied: usize,
+    pub orbits: Vec<OrbitSnapshot>,
+}
+
+/// What an orbit shows: `free`, `parked`, or `recalling` (parked, and parkd is ringing someone for it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrbitSnapshot {
+    pub orbit: String,
+    pub state: &'static str,
+    /// The parked party's identity (`"Bob" <sip:bob@host>`), when occupied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
+    /// The parked party's display name or user part, for boards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked_label: Option<String>,
+    /// Who parked it, or `"unknown"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parker: Option<String>,
+    /// The parked leg's Call-ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked_since_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_at_ms: Option<u64>,
+    /// Whom parkd is ringing now for this call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recalling: Option<RecallTarget>,
+}
+
+/// A call bridged through parkd (retrieved, recalled or unparked): either leg's Call-ID can be parked again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BridgedSnapshot {
+    pub lot: String,
+    /// The orbit it was taken from.
+    pub from_orbit: String,
+    pub state: &'static str,
+    /// The originally parked party's leg.
+    pub parked_call_id: String,
+    pub parked: String,
+    /// The other leg (retriever, recall or unpark destination).
+    pub other_call_id: String,
+    pub other: String,
+}
+
+impl Core {
+    /// Every lot with the state of each orbit.
+    pub fn lots_snapshot(&self) -> Vec<LotSnapshot> {
+        (0..self.lot_count()).filter_map(|i| self.lot_snapshot(i)).collect()
+    }
+
+    /// Lot `lot` (by index) with the state of each orbit.
+    pub fn lot_snapshot(&self, lot: usize) -> Option<LotSnapshot> {
+        let l = self.lots.get(lot)?;
+        let orbits = (0..l.capacity())
+            .map(|i| {
+                let orbit = l.orbit_name(i);
+                match self.orbit_state(lot, i) {
+                    OrbitState::Free => OrbitSnapshot {
+                        orbit,
+                        state: "free",
+                        parked: None,
+                        parked_label: None,
+                        parker: None,
+                        call_id: None,
+                        parked_since_ms: None,
+                        recall_at_ms: None,
+                        recalling: None,
+                    },
+                    OrbitState::Parked(v) => OrbitSnapshot {
+                        orbit,
+                        state: if v.recalling.is_some() { "recalling" } else { "parked" },
+                        parked_label: Some(v.parked.label()),
+                        parked: Some(v.parked.to_string()),
+                        parker: Some(v.parker.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into())),
+                        call_id: Some(v.call_id),
+                        parked_since_ms: Some(v.since.as_millis()),
+                        recall_at_ms: v.recall_at.map(|t| t.as_millis()),
+                        recalling: v.recalling,
+                    },
+                }
+            })
+            .collect();
+        Some(LotSnapshot { name: l.name().to_string(), park_code: l.cfg.park_code.clone(), capacity: l.capacity(), occupied: l.occupied(), orbits })
+    }
+
+    /// The index of the lot named `name`.
+    pub fn lot_index(&self, name: &str) -> Option<usize> {
+        self.lots.iter().position(|l| l.name() == name)
+    }
+
+    /// Calls bridged through parkd right now, oldest first.
+    pub fn bridged_snapshot(&self) -> Vec<BridgedSnapshot> {
+        let mut calls: Vec<_> = self.calls.values().collect();
+        calls.sort_by_key(|c| c.id);
+        calls
+            .into_iter()
+            .filter_map(|c| {
+                let CallState::Bridged { other } = c.state else { return None };
+                let (p, o) = (self.legs.get(&c.parked)?, self.legs.get(&other)?);
+                Some(BridgedSnapshot {
+                    lot: self.lots.get(c.lot).map(|l| l.name().to_string()).unwrap_or_default(),
+                    from_orbit: c.orbit_name.clone(),
+                    state: "bridged",
+                    parked_call_id: p.dialog.call_id.clone(),
+                    parked: p.dialog.remote.uri.to_string(),
+                    other_call_id: o.dialog.call_id.clone(),
+                    other: o.dialog.remote.uri.to_string(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,110 @@
+//! The link between the HTTP server and the core task: requests travel over one bounded tokio mpsc channel, each
+//! with a oneshot for its answer. The core task serves them between SIP messages (one `select!` arm in
+//! [`super::sip_driver::run`]), so the core keeps a single owner and needs no lock.
+
+use super::events_hub::EventHub;
+use super::media_thread::MediaHandle;
+use super::metrics::{Metrics, ScrapeSnapshot};
+use crate::core::snapshot::{BridgedSnapshot, LotSnapshot};
+use crate::core::{Command, CommandResult, Core};
+use crate::time::Time;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How many API requests may wait for the core task.
+const QUEUE: usize = 64;
+/// How long an HTTP handler waits for the core task before answering 503.
+const CORE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A request to the core task.
+#[derive(Debug)]
+pub enum CoreRequest {
+    Command { cmd: Command, reply: oneshot::Sender<CommandResult> },
+    Lots { reply: oneshot::Sender<Vec<LotSnapshot>> },
+    Calls { reply: oneshot::Sender<Vec<BridgedSnapshot>> },
+    Scrape { reply: oneshot::Sender<ScrapeSnapshot> },
+    /// Whether the core takes new parks (false while draining).
+    Ready { reply: oneshot::Sender<bool> },
+}
+
+/// Why the core task did not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CoreUnavailable {
+    #[error("the core task is not running")]
+    Gone,
+    #[error("the core task did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The HTTP side of the link; cheap to clone.
+#[derive(Clone)]
+pub struct CoreClient {
+    tx: mpsc::Sender<CoreRequest>,
+}
+
+impl CoreClient {
+    /// Sends the request made by `make` and waits (bounded) for its answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> CoreRequest) -> Result<T, CoreUnavailable> {
+        let (reply, rx) = oneshot::channel();
+        let send = self.tx.send_timeout(make(reply), CORE_DEADLINE);
+        send.await.map_err(|e| match e {
+            mpsc::error::SendTimeoutError::Timeout(_) => CoreUnavailable::Timeout(CORE_DEADLINE),
+            mpsc::error::SendTimeoutError::Closed(_) => CoreUnavailable::Gone,
+        })?;
+        match tokio::time::timeout(CORE_DEADLINE, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(CoreUnavailable::Gone),
+            Err(_) => Err(CoreUnavailable::Timeout(CORE_DEADLINE)),
+        }
+    }
+}
+
+/// The core task's side: the request receiver, and where it reports events and counts messages.
+pub struct ApiPort {
+    pub rx: mpsc::Receiver<CoreRequest>,
+    pub hub: EventHub,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A connected pair: the client for the HTTP server, the port for the core task.
+pub fn link(hub: EventHub, metrics: Arc<Metrics>) -> (CoreClient, ApiPort) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (CoreClient { tx }, ApiPort { rx, hub, metrics })
+}
+
+/// Serves one request on the core task. A dropped reply (the HTTP client went away) is ignored.
+pub fn serve(core: &mut Core, media: &MediaHandle, now: Time, req: CoreRequest) {
+    match req {
+        CoreRequest::Command { cmd, reply } => {
+            tracing::info!(?cmd, "API command");
+            let _ = reply.send(core.handle_command(now, cmd));
+        }
+        CoreRequest::Lots { reply } => {
+            let _ = reply.send(core.lots_snapshot());
+        }
+        CoreRequest::Ready { reply } => {
+            let _ = reply.send(!core.is_draining());
+        }
+        CoreRequest::Calls { reply } => {
+            let _ = reply.send(core.bridged_snapshot());
+        }
+        CoreRequest::Scrape { reply } => {
+            let media_stats = media.stats();
+            let io = media.io_counters();
+            let live = core.live();
+            let snap = ScrapeSnapshot {
+                lots: core.lot_summary(),
+                malformed: core.stats().malformed,
+                hold_packets_sent: media_stats.hold_sent,
+                relayed_packets: media_stats.relayed,
+                rtp_send_errors: io.send_errors.load(Ordering::Relaxed),
+                rtp_would_block: io.send_would_block.load(Ordering::Relaxed),
+                legs: live.legs,
+                bridged_calls: media_stats.bridged_pairs,
+            };
+            let _ = reply.send(snap);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Prometheus metrics (`GET /metrics`, text format via prometheus-client).
+//!
+//! Counters the io layer sees (SIP messages, park events, dwell times) live in [`Metrics`] and are updated by the
+//! core task; values the core and media thread keep (orbits occupied, malformed input, RTP counters) are read
+//! at scrape time into a [`ScrapeSnapshot`] and written as gauges / constant counters.
+
+use crate::core::legs::RecallTarget as LegRecallTarget;
+use crate::core::ParkEvent;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SipLabels {
+    /// `in` or `out`.
+    direction: &'static str,
+    /// `request` or `response`.
+    kind: &'static str,
+    /// The method (of the request, or from the response's CSeq).
+    method: String,
+    /// `1xx`..`6xx` for responses, empty for requests.
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecallLabels {
+    target: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LotLabels {
+    lot: String,
+}
+
+/// What the core task reads for a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct ScrapeSnapshot {
+    /// (lot, capacity, occupied)
+    pub lots: Vec<(String, usize, usize)>,
+    pub malformed: u64,
+    pub hold_packets_sent: u64,
+    pub relayed_packets: u64,
+    pub rtp_send_errors: u64,
+    pub rtp_would_block: u64,
+    pub legs: usize,
+    pub bridged_calls: usize,
+}
+
+/// Metrics updated from the core task.
+pub struct Metrics {
+    sip: Family<SipLabels, Counter>,
+    parks: Family<OutcomeLabels, Counter>,
+    retrieves: Family<OutcomeLabels, Counter>,
+    recalls: Family<RecallLabels, Counter>,
+    abandons: Counter,
+    ended: Family<OutcomeLabels, Counter>,
+    refused: Family<OutcomeLabels, Counter>,
+    dwell: Histogram,
+    /// When each orbit's current call was parked (io-side clock), for the dwell histogram.
+    parked_at: Mutex<HashMap<String, Instant>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Dwell-time buckets, seconds: from a quick hand-over to a forgotten call.
+const DWELL_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            sip: Family::default(),
+            parks: Family::default(),
+            retrieves: Family::default(),
+            recalls: Family::default(),
+            abandons: Counter::default(),
+            ended: Family::default(),
+            refused: Family::default(),
+            dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
+            parked_at: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one SIP message by its start line (`INVITE sip:..` or `SIP/2.0 200 ..` with its CSeq method).
+    pub fn count_sip(&self, outgoing: bool, bytes: &[u8]) {
+        let direction = if outgoing { "out" } else { "in" };
+        let Some(labels) = classify(direction, bytes) else { return };
+        self.sip.get_or_create(&labels).inc();
+    }
+
+    /// Counts a park event and tracks dwell time; `now` is the io clock.
+    pub fn on_event(&self, ev: &ParkEvent, now: Instant) {
+        match ev {
+            ParkEvent::Parked { orbit, how, .. } => {
+                let how = serde_json::to_value(how).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                self.parks.get_or_create(&OutcomeLabels { outcome: how }).inc();
+                if let Ok(mut m) = self.parked_at.lock() {
+                    m.insert(orbit.clone(), now);
+                }
+            }
+            ParkEvent::Swapped { orbit, .. } => {
+                // Attended park: a new party took the orbit; its dwell starts now.
+                self.parks.get_or_create(&OutcomeLabels { outcome: "swapped".into() }).inc();
+                if let Ok(mut m) = self.parked_at.lock() {
+                    m.insert(orbit.clone(), now);
+                }
+            }
+            ParkEvent::Retrieved { orbit, .. } => {
+                self.retrieves.get_or_create(&OutcomeLabels { outcome: "dialed".into() }).inc();
+                self.observe_dwell(orbit, now);
+            }
+            ParkEvent::Abandoned { orbit, .. } => {
+                self.abandons.inc();
+                self.observe_dwell(orbit, now);
+            }
+            ParkEvent::HungUp { orbit, .. } => {
+                self.ended.get_or_create(&OutcomeLabels { outcome: "api_hangup".into() }).inc();
+                self.observe_dwell(orbit, now);
+            }
+            ParkEvent::TimedOut { orbit, .. } => {
+                self.ended.get_or_create(&OutcomeLabels { outcome: "timeout".into() }).inc();
+                self.observe_dwell(orbit, now);
+            }
+            ParkEvent::RecallStarted { target, .. } => self.recall(*target, "started"),
+            ParkEvent::RecallAnswered { orbit, target, .. } => {
+                self.recall(*target, "answered");
+                let how = if *target == LegRecallTarget::ApiUnpark { "api_unpark" } else { "recall" };
+                self.retrieves.get_or_create(&OutcomeLabels { outcome: how.into() }).inc();
+                self.observe_dwell(orbit, now);
+            }
+            ParkEvent::RecallFailed { target, .. } => self.recall(*target, "failed"),
+            ParkEvent::Refused { status, .. } => {
+                self.refused.get_or_create(&OutcomeLabels { outcome: status.to_string() }).inc();
+            }
+            ParkEvent::Ended { .. } | ParkEvent::Reparked { .. } | ParkEvent::AckTimeout { .. } => {}
+        }
+    }
+
+    fn recall(&self, target: LegRecallTarget, outcome: &'static str) {
+        let target = serde_json::to_value(target).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        self.recalls.get_or_create(&RecallLabels { target, outcome }).inc();
+    }
+
+    fn observe_dwell(&self, orbit: &str, now: Instant) {
+        let since = self.parked_at.lock().ok().and_then(|mut m| m.remove(orbit));
+        if let Some(t) = since {
+            self.dwell.observe(now.saturating_duration_since(t).as_secs_f64());
+        }
+    }
+
+    /// The Prometheus text exposition of everything, with `snap` read from the core and media thread.
+    pub fn encode(&self, snap: &ScrapeSnapshot) -> String {
+        let mut reg = Registry::with_prefix("parkd");
+        reg.register("sip_messages", "SIP messages by direction, kind, method and response class", self.sip.clone());
+        reg.register("parks", "Calls parked, by how (directed / indirect / swapped)", self.parks.clone());
+        reg.register("retrieves", "Parked calls taken, by how (dialed / recall / api_unpark)", self.retrieves.clone());
+        reg.register("recalls", "Recalls and API unparks by target and outcome (started / answered / failed)", self.recalls.clone());
+        reg.register("abandons", "Parked callers who hung up while parked", self.abandons.clone());
+        reg.register("parked_calls_ended", "Parked calls ended by parkd, by cause", self.ended.clone());
+        reg.register("refused", "Park or retrieve requests refused, by SIP status", self.refused.clone());
+        reg.register("dwell_seconds", "How long calls stayed parked", self.dwell.clone());
+        let occupied = Family::<LotLabels, Gauge>::default();
+        let capacity = Family::<LotLabels, Gauge>::default();
+        for (lot, cap, occ) in &snap.lots {
+            occupied.get_or_create(&LotLabels { lot: lot.clone() }).set(*occ as i64);
+            capacity.get_or_create(&LotLabels { lot: lot.clone() }).set(*cap as i64);
+        }
+        reg.register("orbits_occupied", "Occupied orbits per lot", occupied);
+        reg.register("orbits", "Orbits per lot", capacity);
+        let legs = Gauge::<i64>::default();
+        legs.set(snap.legs as i64);
+        reg.register("call_legs", "Call legs parkd holds", legs);
+        let bridged = Gauge::<i64>::default();
+        bridged.set(snap.bridged_calls as i64);
+        reg.register("bridged_calls", "Calls bridged through parkd", bridged);
+        reg.register("malformed_dropped", "SIP input that could not be decoded (answered 400 or dropped)", ConstCounter::new(snap.malformed));
+        reg.register("rtp_hold_packets_sent", "Hold-music RTP packets sent", ConstCounter::new(snap.hold_packets_sent));
+        reg.register("rtp_relayed_packets", "RTP packets relayed between bridged legs", ConstCounter::new(snap.relayed_packets));
+        reg.register("rtp_send_errors", "RTP send failures", ConstCounter::new(snap.rtp_send_errors));
+        reg.register("rtp_send_would_block", "RTP packets dropped on a full socket buffer", ConstCounter::new(snap.rtp_would_block));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Labels for one SIP message from its first line (and CSeq for responses). `None` for garbage.
+fn classify(direction: &'static str, bytes: &[u8]) -> Option<SipLabels> {
+    let text = std::str::from_utf8(bytes.get(..bytes.len().min(2048))?).ok().or_else(|| {
+        // Cut inside a multi-byte character: use what decodes.
+        std::str::from_utf8(bytes.get(..64.min(bytes.len()))?).ok()
+    })?;
+    let first = text.lines().next()?;
+    if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
+        let class = match rest.as_bytes().first()? {
+            b'1' => "1xx",
+            b'2' => "2xx",
+            b'3' => "3xx",
+            b'4' => "4xx",
+            b'5' => "5xx",
+            b'6' => "6xx",
+            _ => return None,
+        };
+        let method = text
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                let name = name.trim();
+                (name.eq_ignore_ascii_case("cseq")).then(|| value.split_whitespace().nth(1).map(str::to_string)).flatten()
+            })
+            .unwrap_or_else(|| "unknown".into());
+        return Some(SipLabels { direction, kind: "response", method: sanitize(&method), class });
+    }
+    let method = first.split(' ').next()?;
+    if method.is_empty() || !first.ends_with("SIP/2.0") {
+        return None;
+    }
+    Some(SipLabels { direction, kind: "request", method: sanitize(method), class: "" })
+}
+
+/// Known methods as-is; anything else is `other` (keeps label cardinality bounded).
+fn sanitize(method: &str) -> String {
+    const KNOWN: [&str; 14] =
+        ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "REFER", "NOTIFY", "SUBSCRIBE", "INFO", "UPDATE", "PRACK", "MESSAGE", "PUBLISH"];
+    let up = method.to_ascii_uppercase();
+    if KNOWN.contains(&up.as_str()) {
+        up
+    } else {
+        "other".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_messages_are_classified_by_start_line_and_cseq() {
+        let m = Metrics::new();
+        m.count_sip(false, b"INVITE sip:700@h SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n");
+        m.count_sip(true, b"SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\n");
+        m.count_sip(true, b"SIP/2.0 486 Busy\r\ncseq: 2 BYE\r\n\r\n");
+        m.count_sip(false, b"\x00\xffgarbage");
+        m.count_sip(false, b"FOO sip:x SIP/2.0\r\n\r\n");
+        let text = m.encode(&ScrapeSnapshot::default());
+        assert!(text.contains(r#"parkd_sip_messages_total{direction="in",kind="request",method="INVITE",class=""} 1"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="INVITE",class="2xx"} 1"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="BYE",class="4xx"} 1"#), "{text}");
+        assert!(text.contains(r#"method="other""#), "unknown methods are bucketed");
+    }
+
+    #[test]
+    fn park_events_count_outcomes_and_dwell() {
+        let m = Metrics::new();
+        let t0 = Instant::now();
+        let parked = ParkEvent::Parked {
+            lot: "default".into(),
+            orbit: "701".into(),
+            call_id: "c".into(),
+            parked: "sip:bob@h".into(),
+            parker: None,
+            how: crate::core::legs::ParkHow::Indirect,
+        };
+        m.on_event(&parked, t0);
+        m.on_event(&ParkEvent::Retrieved { lot: "default".into(), orbit: "701".into(), call_id: "c".into(), by: "x".into() }, t0 + std::time::Duration::from_secs(12));
+        m.on_event(&ParkEvent::Abandoned { lot: "default".into(), orbit: "702".into(), call_id: "d".into() }, t0);
+        let snap = ScrapeSnapshot { lots: vec![("default".into(), 20, 3)], malformed: 4, ..Default::default() };
+        let text = m.encode(&snap);
+        assert!(text.contains(r#"parkd_parks_total{outcome="indirect"} 1"#), "{text}");
+        assert!(text.contains(r#"parkd_retrieves_total{outcome="dialed"} 1"#));
+        assert!(text.contains("parkd_abandons_total 1"));
+        assert!(text.contains("parkd_dwell_seconds_count 1") && text.contains("parkd_dwell_seconds_sum 12"), "{text}");
+        assert!(text.contains(r#"parkd_orbits_occupied{lot="default"} 3"#));
+        assert!(text.contains("parkd_malformed_dropped_total 4"));
+    }
+}
