@@ -127,6 +127,10 @@ fn unanswered_recall_with_hangup_fallback_ends_the_call_with_a_reason() {
     let cancelled = arrival(&alice_out, "CANCEL", is_request("CANCEL"));
     let ring = cancelled - invited;
     assert!((1.5..8.0).contains(&ring), "CANCEL {ring:.2} s after the recall INVITE, expected about recall_ring_time = 2 s");
+    // Nobody took the call: the CANCEL must not tell the parker's phone it was answered elsewhere (RFC 3326).
+    let Some(cancel) = alice_out.request("CANCEL") else { panic!("no CANCEL at the parker") };
+    let cancel_reason = header(&cancel, "Reason").unwrap_or_default();
+    assert!(!cancel_reason.contains("completed elsewhere"), "ring-timeout CANCEL Reason {cancel_reason:?}");
     let Some(bye) = bob_out.request("BYE") else { panic!("bob got no BYE:\n{}", bob_out.messages) };
     let reason = header(&bye, "Reason").unwrap_or_default();
     assert!(reason.contains("cause=408") && reason.contains("Recall Not Answered"), "BYE Reason {reason:?}");
