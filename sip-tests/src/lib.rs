@@ -8,6 +8,7 @@
 //!
 //! Run everything with `scripts/test.sh` (it builds the `parkd` binary first).
 
+pub mod bench;
 pub mod audio_check;
 pub mod baresip;
 pub mod baresip_ctrl;

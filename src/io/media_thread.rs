@@ -67,10 +67,23 @@ impl MediaHandle {
     /// Queues a command for the media plane and wakes the thread. A command sent after the thread
     /// died is logged and dropped.
     pub fn send(&self, cmd: MediaCommand) {
+        if self.queue(cmd) {
+            self.wake();
+        }
+    }
+
+    /// Queues a command without waking the thread; call [`MediaHandle::wake`] once after a batch (one
+    /// eventfd write per batch instead of one per command). Returns false when the thread is gone.
+    pub fn queue(&self, cmd: MediaCommand) -> bool {
         if self.tx.send(cmd).is_err() {
             tracing::warn!("media thread is gone; command dropped");
-            return;
+            return false;
         }
+        true
+    }
+
+    /// Wakes the media thread to apply queued commands.
+    pub fn wake(&self) {
         if let Err(e) = self.waker.wake() {
             tracing::warn!(error = %e, "cannot wake the media thread");
         }

@@ -143,6 +143,7 @@ fn drain(
     api: &ApiPort,
     clock: &Clock,
 ) {
+    let mut media_queued = false;
     while let Some(out) = core.poll_output() {
         match out {
             Output::Sip { to, bytes } => {
@@ -165,15 +166,20 @@ fn drain(
                 },
                 }
             }
-            Output::Media(cmd) => media.send(cmd),
+            Output::Media(cmd) => media_queued |= media.queue(cmd),
             Output::Event(ev) => {
-                match serde_json::to_string(&ev) {
-                    Ok(json) => tracing::info!(target: "parkd::events", event = %json, "park event"),
-                    Err(_) => tracing::info!(target: "parkd::events", ?ev, "park event"),
+                if tracing::enabled!(target: "parkd::events", tracing::Level::INFO) {
+                    match serde_json::to_string(&ev) {
+                        Ok(json) => tracing::info!(target: "parkd::events", event = %json, "park event"),
+                        Err(_) => tracing::info!(target: "parkd::events", ?ev, "park event"),
+                    }
                 }
                 api.metrics.on_event(&ev, std::time::Instant::now());
                 api.hub.publish(&ev, clock.now().as_millis());
             }
         }
+    }
+    if media_queued {
+        media.wake();
     }
 }

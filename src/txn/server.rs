@@ -186,6 +186,9 @@ impl TxnLayer {
             return;
         }
         t.final_to_tag = resp.common.to.tag().map(str::to_string);
+        // After a final response only the top Via, Call-ID and CSeq of the request are used again (re-sent
+        // responses are stored bytes): drop the rest, it may live on for 32 s (Timers J/L) per call.
+        shed_after_final(&mut t.request);
         match (t.kind, t.state) {
             (ServerKind::Invite, ServerState::Proceeding) if success => {
                 t.state = ServerState::Accepted;
@@ -296,4 +299,16 @@ impl TxnLayer {
             self.awaiting_ack.remove(&ack_key);
         }
     }
+}
+
+/// Frees what a server transaction no longer needs once its final response is sent.
+fn shed_after_final(req: &mut Request) {
+    let c = &mut req.common;
+    c.via.truncate(1);
+    c.contact = Vec::new();
+    c.route = Vec::new();
+    c.record_route = Vec::new();
+    c.headers = Vec::new();
+    c.content_type = None;
+    c.body = bytes::Bytes::new();
 }

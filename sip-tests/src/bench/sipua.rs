@@ -1,0 +1,130 @@
+//! A tiny SIP UA for the benchmark: messages are built as text, responses and requests from
+//! parkd are parsed with parkd's own codec ([`parkd::sip::parse_message`]).
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+
+use parkd::sip::{parse_message, Message, Method, Request, Response};
+
+use super::net;
+
+/// One SIP endpoint (one UDP socket) that can speak for many calls.
+pub struct Ua {
+    pub sock: UdpSocket,
+    pub local: SocketAddr,
+    pub server: SocketAddr,
+    buf: Vec<u8>,
+    /// Datagrams that failed to parse.
+    pub garbage: u64,
+}
+
+/// The dialog-identifying parts of one call leg of ours.
+#[derive(Clone, Debug)]
+pub struct CallIds {
+    pub call_id: String,
+    pub from_tag: String,
+    pub user: String,
+    /// Request-URI user (park code or orbit).
+    pub target: String,
+    /// parkd's To tag once answered.
+    pub to_tag: Option<String>,
+}
+
+impl Ua {
+    pub fn new(server: SocketAddr) -> io::Result<Ua> {
+        let sock = net::loopback_socket(8 << 20)?;
+        let local = sock.local_addr()?;
+        Ok(Ua { sock, local, server, buf: vec![0; 65_536], garbage: 0 })
+    }
+
+    fn send(&self, text: &str) {
+        let _ = self.sock.send_to(text.as_bytes(), self.server);
+    }
+
+    /// Sends (or retransmits) the INVITE of `c` with CSeq 1, offering PCMU on `rtp_port`.
+    pub fn invite(&self, c: &CallIds, rtp_port: u16, extra: &str) {
+        let sdp = format!(
+            "v=0\r\no=bench 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+        );
+        let text = format!(
+            "INVITE sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{br}-inv;rport\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{l}>;tag={ft}\r\nTo: <sip:{t}@{s}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:{u}@{l}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            t = c.target,
+            s = self.server,
+            l = self.local,
+            cid = c.call_id,
+            u = c.user,
+            ft = c.from_tag,
+            len = sdp.len(),
+            br = token(&c.call_id),
+        );
+        self.send(&text);
+    }
+
+    /// ACK for a 2xx (new branch) or for a failure response (INVITE's branch, RFC 3261 §17.1.1.3).
+    pub fn ack(&self, c: &CallIds, for_2xx: bool) {
+        let branch = if for_2xx { format!("{}-ack", token(&c.call_id)) } else { format!("{}-inv", token(&c.call_id)) };
+        self.in_dialog("ACK", c, 1, &branch);
+    }
+
+    /// BYE with CSeq 2.
+    pub fn bye(&self, c: &CallIds) {
+        self.in_dialog("BYE", c, 2, &format!("{}-bye", token(&c.call_id)));
+    }
+
+    fn in_dialog(&self, method: &str, c: &CallIds, cseq: u32, branch: &str) {
+        let tt = c.to_tag.as_deref().map(|t| format!(";tag={t}")).unwrap_or_default();
+        let text = format!(
+            "{method} sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{l}>;tag={ft}\r\nTo: <sip:{t}@{s}>{tt}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            t = c.target,
+            s = self.server,
+            l = self.local,
+            cid = c.call_id,
+            u = c.user,
+            ft = c.from_tag,
+        );
+        self.send(&text);
+    }
+
+    /// 200 OK to a request from parkd (its BYE), echoing the dialog headers.
+    pub fn ok_to(&self, req: &Request) {
+        let mut text = String::from("SIP/2.0 200 OK\r\n");
+        for v in &req.common.via {
+            text.push_str(&format!("Via: {v}\r\n"));
+        }
+        text.push_str(&format!(
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {}\r\nContent-Length: 0\r\n\r\n",
+            req.common.from, req.common.to, req.common.call_id, req.common.cseq.seq, req.common.cseq.method
+        ));
+        let _ = self.sock.send_to(text.as_bytes(), self.server);
+    }
+
+    /// Receives one message without blocking.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        loop {
+            let n = match self.sock.recv_from(&mut self.buf) {
+                Ok((n, _)) => n,
+                Err(_) => return None,
+            };
+            match parse_message(self.buf.get(..n).unwrap_or_default()) {
+                Ok(m) => return Some(m),
+                Err(_) => self.garbage += 1,
+            }
+        }
+    }
+}
+
+/// `call_id` with only token characters, for Via branches.
+fn token(call_id: &str) -> String {
+    call_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
+}
+
+/// The RTP port of the `m=audio` line of a response's SDP body.
+pub fn sdp_audio_port(resp: &Response) -> Option<u16> {
+    let body = std::str::from_utf8(&resp.common.body).ok()?;
+    body.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|r| r.split_whitespace().next()?.parse().ok())
+}
+
+/// True when `resp` answers an INVITE.
+pub fn answers_invite(resp: &Response) -> bool {
+    resp.common.cseq.method == Method::Invite
+}

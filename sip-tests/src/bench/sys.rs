@@ -1,0 +1,215 @@
+//! Process plumbing: CPU pinning, CPU time and RSS from `/proc`, UDP counters, and the parkd child.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Pins the calling thread to `cpu` (sched_setaffinity). Errors are returned, not fatal.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Nice value of parkd and of this program: the machine may be shared, and a benchmark of
+/// pacing jitter must not measure other programs' compiles.
+pub const NICE: i32 = -15;
+
+/// Sets the calling thread's nice value (threads spawned later inherit it), in a session of its
+/// own whose scheduler autogroup gets the same nice (with autogroups, a plain nice only counts
+/// inside the session).
+pub fn renice_self(nice: i32) {
+    // SAFETY: setsid/setpriority on the calling process/thread.
+    unsafe {
+        libc::setsid();
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+    }
+    let _ = fs::write("/proc/self/autogroup", nice.to_string());
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit (parkd binds one socket per RTP port; we inherit it).
+pub fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on a stack struct.
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// CPU time of every thread of `pid` (sum of `/proc/<pid>/task/*/schedstat` run time), ns.
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    dir.flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// VmRSS of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// System-wide UDP counters from `/proc/net/snmp` (loopback drops show up here).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UdpCounters {
+    pub rcvbuf_errors: u64,
+    pub sndbuf_errors: u64,
+}
+
+impl UdpCounters {
+    pub fn read() -> UdpCounters {
+        let Ok(text) = fs::read_to_string("/proc/net/snmp") else { return UdpCounters::default() };
+        let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return UdpCounters::default() };
+        let get = |key: &str| {
+            names.split_whitespace().position(|n| n == key).and_then(|i| values.split_whitespace().nth(i)?.parse().ok()).unwrap_or(0)
+        };
+        UdpCounters { rcvbuf_errors: get("RcvbufErrors"), sndbuf_errors: get("SndbufErrors") }
+    }
+    pub fn since(&self, before: &UdpCounters) -> UdpCounters {
+        UdpCounters {
+            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(before.rcvbuf_errors),
+            sndbuf_errors: self.sndbuf_errors.saturating_sub(before.sndbuf_errors),
+        }
+    }
+}
+
+/// A parkd process pinned to one core with `taskset`. Killed (by its own pid) on drop.
+pub struct Parkd {
+    child: Child,
+    pub sip: SocketAddr,
+}
+
+/// RTP port ranges tried in turn (each holds ≥ 10,000 even ports; a range fails when another
+/// program on this shared machine holds one of its ports). Kept below the kernel's ephemeral
+/// range (32768+) where possible, since our own sinks bind ephemeral ports.
+pub const RTP_PORT_RANGES: &[&str] = &["6100-26099", "1100-21099", "24000-44999"];
+/// 10,000 orbits (all of equal length) so 10,000 calls fit in one lot.
+pub const ORBITS: &str = "10000-19999";
+
+impl Parkd {
+    /// Starts `bin` on `taskset -c <cpu>`, SIP on `sip`, and waits until it answers OPTIONS.
+    pub fn start(bin: &Path, cpu: usize, sip: SocketAddr, log: &Path) -> io::Result<Parkd> {
+        let mut last = io::Error::other("no RTP port range");
+        for range in RTP_PORT_RANGES {
+            let logf = fs::File::create(log)?;
+            let child = Command::new("setsid")
+                .args(["nice", "-n", &NICE.to_string(), "taskset", "-c"])
+                .arg(cpu.to_string())
+                .arg(bin)
+                .args(["--listen", &sip.to_string(), "--rtp-ports", range, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(logf)
+                .spawn()?;
+            let mut p = Parkd { child, sip };
+            match p.wait_ready(Duration::from_secs(15)) {
+                Ok(()) => {
+                    // Its own session = its own scheduler autogroup (set up by now); give the
+                    // group the same nice.
+                    let _ = fs::write(format!("/proc/{}/autogroup", p.pid()), NICE.to_string());
+                    return Ok(p);
+                }
+                Err(e) => last = io::Error::other(format!("{e}; log: {}", fs::read_to_string(log).unwrap_or_default().trim())),
+            }
+        }
+        Err(last)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let local = s.local_addr()?;
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(io::Error::other(format!("parkd exited: {status}")));
+            }
+            n += 1;
+            let msg = format!(
+                "OPTIONS sip:parkd@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ready-{n}\r\nMax-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag=r\r\nTo: <sip:parkd@{sip}>\r\nCall-ID: ready-{n}@bench\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                sip = self.sip
+            );
+            let _ = s.send_to(msg.as_bytes(), self.sip);
+            if s.recv_from(&mut buf).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "parkd did not answer OPTIONS"))
+    }
+}
+
+impl Drop for Parkd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/release/parkd` next to the workspace root, built if missing.
+pub fn parkd_binary(root: &Path) -> io::Result<PathBuf> {
+    let status = Command::new("cargo").current_dir(root).args(["build", "--release", "--bin", "parkd"]).status()?;
+    if !status.success() {
+        return Err(io::Error::other("cargo build --release --bin parkd failed"));
+    }
+    Ok(root.join("target/release/parkd"))
+}
+
+/// nproc, CPU model and kernel of this machine.
+pub fn machine_info() -> (usize, String, String) {
+    // SAFETY: sysconf has no preconditions. (available_parallelism would count only our affinity mask.)
+    let nproc = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(0) as usize;
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    (nproc, model, kernel)
+}
+
+/// Re-runs this program inside `unshare --net` with `lo` up and `env_var` set. `Ok(None)` when
+/// namespaces are unavailable (the caller goes on in the host namespace).
+pub fn reexec_in_netns(env_var: &str) -> io::Result<Option<i32>> {
+    let ok = Command::new("unshare").args(["-n", "true"]).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe()?;
+    let status = Command::new("unshare")
+        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args(std::env::args().skip(1))
+        .env(env_var, "1")
+        .status()?;
+    Ok(Some(status.code().unwrap_or(1)))
+}

@@ -1,0 +1,55 @@
+//! BLF end to end (RFC 6665 / RFC 4235): SUBSCRIBE to an orbit, the dialog-info NOTIFYs, unsubscribe; and
+//! per-lot access lists refusing park and SUBSCRIBE from sources the lot does not allow.
+
+use sip_tests::checks::expect_hold_music;
+use sip_tests::{Parkd, ParkdOptions, RtpEndpoint, Sipp};
+
+/// An empty orbit: 200 with the granted Expires, NOTIFY version 0 with the orbit `terminated`, then
+/// `Expires: 0` → 200 and the final NOTIFY `terminated` (version 1). The scenario checks every header and the
+/// body's namespace, state="full", entity and versions.
+#[test]
+fn subscribe_to_an_empty_orbit_then_unsubscribe() {
+    let parkd = Parkd::start("blf_empty");
+    let out = Sipp::new("blf_subscribe").service("701").run(&parkd);
+    out.assert_passed(&parkd, "SUBSCRIBE to the empty orbit 701");
+    assert!(out.logs.contains("orbit 701: state terminated"), "orbit shown free: {}", out.logs);
+}
+
+/// An occupied orbit: the NOTIFY shows the parked dialog as confirmed, with the parked party's identity.
+#[test]
+fn subscribe_to_an_occupied_orbit_shows_the_parked_party() {
+    let parkd = Parkd::start("blf_parked");
+    let bob = RtpEndpoint::bind("bob");
+    let bob_run = Sipp::new("park_directed_uac").service("705").rtp_port(bob.port()).hold_ms(6000).spawn(&parkd);
+    expect_hold_music(&bob, 10);
+    let out = Sipp::new("blf_subscribe").service("705").run(&parkd);
+    out.assert_passed(&parkd, "SUBSCRIBE to the occupied orbit 705");
+    assert!(out.logs.contains("orbit 705: state confirmed"), "orbit shown occupied: {}", out.logs);
+    assert!(out.logs.contains("sip:bob@"), "the parked party's identity is in the body: {}", out.logs);
+    bob_run.wait().assert_passed(&parkd, "bob parked on 705");
+}
+
+/// `allow_park` / `allow_subscribe` not covering 127.0.0.1: park and SUBSCRIBE get 403 with a reason naming
+/// what is not allowed; retrieving (not restricted) still gets its ordinary answer (404 for an empty orbit).
+#[test]
+fn forbidden_sources_get_403_for_park_and_subscribe() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("parkd.toml");
+    std::fs::write(
+        &config,
+        "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\nallow_park = [\"10.0.0.0/8\"]\nallow_subscribe = [\"10.0.0.0/8\"]\n",
+    )
+    .expect("write config");
+    let options = ParkdOptions { extra_args: vec!["--config".into(), config.display().to_string()], ..ParkdOptions::default() };
+    let parkd = Parkd::start_with("forbidden", options);
+    let carl = RtpEndpoint::bind("carl");
+    let park = Sipp::new("park_forbidden_403").service("700").rtp_port(carl.port()).run(&parkd);
+    park.assert_passed(&parkd, "park from a forbidden source");
+    assert!(park.logs.contains("REFUSED 403 Forbidden: Park Not Allowed From This Address"), "{}", park.logs);
+    assert!(carl.packets().is_empty(), "a refused caller gets no media");
+    let sub = Sipp::new("subscribe_forbidden_403").service("701").run(&parkd);
+    sub.assert_passed(&parkd, "SUBSCRIBE from a forbidden source");
+    assert!(sub.logs.contains("REFUSED 403 Forbidden: Subscribe Not Allowed From This Address"), "{}", sub.logs);
+    let dave = RtpEndpoint::bind("dave");
+    Sipp::new("retrieve_empty_404").service("701").rtp_port(dave.port()).run(&parkd).assert_passed(&parkd, "retrieve still allowed");
+}
