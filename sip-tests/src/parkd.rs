@@ -21,13 +21,23 @@ pub struct ParkdOptions {
     pub parking_time: u32,
     /// More flags, appended as given.
     pub extra_args: Vec<String>,
+    /// A TOML configuration (see `parkd.example.toml`), written to `<log dir>/parkd.toml` and passed with
+    /// `--config`; the flags above still override the first lot's code, orbits and parking time.
+    pub config: Option<String>,
     /// Serve the HTTP API on a port of this test's block (see [`Parkd::http_addr`]); otherwise `--http off`.
     pub http: bool,
 }
 
 impl Default for ParkdOptions {
     fn default() -> Self {
-        ParkdOptions { park_code: "700".into(), orbits: "701-720".into(), parking_time: 600, extra_args: Vec::new(), http: false }
+        ParkdOptions {
+            park_code: "700".into(),
+            orbits: "701-720".into(),
+            parking_time: 600,
+            extra_args: Vec::new(),
+            config: None,
+            http: false,
+        }
     }
 }
 
@@ -76,6 +86,11 @@ impl Parkd {
         let stdout = stderr.try_clone().unwrap_or_else(|e| panic!("cannot clone stderr file handle: {e}"));
         let http_addr = options.http.then(|| SocketAddr::from(([127, 0, 0, 1], ports.aux_port())));
         let mut cmd = Command::new(&bin);
+        if let Some(toml) = &options.config {
+            let path = log_dir.join("parkd.toml");
+            std::fs::write(&path, toml).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            cmd.arg("--config").arg(path);
+        }
         cmd.arg("--listen")
             .arg(ports.sip_addr().to_string())
             .arg("--rtp-ports")

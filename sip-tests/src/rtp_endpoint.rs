@@ -35,6 +35,8 @@ pub struct ReceivedPacket {
     /// Whole datagram length (172 for 20 ms of G.711 with a bare 12-byte header).
     pub len: usize,
     pub class: PayloadClass,
+    /// The payload bytes (to recognise known audio such as the orbit announcement).
+    pub payload: Vec<u8>,
 }
 
 /// The pattern payload for `tag`: 160 bytes alternating `tag` and `tag ^ 0x5A`.
@@ -129,6 +131,8 @@ impl RtpEndpoint {
     }
 
     /// Waits until `pred` holds for the packets received so far, or `timeout` passes. Returns whether it held.
+    /// `pred` runs with the endpoint's lock held: it must look only at the slice it is given (calling
+    /// [`RtpEndpoint::packets`] or a helper that does, on the same endpoint, would deadlock).
     pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[ReceivedPacket]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -190,6 +194,7 @@ fn receive_loop(socket: &UdpSocket, state: &Mutex<State>, stop: &AtomicBool) {
                     marker: rtp.mark(),
                     len: n,
                     class: classify(rtp.payload()),
+                    payload: rtp.payload().to_vec(),
                 };
                 st.peer = Some(from);
                 st.payload_type = Some(packet.payload_type);

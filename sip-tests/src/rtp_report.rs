@@ -148,6 +148,7 @@ mod tests {
             marker: false,
             len: 172,
             class: PayloadClass::Other,
+            payload: Vec::new(),
         }
     }
 

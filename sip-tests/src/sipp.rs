@@ -173,6 +173,26 @@ impl SippRun {
         SippOutcome::read(code, &self.dir, &self.label, self.local_port)
     }
 
+    /// The messages received so far, read from the live `-trace_msg` log (SIPp writes it as it goes).
+    pub fn received_so_far(&self) -> Vec<String> {
+        let log = std::fs::read(self.dir.join("messages.log")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        received_messages(&log).into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Waits (at most `timeout`) until SIPp has received a message for which `pred` holds; returns it.
+    pub fn wait_for_received(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.received_so_far().into_iter().find(|m| pred(m)) {
+                return Some(m);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Whether SIPp is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
@@ -255,18 +275,18 @@ impl SippOutcome {
 
     /// The messages SIPp received, in order, each as its full text (from the `-trace_msg` log).
     pub fn received(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for block in self.messages.split("\n-----------------------------------------------") {
-            let mut lines = block.lines();
-            // First line: the timestamp remainder; second: "UDP message received [n] bytes :".
-            let _ = lines.next();
-            let Some(kind) = lines.next() else { continue };
-            if kind.contains("received") {
-                let body: Vec<&str> = lines.collect();
-                out.push(body.join("\n").trim().to_string());
-            }
-        }
-        out
+        received_messages(&self.messages).into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// The received messages with their arrival time (seconds since midnight, from the log's timestamps).
+    pub fn received_timed(&self) -> Vec<(f64, String)> {
+        received_messages(&self.messages)
+    }
+
+    /// Every received request with this method, in order.
+    pub fn requests(&self, method: &str) -> Vec<String> {
+        let prefix = format!("{method} ");
+        self.received().into_iter().filter(|m| m.starts_with(&prefix)).collect()
     }
 
     /// The first received response whose status line starts with `SIP/2.0 <code>`.
@@ -287,6 +307,33 @@ impl SippOutcome {
     pub fn request(&self, method: &str) -> Option<String> {
         let prefix = format!("{method} ");
         self.received().into_iter().find(|m| m.starts_with(&prefix))
+    }
+}
+
+/// Splits a `-trace_msg` log into the received messages, each with its arrival time in seconds since
+/// midnight (0.0 when the timestamp cannot be read).
+pub fn received_messages(log: &str) -> Vec<(f64, String)> {
+    let mut out = Vec::new();
+    for block in log.split("\n-----------------------------------------------") {
+        let mut lines = block.lines();
+        // First line: the timestamp remainder; second: "UDP message received [n] bytes :".
+        let stamp = lines.next().map(seconds_of_day).unwrap_or(0.0);
+        let Some(kind) = lines.next() else { continue };
+        if kind.contains("received") {
+            let body: Vec<&str> = lines.collect();
+            out.push((stamp, body.join("\n").trim().to_string()));
+        }
+    }
+    out
+}
+
+/// `... 2026-11-25 18:03:34.476728` → seconds since midnight.
+fn seconds_of_day(line: &str) -> f64 {
+    let Some(time) = line.split_whitespace().last() else { return 0.0 };
+    let parts: Vec<f64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+    match parts.as_slice() {
+        [h, m, s] => h * 3600.0 + m * 60.0 + s,
+        _ => 0.0,
     }
 }
 
@@ -357,5 +404,9 @@ UDP message received [100] bytes :\n\nBYE sip:bob@127.0.0.1 SIP/2.0\nCall-ID: a\
         assert!(o.request("BYE").is_some());
         assert!(o.request("INVITE").is_none(), "sent messages are not received ones");
         assert!(o.response(486).is_none());
+        let timed = o.received_timed();
+        assert!((timed[0].0 - (18.0 * 3600.0 + 3.0 * 60.0 + 34.476828)).abs() < 1e-6, "{timed:?}");
+        assert!((timed[1].0 - timed[0].0 - 0.523172).abs() < 1e-6);
+        assert_eq!(o.requests("BYE").len(), 1);
     }
 }

@@ -98,7 +98,7 @@ impl Core {
 
     fn cmd_hangup(&mut self, now: Time, orbit: &str) -> CommandResult {
         let (lot, idx, call) = self.parked_in(orbit)?;
-        self.abandon_recall(now, call);
+        self.stop_recall(now, call);
         let Some(c) = self.calls.remove(&call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
         self.lots[lot].release(idx, call);
         self.orbit_changed(now, lot, idx);

@@ -287,6 +287,8 @@ mod recall_tests;
 #[cfg(test)]
 mod transfer_tests;
 #[cfg(test)]
+mod robustness_tests;
+#[cfg(test)]
 mod blf_tests;
 #[cfg(test)]
 mod auth_tests;

@@ -24,6 +24,8 @@ use std::time::Duration;
 pub const RECALL_ALERT_URN: &str = "<urn:alert:service:recall:callback>";
 /// parkd's machine-readable recall marker (documented in the README).
 pub const PARK_RECALL_HEADER: &str = "Park-Recall";
+/// RFC 3326 Reason for a recall CANCEL / late-answer BYE when someone else took the call.
+const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 
 /// A recall parkd gave up on (retrieved meanwhile, parked party gone, rang too long) whose INVITE may still be
 /// answered: it is CANCELled once that is allowed, and a late 2xx is ACKed and BYEd (RFC 3261 §9.1, §15).
@@ -32,6 +34,10 @@ pub(super) struct OrphanRecall {
     invite: Request,
     next_hop: Peer,
     cancel_sent: bool,
+    /// Someone else took the call (a retrieve, a swap): the CANCEL / BYE say so with
+    /// `Reason: SIP;cause=200;text="Call completed elsewhere"` (RFC 3326), so the parker's phone does not log a
+    /// missed call. Not for a recall that simply went unanswered or a call that ended.
+    completed_elsewhere: bool,
 }
 
 impl Core {
@@ -65,7 +71,7 @@ impl Core {
             }
             CallTimer::RecallRing if c.recall.as_ref().is_some_and(|r| r.ring_until == at) => {
                 let target = c.recall.as_ref().map(|r| r.target).unwrap_or(RecallTarget::Parker);
-                self.abandon_recall(now, call);
+                self.stop_recall(now, call);
                 self.recall_failed(now, call, target, 408);
             }
             CallTimer::MaxPark if c.expires_at == Some(at) => {
@@ -244,17 +250,26 @@ impl Core {
         }
     }
 
-    /// Gives up on the ringing recall of `call` (if any): CANCEL it now or as soon as it is allowed.
+    /// Gives up on the ringing recall of `call` (if any) because someone else took the call: CANCEL it (with
+    /// "Call completed elsewhere") now or as soon as it is allowed.
     pub(super) fn abandon_recall(&mut self, now: Time, call: CallRef) {
         if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) {
-            self.cancel_recall(now, r);
+            self.cancel_recall(now, r, true);
+        }
+    }
+
+    /// Gives up on the ringing recall of `call` (if any) because it rang too long or the call ended: CANCEL it
+    /// without claiming the call was completed elsewhere.
+    pub(super) fn stop_recall(&mut self, now: Time, call: CallRef) {
+        if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) {
+            self.cancel_recall(now, r, false);
         }
     }
 
     /// Releases a recall's port and CANCELs its INVITE now, or once a provisional response allows it.
-    pub(super) fn cancel_recall(&mut self, now: Time, r: Recall) {
+    pub(super) fn cancel_recall(&mut self, now: Time, r: Recall, completed_elsewhere: bool) {
         self.ports.give_back(r.media_leg);
-        let mut orphan = OrphanRecall { invite: r.invite, next_hop: r.next_hop, cancel_sent: false };
+        let mut orphan = OrphanRecall { invite: r.invite, next_hop: r.next_hop, cancel_sent: false, completed_elsewhere };
         if r.provisional {
             self.send_cancel(now, &mut orphan);
         }
@@ -273,7 +288,9 @@ impl Core {
         cancel.common.contact.clear();
         cancel.common.content_type = None;
         cancel.common.body = Bytes::new();
-        cancel.common.push_header("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
+        if orphan.completed_elsewhere {
+            cancel.common.push_header("Reason", COMPLETED_ELSEWHERE);
+        }
         let id = self.txn.send_request(now, orphan.next_hop, &cancel);
         self.client_txns.insert(id, ClientPurpose::Cancel);
         orphan.cancel_sent = true;
@@ -298,7 +315,9 @@ impl Core {
                 dialog.local_seq = orphan.invite.common.cseq.seq;
                 let branch = self.new_branch();
                 let mut bye = dialog.request(Method::Bye, self.local_addr, &branch, &contact);
-                bye.common.push_header("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
+                if orphan.completed_elsewhere {
+                    bye.common.push_header("Reason", COMPLETED_ELSEWHERE);
+                }
                 let id = self.txn.send_request(now, dialog.next_hop, &bye);
                 self.client_txns.insert(id, ClientPurpose::Bye);
                 self.client_txns.remove(&txn);
@@ -311,7 +330,7 @@ impl Core {
 
     /// Ends a parked call from parkd's side: BYE to the parked party with a Reason, orbit freed, recall cancelled.
     pub(super) fn end_parked_call(&mut self, now: Time, call: CallRef, why: &str) {
-        self.abandon_recall(now, call);
+        self.stop_recall(now, call);
         let Some(c) = self.calls.remove(&call) else { return };
         if let Some(orbit) = c.orbit {
             self.lots[c.lot].release(orbit, call);

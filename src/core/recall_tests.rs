@@ -234,6 +234,40 @@ fn cancel_waits_for_a_provisional_response() {
     assert!(w.requests_to(a.peer, since).iter().any(|r| r.method == Method::Cancel), "CANCEL once the 180 arrived");
 }
 
+/// RFC 3326: "Call completed elsewhere" tells the parker's phone not to log a missed call, so it belongs on
+/// the CANCEL only when someone else took the call (a retrieve), not when the recall simply rang out.
+#[test]
+fn cancel_says_completed_elsewhere_only_when_the_call_was_taken() {
+    let reason_of_cancel = |w: &World, a: &Phone, since: usize| {
+        let cancels: Vec<Request> = w.requests_to(a.peer, since).into_iter().filter(|r| r.method == Method::Cancel).collect();
+        assert_eq!(cancels.len(), 1, "one CANCEL expected");
+        cancels[0].common.header("Reason").map(str::to_string)
+    };
+    // Rang out (30 s ring time): CANCEL without the "completed elsewhere" Reason.
+    let mut w = world(RecallFallback::Repark, 3);
+    let (bob, a) = (bob(), alice());
+    park_bob(&mut w, &bob, "");
+    w.advance(Duration::from_secs(45));
+    let inv = invites_to(&w, &a, 0).remove(0);
+    w.deliver(a.peer, &a.answer(&inv, 180, "Ringing", None));
+    let since = w.sent.len();
+    w.advance(Duration::from_secs(30));
+    let reason = reason_of_cancel(&w, &a, since);
+    assert!(!reason.as_deref().unwrap_or_default().contains("completed elsewhere"), "ring timeout CANCEL Reason {reason:?}");
+
+    // Retrieved while ringing: the CANCEL says the call was completed elsewhere.
+    let mut w = world(RecallFallback::Repark, 3);
+    park_bob(&mut w, &bob, "");
+    w.advance(Duration::from_secs(45));
+    let inv = invites_to(&w, &a, 0).remove(0);
+    w.deliver(a.peer, &a.answer(&inv, 180, "Ringing", None));
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    let since = w.sent.len();
+    w.deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("0", "sendrecv"))));
+    let reason = reason_of_cancel(&w, &a, since);
+    assert_eq!(reason.as_deref(), Some("SIP;cause=200;text=\"Call completed elsewhere\""));
+}
+
 #[test]
 fn unknown_parker_follows_the_fallback_without_calling_anyone() {
     let mut w = world(RecallFallback::Hangup, 3);

@@ -149,7 +149,7 @@ impl Core {
         match call.state {
             CallState::Parked => {
                 if let Some(r) = call.recall.clone() {
-                    self.cancel_recall(now, r);
+                    self.cancel_recall(now, r, false);
                 }
                 if let Some(orbit) = call.orbit {
                     self.lots[call.lot].release(orbit, call_ref);
