@@ -230,6 +230,9 @@ impl TxnLayer {
         }
         t.acked = true;
         t.timers.clear(TimerKind::G);
+        // The UAC has the 2xx: a late INVITE retransmission is now only absorbed (RFC 6026 §7.1), so the
+        // encoded 2xx need not be kept for the rest of Timer L.
+        t.last_response = None;
         true
     }
 

@@ -79,11 +79,15 @@ fn rfc6026_accepted_absorbs_invite_retransmission_by_resending_2xx() {
     let ok = response_to(&inv, 200);
     l.respond(t0(), id, &ok);
     drain(&mut l);
-    assert!(l.ack_received(at(100), "call-1@pbx", 1));
-    assert_eq!(l.on_request(at(200), udp(UA), &inv), ServerVerdict::Retransmission);
+    // Before the ACK the UAC may have lost the 2xx: a retransmitted INVITE gets it again.
+    assert_eq!(l.on_request(at(50), udp(UA), &inv), ServerVerdict::Retransmission);
     let (to, text) = only_transmit(&drain(&mut l));
     assert_eq!(to, udp(UA));
     assert_eq!(text.as_bytes(), &ok.encode()[..]);
+    // After the ACK (RFC 6026 Figure 7, Accepted: `INVITE / -`) it is only absorbed.
+    assert!(l.ack_received(at(100), "call-1@pbx", 1));
+    assert_eq!(l.on_request(at(200), udp(UA), &inv), ServerVerdict::Retransmission);
+    assert!(drain(&mut l).is_empty(), "nothing re-sent once the 2xx was acknowledged");
     // Timer L (64*T1) still ends it at 32 s.
     run_until(&mut l, at(31_999));
     assert_eq!(l.live(), (1, 0));
