@@ -31,6 +31,8 @@ pub struct CycleResult {
     pub failed: usize,
     pub elapsed_s: f64,
     pub cpu_us_per_cycle: f64,
+    /// Of which the media thread (hold music during the short hold, relayed RTP, media commands).
+    pub media_cpu_us_per_cycle: f64,
     pub cpu_pct: f64,
     /// INVITE → 200, both the park and the retrieve INVITE.
     pub invite: Hist,
@@ -94,6 +96,7 @@ pub fn run(parkd: &sys::Parkd, rate: u32, total: usize, progress: &mut dyn FnMut
     let referred = "Referred-By: <sip:parker@127.0.0.1>\r\n";
     let pid = parkd.pid();
     let cpu0 = sys::process_cpu_ns(pid);
+    let media0 = sys::media_thread_cpu_ns(pid);
     let t0 = Instant::now();
     let mut last_progress = t0;
     let tag = format!("r{rate}");
@@ -264,6 +267,7 @@ pub fn run(parkd: &sys::Parkd, rate: u32, total: usize, progress: &mut dyn FnMut
     }
     res.elapsed_s = t0.elapsed().as_secs_f64();
     let cpu_ns = sys::process_cpu_ns(pid) - cpu0;
+    let media_ns = sys::media_thread_cpu_ns(pid).saturating_sub(media0);
     for c in &cycles {
         match c.stage {
             Stage::Done => {
@@ -280,6 +284,7 @@ pub fn run(parkd: &sys::Parkd, rate: u32, total: usize, progress: &mut dyn FnMut
         }
     }
     res.cpu_us_per_cycle = cpu_ns as f64 / 1000.0 / res.completed.max(1) as f64;
+    res.media_cpu_us_per_cycle = media_ns as f64 / 1000.0 / res.completed.max(1) as f64;
     res.cpu_pct = cpu_ns as f64 / 1e9 / res.elapsed_s * 100.0;
     Ok(res)
 }

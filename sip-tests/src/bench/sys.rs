@@ -65,6 +65,17 @@ pub fn process_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// CPU time of `pid`'s media thread (named `parkd-media`) alone, ns: the rest of [`process_cpu_ns`] is the
+/// SIP/signalling side (the tokio thread, HTTP).
+pub fn media_thread_cpu_ns(pid: u32) -> u64 {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    dir.flatten()
+        .filter(|e| fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == "parkd-media"))
+        .filter_map(|e| fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
 /// VmRSS of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
