@@ -1,7 +1,7 @@
 //! BLF end to end (RFC 6665 / RFC 4235): SUBSCRIBE to an orbit, the dialog-info NOTIFYs, unsubscribe; and
 //! per-lot access lists refusing park and SUBSCRIBE from sources the lot does not allow.
 
-use sip_tests::checks::expect_hold_music;
+use sip_tests::checks::{expect_hold_music, expect_peer_audio, response_header};
 use sip_tests::{Parkd, ParkdOptions, RtpEndpoint, Sipp};
 
 /// An empty orbit: 200 with the granted Expires, NOTIFY version 0 with the orbit `terminated`, then
@@ -52,4 +52,39 @@ fn forbidden_sources_get_403_for_park_and_subscribe() {
     assert!(sub.logs.contains("REFUSED 403 Forbidden: Subscribe Not Allowed From This Address"), "{}", sub.logs);
     let dave = RtpEndpoint::bind("dave");
     Sipp::new("retrieve_empty_404").service("701").rtp_port(dave.port()).run(&parkd).assert_passed(&parkd, "retrieve still allowed");
+}
+
+/// BLF pickup, the way a desk phone does it: watch the orbit, read the parked dialog's call-id / local-tag /
+/// remote-tag from the dialog-info NOTIFY, and INVITE the orbit with `Replaces: <call-id>;to-tag=<local-tag>;
+/// from-tag=<remote-tag>` (RFC 3891 §3, tags from the recipient's side). parkd hands over the parked call with
+/// two-way audio, and the parked party is hung up when the retriever hangs up.
+#[test]
+fn blf_pickup_retrieves_with_the_dialog_from_the_notify() {
+    const BOB: u8 = 0x42;
+    const CAROL: u8 = 0x43;
+    let parkd = Parkd::start("blf_pickup");
+    let bob = RtpEndpoint::bind("bob (parked)");
+    bob.start_talking(BOB);
+    let bob_run = Sipp::new("parked_waits_for_bye").service("700").rtp_port(bob.port()).timeout(std::time::Duration::from_secs(90)).spawn(&parkd);
+    expect_hold_music(&bob, 10);
+    let watch = Sipp::new("blf_subscribe").service("701").run(&parkd);
+    watch.assert_passed(&parkd, "SUBSCRIBE to 701 with bob parked");
+    let line = watch.logs.lines().find(|l| l.contains("dialog call-id=")).unwrap_or_default().to_string();
+    let field = |name: &str| {
+        line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap_or_default().to_string()
+    };
+    let (call_id, local_tag, remote_tag) = (field("call-id"), field("local-tag"), field("remote-tag"));
+    assert!(!call_id.is_empty() && !local_tag.is_empty() && !remote_tag.is_empty(), "dialog identifiers in the NOTIFY: {line:?}");
+    let replaces = format!("{call_id};to-tag={local_tag};from-tag={remote_tag}");
+
+    let carol = RtpEndpoint::bind("carol (BLF pickup)");
+    carol.start_talking(CAROL);
+    let carol_out = Sipp::new("retrieve_by_replaces_uac").service("701").rtp_port(carol.port()).key("replaces", &replaces).hold_ms(4000).run(&parkd);
+    carol_out.assert_passed(&parkd, "BLF pickup of 701 with Replaces");
+    assert!(response_header(&carol_out, 200, "P-Asserted-Identity").contains("sip:bob@"), "the pickup names the parked party");
+    expect_peer_audio(&carol, BOB, 50);
+    expect_peer_audio(&bob, CAROL, 50);
+    let bob_out = bob_run.wait();
+    bob_out.assert_passed(&parkd, "bob is hung up when carol hangs up");
+    assert!(bob_out.request("BYE").is_some(), "bob received parkd's BYE");
 }

@@ -148,13 +148,7 @@ impl Core {
     /// RFC 3891: an INVITE whose Replaces names a parked call's dialog retrieves that call (a phone learns the
     /// dialog from BLF). The tags are matched from parkd's side: to-tag = parkd's tag, from-tag = the peer's.
     fn retrieve_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &crate::sip::Replaces) {
-        let key = DialogKey { call_id: r.call_id.clone(), local_tag: r.to_tag.clone() };
-        let target = self
-            .dialogs
-            .get(&key)
-            .and_then(|id| self.legs.get(id))
-            .filter(|leg| leg.dialog.remote_tag() == r.from_tag && leg.role == LegRole::Parked)
-            .map(|leg| leg.call);
+        let target = self.parked_leg_named_by(r).and_then(|id| self.legs.get(&id)).map(|leg| leg.call);
         let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
         if let Some(lot) = lot {
             if !self.gate(now, txn, from, &req, lot, Action::Retrieve) {
@@ -207,6 +201,25 @@ impl Core {
             call_id: req.common.call_id.clone(),
             by,
         }));
+    }
+
+    /// The parked leg a Replaces header names. RFC 3891 §3 gives the tags from the recipient's side (to-tag =
+    /// parkd's tag, from-tag = the parked party's); some phones send them the other way round, and since tags
+    /// are random that orientation is accepted too.
+    pub(super) fn parked_leg_named_by(&self, r: &crate::sip::Replaces) -> Option<LegId> {
+        let find = |local: &str, remote: &str| {
+            let key = DialogKey { call_id: r.call_id.clone(), local_tag: local.to_string() };
+            self.dialogs.get(&key).copied().filter(|id| {
+                self.legs.get(id).is_some_and(|l| l.dialog.remote_tag() == remote && l.role == LegRole::Parked)
+            })
+        };
+        find(&r.to_tag, &r.from_tag).or_else(|| {
+            let swapped = find(&r.from_tag, &r.to_tag);
+            if swapped.is_some() {
+                tracing::debug!(call_id = %r.call_id, "Replaces with to-tag/from-tag swapped; accepted");
+            }
+            swapped
+        })
     }
 
     /// Creates the leg for `req` (a dialog-creating INVITE) and answers it 200 with SDP.

@@ -413,3 +413,17 @@ fn shared_rtp_port_four_parks_get_the_same_sdp_port_and_distinct_media_legs() {
     w.deliver(frank.peer, &frank.invite("700", "", Some(&frank.sdp("0 8 101", "sendrecv"))));
     assert_eq!(w.last_response_to(frank.peer, 0).status, 503);
 }
+
+#[test]
+fn replaces_with_swapped_tags_still_finds_the_parked_call() {
+    // RFC 3891 §3 orientation is to-tag = parkd's tag; phones that send it the other way round still work.
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let tag = park(&mut w, &bob, "700", true);
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    let hdr = format!("Replaces: {};to-tag={};from-tag={}\n", bob.call_id, bob.tag, tag);
+    w.deliver(carol.peer, &carol.invite("701", &hdr, Some(&carol.sdp("0", "sendrecv"))));
+    let ok = w.last_response_to(carol.peer, 0);
+    assert_eq!(ok.status, 200);
+    assert_eq!(header(&ok, "P-Asserted-Identity"), Some("<sip:bob@127.0.0.1:5070>"));
+}

@@ -8,7 +8,6 @@
 
 use super::legs::{CallRef, CallState, LegId, LegRole, MediaMode, ParkHow, ParkedCall};
 use super::{ClientPurpose, Core, Output, ParkEvent};
-use crate::dialog::DialogKey;
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
 use crate::time::Time;
@@ -134,11 +133,7 @@ impl Core {
     /// Attended park (RFC 3891 §3): `req` replaces the parked dialog named by `r`: the new party takes the orbit,
     /// the replaced leg's caller becomes the parker (unless Referred-By names one), the replaced leg gets a BYE.
     pub(super) fn swap_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &Replaces) {
-        let key = DialogKey { call_id: r.call_id.clone(), local_tag: r.to_tag.clone() };
-        let replaced = self.dialogs.get(&key).copied().filter(|id| {
-            self.legs.get(id).is_some_and(|l| l.dialog.remote_tag() == r.from_tag && l.role == LegRole::Parked)
-        });
-        let Some(replaced) = replaced else {
+        let Some(replaced) = self.parked_leg_named_by(r) else {
             return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
         let Some(call_ref) = self.legs.get(&replaced).map(|l| l.call) else { return };
