@@ -1,7 +1,7 @@
 //! Bytes → [`Message`]: staged decode of one SIP message (a UDP datagram, or one message framed off a stream by
 //! [`super::framing::StreamFramer`]).
 //!
-//! Stages: [`super::normalize`] cuts, unfolds and names the header fields; the start line and the typed headers
+//! Stages: `normalize` cuts, unfolds and names the header fields; the start line and the typed headers
 //! are then parsed by parkd's own grammar code. When a request fails after its top Via, From, To, Call-ID and
 //! CSeq were found as text, the error is [`DecodeError::Answerable`] and carries what is needed for a 400 (or
 //! 505). A broken response is never answerable.
