@@ -25,7 +25,7 @@ pub enum DecodeError {
     /// The Request-URI is malformed, in angle brackets (RFC 4475 §3.1.2.7) or carries headers (§3.1.2.11).
     #[error("malformed Request-URI")]
     BadRequestUri,
-    /// A SIP-Version other than SIP/2.0 (answered with 505, RFC 3261 §8.2.2... §21.5.7).
+    /// A SIP-Version other than SIP/2.0 (answered with 505, RFC 3261 §21.5.7; RFC 4475 §3.1.2.16).
     #[error("unsupported SIP version")]
     UnsupportedVersion,
     /// A status code outside 100..=699.

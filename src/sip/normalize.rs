@@ -99,6 +99,12 @@ pub(crate) fn parse_head(head: &str) -> Head<'_> {
     // Whether the last field line was kept (a continuation of a skipped line is skipped too).
     let mut kept = false;
     for line in lines {
+        if line.contains('\r') {
+            // A bare CR inside a line would end the line for some peers if written back: refuse it.
+            problem.get_or_insert(DecodeError::BadHeaderLine);
+            kept = false;
+            continue;
+        }
         if line.starts_with(is_wsp) {
             // RFC 3261 §7.3.1: a line starting with whitespace continues the previous field; the folding LWS
             // counts as a single SP.
@@ -293,6 +299,9 @@ mod tests {
         assert_eq!(h.problem, Some(DecodeError::BadHeaderLine));
         let h = parse_head("X\r\n folded-first: v");
         assert_eq!(h.problem, Some(DecodeError::BadHeaderLine));
+        let h = parse_head("X\r\nSubject: a\rInjected: b\r\nCSeq: 1 X");
+        assert_eq!(h.problem, Some(DecodeError::BadHeaderLine));
+        assert_eq!(h.headers.len(), 1);
     }
 
     #[test]

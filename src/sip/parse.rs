@@ -1,15 +1,15 @@
 //! Bytes → [`Message`]: staged decode of one SIP message (a UDP datagram, or one message framed off a stream by
 //! [`super::framing::StreamFramer`]).
 //!
-//! Stages: [`super::normalize`] cuts, unfolds and names the header fields; the start line and the typed headers
+//! Stages: `normalize` cuts, unfolds and names the header fields; the start line and the typed headers
 //! are then parsed by parkd's own grammar code. When a request fails after its top Via, From, To, Call-ID and
 //! CSeq were found as text, the error is [`DecodeError::Answerable`] and carries what is needed for a 400 (or
 //! 505). A broken response is never answerable.
 //!
-//! rsip 0.4 is not used for parsing: checked against RFC 4475, its request-line tokenizer matches methods
-//! case-insensitively and rejects unknown ones (§3.1.1.2 needs `Method::Other`), its `Uri` drops URI headers
-//! (`headers: Vec<u32>` is always empty, so an escaped `Replaces` is lost), it splits `host:port` at the first
-//! colon (IPv6 references break) and writes unknown schemes as `scheme://`.
+//! rsip 0.4 is not used for parsing; probed against these cases it gets each wrong: it fails to tokenize RFC 4475
+//! §3.1.1.2 (intmeth) at all, turns `invite` into `Method::Invite` (methods are case-sensitive) and has no
+//! unknown-method variant, puts `?Replaces=...` into the *host* of a URI (its `Uri.headers` is always empty),
+//! and fails on `sip:a@[2001:db8::1]:5070`.
 
 use super::error::DecodeError;
 use super::message::{CSeq, Common, Header, Message, Method, NameAddr, ReplyContext, Request, Response, Uri, Via};
@@ -41,7 +41,7 @@ pub fn parse_message(bytes: &[u8]) -> Result<Message, DecodeError> {
         let common = build_common(&head, Bytes::copy_from_slice(body))?;
         Ok(match start {
             StartLine::Request(method, uri) => {
-                // RFC 3261 §8.2.2... CSeq method must equal the Request-Line method (RFC 4475 §3.1.2.17).
+                // The CSeq method must equal the Request-Line method (RFC 3261 §8.1.1.5, RFC 4475 §3.1.2.17).
                 if common.cseq.method != method {
                     return Err(DecodeError::CSeqMethodMismatch);
                 }
@@ -79,6 +79,9 @@ fn check_version(v: &str) -> Result<(), DecodeError> {
 /// Request-Line (RFC 3261 §7.1) or Status-Line (§7.2). Extra SP between or after the Request-Line elements is
 /// accepted, as RFC 4475 §3.1.2.9 and §3.1.2.10 allow a liberal parser to.
 fn parse_start_line(line: &str) -> Result<StartLine, DecodeError> {
+    if line.contains(|c: char| c.is_control() && c != '\t') {
+        return Err(DecodeError::BadStartLine);
+    }
     if line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
         let (version, rest) = line.split_once(' ').ok_or(DecodeError::BadStartLine)?;
         check_version(version)?;
