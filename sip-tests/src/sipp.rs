@@ -17,6 +17,8 @@ pub struct Sipp {
     timeout: Duration,
     transport: String,
     extra: Vec<String>,
+    /// `-p`: SIPp's SIP port when the test must know it before parkd starts (e.g. a URI in parkd's config).
+    local_port: Option<u16>,
 }
 
 /// A SIPp process running in the background (see [`Sipp::spawn`]).
@@ -61,7 +63,14 @@ impl Sipp {
             timeout: Duration::from_secs(60),
             transport: "u1".into(),
             extra: Vec::new(),
+            local_port: None,
         }
+    }
+
+    /// Uses this SIP port instead of one from parkd's port block (see [`free_udp_port`]).
+    pub fn local_port(mut self, port: u16) -> Sipp {
+        self.local_port = Some(port);
+        self
     }
 
     /// The user part dialled (`-s`): a park code or an orbit.
@@ -115,7 +124,7 @@ impl Sipp {
     pub fn spawn(&self, parkd: &Parkd) -> SippRun {
         let scenario = paths::scenario(&self.scenario);
         assert!(scenario.is_file(), "scenario {} is missing", scenario.display());
-        let local_port = parkd.ports.aux_port();
+        let local_port = self.local_port.unwrap_or_else(|| parkd.ports.aux_port());
         let control_port = parkd.ports.aux_port();
         let label = format!("{}-{}", self.scenario, local_port);
         let dir = parkd.log_dir.join(&label);
@@ -409,4 +418,10 @@ UDP message received [100] bytes :\n\nBYE sip:bob@127.0.0.1 SIP/2.0\nCall-ID: a\
         assert!((timed[1].0 - timed[0].0 - 0.523172).abs() < 1e-6);
         assert_eq!(o.requests("BYE").len(), 1);
     }
+}
+
+/// A UDP port on 127.0.0.1 that is free right now (bound to port 0, then released), for a SIPp instance whose
+/// address must go into parkd's configuration before parkd starts.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("no free UDP port: {e}"))
 }

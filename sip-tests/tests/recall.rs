@@ -229,3 +229,37 @@ fn retrieve_during_recall_cancels_the_recall() {
     assert_eq!(carol.report(PayloadClass::Other).count, 0, "carol got non-pattern packets: {}", carol.report(PayloadClass::Other));
     expect_media_stops(&bob, "bob after carol hung up");
 }
+
+/// `recall_fallback = "fallback_uri"`: the parker only rings and is CANCELled after `recall_ring_time`; parkd
+/// then calls the lot's `fallback_uri` (the operator), whose INVITE says `Park-Recall: fallback;orbit=701`
+/// and names the operator in History-Info; the operator answers and talks with the parked party.
+#[test]
+fn unanswered_recall_goes_to_the_fallback_uri() {
+    let op_port = sipp::free_udp_port();
+    let lot = format!("recall_ring_time = 2\nrecall_fallback = \"fallback_uri\"\nfallback_uri = \"sip:operator@127.0.0.1:{op_port}\"");
+    let parkd = parkd_with_lot("recall_fallback_uri", Some(&lot));
+    let operator = RtpEndpoint::bind("operator");
+    operator.start_talking(CAROL);
+    let op_run = Sipp::new("fallback_operator_answers").local_port(op_port).rtp_port(operator.port()).hold_ms(3000).timeout(SIPP_TIMEOUT).spawn(&parkd);
+    let alice_run = Sipp::new("recall_parker_rings").timeout(SIPP_TIMEOUT).spawn(&parkd);
+    let bob = RtpEndpoint::bind("bob (parked)");
+    bob.start_talking(BOB);
+    let bob_run = Sipp::new("parked_recallable")
+        .service("700")
+        .rtp_port(bob.port())
+        .key("parker_port", &alice_run.local_port.to_string())
+        .timeout(SIPP_TIMEOUT)
+        .spawn(&parkd);
+    expect_hold_music(&bob, 50);
+    expect_peer_audio(&operator, BOB, 50);
+    expect_peer_audio(&bob, CAROL, 50);
+    alice_run.wait().assert_passed(&parkd, "parker rings, gets CANCEL, answers 200 + 487");
+    let op_out = op_run.wait();
+    op_out.assert_passed(&parkd, "operator answers the fallback call, talks, hangs up");
+    bob_run.wait().assert_passed(&parkd, "parked bob talks to the operator, then gets parkd's BYE");
+    let Some(invite) = op_out.request("INVITE") else { panic!("the operator got no INVITE:\n{}", op_out.messages) };
+    let park_recall = header(&invite, "Park-Recall").unwrap_or_default();
+    assert!(park_recall.starts_with("fallback;orbit=701"), "Park-Recall {park_recall:?}");
+    assert!(invite.starts_with(&format!("INVITE sip:operator@127.0.0.1:{op_port}")), "Request-URI is the fallback URI:\n{invite}");
+    assert_eq!(music_after_bridge(&bob.packets(), CAROL), 0, "no music after the operator's audio started");
+}
