@@ -377,6 +377,12 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A UDP port on 127.0.0.1 that is free right now (bound to port 0, then released), for a SIPp instance whose
+/// address must go into parkd's configuration before parkd starts.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("no free UDP port: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,10 +424,4 @@ UDP message received [100] bytes :\n\nBYE sip:bob@127.0.0.1 SIP/2.0\nCall-ID: a\
         assert!((timed[1].0 - timed[0].0 - 0.523172).abs() < 1e-6);
         assert_eq!(o.requests("BYE").len(), 1);
     }
-}
-
-/// A UDP port on 127.0.0.1 that is free right now (bound to port 0, then released), for a SIPp instance whose
-/// address must go into parkd's configuration before parkd starts.
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("no free UDP port: {e}"))
 }
