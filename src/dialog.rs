@@ -4,7 +4,6 @@
 //! transaction layer.
 
 use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Response, Transport, Uri, Via};
-use bytes::Bytes;
 use std::net::SocketAddr;
 
 /// How parkd finds a dialog for an incoming in-dialog request: the Call-ID and parkd's own tag.
@@ -116,18 +115,16 @@ impl Dialog {
             method: method.clone(),
             uri: self.remote_target.without_headers(),
             common: Common {
-                via: vec![Via::new(self.next_hop.transport, via, branch)],
-                from: self.local.clone(),
-                to: self.remote.clone(),
-                call_id: self.call_id.clone(),
-                cseq: CSeq { seq, method },
                 max_forwards: Some(70),
                 contact: if with_contact { vec![contact.clone()] } else { Vec::new() },
                 route: self.route_set.clone(),
-                record_route: Vec::new(),
-                content_type: None,
-                headers: Vec::new(),
-                body: Bytes::new(),
+                ..Common::new(
+                    vec![Via::new(self.next_hop.transport, via, branch)],
+                    self.local.clone(),
+                    self.remote.clone(),
+                    self.call_id.clone(),
+                    CSeq { seq, method },
+                )
             },
         }
     }
@@ -176,18 +173,16 @@ mod tests {
             method: Method::Invite,
             uri: Uri::sip(Some("700"), "pbx.example", None),
             common: Common {
-                via: vec![Via::new(Transport::Udp, "127.0.0.1:5070".parse().unwrap(), "z9hG4bKa")],
-                from: NameAddr::new(Uri::sip(Some("bob"), "pbx.example", None)).with_tag("ft"),
-                to: NameAddr::new(Uri::sip(Some("700"), "pbx.example", None)),
-                call_id: "cid".into(),
-                cseq: CSeq { seq: 5, method: Method::Invite },
                 max_forwards: Some(70),
                 contact: vec![NameAddr { display: None, uri: Uri::sip(Some("bob"), "127.0.0.1", Some(5070)), params: Params::default() }],
-                route: vec![],
                 record_route: vec![rr1, rr2],
-                content_type: None,
-                headers: vec![],
-                body: Bytes::new(),
+                ..Common::new(
+                    vec![Via::new(Transport::Udp, "127.0.0.1:5070".parse().unwrap(), "z9hG4bKa")],
+                    NameAddr::new(Uri::sip(Some("bob"), "pbx.example", None)).with_tag("ft"),
+                    NameAddr::new(Uri::sip(Some("700"), "pbx.example", None)),
+                    "cid".into(),
+                    CSeq { seq: 5, method: Method::Invite },
+                )
             },
         }
     }

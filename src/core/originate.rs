@@ -10,7 +10,6 @@ use crate::media::Codec;
 use crate::sdp::{self, Direction, LocalSdp};
 use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Uri, Via};
 use crate::time::Time;
-use bytes::Bytes;
 use rand::Rng;
 use std::time::Duration;
 
@@ -74,18 +73,16 @@ impl Core {
             method: Method::Invite,
             uri: target_uri.clone(),
             common: Common {
-                via: vec![Via::new(next_hop.transport, self.local_addr, &branch)],
-                from,
-                to: NameAddr::new(target_uri.clone()),
-                call_id: format!("recall-{:016x}@{}", self.rng.gen::<u64>(), self.local_addr.ip()),
-                cseq: CSeq { seq: 1, method: Method::Invite },
                 max_forwards: Some(70),
                 contact: vec![self.contact(next_hop.transport)],
                 route: self.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
-                record_route: Vec::new(),
-                content_type: None,
-                headers: Vec::new(),
-                body: Bytes::new(),
+                ..Common::new(
+                    vec![Via::new(next_hop.transport, self.local_addr, &branch)],
+                    from,
+                    NameAddr::new(target_uri.clone()),
+                    format!("recall-{:016x}@{}", self.rng.gen::<u64>(), self.local_addr.ip()),
+                    CSeq { seq: 1, method: Method::Invite },
+                )
             },
         };
         let c = &mut invite.common;

@@ -378,6 +378,25 @@ pub struct Common {
 }
 
 impl Common {
+    /// A message's fields with the five every SIP message needs; no Max-Forwards, Contact, routes, other
+    /// headers or body. Build with struct-update syntax: `Common { max_forwards: Some(70), ..Common::new(..) }`.
+    pub fn new(via: Vec<Via>, from: NameAddr, to: NameAddr, call_id: String, cseq: CSeq) -> Common {
+        Common {
+            via,
+            from,
+            to,
+            call_id,
+            cseq,
+            max_forwards: None,
+            contact: Vec::new(),
+            route: Vec::new(),
+            record_route: Vec::new(),
+            content_type: None,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
     /// First value of a header not typed above; `name` is matched case-insensitively against the long form.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
@@ -517,18 +536,14 @@ impl Response {
             status,
             reason: reason.to_string(),
             common: Common {
-                via: req.common.via.clone(),
-                from: req.common.from.clone(),
-                to,
-                call_id: req.common.call_id.clone(),
-                cseq: req.common.cseq.clone(),
-                max_forwards: None,
-                contact: Vec::new(),
-                route: Vec::new(),
                 record_route,
-                content_type: None,
-                headers: Vec::new(),
-                body: Bytes::new(),
+                ..Common::new(
+                    req.common.via.clone(),
+                    req.common.from.clone(),
+                    to,
+                    req.common.call_id.clone(),
+                    req.common.cseq.clone(),
+                )
             },
         }
     }
@@ -629,18 +644,14 @@ mod tests {
             method: Method::Invite,
             uri: Uri::sip(Some("700"), "p", None),
             common: Common {
-                via: vec![Via::new(Transport::Udp, "127.0.0.1:5070".parse().unwrap(), "z9hG4bK1")],
-                from: NameAddr::new(Uri::sip(Some("a"), "h", None)).with_tag("f"),
-                to: NameAddr::new(Uri::sip(Some("700"), "p", None)),
-                call_id: "c1".into(),
-                cseq: CSeq { seq: 1, method: Method::Invite },
                 max_forwards: Some(70),
-                contact: vec![],
-                route: vec![],
-                record_route: vec![],
-                content_type: None,
-                headers: vec![],
-                body: Bytes::new(),
+                ..Common::new(
+                    vec![Via::new(Transport::Udp, "127.0.0.1:5070".parse().unwrap(), "z9hG4bK1")],
+                    NameAddr::new(Uri::sip(Some("a"), "h", None)).with_tag("f"),
+                    NameAddr::new(Uri::sip(Some("700"), "p", None)),
+                    "c1".into(),
+                    CSeq { seq: 1, method: Method::Invite },
+                )
             },
         };
         let r = Response::to_request(&req, 486, "Busy Here", Some("t9"));

@@ -59,18 +59,15 @@ pub fn ack_for_non_2xx(req: &Request, resp: &Response) -> Request {
         method: Method::Ack,
         uri: req.uri.clone(),
         common: Common {
-            via: req.common.via.first().cloned().into_iter().collect(),
-            from: req.common.from.clone(),
-            to: resp.common.to.clone(),
-            call_id: req.common.call_id.clone(),
-            cseq: CSeq { seq: req.common.cseq.seq, method: Method::Ack },
             max_forwards: Some(70),
-            contact: Vec::new(),
             route: req.common.route.clone(),
-            record_route: Vec::new(),
-            content_type: None,
-            headers: Vec::new(),
-            body: Bytes::new(),
+            ..Common::new(
+                req.common.via.first().cloned().into_iter().collect(),
+                req.common.from.clone(),
+                resp.common.to.clone(),
+                req.common.call_id.clone(),
+                CSeq { seq: req.common.cseq.seq, method: Method::Ack },
+            )
         },
     }
 }

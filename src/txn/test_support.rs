@@ -3,7 +3,6 @@
 use super::{TxnLayer, TxnOutput};
 use crate::sip::{CSeq, Common, Method, NameAddr, Params, Peer, Request, Response, Transport, Uri, Via};
 use crate::time::Time;
-use bytes::Bytes;
 use std::time::Duration;
 
 /// A UA's sent-by (and source address).
@@ -40,18 +39,14 @@ pub(crate) fn request(method: Method, branch: &str, sent_by: &str) -> Request {
         method,
         uri: Uri::sip(Some("700"), "parkd.example", None),
         common: Common {
-            via: vec![via],
-            from: NameAddr::new(Uri::sip(Some("alice"), "pbx.example", None)).with_tag("ftag"),
-            to: NameAddr::new(Uri::sip(Some("700"), "parkd.example", None)),
-            call_id: "call-1@pbx".into(),
-            cseq: CSeq { seq: 1, method: cseq_method },
             max_forwards: Some(70),
-            contact: vec![],
-            route: vec![],
-            record_route: vec![],
-            content_type: None,
-            headers: vec![],
-            body: Bytes::new(),
+            ..Common::new(
+                vec![via],
+                NameAddr::new(Uri::sip(Some("alice"), "pbx.example", None)).with_tag("ftag"),
+                NameAddr::new(Uri::sip(Some("700"), "parkd.example", None)),
+                "call-1@pbx".into(),
+                CSeq { seq: 1, method: cseq_method },
+            )
         },
     }
 }
