@@ -13,18 +13,7 @@ fn watcher(name: &'static str, port: u16) -> Phone {
 
 /// An initial SUBSCRIBE to `user` with extra header lines (`Event`, `Expires`, ...).
 fn subscribe_text(p: &Phone, user: &str, extra: &str) -> String {
-    format!(
-        "SUBSCRIBE sip:{user}@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{b}-sub-{cs};rport\nMax-Forwards: 70\n\
-         From: <sip:{n}@127.0.0.1:{port}>;tag={tag}\nTo: <sip:{user}@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: {cs} SUBSCRIBE\n\
-         Contact: <sip:{n}@{a}>\nAccept: application/dialog-info+xml\n{extra}\n",
-        a = p.peer.addr,
-        port = p.peer.addr.port(),
-        n = p.name,
-        tag = p.tag,
-        cid = p.call_id,
-        b = p.call_id.replace('@', "."),
-        cs = p.cseq,
-    )
+    p.request("SUBSCRIBE", user, &format!("Accept: application/dialog-info+xml\n{extra}"), None)
 }
 
 /// A refresh (or unsubscribe with `expires` 0) inside the subscription dialog.

@@ -170,18 +170,25 @@ impl Phone {
 
     /// A dialog-creating INVITE to `user` with optional extra header lines and SDP body.
     pub fn invite(&self, user: &str, extra: &str, body: Option<&str>) -> String {
+        self.request("INVITE", user, extra, body)
+    }
+
+    /// A request outside any dialog (`INVITE`, `SUBSCRIBE`, ...) to `user`, with extra header lines and an
+    /// optional SDP body. INVITE branches are `z9hG4bK-<call-id>-<cseq>` (tests that CANCEL rebuild them).
+    pub fn request(&self, method: &str, user: &str, extra: &str, body: Option<&str>) -> String {
         let (ct, body) = match body {
             Some(b) => ("Content-Type: application/sdp\n", b.to_string()),
             None => ("", String::new()),
         };
+        let b = self.call_id.replace('@', ".");
+        let branch = if method == "INVITE" { format!("{b}-{}", self.cseq) } else { format!("{b}-{}-{}", method.to_lowercase(), self.cseq) };
         format!(
-            "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{b}-{cs};rport\nMax-Forwards: 70\nFrom: <sip:{n}@127.0.0.1:{port}>;tag={tag}\nTo: <sip:{user}@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: {cs} INVITE\nContact: <sip:{n}@{a}>\n{extra}{ct}\n{body}",
+            "{method} sip:{user}@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{branch};rport\nMax-Forwards: 70\nFrom: <sip:{n}@127.0.0.1:{port}>;tag={tag}\nTo: <sip:{user}@127.0.0.1:5060>\nCall-ID: {cid}\nCSeq: {cs} {method}\nContact: <sip:{n}@{a}>\n{extra}{ct}\n{body}",
             a = self.peer.addr,
             port = self.peer.addr.port(),
             n = self.name,
             tag = self.tag,
             cid = self.call_id,
-            b = self.call_id.replace('@', "."),
             cs = self.cseq,
         )
     }
