@@ -1,4 +1,4 @@
-//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--legs-per-port K]`.
+//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K]`.
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load bounded in count and time, stops by itself. parkd runs pinned to
 //! core 0, this program to core 1. Writes `DIR/README.md` and `DIR/density.svg`
@@ -55,6 +55,10 @@ fn run() -> std::io::Result<()> {
     let steps: &[usize] = if custom.is_empty() { steps } else { &custom };
     let hold = args.iter().position(|a| a == "--hold").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(hold);
     let rates: &[u32] = if args.iter().any(|a| a == "--no-cycle") { &[] } else { rates };
+    // --rates 500,2000 overrides the cycle rates; --no-density skips the density steps.
+    let custom_rates: Vec<u32> = args.iter().position(|a| a == "--rates").and_then(|i| args.get(i + 1)).map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_default();
+    let rates: &[u32] = if custom_rates.is_empty() || rates.is_empty() { rates } else { &custom_rates };
+    let steps: &[usize] = if args.iter().any(|a| a == "--no-density") { &[] } else { steps };
     // --legs-per-port K runs parkd with `--rtp-legs-per-port K` (default 1: one port per leg).
     let legs_per_port: u16 = args.iter().position(|a| a == "--legs-per-port").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(1);
     let (nproc, cpu_model, kernel) = sys::machine_info();
