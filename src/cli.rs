@@ -1,7 +1,7 @@
 //! Command-line flags and how they combine with the TOML file: flags override the file; flags that describe a
 //! lot (`--park-code`, `--orbits`, `--parking-time`, `--slot-policy`, `--music`) apply to the first lot.
 
-use crate::config::{Config, ConfigError, LotConfig, MusicSource, NumRange, SlotPolicy};
+use crate::config::{Config, ConfigError, LotConfig, MusicSource, NumRange, RtpSender, SlotPolicy};
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -31,6 +31,9 @@ pub struct Cli {
     /// Call legs sharing one RTP port (default 1: one port per leg); 1-64.
     #[arg(long, value_name = "N")]
     pub rtp_legs_per_port: Option<u16>,
+    /// How hold music is sent: auto (io_uring if the kernel allows it), io_uring (required) or syscalls.
+    #[arg(long, value_name = "SENDER", value_enum)]
+    pub rtp_sender: Option<RtpSender>,
     /// Park code of the first lot (indirect park), e.g. 700.
     #[arg(long, value_name = "NUMBER")]
     pub park_code: Option<String>,
@@ -109,6 +112,9 @@ impl Cli {
         if let Some(k) = self.rtp_legs_per_port {
             cfg.server.rtp_legs_per_port = k;
         }
+        if let Some(s) = self.rtp_sender {
+            cfg.server.rtp_sender = s;
+        }
         if let Some(h) = &self.http {
             cfg.http.listen = h.clone();
         }
@@ -179,6 +185,14 @@ mod tests {
         assert!(!cfg.server.is_trusted("127.0.0.1".parse().unwrap()));
         assert!(cfg.server.drain);
         assert!(Cli::parse_from(["parkd", "--outbound-proxy", "sip:pbx.example"]).config().is_err(), "needs an IP address");
+    }
+
+    #[test]
+    fn rtp_sender_flag_reaches_the_server_config() {
+        assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.rtp_sender, RtpSender::Auto);
+        assert_eq!(Cli::parse_from(["parkd", "--rtp-sender", "io_uring"]).config().unwrap().server.rtp_sender, RtpSender::IoUring);
+        assert_eq!(Cli::parse_from(["parkd", "--rtp-sender", "syscalls"]).config().unwrap().server.rtp_sender, RtpSender::Syscalls);
+        assert!(Cli::try_parse_from(["parkd", "--rtp-sender", "uring"]).is_err());
     }
 
     #[test]

@@ -55,6 +55,21 @@ pub enum ConfigError {
     BadUri { what: &'static str, value: String },
 }
 
+/// How the media thread sends hold music (`[server] rtp_sender`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RtpSender {
+    /// io_uring when the kernel allows it, else `syscalls` (one log line says which and why).
+    #[default]
+    Auto,
+    /// One io_uring submission per pacer turn for every due hold packet, on every RTP socket
+    /// (Linux only); startup fails when the kernel or a seccomp profile refuses io_uring.
+    #[value(name = "io_uring")]
+    IoUring,
+    /// One `sendto` per hold packet (one leg per port) or one `sendmmsg` per port (shared ports).
+    Syscalls,
+}
+
 /// How a free orbit is chosen for an indirect park (res_parking `findslot`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -354,6 +369,10 @@ pub struct ServerConfig {
     /// legs of a port apart by source address; see the README's Performance section. 1..=64.
     #[serde(default = "default_rtp_legs_per_port")]
     pub rtp_legs_per_port: u16,
+    /// How hold music is sent: `auto` (default: io_uring if available, else syscalls), `io_uring`
+    /// (required; startup fails without it) or `syscalls`.
+    #[serde(default)]
+    pub rtp_sender: RtpSender,
     /// Every request parkd starts (recalls, fallback calls) goes through this proxy (the PBX), as a loose
     /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
     #[serde(default)]
@@ -385,6 +404,7 @@ impl Default for ServerConfig {
             advertise: None,
             rtp_ports: default_rtp_ports(),
             rtp_legs_per_port: default_rtp_legs_per_port(),
+            rtp_sender: RtpSender::Auto,
             outbound_proxy: None,
             trusted_proxies: Vec::new(),
             drain: false,
@@ -562,6 +582,17 @@ mod tests {
         assert_eq!(cfg.lots[1].parking_duration(), None);
         assert_eq!(cfg.lots[1].music, MusicSource::Wav("/srv/music/support.wav".into()));
         assert_eq!(cfg.server.rtp_ports.lo, 20000);
+    }
+
+    #[test]
+    fn rtp_sender_defaults_to_auto_and_parses_its_three_names() {
+        assert_eq!(Config::with_defaults().server.rtp_sender, RtpSender::Auto);
+        for (name, want) in [("auto", RtpSender::Auto), ("io_uring", RtpSender::IoUring), ("syscalls", RtpSender::Syscalls)] {
+            let text = format!("[server]\nrtp_sender = \"{name}\"\n[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n");
+            assert_eq!(Config::from_toml(std::path::Path::new("x.toml"), &text).unwrap().server.rtp_sender, want);
+        }
+        let bad = "[server]\nrtp_sender = \"uring\"\n[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n";
+        assert!(Config::from_toml(std::path::Path::new("x.toml"), bad).is_err());
     }
 
     #[test]

@@ -88,7 +88,7 @@ async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
     let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?;
     let ports = cfg.server.rtp_ports;
     let seed = clock.now().as_micros();
-    let media = media_thread::spawn(cfg.server.listen.ip(), (ports.lo as u16)..=(ports.hi as u16), cfg.server.rtp_legs_per_port, MediaPlane::new(music, seed))?;
+    let media = media_thread::spawn(cfg.server.listen.ip(), (ports.lo as u16)..=(ports.hi as u16), cfg.server.rtp_legs_per_port, cfg.server.rtp_sender, MediaPlane::new(music, seed))?;
     let core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");

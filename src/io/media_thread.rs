@@ -9,6 +9,10 @@
 //! When call legs share ports (`legs_per_port > 1`), the due hold packets are sorted by port and
 //! each port's run goes out with `sendmmsg` ([`super::hold_sender`]); packets refused by a full
 //! socket buffer are retried once on the next turn, then dropped and counted.
+//!
+//! With `rtp_sender = "io_uring"` (or `"auto"` where the kernel allows it) every hold packet of a
+//! turn, whatever its socket, goes out in one io_uring submission instead ([`super::uring_sender`]);
+//! refused packets are retried once the same way. Relayed RTP always uses `send_to`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +29,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clock::Clock;
 use super::hold_sender::{self, MmsgSender};
+use super::uring_sender::{self, UringSender};
+use crate::config::RtpSender;
 use crate::media::rtp::RTP_HEADER_LEN;
 use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaStats};
 
@@ -45,6 +51,8 @@ pub enum MediaIoError {
     Poll(#[source] io::Error),
     #[error("cannot spawn the parkd-media thread: {0}")]
     Spawn(#[source] io::Error),
+    #[error("rtp_sender = \"io_uring\" but io_uring is unavailable: {0} (kernel.io_uring_disabled, a seccomp profile such as Docker's default, or a non-Linux kernel can forbid it); use rtp_sender = \"auto\" or \"syscalls\"")]
+    IoUring(#[source] io::Error),
 }
 
 /// Io-side counters (the plane's own counters are in [`MediaStats`]).
@@ -125,8 +133,10 @@ impl Drop for MediaHandle {
 
 /// Binds one non-blocking UDP socket per even port of `ports` on `bind_ip`, and runs `plane` on
 /// a thread named `parkd-media`. `legs_per_port` is `[server] rtp_legs_per_port`: above 1, hold
-/// packets are sent with one `sendmmsg` per port and pacer slot.
-pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, plane: MediaPlane) -> Result<MediaHandle, MediaIoError> {
+/// packets are sent with one `sendmmsg` per port and pacer slot. `sender` is `[server]
+/// rtp_sender`: the io_uring ring is set up on the media thread before this returns, so
+/// `RtpSender::IoUring` fails here ([`MediaIoError::IoUring`]) when the kernel refuses it.
+pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, sender: RtpSender, plane: MediaPlane) -> Result<MediaHandle, MediaIoError> {
     let (lo, hi) = (*ports.start(), *ports.end());
     let even: Vec<u16> = ports.filter(|p| p % 2 == 0).collect();
     let Some(&base) = even.first() else { return Err(MediaIoError::NoEvenPort { lo, hi }) };
@@ -144,8 +154,46 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, pl
     let counters = Arc::new(IoCounters::default());
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let io = MediaIo { poll, sockets, base, batch_sends: legs_per_port > 1, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
-    let thread = std::thread::Builder::new().name("parkd-media".into()).spawn(move || io.run()).map_err(MediaIoError::Spawn)?;
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("parkd-media".into())
+        .spawn(move || match open_ring(sender, &io.sockets) {
+            Ok(ring) => {
+                let _ = ready_tx.send(Ok(()));
+                io.run(ring);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        })
+        .map_err(MediaIoError::Spawn)?;
+    let started = ready_rx.recv().map_err(|_| MediaIoError::Spawn(io::Error::other("the media thread died while starting")));
+    if let Err(e) = started.and_then(|r| r) {
+        let _ = thread.join();
+        return Err(e);
+    }
     Ok(MediaHandle { tx, waker, stop, thread: Some(thread), ports: even, counters, stats })
+}
+
+/// The io_uring hold sender over `sockets` (fixed file `i` = socket `i`) as `choice` asks, on the
+/// calling thread; logs which hold sender is in use and why.
+fn open_ring(choice: RtpSender, sockets: &[UdpSocket]) -> Result<Option<UringSender>, MediaIoError> {
+    if choice == RtpSender::Syscalls {
+        tracing::info!(sender = "syscalls", "hold music sender: sendto/sendmmsg (rtp_sender = \"syscalls\")");
+        return Ok(None);
+    }
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    match UringSender::new(uring_sender::RING_ENTRIES, &fds) {
+        Ok(ring) => {
+            tracing::info!(sender = "io_uring", sockets = fds.len(), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = {choice:?})");
+            Ok(Some(ring))
+        }
+        Err(e) if choice == RtpSender::IoUring => Err(MediaIoError::IoUring(e)),
+        Err(e) => {
+            tracing::info!(sender = "syscalls", error = %e, "hold music sender: sendto/sendmmsg, io_uring is unavailable (rtp_sender = \"auto\")");
+            Ok(None)
+        }
+    }
 }
 
 /// State owned by the media thread.
@@ -184,7 +232,7 @@ impl MediaIo {
         }
     }
 
-    fn run(mut self) {
+    fn run(mut self, mut ring: Option<UringSender>) {
         let clock = Clock::new();
         let mut events = Events::with_capacity(256);
         let mut buf = vec![0u8; RECV_BUF];
@@ -245,7 +293,13 @@ impl MediaIo {
             }
             batch.clear();
             self.plane.poll_hold(clock.now(), &mut batch);
-            if self.batch_sends {
+            if let Some(r) = ring.as_mut() {
+                if let Err(e) = self.send_hold_uring(r, &batch, &mut carried, &mut unsent) {
+                    tracing::error!(error = %e, "io_uring failed; hold music falls back to sendto/sendmmsg");
+                    // Sends may still be in flight and point into the ring's arenas: never free them.
+                    std::mem::forget(ring.take());
+                }
+            } else if self.batch_sends {
                 self.send_hold_batched(&mut mmsg, &mut batch, &mut carried, &mut unsent);
             } else {
                 self.send_hold_one_by_one(&batch, &mut out);
@@ -273,6 +327,25 @@ impl MediaIo {
         }
     }
 
+    /// io_uring: what a full buffer refused last turn (dropped and counted if refused again), then
+    /// this turn's batch; one submission each (per ring-sized chunk), in batch order.
+    fn send_hold_uring(&self, ring: &mut UringSender, batch: &HoldBatch, carried: &mut HoldBatch, unsent: &mut HoldBatch) -> io::Result<()> {
+        let file_of = |port: u16| {
+            let off = port.checked_sub(self.base)?;
+            let i = usize::from(off / 2);
+            (off % 2 == 0 && i < self.sockets.len()).then_some(i as u32)
+        };
+        let first = ring.send(carried.packets(), file_of, None);
+        carried.clear();
+        unsent.clear();
+        let first = first?;
+        let second = ring.send(batch.packets(), file_of, Some(unsent))?;
+        std::mem::swap(carried, unsent);
+        self.counters.send_errors.fetch_add(first.errors + second.errors, Ordering::Relaxed);
+        self.counters.send_would_block.fetch_add(first.would_block + second.would_block, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Shared ports: first what a full buffer refused last turn (dropped and counted if refused
     /// again), then this turn's batch, sorted by port, one `sendmmsg` per port run; its refused
     /// tails are carried to the next turn.
@@ -298,18 +371,25 @@ mod tests {
 
     /// Spawns on two loopback ports, trying a few bases in case one is taken.
     fn spawn_loopback() -> MediaHandle {
-        spawn_loopback_shared(1)
+        spawn_loopback_shared(1, RtpSender::Auto).expect("auto always starts")
     }
 
-    /// Spawns on two loopback ports with `legs_per_port` legs per port.
-    fn spawn_loopback_shared(legs_per_port: u16) -> MediaHandle {
+    /// Spawns on two loopback ports with `legs_per_port` legs per port and hold sender `sender`;
+    /// `None` (the reason printed) when `RtpSender::IoUring` is asked for and the kernel refuses it.
+    fn spawn_loopback_shared(legs_per_port: u16, sender: RtpSender) -> Option<MediaHandle> {
         let music = HoldMusic::from_pcm(&[500; 1600]).unwrap();
-        let start = 40_000 + (std::process::id() % 2000) as u16 * 4;
-        for k in 0..20u16 {
-            let base = start + k * 4;
-            match spawn("127.0.0.1".parse().unwrap(), base..=base + 3, legs_per_port, MediaPlane::new(vec![music.clone()], 7)) {
-                Ok(h) => return h,
+        // Tests run in parallel: each spawn takes its own port block.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let start = 40_000 + (std::process::id() % 1000) as u16 * 8;
+        for _ in 0..20 {
+            let base = start + (NEXT.fetch_add(1, Ordering::Relaxed) % 2000) as u16 * 4;
+            match spawn("127.0.0.1".parse().unwrap(), base..=base + 3, legs_per_port, sender, MediaPlane::new(vec![music.clone()], 7)) {
+                Ok(h) => return Some(h),
                 Err(MediaIoError::Bind { .. }) => continue,
+                Err(e @ MediaIoError::IoUring(_)) => {
+                    eprintln!("SKIPPED the io_uring run: {e}");
+                    return None;
+                }
                 Err(e) => panic!("{e}"),
             }
         }
@@ -323,11 +403,20 @@ mod tests {
     }
 
     #[test]
-    fn hold_music_reaches_a_loopback_socket_and_stops() {
-        let h = spawn_loopback();
+    fn hold_music_reaches_a_loopback_socket_and_stops_with_syscalls() {
+        hold_music_reaches_a_loopback_socket_and_stops(RtpSender::Syscalls);
+    }
+
+    #[test]
+    fn hold_music_reaches_a_loopback_socket_and_stops_with_io_uring() {
+        hold_music_reaches_a_loopback_socket_and_stops(RtpSender::IoUring);
+    }
+
+    fn hold_music_reaches_a_loopback_socket_and_stops(sender: RtpSender) {
+        let Some(h) = spawn_loopback_shared(1, sender) else { return };
         assert_eq!(h.ports().len(), 2);
         assert!(matches!(
-            spawn("127.0.0.1".parse().unwrap(), 41_001..=41_001, 1, MediaPlane::new(vec![], 1)),
+            spawn("127.0.0.1".parse().unwrap(), 41_001..=41_001, 1, sender, MediaPlane::new(vec![], 1)),
             Err(MediaIoError::NoEvenPort { .. })
         ));
         let port = h.ports()[0];
@@ -353,6 +442,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         while rx.recv_from(&mut buf).is_ok() {} // drain what was in flight
         assert!(rx.recv_from(&mut buf).is_err(), "no packet after Stop");
+        assert_eq!(h.io_counters().send_errors.load(Ordering::Relaxed), 0);
         drop(h); // joins the thread
     }
 
@@ -384,8 +474,17 @@ mod tests {
     }
 
     #[test]
-    fn four_legs_on_one_shared_port_get_their_own_streams_and_bridge() {
-        let h = spawn_loopback_shared(4);
+    fn four_legs_on_one_shared_port_get_their_own_streams_and_bridge_with_sendmmsg() {
+        four_legs_on_one_shared_port_get_their_own_streams_and_bridge(RtpSender::Syscalls);
+    }
+
+    #[test]
+    fn four_legs_on_one_shared_port_get_their_own_streams_and_bridge_with_io_uring() {
+        four_legs_on_one_shared_port_get_their_own_streams_and_bridge(RtpSender::IoUring);
+    }
+
+    fn four_legs_on_one_shared_port_get_their_own_streams_and_bridge(sender: RtpSender) {
+        let Some(h) = spawn_loopback_shared(4, sender) else { return };
         let port = h.ports()[0];
         let legs: Vec<MediaLegId> = (0..4).map(|s| MediaLegId::new(port, s)).collect();
         let phones: Vec<StdUdp> = (0..4).map(|_| receiver()).collect();

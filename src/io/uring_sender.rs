@@ -1,0 +1,263 @@
+//! Hold music through io_uring: one submission per pacer turn for every due hold packet, on every
+//! RTP socket at once (`[server] rtp_sender = "io_uring"`, or `"auto"` when the kernel allows it).
+//!
+//! `sendmmsg` batches only packets leaving one socket; with one RTP port per call leg a pacer turn
+//! touches hundreds of sockets, so it paid one `sendto` per packet. Here each packet is one
+//! `IORING_OP_SENDMSG` on a *registered* socket ([`types::Fixed`], no fd-table lookup), and the
+//! whole turn is handed to the kernel with one `io_uring_enter`. Each message has two iovecs, the
+//! 12-byte RTP header and the shared payload slice, both pointing into the caller's
+//! [`HoldPacket`]s: nothing is copied. The `msghdr`/`iovec`/`sockaddr` arenas are allocated once,
+//! sized to the ring, and reused.
+//!
+//! Every send carries `MSG_DONTWAIT`, so the kernel never parks one to wait for buffer space: it
+//! completes inline during the submit, with the byte count or `-EAGAIN` (full socket buffer).
+//! [`UringSender::send`] still waits for every completion of a chunk before it reuses the arena or
+//! returns (the packets' header and payload must stay valid until then). Batches larger than the
+//! ring go out in ring-sized chunks, in order.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::media::{HoldBatch, HoldPacket};
+
+/// Submission-queue entries of the media thread's ring: far more than one pacer turn's packets
+/// (a 1 ms slot of 10,000 streams is 500 packets); larger batches are sent in chunks.
+pub const RING_ENTRIES: u32 = 4096;
+
+/// What one [`UringSender::send`] did with a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Packets the kernel accepted.
+    pub sent: u64,
+    /// Packets refused with an error other than a full buffer, or for a port with no socket.
+    pub errors: u64,
+    /// Packets refused by a full socket buffer and not kept for a retry (no `unsent` given).
+    pub would_block: u64,
+}
+
+#[cfg(target_os = "linux")]
+pub use linux::UringSender;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::*;
+    use crate::io::hold_sender::write_sockaddr;
+    use io_uring::{opcode, register::Probe, types, IoUring};
+    use std::mem::zeroed;
+
+    /// An io_uring with the RTP sockets registered as fixed files, and the reused per-entry
+    /// `msghdr`/`iovec`/`sockaddr` arenas. Must be created on the thread that sends (the ring is
+    /// set up single-issuer when the kernel supports it).
+    pub struct UringSender {
+        // Declared first so it is dropped (closed) before the arenas it may point into.
+        ring: IoUring,
+        hdrs: Vec<libc::msghdr>,
+        iovs: Vec<[libc::iovec; 2]>,
+        addrs: Vec<libc::sockaddr_storage>,
+    }
+
+    impl UringSender {
+        /// Sets up a ring of `entries` (rounded up to a power of two by the kernel) and registers
+        /// `fds` as fixed files: file `i` of a send is `fds[i]`. Fails when the kernel refuses
+        /// io_uring (`kernel.io_uring_disabled`, a seccomp profile, a kernel without it) or lacks
+        /// `IORING_OP_SENDMSG`.
+        pub fn new(entries: u32, fds: &[RawFd]) -> io::Result<UringSender> {
+            // Fewer wake-ups and no cross-thread completion work when the kernel has these (6.1+);
+            // plain ring otherwise.
+            let ring = match IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_submit_all().build(entries) {
+                Ok(r) => r,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::new(entries)?,
+                Err(e) => return Err(e),
+            };
+            let mut probe = Probe::new();
+            ring.submitter().register_probe(&mut probe)?;
+            if !probe.is_supported(opcode::SendMsg::CODE) {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's io_uring lacks IORING_OP_SENDMSG"));
+            }
+            if !fds.is_empty() {
+                ring.submitter().register_files(fds)?;
+            }
+            let n = ring.params().sq_entries() as usize;
+            // SAFETY: plain C structs for which all-zero bytes are a valid value.
+            let (hdr, iov, addr) = unsafe { (zeroed::<libc::msghdr>(), zeroed::<libc::iovec>(), zeroed::<libc::sockaddr_storage>()) };
+            Ok(UringSender { ring, hdrs: vec![hdr; n], iovs: vec![[iov, iov]; n], addrs: vec![addr; n] })
+        }
+
+        /// Entries of one submission (the chunk size of [`UringSender::send`]).
+        pub fn capacity(&self) -> usize {
+            self.hdrs.len()
+        }
+
+        /// Sends `packets` in order, one `SENDMSG` each on fixed file `file_of(port)`, one
+        /// `io_uring_enter` per ring-sized chunk, and reaps every completion before returning.
+        /// Packets refused by a full socket buffer go to `unsent` when given (for a retry next
+        /// turn), else are counted in [`BatchOutcome::would_block`].
+        ///
+        /// An `Err` means the ring itself failed (not a packet): the caller must stop using this
+        /// sender and must not drop it (sends may still be in flight; leak it).
+        pub fn send(&mut self, packets: &[HoldPacket], file_of: impl Fn(u16) -> Option<u32>, mut unsent: Option<&mut HoldBatch>) -> io::Result<BatchOutcome> {
+            let mut out = BatchOutcome::default();
+            for chunk in packets.chunks(self.capacity().max(1)) {
+                let pushed = self.push_chunk(chunk, &file_of, &mut out);
+                let mut reaped = 0;
+                let mut want = 0; // first pass: submit, then reap what completed inline
+                while reaped < pushed {
+                    match self.ring.submit_and_wait(want) {
+                        Ok(_) => {}
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    for cqe in self.ring.completion() {
+                        reaped += 1;
+                        let r = cqe.result();
+                        if r >= 0 {
+                            out.sent += 1;
+                        } else if r == -libc::EAGAIN {
+                            match (unsent.as_deref_mut(), chunk.get(cqe.user_data() as usize)) {
+                                (Some(u), Some(p)) => u.push(p.clone()),
+                                _ => out.would_block += 1,
+                            }
+                        } else {
+                            out.errors += 1;
+                        }
+                    }
+                    want = 1;
+                }
+            }
+            Ok(out)
+        }
+
+        /// Fills arena entry `i` for `chunk[i]` and queues its `SENDMSG` (user data `i`). Packets
+        /// whose port has no registered socket are counted as errors. Returns how many were queued.
+        fn push_chunk(&mut self, chunk: &[HoldPacket], file_of: &impl Fn(u16) -> Option<u32>, out: &mut BatchOutcome) -> usize {
+            let mut sq = self.ring.submission();
+            let mut pushed = 0;
+            let arena = self.hdrs.iter_mut().zip(self.iovs.iter_mut()).zip(self.addrs.iter_mut());
+            for (i, (p, ((hdr, iov), addr))) in chunk.iter().zip(arena).enumerate() {
+                let Some(file) = file_of(p.port) else {
+                    out.errors += 1;
+                    continue;
+                };
+                let namelen = write_sockaddr(&p.to, addr);
+                iov[0] = libc::iovec { iov_base: p.header.as_ptr() as *mut libc::c_void, iov_len: p.header.len() };
+                iov[1] = libc::iovec { iov_base: p.payload.as_ptr() as *mut libc::c_void, iov_len: p.payload.len() };
+                // SAFETY: all-zero is a valid msghdr; the fields set below are the ones sendmsg reads.
+                *hdr = unsafe { zeroed() };
+                hdr.msg_name = addr as *mut libc::sockaddr_storage as *mut libc::c_void;
+                hdr.msg_namelen = namelen;
+                hdr.msg_iov = iov.as_mut_ptr();
+                hdr.msg_iovlen = 2;
+                let entry = opcode::SendMsg::new(types::Fixed(file), hdr as *const libc::msghdr).flags(libc::MSG_DONTWAIT as u32).build().user_data(i as u64);
+                // SAFETY: the msghdr, its iovecs and sockaddr live in arenas that are neither moved
+                // nor rewritten until this chunk's completions are reaped in `send`; the header and
+                // payload they point at belong to `chunk`, borrowed for the whole of `send`.
+                match unsafe { sq.push(&entry) } {
+                    Ok(()) => pushed += 1,
+                    // Cannot happen: the queue is empty at the start of a chunk and a chunk is at
+                    // most the ring's size. Counted rather than trusted.
+                    Err(_) => out.errors += 1,
+                }
+            }
+            pushed
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub use elsewhere::UringSender;
+
+#[cfg(not(target_os = "linux"))]
+mod elsewhere {
+    use super::*;
+
+    /// io_uring exists on Linux only: [`UringSender::new`] always fails here.
+    pub struct UringSender {
+        never: std::convert::Infallible,
+    }
+
+    impl UringSender {
+        /// Always `Unsupported` outside Linux.
+        pub fn new(_entries: u32, _fds: &[RawFd]) -> io::Result<UringSender> {
+            Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring exists on Linux only"))
+        }
+        /// Never called: no value of this type exists.
+        pub fn send(&mut self, _packets: &[HoldPacket], _file_of: impl Fn(u16) -> Option<u32>, _unsent: Option<&mut HoldBatch>) -> io::Result<BatchOutcome> {
+            match self.never {}
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    /// A ring over `socks`, or `None` (with the reason printed) when the kernel refuses io_uring.
+    fn ring_or_skip(entries: u32, socks: &[UdpSocket]) -> Option<UringSender> {
+        let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+        match UringSender::new(entries, &fds) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("SKIPPED: io_uring unavailable on this kernel: {e}");
+                None
+            }
+        }
+    }
+
+    fn bound(n: usize) -> Vec<UdpSocket> {
+        (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect()
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_ring_is_sent_completely_and_in_order_per_stream() {
+        // Three sending sockets (legs), one phone each; 3 × 30 packets interleaved like a pacer
+        // batch, through a ring of 8 entries: 12 chunks.
+        let (legs, phones) = (bound(3), bound(3));
+        let Some(mut ring) = ring_or_skip(8, &legs) else { return };
+        assert_eq!(ring.capacity(), 8);
+        let ports: Vec<u16> = legs.iter().map(|s| s.local_addr().unwrap().port()).collect();
+        let payload = Bytes::from(vec![0x55u8; 160]);
+        let mut batch = Vec::new();
+        for seq in 0..30u8 {
+            for (leg, phone) in phones.iter().enumerate() {
+                let mut header = [leg as u8; 12];
+                header[2] = seq;
+                batch.push(HoldPacket { port: ports[leg], to: phone.local_addr().unwrap(), header, payload: payload.slice(..) });
+            }
+        }
+        let file_of = |port: u16| ports.iter().position(|p| *p == port).map(|i| i as u32);
+        let out = ring.send(&batch, file_of, None).unwrap();
+        assert_eq!(out, BatchOutcome { sent: 90, errors: 0, would_block: 0 });
+        let mut buf = [0u8; 256];
+        for (leg, phone) in phones.iter().enumerate() {
+            phone.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            for seq in 0..30u8 {
+                let (n, from) = phone.recv_from(&mut buf).expect("every packet arrives");
+                assert_eq!((n, from.port()), (172, ports[leg]), "from the leg's own socket (symmetric RTP)");
+                assert_eq!((buf[0], buf[2]), (leg as u8, seq), "in order within the stream");
+                assert!(buf[12..172].iter().all(|b| *b == 0x55), "shared payload follows the header");
+            }
+        }
+    }
+
+    #[test]
+    fn a_port_without_a_socket_is_counted_and_the_rest_still_go_out() {
+        let (legs, phones) = (bound(1), bound(1));
+        let Some(mut ring) = ring_or_skip(4, &legs) else { return };
+        let port = legs[0].local_addr().unwrap().port();
+        let to = phones[0].local_addr().unwrap();
+        let p = |port: u16, tag: u8| HoldPacket { port, to, header: [tag; 12], payload: Bytes::from_static(&[1; 160]) };
+        let batch = [p(port, 1), p(port.wrapping_add(2), 2), p(port, 3)];
+        let out = ring.send(&batch, |q| (q == port).then_some(0), None).unwrap();
+        assert_eq!(out, BatchOutcome { sent: 2, errors: 1, would_block: 0 });
+        phones[0].set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 256];
+        for tag in [1, 3] {
+            let (n, _) = phones[0].recv_from(&mut buf).unwrap();
+            assert_eq!((n, buf[0]), (172, tag));
+        }
+    }
+}
