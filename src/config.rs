@@ -70,6 +70,17 @@ pub enum RtpSender {
     Syscalls,
 }
 
+impl RtpSender {
+    /// The name used in the config file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            RtpSender::Auto => "auto",
+            RtpSender::IoUring => "io_uring",
+            RtpSender::Syscalls => "syscalls",
+        }
+    }
+}
+
 /// How a free orbit is chosen for an indirect park (res_parking `findslot`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

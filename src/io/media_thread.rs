@@ -185,7 +185,7 @@ fn open_ring(choice: RtpSender, sockets: &[UdpSocket]) -> Result<Option<UringSen
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     match UringSender::new(uring_sender::RING_ENTRIES, &fds) {
         Ok(ring) => {
-            tracing::info!(sender = "io_uring", sockets = fds.len(), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = {choice:?})");
+            tracing::info!(sender = "io_uring", sockets = fds.len(), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
             Ok(Some(ring))
         }
         Err(e) if choice == RtpSender::IoUring => Err(MediaIoError::IoUring(e)),

@@ -16,7 +16,7 @@ use parkd::sip::Message;
 use super::hist::Hist;
 use super::net::{self, RecvBatch};
 use super::sipua::{self, CallIds, Ua};
-use super::sys::{self, Parkd, UdpCounters};
+use super::sys::{self, Parkd, ParkdOpts, UdpCounters};
 
 /// Calls per shared RTP sink socket.
 pub const CALLS_PER_SINK: usize = 500;
@@ -127,7 +127,7 @@ enum St {
 }
 
 /// Runs one step: a fresh parkd on `cpu`, N parks, `hold` of measurement.
-pub fn run(bin: &Path, cpu: usize, legs_per_port: u16, n: usize, hold: Duration, log: &Path, progress: &mut dyn FnMut(String)) -> io::Result<DensityResult> {
+pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, hold: Duration, log: &Path, progress: &mut dyn FnMut(String)) -> io::Result<DensityResult> {
     let nsinks = n.div_ceil(CALLS_PER_SINK);
     let socks = (0..nsinks).map(|_| net::loopback_socket(16 << 20)).collect::<io::Result<Vec<_>>>()?;
     for s in &socks {
@@ -135,7 +135,7 @@ pub fn run(bin: &Path, cpu: usize, legs_per_port: u16, n: usize, hold: Duration,
     }
     let sink_ports: Vec<u16> = socks.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<io::Result<_>>()?;
     let mut sinks = Sinks { socks, rb: RecvBatch::new(), streams: HashMap::with_capacity(n), hist: Hist::default(), measuring: false, epoch: Instant::now() };
-    let parkd = Parkd::start(bin, cpu, "127.0.0.1:27060".parse().expect("literal address"), log, legs_per_port)?;
+    let parkd = Parkd::start(bin, cpu, "127.0.0.1:27060".parse().expect("literal address"), log, opts)?;
     let mut ua = Ua::new(parkd.sip)?;
     let mut calls: Vec<(CallIds, St, Instant, u32, u16)> = Vec::with_capacity(n);
     let by_id: HashMap<String, usize> = (0..n).map(|i| (format!("d{i}@bench"), i)).collect();

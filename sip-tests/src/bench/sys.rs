@@ -109,6 +109,15 @@ impl UdpCounters {
     }
 }
 
+/// parkd flags a bench run varies.
+#[derive(Clone, Debug)]
+pub struct ParkdOpts {
+    /// `--rtp-legs-per-port`.
+    pub legs_per_port: u16,
+    /// `--rtp-sender` (`auto`, `io_uring`, `syscalls`); parkd's default when `None`.
+    pub rtp_sender: Option<String>,
+}
+
 /// A parkd process pinned to one core with `taskset`. Killed (by its own pid) on drop.
 pub struct Parkd {
     child: Child,
@@ -123,9 +132,9 @@ pub const RTP_PORT_RANGES: &[&str] = &["6100-26099", "1100-21099", "24000-44999"
 pub const ORBITS: &str = "10000-19999";
 
 impl Parkd {
-    /// Starts `bin` on `taskset -c <cpu>`, SIP on `sip`, `--rtp-legs-per-port legs_per_port`,
-    /// and waits until it answers OPTIONS.
-    pub fn start(bin: &Path, cpu: usize, sip: SocketAddr, log: &Path, legs_per_port: u16) -> io::Result<Parkd> {
+    /// Starts `bin` on `taskset -c <cpu>`, SIP on `sip`, with `opts`' flags, and waits until it
+    /// answers OPTIONS.
+    pub fn start(bin: &Path, cpu: usize, sip: SocketAddr, log: &Path, opts: &ParkdOpts) -> io::Result<Parkd> {
         let mut last = io::Error::other("no RTP port range");
         for range in RTP_PORT_RANGES {
             let logf = fs::File::create(log)?;
@@ -134,7 +143,8 @@ impl Parkd {
                 .arg(cpu.to_string())
                 .arg(bin)
                 .args(["--listen", &sip.to_string(), "--rtp-ports", range, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"])
-                .args(["--rtp-legs-per-port", &legs_per_port.to_string()])
+                .args(["--rtp-legs-per-port", &opts.legs_per_port.to_string()])
+                .args(opts.rtp_sender.iter().flat_map(|s| ["--rtp-sender", s.as_str()]))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(logf)

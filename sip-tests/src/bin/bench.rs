@@ -1,4 +1,4 @@
-//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K]`.
+//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|io_uring|syscalls]`.
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load bounded in count and time, stops by itself. parkd runs pinned to
 //! core 0, this program to core 1. Writes `DIR/README.md` and `DIR/density.svg`
@@ -61,6 +61,9 @@ fn run() -> std::io::Result<()> {
     let steps: &[usize] = if args.iter().any(|a| a == "--no-density") { &[] } else { steps };
     // --legs-per-port K runs parkd with `--rtp-legs-per-port K` (default 1: one port per leg).
     let legs_per_port: u16 = args.iter().position(|a| a == "--legs-per-port").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(1);
+    // --rtp-sender auto|io_uring|syscalls runs parkd with that `--rtp-sender` (default: parkd's own).
+    let rtp_sender = args.iter().position(|a| a == "--rtp-sender").and_then(|i| args.get(i + 1)).cloned();
+    let parkd_opts = sys::ParkdOpts { legs_per_port, rtp_sender };
     let (nproc, cpu_model, kernel) = sys::machine_info();
     let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
 
@@ -74,7 +77,7 @@ fn run() -> std::io::Result<()> {
     while let Some(n) = queue.pop() {
         progress(format!("calibrator paced at {} pps (N={n})", n * 50));
         let c = calib::run(PARKD_CPU, Some(n as u64 * 50), Duration::from_secs(calib_for), &density::calib_sinks(n)?)?;
-        let d = density::run(&bin, PARKD_CPU, legs_per_port, n, Duration::from_secs(hold), &out.join(format!("parkd-density-{n}.log")), &mut progress)?;
+        let d = density::run(&bin, PARKD_CPU, &parkd_opts, n, Duration::from_secs(hold), &out.join(format!("parkd-density-{n}.log")), &mut progress)?;
         eprintln!(
             "\rN={n}: parked {} failed {} silent {} loss {:.3}% ia p50/p90/p99/max {:.1}/{:.1}/{:.1}/{:.1} ms cpu {:.1}% {:.2} µs/pkt (floor {:.2}) rss {} KiB {}",
             d.parked, d.failed, d.silent, d.loss_pct, d.ia_p50_ms, d.ia_p90_ms, d.ia_p99_ms, d.ia_max_ms, d.cpu_pct, d.us_per_pkt, c.us_per_pkt, d.rss_kib,
@@ -102,7 +105,7 @@ fn run() -> std::io::Result<()> {
     }
     dens.sort_by_key(|(_, d)| d.n);
 
-    let parkd = sys::Parkd::start(&bin, PARKD_CPU, "127.0.0.1:27062".parse().expect("literal address"), &out.join("parkd-cycle.log"), legs_per_port)?;
+    let parkd = sys::Parkd::start(&bin, PARKD_CPU, "127.0.0.1:27062".parse().expect("literal address"), &out.join("parkd-cycle.log"), &parkd_opts)?;
     let mut cycles = Vec::new();
     for &rate in rates {
         let c = cycle::run(&parkd, rate, (rate as u64 * cycle_secs) as usize, &mut progress)?;
