@@ -3,11 +3,16 @@
 //!
 //! `sendmmsg` batches only packets leaving one socket; with one RTP port per call leg a pacer turn
 //! touches hundreds of sockets, so it paid one `sendto` per packet. Here each packet is one
-//! `IORING_OP_SENDMSG` on a *registered* socket ([`types::Fixed`], no fd-table lookup), and the
-//! whole turn is handed to the kernel with one `io_uring_enter`. Each message has two iovecs, the
-//! 12-byte RTP header and the shared payload slice, both pointing into the caller's
-//! [`HoldPacket`]s: nothing is copied. The `msghdr`/`iovec`/`sockaddr` arenas are allocated once,
-//! sized to the ring, and reused.
+//! operation on a *registered* socket (fixed file: no fd-table lookup), and the whole turn is handed
+//! to the kernel with one `io_uring_enter`.
+//!
+//! The operation is `IORING_OP_SEND` with a destination address (kernel 6.0+) of the packet
+//! assembled in a per-entry frame of the arena (a 172-byte copy for a G.711 frame): measured ~10 %
+//! cheaper per packet than `IORING_OP_SENDMSG`, whose `msghdr` and two iovecs the kernel must copy
+//! and import for every packet. Packets larger than a frame, or kernels without `SEND` to an
+//! address, use `SENDMSG` with two iovecs (the 12-byte header and the shared payload slice, not
+//! copied). The frame/`msghdr`/`iovec`/`sockaddr` arenas are allocated once, sized to the ring,
+//! and reused: nothing is allocated per packet.
 //!
 //! Every send carries `MSG_DONTWAIT`, so the kernel never parks one to wait for buffer space: it
 //! completes inline during the submit, with the byte count or `-EAGAIN` (full socket buffer).
@@ -45,15 +50,22 @@ mod linux {
     use io_uring::{opcode, register::Probe, types, IoUring};
     use std::mem::zeroed;
 
+    /// Bytes of one arena frame: an RTP header plus up to 244 bytes of payload (a 20 ms G.711
+    /// frame is 160). Larger packets go out with `SENDMSG`, uncopied.
+    pub const FRAME_BYTES: usize = 256;
+
     /// An io_uring with the RTP sockets registered as fixed files, and the reused per-entry
-    /// `msghdr`/`iovec`/`sockaddr` arenas. Must be created on the thread that sends (the ring is
-    /// set up single-issuer when the kernel supports it).
+    /// frame/`msghdr`/`iovec`/`sockaddr` arenas. Must be created on the thread that sends (the
+    /// ring is set up single-issuer when the kernel supports it).
     pub struct UringSender {
         // Declared first so it is dropped (closed) before the arenas it may point into.
         ring: IoUring,
         hdrs: Vec<libc::msghdr>,
         iovs: Vec<[libc::iovec; 2]>,
         addrs: Vec<libc::sockaddr_storage>,
+        frames: Vec<[u8; FRAME_BYTES]>,
+        /// The kernel's `IORING_OP_SEND` takes a destination address (6.0+, with `SEND_ZC`).
+        send_to: bool,
     }
 
     impl UringSender {
@@ -74,13 +86,15 @@ mod linux {
             if !probe.is_supported(opcode::SendMsg::CODE) {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's io_uring lacks IORING_OP_SENDMSG"));
             }
+            // `SEND` with a destination address came with `SEND_ZC` (6.0); before, it is EINVAL.
+            let send_to = probe.is_supported(opcode::Send::CODE) && probe.is_supported(opcode::SendZc::CODE);
             if !fds.is_empty() {
                 ring.submitter().register_files(fds)?;
             }
             let n = ring.params().sq_entries() as usize;
             // SAFETY: plain C structs for which all-zero bytes are a valid value.
             let (hdr, iov, addr) = unsafe { (zeroed::<libc::msghdr>(), zeroed::<libc::iovec>(), zeroed::<libc::sockaddr_storage>()) };
-            Ok(UringSender { ring, hdrs: vec![hdr; n], iovs: vec![[iov, iov]; n], addrs: vec![addr; n] })
+            Ok(UringSender { ring, hdrs: vec![hdr; n], iovs: vec![[iov, iov]; n], addrs: vec![addr; n], frames: vec![[0; FRAME_BYTES]; n], send_to })
         }
 
         /// Entries of one submission (the chunk size of [`UringSender::send`]).
@@ -88,7 +102,7 @@ mod linux {
             self.hdrs.len()
         }
 
-        /// Sends `packets` in order, one `SENDMSG` each on fixed file `file_of(port)`, one
+        /// Sends `packets` in order, one `SEND` (or `SENDMSG`) each on fixed file `file_of(port)`, one
         /// `io_uring_enter` per ring-sized chunk, and reaps every completion before returning.
         /// Packets refused by a full socket buffer go to `unsent` when given (for a retry next
         /// turn), else are counted in [`BatchOutcome::would_block`].
@@ -127,31 +141,36 @@ mod linux {
             Ok(out)
         }
 
-        /// Fills arena entry `i` for `chunk[i]` and queues its `SENDMSG` (user data `i`). Packets
+        /// Fills arena entry `i` for `chunk[i]` and queues its `SEND` or `SENDMSG` (user data `i`). Packets
         /// whose port has no registered socket are counted as errors. Returns how many were queued.
         fn push_chunk(&mut self, chunk: &[HoldPacket], file_of: &impl Fn(u16) -> Option<u32>, out: &mut BatchOutcome) -> usize {
             let mut sq = self.ring.submission();
             let mut pushed = 0;
-            let arena = self.hdrs.iter_mut().zip(self.iovs.iter_mut()).zip(self.addrs.iter_mut());
-            for (i, (p, ((hdr, iov), addr))) in chunk.iter().zip(arena).enumerate() {
+            let arena = self.hdrs.iter_mut().zip(self.iovs.iter_mut()).zip(self.addrs.iter_mut()).zip(self.frames.iter_mut());
+            for (i, (p, (((hdr, iov), addr), frame))) in chunk.iter().zip(arena).enumerate() {
                 let Some(file) = file_of(p.port) else {
                     out.errors += 1;
                     continue;
                 };
                 let namelen = write_sockaddr(&p.to, addr);
-                iov[0] = libc::iovec { iov_base: p.header.as_ptr() as *mut libc::c_void, iov_len: p.header.len() };
-                iov[1] = libc::iovec { iov_base: p.payload.as_ptr() as *mut libc::c_void, iov_len: p.payload.len() };
-                // SAFETY: all-zero is a valid msghdr; the fields set below are the ones sendmsg reads.
-                *hdr = unsafe { zeroed() };
-                hdr.msg_name = addr as *mut libc::sockaddr_storage as *mut libc::c_void;
-                hdr.msg_namelen = namelen;
-                hdr.msg_iov = iov.as_mut_ptr();
-                hdr.msg_iovlen = 2;
-                let entry = opcode::SendMsg::new(types::Fixed(file), hdr as *const libc::msghdr).flags(libc::MSG_DONTWAIT as u32).build().user_data(i as u64);
-                // SAFETY: the msghdr, its iovecs and sockaddr live in arenas that are neither moved
-                // nor rewritten until this chunk's completions are reaped in `send`; the header and
-                // payload they point at belong to `chunk`, borrowed for the whole of `send`.
-                match unsafe { sq.push(&entry) } {
+                let (hlen, total) = (p.header.len(), p.header.len() + p.payload.len());
+                let entry = match frame.get_mut(..total).filter(|_| self.send_to).map(|f| f.split_at_mut(hlen)) {
+                    Some((h, body)) => {
+                        h.copy_from_slice(&p.header);
+                        body.copy_from_slice(&p.payload);
+                        opcode::Send::new(types::Fixed(file), frame.as_ptr(), total as u32)
+                            .flags(libc::MSG_DONTWAIT)
+                            .dest_addr(addr as *const libc::sockaddr_storage as *const libc::sockaddr)
+                            .dest_addr_len(namelen)
+                            .build()
+                    }
+                    None => Self::sendmsg_entry(file, p, hdr, iov, addr, namelen),
+                };
+                // SAFETY: the frame, msghdr, iovecs and sockaddr live in arenas that are neither
+                // moved nor rewritten until this chunk's completions are reaped in `send`; the
+                // header and payload a `SENDMSG` points at belong to `chunk`, borrowed for the
+                // whole of `send`.
+                match unsafe { sq.push(&entry.user_data(i as u64)) } {
                     Ok(()) => pushed += 1,
                     // Cannot happen: the queue is empty at the start of a chunk and a chunk is at
                     // most the ring's size. Counted rather than trusted.
@@ -159,6 +178,19 @@ mod linux {
                 }
             }
             pushed
+        }
+
+        /// A `SENDMSG` of `p` with two iovecs (header, payload slice: no copy) to `addr`.
+        fn sendmsg_entry(file: u32, p: &HoldPacket, hdr: &mut libc::msghdr, iov: &mut [libc::iovec; 2], addr: &mut libc::sockaddr_storage, namelen: libc::socklen_t) -> io_uring::squeue::Entry {
+            iov[0] = libc::iovec { iov_base: p.header.as_ptr() as *mut libc::c_void, iov_len: p.header.len() };
+            iov[1] = libc::iovec { iov_base: p.payload.as_ptr() as *mut libc::c_void, iov_len: p.payload.len() };
+            // SAFETY: all-zero is a valid msghdr; the fields set below are the ones sendmsg reads.
+            *hdr = unsafe { zeroed() };
+            hdr.msg_name = addr as *mut libc::sockaddr_storage as *mut libc::c_void;
+            hdr.msg_namelen = namelen;
+            hdr.msg_iov = iov.as_mut_ptr();
+            hdr.msg_iovlen = 2;
+            opcode::SendMsg::new(types::Fixed(file), hdr as *const libc::msghdr).flags(libc::MSG_DONTWAIT as u32).build()
         }
     }
 }
@@ -240,6 +272,26 @@ mod tests {
                 assert_eq!((buf[0], buf[2]), (leg as u8, seq), "in order within the stream");
                 assert!(buf[12..172].iter().all(|b| *b == 0x55), "shared payload follows the header");
             }
+        }
+    }
+
+    #[test]
+    fn a_packet_larger_than_a_frame_goes_out_uncopied_between_small_ones_in_order() {
+        let (legs, phones) = (bound(1), bound(1));
+        let Some(mut ring) = ring_or_skip(4, &legs) else { return };
+        let port = legs[0].local_addr().unwrap().port();
+        let to = phones[0].local_addr().unwrap();
+        let sizes = [160usize, linux::FRAME_BYTES, 160, 1000, 160];
+        let batch: Vec<HoldPacket> =
+            sizes.iter().enumerate().map(|(i, n)| HoldPacket { port, to, header: [i as u8; 12], payload: Bytes::from(vec![i as u8 + 1; *n]) }).collect();
+        assert_eq!(ring.send(&batch, |_| Some(0), None).unwrap(), BatchOutcome { sent: 5, errors: 0, would_block: 0 });
+        phones[0].set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 2048];
+        for (i, size) in sizes.iter().enumerate() {
+            let (n, _) = phones[0].recv_from(&mut buf).unwrap();
+            assert_eq!(n, 12 + size);
+            assert_eq!(&buf[..12], &[i as u8; 12]);
+            assert!(buf[12..n].iter().all(|b| *b == i as u8 + 1));
         }
     }
 
