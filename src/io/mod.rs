@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod probe;
 pub mod sip_driver;
 pub mod tcp;
+pub mod wake_gate;

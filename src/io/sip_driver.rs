@@ -44,10 +44,18 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
     let mut buf = vec![0u8; 65_535];
     let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
+    // One timer, moved when the core's next deadline moves (not a new timer entry per datagram).
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let timer = tokio::time::sleep_until(far());
+    tokio::pin!(timer);
+    let mut armed: Option<crate::time::Time> = None;
     loop {
         drain(&mut core, &udp, &mut conns, &tcp_tx, &media, &api, &clock);
         let deadline = core.poll_timeout();
-        let sleep_until = deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t)));
+        if deadline != armed {
+            armed = deadline;
+            timer.as_mut().reset(deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t))).unwrap_or_else(far));
+        }
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
@@ -80,7 +88,11 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
                 let on = !core.is_draining();
                 core.set_draining(on);
             }
-            _ = sleep(sleep_until) => {}
+            _ = timer.as_mut() => {
+                // Fired: re-arm below even if the core reports the same deadline again.
+                armed = None;
+                timer.as_mut().reset(far());
+            }
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 return;
@@ -127,13 +139,6 @@ impl DrainSignal {
     }
 }
 
-async fn sleep(until: Option<tokio::time::Instant>) {
-    match until {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn drain(
     core: &mut Core,
     udp: &UdpSocket,
@@ -175,7 +180,7 @@ fn drain(
                     }
                 }
                 api.metrics.on_event(&ev, std::time::Instant::now());
-                api.hub.publish(&ev, clock.now().as_millis());
+                api.hub.publish(ev, clock.now().as_millis());
             }
         }
     }
