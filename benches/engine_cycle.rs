@@ -17,10 +17,6 @@ use parkd::sip::{parse_message, Message, Method, Peer, Transport};
 use parkd::time::Time;
 use parkd::txn::TimerConfig;
 
-/// The allocator parkd itself runs with (src/main.rs).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SERVER: &str = "127.0.0.1:5060";
 
 struct Ua {

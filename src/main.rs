@@ -9,11 +9,6 @@ use parkd::media::{HoldMusic, MediaPlane};
 use parkd::txn::TimerConfig;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc malloc: the engine's CPU per park → retrieve → hang-up cycle drops from
-/// ~57 to ~41 µs (`cargo bench --bench engine_cycle`), most of glibc's cost being free-list upkeep.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(addr) = cli.probe {
