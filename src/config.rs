@@ -354,6 +354,11 @@ pub struct ServerConfig {
     /// legs of a port apart by source address; see the README's Performance section. 1..=64.
     #[serde(default = "default_rtp_legs_per_port")]
     pub rtp_legs_per_port: u16,
+    /// Media threads. Each owns a contiguous block of `rtp_ports` (its sockets, hold music pacing and
+    /// relaying); new parked calls go to the thread with the fewest legs, a retriever's leg to its
+    /// parked party's thread. 0 (the default) = one per CPU core parkd may run on; the core treats 0 as 1.
+    #[serde(default)]
+    pub media_threads: u16,
     /// Every request parkd starts (recalls, fallback calls) goes through this proxy (the PBX), as a loose
     /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
     #[serde(default)]
@@ -385,6 +390,7 @@ impl Default for ServerConfig {
             advertise: None,
             rtp_ports: default_rtp_ports(),
             rtp_legs_per_port: default_rtp_legs_per_port(),
+            media_threads: 0,
             outbound_proxy: None,
             trusted_proxies: Vec::new(),
             drain: false,

@@ -175,7 +175,7 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
         };
-        let Some(media_leg) = self.ports.take(now) else {
+        let Some(media_leg) = self.port_beside_parked(now, call) else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let identity = self.parked_identity(call);

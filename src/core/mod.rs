@@ -37,7 +37,7 @@ pub use legs::{CallRef, LegId};
 use crate::config::{LotConfig, ServerConfig};
 use crate::media::MediaCommand;
 use crate::park::lot::{Dialed, Lot};
-use crate::park::ports::PortPool;
+use crate::park::port_shards::PortShards;
 use crate::sip::{NameAddr, Peer, Transport, Uri};
 use crate::time::Time;
 use crate::txn::{TimerConfig, TxnLayer, TxnOutput};
@@ -106,7 +106,7 @@ pub struct Core {
     server: ServerConfig,
     lots: Vec<Lot<CallRef>>,
     txn: TxnLayer,
-    ports: PortPool,
+    ports: PortShards,
     rng: SmallRng,
     legs: HashMap<LegId, Leg>,
     calls: HashMap<CallRef, ParkedCall>,
@@ -137,7 +137,7 @@ impl Core {
     /// A core for `lots`, with RTP ports from `server.rtp_ports`. `seed` feeds tags, branches and orbit choice,
     /// so a run is reproducible in tests.
     pub fn new(server: ServerConfig, lots: Vec<LotConfig>, timers: TimerConfig, seed: u64) -> Core {
-        let ports = PortPool::shared(server.rtp_ports.lo as u16, server.rtp_ports.hi as u16, server.rtp_legs_per_port);
+        let ports = PortShards::new(server.rtp_ports.lo as u16, server.rtp_ports.hi as u16, server.rtp_legs_per_port, server.media_threads.max(1));
         let local_addr = server.advertised_sip();
         let outbound_proxy = server.outbound_proxy.as_deref().and_then(|p| crate::sip::parse_uri(p).ok()).and_then(|mut uri| {
             let addr = crate::dialog::uri_addr(&uri)?;

@@ -56,7 +56,7 @@ impl Core {
                 return Err(OriginateError::NoRoute);
             }
         };
-        let Some(media_leg) = self.ports.take(now) else {
+        let Some(media_leg) = self.port_beside_parked(now, call) else {
             tracing::warn!("no RTP port free for an outgoing call");
             return Err(OriginateError::NoPort);
         };
