@@ -5,6 +5,7 @@ pub mod clock;
 pub mod events_hub;
 pub mod hold_sender;
 pub mod http;
+pub mod media_shards;
 pub mod media_thread;
 pub mod metrics;
 pub mod probe;

@@ -3,7 +3,7 @@
 
 use super::api_link::{self, ApiPort};
 use super::clock::Clock;
-use super::media_thread::MediaHandle;
+use super::media_shards::Media;
 use super::tcp::{self, TcpEvent};
 use crate::core::{Core, Output};
 use crate::sip::{Peer, Transport};
@@ -36,7 +36,7 @@ impl SipSockets {
 }
 
 /// Runs the core until `shutdown` resolves. `api` brings HTTP API requests in and takes events and counts out.
-pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock: Clock, mut api: ApiPort, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock, mut api: ApiPort, shutdown: impl std::future::Future<Output = ()>) {
     let SipSockets { udp, tcp } = sockets;
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     tokio::spawn(tcp::accept_loop(tcp, tcp_tx.clone()));
@@ -144,7 +144,7 @@ fn drain(
     udp: &UdpSocket,
     conns: &mut HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>,
     tcp_tx: &mpsc::Sender<TcpEvent>,
-    media: &MediaHandle,
+    media: &Media,
     api: &ApiPort,
     clock: &Clock,
 ) {
