@@ -19,6 +19,29 @@ use parkd::txn::TimerConfig;
 
 const SERVER: &str = "127.0.0.1:5060";
 
+/// Counts live heap bytes, for the engine's memory per parked call.
+struct Counting;
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 struct Ua {
     addr: SocketAddr,
 }
@@ -43,7 +66,8 @@ impl Ua {
         );
     }
 
-    fn in_dialog(&self, out: &mut String, method: &str, user: &str, target: &str, call_id: &str, to_tag: &str, cseq: u32) {
+    /// `call` = (user, target, call-id) of one of our calls.
+    fn in_dialog(&self, out: &mut String, method: &str, (user, target, call_id): (&str, &str, &str), to_tag: &str, cseq: u32) {
         use std::fmt::Write;
         out.clear();
         let _ = write!(
@@ -98,19 +122,19 @@ fn run(cycles: u32) -> (Duration, u32) {
         exchange(&mut core, now, a.addr, &text, &mut sent, &mut spent);
         let Some(Message::Response(ok)) = sent.first() else { continue };
         let (a_tag, orbit) = (ok.common.to.tag().unwrap_or("").to_string(), ok.common.header("Park-Orbit").unwrap_or("").to_string());
-        a.in_dialog(&mut text, "ACK", "alice", "700", &ca, &a_tag, 1);
+        a.in_dialog(&mut text, "ACK", ("alice", "700", &ca), &a_tag, 1);
         exchange(&mut core, now, a.addr, &text, &mut sent, &mut spent);
-        now = now + Duration::from_millis(60);
+        now += Duration::from_millis(60);
         timeout(&mut core, now, &mut spent);
         b.invite(&mut text, "bob", &orbit, &cb, "");
         exchange(&mut core, now, b.addr, &text, &mut sent, &mut spent);
         let Some(Message::Response(ok)) = sent.first() else { continue };
         let b_tag = ok.common.to.tag().unwrap_or("").to_string();
-        b.in_dialog(&mut text, "ACK", "bob", &orbit, &cb, &b_tag, 1);
+        b.in_dialog(&mut text, "ACK", ("bob", &orbit, &cb), &b_tag, 1);
         exchange(&mut core, now, b.addr, &text, &mut sent, &mut spent);
-        now = now + Duration::from_millis(40);
+        now += Duration::from_millis(40);
         timeout(&mut core, now, &mut spent);
-        b.in_dialog(&mut text, "BYE", "bob", &orbit, &cb, &b_tag, 2);
+        b.in_dialog(&mut text, "BYE", ("bob", &orbit, &cb), &b_tag, 2);
         exchange(&mut core, now, b.addr, &text, &mut sent, &mut spent);
         // parkd's BYE to A: answer it.
         let Some(Message::Request(bye)) = sent.iter().find(|m| matches!(m, Message::Request(r) if r.method == Method::Bye)).cloned() else { continue };
@@ -125,13 +149,44 @@ fn run(cycles: u32) -> (Duration, u32) {
         exchange(&mut core, now, a.addr, &ok, &mut sent, &mut spent);
         // Let the transactions' timers (Timer J/K, 32 s) run out now and then, as they would.
         if i % 64 == 0 {
-            now = now + Duration::from_secs(40);
+            now += Duration::from_secs(40);
             timeout(&mut core, now, &mut spent);
         }
         done += 1;
     }
     black_box(&core);
     (spent, done)
+}
+
+/// Parks `n` calls (INVITE + ACK each, transactions left to finish) and returns the engine's heap
+/// bytes per parked call.
+fn heap_per_parked_call(n: u32) -> f64 {
+    let server = ServerConfig { listen: SERVER.parse().expect("literal"), rtp_ports: NumRange::parse("10000-59999").expect("literal"), ..ServerConfig::default() };
+    let mut lot = LotConfig::default_lot();
+    lot.orbits = NumRange::parse("10000-39999").expect("literal");
+    lot.parking_time = 0;
+    let mut core = Core::new(server, vec![lot], TimerConfig::default(), 7);
+    let a = Ua { addr: "127.0.0.1:40000".parse().expect("literal") };
+    let mut now = Time::from_secs(1_000_000);
+    let (mut text, mut sent, mut spent) = (String::new(), Vec::new(), Duration::ZERO);
+    let before = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    for i in 0..n {
+        let ca = format!("p{i}");
+        a.invite(&mut text, "alice", "700", &ca, "Referred-By: <sip:parker@127.0.0.1>\r\n");
+        exchange(&mut core, now, a.addr, &text, &mut sent, &mut spent);
+        let Some(Message::Response(ok)) = sent.first() else { continue };
+        let a_tag = ok.common.to.tag().unwrap_or("").to_string();
+        a.in_dialog(&mut text, "ACK", ("alice", "700", &ca), &a_tag, 1);
+        exchange(&mut core, now, a.addr, &text, &mut sent, &mut spent);
+    }
+    // Let the INVITE server transactions end (Timer I / L), as on a running server.
+    now += Duration::from_secs(40);
+    timeout(&mut core, now, &mut spent);
+    sent.clear();
+    text = String::new();
+    let after = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    black_box((&core, &text));
+    (after - before) as f64 / f64::from(n)
 }
 
 fn main() {
@@ -144,5 +199,7 @@ fn main() {
         assert_eq!(done, cycles, "every cycle completes");
         best = best.min(el.as_secs_f64() * 1e6 / f64::from(done));
     }
+    let per_call = heap_per_parked_call(10_000);
+    println!("engine heap per parked call (10,000 parked, transactions ended): {:.0} bytes", per_call);
     println!("engine cycle (parse + transactions + dialogs + park engine + SDP + encode, 6 messages in, 4 out): {best:.1} µs/cycle (best of 7 runs of {cycles})");
 }

@@ -281,7 +281,7 @@ impl Core {
         });
         self.dialogs.insert(dialog.key(), id);
         self.pending_acks.insert(txn, id);
-        self.legs.insert(id, Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None });
+        self.legs.insert(id, Box::new(Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None }));
         id
     }
 }

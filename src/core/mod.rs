@@ -108,8 +108,9 @@ pub struct Core {
     txn: TxnLayer,
     ports: PortShards,
     rng: SmallRng,
-    legs: HashMap<LegId, Leg>,
-    calls: HashMap<CallRef, ParkedCall>,
+    // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole leg or call.
+    legs: HashMap<LegId, Box<Leg>>,
+    calls: HashMap<CallRef, Box<ParkedCall>>,
     dialogs: HashMap<crate::dialog::DialogKey, LegId>,
     client_txns: HashMap<crate::txn::ClientTxnId, ClientPurpose>,
     /// 2xx responses waiting for their ACK, by INVITE transaction.

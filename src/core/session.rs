@@ -79,7 +79,7 @@ impl Core {
             parker: call.parker.as_ref().map(|p| p.uri.to_string()),
             how: call.how,
         }));
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.arm_park_timers(now, id);
         if let Some(o) = orbit {
             self.orbit_changed(now, lot, o);
@@ -198,7 +198,7 @@ impl Core {
     }
 
     /// Removes a leg from every table and releases its media; returns it.
-    fn forget_leg(&mut self, leg_id: LegId) -> Option<super::legs::Leg> {
+    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::legs::Leg>> {
         let leg = self.legs.remove(&leg_id)?;
         self.dialogs.remove(&leg.dialog.key());
         if let LegState::Answered { invite } = leg.state {
