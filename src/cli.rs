@@ -34,6 +34,9 @@ pub struct Cli {
     /// How hold music is sent: auto (io_uring if the kernel allows it), io_uring (required) or syscalls.
     #[arg(long, value_name = "SENDER", value_enum)]
     pub rtp_sender: Option<RtpSender>,
+    /// Media threads, each with a block of the RTP ports (default 0: one per CPU core).
+    #[arg(long, value_name = "N")]
+    pub media_threads: Option<u16>,
     /// Park code of the first lot (indirect park), e.g. 700.
     #[arg(long, value_name = "NUMBER")]
     pub park_code: Option<String>,
@@ -114,6 +117,9 @@ impl Cli {
         }
         if let Some(s) = self.rtp_sender {
             cfg.server.rtp_sender = s;
+        }
+        if let Some(n) = self.media_threads {
+            cfg.server.media_threads = n;
         }
         if let Some(h) = &self.http {
             cfg.http.listen = h.clone();
@@ -201,6 +207,12 @@ mod tests {
         let cfg = Cli::parse_from(["parkd", "--rtp-legs-per-port", "8"]).config().unwrap();
         assert_eq!(cfg.server.rtp_legs_per_port, 8);
         assert!(Cli::parse_from(["parkd", "--rtp-legs-per-port", "0"]).config().is_err());
+    }
+
+    #[test]
+    fn media_threads_flag_reaches_the_server_config() {
+        assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.media_threads, 0, "0 = one per core");
+        assert_eq!(Cli::parse_from(["parkd", "--media-threads", "3"]).config().unwrap().server.media_threads, 3);
     }
 
     #[test]

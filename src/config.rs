@@ -384,6 +384,11 @@ pub struct ServerConfig {
     /// (required; startup fails without it) or `syscalls`.
     #[serde(default)]
     pub rtp_sender: RtpSender,
+    /// Media threads. Each owns a contiguous block of `rtp_ports` (its sockets, hold music pacing and
+    /// relaying); new parked calls go to the thread with the fewest legs, a retriever's leg to its
+    /// parked party's thread. 0 (the default) = one per CPU core parkd may run on; the core treats 0 as 1.
+    #[serde(default)]
+    pub media_threads: u16,
     /// Every request parkd starts (recalls, fallback calls) goes through this proxy (the PBX), as a loose
     /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
     #[serde(default)]
@@ -416,6 +421,7 @@ impl Default for ServerConfig {
             rtp_ports: default_rtp_ports(),
             rtp_legs_per_port: default_rtp_legs_per_port(),
             rtp_sender: RtpSender::Auto,
+            media_threads: 0,
             outbound_proxy: None,
             trusted_proxies: Vec::new(),
             drain: false,

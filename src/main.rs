@@ -4,8 +4,8 @@ use clap::Parser;
 use parkd::cli::Cli;
 use parkd::config::{Config, MusicSource};
 use parkd::core::Core;
-use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, media_thread, metrics::Metrics, sip_driver};
-use parkd::media::{HoldMusic, MediaPlane};
+use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, media_shards, media_thread, metrics::Metrics, sip_driver};
+use parkd::media::HoldMusic;
 use parkd::txn::TimerConfig;
 use std::process::ExitCode;
 
@@ -83,12 +83,25 @@ enum StartError {
     BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
-async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
+async fn serve(mut cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
     let clock = Clock::new();
     let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?;
     let ports = cfg.server.rtp_ports;
     let seed = clock.now().as_micros();
-    let media = media_thread::spawn(cfg.server.listen.ip(), (ports.lo as u16)..=(ports.hi as u16), cfg.server.rtp_legs_per_port, cfg.server.rtp_sender, MediaPlane::new(music, seed))?;
+    if cfg.server.media_threads == 0 {
+        // One per core parkd may run on (affinity and cgroup quota included).
+        cfg.server.media_threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(64) as u16);
+    }
+    let media = media_shards::spawn(media_shards::MediaSetup {
+        bind_ip: cfg.server.listen.ip(),
+        lo: ports.lo as u16,
+        hi: ports.hi as u16,
+        legs_per_port: cfg.server.rtp_legs_per_port,
+        rtp_sender: cfg.server.rtp_sender,
+        threads: cfg.server.media_threads,
+        music,
+        seed,
+    })?;
     let core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
@@ -96,7 +109,7 @@ async fn serve(cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
     if cfg.server.drain {
         tracing::info!("starting in drain mode (drain = true): new parks get 503; SIGUSR1 toggles it");
     }
-    tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), "parkd ready (UDP and TCP)");
+    tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), media_threads = media.threads(), "parkd ready (UDP and TCP)");
     let metrics = std::sync::Arc::new(Metrics::new());
     let hub = EventHub::new();
     let (client, port) = api_link::link(hub.clone(), metrics.clone());

@@ -175,7 +175,7 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.refuse(now, txn, &req, status, why),
         };
-        let Some(media_leg) = self.ports.take(now) else {
+        let Some(media_leg) = self.port_beside_parked(now, call) else {
             return self.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let identity = self.parked_identity(call);
@@ -281,7 +281,7 @@ impl Core {
         });
         self.dialogs.insert(dialog.key(), id);
         self.pending_acks.insert(txn, id);
-        self.legs.insert(id, Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None });
+        self.legs.insert(id, Box::new(Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None }));
         id
     }
 }

@@ -134,7 +134,8 @@ pub struct ParkedCall {
     /// Recall rounds started so far.
     pub rounds: u32,
     /// The recall ringing right now, if any.
-    pub recall: Option<Recall>,
+    /// Boxed: most parked calls are never being recalled.
+    pub recall: Option<Box<Recall>>,
 }
 
 impl ParkedCall {

@@ -37,7 +37,7 @@ pub use legs::{CallRef, LegId};
 use crate::config::{LotConfig, ServerConfig};
 use crate::media::MediaCommand;
 use crate::park::lot::{Dialed, Lot};
-use crate::park::ports::PortPool;
+use crate::park::port_shards::PortShards;
 use crate::sip::{NameAddr, Peer, Transport, Uri};
 use crate::time::Time;
 use crate::txn::{TimerConfig, TxnLayer, TxnOutput};
@@ -106,10 +106,11 @@ pub struct Core {
     server: ServerConfig,
     lots: Vec<Lot<CallRef>>,
     txn: TxnLayer,
-    ports: PortPool,
+    ports: PortShards,
     rng: SmallRng,
-    legs: HashMap<LegId, Leg>,
-    calls: HashMap<CallRef, ParkedCall>,
+    // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole leg or call.
+    legs: HashMap<LegId, Box<Leg>>,
+    calls: HashMap<CallRef, Box<ParkedCall>>,
     dialogs: HashMap<crate::dialog::DialogKey, LegId>,
     client_txns: HashMap<crate::txn::ClientTxnId, ClientPurpose>,
     /// 2xx responses waiting for their ACK, by INVITE transaction.
@@ -137,7 +138,7 @@ impl Core {
     /// A core for `lots`, with RTP ports from `server.rtp_ports`. `seed` feeds tags, branches and orbit choice,
     /// so a run is reproducible in tests.
     pub fn new(server: ServerConfig, lots: Vec<LotConfig>, timers: TimerConfig, seed: u64) -> Core {
-        let ports = PortPool::shared(server.rtp_ports.lo as u16, server.rtp_ports.hi as u16, server.rtp_legs_per_port);
+        let ports = PortShards::new(server.rtp_ports.lo as u16, server.rtp_ports.hi as u16, server.rtp_legs_per_port, server.media_threads.max(1));
         let local_addr = server.advertised_sip();
         let outbound_proxy = server.outbound_proxy.as_deref().and_then(|p| crate::sip::parse_uri(p).ok()).and_then(|mut uri| {
             let addr = crate::dialog::uri_addr(&uri)?;

@@ -56,7 +56,7 @@ impl Core {
                 return Err(OriginateError::NoRoute);
             }
         };
-        let Some(media_leg) = self.ports.take(now) else {
+        let Some(media_leg) = self.port_beside_parked(now, call) else {
             tracing::warn!("no RTP port free for an outgoing call");
             return Err(OriginateError::NoPort);
         };
@@ -103,7 +103,7 @@ impl Core {
         self.call_timers.arm(ring_until, call, CallTimer::RecallRing);
         let target = spec.target;
         if let Some(c) = self.calls.get_mut(&call) {
-            c.recall = Some(Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false });
+            c.recall = Some(Box::new(Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false }));
             if let Some(o) = c.orbit {
                 let lot = c.lot;
                 self.orbit_changed(now, lot, o);

@@ -202,7 +202,7 @@ impl Core {
         let to = r.invite.uri.to_string();
         self.legs.insert(
             id,
-            Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, span, uac_ack: Some((r.next_hop, ack)) },
+            Box::new(Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, span, uac_ack: Some((r.next_hop, ack)) }),
         );
         tracing::info!(%orbit, %to, "recall answered; bridging");
         self.out.push_back(Output::Event(ParkEvent::RecallAnswered { orbit, by: to, target: r.target }));
@@ -267,7 +267,7 @@ impl Core {
     }
 
     /// Releases a recall's port and CANCELs its INVITE now, or once a provisional response allows it.
-    pub(super) fn cancel_recall(&mut self, now: Time, r: Recall, completed_elsewhere: bool) {
+    pub(super) fn cancel_recall(&mut self, now: Time, r: Box<Recall>, completed_elsewhere: bool) {
         self.ports.give_back(r.media_leg);
         let mut orphan = OrphanRecall { invite: r.invite, next_hop: r.next_hop, cancel_sent: false, completed_elsewhere };
         if r.provisional {

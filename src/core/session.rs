@@ -9,6 +9,15 @@ use crate::time::Time;
 use crate::txn::ServerTxnId;
 
 impl Core {
+    /// A media leg for a call that will be bridged to `call`'s parked party (retrieve, recall, API unpark):
+    /// in the same media thread's block of ports, since relaying stays within one thread.
+    pub(super) fn port_beside_parked(&mut self, now: Time, call: super::legs::CallRef) -> Option<crate::media::MediaLegId> {
+        match self.calls.get(&call).and_then(|c| self.legs.get(&c.parked)).map(|l| l.media.media_leg) {
+            Some(partner) => self.ports.take_beside(now, partner),
+            None => self.ports.take(now),
+        }
+    }
+
     /// Brings the media plane in line with the call's state: hold music while parked (once the parked leg is
     /// confirmed), a bridge once both legs of a retrieved call are confirmed.
     pub(super) fn sync_media(&mut self, call: super::CallRef) {
@@ -70,7 +79,7 @@ impl Core {
             parker: call.parker.as_ref().map(|p| p.uri.to_string()),
             how: call.how,
         }));
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.arm_park_timers(now, id);
         if let Some(o) = orbit {
             self.orbit_changed(now, lot, o);
@@ -189,7 +198,7 @@ impl Core {
     }
 
     /// Removes a leg from every table and releases its media; returns it.
-    fn forget_leg(&mut self, leg_id: LegId) -> Option<super::legs::Leg> {
+    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::legs::Leg>> {
         let leg = self.legs.remove(&leg_id)?;
         self.dialogs.remove(&leg.dialog.key());
         if let LegState::Answered { invite } = leg.state {

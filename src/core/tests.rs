@@ -427,3 +427,35 @@ fn replaces_with_swapped_tags_still_finds_the_parked_call() {
     assert_eq!(ok.status, 200);
     assert_eq!(header(&ok, "P-Asserted-Identity"), Some("<sip:bob@127.0.0.1:5070>"));
 }
+
+/// `media_threads = 2`: the RTP range 20000-20099 is two blocks (20000-20048, 20050-20098). Parked calls
+/// alternate between blocks; a retriever's leg is taken in its parked party's block, since a bridge is
+/// relayed inside one media thread.
+#[test]
+fn with_two_media_threads_parks_spread_and_a_retriever_joins_its_parked_partys_thread() {
+    let server = ServerConfig {
+        listen: "127.0.0.1:5060".parse().unwrap(),
+        rtp_ports: NumRange::parse("20000-20099").unwrap(),
+        media_threads: 2,
+        ..ServerConfig::default()
+    };
+    let mut lot = LotConfig::default_lot();
+    lot.orbits = NumRange::parse("701-705").unwrap();
+    let mut w = World::with_server(server, vec![lot]);
+    let bob = Phone::new("bob", 5070);
+    park(&mut w, &bob, "700", true);
+    let eve = Phone { call_id: "eve-call".into(), ..Phone::new("eve", 5073) };
+    park(&mut w, &eve, "700", true);
+    let held: Vec<MediaLegId> = w.media.iter().filter_map(|m| if let MediaCommand::Hold { leg, .. } = m { Some(*leg) } else { None }).collect();
+    assert_eq!(held, vec![MediaLegId::solo(20000), MediaLegId::solo(20050)], "one parked call per media thread");
+    // Carol retrieves Eve (702, in the second block): her leg is taken from that block too.
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    let since = w.sent.len();
+    w.deliver(carol.peer, &carol.invite("702", "", Some(&carol.sdp("0", "sendrecv"))));
+    let ok = w.last_response_to(carol.peer, since);
+    assert_eq!(ok.status, 200);
+    assert!(String::from_utf8_lossy(&ok.common.body).contains("m=audio 20052 "), "retriever's port beside Eve's 20050");
+    let ctag = ok.common.to.tag().unwrap().to_string();
+    w.deliver(carol.peer, &carol.ack("702", &ctag, 1, None));
+    assert!(w.media.contains(&MediaCommand::Bridge { a: MediaLegId::solo(20050), b: MediaLegId::solo(20052) }), "{:?}", w.media);
+}

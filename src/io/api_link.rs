@@ -3,12 +3,11 @@
 //! [`super::sip_driver::run`]), so the core keeps a single owner and needs no lock.
 
 use super::events_hub::EventHub;
-use super::media_thread::MediaHandle;
+use super::media_shards::Media;
 use super::metrics::{Metrics, ScrapeSnapshot};
 use crate::core::snapshot::{BridgedSnapshot, LotSnapshot};
 use crate::core::{Command, CommandResult, Core};
 use crate::time::Time;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -75,7 +74,7 @@ pub fn link(hub: EventHub, metrics: Arc<Metrics>) -> (CoreClient, ApiPort) {
 }
 
 /// Serves one request on the core task. A dropped reply (the HTTP client went away) is ignored.
-pub fn serve(core: &mut Core, media: &MediaHandle, now: Time, req: CoreRequest) {
+pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest) {
     match req {
         CoreRequest::Command { cmd, reply } => {
             tracing::info!(?cmd, "API command");
@@ -92,7 +91,7 @@ pub fn serve(core: &mut Core, media: &MediaHandle, now: Time, req: CoreRequest) 
         }
         CoreRequest::Scrape { reply } => {
             let media_stats = media.stats();
-            let io = media.io_counters();
+            let io = media.io_totals();
             let live = core.live();
             let snap = ScrapeSnapshot {
                 lots: core.lot_summary(),
@@ -101,8 +100,8 @@ pub fn serve(core: &mut Core, media: &MediaHandle, now: Time, req: CoreRequest) 
                 pacer_lateness: media_stats.pacer_lateness,
                 hold_packets_sent: media_stats.hold_sent,
                 relayed_packets: media_stats.relayed,
-                rtp_send_errors: io.send_errors.load(Ordering::Relaxed),
-                rtp_would_block: io.send_would_block.load(Ordering::Relaxed),
+                rtp_send_errors: io.send_errors,
+                rtp_would_block: io.send_would_block,
                 legs: live.legs,
                 bridged_calls: media_stats.bridged_pairs,
             };

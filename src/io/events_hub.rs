@@ -4,7 +4,7 @@
 
 use crate::core::ParkEvent;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
 /// How many past events are kept for resume.
@@ -12,12 +12,38 @@ pub const RING_CAPACITY: usize = 1024;
 /// How many events a live subscriber may lag before it skips.
 const BROADCAST_CAPACITY: usize = 256;
 
-/// One published event: its id, its name (`parked`, `retrieved`, ...) and its JSON (with `id` and `at_ms`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One published event: its id, time and the event. Its name (`parked`, `retrieved`, ...) and JSON (with `id`
+/// and `at_ms`) are written when first asked for (by an SSE client), not on the core task for every event.
+#[derive(Debug)]
 pub struct StampedEvent {
     pub id: u64,
-    pub name: String,
-    pub json: String,
+    pub at_ms: u64,
+    pub event: ParkEvent,
+    rendered: OnceLock<(String, String)>,
+}
+
+impl StampedEvent {
+    fn rendered(&self) -> &(String, String) {
+        self.rendered.get_or_init(|| {
+            let Ok(mut value) = serde_json::to_value(&self.event) else { return ("event".into(), "{}".into()) };
+            let name = value.get("event").and_then(|v| v.as_str()).unwrap_or("event").to_string();
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("id".into(), self.id.into());
+                obj.insert("at_ms".into(), self.at_ms.into());
+            }
+            (name, value.to_string())
+        })
+    }
+
+    /// The event's name, the SSE `event:` field.
+    pub fn name(&self) -> &str {
+        &self.rendered().0
+    }
+
+    /// The event as JSON with `id` and `at_ms`, the SSE `data:` field.
+    pub fn json(&self) -> &str {
+        &self.rendered().1
+    }
 }
 
 struct Ring {
@@ -45,17 +71,11 @@ impl EventHub {
     }
 
     /// Stamps `ev` with the next id and the wall-clock time `at_ms`, keeps it and broadcasts it.
-    pub fn publish(&self, ev: &ParkEvent, at_ms: u64) -> Option<Arc<StampedEvent>> {
-        let mut value = serde_json::to_value(ev).ok()?;
-        let name = value.get("event").and_then(|v| v.as_str()).unwrap_or("event").to_string();
+    pub fn publish(&self, ev: ParkEvent, at_ms: u64) -> Option<Arc<StampedEvent>> {
         let Ok(mut ring) = self.ring.lock() else { return None };
         let id = ring.next_id;
         ring.next_id += 1;
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("id".into(), id.into());
-            obj.insert("at_ms".into(), at_ms.into());
-        }
-        let stamped = Arc::new(StampedEvent { id, name, json: value.to_string() });
+        let stamped = Arc::new(StampedEvent { id, at_ms, event: ev, rendered: OnceLock::new() });
         if ring.events.len() == RING_CAPACITY {
             ring.events.pop_front();
         }
@@ -98,11 +118,11 @@ mod tests {
     #[test]
     fn ids_increase_and_json_carries_name_id_and_time() {
         let hub = EventHub::new();
-        let a = hub.publish(&abandoned("701"), 5).unwrap();
-        let b = hub.publish(&abandoned("702"), 6).unwrap();
+        let a = hub.publish(abandoned("701"), 5).unwrap();
+        let b = hub.publish(abandoned("702"), 6).unwrap();
         assert_eq!((a.id, b.id), (1, 2));
-        assert_eq!(a.name, "abandoned");
-        let v: serde_json::Value = serde_json::from_str(&b.json).unwrap();
+        assert_eq!(a.name(), "abandoned");
+        let v: serde_json::Value = serde_json::from_str(b.json()).unwrap();
         assert_eq!((v["id"].as_u64(), v["at_ms"].as_u64(), v["orbit"].as_str()), (Some(2), Some(6), Some("702")));
     }
 
@@ -110,7 +130,7 @@ mod tests {
     fn resume_returns_only_events_after_last_id_and_the_ring_is_bounded() {
         let hub = EventHub::new();
         for i in 0..(RING_CAPACITY + 10) {
-            hub.publish(&abandoned(&i.to_string()), 0);
+            hub.publish(abandoned(&i.to_string()), 0);
         }
         let (backlog, _) = hub.subscribe_after(Some(RING_CAPACITY as u64 + 5));
         assert_eq!(backlog.iter().map(|e| e.id).collect::<Vec<_>>(), (RING_CAPACITY as u64 + 6..=RING_CAPACITY as u64 + 10).collect::<Vec<_>>());
@@ -126,7 +146,7 @@ mod tests {
         let hub = EventHub::new();
         let (_, mut rx) = hub.subscribe_after(None);
         for i in 0..(BROADCAST_CAPACITY * 3) {
-            hub.publish(&abandoned(&i.to_string()), 0);
+            hub.publish(abandoned(&i.to_string()), 0);
         }
         assert!(matches!(rx.try_recv(), Err(broadcast::error::TryRecvError::Lagged(_))), "the receiver is told it lagged");
         assert!(rx.try_recv().is_ok(), "and continues with what is left");

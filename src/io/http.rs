@@ -257,6 +257,6 @@ async fn events(State(s): State<ApiState>, headers: HeaderMap, Query(q): Query<E
     let live = BroadcastStream::new(rx).filter_map(|r| r.ok()).filter(move |e| e.id > replayed_up_to);
     let stream = tokio_stream::iter(backlog)
         .chain(live)
-        .map(|e| Ok(Event::default().id(e.id.to_string()).event(e.name.clone()).data(e.json.clone())));
+        .map(|e| Ok(Event::default().id(e.id.to_string()).event(e.name()).data(e.json())));
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -31,6 +31,7 @@ use super::clock::Clock;
 use super::hold_sender::{self, MmsgSender};
 use super::uring_sender::{self, UringSender};
 use crate::config::RtpSender;
+use super::wake_gate::WakeGate;
 use crate::media::rtp::RTP_HEADER_LEN;
 use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaStats};
 
@@ -70,6 +71,7 @@ pub struct IoCounters {
 pub struct MediaHandle {
     tx: Sender<MediaCommand>,
     waker: Arc<Waker>,
+    gate: Arc<WakeGate>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     ports: Vec<u16>,
@@ -96,8 +98,13 @@ impl MediaHandle {
         true
     }
 
-    /// Wakes the media thread to apply queued commands.
+    /// Has the media thread apply queued commands: wakes it unless it wakes within
+    /// [`WakeGate::SLACK`] on its own (its pacer's next slot), which saves a syscall and a
+    /// cross-core wake-up per batch while calls are on hold.
     pub fn wake(&self) {
+        if !self.gate.must_wake(std::time::Instant::now()) {
+            return;
+        }
         if let Err(e) = self.waker.wake() {
             tracing::warn!(error = %e, "cannot wake the media thread");
         }
@@ -153,7 +160,8 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(IoCounters::default());
     let stats = Arc::new(Mutex::new(MediaStats::default()));
-    let io = MediaIo { poll, sockets, base, batch_sends: legs_per_port > 1, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
+    let gate = Arc::new(WakeGate::new());
+    let io = MediaIo { gate: gate.clone(), poll, sockets, base, batch_sends: legs_per_port > 1, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("parkd-media".into())
@@ -172,7 +180,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
         let _ = thread.join();
         return Err(e);
     }
-    Ok(MediaHandle { tx, waker, stop, thread: Some(thread), ports: even, counters, stats })
+    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats })
 }
 
 /// The io_uring hold sender over `sockets` (fixed file `i` = socket `i`) as `choice` asks, on the
@@ -198,6 +206,7 @@ fn open_ring(choice: RtpSender, sockets: &[UdpSocket]) -> Result<Option<UringSen
 
 /// State owned by the media thread.
 struct MediaIo {
+    gate: Arc<WakeGate>,
     poll: Poll,
     /// Socket `i` is bound to port `base + 2 * i`.
     sockets: Vec<UdpSocket>,
@@ -244,10 +253,13 @@ impl MediaIo {
         let mut last_stats = clock.now();
         loop {
             let now = clock.now();
-            let timeout = match self.plane.next_deadline() {
+            let mut timeout = match self.plane.next_deadline() {
                 Some(d) => d.saturating_since(now).min(IDLE_WAKE),
                 None => IDLE_WAKE,
             };
+            if !self.gate.before_sleep(std::time::Instant::now() + timeout) {
+                timeout = Duration::ZERO; // commands were queued without a wake-up
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "media poll failed; media thread stops");
@@ -257,6 +269,7 @@ impl MediaIo {
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
+            self.gate.after_wake();
             loop {
                 match self.rx.try_recv() {
                     Ok(cmd) => self.plane.apply(clock.now(), cmd),

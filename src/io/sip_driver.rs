@@ -3,7 +3,7 @@
 
 use super::api_link::{self, ApiPort};
 use super::clock::Clock;
-use super::media_thread::MediaHandle;
+use super::media_shards::Media;
 use super::tcp::{self, TcpEvent};
 use crate::core::{Core, Output};
 use crate::sip::{Peer, Transport};
@@ -36,7 +36,7 @@ impl SipSockets {
 }
 
 /// Runs the core until `shutdown` resolves. `api` brings HTTP API requests in and takes events and counts out.
-pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock: Clock, mut api: ApiPort, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock, mut api: ApiPort, shutdown: impl std::future::Future<Output = ()>) {
     let SipSockets { udp, tcp } = sockets;
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     tokio::spawn(tcp::accept_loop(tcp, tcp_tx.clone()));
@@ -44,10 +44,18 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
     let mut buf = vec![0u8; 65_535];
     let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
+    // One timer, moved when the core's next deadline moves (not a new timer entry per datagram).
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let timer = tokio::time::sleep_until(far());
+    tokio::pin!(timer);
+    let mut armed: Option<crate::time::Time> = None;
     loop {
         drain(&mut core, &udp, &mut conns, &tcp_tx, &media, &api, &clock);
         let deadline = core.poll_timeout();
-        let sleep_until = deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t)));
+        if deadline != armed {
+            armed = deadline;
+            timer.as_mut().reset(deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t))).unwrap_or_else(far));
+        }
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
@@ -80,7 +88,11 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: MediaHandle, clock:
                 let on = !core.is_draining();
                 core.set_draining(on);
             }
-            _ = sleep(sleep_until) => {}
+            _ = timer.as_mut() => {
+                // Fired: re-arm below even if the core reports the same deadline again.
+                armed = None;
+                timer.as_mut().reset(far());
+            }
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 return;
@@ -127,19 +139,12 @@ impl DrainSignal {
     }
 }
 
-async fn sleep(until: Option<tokio::time::Instant>) {
-    match until {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn drain(
     core: &mut Core,
     udp: &UdpSocket,
     conns: &mut HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>,
     tcp_tx: &mpsc::Sender<TcpEvent>,
-    media: &MediaHandle,
+    media: &Media,
     api: &ApiPort,
     clock: &Clock,
 ) {
@@ -175,7 +180,7 @@ fn drain(
                     }
                 }
                 api.metrics.on_event(&ev, std::time::Instant::now());
-                api.hub.publish(&ev, clock.now().as_millis());
+                api.hub.publish(ev, clock.now().as_millis());
             }
         }
     }

@@ -2,4 +2,5 @@
 
 pub mod dialog_info;
 pub mod lot;
+pub mod port_shards;
 pub mod ports;

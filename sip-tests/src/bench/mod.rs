@@ -9,6 +9,7 @@
 //! * [`sipua`] — a tiny SIP UA building messages as text and parsing with parkd's codec.
 //! * [`density`] — N parked calls receiving hold music.
 //! * [`calib`] — the raw `sendmmsg` floor.
+//! * [`sip_floor`] — a bare UDP responder: the kernel's share of a cycle.
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
 //! * [`report`] — `bench-results/README.md` and the SVG plot.
 
@@ -18,5 +19,6 @@ pub mod density;
 pub mod hist;
 pub mod net;
 pub mod report;
+pub mod sip_floor;
 pub mod sipua;
 pub mod sys;

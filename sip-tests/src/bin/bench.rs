@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sip_tests::bench::{calib, cycle, density, report::Report, sys};
+use sip_tests::bench::{calib, cycle, density, report::Report, sip_floor, sys};
 
 const PARKD_CPU: usize = 0;
 const BENCH_CPU: usize = 1;
@@ -108,10 +108,12 @@ fn run() -> std::io::Result<()> {
     let parkd = sys::Parkd::start(&bin, PARKD_CPU, "127.0.0.1:27062".parse().expect("literal address"), &out.join("parkd-cycle.log"), &parkd_opts)?;
     let mut cycles = Vec::new();
     for &rate in rates {
-        let c = cycle::run(&parkd, rate, (rate as u64 * cycle_secs) as usize, &mut progress)?;
+        let mut c = cycle::run(&parkd, rate, (rate as u64 * cycle_secs) as usize, &mut progress)?;
+        progress(format!("bare UDP responder at {rate} cycles/s"));
+        c.sip_floor_us = sip_floor::run(PARKD_CPU, rate, Duration::from_secs(2))?.us_per_cycle;
         eprintln!(
-            "\rcycle {rate}/s: {} done, {} failed, {:.0} µs CPU/cycle ({:.0} of it the media thread), INVITE→200 p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms, switch p99 {:.2} ms, hold after {}",
-            c.completed, c.failed, c.cpu_us_per_cycle, c.media_cpu_us_per_cycle, c.invite.ms(0.5), c.invite.ms(0.99), c.invite.ms(0.999), c.switch.ms(0.99), c.hold_after_bridge
+            "\rcycle {rate}/s: {} done, {} failed, {:.0} µs CPU/cycle ({:.0} of it the media thread; bare responder {:.0}), INVITE→200 p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms, switch p99 {:.2} ms, hold after {}",
+            c.completed, c.failed, c.cpu_us_per_cycle, c.media_cpu_us_per_cycle, c.sip_floor_us, c.invite.ms(0.5), c.invite.ms(0.99), c.invite.ms(0.999), c.switch.ms(0.99), c.hold_after_bridge
         );
         cycles.push(c);
     }

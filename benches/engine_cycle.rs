@@ -1,0 +1,205 @@
+//! The sans-IO engine's own CPU per park → retrieve → hang-up cycle, without sockets, threads or the
+//! media plane: `cargo bench --bench engine_cycle` (prints figures, not pass/fail).
+//!
+//! The same messages as the end-to-end benchmark's cycle (`sip-tests/src/bench/cycle.rs`): A parks with
+//! an INVITE to 700 (Referred-By), ACKs; B dials the orbit, ACKs; B hangs up; parkd's BYE to A is
+//! answered. Virtual time advances 60 ms, 40 ms... so timers run as they would. What this measures is the
+//! user-space share of a cycle (parse, transactions, dialogs, the park engine, SDP, encoding); the
+//! end-to-end benchmark adds the kernel's part (syscalls, wake-ups) and the media thread.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use parkd::config::{LotConfig, NumRange, ServerConfig};
+use parkd::core::{Core, Output};
+use parkd::sip::{parse_message, Message, Method, Peer, Transport};
+use parkd::time::Time;
+use parkd::txn::TimerConfig;
+
+const SERVER: &str = "127.0.0.1:5060";
+
+/// Counts live heap bytes, for the engine's memory per parked call.
+struct Counting;
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+struct Ua {
+    addr: SocketAddr,
+}
+
+fn peer(addr: SocketAddr) -> Peer {
+    Peer { transport: Transport::Udp, addr }
+}
+
+impl Ua {
+    fn invite(&self, out: &mut String, user: &str, target: &str, call_id: &str, extra: &str) {
+        use std::fmt::Write;
+        let sdp = format!(
+            "v=0\r\no=bench 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+            self.addr.port() + 1
+        );
+        out.clear();
+        let _ = write!(
+            out,
+            "INVITE sip:{target}@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{call_id}-inv;rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{l}>;tag=f{call_id}\r\nTo: <sip:{target}@{SERVER}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{l}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            l = self.addr,
+            len = sdp.len(),
+        );
+    }
+
+    /// `call` = (user, target, call-id) of one of our calls.
+    fn in_dialog(&self, out: &mut String, method: &str, (user, target, call_id): (&str, &str, &str), to_tag: &str, cseq: u32) {
+        use std::fmt::Write;
+        out.clear();
+        let _ = write!(
+            out,
+            "{method} sip:{target}@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{call_id}-{method};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{l}>;tag=f{call_id}\r\nTo: <sip:{target}@{SERVER}>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            l = self.addr,
+        );
+    }
+}
+
+/// Feeds `text` from `from` and returns what the core sent back, parsed. Only the core's own work
+/// (handling the message, producing its output) is added to `spent`.
+fn exchange(core: &mut Core, now: Time, from: SocketAddr, text: &str, sent: &mut Vec<Message>, spent: &mut Duration) {
+    let t = Instant::now();
+    core.handle_sip(now, peer(from), text.as_bytes());
+    let mut out = Vec::new();
+    while let Some(o) = core.poll_output() {
+        if let Output::Sip { bytes, .. } = o {
+            out.push(bytes);
+        }
+    }
+    *spent += t.elapsed();
+    sent.clear();
+    sent.extend(out.iter().filter_map(|b| parse_message(b).ok()));
+}
+
+fn timeout(core: &mut Core, now: Time, spent: &mut Duration) {
+    let t = Instant::now();
+    core.handle_timeout(now);
+    while core.poll_output().is_some() {}
+    *spent += t.elapsed();
+}
+
+fn run(cycles: u32) -> (Duration, u32) {
+    let server = ServerConfig {
+        listen: SERVER.parse().expect("literal"),
+        rtp_ports: NumRange::parse("20000-29999").expect("literal"),
+        ..ServerConfig::default()
+    };
+    let mut lot = LotConfig::default_lot();
+    lot.orbits = NumRange::parse("701-799").expect("literal");
+    let mut core = Core::new(server, vec![lot], TimerConfig::default(), 7);
+    let a = Ua { addr: "127.0.0.1:40000".parse().expect("literal") };
+    let b = Ua { addr: "127.0.0.1:40002".parse().expect("literal") };
+    let mut now = Time::from_secs(1_000_000);
+    let (mut text, mut sent) = (String::new(), Vec::new());
+    let mut done = 0;
+    let mut spent = Duration::ZERO;
+    for i in 0..cycles {
+        let (ca, cb) = (format!("p{i}"), format!("q{i}"));
+        a.invite(&mut text, "alice", "700", &ca, "Referred-By: <sip:parker@127.0.0.1>\r\n");
+        exchange(&mut core, now, a.addr, &text, &mut sent, &mut spent);
+        let Some(Message::Response(ok)) = sent.first() else { continue };
+        let (a_tag, orbit) = (ok.common.to.tag().unwrap_or("").to_string(), ok.common.header("Park-Orbit").unwrap_or("").to_string());
+        a.in_dialog(&mut text, "ACK", ("alice", "700", &ca), &a_tag, 1);
+        exchange(&mut core, now, a.addr, &text, &mut sent, &mut spent);
+        now += Duration::from_millis(60);
+        timeout(&mut core, now, &mut spent);
+        b.invite(&mut text, "bob", &orbit, &cb, "");
+        exchange(&mut core, now, b.addr, &text, &mut sent, &mut spent);
+        let Some(Message::Response(ok)) = sent.first() else { continue };
+        let b_tag = ok.common.to.tag().unwrap_or("").to_string();
+        b.in_dialog(&mut text, "ACK", ("bob", &orbit, &cb), &b_tag, 1);
+        exchange(&mut core, now, b.addr, &text, &mut sent, &mut spent);
+        now += Duration::from_millis(40);
+        timeout(&mut core, now, &mut spent);
+        b.in_dialog(&mut text, "BYE", ("bob", &orbit, &cb), &b_tag, 2);
+        exchange(&mut core, now, b.addr, &text, &mut sent, &mut spent);
+        // parkd's BYE to A: answer it.
+        let Some(Message::Request(bye)) = sent.iter().find(|m| matches!(m, Message::Request(r) if r.method == Method::Bye)).cloned() else { continue };
+        let mut ok = String::from("SIP/2.0 200 OK\r\n");
+        for v in &bye.common.via {
+            ok.push_str(&format!("Via: {v}\r\n"));
+        }
+        ok.push_str(&format!(
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
+            bye.common.from, bye.common.to, bye.common.call_id, bye.common.cseq.seq
+        ));
+        exchange(&mut core, now, a.addr, &ok, &mut sent, &mut spent);
+        // Let the transactions' timers (Timer J/K, 32 s) run out now and then, as they would.
+        if i % 64 == 0 {
+            now += Duration::from_secs(40);
+            timeout(&mut core, now, &mut spent);
+        }
+        done += 1;
+    }
+    black_box(&core);
+    (spent, done)
+}
+
+/// Parks `n` calls (INVITE + ACK each, transactions left to finish) and returns the engine's heap
+/// bytes per parked call.
+fn heap_per_parked_call(n: u32) -> f64 {
+    let server = ServerConfig { listen: SERVER.parse().expect("literal"), rtp_ports: NumRange::parse("10000-59999").expect("literal"), ..ServerConfig::default() };
+    let mut lot = LotConfig::default_lot();
+    lot.orbits = NumRange::parse("10000-39999").expect("literal");
+    lot.parking_time = 0;
+    let mut core = Core::new(server, vec![lot], TimerConfig::default(), 7);
+    let a = Ua { addr: "127.0.0.1:40000".parse().expect("literal") };
+    let mut now = Time::from_secs(1_000_000);
+    let (mut text, mut sent, mut spent) = (String::new(), Vec::new(), Duration::ZERO);
+    let before = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    for i in 0..n {
+        let ca = format!("p{i}");
+        a.invite(&mut text, "alice", "700", &ca, "Referred-By: <sip:parker@127.0.0.1>\r\n");
+        exchange(&mut core, now, a.addr, &text, &mut sent, &mut spent);
+        let Some(Message::Response(ok)) = sent.first() else { continue };
+        let a_tag = ok.common.to.tag().unwrap_or("").to_string();
+        a.in_dialog(&mut text, "ACK", ("alice", "700", &ca), &a_tag, 1);
+        exchange(&mut core, now, a.addr, &text, &mut sent, &mut spent);
+    }
+    // Let the INVITE server transactions end (Timer I / L), as on a running server.
+    now += Duration::from_secs(40);
+    timeout(&mut core, now, &mut spent);
+    sent.clear();
+    text = String::new();
+    let after = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    black_box((&core, &text));
+    (after - before) as f64 / f64::from(n)
+}
+
+fn main() {
+    let _ = run(2_000); // warm-up
+    // The best of several runs: on a shared machine interference only ever adds time.
+    let cycles = 5_000;
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let (el, done) = run(cycles);
+        assert_eq!(done, cycles, "every cycle completes");
+        best = best.min(el.as_secs_f64() * 1e6 / f64::from(done));
+    }
+    let per_call = heap_per_parked_call(10_000);
+    println!("engine heap per parked call (10,000 parked, transactions ended): {:.0} bytes", per_call);
+    println!("engine cycle (parse + transactions + dialogs + park engine + SDP + encode, 6 messages in, 4 out): {best:.1} µs/cycle (best of 7 runs of {cycles})");
+}

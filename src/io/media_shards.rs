@@ -1,0 +1,224 @@
+//! Several media threads, one per block of the RTP range (`[server] media_threads`): what the SIP
+//! driver and the API talk to. Commands go to the thread owning the leg's port (both legs of a
+//! `Bridge` are in one block, see [`crate::park::port_shards`]); counters are summed over threads.
+
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use super::media_thread::{self, MediaHandle, MediaIoError};
+use crate::config::RtpSender;
+use crate::media::{HoldMusic, MediaCommand, MediaPlane, MediaStats};
+use crate::park::port_shards::shard_ranges;
+
+/// The io-side counters of every media thread, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoTotals {
+    pub send_errors: u64,
+    pub send_would_block: u64,
+    pub recv_errors: u64,
+}
+
+/// The running media threads. Dropping it stops and joins them all.
+pub struct Media {
+    /// Per thread: the lowest port of its block, and its handle; ascending.
+    shards: Vec<(u16, MediaHandle)>,
+    /// Bit `i` set when thread `i` has commands queued since the last [`Media::wake`].
+    queued: Cell<u64>,
+}
+
+/// What [`spawn`] needs to start each thread.
+pub struct MediaSetup {
+    pub bind_ip: IpAddr,
+    pub lo: u16,
+    pub hi: u16,
+    pub legs_per_port: u16,
+    /// `[server] rtp_sender`: each thread sets up its own io_uring (or not).
+    pub rtp_sender: RtpSender,
+    /// Threads; 0 counts as 1. At most 64.
+    pub threads: u16,
+    pub music: Vec<HoldMusic>,
+    pub seed: u64,
+}
+
+/// Starts one media thread per block of the range (the same blocks the core's port pool uses).
+pub fn spawn(setup: MediaSetup) -> Result<Media, MediaIoError> {
+    let ranges = shard_ranges(setup.lo, setup.hi, setup.threads.clamp(1, 64));
+    if ranges.is_empty() {
+        return Err(MediaIoError::NoEvenPort { lo: setup.lo, hi: setup.hi });
+    }
+    let mut shards = Vec::with_capacity(ranges.len());
+    for (i, (lo, hi)) in ranges.into_iter().enumerate() {
+        // Each thread's SSRCs and sequence numbers come from its own seed.
+        let plane = MediaPlane::new(setup.music.clone(), setup.seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        shards.push((lo, media_thread::spawn(setup.bind_ip, lo..=hi, setup.legs_per_port, setup.rtp_sender, plane)?));
+    }
+    Ok(Media { shards, queued: Cell::new(0) })
+}
+
+impl Media {
+    fn shard_of(&self, port: u16) -> usize {
+        self.shards.partition_point(|(first, _)| *first <= port).saturating_sub(1)
+    }
+
+    /// Queues a command for the thread owning its leg and wakes that thread.
+    pub fn send(&self, cmd: MediaCommand) {
+        if self.queue(cmd) {
+            self.wake();
+        }
+    }
+
+    /// Queues a command without waking; call [`Media::wake`] once after a batch. False when the
+    /// thread is gone.
+    pub fn queue(&self, cmd: MediaCommand) -> bool {
+        let port = match &cmd {
+            MediaCommand::Hold { leg, .. }
+            | MediaCommand::Update { leg, .. }
+            | MediaCommand::Stop { leg }
+            | MediaCommand::DtmfPayloadType { leg, .. }
+            | MediaCommand::Announce { leg, .. } => leg.port(),
+            MediaCommand::Bridge { a, b } => {
+                if self.shard_of(a.port()) != self.shard_of(b.port()) {
+                    tracing::error!(a = a.port(), b = b.port(), "bridge across media threads; not relayed");
+                    return false;
+                }
+                a.port()
+            }
+        };
+        let i = self.shard_of(port);
+        let Some((_, h)) = self.shards.get(i) else { return false };
+        let ok = h.queue(cmd);
+        if ok {
+            self.queued.set(self.queued.get() | 1 << i);
+        }
+        ok
+    }
+
+    /// Has every thread with queued commands apply them (see [`MediaHandle::wake`]).
+    pub fn wake(&self) {
+        let mut q = self.queued.replace(0);
+        while q != 0 {
+            let i = q.trailing_zeros() as usize;
+            q &= q - 1;
+            if let Some((_, h)) = self.shards.get(i) {
+                h.wake();
+            }
+        }
+    }
+
+    /// Number of media threads.
+    pub fn threads(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Every bound RTP port, ascending.
+    pub fn ports(&self) -> Vec<u16> {
+        self.shards.iter().flat_map(|(_, h)| h.ports().iter().copied()).collect()
+    }
+
+    /// The io counters of all threads, summed.
+    pub fn io_totals(&self) -> IoTotals {
+        let mut t = IoTotals::default();
+        for (_, h) in &self.shards {
+            let c = h.io_counters();
+            t.send_errors += c.send_errors.load(Ordering::Relaxed);
+            t.send_would_block += c.send_would_block.load(Ordering::Relaxed);
+            t.recv_errors += c.recv_errors.load(Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// The planes' counters, summed (each at most ~0.5 s old).
+    pub fn stats(&self) -> MediaStats {
+        let mut total = MediaStats::default();
+        for (_, h) in &self.shards {
+            let s = h.stats();
+            total.legs += s.legs;
+            total.hold_streams += s.hold_streams;
+            total.bridged_pairs += s.bridged_pairs;
+            total.hold_sent += s.hold_sent;
+            total.relayed += s.relayed;
+            total.dropped_invalid += s.dropped_invalid;
+            total.dropped_unrelayable += s.dropped_unrelayable;
+            total.dropped_ambiguous += s.dropped_ambiguous;
+            total.absorbed += s.absorbed;
+            for (a, b) in total.pacer_lateness.buckets.iter_mut().zip(s.pacer_lateness.buckets) {
+                *a += b;
+            }
+            total.pacer_lateness.sum_us += s.pacer_lateness.sum_us;
+            total.pacer_lateness.count += s.pacer_lateness.count;
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp::parse;
+    use crate::media::{Codec, MediaLegId, MusicId};
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    fn spawn_two() -> Media {
+        let music = HoldMusic::from_pcm(&[500; 1600]).unwrap();
+        let start = 42_000 + (std::process::id() % 1000) as u16 * 8;
+        for k in 0..20u16 {
+            let lo = start + k * 8;
+            let setup = MediaSetup { bind_ip: "127.0.0.1".parse().unwrap(), lo, hi: lo + 7, legs_per_port: 1, rtp_sender: RtpSender::Auto, threads: 2, music: vec![music.clone()], seed: 9 };
+            match spawn(setup) {
+                Ok(m) => return m,
+                Err(MediaIoError::Bind { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no free loopback ports");
+    }
+
+    #[test]
+    fn each_thread_serves_its_block_and_bridges_relay_within_a_block() {
+        let m = spawn_two();
+        assert_eq!(m.threads(), 2);
+        let ports = m.ports();
+        assert_eq!(ports.len(), 4);
+        let (first_block, second_block) = (ports[0], ports[2]);
+        let phone = |_: u8| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s
+        };
+        let (a, b) = (phone(0), phone(1));
+        m.send(MediaCommand::Hold { leg: MediaLegId::solo(first_block), remote: a.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+        m.send(MediaCommand::Hold { leg: MediaLegId::solo(second_block), remote: b.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+        let mut buf = [0u8; 2048];
+        for (sock, port) in [(&a, first_block), (&b, second_block)] {
+            let (n, from) = sock.recv_from(&mut buf).expect("hold music from each thread");
+            assert_eq!((n, from.port()), (172, port));
+            assert!(parse(&buf[..n]).is_some());
+        }
+        // A bridge across the blocks is refused (the engine never asks for one).
+        assert!(!m.queue(MediaCommand::Bridge { a: MediaLegId::solo(first_block), b: MediaLegId::solo(second_block) }));
+        // Within the second block: b's party is bridged with a new leg on the block's other port.
+        let c = phone(2);
+        m.queue(MediaCommand::Update { leg: MediaLegId::solo(ports[3]), remote: c.local_addr().unwrap(), codec: Codec::Pcmu, send: true });
+        m.queue(MediaCommand::Bridge { a: MediaLegId::solo(second_block), b: MediaLegId::solo(ports[3]) });
+        m.wake();
+        let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 77).to_vec();
+        pkt.extend_from_slice(&[0x11; 160]);
+        let mut relayed = false;
+        for _ in 0..10 {
+            c.send_to(&pkt, ("127.0.0.1", ports[3])).unwrap();
+            while let Ok((n, from)) = b.recv_from(&mut buf) {
+                if n == 172 && from.port() == second_block && buf[12..172].iter().all(|x| *x == 0x11) {
+                    relayed = true;
+                    break;
+                }
+            }
+            if relayed {
+                break;
+            }
+        }
+        assert!(relayed, "the second thread relays between its two legs");
+        assert_eq!(m.io_totals().send_errors, 0);
+    }
+}
