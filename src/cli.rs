@@ -198,6 +198,7 @@ mod tests {
         assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.rtp_sender, RtpSender::Auto);
         assert_eq!(Cli::parse_from(["parkd", "--rtp-sender", "io_uring"]).config().unwrap().server.rtp_sender, RtpSender::IoUring);
         assert_eq!(Cli::parse_from(["parkd", "--rtp-sender", "syscalls"]).config().unwrap().server.rtp_sender, RtpSender::Syscalls);
+        assert_eq!(Cli::parse_from(["parkd", "--rtp-sender", "raw"]).config().unwrap().server.rtp_sender, RtpSender::Raw);
         assert!(Cli::try_parse_from(["parkd", "--rtp-sender", "uring"]).is_err());
     }
 

@@ -59,9 +59,14 @@ pub enum ConfigError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RtpSender {
-    /// io_uring when the kernel allows it, else `syscalls` (one log line says which and why).
+    /// `raw` when parkd may open a raw socket (`CAP_NET_RAW`), else io_uring when the kernel allows
+    /// it, else `syscalls` (one log line says which and why).
     #[default]
     Auto,
+    /// Every hold packet of a pacer turn through one raw IPv4 socket with one `sendmmsg`, headers
+    /// written by parkd (source port = the leg's port); needs `CAP_NET_RAW`, startup fails without it.
+    /// IPv6 legs use the leg's own socket.
+    Raw,
     /// One io_uring submission per pacer turn for every due hold packet, on every RTP socket
     /// (Linux only); startup fails when the kernel or a seccomp profile refuses io_uring.
     #[value(name = "io_uring")]
@@ -75,6 +80,7 @@ impl RtpSender {
     pub fn name(self) -> &'static str {
         match self {
             RtpSender::Auto => "auto",
+            RtpSender::Raw => "raw",
             RtpSender::IoUring => "io_uring",
             RtpSender::Syscalls => "syscalls",
         }
@@ -604,7 +610,7 @@ mod tests {
     #[test]
     fn rtp_sender_defaults_to_auto_and_parses_its_three_names() {
         assert_eq!(Config::with_defaults().server.rtp_sender, RtpSender::Auto);
-        for (name, want) in [("auto", RtpSender::Auto), ("io_uring", RtpSender::IoUring), ("syscalls", RtpSender::Syscalls)] {
+        for (name, want) in [("auto", RtpSender::Auto), ("raw", RtpSender::Raw), ("io_uring", RtpSender::IoUring), ("syscalls", RtpSender::Syscalls)] {
             let text = format!("[server]\nrtp_sender = \"{name}\"\n[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n");
             assert_eq!(Config::from_toml(std::path::Path::new("x.toml"), &text).unwrap().server.rtp_sender, want);
         }

@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clock::Clock;
 use super::hold_sender::{self, MmsgSender};
+use super::raw_sender::RawSender;
 use super::uring_sender::{self, UringSender};
 use crate::config::RtpSender;
 use super::wake_gate::WakeGate;
@@ -52,6 +53,8 @@ pub enum MediaIoError {
     Poll(#[source] io::Error),
     #[error("cannot spawn the parkd-media thread: {0}")]
     Spawn(#[source] io::Error),
+    #[error("rtp_sender = \"raw\" but parkd cannot open a raw socket: {0} (it needs CAP_NET_RAW: run as root, `setcap cap_net_raw+ep parkd`, or AmbientCapabilities=CAP_NET_RAW); use rtp_sender = \"auto\"")]
+    Raw(#[source] io::Error),
     #[error("rtp_sender = \"io_uring\" but io_uring is unavailable: {0} (kernel.io_uring_disabled, a seccomp profile such as Docker's default, or a non-Linux kernel can forbid it); use rtp_sender = \"auto\" or \"syscalls\"")]
     IoUring(#[source] io::Error),
 }
@@ -165,10 +168,10 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("parkd-media".into())
-        .spawn(move || match open_ring(sender, &io.sockets) {
-            Ok(ring) => {
+        .spawn(move || match open_hold_sender(sender, bind_ip, &io.sockets) {
+            Ok(hold) => {
                 let _ = ready_tx.send(Ok(()));
-                io.run(ring);
+                io.run(hold);
             }
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -183,23 +186,48 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats })
 }
 
-/// The io_uring hold sender over `sockets` (fixed file `i` = socket `i`) as `choice` asks, on the
-/// calling thread; logs which hold sender is in use and why.
-fn open_ring(choice: RtpSender, sockets: &[UdpSocket]) -> Result<Option<UringSender>, MediaIoError> {
+/// How this media thread sends hold music.
+enum HoldSender {
+    /// One raw IPv4 socket, one `sendmmsg` per pacer turn ([`super::raw_sender`]).
+    Raw(RawSender),
+    /// One io_uring submission per pacer turn over the registered RTP sockets.
+    Uring(UringSender),
+    /// `sendto` per packet, or `sendmmsg` per port with shared ports.
+    Syscalls,
+}
+
+/// The hold sender `choice` asks for, set up on the calling thread (`auto`: raw, else io_uring, else
+/// syscalls); logs which one is in use and why.
+fn open_hold_sender(choice: RtpSender, bind_ip: IpAddr, sockets: &[UdpSocket]) -> Result<HoldSender, MediaIoError> {
     if choice == RtpSender::Syscalls {
         tracing::info!(sender = "syscalls", "hold music sender: sendto/sendmmsg (rtp_sender = \"syscalls\")");
-        return Ok(None);
+        return Ok(HoldSender::Syscalls);
+    }
+    let mut raw_refused = None;
+    if matches!(choice, RtpSender::Raw | RtpSender::Auto) {
+        let src = match bind_ip {
+            IpAddr::V4(ip) => Ok(ip),
+            IpAddr::V6(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "RTP is bound to an IPv6 address; raw sending is IPv4 only")),
+        };
+        match src.and_then(RawSender::new) {
+            Ok(raw) => {
+                tracing::info!(sender = "raw", "hold music sender: one raw socket, one sendmmsg per pacer turn (rtp_sender = \"{}\")", choice.name());
+                return Ok(HoldSender::Raw(raw));
+            }
+            Err(e) if choice == RtpSender::Raw => return Err(MediaIoError::Raw(e)),
+            Err(e) => raw_refused = Some(e),
+        }
     }
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     match UringSender::new(uring_sender::RING_ENTRIES, &fds) {
         Ok(ring) => {
-            tracing::info!(sender = "io_uring", sockets = fds.len(), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
-            Ok(Some(ring))
+            tracing::info!(sender = "io_uring", sockets = fds.len(), raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
+            Ok(HoldSender::Uring(ring))
         }
         Err(e) if choice == RtpSender::IoUring => Err(MediaIoError::IoUring(e)),
         Err(e) => {
-            tracing::info!(sender = "syscalls", error = %e, "hold music sender: sendto/sendmmsg, io_uring is unavailable (rtp_sender = \"auto\")");
-            Ok(None)
+            tracing::info!(sender = "syscalls", error = %e, raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: sendto/sendmmsg, neither a raw socket nor io_uring is available (rtp_sender = \"auto\")");
+            Ok(HoldSender::Syscalls)
         }
     }
 }
@@ -241,7 +269,7 @@ impl MediaIo {
         }
     }
 
-    fn run(mut self, mut ring: Option<UringSender>) {
+    fn run(mut self, mut hold: HoldSender) {
         let clock = Clock::new();
         let mut events = Events::with_capacity(256);
         let mut buf = vec![0u8; RECV_BUF];
@@ -306,11 +334,15 @@ impl MediaIo {
             }
             batch.clear();
             self.plane.poll_hold(clock.now(), &mut batch);
-            if let Some(r) = ring.as_mut() {
+            if let HoldSender::Raw(raw) = &mut hold {
+                self.send_hold_raw(raw, &batch, &mut out);
+            } else if let HoldSender::Uring(r) = &mut hold {
                 if let Err(e) = self.send_hold_uring(r, &batch, &mut carried, &mut unsent) {
                     tracing::error!(error = %e, "io_uring failed; hold music falls back to sendto/sendmmsg");
                     // Sends may still be in flight and point into the ring's arenas: never free them.
-                    std::mem::forget(ring.take());
+                    if let HoldSender::Uring(r) = std::mem::replace(&mut hold, HoldSender::Syscalls) {
+                        std::mem::forget(r);
+                    }
                 }
             } else if self.batch_sends {
                 self.send_hold_batched(&mut mmsg, &mut batch, &mut carried, &mut unsent);
@@ -329,7 +361,12 @@ impl MediaIo {
 
     /// One leg per port: one `sendto` per hold packet, assembled in `out` (no heap allocation).
     fn send_hold_one_by_one(&self, batch: &HoldBatch, out: &mut [u8; RECV_BUF]) {
-        for p in batch.packets() {
+        self.send_one_by_one(batch.packets(), out);
+    }
+
+    /// One `sendto` per packet from its leg's socket.
+    fn send_one_by_one<'a>(&self, packets: impl IntoIterator<Item = &'a crate::media::HoldPacket>, out: &mut [u8; RECV_BUF]) {
+        for p in packets {
             let Some(sock) = self.socket(p.port) else { continue };
             let total = RTP_HEADER_LEN + p.payload.len();
             let Some(frame) = out.get_mut(..total) else { continue };
@@ -338,6 +375,15 @@ impl MediaIo {
             body.copy_from_slice(&p.payload);
             self.count_send(sock.send_to(frame, p.to));
         }
+    }
+
+    /// Raw socket: the whole batch in `sendmmsg`s of one socket; IPv6 packets from their legs' sockets.
+    fn send_hold_raw(&self, raw: &mut RawSender, batch: &HoldBatch, out: &mut [u8; RECV_BUF]) {
+        let mut v6 = Vec::new();
+        let r = raw.send(batch.packets(), &mut v6);
+        self.counters.send_errors.fetch_add(r.errors, Ordering::Relaxed);
+        self.counters.send_would_block.fetch_add(r.would_block, Ordering::Relaxed);
+        self.send_one_by_one(v6, out);
     }
 
     /// io_uring: what a full buffer refused last turn (dropped and counted if refused again), then
@@ -399,8 +445,8 @@ mod tests {
             match spawn("127.0.0.1".parse().unwrap(), base..=base + 3, legs_per_port, sender, MediaPlane::new(vec![music.clone()], 7)) {
                 Ok(h) => return Some(h),
                 Err(MediaIoError::Bind { .. }) => continue,
-                Err(e @ MediaIoError::IoUring(_)) => {
-                    eprintln!("SKIPPED the io_uring run: {e}");
+                Err(e @ (MediaIoError::IoUring(_) | MediaIoError::Raw(_))) => {
+                    eprintln!("SKIPPED: {e}");
                     return None;
                 }
                 Err(e) => panic!("{e}"),
@@ -423,6 +469,11 @@ mod tests {
     #[test]
     fn hold_music_reaches_a_loopback_socket_and_stops_with_io_uring() {
         hold_music_reaches_a_loopback_socket_and_stops(RtpSender::IoUring);
+    }
+
+    #[test]
+    fn hold_music_reaches_a_loopback_socket_and_stops_with_a_raw_socket() {
+        hold_music_reaches_a_loopback_socket_and_stops(RtpSender::Raw);
     }
 
     fn hold_music_reaches_a_loopback_socket_and_stops(sender: RtpSender) {
@@ -494,6 +545,11 @@ mod tests {
     #[test]
     fn four_legs_on_one_shared_port_get_their_own_streams_and_bridge_with_io_uring() {
         four_legs_on_one_shared_port_get_their_own_streams_and_bridge(RtpSender::IoUring);
+    }
+
+    #[test]
+    fn four_legs_on_one_shared_port_get_their_own_streams_and_bridge_with_a_raw_socket() {
+        four_legs_on_one_shared_port_get_their_own_streams_and_bridge(RtpSender::Raw);
     }
 
     fn four_legs_on_one_shared_port_get_their_own_streams_and_bridge(sender: RtpSender) {

@@ -9,6 +9,7 @@ pub mod media_shards;
 pub mod media_thread;
 pub mod metrics;
 pub mod probe;
+pub mod raw_sender;
 pub mod sip_driver;
 pub mod tcp;
 pub mod uring_sender;
