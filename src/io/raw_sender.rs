@@ -13,8 +13,9 @@
 //! address) the source address (raw(7), `IP_HDRINCL`); the UDP checksum is computed here. DSCP is
 //! EF (46), as for voice. IPv6 packets are left to the caller (returned, not sent).
 //!
-//! Per packet, nothing is allocated: headers, addresses, iovecs and message headers live in arenas
-//! allocated once and reused; the payload is the shared pre-encoded frame, not copied.
+//! Per packet, nothing is allocated: frames, addresses, iovecs and message headers live in arenas
+//! allocated once and reused; a packet is copied whole (~200 bytes) into its frame so the kernel
+//! imports one iovec per message instead of three.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,6 +26,11 @@ use crate::media::HoldPacket;
 pub const BATCH: usize = 512;
 /// IPv4 header (20) + UDP header (8).
 const IP_UDP_LEN: usize = 28;
+/// Bytes of one arena frame: IP + UDP + RTP headers and up to 244 bytes of payload (a 20 ms G.711
+/// frame is 160). Packets are copied whole into a frame so each message is ONE iovec: the kernel's
+/// per-message iovec import is measurably cheaper than for three. Larger packets go out uncopied
+/// as three iovecs.
+const FRAME: usize = 296;
 /// DSCP EF (46) in the IPv4 TOS byte: voice (RFC 4594).
 pub const TOS_EF: u8 = 46 << 2;
 
@@ -113,6 +119,7 @@ mod linux {
         fd: OwnedFd,
         src: Ipv4Addr,
         headers: Vec<[u8; IP_UDP_LEN]>,
+        frames: Vec<[u8; FRAME]>,
         addrs: Vec<libc::sockaddr_in>,
         iovs: Vec<[libc::iovec; 3]>,
         msgs: Vec<libc::mmsghdr>,
@@ -140,7 +147,7 @@ mod linux {
             }
             // SAFETY: zeroed sockaddr_in / iovec / mmsghdr are valid "empty" values; pointers are set before each send.
             let (addrs, iovs, msgs) = unsafe { (vec![zeroed(); BATCH], vec![[zeroed(); 3]; BATCH], vec![zeroed(); BATCH]) };
-            Ok(RawSender { fd, src, headers: vec![[0; IP_UDP_LEN]; BATCH], addrs, iovs, msgs })
+            Ok(RawSender { fd, src, headers: vec![[0; IP_UDP_LEN]; BATCH], frames: vec![[0; FRAME]; BATCH], addrs, iovs, msgs })
         }
 
         /// Sends every IPv4 packet of `packets` (in order, `BATCH` per `sendmmsg`); IPv6 packets are
@@ -153,18 +160,36 @@ mod linux {
                     ipv6.push(p);
                     continue;
                 };
-                let (Some(h), Some(a), Some(iov), Some(m)) = (self.headers.get_mut(n), self.addrs.get_mut(n), self.iovs.get_mut(n), self.msgs.get_mut(n)) else { break };
+                let (Some(h), Some(f), Some(a), Some(iov), Some(m)) =
+                    (self.headers.get_mut(n), self.frames.get_mut(n), self.addrs.get_mut(n), self.iovs.get_mut(n), self.msgs.get_mut(n))
+                else {
+                    break;
+                };
                 write_headers(h, self.src, *to.ip(), p.port, to.port(), &p.header, &p.payload);
                 a.sin_family = libc::AF_INET as libc::sa_family_t;
                 a.sin_port = 0; // ignored for raw sockets
                 a.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
-                iov[0] = libc::iovec { iov_base: h.as_mut_ptr().cast(), iov_len: IP_UDP_LEN };
-                iov[1] = libc::iovec { iov_base: p.header.as_ptr() as *mut libc::c_void, iov_len: p.header.len() };
-                iov[2] = libc::iovec { iov_base: p.payload.as_ptr() as *mut libc::c_void, iov_len: p.payload.len() };
+                let len = IP_UDP_LEN + p.header.len() + p.payload.len();
+                match f.get_mut(..len) {
+                    Some(frame) => {
+                        let (ip_udp, rest) = frame.split_at_mut(IP_UDP_LEN);
+                        let (rtp, body) = rest.split_at_mut(p.header.len());
+                        ip_udp.copy_from_slice(h);
+                        rtp.copy_from_slice(&p.header);
+                        body.copy_from_slice(&p.payload);
+                        iov[0] = libc::iovec { iov_base: frame.as_mut_ptr().cast(), iov_len: len };
+                        m.msg_hdr.msg_iovlen = 1;
+                    }
+                    None => {
+                        iov[0] = libc::iovec { iov_base: h.as_mut_ptr().cast(), iov_len: IP_UDP_LEN };
+                        iov[1] = libc::iovec { iov_base: p.header.as_ptr() as *mut libc::c_void, iov_len: p.header.len() };
+                        iov[2] = libc::iovec { iov_base: p.payload.as_ptr() as *mut libc::c_void, iov_len: p.payload.len() };
+                        m.msg_hdr.msg_iovlen = 3;
+                    }
+                }
                 m.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
                 m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
                 m.msg_hdr.msg_iov = iov.as_mut_ptr();
-                m.msg_hdr.msg_iovlen = 3;
                 m.msg_len = 0;
                 n += 1;
                 if n == BATCH {
@@ -279,6 +304,12 @@ mod tests {
                 assert!(buf[12..172].iter().all(|b| *b == 0x55));
             }
         }
+        // A packet larger than a frame goes out uncopied (three iovecs), just as intact.
+        let big = HoldPacket { port: leg_port, to: phones[0].local_addr().unwrap(), header: crate::media::rtp::write_header(0, false, 9, 9, 7), payload: Bytes::from(vec![0x66u8; 400]) };
+        assert_eq!(sender.send(std::slice::from_ref(&big), &mut v6).sent, 1);
+        let (n, _) = phones[0].recv_from(&mut buf).expect("the large packet arrives");
+        assert_eq!(n, 412);
+        assert!(buf[12..412].iter().all(|b| *b == 0x66));
         // An IPv6 destination is handed back.
         let v6pkt = HoldPacket { port: leg_port, to: "[::1]:5000".parse().unwrap(), header: [0; 12], payload };
         let out = sender.send(std::slice::from_ref(&v6pkt), &mut v6);
