@@ -1,11 +1,11 @@
 //! [`MediaPlane`]: the media state machine (legs, hold streams, bridges), driven by commands,
 //! received datagrams and `now`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use rustc_hash::FxHashMap;
 
 use super::music::HoldMusic;
 use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
@@ -100,11 +100,13 @@ struct PortSlot {
 pub struct MediaPlane {
     music: Vec<HoldMusic>,
     prompts: PromptBank,
-    legs: HashMap<MediaLegId, Leg>,
+    /// Keyed by parkd's own leg ids (not by anything a peer chooses), so a fast non-keyed hash is safe;
+    /// every hold packet looks its leg up here.
+    legs: FxHashMap<MediaLegId, Leg>,
     /// Which leg a received packet belongs to (legs may share a port).
     demux: Demux,
     /// The pacer slot of each port's hold streams, so a shared port's legs leave together.
-    port_slots: HashMap<u16, PortSlot>,
+    port_slots: FxHashMap<u16, PortSlot>,
     pacer: Pacer,
     rng: SmallRng,
     stats: MediaStats,
@@ -117,7 +119,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: HashMap::new(), demux: Demux::new(), port_slots: HashMap::new(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
