@@ -114,8 +114,12 @@ impl UdpCounters {
 pub struct ParkdOpts {
     /// `--rtp-legs-per-port`.
     pub legs_per_port: u16,
-    /// `--rtp-sender` (`auto`, `io_uring`, `syscalls`); parkd's default when `None`.
+    /// `--rtp-sender` (`auto`, `raw`, `io_uring`, `syscalls`); parkd's default when `None`.
     pub rtp_sender: Option<String>,
+    /// `--media-threads`; parkd's default (one per core it may use) when `None`.
+    pub media_threads: Option<u16>,
+    /// The `taskset -c` CPU list instead of the single core given to [`Parkd::start`] (e.g. "0,1").
+    pub cpus: Option<String>,
 }
 
 /// A parkd process pinned to one core with `taskset`. Killed (by its own pid) on drop.
@@ -140,11 +144,12 @@ impl Parkd {
             let logf = fs::File::create(log)?;
             let child = Command::new("setsid")
                 .args(["nice", "-n", &NICE.to_string(), "taskset", "-c"])
-                .arg(cpu.to_string())
+                .arg(opts.cpus.clone().unwrap_or_else(|| cpu.to_string()))
                 .arg(bin)
                 .args(["--listen", &sip.to_string(), "--rtp-ports", range, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"])
                 .args(["--rtp-legs-per-port", &opts.legs_per_port.to_string()])
                 .args(opts.rtp_sender.iter().flat_map(|s| ["--rtp-sender", s.as_str()]))
+                .args(opts.media_threads.iter().flat_map(|n| ["--media-threads".to_string(), n.to_string()]))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(logf)

@@ -1,4 +1,4 @@
-//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|io_uring|syscalls]`.
+//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls] [--both-cores]`.
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load bounded in count and time, stops by itself. parkd runs pinned to
 //! core 0, this program to core 1. Writes `DIR/README.md` and `DIR/density.svg`
@@ -46,7 +46,9 @@ fn run() -> std::io::Result<()> {
         }
         eprintln!("bench: cannot create a network namespace (need root / unshare); using the host loopback");
     }
-    sys::pin_current_thread(BENCH_CPU)?;
+    if !args.iter().any(|a| a == "--both-cores") {
+        sys::pin_current_thread(BENCH_CPU)?;
+    }
     sys::renice_self(sys::NICE);
     let (steps, hold, calib_for, rates, cycle_secs): (&[usize], u64, u64, &[u32], u64) =
         if quick { (&[200, 1000], 10, 2, &[50, 500], 2) } else { (&[500, 1000, 2000, 5000, 10000], 20, 3, &[50, 200, 500], 4) };
@@ -63,7 +65,16 @@ fn run() -> std::io::Result<()> {
     let legs_per_port: u16 = args.iter().position(|a| a == "--legs-per-port").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(1);
     // --rtp-sender auto|io_uring|syscalls runs parkd with that `--rtp-sender` (default: parkd's own).
     let rtp_sender = args.iter().position(|a| a == "--rtp-sender").and_then(|i| args.get(i + 1)).cloned();
-    let parkd_opts = sys::ParkdOpts { legs_per_port, rtp_sender };
+    // --both-cores: parkd on cores 0 and 1 with two media threads; this program is not pinned and
+    // shares both cores with it (a 2-core machine has no third one for the load).
+    let both_cores = args.iter().any(|a| a == "--both-cores");
+    let cores = if both_cores { 2 } else { 1 };
+    let parkd_opts = sys::ParkdOpts {
+        legs_per_port,
+        rtp_sender,
+        media_threads: both_cores.then_some(2),
+        cpus: both_cores.then(|| "0,1".to_string()),
+    };
     let (nproc, cpu_model, kernel) = sys::machine_info();
     let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
 
@@ -86,7 +97,7 @@ fn run() -> std::io::Result<()> {
         // Stop at a hard failure (failed calls, loss, saturated core). A step failing only the
         // jitter criterion on an unsaturated core is reported as failed but stepping goes on, so
         // the CPU ceiling is still measured on a shared VM whose scheduling adds tail latency.
-        let stop = d.failed > 0 || d.silent > 0 || d.loss_pct >= 0.1 || d.cpu_pct >= 90.0;
+        let stop = d.failed > 0 || d.silent > 0 || d.loss_pct >= 0.1 || d.cpu_pct >= 90.0 * cores as f64;
         let last_pass = dens.iter().filter(|(_, p): &&(calib::Calib, density::DensityResult)| p.pass() && p.n < n).map(|(_, p)| p.n).max();
         let passed = d.pass();
         dens.push((c, d));
@@ -119,7 +130,7 @@ fn run() -> std::io::Result<()> {
     }
     drop(parkd);
 
-    let rep = Report { quick, nproc, cpu_model, kernel, date, floor, density: dens, cycles };
+    let rep = Report { quick, args: args.join(" "), cores, nproc, cpu_model, kernel, date, floor, density: dens, cycles };
     std::fs::write(out.join("README.md"), rep.markdown())?;
     std::fs::write(out.join("density.svg"), rep.svg())?;
     eprintln!("wrote {}", out.join("README.md").display());
