@@ -11,6 +11,9 @@ RUN cargo build --release --locked --bin parkd
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin parkd
 COPY --from=build /src/target/release/parkd /usr/local/bin/parkd
+# Hold music goes out through sendto here (a non-root user has no CAP_NET_RAW for the raw-socket sender,
+# and Docker's default seccomp profile refuses io_uring). A file capability is deliberately not set: with
+# `--cap-drop ALL` (e.g. Kubernetes "restricted") the binary would then fail to start at all.
 USER parkd
 # SIP (UDP and TCP) and the default RTP range (one even port per call leg; open it in your firewall).
 EXPOSE 5060/udp 5060/tcp 10000-10999/udp

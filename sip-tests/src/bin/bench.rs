@@ -51,7 +51,7 @@ fn run() -> std::io::Result<()> {
     }
     sys::renice_self(sys::NICE);
     let (steps, hold, calib_for, rates, cycle_secs): (&[usize], u64, u64, &[u32], u64) =
-        if quick { (&[200, 1000], 10, 2, &[50, 500], 2) } else { (&[500, 1000, 2000, 5000, 10000], 20, 3, &[50, 200, 500], 4) };
+        if quick { (&[200, 1000], 10, 2, &[50, 500], 2) } else { (&[500, 1000, 2000, 4000, 5000, 6000, 7000, 8000, 10000], 20, 3, &[50, 200, 500, 2000], 4) };
     // --steps 200,1000 overrides the density steps; --hold SECS the hold; --no-cycle skips cycles.
     let custom: Vec<usize> = args.iter().position(|a| a == "--steps").and_then(|i| args.get(i + 1)).map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_default();
     let steps: &[usize] = if custom.is_empty() { steps } else { &custom };
