@@ -190,8 +190,9 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
 enum HoldSender {
     /// One raw IPv4 socket, one `sendmmsg` per pacer turn ([`super::raw_sender`]).
     Raw(RawSender),
-    /// One io_uring submission per pacer turn over the registered RTP sockets.
-    Uring(UringSender),
+    /// One io_uring submission per pacer turn over the registered RTP sockets (boxed: its arenas'
+    /// bookkeeping is large).
+    Uring(Box<UringSender>),
     /// `sendto` per packet, or `sendmmsg` per port with shared ports.
     Syscalls,
 }
@@ -222,7 +223,7 @@ fn open_hold_sender(choice: RtpSender, bind_ip: IpAddr, sockets: &[UdpSocket]) -
     match UringSender::new(uring_sender::RING_ENTRIES, &fds) {
         Ok(ring) => {
             tracing::info!(sender = "io_uring", sockets = fds.len(), raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
-            Ok(HoldSender::Uring(ring))
+            Ok(HoldSender::Uring(Box::new(ring)))
         }
         Err(e) if choice == RtpSender::IoUring => Err(MediaIoError::IoUring(e)),
         Err(e) => {

@@ -1,6 +1,7 @@
 //! MediaPlane tests, all in virtual time.
 
 use super::*;
+use std::collections::HashMap;
 use crate::media::music::FRAME_SAMPLES;
 use crate::media::rtp::{parse, write_header, RtpInfo};
 
