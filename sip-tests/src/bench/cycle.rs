@@ -46,6 +46,8 @@ pub struct CycleResult {
     pub their_retransmissions: u64,
     /// A bare UDP responder's CPU for a cycle's 6 datagrams in and 4 out at this rate (see `sip_floor`).
     pub sip_floor_us: f64,
+    /// The same responder on a tokio current-thread runtime (epoll and a timer, as parkd's SIP loop).
+    pub tokio_floor_us: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -95,13 +95,13 @@ impl Report {
         }
         let _ = writeln!(s, "\n![CPU and p99 inter-arrival against parked calls](density.svg)\n");
         let _ = writeln!(s, "## Cycles (park → retrieve → bridged RTP → hang up)\n");
-        let _ = writeln!(s, "| rate/s | cycles | failed | parkd CPU µs/cycle (signalling + media) | bare UDP responder µs/cycle | parkd CPU % | INVITE→200 p50 / p99 / p99.9 ms | retransmissions ours / parkd's | unpark switch p50 / p99 / max ms | hold pkts after bridge (cycles) |");
+        let _ = writeln!(s, "| rate/s | cycles | failed | parkd CPU µs/cycle (signalling + media) | bare UDP responder µs/cycle (blocking / tokio) | parkd CPU % | INVITE→200 p50 / p99 / p99.9 ms | retransmissions ours / parkd's | unpark switch p50 / p99 / max ms | hold pkts after bridge (cycles) |");
         let _ = writeln!(s, "|---:|---:|---:|---|---:|---:|---|---|---|---|");
         for c in &self.cycles {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.0} ({:.0} + {:.0}) | {:.0} | {:.1} | {:.2} / {:.2} / {:.2} | {} / {} | {:.2} / {:.2} / {:.2} | {} ({}) |",
-                c.rate, c.cycles, c.failed, c.cpu_us_per_cycle, c.cpu_us_per_cycle - c.media_cpu_us_per_cycle, c.media_cpu_us_per_cycle, c.sip_floor_us, c.cpu_pct, c.invite.ms(0.5), c.invite.ms(0.99), c.invite.ms(0.999),
+                "| {} | {} | {} | {:.0} ({:.0} + {:.0}) | {:.0} / {:.0} | {:.1} | {:.2} / {:.2} / {:.2} | {} / {} | {:.2} / {:.2} / {:.2} | {} ({}) |",
+                c.rate, c.cycles, c.failed, c.cpu_us_per_cycle, c.cpu_us_per_cycle - c.media_cpu_us_per_cycle, c.media_cpu_us_per_cycle, c.sip_floor_us, c.tokio_floor_us, c.cpu_pct, c.invite.ms(0.5), c.invite.ms(0.99), c.invite.ms(0.999),
                 c.our_retransmissions, c.their_retransmissions, c.switch.ms(0.5), c.switch.ms(0.99), c.switch.max_us() as f64 / 1000.0,
                 c.hold_after_bridge, c.cycles_with_hold_after
             );

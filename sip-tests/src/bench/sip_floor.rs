@@ -31,9 +31,18 @@ pub struct SipFloor {
     pub received: u64,
 }
 
+/// How the responder waits for datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Responder {
+    /// Blocking `recv_from` on one socket: nothing but the kernel's work.
+    Blocking,
+    /// A tokio current-thread runtime (epoll, readiness, a timer in the `select!`), as parkd's SIP driver.
+    Tokio,
+}
+
 /// Runs the responder on `cpu` for `dur` at `rate` cycles/s; the calling thread (pinned elsewhere)
 /// sends the datagrams, paced per millisecond, and drains the answers.
-pub fn run(cpu: usize, rate: u32, dur: Duration) -> std::io::Result<SipFloor> {
+pub fn run(cpu: usize, rate: u32, dur: Duration, kind: Responder) -> std::io::Result<SipFloor> {
     let server = UdpSocket::bind("127.0.0.1:0")?;
     server.set_read_timeout(Some(Duration::from_millis(50)))?;
     let server_addr = server.local_addr()?;
@@ -42,18 +51,11 @@ pub fn run(cpu: usize, rate: u32, dur: Duration) -> std::io::Result<SipFloor> {
     let stop_srv = stop.clone();
     let responder = std::thread::spawn(move || -> (u64, u64) {
         let _ = sys::pin_current_thread(cpu);
-        let mut buf = [0u8; 2048];
-        let answer = [b'S'; ANSWER_LEN];
-        let (mut received, cpu0) = (0u64, sys::thread_cpu_ns());
-        while !stop_srv.load(Ordering::Relaxed) {
-            if let Ok((n, from)) = server.recv_from(&mut buf) {
-                received += 1;
-                // The sender marks the datagrams to answer.
-                if n > 0 && buf[0] == b'A' {
-                    let _ = server.send_to(&answer, from);
-                }
-            }
-        }
+        let cpu0 = sys::thread_cpu_ns();
+        let received = match kind {
+            Responder::Blocking => respond_blocking(server, &stop_srv),
+            Responder::Tokio => respond_tokio(server, &stop_srv),
+        };
         (received, sys::thread_cpu_ns() - cpu0)
     });
     let per_s = rate as u64 * IN_PER_CYCLE;
@@ -76,4 +78,51 @@ pub fn run(cpu: usize, rate: u32, dur: Duration) -> std::io::Result<SipFloor> {
     let (received, cpu_ns) = responder.join().map_err(|_| std::io::Error::other("responder thread panicked"))?;
     let cycles = received as f64 / IN_PER_CYCLE as f64;
     Ok(SipFloor { cycles_per_s: rate, us_per_cycle: if cycles > 0.0 { cpu_ns as f64 / 1000.0 / cycles } else { 0.0 }, received })
+}
+
+fn respond_blocking(server: UdpSocket, stop: &AtomicBool) -> u64 {
+    let mut buf = [0u8; 2048];
+    let answer = [b'S'; ANSWER_LEN];
+    let mut received = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((n, from)) = server.recv_from(&mut buf) {
+            received += 1;
+            // The sender marks the datagrams to answer.
+            if n > 0 && buf[0] == b'A' {
+                let _ = server.send_to(&answer, from);
+            }
+        }
+    }
+    received
+}
+
+/// The same responder on tokio, shaped like parkd's SIP loop: `select!` over the socket and a timer,
+/// then whatever else is queued with `try_recv_from`.
+fn respond_tokio(server: UdpSocket, stop: &AtomicBool) -> u64 {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return 0 };
+    rt.block_on(async {
+        let _ = server.set_nonblocking(true);
+        let Ok(sock) = tokio::net::UdpSocket::from_std(server) else { return 0 };
+        let mut buf = [0u8; 2048];
+        let answer = [b'S'; ANSWER_LEN];
+        let mut received = 0u64;
+        let tick = tokio::time::sleep(Duration::from_millis(50));
+        tokio::pin!(tick);
+        while !stop.load(Ordering::Relaxed) {
+            tokio::select! {
+                r = sock.recv_from(&mut buf) => {
+                    let mut next = r.ok();
+                    while let Some((n, from)) = next {
+                        received += 1;
+                        if n > 0 && buf[0] == b'A' {
+                            let _ = sock.try_send_to(&answer, from);
+                        }
+                        next = sock.try_recv_from(&mut buf).ok();
+                    }
+                }
+                _ = tick.as_mut() => tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(50)),
+            }
+        }
+        received
+    })
 }

@@ -121,10 +121,11 @@ fn run() -> std::io::Result<()> {
     for &rate in rates {
         let mut c = cycle::run(&parkd, rate, (rate as u64 * cycle_secs) as usize, &mut progress)?;
         progress(format!("bare UDP responder at {rate} cycles/s"));
-        c.sip_floor_us = sip_floor::run(PARKD_CPU, rate, Duration::from_secs(2))?.us_per_cycle;
+        c.sip_floor_us = sip_floor::run(PARKD_CPU, rate, Duration::from_secs(2), sip_floor::Responder::Blocking)?.us_per_cycle;
+        c.tokio_floor_us = sip_floor::run(PARKD_CPU, rate, Duration::from_secs(2), sip_floor::Responder::Tokio)?.us_per_cycle;
         eprintln!(
-            "\rcycle {rate}/s: {} done, {} failed, {:.0} µs CPU/cycle ({:.0} of it the media thread; bare responder {:.0}), INVITE→200 p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms, switch p99 {:.2} ms, hold after {}",
-            c.completed, c.failed, c.cpu_us_per_cycle, c.media_cpu_us_per_cycle, c.sip_floor_us, c.invite.ms(0.5), c.invite.ms(0.99), c.invite.ms(0.999), c.switch.ms(0.99), c.hold_after_bridge
+            "\rcycle {rate}/s: {} done, {} failed, {:.0} µs CPU/cycle ({:.0} of it the media thread; bare responder {:.0}, on tokio {:.0}), INVITE→200 p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms, switch p99 {:.2} ms, hold after {}",
+            c.completed, c.failed, c.cpu_us_per_cycle, c.media_cpu_us_per_cycle, c.sip_floor_us, c.tokio_floor_us, c.invite.ms(0.5), c.invite.ms(0.99), c.invite.ms(0.999), c.switch.ms(0.99), c.hold_after_bridge
         );
         cycles.push(c);
     }
