@@ -182,13 +182,19 @@ impl Report {
             if floor > 0.0 { est / floor * 100.0 } else { 0.0 },
             yes(ceiling as f64 >= floor * 0.9)
         );
-        if let Some(c) = self.cycles.iter().max_by_key(|c| c.rate) {
+        // The budget names 500 cycles/s; the other rates are in the table above.
+        if let Some(c) = self.cycles.iter().find(|c| c.rate == 500).or_else(|| self.cycles.iter().max_by_key(|c| c.rate)) {
+            let best = self.cycles.iter().min_by(|a, b| a.cpu_us_per_cycle.total_cmp(&b.cpu_us_per_cycle)).unwrap_or(c);
             let _ = writeln!(
                 s,
-                "| ≤ 100 µs server CPU per park+retrieve cycle | {:.0} µs at {}/s (a bare UDP responder: {:.0} µs for the same datagrams) | {} |",
+                "| ≤ 100 µs server CPU per park+retrieve cycle | {:.0} µs at {}/s (lowest: {:.0} µs at {}/s); a bare UDP responder takes {:.0} µs blocking / {:.0} µs on tokio for the same datagrams at {}/s | {} |",
                 c.cpu_us_per_cycle,
                 c.rate,
+                best.cpu_us_per_cycle,
+                best.rate,
                 c.sip_floor_us,
+                c.tokio_floor_us,
+                c.rate,
                 yes(c.cpu_us_per_cycle <= 100.0)
             );
             let _ = writeln!(s, "| p99 INVITE→200 ≤ 2 ms at 500 cycles/s | {:.2} ms at {}/s | {} |", c.invite.ms(0.99), c.rate, yes(c.rate >= 500 && c.invite.ms(0.99) <= 2.0));
