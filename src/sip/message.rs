@@ -415,8 +415,10 @@ impl Common {
         self.body = body;
     }
 
-    fn write_headers(&self, buf: &mut String) {
-        for v in &self.via {
+    /// Writes the headers; `top_via`, when given, is written in place of the first Via.
+    fn write_headers(&self, buf: &mut String, top_via: Option<&Via>) {
+        for (i, v) in self.via.iter().enumerate() {
+            let v = if i == 0 { top_via.unwrap_or(v) } else { v };
             let _ = write!(buf, "Via: {v}\r\n");
         }
         if let Some(mf) = self.max_forwards {
@@ -505,7 +507,7 @@ impl Request {
     pub fn encode(&self) -> Bytes {
         let mut head = String::with_capacity(512);
         let _ = write!(head, "{} {} SIP/2.0\r\n", self.method, self.uri);
-        self.common.write_headers(&mut head);
+        self.common.write_headers(&mut head, None);
         finish(head, &self.common.body)
     }
     /// The top Via's branch, if any.
@@ -516,9 +518,15 @@ impl Request {
 
 impl Response {
     pub fn encode(&self) -> Bytes {
+        self.encode_with_top_via(None)
+    }
+
+    /// Encodes with `top_via` written in place of the first Via (a server transaction echoing the
+    /// `received`/`rport` it stamped on the request, without copying the whole response).
+    pub fn encode_with_top_via(&self, top_via: Option<&Via>) -> Bytes {
         let mut head = String::with_capacity(512);
         let _ = write!(head, "SIP/2.0 {} {}\r\n", self.status, self.reason);
-        self.common.write_headers(&mut head);
+        self.common.write_headers(&mut head, top_via);
         finish(head, &self.common.body)
     }
 

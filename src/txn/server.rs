@@ -12,22 +12,17 @@ use super::dest::{response_destination, stamp_top_via};
 use super::key::{MethodClass, ServerKey};
 use super::timer::{Side, TimerKind, TimerRef, TimerTable};
 use super::{ServerTxnId, ServerVerdict, TxnEvent, TxnLayer};
-use crate::sip::{Method, Peer, Request, Response};
+use crate::sip::{Method, Peer, Request, Response, Via};
 use crate::time::Time;
 use bytes::Bytes;
 use std::time::Duration;
 
-/// `resp` with the stored request's stamped top Via when its own top Via is the same hop unstamped.
-fn echo_stamped_via<'a>(request: &Request, resp: &'a Response) -> std::borrow::Cow<'a, Response> {
+/// The stored request's stamped top Via, when `resp`'s own top Via is the same hop unstamped: the Via the
+/// response must carry instead (§18.2.1, RFC 3581 §4).
+fn stamped_top_via<'a>(request: &'a Request, resp: &Response) -> Option<&'a Via> {
     match (resp.common.via.first(), request.common.via.first()) {
-        (Some(rv), Some(sv)) if rv != sv && rv.branch() == sv.branch() && rv.sent_by() == sv.sent_by() => {
-            let mut fixed = resp.clone();
-            if let Some(v) = fixed.common.via.first_mut() {
-                *v = sv.clone();
-            }
-            std::borrow::Cow::Owned(fixed)
-        }
-        _ => std::borrow::Cow::Borrowed(resp),
+        (Some(rv), Some(sv)) if rv != sv && rv.branch() == sv.branch() && rv.sent_by() == sv.sent_by() => Some(sv),
+        _ => None,
     }
 }
 
@@ -181,7 +176,7 @@ impl TxnLayer {
             tracing::debug!(status, state = ?t.state, "txn: response not allowed in this state, dropped");
             return;
         }
-        let bytes = echo_stamped_via(&t.request, resp).encode();
+        let bytes = resp.encode_with_top_via(stamped_top_via(&t.request, resp));
         let dest = t.dest;
         t.last_response = Some(bytes.clone());
         self.transmit(dest, bytes);
