@@ -43,6 +43,16 @@ fn bob() -> Phone {
     Phone::new("bob", 5070)
 }
 
+/// Bob parked without a parking-time override, 45 s later: the recall INVITE ringing Alice (the parker).
+fn recall_ringing(fallback: RecallFallback, rounds: u32) -> (World, Phone, Phone, Request) {
+    let mut w = world(fallback, rounds);
+    let (bob, a) = (bob(), alice());
+    park_bob(&mut w, &bob, "");
+    w.advance(Duration::from_secs(45));
+    let inv = invites_to(&w, &a, 0).remove(0);
+    (w, bob, a, inv)
+}
+
 #[test]
 fn recall_invite_after_parking_time_says_what_it_is() {
     let mut w = world(RecallFallback::Repark, 3);
@@ -67,12 +77,7 @@ fn recall_invite_after_parking_time_says_what_it_is() {
 
 #[test]
 fn answered_recall_bridges_parker_and_parked_and_frees_the_orbit() {
-    let mut w = world(RecallFallback::Repark, 3);
-    let bob = bob();
-    let a = alice();
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let (mut w, bob, a, inv) = recall_ringing(RecallFallback::Repark, 3);
     w.deliver(a.peer, &a.answer(&inv, 180, "Ringing", None));
     let since = w.sent.len();
     let media_before = w.media.len();
@@ -102,12 +107,7 @@ fn answered_recall_bridges_parker_and_parked_and_frees_the_orbit() {
 
 #[test]
 fn unanswered_recall_is_cancelled_and_reparked_then_ended_after_the_last_round() {
-    let mut w = world(RecallFallback::Repark, 2);
-    let bob = bob();
-    let a = alice();
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let (mut w, bob, a, inv) = recall_ringing(RecallFallback::Repark, 2);
     w.deliver(a.peer, &a.answer(&inv, 180, "Ringing", None));
     let since = w.sent.len();
     w.advance(Duration::from_secs(30));
@@ -152,12 +152,7 @@ fn fallback_uri_is_called_when_the_parker_does_not_answer() {
 
 #[test]
 fn hangup_fallback_ends_the_call_after_one_unanswered_recall() {
-    let mut w = world(RecallFallback::Hangup, 3);
-    let bob = bob();
-    let a = alice();
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let (mut w, bob, a, inv) = recall_ringing(RecallFallback::Hangup, 3);
     let since = w.sent.len();
     w.deliver(a.peer, &a.answer(&inv, 603, "Decline", None));
     assert!(w.requests_to(bob.peer, since).iter().any(|r| r.method == Method::Bye));
@@ -166,12 +161,7 @@ fn hangup_fallback_ends_the_call_after_one_unanswered_recall() {
 
 #[test]
 fn retrieve_during_recall_cancels_it_and_a_late_2xx_is_acked_and_byed() {
-    let mut w = world(RecallFallback::Repark, 3);
-    let bob = bob();
-    let a = alice();
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let (mut w, _bob, a, inv) = recall_ringing(RecallFallback::Repark, 3);
     w.deliver(a.peer, &a.answer(&inv, 180, "Ringing", None));
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let since = w.sent.len();
@@ -188,12 +178,7 @@ fn retrieve_during_recall_cancels_it_and_a_late_2xx_is_acked_and_byed() {
 
 #[test]
 fn parker_answering_first_wins_and_a_later_retrieve_finds_the_orbit_empty() {
-    let mut w = world(RecallFallback::Repark, 3);
-    let bob = bob();
-    let a = alice();
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let (mut w, _bob, a, inv) = recall_ringing(RecallFallback::Repark, 3);
     w.deliver(a.peer, &a.answer(&inv, 200, "OK", Some(&a.sdp("0", "sendrecv"))));
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let since = w.sent.len();
@@ -221,12 +206,7 @@ fn parked_party_hanging_up_during_recall_cancels_it() {
 #[test]
 fn cancel_waits_for_a_provisional_response() {
     // RFC 3261 §9.1: a CANCEL is not sent before a provisional response arrives.
-    let mut w = world(RecallFallback::Repark, 3);
-    let bob = bob();
-    let a = alice();
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let (mut w, _bob, a, inv) = recall_ringing(RecallFallback::Repark, 3);
     let since = w.sent.len();
     w.advance(Duration::from_secs(30));
     assert!(!w.requests_to(a.peer, since).iter().any(|r| r.method == Method::Cancel), "no CANCEL yet");
@@ -244,11 +224,7 @@ fn cancel_says_completed_elsewhere_only_when_the_call_was_taken() {
         cancels[0].common.header("Reason").map(str::to_string)
     };
     // Rang out (30 s ring time): CANCEL without the "completed elsewhere" Reason.
-    let mut w = world(RecallFallback::Repark, 3);
-    let (bob, a) = (bob(), alice());
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let (mut w, bob, a, inv) = recall_ringing(RecallFallback::Repark, 3);
     w.deliver(a.peer, &a.answer(&inv, 180, "Ringing", None));
     let since = w.sent.len();
     w.advance(Duration::from_secs(30));
