@@ -67,6 +67,9 @@ pub struct Cli {
     /// Start in drain mode: new parks get 503 (SIGUSR1 toggles it).
     #[arg(long)]
     pub drain: bool,
+    /// Directory for state that outlives the process (generated API token, journal); default ./parkd-state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Health check: send one SIP OPTIONS to IP:PORT over UDP and exit 0 if it is answered 200 within 2 s.
     #[arg(long, value_name = "IP:PORT")]
     pub probe: Option<SocketAddr>,
@@ -108,6 +111,9 @@ impl Cli {
         cfg.server.trusted_proxies.extend(self.trusted_proxies.iter().copied());
         if self.drain {
             cfg.server.drain = true;
+        }
+        if let Some(d) = &self.state_dir {
+            cfg.server.state_dir = d.clone();
         }
         if let Some(r) = &self.rtp_ports {
             cfg.server.rtp_ports = NumRange::parse(r)?;

@@ -18,6 +18,12 @@
 //! announce_orbit = true           # say "parked on 701" to a caller who parked itself
 //! ```
 
+mod http;
+mod limits;
+
+pub use http::HttpConfig;
+pub use limits::{AccessConfig, LimitsConfig, SourceLimits};
+
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -407,6 +413,14 @@ pub struct ServerConfig {
     /// SIGUSR1 toggles it at run time.
     #[serde(default)]
     pub drain: bool,
+    /// Where parkd keeps what must outlive the process: the generated HTTP API token now, the journal of
+    /// parked calls later. Created mode 0700 at startup. Relative paths are relative to the working directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("parkd-state")
 }
 
 fn default_listen() -> SocketAddr {
@@ -431,6 +445,7 @@ impl Default for ServerConfig {
             outbound_proxy: None,
             trusted_proxies: Vec::new(),
             drain: false,
+            state_dir: default_state_dir(),
         }
     }
 }
@@ -464,44 +479,18 @@ pub struct Config {
     /// The HTTP API, event stream, metrics and attendant page.
     #[serde(default)]
     pub http: HttpConfig,
-}
-
-/// `[http]`: where the API listens and the bearer token its mutating calls need.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// `IP:PORT`, or `"off"` to run without the HTTP server.
-    #[serde(default = "default_http_listen")]
-    pub listen: String,
-    /// Bearer token for POST/DELETE calls. Without one, mutating calls are accepted only on a loopback listener.
+    /// Per-source bounds on what the network may make parkd hold (`[limits]`).
     #[serde(default)]
-    pub token: Option<String>,
-}
-
-fn default_http_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig { listen: default_http_listen(), token: None }
-    }
-}
-
-impl HttpConfig {
-    /// The address to serve on; `None` when the server is off.
-    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.listen.eq_ignore_ascii_case("off") {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some).map_err(|_| ConfigError::BadAddress { what: "http listen (IP:PORT or off)", value: self.listen.clone() })
-    }
+    pub limits: LimitsConfig,
+    /// Requests parkd refuses outright (`[access]`).
+    #[serde(default)]
+    pub access: AccessConfig,
 }
 
 impl Config {
     /// The configuration parkd runs with when given nothing: one lot `700` / `701-720`, 45 s.
     pub fn with_defaults() -> Config {
-        Config { server: ServerConfig::default(), lots: vec![LotConfig::default_lot()], http: HttpConfig::default() }
+        Config { lots: vec![LotConfig::default_lot()], ..Config::default() }
     }
 
     pub fn from_toml(path: &std::path::Path, text: &str) -> Result<Config, ConfigError> {

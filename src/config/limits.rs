@@ -1,0 +1,236 @@
+//! `[limits]` and `[access]`: how much of parkd one source address may take, and what is refused unanswered.
+//!
+//! Every input from the network is bounded. A source beyond a limit gets `503 Service Unavailable` with
+//! `Retry-After`, and once it keeps going, silence (its requests are dropped unanswered). Sources inside
+//! `[server] trusted_proxies` (a PBX carries every phone's traffic from one address) get `[limits.trusted]`.
+//!
+//! ```toml
+//! [limits]
+//! new_dialogs_per_second = 10     # INVITEs / SUBSCRIBEs starting a dialog, token bucket per source
+//! new_dialogs_burst = 20
+//! unconfirmed_per_source = 4      # 200 sent, ACK not yet received
+//! parked_per_source = 10
+//! subscriptions_per_source = 200
+//! out_of_dialog_per_second = 20   # OPTIONS, REGISTER, MESSAGE, ... (token bucket per source)
+//! out_of_dialog_burst = 40
+//! tcp_connections_per_source = 32
+//! [limits.trusted]
+//! new_dialogs_per_second = 500
+//!
+//! [access]
+//! drop_user_agents = ["friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent", "pplsip"]
+//! ```
+
+use serde::Deserialize;
+
+/// The bounds applied to one source address. `0` means "no limit" for the per-source counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceLimits {
+    /// New dialogs (INVITE, SUBSCRIBE outside a dialog) per second, refilled continuously.
+    pub new_dialogs_per_second: f64,
+    /// How many new dialogs may come at once before the rate applies.
+    pub new_dialogs_burst: u32,
+    /// Calls answered 200 whose ACK has not arrived yet.
+    pub unconfirmed_per_source: u32,
+    /// Calls parked from this source (by the parked party's address).
+    pub parked_per_source: u32,
+    /// BLF subscriptions held by this source.
+    pub subscriptions_per_source: u32,
+    /// Other requests outside a dialog (OPTIONS, REGISTER, MESSAGE, unknown methods) per second.
+    pub out_of_dialog_per_second: f64,
+    /// How many of those may come at once.
+    pub out_of_dialog_burst: u32,
+    /// Open TCP connections from this source.
+    pub tcp_connections_per_source: u32,
+}
+
+impl SourceLimits {
+    /// Limits for an ordinary source (a phone, or anyone on the internet).
+    pub fn untrusted() -> SourceLimits {
+        SourceLimits {
+            new_dialogs_per_second: 10.0,
+            new_dialogs_burst: 20,
+            unconfirmed_per_source: 4,
+            parked_per_source: 10,
+            subscriptions_per_source: 200,
+            out_of_dialog_per_second: 20.0,
+            out_of_dialog_burst: 40,
+            tcp_connections_per_source: 32,
+        }
+    }
+
+    /// Limits for a `trusted_proxies` source: every phone behind the PBX shares its address.
+    pub fn trusted() -> SourceLimits {
+        SourceLimits {
+            new_dialogs_per_second: 1000.0,
+            new_dialogs_burst: 2000,
+            unconfirmed_per_source: 1000,
+            parked_per_source: 0,
+            subscriptions_per_source: 20_000,
+            out_of_dialog_per_second: 1000.0,
+            out_of_dialog_burst: 2000,
+            tcp_connections_per_source: 1024,
+        }
+    }
+}
+
+/// `[limits]`: per-source bounds (ordinary sources, flat keys; trusted proxies under `[limits.trusted]`) plus the
+/// process-wide ones.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub new_dialogs_per_second: f64,
+    pub new_dialogs_burst: u32,
+    pub unconfirmed_per_source: u32,
+    pub parked_per_source: u32,
+    pub subscriptions_per_source: u32,
+    pub out_of_dialog_per_second: f64,
+    pub out_of_dialog_burst: u32,
+    pub tcp_connections_per_source: u32,
+    /// Overrides for `trusted_proxies` sources; unset keys take [`SourceLimits::trusted`].
+    pub trusted: SourceLimitsPartial,
+    /// Seconds in `Retry-After` of a 503 for a source over a limit.
+    pub retry_after: u32,
+    /// 503s sent to one source per second before it is answered with silence.
+    pub refusals_per_second: u32,
+    /// Open TCP connections in all.
+    pub tcp_connections: u32,
+    /// A TCP connection that has not delivered a whole message this many seconds after opening is closed.
+    pub tcp_first_message_timeout: u64,
+    /// A TCP connection idle (nothing read, nothing written) this long is closed.
+    pub tcp_idle_timeout: u64,
+    /// Largest SIP message (header section + body), bytes.
+    pub max_message_bytes: usize,
+    /// Most header lines in one SIP message.
+    pub max_headers: usize,
+    /// Source addresses tracked at once; the least recently seen is forgotten beyond this.
+    pub tracked_sources: usize,
+}
+
+/// A `[limits]` / `[limits.trusted]` table as written: every key optional, falling back to the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceLimitsPartial {
+    pub new_dialogs_per_second: Option<f64>,
+    pub new_dialogs_burst: Option<u32>,
+    pub unconfirmed_per_source: Option<u32>,
+    pub parked_per_source: Option<u32>,
+    pub subscriptions_per_source: Option<u32>,
+    pub out_of_dialog_per_second: Option<f64>,
+    pub out_of_dialog_burst: Option<u32>,
+    pub tcp_connections_per_source: Option<u32>,
+}
+
+impl SourceLimitsPartial {
+    fn over(&self, base: SourceLimits) -> SourceLimits {
+        SourceLimits {
+            new_dialogs_per_second: self.new_dialogs_per_second.unwrap_or(base.new_dialogs_per_second),
+            new_dialogs_burst: self.new_dialogs_burst.unwrap_or(base.new_dialogs_burst),
+            unconfirmed_per_source: self.unconfirmed_per_source.unwrap_or(base.unconfirmed_per_source),
+            parked_per_source: self.parked_per_source.unwrap_or(base.parked_per_source),
+            subscriptions_per_source: self.subscriptions_per_source.unwrap_or(base.subscriptions_per_source),
+            out_of_dialog_per_second: self.out_of_dialog_per_second.unwrap_or(base.out_of_dialog_per_second),
+            out_of_dialog_burst: self.out_of_dialog_burst.unwrap_or(base.out_of_dialog_burst),
+            tcp_connections_per_source: self.tcp_connections_per_source.unwrap_or(base.tcp_connections_per_source),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let u = SourceLimits::untrusted();
+        LimitsConfig {
+            new_dialogs_per_second: u.new_dialogs_per_second,
+            new_dialogs_burst: u.new_dialogs_burst,
+            unconfirmed_per_source: u.unconfirmed_per_source,
+            parked_per_source: u.parked_per_source,
+            subscriptions_per_source: u.subscriptions_per_source,
+            out_of_dialog_per_second: u.out_of_dialog_per_second,
+            out_of_dialog_burst: u.out_of_dialog_burst,
+            tcp_connections_per_source: u.tcp_connections_per_source,
+            trusted: SourceLimitsPartial::default(),
+            retry_after: 5,
+            refusals_per_second: 5,
+            tcp_connections: 4096,
+            tcp_first_message_timeout: 10,
+            tcp_idle_timeout: 300,
+            max_message_bytes: 64 * 1024,
+            max_headers: 256,
+            tracked_sources: 65_536,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits of an ordinary source.
+    pub fn untrusted(&self) -> SourceLimits {
+        SourceLimits {
+            new_dialogs_per_second: self.new_dialogs_per_second,
+            new_dialogs_burst: self.new_dialogs_burst,
+            unconfirmed_per_source: self.unconfirmed_per_source,
+            parked_per_source: self.parked_per_source,
+            subscriptions_per_source: self.subscriptions_per_source,
+            out_of_dialog_per_second: self.out_of_dialog_per_second,
+            out_of_dialog_burst: self.out_of_dialog_burst,
+            tcp_connections_per_source: self.tcp_connections_per_source,
+        }
+    }
+
+    /// The limits of a `trusted_proxies` source.
+    pub fn trusted(&self) -> SourceLimits {
+        self.trusted.over(SourceLimits::trusted())
+    }
+}
+
+/// `[access]`: requests refused before anything else looks at them.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Requests whose `User-Agent` contains one of these (case-insensitive) are dropped unanswered: scanners
+    /// learn nothing, not even that a SIP server is there. `[]` turns this off.
+    pub drop_user_agents: Vec<String>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            drop_user_agents: ["friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent", "pplsip"].map(String::from).to_vec(),
+        }
+    }
+}
+
+impl AccessConfig {
+    /// Whether a request with this `User-Agent` is dropped unanswered.
+    pub fn drops(&self, user_agent: &str) -> bool {
+        self.drop_user_agents.iter().any(|p| !p.is_empty() && contains_ignore_case(user_agent, p))
+    }
+}
+
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    hay.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn defaults_and_partial_overrides() {
+        let cfg = Config::from_toml(std::path::Path::new("x"), "[limits]\nparked_per_source = 3\n[limits.trusted]\nnew_dialogs_burst = 7\n").unwrap();
+        assert_eq!(cfg.limits.untrusted().parked_per_source, 3);
+        assert_eq!(cfg.limits.untrusted().new_dialogs_burst, SourceLimits::untrusted().new_dialogs_burst);
+        assert_eq!(cfg.limits.trusted().new_dialogs_burst, 7);
+        assert_eq!(cfg.limits.trusted().parked_per_source, 0);
+        assert!(Config::from_toml(std::path::Path::new("x"), "[limits]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn scanner_user_agents_are_dropped_case_insensitively() {
+        let a = AccessConfig::default();
+        assert!(a.drops("friendly-scanner"));
+        assert!(a.drops("SIPVicious 0.3.4"));
+        assert!(!a.drops("Yealink SIP-T46S 66.86.0.15"));
+        assert!(!AccessConfig { drop_user_agents: vec![] }.drops("friendly-scanner"));
+    }
+}
