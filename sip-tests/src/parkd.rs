@@ -55,6 +55,13 @@ pub struct Parkd {
     pub http_addr: Option<SocketAddr>,
 }
 
+impl Parkd {
+    /// This parkd's `--state-dir` (its own, under the test's log directory).
+    pub fn state_dir(&self) -> PathBuf {
+        self.log_dir.join("state")
+    }
+}
+
 /// The parkd binary: `$PARKD_BIN`, else `<target>/debug/parkd`.
 pub fn binary_path() -> PathBuf {
     match std::env::var_os("PARKD_BIN") {
@@ -101,6 +108,8 @@ impl Parkd {
             .arg(&options.orbits)
             .arg("--parking-time")
             .arg(options.parking_time.to_string())
+            .arg("--state-dir")
+            .arg(log_dir.join("state"))
             .args(&options.extra_args)
             .arg("--http")
             .arg(http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()))
