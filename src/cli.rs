@@ -31,7 +31,7 @@ pub struct Cli {
     /// Call legs sharing one RTP port (default 1: one port per leg); 1-64.
     #[arg(long, value_name = "N")]
     pub rtp_legs_per_port: Option<u16>,
-    /// How hold music is sent: auto (io_uring if the kernel allows it), io_uring (required) or syscalls.
+    /// How hold music is sent: auto (raw with CAP_NET_RAW, else io_uring if the kernel allows it, else syscalls), raw, io_uring or syscalls.
     #[arg(long, value_name = "SENDER", value_enum)]
     pub rtp_sender: Option<RtpSender>,
     /// Media threads, each with a block of the RTP ports (default 0: one per CPU core).

@@ -392,8 +392,8 @@ pub struct ServerConfig {
     /// legs of a port apart by source address; see the README's Performance section. 1..=64.
     #[serde(default = "default_rtp_legs_per_port")]
     pub rtp_legs_per_port: u16,
-    /// How hold music is sent: `auto` (default: io_uring if available, else syscalls), `io_uring`
-    /// (required; startup fails without it) or `syscalls`.
+    /// How hold music is sent: `auto` (default: `raw` with CAP_NET_RAW, else io_uring if available, else
+    /// syscalls), `raw`, `io_uring` (required; startup fails without it) or `syscalls`.
     #[serde(default)]
     pub rtp_sender: RtpSender,
     /// Media threads. Each owns a contiguous block of `rtp_ports` (its sockets, hold music pacing and

@@ -1,4 +1,4 @@
-//! The SIP codec: the only module that may name rsip.
+//! The SIP codec, parkd's own (no SIP crate: `parse.rs` says why rsip was rejected).
 //!
 //! * [`message`]: parkd's typed view of SIP messages and the writer that encodes them.
 //! * [`parse`]: bytes → [`Message`] (staged decode: broken requests whose essentials are readable come back
