@@ -158,20 +158,20 @@ fn log_token(token: &http_token::ApiToken, cfg: &Config, addr: std::net::SocketA
             return Ok(());
         }
         TokenSource::Generated(f) => {
-            tracing::info!(file = %f.display(), "HTTP API token generated (first start) and kept in {}", f.display());
+            tracing::info!("HTTP API token generated (first start) and kept in {}", f.display());
             f
         }
         TokenSource::Loaded(f) => {
-            tracing::info!(file = %f.display(), "HTTP API token read from {}", f.display());
+            tracing::info!("HTTP API token read from {}", f.display());
             f
         }
     };
     let link = http_token::write_attendant_link(&cfg.server.state_dir, addr, &token.token)?;
     tracing::info!(
-        token_file = %file.display(),
-        "attendant page: open the link in {} (http://{}/#token=...), e.g. `cat {}`",
+        "attendant page: open the link kept in {} (http://{}/#token=<the token in {}>), e.g. `cat {}`",
         link.display(),
         addr,
+        file.display(),
         link.display()
     );
     Ok(())
