@@ -55,6 +55,18 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // The API token (generated in the state directory at first start) before anything is bound: an unusable
+    // state directory stops parkd at once, naming the directory.
+    let token = match cfg.http.listen_addr() {
+        Ok(Some(_)) => match http_token::resolve(cfg.http.token.as_deref(), &cfg.server.state_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("parkd: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -62,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(cfg, music)) {
+    match rt.block_on(serve(cfg, music, token)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("parkd: {e}");
@@ -85,7 +97,7 @@ enum StartError {
     State(#[from] http_token::StateError),
 }
 
-async fn serve(mut cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
+async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token::ApiToken>) -> Result<(), StartError> {
     let clock = Clock::new();
     let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?;
     let ports = cfg.server.rtp_ports;
@@ -118,9 +130,9 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError>
     let (client, port) = api_link::link(hub.clone(), metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if let Some(addr) = cfg.http.listen_addr()? {
+    if let (Some(addr), Some(token)) = (cfg.http.listen_addr()?, token) {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::BindHttp { addr, source })?;
-        let token = http_token::resolve(cfg.http.token.as_deref(), &cfg.server.state_dir)?;
+        let addr = listener.local_addr().unwrap_or(addr);
         log_token(&token, &cfg, addr)?;
         let guard = http_guard::Guard::new(http_guard::GuardConfig {
             token: token.token,

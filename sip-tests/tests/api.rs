@@ -532,3 +532,37 @@ fn unpark_to_a_number_not_allowed_is_refused_and_nothing_is_sent_but_the_parker_
     assert_eq!(metric(&text, "parkd_recalls_total{target=\"api_unpark\",outcome=\"started\"}"), Some(1.0), "only the parker was called: {text}");
     assert!(parkd.stderr_tail(600).contains("refused http source=127.0.0.1 reason=dial_not_allowed"));
 }
+
+/// A state directory parkd cannot create is a startup error that names it (here its parent is a file), before
+/// anything is bound.
+#[test]
+fn an_unusable_state_dir_stops_parkd_with_its_name() {
+    let dir = sip_tests::paths::fresh_log_dir("api_bad_state_dir");
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, "x").expect("write");
+    let state = blocker.join("parkd-state");
+    let mut child = std::process::Command::new(sip_tests::parkd::binary_path())
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start parkd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("parkd kept running with an unusable state directory");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
+    assert!(!status.success(), "{status}");
+    assert!(err.contains(&state.display().to_string()) && err.contains("state directory"), "the error names the directory: {err}");
+}
