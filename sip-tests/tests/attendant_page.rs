@@ -55,9 +55,16 @@ fn attendant_page_shows_the_park_live_and_hangs_up() {
     page.screenshot(&shot);
     eprintln!("screenshot: {}", shot.display());
 
+    // The event stream drops; the hang-up happens while it is down; on reconnect the page sends Last-Event-ID
+    // and parkd replays what it missed (a fresh subscription without it would not show the hang-up).
+    page.eval("state.stream.abort(); state.stream = null; clearTimeout(state.retryTimer); true");
     page.eval("document.querySelector('.orbit[data-orbit=\"701\"] button.hangup').click()");
     bob_run.wait().assert_passed(&parkd, "the hang-up button sends bob a BYE");
     assert!(page.wait_for(&orbit_state_is("701", "free"), Duration::from_secs(2)).is_some(), "701 free again on the board");
+    let log_has_hangup = "[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('hung up 701'))";
+    assert_eq!(page.eval(log_has_hangup), serde_json::json!(false), "the event log missed it while the stream was down");
+    page.eval("connect(); true");
+    assert!(page.wait_for(log_has_hangup, Duration::from_secs(5)).is_some(), "replayed after reconnecting with Last-Event-ID");
     drop(page);
 
     // Without the fragment (and nothing in sessionStorage: a fresh browser) the page says where the link is.
