@@ -55,7 +55,8 @@ pub struct Cli {
     /// HTTP API / events / metrics / attendant page address, or `off`.
     #[arg(long, value_name = "IP:PORT|off")]
     pub http: Option<String>,
-    /// Bearer token for the HTTP API's mutating calls (prefer `[http] token` in the config file).
+    /// Bearer token for every /v1 call of the HTTP API (prefer `[http] token` in the config file; absent: one is
+    /// generated in the state directory).
     #[arg(long, value_name = "TOKEN")]
     pub http_token: Option<String>,
     /// Send every request parkd starts (recalls) through this proxy, e.g. sip:127.0.0.1:5080 (the PBX).

@@ -21,7 +21,7 @@
 mod http;
 mod limits;
 
-pub use http::HttpConfig;
+pub use http::{DialPattern, HttpConfig};
 pub use limits::{AccessConfig, LimitsConfig, SourceLimits};
 
 use serde::Deserialize;
@@ -508,7 +508,7 @@ impl Config {
         if self.lots.is_empty() {
             return Err(ConfigError::NoLots);
         }
-        self.http.listen_addr()?;
+        self.http.validate()?;
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });

@@ -44,6 +44,12 @@ fn answer(w: &mut World, phone: &Phone, invite: &Request, status: u16) {
     w.deliver_raw(phone.peer, &r.encode());
 }
 
+/// Lets the tests' destinations (carol, dave on 127.0.0.1, carol at pbx.example) through `[http] dial_allow`.
+fn allow_test_destinations(w: &mut World) {
+    let patterns = ["*@127.0.0.1", "carol@pbx.example"].iter().map(|p| crate::config::DialPattern::parse(p).expect("pattern")).collect();
+    w.core.set_dial_allow(patterns);
+}
+
 /// Runs a command and drains the core's outputs into the world, like the io driver does.
 fn run(w: &mut World, cmd: Command) -> super::CommandResult {
     let r = w.core.handle_command(w.now, cmd);
@@ -102,6 +108,7 @@ fn hangup_of_empty_or_unknown_orbit_is_404() {
 #[test]
 fn unpark_calls_the_destination_and_bridges_on_answer() {
     let mut w = World::new();
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
     park(&mut w, &bob, "700");
@@ -131,6 +138,7 @@ fn unpark_calls_the_destination_and_bridges_on_answer() {
 #[test]
 fn unpark_not_answered_in_ring_time_is_cancelled_and_the_call_stays_parked() {
     let mut w = World::new();
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
     park(&mut w, &bob, "700");
@@ -152,6 +160,7 @@ fn unpark_not_answered_in_ring_time_is_cancelled_and_the_call_stays_parked() {
 #[test]
 fn unpark_refused_by_destination_leaves_the_call_parked_and_reports_the_status() {
     let mut w = World::new();
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
     park(&mut w, &bob, "700");
@@ -168,6 +177,7 @@ fn unpark_refused_by_destination_leaves_the_call_parked_and_reports_the_status()
 #[test]
 fn unpark_refusals_bad_uri_empty_orbit_and_already_ringing() {
     let mut w = World::new();
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     park(&mut w, &bob, "700");
     let bad = run(&mut w, Command::Unpark { orbit: "701".into(), to: "carol".into() }).unwrap_err();
@@ -179,6 +189,30 @@ fn unpark_refusals_bad_uri_empty_orbit_and_already_ringing() {
     assert_eq!((busy.clone(), busy.http_status()), (CommandError::Ringing("701".into()), 409));
     let no_route = run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@pbx.example".into() });
     assert!(no_route.is_err());
+}
+
+/// Toll fraud (issue 15): without `dial_allow`, an unpark may only ring what parkd already calls; anything else
+/// is refused with 403 and not a byte leaves parkd. The parker of that very call is allowed.
+#[test]
+fn unpark_to_a_destination_not_allowed_is_refused_and_nothing_is_sent() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    park(&mut w, &bob, "700");
+    let (sent, events) = (w.sent.len(), w.events.len());
+    for to in ["sip:19005550100@127.0.0.3", "sip:carol@127.0.0.1:5090", "sip:701@evil.example", "sip:alice@127.0.0.1:6000"] {
+        let e = run(&mut w, Command::Unpark { orbit: "701".into(), to: to.into() }).unwrap_err();
+        assert!(matches!(e, CommandError::DialNotAllowed { .. }), "{to}: {e:?}");
+        assert_eq!(e.http_status(), 403);
+        assert!(e.to_string().contains("dial_allow"), "{e}");
+    }
+    assert_eq!(w.sent.len(), sent, "nothing was sent");
+    assert_eq!(w.events.len(), events, "no recall_started");
+    assert!(parked_in(&w, "701").is_some_and(|v| v.recalling.is_none()), "the call stays parked, nothing rings");
+
+    let alice = Phone::new("alice", 5999);
+    let r = run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:alice@127.0.0.1:5999".into() });
+    assert!(r.is_ok(), "the parker (Referred-By) may be rung: {r:?}");
+    assert_eq!(invites_to(&w, &alice, sent).len(), 1, "one INVITE to the parker");
 }
 
 #[test]
@@ -194,6 +228,7 @@ fn unpark_to_a_host_name_goes_through_the_outbound_proxy() {
     let mut lot = crate::config::LotConfig::default_lot();
     lot.orbits = NumRange::parse("701-705").unwrap();
     w.core = super::Core::new(server, vec![lot], TimerConfig::default(), 7);
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     park(&mut w, &bob, "700");
     let since = w.sent.len();

@@ -14,6 +14,7 @@ mod auth;
 mod blf;
 mod call_timers;
 pub mod commands;
+pub mod dial_allow;
 mod events;
 mod inbound;
 mod invite;
@@ -132,6 +133,8 @@ pub struct Core {
     local_addr: SocketAddr,
     /// Drain mode: new parks are refused with 503 (see proxy.rs).
     draining: bool,
+    /// `[http] dial_allow`: where applications may make parkd dial besides what it already calls (dial_allow.rs).
+    dial_allow: Vec<crate::config::DialPattern>,
 }
 
 impl Core {
@@ -171,6 +174,7 @@ impl Core {
             out: VecDeque::new(),
             local_addr,
             draining,
+            dial_allow: Vec::new(),
         }
     }
 

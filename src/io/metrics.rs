@@ -38,6 +38,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecallLabels {
     target: String,
     outcome: &'static str,
@@ -115,6 +120,8 @@ pub struct Metrics {
     abandons: Counter,
     ended: Family<OutcomeLabels, Counter>,
     refused: Family<OutcomeLabels, Counter>,
+    /// HTTP requests refused by the API's guards (and dial refusals), by reason.
+    http_refusals: Family<ReasonLabels, Counter>,
     dwell: Histogram,
     /// When each orbit's current call was parked (io-side clock), for the dwell histogram.
     parked_at: Mutex<HashMap<String, Instant>>,
@@ -139,6 +146,7 @@ impl Metrics {
             abandons: Counter::default(),
             ended: Family::default(),
             refused: Family::default(),
+            http_refusals: Family::default(),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
             parked_at: Mutex::new(HashMap::new()),
         }
@@ -199,6 +207,12 @@ impl Metrics {
         }
     }
 
+    /// Counts one refused HTTP request (`unauthorized`, `forbidden_host`, `unsupported_media_type`, `too_large`,
+    /// `rate_limited`, `dial_not_allowed`).
+    pub fn http_refusal(&self, reason: &'static str) {
+        self.http_refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     fn recall(&self, target: LegRecallTarget, outcome: &'static str) {
         let target = serde_json::to_value(target).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         self.recalls.get_or_create(&RecallLabels { target, outcome }).inc();
@@ -221,6 +235,7 @@ impl Metrics {
         reg.register("abandons", "Parked callers who hung up while parked", self.abandons.clone());
         reg.register("parked_calls_ended", "Parked calls ended by parkd, by cause", self.ended.clone());
         reg.register("refused", "Park or retrieve requests refused, by SIP status", self.refused.clone());
+        reg.register("http_refusals", "HTTP API requests refused, by reason", self.http_refusals.clone());
         reg.register("dwell_seconds", "How long calls stayed parked", self.dwell.clone());
         let occupied = Family::<LotLabels, Gauge>::default();
         let capacity = Family::<LotLabels, Gauge>::default();

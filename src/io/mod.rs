@@ -5,6 +5,8 @@ pub mod clock;
 pub mod events_hub;
 pub mod hold_sender;
 pub mod http;
+pub mod http_guard;
+pub mod http_token;
 pub mod media_shards;
 pub mod media_thread;
 pub mod metrics;
@@ -14,3 +16,6 @@ pub mod sip_driver;
 pub mod tcp;
 pub mod uring_sender;
 pub mod wake_gate;
+
+#[cfg(test)]
+mod http_tests;
