@@ -77,11 +77,17 @@ pub struct Heard {
     pub sound: Sound,
 }
 
+/// The built-in hold music, synthesized once per test process (it takes a while) and shared.
+pub fn builtin_music() -> HoldMusic {
+    static MUSIC: OnceLock<HoldMusic> = OnceLock::new();
+    MUSIC.get_or_init(HoldMusic::builtin).clone()
+}
+
 /// The built-in music's frames in both laws → frame index.
 fn music_index() -> &'static HashMap<Vec<u8>, usize> {
     static INDEX: OnceLock<HashMap<Vec<u8>, usize>> = OnceLock::new();
     INDEX.get_or_init(|| {
-        let m = HoldMusic::builtin();
+        let m = builtin_music();
         let mut idx = HashMap::new();
         for codec in [Codec::Pcmu, Codec::Pcma] {
             for i in 0..m.frames {

@@ -192,7 +192,7 @@ impl Net {
         Net {
             now: cfg.start,
             core: Core::new(cfg.server, cfg.lots, cfg.timers, cfg.seed),
-            media: MediaPlane::new(Vec::new(), cfg.seed ^ 0x006d_6564_6961),
+            media: MediaPlane::new(vec![media_sink::builtin_music()], cfg.seed ^ 0x006d_6564_6961),
             phones: Vec::new(),
             paths: Vec::new(),
             sip_addr,
