@@ -214,6 +214,45 @@ fn unanswered_recall_is_cancelled_and_the_call_stays_parked_with_music() {
     assert_all_released(&mut net);
 }
 
+#[test]
+fn busy_parker_with_the_hangup_fallback_ends_the_parked_call_politely() {
+    let mut net = Net::new(NetConfig::new(21).links(LinkConfig::lossy(0.10), LinkConfig::lossy(0.10)).lot(|l| l.recall_fallback = crate::config::RecallFallback::Hangup));
+    let alice = net.add_phone(PhoneConfig::new("alice", 5999).on_invite(OnInvite::Busy));
+    let bob = net.add_phone(PhoneConfig::new("bob", 5070));
+    let park = net.park(bob, "700", Some(alice));
+    assert!(net.run_until(secs(10), |n| confirmed(n, bob, park)));
+    assert!(net.run_until(secs(60), |n| n.phone(bob).call(park).state == CallState::Ended(End::ByPeer)), "parkd ends the call");
+    assert_eq!(net.phone(alice).calls[0].state, CallState::Ended(End::Failed(486)));
+    assert!(event(&net, |e| matches!(e, ParkEvent::RecallFailed { status: 486, .. })).is_some());
+    let bye = net.phone(bob).requests(Method::Bye)[0].clone();
+    assert!(bye.common.header("Reason").is_some_and(|r| r.contains("Recall Not Answered")), "{bye:?}");
+    assert_eq!(net.phone(bob).sink.story(1), vec![Kind::Music]);
+    assert_all_released(&mut net);
+}
+
+#[test]
+fn api_unpark_rings_a_phone_that_answers_and_is_bridged() {
+    let mut net = lossy_net(8);
+    let bob = net.add_phone(PhoneConfig::new("bob", 5070));
+    let carol = net.add_phone(PhoneConfig::new("carol", 5071));
+    let park = net.park(bob, "700", None);
+    assert!(net.run_until(secs(10), |n| confirmed(n, bob, park)));
+    net.run_for(secs(5));
+    let to = format!("sip:carol@{}", net.phone(carol).cfg.sip);
+    let r = net.command(crate::core::Command::Unpark { orbit: "701".into(), to });
+    assert!(r.is_ok(), "{r:?}");
+    assert!(net.run_until(secs(10), |n| incoming(n, carol).is_some_and(|c| confirmed(n, carol, c))), "carol answers");
+    net.run_for(secs(3));
+    assert_eq!(net.phone(carol).sink.story(1), vec![Kind::Voice(bob.talker())]);
+    // A self-parked caller hears "parked on seven zero one" (prompt frames), music, then Carol.
+    assert_eq!(net.phone(bob).sink.story(1), vec![Kind::Other, Kind::Music, Kind::Voice(carol.talker())]);
+    assert_stream_sound(&net, bob, "bob");
+    let get = incoming(&net, carol).unwrap();
+    net.hangup(carol, get);
+    assert!(net.run_until(secs(10), |n| n.phone(bob).call(park).state == CallState::Ended(End::ByPeer)));
+    assert_all_released(&mut net);
+}
+
 /// A short park → retrieve run; returns its trace digest.
 fn short_run(seed: u64) -> u64 {
     let mut net = lossy_net(seed);

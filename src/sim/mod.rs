@@ -11,7 +11,9 @@
 //! ([`Net::trace_hash`]).
 //!
 //! Phones act by themselves (answer, ACK, retransmit, answer BYE/OPTIONS/NOTIFY, talk in marked RTP
-//! frames) and a test tells them what a person would do: call a number, hang up, re-INVITE, subscribe.
+//! frames) and a test tells them what a person would do: call a number, hang up, re-INVITE, subscribe
+//! ([`Net::call`], [`Net::park`], [`Net::hangup`], [`Net::reinvite`], [`Net::subscribe`]); [`Net::command`] is what
+//! an application does through the HTTP API.
 //! Each phone's [`RtpSink`](media_sink::RtpSink) records what it heard (music, whose voice, stream
 //! continuity).
 //!
@@ -268,6 +270,13 @@ impl Net {
 
     pub fn resubscribe(&mut self, id: PhoneId, sub: SubId, expires: u32) {
         self.with_phone(id, |p, now| p.resubscribe(now, sub, expires));
+    }
+
+    /// Runs an application command (what the HTTP API does: unpark to a URI, park a bridged call, hang up).
+    pub fn command(&mut self, cmd: crate::core::Command) -> crate::core::CommandResult {
+        let r = self.core.handle_command(self.now, cmd);
+        self.drain_core();
+        r
     }
 
     /// A digest of every datagram delivered so far (time, addresses, bytes): equal for equal runs.

@@ -3,7 +3,7 @@
 //! * Calls it places ([`Phone::invite`]): retransmits the INVITE (Timer A, T1 doubling) until a
 //!   response, ACKs every 2xx (retransmissions too) and every non-2xx final, CANCELs when hung up
 //!   while ringing, BYEs when hung up in a call.
-//! * Calls it gets: answers per [`OnInvite`] (`180` then `200` after a delay, busy, ring forever,
+//! * Calls it gets: `100 Trying`, then as [`OnInvite`] says (`180` then `200` after a delay, busy, ring forever,
 //!   reject), retransmits its final response (T1 doubling up to T2) until the ACK, takes CANCEL
 //!   (`200` + `487`), answers re-INVITEs with its SDP.
 //! * Every other request (BYE, OPTIONS, NOTIFY, MESSAGE...) gets `200` (`481` for a BYE outside a
@@ -527,6 +527,8 @@ impl Phone {
         c.remote_tag = req.common.from.tag().map(str::to_string);
         c.invite_branch = req.branch().unwrap_or("").to_string();
         take_sdp(&mut c, &req.common.body);
+        let trying = wire::response(&req, 100, "Trying", &c.local_tag, "", None);
+        self.reply(from, &req, &trying);
         c.invite_in = Some(req);
         self.calls.push(c);
         match self.cfg.on_invite {
