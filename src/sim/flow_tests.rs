@@ -28,6 +28,7 @@ fn assert_all_released(net: &mut Net) {
     assert_eq!(net.core.live(), Live::default(), "core state left behind");
     let m = net.media.stats();
     assert_eq!((m.legs, m.hold_streams, m.bridged_pairs), (0, 0, 0), "media legs left behind");
+    assert!(net.run_until_idle(1_000), "nothing pending any more: next event at {:?}", net.next_event());
 }
 
 /// Checks a sink's stream: one SSRC, a timeline that only jumps at a marker, voice frames in step.
