@@ -10,6 +10,7 @@
 //! * [`core`] — the park engine (a B2BUA) driven by `(input, now)`, returning actions.
 //! * [`config`], [`cli`] — TOML + flags.
 //! * [`io`] — the thin tokio/mio layer.
+//! * `sim` (tests only) — a simulated network: core + media plane + reactive phones over seeded lossy links.
 
 pub mod cli;
 pub mod config;
@@ -19,6 +20,8 @@ pub mod io;
 pub mod media;
 pub mod park;
 pub mod sdp;
+#[cfg(test)]
+pub mod sim;
 pub mod sip;
 pub mod time;
 pub mod txn;

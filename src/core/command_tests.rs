@@ -3,7 +3,7 @@
 use super::commands::{Command, CommandError, CommandOutcome};
 use super::legs::{ParkHow, RecallTarget};
 use super::orbit_view::OrbitState;
-use super::testkit::{udp, Phone, World, LEG_20000, LEG_20002};
+use super::testkit::{udp, ParkAs, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
 use crate::config::{NumRange, ServerConfig};
 use crate::media::MediaCommand;
@@ -12,16 +12,8 @@ use crate::txn::TimerConfig;
 use bytes::Bytes;
 use std::time::Duration;
 
-/// Parks `phone` (with a Referred-By from alice) by dialing `user`; returns parkd's tag.
-fn park(w: &mut World, phone: &Phone, user: &str) -> String {
-    let since = w.sent.len();
-    w.deliver(phone.peer, &phone.invite(user, "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&phone.sdp("0 8 101", "sendrecv"))));
-    let ok = w.last_response_to(phone.peer, since);
-    assert_eq!(ok.status, 200);
-    let tag = ok.common.to.tag().expect("to tag").to_string();
-    w.deliver(phone.peer, &phone.ack(user, &tag, phone.cseq, None));
-    tag
-}
+/// A blind transfer by Alice, offering PCMU, PCMA and telephone-event.
+const BLIND: ParkAs = ParkAs::ALICE.pts("0 8 101");
 
 /// `phone` dials `orbit` (retrieve) and ACKs; returns parkd's tag for that dialog.
 fn retrieve(w: &mut World, phone: &Phone, orbit: &str) -> String {
@@ -79,7 +71,7 @@ fn parked_in(w: &World, orbit: &str) -> Option<super::orbit_view::ParkedView> {
 fn hangup_ends_the_parked_call_with_bye_and_reason_and_frees_the_orbit() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     let r = run(&mut w, Command::Hangup { orbit: "701".into() });
     assert!(matches!(r, Ok(CommandOutcome::HungUp { ref orbit, ref call_id, .. }) if orbit == "701" && call_id == "bob-call@test"), "{r:?}");
@@ -111,7 +103,7 @@ fn unpark_calls_the_destination_and_bridges_on_answer() {
     allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     let r = run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@127.0.0.1:5090".into() });
     assert!(matches!(r, Ok(CommandOutcome::Unparking { ref orbit, ring_secs: 30, .. }) if orbit == "701"), "{r:?}");
@@ -141,7 +133,7 @@ fn unpark_not_answered_in_ring_time_is_cancelled_and_the_call_stays_parked() {
     allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@127.0.0.1:5090".into() }).unwrap();
     let inv = invites_to(&w, &carol, since).remove(0);
@@ -163,7 +155,7 @@ fn unpark_refused_by_destination_leaves_the_call_parked_and_reports_the_status()
     allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@127.0.0.1:5090".into() }).unwrap();
     let inv = invites_to(&w, &carol, since).remove(0);
@@ -179,7 +171,7 @@ fn unpark_refusals_bad_uri_empty_orbit_and_already_ringing() {
     let mut w = World::new();
     allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let bad = run(&mut w, Command::Unpark { orbit: "701".into(), to: "carol".into() }).unwrap_err();
     assert_eq!(bad.http_status(), 400);
     let empty = run(&mut w, Command::Unpark { orbit: "702".into(), to: "sip:carol@127.0.0.1:5090".into() }).unwrap_err();
@@ -230,7 +222,7 @@ fn unpark_to_a_host_name_goes_through_the_outbound_proxy() {
     w.core = super::Core::new(server, vec![lot], TimerConfig::default(), 7);
     allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@pbx.example".into() }).unwrap();
     let inv: Vec<_> = w.requests_to(udp(5080), since).into_iter().filter(|r| r.method == Method::Invite).collect();
@@ -244,7 +236,7 @@ fn park_call_indirect_reparks_the_other_party_and_releases_the_given_leg() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
     let alice = Phone { call_id: "alice-call".into(), ..Phone::new("alice", 5071) };
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     retrieve(&mut w, &alice, "701");
     assert!(parked_in(&w, "701").is_none());
     let since = w.sent.len();
@@ -268,7 +260,7 @@ fn park_call_directed_by_the_parked_legs_call_id_parks_the_retriever() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
     let alice = Phone { call_id: "alice-call".into(), ..Phone::new("alice", 5071) };
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     retrieve(&mut w, &alice, "701");
     let since = w.sent.len();
     let r = run(&mut w, Command::ParkCall { call_id: "bob-call@test".into(), orbit: Some("705".into()), lot: None });
@@ -289,14 +281,14 @@ fn park_call_refusals_unknown_call_occupied_orbit_and_full_lot() {
     assert_eq!(unknown.http_status(), 404);
     let bob = Phone::new("bob", 5070);
     let alice = Phone { call_id: "alice-call".into(), ..Phone::new("alice", 5071) };
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     // A parked (not bridged) call cannot be parked again through the API.
     let parked = run(&mut w, Command::ParkCall { call_id: "bob-call@test".into(), orbit: None, lot: None }).unwrap_err();
     assert_eq!(parked.http_status(), 404);
     retrieve(&mut w, &alice, "701");
     for (i, port) in (5080..5085).enumerate() {
         let p = Phone { call_id: format!("filler-{i}"), ..Phone::new("p", port) };
-        park(&mut w, &p, "700");
+        w.park(&p, "700", BLIND);
     }
     let occupied = run(&mut w, Command::ParkCall { call_id: "alice-call".into(), orbit: Some("703".into()), lot: None }).unwrap_err();
     assert_eq!((occupied.clone(), occupied.http_status()), (CommandError::OrbitOccupied("703".into()), 409));
@@ -311,7 +303,7 @@ fn park_call_refusals_unknown_call_occupied_orbit_and_full_lot() {
 fn snapshot_shows_parked_state_parker_and_times() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "703");
+    w.park(&bob, "703", BLIND);
     let lots = w.core.lots_snapshot();
     assert_eq!(lots.len(), 1);
     assert_eq!((lots[0].capacity, lots[0].occupied), (5, 1));
