@@ -189,7 +189,7 @@ fn unpark_refusals_bad_uri_empty_orbit_and_already_ringing() {
 fn unpark_to_a_destination_not_allowed_is_refused_and_nothing_is_sent() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let (sent, events) = (w.sent.len(), w.events.len());
     for to in ["sip:19005550100@127.0.0.3", "sip:carol@127.0.0.1:5090", "sip:701@evil.example", "sip:alice@127.0.0.1:6000"] {
         let e = run(&mut w, Command::Unpark { orbit: "701".into(), to: to.into() }).unwrap_err();
