@@ -38,6 +38,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    /// Why: `tcp_per_source`, `tcp_total`, `tcp_idle`, `framing`, ... (see `conn_limits::Refusal`).
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecallLabels {
     target: String,
     outcome: &'static str,
@@ -115,6 +121,7 @@ pub struct Metrics {
     abandons: Counter,
     ended: Family<OutcomeLabels, Counter>,
     refused: Family<OutcomeLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     dwell: Histogram,
     /// When each orbit's current call was parked (io-side clock), for the dwell histogram.
     parked_at: Mutex<HashMap<String, Instant>>,
@@ -139,6 +146,7 @@ impl Metrics {
             abandons: Counter::default(),
             ended: Family::default(),
             refused: Family::default(),
+            refusals: Family::default(),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
             parked_at: Mutex::new(HashMap::new()),
         }
@@ -149,6 +157,11 @@ impl Metrics {
         let direction = if outgoing { "out" } else { "in" };
         let Some(labels) = classify(direction, bytes) else { return };
         self.sip.get_or_create(&labels).inc();
+    }
+
+    /// Counts one refused connection or message (`parkd_sip_refusals_total{reason}`).
+    pub fn refusal(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     /// Counts a park event and tracks dwell time; `now` is the io clock.
@@ -221,6 +234,7 @@ impl Metrics {
         reg.register("abandons", "Parked callers who hung up while parked", self.abandons.clone());
         reg.register("parked_calls_ended", "Parked calls ended by parkd, by cause", self.ended.clone());
         reg.register("refused", "Park or retrieve requests refused, by SIP status", self.refused.clone());
+        reg.register("sip_refusals", "SIP connections and messages refused by a limit, by reason", self.refusals.clone());
         reg.register("dwell_seconds", "How long calls stayed parked", self.dwell.clone());
         let occupied = Family::<LotLabels, Gauge>::default();
         let capacity = Family::<LotLabels, Gauge>::default();
@@ -327,6 +341,17 @@ mod tests {
         assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="INVITE",class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="BYE",class="4xx"} 1"#), "{text}");
         assert!(text.contains(r#"method="other""#), "unknown methods are bucketed");
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let m = Metrics::new();
+        m.refusal("tcp_per_source");
+        m.refusal("tcp_per_source");
+        m.refusal("framing");
+        let text = m.encode(&ScrapeSnapshot::default());
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="tcp_per_source"} 2"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="framing"} 1"#), "{text}");
     }
 
     #[test]
