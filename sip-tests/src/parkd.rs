@@ -60,6 +60,11 @@ impl Parkd {
     pub fn state_dir(&self) -> PathBuf {
         self.log_dir.join("state")
     }
+
+    /// The parkd process id (e.g. to read its RSS from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 /// The parkd binary: `$PARKD_BIN`, else `<target>/debug/parkd`.
