@@ -27,4 +27,4 @@ log="logs/$target-$(date +%Y%m%d-%H%M%S).log"
 echo "fuzzing $target for $minutes min; log: fuzz/$log"
 cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
   -max_total_time=$((minutes * 60)) -rss_limit_mb=2048 -timeout=10 -max_len=$max_len \
-  -print_final_stats=1 "${dict[@]}" 2>&1 | tee "$log" | grep --line-buffered -E "^#[0-9]+ +(INITED|DONE|pulse)|ERROR|SUMMARY|panicked|^stat::"
+  -print_final_stats=1 "${dict[@]}" 2>&1 | tee "$log" | grep --line-buffered -E "^#[0-9]+ +(INITED|DONE|pulse)|^Done|ERROR|SUMMARY|panicked|^stat::"

@@ -41,7 +41,8 @@ fn refusals(parkd: &Parkd, reason: &str) -> u64 {
     metrics(parkd).lines().find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 
-/// How many `refused sip source=<ip> reason=<reason>` lines parkd logged.
+/// How many `refused sip source=<ip> reason=<reason>` lines parkd logged (a summary line, which adds
+/// `suppressed=<n>`, included; at most 3 lines per source and second are written).
 fn refusal_lines(parkd: &Parkd, ip: &str, reason: &str) -> usize {
     let needle = format!("refused sip source={ip} reason={reason}");
     parkd.stderr_tail(100_000).lines().filter(|l| l.contains(&needle)).count()
@@ -179,7 +180,9 @@ fn idle_connections_from_one_address_do_not_stop_another() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(refusals(&parkd, "tcp_per_source"), 268, "300 - the cap of 32");
-    assert_eq!(refusal_lines(&parkd, "127.0.0.2", "tcp_per_source"), 268);
+    let lines = refusal_lines(&parkd, "127.0.0.2", "tcp_per_source");
+    assert!((1..=268).contains(&lines), "{lines} log lines for 268 refusals");
+    eprintln!("268 refusals logged in {lines} lines (at most 3 per source and second)");
     let (mut closed, mut open) = (0, 0);
     for c in flood.iter_mut() {
         match c.read_some(Duration::from_millis(20)) {
@@ -244,7 +247,7 @@ fn garbage_connections_are_bounded_and_closed() {
         assert!(c.read_until_closed(Duration::from_secs(10)).is_some_and(|b| b.is_empty()), "oversize garbage: closed, no answer");
     }
     assert_eq!(refusals(&parkd, "message_size"), 32);
-    assert_eq!(refusal_lines(&parkd, "127.0.0.3", "message_size"), 32);
+    assert!(refusal_lines(&parkd, "127.0.0.3", "message_size") >= 1);
     for c in unfinished.iter_mut() {
         assert!(c.read_until_closed(Duration::from_secs(20)).is_some(), "an unfinished message is closed by the first-message timeout");
     }

@@ -1,6 +1,6 @@
 //! The bounds of SIP connections as plain data, applied by the tokio tasks of [`super::tcp`]: how many TCP
 //! connections one source and everyone together may hold ([`ConnCounter`]), when a connection is closed for
-//! silence ([`ConnTimer`]), and the one log line + counter of every refusal ([`Refusal`]).
+//! silence ([`ConnTimer`]), and the counter and log line of every refusal ([`Refusal`], [`RefusalLog`]).
 //!
 //! Memory per connection is bounded: a 4 KiB read buffer, the framer's buffer (at most
 //! `max_message_bytes` + one read), and an outbound queue of [`OUTBOUND_QUEUE`] messages. With the defaults
@@ -67,11 +67,85 @@ impl Refusal {
         }
     }
 
-    /// Logs the refusal in the one line a fail2ban filter matches (`refused sip source=<ip> reason=<reason>`)
-    /// and counts it.
-    pub fn record(self, source: IpAddr, metrics: &super::metrics::Metrics) {
-        tracing::info!("refused sip source={source} reason={}", self.as_str());
-        metrics.refusal(self.as_str());
+    /// Counts the refusal (`parkd_sip_refusals_total{reason}`) and logs it in the line a fail2ban filter matches
+    /// (`refused sip source=<ip> reason=<reason>`, within the [`RefusalLog`] budget).
+    pub fn record(self, source: IpAddr, now: Instant, metrics: &super::metrics::Metrics, log: &std::sync::Mutex<RefusalLog>) {
+        metrics.count_refusal(self.as_str());
+        let line = log.lock().map(|mut l| l.line(source, self, now)).unwrap_or(LogLine::One);
+        let source = source.to_canonical();
+        match line {
+            LogLine::One => tracing::warn!("refused sip source={source} reason={}", self.as_str()),
+            LogLine::WithSummary { reason, suppressed } => {
+                tracing::warn!("refused sip source={source} reason={} suppressed={suppressed}", reason.as_str());
+                tracing::warn!("refused sip source={source} reason={}", self.as_str());
+            }
+            LogLine::Suppressed => {}
+        }
+    }
+}
+
+/// Log lines per source and second; the rest are summed up in the next line that is written.
+pub const LOG_LINES_PER_SECOND: u32 = 3;
+
+/// Sources whose log budget is tracked at once (older ones are forgotten first).
+const LOG_SOURCES: usize = 4096;
+
+/// What to log for one refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLine {
+    /// The refusal's line.
+    One,
+    /// First a summary of the refusals suppressed since the last line (`suppressed=<n>`, with the last reason),
+    /// then the refusal's line.
+    WithSummary { reason: Refusal, suppressed: u32 },
+    /// Nothing (counted for the next summary).
+    Suppressed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LogBudget {
+    second: Instant,
+    lines: u32,
+    suppressed: u32,
+    last: Refusal,
+}
+
+/// Keeps a flood from one source from flooding the log: at most [`LOG_LINES_PER_SECOND`] refusal lines per
+/// source and second (fail2ban counts lines, so a banning threshold is reached all the same); the refusals
+/// in between are reported as `suppressed=<n>` on the source's next line. Every refusal is counted in the
+/// metrics regardless.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    sources: HashMap<IpAddr, LogBudget>,
+}
+
+impl RefusalLog {
+    /// What to log for a refusal of `why` from `ip` at `now`.
+    pub fn line(&mut self, ip: IpAddr, why: Refusal, now: Instant) -> LogLine {
+        if self.sources.len() >= LOG_SOURCES && !self.sources.contains_key(&ip) {
+            // Forget sources whose second is over and that owe no summary; if none, log untracked.
+            self.sources.retain(|_, b| now.duration_since(b.second) < Duration::from_secs(1) || b.suppressed > 0);
+            if self.sources.len() >= LOG_SOURCES {
+                return LogLine::One;
+            }
+        }
+        let b = self.sources.entry(ip).or_insert(LogBudget { second: now, lines: 0, suppressed: 0, last: why });
+        if now.duration_since(b.second) >= Duration::from_secs(1) {
+            b.second = now;
+            b.lines = 0;
+        }
+        if b.lines >= LOG_LINES_PER_SECOND {
+            b.suppressed = b.suppressed.saturating_add(1);
+            b.last = why;
+            return LogLine::Suppressed;
+        }
+        b.lines += 1;
+        let owed = std::mem::take(&mut b.suppressed);
+        let reason = std::mem::replace(&mut b.last, why);
+        match owed {
+            0 => LogLine::One,
+            suppressed => LogLine::WithSummary { reason, suppressed },
+        }
     }
 }
 
@@ -320,6 +394,34 @@ mod tests {
         // The shorter one wins when the idle timeout is below the first-message timeout.
         let short = SipLimits { idle_timeout: Some(Duration::from_secs(2)), ..limits() };
         assert_eq!(ConnTimer::new(t0, true, &short).deadline(), Some((t0 + Duration::from_secs(2), Refusal::TcpIdle)));
+    }
+
+    #[test]
+    fn log_lines_are_bounded_per_source_and_second_with_a_summary() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        let lines: Vec<LogLine> = (0..10).map(|_| log.line(a, Refusal::TcpPerSource, t0)).collect();
+        assert_eq!(lines[..3], [LogLine::One; 3]);
+        assert!(lines[3..].iter().all(|l| *l == LogLine::Suppressed));
+        assert_eq!(log.line(ip("192.0.2.2"), Refusal::TcpIdle, t0), LogLine::One, "another source has its own budget");
+        let later = t0 + Duration::from_millis(1500);
+        assert_eq!(log.line(a, Refusal::Framing, later), LogLine::WithSummary { reason: Refusal::TcpPerSource, suppressed: 7 });
+        assert_eq!(log.line(a, Refusal::Framing, later), LogLine::One);
+    }
+
+    #[test]
+    fn the_log_budget_table_is_bounded() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        for i in 0..(LOG_SOURCES as u32 + 100) {
+            let source = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert_eq!(log.line(source, Refusal::TcpIdle, t0), LogLine::One);
+        }
+        assert!(log.sources.len() <= LOG_SOURCES);
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(log.line(ip("192.0.2.99"), Refusal::TcpIdle, later), LogLine::One);
+        assert!(log.sources.len() <= LOG_SOURCES, "old seconds are forgotten to make room");
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl Metrics {
     }
 
     /// Counts one refused connection or message (`parkd_sip_refusals_total{reason}`).
-    pub fn refusal(&self, reason: &'static str) {
+    pub fn count_refusal(&self, reason: &'static str) {
         self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
@@ -346,9 +346,9 @@ mod tests {
     #[test]
     fn refusals_are_counted_by_reason() {
         let m = Metrics::new();
-        m.refusal("tcp_per_source");
-        m.refusal("tcp_per_source");
-        m.refusal("framing");
+        m.count_refusal("tcp_per_source");
+        m.count_refusal("tcp_per_source");
+        m.count_refusal("framing");
         let text = m.encode(&ScrapeSnapshot::default());
         assert!(text.contains(r#"parkd_sip_refusals_total{reason="tcp_per_source"} 2"#), "{text}");
         assert!(text.contains(r#"parkd_sip_refusals_total{reason="framing"} 1"#), "{text}");

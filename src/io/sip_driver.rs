@@ -50,7 +50,7 @@ type Conns = HashMap<SocketAddr, (ConnId, Writer)>;
 pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock, mut api: ApiPort, shutdown: impl std::future::Future<Output = ()>) {
     let SipSockets { udp, tcp, limits } = sockets;
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
-    let tcp_ctx = TcpContext { limits: std::sync::Arc::new(limits), metrics: api.metrics.clone(), events: tcp_tx };
+    let tcp_ctx = TcpContext { limits: std::sync::Arc::new(limits), metrics: api.metrics.clone(), refusal_log: Default::default(), events: tcp_tx };
     tokio::spawn(tcp::accept_loop(tcp, tcp_ctx.clone()));
     let mut conns: Conns = HashMap::new();
     let mut buf = vec![0u8; 65_535];
@@ -165,7 +165,7 @@ fn on_datagram(core: &mut Core, udp: &UdpSocket, tcp: &TcpContext, clock: &Clock
     match crate::sip::check_datagram(bytes, &tcp.limits.frame) {
         Ok(()) => core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, bytes),
         Err(e) => {
-            Refusal::of_framing(&e).record(from.ip(), &tcp.metrics);
+            tcp.refuse(Refusal::of_framing(&e), from.ip());
             if let Some(answer) = e.response_bytes() {
                 tcp.metrics.count_sip(true, &answer);
                 let _ = udp.try_send_to(&answer, from);
@@ -182,7 +182,7 @@ fn send_tcp(conns: &mut Conns, tcp: &TcpContext, to: SocketAddr, bytes: Bytes) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 conns.remove(&to);
-                Refusal::TcpBacklog.record(to.ip(), &tcp.metrics);
+                tcp.refuse(Refusal::TcpBacklog, to.ip());
                 return;
             }
             Err(mpsc::error::TrySendError::Closed(b)) => b,

@@ -6,7 +6,7 @@
 //! framing error or the peer's EOF it stops reading, hands the core task its last words (the 400 to send after
 //! the answers to every earlier message) and flushes them before closing.
 
-use super::conn_limits::{ConnCounter, ConnTimer, Refusal, SipLimits, CLOSE_GRACE, OUTBOUND_QUEUE, WRITE_TIMEOUT};
+use super::conn_limits::{ConnCounter, ConnTimer, Refusal, RefusalLog, SipLimits, CLOSE_GRACE, OUTBOUND_QUEUE, WRITE_TIMEOUT};
 use super::metrics::Metrics;
 use crate::sip::framing::{Frame, StreamFramer};
 use bytes::Bytes;
@@ -46,12 +46,20 @@ pub enum TcpEvent {
     Closed { peer: SocketAddr, conn: ConnId, last_words: Option<Bytes> },
 }
 
-/// What every connection task shares.
+/// What every connection task (and the UDP path of the core task) shares.
 #[derive(Clone)]
 pub struct TcpContext {
     pub limits: Arc<SipLimits>,
     pub metrics: Arc<Metrics>,
+    pub refusal_log: Arc<Mutex<RefusalLog>>,
     pub events: mpsc::Sender<TcpEvent>,
+}
+
+impl TcpContext {
+    /// Counts and logs a refusal of `source`.
+    pub fn refuse(&self, why: Refusal, source: std::net::IpAddr) {
+        why.record(source, std::time::Instant::now(), &self.metrics, &self.refusal_log);
+    }
 }
 
 pub async fn accept_loop(listener: TcpListener, ctx: TcpContext) {
@@ -66,7 +74,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: TcpContext) {
                     #[allow(deprecated)]
                     let _ = stream.set_linger(Some(std::time::Duration::ZERO));
                     drop(stream);
-                    why.record(peer.ip(), &ctx.metrics);
+                    ctx.refuse(why, peer.ip());
                     continue;
                 }
                 let slot = Slot { counter: counter.clone(), peer };
@@ -155,7 +163,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, conn: ConnId, mut outbound: 
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            Refusal::of_framing(&e).record(peer.ip(), &ctx.metrics);
+                            ctx.refuse(Refusal::of_framing(&e), peer.ip());
                             tracing::debug!(%peer, error = %e, "closing TCP connection: bad framing");
                             break 'conn End::Flush { last_words: e.response_bytes() };
                         }
@@ -174,7 +182,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, conn: ConnId, mut outbound: 
             },
             _ = sleep_until(deadline) => {
                 if let Some(why) = timer.expired(std::time::Instant::now()) {
-                    why.record(peer.ip(), &ctx.metrics);
+                    ctx.refuse(why, peer.ip());
                     break 'conn End::Abort;
                 }
             }
@@ -214,7 +222,7 @@ async fn write(wr: &mut tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> Result
 /// A failed write ends the connection; one that stalled is a refusal (the peer does not read).
 fn abort(stalled: bool, peer: SocketAddr, ctx: &TcpContext) -> End {
     if stalled {
-        Refusal::TcpBacklog.record(peer.ip(), &ctx.metrics);
+        ctx.refuse(Refusal::TcpBacklog, peer.ip());
     }
     End::Abort
 }
