@@ -99,7 +99,7 @@ enum StartError {
 
 async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token::ApiToken>) -> Result<(), StartError> {
     let clock = Clock::new();
-    let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?;
+    let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?.with_limits(parkd::io::conn_limits::SipLimits::from_config(&cfg));
     let ports = cfg.server.rtp_ports;
     let seed = clock.now().as_micros();
     if cfg.server.media_threads == 0 {

@@ -72,6 +72,11 @@ impl Parkd {
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}; stderr:\n{}", file.display(), self.stderr_tail(30)));
         text.trim().to_string()
     }
+
+    /// The parkd process id (e.g. to read its RSS from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 /// The parkd binary: `$PARKD_BIN`, else `<target>/debug/parkd`.

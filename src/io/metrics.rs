@@ -39,6 +39,7 @@ struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
+    /// Why: HTTP guard reasons; SIP `tcp_per_source`, `tcp_total`, `tcp_idle`, `framing`, ... (see `conn_limits::Refusal`).
     reason: &'static str,
 }
 
@@ -122,6 +123,8 @@ pub struct Metrics {
     refused: Family<OutcomeLabels, Counter>,
     /// HTTP requests refused by the API's guards (and dial refusals), by reason.
     http_refusals: Family<ReasonLabels, Counter>,
+    /// SIP connections and messages refused by a limit, by reason.
+    refusals: Family<ReasonLabels, Counter>,
     dwell: Histogram,
     /// When each orbit's current call was parked (io-side clock), for the dwell histogram.
     parked_at: Mutex<HashMap<String, Instant>>,
@@ -147,6 +150,7 @@ impl Metrics {
             ended: Family::default(),
             refused: Family::default(),
             http_refusals: Family::default(),
+            refusals: Family::default(),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
             parked_at: Mutex::new(HashMap::new()),
         }
@@ -157,6 +161,11 @@ impl Metrics {
         let direction = if outgoing { "out" } else { "in" };
         let Some(labels) = classify(direction, bytes) else { return };
         self.sip.get_or_create(&labels).inc();
+    }
+
+    /// Counts one refused connection or message (`parkd_sip_refusals_total{reason}`).
+    pub fn count_refusal(&self, reason: &'static str) {
+        self.refusals.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Counts a park event and tracks dwell time; `now` is the io clock.
@@ -236,6 +245,7 @@ impl Metrics {
         reg.register("parked_calls_ended", "Parked calls ended by parkd, by cause", self.ended.clone());
         reg.register("refused", "Park or retrieve requests refused, by SIP status", self.refused.clone());
         reg.register("http_refusals", "HTTP API requests refused, by reason", self.http_refusals.clone());
+        reg.register("sip_refusals", "SIP connections and messages refused by a limit, by reason", self.refusals.clone());
         reg.register("dwell_seconds", "How long calls stayed parked", self.dwell.clone());
         let occupied = Family::<LotLabels, Gauge>::default();
         let capacity = Family::<LotLabels, Gauge>::default();
@@ -342,6 +352,17 @@ mod tests {
         assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="INVITE",class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="BYE",class="4xx"} 1"#), "{text}");
         assert!(text.contains(r#"method="other""#), "unknown methods are bucketed");
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let m = Metrics::new();
+        m.count_refusal("tcp_per_source");
+        m.count_refusal("tcp_per_source");
+        m.count_refusal("framing");
+        let text = m.encode(&ScrapeSnapshot::default());
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="tcp_per_source"} 2"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="framing"} 1"#), "{text}");
     }
 
     #[test]
