@@ -1,13 +1,15 @@
 //! What the journal costs on this machine's disk: `cargo bench --bench journal` (prints figures, no pass/fail).
 //!
 //! Each record is what a parked call will write: a Call-ID-sized id and a 300-byte value (~345 bytes framed).
-//! Figures, each beside a floor measured in the same run on the same file system:
-//! * the floor: a bare loop of `write` (one frame's bytes) + `fdatasync` — the least one durable record costs;
+//! Figures, each with its ratio to a floor measured in the same run on the same file system just before it:
+//! * the floor: a bare loop of `write` (one frame's bytes) + `fdatasync`, one record at a time, paced like the
+//!   runs (or back to back for the flat-out run) — what one durable record at a time costs on this disk;
 //! * group commit (the default writer) at 500 and 5,000 records/s offered, open loop: appends/s achieved, p50/p99
 //!   latency from submit to the durable report, records per sync; and flat out (50,000 records, 1,024 in
 //!   flight);
 //! * one `fdatasync` per record (the writer with `max_group = 1`) at the same rates, for comparison;
-//! * compaction of 10,000 live records, against a bare write + `fsync` of a file of the same size.
+//! * compaction of 10,000 live records, against the same file operations done bare (write a file of the same
+//!   size, fsync, rename, fsync the directory), and the encoding's share.
 //!
 //! Files go to `$PARKD_BENCH_DIR` (default: the system temp dir); point it at the disk `state_dir` will use.
 
@@ -56,21 +58,27 @@ fn fresh(base: &Path, name: &str) -> PathBuf {
     d
 }
 
-/// A bare `write` + `fdatasync` loop: the floor for one durable record.
-fn floor_sync(dir: &Path, n: usize) -> (Lat, f64) {
+/// The floor: a bare loop of `write` (one frame's bytes) + `fdatasync` on a fresh file, one record at a time.
+/// Paced at `rate` records/s like the runs (open loop, each timed from when it was due, so a floor that cannot
+/// keep up shows its queue), or back to back when `rate` is 0. Returns the latencies and the records/s done.
+fn floor_sync(dir: &Path, rate: f64, n: usize) -> (Lat, f64) {
     std::fs::create_dir_all(dir).unwrap();
     let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(dir.join("floor")).unwrap();
     let buf = vec![7u8; frame_len()];
     let mut v = Vec::with_capacity(n);
     let t0 = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
+    for i in 0..n {
+        let due = if rate > 0.0 { t0 + Duration::from_secs_f64(i as f64 / rate) } else { Instant::now() };
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
         f.write_all(&buf).unwrap();
         f.sync_data().unwrap();
-        v.push(t.elapsed());
+        v.push(due.elapsed());
     }
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
-    (lat(v), rate)
+    let done = n as f64 / t0.elapsed().as_secs_f64();
+    (lat(v), done)
 }
 
 struct Run {
@@ -134,7 +142,7 @@ fn run(dir: &Path, max_group: usize, rate: f64, n: usize, in_flight: usize) -> R
 fn print_run(what: &str, r: &Run, floor: &Lat) {
     let offered = if r.offered > 0.0 { format!("{:>6.0}/s", r.offered) } else { "flat out".to_string() };
     println!(
-        "{what:<22} offered {offered:>9}  achieved {:>7.0}/s  p50 {:>7.2} ms ({:>5.2}x floor)  p99 {:>7.2} ms ({:>5.2}x floor p99)  {:>6.1} records/sync",
+        "{what:<22} offered {offered:>9}  achieved {:>7.0}/s  p50 {:>7.2} ms ({:>6.2}x)  p99 {:>7.2} ms ({:>6.2}x)  {:>6.1} records/sync",
         r.achieved,
         ms(r.lat.p50),
         ms(r.lat.p50) / ms(floor.p50),
@@ -148,32 +156,33 @@ fn main() {
     let base = std::env::var_os("PARKD_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let base = base.join(format!("parkd-journal-bench-{}", std::process::id()));
     println!("journal benchmark in {} ({}-byte records framed)", base.display(), frame_len());
-    println!("each line's floor is a bare write+fdatasync loop (300 records) run just before it: shared disks drift");
-    let floor = |what: &str| {
-        let (l, rate) = floor_sync(&fresh(&base, "floor"), 300);
+    println!("floor: a bare write+fdatasync loop of the same records at the same pace (300 records), run just before");
+    println!("the lines it is compared with, as a shared disk drifts; ratios are to that floor");
+    let floor = |rate: f64| {
+        let (l, done) = floor_sync(&fresh(&base, "floor"), rate, 300);
+        let offered = if rate > 0.0 { format!("{rate:>6.0}/s") } else { "flat out".to_string() };
         println!(
-            "  floor before {what:<33} {rate:>7.0}/s  p50 {:>7.2} ms                p99 {:>7.2} ms",
+            "{:<22} offered {offered:>9}  achieved {done:>7.0}/s  p50 {:>7.2} ms            p99 {:>7.2} ms",
+            "floor",
             ms(l.p50),
             ms(l.p99)
         );
-        (l, rate)
+        (l, done)
     };
 
     for rate in [500.0, 5000.0] {
-        let (f, _) = floor(&format!("group commit at {rate}/s"));
+        let (f, _) = floor(rate);
         let r = run(&fresh(&base, "group"), 4096, rate, (rate * 3.0) as usize, 0);
         print_run("group commit", &r, &f);
-    }
-    let (f, floor_rate) = floor("group commit flat out");
-    let r = run(&fresh(&base, "group-max"), 4096, 0.0, 50_000, 1024);
-    print_run("group commit", &r, &f);
-    println!("{:<22} flat out: {:.0}x the floor's records/s", "", r.achieved / floor_rate);
-    // One sync per record cannot keep up with more than the floor's rate: offer it for a bounded time only.
-    for (rate, secs) in [(500.0, 3.0), (5000.0, 0.5)] {
-        let (f, _) = floor(&format!("one sync per record at {rate}/s"));
+        // One sync per record cannot keep up with more than the disk's sync rate: offered for a bounded time.
+        let secs = if rate > 1000.0 { 0.5 } else { 3.0 };
         let r = run(&fresh(&base, "single"), 1, rate, (rate * secs) as usize, 0);
         print_run("one sync per record", &r, &f);
     }
+    let (f, floor_rate) = floor(0.0);
+    let r = run(&fresh(&base, "group-max"), 4096, 0.0, 50_000, 1024);
+    print_run("group commit", &r, &f);
+    println!("{:<22} flat out: {:.0}x the floor's records/s", "", r.achieved / floor_rate);
     compaction(&fresh(&base, "compact"));
     let _ = std::fs::remove_dir_all(&base);
 }
@@ -183,16 +192,16 @@ fn main() {
 fn compaction(dir: &Path) {
     let (mut j, _) = LocalJournal::open(dir, CompactionPolicy { ratio: 2, floor_bytes: u64::MAX / 4 }).unwrap();
     for round in 0..2u8 {
-        let group = (0..10_000u64)
+        let groups = (0..10_000u64)
             .map(|i| match record(i) {
                 Record::Put { key, mut value } => {
                     value[0] = round;
-                    Record::put(key, value)
+                    vec![Record::put(key, value)]
                 }
-                r => r,
+                r => vec![r],
             })
             .collect();
-        j.commit(vec![group]).unwrap();
+        j.commit(groups).unwrap();
     }
     let (mut took, mut bare) = (Vec::new(), Vec::new());
     let mut size = 0;

@@ -69,6 +69,9 @@ pub struct LocalJournal {
     /// A write or sync failed, so what the file holds is unknown (after a failed `fsync` Linux may drop the dirty
     /// pages and report success next time): the next commit rewrites the whole live set instead of appending.
     broken: bool,
+    /// The file's length when a compaction last failed: the next try waits for another `floor_bytes` (at least
+    /// 1 MiB) of appends rather than rewriting the live set after every commit of a full disk.
+    compact_failed_at: Option<u64>,
     /// Reused for encoding each group.
     buf: Vec<u8>,
 }
@@ -127,6 +130,7 @@ impl LocalJournal {
             live,
             policy,
             broken: false,
+            compact_failed_at: None,
             buf: Vec::new(),
         };
         let mut compacted = None;
@@ -247,12 +251,26 @@ impl Store for LocalJournal {
         result
     }
 
-    /// Heals a broken file, else compacts when the policy says so.
+    /// Heals a broken file, else compacts when the policy says so (after a failed compaction, once the file has
+    /// grown by another `floor_bytes`).
     fn maintain(&mut self) -> Result<Option<Compacted>, StoreError> {
-        if self.broken || self.policy.should_compact(self.len, self.live.compacted_len()) {
-            return self.compact().map(Some);
+        let backing_off = self
+            .compact_failed_at
+            .is_some_and(|at| self.len < at.saturating_add(self.policy.floor_bytes.max(1 << 20)));
+        let due = self.policy.should_compact(self.len, self.live.compacted_len()) && !backing_off;
+        if !self.broken && !due {
+            return Ok(None);
         }
-        Ok(None)
+        match self.compact() {
+            Ok(c) => {
+                self.compact_failed_at = None;
+                Ok(Some(c))
+            }
+            Err(e) => {
+                self.compact_failed_at = Some(self.len);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -277,3 +277,35 @@ fn an_oversized_record_refuses_its_group_and_changes_nothing() {
     assert!(!j.broken);
     let _ = fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn a_failed_compaction_leaves_the_journal_working_and_is_not_retried_after_every_commit() {
+    let tmp = tempdir();
+    let policy = CompactionPolicy { ratio: 2, floor_bytes: 4096 };
+    let (mut j, _) = LocalJournal::open(&tmp, policy).unwrap();
+    let real_dir = j.dir.clone();
+    j.dir = tmp.join("gone/away"); // where `journal.tmp` cannot be created: the compaction fails
+    let mut i = 0;
+    let value = |i: u32| format!("update {i} {}", "x".repeat(8000)); // 1 MiB in ~130 commits
+    let mut commit = |j: &mut LocalJournal| {
+        i += 1;
+        j.commit(vec![vec![put("one", &value(i))]]).unwrap();
+    };
+    while !j.policy.should_compact(j.len(), j.live().compacted_len()) {
+        commit(&mut j);
+    }
+    assert!(j.maintain().is_err());
+    let failed_at = j.len();
+    commit(&mut j);
+    assert!(matches!(j.maintain(), Ok(None)), "backs off");
+    while j.len() < failed_at + (1 << 20) {
+        commit(&mut j);
+    }
+    j.dir = real_dir;
+    let c = j.maintain().unwrap().expect("tried again after another MiB");
+    assert_eq!(c.live_records, 1);
+    drop(j);
+    let (_j, r) = open(&tmp);
+    assert_eq!(live_of(&r), pairs(&[("one", &value(i))]));
+    let _ = fs::remove_dir_all(&tmp);
+}

@@ -4,12 +4,14 @@
 //! The rooms of the core (parking, bridging, dialogs, media, BLF) own their state as plain data. What they must
 //! get back after a restart they write as [`Record`]s: keyed upserts (`Put { key, value }`) and deletes
 //! (`Delete { key }`). A [`RecordKey`] names one thing a room owns ([`RecordKind`] + an id such as a Call-ID); the
-//! value is opaque bytes the room makes from its own type with [`to_value`]. Restoring is replaying: the result
-//! is a [`LiveSet`], each key's latest value, which each room reads back with [`LiveSet::of_kind`].
+//! value is opaque bytes the room makes from its own type with [`to_value`]. A room submits the records of one
+//! change together, as a group (a park: the call, its dialog, its media leg, its orbit), and a group is restored
+//! whole or not at all. Restoring is replaying: the result is a [`LiveSet`], each key's latest value, which each
+//! room reads back with [`LiveSet::of_kind`].
 //!
 //! # The format, and why a log and not a database
-//! An append-only file of checksummed records (`<state_dir>/journal`, layout in [`record`]), rewritten to its
-//! live records when it grows (compaction). The access pattern decides it:
+//! An append-only file of checksummed frames, one per group (`<state_dir>/journal`, layout in [`record`]),
+//! rewritten to its live records when it grows (compaction). The access pattern decides it:
 //! * **Write-mostly, read once.** Every park, update and hang-up appends a few hundred bytes; the file is read
 //!   once, whole, at startup. parkd never looks a call up on disk: the rooms hold everything in memory. A log is
 //!   exactly that: one sequential `write` + one `fdatasync` per group of records, one sequential read at start.
@@ -21,23 +23,30 @@
 //!   memtables and background compaction threads, built for data larger than memory — ours is a few MB.
 //! * **Damage must not stop a start.** The issue wants intact records restored and the bad part reported and set
 //!   aside. An embedded database reports a damaged file as an error (or offers an offline repair); with our own
-//!   frames the rule is a pure function ([`scan`]) tested at every byte offset.
-//! * **Small.** ~1,000 lines with tests on top of two well-kept crates: `crc32fast` (SIMD CRC-32 of each frame)
-//!   and `postcard` (serde's compact binary format with a stable 1.0 wire spec) for record bodies; the rooms will
-//!   use it for their values too.
+//!   frames the rule is a pure function ([`scan()`]) tested at every byte offset.
+//! * **Small.** About 1,300 lines with their docs (as many again in tests) on top of two well-kept crates:
+//!   `crc32fast` (SIMD CRC-32 of each frame) and `postcard` (serde's compact binary format with a stable 1.0 wire
+//!   spec) for record bodies; the rooms will use it for their values too.
 //!
 //! # Guarantees
 //! * **Durable before acknowledged.** [`Store::commit`] returns once the records are on stable storage
 //!   (`fdatasync`); the writer thread reports each group's [`JournalToken`]s in a [`Durable`] only after that.
-//! * **In order.** Groups are committed in submission order, so a token that is durable implies every record
-//!   submitted before it is too.
-//! * **Recovery.** A torn or damaged tail never stops parkd from starting: the records before the first bad one
+//! * **In order, each group whole.** Groups are committed in submission order and each is one checksummed frame,
+//!   so a restart restores exactly the state after some group — at or after the last one acknowledged. It may be
+//!   *after*: a crash between the sync and the acknowledgement restores groups whose ack never went out. The rooms
+//!   must allow for it (a restored park whose `200 OK` was never sent has no ACK journaled: end it, or wait for the
+//!   caller's retransmitted INVITE, which the new process answers).
+//! * **Recovery.** A torn or damaged tail never stops parkd from starting: the groups before the first bad frame
 //!   are restored, the bad part (to the end of the file) is copied to `journal.corrupt-<n>`, reported
 //!   ([`RecoveryReport`]) and cut off so new records follow the intact ones. Why the scan stops at the first bad
-//!   record rather than skipping over it: see [`scan`]. A file from a newer parkd (format version above ours) is
+//!   frame rather than skipping over it: see [`mod@scan`]. A file from a newer parkd (format version above ours) is
 //!   refused, not set aside: it is not damaged.
 //! * **Compaction** ([`CompactionPolicy`]) rewrites the live records into `journal.tmp`, syncs it, renames it over
 //!   `journal` and syncs the directory: a crash at any point leaves either the old or the new file, each whole.
+//! * **What the tests prove.** A child process killed with SIGKILL while writing flat out (mid-write, mid-sync,
+//!   mid-compaction) restores every acknowledged group; `kill -9` can even cut a large `write` short, and the torn
+//!   tail is set aside. Power loss cannot be simulated here: against it the design relies on `fdatasync` before
+//!   any acknowledgement, `fsync` of a compacted file before its rename, and of the directory after it.
 //! * **One parkd per directory.** The journal holds an exclusive `flock` on `journal.lock`; a second parkd on
 //!   the same `state_dir` is a startup error naming the directory, as is a directory that cannot be created or
 //!   written.
