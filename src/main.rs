@@ -102,7 +102,8 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError>
         music,
         seed,
     })?;
-    let core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
+    let mut core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
+    core.set_limits(&cfg.limits, &cfg.access);
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
     }

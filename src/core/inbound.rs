@@ -47,6 +47,9 @@ impl Core {
     }
 
     fn on_new_request(&mut self, now: Time, id: ServerTxnId, from: Peer, mut req: Request) {
+        if !self.screen(now, id, from, &req) {
+            return;
+        }
         if req.common.max_forwards == Some(0) {
             // RFC 3261 §16.3 / §8.2: a request that has run out of hops.
             return self.respond(now, id, &req, 483, None, None, |_| {});
@@ -147,6 +150,7 @@ impl Core {
         }
         leg.state = LegState::Confirmed;
         let call = leg.call;
+        self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         if leg.media.awaiting_answer && !req.common.body.is_empty() {
             self.apply_remote_sdp(leg_id, &req.common.body);
         }

@@ -15,7 +15,7 @@
 
 use crate::media::MediaLegId;
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
-use super::access::Action;
+use super::admission::Action;
 use super::{Core, Output, ParkEvent};
 use crate::dialog::{Dialog, DialogKey};
 use crate::media::Codec;
@@ -281,6 +281,7 @@ impl Core {
         });
         self.dialogs.insert(dialog.key(), id);
         self.pending_acks.insert(txn, id);
+        self.admission_unconfirmed(now, id, from);
         self.legs.insert(id, Box::new(Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None }));
         id
     }

@@ -9,12 +9,13 @@
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
 
-mod access;
+pub mod admission;
 mod auth;
 mod blf;
 mod call_timers;
 pub mod commands;
 mod events;
+mod gate;
 mod inbound;
 mod invite;
 mod keepalive;
@@ -34,7 +35,7 @@ pub use originate::OriginateError;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use legs::{CallRef, LegId};
 
-use crate::config::{LotConfig, ServerConfig};
+use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
 use crate::media::MediaCommand;
 use crate::park::lot::{Dialed, Lot};
 use crate::park::port_shards::PortShards;
@@ -70,6 +71,8 @@ pub struct Live {
     pub orbits_occupied: usize,
     /// BLF subscriptions (including ones whose final NOTIFY is unanswered).
     pub subscriptions: usize,
+    /// What the admission room counts as held by sources (unconfirmed calls, occupied orbits, subscriptions).
+    pub admission_holds: usize,
 }
 
 /// Counters the core keeps (exported as metrics by the io layer).
@@ -132,6 +135,8 @@ pub struct Core {
     local_addr: SocketAddr,
     /// Drain mode: new parks are refused with 503 (see proxy.rs).
     draining: bool,
+    /// Per-source limits, scanner drops and refusal counts (the admission room).
+    admission: admission::Admission,
 }
 
 impl Core {
@@ -149,6 +154,7 @@ impl Core {
         let mut rng = SmallRng::seed_from_u64(seed);
         let nonce_key = auth::NonceKey(rng.gen());
         let draining = server.drain;
+        let admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
@@ -171,7 +177,14 @@ impl Core {
             out: VecDeque::new(),
             local_addr,
             draining,
+            admission,
         }
+    }
+
+    /// Applies `[limits]` and `[access]` (a new core starts with their defaults). Call before any traffic:
+    /// what the room tracked so far is forgotten.
+    pub fn set_limits(&mut self, limits: &LimitsConfig, access: &AccessConfig) {
+        self.admission = admission::Admission::new(limits, access, &self.server.trusted_proxies);
     }
 
     /// The next output, if any. Drain fully after every `handle_*` call.
@@ -240,6 +253,7 @@ impl Core {
             rtp_ports_in_use: self.ports.in_use(),
             orbits_occupied: self.lots.iter().map(|l| l.occupied()).sum(),
             subscriptions: self.blf.len(),
+            admission_holds: self.admission.holds(),
         }
     }
 
@@ -295,3 +309,5 @@ mod blf_tests;
 mod auth_tests;
 #[cfg(test)]
 mod command_tests;
+#[cfg(test)]
+mod gate_tests;
