@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -46,6 +46,13 @@ struct RecallLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LotLabels {
     lot: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// Why a SIP request (or connection) was refused: the core's admission reasons
+    /// (`crate::core::admission::Reason`) and the io layer's own (see [`Metrics::count_refusal`]).
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +111,10 @@ pub struct ScrapeSnapshot {
     pub retransmissions: TxnStats,
     /// Pacer lateness buckets (from the media thread's `MediaStats`).
     pub pacer_lateness: PacerLateness,
+    /// SIP refusals the core counted, by reason, zeros included (from `Core::refusals`).
+    pub sip_refusals: Vec<(&'static str, u64)>,
+    /// Source addresses the core's admission room tracks (bounded by `[limits] tracked_sources`).
+    pub tracked_sources: usize,
 }
 
 /// Metrics updated from the core task.
@@ -118,6 +129,9 @@ pub struct Metrics {
     dwell: Histogram,
     /// When each orbit's current call was parked (io-side clock), for the dwell histogram.
     parked_at: Mutex<HashMap<String, Instant>>,
+    /// Refusals counted by the io layer (e.g. TCP connection limits), by reason; exported in the same
+    /// `parkd_sip_refusals_total` family as the core's.
+    io_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Default for Metrics {
@@ -141,6 +155,15 @@ impl Metrics {
             refused: Family::default(),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
             parked_at: Mutex::new(HashMap::new()),
+            io_refusals: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Counts a refusal decided in the io layer (a reason the core does not see, such as a TCP connection
+    /// limit); it is exported as `parkd_sip_refusals_total{reason}` beside the core's reasons.
+    pub fn count_refusal(&self, reason: &'static str) {
+        if let Ok(mut m) = self.io_refusals.lock() {
+            *m.entry(reason).or_default() += 1;
         }
     }
 
@@ -256,6 +279,23 @@ impl Metrics {
             "How late each hold-music pacer slot was served after its due time",
             SnapshotHistogram::pacer_lateness(&snap.pacer_lateness),
         );
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        for (reason, n) in &snap.sip_refusals {
+            refusals.get_or_create(&ReasonLabels { reason }).inc_by(*n);
+        }
+        if let Ok(io) = self.io_refusals.lock() {
+            for (reason, n) in io.iter() {
+                refusals.get_or_create(&ReasonLabels { reason }).inc_by(*n);
+            }
+        }
+        reg.register(
+            "sip_refusals",
+            "SIP requests refused (503, dropped unanswered, 401/403 for failed digest or source lists), by reason",
+            refusals,
+        );
+        let tracked = Gauge::<i64>::default();
+        tracked.set(snap.tracked_sources as i64);
+        reg.register("sip_tracked_sources", "Source addresses the SIP admission limits track (bounded)", tracked);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
             out.clear();
@@ -352,6 +392,20 @@ mod tests {
         assert!(text.contains("parkd_dwell_seconds_count 1") && text.contains("parkd_dwell_seconds_sum 12"), "{text}");
         assert!(text.contains(r#"parkd_orbits_occupied{lot="default"} 3"#));
         assert!(text.contains("parkd_malformed_dropped_total 4"));
+    }
+
+    #[test]
+    fn sip_refusals_merge_the_cores_reasons_and_the_io_layers() {
+        let m = Metrics::new();
+        m.count_refusal("tcp_idle");
+        m.count_refusal("tcp_idle");
+        let snap = ScrapeSnapshot { sip_refusals: vec![("rate_new_dialogs", 7), ("acl", 0)], tracked_sources: 3, ..Default::default() };
+        let text = m.encode(&snap);
+        assert!(text.contains("# TYPE parkd_sip_refusals counter"), "{text}");
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="rate_new_dialogs"} 7"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="acl"} 0"#), "zeros are exported: {text}");
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="tcp_idle"} 2"#), "{text}");
+        assert!(text.contains("parkd_sip_tracked_sources 3"), "{text}");
     }
 
     #[test]

@@ -207,3 +207,88 @@ fn every_reason_has_a_stable_label() {
         ["rate_new_dialogs", "rate_out_of_dialog", "unconfirmed", "parked_per_source", "subscriptions", "scanner_user_agent", "auth_failed", "acl", "sources_full"]
     );
 }
+
+/// A `MakeWriter` collecting what a tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// What the room logs while `f` runs, in parkd's text format (as `main.rs` sets it up when stderr is not a
+/// terminal) or its JSON format.
+fn logged(json: bool, f: impl FnOnce()) -> String {
+    let out = Captured::default();
+    let builder = tracing_subscriber::fmt().with_writer(out.clone()).with_ansi(false);
+    if json {
+        tracing::subscriber::with_default(builder.json().with_current_span(true).with_span_list(true).finish(), f);
+    } else {
+        tracing::subscriber::with_default(builder.finish(), f);
+    }
+    let bytes = out.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// deploy/fail2ban/filter.d/parkd.conf's failregex as a regex: fail2ban's `<HOST>` becomes a named group
+/// for an IPv4 or IPv6 address.
+fn failregex() -> regex_automata::meta::Regex {
+    let filter = include_str!("../../../deploy/fail2ban/filter.d/parkd.conf");
+    let line = filter.lines().find_map(|l| l.strip_prefix("failregex = ")).expect("a one-line failregex");
+    let pattern = line.trim().replace("<HOST>", r"(?P<host>[0-9A-Fa-f.:]+)");
+    regex_automata::meta::Regex::new(&pattern).unwrap()
+}
+
+/// The hosts the failregex finds in `log`, one per matching line.
+fn banned_hosts(log: &str) -> Vec<String> {
+    let re = failregex();
+    let mut caps = re.create_captures();
+    log.lines()
+        .filter_map(|l| {
+            re.captures(l, &mut caps);
+            caps.get_group_by_name("host").map(|m| l[m.range()].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn refusal_lines_match_the_fail2ban_filter_and_a_flood_is_logged_sparingly() {
+    for json in [false, true] {
+        let log = logged(json, || {
+            let mut a = room(&[]);
+            // A flood of 500 new dialogs in one second, then a scanner, then one more second of flood.
+            for _ in 0..500 {
+                a.admit_new_dialog(T0, ip("192.0.2.7"), true);
+            }
+            a.screen_user_agent(T0, ip("2001:db8::5"), "friendly-scanner");
+            a.refused(T0, ip("::ffff:198.51.100.3"), Reason::AuthFailed);
+            for _ in 0..100 {
+                a.admit_new_dialog(at(1_000), ip("192.0.2.7"), true);
+            }
+            // An ordinary, admitted request writes nothing.
+            a.admit_out_of_dialog(at(1_000), ip("203.0.113.1"));
+        });
+        let hosts = banned_hosts(&log);
+        let flood = hosts.iter().filter(|h| *h == "192.0.2.7").count();
+        // 3 lines in the first second, then in the next: the summary of the first, and 3 more lines.
+        assert_eq!(flood, 3 + 1 + 3, "rate-limited per source and second:\n{log}");
+        assert!(log.contains("refused sip source=192.0.2.7 reason=rate_new_dialogs suppressed=477"), "{log}");
+        assert!(hosts.contains(&"2001:db8::5".to_string()) && hosts.contains(&"198.51.100.3".to_string()), "{hosts:?}\n{log}");
+        assert!(log.contains("refused sip source=198.51.100.3 reason=auth_failed"), "mapped IPv4 logged as IPv4:\n{log}");
+        assert_eq!(hosts.len(), log.lines().count(), "every line the room wrote is a refusal line:\n{log}");
+        assert!(!hosts.contains(&"203.0.113.1".to_string()));
+    }
+}
