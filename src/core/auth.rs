@@ -219,13 +219,33 @@ impl Core {
         if !cfg.actions.contains(&wanted) {
             return true;
         }
+        self.digest(now, txn, from, req, &cfg)
+    }
+
+    /// A number no lot knows, dialed (INVITE) or watched (SUBSCRIBE) from an untrusted source while some lot
+    /// uses digest authentication: challenged exactly like a guarded number of that lot (the first with
+    /// `[lot.auth]`), so a scanner cannot tell numbers that exist from numbers that do not (SIPVicious'
+    /// `svwar` gives up when an unknown number is challenged, as with Asterisk's `alwaysauthreject`).
+    /// With valid credentials, or when no lot authenticates, the caller answers 404. Returns false when the
+    /// request was answered 401 here.
+    pub(super) fn authorized_for_unknown_number(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request) -> bool {
+        if self.trusted(from) {
+            return true;
+        }
+        let Some(cfg) = self.lots.iter().find_map(|l| l.cfg.auth.clone()) else { return true };
+        self.digest(now, txn, from, req, &cfg)
+    }
+
+    /// Checks the `Authorization` headers of `req` against `cfg`; answers 401 and returns false unless one
+    /// verifies.
+    fn digest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, cfg: &AuthConfig) -> bool {
         let (mut stale, mut presented) = (false, false);
         for header in req.common.headers_named("Authorization") {
             presented = true;
             let Some(creds) = Credentials::parse(header) else { continue };
-            match verify(&cfg, &self.nonce_key, now, req, &creds) {
+            match verify(cfg, &self.nonce_key, now, req, &creds) {
                 Ok(()) => {
-                    tracing::info!(user = creds.get("username").unwrap_or(""), ?action, "digest authenticated");
+                    tracing::info!(user = creds.get("username").unwrap_or(""), number = req.uri.user.as_deref().unwrap_or(""), "digest authenticated");
                     return true;
                 }
                 Err(Some(NonceError::Stale)) => stale = true,

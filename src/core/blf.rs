@@ -180,6 +180,9 @@ impl Core {
         };
         let user = req.uri.user.clone().unwrap_or_default();
         let Some((lot, dialed)) = self.lookup_number(&user) else {
+            if !self.authorized_for_unknown_number(now, txn, from, &req) {
+                return;
+            }
             return self.respond(now, txn, &req, 404, None, None, |_| {});
         };
         if let Err(e) = self.access(lot, Action::Subscribe, from) {

@@ -247,3 +247,25 @@ fn digest_failures_answer_unknown_and_known_users_alike() {
     assert_eq!(masked(&answers[2]), masked(&answers[3]));
     assert_eq!(w.core.refusals().get(Reason::AuthFailed), 2, "a stale nonce is not a failure");
 }
+
+#[test]
+fn unknown_numbers_are_challenged_like_guarded_ones_when_a_lot_authenticates() {
+    let mut w = auth_world();
+    let probe = |w: &mut World, user: &str, n: u32| {
+        let p = Phone { call_id: format!("probe-{n}"), ..Phone::new("scan", 5080) };
+        let r = invite(w, &p, user, "").unwrap();
+        let challenges: Vec<String> = r.common.headers_named("WWW-Authenticate").map(|h| h.split(", nonce=").next().unwrap_or("").to_string()).collect();
+        (r.status, r.reason.clone(), challenges)
+    };
+    let known = probe(&mut w, "700", 1);
+    let unknown = probe(&mut w, "31337", 2);
+    assert_eq!(known.0, 401);
+    assert_eq!(known, unknown, "the same status, reason and challenges for a number that does not exist");
+    let sub = Phone { call_id: "probe-sub".into(), ..Phone::new("scan", 5081) };
+    w.deliver(sub.peer, &sub.request("SUBSCRIBE", "31337", "Event: dialog\n", None));
+    assert_eq!(w.last_response_to(sub.peer, 0).status, 401, "SUBSCRIBE too");
+    // Without any lot authenticating, an unknown number is a plain 404.
+    let mut open = world();
+    let p = Phone::new("scan", 5082);
+    assert_eq!(invite(&mut open, &p, "31337", "").unwrap().status, 404);
+}

@@ -47,6 +47,9 @@ impl Core {
         }
         let user = req.uri.user.clone().unwrap_or_default();
         let Some((lot, dialed)) = self.lookup_number(&user) else {
+            if !self.authorized_for_unknown_number(now, txn, from, &req) {
+                return;
+            }
             return self.refuse(now, txn, &req, 404, "Not Found");
         };
         let parker = match req.referred_by() {
