@@ -103,6 +103,7 @@ fn bench_core(server: ServerConfig, lot: LotConfig) -> Core {
     let unlimited = SourceLimitsPartial {
         new_dialogs_per_second: Some(0.0),
         out_of_dialog_per_second: Some(0.0),
+        in_dialog_per_second: Some(0.0),
         unconfirmed_per_source: Some(0),
         parked_per_source: Some(0),
         ..SourceLimitsPartial::default()

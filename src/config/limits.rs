@@ -15,6 +15,8 @@
 //! subscriptions_per_source = 200
 //! out_of_dialog_per_second = 20   # OPTIONS, REGISTER, MESSAGE, ... (token bucket per source)
 //! out_of_dialog_burst = 40
+//! in_dialog_per_second = 50       # BYE, re-INVITE, REFER... inside parkd's dialogs with this source
+//! in_dialog_burst = 100
 //! tcp_connections_per_source = 32
 //! retry_after = 5                 # seconds, in the 503
 //! refusals_per_second = 5         # 503s per source and second before silence
@@ -50,6 +52,12 @@ pub struct SourceLimits {
     pub out_of_dialog_per_second: f64,
     /// How many of those may come at once.
     pub out_of_dialog_burst: u32,
+    /// Requests inside dialogs parkd holds with this source (BYE, re-INVITE, REFER, subscription refreshes;
+    /// ACK and CANCEL of a pending INVITE are free) per second: a phone sends a handful, a source re-INVITEing
+    /// its own call in a loop would otherwise make parkd keep a transaction per request for 32 s.
+    pub in_dialog_per_second: f64,
+    /// How many of those may come at once.
+    pub in_dialog_burst: u32,
     /// Open TCP connections from this source.
     pub tcp_connections_per_source: u32,
 }
@@ -65,6 +73,8 @@ impl SourceLimits {
             subscriptions_per_source: 200,
             out_of_dialog_per_second: 20.0,
             out_of_dialog_burst: 40,
+            in_dialog_per_second: 50.0,
+            in_dialog_burst: 100,
             tcp_connections_per_source: 32,
         }
     }
@@ -79,6 +89,8 @@ impl SourceLimits {
             subscriptions_per_source: 20_000,
             out_of_dialog_per_second: 1000.0,
             out_of_dialog_burst: 2000,
+            in_dialog_per_second: 4000.0,
+            in_dialog_burst: 8000,
             tcp_connections_per_source: 1024,
         }
     }
@@ -96,6 +108,8 @@ pub struct LimitsConfig {
     pub subscriptions_per_source: u32,
     pub out_of_dialog_per_second: f64,
     pub out_of_dialog_burst: u32,
+    pub in_dialog_per_second: f64,
+    pub in_dialog_burst: u32,
     pub tcp_connections_per_source: u32,
     /// Overrides for `trusted_proxies` sources; unset keys take [`SourceLimits::trusted`].
     pub trusted: SourceLimitsPartial,
@@ -130,6 +144,8 @@ pub struct SourceLimitsPartial {
     pub subscriptions_per_source: Option<u32>,
     pub out_of_dialog_per_second: Option<f64>,
     pub out_of_dialog_burst: Option<u32>,
+    pub in_dialog_per_second: Option<f64>,
+    pub in_dialog_burst: Option<u32>,
     pub tcp_connections_per_source: Option<u32>,
 }
 
@@ -143,6 +159,8 @@ impl SourceLimitsPartial {
             subscriptions_per_source: self.subscriptions_per_source.unwrap_or(base.subscriptions_per_source),
             out_of_dialog_per_second: self.out_of_dialog_per_second.unwrap_or(base.out_of_dialog_per_second),
             out_of_dialog_burst: self.out_of_dialog_burst.unwrap_or(base.out_of_dialog_burst),
+            in_dialog_per_second: self.in_dialog_per_second.unwrap_or(base.in_dialog_per_second),
+            in_dialog_burst: self.in_dialog_burst.unwrap_or(base.in_dialog_burst),
             tcp_connections_per_source: self.tcp_connections_per_source.unwrap_or(base.tcp_connections_per_source),
         }
     }
@@ -159,6 +177,8 @@ impl Default for LimitsConfig {
             subscriptions_per_source: u.subscriptions_per_source,
             out_of_dialog_per_second: u.out_of_dialog_per_second,
             out_of_dialog_burst: u.out_of_dialog_burst,
+            in_dialog_per_second: u.in_dialog_per_second,
+            in_dialog_burst: u.in_dialog_burst,
             tcp_connections_per_source: u.tcp_connections_per_source,
             trusted: SourceLimitsPartial::default(),
             retry_after: 5,
@@ -184,6 +204,8 @@ impl LimitsConfig {
             subscriptions_per_source: self.subscriptions_per_source,
             out_of_dialog_per_second: self.out_of_dialog_per_second,
             out_of_dialog_burst: self.out_of_dialog_burst,
+            in_dialog_per_second: self.in_dialog_per_second,
+            in_dialog_burst: self.in_dialog_burst,
             tcp_connections_per_source: self.tcp_connections_per_source,
         }
     }

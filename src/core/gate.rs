@@ -2,10 +2,11 @@
 //! source holds.
 //!
 //! Order of the checks, cheapest and least revealing first:
-//! 1. [`Core::screen`], on every new server transaction: a scanner's `User-Agent` → dropped unanswered; then
-//!    the source's rate limits (new dialogs, other out-of-dialog requests) and, for an INVITE, its cap on
-//!    calls answered but not ACKed → `503` + `Retry-After`, or silence once the source had its
-//!    `refusals_per_second` 503s this second. Requests inside a dialog parkd holds are not limited.
+//! 1. [`Core::screen`], on every new server transaction (and a CANCEL matching no INVITE): a scanner's
+//!    `User-Agent` → dropped unanswered; then the source's rate limits (new dialogs, other out-of-dialog
+//!    requests, requests inside its dialogs) and, for an INVITE, its cap on calls answered but not ACKed →
+//!    `503` + `Retry-After`, or silence once the source had its `refusals_per_second` 503s this second.
+//!    Malformed requests parkd would answer 400 take from the out-of-dialog bucket too ([`Core::may_answer_malformed`]).
 //! 2. [`Core::gate`], once the lot and the action (park / retrieve) are known: the lot's source lists (403),
 //!    digest authentication (401), `trusted_only` (403), drain (503 for parks), then the source's cap on
 //!    orbits held by its parked calls (503 / silence). SUBSCRIBE has its own sequence in `blf.rs` ending with
@@ -35,12 +36,19 @@ impl Core {
             }
         }
         let verdict = match (&req.method, req.common.to.tag().is_some()) {
-            (_, true) if self.knows_dialog(req) => Verdict::Admit,
+            (_, true) if self.knows_dialog(req) => self.admission.admit_in_dialog(now, ip),
             (Method::Invite, false) => self.admission.admit_new_dialog(now, ip, true),
             (Method::Subscribe, false) => self.admission.admit_new_dialog(now, ip, false),
             _ => self.admission.admit_out_of_dialog(now, ip),
         };
         self.obey(now, txn, req, verdict)
+    }
+
+    /// Whether a malformed request from `from` may be answered (400): it takes an out-of-dialog token, so junk
+    /// sent at wire speed is not reflected at wire speed. Over the limit its 400 stands in for the 503 (one of
+    /// the `refusals_per_second` answers), then silence.
+    pub(super) fn may_answer_malformed(&mut self, now: Time, from: Peer) -> bool {
+        self.admission.admit_out_of_dialog(now, from.addr.ip()) != Verdict::Drop
     }
 
     /// Carries out the room's verdict on request `req`: nothing, a 503 with Retry-After, or silence.

@@ -120,7 +120,7 @@ fn register_is_405_with_allow() {
 }
 
 #[test]
-fn out_of_dialog_floods_are_limited_but_a_sources_own_dialogs_are_not() {
+fn out_of_dialog_floods_are_limited_and_a_sources_own_dialogs_have_their_own_bucket() {
     let mut w = world();
     let bob = Phone::new("bob", 5070);
     let (_, tag) = park_and_ack(&mut w, &bob);
@@ -134,7 +134,47 @@ fn out_of_dialog_floods_are_limited_but_a_sources_own_dialogs_are_not() {
     assert_eq!(w.core.refusals().get(Reason::RateOutOfDialog), 60);
     let since = w.sent.len();
     w.deliver(bob.peer, &bob.in_dialog("BYE", "700", &tag, 2, None));
-    assert_eq!(w.last_response_to(bob.peer, since).status, 200, "in-dialog requests are never limited");
+    assert_eq!(w.last_response_to(bob.peer, since).status, 200, "the BYE comes from the in-dialog bucket");
+}
+
+#[test]
+fn requests_inside_ones_own_dialog_are_limited_too() {
+    let mut w = world();
+    let bob = Phone::new("bob", 5070);
+    let (_, tag) = park_and_ack(&mut w, &bob);
+    let since = w.sent.len();
+    // In-dialog OPTIONS in a loop: each would keep a transaction for 32 s.
+    for n in 0..300 {
+        w.deliver(bob.peer, &bob.in_dialog("OPTIONS", "700", &tag, 10 + n, None));
+    }
+    let answers = w.responses_to(bob.peer, since);
+    assert_eq!(answers.iter().filter(|r| r.status == 200).count(), 100, "the in-dialog burst");
+    assert_eq!(answers.iter().filter(|r| r.status == 503).count(), 5);
+    assert_eq!(w.core.refusals().get(Reason::RateInDialog), 200);
+    assert!(w.core.live().server_txns <= 110, "refused requests keep no transaction: {:?}", w.core.live());
+    w.advance(Duration::from_secs(1));
+    let since = w.sent.len();
+    w.deliver(bob.peer, &bob.in_dialog("BYE", "700", &tag, 1_000, None));
+    assert_eq!(w.last_response_to(bob.peer, since).status, 200, "a second later the phone can hang up");
+}
+
+#[test]
+fn junk_and_cancels_for_nothing_take_from_the_out_of_dialog_bucket() {
+    let mut w = world();
+    let scanner = Phone::new("scan", 5080);
+    let since = w.sent.len();
+    for n in 0..30 {
+        let c = Phone { call_id: format!("junk-{n}"), ..Phone::new("scan", 5080) };
+        w.deliver(c.peer, &c.invite("700", "", None).replace("Max-Forwards: 70", "Max-Forwards: many"));
+        let c = Phone { call_id: format!("cancel-{n}"), ..Phone::new("scan", 5080) };
+        w.deliver(c.peer, &c.request("CANCEL", "700", "", None));
+    }
+    let statuses: Vec<u16> = w.responses_to(scanner.peer, since).iter().map(|r| r.status).collect();
+    assert_eq!(&statuses[..40].iter().filter(|s| **s == 400).count(), &20, "{statuses:?}");
+    assert_eq!(&statuses[..40].iter().filter(|s| **s == 481).count(), &20, "the burst of 40, shared: {statuses:?}");
+    // Over the limit: five answers in the second (a CANCEL's 503, junk's 400 in its stead), then silence.
+    assert_eq!(&statuses[40..], &[400, 503, 400, 503, 400], "{statuses:?}");
+    assert_eq!(w.core.refusals().get(Reason::RateOutOfDialog), 20);
 }
 
 #[test]

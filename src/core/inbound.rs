@@ -23,10 +23,11 @@ impl Core {
             Err(err) => {
                 self.stats.malformed += 1;
                 match err.response_bytes() {
-                    Some(bytes) => {
+                    Some(bytes) if self.may_answer_malformed(now, from) => {
                         tracing::debug!(%err, from = %from.addr, "malformed request, answering {}", err.status());
                         self.txn.send_stateless(from, bytes);
                     }
+                    Some(_) => tracing::debug!(%err, from = %from.addr, "malformed request from a source over its limits dropped"),
                     None => tracing::debug!(%err, from = %from.addr, "undecodable message dropped"),
                 }
             }
@@ -42,7 +43,12 @@ impl Core {
                 tracing::debug!(from = %from.addr, "request without a usable Via dropped");
             }
             ServerVerdict::AckForDialog => self.on_ack(now, from, &req),
-            ServerVerdict::Cancel { cancel, invite } => self.on_cancel(now, cancel, invite, &req),
+            ServerVerdict::Cancel { cancel, invite } => {
+                // A CANCEL of a pending INVITE is free; one matching nothing is an out-of-dialog request.
+                if invite.is_some() || self.screen(now, cancel, from, &req) {
+                    self.on_cancel(now, cancel, invite, &req);
+                }
+            }
         }
     }
 

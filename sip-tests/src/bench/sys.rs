@@ -146,7 +146,7 @@ impl Parkd {
         let limits = log.with_extension("limits.toml");
         fs::write(
             &limits,
-            "[limits.trusted]\nnew_dialogs_per_second = 0\nout_of_dialog_per_second = 0\nunconfirmed_per_source = 0\nparked_per_source = 0\n",
+            "[limits.trusted]\nnew_dialogs_per_second = 0\nout_of_dialog_per_second = 0\nin_dialog_per_second = 0\nunconfirmed_per_source = 0\nparked_per_source = 0\n",
         )?;
         for range in RTP_PORT_RANGES {
             let logf = fs::File::create(log)?;

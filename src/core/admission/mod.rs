@@ -7,7 +7,8 @@
 //! * [`Admission::screen_user_agent`]: a scanner's `User-Agent` (`[access] drop_user_agents`) → dropped
 //!   unanswered, so it learns nothing, not even that a SIP server is there.
 //! * [`Admission::admit_new_dialog`] (INVITE / SUBSCRIBE without To tag), [`Admission::admit_out_of_dialog`]
-//!   (OPTIONS, REGISTER, MESSAGE, requests naming no dialog), [`Admission::admit_park`],
+//!   (OPTIONS, REGISTER, MESSAGE, requests naming no dialog), [`Admission::admit_in_dialog`] (requests in a
+//!   dialog parkd holds with the source), [`Admission::admit_park`],
 //!   [`Admission::admit_subscription`]: a [`Verdict`].
 //! * [`Admission::refused`]: a refusal the core answered itself (a 403 from a lot's source lists, a failed
 //!   digest), counted and logged the same way.
@@ -49,8 +50,11 @@ pub const LOG_LINES_PER_SECOND: u32 = 3;
 pub enum Reason {
     /// Over `new_dialogs_per_second` (INVITE / SUBSCRIBE starting a dialog).
     RateNewDialogs,
-    /// Over `out_of_dialog_per_second` (OPTIONS, REGISTER, MESSAGE, requests naming no dialog...).
+    /// Over `out_of_dialog_per_second` (OPTIONS, REGISTER, MESSAGE, requests naming no dialog, a CANCEL
+    /// matching nothing, malformed requests that would be answered 400...).
     RateOutOfDialog,
+    /// Over `in_dialog_per_second` (requests inside dialogs parkd holds with the source).
+    RateInDialog,
     /// `unconfirmed_per_source` calls answered 2xx and not yet ACKed.
     Unconfirmed,
     /// `parked_per_source` orbits held by this source's parked calls.
@@ -68,9 +72,10 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::RateNewDialogs,
         Reason::RateOutOfDialog,
+        Reason::RateInDialog,
         Reason::Unconfirmed,
         Reason::ParkedPerSource,
         Reason::Subscriptions,
@@ -84,6 +89,7 @@ impl Reason {
         match self {
             Reason::RateNewDialogs => "rate_new_dialogs",
             Reason::RateOutOfDialog => "rate_out_of_dialog",
+            Reason::RateInDialog => "rate_in_dialog",
             Reason::Unconfirmed => "unconfirmed",
             Reason::ParkedPerSource => "parked_per_source",
             Reason::Subscriptions => "subscriptions",
@@ -142,6 +148,7 @@ pub enum Hold {
 struct Class {
     new_dialogs: Rate,
     out_of_dialog: Rate,
+    in_dialog: Rate,
     /// 0 = no limit.
     unconfirmed: u32,
     parked: u32,
@@ -153,6 +160,7 @@ impl Class {
         Class {
             new_dialogs: Rate::new(l.new_dialogs_per_second, l.new_dialogs_burst),
             out_of_dialog: Rate::new(l.out_of_dialog_per_second, l.out_of_dialog_burst),
+            in_dialog: Rate::new(l.in_dialog_per_second, l.in_dialog_burst),
             unconfirmed: l.unconfirmed_per_source,
             parked: l.parked_per_source,
             subscriptions: l.subscriptions_per_source,
@@ -245,6 +253,7 @@ impl Admission {
         let entry = self.sources.get_or_insert(key, || Source {
             new_dialogs: Bucket::full(class.new_dialogs, now),
             out_of_dialog: Bucket::full(class.out_of_dialog, now),
+            in_dialog: Bucket::full(class.in_dialog, now),
             unconfirmed: 0,
             parked: 0,
             subscriptions: 0,
@@ -270,7 +279,8 @@ impl Admission {
                 && s.refusals.count_at(now) == 0
                 && s.logged.count_at(now) == 0
                 && s.new_dialogs.is_full(class.new_dialogs, now)
-                && s.out_of_dialog.is_full(class.out_of_dialog, now);
+                && s.out_of_dialog.is_full(class.out_of_dialog, now)
+                && s.in_dialog.is_full(class.in_dialog, now);
             if idle && s.suppressed > 0 {
                 log_summary(s);
             }
@@ -308,6 +318,16 @@ impl Admission {
         let Some((_, s)) = self.touch(now, ip) else { return self.untracked(now, ip) };
         if !s.out_of_dialog.take(rate, now) {
             return self.refuse(now, ip, Reason::RateOutOfDialog);
+        }
+        Verdict::Admit
+    }
+
+    /// A request inside a dialog parkd holds with `ip` (not ACK, not a CANCEL of a pending INVITE).
+    pub fn admit_in_dialog(&mut self, now: Time, ip: IpAddr) -> Verdict {
+        let rate = self.class(&self.key(ip)).in_dialog;
+        let Some((_, s)) = self.touch(now, ip) else { return self.untracked(now, ip) };
+        if !s.in_dialog.take(rate, now) {
+            return self.refuse(now, ip, Reason::RateInDialog);
         }
         Verdict::Admit
     }

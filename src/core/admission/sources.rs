@@ -45,6 +45,7 @@ impl SourceKey {
 pub struct Source {
     pub new_dialogs: Bucket,
     pub out_of_dialog: Bucket,
+    pub in_dialog: Bucket,
     /// Calls answered 2xx whose ACK has not come.
     pub unconfirmed: u32,
     /// Orbits held by calls parked from this source.
@@ -162,6 +163,7 @@ mod tests {
         Source {
             new_dialogs: Bucket::full(r, now),
             out_of_dialog: Bucket::full(r, now),
+            in_dialog: Bucket::full(r, now),
             unconfirmed: 0,
             parked: 0,
             subscriptions: 0,
