@@ -246,7 +246,7 @@ impl Admission {
     }
 
     /// The entry of `ip` (created if needed, idle entries swept on the way), marked as seen at `now`.
-    fn touch(&mut self, now: Time, ip: IpAddr) -> Option<(SourceKey, &mut Source)> {
+    fn touch(&mut self, now: Time, ip: IpAddr) -> Option<&mut Source> {
         self.sweep(now);
         let key = self.key(ip);
         let class = self.class(&key);
@@ -266,7 +266,7 @@ impl Admission {
         })?;
         entry.last_seen = entry.last_seen.max(now);
         entry.last_ip = ip;
-        Some((key, entry))
+        Some(entry)
     }
 
     /// Forgets idle entries near the sweep hand: nothing held, both buckets full, no refusal or log budget
@@ -302,7 +302,7 @@ impl Admission {
     /// SUBSCRIBE. Checks the unconfirmed-call cap (INVITE), then takes a new-dialog token.
     pub fn admit_new_dialog(&mut self, now: Time, ip: IpAddr, invite: bool) -> Verdict {
         let class = self.class(&self.key(ip));
-        let Some((_, s)) = self.touch(now, ip) else { return self.untracked(now, ip) };
+        let Some(s) = self.touch(now, ip) else { return self.untracked(now, ip) };
         if invite && over(s.unconfirmed, class.unconfirmed) {
             return self.refuse(now, ip, Reason::Unconfirmed);
         }
@@ -315,7 +315,7 @@ impl Admission {
     /// A request outside any dialog that starts none (OPTIONS, REGISTER, MESSAGE, BYE naming no dialog...).
     pub fn admit_out_of_dialog(&mut self, now: Time, ip: IpAddr) -> Verdict {
         let rate = self.class(&self.key(ip)).out_of_dialog;
-        let Some((_, s)) = self.touch(now, ip) else { return self.untracked(now, ip) };
+        let Some(s) = self.touch(now, ip) else { return self.untracked(now, ip) };
         if !s.out_of_dialog.take(rate, now) {
             return self.refuse(now, ip, Reason::RateOutOfDialog);
         }
@@ -325,7 +325,7 @@ impl Admission {
     /// A request inside a dialog parkd holds with `ip` (not ACK, not a CANCEL of a pending INVITE).
     pub fn admit_in_dialog(&mut self, now: Time, ip: IpAddr) -> Verdict {
         let rate = self.class(&self.key(ip)).in_dialog;
-        let Some((_, s)) = self.touch(now, ip) else { return self.untracked(now, ip) };
+        let Some(s) = self.touch(now, ip) else { return self.untracked(now, ip) };
         if !s.in_dialog.take(rate, now) {
             return self.refuse(now, ip, Reason::RateInDialog);
         }
@@ -335,7 +335,7 @@ impl Admission {
     /// A park from `ip` (its dialog was already admitted): the cap on orbits its parked calls hold.
     pub fn admit_park(&mut self, now: Time, ip: IpAddr) -> Verdict {
         let limit = self.class(&self.key(ip)).parked;
-        let Some((_, s)) = self.touch(now, ip) else { return self.untracked(now, ip) };
+        let Some(s) = self.touch(now, ip) else { return self.untracked(now, ip) };
         if over(s.parked, limit) {
             return self.refuse(now, ip, Reason::ParkedPerSource);
         }
@@ -345,7 +345,7 @@ impl Admission {
     /// A new BLF subscription from `ip` (not a fetch): the cap on subscriptions it holds.
     pub fn admit_subscription(&mut self, now: Time, ip: IpAddr) -> Verdict {
         let limit = self.class(&self.key(ip)).subscriptions;
-        let Some((_, s)) = self.touch(now, ip) else { return self.untracked(now, ip) };
+        let Some(s) = self.touch(now, ip) else { return self.untracked(now, ip) };
         if over(s.subscriptions, limit) {
             return self.refuse(now, ip, Reason::Subscriptions);
         }
@@ -364,7 +364,7 @@ impl Admission {
             return;
         }
         self.release(hold);
-        let Some((key, s)) = self.touch(now, ip) else { return };
+        let Some(s) = self.touch(now, ip) else { return };
         *counter(s, hold) += 1;
         self.holds.insert(hold, key);
     }
@@ -411,7 +411,7 @@ impl Admission {
         let s = match self.sources.get_mut(&key) {
             Some(s) => s,
             None => match self.touch(now, ip) {
-                Some((_, s)) => s,
+                Some(s) => s,
                 None => {
                     if self.untracked_logged.try_count(now, LOG_LINES_PER_SECOND) {
                         log_line(ip, reason);
