@@ -14,6 +14,11 @@ COPY --from=build /src/target/release/parkd /usr/local/bin/parkd
 # Hold music goes out through sendto here (a non-root user has no CAP_NET_RAW for the raw-socket sender,
 # and Docker's default seccomp profile refuses io_uring). A file capability is deliberately not set: with
 # `--cap-drop ALL` (e.g. Kubernetes "restricted") the binary would then fail to start at all.
+# State that outlives the process (the generated HTTP API token and the attendant page link, see docs/api.md):
+# ./parkd-state under the working directory, i.e. /var/lib/parkd/parkd-state. Mount a volume on /var/lib/parkd to
+# keep the token across container re-creation; `docker exec <c> cat parkd-state/attendant-link` shows the link.
+RUN mkdir -m 0700 /var/lib/parkd && chown parkd:parkd /var/lib/parkd
+WORKDIR /var/lib/parkd
 USER parkd
 # SIP (UDP and TCP) and the default RTP range (one even port per call leg; open it in your firewall).
 EXPOSE 5060/udp 5060/tcp 10000-10999/udp

@@ -31,7 +31,7 @@ pub struct Cli {
     /// Call legs sharing one RTP port (default 1: one port per leg); 1-64.
     #[arg(long, value_name = "N")]
     pub rtp_legs_per_port: Option<u16>,
-    /// How hold music is sent: auto (io_uring if the kernel allows it), io_uring (required) or syscalls.
+    /// How hold music is sent: auto (raw with CAP_NET_RAW, else io_uring if the kernel allows it, else syscalls), raw, io_uring or syscalls.
     #[arg(long, value_name = "SENDER", value_enum)]
     pub rtp_sender: Option<RtpSender>,
     /// Media threads, each with a block of the RTP ports (default 0: one per CPU core).
@@ -55,7 +55,8 @@ pub struct Cli {
     /// HTTP API / events / metrics / attendant page address, or `off`.
     #[arg(long, value_name = "IP:PORT|off")]
     pub http: Option<String>,
-    /// Bearer token for the HTTP API's mutating calls (prefer `[http] token` in the config file).
+    /// Bearer token for every /v1 call of the HTTP API (prefer `[http] token` in the config file; absent: one is
+    /// generated in the state directory).
     #[arg(long, value_name = "TOKEN")]
     pub http_token: Option<String>,
     /// Send every request parkd starts (recalls) through this proxy, e.g. sip:127.0.0.1:5080 (the PBX).

@@ -1,7 +1,7 @@
 //! parkd: a SIP call-park server.
 //!
 //! Layers, from the wire inwards (only `io` reads the clock, spawns tasks or touches sockets):
-//! * [`sip`] — codec: the only module that names rsip; parkd's own typed message view.
+//! * [`sip`] — parkd's own codec (rsip rejected, see `sip/parse.rs`) and typed message view.
 //! * [`txn`] — RFC 3261 §17 transactions (+ RFC 6026), pure state machines with absolute deadlines.
 //! * [`dialog`] — RFC 3261 §12 dialog state and in-dialog request building.
 //! * [`sdp`] — offer/answer for G.711 calls.
@@ -10,6 +10,7 @@
 //! * [`core`] — the park engine (a B2BUA) driven by `(input, now)`, returning actions.
 //! * [`config`], [`cli`] — TOML + flags.
 //! * [`io`] — the thin tokio/mio layer.
+//! * `sim` (tests only) — a simulated network: core + media plane + reactive phones over seeded lossy links.
 
 pub mod cli;
 pub mod config;
@@ -19,6 +20,8 @@ pub mod io;
 pub mod media;
 pub mod park;
 pub mod sdp;
+#[cfg(test)]
+pub mod sim;
 pub mod sip;
 pub mod time;
 pub mod txn;

@@ -4,7 +4,7 @@ use clap::Parser;
 use parkd::cli::Cli;
 use parkd::config::{Config, MusicSource};
 use parkd::core::Core;
-use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, media_shards, media_thread, metrics::Metrics, sip_driver};
+use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, http_guard, http_token, media_shards, media_thread, metrics::Metrics, sip_driver};
 use parkd::media::HoldMusic;
 use parkd::txn::TimerConfig;
 use std::process::ExitCode;
@@ -55,6 +55,18 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // The API token (generated in the state directory at first start) before anything is bound: an unusable
+    // state directory stops parkd at once, naming the directory.
+    let token = match cfg.http.listen_addr() {
+        Ok(Some(_)) => match http_token::resolve(cfg.http.token.as_deref(), &cfg.server.state_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("parkd: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -62,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(cfg, music)) {
+    match rt.block_on(serve(cfg, music, token)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("parkd: {e}");
@@ -81,11 +93,13 @@ enum StartError {
     Config(#[from] parkd::config::ConfigError),
     #[error("cannot bind the HTTP listener on {addr}: {source}")]
     BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    State(#[from] http_token::StateError),
 }
 
-async fn serve(mut cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError> {
+async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token::ApiToken>) -> Result<(), StartError> {
     let clock = Clock::new();
-    let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?;
+    let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?.with_limits(parkd::io::conn_limits::SipLimits::from_config(&cfg));
     let ports = cfg.server.rtp_ports;
     let seed = clock.now().as_micros();
     if cfg.server.media_threads == 0 {
@@ -104,6 +118,7 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError>
     })?;
     let mut core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
     core.set_limits(&cfg.limits, &cfg.access);
+    core.set_dial_allow(cfg.http.dial_patterns()?);
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
     }
@@ -116,13 +131,19 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError>
     let (client, port) = api_link::link(hub.clone(), metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if let Some(addr) = cfg.http.listen_addr()? {
+    if let (Some(addr), Some(token)) = (cfg.http.listen_addr()?, token) {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::BindHttp { addr, source })?;
-        let auth = http::Auth::for_listener(cfg.http.token.clone(), addr);
-        if auth == http::Auth::Closed {
-            tracing::warn!(%addr, "HTTP API on a non-loopback address without [http] token: mutating calls are refused");
-        }
-        let state = http::ApiState { core: client, hub, metrics, auth, draining: draining.clone() };
+        let addr = listener.local_addr().unwrap_or(addr);
+        log_token(&token, &cfg, addr)?;
+        let guard = http_guard::Guard::new(http_guard::GuardConfig {
+            token: token.token,
+            listener: addr,
+            hosts: cfg.http.hosts.clone(),
+            open_metrics: cfg.http.open_metrics,
+            max_body_bytes: cfg.http.max_body_bytes,
+            auth_failures_per_minute: cfg.http.auth_failures_per_minute,
+        });
+        let state = http::ApiState { core: client, hub, metrics, guard: std::sync::Arc::new(guard), draining: draining.clone() };
         tracing::info!(%addr, "HTTP API, events, metrics and attendant page ready");
         tokio::spawn(http::serve(listener, state, async move {
             let _ = http_stopped.await;
@@ -133,6 +154,39 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>) -> Result<(), StartError>
     sip_driver::run(core, sockets, media, clock, port, shutdown_signal()).await;
     draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_http.send(());
+    Ok(())
+}
+
+/// Says where the API token lives (never the token itself) and, for a generated one, writes the attendant
+/// page's link to `<state_dir>/attendant-link`.
+fn log_token(token: &http_token::ApiToken, cfg: &Config, addr: std::net::SocketAddr) -> Result<(), StartError> {
+    use http_token::TokenSource;
+    let file = match &token.source {
+        TokenSource::Configured => {
+            if token.token.len() < 16 {
+                tracing::warn!("[http] token is shorter than 16 characters: use a long random one (or none, and let parkd generate it)");
+            }
+            let page = http_token::attendant_link(addr, "<your [http] token>");
+            tracing::info!("HTTP API token: the configured [http] token / --http-token; attendant page: {page}");
+            return Ok(());
+        }
+        TokenSource::Generated(f) => {
+            tracing::info!("HTTP API token generated (first start) and kept in {}", f.display());
+            f
+        }
+        TokenSource::Loaded(f) => {
+            tracing::info!("HTTP API token read from {}", f.display());
+            f
+        }
+    };
+    let link = http_token::write_attendant_link(&cfg.server.state_dir, addr, &token.token)?;
+    tracing::info!(
+        "attendant page: open the link kept in {} (http://{}/#token=<the token in {}>), e.g. `cat {}`",
+        link.display(),
+        addr,
+        file.display(),
+        link.display()
+    );
     Ok(())
 }
 

@@ -124,8 +124,10 @@ impl Drop for Chromium {
     }
 }
 
-/// The DevTools websocket of the page showing `url`, from `/json/list` on the debugging port.
+/// The DevTools websocket of the page showing `url` (its fragment aside: a page may drop it, e.g. the attendant
+/// page's `#token=`), from `/json/list` on the debugging port.
 fn page_ws_url(port: u16, url: &str) -> String {
+    let url = url.split('#').next().unwrap_or(url);
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Some(ws) = list_targets(port).and_then(|targets| {

@@ -23,6 +23,7 @@ pub mod process;
 pub mod rtp_endpoint;
 pub mod rtp_report;
 pub mod sip_probe;
+pub mod sip_tcp;
 pub mod sipp;
 
 pub use baresip::Baresip;

@@ -26,6 +26,8 @@ pub struct ParkdOptions {
     pub config: Option<String>,
     /// Serve the HTTP API on a port of this test's block (see [`Parkd::http_addr`]); otherwise `--http off`.
     pub http: bool,
+    /// `--state-dir`; default `<log dir>/state` (a fresh one per start). Give the same one to a restarted parkd.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ParkdOptions {
@@ -37,6 +39,7 @@ impl Default for ParkdOptions {
             extra_args: Vec::new(),
             config: None,
             http: false,
+            state_dir: None,
         }
     }
 }
@@ -53,12 +56,26 @@ pub struct Parkd {
     name: String,
     /// The HTTP API address when started with `http: true`.
     pub http_addr: Option<SocketAddr>,
+    state_dir: PathBuf,
 }
 
 impl Parkd {
-    /// This parkd's `--state-dir` (its own, under the test's log directory).
+    /// This parkd's `--state-dir` (its own under the test's log directory, unless the options named one).
     pub fn state_dir(&self) -> PathBuf {
-        self.log_dir.join("state")
+        self.state_dir.clone()
+    }
+
+    /// The HTTP API's bearer token parkd generated in its state directory (`<state_dir>/http-token`); panics
+    /// when there is none (HTTP off, or a token was configured).
+    pub fn http_token(&self) -> String {
+        let file = self.state_dir.join("http-token");
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}; stderr:\n{}", file.display(), self.stderr_tail(30)));
+        text.trim().to_string()
+    }
+
+    /// The parkd process id (e.g. to read its RSS from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -92,6 +109,7 @@ impl Parkd {
         let stderr = File::create(&stderr_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr_path.display()));
         let stdout = stderr.try_clone().unwrap_or_else(|e| panic!("cannot clone stderr file handle: {e}"));
         let http_addr = options.http.then(|| SocketAddr::from(([127, 0, 0, 1], ports.aux_port())));
+        let state_dir = options.state_dir.clone().unwrap_or_else(|| log_dir.join("state"));
         let mut cmd = Command::new(&bin);
         if let Some(toml) = &options.config {
             let path = log_dir.join("parkd.toml");
@@ -109,7 +127,7 @@ impl Parkd {
             .arg("--parking-time")
             .arg(options.parking_time.to_string())
             .arg("--state-dir")
-            .arg(log_dir.join("state"))
+            .arg(&state_dir)
             .args(&options.extra_args)
             .arg("--http")
             .arg(http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()))
@@ -118,7 +136,7 @@ impl Parkd {
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string(), http_addr };
+        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string(), http_addr, state_dir };
         parkd.wait_ready();
         parkd
     }
@@ -131,11 +149,6 @@ impl Parkd {
     /// The last `lines` lines parkd wrote to stderr.
     pub fn stderr_tail(&self, lines: usize) -> String {
         paths::file_tail(&self.stderr_path, lines)
-    }
-
-    /// parkd's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// parkd's resident set size (`VmRSS` of /proc/<pid>/status), KiB.

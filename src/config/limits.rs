@@ -183,7 +183,7 @@ impl Default for LimitsConfig {
             trusted: SourceLimitsPartial::default(),
             retry_after: 5,
             refusals_per_second: 5,
-            tcp_connections: 4096,
+            tcp_connections: 1024,
             tcp_first_message_timeout: 10,
             tcp_idle_timeout: 300,
             max_message_bytes: 64 * 1024,

@@ -21,7 +21,7 @@
 mod http;
 mod limits;
 
-pub use http::HttpConfig;
+pub use http::{DialPattern, HttpConfig};
 pub use limits::{AccessConfig, LimitsConfig, SourceLimits, SourceLimitsPartial};
 
 use serde::Deserialize;
@@ -392,8 +392,8 @@ pub struct ServerConfig {
     /// legs of a port apart by source address; see the README's Performance section. 1..=64.
     #[serde(default = "default_rtp_legs_per_port")]
     pub rtp_legs_per_port: u16,
-    /// How hold music is sent: `auto` (default: io_uring if available, else syscalls), `io_uring`
-    /// (required; startup fails without it) or `syscalls`.
+    /// How hold music is sent: `auto` (default: `raw` with CAP_NET_RAW, else io_uring if available, else
+    /// syscalls), `raw`, `io_uring` (required; startup fails without it) or `syscalls`.
     #[serde(default)]
     pub rtp_sender: RtpSender,
     /// Media threads. Each owns a contiguous block of `rtp_ports` (its sockets, hold music pacing and
@@ -508,7 +508,7 @@ impl Config {
         if self.lots.is_empty() {
             return Err(ConfigError::NoLots);
         }
-        self.http.listen_addr()?;
+        self.http.validate()?;
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });

@@ -1,7 +1,7 @@
 //! Engine tests for BLF (RFC 6665 SUBSCRIBE/NOTIFY, RFC 4235 dialog-info) and per-lot access lists, in
 //! virtual time with scripted phones.
 
-use super::testkit::{Phone, World};
+use super::testkit::{ParkAs, Phone, World};
 use crate::config::{BlfOccupiedState, LotConfig, NumRange};
 use crate::sip::{Request, Response};
 use std::time::Duration;
@@ -62,17 +62,6 @@ fn subscribe(w: &mut World, p: &Phone, user: &str, extra: &str) -> (Response, Re
     (ok, n.into_iter().next().unwrap())
 }
 
-/// Parks `bob` (with Referred-By) on `user`; returns parkd's tag.
-fn park(w: &mut World, bob: &Phone, user: &str) -> String {
-    let since = w.sent.len();
-    w.deliver(bob.peer, &bob.invite(user, "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&bob.sdp("0", "sendrecv"))));
-    let ok = w.last_response_to(bob.peer, since);
-    assert_eq!(ok.status, 200, "park answered");
-    let tag = ok.common.to.tag().unwrap().to_string();
-    w.deliver(bob.peer, &bob.ack(user, &tag, bob.cseq, None));
-    tag
-}
-
 fn bob() -> Phone {
     let mut b = Phone::new("bob", 5070);
     b.call_id = "bob-call@test".into();
@@ -102,7 +91,7 @@ fn subscribe_notify_park_retrieve_versions_rfc6665_rfc4235() {
 
     let since = w.sent.len();
     let bob = bob();
-    let parkd_tag = park(&mut w, &bob, "701");
+    let parkd_tag = w.park(&bob, "701", ParkAs::ALICE).tag;
     let n = notifies(&w, &wa, since);
     assert_eq!(n.len(), 1, "one NOTIFY per change");
     let b1 = body(&n[0]);
@@ -135,7 +124,7 @@ fn changes_while_a_notify_is_pending_are_sent_after_it_in_order_rfc6665_4_2_1() 
     let (_, n0) = subscribe(&mut w, &wa, "701", "");
     let since = w.sent.len();
     let bob = bob();
-    let parkd_tag = park(&mut w, &bob, "701");
+    let parkd_tag = w.park(&bob, "701", ParkAs::ALICE).tag;
     w.deliver(bob.peer, &bob.in_dialog("BYE", "701", &parkd_tag, 2, None));
     assert!(notifies(&w, &wa, since).is_empty(), "no second NOTIFY while the first is unanswered");
     w.deliver(wa.peer, &reply_text(&n0, 200, "OK"));
@@ -191,7 +180,7 @@ fn unsubscribe_with_expires_zero_sends_terminated_notify_rfc6665_4_2_1_4() {
     let since = w.sent.len();
     w.deliver(wa.peer, &refresh_text(&wa, "701", &tag, 3, 600));
     assert_eq!(w.last_response_to(wa.peer, since).status, 481);
-    park(&mut w, &bob(), "701");
+    w.park(&bob(), "701", ParkAs::ALICE);
     assert!(notifies(&w, &wa, since).is_empty());
 }
 
@@ -199,7 +188,7 @@ fn unsubscribe_with_expires_zero_sends_terminated_notify_rfc6665_4_2_1_4() {
 fn fetch_with_expires_zero_gets_state_once() {
     // RFC 6665 §4.4.3: an initial SUBSCRIBE with Expires: 0 fetches the state in one terminating NOTIFY.
     let mut w = World::new();
-    park(&mut w, &bob(), "701");
+    w.park(&bob(), "701", ParkAs::ALICE);
     let wa = watcher("w1", 5090);
     let (ok, n0) = subscribe(&mut w, &wa, "701", "Expires: 0\n");
     assert_eq!(ok.common.header("Expires"), Some("0"));
@@ -269,7 +258,7 @@ fn two_watchers_are_both_notified_and_others_orbits_are_not() {
         w.deliver(p.peer, &reply_text(&n0, 200, "OK"));
     }
     let since = w.sent.len();
-    park(&mut w, &bob(), "701");
+    w.park(&bob(), "701", ParkAs::ALICE);
     assert_eq!(notifies(&w, &wa, since).len(), 1);
     assert_eq!(notifies(&w, &wb, since).len(), 1);
     assert!(notifies(&w, &wc, since).is_empty(), "a change costs only the watchers of that orbit");
@@ -283,12 +272,12 @@ fn park_code_subscription_lists_every_occupied_orbit() {
     assert!(!body(&n0).contains("<dialog "), "empty lot: no dialog");
     assert!(body(&n0).contains(r#"entity="sip:700@127.0.0.1:5060""#));
     w.deliver(wa.peer, &reply_text(&n0, 200, "OK"));
-    park(&mut w, &bob(), "701");
+    w.park(&bob(), "701", ParkAs::ALICE);
     let n1 = notifies(&w, &wa, 0).pop().unwrap();
     w.deliver(wa.peer, &reply_text(&n1, 200, "OK"));
     let since = w.sent.len();
     let dave = Phone { call_id: "dave-call@test".into(), ..Phone::new("dave", 5073) };
-    park(&mut w, &dave, "703");
+    w.park(&dave, "703", ParkAs::ALICE);
     let n2 = notifies(&w, &wa, since);
     assert_eq!(n2.len(), 1);
     let b = body(&n2[0]);
@@ -304,7 +293,7 @@ fn notify_481_or_timeout_ends_the_subscription_rfc6665_4_2_2() {
     w.deliver(wa.peer, &reply_text(&n0, 481, "Call/Transaction Does Not Exist"));
     assert_eq!(w.core.live().subscriptions, 0);
     let since = w.sent.len();
-    park(&mut w, &bob(), "701");
+    w.park(&bob(), "701", ParkAs::ALICE);
     assert!(notifies(&w, &wa, since).is_empty(), "no NOTIFY after a 481");
 
     // A watcher that never answers: Timer F (32 s) ends its subscription.
@@ -324,7 +313,7 @@ fn early_state_is_configurable_per_lot() {
     let wa = watcher("w1", 5090);
     let (_, n0) = subscribe(&mut w, &wa, "701", "");
     w.deliver(wa.peer, &reply_text(&n0, 200, "OK"));
-    park(&mut w, &bob(), "701");
+    w.park(&bob(), "701", ParkAs::ALICE);
     let n = notifies(&w, &wa, 0);
     assert!(body(n.last().unwrap()).contains("<state>early</state>"));
 }
@@ -335,7 +324,7 @@ fn retrieve_with_replaces_built_from_the_blf_body_rfc3891() {
     let wa = watcher("w1", 5090);
     let (_, n0) = subscribe(&mut w, &wa, "701", "");
     w.deliver(wa.peer, &reply_text(&n0, 200, "OK"));
-    park(&mut w, &bob(), "701");
+    w.park(&bob(), "701", ParkAs::ALICE);
     let b = body(&notifies(&w, &wa, 0).pop().unwrap());
     // What a phone does with a `recipient` dialog: to-tag = local-tag (parkd), from-tag = remote-tag.
     let replaces = format!("Replaces: {};to-tag={};from-tag={}\n", attr(&b, "call-id"), attr(&b, "local-tag"), attr(&b, "remote-tag"));
@@ -374,7 +363,7 @@ fn forbidden_sources_get_403_for_park_retrieve_and_subscribe() {
     assert!(r.reason.contains("Park"), "{}", r.reason);
 
     let bob = bob();
-    let parkd_tag = park(&mut w, &bob, "702");
+    let parkd_tag = w.park(&bob, "702", ParkAs::ALICE).tag;
     let since = w.sent.len();
     let eve2 = Phone { call_id: "eve2-call@test".into(), ..eve };
     w.deliver(eve2.peer, &eve2.invite("702", "", Some(&eve2.sdp("0", "sendrecv"))));

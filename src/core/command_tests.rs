@@ -3,7 +3,7 @@
 use super::commands::{Command, CommandError, CommandOutcome};
 use super::legs::{ParkHow, RecallTarget};
 use super::orbit_view::OrbitState;
-use super::testkit::{udp, Phone, World, LEG_20000, LEG_20002};
+use super::testkit::{udp, ParkAs, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
 use crate::config::{NumRange, ServerConfig};
 use crate::media::MediaCommand;
@@ -12,16 +12,8 @@ use crate::txn::TimerConfig;
 use bytes::Bytes;
 use std::time::Duration;
 
-/// Parks `phone` (with a Referred-By from alice) by dialing `user`; returns parkd's tag.
-fn park(w: &mut World, phone: &Phone, user: &str) -> String {
-    let since = w.sent.len();
-    w.deliver(phone.peer, &phone.invite(user, "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&phone.sdp("0 8 101", "sendrecv"))));
-    let ok = w.last_response_to(phone.peer, since);
-    assert_eq!(ok.status, 200);
-    let tag = ok.common.to.tag().expect("to tag").to_string();
-    w.deliver(phone.peer, &phone.ack(user, &tag, phone.cseq, None));
-    tag
-}
+/// A blind transfer by Alice, offering PCMU, PCMA and telephone-event.
+const BLIND: ParkAs = ParkAs::ALICE.pts("0 8 101");
 
 /// `phone` dials `orbit` (retrieve) and ACKs; returns parkd's tag for that dialog.
 fn retrieve(w: &mut World, phone: &Phone, orbit: &str) -> String {
@@ -42,6 +34,12 @@ fn answer(w: &mut World, phone: &Phone, invite: &Request, status: u16) {
         r.common.set_body("application/sdp", Bytes::from(phone.sdp("0", "sendrecv")));
     }
     w.deliver_raw(phone.peer, &r.encode());
+}
+
+/// Lets the tests' destinations (carol, dave on 127.0.0.1, carol at pbx.example) through `[http] dial_allow`.
+fn allow_test_destinations(w: &mut World) {
+    let patterns = ["*@127.0.0.1", "carol@pbx.example"].iter().map(|p| crate::config::DialPattern::parse(p).expect("pattern")).collect();
+    w.core.set_dial_allow(patterns);
 }
 
 /// Runs a command and drains the core's outputs into the world, like the io driver does.
@@ -73,7 +71,7 @@ fn parked_in(w: &World, orbit: &str) -> Option<super::orbit_view::ParkedView> {
 fn hangup_ends_the_parked_call_with_bye_and_reason_and_frees_the_orbit() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     let r = run(&mut w, Command::Hangup { orbit: "701".into() });
     assert!(matches!(r, Ok(CommandOutcome::HungUp { ref orbit, ref call_id, .. }) if orbit == "701" && call_id == "bob-call@test"), "{r:?}");
@@ -102,9 +100,10 @@ fn hangup_of_empty_or_unknown_orbit_is_404() {
 #[test]
 fn unpark_calls_the_destination_and_bridges_on_answer() {
     let mut w = World::new();
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     let r = run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@127.0.0.1:5090".into() });
     assert!(matches!(r, Ok(CommandOutcome::Unparking { ref orbit, ring_secs: 30, .. }) if orbit == "701"), "{r:?}");
@@ -131,9 +130,10 @@ fn unpark_calls_the_destination_and_bridges_on_answer() {
 #[test]
 fn unpark_not_answered_in_ring_time_is_cancelled_and_the_call_stays_parked() {
     let mut w = World::new();
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@127.0.0.1:5090".into() }).unwrap();
     let inv = invites_to(&w, &carol, since).remove(0);
@@ -152,9 +152,10 @@ fn unpark_not_answered_in_ring_time_is_cancelled_and_the_call_stays_parked() {
 #[test]
 fn unpark_refused_by_destination_leaves_the_call_parked_and_reports_the_status() {
     let mut w = World::new();
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
     let carol = Phone::new("carol", 5090);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@127.0.0.1:5090".into() }).unwrap();
     let inv = invites_to(&w, &carol, since).remove(0);
@@ -168,8 +169,9 @@ fn unpark_refused_by_destination_leaves_the_call_parked_and_reports_the_status()
 #[test]
 fn unpark_refusals_bad_uri_empty_orbit_and_already_ringing() {
     let mut w = World::new();
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let bad = run(&mut w, Command::Unpark { orbit: "701".into(), to: "carol".into() }).unwrap_err();
     assert_eq!(bad.http_status(), 400);
     let empty = run(&mut w, Command::Unpark { orbit: "702".into(), to: "sip:carol@127.0.0.1:5090".into() }).unwrap_err();
@@ -179,6 +181,30 @@ fn unpark_refusals_bad_uri_empty_orbit_and_already_ringing() {
     assert_eq!((busy.clone(), busy.http_status()), (CommandError::Ringing("701".into()), 409));
     let no_route = run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@pbx.example".into() });
     assert!(no_route.is_err());
+}
+
+/// Toll fraud (issue 15): without `dial_allow`, an unpark may only ring what parkd already calls; anything else
+/// is refused with 403 and not a byte leaves parkd. The parker of that very call is allowed.
+#[test]
+fn unpark_to_a_destination_not_allowed_is_refused_and_nothing_is_sent() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    w.park(&bob, "700", BLIND);
+    let (sent, events) = (w.sent.len(), w.events.len());
+    for to in ["sip:19005550100@127.0.0.3", "sip:carol@127.0.0.1:5090", "sip:701@evil.example", "sip:alice@127.0.0.1:6000"] {
+        let e = run(&mut w, Command::Unpark { orbit: "701".into(), to: to.into() }).unwrap_err();
+        assert!(matches!(e, CommandError::DialNotAllowed { .. }), "{to}: {e:?}");
+        assert_eq!(e.http_status(), 403);
+        assert!(e.to_string().contains("dial_allow"), "{e}");
+    }
+    assert_eq!(w.sent.len(), sent, "nothing was sent");
+    assert_eq!(w.events.len(), events, "no recall_started");
+    assert!(parked_in(&w, "701").is_some_and(|v| v.recalling.is_none()), "the call stays parked, nothing rings");
+
+    let alice = Phone::new("alice", 5999);
+    let r = run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:alice@127.0.0.1:5999".into() });
+    assert!(r.is_ok(), "the parker (Referred-By) may be rung: {r:?}");
+    assert_eq!(invites_to(&w, &alice, sent).len(), 1, "one INVITE to the parker");
 }
 
 #[test]
@@ -194,8 +220,9 @@ fn unpark_to_a_host_name_goes_through_the_outbound_proxy() {
     let mut lot = crate::config::LotConfig::default_lot();
     lot.orbits = NumRange::parse("701-705").unwrap();
     w.core = super::Core::new(server, vec![lot], TimerConfig::default(), 7);
+    allow_test_destinations(&mut w);
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     let since = w.sent.len();
     run(&mut w, Command::Unpark { orbit: "701".into(), to: "sip:carol@pbx.example".into() }).unwrap();
     let inv: Vec<_> = w.requests_to(udp(5080), since).into_iter().filter(|r| r.method == Method::Invite).collect();
@@ -209,7 +236,7 @@ fn park_call_indirect_reparks_the_other_party_and_releases_the_given_leg() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
     let alice = Phone { call_id: "alice-call".into(), ..Phone::new("alice", 5071) };
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     retrieve(&mut w, &alice, "701");
     assert!(parked_in(&w, "701").is_none());
     let since = w.sent.len();
@@ -233,7 +260,7 @@ fn park_call_directed_by_the_parked_legs_call_id_parks_the_retriever() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
     let alice = Phone { call_id: "alice-call".into(), ..Phone::new("alice", 5071) };
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     retrieve(&mut w, &alice, "701");
     let since = w.sent.len();
     let r = run(&mut w, Command::ParkCall { call_id: "bob-call@test".into(), orbit: Some("705".into()), lot: None });
@@ -254,14 +281,14 @@ fn park_call_refusals_unknown_call_occupied_orbit_and_full_lot() {
     assert_eq!(unknown.http_status(), 404);
     let bob = Phone::new("bob", 5070);
     let alice = Phone { call_id: "alice-call".into(), ..Phone::new("alice", 5071) };
-    park(&mut w, &bob, "700");
+    w.park(&bob, "700", BLIND);
     // A parked (not bridged) call cannot be parked again through the API.
     let parked = run(&mut w, Command::ParkCall { call_id: "bob-call@test".into(), orbit: None, lot: None }).unwrap_err();
     assert_eq!(parked.http_status(), 404);
     retrieve(&mut w, &alice, "701");
     for (i, port) in (5080..5085).enumerate() {
         let p = Phone { call_id: format!("filler-{i}"), ..Phone::new("p", port) };
-        park(&mut w, &p, "700");
+        w.park(&p, "700", BLIND);
     }
     let occupied = run(&mut w, Command::ParkCall { call_id: "alice-call".into(), orbit: Some("703".into()), lot: None }).unwrap_err();
     assert_eq!((occupied.clone(), occupied.http_status()), (CommandError::OrbitOccupied("703".into()), 409));
@@ -276,7 +303,7 @@ fn park_call_refusals_unknown_call_occupied_orbit_and_full_lot() {
 fn snapshot_shows_parked_state_parker_and_times() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "703");
+    w.park(&bob, "703", BLIND);
     let lots = w.core.lots_snapshot();
     assert_eq!(lots.len(), 1);
     assert_eq!((lots[0].capacity, lots[0].occupied), (5, 1));

@@ -58,6 +58,9 @@ pub enum CommandError {
     BadUri(String),
     #[error("cannot call the destination: {0}")]
     Originate(#[from] OriginateError),
+    /// Toll-fraud guard: the destination is not one parkd may be made to dial (see dial_allow.rs).
+    #[error("dialing {to} is not allowed: {reason}")]
+    DialNotAllowed { to: String, reason: String },
 }
 
 impl CommandError {
@@ -67,6 +70,7 @@ impl CommandError {
             CommandError::UnknownOrbit(_) | CommandError::UnknownLot(_) | CommandError::OrbitEmpty(_) | CommandError::UnknownCall(_) => 404,
             CommandError::OrbitOccupied(_) | CommandError::Ringing(_) => 409,
             CommandError::BadUri(_) => 400,
+            CommandError::DialNotAllowed { .. } => 403,
             CommandError::LotFull(_) | CommandError::Originate(_) => 503,
         }
     }
@@ -113,6 +117,7 @@ impl Core {
     fn cmd_unpark(&mut self, now: Time, orbit: &str, to: &str) -> CommandResult {
         let (lot, _, call) = self.parked_in(orbit)?;
         let uri = crate::sip::parse_uri(to.trim()).map_err(|_| CommandError::BadUri(to.to_string()))?;
+        let allowed = self.dial_check(call, lot, &uri).inspect_err(|e| tracing::warn!(%orbit, "unpark refused: {e}"))?;
         if self.calls.get(&call).is_some_and(|c| c.recall.is_some()) {
             return Err(CommandError::Ringing(orbit.to_string()));
         }
@@ -128,6 +133,7 @@ impl Core {
             target: RecallTarget::ApiUnpark,
         };
         self.originate(now, call, spec)?;
+        tracing::info!(%orbit, ?allowed, "unpark destination allowed");
         let to = uri.without_headers().to_string();
         let round = self.calls.get(&call).map(|c| c.rounds).unwrap_or(0);
         self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit: orbit.to_string(), to: to.clone(), target: RecallTarget::ApiUnpark, round }));

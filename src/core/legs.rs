@@ -1,6 +1,7 @@
 //! The engine's plain data: call legs (one per dialog parkd holds) and parked calls.
 //!
-//! Everything here is data that could be journaled: ids are numbers, deadlines are absolute [`Time`]s.
+//! Ids are numbers and deadlines absolute [`Time`]s, but a [`Leg`] still holds a `tracing::Span` and whole
+//! dialogs: not yet plain data that a journal could write (issue 16 moves legs into rooms of plain data).
 
 use crate::media::MediaLegId;
 use crate::dialog::Dialog;

@@ -14,6 +14,7 @@ mod auth;
 mod blf;
 mod call_timers;
 pub mod commands;
+pub mod dial_allow;
 mod events;
 mod gate;
 mod inbound;
@@ -137,6 +138,8 @@ pub struct Core {
     draining: bool,
     /// Per-source limits, scanner drops and refusal counts (the admission room).
     admission: admission::Admission,
+    /// `[http] dial_allow`: where applications may make parkd dial besides what it already calls (dial_allow.rs).
+    dial_allow: Vec<crate::config::DialPattern>,
 }
 
 impl Core {
@@ -178,6 +181,7 @@ impl Core {
             local_addr,
             draining,
             admission,
+            dial_allow: Vec::new(),
         }
     }
 

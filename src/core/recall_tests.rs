@@ -1,17 +1,12 @@
 //! Recall (issue: parking timeout and recall) in virtual time: 45 s of parking and 30 s of ringing take
 //! microseconds.
 
-use super::testkit::{udp, Phone, World, LEG_20000, LEG_20002};
+use super::testkit::{alice, udp, ParkAs, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
 use crate::config::{LotConfig, NumRange, RecallFallback};
 use crate::media::MediaCommand;
 use crate::sip::{Method, Request};
 use std::time::Duration;
-
-/// Alice, the parker, at 127.0.0.1:5999 (her URI is the Referred-By of the park).
-fn alice() -> Phone {
-    Phone { call_id: "alice-unused".into(), ..Phone::new("alice", 5999) }
-}
 
 fn world(fallback: RecallFallback, rounds: u32) -> World {
     let mut lot = LotConfig::default_lot();
@@ -23,17 +18,8 @@ fn world(fallback: RecallFallback, rounds: u32) -> World {
     World::with_lots(vec![lot])
 }
 
-/// Bob parked by Alice (Referred-By) with an ACK; returns parkd's tag of Bob's dialog.
-fn park_bob(w: &mut World, bob: &Phone, extra: &str) -> String {
-    let since = w.sent.len();
-    let rb = format!("Referred-By: \"Alice\" <sip:alice@127.0.0.1:5999>\n{extra}");
-    w.deliver(bob.peer, &bob.invite("700", &rb, Some(&bob.sdp("0", "sendrecv"))));
-    let ok = w.last_response_to(bob.peer, since);
-    assert_eq!(ok.status, 200);
-    let tag = ok.common.to.tag().unwrap().to_string();
-    w.deliver(bob.peer, &bob.ack("700", &tag, 1, None));
-    tag
-}
+/// Bob parked on 700 by Alice's blind transfer.
+const BY_ALICE: ParkAs = ParkAs::ALICE.referred_by("\"Alice\" <sip:alice@127.0.0.1:5999>");
 
 fn invites_to(w: &World, who: &Phone, since: usize) -> Vec<Request> {
     w.requests_to(who.peer, since).into_iter().filter(|r| r.method == Method::Invite).collect()
@@ -46,18 +32,15 @@ fn bob() -> Phone {
 /// Bob parked without a parking-time override, 45 s later: the recall INVITE ringing Alice (the parker).
 fn recall_ringing(fallback: RecallFallback, rounds: u32) -> (World, Phone, Phone, Request) {
     let mut w = world(fallback, rounds);
-    let (bob, a) = (bob(), alice());
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
-    (w, bob, a, inv)
+    let r = w.recall_ringing(bob(), BY_ALICE, Duration::from_secs(45));
+    (w, r.bob, r.alice, r.invite)
 }
 
 #[test]
 fn recall_invite_after_parking_time_says_what_it_is() {
     let mut w = world(RecallFallback::Repark, 3);
     let bob = bob();
-    park_bob(&mut w, &bob, "");
+    w.park(&bob, "700", BY_ALICE);
     w.advance(Duration::from_millis(44_900));
     assert!(invites_to(&w, &alice(), 0).is_empty(), "nothing before 45 s");
     w.advance(Duration::from_millis(100));
@@ -135,13 +118,8 @@ fn unanswered_recall_is_cancelled_and_reparked_then_ended_after_the_last_round()
 
 #[test]
 fn fallback_uri_is_called_when_the_parker_does_not_answer() {
-    let mut w = world(RecallFallback::FallbackUri, 1);
-    let bob = bob();
-    let a = alice();
+    let (mut w, _bob, a, inv) = recall_ringing(RecallFallback::FallbackUri, 1);
     let op = Phone::new("operator", 5998);
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
     w.deliver(a.peer, &a.answer(&inv, 480, "Temporarily Unavailable", None));
     let to_op = invites_to(&w, &op, 0);
     assert_eq!(to_op.len(), 1, "the operator is called");
@@ -189,11 +167,7 @@ fn parker_answering_first_wins_and_a_later_retrieve_finds_the_orbit_empty() {
 #[test]
 fn parked_party_hanging_up_during_recall_cancels_it() {
     let mut w = world(RecallFallback::Repark, 3);
-    let bob = bob();
-    let a = alice();
-    let tag = park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let super::testkit::Recall { bob, alice: a, tag, invite: inv } = w.recall_ringing(bob(), BY_ALICE, Duration::from_secs(45));
     w.deliver(a.peer, &a.answer(&inv, 183, "Session Progress", None));
     let since = w.sent.len();
     w.deliver(bob.peer, &bob.in_dialog("BYE", "700", &tag, 2, None));
@@ -224,7 +198,7 @@ fn cancel_says_completed_elsewhere_only_when_the_call_was_taken() {
         cancels[0].common.header("Reason").map(str::to_string)
     };
     // Rang out (30 s ring time): CANCEL without the "completed elsewhere" Reason.
-    let (mut w, bob, a, inv) = recall_ringing(RecallFallback::Repark, 3);
+    let (mut w, _bob, a, inv) = recall_ringing(RecallFallback::Repark, 3);
     w.deliver(a.peer, &a.answer(&inv, 180, "Ringing", None));
     let since = w.sent.len();
     w.advance(Duration::from_secs(30));
@@ -232,10 +206,7 @@ fn cancel_says_completed_elsewhere_only_when_the_call_was_taken() {
     assert!(!reason.as_deref().unwrap_or_default().contains("completed elsewhere"), "ring timeout CANCEL Reason {reason:?}");
 
     // Retrieved while ringing: the CANCEL says the call was completed elsewhere.
-    let mut w = world(RecallFallback::Repark, 3);
-    park_bob(&mut w, &bob, "");
-    w.advance(Duration::from_secs(45));
-    let inv = invites_to(&w, &a, 0).remove(0);
+    let (mut w, _bob, a, inv) = recall_ringing(RecallFallback::Repark, 3);
     w.deliver(a.peer, &a.answer(&inv, 180, "Ringing", None));
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let since = w.sent.len();
@@ -248,10 +219,7 @@ fn cancel_says_completed_elsewhere_only_when_the_call_was_taken() {
 fn unknown_parker_follows_the_fallback_without_calling_anyone() {
     let mut w = world(RecallFallback::Hangup, 3);
     let bob = bob();
-    let since = w.sent.len();
-    w.deliver(bob.peer, &bob.invite("700", "", Some(&bob.sdp("0", "sendrecv"))));
-    let ok = w.last_response_to(bob.peer, since);
-    w.deliver(bob.peer, &bob.ack("700", ok.common.to.tag().unwrap(), 1, None));
+    w.park(&bob, "700", ParkAs::SELF);
     let since = w.sent.len();
     w.advance(Duration::from_secs(45));
     let reqs = w.requests_to(bob.peer, since);
@@ -263,9 +231,7 @@ fn unknown_parker_follows_the_fallback_without_calling_anyone() {
 fn unknown_parker_with_repark_stays_parked_until_rounds_run_out() {
     let mut w = world(RecallFallback::Repark, 2);
     let bob = bob();
-    w.deliver(bob.peer, &bob.invite("700", "", Some(&bob.sdp("0", "sendrecv"))));
-    let ok = w.last_response_to(bob.peer, 0);
-    w.deliver(bob.peer, &bob.ack("700", ok.common.to.tag().unwrap(), 1, None));
+    w.park(&bob, "700", ParkAs::SELF);
     w.advance(Duration::from_secs(46));
     assert_eq!(w.core.live().orbits_occupied, 1, "round 1 reparks");
     let since = w.sent.len();
@@ -281,7 +247,7 @@ fn max_park_time_ends_a_forgotten_call() {
     lot.keepalive_interval = 0;
     let mut w = World::with_lots(vec![lot]);
     let bob = bob();
-    park_bob(&mut w, &bob, "");
+    w.park(&bob, "700", BY_ALICE);
     let since = w.sent.len();
     w.advance(Duration::from_secs(599));
     assert!(w.requests_to(bob.peer, since).is_empty());
@@ -295,7 +261,7 @@ fn max_park_time_ends_a_forgotten_call() {
 fn park_request_can_override_the_parking_time() {
     let mut w = world(RecallFallback::Repark, 3);
     let bob = bob();
-    park_bob(&mut w, &bob, "Park-Timeout: 10\n");
+    w.park(&bob, "700", BY_ALICE.extra("Park-Timeout: 10\n"));
     w.advance(Duration::from_secs(10));
     assert_eq!(invites_to(&w, &alice(), 0).len(), 1, "recall after the requested 10 s");
 }
@@ -305,7 +271,7 @@ fn recall_goes_through_the_outbound_proxy_when_configured() {
     let mut w = world(RecallFallback::Repark, 3);
     w.core.set_outbound_proxy_for_tests("sip:127.0.0.1:5080");
     let bob = bob();
-    park_bob(&mut w, &bob, "");
+    w.park(&bob, "700", BY_ALICE);
     w.advance(Duration::from_secs(45));
     let via_proxy = w.requests_to(udp(5080), 0);
     assert_eq!(via_proxy.len(), 1, "sent to the proxy");
@@ -328,7 +294,7 @@ fn options_to(w: &World, who: &Phone, since: usize) -> Vec<Request> {
 fn keepalive_answered_keeps_the_call_parked() {
     let mut w = keepalive_world();
     let bob = bob();
-    let tag = park_bob(&mut w, &bob, "");
+    let tag = w.park(&bob, "700", BY_ALICE).tag;
     w.advance(Duration::from_secs(59));
     assert!(options_to(&w, &bob, 0).is_empty());
     w.advance(Duration::from_secs(1));
@@ -345,7 +311,7 @@ fn keepalive_answered_keeps_the_call_parked() {
 fn keepalive_481_ends_a_parked_call_whose_phone_forgot_it() {
     let mut w = keepalive_world();
     let bob = bob();
-    park_bob(&mut w, &bob, "");
+    w.park(&bob, "700", BY_ALICE);
     w.advance(Duration::from_secs(60));
     let opts = options_to(&w, &bob, 0);
     w.deliver(bob.peer, &bob.answer(&opts[0], 481, "Call/Transaction Does Not Exist", None));
@@ -357,7 +323,7 @@ fn keepalive_481_ends_a_parked_call_whose_phone_forgot_it() {
 fn keepalive_unanswered_ends_the_call_after_timer_f() {
     let mut w = keepalive_world();
     let bob = bob();
-    park_bob(&mut w, &bob, "");
+    w.park(&bob, "700", BY_ALICE);
     w.advance(Duration::from_secs(60 + 31));
     assert_eq!(w.core.live().orbits_occupied, 1, "still waiting for the OPTIONS (Timer F = 32 s)");
     w.advance(Duration::from_secs(1));

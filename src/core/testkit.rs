@@ -1,5 +1,10 @@
 //! A virtual-time world for engine tests: one core, scripted phones as text, a clock that jumps.
 //! Nothing sleeps; a 45 s park runs in microseconds.
+//!
+//! Here the test writes every message a phone sends and reads every message parkd sends: the place for exact,
+//! message-level checks (a lost ACK, a crafted response). The shared preludes live here too: [`World::park`]
+//! (a phone parks as [`ParkAs`] says) and [`World::recall_ringing`]. For whole flows with phones that act by
+//! themselves, the media plane and a lossy network, see [`crate::sim`].
 
 use super::{Core, Output, ParkEvent};
 use crate::config::{LotConfig, NumRange, ServerConfig};
@@ -93,6 +98,29 @@ impl World {
         self.now = end;
     }
 
+    /// `phone` INVITEs `user` as `how` says (with an SDP offer), expects `200` and ACKs it.
+    pub fn park(&mut self, phone: &Phone, user: &str, how: ParkAs<'_>) -> Parked {
+        let since = self.sent.len();
+        let rb = how.referred_by.map(|r| format!("Referred-By: {r}\n")).unwrap_or_default();
+        self.deliver(phone.peer, &phone.invite(user, &format!("{rb}{}", how.extra), Some(&phone.sdp(how.pts, "sendrecv"))));
+        let ok = self.last_response_to(phone.peer, since);
+        assert_eq!(ok.status, 200, "{} parking on {user} answered 200", phone.name);
+        let tag = ok.common.to.tag().expect("to tag").to_string();
+        self.deliver(phone.peer, &phone.ack(user, &tag, phone.cseq, None));
+        Parked { tag, orbit: ok.common.header("Park-Orbit").unwrap_or("").to_string() }
+    }
+
+    /// The recall prelude: `bob` parks on 700 as `how` says (a blind transfer by Alice), `parking_time` passes,
+    /// and parkd's recall INVITE rings Alice (the parker at 127.0.0.1:5999).
+    pub fn recall_ringing(&mut self, bob: Phone, how: ParkAs<'_>, parking_time: Duration) -> Recall {
+        let tag = self.park(&bob, "700", how).tag;
+        let since = self.sent.len();
+        self.advance(parking_time);
+        let alice = alice();
+        let invite = self.requests_to(alice.peer, since).into_iter().find(|r| r.method == crate::sip::Method::Invite).expect("a recall INVITE to the parker");
+        Recall { bob, alice, tag, invite }
+    }
+
     /// Responses sent to `to` since message index `since`.
     pub fn responses_to(&self, to: Peer, since: usize) -> Vec<Response> {
         self.sent[since..]
@@ -123,17 +151,59 @@ impl World {
     }
 }
 
-/// Makes a wire message from readable text: CRLF line ends, a correct Content-Length.
-pub fn crlf(text: &str) -> Vec<u8> {
-    let text = text.trim_start_matches('\n');
-    let (head, body) = match text.split_once("\n\n") {
-        Some((h, b)) => (h.to_string(), b.replace('\n', "\r\n")),
-        None => (text.trim_end().to_string(), String::new()),
-    };
-    let mut out = head.trim_end().replace('\n', "\r\n");
-    out.push_str(&format!("\r\nContent-Length: {}\r\n\r\n", body.len()));
-    out.push_str(&body);
-    out.into_bytes()
+/// Makes a wire message from readable text: CRLF line ends, a correct Content-Length (shared with the
+/// simulated network's phones).
+pub use crate::sim::wire::crlf;
+
+/// How a scripted phone parks in [`World::park`]: who referred it (the parker), the payload types it
+/// offers, extra header lines.
+#[derive(Clone, Copy, Debug)]
+pub struct ParkAs<'a> {
+    /// The `Referred-By` value (a blind transfer by that party); `None` parks the caller itself.
+    pub referred_by: Option<&'a str>,
+    /// Payload types of the SDP offer (`"0"`, `"0 8 101"`).
+    pub pts: &'a str,
+    /// Header lines added after Referred-By, each ending in `\n`.
+    pub extra: &'a str,
+}
+
+impl<'a> ParkAs<'a> {
+    /// The transferee of Alice's blind transfer (`Referred-By: <sip:alice@127.0.0.1:5999>`), offering PCMU.
+    pub const ALICE: ParkAs<'static> = ParkAs { referred_by: Some("<sip:alice@127.0.0.1:5999>"), pts: "0", extra: "" };
+    /// Dialing the park code or an orbit without Referred-By (parks the caller itself), offering PCMU.
+    pub const SELF: ParkAs<'static> = ParkAs { referred_by: None, pts: "0", extra: "" };
+
+    pub const fn pts(self, pts: &'a str) -> ParkAs<'a> {
+        ParkAs { pts, ..self }
+    }
+    pub const fn referred_by(self, referred_by: &'a str) -> ParkAs<'a> {
+        ParkAs { referred_by: Some(referred_by), ..self }
+    }
+    pub const fn extra(self, extra: &'a str) -> ParkAs<'a> {
+        ParkAs { extra, ..self }
+    }
+}
+
+/// What [`World::park`] learned: parkd's tag of the parked dialog and the `Park-Orbit` it answered (or "").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parked {
+    pub tag: String,
+    pub orbit: String,
+}
+
+/// Alice, the parker of [`ParkAs::ALICE`], at 127.0.0.1:5999 (her Call-ID is unused: parkd calls her).
+pub fn alice() -> Phone {
+    Phone { call_id: "alice-unused".into(), ..Phone::new("alice", 5999) }
+}
+
+/// A parked call whose recall rings the parker (see [`World::recall_ringing`]).
+pub struct Recall {
+    pub bob: Phone,
+    pub alice: Phone,
+    /// parkd's tag of Bob's parked dialog.
+    pub tag: String,
+    /// The recall INVITE Alice got.
+    pub invite: crate::sip::Request,
 }
 
 /// A phone in tests: its SIP address and RTP port, and builders for what it sends.

@@ -1,24 +1,15 @@
 //! Engine tests in virtual time: whole park/retrieve flows against the real codec, transactions and SDP,
 //! with scripted phones and no sockets.
 
-use super::testkit::{udp, Phone, World, LEG_20000, LEG_20002};
+use super::testkit::{udp, ParkAs, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
 use crate::config::{LotConfig, NumRange, ServerConfig};
 use crate::media::{Codec, MediaCommand, MediaLegId};
 use std::time::Duration;
 
-/// Bob parks himself into the default lot (as the transferee of Alice's blind transfer) and ACKs.
-/// Returns parkd's tag for Bob's dialog.
-fn park(w: &mut World, bob: &Phone, user: &str, referred_by: bool) -> String {
-    let since = w.sent.len();
-    let rb = if referred_by { "Referred-By: <sip:alice@127.0.0.1:5999>\n" } else { "" };
-    w.deliver(bob.peer, &bob.invite(user, rb, Some(&bob.sdp("0 8 101", "sendrecv"))));
-    let ok = w.last_response_to(bob.peer, since);
-    assert_eq!(ok.status, 200, "park answered 200");
-    let tag = ok.common.to.tag().expect("to tag").to_string();
-    w.deliver(bob.peer, &bob.ack(user, &tag, bob.cseq, None));
-    tag
-}
+/// A blind transfer by Alice (Referred-By) and a self-park (none), offering PCMU, PCMA and telephone-event.
+const BLIND: ParkAs = ParkAs::ALICE.pts("0 8 101");
+const SELF_PARK: ParkAs = ParkAs::SELF.pts("0 8 101");
 
 fn header<'a>(r: &'a crate::sip::Response, name: &str) -> Option<&'a str> {
     r.common.header(name)
@@ -71,7 +62,7 @@ fn indirect_parks_take_lowest_free_orbit_and_full_lot_is_refused() {
 fn directed_park_occupied_orbit_gets_486_and_unknown_number_404() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "705", true);
+    w.park(&bob, "705", BLIND);
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     w.deliver(carol.peer, &carol.invite("705", "Referred-By: <sip:alice@h>\n", Some(&carol.sdp("0", "sendrecv"))));
     assert_eq!(w.last_response_to(carol.peer, 0).status, 486);
@@ -84,7 +75,7 @@ fn directed_park_occupied_orbit_gets_486_and_unknown_number_404() {
 fn retrieve_bridges_both_legs_and_either_bye_ends_the_other() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700", true);
+    w.park(&bob, "700", BLIND);
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let since = w.sent.len();
     w.deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("8", "sendrecv"))));
@@ -102,7 +93,7 @@ fn retrieve_bridges_both_legs_and_either_bye_ends_the_other() {
     // The orbit is free again: a new park takes 701.
     let dave = Phone { call_id: "dave-call".into(), ..Phone::new("dave", 5072) };
     let since = w.sent.len();
-    park(&mut w, &dave, "700", true);
+    w.park(&dave, "700", BLIND);
     assert_eq!(header(&w.last_response_to(dave.peer, since), "Park-Orbit"), Some("701"));
 
     // Carol hangs up: parkd answers 200 and BYEs Bob.
@@ -132,7 +123,7 @@ fn retrieve_of_empty_orbit_is_404() {
 fn parked_party_hanging_up_frees_orbit_and_stops_music() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    let tag = park(&mut w, &bob, "702", true);
+    let tag = w.park(&bob, "702", BLIND).tag;
     let since = w.sent.len();
     w.deliver(bob.peer, &bob.in_dialog("BYE", "702", &tag, 2, None));
     assert_eq!(w.last_response_to(bob.peer, since).status, 200);
@@ -180,7 +171,7 @@ fn invite_retransmission_is_absorbed_not_parked_twice() {
 fn reinvite_to_hold_is_answered_recvonly_and_music_stops_sending() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    let tag = park(&mut w, &bob, "700", true);
+    let tag = w.park(&bob, "700", BLIND).tag;
     let since = w.sent.len();
     w.deliver(bob.peer, &bob.in_dialog("INVITE", "700", &tag, 2, Some(&bob.sdp("0", "sendonly"))));
     let ok = w.last_response_to(bob.peer, since);
@@ -207,7 +198,7 @@ fn options_unknown_method_and_garbage() {
     assert!(w.core.stats().malformed >= 2);
     // And a normal call still works.
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700", true);
+    w.park(&bob, "700", BLIND);
 }
 
 #[test]
@@ -268,7 +259,7 @@ fn retrieve_by_replaces_takes_the_named_parked_call() {
     // RFC 3891 §3: to-tag = the recipient's (parkd's) tag, from-tag = the other side's.
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    let tag = park(&mut w, &bob, "700", true);
+    let tag = w.park(&bob, "700", BLIND).tag;
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let hdr = format!("Replaces: {};to-tag={};from-tag={}\n", bob.call_id, tag, bob.tag);
     let since = w.sent.len();
@@ -297,7 +288,7 @@ fn self_park_announces_the_orbit_before_hold_music() {
     use crate::media::{MusicId, Prompt};
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700", false);
+    w.park(&bob, "700", SELF_PARK);
     assert_eq!(
         w.media,
         vec![
@@ -312,7 +303,7 @@ fn self_park_announces_the_orbit_before_hold_music() {
     // The second self-park lands on 702 and hears its own orbit.
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let since = w.media.len();
-    park(&mut w, &carol, "700", false);
+    w.park(&carol, "700", SELF_PARK);
     assert!(matches!(&w.media[since..], [MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }, MediaCommand::Announce { words, .. }]
         if words[..] == [Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(2)]));
 }
@@ -323,15 +314,15 @@ fn self_park_announces_the_orbit_before_hold_music() {
 fn no_announcement_for_a_transferee_or_when_disabled_or_not_listening() {
     let announced = |w: &World| w.media.iter().any(|m| matches!(m, MediaCommand::Announce { .. }));
     let mut w = World::new();
-    park(&mut w, &Phone::new("bob", 5070), "700", true);
-    park(&mut w, &Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) }, "704", true);
+    w.park(&Phone::new("bob", 5070), "700", BLIND);
+    w.park(&Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) }, "704", BLIND);
     assert_eq!(w.media.iter().filter(|m| matches!(m, MediaCommand::Hold { .. })).count(), 2);
     assert!(!announced(&w), "a transferee was parked by someone else: {:?}", w.media);
 
     let mut lot = crate::config::LotConfig::default_lot();
     lot.announce_orbit = false;
     let mut w = World::with_lots(vec![lot]);
-    park(&mut w, &Phone::new("bob", 5070), "700", false);
+    w.park(&Phone::new("bob", 5070), "700", SELF_PARK);
     assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }]), "announce_orbit = false: {:?}", w.media);
 
     let mut w = World::new();
@@ -350,7 +341,7 @@ fn attended_park_announces_to_the_consultation_leg_not_to_the_swapped_in_transfe
     let mut w = World::new();
     let alice = Phone::new("alice", 5999);
     let bob = Phone::new("bob", 5070);
-    let atag = park(&mut w, &alice, "700", false);
+    let atag = w.park(&alice, "700", SELF_PARK).tag;
     assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Announce { leg: LEG_20000, .. })), "{:?}", w.media);
     let replaces = format!("Replaces: {};to-tag={};from-tag={}\n", alice.call_id, atag, alice.tag);
     let since = w.sent.len();
@@ -393,7 +384,7 @@ fn shared_rtp_port_four_parks_get_the_same_sdp_port_and_distinct_media_legs() {
     let mut w = World::with_server(server, vec![lot]);
     let phones = [Phone::new("bob", 5070), Phone::new("carol", 5072), Phone::new("dave", 5074), Phone::new("erin", 5076)];
     for p in &phones {
-        park(&mut w, p, "700", false);
+        w.park(p, "700", SELF_PARK);
         let answer = w.last_response_to(p.peer, 0);
         assert!(String::from_utf8_lossy(&answer.common.body).contains("m=audio 20000 RTP/AVP"), "SDP names the shared port");
     }
@@ -421,7 +412,7 @@ fn replaces_with_swapped_tags_still_finds_the_parked_call() {
     // RFC 3891 §3 orientation is to-tag = parkd's tag; phones that send it the other way round still work.
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
-    let tag = park(&mut w, &bob, "700", true);
+    let tag = w.park(&bob, "700", BLIND).tag;
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let hdr = format!("Replaces: {};to-tag={};from-tag={}\n", bob.call_id, bob.tag, tag);
     w.deliver(carol.peer, &carol.invite("701", &hdr, Some(&carol.sdp("0", "sendrecv"))));
@@ -445,9 +436,9 @@ fn with_two_media_threads_parks_spread_and_a_retriever_joins_its_parked_partys_t
     lot.orbits = NumRange::parse("701-705").unwrap();
     let mut w = World::with_server(server, vec![lot]);
     let bob = Phone::new("bob", 5070);
-    park(&mut w, &bob, "700", true);
+    w.park(&bob, "700", BLIND);
     let eve = Phone { call_id: "eve-call".into(), ..Phone::new("eve", 5073) };
-    park(&mut w, &eve, "700", true);
+    w.park(&eve, "700", BLIND);
     let held: Vec<MediaLegId> = w.media.iter().filter_map(|m| if let MediaCommand::Hold { leg, .. } = m { Some(*leg) } else { None }).collect();
     assert_eq!(held, vec![MediaLegId::solo(20000), MediaLegId::solo(20050)], "one parked call per media thread");
     // Carol retrieves Eve (702, in the second block): her leg is taken from that block too.

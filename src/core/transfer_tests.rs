@@ -1,23 +1,15 @@
 //! REFER re-park, attended park (swap by Replaces), retrieve code, empty-orbit policy and overflow, in virtual time.
 
-use super::testkit::{Phone, World, LEG_20000, LEG_20002};
+use super::testkit::{ParkAs, Parked, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;
 use crate::config::{EmptyOrbit, LotConfig, NumRange};
 use crate::media::MediaCommand;
 use crate::sip::{Method, Request};
 use std::time::Duration;
 
-/// Parks `who` by dialing `user` (with or without Referred-By) and ACKs. Returns (parkd's tag, Park-Orbit).
-fn park(w: &mut World, who: &Phone, user: &str, referred_by: bool) -> (String, String) {
-    let since = w.sent.len();
-    let rb = if referred_by { "Referred-By: <sip:alice@127.0.0.1:5999>\n" } else { "" };
-    w.deliver(who.peer, &who.invite(user, rb, Some(&who.sdp("0", "sendrecv"))));
-    let ok = w.last_response_to(who.peer, since);
-    assert_eq!(ok.status, 200, "{user} answered");
-    let tag = ok.common.to.tag().unwrap().to_string();
-    w.deliver(who.peer, &who.ack(user, &tag, who.cseq, None));
-    (tag, ok.common.header("Park-Orbit").unwrap_or("").to_string())
-}
+/// A blind transfer by Alice (Referred-By) and a self-park (none), offering PCMU.
+const BLIND: ParkAs = ParkAs::ALICE;
+const SELF_PARK: ParkAs = ParkAs::SELF;
 
 fn phone(name: &'static str, port: u16) -> Phone {
     Phone { call_id: format!("{name}-call"), ..Phone::new(name, port) }
@@ -29,8 +21,8 @@ fn notifies(w: &World, to: &Phone, since: usize) -> Vec<Request> {
 
 /// Bob parked in 701, retrieved by Carol: returns parkd's tag of Carol's dialog.
 fn bridged(w: &mut World, bob: &Phone, carol: &Phone) -> String {
-    park(w, bob, "700", true);
-    let (tag, _) = park(w, carol, "701", false);
+    w.park(bob, "700", BLIND);
+    let tag = w.park(carol, "701", SELF_PARK).tag;
     assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Bridge { .. })));
     tag
 }
@@ -100,7 +92,7 @@ fn refer_to_an_occupied_orbit_reports_486_in_the_sipfrag() {
     let mut w = World::new();
     let (bob, carol, dave) = (phone("bob", 5070), phone("carol", 5071), phone("dave", 5072));
     let tag = bridged(&mut w, &bob, &carol);
-    park(&mut w, &dave, "703", true);
+    w.park(&dave, "703", BLIND);
     let since = w.sent.len();
     w.deliver(carol.peer, &refer(&carol, &tag, 2, "sip:703@127.0.0.1", ""));
     let n = notifies(&w, &carol, since);
@@ -125,7 +117,7 @@ fn attended_park_swaps_the_transferee_into_the_consultation_orbit() {
     // Alice dials 700 herself (consultation, no Referred-By): self-parked in 701 with parker unknown.
     let mut w = World::new();
     let (alice, bob) = (phone("alice", 5999), phone("bob", 5070));
-    let (atag, orbit) = park(&mut w, &alice, "700", false);
+    let Parked { tag: atag, orbit } = w.park(&alice, "700", SELF_PARK);
     assert_eq!(orbit, "701");
     // Alice REFERs Bob with Replaces naming her dialog with parkd; Bob's INVITE carries it.
     let replaces = format!("Replaces: {};to-tag={};from-tag={}\nReferred-By: <sip:alice@127.0.0.1:5999>\n", alice.call_id, atag, alice.tag);
@@ -156,7 +148,7 @@ fn unmatched_replaces_to_the_park_code_is_481() {
 fn consultation_hangup_without_transfer_releases_the_orbit() {
     let mut w = World::new();
     let alice = phone("alice", 5999);
-    let (atag, _) = park(&mut w, &alice, "700", false);
+    let atag = w.park(&alice, "700", SELF_PARK).tag;
     w.deliver(alice.peer, &alice.in_dialog("BYE", "700", &atag, 2, None));
     assert_eq!(w.core.live().orbits_occupied, 0);
 }
@@ -175,9 +167,9 @@ fn retrieve_code_takes_the_longest_parked_call() {
     l.retrieve_code = Some("799".into());
     let mut w = World::with_lots(vec![l]);
     let (bob, dave, carol) = (phone("bob", 5070), phone("dave", 5072), phone("carol", 5071));
-    park(&mut w, &bob, "703", true);
+    w.park(&bob, "703", BLIND);
     w.advance(Duration::from_secs(1));
-    park(&mut w, &dave, "701", true);
+    w.park(&dave, "701", BLIND);
     let since = w.sent.len();
     w.deliver(carol.peer, &carol.invite("799", "", Some(&carol.sdp("0", "sendrecv"))));
     let ok = w.last_response_to(carol.peer, since);
@@ -196,7 +188,7 @@ fn empty_orbit_policy_park_parks_a_caller_without_referred_by() {
     l.empty_orbit = EmptyOrbit::Park;
     let mut w = World::with_lots(vec![l]);
     let bob = phone("bob", 5070);
-    let (_, orbit) = park(&mut w, &bob, "705", false);
+    let orbit = w.park(&bob, "705", SELF_PARK).orbit;
     assert_eq!(orbit, "705");
     // An occupied orbit still retrieves.
     let carol = phone("carol", 5071);
@@ -221,8 +213,8 @@ fn full_lot_overflows_into_the_overflow_lot() {
     let b = lot("b", "800", "801-802");
     let mut w = World::with_lots(vec![a, b]);
     let (bob, dave) = (phone("bob", 5070), phone("dave", 5072));
-    assert_eq!(park(&mut w, &bob, "700", true).1, "701");
-    assert_eq!(park(&mut w, &dave, "700", true).1, "801", "overflow instead of a refusal");
+    assert_eq!(w.park(&bob, "700", BLIND).orbit, "701");
+    assert_eq!(w.park(&dave, "700", BLIND).orbit, "801", "overflow instead of a refusal");
 }
 
 #[test]
@@ -231,7 +223,7 @@ fn swap_and_empty_orbit_park_are_parks_for_the_access_lists() {
     l.empty_orbit = EmptyOrbit::Park;
     let mut w = World::with_lots(vec![l]);
     let (alice, bob, carol) = (phone("alice", 5999), phone("bob", 5070), phone("carol", 5071));
-    let (atag, _) = park(&mut w, &alice, "700", false);
+    let atag = w.park(&alice, "700", SELF_PARK).tag;
     // From now on, nobody on loopback may park; retrieving stays open.
     w.core.set_allow_park_for_tests(0, vec!["10.0.0.0/8".parse().unwrap()]);
     let replaces = format!("Replaces: {};to-tag={};from-tag={}\n", alice.call_id, atag, alice.tag);

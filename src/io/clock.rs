@@ -1,4 +1,5 @@
-//! The one place that reads the clock: wall time at start + monotonic elapsed time.
+//! The clock the SIP engine and the media plane get their `now` from: wall time at start + monotonic elapsed
+//! time. (Other io code reads `Instant::now()` for its own pacing: the wake gate, metrics, the probe.)
 //!
 //! `Time` is absolute (µs since the Unix epoch, so deadlines can be journaled), but the io loops
 //! need it to never jump: [`Clock::now`] is the wall clock sampled once at construction plus an

@@ -1,11 +1,15 @@
 //! The HTTP API (axum): lots and orbits as JSON, TAPI-style park / unpark / hang-up commands, the live event
 //! stream (SSE), Prometheus metrics, health checks and the attendant page. Documented in `docs/api.md`.
 //!
+//! Every request passes the guards of [`http_guard`] first (Host, bearer token, Content-Type, body size, rate
+//! limit); every error is JSON. The security model is described in `docs/api.md`.
+//!
 //! Every handler talks to the core through [`CoreClient`] (a channel to the core task); nothing here touches the
 //! core or the media thread directly, and a slow HTTP client only ever waits on its own socket.
 
 use super::api_link::{CoreClient, CoreRequest, CoreUnavailable};
 use super::events_hub::EventHub;
+use super::http_guard::{self, Guard};
 use super::metrics::Metrics;
 use crate::core::{Command, CommandError, CommandOutcome};
 use axum::body::Bytes;
@@ -26,35 +30,14 @@ use tokio_stream::{Stream, StreamExt};
 /// The attendant page, embedded in the binary.
 pub const ATTENDANT_HTML: &str = include_str!("attendant.html");
 
-/// Who may call the mutating endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Auth {
-    /// `Authorization: Bearer <token>` required.
-    Token(String),
-    /// No token configured and a loopback listener: mutating calls are open.
-    OpenLoopback,
-    /// No token configured on a non-loopback listener: mutating calls are refused (403).
-    Closed,
-}
-
-impl Auth {
-    /// The policy for `token` on a listener at `addr`.
-    pub fn for_listener(token: Option<String>, addr: SocketAddr) -> Auth {
-        match token.filter(|t| !t.is_empty()) {
-            Some(t) => Auth::Token(t),
-            None if addr.ip().is_loopback() => Auth::OpenLoopback,
-            None => Auth::Closed,
-        }
-    }
-}
-
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub core: CoreClient,
     pub hub: EventHub,
     pub metrics: Arc<Metrics>,
-    pub auth: Auth,
+    /// Host, token, Content-Type, size and rate checks (http_guard.rs).
+    pub guard: Arc<Guard>,
     /// Set once parkd starts shutting down: `/readyz` answers 503.
     pub draining: Arc<AtomicBool>,
 }
@@ -65,11 +48,30 @@ pub struct ApiError {
     status: StatusCode,
     error: &'static str,
     cause: String,
+    retry_after: Option<u64>,
+    refusal: Option<&'static str>,
 }
 
+/// Marks a response as a refusal (response extension): the guard middleware logs it as
+/// `refused http source=<ip> reason=<reason>` and counts it in `parkd_http_refusals_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
+
 impl ApiError {
-    fn new(status: StatusCode, error: &'static str, cause: impl Into<String>) -> ApiError {
-        ApiError { status, error, cause: cause.into() }
+    pub fn new(status: StatusCode, error: &'static str, cause: impl Into<String>) -> ApiError {
+        ApiError { status, error, cause: cause.into(), retry_after: None, refusal: None }
+    }
+
+    /// Adds `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// Marks it as a refusal for the log line and the counter.
+    pub fn refused(mut self, reason: &'static str) -> ApiError {
+        self.refusal = Some(reason);
+        self
     }
 }
 
@@ -78,6 +80,12 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, Json(serde_json::json!({ "error": self.error, "cause": self.cause }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"parkd\""));
+        }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        if let Some(reason) = self.refusal {
+            r.extensions_mut().insert(Refused(reason));
         }
         r
     }
@@ -91,7 +99,10 @@ impl From<CoreUnavailable> for ApiError {
 
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> ApiError {
-        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        if let CommandError::DialNotAllowed { .. } = e {
+            return ApiError::new(status, "dial_not_allowed", e.to_string()).refused("dial_not_allowed");
+        }
         let error = match e.http_status() {
             400 => "bad_request",
             404 => "not_found",
@@ -117,41 +128,36 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/orbits/:orbit", delete(hangup))
         .route("/v1/events", get(events))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http_guard::guard))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::warn!(error = %e, "HTTP server stopped");
     }
 }
 
-/// Checks the bearer token of a mutating call: 401 without credentials, 403 with wrong ones.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = match &state.auth {
-        Auth::OpenLoopback => return Ok(()),
-        Auth::Closed => {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "no [http] token is configured: mutating calls are refused on a non-loopback listener"))
-        }
-        Auth::Token(t) => t,
-    };
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <token>"));
-    };
-    let given = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    let Some(given) = given else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the Authorization header must be Bearer <token>"));
-    };
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong bearer token"))
+/// Every error answer is JSON `{"error","cause"}`: axum's own rejections (405, a path parameter or query that
+/// does not parse, ...) come as plain text or empty and are rewritten here; their status and headers stay.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let error = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+    let cause = if text.is_empty() { reason.to_string() } else { text };
+    let body = serde_json::json!({ "error": error, "cause": cause }).to_string();
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// A JSON body (empty means `{}`), with a JSON 400 when it does not parse.
@@ -217,15 +223,13 @@ async fn run_command(s: &ApiState, cmd: Command) -> Result<CommandOutcome, ApiEr
     Ok(s.core.ask(|reply| CoreRequest::Command { cmd, reply }).await??)
 }
 
-async fn park_call(State(s): State<ApiState>, headers: HeaderMap, Path(call_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
+async fn park_call(State(s): State<ApiState>, Path(call_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let b: ParkBody = json_body(&body)?;
     let out = run_command(&s, Command::ParkCall { call_id, orbit: b.orbit, lot: b.lot }).await?;
     Ok(Json(out).into_response())
 }
 
-async fn unpark(State(s): State<ApiState>, headers: HeaderMap, Path(orbit): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
+async fn unpark(State(s): State<ApiState>, Path(orbit): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let b: UnparkBody = json_body(&body)?;
     let Some(to) = b.to else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "body must be {\"to\": \"sip:...\"}"));
@@ -236,8 +240,7 @@ async fn unpark(State(s): State<ApiState>, headers: HeaderMap, Path(orbit): Path
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
 }
 
-async fn hangup(State(s): State<ApiState>, headers: HeaderMap, Path(orbit): Path<String>) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
+async fn hangup(State(s): State<ApiState>, Path(orbit): Path<String>) -> Result<Response, ApiError> {
     let out = run_command(&s, Command::Hangup { orbit }).await?;
     Ok(Json(out).into_response())
 }

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -38,6 +38,13 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// Why: HTTP guard reasons; SIP `tcp_per_source`, `tcp_total`, `tcp_idle`, `framing`, ... (see
+    /// `conn_limits::Refusal`) and the core's admission reasons (`crate::core::admission::Reason`).
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecallLabels {
     target: String,
     outcome: &'static str,
@@ -46,13 +53,6 @@ struct RecallLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LotLabels {
     lot: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    /// Why a SIP request (or connection) was refused: the core's admission reasons
-    /// (`crate::core::admission::Reason`) and the io layer's own (see [`Metrics::count_refusal`]).
-    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,7 +111,7 @@ pub struct ScrapeSnapshot {
     pub retransmissions: TxnStats,
     /// Pacer lateness buckets (from the media thread's `MediaStats`).
     pub pacer_lateness: PacerLateness,
-    /// SIP refusals the core counted, by reason, zeros included (from `Core::refusals`).
+    /// SIP requests the core refused, by reason, zeros included (from `Core::refusals`; totals).
     pub sip_refusals: Vec<(&'static str, u64)>,
     /// Source addresses the core's admission room tracks (bounded by `[limits] tracked_sources`).
     pub tracked_sources: usize,
@@ -126,12 +126,16 @@ pub struct Metrics {
     abandons: Counter,
     ended: Family<OutcomeLabels, Counter>,
     refused: Family<OutcomeLabels, Counter>,
+    /// HTTP requests refused by the API's guards (and dial refusals), by reason.
+    http_refusals: Family<ReasonLabels, Counter>,
+    /// SIP requests, connections and messages refused, by reason: the io layer's own (counted as they
+    /// happen) and the core's (its totals, added to the family as deltas at scrape time).
+    refusals: Family<ReasonLabels, Counter>,
+    /// The core's refusal totals already added to `refusals`.
+    core_refusals_seen: Mutex<HashMap<&'static str, u64>>,
     dwell: Histogram,
     /// When each orbit's current call was parked (io-side clock), for the dwell histogram.
     parked_at: Mutex<HashMap<String, Instant>>,
-    /// Refusals counted by the io layer (e.g. TCP connection limits), by reason; exported in the same
-    /// `parkd_sip_refusals_total` family as the core's.
-    io_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Default for Metrics {
@@ -153,17 +157,11 @@ impl Metrics {
             abandons: Counter::default(),
             ended: Family::default(),
             refused: Family::default(),
+            http_refusals: Family::default(),
+            refusals: Family::default(),
+            core_refusals_seen: Mutex::new(HashMap::new()),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
             parked_at: Mutex::new(HashMap::new()),
-            io_refusals: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// Counts a refusal decided in the io layer (a reason the core does not see, such as a TCP connection
-    /// limit); it is exported as `parkd_sip_refusals_total{reason}` beside the core's reasons.
-    pub fn count_refusal(&self, reason: &'static str) {
-        if let Ok(mut m) = self.io_refusals.lock() {
-            *m.entry(reason).or_default() += 1;
         }
     }
 
@@ -172,6 +170,23 @@ impl Metrics {
         let direction = if outgoing { "out" } else { "in" };
         let Some(labels) = classify(direction, bytes) else { return };
         self.sip.get_or_create(&labels).inc();
+    }
+
+    /// Counts one refused connection or message (`parkd_sip_refusals_total{reason}`).
+    pub fn count_refusal(&self, reason: &'static str) {
+        self.refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Brings the core's refusal totals into the `sip_refusals` family (each reason created, so a dashboard's
+    /// rate starts from 0).
+    fn add_core_refusals(&self, totals: &[(&'static str, u64)]) {
+        let Ok(mut seen) = self.core_refusals_seen.lock() else { return };
+        for (reason, total) in totals {
+            let counter = self.refusals.get_or_create(&ReasonLabels { reason });
+            let before = seen.entry(reason).or_default();
+            counter.inc_by(total.saturating_sub(*before));
+            *before = (*before).max(*total);
+        }
     }
 
     /// Counts a park event and tracks dwell time; `now` is the io clock.
@@ -222,6 +237,12 @@ impl Metrics {
         }
     }
 
+    /// Counts one refused HTTP request (`unauthorized`, `forbidden_host`, `unsupported_media_type`, `too_large`,
+    /// `rate_limited`, `dial_not_allowed`).
+    pub fn http_refusal(&self, reason: &'static str) {
+        self.http_refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     fn recall(&self, target: LegRecallTarget, outcome: &'static str) {
         let target = serde_json::to_value(target).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         self.recalls.get_or_create(&RecallLabels { target, outcome }).inc();
@@ -244,6 +265,16 @@ impl Metrics {
         reg.register("abandons", "Parked callers who hung up while parked", self.abandons.clone());
         reg.register("parked_calls_ended", "Parked calls ended by parkd, by cause", self.ended.clone());
         reg.register("refused", "Park or retrieve requests refused, by SIP status", self.refused.clone());
+        reg.register("http_refusals", "HTTP API requests refused, by reason", self.http_refusals.clone());
+        self.add_core_refusals(&snap.sip_refusals);
+        reg.register(
+            "sip_refusals",
+            "SIP requests, connections and messages refused (503, dropped, 401/403, reset or closed), by reason",
+            self.refusals.clone(),
+        );
+        let tracked = Gauge::<i64>::default();
+        tracked.set(snap.tracked_sources as i64);
+        reg.register("sip_tracked_sources", "Source addresses the SIP admission limits track (bounded)", tracked);
         reg.register("dwell_seconds", "How long calls stayed parked", self.dwell.clone());
         let occupied = Family::<LotLabels, Gauge>::default();
         let capacity = Family::<LotLabels, Gauge>::default();
@@ -279,23 +310,6 @@ impl Metrics {
             "How late each hold-music pacer slot was served after its due time",
             SnapshotHistogram::pacer_lateness(&snap.pacer_lateness),
         );
-        let refusals = Family::<ReasonLabels, Counter>::default();
-        for (reason, n) in &snap.sip_refusals {
-            refusals.get_or_create(&ReasonLabels { reason }).inc_by(*n);
-        }
-        if let Ok(io) = self.io_refusals.lock() {
-            for (reason, n) in io.iter() {
-                refusals.get_or_create(&ReasonLabels { reason }).inc_by(*n);
-            }
-        }
-        reg.register(
-            "sip_refusals",
-            "SIP requests refused (503, dropped unanswered, 401/403 for failed digest or source lists), by reason",
-            refusals,
-        );
-        let tracked = Gauge::<i64>::default();
-        tracked.set(snap.tracked_sources as i64);
-        reg.register("sip_tracked_sources", "Source addresses the SIP admission limits track (bounded)", tracked);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
             out.clear();
@@ -370,6 +384,17 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_counted_by_reason() {
+        let m = Metrics::new();
+        m.count_refusal("tcp_per_source");
+        m.count_refusal("tcp_per_source");
+        m.count_refusal("framing");
+        let text = m.encode(&ScrapeSnapshot::default());
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="tcp_per_source"} 2"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="framing"} 1"#), "{text}");
+    }
+
+    #[test]
     fn park_events_count_outcomes_and_dwell() {
         let m = Metrics::new();
         let t0 = Instant::now();
@@ -395,17 +420,20 @@ mod tests {
     }
 
     #[test]
-    fn sip_refusals_merge_the_cores_reasons_and_the_io_layers() {
+    fn sip_refusals_merge_the_cores_totals_with_the_io_layers_counts() {
         let m = Metrics::new();
         m.count_refusal("tcp_idle");
         m.count_refusal("tcp_idle");
         let snap = ScrapeSnapshot { sip_refusals: vec![("rate_new_dialogs", 7), ("acl", 0)], tracked_sources: 3, ..Default::default() };
         let text = m.encode(&snap);
-        assert!(text.contains("# TYPE parkd_sip_refusals counter"), "{text}");
         assert!(text.contains(r#"parkd_sip_refusals_total{reason="rate_new_dialogs"} 7"#), "{text}");
         assert!(text.contains(r#"parkd_sip_refusals_total{reason="acl"} 0"#), "zeros are exported: {text}");
         assert!(text.contains(r#"parkd_sip_refusals_total{reason="tcp_idle"} 2"#), "{text}");
         assert!(text.contains("parkd_sip_tracked_sources 3"), "{text}");
+        assert_eq!(text.matches("# TYPE parkd_sip_refusals counter").count(), 1, "one family: {text}");
+        // The core's figures are totals: a second scrape adds only what is new.
+        let text = m.encode(&ScrapeSnapshot { sip_refusals: vec![("rate_new_dialogs", 10), ("acl", 0)], ..Default::default() });
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="rate_new_dialogs"} 10"#), "{text}");
     }
 
     #[test]

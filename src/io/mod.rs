@@ -2,9 +2,12 @@
 
 pub mod api_link;
 pub mod clock;
+pub mod conn_limits;
 pub mod events_hub;
 pub mod hold_sender;
 pub mod http;
+pub mod http_guard;
+pub mod http_token;
 pub mod media_shards;
 pub mod media_thread;
 pub mod metrics;
@@ -14,3 +17,6 @@ pub mod sip_driver;
 pub mod tcp;
 pub mod uring_sender;
 pub mod wake_gate;
+
+#[cfg(test)]
+mod http_tests;

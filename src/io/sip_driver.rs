@@ -4,7 +4,8 @@
 use super::api_link::{self, ApiPort};
 use super::clock::Clock;
 use super::media_shards::Media;
-use super::tcp::{self, TcpEvent};
+use super::conn_limits::{Refusal, SipLimits};
+use super::tcp::{self, ConnId, TcpContext, TcpEvent, Writer};
 use crate::core::{Core, Output};
 use crate::sip::{Peer, Transport};
 use bytes::Bytes;
@@ -25,22 +26,33 @@ pub enum SipIoError {
 pub struct SipSockets {
     udp: UdpSocket,
     tcp: TcpListener,
+    limits: SipLimits,
 }
 
 impl SipSockets {
     pub async fn bind(addr: SocketAddr) -> Result<SipSockets, SipIoError> {
         let udp = UdpSocket::bind(addr).await.map_err(|source| SipIoError::BindUdp { addr, source })?;
         let tcp = TcpListener::bind(addr).await.map_err(|source| SipIoError::BindTcp { addr, source })?;
-        Ok(SipSockets { udp, tcp })
+        Ok(SipSockets { udp, tcp, limits: SipLimits::default() })
+    }
+
+    /// Applies these message and connection limits (`[limits]`; the defaults otherwise).
+    pub fn with_limits(mut self, limits: SipLimits) -> SipSockets {
+        self.limits = limits;
+        self
     }
 }
 
+/// The open TCP connections the core task can write to, by peer address.
+type Conns = HashMap<SocketAddr, (ConnId, Writer)>;
+
 /// Runs the core until `shutdown` resolves. `api` brings HTTP API requests in and takes events and counts out.
 pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock, mut api: ApiPort, shutdown: impl std::future::Future<Output = ()>) {
-    let SipSockets { udp, tcp } = sockets;
+    let SipSockets { udp, tcp, limits } = sockets;
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
-    tokio::spawn(tcp::accept_loop(tcp, tcp_tx.clone()));
-    let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let tcp_ctx = TcpContext { limits: std::sync::Arc::new(limits), metrics: api.metrics.clone(), refusal_log: Default::default(), events: tcp_tx };
+    tokio::spawn(tcp::accept_loop(tcp, tcp_ctx.clone()));
+    let mut conns: Conns = HashMap::new();
     let mut buf = vec![0u8; 65_535];
     let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
@@ -50,7 +62,7 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
     tokio::pin!(timer);
     let mut armed: Option<crate::time::Time> = None;
     loop {
-        drain(&mut core, &udp, &mut conns, &tcp_tx, &media, &api, &clock);
+        drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock);
         let deadline = core.poll_timeout();
         if deadline != armed {
             armed = deadline;
@@ -59,15 +71,11 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    api.metrics.count_sip(false, &buf[..n]);
-                    core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, &buf[..n]);
+                    on_datagram(&mut core, &udp, &tcp_ctx, &clock, from, buf.get(..n).unwrap_or_default());
                     // Take whatever else is already queued before sleeping again.
                     for _ in 0..64 {
                         match udp.try_recv_from(&mut buf) {
-                            Ok((n, from)) => {
-                                api.metrics.count_sip(false, &buf[..n]);
-                                core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, &buf[..n])
-                            }
+                            Ok((n, from)) => on_datagram(&mut core, &udp, &tcp_ctx, &clock, from, buf.get(..n).unwrap_or_default()),
                             Err(_) => break,
                         }
                     }
@@ -79,8 +87,19 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
                     api.metrics.count_sip(false, &bytes);
                     core.handle_sip(clock.now(), Peer { transport: Transport::Tcp, addr: peer }, &bytes);
                 }
-                TcpEvent::Opened { peer, writer } => { conns.insert(peer, writer); }
-                TcpEvent::Closed { peer } => { conns.remove(&peer); }
+                TcpEvent::Opened { peer, conn, writer } => { conns.insert(peer, (conn, writer)); }
+                TcpEvent::Closed { peer, conn, last_words } => {
+                    // Dropping the writer lets the connection flush what is queued (answers to its earlier
+                    // messages, then these last words) and close.
+                    if conns.get(&peer).is_some_and(|(c, _)| *c == conn) {
+                        if let Some((_, w)) = conns.remove(&peer) {
+                            if let Some(b) = last_words {
+                                api.metrics.count_sip(true, &b);
+                                let _ = w.try_send(b);
+                            }
+                        }
+                    }
+                }
             },
             Some(req) = api.rx.recv() => api_link::serve(&mut core, &media, clock.now(), req),
             _ = drain_toggle.recv() => {
@@ -139,11 +158,50 @@ impl DrainSignal {
     }
 }
 
+/// One datagram: checked against the message limits (size, header count), then handed to the core. One over a
+/// limit is answered (413 / 400) when it can be, and refused.
+fn on_datagram(core: &mut Core, udp: &UdpSocket, tcp: &TcpContext, clock: &Clock, from: SocketAddr, bytes: &[u8]) {
+    tcp.metrics.count_sip(false, bytes);
+    match crate::sip::check_datagram(bytes, &tcp.limits.frame) {
+        Ok(()) => core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, bytes),
+        Err(e) => {
+            tcp.refuse(Refusal::of_framing(&e), from.ip());
+            if let Some(answer) = e.response_bytes() {
+                tcp.metrics.count_sip(true, &answer);
+                let _ = udp.try_send_to(&answer, from);
+            }
+        }
+    }
+}
+
+/// Queues `bytes` on the connection to `to`, opening one when there is none. A connection whose queue is full
+/// (its peer does not read) is dropped.
+fn send_tcp(conns: &mut Conns, tcp: &TcpContext, to: SocketAddr, bytes: Bytes) {
+    let bytes = match conns.get(&to) {
+        Some((_, w)) => match w.try_send(bytes) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                conns.remove(&to);
+                tcp.refuse(Refusal::TcpBacklog, to.ip());
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(b)) => b,
+        },
+        None => bytes,
+    };
+    conns.remove(&to);
+    let (w, r) = tcp::outbound_queue();
+    let _ = w.try_send(bytes);
+    let conn = ConnId::next();
+    conns.insert(to, (conn, w));
+    tokio::spawn(tcp::connect(to, conn, r, tcp.clone()));
+}
+
 fn drain(
     core: &mut Core,
     udp: &UdpSocket,
-    conns: &mut HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>,
-    tcp_tx: &mpsc::Sender<TcpEvent>,
+    conns: &mut Conns,
+    tcp: &TcpContext,
     media: &Media,
     api: &ApiPort,
     clock: &Clock,
@@ -159,16 +217,7 @@ fn drain(
                         tracing::warn!(to = %to.addr, error = %e, "SIP UDP send failed");
                     }
                 }
-                Transport::Tcp => match conns.get(&to.addr) {
-                    Some(w) if w.send(bytes.clone()).is_ok() => {}
-                    _ => {
-                        conns.remove(&to.addr);
-                        let (w, r) = mpsc::unbounded_channel();
-                        let _ = w.send(bytes);
-                        conns.insert(to.addr, w);
-                        tokio::spawn(tcp::connect(to.addr, r, tcp_tx.clone()));
-                    }
-                },
+                Transport::Tcp => send_tcp(conns, tcp, to.addr, bytes),
                 }
             }
             Output::Media(cmd) => media_queued |= media.queue(cmd),

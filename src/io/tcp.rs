@@ -1,30 +1,89 @@
-//! SIP over TCP: accept and connect, frame the byte stream by Content-Length, and write queued messages.
-//! Each connection is two small tasks; the core sees whole messages tagged with the peer address.
+//! SIP over TCP: accept (within the connection caps) and connect, frame the byte stream
+//! ([`StreamFramer`]: Content-Length, keep-alives, pings, limits), and write queued messages.
+//!
+//! Each connection is one task: it reads and frames, writes what the core task queues for it (a bounded
+//! queue), answers CRLFCRLF pings with a CRLF pong, and closes the connection on silence ([`ConnTimer`]). On a
+//! framing error or the peer's EOF it stops reading, hands the core task its last words (the 400 to send after
+//! the answers to every earlier message) and flushes them before closing.
 
-use crate::sip::framing::StreamFramer;
+use super::conn_limits::{ConnCounter, ConnTimer, Refusal, RefusalLog, SipLimits, CLOSE_GRACE, OUTBOUND_QUEUE, WRITE_TIMEOUT};
+use super::metrics::Metrics;
+use crate::sip::framing::{Frame, StreamFramer};
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-/// What TCP tasks tell the core task.
-#[derive(Debug)]
-pub enum TcpEvent {
-    Opened { peer: SocketAddr, writer: mpsc::UnboundedSender<Bytes> },
-    Message { peer: SocketAddr, bytes: Bytes },
-    Closed { peer: SocketAddr },
+/// Tells connections apart when one peer address is reused (a stale `Closed` must not drop a new writer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    pub fn next() -> ConnId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
-pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
+/// The sending end of a connection's bounded outbound queue.
+pub type Writer = mpsc::Sender<Bytes>;
+
+/// A new outbound queue.
+pub fn outbound_queue() -> (Writer, mpsc::Receiver<Bytes>) {
+    mpsc::channel(OUTBOUND_QUEUE)
+}
+
+/// What TCP tasks tell the core task (in order, on one channel).
+#[derive(Debug)]
+pub enum TcpEvent {
+    Opened { peer: SocketAddr, conn: ConnId, writer: Writer },
+    Message { peer: SocketAddr, bytes: Bytes },
+    /// The connection stopped reading. The core task drops its writer after queueing `last_words` (the answer
+    /// to a framing error), so the connection flushes every answer queued before and then closes.
+    Closed { peer: SocketAddr, conn: ConnId, last_words: Option<Bytes> },
+}
+
+/// What every connection task (and the UDP path of the core task) shares.
+#[derive(Clone)]
+pub struct TcpContext {
+    pub limits: Arc<SipLimits>,
+    pub metrics: Arc<Metrics>,
+    pub refusal_log: Arc<Mutex<RefusalLog>>,
+    pub events: mpsc::Sender<TcpEvent>,
+}
+
+impl TcpContext {
+    /// Counts and logs a refusal of `source`.
+    pub fn refuse(&self, why: Refusal, source: std::net::IpAddr) {
+        why.record(source, std::time::Instant::now(), &self.metrics, &self.refusal_log);
+    }
+}
+
+pub async fn accept_loop(listener: TcpListener, ctx: TcpContext) {
+    let counter = Arc::new(Mutex::new(ConnCounter::new((*ctx.limits).clone())));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let (w, r) = mpsc::unbounded_channel();
-                if events.send(TcpEvent::Opened { peer, writer: w }).await.is_err() {
+                let admitted = counter.lock().map_or(Ok(()), |mut c| c.try_open(peer.ip()));
+                if let Err(why) = admitted {
+                    // Closed at once with a reset: no task, no buffer, no TIME_WAIT. (A zero linger never blocks
+                    // the thread, the reason tokio deprecated `set_linger`.)
+                    #[allow(deprecated)]
+                    let _ = stream.set_linger(Some(std::time::Duration::ZERO));
+                    drop(stream);
+                    ctx.refuse(why, peer.ip());
+                    continue;
+                }
+                let slot = Slot { counter: counter.clone(), peer };
+                let conn = ConnId::next();
+                let (w, r) = outbound_queue();
+                if ctx.events.send(TcpEvent::Opened { peer, conn, writer: w }).await.is_err() {
                     return;
                 }
-                tokio::spawn(serve(stream, peer, r, events.clone()));
+                tokio::spawn(serve(stream, peer, conn, r, ctx.clone(), Some(slot)));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed");
@@ -34,51 +93,143 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) 
     }
 }
 
-/// Opens a connection to `peer` for messages parkd sends first (e.g. a BYE to a TCP phone that dropped its
-/// connection), then serves it like an accepted one.
-pub async fn connect(peer: SocketAddr, outbound: mpsc::UnboundedReceiver<Bytes>, events: mpsc::Sender<TcpEvent>) {
-    match TcpStream::connect(peer).await {
-        Ok(stream) => serve(stream, peer, outbound, events).await,
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "TCP connect failed");
-            let _ = events.send(TcpEvent::Closed { peer }).await;
+/// An accepted connection's place in the [`ConnCounter`], given back when the connection task ends.
+struct Slot {
+    counter: Arc<Mutex<ConnCounter>>,
+    peer: SocketAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.counter.lock() {
+            c.close(self.peer.ip());
         }
     }
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, mut outbound: mpsc::UnboundedReceiver<Bytes>, events: mpsc::Sender<TcpEvent>) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        while let Some(b) = outbound.recv().await {
-            if wr.write_all(&b).await.is_err() {
-                break;
-            }
+/// Opens a connection to `peer` for messages parkd sends first (e.g. a BYE to a TCP phone that dropped its
+/// connection), then serves it like an accepted one.
+pub async fn connect(peer: SocketAddr, conn: ConnId, outbound: mpsc::Receiver<Bytes>, ctx: TcpContext) {
+    match tokio::time::timeout(WRITE_TIMEOUT, TcpStream::connect(peer)).await {
+        Ok(Ok(stream)) => serve(stream, peer, conn, outbound, ctx, None).await,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "TCP connect failed");
+            let _ = ctx.events.send(TcpEvent::Closed { peer, conn, last_words: None }).await;
         }
-    });
-    let mut framer = StreamFramer::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    'read: loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        framer.push(&buf[..n]);
-        loop {
-            match framer.next_message() {
-                Ok(Some(bytes)) => {
-                    if events.send(TcpEvent::Message { peer, bytes }).await.is_err() {
-                        break 'read;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::info!(%peer, error = %e, "closing TCP connection: bad framing");
-                    break 'read;
-                }
-            }
+        Err(_) => {
+            tracing::warn!(%peer, "TCP connect timed out");
+            let _ = ctx.events.send(TcpEvent::Closed { peer, conn, last_words: None }).await;
         }
     }
-    writer.abort();
-    let _ = events.send(TcpEvent::Closed { peer }).await;
+}
+
+/// How a connection ended.
+enum End {
+    /// Stop reading, let the core task queue its last answers, flush them, close.
+    Flush { last_words: Option<Bytes> },
+    /// Close now (a timeout or a write error).
+    Abort,
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, conn: ConnId, mut outbound: mpsc::Receiver<Bytes>, ctx: TcpContext, slot: Option<Slot>) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut framer = StreamFramer::with_limits(ctx.limits.frame);
+    let mut timer = ConnTimer::new(std::time::Instant::now(), slot.is_some(), &ctx.limits);
+    let mut buf = vec![0u8; 4096];
+    let end = 'conn: loop {
+        let deadline = timer.deadline().map(|(at, _)| tokio::time::Instant::from_std(at));
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => break 'conn End::Flush { last_words: None },
+                    Ok(n) => n,
+                };
+                timer.activity(std::time::Instant::now());
+                framer.push(buf.get(..n).unwrap_or_default());
+                loop {
+                    match framer.next_frame() {
+                        Ok(Some(Frame::Message(bytes))) => {
+                            timer.message(std::time::Instant::now());
+                            if ctx.events.send(TcpEvent::Message { peer, bytes }).await.is_err() {
+                                break 'conn End::Abort;
+                            }
+                        }
+                        Ok(Some(Frame::Ping)) => {
+                            // RFC 5626 §3.5.1: answer a CRLFCRLF ping with a CRLF pong.
+                            if let Err(stalled) = write(&mut wr, b"\r\n").await {
+                                break 'conn abort(stalled, peer, &ctx);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            ctx.refuse(Refusal::of_framing(&e), peer.ip());
+                            tracing::debug!(%peer, error = %e, "closing TCP connection: bad framing");
+                            break 'conn End::Flush { last_words: e.response_bytes() };
+                        }
+                    }
+                }
+            }
+            m = outbound.recv() => match m {
+                Some(bytes) => {
+                    if let Err(stalled) = write(&mut wr, &bytes).await {
+                        break 'conn abort(stalled, peer, &ctx);
+                    }
+                    timer.activity(std::time::Instant::now());
+                }
+                // The core task dropped this connection (its queue overflowed): close.
+                None => break 'conn End::Abort,
+            },
+            _ = sleep_until(deadline) => {
+                if let Some(why) = timer.expired(std::time::Instant::now()) {
+                    ctx.refuse(why, peer.ip());
+                    break 'conn End::Abort;
+                }
+            }
+        }
+    };
+    match end {
+        End::Abort => {
+            let _ = ctx.events.send(TcpEvent::Closed { peer, conn, last_words: None }).await;
+        }
+        End::Flush { last_words } => {
+            let _ = ctx.events.send(TcpEvent::Closed { peer, conn, last_words }).await;
+            // Everything queued before the core task dropped the writer, then close (bounded in time).
+            let flush = async {
+                while let Some(bytes) = outbound.recv().await {
+                    if write(&mut wr, &bytes).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = wr.shutdown().await;
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, flush).await;
+        }
+    }
+    drop(slot);
+}
+
+/// Writes all of `bytes`. `Err(true)`: the peer did not take them within [`WRITE_TIMEOUT`]; `Err(false)`: the
+/// connection failed.
+async fn write(wr: &mut tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> Result<(), bool> {
+    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(false),
+        Err(_) => Err(true),
+    }
+}
+
+/// A failed write ends the connection; one that stalled is a refusal (the peer does not read).
+fn abort(stalled: bool, peer: SocketAddr, ctx: &TcpContext) -> End {
+    if stalled {
+        ctx.refuse(Refusal::TcpBacklog, peer.ip());
+    }
+    End::Abort
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

@@ -110,19 +110,73 @@ impl DecodeError {
     }
 }
 
-/// Why a TCP byte stream could not be framed into messages. After an error the stream cannot be
-/// resynchronized: close the connection.
+/// Why a message breaks the framing rules or the limits ([`super::framing`]). On a stream, the stream cannot be
+/// resynchronized after one: answer (when [`Self::response_bytes`] has an answer), then close the connection.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
-    /// A message (or an unterminated header section) exceeds the framer's limit.
+    /// The message (header section + Content-Length) exceeds the limit (answered 413).
     #[error("message exceeds {limit} bytes")]
     Oversize { limit: usize },
-    /// Content-Length is mandatory on streams (RFC 3261 §18.3, §20.14).
+    /// No blank line ends the header section within the limit (answered 513).
+    #[error("header section exceeds {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    /// More header fields than the limit (answered 400).
+    #[error("more than {limit} header fields")]
+    TooManyHeaders { limit: usize },
+    /// Content-Length is mandatory on streams (RFC 3261 §18.3, §20.14; answered 400).
     #[error("no Content-Length on a stream")]
     MissingContentLength,
-    /// Content-Length is not a number, or two differ.
+    /// Content-Length is not a number, or two differ (answered 400).
     #[error("malformed Content-Length")]
     BadContentLength,
+    /// A request whose essentials were readable: answer it with `reply`.
+    #[error("{cause}")]
+    Answerable { cause: Box<FramingError>, reply: Box<ReplyContext> },
+}
+
+impl FramingError {
+    /// The context to answer the offending request with, when there is one.
+    pub fn reply(&self) -> Option<&ReplyContext> {
+        match self {
+            FramingError::Answerable { reply, .. } => Some(reply),
+            _ => None,
+        }
+    }
+
+    /// The underlying error (unwraps [`FramingError::Answerable`]).
+    pub fn cause(&self) -> &FramingError {
+        match self {
+            FramingError::Answerable { cause, .. } => cause.cause(),
+            other => other,
+        }
+    }
+
+    /// The status and reason phrase of the answer.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self.cause() {
+            FramingError::Oversize { .. } => (413, "Request Entity Too Large"),
+            FramingError::HeadTooLarge { .. } => (513, "Message Too Large"),
+            FramingError::TooManyHeaders { .. } => (400, "Too Many Headers"),
+            FramingError::MissingContentLength => (400, "Missing Content-Length"),
+            FramingError::BadContentLength | FramingError::Answerable { .. } => (400, "Bad Content-Length"),
+        }
+    }
+
+    /// The complete error response to send back, when the request can be answered (the same builder as the
+    /// 400s of [`DecodeError::response_bytes`]).
+    pub fn response_bytes(&self) -> Option<bytes::Bytes> {
+        let (status, reason) = self.status();
+        Some(self.reply()?.error_response(status, reason))
+    }
+
+    /// A short label for logs and metrics: `message_size`, `header_count` or `framing`.
+    pub fn refusal_reason(&self) -> &'static str {
+        match self.cause() {
+            FramingError::Oversize { .. } | FramingError::HeadTooLarge { .. } => "message_size",
+            FramingError::TooManyHeaders { .. } => "header_count",
+            _ => "framing",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -153,5 +207,31 @@ mod tests {
         assert!(e.response_bytes().unwrap().starts_with(b"SIP/2.0 400 Bad Request"));
         assert_eq!(DecodeError::BadUri.answerable(None), DecodeError::BadUri);
         assert!(DecodeError::BadUri.response_bytes().is_none());
+    }
+
+    #[test]
+    fn framing_errors_answer_with_their_own_status_and_reason() {
+        let ctx = ReplyContext {
+            via: vec!["SIP/2.0/TCP h;branch=z9hG4bK1".into()],
+            from: "<sip:a@h>;tag=1".into(),
+            to: "<sip:b@h>".into(),
+            call_id: "c".into(),
+            cseq: "1 OPTIONS".into(),
+        };
+        let answer = |e: FramingError| {
+            let e = FramingError::Answerable { cause: Box::new(e), reply: Box::new(ctx.clone()) };
+            String::from_utf8(e.response_bytes().unwrap().to_vec()).unwrap()
+        };
+        let missing = answer(FramingError::MissingContentLength);
+        assert!(missing.starts_with("SIP/2.0 400 Missing Content-Length\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n"), "{missing}");
+        assert!(missing.contains("\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"), "{missing}");
+        assert!(answer(FramingError::BadContentLength).starts_with("SIP/2.0 400 Bad Content-Length\r\n"));
+        assert!(answer(FramingError::Oversize { limit: 9 }).starts_with("SIP/2.0 413 Request Entity Too Large\r\n"));
+        assert!(answer(FramingError::HeadTooLarge { limit: 9 }).starts_with("SIP/2.0 513 Message Too Large\r\n"));
+        assert!(answer(FramingError::TooManyHeaders { limit: 9 }).starts_with("SIP/2.0 400 Too Many Headers\r\n"));
+        assert!(FramingError::MissingContentLength.response_bytes().is_none(), "nothing to answer without a context");
+        assert_eq!(FramingError::TooManyHeaders { limit: 1 }.refusal_reason(), "header_count");
+        assert_eq!(FramingError::HeadTooLarge { limit: 1 }.refusal_reason(), "message_size");
+        assert_eq!(FramingError::BadContentLength.refusal_reason(), "framing");
     }
 }

@@ -1,5 +1,10 @@
-//! Framing of SIP messages on a byte stream (TCP): Content-Length is mandatory there (RFC 3261 §18.3), CRLF
-//! keep-alives between messages are skipped (RFC 3261 §7.5, RFC 5626 §3.5.1), and the buffer is bounded.
+//! Framing and size limits of SIP messages, one framer for every stream transport (TCP now, TLS later).
+//!
+//! On a stream, Content-Length is mandatory (RFC 3261 §18.3), CRLF keep-alives between messages are skipped
+//! (RFC 3261 §7.5) and a CRLFCRLF "ping" is reported so the transport answers it with a CRLF "pong"
+//! (RFC 5626 §3.5.1). Every message, on a stream or in a datagram ([`check_datagram`]), is bounded in size and in
+//! header count ([`FrameLimits`]). A request that breaks a rule is answered when its Via, From, To, Call-ID and
+//! CSeq can be read ([`FramingError::response_bytes`], built like the 400s of [`super::DecodeError`]).
 
 use super::error::FramingError;
 use super::normalize::{find_head_end, parse_content_length, parse_head};
@@ -8,15 +13,46 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Default bound on one message (header section + body).
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 
-/// Accumulates stream bytes and cuts them into whole SIP messages, each to be handed to
-/// [`super::parse_message`]. After an `Err` the stream cannot be resynchronized: close the connection.
+/// Default bound on the header fields of one message.
+pub const DEFAULT_MAX_HEADERS: usize = 256;
+
+/// The bounds applied to every message (`[limits] max_message_bytes`, `max_headers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Largest message, header section and body together, in bytes.
+    pub max_message: usize,
+    /// Most header field lines (folded continuation lines are part of their field).
+    pub max_headers: usize,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits { max_message: DEFAULT_MAX_MESSAGE, max_headers: DEFAULT_MAX_HEADERS }
+    }
+}
+
+/// What a stream framer hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// One whole message, for [`super::parse_message`].
+    Message(Bytes),
+    /// A CRLFCRLF keep-alive ping (RFC 5626 §3.5.1): write a single CRLF pong back.
+    Ping,
+}
+
+/// Accumulates stream bytes and cuts them into [`Frame`]s. After an `Err` the stream cannot be resynchronized:
+/// write the error's [`FramingError::response_bytes`] when there are some, then close the connection.
 ///
 /// Memory is bounded by the message limit plus the size of one [`StreamFramer::push`]: an incomplete message
-/// that already exceeds the limit is reported by [`StreamFramer::next_message`].
+/// that already exceeds the limit is reported by [`StreamFramer::next_frame`].
+///
+/// Keep-alives: between messages, `CRLFCRLF` is a ping; a lone `CRLF` (or any other stray CR or LF) is skipped
+/// without answer. The result does not depend on how the stream is cut into pushes, so a lone CRLF followed,
+/// later, by another lone CRLF reads as one ping (answering it is harmless: a CRLF is itself a keep-alive).
 #[derive(Debug)]
 pub struct StreamFramer {
     buf: BytesMut,
-    max_message: usize,
+    limits: FrameLimits,
 }
 
 impl Default for StreamFramer {
@@ -25,15 +61,22 @@ impl Default for StreamFramer {
     }
 }
 
+const PING: &[u8] = b"\r\n\r\n";
+
 impl StreamFramer {
-    /// A framer bounded at [`DEFAULT_MAX_MESSAGE`].
+    /// A framer with the default [`FrameLimits`].
     pub fn new() -> StreamFramer {
-        StreamFramer::with_limit(DEFAULT_MAX_MESSAGE)
+        StreamFramer::with_limits(FrameLimits::default())
     }
 
-    /// A framer bounded at `max_message` bytes per message.
+    /// A framer bounded at `max_message` bytes per message (default header limit).
     pub fn with_limit(max_message: usize) -> StreamFramer {
-        StreamFramer { buf: BytesMut::with_capacity(4096), max_message }
+        StreamFramer::with_limits(FrameLimits { max_message, ..FrameLimits::default() })
+    }
+
+    /// A framer with these limits. It allocates nothing until bytes arrive.
+    pub fn with_limits(limits: FrameLimits) -> StreamFramer {
+        StreamFramer { buf: BytesMut::new(), limits }
     }
 
     /// Appends bytes read from the stream.
@@ -41,120 +84,111 @@ impl StreamFramer {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Bytes held that are not yet part of a returned message.
+    /// Bytes held that are not yet part of a returned frame.
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
-    /// The next complete message, `Ok(None)` when more bytes are needed.
-    pub fn next_message(&mut self) -> Result<Option<Bytes>, FramingError> {
-        let keepalive = self.buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
-        self.buf.advance(keepalive);
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let oversize = FramingError::Oversize { limit: self.max_message };
-        let Some((head_len, body_start)) = find_head_end(&self.buf) else {
-            return if self.buf.len() > self.max_message { Err(oversize) } else { Ok(None) };
-        };
-        let head_text = String::from_utf8_lossy(self.buf.get(..head_len).unwrap_or_default());
-        let head = parse_head(&head_text);
-        let mut declared: Option<usize> = None;
-        for v in head.all("Content-Length") {
-            let n = parse_content_length(v).ok_or(FramingError::BadContentLength)?;
-            if declared.is_some_and(|d| d != n) {
-                return Err(FramingError::BadContentLength);
+    /// The next complete frame, `Ok(None)` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+        // Keep-alives between messages.
+        loop {
+            if self.buf.starts_with(PING) {
+                self.buf.advance(PING.len());
+                return Ok(Some(Frame::Ping));
             }
-            declared = Some(n);
+            match self.buf.first() {
+                None => return Ok(None),
+                Some(b'\r' | b'\n') if PING.starts_with(&self.buf) => return Ok(None), // maybe the start of a ping
+                Some(b'\r' | b'\n') => self.buf.advance(1),
+                Some(_) => break,
+            }
         }
-        let total = body_start.checked_add(declared.ok_or(FramingError::MissingContentLength)?).ok_or(oversize.clone())?;
-        if total > self.max_message {
-            return Err(oversize);
+        let limit = self.limits.max_message;
+        let Some((head_len, body_start)) = find_head_end(&self.buf) else {
+            if self.buf.len() <= limit {
+                return Ok(None);
+            }
+            // Answer from the complete lines of what arrived, if the essentials are among them.
+            let seen = self.buf.get(..limit).unwrap_or_default();
+            let lines = seen.iter().rposition(|&b| b == b'\n').map_or(&seen[..0], |i| &seen[..i]);
+            return Err(answerable(FramingError::HeadTooLarge { limit }, lines));
+        };
+        let head = self.buf.get(..head_len).unwrap_or_default();
+        let error = |e: FramingError| answerable(e, head);
+        if count_headers(head) > self.limits.max_headers {
+            return Err(error(FramingError::TooManyHeaders { limit: self.limits.max_headers }));
+        }
+        let declared = declared_content_length(head).map_err(error)?.ok_or_else(|| error(FramingError::MissingContentLength))?;
+        let total = body_start.saturating_add(declared);
+        if total > limit {
+            return Err(error(FramingError::Oversize { limit }));
         }
         if self.buf.len() < total {
             return Ok(None);
         }
-        Ok(Some(self.buf.split_to(total).freeze()))
+        Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
+    }
+}
+
+/// Checks a datagram against `limits` before it is parsed (a datagram needs no Content-Length).
+pub fn check_datagram(bytes: &[u8], limits: &FrameLimits) -> Result<(), FramingError> {
+    let head = match find_head_end(bytes) {
+        Some((head_len, _)) => bytes.get(..head_len).unwrap_or_default(),
+        None => bytes,
+    };
+    if bytes.len() > limits.max_message {
+        return Err(answerable(FramingError::Oversize { limit: limits.max_message }, head));
+    }
+    if count_headers(head) > limits.max_headers {
+        return Err(answerable(FramingError::TooManyHeaders { limit: limits.max_headers }, head));
+    }
+    Ok(())
+}
+
+/// Header field lines of a header section (start line excluded; a line starting with SP or HT continues the
+/// field before it, RFC 3261 §7.3.1). Leading line ends are skipped as the parser does.
+fn count_headers(head: &[u8]) -> usize {
+    let head = super::normalize::skip_leading_line_ends(head);
+    let mut n = 0;
+    let mut rest = head;
+    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        rest = rest.get(i + 1..).unwrap_or_default();
+        if !matches!(rest.first(), Some(b' ' | b'\t') | None) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The Content-Length of a header section: `None` when absent, an error when malformed or conflicting.
+fn declared_content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
+    let text = String::from_utf8_lossy(head);
+    let head = parse_head(&text);
+    let mut declared: Option<usize> = None;
+    for v in head.all("Content-Length") {
+        let n = parse_content_length(v).ok_or(FramingError::BadContentLength)?;
+        if declared.is_some_and(|d| d != n) {
+            return Err(FramingError::BadContentLength);
+        }
+        declared = Some(n);
+    }
+    Ok(declared)
+}
+
+/// Wraps `e` with what is needed to answer it, when `head` is a request whose essentials can be read.
+fn answerable(e: FramingError, head: &[u8]) -> FramingError {
+    let text = String::from_utf8_lossy(super::normalize::skip_leading_line_ends(head));
+    let head = parse_head(&text);
+    if head.start_line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
+        return e; // a response is never answered
+    }
+    match super::parse::reply_context(&head) {
+        Some(reply) => FramingError::Answerable { cause: Box::new(e), reply: Box::new(reply) },
+        None => e,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MSG: &[u8] = b"MESSAGE sip:a@h SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
-
-    fn drain(f: &mut StreamFramer) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        while let Some(m) = f.next_message().unwrap() {
-            out.push(m);
-        }
-        out
-    }
-
-    #[test]
-    fn split_deliveries_are_reassembled_byte_by_byte() {
-        let mut f = StreamFramer::new();
-        let mut got = Vec::new();
-        for b in MSG {
-            f.push(&[*b]);
-            got.extend(drain(&mut f));
-        }
-        assert_eq!(got, vec![Bytes::from_static(MSG)]);
-        assert_eq!(f.buffered(), 0);
-    }
-
-    #[test]
-    fn two_messages_in_one_push_and_keepalives_rfc5626_3_5_1() {
-        let mut f = StreamFramer::new();
-        let mut stream = b"\r\n\r\n".to_vec();
-        stream.extend_from_slice(MSG);
-        stream.extend_from_slice(b"\r\n");
-        stream.extend_from_slice(MSG);
-        stream.extend_from_slice(&MSG[..10]);
-        f.push(&stream);
-        assert_eq!(drain(&mut f), vec![Bytes::from_static(MSG), Bytes::from_static(MSG)]);
-        assert_eq!(f.buffered(), 10);
-        f.push(&MSG[10..]);
-        assert_eq!(drain(&mut f), vec![Bytes::from_static(MSG)]);
-        f.push(b"\r\n\r\n");
-        assert_eq!(f.next_message(), Ok(None));
-        assert_eq!(f.buffered(), 0);
-    }
-
-    #[test]
-    fn framed_message_parses_and_bare_lf_frames_too() {
-        let mut f = StreamFramer::new();
-        f.push(b"OPTIONS sip:a@h SIP/2.0\nVia: SIP/2.0/TCP h\nFrom: <sip:b@h>;tag=1\nTo: <sip:a@h>\nCall-ID: x\nCSeq: 1 OPTIONS\nContent-Length: 2\n\nokNEXT");
-        let m = f.next_message().unwrap().unwrap();
-        let parsed = crate::sip::parse_message(&m).unwrap();
-        assert_eq!(&parsed.common().body[..], b"ok");
-        assert_eq!(f.buffered(), 4);
-    }
-
-    #[test]
-    fn content_length_is_required_on_streams_rfc3261_18_3() {
-        let mut f = StreamFramer::new();
-        f.push(b"OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n");
-        assert_eq!(f.next_message(), Err(FramingError::MissingContentLength));
-        let mut f = StreamFramer::new();
-        f.push(b"OPTIONS sip:a@h SIP/2.0\r\nContent-Length: -1\r\n\r\n");
-        assert_eq!(f.next_message(), Err(FramingError::BadContentLength));
-        let mut f = StreamFramer::new();
-        f.push(b"OPTIONS sip:a@h SIP/2.0\r\nl: 13\r\nContent-Length: 5\r\n\r\n");
-        assert_eq!(f.next_message(), Err(FramingError::BadContentLength));
-    }
-
-    #[test]
-    fn oversize_is_an_error_not_growth() {
-        let mut f = StreamFramer::with_limit(64);
-        f.push(&[b'A'; 65]);
-        assert_eq!(f.next_message(), Err(FramingError::Oversize { limit: 64 }));
-        let mut f = StreamFramer::with_limit(64);
-        f.push(&[b'A'; 64]);
-        assert_eq!(f.next_message(), Ok(None));
-        let mut f = StreamFramer::with_limit(100);
-        f.push(b"OPTIONS sip:a@h SIP/2.0\r\nContent-Length: 99999999999\r\n\r\n");
-        assert_eq!(f.next_message(), Err(FramingError::Oversize { limit: 100 }));
-    }
-}
+#[path = "framing_tests.rs"]
+mod tests;

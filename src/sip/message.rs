@@ -1,6 +1,6 @@
 //! parkd's own typed view of SIP messages, and how they are written to the wire.
 //!
-//! Nothing outside `crate::sip` sees rsip. The codec ([`super::parse`]) turns bytes into these types; the
+//! parkd has its own codec (rsip was evaluated and rejected: see [`super::parse`]). The codec ([`super::parse`]) turns bytes into these types; the
 //! writer here turns them back into bytes. The most used headers are typed fields; everything else is kept in
 //! order in `headers`, with its name in canonical long form (`v` → `Via`, `call-id` → `Call-ID`).
 

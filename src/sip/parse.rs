@@ -54,7 +54,7 @@ pub fn parse_message(bytes: &[u8]) -> Result<Message, DecodeError> {
 }
 
 /// What is needed to answer a broken request: the Via values and the first From, To, Call-ID and CSeq, as text.
-fn reply_context(head: &Head<'_>) -> Option<ReplyContext> {
+pub(crate) fn reply_context(head: &Head<'_>) -> Option<ReplyContext> {
     let first = |name| head.all(name).next().filter(|v| !v.is_empty()).map(str::to_string);
     let via: Vec<String> = head.all("Via").filter(|v| !v.is_empty()).map(str::to_string).collect();
     if via.is_empty() {

@@ -24,6 +24,11 @@ enum Expect {
 }
 use Expect::*;
 
+/// Every torture message, by name (for other codec tests).
+pub(super) fn all_messages() -> Vec<(&'static str, &'static [u8])> {
+    cases().into_iter().map(|(m, _)| m).collect()
+}
+
 fn cases() -> Vec<((&'static str, &'static [u8]), Expect)> {
     let bad = |name| DecodeError::BadHeader { name };
     vec![

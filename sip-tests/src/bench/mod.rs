@@ -11,10 +11,12 @@
 //! * [`calib`] — the raw `sendmmsg` floor.
 //! * [`sip_floor`] — a bare UDP responder: the kernel's share of a cycle.
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
+//! * [`flood`] — cycles from one source while another floods never-ACKed INVITEs.
 //! * [`report`] — `bench-results/README.md` and the SVG plot.
 
 pub mod calib;
 pub mod cycle;
+pub mod flood;
 pub mod density;
 pub mod hist;
 pub mod net;

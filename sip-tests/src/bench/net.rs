@@ -27,7 +27,12 @@ pub fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
 
 /// Makes a nonblocking loopback UDP socket with big kernel buffers (forced when root).
 pub fn loopback_socket(bufsize: usize) -> io::Result<UdpSocket> {
-    let s = UdpSocket::bind("127.0.0.1:0")?;
+    loopback_socket_on(Ipv4Addr::LOCALHOST, bufsize)
+}
+
+/// [`loopback_socket`] on another loopback address (e.g. 127.0.0.2, a second source).
+pub fn loopback_socket_on(ip: Ipv4Addr, bufsize: usize) -> io::Result<UdpSocket> {
+    let s = UdpSocket::bind((ip, 0))?;
     s.set_nonblocking(true)?;
     let fd = s.as_raw_fd();
     let v = bufsize as libc::c_int;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::calib::Calib;
 use super::cycle::CycleResult;
 use super::density::DensityResult;
+use super::flood::{FloodResult, FLOOD_SOURCE, RECOVERY_WINDOW};
 
 /// Everything one run measured.
 pub struct Report {
@@ -22,6 +23,8 @@ pub struct Report {
     /// Per density step: the calibrator paced at the same packet rate, and parkd.
     pub density: Vec<(Calib, DensityResult)>,
     pub cycles: Vec<CycleResult>,
+    /// The flood step, unless skipped.
+    pub flood: Option<FloodResult>,
 }
 
 fn yes(b: bool) -> &'static str {
@@ -105,6 +108,9 @@ impl Report {
                 c.our_retransmissions, c.their_retransmissions, c.switch.ms(0.5), c.switch.ms(0.99), c.switch.max_us() as f64 / 1000.0,
                 c.hold_after_bridge, c.cycles_with_hold_after
             );
+        }
+        if let Some(f) = &self.flood {
+            s.push_str(&flood_section(f));
         }
         s.push_str(&self.targets());
         s.push_str(&self.performance_section());
@@ -253,4 +259,48 @@ impl Report {
         s.push_str("</svg>\n");
         s
     }
+}
+
+/// The flood step's table: what the legitimate source got while another flooded, and parkd's memory.
+fn flood_section(f: &FloodResult) -> String {
+    let mut s = String::from("\n## Flood (one source floods, another parks and retrieves)\n\n");
+    let _ = writeln!(
+        s,
+        "{FLOOD_SOURCE} sends {} INVITEs/s to the park code, each a new call never ACKed ({} in all), while 127.0.0.1 \
+         (listed in `trusted_proxies`, standing for the PBX) runs {} park → retrieve → hang-up cycles/s. Goals: ≥ 99 % of \
+         the legitimate cycles complete, their INVITE→200 p99 ≤ 100 ms, RSS growth ≤ 64 MiB and back within {} s.\n",
+        f.flood_rate,
+        f.flood_sent,
+        f.legit.rate,
+        RECOVERY_WINDOW.as_secs()
+    );
+    let answers: Vec<String> = f.flood_answers.iter().map(|(st, n)| format!("{st}: {n}")).collect();
+    let _ = writeln!(s, "| flood sent | flood answers (first final per call) | flood unanswered | legit cycles | completed | INVITE→200 p50 / p99 ms | RSS before / peak / after MiB | RSS back after |");
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} | {} ({:.2} %) | {:.2} / {:.2} | {:.1} / {:.1} / {:.1} | {} |",
+        f.flood_sent,
+        answers.join(", "),
+        f.flood_unanswered,
+        f.legit.cycles,
+        f.legit.completed,
+        f.legit_success_pct(),
+        f.legit.invite.ms(0.5),
+        f.legit.invite.ms(0.99),
+        f.rss_before_kib as f64 / 1024.0,
+        f.rss_peak_kib as f64 / 1024.0,
+        f.rss_after_kib as f64 / 1024.0,
+        f.rss_back_after_s.map(|t| format!("{t:.1} s")).unwrap_or_else(|| format!("not within {} s", RECOVERY_WINDOW.as_secs()))
+    );
+    let _ = writeln!(
+        s,
+        "\nGoals met: legit ≥ 99 % {}, p99 ≤ 100 ms {}, growth ≤ 64 MiB {}, back within {} s {}.",
+        yes(f.legit_success_pct() >= 99.0),
+        yes(f.legit.invite.ms(0.99) <= 100.0),
+        yes(f.rss_growth_mib() <= 64.0),
+        RECOVERY_WINDOW.as_secs(),
+        yes(f.rss_back_after_s.is_some())
+    );
+    s
 }

@@ -32,7 +32,12 @@ pub struct CallIds {
 
 impl Ua {
     pub fn new(server: SocketAddr) -> io::Result<Ua> {
-        let sock = net::loopback_socket(8 << 20)?;
+        Ua::new_on(std::net::Ipv4Addr::LOCALHOST, server)
+    }
+
+    /// A UA whose socket is bound on another loopback address (a second source).
+    pub fn new_on(ip: std::net::Ipv4Addr, server: SocketAddr) -> io::Result<Ua> {
+        let sock = net::loopback_socket_on(ip, 8 << 20)?;
         let local = sock.local_addr()?;
         Ok(Ua { sock, local, server, buf: vec![0; 65_536], garbage: 0 })
     }

@@ -120,6 +120,8 @@ pub struct ParkdOpts {
     pub media_threads: Option<u16>,
     /// The `taskset -c` CPU list instead of the single core given to [`Parkd::start`] (e.g. "0,1").
     pub cpus: Option<String>,
+    /// More flags, appended as given (e.g. `--trusted-proxy 127.0.0.1/32`).
+    pub extra: Vec<String>,
 }
 
 /// A parkd process pinned to one core with `taskset`. Killed (by its own pid) on drop.
@@ -161,6 +163,10 @@ impl Parkd {
                 .args(["--rtp-legs-per-port", &opts.legs_per_port.to_string()])
                 .args(opts.rtp_sender.iter().flat_map(|s| ["--rtp-sender", s.as_str()]))
                 .args(opts.media_threads.iter().flat_map(|n| ["--media-threads".to_string(), n.to_string()]))
+                .args(["--http", "off"])
+                .arg("--state-dir")
+                .arg(log.with_extension("state"))
+                .args(&opts.extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(logf)

@@ -1,4 +1,4 @@
-//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls] [--both-cores]`.
+//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls] [--both-cores] [--flood-rate N] [--no-flood]`.
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load bounded in count and time, stops by itself. parkd runs pinned to
 //! core 0, this program to core 1. Writes `DIR/README.md` and `DIR/density.svg`
@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sip_tests::bench::{calib, cycle, density, report::Report, sip_floor, sys};
+use sip_tests::bench::{calib, cycle, density, flood, report::Report, sip_floor, sys};
 
 const PARKD_CPU: usize = 0;
 const BENCH_CPU: usize = 1;
 const NETNS_ENV: &str = "PARKD_BENCH_NETNS";
+/// Cycles per second the legitimate source runs during the flood step.
+const FLOOD_LEGIT_RATE: u32 = 50;
 
 fn progress(msg: String) {
     eprint!("\r\x1b[2K{msg}");
@@ -74,6 +76,7 @@ fn run() -> std::io::Result<()> {
         rtp_sender,
         media_threads: both_cores.then_some(2),
         cpus: both_cores.then(|| "0,1".to_string()),
+        extra: Vec::new(),
     };
     let (nproc, cpu_model, kernel) = sys::machine_info();
     let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
@@ -131,7 +134,25 @@ fn run() -> std::io::Result<()> {
     }
     drop(parkd);
 
-    let rep = Report { quick, args: args.join(" "), cores, nproc, cpu_model, kernel, date, floor, density: dens, cycles };
+    // Flood step: 127.0.0.2 floods never-ACKed INVITEs while 127.0.0.1 (trusted, standing for the PBX) cycles.
+    // --flood-rate N (default 5000 INVITEs/s), --no-flood skips it.
+    let flood = if args.iter().any(|a| a == "--no-flood") {
+        None
+    } else {
+        let rate = args.iter().position(|a| a == "--flood-rate").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(5000);
+        let secs = if quick { 3 } else { 10 };
+        let opts = sys::ParkdOpts { extra: vec!["--trusted-proxy".into(), "127.0.0.1/32".into()], ..parkd_opts.clone() };
+        let parkd = sys::Parkd::start(&bin, PARKD_CPU, "127.0.0.1:27064".parse().expect("literal address"), &out.join("parkd-flood.log"), &opts)?;
+        let f = flood::run(&parkd, rate, secs, FLOOD_LEGIT_RATE, &mut progress)?;
+        eprintln!(
+            "\rflood {rate} INVITE/s from {}: sent {}, answers {:?}, unanswered {}; legit {}/s: {}/{} cycles ({:.2} %), INVITE→200 p99 {:.2} ms; RSS {} → peak {} → {} KiB (back after {})",
+            flood::FLOOD_SOURCE, f.flood_sent, f.flood_answers, f.flood_unanswered, FLOOD_LEGIT_RATE, f.legit.completed, f.legit.cycles, f.legit_success_pct(),
+            f.legit.invite.ms(0.99), f.rss_before_kib, f.rss_peak_kib, f.rss_after_kib, f.rss_back_after_s.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "not within 30 s".into())
+        );
+        Some(f)
+    };
+
+    let rep = Report { quick, args: args.join(" "), cores, nproc, cpu_model, kernel, date, floor, density: dens, cycles, flood };
     std::fs::write(out.join("README.md"), rep.markdown())?;
     std::fs::write(out.join("density.svg"), rep.svg())?;
     eprintln!("wrote {}", out.join("README.md").display());
