@@ -541,7 +541,7 @@ fn an_unusable_state_dir_stops_parkd_with_its_name() {
     let blocker = dir.join("not-a-dir");
     std::fs::write(&blocker, "x").expect("write");
     let state = blocker.join("parkd-state");
-    let mut child = std::process::Command::new(sip_tests::parkd::binary_path())
+    let mut child = std::process::Command::new(sip_tests::harness::parkd::binary_path())
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--state-dir"])
         .arg(&state)
         .stdin(std::process::Stdio::null())

@@ -3,7 +3,7 @@
 //! `recall_fallback`; retrieved while ringing → the recall is CANCELled.
 
 use sip_tests::checks::{expect_hold_music, expect_media_stops, expect_peer_audio, music_after_bridge, response_header};
-use sip_tests::sipp::{self, header, SippOutcome};
+use sip_tests::sip::sipp::{self, header, SippOutcome};
 use sip_tests::{Parkd, ParkdOptions, PayloadClass, RtpEndpoint, Sipp};
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! [`Sipp`]: runs one SIPp scenario against a [`Parkd`], bounded in time, with its traces in a log dir.
 
-use crate::parkd::Parkd;
-use crate::paths;
+use crate::harness::parkd::Parkd;
+use crate::harness::paths;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

@@ -19,9 +19,9 @@
 //! The process is killed by PID when the guard drops; the directory is removed then (on a failing test the
 //! recordings and config are first copied to the test's log directory).
 
-use crate::audio_check;
-use crate::baresip_ctrl::{CtrlClient, PhoneEvent};
-use crate::parkd::Parkd;
+use crate::media::audio_check;
+use crate::clients::baresip_ctrl::{CtrlClient, PhoneEvent};
+use crate::harness::parkd::Parkd;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -225,7 +225,7 @@ impl Baresip {
 impl Drop for Baresip {
     fn drop(&mut self) {
         self.ctrl = None;
-        crate::process::stop(&mut self.child, Duration::from_secs(3));
+        crate::harness::process::stop(&mut self.child, Duration::from_secs(3));
         if std::thread::panicking() {
             let _ = copy_dir(self.dir.path(), &self.keep_dir);
             eprintln!(
