@@ -37,7 +37,7 @@ pub const PHONE_WAIT: Duration = Duration::from_secs(20);
 pub fn config_text(ip: Ipv4Addr, sip_port: u16, ctrl_port: u16, dir: &Path, name: &str) -> String {
     let dir = dir.display();
     format!(
-        "# baresip 1.0 configuration written by sip-tests/src/baresip.rs for phone {name}.\n\
+        "# baresip 1.0 configuration written by sip-tests/src/clients/baresip.rs for phone {name}.\n\
          poll_method\t\tepoll\n\
          # SIP over UDP on this phone's own loopback address (no registrar: see accounts).\n\
          sip_listen\t\t{ip}:{sip_port}\n\
