@@ -151,7 +151,7 @@ impl Parkd {
         paths::file_tail(&self.stderr_path, lines)
     }
 
-    /// parkd's resident set size (`VmRSS` of /proc/<pid>/status), KiB.
+    /// parkd's resident set size (`VmRSS` of `/proc/<pid>/status`), KiB; `None` once it is gone.
     pub fn rss_kib(&self) -> Option<u64> {
         process::rss_kib(self.pid())
     }
