@@ -1,7 +1,7 @@
 //! The sans-IO engine's own CPU per park → retrieve → hang-up cycle, without sockets, threads or the
 //! media plane: `cargo bench --bench engine_cycle` (prints figures, not pass/fail).
 //!
-//! The same messages as the end-to-end benchmark's cycle (`sip-tests/src/bench/cycle.rs`): A parks with
+//! The same messages as the end-to-end benchmark's cycle (`sip-tests/bench/src/cycle.rs`): A parks with
 //! an INVITE to 700 (Referred-By), ACKs; B dials the orbit, ACKs; B hangs up; parkd's BYE to A is
 //! answered. Virtual time advances 60 ms, 40 ms... so timers run as they would. What this measures is the
 //! user-space share of a cycle (parse, transactions, dialogs, the park engine, SDP, encoding); the

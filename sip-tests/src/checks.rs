@@ -1,8 +1,8 @@
 //! Checks shared by the e2e tests: hold music, bridged audio, answers in SIPp's message log.
 
-use crate::rtp_endpoint::{PayloadClass, ReceivedPacket, RtpEndpoint};
-use crate::rtp_report::StreamReport;
-use crate::sipp::{self, SippOutcome};
+use crate::media::rtp_endpoint::{PayloadClass, ReceivedPacket, RtpEndpoint};
+use crate::media::rtp_report::StreamReport;
+use crate::sip::sipp::{self, SippOutcome};
 use std::time::Duration;
 
 /// The longest any test waits for media to start or to reach a packet count (a loaded 2-core machine

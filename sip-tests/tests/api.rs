@@ -494,12 +494,7 @@ fn unpark_to_a_number_not_allowed_is_refused_and_nothing_is_sent_but_the_parker_
     let alice_run = Sipp::new("unpark_uas").rtp_port(alice.port()).hold_ms(3000).timeout(Duration::from_secs(60)).spawn(&parkd);
     let bob = RtpEndpoint::bind("bob (parked)");
     bob.start_talking(BOB);
-    let bob_run = Sipp::new("parked_recallable")
-        .service("700")
-        .rtp_port(bob.port())
-        .key("parker_port", &alice_run.local_port.to_string())
-        .timeout(Duration::from_secs(60))
-        .spawn(&parkd);
+    let bob_run = Sipp::parked_recallable(bob.port(), alice_run.local_port).timeout(Duration::from_secs(60)).spawn(&parkd);
     expect_hold_music(&bob, 10);
 
     for to in [format!("sip:19005550100@127.0.0.3:{premium_port}"), format!("sip:701@127.0.0.3:{premium_port}")] {
@@ -541,7 +536,7 @@ fn an_unusable_state_dir_stops_parkd_with_its_name() {
     let blocker = dir.join("not-a-dir");
     std::fs::write(&blocker, "x").expect("write");
     let state = blocker.join("parkd-state");
-    let mut child = std::process::Command::new(sip_tests::parkd::binary_path())
+    let mut child = std::process::Command::new(sip_tests::harness::parkd::binary_path())
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--state-dir"])
         .arg(&state)
         .stdin(std::process::Stdio::null())

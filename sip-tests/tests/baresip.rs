@@ -5,8 +5,8 @@
 //! Referred-By"), so these tests prove that an INVITE to the park code is always a park, and that the
 //! `empty_orbit = "park"` lot setting makes a blind transfer to an empty orbit park there.
 
-use sip_tests::audio_check::{analyse, read_wav, Analysis};
-use sip_tests::park_events::wait_park_event;
+use sip_tests::harness::park_events::wait_park_event;
+use sip_tests::media::audio_check::{analyse, read_wav, Analysis};
 use sip_tests::{Baresip, Parkd, ParkdOptions};
 use std::net::Ipv4Addr;
 use std::time::Duration;

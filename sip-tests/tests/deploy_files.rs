@@ -62,7 +62,7 @@ fn dockerfile_healthcheck_probe_works() {
     assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("--probe"), "Dockerfile lost its health check");
     assert!(dockerfile.contains("USER parkd"), "the runtime image runs as a non-root user");
     let parkd = Parkd::start("healthcheck_probe");
-    let bin = sip_tests::parkd::binary_path();
+    let bin = sip_tests::harness::parkd::binary_path();
     let ok = Command::new(&bin).arg("--probe").arg(parkd.sip_addr().to_string()).output().unwrap_or_else(|e| panic!("{e}"));
     assert!(ok.status.success(), "probe of a live parkd failed: {}", String::from_utf8_lossy(&ok.stderr));
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
@@ -75,7 +75,7 @@ fn dockerfile_healthcheck_probe_works() {
 #[test]
 fn systemd_unit_uses_existing_flags() {
     let unit = std::fs::read_to_string(paths::workspace_dir().join("deploy/parkd.service")).unwrap_or_default();
-    let help = Command::new(sip_tests::parkd::binary_path()).arg("--help").output().unwrap_or_else(|e| panic!("{e}"));
+    let help = Command::new(sip_tests::harness::parkd::binary_path()).arg("--help").output().unwrap_or_else(|e| panic!("{e}"));
     let help = String::from_utf8_lossy(&help.stdout);
     for line in unit.lines().filter(|l| l.starts_with("ExecStart")) {
         for flag in line.split_whitespace().filter(|w| w.starts_with("--")) {

@@ -3,8 +3,8 @@
 //! in /metrics and logged in lines the shipped fail2ban filter matches.
 
 use sip_tests::checks::{expect_hold_music, expect_peer_audio};
-use sip_tests::flood::{percentile, InviteFlood, LegitPhone};
-use sip_tests::sipp::header;
+use sip_tests::sip::flood::{percentile, InviteFlood, LegitPhone};
+use sip_tests::sip::sipp::header;
 use sip_tests::{paths, Parkd, ParkdOptions, RtpEndpoint, Sipp};
 use std::net::IpAddr;
 use std::process::Command;

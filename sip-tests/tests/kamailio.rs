@@ -6,7 +6,7 @@
 
 use sip_tests::checks::{expect_hold_music, expect_peer_audio, response_header};
 use sip_tests::paths;
-use sip_tests::sipp::{header, SippOutcome};
+use sip_tests::sip::sipp::{header, SippOutcome};
 use sip_tests::{Parkd, ParkdOptions, RtpEndpoint};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -89,7 +89,7 @@ impl Kamailio {
                 panic!("kamailio exited at start ({status}):\n{}", k.log_tail(40));
             }
             n += 1;
-            if sip_tests::sip_probe::options_ping(addr, n, Duration::from_millis(300)) {
+            if sip_tests::sip::probe::options_ping(addr, n, Duration::from_millis(300)) {
                 return k;
             }
             if Instant::now() > deadline {
@@ -105,7 +105,7 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        sip_tests::process::stop(&mut self.child, Duration::from_secs(3));
+        sip_tests::harness::process::stop(&mut self.child, Duration::from_secs(3));
         if std::thread::panicking() {
             eprintln!("---- kamailio log ({}) ----\n{}", self.log.display(), self.log_tail(60));
         }

@@ -1,8 +1,8 @@
 //! Protocol hygiene: OPTIONS, unknown methods, garbage, CANCEL after the answer, TCP.
 
 use sip_tests::checks::{expect_hold_music, response_header};
-use sip_tests::sip_probe;
-use sip_tests::sipp::header;
+use sip_tests::sip::probe;
+use sip_tests::sip::sipp::header;
 use sip_tests::{Parkd, RtpEndpoint, Sipp};
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ fn unknown_method_is_501() {
 #[test]
 fn garbage_is_dropped_and_a_call_still_works() {
     let mut parkd = Parkd::start("garbage");
-    sip_probe::send_garbage(parkd.sip_addr()).unwrap_or_else(|e| panic!("sending garbage: {e}"));
+    probe::send_garbage(parkd.sip_addr()).unwrap_or_else(|e| panic!("sending garbage: {e}"));
     std::thread::sleep(Duration::from_millis(300));
     parkd.assert_alive();
     assert!(parkd.answers_options(Duration::from_secs(5)), "parkd stopped answering OPTIONS after garbage");

@@ -3,7 +3,7 @@
 //! `recall_fallback`; retrieved while ringing → the recall is CANCELled.
 
 use sip_tests::checks::{expect_hold_music, expect_media_stops, expect_peer_audio, music_after_bridge, response_header};
-use sip_tests::sipp::{self, header, SippOutcome};
+use sip_tests::sip::sipp::{self, header, SippOutcome};
 use sip_tests::{Parkd, ParkdOptions, PayloadClass, RtpEndpoint, Sipp};
 use std::time::Duration;
 
@@ -57,12 +57,7 @@ fn answered_recall_bridges_parker_and_parked_party() {
 
     let bob = RtpEndpoint::bind("bob (parked)");
     bob.start_talking(BOB);
-    let bob_run = Sipp::new("parked_recallable")
-        .service("700")
-        .rtp_port(bob.port())
-        .key("parker_port", &alice_port.to_string())
-        .timeout(SIPP_TIMEOUT)
-        .spawn(&parkd);
+    let bob_run = Sipp::parked_recallable(bob.port(), alice_port).timeout(SIPP_TIMEOUT).spawn(&parkd);
     let bob_port = bob_run.local_port;
     expect_hold_music(&bob, 75);
 
@@ -111,12 +106,7 @@ fn unanswered_recall_with_hangup_fallback_ends_the_call_with_a_reason() {
     let parkd = parkd_with_lot("recall_hangup", Some("recall_ring_time = 2\nrecall_fallback = \"hangup\""));
     let alice_run = Sipp::new("recall_parker_rings").timeout(SIPP_TIMEOUT).spawn(&parkd);
     let bob = RtpEndpoint::bind("bob (parked)");
-    let bob_run = Sipp::new("parked_recallable")
-        .service("700")
-        .rtp_port(bob.port())
-        .key("parker_port", &alice_run.local_port.to_string())
-        .timeout(SIPP_TIMEOUT)
-        .spawn(&parkd);
+    let bob_run = Sipp::parked_recallable(bob.port(), alice_run.local_port).timeout(SIPP_TIMEOUT).spawn(&parkd);
     expect_hold_music(&bob, 50);
     let alice_out = alice_run.wait();
     alice_out.assert_passed(&parkd, "parker rings, gets CANCEL, answers 200 + 487");
@@ -151,12 +141,7 @@ fn unanswered_recall_with_repark_recalls_again_then_ends() {
     let parkd = parkd_with_lot("recall_repark", Some("recall_ring_time = 2\nrecall_fallback = \"repark\"\nrecall_rounds = 2"));
     let alice_run = Sipp::new("recall_parker_rings").calls(2).timeout(SIPP_TIMEOUT).spawn(&parkd);
     let bob = RtpEndpoint::bind("bob (parked)");
-    let bob_run = Sipp::new("parked_recallable")
-        .service("700")
-        .rtp_port(bob.port())
-        .key("parker_port", &alice_run.local_port.to_string())
-        .timeout(SIPP_TIMEOUT)
-        .spawn(&parkd);
+    let bob_run = Sipp::parked_recallable(bob.port(), alice_run.local_port).timeout(SIPP_TIMEOUT).spawn(&parkd);
     expect_hold_music(&bob, 50);
     let alice_out = alice_run.wait();
     alice_out.assert_passed(&parkd, "two recall rounds, both ring unanswered");
@@ -193,12 +178,7 @@ fn retrieve_during_recall_cancels_the_recall() {
     let alice_run = Sipp::new("recall_parker_rings").timeout(SIPP_TIMEOUT).spawn(&parkd);
     let bob = RtpEndpoint::bind("bob (parked)");
     bob.start_talking(BOB);
-    let bob_run = Sipp::new("parked_recallable")
-        .service("700")
-        .rtp_port(bob.port())
-        .key("parker_port", &alice_run.local_port.to_string())
-        .timeout(SIPP_TIMEOUT)
-        .spawn(&parkd);
+    let bob_run = Sipp::parked_recallable(bob.port(), alice_run.local_port).timeout(SIPP_TIMEOUT).spawn(&parkd);
     let bob_port = bob_run.local_port;
     expect_hold_music(&bob, 25);
     if alice_run.wait_for_received(Duration::from_secs(20), |m| m.starts_with("INVITE ")).is_none() {
@@ -244,12 +224,7 @@ fn unanswered_recall_goes_to_the_fallback_uri() {
     let alice_run = Sipp::new("recall_parker_rings").timeout(SIPP_TIMEOUT).spawn(&parkd);
     let bob = RtpEndpoint::bind("bob (parked)");
     bob.start_talking(BOB);
-    let bob_run = Sipp::new("parked_recallable")
-        .service("700")
-        .rtp_port(bob.port())
-        .key("parker_port", &alice_run.local_port.to_string())
-        .timeout(SIPP_TIMEOUT)
-        .spawn(&parkd);
+    let bob_run = Sipp::parked_recallable(bob.port(), alice_run.local_port).timeout(SIPP_TIMEOUT).spawn(&parkd);
     expect_hold_music(&bob, 50);
     expect_peer_audio(&operator, BOB, 50);
     expect_peer_audio(&bob, CAROL, 50);

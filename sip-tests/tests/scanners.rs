@@ -7,7 +7,7 @@
 //! filter's doing — while `svwar` and `svcrack` still learn nothing (405 to REGISTER, unknown numbers
 //! challenged like guarded ones, wrong passwords answered like unknown users).
 
-use sip_tests::sipp::free_udp_port;
+use sip_tests::sip::sipp::free_udp_port;
 use sip_tests::{Parkd, ParkdOptions, RtpEndpoint, Sipp};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,8 +4,8 @@
 
 use sip_tests::checks::{expect_hold_music, response_header};
 use sip_tests::paths::workspace_dir;
-use sip_tests::sip_tcp::{self, Read2, SipTcp};
-use sip_tests::sipp::header;
+use sip_tests::sip::sipp::header;
+use sip_tests::sip::tcp::{self as sip_tcp, Read2, SipTcp};
 use sip_tests::{Parkd, ParkdOptions, RtpEndpoint, Sipp};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 use sip_tests::checks::{
     expect_hold_music, expect_media_stops, expect_peer_audio, music_after_bridge, pattern_count, response_header, MEDIA_WAIT,
 };
-use sip_tests::sipp::{self, body, header};
+use sip_tests::sip::sipp::{self, body, header};
 use sip_tests::{paths, Parkd, PayloadClass, ReceivedPacket, RtpEndpoint, Sipp};
 use std::collections::HashSet;
 use std::time::Duration;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::net::{self, RecvBatch};
-use super::sys;
+use crate::net::{self, RecvBatch};
+use crate::sys;
 
 /// Datagrams a cycle brings parkd, and how many of them it answers.
 pub const IN_PER_CYCLE: u64 = 6;

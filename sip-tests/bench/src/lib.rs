@@ -1,26 +1,29 @@
-//! The benchmark harness behind `cargo run --release -p sip-tests --bin bench` (issue 5).
+//! The parkd benchmark (issue 5) behind `cargo run --release -p parkd-bench` (the CLI and its flags: `src/main.rs`).
 //!
-//! Over loopback only, with every load bounded in count and time: parkd pinned to core 0, this
-//! program (SIP load generator, RTP sinks) pinned to core 1.
+//! Over loopback only (in a private network namespace when possible), with every load bounded in count and
+//! time: parkd pinned to core 0, the benchmark (SIP load generator, RTP sinks) pinned to core 1, both at
+//! nice -15. Not part of the test suite.
 //!
 //! * [`sys`] — pinning, CPU time and RSS from `/proc`, the parkd child process.
 //! * [`net`] — batched UDP receive (`recvmmsg`) and send (`sendmmsg`).
 //! * [`hist`] — a fixed-bucket latency histogram.
-//! * [`sipua`] — a tiny SIP UA building messages as text and parsing with parkd's codec.
 //! * [`density`] — N parked calls receiving hold music.
 //! * [`calib`] — the raw `sendmmsg` floor.
 //! * [`sip_floor`] — a bare UDP responder: the kernel's share of a cycle.
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
 //! * [`flood`] — cycles from one source while another floods never-ACKed INVITEs.
 //! * [`report`] — `bench-results/README.md` and the SVG plot.
+//!
+//! From the test harness ([`sip_tests`]) it takes the SIP [`Ua`](sip_tests::sip::ua::Ua) that speaks for
+//! thousands of calls over one socket, the [`InviteFlood`](sip_tests::sip::flood::InviteFlood) of the flood
+//! test, the readiness OPTIONS ping, the loopback sockets with big buffers and the workspace paths.
 
 pub mod calib;
 pub mod cycle;
-pub mod flood;
 pub mod density;
+pub mod flood;
 pub mod hist;
 pub mod net;
 pub mod report;
 pub mod sip_floor;
-pub mod sipua;
 pub mod sys;

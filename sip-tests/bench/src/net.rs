@@ -4,6 +4,9 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
+/// Nonblocking loopback sockets with big kernel buffers (shared with the test harness).
+pub use sip_tests::harness::udp::loopback_socket;
+
 /// Datagrams per batch.
 pub const BATCH: usize = 64;
 const SLOT: usize = 2048;
@@ -23,30 +26,6 @@ pub fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
         )
     };
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-/// Makes a nonblocking loopback UDP socket with big kernel buffers (forced when root).
-pub fn loopback_socket(bufsize: usize) -> io::Result<UdpSocket> {
-    loopback_socket_on(Ipv4Addr::LOCALHOST, bufsize)
-}
-
-/// [`loopback_socket`] on another loopback address (e.g. 127.0.0.2, a second source).
-pub fn loopback_socket_on(ip: Ipv4Addr, bufsize: usize) -> io::Result<UdpSocket> {
-    let s = UdpSocket::bind((ip, 0))?;
-    s.set_nonblocking(true)?;
-    let fd = s.as_raw_fd();
-    let v = bufsize as libc::c_int;
-    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
-        // SAFETY: setsockopt with a c_int value on our own fd.
-        unsafe {
-            let p = &v as *const libc::c_int as *const libc::c_void;
-            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            if libc::setsockopt(fd, libc::SOL_SOCKET, force, p, len) != 0 {
-                libc::setsockopt(fd, libc::SOL_SOCKET, plain, p, len);
-            }
-        }
-    }
-    Ok(s)
 }
 
 fn to_v4(sa: &libc::sockaddr_in) -> SocketAddrV4 {

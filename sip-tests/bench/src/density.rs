@@ -12,11 +12,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use parkd::sip::Message;
+use sip_tests::sip::ua::{self, CallIds, Ua};
 
-use super::hist::Hist;
-use super::net::{self, RecvBatch};
-use super::sipua::{self, CallIds, Ua};
-use super::sys::{self, Parkd, ParkdOpts, UdpCounters};
+use crate::hist::Hist;
+use crate::net::{self, RecvBatch};
+use crate::sys::{self, Parkd, ParkdOpts, UdpCounters};
 
 /// Calls per shared RTP sink socket.
 pub const CALLS_PER_SINK: usize = 500;
@@ -154,7 +154,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, hold: Duration, l
         }
         while let Some(m) = ua.try_recv() {
             match m {
-                Message::Response(r) if sipua::answers_invite(&r) && r.status >= 200 => {
+                Message::Response(r) if ua::answers_invite(&r) && r.status >= 200 => {
                     let Some(&i) = by_id.get(&r.common.call_id) else { continue };
                     let Some(c) = calls.get_mut(i) else { continue };
                     c.0.to_tag = r.common.to.tag().map(str::to_string);
@@ -162,7 +162,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, hold: Duration, l
                     if c.1 == St::Pending {
                         if r.status < 300 {
                             c.1 = St::Ok;
-                            c.4 = sipua::sdp_audio_port(&r).unwrap_or(0);
+                            c.4 = ua::sdp_audio_port(&r).unwrap_or(0);
                             ok += 1;
                         } else {
                             c.1 = St::Failed;

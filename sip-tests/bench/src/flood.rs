@@ -7,16 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parkd::sip::Message;
+use sip_tests::sip::flood::InviteFlood;
 
-use super::cycle::{self, CycleResult};
-use super::sipua::{CallIds, Ua};
-use super::sys;
+use crate::cycle::{self, CycleResult};
+use crate::sys;
 
 /// The flooding source.
 pub const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -79,10 +78,11 @@ pub fn run(parkd: &sys::Parkd, rate: u32, secs: u64, legit_rate: u32, progress: 
             peak
         })
     };
-    let ua = Ua::new_on(FLOOD_SOURCE, parkd.sip)?;
-    let flooder = std::thread::spawn(move || flood(ua, rate, Duration::from_secs(secs)));
+    // Each INVITE a new call to the park code, never ACKed; answers may trail the last INVITE a little, so the
+    // flood listens one more second after sending.
+    let flood = InviteFlood::start(parkd.sip, IpAddr::V4(FLOOD_SOURCE), "700", (rate as u64 * secs) as usize, Duration::from_secs(secs))?;
     let legit = cycle::run(parkd, legit_rate, (legit_rate as u64 * secs) as usize, progress)?;
-    let (flood_sent, flood_answers, flood_unanswered) = flooder.join().map_err(|_| io::Error::other("flood thread panicked"))??;
+    let report = flood.finish(Duration::from_secs(1));
     let flood_end = Instant::now();
     let mut rss_after = sys::rss_kib(pid);
     let mut back = None;
@@ -99,49 +99,13 @@ pub fn run(parkd: &sys::Parkd, rate: u32, secs: u64, legit_rate: u32, progress: 
     let rss_peak = peak.join().unwrap_or(0).max(rss_after);
     Ok(FloodResult {
         flood_rate: rate,
-        flood_sent,
-        flood_answers,
-        flood_unanswered,
+        flood_sent: report.sent as u64,
+        flood_answers: report.answered.iter().map(|(&status, &n)| (status, n as u64)).collect(),
+        flood_unanswered: report.unanswered() as u64,
         legit,
         rss_before_kib: rss_before,
         rss_peak_kib: rss_peak,
         rss_after_kib: rss_after,
         rss_back_after_s: back,
     })
-}
-
-/// Sends `rate` INVITEs/s to the park code for `span`, each a new call that is never ACKed; counts the first final
-/// answer of each. Returns (sent, answers by status, unanswered).
-fn flood(mut ua: Ua, rate: u32, span: Duration) -> io::Result<(u64, BTreeMap<u16, u64>, u64)> {
-    let total = (rate as u64 * span.as_millis() as u64 / 1000) as usize;
-    let mut answered = vec![false; total];
-    let mut answers = BTreeMap::new();
-    let referred = "Referred-By: <sip:flooder@127.0.0.2>\r\nUser-Agent: parkd-bench-flood\r\n";
-    let t0 = Instant::now();
-    let mut sent = 0usize;
-    // Answers may trail the last INVITE by a little; listen one more second.
-    while t0.elapsed() < span + Duration::from_secs(1) {
-        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
-        while sent < due {
-            let c = CallIds { call_id: format!("f{sent}@flood.bench"), from_tag: format!("ft{sent}"), user: format!("f{sent}"), target: "700".into(), to_tag: None };
-            ua.invite(&c, 9, referred);
-            sent += 1;
-        }
-        while let Some(m) = ua.try_recv() {
-            let Message::Response(r) = m else { continue };
-            if r.status < 200 {
-                continue;
-            }
-            let Some(i) = r.common.call_id.strip_prefix('f').and_then(|s| s.split('@').next()).and_then(|s| s.parse::<usize>().ok()) else { continue };
-            if let Some(seen) = answered.get_mut(i) {
-                if !*seen {
-                    *seen = true;
-                    *answers.entry(r.status).or_insert(0) += 1;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    let unanswered = answered.iter().take(sent).filter(|a| !**a).count() as u64;
-    Ok((sent as u64, answers, unanswered))
 }

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::calib::Calib;
-use super::cycle::CycleResult;
-use super::density::DensityResult;
-use super::flood::{FloodResult, FLOOD_SOURCE, RECOVERY_WINDOW};
+use crate::calib::Calib;
+use crate::cycle::CycleResult;
+use crate::density::DensityResult;
+use crate::flood::{FloodResult, FLOOD_SOURCE, RECOVERY_WINDOW};
 
 /// Everything one run measured.
 pub struct Report {
@@ -56,7 +56,7 @@ impl Report {
         let _ = writeln!(s, "# parkd benchmark results\n");
         let _ = writeln!(
             s,
-            "Run: `cargo run --release -p sip-tests --bin bench{}` on {}. Machine: `nproc` = {}, CPU: {}, kernel {}. \
+            "Run: `cargo run --release -p parkd-bench{}` on {}. Machine: `nproc` = {}, CPU: {}, kernel {}. \
              {}, both at nice -15 (the VM is shared with other jobs), loopback only in a private network namespace.\n",
             if self.args.is_empty() { String::new() } else { format!(" -- {}", self.args) },
             self.date,
@@ -122,7 +122,7 @@ impl Report {
         let mut s = String::from("\n## Performance (text for the project README)\n\n");
         let _ = writeln!(
             s,
-            "Measured with `cargo run --release -p sip-tests --bin bench` ({}; {} cores, {}, kernel {}), parkd pinned to one core, \
+            "Measured with `cargo run --release -p parkd-bench` ({}; {} cores, {}, kernel {}), parkd pinned to one core, \
              loopback. Full tables: `bench-results/README.md`; profiles: `bench-results/PROFILE.md`.\n",
             self.date, self.nproc, self.cpu_model, self.kernel
         );

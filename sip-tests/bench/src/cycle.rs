@@ -11,11 +11,11 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use parkd::sip::{Message, Method};
+use sip_tests::sip::ua::{self, CallIds, Ua};
 
-use super::hist::Hist;
-use super::net::{self, RecvBatch};
-use super::sipua::{self, CallIds, Ua};
-use super::sys;
+use crate::hist::Hist;
+use crate::net::{self, RecvBatch};
+use crate::sys;
 
 const MAGIC: &[u8; 4] = b"BNCH";
 const RETRIEVE_AFTER: Duration = Duration::from_millis(60);
@@ -144,7 +144,7 @@ pub fn run(parkd: &sys::Parkd, rate: u32, total: usize, progress: &mut dyn FnMut
             let Some((is_a, i)) = index_of(&m.common().call_id) else { continue };
             let Some(c) = cycles.get_mut(i) else { continue };
             match m {
-                Message::Response(r) if sipua::answers_invite(&r) && r.status >= 200 => {
+                Message::Response(r) if ua::answers_invite(&r) && r.status >= 200 => {
                     let ids = if is_a { &mut c.a } else { &mut c.b };
                     ids.to_tag = r.common.to.tag().map(str::to_string);
                     ua.ack(ids, r.status < 300);
@@ -158,7 +158,7 @@ pub fn run(parkd: &sys::Parkd, rate: u32, total: usize, progress: &mut dyn FnMut
                         continue;
                     }
                     res.invite.add(now.duration_since(c.sent_at).as_micros() as u64);
-                    let port = sipua::sdp_audio_port(&r).unwrap_or(0);
+                    let port = ua::sdp_audio_port(&r).unwrap_or(0);
                     if is_a {
                         c.a_port = port;
                         by_a_port.insert(port, i);

@@ -19,9 +19,9 @@
 //! The process is killed by PID when the guard drops; the directory is removed then (on a failing test the
 //! recordings and config are first copied to the test's log directory).
 
-use crate::audio_check;
-use crate::baresip_ctrl::{CtrlClient, PhoneEvent};
-use crate::parkd::Parkd;
+use crate::media::audio_check;
+use crate::clients::baresip_ctrl::{CtrlClient, PhoneEvent};
+use crate::harness::parkd::Parkd;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ pub const PHONE_WAIT: Duration = Duration::from_secs(20);
 pub fn config_text(ip: Ipv4Addr, sip_port: u16, ctrl_port: u16, dir: &Path, name: &str) -> String {
     let dir = dir.display();
     format!(
-        "# baresip 1.0 configuration written by sip-tests/src/baresip.rs for phone {name}.\n\
+        "# baresip 1.0 configuration written by sip-tests/src/clients/baresip.rs for phone {name}.\n\
          poll_method\t\tepoll\n\
          # SIP over UDP on this phone's own loopback address (no registrar: see accounts).\n\
          sip_listen\t\t{ip}:{sip_port}\n\
@@ -225,7 +225,7 @@ impl Baresip {
 impl Drop for Baresip {
     fn drop(&mut self) {
         self.ctrl = None;
-        crate::process::stop(&mut self.child, Duration::from_secs(3));
+        crate::harness::process::stop(&mut self.child, Duration::from_secs(3));
         if std::thread::panicking() {
             let _ = copy_dir(self.dir.path(), &self.keep_dir);
             eprintln!(

@@ -1,12 +1,16 @@
-//! A tiny SIP UA for the benchmark: messages are built as text, responses and requests from
-//! parkd are parsed with parkd's own codec ([`parkd::sip::parse_message`]).
+//! [`Ua`]: a tiny SIP user agent that speaks for many calls over one UDP socket. Requests are built as text
+//! (INVITE with a PCMU offer, ACK, BYE, a 200 to parkd's BYE), and what parkd sends is parsed with parkd's own
+//! codec ([`parkd::sip::parse_message`]). It never blocks: [`Ua::try_recv`] returns what has arrived.
+//!
+//! Used where SIPp is too slow or too rigid: the flood test's legitimate phone ([`LegitPhone`](super::flood::LegitPhone))
+//! and the benchmark (`sip-tests/bench`), which runs thousands of calls from one socket.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 
 use parkd::sip::{parse_message, Message, Method, Request, Response};
 
-use super::net;
+use crate::harness::udp;
 
 /// One SIP endpoint (one UDP socket) that can speak for many calls.
 pub struct Ua {
@@ -32,12 +36,12 @@ pub struct CallIds {
 
 impl Ua {
     pub fn new(server: SocketAddr) -> io::Result<Ua> {
-        Ua::new_on(std::net::Ipv4Addr::LOCALHOST, server)
+        Ua::new_on(Ipv4Addr::LOCALHOST, server)
     }
 
     /// A UA whose socket is bound on another loopback address (a second source).
-    pub fn new_on(ip: std::net::Ipv4Addr, server: SocketAddr) -> io::Result<Ua> {
-        let sock = net::loopback_socket_on(ip, 8 << 20)?;
+    pub fn new_on(ip: Ipv4Addr, server: SocketAddr) -> io::Result<Ua> {
+        let sock = udp::loopback_socket_on(ip, 8 << 20)?;
         let local = sock.local_addr()?;
         Ok(Ua { sock, local, server, buf: vec![0; 65_536], garbage: 0 })
     }
@@ -51,17 +55,8 @@ impl Ua {
         let sdp = format!(
             "v=0\r\no=bench 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
         );
-        let text = format!(
-            "INVITE sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{br}-inv;rport\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{l}>;tag={ft}\r\nTo: <sip:{t}@{s}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:{u}@{l}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-            t = c.target,
-            s = self.server,
-            l = self.local,
-            cid = c.call_id,
-            u = c.user,
-            ft = c.from_tag,
-            len = sdp.len(),
-            br = token(&c.call_id),
-        );
+        let head = self.head("INVITE", c, 1, &format!("{}-inv", token(&c.call_id)), false);
+        let text = format!("{head}Contact: <sip:{u}@{l}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}", u = c.user, l = self.local, len = sdp.len());
         self.send(&text);
     }
 
@@ -77,17 +72,23 @@ impl Ua {
     }
 
     fn in_dialog(&self, method: &str, c: &CallIds, cseq: u32, branch: &str) {
-        let tt = c.to_tag.as_deref().map(|t| format!(";tag={t}")).unwrap_or_default();
-        let text = format!(
-            "{method} sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{l}>;tag={ft}\r\nTo: <sip:{t}@{s}>{tt}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        let head = self.head(method, c, cseq, branch, true);
+        self.send(&format!("{head}Content-Length: 0\r\n\r\n"));
+    }
+
+    /// Request line and the headers every request of `c` carries (Via, Max-Forwards, From, To, Call-ID,
+    /// CSeq); the To tag only when `with_to_tag` (in-dialog requests) and parkd has given one.
+    fn head(&self, method: &str, c: &CallIds, cseq: u32, branch: &str, with_to_tag: bool) -> String {
+        let tt = c.to_tag.as_deref().filter(|_| with_to_tag).map(|t| format!(";tag={t}")).unwrap_or_default();
+        format!(
+            "{method} sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{l}>;tag={ft}\r\nTo: <sip:{t}@{s}>{tt}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\n",
             t = c.target,
             s = self.server,
             l = self.local,
             cid = c.call_id,
             u = c.user,
             ft = c.from_tag,
-        );
-        self.send(&text);
+        )
     }
 
     /// 200 OK to a request from parkd (its BYE), echoing the dialog headers.
@@ -125,8 +126,7 @@ fn token(call_id: &str) -> String {
 
 /// The RTP port of the `m=audio` line of a response's SDP body.
 pub fn sdp_audio_port(resp: &Response) -> Option<u16> {
-    let body = std::str::from_utf8(&resp.common.body).ok()?;
-    body.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|r| r.split_whitespace().next()?.parse().ok())
+    super::sipp::sdp_audio_port(std::str::from_utf8(&resp.common.body).ok()?)
 }
 
 /// True when `resp` answers an INVITE.

@@ -2,10 +2,13 @@
 
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use sip_tests::harness::{paths, process};
+use sip_tests::sip::probe;
 
 /// Pins the calling thread to `cpu` (sched_setaffinity). Errors are returned, not fatal.
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
@@ -76,12 +79,9 @@ pub fn media_thread_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// VmRSS of `pid` in KiB.
+/// VmRSS of `pid` in KiB (0 once it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
+    process::rss_kib(pid).unwrap_or(0)
 }
 
 /// System-wide UDP counters from `/proc/net/snmp` (loopback drops show up here).
@@ -190,23 +190,14 @@ impl Parkd {
     }
 
     fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
-        let s = UdpSocket::bind("127.0.0.1:0")?;
-        s.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let local = s.local_addr()?;
         let start = Instant::now();
-        let mut buf = [0u8; 4096];
         let mut n = 0;
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(io::Error::other(format!("parkd exited: {status}")));
             }
             n += 1;
-            let msg = format!(
-                "OPTIONS sip:parkd@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ready-{n}\r\nMax-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag=r\r\nTo: <sip:parkd@{sip}>\r\nCall-ID: ready-{n}@bench\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-                sip = self.sip
-            );
-            let _ = s.send_to(msg.as_bytes(), self.sip);
-            if s.recv_from(&mut buf).is_ok() {
+            if probe::options_ping(self.sip, n, Duration::from_millis(100)) {
                 return Ok(());
             }
         }
@@ -221,13 +212,14 @@ impl Drop for Parkd {
     }
 }
 
-/// `target/release/parkd` next to the workspace root, built if missing.
-pub fn parkd_binary(root: &Path) -> io::Result<PathBuf> {
-    let status = Command::new("cargo").current_dir(root).args(["build", "--release", "--bin", "parkd"]).status()?;
+/// `<target>/release/parkd` of this workspace (see [`paths::target_dir`]), built first (cargo does nothing when
+/// it is up to date).
+pub fn parkd_binary() -> io::Result<PathBuf> {
+    let status = Command::new("cargo").current_dir(paths::workspace_dir()).args(["build", "--release", "--bin", "parkd"]).status()?;
     if !status.success() {
         return Err(io::Error::other("cargo build --release --bin parkd failed"));
     }
-    Ok(root.join("target/release/parkd"))
+    Ok(paths::target_dir().join("release/parkd"))
 }
 
 /// nproc, CPU model and kernel of this machine.

@@ -4,8 +4,8 @@
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use super::net::{self, RecvBatch};
-use super::sys;
+use crate::net::{self, RecvBatch};
+use crate::sys;
 
 /// What one calibrator run measured.
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,6 +1,6 @@
 //! [`StreamReport`]: what a sequence of received RTP packets says about the stream that sent them.
 
-use crate::rtp_endpoint::ReceivedPacket;
+use crate::media::rtp_endpoint::ReceivedPacket;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -134,7 +134,7 @@ impl fmt::Display for StreamReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtp_endpoint::{classify, pattern_payload, PayloadClass};
+    use crate::media::rtp_endpoint::{classify, pattern_payload, PayloadClass};
     use std::time::Instant;
 
     fn packet(at: Instant, ssrc: u32, seq: u16, timestamp: u32) -> ReceivedPacket {

@@ -1,11 +1,13 @@
 //! Load that should not hurt: an INVITE flood that never ACKs, sent from its own loopback address
 //! ([`InviteFlood`]), and a legitimate phone parking and retrieving meanwhile ([`LegitPhone`]).
 //!
-//! Both are bounded in count and time and stop by themselves. Traffic stays on 127.0.0.0/8.
+//! Both are bounded in count and time and stop by themselves. Traffic stays on 127.0.0.0/8. The flood test
+//! (`tests/flood.rs`) uses both; the benchmark's flood step (`sip-tests/bench`) floods with [`InviteFlood`] too.
 
-use crate::bench::sipua::{CallIds, Ua};
+use crate::harness::udp;
+use crate::sip::ua::{CallIds, Ua};
 use parkd::sip::{Message, Method, Request, Response};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct FloodReport {
     pub sent: usize,
-    /// For each status parkd answered with: how many distinct INVITEs (Call-IDs) got it.
+    /// For each final status parkd answered with: how many INVITEs (Call-IDs) got it as their first final answer.
     pub answered: BTreeMap<u16, usize>,
     /// Datagrams received in all (retransmitted responses included).
     pub datagrams: usize,
@@ -26,7 +28,7 @@ pub struct FloodReport {
 }
 
 impl FloodReport {
-    /// Distinct INVITEs answered with `status`.
+    /// INVITEs whose first final answer was `status`.
     pub fn got(&self, status: u16) -> usize {
         self.answered.get(&status).copied().unwrap_or(0)
     }
@@ -40,7 +42,7 @@ impl FloodReport {
 /// An INVITE flood running in the background.
 pub struct InviteFlood {
     sender: Option<JoinHandle<(usize, Duration)>>,
-    receiver: Option<JoinHandle<(BTreeMap<u16, HashSet<String>>, usize)>>,
+    receiver: Option<JoinHandle<(HashMap<String, u16>, usize)>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -49,6 +51,8 @@ impl InviteFlood {
     /// each with its own Call-ID and branch, and never ACKs anything.
     pub fn start(target: SocketAddr, source: IpAddr, user: &str, count: usize, over: Duration) -> io::Result<InviteFlood> {
         let sock = UdpSocket::bind(SocketAddr::new(source, 0))?;
+        // Room for a burst of answers while the receiving thread waits for a core.
+        udp::set_buffers(&sock, 8 << 20);
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         let local = sock.local_addr()?;
         let rx = sock.try_clone()?;
@@ -69,7 +73,8 @@ impl InviteFlood {
         });
         let stop_rx = stop.clone();
         let receiver = std::thread::spawn(move || {
-            let mut answered: BTreeMap<u16, HashSet<String>> = BTreeMap::new();
+            // Call-ID → its first final status (later ones, e.g. retransmissions, are not counted again).
+            let mut answered: HashMap<String, u16> = HashMap::new();
             let mut datagrams = 0;
             let mut buf = vec![0u8; 65_536];
             while !stop_rx.load(Ordering::Relaxed) {
@@ -77,7 +82,7 @@ impl InviteFlood {
                 datagrams += 1;
                 if let Ok(Message::Response(r)) = parkd::sip::parse_message(&buf[..n]) {
                     if r.status >= 200 {
-                        answered.entry(r.status).or_default().insert(r.common.call_id.clone());
+                        answered.entry(r.common.call_id.clone()).or_insert(r.status);
                     }
                 }
             }
@@ -97,7 +102,11 @@ impl InviteFlood {
         std::thread::sleep(linger);
         self.stop.store(true, Ordering::Relaxed);
         let (answered, datagrams) = self.receiver.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        FloodReport { sent, answered: answered.into_iter().map(|(s, ids)| (s, ids.len())).collect(), datagrams, sending }
+        let mut by_status = BTreeMap::new();
+        for status in answered.into_values() {
+            *by_status.entry(status).or_insert(0) += 1;
+        }
+        FloodReport { sent, answered: by_status, datagrams, sending }
     }
 }
 

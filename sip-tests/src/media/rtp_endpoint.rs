@@ -5,7 +5,7 @@
 //! once the first packet has arrived it sends a 20 ms stream of a recognizable pattern back to where the
 //! packets come from (symmetric RTP), using the payload type it received.
 
-use crate::rtp_report::StreamReport;
+use crate::media::rtp_report::StreamReport;
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

@@ -2,7 +2,7 @@
 //! logs on every orbit change (`park event event={"event":"parked","orbit":"701",...}`), read back from its
 //! stderr file.
 
-use crate::parkd::Parkd;
+use crate::harness::parkd::Parkd;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! [`Sipp`]: runs one SIPp scenario against a [`Parkd`], bounded in time, with its traces in a log dir.
 
-use crate::parkd::Parkd;
-use crate::paths;
+use crate::harness::parkd::Parkd;
+use crate::harness::paths;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -65,6 +65,12 @@ impl Sipp {
             extra: Vec::new(),
             local_port: None,
         }
+    }
+
+    /// `scenarios/parked_recallable.xml`: a transferee parking on 700 with RTP on `rtp_port`, its Referred-By
+    /// naming the parker at `127.0.0.1:<parker_port>` (where parkd sends the recall), staying until parkd's BYE.
+    pub fn parked_recallable(rtp_port: u16, parker_port: u16) -> Sipp {
+        Sipp::new("parked_recallable").service("700").rtp_port(rtp_port).key("parker_port", &parker_port.to_string())
     }
 
     /// Uses this SIP port instead of one from parkd's port block (see [`free_udp_port`]).

@@ -1,15 +1,19 @@
-//! parkd benchmark: `cargo run --release -p sip-tests --bin bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS] [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls] [--both-cores] [--flood-rate N] [--no-flood]`.
+//! parkd benchmark: `cargo run --release -p parkd-bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS]
+//! [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls]
+//! [--both-cores] [--flood-rate N] [--no-flood]`.
 //!
-//! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load bounded in count and time, stops by itself. parkd runs pinned to
-//! core 0, this program to core 1. Writes `DIR/README.md` and `DIR/density.svg`
-//! (default `bench-results/` at the workspace root). Not part of the test suite.
+//! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
+//! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
+//! `DIR/README.md` and `DIR/density.svg` (default `bench-results/` at the workspace root). Not part of the test
+//! suite. The steps live in the `parkd_bench` library (`src/lib.rs`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sip_tests::bench::{calib, cycle, density, flood, report::Report, sip_floor, sys};
+use parkd_bench::{calib, cycle, density, flood, report::Report, sip_floor, sys};
+use sip_tests::harness::paths;
 
 const PARKD_CPU: usize = 0;
 const BENCH_CPU: usize = 1;
@@ -35,11 +39,10 @@ fn main() -> ExitCode {
 fn run() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from).unwrap_or_else(|| root.join("bench-results"));
+    let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from).unwrap_or_else(|| paths::workspace_dir().join("bench-results"));
     std::fs::create_dir_all(&out)?;
     sys::raise_nofile();
-    let bin = sys::parkd_binary(&root)?;
+    let bin = sys::parkd_binary()?;
     // Run in a private network namespace (its own loopback) when we can: no port clash with other
     // programs on this machine, and /proc/net/snmp counts only our traffic.
     if std::env::var_os(NETNS_ENV).is_none() {

@@ -1,8 +1,8 @@
 //! [`Parkd`]: one parkd process per test, on its own ports, killed (by PID) when the guard drops.
 
-use crate::paths;
-use crate::ports::PortPlan;
-use crate::sip_probe;
+use crate::harness::ports::PortPlan;
+use crate::harness::{paths, process};
+use crate::sip::probe;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,10 +151,9 @@ impl Parkd {
         paths::file_tail(&self.stderr_path, lines)
     }
 
-    /// parkd's resident set size (`VmRSS` of /proc/<pid>/status), KiB.
+    /// parkd's resident set size (`VmRSS` of `/proc/<pid>/status`), KiB; `None` once it is gone.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+        process::rss_kib(self.pid())
     }
 
     /// Where parkd's stderr (its log) goes.
@@ -173,7 +172,7 @@ impl Parkd {
     pub fn answers_options(&self, wait: Duration) -> bool {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1_000_000);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        sip_probe::options_ping(self.sip_addr(), n, wait)
+        probe::options_ping(self.sip_addr(), n, wait)
     }
 
     fn wait_ready(&mut self) {
@@ -182,7 +181,7 @@ impl Parkd {
         while Instant::now() < deadline {
             self.assert_alive();
             attempt += 1;
-            if sip_probe::options_ping(self.sip_addr(), attempt, Duration::from_millis(200)) {
+            if probe::options_ping(self.sip_addr(), attempt, Duration::from_millis(200)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -200,7 +199,7 @@ impl Parkd {
 impl Drop for Parkd {
     fn drop(&mut self) {
         // SIGTERM to this child's PID (a chance to flush its log), then SIGKILL after 2 s.
-        crate::process::stop(&mut self.child, Duration::from_secs(2));
+        process::stop(&mut self.child, Duration::from_secs(2));
         if std::thread::panicking() {
             eprintln!(
                 "---- parkd stderr for {} ({}), last 80 lines ----\n{}\n---- end of parkd stderr ----",

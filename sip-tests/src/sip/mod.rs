@@ -1,0 +1,17 @@
+//! Speaking SIP to parkd.
+//!
+//! * [`sipp`] — the [`Sipp`](sipp::Sipp) driver: runs one scenario of `<workspace>/scenarios/*.xml` against a
+//!   [`Parkd`](crate::Parkd), bounded in time, and reads back its message trace ([`SippOutcome`](sipp::SippOutcome):
+//!   which requests and responses arrived, when, with which headers). Most tests play their phones with it.
+//! * [`ua`] — a tiny SIP UA in Rust that speaks for many calls over one UDP socket (the flood test's phone,
+//!   the benchmark).
+//! * [`flood`] — an INVITE flood that never ACKs, from its own loopback address, and a legitimate phone that
+//!   parks and retrieves meanwhile.
+//! * [`probe`] — raw datagrams: the readiness OPTIONS ping, garbage parkd must survive.
+//! * [`tcp`] — a raw SIP-over-TCP client for framing and connection-limit tests.
+
+pub mod flood;
+pub mod probe;
+pub mod sipp;
+pub mod tcp;
+pub mod ua;
