@@ -1,6 +1,6 @@
 //! parkd benchmark: `cargo run --release -p parkd-bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS]
 //! [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls]
-//! [--both-cores] [--flood-rate N] [--no-flood]`.
+//! [--both-cores] [--flood-rate N] [--flood-secs S] [--no-flood]`.
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
 //! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
@@ -138,12 +138,12 @@ fn run() -> std::io::Result<()> {
     drop(parkd);
 
     // Flood step: 127.0.0.2 floods never-ACKed INVITEs while 127.0.0.1 (trusted, standing for the PBX) cycles.
-    // --flood-rate N (default 5000 INVITEs/s), --no-flood skips it.
+    // --flood-rate N (default 5000 INVITEs/s), --flood-secs S (default 10, 3 with --quick), --no-flood skips it.
     let flood = if args.iter().any(|a| a == "--no-flood") {
         None
     } else {
         let rate = args.iter().position(|a| a == "--flood-rate").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(5000);
-        let secs = if quick { 3 } else { 10 };
+        let secs = args.iter().position(|a| a == "--flood-secs").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(if quick { 3 } else { 10 });
         let opts = sys::ParkdOpts { extra: vec!["--trusted-proxy".into(), "127.0.0.1/32".into()], ..parkd_opts.clone() };
         let parkd = sys::Parkd::start(&bin, PARKD_CPU, "127.0.0.1:27064".parse().expect("literal address"), &out.join("parkd-flood.log"), &opts)?;
         let f = flood::run(&parkd, rate, secs, FLOOD_LEGIT_RATE, &mut progress)?;
