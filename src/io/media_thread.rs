@@ -42,6 +42,8 @@ const IDLE_WAKE: Duration = Duration::from_millis(500);
 pub enum MediaIoError {
     #[error("RTP port range {lo}-{hi} contains no even port")]
     NoEvenPort { lo: u16, hi: u16 },
+    #[error("no media thread to start: the shard plan has no block of RTP ports")]
+    NoShards,
     #[error("cannot bind RTP port {ip}:{port}: {source}")]
     Bind { ip: IpAddr, port: u16, source: io::Error },
     #[error("cannot set up the media poller: {0}")]
