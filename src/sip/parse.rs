@@ -2,7 +2,7 @@
 //! [`super::framing::StreamFramer`]).
 //!
 //! Stages: `normalize` cuts, unfolds and names the header fields; the start line ([`super::start_line`]) and
-//! the typed headers ([`Common::parse`], which calls the Via, CSeq and name-addr parsers) are then parsed by
+//! the typed headers (`Common::parse` in [`super::headers`], which calls the Via, CSeq and name-addr parsers) are then parsed by
 //! parkd's own grammar code. When a request fails after its top Via, From, To, Call-ID and
 //! CSeq were found as text, the error is [`DecodeError::Answerable`] and carries what is needed for a 400 (or
 //! 505). A broken response is never answerable.
