@@ -167,7 +167,7 @@ impl Media {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp::parse;
+    use crate::media::rtp::{parse, write_header, Pt, SeqNo, Ssrc};
     use crate::media::{Codec, MediaLegId, MusicId};
     use std::net::UdpSocket;
     use std::time::Duration;
@@ -216,7 +216,7 @@ mod tests {
         m.queue(MediaCommand::Update { leg: MediaLegId::solo(ports[3]), remote: c.local_addr().unwrap(), codec: Codec::Pcmu, send: true });
         m.queue(MediaCommand::Bridge { a: MediaLegId::solo(second_block), b: MediaLegId::solo(ports[3]) });
         m.wake();
-        let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 77).to_vec();
+        let mut pkt = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 1, Ssrc(77)).to_vec();
         pkt.extend_from_slice(&[0x11; 160]);
         let mut relayed = false;
         for _ in 0..10 {

@@ -318,7 +318,7 @@ impl PortSockets for MediaIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp::parse;
+    use crate::media::rtp::{parse, write_header, Pt, SeqNo, Ssrc};
     use crate::media::{Codec, HoldMusic, MediaLegId, MusicId};
     use std::net::UdpSocket as StdUdp;
 
@@ -394,7 +394,7 @@ mod tests {
             // A late wake on a loaded machine skips whole frames by design (timestamps follow the schedule).
             let step = w[1].ts.wrapping_sub(w[0].ts);
             assert!(step >= 160 && step % 160 == 0 && step <= 160 * 50, "timestamp step {step}");
-            assert_eq!((w[1].ssrc, w[1].pt, w[1].marker), (w[0].ssrc, 0, false));
+            assert_eq!((w[1].ssrc, w[1].pt.get(), w[1].marker), (w[0].ssrc, 0, false));
         }
         h.send(MediaCommand::Stop { leg: MediaLegId::solo(port) });
         std::thread::sleep(Duration::from_millis(60));
@@ -412,7 +412,7 @@ mod tests {
         h.send(MediaCommand::Hold { leg: MediaLegId::solo(pa), remote: a.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
         h.send(MediaCommand::Update { leg: MediaLegId::solo(pb), remote: b.local_addr().unwrap(), codec: Codec::Pcma, send: true });
         h.send(MediaCommand::Bridge { a: MediaLegId::solo(pa), b: MediaLegId::solo(pb) });
-        let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 99).to_vec();
+        let mut pkt = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 1, Ssrc(99)).to_vec();
         pkt.extend_from_slice(&[0xFF; 160]);
         let mut buf = [0u8; 2048];
         // Retry a few times: the commands may not be applied when the first packet arrives.
@@ -426,7 +426,7 @@ mod tests {
             }
         }
         let r = relayed.expect("packet relayed from A to B");
-        assert_eq!(r.pt, 8, "translated to B's codec");
+        assert_eq!(r.pt.get(), 8, "translated to B's codec");
         assert_eq!(&buf[12..172], &[0xD5; 160][..]);
         assert!(h.io_counters().send_errors.load(Ordering::Relaxed) == 0);
     }
@@ -474,7 +474,7 @@ mod tests {
         // Bridge legs 0 and 1 (same port). Phone 1 speaks first: with legs 0, 2, 3 unlatched too,
         // its packet is told apart by its SDP address, then relayed to phone 0 as leg 0's stream.
         h.send(MediaCommand::Bridge { a: legs[0], b: legs[1] });
-        let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 99).to_vec();
+        let mut pkt = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 1, Ssrc(99)).to_vec();
         pkt.extend_from_slice(&[0xFF; 160]); // μ-law silence; the hold music here is not silent
         let is_relayed = |n: usize, buf: &[u8]| n == 172 && buf[12..172].iter().all(|b| *b == 0xFF);
         let mut relayed = None;

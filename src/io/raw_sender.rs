@@ -300,6 +300,8 @@ mod tests {
     #[test]
     fn raw_hold_packets_arrive_as_udp_from_the_legs_port() {
         use crate::io::hold_sender::Slot;
+        use crate::media::rtp::{write_header, Pt, SeqNo, Ssrc};
+        use crate::media::Codec;
         use bytes::Bytes;
         use std::net::UdpSocket;
         let mut sender = match RawSender::new(Ipv4Addr::LOCALHOST) {
@@ -322,7 +324,7 @@ mod tests {
             pkts.push(HoldPacket {
                 port: leg_port,
                 to: phones[usize::from(i) % phones.len()].local_addr().unwrap(),
-                header: crate::media::rtp::write_header(0, false, i, u32::from(i) * 160, 7),
+                header: write_header(Pt::from(Codec::Pcmu), false, SeqNo(i), u32::from(i) * 160, Ssrc(7)),
                 payload: payload.clone(),
             });
         }
@@ -339,12 +341,12 @@ mod tests {
             for i in (k..pkts.len()).step_by(phones.len()) {
                 let (n, from) = phone.recv_from(&mut buf).unwrap_or_else(|e| panic!("packet {i}: {e} (the kernel drops a bad UDP checksum)"));
                 assert_eq!((n, from), (172, SocketAddr::from((Ipv4Addr::LOCALHOST, leg_port))), "a plain UDP datagram from the leg's port");
-                assert_eq!(crate::media::rtp::parse(&buf[..n]).map(|r| r.seq), Some(i as u16), "in order");
+                assert_eq!(crate::media::rtp::parse(&buf[..n]).map(|r| r.seq.0), Some(i as u16), "in order");
                 assert!(buf[12..172].iter().all(|b| *b == 0x55));
             }
         }
         // A packet larger than a frame goes out uncopied (three iovecs), just as intact.
-        let big = HoldPacket { port: leg_port, to: phones[0].local_addr().unwrap(), header: crate::media::rtp::write_header(0, false, 9, 9, 7), payload: Bytes::from(vec![0x66u8; 400]) };
+        let big = HoldPacket { port: leg_port, to: phones[0].local_addr().unwrap(), header: write_header(Pt::from(Codec::Pcmu), false, SeqNo(9), 9, Ssrc(7)), payload: Bytes::from(vec![0x66u8; 400]) };
         assert_eq!(sender.send(&mut one(big), &sockets, &mut full).unwrap().sent, 1);
         let (n, _) = phones[0].recv_from(&mut buf).expect("the large packet arrives");
         assert_eq!(n, 412);
