@@ -8,6 +8,7 @@
 //! * [`media`] — G.711, shared pre-encoded hold frames, the pacer, RTP relay: the media plane state machine.
 //! * [`park`] — lots, orbits and RTP port bookkeeping.
 //! * [`core`] — the park engine (a B2BUA) driven by `(input, now)`, returning actions.
+//! * [`journal`] — what survives a restart: records, their frames, the recovery scan, compaction (sans-IO).
 //! * [`config`], [`cli`] — TOML + flags.
 //! * [`io`] — the thin tokio/mio layer.
 //! * `sim` (tests only) — a simulated network: core + media plane + reactive phones over seeded lossy links.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod core;
 pub mod dialog;
 pub mod io;
+pub mod journal;
 pub mod media;
 pub mod park;
 pub mod sdp;

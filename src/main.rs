@@ -116,6 +116,7 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token:
     debug_assert_eq!(plan, ShardPlan::for_server(&cfg.server));
     let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan, rtp_sender: cfg.server.rtp_sender, music, seed })?;
     let mut core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
+    core.set_limits(&cfg.limits, &cfg.access);
     core.set_dial_allow(cfg.http.dial_patterns()?);
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
@@ -220,7 +221,9 @@ async fn shutdown_signal() {
 fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or the journal gets plain lines (grep, fail2ban).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if cli.log_format == "json" {
         builder.json().with_current_span(true).with_span_list(true).init();
     } else {

@@ -14,6 +14,7 @@ pub mod baresip;
 pub mod baresip_ctrl;
 pub mod browser;
 pub mod checks;
+pub mod flood;
 pub mod park_events;
 pub mod parkd;
 pub mod paths;

@@ -151,6 +151,17 @@ impl Parkd {
         paths::file_tail(&self.stderr_path, lines)
     }
 
+    /// parkd's resident set size (`VmRSS` of /proc/<pid>/status), KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// Where parkd's stderr (its log) goes.
+    pub fn stderr_path(&self) -> &std::path::Path {
+        &self.stderr_path
+    }
+
     /// Panics (with parkd's stderr) if the process has exited.
     pub fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -84,3 +84,32 @@ fn systemd_unit_uses_existing_flags() {
     }
     assert!(unit.contains("ExecStart="));
 }
+
+/// The shipped fail2ban jail and filter load into fail2ban's own configuration (Debian's /etc/fail2ban, copied
+/// to a temporary directory with them added): `fail2ban-client -d` resolves the parkd jail to our filter, the
+/// journal of parkd.service and a ban on the SIP port over UDP and TCP.
+#[test]
+fn fail2ban_jail_and_filter_load() {
+    let system = std::path::Path::new("/etc/fail2ban");
+    assert!(system.join("jail.conf").is_file(), "fail2ban is not installed: apt-get install fail2ban, or run scripts/test.sh");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = Command::new("cp").arg("-r").arg(system).arg(dir.path().join("f2b")).status().expect("cp");
+    assert!(copy.success());
+    let conf = dir.path().join("f2b");
+    let shipped = paths::workspace_dir().join("deploy/fail2ban");
+    for file in ["filter.d/parkd.conf", "jail.d/parkd.local"] {
+        std::fs::copy(shipped.join(file), conf.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let out = Command::new("fail2ban-client").arg("-c").arg(&conf).arg("-d").output().expect("fail2ban-client");
+    let dump = String::from_utf8_lossy(&out.stdout);
+    let parkd: Vec<&str> = dump.lines().filter(|l| l.contains("'parkd'")).collect();
+    for needle in [
+        "['add', 'parkd', 'systemd']",
+        "'addfailregex', 'refused sip source=<HOST> reason=[a-z_]+'",
+        "'addjournalmatch', '_SYSTEMD_UNIT=parkd.service'",
+        "'maxretry', 20",
+    ] {
+        assert!(parkd.iter().any(|l| l.contains(needle)), "fail2ban's view of the parkd jail lacks {needle}:\n{}", parkd.join("\n"));
+    }
+    assert!(parkd.iter().any(|l| l.contains("parkd-udp")) && parkd.iter().any(|l| l.contains("parkd-tcp")), "bans over UDP and TCP:\n{}", parkd.join("\n"));
+}

@@ -3,6 +3,8 @@
 //! Every input from the network is bounded. A source beyond a limit gets `503 Service Unavailable` with
 //! `Retry-After`, and once it keeps going, silence (its requests are dropped unanswered). Sources inside
 //! `[server] trusted_proxies` (a PBX carries every phone's traffic from one address) get `[limits.trusted]`.
+//! The SIP side is enforced by the core's admission room (`core/admission`); a source is an IPv4 address, or
+//! for IPv6 its /64 (trusted proxies: the exact address). For rates and counts alike, `0` means "no limit".
 //!
 //! ```toml
 //! [limits]
@@ -13,7 +15,12 @@
 //! subscriptions_per_source = 200
 //! out_of_dialog_per_second = 20   # OPTIONS, REGISTER, MESSAGE, ... (token bucket per source)
 //! out_of_dialog_burst = 40
+//! in_dialog_per_second = 50       # BYE, re-INVITE, REFER... inside parkd's dialogs with this source
+//! in_dialog_burst = 100
 //! tcp_connections_per_source = 32
+//! retry_after = 5                 # seconds, in the 503
+//! refusals_per_second = 5         # 503s per source and second before silence
+//! tracked_sources = 65536         # sources remembered at once (bounded memory)
 //! [limits.trusted]
 //! new_dialogs_per_second = 500
 //!
@@ -23,23 +30,34 @@
 
 use serde::Deserialize;
 
-/// The bounds applied to one source address. `0` means "no limit" for the per-source counts.
+/// The bounds applied to one source address. `0` means "no limit", for the rates and the counts alike; a
+/// burst below 1 counts as 1.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceLimits {
-    /// New dialogs (INVITE, SUBSCRIBE outside a dialog) per second, refilled continuously.
+    /// New dialogs (INVITE, SUBSCRIBE outside a dialog) per second, refilled continuously (token bucket).
     pub new_dialogs_per_second: f64,
     /// How many new dialogs may come at once before the rate applies.
     pub new_dialogs_burst: u32,
-    /// Calls answered 200 whose ACK has not arrived yet.
+    /// Calls answered 200 whose ACK has not arrived yet: a new INVITE beyond this is refused. This is what
+    /// stops a source that never ACKs from filling a lot (each such park holds its orbit until the 2xx
+    /// times out, 64·T1 = 32 s).
     pub unconfirmed_per_source: u32,
-    /// Calls parked from this source (by the parked party's address).
+    /// Orbits held by calls parked from this source (by the parked party's address): a new park beyond
+    /// this is refused (retrieves are not).
     pub parked_per_source: u32,
     /// BLF subscriptions held by this source.
     pub subscriptions_per_source: u32,
-    /// Other requests outside a dialog (OPTIONS, REGISTER, MESSAGE, unknown methods) per second.
+    /// Other requests outside a dialog (OPTIONS, REGISTER, MESSAGE, unknown methods, requests naming a
+    /// dialog parkd does not hold) per second. Requests inside a dialog parkd holds are never limited.
     pub out_of_dialog_per_second: f64,
     /// How many of those may come at once.
     pub out_of_dialog_burst: u32,
+    /// Requests inside dialogs parkd holds with this source (BYE, re-INVITE, REFER, subscription refreshes;
+    /// ACK and CANCEL of a pending INVITE are free) per second: a phone sends a handful, a source re-INVITEing
+    /// its own call in a loop would otherwise make parkd keep a transaction per request for 32 s.
+    pub in_dialog_per_second: f64,
+    /// How many of those may come at once.
+    pub in_dialog_burst: u32,
     /// Open TCP connections from this source.
     pub tcp_connections_per_source: u32,
 }
@@ -55,6 +73,8 @@ impl SourceLimits {
             subscriptions_per_source: 200,
             out_of_dialog_per_second: 20.0,
             out_of_dialog_burst: 40,
+            in_dialog_per_second: 50.0,
+            in_dialog_burst: 100,
             tcp_connections_per_source: 32,
         }
     }
@@ -69,6 +89,8 @@ impl SourceLimits {
             subscriptions_per_source: 20_000,
             out_of_dialog_per_second: 1000.0,
             out_of_dialog_burst: 2000,
+            in_dialog_per_second: 4000.0,
+            in_dialog_burst: 8000,
             tcp_connections_per_source: 1024,
         }
     }
@@ -86,12 +108,14 @@ pub struct LimitsConfig {
     pub subscriptions_per_source: u32,
     pub out_of_dialog_per_second: f64,
     pub out_of_dialog_burst: u32,
+    pub in_dialog_per_second: f64,
+    pub in_dialog_burst: u32,
     pub tcp_connections_per_source: u32,
     /// Overrides for `trusted_proxies` sources; unset keys take [`SourceLimits::trusted`].
     pub trusted: SourceLimitsPartial,
     /// Seconds in `Retry-After` of a 503 for a source over a limit.
     pub retry_after: u32,
-    /// 503s sent to one source per second before it is answered with silence.
+    /// 503s sent to one source per second before it is answered with silence (0: silence at once).
     pub refusals_per_second: u32,
     /// Open TCP connections in all.
     pub tcp_connections: u32,
@@ -103,7 +127,9 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Most header lines in one SIP message.
     pub max_headers: usize,
-    /// Source addresses tracked at once; the least recently seen is forgotten beyond this.
+    /// Source addresses tracked at once (about 200 bytes each: 13 MiB at the default); beyond this the least recently seen source
+    /// holding nothing is forgotten, and idle sources are forgotten as traffic goes on. A new source when
+    /// every tracked one holds a call or subscription is dropped (counted as `sources_full`).
     pub tracked_sources: usize,
 }
 
@@ -118,6 +144,8 @@ pub struct SourceLimitsPartial {
     pub subscriptions_per_source: Option<u32>,
     pub out_of_dialog_per_second: Option<f64>,
     pub out_of_dialog_burst: Option<u32>,
+    pub in_dialog_per_second: Option<f64>,
+    pub in_dialog_burst: Option<u32>,
     pub tcp_connections_per_source: Option<u32>,
 }
 
@@ -131,6 +159,8 @@ impl SourceLimitsPartial {
             subscriptions_per_source: self.subscriptions_per_source.unwrap_or(base.subscriptions_per_source),
             out_of_dialog_per_second: self.out_of_dialog_per_second.unwrap_or(base.out_of_dialog_per_second),
             out_of_dialog_burst: self.out_of_dialog_burst.unwrap_or(base.out_of_dialog_burst),
+            in_dialog_per_second: self.in_dialog_per_second.unwrap_or(base.in_dialog_per_second),
+            in_dialog_burst: self.in_dialog_burst.unwrap_or(base.in_dialog_burst),
             tcp_connections_per_source: self.tcp_connections_per_source.unwrap_or(base.tcp_connections_per_source),
         }
     }
@@ -147,6 +177,8 @@ impl Default for LimitsConfig {
             subscriptions_per_source: u.subscriptions_per_source,
             out_of_dialog_per_second: u.out_of_dialog_per_second,
             out_of_dialog_burst: u.out_of_dialog_burst,
+            in_dialog_per_second: u.in_dialog_per_second,
+            in_dialog_burst: u.in_dialog_burst,
             tcp_connections_per_source: u.tcp_connections_per_source,
             trusted: SourceLimitsPartial::default(),
             retry_after: 5,
@@ -172,6 +204,8 @@ impl LimitsConfig {
             subscriptions_per_source: self.subscriptions_per_source,
             out_of_dialog_per_second: self.out_of_dialog_per_second,
             out_of_dialog_burst: self.out_of_dialog_burst,
+            in_dialog_per_second: self.in_dialog_per_second,
+            in_dialog_burst: self.in_dialog_burst,
             tcp_connections_per_source: self.tcp_connections_per_source,
         }
     }
@@ -186,8 +220,9 @@ impl LimitsConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessConfig {
-    /// Requests whose `User-Agent` contains one of these (case-insensitive) are dropped unanswered: scanners
-    /// learn nothing, not even that a SIP server is there. `[]` turns this off.
+    /// Requests whose `User-Agent` contains one of these (case-insensitive) are dropped unanswered (counted
+    /// and logged as `scanner_user_agent`): scanners learn nothing, not even that a SIP server is there.
+    /// `[]` turns this off.
     pub drop_user_agents: Vec<String>,
 }
 
@@ -223,6 +258,16 @@ mod tests {
         assert_eq!(cfg.limits.trusted().new_dialogs_burst, 7);
         assert_eq!(cfg.limits.trusted().parked_per_source, 0);
         assert!(Config::from_toml(std::path::Path::new("x"), "[limits]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn the_example_file_shows_the_defaults() {
+        let cfg = Config::from_toml(std::path::Path::new("parkd.example.toml"), include_str!("../../parkd.example.toml")).unwrap();
+        let d = LimitsConfig::default();
+        assert_eq!(cfg.limits.untrusted(), d.untrusted());
+        assert_eq!(cfg.limits.trusted(), SourceLimits::trusted());
+        assert_eq!((cfg.limits.retry_after, cfg.limits.refusals_per_second, cfg.limits.tracked_sources), (d.retry_after, d.refusals_per_second, d.tracked_sources));
+        assert_eq!(cfg.access, AccessConfig::default());
     }
 
     #[test]

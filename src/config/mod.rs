@@ -22,7 +22,7 @@ mod http;
 mod limits;
 
 pub use http::{DialPattern, HttpConfig};
-pub use limits::{AccessConfig, LimitsConfig, SourceLimits};
+pub use limits::{AccessConfig, LimitsConfig, SourceLimits, SourceLimitsPartial};
 
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};

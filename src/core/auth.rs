@@ -13,10 +13,10 @@
 //! * The `uri` of the credentials must name the same user (number) as the Request-URI.
 //! * Without `qop` (RFC 2069 clients) the response is checked as `H(HA1:nonce:HA2)`.
 
-use super::access::Action;
+use super::admission::Action;
 use super::Core;
 use crate::config::{AuthAction, AuthConfig};
-use crate::sip::Request;
+use crate::sip::{Peer, Request};
 use crate::time::Time;
 use crate::txn::ServerTxnId;
 use md5::Md5;
@@ -181,21 +181,25 @@ pub fn expected_response(alg: Algorithm, creds: &Credentials, method: &str, pass
     })
 }
 
-/// Whether `creds` prove knowledge of a configured user's password for `req`.
+/// What an unknown user name is checked against: the work and the answer are those of a wrong password.
+const NO_SUCH_USER_PASSWORD: &str = "\u{0}parkd: no such user\u{0}";
+
+/// Whether `creds` prove knowledge of a configured user's password for `req`. An unknown user name goes
+/// through the same steps (nonce check, response computed and compared) as a known one with a wrong
+/// password and fails the same way, so neither the answer nor the time taken tells them apart.
 fn verify(cfg: &AuthConfig, key: &NonceKey, now: Time, req: &Request, creds: &Credentials) -> Result<(), Option<NonceError>> {
     let alg = Algorithm::parse(creds.get("algorithm")).ok_or(None)?;
     if creds.get("realm") != Some(cfg.realm.as_str()) {
         return Err(None);
     }
-    let password = creds.get("username").and_then(|u| cfg.users.get(u)).ok_or(None)?;
-    let uri_user = creds.get("uri").and_then(|u| crate::sip::parse_uri(u).ok()).and_then(|u| u.user);
-    if uri_user != req.uri.user {
-        return Err(None);
-    }
+    // The nonce before the user: `stale=true` is then answered the same for every user name.
     key.check(creds.get("nonce").ok_or(None)?, now).map_err(Some)?;
-    let want = expected_response(alg, creds, req.method.as_str(), password).ok_or(None)?;
+    let user = creds.get("username").and_then(|u| cfg.users.get(u));
+    let uri_user = creds.get("uri").and_then(|u| crate::sip::parse_uri(u).ok()).and_then(|u| u.user);
+    let want = expected_response(alg, creds, req.method.as_str(), user.map_or(NO_SUCH_USER_PASSWORD, String::as_str)).ok_or(None)?;
     let got = creds.get("response").ok_or(None)?.to_ascii_lowercase();
-    if constant_time_eq(want.as_bytes(), got.as_bytes()) {
+    let matches = constant_time_eq(want.as_bytes(), got.as_bytes());
+    if matches & user.is_some() & (uri_user == req.uri.user) {
         Ok(())
     } else {
         Err(None)
@@ -205,7 +209,7 @@ fn verify(cfg: &AuthConfig, key: &NonceKey, now: Time, req: &Request, creds: &Cr
 impl Core {
     /// Digest-authenticates `req` for `action` in lot `lot` when the lot asks for it. On failure answers the
     /// request `401` with fresh SHA-256 and MD5 challenges and returns false.
-    pub(super) fn authorized(&mut self, now: Time, txn: ServerTxnId, req: &Request, lot: usize, action: Action) -> bool {
+    pub(super) fn authorized(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, action: Action) -> bool {
         let Some(cfg) = self.lots.get(lot).and_then(|l| l.cfg.auth.clone()) else { return true };
         let wanted = match action {
             Action::Park => AuthAction::Park,
@@ -215,16 +219,42 @@ impl Core {
         if !cfg.actions.contains(&wanted) {
             return true;
         }
-        let mut stale = false;
-        for creds in req.common.headers_named("Authorization").filter_map(Credentials::parse) {
-            match verify(&cfg, &self.nonce_key, now, req, &creds) {
+        self.digest(now, txn, from, req, &cfg)
+    }
+
+    /// A number no lot knows, dialed (INVITE) or watched (SUBSCRIBE) from an untrusted source while some lot
+    /// uses digest authentication: challenged exactly like a guarded number of that lot (the first with
+    /// `[lot.auth]`), so a scanner cannot tell numbers that exist from numbers that do not (SIPVicious'
+    /// `svwar` gives up when an unknown number is challenged, as with Asterisk's `alwaysauthreject`).
+    /// With valid credentials, or when no lot authenticates, the caller answers 404. Returns false when the
+    /// request was answered 401 here.
+    pub(super) fn authorized_for_unknown_number(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request) -> bool {
+        if self.trusted(from) {
+            return true;
+        }
+        let Some(cfg) = self.lots.iter().find_map(|l| l.cfg.auth.clone()) else { return true };
+        self.digest(now, txn, from, req, &cfg)
+    }
+
+    /// Checks the `Authorization` headers of `req` against `cfg`; answers 401 and returns false unless one
+    /// verifies.
+    fn digest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, cfg: &AuthConfig) -> bool {
+        let (mut stale, mut presented) = (false, false);
+        for header in req.common.headers_named("Authorization") {
+            presented = true;
+            let Some(creds) = Credentials::parse(header) else { continue };
+            match verify(cfg, &self.nonce_key, now, req, &creds) {
                 Ok(()) => {
-                    tracing::info!(user = creds.get("username").unwrap_or(""), ?action, "digest authenticated");
+                    tracing::info!(user = creds.get("username").unwrap_or(""), number = req.uri.user.as_deref().unwrap_or(""), "digest authenticated");
                     return true;
                 }
                 Err(Some(NonceError::Stale)) => stale = true,
                 Err(_) => {}
             }
+        }
+        if presented && !stale {
+            // Credentials that do not verify: a wrong password or an unknown user (not told apart).
+            self.admission.refused(now, from.addr.ip(), super::admission::Reason::AuthFailed);
         }
         let random = rand::Rng::gen::<u64>(&mut self.rng);
         let nonce = self.nonce_key.make(now, random);

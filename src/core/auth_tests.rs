@@ -74,7 +74,9 @@ fn md5_credentials_work_and_stale_nonces_are_flagged_rfc2617() {
     let mut w = world("\"retrieve\", \"subscribe\"");
     let mut carol = Phone { call_id: "carol-call@test".into(), ..Phone::new("carol", 5071) };
     w.deliver(carol.peer, &carol.invite("799", "", None));
-    assert_eq!(w.last_response_to(carol.peer, 0).status, 404, "unknown numbers are not challenged");
+    let r = w.last_response_to(carol.peer, 0);
+    assert_eq!(r.status, 401, "unknown numbers are challenged like guarded ones: a scanner cannot tell them apart");
+    w.deliver(carol.peer, &carol.ack("799", r.common.to.tag().unwrap(), 1, None));
     carol.cseq = 2;
     let since = w.sent.len();
     w.deliver(carol.peer, &carol.invite("701", "", None));
@@ -95,6 +97,11 @@ fn md5_credentials_work_and_stale_nonces_are_flagged_rfc2617() {
     let fresh = authorization(Algorithm::Md5, "alice", "secret", "INVITE", "sip:701@127.0.0.1:5060", &ch[1].1);
     w.deliver(carol.peer, &carol.invite("701", &fresh, None));
     assert_eq!(w.last_response_to(carol.peer, since).status, 404, "authenticated, then the empty orbit is reported");
+    carol.cseq = 5;
+    let since = w.sent.len();
+    let creds = authorization(Algorithm::Md5, "alice", "secret", "INVITE", "sip:799@127.0.0.1:5060", &ch[1].1);
+    w.deliver(carol.peer, &carol.invite("799", &creds, None));
+    assert_eq!(w.last_response_to(carol.peer, since).status, 404, "authenticated: an unknown number is reported as such");
 
     let wa = Phone { call_id: "w1-sub@test".into(), ..Phone::new("w1", 5090) };
     let sub = wa.invite("701", "Event: dialog\n", None).replace("INVITE", "SUBSCRIBE");

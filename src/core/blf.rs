@@ -17,7 +17,7 @@
 //! subscriptions watching it; expiries live in one heap with lazy deletion (a popped entry that no longer
 //! matches the subscription's deadline is skipped), peeked by `Core::poll_timeout`.
 
-use super::access::Action;
+use super::admission::{Action, Hold, Reason};
 use super::orbit_view::{OrbitState, ParkedView};
 use super::reply::ALLOW_EVENTS;
 use super::{ClientPurpose, Core};
@@ -180,12 +180,16 @@ impl Core {
         };
         let user = req.uri.user.clone().unwrap_or_default();
         let Some((lot, dialed)) = self.lookup_number(&user) else {
+            if !self.authorized_for_unknown_number(now, txn, from, &req) {
+                return;
+            }
             return self.respond(now, txn, &req, 404, None, None, |_| {});
         };
         if let Err(e) = self.access(lot, Action::Subscribe, from) {
+            self.admission.refused(now, from.addr.ip(), Reason::Acl);
             return self.respond(now, txn, &req, 403, Some(e.reason()), None, |_| {});
         }
-        if !self.authorized(now, txn, &req, lot, Action::Subscribe) {
+        if !self.authorized(now, txn, from, &req, lot, Action::Subscribe) {
             return;
         }
         if !accepts_dialog_info(&req) {
@@ -200,6 +204,12 @@ impl Core {
                 return self.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Min-Expires", MIN_EXPIRES.to_string()));
             }
         };
+        if expires > 0 {
+            let verdict = self.admission.admit_subscription(now, from.addr.ip());
+            if !self.obey(now, txn, &req, verdict) {
+                return;
+            }
+        }
         let watched = match dialed {
             Dialed::Orbit(i) => Watched::Orbit(i),
             Dialed::ParkCode | Dialed::RetrieveCode => Watched::Lot,
@@ -220,6 +230,7 @@ impl Core {
         tracing::info!(sub = id.0, number = %user, expires, from = %from.addr, "BLF subscription");
         self.blf.by_dialog.insert(dialog.key(), id);
         self.blf.watchers.entry((lot, watched)).or_default().insert(id);
+        self.admission.hold(now, Hold::Subscription(id), from.addr.ip());
         self.blf.subs.insert(
             id,
             Subscription {
@@ -322,10 +333,10 @@ impl Core {
         if !resp.is_success() {
             // RFC 6665 §4.2.2: a failed NOTIFY (481 included) removes the subscription, without another NOTIFY.
             tracing::info!(sub = id.0, status = resp.status, "NOTIFY refused; subscription ended");
-            return self.blf.remove(id);
+            return self.forget_subscription(id);
         }
         if sub.final_sent {
-            return self.blf.remove(id);
+            return self.forget_subscription(id);
         }
         if sub.dirty || sub.ending.is_some() {
             self.send_notify(now, id);
@@ -336,8 +347,14 @@ impl Core {
     pub(super) fn on_notify_timeout(&mut self, id: SubId, txn: ClientTxnId) {
         if self.blf.subs.get(&id).is_some_and(|s| s.in_flight == Some(txn)) {
             tracing::info!(sub = id.0, "NOTIFY timed out; subscription ended");
-            self.blf.remove(id);
+            self.forget_subscription(id);
         }
+    }
+
+    /// Removes subscription `id` for good (its source no longer holds it).
+    fn forget_subscription(&mut self, id: SubId) {
+        self.blf.remove(id);
+        self.admission.release(Hold::Subscription(id));
     }
 
     /// Ends subscription `id`: no more changes reach it; its final NOTIFY goes now, or once the one in flight

@@ -23,10 +23,11 @@ impl Core {
             Err(err) => {
                 self.stats.malformed += 1;
                 match err.response_bytes() {
-                    Some(bytes) => {
+                    Some(bytes) if self.may_answer_malformed(now, from) => {
                         tracing::debug!(%err, from = %from.addr, "malformed request, answering {}", err.status());
                         self.txn.send_stateless(from, bytes);
                     }
+                    Some(_) => tracing::debug!(%err, from = %from.addr, "malformed request from a source over its limits dropped"),
                     None => tracing::debug!(%err, from = %from.addr, "undecodable message dropped"),
                 }
             }
@@ -42,11 +43,19 @@ impl Core {
                 tracing::debug!(from = %from.addr, "request without a usable Via dropped");
             }
             ServerVerdict::AckForDialog => self.on_ack(now, from, &req),
-            ServerVerdict::Cancel { cancel, invite } => self.on_cancel(now, cancel, invite, &req),
+            ServerVerdict::Cancel { cancel, invite } => {
+                // A CANCEL of a pending INVITE is free; one matching nothing is an out-of-dialog request.
+                if invite.is_some() || self.screen(now, cancel, from, &req) {
+                    self.on_cancel(now, cancel, invite, &req);
+                }
+            }
         }
     }
 
     fn on_new_request(&mut self, now: Time, id: ServerTxnId, from: Peer, mut req: Request) {
+        if !self.screen(now, id, from, &req) {
+            return;
+        }
         if req.common.max_forwards == Some(0) {
             // RFC 3261 §16.3 / §8.2: a request that has run out of hops.
             return self.respond(now, id, &req, 483, None, None, |_| {});
@@ -147,6 +156,7 @@ impl Core {
         }
         leg.state = LegState::Confirmed;
         let call = leg.call;
+        self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         if leg.media.awaiting_answer && !req.common.body.is_empty() {
             self.apply_remote_sdp(leg_id, &req.common.body);
         }

@@ -15,7 +15,7 @@
 
 use crate::media::MediaLegId;
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
-use super::access::Action;
+use super::admission::Action;
 use super::{Core, Output, ParkEvent};
 use crate::dialog::{Dialog, DialogKey};
 use crate::media::Codec;
@@ -47,6 +47,9 @@ impl Core {
         }
         let user = req.uri.user.clone().unwrap_or_default();
         let Some((lot, dialed)) = self.lookup_number(&user) else {
+            if !self.authorized_for_unknown_number(now, txn, from, &req) {
+                return;
+            }
             return self.refuse(now, txn, &req, 404, "Not Found");
         };
         let parker = match req.referred_by() {
@@ -281,6 +284,7 @@ impl Core {
         });
         self.dialogs.insert(dialog.key(), id);
         self.pending_acks.insert(txn, id);
+        self.admission_unconfirmed(now, id, from);
         self.legs.insert(id, Box::new(Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None }));
         id
     }

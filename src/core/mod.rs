@@ -9,13 +9,14 @@
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
 
-mod access;
+pub mod admission;
 mod auth;
 mod blf;
 mod call_timers;
 pub mod commands;
 pub mod dial_allow;
 mod events;
+mod gate;
 mod inbound;
 mod invite;
 mod keepalive;
@@ -35,7 +36,7 @@ pub use originate::OriginateError;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use legs::{CallRef, LegId};
 
-use crate::config::{LotConfig, ServerConfig};
+use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
 use crate::media::MediaCommand;
 use crate::park::lot::{Dialed, Lot};
 use crate::park::port_shards::PortShards;
@@ -71,6 +72,8 @@ pub struct Live {
     pub orbits_occupied: usize,
     /// BLF subscriptions (including ones whose final NOTIFY is unanswered).
     pub subscriptions: usize,
+    /// What the admission room counts as held by sources (unconfirmed calls, occupied orbits, subscriptions).
+    pub admission_holds: usize,
 }
 
 /// Counters the core keeps (exported as metrics by the io layer).
@@ -133,6 +136,8 @@ pub struct Core {
     local_addr: SocketAddr,
     /// Drain mode: new parks are refused with 503 (see proxy.rs).
     draining: bool,
+    /// Per-source limits, scanner drops and refusal counts (the admission room).
+    admission: admission::Admission,
     /// `[http] dial_allow`: where applications may make parkd dial besides what it already calls (dial_allow.rs).
     dial_allow: Vec<crate::config::DialPattern>,
 }
@@ -152,6 +157,7 @@ impl Core {
         let mut rng = SmallRng::seed_from_u64(seed);
         let nonce_key = auth::NonceKey(rng.gen());
         let draining = server.drain;
+        let admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
@@ -174,8 +180,15 @@ impl Core {
             out: VecDeque::new(),
             local_addr,
             draining,
+            admission,
             dial_allow: Vec::new(),
         }
+    }
+
+    /// Applies `[limits]` and `[access]` (a new core starts with their defaults). Call before any traffic:
+    /// what the room tracked so far is forgotten.
+    pub fn set_limits(&mut self, limits: &LimitsConfig, access: &AccessConfig) {
+        self.admission = admission::Admission::new(limits, access, &self.server.trusted_proxies);
     }
 
     /// The next output, if any. Drain fully after every `handle_*` call.
@@ -244,6 +257,7 @@ impl Core {
             rtp_ports_in_use: self.ports.in_use(),
             orbits_occupied: self.lots.iter().map(|l| l.occupied()).sum(),
             subscriptions: self.blf.len(),
+            admission_holds: self.admission.holds(),
         }
     }
 
@@ -299,3 +313,5 @@ mod blf_tests;
 mod auth_tests;
 #[cfg(test)]
 mod command_tests;
+#[cfg(test)]
+mod gate_tests;

@@ -76,8 +76,9 @@ impl Core {
     }
 
     /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
-    /// recall started or ended). Watchers (BLF) hook in here.
+    /// recall started or ended). Watchers (BLF) and the admission room (who holds the orbit) hook in here.
     pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
+        self.admission_orbit_changed(now, lot, orbit);
         self.blf_orbit_changed(now, lot, orbit);
     }
 }

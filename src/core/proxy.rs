@@ -112,26 +112,17 @@ impl Core {
         })
     }
 
-    /// Admission of a new INVITE to lot `lot`: 403 for an untrusted source on a `trusted_only` lot, 503 with
-    /// Retry-After for a new park while draining. Returns false when the request was refused.
-    pub(super) fn admit(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, is_park: bool) -> bool {
-        if self.lots.get(lot).is_some_and(|l| l.cfg.trusted_only) && !self.trusted(from) {
-            self.refuse(now, txn, req, 403, "Forbidden: Not From A Trusted Proxy");
-            return false;
-        }
-        if is_park && self.draining {
-            tracing::info!(number = req.uri.user.as_deref().unwrap_or(""), "draining: park refused");
-            self.out.push_back(super::Output::Event(super::ParkEvent::Refused {
-                number: req.uri.user.clone().unwrap_or_default(),
-                status: 503,
-                reason: "Draining".into(),
-                call_id: req.common.call_id.clone(),
-            }));
-            self.respond(now, txn, req, 503, Some("Service Unavailable: Draining"), None, |r| {
-                r.common.push_header("Retry-After", DRAIN_RETRY_AFTER.to_string());
-            });
-            return false;
-        }
-        true
+    /// Refuses a new park while draining: 503 with Retry-After, reported as an event.
+    pub(super) fn refuse_draining(&mut self, now: Time, txn: ServerTxnId, req: &Request) {
+        tracing::info!(number = req.uri.user.as_deref().unwrap_or(""), "draining: park refused");
+        self.out.push_back(super::Output::Event(super::ParkEvent::Refused {
+            number: req.uri.user.clone().unwrap_or_default(),
+            status: 503,
+            reason: "Draining".into(),
+            call_id: req.common.call_id.clone(),
+        }));
+        self.respond(now, txn, req, 503, Some("Service Unavailable: Draining"), None, |r| {
+            r.common.push_header("Retry-After", DRAIN_RETRY_AFTER.to_string());
+        });
     }
 }

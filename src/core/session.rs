@@ -200,6 +200,7 @@ impl Core {
     /// Removes a leg from every table and releases its media; returns it.
     fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::legs::Leg>> {
         let leg = self.legs.remove(&leg_id)?;
+        self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         self.dialogs.remove(&leg.dialog.key());
         if let LegState::Answered { invite } = leg.state {
             self.pending_acks.remove(&invite);

@@ -48,6 +48,8 @@ fn indirect_parks_take_lowest_free_orbit_and_full_lot_is_refused() {
         w.deliver(p.peer, &p.invite("700", "Referred-By: <sip:alice@h>\n", Some(&p.sdp("0", "sendrecv"))));
         let ok = w.last_response_to(p.peer, since);
         assert_eq!(header(&ok, "Park-Orbit"), Some(format!("{}", 701 + i).as_str()));
+        // Each phone ACKs (all five share 127.0.0.1, whose cap on unconfirmed calls is 4).
+        w.deliver(p.peer, &p.ack("700", ok.common.to.tag().unwrap(), 1, None));
     }
     let late = Phone { call_id: "late".into(), ..Phone::new("late", 5080) };
     w.deliver(late.peer, &late.invite("700", "Referred-By: <sip:alice@h>\n", Some(&late.sdp("0", "sendrecv"))));

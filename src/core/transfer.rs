@@ -144,7 +144,7 @@ impl Core {
             return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         }
         let (lot, orbit, orbit_name) = (call.lot, call.orbit, call.orbit_name.clone());
-        if !self.gate(now, txn, from, &req, lot, super::access::Action::Park) {
+        if !self.gate(now, txn, from, &req, lot, super::admission::Action::Park) {
             return;
         }
         let offer = match super::invite::read_offer(&req) {

@@ -104,6 +104,8 @@ pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest) {
                 rtp_would_block: io.send_would_block,
                 legs: live.legs,
                 bridged_calls: media_stats.bridged_pairs,
+                sip_refusals: core.refusals().iter().collect(),
+                tracked_sources: core.tracked_sources(),
             };
             let _ = reply.send(snap);
         }

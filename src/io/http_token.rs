@@ -97,8 +97,9 @@ fn generate() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates the directory (and parents) mode 0700; warns when an existing one is open to others.
-fn ensure_state_dir(dir: &Path) -> Result<(), StateError> {
+/// Creates the state directory (and parents) mode 0700; warns when an existing one is open to others. Also what
+/// the journal (`io::journal_file`) calls before it opens its files, so both report an unusable directory alike.
+pub fn ensure_state_dir(dir: &Path) -> Result<(), StateError> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|source| StateError::CreateDir { dir: dir.to_path_buf(), source })?;
     if let Ok(meta) = fs::metadata(dir) {
         if meta.permissions().mode() & 0o077 != 0 {

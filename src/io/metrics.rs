@@ -39,7 +39,8 @@ struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
-    /// Why: HTTP guard reasons; SIP `tcp_per_source`, `tcp_total`, `tcp_idle`, `framing`, ... (see `conn_limits::Refusal`).
+    /// Why: HTTP guard reasons; SIP `tcp_per_source`, `tcp_total`, `tcp_idle`, `framing`, ... (see
+    /// `conn_limits::Refusal`) and the core's admission reasons (`crate::core::admission::Reason`).
     reason: &'static str,
 }
 
@@ -110,6 +111,10 @@ pub struct ScrapeSnapshot {
     pub retransmissions: TxnStats,
     /// Pacer lateness buckets (from the media thread's `MediaStats`).
     pub pacer_lateness: PacerLateness,
+    /// SIP requests the core refused, by reason, zeros included (from `Core::refusals`; totals).
+    pub sip_refusals: Vec<(&'static str, u64)>,
+    /// Source addresses the core's admission room tracks (bounded by `[limits] tracked_sources`).
+    pub tracked_sources: usize,
 }
 
 /// Metrics updated from the core task.
@@ -123,8 +128,11 @@ pub struct Metrics {
     refused: Family<OutcomeLabels, Counter>,
     /// HTTP requests refused by the API's guards (and dial refusals), by reason.
     http_refusals: Family<ReasonLabels, Counter>,
-    /// SIP connections and messages refused by a limit, by reason.
+    /// SIP requests, connections and messages refused, by reason: the io layer's own (counted as they
+    /// happen) and the core's (its totals, added to the family as deltas at scrape time).
     refusals: Family<ReasonLabels, Counter>,
+    /// The core's refusal totals already added to `refusals`.
+    core_refusals_seen: Mutex<HashMap<&'static str, u64>>,
     dwell: Histogram,
     /// When each orbit's current call was parked (io-side clock), for the dwell histogram.
     parked_at: Mutex<HashMap<String, Instant>>,
@@ -151,6 +159,7 @@ impl Metrics {
             refused: Family::default(),
             http_refusals: Family::default(),
             refusals: Family::default(),
+            core_refusals_seen: Mutex::new(HashMap::new()),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
             parked_at: Mutex::new(HashMap::new()),
         }
@@ -166,6 +175,18 @@ impl Metrics {
     /// Counts one refused connection or message (`parkd_sip_refusals_total{reason}`).
     pub fn count_refusal(&self, reason: &'static str) {
         self.refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Brings the core's refusal totals into the `sip_refusals` family (each reason created, so a dashboard's
+    /// rate starts from 0).
+    fn add_core_refusals(&self, totals: &[(&'static str, u64)]) {
+        let Ok(mut seen) = self.core_refusals_seen.lock() else { return };
+        for (reason, total) in totals {
+            let counter = self.refusals.get_or_create(&ReasonLabels { reason });
+            let before = seen.entry(reason).or_default();
+            counter.inc_by(total.saturating_sub(*before));
+            *before = (*before).max(*total);
+        }
     }
 
     /// Counts a park event and tracks dwell time; `now` is the io clock.
@@ -245,7 +266,15 @@ impl Metrics {
         reg.register("parked_calls_ended", "Parked calls ended by parkd, by cause", self.ended.clone());
         reg.register("refused", "Park or retrieve requests refused, by SIP status", self.refused.clone());
         reg.register("http_refusals", "HTTP API requests refused, by reason", self.http_refusals.clone());
-        reg.register("sip_refusals", "SIP connections and messages refused by a limit, by reason", self.refusals.clone());
+        self.add_core_refusals(&snap.sip_refusals);
+        reg.register(
+            "sip_refusals",
+            "SIP requests, connections and messages refused (503, dropped, 401/403, reset or closed), by reason",
+            self.refusals.clone(),
+        );
+        let tracked = Gauge::<i64>::default();
+        tracked.set(snap.tracked_sources as i64);
+        reg.register("sip_tracked_sources", "Source addresses the SIP admission limits track (bounded)", tracked);
         reg.register("dwell_seconds", "How long calls stayed parked", self.dwell.clone());
         let occupied = Family::<LotLabels, Gauge>::default();
         let capacity = Family::<LotLabels, Gauge>::default();
@@ -388,6 +417,23 @@ mod tests {
         assert!(text.contains("parkd_dwell_seconds_count 1") && text.contains("parkd_dwell_seconds_sum 12"), "{text}");
         assert!(text.contains(r#"parkd_orbits_occupied{lot="default"} 3"#));
         assert!(text.contains("parkd_malformed_dropped_total 4"));
+    }
+
+    #[test]
+    fn sip_refusals_merge_the_cores_totals_with_the_io_layers_counts() {
+        let m = Metrics::new();
+        m.count_refusal("tcp_idle");
+        m.count_refusal("tcp_idle");
+        let snap = ScrapeSnapshot { sip_refusals: vec![("rate_new_dialogs", 7), ("acl", 0)], tracked_sources: 3, ..Default::default() };
+        let text = m.encode(&snap);
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="rate_new_dialogs"} 7"#), "{text}");
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="acl"} 0"#), "zeros are exported: {text}");
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="tcp_idle"} 2"#), "{text}");
+        assert!(text.contains("parkd_sip_tracked_sources 3"), "{text}");
+        assert_eq!(text.matches("# TYPE parkd_sip_refusals counter").count(), 1, "one family: {text}");
+        // The core's figures are totals: a second scrape adds only what is new.
+        let text = m.encode(&ScrapeSnapshot { sip_refusals: vec![("rate_new_dialogs", 10), ("acl", 0)], ..Default::default() });
+        assert!(text.contains(r#"parkd_sip_refusals_total{reason="rate_new_dialogs"} 10"#), "{text}");
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod hold_sender;
 pub mod http;
 pub mod http_guard;
 pub mod http_token;
+pub mod journal_file;
+pub mod journal_writer;
 pub mod media_shards;
 pub mod media_thread;
 pub mod metrics;
@@ -21,3 +23,5 @@ pub mod wake_gate;
 
 #[cfg(test)]
 mod http_tests;
+#[cfg(test)]
+mod journal_crash_tests;

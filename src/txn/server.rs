@@ -231,6 +231,16 @@ impl TxnLayer {
         true
     }
 
+    /// Forgets server transaction `id` if nothing was answered on it yet: the TU drops the request unanswered
+    /// (a scanner, a source over its limits), and nothing of it is kept. A retransmission of it is then a new
+    /// request again. Stale ids and answered transactions are left alone.
+    pub fn forget_unanswered(&mut self, id: ServerTxnId) {
+        let unanswered = self.servers.get(id.idx, id.gen).is_some_and(|t| t.last_response.is_none() && matches!(t.state, ServerState::Trying | ServerState::Proceeding));
+        if unanswered {
+            self.remove_server(id);
+        }
+    }
+
     /// The request that opened server transaction `id` (top Via stamped with `received`/`rport`).
     pub fn server_request(&self, id: ServerTxnId) -> Option<&Request> {
         self.servers.get(id.idx, id.gen).map(|t| &t.request)

@@ -142,6 +142,14 @@ impl Parkd {
     /// answers OPTIONS.
     pub fn start(bin: &Path, cpu: usize, sip: SocketAddr, log: &Path, opts: &ParkdOpts) -> io::Result<Parkd> {
         let mut last = io::Error::other("no RTP port range");
+        // The load comes from 127.0.0.1 alone, as all traffic does behind a PBX: that address is a trusted
+        // proxy, with the rate and unconfirmed-call limits off (0) since the benchmark sends far beyond a
+        // PBX's defaults (1,000 new dialogs/s) on purpose.
+        let limits = log.with_extension("limits.toml");
+        fs::write(
+            &limits,
+            "[limits.trusted]\nnew_dialogs_per_second = 0\nout_of_dialog_per_second = 0\nin_dialog_per_second = 0\nunconfirmed_per_source = 0\nparked_per_source = 0\n",
+        )?;
         for range in RTP_PORT_RANGES {
             let logf = fs::File::create(log)?;
             let child = Command::new("setsid")
@@ -149,6 +157,9 @@ impl Parkd {
                 .arg(opts.cpus.clone().unwrap_or_else(|| cpu.to_string()))
                 .arg(bin)
                 .args(["--listen", &sip.to_string(), "--rtp-ports", range, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"])
+                .arg("--config")
+                .arg(&limits)
+                .args(["--trusted-proxy", "127.0.0.1/32"])
                 .args(["--rtp-legs-per-port", &opts.legs_per_port.to_string()])
                 .args(opts.rtp_sender.iter().flat_map(|s| ["--rtp-sender", s.as_str()]))
                 .args(opts.media_threads.iter().flat_map(|n| ["--media-threads".to_string(), n.to_string()]))

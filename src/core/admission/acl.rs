@@ -4,6 +4,8 @@
 //! The source is the packet's source address (UDP datagram or TCP peer), never a header: behind a PBX that
 //! means the PBX's address, so list the PBX (and the phones that reach parkd directly) as trusted networks.
 //! A missing list lets everyone in; an empty list (`allow_park = []`) lets nobody in.
+//!
+//! Pure functions of a lot's configuration; the core applies them in `Core::gate` (core/gate.rs).
 
 use crate::config::LotConfig;
 use ipnet::IpNet;
@@ -52,28 +54,6 @@ pub fn check(lot: &LotConfig, action: Action, source: IpAddr) -> Result<(), Forb
 fn allowed(nets: &[IpNet], source: IpAddr) -> bool {
     let source = source.to_canonical();
     nets.iter().any(|n| n.contains(&source))
-}
-
-impl super::Core {
-    /// Whether a request from `from` may perform `action` in lot `lot` (unknown lots: allowed; the caller
-    /// has already resolved the lot).
-    /// Every check a request must pass before parkd acts on it in `lot`: the lot's source networks (403), digest
-    /// authentication (401), the trusted-proxy requirement and drain (403 / 503). A refused request is answered
-    /// here; returns whether parkd may go on.
-    pub(super) fn gate(&mut self, now: crate::time::Time, txn: crate::txn::ServerTxnId, from: crate::sip::Peer, req: &crate::sip::Request, lot: usize, action: Action) -> bool {
-        if let Err(e) = self.access(lot, action, from) {
-            self.refuse(now, txn, req, 403, e.reason());
-            return false;
-        }
-        self.authorized(now, txn, req, lot, action) && self.admit(now, txn, from, req, lot, action == Action::Park)
-    }
-
-    pub(super) fn access(&self, lot: usize, action: Action, from: crate::sip::Peer) -> Result<(), Forbidden> {
-        match self.lots.get(lot) {
-            Some(l) => check(&l.cfg, action, from.addr.ip()),
-            None => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]

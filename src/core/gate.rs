@@ -1,0 +1,142 @@
+//! Where requests meet the admission room ([`super::admission`]), and the hooks that tell the room what each
+//! source holds.
+//!
+//! Order of the checks, cheapest and least revealing first:
+//! 1. [`Core::screen`], on every new server transaction (and a CANCEL matching no INVITE): a scanner's
+//!    `User-Agent` → dropped unanswered; then the source's rate limits (new dialogs, other out-of-dialog
+//!    requests, requests inside its dialogs) and, for an INVITE, its cap on calls answered but not ACKed →
+//!    `503` + `Retry-After`, or silence once the source had its `refusals_per_second` 503s this second.
+//!    Malformed requests parkd would answer 400 take from the out-of-dialog bucket too ([`Core::may_answer_malformed`]).
+//! 2. [`Core::gate`], once the lot and the action (park / retrieve) are known: the lot's source lists (403),
+//!    digest authentication (401), `trusted_only` (403), drain (503 for parks), then the source's cap on
+//!    orbits held by its parked calls (503 / silence). SUBSCRIBE has its own sequence in `blf.rs` ending with
+//!    the cap on subscriptions.
+//!
+//! A refused request keeps no state but its transaction (so a retransmission gets the same answer); a
+//! dropped one keeps nothing at all.
+
+use super::admission::{Action, Forbidden, Hold, Reason, Verdict};
+use super::legs::CallState;
+use super::Core;
+use crate::dialog::DialogKey;
+use crate::park::lot::OrbitIdx;
+use crate::sip::{Method, Peer, Request};
+use crate::time::Time;
+use crate::txn::ServerTxnId;
+
+impl Core {
+    /// The first look at a new request. Returns whether parkd may go on with it; otherwise it was answered
+    /// 503 or dropped (its transaction forgotten).
+    pub(super) fn screen(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request) -> bool {
+        let ip = from.addr.ip();
+        if let Some(ua) = req.common.header("User-Agent") {
+            if self.admission.screen_user_agent(now, ip, ua) {
+                self.txn.forget_unanswered(txn);
+                return false;
+            }
+        }
+        let verdict = match (&req.method, req.common.to.tag().is_some()) {
+            (_, true) if self.knows_dialog(req) => self.admission.admit_in_dialog(now, ip),
+            (Method::Invite, false) => self.admission.admit_new_dialog(now, ip, true),
+            (Method::Subscribe, false) => self.admission.admit_new_dialog(now, ip, false),
+            _ => self.admission.admit_out_of_dialog(now, ip),
+        };
+        self.obey(now, txn, req, verdict)
+    }
+
+    /// Whether a malformed request from `from` may be answered (400): it takes an out-of-dialog token, so junk
+    /// sent at wire speed is not reflected at wire speed. Over the limit its 400 stands in for the 503 (one of
+    /// the `refusals_per_second` answers), then silence.
+    pub(super) fn may_answer_malformed(&mut self, now: Time, from: Peer) -> bool {
+        self.admission.admit_out_of_dialog(now, from.addr.ip()) != Verdict::Drop
+    }
+
+    /// Carries out the room's verdict on request `req`: nothing, a 503 with Retry-After, or silence.
+    pub(super) fn obey(&mut self, now: Time, txn: ServerTxnId, req: &Request, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Admit => true,
+            Verdict::Refuse { retry_after } => {
+                self.respond(now, txn, req, 503, Some("Service Unavailable"), None, |r| {
+                    r.common.push_header("Retry-After", retry_after.to_string());
+                });
+                false
+            }
+            Verdict::Drop => {
+                self.txn.forget_unanswered(txn);
+                false
+            }
+        }
+    }
+
+    /// Whether a request's To tag names a dialog or subscription parkd holds.
+    fn knows_dialog(&self, req: &Request) -> bool {
+        let Some(tag) = req.common.to.tag() else { return false };
+        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: tag.to_string() };
+        self.dialogs.contains_key(&key) || self.blf.by_dialog(&key).is_some()
+    }
+
+    /// Every check a request must pass before parkd acts on it in `lot`: the lot's source networks (403), digest
+    /// authentication (401), the trusted-proxy requirement (403), drain (503 for parks) and the source's cap
+    /// on parked calls. A refused request is answered here; returns whether parkd may go on.
+    pub(super) fn gate(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, action: Action) -> bool {
+        if let Err(e) = self.access(lot, action, from) {
+            self.admission.refused(now, from.addr.ip(), Reason::Acl);
+            self.refuse(now, txn, req, 403, e.reason());
+            return false;
+        }
+        if !self.authorized(now, txn, from, req, lot, action) {
+            return false;
+        }
+        if self.lots.get(lot).is_some_and(|l| l.cfg.trusted_only) && !self.trusted(from) {
+            self.admission.refused(now, from.addr.ip(), Reason::Acl);
+            self.refuse(now, txn, req, 403, "Forbidden: Not From A Trusted Proxy");
+            return false;
+        }
+        if action != Action::Park {
+            return true;
+        }
+        if self.draining {
+            self.refuse_draining(now, txn, req);
+            return false;
+        }
+        let verdict = self.admission.admit_park(now, from.addr.ip());
+        self.obey(now, txn, req, verdict)
+    }
+
+    /// Whether the lot's source lists let `from` perform `action` (unknown lots: allowed).
+    pub(super) fn access(&self, lot: usize, action: Action, from: Peer) -> Result<(), Forbidden> {
+        match self.lots.get(lot) {
+            Some(l) => super::admission::check(&l.cfg, action, from.addr.ip()),
+            None => Ok(()),
+        }
+    }
+
+    /// Tells the room who holds orbit `orbit` of lot `lot` now: the source of the call parked there, if any.
+    /// Called from `orbit_changed`, which the engine calls on every change of an orbit.
+    pub(super) fn admission_orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
+        let holder = self
+            .lots
+            .get(lot)
+            .and_then(|l| l.occupant(orbit))
+            .and_then(|call| self.calls.get(&call))
+            .filter(|c| c.state == CallState::Parked)
+            .and_then(|c| self.legs.get(&c.parked))
+            .map(|leg| leg.source.addr.ip());
+        self.admission.set_orbit_holder(now, lot, orbit, holder);
+    }
+
+    /// A leg parkd answered 2xx from `from`: unconfirmed until its ACK.
+    pub(super) fn admission_unconfirmed(&mut self, now: Time, leg: super::LegId, from: Peer) {
+        self.admission.hold(now, Hold::Unconfirmed(leg), from.addr.ip());
+    }
+
+    /// The refusal counts by reason (exported as `parkd_sip_refusals_total{reason}`).
+    pub fn refusals(&self) -> super::admission::RefusalCounts {
+        self.admission.refusals()
+    }
+
+    /// Sources the admission room tracks right now (bounded by `[limits] tracked_sources`).
+    pub fn tracked_sources(&self) -> usize {
+        self.admission.tracked_sources()
+    }
+}
