@@ -6,6 +6,7 @@ use parkd::config::{Config, MusicSource};
 use parkd::core::Core;
 use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, http_guard, http_token, media_shards, media_thread, metrics::Metrics, sip_driver};
 use parkd::media::HoldMusic;
+use parkd::park::shard_plan::ShardPlan;
 use parkd::txn::TimerConfig;
 use std::process::ExitCode;
 
@@ -95,6 +96,8 @@ enum StartError {
     BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     State(#[from] http_token::StateError),
+    #[error(transparent)]
+    Shards(#[from] parkd::park::shard_plan::ShardPlanError),
 }
 
 async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token::ApiToken>) -> Result<(), StartError> {
@@ -103,19 +106,15 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token:
     let ports = cfg.server.rtp_ports;
     let seed = clock.now().as_micros();
     if cfg.server.media_threads == 0 {
-        // One per core parkd may run on (affinity and cgroup quota included).
-        cfg.server.media_threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(64) as u16);
+        // One per core parkd may run on (affinity and cgroup quota included), within what the range allows.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cfg.server.media_threads = ShardPlan::auto_threads(ports.lo as u16, ports.hi as u16, cores);
     }
-    let media = media_shards::spawn(media_shards::MediaSetup {
-        bind_ip: cfg.server.listen.ip(),
-        lo: ports.lo as u16,
-        hi: ports.hi as u16,
-        legs_per_port: cfg.server.rtp_legs_per_port,
-        rtp_sender: cfg.server.rtp_sender,
-        threads: cfg.server.media_threads,
-        music,
-        seed,
-    })?;
+    // The one plan of media shards: the media threads below and the core's port allocation (Core::new
+    // computes it from the same config with the same function) cut the RTP range alike.
+    let plan = ShardPlan::new(ports.lo as u16, ports.hi as u16, cfg.server.rtp_legs_per_port, cfg.server.media_threads)?;
+    debug_assert_eq!(plan, ShardPlan::for_server(&cfg.server));
+    let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan, rtp_sender: cfg.server.rtp_sender, music, seed })?;
     let mut core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
     core.set_limits(&cfg.limits, &cfg.access);
     core.set_dial_allow(cfg.http.dial_patterns()?);

@@ -59,6 +59,8 @@ pub enum ConfigError {
     MissingFallbackUri { lot: String },
     #[error("{what}: {value:?} is not a SIP URI (sip:user@host[:port])")]
     BadUri { what: &'static str, value: String },
+    #[error(transparent)]
+    MediaThreads(#[from] crate::park::shard_plan::ShardPlanError),
 }
 
 /// How the media thread sends hold music (`[server] rtp_sender`).
@@ -398,7 +400,9 @@ pub struct ServerConfig {
     pub rtp_sender: RtpSender,
     /// Media threads. Each owns a contiguous block of `rtp_ports` (its sockets, hold music pacing and
     /// relaying); new parked calls go to the thread with the fewest legs, a retriever's leg to its
-    /// parked party's thread. 0 (the default) = one per CPU core parkd may run on; the core treats 0 as 1.
+    /// parked party's thread. 0 (the default) = one per CPU core parkd may run on (at most 64 and at most
+    /// one per even port of `rtp_ports`); otherwise 1..=64 and at most the number of even ports, else
+    /// startup fails. The core treats 0 as 1. See [`crate::park::shard_plan`].
     #[serde(default)]
     pub media_threads: u16,
     /// Every request parkd starts (recalls, fallback calls) goes through this proxy (the PBX), as a loose
@@ -517,6 +521,10 @@ impl Config {
         if !(1..=crate::park::ports::MAX_LEGS_PER_PORT).contains(&k) {
             return Err(ConfigError::BadRtpLegsPerPort { value: k, max: crate::park::ports::MAX_LEGS_PER_PORT });
         }
+        if self.server.media_threads != 0 {
+            // The media threads must fit the range: at most 64, at least one port pair each.
+            crate::park::shard_plan::ShardPlan::new(r.lo as u16, r.hi as u16, k, self.server.media_threads)?;
+        }
         if let Some(p) = &self.server.outbound_proxy {
             match crate::sip::parse_uri(p) {
                 Ok(u) if crate::dialog::uri_addr(&u).is_some() => {}
@@ -620,6 +628,23 @@ mod tests {
             cfg.server.rtp_legs_per_port = bad;
             assert!(matches!(cfg.validate(), Err(ConfigError::BadRtpLegsPerPort { value, max: 64 }) if value == bad));
         }
+    }
+
+    #[test]
+    fn media_threads_must_fit_the_rtp_range() {
+        use crate::park::shard_plan::ShardPlanError;
+        let with = |threads: u16, ports: &str| {
+            let mut cfg = Config::with_defaults();
+            cfg.server.media_threads = threads;
+            cfg.server.rtp_ports = NumRange::parse(ports).unwrap();
+            cfg.validate()
+        };
+        assert!(with(0, "20000-20003").is_ok(), "0 = one per core, fitted to the range at startup");
+        assert!(with(2, "20000-20003").is_ok());
+        let e = with(3, "20000-20003").unwrap_err();
+        assert!(matches!(e, ConfigError::MediaThreads(ShardPlanError::MoreThreadsThanPorts { threads: 3, pairs: 2, .. })), "{e}");
+        assert!(e.to_string().contains("media_threads = 3 but rtp_ports 20000-20003 has only 2 RTP port pairs"), "{e}");
+        assert!(matches!(with(65, "20000-29999"), Err(ConfigError::MediaThreads(ShardPlanError::TooManyThreads { threads: 65, max: 64 }))));
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Core {
     /// A core for `lots`, with RTP ports from `server.rtp_ports`. `seed` feeds tags, branches and orbit choice,
     /// so a run is reproducible in tests.
     pub fn new(server: ServerConfig, lots: Vec<LotConfig>, timers: TimerConfig, seed: u64) -> Core {
-        let ports = PortShards::new(server.rtp_ports.lo as u16, server.rtp_ports.hi as u16, server.rtp_legs_per_port, server.media_threads.max(1));
+        let ports = PortShards::new(&crate::park::shard_plan::ShardPlan::for_server(&server));
         let local_addr = server.advertised_sip();
         let outbound_proxy = server.outbound_proxy.as_deref().and_then(|p| crate::sip::parse_uri(p).ok()).and_then(|mut uri| {
             let addr = crate::dialog::uri_addr(&uri)?;

@@ -1,15 +1,17 @@
 //! Several media threads, one per block of the RTP range (`[server] media_threads`): what the SIP
-//! driver and the API talk to. Commands go to the thread owning the leg's port (both legs of a
-//! `Bridge` are in one block, see [`crate::park::port_shards`]); counters are summed over threads.
+//! driver and the API talk to. The blocks are those of the [`ShardPlan`] the core allocates legs from;
+//! commands go to the thread owning the leg's port (both legs of a `Bridge` are in one block, see
+//! [`crate::park::port_shards`]); counters are summed over threads.
 
 use std::cell::Cell;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::sync::atomic::Ordering;
 
 use super::media_thread::{self, MediaHandle, MediaIoError};
 use crate::config::RtpSender;
 use crate::media::{HoldMusic, MediaCommand, MediaPlane, MediaStats};
-use crate::park::port_shards::shard_ranges;
+use crate::park::shard_plan::{ShardPlan, MAX_MEDIA_THREADS};
 
 /// The io-side counters of every media thread, summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,45 +23,53 @@ pub struct IoTotals {
 
 /// The running media threads. Dropping it stops and joins them all.
 pub struct Media {
-    /// Per thread: the lowest port of its block, and its handle; ascending.
-    shards: Vec<(u16, MediaHandle)>,
+    plan: ShardPlan,
+    /// Thread `i` serves block `i` of `plan`.
+    shards: Vec<MediaHandle>,
     /// Bit `i` set when thread `i` has commands queued since the last [`Media::wake`].
     queued: Cell<u64>,
 }
 
+// One bit of `Media::queued` per thread.
+const _: () = assert!(MAX_MEDIA_THREADS as u32 <= u64::BITS);
+
 /// What [`spawn`] needs to start each thread.
 pub struct MediaSetup {
     pub bind_ip: IpAddr,
-    pub lo: u16,
-    pub hi: u16,
-    pub legs_per_port: u16,
+    /// The blocks, one thread each: the plan the core hands out legs from.
+    pub plan: ShardPlan,
     /// `[server] rtp_sender`: each thread sets up its own io_uring (or not).
     pub rtp_sender: RtpSender,
-    /// Threads; 0 counts as 1. At most 64.
-    pub threads: u16,
     pub music: Vec<HoldMusic>,
     pub seed: u64,
 }
 
-/// Starts one media thread per block of the range (the same blocks the core's port pool uses).
+/// The ports media thread `i` binds: block `i` of the plan (its even ports; the thread skips odd ones).
+fn thread_ports(plan: &ShardPlan, i: usize) -> Option<RangeInclusive<u16>> {
+    plan.blocks().get(i).map(|b| b.lo..=b.hi)
+}
+
+/// The media thread a command for a leg on `port` goes to.
+fn route(plan: &ShardPlan, port: u16) -> Option<usize> {
+    plan.shard_of(port)
+}
+
+/// Starts one media thread per block of the plan.
 pub fn spawn(setup: MediaSetup) -> Result<Media, MediaIoError> {
-    let ranges = shard_ranges(setup.lo, setup.hi, setup.threads.clamp(1, 64));
-    if ranges.is_empty() {
-        return Err(MediaIoError::NoEvenPort { lo: setup.lo, hi: setup.hi });
-    }
-    let mut shards = Vec::with_capacity(ranges.len());
-    for (i, (lo, hi)) in ranges.into_iter().enumerate() {
+    let mut shards = Vec::with_capacity(setup.plan.threads());
+    for i in 0..setup.plan.threads() {
+        let Some(ports) = thread_ports(&setup.plan, i) else { break };
         // Each thread's SSRCs and sequence numbers come from its own seed.
         let plane = MediaPlane::new(setup.music.clone(), setup.seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        shards.push((lo, media_thread::spawn(setup.bind_ip, lo..=hi, setup.legs_per_port, setup.rtp_sender, plane)?));
+        shards.push(media_thread::spawn(setup.bind_ip, ports, setup.plan.legs_per_port(), setup.rtp_sender, plane)?);
     }
-    Ok(Media { shards, queued: Cell::new(0) })
+    if shards.is_empty() {
+        return Err(MediaIoError::NoShards);
+    }
+    Ok(Media { plan: setup.plan, shards, queued: Cell::new(0) })
 }
 
 impl Media {
-    fn shard_of(&self, port: u16) -> usize {
-        self.shards.partition_point(|(first, _)| *first <= port).saturating_sub(1)
-    }
 
     /// Queues a command for the thread owning its leg and wakes that thread.
     pub fn send(&self, cmd: MediaCommand) {
@@ -78,15 +88,17 @@ impl Media {
             | MediaCommand::DtmfPayloadType { leg, .. }
             | MediaCommand::Announce { leg, .. } => leg.port(),
             MediaCommand::Bridge { a, b } => {
-                if self.shard_of(a.port()) != self.shard_of(b.port()) {
+                if route(&self.plan, a.port()) != route(&self.plan, b.port()) {
                     tracing::error!(a = a.port(), b = b.port(), "bridge across media threads; not relayed");
                     return false;
                 }
                 a.port()
             }
         };
-        let i = self.shard_of(port);
-        let Some((_, h)) = self.shards.get(i) else { return false };
+        let Some((i, h)) = route(&self.plan, port).and_then(|i| Some((i, self.shards.get(i)?))) else {
+            tracing::error!(port, "media command for a port outside the RTP range; dropped");
+            return false;
+        };
         let ok = h.queue(cmd);
         if ok {
             self.queued.set(self.queued.get() | 1 << i);
@@ -100,7 +112,7 @@ impl Media {
         while q != 0 {
             let i = q.trailing_zeros() as usize;
             q &= q - 1;
-            if let Some((_, h)) = self.shards.get(i) {
+            if let Some(h) = self.shards.get(i) {
                 h.wake();
             }
         }
@@ -113,13 +125,13 @@ impl Media {
 
     /// Every bound RTP port, ascending.
     pub fn ports(&self) -> Vec<u16> {
-        self.shards.iter().flat_map(|(_, h)| h.ports().iter().copied()).collect()
+        self.shards.iter().flat_map(|h| h.ports().iter().copied()).collect()
     }
 
     /// The io counters of all threads, summed.
     pub fn io_totals(&self) -> IoTotals {
         let mut t = IoTotals::default();
-        for (_, h) in &self.shards {
+        for h in &self.shards {
             let c = h.io_counters();
             t.send_errors += c.send_errors.load(Ordering::Relaxed);
             t.send_would_block += c.send_would_block.load(Ordering::Relaxed);
@@ -131,7 +143,7 @@ impl Media {
     /// The planes' counters, summed (each at most ~0.5 s old).
     pub fn stats(&self) -> MediaStats {
         let mut total = MediaStats::default();
-        for (_, h) in &self.shards {
+        for h in &self.shards {
             let s = h.stats();
             total.legs += s.legs;
             total.hold_streams += s.hold_streams;
@@ -155,7 +167,7 @@ impl Media {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp::parse;
+    use crate::media::rtp::{parse, write_header, Pt, SeqNo, Ssrc};
     use crate::media::{Codec, MediaLegId, MusicId};
     use std::net::UdpSocket;
     use std::time::Duration;
@@ -165,7 +177,8 @@ mod tests {
         let start = 42_000 + (std::process::id() % 1000) as u16 * 8;
         for k in 0..20u16 {
             let lo = start + k * 8;
-            let setup = MediaSetup { bind_ip: "127.0.0.1".parse().unwrap(), lo, hi: lo + 7, legs_per_port: 1, rtp_sender: RtpSender::Auto, threads: 2, music: vec![music.clone()], seed: 9 };
+            let plan = ShardPlan::new(lo, lo + 7, 1, 2).unwrap();
+            let setup = MediaSetup { bind_ip: "127.0.0.1".parse().unwrap(), plan, rtp_sender: RtpSender::Auto, music: vec![music.clone()], seed: 9 };
             match spawn(setup) {
                 Ok(m) => return m,
                 Err(MediaIoError::Bind { .. }) => continue,
@@ -203,7 +216,7 @@ mod tests {
         m.queue(MediaCommand::Update { leg: MediaLegId::solo(ports[3]), remote: c.local_addr().unwrap(), codec: Codec::Pcmu, send: true });
         m.queue(MediaCommand::Bridge { a: MediaLegId::solo(second_block), b: MediaLegId::solo(ports[3]) });
         m.wake();
-        let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 77).to_vec();
+        let mut pkt = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 1, Ssrc(77)).to_vec();
         pkt.extend_from_slice(&[0x11; 160]);
         let mut relayed = false;
         for _ in 0..10 {
@@ -220,5 +233,50 @@ mod tests {
         }
         assert!(relayed, "the second thread relays between its two legs");
         assert_eq!(m.io_totals().send_errors, 0);
+    }
+
+    /// The core hands out legs from [`PortShards`] over a plan, io binds and routes by the same plan: for
+    /// every thread count 1..=100 (above 64 or the port pairs, what the core does with an unvalidated
+    /// config) and several ranges, each leg the core hands out is bound by the thread io routes it to, and
+    /// a bridge partner taken beside a leg is routed to that leg's thread.
+    #[test]
+    fn every_leg_the_core_hands_out_is_bound_by_the_thread_io_routes_it_to() {
+        use crate::park::port_shards::PortShards;
+        use crate::park::ports::PortPool;
+        use crate::time::Time;
+        let now = Time::from_secs(1_000);
+        for (lo, hi) in [(10_000, 10_999), (10_001, 10_022), (20_000, 20_003), (30_000, 30_255), (40_001, 40_200)] {
+            let pairs = PortPool::all_ports(lo, hi).count();
+            for legs_per_port in [1, 3] {
+                for threads in 1..=100u16 {
+                    let valid = ShardPlan::new(lo, hi, legs_per_port, threads);
+                    assert_eq!(valid.is_ok(), usize::from(threads) <= pairs.min(64), "{lo}-{hi} with {threads} threads");
+                    let server = crate::config::ServerConfig {
+                        rtp_ports: crate::config::NumRange { lo: u32::from(lo), hi: u32::from(hi), width: 5 },
+                        rtp_legs_per_port: legs_per_port,
+                        media_threads: threads,
+                        ..Default::default()
+                    };
+                    let plan = ShardPlan::for_server(&server);
+                    if let Ok(v) = &valid {
+                        assert_eq!(v, &plan, "a validated config and the core's plan are one plan");
+                    }
+                    let mut core = PortShards::new(&plan);
+                    let bound = |port: u16| route(&plan, port).and_then(|i| thread_ports(&plan, i)).is_some_and(|r| r.contains(&port) && port.is_multiple_of(2));
+                    let mut legs = 0;
+                    while let Some(parked) = core.take(now) {
+                        legs += 1;
+                        assert!(bound(parked.port()), "{lo}-{hi}, {threads} threads: port {} of a parked leg", parked.port());
+                        if let Some(partner) = core.take_beside(now, parked) {
+                            legs += 1;
+                            assert_eq!(route(&plan, partner.port()), route(&plan, parked.port()), "a bridge stays in one thread");
+                            assert!(bound(partner.port()));
+                        }
+                    }
+                    assert_eq!(legs, pairs * usize::from(legs_per_port), "{lo}-{hi}, {threads} threads: every leg handed out once");
+                    assert_eq!(plan.blocks().iter().map(|b| PortPool::all_ports(b.lo, b.hi).count()).sum::<usize>(), pairs, "the threads bind every port once");
+                }
+            }
+        }
     }
 }

@@ -6,13 +6,11 @@
 //! then send every hold packet due. A hold packet (12-byte header + shared payload slice) is
 //! assembled in a reused stack buffer: no heap allocation per packet. Send errors are counted.
 //!
-//! When call legs share ports (`legs_per_port > 1`), the due hold packets are sorted by port and
-//! each port's run goes out with `sendmmsg` ([`super::hold_sender`]); packets refused by a full
-//! socket buffer are retried once on the next turn, then dropped and counted.
-//!
-//! With `rtp_sender = "io_uring"` (or `"auto"` where the kernel allows it) every hold packet of a
-//! turn, whatever its socket, goes out in one io_uring submission instead ([`super::uring_sender`]);
-//! refused packets are retried once the same way. Relayed RTP always uses `send_to`.
+//! Hold packets go out through the [`super::hold_sender::HoldSend`] chosen by `rtp_sender` (`auto`: a
+//! raw socket, else io_uring, else `sendto`/`sendmmsg`), under one policy: a packet refused by a full
+//! buffer is retried once at the start of the next turn, then dropped and counted as `would_block`; any
+//! other refusal is dropped and counted as a send error ([`super::hold_sender`]). Relayed RTP always
+//! uses `send_to`, classified the same way but never retried (live audio is not worth a late packet).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -28,12 +26,9 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clock::Clock;
-use super::hold_sender::{self, MmsgSender};
-use super::raw_sender::RawSender;
-use super::uring_sender::{self, UringSender};
-use crate::config::RtpSender;
+use super::hold_sender::{self, refusal_of, HoldOut, OpenError, PortSockets, Refusal, Slot};
 use super::wake_gate::WakeGate;
-use crate::media::rtp::RTP_HEADER_LEN;
+use crate::config::RtpSender;
 use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaStats};
 
 const WAKER: Token = Token(usize::MAX);
@@ -47,6 +42,8 @@ const IDLE_WAKE: Duration = Duration::from_millis(500);
 pub enum MediaIoError {
     #[error("RTP port range {lo}-{hi} contains no even port")]
     NoEvenPort { lo: u16, hi: u16 },
+    #[error("no media thread to start: the shard plan has no block of RTP ports")]
+    NoShards,
     #[error("cannot bind RTP port {ip}:{port}: {source}")]
     Bind { ip: IpAddr, port: u16, source: io::Error },
     #[error("cannot set up the media poller: {0}")]
@@ -62,9 +59,10 @@ pub enum MediaIoError {
 /// Io-side counters (the plane's own counters are in [`MediaStats`]).
 #[derive(Debug, Default)]
 pub struct IoCounters {
-    /// `send_to` failures (other than a full socket buffer).
+    /// Packets dropped because a send failed for good, or had no socket (see [`super::hold_sender`]).
     pub send_errors: AtomicU64,
-    /// Packets dropped because the socket buffer was full (`WouldBlock` on send).
+    /// Packets dropped because a buffer was full (`EAGAIN`, `ENOBUFS`): relayed packets at once, hold
+    /// packets when refused again on the next turn.
     pub send_would_block: AtomicU64,
     /// `recv_from` failures other than `WouldBlock`.
     pub recv_errors: AtomicU64,
@@ -164,17 +162,24 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let counters = Arc::new(IoCounters::default());
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, base, batch_sends: legs_per_port > 1, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
+    let io = MediaIo { gate: gate.clone(), poll, sockets, base, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
         .name("parkd-media".into())
-        .spawn(move || match open_hold_sender(sender, bind_ip, &io.sockets) {
-            Ok(hold) => {
-                let _ = ready_tx.send(Ok(()));
-                io.run(hold);
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
+        .spawn(move || {
+            let fds: Vec<_> = io.sockets.iter().map(|s| s.as_raw_fd()).collect();
+            match hold_sender::open(sender, bind_ip, &fds, shared_ports) {
+                Ok(hold) => {
+                    let _ = ready_tx.send(Ok(()));
+                    io.run(hold);
+                }
+                Err(OpenError::Raw(e)) => {
+                    let _ = ready_tx.send(Err(MediaIoError::Raw(e)));
+                }
+                Err(OpenError::IoUring(e)) => {
+                    let _ = ready_tx.send(Err(MediaIoError::IoUring(e)));
+                }
             }
         })
         .map_err(MediaIoError::Spawn)?;
@@ -186,53 +191,6 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats })
 }
 
-/// How this media thread sends hold music.
-enum HoldSender {
-    /// One raw IPv4 socket, one `sendmmsg` per pacer turn ([`super::raw_sender`]).
-    Raw(RawSender),
-    /// One io_uring submission per pacer turn over the registered RTP sockets (boxed: its arenas'
-    /// bookkeeping is large).
-    Uring(Box<UringSender>),
-    /// `sendto` per packet, or `sendmmsg` per port with shared ports.
-    Syscalls,
-}
-
-/// The hold sender `choice` asks for, set up on the calling thread (`auto`: raw, else io_uring, else
-/// syscalls); logs which one is in use and why.
-fn open_hold_sender(choice: RtpSender, bind_ip: IpAddr, sockets: &[UdpSocket]) -> Result<HoldSender, MediaIoError> {
-    if choice == RtpSender::Syscalls {
-        tracing::info!(sender = "syscalls", "hold music sender: sendto/sendmmsg (rtp_sender = \"syscalls\")");
-        return Ok(HoldSender::Syscalls);
-    }
-    let mut raw_refused = None;
-    if matches!(choice, RtpSender::Raw | RtpSender::Auto) {
-        let src = match bind_ip {
-            IpAddr::V4(ip) => Ok(ip),
-            IpAddr::V6(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "RTP is bound to an IPv6 address; raw sending is IPv4 only")),
-        };
-        match src.and_then(RawSender::new) {
-            Ok(raw) => {
-                tracing::info!(sender = "raw", "hold music sender: one raw socket, one sendmmsg per pacer turn (rtp_sender = \"{}\")", choice.name());
-                return Ok(HoldSender::Raw(raw));
-            }
-            Err(e) if choice == RtpSender::Raw => return Err(MediaIoError::Raw(e)),
-            Err(e) => raw_refused = Some(e),
-        }
-    }
-    let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
-    match UringSender::new(uring_sender::RING_ENTRIES, &fds) {
-        Ok(ring) => {
-            tracing::info!(sender = "io_uring", sockets = fds.len(), raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
-            Ok(HoldSender::Uring(Box::new(ring)))
-        }
-        Err(e) if choice == RtpSender::IoUring => Err(MediaIoError::IoUring(e)),
-        Err(e) => {
-            tracing::info!(sender = "syscalls", error = %e, raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: sendto/sendmmsg, neither a raw socket nor io_uring is available (rtp_sender = \"auto\")");
-            Ok(HoldSender::Syscalls)
-        }
-    }
-}
-
 /// State owned by the media thread.
 struct MediaIo {
     gate: Arc<WakeGate>,
@@ -240,8 +198,6 @@ struct MediaIo {
     /// Socket `i` is bound to port `base + 2 * i`.
     sockets: Vec<UdpSocket>,
     base: u16,
-    /// Legs share ports: send hold packets with `sendmmsg` per port.
-    batch_sends: bool,
     rx: Receiver<MediaCommand>,
     stop: Arc<AtomicBool>,
     counters: Arc<IoCounters>,
@@ -258,27 +214,27 @@ impl MediaIo {
         self.sockets.get(off as usize / 2)
     }
 
-    fn count_send(&self, r: io::Result<usize>) {
-        match r {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.counters.send_would_block.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Sends a relayed packet: repeated when interrupted, else counted when refused (never retried).
+    fn relay(&self, sock: &UdpSocket, data: &[u8], to: SocketAddr) {
+        loop {
+            let counter = match sock.send_to(data, to) {
+                Ok(_) => return,
+                Err(e) => match refusal_of(&e) {
+                    Refusal::Interrupted => continue,
+                    Refusal::Full => &self.counters.send_would_block,
+                    Refusal::Failed => &self.counters.send_errors,
+                },
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
         }
     }
 
-    fn run(mut self, mut hold: HoldSender) {
+    fn run(mut self, mut hold: HoldOut) {
         let clock = Clock::new();
         let mut events = Events::with_capacity(256);
         let mut buf = vec![0u8; RECV_BUF];
-        let mut out = [0u8; RECV_BUF];
         let mut batch = HoldBatch::with_capacity(1024);
-        let mut mmsg = MmsgSender::new();
-        // Packets a full socket buffer refused last turn, and the ones refused this turn.
-        let (mut carried, mut unsent) = (HoldBatch::with_capacity(64), HoldBatch::with_capacity(64));
         let mut last_stats = clock.now();
         loop {
             let now = clock.now();
@@ -318,7 +274,7 @@ impl MediaIo {
                             let Some(pkt) = buf.get_mut(..n) else { continue };
                             if let Some(f) = self.plane.on_rtp(clock.now(), port, from, pkt) {
                                 if let (Some(s), Some(data)) = (self.socket(f.port), buf.get(..f.len)) {
-                                    self.count_send(s.send_to(data, f.to));
+                                    self.relay(s, data, f.to);
                                 }
                             }
                         }
@@ -335,21 +291,9 @@ impl MediaIo {
             }
             batch.clear();
             self.plane.poll_hold(clock.now(), &mut batch);
-            if let HoldSender::Raw(raw) = &mut hold {
-                self.send_hold_raw(raw, &batch, &mut out);
-            } else if let HoldSender::Uring(r) = &mut hold {
-                if let Err(e) = self.send_hold_uring(r, &batch, &mut carried, &mut unsent) {
-                    tracing::error!(error = %e, "io_uring failed; hold music falls back to sendto/sendmmsg");
-                    // Sends may still be in flight and point into the ring's arenas: never free them.
-                    if let HoldSender::Uring(r) = std::mem::replace(&mut hold, HoldSender::Syscalls) {
-                        std::mem::forget(r);
-                    }
-                }
-            } else if self.batch_sends {
-                self.send_hold_batched(&mut mmsg, &mut batch, &mut carried, &mut unsent);
-            } else {
-                self.send_hold_one_by_one(&batch, &mut out);
-            }
+            let turn = hold.send_turn(&mut batch, &self);
+            self.counters.send_errors.fetch_add(turn.errors, Ordering::Relaxed);
+            self.counters.send_would_block.fetch_add(turn.would_block, Ordering::Relaxed);
             let now = clock.now();
             if now.saturating_since(last_stats) >= IDLE_WAKE {
                 last_stats = now;
@@ -359,73 +303,22 @@ impl MediaIo {
             }
         }
     }
+}
 
-    /// One leg per port: one `sendto` per hold packet, assembled in `out` (no heap allocation).
-    fn send_hold_one_by_one(&self, batch: &HoldBatch, out: &mut [u8; RECV_BUF]) {
-        self.send_one_by_one(batch.packets(), out);
-    }
-
-    /// One `sendto` per packet from its leg's socket.
-    fn send_one_by_one<'a>(&self, packets: impl IntoIterator<Item = &'a crate::media::HoldPacket>, out: &mut [u8; RECV_BUF]) {
-        for p in packets {
-            let Some(sock) = self.socket(p.port) else { continue };
-            let total = RTP_HEADER_LEN + p.payload.len();
-            let Some(frame) = out.get_mut(..total) else { continue };
-            let (header, body) = frame.split_at_mut(RTP_HEADER_LEN);
-            header.copy_from_slice(&p.header);
-            body.copy_from_slice(&p.payload);
-            self.count_send(sock.send_to(frame, p.to));
-        }
-    }
-
-    /// Raw socket: the whole batch in `sendmmsg`s of one socket; IPv6 packets from their legs' sockets.
-    fn send_hold_raw(&self, raw: &mut RawSender, batch: &HoldBatch, out: &mut [u8; RECV_BUF]) {
-        let mut v6 = Vec::new();
-        let r = raw.send(batch.packets(), &mut v6);
-        self.counters.send_errors.fetch_add(r.errors, Ordering::Relaxed);
-        self.counters.send_would_block.fetch_add(r.would_block, Ordering::Relaxed);
-        self.send_one_by_one(v6, out);
-    }
-
-    /// io_uring: what a full buffer refused last turn (dropped and counted if refused again), then
-    /// this turn's batch; one submission each (per ring-sized chunk), in batch order.
-    fn send_hold_uring(&self, ring: &mut UringSender, batch: &HoldBatch, carried: &mut HoldBatch, unsent: &mut HoldBatch) -> io::Result<()> {
-        let file_of = |port: u16| {
-            let off = port.checked_sub(self.base)?;
-            let i = usize::from(off / 2);
-            (off % 2 == 0 && i < self.sockets.len()).then_some(i as u32)
-        };
-        let first = ring.send(carried.packets(), file_of, None);
-        carried.clear();
-        unsent.clear();
-        let first = first?;
-        let second = ring.send(batch.packets(), file_of, Some(unsent))?;
-        std::mem::swap(carried, unsent);
-        self.counters.send_errors.fetch_add(first.errors + second.errors, Ordering::Relaxed);
-        self.counters.send_would_block.fetch_add(first.would_block + second.would_block, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Shared ports: first what a full buffer refused last turn (dropped and counted if refused
-    /// again), then this turn's batch, sorted by port, one `sendmmsg` per port run; its refused
-    /// tails are carried to the next turn.
-    fn send_hold_batched(&self, mmsg: &mut MmsgSender, batch: &mut HoldBatch, carried: &mut HoldBatch, unsent: &mut HoldBatch) {
-        let fd_of = |port: u16| self.socket(port).map(|s| s.as_raw_fd());
-        let (errors, blocked) = hold_sender::send_batch(mmsg, carried, fd_of, None);
-        carried.clear();
-        batch.sort_by_port();
-        unsent.clear();
-        let (errors2, _) = hold_sender::send_batch(mmsg, batch, fd_of, Some(unsent));
-        std::mem::swap(carried, unsent);
-        self.counters.send_errors.fetch_add(errors + errors2, Ordering::Relaxed);
-        self.counters.send_would_block.fetch_add(blocked, Ordering::Relaxed);
+impl PortSockets for MediaIo {
+    /// Socket `i` (port `base + 2 * i`) is io_uring fixed file `i`.
+    fn slot(&self, port: u16) -> Option<Slot> {
+        let off = port.checked_sub(self.base)?;
+        let i = usize::from(off / 2);
+        let sock = self.sockets.get(i).filter(|_| off % 2 == 0)?;
+        Some(Slot { fd: sock.as_raw_fd(), file: i as u32 })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp::parse;
+    use crate::media::rtp::{parse, write_header, Pt, SeqNo, Ssrc};
     use crate::media::{Codec, HoldMusic, MediaLegId, MusicId};
     use std::net::UdpSocket as StdUdp;
 
@@ -501,7 +394,7 @@ mod tests {
             // A late wake on a loaded machine skips whole frames by design (timestamps follow the schedule).
             let step = w[1].ts.wrapping_sub(w[0].ts);
             assert!(step >= 160 && step % 160 == 0 && step <= 160 * 50, "timestamp step {step}");
-            assert_eq!((w[1].ssrc, w[1].pt, w[1].marker), (w[0].ssrc, 0, false));
+            assert_eq!((w[1].ssrc, w[1].pt.get(), w[1].marker), (w[0].ssrc, 0, false));
         }
         h.send(MediaCommand::Stop { leg: MediaLegId::solo(port) });
         std::thread::sleep(Duration::from_millis(60));
@@ -519,7 +412,7 @@ mod tests {
         h.send(MediaCommand::Hold { leg: MediaLegId::solo(pa), remote: a.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
         h.send(MediaCommand::Update { leg: MediaLegId::solo(pb), remote: b.local_addr().unwrap(), codec: Codec::Pcma, send: true });
         h.send(MediaCommand::Bridge { a: MediaLegId::solo(pa), b: MediaLegId::solo(pb) });
-        let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 99).to_vec();
+        let mut pkt = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 1, Ssrc(99)).to_vec();
         pkt.extend_from_slice(&[0xFF; 160]);
         let mut buf = [0u8; 2048];
         // Retry a few times: the commands may not be applied when the first packet arrives.
@@ -533,7 +426,7 @@ mod tests {
             }
         }
         let r = relayed.expect("packet relayed from A to B");
-        assert_eq!(r.pt, 8, "translated to B's codec");
+        assert_eq!(r.pt.get(), 8, "translated to B's codec");
         assert_eq!(&buf[12..172], &[0xD5; 160][..]);
         assert!(h.io_counters().send_errors.load(Ordering::Relaxed) == 0);
     }
@@ -581,7 +474,7 @@ mod tests {
         // Bridge legs 0 and 1 (same port). Phone 1 speaks first: with legs 0, 2, 3 unlatched too,
         // its packet is told apart by its SDP address, then relayed to phone 0 as leg 0's stream.
         h.send(MediaCommand::Bridge { a: legs[0], b: legs[1] });
-        let mut pkt = crate::media::rtp::write_header(0, false, 1, 1, 99).to_vec();
+        let mut pkt = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 1, Ssrc(99)).to_vec();
         pkt.extend_from_slice(&[0xFF; 160]); // μ-law silence; the hold music here is not silent
         let is_relayed = |n: usize, buf: &[u8]| n == 172 && buf[12..172].iter().all(|b| *b == 0xFF);
         let mut relayed = None;

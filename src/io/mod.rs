@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod probe;
 pub mod raw_sender;
 pub mod sip_driver;
+pub mod syscall_sender;
 pub mod tcp;
 pub mod uring_sender;
 pub mod wake_gate;

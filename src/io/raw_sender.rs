@@ -20,7 +20,8 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use crate::media::HoldPacket;
+use super::hold_sender::{HoldSend, PortSockets, Sent};
+use crate::media::{HoldBatch, HoldPacket};
 
 /// Messages handed to one `sendmmsg` (a 1 ms slot of 10,000 streams is 500 packets).
 pub const BATCH: usize = 512;
@@ -33,14 +34,6 @@ const IP_UDP_LEN: usize = 28;
 const FRAME: usize = 296;
 /// DSCP EF (46) in the IPv4 TOS byte: voice (RFC 4594).
 pub const TOS_EF: u8 = 46 << 2;
-
-/// What one [`RawSender::send`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RawOutcome {
-    pub sent: u64,
-    pub errors: u64,
-    pub would_block: u64,
-}
 
 /// The UDP checksum (RFC 768) of a datagram from `src:sport` to `dst:dport` whose payload is
 /// `parts` concatenated; 0 is sent as 0xFFFF.
@@ -111,6 +104,8 @@ pub use linux::RawSender;
 #[cfg(target_os = "linux")]
 mod linux {
     use super::*;
+    use crate::io::hold_sender::{last_errno, refusal, Refusal};
+    use crate::io::syscall_sender::SendtoSender;
     use std::mem::zeroed;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -123,6 +118,10 @@ mod linux {
         addrs: Vec<libc::sockaddr_in>,
         iovs: Vec<[libc::iovec; 3]>,
         msgs: Vec<libc::mmsghdr>,
+        /// The index in the batch of the packet in each arena entry.
+        which: Vec<usize>,
+        /// IPv6 packets leave from their legs' own sockets.
+        v6: SendtoSender,
     }
 
     // SAFETY: the raw pointers in the arenas point into the arenas themselves or into packets borrowed
@@ -147,24 +146,35 @@ mod linux {
             }
             // SAFETY: zeroed sockaddr_in / iovec / mmsghdr are valid "empty" values; pointers are set before each send.
             let (addrs, iovs, msgs) = unsafe { (vec![zeroed(); BATCH], vec![[zeroed(); 3]; BATCH], vec![zeroed(); BATCH]) };
-            Ok(RawSender { fd, src, headers: vec![[0; IP_UDP_LEN]; BATCH], frames: vec![[0; FRAME]; BATCH], addrs, iovs, msgs })
+            let (headers, frames, which) = (vec![[0; IP_UDP_LEN]; BATCH], vec![[0; FRAME]; BATCH], vec![0; BATCH]);
+            Ok(RawSender { fd, src, headers, frames, addrs, iovs, msgs, which, v6: SendtoSender::new() })
         }
 
-        /// Sends every IPv4 packet of `packets` (in order, `BATCH` per `sendmmsg`); IPv6 packets are
-        /// pushed to `ipv6` for the caller to send from the leg's socket.
-        pub fn send<'a>(&mut self, packets: &'a [HoldPacket], ipv6: &mut Vec<&'a HoldPacket>) -> RawOutcome {
-            let mut out = RawOutcome::default();
-            let mut n = 0;
-            for p in packets {
+        /// Sends every IPv4 packet of `packets` in order, `BATCH` per `sendmmsg`; once the raw socket's
+        /// buffer is full, the rest go to `full`. IPv6 packets leave from their legs' sockets (`sendto`).
+        fn send_packets(&mut self, packets: &[HoldPacket], sockets: &dyn PortSockets, full: &mut HoldBatch) -> Sent {
+            let mut out = Sent::default();
+            let (mut n, mut blocked) = (0, false);
+            for (i, p) in packets.iter().enumerate() {
                 let SocketAddr::V4(to) = p.to else {
-                    ipv6.push(p);
+                    self.v6.send_one(p, sockets, full, &mut out);
                     continue;
                 };
-                let (Some(h), Some(f), Some(a), Some(iov), Some(m)) =
-                    (self.headers.get_mut(n), self.frames.get_mut(n), self.addrs.get_mut(n), self.iovs.get_mut(n), self.msgs.get_mut(n))
-                else {
+                if blocked {
+                    full.push(p.clone());
+                    continue;
+                }
+                let (Some(h), Some(f), Some(a), Some(iov), Some(m), Some(w)) = (
+                    self.headers.get_mut(n),
+                    self.frames.get_mut(n),
+                    self.addrs.get_mut(n),
+                    self.iovs.get_mut(n),
+                    self.msgs.get_mut(n),
+                    self.which.get_mut(n),
+                ) else {
                     break;
                 };
+                *w = i;
                 write_headers(h, self.src, *to.ip(), p.port, to.port(), &p.header, &p.payload);
                 a.sin_family = libc::AF_INET as libc::sa_family_t;
                 a.sin_port = 0; // ignored for raw sockets
@@ -193,18 +203,19 @@ mod linux {
                 m.msg_len = 0;
                 n += 1;
                 if n == BATCH {
-                    self.flush(n, &mut out);
+                    blocked = self.flush(n, packets, full, &mut out);
                     n = 0;
                 }
             }
             if n > 0 {
-                self.flush(n, &mut out);
+                self.flush(n, packets, full, &mut out);
             }
             out
         }
 
-        /// Sends messages `0..n` of the arena; a refused message is counted and skipped.
-        fn flush(&mut self, n: usize, out: &mut RawOutcome) {
+        /// Sends messages `0..n` of the arena; a failed message is counted and skipped. When the socket's
+        /// buffer is full, the packets of the messages not sent go to `full` and this returns true.
+        fn flush(&mut self, n: usize, packets: &[HoldPacket], full: &mut HoldBatch, out: &mut Sent) -> bool {
             let mut at = 0;
             while at < n {
                 let Some(rest) = self.msgs.get_mut(at..n) else { break };
@@ -216,14 +227,30 @@ mod linux {
                     at += r as usize;
                     continue;
                 }
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => out.would_block += 1,
-                    _ => out.errors += 1,
+                // Nothing accepted without an error is a full buffer too.
+                match refusal(if r == 0 { libc::EAGAIN } else { last_errno() }) {
+                    Refusal::Interrupted => continue,
+                    Refusal::Full => {
+                        let unsent = self.which.get(at..n).unwrap_or_default();
+                        unsent.iter().filter_map(|&i| packets.get(i)).for_each(|p| full.push(p.clone()));
+                        return true;
+                    }
+                    Refusal::Failed => {
+                        out.errors += 1;
+                        at += 1; // skip the refused message, go on with the rest
+                    }
                 }
-                at += 1; // skip the refused message, go on with the rest
             }
+            false
+        }
+    }
+
+    impl HoldSend for RawSender {
+        fn name(&self) -> &'static str {
+            "raw"
+        }
+        fn send(&mut self, packets: &mut HoldBatch, sockets: &dyn PortSockets, full: &mut HoldBatch) -> io::Result<Sent> {
+            Ok(self.send_packets(packets.packets(), sockets, full))
         }
     }
 }
@@ -237,9 +264,15 @@ impl RawSender {
     pub fn new(_src: Ipv4Addr) -> io::Result<RawSender> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "raw RTP sending needs Linux"))
     }
-    pub fn send<'a>(&mut self, packets: &'a [HoldPacket], ipv6: &mut Vec<&'a HoldPacket>) -> RawOutcome {
-        ipv6.extend(packets.iter());
-        RawOutcome::default()
+}
+
+#[cfg(not(target_os = "linux"))]
+impl HoldSend for RawSender {
+    fn name(&self) -> &'static str {
+        "raw"
+    }
+    fn send(&mut self, _: &mut HoldBatch, _: &dyn PortSockets, _: &mut HoldBatch) -> io::Result<Sent> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "raw RTP sending needs Linux"))
     }
 }
 
@@ -266,6 +299,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn raw_hold_packets_arrive_as_udp_from_the_legs_port() {
+        use crate::io::hold_sender::Slot;
+        use crate::media::rtp::{write_header, Pt, SeqNo, Ssrc};
+        use crate::media::Codec;
         use bytes::Bytes;
         use std::net::UdpSocket;
         let mut sender = match RawSender::new(Ipv4Addr::LOCALHOST) {
@@ -283,36 +319,53 @@ mod tests {
         // The "leg" port: any port number; nothing needs to be bound there to send from it.
         let leg_port = 47_000 + (std::process::id() % 1000) as u16;
         let payload = Bytes::from(vec![0x55u8; 160]);
-        let pkts: Vec<HoldPacket> = (0..(BATCH as u16 + 10))
-            .map(|i| HoldPacket {
+        let mut pkts = HoldBatch::with_capacity(BATCH + 10);
+        for i in 0..(BATCH as u16 + 10) {
+            pkts.push(HoldPacket {
                 port: leg_port,
                 to: phones[usize::from(i) % phones.len()].local_addr().unwrap(),
-                header: crate::media::rtp::write_header(0, false, i, u32::from(i) * 160, 7),
+                header: write_header(Pt::from(Codec::Pcmu), false, SeqNo(i), u32::from(i) * 160, Ssrc(7)),
                 payload: payload.clone(),
-            })
-            .collect();
-        let mut v6 = Vec::new();
-        let out = sender.send(&pkts, &mut v6);
-        assert_eq!(out, RawOutcome { sent: pkts.len() as u64, errors: 0, would_block: 0 }, "two sendmmsg chunks, all accepted");
-        assert!(v6.is_empty());
+            });
+        }
+        // Only IPv6 packets use the legs' sockets: here a socket bound to [::1], when the machine has one.
+        let v6_leg = UdpSocket::bind("[::1]:0").ok();
+        let v6_slot = v6_leg.as_ref().map(|s| (s.local_addr().unwrap().port(), Slot { fd: std::os::fd::AsRawFd::as_raw_fd(s), file: 0 }));
+        let sockets = move |p: u16| v6_slot.filter(|(port, _)| *port == p).map(|(_, s)| s);
+        let mut full = HoldBatch::default();
+        let out = sender.send(&mut pkts, &sockets, &mut full).unwrap();
+        assert_eq!((out, full.len()), (Sent { sent: pkts.len() as u64, errors: 0 }, 0), "two sendmmsg chunks, all accepted");
+        let pkts = pkts.packets();
         let mut buf = [0u8; 2048];
         for (k, phone) in phones.iter().enumerate() {
             for i in (k..pkts.len()).step_by(phones.len()) {
                 let (n, from) = phone.recv_from(&mut buf).unwrap_or_else(|e| panic!("packet {i}: {e} (the kernel drops a bad UDP checksum)"));
                 assert_eq!((n, from), (172, SocketAddr::from((Ipv4Addr::LOCALHOST, leg_port))), "a plain UDP datagram from the leg's port");
-                assert_eq!(crate::media::rtp::parse(&buf[..n]).map(|r| r.seq), Some(i as u16), "in order");
+                assert_eq!(crate::media::rtp::parse(&buf[..n]).map(|r| r.seq.0), Some(i as u16), "in order");
                 assert!(buf[12..172].iter().all(|b| *b == 0x55));
             }
         }
         // A packet larger than a frame goes out uncopied (three iovecs), just as intact.
-        let big = HoldPacket { port: leg_port, to: phones[0].local_addr().unwrap(), header: crate::media::rtp::write_header(0, false, 9, 9, 7), payload: Bytes::from(vec![0x66u8; 400]) };
-        assert_eq!(sender.send(std::slice::from_ref(&big), &mut v6).sent, 1);
+        let big = HoldPacket { port: leg_port, to: phones[0].local_addr().unwrap(), header: write_header(Pt::from(Codec::Pcmu), false, SeqNo(9), 9, Ssrc(7)), payload: Bytes::from(vec![0x66u8; 400]) };
+        assert_eq!(sender.send(&mut one(big), &sockets, &mut full).unwrap().sent, 1);
         let (n, _) = phones[0].recv_from(&mut buf).expect("the large packet arrives");
         assert_eq!(n, 412);
         assert!(buf[12..412].iter().all(|b| *b == 0x66));
-        // An IPv6 destination is handed back.
-        let v6pkt = HoldPacket { port: leg_port, to: "[::1]:5000".parse().unwrap(), header: [0; 12], payload };
-        let out = sender.send(std::slice::from_ref(&v6pkt), &mut v6);
-        assert_eq!((out.sent, v6.len()), (0, 1));
+        // An IPv6 destination leaves from its leg's own socket (a failure when the leg has none).
+        let Some(v6_leg) = v6_leg else { return };
+        let v6_phone = UdpSocket::bind("[::1]:0").unwrap();
+        v6_phone.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+        let v6_port = v6_leg.local_addr().unwrap().port();
+        let v6pkt = |port| HoldPacket { port, to: v6_phone.local_addr().unwrap(), header: [0; 12], payload: payload.clone() };
+        assert_eq!(sender.send(&mut one(v6pkt(v6_port)), &sockets, &mut full).unwrap(), Sent { sent: 1, errors: 0 });
+        assert_eq!(v6_phone.recv_from(&mut buf).map(|(n, from)| (n, from.port())).unwrap(), (172, v6_port));
+        assert_eq!(sender.send(&mut one(v6pkt(leg_port)), &sockets, &mut full).unwrap(), Sent { sent: 0, errors: 1 });
+    }
+
+    #[cfg(target_os = "linux")]
+    fn one(p: HoldPacket) -> HoldBatch {
+        let mut b = HoldBatch::with_capacity(1);
+        b.push(p);
+        b
     }
 }

@@ -62,7 +62,12 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
     tokio::pin!(timer);
     let mut armed: Option<crate::time::Time> = None;
     loop {
-        drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock);
+        // The core's contract (core/mod.rs): after every input, drain its output until None. Every branch
+        // below feeds at most one input before coming back here, except the UDP batch, which drains after
+        // each datagram itself; only the media threads' wake-up is deferred to the end of the batch.
+        if drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock) {
+            media.wake();
+        }
         let deadline = core.poll_timeout();
         if deadline != armed {
             armed = deadline;
@@ -72,12 +77,18 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     on_datagram(&mut core, &udp, &tcp_ctx, &clock, from, buf.get(..n).unwrap_or_default());
-                    // Take whatever else is already queued before sleeping again.
+                    let mut media_queued = drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock);
+                    // Take whatever else is already queued before sleeping again, draining after each one.
                     for _ in 0..64 {
                         match udp.try_recv_from(&mut buf) {
                             Ok((n, from)) => on_datagram(&mut core, &udp, &tcp_ctx, &clock, from, buf.get(..n).unwrap_or_default()),
                             Err(_) => break,
                         }
+                        media_queued |= drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock);
+                    }
+                    // One wake-up of the media threads for the whole batch (their commands are queued in order).
+                    if media_queued {
+                        media.wake();
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),
@@ -197,6 +208,8 @@ fn send_tcp(conns: &mut Conns, tcp: &TcpContext, to: SocketAddr, bytes: Bytes) {
     tokio::spawn(tcp::connect(to, conn, r, tcp.clone()));
 }
 
+/// Drains the core's output until `None`: SIP goes out at once, media commands are queued for their threads
+/// (the caller wakes them: true when some were queued), events are logged, counted and published.
 fn drain(
     core: &mut Core,
     udp: &UdpSocket,
@@ -205,7 +218,7 @@ fn drain(
     media: &Media,
     api: &ApiPort,
     clock: &Clock,
-) {
+) -> bool {
     let mut media_queued = false;
     while let Some(out) = core.poll_output() {
         match out {
@@ -233,7 +246,5 @@ fn drain(
             }
         }
     }
-    if media_queued {
-        media.wake();
-    }
+    media_queued
 }

@@ -23,22 +23,12 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use super::hold_sender::{HoldSend, PortSockets, Sent};
 use crate::media::{HoldBatch, HoldPacket};
 
 /// Submission-queue entries of the media thread's ring: far more than one pacer turn's packets
 /// (a 1 ms slot of 10,000 streams is 500 packets); larger batches are sent in chunks.
 pub const RING_ENTRIES: u32 = 4096;
-
-/// What one [`UringSender::send`] did with a batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BatchOutcome {
-    /// Packets the kernel accepted.
-    pub sent: u64,
-    /// Packets refused with an error other than a full buffer, or for a port with no socket.
-    pub errors: u64,
-    /// Packets refused by a full socket buffer and not kept for a retry (no `unsent` given).
-    pub would_block: u64,
-}
 
 #[cfg(target_os = "linux")]
 pub use linux::UringSender;
@@ -46,7 +36,8 @@ pub use linux::UringSender;
 #[cfg(target_os = "linux")]
 mod linux {
     use super::*;
-    use crate::io::hold_sender::write_sockaddr;
+    use crate::io::hold_sender::{refusal, Refusal};
+    use crate::io::syscall_sender::write_sockaddr;
     use io_uring::{opcode, register::Probe, types, IoUring};
     use std::mem::zeroed;
 
@@ -102,17 +93,16 @@ mod linux {
             self.hdrs.len()
         }
 
-        /// Sends `packets` in order, one `SEND` (or `SENDMSG`) each on fixed file `file_of(port)`, one
-        /// `io_uring_enter` per ring-sized chunk, and reaps every completion before returning.
-        /// Packets refused by a full socket buffer go to `unsent` when given (for a retry next
-        /// turn), else are counted in [`BatchOutcome::would_block`].
+        /// Sends `packets` in order, one `SEND` (or `SENDMSG`) each on the fixed file of the packet's port,
+        /// one `io_uring_enter` per ring-sized chunk, and reaps every completion before returning. Packets
+        /// refused by a full socket buffer (or interrupted) go to `full`.
         ///
         /// An `Err` means the ring itself failed (not a packet): the caller must stop using this
         /// sender and must not drop it (sends may still be in flight; leak it).
-        pub fn send(&mut self, packets: &[HoldPacket], file_of: impl Fn(u16) -> Option<u32>, mut unsent: Option<&mut HoldBatch>) -> io::Result<BatchOutcome> {
-            let mut out = BatchOutcome::default();
+        fn send_packets(&mut self, packets: &[HoldPacket], sockets: &dyn PortSockets, full: &mut HoldBatch) -> io::Result<Sent> {
+            let mut out = Sent::default();
             for chunk in packets.chunks(self.capacity().max(1)) {
-                let pushed = self.push_chunk(chunk, &file_of, &mut out);
+                let pushed = self.push_chunk(chunk, sockets, &mut out);
                 let mut reaped = 0;
                 let mut want = 0; // first pass: submit, then reap what completed inline
                 while reaped < pushed {
@@ -126,13 +116,12 @@ mod linux {
                         let r = cqe.result();
                         if r >= 0 {
                             out.sent += 1;
-                        } else if r == -libc::EAGAIN {
-                            match (unsent.as_deref_mut(), chunk.get(cqe.user_data() as usize)) {
-                                (Some(u), Some(p)) => u.push(p.clone()),
-                                _ => out.would_block += 1,
-                            }
-                        } else {
-                            out.errors += 1;
+                            continue;
+                        }
+                        // A completion cannot be repeated in place: an interrupted send waits for the next turn too.
+                        match (refusal(-r), chunk.get(cqe.user_data() as usize)) {
+                            (Refusal::Full | Refusal::Interrupted, Some(p)) => full.push(p.clone()),
+                            _ => out.errors += 1,
                         }
                     }
                     want = 1;
@@ -143,12 +132,12 @@ mod linux {
 
         /// Fills arena entry `i` for `chunk[i]` and queues its `SEND` or `SENDMSG` (user data `i`). Packets
         /// whose port has no registered socket are counted as errors. Returns how many were queued.
-        fn push_chunk(&mut self, chunk: &[HoldPacket], file_of: &impl Fn(u16) -> Option<u32>, out: &mut BatchOutcome) -> usize {
+        fn push_chunk(&mut self, chunk: &[HoldPacket], sockets: &dyn PortSockets, out: &mut Sent) -> usize {
             let mut sq = self.ring.submission();
             let mut pushed = 0;
             let arena = self.hdrs.iter_mut().zip(self.iovs.iter_mut()).zip(self.addrs.iter_mut()).zip(self.frames.iter_mut());
             for (i, (p, (((hdr, iov), addr), frame))) in chunk.iter().zip(arena).enumerate() {
-                let Some(file) = file_of(p.port) else {
+                let Some(file) = sockets.slot(p.port).map(|s| s.file) else {
                     out.errors += 1;
                     continue;
                 };
@@ -193,6 +182,15 @@ mod linux {
             opcode::SendMsg::new(types::Fixed(file), hdr as *const libc::msghdr).flags(libc::MSG_DONTWAIT as u32).build()
         }
     }
+
+    impl HoldSend for UringSender {
+        fn name(&self) -> &'static str {
+            "io_uring"
+        }
+        fn send(&mut self, packets: &mut HoldBatch, sockets: &dyn PortSockets, full: &mut HoldBatch) -> io::Result<Sent> {
+            self.send_packets(packets.packets(), sockets, full)
+        }
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -212,8 +210,14 @@ mod elsewhere {
         pub fn new(_entries: u32, _fds: &[RawFd]) -> io::Result<UringSender> {
             Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring exists on Linux only"))
         }
+    }
+
+    impl HoldSend for UringSender {
+        fn name(&self) -> &'static str {
+            "io_uring"
+        }
         /// Never called: no value of this type exists.
-        pub fn send(&mut self, _packets: &[HoldPacket], _file_of: impl Fn(u16) -> Option<u32>, _unsent: Option<&mut HoldBatch>) -> io::Result<BatchOutcome> {
+        fn send(&mut self, _: &mut HoldBatch, _: &dyn PortSockets, _: &mut HoldBatch) -> io::Result<Sent> {
             match self.never {}
         }
     }
@@ -222,6 +226,7 @@ mod elsewhere {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use crate::io::hold_sender::Slot;
     use bytes::Bytes;
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
@@ -243,6 +248,17 @@ mod tests {
         (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect()
     }
 
+    fn hold_batch(packets: impl IntoIterator<Item = HoldPacket>) -> HoldBatch {
+        let mut b = HoldBatch::default();
+        packets.into_iter().for_each(|p| b.push(p));
+        b
+    }
+
+    /// Fixed file `i` is the socket of `ports[i]` (the descriptor is not used by io_uring).
+    fn files(ports: &[u16]) -> impl Fn(u16) -> Option<Slot> + '_ {
+        |port| ports.iter().position(|p| *p == port).map(|i| Slot { fd: -1, file: i as u32 })
+    }
+
     #[test]
     fn a_batch_larger_than_the_ring_is_sent_completely_and_in_order_per_stream() {
         // Three sending sockets (legs), one phone each; 3 × 30 packets interleaved like a pacer
@@ -252,7 +268,7 @@ mod tests {
         assert_eq!(ring.capacity(), 8);
         let ports: Vec<u16> = legs.iter().map(|s| s.local_addr().unwrap().port()).collect();
         let payload = Bytes::from(vec![0x55u8; 160]);
-        let mut batch = Vec::new();
+        let mut batch = HoldBatch::default();
         for seq in 0..30u8 {
             for (leg, phone) in phones.iter().enumerate() {
                 let mut header = [leg as u8; 12];
@@ -260,9 +276,9 @@ mod tests {
                 batch.push(HoldPacket { port: ports[leg], to: phone.local_addr().unwrap(), header, payload: payload.slice(..) });
             }
         }
-        let file_of = |port: u16| ports.iter().position(|p| *p == port).map(|i| i as u32);
-        let out = ring.send(&batch, file_of, None).unwrap();
-        assert_eq!(out, BatchOutcome { sent: 90, errors: 0, would_block: 0 });
+        let mut full = HoldBatch::default();
+        let out = ring.send(&mut batch, &files(&ports), &mut full).unwrap();
+        assert_eq!((out, full.len()), (Sent { sent: 90, errors: 0 }, 0));
         let mut buf = [0u8; 256];
         for (leg, phone) in phones.iter().enumerate() {
             phone.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
@@ -282,9 +298,10 @@ mod tests {
         let port = legs[0].local_addr().unwrap().port();
         let to = phones[0].local_addr().unwrap();
         let sizes = [160usize, linux::FRAME_BYTES, 160, 1000, 160];
-        let batch: Vec<HoldPacket> =
-            sizes.iter().enumerate().map(|(i, n)| HoldPacket { port, to, header: [i as u8; 12], payload: Bytes::from(vec![i as u8 + 1; *n]) }).collect();
-        assert_eq!(ring.send(&batch, |_| Some(0), None).unwrap(), BatchOutcome { sent: 5, errors: 0, would_block: 0 });
+        let mut batch =
+            hold_batch(sizes.iter().enumerate().map(|(i, n)| HoldPacket { port, to, header: [i as u8; 12], payload: Bytes::from(vec![i as u8 + 1; *n]) }));
+        let mut full = HoldBatch::default();
+        assert_eq!(ring.send(&mut batch, &files(&[port]), &mut full).unwrap(), Sent { sent: 5, errors: 0 });
         phones[0].set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let mut buf = [0u8; 2048];
         for (i, size) in sizes.iter().enumerate() {
@@ -302,9 +319,10 @@ mod tests {
         let port = legs[0].local_addr().unwrap().port();
         let to = phones[0].local_addr().unwrap();
         let p = |port: u16, tag: u8| HoldPacket { port, to, header: [tag; 12], payload: Bytes::from_static(&[1; 160]) };
-        let batch = [p(port, 1), p(port.wrapping_add(2), 2), p(port, 3)];
-        let out = ring.send(&batch, |q| (q == port).then_some(0), None).unwrap();
-        assert_eq!(out, BatchOutcome { sent: 2, errors: 1, would_block: 0 });
+        let mut batch = hold_batch([p(port, 1), p(port.wrapping_add(2), 2), p(port, 3)]);
+        let mut full = HoldBatch::default();
+        let out = ring.send(&mut batch, &files(&[port]), &mut full).unwrap();
+        assert_eq!((out, full.len()), (Sent { sent: 2, errors: 1 }, 0));
         phones[0].set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let mut buf = [0u8; 256];
         for tag in [1, 3] {

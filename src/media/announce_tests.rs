@@ -61,7 +61,7 @@ fn assert_continuous(pkts: &[HoldPacket], pt: u8, marker_first: bool) {
         assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "seq continuous (RFC 3550 §5.1)");
         assert_eq!(w[1].ts, w[0].ts.wrapping_add(160), "ts continuous");
         assert_eq!(w[1].ssrc, w[0].ssrc, "no new SSRC");
-        assert_eq!(w[1].pt, pt);
+        assert_eq!(w[1].pt.get(), pt);
         assert!(!w[1].marker, "marker only at the start (RFC 3551 §4.1)");
     }
 }

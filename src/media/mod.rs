@@ -10,7 +10,8 @@
 //!
 //! * [`g711`] — μ-law / A-law codecs and transcoding tables.
 //! * [`music`] — hold music encoded once; 20 ms frames are refcounted slices.
-//! * [`rtp`] — RTP header writing/reading and the per-leg outbound stream identity.
+//! * [`rtp`] — RTP header writing/reading, the typed values it carries between these modules
+//!   ([`rtp::Ssrc`], [`rtp::Pt`], [`rtp::SeqNo`]) and the per-leg outbound stream identity.
 //! * [`pacer`] — one 20-slot timing wheel for every hold stream.
 //! * [`prompts`] — spoken prompts ("parked on", digits) compiled in and encoded once.
 //! * [`relay`] — in-place rewriting of bridged packets.

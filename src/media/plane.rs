@@ -12,7 +12,7 @@ use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
 use super::prompts::{Prompt, PromptBank};
 use super::demux::{Demux, Route};
 use super::relay::{self, Destination, RelayMap};
-use super::rtp::{self, OutStream, TS_PER_FRAME};
+use super::rtp::{self, OutStream, Pt, TS_PER_FRAME};
 use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MusicId};
 use crate::time::Time;
 
@@ -64,7 +64,7 @@ struct Leg {
     latched: Option<SocketAddr>,
     codec: Codec,
     send: bool,
-    dtmf_pt: Option<u8>,
+    dtmf_pt: Option<Pt>,
     out: OutStream,
     /// Mapping of the stream relayed *to* this leg.
     map: Option<RelayMap>,
@@ -131,7 +131,7 @@ impl MediaPlane {
             MediaCommand::Stop { leg: id } => self.stop(id),
             MediaCommand::DtmfPayloadType { leg: id, pt } => {
                 if let Some(leg) = self.legs.get_mut(&id) {
-                    leg.dtmf_pt = pt.filter(|p| *p <= 127);
+                    leg.dtmf_pt = pt.and_then(Pt::new);
                 }
             }
             MediaCommand::Announce { leg: id, words } => self.announce(now, id, &words),
@@ -403,7 +403,7 @@ impl MediaPlane {
                     track.frame(leg.codec, frame)
                 }
             };
-            let header = leg.out.next_header(leg.codec.payload_type(), ts, Time::from_millis(t_ms));
+            let header = leg.out.next_header(Pt::from(leg.codec), ts, Time::from_millis(t_ms));
             batch.push(HoldPacket { port: id.port(), to, header, payload });
             stats.hold_sent += 1;
             // Slot times come in increasing order: one observation per slot, not per stream.

@@ -3,7 +3,7 @@
 use super::*;
 use std::collections::HashMap;
 use crate::media::music::FRAME_SAMPLES;
-use crate::media::rtp::{parse, write_header, RtpInfo};
+use crate::media::rtp::{parse, write_header, Pt, RtpInfo, SeqNo, Ssrc};
 
 const T0_MS: u64 = 1_700_000_000_000;
 
@@ -45,7 +45,7 @@ fn run(p: &mut MediaPlane, from: u64, to: u64) -> Vec<HoldPacket> {
 }
 
 fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = write_header(pt, false, seq, ts, ssrc).to_vec();
+    let mut v = write_header(Pt::new(pt).unwrap(), false, SeqNo(seq), ts, Ssrc(ssrc)).to_vec();
     v.extend_from_slice(payload);
     v
 }
@@ -88,10 +88,10 @@ fn pacer_1000_streams_for_one_second_send_exactly_50_frames_each() {
             assert_eq!(w[1].1 - w[0].1, 20, "sent every 20 ms");
             assert!(!b.marker);
             assert_eq!(b.ssrc, ssrc);
-            assert_eq!(b.pt, 0);
+            assert_eq!(b.pt.get(), 0);
         }
     }
-    let ssrcs: std::collections::HashSet<u32> = per_port.values().map(|v| v[0].0.ssrc).collect();
+    let ssrcs: std::collections::HashSet<Ssrc> = per_port.values().map(|v| v[0].0.ssrc).collect();
     assert!(ssrcs.len() > 990, "SSRCs are random per leg");
     assert_eq!(p.stats().hold_sent, 50_000);
     assert_eq!(p.stats().hold_streams, 1000);
@@ -129,7 +129,7 @@ fn next_deadline_tracks_the_earliest_slot() {
     let mut b = HoldBatch::default();
     p.poll_hold(d, &mut b);
     assert_eq!(b.len(), 1);
-    assert_eq!(info(&b.packets()[0].header).pt, 8);
+    assert_eq!(info(&b.packets()[0].header).pt.get(), 8);
     assert_eq!(p.next_deadline(), Some(d + std::time::Duration::from_millis(20)));
     p.apply(t(30), MediaCommand::Stop { leg: MediaLegId::solo(20_000) });
     assert_eq!(p.next_deadline(), None);
@@ -162,7 +162,7 @@ fn hold_to_bridge_keeps_ssrc_seq_ts_continuous_and_translates() {
     let gap = r1.ts.wrapping_sub(last_hold.ts);
     assert!((160..=8 * 400).contains(&gap), "ts continues with the elapsed time, gap {gap}");
     assert!(r1.marker, "marker on the first packet of the new talkspurt");
-    assert_eq!(r1.pt, 0);
+    assert_eq!(r1.pt.get(), 0);
     assert!(pkt[12..].iter().all(|x| *x == 0xFE), "A-law 0xD5 (+8) translated to μ-law 0xFE");
 
     let mut pkt = rtp_packet(8, 9001, 123_616, 0xB0B, &[0xD5; 160]);
@@ -194,7 +194,7 @@ fn hold_to_bridge_keeps_ssrc_seq_ts_continuous_and_translates() {
     let f = p.on_rtp(t(520), a, addr("10.0.0.1:4000"), &mut pkt).unwrap();
     assert_eq!((f.port, f.to), (b, addr("10.0.0.2:5000")));
     let ra = parse(&pkt).unwrap();
-    assert_eq!(ra.pt, 8);
+    assert_eq!(ra.pt.get(), 8);
     assert_ne!(ra.ssrc, r1.ssrc);
     assert!(ra.marker);
     assert!(pkt[12..].iter().all(|x| *x == 0xD5));
@@ -238,7 +238,7 @@ fn telephone_event_passes_with_pt_rewritten_other_pts_dropped() {
     let mut ev = rtp_packet(101, 10, 1000, 5, &[5, 10, 0, 160]);
     let f = p.on_rtp(t(10), a, addr("10.0.0.1:4000"), &mut ev).unwrap();
     assert_eq!(f.port, b);
-    assert_eq!(parse(&ev).unwrap().pt, 96);
+    assert_eq!(parse(&ev).unwrap().pt.get(), 96);
     assert_eq!(&ev[12..], &[5, 10, 0, 160]);
     let mut cn = rtp_packet(13, 11, 1000, 5, &[40]);
     assert!(p.on_rtp(t(11), a, addr("10.0.0.1:4000"), &mut cn).is_none(), "comfort noise dropped");
@@ -324,7 +324,7 @@ fn update_send_false_pauses_hold_and_send_true_resumes() {
     let (l, f) = (info(&before.last().unwrap().header), info(&after[0].header));
     assert_eq!(f.seq, l.seq.wrapping_add(1));
     assert_eq!(f.ssrc, l.ssrc);
-    assert_eq!(f.pt, 8, "codec switched by the re-INVITE");
+    assert_eq!(f.pt.get(), 8, "codec switched by the re-INVITE");
     assert!(f.ts.wrapping_sub(l.ts) >= 8 * 200, "timestamp advanced over the pause");
 }
 

@@ -9,14 +9,14 @@
 //! RFC 4733 telephone-events are passed with their payload type rewritten; anything else is dropped.
 
 use super::g711::{transcode_in_place, ALAW_TO_ULAW, ULAW_TO_ALAW};
-use super::rtp::{rewrite_header, OutStream, RtpInfo, TS_PER_FRAME};
+use super::rtp::{rewrite_header, OutStream, Pt, RtpInfo, Ssrc, TS_PER_FRAME};
 use super::Codec;
 use crate::time::Time;
 
 /// Offsets mapping one incoming stream (source SSRC) onto a leg's outbound stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayMap {
-    pub src_ssrc: u32,
+    pub src_ssrc: Ssrc,
     pub seq_offset: u16,
     pub ts_offset: u32,
 }
@@ -34,13 +34,13 @@ pub enum PayloadKind {
 /// (translation covers a mismatch). A dynamic PT (96–127) is a telephone-event if it is the
 /// leg's negotiated event PT, or if none is known for the leg. Everything else (CN 13, G.729 18,
 /// G.722 9, ...) is `None`: dropped.
-pub fn classify(pt: u8, src_dtmf_pt: Option<u8>) -> Option<PayloadKind> {
-    if let Some(c) = Codec::from_payload_type(pt) {
+pub fn classify(pt: Pt, src_dtmf_pt: Option<Pt>) -> Option<PayloadKind> {
+    if let Some(c) = Codec::from_payload_type(pt.get()) {
         return Some(PayloadKind::Audio(c));
     }
     match src_dtmf_pt {
         Some(ev) if ev == pt => Some(PayloadKind::Event),
-        None if (96..=127).contains(&pt) => Some(PayloadKind::Event),
+        None if pt.is_dynamic() => Some(PayloadKind::Event),
         _ => None,
     }
 }
@@ -48,7 +48,7 @@ pub fn classify(pt: u8, src_dtmf_pt: Option<u8>) -> Option<PayloadKind> {
 /// The destination leg, as the relay needs it.
 pub struct Destination<'a> {
     pub codec: Codec,
-    pub dtmf_pt: Option<u8>,
+    pub dtmf_pt: Option<Pt>,
     pub out: &'a mut OutStream,
     pub map: &'a mut Option<RelayMap>,
 }
@@ -65,7 +65,7 @@ pub fn rewrite(pkt: &mut [u8], info: &RtpInfo, kind: PayloadKind, dst: Destinati
             let first_ts = continue_ts(dst.out, now);
             let m = RelayMap {
                 src_ssrc: info.ssrc,
-                seq_offset: dst.out.next_seq.wrapping_sub(info.seq),
+                seq_offset: dst.out.next_seq.since(info.seq),
                 ts_offset: first_ts.wrapping_sub(info.ts),
             };
             *dst.map = Some(m);
@@ -89,7 +89,7 @@ pub fn rewrite(pkt: &mut [u8], info: &RtpInfo, kind: PayloadKind, dst: Destinati
                     transcode_in_place(p, table);
                 }
             }
-            dst.codec.payload_type()
+            Pt::from(dst.codec)
         }
         PayloadKind::Event => dst.dtmf_pt.unwrap_or(info.pt),
     };
@@ -116,18 +116,22 @@ fn continue_ts(out: &OutStream, now: Time) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp::{parse, write_header};
+    use crate::media::rtp::{parse, write_header, SeqNo};
     use rand::{rngs::SmallRng, SeedableRng};
+
+    fn pt(v: u8) -> Pt {
+        Pt::new(v).unwrap()
+    }
 
     #[test]
     fn classify_pts() {
-        assert_eq!(classify(0, None), Some(PayloadKind::Audio(Codec::Pcmu)));
-        assert_eq!(classify(8, Some(101)), Some(PayloadKind::Audio(Codec::Pcma)));
-        assert_eq!(classify(101, Some(101)), Some(PayloadKind::Event));
-        assert_eq!(classify(101, None), Some(PayloadKind::Event));
-        assert_eq!(classify(96, Some(101)), None);
-        assert_eq!(classify(13, None), None, "comfort noise is dropped");
-        assert_eq!(classify(18, None), None);
+        assert_eq!(classify(pt(0), None), Some(PayloadKind::Audio(Codec::Pcmu)));
+        assert_eq!(classify(pt(8), Some(pt(101))), Some(PayloadKind::Audio(Codec::Pcma)));
+        assert_eq!(classify(pt(101), Some(pt(101))), Some(PayloadKind::Event));
+        assert_eq!(classify(pt(101), None), Some(PayloadKind::Event));
+        assert_eq!(classify(pt(96), Some(pt(101))), None);
+        assert_eq!(classify(pt(13), None), None, "comfort noise is dropped");
+        assert_eq!(classify(pt(18), None), None);
     }
 
     #[test]
@@ -135,25 +139,25 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(3);
         let mut out = OutStream::new(&mut rng);
         let mut map = None;
-        let mut pkt = write_header(0, false, 500, 1000, 77).to_vec();
+        let mut pkt = write_header(pt(0), false, SeqNo(500), 1000, Ssrc(77)).to_vec();
         pkt.extend_from_slice(&[0xFF; 160]);
         let info = parse(&pkt).unwrap();
-        let dst = Destination { codec: Codec::Pcma, dtmf_pt: Some(96), out: &mut out, map: &mut map };
+        let dst = Destination { codec: Codec::Pcma, dtmf_pt: Some(pt(96)), out: &mut out, map: &mut map };
         let n = rewrite(&mut pkt, &info, PayloadKind::Audio(Codec::Pcmu), dst, Time::from_secs(1));
         assert_eq!(n, 172);
         let got = parse(&pkt).unwrap();
-        assert_eq!(got.pt, 8);
+        assert_eq!(got.pt, pt(8));
         assert!(got.marker);
         assert_eq!(got.ssrc, out.ssrc);
         assert!(pkt[12..].iter().all(|b| *b == 0xD5), "μ-law silence became A-law silence");
 
-        let mut ev = write_header(101, true, 501, 1000, 77).to_vec();
+        let mut ev = write_header(pt(101), true, SeqNo(501), 1000, Ssrc(77)).to_vec();
         ev.extend_from_slice(&[1, 0x0A, 0, 160]);
         let info = parse(&ev).unwrap();
-        let dst = Destination { codec: Codec::Pcma, dtmf_pt: Some(96), out: &mut out, map: &mut map };
+        let dst = Destination { codec: Codec::Pcma, dtmf_pt: Some(pt(96)), out: &mut out, map: &mut map };
         rewrite(&mut ev, &info, PayloadKind::Event, dst, Time::from_secs(1));
         let got_ev = parse(&ev).unwrap();
-        assert_eq!(got_ev.pt, 96);
+        assert_eq!(got_ev.pt, pt(96));
         assert_eq!(got_ev.seq, got.seq.wrapping_add(1));
         assert_eq!(got_ev.ts, got.ts, "event keeps the source's timestamp delta (0)");
         assert_eq!(&ev[12..], &[1, 0x0A, 0, 160], "event payload untouched");

@@ -1,15 +1,79 @@
-//! RTP (RFC 3550) headers and the outbound stream identity of a leg.
+//! RTP (RFC 3550) headers, the typed values they carry ([`Ssrc`], [`Pt`], [`SeqNo`]: what crosses from
+//! the packet reader to the relay, the plane and the hold-music writer), and the outbound stream identity of
+//! a leg.
 //!
 //! Headers are written with rtp-rs's [`RtpPacketBuilder::build_into`] *without* a payload: the
 //! builder then writes exactly the 12-byte fixed header, and the payload (a shared hold frame)
 //! is sent alongside it with scatter/gather io — never copied. Incoming packets are validated
 //! with rtp-rs's [`RtpReader`].
 
+use std::fmt;
+
 use rand::rngs::SmallRng;
 use rand::Rng;
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 
+use super::Codec;
 use crate::time::Time;
+
+/// A synchronization source identifier (RFC 3550 §5.1): names one RTP stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ssrc(pub u32);
+
+/// An RTP payload type: 7 bits (RFC 3550 §5.1). Static G.711 types come from [`Codec`]; dynamic ones
+/// (96–127, e.g. RFC 4733 telephone-event) are what the SDP negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pt(u8);
+
+impl Pt {
+    /// `v` when it fits 7 bits.
+    pub const fn new(v: u8) -> Option<Pt> {
+        if v <= 0x7F {
+            Some(Pt(v))
+        } else {
+            None
+        }
+    }
+    /// The number on the wire.
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+    /// In the dynamic range 96–127 (RFC 3551 §3).
+    pub const fn is_dynamic(self) -> bool {
+        self.0 >= 96
+    }
+}
+
+impl From<Codec> for Pt {
+    fn from(c: Codec) -> Pt {
+        Pt(c.payload_type())
+    }
+}
+
+impl fmt::Display for Pt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An RTP sequence number: 16 bits that wrap (RFC 3550 §5.1). Compared in wrap-around order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeqNo(pub u16);
+
+impl SeqNo {
+    /// `n` numbers later, wrapping.
+    pub const fn wrapping_add(self, n: u16) -> SeqNo {
+        SeqNo(self.0.wrapping_add(n))
+    }
+    /// How many numbers `self` is after `earlier`, modulo 2^16.
+    pub const fn since(self, earlier: SeqNo) -> u16 {
+        self.0.wrapping_sub(earlier.0)
+    }
+    /// At or after `other` in wrap-around order: less than half the number space ahead (RFC 3550 A.1).
+    pub const fn is_at_or_after(self, other: SeqNo) -> bool {
+        self.since(other) < 0x8000
+    }
+}
 
 /// Length of the fixed RTP header (RFC 3550 §5.1) that parkd writes.
 pub const RTP_HEADER_LEN: usize = 12;
@@ -19,16 +83,16 @@ pub const TS_PER_FRAME: u32 = 160;
 pub const TS_PER_MS: u64 = 8;
 
 /// Writes a 12-byte RTP v2 header (no CSRC, no extension, no padding).
-pub fn write_header(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32) -> [u8; RTP_HEADER_LEN] {
+pub fn write_header(pt: Pt, marker: bool, seq: SeqNo, ts: u32, ssrc: Ssrc) -> [u8; RTP_HEADER_LEN] {
     let mut h = [0u8; RTP_HEADER_LEN];
     let built = RtpPacketBuilder::new()
-        .payload_type(pt & 0x7F)
+        .payload_type(pt.get())
         .marked(marker)
-        .sequence(Seq::from(seq))
+        .sequence(Seq::from(seq.0))
         .timestamp(ts)
-        .ssrc(ssrc)
+        .ssrc(ssrc.0)
         .build_into(&mut h);
-    // Cannot fail: the PT is masked to 7 bits and the buffer holds exactly the header.
+    // Cannot fail: a PT has 7 bits and the buffer holds exactly the header.
     debug_assert_eq!(built, Ok(RTP_HEADER_LEN));
     h
 }
@@ -36,11 +100,11 @@ pub fn write_header(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32) -> [u8; 
 /// The fields of an incoming packet that the relay needs, read once by [`parse`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtpInfo {
-    pub pt: u8,
+    pub pt: Pt,
     pub marker: bool,
-    pub seq: u16,
+    pub seq: SeqNo,
     pub ts: u32,
-    pub ssrc: u32,
+    pub ssrc: Ssrc,
     /// Byte range of the payload (excluding header extension and padding).
     pub payload_start: usize,
     pub payload_end: usize,
@@ -52,11 +116,11 @@ pub fn parse(pkt: &[u8]) -> Option<RtpInfo> {
     let payload_start = r.payload_offset();
     let payload_end = payload_start + r.payload().len();
     Some(RtpInfo {
-        pt: r.payload_type(),
+        pt: Pt(r.payload_type() & 0x7F),
         marker: r.mark(),
-        seq: u16::from(r.sequence_number()),
+        seq: SeqNo(u16::from(r.sequence_number())),
         ts: r.timestamp(),
-        ssrc: r.ssrc(),
+        ssrc: Ssrc(r.ssrc()),
         payload_start,
         payload_end,
     })
@@ -64,7 +128,7 @@ pub fn parse(pkt: &[u8]) -> Option<RtpInfo> {
 
 /// Rewrites marker/PT, sequence number, timestamp and SSRC of a packet in place (bytes 1..12),
 /// keeping byte 0 (version, padding, extension, CSRC count) and everything after the header.
-pub fn rewrite_header(pkt: &mut [u8], pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32) {
+pub fn rewrite_header(pkt: &mut [u8], pt: Pt, marker: bool, seq: SeqNo, ts: u32, ssrc: Ssrc) {
     let h = write_header(pt, marker, seq, ts, ssrc);
     if let (Some(dst), Some(src)) = (pkt.get_mut(1..RTP_HEADER_LEN), h.get(1..RTP_HEADER_LEN)) {
         dst.copy_from_slice(src);
@@ -76,9 +140,9 @@ pub fn rewrite_header(pkt: &mut [u8], pt: u8, marker: bool, seq: u16, ts: u32, s
 #[derive(Clone, Debug)]
 pub struct OutStream {
     /// Our SSRC towards this leg.
-    pub ssrc: u32,
+    pub ssrc: Ssrc,
     /// Sequence number of the next packet.
-    pub next_seq: u16,
+    pub next_seq: SeqNo,
     /// Timestamp of the last packet sent (or the random initial timestamp).
     pub last_ts: u32,
     /// Schedule time of the last packet sent, `None` before the first one.
@@ -90,7 +154,7 @@ pub struct OutStream {
 impl OutStream {
     /// A fresh stream: random SSRC, sequence number and timestamp (RFC 3550 §5.1), marker pending.
     pub fn new(rng: &mut SmallRng) -> OutStream {
-        OutStream { ssrc: rng.gen(), next_seq: rng.gen(), last_ts: rng.gen(), last_at: None, marker_pending: true }
+        OutStream { ssrc: Ssrc(rng.gen()), next_seq: SeqNo(rng.gen()), last_ts: rng.gen(), last_at: None, marker_pending: true }
     }
 
     /// The timestamp that continues this stream's timeline at `at` (8 units per ms since the last
@@ -111,7 +175,7 @@ impl OutStream {
     }
 
     /// Header for our own next packet (hold music) with timestamp `ts` scheduled at `at`.
-    pub fn next_header(&mut self, pt: u8, ts: u32, at: Time) -> [u8; RTP_HEADER_LEN] {
+    pub fn next_header(&mut self, pt: Pt, ts: u32, at: Time) -> [u8; RTP_HEADER_LEN] {
         let marker = self.take_marker();
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
@@ -123,9 +187,8 @@ impl OutStream {
     /// Records a relayed packet `seq`/`ts` sent at `at`, advancing only if it is newer
     /// (RFC 3550 Appendix A.1 style wrap-around comparison), so that a later switch back to
     /// hold music continues after the highest sequence number sent.
-    pub fn record_relayed(&mut self, seq: u16, ts: u32, at: Time) {
-        let ahead = seq.wrapping_sub(self.next_seq);
-        if ahead < 0x8000 {
+    pub fn record_relayed(&mut self, seq: SeqNo, ts: u32, at: Time) {
+        if seq.is_at_or_after(self.next_seq) {
             self.next_seq = seq.wrapping_add(1);
         }
         if ts.wrapping_sub(self.last_ts) < 0x8000_0000 {
@@ -140,27 +203,31 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    fn pt(v: u8) -> Pt {
+        Pt::new(v).unwrap()
+    }
+
     #[test]
     fn header_layout_rfc3550_5_1() {
-        let h = write_header(8, true, 0x1234, 0xDEADBEEF, 0x01020304);
+        let h = write_header(pt(8), true, SeqNo(0x1234), 0xDEADBEEF, Ssrc(0x01020304));
         assert_eq!(h, [0x80, 0x88, 0x12, 0x34, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3, 4]);
         let i = parse(&h).unwrap();
-        assert_eq!((i.pt, i.marker, i.seq, i.ts, i.ssrc), (8, true, 0x1234, 0xDEADBEEF, 0x01020304));
+        assert_eq!((i.pt, i.marker, i.seq, i.ts, i.ssrc), (pt(8), true, SeqNo(0x1234), 0xDEADBEEF, Ssrc(0x01020304)));
         assert_eq!((i.payload_start, i.payload_end), (12, 12));
     }
 
     #[test]
     fn parse_rejects_short_and_non_v2() {
         assert!(parse(&[0x80; 11]).is_none());
-        let mut h = write_header(0, false, 1, 2, 3);
+        let mut h = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 2, Ssrc(3));
         h[0] = 0x40; // version 1
         assert!(parse(&h).is_none());
         // CSRC count 15 but no room for them.
-        let mut h = write_header(0, false, 1, 2, 3);
+        let mut h = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 2, Ssrc(3));
         h[0] = 0x8F;
         assert!(parse(&h).is_none());
         // Padding flag with a pad length larger than the packet.
-        let mut p = write_header(0, false, 1, 2, 3).to_vec();
+        let mut p = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 2, Ssrc(3)).to_vec();
         p[0] |= 0x20;
         p.push(200);
         assert!(parse(&p).is_none());
@@ -168,13 +235,13 @@ mod tests {
 
     #[test]
     fn rewrite_keeps_byte0_and_payload() {
-        let mut p = write_header(0, false, 1, 2, 3).to_vec();
+        let mut p = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 2, Ssrc(3)).to_vec();
         p[0] |= 0x20; // padding
         p.extend_from_slice(&[9, 9, 1]);
-        rewrite_header(&mut p, 101, true, 7, 8, 9);
+        rewrite_header(&mut p, pt(101), true, SeqNo(7), 8, Ssrc(9));
         assert_eq!(p[0], 0xA0);
         let i = parse(&p).unwrap();
-        assert_eq!((i.pt, i.marker, i.seq, i.ts, i.ssrc), (101, true, 7, 8, 9));
+        assert_eq!((i.pt, i.marker, i.seq, i.ts, i.ssrc), (pt(101), true, SeqNo(7), 8, Ssrc(9)));
         assert_eq!(&p[i.payload_start..i.payload_end], &[9, 9]);
     }
 
@@ -185,16 +252,27 @@ mod tests {
         let t0 = Time::from_secs(100);
         assert_eq!(s.ts_at(t0), s.last_ts);
         let ts0 = s.last_ts;
-        let h = s.next_header(0, ts0, t0);
+        let h = s.next_header(Pt::from(Codec::Pcmu), ts0, t0);
         assert_eq!(h[1] & 0x80, 0x80, "marker on first packet");
         assert_eq!(s.ts_at(t0 + std::time::Duration::from_millis(20)), ts0.wrapping_add(160));
         let seq_before = s.next_seq;
-        s.record_relayed(seq_before.wrapping_sub(5), ts0, t0); // an old packet does not rewind
+        s.record_relayed(SeqNo(seq_before.0.wrapping_sub(5)), ts0, t0); // an old packet does not rewind
         assert_eq!(s.next_seq, seq_before);
         s.record_relayed(seq_before.wrapping_add(3), ts0.wrapping_add(480), t0);
         assert_eq!(s.next_seq, seq_before.wrapping_add(4));
         assert_eq!(s.last_ts, ts0.wrapping_add(480));
-        let h2 = s.next_header(0, ts0.wrapping_add(640), t0);
+        let h2 = s.next_header(Pt::from(Codec::Pcmu), ts0.wrapping_add(640), t0);
         assert_eq!(h2[1] & 0x80, 0, "no marker after the first");
+    }
+
+    #[test]
+    fn typed_values_keep_their_wire_rules() {
+        assert_eq!((Pt::new(127).map(Pt::get), Pt::new(128)), (Some(127), None), "7 bits");
+        assert_eq!((Pt::from(Codec::Pcma), Pt::from(Codec::Pcma).to_string()), (pt(8), "8".to_string()));
+        assert!(pt(101).is_dynamic() && !pt(8).is_dynamic());
+        assert_eq!(SeqNo(0xFFFF).wrapping_add(2), SeqNo(1));
+        assert_eq!(SeqNo(1).since(SeqNo(0xFFFF)), 2);
+        assert!(SeqNo(1).is_at_or_after(SeqNo(0xFFF0)) && !SeqNo(0xFFF0).is_at_or_after(SeqNo(1)));
+        assert!(SeqNo(5).is_at_or_after(SeqNo(5)));
     }
 }

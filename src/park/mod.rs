@@ -4,3 +4,4 @@ pub mod dialog_info;
 pub mod lot;
 pub mod port_shards;
 pub mod ports;
+pub mod shard_plan;

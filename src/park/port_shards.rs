@@ -1,4 +1,5 @@
-//! The RTP port range split between media threads (`[server] media_threads`).
+//! The RTP port range split between media threads (`[server] media_threads`), as the
+//! [`ShardPlan`] cuts it (the io layer spawns its threads from the same plan).
 //!
 //! Each media thread owns a contiguous block of the range: it binds those sockets, paces their hold
 //! music and relays their bridged audio, so the threads share nothing. Relaying happens inside one
@@ -8,41 +9,28 @@
 //! over the threads.
 
 use super::ports::PortPool;
+use super::shard_plan::ShardPlan;
 use crate::media::MediaLegId;
 use crate::time::Time;
 
-/// The even ports of `lo..=hi` cut into `shards` contiguous blocks of (nearly) equal size, as
-/// `(lo, hi)` ranges; fewer blocks when there are fewer even ports than `shards`.
-pub fn shard_ranges(lo: u16, hi: u16, shards: u16) -> Vec<(u16, u16)> {
-    let ports: Vec<u16> = PortPool::all_ports(lo, hi).collect();
-    let n = ports.len();
-    let k = usize::from(shards.max(1)).min(n.max(1));
-    let mut out = Vec::with_capacity(k);
-    let mut start = 0;
-    for s in 0..k {
-        let len = n / k + usize::from(s < n % k);
-        if let (Some(first), Some(last)) = (ports.get(start), ports.get(start + len.saturating_sub(1))) {
-            if len > 0 {
-                out.push((*first, *last));
-            }
-        }
-        start += len;
-    }
-    out
-}
-
-/// One [`PortPool`] per media thread.
+/// One [`PortPool`] per block of a [`ShardPlan`].
 #[derive(Clone, Debug)]
 pub struct PortShards {
-    /// Per shard: its lowest port and its pool, in ascending port order.
-    pools: Vec<(u16, PortPool)>,
+    plan: ShardPlan,
+    /// Per block of `plan`, in the same order: its pool.
+    pools: Vec<PortPool>,
 }
 
 impl PortShards {
-    /// The range `lo..=hi` in `shards` blocks, `legs_per_port` legs per port (see [`PortPool::shared`]).
-    pub fn new(lo: u16, hi: u16, legs_per_port: u16, shards: u16) -> PortShards {
-        let pools = shard_ranges(lo, hi, shards).into_iter().map(|(l, h)| (l, PortPool::shared(l, h, legs_per_port))).collect();
-        PortShards { pools }
+    /// One pool per block of `plan`, `plan.legs_per_port()` legs per port (see [`PortPool::shared`]).
+    pub fn new(plan: &ShardPlan) -> PortShards {
+        let pools = plan.blocks().iter().map(|b| PortPool::shared(b.lo, b.hi, plan.legs_per_port())).collect();
+        PortShards { plan: plan.clone(), pools }
+    }
+
+    /// The plan the blocks follow.
+    pub fn plan(&self) -> &ShardPlan {
+        &self.plan
     }
 
     /// Number of blocks.
@@ -52,25 +40,24 @@ impl PortShards {
 
     /// The block holding `port`.
     pub fn shard_of(&self, port: u16) -> Option<usize> {
-        let i = self.pools.partition_point(|(first, _)| *first <= port);
-        i.checked_sub(1)
+        self.plan.shard_of(port)
     }
 
     /// A leg for a call that is not bridged to anything yet, in the block with the fewest legs in use
     /// (then the lowest); `None` when every port of every block is full.
     pub fn take(&mut self, now: Time) -> Option<MediaLegId> {
-        let emptiest = (0..self.pools.len()).min_by_key(|&i| self.pools.get(i).map_or(usize::MAX, |(_, p)| p.in_use()));
-        if let Some(leg) = emptiest.and_then(|i| self.pools.get_mut(i)).and_then(|(_, p)| p.take(now)) {
+        let emptiest = (0..self.pools.len()).min_by_key(|&i| self.pools.get(i).map_or(usize::MAX, PortPool::in_use));
+        if let Some(leg) = emptiest.and_then(|i| self.pools.get_mut(i)).and_then(|p| p.take(now)) {
             return Some(leg);
         }
         // The emptiest block has no room (blocks can differ in size by a port): any block with room.
-        self.pools.iter_mut().find_map(|(_, p)| p.take(now))
+        self.pools.iter_mut().find_map(|p| p.take(now))
     }
 
     /// A leg in the same block as `partner` (it will be bridged to it); `None` when that block is full.
     pub fn take_beside(&mut self, now: Time, partner: MediaLegId) -> Option<MediaLegId> {
         match self.shard_of(partner.port()) {
-            Some(i) => self.pools.get_mut(i).and_then(|(_, p)| p.take(now)),
+            Some(i) => self.pools.get_mut(i).and_then(|p| p.take(now)),
             None => self.take(now),
         }
     }
@@ -78,7 +65,7 @@ impl PortShards {
     /// Returns a leg to its block.
     pub fn give_back(&mut self, leg: MediaLegId) {
         if let Some(i) = self.shard_of(leg.port()) {
-            if let Some((_, p)) = self.pools.get_mut(i) {
+            if let Some(p) = self.pools.get_mut(i) {
                 p.give_back(leg);
             }
         }
@@ -86,7 +73,7 @@ impl PortShards {
 
     /// Legs handed out and not given back, over all blocks.
     pub fn in_use(&self) -> usize {
-        self.pools.iter().map(|(_, p)| p.in_use()).sum()
+        self.pools.iter().map(PortPool::in_use).sum()
     }
 }
 
@@ -95,19 +82,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_cover_every_even_port_once_in_near_equal_blocks() {
-        assert_eq!(shard_ranges(10000, 10019, 1), vec![(10000, 10018)]);
-        assert_eq!(shard_ranges(10000, 10019, 2), vec![(10000, 10008), (10010, 10018)]);
-        // 11 even ports in 3 blocks: 4 + 4 + 3.
-        assert_eq!(shard_ranges(10001, 10022, 3), vec![(10002, 10008), (10010, 10016), (10018, 10022)]);
-        assert_eq!(shard_ranges(10000, 10003, 8), vec![(10000, 10000), (10002, 10002)], "no empty blocks");
-        assert_eq!(shard_ranges(10000, 10019, 0), vec![(10000, 10018)], "0 counts as 1");
-    }
-
-    #[test]
     fn new_calls_spread_over_blocks_and_bridge_partners_stay_beside_their_leg() {
         let now = Time::from_secs(1_000);
-        let mut s = PortShards::new(10000, 10019, 1, 2);
+        let mut s = PortShards::new(&ShardPlan::clamped(10000, 10019, 1, 2));
         assert_eq!(s.shards(), 2);
         let a = s.take(now).unwrap();
         let b = s.take(now).unwrap();
@@ -127,7 +104,7 @@ mod tests {
     fn a_full_block_refuses_a_partner_even_when_another_has_room() {
         let now = Time::from_secs(1_000);
         // Two blocks of one port each.
-        let mut s = PortShards::new(10000, 10003, 1, 2);
+        let mut s = PortShards::new(&ShardPlan::clamped(10000, 10003, 1, 2));
         let a = s.take(now).unwrap();
         assert_eq!(s.take_beside(now, a), None, "relaying needs both legs in one thread");
         assert!(s.take(now).is_some(), "an unbridged call still finds the other block");

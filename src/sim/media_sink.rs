@@ -182,10 +182,12 @@ impl RtpSink {
             return;
         };
         let payload = pkt.get(info.payload_start..info.payload_end).unwrap_or(&[]);
-        let ext_seq = match self.ext.get_mut(&info.ssrc) {
+        // What a phone reads off the wire: plain numbers.
+        let (ssrc, seq, pt) = (info.ssrc.0, info.seq.0, info.pt.get());
+        let ext_seq = match self.ext.get_mut(&ssrc) {
             None => {
-                let e = 1u64 << 32 | u64::from(info.seq);
-                self.ext.insert(info.ssrc, Ext { highest: e });
+                let e = 1u64 << 32 | u64::from(seq);
+                self.ext.insert(ssrc, Ext { highest: e });
                 e
             }
             Some(x) => {
@@ -193,15 +195,15 @@ impl RtpSink {
                 let base = x.highest & !0xFFFF;
                 let e = [base.wrapping_sub(0x1_0000), base, base + 0x1_0000]
                     .into_iter()
-                    .map(|b| b | u64::from(info.seq))
+                    .map(|b| b | u64::from(seq))
                     .min_by_key(|c| c.abs_diff(x.highest))
-                    .unwrap_or(base | u64::from(info.seq));
+                    .unwrap_or(base | u64::from(seq));
                 x.highest = x.highest.max(e);
                 e
             }
         };
-        let sound = if Codec::from_payload_type(info.pt).is_some() { classify(payload) } else { Sound::Other };
-        self.heard.push(Heard { at, from, ssrc: info.ssrc, seq: info.seq, ext_seq, ts: info.ts, marker: info.marker, pt: info.pt, sound });
+        let sound = if Codec::from_payload_type(pt).is_some() { classify(payload) } else { Sound::Other };
+        self.heard.push(Heard { at, from, ssrc, seq, ext_seq, ts: info.ts, marker: info.marker, pt, sound });
     }
 
     /// Packets heard at or after `t`.
@@ -313,10 +315,10 @@ impl RtpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp::write_header;
+    use crate::media::rtp::{write_header, Pt, SeqNo, Ssrc};
 
     fn pkt(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
-        let mut p = write_header(0, marker, seq, ts, 42).to_vec();
+        let mut p = write_header(Pt::from(Codec::Pcmu), marker, SeqNo(seq), ts, Ssrc(42)).to_vec();
         p.extend_from_slice(payload);
         p
     }

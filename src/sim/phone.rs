@@ -20,7 +20,7 @@
 use super::media_sink::{voice_frame, RtpSink};
 use super::wire::{self, crlf, RequestHead};
 pub use subs::{Notify, Subscription};
-use crate::media::rtp::{write_header, TS_PER_FRAME};
+use crate::media::rtp::{write_header, Pt, SeqNo, Ssrc, TS_PER_FRAME};
 use crate::sip::{parse_message, Message, Method, Request, Response};
 use crate::time::Time;
 use std::collections::HashMap;
@@ -443,7 +443,7 @@ impl Phone {
             return;
         };
         let r = &mut c.rtp;
-        let mut pkt = write_header(0, r.n == 0, r.seq, r.ts, r.ssrc).to_vec();
+        let mut pkt = write_header(Pt::from(crate::media::Codec::Pcmu), r.n == 0, SeqNo(r.seq), r.ts, Ssrc(r.ssrc)).to_vec();
         pkt.extend_from_slice(&voice_frame(talker, r.n));
         r.n += 1;
         r.seq = r.seq.wrapping_add(1);

@@ -1,27 +1,13 @@
 //! Typed access to the text headers parkd reads on demand: Refer-To, Referred-By, Replaces (also inside a
-//! Refer-To URI), Expires and Event.
+//! Refer-To URI), Expires and Event. Each is kept as text in [`Common::headers`] and parsed when asked for.
 
 use super::error::DecodeError;
-use super::message::{Common, NameAddr, Params, Replaces, Request, Uri};
-use super::name_addr::{parse_header_params, parse_name_addr};
-
-/// Parses a Replaces value (RFC 3891 §6.1): `callid;to-tag=..;from-tag=..[;early-only]`, parameters in any
-/// order, names case-insensitive, LWS allowed around `;` and `=`, unknown parameters ignored.
-pub fn parse_replaces(s: &str) -> Result<Replaces, DecodeError> {
-    let bad = || DecodeError::BadReplaces;
-    let s = s.trim();
-    let (call_id, params) = match s.find(';') {
-        Some(i) => s.split_at(i),
-        None => (s, ""),
-    };
-    let call_id = call_id.trim_end_matches([' ', '\t']);
-    if call_id.is_empty() || call_id.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    let params = parse_header_params(params).map_err(|_| bad())?;
-    let tag = |name| params.value(name).filter(|v| !v.starts_with('"')).map(str::to_string).ok_or(bad());
-    Ok(Replaces { call_id: call_id.to_string(), to_tag: tag("to-tag")?, from_tag: tag("from-tag")?, early_only: params.has("early-only") })
-}
+use super::headers::Common;
+use super::message::Request;
+use super::name_addr::{parse_name_addr, NameAddr};
+use super::params::{parse_header_params, Params};
+use super::replaces::{parse_replaces, Replaces};
+use super::uri::Uri;
 
 impl Request {
     /// The Refer-To target (RFC 3515 §2.1), with or without angle brackets.
@@ -83,20 +69,6 @@ mod tests {
         match parse_message(text.as_bytes()) {
             Ok(Message::Request(r)) => r,
             other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn replaces_param_orders_and_flags_rfc3891_6_1() {
-        let want = Replaces { call_id: "abc@h".into(), to_tag: "1".into(), from_tag: "2".into(), early_only: false };
-        for s in ["abc@h;to-tag=1;from-tag=2", "abc@h;from-tag=2;to-tag=1", "abc@h ; FROM-TAG = 2 ; To-Tag=1 ; x=y"] {
-            assert_eq!(parse_replaces(s).unwrap(), want, "{s}");
-        }
-        let r = parse_replaces("abc@h;early-only;from-tag=2;to-tag=1").unwrap();
-        assert!(r.early_only);
-        assert_eq!(parse_replaces(&r.to_string()).unwrap(), r);
-        for bad in ["", ";to-tag=1;from-tag=2", "abc;to-tag=1", "abc;from-tag=2", "a b;to-tag=1;from-tag=2", "abc;to-tag=;from-tag=2"] {
-            assert_eq!(parse_replaces(bad), Err(DecodeError::BadReplaces), "{bad:?}");
         }
     }
 

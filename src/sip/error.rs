@@ -5,7 +5,7 @@
 //! the core can answer it (400, or 505 for a bad version). Anything else, and every broken *response*, is
 //! simply dropped by the caller.
 
-use super::message::ReplyContext;
+use super::reply_context::ReplyContext;
 
 /// Why bytes could not be decoded into a [`super::Message`] (or a part of one).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -180,10 +180,10 @@ fn declared_content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
 fn answerable(e: FramingError, head: &[u8]) -> FramingError {
     let text = String::from_utf8_lossy(super::normalize::skip_leading_line_ends(head));
     let head = parse_head(&text);
-    if head.start_line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
+    if super::start_line::is_status_line(head.start_line) {
         return e; // a response is never answered
     }
-    match super::parse::reply_context(&head) {
+    match super::reply_context::ReplyContext::from_head(&head) {
         Some(reply) => FramingError::Answerable { cause: Box::new(e), reply: Box::new(reply) },
         None => e,
     }

@@ -1,27 +1,60 @@
-//! Header-value grammars shared by several headers: header parameters with LWS and quoted values,
-//! name-addr / addr-spec (RFC 3261 §20.10, §25.1), Via (§20.42) and CSeq (§20.16).
+//! Name-addr / addr-spec (RFC 3261 §20.10, §25.1): the [`NameAddr`] type of From, To, Contact, Route,
+//! Record-Route, Refer-To and Referred-By, its writer and its parser.
 
 use super::error::DecodeError;
-use super::message::{CSeq, Method, NameAddr, Params, Via};
-use super::normalize::{is_token, is_token_char};
-use super::uri::{parse_hostport, parse_uri_strict};
+use super::normalize::{is_token, is_wsp};
+use super::params::{parse_header_params, quoted_end, Params};
+use super::uri::{parse_uri_strict, Uri};
+use std::fmt::{self, Write as _};
 
-fn is_wsp(c: char) -> bool {
-    c == ' ' || c == '\t'
+/// `"Display" <uri>;params` (From, To, Contact, Referred-By, Refer-To, Route, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameAddr {
+    pub display: Option<String>,
+    pub uri: Uri,
+    pub params: Params,
 }
 
-/// Byte index just past the closing quote of the quoted string `s` starts with (handles `\` quoted-pairs).
-fn quoted_end(s: &str) -> Option<usize> {
-    let mut escaped = false;
-    for (i, c) in s.char_indices().skip(1) {
-        match (escaped, c) {
-            (true, _) => escaped = false,
-            (false, '\\') => escaped = true,
-            (false, '"') => return Some(i + 1),
-            _ => {}
+impl NameAddr {
+    pub fn new(uri: Uri) -> NameAddr {
+        NameAddr { display: None, uri, params: Params::default() }
+    }
+    pub fn tag(&self) -> Option<&str> {
+        self.params.value("tag")
+    }
+    pub fn with_tag(mut self, tag: &str) -> NameAddr {
+        self.params.set("tag", Some(tag));
+        self
+    }
+    /// A short human label: the display name, else the URI's user, else the URI.
+    pub fn label(&self) -> String {
+        match (&self.display, &self.uri.user) {
+            (Some(d), _) if !d.is_empty() => d.clone(),
+            (_, Some(u)) => u.clone(),
+            _ => self.uri.to_string(),
         }
     }
-    None
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(64);
+        if let Some(d) = &self.display {
+            s.push('"');
+            for c in d.chars() {
+                if c == '"' || c == '\\' {
+                    s.push('\\');
+                }
+                s.push(c);
+            }
+            s.push_str("\" ");
+        }
+        s.push('<');
+        let _ = write!(s, "{}", self.uri);
+        s.push('>');
+        self.params.write(&mut s);
+        f.write_str(&s)
+    }
 }
 
 /// The content of a quoted string, quoted-pairs resolved.
@@ -38,48 +71,6 @@ fn unquote(q: &str) -> String {
         }
     }
     out
-}
-
-/// Characters of an unquoted `gen-value`: token or host (IPv6 references included).
-fn is_value_char(c: char) -> bool {
-    is_token_char(c) || matches!(c, '[' | ']' | ':')
-}
-
-/// Parses `*( SEMI generic-param )` with LWS allowed around `;` and `=`. Quoted values keep their quotes so
-/// they are written back as they came.
-pub(crate) fn parse_header_params(s: &str) -> Result<Params, ()> {
-    let mut params = Params::default();
-    let mut rest = s.trim_start_matches(is_wsp);
-    while !rest.is_empty() {
-        rest = rest.strip_prefix(';').ok_or(())?.trim_start_matches(is_wsp);
-        let name_len = rest.find(|c| !is_token_char(c)).unwrap_or(rest.len());
-        let (name, after) = rest.split_at(name_len);
-        if name.is_empty() {
-            return Err(());
-        }
-        let after = after.trim_start_matches(is_wsp);
-        match after.strip_prefix('=') {
-            Some(v) => {
-                let v = v.trim_start_matches(is_wsp);
-                let end = if v.starts_with('"') {
-                    quoted_end(v).ok_or(())?
-                } else {
-                    v.find(|c| !is_value_char(c)).unwrap_or(v.len())
-                };
-                let (value, after) = v.split_at(end);
-                if value.is_empty() {
-                    return Err(());
-                }
-                params.0.push((name.to_string(), Some(value.to_string())));
-                rest = after.trim_start_matches(is_wsp);
-            }
-            None => {
-                params.0.push((name.to_string(), None));
-                rest = after;
-            }
-        }
-    }
-    Ok(params)
 }
 
 /// Parses a name-addr or addr-spec with its header parameters: `"Bob" <sip:bob@h>;tag=x`,
@@ -121,39 +112,17 @@ pub fn parse_name_addr(s: &str) -> Result<NameAddr, DecodeError> {
     Ok(NameAddr { display, uri, params })
 }
 
-/// Parses one via-parm: `SIP / 2.0 / UDP host:port ;params` (LWS allowed around the slashes, RFC 3261 §25.1).
-pub(crate) fn parse_via(s: &str) -> Result<Via, ()> {
-    let mut parts = s.splitn(3, '/');
-    let (proto, version, rest) = (parts.next().ok_or(())?, parts.next().ok_or(())?, parts.next().ok_or(())?);
-    if !proto.trim_matches(is_wsp).eq_ignore_ascii_case("SIP") || version.trim_matches(is_wsp) != "2.0" {
-        return Err(());
-    }
-    let rest = rest.trim_start_matches(is_wsp);
-    let n = rest.find(|c| !is_token_char(c)).unwrap_or(rest.len());
-    let (transport, rest) = rest.split_at(n);
-    if transport.is_empty() || !rest.starts_with(is_wsp) {
-        return Err(());
-    }
-    let rest = rest.trim_start_matches(is_wsp);
-    let n = rest.find(|c| c == ';' || is_wsp(c)).unwrap_or(rest.len());
-    let (sent_by, params) = rest.split_at(n);
-    let (host, port) = parse_hostport(sent_by).ok_or(())?;
-    Ok(Via { transport: transport.to_ascii_uppercase(), host: host.to_string(), port, params: parse_header_params(params)? })
-}
-
-/// Parses `CSeq: 1*DIGIT LWS Method`. The number must fit 32 bits (RFC 3261 §8.1.1.5, RFC 4475 §3.1.2.4).
-pub(crate) fn parse_cseq(s: &str) -> Result<CSeq, ()> {
-    let mut it = s.split([' ', '\t']).filter(|t| !t.is_empty());
-    let (seq, method) = (it.next().ok_or(())?, it.next().ok_or(())?);
-    if it.next().is_some() || !seq.bytes().all(|b| b.is_ascii_digit()) || !is_token(method) {
-        return Err(());
-    }
-    Ok(CSeq { seq: seq.parse().map_err(|_| ())?, method: Method::from_token(method) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_addr_display_quotes_display_name() {
+        let mut na = NameAddr::new(Uri::sip(Some("bob"), "h", Some(5062)));
+        na.display = Some("Parked 701: \"Bob\"".into());
+        let na = na.with_tag("x1");
+        assert_eq!(na.to_string(), "\"Parked 701: \\\"Bob\\\"\" <sip:bob@h:5062>;tag=x1");
+    }
 
     #[test]
     fn name_addr_forms_rfc3261_20_10() {
@@ -196,28 +165,6 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_name_addr(s), Err(DecodeError::BadNameAddr), "{s:?}");
-        }
-    }
-
-    #[test]
-    fn via_with_lws_everywhere_rfc4475_3_1_1_1() {
-        let v = parse_via("SIP  / 2.0  / TCP     spindle.example.com   ; branch  =   z9hG4bK9ikj8").unwrap();
-        assert_eq!((v.transport.as_str(), v.host.as_str(), v.port, v.branch()), ("TCP", "spindle.example.com", None, Some("z9hG4bK9ikj8")));
-        let v = parse_via("SIP/2.0/udp [::1]:5070;rport;received=[::2];branch=z9hG4bK1").unwrap();
-        assert_eq!((v.transport.as_str(), v.host.as_str(), v.port), ("UDP", "[::1]", Some(5070)));
-        assert_eq!(v.params.get("rport"), Some(None));
-        assert_eq!(v.params.value("received"), Some("[::2]"));
-        for bad in ["SIP/7.0/UDP h", "SIP/2.0/UDP", "SIP/2.0 UDP h", "SIP/2.0/UDP 192.0.2.15;;", "SIP/2.0/UDP h:x", "SIP/2.0/UDPh"] {
-            assert!(parse_via(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn cseq_number_and_method() {
-        assert_eq!(parse_cseq("0009 INVITE").unwrap(), CSeq { seq: 9, method: Method::Invite });
-        assert_eq!(parse_cseq("1 NEWMETHOD").unwrap().method, Method::Other("NEWMETHOD".into()));
-        for bad in ["36893488147419103232 REGISTER", "-1 INVITE", "1", "1 INVITE x", "a INVITE"] {
-            assert!(parse_cseq(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -77,7 +77,7 @@ impl<'a> Head<'a> {
     }
 }
 
-fn is_wsp(c: char) -> bool {
+pub(crate) fn is_wsp(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 

@@ -1,12 +1,109 @@
-//! URI parsing (RFC 3261 §19.1, §25.1): `sip:`/`sips:` URIs fully, `tel:` URIs as number + parameters, any
-//! other scheme as opaque text (RFC 4475 §3.3.2–3.3.4 require such URIs to parse).
+//! SIP/SIPS/TEL URIs (RFC 3261 §19.1, §25.1): the [`Uri`] type, its writer and its parser. `sip:`/`sips:` URIs
+//! are parsed fully, `tel:` URIs as number + parameters, any other scheme as opaque text (RFC 4475
+//! §3.3.2–3.3.4 require such URIs to parse).
 //!
 //! The user part, the password and URI header values are stored unescaped; parameters are kept as written
-//! (the writer in [`super::message`] does not re-escape them, so unescaping them would break round trips).
+//! (the writer below does not re-escape them, so unescaping them would break round trips).
 
 use super::error::DecodeError;
-use super::message::{Params, Uri};
+use super::params::Params;
+use super::transport::Transport;
 use percent_encoding::percent_decode_str;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+
+/// A SIP/SIPS/TEL URI. `user` and header values are stored unescaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uri {
+    /// Lower-case scheme: `sip`, `sips`, `tel`, ...
+    pub scheme: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Host as written (IPv6 references keep their brackets).
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Params,
+    /// URI headers (`?Replaces=...&Referred-By=...`), names as written, values unescaped.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Uri {
+    pub fn sip(user: Option<&str>, host: &str, port: Option<u16>) -> Uri {
+        Uri {
+            scheme: "sip".into(),
+            user: user.map(str::to_string),
+            password: None,
+            host: host.to_string(),
+            port,
+            params: Params::default(),
+            headers: Vec::new(),
+        }
+    }
+    /// A `sip:` URI pointing at a socket address (`sip:user@1.2.3.4:5060`).
+    pub fn from_addr(user: Option<&str>, addr: SocketAddr) -> Uri {
+        let host = match addr {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        Uri::sip(user, &host, Some(addr.port()))
+    }
+    /// Value of a URI header, case-insensitive on the name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    /// The URI without its headers (what a Request-URI built from it may carry).
+    pub fn without_headers(&self) -> Uri {
+        Uri { headers: Vec::new(), ..self.clone() }
+    }
+    /// The transport named by `;transport=`, UDP when absent.
+    pub fn transport(&self) -> Transport {
+        match self.params.value("transport") {
+            Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+            _ => Transport::Udp,
+        }
+    }
+}
+
+const USER_UNRESERVED: &[u8] = b"-_.!~*'()&=+$,;?/";
+const HVALUE_UNRESERVED: &[u8] = b"-_.!~*'()[]/?:+$";
+
+fn escape_into(out: &mut String, s: &str, keep: &[u8]) {
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{:02X}", b);
+        }
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(48);
+        s.push_str(&self.scheme);
+        s.push(':');
+        if let Some(u) = &self.user {
+            escape_into(&mut s, u, USER_UNRESERVED);
+            if let Some(p) = &self.password {
+                s.push(':');
+                escape_into(&mut s, p, USER_UNRESERVED);
+            }
+            s.push('@');
+        }
+        s.push_str(&self.host);
+        if let Some(p) = self.port {
+            let _ = write!(s, ":{p}");
+        }
+        self.params.write(&mut s);
+        for (i, (n, v)) in self.headers.iter().enumerate() {
+            s.push(if i == 0 { '?' } else { '&' });
+            s.push_str(n);
+            s.push('=');
+            escape_into(&mut s, v, HVALUE_UNRESERVED);
+        }
+        f.write_str(&s)
+    }
+}
 
 /// Parses a URI, ignoring surrounding whitespace: `sip:700@10.0.0.1:5060;transport=tcp?Replaces=a%40h%3B...`.
 pub fn parse_uri(s: &str) -> Result<Uri, DecodeError> {
@@ -139,6 +236,13 @@ pub(crate) fn unescape(s: &str) -> Result<String, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_display_escapes_header_values() {
+        let mut u = Uri::sip(Some("700"), "parkd.example", None);
+        u.headers.push(("Replaces".into(), "abc@h;to-tag=1;from-tag=2".into()));
+        assert_eq!(u.to_string(), "sip:700@parkd.example?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2");
+    }
 
     #[test]
     fn sip_uri_parts_rfc3261_19_1_1() {

@@ -1,0 +1,99 @@
+//! The Via header (RFC 3261 §20.42, §25.1 `via-parm`): the [`Via`] type, its writer and its parser.
+
+use super::normalize::{is_token_char, is_wsp};
+use super::params::{parse_header_params, Params};
+use super::transport::Transport;
+use super::uri::parse_hostport;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+
+/// One Via header field value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Via {
+    /// Upper-case transport token: `UDP`, `TCP`, `TLS`, ...
+    pub transport: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Params,
+}
+
+impl Via {
+    pub fn new(transport: Transport, addr: SocketAddr, branch: &str) -> Via {
+        let host = match addr {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        let mut params = Params::default();
+        params.set("branch", Some(branch));
+        params.set("rport", None);
+        Via { transport: transport.as_str().to_string(), host, port: Some(addr.port()), params }
+    }
+    pub fn branch(&self) -> Option<&str> {
+        self.params.value("branch")
+    }
+    /// `host:port` as a comparable key (the RFC 3261 §17.2.3 "sent-by").
+    pub fn sent_by(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{}", self.host.to_ascii_lowercase(), p),
+            None => self.host.to_ascii_lowercase(),
+        }
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(64);
+        let _ = write!(s, "SIP/2.0/{} {}", self.transport, self.host);
+        if let Some(p) = self.port {
+            let _ = write!(s, ":{p}");
+        }
+        self.params.write(&mut s);
+        f.write_str(&s)
+    }
+}
+
+/// Parses one via-parm: `SIP / 2.0 / UDP host:port ;params` (LWS allowed around the slashes, RFC 3261 §25.1).
+pub(crate) fn parse_via(s: &str) -> Result<Via, ()> {
+    let mut parts = s.splitn(3, '/');
+    let (proto, version, rest) = (parts.next().ok_or(())?, parts.next().ok_or(())?, parts.next().ok_or(())?);
+    if !proto.trim_matches(is_wsp).eq_ignore_ascii_case("SIP") || version.trim_matches(is_wsp) != "2.0" {
+        return Err(());
+    }
+    let rest = rest.trim_start_matches(is_wsp);
+    let n = rest.find(|c| !is_token_char(c)).unwrap_or(rest.len());
+    let (transport, rest) = rest.split_at(n);
+    if transport.is_empty() || !rest.starts_with(is_wsp) {
+        return Err(());
+    }
+    let rest = rest.trim_start_matches(is_wsp);
+    let n = rest.find(|c| c == ';' || is_wsp(c)).unwrap_or(rest.len());
+    let (sent_by, params) = rest.split_at(n);
+    let (host, port) = parse_hostport(sent_by).ok_or(())?;
+    Ok(Via { transport: transport.to_ascii_uppercase(), host: host.to_string(), port, params: parse_header_params(params)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_lws_everywhere_rfc4475_3_1_1_1() {
+        let v = parse_via("SIP  / 2.0  / TCP     spindle.example.com   ; branch  =   z9hG4bK9ikj8").unwrap();
+        assert_eq!((v.transport.as_str(), v.host.as_str(), v.port, v.branch()), ("TCP", "spindle.example.com", None, Some("z9hG4bK9ikj8")));
+        let v = parse_via("SIP/2.0/udp [::1]:5070;rport;received=[::2];branch=z9hG4bK1").unwrap();
+        assert_eq!((v.transport.as_str(), v.host.as_str(), v.port), ("UDP", "[::1]", Some(5070)));
+        assert_eq!(v.params.get("rport"), Some(None));
+        assert_eq!(v.params.value("received"), Some("[::2]"));
+        for bad in ["SIP/7.0/UDP h", "SIP/2.0/UDP", "SIP/2.0 UDP h", "SIP/2.0/UDP 192.0.2.15;;", "SIP/2.0/UDP h:x", "SIP/2.0/UDPh"] {
+            assert!(parse_via(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn new_via_writes_branch_and_rport() {
+        let v = Via::new(Transport::Udp, "[::1]:5060".parse().unwrap(), "z9hG4bK7");
+        assert_eq!(v.to_string(), "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK7;rport");
+        assert_eq!(parse_via(&v.to_string()).unwrap(), v);
+        assert_eq!(v.sent_by(), "[::1]:5060");
+    }
+}
