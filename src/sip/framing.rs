@@ -106,14 +106,15 @@ impl StreamFramer {
         }
         let limit = self.limits.max_message;
         let Some((head_len, body_start)) = find_head_end(&self.buf) else {
-            if self.buf.len() <= limit {
-                return Ok(None);
-            }
-            // Answer from the complete lines of what arrived, if the essentials are among them.
-            let seen = self.buf.get(..limit).unwrap_or_default();
-            let lines = seen.iter().rposition(|&b| b == b'\n').map_or(&seen[..0], |i| &seen[..i]);
-            return Err(answerable(FramingError::HeadTooLarge { limit }, lines));
+            return match self.buf.len() <= limit {
+                true => Ok(None),
+                false => Err(self.head_too_large()),
+            };
         };
+        if body_start > limit {
+            // The same error whether the end of the header section arrived in this read or not (yet).
+            return Err(self.head_too_large());
+        }
         let head = self.buf.get(..head_len).unwrap_or_default();
         let error = |e: FramingError| answerable(e, head);
         if count_headers(head) > self.limits.max_headers {
@@ -128,6 +129,16 @@ impl StreamFramer {
             return Ok(None);
         }
         Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
+    }
+
+    /// A header section longer than the limit, answered from the complete lines among its first `limit` bytes
+    /// (if the essentials are there): what was read beyond the limit does not matter, so the answer does not
+    /// depend on how the stream was cut into reads.
+    fn head_too_large(&self) -> FramingError {
+        let limit = self.limits.max_message;
+        let seen = self.buf.get(..limit).unwrap_or_default();
+        let lines = seen.iter().rposition(|&b| b == b'\n').map_or(&seen[..0], |i| &seen[..i]);
+        answerable(FramingError::HeadTooLarge { limit }, lines)
     }
 }
 
