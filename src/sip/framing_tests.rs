@@ -275,3 +275,30 @@ fn fuzz_regression_head_over_the_limit_is_the_same_error_however_cut() {
         assert_eq!(run(chunk), whole, "cut into {chunk}-byte reads");
     }
 }
+
+/// The search for the end of the header section resumes where the last read stopped: every form of head end
+/// (CRLFCRLF, LFLF, CRLF LF, LF CRLF) is found wherever a read boundary falls inside it.
+#[test]
+fn head_end_is_found_across_every_read_boundary() {
+    for end in ["\r\n\r\n", "\n\n", "\r\n\n", "\n\r\n"] {
+        let text = format!("OPTIONS sip:a@h SIP/2.0{end}").replacen(end, &format!("\r\nContent-Length: 2{end}"), 1) + "ok";
+        let bytes = text.as_bytes();
+        for cut in 1..bytes.len() {
+            let mut f = StreamFramer::new();
+            f.push(&bytes[..cut]);
+            let mut got = frames(&mut f);
+            f.push(&bytes[cut..]);
+            got.extend(frames(&mut f));
+            assert_eq!(got, vec![Frame::Message(Bytes::copy_from_slice(bytes))], "{end:?} cut at {cut}");
+        }
+        // One byte at a time, after a long header section.
+        let long = format!("OPTIONS sip:a@h SIP/2.0\r\n{}Content-Length: 2{end}ok", format!("X-Pad: {}\r\n", "0123456789".repeat(20)).repeat(200));
+        let mut f = StreamFramer::with_limit(64 * 1024);
+        let mut got = Vec::new();
+        for b in long.as_bytes() {
+            f.push(&[*b]);
+            got.extend(frames(&mut f));
+        }
+        assert_eq!(got.len(), 1, "{end:?}");
+    }
+}
