@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn message_len_frames_by_content_length() {
-        assert_eq!(message_len(b"SIP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nokSIP"), Some(38));
+        assert_eq!(message_len(b"SIP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nokSIP"), Some(39));
         assert_eq!(message_len(b"SIP/2.0 200 OK\r\nl: 3\r\n\r\nok"), None);
         assert_eq!(message_len(b"SIP/2.0 200 OK\r\n\r\n"), Some(18));
         assert_eq!(message_len(b"SIP/2.0 200 OK\r\n"), None);
