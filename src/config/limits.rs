@@ -17,10 +17,15 @@
 //! out_of_dialog_burst = 40
 //! in_dialog_per_second = 50       # BYE, re-INVITE, REFER... inside parkd's dialogs with this source
 //! in_dialog_burst = 100
-//! tcp_connections_per_source = 32
 //! retry_after = 5                 # seconds, in the 503
 //! refusals_per_second = 5         # 503s per source and second before silence
 //! tracked_sources = 65536         # sources remembered at once (bounded memory)
+//! tcp_connections_per_source = 32   # beyond it a new connection is reset at once
+//! tcp_connections = 1024             # open TCP connections in all
+//! tcp_first_message_timeout = 10     # seconds; 0 = off
+//! tcp_idle_timeout = 300             # seconds; 0 = off
+//! max_message_bytes = 65536          # UDP and TCP: 413 (513 for an endless header section)
+//! max_headers = 256                  # UDP and TCP: 400 Too Many Headers
 //! [limits.trusted]
 //! new_dialogs_per_second = 500
 //!
@@ -58,7 +63,7 @@ pub struct SourceLimits {
     pub in_dialog_per_second: f64,
     /// How many of those may come at once.
     pub in_dialog_burst: u32,
-    /// Open TCP connections from this source.
+    /// Open TCP connections from this source; a new one beyond it is reset at once (refusal `tcp_per_source`).
     pub tcp_connections_per_source: u32,
 }
 
@@ -117,15 +122,21 @@ pub struct LimitsConfig {
     pub retry_after: u32,
     /// 503s sent to one source per second before it is answered with silence (0: silence at once).
     pub refusals_per_second: u32,
-    /// Open TCP connections in all.
+    /// Open TCP connections in all (`0` = no limit); a new one beyond it is reset at once (`tcp_total`). Each
+    /// costs at most a 4 KiB read buffer, one message being framed (`max_message_bytes`) and 64 queued
+    /// outbound messages: the default bounds TCP memory to about 70 MiB in the worst case.
     pub tcp_connections: u32,
-    /// A TCP connection that has not delivered a whole message this many seconds after opening is closed.
+    /// A TCP connection that has not delivered a whole message this many seconds after it was accepted is
+    /// closed (`tcp_first_message_timeout`; `0` = off). Keep-alives do not count as a message.
     pub tcp_first_message_timeout: u64,
-    /// A TCP connection idle (nothing read, nothing written) this long is closed.
+    /// A TCP connection idle (nothing read, nothing written) this many seconds is closed (`tcp_idle`; `0` = off).
+    /// parkd's keepalive OPTIONS to parked parties (every `keepalive_interval`) keep their connections busy.
     pub tcp_idle_timeout: u64,
-    /// Largest SIP message (header section + body), bytes.
+    /// Largest SIP message (header section + body), bytes, on UDP and TCP: answered `413 Request Entity Too
+    /// Large` (`513 Message Too Large` when the header section does not end within it); a TCP connection is
+    /// then closed (`message_size`).
     pub max_message_bytes: usize,
-    /// Most header lines in one SIP message.
+    /// Most header fields in one SIP message, on UDP and TCP: answered `400 Too Many Headers` (`header_count`).
     pub max_headers: usize,
     /// Source addresses tracked at once (about 200 bytes each: 13 MiB at the default); beyond this the least recently seen source
     /// holding nothing is forgotten, and idle sources are forgotten as traffic goes on. A new source when

@@ -213,7 +213,9 @@ impl ConnCounter {
     }
 
     /// Takes a slot for a new connection from `ip`, or says why not (the connection is then closed at once).
+    /// An IPv4 peer seen on an IPv6 listener (`::ffff:192.0.2.1`) counts as its IPv4 address.
     pub fn try_open(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        let ip = ip.to_canonical();
         let cap = self.limits.per_source_cap(ip);
         let held = self.per_source.get(&ip).copied().unwrap_or(0);
         if cap > 0 && held >= cap {
@@ -229,6 +231,7 @@ impl ConnCounter {
 
     /// Gives back the slot of a connection from `ip` that ended.
     pub fn close(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
         match self.per_source.get_mut(&ip) {
             Some(n) if *n > 1 => *n -= 1,
             Some(_) => {
@@ -241,7 +244,7 @@ impl ConnCounter {
 
     /// Connections open from `ip`.
     pub fn open_from(&self, ip: IpAddr) -> u32 {
-        self.per_source.get(&ip).copied().unwrap_or(0)
+        self.per_source.get(&ip.to_canonical()).copied().unwrap_or(0)
     }
 
     /// Connections open in all.
@@ -347,6 +350,18 @@ mod tests {
         assert_eq!((c.total(), c.open_from(a), c.sources()), (3, 0, 1), "an empty source is forgotten");
         c.close(a);
         assert_eq!(c.total(), 3, "closing a source with nothing open changes nothing");
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_count_and_are_trusted_as_ipv4() {
+        let mut c = ConnCounter::new(limits());
+        let mapped = ip("::ffff:10.1.1.1");
+        for _ in 0..3 {
+            assert_eq!(c.try_open(mapped), Ok(()), "10.0.0.0/8 is trusted (cap 3)");
+        }
+        assert_eq!(c.open_from(ip("10.1.1.1")), 3);
+        c.close(ip("10.1.1.1"));
+        assert_eq!(c.open_from(mapped), 2);
     }
 
     #[test]

@@ -49,10 +49,18 @@ pub enum Frame {
 /// Keep-alives: between messages, `CRLFCRLF` is a ping; a lone `CRLF` (or any other stray CR or LF) is skipped
 /// without answer. The result does not depend on how the stream is cut into pushes, so a lone CRLF followed,
 /// later, by another lone CRLF reads as one ping (answering it is harmless: a CRLF is itself a keep-alive).
+///
+/// Work per read is proportional to the bytes read, not to the bytes held: the search for the end of the header
+/// section resumes where the last one stopped, and a complete header section is parsed once (a peer sending a
+/// 64 KiB message one byte per segment costs 64 Ki small steps, not 2 Gi).
 #[derive(Debug)]
 pub struct StreamFramer {
     buf: BytesMut,
     limits: FrameLimits,
+    /// How much of the message in `buf` is known to hold no end of the header section.
+    scanned: usize,
+    /// The total length of the message in `buf`, once its header section is complete.
+    total: Option<usize>,
 }
 
 impl Default for StreamFramer {
@@ -62,6 +70,13 @@ impl Default for StreamFramer {
 }
 
 const PING: &[u8] = b"\r\n\r\n";
+
+/// What [`StreamFramer::next_head`] found.
+enum Step {
+    Ping,
+    More,
+    Message(usize),
+}
 
 impl StreamFramer {
     /// A framer with the default [`FrameLimits`].
@@ -76,7 +91,7 @@ impl StreamFramer {
 
     /// A framer with these limits. It allocates nothing until bytes arrive.
     pub fn with_limits(limits: FrameLimits) -> StreamFramer {
-        StreamFramer { buf: BytesMut::new(), limits }
+        StreamFramer { buf: BytesMut::new(), limits, scanned: 0, total: None }
     }
 
     /// Appends bytes read from the stream.
@@ -91,29 +106,53 @@ impl StreamFramer {
 
     /// The next complete frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
-        // Keep-alives between messages.
+        let total = match self.total {
+            Some(total) => total,
+            None => match self.next_head()? {
+                Step::Ping => return Ok(Some(Frame::Ping)),
+                Step::More => return Ok(None),
+                Step::Message(total) => total,
+            },
+        };
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        self.total = None;
+        self.scanned = 0;
+        Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
+    }
+
+    /// Skips keep-alives up to a ping, or finds and checks the header section of the next message (its total
+    /// length, once complete).
+    fn next_head(&mut self) -> Result<Step, FramingError> {
+        // Keep-alives between messages (a message in progress starts with another byte).
         loop {
             if self.buf.starts_with(PING) {
                 self.buf.advance(PING.len());
-                return Ok(Some(Frame::Ping));
+                return Ok(Step::Ping);
             }
             match self.buf.first() {
-                None => return Ok(None),
-                Some(b'\r' | b'\n') if PING.starts_with(&self.buf) => return Ok(None), // maybe the start of a ping
+                None => return Ok(Step::More),
+                Some(b'\r' | b'\n') if PING.starts_with(&self.buf) => return Ok(Step::More), // maybe the start of a ping
                 Some(b'\r' | b'\n') => self.buf.advance(1),
                 Some(_) => break,
             }
         }
         let limit = self.limits.max_message;
-        let Some((head_len, body_start)) = find_head_end(&self.buf) else {
-            if self.buf.len() <= limit {
-                return Ok(None);
-            }
-            // Answer from the complete lines of what arrived, if the essentials are among them.
-            let seen = self.buf.get(..limit).unwrap_or_default();
-            let lines = seen.iter().rposition(|&b| b == b'\n').map_or(&seen[..0], |i| &seen[..i]);
-            return Err(answerable(FramingError::HeadTooLarge { limit }, lines));
+        // A head end may straddle the last search's end: resume 3 bytes before it.
+        let from = self.scanned.saturating_sub(3);
+        let found = find_head_end(self.buf.get(from..).unwrap_or_default()).map(|(h, b)| (from + h, from + b));
+        let Some((head_len, body_start)) = found else {
+            self.scanned = self.buf.len();
+            return match self.buf.len() <= limit {
+                true => Ok(Step::More),
+                false => Err(self.head_too_large()),
+            };
         };
+        if body_start > limit {
+            // The same error whether the end of the header section arrived in this read or not (yet).
+            return Err(self.head_too_large());
+        }
         let head = self.buf.get(..head_len).unwrap_or_default();
         let error = |e: FramingError| answerable(e, head);
         if count_headers(head) > self.limits.max_headers {
@@ -124,10 +163,18 @@ impl StreamFramer {
         if total > limit {
             return Err(error(FramingError::Oversize { limit }));
         }
-        if self.buf.len() < total {
-            return Ok(None);
-        }
-        Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
+        self.total = Some(total);
+        Ok(Step::Message(total))
+    }
+
+    /// A header section longer than the limit, answered from the complete lines among its first `limit` bytes
+    /// (if the essentials are there): what was read beyond the limit does not matter, so the answer does not
+    /// depend on how the stream was cut into reads.
+    fn head_too_large(&self) -> FramingError {
+        let limit = self.limits.max_message;
+        let seen = self.buf.get(..limit).unwrap_or_default();
+        let lines = seen.iter().rposition(|&b| b == b'\n').map_or(&seen[..0], |i| &seen[..i]);
+        answerable(FramingError::HeadTooLarge { limit }, lines)
     }
 }
 

@@ -245,3 +245,60 @@ fn framing_is_independent_of_how_the_stream_is_cut() {
         assert_eq!((got, err), expected);
     }
 }
+
+/// Fuzz finding (stream target, RFC 4475 longreq with a 2048-byte limit): a header section over the limit
+/// that also had too many fields was `TooManyHeaders` when it arrived in one read and `HeadTooLarge` when cut
+/// into reads, with different answers. Now it is `HeadTooLarge`, answered from its first 2048 bytes, however
+/// it is cut.
+#[test]
+fn fuzz_regression_head_over_the_limit_is_the_same_error_however_cut() {
+    let longreq: &[u8] = include_bytes!("testdata/rfc4475/longreq.dat");
+    let limits = FrameLimits { max_message: 2048, max_headers: 24 };
+    let run = |chunk: usize| {
+        let mut f = StreamFramer::with_limits(limits);
+        let mut got = (Vec::new(), None);
+        for piece in longreq.chunks(chunk) {
+            f.push(piece);
+            let (fr, e) = drain(&mut f);
+            got.0.extend(fr);
+            if e.is_some() {
+                got.1 = e;
+                break;
+            }
+        }
+        got
+    };
+    let whole = run(longreq.len());
+    assert_eq!(whole.1.as_ref().map(|e| e.cause()), Some(&FramingError::HeadTooLarge { limit: 2048 }));
+    assert!(whole.1.as_ref().and_then(|e| e.response_bytes()).is_some(), "answered from the first 2048 bytes");
+    for chunk in [1, 7, 64, 1000, 2048, 2049] {
+        assert_eq!(run(chunk), whole, "cut into {chunk}-byte reads");
+    }
+}
+
+/// The search for the end of the header section resumes where the last read stopped: every form of head end
+/// (CRLFCRLF, LFLF, CRLF LF, LF CRLF) is found wherever a read boundary falls inside it.
+#[test]
+fn head_end_is_found_across_every_read_boundary() {
+    for end in ["\r\n\r\n", "\n\n", "\r\n\n", "\n\r\n"] {
+        let text = format!("OPTIONS sip:a@h SIP/2.0{end}").replacen(end, &format!("\r\nContent-Length: 2{end}"), 1) + "ok";
+        let bytes = text.as_bytes();
+        for cut in 1..bytes.len() {
+            let mut f = StreamFramer::new();
+            f.push(&bytes[..cut]);
+            let mut got = frames(&mut f);
+            f.push(&bytes[cut..]);
+            got.extend(frames(&mut f));
+            assert_eq!(got, vec![Frame::Message(Bytes::copy_from_slice(bytes))], "{end:?} cut at {cut}");
+        }
+        // One byte at a time, after a long header section.
+        let long = format!("OPTIONS sip:a@h SIP/2.0\r\n{}Content-Length: 2{end}ok", format!("X-Pad: {}\r\n", "0123456789".repeat(20)).repeat(200));
+        let mut f = StreamFramer::with_limit(64 * 1024);
+        let mut got = Vec::new();
+        for b in long.as_bytes() {
+            f.push(&[*b]);
+            got.extend(frames(&mut f));
+        }
+        assert_eq!(got.len(), 1, "{end:?}");
+    }
+}
