@@ -21,8 +21,10 @@ use crate::sys;
 pub const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// How long RSS is watched after the flood for it to come back.
 pub const RECOVERY_WINDOW: Duration = Duration::from_secs(30);
-/// How long the legitimate load runs alone before the flood, so the baseline RSS includes its working set.
-const WARM_UP: Duration = Duration::from_secs(5);
+/// How long the legitimate load runs alone before the flood, so the baseline RSS includes its working set. Its
+/// transactions live 64·T1 = 32 s after they end (RFC 6026 Timer L for the 2xx INVITEs, Timer J for the BYEs), so
+/// parkd's memory for a steady load only stops growing after 32 s: the baseline is taken after that.
+const WARM_UP: Duration = Duration::from_secs(35);
 /// "Back" means within this much of the RSS before the flood.
 const RSS_SLACK_KIB: u64 = 2048;
 
@@ -63,7 +65,8 @@ impl FloodResult {
 pub fn run(parkd: &sys::Parkd, rate: u32, secs: u64, legit_rate: u32, progress: &mut dyn FnMut(String)) -> io::Result<FloodResult> {
     let pid = parkd.pid();
     // Warm up with the legitimate load alone first, so "before" already holds what normal calls make parkd
-    // allocate (maps at their working size, media buffers) and the growth measured is the flood's.
+    // allocate (their transactions for 32 s, maps at their working size, media buffers) and the growth measured is
+    // the flood's.
     cycle::run(parkd, legit_rate, (legit_rate as u64 * WARM_UP.as_secs()) as usize, progress)?;
     let rss_before = sys::rss_kib(pid);
     let stop = Arc::new(AtomicBool::new(false));

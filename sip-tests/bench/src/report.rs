@@ -267,8 +267,8 @@ fn flood_section(f: &FloodResult) -> String {
     let _ = writeln!(
         s,
         "{FLOOD_SOURCE} sends {} INVITEs/s to the park code, each a new call never ACKed ({} in all), while 127.0.0.1 \
-         (listed in `trusted_proxies`, standing for the PBX) runs {} park → retrieve → hang-up cycles/s (the same load runs 5 s alone \
-         first, so RSS \"before\" includes its working set). Goals: ≥ 99 % of \
+         (listed in `trusted_proxies`, standing for the PBX) runs {} park → retrieve → hang-up cycles/s (the same load runs 35 s alone \
+         first — its transactions live 32 s — so RSS \"before\" includes its working set). Goals: ≥ 99 % of \
          the legitimate cycles complete, their INVITE→200 p99 ≤ 100 ms, RSS growth ≤ 64 MiB and back within {} s.\n",
         f.flood_rate,
         f.flood_sent,
