@@ -20,6 +20,18 @@ pub enum CallTimer {
     Keepalive,
 }
 
+impl CallTimer {
+    /// The reason [`super::Core::poll_timeout`] gives for this deadline.
+    pub fn wake(self) -> super::Wake {
+        match self {
+            CallTimer::Recall => super::Wake::Recall,
+            CallTimer::RecallRing => super::Wake::RecallRing,
+            CallTimer::MaxPark => super::Wake::MaxPark,
+            CallTimer::Keepalive => super::Wake::Keepalive,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct CallTimers {
     heap: BinaryHeap<Reverse<(Time, CallRef, CallTimer)>>,
@@ -30,9 +42,9 @@ impl CallTimers {
         self.heap.push(Reverse((at, call, kind)));
     }
 
-    /// The earliest entry's time (possibly a stale one: waking early is harmless).
-    pub fn next(&self) -> Option<Time> {
-        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    /// The earliest entry's time and kind (possibly a stale one: waking early is harmless).
+    pub fn next(&self) -> Option<(Time, super::Wake)> {
+        self.heap.peek().map(|Reverse((t, _, kind))| (*t, kind.wake()))
     }
 
     /// Pops the earliest entry if it is due at `now`.
@@ -55,11 +67,11 @@ mod tests {
         q.arm(Time::from_secs(45), CallRef(1), CallTimer::Recall);
         q.arm(Time::from_secs(10), CallRef(2), CallTimer::Recall);
         q.arm(Time::from_secs(30), CallRef(1), CallTimer::MaxPark);
-        assert_eq!(q.next(), Some(Time::from_secs(10)));
+        assert_eq!(q.next(), Some((Time::from_secs(10), crate::core::Wake::Recall)));
         assert_eq!(q.pop_due(Time::from_secs(9)), None);
         assert_eq!(q.pop_due(Time::from_secs(40)), Some((Time::from_secs(10), CallRef(2), CallTimer::Recall)));
         assert_eq!(q.pop_due(Time::from_secs(40)), Some((Time::from_secs(30), CallRef(1), CallTimer::MaxPark)));
         assert_eq!(q.pop_due(Time::from_secs(40)), None);
-        assert_eq!(q.next(), Some(Time::from_secs(45)));
+        assert_eq!(q.next(), Some((Time::from_secs(45), crate::core::Wake::Recall)));
     }
 }

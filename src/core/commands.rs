@@ -82,12 +82,13 @@ pub type CommandResult = Result<CommandOutcome, CommandError>;
 impl Core {
     /// Runs one application command at `now`. Drain [`Core::poll_output`] afterwards, as after any input.
     pub fn handle_command(&mut self, now: Time, cmd: Command) -> CommandResult {
-        self.last_now = self.last_now.max(now);
-        match cmd {
+        let result = match cmd {
             Command::ParkCall { call_id, orbit, lot } => self.cmd_park_call(now, &call_id, orbit.as_deref(), lot.as_deref()),
             Command::Unpark { orbit, to } => self.cmd_unpark(now, &orbit, &to),
             Command::Hangup { orbit } => self.cmd_hangup(now, &orbit),
-        }
+        };
+        self.settle(now);
+        result
     }
 
     /// The parked call in orbit `name`, with its lot and orbit index.

@@ -16,7 +16,6 @@ impl Core {
     /// One SIP message from `from` (a UDP datagram, or one message framed off a TCP stream).
     /// Malformed input is answered 400 when enough of it is readable, else dropped; it never panics.
     pub fn handle_sip(&mut self, now: Time, from: Peer, bytes: &[u8]) {
-        self.last_now = self.last_now.max(now);
         match crate::sip::parse_message(bytes) {
             Ok(Message::Request(req)) => self.on_request(now, from, req),
             Ok(Message::Response(resp)) => self.on_response(now, from, resp),
@@ -32,6 +31,7 @@ impl Core {
                 }
             }
         }
+        self.settle(now);
     }
 
     fn on_request(&mut self, now: Time, from: Peer, req: Request) {
@@ -205,20 +205,15 @@ impl Core {
         }
     }
 
-    pub(super) fn on_txn_event(&mut self, ev: TxnEvent) {
+    /// Something the transaction layer reported while an input was handled, acted on with that input's `now`.
+    pub(super) fn on_txn_event(&mut self, now: Time, ev: TxnEvent) {
         match ev {
             TxnEvent::ClientTimeout(id) => match self.client_txns.remove(&id) {
-                Some(ClientPurpose::Recall(call)) => {
-                    let now = self.last_now;
-                    self.on_recall_timeout(now, call, id);
-                }
+                Some(ClientPurpose::Recall(call)) => self.on_recall_timeout(now, call, id),
                 Some(ClientPurpose::OrphanRecall) => {
                     self.orphans.remove(&id);
                 }
-                Some(ClientPurpose::Keepalive(call)) => {
-                    let now = self.last_now;
-                    self.on_keepalive_result(now, call, 408);
-                }
+                Some(ClientPurpose::Keepalive(call)) => self.on_keepalive_result(now, call, 408),
                 Some(ClientPurpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
                 _ => {}
             },
@@ -226,7 +221,6 @@ impl Core {
                 if let Some(leg_id) = self.pending_acks.remove(&txn) {
                     tracing::warn!(%call_id, "2xx never acknowledged; ending the call");
                     self.out.push_back(Output::Event(ParkEvent::AckTimeout { call_id }));
-                    let now = self.last_now;
                     self.end_leg(now, leg_id, true);
                 }
             }

@@ -1,10 +1,7 @@
 //! The sans-IO core: one SIP endpoint holding every dialog and parked call of a worker.
 //!
-//! Driving contract (str0m/quinn style):
-//! * feed input with [`Core::handle_sip`] (a datagram or a framed TCP message) and [`Core::handle_timeout`];
-//! * after each, drain [`Core::poll_output`] until it returns `None`;
-//! * sleep until [`Core::poll_timeout`] (an O(1) peek), then call `handle_timeout` — early or repeated calls
-//!   do nothing.
+//! How to drive it — inputs with `now`, outputs drained until `None`, `poll_timeout` with its reason — is the
+//! engine contract, documented in one place: [`contract`].
 //!
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
@@ -14,6 +11,7 @@ mod auth;
 mod blf;
 mod call_timers;
 pub mod commands;
+pub mod contract;
 pub mod dial_allow;
 mod events;
 mod gate;
@@ -31,35 +29,23 @@ pub mod snapshot;
 mod transfer;
 
 pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
+pub use contract::{Output, Wake};
 pub use events::ParkEvent;
 pub use originate::OriginateError;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use legs::{CallRef, LegId};
 
 use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
-use crate::media::MediaCommand;
 use crate::park::lot::{Dialed, Lot};
 use crate::park::port_shards::PortShards;
 use crate::sip::{NameAddr, Peer, Transport, Uri};
 use crate::time::Time;
 use crate::txn::{TimerConfig, TxnLayer, TxnOutput};
-use bytes::Bytes;
 use legs::{Leg, ParkedCall};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-
-/// What the core asks its driver to do.
-#[derive(Debug)]
-pub enum Output {
-    /// Send these bytes to that peer (UDP datagram, or on/over a TCP connection to it).
-    Sip { to: Peer, bytes: Bytes },
-    /// Start, change or stop media on the media plane.
-    Media(MediaCommand),
-    /// Something a person or an application may want to know (logged, counted, streamed).
-    Event(ParkEvent),
-}
 
 /// Counts of live state, for tests and metrics: all return to zero when every call has ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,8 +114,6 @@ pub struct Core {
     orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
     /// The outbound proxy as a Route entry and its address.
     outbound_proxy: Option<(NameAddr, Peer)>,
-    /// The latest `now` seen, for work triggered from inside output draining.
-    last_now: Time,
     next_id: u64,
     out: VecDeque<Output>,
     /// parkd's own sent-by and Contact.
@@ -175,7 +159,6 @@ impl Core {
             nonce_key,
             orphans: HashMap::new(),
             outbound_proxy,
-            last_now: Time::ZERO,
             next_id: 1,
             out: VecDeque::new(),
             local_addr,
@@ -191,38 +174,41 @@ impl Core {
         self.admission = admission::Admission::new(limits, access, &self.server.trusted_proxies);
     }
 
-    /// The next output, if any. Drain fully after every `handle_*` call.
+    /// The next output, if any. Drain until `None` after every `handle_*` call (see [`contract`]).
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some(o) = self.out.pop_front() {
-            return Some(o);
-        }
-        while let Some(t) = self.txn.poll_output() {
-            match t {
-                TxnOutput::Transmit { to, bytes } => return Some(Output::Sip { to, bytes }),
-                TxnOutput::Event(ev) => {
-                    self.on_txn_event(ev);
-                    if let Some(o) = self.out.pop_front() {
-                        return Some(o);
-                    }
-                }
-            }
-        }
-        None
+        self.out.pop_front()
     }
 
-    /// When `handle_timeout` should next be called.
-    pub fn poll_timeout(&self) -> Option<Time> {
-        [self.txn.poll_timeout(), self.call_timers.next(), self.blf.next_expiry()].into_iter().flatten().min()
+    /// When [`Core::handle_timeout`] should next be called, and why: the earliest deadline of the transaction
+    /// layer and the rooms (a peek of each one's queue; possibly a cancelled one, waking early is harmless).
+    pub fn poll_timeout(&self) -> Option<(Time, Wake)> {
+        contract::earliest([
+            self.txn.poll_timeout().map(|t| (t, Wake::Transaction)),
+            self.call_timers.next(),
+            self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
+        ])
     }
 
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Time) {
-        self.last_now = self.last_now.max(now);
         self.txn.handle_timeout(now);
         while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
             self.on_call_timer(now, at, call, kind);
         }
         self.blf_handle_timeout(now);
+        self.settle(now);
+    }
+
+    /// Ends every `handle_*` call: what the transaction layer queued is moved to the output queue in order, and
+    /// what it reported (a client transaction timed out, a 2xx was never ACKed) is acted on now, with the
+    /// input's `now`, until the layer has nothing more to say.
+    fn settle(&mut self, now: Time) {
+        while let Some(t) = self.txn.poll_output() {
+            match t {
+                TxnOutput::Transmit { to, bytes } => self.out.push_back(Output::Sip { to, bytes }),
+                TxnOutput::Event(ev) => self.on_txn_event(now, ev),
+            }
+        }
     }
 
     /// The core's counters, with the transaction layer's retransmission counts.

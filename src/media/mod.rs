@@ -5,7 +5,7 @@
 //! `[server] rtp_legs_per_port`). The signalling core allocates ids and drives [`MediaPlane`] with
 //! [`MediaCommand`]s; the io layer
 //! ([`crate::io::media_thread`]) feeds received datagrams to [`MediaPlane::on_rtp`], sends what
-//! it returns, and calls [`MediaPlane::poll_hold`] at [`MediaPlane::next_deadline`]. Like the
+//! it returns, and calls [`MediaPlane::poll_hold`] at [`MediaPlane::poll_timeout`]. Like the
 //! rest of parkd's core, nothing here reads a clock or touches a socket.
 //!
 //! * [`g711`] — μ-law / A-law codecs and transcoding tables.
@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 pub use music::{HoldMusic, MusicError};
-pub use plane::{MediaPlane, MediaStats};
+pub use plane::{MediaPlane, MediaStats, MediaWake};
 pub use prompts::Prompt;
 
 /// The audio codecs parkd speaks: G.711 at 8 kHz, 20 ms packets (RFC 3551 §4.5.14).
