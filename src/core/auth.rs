@@ -256,11 +256,11 @@ impl Core {
             // Credentials that do not verify: a wrong password or an unknown user (not told apart).
             self.admission.refused(now, from.addr.ip(), super::admission::Reason::AuthFailed);
         }
-        let random = rand::Rng::gen::<u64>(&mut self.rng);
+        let random = rand::Rng::gen::<u64>(self.ep.rng());
         let nonce = self.nonce_key.make(now, random);
         let stale = if stale { ", stale=true" } else { "" };
         let realm = cfg.realm.replace(['"', '\\'], "");
-        self.respond(now, txn, req, 401, None, None, |r| {
+        self.ep.respond(now, txn, req, 401, None, None, |r| {
             for alg in [Algorithm::Sha256, Algorithm::Md5] {
                 let value = format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", qop=\"auth\", algorithm={}{stale}", alg.as_str());
                 r.common.push_header("WWW-Authenticate", value);

@@ -20,7 +20,7 @@
 use super::admission::{Action, Hold, Reason};
 use super::orbit_view::{OrbitState, ParkedView};
 use super::reply::ALLOW_EVENTS;
-use super::{ClientPurpose, Core};
+use super::{Purpose, Core};
 use crate::config::BlfOccupiedState;
 use crate::dialog::{Dialog, DialogKey};
 use crate::park::dialog_info::{DialogEntry, DialogIds, DialogInfo, DialogState, Identity, DIALOG_INFO_CONTENT_TYPE};
@@ -43,7 +43,7 @@ pub const MAX_EXPIRES: u32 = 3600;
 pub const MIN_EXPIRES: u32 = 60;
 
 /// A subscription's handle. Never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SubId(pub u64);
 
 /// What a subscription watches.
@@ -175,7 +175,7 @@ impl Core {
         let event_id = match check_event(&req) {
             Ok(id) => id,
             Err((status, why)) => {
-                return self.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Allow-Events", ALLOW_EVENTS));
+                return self.ep.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Allow-Events", ALLOW_EVENTS));
             }
         };
         let user = req.uri.user.clone().unwrap_or_default();
@@ -183,25 +183,25 @@ impl Core {
             if !self.authorized_for_unknown_number(now, txn, from, &req) {
                 return;
             }
-            return self.respond(now, txn, &req, 404, None, None, |_| {});
+            return self.ep.respond(now, txn, &req, 404, None, None, |_| {});
         };
         if let Err(e) = self.access(lot, Action::Subscribe, from) {
             self.admission.refused(now, from.addr.ip(), Reason::Acl);
-            return self.respond(now, txn, &req, 403, Some(e.reason()), None, |_| {});
+            return self.ep.respond(now, txn, &req, 403, Some(e.reason()), None, |_| {});
         }
         if !self.authorized(now, txn, from, &req, lot, Action::Subscribe) {
             return;
         }
         if !accepts_dialog_info(&req) {
-            return self.respond(now, txn, &req, 406, Some("Not Acceptable"), None, |r| r.common.push_header("Accept", DIALOG_INFO_CONTENT_TYPE));
+            return self.ep.respond(now, txn, &req, 406, Some("Not Acceptable"), None, |r| r.common.push_header("Accept", DIALOG_INFO_CONTENT_TYPE));
         }
         if req.common.contact.is_empty() {
-            return self.respond(now, txn, &req, 400, Some("Missing Contact Header"), None, |_| {});
+            return self.ep.respond(now, txn, &req, 400, Some("Missing Contact Header"), None, |_| {});
         }
         let expires = match granted_expires(&req) {
             Ok(e) => e,
             Err((status, why)) => {
-                return self.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Min-Expires", MIN_EXPIRES.to_string()));
+                return self.ep.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Min-Expires", MIN_EXPIRES.to_string()));
             }
         };
         if expires > 0 {
@@ -214,10 +214,10 @@ impl Core {
             Dialed::Orbit(i) => Watched::Orbit(i),
             Dialed::ParkCode | Dialed::RetrieveCode => Watched::Lot,
         };
-        let tag = self.new_tag();
+        let tag = self.ep.new_tag();
         let dialog = Dialog::as_uas(&req, from, &tag);
-        let contact = self.contact(from.transport);
-        self.respond(now, txn, &req, 200, None, Some(&tag), |r| {
+        let contact = self.ep.contact(from.transport);
+        self.ep.respond(now, txn, &req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Expires", expires.to_string());
             r.common.push_header("Allow-Events", ALLOW_EVENTS);
@@ -258,30 +258,30 @@ impl Core {
     /// A request inside a subscription dialog: a refresh or unsubscribe (SUBSCRIBE), anything else refused.
     pub(super) fn on_subscription_request(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, id: SubId) {
         let Some(sub) = self.blf.subs.get_mut(&id) else {
-            return self.respond(now, txn, &req, 481, None, None, |_| {});
+            return self.ep.respond(now, txn, &req, 481, None, None, |_| {});
         };
         if !sub.dialog.accept_remote_cseq(req.common.cseq.seq, &req.method) {
-            return self.respond(now, txn, &req, 500, Some("CSeq Out of Order"), None, |_| {});
+            return self.ep.respond(now, txn, &req, 500, Some("CSeq Out of Order"), None, |_| {});
         }
         match req.method {
             Method::Subscribe => {}
             Method::Ack | Method::Cancel => return,
-            _ => return self.respond(now, txn, &req, 405, None, None, |r| r.common.push_header("Allow", "SUBSCRIBE")),
+            _ => return self.ep.respond(now, txn, &req, 405, None, None, |r| r.common.push_header("Allow", "SUBSCRIBE")),
         }
         if let Err((status, why)) = check_event(&req) {
-            return self.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Allow-Events", ALLOW_EVENTS));
+            return self.ep.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Allow-Events", ALLOW_EVENTS));
         }
         let expires = match granted_expires(&req) {
             Ok(e) => e,
             Err((status, why)) => {
-                return self.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Min-Expires", MIN_EXPIRES.to_string()));
+                return self.ep.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Min-Expires", MIN_EXPIRES.to_string()));
             }
         };
-        let contact = self.contact(from.transport);
+        let contact = self.ep.contact(from.transport);
         let Some(sub) = self.blf.subs.get_mut(&id) else { return };
         sub.dialog.refresh_target(&req, from);
         let tag = sub.dialog.local_tag().to_string();
-        self.respond(now, txn, &req, 200, None, Some(&tag), |r| {
+        self.ep.respond(now, txn, &req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Expires", expires.to_string());
         });
@@ -324,7 +324,7 @@ impl Core {
     /// A response to a NOTIFY parkd sent.
     pub(super) fn on_notify_response(&mut self, now: Time, id: SubId, txn: ClientTxnId, verdict: ClientVerdict) {
         let ClientVerdict::Final(resp) = verdict else { return };
-        self.client_txns.remove(&txn);
+        self.ep.finish(txn);
         let Some(sub) = self.blf.subs.get_mut(&id) else { return };
         if sub.in_flight != Some(txn) {
             return;
@@ -390,15 +390,8 @@ impl Core {
             Some(i) => format!("{EVENT_PACKAGE};id={i}"),
             None => EVENT_PACKAGE.to_string(),
         };
-        let branch = self.new_branch();
         let Some(sub) = self.blf.subs.get_mut(&id) else { return };
-        let contact_transport = sub.dialog.next_hop.transport;
-        let mut uri = Uri::from_addr(Some("parkd"), self.local_addr);
-        if contact_transport == crate::sip::Transport::Tcp {
-            uri.params.set("transport", Some("tcp"));
-        }
-        let contact = crate::sip::NameAddr::new(uri);
-        let mut notify = sub.dialog.request(Method::Notify, self.local_addr, &branch, &contact);
+        let mut notify = self.ep.request_in(&mut sub.dialog, Method::Notify);
         notify.common.push_header("Event", event);
         notify.common.push_header("Subscription-State", state);
         notify.common.push_header("User-Agent", super::reply::PRODUCT);
@@ -407,11 +400,10 @@ impl Core {
         sub.next_version += 1;
         sub.dirty = false;
         sub.final_sent = sub.ending.is_some();
-        let txn = self.txn.send_request(now, next_hop, &notify);
+        let txn = self.ep.send(now, next_hop, &notify, Purpose::BlfNotify(id));
         if let Some(sub) = self.blf.subs.get_mut(&id) {
             sub.in_flight = Some(txn);
         }
-        self.client_txns.insert(txn, ClientPurpose::BlfNotify(id));
     }
 
     /// The dialog-info document for what a subscription watches.

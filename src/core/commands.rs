@@ -7,7 +7,7 @@
 
 use super::legs::{CallRef, CallState, ParkHow, RecallTarget};
 use super::originate::{OriginateError, OriginateSpec};
-use super::{Core, Output, ParkEvent};
+use super::{Core, ParkEvent};
 use crate::park::lot::OrbitIdx;
 use crate::time::Time;
 use std::time::Duration;
@@ -110,7 +110,7 @@ impl Core {
         let call_id = self.legs.get(&c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
         let lot_name = self.lots[lot].name().to_string();
         tracing::info!(orbit = %c.orbit_name, "parked call ended by an application");
-        self.out.push_back(Output::Event(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone() }));
+        self.ep.emit(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone() });
         self.hangup_leg_with_reason(now, c.parked, Some("SIP;cause=200;text=\"Call ended by the attendant\"".into()));
         Ok(CommandOutcome::HungUp { lot: lot_name, orbit: c.orbit_name, call_id })
     }
@@ -137,7 +137,7 @@ impl Core {
         tracing::info!(%orbit, ?allowed, "unpark destination allowed");
         let to = uri.without_headers().to_string();
         let round = self.calls.get(&call).map(|c| c.rounds).unwrap_or(0);
-        self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit: orbit.to_string(), to: to.clone(), target: RecallTarget::ApiUnpark, round }));
+        self.ep.emit(ParkEvent::RecallStarted { orbit: orbit.to_string(), to: to.clone(), target: RecallTarget::ApiUnpark, round });
         Ok(CommandOutcome::Unparking { lot: lot_name, orbit: orbit.to_string(), to, ring_secs })
     }
 
@@ -154,7 +154,7 @@ impl Core {
             self.call_timers.arm(at, call, super::call_timers::CallTimer::Recall);
         }
         tracing::info!(%orbit, status, "unpark not answered; the call stays parked");
-        self.out.push_back(Output::Event(ParkEvent::RecallFailed { orbit, status, target: RecallTarget::ApiUnpark }));
+        self.ep.emit(ParkEvent::RecallFailed { orbit, status, target: RecallTarget::ApiUnpark });
     }
 
     fn cmd_park_call(&mut self, now: Time, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> CommandResult {

@@ -91,11 +91,11 @@ impl Core {
     pub(super) fn dial_check(&self, call: CallRef, lot: usize, to: &Uri) -> Result<Allowed, CommandError> {
         let parker = self.calls.get(&call).and_then(|c| c.parker.as_ref()).map(|p| &p.uri);
         let fallback = self.lots.get(lot).and_then(|l| l.cfg.fallback_uri.as_deref()).and_then(|u| crate::sip::parse_uri(u).ok());
-        let mut own_hosts = vec![self.local_addr.ip().to_string()];
+        let mut own_hosts = vec![self.ep.local_addr.ip().to_string()];
         if !self.server.listen.ip().is_unspecified() {
             own_hosts.push(self.server.listen.ip().to_string());
         }
-        if let Some((route, hop)) = &self.outbound_proxy {
+        if let Some((route, hop)) = &self.ep.outbound_proxy {
             own_hosts.push(route.uri.host.clone());
             own_hosts.push(hop.addr.ip().to_string());
         }

@@ -31,7 +31,7 @@ impl Core {
         let ip = from.addr.ip();
         if let Some(ua) = req.common.header("User-Agent") {
             if self.admission.screen_user_agent(now, ip, ua) {
-                self.txn.forget_unanswered(txn);
+                self.ep.txn.forget_unanswered(txn);
                 return false;
             }
         }
@@ -56,13 +56,13 @@ impl Core {
         match verdict {
             Verdict::Admit => true,
             Verdict::Refuse { retry_after } => {
-                self.respond(now, txn, req, 503, Some("Service Unavailable"), None, |r| {
+                self.ep.respond(now, txn, req, 503, Some("Service Unavailable"), None, |r| {
                     r.common.push_header("Retry-After", retry_after.to_string());
                 });
                 false
             }
             Verdict::Drop => {
-                self.txn.forget_unanswered(txn);
+                self.ep.txn.forget_unanswered(txn);
                 false
             }
         }
@@ -81,7 +81,7 @@ impl Core {
     pub(super) fn gate(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, action: Action) -> bool {
         if let Err(e) = self.access(lot, action, from) {
             self.admission.refused(now, from.addr.ip(), Reason::Acl);
-            self.refuse(now, txn, req, 403, e.reason());
+            self.ep.refuse(now, txn, req, 403, e.reason());
             return false;
         }
         if !self.authorized(now, txn, from, req, lot, action) {
@@ -89,7 +89,7 @@ impl Core {
         }
         if self.lots.get(lot).is_some_and(|l| l.cfg.trusted_only) && !self.trusted(from) {
             self.admission.refused(now, from.addr.ip(), Reason::Acl);
-            self.refuse(now, txn, req, 403, "Forbidden: Not From A Trusted Proxy");
+            self.ep.refuse(now, txn, req, 403, "Forbidden: Not From A Trusted Proxy");
             return false;
         }
         if action != Action::Park {

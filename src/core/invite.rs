@@ -16,7 +16,7 @@
 use crate::media::MediaLegId;
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
 use super::admission::Action;
-use super::{Core, Output, ParkEvent};
+use super::{Core, ParkEvent};
 use crate::dialog::{Dialog, DialogKey};
 use crate::media::Codec;
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
@@ -42,7 +42,7 @@ impl Core {
             return match replaces {
                 Ok(r) if to_park_code || req.referred_by().is_some() => self.swap_by_replaces(now, txn, from, req, &r),
                 Ok(r) => self.retrieve_by_replaces(now, txn, from, req, &r),
-                Err(_) => self.refuse(now, txn, &req, 400, "Bad Replaces Header"),
+                Err(_) => self.ep.refuse(now, txn, &req, 400, "Bad Replaces Header"),
             };
         }
         let user = req.uri.user.clone().unwrap_or_default();
@@ -50,12 +50,12 @@ impl Core {
             if !self.authorized_for_unknown_number(now, txn, from, &req) {
                 return;
             }
-            return self.refuse(now, txn, &req, 404, "Not Found");
+            return self.ep.refuse(now, txn, &req, 404, "Not Found");
         };
         let parker = match req.referred_by() {
             None => None,
             Some(Ok(na)) => Some(na),
-            Some(Err(_)) => return self.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
+            Some(Err(_)) => return self.ep.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
         };
         // A plain INVITE to an empty orbit parks the caller when the lot says `empty_orbit = "park"`: it is then
         // a park for access lists, authentication and drain.
@@ -83,32 +83,32 @@ impl Core {
     pub(super) fn park(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: Option<OrbitIdx>, parker: Option<NameAddr>) {
         let offer = match read_offer(&req) {
             Ok(o) => o,
-            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+            Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
         let parking_time = match parking_time_override(&req) {
             Some(secs) => (secs > 0).then(|| std::time::Duration::from_secs(secs)),
             None => self.lots[lot].cfg.parking_duration(),
         };
-        let call = CallRef(self.next_id());
+        let call = CallRef(self.ep.next_id());
         let claimed = match orbit {
             Some(i) => self.lots[lot].claim(i, call).map(|_| i),
-            None => self.lots[lot].claim_any(call, &mut self.rng),
+            None => self.lots[lot].claim_any(call, self.ep.rng()),
         };
         let orbit = match claimed {
             Ok(i) => i,
-            Err(ClaimError::Occupied) => return self.refuse(now, txn, &req, 486, "Busy Here"),
+            Err(ClaimError::Occupied) => return self.ep.refuse(now, txn, &req, 486, "Busy Here"),
             Err(ClaimError::LotFull) => {
                 let overflow = self.lots[lot].cfg.overflow_lot.clone().and_then(|name| self.lots.iter().position(|l| l.name() == name));
                 return match overflow {
                     // One hop only: the overflow lot's own overflow is not followed, so lots cannot loop.
                     Some(o) if o != lot && !self.lots[o].is_full() => self.park(now, txn, from, req, o, None, parker),
-                    _ => self.refuse(now, txn, &req, 486, "Parking Lot Full"),
+                    _ => self.ep.refuse(now, txn, &req, 486, "Parking Lot Full"),
                 };
             }
         };
         let Some(media_leg) = self.ports.take(now) else {
             self.lots[lot].release(orbit, call);
-            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+            return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let orbit_name = self.lots[lot].orbit_name(orbit);
         let lot_name = self.lots[lot].name().to_string();
@@ -132,7 +132,7 @@ impl Core {
             None if self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park => {
                 self.park(now, txn, from, req, lot, Some(orbit), None)
             }
-            None => self.refuse(now, txn, &req, 404, "Orbit Empty"),
+            None => self.ep.refuse(now, txn, &req, 404, "Orbit Empty"),
         }
     }
 
@@ -144,7 +144,7 @@ impl Core {
             .min();
         match oldest {
             Some((_, call)) => self.take_call(now, txn, from, req, call),
-            None => self.refuse(now, txn, &req, 404, "Lot Empty"),
+            None => self.ep.refuse(now, txn, &req, 404, "Lot Empty"),
         }
     }
 
@@ -160,26 +160,26 @@ impl Core {
         }
         match target {
             Some(call) if self.calls.get(&call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
-            _ => self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
+            _ => self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
         }
     }
 
     fn take_call(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, call: CallRef) {
         let Some(parked) = self.calls.get(&call) else {
-            return self.refuse(now, txn, &req, 404, "Orbit Empty");
+            return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
         };
         if parked.state != CallState::Parked {
-            return self.refuse(now, txn, &req, 404, "Orbit Empty");
+            return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
         }
         let (lot, orbit, orbit_name) = (parked.lot, parked.orbit, parked.orbit_name.clone());
         // A recall may be ringing: the retriever wins and the recall is cancelled.
         self.abandon_recall(now, call);
         let offer = match read_offer(&req) {
             Ok(o) => o,
-            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+            Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
         let Some(media_leg) = self.port_beside_parked(now, call) else {
-            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+            return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let identity = self.parked_identity(call);
         let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, media_leg, offer, &orbit_name, |r| {
@@ -198,12 +198,12 @@ impl Core {
         }
         let by = req.common.from.uri.to_string();
         tracing::info!(orbit = %orbit_name, %by, "retrieved");
-        self.out.push_back(Output::Event(ParkEvent::Retrieved {
+        self.ep.emit(ParkEvent::Retrieved {
             lot: self.lots[lot].name().to_string(),
             orbit: orbit_name,
             call_id: req.common.call_id.clone(),
             by,
-        }));
+        });
     }
 
     /// The parked leg a Replaces header names. RFC 3891 §3 gives the tags from the recipient's side (to-tag =
@@ -240,10 +240,10 @@ impl Core {
         orbit_name: &str,
         extra: impl FnOnce(&mut crate::sip::Response),
     ) -> LegId {
-        let id = LegId(self.next_id());
-        let tag = self.new_tag();
+        let id = LegId(self.ep.next_id());
+        let tag = self.ep.new_tag();
         let dialog = Dialog::as_uas(req, from, &tag);
-        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port: media_leg.port() };
+        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
         let (media, body) = match &offer {
             Some(remote) => {
                 let codec = sdp::choose_codec(remote, &CODECS).unwrap_or(Codec::Pcmu);
@@ -274,8 +274,8 @@ impl Core {
             }
         };
         let span = tracing::info_span!("dialog", call_id = %req.common.call_id, orbit = %orbit_name, role = ?role);
-        let contact = self.contact(from.transport);
-        self.respond(now, txn, req, 200, None, Some(&tag), |r| {
+        let contact = self.ep.contact(from.transport);
+        self.ep.respond(now, txn, req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Allow", super::reply::ALLOW);
             r.common.push_header("Supported", super::inbound::SUPPORTED.join(", "));

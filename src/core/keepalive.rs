@@ -5,7 +5,7 @@
 
 use super::call_timers::CallTimer;
 use super::legs::{CallRef, CallState};
-use super::{ClientPurpose, Core};
+use super::{Purpose, Core};
 use crate::sip::Method;
 use crate::time::Time;
 use std::time::Duration;
@@ -24,14 +24,10 @@ impl Core {
     /// The keepalive deadline fired: send OPTIONS in the parked dialog and arm the next one.
     pub(super) fn send_keepalive(&mut self, now: Time, call: CallRef) {
         let Some(leg_id) = self.calls.get(&call).filter(|c| c.state == CallState::Parked).map(|c| c.parked) else { return };
-        let branch = self.new_branch();
-        let local = self.local_addr;
         let Some(leg) = self.legs.get_mut(&leg_id) else { return };
-        let contact = crate::sip::NameAddr::new(crate::sip::Uri::from_addr(Some("parkd"), local));
-        let options = leg.dialog.request(Method::Options, local, &branch, &contact);
+        let options = self.ep.request_in(&mut leg.dialog, Method::Options);
         let hop = leg.dialog.next_hop;
-        let id = self.txn.send_request(now, hop, &options);
-        self.client_txns.insert(id, ClientPurpose::Keepalive(call));
+        self.ep.send(now, hop, &options, Purpose::Keepalive(call));
         self.arm_keepalive(now, call);
     }
 

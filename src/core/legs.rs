@@ -14,11 +14,11 @@ use crate::txn::ServerTxnId;
 use std::net::SocketAddr;
 
 /// A call leg: one dialog between parkd and a phone. Ids are never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct LegId(pub u64);
 
 /// A parked call (and what became of it). Ids are never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct CallRef(pub u64);
 
 /// Which side of a parked call a leg is.

@@ -13,6 +13,7 @@ mod call_timers;
 pub mod commands;
 pub mod contract;
 pub mod dial_allow;
+mod endpoint;
 mod events;
 mod gate;
 mod inbound;
@@ -38,14 +39,13 @@ pub use legs::{CallRef, LegId};
 use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
 use crate::park::lot::{Dialed, Lot};
 use crate::park::port_shards::PortShards;
-use crate::sip::{NameAddr, Peer, Transport, Uri};
+use crate::sip::{NameAddr, Peer};
 use crate::time::Time;
-use crate::txn::{TimerConfig, TxnLayer, TxnOutput};
+use crate::txn::TimerConfig;
+use endpoint::Purpose;
 use legs::{Leg, ParkedCall};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use rand::Rng;
+use std::collections::HashMap;
 
 /// Counts of live state, for tests and metrics: all return to zero when every call has ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,38 +71,16 @@ pub struct Stats {
     pub retransmissions: crate::txn::TxnStats,
 }
 
-/// Why a client transaction was started, so its outcome can be routed.
-#[derive(Clone, Debug)]
-enum ClientPurpose {
-    /// A BYE that ends a leg parkd already forgot.
-    Bye,
-    /// A NOTIFY (REFER progress); its outcome changes nothing.
-    Notify,
-    /// A CANCEL of a recall parkd gave up on.
-    Cancel,
-    /// The recall INVITE of a parked call, still ringing.
-    Recall(CallRef),
-    /// An in-dialog OPTIONS checking that a parked party is still there.
-    Keepalive(CallRef),
-    /// A recall INVITE that was answered: 2xx retransmissions are re-ACKed from this leg.
-    RecallAnswered { leg: LegId },
-    /// A recall INVITE parkd gave up on.
-    OrphanRecall,
-    /// A BLF NOTIFY of that subscription.
-    BlfNotify(blf::SubId),
-}
-
 pub struct Core {
     server: ServerConfig,
     lots: Vec<Lot<CallRef>>,
-    txn: TxnLayer,
+    /// parkd's SIP endpoint: transactions and their purposes, ids, its own address, the output queue.
+    ep: endpoint::Endpoint,
     ports: PortShards,
-    rng: SmallRng,
     // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole leg or call.
     legs: HashMap<LegId, Box<Leg>>,
     calls: HashMap<CallRef, Box<ParkedCall>>,
     dialogs: HashMap<crate::dialog::DialogKey, LegId>,
-    client_txns: HashMap<crate::txn::ClientTxnId, ClientPurpose>,
     /// 2xx responses waiting for their ACK, by INVITE transaction.
     pending_acks: HashMap<crate::txn::ServerTxnId, LegId>,
     stats: Stats,
@@ -112,12 +90,6 @@ pub struct Core {
     /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
     nonce_key: auth::NonceKey,
     orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
-    /// The outbound proxy as a Route entry and its address.
-    outbound_proxy: Option<(NameAddr, Peer)>,
-    next_id: u64,
-    out: VecDeque<Output>,
-    /// parkd's own sent-by and Contact.
-    local_addr: SocketAddr,
     /// Drain mode: new parks are refused with 503 (see proxy.rs).
     draining: bool,
     /// Per-source limits, scanner drops and refusal counts (the admission room).
@@ -138,30 +110,24 @@ impl Core {
             uri.params.set("lr", None);
             Some((NameAddr::new(uri), hop))
         });
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let nonce_key = auth::NonceKey(rng.gen());
+        let mut ep = endpoint::Endpoint::new(timers, seed, local_addr, server.advertised_ip(), outbound_proxy);
+        let nonce_key = auth::NonceKey(ep.rng().gen());
         let draining = server.drain;
         let admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
         Core {
             server,
             lots: lots.into_iter().map(Lot::new).collect(),
-            txn: TxnLayer::new(timers),
+            ep,
             ports,
-            rng,
             legs: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
-            client_txns: HashMap::new(),
             pending_acks: HashMap::new(),
             stats: Stats::default(),
             call_timers: call_timers::CallTimers::default(),
             blf: blf::Subscriptions::default(),
             nonce_key,
             orphans: HashMap::new(),
-            outbound_proxy,
-            next_id: 1,
-            out: VecDeque::new(),
-            local_addr,
             draining,
             admission,
             dial_allow: Vec::new(),
@@ -176,14 +142,14 @@ impl Core {
 
     /// The next output, if any. Drain until `None` after every `handle_*` call (see [`contract`]).
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        self.ep.poll_output()
     }
 
     /// When [`Core::handle_timeout`] should next be called, and why: the earliest deadline of the transaction
     /// layer and the rooms (a peek of each one's queue; possibly a cancelled one, waking early is harmless).
     pub fn poll_timeout(&self) -> Option<(Time, Wake)> {
         contract::earliest([
-            self.txn.poll_timeout().map(|t| (t, Wake::Transaction)),
+            self.ep.txn.poll_timeout().map(|t| (t, Wake::Transaction)),
             self.call_timers.next(),
             self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
         ])
@@ -191,7 +157,7 @@ impl Core {
 
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Time) {
-        self.txn.handle_timeout(now);
+        self.ep.txn.handle_timeout(now);
         while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
             self.on_call_timer(now, at, call, kind);
         }
@@ -203,17 +169,14 @@ impl Core {
     /// what it reported (a client transaction timed out, a 2xx was never ACKed) is acted on now, with the
     /// input's `now`, until the layer has nothing more to say.
     fn settle(&mut self, now: Time) {
-        while let Some(t) = self.txn.poll_output() {
-            match t {
-                TxnOutput::Transmit { to, bytes } => self.out.push_back(Output::Sip { to, bytes }),
-                TxnOutput::Event(ev) => self.on_txn_event(now, ev),
-            }
+        while let Some(ev) = self.ep.next_txn_event() {
+            self.on_txn_event(now, ev);
         }
     }
 
     /// The core's counters, with the transaction layer's retransmission counts.
     pub fn stats(&self) -> Stats {
-        Stats { retransmissions: self.txn.stats(), ..self.stats }
+        Stats { retransmissions: self.ep.txn.stats(), ..self.stats }
     }
 
     /// Replaces the outbound proxy (tests build cores without a config file).
@@ -223,7 +186,7 @@ impl Core {
         let addr = crate::dialog::uri_addr(&uri).expect("proxy ip");
         let hop = Peer { transport: uri.transport(), addr };
         uri.params.set("lr", None);
-        self.outbound_proxy = Some((NameAddr::new(uri), hop));
+        self.ep.outbound_proxy = Some((NameAddr::new(uri), hop));
     }
 
     /// Replaces a lot's `allow_park` networks.
@@ -234,7 +197,7 @@ impl Core {
 
     /// Live state counts (tests assert they return to zero).
     pub fn live(&self) -> Live {
-        let (server_txns, client_txns) = self.txn.live();
+        let (server_txns, client_txns) = self.ep.txn.live();
         Live {
             legs: self.legs.len(),
             calls: self.calls.len(),
@@ -250,29 +213,6 @@ impl Core {
     /// Each lot's name, number of orbits and how many are occupied.
     pub fn lot_summary(&self) -> Vec<(String, usize, usize)> {
         self.lots.iter().map(|l| (l.name().to_string(), l.capacity(), l.occupied())).collect()
-    }
-
-    fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
-    }
-
-    fn new_tag(&mut self) -> String {
-        format!("{:016x}", self.rng.gen::<u64>())
-    }
-
-    fn new_branch(&mut self) -> String {
-        format!("{}{:016x}", proxy::BRANCH_MARK, self.rng.gen::<u64>())
-    }
-
-    /// parkd's Contact for a dialog on `transport`.
-    fn contact(&self, transport: Transport) -> NameAddr {
-        let mut uri = Uri::from_addr(Some("parkd"), self.local_addr);
-        if transport == Transport::Tcp {
-            uri.params.set("transport", Some("tcp"));
-        }
-        NameAddr::new(uri)
     }
 
     /// Which lot a Request-URI user part belongs to, and what it means there (park code or orbit).

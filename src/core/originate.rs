@@ -4,7 +4,7 @@
 
 use super::call_timers::CallTimer;
 use super::legs::{CallRef, Recall, RecallTarget};
-use super::{ClientPurpose, Core};
+use super::{Purpose, Core};
 use crate::dialog::uri_addr;
 use crate::media::Codec;
 use crate::sdp::{self, Direction, LocalSdp};
@@ -48,7 +48,7 @@ impl Core {
         let orbit = c.orbit_name.clone();
         let mut target_uri = spec.to;
         target_uri.params.remove("tag");
-        let next_hop = match (&self.outbound_proxy, uri_addr(&target_uri)) {
+        let next_hop = match (&self.ep.outbound_proxy, uri_addr(&target_uri)) {
             (Some((_, hop)), _) => *hop,
             (None, Some(addr)) => Peer { transport: target_uri.transport(), addr },
             (None, None) => {
@@ -62,25 +62,25 @@ impl Core {
         };
         // The parked party as the destination should see it (a trusted P-Asserted-Identity wins, see proxy.rs).
         let parked = self.parked_identity(call);
-        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port: media_leg.port() };
+        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
         let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
 
-        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.local_addr));
+        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.ep.local_addr));
         from.display = Some(spec.from_display);
-        let from = from.with_tag(&self.new_tag());
-        let branch = self.new_branch();
+        let from = from.with_tag(&self.ep.new_tag());
+        let branch = self.ep.new_branch();
         let mut invite = Request {
             method: Method::Invite,
             uri: target_uri.clone(),
             common: Common {
                 max_forwards: Some(70),
-                contact: vec![self.contact(next_hop.transport)],
-                route: self.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
+                contact: vec![self.ep.contact(next_hop.transport)],
+                route: self.ep.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
                 ..Common::new(
-                    vec![Via::new(next_hop.transport, self.local_addr, &branch)],
+                    vec![Via::new(next_hop.transport, self.ep.local_addr, &branch)],
                     from,
                     NameAddr::new(target_uri.clone()),
-                    format!("recall-{:016x}@{}", self.rng.gen::<u64>(), self.local_addr.ip()),
+                    format!("recall-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_addr.ip()),
                     CSeq { seq: 1, method: Method::Invite },
                 )
             },
@@ -97,8 +97,7 @@ impl Core {
         c.push_header("User-Agent", super::reply::PRODUCT);
         c.set_body("application/sdp", body);
 
-        let txn = self.txn.send_request(now, next_hop, &invite);
-        self.client_txns.insert(txn, ClientPurpose::Recall(call));
+        let txn = self.ep.send(now, next_hop, &invite, Purpose::Recall(call));
         let ring_until = now + spec.ring;
         self.call_timers.arm(ring_until, call, CallTimer::RecallRing);
         let target = spec.target;

@@ -45,7 +45,7 @@ impl Core {
     pub(super) fn accept_routed(&mut self, now: Time, txn: ServerTxnId, req: &mut Request) -> bool {
         if self.looped(req) {
             tracing::warn!(call_id = %req.common.call_id, "request looped back to parkd");
-            self.respond(now, txn, req, 482, None, None, |_| {});
+            self.ep.respond(now, txn, req, 482, None, None, |_| {});
             return false;
         }
         self.consume_own_routes(req);
@@ -66,15 +66,15 @@ impl Core {
     fn looped(&self, req: &Request) -> bool {
         req.common.via.iter().any(|v| {
             v.branch().is_some_and(|b| b.starts_with(BRANCH_MARK))
-                && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.local_addr.ip())
-                && v.port.unwrap_or(5060) == self.local_addr.port()
+                && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.ep.local_addr.ip())
+                && v.port.unwrap_or(5060) == self.ep.local_addr.port()
         })
     }
 
     /// Whether a Route entry names parkd (its advertised or listening address and port).
     fn names_me(&self, route: &NameAddr) -> bool {
         uri_addr(&route.uri).is_some_and(|a| {
-            a == self.local_addr || (a.port() == self.server.listen.port() && a.ip() == self.server.listen.ip())
+            a == self.ep.local_addr || (a.port() == self.server.listen.port() && a.ip() == self.server.listen.ip())
         })
     }
 
@@ -115,13 +115,13 @@ impl Core {
     /// Refuses a new park while draining: 503 with Retry-After, reported as an event.
     pub(super) fn refuse_draining(&mut self, now: Time, txn: ServerTxnId, req: &Request) {
         tracing::info!(number = req.uri.user.as_deref().unwrap_or(""), "draining: park refused");
-        self.out.push_back(super::Output::Event(super::ParkEvent::Refused {
+        self.ep.emit(super::ParkEvent::Refused {
             number: req.uri.user.clone().unwrap_or_default(),
             status: 503,
             reason: "Draining".into(),
             call_id: req.common.call_id.clone(),
-        }));
-        self.respond(now, txn, req, 503, Some("Service Unavailable: Draining"), None, |r| {
+        });
+        self.ep.respond(now, txn, req, 503, Some("Service Unavailable: Draining"), None, |r| {
             r.common.push_header("Retry-After", DRAIN_RETRY_AFTER.to_string());
         });
     }

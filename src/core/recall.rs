@@ -9,7 +9,7 @@
 use super::call_timers::CallTimer;
 use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, Recall, RecallTarget};
 use super::originate::OriginateSpec;
-use super::{ClientPurpose, Core, Output, ParkEvent};
+use super::{Core, ParkEvent, Purpose};
 use crate::config::RecallFallback;
 use crate::dialog::Dialog;
 use crate::media::Codec;
@@ -119,7 +119,7 @@ impl Core {
             headers.push(("Alert-Info", extra));
         }
         // RFC 7044 History-Info: the orbit was "called" and is now retargeted back, with the cause as a Reason.
-        let mut orbit_uri = Uri::from_addr(Some(&orbit), self.local_addr);
+        let mut orbit_uri = Uri::from_addr(Some(&orbit), self.ep.local_addr);
         orbit_uri.headers.push(("Reason".into(), "SIP;cause=408;text=\"park callback\"".into()));
         headers.push(("History-Info", format!("<{orbit_uri}>;index=1")));
         headers.push(("History-Info", format!("<{target_uri}>;index=1.1")));
@@ -130,7 +130,7 @@ impl Core {
             return false;
         }
         tracing::info!(%orbit, to = %target_uri, ?target, round, "recall started");
-        self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit, to: target_uri.to_string(), target, round }));
+        self.ep.emit(ParkEvent::RecallStarted { orbit, to: target_uri.to_string(), target, round });
         true
     }
 
@@ -148,7 +148,7 @@ impl Core {
             }
             ClientVerdict::Final(resp) if resp.is_success() => self.recall_answered(now, call, txn, resp),
             ClientVerdict::Final(resp) => {
-                self.client_txns.remove(&txn);
+                self.ep.finish(txn);
                 let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
                 self.ports.give_back(r.media_leg);
                 self.recall_failed(now, call, r.target, resp.status);
@@ -158,7 +158,7 @@ impl Core {
 
     /// The recall INVITE timed out (Timer B) or could not be sent.
     pub(super) fn on_recall_timeout(&mut self, now: Time, call: CallRef, txn: ClientTxnId) {
-        self.client_txns.remove(&txn);
+        self.ep.finish(txn);
         self.orphans.remove(&txn);
         let Some(c) = self.calls.get_mut(&call) else { return };
         if c.recall.as_ref().is_some_and(|r| r.txn == txn) {
@@ -173,10 +173,10 @@ impl Core {
         let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
         let mut dialog = Dialog::as_uac(&r.invite, &resp, r.next_hop);
         dialog.local_seq = r.invite.common.cseq.seq;
-        let branch = self.new_branch();
-        let contact = self.contact(dialog.next_hop.transport);
-        let ack = dialog.ack(r.invite.common.cseq.seq, self.local_addr, &branch, &contact).encode();
-        self.txn.send_stateless(dialog.next_hop, ack.clone());
+        let branch = self.ep.new_branch();
+        let contact = self.ep.contact(dialog.next_hop.transport);
+        let ack = dialog.ack(r.invite.common.cseq.seq, self.ep.local_addr, &branch, &contact).encode();
+        self.ep.send_stateless(dialog.next_hop, ack.clone());
         let remote = sdp::parse_sdp(&resp.common.body).ok();
         let codec = remote.as_ref().and_then(|s| sdp::choose_codec(s, &[Codec::Pcmu, Codec::Pcma])).unwrap_or(Codec::Pcmu);
         let media = LegMedia {
@@ -188,7 +188,7 @@ impl Core {
             local_sdp: r.local_sdp,
             awaiting_answer: false,
         };
-        let id = LegId(self.next_id());
+        let id = LegId(self.ep.next_id());
         let Some(c) = self.calls.get_mut(&call) else { return };
         let span = tracing::info_span!("dialog", call_id = %dialog.call_id, orbit = %c.orbit_name, role = ?LegRole::Recall);
         let freed = c.orbit.take().map(|o| (c.lot, o));
@@ -198,14 +198,14 @@ impl Core {
         c.state = CallState::Bridged { other: id };
         let orbit = c.orbit_name.clone();
         self.dialogs.insert(dialog.key(), id);
-        self.client_txns.insert(txn, ClientPurpose::RecallAnswered { leg: id });
+        self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
         self.legs.insert(
             id,
             Box::new(Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, span, uac_ack: Some((r.next_hop, ack)) }),
         );
         tracing::info!(%orbit, %to, "recall answered; bridging");
-        self.out.push_back(Output::Event(ParkEvent::RecallAnswered { orbit, by: to, target: r.target }));
+        self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target });
         if let Some((lot, orbit)) = freed {
             self.orbit_changed(now, lot, orbit);
         }
@@ -225,7 +225,7 @@ impl Core {
             self.orbit_changed(now, lot, o);
         }
         tracing::info!(%orbit, status, ?target, "recall not answered");
-        self.out.push_back(Output::Event(ParkEvent::RecallFailed { orbit, status, target }));
+        self.ep.emit(ParkEvent::RecallFailed { orbit, status, target });
         if target == RecallTarget::Parker && policy == RecallFallback::FallbackUri && self.start_recall(now, call, RecallTarget::FallbackUri) {
             return;
         }
@@ -244,7 +244,7 @@ impl Core {
                 let (orbit, round) = (c.orbit_name.clone(), c.rounds);
                 self.call_timers.arm(at, call, CallTimer::Recall);
                 tracing::info!(%orbit, round, "reparked until the next recall");
-                self.out.push_back(Output::Event(ParkEvent::Reparked { orbit, round }));
+                self.ep.emit(ParkEvent::Reparked { orbit, round });
             }
             _ => self.end_parked_call(now, call, "Recall Not Answered"),
         }
@@ -273,7 +273,7 @@ impl Core {
         if r.provisional {
             self.send_cancel(now, &mut orphan);
         }
-        self.client_txns.insert(r.txn, ClientPurpose::OrphanRecall);
+        self.ep.repurpose(r.txn, Purpose::OrphanRecall);
         self.orphans.insert(r.txn, orphan);
     }
 
@@ -291,8 +291,7 @@ impl Core {
         if orphan.completed_elsewhere {
             cancel.common.push_header("Reason", COMPLETED_ELSEWHERE);
         }
-        let id = self.txn.send_request(now, orphan.next_hop, &cancel);
-        self.client_txns.insert(id, ClientPurpose::Cancel);
+        self.ep.send(now, orphan.next_hop, &cancel, Purpose::Cancel);
         orphan.cancel_sent = true;
     }
 
@@ -308,22 +307,21 @@ impl Core {
             ClientVerdict::Final(resp) if resp.is_success() => {
                 // Answered after parkd gave up (e.g. a retrieve won the race): ACK, then BYE (RFC 3261 §15).
                 let mut dialog = Dialog::as_uac(&orphan.invite, &resp, orphan.next_hop);
-                let contact = self.contact(dialog.next_hop.transport);
-                let branch = self.new_branch();
-                let ack = dialog.ack(orphan.invite.common.cseq.seq, self.local_addr, &branch, &contact);
-                self.txn.send_stateless(dialog.next_hop, ack.encode());
+                let contact = self.ep.contact(dialog.next_hop.transport);
+                let branch = self.ep.new_branch();
+                let ack = dialog.ack(orphan.invite.common.cseq.seq, self.ep.local_addr, &branch, &contact);
+                self.ep.send_stateless(dialog.next_hop, ack.encode());
                 dialog.local_seq = orphan.invite.common.cseq.seq;
-                let branch = self.new_branch();
-                let mut bye = dialog.request(Method::Bye, self.local_addr, &branch, &contact);
+                let branch = self.ep.new_branch();
+                let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
                 if orphan.completed_elsewhere {
                     bye.common.push_header("Reason", COMPLETED_ELSEWHERE);
                 }
-                let id = self.txn.send_request(now, dialog.next_hop, &bye);
-                self.client_txns.insert(id, ClientPurpose::Bye);
-                self.client_txns.remove(&txn);
+                self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
+                self.ep.finish(txn);
             }
             ClientVerdict::Final(_) => {
-                self.client_txns.remove(&txn);
+                self.ep.finish(txn);
             }
         }
     }
@@ -337,7 +335,7 @@ impl Core {
             self.orbit_changed(now, c.lot, orbit);
         }
         tracing::info!(orbit = %c.orbit_name, reason = why, "ending parked call");
-        self.out.push_back(Output::Event(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string() }));
+        self.ep.emit(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string() });
         self.hangup_leg_with_reason(now, c.parked, Some(format!("SIP;cause=408;text=\"{why}\"")));
     }
 }

@@ -1,7 +1,7 @@
 //! What happens to a call's media and legs after the handshake: media commands, re-INVITEs, hang-ups.
 
 use super::legs::{CallState, LegId, LegState, MediaMode, ParkHow};
-use super::{ClientPurpose, Core, Output, ParkEvent};
+use super::{Core, ParkEvent, Purpose};
 use crate::media::{Codec, MediaCommand, MusicId, Prompt};
 use crate::sdp::{self, Direction};
 use crate::sip::{Method, Peer, Request};
@@ -62,7 +62,9 @@ impl Core {
         if let Some(c) = self.calls.get_mut(&call) {
             c.media_mode = new_mode;
         }
-        self.out.extend(cmds.into_iter().map(Output::Media));
+        for cmd in cmds {
+            self.ep.media(cmd);
+        }
     }
 
     /// Starts the parking period of `call` (just parked, or re-parked): records it, reports it, arms its recall
@@ -71,14 +73,14 @@ impl Core {
         let (id, lot, orbit) = (call.id, call.lot, call.orbit);
         let lot_name = self.lots[lot].name().to_string();
         tracing::info!(orbit = %call.orbit_name, lot = %lot_name, parker = ?call.parker.as_ref().map(|p| p.uri.to_string()), how = ?call.how, "parked");
-        self.out.push_back(Output::Event(ParkEvent::Parked {
+        self.ep.emit(ParkEvent::Parked {
             lot: lot_name,
             orbit: call.orbit_name.clone(),
             call_id,
             parked: parked_label,
             parker: call.parker.as_ref().map(|p| p.uri.to_string()),
             how: call.how,
-        }));
+        });
         self.calls.insert(id, Box::new(call));
         self.arm_park_timers(now, id);
         if let Some(o) = orbit {
@@ -105,7 +107,7 @@ impl Core {
         let started = self.calls.get(&leg.call).is_some_and(|c| c.media_mode != MediaMode::None);
         if started {
             if let Some(remote) = m.remote {
-                self.out.push_back(Output::Media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() }));
+                self.ep.media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() });
             }
         }
         true
@@ -116,9 +118,9 @@ impl Core {
     pub(super) fn on_reinvite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, leg_id: LegId) {
         let has_offer = !req.common.body.is_empty();
         if has_offer && !self.apply_remote_sdp(leg_id, &req.common.body) {
-            return self.respond(now, txn, &req, 488, None, None, |_| {});
+            return self.ep.respond(now, txn, &req, 488, None, None, |_| {});
         }
-        let contact = self.contact(from.transport);
+        let contact = self.ep.contact(from.transport);
         let Some(leg) = self.legs.get_mut(&leg_id) else { return };
         leg.dialog.refresh_target(&req, from);
         leg.media.local_sdp.version += 1;
@@ -137,7 +139,7 @@ impl Core {
             leg.state = LegState::Answered { invite: txn };
             self.pending_acks.insert(txn, leg_id);
         }
-        self.respond(now, txn, &req, 200, None, Some(&tag), |r| {
+        self.ep.respond(now, txn, &req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.set_body("application/sdp", body);
         });
@@ -165,13 +167,13 @@ impl Core {
                     self.orbit_changed(now, call.lot, orbit);
                 }
                 tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");
-                self.out.push_back(Output::Event(ParkEvent::Abandoned { lot: lot_name, orbit: call.orbit_name, call_id }));
+                self.ep.emit(ParkEvent::Abandoned { lot: lot_name, orbit: call.orbit_name, call_id });
                 // A parked call has one leg; if parkd was still holding it (e.g. ACK timeout), it is gone now.
                 self.forget_leg(call.parked);
             }
             CallState::Bridged { other } => {
                 let (survivor, by) = if leg_id == call.parked { (other, "parked") } else { (call.parked, "retriever") };
-                self.out.push_back(Output::Event(ParkEvent::Ended { orbit: call.orbit_name.clone(), call_id, by: by.into() }));
+                self.ep.emit(ParkEvent::Ended { orbit: call.orbit_name.clone(), call_id, by: by.into() });
                 self.hangup_leg(now, survivor);
             }
         }
@@ -185,16 +187,13 @@ impl Core {
     /// Like [`Core::hangup_leg`], with an RFC 3326 `Reason` header on the BYE.
     pub(super) fn hangup_leg_with_reason(&mut self, now: Time, leg_id: LegId, reason: Option<String>) {
         let Some(mut leg) = self.forget_leg(leg_id) else { return };
-        let branch = self.new_branch();
-        let contact = self.contact(leg.dialog.next_hop.transport);
-        let mut bye: Request = leg.dialog.request(Method::Bye, self.local_addr, &branch, &contact);
+        let mut bye = self.ep.request_in(&mut leg.dialog, Method::Bye);
         if let Some(r) = reason {
             bye.common.push_header("Reason", r);
         }
         let _enter = leg.span.enter();
         tracing::info!(to = %leg.dialog.next_hop.addr, "sending BYE");
-        let id = self.txn.send_request(now, leg.dialog.next_hop, &bye);
-        self.client_txns.insert(id, ClientPurpose::Bye);
+        self.ep.send(now, leg.dialog.next_hop, &bye, Purpose::Bye);
     }
 
     /// Removes a leg from every table and releases its media; returns it.
@@ -205,7 +204,7 @@ impl Core {
         if let LegState::Answered { invite } = leg.state {
             self.pending_acks.remove(&invite);
         }
-        self.out.push_back(Output::Media(MediaCommand::Stop { leg: leg.media.media_leg }));
+        self.ep.media(MediaCommand::Stop { leg: leg.media.media_leg });
         self.ports.give_back(leg.media.media_leg);
         Some(leg)
     }

@@ -7,7 +7,7 @@
 //! parkd never dials an arbitrary Refer-To: only its own park codes and orbits are accepted (toll fraud).
 
 use super::legs::{CallRef, CallState, LegId, LegRole, MediaMode, ParkHow, ParkedCall};
-use super::{ClientPurpose, Core, Output, ParkEvent};
+use super::{Core, ParkEvent, Purpose};
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
 use crate::time::Time;
@@ -19,8 +19,8 @@ impl Core {
     pub(super) fn on_refer(&mut self, now: Time, txn: ServerTxnId, req: Request, leg_id: LegId) {
         let refer_to = match req.refer_to() {
             Some(Ok(na)) => na,
-            Some(Err(_)) => return self.respond(now, txn, &req, 400, Some("Bad Refer-To Header"), None, |_| {}),
-            None => return self.respond(now, txn, &req, 400, Some("Missing Refer-To Header"), None, |_| {}),
+            Some(Err(_)) => return self.ep.respond(now, txn, &req, 400, Some("Bad Refer-To Header"), None, |_| {}),
+            None => return self.ep.respond(now, txn, &req, 400, Some("Missing Refer-To Header"), None, |_| {}),
         };
         let user = refer_to.uri.user.clone().unwrap_or_default();
         let target = match self.lookup_number(&user) {
@@ -28,7 +28,7 @@ impl Core {
             Some((lot, Dialed::Orbit(i))) => (lot, Some(i)),
             _ => {
                 tracing::warn!(refer_to = %refer_to.uri, "REFER to a target that is not parkd's: refused");
-                return self.respond(now, txn, &req, 403, Some("Refer-To Is Not A Park Code Or Orbit"), None, |_| {});
+                return self.ep.respond(now, txn, &req, 403, Some("Refer-To Is Not A Park Code Or Orbit"), None, |_| {});
             }
         };
         let Some(leg) = self.legs.get(&leg_id) else { return };
@@ -41,7 +41,7 @@ impl Core {
                     parked
                 }
             }
-            _ => return self.respond(now, txn, &req, 403, Some("No Bridged Call To Park"), None, |_| {}),
+            _ => return self.ep.respond(now, txn, &req, 403, Some("No Bridged Call To Park"), None, |_| {}),
         };
         // RFC 4488: `Refer-Sub: false` asks for no implicit subscription (and no NOTIFYs).
         let subscribe = !req.common.header("Refer-Sub").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
@@ -54,7 +54,7 @@ impl Core {
             }
         };
         let refer_cseq = req.common.cseq.seq;
-        self.respond(now, txn, &req, 202, None, None, |r| {
+        self.ep.respond(now, txn, &req, 202, None, None, |r| {
             if !subscribe {
                 r.common.push_header("Refer-Sub", "false");
             }
@@ -91,11 +91,11 @@ impl Core {
         if !self.legs.contains_key(&keep) {
             return Err((481, "Call/Transaction Does Not Exist"));
         }
-        let new_call = CallRef(self.next_id());
+        let new_call = CallRef(self.ep.next_id());
         let how = if orbit.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
         let claimed = match orbit {
             Some(i) => self.lots[lot].claim(i, new_call).map(|_| i),
-            None => self.lots[lot].claim_any(new_call, &mut self.rng),
+            None => self.lots[lot].claim_any(new_call, self.ep.rng()),
         };
         let orbit = match claimed {
             Ok(i) => i,
@@ -117,31 +117,28 @@ impl Core {
 
     /// NOTIFY for the implicit REFER subscription (RFC 3515 §2.4.4): `message/sipfrag` body.
     fn notify_refer(&mut self, now: Time, leg_id: LegId, refer_cseq: u32, frag: &str, last: bool) {
-        let branch = self.new_branch();
-        let local = self.local_addr;
         let Some(leg) = self.legs.get_mut(&leg_id) else { return };
-        let contact = NameAddr::new(crate::sip::Uri::from_addr(Some("parkd"), local));
-        let mut notify: Request = leg.dialog.request(Method::Notify, local, &branch, &contact);
+        // The REFER's implicit subscription shares the call's dialog (and parkd's Contact in it).
+        let mut notify: Request = self.ep.request_in(&mut leg.dialog, Method::Notify);
         let hop: Peer = leg.dialog.next_hop;
         notify.common.push_header("Event", format!("refer;id={refer_cseq}"));
         notify.common.push_header("Subscription-State", if last { "terminated;reason=noresource" } else { "active;expires=60" });
         notify.common.set_body("message/sipfrag;version=2.0", Bytes::copy_from_slice(frag.as_bytes()));
-        let id = self.txn.send_request(now, hop, &notify);
-        self.client_txns.insert(id, ClientPurpose::Notify);
+        self.ep.send(now, hop, &notify, Purpose::Notify);
     }
 
     /// Attended park (RFC 3891 §3): `req` replaces the parked dialog named by `r`: the new party takes the orbit,
     /// the replaced leg's caller becomes the parker (unless Referred-By names one), the replaced leg gets a BYE.
     pub(super) fn swap_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &Replaces) {
         let Some(replaced) = self.parked_leg_named_by(r) else {
-            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+            return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
         let Some(call_ref) = self.legs.get(&replaced).map(|l| l.call) else { return };
         let Some(call) = self.calls.get(&call_ref) else {
-            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+            return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
         if call.state != CallState::Parked {
-            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+            return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         }
         let (lot, orbit, orbit_name) = (call.lot, call.orbit, call.orbit_name.clone());
         if !self.gate(now, txn, from, &req, lot, super::admission::Action::Park) {
@@ -149,10 +146,10 @@ impl Core {
         }
         let offer = match super::invite::read_offer(&req) {
             Ok(o) => o,
-            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+            Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
         let Some(media_leg) = self.ports.take(now) else {
-            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+            return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         self.abandon_recall(now, call_ref);
         let lot_name = self.lots[lot].name().to_string();
@@ -176,13 +173,13 @@ impl Core {
             c.rounds = 0;
         }
         tracing::info!(orbit = %orbit_name, "attended park: swapped the new party into the orbit");
-        self.out.push_back(Output::Event(ParkEvent::Swapped {
+        self.ep.emit(ParkEvent::Swapped {
             lot: lot_name,
             orbit: orbit_name,
             call_id: req.common.call_id.clone(),
             parked: req.common.from.uri.to_string(),
             parker: parker.map(|p| p.uri.to_string()),
-        }));
+        });
         // RFC 3891 §3: the replaced dialog is ended with a BYE (phones such as linphone do not do it themselves).
         self.hangup_leg(now, replaced);
         self.arm_park_timers(now, call_ref);
