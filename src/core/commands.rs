@@ -107,7 +107,7 @@ impl Core {
         let Some(c) = self.calls.remove(&call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
         self.lots[lot].release(idx, call);
         self.orbit_changed(now, lot, idx);
-        let call_id = self.legs.get(&c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
+        let call_id = self.dialogs.get(c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
         let lot_name = self.lots[lot].name().to_string();
         tracing::info!(orbit = %c.orbit_name, "parked call ended by an application");
         self.ep.emit(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone() });
@@ -159,9 +159,9 @@ impl Core {
 
     fn cmd_park_call(&mut self, now: Time, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> CommandResult {
         let found = self
-            .legs
-            .values()
-            .find(|l| l.dialog.call_id == call_id && self.calls.get(&l.call).is_some_and(|c| matches!(c.state, CallState::Bridged { .. })))
+            .dialogs
+            .with_call_id(call_id)
+            .find(|l| self.calls.get(&l.call).is_some_and(|c| matches!(c.state, CallState::Bridged { .. })))
             .map(|l| (l.id, l.call))
             .ok_or_else(|| CommandError::UnknownCall(call_id.to_string()))?;
         let (release_leg, call) = found;
@@ -182,17 +182,13 @@ impl Core {
         }) else {
             return Err(CommandError::UnknownCall(call_id.to_string()));
         };
-        let parker = self.legs.get(&release_leg).map(|l| {
-            let mut p = l.dialog.remote.clone();
-            p.params = Default::default();
-            p
-        });
+        let parker = self.dialogs.remote_identity(release_leg);
         let orbit_name = self.repark_bridged(now, call, keep, lot_idx, wanted, parker).map_err(|(status, reason)| match (status, reason) {
             (486, "Busy Here") => CommandError::OrbitOccupied(orbit.unwrap_or_default().to_string()),
             (486, _) => CommandError::LotFull(self.lots.get(lot_idx).map(|l| l.name().to_string()).unwrap_or_default()),
             _ => CommandError::UnknownCall(call_id.to_string()),
         })?;
-        let released = self.legs.get(&release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
+        let released = self.dialogs.get(release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
         self.hangup_leg_with_reason(now, release_leg, Some("SIP;cause=200;text=\"Call parked\"".into()));
         let lot = &self.lots[lot_idx];
         let how = if wanted.is_some() { ParkHow::Directed } else { ParkHow::Indirect };

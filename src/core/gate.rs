@@ -72,7 +72,7 @@ impl Core {
     fn knows_dialog(&self, req: &Request) -> bool {
         let Some(tag) = req.common.to.tag() else { return false };
         let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: tag.to_string() };
-        self.dialogs.contains_key(&key) || self.blf.by_dialog(&key).is_some()
+        self.dialogs.find(&key).is_some() || self.blf.by_dialog(&key).is_some()
     }
 
     /// Every check a request must pass before parkd acts on it in `lot`: the lot's source networks (403), digest
@@ -120,7 +120,7 @@ impl Core {
             .and_then(|l| l.occupant(orbit))
             .and_then(|call| self.calls.get(&call))
             .filter(|c| c.state == CallState::Parked)
-            .and_then(|c| self.legs.get(&c.parked))
+            .and_then(|c| self.dialogs.get(c.parked))
             .map(|leg| leg.source.addr.ip());
         self.admission.set_orbit_holder(now, lot, orbit, holder);
     }

@@ -1,7 +1,6 @@
 //! Requests and responses arriving from the network: decode, hand to the transaction layer, then route by
 //! method and dialog.
 
-use super::legs::LegState;
 use super::reply::{ALLOW, ALLOW_EVENTS};
 use super::{Core, ParkEvent, Purpose};
 use crate::dialog::DialogKey;
@@ -111,13 +110,13 @@ impl Core {
         if let Some(sub) = self.blf.by_dialog(&key) {
             return self.on_subscription_request(now, id, from, req, sub);
         }
-        let Some(&leg_id) = self.dialogs.get(&key) else {
+        let Some(leg_id) = self.dialogs.find(&key) else {
             return self.ep.respond(now, id, &req, 481, None, None, |_| {});
         };
-        let Some(leg) = self.legs.get_mut(&leg_id) else {
+        let Some(leg) = self.dialogs.get_mut(leg_id) else {
             return self.ep.respond(now, id, &req, 481, None, None, |_| {});
         };
-        let span = leg.span.clone();
+        let span = leg.span();
         let _enter = span.enter();
         if !leg.dialog.accept_remote_cseq(req.common.cseq.seq, &req.method) {
             // RFC 3261 §12.2.2: out-of-order CSeq.
@@ -146,15 +145,11 @@ impl Core {
     fn on_ack(&mut self, now: Time, _from: Peer, req: &Request) {
         let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
         self.ep.txn.ack_received(now, &req.common.call_id, req.common.cseq.seq);
-        let Some(&leg_id) = self.dialogs.get(&key) else {
+        let Some(leg_id) = self.dialogs.find(&key) else {
             tracing::debug!(call_id = %req.common.call_id, "ACK for no dialog dropped");
             return;
         };
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
-        if let LegState::Answered { invite } = leg.state {
-            self.pending_acks.remove(&invite);
-        }
-        leg.state = LegState::Confirmed;
+        let Some(leg) = self.dialogs.confirm(leg_id) else { return };
         let call = leg.call;
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         if leg.media.awaiting_answer && !req.common.body.is_empty() {
@@ -169,7 +164,7 @@ impl Core {
             return self.ep.respond(now, cancel, req, 481, None, None, |_| {});
         };
         // RFC 3261 §9.2: the 200 to the CANCEL carries the same To tag as the INVITE's response.
-        let tag = self.pending_acks.get(&invite).and_then(|l| self.legs.get(l)).map(|l| l.dialog.local_tag().to_string());
+        let tag = self.dialogs.awaiting_ack(invite).map(|l| l.dialog.local_tag().to_string());
         self.ep.respond(now, cancel, req, 200, None, tag.as_deref(), |_| {});
         // parkd answers INVITEs at once, so this is rare.
         if self.ep.txn.awaiting_final(invite) {
@@ -196,7 +191,7 @@ impl Core {
             (Purpose::OrphanRecall, v) => self.on_orphan_response(now, id, v),
             (Purpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {
                 // A retransmitted 2xx: the ACK was lost, send it again (RFC 3261 §13.2.2.4).
-                if let Some((to, ack)) = self.legs.get(&leg).and_then(|l| l.uac_ack.clone()) {
+                if let Some((to, ack)) = self.dialogs.get(leg).and_then(|l| l.ack_again()) {
                     self.ep.send_stateless(to, ack);
                 }
             }
@@ -218,7 +213,7 @@ impl Core {
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {
-                if let Some(leg_id) = self.pending_acks.remove(&txn) {
+                if let Some(leg_id) = self.dialogs.ack_timed_out(txn) {
                     tracing::warn!(%call_id, "2xx never acknowledged; ending the call");
                     self.ep.emit(ParkEvent::AckTimeout { call_id });
                     self.end_leg(now, leg_id, true);

@@ -14,22 +14,17 @@
 //! * anything else → 404.
 
 use crate::media::MediaLegId;
-use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
+use super::dialogs::{read_offer, Leg, LegMedia, LegRole, LegState};
+use super::legs::{CallRef, CallState, LegId, ParkHow, ParkedCall};
 use super::admission::Action;
 use super::{Core, ParkEvent};
-use crate::dialog::{Dialog, DialogKey};
-use crate::media::Codec;
+use crate::dialog::Dialog;
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
-use crate::sdp::{self, Direction, LocalSdp, RemoteSdp};
+use crate::sdp::{LocalSdp, RemoteSdp};
 use crate::sip::{NameAddr, Peer, Request};
 use crate::time::Time;
 use crate::txn::ServerTxnId;
 use rand::Rng;
-
-/// parkd's codec preference when the offerer allows both.
-const CODECS: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
-/// RFC 4733 telephone-event payload type parkd offers.
-const DTMF_PT: u8 = 101;
 
 /// The header naming the orbit in parkd's 2xx to a park (documented in the README).
 pub const PARK_ORBIT_HEADER: &str = "Park-Orbit";
@@ -151,7 +146,7 @@ impl Core {
     /// RFC 3891: an INVITE whose Replaces names a parked call's dialog retrieves that call (a phone learns the
     /// dialog from BLF). The tags are matched from parkd's side: to-tag = parkd's tag, from-tag = the peer's.
     fn retrieve_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &crate::sip::Replaces) {
-        let target = self.parked_leg_named_by(r).and_then(|id| self.legs.get(&id)).map(|leg| leg.call);
+        let target = self.dialogs.parked_leg_named_by(r).and_then(|id| self.dialogs.get(id)).map(|leg| leg.call);
         let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
         if let Some(lot) = lot {
             if !self.gate(now, txn, from, &req, lot, Action::Retrieve) {
@@ -206,25 +201,6 @@ impl Core {
         });
     }
 
-    /// The parked leg a Replaces header names. RFC 3891 §3 gives the tags from the recipient's side (to-tag =
-    /// parkd's tag, from-tag = the parked party's); some phones send them the other way round, and since tags
-    /// are random that orientation is accepted too.
-    pub(super) fn parked_leg_named_by(&self, r: &crate::sip::Replaces) -> Option<LegId> {
-        let find = |local: &str, remote: &str| {
-            let key = DialogKey { call_id: r.call_id.clone(), local_tag: local.to_string() };
-            self.dialogs.get(&key).copied().filter(|id| {
-                self.legs.get(id).is_some_and(|l| l.dialog.remote_tag() == remote && l.role == LegRole::Parked)
-            })
-        };
-        find(&r.to_tag, &r.from_tag).or_else(|| {
-            let swapped = find(&r.from_tag, &r.to_tag);
-            if swapped.is_some() {
-                tracing::debug!(call_id = %r.call_id, "Replaces with to-tag/from-tag swapped; accepted");
-            }
-            swapped
-        })
-    }
-
     /// Creates the leg for `req` (a dialog-creating INVITE) and answers it 200 with SDP.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn answer_new_leg(
@@ -244,36 +220,7 @@ impl Core {
         let tag = self.ep.new_tag();
         let dialog = Dialog::as_uas(req, from, &tag);
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
-        let (media, body) = match &offer {
-            Some(remote) => {
-                let codec = sdp::choose_codec(remote, &CODECS).unwrap_or(Codec::Pcmu);
-                let body = sdp::build_answer(&local_sdp, codec, remote.dtmf_pt, remote.direction.reverse());
-                let media = LegMedia {
-                    media_leg,
-                    remote: Some(remote.addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0),
-                    codec,
-                    dtmf_pt: remote.dtmf_pt,
-                    peer_direction: remote.direction,
-                    local_sdp,
-                    awaiting_answer: false,
-                };
-                (media, body)
-            }
-            None => {
-                let body = sdp::build_offer(&local_sdp, &CODECS, Some(DTMF_PT), Direction::SendRecv);
-                let media = LegMedia {
-                    media_leg,
-                    remote: None,
-                    codec: Codec::Pcmu,
-                    dtmf_pt: None,
-                    peer_direction: Direction::SendRecv,
-                    local_sdp,
-                    awaiting_answer: true,
-                };
-                (media, body)
-            }
-        };
-        let span = tracing::info_span!("dialog", call_id = %req.common.call_id, orbit = %orbit_name, role = ?role);
+        let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());
         let contact = self.ep.contact(from.transport);
         self.ep.respond(now, txn, req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
@@ -282,10 +229,9 @@ impl Core {
             extra(r);
             r.common.set_body("application/sdp", body);
         });
-        self.dialogs.insert(dialog.key(), id);
-        self.pending_acks.insert(txn, id);
         self.admission_unconfirmed(now, id, from);
-        self.legs.insert(id, Box::new(Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None }));
+        let state = LegState::Answered { invite: txn };
+        self.dialogs.insert(Leg { id, call, role, state, dialog, source: from, media, orbit: orbit_name.to_string(), uac_ack: None });
         id
     }
 }
@@ -299,21 +245,4 @@ fn parking_time_override(req: &Request) -> Option<u64> {
         .map(str::to_string)
         .or_else(|| req.common.header("Park-Timeout").map(str::to_string))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The SDP offer of an INVITE: `Ok(None)` when it has none (parkd then offers in its 2xx); an error status when
-/// it cannot be used.
-pub(super) fn read_offer(req: &Request) -> Result<Option<RemoteSdp>, (u16, &'static str)> {
-    if req.common.body.is_empty() {
-        return Ok(None);
-    }
-    let is_sdp = req.common.content_type.as_deref().is_none_or(|ct| ct.trim().to_ascii_lowercase().starts_with("application/sdp"));
-    if !is_sdp {
-        return Err((415, "Unsupported Media Type"));
-    }
-    let remote = sdp::parse_sdp(&req.common.body).map_err(|_| (488u16, "Not Acceptable Here"))?;
-    if sdp::choose_codec(&remote, &CODECS).is_none() {
-        return Err((488, "Not Acceptable Here: PCMU or PCMA required"));
-    }
-    Ok(Some(remote))
 }

@@ -24,7 +24,7 @@ impl Core {
     /// The keepalive deadline fired: send OPTIONS in the parked dialog and arm the next one.
     pub(super) fn send_keepalive(&mut self, now: Time, call: CallRef) {
         let Some(leg_id) = self.calls.get(&call).filter(|c| c.state == CallState::Parked).map(|c| c.parked) else { return };
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
         let options = self.ep.request_in(&mut leg.dialog, Method::Options);
         let hop = leg.dialog.next_hop;
         self.ep.send(now, hop, &options, Purpose::Keepalive(call));

@@ -1,84 +1,11 @@
-//! The engine's plain data: call legs (one per dialog parkd holds) and parked calls.
-//!
-//! Ids are numbers and deadlines absolute [`Time`]s, but a [`Leg`] still holds a `tracing::Span` and whole
-//! dialogs: not yet plain data that a journal could write (issue 16 moves legs into rooms of plain data).
+//! The engine's parked calls.
 
+pub use super::ids::{CallRef, LegId};
 use crate::media::MediaLegId;
-use crate::dialog::Dialog;
-use crate::media::Codec;
 use crate::park::lot::OrbitIdx;
-use crate::sdp::{Direction, LocalSdp};
+use crate::sdp::LocalSdp;
 use crate::sip::{NameAddr, Peer};
 use crate::time::Time;
-use crate::txn::ServerTxnId;
-use std::net::SocketAddr;
-
-/// A call leg: one dialog between parkd and a phone. Ids are never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct LegId(pub u64);
-
-/// A parked call (and what became of it). Ids are never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct CallRef(pub u64);
-
-/// Which side of a parked call a leg is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LegRole {
-    /// The party that was parked (the transferee).
-    Parked,
-    /// Whoever dialed the orbit to take the call.
-    Retriever,
-    /// The parker (or fallback destination) parkd called back and who answered.
-    Recall,
-}
-
-/// Where a leg's INVITE handshake stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LegState {
-    /// 2xx sent, waiting for the ACK.
-    Answered { invite: ServerTxnId },
-    /// ACK received: media may flow.
-    Confirmed,
-}
-
-/// The negotiated media of a leg.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LegMedia {
-    /// parkd's media leg (its RTP port is `media_leg.port()`, the port in `local_sdp`).
-    pub media_leg: MediaLegId,
-    /// The peer's RTP address from its SDP (None until an offer or answer names one).
-    pub remote: Option<SocketAddr>,
-    pub codec: Codec,
-    pub dtmf_pt: Option<u8>,
-    /// The peer's stated direction (`sendonly` = it holds us: parkd must not send).
-    pub peer_direction: Direction,
-    pub local_sdp: LocalSdp,
-    /// parkd offered in its 2xx (the INVITE had no SDP); the answer comes in the ACK.
-    pub awaiting_answer: bool,
-}
-
-impl LegMedia {
-    /// Whether parkd may send RTP to the peer (RFC 3264 §5.1 / §6.1).
-    pub fn may_send(&self) -> bool {
-        matches!(self.peer_direction, Direction::SendRecv | Direction::RecvOnly) && self.remote.is_some()
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Leg {
-    pub id: LegId,
-    pub call: CallRef,
-    pub role: LegRole,
-    pub state: LegState,
-    pub dialog: Dialog,
-    /// Where the dialog-creating request came from.
-    pub source: Peer,
-    pub media: LegMedia,
-    /// The span every log line about this dialog is emitted in (call-id, orbit, role).
-    pub span: tracing::Span,
-    /// For a dialog parkd started: the ACK it sent (re-sent when the 2xx is retransmitted).
-    pub uac_ack: Option<(Peer, bytes::Bytes)>,
-}
 
 /// What a parked call is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,9 +13,11 @@ mod call_timers;
 pub mod commands;
 pub mod contract;
 pub mod dial_allow;
+pub mod dialogs;
 mod endpoint;
 mod events;
 mod gate;
+pub mod ids;
 mod inbound;
 mod invite;
 mod keepalive;
@@ -43,7 +45,7 @@ use crate::sip::{NameAddr, Peer};
 use crate::time::Time;
 use crate::txn::TimerConfig;
 use endpoint::Purpose;
-use legs::{Leg, ParkedCall};
+use legs::ParkedCall;
 use rand::Rng;
 use std::collections::HashMap;
 
@@ -77,12 +79,10 @@ pub struct Core {
     /// parkd's SIP endpoint: transactions and their purposes, ids, its own address, the output queue.
     ep: endpoint::Endpoint,
     ports: PortShards,
-    // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole leg or call.
-    legs: HashMap<LegId, Box<Leg>>,
+    /// Call legs: one dialog each and its media (the dialogs room).
+    dialogs: dialogs::Dialogs,
+    // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole call.
     calls: HashMap<CallRef, Box<ParkedCall>>,
-    dialogs: HashMap<crate::dialog::DialogKey, LegId>,
-    /// 2xx responses waiting for their ACK, by INVITE transaction.
-    pending_acks: HashMap<crate::txn::ServerTxnId, LegId>,
     stats: Stats,
     call_timers: call_timers::CallTimers,
     /// BLF subscriptions, their indexes and expiry heap.
@@ -119,10 +119,8 @@ impl Core {
             lots: lots.into_iter().map(Lot::new).collect(),
             ep,
             ports,
-            legs: HashMap::new(),
+            dialogs: dialogs::Dialogs::default(),
             calls: HashMap::new(),
-            dialogs: HashMap::new(),
-            pending_acks: HashMap::new(),
             stats: Stats::default(),
             call_timers: call_timers::CallTimers::default(),
             blf: blf::Subscriptions::default(),
@@ -199,7 +197,7 @@ impl Core {
     pub fn live(&self) -> Live {
         let (server_txns, client_txns) = self.ep.txn.live();
         Live {
-            legs: self.legs.len(),
+            legs: self.dialogs.len(),
             calls: self.calls.len(),
             server_txns,
             client_txns,
@@ -241,3 +239,5 @@ mod auth_tests;
 mod command_tests;
 #[cfg(test)]
 mod gate_tests;
+#[cfg(test)]
+mod plain_data_tests;

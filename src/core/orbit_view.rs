@@ -60,7 +60,7 @@ impl Core {
         if c.state != CallState::Parked {
             return OrbitState::Free;
         }
-        let Some(leg) = self.legs.get(&c.parked) else { return OrbitState::Free };
+        let Some(leg) = self.dialogs.get(c.parked) else { return OrbitState::Free };
         let mut parked = leg.dialog.remote.clone();
         parked.params = Default::default();
         OrbitState::Parked(ParkedView {

@@ -105,11 +105,7 @@ impl Core {
         if let Some(id) = &c.asserted_identity {
             return Some(id.clone());
         }
-        self.legs.get(&c.parked).map(|l| {
-            let mut id = l.dialog.remote.clone();
-            id.params = Default::default();
-            id
-        })
+        self.dialogs.remote_identity(c.parked)
     }
 
     /// Refuses a new park while draining: 503 with Retry-After, reported as an event.

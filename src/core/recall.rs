@@ -7,13 +7,12 @@
 //! every end is a BYE with a Reason, logged and reported as an event.
 
 use super::call_timers::CallTimer;
-use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, Recall, RecallTarget};
+use super::dialogs::{Leg, LegMedia, LegRole, LegState};
+use super::legs::{CallRef, CallState, LegId, Recall, RecallTarget};
 use super::originate::OriginateSpec;
 use super::{Core, ParkEvent, Purpose};
 use crate::config::RecallFallback;
 use crate::dialog::Dialog;
-use crate::media::Codec;
-use crate::sdp::{self, Direction};
 use crate::sip::{CSeq, Method, Peer, Request, Response, Uri};
 use crate::time::Time;
 use crate::txn::{ClientTxnId, ClientVerdict};
@@ -177,33 +176,20 @@ impl Core {
         let contact = self.ep.contact(dialog.next_hop.transport);
         let ack = dialog.ack(r.invite.common.cseq.seq, self.ep.local_addr, &branch, &contact).encode();
         self.ep.send_stateless(dialog.next_hop, ack.clone());
-        let remote = sdp::parse_sdp(&resp.common.body).ok();
-        let codec = remote.as_ref().and_then(|s| sdp::choose_codec(s, &[Codec::Pcmu, Codec::Pcma])).unwrap_or(Codec::Pcmu);
-        let media = LegMedia {
-            media_leg: r.media_leg,
-            remote: remote.as_ref().map(|s| s.addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0),
-            codec,
-            dtmf_pt: remote.as_ref().and_then(|s| s.dtmf_pt),
-            peer_direction: remote.as_ref().map(|s| s.direction).unwrap_or(Direction::SendRecv),
-            local_sdp: r.local_sdp,
-            awaiting_answer: false,
-        };
+        let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
         let id = LegId(self.ep.next_id());
         let Some(c) = self.calls.get_mut(&call) else { return };
-        let span = tracing::info_span!("dialog", call_id = %dialog.call_id, orbit = %c.orbit_name, role = ?LegRole::Recall);
         let freed = c.orbit.take().map(|o| (c.lot, o));
         if let Some((lot, orbit)) = freed {
             self.lots[lot].release(orbit, call);
         }
         c.state = CallState::Bridged { other: id };
         let orbit = c.orbit_name.clone();
-        self.dialogs.insert(dialog.key(), id);
         self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
-        self.legs.insert(
-            id,
-            Box::new(Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, span, uac_ack: Some((r.next_hop, ack)) }),
-        );
+        let uac_ack = Some((r.next_hop, ack.to_vec()));
+        let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack };
+        self.dialogs.insert(leg);
         tracing::info!(%orbit, %to, "recall answered; bridging");
         self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target });
         if let Some((lot, orbit)) = freed {

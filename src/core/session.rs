@@ -1,9 +1,9 @@
 //! What happens to a call's media and legs after the handshake: media commands, re-INVITEs, hang-ups.
 
-use super::legs::{CallState, LegId, LegState, MediaMode, ParkHow};
+use super::dialogs::LegState;
+use super::legs::{CallState, LegId, MediaMode, ParkHow};
 use super::{Core, ParkEvent, Purpose};
-use crate::media::{Codec, MediaCommand, MusicId, Prompt};
-use crate::sdp::{self, Direction};
+use crate::media::{MediaCommand, MusicId, Prompt};
 use crate::sip::{Method, Peer, Request};
 use crate::time::Time;
 use crate::txn::ServerTxnId;
@@ -12,7 +12,7 @@ impl Core {
     /// A media leg for a call that will be bridged to `call`'s parked party (retrieve, recall, API unpark):
     /// in the same media thread's block of ports, since relaying stays within one thread.
     pub(super) fn port_beside_parked(&mut self, now: Time, call: super::legs::CallRef) -> Option<crate::media::MediaLegId> {
-        match self.calls.get(&call).and_then(|c| self.legs.get(&c.parked)).map(|l| l.media.media_leg) {
+        match self.calls.get(&call).and_then(|c| self.dialogs.get(c.parked)).map(|l| l.media.media_leg) {
             Some(partner) => self.ports.take_beside(now, partner),
             None => self.ports.take(now),
         }
@@ -26,7 +26,7 @@ impl Core {
         // A caller who parked itself (park code, no Referred-By) hears where it went: "parked on 701".
         let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.lots.get(lot).is_some_and(|l| l.cfg.announce_orbit);
         let orbit_name = announce.then(|| c.orbit_name.clone());
-        let Some(parked) = self.legs.get(&parked_id) else { return };
+        let Some(parked) = self.dialogs.get(parked_id) else { return };
         let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
         let mut cmds = Vec::new();
         let mut new_mode = mode;
@@ -46,7 +46,7 @@ impl Core {
                 }
             }
             CallState::Bridged { other } if mode != MediaMode::Bridged => {
-                let Some(o) = self.legs.get(&other) else { return };
+                let Some(o) = self.dialogs.get(other) else { return };
                 if parked_ready && o.state == LegState::Confirmed {
                     if let Some(remote) = o.media.remote {
                         // The retriever's leg is new to the media plane: describe it, then bridge.
@@ -92,18 +92,11 @@ impl Core {
     /// Applies an SDP body from the peer of `leg_id` (an answer in an ACK, or an offer in a re-INVITE).
     /// Returns false when it cannot be used.
     pub(super) fn apply_remote_sdp(&mut self, leg_id: LegId, body: &[u8]) -> bool {
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return false };
-        let Ok(remote) = sdp::parse_sdp(body) else { return false };
-        let prefer: [Codec; 2] = if leg.media.codec == Codec::Pcma { [Codec::Pcma, Codec::Pcmu] } else { [Codec::Pcmu, Codec::Pcma] };
-        let Some(codec) = sdp::choose_codec(&remote, &prefer) else { return false };
-        let m = &mut leg.media;
-        m.codec = codec;
-        m.dtmf_pt = remote.dtmf_pt;
-        m.peer_direction = remote.direction;
-        if !remote.addr.ip().is_unspecified() && remote.addr.port() != 0 {
-            m.remote = Some(remote.addr);
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return false };
+        if !leg.media.apply_remote(body) {
+            return false;
         }
-        m.awaiting_answer = false;
+        let m = &leg.media;
         let started = self.calls.get(&leg.call).is_some_and(|c| c.media_mode != MediaMode::None);
         if started {
             if let Some(remote) = m.remote {
@@ -121,23 +114,13 @@ impl Core {
             return self.ep.respond(now, txn, &req, 488, None, None, |_| {});
         }
         let contact = self.ep.contact(from.transport);
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
         leg.dialog.refresh_target(&req, from);
-        leg.media.local_sdp.version += 1;
-        let m = &leg.media;
-        let body = if has_offer {
-            sdp::build_answer(&m.local_sdp, m.codec, m.dtmf_pt, m.peer_direction.reverse())
-        } else {
-            // RFC 3264 §5: an INVITE without SDP asks for an offer in the 2xx; the answer comes in the ACK.
-            sdp::build_offer(&m.local_sdp, &[Codec::Pcmu, Codec::Pcma], m.dtmf_pt, Direction::SendRecv)
-        };
-        if !has_offer {
-            leg.media.awaiting_answer = true;
-        }
+        // RFC 3264 §5: an INVITE without SDP asks for an offer in the 2xx; the answer comes in the ACK.
+        let body = leg.media.reanswer(has_offer);
         let tag = leg.dialog.local_tag().to_string();
         if req.method == Method::Invite {
-            leg.state = LegState::Answered { invite: txn };
-            self.pending_acks.insert(txn, leg_id);
+            self.dialogs.answered(leg_id, txn);
         }
         self.ep.respond(now, txn, &req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
@@ -148,7 +131,7 @@ impl Core {
     /// Ends leg `leg_id` (its BYE was answered, or parkd gives up on it) and whatever depended on it: a parked
     /// call frees its orbit; a bridged call's other leg is hung up by parkd. `send_bye`: parkd must also BYE this leg.
     pub(super) fn end_leg(&mut self, now: Time, leg_id: LegId, send_bye: bool) {
-        let Some(leg) = self.legs.get(&leg_id) else { return };
+        let Some(leg) = self.dialogs.get(leg_id) else { return };
         let (call_ref, call_id) = (leg.call, leg.dialog.call_id.clone());
         if send_bye {
             self.hangup_leg(now, leg_id);
@@ -191,19 +174,16 @@ impl Core {
         if let Some(r) = reason {
             bye.common.push_header("Reason", r);
         }
-        let _enter = leg.span.enter();
+        let span = leg.span();
+        let _enter = span.enter();
         tracing::info!(to = %leg.dialog.next_hop.addr, "sending BYE");
         self.ep.send(now, leg.dialog.next_hop, &bye, Purpose::Bye);
     }
 
     /// Removes a leg from every table and releases its media; returns it.
-    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::legs::Leg>> {
-        let leg = self.legs.remove(&leg_id)?;
+    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::dialogs::Leg>> {
+        let leg = self.dialogs.remove(leg_id)?;
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
-        self.dialogs.remove(&leg.dialog.key());
-        if let LegState::Answered { invite } = leg.state {
-            self.pending_acks.remove(&invite);
-        }
         self.ep.media(MediaCommand::Stop { leg: leg.media.media_leg });
         self.ports.give_back(leg.media.media_leg);
         Some(leg)

@@ -111,7 +111,7 @@ impl Core {
             .into_iter()
             .filter_map(|c| {
                 let CallState::Bridged { other } = c.state else { return None };
-                let (p, o) = (self.legs.get(&c.parked)?, self.legs.get(&other)?);
+                let (p, o) = (self.dialogs.get(c.parked)?, self.dialogs.get(other)?);
                 Some(BridgedSnapshot {
                     lot: self.lots.get(c.lot).map(|l| l.name().to_string()).unwrap_or_default(),
                     from_orbit: c.orbit_name.clone(),

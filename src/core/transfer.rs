@@ -6,7 +6,8 @@
 //!
 //! parkd never dials an arbitrary Refer-To: only its own park codes and orbits are accepted (toll fraud).
 
-use super::legs::{CallRef, CallState, LegId, LegRole, MediaMode, ParkHow, ParkedCall};
+use super::dialogs::LegRole;
+use super::legs::{CallRef, CallState, LegId, MediaMode, ParkHow, ParkedCall};
 use super::{Core, ParkEvent, Purpose};
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
@@ -31,7 +32,7 @@ impl Core {
                 return self.ep.respond(now, txn, &req, 403, Some("Refer-To Is Not A Park Code Or Orbit"), None, |_| {});
             }
         };
-        let Some(leg) = self.legs.get(&leg_id) else { return };
+        let Some(leg) = self.dialogs.get(leg_id) else { return };
         let call_ref = leg.call;
         let other = match self.calls.get(&call_ref).map(|c| (c.state, c.parked)) {
             Some((CallState::Bridged { other }, parked)) => {
@@ -88,7 +89,7 @@ impl Core {
         orbit: Option<OrbitIdx>,
         parker: Option<NameAddr>,
     ) -> Result<String, (u16, &'static str)> {
-        if !self.legs.contains_key(&keep) {
+        if !self.dialogs.get(keep).is_some() {
             return Err((481, "Call/Transaction Does Not Exist"));
         }
         let new_call = CallRef(self.ep.next_id());
@@ -105,9 +106,10 @@ impl Core {
         // The old (bridged) call ends here; its other leg no longer belongs to any call.
         self.calls.remove(&call_ref);
         let orbit_name = self.lots[lot].orbit_name(orbit);
-        let Some(leg) = self.legs.get_mut(&keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
+        let Some(leg) = self.dialogs.get_mut(keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
         leg.call = new_call;
         leg.role = LegRole::Parked;
+        leg.orbit = orbit_name.clone();
         let parked_label = leg.dialog.remote.uri.to_string();
         let call_id = leg.dialog.call_id.clone();
         let parking_time = self.lots[lot].cfg.parking_duration();
@@ -117,7 +119,7 @@ impl Core {
 
     /// NOTIFY for the implicit REFER subscription (RFC 3515 §2.4.4): `message/sipfrag` body.
     fn notify_refer(&mut self, now: Time, leg_id: LegId, refer_cseq: u32, frag: &str, last: bool) {
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
         // The REFER's implicit subscription shares the call's dialog (and parkd's Contact in it).
         let mut notify: Request = self.ep.request_in(&mut leg.dialog, Method::Notify);
         let hop: Peer = leg.dialog.next_hop;
@@ -130,10 +132,10 @@ impl Core {
     /// Attended park (RFC 3891 §3): `req` replaces the parked dialog named by `r`: the new party takes the orbit,
     /// the replaced leg's caller becomes the parker (unless Referred-By names one), the replaced leg gets a BYE.
     pub(super) fn swap_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &Replaces) {
-        let Some(replaced) = self.parked_leg_named_by(r) else {
+        let Some(replaced) = self.dialogs.parked_leg_named_by(r) else {
             return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
-        let Some(call_ref) = self.legs.get(&replaced).map(|l| l.call) else { return };
+        let Some(call_ref) = self.dialogs.get(replaced).map(|l| l.call) else { return };
         let Some(call) = self.calls.get(&call_ref) else {
             return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
@@ -144,7 +146,7 @@ impl Core {
         if !self.gate(now, txn, from, &req, lot, super::admission::Action::Park) {
             return;
         }
-        let offer = match super::invite::read_offer(&req) {
+        let offer = match super::dialogs::read_offer(&req) {
             Ok(o) => o,
             Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
@@ -159,11 +161,7 @@ impl Core {
         });
         let parker = match req.referred_by() {
             Some(Ok(na)) => Some(na),
-            _ => self.legs.get(&replaced).map(|l| {
-                let mut id = l.dialog.remote.clone();
-                id.params = Default::default();
-                id
-            }),
+            _ => self.dialogs.remote_identity(replaced),
         };
         if let Some(c) = self.calls.get_mut(&call_ref) {
             c.parked = leg;

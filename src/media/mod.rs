@@ -35,7 +35,7 @@ pub use plane::{MediaPlane, MediaStats, MediaWake};
 pub use prompts::Prompt;
 
 /// The audio codecs parkd speaks: G.711 at 8 kHz, 20 ms packets (RFC 3551 §4.5.14).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     /// G.711 μ-law, static payload type 0.
     Pcmu,
@@ -85,7 +85,7 @@ pub struct MusicId(pub u16);
 /// The port is derivable from the id by the pure [`MediaLegId::port`] (the id packs
 /// `port << 16 | share`), so commands carry only the id. With one leg per port (the default)
 /// `share` is always 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct MediaLegId(pub u32);
 
 impl MediaLegId {

@@ -1,0 +1,34 @@
+//! The rooms' state is plain data: what issue 17's journal will write survives a serde round trip unchanged
+//! (postcard, the journal's format), taken from a core in the middle of real flows.
+
+use super::testkit::{ParkAs, Phone, World};
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Debug;
+use std::time::Duration;
+
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(what: &str, v: &T) {
+    let bytes = postcard::to_allocvec(v).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let back: T = postcard::from_bytes(&bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(&back, v, "{what} survives a round trip");
+}
+
+#[test]
+fn legs_of_parked_and_recalled_calls_round_trip() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    w.park(&bob, "700", ParkAs::ALICE.pts("0 8 101"));
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    w.park(&carol, "700", ParkAs::SELF);
+    // Bob's recall rings Alice, who answers: a leg parkd started (UAC dialog, its ACK kept).
+    let since = w.sent.len();
+    w.advance(Duration::from_secs(45));
+    let alice = super::testkit::alice();
+    let invite = w.requests_to(alice.peer, since).into_iter().find(|r| r.method == crate::sip::Method::Invite).expect("recall");
+    w.deliver(alice.peer, &alice.answer(&invite, 200, "OK", Some(&alice.sdp("8", "sendrecv"))));
+    let legs: Vec<_> = w.core.dialogs.iter().cloned().collect();
+    assert_eq!(legs.len(), 3, "bob, carol and alice's recall leg");
+    assert!(legs.iter().any(|l| l.uac_ack.is_some()), "the recall leg keeps its ACK");
+    for leg in &legs {
+        round_trip("leg", leg);
+    }
+}
