@@ -89,7 +89,7 @@ impl Core {
         orbit: Option<OrbitIdx>,
         parker: Option<NameAddr>,
     ) -> Result<String, (u16, &'static str)> {
-        if !self.dialogs.get(keep).is_some() {
+        if self.dialogs.get(keep).is_none() {
             return Err((481, "Call/Transaction Does Not Exist"));
         }
         let new_call = CallRef(self.ep.next_id());

@@ -35,6 +35,10 @@ impl Dialogs {
         self.legs.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.legs.is_empty()
+    }
+
     pub fn get(&self, id: LegId) -> Option<&Leg> {
         self.legs.get(&id).map(|l| &**l)
     }
