@@ -210,7 +210,7 @@ impl Core {
     /// Digest-authenticates `req` for `action` in lot `lot` when the lot asks for it. On failure answers the
     /// request `401` with fresh SHA-256 and MD5 challenges and returns false.
     pub(super) fn authorized(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, action: Action) -> bool {
-        let Some(cfg) = self.lots.get(lot).and_then(|l| l.cfg.auth.clone()) else { return true };
+        let Some(cfg) = self.parking.lot(lot).and_then(|l| l.cfg.auth.clone()) else { return true };
         let wanted = match action {
             Action::Park => AuthAction::Park,
             Action::Retrieve => AuthAction::Retrieve,
@@ -232,7 +232,7 @@ impl Core {
         if self.trusted(from) {
             return true;
         }
-        let Some(cfg) = self.lots.iter().find_map(|l| l.cfg.auth.clone()) else { return true };
+        let Some(cfg) = self.parking.lots().find_map(|l| l.cfg.auth.clone()) else { return true };
         self.digest(now, txn, from, req, &cfg)
     }
 

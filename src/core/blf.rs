@@ -179,7 +179,7 @@ impl Core {
             }
         };
         let user = req.uri.user.clone().unwrap_or_default();
-        let Some((lot, dialed)) = self.lookup_number(&user) else {
+        let Some((lot, dialed)) = self.parking.lookup(&user) else {
             if !self.authorized_for_unknown_number(now, txn, from, &req) {
                 return;
             }
@@ -408,17 +408,17 @@ impl Core {
 
     /// The dialog-info document for what a subscription watches.
     fn dialog_info(&self, lot: usize, watched: Watched, entity: &Uri, version: u32) -> DialogInfo {
-        let occupied = match self.lots.get(lot).map(|l| l.cfg.blf_occupied_state) {
+        let occupied = match self.parking.lot(lot).map(|l| l.cfg.blf_occupied_state) {
             Some(BlfOccupiedState::Early) => DialogState::Early,
             _ => DialogState::Confirmed,
         };
         let orbits: Vec<OrbitIdx> = match watched {
             Watched::Orbit(i) => vec![i],
-            Watched::Lot => (0..self.lots.get(lot).map_or(0, |l| l.capacity())).collect(),
+            Watched::Lot => (0..self.parking.lot(lot).map_or(0, |l| l.capacity())).collect(),
         };
         let mut dialogs = Vec::new();
         for i in orbits {
-            let name = self.lots.get(lot).map(|l| l.orbit_name(i)).unwrap_or_default();
+            let name = self.parking.lot(lot).map(|l| l.orbit_name(i)).unwrap_or_default();
             match self.orbit_state(lot, i) {
                 OrbitState::Parked(view) => dialogs.push(parked_entry(&view, &name, entity, occupied)),
                 OrbitState::Free if watched != Watched::Lot => dialogs.push(DialogEntry::idle(&name)),

@@ -5,7 +5,9 @@
 //! time (an unpark ringing its destination) reports its outcome later as [`ParkEvent`]s
 //! (`recall_started` / `recall_answered` / `recall_failed` with `target: "api_unpark"`).
 
-use super::legs::{CallRef, CallState, ParkHow, RecallTarget};
+use super::events::{ParkHow, RecallTarget};
+use super::ids::CallRef;
+use super::parking::CallState;
 use super::originate::{OriginateError, OriginateSpec};
 use super::{Core, ParkEvent};
 use crate::park::lot::OrbitIdx;
@@ -94,8 +96,8 @@ impl Core {
     /// The parked call in orbit `name`, with its lot and orbit index.
     fn parked_in(&self, name: &str) -> Result<(usize, OrbitIdx, CallRef), CommandError> {
         let (lot, idx) = self.find_orbit(name).ok_or_else(|| CommandError::UnknownOrbit(name.to_string()))?;
-        let call = self.lots.get(lot).and_then(|l| l.occupant(idx)).ok_or_else(|| CommandError::OrbitEmpty(name.to_string()))?;
-        match self.calls.get(&call) {
+        let call = self.parking.lot(lot).and_then(|l| l.occupant(idx)).ok_or_else(|| CommandError::OrbitEmpty(name.to_string()))?;
+        match self.parking.get(call) {
             Some(c) if c.state == CallState::Parked => Ok((lot, idx, call)),
             _ => Err(CommandError::OrbitEmpty(name.to_string())),
         }
@@ -104,11 +106,11 @@ impl Core {
     fn cmd_hangup(&mut self, now: Time, orbit: &str) -> CommandResult {
         let (lot, idx, call) = self.parked_in(orbit)?;
         self.stop_recall(now, call);
-        let Some(c) = self.calls.remove(&call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
-        self.lots[lot].release(idx, call);
+        let Some(c) = self.parking.remove(call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
+        self.parking.release(lot, idx, call);
         self.orbit_changed(now, lot, idx);
         let call_id = self.dialogs.get(c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
-        let lot_name = self.lots[lot].name().to_string();
+        let lot_name = self.parking.lot_name(lot);
         tracing::info!(orbit = %c.orbit_name, "parked call ended by an application");
         self.ep.emit(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone() });
         self.hangup_leg_with_reason(now, c.parked, Some("SIP;cause=200;text=\"Call ended by the attendant\"".into()));
@@ -119,10 +121,10 @@ impl Core {
         let (lot, _, call) = self.parked_in(orbit)?;
         let uri = crate::sip::parse_uri(to.trim()).map_err(|_| CommandError::BadUri(to.to_string()))?;
         let allowed = self.dial_check(call, lot, &uri).inspect_err(|e| tracing::warn!(%orbit, "unpark refused: {e}"))?;
-        if self.calls.get(&call).is_some_and(|c| c.recall.is_some()) {
+        if self.parking.get(call).is_some_and(|c| c.recall.is_some()) {
             return Err(CommandError::Ringing(orbit.to_string()));
         }
-        let cfg = &self.lots[lot].cfg;
+        let Some(cfg) = self.parking.cfg(lot) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
         let ring_secs = cfg.recall_ring_time.max(1);
         let lot_name = cfg.name.clone();
         let who = self.parked_identity(call).map(|p| p.label()).unwrap_or_else(|| "caller".into());
@@ -136,7 +138,7 @@ impl Core {
         self.originate(now, call, spec)?;
         tracing::info!(%orbit, ?allowed, "unpark destination allowed");
         let to = uri.without_headers().to_string();
-        let round = self.calls.get(&call).map(|c| c.rounds).unwrap_or(0);
+        let round = self.parking.get(call).map(|c| c.rounds).unwrap_or(0);
         self.ep.emit(ParkEvent::RecallStarted { orbit: orbit.to_string(), to: to.clone(), target: RecallTarget::ApiUnpark, round });
         Ok(CommandOutcome::Unparking { lot: lot_name, orbit: orbit.to_string(), to, ring_secs })
     }
@@ -144,14 +146,14 @@ impl Core {
     /// An API unpark was not answered (or refused): the call stays parked; the outcome is an event. A recall
     /// that fell due while it rang is started now.
     pub(super) fn unpark_failed(&mut self, now: Time, call: CallRef, status: u16) {
-        let Some(c) = self.calls.get(&call) else { return };
+        let Some(c) = self.parking.get(call) else { return };
         let (orbit, slot, recall_at) = (c.orbit_name.clone(), c.orbit.map(|o| (c.lot, o)), c.recall_at);
         if let Some((lot, o)) = slot {
             self.orbit_changed(now, lot, o);
         }
         if let Some(at) = recall_at.filter(|t| *t <= now) {
             // The recall timer fired while the unpark rang and was skipped: fire it again now.
-            self.call_timers.arm(at, call, super::call_timers::CallTimer::Recall);
+            self.parking.arm(at, call, super::parking::CallTimer::Recall);
         }
         tracing::info!(%orbit, status, "unpark not answered; the call stays parked");
         self.ep.emit(ParkEvent::RecallFailed { orbit, status, target: RecallTarget::ApiUnpark });
@@ -161,7 +163,7 @@ impl Core {
         let found = self
             .dialogs
             .with_call_id(call_id)
-            .find(|l| self.calls.get(&l.call).is_some_and(|c| matches!(c.state, CallState::Bridged { .. })))
+            .find(|l| self.parking.get(l.call).is_some_and(|c| matches!(c.state, CallState::Bridged { .. })))
             .map(|l| (l.id, l.call))
             .ok_or_else(|| CommandError::UnknownCall(call_id.to_string()))?;
         let (release_leg, call) = found;
@@ -171,12 +173,12 @@ impl Core {
                 (l, Some(i))
             }
             (None, Some(name)) => {
-                let l = self.lots.iter().position(|l| l.name() == name).ok_or_else(|| CommandError::UnknownLot(name.to_string()))?;
+                let l = self.parking.lot_index(name).ok_or_else(|| CommandError::UnknownLot(name.to_string()))?;
                 (l, None)
             }
-            (None, None) => (self.calls.get(&call).map(|c| c.lot).unwrap_or(0), None),
+            (None, None) => (self.parking.get(call).map(|c| c.lot).unwrap_or(0), None),
         };
-        let Some(keep) = self.calls.get(&call).and_then(|c| match c.state {
+        let Some(keep) = self.parking.get(call).and_then(|c| match c.state {
             CallState::Bridged { other } => Some(if c.parked == release_leg { other } else { c.parked }),
             CallState::Parked => None,
         }) else {
@@ -185,13 +187,12 @@ impl Core {
         let parker = self.dialogs.remote_identity(release_leg);
         let orbit_name = self.repark_bridged(now, call, keep, lot_idx, wanted, parker).map_err(|(status, reason)| match (status, reason) {
             (486, "Busy Here") => CommandError::OrbitOccupied(orbit.unwrap_or_default().to_string()),
-            (486, _) => CommandError::LotFull(self.lots.get(lot_idx).map(|l| l.name().to_string()).unwrap_or_default()),
+            (486, _) => CommandError::LotFull(self.parking.lot_name(lot_idx)),
             _ => CommandError::UnknownCall(call_id.to_string()),
         })?;
         let released = self.dialogs.get(release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
         self.hangup_leg_with_reason(now, release_leg, Some("SIP;cause=200;text=\"Call parked\"".into()));
-        let lot = &self.lots[lot_idx];
         let how = if wanted.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
-        Ok(CommandOutcome::Parked { lot: lot.name().to_string(), orbit: orbit_name, how, released })
+        Ok(CommandOutcome::Parked { lot: self.parking.lot_name(lot_idx), orbit: orbit_name, how, released })
     }
 }

@@ -56,7 +56,12 @@
 //! absolute [`Time`]s) with a small API; `Core` routes each input to the rooms it concerns and carries their
 //! outputs:
 //!
+//! * [`super::endpoint`]: parkd's SIP endpoint: the transaction layer, the table of what each client
+//!   transaction is for, ids/tags/branches from the seeded RNG, parkd's own address, the output queue.
 //! * [`super::admission`]: who may make parkd do or hold something (per-source limits, scanners, ACL).
+//! * [`super::dialogs`]: call legs: one dialog each (tags, CSeq counters, route set, remote target, transport)
+//!   and the media negotiated in it.
+//! * [`super::parking`]: lots, orbits, parked calls, recall rounds, keepalives and the call timers.
 //!
 //! [`MediaPlane`]: crate::media::MediaPlane
 //! [`MediaPlane::on_rtp`]: crate::media::MediaPlane::on_rtp

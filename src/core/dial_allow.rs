@@ -8,7 +8,7 @@
 //!
 //! [`check`] is pure (the rule, unit-tested below); [`Core::dial_check`] gathers the facts for one call.
 
-use super::legs::CallRef;
+use super::ids::CallRef;
 use super::{CommandError, Core};
 use crate::config::DialPattern;
 use crate::sip::Uri;
@@ -89,8 +89,8 @@ impl Core {
 
     /// Whether an application may make parkd dial `to` for parked call `call` of lot `lot`.
     pub(super) fn dial_check(&self, call: CallRef, lot: usize, to: &Uri) -> Result<Allowed, CommandError> {
-        let parker = self.calls.get(&call).and_then(|c| c.parker.as_ref()).map(|p| &p.uri);
-        let fallback = self.lots.get(lot).and_then(|l| l.cfg.fallback_uri.as_deref()).and_then(|u| crate::sip::parse_uri(u).ok());
+        let parker = self.parking.get(call).and_then(|c| c.parker.as_ref()).map(|p| &p.uri);
+        let fallback = self.parking.lot(lot).and_then(|l| l.cfg.fallback_uri.as_deref()).and_then(|u| crate::sip::parse_uri(u).ok());
         let mut own_hosts = vec![self.ep.local_addr.ip().to_string()];
         if !self.server.listen.ip().is_unspecified() {
             own_hosts.push(self.server.listen.ip().to_string());
@@ -99,7 +99,7 @@ impl Core {
             own_hosts.push(route.uri.host.clone());
             own_hosts.push(hop.addr.ip().to_string());
         }
-        let is_lot_number = |u: &str| self.lookup_number(u).is_some();
+        let is_lot_number = |u: &str| self.parking.lookup(u).is_some();
         let ctx = DialContext { patterns: &self.dial_allow, parker, fallback: fallback.as_ref(), own_hosts: &own_hosts, is_lot_number: &is_lot_number };
         check(to, &ctx).map_err(|reason| CommandError::DialNotAllowed { to: to.without_headers().to_string(), reason })
     }

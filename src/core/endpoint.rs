@@ -11,7 +11,7 @@
 //! and ask the media plane for things with [`Endpoint::media`].
 
 use super::blf::SubId;
-use super::legs::{CallRef, LegId};
+use super::ids::{CallRef, LegId};
 use super::reply::PRODUCT;
 use super::{Output, ParkEvent};
 use crate::dialog::Dialog;

@@ -1,6 +1,24 @@
 //! Events the core reports: what happened to parked calls, in words an admin (and later an API) can use.
 
-use super::legs::ParkHow;
+/// How the call came to be parked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParkHow {
+    /// Dialed the park code; parkd chose the orbit.
+    Indirect,
+    /// Dialed an orbit with a Referred-By.
+    Directed,
+}
+
+/// Whom a recall rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecallTarget {
+    Parker,
+    FallbackUri,
+    /// An application asked parkd to unpark the call to a destination (HTTP API); not a recall round.
+    ApiUnpark,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -18,11 +36,11 @@ pub enum ParkEvent {
     /// A park or retrieve was refused with a SIP status.
     Refused { number: String, status: u16, reason: String, call_id: String },
     /// The parking time ran out and parkd is calling the parker (or the fallback URI) back.
-    RecallStarted { orbit: String, to: String, target: super::legs::RecallTarget, round: u32 },
+    RecallStarted { orbit: String, to: String, target: RecallTarget, round: u32 },
     /// The recall was answered: the call is bridged to whoever answered.
-    RecallAnswered { orbit: String, by: String, target: super::legs::RecallTarget },
+    RecallAnswered { orbit: String, by: String, target: RecallTarget },
     /// The recall was not answered (status 408 = rang out).
-    RecallFailed { orbit: String, status: u16, target: super::legs::RecallTarget },
+    RecallFailed { orbit: String, status: u16, target: RecallTarget },
     /// Nobody took the call this round: it stays parked until the next recall.
     Reparked { orbit: String, round: u32 },
     /// parkd ended a parked call (recall rounds exhausted, `hangup` fallback, or `max_park_time`).

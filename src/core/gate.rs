@@ -16,7 +16,6 @@
 //! dropped one keeps nothing at all.
 
 use super::admission::{Action, Forbidden, Hold, Reason, Verdict};
-use super::legs::CallState;
 use super::Core;
 use crate::dialog::DialogKey;
 use crate::park::lot::OrbitIdx;
@@ -87,7 +86,7 @@ impl Core {
         if !self.authorized(now, txn, from, req, lot, action) {
             return false;
         }
-        if self.lots.get(lot).is_some_and(|l| l.cfg.trusted_only) && !self.trusted(from) {
+        if self.parking.lot(lot).is_some_and(|l| l.cfg.trusted_only) && !self.trusted(from) {
             self.admission.refused(now, from.addr.ip(), Reason::Acl);
             self.ep.refuse(now, txn, req, 403, "Forbidden: Not From A Trusted Proxy");
             return false;
@@ -105,7 +104,7 @@ impl Core {
 
     /// Whether the lot's source lists let `from` perform `action` (unknown lots: allowed).
     pub(super) fn access(&self, lot: usize, action: Action, from: Peer) -> Result<(), Forbidden> {
-        match self.lots.get(lot) {
+        match self.parking.lot(lot) {
             Some(l) => super::admission::check(&l.cfg, action, from.addr.ip()),
             None => Ok(()),
         }
@@ -115,11 +114,9 @@ impl Core {
     /// Called from `orbit_changed`, which the engine calls on every change of an orbit.
     pub(super) fn admission_orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
         let holder = self
-            .lots
-            .get(lot)
-            .and_then(|l| l.occupant(orbit))
-            .and_then(|call| self.calls.get(&call))
-            .filter(|c| c.state == CallState::Parked)
+            .parking
+            .parked_in(lot, orbit)
+            .and_then(|call| self.parking.get(call))
             .and_then(|c| self.dialogs.get(c.parked))
             .map(|leg| leg.source.addr.ip());
         self.admission.set_orbit_holder(now, lot, orbit, holder);

@@ -15,7 +15,9 @@
 
 use crate::media::MediaLegId;
 use super::dialogs::{read_offer, Leg, LegMedia, LegRole, LegState};
-use super::legs::{CallRef, CallState, LegId, ParkHow, ParkedCall};
+use super::events::ParkHow;
+use super::ids::{CallRef, LegId};
+use super::parking::{CallState, ParkedCall};
 use super::admission::Action;
 use super::{Core, ParkEvent};
 use crate::dialog::Dialog;
@@ -33,7 +35,7 @@ pub const PARK_LOT_HEADER: &str = "Park-Lot";
 impl Core {
     pub(super) fn on_invite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request) {
         if let Some(replaces) = req.replaces() {
-            let to_park_code = req.uri.user.as_deref().and_then(|u| self.lookup_number(u)).is_some_and(|(_, d)| d == Dialed::ParkCode);
+            let to_park_code = req.uri.user.as_deref().and_then(|u| self.parking.lookup(u)).is_some_and(|(_, d)| d == Dialed::ParkCode);
             return match replaces {
                 Ok(r) if to_park_code || req.referred_by().is_some() => self.swap_by_replaces(now, txn, from, req, &r),
                 Ok(r) => self.retrieve_by_replaces(now, txn, from, req, &r),
@@ -41,7 +43,7 @@ impl Core {
             };
         }
         let user = req.uri.user.clone().unwrap_or_default();
-        let Some((lot, dialed)) = self.lookup_number(&user) else {
+        let Some((lot, dialed)) = self.parking.lookup(&user) else {
             if !self.authorized_for_unknown_number(now, txn, from, &req) {
                 return;
             }
@@ -55,7 +57,7 @@ impl Core {
         // A plain INVITE to an empty orbit parks the caller when the lot says `empty_orbit = "park"`: it is then
         // a park for access lists, authentication and drain.
         let parks_into_empty = |i: OrbitIdx| {
-            self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park && self.lots[lot].occupant(i).is_none()
+            self.parking.empty_orbit_parks(lot) && self.parking.occupant(lot, i).is_none()
         };
         let action = match dialed {
             Dialed::Orbit(i) if parker.is_none() && !parks_into_empty(i) => Action::Retrieve,
@@ -82,31 +84,25 @@ impl Core {
         };
         let parking_time = match parking_time_override(&req) {
             Some(secs) => (secs > 0).then(|| std::time::Duration::from_secs(secs)),
-            None => self.lots[lot].cfg.parking_duration(),
+            None => self.parking.cfg(lot).and_then(|c| c.parking_duration()),
         };
         let call = CallRef(self.ep.next_id());
-        let claimed = match orbit {
-            Some(i) => self.lots[lot].claim(i, call).map(|_| i),
-            None => self.lots[lot].claim_any(call, self.ep.rng()),
-        };
-        let orbit = match claimed {
+        let orbit = match self.parking.claim(lot, orbit, call, self.ep.rng()) {
             Ok(i) => i,
             Err(ClaimError::Occupied) => return self.ep.refuse(now, txn, &req, 486, "Busy Here"),
             Err(ClaimError::LotFull) => {
-                let overflow = self.lots[lot].cfg.overflow_lot.clone().and_then(|name| self.lots.iter().position(|l| l.name() == name));
-                return match overflow {
-                    // One hop only: the overflow lot's own overflow is not followed, so lots cannot loop.
-                    Some(o) if o != lot && !self.lots[o].is_full() => self.park(now, txn, from, req, o, None, parker),
-                    _ => self.ep.refuse(now, txn, &req, 486, "Parking Lot Full"),
+                return match self.parking.overflow_of(lot) {
+                    Some(o) => self.park(now, txn, from, req, o, None, parker),
+                    None => self.ep.refuse(now, txn, &req, 486, "Parking Lot Full"),
                 };
             }
         };
         let Some(media_leg) = self.ports.take(now) else {
-            self.lots[lot].release(orbit, call);
+            self.parking.release(lot, orbit, call);
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
-        let orbit_name = self.lots[lot].orbit_name(orbit);
-        let lot_name = self.lots[lot].name().to_string();
+        let orbit_name = self.parking.orbit_name(lot, orbit);
+        let lot_name = self.parking.lot_name(lot);
         let how = if orbit_name == req.uri.user.clone().unwrap_or_default() { ParkHow::Directed } else { ParkHow::Indirect };
         let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Parked, media_leg, offer, &orbit_name, |r| {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
@@ -122,9 +118,9 @@ impl Core {
 
     /// Hands the call parked in `orbit` to the caller of `req`.
     fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
-        match self.lots[lot].occupant(orbit) {
+        match self.parking.occupant(lot, orbit) {
             Some(call) => self.take_call(now, txn, from, req, call),
-            None if self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park => {
+            None if self.parking.empty_orbit_parks(lot) => {
                 self.park(now, txn, from, req, lot, Some(orbit), None)
             }
             None => self.ep.refuse(now, txn, &req, 404, "Orbit Empty"),
@@ -133,12 +129,8 @@ impl Core {
 
     /// The lot's retrieve code: the call parked longest (earliest `parked_at`) is taken.
     fn retrieve_oldest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize) {
-        let oldest = self.lots[lot]
-            .occupants()
-            .filter_map(|(_, c)| self.calls.get(&c).filter(|pc| pc.state == CallState::Parked).map(|pc| (pc.parked_at, c)))
-            .min();
-        match oldest {
-            Some((_, call)) => self.take_call(now, txn, from, req, call),
+        match self.parking.oldest(lot) {
+            Some(call) => self.take_call(now, txn, from, req, call),
             None => self.ep.refuse(now, txn, &req, 404, "Lot Empty"),
         }
     }
@@ -147,26 +139,26 @@ impl Core {
     /// dialog from BLF). The tags are matched from parkd's side: to-tag = parkd's tag, from-tag = the peer's.
     fn retrieve_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &crate::sip::Replaces) {
         let target = self.dialogs.parked_leg_named_by(r).and_then(|id| self.dialogs.get(id)).map(|leg| leg.call);
-        let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
+        let lot = target.and_then(|call| self.parking.get(call)).map(|c| c.lot);
         if let Some(lot) = lot {
             if !self.gate(now, txn, from, &req, lot, Action::Retrieve) {
                 return;
             }
         }
         match target {
-            Some(call) if self.calls.get(&call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
+            Some(call) if self.parking.get(call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
             _ => self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
         }
     }
 
     fn take_call(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, call: CallRef) {
-        let Some(parked) = self.calls.get(&call) else {
+        let Some(parked) = self.parking.get(call) else {
             return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
         };
         if parked.state != CallState::Parked {
             return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
         }
-        let (lot, orbit, orbit_name) = (parked.lot, parked.orbit, parked.orbit_name.clone());
+        let (lot, orbit_name) = (parked.lot, parked.orbit_name.clone());
         // A recall may be ringing: the retriever wins and the recall is cancelled.
         self.abandon_recall(now, call);
         let offer = match read_offer(&req) {
@@ -183,18 +175,13 @@ impl Core {
             }
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
         });
-        if let Some(i) = orbit {
-            self.lots[lot].release(i, call);
+        if let Some((lot, i)) = self.parking.bridge(call, leg) {
             self.orbit_changed(now, lot, i);
-        }
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.state = CallState::Bridged { other: leg };
-            c.orbit = None;
         }
         let by = req.common.from.uri.to_string();
         tracing::info!(orbit = %orbit_name, %by, "retrieved");
         self.ep.emit(ParkEvent::Retrieved {
-            lot: self.lots[lot].name().to_string(),
+            lot: self.parking.lot_name(lot),
             orbit: orbit_name,
             call_id: req.common.call_id.clone(),
             by,

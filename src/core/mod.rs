@@ -9,21 +9,20 @@
 pub mod admission;
 mod auth;
 mod blf;
-mod call_timers;
 pub mod commands;
 pub mod contract;
 pub mod dial_allow;
 pub mod dialogs;
-mod endpoint;
+pub mod endpoint;
 mod events;
 mod gate;
 pub mod ids;
 mod inbound;
 mod invite;
 mod keepalive;
-pub mod legs;
 pub mod orbit_view;
 mod originate;
+pub mod parking;
 mod proxy;
 mod recall;
 mod reply;
@@ -36,16 +35,15 @@ pub use contract::{Output, Wake};
 pub use events::ParkEvent;
 pub use originate::OriginateError;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
-pub use legs::{CallRef, LegId};
+pub use events::{ParkHow, RecallTarget};
+pub use ids::{CallRef, LegId};
 
 use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
-use crate::park::lot::{Dialed, Lot};
 use crate::park::port_shards::PortShards;
 use crate::sip::{NameAddr, Peer};
 use crate::time::Time;
 use crate::txn::TimerConfig;
 use endpoint::Purpose;
-use legs::ParkedCall;
 use rand::Rng;
 use std::collections::HashMap;
 
@@ -75,16 +73,14 @@ pub struct Stats {
 
 pub struct Core {
     server: ServerConfig,
-    lots: Vec<Lot<CallRef>>,
     /// parkd's SIP endpoint: transactions and their purposes, ids, its own address, the output queue.
     ep: endpoint::Endpoint,
     ports: PortShards,
     /// Call legs: one dialog each and its media (the dialogs room).
     dialogs: dialogs::Dialogs,
-    // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole call.
-    calls: HashMap<CallRef, Box<ParkedCall>>,
+    /// Lots, orbits, parked calls and their deadlines (the parking room).
+    parking: parking::Parking,
     stats: Stats,
-    call_timers: call_timers::CallTimers,
     /// BLF subscriptions, their indexes and expiry heap.
     blf: blf::Subscriptions,
     /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
@@ -116,13 +112,11 @@ impl Core {
         let admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
         Core {
             server,
-            lots: lots.into_iter().map(Lot::new).collect(),
             ep,
             ports,
             dialogs: dialogs::Dialogs::default(),
-            calls: HashMap::new(),
+            parking: parking::Parking::new(lots),
             stats: Stats::default(),
-            call_timers: call_timers::CallTimers::default(),
             blf: blf::Subscriptions::default(),
             nonce_key,
             orphans: HashMap::new(),
@@ -148,7 +142,7 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<(Time, Wake)> {
         contract::earliest([
             self.ep.txn.poll_timeout().map(|t| (t, Wake::Transaction)),
-            self.call_timers.next(),
+            self.parking.poll_timeout(),
             self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
         ])
     }
@@ -156,9 +150,7 @@ impl Core {
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Time) {
         self.ep.txn.handle_timeout(now);
-        while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
-            self.on_call_timer(now, at, call, kind);
-        }
+        self.parking_timeouts(now);
         self.blf_handle_timeout(now);
         self.settle(now);
     }
@@ -190,7 +182,9 @@ impl Core {
     /// Replaces a lot's `allow_park` networks.
     #[cfg(test)]
     pub(crate) fn set_allow_park_for_tests(&mut self, lot: usize, nets: Vec<ipnet::IpNet>) {
-        self.lots[lot].cfg.allow_park = Some(nets);
+        if let Some(cfg) = self.parking.cfg_mut(lot) {
+            cfg.allow_park = Some(nets);
+        }
     }
 
     /// Live state counts (tests assert they return to zero).
@@ -198,11 +192,11 @@ impl Core {
         let (server_txns, client_txns) = self.ep.txn.live();
         Live {
             legs: self.dialogs.len(),
-            calls: self.calls.len(),
+            calls: self.parking.len(),
             server_txns,
             client_txns,
             rtp_ports_in_use: self.ports.in_use(),
-            orbits_occupied: self.lots.iter().map(|l| l.occupied()).sum(),
+            orbits_occupied: self.parking.orbits_occupied(),
             subscriptions: self.blf.len(),
             admission_holds: self.admission.holds(),
         }
@@ -210,13 +204,9 @@ impl Core {
 
     /// Each lot's name, number of orbits and how many are occupied.
     pub fn lot_summary(&self) -> Vec<(String, usize, usize)> {
-        self.lots.iter().map(|l| (l.name().to_string(), l.capacity(), l.occupied())).collect()
+        self.parking.lots().map(|l| (l.name().to_string(), l.capacity(), l.occupied())).collect()
     }
 
-    /// Which lot a Request-URI user part belongs to, and what it means there (park code or orbit).
-    fn lookup_number(&self, user: &str) -> Option<(usize, Dialed)> {
-        self.lots.iter().enumerate().find_map(|(i, lot)| lot.dialed(user).map(|d| (i, d)))
-    }
 }
 
 #[cfg(test)]

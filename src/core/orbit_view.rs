@@ -1,7 +1,8 @@
 //! A read-only view of orbits for watchers (BLF subscriptions, the HTTP API), and the one hook the engine
 //! calls whenever an orbit's state may have changed.
 
-use super::legs::{CallState, RecallTarget};
+use super::events::RecallTarget;
+use super::parking::CallState;
 use super::Core;
 use crate::park::lot::OrbitIdx;
 use crate::sip::NameAddr;
@@ -37,17 +38,17 @@ pub struct ParkedView {
 impl Core {
     /// Number of lots.
     pub fn lot_count(&self) -> usize {
-        self.lots.len()
+        self.parking.lots().count()
     }
 
     /// The lot's configuration.
     pub fn lot_config(&self, lot: usize) -> Option<&crate::config::LotConfig> {
-        self.lots.get(lot).map(|l| &l.cfg)
+        self.parking.lot(lot).map(|l| &l.cfg)
     }
 
     /// Which lot and orbit a dialed number names (`None` for park codes and unknown numbers).
     pub fn find_orbit(&self, user: &str) -> Option<(usize, OrbitIdx)> {
-        match self.lookup_number(user) {
+        match self.parking.lookup(user) {
             Some((lot, crate::park::lot::Dialed::Orbit(i))) => Some((lot, i)),
             _ => None,
         }
@@ -55,8 +56,8 @@ impl Core {
 
     /// The state of orbit `orbit` of lot `lot` (Free for out-of-range indices).
     pub fn orbit_state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
-        let Some(call) = self.lots.get(lot).and_then(|l| l.occupant(orbit)) else { return OrbitState::Free };
-        let Some(c) = self.calls.get(&call) else { return OrbitState::Free };
+        let Some(call) = self.parking.lot(lot).and_then(|l| l.occupant(orbit)) else { return OrbitState::Free };
+        let Some(c) = self.parking.get(call) else { return OrbitState::Free };
         if c.state != CallState::Parked {
             return OrbitState::Free;
         }

@@ -2,16 +2,72 @@
 //! application asked for. One INVITE builder and sender for all of them, so every such call goes through the
 //! outbound proxy, offers the same SDP and is tracked, cancelled and bridged the same way.
 
-use super::call_timers::CallTimer;
-use super::legs::{CallRef, Recall, RecallTarget};
+use super::events::RecallTarget;
+use super::ids::CallRef;
+use super::parking::CallTimer;
 use super::{Purpose, Core};
-use crate::dialog::uri_addr;
-use crate::media::Codec;
+use crate::dialog::{text, uri_addr};
+use crate::media::{Codec, MediaLegId};
 use crate::sdp::{self, Direction, LocalSdp};
-use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Uri, Via};
+use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Transport, Uri, Via};
 use crate::time::Time;
 use rand::Rng;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// What parkd keeps of an INVITE it sent: enough to CANCEL it (RFC 3261 §9.1: same Request-URI, Call-ID,
+/// From, To, CSeq number, top Via and Route) and to form the dialog from its 2xx (§12.1.2). Plain data, not the
+/// whole request.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutgoingInvite {
+    #[serde(with = "text::uri")]
+    pub uri: Uri,
+    #[serde(with = "text::name_addr")]
+    pub from: NameAddr,
+    #[serde(with = "text::name_addr")]
+    pub to: NameAddr,
+    pub call_id: String,
+    pub cseq: u32,
+    /// The top (and only) Via: parkd's sent-by, the transport and the branch.
+    pub sent_by: SocketAddr,
+    pub transport: Transport,
+    pub branch: String,
+    #[serde(with = "text::name_addrs")]
+    pub route: Vec<NameAddr>,
+}
+
+impl OutgoingInvite {
+    /// The INVITE's identifying fields as a request of `method` (no Contact, other headers or body): the
+    /// dialog is formed from it, and its CANCEL is exactly this with method CANCEL.
+    pub fn shape(&self, method: Method) -> Request {
+        let via = Via::new(self.transport, self.sent_by, &self.branch);
+        let cseq = CSeq { seq: self.cseq, method: method.clone() };
+        Request {
+            method,
+            uri: self.uri.clone(),
+            common: Common {
+                max_forwards: Some(70),
+                route: self.route.clone(),
+                ..Common::new(vec![via], self.from.clone(), self.to.clone(), self.call_id.clone(), cseq)
+            },
+        }
+    }
+}
+
+/// An outgoing call ringing for a parked call (a recall round or an API unpark) and what is known of it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recall {
+    pub txn: crate::txn::ClientTxnId,
+    pub invite: OutgoingInvite,
+    pub next_hop: Peer,
+    pub target: RecallTarget,
+    /// The media leg offered in the INVITE (its port is in `local_sdp`).
+    pub media_leg: MediaLegId,
+    pub local_sdp: LocalSdp,
+    pub ring_until: Time,
+    /// A provisional response arrived (a CANCEL may be sent, RFC 3261 §9.1).
+    pub provisional: bool,
+}
 
 /// Why parkd could not start an outgoing call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +100,7 @@ impl Core {
     /// SDP offer on a fresh RTP port, arms the ring timer and records it as the call's ringing [`Recall`].
     /// The answer is bridged to the parked party by the recall response handling.
     pub(super) fn originate(&mut self, now: Time, call: CallRef, spec: OriginateSpec) -> Result<(), OriginateError> {
-        let Some(c) = self.calls.get(&call) else { return Err(OriginateError::NoCall) };
+        let Some(c) = self.parking.get(call) else { return Err(OriginateError::NoCall) };
         let orbit = c.orbit_name.clone();
         let mut target_uri = spec.to;
         target_uri.params.remove("tag");
@@ -69,6 +125,7 @@ impl Core {
         from.display = Some(spec.from_display);
         let from = from.with_tag(&self.ep.new_tag());
         let branch = self.ep.new_branch();
+        let via_addr = self.ep.local_addr;
         let mut invite = Request {
             method: Method::Invite,
             uri: target_uri.clone(),
@@ -99,9 +156,11 @@ impl Core {
 
         let txn = self.ep.send(now, next_hop, &invite, Purpose::Recall(call));
         let ring_until = now + spec.ring;
-        self.call_timers.arm(ring_until, call, CallTimer::RecallRing);
+        self.parking.arm(ring_until, call, CallTimer::RecallRing);
         let target = spec.target;
-        if let Some(c) = self.calls.get_mut(&call) {
+        let Common { from, to, call_id, cseq, route, .. } = invite.common;
+        let invite = OutgoingInvite { uri: invite.uri, from, to, call_id, cseq: cseq.seq, sent_by: via_addr, transport: next_hop.transport, branch, route };
+        if let Some(c) = self.parking.get_mut(call) {
             c.recall = Some(Box::new(Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false }));
             if let Some(o) = c.orbit {
                 let lot = c.lot;

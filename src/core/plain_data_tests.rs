@@ -13,7 +13,7 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(what: &str, v
 }
 
 #[test]
-fn legs_of_parked_and_recalled_calls_round_trip() {
+fn legs_and_parked_calls_round_trip() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
     w.park(&bob, "700", ParkAs::ALICE.pts("0 8 101"));
@@ -24,6 +24,13 @@ fn legs_of_parked_and_recalled_calls_round_trip() {
     w.advance(Duration::from_secs(45));
     let alice = super::testkit::alice();
     let invite = w.requests_to(alice.peer, since).into_iter().find(|r| r.method == crate::sip::Method::Invite).expect("recall");
+    let calls: Vec<_> = w.core.parking.iter().cloned().collect();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().any(|c| c.recall.is_some() && c.parker.is_some()), "bob's call: parker known, recall ringing");
+    assert!(calls.iter().any(|c| c.parker.is_none()), "carol parked herself");
+    for call in &calls {
+        round_trip("parked call", call);
+    }
     w.deliver(alice.peer, &alice.answer(&invite, 200, "OK", Some(&alice.sdp("8", "sendrecv"))));
     let legs: Vec<_> = w.core.dialogs.iter().cloned().collect();
     assert_eq!(legs.len(), 3, "bob, carol and alice's recall leg");

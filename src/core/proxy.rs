@@ -12,7 +12,7 @@
 //!   still parked here must keep reaching this instance, so a dispatcher must not take it out of service;
 //!   a proxy retries a 503'd park on another parkd (Kamailio: `failure_route` + `ds_next_dst`).
 
-use super::legs::CallRef;
+use super::ids::CallRef;
 use super::Core;
 use crate::dialog::uri_addr;
 use crate::sip::{NameAddr, Peer, Request};
@@ -101,7 +101,7 @@ impl Core {
     /// Who the parked party of `call` is, for P-Asserted-Identity in retrieves and recalls: the identity a
     /// trusted proxy asserted when it was parked, else its From (without tag).
     pub(super) fn parked_identity(&self, call: CallRef) -> Option<NameAddr> {
-        let c = self.calls.get(&call)?;
+        let c = self.parking.get(call)?;
         if let Some(id) = &c.asserted_identity {
             return Some(id.clone());
         }

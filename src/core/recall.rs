@@ -6,17 +6,17 @@
 //! once. `max_park_time` ends any call. The parked party hears music throughout and is never dropped silently:
 //! every end is a BYE with a Reason, logged and reported as an event.
 
-use super::call_timers::CallTimer;
+use super::parking::CallTimer;
 use super::dialogs::{Leg, LegMedia, LegRole, LegState};
-use super::legs::{CallRef, CallState, LegId, Recall, RecallTarget};
+use super::events::RecallTarget;
+use super::ids::{CallRef, LegId};
+use super::originate::{OutgoingInvite, Recall};
 use super::originate::OriginateSpec;
 use super::{Core, ParkEvent, Purpose};
-use crate::config::RecallFallback;
 use crate::dialog::Dialog;
-use crate::sip::{CSeq, Method, Peer, Request, Response, Uri};
+use crate::sip::{Method, Peer, Response, Uri};
 use crate::time::Time;
 use crate::txn::{ClientTxnId, ClientVerdict};
-use bytes::Bytes;
 use std::time::Duration;
 
 /// RFC 7462 alert URN for a call-back recall; phones map it (or the lot's extra Alert-Info) to a ring.
@@ -28,9 +28,9 @@ const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere
 
 /// A recall parkd gave up on (retrieved meanwhile, parked party gone, rang too long) whose INVITE may still be
 /// answered: it is CANCELled once that is allowed, and a late 2xx is ACKed and BYEd (RFC 3261 §9.1, §15).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct OrphanRecall {
-    invite: Request,
+    invite: OutgoingInvite,
     next_hop: Peer,
     cancel_sent: bool,
     /// Someone else took the call (a retrieve, a swap): the CANCEL / BYE say so with
@@ -40,69 +40,32 @@ pub(super) struct OrphanRecall {
 }
 
 impl Core {
-    /// Arms a newly parked call's recall and maximum-park deadlines.
-    pub(super) fn arm_park_timers(&mut self, now: Time, call: CallRef) {
-        let lot_max = self.calls.get(&call).and_then(|c| self.lots.get(c.lot)).map(|l| l.cfg.max_park_time).unwrap_or(0);
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        c.recall_at = c.parking_time.map(|d| now + d);
-        c.expires_at = (lot_max > 0).then(|| now + Duration::from_secs(lot_max));
-        if let Some(t) = c.recall_at {
-            self.call_timers.arm(t, call, CallTimer::Recall);
-        }
-        if let Some(t) = c.expires_at {
-            self.call_timers.arm(t, call, CallTimer::MaxPark);
-        }
-        self.arm_keepalive(now, call);
-    }
-
-    /// A call-level deadline fired. Stale entries (re-armed or finished calls) are ignored.
-    pub(super) fn on_call_timer(&mut self, now: Time, at: Time, call: CallRef, kind: CallTimer) {
-        let Some(c) = self.calls.get(&call) else { return };
-        if c.state != CallState::Parked {
-            return;
-        }
-        match kind {
-            CallTimer::Recall if c.recall_at == Some(at) && c.recall.is_none() => {
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.recall_at = None;
+    /// Fires the parking room's due deadlines, in order: a recall round, a recall that rang long enough, the
+    /// maximum park time, a keepalive.
+    pub(super) fn parking_timeouts(&mut self, now: Time) {
+        while let Some((call, kind)) = self.parking.pop_due(now) {
+            match kind {
+                CallTimer::Recall => {
+                    let targets = self.parking.start_round(call);
+                    if !targets.into_iter().any(|t| self.start_recall(now, call, t)) {
+                        self.round_failed(now, call);
+                    }
                 }
-                self.start_round(now, call);
+                CallTimer::RecallRing => {
+                    let target = self.parking.get(call).and_then(|c| c.recall.as_ref()).map(|r| r.target).unwrap_or(RecallTarget::Parker);
+                    self.stop_recall(now, call);
+                    self.recall_failed(now, call, target, 408);
+                }
+                CallTimer::MaxPark => self.end_parked_call(now, call, "Maximum Park Time Reached"),
+                CallTimer::Keepalive => self.send_keepalive(now, call),
             }
-            CallTimer::RecallRing if c.recall.as_ref().is_some_and(|r| r.ring_until == at) => {
-                let target = c.recall.as_ref().map(|r| r.target).unwrap_or(RecallTarget::Parker);
-                self.stop_recall(now, call);
-                self.recall_failed(now, call, target, 408);
-            }
-            CallTimer::MaxPark if c.expires_at == Some(at) => {
-                self.end_parked_call(now, call, "Maximum Park Time Reached");
-            }
-            CallTimer::Keepalive if c.keepalive_at == Some(at) => self.send_keepalive(now, call),
-            _ => {}
         }
-    }
-
-    /// Starts a recall round: the parker if known, else the fallback URI, else the round fails at once.
-    fn start_round(&mut self, now: Time, call: CallRef) {
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        c.rounds += 1;
-        let (has_parker, lot, orbit) = (c.parker.is_some(), c.lot, c.orbit_name.clone());
-        let policy = self.lots[lot].cfg.recall_fallback;
-        if has_parker && self.start_recall(now, call, RecallTarget::Parker) {
-            return;
-        }
-        if !has_parker {
-            tracing::info!(%orbit, "parking time over, parker unknown: applying the lot's fallback");
-        }
-        if policy == RecallFallback::FallbackUri && self.start_recall(now, call, RecallTarget::FallbackUri) {
-            return;
-        }
-        self.round_failed(now, call);
     }
 
     /// Sends a recall INVITE to the parker or the fallback URI. False when it cannot be sent (no route, no port).
     fn start_recall(&mut self, now: Time, call: CallRef, target: RecallTarget) -> bool {
-        let Some(c) = self.calls.get(&call) else { return false };
-        let lot = &self.lots[c.lot].cfg;
+        let Some(c) = self.parking.get(call) else { return false };
+        let Some(lot) = self.parking.cfg(c.lot) else { return false };
         let target_uri = match target {
             RecallTarget::Parker => c.parker.as_ref().map(|p| p.uri.without_headers()),
             RecallTarget::FallbackUri => lot.fallback_uri.as_deref().and_then(|u| crate::sip::parse_uri(u).ok()),
@@ -135,20 +98,20 @@ impl Core {
 
     /// A response to a recall INVITE.
     pub(super) fn on_recall_response(&mut self, now: Time, call: CallRef, txn: ClientTxnId, verdict: ClientVerdict) {
-        let active = self.calls.get(&call).and_then(|c| c.recall.as_ref()).is_some_and(|r| r.txn == txn);
+        let active = self.parking.get(call).and_then(|c| c.recall.as_ref()).is_some_and(|r| r.txn == txn);
         if !active {
             return self.on_orphan_response(now, txn, verdict);
         }
         match verdict {
             ClientVerdict::Provisional(_) => {
-                if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.as_mut()) {
+                if let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.as_mut()) {
                     r.provisional = true;
                 }
             }
             ClientVerdict::Final(resp) if resp.is_success() => self.recall_answered(now, call, txn, resp),
             ClientVerdict::Final(resp) => {
                 self.ep.finish(txn);
-                let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
+                let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.take()) else { return };
                 self.ports.give_back(r.media_leg);
                 self.recall_failed(now, call, r.target, resp.status);
             }
@@ -159,7 +122,7 @@ impl Core {
     pub(super) fn on_recall_timeout(&mut self, now: Time, call: CallRef, txn: ClientTxnId) {
         self.ep.finish(txn);
         self.orphans.remove(&txn);
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.parking.get_mut(call) else { return };
         if c.recall.as_ref().is_some_and(|r| r.txn == txn) {
             if let Some(r) = c.recall.take() {
                 self.ports.give_back(r.media_leg);
@@ -169,22 +132,17 @@ impl Core {
     }
 
     fn recall_answered(&mut self, now: Time, call: CallRef, txn: ClientTxnId, resp: Response) {
-        let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
-        let mut dialog = Dialog::as_uac(&r.invite, &resp, r.next_hop);
-        dialog.local_seq = r.invite.common.cseq.seq;
+        let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.take()) else { return };
+        let mut dialog = Dialog::as_uac(&r.invite.shape(Method::Invite), &resp, r.next_hop);
+        dialog.local_seq = r.invite.cseq;
         let branch = self.ep.new_branch();
         let contact = self.ep.contact(dialog.next_hop.transport);
-        let ack = dialog.ack(r.invite.common.cseq.seq, self.ep.local_addr, &branch, &contact).encode();
+        let ack = dialog.ack(r.invite.cseq, self.ep.local_addr, &branch, &contact).encode();
         self.ep.send_stateless(dialog.next_hop, ack.clone());
         let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
         let id = LegId(self.ep.next_id());
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        let freed = c.orbit.take().map(|o| (c.lot, o));
-        if let Some((lot, orbit)) = freed {
-            self.lots[lot].release(orbit, call);
-        }
-        c.state = CallState::Bridged { other: id };
-        let orbit = c.orbit_name.clone();
+        let Some(orbit) = self.parking.get(call).map(|c| c.orbit_name.clone()) else { return };
+        let freed = self.parking.bridge(call, id);
         self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
         let uac_ack = Some((r.next_hop, ack.to_vec()));
@@ -203,43 +161,37 @@ impl Core {
         if target == RecallTarget::ApiUnpark {
             return self.unpark_failed(now, call, status);
         }
-        let Some(c) = self.calls.get(&call) else { return };
+        let Some(c) = self.parking.get(call) else { return };
         let orbit = c.orbit_name.clone();
-        let policy = self.lots[c.lot].cfg.recall_fallback;
         if let Some(o) = c.orbit {
             let lot = c.lot;
             self.orbit_changed(now, lot, o);
         }
         tracing::info!(%orbit, status, ?target, "recall not answered");
         self.ep.emit(ParkEvent::RecallFailed { orbit, status, target });
-        if target == RecallTarget::Parker && policy == RecallFallback::FallbackUri && self.start_recall(now, call, RecallTarget::FallbackUri) {
-            return;
+        if let Some(next) = self.parking.after_unanswered(call, target) {
+            if self.start_recall(now, call, next) {
+                return;
+            }
         }
         self.round_failed(now, call);
     }
 
     /// Nobody took the call this round: park again for another period, or end the call.
     fn round_failed(&mut self, now: Time, call: CallRef) {
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        let lot = &self.lots[c.lot].cfg;
-        let again = lot.recall_fallback != RecallFallback::Hangup && c.rounds < lot.recall_rounds;
-        match (again, c.parking_time) {
-            (true, Some(period)) => {
-                let at = now + period;
-                c.recall_at = Some(at);
-                let (orbit, round) = (c.orbit_name.clone(), c.rounds);
-                self.call_timers.arm(at, call, CallTimer::Recall);
-                tracing::info!(%orbit, round, "reparked until the next recall");
-                self.ep.emit(ParkEvent::Reparked { orbit, round });
-            }
-            _ => self.end_parked_call(now, call, "Recall Not Answered"),
+        if !self.parking.repark(now, call) {
+            return self.end_parked_call(now, call, "Recall Not Answered");
         }
+        let Some(c) = self.parking.get(call) else { return };
+        let (orbit, round) = (c.orbit_name.clone(), c.rounds);
+        tracing::info!(%orbit, round, "reparked until the next recall");
+        self.ep.emit(ParkEvent::Reparked { orbit, round });
     }
 
     /// Gives up on the ringing recall of `call` (if any) because someone else took the call: CANCEL it (with
     /// "Call completed elsewhere") now or as soon as it is allowed.
     pub(super) fn abandon_recall(&mut self, now: Time, call: CallRef) {
-        if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) {
+        if let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.take()) {
             self.cancel_recall(now, r, true);
         }
     }
@@ -247,7 +199,7 @@ impl Core {
     /// Gives up on the ringing recall of `call` (if any) because it rang too long or the call ended: CANCEL it
     /// without claiming the call was completed elsewhere.
     pub(super) fn stop_recall(&mut self, now: Time, call: CallRef) {
-        if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) {
+        if let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.take()) {
             self.cancel_recall(now, r, false);
         }
     }
@@ -266,14 +218,7 @@ impl Core {
     /// CANCEL for a recall INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, CSeq number, top Via
     /// and Route as the INVITE.
     fn send_cancel(&mut self, now: Time, orphan: &mut OrphanRecall) {
-        let inv = &orphan.invite;
-        let mut cancel = Request { method: Method::Cancel, uri: inv.uri.clone(), common: inv.common.clone() };
-        cancel.common.via.truncate(1);
-        cancel.common.cseq = CSeq { seq: inv.common.cseq.seq, method: Method::Cancel };
-        cancel.common.headers.clear();
-        cancel.common.contact.clear();
-        cancel.common.content_type = None;
-        cancel.common.body = Bytes::new();
+        let mut cancel = orphan.invite.shape(Method::Cancel);
         if orphan.completed_elsewhere {
             cancel.common.push_header("Reason", COMPLETED_ELSEWHERE);
         }
@@ -292,12 +237,12 @@ impl Core {
             }
             ClientVerdict::Final(resp) if resp.is_success() => {
                 // Answered after parkd gave up (e.g. a retrieve won the race): ACK, then BYE (RFC 3261 §15).
-                let mut dialog = Dialog::as_uac(&orphan.invite, &resp, orphan.next_hop);
+                let mut dialog = Dialog::as_uac(&orphan.invite.shape(Method::Invite), &resp, orphan.next_hop);
                 let contact = self.ep.contact(dialog.next_hop.transport);
                 let branch = self.ep.new_branch();
-                let ack = dialog.ack(orphan.invite.common.cseq.seq, self.ep.local_addr, &branch, &contact);
+                let ack = dialog.ack(orphan.invite.cseq, self.ep.local_addr, &branch, &contact);
                 self.ep.send_stateless(dialog.next_hop, ack.encode());
-                dialog.local_seq = orphan.invite.common.cseq.seq;
+                dialog.local_seq = orphan.invite.cseq;
                 let branch = self.ep.new_branch();
                 let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
                 if orphan.completed_elsewhere {
@@ -315,9 +260,9 @@ impl Core {
     /// Ends a parked call from parkd's side: BYE to the parked party with a Reason, orbit freed, recall cancelled.
     pub(super) fn end_parked_call(&mut self, now: Time, call: CallRef, why: &str) {
         self.stop_recall(now, call);
-        let Some(c) = self.calls.remove(&call) else { return };
+        let Some(c) = self.parking.remove(call) else { return };
         if let Some(orbit) = c.orbit {
-            self.lots[c.lot].release(orbit, call);
+            self.parking.release(c.lot, orbit, call);
             self.orbit_changed(now, c.lot, orbit);
         }
         tracing::info!(orbit = %c.orbit_name, reason = why, "ending parked call");

@@ -1,7 +1,9 @@
 //! What happens to a call's media and legs after the handshake: media commands, re-INVITEs, hang-ups.
 
 use super::dialogs::LegState;
-use super::legs::{CallState, LegId, MediaMode, ParkHow};
+use super::events::ParkHow;
+use super::ids::LegId;
+use super::parking::{CallState, MediaMode};
 use super::{Core, ParkEvent, Purpose};
 use crate::media::{MediaCommand, MusicId, Prompt};
 use crate::sip::{Method, Peer, Request};
@@ -11,8 +13,8 @@ use crate::txn::ServerTxnId;
 impl Core {
     /// A media leg for a call that will be bridged to `call`'s parked party (retrieve, recall, API unpark):
     /// in the same media thread's block of ports, since relaying stays within one thread.
-    pub(super) fn port_beside_parked(&mut self, now: Time, call: super::legs::CallRef) -> Option<crate::media::MediaLegId> {
-        match self.calls.get(&call).and_then(|c| self.dialogs.get(c.parked)).map(|l| l.media.media_leg) {
+    pub(super) fn port_beside_parked(&mut self, now: Time, call: super::ids::CallRef) -> Option<crate::media::MediaLegId> {
+        match self.parking.get(call).and_then(|c| self.dialogs.get(c.parked)).map(|l| l.media.media_leg) {
             Some(partner) => self.ports.take_beside(now, partner),
             None => self.ports.take(now),
         }
@@ -21,10 +23,10 @@ impl Core {
     /// Brings the media plane in line with the call's state: hold music while parked (once the parked leg is
     /// confirmed), a bridge once both legs of a retrieved call are confirmed.
     pub(super) fn sync_media(&mut self, call: super::CallRef) {
-        let Some(c) = self.calls.get(&call) else { return };
+        let Some(c) = self.parking.get(call) else { return };
         let (parked_id, state, mode, lot) = (c.parked, c.state, c.media_mode, c.lot);
         // A caller who parked itself (park code, no Referred-By) hears where it went: "parked on 701".
-        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.lots.get(lot).is_some_and(|l| l.cfg.announce_orbit);
+        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.parking.lot(lot).is_some_and(|l| l.cfg.announce_orbit);
         let orbit_name = announce.then(|| c.orbit_name.clone());
         let Some(parked) = self.dialogs.get(parked_id) else { return };
         let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
@@ -59,7 +61,7 @@ impl Core {
             }
             _ => {}
         }
-        if let Some(c) = self.calls.get_mut(&call) {
+        if let Some(c) = self.parking.get_mut(call) {
             c.media_mode = new_mode;
         }
         for cmd in cmds {
@@ -69,9 +71,9 @@ impl Core {
 
     /// Starts the parking period of `call` (just parked, or re-parked): records it, reports it, arms its recall
     /// and maximum-park deadlines, tells watchers, and starts music if its leg is already confirmed.
-    pub(super) fn start_parking(&mut self, now: Time, call: super::legs::ParkedCall, call_id: String, parked_label: String) {
+    pub(super) fn start_parking(&mut self, now: Time, call: super::parking::ParkedCall, call_id: String, parked_label: String) {
         let (id, lot, orbit) = (call.id, call.lot, call.orbit);
-        let lot_name = self.lots[lot].name().to_string();
+        let lot_name = self.parking.lot_name(lot);
         tracing::info!(orbit = %call.orbit_name, lot = %lot_name, parker = ?call.parker.as_ref().map(|p| p.uri.to_string()), how = ?call.how, "parked");
         self.ep.emit(ParkEvent::Parked {
             lot: lot_name,
@@ -81,8 +83,7 @@ impl Core {
             parker: call.parker.as_ref().map(|p| p.uri.to_string()),
             how: call.how,
         });
-        self.calls.insert(id, Box::new(call));
-        self.arm_park_timers(now, id);
+        self.parking.park(now, call);
         if let Some(o) = orbit {
             self.orbit_changed(now, lot, o);
         }
@@ -97,7 +98,7 @@ impl Core {
             return false;
         }
         let m = &leg.media;
-        let started = self.calls.get(&leg.call).is_some_and(|c| c.media_mode != MediaMode::None);
+        let started = self.parking.get(leg.call).is_some_and(|c| c.media_mode != MediaMode::None);
         if started {
             if let Some(remote) = m.remote {
                 self.ep.media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() });
@@ -138,15 +139,15 @@ impl Core {
         } else {
             self.forget_leg(leg_id);
         }
-        let Some(call) = self.calls.remove(&call_ref) else { return };
-        let lot_name = self.lots.get(call.lot).map(|l| l.name().to_string()).unwrap_or_default();
+        let Some(call) = self.parking.remove(call_ref) else { return };
+        let lot_name = self.parking.lot_name(call.lot);
         match call.state {
             CallState::Parked => {
                 if let Some(r) = call.recall.clone() {
                     self.cancel_recall(now, r, false);
                 }
                 if let Some(orbit) = call.orbit {
-                    self.lots[call.lot].release(orbit, call_ref);
+                    self.parking.release(call.lot, orbit, call_ref);
                     self.orbit_changed(now, call.lot, orbit);
                 }
                 tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");

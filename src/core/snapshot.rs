@@ -1,7 +1,8 @@
 //! Read-only snapshots of lots, orbits and bridged calls for applications (the HTTP API, the attendant page),
 //! built on [`Core::orbit_state`]. Times are milliseconds since the Unix epoch, ready for JSON.
 
-use super::legs::{CallState, RecallTarget};
+use super::events::RecallTarget;
+use super::parking::CallState;
 use super::orbit_view::OrbitState;
 use super::Core;
 use serde::Serialize;
@@ -65,7 +66,7 @@ impl Core {
 
     /// Lot `lot` (by index) with the state of each orbit.
     pub fn lot_snapshot(&self, lot: usize) -> Option<LotSnapshot> {
-        let l = self.lots.get(lot)?;
+        let l = self.parking.lot(lot)?;
         let orbits = (0..l.capacity())
             .map(|i| {
                 let orbit = l.orbit_name(i);
@@ -100,12 +101,12 @@ impl Core {
 
     /// The index of the lot named `name`.
     pub fn lot_index(&self, name: &str) -> Option<usize> {
-        self.lots.iter().position(|l| l.name() == name)
+        self.parking.lot_index(name)
     }
 
     /// Calls bridged through parkd right now, oldest first.
     pub fn bridged_snapshot(&self) -> Vec<BridgedSnapshot> {
-        let mut calls: Vec<_> = self.calls.values().collect();
+        let mut calls: Vec<_> = self.parking.iter().collect();
         calls.sort_by_key(|c| c.id);
         calls
             .into_iter()
@@ -113,7 +114,7 @@ impl Core {
                 let CallState::Bridged { other } = c.state else { return None };
                 let (p, o) = (self.dialogs.get(c.parked)?, self.dialogs.get(other)?);
                 Some(BridgedSnapshot {
-                    lot: self.lots.get(c.lot).map(|l| l.name().to_string()).unwrap_or_default(),
+                    lot: self.parking.lot_name(c.lot),
                     from_orbit: c.orbit_name.clone(),
                     state: "bridged",
                     parked_call_id: p.dialog.call_id.clone(),

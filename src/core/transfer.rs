@@ -7,7 +7,9 @@
 //! parkd never dials an arbitrary Refer-To: only its own park codes and orbits are accepted (toll fraud).
 
 use super::dialogs::LegRole;
-use super::legs::{CallRef, CallState, LegId, MediaMode, ParkHow, ParkedCall};
+use super::events::ParkHow;
+use super::ids::{CallRef, LegId};
+use super::parking::{CallState, MediaMode, ParkedCall};
 use super::{Core, ParkEvent, Purpose};
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
@@ -24,7 +26,7 @@ impl Core {
             None => return self.ep.respond(now, txn, &req, 400, Some("Missing Refer-To Header"), None, |_| {}),
         };
         let user = refer_to.uri.user.clone().unwrap_or_default();
-        let target = match self.lookup_number(&user) {
+        let target = match self.parking.lookup(&user) {
             Some((lot, Dialed::ParkCode)) => (lot, None),
             Some((lot, Dialed::Orbit(i))) => (lot, Some(i)),
             _ => {
@@ -34,7 +36,7 @@ impl Core {
         };
         let Some(leg) = self.dialogs.get(leg_id) else { return };
         let call_ref = leg.call;
-        let other = match self.calls.get(&call_ref).map(|c| (c.state, c.parked)) {
+        let other = match self.parking.get(call_ref).map(|c| (c.state, c.parked)) {
             Some((CallState::Bridged { other }, parked)) => {
                 if parked == leg_id {
                     other
@@ -94,25 +96,21 @@ impl Core {
         }
         let new_call = CallRef(self.ep.next_id());
         let how = if orbit.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
-        let claimed = match orbit {
-            Some(i) => self.lots[lot].claim(i, new_call).map(|_| i),
-            None => self.lots[lot].claim_any(new_call, self.ep.rng()),
-        };
-        let orbit = match claimed {
+        let orbit = match self.parking.claim(lot, orbit, new_call, self.ep.rng()) {
             Ok(i) => i,
             Err(ClaimError::Occupied) => return Err((486, "Busy Here")),
             Err(ClaimError::LotFull) => return Err((486, "Parking Lot Full")),
         };
         // The old (bridged) call ends here; its other leg no longer belongs to any call.
-        self.calls.remove(&call_ref);
-        let orbit_name = self.lots[lot].orbit_name(orbit);
+        self.parking.remove(call_ref);
+        let orbit_name = self.parking.orbit_name(lot, orbit);
         let Some(leg) = self.dialogs.get_mut(keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
         leg.call = new_call;
         leg.role = LegRole::Parked;
         leg.orbit = orbit_name.clone();
         let parked_label = leg.dialog.remote.uri.to_string();
         let call_id = leg.dialog.call_id.clone();
-        let parking_time = self.lots[lot].cfg.parking_duration();
+        let parking_time = self.parking.cfg(lot).and_then(|c| c.parking_duration());
         self.start_parking(now, ParkedCall::new(new_call, lot, orbit, orbit_name.clone(), keep, parker, how, now, parking_time), call_id, parked_label);
         Ok(orbit_name)
     }
@@ -136,7 +134,7 @@ impl Core {
             return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
         let Some(call_ref) = self.dialogs.get(replaced).map(|l| l.call) else { return };
-        let Some(call) = self.calls.get(&call_ref) else {
+        let Some(call) = self.parking.get(call_ref) else {
             return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
         if call.state != CallState::Parked {
@@ -154,7 +152,7 @@ impl Core {
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         self.abandon_recall(now, call_ref);
-        let lot_name = self.lots[lot].name().to_string();
+        let lot_name = self.parking.lot_name(lot);
         let leg = self.answer_new_leg(now, txn, from, &req, call_ref, LegRole::Parked, media_leg, offer, &orbit_name, |resp| {
             resp.common.push_header(super::invite::PARK_ORBIT_HEADER, orbit_name.clone());
             resp.common.push_header(super::invite::PARK_LOT_HEADER, lot_name.clone());
@@ -163,7 +161,7 @@ impl Core {
             Some(Ok(na)) => Some(na),
             _ => self.dialogs.remote_identity(replaced),
         };
-        if let Some(c) = self.calls.get_mut(&call_ref) {
+        if let Some(c) = self.parking.get_mut(call_ref) {
             c.parked = leg;
             c.parker = parker.clone();
             c.parked_at = now;
@@ -180,7 +178,7 @@ impl Core {
         });
         // RFC 3891 §3: the replaced dialog is ended with a BYE (phones such as linphone do not do it themselves).
         self.hangup_leg(now, replaced);
-        self.arm_park_timers(now, call_ref);
+        self.parking.arm_period(now, call_ref);
         if let Some(o) = orbit {
             self.orbit_changed(now, lot, o);
         }

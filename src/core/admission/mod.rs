@@ -32,7 +32,7 @@ mod sources;
 pub use acl::{check, Action, Forbidden};
 
 use super::blf::SubId;
-use super::legs::LegId;
+use super::ids::LegId;
 use crate::config::{AccessConfig, LimitsConfig, SourceLimits};
 use crate::park::lot::OrbitIdx;
 use crate::time::Time;

@@ -1,9 +1,9 @@
-//! One ordered queue for every call-level deadline (recall, recall ringing, maximum park time).
+//! One ordered queue for every call-level deadline (recall, recall ringing, maximum park time, keepalive).
 //!
 //! Lazy deletion: re-arming pushes a new entry and the call remembers only its current deadline, so a popped
 //! entry that no longer matches is skipped. `next()` is a peek: nothing ever walks all calls.
 
-use super::legs::CallRef;
+use crate::core::ids::CallRef;
 use crate::time::Time;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,12 +22,12 @@ pub enum CallTimer {
 
 impl CallTimer {
     /// The reason [`super::Core::poll_timeout`] gives for this deadline.
-    pub fn wake(self) -> super::Wake {
+    pub fn wake(self) -> crate::core::Wake {
         match self {
-            CallTimer::Recall => super::Wake::Recall,
-            CallTimer::RecallRing => super::Wake::RecallRing,
-            CallTimer::MaxPark => super::Wake::MaxPark,
-            CallTimer::Keepalive => super::Wake::Keepalive,
+            CallTimer::Recall => crate::core::Wake::Recall,
+            CallTimer::RecallRing => crate::core::Wake::RecallRing,
+            CallTimer::MaxPark => crate::core::Wake::MaxPark,
+            CallTimer::Keepalive => crate::core::Wake::Keepalive,
         }
     }
 }
@@ -43,7 +43,7 @@ impl CallTimers {
     }
 
     /// The earliest entry's time and kind (possibly a stale one: waking early is harmless).
-    pub fn next(&self) -> Option<(Time, super::Wake)> {
+    pub fn next(&self) -> Option<(Time, crate::core::Wake)> {
         self.heap.peek().map(|Reverse((t, _, kind))| (*t, kind.wake()))
     }
 

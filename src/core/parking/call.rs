@@ -1,14 +1,18 @@
-//! The engine's parked calls.
+//! A parked call as plain data: which orbit, who parked it, its deadlines and recall rounds.
+//!
+//! serde plain data for the journal: ids are numbers, deadlines absolute [`Time`]s, identities SIP text.
 
-pub use super::ids::{CallRef, LegId};
-use crate::media::MediaLegId;
+use crate::core::events::ParkHow;
+use crate::core::ids::{CallRef, LegId};
+use crate::core::originate::Recall;
+use crate::dialog::text;
 use crate::park::lot::OrbitIdx;
-use crate::sdp::LocalSdp;
-use crate::sip::{NameAddr, Peer};
+use crate::sip::NameAddr;
 use crate::time::Time;
+use std::time::Duration;
 
 /// What a parked call is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CallState {
     /// In its orbit, hearing music.
     Parked,
@@ -17,24 +21,14 @@ pub enum CallState {
 }
 
 /// Which media parkd has asked the media plane for, so commands are sent once per change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MediaMode {
     None,
     Hold,
     Bridged,
 }
 
-/// How the call came to be parked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ParkHow {
-    /// Dialed the park code; parkd chose the orbit.
-    Indirect,
-    /// Dialed an orbit with a Referred-By.
-    Directed,
-}
-
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ParkedCall {
     pub id: CallRef,
     pub lot: usize,
@@ -44,15 +38,17 @@ pub struct ParkedCall {
     pub orbit_name: String,
     pub parked: LegId,
     /// Who parked the call (Referred-By), when known: the one a recall calls back.
+    #[serde(with = "text::opt_name_addr")]
     pub parker: Option<NameAddr>,
     /// The parked party's identity as asserted by a trusted proxy (P-Asserted-Identity), if any.
+    #[serde(with = "text::opt_name_addr")]
     pub asserted_identity: Option<NameAddr>,
     pub how: ParkHow,
     pub parked_at: Time,
     pub state: CallState,
     pub media_mode: MediaMode,
     /// How long each parking period lasts for this call (lot default or the park request's override).
-    pub parking_time: Option<std::time::Duration>,
+    pub parking_time: Option<Duration>,
     /// When the next recall is due (None: never, or a recall is under way).
     pub recall_at: Option<Time>,
     /// When the call is ended regardless (`max_park_time`).
@@ -78,7 +74,7 @@ impl ParkedCall {
         parker: Option<NameAddr>,
         how: ParkHow,
         now: Time,
-        parking_time: Option<std::time::Duration>,
+        parking_time: Option<Duration>,
     ) -> ParkedCall {
         ParkedCall {
             id,
@@ -100,29 +96,9 @@ impl ParkedCall {
             recall: None,
         }
     }
-}
 
-/// Whom a recall rings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecallTarget {
-    Parker,
-    FallbackUri,
-    /// An application asked parkd to unpark the call to a destination (HTTP API); not a recall round.
-    ApiUnpark,
-}
-
-/// An outgoing recall INVITE and what is known of it.
-#[derive(Clone, Debug)]
-pub struct Recall {
-    pub txn: crate::txn::ClientTxnId,
-    pub invite: crate::sip::Request,
-    pub next_hop: Peer,
-    pub target: RecallTarget,
-    /// The media leg offered in the INVITE (its port is in `local_sdp`).
-    pub media_leg: MediaLegId,
-    pub local_sdp: LocalSdp,
-    pub ring_until: Time,
-    /// A provisional response arrived (a CANCEL may be sent, RFC 3261 §9.1).
-    pub provisional: bool,
+    /// Whether the call is in its orbit (not retrieved, not bridged to a recall).
+    pub fn is_parked(&self) -> bool {
+        self.state == CallState::Parked
+    }
 }
