@@ -7,7 +7,6 @@
 
 use super::events::{ParkHow, RecallTarget};
 use super::ids::CallRef;
-use super::parking::CallState;
 use super::originate::{OriginateError, OriginateSpec};
 use super::{Core, ParkEvent};
 use crate::park::lot::OrbitIdx;
@@ -96,18 +95,14 @@ impl Core {
     /// The parked call in orbit `name`, with its lot and orbit index.
     fn parked_in(&self, name: &str) -> Result<(usize, OrbitIdx, CallRef), CommandError> {
         let (lot, idx) = self.find_orbit(name).ok_or_else(|| CommandError::UnknownOrbit(name.to_string()))?;
-        let call = self.parking.lot(lot).and_then(|l| l.occupant(idx)).ok_or_else(|| CommandError::OrbitEmpty(name.to_string()))?;
-        match self.parking.get(call) {
-            Some(c) if c.state == CallState::Parked => Ok((lot, idx, call)),
-            _ => Err(CommandError::OrbitEmpty(name.to_string())),
-        }
+        let call = self.parking.parked_in(lot, idx).ok_or_else(|| CommandError::OrbitEmpty(name.to_string()))?;
+        Ok((lot, idx, call))
     }
 
     fn cmd_hangup(&mut self, now: Time, orbit: &str) -> CommandResult {
         let (lot, idx, call) = self.parked_in(orbit)?;
         self.stop_recall(now, call);
         let Some(c) = self.parking.remove(call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
-        self.parking.release(lot, idx, call);
         self.orbit_changed(now, lot, idx);
         let call_id = self.dialogs.get(c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
         let lot_name = self.parking.lot_name(lot);
@@ -121,7 +116,7 @@ impl Core {
         let (lot, _, call) = self.parked_in(orbit)?;
         let uri = crate::sip::parse_uri(to.trim()).map_err(|_| CommandError::BadUri(to.to_string()))?;
         let allowed = self.dial_check(call, lot, &uri).inspect_err(|e| tracing::warn!(%orbit, "unpark refused: {e}"))?;
-        if self.parking.get(call).is_some_and(|c| c.recall.is_some()) {
+        if self.bridging.ringing(call).is_some() {
             return Err(CommandError::Ringing(orbit.to_string()));
         }
         let Some(cfg) = self.parking.cfg(lot) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
@@ -147,10 +142,8 @@ impl Core {
     /// that fell due while it rang is started now.
     pub(super) fn unpark_failed(&mut self, now: Time, call: CallRef, status: u16) {
         let Some(c) = self.parking.get(call) else { return };
-        let (orbit, slot, recall_at) = (c.orbit_name.clone(), c.orbit.map(|o| (c.lot, o)), c.recall_at);
-        if let Some((lot, o)) = slot {
-            self.orbit_changed(now, lot, o);
-        }
+        let (orbit, lot, o, recall_at) = (c.orbit_name.clone(), c.lot, c.orbit, c.recall_at);
+        self.orbit_changed(now, lot, o);
         if let Some(at) = recall_at.filter(|t| *t <= now) {
             // The recall timer fired while the unpark rang and was skipped: fire it again now.
             self.parking.arm(at, call, super::parking::CallTimer::Recall);
@@ -163,7 +156,7 @@ impl Core {
         let found = self
             .dialogs
             .with_call_id(call_id)
-            .find(|l| self.parking.get(l.call).is_some_and(|c| matches!(c.state, CallState::Bridged { .. })))
+            .find(|l| self.bridging.get(l.call).is_some())
             .map(|l| (l.id, l.call))
             .ok_or_else(|| CommandError::UnknownCall(call_id.to_string()))?;
         let (release_leg, call) = found;
@@ -176,12 +169,9 @@ impl Core {
                 let l = self.parking.lot_index(name).ok_or_else(|| CommandError::UnknownLot(name.to_string()))?;
                 (l, None)
             }
-            (None, None) => (self.parking.get(call).map(|c| c.lot).unwrap_or(0), None),
+            (None, None) => (self.bridging.get(call).map(|b| b.lot).unwrap_or(0), None),
         };
-        let Some(keep) = self.parking.get(call).and_then(|c| match c.state {
-            CallState::Bridged { other } => Some(if c.parked == release_leg { other } else { c.parked }),
-            CallState::Parked => None,
-        }) else {
+        let Some(keep) = self.bridging.get(call).map(|b| b.across(release_leg)) else {
             return Err(CommandError::UnknownCall(call_id.to_string()));
         };
         let parker = self.dialogs.remote_identity(release_leg);

@@ -62,6 +62,9 @@
 //! * [`super::dialogs`]: call legs: one dialog each (tags, CSeq counters, route set, remote target, transport)
 //!   and the media negotiated in it.
 //! * [`super::parking`]: lots, orbits, parked calls, recall rounds, keepalives and the call timers.
+//! * [`super::bridging`]: the bridged pairs (a parked call taken by a retriever or by whoever answered its
+//!   recall), the calls parkd originates for parked calls (recall, unpark) while they ring and after it gives up
+//!   on them, and where an application may make parkd dial.
 //!
 //! [`MediaPlane`]: crate::media::MediaPlane
 //! [`MediaPlane::on_rtp`]: crate::media::MediaPlane::on_rtp

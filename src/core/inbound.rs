@@ -206,7 +206,7 @@ impl Core {
             TxnEvent::ClientTimeout(id) => match self.ep.finish(id) {
                 Some(Purpose::Recall(call)) => self.on_recall_timeout(now, call, id),
                 Some(Purpose::OrphanRecall) => {
-                    self.orphans.remove(&id);
+                    self.bridging.take_orphan(id);
                 }
                 Some(Purpose::Keepalive(call)) => self.on_keepalive_result(now, call, 408),
                 Some(Purpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),

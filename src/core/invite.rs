@@ -17,7 +17,8 @@ use crate::media::MediaLegId;
 use super::dialogs::{read_offer, Leg, LegMedia, LegRole, LegState};
 use super::events::ParkHow;
 use super::ids::{CallRef, LegId};
-use super::parking::{CallState, ParkedCall};
+use super::bridging::Bridge;
+use super::parking::ParkedCall;
 use super::admission::Action;
 use super::{Core, ParkEvent};
 use crate::dialog::Dialog;
@@ -139,14 +140,15 @@ impl Core {
     /// dialog from BLF). The tags are matched from parkd's side: to-tag = parkd's tag, from-tag = the peer's.
     fn retrieve_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &crate::sip::Replaces) {
         let target = self.dialogs.parked_leg_named_by(r).and_then(|id| self.dialogs.get(id)).map(|leg| leg.call);
-        let lot = target.and_then(|call| self.parking.get(call)).map(|c| c.lot);
+        // A call already taken (bridged) still names its lot: the request is gated there before it is refused.
+        let lot = target.and_then(|call| self.parking.get(call).map(|c| c.lot).or_else(|| self.bridging.get(call).map(|b| b.lot)));
         if let Some(lot) = lot {
             if !self.gate(now, txn, from, &req, lot, Action::Retrieve) {
                 return;
             }
         }
         match target {
-            Some(call) if self.parking.get(call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
+            Some(call) if self.parking.get(call).is_some() => self.take_call(now, txn, from, req, call),
             _ => self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
         }
     }
@@ -155,9 +157,6 @@ impl Core {
         let Some(parked) = self.parking.get(call) else {
             return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
         };
-        if parked.state != CallState::Parked {
-            return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
-        }
         let (lot, orbit_name) = (parked.lot, parked.orbit_name.clone());
         // A recall may be ringing: the retriever wins and the recall is cancelled.
         self.abandon_recall(now, call);
@@ -175,8 +174,10 @@ impl Core {
             }
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
         });
-        if let Some((lot, i)) = self.parking.bridge(call, leg) {
-            self.orbit_changed(now, lot, i);
+        // The parked call leaves its orbit and becomes a bridge to the retriever.
+        if let Some(c) = self.parking.remove(call) {
+            self.bridging.insert(Bridge { id: call, lot: c.lot, orbit_name: c.orbit_name.clone(), parked: c.parked, other: leg, media_mode: c.media_mode });
+            self.orbit_changed(now, c.lot, c.orbit);
         }
         let by = req.common.from.uri.to_string();
         tracing::info!(orbit = %orbit_name, %by, "retrieved");

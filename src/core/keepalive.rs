@@ -4,7 +4,6 @@
 //! answer means alive; `481` (the dialog is gone) or no answer at all (`408`, Timer F) ends the parked call.
 
 use super::ids::CallRef;
-use super::parking::CallState;
 use super::{Purpose, Core};
 use crate::sip::Method;
 use crate::time::Time;
@@ -12,7 +11,7 @@ use crate::time::Time;
 impl Core {
     /// The keepalive deadline fired: send OPTIONS in the parked dialog and arm the next one.
     pub(super) fn send_keepalive(&mut self, now: Time, call: CallRef) {
-        let Some(leg_id) = self.parking.get(call).filter(|c| c.state == CallState::Parked).map(|c| c.parked) else { return };
+        let Some(leg_id) = self.parking.get(call).map(|c| c.parked) else { return };
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
         let options = self.ep.request_in(&mut leg.dialog, Method::Options);
         let hop = leg.dialog.next_hop;
@@ -25,7 +24,7 @@ impl Core {
         if status != 481 && status != 408 {
             return;
         }
-        let Some(c) = self.parking.get(call).filter(|c| c.state == CallState::Parked) else { return };
+        let Some(c) = self.parking.get(call) else { return };
         let leg = c.parked;
         tracing::info!(orbit = %c.orbit_name, status, "parked party no longer answers in its dialog; ending the parked call");
         self.end_leg(now, leg, true);

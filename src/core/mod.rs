@@ -9,9 +9,9 @@
 pub mod admission;
 mod auth;
 mod blf;
+pub mod bridging;
 pub mod commands;
 pub mod contract;
-pub mod dial_allow;
 pub mod dialogs;
 pub mod endpoint;
 mod events;
@@ -45,7 +45,6 @@ use crate::time::Time;
 use crate::txn::TimerConfig;
 use endpoint::Purpose;
 use rand::Rng;
-use std::collections::HashMap;
 
 /// Counts of live state, for tests and metrics: all return to zero when every call has ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,13 +84,12 @@ pub struct Core {
     blf: blf::Subscriptions,
     /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
     nonce_key: auth::NonceKey,
-    orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
+    /// Bridged calls, the calls parkd makes for parked ones, `dial_allow` (the bridging room).
+    bridging: bridging::Bridging,
     /// Drain mode: new parks are refused with 503 (see proxy.rs).
     draining: bool,
     /// Per-source limits, scanner drops and refusal counts (the admission room).
     admission: admission::Admission,
-    /// `[http] dial_allow`: where applications may make parkd dial besides what it already calls (dial_allow.rs).
-    dial_allow: Vec<crate::config::DialPattern>,
 }
 
 impl Core {
@@ -119,10 +117,9 @@ impl Core {
             stats: Stats::default(),
             blf: blf::Subscriptions::default(),
             nonce_key,
-            orphans: HashMap::new(),
+            bridging: bridging::Bridging::default(),
             draining,
             admission,
-            dial_allow: Vec::new(),
         }
     }
 
@@ -143,6 +140,7 @@ impl Core {
         contract::earliest([
             self.ep.txn.poll_timeout().map(|t| (t, Wake::Transaction)),
             self.parking.poll_timeout(),
+            self.bridging.poll_timeout(),
             self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
         ])
     }
@@ -150,7 +148,7 @@ impl Core {
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Time) {
         self.ep.txn.handle_timeout(now);
-        self.parking_timeouts(now);
+        self.call_timeouts(now);
         self.blf_handle_timeout(now);
         self.settle(now);
     }
@@ -192,7 +190,7 @@ impl Core {
         let (server_txns, client_txns) = self.ep.txn.live();
         Live {
             legs: self.dialogs.len(),
-            calls: self.parking.len(),
+            calls: self.parking.len() + self.bridging.len(),
             server_txns,
             client_txns,
             rtp_ports_in_use: self.ports.in_use(),

@@ -2,7 +2,6 @@
 //! calls whenever an orbit's state may have changed.
 
 use super::events::RecallTarget;
-use super::parking::CallState;
 use super::Core;
 use crate::park::lot::OrbitIdx;
 use crate::sip::NameAddr;
@@ -56,11 +55,8 @@ impl Core {
 
     /// The state of orbit `orbit` of lot `lot` (Free for out-of-range indices).
     pub fn orbit_state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
-        let Some(call) = self.parking.lot(lot).and_then(|l| l.occupant(orbit)) else { return OrbitState::Free };
+        let Some(call) = self.parking.parked_in(lot, orbit) else { return OrbitState::Free };
         let Some(c) = self.parking.get(call) else { return OrbitState::Free };
-        if c.state != CallState::Parked {
-            return OrbitState::Free;
-        }
         let Some(leg) = self.dialogs.get(c.parked) else { return OrbitState::Free };
         let mut parked = leg.dialog.remote.clone();
         parked.params = Default::default();
@@ -69,7 +65,7 @@ impl Core {
             parker: c.parker.clone(),
             since: c.parked_at,
             recall_at: c.recall_at,
-            recalling: c.recall.as_ref().map(|r| r.target),
+            recalling: self.bridging.ringing(call).map(|r| r.target),
             call_id: leg.dialog.call_id.clone(),
             local_tag: leg.dialog.local_tag().to_string(),
             remote_tag: leg.dialog.remote_tag().to_string(),

@@ -2,72 +2,17 @@
 //! application asked for. One INVITE builder and sender for all of them, so every such call goes through the
 //! outbound proxy, offers the same SDP and is tracked, cancelled and bridged the same way.
 
+use super::bridging::{OutgoingInvite, Recall};
 use super::events::RecallTarget;
 use super::ids::CallRef;
-use super::parking::CallTimer;
-use super::{Purpose, Core};
-use crate::dialog::{text, uri_addr};
-use crate::media::{Codec, MediaLegId};
+use super::{Core, Purpose};
+use crate::dialog::uri_addr;
+use crate::media::Codec;
 use crate::sdp::{self, Direction, LocalSdp};
-use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Transport, Uri, Via};
+use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Uri, Via};
 use crate::time::Time;
 use rand::Rng;
-use std::net::SocketAddr;
 use std::time::Duration;
-
-/// What parkd keeps of an INVITE it sent: enough to CANCEL it (RFC 3261 §9.1: same Request-URI, Call-ID,
-/// From, To, CSeq number, top Via and Route) and to form the dialog from its 2xx (§12.1.2). Plain data, not the
-/// whole request.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OutgoingInvite {
-    #[serde(with = "text::uri")]
-    pub uri: Uri,
-    #[serde(with = "text::name_addr")]
-    pub from: NameAddr,
-    #[serde(with = "text::name_addr")]
-    pub to: NameAddr,
-    pub call_id: String,
-    pub cseq: u32,
-    /// The top (and only) Via: parkd's sent-by, the transport and the branch.
-    pub sent_by: SocketAddr,
-    pub transport: Transport,
-    pub branch: String,
-    #[serde(with = "text::name_addrs")]
-    pub route: Vec<NameAddr>,
-}
-
-impl OutgoingInvite {
-    /// The INVITE's identifying fields as a request of `method` (no Contact, other headers or body): the
-    /// dialog is formed from it, and its CANCEL is exactly this with method CANCEL.
-    pub fn shape(&self, method: Method) -> Request {
-        let via = Via::new(self.transport, self.sent_by, &self.branch);
-        let cseq = CSeq { seq: self.cseq, method: method.clone() };
-        Request {
-            method,
-            uri: self.uri.clone(),
-            common: Common {
-                max_forwards: Some(70),
-                route: self.route.clone(),
-                ..Common::new(vec![via], self.from.clone(), self.to.clone(), self.call_id.clone(), cseq)
-            },
-        }
-    }
-}
-
-/// An outgoing call ringing for a parked call (a recall round or an API unpark) and what is known of it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Recall {
-    pub txn: crate::txn::ClientTxnId,
-    pub invite: OutgoingInvite,
-    pub next_hop: Peer,
-    pub target: RecallTarget,
-    /// The media leg offered in the INVITE (its port is in `local_sdp`).
-    pub media_leg: MediaLegId,
-    pub local_sdp: LocalSdp,
-    pub ring_until: Time,
-    /// A provisional response arrived (a CANCEL may be sent, RFC 3261 §9.1).
-    pub provisional: bool,
-}
 
 /// Why parkd could not start an outgoing call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +34,7 @@ pub(super) struct OriginateSpec {
     pub from_display: String,
     /// Extra headers in order (Alert-Info, History-Info, Park-Recall, ...).
     pub headers: Vec<(&'static str, String)>,
-    /// How long parkd lets it ring before giving up (the `RecallRing` call timer).
+    /// How long parkd lets it ring before giving up (the bridging room's ring deadline).
     pub ring: Duration,
     /// Recorded in the call's [`Recall`] so the outcome is routed (recall rounds vs. API unpark).
     pub target: RecallTarget,
@@ -156,16 +101,12 @@ impl Core {
 
         let txn = self.ep.send(now, next_hop, &invite, Purpose::Recall(call));
         let ring_until = now + spec.ring;
-        self.parking.arm(ring_until, call, CallTimer::RecallRing);
         let target = spec.target;
-        let Common { from, to, call_id, cseq, route, .. } = invite.common;
-        let invite = OutgoingInvite { uri: invite.uri, from, to, call_id, cseq: cseq.seq, sent_by: via_addr, transport: next_hop.transport, branch, route };
-        if let Some(c) = self.parking.get_mut(call) {
-            c.recall = Some(Box::new(Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false }));
-            if let Some(o) = c.orbit {
-                let lot = c.lot;
-                self.orbit_changed(now, lot, o);
-            }
+        let invite = OutgoingInvite::of(invite, via_addr, next_hop.transport, branch);
+        self.bridging.ring(call, Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false });
+        if let Some(c) = self.parking.get(call) {
+            let (lot, o) = (c.lot, c.orbit);
+            self.orbit_changed(now, lot, o);
         }
         tracing::info!(%orbit, to = %target_uri, via = %next_hop.addr, ?target, "outgoing call started");
         Ok(())

@@ -13,7 +13,7 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(what: &str, v
 }
 
 #[test]
-fn legs_and_parked_calls_round_trip() {
+fn legs_parked_calls_recalls_and_bridges_round_trip() {
     let mut w = World::new();
     let bob = Phone::new("bob", 5070);
     w.park(&bob, "700", ParkAs::ALICE.pts("0 8 101"));
@@ -26,12 +26,18 @@ fn legs_and_parked_calls_round_trip() {
     let invite = w.requests_to(alice.peer, since).into_iter().find(|r| r.method == crate::sip::Method::Invite).expect("recall");
     let calls: Vec<_> = w.core.parking.iter().cloned().collect();
     assert_eq!(calls.len(), 2);
-    assert!(calls.iter().any(|c| c.recall.is_some() && c.parker.is_some()), "bob's call: parker known, recall ringing");
+    assert!(calls.iter().any(|c| c.parker.is_some() && w.core.bridging.ringing(c.id).is_some()), "bob's call: parker known, recall ringing");
     assert!(calls.iter().any(|c| c.parker.is_none()), "carol parked herself");
     for call in &calls {
         round_trip("parked call", call);
+        if let Some(recall) = w.core.bridging.ringing(call.id) {
+            round_trip("recall", recall);
+        }
     }
     w.deliver(alice.peer, &alice.answer(&invite, 200, "OK", Some(&alice.sdp("8", "sendrecv"))));
+    let bridges: Vec<_> = w.core.bridging.iter().cloned().collect();
+    assert_eq!(bridges.len(), 1, "bob's call is bridged to alice");
+    round_trip("bridge", &bridges[0]);
     let legs: Vec<_> = w.core.dialogs.iter().cloned().collect();
     assert_eq!(legs.len(), 3, "bob, carol and alice's recall leg");
     assert!(legs.iter().any(|l| l.uac_ack.is_some()), "the recall leg keeps its ACK");

@@ -5,16 +5,20 @@
 //! A failed round reparks the call for another parking time, up to `recall_rounds` rounds; `hangup` ends it at
 //! once. `max_park_time` ends any call. The parked party hears music throughout and is never dropped silently:
 //! every end is a BYE with a Reason, logged and reported as an event.
+//!
+//! Core's routing between two rooms: the parking room decides (whom a round rings, repark or end: see
+//! `parking::Parking::start_round`), the bridging room holds the outgoing call while it rings and the ones
+//! parkd gave up on (`bridging::Recall`, `bridging::Orphan`).
 
-use super::parking::CallTimer;
+use super::bridging::{Bridge, Orphan, Recall};
 use super::dialogs::{Leg, LegMedia, LegRole, LegState};
 use super::events::RecallTarget;
 use super::ids::{CallRef, LegId};
-use super::originate::{OutgoingInvite, Recall};
 use super::originate::OriginateSpec;
+use super::parking::CallTimer;
 use super::{Core, ParkEvent, Purpose};
 use crate::dialog::Dialog;
-use crate::sip::{Method, Peer, Response, Uri};
+use crate::sip::{Method, Response, Uri};
 use crate::time::Time;
 use crate::txn::{ClientTxnId, ClientVerdict};
 use std::time::Duration;
@@ -26,38 +30,40 @@ pub const PARK_RECALL_HEADER: &str = "Park-Recall";
 /// RFC 3326 Reason for a recall CANCEL / late-answer BYE when someone else took the call.
 const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 
-/// A recall parkd gave up on (retrieved meanwhile, parked party gone, rang too long) whose INVITE may still be
-/// answered: it is CANCELled once that is allowed, and a late 2xx is ACKed and BYEd (RFC 3261 §9.1, §15).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(super) struct OrphanRecall {
-    invite: OutgoingInvite,
-    next_hop: Peer,
-    cancel_sent: bool,
-    /// Someone else took the call (a retrieve, a swap): the CANCEL / BYE say so with
-    /// `Reason: SIP;cause=200;text="Call completed elsewhere"` (RFC 3326), so the parker's phone does not log a
-    /// missed call. Not for a recall that simply went unanswered or a call that ended.
-    completed_elsewhere: bool,
-}
-
 impl Core {
-    /// Fires the parking room's due deadlines, in order: a recall round, a recall that rang long enough, the
-    /// maximum park time, a keepalive.
-    pub(super) fn parking_timeouts(&mut self, now: Time) {
-        while let Some((call, kind)) = self.parking.pop_due(now) {
-            match kind {
-                CallTimer::Recall => {
+    /// Fires the call-level deadlines due at `now` in the order of time, whichever room holds them: a recall
+    /// round, the maximum park time, a keepalive (parking room), a recall that rang long enough (bridging room).
+    pub(super) fn call_timeouts(&mut self, now: Time) {
+        loop {
+            let parking = self.parking.next_due(now);
+            let ring = self.bridging.next_due(now);
+            // The same order one queue of (time, call, kind) would give, recall rings ranking after recalls.
+            let ring_first = match (parking, ring) {
+                (Some((pt, pc, pk)), Some((rt, rc))) => (rt, rc, 1) < (pt, pc, if pk == CallTimer::Recall { 0 } else { 2 }),
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if ring_first {
+                let Some(due) = self.bridging.pop_due(now) else { break };
+                if let Some(call) = due {
+                    let target = self.bridging.ringing(call).map(|r| r.target).unwrap_or(RecallTarget::Parker);
+                    self.stop_recall(now, call);
+                    self.recall_failed(now, call, target, 408);
+                }
+                continue;
+            }
+            let bridging = &self.bridging;
+            let Some(due) = self.parking.pop_due(now, |c| bridging.ringing(c).is_some()) else { break };
+            match due {
+                Some((call, CallTimer::Recall)) => {
                     let targets = self.parking.start_round(call);
                     if !targets.into_iter().any(|t| self.start_recall(now, call, t)) {
                         self.round_failed(now, call);
                     }
                 }
-                CallTimer::RecallRing => {
-                    let target = self.parking.get(call).and_then(|c| c.recall.as_ref()).map(|r| r.target).unwrap_or(RecallTarget::Parker);
-                    self.stop_recall(now, call);
-                    self.recall_failed(now, call, target, 408);
-                }
-                CallTimer::MaxPark => self.end_parked_call(now, call, "Maximum Park Time Reached"),
-                CallTimer::Keepalive => self.send_keepalive(now, call),
+                Some((call, CallTimer::MaxPark)) => self.end_parked_call(now, call, "Maximum Park Time Reached"),
+                Some((call, CallTimer::Keepalive)) => self.send_keepalive(now, call),
+                None => {}
             }
         }
     }
@@ -98,20 +104,20 @@ impl Core {
 
     /// A response to a recall INVITE.
     pub(super) fn on_recall_response(&mut self, now: Time, call: CallRef, txn: ClientTxnId, verdict: ClientVerdict) {
-        let active = self.parking.get(call).and_then(|c| c.recall.as_ref()).is_some_and(|r| r.txn == txn);
+        let active = self.bridging.ringing(call).is_some_and(|r| r.txn == txn);
         if !active {
             return self.on_orphan_response(now, txn, verdict);
         }
         match verdict {
             ClientVerdict::Provisional(_) => {
-                if let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.as_mut()) {
+                if let Some(r) = self.bridging.ringing_mut(call) {
                     r.provisional = true;
                 }
             }
             ClientVerdict::Final(resp) if resp.is_success() => self.recall_answered(now, call, txn, resp),
             ClientVerdict::Final(resp) => {
                 self.ep.finish(txn);
-                let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.take()) else { return };
+                let Some(r) = self.bridging.stop_ringing(call) else { return };
                 self.ports.give_back(r.media_leg);
                 self.recall_failed(now, call, r.target, resp.status);
             }
@@ -121,10 +127,9 @@ impl Core {
     /// The recall INVITE timed out (Timer B) or could not be sent.
     pub(super) fn on_recall_timeout(&mut self, now: Time, call: CallRef, txn: ClientTxnId) {
         self.ep.finish(txn);
-        self.orphans.remove(&txn);
-        let Some(c) = self.parking.get_mut(call) else { return };
-        if c.recall.as_ref().is_some_and(|r| r.txn == txn) {
-            if let Some(r) = c.recall.take() {
+        self.bridging.take_orphan(txn);
+        if self.bridging.ringing(call).is_some_and(|r| r.txn == txn) {
+            if let Some(r) = self.bridging.stop_ringing(call) {
                 self.ports.give_back(r.media_leg);
                 self.recall_failed(now, call, r.target, 408);
             }
@@ -132,7 +137,7 @@ impl Core {
     }
 
     fn recall_answered(&mut self, now: Time, call: CallRef, txn: ClientTxnId, resp: Response) {
-        let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.take()) else { return };
+        let Some(r) = self.bridging.stop_ringing(call) else { return };
         let mut dialog = Dialog::as_uac(&r.invite.shape(Method::Invite), &resp, r.next_hop);
         dialog.local_seq = r.invite.cseq;
         let branch = self.ep.new_branch();
@@ -141,8 +146,11 @@ impl Core {
         self.ep.send_stateless(dialog.next_hop, ack.clone());
         let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
         let id = LegId(self.ep.next_id());
-        let Some(orbit) = self.parking.get(call).map(|c| c.orbit_name.clone()) else { return };
-        let freed = self.parking.bridge(call, id);
+        // The parked call leaves its orbit and becomes a bridge to whoever answered.
+        let Some(parked) = self.parking.remove(call) else { return };
+        let orbit = parked.orbit_name.clone();
+        let freed = (parked.lot, parked.orbit);
+        self.bridging.insert(Bridge { id: call, lot: parked.lot, orbit_name: orbit.clone(), parked: parked.parked, other: id, media_mode: parked.media_mode });
         self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
         let uac_ack = Some((r.next_hop, ack.to_vec()));
@@ -150,9 +158,7 @@ impl Core {
         self.dialogs.insert(leg);
         tracing::info!(%orbit, %to, "recall answered; bridging");
         self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target });
-        if let Some((lot, orbit)) = freed {
-            self.orbit_changed(now, lot, orbit);
-        }
+        self.orbit_changed(now, freed.0, freed.1);
         self.sync_media(call);
     }
 
@@ -162,11 +168,8 @@ impl Core {
             return self.unpark_failed(now, call, status);
         }
         let Some(c) = self.parking.get(call) else { return };
-        let orbit = c.orbit_name.clone();
-        if let Some(o) = c.orbit {
-            let lot = c.lot;
-            self.orbit_changed(now, lot, o);
-        }
+        let (orbit, lot, o) = (c.orbit_name.clone(), c.lot, c.orbit);
+        self.orbit_changed(now, lot, o);
         tracing::info!(%orbit, status, ?target, "recall not answered");
         self.ep.emit(ParkEvent::RecallFailed { orbit, status, target });
         if let Some(next) = self.parking.after_unanswered(call, target) {
@@ -191,7 +194,7 @@ impl Core {
     /// Gives up on the ringing recall of `call` (if any) because someone else took the call: CANCEL it (with
     /// "Call completed elsewhere") now or as soon as it is allowed.
     pub(super) fn abandon_recall(&mut self, now: Time, call: CallRef) {
-        if let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.take()) {
+        if let Some(r) = self.bridging.stop_ringing(call) {
             self.cancel_recall(now, r, true);
         }
     }
@@ -199,25 +202,25 @@ impl Core {
     /// Gives up on the ringing recall of `call` (if any) because it rang too long or the call ended: CANCEL it
     /// without claiming the call was completed elsewhere.
     pub(super) fn stop_recall(&mut self, now: Time, call: CallRef) {
-        if let Some(r) = self.parking.get_mut(call).and_then(|c| c.recall.take()) {
+        if let Some(r) = self.bridging.stop_ringing(call) {
             self.cancel_recall(now, r, false);
         }
     }
 
     /// Releases a recall's port and CANCELs its INVITE now, or once a provisional response allows it.
-    pub(super) fn cancel_recall(&mut self, now: Time, r: Box<Recall>, completed_elsewhere: bool) {
+    fn cancel_recall(&mut self, now: Time, r: Recall, completed_elsewhere: bool) {
         self.ports.give_back(r.media_leg);
-        let mut orphan = OrphanRecall { invite: r.invite, next_hop: r.next_hop, cancel_sent: false, completed_elsewhere };
+        let mut orphan = Orphan { invite: r.invite, next_hop: r.next_hop, cancel_sent: false, completed_elsewhere };
         if r.provisional {
             self.send_cancel(now, &mut orphan);
         }
         self.ep.repurpose(r.txn, Purpose::OrphanRecall);
-        self.orphans.insert(r.txn, orphan);
+        self.bridging.orphan(r.txn, orphan);
     }
 
     /// CANCEL for a recall INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, CSeq number, top Via
     /// and Route as the INVITE.
-    fn send_cancel(&mut self, now: Time, orphan: &mut OrphanRecall) {
+    fn send_cancel(&mut self, now: Time, orphan: &mut Orphan) {
         let mut cancel = orphan.invite.shape(Method::Cancel);
         if orphan.completed_elsewhere {
             cancel.common.push_header("Reason", COMPLETED_ELSEWHERE);
@@ -227,13 +230,13 @@ impl Core {
     }
 
     pub(super) fn on_orphan_response(&mut self, now: Time, txn: ClientTxnId, verdict: ClientVerdict) {
-        let Some(mut orphan) = self.orphans.remove(&txn) else { return };
+        let Some(mut orphan) = self.bridging.take_orphan(txn) else { return };
         match verdict {
             ClientVerdict::Provisional(_) => {
                 if !orphan.cancel_sent {
                     self.send_cancel(now, &mut orphan);
                 }
-                self.orphans.insert(txn, orphan);
+                self.bridging.orphan(txn, orphan);
             }
             ClientVerdict::Final(resp) if resp.is_success() => {
                 // Answered after parkd gave up (e.g. a retrieve won the race): ACK, then BYE (RFC 3261 §15).
@@ -261,10 +264,7 @@ impl Core {
     pub(super) fn end_parked_call(&mut self, now: Time, call: CallRef, why: &str) {
         self.stop_recall(now, call);
         let Some(c) = self.parking.remove(call) else { return };
-        if let Some(orbit) = c.orbit {
-            self.parking.release(c.lot, orbit, call);
-            self.orbit_changed(now, c.lot, orbit);
-        }
+        self.orbit_changed(now, c.lot, c.orbit);
         tracing::info!(orbit = %c.orbit_name, reason = why, "ending parked call");
         self.ep.emit(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string() });
         self.hangup_leg_with_reason(now, c.parked, Some(format!("SIP;cause=408;text=\"{why}\"")));

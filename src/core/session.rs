@@ -3,7 +3,7 @@
 use super::dialogs::LegState;
 use super::events::ParkHow;
 use super::ids::LegId;
-use super::parking::{CallState, MediaMode};
+use super::parking::MediaMode;
 use super::{Core, ParkEvent, Purpose};
 use crate::media::{MediaCommand, MusicId, Prompt};
 use crate::sip::{Method, Peer, Request};
@@ -21,48 +21,58 @@ impl Core {
     }
 
     /// Brings the media plane in line with the call's state: hold music while parked (once the parked leg is
-    /// confirmed), a bridge once both legs of a retrieved call are confirmed.
+    /// confirmed), a bridge once both legs of a taken call are confirmed.
     pub(super) fn sync_media(&mut self, call: super::CallRef) {
+        if self.parking.get(call).is_some() {
+            self.sync_hold(call);
+        } else {
+            self.sync_bridge(call);
+        }
+    }
+
+    /// Hold music for parked call `call`, once its leg is confirmed and has an address.
+    fn sync_hold(&mut self, call: super::CallRef) {
         let Some(c) = self.parking.get(call) else { return };
-        let (parked_id, state, mode, lot) = (c.parked, c.state, c.media_mode, c.lot);
+        if c.media_mode != MediaMode::None {
+            return;
+        }
         // A caller who parked itself (park code, no Referred-By) hears where it went: "parked on 701".
-        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.parking.lot(lot).is_some_and(|l| l.cfg.announce_orbit);
+        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.parking.cfg(c.lot).is_some_and(|l| l.announce_orbit);
         let orbit_name = announce.then(|| c.orbit_name.clone());
-        let Some(parked) = self.dialogs.get(parked_id) else { return };
-        let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
-        let mut cmds = Vec::new();
-        let mut new_mode = mode;
-        match state {
-            CallState::Parked if parked_ready && mode == MediaMode::None => {
-                let m = &parked.media;
-                if let Some(remote) = m.remote {
-                    cmds.push(MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) });
-                    if !m.may_send() {
-                        cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });
-                    }
-                    cmds.push(MediaCommand::DtmfPayloadType { leg: m.media_leg, pt: m.dtmf_pt });
-                    if let Some(orbit) = orbit_name.as_deref().filter(|_| m.may_send()) {
-                        cmds.push(MediaCommand::Announce { leg: m.media_leg, words: Prompt::orbit_announcement(orbit) });
-                    }
-                    new_mode = MediaMode::Hold;
-                }
-            }
-            CallState::Bridged { other } if mode != MediaMode::Bridged => {
-                let Some(o) = self.dialogs.get(other) else { return };
-                if parked_ready && o.state == LegState::Confirmed {
-                    if let Some(remote) = o.media.remote {
-                        // The retriever's leg is new to the media plane: describe it, then bridge.
-                        cmds.push(MediaCommand::Update { leg: o.media.media_leg, remote, codec: o.media.codec, send: o.media.may_send() });
-                        cmds.push(MediaCommand::DtmfPayloadType { leg: o.media.media_leg, pt: o.media.dtmf_pt });
-                        cmds.push(MediaCommand::Bridge { a: parked.media.media_leg, b: o.media.media_leg });
-                        new_mode = MediaMode::Bridged;
-                    }
-                }
-            }
-            _ => {}
+        let lot = c.lot;
+        let Some(parked) = self.dialogs.get(c.parked) else { return };
+        let m = &parked.media;
+        let Some(remote) = m.remote.filter(|_| parked.state == LegState::Confirmed) else { return };
+        let mut cmds = vec![MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) }];
+        if !m.may_send() {
+            cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });
+        }
+        cmds.push(MediaCommand::DtmfPayloadType { leg: m.media_leg, pt: m.dtmf_pt });
+        if let Some(orbit) = orbit_name.as_deref().filter(|_| m.may_send()) {
+            cmds.push(MediaCommand::Announce { leg: m.media_leg, words: Prompt::orbit_announcement(orbit) });
         }
         if let Some(c) = self.parking.get_mut(call) {
-            c.media_mode = new_mode;
+            c.media_mode = MediaMode::Hold;
+        }
+        for cmd in cmds {
+            self.ep.media(cmd);
+        }
+    }
+
+    /// The relay of bridge `call`, once both legs are confirmed (the parked one with an address).
+    fn sync_bridge(&mut self, call: super::CallRef) {
+        let Some(b) = self.bridging.get(call).filter(|b| b.media_mode != MediaMode::Bridged) else { return };
+        let (Some(parked), Some(o)) = (self.dialogs.get(b.parked), self.dialogs.get(b.other)) else { return };
+        let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
+        let Some(remote) = o.media.remote.filter(|_| parked_ready && o.state == LegState::Confirmed) else { return };
+        // The other leg is new to the media plane: describe it, then bridge.
+        let cmds = [
+            MediaCommand::Update { leg: o.media.media_leg, remote, codec: o.media.codec, send: o.media.may_send() },
+            MediaCommand::DtmfPayloadType { leg: o.media.media_leg, pt: o.media.dtmf_pt },
+            MediaCommand::Bridge { a: parked.media.media_leg, b: o.media.media_leg },
+        ];
+        if let Some(b) = self.bridging.get_mut(call) {
+            b.media_mode = MediaMode::Bridged;
         }
         for cmd in cmds {
             self.ep.media(cmd);
@@ -84,9 +94,7 @@ impl Core {
             how: call.how,
         });
         self.parking.park(now, call);
-        if let Some(o) = orbit {
-            self.orbit_changed(now, lot, o);
-        }
+        self.orbit_changed(now, lot, orbit);
         self.sync_media(id);
     }
 
@@ -98,7 +106,8 @@ impl Core {
             return false;
         }
         let m = &leg.media;
-        let started = self.parking.get(leg.call).is_some_and(|c| c.media_mode != MediaMode::None);
+        let mode = self.parking.get(leg.call).map(|c| c.media_mode).or_else(|| self.bridging.get(leg.call).map(|b| b.media_mode));
+        let started = mode.is_some_and(|m| m != MediaMode::None);
         if started {
             if let Some(remote) = m.remote {
                 self.ep.media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() });
@@ -139,27 +148,18 @@ impl Core {
         } else {
             self.forget_leg(leg_id);
         }
-        let Some(call) = self.parking.remove(call_ref) else { return };
-        let lot_name = self.parking.lot_name(call.lot);
-        match call.state {
-            CallState::Parked => {
-                if let Some(r) = call.recall.clone() {
-                    self.cancel_recall(now, r, false);
-                }
-                if let Some(orbit) = call.orbit {
-                    self.parking.release(call.lot, orbit, call_ref);
-                    self.orbit_changed(now, call.lot, orbit);
-                }
-                tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");
-                self.ep.emit(ParkEvent::Abandoned { lot: lot_name, orbit: call.orbit_name, call_id });
-                // A parked call has one leg; if parkd was still holding it (e.g. ACK timeout), it is gone now.
-                self.forget_leg(call.parked);
-            }
-            CallState::Bridged { other } => {
-                let (survivor, by) = if leg_id == call.parked { (other, "parked") } else { (call.parked, "retriever") };
-                self.ep.emit(ParkEvent::Ended { orbit: call.orbit_name.clone(), call_id, by: by.into() });
-                self.hangup_leg(now, survivor);
-            }
+        if let Some(call) = self.parking.remove(call_ref) {
+            // The parked party is gone: its orbit is free (freed by the removal), its recall is called off.
+            self.stop_recall(now, call_ref);
+            self.orbit_changed(now, call.lot, call.orbit);
+            tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");
+            self.ep.emit(ParkEvent::Abandoned { lot: self.parking.lot_name(call.lot), orbit: call.orbit_name, call_id });
+            // A parked call has one leg; if parkd was still holding it (e.g. ACK timeout), it is gone now.
+            self.forget_leg(call.parked);
+        } else if let Some(bridge) = self.bridging.remove(call_ref) {
+            let by = if leg_id == bridge.parked { "parked" } else { "retriever" };
+            self.ep.emit(ParkEvent::Ended { orbit: bridge.orbit_name.clone(), call_id, by: by.into() });
+            self.hangup_leg(now, bridge.across(leg_id));
         }
     }
 

@@ -2,7 +2,6 @@
 //! built on [`Core::orbit_state`]. Times are milliseconds since the Unix epoch, ready for JSON.
 
 use super::events::RecallTarget;
-use super::parking::CallState;
 use super::orbit_view::OrbitState;
 use super::Core;
 use serde::Serialize;
@@ -106,13 +105,12 @@ impl Core {
 
     /// Calls bridged through parkd right now, oldest first.
     pub fn bridged_snapshot(&self) -> Vec<BridgedSnapshot> {
-        let mut calls: Vec<_> = self.parking.iter().collect();
-        calls.sort_by_key(|c| c.id);
-        calls
+        let mut bridges: Vec<_> = self.bridging.iter().collect();
+        bridges.sort_by_key(|b| b.id);
+        bridges
             .into_iter()
             .filter_map(|c| {
-                let CallState::Bridged { other } = c.state else { return None };
-                let (p, o) = (self.dialogs.get(c.parked)?, self.dialogs.get(other)?);
+                let (p, o) = (self.dialogs.get(c.parked)?, self.dialogs.get(c.other)?);
                 Some(BridgedSnapshot {
                     lot: self.parking.lot_name(c.lot),
                     from_orbit: c.orbit_name.clone(),

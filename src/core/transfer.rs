@@ -9,7 +9,7 @@
 use super::dialogs::LegRole;
 use super::events::ParkHow;
 use super::ids::{CallRef, LegId};
-use super::parking::{CallState, MediaMode, ParkedCall};
+use super::parking::{MediaMode, ParkedCall};
 use super::{Core, ParkEvent, Purpose};
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
@@ -36,15 +36,8 @@ impl Core {
         };
         let Some(leg) = self.dialogs.get(leg_id) else { return };
         let call_ref = leg.call;
-        let other = match self.parking.get(call_ref).map(|c| (c.state, c.parked)) {
-            Some((CallState::Bridged { other }, parked)) => {
-                if parked == leg_id {
-                    other
-                } else {
-                    parked
-                }
-            }
-            _ => return self.ep.respond(now, txn, &req, 403, Some("No Bridged Call To Park"), None, |_| {}),
+        let Some(other) = self.bridging.get(call_ref).map(|b| b.across(leg_id)) else {
+            return self.ep.respond(now, txn, &req, 403, Some("No Bridged Call To Park"), None, |_| {});
         };
         // RFC 4488: `Refer-Sub: false` asks for no implicit subscription (and no NOTIFYs).
         let subscribe = !req.common.header("Refer-Sub").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
@@ -101,8 +94,8 @@ impl Core {
             Err(ClaimError::Occupied) => return Err((486, "Busy Here")),
             Err(ClaimError::LotFull) => return Err((486, "Parking Lot Full")),
         };
-        // The old (bridged) call ends here; its other leg no longer belongs to any call.
-        self.parking.remove(call_ref);
+        // The bridge ends here; its other leg no longer belongs to any call.
+        self.bridging.remove(call_ref);
         let orbit_name = self.parking.orbit_name(lot, orbit);
         let Some(leg) = self.dialogs.get_mut(keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
         leg.call = new_call;
@@ -137,9 +130,6 @@ impl Core {
         let Some(call) = self.parking.get(call_ref) else {
             return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
-        if call.state != CallState::Parked {
-            return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
-        }
         let (lot, orbit, orbit_name) = (call.lot, call.orbit, call.orbit_name.clone());
         if !self.gate(now, txn, from, &req, lot, super::admission::Action::Park) {
             return;
@@ -179,8 +169,6 @@ impl Core {
         // RFC 3891 §3: the replaced dialog is ended with a BYE (phones such as linphone do not do it themselves).
         self.hangup_leg(now, replaced);
         self.parking.arm_period(now, call_ref);
-        if let Some(o) = orbit {
-            self.orbit_changed(now, lot, o);
-        }
+        self.orbit_changed(now, lot, orbit);
     }
 }

@@ -1,24 +1,16 @@
 //! A parked call as plain data: which orbit, who parked it, its deadlines and recall rounds.
 //!
-//! serde plain data for the journal: ids are numbers, deadlines absolute [`Time`]s, identities SIP text.
+//! serde plain data for the journal: ids are numbers, deadlines absolute [`Time`]s, identities SIP text. A call
+//! is here while it is in its orbit; taken (retrieved, recall answered) it becomes a bridge (bridging room), and
+//! the outgoing call of a recall round is the bridging room's too.
 
 use crate::core::events::ParkHow;
 use crate::core::ids::{CallRef, LegId};
-use crate::core::originate::Recall;
 use crate::dialog::text;
 use crate::park::lot::OrbitIdx;
 use crate::sip::NameAddr;
 use crate::time::Time;
 use std::time::Duration;
-
-/// What a parked call is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum CallState {
-    /// In its orbit, hearing music.
-    Parked,
-    /// Taken by a retriever; the two legs' audio is bridged.
-    Bridged { other: LegId },
-}
 
 /// Which media parkd has asked the media plane for, so commands are sent once per change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,9 +24,8 @@ pub enum MediaMode {
 pub struct ParkedCall {
     pub id: CallRef,
     pub lot: usize,
-    /// The orbit while parked; None once retrieved.
-    pub orbit: Option<OrbitIdx>,
-    /// The orbit's number, kept after retrieval for logs.
+    pub orbit: OrbitIdx,
+    /// The orbit's number ("701").
     pub orbit_name: String,
     pub parked: LegId,
     /// Who parked the call (Referred-By), when known: the one a recall calls back.
@@ -45,7 +36,7 @@ pub struct ParkedCall {
     pub asserted_identity: Option<NameAddr>,
     pub how: ParkHow,
     pub parked_at: Time,
-    pub state: CallState,
+    /// Hold music asked for yet (once the parked leg is confirmed and has an address).
     pub media_mode: MediaMode,
     /// How long each parking period lasts for this call (lot default or the park request's override).
     pub parking_time: Option<Duration>,
@@ -57,9 +48,6 @@ pub struct ParkedCall {
     pub keepalive_at: Option<Time>,
     /// Recall rounds started so far.
     pub rounds: u32,
-    /// The recall ringing right now, if any.
-    /// Boxed: most parked calls are never being recalled.
-    pub recall: Option<Box<Recall>>,
 }
 
 impl ParkedCall {
@@ -79,26 +67,19 @@ impl ParkedCall {
         ParkedCall {
             id,
             lot,
-            orbit: Some(orbit),
+            orbit,
             orbit_name,
             parked,
             parker,
             asserted_identity: None,
             how,
             parked_at: now,
-            state: CallState::Parked,
             media_mode: MediaMode::None,
             parking_time,
             recall_at: None,
             expires_at: None,
             keepalive_at: None,
             rounds: 0,
-            recall: None,
         }
-    }
-
-    /// Whether the call is in its orbit (not retrieved, not bridged to a recall).
-    pub fn is_parked(&self) -> bool {
-        self.state == CallState::Parked
     }
 }

@@ -6,13 +6,14 @@
 //! consistent and answers questions about them; sending anything (a recall INVITE, a keepalive OPTIONS, a BYE)
 //! is `Core`'s, which routes what [`Parking::pop_due`] hands it.
 //!
-//! Lifetimes: a call enters with [`Parking::park`] (its recall, maximum-park and keepalive deadlines armed),
-//! and leaves with [`Parking::remove`]; its orbit is claimed before and released with it.
+//! Lifetimes: a call's orbit is claimed ([`Parking::claim`]), then the call enters with [`Parking::park`] (its
+//! recall, maximum-park and keepalive deadlines armed) and leaves with [`Parking::remove`], which frees the
+//! orbit: hung up, ended by parkd, or taken (it then becomes a bridge in the bridging room).
 
 mod call;
 pub mod timers;
 
-pub use call::{CallState, MediaMode, ParkedCall};
+pub use call::{MediaMode, ParkedCall};
 pub use timers::{CallTimer, CallTimers};
 
 use super::contract::Wake;
@@ -115,10 +116,10 @@ impl Parking {
         self.cfg(lot).is_some_and(|c| c.empty_orbit == crate::config::EmptyOrbit::Park)
     }
 
-    /// The call in `orbit` of `lot`, if one is parked there (not one whose orbit was freed by a retrieve).
+    /// The call parked in `orbit` of `lot`.
     pub fn parked_in(&self, lot: usize, orbit: OrbitIdx) -> Option<CallRef> {
         let call = self.lots.get(lot)?.occupant(orbit)?;
-        self.calls.get(&call).filter(|c| c.is_parked()).map(|c| c.id)
+        self.calls.get(&call).map(|c| c.id)
     }
 
     /// The lot parks overflow in when `lot` is full (one hop only: its own overflow is not followed, so lots
@@ -131,7 +132,7 @@ impl Parking {
     /// The lot's longest-parked call (earliest `parked_at`), for its retrieve code.
     pub fn oldest(&self, lot: usize) -> Option<CallRef> {
         let l = self.lots.get(lot)?;
-        l.occupants().filter_map(|(_, c)| self.calls.get(&c).filter(|pc| pc.is_parked()).map(|pc| (pc.parked_at, c))).min().map(|(_, c)| c)
+        l.occupants().filter_map(|(_, c)| self.calls.get(&c).map(|pc| (pc.parked_at, c))).min().map(|(_, c)| c)
     }
 
     pub fn get(&self, call: CallRef) -> Option<&ParkedCall> {
@@ -142,12 +143,7 @@ impl Parking {
         self.calls.get_mut(&call).map(|c| &mut **c)
     }
 
-    /// The call if it is parked (in its orbit).
-    pub fn parked(&self, call: CallRef) -> Option<&ParkedCall> {
-        self.get(call).filter(|c| c.is_parked())
-    }
-
-    /// Calls held (parked, or bridged after a retrieve or recall).
+    /// Calls parked.
     pub fn len(&self) -> usize {
         self.calls.len()
     }
@@ -161,21 +157,11 @@ impl Parking {
         self.calls.values().map(|c| &**c)
     }
 
-    /// Removes `call` (its deadlines become stale); its orbit is the caller's to release.
+    /// Removes `call` and frees its orbit (its deadlines become stale).
     pub fn remove(&mut self, call: CallRef) -> Option<Box<ParkedCall>> {
-        self.calls.remove(&call)
-    }
-
-    /// `call` leaves its orbit, bridged to leg `other` (a retriever, or whoever answered its recall). Returns
-    /// the orbit it freed.
-    pub fn bridge(&mut self, call: CallRef, other: super::ids::LegId) -> Option<(usize, OrbitIdx)> {
-        let c = self.calls.get_mut(&call)?;
-        c.state = CallState::Bridged { other };
-        let freed = c.orbit.take().map(|o| (c.lot, o));
-        if let Some((lot, orbit)) = freed {
-            self.release(lot, orbit, call);
-        }
-        freed
+        let c = self.calls.remove(&call)?;
+        self.release(c.lot, c.orbit, call);
+        Some(c)
     }
 
     /// Starts `call`'s parking period at `now`: records it and arms its recall, maximum-park and keepalive
@@ -261,25 +247,28 @@ impl Parking {
         self.timers.next()
     }
 
-    /// The next deadline due at `now` that still holds (re-armed and finished calls' entries are skipped), with
-    /// its call. A due recall is marked as no longer scheduled.
-    pub fn pop_due(&mut self, now: Time) -> Option<(CallRef, CallTimer)> {
-        while let Some((at, call, kind)) = self.timers.pop_due(now) {
-            let Some(c) = self.calls.get_mut(&call).filter(|c| c.is_parked()) else { continue };
-            let holds = match kind {
-                CallTimer::Recall => c.recall_at == Some(at) && c.recall.is_none(),
-                CallTimer::RecallRing => c.recall.as_ref().is_some_and(|r| r.ring_until == at),
-                CallTimer::MaxPark => c.expires_at == Some(at),
-                CallTimer::Keepalive => c.keepalive_at == Some(at),
-            };
-            if !holds {
-                continue;
-            }
-            if kind == CallTimer::Recall {
-                c.recall_at = None;
-            }
-            return Some((call, kind));
+    /// The earliest deadline due at `now` (possibly stale), for ordering it against other rooms' deadlines.
+    pub fn next_due(&self, now: Time) -> Option<(Time, CallRef, CallTimer)> {
+        self.timers.peek_due(now)
+    }
+
+    /// Pops the earliest deadline due at `now`: `Some(Some((call, kind)))` when it still holds (re-armed and
+    /// finished calls' entries are stale: `Some(None)`). A recall does not fall due while `ringing(call)` (an
+    /// unpark rings); a due recall is marked as no longer scheduled.
+    pub fn pop_due(&mut self, now: Time, ringing: impl Fn(CallRef) -> bool) -> Option<Option<(CallRef, CallTimer)>> {
+        let (at, call, kind) = self.timers.pop_due(now)?;
+        let Some(c) = self.calls.get_mut(&call) else { return Some(None) };
+        let holds = match kind {
+            CallTimer::Recall => c.recall_at == Some(at) && !ringing(call),
+            CallTimer::MaxPark => c.expires_at == Some(at),
+            CallTimer::Keepalive => c.keepalive_at == Some(at),
+        };
+        if !holds {
+            return Some(None);
         }
-        None
+        if kind == CallTimer::Recall {
+            c.recall_at = None;
+        }
+        Some(Some((call, kind)))
     }
 }

@@ -1,4 +1,4 @@
-//! One ordered queue for every call-level deadline (recall, recall ringing, maximum park time, keepalive).
+//! One ordered queue for every parked call's deadlines (recall, maximum park time, keepalive).
 //!
 //! Lazy deletion: re-arming pushes a new entry and the call remembers only its current deadline, so a popped
 //! entry that no longer matches is skipped. `next()` is a peek: nothing ever walks all calls.
@@ -12,8 +12,6 @@ use std::collections::BinaryHeap;
 pub enum CallTimer {
     /// The parking time ran out: call the parker back.
     Recall,
-    /// The recall has rung long enough: give up on it.
-    RecallRing,
     /// The call has been parked for `max_park_time`: end it.
     MaxPark,
     /// Time to check that the parked party is still there (in-dialog OPTIONS).
@@ -25,7 +23,6 @@ impl CallTimer {
     pub fn wake(self) -> crate::core::Wake {
         match self {
             CallTimer::Recall => crate::core::Wake::Recall,
-            CallTimer::RecallRing => crate::core::Wake::RecallRing,
             CallTimer::MaxPark => crate::core::Wake::MaxPark,
             CallTimer::Keepalive => crate::core::Wake::Keepalive,
         }
@@ -45,6 +42,11 @@ impl CallTimers {
     /// The earliest entry's time and kind (possibly a stale one: waking early is harmless).
     pub fn next(&self) -> Option<(Time, crate::core::Wake)> {
         self.heap.peek().map(|Reverse((t, _, kind))| (*t, kind.wake()))
+    }
+
+    /// The earliest entry if it is due at `now` (not popped).
+    pub fn peek_due(&self, now: Time) -> Option<(Time, CallRef, CallTimer)> {
+        self.heap.peek().map(|Reverse(e)| *e).filter(|(t, _, _)| *t <= now)
     }
 
     /// Pops the earliest entry if it is due at `now`.
