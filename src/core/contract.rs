@@ -65,6 +65,7 @@
 //! * [`super::bridging`]: the bridged pairs (a parked call taken by a retriever or by whoever answered its
 //!   recall), the calls parkd originates for parked calls (recall, unpark) while they ring and after it gives up
 //!   on them, and where an application may make parkd dial.
+//! * [`super::blf`]: BLF subscriptions, NOTIFY sequencing (one in flight, the latest state next), dialog-info.
 //!
 //! [`MediaPlane`]: crate::media::MediaPlane
 //! [`MediaPlane::on_rtp`]: crate::media::MediaPlane::on_rtp

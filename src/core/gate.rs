@@ -9,7 +9,7 @@
 //!    Malformed requests parkd would answer 400 take from the out-of-dialog bucket too ([`Core::may_answer_malformed`]).
 //! 2. [`Core::gate`], once the lot and the action (park / retrieve) are known: the lot's source lists (403),
 //!    digest authentication (401), `trusted_only` (403), drain (503 for parks), then the source's cap on
-//!    orbits held by its parked calls (503 / silence). SUBSCRIBE has its own sequence in `blf.rs` ending with
+//!    orbits held by its parked calls (503 / silence). SUBSCRIBE has its own sequence in `subscribe.rs` ending with
 //!    the cap on subscriptions.
 //!
 //! A refused request keeps no state but its transaction (so a retransmission gets the same answer); a

@@ -8,7 +8,7 @@
 
 pub mod admission;
 mod auth;
-mod blf;
+pub mod blf;
 pub mod bridging;
 pub mod commands;
 pub mod contract;
@@ -27,6 +27,7 @@ mod proxy;
 mod recall;
 mod reply;
 mod session;
+mod subscribe;
 pub mod snapshot;
 mod transfer;
 
@@ -80,8 +81,8 @@ pub struct Core {
     /// Lots, orbits, parked calls and their deadlines (the parking room).
     parking: parking::Parking,
     stats: Stats,
-    /// BLF subscriptions, their indexes and expiry heap.
-    blf: blf::Subscriptions,
+    /// BLF subscriptions, their NOTIFY sequencing, indexes and expiry heap (the BLF room).
+    blf: blf::Blf,
     /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
     nonce_key: auth::NonceKey,
     /// Bridged calls, the calls parkd makes for parked ones, `dial_allow` (the bridging room).
@@ -115,7 +116,7 @@ impl Core {
             dialogs: dialogs::Dialogs::default(),
             parking: parking::Parking::new(lots),
             stats: Stats::default(),
-            blf: blf::Subscriptions::default(),
+            blf: blf::Blf::default(),
             nonce_key,
             bridging: bridging::Bridging::default(),
             draining,
@@ -149,7 +150,8 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Time) {
         self.ep.txn.handle_timeout(now);
         self.call_timeouts(now);
-        self.blf_handle_timeout(now);
+        let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        self.blf.handle_timeout(&mut self.ep, now, &orbits);
         self.settle(now);
     }
 

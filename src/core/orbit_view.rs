@@ -1,7 +1,14 @@
 //! A read-only view of orbits for watchers (BLF subscriptions, the HTTP API), and the one hook the engine
 //! calls whenever an orbit's state may have changed.
+//!
+//! What an orbit shows comes from three rooms: the parking room (which call is parked there, since when, its
+//! recall deadline), the dialogs room (the parked party and its dialog's tags) and the bridging room (whether a
+//! recall or unpark is ringing for it). [`Orbits`] borrows the three, read-only.
 
+use super::bridging::Bridging;
+use super::dialogs::Dialogs;
 use super::events::RecallTarget;
+use super::parking::Parking;
 use super::Core;
 use crate::park::lot::OrbitIdx;
 use crate::sip::NameAddr;
@@ -55,6 +62,33 @@ impl Core {
 
     /// The state of orbit `orbit` of lot `lot` (Free for out-of-range indices).
     pub fn orbit_state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
+        self.orbits().state(lot, orbit)
+    }
+
+    /// A read-only view of the orbits.
+    pub(super) fn orbits(&self) -> Orbits<'_> {
+        Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging }
+    }
+
+    /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
+    /// recall started or ended). Watchers (BLF) and the admission room (who holds the orbit) hook in here.
+    pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
+        self.admission_orbit_changed(now, lot, orbit);
+        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        self.blf.orbit_changed(&mut self.ep, now, lot, orbit, &orbits);
+    }
+}
+
+/// The orbits as the rooms that know about them describe them (read-only borrows of each).
+pub struct Orbits<'a> {
+    pub parking: &'a Parking,
+    pub dialogs: &'a Dialogs,
+    pub bridging: &'a Bridging,
+}
+
+impl Orbits<'_> {
+    /// The state of orbit `orbit` of lot `lot` (Free for out-of-range indices).
+    pub fn state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
         let Some(call) = self.parking.parked_in(lot, orbit) else { return OrbitState::Free };
         let Some(c) = self.parking.get(call) else { return OrbitState::Free };
         let Some(leg) = self.dialogs.get(c.parked) else { return OrbitState::Free };
@@ -70,12 +104,5 @@ impl Core {
             local_tag: leg.dialog.local_tag().to_string(),
             remote_tag: leg.dialog.remote_tag().to_string(),
         })
-    }
-
-    /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
-    /// recall started or ended). Watchers (BLF) and the admission room (who holds the orbit) hook in here.
-    pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
-        self.admission_orbit_changed(now, lot, orbit);
-        self.blf_orbit_changed(now, lot, orbit);
     }
 }

@@ -45,3 +45,26 @@ fn legs_parked_calls_recalls_and_bridges_round_trip() {
         round_trip("leg", leg);
     }
 }
+
+#[test]
+fn blf_subscriptions_and_orphaned_recalls_round_trip() {
+    let mut w = World::new();
+    let watcher = Phone { call_id: "watch@test".into(), ..Phone::new("watcher", 5080) };
+    w.deliver(watcher.peer, &watcher.request("SUBSCRIBE", "700", "Accept: application/dialog-info+xml\nEvent: dialog;id=7\nExpires: 600\n", None));
+    let bob = Phone::new("bob", 5070);
+    w.park(&bob, "700", ParkAs::ALICE);
+    let subs: Vec<_> = w.core.blf.iter().map(|(_, s)| s.clone()).collect();
+    assert_eq!(subs.len(), 1);
+    assert!(subs[0].in_flight.is_some() && subs[0].event_id.as_deref() == Some("7"), "{:?}", subs[0]);
+    round_trip("subscription", &subs[0]);
+    // Bob's recall rings Alice; Carol retrieves him meanwhile: the recall becomes an orphan to CANCEL.
+    w.advance(Duration::from_secs(45));
+    let alice = super::testkit::alice();
+    let invite = w.requests_to(alice.peer, 0).into_iter().find(|r| r.method == crate::sip::Method::Invite).expect("recall");
+    w.deliver(alice.peer, &alice.answer(&invite, 180, "Ringing", None));
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    w.deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("0", "sendrecv"))));
+    let orphan = w.core.bridging.orphans().next().cloned().expect("the recall, given up on");
+    assert!(orphan.cancel_sent && orphan.completed_elsewhere, "{orphan:?}");
+    round_trip("orphan", &orphan);
+}

@@ -147,6 +147,11 @@ impl Bridging {
         self.orphans.remove(&txn)
     }
 
+    /// Every orphan, in no particular order.
+    pub fn orphans(&self) -> impl Iterator<Item = &Orphan> {
+        self.orphans.values()
+    }
+
     /// `[http] dial_allow`.
     pub fn dial_allow(&self) -> &[DialPattern] {
         &self.dial_allow
