@@ -4,19 +4,20 @@
 //! transaction layer. It is serde plain data (for the journal): names and URIs are kept in their SIP text form
 //! ([`text`]), so a stored dialog reads like the headers it came from.
 
+pub use crate::ids::CallId;
 use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Response, Transport, Uri, Via};
 use std::net::SocketAddr;
 
 /// How parkd finds a dialog for an incoming in-dialog request: the Call-ID and parkd's own tag.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DialogKey {
-    pub call_id: String,
+    pub call_id: CallId,
     pub local_tag: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dialog {
-    pub call_id: String,
+    pub call_id: CallId,
     /// parkd's side (From of requests parkd sends), carrying parkd's tag.
     #[serde(with = "text::name_addr")]
     pub local: NameAddr,
@@ -45,7 +46,7 @@ impl Dialog {
         let mut local = req.common.to.clone();
         local.params.set("tag", Some(local_tag));
         let mut d = Dialog {
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
             local,
             remote: req.common.from.clone(),
             local_seq: 0,
@@ -65,7 +66,7 @@ impl Dialog {
         let mut route_set = resp.common.record_route.clone();
         route_set.reverse();
         let mut d = Dialog {
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
             local: req.common.from.clone(),
             remote: resp.common.to.clone(),
             local_seq: req.common.cseq.seq,
@@ -127,7 +128,7 @@ impl Dialog {
                     vec![Via::new(self.next_hop.transport, via, branch)],
                     self.local.clone(),
                     self.remote.clone(),
-                    self.call_id.clone(),
+                    self.call_id.to_string(),
                     CSeq { seq, method },
                 )
             },

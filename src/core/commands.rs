@@ -7,6 +7,7 @@
 
 use super::events::{ParkHow, RecallTarget};
 use super::ids::CallRef;
+use crate::ids::{CallId, OrbitNumber};
 use super::originate::{OriginateError, OriginateSpec};
 use super::{Core, ParkEvent};
 use crate::park::lot::OrbitIdx;
@@ -19,11 +20,11 @@ pub enum Command {
     /// Park a call parkd is part of (bridged after a retrieve or recall). `call_id` names the leg on the
     /// application's side: that leg is released with BYE and the *other* party is parked, in `orbit`
     /// (ParkDirect) or in a free orbit of `lot` (ParkIndirect; default: the lot the call came from).
-    ParkCall { call_id: String, orbit: Option<String>, lot: Option<String> },
+    ParkCall { call_id: CallId, orbit: Option<OrbitNumber>, lot: Option<String> },
     /// Call `to` and hand it the call parked in `orbit`; on no answer the call stays parked.
-    Unpark { orbit: String, to: String },
+    Unpark { orbit: OrbitNumber, to: String },
     /// End the call parked in `orbit` politely (BYE with a Reason).
-    Hangup { orbit: String },
+    Hangup { orbit: OrbitNumber },
 }
 
 /// What a command achieved.
@@ -31,11 +32,11 @@ pub enum Command {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum CommandOutcome {
     /// The call is parked in `orbit` of `lot`; `released` is the Call-ID of the leg parkd hung up.
-    Parked { lot: String, orbit: String, how: ParkHow, released: String },
+    Parked { lot: String, orbit: OrbitNumber, how: ParkHow, released: CallId },
     /// parkd is calling `to`; the outcome comes as an event. It rings at most `ring_secs`.
-    Unparking { lot: String, orbit: String, to: String, ring_secs: u64 },
+    Unparking { lot: String, orbit: OrbitNumber, to: String, ring_secs: u64 },
     /// The parked call was ended.
-    HungUp { lot: String, orbit: String, call_id: String },
+    HungUp { lot: String, orbit: OrbitNumber, call_id: CallId },
 }
 
 /// Why a command was refused. The API maps each to an HTTP status with [`CommandError::http_status`].
@@ -134,8 +135,8 @@ impl Core {
         tracing::info!(%orbit, ?allowed, "unpark destination allowed");
         let to = uri.without_headers().to_string();
         let round = self.parking.get(call).map(|c| c.rounds).unwrap_or(0);
-        self.ep.emit(ParkEvent::RecallStarted { orbit: orbit.to_string(), to: to.clone(), target: RecallTarget::ApiUnpark, round });
-        Ok(CommandOutcome::Unparking { lot: lot_name, orbit: orbit.to_string(), to, ring_secs })
+        self.ep.emit(ParkEvent::RecallStarted { orbit: orbit.into(), to: to.clone(), target: RecallTarget::ApiUnpark, round });
+        Ok(CommandOutcome::Unparking { lot: lot_name, orbit: orbit.into(), to, ring_secs })
     }
 
     /// An API unpark was not answered (or refused): the call stays parked; the outcome is an event. A recall

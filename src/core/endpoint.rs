@@ -144,7 +144,7 @@ impl Endpoint {
             number: req.uri.user.clone().unwrap_or_default(),
             status,
             reason: reason.to_string(),
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
         });
         self.respond(now, txn, req, status, Some(reason), None, |_| {});
     }

@@ -70,7 +70,7 @@ impl Core {
     /// Whether a request's To tag names a dialog or subscription parkd holds.
     fn knows_dialog(&self, req: &Request) -> bool {
         let Some(tag) = req.common.to.tag() else { return false };
-        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: tag.to_string() };
+        let key = DialogKey { call_id: req.common.call_id.as_str().into(), local_tag: tag.to_string() };
         self.dialogs.find(&key).is_some() || self.blf.by_dialog(&key).is_some()
     }
 

@@ -106,7 +106,7 @@ impl Core {
 
     /// A request inside a dialog parkd holds (its To tag is parkd's).
     fn on_in_dialog(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
-        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        let key = DialogKey { call_id: req.common.call_id.as_str().into(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
         if let Some(sub) = self.blf.by_dialog(&key) {
             return self.on_subscription_request(now, id, from, req, sub);
         }
@@ -143,7 +143,7 @@ impl Core {
 
     /// An ACK for a 2xx parkd sent (RFC 3261 §13.3.1.4): the dialog is confirmed and media may start.
     fn on_ack(&mut self, now: Time, _from: Peer, req: &Request) {
-        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        let key = DialogKey { call_id: req.common.call_id.as_str().into(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
         self.ep.txn.ack_received(now, &req.common.call_id, req.common.cseq.seq);
         let Some(leg_id) = self.dialogs.find(&key) else {
             tracing::debug!(call_id = %req.common.call_id, "ACK for no dialog dropped");
@@ -215,7 +215,7 @@ impl Core {
             TxnEvent::AckTimeout { txn, call_id, .. } => {
                 if let Some(leg_id) = self.dialogs.ack_timed_out(txn) {
                     tracing::warn!(%call_id, "2xx never acknowledged; ending the call");
-                    self.ep.emit(ParkEvent::AckTimeout { call_id });
+                    self.ep.emit(ParkEvent::AckTimeout { call_id: call_id.into() });
                     self.end_leg(now, leg_id, true);
                 }
             }

@@ -25,6 +25,7 @@ use crate::dialog::Dialog;
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sdp::{LocalSdp, RemoteSdp};
 use crate::sip::{NameAddr, Peer, Request};
+use crate::ids::OrbitNumber;
 use crate::time::Time;
 use crate::txn::ServerTxnId;
 use rand::Rng;
@@ -104,12 +105,12 @@ impl Core {
         };
         let orbit_name = self.parking.orbit_name(lot, orbit);
         let lot_name = self.parking.lot_name(lot);
-        let how = if orbit_name == req.uri.user.clone().unwrap_or_default() { ParkHow::Directed } else { ParkHow::Indirect };
+        let how = if req.uri.user.as_deref() == Some(orbit_name.as_str()) { ParkHow::Directed } else { ParkHow::Indirect };
         let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Parked, media_leg, offer, &orbit_name, |r| {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
-        let call_id = req.common.call_id.clone();
+        let call_id = req.common.call_id.as_str().into();
         let asserted_identity = self.asserted_identity(from, &req);
         let parked_label = asserted_identity.as_ref().unwrap_or(&req.common.from).uri.to_string();
         let mut parked_call = ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time);
@@ -184,7 +185,7 @@ impl Core {
         self.ep.emit(ParkEvent::Retrieved {
             lot: self.parking.lot_name(lot),
             orbit: orbit_name,
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
             by,
         });
     }
@@ -201,7 +202,7 @@ impl Core {
         role: LegRole,
         media_leg: MediaLegId,
         offer: Option<RemoteSdp>,
-        orbit_name: &str,
+        orbit_name: &OrbitNumber,
         extra: impl FnOnce(&mut crate::sip::Response),
     ) -> LegId {
         let id = LegId(self.ep.next_id());
@@ -219,7 +220,7 @@ impl Core {
         });
         self.admission_unconfirmed(now, id, from);
         let state = LegState::Answered { invite: txn };
-        self.dialogs.insert(Leg { id, call, role, state, dialog, source: from, media, orbit: orbit_name.to_string(), uac_ack: None });
+        self.dialogs.insert(Leg { id, call, role, state, dialog, source: from, media, orbit: orbit_name.clone(), uac_ack: None });
         id
     }
 }

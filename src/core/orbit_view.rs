@@ -10,6 +10,7 @@ use super::dialogs::Dialogs;
 use super::events::RecallTarget;
 use super::parking::Parking;
 use super::Core;
+use crate::ids::CallId;
 use crate::park::lot::OrbitIdx;
 use crate::sip::NameAddr;
 use crate::time::Time;
@@ -36,7 +37,7 @@ pub struct ParkedView {
     /// The recall ringing now, if any.
     pub recalling: Option<RecallTarget>,
     /// The parked dialog: Call-ID, parkd's tag, the parked party's tag (RFC 3891 Replaces from parkd's side).
-    pub call_id: String,
+    pub call_id: CallId,
     pub local_tag: String,
     pub remote_tag: String,
 }

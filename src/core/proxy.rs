@@ -115,7 +115,7 @@ impl Core {
             number: req.uri.user.clone().unwrap_or_default(),
             status: 503,
             reason: "Draining".into(),
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
         });
         self.ep.respond(now, txn, req, 503, Some("Service Unavailable: Draining"), None, |r| {
             r.common.push_header("Retry-After", DRAIN_RETRY_AFTER.to_string());

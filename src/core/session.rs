@@ -81,7 +81,7 @@ impl Core {
 
     /// Starts the parking period of `call` (just parked, or re-parked): records it, reports it, arms its recall
     /// and maximum-park deadlines, tells watchers, and starts music if its leg is already confirmed.
-    pub(super) fn start_parking(&mut self, now: Time, call: super::parking::ParkedCall, call_id: String, parked_label: String) {
+    pub(super) fn start_parking(&mut self, now: Time, call: super::parking::ParkedCall, call_id: crate::ids::CallId, parked_label: String) {
         let (id, lot, orbit) = (call.id, call.lot, call.orbit);
         let lot_name = self.parking.lot_name(lot);
         tracing::info!(orbit = %call.orbit_name, lot = %lot_name, parker = ?call.parker.as_ref().map(|p| p.uri.to_string()), how = ?call.how, "parked");

@@ -4,6 +4,8 @@
 use super::events::RecallTarget;
 use super::orbit_view::OrbitState;
 use super::Core;
+use crate::ids::{CallId, OrbitNumber};
+use crate::park::lot::OrbitIdx;
 use serde::Serialize;
 
 /// One lot and every orbit in it.
@@ -19,7 +21,7 @@ pub struct LotSnapshot {
 /// What an orbit shows: `free`, `parked`, or `recalling` (parked, and parkd is ringing someone for it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OrbitSnapshot {
-    pub orbit: String,
+    pub orbit: OrbitNumber,
     pub state: &'static str,
     /// The parked party's identity (`"Bob" <sip:bob@host>`), when occupied.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,7 +34,7 @@ pub struct OrbitSnapshot {
     pub parker: Option<String>,
     /// The parked leg's Call-ID.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub call_id: Option<String>,
+    pub call_id: Option<CallId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parked_since_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,13 +49,13 @@ pub struct OrbitSnapshot {
 pub struct BridgedSnapshot {
     pub lot: String,
     /// The orbit it was taken from.
-    pub from_orbit: String,
+    pub from_orbit: OrbitNumber,
     pub state: &'static str,
     /// The originally parked party's leg.
-    pub parked_call_id: String,
+    pub parked_call_id: CallId,
     pub parked: String,
     /// The other leg (retriever, recall or unpark destination).
-    pub other_call_id: String,
+    pub other_call_id: CallId,
     pub other: String,
 }
 
@@ -67,8 +69,9 @@ impl Core {
     pub fn lot_snapshot(&self, lot: usize) -> Option<LotSnapshot> {
         let l = self.parking.lot(lot)?;
         let orbits = (0..l.capacity())
+            .map(OrbitIdx)
             .map(|i| {
-                let orbit = l.orbit_name(i);
+                let orbit = OrbitNumber::from(l.orbit_name(i));
                 match self.orbit_state(lot, i) {
                     OrbitState::Free => OrbitSnapshot {
                         orbit,

@@ -13,6 +13,7 @@ use super::parking::{MediaMode, ParkedCall};
 use super::{Core, ParkEvent, Purpose};
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
+use crate::ids::OrbitNumber;
 use crate::time::Time;
 use crate::txn::ServerTxnId;
 use bytes::Bytes;
@@ -83,7 +84,7 @@ impl Core {
         lot: usize,
         orbit: Option<OrbitIdx>,
         parker: Option<NameAddr>,
-    ) -> Result<String, (u16, &'static str)> {
+    ) -> Result<OrbitNumber, (u16, &'static str)> {
         if self.dialogs.get(keep).is_none() {
             return Err((481, "Call/Transaction Does Not Exist"));
         }
@@ -162,7 +163,7 @@ impl Core {
         self.ep.emit(ParkEvent::Swapped {
             lot: lot_name,
             orbit: orbit_name,
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
             parked: req.common.from.uri.to_string(),
             parker: parker.map(|p| p.uri.to_string()),
         });

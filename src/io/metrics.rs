@@ -196,14 +196,14 @@ impl Metrics {
                 let how = serde_json::to_value(how).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
                 self.parks.get_or_create(&OutcomeLabels { outcome: how }).inc();
                 if let Ok(mut m) = self.parked_at.lock() {
-                    m.insert(orbit.clone(), now);
+                    m.insert(orbit.to_string(), now);
                 }
             }
             ParkEvent::Swapped { orbit, .. } => {
                 // Attended park: a new party took the orbit; its dwell starts now.
                 self.parks.get_or_create(&OutcomeLabels { outcome: "swapped".into() }).inc();
                 if let Ok(mut m) = self.parked_at.lock() {
-                    m.insert(orbit.clone(), now);
+                    m.insert(orbit.to_string(), now);
                 }
             }
             ParkEvent::Retrieved { orbit, .. } => {

@@ -367,7 +367,7 @@ fn dialog_info(orbits: &Orbits<'_>, lot: usize, watched: Watched, entity: &Uri, 
     };
     let watched_orbits: Vec<OrbitIdx> = match watched {
         Watched::Orbit(i) => vec![i],
-        Watched::Lot => (0..orbits.parking.lot(lot).map_or(0, |l| l.capacity())).collect(),
+        Watched::Lot => (0..orbits.parking.lot(lot).map_or(0, |l| l.capacity())).map(OrbitIdx).collect(),
     };
     let mut dialogs = Vec::new();
     for i in watched_orbits {
@@ -386,9 +386,9 @@ fn parked_entry(view: &ParkedView, orbit_name: &str, entity: &Uri, state: Dialog
     let mut orbit_uri = entity.clone();
     orbit_uri.user = Some(orbit_name.to_string());
     DialogEntry {
-        id: view.call_id.clone(),
+        id: view.call_id.to_string(),
         state,
-        ids: Some(DialogIds { call_id: view.call_id.clone(), local_tag: view.local_tag.clone(), remote_tag: view.remote_tag.clone() }),
+        ids: Some(DialogIds { call_id: view.call_id.to_string(), local_tag: view.local_tag.clone(), remote_tag: view.remote_tag.clone() }),
         local: Some(Identity { display: None, uri: orbit_uri.to_string(), target: Some(orbit_uri.to_string()) }),
         remote: Some(Identity { display: view.parked.display.clone(), uri: view.parked.uri.to_string(), target: None }),
     }

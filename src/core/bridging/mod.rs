@@ -23,6 +23,7 @@ use super::contract::Wake;
 use super::ids::{CallRef, LegId};
 use super::parking::MediaMode;
 use crate::config::DialPattern;
+use crate::ids::OrbitNumber;
 use crate::time::Time;
 use crate::txn::ClientTxnId;
 use std::cmp::Reverse;
@@ -35,7 +36,7 @@ pub struct Bridge {
     pub id: CallRef,
     pub lot: usize,
     /// The orbit the call was taken from (its number, for logs and the API).
-    pub orbit_name: String,
+    pub orbit_name: OrbitNumber,
     /// The originally parked party's leg.
     pub parked: LegId,
     /// The retriever's, or whoever answered the recall or unpark.

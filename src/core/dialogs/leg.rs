@@ -6,6 +6,7 @@
 
 use crate::core::ids::{CallRef, LegId};
 use crate::dialog::Dialog;
+use crate::ids::OrbitNumber;
 use crate::media::{Codec, MediaLegId};
 use crate::sdp::{self, Direction, LocalSdp, RemoteSdp};
 use crate::sip::{Peer, Request};
@@ -174,7 +175,7 @@ pub struct Leg {
     pub source: Peer,
     pub media: LegMedia,
     /// The orbit the call was parked in (its number, for logs).
-    pub orbit: String,
+    pub orbit: OrbitNumber,
     /// For a dialog parkd started: the ACK it sent and where (re-sent when the 2xx is retransmitted).
     pub uac_ack: Option<(Peer, Vec<u8>)>,
 }

@@ -124,7 +124,7 @@ impl Dialogs {
     /// are random that orientation is accepted too.
     pub fn parked_leg_named_by(&self, r: &Replaces) -> Option<LegId> {
         let find = |local: &str, remote: &str| {
-            let key = DialogKey { call_id: r.call_id.clone(), local_tag: local.to_string() };
+            let key = DialogKey { call_id: r.call_id.as_str().into(), local_tag: local.to_string() };
             self.find(&key).filter(|id| self.get(*id).is_some_and(|l| l.dialog.remote_tag() == remote && l.role == LegRole::Parked))
         };
         find(&r.to_tag, &r.from_tag).or_else(|| {

@@ -7,6 +7,7 @@
 use crate::core::events::ParkHow;
 use crate::core::ids::{CallRef, LegId};
 use crate::dialog::text;
+use crate::ids::OrbitNumber;
 use crate::park::lot::OrbitIdx;
 use crate::sip::NameAddr;
 use crate::time::Time;
@@ -26,7 +27,7 @@ pub struct ParkedCall {
     pub lot: usize,
     pub orbit: OrbitIdx,
     /// The orbit's number ("701").
-    pub orbit_name: String,
+    pub orbit_name: OrbitNumber,
     pub parked: LegId,
     /// Who parked the call (Referred-By), when known: the one a recall calls back.
     #[serde(with = "text::opt_name_addr")]
@@ -57,7 +58,7 @@ impl ParkedCall {
         id: CallRef,
         lot: usize,
         orbit: OrbitIdx,
-        orbit_name: String,
+        orbit_name: OrbitNumber,
         parked: LegId,
         parker: Option<NameAddr>,
         how: ParkHow,

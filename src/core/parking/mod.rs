@@ -20,6 +20,7 @@ use super::contract::Wake;
 use super::ids::CallRef;
 use super::events::RecallTarget;
 use crate::config::{LotConfig, RecallFallback};
+use crate::ids::OrbitNumber;
 use crate::park::lot::{ClaimError, Dialed, Lot, OrbitIdx};
 use crate::time::Time;
 use rand::Rng;
@@ -107,8 +108,8 @@ impl Parking {
     }
 
     /// The number of `orbit` of `lot` as dialed ("701").
-    pub fn orbit_name(&self, lot: usize, orbit: OrbitIdx) -> String {
-        self.lots.get(lot).map(|l| l.orbit_name(orbit)).unwrap_or_default()
+    pub fn orbit_name(&self, lot: usize, orbit: OrbitIdx) -> OrbitNumber {
+        self.lots.get(lot).map(|l| l.orbit_name(orbit)).unwrap_or_default().into()
     }
 
     /// Whether a plain call to an empty orbit of `lot` parks the caller there (`empty_orbit = "park"`).
