@@ -60,7 +60,7 @@ pub enum CommandError {
     BadUri(String),
     #[error("cannot call the destination: {0}")]
     Originate(#[from] OriginateError),
-    /// Toll-fraud guard: the destination is not one parkd may be made to dial (see dial_allow.rs).
+    /// Toll-fraud guard: the destination is not one parkd may be made to dial (see bridging/dial_allow.rs).
     #[error("dialing {to} is not allowed: {reason}")]
     DialNotAllowed { to: String, reason: String },
 }

@@ -5,6 +5,20 @@
 //!
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
+//!
+//! # Layout
+//! **Rooms** own the state, as plain data, each with a small API (the directories, and `endpoint.rs`):
+//! [`endpoint`] (transactions and their purposes, ids, the output queue), [`admission`] (who may do what),
+//! [`dialogs`] (call legs), [`parking`] (lots, orbits, parked calls, recall rounds, keepalives),
+//! [`bridging`] (bridged pairs, the calls parkd makes, `dial_allow`) and [`blf`] (subscriptions).
+//! [`Core`] holds one of each and routes inputs through them; its routing is split by flow, one file each:
+//! * `inbound.rs`: a message from the network → the transaction layer → by method and dialog;
+//! * `invite.rs`: a new INVITE → park or retrieve; `session.rs`: re-INVITEs, media, hang-ups;
+//! * `recall.rs` (+ `keepalive.rs`): the call timers, recall rounds and the recalls' outcomes;
+//! * `transfer.rs`: REFER and the attended-park swap; `originate.rs`: calls parkd makes; `commands.rs`: the API;
+//! * `subscribe.rs`: SUBSCRIBE checks before the BLF room; `gate.rs`, `auth.rs`, `proxy.rs`: the checks a
+//!   request passes (admission, digest, proxy trust, drain);
+//! * `orbit_view.rs`, `snapshot.rs`: read-only views for watchers and the HTTP API.
 
 pub mod admission;
 mod auth;
