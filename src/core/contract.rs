@@ -58,7 +58,8 @@
 //!
 //! * [`super::endpoint`]: parkd's SIP endpoint: the transaction layer, the table of what each client
 //!   transaction is for, ids/tags/branches from the seeded RNG, parkd's own address, the output queue.
-//! * [`super::admission`]: who may make parkd do or hold something (per-source limits, scanners, ACL).
+//! * [`super::admission`]: who may make parkd do or hold something (per-source limits, scanners, access lists,
+//!   Digest authentication, drain mode).
 //! * [`super::dialogs`]: call legs: one dialog each (tags, CSeq counters, route set, remote target, transport)
 //!   and the media negotiated in it.
 //! * [`super::parking`]: lots, orbits, parked calls, recall rounds, keepalives and the call timers.

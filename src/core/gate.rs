@@ -17,6 +17,7 @@
 
 use super::admission::{Action, Forbidden, Hold, Reason, Verdict};
 use super::Core;
+use crate::config::{AuthAction, AuthConfig};
 use crate::dialog::DialogKey;
 use crate::park::lot::OrbitIdx;
 use crate::sip::{Method, Peer, Request};
@@ -94,7 +95,7 @@ impl Core {
         if action != Action::Park {
             return true;
         }
-        if self.draining {
+        if self.admission.is_draining() {
             self.refuse_draining(now, txn, req);
             return false;
         }
@@ -135,5 +136,45 @@ impl Core {
     /// Sources the admission room tracks right now (bounded by `[limits] tracked_sources`).
     pub fn tracked_sources(&self) -> usize {
         self.admission.tracked_sources()
+    }
+
+    /// Digest-authenticates `req` for `action` in lot `lot` when the lot asks for it. On failure answers the
+    /// request `401` with fresh SHA-256 and MD5 challenges and returns false.
+    pub(super) fn authorized(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, action: Action) -> bool {
+        let Some(cfg) = self.parking.cfg(lot).and_then(|c| c.auth.clone()) else { return true };
+        let wanted = match action {
+            Action::Park => AuthAction::Park,
+            Action::Retrieve => AuthAction::Retrieve,
+            Action::Subscribe => AuthAction::Subscribe,
+        };
+        if !cfg.actions.contains(&wanted) {
+            return true;
+        }
+        self.digest(now, txn, from, req, &cfg)
+    }
+
+    /// A number no lot knows, dialed (INVITE) or watched (SUBSCRIBE) from an untrusted source while some lot
+    /// uses digest authentication: challenged exactly like a guarded number of that lot (the first with
+    /// `[lot.auth]`), so a scanner cannot tell numbers that exist from numbers that do not (SIPVicious'
+    /// `svwar` gives up when an unknown number is challenged, as with Asterisk's `alwaysauthreject`).
+    /// With valid credentials, or when no lot authenticates, the caller answers 404. Returns false when the
+    /// request was answered 401 here.
+    pub(super) fn authorized_for_unknown_number(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request) -> bool {
+        if self.trusted(from) {
+            return true;
+        }
+        let Some(cfg) = self.parking.lots().find_map(|l| l.cfg.auth.clone()) else { return true };
+        self.digest(now, txn, from, req, &cfg)
+    }
+
+    /// The admission room checks `req`'s credentials against `cfg`; a failure is answered 401 with its challenge.
+    fn digest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, cfg: &AuthConfig) -> bool {
+        let Err(challenge) = self.admission.digest(now, from.addr.ip(), req, cfg, self.ep.rng()) else { return true };
+        self.ep.respond(now, txn, req, 401, None, None, |r| {
+            for value in challenge.headers() {
+                r.common.push_header("WWW-Authenticate", value);
+            }
+        });
+        false
     }
 }

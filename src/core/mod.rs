@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! **Rooms** own the state, as plain data, each with a small API (the directories, and `endpoint.rs`):
-//! [`endpoint`] (transactions and their purposes, ids, the output queue), [`admission`] (who may do what),
+//! [`endpoint`] (transactions and their purposes, ids, the output queue), [`admission`] (who may do what:
+//! limits, access lists, digest, drain),
 //! [`dialogs`] (call legs), [`parking`] (lots, orbits, parked calls, recall rounds, keepalives),
 //! [`bridging`] (bridged pairs, the calls parkd makes, `dial_allow`) and [`blf`] (subscriptions).
 //! [`Core`] holds one of each and routes inputs through them; its routing is split by flow, one file each:
@@ -16,12 +17,11 @@
 //! * `invite.rs`: a new INVITE → park or retrieve; `session.rs`: re-INVITEs, media, hang-ups;
 //! * `recall.rs` (+ `keepalive.rs`): the call timers, recall rounds and the recalls' outcomes;
 //! * `transfer.rs`: REFER and the attended-park swap; `originate.rs`: calls parkd makes; `commands.rs`: the API;
-//! * `subscribe.rs`: SUBSCRIBE checks before the BLF room; `gate.rs`, `auth.rs`, `proxy.rs`: the checks a
-//!   request passes (admission, digest, proxy trust, drain);
+//! * `subscribe.rs`: SUBSCRIBE checks before the BLF room; `gate.rs`, `proxy.rs`: the checks a request passes
+//!   (admission, digest, proxy trust, drain);
 //! * `orbit_view.rs`, `snapshot.rs`: read-only views for watchers and the HTTP API.
 
 pub mod admission;
-mod auth;
 pub mod blf;
 pub mod bridging;
 pub mod commands;
@@ -97,12 +97,8 @@ pub struct Core {
     stats: Stats,
     /// BLF subscriptions, their NOTIFY sequencing, indexes and expiry heap (the BLF room).
     blf: blf::Blf,
-    /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
-    nonce_key: auth::NonceKey,
     /// Bridged calls, the calls parkd makes for parked ones, `dial_allow` (the bridging room).
     bridging: bridging::Bridging,
-    /// Drain mode: new parks are refused with 503 (see proxy.rs).
-    draining: bool,
     /// Per-source limits, scanner drops and refusal counts (the admission room).
     admission: admission::Admission,
 }
@@ -120,9 +116,9 @@ impl Core {
             Some((NameAddr::new(uri), hop))
         });
         let mut ep = endpoint::Endpoint::new(timers, seed, local_addr, server.advertised_ip(), outbound_proxy);
-        let nonce_key = auth::NonceKey(ep.rng().gen());
-        let draining = server.drain;
-        let admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
+        let mut admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
+        admission.set_nonce_key(admission::NonceKey(ep.rng().gen()));
+        admission.set_draining(server.drain);
         Core {
             server,
             ep,
@@ -131,9 +127,7 @@ impl Core {
             parking: parking::Parking::new(lots),
             stats: Stats::default(),
             blf: blf::Blf::default(),
-            nonce_key,
             bridging: bridging::Bridging::default(),
-            draining,
             admission,
         }
     }
@@ -141,7 +135,7 @@ impl Core {
     /// Applies `[limits]` and `[access]` (a new core starts with their defaults). Call before any traffic:
     /// what the room tracked so far is forgotten.
     pub fn set_limits(&mut self, limits: &LimitsConfig, access: &AccessConfig) {
-        self.admission = admission::Admission::new(limits, access, &self.server.trusted_proxies);
+        self.admission.set_limits(limits, access);
     }
 
     /// The next output, if any. Drain until `None` after every `handle_*` call (see [`contract`]).

@@ -29,15 +29,15 @@ impl Core {
     /// Turns drain mode on or off. While draining, new parks are refused with 503 + Retry-After; everything
     /// already under way (parked calls, their recalls, retrieves) continues.
     pub fn set_draining(&mut self, on: bool) {
-        if self.draining != on {
+        if self.admission.is_draining() != on {
             tracing::info!(draining = on, "drain mode {}", if on { "on: new parks are refused" } else { "off" });
         }
-        self.draining = on;
+        self.admission.set_draining(on);
     }
 
     /// Whether drain mode is on.
     pub fn is_draining(&self) -> bool {
-        self.draining
+        self.admission.is_draining()
     }
 
     /// Proxy-related checks on a new request, before it is dispatched: loop detection (482) and consuming
