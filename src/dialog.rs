@@ -1,30 +1,36 @@
 //! SIP dialogs (RFC 3261 §12): the state two user agents share, and how in-dialog requests are built from it.
 //!
 //! Pure data: a dialog never sends anything itself; the engine asks it for a request and hands that to the
-//! transaction layer.
+//! transaction layer. It is serde plain data (for the journal): names and URIs are kept in their SIP text form
+//! ([`text`]), so a stored dialog reads like the headers it came from.
 
+pub use crate::ids::CallId;
 use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Response, Transport, Uri, Via};
 use std::net::SocketAddr;
 
 /// How parkd finds a dialog for an incoming in-dialog request: the Call-ID and parkd's own tag.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DialogKey {
-    pub call_id: String,
+    pub call_id: CallId,
     pub local_tag: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dialog {
-    pub call_id: String,
+    pub call_id: CallId,
     /// parkd's side (From of requests parkd sends), carrying parkd's tag.
+    #[serde(with = "text::name_addr")]
     pub local: NameAddr,
     /// The peer's side, carrying the peer's tag.
+    #[serde(with = "text::name_addr")]
     pub remote: NameAddr,
     pub local_seq: u32,
     pub remote_seq: Option<u32>,
     /// Where in-dialog requests go (the peer's Contact).
+    #[serde(with = "text::uri")]
     pub remote_target: Uri,
     /// Route headers for in-dialog requests, in the order they are sent.
+    #[serde(with = "text::name_addrs")]
     pub route_set: Vec<NameAddr>,
     /// The transport and address of the next hop for in-dialog requests.
     pub next_hop: Peer,
@@ -40,7 +46,7 @@ impl Dialog {
         let mut local = req.common.to.clone();
         local.params.set("tag", Some(local_tag));
         let mut d = Dialog {
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
             local,
             remote: req.common.from.clone(),
             local_seq: 0,
@@ -60,7 +66,7 @@ impl Dialog {
         let mut route_set = resp.common.record_route.clone();
         route_set.reverse();
         let mut d = Dialog {
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
             local: req.common.from.clone(),
             remote: resp.common.to.clone(),
             local_seq: req.common.cseq.seq,
@@ -122,7 +128,7 @@ impl Dialog {
                     vec![Via::new(self.next_hop.transport, via, branch)],
                     self.local.clone(),
                     self.remote.clone(),
-                    self.call_id.clone(),
+                    self.call_id.to_string(),
                     CSeq { seq, method },
                 )
             },
@@ -149,6 +155,73 @@ impl Dialog {
         if let Some(c) = req.common.contact.first() {
             self.remote_target = c.uri.clone();
             self.next_hop = self.compute_next_hop(source);
+        }
+    }
+}
+
+/// Serde adapters that keep SIP values in their text form (`"Bob" <sip:bob@10.0.0.1>;tag=a1`,
+/// `sip:700@parkd`): written with their `Display`, read back with parkd's own parsers. For
+/// `#[serde(with = "...")]` on plain-data fields of the rooms.
+pub mod text {
+    use crate::sip::{parse_name_addr, parse_uri, NameAddr, Uri};
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    /// A [`Uri`] as its text.
+    pub mod uri {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Uri, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(v)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
+            let text = String::deserialize(d)?;
+            parse_uri(&text).map_err(|e| D::Error::custom(format!("bad URI {text:?}: {e}")))
+        }
+    }
+
+    /// A [`NameAddr`] as its text.
+    pub mod name_addr {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &NameAddr, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(v)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NameAddr, D::Error> {
+            let text = String::deserialize(d)?;
+            parse_name_addr(&text).map_err(|e| D::Error::custom(format!("bad name-addr {text:?}: {e}")))
+        }
+    }
+
+    /// An optional [`NameAddr`] as its text.
+    pub mod opt_name_addr {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<NameAddr>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&v.to_string()),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NameAddr>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| parse_name_addr(&text).map_err(|e| D::Error::custom(format!("bad name-addr {text:?}: {e}"))))
+                .transpose()
+        }
+    }
+
+    /// A list of [`NameAddr`]s (a route set), each as its text.
+    pub mod name_addrs {
+        use super::*;
+        use serde::ser::SerializeSeq;
+        pub fn serialize<S: Serializer>(v: &[NameAddr], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for na in v {
+                seq.serialize_element(&na.to_string())?;
+            }
+            seq.end()
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NameAddr>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .into_iter()
+                .map(|text| parse_name_addr(&text).map_err(|e| D::Error::custom(format!("bad name-addr {text:?}: {e}"))))
+                .collect()
         }
     }
 }
@@ -224,6 +297,21 @@ mod tests {
         assert!(!d.accept_remote_cseq(4, &Method::Bye));
         assert!(d.accept_remote_cseq(6, &Method::Invite));
         assert!(d.accept_remote_cseq(6, &Method::Ack));
+    }
+
+    #[test]
+    fn a_dialog_is_plain_data_that_survives_a_round_trip() {
+        // What the journal will do with it: postcard bytes, then the same dialog back.
+        let mut req = invite();
+        req.common.from.display = Some("Bob \"the\" Builder".into());
+        req.common.contact[0].uri.params.set("transport", Some("tcp"));
+        let mut d = Dialog::as_uas(&req, peer(), "lt");
+        d.accept_remote_cseq(9, &Method::Invite);
+        let bytes = postcard::to_allocvec(&d).unwrap();
+        let back: Dialog = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, d);
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(json.contains(r#""remote":"\"Bob \\\"the\\\" Builder\" <sip:bob@pbx.example>;tag=ft""#), "{json}");
     }
 
     #[test]

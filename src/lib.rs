@@ -4,6 +4,7 @@
 //! * [`sip`] — parkd's own codec (rsip rejected, see `sip/parse.rs`) and typed message view.
 //! * [`txn`] — RFC 3261 §17 transactions (+ RFC 6026), pure state machines with absolute deadlines.
 //! * [`dialog`] — RFC 3261 §12 dialog state and in-dialog request building.
+//! * [`ids`] — typed values that cross layers and rooms (Call-ID, orbit index and number).
 //! * [`sdp`] — offer/answer for G.711 calls.
 //! * [`media`] — G.711, shared pre-encoded hold frames, the pacer, RTP relay: the media plane state machine.
 //! * [`park`] — lots, orbits and RTP port bookkeeping.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod dialog;
+pub mod ids;
 pub mod io;
 pub mod journal;
 pub mod media;

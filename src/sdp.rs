@@ -23,7 +23,7 @@ use webrtc_sdp::media_type::{SdpFormatList, SdpMedia, SdpMediaValue};
 use crate::media::Codec;
 
 /// Media direction (RFC 3264 §5.1, §6.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Direction {
     SendRecv,
     SendOnly,
@@ -193,7 +193,7 @@ pub fn choose_codec(remote: &RemoteSdp, prefer: &[Codec]) -> Option<Codec> {
 }
 
 /// Our side of the session: `o=` identifiers and where we receive RTP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalSdp {
     pub session_id: u64,
     /// `o=` session version: increment for every new offer/answer in the dialog (RFC 3264 §8).

@@ -183,7 +183,7 @@ impl CoreRun {
     pub fn advance(&mut self, d: Duration) {
         let end = self.now + d;
         let mut fired = 0u32;
-        while let Some(t) = self.core.poll_timeout() {
+        while let Some((t, _)) = self.core.poll_timeout() {
             if t > end {
                 break;
             }

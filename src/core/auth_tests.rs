@@ -1,6 +1,6 @@
 //! Engine tests for per-lot Digest authentication (RFC 3261 §22.2, RFC 8760, RFC 2617) in virtual time.
 
-use super::auth::{Algorithm, Credentials};
+use super::admission::digest::{Algorithm, Credentials};
 use super::testkit::{Phone, World};
 use crate::config::{AuthConfig, LotConfig, NumRange};
 use crate::sip::Response;

@@ -1,7 +1,7 @@
 //! Engine tests for application commands (park a bridged call, unpark to a URI, hang up), in virtual time.
 
 use super::commands::{Command, CommandError, CommandOutcome};
-use super::legs::{ParkHow, RecallTarget};
+use super::{ParkHow, RecallTarget};
 use super::orbit_view::OrbitState;
 use super::testkit::{udp, ParkAs, Phone, World, LEG_20000, LEG_20002};
 use super::ParkEvent;

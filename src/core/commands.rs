@@ -5,9 +5,11 @@
 //! time (an unpark ringing its destination) reports its outcome later as [`ParkEvent`]s
 //! (`recall_started` / `recall_answered` / `recall_failed` with `target: "api_unpark"`).
 
-use super::legs::{CallRef, CallState, ParkHow, RecallTarget};
+use super::events::{ParkHow, RecallTarget};
+use super::ids::CallRef;
+use crate::ids::{CallId, OrbitNumber};
 use super::originate::{OriginateError, OriginateSpec};
-use super::{Core, Output, ParkEvent};
+use super::{Core, ParkEvent};
 use crate::park::lot::OrbitIdx;
 use crate::time::Time;
 use std::time::Duration;
@@ -18,11 +20,11 @@ pub enum Command {
     /// Park a call parkd is part of (bridged after a retrieve or recall). `call_id` names the leg on the
     /// application's side: that leg is released with BYE and the *other* party is parked, in `orbit`
     /// (ParkDirect) or in a free orbit of `lot` (ParkIndirect; default: the lot the call came from).
-    ParkCall { call_id: String, orbit: Option<String>, lot: Option<String> },
+    ParkCall { call_id: CallId, orbit: Option<OrbitNumber>, lot: Option<String> },
     /// Call `to` and hand it the call parked in `orbit`; on no answer the call stays parked.
-    Unpark { orbit: String, to: String },
+    Unpark { orbit: OrbitNumber, to: String },
     /// End the call parked in `orbit` politely (BYE with a Reason).
-    Hangup { orbit: String },
+    Hangup { orbit: OrbitNumber },
 }
 
 /// What a command achieved.
@@ -30,11 +32,11 @@ pub enum Command {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum CommandOutcome {
     /// The call is parked in `orbit` of `lot`; `released` is the Call-ID of the leg parkd hung up.
-    Parked { lot: String, orbit: String, how: ParkHow, released: String },
+    Parked { lot: String, orbit: OrbitNumber, how: ParkHow, released: CallId },
     /// parkd is calling `to`; the outcome comes as an event. It rings at most `ring_secs`.
-    Unparking { lot: String, orbit: String, to: String, ring_secs: u64 },
+    Unparking { lot: String, orbit: OrbitNumber, to: String, ring_secs: u64 },
     /// The parked call was ended.
-    HungUp { lot: String, orbit: String, call_id: String },
+    HungUp { lot: String, orbit: OrbitNumber, call_id: CallId },
 }
 
 /// Why a command was refused. The API maps each to an HTTP status with [`CommandError::http_status`].
@@ -58,7 +60,7 @@ pub enum CommandError {
     BadUri(String),
     #[error("cannot call the destination: {0}")]
     Originate(#[from] OriginateError),
-    /// Toll-fraud guard: the destination is not one parkd may be made to dial (see dial_allow.rs).
+    /// Toll-fraud guard: the destination is not one parkd may be made to dial (see bridging/dial_allow.rs).
     #[error("dialing {to} is not allowed: {reason}")]
     DialNotAllowed { to: String, reason: String },
 }
@@ -82,34 +84,31 @@ pub type CommandResult = Result<CommandOutcome, CommandError>;
 impl Core {
     /// Runs one application command at `now`. Drain [`Core::poll_output`] afterwards, as after any input.
     pub fn handle_command(&mut self, now: Time, cmd: Command) -> CommandResult {
-        self.last_now = self.last_now.max(now);
-        match cmd {
+        let result = match cmd {
             Command::ParkCall { call_id, orbit, lot } => self.cmd_park_call(now, &call_id, orbit.as_deref(), lot.as_deref()),
             Command::Unpark { orbit, to } => self.cmd_unpark(now, &orbit, &to),
             Command::Hangup { orbit } => self.cmd_hangup(now, &orbit),
-        }
+        };
+        self.settle(now);
+        result
     }
 
     /// The parked call in orbit `name`, with its lot and orbit index.
     fn parked_in(&self, name: &str) -> Result<(usize, OrbitIdx, CallRef), CommandError> {
         let (lot, idx) = self.find_orbit(name).ok_or_else(|| CommandError::UnknownOrbit(name.to_string()))?;
-        let call = self.lots.get(lot).and_then(|l| l.occupant(idx)).ok_or_else(|| CommandError::OrbitEmpty(name.to_string()))?;
-        match self.calls.get(&call) {
-            Some(c) if c.state == CallState::Parked => Ok((lot, idx, call)),
-            _ => Err(CommandError::OrbitEmpty(name.to_string())),
-        }
+        let call = self.parking.parked_in(lot, idx).ok_or_else(|| CommandError::OrbitEmpty(name.to_string()))?;
+        Ok((lot, idx, call))
     }
 
     fn cmd_hangup(&mut self, now: Time, orbit: &str) -> CommandResult {
         let (lot, idx, call) = self.parked_in(orbit)?;
         self.stop_recall(now, call);
-        let Some(c) = self.calls.remove(&call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
-        self.lots[lot].release(idx, call);
+        let Some(c) = self.parking.remove(call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
         self.orbit_changed(now, lot, idx);
-        let call_id = self.legs.get(&c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
-        let lot_name = self.lots[lot].name().to_string();
+        let call_id = self.dialogs.get(c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
+        let lot_name = self.parking.lot_name(lot);
         tracing::info!(orbit = %c.orbit_name, "parked call ended by an application");
-        self.out.push_back(Output::Event(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone() }));
+        self.ep.emit(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone() });
         self.hangup_leg_with_reason(now, c.parked, Some("SIP;cause=200;text=\"Call ended by the attendant\"".into()));
         Ok(CommandOutcome::HungUp { lot: lot_name, orbit: c.orbit_name, call_id })
     }
@@ -118,10 +117,10 @@ impl Core {
         let (lot, _, call) = self.parked_in(orbit)?;
         let uri = crate::sip::parse_uri(to.trim()).map_err(|_| CommandError::BadUri(to.to_string()))?;
         let allowed = self.dial_check(call, lot, &uri).inspect_err(|e| tracing::warn!(%orbit, "unpark refused: {e}"))?;
-        if self.calls.get(&call).is_some_and(|c| c.recall.is_some()) {
+        if self.bridging.ringing(call).is_some() {
             return Err(CommandError::Ringing(orbit.to_string()));
         }
-        let cfg = &self.lots[lot].cfg;
+        let Some(cfg) = self.parking.cfg(lot) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
         let ring_secs = cfg.recall_ring_time.max(1);
         let lot_name = cfg.name.clone();
         let who = self.parked_identity(call).map(|p| p.label()).unwrap_or_else(|| "caller".into());
@@ -135,32 +134,30 @@ impl Core {
         self.originate(now, call, spec)?;
         tracing::info!(%orbit, ?allowed, "unpark destination allowed");
         let to = uri.without_headers().to_string();
-        let round = self.calls.get(&call).map(|c| c.rounds).unwrap_or(0);
-        self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit: orbit.to_string(), to: to.clone(), target: RecallTarget::ApiUnpark, round }));
-        Ok(CommandOutcome::Unparking { lot: lot_name, orbit: orbit.to_string(), to, ring_secs })
+        let round = self.parking.get(call).map(|c| c.rounds).unwrap_or(0);
+        self.ep.emit(ParkEvent::RecallStarted { orbit: orbit.into(), to: to.clone(), target: RecallTarget::ApiUnpark, round });
+        Ok(CommandOutcome::Unparking { lot: lot_name, orbit: orbit.into(), to, ring_secs })
     }
 
     /// An API unpark was not answered (or refused): the call stays parked; the outcome is an event. A recall
     /// that fell due while it rang is started now.
     pub(super) fn unpark_failed(&mut self, now: Time, call: CallRef, status: u16) {
-        let Some(c) = self.calls.get(&call) else { return };
-        let (orbit, slot, recall_at) = (c.orbit_name.clone(), c.orbit.map(|o| (c.lot, o)), c.recall_at);
-        if let Some((lot, o)) = slot {
-            self.orbit_changed(now, lot, o);
-        }
+        let Some(c) = self.parking.get(call) else { return };
+        let (orbit, lot, o, recall_at) = (c.orbit_name.clone(), c.lot, c.orbit, c.recall_at);
+        self.orbit_changed(now, lot, o);
         if let Some(at) = recall_at.filter(|t| *t <= now) {
             // The recall timer fired while the unpark rang and was skipped: fire it again now.
-            self.call_timers.arm(at, call, super::call_timers::CallTimer::Recall);
+            self.parking.arm(at, call, super::parking::CallTimer::Recall);
         }
         tracing::info!(%orbit, status, "unpark not answered; the call stays parked");
-        self.out.push_back(Output::Event(ParkEvent::RecallFailed { orbit, status, target: RecallTarget::ApiUnpark }));
+        self.ep.emit(ParkEvent::RecallFailed { orbit, status, target: RecallTarget::ApiUnpark });
     }
 
     fn cmd_park_call(&mut self, now: Time, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> CommandResult {
         let found = self
-            .legs
-            .values()
-            .find(|l| l.dialog.call_id == call_id && self.calls.get(&l.call).is_some_and(|c| matches!(c.state, CallState::Bridged { .. })))
+            .dialogs
+            .with_call_id(call_id)
+            .find(|l| self.bridging.get(l.call).is_some())
             .map(|l| (l.id, l.call))
             .ok_or_else(|| CommandError::UnknownCall(call_id.to_string()))?;
         let (release_leg, call) = found;
@@ -170,31 +167,23 @@ impl Core {
                 (l, Some(i))
             }
             (None, Some(name)) => {
-                let l = self.lots.iter().position(|l| l.name() == name).ok_or_else(|| CommandError::UnknownLot(name.to_string()))?;
+                let l = self.parking.lot_index(name).ok_or_else(|| CommandError::UnknownLot(name.to_string()))?;
                 (l, None)
             }
-            (None, None) => (self.calls.get(&call).map(|c| c.lot).unwrap_or(0), None),
+            (None, None) => (self.bridging.get(call).map(|b| b.lot).unwrap_or(0), None),
         };
-        let Some(keep) = self.calls.get(&call).and_then(|c| match c.state {
-            CallState::Bridged { other } => Some(if c.parked == release_leg { other } else { c.parked }),
-            CallState::Parked => None,
-        }) else {
+        let Some(keep) = self.bridging.get(call).map(|b| b.across(release_leg)) else {
             return Err(CommandError::UnknownCall(call_id.to_string()));
         };
-        let parker = self.legs.get(&release_leg).map(|l| {
-            let mut p = l.dialog.remote.clone();
-            p.params = Default::default();
-            p
-        });
+        let parker = self.dialogs.remote_identity(release_leg);
         let orbit_name = self.repark_bridged(now, call, keep, lot_idx, wanted, parker).map_err(|(status, reason)| match (status, reason) {
             (486, "Busy Here") => CommandError::OrbitOccupied(orbit.unwrap_or_default().to_string()),
-            (486, _) => CommandError::LotFull(self.lots.get(lot_idx).map(|l| l.name().to_string()).unwrap_or_default()),
+            (486, _) => CommandError::LotFull(self.parking.lot_name(lot_idx)),
             _ => CommandError::UnknownCall(call_id.to_string()),
         })?;
-        let released = self.legs.get(&release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
+        let released = self.dialogs.get(release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
         self.hangup_leg_with_reason(now, release_leg, Some("SIP;cause=200;text=\"Call parked\"".into()));
-        let lot = &self.lots[lot_idx];
         let how = if wanted.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
-        Ok(CommandOutcome::Parked { lot: lot.name().to_string(), orbit: orbit_name, how, released })
+        Ok(CommandOutcome::Parked { lot: self.parking.lot_name(lot_idx), orbit: orbit_name, how, released })
     }
 }

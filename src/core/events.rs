@@ -1,34 +1,55 @@
 //! Events the core reports: what happened to parked calls, in words an admin (and later an API) can use.
+//! Orbits and Call-IDs are typed ([`OrbitNumber`], [`CallId`]); in JSON they are the plain strings they wrap.
 
-use super::legs::ParkHow;
+use crate::ids::{CallId, OrbitNumber};
+
+/// How the call came to be parked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParkHow {
+    /// Dialed the park code; parkd chose the orbit.
+    Indirect,
+    /// Dialed an orbit with a Referred-By.
+    Directed,
+}
+
+/// Whom a recall rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecallTarget {
+    Parker,
+    FallbackUri,
+    /// An application asked parkd to unpark the call to a destination (HTTP API); not a recall round.
+    ApiUnpark,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ParkEvent {
     /// A call was parked in an orbit.
-    Parked { lot: String, orbit: String, call_id: String, parked: String, parker: Option<String>, how: ParkHow },
+    Parked { lot: String, orbit: OrbitNumber, call_id: CallId, parked: String, parker: Option<String>, how: ParkHow },
     /// Someone dialed the orbit and took the call.
-    Retrieved { lot: String, orbit: String, call_id: String, by: String },
+    Retrieved { lot: String, orbit: OrbitNumber, call_id: CallId, by: String },
     /// Attended park: a new party replaced the (self-parked) consultation leg in its orbit.
-    Swapped { lot: String, orbit: String, call_id: String, parked: String, parker: Option<String> },
+    Swapped { lot: String, orbit: OrbitNumber, call_id: CallId, parked: String, parker: Option<String> },
     /// The parked party hung up while parked.
-    Abandoned { lot: String, orbit: String, call_id: String },
+    Abandoned { lot: String, orbit: OrbitNumber, call_id: CallId },
     /// A bridged (retrieved) call ended; `by` says which side hung up.
-    Ended { orbit: String, call_id: String, by: String },
+    Ended { orbit: OrbitNumber, call_id: CallId, by: String },
     /// A park or retrieve was refused with a SIP status.
-    Refused { number: String, status: u16, reason: String, call_id: String },
+    Refused { number: String, status: u16, reason: String, call_id: CallId },
     /// The parking time ran out and parkd is calling the parker (or the fallback URI) back.
-    RecallStarted { orbit: String, to: String, target: super::legs::RecallTarget, round: u32 },
+    RecallStarted { orbit: OrbitNumber, to: String, target: RecallTarget, round: u32 },
     /// The recall was answered: the call is bridged to whoever answered.
-    RecallAnswered { orbit: String, by: String, target: super::legs::RecallTarget },
+    RecallAnswered { orbit: OrbitNumber, by: String, target: RecallTarget },
     /// The recall was not answered (status 408 = rang out).
-    RecallFailed { orbit: String, status: u16, target: super::legs::RecallTarget },
+    RecallFailed { orbit: OrbitNumber, status: u16, target: RecallTarget },
     /// Nobody took the call this round: it stays parked until the next recall.
-    Reparked { orbit: String, round: u32 },
+    Reparked { orbit: OrbitNumber, round: u32 },
     /// parkd ended a parked call (recall rounds exhausted, `hangup` fallback, or `max_park_time`).
-    TimedOut { orbit: String, reason: String },
+    TimedOut { orbit: OrbitNumber, reason: String },
     /// An application ended the parked call (HTTP API `DELETE /v1/orbits/{orbit}`).
-    HungUp { lot: String, orbit: String, call_id: String },
+    HungUp { lot: String, orbit: OrbitNumber, call_id: CallId },
     /// A 2xx was never acknowledged: the leg was torn down (RFC 3261 §13.3.1.4).
-    AckTimeout { call_id: String },
+    AckTimeout { call_id: CallId },
 }

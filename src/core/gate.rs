@@ -9,15 +9,15 @@
 //!    Malformed requests parkd would answer 400 take from the out-of-dialog bucket too ([`Core::may_answer_malformed`]).
 //! 2. [`Core::gate`], once the lot and the action (park / retrieve) are known: the lot's source lists (403),
 //!    digest authentication (401), `trusted_only` (403), drain (503 for parks), then the source's cap on
-//!    orbits held by its parked calls (503 / silence). SUBSCRIBE has its own sequence in `blf.rs` ending with
+//!    orbits held by its parked calls (503 / silence). SUBSCRIBE has its own sequence in `subscribe.rs` ending with
 //!    the cap on subscriptions.
 //!
 //! A refused request keeps no state but its transaction (so a retransmission gets the same answer); a
 //! dropped one keeps nothing at all.
 
 use super::admission::{Action, Forbidden, Hold, Reason, Verdict};
-use super::legs::CallState;
 use super::Core;
+use crate::config::{AuthAction, AuthConfig};
 use crate::dialog::DialogKey;
 use crate::park::lot::OrbitIdx;
 use crate::sip::{Method, Peer, Request};
@@ -31,7 +31,7 @@ impl Core {
         let ip = from.addr.ip();
         if let Some(ua) = req.common.header("User-Agent") {
             if self.admission.screen_user_agent(now, ip, ua) {
-                self.txn.forget_unanswered(txn);
+                self.ep.txn.forget_unanswered(txn);
                 return false;
             }
         }
@@ -56,13 +56,13 @@ impl Core {
         match verdict {
             Verdict::Admit => true,
             Verdict::Refuse { retry_after } => {
-                self.respond(now, txn, req, 503, Some("Service Unavailable"), None, |r| {
+                self.ep.respond(now, txn, req, 503, Some("Service Unavailable"), None, |r| {
                     r.common.push_header("Retry-After", retry_after.to_string());
                 });
                 false
             }
             Verdict::Drop => {
-                self.txn.forget_unanswered(txn);
+                self.ep.txn.forget_unanswered(txn);
                 false
             }
         }
@@ -71,8 +71,8 @@ impl Core {
     /// Whether a request's To tag names a dialog or subscription parkd holds.
     fn knows_dialog(&self, req: &Request) -> bool {
         let Some(tag) = req.common.to.tag() else { return false };
-        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: tag.to_string() };
-        self.dialogs.contains_key(&key) || self.blf.by_dialog(&key).is_some()
+        let key = DialogKey { call_id: req.common.call_id.as_str().into(), local_tag: tag.to_string() };
+        self.dialogs.find(&key).is_some() || self.blf.by_dialog(&key).is_some()
     }
 
     /// Every check a request must pass before parkd acts on it in `lot`: the lot's source networks (403), digest
@@ -81,21 +81,21 @@ impl Core {
     pub(super) fn gate(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, action: Action) -> bool {
         if let Err(e) = self.access(lot, action, from) {
             self.admission.refused(now, from.addr.ip(), Reason::Acl);
-            self.refuse(now, txn, req, 403, e.reason());
+            self.ep.refuse(now, txn, req, 403, e.reason());
             return false;
         }
         if !self.authorized(now, txn, from, req, lot, action) {
             return false;
         }
-        if self.lots.get(lot).is_some_and(|l| l.cfg.trusted_only) && !self.trusted(from) {
+        if self.parking.lot(lot).is_some_and(|l| l.cfg.trusted_only) && !self.trusted(from) {
             self.admission.refused(now, from.addr.ip(), Reason::Acl);
-            self.refuse(now, txn, req, 403, "Forbidden: Not From A Trusted Proxy");
+            self.ep.refuse(now, txn, req, 403, "Forbidden: Not From A Trusted Proxy");
             return false;
         }
         if action != Action::Park {
             return true;
         }
-        if self.draining {
+        if self.admission.is_draining() {
             self.refuse_draining(now, txn, req);
             return false;
         }
@@ -105,7 +105,7 @@ impl Core {
 
     /// Whether the lot's source lists let `from` perform `action` (unknown lots: allowed).
     pub(super) fn access(&self, lot: usize, action: Action, from: Peer) -> Result<(), Forbidden> {
-        match self.lots.get(lot) {
+        match self.parking.lot(lot) {
             Some(l) => super::admission::check(&l.cfg, action, from.addr.ip()),
             None => Ok(()),
         }
@@ -115,12 +115,10 @@ impl Core {
     /// Called from `orbit_changed`, which the engine calls on every change of an orbit.
     pub(super) fn admission_orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
         let holder = self
-            .lots
-            .get(lot)
-            .and_then(|l| l.occupant(orbit))
-            .and_then(|call| self.calls.get(&call))
-            .filter(|c| c.state == CallState::Parked)
-            .and_then(|c| self.legs.get(&c.parked))
+            .parking
+            .parked_in(lot, orbit)
+            .and_then(|call| self.parking.get(call))
+            .and_then(|c| self.dialogs.get(c.parked))
             .map(|leg| leg.source.addr.ip());
         self.admission.set_orbit_holder(now, lot, orbit, holder);
     }
@@ -138,5 +136,45 @@ impl Core {
     /// Sources the admission room tracks right now (bounded by `[limits] tracked_sources`).
     pub fn tracked_sources(&self) -> usize {
         self.admission.tracked_sources()
+    }
+
+    /// Digest-authenticates `req` for `action` in lot `lot` when the lot asks for it. On failure answers the
+    /// request `401` with fresh SHA-256 and MD5 challenges and returns false.
+    pub(super) fn authorized(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, action: Action) -> bool {
+        let Some(cfg) = self.parking.cfg(lot).and_then(|c| c.auth.clone()) else { return true };
+        let wanted = match action {
+            Action::Park => AuthAction::Park,
+            Action::Retrieve => AuthAction::Retrieve,
+            Action::Subscribe => AuthAction::Subscribe,
+        };
+        if !cfg.actions.contains(&wanted) {
+            return true;
+        }
+        self.digest(now, txn, from, req, &cfg)
+    }
+
+    /// A number no lot knows, dialed (INVITE) or watched (SUBSCRIBE) from an untrusted source while some lot
+    /// uses digest authentication: challenged exactly like a guarded number of that lot (the first with
+    /// `[lot.auth]`), so a scanner cannot tell numbers that exist from numbers that do not (SIPVicious'
+    /// `svwar` gives up when an unknown number is challenged, as with Asterisk's `alwaysauthreject`).
+    /// With valid credentials, or when no lot authenticates, the caller answers 404. Returns false when the
+    /// request was answered 401 here.
+    pub(super) fn authorized_for_unknown_number(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request) -> bool {
+        if self.trusted(from) {
+            return true;
+        }
+        let Some(cfg) = self.parking.lots().find_map(|l| l.cfg.auth.clone()) else { return true };
+        self.digest(now, txn, from, req, &cfg)
+    }
+
+    /// The admission room checks `req`'s credentials against `cfg`; a failure is answered 401 with its challenge.
+    fn digest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, cfg: &AuthConfig) -> bool {
+        let Err(challenge) = self.admission.digest(now, from.addr.ip(), req, cfg, self.ep.rng()) else { return true };
+        self.ep.respond(now, txn, req, 401, None, None, |r| {
+            for value in challenge.headers() {
+                r.common.push_header("WWW-Authenticate", value);
+            }
+        });
+        false
     }
 }

@@ -1,7 +1,7 @@
 //! Admission through the whole core in virtual time: floods, scanners, caps, REGISTER, digest answers.
 
 use super::admission::Reason;
-use super::auth::{Algorithm, Credentials};
+use super::admission::digest::{Algorithm, Credentials};
 use super::testkit::{Phone, World};
 use crate::config::{AccessConfig, AuthConfig, LimitsConfig, LotConfig, NumRange, ServerConfig};
 use crate::sip::{Peer, Response, Transport};

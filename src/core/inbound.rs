@@ -1,9 +1,8 @@
 //! Requests and responses arriving from the network: decode, hand to the transaction layer, then route by
 //! method and dialog.
 
-use super::legs::LegState;
 use super::reply::{ALLOW, ALLOW_EVENTS};
-use super::{ClientPurpose, Core, Output, ParkEvent};
+use super::{Core, ParkEvent, Purpose};
 use crate::dialog::DialogKey;
 use crate::sip::{Message, Method, Peer, Request, Response};
 use crate::time::Time;
@@ -16,7 +15,6 @@ impl Core {
     /// One SIP message from `from` (a UDP datagram, or one message framed off a TCP stream).
     /// Malformed input is answered 400 when enough of it is readable, else dropped; it never panics.
     pub fn handle_sip(&mut self, now: Time, from: Peer, bytes: &[u8]) {
-        self.last_now = self.last_now.max(now);
         match crate::sip::parse_message(bytes) {
             Ok(Message::Request(req)) => self.on_request(now, from, req),
             Ok(Message::Response(resp)) => self.on_response(now, from, resp),
@@ -25,17 +23,18 @@ impl Core {
                 match err.response_bytes() {
                     Some(bytes) if self.may_answer_malformed(now, from) => {
                         tracing::debug!(%err, from = %from.addr, "malformed request, answering {}", err.status());
-                        self.txn.send_stateless(from, bytes);
+                        self.ep.send_stateless(from, bytes);
                     }
                     Some(_) => tracing::debug!(%err, from = %from.addr, "malformed request from a source over its limits dropped"),
                     None => tracing::debug!(%err, from = %from.addr, "undecodable message dropped"),
                 }
             }
         }
+        self.settle(now);
     }
 
     fn on_request(&mut self, now: Time, from: Peer, req: Request) {
-        match self.txn.on_request(now, from, &req) {
+        match self.ep.txn.on_request(now, from, &req) {
             ServerVerdict::New(id) => self.on_new_request(now, id, from, req),
             ServerVerdict::Retransmission | ServerVerdict::AckAbsorbed => {}
             ServerVerdict::Malformed => {
@@ -58,7 +57,7 @@ impl Core {
         }
         if req.common.max_forwards == Some(0) {
             // RFC 3261 §16.3 / §8.2: a request that has run out of hops.
-            return self.respond(now, id, &req, 483, None, None, |_| {});
+            return self.ep.respond(now, id, &req, 483, None, None, |_| {});
         }
         if !self.accept_routed(now, id, &mut req) {
             return;
@@ -73,7 +72,7 @@ impl Core {
             .collect();
         if !unsupported.is_empty() && req.method != Method::Cancel {
             let list = unsupported.join(", ");
-            return self.respond(now, id, &req, 420, None, None, |r| {
+            return self.ep.respond(now, id, &req, 420, None, None, |r| {
                 r.common.push_header("Unsupported", list);
                 r.common.push_header("Supported", SUPPORTED.join(", "));
             });
@@ -83,7 +82,7 @@ impl Core {
         }
         match &req.method {
             Method::Invite => self.on_invite(now, id, from, req),
-            Method::Options => self.respond(now, id, &req, 200, None, None, |r| {
+            Method::Options => self.ep.respond(now, id, &req, 200, None, None, |r| {
                 r.common.push_header("Allow", ALLOW);
                 r.common.push_header("Accept", "application/sdp");
                 r.common.push_header("Supported", SUPPORTED.join(", "));
@@ -91,70 +90,66 @@ impl Core {
             }),
             Method::Subscribe => self.on_subscribe(now, id, from, req),
             Method::Register | Method::Message | Method::Publish => {
-                self.respond(now, id, &req, 405, None, None, |_| {})
+                self.ep.respond(now, id, &req, 405, None, None, |_| {})
             }
             // parkd only takes a REFER inside a call it is part of; it never dials on someone's behalf.
-            Method::Refer => self.respond(now, id, &req, 403, Some("REFER Only Inside A Call"), None, |_| {}),
+            Method::Refer => self.ep.respond(now, id, &req, 403, Some("REFER Only Inside A Call"), None, |_| {}),
             Method::Bye | Method::Notify | Method::Info | Method::Prack | Method::Update | Method::Cancel | Method::Ack => {
-                self.respond(now, id, &req, 481, None, None, |_| {})
+                self.ep.respond(now, id, &req, 481, None, None, |_| {})
             }
             Method::Other(m) => {
                 tracing::debug!(method = %m, "unknown method");
-                self.respond(now, id, &req, 501, None, None, |_| {})
+                self.ep.respond(now, id, &req, 501, None, None, |_| {})
             }
         }
     }
 
     /// A request inside a dialog parkd holds (its To tag is parkd's).
     fn on_in_dialog(&mut self, now: Time, id: ServerTxnId, from: Peer, req: Request) {
-        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        let key = DialogKey { call_id: req.common.call_id.as_str().into(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
         if let Some(sub) = self.blf.by_dialog(&key) {
             return self.on_subscription_request(now, id, from, req, sub);
         }
-        let Some(&leg_id) = self.dialogs.get(&key) else {
-            return self.respond(now, id, &req, 481, None, None, |_| {});
+        let Some(leg_id) = self.dialogs.find(&key) else {
+            return self.ep.respond(now, id, &req, 481, None, None, |_| {});
         };
-        let Some(leg) = self.legs.get_mut(&leg_id) else {
-            return self.respond(now, id, &req, 481, None, None, |_| {});
+        let Some(leg) = self.dialogs.get_mut(leg_id) else {
+            return self.ep.respond(now, id, &req, 481, None, None, |_| {});
         };
-        let span = leg.span.clone();
+        let span = leg.span();
         let _enter = span.enter();
         if !leg.dialog.accept_remote_cseq(req.common.cseq.seq, &req.method) {
             // RFC 3261 §12.2.2: out-of-order CSeq.
-            return self.respond(now, id, &req, 500, Some("CSeq Out of Order"), None, |_| {});
+            return self.ep.respond(now, id, &req, 500, Some("CSeq Out of Order"), None, |_| {});
         }
         match &req.method {
             Method::Bye => {
                 tracing::info!("BYE received");
-                self.respond(now, id, &req, 200, None, None, |_| {});
+                self.ep.respond(now, id, &req, 200, None, None, |_| {});
                 self.end_leg(now, leg_id, false);
             }
             Method::Invite => self.on_reinvite(now, id, from, req, leg_id),
             Method::Update if !req.common.body.is_empty() => self.on_reinvite(now, id, from, req, leg_id),
-            Method::Options | Method::Info | Method::Update => self.respond(now, id, &req, 200, None, None, |_| {}),
-            Method::Notify | Method::Prack => self.respond(now, id, &req, 481, None, None, |_| {}),
+            Method::Options | Method::Info | Method::Update => self.ep.respond(now, id, &req, 200, None, None, |_| {}),
+            Method::Notify | Method::Prack => self.ep.respond(now, id, &req, 481, None, None, |_| {}),
             Method::Refer => self.on_refer(now, id, req, leg_id),
             Method::Subscribe | Method::Message | Method::Register | Method::Publish => {
-                self.respond(now, id, &req, 405, None, None, |_| {})
+                self.ep.respond(now, id, &req, 405, None, None, |_| {})
             }
-            Method::Other(_) => self.respond(now, id, &req, 501, None, None, |_| {}),
+            Method::Other(_) => self.ep.respond(now, id, &req, 501, None, None, |_| {}),
             Method::Ack | Method::Cancel => {}
         }
     }
 
     /// An ACK for a 2xx parkd sent (RFC 3261 §13.3.1.4): the dialog is confirmed and media may start.
     fn on_ack(&mut self, now: Time, _from: Peer, req: &Request) {
-        let key = DialogKey { call_id: req.common.call_id.clone(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
-        self.txn.ack_received(now, &req.common.call_id, req.common.cseq.seq);
-        let Some(&leg_id) = self.dialogs.get(&key) else {
+        let key = DialogKey { call_id: req.common.call_id.as_str().into(), local_tag: req.common.to.tag().unwrap_or("").to_string() };
+        self.ep.txn.ack_received(now, &req.common.call_id, req.common.cseq.seq);
+        let Some(leg_id) = self.dialogs.find(&key) else {
             tracing::debug!(call_id = %req.common.call_id, "ACK for no dialog dropped");
             return;
         };
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
-        if let LegState::Answered { invite } = leg.state {
-            self.pending_acks.remove(&invite);
-        }
-        leg.state = LegState::Confirmed;
+        let Some(leg) = self.dialogs.confirm(leg_id) else { return };
         let call = leg.call;
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         if leg.media.awaiting_answer && !req.common.body.is_empty() {
@@ -166,67 +161,61 @@ impl Core {
     /// CANCEL (RFC 3261 §9.2): 200 to the CANCEL; 487 to the INVITE if it is still unanswered.
     fn on_cancel(&mut self, now: Time, cancel: ServerTxnId, invite: Option<ServerTxnId>, req: &Request) {
         let Some(invite) = invite else {
-            return self.respond(now, cancel, req, 481, None, None, |_| {});
+            return self.ep.respond(now, cancel, req, 481, None, None, |_| {});
         };
         // RFC 3261 §9.2: the 200 to the CANCEL carries the same To tag as the INVITE's response.
-        let tag = self.pending_acks.get(&invite).and_then(|l| self.legs.get(l)).map(|l| l.dialog.local_tag().to_string());
-        self.respond(now, cancel, req, 200, None, tag.as_deref(), |_| {});
+        let tag = self.dialogs.awaiting_ack(invite).map(|l| l.dialog.local_tag().to_string());
+        self.ep.respond(now, cancel, req, 200, None, tag.as_deref(), |_| {});
         // parkd answers INVITEs at once, so this is rare.
-        if self.txn.awaiting_final(invite) {
-            if let Some(inv) = self.txn.server_request(invite).cloned() {
-                self.respond(now, invite, &inv, 487, None, None, |_| {});
+        if self.ep.txn.awaiting_final(invite) {
+            if let Some(inv) = self.ep.txn.server_request(invite).cloned() {
+                self.ep.respond(now, invite, &inv, 487, None, None, |_| {});
             }
         }
     }
 
     fn on_response(&mut self, now: Time, from: Peer, resp: Response) {
-        let Some((id, verdict)) = self.txn.on_response(now, from, &resp) else { return };
-        let Some(purpose) = self.client_txns.get(&id).cloned() else { return };
+        let Some((id, verdict)) = self.ep.txn.on_response(now, from, &resp) else { return };
+        let Some(purpose) = self.ep.purpose(id) else { return };
         match (purpose, verdict) {
-            (ClientPurpose::Bye | ClientPurpose::Cancel | ClientPurpose::Notify, ClientVerdict::Final(_)) => {
-                self.client_txns.remove(&id);
+            (Purpose::Bye | Purpose::Cancel | Purpose::Notify, ClientVerdict::Final(_)) => {
+                self.ep.finish(id);
             }
-            (ClientPurpose::Bye | ClientPurpose::Cancel | ClientPurpose::Notify, ClientVerdict::Provisional(_)) => {}
-            (ClientPurpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
-            (ClientPurpose::Keepalive(call), ClientVerdict::Final(r)) => {
-                self.client_txns.remove(&id);
+            (Purpose::Bye | Purpose::Cancel | Purpose::Notify, ClientVerdict::Provisional(_)) => {}
+            (Purpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
+            (Purpose::Keepalive(call), ClientVerdict::Final(r)) => {
+                self.ep.finish(id);
                 self.on_keepalive_result(now, call, r.status);
             }
-            (ClientPurpose::Keepalive(_), ClientVerdict::Provisional(_)) => {}
-            (ClientPurpose::OrphanRecall, v) => self.on_orphan_response(now, id, v),
-            (ClientPurpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {
+            (Purpose::Keepalive(_), ClientVerdict::Provisional(_)) => {}
+            (Purpose::OrphanRecall, v) => self.on_orphan_response(now, id, v),
+            (Purpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {
                 // A retransmitted 2xx: the ACK was lost, send it again (RFC 3261 §13.2.2.4).
-                if let Some((to, ack)) = self.legs.get(&leg).and_then(|l| l.uac_ack.clone()) {
-                    self.txn.send_stateless(to, ack);
+                if let Some((to, ack)) = self.dialogs.get(leg).and_then(|l| l.ack_again()) {
+                    self.ep.send_stateless(to, ack);
                 }
             }
-            (ClientPurpose::RecallAnswered { .. }, _) => {}
-            (ClientPurpose::BlfNotify(sub), v) => self.on_notify_response(now, sub, id, v),
+            (Purpose::RecallAnswered { .. }, _) => {}
+            (Purpose::BlfNotify(sub), v) => self.on_notify_response(now, sub, id, v),
         }
     }
 
-    pub(super) fn on_txn_event(&mut self, ev: TxnEvent) {
+    /// Something the transaction layer reported while an input was handled, acted on with that input's `now`.
+    pub(super) fn on_txn_event(&mut self, now: Time, ev: TxnEvent) {
         match ev {
-            TxnEvent::ClientTimeout(id) => match self.client_txns.remove(&id) {
-                Some(ClientPurpose::Recall(call)) => {
-                    let now = self.last_now;
-                    self.on_recall_timeout(now, call, id);
+            TxnEvent::ClientTimeout(id) => match self.ep.finish(id) {
+                Some(Purpose::Recall(call)) => self.on_recall_timeout(now, call, id),
+                Some(Purpose::OrphanRecall) => {
+                    self.bridging.take_orphan(id);
                 }
-                Some(ClientPurpose::OrphanRecall) => {
-                    self.orphans.remove(&id);
-                }
-                Some(ClientPurpose::Keepalive(call)) => {
-                    let now = self.last_now;
-                    self.on_keepalive_result(now, call, 408);
-                }
-                Some(ClientPurpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
+                Some(Purpose::Keepalive(call)) => self.on_keepalive_result(now, call, 408),
+                Some(Purpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {
-                if let Some(leg_id) = self.pending_acks.remove(&txn) {
+                if let Some(leg_id) = self.dialogs.ack_timed_out(txn) {
                     tracing::warn!(%call_id, "2xx never acknowledged; ending the call");
-                    self.out.push_back(Output::Event(ParkEvent::AckTimeout { call_id }));
-                    let now = self.last_now;
+                    self.ep.emit(ParkEvent::AckTimeout { call_id: call_id.into() });
                     self.end_leg(now, leg_id, true);
                 }
             }

@@ -14,22 +14,21 @@
 //! * anything else → 404.
 
 use crate::media::MediaLegId;
-use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, ParkHow, ParkedCall};
+use super::dialogs::{read_offer, Leg, LegMedia, LegRole, LegState};
+use super::events::ParkHow;
+use super::ids::{CallRef, LegId};
+use super::bridging::Bridge;
+use super::parking::ParkedCall;
 use super::admission::Action;
-use super::{Core, Output, ParkEvent};
-use crate::dialog::{Dialog, DialogKey};
-use crate::media::Codec;
+use super::{Core, ParkEvent};
+use crate::dialog::Dialog;
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
-use crate::sdp::{self, Direction, LocalSdp, RemoteSdp};
+use crate::sdp::{LocalSdp, RemoteSdp};
 use crate::sip::{NameAddr, Peer, Request};
+use crate::ids::OrbitNumber;
 use crate::time::Time;
 use crate::txn::ServerTxnId;
 use rand::Rng;
-
-/// parkd's codec preference when the offerer allows both.
-const CODECS: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
-/// RFC 4733 telephone-event payload type parkd offers.
-const DTMF_PT: u8 = 101;
 
 /// The header naming the orbit in parkd's 2xx to a park (documented in the README).
 pub const PARK_ORBIT_HEADER: &str = "Park-Orbit";
@@ -38,29 +37,29 @@ pub const PARK_LOT_HEADER: &str = "Park-Lot";
 impl Core {
     pub(super) fn on_invite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request) {
         if let Some(replaces) = req.replaces() {
-            let to_park_code = req.uri.user.as_deref().and_then(|u| self.lookup_number(u)).is_some_and(|(_, d)| d == Dialed::ParkCode);
+            let to_park_code = req.uri.user.as_deref().and_then(|u| self.parking.lookup(u)).is_some_and(|(_, d)| d == Dialed::ParkCode);
             return match replaces {
                 Ok(r) if to_park_code || req.referred_by().is_some() => self.swap_by_replaces(now, txn, from, req, &r),
                 Ok(r) => self.retrieve_by_replaces(now, txn, from, req, &r),
-                Err(_) => self.refuse(now, txn, &req, 400, "Bad Replaces Header"),
+                Err(_) => self.ep.refuse(now, txn, &req, 400, "Bad Replaces Header"),
             };
         }
         let user = req.uri.user.clone().unwrap_or_default();
-        let Some((lot, dialed)) = self.lookup_number(&user) else {
+        let Some((lot, dialed)) = self.parking.lookup(&user) else {
             if !self.authorized_for_unknown_number(now, txn, from, &req) {
                 return;
             }
-            return self.refuse(now, txn, &req, 404, "Not Found");
+            return self.ep.refuse(now, txn, &req, 404, "Not Found");
         };
         let parker = match req.referred_by() {
             None => None,
             Some(Ok(na)) => Some(na),
-            Some(Err(_)) => return self.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
+            Some(Err(_)) => return self.ep.refuse(now, txn, &req, 400, "Bad Referred-By Header"),
         };
         // A plain INVITE to an empty orbit parks the caller when the lot says `empty_orbit = "park"`: it is then
         // a park for access lists, authentication and drain.
         let parks_into_empty = |i: OrbitIdx| {
-            self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park && self.lots[lot].occupant(i).is_none()
+            self.parking.empty_orbit_parks(lot) && self.parking.occupant(lot, i).is_none()
         };
         let action = match dialed {
             Dialed::Orbit(i) if parker.is_none() && !parks_into_empty(i) => Action::Retrieve,
@@ -83,41 +82,35 @@ impl Core {
     pub(super) fn park(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: Option<OrbitIdx>, parker: Option<NameAddr>) {
         let offer = match read_offer(&req) {
             Ok(o) => o,
-            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+            Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
         let parking_time = match parking_time_override(&req) {
             Some(secs) => (secs > 0).then(|| std::time::Duration::from_secs(secs)),
-            None => self.lots[lot].cfg.parking_duration(),
+            None => self.parking.cfg(lot).and_then(|c| c.parking_duration()),
         };
-        let call = CallRef(self.next_id());
-        let claimed = match orbit {
-            Some(i) => self.lots[lot].claim(i, call).map(|_| i),
-            None => self.lots[lot].claim_any(call, &mut self.rng),
-        };
-        let orbit = match claimed {
+        let call = CallRef(self.ep.next_id());
+        let orbit = match self.parking.claim(lot, orbit, call, self.ep.rng()) {
             Ok(i) => i,
-            Err(ClaimError::Occupied) => return self.refuse(now, txn, &req, 486, "Busy Here"),
+            Err(ClaimError::Occupied) => return self.ep.refuse(now, txn, &req, 486, "Busy Here"),
             Err(ClaimError::LotFull) => {
-                let overflow = self.lots[lot].cfg.overflow_lot.clone().and_then(|name| self.lots.iter().position(|l| l.name() == name));
-                return match overflow {
-                    // One hop only: the overflow lot's own overflow is not followed, so lots cannot loop.
-                    Some(o) if o != lot && !self.lots[o].is_full() => self.park(now, txn, from, req, o, None, parker),
-                    _ => self.refuse(now, txn, &req, 486, "Parking Lot Full"),
+                return match self.parking.overflow_of(lot) {
+                    Some(o) => self.park(now, txn, from, req, o, None, parker),
+                    None => self.ep.refuse(now, txn, &req, 486, "Parking Lot Full"),
                 };
             }
         };
         let Some(media_leg) = self.ports.take(now) else {
-            self.lots[lot].release(orbit, call);
-            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+            self.parking.release(lot, orbit, call);
+            return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
-        let orbit_name = self.lots[lot].orbit_name(orbit);
-        let lot_name = self.lots[lot].name().to_string();
-        let how = if orbit_name == req.uri.user.clone().unwrap_or_default() { ParkHow::Directed } else { ParkHow::Indirect };
+        let orbit_name = self.parking.orbit_name(lot, orbit);
+        let lot_name = self.parking.lot_name(lot);
+        let how = if req.uri.user.as_deref() == Some(orbit_name.as_str()) { ParkHow::Directed } else { ParkHow::Indirect };
         let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Parked, media_leg, offer, &orbit_name, |r| {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
-        let call_id = req.common.call_id.clone();
+        let call_id = req.common.call_id.as_str().into();
         let asserted_identity = self.asserted_identity(from, &req);
         let parked_label = asserted_identity.as_ref().unwrap_or(&req.common.from).uri.to_string();
         let mut parked_call = ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time);
@@ -127,59 +120,53 @@ impl Core {
 
     /// Hands the call parked in `orbit` to the caller of `req`.
     fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
-        match self.lots[lot].occupant(orbit) {
+        match self.parking.occupant(lot, orbit) {
             Some(call) => self.take_call(now, txn, from, req, call),
-            None if self.lots[lot].cfg.empty_orbit == crate::config::EmptyOrbit::Park => {
+            None if self.parking.empty_orbit_parks(lot) => {
                 self.park(now, txn, from, req, lot, Some(orbit), None)
             }
-            None => self.refuse(now, txn, &req, 404, "Orbit Empty"),
+            None => self.ep.refuse(now, txn, &req, 404, "Orbit Empty"),
         }
     }
 
     /// The lot's retrieve code: the call parked longest (earliest `parked_at`) is taken.
     fn retrieve_oldest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize) {
-        let oldest = self.lots[lot]
-            .occupants()
-            .filter_map(|(_, c)| self.calls.get(&c).filter(|pc| pc.state == CallState::Parked).map(|pc| (pc.parked_at, c)))
-            .min();
-        match oldest {
-            Some((_, call)) => self.take_call(now, txn, from, req, call),
-            None => self.refuse(now, txn, &req, 404, "Lot Empty"),
+        match self.parking.oldest(lot) {
+            Some(call) => self.take_call(now, txn, from, req, call),
+            None => self.ep.refuse(now, txn, &req, 404, "Lot Empty"),
         }
     }
 
     /// RFC 3891: an INVITE whose Replaces names a parked call's dialog retrieves that call (a phone learns the
     /// dialog from BLF). The tags are matched from parkd's side: to-tag = parkd's tag, from-tag = the peer's.
     fn retrieve_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &crate::sip::Replaces) {
-        let target = self.parked_leg_named_by(r).and_then(|id| self.legs.get(&id)).map(|leg| leg.call);
-        let lot = target.and_then(|call| self.calls.get(&call)).map(|c| c.lot);
+        let target = self.dialogs.parked_leg_named_by(r).and_then(|id| self.dialogs.get(id)).map(|leg| leg.call);
+        // A call already taken (bridged) still names its lot: the request is gated there before it is refused.
+        let lot = target.and_then(|call| self.parking.get(call).map(|c| c.lot).or_else(|| self.bridging.get(call).map(|b| b.lot)));
         if let Some(lot) = lot {
             if !self.gate(now, txn, from, &req, lot, Action::Retrieve) {
                 return;
             }
         }
         match target {
-            Some(call) if self.calls.get(&call).is_some_and(|c| c.state == CallState::Parked) => self.take_call(now, txn, from, req, call),
-            _ => self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
+            Some(call) if self.parking.get(call).is_some() => self.take_call(now, txn, from, req, call),
+            _ => self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
         }
     }
 
     fn take_call(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, call: CallRef) {
-        let Some(parked) = self.calls.get(&call) else {
-            return self.refuse(now, txn, &req, 404, "Orbit Empty");
+        let Some(parked) = self.parking.get(call) else {
+            return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
         };
-        if parked.state != CallState::Parked {
-            return self.refuse(now, txn, &req, 404, "Orbit Empty");
-        }
-        let (lot, orbit, orbit_name) = (parked.lot, parked.orbit, parked.orbit_name.clone());
+        let (lot, orbit_name) = (parked.lot, parked.orbit_name.clone());
         // A recall may be ringing: the retriever wins and the recall is cancelled.
         self.abandon_recall(now, call);
         let offer = match read_offer(&req) {
             Ok(o) => o,
-            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+            Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
         let Some(media_leg) = self.port_beside_parked(now, call) else {
-            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+            return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let identity = self.parked_identity(call);
         let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, media_leg, offer, &orbit_name, |r| {
@@ -188,41 +175,19 @@ impl Core {
             }
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
         });
-        if let Some(i) = orbit {
-            self.lots[lot].release(i, call);
-            self.orbit_changed(now, lot, i);
-        }
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.state = CallState::Bridged { other: leg };
-            c.orbit = None;
+        // The parked call leaves its orbit and becomes a bridge to the retriever.
+        if let Some(c) = self.parking.remove(call) {
+            self.bridging.insert(Bridge { id: call, lot: c.lot, orbit_name: c.orbit_name.clone(), parked: c.parked, other: leg, media_mode: c.media_mode });
+            self.orbit_changed(now, c.lot, c.orbit);
         }
         let by = req.common.from.uri.to_string();
         tracing::info!(orbit = %orbit_name, %by, "retrieved");
-        self.out.push_back(Output::Event(ParkEvent::Retrieved {
-            lot: self.lots[lot].name().to_string(),
+        self.ep.emit(ParkEvent::Retrieved {
+            lot: self.parking.lot_name(lot),
             orbit: orbit_name,
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
             by,
-        }));
-    }
-
-    /// The parked leg a Replaces header names. RFC 3891 §3 gives the tags from the recipient's side (to-tag =
-    /// parkd's tag, from-tag = the parked party's); some phones send them the other way round, and since tags
-    /// are random that orientation is accepted too.
-    pub(super) fn parked_leg_named_by(&self, r: &crate::sip::Replaces) -> Option<LegId> {
-        let find = |local: &str, remote: &str| {
-            let key = DialogKey { call_id: r.call_id.clone(), local_tag: local.to_string() };
-            self.dialogs.get(&key).copied().filter(|id| {
-                self.legs.get(id).is_some_and(|l| l.dialog.remote_tag() == remote && l.role == LegRole::Parked)
-            })
-        };
-        find(&r.to_tag, &r.from_tag).or_else(|| {
-            let swapped = find(&r.from_tag, &r.to_tag);
-            if swapped.is_some() {
-                tracing::debug!(call_id = %r.call_id, "Replaces with to-tag/from-tag swapped; accepted");
-            }
-            swapped
-        })
+        });
     }
 
     /// Creates the leg for `req` (a dialog-creating INVITE) and answers it 200 with SDP.
@@ -237,55 +202,25 @@ impl Core {
         role: LegRole,
         media_leg: MediaLegId,
         offer: Option<RemoteSdp>,
-        orbit_name: &str,
+        orbit_name: &OrbitNumber,
         extra: impl FnOnce(&mut crate::sip::Response),
     ) -> LegId {
-        let id = LegId(self.next_id());
-        let tag = self.new_tag();
+        let id = LegId(self.ep.next_id());
+        let tag = self.ep.new_tag();
         let dialog = Dialog::as_uas(req, from, &tag);
-        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port: media_leg.port() };
-        let (media, body) = match &offer {
-            Some(remote) => {
-                let codec = sdp::choose_codec(remote, &CODECS).unwrap_or(Codec::Pcmu);
-                let body = sdp::build_answer(&local_sdp, codec, remote.dtmf_pt, remote.direction.reverse());
-                let media = LegMedia {
-                    media_leg,
-                    remote: Some(remote.addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0),
-                    codec,
-                    dtmf_pt: remote.dtmf_pt,
-                    peer_direction: remote.direction,
-                    local_sdp,
-                    awaiting_answer: false,
-                };
-                (media, body)
-            }
-            None => {
-                let body = sdp::build_offer(&local_sdp, &CODECS, Some(DTMF_PT), Direction::SendRecv);
-                let media = LegMedia {
-                    media_leg,
-                    remote: None,
-                    codec: Codec::Pcmu,
-                    dtmf_pt: None,
-                    peer_direction: Direction::SendRecv,
-                    local_sdp,
-                    awaiting_answer: true,
-                };
-                (media, body)
-            }
-        };
-        let span = tracing::info_span!("dialog", call_id = %req.common.call_id, orbit = %orbit_name, role = ?role);
-        let contact = self.contact(from.transport);
-        self.respond(now, txn, req, 200, None, Some(&tag), |r| {
+        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
+        let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());
+        let contact = self.ep.contact(from.transport);
+        self.ep.respond(now, txn, req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Allow", super::reply::ALLOW);
             r.common.push_header("Supported", super::inbound::SUPPORTED.join(", "));
             extra(r);
             r.common.set_body("application/sdp", body);
         });
-        self.dialogs.insert(dialog.key(), id);
-        self.pending_acks.insert(txn, id);
         self.admission_unconfirmed(now, id, from);
-        self.legs.insert(id, Box::new(Leg { id, call, role, state: LegState::Answered { invite: txn }, dialog, source: from, media, span, uac_ack: None }));
+        let state = LegState::Answered { invite: txn };
+        self.dialogs.insert(Leg { id, call, role, state, dialog, source: from, media, orbit: orbit_name.clone(), uac_ack: None });
         id
     }
 }
@@ -299,21 +234,4 @@ fn parking_time_override(req: &Request) -> Option<u64> {
         .map(str::to_string)
         .or_else(|| req.common.header("Park-Timeout").map(str::to_string))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The SDP offer of an INVITE: `Ok(None)` when it has none (parkd then offers in its 2xx); an error status when
-/// it cannot be used.
-pub(super) fn read_offer(req: &Request) -> Result<Option<RemoteSdp>, (u16, &'static str)> {
-    if req.common.body.is_empty() {
-        return Ok(None);
-    }
-    let is_sdp = req.common.content_type.as_deref().is_none_or(|ct| ct.trim().to_ascii_lowercase().starts_with("application/sdp"));
-    if !is_sdp {
-        return Err((415, "Unsupported Media Type"));
-    }
-    let remote = sdp::parse_sdp(&req.common.body).map_err(|_| (488u16, "Not Acceptable Here"))?;
-    if sdp::choose_codec(&remote, &CODECS).is_none() {
-        return Err((488, "Not Acceptable Here: PCMU or PCMA required"));
-    }
-    Ok(Some(remote))
 }

@@ -3,36 +3,20 @@
 //! every `keepalive_interval` seconds to each parked party (as Asterisk's and FreeSWITCH's keepalives do): any
 //! answer means alive; `481` (the dialog is gone) or no answer at all (`408`, Timer F) ends the parked call.
 
-use super::call_timers::CallTimer;
-use super::legs::{CallRef, CallState};
-use super::{ClientPurpose, Core};
+use super::ids::CallRef;
+use super::{Purpose, Core};
 use crate::sip::Method;
 use crate::time::Time;
-use std::time::Duration;
 
 impl Core {
-    /// Arms the next keepalive of parked call `call` (no-op when the lot's interval is 0).
-    pub(super) fn arm_keepalive(&mut self, now: Time, call: CallRef) {
-        let interval = self.calls.get(&call).and_then(|c| self.lots.get(c.lot)).map(|l| l.cfg.keepalive_interval).unwrap_or(0);
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        c.keepalive_at = (interval > 0).then(|| now + Duration::from_secs(interval));
-        if let Some(at) = c.keepalive_at {
-            self.call_timers.arm(at, call, CallTimer::Keepalive);
-        }
-    }
-
     /// The keepalive deadline fired: send OPTIONS in the parked dialog and arm the next one.
     pub(super) fn send_keepalive(&mut self, now: Time, call: CallRef) {
-        let Some(leg_id) = self.calls.get(&call).filter(|c| c.state == CallState::Parked).map(|c| c.parked) else { return };
-        let branch = self.new_branch();
-        let local = self.local_addr;
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
-        let contact = crate::sip::NameAddr::new(crate::sip::Uri::from_addr(Some("parkd"), local));
-        let options = leg.dialog.request(Method::Options, local, &branch, &contact);
+        let Some(leg_id) = self.parking.get(call).map(|c| c.parked) else { return };
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
+        let options = self.ep.request_in(&mut leg.dialog, Method::Options);
         let hop = leg.dialog.next_hop;
-        let id = self.txn.send_request(now, hop, &options);
-        self.client_txns.insert(id, ClientPurpose::Keepalive(call));
-        self.arm_keepalive(now, call);
+        self.ep.send(now, hop, &options, Purpose::Keepalive(call));
+        self.parking.arm_keepalive(now, call);
     }
 
     /// The keepalive's outcome: 481 or a timeout (408) means the parked party is gone.
@@ -40,7 +24,7 @@ impl Core {
         if status != 481 && status != 408 {
             return;
         }
-        let Some(c) = self.calls.get(&call).filter(|c| c.state == CallState::Parked) else { return };
+        let Some(c) = self.parking.get(call) else { return };
         let leg = c.parked;
         tracing::info!(orbit = %c.orbit_name, status, "parked party no longer answers in its dialog; ending the parked call");
         self.end_leg(now, leg, true);

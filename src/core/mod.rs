@@ -1,65 +1,65 @@
 //! The sans-IO core: one SIP endpoint holding every dialog and parked call of a worker.
 //!
-//! Driving contract (str0m/quinn style):
-//! * feed input with [`Core::handle_sip`] (a datagram or a framed TCP message) and [`Core::handle_timeout`];
-//! * after each, drain [`Core::poll_output`] until it returns `None`;
-//! * sleep until [`Core::poll_timeout`] (an O(1) peek), then call `handle_timeout` — early or repeated calls
-//!   do nothing.
+//! How to drive it — inputs with `now`, outputs drained until `None`, `poll_timeout` with its reason — is the
+//! engine contract, documented in one place: [`contract`].
 //!
 //! The core never reads a clock, spawns or touches a socket: time comes in as `now`, and everything it wants
 //! done comes out as [`Output`] (bytes to send, media to start or stop, events to report).
+//!
+//! # Layout
+//! **Rooms** own the state, as plain data, each with a small API (the directories, and `endpoint.rs`):
+//! [`endpoint`] (transactions and their purposes, ids, the output queue), [`admission`] (who may do what:
+//! limits, access lists, digest, drain),
+//! [`dialogs`] (call legs), [`parking`] (lots, orbits, parked calls, recall rounds, keepalives),
+//! [`bridging`] (bridged pairs, the calls parkd makes, `dial_allow`) and [`blf`] (subscriptions).
+//! [`Core`] holds one of each and routes inputs through them; its routing is split by flow, one file each:
+//! * `inbound.rs`: a message from the network → the transaction layer → by method and dialog;
+//! * `invite.rs`: a new INVITE → park or retrieve; `session.rs`: re-INVITEs, media, hang-ups;
+//! * `recall.rs` (+ `keepalive.rs`): the call timers, recall rounds and the recalls' outcomes;
+//! * `transfer.rs`: REFER and the attended-park swap; `originate.rs`: calls parkd makes; `commands.rs`: the API;
+//! * `subscribe.rs`: SUBSCRIBE checks before the BLF room; `gate.rs`, `proxy.rs`: the checks a request passes
+//!   (admission, digest, proxy trust, drain);
+//! * `orbit_view.rs`, `snapshot.rs`: read-only views for watchers and the HTTP API.
 
 pub mod admission;
-mod auth;
-mod blf;
-mod call_timers;
+pub mod blf;
+pub mod bridging;
 pub mod commands;
-pub mod dial_allow;
+pub mod contract;
+pub mod dialogs;
+pub mod endpoint;
 mod events;
 mod gate;
+pub mod ids;
 mod inbound;
 mod invite;
 mod keepalive;
-pub mod legs;
 pub mod orbit_view;
 mod originate;
+pub mod parking;
 mod proxy;
 mod recall;
 mod reply;
 mod session;
+mod subscribe;
 pub mod snapshot;
 mod transfer;
 
 pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
+pub use contract::{Output, Wake};
 pub use events::ParkEvent;
 pub use originate::OriginateError;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
-pub use legs::{CallRef, LegId};
+pub use events::{ParkHow, RecallTarget};
+pub use ids::{CallRef, LegId};
 
 use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
-use crate::media::MediaCommand;
-use crate::park::lot::{Dialed, Lot};
 use crate::park::port_shards::PortShards;
-use crate::sip::{NameAddr, Peer, Transport, Uri};
+use crate::sip::{NameAddr, Peer};
 use crate::time::Time;
-use crate::txn::{TimerConfig, TxnLayer, TxnOutput};
-use bytes::Bytes;
-use legs::{Leg, ParkedCall};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-
-/// What the core asks its driver to do.
-#[derive(Debug)]
-pub enum Output {
-    /// Send these bytes to that peer (UDP datagram, or on/over a TCP connection to it).
-    Sip { to: Peer, bytes: Bytes },
-    /// Start, change or stop media on the media plane.
-    Media(MediaCommand),
-    /// Something a person or an application may want to know (logged, counted, streamed).
-    Event(ParkEvent),
-}
+use crate::txn::TimerConfig;
+use endpoint::Purpose;
+use rand::Rng;
 
 /// Counts of live state, for tests and metrics: all return to zero when every call has ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,61 +85,22 @@ pub struct Stats {
     pub retransmissions: crate::txn::TxnStats,
 }
 
-/// Why a client transaction was started, so its outcome can be routed.
-#[derive(Clone, Debug)]
-enum ClientPurpose {
-    /// A BYE that ends a leg parkd already forgot.
-    Bye,
-    /// A NOTIFY (REFER progress); its outcome changes nothing.
-    Notify,
-    /// A CANCEL of a recall parkd gave up on.
-    Cancel,
-    /// The recall INVITE of a parked call, still ringing.
-    Recall(CallRef),
-    /// An in-dialog OPTIONS checking that a parked party is still there.
-    Keepalive(CallRef),
-    /// A recall INVITE that was answered: 2xx retransmissions are re-ACKed from this leg.
-    RecallAnswered { leg: LegId },
-    /// A recall INVITE parkd gave up on.
-    OrphanRecall,
-    /// A BLF NOTIFY of that subscription.
-    BlfNotify(blf::SubId),
-}
-
 pub struct Core {
     server: ServerConfig,
-    lots: Vec<Lot<CallRef>>,
-    txn: TxnLayer,
+    /// parkd's SIP endpoint: transactions and their purposes, ids, its own address, the output queue.
+    ep: endpoint::Endpoint,
     ports: PortShards,
-    rng: SmallRng,
-    // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole leg or call.
-    legs: HashMap<LegId, Box<Leg>>,
-    calls: HashMap<CallRef, Box<ParkedCall>>,
-    dialogs: HashMap<crate::dialog::DialogKey, LegId>,
-    client_txns: HashMap<crate::txn::ClientTxnId, ClientPurpose>,
-    /// 2xx responses waiting for their ACK, by INVITE transaction.
-    pending_acks: HashMap<crate::txn::ServerTxnId, LegId>,
+    /// Call legs: one dialog each and its media (the dialogs room).
+    dialogs: dialogs::Dialogs,
+    /// Lots, orbits, parked calls and their deadlines (the parking room).
+    parking: parking::Parking,
     stats: Stats,
-    call_timers: call_timers::CallTimers,
-    /// BLF subscriptions, their indexes and expiry heap.
-    blf: blf::Subscriptions,
-    /// Key of parkd's stateless Digest nonces (drawn from the RNG at start).
-    nonce_key: auth::NonceKey,
-    orphans: HashMap<crate::txn::ClientTxnId, recall::OrphanRecall>,
-    /// The outbound proxy as a Route entry and its address.
-    outbound_proxy: Option<(NameAddr, Peer)>,
-    /// The latest `now` seen, for work triggered from inside output draining.
-    last_now: Time,
-    next_id: u64,
-    out: VecDeque<Output>,
-    /// parkd's own sent-by and Contact.
-    local_addr: SocketAddr,
-    /// Drain mode: new parks are refused with 503 (see proxy.rs).
-    draining: bool,
+    /// BLF subscriptions, their NOTIFY sequencing, indexes and expiry heap (the BLF room).
+    blf: blf::Blf,
+    /// Bridged calls, the calls parkd makes for parked ones, `dial_allow` (the bridging room).
+    bridging: bridging::Bridging,
     /// Per-source limits, scanner drops and refusal counts (the admission room).
     admission: admission::Admission,
-    /// `[http] dial_allow`: where applications may make parkd dial besides what it already calls (dial_allow.rs).
-    dial_allow: Vec<crate::config::DialPattern>,
 }
 
 impl Core {
@@ -154,80 +115,66 @@ impl Core {
             uri.params.set("lr", None);
             Some((NameAddr::new(uri), hop))
         });
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let nonce_key = auth::NonceKey(rng.gen());
-        let draining = server.drain;
-        let admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
+        let mut ep = endpoint::Endpoint::new(timers, seed, local_addr, server.advertised_ip(), outbound_proxy);
+        let mut admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
+        admission.set_nonce_key(admission::NonceKey(ep.rng().gen()));
+        admission.set_draining(server.drain);
         Core {
             server,
-            lots: lots.into_iter().map(Lot::new).collect(),
-            txn: TxnLayer::new(timers),
+            ep,
             ports,
-            rng,
-            legs: HashMap::new(),
-            calls: HashMap::new(),
-            dialogs: HashMap::new(),
-            client_txns: HashMap::new(),
-            pending_acks: HashMap::new(),
+            dialogs: dialogs::Dialogs::default(),
+            parking: parking::Parking::new(lots),
             stats: Stats::default(),
-            call_timers: call_timers::CallTimers::default(),
-            blf: blf::Subscriptions::default(),
-            nonce_key,
-            orphans: HashMap::new(),
-            outbound_proxy,
-            last_now: Time::ZERO,
-            next_id: 1,
-            out: VecDeque::new(),
-            local_addr,
-            draining,
+            blf: blf::Blf::default(),
+            bridging: bridging::Bridging::default(),
             admission,
-            dial_allow: Vec::new(),
         }
     }
 
     /// Applies `[limits]` and `[access]` (a new core starts with their defaults). Call before any traffic:
     /// what the room tracked so far is forgotten.
     pub fn set_limits(&mut self, limits: &LimitsConfig, access: &AccessConfig) {
-        self.admission = admission::Admission::new(limits, access, &self.server.trusted_proxies);
+        self.admission.set_limits(limits, access);
     }
 
-    /// The next output, if any. Drain fully after every `handle_*` call.
+    /// The next output, if any. Drain until `None` after every `handle_*` call (see [`contract`]).
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some(o) = self.out.pop_front() {
-            return Some(o);
-        }
-        while let Some(t) = self.txn.poll_output() {
-            match t {
-                TxnOutput::Transmit { to, bytes } => return Some(Output::Sip { to, bytes }),
-                TxnOutput::Event(ev) => {
-                    self.on_txn_event(ev);
-                    if let Some(o) = self.out.pop_front() {
-                        return Some(o);
-                    }
-                }
-            }
-        }
-        None
+        self.ep.poll_output()
     }
 
-    /// When `handle_timeout` should next be called.
-    pub fn poll_timeout(&self) -> Option<Time> {
-        [self.txn.poll_timeout(), self.call_timers.next(), self.blf.next_expiry()].into_iter().flatten().min()
+    /// When [`Core::handle_timeout`] should next be called, and why: the earliest deadline of the transaction
+    /// layer and the rooms (a peek of each one's queue; possibly a cancelled one, waking early is harmless).
+    pub fn poll_timeout(&self) -> Option<(Time, Wake)> {
+        contract::earliest([
+            self.ep.txn.poll_timeout().map(|t| (t, Wake::Transaction)),
+            self.parking.poll_timeout(),
+            self.bridging.poll_timeout(),
+            self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
+        ])
     }
 
     /// Fires every deadline that is due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Time) {
-        self.last_now = self.last_now.max(now);
-        self.txn.handle_timeout(now);
-        while let Some((at, call, kind)) = self.call_timers.pop_due(now) {
-            self.on_call_timer(now, at, call, kind);
+        self.ep.txn.handle_timeout(now);
+        self.call_timeouts(now);
+        let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        self.blf.handle_timeout(&mut self.ep, now, &orbits);
+        self.settle(now);
+    }
+
+    /// Ends every `handle_*` call: what the transaction layer queued is moved to the output queue in order, and
+    /// what it reported (a client transaction timed out, a 2xx was never ACKed) is acted on now, with the
+    /// input's `now`, until the layer has nothing more to say.
+    fn settle(&mut self, now: Time) {
+        while let Some(ev) = self.ep.next_txn_event() {
+            self.on_txn_event(now, ev);
         }
-        self.blf_handle_timeout(now);
     }
 
     /// The core's counters, with the transaction layer's retransmission counts.
     pub fn stats(&self) -> Stats {
-        Stats { retransmissions: self.txn.stats(), ..self.stats }
+        Stats { retransmissions: self.ep.txn.stats(), ..self.stats }
     }
 
     /// Replaces the outbound proxy (tests build cores without a config file).
@@ -237,25 +184,27 @@ impl Core {
         let addr = crate::dialog::uri_addr(&uri).expect("proxy ip");
         let hop = Peer { transport: uri.transport(), addr };
         uri.params.set("lr", None);
-        self.outbound_proxy = Some((NameAddr::new(uri), hop));
+        self.ep.outbound_proxy = Some((NameAddr::new(uri), hop));
     }
 
     /// Replaces a lot's `allow_park` networks.
     #[cfg(test)]
     pub(crate) fn set_allow_park_for_tests(&mut self, lot: usize, nets: Vec<ipnet::IpNet>) {
-        self.lots[lot].cfg.allow_park = Some(nets);
+        if let Some(cfg) = self.parking.cfg_mut(lot) {
+            cfg.allow_park = Some(nets);
+        }
     }
 
     /// Live state counts (tests assert they return to zero).
     pub fn live(&self) -> Live {
-        let (server_txns, client_txns) = self.txn.live();
+        let (server_txns, client_txns) = self.ep.txn.live();
         Live {
-            legs: self.legs.len(),
-            calls: self.calls.len(),
+            legs: self.dialogs.len(),
+            calls: self.parking.len() + self.bridging.len(),
             server_txns,
             client_txns,
             rtp_ports_in_use: self.ports.in_use(),
-            orbits_occupied: self.lots.iter().map(|l| l.occupied()).sum(),
+            orbits_occupied: self.parking.orbits_occupied(),
             subscriptions: self.blf.len(),
             admission_holds: self.admission.holds(),
         }
@@ -263,36 +212,9 @@ impl Core {
 
     /// Each lot's name, number of orbits and how many are occupied.
     pub fn lot_summary(&self) -> Vec<(String, usize, usize)> {
-        self.lots.iter().map(|l| (l.name().to_string(), l.capacity(), l.occupied())).collect()
+        self.parking.lots().map(|l| (l.name().to_string(), l.capacity(), l.occupied())).collect()
     }
 
-    fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
-    }
-
-    fn new_tag(&mut self) -> String {
-        format!("{:016x}", self.rng.gen::<u64>())
-    }
-
-    fn new_branch(&mut self) -> String {
-        format!("{}{:016x}", proxy::BRANCH_MARK, self.rng.gen::<u64>())
-    }
-
-    /// parkd's Contact for a dialog on `transport`.
-    fn contact(&self, transport: Transport) -> NameAddr {
-        let mut uri = Uri::from_addr(Some("parkd"), self.local_addr);
-        if transport == Transport::Tcp {
-            uri.params.set("transport", Some("tcp"));
-        }
-        NameAddr::new(uri)
-    }
-
-    /// Which lot a Request-URI user part belongs to, and what it means there (park code or orbit).
-    fn lookup_number(&self, user: &str) -> Option<(usize, Dialed)> {
-        self.lots.iter().enumerate().find_map(|(i, lot)| lot.dialed(user).map(|d| (i, d)))
-    }
 }
 
 #[cfg(test)]
@@ -315,3 +237,5 @@ mod auth_tests;
 mod command_tests;
 #[cfg(test)]
 mod gate_tests;
+#[cfg(test)]
+mod plain_data_tests;

@@ -1,8 +1,16 @@
 //! A read-only view of orbits for watchers (BLF subscriptions, the HTTP API), and the one hook the engine
 //! calls whenever an orbit's state may have changed.
+//!
+//! What an orbit shows comes from three rooms: the parking room (which call is parked there, since when, its
+//! recall deadline), the dialogs room (the parked party and its dialog's tags) and the bridging room (whether a
+//! recall or unpark is ringing for it). [`Orbits`] borrows the three, read-only.
 
-use super::legs::{CallState, RecallTarget};
+use super::bridging::Bridging;
+use super::dialogs::Dialogs;
+use super::events::RecallTarget;
+use super::parking::Parking;
 use super::Core;
+use crate::ids::CallId;
 use crate::park::lot::OrbitIdx;
 use crate::sip::NameAddr;
 use crate::time::Time;
@@ -29,7 +37,7 @@ pub struct ParkedView {
     /// The recall ringing now, if any.
     pub recalling: Option<RecallTarget>,
     /// The parked dialog: Call-ID, parkd's tag, the parked party's tag (RFC 3891 Replaces from parkd's side).
-    pub call_id: String,
+    pub call_id: CallId,
     pub local_tag: String,
     pub remote_tag: String,
 }
@@ -37,17 +45,17 @@ pub struct ParkedView {
 impl Core {
     /// Number of lots.
     pub fn lot_count(&self) -> usize {
-        self.lots.len()
+        self.parking.lots().count()
     }
 
     /// The lot's configuration.
     pub fn lot_config(&self, lot: usize) -> Option<&crate::config::LotConfig> {
-        self.lots.get(lot).map(|l| &l.cfg)
+        self.parking.lot(lot).map(|l| &l.cfg)
     }
 
     /// Which lot and orbit a dialed number names (`None` for park codes and unknown numbers).
     pub fn find_orbit(&self, user: &str) -> Option<(usize, OrbitIdx)> {
-        match self.lookup_number(user) {
+        match self.parking.lookup(user) {
             Some((lot, crate::park::lot::Dialed::Orbit(i))) => Some((lot, i)),
             _ => None,
         }
@@ -55,12 +63,36 @@ impl Core {
 
     /// The state of orbit `orbit` of lot `lot` (Free for out-of-range indices).
     pub fn orbit_state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
-        let Some(call) = self.lots.get(lot).and_then(|l| l.occupant(orbit)) else { return OrbitState::Free };
-        let Some(c) = self.calls.get(&call) else { return OrbitState::Free };
-        if c.state != CallState::Parked {
-            return OrbitState::Free;
-        }
-        let Some(leg) = self.legs.get(&c.parked) else { return OrbitState::Free };
+        self.orbits().state(lot, orbit)
+    }
+
+    /// A read-only view of the orbits.
+    pub(super) fn orbits(&self) -> Orbits<'_> {
+        Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging }
+    }
+
+    /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
+    /// recall started or ended). Watchers (BLF) and the admission room (who holds the orbit) hook in here.
+    pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
+        self.admission_orbit_changed(now, lot, orbit);
+        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        self.blf.orbit_changed(&mut self.ep, now, lot, orbit, &orbits);
+    }
+}
+
+/// The orbits as the rooms that know about them describe them (read-only borrows of each).
+pub struct Orbits<'a> {
+    pub parking: &'a Parking,
+    pub dialogs: &'a Dialogs,
+    pub bridging: &'a Bridging,
+}
+
+impl Orbits<'_> {
+    /// The state of orbit `orbit` of lot `lot` (Free for out-of-range indices).
+    pub fn state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
+        let Some(call) = self.parking.parked_in(lot, orbit) else { return OrbitState::Free };
+        let Some(c) = self.parking.get(call) else { return OrbitState::Free };
+        let Some(leg) = self.dialogs.get(c.parked) else { return OrbitState::Free };
         let mut parked = leg.dialog.remote.clone();
         parked.params = Default::default();
         OrbitState::Parked(ParkedView {
@@ -68,17 +100,10 @@ impl Core {
             parker: c.parker.clone(),
             since: c.parked_at,
             recall_at: c.recall_at,
-            recalling: c.recall.as_ref().map(|r| r.target),
+            recalling: self.bridging.ringing(call).map(|r| r.target),
             call_id: leg.dialog.call_id.clone(),
             local_tag: leg.dialog.local_tag().to_string(),
             remote_tag: leg.dialog.remote_tag().to_string(),
         })
-    }
-
-    /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
-    /// recall started or ended). Watchers (BLF) and the admission room (who holds the orbit) hook in here.
-    pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
-        self.admission_orbit_changed(now, lot, orbit);
-        self.blf_orbit_changed(now, lot, orbit);
     }
 }

@@ -2,9 +2,10 @@
 //! application asked for. One INVITE builder and sender for all of them, so every such call goes through the
 //! outbound proxy, offers the same SDP and is tracked, cancelled and bridged the same way.
 
-use super::call_timers::CallTimer;
-use super::legs::{CallRef, Recall, RecallTarget};
-use super::{ClientPurpose, Core};
+use super::bridging::{OutgoingInvite, Recall};
+use super::events::RecallTarget;
+use super::ids::CallRef;
+use super::{Core, Purpose};
 use crate::dialog::uri_addr;
 use crate::media::Codec;
 use crate::sdp::{self, Direction, LocalSdp};
@@ -33,7 +34,7 @@ pub(super) struct OriginateSpec {
     pub from_display: String,
     /// Extra headers in order (Alert-Info, History-Info, Park-Recall, ...).
     pub headers: Vec<(&'static str, String)>,
-    /// How long parkd lets it ring before giving up (the `RecallRing` call timer).
+    /// How long parkd lets it ring before giving up (the bridging room's ring deadline).
     pub ring: Duration,
     /// Recorded in the call's [`Recall`] so the outcome is routed (recall rounds vs. API unpark).
     pub target: RecallTarget,
@@ -44,11 +45,11 @@ impl Core {
     /// SDP offer on a fresh RTP port, arms the ring timer and records it as the call's ringing [`Recall`].
     /// The answer is bridged to the parked party by the recall response handling.
     pub(super) fn originate(&mut self, now: Time, call: CallRef, spec: OriginateSpec) -> Result<(), OriginateError> {
-        let Some(c) = self.calls.get(&call) else { return Err(OriginateError::NoCall) };
+        let Some(c) = self.parking.get(call) else { return Err(OriginateError::NoCall) };
         let orbit = c.orbit_name.clone();
         let mut target_uri = spec.to;
         target_uri.params.remove("tag");
-        let next_hop = match (&self.outbound_proxy, uri_addr(&target_uri)) {
+        let next_hop = match (&self.ep.outbound_proxy, uri_addr(&target_uri)) {
             (Some((_, hop)), _) => *hop,
             (None, Some(addr)) => Peer { transport: target_uri.transport(), addr },
             (None, None) => {
@@ -62,25 +63,26 @@ impl Core {
         };
         // The parked party as the destination should see it (a trusted P-Asserted-Identity wins, see proxy.rs).
         let parked = self.parked_identity(call);
-        let local_sdp = LocalSdp { session_id: self.rng.gen::<u32>() as u64, version: 1, ip: self.server.advertised_ip(), port: media_leg.port() };
+        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
         let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
 
-        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.local_addr));
+        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.ep.local_addr));
         from.display = Some(spec.from_display);
-        let from = from.with_tag(&self.new_tag());
-        let branch = self.new_branch();
+        let from = from.with_tag(&self.ep.new_tag());
+        let branch = self.ep.new_branch();
+        let via_addr = self.ep.local_addr;
         let mut invite = Request {
             method: Method::Invite,
             uri: target_uri.clone(),
             common: Common {
                 max_forwards: Some(70),
-                contact: vec![self.contact(next_hop.transport)],
-                route: self.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
+                contact: vec![self.ep.contact(next_hop.transport)],
+                route: self.ep.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
                 ..Common::new(
-                    vec![Via::new(next_hop.transport, self.local_addr, &branch)],
+                    vec![Via::new(next_hop.transport, self.ep.local_addr, &branch)],
                     from,
                     NameAddr::new(target_uri.clone()),
-                    format!("recall-{:016x}@{}", self.rng.gen::<u64>(), self.local_addr.ip()),
+                    format!("recall-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_addr.ip()),
                     CSeq { seq: 1, method: Method::Invite },
                 )
             },
@@ -97,17 +99,14 @@ impl Core {
         c.push_header("User-Agent", super::reply::PRODUCT);
         c.set_body("application/sdp", body);
 
-        let txn = self.txn.send_request(now, next_hop, &invite);
-        self.client_txns.insert(txn, ClientPurpose::Recall(call));
+        let txn = self.ep.send(now, next_hop, &invite, Purpose::Recall(call));
         let ring_until = now + spec.ring;
-        self.call_timers.arm(ring_until, call, CallTimer::RecallRing);
         let target = spec.target;
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.recall = Some(Box::new(Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false }));
-            if let Some(o) = c.orbit {
-                let lot = c.lot;
-                self.orbit_changed(now, lot, o);
-            }
+        let invite = OutgoingInvite::of(invite, via_addr, next_hop.transport, branch);
+        self.bridging.ring(call, Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false });
+        if let Some(c) = self.parking.get(call) {
+            let (lot, o) = (c.lot, c.orbit);
+            self.orbit_changed(now, lot, o);
         }
         tracing::info!(%orbit, to = %target_uri, via = %next_hop.addr, ?target, "outgoing call started");
         Ok(())

@@ -12,7 +12,7 @@
 //!   still parked here must keep reaching this instance, so a dispatcher must not take it out of service;
 //!   a proxy retries a 503'd park on another parkd (Kamailio: `failure_route` + `ds_next_dst`).
 
-use super::legs::CallRef;
+use super::ids::CallRef;
 use super::Core;
 use crate::dialog::uri_addr;
 use crate::sip::{NameAddr, Peer, Request};
@@ -29,15 +29,15 @@ impl Core {
     /// Turns drain mode on or off. While draining, new parks are refused with 503 + Retry-After; everything
     /// already under way (parked calls, their recalls, retrieves) continues.
     pub fn set_draining(&mut self, on: bool) {
-        if self.draining != on {
+        if self.admission.is_draining() != on {
             tracing::info!(draining = on, "drain mode {}", if on { "on: new parks are refused" } else { "off" });
         }
-        self.draining = on;
+        self.admission.set_draining(on);
     }
 
     /// Whether drain mode is on.
     pub fn is_draining(&self) -> bool {
-        self.draining
+        self.admission.is_draining()
     }
 
     /// Proxy-related checks on a new request, before it is dispatched: loop detection (482) and consuming
@@ -45,7 +45,7 @@ impl Core {
     pub(super) fn accept_routed(&mut self, now: Time, txn: ServerTxnId, req: &mut Request) -> bool {
         if self.looped(req) {
             tracing::warn!(call_id = %req.common.call_id, "request looped back to parkd");
-            self.respond(now, txn, req, 482, None, None, |_| {});
+            self.ep.respond(now, txn, req, 482, None, None, |_| {});
             return false;
         }
         self.consume_own_routes(req);
@@ -66,15 +66,15 @@ impl Core {
     fn looped(&self, req: &Request) -> bool {
         req.common.via.iter().any(|v| {
             v.branch().is_some_and(|b| b.starts_with(BRANCH_MARK))
-                && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.local_addr.ip())
-                && v.port.unwrap_or(5060) == self.local_addr.port()
+                && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.ep.local_addr.ip())
+                && v.port.unwrap_or(5060) == self.ep.local_addr.port()
         })
     }
 
     /// Whether a Route entry names parkd (its advertised or listening address and port).
     fn names_me(&self, route: &NameAddr) -> bool {
         uri_addr(&route.uri).is_some_and(|a| {
-            a == self.local_addr || (a.port() == self.server.listen.port() && a.ip() == self.server.listen.ip())
+            a == self.ep.local_addr || (a.port() == self.server.listen.port() && a.ip() == self.server.listen.ip())
         })
     }
 
@@ -101,27 +101,23 @@ impl Core {
     /// Who the parked party of `call` is, for P-Asserted-Identity in retrieves and recalls: the identity a
     /// trusted proxy asserted when it was parked, else its From (without tag).
     pub(super) fn parked_identity(&self, call: CallRef) -> Option<NameAddr> {
-        let c = self.calls.get(&call)?;
+        let c = self.parking.get(call)?;
         if let Some(id) = &c.asserted_identity {
             return Some(id.clone());
         }
-        self.legs.get(&c.parked).map(|l| {
-            let mut id = l.dialog.remote.clone();
-            id.params = Default::default();
-            id
-        })
+        self.dialogs.remote_identity(c.parked)
     }
 
     /// Refuses a new park while draining: 503 with Retry-After, reported as an event.
     pub(super) fn refuse_draining(&mut self, now: Time, txn: ServerTxnId, req: &Request) {
         tracing::info!(number = req.uri.user.as_deref().unwrap_or(""), "draining: park refused");
-        self.out.push_back(super::Output::Event(super::ParkEvent::Refused {
+        self.ep.emit(super::ParkEvent::Refused {
             number: req.uri.user.clone().unwrap_or_default(),
             status: 503,
             reason: "Draining".into(),
-            call_id: req.common.call_id.clone(),
-        }));
-        self.respond(now, txn, req, 503, Some("Service Unavailable: Draining"), None, |r| {
+            call_id: req.common.call_id.as_str().into(),
+        });
+        self.ep.respond(now, txn, req, 503, Some("Service Unavailable: Draining"), None, |r| {
             r.common.push_header("Retry-After", DRAIN_RETRY_AFTER.to_string());
         });
     }

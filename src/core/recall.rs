@@ -5,19 +5,22 @@
 //! A failed round reparks the call for another parking time, up to `recall_rounds` rounds; `hangup` ends it at
 //! once. `max_park_time` ends any call. The parked party hears music throughout and is never dropped silently:
 //! every end is a BYE with a Reason, logged and reported as an event.
+//!
+//! Core's routing between two rooms: the parking room decides (whom a round rings, repark or end: see
+//! `parking::Parking::start_round`), the bridging room holds the outgoing call while it rings and the ones
+//! parkd gave up on (`bridging::Recall`, `bridging::Orphan`).
 
-use super::call_timers::CallTimer;
-use super::legs::{CallRef, CallState, Leg, LegId, LegMedia, LegRole, LegState, Recall, RecallTarget};
+use super::bridging::{Bridge, Orphan, Recall};
+use super::dialogs::{Leg, LegMedia, LegRole, LegState};
+use super::events::RecallTarget;
+use super::ids::{CallRef, LegId};
 use super::originate::OriginateSpec;
-use super::{ClientPurpose, Core, Output, ParkEvent};
-use crate::config::RecallFallback;
+use super::parking::CallTimer;
+use super::{Core, ParkEvent, Purpose};
 use crate::dialog::Dialog;
-use crate::media::Codec;
-use crate::sdp::{self, Direction};
-use crate::sip::{CSeq, Method, Peer, Request, Response, Uri};
+use crate::sip::{Method, Response, Uri};
 use crate::time::Time;
 use crate::txn::{ClientTxnId, ClientVerdict};
-use bytes::Bytes;
 use std::time::Duration;
 
 /// RFC 7462 alert URN for a call-back recall; phones map it (or the lot's extra Alert-Info) to a ring.
@@ -27,83 +30,48 @@ pub const PARK_RECALL_HEADER: &str = "Park-Recall";
 /// RFC 3326 Reason for a recall CANCEL / late-answer BYE when someone else took the call.
 const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 
-/// A recall parkd gave up on (retrieved meanwhile, parked party gone, rang too long) whose INVITE may still be
-/// answered: it is CANCELled once that is allowed, and a late 2xx is ACKed and BYEd (RFC 3261 §9.1, §15).
-#[derive(Clone, Debug)]
-pub(super) struct OrphanRecall {
-    invite: Request,
-    next_hop: Peer,
-    cancel_sent: bool,
-    /// Someone else took the call (a retrieve, a swap): the CANCEL / BYE say so with
-    /// `Reason: SIP;cause=200;text="Call completed elsewhere"` (RFC 3326), so the parker's phone does not log a
-    /// missed call. Not for a recall that simply went unanswered or a call that ended.
-    completed_elsewhere: bool,
-}
-
 impl Core {
-    /// Arms a newly parked call's recall and maximum-park deadlines.
-    pub(super) fn arm_park_timers(&mut self, now: Time, call: CallRef) {
-        let lot_max = self.calls.get(&call).and_then(|c| self.lots.get(c.lot)).map(|l| l.cfg.max_park_time).unwrap_or(0);
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        c.recall_at = c.parking_time.map(|d| now + d);
-        c.expires_at = (lot_max > 0).then(|| now + Duration::from_secs(lot_max));
-        if let Some(t) = c.recall_at {
-            self.call_timers.arm(t, call, CallTimer::Recall);
-        }
-        if let Some(t) = c.expires_at {
-            self.call_timers.arm(t, call, CallTimer::MaxPark);
-        }
-        self.arm_keepalive(now, call);
-    }
-
-    /// A call-level deadline fired. Stale entries (re-armed or finished calls) are ignored.
-    pub(super) fn on_call_timer(&mut self, now: Time, at: Time, call: CallRef, kind: CallTimer) {
-        let Some(c) = self.calls.get(&call) else { return };
-        if c.state != CallState::Parked {
-            return;
-        }
-        match kind {
-            CallTimer::Recall if c.recall_at == Some(at) && c.recall.is_none() => {
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.recall_at = None;
+    /// Fires the call-level deadlines due at `now` in the order of time, whichever room holds them: a recall
+    /// round, the maximum park time, a keepalive (parking room), a recall that rang long enough (bridging room).
+    pub(super) fn call_timeouts(&mut self, now: Time) {
+        loop {
+            let parking = self.parking.next_due(now);
+            let ring = self.bridging.next_due(now);
+            // The same order one queue of (time, call, kind) would give, recall rings ranking after recalls.
+            let ring_first = match (parking, ring) {
+                (Some((pt, pc, pk)), Some((rt, rc))) => (rt, rc, 1) < (pt, pc, if pk == CallTimer::Recall { 0 } else { 2 }),
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if ring_first {
+                let Some(due) = self.bridging.pop_due(now) else { break };
+                if let Some(call) = due {
+                    let target = self.bridging.ringing(call).map(|r| r.target).unwrap_or(RecallTarget::Parker);
+                    self.stop_recall(now, call);
+                    self.recall_failed(now, call, target, 408);
                 }
-                self.start_round(now, call);
+                continue;
             }
-            CallTimer::RecallRing if c.recall.as_ref().is_some_and(|r| r.ring_until == at) => {
-                let target = c.recall.as_ref().map(|r| r.target).unwrap_or(RecallTarget::Parker);
-                self.stop_recall(now, call);
-                self.recall_failed(now, call, target, 408);
+            let bridging = &self.bridging;
+            let Some(due) = self.parking.pop_due(now, |c| bridging.ringing(c).is_some()) else { break };
+            match due {
+                Some((call, CallTimer::Recall)) => {
+                    let targets = self.parking.start_round(call);
+                    if !targets.into_iter().any(|t| self.start_recall(now, call, t)) {
+                        self.round_failed(now, call);
+                    }
+                }
+                Some((call, CallTimer::MaxPark)) => self.end_parked_call(now, call, "Maximum Park Time Reached"),
+                Some((call, CallTimer::Keepalive)) => self.send_keepalive(now, call),
+                None => {}
             }
-            CallTimer::MaxPark if c.expires_at == Some(at) => {
-                self.end_parked_call(now, call, "Maximum Park Time Reached");
-            }
-            CallTimer::Keepalive if c.keepalive_at == Some(at) => self.send_keepalive(now, call),
-            _ => {}
         }
-    }
-
-    /// Starts a recall round: the parker if known, else the fallback URI, else the round fails at once.
-    fn start_round(&mut self, now: Time, call: CallRef) {
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        c.rounds += 1;
-        let (has_parker, lot, orbit) = (c.parker.is_some(), c.lot, c.orbit_name.clone());
-        let policy = self.lots[lot].cfg.recall_fallback;
-        if has_parker && self.start_recall(now, call, RecallTarget::Parker) {
-            return;
-        }
-        if !has_parker {
-            tracing::info!(%orbit, "parking time over, parker unknown: applying the lot's fallback");
-        }
-        if policy == RecallFallback::FallbackUri && self.start_recall(now, call, RecallTarget::FallbackUri) {
-            return;
-        }
-        self.round_failed(now, call);
     }
 
     /// Sends a recall INVITE to the parker or the fallback URI. False when it cannot be sent (no route, no port).
     fn start_recall(&mut self, now: Time, call: CallRef, target: RecallTarget) -> bool {
-        let Some(c) = self.calls.get(&call) else { return false };
-        let lot = &self.lots[c.lot].cfg;
+        let Some(c) = self.parking.get(call) else { return false };
+        let Some(lot) = self.parking.cfg(c.lot) else { return false };
         let target_uri = match target {
             RecallTarget::Parker => c.parker.as_ref().map(|p| p.uri.without_headers()),
             RecallTarget::FallbackUri => lot.fallback_uri.as_deref().and_then(|u| crate::sip::parse_uri(u).ok()),
@@ -119,7 +87,7 @@ impl Core {
             headers.push(("Alert-Info", extra));
         }
         // RFC 7044 History-Info: the orbit was "called" and is now retargeted back, with the cause as a Reason.
-        let mut orbit_uri = Uri::from_addr(Some(&orbit), self.local_addr);
+        let mut orbit_uri = Uri::from_addr(Some(&orbit), self.ep.local_addr);
         orbit_uri.headers.push(("Reason".into(), "SIP;cause=408;text=\"park callback\"".into()));
         headers.push(("History-Info", format!("<{orbit_uri}>;index=1")));
         headers.push(("History-Info", format!("<{target_uri}>;index=1.1")));
@@ -130,26 +98,26 @@ impl Core {
             return false;
         }
         tracing::info!(%orbit, to = %target_uri, ?target, round, "recall started");
-        self.out.push_back(Output::Event(ParkEvent::RecallStarted { orbit, to: target_uri.to_string(), target, round }));
+        self.ep.emit(ParkEvent::RecallStarted { orbit, to: target_uri.to_string(), target, round });
         true
     }
 
     /// A response to a recall INVITE.
     pub(super) fn on_recall_response(&mut self, now: Time, call: CallRef, txn: ClientTxnId, verdict: ClientVerdict) {
-        let active = self.calls.get(&call).and_then(|c| c.recall.as_ref()).is_some_and(|r| r.txn == txn);
+        let active = self.bridging.ringing(call).is_some_and(|r| r.txn == txn);
         if !active {
             return self.on_orphan_response(now, txn, verdict);
         }
         match verdict {
             ClientVerdict::Provisional(_) => {
-                if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.as_mut()) {
+                if let Some(r) = self.bridging.ringing_mut(call) {
                     r.provisional = true;
                 }
             }
             ClientVerdict::Final(resp) if resp.is_success() => self.recall_answered(now, call, txn, resp),
             ClientVerdict::Final(resp) => {
-                self.client_txns.remove(&txn);
-                let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
+                self.ep.finish(txn);
+                let Some(r) = self.bridging.stop_ringing(call) else { return };
                 self.ports.give_back(r.media_leg);
                 self.recall_failed(now, call, r.target, resp.status);
             }
@@ -158,11 +126,10 @@ impl Core {
 
     /// The recall INVITE timed out (Timer B) or could not be sent.
     pub(super) fn on_recall_timeout(&mut self, now: Time, call: CallRef, txn: ClientTxnId) {
-        self.client_txns.remove(&txn);
-        self.orphans.remove(&txn);
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        if c.recall.as_ref().is_some_and(|r| r.txn == txn) {
-            if let Some(r) = c.recall.take() {
+        self.ep.finish(txn);
+        self.bridging.take_orphan(txn);
+        if self.bridging.ringing(call).is_some_and(|r| r.txn == txn) {
+            if let Some(r) = self.bridging.stop_ringing(call) {
                 self.ports.give_back(r.media_leg);
                 self.recall_failed(now, call, r.target, 408);
             }
@@ -170,45 +137,28 @@ impl Core {
     }
 
     fn recall_answered(&mut self, now: Time, call: CallRef, txn: ClientTxnId, resp: Response) {
-        let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) else { return };
-        let mut dialog = Dialog::as_uac(&r.invite, &resp, r.next_hop);
-        dialog.local_seq = r.invite.common.cseq.seq;
-        let branch = self.new_branch();
-        let contact = self.contact(dialog.next_hop.transport);
-        let ack = dialog.ack(r.invite.common.cseq.seq, self.local_addr, &branch, &contact).encode();
-        self.txn.send_stateless(dialog.next_hop, ack.clone());
-        let remote = sdp::parse_sdp(&resp.common.body).ok();
-        let codec = remote.as_ref().and_then(|s| sdp::choose_codec(s, &[Codec::Pcmu, Codec::Pcma])).unwrap_or(Codec::Pcmu);
-        let media = LegMedia {
-            media_leg: r.media_leg,
-            remote: remote.as_ref().map(|s| s.addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0),
-            codec,
-            dtmf_pt: remote.as_ref().and_then(|s| s.dtmf_pt),
-            peer_direction: remote.as_ref().map(|s| s.direction).unwrap_or(Direction::SendRecv),
-            local_sdp: r.local_sdp,
-            awaiting_answer: false,
-        };
-        let id = LegId(self.next_id());
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        let span = tracing::info_span!("dialog", call_id = %dialog.call_id, orbit = %c.orbit_name, role = ?LegRole::Recall);
-        let freed = c.orbit.take().map(|o| (c.lot, o));
-        if let Some((lot, orbit)) = freed {
-            self.lots[lot].release(orbit, call);
-        }
-        c.state = CallState::Bridged { other: id };
-        let orbit = c.orbit_name.clone();
-        self.dialogs.insert(dialog.key(), id);
-        self.client_txns.insert(txn, ClientPurpose::RecallAnswered { leg: id });
+        let Some(r) = self.bridging.stop_ringing(call) else { return };
+        let mut dialog = Dialog::as_uac(&r.invite.shape(Method::Invite), &resp, r.next_hop);
+        dialog.local_seq = r.invite.cseq;
+        let branch = self.ep.new_branch();
+        let contact = self.ep.contact(dialog.next_hop.transport);
+        let ack = dialog.ack(r.invite.cseq, self.ep.local_addr, &branch, &contact).encode();
+        self.ep.send_stateless(dialog.next_hop, ack.clone());
+        let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
+        let id = LegId(self.ep.next_id());
+        // The parked call leaves its orbit and becomes a bridge to whoever answered.
+        let Some(parked) = self.parking.remove(call) else { return };
+        let orbit = parked.orbit_name.clone();
+        let freed = (parked.lot, parked.orbit);
+        self.bridging.insert(Bridge { id: call, lot: parked.lot, orbit_name: orbit.clone(), parked: parked.parked, other: id, media_mode: parked.media_mode });
+        self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
-        self.legs.insert(
-            id,
-            Box::new(Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, span, uac_ack: Some((r.next_hop, ack)) }),
-        );
+        let uac_ack = Some((r.next_hop, ack.to_vec()));
+        let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack };
+        self.dialogs.insert(leg);
         tracing::info!(%orbit, %to, "recall answered; bridging");
-        self.out.push_back(Output::Event(ParkEvent::RecallAnswered { orbit, by: to, target: r.target }));
-        if let Some((lot, orbit)) = freed {
-            self.orbit_changed(now, lot, orbit);
-        }
+        self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target });
+        self.orbit_changed(now, freed.0, freed.1);
         self.sync_media(call);
     }
 
@@ -217,43 +167,34 @@ impl Core {
         if target == RecallTarget::ApiUnpark {
             return self.unpark_failed(now, call, status);
         }
-        let Some(c) = self.calls.get(&call) else { return };
-        let orbit = c.orbit_name.clone();
-        let policy = self.lots[c.lot].cfg.recall_fallback;
-        if let Some(o) = c.orbit {
-            let lot = c.lot;
-            self.orbit_changed(now, lot, o);
-        }
+        let Some(c) = self.parking.get(call) else { return };
+        let (orbit, lot, o) = (c.orbit_name.clone(), c.lot, c.orbit);
+        self.orbit_changed(now, lot, o);
         tracing::info!(%orbit, status, ?target, "recall not answered");
-        self.out.push_back(Output::Event(ParkEvent::RecallFailed { orbit, status, target }));
-        if target == RecallTarget::Parker && policy == RecallFallback::FallbackUri && self.start_recall(now, call, RecallTarget::FallbackUri) {
-            return;
+        self.ep.emit(ParkEvent::RecallFailed { orbit, status, target });
+        if let Some(next) = self.parking.after_unanswered(call, target) {
+            if self.start_recall(now, call, next) {
+                return;
+            }
         }
         self.round_failed(now, call);
     }
 
     /// Nobody took the call this round: park again for another period, or end the call.
     fn round_failed(&mut self, now: Time, call: CallRef) {
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        let lot = &self.lots[c.lot].cfg;
-        let again = lot.recall_fallback != RecallFallback::Hangup && c.rounds < lot.recall_rounds;
-        match (again, c.parking_time) {
-            (true, Some(period)) => {
-                let at = now + period;
-                c.recall_at = Some(at);
-                let (orbit, round) = (c.orbit_name.clone(), c.rounds);
-                self.call_timers.arm(at, call, CallTimer::Recall);
-                tracing::info!(%orbit, round, "reparked until the next recall");
-                self.out.push_back(Output::Event(ParkEvent::Reparked { orbit, round }));
-            }
-            _ => self.end_parked_call(now, call, "Recall Not Answered"),
+        if !self.parking.repark(now, call) {
+            return self.end_parked_call(now, call, "Recall Not Answered");
         }
+        let Some(c) = self.parking.get(call) else { return };
+        let (orbit, round) = (c.orbit_name.clone(), c.rounds);
+        tracing::info!(%orbit, round, "reparked until the next recall");
+        self.ep.emit(ParkEvent::Reparked { orbit, round });
     }
 
     /// Gives up on the ringing recall of `call` (if any) because someone else took the call: CANCEL it (with
     /// "Call completed elsewhere") now or as soon as it is allowed.
     pub(super) fn abandon_recall(&mut self, now: Time, call: CallRef) {
-        if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) {
+        if let Some(r) = self.bridging.stop_ringing(call) {
             self.cancel_recall(now, r, true);
         }
     }
@@ -261,69 +202,60 @@ impl Core {
     /// Gives up on the ringing recall of `call` (if any) because it rang too long or the call ended: CANCEL it
     /// without claiming the call was completed elsewhere.
     pub(super) fn stop_recall(&mut self, now: Time, call: CallRef) {
-        if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.recall.take()) {
+        if let Some(r) = self.bridging.stop_ringing(call) {
             self.cancel_recall(now, r, false);
         }
     }
 
     /// Releases a recall's port and CANCELs its INVITE now, or once a provisional response allows it.
-    pub(super) fn cancel_recall(&mut self, now: Time, r: Box<Recall>, completed_elsewhere: bool) {
+    fn cancel_recall(&mut self, now: Time, r: Recall, completed_elsewhere: bool) {
         self.ports.give_back(r.media_leg);
-        let mut orphan = OrphanRecall { invite: r.invite, next_hop: r.next_hop, cancel_sent: false, completed_elsewhere };
+        let mut orphan = Orphan { invite: r.invite, next_hop: r.next_hop, cancel_sent: false, completed_elsewhere };
         if r.provisional {
             self.send_cancel(now, &mut orphan);
         }
-        self.client_txns.insert(r.txn, ClientPurpose::OrphanRecall);
-        self.orphans.insert(r.txn, orphan);
+        self.ep.repurpose(r.txn, Purpose::OrphanRecall);
+        self.bridging.orphan(r.txn, orphan);
     }
 
     /// CANCEL for a recall INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, CSeq number, top Via
     /// and Route as the INVITE.
-    fn send_cancel(&mut self, now: Time, orphan: &mut OrphanRecall) {
-        let inv = &orphan.invite;
-        let mut cancel = Request { method: Method::Cancel, uri: inv.uri.clone(), common: inv.common.clone() };
-        cancel.common.via.truncate(1);
-        cancel.common.cseq = CSeq { seq: inv.common.cseq.seq, method: Method::Cancel };
-        cancel.common.headers.clear();
-        cancel.common.contact.clear();
-        cancel.common.content_type = None;
-        cancel.common.body = Bytes::new();
+    fn send_cancel(&mut self, now: Time, orphan: &mut Orphan) {
+        let mut cancel = orphan.invite.shape(Method::Cancel);
         if orphan.completed_elsewhere {
             cancel.common.push_header("Reason", COMPLETED_ELSEWHERE);
         }
-        let id = self.txn.send_request(now, orphan.next_hop, &cancel);
-        self.client_txns.insert(id, ClientPurpose::Cancel);
+        self.ep.send(now, orphan.next_hop, &cancel, Purpose::Cancel);
         orphan.cancel_sent = true;
     }
 
     pub(super) fn on_orphan_response(&mut self, now: Time, txn: ClientTxnId, verdict: ClientVerdict) {
-        let Some(mut orphan) = self.orphans.remove(&txn) else { return };
+        let Some(mut orphan) = self.bridging.take_orphan(txn) else { return };
         match verdict {
             ClientVerdict::Provisional(_) => {
                 if !orphan.cancel_sent {
                     self.send_cancel(now, &mut orphan);
                 }
-                self.orphans.insert(txn, orphan);
+                self.bridging.orphan(txn, orphan);
             }
             ClientVerdict::Final(resp) if resp.is_success() => {
                 // Answered after parkd gave up (e.g. a retrieve won the race): ACK, then BYE (RFC 3261 §15).
-                let mut dialog = Dialog::as_uac(&orphan.invite, &resp, orphan.next_hop);
-                let contact = self.contact(dialog.next_hop.transport);
-                let branch = self.new_branch();
-                let ack = dialog.ack(orphan.invite.common.cseq.seq, self.local_addr, &branch, &contact);
-                self.txn.send_stateless(dialog.next_hop, ack.encode());
-                dialog.local_seq = orphan.invite.common.cseq.seq;
-                let branch = self.new_branch();
-                let mut bye = dialog.request(Method::Bye, self.local_addr, &branch, &contact);
+                let mut dialog = Dialog::as_uac(&orphan.invite.shape(Method::Invite), &resp, orphan.next_hop);
+                let contact = self.ep.contact(dialog.next_hop.transport);
+                let branch = self.ep.new_branch();
+                let ack = dialog.ack(orphan.invite.cseq, self.ep.local_addr, &branch, &contact);
+                self.ep.send_stateless(dialog.next_hop, ack.encode());
+                dialog.local_seq = orphan.invite.cseq;
+                let branch = self.ep.new_branch();
+                let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
                 if orphan.completed_elsewhere {
                     bye.common.push_header("Reason", COMPLETED_ELSEWHERE);
                 }
-                let id = self.txn.send_request(now, dialog.next_hop, &bye);
-                self.client_txns.insert(id, ClientPurpose::Bye);
-                self.client_txns.remove(&txn);
+                self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
+                self.ep.finish(txn);
             }
             ClientVerdict::Final(_) => {
-                self.client_txns.remove(&txn);
+                self.ep.finish(txn);
             }
         }
     }
@@ -331,13 +263,10 @@ impl Core {
     /// Ends a parked call from parkd's side: BYE to the parked party with a Reason, orbit freed, recall cancelled.
     pub(super) fn end_parked_call(&mut self, now: Time, call: CallRef, why: &str) {
         self.stop_recall(now, call);
-        let Some(c) = self.calls.remove(&call) else { return };
-        if let Some(orbit) = c.orbit {
-            self.lots[c.lot].release(orbit, call);
-            self.orbit_changed(now, c.lot, orbit);
-        }
+        let Some(c) = self.parking.remove(call) else { return };
+        self.orbit_changed(now, c.lot, c.orbit);
         tracing::info!(orbit = %c.orbit_name, reason = why, "ending parked call");
-        self.out.push_back(Output::Event(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string() }));
+        self.ep.emit(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string() });
         self.hangup_leg_with_reason(now, c.parked, Some(format!("SIP;cause=408;text=\"{why}\"")));
     }
 }

@@ -1,9 +1,11 @@
 //! What happens to a call's media and legs after the handshake: media commands, re-INVITEs, hang-ups.
 
-use super::legs::{CallState, LegId, LegState, MediaMode, ParkHow};
-use super::{ClientPurpose, Core, Output, ParkEvent};
-use crate::media::{Codec, MediaCommand, MusicId, Prompt};
-use crate::sdp::{self, Direction};
+use super::dialogs::LegState;
+use super::events::ParkHow;
+use super::ids::LegId;
+use super::parking::MediaMode;
+use super::{Core, ParkEvent, Purpose};
+use crate::media::{MediaCommand, MusicId, Prompt};
 use crate::sip::{Method, Peer, Request};
 use crate::time::Time;
 use crate::txn::ServerTxnId;
@@ -11,101 +13,104 @@ use crate::txn::ServerTxnId;
 impl Core {
     /// A media leg for a call that will be bridged to `call`'s parked party (retrieve, recall, API unpark):
     /// in the same media thread's block of ports, since relaying stays within one thread.
-    pub(super) fn port_beside_parked(&mut self, now: Time, call: super::legs::CallRef) -> Option<crate::media::MediaLegId> {
-        match self.calls.get(&call).and_then(|c| self.legs.get(&c.parked)).map(|l| l.media.media_leg) {
+    pub(super) fn port_beside_parked(&mut self, now: Time, call: super::ids::CallRef) -> Option<crate::media::MediaLegId> {
+        match self.parking.get(call).and_then(|c| self.dialogs.get(c.parked)).map(|l| l.media.media_leg) {
             Some(partner) => self.ports.take_beside(now, partner),
             None => self.ports.take(now),
         }
     }
 
     /// Brings the media plane in line with the call's state: hold music while parked (once the parked leg is
-    /// confirmed), a bridge once both legs of a retrieved call are confirmed.
+    /// confirmed), a bridge once both legs of a taken call are confirmed.
     pub(super) fn sync_media(&mut self, call: super::CallRef) {
-        let Some(c) = self.calls.get(&call) else { return };
-        let (parked_id, state, mode, lot) = (c.parked, c.state, c.media_mode, c.lot);
+        if self.parking.get(call).is_some() {
+            self.sync_hold(call);
+        } else {
+            self.sync_bridge(call);
+        }
+    }
+
+    /// Hold music for parked call `call`, once its leg is confirmed and has an address.
+    fn sync_hold(&mut self, call: super::CallRef) {
+        let Some(c) = self.parking.get(call) else { return };
+        if c.media_mode != MediaMode::None {
+            return;
+        }
         // A caller who parked itself (park code, no Referred-By) hears where it went: "parked on 701".
-        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.lots.get(lot).is_some_and(|l| l.cfg.announce_orbit);
+        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.parking.cfg(c.lot).is_some_and(|l| l.announce_orbit);
         let orbit_name = announce.then(|| c.orbit_name.clone());
-        let Some(parked) = self.legs.get(&parked_id) else { return };
+        let lot = c.lot;
+        let Some(parked) = self.dialogs.get(c.parked) else { return };
+        let m = &parked.media;
+        let Some(remote) = m.remote.filter(|_| parked.state == LegState::Confirmed) else { return };
+        let mut cmds = vec![MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) }];
+        if !m.may_send() {
+            cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });
+        }
+        cmds.push(MediaCommand::DtmfPayloadType { leg: m.media_leg, pt: m.dtmf_pt });
+        if let Some(orbit) = orbit_name.as_deref().filter(|_| m.may_send()) {
+            cmds.push(MediaCommand::Announce { leg: m.media_leg, words: Prompt::orbit_announcement(orbit) });
+        }
+        if let Some(c) = self.parking.get_mut(call) {
+            c.media_mode = MediaMode::Hold;
+        }
+        for cmd in cmds {
+            self.ep.media(cmd);
+        }
+    }
+
+    /// The relay of bridge `call`, once both legs are confirmed (the parked one with an address).
+    fn sync_bridge(&mut self, call: super::CallRef) {
+        let Some(b) = self.bridging.get(call).filter(|b| b.media_mode != MediaMode::Bridged) else { return };
+        let (Some(parked), Some(o)) = (self.dialogs.get(b.parked), self.dialogs.get(b.other)) else { return };
         let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
-        let mut cmds = Vec::new();
-        let mut new_mode = mode;
-        match state {
-            CallState::Parked if parked_ready && mode == MediaMode::None => {
-                let m = &parked.media;
-                if let Some(remote) = m.remote {
-                    cmds.push(MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) });
-                    if !m.may_send() {
-                        cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });
-                    }
-                    cmds.push(MediaCommand::DtmfPayloadType { leg: m.media_leg, pt: m.dtmf_pt });
-                    if let Some(orbit) = orbit_name.as_deref().filter(|_| m.may_send()) {
-                        cmds.push(MediaCommand::Announce { leg: m.media_leg, words: Prompt::orbit_announcement(orbit) });
-                    }
-                    new_mode = MediaMode::Hold;
-                }
-            }
-            CallState::Bridged { other } if mode != MediaMode::Bridged => {
-                let Some(o) = self.legs.get(&other) else { return };
-                if parked_ready && o.state == LegState::Confirmed {
-                    if let Some(remote) = o.media.remote {
-                        // The retriever's leg is new to the media plane: describe it, then bridge.
-                        cmds.push(MediaCommand::Update { leg: o.media.media_leg, remote, codec: o.media.codec, send: o.media.may_send() });
-                        cmds.push(MediaCommand::DtmfPayloadType { leg: o.media.media_leg, pt: o.media.dtmf_pt });
-                        cmds.push(MediaCommand::Bridge { a: parked.media.media_leg, b: o.media.media_leg });
-                        new_mode = MediaMode::Bridged;
-                    }
-                }
-            }
-            _ => {}
+        let Some(remote) = o.media.remote.filter(|_| parked_ready && o.state == LegState::Confirmed) else { return };
+        // The other leg is new to the media plane: describe it, then bridge.
+        let cmds = [
+            MediaCommand::Update { leg: o.media.media_leg, remote, codec: o.media.codec, send: o.media.may_send() },
+            MediaCommand::DtmfPayloadType { leg: o.media.media_leg, pt: o.media.dtmf_pt },
+            MediaCommand::Bridge { a: parked.media.media_leg, b: o.media.media_leg },
+        ];
+        if let Some(b) = self.bridging.get_mut(call) {
+            b.media_mode = MediaMode::Bridged;
         }
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.media_mode = new_mode;
+        for cmd in cmds {
+            self.ep.media(cmd);
         }
-        self.out.extend(cmds.into_iter().map(Output::Media));
     }
 
     /// Starts the parking period of `call` (just parked, or re-parked): records it, reports it, arms its recall
     /// and maximum-park deadlines, tells watchers, and starts music if its leg is already confirmed.
-    pub(super) fn start_parking(&mut self, now: Time, call: super::legs::ParkedCall, call_id: String, parked_label: String) {
+    pub(super) fn start_parking(&mut self, now: Time, call: super::parking::ParkedCall, call_id: crate::ids::CallId, parked_label: String) {
         let (id, lot, orbit) = (call.id, call.lot, call.orbit);
-        let lot_name = self.lots[lot].name().to_string();
+        let lot_name = self.parking.lot_name(lot);
         tracing::info!(orbit = %call.orbit_name, lot = %lot_name, parker = ?call.parker.as_ref().map(|p| p.uri.to_string()), how = ?call.how, "parked");
-        self.out.push_back(Output::Event(ParkEvent::Parked {
+        self.ep.emit(ParkEvent::Parked {
             lot: lot_name,
             orbit: call.orbit_name.clone(),
             call_id,
             parked: parked_label,
             parker: call.parker.as_ref().map(|p| p.uri.to_string()),
             how: call.how,
-        }));
-        self.calls.insert(id, Box::new(call));
-        self.arm_park_timers(now, id);
-        if let Some(o) = orbit {
-            self.orbit_changed(now, lot, o);
-        }
+        });
+        self.parking.park(now, call);
+        self.orbit_changed(now, lot, orbit);
         self.sync_media(id);
     }
 
     /// Applies an SDP body from the peer of `leg_id` (an answer in an ACK, or an offer in a re-INVITE).
     /// Returns false when it cannot be used.
     pub(super) fn apply_remote_sdp(&mut self, leg_id: LegId, body: &[u8]) -> bool {
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return false };
-        let Ok(remote) = sdp::parse_sdp(body) else { return false };
-        let prefer: [Codec; 2] = if leg.media.codec == Codec::Pcma { [Codec::Pcma, Codec::Pcmu] } else { [Codec::Pcmu, Codec::Pcma] };
-        let Some(codec) = sdp::choose_codec(&remote, &prefer) else { return false };
-        let m = &mut leg.media;
-        m.codec = codec;
-        m.dtmf_pt = remote.dtmf_pt;
-        m.peer_direction = remote.direction;
-        if !remote.addr.ip().is_unspecified() && remote.addr.port() != 0 {
-            m.remote = Some(remote.addr);
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return false };
+        if !leg.media.apply_remote(body) {
+            return false;
         }
-        m.awaiting_answer = false;
-        let started = self.calls.get(&leg.call).is_some_and(|c| c.media_mode != MediaMode::None);
+        let m = &leg.media;
+        let mode = self.parking.get(leg.call).map(|c| c.media_mode).or_else(|| self.bridging.get(leg.call).map(|b| b.media_mode));
+        let started = mode.is_some_and(|m| m != MediaMode::None);
         if started {
             if let Some(remote) = m.remote {
-                self.out.push_back(Output::Media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() }));
+                self.ep.media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() });
             }
         }
         true
@@ -116,28 +121,18 @@ impl Core {
     pub(super) fn on_reinvite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, leg_id: LegId) {
         let has_offer = !req.common.body.is_empty();
         if has_offer && !self.apply_remote_sdp(leg_id, &req.common.body) {
-            return self.respond(now, txn, &req, 488, None, None, |_| {});
+            return self.ep.respond(now, txn, &req, 488, None, None, |_| {});
         }
-        let contact = self.contact(from.transport);
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
+        let contact = self.ep.contact(from.transport);
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
         leg.dialog.refresh_target(&req, from);
-        leg.media.local_sdp.version += 1;
-        let m = &leg.media;
-        let body = if has_offer {
-            sdp::build_answer(&m.local_sdp, m.codec, m.dtmf_pt, m.peer_direction.reverse())
-        } else {
-            // RFC 3264 §5: an INVITE without SDP asks for an offer in the 2xx; the answer comes in the ACK.
-            sdp::build_offer(&m.local_sdp, &[Codec::Pcmu, Codec::Pcma], m.dtmf_pt, Direction::SendRecv)
-        };
-        if !has_offer {
-            leg.media.awaiting_answer = true;
-        }
+        // RFC 3264 §5: an INVITE without SDP asks for an offer in the 2xx; the answer comes in the ACK.
+        let body = leg.media.reanswer(has_offer);
         let tag = leg.dialog.local_tag().to_string();
         if req.method == Method::Invite {
-            leg.state = LegState::Answered { invite: txn };
-            self.pending_acks.insert(txn, leg_id);
+            self.dialogs.answered(leg_id, txn);
         }
-        self.respond(now, txn, &req, 200, None, Some(&tag), |r| {
+        self.ep.respond(now, txn, &req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.set_body("application/sdp", body);
         });
@@ -146,34 +141,25 @@ impl Core {
     /// Ends leg `leg_id` (its BYE was answered, or parkd gives up on it) and whatever depended on it: a parked
     /// call frees its orbit; a bridged call's other leg is hung up by parkd. `send_bye`: parkd must also BYE this leg.
     pub(super) fn end_leg(&mut self, now: Time, leg_id: LegId, send_bye: bool) {
-        let Some(leg) = self.legs.get(&leg_id) else { return };
+        let Some(leg) = self.dialogs.get(leg_id) else { return };
         let (call_ref, call_id) = (leg.call, leg.dialog.call_id.clone());
         if send_bye {
             self.hangup_leg(now, leg_id);
         } else {
             self.forget_leg(leg_id);
         }
-        let Some(call) = self.calls.remove(&call_ref) else { return };
-        let lot_name = self.lots.get(call.lot).map(|l| l.name().to_string()).unwrap_or_default();
-        match call.state {
-            CallState::Parked => {
-                if let Some(r) = call.recall.clone() {
-                    self.cancel_recall(now, r, false);
-                }
-                if let Some(orbit) = call.orbit {
-                    self.lots[call.lot].release(orbit, call_ref);
-                    self.orbit_changed(now, call.lot, orbit);
-                }
-                tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");
-                self.out.push_back(Output::Event(ParkEvent::Abandoned { lot: lot_name, orbit: call.orbit_name, call_id }));
-                // A parked call has one leg; if parkd was still holding it (e.g. ACK timeout), it is gone now.
-                self.forget_leg(call.parked);
-            }
-            CallState::Bridged { other } => {
-                let (survivor, by) = if leg_id == call.parked { (other, "parked") } else { (call.parked, "retriever") };
-                self.out.push_back(Output::Event(ParkEvent::Ended { orbit: call.orbit_name.clone(), call_id, by: by.into() }));
-                self.hangup_leg(now, survivor);
-            }
+        if let Some(call) = self.parking.remove(call_ref) {
+            // The parked party is gone: its orbit is free (freed by the removal), its recall is called off.
+            self.stop_recall(now, call_ref);
+            self.orbit_changed(now, call.lot, call.orbit);
+            tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");
+            self.ep.emit(ParkEvent::Abandoned { lot: self.parking.lot_name(call.lot), orbit: call.orbit_name, call_id });
+            // A parked call has one leg; if parkd was still holding it (e.g. ACK timeout), it is gone now.
+            self.forget_leg(call.parked);
+        } else if let Some(bridge) = self.bridging.remove(call_ref) {
+            let by = if leg_id == bridge.parked { "parked" } else { "retriever" };
+            self.ep.emit(ParkEvent::Ended { orbit: bridge.orbit_name.clone(), call_id, by: by.into() });
+            self.hangup_leg(now, bridge.across(leg_id));
         }
     }
 
@@ -185,27 +171,21 @@ impl Core {
     /// Like [`Core::hangup_leg`], with an RFC 3326 `Reason` header on the BYE.
     pub(super) fn hangup_leg_with_reason(&mut self, now: Time, leg_id: LegId, reason: Option<String>) {
         let Some(mut leg) = self.forget_leg(leg_id) else { return };
-        let branch = self.new_branch();
-        let contact = self.contact(leg.dialog.next_hop.transport);
-        let mut bye: Request = leg.dialog.request(Method::Bye, self.local_addr, &branch, &contact);
+        let mut bye = self.ep.request_in(&mut leg.dialog, Method::Bye);
         if let Some(r) = reason {
             bye.common.push_header("Reason", r);
         }
-        let _enter = leg.span.enter();
+        let span = leg.span();
+        let _enter = span.enter();
         tracing::info!(to = %leg.dialog.next_hop.addr, "sending BYE");
-        let id = self.txn.send_request(now, leg.dialog.next_hop, &bye);
-        self.client_txns.insert(id, ClientPurpose::Bye);
+        self.ep.send(now, leg.dialog.next_hop, &bye, Purpose::Bye);
     }
 
     /// Removes a leg from every table and releases its media; returns it.
-    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::legs::Leg>> {
-        let leg = self.legs.remove(&leg_id)?;
+    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::dialogs::Leg>> {
+        let leg = self.dialogs.remove(leg_id)?;
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
-        self.dialogs.remove(&leg.dialog.key());
-        if let LegState::Answered { invite } = leg.state {
-            self.pending_acks.remove(&invite);
-        }
-        self.out.push_back(Output::Media(MediaCommand::Stop { leg: leg.media.media_leg }));
+        self.ep.media(MediaCommand::Stop { leg: leg.media.media_leg });
         self.ports.give_back(leg.media.media_leg);
         Some(leg)
     }

@@ -1,9 +1,11 @@
 //! Read-only snapshots of lots, orbits and bridged calls for applications (the HTTP API, the attendant page),
 //! built on [`Core::orbit_state`]. Times are milliseconds since the Unix epoch, ready for JSON.
 
-use super::legs::{CallState, RecallTarget};
+use super::events::RecallTarget;
 use super::orbit_view::OrbitState;
 use super::Core;
+use crate::ids::{CallId, OrbitNumber};
+use crate::park::lot::OrbitIdx;
 use serde::Serialize;
 
 /// One lot and every orbit in it.
@@ -19,7 +21,7 @@ pub struct LotSnapshot {
 /// What an orbit shows: `free`, `parked`, or `recalling` (parked, and parkd is ringing someone for it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OrbitSnapshot {
-    pub orbit: String,
+    pub orbit: OrbitNumber,
     pub state: &'static str,
     /// The parked party's identity (`"Bob" <sip:bob@host>`), when occupied.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,7 +34,7 @@ pub struct OrbitSnapshot {
     pub parker: Option<String>,
     /// The parked leg's Call-ID.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub call_id: Option<String>,
+    pub call_id: Option<CallId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parked_since_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,13 +49,13 @@ pub struct OrbitSnapshot {
 pub struct BridgedSnapshot {
     pub lot: String,
     /// The orbit it was taken from.
-    pub from_orbit: String,
+    pub from_orbit: OrbitNumber,
     pub state: &'static str,
     /// The originally parked party's leg.
-    pub parked_call_id: String,
+    pub parked_call_id: CallId,
     pub parked: String,
     /// The other leg (retriever, recall or unpark destination).
-    pub other_call_id: String,
+    pub other_call_id: CallId,
     pub other: String,
 }
 
@@ -65,10 +67,11 @@ impl Core {
 
     /// Lot `lot` (by index) with the state of each orbit.
     pub fn lot_snapshot(&self, lot: usize) -> Option<LotSnapshot> {
-        let l = self.lots.get(lot)?;
+        let l = self.parking.lot(lot)?;
         let orbits = (0..l.capacity())
+            .map(OrbitIdx)
             .map(|i| {
-                let orbit = l.orbit_name(i);
+                let orbit = OrbitNumber::from(l.orbit_name(i));
                 match self.orbit_state(lot, i) {
                     OrbitState::Free => OrbitSnapshot {
                         orbit,
@@ -100,20 +103,19 @@ impl Core {
 
     /// The index of the lot named `name`.
     pub fn lot_index(&self, name: &str) -> Option<usize> {
-        self.lots.iter().position(|l| l.name() == name)
+        self.parking.lot_index(name)
     }
 
     /// Calls bridged through parkd right now, oldest first.
     pub fn bridged_snapshot(&self) -> Vec<BridgedSnapshot> {
-        let mut calls: Vec<_> = self.calls.values().collect();
-        calls.sort_by_key(|c| c.id);
-        calls
+        let mut bridges: Vec<_> = self.bridging.iter().collect();
+        bridges.sort_by_key(|b| b.id);
+        bridges
             .into_iter()
             .filter_map(|c| {
-                let CallState::Bridged { other } = c.state else { return None };
-                let (p, o) = (self.legs.get(&c.parked)?, self.legs.get(&other)?);
+                let (p, o) = (self.dialogs.get(c.parked)?, self.dialogs.get(c.other)?);
                 Some(BridgedSnapshot {
-                    lot: self.lots.get(c.lot).map(|l| l.name().to_string()).unwrap_or_default(),
+                    lot: self.parking.lot_name(c.lot),
                     from_orbit: c.orbit_name.clone(),
                     state: "bridged",
                     parked_call_id: p.dialog.call_id.clone(),

@@ -87,7 +87,7 @@ impl World {
     /// Moves the clock forward by `d`, firing every deadline on the way at its own time.
     pub fn advance(&mut self, d: Duration) {
         let end = self.now + d;
-        while let Some(t) = self.core.poll_timeout() {
+        while let Some((t, _)) = self.core.poll_timeout() {
             if t > end {
                 break;
             }

@@ -2,7 +2,7 @@
 //! with scripted phones and no sockets.
 
 use super::testkit::{udp, ParkAs, Phone, World, LEG_20000, LEG_20002};
-use super::ParkEvent;
+use super::{ParkEvent, Wake};
 use crate::config::{LotConfig, NumRange, ServerConfig};
 use crate::media::{Codec, MediaCommand, MediaLegId};
 use std::time::Duration;
@@ -451,4 +451,45 @@ fn with_two_media_threads_parks_spread_and_a_retriever_joins_its_parked_partys_t
     let ctag = ok.common.to.tag().unwrap().to_string();
     w.deliver(carol.peer, &carol.ack("702", &ctag, 1, None));
     assert!(w.media.contains(&MediaCommand::Bridge { a: MediaLegId::solo(20050), b: MediaLegId::solo(20052) }), "{:?}", w.media);
+}
+
+/// The engine contract (contract.rs): `poll_timeout` gives the reason with the deadline.
+#[test]
+fn poll_timeout_names_the_reason_of_each_deadline() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let parked_at = w.now;
+    w.park(&bob, "700", ParkAs::ALICE);
+    assert_eq!(w.core.poll_timeout().map(|(_, why)| why), Some(Wake::Transaction), "the INVITE transaction's timers come first");
+    // The transactions end (Timer L, 32 s); the recall (parking_time 45 s) is next.
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.core.poll_timeout(), Some((parked_at + Duration::from_secs(45), Wake::Recall)));
+    // The recall INVITE rings Alice: its transaction timers come first again, its ring timeout later.
+    w.advance(Duration::from_secs(5));
+    assert_eq!(w.core.poll_timeout().map(|(_, why)| why), Some(Wake::Transaction));
+}
+
+/// The engine contract: what the transaction layer reports is acted on inside `handle_timeout`, with its
+/// `now`, before anything is drained (no work is left for `poll_output`).
+#[test]
+fn an_unacknowledged_park_ends_inside_handle_timeout_not_while_draining() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    w.deliver(bob.peer, &bob.invite("700", "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&bob.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(bob.peer, 0).status, 200);
+    assert_eq!(w.core.live().orbits_occupied, 1);
+    // Bob never ACKs: the 2xx times out after 64·T1. Fire the deadlines without draining in between.
+    let end = w.now + Duration::from_secs(33);
+    while let Some((t, _)) = w.core.poll_timeout().filter(|(t, _)| *t <= end) {
+        w.core.handle_timeout(t);
+    }
+    let live = w.core.live();
+    assert_eq!((live.legs, live.calls, live.orbits_occupied), (0, 0, 0), "the call ended inside handle_timeout");
+    let mut events = Vec::new();
+    while let Some(o) = w.core.poll_output() {
+        if let super::Output::Event(e) = o {
+            events.push(e);
+        }
+    }
+    assert!(events.iter().any(|e| matches!(e, ParkEvent::AckTimeout { .. })), "{events:?}");
 }

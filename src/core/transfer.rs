@@ -6,10 +6,14 @@
 //!
 //! parkd never dials an arbitrary Refer-To: only its own park codes and orbits are accepted (toll fraud).
 
-use super::legs::{CallRef, CallState, LegId, LegRole, MediaMode, ParkHow, ParkedCall};
-use super::{ClientPurpose, Core, Output, ParkEvent};
+use super::dialogs::LegRole;
+use super::events::ParkHow;
+use super::ids::{CallRef, LegId};
+use super::parking::{MediaMode, ParkedCall};
+use super::{Core, ParkEvent, Purpose};
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
+use crate::ids::OrbitNumber;
 use crate::time::Time;
 use crate::txn::ServerTxnId;
 use bytes::Bytes;
@@ -19,29 +23,22 @@ impl Core {
     pub(super) fn on_refer(&mut self, now: Time, txn: ServerTxnId, req: Request, leg_id: LegId) {
         let refer_to = match req.refer_to() {
             Some(Ok(na)) => na,
-            Some(Err(_)) => return self.respond(now, txn, &req, 400, Some("Bad Refer-To Header"), None, |_| {}),
-            None => return self.respond(now, txn, &req, 400, Some("Missing Refer-To Header"), None, |_| {}),
+            Some(Err(_)) => return self.ep.respond(now, txn, &req, 400, Some("Bad Refer-To Header"), None, |_| {}),
+            None => return self.ep.respond(now, txn, &req, 400, Some("Missing Refer-To Header"), None, |_| {}),
         };
         let user = refer_to.uri.user.clone().unwrap_or_default();
-        let target = match self.lookup_number(&user) {
+        let target = match self.parking.lookup(&user) {
             Some((lot, Dialed::ParkCode)) => (lot, None),
             Some((lot, Dialed::Orbit(i))) => (lot, Some(i)),
             _ => {
                 tracing::warn!(refer_to = %refer_to.uri, "REFER to a target that is not parkd's: refused");
-                return self.respond(now, txn, &req, 403, Some("Refer-To Is Not A Park Code Or Orbit"), None, |_| {});
+                return self.ep.respond(now, txn, &req, 403, Some("Refer-To Is Not A Park Code Or Orbit"), None, |_| {});
             }
         };
-        let Some(leg) = self.legs.get(&leg_id) else { return };
+        let Some(leg) = self.dialogs.get(leg_id) else { return };
         let call_ref = leg.call;
-        let other = match self.calls.get(&call_ref).map(|c| (c.state, c.parked)) {
-            Some((CallState::Bridged { other }, parked)) => {
-                if parked == leg_id {
-                    other
-                } else {
-                    parked
-                }
-            }
-            _ => return self.respond(now, txn, &req, 403, Some("No Bridged Call To Park"), None, |_| {}),
+        let Some(other) = self.bridging.get(call_ref).map(|b| b.across(leg_id)) else {
+            return self.ep.respond(now, txn, &req, 403, Some("No Bridged Call To Park"), None, |_| {});
         };
         // RFC 4488: `Refer-Sub: false` asks for no implicit subscription (and no NOTIFYs).
         let subscribe = !req.common.header("Refer-Sub").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
@@ -54,7 +51,7 @@ impl Core {
             }
         };
         let refer_cseq = req.common.cseq.seq;
-        self.respond(now, txn, &req, 202, None, None, |r| {
+        self.ep.respond(now, txn, &req, 202, None, None, |r| {
             if !subscribe {
                 r.common.push_header("Refer-Sub", "false");
             }
@@ -87,88 +84,75 @@ impl Core {
         lot: usize,
         orbit: Option<OrbitIdx>,
         parker: Option<NameAddr>,
-    ) -> Result<String, (u16, &'static str)> {
-        if !self.legs.contains_key(&keep) {
+    ) -> Result<OrbitNumber, (u16, &'static str)> {
+        if self.dialogs.get(keep).is_none() {
             return Err((481, "Call/Transaction Does Not Exist"));
         }
-        let new_call = CallRef(self.next_id());
+        let new_call = CallRef(self.ep.next_id());
         let how = if orbit.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
-        let claimed = match orbit {
-            Some(i) => self.lots[lot].claim(i, new_call).map(|_| i),
-            None => self.lots[lot].claim_any(new_call, &mut self.rng),
-        };
-        let orbit = match claimed {
+        let orbit = match self.parking.claim(lot, orbit, new_call, self.ep.rng()) {
             Ok(i) => i,
             Err(ClaimError::Occupied) => return Err((486, "Busy Here")),
             Err(ClaimError::LotFull) => return Err((486, "Parking Lot Full")),
         };
-        // The old (bridged) call ends here; its other leg no longer belongs to any call.
-        self.calls.remove(&call_ref);
-        let orbit_name = self.lots[lot].orbit_name(orbit);
-        let Some(leg) = self.legs.get_mut(&keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
+        // The bridge ends here; its other leg no longer belongs to any call.
+        self.bridging.remove(call_ref);
+        let orbit_name = self.parking.orbit_name(lot, orbit);
+        let Some(leg) = self.dialogs.get_mut(keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
         leg.call = new_call;
         leg.role = LegRole::Parked;
+        leg.orbit = orbit_name.clone();
         let parked_label = leg.dialog.remote.uri.to_string();
         let call_id = leg.dialog.call_id.clone();
-        let parking_time = self.lots[lot].cfg.parking_duration();
+        let parking_time = self.parking.cfg(lot).and_then(|c| c.parking_duration());
         self.start_parking(now, ParkedCall::new(new_call, lot, orbit, orbit_name.clone(), keep, parker, how, now, parking_time), call_id, parked_label);
         Ok(orbit_name)
     }
 
     /// NOTIFY for the implicit REFER subscription (RFC 3515 §2.4.4): `message/sipfrag` body.
     fn notify_refer(&mut self, now: Time, leg_id: LegId, refer_cseq: u32, frag: &str, last: bool) {
-        let branch = self.new_branch();
-        let local = self.local_addr;
-        let Some(leg) = self.legs.get_mut(&leg_id) else { return };
-        let contact = NameAddr::new(crate::sip::Uri::from_addr(Some("parkd"), local));
-        let mut notify: Request = leg.dialog.request(Method::Notify, local, &branch, &contact);
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
+        // The REFER's implicit subscription shares the call's dialog (and parkd's Contact in it).
+        let mut notify: Request = self.ep.request_in(&mut leg.dialog, Method::Notify);
         let hop: Peer = leg.dialog.next_hop;
         notify.common.push_header("Event", format!("refer;id={refer_cseq}"));
         notify.common.push_header("Subscription-State", if last { "terminated;reason=noresource" } else { "active;expires=60" });
         notify.common.set_body("message/sipfrag;version=2.0", Bytes::copy_from_slice(frag.as_bytes()));
-        let id = self.txn.send_request(now, hop, &notify);
-        self.client_txns.insert(id, ClientPurpose::Notify);
+        self.ep.send(now, hop, &notify, Purpose::Notify);
     }
 
     /// Attended park (RFC 3891 §3): `req` replaces the parked dialog named by `r`: the new party takes the orbit,
     /// the replaced leg's caller becomes the parker (unless Referred-By names one), the replaced leg gets a BYE.
     pub(super) fn swap_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &Replaces) {
-        let Some(replaced) = self.parked_leg_named_by(r) else {
-            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        let Some(replaced) = self.dialogs.parked_leg_named_by(r) else {
+            return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
-        let Some(call_ref) = self.legs.get(&replaced).map(|l| l.call) else { return };
-        let Some(call) = self.calls.get(&call_ref) else {
-            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        let Some(call_ref) = self.dialogs.get(replaced).map(|l| l.call) else { return };
+        let Some(call) = self.parking.get(call_ref) else {
+            return self.ep.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
         };
-        if call.state != CallState::Parked {
-            return self.refuse(now, txn, &req, 481, "Call/Transaction Does Not Exist");
-        }
         let (lot, orbit, orbit_name) = (call.lot, call.orbit, call.orbit_name.clone());
         if !self.gate(now, txn, from, &req, lot, super::admission::Action::Park) {
             return;
         }
-        let offer = match super::invite::read_offer(&req) {
+        let offer = match super::dialogs::read_offer(&req) {
             Ok(o) => o,
-            Err((status, why)) => return self.refuse(now, txn, &req, status, why),
+            Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
         let Some(media_leg) = self.ports.take(now) else {
-            return self.refuse(now, txn, &req, 503, "No Media Ports Available");
+            return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         self.abandon_recall(now, call_ref);
-        let lot_name = self.lots[lot].name().to_string();
+        let lot_name = self.parking.lot_name(lot);
         let leg = self.answer_new_leg(now, txn, from, &req, call_ref, LegRole::Parked, media_leg, offer, &orbit_name, |resp| {
             resp.common.push_header(super::invite::PARK_ORBIT_HEADER, orbit_name.clone());
             resp.common.push_header(super::invite::PARK_LOT_HEADER, lot_name.clone());
         });
         let parker = match req.referred_by() {
             Some(Ok(na)) => Some(na),
-            _ => self.legs.get(&replaced).map(|l| {
-                let mut id = l.dialog.remote.clone();
-                id.params = Default::default();
-                id
-            }),
+            _ => self.dialogs.remote_identity(replaced),
         };
-        if let Some(c) = self.calls.get_mut(&call_ref) {
+        if let Some(c) = self.parking.get_mut(call_ref) {
             c.parked = leg;
             c.parker = parker.clone();
             c.parked_at = now;
@@ -176,18 +160,16 @@ impl Core {
             c.rounds = 0;
         }
         tracing::info!(orbit = %orbit_name, "attended park: swapped the new party into the orbit");
-        self.out.push_back(Output::Event(ParkEvent::Swapped {
+        self.ep.emit(ParkEvent::Swapped {
             lot: lot_name,
             orbit: orbit_name,
-            call_id: req.common.call_id.clone(),
+            call_id: req.common.call_id.as_str().into(),
             parked: req.common.from.uri.to_string(),
             parker: parker.map(|p| p.uri.to_string()),
-        }));
+        });
         // RFC 3891 §3: the replaced dialog is ended with a BYE (phones such as linphone do not do it themselves).
         self.hangup_leg(now, replaced);
-        self.arm_park_timers(now, call_ref);
-        if let Some(o) = orbit {
-            self.orbit_changed(now, lot, o);
-        }
+        self.parking.arm_period(now, call_ref);
+        self.orbit_changed(now, lot, orbit);
     }
 }

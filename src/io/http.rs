@@ -225,7 +225,7 @@ async fn run_command(s: &ApiState, cmd: Command) -> Result<CommandOutcome, ApiEr
 
 async fn park_call(State(s): State<ApiState>, Path(call_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let b: ParkBody = json_body(&body)?;
-    let out = run_command(&s, Command::ParkCall { call_id, orbit: b.orbit, lot: b.lot }).await?;
+    let out = run_command(&s, Command::ParkCall { call_id: call_id.into(), orbit: b.orbit.map(Into::into), lot: b.lot }).await?;
     Ok(Json(out).into_response())
 }
 
@@ -234,14 +234,14 @@ async fn unpark(State(s): State<ApiState>, Path(orbit): Path<String>, body: Byte
     let Some(to) = b.to else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "body must be {\"to\": \"sip:...\"}"));
     };
-    let out = run_command(&s, Command::Unpark { orbit, to }).await?;
+    let out = run_command(&s, Command::Unpark { orbit: orbit.into(), to }).await?;
     // 202: parkd is ringing the destination; the outcome arrives on /v1/events (recall_answered / recall_failed
     // with target "api_unpark").
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
 }
 
 async fn hangup(State(s): State<ApiState>, Path(orbit): Path<String>) -> Result<Response, ApiError> {
-    let out = run_command(&s, Command::Hangup { orbit }).await?;
+    let out = run_command(&s, Command::Hangup { orbit: orbit.into() }).await?;
     Ok(Json(out).into_response())
 }
 

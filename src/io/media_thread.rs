@@ -238,7 +238,7 @@ impl MediaIo {
         let mut last_stats = clock.now();
         loop {
             let now = clock.now();
-            let mut timeout = match self.plane.next_deadline() {
+            let mut timeout = match self.plane.poll_timeout().map(|(t, _)| t) {
                 Some(d) => d.saturating_since(now).min(IDLE_WAKE),
                 None => IDLE_WAKE,
             };

@@ -5,7 +5,7 @@
 //! retransmissions, pacer lateness buckets) are read at scrape time into a [`ScrapeSnapshot`] and written as
 //! gauges, constant counters and a histogram built from bucket counts.
 
-use crate::core::legs::RecallTarget as LegRecallTarget;
+use crate::core::RecallTarget as LegRecallTarget;
 use crate::core::ParkEvent;
 use crate::media::pacer::{PacerLateness, LATENESS_BOUNDS_US};
 use crate::txn::TxnStats;
@@ -196,14 +196,14 @@ impl Metrics {
                 let how = serde_json::to_value(how).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
                 self.parks.get_or_create(&OutcomeLabels { outcome: how }).inc();
                 if let Ok(mut m) = self.parked_at.lock() {
-                    m.insert(orbit.clone(), now);
+                    m.insert(orbit.to_string(), now);
                 }
             }
             ParkEvent::Swapped { orbit, .. } => {
                 // Attended park: a new party took the orbit; its dwell starts now.
                 self.parks.get_or_create(&OutcomeLabels { outcome: "swapped".into() }).inc();
                 if let Ok(mut m) = self.parked_at.lock() {
-                    m.insert(orbit.clone(), now);
+                    m.insert(orbit.to_string(), now);
                 }
             }
             ParkEvent::Retrieved { orbit, .. } => {
@@ -404,7 +404,7 @@ mod tests {
             call_id: "c".into(),
             parked: "sip:bob@h".into(),
             parker: None,
-            how: crate::core::legs::ParkHow::Indirect,
+            how: crate::core::ParkHow::Indirect,
         };
         m.on_event(&parked, t0);
         m.on_event(&ParkEvent::Retrieved { lot: "default".into(), orbit: "701".into(), call_id: "c".into(), by: "x".into() }, t0 + std::time::Duration::from_secs(12));

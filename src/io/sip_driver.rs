@@ -68,7 +68,7 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
         if drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock) {
             media.wake();
         }
-        let deadline = core.poll_timeout();
+        let deadline = core.poll_timeout().map(|(t, _)| t);
         if deadline != armed {
             armed = deadline;
             timer.as_mut().reset(deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t))).unwrap_or_else(far));
@@ -129,7 +129,7 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
             }
         }
         // Check the clock, not only the sleep (a starved Sleep can report late; quinn#2677).
-        if let Some(t) = core.poll_timeout() {
+        if let Some((t, _)) = core.poll_timeout() {
             let now = clock.now();
             if t <= now {
                 core.handle_timeout(now);

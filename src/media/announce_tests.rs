@@ -190,7 +190,7 @@ fn a_late_poll_inside_an_announcement_stays_on_schedule() {
     let prompt = spoken(Codec::Pcmu, &words);
     let first = run(&mut p, 0, 40);
     assert_eq!(first.len(), 2);
-    let first_ms = p.next_deadline().unwrap().as_millis() - T0_MS - 2 * 20;
+    let first_ms = p.poll_timeout().unwrap().0.as_millis() - T0_MS - 2 * 20;
     // A 100 ms stall: the next packet is the frame the schedule says, not the next in line.
     let mut batch = HoldBatch::default();
     p.poll_hold(t(first_ms + 7 * 20), &mut batch);
@@ -207,7 +207,7 @@ fn a_late_poll_inside_an_announcement_stays_on_schedule() {
 fn announce_in_the_millisecond_a_packet_went_out_starts_with_the_next_packet() {
     let mut p = plane();
     p.apply(t(0), MediaCommand::Hold { leg: MediaLegId::solo(20_000), remote: remote(), codec: Codec::Pcmu, music: MusicId(0) });
-    let first_ms = p.next_deadline().unwrap().as_millis() - T0_MS;
+    let first_ms = p.poll_timeout().unwrap().0.as_millis() - T0_MS;
     assert_eq!(run(&mut p, 0, first_ms + 1).len(), 1, "music frame 0 sent at {first_ms}");
     let words = vec![Prompt::Digit(8)];
     p.apply(t(first_ms), MediaCommand::Announce { leg: MediaLegId::solo(20_000), words: words.clone() });

@@ -5,7 +5,7 @@
 //! `[server] rtp_legs_per_port`). The signalling core allocates ids and drives [`MediaPlane`] with
 //! [`MediaCommand`]s; the io layer
 //! ([`crate::io::media_thread`]) feeds received datagrams to [`MediaPlane::on_rtp`], sends what
-//! it returns, and calls [`MediaPlane::poll_hold`] at [`MediaPlane::next_deadline`]. Like the
+//! it returns, and calls [`MediaPlane::poll_hold`] at [`MediaPlane::poll_timeout`]. Like the
 //! rest of parkd's core, nothing here reads a clock or touches a socket.
 //!
 //! * [`g711`] — μ-law / A-law codecs and transcoding tables.
@@ -32,11 +32,11 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 pub use music::{HoldMusic, MusicError};
-pub use plane::{MediaPlane, MediaStats};
+pub use plane::{MediaPlane, MediaStats, MediaWake};
 pub use prompts::Prompt;
 
 /// The audio codecs parkd speaks: G.711 at 8 kHz, 20 ms packets (RFC 3551 §4.5.14).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     /// G.711 μ-law, static payload type 0.
     Pcmu,
@@ -86,7 +86,7 @@ pub struct MusicId(pub u16);
 /// The port is derivable from the id by the pure [`MediaLegId::port`] (the id packs
 /// `port << 16 | share`), so commands carry only the id. With one leg per port (the default)
 /// `share` is always 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct MediaLegId(pub u32);
 
 impl MediaLegId {

@@ -1,5 +1,8 @@
 //! [`MediaPlane`]: the media state machine (legs, hold streams, bridges), driven by commands,
-//! received datagrams and `now`.
+//! received datagrams and `now`, under the same engine contract as the SIP core (`core/contract.rs`):
+//! inputs carry `now` ([`MediaPlane::apply`], [`MediaPlane::on_rtp`]), [`MediaPlane::poll_timeout`] gives
+//! the next deadline with its reason, and [`MediaPlane::poll_hold`] hands out what is due then. Its outputs
+//! are per packet, so they are returned to the caller (a forward, a batch it owns) rather than queued.
 
 use std::net::SocketAddr;
 
@@ -41,6 +44,13 @@ pub struct MediaStats {
     pub absorbed: u64,
     /// How late each pacer slot that produced hold packets was served.
     pub pacer_lateness: PacerLateness,
+}
+
+/// Why the media plane wants to be called: the reason next to [`MediaPlane::poll_timeout`]'s deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaWake {
+    /// A pacer slot with hold-music (or announcement) packets due: call [`MediaPlane::poll_hold`].
+    HoldFrame,
 }
 
 /// What a leg is doing.
@@ -414,9 +424,10 @@ impl MediaPlane {
         });
     }
 
-    /// The next pacer slot time with work (O(1)); `None` when no hold stream is scheduled.
-    pub fn next_deadline(&self) -> Option<Time> {
-        self.pacer.next_deadline()
+    /// When [`MediaPlane::poll_hold`] should next be called, and why: the next pacer slot time with work (O(1));
+    /// `None` when no hold stream is scheduled. See the engine contract (`core/contract.rs`).
+    pub fn poll_timeout(&self) -> Option<(Time, MediaWake)> {
+        self.pacer.next_deadline().map(|t| (t, MediaWake::HoldFrame))
     }
 
     /// Current counters. Counting bridged pairs walks the legs (O(legs)).

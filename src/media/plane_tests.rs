@@ -104,7 +104,7 @@ fn late_poll_skips_frames_and_keeps_ts_on_schedule() {
     let first = run(&mut p, 0, 100);
     assert_eq!(first.len(), 5);
     let last = info(&first[4].header);
-    let first_ms = p.next_deadline().unwrap().as_millis() - T0_MS - 5 * 20;
+    let first_ms = p.poll_timeout().unwrap().0.as_millis() - T0_MS - 5 * 20;
     // The io thread stalls for 95 ms; one poll must not burst the missed frames.
     let mut batch = HoldBatch::default();
     p.poll_hold(t(195), &mut batch);
@@ -120,19 +120,19 @@ fn late_poll_skips_frames_and_keeps_ts_on_schedule() {
 }
 
 #[test]
-fn next_deadline_tracks_the_earliest_slot() {
+fn poll_timeout_tracks_the_earliest_slot() {
     let mut p = plane();
-    assert_eq!(p.next_deadline(), None);
+    assert_eq!(p.poll_timeout().map(|(t, _)| t), None);
     hold(&mut p, t(3), 20_000, "10.0.0.1:4000", Codec::Pcma);
-    let d = p.next_deadline().unwrap();
+    let d = p.poll_timeout().unwrap().0;
     assert!(d >= t(3) && d < t(23), "{d:?}");
     let mut b = HoldBatch::default();
     p.poll_hold(d, &mut b);
     assert_eq!(b.len(), 1);
     assert_eq!(info(&b.packets()[0].header).pt.get(), 8);
-    assert_eq!(p.next_deadline(), Some(d + std::time::Duration::from_millis(20)));
+    assert_eq!(p.poll_timeout().map(|(t, _)| t), Some(d + std::time::Duration::from_millis(20)));
     p.apply(t(30), MediaCommand::Stop { leg: MediaLegId::solo(20_000) });
-    assert_eq!(p.next_deadline(), None);
+    assert_eq!(p.poll_timeout().map(|(t, _)| t), None);
     assert_eq!(p.stats().legs, 0);
 }
 
@@ -318,7 +318,7 @@ fn update_send_false_pauses_hold_and_send_true_resumes() {
     let before = run(&mut p, 0, 100);
     p.apply(t(100), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: addr("10.0.0.1:4000"), codec: Codec::Pcmu, send: false });
     assert!(run(&mut p, 100, 300).is_empty(), "peer sendonly/inactive: we must not send (RFC 3264 §6.1)");
-    assert_eq!(p.next_deadline(), None);
+    assert_eq!(p.poll_timeout().map(|(t, _)| t), None);
     p.apply(t(300), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: addr("10.0.0.1:4000"), codec: Codec::Pcma, send: true });
     let after = run(&mut p, 300, 400);
     let (l, f) = (info(&before.last().unwrap().header), info(&after[0].header));
@@ -348,13 +348,13 @@ fn pacer_lateness_poll_3ms_late_lands_in_le_5ms_bucket() {
     let mut p = plane();
     hold(&mut p, t(0), 10_000, "10.0.0.1:4000", Codec::Pcmu);
     hold(&mut p, t(0), 10_002, "10.0.0.1:4002", Codec::Pcmu);
-    let due = p.next_deadline().expect("a hold stream is scheduled");
+    let due = p.poll_timeout().map(|(t, _)| t).expect("a hold stream is scheduled");
     let mut batch = HoldBatch::with_capacity(4);
     p.poll_hold(due, &mut batch);
     let on_time = p.stats().pacer_lateness;
     assert_eq!((on_time.count, on_time.buckets[0], on_time.sum_us), (1, 1, 0), "on time: ≤0.5 ms; one per slot, not per stream");
     // Both streams share the slot (few streams, one slot); its next period, served 3 ms late.
-    let next = p.next_deadline().expect("still scheduled");
+    let next = p.poll_timeout().map(|(t, _)| t).expect("still scheduled");
     assert_eq!(next, due + std::time::Duration::from_millis(20));
     batch.clear();
     p.poll_hold(next + std::time::Duration::from_millis(3), &mut batch);

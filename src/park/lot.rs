@@ -6,8 +6,7 @@
 use crate::config::{LotConfig, SlotPolicy};
 use rand::Rng;
 
-/// An orbit inside a lot, by index (0 = first number of the range).
-pub type OrbitIdx = usize;
+pub use crate::ids::OrbitIdx;
 
 /// What a dialed number means in a lot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,16 +55,16 @@ impl<T: Copy + PartialEq> Lot<T> {
         if self.cfg.retrieve_code.as_deref() == Some(user) {
             return Some(Dialed::RetrieveCode);
         }
-        self.cfg.orbits.contains_number(user).map(Dialed::Orbit)
+        self.cfg.orbits.contains_number(user).map(|i| Dialed::Orbit(OrbitIdx(i)))
     }
 
     /// The number of orbit `idx` as dialed ("701").
     pub fn orbit_name(&self, idx: OrbitIdx) -> String {
-        self.cfg.orbits.name_of(idx)
+        self.cfg.orbits.name_of(idx.0)
     }
 
     pub fn occupant(&self, idx: OrbitIdx) -> Option<T> {
-        self.orbits.get(idx).copied().flatten()
+        self.orbits.get(idx.0).copied().flatten()
     }
 
     pub fn occupied(&self) -> usize {
@@ -82,12 +81,12 @@ impl<T: Copy + PartialEq> Lot<T> {
 
     /// Every occupied orbit and its occupant.
     pub fn occupants(&self) -> impl Iterator<Item = (OrbitIdx, T)> + '_ {
-        self.orbits.iter().enumerate().filter_map(|(i, o)| o.map(|t| (i, t)))
+        self.orbits.iter().enumerate().filter_map(|(i, o)| o.map(|t| (OrbitIdx(i), t)))
     }
 
     /// Takes orbit `idx` for `who` (directed park).
     pub fn claim(&mut self, idx: OrbitIdx, who: T) -> Result<(), ClaimError> {
-        match self.orbits.get_mut(idx) {
+        match self.orbits.get_mut(idx.0) {
             Some(slot @ None) => {
                 *slot = Some(who);
                 self.last = Some(idx);
@@ -104,7 +103,7 @@ impl<T: Copy + PartialEq> Lot<T> {
         let idx = match self.cfg.slot_policy {
             SlotPolicy::First => (0..n).find(free),
             SlotPolicy::Next => {
-                let start = self.last.map_or(0, |l| (l + 1) % n);
+                let start = self.last.map_or(0, |l| (l.0 + 1) % n);
                 (0..n).map(|k| (start + k) % n).find(free)
             }
             SlotPolicy::Random => {
@@ -113,14 +112,16 @@ impl<T: Copy + PartialEq> Lot<T> {
             }
         };
         let idx = idx.ok_or(ClaimError::LotFull)?;
-        self.orbits[idx] = Some(who);
-        self.last = Some(idx);
-        Ok(idx)
+        if let Some(slot) = self.orbits.get_mut(idx) {
+            *slot = Some(who);
+        }
+        self.last = Some(OrbitIdx(idx));
+        Ok(OrbitIdx(idx))
     }
 
     /// Frees orbit `idx` if `who` holds it. Returns whether it did.
     pub fn release(&mut self, idx: OrbitIdx, who: T) -> bool {
-        match self.orbits.get_mut(idx) {
+        match self.orbits.get_mut(idx.0) {
             Some(slot) if *slot == Some(who) => {
                 *slot = None;
                 true
@@ -147,39 +148,39 @@ mod tests {
     fn dialed_numbers_resolve_on_user_part() {
         let l = lot(SlotPolicy::First);
         assert_eq!(l.dialed("700"), Some(Dialed::ParkCode));
-        assert_eq!(l.dialed("703"), Some(Dialed::Orbit(2)));
+        assert_eq!(l.dialed("703"), Some(Dialed::Orbit(OrbitIdx(2))));
         assert_eq!(l.dialed("706"), None);
         assert_eq!(l.dialed("0703"), None);
-        assert_eq!(l.orbit_name(4), "705");
+        assert_eq!(l.orbit_name(OrbitIdx(4)), "705");
     }
 
     #[test]
     fn first_policy_takes_lowest_free() {
         let mut l = lot(SlotPolicy::First);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
-        assert_eq!(l.claim_any(1, &mut rng), Ok(0));
-        assert_eq!(l.claim_any(2, &mut rng), Ok(1));
-        assert!(l.release(0, 1));
-        assert_eq!(l.claim_any(3, &mut rng), Ok(0));
+        assert_eq!(l.claim_any(1, &mut rng), Ok(OrbitIdx(0)));
+        assert_eq!(l.claim_any(2, &mut rng), Ok(OrbitIdx(1)));
+        assert!(l.release(OrbitIdx(0), 1));
+        assert_eq!(l.claim_any(3, &mut rng), Ok(OrbitIdx(0)));
     }
 
     #[test]
     fn next_policy_continues_after_last_and_wraps() {
         let mut l = lot(SlotPolicy::Next);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
-        assert_eq!(l.claim_any(1, &mut rng), Ok(0));
-        assert_eq!(l.claim_any(2, &mut rng), Ok(1));
-        l.release(0, 1);
-        assert_eq!(l.claim_any(3, &mut rng), Ok(2));
-        l.claim(4, 4).unwrap();
-        assert_eq!(l.claim_any(5, &mut rng), Ok(0), "wraps to the start");
+        assert_eq!(l.claim_any(1, &mut rng), Ok(OrbitIdx(0)));
+        assert_eq!(l.claim_any(2, &mut rng), Ok(OrbitIdx(1)));
+        l.release(OrbitIdx(0), 1);
+        assert_eq!(l.claim_any(3, &mut rng), Ok(OrbitIdx(2)));
+        l.claim(OrbitIdx(4), 4).unwrap();
+        assert_eq!(l.claim_any(5, &mut rng), Ok(OrbitIdx(0)), "wraps to the start");
     }
 
     #[test]
     fn random_policy_only_picks_free_orbits() {
         let mut l = lot(SlotPolicy::Random);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-        let mut got: Vec<usize> = (0..5).map(|i| l.claim_any(i, &mut rng).unwrap()).collect();
+        let mut got: Vec<usize> = (0..5).map(|i| l.claim_any(i, &mut rng).unwrap().0).collect();
         got.sort();
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
         assert_eq!(l.claim_any(9, &mut rng), Err(ClaimError::LotFull));
@@ -188,10 +189,10 @@ mod tests {
     #[test]
     fn directed_claim_of_occupied_orbit_fails_and_release_checks_owner() {
         let mut l = lot(SlotPolicy::First);
-        l.claim(3, 10).unwrap();
-        assert_eq!(l.claim(3, 11), Err(ClaimError::Occupied));
-        assert!(!l.release(3, 11), "only the occupant frees an orbit");
-        assert_eq!(l.occupant(3), Some(10));
-        assert_eq!(l.claim(99, 1), Err(ClaimError::Occupied));
+        l.claim(OrbitIdx(3), 10).unwrap();
+        assert_eq!(l.claim(OrbitIdx(3), 11), Err(ClaimError::Occupied));
+        assert!(!l.release(OrbitIdx(3), 11), "only the occupant frees an orbit");
+        assert_eq!(l.occupant(OrbitIdx(3)), Some(10));
+        assert_eq!(l.claim(OrbitIdx(99), 1), Err(ClaimError::Occupied));
     }
 }

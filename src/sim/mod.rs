@@ -294,8 +294,8 @@ impl Net {
             }
         };
         consider(self.queue.peek().map(|Reverse(d)| d.at), Due::Datagram);
-        consider(self.core.poll_timeout(), Due::Core);
-        consider(self.media.next_deadline(), Due::Media);
+        consider(self.core.poll_timeout().map(|(t, _)| t), Due::Core);
+        consider(self.media.poll_timeout().map(|(t, _)| t), Due::Media);
         for (i, p) in self.phones.iter().enumerate() {
             consider(p.poll_timeout(), Due::Phone(i));
         }

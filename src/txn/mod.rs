@@ -63,14 +63,14 @@ impl Default for TimerConfig {
 }
 
 /// Handle of a server transaction. Stale handles (of a removed transaction) are ignored everywhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ServerTxnId {
     idx: u32,
     gen: u32,
 }
 
 /// Handle of a client transaction. Stale handles are ignored everywhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ClientTxnId {
     idx: u32,
     gen: u32,

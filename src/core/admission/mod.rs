@@ -1,4 +1,6 @@
-//! The admission room: who may make parkd do or hold something, per source address (issue 15, SIP side).
+//! The admission room: who may make parkd do or hold something, per source address (issue 15, SIP side), and
+//! the other gates of a request: the lots' access lists ([`acl`]), Digest authentication ([`digest`]: the nonce
+//! key and the check of credentials) and drain mode.
 //!
 //! It owns per-source state as plain data ([`sources`]): two token buckets (new dialogs, other out-of-dialog
 //! requests), the counts of what the source holds (calls answered but not ACKed, orbits its parked calls
@@ -27,12 +29,14 @@
 
 pub mod acl;
 mod bucket;
+pub mod digest;
 mod sources;
 
 pub use acl::{check, Action, Forbidden};
+pub use digest::{Challenge, NonceKey};
 
 use super::blf::SubId;
-use super::legs::LegId;
+use super::ids::LegId;
 use crate::config::{AccessConfig, LimitsConfig, SourceLimits};
 use crate::park::lot::OrbitIdx;
 use crate::time::Time;
@@ -186,6 +190,10 @@ pub struct Admission {
     counts: RefusalCounts,
     /// Log lines about sources the table could not track, this second (one budget for all of them).
     untracked_logged: Window,
+    /// Key of parkd's stateless Digest nonces (drawn from the core's RNG at start).
+    nonce_key: NonceKey,
+    /// Drain mode: new parks are refused with 503 (see `proxy.rs`).
+    draining: bool,
 }
 
 impl Default for Admission {
@@ -208,7 +216,43 @@ impl Admission {
             holds: HashMap::new(),
             counts: RefusalCounts::default(),
             untracked_logged: Window::default(),
+            nonce_key: NonceKey([0; 16]),
+            draining: false,
         }
+    }
+
+    /// Applies new `[limits]` and `[access]`: what the room tracked so far is forgotten; the nonce key and
+    /// drain mode stay.
+    pub fn set_limits(&mut self, limits: &LimitsConfig, access: &AccessConfig) {
+        let trusted = std::mem::take(&mut self.trusted_nets);
+        let (nonce_key, draining) = (self.nonce_key.clone(), self.draining);
+        *self = Admission { nonce_key, draining, ..Admission::new(limits, access, &trusted) };
+    }
+
+    /// Sets the key of parkd's Digest nonces (the core draws it from its RNG at start).
+    pub fn set_nonce_key(&mut self, key: NonceKey) {
+        self.nonce_key = key;
+    }
+
+    /// Checks `req`'s Digest credentials against `cfg` (a lot's `[lot.auth]`). `Ok` when they verify;
+    /// otherwise the challenge the `401` carries. Credentials that do not verify (a wrong password or an
+    /// unknown user, not merely a stale nonce) count as an `auth_failed` refusal of `ip`.
+    pub fn digest(&mut self, now: Time, ip: IpAddr, req: &crate::sip::Request, cfg: &crate::config::AuthConfig, rng: &mut impl rand::Rng) -> Result<(), Challenge> {
+        digest::check(&self.nonce_key, now, req, cfg, rng).map_err(|(challenge, failed)| {
+            if failed {
+                self.refused(now, ip, Reason::AuthFailed);
+            }
+            challenge
+        })
+    }
+
+    /// Turns drain mode on or off (new parks refused with 503 + Retry-After; see `proxy.rs`).
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Whether `ip` is one of the `trusted_proxies` (it then gets `[limits.trusted]`).

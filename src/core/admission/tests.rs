@@ -93,15 +93,15 @@ fn parked_and_subscription_caps_follow_what_the_source_holds() {
     let x = ip("192.0.2.77");
     for orbit in 0..10 {
         assert_eq!(a.admit_park(T0, x), Verdict::Admit);
-        a.set_orbit_holder(T0, 0, orbit, Some(x));
+        a.set_orbit_holder(T0, 0, crate::park::lot::OrbitIdx(orbit), Some(x));
     }
     assert_eq!(a.admit_park(T0, x), Verdict::Refuse { retry_after: 5 }, "default: 10 parked per source");
-    a.set_orbit_holder(T0, 0, 3, Some(x)); // the same call again: counted once
-    a.set_orbit_holder(T0, 0, 4, None); // retrieved
+    a.set_orbit_holder(T0, 0, crate::park::lot::OrbitIdx(3), Some(x)); // the same call again: counted once
+    a.set_orbit_holder(T0, 0, crate::park::lot::OrbitIdx(4), None); // retrieved
     assert_eq!(a.admit_park(at(1), x), Verdict::Admit);
     // An orbit changing hands (attended park: the new party takes it) moves the count.
     let y = ip("192.0.2.78");
-    a.set_orbit_holder(at(1), 0, 5, Some(y));
+    a.set_orbit_holder(at(1), 0, crate::park::lot::OrbitIdx(5), Some(y));
     assert_eq!(a.admit_park(at(2), x), Verdict::Admit);
     assert_eq!(a.refusals().get(Reason::ParkedPerSource), 1);
     for id in 0..200 {
@@ -120,14 +120,14 @@ fn trusted_proxies_get_their_own_higher_limits() {
     assert_eq!(verdicts((0..2_000).map(|_| a.admit_new_dialog(T0, pbx, true))), (2_000, 0, 0), "trusted burst 2000");
     assert_ne!(a.admit_new_dialog(T0, pbx, true), Verdict::Admit);
     for orbit in 0..5_000 {
-        a.set_orbit_holder(T0, 0, orbit, Some(pbx));
+        a.set_orbit_holder(T0, 0, crate::park::lot::OrbitIdx(orbit), Some(pbx));
     }
     assert_eq!(a.admit_park(T0, pbx), Verdict::Admit, "no parked cap for trusted sources by default");
     // Overrides from [limits.trusted].
     let limits = LimitsConfig { trusted: SourceLimitsPartial { parked_per_source: Some(2), ..Default::default() }, ..Default::default() };
     let mut b = Admission::new(&limits, &AccessConfig::default(), &["10.0.0.0/8".parse().unwrap()]);
-    b.set_orbit_holder(T0, 0, 0, Some(pbx));
-    b.set_orbit_holder(T0, 0, 1, Some(pbx));
+    b.set_orbit_holder(T0, 0, crate::park::lot::OrbitIdx(0), Some(pbx));
+    b.set_orbit_holder(T0, 0, crate::park::lot::OrbitIdx(1), Some(pbx));
     assert_eq!(b.admit_park(T0, pbx), Verdict::Refuse { retry_after: 5 });
 }
 
@@ -162,14 +162,14 @@ fn memory_is_bounded_and_idle_sources_are_forgotten() {
     let mut a = Admission::new(&limits, &AccessConfig::default(), &[]);
     // A source holding something is never forgotten, however many others come.
     let holder = ip("192.0.2.200");
-    a.set_orbit_holder(T0, 0, 0, Some(holder));
+    a.set_orbit_holder(T0, 0, crate::park::lot::OrbitIdx(0), Some(holder));
     for n in 0..10_000u32 {
         let src = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
         a.admit_new_dialog(at(u64::from(n)), src, true);
         assert!(a.tracked_sources() <= 100);
     }
     for orbit in 1..10 {
-        a.set_orbit_holder(at(10_000), 0, orbit, Some(holder));
+        a.set_orbit_holder(at(10_000), 0, crate::park::lot::OrbitIdx(orbit), Some(holder));
     }
     assert_eq!(a.admit_park(at(10_000), holder), Verdict::Refuse { retry_after: 5 }, "its count survived the flood");
     // Once traffic is ordinary again the idle entries go (buckets refilled, nothing held).

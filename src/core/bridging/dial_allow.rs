@@ -8,8 +8,8 @@
 //!
 //! [`check`] is pure (the rule, unit-tested below); [`Core::dial_check`] gathers the facts for one call.
 
-use super::legs::CallRef;
-use super::{CommandError, Core};
+use crate::core::ids::CallRef;
+use crate::core::{CommandError, Core};
 use crate::config::DialPattern;
 use crate::sip::Uri;
 use std::net::IpAddr;
@@ -84,23 +84,23 @@ fn same_host(a: &str, b: &str) -> bool {
 impl Core {
     /// Sets the `[http] dial_allow` patterns (empty by default: only what parkd already has reason to call).
     pub fn set_dial_allow(&mut self, patterns: Vec<DialPattern>) {
-        self.dial_allow = patterns;
+        self.bridging.set_dial_allow(patterns);
     }
 
     /// Whether an application may make parkd dial `to` for parked call `call` of lot `lot`.
-    pub(super) fn dial_check(&self, call: CallRef, lot: usize, to: &Uri) -> Result<Allowed, CommandError> {
-        let parker = self.calls.get(&call).and_then(|c| c.parker.as_ref()).map(|p| &p.uri);
-        let fallback = self.lots.get(lot).and_then(|l| l.cfg.fallback_uri.as_deref()).and_then(|u| crate::sip::parse_uri(u).ok());
-        let mut own_hosts = vec![self.local_addr.ip().to_string()];
+    pub(in crate::core) fn dial_check(&self, call: CallRef, lot: usize, to: &Uri) -> Result<Allowed, CommandError> {
+        let parker = self.parking.get(call).and_then(|c| c.parker.as_ref()).map(|p| &p.uri);
+        let fallback = self.parking.lot(lot).and_then(|l| l.cfg.fallback_uri.as_deref()).and_then(|u| crate::sip::parse_uri(u).ok());
+        let mut own_hosts = vec![self.ep.local_addr.ip().to_string()];
         if !self.server.listen.ip().is_unspecified() {
             own_hosts.push(self.server.listen.ip().to_string());
         }
-        if let Some((route, hop)) = &self.outbound_proxy {
+        if let Some((route, hop)) = &self.ep.outbound_proxy {
             own_hosts.push(route.uri.host.clone());
             own_hosts.push(hop.addr.ip().to_string());
         }
-        let is_lot_number = |u: &str| self.lookup_number(u).is_some();
-        let ctx = DialContext { patterns: &self.dial_allow, parker, fallback: fallback.as_ref(), own_hosts: &own_hosts, is_lot_number: &is_lot_number };
+        let is_lot_number = |u: &str| self.parking.lookup(u).is_some();
+        let ctx = DialContext { patterns: self.bridging.dial_allow(), parker, fallback: fallback.as_ref(), own_hosts: &own_hosts, is_lot_number: &is_lot_number };
         check(to, &ctx).map_err(|reason| CommandError::DialNotAllowed { to: to.without_headers().to_string(), reason })
     }
 }

@@ -1,9 +1,9 @@
-//! One ordered queue for every call-level deadline (recall, recall ringing, maximum park time).
+//! One ordered queue for every parked call's deadlines (recall, maximum park time, keepalive).
 //!
 //! Lazy deletion: re-arming pushes a new entry and the call remembers only its current deadline, so a popped
 //! entry that no longer matches is skipped. `next()` is a peek: nothing ever walks all calls.
 
-use super::legs::CallRef;
+use crate::core::ids::CallRef;
 use crate::time::Time;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -12,12 +12,21 @@ use std::collections::BinaryHeap;
 pub enum CallTimer {
     /// The parking time ran out: call the parker back.
     Recall,
-    /// The recall has rung long enough: give up on it.
-    RecallRing,
     /// The call has been parked for `max_park_time`: end it.
     MaxPark,
     /// Time to check that the parked party is still there (in-dialog OPTIONS).
     Keepalive,
+}
+
+impl CallTimer {
+    /// The reason [`super::Core::poll_timeout`] gives for this deadline.
+    pub fn wake(self) -> crate::core::Wake {
+        match self {
+            CallTimer::Recall => crate::core::Wake::Recall,
+            CallTimer::MaxPark => crate::core::Wake::MaxPark,
+            CallTimer::Keepalive => crate::core::Wake::Keepalive,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -30,9 +39,14 @@ impl CallTimers {
         self.heap.push(Reverse((at, call, kind)));
     }
 
-    /// The earliest entry's time (possibly a stale one: waking early is harmless).
-    pub fn next(&self) -> Option<Time> {
-        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    /// The earliest entry's time and kind (possibly a stale one: waking early is harmless).
+    pub fn next(&self) -> Option<(Time, crate::core::Wake)> {
+        self.heap.peek().map(|Reverse((t, _, kind))| (*t, kind.wake()))
+    }
+
+    /// The earliest entry if it is due at `now` (not popped).
+    pub fn peek_due(&self, now: Time) -> Option<(Time, CallRef, CallTimer)> {
+        self.heap.peek().map(|Reverse(e)| *e).filter(|(t, _, _)| *t <= now)
     }
 
     /// Pops the earliest entry if it is due at `now`.
@@ -55,11 +69,11 @@ mod tests {
         q.arm(Time::from_secs(45), CallRef(1), CallTimer::Recall);
         q.arm(Time::from_secs(10), CallRef(2), CallTimer::Recall);
         q.arm(Time::from_secs(30), CallRef(1), CallTimer::MaxPark);
-        assert_eq!(q.next(), Some(Time::from_secs(10)));
+        assert_eq!(q.next(), Some((Time::from_secs(10), crate::core::Wake::Recall)));
         assert_eq!(q.pop_due(Time::from_secs(9)), None);
         assert_eq!(q.pop_due(Time::from_secs(40)), Some((Time::from_secs(10), CallRef(2), CallTimer::Recall)));
         assert_eq!(q.pop_due(Time::from_secs(40)), Some((Time::from_secs(30), CallRef(1), CallTimer::MaxPark)));
         assert_eq!(q.pop_due(Time::from_secs(40)), None);
-        assert_eq!(q.next(), Some(Time::from_secs(45)));
+        assert_eq!(q.next(), Some((Time::from_secs(45), crate::core::Wake::Recall)));
     }
 }

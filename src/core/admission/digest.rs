@@ -9,16 +9,16 @@
 //!   `stale=true` (the phone retries with the new nonce without asking the user). This is a keyed hash, not an
 //!   HMAC (fine for a fixed-format message), and there is no nonce-count tracking: a captured request can be
 //!   replayed within the nonce's lifetime, to the same Request-URI user. Use TLS or source lists
-//!   ([`super::access`]) where that matters.
+//!   ([`super::acl`]) where that matters.
+//!
+//! The admission room keeps the key and checks credentials ([`super::Admission::digest`]); which lot and action
+//! ask for it, and the `401` that carries a [`Challenge`], are `Core`'s (`gate.rs`).
 //! * The `uri` of the credentials must name the same user (number) as the Request-URI.
 //! * Without `qop` (RFC 2069 clients) the response is checked as `H(HA1:nonce:HA2)`.
 
-use super::admission::Action;
-use super::Core;
-use crate::config::{AuthAction, AuthConfig};
-use crate::sip::{Peer, Request};
+use crate::config::AuthConfig;
+use crate::sip::Request;
 use crate::time::Time;
-use crate::txn::ServerTxnId;
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 use std::time::Duration;
@@ -206,68 +206,45 @@ fn verify(cfg: &AuthConfig, key: &NonceKey, now: Time, req: &Request, creds: &Cr
     }
 }
 
-impl Core {
-    /// Digest-authenticates `req` for `action` in lot `lot` when the lot asks for it. On failure answers the
-    /// request `401` with fresh SHA-256 and MD5 challenges and returns false.
-    pub(super) fn authorized(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, action: Action) -> bool {
-        let Some(cfg) = self.lots.get(lot).and_then(|l| l.cfg.auth.clone()) else { return true };
-        let wanted = match action {
-            Action::Park => AuthAction::Park,
-            Action::Retrieve => AuthAction::Retrieve,
-            Action::Subscribe => AuthAction::Subscribe,
-        };
-        if !cfg.actions.contains(&wanted) {
-            return true;
-        }
-        self.digest(now, txn, from, req, &cfg)
-    }
+/// Why credentials were not accepted, and what the `401` must say: `WWW-Authenticate` challenges in `realm`
+/// with a fresh `nonce`, `stale=true` when the credentials were right but their nonce too old.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub nonce: String,
+    pub stale: bool,
+}
 
-    /// A number no lot knows, dialed (INVITE) or watched (SUBSCRIBE) from an untrusted source while some lot
-    /// uses digest authentication: challenged exactly like a guarded number of that lot (the first with
-    /// `[lot.auth]`), so a scanner cannot tell numbers that exist from numbers that do not (SIPVicious'
-    /// `svwar` gives up when an unknown number is challenged, as with Asterisk's `alwaysauthreject`).
-    /// With valid credentials, or when no lot authenticates, the caller answers 404. Returns false when the
-    /// request was answered 401 here.
-    pub(super) fn authorized_for_unknown_number(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request) -> bool {
-        if self.trusted(from) {
-            return true;
-        }
-        let Some(cfg) = self.lots.iter().find_map(|l| l.cfg.auth.clone()) else { return true };
-        self.digest(now, txn, from, req, &cfg)
+impl Challenge {
+    /// The `WWW-Authenticate` values, SHA-256 first (RFC 8760 §2.4: the most preferred first), then MD5.
+    pub fn headers(&self) -> impl Iterator<Item = String> + '_ {
+        let stale = if self.stale { ", stale=true" } else { "" };
+        let realm = self.realm.replace(['"', '\\'], "");
+        [Algorithm::Sha256, Algorithm::Md5]
+            .into_iter()
+            .map(move |alg| format!("Digest realm=\"{realm}\", nonce=\"{}\", qop=\"auth\", algorithm={}{stale}", self.nonce, alg.as_str()))
     }
+}
 
-    /// Checks the `Authorization` headers of `req` against `cfg`; answers 401 and returns false unless one
-    /// verifies.
-    fn digest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, cfg: &AuthConfig) -> bool {
-        let (mut stale, mut presented) = (false, false);
-        for header in req.common.headers_named("Authorization") {
-            presented = true;
-            let Some(creds) = Credentials::parse(header) else { continue };
-            match verify(cfg, &self.nonce_key, now, req, &creds) {
-                Ok(()) => {
-                    tracing::info!(user = creds.get("username").unwrap_or(""), number = req.uri.user.as_deref().unwrap_or(""), "digest authenticated");
-                    return true;
-                }
-                Err(Some(NonceError::Stale)) => stale = true,
-                Err(_) => {}
+/// Checks the `Authorization` headers of `req` against `cfg` at `now`: `Ok` when one verifies; otherwise the
+/// challenge to answer with (a fresh nonce, its randomness drawn from `rng` only then), and whether credentials
+/// were presented that did not verify (not merely stale: a wrong password or an unknown user, not told apart).
+pub(super) fn check(key: &NonceKey, now: Time, req: &Request, cfg: &AuthConfig, rng: &mut impl rand::Rng) -> Result<(), (Challenge, bool)> {
+    let (mut stale, mut presented) = (false, false);
+    for header in req.common.headers_named("Authorization") {
+        presented = true;
+        let Some(creds) = Credentials::parse(header) else { continue };
+        match verify(cfg, key, now, req, &creds) {
+            Ok(()) => {
+                tracing::info!(user = creds.get("username").unwrap_or(""), number = req.uri.user.as_deref().unwrap_or(""), "digest authenticated");
+                return Ok(());
             }
+            Err(Some(NonceError::Stale)) => stale = true,
+            Err(_) => {}
         }
-        if presented && !stale {
-            // Credentials that do not verify: a wrong password or an unknown user (not told apart).
-            self.admission.refused(now, from.addr.ip(), super::admission::Reason::AuthFailed);
-        }
-        let random = rand::Rng::gen::<u64>(&mut self.rng);
-        let nonce = self.nonce_key.make(now, random);
-        let stale = if stale { ", stale=true" } else { "" };
-        let realm = cfg.realm.replace(['"', '\\'], "");
-        self.respond(now, txn, req, 401, None, None, |r| {
-            for alg in [Algorithm::Sha256, Algorithm::Md5] {
-                let value = format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", qop=\"auth\", algorithm={}{stale}", alg.as_str());
-                r.common.push_header("WWW-Authenticate", value);
-            }
-        });
-        false
     }
+    let challenge = Challenge { realm: cfg.realm.clone(), nonce: key.make(now, rng.gen()), stale };
+    Err((challenge, presented && !stale))
 }
 
 #[cfg(test)]

@@ -1,0 +1,194 @@
+//! A call leg as plain data: one SIP dialog between parkd and a phone, and the media negotiated in it.
+//!
+//! Everything here derives serde (the journal writes legs): ids are numbers, the dialog keeps its SIP values as
+//! text, a pending INVITE is named by its transaction handle, and the tracing span every log line about the
+//! dialog is emitted in is rebuilt from these fields when needed ([`Leg::span`]), not stored.
+
+use crate::core::ids::{CallRef, LegId};
+use crate::dialog::Dialog;
+use crate::ids::OrbitNumber;
+use crate::media::{Codec, MediaLegId};
+use crate::sdp::{self, Direction, LocalSdp, RemoteSdp};
+use crate::sip::{Peer, Request};
+use crate::txn::ServerTxnId;
+use bytes::Bytes;
+use std::net::SocketAddr;
+
+/// parkd's codec preference when the offerer allows both.
+pub const CODECS: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
+/// RFC 4733 telephone-event payload type parkd offers.
+pub const DTMF_PT: u8 = 101;
+
+/// Which side of a call a leg is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LegRole {
+    /// The party that was parked (the transferee).
+    Parked,
+    /// Whoever dialed the orbit to take the call.
+    Retriever,
+    /// The parker (or fallback destination, or an unpark's destination) parkd called and who answered.
+    Recall,
+}
+
+/// Where a leg's INVITE handshake stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LegState {
+    /// 2xx sent, waiting for the ACK.
+    Answered { invite: ServerTxnId },
+    /// ACK received (or sent, for a call parkd made): media may flow.
+    Confirmed,
+}
+
+/// The negotiated media of a leg.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LegMedia {
+    /// parkd's media leg (its RTP port is `media_leg.port()`, the port in `local_sdp`).
+    pub media_leg: MediaLegId,
+    /// The peer's RTP address from its SDP (None until an offer or answer names one).
+    pub remote: Option<SocketAddr>,
+    pub codec: Codec,
+    pub dtmf_pt: Option<u8>,
+    /// The peer's stated direction (`sendonly` = it holds us: parkd must not send).
+    pub peer_direction: Direction,
+    pub local_sdp: LocalSdp,
+    /// parkd offered in its 2xx (the INVITE had no SDP); the answer comes in the ACK.
+    pub awaiting_answer: bool,
+}
+
+/// A usable RTP address from an SDP (not `0.0.0.0`, not port 0).
+fn usable(addr: SocketAddr) -> Option<SocketAddr> {
+    Some(addr).filter(|a| !a.ip().is_unspecified() && a.port() != 0)
+}
+
+impl LegMedia {
+    /// Whether parkd may send RTP to the peer (RFC 3264 §5.1 / §6.1).
+    pub fn may_send(&self) -> bool {
+        matches!(self.peer_direction, Direction::SendRecv | Direction::RecvOnly) && self.remote.is_some()
+    }
+
+    /// The media of a leg parkd answers: with the peer's `offer` (an answer with one codec), or parkd's own
+    /// offer in the 2xx when the INVITE had none. Returns the media and the SDP body of the 2xx.
+    pub fn answering(media_leg: MediaLegId, local_sdp: LocalSdp, offer: Option<&RemoteSdp>) -> (LegMedia, Bytes) {
+        match offer {
+            Some(remote) => {
+                let codec = sdp::choose_codec(remote, &CODECS).unwrap_or(Codec::Pcmu);
+                let body = sdp::build_answer(&local_sdp, codec, remote.dtmf_pt, remote.direction.reverse());
+                let media = LegMedia {
+                    media_leg,
+                    remote: usable(remote.addr),
+                    codec,
+                    dtmf_pt: remote.dtmf_pt,
+                    peer_direction: remote.direction,
+                    local_sdp,
+                    awaiting_answer: false,
+                };
+                (media, body)
+            }
+            None => {
+                let body = sdp::build_offer(&local_sdp, &CODECS, Some(DTMF_PT), Direction::SendRecv);
+                let media = LegMedia {
+                    media_leg,
+                    remote: None,
+                    codec: Codec::Pcmu,
+                    dtmf_pt: None,
+                    peer_direction: Direction::SendRecv,
+                    local_sdp,
+                    awaiting_answer: true,
+                };
+                (media, body)
+            }
+        }
+    }
+
+    /// The media of a call parkd made, from the SDP answer in the peer's 2xx (`body`, possibly unusable).
+    pub fn answered(media_leg: MediaLegId, local_sdp: LocalSdp, body: &[u8]) -> LegMedia {
+        let remote = sdp::parse_sdp(body).ok();
+        let codec = remote.as_ref().and_then(|s| sdp::choose_codec(s, &CODECS)).unwrap_or(Codec::Pcmu);
+        LegMedia {
+            media_leg,
+            remote: remote.as_ref().and_then(|s| usable(s.addr)),
+            codec,
+            dtmf_pt: remote.as_ref().and_then(|s| s.dtmf_pt),
+            peer_direction: remote.as_ref().map(|s| s.direction).unwrap_or(Direction::SendRecv),
+            local_sdp,
+            awaiting_answer: false,
+        }
+    }
+
+    /// Takes an SDP body from the peer (an answer in an ACK, or an offer in a re-INVITE): codec (the current
+    /// one preferred), telephone-event, direction, address. False when it cannot be used (nothing changes).
+    pub fn apply_remote(&mut self, body: &[u8]) -> bool {
+        let Ok(remote) = sdp::parse_sdp(body) else { return false };
+        let prefer: [Codec; 2] = if self.codec == Codec::Pcma { [Codec::Pcma, Codec::Pcmu] } else { [Codec::Pcmu, Codec::Pcma] };
+        let Some(codec) = sdp::choose_codec(&remote, &prefer) else { return false };
+        self.codec = codec;
+        self.dtmf_pt = remote.dtmf_pt;
+        self.peer_direction = remote.direction;
+        if let Some(addr) = usable(remote.addr) {
+            self.remote = Some(addr);
+        }
+        self.awaiting_answer = false;
+        true
+    }
+
+    /// parkd's SDP in the 2xx to a re-INVITE (or UPDATE): the answer to the offer just applied (direction
+    /// mirrored), or a new offer when the request had none (RFC 3264 §5; the answer then comes in the ACK).
+    /// Increments the session version (RFC 3264 §8).
+    pub fn reanswer(&mut self, had_offer: bool) -> Bytes {
+        self.local_sdp.version += 1;
+        if had_offer {
+            sdp::build_answer(&self.local_sdp, self.codec, self.dtmf_pt, self.peer_direction.reverse())
+        } else {
+            self.awaiting_answer = true;
+            sdp::build_offer(&self.local_sdp, &CODECS, self.dtmf_pt, Direction::SendRecv)
+        }
+    }
+}
+
+/// The SDP offer of an INVITE: `Ok(None)` when it has none (parkd then offers in its 2xx); an error status when
+/// it cannot be used.
+pub fn read_offer(req: &Request) -> Result<Option<RemoteSdp>, (u16, &'static str)> {
+    if req.common.body.is_empty() {
+        return Ok(None);
+    }
+    let is_sdp = req.common.content_type.as_deref().is_none_or(|ct| ct.trim().to_ascii_lowercase().starts_with("application/sdp"));
+    if !is_sdp {
+        return Err((415, "Unsupported Media Type"));
+    }
+    let remote = sdp::parse_sdp(&req.common.body).map_err(|_| (488u16, "Not Acceptable Here"))?;
+    if sdp::choose_codec(&remote, &CODECS).is_none() {
+        return Err((488, "Not Acceptable Here: PCMU or PCMA required"));
+    }
+    Ok(Some(remote))
+}
+
+/// A call leg: one dialog between parkd and a phone.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Leg {
+    pub id: LegId,
+    /// The call the leg belongs to (a parked call, or the bridge it became).
+    pub call: CallRef,
+    pub role: LegRole,
+    pub state: LegState,
+    pub dialog: Dialog,
+    /// Where the dialog-creating request came from (or went to).
+    pub source: Peer,
+    pub media: LegMedia,
+    /// The orbit the call was parked in (its number, for logs).
+    pub orbit: OrbitNumber,
+    /// For a dialog parkd started: the ACK it sent and where (re-sent when the 2xx is retransmitted).
+    pub uac_ack: Option<(Peer, Vec<u8>)>,
+}
+
+impl Leg {
+    /// The span every log line about this dialog is emitted in (call-id, orbit, role), built from the leg's
+    /// fields when it is needed (a span is not plain data; the leg is).
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("dialog", call_id = %self.dialog.call_id, orbit = %self.orbit, role = ?self.role)
+    }
+
+    /// The ACK to re-send for a retransmitted 2xx, if parkd started this dialog.
+    pub fn ack_again(&self) -> Option<(Peer, Bytes)> {
+        self.uac_ack.as_ref().map(|(to, ack)| (*to, Bytes::copy_from_slice(ack)))
+    }
+}

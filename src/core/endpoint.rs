@@ -1,0 +1,205 @@
+//! parkd's SIP endpoint: what every room uses to talk to the network, and nothing about calls.
+//!
+//! * the transaction layer ([`TxnLayer`]) and the **purpose table**: what each client transaction parkd started
+//!   is for ([`Purpose`]), so its response or timeout reaches the room that sent it;
+//! * ids, tags, branches and SDP session ids, from one seeded RNG (a test run is reproducible);
+//! * parkd's own address (Via sent-by, Contact) and the outbound proxy;
+//! * the output queue the driver drains ([`Endpoint::poll_output`]).
+//!
+//! Rooms answer requests with [`Endpoint::respond`] / [`Endpoint::refuse`], send requests with
+//! [`Endpoint::send`] (a client transaction and its purpose), report [`ParkEvent`]s with [`Endpoint::emit`]
+//! and ask the media plane for things with [`Endpoint::media`].
+
+use super::blf::SubId;
+use super::ids::{CallRef, LegId};
+use super::reply::PRODUCT;
+use super::{Output, ParkEvent};
+use crate::dialog::Dialog;
+use crate::media::MediaCommand;
+use crate::sip::{reason_phrase, Method, NameAddr, Peer, Request, Response, Transport, Uri};
+use crate::time::Time;
+use crate::txn::{ClientTxnId, ServerTxnId, TimerConfig, TxnEvent, TxnLayer, TxnOutput};
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+/// What a client transaction parkd started is for, so its outcome can be routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Purpose {
+    /// A BYE that ends a leg parkd already forgot.
+    Bye,
+    /// A NOTIFY (REFER progress); its outcome changes nothing.
+    Notify,
+    /// A CANCEL of a recall parkd gave up on.
+    Cancel,
+    /// The recall (or unpark) INVITE of a parked call, still ringing.
+    Recall(CallRef),
+    /// An in-dialog OPTIONS checking that a parked party is still there.
+    Keepalive(CallRef),
+    /// A recall INVITE that was answered: 2xx retransmissions are re-ACKed from this leg.
+    RecallAnswered { leg: LegId },
+    /// A recall INVITE parkd gave up on.
+    OrphanRecall,
+    /// A BLF NOTIFY of that subscription.
+    BlfNotify(SubId),
+}
+
+/// The endpoint (see the module doc).
+#[derive(Debug)]
+pub struct Endpoint {
+    pub(super) txn: TxnLayer,
+    purposes: HashMap<ClientTxnId, Purpose>,
+    rng: SmallRng,
+    next_id: u64,
+    out: VecDeque<Output>,
+    /// parkd's own sent-by and Contact.
+    pub(super) local_addr: SocketAddr,
+    /// The address parkd's SDP names.
+    pub(super) media_ip: IpAddr,
+    /// The outbound proxy as a Route entry and its address.
+    pub(super) outbound_proxy: Option<(NameAddr, Peer)>,
+}
+
+impl Endpoint {
+    pub fn new(timers: TimerConfig, seed: u64, local_addr: SocketAddr, media_ip: IpAddr, outbound_proxy: Option<(NameAddr, Peer)>) -> Endpoint {
+        Endpoint {
+            txn: TxnLayer::new(timers),
+            purposes: HashMap::new(),
+            rng: SmallRng::seed_from_u64(seed),
+            next_id: 1,
+            out: VecDeque::new(),
+            local_addr,
+            media_ip,
+            outbound_proxy,
+        }
+    }
+
+    /// The endpoint's RNG (orbit choice, nonces, SDP session ids).
+    pub fn rng(&mut self) -> &mut SmallRng {
+        &mut self.rng
+    }
+
+    /// A fresh number for a leg, a call or a bridge (never reused).
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A fresh From/To tag.
+    pub fn new_tag(&mut self) -> String {
+        format!("{:016x}", self.rng.gen::<u64>())
+    }
+
+    /// A fresh Via branch, marked as parkd's (see `proxy.rs`).
+    pub fn new_branch(&mut self) -> String {
+        format!("{}{:016x}", super::proxy::BRANCH_MARK, self.rng.gen::<u64>())
+    }
+
+    /// parkd's Contact for a dialog on `transport`.
+    pub fn contact(&self, transport: Transport) -> NameAddr {
+        let mut uri = Uri::from_addr(Some("parkd"), self.local_addr);
+        if transport == Transport::Tcp {
+            uri.params.set("transport", Some("tcp"));
+        }
+        NameAddr::new(uri)
+    }
+
+    /// The next in-dialog request `method` of `dialog` (next local CSeq, fresh branch, parkd's Contact).
+    pub fn request_in(&mut self, dialog: &mut Dialog, method: Method) -> Request {
+        let branch = self.new_branch();
+        let contact = self.contact(dialog.next_hop.transport);
+        dialog.request(method, self.local_addr, &branch, &contact)
+    }
+
+    /// Answers server transaction `txn` (opened by `req`) with `status`. A To tag is added to any non-100
+    /// response to a request without one (a fresh tag unless `to_tag` names the dialog's). `build` adds
+    /// headers and body.
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond(&mut self, now: Time, txn: ServerTxnId, req: &Request, status: u16, reason: Option<&str>, to_tag: Option<&str>, build: impl FnOnce(&mut Response)) {
+        let fresh;
+        let to_tag = match to_tag {
+            Some(t) => Some(t),
+            None if status > 100 && req.common.to.tag().is_none() => {
+                fresh = self.new_tag();
+                Some(fresh.as_str())
+            }
+            None => None,
+        };
+        let mut resp = Response::to_request(req, status, reason.unwrap_or(reason_phrase(status)), to_tag);
+        resp.common.push_header("Server", PRODUCT);
+        if status == 405 || status == 501 {
+            resp.common.push_header("Allow", super::reply::ALLOW);
+        }
+        build(&mut resp);
+        self.txn.respond(now, txn, &resp);
+    }
+
+    /// A final refusal of a request outside any dialog, reported as an event.
+    pub fn refuse(&mut self, now: Time, txn: ServerTxnId, req: &Request, status: u16, reason: &str) {
+        tracing::info!(status, reason, number = req.uri.user.as_deref().unwrap_or(""), "refused");
+        self.emit(ParkEvent::Refused {
+            number: req.uri.user.clone().unwrap_or_default(),
+            status,
+            reason: reason.to_string(),
+            call_id: req.common.call_id.as_str().into(),
+        });
+        self.respond(now, txn, req, status, Some(reason), None, |_| {});
+    }
+
+    /// Sends `req` to `hop` in a client transaction whose outcome is routed by `purpose`.
+    pub fn send(&mut self, now: Time, hop: Peer, req: &Request, purpose: Purpose) -> ClientTxnId {
+        let id = self.txn.send_request(now, hop, req);
+        self.purposes.insert(id, purpose);
+        id
+    }
+
+    /// Sends bytes outside any transaction (the ACK for a 2xx, a stateless reply).
+    pub fn send_stateless(&mut self, to: Peer, bytes: Bytes) {
+        self.txn.send_stateless(to, bytes);
+    }
+
+    /// What client transaction `id` is for (`None` once its outcome was handled).
+    pub fn purpose(&self, id: ClientTxnId) -> Option<Purpose> {
+        self.purposes.get(&id).copied()
+    }
+
+    /// Routes the rest of client transaction `id`'s outcome by `purpose` from now on.
+    pub fn repurpose(&mut self, id: ClientTxnId, purpose: Purpose) {
+        self.purposes.insert(id, purpose);
+    }
+
+    /// Forgets what client transaction `id` was for (its outcome is handled); returns it.
+    pub fn finish(&mut self, id: ClientTxnId) -> Option<Purpose> {
+        self.purposes.remove(&id)
+    }
+
+    /// Reports an event.
+    pub fn emit(&mut self, ev: ParkEvent) {
+        self.out.push_back(Output::Event(ev));
+    }
+
+    /// Asks the media plane for something.
+    pub fn media(&mut self, cmd: MediaCommand) {
+        self.out.push_back(Output::Media(cmd));
+    }
+
+    /// Moves what the transaction layer queued to the output queue, in order, up to the next thing it reports;
+    /// `None` when it has nothing more.
+    pub fn next_txn_event(&mut self) -> Option<TxnEvent> {
+        while let Some(t) = self.txn.poll_output() {
+            match t {
+                TxnOutput::Transmit { to, bytes } => self.out.push_back(Output::Sip { to, bytes }),
+                TxnOutput::Event(ev) => return Some(ev),
+            }
+        }
+        None
+    }
+
+    /// The next output for the driver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+}

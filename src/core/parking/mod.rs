@@ -1,0 +1,275 @@
+//! The parking room: lots and their orbits, the calls parked in them, recall rounds, keepalives and every
+//! call-level deadline.
+//!
+//! State, all plain data: the lots (which orbit holds which call), the parked calls ([`ParkedCall`]: orbit,
+//! parker, deadlines, rounds) and one ordered queue of their deadlines ([`timers`]). The room keeps these
+//! consistent and answers questions about them; sending anything (a recall INVITE, a keepalive OPTIONS, a BYE)
+//! is `Core`'s, which routes what [`Parking::pop_due`] hands it.
+//!
+//! Lifetimes: a call's orbit is claimed ([`Parking::claim`]), then the call enters with [`Parking::park`] (its
+//! recall, maximum-park and keepalive deadlines armed) and leaves with [`Parking::remove`], which frees the
+//! orbit: hung up, ended by parkd, or taken (it then becomes a bridge in the bridging room).
+
+mod call;
+pub mod timers;
+
+pub use call::{MediaMode, ParkedCall};
+pub use timers::{CallTimer, CallTimers};
+
+use super::contract::Wake;
+use super::ids::CallRef;
+use super::events::RecallTarget;
+use crate::config::{LotConfig, RecallFallback};
+use crate::ids::OrbitNumber;
+use crate::park::lot::{ClaimError, Dialed, Lot, OrbitIdx};
+use crate::time::Time;
+use rand::Rng;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The parking room (see the module doc).
+#[derive(Debug)]
+pub struct Parking {
+    lots: Vec<Lot<CallRef>>,
+    // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole call.
+    calls: HashMap<CallRef, Box<ParkedCall>>,
+    timers: CallTimers,
+}
+
+impl Parking {
+    pub fn new(lots: Vec<LotConfig>) -> Parking {
+        Parking { lots: lots.into_iter().map(Lot::new).collect(), calls: HashMap::new(), timers: CallTimers::default() }
+    }
+
+    /// Every lot, in configuration order (a lot's index is its position).
+    pub fn lots(&self) -> impl Iterator<Item = &Lot<CallRef>> {
+        self.lots.iter()
+    }
+
+    pub fn lot(&self, lot: usize) -> Option<&Lot<CallRef>> {
+        self.lots.get(lot)
+    }
+
+    /// Replaces a lot's configuration (tests build cores without a config file).
+    #[cfg(test)]
+    pub fn cfg_mut(&mut self, lot: usize) -> Option<&mut LotConfig> {
+        self.lots.get_mut(lot).map(|l| &mut l.cfg)
+    }
+
+    /// Arms a deadline of `call` (a recall ring, a recall that fell due while an unpark rang).
+    pub fn arm(&mut self, at: Time, call: CallRef, kind: CallTimer) {
+        self.timers.arm(at, call, kind);
+    }
+
+    /// Which lot a Request-URI user part belongs to, and what it means there (park code or orbit).
+    pub fn lookup(&self, user: &str) -> Option<(usize, Dialed)> {
+        self.lots.iter().enumerate().find_map(|(i, lot)| lot.dialed(user).map(|d| (i, d)))
+    }
+
+    /// The lot's configuration.
+    pub fn cfg(&self, lot: usize) -> Option<&LotConfig> {
+        self.lots.get(lot).map(|l| &l.cfg)
+    }
+
+    /// The index of the lot named `name`.
+    pub fn lot_index(&self, name: &str) -> Option<usize> {
+        self.lots.iter().position(|l| l.name() == name)
+    }
+
+    /// The lot's name ("" for an unknown index).
+    pub fn lot_name(&self, lot: usize) -> String {
+        self.lots.get(lot).map(|l| l.name().to_string()).unwrap_or_default()
+    }
+
+    /// Orbits occupied, over all lots.
+    pub fn orbits_occupied(&self) -> usize {
+        self.lots.iter().map(|l| l.occupied()).sum()
+    }
+
+    /// Takes `orbit` of `lot` for `call` (directed), or a free one by the lot's policy.
+    pub fn claim(&mut self, lot: usize, orbit: Option<OrbitIdx>, call: CallRef, rng: &mut impl Rng) -> Result<OrbitIdx, ClaimError> {
+        let Some(l) = self.lots.get_mut(lot) else { return Err(ClaimError::LotFull) };
+        match orbit {
+            Some(i) => l.claim(i, call).map(|_| i),
+            None => l.claim_any(call, rng),
+        }
+    }
+
+    /// Frees `orbit` of `lot` if `call` holds it.
+    pub fn release(&mut self, lot: usize, orbit: OrbitIdx, call: CallRef) {
+        if let Some(l) = self.lots.get_mut(lot) {
+            l.release(orbit, call);
+        }
+    }
+
+    /// Whatever holds `orbit` of `lot`.
+    pub fn occupant(&self, lot: usize, orbit: OrbitIdx) -> Option<CallRef> {
+        self.lots.get(lot)?.occupant(orbit)
+    }
+
+    /// The number of `orbit` of `lot` as dialed ("701").
+    pub fn orbit_name(&self, lot: usize, orbit: OrbitIdx) -> OrbitNumber {
+        self.lots.get(lot).map(|l| l.orbit_name(orbit)).unwrap_or_default().into()
+    }
+
+    /// Whether a plain call to an empty orbit of `lot` parks the caller there (`empty_orbit = "park"`).
+    pub fn empty_orbit_parks(&self, lot: usize) -> bool {
+        self.cfg(lot).is_some_and(|c| c.empty_orbit == crate::config::EmptyOrbit::Park)
+    }
+
+    /// The call parked in `orbit` of `lot`.
+    pub fn parked_in(&self, lot: usize, orbit: OrbitIdx) -> Option<CallRef> {
+        let call = self.lots.get(lot)?.occupant(orbit)?;
+        self.calls.get(&call).map(|c| c.id)
+    }
+
+    /// The lot parks overflow in when `lot` is full (one hop only: its own overflow is not followed, so lots
+    /// cannot loop), if it has room.
+    pub fn overflow_of(&self, lot: usize) -> Option<usize> {
+        let name = self.lots.get(lot)?.cfg.overflow_lot.as_deref()?;
+        self.lot_index(name).filter(|o| *o != lot && !self.lots[*o].is_full())
+    }
+
+    /// The lot's longest-parked call (earliest `parked_at`), for its retrieve code.
+    pub fn oldest(&self, lot: usize) -> Option<CallRef> {
+        let l = self.lots.get(lot)?;
+        l.occupants().filter_map(|(_, c)| self.calls.get(&c).map(|pc| (pc.parked_at, c))).min().map(|(_, c)| c)
+    }
+
+    pub fn get(&self, call: CallRef) -> Option<&ParkedCall> {
+        self.calls.get(&call).map(|c| &**c)
+    }
+
+    pub fn get_mut(&mut self, call: CallRef) -> Option<&mut ParkedCall> {
+        self.calls.get_mut(&call).map(|c| &mut **c)
+    }
+
+    /// Calls parked.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Every call, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &ParkedCall> {
+        self.calls.values().map(|c| &**c)
+    }
+
+    /// Removes `call` and frees its orbit (its deadlines become stale).
+    pub fn remove(&mut self, call: CallRef) -> Option<Box<ParkedCall>> {
+        let c = self.calls.remove(&call)?;
+        self.release(c.lot, c.orbit, call);
+        Some(c)
+    }
+
+    /// Starts `call`'s parking period at `now`: records it and arms its recall, maximum-park and keepalive
+    /// deadlines.
+    pub fn park(&mut self, now: Time, call: ParkedCall) {
+        let id = call.id;
+        self.calls.insert(id, Box::new(call));
+        self.arm_period(now, id);
+    }
+
+    /// Arms `call`'s recall and maximum-park deadlines for a parking period starting at `now`, and its keepalive.
+    pub fn arm_period(&mut self, now: Time, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let lot_max = self.lots.get(c.lot).map(|l| l.cfg.max_park_time).unwrap_or(0);
+        c.recall_at = c.parking_time.map(|d| now + d);
+        c.expires_at = (lot_max > 0).then(|| now + Duration::from_secs(lot_max));
+        if let Some(t) = c.recall_at {
+            self.timers.arm(t, call, CallTimer::Recall);
+        }
+        if let Some(t) = c.expires_at {
+            self.timers.arm(t, call, CallTimer::MaxPark);
+        }
+        self.arm_keepalive(now, call);
+    }
+
+    /// Arms `call`'s next keepalive (none when the lot's interval is 0).
+    pub fn arm_keepalive(&mut self, now: Time, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let interval = self.lots.get(c.lot).map(|l| l.cfg.keepalive_interval).unwrap_or(0);
+        c.keepalive_at = (interval > 0).then(|| now + Duration::from_secs(interval));
+        if let Some(at) = c.keepalive_at {
+            self.timers.arm(at, call, CallTimer::Keepalive);
+        }
+    }
+
+    /// A recall round starts for `call` (its parking time ran out): counts the round and returns whom to ring,
+    /// in order: the parker when known, then the lot's fallback URI when its `recall_fallback` says so. Empty:
+    /// the round fails at once.
+    pub fn start_round(&mut self, call: CallRef) -> Vec<RecallTarget> {
+        let Some(c) = self.calls.get_mut(&call) else { return Vec::new() };
+        c.rounds += 1;
+        let fallback = self.lots.get(c.lot).is_some_and(|l| l.cfg.recall_fallback == RecallFallback::FallbackUri);
+        if c.parker.is_none() {
+            tracing::info!(orbit = %c.orbit_name, "parking time over, parker unknown: applying the lot's fallback");
+        }
+        let mut targets = Vec::with_capacity(2);
+        if c.parker.is_some() {
+            targets.push(RecallTarget::Parker);
+        }
+        if fallback {
+            targets.push(RecallTarget::FallbackUri);
+        }
+        targets
+    }
+
+    /// Whom to ring this round after `target` did not answer (the fallback URI after the parker, when the lot's
+    /// `recall_fallback` says so).
+    pub fn after_unanswered(&self, call: CallRef, target: RecallTarget) -> Option<RecallTarget> {
+        let c = self.calls.get(&call)?;
+        let fallback = self.lots.get(c.lot).is_some_and(|l| l.cfg.recall_fallback == RecallFallback::FallbackUri);
+        (target == RecallTarget::Parker && fallback).then_some(RecallTarget::FallbackUri)
+    }
+
+    /// Parks `call` again for another period after an unanswered round: true when the lot allows another round
+    /// (its fallback is not `hangup`, rounds remain, the call has a parking time).
+    pub fn repark(&mut self, now: Time, call: CallRef) -> bool {
+        let Some(c) = self.calls.get_mut(&call) else { return false };
+        let Some(lot) = self.lots.get(c.lot) else { return false };
+        let again = lot.cfg.recall_fallback != RecallFallback::Hangup && c.rounds < lot.cfg.recall_rounds;
+        match (again, c.parking_time) {
+            (true, Some(period)) => {
+                let at = now + period;
+                c.recall_at = Some(at);
+                self.timers.arm(at, call, CallTimer::Recall);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The room's next deadline and its reason (a peek; possibly stale).
+    pub fn poll_timeout(&self) -> Option<(Time, Wake)> {
+        self.timers.next()
+    }
+
+    /// The earliest deadline due at `now` (possibly stale), for ordering it against other rooms' deadlines.
+    pub fn next_due(&self, now: Time) -> Option<(Time, CallRef, CallTimer)> {
+        self.timers.peek_due(now)
+    }
+
+    /// Pops the earliest deadline due at `now`: `Some(Some((call, kind)))` when it still holds (re-armed and
+    /// finished calls' entries are stale: `Some(None)`). A recall does not fall due while `ringing(call)` (an
+    /// unpark rings); a due recall is marked as no longer scheduled.
+    pub fn pop_due(&mut self, now: Time, ringing: impl Fn(CallRef) -> bool) -> Option<Option<(CallRef, CallTimer)>> {
+        let (at, call, kind) = self.timers.pop_due(now)?;
+        let Some(c) = self.calls.get_mut(&call) else { return Some(None) };
+        let holds = match kind {
+            CallTimer::Recall => c.recall_at == Some(at) && !ringing(call),
+            CallTimer::MaxPark => c.expires_at == Some(at),
+            CallTimer::Keepalive => c.keepalive_at == Some(at),
+        };
+        if !holds {
+            return Some(None);
+        }
+        if kind == CallTimer::Recall {
+            c.recall_at = None;
+        }
+        Some(Some((call, kind)))
+    }
+}
