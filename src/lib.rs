@@ -8,7 +8,8 @@
 //! * [`sdp`] — offer/answer for G.711 calls.
 //! * [`media`] — G.711, shared pre-encoded hold frames, the pacer, RTP relay: the media plane state machine.
 //! * [`park`] — lots, orbits and RTP port bookkeeping.
-//! * [`core`] — the park engine (a B2BUA) driven by `(input, now)`, returning actions.
+//! * [`core`] — the park engine (a B2BUA): rooms that own their state as plain data (parking, bridging, dialogs,
+//!   BLF, admission), routed by `Core` under one engine contract ([`core::contract`]).
 //! * [`journal`] — what survives a restart: records, their frames, the recovery scan, compaction (sans-IO).
 //! * [`config`], [`cli`] — TOML + flags.
 //! * [`io`] — the thin tokio/mio layer.

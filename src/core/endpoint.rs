@@ -3,7 +3,8 @@
 //! * the transaction layer ([`TxnLayer`]) and the **purpose table**: what each client transaction parkd started
 //!   is for ([`Purpose`]), so its response or timeout reaches the room that sent it;
 //! * ids, tags, branches and SDP session ids, from one seeded RNG (a test run is reproducible);
-//! * parkd's own address (Via sent-by, Contact) and the outbound proxy;
+//! * parkd's own address (Via sent-by, Contact, and which Route entries and Vias are its own) and the outbound
+//!   proxy;
 //! * the output queue the driver drains ([`Endpoint::poll_output`]).
 //!
 //! Rooms answer requests with [`Endpoint::respond`] / [`Endpoint::refuse`], send requests with
@@ -60,10 +61,12 @@ pub struct Endpoint {
     pub(super) media_ip: IpAddr,
     /// The outbound proxy as a Route entry and its address.
     pub(super) outbound_proxy: Option<(NameAddr, Peer)>,
+    /// The address parkd listens on (a Route naming it names parkd too).
+    listen: SocketAddr,
 }
 
 impl Endpoint {
-    pub fn new(timers: TimerConfig, seed: u64, local_addr: SocketAddr, media_ip: IpAddr, outbound_proxy: Option<(NameAddr, Peer)>) -> Endpoint {
+    pub fn new(timers: TimerConfig, seed: u64, (local_addr, listen): (SocketAddr, SocketAddr), media_ip: IpAddr, outbound_proxy: Option<(NameAddr, Peer)>) -> Endpoint {
         Endpoint {
             txn: TxnLayer::new(timers),
             purposes: HashMap::new(),
@@ -73,7 +76,28 @@ impl Endpoint {
             local_addr,
             media_ip,
             outbound_proxy,
+            listen,
         }
+    }
+
+    /// True when one of the request's Vias is parkd's own sent-by with a branch parkd made (it looped back).
+    pub fn looped(&self, req: &Request) -> bool {
+        req.common.via.iter().any(|v| {
+            v.branch().is_some_and(|b| b.starts_with(super::proxy::BRANCH_MARK))
+                && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.local_addr.ip())
+                && v.port.unwrap_or(5060) == self.local_addr.port()
+        })
+    }
+
+    /// Whether a Route entry names parkd (its advertised or listening address and port).
+    pub fn names_me(&self, route: &NameAddr) -> bool {
+        crate::dialog::uri_addr(&route.uri).is_some_and(|a| a == self.local_addr || (a.port() == self.listen.port() && a.ip() == self.listen.ip()))
+    }
+
+    /// Removes the Route entries naming parkd from the top of `req`'s Route list (RFC 3261 §16.4).
+    pub fn consume_own_routes(&self, req: &mut Request) {
+        let own = req.common.route.iter().take_while(|r| self.names_me(r)).count();
+        req.common.route.drain(..own);
     }
 
     /// The endpoint's RNG (orbit choice, nonces, SDP session ids).

@@ -14,7 +14,6 @@
 
 use super::ids::CallRef;
 use super::Core;
-use crate::dialog::uri_addr;
 use crate::sip::{NameAddr, Peer, Request};
 use crate::time::Time;
 use crate::txn::ServerTxnId;
@@ -43,39 +42,17 @@ impl Core {
     /// Proxy-related checks on a new request, before it is dispatched: loop detection (482) and consuming
     /// parkd's own Route entries. Returns false when the request was answered here.
     pub(super) fn accept_routed(&mut self, now: Time, txn: ServerTxnId, req: &mut Request) -> bool {
-        if self.looped(req) {
+        if self.ep.looped(req) {
             tracing::warn!(call_id = %req.common.call_id, "request looped back to parkd");
             self.ep.respond(now, txn, req, 482, None, None, |_| {});
             return false;
         }
-        self.consume_own_routes(req);
+        self.ep.consume_own_routes(req);
         if !req.common.route.is_empty() {
             // parkd is a UA, not a proxy: it does not forward, it serves the request it was sent.
             tracing::debug!(routes = req.common.route.len(), "request still carries Route entries for other hops; ignored");
         }
         true
-    }
-
-    /// Removes the Route entries naming parkd from the top of `req`'s Route list (RFC 3261 §16.4).
-    pub(super) fn consume_own_routes(&self, req: &mut Request) {
-        let own = req.common.route.iter().take_while(|r| self.names_me(r)).count();
-        req.common.route.drain(..own);
-    }
-
-    /// True when one of the request's Vias is parkd's own sent-by with a branch parkd made.
-    fn looped(&self, req: &Request) -> bool {
-        req.common.via.iter().any(|v| {
-            v.branch().is_some_and(|b| b.starts_with(BRANCH_MARK))
-                && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.ep.local_addr.ip())
-                && v.port.unwrap_or(5060) == self.ep.local_addr.port()
-        })
-    }
-
-    /// Whether a Route entry names parkd (its advertised or listening address and port).
-    fn names_me(&self, route: &NameAddr) -> bool {
-        uri_addr(&route.uri).is_some_and(|a| {
-            a == self.ep.local_addr || (a.port() == self.server.listen.port() && a.ip() == self.server.listen.ip())
-        })
     }
 
     /// Whether requests from `from` are trusted (`trusted_proxies`).

@@ -105,11 +105,11 @@ fn top_route_naming_parkd_is_consumed_rfc3261_16_4() {
     let text = bob.invite("700", "Route: <sip:127.0.0.1:5060;lr>, <sip:10.9.9.9;lr>\n", None);
     let Ok(Message::Request(mut req)) = parse_message(&crlf(&text)) else { panic!("test INVITE parses") };
     assert_eq!(req.common.route.len(), 2);
-    w.core.consume_own_routes(&mut req);
+    w.core.ep.consume_own_routes(&mut req);
     assert_eq!(req.common.route.len(), 1, "parkd's own entry removed, the other kept");
     assert_eq!(req.common.route[0].uri.host, "10.9.9.9");
     let mut other = req.clone();
-    w.core.consume_own_routes(&mut other);
+    w.core.ep.consume_own_routes(&mut other);
     assert_eq!(other.common.route.len(), 1, "a foreign top Route is not parkd's to remove");
 }
 
