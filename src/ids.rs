@@ -4,26 +4,43 @@
 //! [`crate::core::ids`]; the RTP values, SSRC, payload type and sequence number, in `media::rtp`.)
 //!
 //! Each is serde-transparent: in JSON (events, the HTTP API) and in the journal it is the bare string or
-//! number it wraps, so the shapes applications see do not change.
+//! number it wraps, so the shapes applications see do not change. The string ones share their text
+//! (`Arc<str>`): a Call-ID or an orbit number is made once and then handed between rooms, events and indexes
+//! without copying.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
-/// A string newtype: transparent serde, `Display`, borrowed as `str`, compared with `str`.
+/// A string newtype: serde as a plain string, `Display`, borrowed as `str`, compared with `str`, cheap to clone.
 macro_rules! str_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
-            pub fn new(s: impl Into<String>) -> $name {
-                $name(s.into())
+            pub fn new(s: &str) -> $name {
+                $name(Arc::from(s))
             }
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+        impl Default for $name {
+            fn default() -> $name {
+                $name(Arc::from(""))
+            }
+        }
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                String::deserialize(d).map($name::from)
             }
         }
         impl Deref for $name {
@@ -39,27 +56,27 @@ macro_rules! str_id {
         }
         impl From<String> for $name {
             fn from(s: String) -> $name {
-                $name(s)
+                $name(Arc::from(s))
             }
         }
         impl From<&str> for $name {
             fn from(s: &str) -> $name {
-                $name(s.to_string())
+                $name(Arc::from(s))
             }
         }
         impl From<$name> for String {
             fn from(v: $name) -> String {
-                v.0
+                v.0.to_string()
             }
         }
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
-                self.0 == other
+                &*self.0 == other
             }
         }
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
+                &*self.0 == *other
             }
         }
         impl fmt::Display for $name {
@@ -108,5 +125,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&OrbitIdx(3)).unwrap(), "3");
         let o = OrbitNumber::from("701");
         assert!(o == "701" && o.len() == 3 && format!("{o}/{o:?}") == r#"701/"701""#);
+        let back: OrbitNumber = postcard::from_bytes(&postcard::to_allocvec(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
     }
 }
