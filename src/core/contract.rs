@@ -35,8 +35,9 @@
 //! deadline that was since cancelled (waking early is harmless). [`MediaPlane::poll_timeout`] answers the
 //! same way ([`MediaWake::HoldFrame`]: the next 1 ms pacer slot with hold packets due).
 //!
-//! `handle_timeout(now)` fires every deadline due at `now`, each in its own order of time; calling it early,
-//! late or twice is safe: it only acts on what is due, and a stale entry is skipped.
+//! `handle_timeout(now)` fires every deadline due at `now`: the transaction layer's, then the call deadlines
+//! of the parking and bridging rooms in one order of time, then BLF expiries. Calling it early, late or twice
+//! is safe: it only acts on what is due, and a stale entry is skipped.
 //!
 //! # The drive loop
 //! ```text

@@ -23,7 +23,8 @@ use crate::txn::{ClientTxnId, ServerTxnId, TimerConfig, TxnEvent, TxnLayer, TxnO
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 /// What a client transaction parkd started is for, so its outcome can be routed.
@@ -51,7 +52,8 @@ pub enum Purpose {
 #[derive(Debug)]
 pub struct Endpoint {
     pub(super) txn: TxnLayer,
-    purposes: HashMap<ClientTxnId, Purpose>,
+    /// Keyed by handles parkd mints: the fast Fx hash is safe.
+    purposes: FxHashMap<ClientTxnId, Purpose>,
     rng: SmallRng,
     next_id: u64,
     out: VecDeque<Output>,
@@ -69,7 +71,7 @@ impl Endpoint {
     pub fn new(timers: TimerConfig, seed: u64, (local_addr, listen): (SocketAddr, SocketAddr), media_ip: IpAddr, outbound_proxy: Option<(NameAddr, Peer)>) -> Endpoint {
         Endpoint {
             txn: TxnLayer::new(timers),
-            purposes: HashMap::new(),
+            purposes: FxHashMap::default(),
             rng: SmallRng::seed_from_u64(seed),
             next_id: 1,
             out: VecDeque::new(),

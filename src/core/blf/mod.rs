@@ -42,7 +42,8 @@ use crate::time::Time;
 use crate::txn::{ClientTxnId, ClientVerdict, ServerTxnId};
 use bytes::Bytes;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 /// The only event package parkd serves.
@@ -118,9 +119,11 @@ pub struct NewSubscription {
 /// The BLF room: every subscription, with the indexes that keep each operation proportional to what it touches.
 #[derive(Debug, Default)]
 pub struct Blf {
-    subs: HashMap<SubId, Subscription>,
+    // Subscription ids and watched orbits are parkd's own keys (fast Fx hash); a dialog key holds the peer's
+    // Call-ID (std's SipHash).
+    subs: FxHashMap<SubId, Subscription>,
     by_dialog: HashMap<DialogKey, SubId>,
-    watchers: HashMap<(usize, Watched), HashSet<SubId>>,
+    watchers: FxHashMap<(usize, Watched), FxHashSet<SubId>>,
     expiries: BinaryHeap<Reverse<(Time, SubId)>>,
     next_id: u64,
 }

@@ -27,7 +27,8 @@ use crate::ids::OrbitNumber;
 use crate::time::Time;
 use crate::txn::ClientTxnId;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::BinaryHeap;
 
 /// Two legs parkd relays between: the parked party and whoever took the call.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,16 +57,16 @@ impl Bridge {
     }
 }
 
-/// The bridging room (see the module doc).
+/// The bridging room (see the module doc). Every key is an id parkd mints: the fast Fx hash is safe.
 #[derive(Debug, Default)]
 pub struct Bridging {
-    bridges: HashMap<CallRef, Bridge>,
+    bridges: FxHashMap<CallRef, Bridge>,
     // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole call.
-    ringing: HashMap<CallRef, Box<Recall>>,
+    ringing: FxHashMap<CallRef, Box<Recall>>,
     /// Ring deadlines of `ringing`, earliest first (lazy deletion: an entry whose call no longer rings until
     /// then is skipped).
     rings: BinaryHeap<Reverse<(Time, CallRef)>>,
-    orphans: HashMap<ClientTxnId, Orphan>,
+    orphans: FxHashMap<ClientTxnId, Orphan>,
     dial_allow: Vec<DialPattern>,
 }
 

@@ -17,16 +17,18 @@ use crate::core::ids::LegId;
 use crate::dialog::DialogKey;
 use crate::sip::{NameAddr, Replaces};
 use crate::txn::ServerTxnId;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 
-/// The dialogs room (see the module doc).
+/// The dialogs room (see the module doc). Keys parkd mints itself (leg ids, transaction handles) are hashed
+/// with the fast Fx hash; a dialog key holds the peer's Call-ID, so it keeps std's SipHash (collision attacks).
 #[derive(Debug, Default)]
 pub struct Dialogs {
     // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole leg.
-    legs: HashMap<LegId, Box<Leg>>,
+    legs: FxHashMap<LegId, Box<Leg>>,
     by_key: HashMap<DialogKey, LegId>,
     /// 2xx responses waiting for their ACK, by INVITE server transaction.
-    pending_acks: HashMap<ServerTxnId, LegId>,
+    pending_acks: FxHashMap<ServerTxnId, LegId>,
 }
 
 impl Dialogs {

@@ -24,21 +24,21 @@ use crate::ids::OrbitNumber;
 use crate::park::lot::{ClaimError, Dialed, Lot, OrbitIdx};
 use crate::time::Time;
 use rand::Rng;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 
-/// The parking room (see the module doc).
+/// The parking room (see the module doc). Calls are keyed by ids parkd mints: the fast Fx hash is safe.
 #[derive(Debug)]
 pub struct Parking {
     lots: Vec<Lot<CallRef>>,
     // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole call.
-    calls: HashMap<CallRef, Box<ParkedCall>>,
+    calls: FxHashMap<CallRef, Box<ParkedCall>>,
     timers: CallTimers,
 }
 
 impl Parking {
     pub fn new(lots: Vec<LotConfig>) -> Parking {
-        Parking { lots: lots.into_iter().map(Lot::new).collect(), calls: HashMap::new(), timers: CallTimers::default() }
+        Parking { lots: lots.into_iter().map(Lot::new).collect(), calls: FxHashMap::default(), timers: CallTimers::default() }
     }
 
     /// Every lot, in configuration order (a lot's index is its position).
