@@ -44,6 +44,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# A full debug build of the workspace and its tests takes about 2 GB; a link that runs out of disk fails with a
+# bare "linking with cc failed", so say how much room there is first.
+avail_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+echo "==> free disk here: $((avail_kb / 1024)) MB"
+if [ "${avail_kb:-0}" -lt 3000000 ]; then
+    echo "warning: less than 3 GB free; the build may fail to link (free space or set CARGO_TARGET_DIR)" >&2
+fi
+
 echo "==> cargo build --workspace --bins"
 cargo build --workspace --bins
 
