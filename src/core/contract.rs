@@ -27,6 +27,15 @@
 //! where to forward the packet it rewrote in place, and [`MediaPlane::poll_hold`] fills the caller's batch
 //! with the hold packets due (headers written, payloads shared, nothing copied).
 //!
+//! # The journal (issue 17)
+//! With journaling on ([`Core::set_journaling`]), the rooms' changes come out as [`Output::Journal`] groups. The
+//! driver hands them to the journal writer in order and, for a group with a token, calls
+//! [`Core::handle_journal_durable`]`(token, ok, now)` when the writer reports it synced (`ok`) or failed; the
+//! core then releases (or, on failure, replaces with a refusal) what it held back, and the driver drains as
+//! after any input. At startup, before the SIP socket answers anything, the driver reads the journal's live set
+//! and calls [`Core::restore`]`(live, now)` on a fresh core, then drains its outputs (the media plane gets the
+//! restored calls' streams, late recalls start).
+//!
 //! # `poll_timeout` says when, and why
 //! [`Core::poll_timeout`] returns the earliest deadline *and* the reason for it, a [`Wake`] (as str0m's
 //! `Output::Timeout` and `last_timeout_reason`): a transaction timer, a recall, a recall that rang long enough,
@@ -81,6 +90,9 @@
 //! [`Core::handle_timeout`]: super::Core::handle_timeout
 //! [`Core::poll_output`]: super::Core::poll_output
 //! [`Core::poll_timeout`]: super::Core::poll_timeout
+//! [`Core::set_journaling`]: super::Core::set_journaling
+//! [`Core::handle_journal_durable`]: super::Core::handle_journal_durable
+//! [`Core::restore`]: super::Core::restore
 //! [`MediaCommand`]: crate::media::MediaCommand
 //! [`ParkEvent`]: super::ParkEvent
 //! [`Time`]: crate::time::Time
@@ -99,6 +111,12 @@ pub enum Output {
     Media(MediaCommand),
     /// Something a person or an application may want to know (logged, counted, streamed).
     Event(ParkEvent),
+    /// Write these records to the journal as one group (restored whole or not at all; issue 17). With a
+    /// `token`, the core is holding back outputs until the group is durable (a park's `200 OK`, a REFER's final
+    /// NOTIFY): the driver calls [`super::Core::handle_journal_durable`] with the token once the store has
+    /// synced it (or failed to). Without one, nothing waits on it. Never emitted while journaling is off
+    /// ([`super::Core::set_journaling`]).
+    Journal { records: Vec<crate::journal::Record>, token: Option<crate::journal::JournalToken> },
 }
 
 /// Why the core wants [`super::Core::handle_timeout`] called: the reason next to the deadline of

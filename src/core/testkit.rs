@@ -68,6 +68,7 @@ impl World {
                 Output::Sip { to, bytes } => self.sent.push((to, bytes)),
                 Output::Media(m) => self.media.push(m),
                 Output::Event(e) => self.events.push(e),
+                Output::Journal { .. } => {}
             }
         }
     }

@@ -244,6 +244,8 @@ fn drain(
                 api.metrics.on_event(&ev, std::time::Instant::now());
                 api.hub.publish(ev, clock.now().as_millis());
             }
+            // Journaling is not switched on yet in the io layer (issue 17 wires the writer here).
+            Output::Journal { .. } => {}
         }
     }
     media_queued
