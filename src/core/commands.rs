@@ -108,7 +108,8 @@ impl Core {
         let call_id = self.dialogs.get(c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
         let lot_name = self.parking.lot_name(lot);
         tracing::info!(orbit = %c.orbit_name, "parked call ended by an application");
-        self.ep.emit(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone() });
+        let dwell_ms = super::events::dwell_ms(c.parked_at, now);
+        self.ep.emit(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone(), dwell_ms });
         self.hangup_leg_with_reason(now, c.parked, Some("SIP;cause=200;text=\"Call ended by the attendant\"".into()));
         Ok(CommandOutcome::HungUp { lot: lot_name, orbit: c.orbit_name, call_id })
     }

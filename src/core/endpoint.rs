@@ -19,7 +19,7 @@ use crate::dialog::Dialog;
 use crate::media::MediaCommand;
 use crate::sip::{reason_phrase, Method, NameAddr, Peer, Request, Response, Transport, Uri};
 use crate::time::Time;
-use crate::txn::{ClientTxnId, ServerTxnId, TimerConfig, TxnEvent, TxnLayer, TxnOutput};
+use crate::txn::{ClientTxnId, MsgKind, ServerTxnId, TimerConfig, TxnEvent, TxnLayer, TxnOutput};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -182,9 +182,14 @@ impl Endpoint {
         id
     }
 
-    /// Sends bytes outside any transaction (the ACK for a 2xx, a stateless reply).
-    pub fn send_stateless(&mut self, to: Peer, bytes: Bytes) {
-        self.txn.send_stateless(to, bytes);
+    /// Sends bytes outside any transaction (a stateless reply); `kind` says what they are, for the counts.
+    pub fn send_stateless(&mut self, to: Peer, bytes: Bytes, kind: MsgKind) {
+        self.txn.send_stateless(to, bytes, kind);
+    }
+
+    /// Sends the ACK for a 2xx (outside any transaction, RFC 3261 §13.2.2.4).
+    pub fn send_ack(&mut self, to: Peer, ack: Bytes) {
+        self.txn.send_stateless(to, ack, MsgKind::request(&Method::Ack));
     }
 
     /// What client transaction `id` is for (`None` once its outcome was handled).

@@ -1,5 +1,9 @@
 //! Events the core reports: what happened to parked calls, in words an admin (and later an API) can use.
 //! Orbits and Call-IDs are typed ([`OrbitNumber`], [`CallId`]); in JSON they are the plain strings they wrap.
+//!
+//! Every event that ends a call's stay in its orbit carries `dwell_ms`: how long it was parked, from when it
+//! was parked (or swapped into the orbit by an attended park) to the input that ended the stay, in the core's
+//! own time. Recall rounds and reparks do not restart it. The metrics' dwell histogram is built from these.
 
 use crate::ids::{CallId, OrbitNumber};
 
@@ -29,11 +33,11 @@ pub enum ParkEvent {
     /// A call was parked in an orbit.
     Parked { lot: String, orbit: OrbitNumber, call_id: CallId, parked: String, parker: Option<String>, how: ParkHow },
     /// Someone dialed the orbit and took the call.
-    Retrieved { lot: String, orbit: OrbitNumber, call_id: CallId, by: String },
+    Retrieved { lot: String, orbit: OrbitNumber, call_id: CallId, by: String, dwell_ms: u64 },
     /// Attended park: a new party replaced the (self-parked) consultation leg in its orbit.
     Swapped { lot: String, orbit: OrbitNumber, call_id: CallId, parked: String, parker: Option<String> },
     /// The parked party hung up while parked.
-    Abandoned { lot: String, orbit: OrbitNumber, call_id: CallId },
+    Abandoned { lot: String, orbit: OrbitNumber, call_id: CallId, dwell_ms: u64 },
     /// A bridged (retrieved) call ended; `by` says which side hung up.
     Ended { orbit: OrbitNumber, call_id: CallId, by: String },
     /// A park or retrieve was refused with a SIP status.
@@ -41,15 +45,34 @@ pub enum ParkEvent {
     /// The parking time ran out and parkd is calling the parker (or the fallback URI) back.
     RecallStarted { orbit: OrbitNumber, to: String, target: RecallTarget, round: u32 },
     /// The recall was answered: the call is bridged to whoever answered.
-    RecallAnswered { orbit: OrbitNumber, by: String, target: RecallTarget },
+    RecallAnswered { orbit: OrbitNumber, by: String, target: RecallTarget, dwell_ms: u64 },
     /// The recall was not answered (status 408 = rang out).
     RecallFailed { orbit: OrbitNumber, status: u16, target: RecallTarget },
     /// Nobody took the call this round: it stays parked until the next recall.
     Reparked { orbit: OrbitNumber, round: u32 },
     /// parkd ended a parked call (recall rounds exhausted, `hangup` fallback, or `max_park_time`).
-    TimedOut { orbit: OrbitNumber, reason: String },
+    TimedOut { orbit: OrbitNumber, reason: String, dwell_ms: u64 },
     /// An application ended the parked call (HTTP API `DELETE /v1/orbits/{orbit}`).
-    HungUp { lot: String, orbit: OrbitNumber, call_id: CallId },
+    HungUp { lot: String, orbit: OrbitNumber, call_id: CallId, dwell_ms: u64 },
     /// A 2xx was never acknowledged: the leg was torn down (RFC 3261 §13.3.1.4).
     AckTimeout { call_id: CallId },
+}
+
+impl ParkEvent {
+    /// How long the call was parked, for an event that ends its stay in the orbit (see the module doc).
+    pub fn dwell(&self) -> Option<std::time::Duration> {
+        match self {
+            ParkEvent::Retrieved { dwell_ms, .. }
+            | ParkEvent::Abandoned { dwell_ms, .. }
+            | ParkEvent::RecallAnswered { dwell_ms, .. }
+            | ParkEvent::TimedOut { dwell_ms, .. }
+            | ParkEvent::HungUp { dwell_ms, .. } => Some(std::time::Duration::from_millis(*dwell_ms)),
+            _ => None,
+        }
+    }
+}
+
+/// `now - parked_at` in whole milliseconds, for an event's `dwell_ms`.
+pub(super) fn dwell_ms(parked_at: crate::time::Time, now: crate::time::Time) -> u64 {
+    u64::try_from(now.saturating_since(parked_at).as_millis()).unwrap_or(u64::MAX)
 }

@@ -19,11 +19,12 @@ impl Core {
             Ok(Message::Request(req)) => self.on_request(now, from, req),
             Ok(Message::Response(resp)) => self.on_response(now, from, resp),
             Err(err) => {
-                self.stats.malformed += 1;
+                self.malformed += 1;
                 match err.response_bytes() {
                     Some(bytes) if self.may_answer_malformed(now, from) => {
                         tracing::debug!(%err, from = %from.addr, "malformed request, answering {}", err.status());
-                        self.ep.send_stateless(from, bytes);
+                        let method = err.reply().map(|r| r.method()).unwrap_or(Method::Other(String::new()));
+                        self.ep.send_stateless(from, bytes, crate::txn::MsgKind::response(err.status(), &method));
                     }
                     Some(_) => tracing::debug!(%err, from = %from.addr, "malformed request from a source over its limits dropped"),
                     None => tracing::debug!(%err, from = %from.addr, "undecodable message dropped"),
@@ -38,7 +39,7 @@ impl Core {
             ServerVerdict::New(id) => self.on_new_request(now, id, from, req),
             ServerVerdict::Retransmission | ServerVerdict::AckAbsorbed => {}
             ServerVerdict::Malformed => {
-                self.stats.malformed += 1;
+                self.malformed += 1;
                 tracing::debug!(from = %from.addr, "request without a usable Via dropped");
             }
             ServerVerdict::AckForDialog => self.on_ack(now, from, &req),
@@ -192,7 +193,7 @@ impl Core {
             (Purpose::RecallAnswered { leg }, ClientVerdict::Final(r)) if r.is_success() => {
                 // A retransmitted 2xx: the ACK was lost, send it again (RFC 3261 §13.2.2.4).
                 if let Some((to, ack)) = self.dialogs.get(leg).and_then(|l| l.ack_again()) {
-                    self.ep.send_stateless(to, ack);
+                    self.ep.send_ack(to, ack);
                 }
             }
             (Purpose::RecallAnswered { .. }, _) => {}

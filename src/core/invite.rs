@@ -158,7 +158,7 @@ impl Core {
         let Some(parked) = self.parking.get(call) else {
             return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
         };
-        let (lot, orbit_name) = (parked.lot, parked.orbit_name.clone());
+        let (lot, orbit_name, dwell_ms) = (parked.lot, parked.orbit_name.clone(), super::events::dwell_ms(parked.parked_at, now));
         // A recall may be ringing: the retriever wins and the recall is cancelled.
         self.abandon_recall(now, call);
         let offer = match read_offer(&req) {
@@ -187,6 +187,7 @@ impl Core {
             orbit: orbit_name,
             call_id: req.common.call_id.as_str().into(),
             by,
+            dwell_ms,
         });
     }
 

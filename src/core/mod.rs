@@ -78,13 +78,16 @@ pub struct Live {
     pub admission_holds: usize,
 }
 
-/// Counters the core keeps (exported as metrics by the io layer).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counters the core keeps (exported as metrics by the io layer, which reads messages no more than this).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Messages that could not be decoded (answered 400 or dropped).
     pub malformed: u64,
     /// Retransmissions the transaction layer sent and absorbed.
     pub retransmissions: crate::txn::TxnStats,
+    /// Every decoded message received and every message sent, retransmissions included: requests by method,
+    /// responses by status class and CSeq method.
+    pub messages: crate::txn::SipCounts,
 }
 
 pub struct Core {
@@ -96,7 +99,8 @@ pub struct Core {
     dialogs: dialogs::Dialogs,
     /// Lots, orbits, parked calls and their deadlines (the parking room).
     parking: parking::Parking,
-    stats: Stats,
+    /// Messages that could not be decoded.
+    malformed: u64,
     /// BLF subscriptions, their NOTIFY sequencing, indexes and expiry heap (the BLF room).
     blf: blf::Blf,
     /// Bridged calls, the calls parkd makes for parked ones, `dial_allow` (the bridging room).
@@ -127,7 +131,7 @@ impl Core {
             ports,
             dialogs: dialogs::Dialogs::default(),
             parking: parking::Parking::new(lots),
-            stats: Stats::default(),
+            malformed: 0,
             blf: blf::Blf::default(),
             bridging: bridging::Bridging::default(),
             admission,
@@ -174,9 +178,9 @@ impl Core {
         }
     }
 
-    /// The core's counters, with the transaction layer's retransmission counts.
+    /// The core's counters: malformed input, and the transaction layer's retransmission and message counts.
     pub fn stats(&self) -> Stats {
-        Stats { retransmissions: self.ep.txn.stats(), ..self.stats }
+        Stats { malformed: self.malformed, retransmissions: self.ep.txn.stats(), messages: self.ep.txn.counts().clone() }
     }
 
     /// Replaces the outbound proxy (tests build cores without a config file).
@@ -241,3 +245,5 @@ mod command_tests;
 mod gate_tests;
 #[cfg(test)]
 mod plain_data_tests;
+#[cfg(test)]
+mod counts_tests;

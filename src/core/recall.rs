@@ -143,7 +143,7 @@ impl Core {
         let branch = self.ep.new_branch();
         let contact = self.ep.contact(dialog.next_hop.transport);
         let ack = dialog.ack(r.invite.cseq, self.ep.local_addr, &branch, &contact).encode();
-        self.ep.send_stateless(dialog.next_hop, ack.clone());
+        self.ep.send_ack(dialog.next_hop, ack.clone());
         let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
         let id = LegId(self.ep.next_id());
         // The parked call leaves its orbit and becomes a bridge to whoever answered.
@@ -157,7 +157,7 @@ impl Core {
         let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack };
         self.dialogs.insert(leg);
         tracing::info!(%orbit, %to, "recall answered; bridging");
-        self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target });
+        self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target, dwell_ms: super::events::dwell_ms(parked.parked_at, now) });
         self.orbit_changed(now, freed.0, freed.1);
         self.sync_media(call);
     }
@@ -244,7 +244,7 @@ impl Core {
                 let contact = self.ep.contact(dialog.next_hop.transport);
                 let branch = self.ep.new_branch();
                 let ack = dialog.ack(orphan.invite.cseq, self.ep.local_addr, &branch, &contact);
-                self.ep.send_stateless(dialog.next_hop, ack.encode());
+                self.ep.send_ack(dialog.next_hop, ack.encode());
                 dialog.local_seq = orphan.invite.cseq;
                 let branch = self.ep.new_branch();
                 let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
@@ -266,7 +266,7 @@ impl Core {
         let Some(c) = self.parking.remove(call) else { return };
         self.orbit_changed(now, c.lot, c.orbit);
         tracing::info!(orbit = %c.orbit_name, reason = why, "ending parked call");
-        self.ep.emit(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string() });
+        self.ep.emit(ParkEvent::TimedOut { orbit: c.orbit_name.clone(), reason: why.to_string(), dwell_ms: super::events::dwell_ms(c.parked_at, now) });
         self.hangup_leg_with_reason(now, c.parked, Some(format!("SIP;cause=408;text=\"{why}\"")));
     }
 }

@@ -153,7 +153,8 @@ impl Core {
             self.stop_recall(now, call_ref);
             self.orbit_changed(now, call.lot, call.orbit);
             tracing::info!(orbit = %call.orbit_name, "parked party hung up; orbit freed");
-            self.ep.emit(ParkEvent::Abandoned { lot: self.parking.lot_name(call.lot), orbit: call.orbit_name, call_id });
+            let dwell_ms = super::events::dwell_ms(call.parked_at, now);
+            self.ep.emit(ParkEvent::Abandoned { lot: self.parking.lot_name(call.lot), orbit: call.orbit_name, call_id, dwell_ms });
             // A parked call has one leg; if parkd was still holding it (e.g. ACK timeout), it is gone now.
             self.forget_leg(call.parked);
         } else if let Some(bridge) = self.bridging.remove(call_ref) {

@@ -93,10 +93,12 @@ pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest) {
             let media_stats = media.stats();
             let io = media.io_totals();
             let live = core.live();
+            let stats = core.stats();
             let snap = ScrapeSnapshot {
                 lots: core.lot_summary(),
-                malformed: core.stats().malformed,
-                retransmissions: core.stats().retransmissions,
+                malformed: stats.malformed,
+                retransmissions: stats.retransmissions,
+                sip_messages: stats.messages,
                 pacer_lateness: media_stats.pacer_lateness,
                 hold_packets_sent: media_stats.hold_sent,
                 relayed_packets: media_stats.relayed,

@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     fn abandoned(orbit: &str) -> ParkEvent {
-        ParkEvent::Abandoned { lot: "default".into(), orbit: orbit.into(), call_id: "c".into() }
+        ParkEvent::Abandoned { lot: "default".into(), orbit: orbit.into(), call_id: "c".into(), dwell_ms: 0 }
     }
 
     #[test]

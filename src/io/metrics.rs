@@ -1,14 +1,16 @@
 //! Prometheus metrics (`GET /metrics`, text format via prometheus-client).
 //!
-//! Counters the io layer sees (SIP messages, park events, dwell times) live in [`Metrics`] and are updated by the
-//! core task; values the core and media thread keep (orbits occupied, malformed input, RTP counters, SIP
-//! retransmissions, pacer lateness buckets) are read at scrape time into a [`ScrapeSnapshot`] and written as
-//! gauges, constant counters and a histogram built from bucket counts.
+//! Nothing here reads a SIP message or a clock. Park events are counted as the core task carries them out
+//! (outcomes, and the dwell each ending event carries) in [`Metrics`]; refusals the io layer makes itself
+//! (TCP limits, framing) are counted as they happen. Values the core and media thread keep (SIP messages in
+//! and out, orbits occupied, malformed input, RTP counters, SIP retransmissions, pacer lateness buckets) are
+//! read at scrape time into a [`ScrapeSnapshot`] and written as counters, gauges and a histogram built from
+//! bucket counts.
 
 use crate::core::RecallTarget as LegRecallTarget;
 use crate::core::ParkEvent;
 use crate::media::pacer::{PacerLateness, LATENESS_BOUNDS_US};
-use crate::txn::TxnStats;
+use crate::txn::{SipCounts, TxnStats};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -18,7 +20,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SipLabels {
@@ -26,8 +27,8 @@ struct SipLabels {
     direction: &'static str,
     /// `request` or `response`.
     kind: &'static str,
-    /// The method (of the request, or from the response's CSeq).
-    method: String,
+    /// The method (of the request, or from the response's CSeq); `other` for one parkd does not know.
+    method: &'static str,
     /// `1xx`..`6xx` for responses, empty for requests.
     class: &'static str,
 }
@@ -109,6 +110,8 @@ pub struct ScrapeSnapshot {
     pub bridged_calls: usize,
     /// The transaction layer's retransmission counters (from `Core::stats`).
     pub retransmissions: TxnStats,
+    /// SIP messages the core received (decoded) and sent, retransmissions included (from `Core::stats`).
+    pub sip_messages: SipCounts,
     /// Pacer lateness buckets (from the media thread's `MediaStats`).
     pub pacer_lateness: PacerLateness,
     /// SIP requests the core refused, by reason, zeros included (from `Core::refusals`; totals).
@@ -119,7 +122,6 @@ pub struct ScrapeSnapshot {
 
 /// Metrics updated from the core task.
 pub struct Metrics {
-    sip: Family<SipLabels, Counter>,
     parks: Family<OutcomeLabels, Counter>,
     retrieves: Family<OutcomeLabels, Counter>,
     recalls: Family<RecallLabels, Counter>,
@@ -134,8 +136,6 @@ pub struct Metrics {
     /// The core's refusal totals already added to `refusals`.
     core_refusals_seen: Mutex<HashMap<&'static str, u64>>,
     dwell: Histogram,
-    /// When each orbit's current call was parked (io-side clock), for the dwell histogram.
-    parked_at: Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for Metrics {
@@ -150,7 +150,6 @@ const DWELL_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0,
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics {
-            sip: Family::default(),
             parks: Family::default(),
             retrieves: Family::default(),
             recalls: Family::default(),
@@ -161,15 +160,7 @@ impl Metrics {
             refusals: Family::default(),
             core_refusals_seen: Mutex::new(HashMap::new()),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
-            parked_at: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Counts one SIP message by its start line (`INVITE sip:..` or `SIP/2.0 200 ..` with its CSeq method).
-    pub fn count_sip(&self, outgoing: bool, bytes: &[u8]) {
-        let direction = if outgoing { "out" } else { "in" };
-        let Some(labels) = classify(direction, bytes) else { return };
-        self.sip.get_or_create(&labels).inc();
     }
 
     /// Counts one refused connection or message (`parkd_sip_refusals_total{reason}`).
@@ -190,50 +181,43 @@ impl Metrics {
     }
 
     /// Counts a park event and tracks dwell time; `now` is the io clock.
-    pub fn on_event(&self, ev: &ParkEvent, now: Instant) {
+    /// Counts a park event; one that ends a call's stay in its orbit adds the dwell it carries.
+    pub fn on_event(&self, ev: &ParkEvent) {
         match ev {
-            ParkEvent::Parked { orbit, how, .. } => {
+            ParkEvent::Parked { how, .. } => {
                 let how = serde_json::to_value(how).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
                 self.parks.get_or_create(&OutcomeLabels { outcome: how }).inc();
-                if let Ok(mut m) = self.parked_at.lock() {
-                    m.insert(orbit.to_string(), now);
-                }
             }
-            ParkEvent::Swapped { orbit, .. } => {
-                // Attended park: a new party took the orbit; its dwell starts now.
+            // Attended park: a new party took the orbit (its dwell starts again in the core).
+            ParkEvent::Swapped { .. } => {
                 self.parks.get_or_create(&OutcomeLabels { outcome: "swapped".into() }).inc();
-                if let Ok(mut m) = self.parked_at.lock() {
-                    m.insert(orbit.to_string(), now);
-                }
             }
-            ParkEvent::Retrieved { orbit, .. } => {
+            ParkEvent::Retrieved { .. } => {
                 self.retrieves.get_or_create(&OutcomeLabels { outcome: "dialed".into() }).inc();
-                self.observe_dwell(orbit, now);
             }
-            ParkEvent::Abandoned { orbit, .. } => {
+            ParkEvent::Abandoned { .. } => {
                 self.abandons.inc();
-                self.observe_dwell(orbit, now);
             }
-            ParkEvent::HungUp { orbit, .. } => {
+            ParkEvent::HungUp { .. } => {
                 self.ended.get_or_create(&OutcomeLabels { outcome: "api_hangup".into() }).inc();
-                self.observe_dwell(orbit, now);
             }
-            ParkEvent::TimedOut { orbit, .. } => {
+            ParkEvent::TimedOut { .. } => {
                 self.ended.get_or_create(&OutcomeLabels { outcome: "timeout".into() }).inc();
-                self.observe_dwell(orbit, now);
             }
             ParkEvent::RecallStarted { target, .. } => self.recall(*target, "started"),
-            ParkEvent::RecallAnswered { orbit, target, .. } => {
+            ParkEvent::RecallAnswered { target, .. } => {
                 self.recall(*target, "answered");
                 let how = if *target == LegRecallTarget::ApiUnpark { "api_unpark" } else { "recall" };
                 self.retrieves.get_or_create(&OutcomeLabels { outcome: how.into() }).inc();
-                self.observe_dwell(orbit, now);
             }
             ParkEvent::RecallFailed { target, .. } => self.recall(*target, "failed"),
             ParkEvent::Refused { status, .. } => {
                 self.refused.get_or_create(&OutcomeLabels { outcome: status.to_string() }).inc();
             }
             ParkEvent::Ended { .. } | ParkEvent::Reparked { .. } | ParkEvent::AckTimeout { .. } => {}
+        }
+        if let Some(dwell) = ev.dwell() {
+            self.dwell.observe(dwell.as_secs_f64());
         }
     }
 
@@ -248,17 +232,20 @@ impl Metrics {
         self.recalls.get_or_create(&RecallLabels { target, outcome }).inc();
     }
 
-    fn observe_dwell(&self, orbit: &str, now: Instant) {
-        let since = self.parked_at.lock().ok().and_then(|mut m| m.remove(orbit));
-        if let Some(t) = since {
-            self.dwell.observe(now.saturating_duration_since(t).as_secs_f64());
-        }
-    }
-
     /// The Prometheus text exposition of everything, with `snap` read from the core and media thread.
     pub fn encode(&self, snap: &ScrapeSnapshot) -> String {
         let mut reg = Registry::with_prefix("parkd");
-        reg.register("sip_messages", "SIP messages by direction, kind, method and response class", self.sip.clone());
+        let sip = Family::<SipLabels, Counter>::default();
+        for (outgoing, kind, n) in snap.sip_messages.iter() {
+            let labels = SipLabels {
+                direction: if outgoing { "out" } else { "in" },
+                kind: if kind.is_request() { "request" } else { "response" },
+                method: kind.method_label(),
+                class: kind.class_label(),
+            };
+            sip.get_or_create(&labels).inc_by(n);
+        }
+        reg.register("sip_messages", "SIP messages by direction, kind, method and response class", sip);
         reg.register("parks", "Calls parked, by how (directed / indirect / swapped)", self.parks.clone());
         reg.register("retrieves", "Parked calls taken, by how (dialed / recall / api_unpark)", self.retrieves.clone());
         reg.register("recalls", "Recalls and API unparks by target and outcome (started / answered / failed)", self.recalls.clone());
@@ -318,65 +305,20 @@ impl Metrics {
     }
 }
 
-/// Labels for one SIP message from its first line (and CSeq for responses). `None` for garbage.
-fn classify(direction: &'static str, bytes: &[u8]) -> Option<SipLabels> {
-    let text = std::str::from_utf8(bytes.get(..bytes.len().min(2048))?).ok().or_else(|| {
-        // Cut inside a multi-byte character: use what decodes.
-        std::str::from_utf8(bytes.get(..64.min(bytes.len()))?).ok()
-    })?;
-    let first = text.lines().next()?;
-    if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
-        let class = match rest.as_bytes().first()? {
-            b'1' => "1xx",
-            b'2' => "2xx",
-            b'3' => "3xx",
-            b'4' => "4xx",
-            b'5' => "5xx",
-            b'6' => "6xx",
-            _ => return None,
-        };
-        let method = text
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                let name = name.trim();
-                (name.eq_ignore_ascii_case("cseq")).then(|| value.split_whitespace().nth(1).map(str::to_string)).flatten()
-            })
-            .unwrap_or_else(|| "unknown".into());
-        return Some(SipLabels { direction, kind: "response", method: sanitize(&method), class });
-    }
-    let method = first.split(' ').next()?;
-    if method.is_empty() || !first.ends_with("SIP/2.0") {
-        return None;
-    }
-    Some(SipLabels { direction, kind: "request", method: sanitize(method), class: "" })
-}
-
-/// Known methods as-is; anything else is `other` (keeps label cardinality bounded).
-fn sanitize(method: &str) -> String {
-    const KNOWN: [&str; 14] =
-        ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "REFER", "NOTIFY", "SUBSCRIBE", "INFO", "UPDATE", "PRACK", "MESSAGE", "PUBLISH"];
-    let up = method.to_ascii_uppercase();
-    if KNOWN.contains(&up.as_str()) {
-        up
-    } else {
-        "other".into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sip_messages_are_classified_by_start_line_and_cseq() {
-        let m = Metrics::new();
-        m.count_sip(false, b"INVITE sip:700@h SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n");
-        m.count_sip(true, b"SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\n");
-        m.count_sip(true, b"SIP/2.0 486 Busy\r\ncseq: 2 BYE\r\n\r\n");
-        m.count_sip(false, b"\x00\xffgarbage");
-        m.count_sip(false, b"FOO sip:x SIP/2.0\r\n\r\n");
-        let text = m.encode(&ScrapeSnapshot::default());
+    fn sip_messages_are_the_cores_counts_by_direction_method_and_class() {
+        use crate::sip::Method;
+        use crate::txn::MsgKind;
+        let mut counts = SipCounts::default();
+        counts.count_received(MsgKind::request(&Method::Invite));
+        counts.count_sent(MsgKind::response(200, &Method::Invite));
+        counts.count_sent(MsgKind::response(486, &Method::Bye));
+        counts.count_received(MsgKind::request(&Method::Other("FOO".into())));
+        let text = Metrics::new().encode(&ScrapeSnapshot { sip_messages: counts, ..Default::default() });
         assert!(text.contains(r#"parkd_sip_messages_total{direction="in",kind="request",method="INVITE",class=""} 1"#), "{text}");
         assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="INVITE",class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="BYE",class="4xx"} 1"#), "{text}");
@@ -397,7 +339,6 @@ mod tests {
     #[test]
     fn park_events_count_outcomes_and_dwell() {
         let m = Metrics::new();
-        let t0 = Instant::now();
         let parked = ParkEvent::Parked {
             lot: "default".into(),
             orbit: "701".into(),
@@ -406,15 +347,15 @@ mod tests {
             parker: None,
             how: crate::core::ParkHow::Indirect,
         };
-        m.on_event(&parked, t0);
-        m.on_event(&ParkEvent::Retrieved { lot: "default".into(), orbit: "701".into(), call_id: "c".into(), by: "x".into() }, t0 + std::time::Duration::from_secs(12));
-        m.on_event(&ParkEvent::Abandoned { lot: "default".into(), orbit: "702".into(), call_id: "d".into() }, t0);
+        m.on_event(&parked);
+        m.on_event(&ParkEvent::Retrieved { lot: "default".into(), orbit: "701".into(), call_id: "c".into(), by: "x".into(), dwell_ms: 12_000 });
+        m.on_event(&ParkEvent::Abandoned { lot: "default".into(), orbit: "702".into(), call_id: "d".into(), dwell_ms: 3_500 });
         let snap = ScrapeSnapshot { lots: vec![("default".into(), 20, 3)], malformed: 4, ..Default::default() };
         let text = m.encode(&snap);
         assert!(text.contains(r#"parkd_parks_total{outcome="indirect"} 1"#), "{text}");
         assert!(text.contains(r#"parkd_retrieves_total{outcome="dialed"} 1"#));
         assert!(text.contains("parkd_abandons_total 1"));
-        assert!(text.contains("parkd_dwell_seconds_count 1") && text.contains("parkd_dwell_seconds_sum 12"), "{text}");
+        assert!(text.contains("parkd_dwell_seconds_count 2") && text.contains("parkd_dwell_seconds_sum 15.5"), "the dwell the events carry: {text}");
         assert!(text.contains(r#"parkd_orbits_occupied{lot="default"} 3"#));
         assert!(text.contains("parkd_malformed_dropped_total 4"));
     }

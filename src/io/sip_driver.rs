@@ -95,7 +95,6 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
             },
             Some(ev) = tcp_rx.recv() => match ev {
                 TcpEvent::Message { peer, bytes } => {
-                    api.metrics.count_sip(false, &bytes);
                     core.handle_sip(clock.now(), Peer { transport: Transport::Tcp, addr: peer }, &bytes);
                 }
                 TcpEvent::Opened { peer, conn, writer } => { conns.insert(peer, (conn, writer)); }
@@ -105,7 +104,6 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
                     if conns.get(&peer).is_some_and(|(c, _)| *c == conn) {
                         if let Some((_, w)) = conns.remove(&peer) {
                             if let Some(b) = last_words {
-                                api.metrics.count_sip(true, &b);
                                 let _ = w.try_send(b);
                             }
                         }
@@ -172,13 +170,11 @@ impl DrainSignal {
 /// One datagram: checked against the message limits (size, header count), then handed to the core. One over a
 /// limit is answered (413 / 400) when it can be, and refused.
 fn on_datagram(core: &mut Core, udp: &UdpSocket, tcp: &TcpContext, clock: &Clock, from: SocketAddr, bytes: &[u8]) {
-    tcp.metrics.count_sip(false, bytes);
     match crate::sip::check_datagram(bytes, &tcp.limits.frame) {
         Ok(()) => core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, bytes),
         Err(e) => {
             tcp.refuse(Refusal::of_framing(&e), from.ip());
             if let Some(answer) = e.response_bytes() {
-                tcp.metrics.count_sip(true, &answer);
                 let _ = udp.try_send_to(&answer, from);
             }
         }
@@ -223,7 +219,6 @@ fn drain(
     while let Some(out) = core.poll_output() {
         match out {
             Output::Sip { to, bytes } => {
-                api.metrics.count_sip(true, &bytes);
                 match to.transport {
                 Transport::Udp => {
                     if let Err(e) = udp.try_send_to(&bytes, to.addr) {
@@ -241,7 +236,7 @@ fn drain(
                         Err(_) => tracing::info!(target: "parkd::events", ?ev, "park event"),
                     }
                 }
-                api.metrics.on_event(&ev, std::time::Instant::now());
+                api.metrics.on_event(&ev);
                 api.hub.publish(ev, clock.now().as_millis());
             }
             // Journaling is not switched on yet in the io layer (issue 17 wires the writer here).

@@ -33,6 +33,12 @@ impl ReplyContext {
     }
 
     /// `SIP/2.0 <status> <why>` echoing the request's own header text (e.g. 505 for a bad SIP version).
+    /// The method of the offending request's CSeq (the method its answer is counted under); `Other` when the
+    /// CSeq names none.
+    pub fn method(&self) -> super::Method {
+        super::Method::from_token(self.cseq.split_whitespace().nth(1).unwrap_or(""))
+    }
+
     pub fn error_response(&self, status: u16, why: &str) -> Bytes {
         let mut s = String::with_capacity(256);
         let why: String = why.chars().filter(|c| !c.is_control()).take(100).collect();

@@ -11,7 +11,7 @@
 
 use super::key::ClientKey;
 use super::timer::{Side, TimerKind, TimerRef, TimerTable};
-use super::{ClientTxnId, ClientVerdict, TxnEvent, TxnLayer};
+use super::{ClientTxnId, ClientVerdict, MsgKind, TxnEvent, TxnLayer};
 use crate::sip::{CSeq, Common, Method, Peer, Request, Response};
 use crate::time::Time;
 use bytes::Bytes;
@@ -77,7 +77,7 @@ impl TxnLayer {
     /// anything else → NICT. An ACK is not a transaction: it is sent statelessly and a dead id returned.
     pub fn send_request(&mut self, now: Time, to: Peer, req: &Request) -> ClientTxnId {
         if req.method == Method::Ack {
-            self.send_stateless(to, req.encode());
+            self.send_stateless(to, req.encode(), MsgKind::request(&Method::Ack));
             return ClientTxnId::DEAD;
         }
         let key = ClientKey::for_request(req);
@@ -102,7 +102,7 @@ impl TxnLayer {
         if self.client_index.insert(key.clone(), id).is_some() {
             tracing::warn!(branch = %key.branch, "txn: client branch reused; the older transaction loses its responses");
         }
-        self.transmit(to, bytes);
+        self.transmit(to, bytes, MsgKind::request(&req.method));
         match kind {
             ClientKind::Invite => {
                 self.arm_client(now, id, TimerKind::A);
@@ -138,6 +138,7 @@ impl TxnLayer {
     /// Matches a received response to its client transaction (§17.1.3). `None`: stray, or a retransmission
     /// the transaction absorbed (a non-2xx final is re-ACKed here).
     pub fn on_response(&mut self, now: Time, _from: Peer, resp: &Response) -> Option<(ClientTxnId, ClientVerdict)> {
+        self.counts.count_received(MsgKind::response(resp.status, &resp.common.cseq.method));
         let key = ClientKey::for_response(resp)?;
         let id = self.client_index.get(&key).copied()?;
         let t = self.clients.get_mut(id.idx, id.gen)?;
@@ -165,7 +166,7 @@ impl TxnLayer {
                     t.timers.clear(TimerKind::B);
                     t.ack = Some(ack.clone());
                     let to = t.to;
-                    self.transmit(to, ack);
+                    self.transmit(to, ack, MsgKind::request(&Method::Ack));
                     self.arm_client_or_end(now, id, TimerKind::D);
                     ClientVerdict::Final(resp.clone())
                 }
@@ -174,7 +175,7 @@ impl TxnLayer {
                     let (to, ack) = (t.to, t.ack.clone());
                     if let Some(ack) = ack {
                         self.stats.retransmitted_requests += 1;
-                        self.transmit(to, ack);
+                        self.transmit(to, ack, MsgKind::request(&Method::Ack));
                     }
                     return None;
                 }
@@ -247,9 +248,9 @@ impl TxnLayer {
                 };
                 let r = TimerRef { side: Side::Client, idx: id.idx, gen: id.gen, kind };
                 self.timers.arm(&mut t.timers, r, at + t.interval);
-                let (to, bytes) = (t.to, t.bytes.clone());
+                let (to, bytes, sent) = (t.to, t.bytes.clone(), MsgKind::request(&t.request.method));
                 self.stats.retransmitted_requests += 1;
-                self.transmit(to, bytes);
+                self.transmit(to, bytes, sent);
             }
             (TimerKind::B, ClientState::Calling | ClientState::Proceeding)
             | (TimerKind::F, ClientState::Trying | ClientState::Proceeding) => {

@@ -14,6 +14,7 @@
 //! Files: [`key`] (typed keys), [`timer`] (timer kinds, tables, the heap, durations), [`dest`] (response
 //! destination), `slab` (generational storage), `server` / `client` (the four state machines).
 
+pub mod counts;
 pub mod dest;
 pub mod key;
 mod slab;
@@ -36,6 +37,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 pub use client::ack_for_non_2xx;
+pub use counts::{MsgKind, SipCounts};
 pub use dest::{response_destination, stamp_top_via};
 pub use key::{ClientKey, MethodClass, ServerKey};
 pub use timer::TimerKind;
@@ -157,6 +159,8 @@ pub struct TxnLayer {
     timers: TimerHeap,
     out: VecDeque<TxnOutput>,
     stats: TxnStats,
+    /// Messages handed to the layer and sent by it, by kind.
+    counts: SipCounts,
 }
 
 impl TxnLayer {
@@ -172,12 +176,14 @@ impl TxnLayer {
             timers: TimerHeap::default(),
             out: VecDeque::new(),
             stats: TxnStats::default(),
+            counts: SipCounts::default(),
         }
     }
 
-    /// Sends bytes outside any transaction: the ACK for a 2xx, stateless replies (a 400 to junk).
-    pub fn send_stateless(&mut self, to: Peer, bytes: Bytes) {
-        self.out.push_back(TxnOutput::Transmit { to, bytes });
+    /// Sends bytes outside any transaction: the ACK for a 2xx, stateless replies (a 400 to junk). `kind`
+    /// says what they are, for the message counts.
+    pub fn send_stateless(&mut self, to: Peer, bytes: Bytes, kind: MsgKind) {
+        self.transmit(to, bytes, kind);
     }
 
     /// Fires every timer due at `now`. Early or repeated calls do nothing.
@@ -227,7 +233,13 @@ impl TxnLayer {
         self.stats
     }
 
-    fn transmit(&mut self, to: Peer, bytes: Bytes) {
+    /// Messages received and sent so far, by kind.
+    pub fn counts(&self) -> &SipCounts {
+        &self.counts
+    }
+
+    fn transmit(&mut self, to: Peer, bytes: Bytes, kind: MsgKind) {
+        self.counts.count_sent(kind);
         self.out.push_back(TxnOutput::Transmit { to, bytes });
     }
 

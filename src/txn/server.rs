@@ -11,7 +11,7 @@
 use super::dest::{response_destination, stamp_top_via};
 use super::key::{MethodClass, ServerKey};
 use super::timer::{Side, TimerKind, TimerRef, TimerTable};
-use super::{ServerTxnId, ServerVerdict, TxnEvent, TxnLayer};
+use super::{MsgKind, ServerTxnId, ServerVerdict, TxnEvent, TxnLayer};
 use crate::sip::{Method, Peer, Request, Response, Via};
 use crate::time::Time;
 use bytes::Bytes;
@@ -55,7 +55,8 @@ pub(crate) struct ServerTxn {
     request: Request,
     /// Where responses go (§18.2.2, RFC 3581).
     dest: Peer,
-    last_response: Option<Bytes>,
+    /// The last response sent (re-sent on retransmissions), with what it is for the message counts.
+    last_response: Option<(Bytes, MsgKind)>,
     /// To tag of the final sent (RFC 2543 ACK matching).
     final_to_tag: Option<String>,
     pub(crate) timers: TimerTable,
@@ -68,6 +69,7 @@ pub(crate) struct ServerTxn {
 impl TxnLayer {
     /// Matches a received request to a server transaction, creating one for a new request (§17.2.3).
     pub fn on_request(&mut self, now: Time, from: Peer, req: &Request) -> ServerVerdict {
+        self.counts.count_received(MsgKind::request(&req.method));
         let Some(key) = ServerKey::for_request(req) else { return ServerVerdict::Malformed };
         if req.method == Method::Ack {
             return self.on_ack(now, req, key);
@@ -81,9 +83,9 @@ impl TxnLayer {
                 };
                 let dest = t.dest;
                 self.stats.absorbed_retransmissions += 1;
-                if let Some(bytes) = resend {
+                if let Some((bytes, kind)) = resend {
                     self.stats.retransmitted_responses += 1;
-                    self.transmit(dest, bytes);
+                    self.transmit(dest, bytes, kind);
                 }
                 return ServerVerdict::Retransmission;
             }
@@ -178,8 +180,9 @@ impl TxnLayer {
         }
         let bytes = resp.encode_with_top_via(stamped_top_via(&t.request, resp));
         let dest = t.dest;
-        t.last_response = Some(bytes.clone());
-        self.transmit(dest, bytes);
+        let kind = MsgKind::response(status, &t.request.method);
+        t.last_response = Some((bytes.clone(), kind));
+        self.transmit(dest, bytes, kind);
         let Some(t) = self.servers.get_mut(id.idx, id.gen) else { return };
         if provisional {
             if t.kind == ServerKind::NonInvite {
@@ -283,9 +286,9 @@ impl TxnLayer {
                 t.interval = self.cfg.next_interval(TimerKind::G, t.interval);
                 let r = TimerRef { side: Side::Server, idx: id.idx, gen: id.gen, kind };
                 self.timers.arm(&mut t.timers, r, at + t.interval);
-                if let Some(bytes) = bytes {
+                if let Some((bytes, kind)) = bytes {
                     self.stats.retransmitted_responses += 1;
-                    self.transmit(dest, bytes);
+                    self.transmit(dest, bytes, kind);
                 }
             }
             (TimerKind::H, ServerState::Completed) => {

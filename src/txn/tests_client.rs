@@ -194,7 +194,7 @@ fn ack_is_never_a_client_transaction() {
     assert_eq!(only_transmit(&drain(&mut l)).0, udp(PBX));
     assert_eq!(l.live(), (0, 0));
     assert!(l.client_request(id).is_none());
-    l.send_stateless(udp(PBX), ack.encode());
+    l.send_stateless(udp(PBX), ack.encode(), crate::txn::MsgKind::request(&Method::Ack));
     assert_eq!(only_transmit(&drain(&mut l)).1.as_bytes(), &ack.encode()[..]);
     assert_eq!(l.poll_timeout(), None);
 }
@@ -225,4 +225,21 @@ fn rfc3261_17_1_1_2_timer_a_resends_and_re_acks_count_as_retransmitted_requests(
     assert_eq!(l.on_response(t0(), udp(PBX), &busy), None, "the retransmitted final is absorbed and re-ACKed");
     assert_eq!(l.stats().retransmitted_requests, 7, "the re-sent ACK is a retransmitted request; the first ACK is not");
     assert_eq!(l.stats().retransmitted_responses, 0);
+}
+
+#[test]
+fn every_message_in_and_out_is_counted_retransmissions_included() {
+    use crate::txn::MsgKind;
+    let mut l = layer();
+    let (_, _) = send(&mut l, Method::Invite, "z9hG4bKca");
+    run_until(&mut l, at(60_000));
+    let (req, _) = send(&mut l, Method::Invite, "z9hG4bKcb");
+    let busy = response_to(&req, 486);
+    assert!(l.on_response(t0(), udp(PBX), &busy).is_some());
+    assert_eq!(l.on_response(t0(), udp(PBX), &busy), None);
+    let c = l.counts();
+    assert_eq!(c.get(true, MsgKind::request(&Method::Invite)), 1 + 6 + 1, "two INVITEs, the first sent again six times");
+    assert_eq!(c.get(true, MsgKind::request(&Method::Ack)), 2, "the ACK and its re-send");
+    assert_eq!(c.get(false, MsgKind::response(486, &Method::Invite)), 2, "the 486 and its retransmission");
+    assert_eq!(c.iter().count(), 3, "nothing else: {:?}", c.iter().collect::<Vec<_>>());
 }

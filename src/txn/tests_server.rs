@@ -391,3 +391,21 @@ fn rfc3261_17_2_1_retransmitted_ack_in_confirmed_counts_as_absorbed() {
     assert_eq!(l.on_request(at(200), udp(UA), &ack), ServerVerdict::AckAbsorbed);
     assert_eq!(l.stats(), TxnStats { absorbed_retransmissions: 1, ..TxnStats::default() });
 }
+
+#[test]
+fn received_requests_and_sent_responses_are_counted_re_sends_included() {
+    use crate::txn::MsgKind;
+    let mut l = layer();
+    let (inv, id) = invite_in(&mut l, "z9hG4bKcnt");
+    l.respond(at(20), id, &response_to(&inv, 100));
+    assert_eq!(l.on_request(at(30), udp(UA), &inv), ServerVerdict::Retransmission);
+    l.respond(at(40), id, &response_to(&inv, 486));
+    assert_eq!(l.on_request(at(50), udp(UA), &inv), ServerVerdict::Retransmission);
+    assert_eq!(l.on_request(at(60), udp(UA), &ack_with_tag("z9hG4bKcnt", "srv")), ServerVerdict::AckAbsorbed);
+    let c = l.counts();
+    assert_eq!(c.get(false, MsgKind::request(&Method::Invite)), 3);
+    assert_eq!(c.get(false, MsgKind::request(&Method::Ack)), 1);
+    assert_eq!(c.get(true, MsgKind::response(100, &Method::Invite)), 2, "the 100 and its re-send");
+    assert_eq!(c.get(true, MsgKind::response(486, &Method::Invite)), 2, "the 486 and its re-send");
+    assert_eq!(c.iter().count(), 4, "{:?}", c.iter().collect::<Vec<_>>());
+}
