@@ -110,12 +110,10 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token:
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         cfg.server.media_threads = ShardPlan::auto_threads(ports.lo as u16, ports.hi as u16, cores);
     }
-    // The one plan of media shards: the media threads below and the core's port allocation (Core::new
-    // computes it from the same config with the same function) cut the RTP range alike.
+    // The one plan of media shards: the media threads below and the core's port allocation use this value.
     let plan = ShardPlan::new(ports.lo as u16, ports.hi as u16, cfg.server.rtp_legs_per_port, cfg.server.media_threads)?;
-    debug_assert_eq!(plan, ShardPlan::for_server(&cfg.server));
-    let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan, rtp_sender: cfg.server.rtp_sender, music, seed })?;
-    let mut core = Core::new(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed);
+    let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan: plan.clone(), rtp_sender: cfg.server.rtp_sender, music, seed })?;
+    let mut core = Core::with_plan(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed, &plan);
     core.set_limits(&cfg.limits, &cfg.access);
     core.set_dial_allow(cfg.http.dial_patterns()?);
     for lot in &cfg.lots {

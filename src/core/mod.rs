@@ -57,6 +57,7 @@ pub use ids::{CallRef, LegId};
 
 use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
 use crate::park::port_shards::PortShards;
+use crate::park::shard_plan::ShardPlan;
 use crate::sip::{NameAddr, Peer};
 use crate::time::Time;
 use crate::txn::TimerConfig;
@@ -110,10 +111,18 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core for `lots`, with RTP ports from `server.rtp_ports`. `seed` feeds tags, branches and orbit choice,
-    /// so a run is reproducible in tests.
+    /// A core for `lots`, with RTP ports from `server.rtp_ports` cut into media shards as `server` says
+    /// ([`ShardPlan::for_server`]). `seed` feeds tags, branches and orbit choice, so a run is reproducible in
+    /// tests. The binary uses [`Core::with_plan`] instead, with the plan its media threads were spawned from.
     pub fn new(server: ServerConfig, lots: Vec<LotConfig>, timers: TimerConfig, seed: u64) -> Core {
-        let ports = PortShards::new(&crate::park::shard_plan::ShardPlan::for_server(&server));
+        let plan = ShardPlan::for_server(&server);
+        Core::with_plan(server, lots, timers, seed, &plan)
+    }
+
+    /// As [`Core::new`], allocating RTP ports by `plan`: the one plan of media shards the io layer also spawns
+    /// its media threads from, so a leg's port always belongs to the thread that serves it.
+    pub fn with_plan(server: ServerConfig, lots: Vec<LotConfig>, timers: TimerConfig, seed: u64, plan: &ShardPlan) -> Core {
+        let ports = PortShards::new(plan);
         let local_addr = server.advertised_sip();
         let outbound_proxy = server.outbound_proxy.as_deref().and_then(|p| crate::sip::parse_uri(p).ok()).and_then(|mut uri| {
             let addr = crate::dialog::uri_addr(&uri)?;

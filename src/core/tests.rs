@@ -493,3 +493,27 @@ fn an_unacknowledged_park_ends_inside_handle_timeout_not_while_draining() {
     }
     assert!(events.iter().any(|e| matches!(e, ParkEvent::AckTimeout { .. })), "{events:?}");
 }
+
+#[test]
+fn a_core_with_a_plan_hands_out_ports_from_that_plan_only() {
+    use crate::park::shard_plan::ShardPlan;
+    use crate::time::Time;
+    let server = ServerConfig { listen: "127.0.0.1:5060".parse().unwrap(), rtp_ports: NumRange::parse("20000-20099").unwrap(), ..ServerConfig::default() };
+    let mut lot = LotConfig::default_lot();
+    lot.orbits = NumRange::parse("701-705").unwrap();
+    // The plan the media threads were spawned from covers two ports; the config's range is wider.
+    let plan = ShardPlan::new(20000, 20003, 1, 2).unwrap();
+    let core = super::Core::with_plan(server, vec![lot], crate::txn::TimerConfig::default(), 42, &plan);
+    let mut w = World { core, now: Time::from_secs(1_000_000), sent: Vec::new(), media: Vec::new(), events: Vec::new() };
+    w.park(&Phone::new("bob", 5070), "700", BLIND);
+    w.park(&Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) }, "700", BLIND);
+    let starts: Vec<_> = w.media.iter().filter_map(|m| match m {
+        MediaCommand::Hold { leg, .. } => Some(leg.port()),
+        _ => None,
+    }).collect();
+    assert_eq!(starts.len(), 2, "{:?}", w.media);
+    assert!(starts.contains(&20000) && starts.contains(&20002), "one leg in each block: {starts:?}");
+    let dave = Phone { call_id: "dave-call".into(), ..Phone::new("dave", 5072) };
+    w.deliver(dave.peer, &dave.invite("700", "Referred-By: <sip:alice@h>\n", Some(&dave.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(dave.peer, 0).status, 503, "the plan's ports are all taken");
+}

@@ -1,9 +1,9 @@
 //! The one plan of media shards: which block of the RTP range each media thread owns.
 //!
-//! Computed from (`rtp_ports`, `rtp_legs_per_port`, `media_threads`) by one function and used by both sides:
-//! the core hands out legs from these blocks ([`super::port_shards::PortShards`]) and the io layer spawns one
-//! media thread per block and routes each command to the block of its leg's port
-//! ([`crate::io::media_shards`]). Relaying happens inside one thread, so if the two sides cut the range
+//! Computed once from (`rtp_ports`, `rtp_legs_per_port`, `media_threads`) at startup and handed to both
+//! sides: the core hands out legs from these blocks ([`crate::core::Core::with_plan`],
+//! [`super::port_shards::PortShards`]) and the io layer spawns one media thread per block and routes each
+//! command to the block of its leg's port ([`crate::io::media_shards`]). Relaying happens inside one thread, so if the two sides cut the range
 //! differently a bridge's legs would land in different threads and its audio would be dropped.
 //!
 //! Blocks are contiguous runs of the range's even ports (each with the odd port above it for RTCP), of
