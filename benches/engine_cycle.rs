@@ -6,6 +6,9 @@
 //! answered. Virtual time advances 60 ms, 40 ms... so timers run as they would. What this measures is the
 //! user-space share of a cycle (parse, transactions, dialogs, the park engine, SDP, encoding); the
 //! end-to-end benchmark adds the kernel's part (syscalls, wake-ups) and the media thread.
+//!
+//! `ENGINE_CYCLE_ONLY=N` runs N cycles once and nothing else: a fixed amount of work for callgrind's
+//! instruction counts, which a shared machine does not disturb (bench-results/engine/README.md).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -382,6 +385,13 @@ fn heap_per_parked_call(n: u32) -> f64 {
 }
 
 fn main() {
+    // A fixed amount of work, for instruction counts (valgrind --tool=callgrind; see
+    // bench-results/engine/README.md): ENGINE_CYCLE_ONLY=N runs N cycles once and nothing else.
+    if let Some(n) = std::env::var("ENGINE_CYCLE_ONLY").ok().and_then(|v| v.parse::<u32>().ok()) {
+        let (el, done) = run(n);
+        println!("{done} cycles: {:.1} µs/cycle", el.wall.as_secs_f64() * 1e6 / f64::from(done.max(1)));
+        return;
+    }
     let _ = run(2_000); // warm-up
     // The best of several runs: on a shared machine interference only ever adds time.
     let cycles = 5_000;

@@ -8,11 +8,12 @@
 //! * [`sdp`] — offer/answer for G.711 calls.
 //! * [`media`] — G.711, shared pre-encoded hold frames, the pacer, RTP relay: the media plane state machine.
 //! * [`park`] — lots, orbits and RTP port bookkeeping.
-//! * [`core`] — the park engine (a B2BUA): rooms that own their state as plain data (parking, bridging, dialogs,
-//!   BLF, admission), routed by `Core` under one engine contract ([`core::contract`]).
+//! * [`core`] — the park engine (a B2BUA): rooms that own their state as plain data (endpoint, admission,
+//!   dialogs, parking, bridging, BLF), routed by `Core` under one engine contract ([`core::contract`]).
 //! * [`journal`] — what survives a restart: records, their frames, the recovery scan, compaction (sans-IO).
 //! * [`config`], [`cli`] — TOML + flags.
-//! * [`io`] — the thin tokio/mio layer.
+//! * [`io`] — the thin tokio/mio layer: it moves bytes (its metrics read the core's counts and events).
+//! * [`time`] — `Time`, the `now` every state machine is given.
 //! * `sim` (tests only) — a simulated network: core + media plane + reactive phones over seeded lossy links.
 
 pub mod cli;

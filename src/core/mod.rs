@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! **Rooms** own the state, as plain data, each with a small API (the directories, and `endpoint.rs`):
-//! [`endpoint`] (transactions and their purposes, ids, the output queue), [`admission`] (who may do what:
+//! [`endpoint`] (transactions and their purposes, the message counts, ids, the output queue), [`admission`] (who may do what:
 //! limits, access lists, digest, drain),
 //! [`dialogs`] (call legs), [`parking`] (lots, orbits, parked calls, recall rounds, keepalives),
 //! [`bridging`] (bridged pairs, the calls parkd makes, `dial_allow`) and [`blf`] (subscriptions).
@@ -19,7 +19,8 @@
 //! * `transfer.rs`: REFER and the attended-park swap; `originate.rs`: calls parkd makes; `commands.rs`: the API;
 //! * `subscribe.rs`: SUBSCRIBE checks before the BLF room; `gate.rs`, `proxy.rs`: the checks a request passes
 //!   (admission, digest, proxy trust, drain);
-//! * `orbit_view.rs`, `snapshot.rs`: read-only views for watchers and the HTTP API.
+//! * `orbit_view.rs`, `snapshot.rs`: read-only views for watchers and the HTTP API;
+//! * [`persist`]: the journal's entry points (issue 17), how the rooms' records are written and restored.
 
 pub mod admission;
 pub mod blf;

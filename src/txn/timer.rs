@@ -1,7 +1,7 @@
 //! Transaction timers (RFC 3261 §17, table 4 of appendix A; RFC 6026 L and M) as absolute deadlines.
 //!
-//! * [`TimerKind`] names the timers; each transaction keeps a [`TimerTable`] of deadlines indexed by it.
-//! * [`TimerHeap`] is the one layer-wide min-heap of `(deadline, owner)`. Deletion is lazy: re-arming or
+//! * [`TimerKind`] names the timers; each transaction keeps a `TimerTable` of deadlines indexed by it.
+//! * `TimerHeap` is the one layer-wide min-heap of `(deadline, owner)`. Deletion is lazy: re-arming or
 //!   clearing a timer only changes the table, and a popped heap entry whose deadline no longer equals the
 //!   owner's table entry (or whose owner's generation is gone) is skipped. Every deadline is at most 64·T1
 //!   ahead, so stale entries drain within that time.
@@ -45,7 +45,7 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
-    /// Number of timer kinds (size of a [`TimerTable`]).
+    /// Number of timer kinds (size of a `TimerTable`).
     pub const COUNT: usize = 12;
 }
 

@@ -2,7 +2,7 @@
 //! the other gates of a request: the lots' access lists ([`acl`]), Digest authentication ([`digest`]: the nonce
 //! key and the check of credentials) and drain mode.
 //!
-//! It owns per-source state as plain data ([`sources`]): two token buckets (new dialogs, other out-of-dialog
+//! It owns per-source state as plain data (`sources`): two token buckets (new dialogs, other out-of-dialog
 //! requests), the counts of what the source holds (calls answered but not ACKed, orbits its parked calls
 //! occupy, BLF subscriptions), and how often it was refused this second. The core asks it before acting:
 //!
@@ -24,7 +24,7 @@
 //! [`LOG_LINES_PER_SECOND`] per source and second, the rest summarised in a line that adds `suppressed=<n>`.
 //!
 //! Memory is bounded: at most `tracked_sources` entries; idle entries are forgotten as traffic goes on
-//! ([`sources::SourceTable`]), and holds are bounded by what they stand for (legs, orbits, subscriptions).
+//! (`sources::SourceTable`), and holds are bounded by what they stand for (legs, orbits, subscriptions).
 //! Time comes in only as `now`.
 
 pub mod acl;

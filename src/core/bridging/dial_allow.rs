@@ -6,7 +6,7 @@
 //! the outbound proxy. Anything else is refused before a single byte is sent. The SIP side has the same rule for
 //! REFER (only park codes and orbits, see transfer.rs).
 //!
-//! [`check`] is pure (the rule, unit-tested below); [`Core::dial_check`] gathers the facts for one call.
+//! [`check`] is pure (the rule, unit-tested below); `Core::dial_check` gathers the facts for one call.
 
 use crate::core::ids::CallRef;
 use crate::core::{CommandError, Core};

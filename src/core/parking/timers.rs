@@ -19,7 +19,7 @@ pub enum CallTimer {
 }
 
 impl CallTimer {
-    /// The reason [`super::Core::poll_timeout`] gives for this deadline.
+    /// The reason [`crate::core::Core::poll_timeout`] gives for this deadline.
     pub fn wake(self) -> crate::core::Wake {
         match self {
             CallTimer::Recall => crate::core::Wake::Recall,
