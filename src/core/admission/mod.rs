@@ -40,7 +40,7 @@ use super::ids::LegId;
 use crate::config::{AccessConfig, LimitsConfig, SourceLimits};
 use crate::park::lot::OrbitIdx;
 use crate::time::Time;
-use bucket::{Bucket, Rate, Window};
+use bucket::{Rate, Window};
 use ipnet::IpNet;
 use sources::{Source, SourceKey, SourceTable};
 use std::collections::HashMap;
@@ -294,20 +294,7 @@ impl Admission {
         self.sweep(now);
         let key = self.key(ip);
         let class = self.class(&key);
-        let entry = self.sources.get_or_insert(key, || Source {
-            new_dialogs: Bucket::full(class.new_dialogs, now),
-            out_of_dialog: Bucket::full(class.out_of_dialog, now),
-            in_dialog: Bucket::full(class.in_dialog, now),
-            unconfirmed: 0,
-            parked: 0,
-            subscriptions: 0,
-            refusals: Window::default(),
-            logged: Window::default(),
-            suppressed: 0,
-            last_reason: Reason::Acl,
-            last_ip: ip,
-            last_seen: now,
-        })?;
+        let entry = self.sources.get_or_insert(key, || Source::fresh(now, ip, class.new_dialogs, class.out_of_dialog, class.in_dialog))?;
         entry.last_seen = entry.last_seen.max(now);
         entry.last_ip = ip;
         Some(entry)

@@ -10,7 +10,7 @@
 //!   after a flood the table shrinks back as ordinary traffic goes on, with no timer.
 //! * Keys are chosen by the peer: std's SipHash `HashMap` (collision-resistant) indexes the slots.
 
-use super::bucket::{Bucket, Window};
+use super::bucket::{Bucket, Rate, Window};
 use super::Reason;
 use crate::time::Time;
 use std::collections::HashMap;
@@ -66,6 +66,25 @@ pub struct Source {
 }
 
 impl Source {
+    /// A source first seen at `now` from `ip`: full buckets at these rates (new dialogs, other out-of-dialog
+    /// requests, in-dialog requests), nothing held, nothing refused.
+    pub fn fresh(now: Time, ip: IpAddr, new_dialogs: Rate, out_of_dialog: Rate, in_dialog: Rate) -> Source {
+        Source {
+            new_dialogs: Bucket::full(new_dialogs, now),
+            out_of_dialog: Bucket::full(out_of_dialog, now),
+            in_dialog: Bucket::full(in_dialog, now),
+            unconfirmed: 0,
+            parked: 0,
+            subscriptions: 0,
+            refusals: Window::default(),
+            logged: Window::default(),
+            suppressed: 0,
+            last_reason: Reason::Acl,
+            last_ip: ip,
+            last_seen: now,
+        }
+    }
+
     pub fn holds_anything(&self) -> bool {
         self.unconfirmed > 0 || self.parked > 0 || self.subscriptions > 0
     }
@@ -160,20 +179,7 @@ mod tests {
 
     fn source(now: Time, ip: IpAddr) -> Source {
         let r = Rate::new(1.0, 1);
-        Source {
-            new_dialogs: Bucket::full(r, now),
-            out_of_dialog: Bucket::full(r, now),
-            in_dialog: Bucket::full(r, now),
-            unconfirmed: 0,
-            parked: 0,
-            subscriptions: 0,
-            refusals: Window::default(),
-            logged: Window::default(),
-            suppressed: 0,
-            last_reason: Reason::Acl,
-            last_ip: ip,
-            last_seen: now,
-        }
+        Source::fresh(now, ip, r, r, r)
     }
 
     fn ip(n: u32) -> IpAddr {
