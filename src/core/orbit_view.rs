@@ -43,14 +43,14 @@ pub struct ParkedView {
 }
 
 impl Core {
-    /// Number of lots.
-    pub fn lot_count(&self) -> usize {
-        self.parking.lots().count()
+    /// Every lot with the state of each orbit (for applications: see [`super::snapshot`]).
+    pub fn lots_snapshot(&self) -> Vec<super::snapshot::LotSnapshot> {
+        self.orbits().lots_snapshot()
     }
 
-    /// The lot's configuration.
-    pub fn lot_config(&self, lot: usize) -> Option<&crate::config::LotConfig> {
-        self.parking.lot(lot).map(|l| &l.cfg)
+    /// Calls bridged through parkd right now, oldest first.
+    pub fn bridged_snapshot(&self) -> Vec<super::snapshot::BridgedSnapshot> {
+        self.orbits().bridged_snapshot()
     }
 
     /// Which lot and orbit a dialed number names (`None` for park codes and unknown numbers).

@@ -1,9 +1,9 @@
 //! Read-only snapshots of lots, orbits and bridged calls for applications (the HTTP API, the attendant page),
-//! built on [`Core::orbit_state`]. Times are milliseconds since the Unix epoch, ready for JSON.
+//! built by the [`Orbits`] view from the rooms that know them (parking, dialogs, bridging); `Core` only hands
+//! the view out. Times are milliseconds since the Unix epoch, ready for JSON.
 
 use super::events::RecallTarget;
-use super::orbit_view::OrbitState;
-use super::Core;
+use super::orbit_view::{OrbitState, Orbits};
 use crate::ids::{CallId, OrbitNumber};
 use crate::park::lot::OrbitIdx;
 use serde::Serialize;
@@ -59,10 +59,10 @@ pub struct BridgedSnapshot {
     pub other: String,
 }
 
-impl Core {
+impl Orbits<'_> {
     /// Every lot with the state of each orbit.
     pub fn lots_snapshot(&self) -> Vec<LotSnapshot> {
-        (0..self.lot_count()).filter_map(|i| self.lot_snapshot(i)).collect()
+        (0..self.parking.lots().count()).filter_map(|i| self.lot_snapshot(i)).collect()
     }
 
     /// Lot `lot` (by index) with the state of each orbit.
@@ -72,7 +72,7 @@ impl Core {
             .map(OrbitIdx)
             .map(|i| {
                 let orbit = OrbitNumber::from(l.orbit_name(i));
-                match self.orbit_state(lot, i) {
+                match self.state(lot, i) {
                     OrbitState::Free => OrbitSnapshot {
                         orbit,
                         state: "free",
@@ -99,11 +99,6 @@ impl Core {
             })
             .collect();
         Some(LotSnapshot { name: l.name().to_string(), park_code: l.cfg.park_code.clone(), capacity: l.capacity(), occupied: l.occupied(), orbits })
-    }
-
-    /// The index of the lot named `name`.
-    pub fn lot_index(&self, name: &str) -> Option<usize> {
-        self.parking.lot_index(name)
     }
 
     /// Calls bridged through parkd right now, oldest first.
