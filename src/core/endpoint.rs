@@ -102,6 +102,37 @@ impl Endpoint {
         req.common.route.drain(..own);
     }
 
+    /// Proxy-related checks on a new request, before it is dispatched (RFC 3261 §16.3, §16.4): one that looped
+    /// back to parkd is answered 482; parkd's own Route entries are consumed. Returns false when the request
+    /// was answered here.
+    pub fn accept_routed(&mut self, now: Time, txn: ServerTxnId, req: &mut Request) -> bool {
+        if self.looped(req) {
+            tracing::warn!(call_id = %req.common.call_id, "request looped back to parkd");
+            self.respond(now, txn, req, 482, None, None, |_| {});
+            return false;
+        }
+        self.consume_own_routes(req);
+        if !req.common.route.is_empty() {
+            // parkd is a UA, not a proxy: it does not forward, it serves the request it was sent.
+            tracing::debug!(routes = req.common.route.len(), "request still carries Route entries for other hops; ignored");
+        }
+        true
+    }
+
+    /// The hosts that name parkd or its way out: its advertised address, the address it listens on (unless
+    /// unspecified), the outbound proxy's host and address (for `dial_allow`: numbers of parkd's lots there).
+    pub fn own_hosts(&self) -> Vec<String> {
+        let mut hosts = vec![self.local_addr.ip().to_string()];
+        if !self.listen.ip().is_unspecified() {
+            hosts.push(self.listen.ip().to_string());
+        }
+        if let Some((route, hop)) = &self.outbound_proxy {
+            hosts.push(route.uri.host.clone());
+            hosts.push(hop.addr.ip().to_string());
+        }
+        hosts
+    }
+
     /// The endpoint's RNG (orbit choice, nonces, SDP session ids).
     pub fn rng(&mut self) -> &mut SmallRng {
         &mut self.rng

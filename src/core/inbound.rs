@@ -60,7 +60,7 @@ impl Core {
             // RFC 3261 §16.3 / §8.2: a request that has run out of hops.
             return self.ep.respond(now, id, &req, 483, None, None, |_| {});
         }
-        if !self.accept_routed(now, id, &mut req) {
+        if !self.ep.accept_routed(now, id, &mut req) {
             return;
         }
         // RFC 3261 §8.2.2.3: an extension the request requires and parkd does not support → 420 + Unsupported.

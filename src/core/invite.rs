@@ -111,7 +111,7 @@ impl Core {
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
         let call_id = req.common.call_id.as_str().into();
-        let asserted_identity = self.asserted_identity(from, &req);
+        let asserted_identity = self.admission.asserted_identity(from.addr.ip(), &req);
         let parked_label = asserted_identity.as_ref().unwrap_or(&req.common.from).uri.to_string();
         let mut parked_call = ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time);
         parked_call.asserted_identity = asserted_identity;

@@ -93,7 +93,6 @@ pub struct Stats {
 }
 
 pub struct Core {
-    server: ServerConfig,
     /// parkd's SIP endpoint: transactions and their purposes, ids, its own address, the output queue.
     ep: endpoint::Endpoint,
     ports: PortShards,
@@ -136,7 +135,6 @@ impl Core {
         admission.set_nonce_key(admission::NonceKey(ep.rng().gen()));
         admission.set_draining(server.drain);
         Core {
-            server,
             ep,
             ports,
             dialogs: dialogs::Dialogs::default(),

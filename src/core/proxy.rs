@@ -2,11 +2,13 @@
 //! before the engine looks at it, whom to trust with identity, and drain mode.
 //!
 //! * A Route naming parkd itself at the top of a request is consumed (loose routing, RFC 3261 §16.4): parkd is
-//!   the destination, so its own entry is removed before the request is processed.
+//!   the destination, so its own entry is removed before the request is processed
+//!   ([`super::endpoint::Endpoint::accept_routed`]: the endpoint knows parkd's addresses).
 //! * A request whose Via list holds parkd's own sent-by with a branch parkd made has looped back
-//!   (RFC 3261 §16.3 step 4 / §8.2.2.2 spirit): answered 482.
-//! * `trusted_proxies`: only requests from those networks may assert an identity (P-Asserted-Identity); from
-//!   anywhere else the header is ignored. A lot with `trusted_only` refuses untrusted sources with 403.
+//!   (RFC 3261 §16.3 step 4 / §8.2.2.2 spirit): answered 482 (the endpoint too).
+//! * `trusted_proxies`: only requests from those networks may assert an identity (P-Asserted-Identity,
+//!   [`super::admission::Admission::asserted_identity`]); from anywhere else the header is ignored. A lot with
+//!   `trusted_only` refuses untrusted sources with 403.
 //! * Drain mode ([`Core::set_draining`], SIGUSR1 or `drain = true`): new parks get `503` with `Retry-After`
 //!   while retrieves, recalls and parked calls go on. OPTIONS stays 200 on purpose: retrieves of the calls
 //!   still parked here must keep reaching this instance, so a dispatcher must not take it out of service;
@@ -39,40 +41,9 @@ impl Core {
         self.admission.is_draining()
     }
 
-    /// Proxy-related checks on a new request, before it is dispatched: loop detection (482) and consuming
-    /// parkd's own Route entries. Returns false when the request was answered here.
-    pub(super) fn accept_routed(&mut self, now: Time, txn: ServerTxnId, req: &mut Request) -> bool {
-        if self.ep.looped(req) {
-            tracing::warn!(call_id = %req.common.call_id, "request looped back to parkd");
-            self.ep.respond(now, txn, req, 482, None, None, |_| {});
-            return false;
-        }
-        self.ep.consume_own_routes(req);
-        if !req.common.route.is_empty() {
-            // parkd is a UA, not a proxy: it does not forward, it serves the request it was sent.
-            tracing::debug!(routes = req.common.route.len(), "request still carries Route entries for other hops; ignored");
-        }
-        true
-    }
-
-    /// Whether requests from `from` are trusted (`trusted_proxies`).
+    /// Whether requests from `from` are trusted (`trusted_proxies`, the admission room's one rule).
     pub(super) fn trusted(&self, from: Peer) -> bool {
-        self.server.is_trusted(from.addr.ip())
-    }
-
-    /// The P-Asserted-Identity of `req` (RFC 3325 §9.1) when it comes from a trusted proxy; None otherwise
-    /// (from an untrusted source the header is ignored, RFC 3325 §5).
-    pub(super) fn asserted_identity(&self, from: Peer, req: &Request) -> Option<NameAddr> {
-        if !self.trusted(from) {
-            if req.common.header("P-Asserted-Identity").is_some() {
-                tracing::debug!(from = %from.addr, "P-Asserted-Identity from an untrusted source ignored");
-            }
-            return None;
-        }
-        let value = req.common.header("P-Asserted-Identity")?;
-        let mut id = crate::sip::parse_name_addr(value).ok()?;
-        id.params = Default::default();
-        Some(id)
+        self.admission.is_trusted(from.addr.ip())
     }
 
     /// Who the parked party of `call` is, for P-Asserted-Identity in retrieves and recalls: the identity a

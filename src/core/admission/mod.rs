@@ -261,6 +261,21 @@ impl Admission {
         self.trusted_nets.iter().any(|n| n.contains(&ip))
     }
 
+    /// The P-Asserted-Identity of `req` (RFC 3325 §9.1) when it comes from a trusted proxy; None otherwise
+    /// (from an untrusted source the header is ignored, RFC 3325 §5).
+    pub fn asserted_identity(&self, from: IpAddr, req: &crate::sip::Request) -> Option<crate::sip::NameAddr> {
+        if !self.is_trusted(from) {
+            if req.common.header("P-Asserted-Identity").is_some() {
+                tracing::debug!(%from, "P-Asserted-Identity from an untrusted source ignored");
+            }
+            return None;
+        }
+        let value = req.common.header("P-Asserted-Identity")?;
+        let mut id = crate::sip::parse_name_addr(value).ok()?;
+        id.params = Default::default();
+        Some(id)
+    }
+
     /// Refusals so far by reason.
     pub fn refusals(&self) -> RefusalCounts {
         self.counts

@@ -292,3 +292,15 @@ fn refusal_lines_match_the_fail2ban_filter_and_a_flood_is_logged_sparingly() {
         assert!(!hosts.contains(&"203.0.113.1".to_string()));
     }
 }
+
+#[test]
+fn asserted_identity_is_believed_from_trusted_proxies_only_with_one_trust_rule() {
+    let a = room(&["10.0.0.0/8"]);
+    let text = "INVITE sip:700@parkd SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa\r\nFrom: <sip:b@h>;tag=1\r\nTo: <sip:700@parkd>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nP-Asserted-Identity: \"Bob\" <sip:bob@pbx>;x=y\r\nContent-Length: 0\r\n\r\n";
+    let Ok(crate::sip::Message::Request(req)) = crate::sip::parse_message(text.as_bytes()) else { panic!("parses") };
+    let id = a.asserted_identity(ip("10.1.2.3"), &req).expect("from a trusted proxy");
+    assert_eq!(id.to_string(), "\"Bob\" <sip:bob@pbx>", "parameters dropped");
+    assert_eq!(a.asserted_identity(ip("192.0.2.1"), &req), None, "ignored from anywhere else");
+    // The same rule as the limits': an IPv4-mapped IPv6 source is its IPv4 address.
+    assert!(a.asserted_identity(ip("::ffff:10.1.2.3"), &req).is_some());
+}

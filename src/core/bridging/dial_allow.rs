@@ -91,14 +91,7 @@ impl Core {
     pub(in crate::core) fn dial_check(&self, call: CallRef, lot: usize, to: &Uri) -> Result<Allowed, CommandError> {
         let parker = self.parking.get(call).and_then(|c| c.parker.as_ref()).map(|p| &p.uri);
         let fallback = self.parking.lot(lot).and_then(|l| l.cfg.fallback_uri.as_deref()).and_then(|u| crate::sip::parse_uri(u).ok());
-        let mut own_hosts = vec![self.ep.local_addr.ip().to_string()];
-        if !self.server.listen.ip().is_unspecified() {
-            own_hosts.push(self.server.listen.ip().to_string());
-        }
-        if let Some((route, hop)) = &self.ep.outbound_proxy {
-            own_hosts.push(route.uri.host.clone());
-            own_hosts.push(hop.addr.ip().to_string());
-        }
+        let own_hosts = self.ep.own_hosts();
         let is_lot_number = |u: &str| self.parking.lookup(u).is_some();
         let ctx = DialContext { patterns: self.bridging.dial_allow(), parker, fallback: fallback.as_ref(), own_hosts: &own_hosts, is_lot_number: &is_lot_number };
         check(to, &ctx).map_err(|reason| CommandError::DialNotAllowed { to: to.without_headers().to_string(), reason })
