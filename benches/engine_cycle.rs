@@ -389,7 +389,8 @@ fn main() {
     // bench-results/engine/README.md): ENGINE_CYCLE_ONLY=N runs N cycles once and nothing else.
     if let Some(n) = std::env::var("ENGINE_CYCLE_ONLY").ok().and_then(|v| v.parse::<u32>().ok()) {
         let (el, done) = run(n);
-        println!("{done} cycles: {:.1} µs/cycle", el.wall.as_secs_f64() * 1e6 / f64::from(done.max(1)));
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(done.max(1));
+        println!("{done} cycles: {:.1} µs/cycle; in thread CPU time {:.1} µs/cycle", per(el.wall), per(el.cpu));
         return;
     }
     let _ = run(2_000); // warm-up
