@@ -23,13 +23,14 @@ impl Core {
     /// The rooms that own the call decide (`Parking::start_hold`, `Bridging::start_relay`); Core carries
     /// their commands.
     pub(super) fn sync_media(&mut self, call: super::CallRef) {
-        let cmds = if self.parking.get(call).is_some() {
-            self.parking.start_hold(call, &self.dialogs)
-        } else {
-            self.bridging.start_relay(call, &self.dialogs).map(Vec::from)
-        };
-        for cmd in cmds.into_iter().flatten() {
-            self.ep.media(cmd);
+        if self.parking.get(call).is_some() {
+            for cmd in self.parking.start_hold(call, &self.dialogs).into_iter().flatten() {
+                self.ep.media(cmd);
+            }
+        } else if let Some(cmds) = self.bridging.start_relay(call, &self.dialogs) {
+            for cmd in cmds {
+                self.ep.media(cmd);
+            }
         }
     }
 
