@@ -1,9 +1,11 @@
 //! What happens to a call's media and legs after the handshake: media commands, re-INVITEs, hang-ups.
 
+use super::dialogs::LegState;
+use super::events::ParkHow;
 use super::ids::LegId;
 use super::parking::MediaMode;
 use super::{Core, ParkEvent, Purpose};
-use crate::media::MediaCommand;
+use crate::media::{MediaCommand, MusicId, Prompt};
 use crate::sip::{Method, Peer, Request};
 use crate::time::Time;
 use crate::txn::ServerTxnId;
@@ -20,17 +22,60 @@ impl Core {
 
     /// Brings the media plane in line with the call's state: hold music while parked (once the parked leg is
     /// confirmed), a bridge once both legs of a taken call are confirmed.
-    /// The rooms that own the call decide (`Parking::start_hold`, `Bridging::start_relay`); Core carries
-    /// their commands.
     pub(super) fn sync_media(&mut self, call: super::CallRef) {
         if self.parking.get(call).is_some() {
-            for cmd in self.parking.start_hold(call, &self.dialogs).into_iter().flatten() {
-                self.ep.media(cmd);
-            }
-        } else if let Some(cmds) = self.bridging.start_relay(call, &self.dialogs) {
-            for cmd in cmds {
-                self.ep.media(cmd);
-            }
+            self.sync_hold(call);
+        } else {
+            self.sync_bridge(call);
+        }
+    }
+
+    /// Hold music for parked call `call`, once its leg is confirmed and has an address.
+    fn sync_hold(&mut self, call: super::CallRef) {
+        let Some(c) = self.parking.get(call) else { return };
+        if c.media_mode != MediaMode::None {
+            return;
+        }
+        // A caller who parked itself (park code, no Referred-By) hears where it went: "parked on 701".
+        let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.parking.cfg(c.lot).is_some_and(|l| l.announce_orbit);
+        let orbit_name = announce.then(|| c.orbit_name.clone());
+        let lot = c.lot;
+        let Some(parked) = self.dialogs.get(c.parked) else { return };
+        let m = &parked.media;
+        let Some(remote) = m.remote.filter(|_| parked.state == LegState::Confirmed) else { return };
+        let mut cmds = vec![MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) }];
+        if !m.may_send() {
+            cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });
+        }
+        cmds.push(MediaCommand::DtmfPayloadType { leg: m.media_leg, pt: m.dtmf_pt });
+        if let Some(orbit) = orbit_name.as_deref().filter(|_| m.may_send()) {
+            cmds.push(MediaCommand::Announce { leg: m.media_leg, words: Prompt::orbit_announcement(orbit) });
+        }
+        if let Some(c) = self.parking.get_mut(call) {
+            c.media_mode = MediaMode::Hold;
+        }
+        for cmd in cmds {
+            self.ep.media(cmd);
+        }
+    }
+
+    /// The relay of bridge `call`, once both legs are confirmed (the parked one with an address).
+    fn sync_bridge(&mut self, call: super::CallRef) {
+        let Some(b) = self.bridging.get(call).filter(|b| b.media_mode != MediaMode::Bridged) else { return };
+        let (Some(parked), Some(o)) = (self.dialogs.get(b.parked), self.dialogs.get(b.other)) else { return };
+        let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
+        let Some(remote) = o.media.remote.filter(|_| parked_ready && o.state == LegState::Confirmed) else { return };
+        // The other leg is new to the media plane: describe it, then bridge.
+        let cmds = [
+            MediaCommand::Update { leg: o.media.media_leg, remote, codec: o.media.codec, send: o.media.may_send() },
+            MediaCommand::DtmfPayloadType { leg: o.media.media_leg, pt: o.media.dtmf_pt },
+            MediaCommand::Bridge { a: parked.media.media_leg, b: o.media.media_leg },
+        ];
+        if let Some(b) = self.bridging.get_mut(call) {
+            b.media_mode = MediaMode::Bridged;
+        }
+        for cmd in cmds {
+            self.ep.media(cmd);
         }
     }
 

@@ -12,12 +12,9 @@
 //! * `[http] dial_allow` ([`dial_allow`]): where an application may make parkd dial.
 //!
 //! The flows that use it — retrieve (`invite.rs`), REFER and the attended-park swap (`transfer.rs`), originate
-//! (`originate.rs`), recall responses (`recall.rs`), API commands (`commands.rs`) — are `Core`'s routing. When a
-//! bridge starts relaying is the room's decision ([`Bridging::start_relay`], reading both legs from the dialogs
-//! room); `Core` carries the media commands.
+//! (`originate.rs`), recall responses (`recall.rs`), API commands (`commands.rs`) — are `Core`'s routing.
 
 pub mod dial_allow;
-mod media;
 mod outgoing;
 
 pub use outgoing::{Orphan, OutgoingInvite, Recall};

@@ -4,16 +4,13 @@
 //! State, all plain data: the lots (which orbit holds which call), the parked calls ([`ParkedCall`]: orbit,
 //! parker, deadlines, rounds) and one ordered queue of their deadlines ([`timers`]). The room keeps these
 //! consistent and answers questions about them; sending anything (a recall INVITE, a keepalive OPTIONS, a BYE)
-//! is `Core`'s, which routes what [`Parking::pop_due`] hands it. What a parked call hears is the room's
-//! decision too ([`Parking::start_hold`], reading the parked leg from the dialogs room); `Core` carries the
-//! media commands.
+//! is `Core`'s, which routes what [`Parking::pop_due`] hands it.
 //!
 //! Lifetimes: a call's orbit is claimed ([`Parking::claim`]), then the call enters with [`Parking::park`] (its
 //! recall, maximum-park and keepalive deadlines armed) and leaves with [`Parking::remove`], which frees the
 //! orbit: hung up, ended by parkd, or taken (it then becomes a bridge in the bridging room).
 
 mod call;
-mod media;
 pub mod timers;
 
 pub use call::{MediaMode, ParkedCall};
