@@ -109,6 +109,7 @@ impl Core {
     fn cmd_hangup(&mut self, now: Time, orbit: &str) -> CommandResult {
         let (lot, idx, call) = self.parked_in(orbit)?;
         self.stop_recall(now, call);
+        self.touch(call);
         let Some(c) = self.parking.remove(call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
         self.orbit_changed(now, lot, idx);
         let call_id = self.dialogs.get(c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
@@ -165,6 +166,7 @@ impl Core {
     /// An API unpark was not answered (or refused): the call stays parked; the outcome is an event. A recall
     /// that fell due while it rang is started now.
     pub(super) fn unpark_failed(&mut self, now: Time, call: CallRef, status: u16) {
+        self.touch(call);
         let Some(c) = self.parking.get(call) else { return };
         let (orbit, lot, o, recall_at) = (c.orbit_name.clone(), c.lot, c.orbit, c.recall_at);
         self.orbit_changed(now, lot, o);

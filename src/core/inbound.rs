@@ -118,6 +118,7 @@ impl Core {
         };
         let span = leg.span();
         let _enter = span.enter();
+        self.journal.touch(leg.call);
         if !leg.dialog.accept_remote_cseq(req.common.cseq.seq, &req.method) {
             // RFC 3261 §12.2.2: out-of-order CSeq.
             return self.ep.respond(now, id, &req, 500, Some("CSeq Out of Order"), None, |_| {});
@@ -153,9 +154,9 @@ impl Core {
         let call = leg.call;
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         if leg.media.awaiting_answer && !req.common.body.is_empty() {
-            self.apply_remote_sdp(leg_id, &req.common.body);
+            self.apply_remote_sdp(now, leg_id, &req.common.body);
         }
-        self.sync_media(call);
+        self.sync_media(now, call);
     }
 
     /// CANCEL (RFC 3261 §9.2): 200 to the CANCEL; 487 to the INVITE if it is still unanswered.
@@ -182,7 +183,10 @@ impl Core {
                 self.ep.finish(id);
             }
             (Purpose::Bye | Purpose::Cancel | Purpose::Notify, ClientVerdict::Provisional(_)) => {}
-            (Purpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
+            (Purpose::Recall(call), v) => {
+                self.touch(call);
+                self.on_recall_response(now, call, id, v)
+            }
             (Purpose::Keepalive(call), ClientVerdict::Final(r)) => {
                 self.ep.finish(id);
                 self.on_keepalive_result(now, call, r.status);
@@ -204,7 +208,10 @@ impl Core {
     pub(super) fn on_txn_event(&mut self, now: Time, ev: TxnEvent) {
         match ev {
             TxnEvent::ClientTimeout(id) => match self.ep.finish(id) {
-                Some(Purpose::Recall(call)) => self.on_recall_timeout(now, call, id),
+                Some(Purpose::Recall(call)) => {
+                    self.touch(call);
+                    self.on_recall_timeout(now, call, id)
+                }
                 Some(Purpose::OrphanRecall) => {
                     self.bridging.take_orphan(id);
                 }
