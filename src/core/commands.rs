@@ -125,6 +125,7 @@ impl Core {
         let parked = orbits.iter().filter(|o| self.cmd_hangup(now, o).is_ok()).count();
         let bridges: Vec<CallRef> = self.bridging.iter().map(|b| b.id).collect();
         for call in &bridges {
+            self.touch(*call);
             let Some(b) = self.bridging.remove(*call) else { continue };
             let call_id = self.dialogs.get(b.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
             tracing::info!(orbit = %b.orbit_name, "bridged call ended by an application");
