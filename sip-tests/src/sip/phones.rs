@@ -69,6 +69,7 @@ struct Shared {
 pub struct Phone {
     pub ids: CallIds,
     pub rtp: RtpEndpoint,
+    extra: String,
 }
 
 /// Many callers on one SIP socket, served by a background thread (stopped when dropped).
@@ -99,6 +100,12 @@ impl Phones {
     /// Parks one more caller by dialling `number` (the park code or an orbit); its RTP endpoint starts
     /// recording (and talks with `talk` when nonzero). Returns its index; wait with [`Phones::wait_answered`].
     pub fn park(&mut self, number: &str, talk: u8) -> usize {
+        self.park_with(number, talk, "")
+    }
+
+    /// [`Phones::park`] with extra header lines on the INVITE (each ending in CRLF), e.g. a `Referred-By` that
+    /// makes a call to an empty orbit a directed park (a transfer) rather than a retrieve.
+    pub fn park_with(&mut self, number: &str, talk: u8, extra: &str) -> usize {
         let i = self.phones.len();
         let name = format!("{}{i}", self.prefix);
         let rtp = RtpEndpoint::bind(&name);
@@ -114,8 +121,8 @@ impl Phones {
         };
         lock(&self.shared.calls).insert(ids.call_id.clone(), ids.clone());
         lock(&self.shared.logs).insert(ids.call_id.clone(), CallLog::default());
-        lock(&self.shared.ua).invite(&ids, rtp.port(), "");
-        self.phones.push(Phone { ids, rtp });
+        lock(&self.shared.ua).invite(&ids, rtp.port(), extra);
+        self.phones.push(Phone { ids, rtp, extra: extra.to_string() });
         i
     }
 
@@ -132,7 +139,7 @@ impl Phones {
             assert!(Instant::now() < deadline, "{} calls unanswered after {timeout:?}", pending.len());
             if Instant::now() >= resend {
                 for p in &pending {
-                    lock(&self.shared.ua).invite(&p.ids, p.rtp.port(), "");
+                    lock(&self.shared.ua).invite(&p.ids, p.rtp.port(), &p.extra);
                 }
                 resend = Instant::now() + Duration::from_secs(1);
             }
