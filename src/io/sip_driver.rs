@@ -121,6 +121,11 @@ async fn drive(
     let tcp_ctx = TcpContext { limits: std::sync::Arc::new(limits), metrics: api.metrics.clone(), refusal_log: Default::default(), events: tcp_tx };
     tokio::spawn(tcp::accept_loop(tcp, tcp_ctx.clone()));
     let mut conns: Conns = HashMap::new();
+    // tokio knows a fresh socket is writable only once its reactor has polled it: without this wait the first
+    // drain (a restore's CANCELs and recalls) would meet `WouldBlock` on `try_send_to` and lose those datagrams.
+    if let Err(e) = udp.writable().await {
+        tracing::warn!(error = %e, "SIP UDP socket not writable");
+    }
     let mut buf = vec![0u8; 65_535];
     let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
