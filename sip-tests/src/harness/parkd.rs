@@ -182,6 +182,11 @@ impl Parkd {
         std::fs::read_to_string(&path).unwrap_or_default()
     }
 
+    /// The logs of every start so far, oldest first, one after the other.
+    pub fn stderr_of_every_start(&self) -> String {
+        (1..=self.starts).map(|n| self.stderr_of_start(n)).collect()
+    }
+
     /// The whole log of the current process.
     pub fn stderr_all(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
