@@ -156,3 +156,22 @@ fn a_damaged_record_is_skipped_and_reported_and_the_rest_restored() {
     let (_, after) = music_split(&net, bob, net.now - secs(1));
     assert!(after.len() > 40);
 }
+
+#[test]
+fn a_recall_answered_before_the_crash_stays_bridged_after_it() {
+    let mut net = journaled_net(18);
+    let (alice, bob, _park) = parked_bob(&mut net, 45);
+    assert!(net.run_until(secs(10), |n| n.phone(alice).calls.first().is_some_and(|c| c.state == CallState::Confirmed)), "Alice answers her recall");
+    net.run_for(secs(2));
+    let report = net.crash_and_restart_after(secs(1));
+    assert_eq!(report.bridged, 1, "{report:?}");
+    let restarted = net.now;
+    net.run_for(secs(3));
+    let voice = |p: PhoneId, who: PhoneId| net.phone(p).sink.since(restarted).filter(|h| h.sound.kind() == Kind::Voice(who.talker())).count();
+    assert!(voice(bob, alice) > 100 && voice(alice, bob) > 100, "relayed both ways on the same ports");
+    // Alice hangs up: her BYE reaches the restored dialog parkd started (a UAC leg), Bob gets parkd's BYE.
+    let recall = CallId(0);
+    net.hangup(alice, recall);
+    assert!(net.run_until(secs(5), |n| n.phone(bob).calls[0].state == CallState::Ended(End::ByPeer)));
+    assert!(net.phone(alice).responses().iter().any(|r| r.common.cseq.method == crate::sip::Method::Bye && r.status == 200));
+}

@@ -85,6 +85,8 @@ mod flush;
 pub mod records;
 mod restore;
 mod room;
+#[cfg(test)]
+mod tests;
 
 pub use ack::NOT_STORED;
 pub use restore::{RestoreError, UNACKED_WAIT};

@@ -1,0 +1,136 @@
+//! The journal at message level (the scripted test world): which groups a park writes, what waits for them,
+//! a REFER's NOTIFY across a failed write, a park CANCELled while its group syncs.
+
+use crate::core::testkit::{Phone, World};
+use crate::journal::{Record, RecordKind};
+use crate::media::MediaCommand;
+use crate::sip::Method;
+use std::time::Duration;
+
+fn phone(name: &'static str, port: u16) -> Phone {
+    Phone { call_id: format!("{name}-call"), ..Phone::new(name, port) }
+}
+
+fn journaled() -> World {
+    let mut w = World::new();
+    w.core.set_journaling(true);
+    w
+}
+
+/// Parks `p` on 700 with journaling on: the INVITE, the durable report, the ACK. Returns parkd's tag.
+fn park(w: &mut World, p: &Phone) -> String {
+    let since = w.sent.len();
+    w.deliver(p.peer, &p.invite("700", "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&p.sdp("0", "sendrecv"))));
+    assert!(w.responses_to(p.peer, since).is_empty(), "nothing before the group is durable");
+    let token = w.last_token().expect("the park's group has a token");
+    w.durable(token, true);
+    let ok = w.last_response_to(p.peer, since);
+    assert_eq!(ok.status, 200);
+    let tag = ok.common.to.tag().unwrap().to_string();
+    w.deliver(p.peer, &p.ack("700", &tag, p.cseq, None));
+    tag
+}
+
+fn kinds(group: &[Record]) -> Vec<(bool, RecordKind)> {
+    group.iter().map(|r| (matches!(r, Record::Put { .. }), r.key().kind)).collect()
+}
+
+#[test]
+fn a_park_writes_two_small_groups_and_keepalives_write_nothing() {
+    let mut w = World::with_lots(vec![{
+        let mut l = crate::config::LotConfig::default_lot();
+        l.keepalive_interval = 5;
+        l.parking_time = 0;
+        l
+    }]);
+    w.core.set_journaling(true);
+    let bob = phone("bob", 5070);
+    park(&mut w, &bob);
+    assert_eq!(w.journal.len(), 2, "the INVITE's group, then the ACK's (leg confirmed, hold anchor)");
+    assert_eq!(kinds(&w.journal[0].0), [(true, RecordKind::PARKED_CALL)]);
+    let sizes: Vec<usize> = w.journal.iter().flat_map(|(g, _)| g.iter()).map(|r| match r {
+        Record::Put { value, .. } => value.len(),
+        Record::Delete { .. } => 0,
+    }).collect();
+    assert!(sizes.iter().all(|n| *n < 1024), "a parked call's record is small: {sizes:?}");
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Stream { .. })), "parkd chose the hold stream's identity");
+    // Ten minutes of keepalives (answered) and the phone's own OPTIONS: no write.
+    for i in 0..120u32 {
+        let since = w.sent.len();
+        w.advance(Duration::from_secs(5));
+        if let Some(opt) = w.requests_to(bob.peer, since).into_iter().find(|r| r.method == Method::Options) {
+            w.deliver(bob.peer, &bob.ok_to(&opt));
+        }
+        if i % 10 == 0 {
+            let tag = w.core.dialogs.iter().next().map(|l| l.dialog.local_tag().to_string()).unwrap();
+            w.deliver(bob.peer, &bob.in_dialog("OPTIONS", "700", &tag, 10 + i, None));
+        }
+    }
+    assert_eq!(w.journal.len(), 3, "one write when the CSeq crossed its reserved block (100 keepalives), none per keepalive");
+}
+
+#[test]
+fn a_retrieve_turns_the_parked_record_into_a_bridge_record_in_one_group() {
+    let mut w = journaled();
+    let (bob, carol) = (phone("bob", 5070), phone("carol", 5071));
+    park(&mut w, &bob);
+    let n = w.journal.len();
+    let since = w.sent.len();
+    w.deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("0", "sendrecv"))));
+    assert_eq!(w.last_response_to(carol.peer, since).status, 200, "a retrieve is not held");
+    assert_eq!(kinds(&w.journal[n].0), [(false, RecordKind::PARKED_CALL), (true, RecordKind::BRIDGE)]);
+    assert_eq!(w.journal[n].1, None, "nothing waits for it");
+}
+
+#[test]
+fn a_refers_final_notify_waits_for_its_records_and_a_failed_write_bridges_the_call_again() {
+    for ok in [true, false] {
+        let mut w = journaled();
+        let (bob, carol) = (phone("bob", 5070), phone("carol", 5071));
+        park(&mut w, &bob);
+        let since = w.sent.len();
+        w.deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("0", "sendrecv"))));
+        let tag = w.last_response_to(carol.peer, since).common.to.tag().unwrap().to_string();
+        w.deliver(carol.peer, &carol.ack("701", &tag, carol.cseq, None));
+        assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Bridge { .. })));
+        let since = w.sent.len();
+        let refer = carol.in_dialog("REFER", "701", &tag, 2, None).replacen("Contact:", "Refer-To: <sip:700@127.0.0.1:5060>\nContact:", 1);
+        w.deliver(carol.peer, &refer);
+        let notifies = |w: &World| w.requests_to(carol.peer, since).into_iter().filter(|r| r.method == Method::Notify).collect::<Vec<_>>();
+        assert_eq!(notifies(&w).len(), 1, "only 100 Trying before the re-park is durable");
+        let media_before = w.media.len();
+        w.durable(w.last_token().unwrap(), ok);
+        let n = notifies(&w);
+        assert_eq!(n.len(), 2);
+        if ok {
+            assert_eq!(&n[1].common.body[..], b"SIP/2.0 200 OK\r\nPark-Orbit: 701\r\n");
+            assert_eq!(w.core.live().orbits_occupied, 1);
+        } else {
+            assert!(n[1].common.body.starts_with(b"SIP/2.0 500"), "{:?}", n[1].common.body);
+            assert_eq!(w.core.live().orbits_occupied, 0, "the re-park is undone");
+            assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Bridge { .. })), "Bob and Carol are bridged again");
+            assert_eq!(w.core.bridging.len(), 1);
+        }
+    }
+}
+
+#[test]
+fn a_park_cancelled_while_its_group_syncs_is_undone() {
+    let mut w = journaled();
+    let bob = phone("bob", 5070);
+    let since = w.sent.len();
+    w.deliver(bob.peer, &bob.invite("700", "", Some(&bob.sdp("0", "sendrecv"))));
+    let token = w.last_token().unwrap();
+    // RFC 3261 §9.1: the CANCEL carries the INVITE's branch and CSeq number.
+    let inv_branch = format!("z9hG4bK-{}-{}", bob.call_id.replace('@', "."), bob.cseq);
+    let cancel = bob.request("CANCEL", "700", "", None).replace(&format!("z9hG4bK-{}-cancel-{}", bob.call_id.replace('@', "."), bob.cseq), &inv_branch);
+    w.deliver(bob.peer, &cancel);
+    let statuses: Vec<u16> = w.responses_to(bob.peer, since).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 487], "CANCEL answered, INVITE 487");
+    w.durable(token, true);
+    assert!(w.responses_to(bob.peer, since).iter().all(|r| r.status != 200 || r.common.cseq.method == Method::Cancel), "no 200 to the INVITE");
+    assert_eq!(w.core.live().orbits_occupied, 0);
+    assert_eq!(w.core.live().legs, 0);
+    let last = &w.journal.last().unwrap().0;
+    assert_eq!(kinds(last), [(false, RecordKind::PARKED_CALL)], "the park's delete is written");
+}
