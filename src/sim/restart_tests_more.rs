@@ -175,3 +175,28 @@ fn a_recall_answered_before_the_crash_stays_bridged_after_it() {
     assert!(net.run_until(secs(5), |n| n.phone(bob).calls[0].state == CallState::Ended(End::ByPeer)));
     assert!(net.phone(alice).responses().iter().any(|r| r.common.cseq.method == crate::sip::Method::Bye && r.status == 200));
 }
+
+#[test]
+fn a_call_whose_ack_was_not_yet_durable_is_asked_and_kept() {
+    let mut net = journaled_net(19);
+    let alice = net.add_phone(PhoneConfig::new("alice", 5999));
+    let bob = net.add_phone(PhoneConfig::new("bob", 5070));
+    let park = net.park(bob, "700", Some(alice));
+    assert!(net.run_until(secs(2), |n| confirmed(n, bob, park)));
+    // The ACK came, but its group (leg confirmed, hold started) is still syncing when parkd dies.
+    net.journal.sync_delay = secs(100);
+    net.run_for(Duration::from_millis(500));
+    net.crash();
+    net.journal.sync_delay = Duration::from_millis(2);
+    net.run_for(secs(1));
+    let report = net.restart();
+    assert_eq!(report.parked, 1);
+    // Bob is in the call and sends nothing new; after Timer H parkd asks him in the dialog, and keeps him.
+    let restarted = net.now;
+    assert!(net.run_until(secs(40), |n| n.phone(bob).requests(crate::sip::Method::Options).len() == 1), "an in-dialog OPTIONS");
+    net.run_for(secs(3));
+    let (_, after) = music_split(&net, bob, restarted);
+    assert!(after.len() > 100, "hold music once Bob answered: {}", after.len());
+    assert_eq!(net.phone(bob).call(park).state, CallState::Confirmed);
+    assert_eq!(net.core.live().orbits_occupied, 1);
+}

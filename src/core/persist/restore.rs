@@ -289,12 +289,19 @@ impl Core {
         true
     }
 
-    /// Restored legs never ACKed nor asked for again within [`UNACKED_WAIT`] are ended.
+    /// Restored legs neither ACKed nor asked for again within [`UNACKED_WAIT`]: a parked party may be in the
+    /// call all the same (its ACK came but the group saying so was lost in the crash), so it is asked with an
+    /// in-dialog OPTIONS, as a keepalive: an answer confirms the leg (hold music starts), 481 or silence ends
+    /// the call. Any other leg is ended.
     pub(in crate::core) fn unacked_timeouts(&mut self, now: Time) {
         while let Some(leg) = self.journal.pop_unacked_due(now) {
-            if self.dialogs.get(leg).is_some_and(|l| l.state == LegState::Unacked) {
+            let Some(call) = self.dialogs.get(leg).filter(|l| l.state == LegState::Unacked).map(|l| l.call) else { continue };
+            self.touch(call);
+            if self.parking.get(call).is_some_and(|c| c.parked == leg) {
+                tracing::info!(leg = leg.0, "restored call never acknowledged; asking the parked party");
+                self.send_keepalive(now, call);
+            } else {
                 tracing::warn!(leg = leg.0, "restored call never acknowledged; ending it");
-                self.touch_leg(leg);
                 self.end_leg(now, leg, true);
             }
         }
