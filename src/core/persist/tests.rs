@@ -134,3 +134,50 @@ fn a_park_cancelled_while_its_group_syncs_is_undone() {
     let last = &w.journal.last().unwrap().0;
     assert_eq!(kinds(last), [(false, RecordKind::PARKED_CALL)], "the park's delete is written");
 }
+
+#[test]
+fn a_thousand_parked_calls_restore_whole_with_their_streams() {
+    let mut lot = crate::config::LotConfig::default_lot();
+    lot.orbits = crate::config::NumRange::parse("1000-2999").unwrap();
+    let server = crate::config::ServerConfig {
+        listen: "127.0.0.1:5060".parse().unwrap(),
+        advertise: None,
+        rtp_ports: crate::config::NumRange::parse("20000-23999").unwrap(),
+        outbound_proxy: None,
+        ..crate::config::ServerConfig::default()
+    };
+    let mut w = World::with_server(server.clone(), vec![lot.clone()]);
+    w.core.set_journaling(true);
+    for i in 0..1000u16 {
+        // One phone per address: the per-source limits do not apply across them.
+        let peer = crate::sip::Peer { transport: crate::sip::Transport::Udp, addr: std::net::SocketAddr::from(([127, 1, (i / 200) as u8, (i % 200) as u8 + 1], 5070)) };
+        let p = Phone { call_id: format!("call-{i}"), peer, ..Phone::new("p", 5070) };
+        park(&mut w, &p);
+    }
+    let live = crate::journal::LiveSet::replay(w.journal.iter().flat_map(|(g, _)| g.iter().cloned()));
+    let bytes: usize = live.iter().map(|(_, v)| v.len()).sum();
+    let mut fresh = World::with_server(server, vec![lot]);
+    fresh.core.set_journaling(true);
+    let started = std::time::Instant::now();
+    let report = fresh.core.restore(&live, fresh.now);
+    let took = started.elapsed();
+    let mut streams = 0;
+    let mut groups = 0;
+    while let Some(o) = fresh.core.poll_output() {
+        match o {
+            crate::core::Output::Media(MediaCommand::Stream { .. }) => streams += 1,
+            crate::core::Output::Journal { .. } => groups += 1,
+            _ => {}
+        }
+    }
+    assert_eq!((report.parked, report.skipped.len()), (1000, 0), "{report:?}");
+    assert_eq!(streams, 1000, "every hold stream resumes");
+    assert_eq!(fresh.core.live().orbits_occupied, 1000);
+    eprintln!(
+        "figures: 1000 parked calls: {} live records, {} bytes of values ({} per call); restore took {:?} (debug build), rewrote them in {groups} groups",
+        live.len(),
+        bytes,
+        bytes / 1000,
+        took
+    );
+}
