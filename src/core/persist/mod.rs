@@ -138,9 +138,12 @@ impl Core {
         self.settle(now);
     }
 
-    /// Rebuilds a fresh core's rooms from the journal's live records (call once, after [`Core::new`] and before
-    /// any traffic), then drains as after any input: the media plane is told to resume each restored stream,
-    /// recalls due while parkd was down start now.
+    /// Rebuilds a fresh core's rooms from the journal's live records (call once, after [`Core::new`] and
+    /// [`Core::set_journaling`]`(true)`, before any traffic), then drains as after any input: the media plane is
+    /// told to resume each restored stream, recalls due while parkd was down start now, and the restored
+    /// records are written again (new stream anchors and CSeq ceilings) in one or a few groups without a token.
+    /// Carry every output in order; the media commands must reach the media threads (sockets bound) before the
+    /// SIP socket answers anything.
     pub fn restore(&mut self, live: &LiveSet, now: Time) -> RestoreReport {
         let report = self.restore_live(live, now);
         tracing::info!(

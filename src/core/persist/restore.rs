@@ -93,7 +93,12 @@ impl Core {
                     continue;
                 }
             };
-            if sub.1.expires_at <= now || self.parking.lot(sub.1.lot).is_none() {
+            if self.parking.lot(sub.1.lot).is_none() || self.blf.get(sub.0).is_some() {
+                report.skipped.push(format!("{key}: lot {} is not in this configuration, or the id is taken", sub.1.lot));
+                dropped.push(key);
+                continue;
+            }
+            if sub.1.expires_at <= now {
                 tracing::info!(sub = (sub.0).0, "BLF subscription expired while parkd was down; dropped");
                 report.subscriptions_expired += 1;
                 dropped.push(key);
@@ -138,6 +143,9 @@ impl Core {
         if call.parked != leg.id || leg.call != call.id {
             return Err(RestoreError::Inconsistent("the call's leg is not its parked leg"));
         }
+        if self.is_restored(call.id) || self.dialogs.get(leg.id).is_some() {
+            return Err(RestoreError::Inconsistent("a call or leg restored twice"));
+        }
         let (lot, orbit) = (call.lot, call.orbit);
         let fits = self.parking.lot(lot).is_some_and(|l| orbit.0 < l.capacity()) && self.parking.orbit_name(lot, orbit) == call.orbit_name;
         if !fits {
@@ -165,6 +173,9 @@ impl Core {
         if bridge.parked != parked.id || bridge.other != other.id || parked.call != bridge.id || other.call != bridge.id {
             return Err(RestoreError::Inconsistent("the bridge's legs are not its own"));
         }
+        if self.is_restored(bridge.id) || self.dialogs.get(parked.id).is_some() || self.dialogs.get(other.id).is_some() || parked.id == other.id {
+            return Err(RestoreError::Inconsistent("a call or leg restored twice"));
+        }
         for (i, leg) in [&parked, &other].into_iter().enumerate() {
             if !self.ports.claim(leg.media.media_leg) {
                 if i == 1 {
@@ -180,6 +191,10 @@ impl Core {
         self.insert_restored_leg(now, other);
         self.bridging.insert(bridge);
         Ok((id, legs))
+    }
+
+    fn is_restored(&self, call: CallRef) -> bool {
+        self.parking.get(call).is_some() || self.bridging.get(call).is_some()
     }
 
     /// Adds a restored leg; one whose 2xx was never ACKed waits for the ACK or the INVITE again.
@@ -295,6 +310,7 @@ impl Core {
     /// the call. Any other leg is ended.
     pub(in crate::core) fn unacked_timeouts(&mut self, now: Time) {
         while let Some(leg) = self.journal.pop_unacked_due(now) {
+            self.journal.unacked.retain(|_, l| *l != leg);
             let Some(call) = self.dialogs.get(leg).filter(|l| l.state == LegState::Unacked).map(|l| l.call) else { continue };
             self.touch(call);
             if self.parking.get(call).is_some_and(|c| c.parked == leg) {
