@@ -245,7 +245,7 @@ impl Core {
     }
 
     /// Removes a leg from every table and releases its media; returns it.
-    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::dialogs::Leg>> {
+    pub(super) fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::dialogs::Leg>> {
         let leg = self.dialogs.remove(leg_id)?;
         self.touch(leg.call);
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));

@@ -131,6 +131,7 @@ fn a_park_cancelled_while_its_group_syncs_is_undone() {
     assert!(w.responses_to(bob.peer, since).iter().all(|r| r.status != 200 || r.common.cseq.method == Method::Cancel), "no 200 to the INVITE");
     assert_eq!(w.core.live().orbits_occupied, 0);
     assert_eq!(w.core.live().legs, 0);
+    assert!(!w.events.iter().any(|e| matches!(e, crate::core::ParkEvent::Parked { .. })), "never reported as parked: {:?}", w.events);
     let last = &w.journal.last().unwrap().0;
     assert_eq!(kinds(last), [(false, RecordKind::PARKED_CALL)], "the park's delete is written");
 }
