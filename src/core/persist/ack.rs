@@ -45,7 +45,7 @@ impl Core {
         tracing::warn!(ok, unanswered, "park not acknowledged (journal write failed or INVITE cancelled); undoing it");
         self.touch_leg(leg);
         let Some((call, call_id)) = self.dialogs.get(leg).map(|l| (l.call, l.dialog.call_id.clone())) else { return false };
-        if !self.parking.get(call).is_some_and(|c| c.parked == leg) {
+        if self.parking.get(call).is_none_or(|c| c.parked != leg) {
             // Taken meanwhile (a retrieve in the milliseconds of the sync): ends like a hang-up.
             self.end_leg(now, leg, false);
             return false;
