@@ -23,13 +23,6 @@ impl Core {
     /// The keepalive's outcome: 481 or a timeout (408) means the parked party is gone.
     pub(super) fn on_keepalive_result(&mut self, now: Time, call: CallRef, status: u16) {
         if status != 481 && status != 408 {
-            // Alive: a leg restored before its ACK (issue 17) is in the call after all.
-            let leg = self.parking.get(call).map(|c| c.parked);
-            if let Some(leg) = leg.filter(|l| self.dialogs.get(*l).is_some_and(|l| l.state == super::dialogs::LegState::Unacked)) {
-                self.dialogs.confirm(leg);
-                self.touch(call);
-                self.sync_media(now, call);
-            }
             return;
         }
         let Some(c) = self.parking.get(call) else { return };

@@ -200,3 +200,27 @@ fn a_call_whose_ack_was_not_yet_durable_is_asked_and_kept() {
     assert_eq!(net.phone(bob).call(park).state, CallState::Confirmed);
     assert_eq!(net.core.live().orbits_occupied, 1);
 }
+
+#[test]
+fn a_retriever_whose_ack_was_not_yet_durable_is_asked_and_bridged() {
+    let mut net = journaled_net(20);
+    let (_alice, bob, _park) = parked_bob(&mut net, 2);
+    let carol = net.add_phone(PhoneConfig::new("carol", 5071));
+    net.journal.sync_delay = secs(100);
+    let get = net.call(carol, "701", "");
+    assert!(net.run_until(secs(2), |n| confirmed(n, carol, get)));
+    net.run_for(Duration::from_millis(500));
+    // The retrieve's group is durable, the ACK's is still syncing when parkd dies: the bridge comes back
+    // waiting for the ACK.
+    let _ = net.journal.sync_first(1);
+    net.crash();
+    net.journal.sync_delay = Duration::from_millis(2);
+    net.run_for(secs(1));
+    let report = net.restart();
+    assert_eq!(report.bridged, 1, "{report:?}");
+    assert!(net.run_until(secs(40), |n| n.phone(carol).requests(crate::sip::Method::Options).len() == 1), "Carol is asked");
+    let asked = net.now;
+    net.run_for(secs(3));
+    let voice = |p: PhoneId, who: PhoneId| net.phone(p).sink.since(asked).filter(|h| h.sound.kind() == Kind::Voice(who.talker())).count();
+    assert!(voice(bob, carol) > 100 && voice(carol, bob) > 100, "bridged both ways once Carol answered");
+}

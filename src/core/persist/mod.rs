@@ -84,6 +84,19 @@
 //!   know (a newer one's) is listed but left in the journal.
 //!
 //! Transactions in flight are not restored: retransmissions on both sides take over.
+//!
+//! # Known limits
+//! * Only what a **durable** group holds comes back. A crash in the milliseconds between an input and the
+//!   sync of its group loses that change: a recall INVITE sent just before (its branch not yet durable) cannot
+//!   be CANCELled and the restored call rings the parker again (for a moment, twice); a recall answered just
+//!   before is CANCELled by its old branch and rung again (the first answer gets no media and is ended by the
+//!   parker's phone).
+//! * The media plane's latched source (symmetric RTP: where the phone's packets come from, behind a NAT) is not
+//!   journaled: hold music resumes to the SDP address until the phone's next packet latches again.
+//! * A dialog over TCP lost its connection with the process: in-dialog requests after the restore need a
+//!   new connection to the phone (the io layer's business).
+//! * Deadlines and anchors are wall-clock times: a clock set back across the restart shortens nothing and can
+//!   make a resumed stream repeat sequence numbers sent before.
 
 mod ack;
 mod flush;

@@ -304,22 +304,32 @@ impl Core {
         true
     }
 
-    /// Restored legs neither ACKed nor asked for again within [`UNACKED_WAIT`]: a parked party may be in the
-    /// call all the same (its ACK came but the group saying so was lost in the crash), so it is asked with an
-    /// in-dialog OPTIONS, as a keepalive: an answer confirms the leg (hold music starts), 481 or silence ends
-    /// the call. Any other leg is ended.
+    /// Restored legs neither ACKed nor asked for again within [`UNACKED_WAIT`]: the peer may be in the call all
+    /// the same (its ACK came but the group saying so was lost in the crash), so it is asked with an in-dialog
+    /// OPTIONS: an answer confirms the leg (media starts), 481 or silence ends it as an unacknowledged 2xx would.
     pub(in crate::core) fn unacked_timeouts(&mut self, now: Time) {
         while let Some(leg) = self.journal.pop_unacked_due(now) {
             self.journal.unacked.retain(|_, l| *l != leg);
-            let Some(call) = self.dialogs.get(leg).filter(|l| l.state == LegState::Unacked).map(|l| l.call) else { continue };
+            let Some(l) = self.dialogs.get_mut(leg).filter(|l| l.state == LegState::Unacked) else { continue };
+            tracing::info!(leg = leg.0, "restored call never acknowledged; asking the peer in its dialog");
+            let options = self.ep.request_in(&mut l.dialog, Method::Options);
+            let (hop, call) = (l.dialog.next_hop, l.call);
+            self.ep.send(now, hop, &options, Purpose::Probe(leg));
             self.touch(call);
-            if self.parking.get(call).is_some_and(|c| c.parked == leg) {
-                tracing::info!(leg = leg.0, "restored call never acknowledged; asking the parked party");
-                self.send_keepalive(now, call);
-            } else {
-                tracing::warn!(leg = leg.0, "restored call never acknowledged; ending it");
-                self.end_leg(now, leg, true);
-            }
+        }
+    }
+
+    /// The answer to a [`Purpose::Probe`]: the peer is in the call (the leg is confirmed and its media starts),
+    /// or it is not (481, or no answer: the leg ends as an unacknowledged 2xx would).
+    pub(in crate::core) fn on_probe_result(&mut self, now: Time, leg: LegId, status: u16) {
+        let Some(call) = self.dialogs.get(leg).filter(|l| l.state == LegState::Unacked).map(|l| l.call) else { return };
+        self.touch(call);
+        if status != 481 && status != 408 {
+            self.dialogs.confirm(leg);
+            self.sync_media(now, call);
+        } else {
+            tracing::warn!(leg = leg.0, status, "restored call not acknowledged and not in the call; ending it");
+            self.end_leg(now, leg, true);
         }
     }
 }
