@@ -75,9 +75,9 @@
 //!   Call-ID and From tag) is answered `200` from the restored leg (same tag, SDP and orbit), its ACK confirms
 //!   it and hold music starts. With neither within 32 s (Timer H; the caller's INVITE has given up by then),
 //!   the party may still be in the call (its ACK came, but the group recording it was lost in the crash): parkd
-//!   asks with an in-dialog OPTIONS, as a keepalive does. An answer confirms the leg and starts hold music
-//!   (a new stream: its anchor was in the lost group); 481 or no answer ends the call. A bridge's leg in that
-//!   state is ended.
+//!   asks with an in-dialog OPTIONS (`Purpose::Probe`). An answer confirms the leg and starts its media (hold
+//!   music, or the bridge of a retriever's leg; a new stream: its anchor was in the lost group); 481 or no
+//!   answer ends the leg as an unacknowledged 2xx would.
 //! * an attended-park swap whose write fails ends the parked call: the replaced party was already released.
 //! * a record that does not decode, or that names what this configuration does not have, is skipped and
 //!   listed in [`RestoreReport::skipped`] (never a panic); its delete is written. A kind this parkd does not
