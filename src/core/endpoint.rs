@@ -46,6 +46,8 @@ pub enum Purpose {
     OrphanRecall,
     /// A BLF NOTIFY of that subscription.
     BlfNotify(SubId),
+    /// An in-dialog OPTIONS asking the peer of a leg restored before its ACK whether it is in the call (issue 17).
+    Probe(LegId),
 }
 
 /// The endpoint (see the module doc).

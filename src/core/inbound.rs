@@ -201,6 +201,11 @@ impl Core {
             }
             (Purpose::RecallAnswered { .. }, _) => {}
             (Purpose::BlfNotify(sub), v) => self.on_notify_response(now, sub, id, v),
+            (Purpose::Probe(leg), ClientVerdict::Final(r)) => {
+                self.ep.finish(id);
+                self.on_probe_result(now, leg, r.status);
+            }
+            (Purpose::Probe(_), ClientVerdict::Provisional(_)) => {}
         }
     }
 
@@ -217,6 +222,7 @@ impl Core {
                 }
                 Some(Purpose::Keepalive(call)) => self.on_keepalive_result(now, call, 408),
                 Some(Purpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
+                Some(Purpose::Probe(leg)) => self.on_probe_result(now, leg, 408),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

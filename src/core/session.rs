@@ -5,7 +5,7 @@ use super::events::ParkHow;
 use super::ids::LegId;
 use super::parking::MediaMode;
 use super::{Core, ParkEvent, Purpose};
-use crate::media::anchor::Pace;
+use crate::media::anchor::{Pace, StreamAnchor};
 use crate::media::{MediaCommand, MusicId, Prompt};
 use crate::sip::{Method, Peer, Request};
 use crate::time::Time;
@@ -41,6 +41,13 @@ impl Core {
         let fresh = self.journal.new_stream(now, pace);
         let l = self.dialogs.get_mut(leg)?;
         match l.media.stream {
+            // A relayed stream's position is a guess (the peer paces it): parkd's own stream restarts past it,
+            // with the margin a restart would use, so that the sequence never goes back.
+            Some(a) if a.pace == Pace::Relay && pace != Pace::Relay => {
+                let r = StreamAnchor { pace, ..a.resume(now) };
+                l.media.stream = Some(r);
+                Some(MediaCommand::Stream { leg: l.media.media_leg, ssrc: r.ssrc, seq: r.seq, ts: r.ts })
+            }
             Some(a) => {
                 l.media.stream = Some(a.moved(now, pace));
                 None
@@ -238,7 +245,7 @@ impl Core {
     }
 
     /// Removes a leg from every table and releases its media; returns it.
-    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::dialogs::Leg>> {
+    pub(super) fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::dialogs::Leg>> {
         let leg = self.dialogs.remove(leg_id)?;
         self.touch(leg.call);
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));

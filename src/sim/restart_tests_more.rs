@@ -156,3 +156,71 @@ fn a_damaged_record_is_skipped_and_reported_and_the_rest_restored() {
     let (_, after) = music_split(&net, bob, net.now - secs(1));
     assert!(after.len() > 40);
 }
+
+#[test]
+fn a_recall_answered_before_the_crash_stays_bridged_after_it() {
+    let mut net = journaled_net(18);
+    let (alice, bob, _park) = parked_bob(&mut net, 45);
+    assert!(net.run_until(secs(10), |n| n.phone(alice).calls.first().is_some_and(|c| c.state == CallState::Confirmed)), "Alice answers her recall");
+    net.run_for(secs(2));
+    let report = net.crash_and_restart_after(secs(1));
+    assert_eq!(report.bridged, 1, "{report:?}");
+    let restarted = net.now;
+    net.run_for(secs(3));
+    let voice = |p: PhoneId, who: PhoneId| net.phone(p).sink.since(restarted).filter(|h| h.sound.kind() == Kind::Voice(who.talker())).count();
+    assert!(voice(bob, alice) > 100 && voice(alice, bob) > 100, "relayed both ways on the same ports");
+    // Alice hangs up: her BYE reaches the restored dialog parkd started (a UAC leg), Bob gets parkd's BYE.
+    let recall = CallId(0);
+    net.hangup(alice, recall);
+    assert!(net.run_until(secs(5), |n| n.phone(bob).calls[0].state == CallState::Ended(End::ByPeer)));
+    assert!(net.phone(alice).responses().iter().any(|r| r.common.cseq.method == crate::sip::Method::Bye && r.status == 200));
+}
+
+#[test]
+fn a_call_whose_ack_was_not_yet_durable_is_asked_and_kept() {
+    let mut net = journaled_net(19);
+    let alice = net.add_phone(PhoneConfig::new("alice", 5999));
+    let bob = net.add_phone(PhoneConfig::new("bob", 5070));
+    let park = net.park(bob, "700", Some(alice));
+    assert!(net.run_until(secs(2), |n| confirmed(n, bob, park)));
+    // The ACK came, but its group (leg confirmed, hold started) is still syncing when parkd dies.
+    net.journal.sync_delay = secs(100);
+    net.run_for(Duration::from_millis(500));
+    net.crash();
+    net.journal.sync_delay = Duration::from_millis(2);
+    net.run_for(secs(1));
+    let report = net.restart();
+    assert_eq!(report.parked, 1);
+    // Bob is in the call and sends nothing new; after Timer H parkd asks him in the dialog, and keeps him.
+    let restarted = net.now;
+    assert!(net.run_until(secs(40), |n| n.phone(bob).requests(crate::sip::Method::Options).len() == 1), "an in-dialog OPTIONS");
+    net.run_for(secs(3));
+    let (_, after) = music_split(&net, bob, restarted);
+    assert!(after.len() > 100, "hold music once Bob answered: {}", after.len());
+    assert_eq!(net.phone(bob).call(park).state, CallState::Confirmed);
+    assert_eq!(net.core.live().orbits_occupied, 1);
+}
+
+#[test]
+fn a_retriever_whose_ack_was_not_yet_durable_is_asked_and_bridged() {
+    let mut net = journaled_net(20);
+    let (_alice, bob, _park) = parked_bob(&mut net, 2);
+    let carol = net.add_phone(PhoneConfig::new("carol", 5071));
+    net.journal.sync_delay = secs(100);
+    let get = net.call(carol, "701", "");
+    assert!(net.run_until(secs(2), |n| confirmed(n, carol, get)));
+    net.run_for(Duration::from_millis(500));
+    // The retrieve's group is durable, the ACK's is still syncing when parkd dies: the bridge comes back
+    // waiting for the ACK.
+    let _ = net.journal.sync_first(1);
+    net.crash();
+    net.journal.sync_delay = Duration::from_millis(2);
+    net.run_for(secs(1));
+    let report = net.restart();
+    assert_eq!(report.bridged, 1, "{report:?}");
+    assert!(net.run_until(secs(40), |n| n.phone(carol).requests(crate::sip::Method::Options).len() == 1), "Carol is asked");
+    let asked = net.now;
+    net.run_for(secs(3));
+    let voice = |p: PhoneId, who: PhoneId| net.phone(p).sink.since(asked).filter(|h| h.sound.kind() == Kind::Voice(who.talker())).count();
+    assert!(voice(bob, carol) > 100 && voice(carol, bob) > 100, "bridged both ways once Carol answered");
+}

@@ -12,10 +12,12 @@ pub const NOT_STORED: &str = "Park Could Not Be Stored";
 impl Core {
     /// Lets out (`ok`) or refuses in their place (`!ok`) the outputs held for one durable group.
     pub(super) fn release_held(&mut self, now: Time, held: Vec<Held>, ok: bool) {
+        // A park undone (its write failed, or it was CANCELled meanwhile) is not reported as parked.
+        let mut undone = false;
         for h in held {
             match h {
-                Held::Answer { leg, txn, resp } => self.release_answer(now, leg, txn, &resp, ok),
-                Held::Event(ev) if ok => self.ep.emit(ev),
+                Held::Answer { leg, txn, resp } => undone |= !self.release_answer(now, leg, txn, &resp, ok),
+                Held::Event(ev) if ok && !undone => self.ep.emit(ev),
                 Held::Event(_) => {}
                 Held::ReferDone(done) if ok => {
                     let frag = format!("SIP/2.0 200 OK\r\nPark-Orbit: {}\r\n", done.orbit);
@@ -28,11 +30,12 @@ impl Core {
 
     /// The park's `200 OK` goes now; or, when its records failed (or the INVITE was CANCELled meanwhile and
     /// answered 487), the park is undone: `500` (if still unanswered), orbit freed, leg forgotten.
-    fn release_answer(&mut self, now: Time, leg: crate::core::LegId, txn: crate::txn::ServerTxnId, resp: &crate::sip::Response, ok: bool) {
+    /// True when the 200 went out.
+    fn release_answer(&mut self, now: Time, leg: crate::core::LegId, txn: crate::txn::ServerTxnId, resp: &crate::sip::Response, ok: bool) -> bool {
         let unanswered = self.ep.txn.awaiting_final(txn);
         if ok && unanswered && self.dialogs.get(leg).is_some() {
             self.ep.txn.respond(now, txn, resp);
-            return;
+            return true;
         }
         if unanswered {
             if let Some(req) = self.ep.txn.server_request(txn).cloned() {
@@ -41,7 +44,20 @@ impl Core {
         }
         tracing::warn!(ok, unanswered, "park not acknowledged (journal write failed or INVITE cancelled); undoing it");
         self.touch_leg(leg);
-        self.end_leg(now, leg, false);
+        let Some((call, call_id)) = self.dialogs.get(leg).map(|l| (l.call, l.dialog.call_id.clone())) else { return false };
+        if self.parking.get(call).is_none_or(|c| c.parked != leg) {
+            // Taken meanwhile (a retrieve in the milliseconds of the sync): ends like a hang-up.
+            self.end_leg(now, leg, false);
+            return false;
+        }
+        self.stop_recall(now, call);
+        if let Some(c) = self.parking.remove(call) {
+            self.orbit_changed(now, c.lot, c.orbit);
+            let (status, reason) = if ok { (487, "Request Terminated") } else { (500, NOT_STORED) };
+            self.ep.emit(crate::core::ParkEvent::Refused { number: c.orbit_name.to_string(), status, reason: reason.into(), call_id });
+        }
+        self.forget_leg(leg);
+        false
     }
 
     /// A REFER's re-park whose records failed: the call goes back into its bridge (relaying again) and the

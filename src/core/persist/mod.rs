@@ -73,18 +73,38 @@
 //! * **A park whose 200 was never ACKed** (a crash between the sync and the ACK, or before the 200 went out):
 //!   the leg comes back [`crate::core::dialogs::LegState::Unacked`]. The caller's retransmitted INVITE (same
 //!   Call-ID and From tag) is answered `200` from the restored leg (same tag, SDP and orbit), its ACK confirms
-//!   it and hold music starts; with neither within 32 s (Timer H) parkd ends the call with a BYE.
+//!   it and hold music starts. With neither within 32 s (Timer H; the caller's INVITE has given up by then),
+//!   the party may still be in the call (its ACK came, but the group recording it was lost in the crash): parkd
+//!   asks with an in-dialog OPTIONS (`Purpose::Probe`). An answer confirms the leg and starts its media (hold
+//!   music, or the bridge of a retriever's leg; a new stream: its anchor was in the lost group); 481 or no
+//!   answer ends the leg as an unacknowledged 2xx would.
+//! * an attended-park swap whose write fails ends the parked call: the replaced party was already released.
 //! * a record that does not decode, or that names what this configuration does not have, is skipped and
 //!   listed in [`RestoreReport::skipped`] (never a panic); its delete is written. A kind this parkd does not
 //!   know (a newer one's) is listed but left in the journal.
 //!
 //! Transactions in flight are not restored: retransmissions on both sides take over.
+//!
+//! # Known limits
+//! * Only what a **durable** group holds comes back. A crash in the milliseconds between an input and the
+//!   sync of its group loses that change: a recall INVITE sent just before (its branch not yet durable) cannot
+//!   be CANCELled and the restored call rings the parker again (for a moment, twice); a recall answered just
+//!   before is CANCELled by its old branch and rung again (the first answer gets no media and is ended by the
+//!   parker's phone).
+//! * The media plane's latched source (symmetric RTP: where the phone's packets come from, behind a NAT) is not
+//!   journaled: hold music resumes to the SDP address until the phone's next packet latches again.
+//! * A dialog over TCP lost its connection with the process: in-dialog requests after the restore need a
+//!   new connection to the phone (the io layer's business).
+//! * Deadlines and anchors are wall-clock times: a clock set back across the restart shortens nothing and can
+//!   make a resumed stream repeat sequence numbers sent before.
 
 mod ack;
 mod flush;
 pub mod records;
 mod restore;
 mod room;
+#[cfg(test)]
+mod tests;
 
 pub use ack::NOT_STORED;
 pub use restore::{RestoreError, UNACKED_WAIT};
@@ -131,9 +151,12 @@ impl Core {
         self.settle(now);
     }
 
-    /// Rebuilds a fresh core's rooms from the journal's live records (call once, after [`Core::new`] and before
-    /// any traffic), then drains as after any input: the media plane is told to resume each restored stream,
-    /// recalls due while parkd was down start now.
+    /// Rebuilds a fresh core's rooms from the journal's live records (call once, after [`Core::new`] and
+    /// [`Core::set_journaling`]`(true)`, before any traffic), then drains as after any input: the media plane is
+    /// told to resume each restored stream, recalls due while parkd was down start now, and the restored
+    /// records are written again (new stream anchors and CSeq ceilings) in one or a few groups without a token.
+    /// Carry every output in order; the media commands must reach the media threads (sockets bound) before the
+    /// SIP socket answers anything.
     pub fn restore(&mut self, live: &LiveSet, now: Time) -> RestoreReport {
         let report = self.restore_live(live, now);
         tracing::info!(

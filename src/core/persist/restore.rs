@@ -93,7 +93,12 @@ impl Core {
                     continue;
                 }
             };
-            if sub.1.expires_at <= now || self.parking.lot(sub.1.lot).is_none() {
+            if self.parking.lot(sub.1.lot).is_none() || self.blf.get(sub.0).is_some() {
+                report.skipped.push(format!("{key}: lot {} is not in this configuration, or the id is taken", sub.1.lot));
+                dropped.push(key);
+                continue;
+            }
+            if sub.1.expires_at <= now {
                 tracing::info!(sub = (sub.0).0, "BLF subscription expired while parkd was down; dropped");
                 report.subscriptions_expired += 1;
                 dropped.push(key);
@@ -138,6 +143,9 @@ impl Core {
         if call.parked != leg.id || leg.call != call.id {
             return Err(RestoreError::Inconsistent("the call's leg is not its parked leg"));
         }
+        if self.is_restored(call.id) || self.dialogs.get(leg.id).is_some() {
+            return Err(RestoreError::Inconsistent("a call or leg restored twice"));
+        }
         let (lot, orbit) = (call.lot, call.orbit);
         let fits = self.parking.lot(lot).is_some_and(|l| orbit.0 < l.capacity()) && self.parking.orbit_name(lot, orbit) == call.orbit_name;
         if !fits {
@@ -165,6 +173,9 @@ impl Core {
         if bridge.parked != parked.id || bridge.other != other.id || parked.call != bridge.id || other.call != bridge.id {
             return Err(RestoreError::Inconsistent("the bridge's legs are not its own"));
         }
+        if self.is_restored(bridge.id) || self.dialogs.get(parked.id).is_some() || self.dialogs.get(other.id).is_some() || parked.id == other.id {
+            return Err(RestoreError::Inconsistent("a call or leg restored twice"));
+        }
         for (i, leg) in [&parked, &other].into_iter().enumerate() {
             if !self.ports.claim(leg.media.media_leg) {
                 if i == 1 {
@@ -180,6 +191,10 @@ impl Core {
         self.insert_restored_leg(now, other);
         self.bridging.insert(bridge);
         Ok((id, legs))
+    }
+
+    fn is_restored(&self, call: CallRef) -> bool {
+        self.parking.get(call).is_some() || self.bridging.get(call).is_some()
     }
 
     /// Adds a restored leg; one whose 2xx was never ACKed waits for the ACK or the INVITE again.
@@ -289,14 +304,32 @@ impl Core {
         true
     }
 
-    /// Restored legs never ACKed nor asked for again within [`UNACKED_WAIT`] are ended.
+    /// Restored legs neither ACKed nor asked for again within [`UNACKED_WAIT`]: the peer may be in the call all
+    /// the same (its ACK came but the group saying so was lost in the crash), so it is asked with an in-dialog
+    /// OPTIONS: an answer confirms the leg (media starts), 481 or silence ends it as an unacknowledged 2xx would.
     pub(in crate::core) fn unacked_timeouts(&mut self, now: Time) {
         while let Some(leg) = self.journal.pop_unacked_due(now) {
-            if self.dialogs.get(leg).is_some_and(|l| l.state == LegState::Unacked) {
-                tracing::warn!(leg = leg.0, "restored call never acknowledged; ending it");
-                self.touch_leg(leg);
-                self.end_leg(now, leg, true);
-            }
+            self.journal.unacked.retain(|_, l| *l != leg);
+            let Some(l) = self.dialogs.get_mut(leg).filter(|l| l.state == LegState::Unacked) else { continue };
+            tracing::info!(leg = leg.0, "restored call never acknowledged; asking the peer in its dialog");
+            let options = self.ep.request_in(&mut l.dialog, Method::Options);
+            let (hop, call) = (l.dialog.next_hop, l.call);
+            self.ep.send(now, hop, &options, Purpose::Probe(leg));
+            self.touch(call);
+        }
+    }
+
+    /// The answer to a [`Purpose::Probe`]: the peer is in the call (the leg is confirmed and its media starts),
+    /// or it is not (481, or no answer: the leg ends as an unacknowledged 2xx would).
+    pub(in crate::core) fn on_probe_result(&mut self, now: Time, leg: LegId, status: u16) {
+        let Some(call) = self.dialogs.get(leg).filter(|l| l.state == LegState::Unacked).map(|l| l.call) else { return };
+        self.touch(call);
+        if status != 481 && status != 408 {
+            self.dialogs.confirm(leg);
+            self.sync_media(now, call);
+        } else {
+            tracing::warn!(leg = leg.0, status, "restored call not acknowledged and not in the call; ending it");
+            self.end_leg(now, leg, true);
         }
     }
 }
