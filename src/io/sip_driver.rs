@@ -353,8 +353,9 @@ fn drain(
                 api.metrics.on_event(&ev, std::time::Instant::now());
                 api.hub.publish(ev, clock.now().as_millis());
             }
-            Output::Journal { records, token } => match journal {
-                Some(w) => {
+            // With journaling off (`journal = false`) the core emits none: nothing to keep if it did.
+            Output::Journal { records, token } => {
+                if let Some(w) = journal {
                     if let Err(e) = w.submit(records, token) {
                         tracing::error!(error = %e, "cannot journal a change");
                         if let Some(t) = token {
@@ -363,9 +364,7 @@ fn drain(
                         }
                     }
                 }
-                // Journaling is off (`journal = false`): the core emits none; nothing to keep if it did.
-                None => {}
-            },
+            }
         }
     }
     media_queued
