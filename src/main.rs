@@ -177,6 +177,9 @@ async fn serve(
     }
     tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), media_threads = media.threads(), "parkd ready (UDP and TCP)");
     let metrics = std::sync::Arc::new(Metrics::new());
+    if let Some(j) = &journal {
+        metrics.set_journal(j.writer.stats_handle());
+    }
     let hub = EventHub::new();
     let (client, port) = api_link::link(hub.clone(), metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

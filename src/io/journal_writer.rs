@@ -102,6 +102,11 @@ impl JournalWriter {
         &self.stats
     }
 
+    /// The counters, shared (for `/metrics`).
+    pub fn stats_handle(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
     /// Commits everything queued, then stops the thread and closes the store (its lock is released).
     pub fn shutdown(mut self) {
         self.stop();
