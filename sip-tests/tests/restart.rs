@@ -303,6 +303,12 @@ fn hangup_all_by_api_ends_every_call_and_nothing_is_restored() {
         assert!(phones.wait_log(&p.ids.call_id, WAIT, |l| !l.requests_since("BYE", t).is_empty()), "{} got parkd's BYE", p.ids.call_id);
     }
     assert!(occupied(&parkd).is_empty());
+    // The journal's counters: every change synced, none failed.
+    let url = format!("http://{}/metrics", parkd.http_addr.expect("http on"));
+    let metrics = ureq::get(&url).timeout(Duration::from_secs(10)).call().map(|r| r.into_string().unwrap_or_default()).unwrap_or_default();
+    let value = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+    assert!(value("parkd_journal_commits_total").is_some_and(|n| n > 0), "journal commits in /metrics:\n{metrics}");
+    assert_eq!(value("parkd_journal_commit_failures_total"), Some(0), "{metrics}");
     let status = parkd.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)).expect("exits on SIGTERM");
     assert!(status.success());
     parkd.restart();
