@@ -189,3 +189,19 @@ fn a_max_park_time_passed_while_down_ends_the_call_at_the_restart() {
     assert_eq!(net.core.live(), Live::default());
     assert!(net.journal.live.is_empty());
 }
+
+#[test]
+fn over_a_lossy_link_two_crashes_keep_one_clean_stream_and_the_recall_still_comes() {
+    let mut net = Net::new(NetConfig::new(8).journaled().links(LinkConfig::lossy(0.10), LinkConfig::lossy(0.10)));
+    let (alice, bob, _park) = parked_bob(&mut net, 10);
+    net.crash_and_restart_after(secs(2));
+    net.run_for(secs(10));
+    net.crash_and_restart_after(secs(1));
+    assert!(net.run_until(secs(40), |n| n.phone(alice).calls.first().is_some_and(|c| c.state == CallState::Confirmed)), "the recall rings and is answered");
+    net.run_for(secs(3));
+    let r = net.phone(bob).sink.report();
+    assert_eq!(r.ssrcs.len(), 1, "one stream across two restarts: {r:?}");
+    assert_eq!(r.ts_breaks, 0, "the timeline only jumps at the resumes' markers (a reused sequence number would break it): {r:?}");
+    assert_eq!(net.phone(bob).sink.story(10), vec![Kind::Music, Kind::Voice(alice.talker())]);
+    assert_eq!(net.phone(alice).calls.len(), 1, "one recall");
+}

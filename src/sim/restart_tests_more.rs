@@ -224,3 +224,54 @@ fn a_retriever_whose_ack_was_not_yet_durable_is_asked_and_bridged() {
     let voice = |p: PhoneId, who: PhoneId| net.phone(p).sink.since(asked).filter(|h| h.sound.kind() == Kind::Voice(who.talker())).count();
     assert!(voice(bob, carol) > 100 && voice(carol, bob) > 100, "bridged both ways once Carol answered");
 }
+
+/// Two seeds in the suite (twelve passed when written: change the range to try more).
+#[test]
+fn random_parks_retrieves_hangups_and_crashes_leave_nothing_behind() {
+    use rand::{Rng, SeedableRng};
+    for seed in 1..=2u64 {
+        let mut net = Net::new(NetConfig::new(100 + seed).journaled().links(LinkConfig::lossy(0.05), LinkConfig::lossy(0.05)));
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let alice = net.add_phone(PhoneConfig::new("alice", 5999));
+        let phones: Vec<PhoneId> = (0..5).map(|i| net.add_phone(PhoneConfig::new(&format!("p{i}"), 5070 + i))).collect();
+        let mut restarts = 0;
+        for step in 0..40 {
+            let p = phones[rng.gen_range(0..phones.len())];
+            match if step % 8 == 7 { 5 } else { rng.gen_range(0..10) } {
+                0..=2 => {
+                    net.park(p, "700", Some(alice));
+                }
+                3 => {
+                    let orbit = format!("70{}", rng.gen_range(1..=5));
+                    net.call(p, &orbit, "");
+                }
+                4 => {
+                    let live: Vec<usize> = (0..net.phone(p).calls.len()).filter(|c| net.phone(p).calls[*c].state == CallState::Confirmed).collect();
+                    if let Some(c) = live.first() {
+                        net.hangup(p, CallId(*c));
+                    }
+                }
+                5 => {
+                    let report = net.crash_and_restart_after(Duration::from_millis(rng.gen_range(10..5_000)));
+                    assert!(report.skipped.is_empty(), "seed {seed}: {report:?}");
+                    restarts += 1;
+                }
+                _ => net.run_for(Duration::from_millis(rng.gen_range(100..20_000))),
+            }
+            net.run_for(Duration::from_millis(500));
+        }
+        // Everyone hangs up; whatever survived the crashes ends cleanly, and the journal empties.
+        for p in phones.iter().copied().chain([alice]) {
+            for c in 0..net.phone(p).calls.len() {
+                if matches!(net.phone(p).calls[c].state, CallState::Confirmed | CallState::Early | CallState::Calling) {
+                    net.hangup(p, CallId(c));
+                }
+            }
+        }
+        net.run_for(secs(60));
+        assert!(restarts > 0, "seed {seed}: the run crashed parkd at least once");
+        assert_eq!(net.core.live().orbits_occupied, 0, "seed {seed}");
+        assert_eq!(net.core.live().legs, 0, "seed {seed}: {:?}", net.core.live());
+        assert!(net.journal.live.is_empty(), "seed {seed}: {:?}", net.journal.live.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>());
+    }
+}
