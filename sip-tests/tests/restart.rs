@@ -284,6 +284,41 @@ fn torn_journal_tail_is_set_aside_and_the_intact_calls_restored() {
     assert!(std::fs::metadata(&journal).map(|m| m.len() as usize).unwrap_or(0) >= intact, "the intact part is kept");
 }
 
+/// A journal whose last record was cut in half (the file truncated mid-frame): parkd starts, the calls parked
+/// before the last change are back with their music, the cut frame is set aside in `journal.corrupt-1`.
+#[test]
+fn truncated_journal_restores_what_came_before_the_cut() {
+    let mut parkd = start("restart_truncated");
+    let mut phones = Phones::new(parkd.sip_addr(), "cut");
+    for _ in 0..3 {
+        phones.park("700", 0);
+        phones.wait_answered(WAIT);
+    }
+    for p in &phones.phones {
+        assert!(p.rtp.wait_for_class(PayloadClass::Other, 5, WAIT), "{}: hold music before the stop", p.ids.call_id);
+    }
+    let before = occupied(&parkd);
+    parkd.kill9();
+    let down = Instant::now();
+    let journal = parkd.state_dir().join("journal");
+    let len = std::fs::metadata(&journal).map(|m| m.len()).expect("journal");
+    let file = std::fs::OpenOptions::new().write(true).open(&journal).expect("open journal");
+    file.set_len(len - 7).expect("truncate");
+    drop(file);
+    parkd.restart();
+    let ready = Instant::now();
+    let after = occupied(&parkd);
+    // The first two parks were whole groups long before the last one.
+    for p in &phones.phones[..2] {
+        let orbit = phones.log(p).orbit.unwrap_or_default();
+        assert_eq!(after.get(&orbit), before.get(&orbit), "{orbit} restored: {after:?}");
+        expect_resumed(&p.rtp, PayloadClass::Other, down, ready, 5);
+    }
+    assert!(after.iter().all(|(o, c)| before.get(o) == Some(c)), "nothing restored that was not there: {after:?} vs {before:?}");
+    assert!(parkd.state_dir().join("journal.corrupt-1").is_file(), "the cut frame is set aside");
+    assert!(parkd.stderr_all().contains("journal.corrupt-1"), "and reported:\n{}", parkd.stderr_tail(30));
+}
+
 /// `POST /v1/calls/hangup-all` hangs up every call (each phone gets a BYE with a Reason); after a restart on
 /// the same state directory nothing comes back.
 #[test]
