@@ -85,6 +85,12 @@ fn main() -> ExitCode {
         }
     } else {
         tracing::warn!("journal = false: calls live only in memory; a restart or crash drops every call");
+        let file = cfg.server.state_dir.join(journal_file::JOURNAL_FILE);
+        if let Ok(meta) = std::fs::metadata(&file) {
+            // Not read, not changed: its calls would come back (long stale) once journaling is turned on again.
+            tracing::warn!(file = %file.display(), bytes = meta.len(),
+                "journal = false: an existing journal is ignored and left as it is; delete it unless you mean to restore its calls later");
+        }
         None
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
