@@ -221,6 +221,8 @@ async fn drive(
                     return Stop::KeepCalls;
                 }
                 Stop::HangUpAll => {
+                    // No new parks while the BYEs go out: they would be journaled and outlive the exit.
+                    core.set_draining(true);
                     let r = core.handle_command(clock.now(), Command::HangupAll);
                     tracing::warn!(outcome = ?r, "SIGUSR2: hanging up every call, then stopping");
                     leaving = Some(std::time::Instant::now() + HANGUP_LINGER);
