@@ -48,6 +48,8 @@ pub enum Purpose {
     BlfNotify(SubId),
     /// An in-dialog OPTIONS asking the peer of a leg restored before its ACK whether it is in the call (issue 17).
     Probe(LegId),
+    /// The CANCEL of a recall that was ringing when parkd stopped (issue 17), for the call it rang for.
+    RestoredCancel(CallRef),
 }
 
 /// The endpoint (see the module doc).

@@ -176,7 +176,10 @@ impl Core {
     }
 
     fn on_response(&mut self, now: Time, from: Peer, resp: Response) {
-        let Some((id, verdict)) = self.ep.txn.on_response(now, from, &resp) else { return };
+        let Some((id, verdict)) = self.ep.txn.on_response(now, from, &resp) else {
+            // No transaction: perhaps the answer to a recall INVITE sent before a restart (issue 17).
+            return self.on_restored_invite_response(now, &resp);
+        };
         let Some(purpose) = self.ep.purpose(id) else { return };
         match (purpose, verdict) {
             (Purpose::Bye | Purpose::Cancel | Purpose::Notify, ClientVerdict::Final(_)) => {
@@ -206,6 +209,14 @@ impl Core {
                 self.on_probe_result(now, leg, r.status);
             }
             (Purpose::Probe(_), ClientVerdict::Provisional(_)) => {}
+            (Purpose::RestoredCancel(call), ClientVerdict::Final(r)) => {
+                self.ep.finish(id);
+                // 200: the INVITE was pending there, its 487 follows. Anything else: nothing rings there.
+                if r.status != 200 {
+                    self.ring_again(now, call);
+                }
+            }
+            (Purpose::RestoredCancel(_), ClientVerdict::Provisional(_)) => {}
         }
     }
 
@@ -223,6 +234,7 @@ impl Core {
                 Some(Purpose::Keepalive(call)) => self.on_keepalive_result(now, call, 408),
                 Some(Purpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
                 Some(Purpose::Probe(leg)) => self.on_probe_result(now, leg, 408),
+                Some(Purpose::RestoredCancel(call)) => self.ring_again(now, call),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

@@ -139,6 +139,7 @@ fn a_recall_ringing_at_the_crash_is_cancelled_and_rung_again() {
     let first = net.phone(alice).requests(Method::Invite)[0].clone();
     let report = net.crash_and_restart_after(secs(1));
     assert_eq!(report.recalls_restarted, 1, "{report:?}");
+    let retx_before = net.phone(alice).retransmissions;
     net.run_for(secs(2));
     let a = net.phone(alice);
     assert_eq!(a.calls.len(), 2, "rung again once");
@@ -151,7 +152,16 @@ fn a_recall_ringing_at_the_crash_is_cancelled_and_rung_again() {
     assert_eq!(cancel.common.via[0].branch(), first.common.via[0].branch(), "the journaled branch");
     assert_eq!(cancel.common.call_id, first.common.call_id);
     let second_invite_at = a.seen.iter().position(|(_, m)| matches!(m, crate::sip::Message::Request(r) if r.method == Method::Invite && r.common.call_id != first.common.call_id)).expect("a new recall");
-    assert!(cancel_at < second_invite_at, "never two recalls ringing at once");
+    // The old INVITE's 487 is ACKed (RFC 3261 §17.1.1.3: its branch, the 487's To tag), before the new INVITE.
+    let ack_at = a.seen.iter().position(|(_, m)| matches!(m, crate::sip::Message::Request(r) if r.method == Method::Ack && r.common.call_id == first.common.call_id)).expect("the 487 is ACKed");
+    let ack = match &a.seen[ack_at].1 {
+        crate::sip::Message::Request(r) => r.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(ack.common.via[0].branch(), first.common.via[0].branch());
+    assert_eq!((ack.common.cseq.seq, ack.common.to.tag()), (first.common.cseq.seq, Some(a.calls[0].local_tag.as_str())));
+    assert!(cancel_at < ack_at && ack_at < second_invite_at, "never two recalls ringing at once: the new one after the old one's 487");
+    assert_eq!(a.retransmissions, retx_before, "the 487 was ACKed at once: Alice never had to send it again");
     assert_eq!(net.phone(alice).calls[1].state, CallState::Early, "the new recall rings");
 }
 

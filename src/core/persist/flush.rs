@@ -94,7 +94,8 @@ impl Core {
     fn call_record(&self, call: CallRef) -> Option<CallRecord> {
         if let Some(c) = self.parking.get(call) {
             let leg = self.dialogs.get(c.parked)?;
-            let ringing = self.bridging.ringing(call).map(RingRecord::of);
+            // A recall CANCELled by a restore and not rung again yet stays in the record: a second crash CANCELs it again.
+            let ringing = self.bridging.ringing(call).map(RingRecord::of).or_else(|| self.journal.cancelling.get(&call).cloned());
             return Some(CallRecord::Parked(Box::new(ParkedRecord { call: journaled_call(c), leg: journaled_leg(leg), ringing })));
         }
         let b = self.bridging.get(call)?;

@@ -66,8 +66,12 @@
 //! * deadlines are absolute: a recall falls at its original time, or at once if it passed while parkd was
 //!   down; an expired maximum park time ends the call (BYE) at once; each fires once (a fired recall is
 //!   journaled as no longer scheduled, with the ringing INVITE). A recall that was ringing at the crash is
-//!   CANCELled (its journaled branch, sent before anything else rings) and started again. Keepalives restart
-//!   one interval after the restore.
+//!   CANCELled (its journaled branch; the new process has no transaction for it) and rung again once that
+//!   INVITE is over: its final response (the 487, or a 2xx that crossed the CANCEL) arrives and is ACKed
+//!   (RFC 3261 §17.1.1.3; a 2xx also gets a BYE), or the CANCEL is refused (481: nothing rings there), or after
+//!   [`CANCEL_WAIT`]. The parker never has two of parkd's calls ringing at once. Until then the call's record
+//!   keeps the old INVITE, so a second crash CANCELs it again. Keepalives restart one interval after the
+//!   restore.
 //! * BLF subscriptions come back with their expiry and NOTIFY version ceiling; one that expired while parkd
 //!   was down is dropped (and deleted). Watchers get NOTIFYs for later changes.
 //! * **A park whose 200 was never ACKed** (a crash between the sync and the ACK, or before the 200 went out):
@@ -107,7 +111,7 @@ mod room;
 mod tests;
 
 pub use ack::NOT_STORED;
-pub use restore::{RestoreError, UNACKED_WAIT};
+pub use restore::{RestoreError, CANCEL_WAIT, UNACKED_WAIT};
 pub use room::{Held, JournalRoom, ReferDone};
 
 use super::Core;

@@ -20,6 +20,10 @@ use std::time::Duration;
 /// Timer H) before parkd ends it.
 pub const UNACKED_WAIT: Duration = Duration::from_secs(32);
 
+/// How long a recall CANCELled by the restore waits for its INVITE's final response before ringing again
+/// anyway (the parker's phone may be gone).
+pub const CANCEL_WAIT: Duration = Duration::from_secs(4);
+
 /// Why a record was not restored.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -115,20 +119,15 @@ impl Core {
             self.resume_media(now, *call);
             self.touch(*call);
         }
-        // A recall ringing at the crash: CANCEL it (its branch was journaled), then ring again.
+        // A recall ringing at the crash: CANCEL it (its branch was journaled); it rings again once that INVITE
+        // has its final response (ACKed), so the parker never has two of parkd's calls ringing at once.
         for (call, ring) in ringing {
             let cancel = ring.invite.shape(Method::Cancel);
             tracing::info!(to = %ring.invite.uri, "recall was ringing when parkd stopped: CANCEL, then ring again");
-            self.ep.send(now, ring.next_hop, &cancel, Purpose::Cancel);
+            self.ep.send(now, ring.next_hop, &cancel, Purpose::RestoredCancel(call));
+            self.journal.cancel_until.push(Reverse((now + CANCEL_WAIT, call)));
+            self.journal.cancelling.insert(call, ring);
             report.recalls_restarted += 1;
-            match ring.target {
-                RecallTarget::Parker | RecallTarget::FallbackUri => {
-                    if !self.start_recall(now, call, ring.target) {
-                        self.round_failed(now, call);
-                    }
-                }
-                RecallTarget::ApiUnpark => self.unpark_failed(now, call, 503),
-            }
         }
         report.recalls_restarted += self.parking.iter().filter(|c| c.recall_at.is_some_and(|t| t <= now)).count();
         // Recalls and maximum park times that fell due while parkd was down fire now, once.
@@ -304,10 +303,59 @@ impl Core {
         true
     }
 
+    /// A response no transaction matches: if it is the final response to the INVITE of a recall CANCELled by the
+    /// restore (same top-Via branch), it is ACKed (RFC 3261 §17.1.1.3 for a non-2xx; a 2xx that crossed the
+    /// CANCEL gets ACK and BYE, §15) and the recall rings again.
+    pub(in crate::core) fn on_restored_invite_response(&mut self, now: Time, resp: &crate::sip::Response) {
+        if self.journal.cancelling.is_empty() || resp.status < 200 || resp.common.cseq.method != Method::Invite {
+            return;
+        }
+        let Some(branch) = resp.common.via.first().and_then(|v| v.branch()) else { return };
+        let Some(call) = self.journal.cancelled_by_branch(branch) else { return };
+        let Some(ring) = self.journal.cancelling.get(&call).cloned() else { return };
+        if resp.is_success() {
+            let mut dialog = crate::dialog::Dialog::as_uac(&ring.invite.shape(Method::Invite), resp, ring.next_hop);
+            let contact = self.ep.contact(dialog.next_hop.transport);
+            let branch = self.ep.new_branch();
+            let ack = dialog.ack(ring.invite.cseq, self.ep.local_addr, &branch, &contact);
+            self.ep.send_stateless(dialog.next_hop, ack.encode());
+            dialog.local_seq = ring.invite.cseq;
+            let branch = self.ep.new_branch();
+            let bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+            self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
+        } else {
+            let mut ack = ring.invite.shape(Method::Ack);
+            ack.common.to = resp.common.to.clone();
+            self.ep.send_stateless(ring.next_hop, ack.encode());
+        }
+        self.ring_again(now, call);
+    }
+
+    /// The recall CANCELled by the restore is over: ring again (once) if the call is still parked and nothing
+    /// rings for it.
+    pub(in crate::core) fn ring_again(&mut self, now: Time, call: CallRef) {
+        let Some(ring) = self.journal.cancelling.remove(&call) else { return };
+        self.touch(call);
+        if self.parking.get(call).is_none() || self.bridging.ringing(call).is_some() {
+            return;
+        }
+        match ring.target {
+            RecallTarget::Parker | RecallTarget::FallbackUri => {
+                if !self.start_recall(now, call, ring.target) {
+                    self.round_failed(now, call);
+                }
+            }
+            RecallTarget::ApiUnpark => self.unpark_failed(now, call, 503),
+        }
+    }
+
     /// Restored legs neither ACKed nor asked for again within [`UNACKED_WAIT`]: the peer may be in the call all
     /// the same (its ACK came but the group saying so was lost in the crash), so it is asked with an in-dialog
     /// OPTIONS: an answer confirms the leg (media starts), 481 or silence ends it as an unacknowledged 2xx would.
     pub(in crate::core) fn unacked_timeouts(&mut self, now: Time) {
+        while let Some(call) = self.journal.pop_cancel_due(now) {
+            self.ring_again(now, call);
+        }
         while let Some(leg) = self.journal.pop_unacked_due(now) {
             self.journal.unacked.retain(|_, l| *l != leg);
             let Some(l) = self.dialogs.get_mut(leg).filter(|l| l.state == LegState::Unacked) else { continue };

@@ -6,6 +6,7 @@ use crate::core::blf::SubId;
 use crate::core::dialogs::LegRole;
 use crate::core::ids::{CallRef, LegId};
 use crate::core::ParkEvent;
+use super::records::RingRecord;
 use crate::ids::{CallId, OrbitNumber};
 use crate::journal::{AckGate, Record, RecordKind};
 use crate::media::anchor::{Pace, StreamAnchor};
@@ -65,6 +66,10 @@ pub struct JournalRoom {
     pub(super) unacked: HashMap<(CallId, String), LegId>,
     /// When each of them is given up on.
     pub(super) unacked_until: BinaryHeap<Reverse<(Time, LegId)>>,
+    /// Recalls that were ringing at the crash, CANCELled by the restore: rung again once their INVITE's final
+    /// response came (and was ACKed), the CANCEL was refused (nothing rings there), or at the time given.
+    pub(super) cancelling: FxHashMap<CallRef, RingRecord>,
+    pub(super) cancel_until: BinaryHeap<Reverse<(Time, CallRef)>>,
 }
 
 impl JournalRoom {
@@ -80,6 +85,8 @@ impl JournalRoom {
             rng: SmallRng::seed_from_u64(seed ^ 0x6a6f_7572_6e61_6c00),
             unacked: HashMap::new(),
             unacked_until: BinaryHeap::new(),
+            cancelling: FxHashMap::default(),
+            cancel_until: BinaryHeap::new(),
         }
     }
 
@@ -113,9 +120,24 @@ impl JournalRoom {
         StreamAnchor::new(self.rng.gen(), self.rng.gen(), self.rng.gen(), at, pace)
     }
 
-    /// The earliest time a restored unacknowledged leg is given up on.
+    /// The earliest time a restored unacknowledged leg is given up on, or a cancelled recall rings again.
     pub fn next_deadline(&self) -> Option<Time> {
-        self.unacked_until.peek().map(|Reverse((t, _))| *t)
+        let a = self.unacked_until.peek().map(|Reverse((t, _))| *t);
+        let b = self.cancel_until.peek().map(|Reverse((t, _))| *t);
+        a.into_iter().chain(b).min()
+    }
+
+    /// Pops a cancelled recall whose wait is over at `now`.
+    pub(super) fn pop_cancel_due(&mut self, now: Time) -> Option<CallRef> {
+        match self.cancel_until.peek() {
+            Some(Reverse((t, _))) if *t <= now => self.cancel_until.pop().map(|Reverse((_, call))| call),
+            _ => None,
+        }
+    }
+
+    /// The cancelled recall whose INVITE had top-Via branch `branch`.
+    pub(super) fn cancelled_by_branch(&self, branch: &str) -> Option<CallRef> {
+        self.cancelling.iter().find(|(_, r)| r.invite.branch == branch).map(|(c, _)| *c)
     }
 
     /// Pops a restored unacknowledged leg whose time is up at `now`.
