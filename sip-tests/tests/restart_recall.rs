@@ -86,9 +86,6 @@ fn recall_due_while_parkd_was_down_starts_at_once_after_the_restart() {
 /// journaled) and rings again, never two rings at once; with `recall_fallback = "hangup"` the second ring
 /// times out and bob is hung up.
 #[test]
-#[ignore = "core (issue 17): the restarted parkd has no client transaction for the ring it CANCELs, so the parker's \
-            487 is never ACKed (the phone retransmits it until Timer H; SIPp's UAS waits for the ACK), and the new \
-            INVITE goes out with the CANCEL instead of after the 487"]
 fn recall_ringing_at_the_crash_is_cancelled_and_rung_again() {
     let mut parkd = parkd_with("restart_recall_ringing", 2, "recall_ring_time = 4\nrecall_fallback = \"hangup\"");
     let alice_run = Sipp::new("recall_parker_rings").calls(2).timeout(SIPP_TIMEOUT).spawn(&parkd);
