@@ -68,9 +68,9 @@
 //!    whole live set at its next commit, so a transient error heals without a restart.
 //! 5. At startup (`main.rs`), before any socket is read: `LocalJournal::open(state_dir)` (errors end the start,
 //!    naming the directory; a bad tail is set aside and logged), the media threads bind the RTP range,
-//!    `Core::restore` rebuilds the rooms from the [`LiveSet`] and the driver's first drain hands each restored
-//!    stream to its media thread; then the writer thread starts with the opened store and the SIP socket is
-//!    served. SIGTERM stops the driver and `JournalWriter::shutdown` commits what is queued (no BYE is sent).
+//!    `Core::restore` rebuilds the rooms from the [`LiveSet`], the writer thread starts with the opened store,
+//!    and the driver's first drain, before it reads any socket, hands each restored stream to its media thread.
+//!    SIGTERM stops the driver and `JournalWriter::shutdown` commits what is queued (no BYE is sent).
 
 //! # One trait for every store
 //! The writer thread drives a [`Store`]: the local journal ([`crate::io::journal_file::LocalJournal`]) is the
