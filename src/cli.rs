@@ -71,6 +71,10 @@ pub struct Cli {
     /// Directory for state that outlives the process (generated API token, journal); default ./parkd-state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Keep calls only in memory: no journal in the state directory, so a restart drops every call (`[server]
+    /// journal = false`; for benchmarks and throwaway instances).
+    #[arg(long)]
+    pub no_journal: bool,
     /// Health check: send one SIP OPTIONS to IP:PORT over UDP and exit 0 if it is answered 200 within 2 s.
     #[arg(long, value_name = "IP:PORT")]
     pub probe: Option<SocketAddr>,
@@ -115,6 +119,9 @@ impl Cli {
         }
         if let Some(d) = &self.state_dir {
             cfg.server.state_dir = d.clone();
+        }
+        if self.no_journal {
+            cfg.server.journal = false;
         }
         if let Some(r) = &self.rtp_ports {
             cfg.server.rtp_ports = NumRange::parse(r)?;
@@ -221,6 +228,12 @@ mod tests {
     fn media_threads_flag_reaches_the_server_config() {
         assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.media_threads, 0, "0 = one per core");
         assert_eq!(Cli::parse_from(["parkd", "--media-threads", "3"]).config().unwrap().server.media_threads, 3);
+    }
+
+    #[test]
+    fn journal_is_on_by_default_and_no_journal_turns_it_off() {
+        assert!(Cli::parse_from(["parkd"]).config().unwrap().server.journal);
+        assert!(!Cli::parse_from(["parkd", "--no-journal"]).config().unwrap().server.journal);
     }
 
     #[test]

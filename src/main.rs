@@ -4,7 +4,8 @@ use clap::Parser;
 use parkd::cli::Cli;
 use parkd::config::{Config, MusicSource};
 use parkd::core::Core;
-use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, http_guard, http_token, media_shards, media_thread, metrics::Metrics, sip_driver};
+use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, http_guard, http_token, journal_file, media_shards, media_thread, metrics::Metrics, sip_driver};
+use parkd::io::sip_driver::Stop;
 use parkd::media::HoldMusic;
 use parkd::park::shard_plan::ShardPlan;
 use parkd::txn::TimerConfig;
@@ -68,6 +69,30 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
+    // The journal next, still before anything is bound: a state directory that cannot be written, or that
+    // another parkd holds, stops the start here, naming the directory. A torn or damaged tail does not: the
+    // intact records are restored and the bad part is set aside (and logged).
+    let journal = if cfg.server.journal {
+        match journal_file::LocalJournal::open(&cfg.server.state_dir, Default::default()) {
+            Ok((store, restored)) => {
+                journal_file::log_recovery(&restored);
+                Some((store, restored.live))
+            }
+            Err(e) => {
+                eprintln!("parkd: cannot open the journal in {}: {e}", cfg.server.state_dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        tracing::warn!("journal = false: calls live only in memory; a restart or crash drops every call");
+        let file = cfg.server.state_dir.join(journal_file::JOURNAL_FILE);
+        if let Ok(meta) = std::fs::metadata(&file) {
+            // Not read, not changed: its calls would come back (long stale) once journaling is turned on again.
+            tracing::warn!(file = %file.display(), bytes = meta.len(),
+                "journal = false: an existing journal is ignored and left as it is; delete it unless you mean to restore its calls later");
+        }
+        None
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -75,7 +100,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(cfg, music, token)) {
+    match rt.block_on(serve(cfg, music, token, journal)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("parkd: {e}");
@@ -98,9 +123,17 @@ enum StartError {
     State(#[from] http_token::StateError),
     #[error(transparent)]
     Shards(#[from] parkd::park::shard_plan::ShardPlanError),
+    #[error("cannot start the journal writer thread: {0}")]
+    JournalThread(std::io::Error),
 }
 
-async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token::ApiToken>) -> Result<(), StartError> {
+async fn serve(
+    mut cfg: Config,
+    music: Vec<HoldMusic>,
+    token: Option<http_token::ApiToken>,
+    journal: Option<(journal_file::LocalJournal, parkd::journal::LiveSet)>,
+) -> Result<(), StartError> {
+    let started = std::time::Instant::now();
     let clock = Clock::new();
     let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?.with_limits(parkd::io::conn_limits::SipLimits::from_config(&cfg));
     let ports = cfg.server.rtp_ports;
@@ -116,6 +149,30 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token:
     let mut core = Core::with_plan(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed, &plan);
     core.set_limits(&cfg.limits, &cfg.access);
     core.set_dial_allow(cfg.http.dial_patterns()?);
+    // The calls of the last run, back before the SIP socket is read: the media threads (their RTP ports are
+    // bound) get each restored stream with the first drain of the driver loop, before it reads any socket.
+    let journal = match journal {
+        Some((store, live)) => {
+            core.set_journaling(true);
+            let report = core.restore(&live, clock.now());
+            let took_ms = started.elapsed().as_secs_f64() * 1e3;
+            tracing::info!(
+                parked = report.parked,
+                bridged = report.bridged,
+                subscriptions = report.subscriptions,
+                recalls_restarted = report.recalls_restarted,
+                skipped = report.skipped.len(),
+                took_ms,
+                "calls restored from the journal"
+            );
+            for why in &report.skipped {
+                tracing::warn!(%why, "journal record not restored");
+            }
+            let link = sip_driver::JournalLink::spawn(store, Default::default()).map_err(StartError::JournalThread)?;
+            Some(link)
+        }
+        None => None,
+    };
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
     }
@@ -124,6 +181,9 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token:
     }
     tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), media_threads = media.threads(), "parkd ready (UDP and TCP)");
     let metrics = std::sync::Arc::new(Metrics::new());
+    if let Some(j) = &journal {
+        metrics.set_journal(j.writer.stats_handle());
+    }
     let hub = EventHub::new();
     let (client, port) = api_link::link(hub.clone(), metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -148,9 +208,13 @@ async fn serve(mut cfg: Config, music: Vec<HoldMusic>, token: Option<http_token:
     } else {
         drop(client);
     }
-    sip_driver::run(core, sockets, media, clock, port, shutdown_signal()).await;
+    let stop = sip_driver::run(core, sockets, media, clock, port, journal, shutdown_signal()).await;
     draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_http.send(());
+    match stop {
+        Stop::KeepCalls => tracing::info!("parkd stopped; its calls wait in the journal for the next start"),
+        Stop::HangUpAll => tracing::info!("parkd stopped after hanging up every call"),
+    }
     Ok(())
 }
 
@@ -199,21 +263,33 @@ fn load_music(cfg: &Config) -> Result<Vec<HoldMusic>, parkd::media::MusicError> 
         .collect()
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and Ctrl-C (SIGINT): stop and keep every call (what systemd, `docker compose restart` and an upgrade
+/// send). SIGUSR2: hang up every call, then stop (the deliberate "end everything").
+async fn shutdown_signal() -> Stop {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
+        use tokio::signal::unix::{signal, SignalKind};
+        let (term, usr2) = (signal(SignalKind::terminate()), signal(SignalKind::user_defined2()));
+        let (mut term, mut usr2) = match (term, usr2) {
+            (Ok(t), Ok(u)) => (t, u),
+            _ => {
+                tracing::warn!("cannot install the SIGTERM/SIGUSR2 handlers; Ctrl-C stops parkd (keeping its calls)");
+                let _ = ctrl_c.await;
+                return Stop::KeepCalls;
+            }
         };
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = ctrl_c => Stop::KeepCalls,
+            _ = term.recv() => Stop::KeepCalls,
+            _ = usr2.recv() => Stop::HangUpAll,
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = ctrl_c.await;
+        Stop::KeepCalls
+    }
 }
 
 fn init_tracing(cli: &Cli) {

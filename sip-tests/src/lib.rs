@@ -5,7 +5,8 @@
 //! ```text
 //! sip-tests/
 //!   src/harness/   a parkd process per test, its ports, paths and log dir, stopping processes   (harness)
-//!   src/sip/       SIPp driver, a tiny Rust SIP UA, INVITE flood, raw UDP probes, SIP over TCP   (sip)
+//!   src/sip/       SIPp driver, a tiny Rust SIP UA (and many parked callers on it), INVITE flood,
+//!                  raw UDP probes, SIP over TCP                                                   (sip)
 //!   src/media/     RTP endpoints that record and talk, stream reports, audio by frequency      (media)
 //!   src/clients/   real programs: baresip softphones, headless Chromium (attendant page)      (clients)
 //!   src/checks.rs  the assertions most tests share: hold music, peer audio, headers            (checks)

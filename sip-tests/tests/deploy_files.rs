@@ -48,7 +48,11 @@ fn compose_file_is_valid() {
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{cmd:?} config failed:\n{}\n{}", text, String::from_utf8_lossy(&out.stderr));
-    for needle in ["parkd:", "kamailio:", "network_mode: host", "192.0.2.10:5070", "LISTEN=udp:192.0.2.10:5060", "--outbound-proxy"] {
+    for needle in [
+        "parkd:", "kamailio:", "network_mode: host", "192.0.2.10:5070", "LISTEN=udp:192.0.2.10:5060", "--outbound-proxy",
+        // The journal survives `docker compose restart` and upgrades: a named volume on the state directory.
+        "--state-dir", "/var/lib/parkd", "parkd-state",
+    ] {
         assert!(text.contains(needle), "resolved compose file lacks {needle:?}:\n{text}");
     }
     assert!(dir.join("deploy/kamailio/kamailio.cfg").is_file() && dir.join("deploy/kamailio/Dockerfile").is_file());
@@ -83,6 +87,8 @@ fn systemd_unit_uses_existing_flags() {
         }
     }
     assert!(unit.contains("ExecStart="));
+    // The journal lives in systemd's state directory, kept across restarts and upgrades.
+    assert!(unit.contains("StateDirectory=parkd") && unit.contains("--state-dir /var/lib/parkd"), "the unit keeps the journal in StateDirectory=");
 }
 
 /// The shipped fail2ban jail and filter load into fail2ban's own configuration (Debian's /etc/fail2ban, copied

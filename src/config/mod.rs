@@ -417,10 +417,21 @@ pub struct ServerConfig {
     /// SIGUSR1 toggles it at run time.
     #[serde(default)]
     pub drain: bool,
-    /// Where parkd keeps what must outlive the process: the generated HTTP API token now, the journal of
-    /// parked calls later. Created mode 0700 at startup. Relative paths are relative to the working directory.
+    /// Where parkd keeps what must outlive the process: the journal of parked and bridged calls
+    /// (`<state_dir>/journal`, locked by one parkd at a time) and the generated HTTP API token. Created mode 0700
+    /// at startup. Relative paths are relative to the working directory.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Journal parked and bridged calls in `<state_dir>/journal`, so they survive a crash, `kill -9`, a restart
+    /// and an upgrade (default `true`). `false` (or `--no-journal`): calls live only in memory and a restart
+    /// drops them all; for benchmarks and throwaway test instances. A park is answered only once its record is
+    /// on disk (group commit: one `fdatasync` for everything queued meanwhile).
+    #[serde(default = "default_true")]
+    pub journal: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_state_dir() -> PathBuf {
@@ -450,6 +461,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             drain: false,
             state_dir: default_state_dir(),
+            journal: true,
         }
     }
 }

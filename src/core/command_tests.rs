@@ -90,6 +90,31 @@ fn hangup_ends_the_parked_call_with_bye_and_reason_and_frees_the_orbit() {
 }
 
 #[test]
+fn hangup_all_ends_parked_and_bridged_calls_and_leaves_nothing_behind() {
+    let mut w = World::new();
+    let bob = Phone::new("bob", 5070);
+    let dave = Phone::new("dave", 5072);
+    let carol = Phone::new("carol", 5074);
+    w.park(&bob, "700", BLIND);
+    w.park(&dave, "700", BLIND);
+    retrieve(&mut w, &carol, "702");
+    let since = w.sent.len();
+    let r = run(&mut w, Command::HangupAll);
+    assert_eq!(r, Ok(CommandOutcome::HungUpAll { parked: 1, bridged: 1 }));
+    for phone in [&bob, &dave, &carol] {
+        let byes: Vec<Request> = w.requests_to(phone.peer, since).into_iter().filter(|r| r.method == Method::Bye).collect();
+        assert_eq!(byes.len(), 1, "one BYE to {}", phone.name);
+        assert!(byes[0].common.header("Reason").is_some_and(|v| v.contains("attendant")));
+        w.deliver(phone.peer, &phone.ok_to(&byes[0]));
+    }
+    assert!(parked_in(&w, "701").is_none());
+    assert!(w.events.iter().any(|e| matches!(e, ParkEvent::Ended { by, .. } if by == "api")));
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.core.live(), super::Live::default(), "nothing left behind");
+    assert_eq!(run(&mut w, Command::HangupAll), Ok(CommandOutcome::HungUpAll { parked: 0, bridged: 0 }), "idempotent");
+}
+
+#[test]
 fn hangup_of_empty_or_unknown_orbit_is_404() {
     let mut w = World::new();
     let empty = run(&mut w, Command::Hangup { orbit: "702".into() }).unwrap_err();

@@ -25,6 +25,9 @@ pub enum Command {
     Unpark { orbit: OrbitNumber, to: String },
     /// End the call parked in `orbit` politely (BYE with a Reason).
     Hangup { orbit: OrbitNumber },
+    /// End every call parkd holds, parked and bridged, politely (BYE with a Reason): the deliberate "hang up
+    /// everything" (HTTP `POST /v1/calls/hangup-all`, SIGUSR2). A restart never does it (issue 17).
+    HangupAll,
 }
 
 /// What a command achieved.
@@ -37,6 +40,8 @@ pub enum CommandOutcome {
     Unparking { lot: String, orbit: OrbitNumber, to: String, ring_secs: u64 },
     /// The parked call was ended.
     HungUp { lot: String, orbit: OrbitNumber, call_id: CallId },
+    /// Every call was ended: `parked` calls in orbits and `bridged` calls (each of their legs got a BYE).
+    HungUpAll { parked: usize, bridged: usize },
 }
 
 /// Why a command was refused. The API maps each to an HTTP status with [`CommandError::http_status`].
@@ -88,6 +93,7 @@ impl Core {
             Command::ParkCall { call_id, orbit, lot } => self.cmd_park_call(now, &call_id, orbit.as_deref(), lot.as_deref()),
             Command::Unpark { orbit, to } => self.cmd_unpark(now, &orbit, &to),
             Command::Hangup { orbit } => self.cmd_hangup(now, &orbit),
+            Command::HangupAll => Ok(self.cmd_hangup_all(now)),
         };
         self.settle(now);
         result
@@ -103,6 +109,7 @@ impl Core {
     fn cmd_hangup(&mut self, now: Time, orbit: &str) -> CommandResult {
         let (lot, idx, call) = self.parked_in(orbit)?;
         self.stop_recall(now, call);
+        self.touch(call);
         let Some(c) = self.parking.remove(call) else { return Err(CommandError::OrbitEmpty(orbit.to_string())) };
         self.orbit_changed(now, lot, idx);
         let call_id = self.dialogs.get(c.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
@@ -112,6 +119,24 @@ impl Core {
         self.ep.emit(ParkEvent::HungUp { lot: lot_name.clone(), orbit: c.orbit_name.clone(), call_id: call_id.clone(), dwell_ms });
         self.hangup_leg_with_reason(now, c.parked, Some("SIP;cause=200;text=\"Call ended by the attendant\"".into()));
         Ok(CommandOutcome::HungUp { lot: lot_name, orbit: c.orbit_name, call_id })
+    }
+
+    fn cmd_hangup_all(&mut self, now: Time) -> CommandOutcome {
+        let orbits: Vec<OrbitNumber> = self.parking.iter().map(|c| c.orbit_name.clone()).collect();
+        let parked = orbits.iter().filter(|o| self.cmd_hangup(now, o).is_ok()).count();
+        let bridges: Vec<CallRef> = self.bridging.iter().map(|b| b.id).collect();
+        for call in &bridges {
+            self.touch(*call);
+            let Some(b) = self.bridging.remove(*call) else { continue };
+            let call_id = self.dialogs.get(b.parked).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
+            tracing::info!(orbit = %b.orbit_name, "bridged call ended by an application");
+            self.ep.emit(ParkEvent::Ended { orbit: b.orbit_name.clone(), call_id, by: "api".into() });
+            for leg in [b.parked, b.other] {
+                self.hangup_leg_with_reason(now, leg, Some("SIP;cause=200;text=\"Call ended by the attendant\"".into()));
+            }
+        }
+        tracing::warn!(parked, bridged = bridges.len(), "every call hung up on purpose");
+        CommandOutcome::HungUpAll { parked, bridged: bridges.len() }
     }
 
     fn cmd_unpark(&mut self, now: Time, orbit: &str, to: &str) -> CommandResult {
@@ -143,6 +168,7 @@ impl Core {
     /// An API unpark was not answered (or refused): the call stays parked; the outcome is an event. A recall
     /// that fell due while it rang is started now.
     pub(super) fn unpark_failed(&mut self, now: Time, call: CallRef, status: u16) {
+        self.touch(call);
         let Some(c) = self.parking.get(call) else { return };
         let (orbit, lot, o, recall_at) = (c.orbit_name.clone(), c.lot, c.orbit, c.recall_at);
         self.orbit_changed(now, lot, o);

@@ -46,6 +46,10 @@ pub enum Purpose {
     OrphanRecall,
     /// A BLF NOTIFY of that subscription.
     BlfNotify(SubId),
+    /// An in-dialog OPTIONS asking the peer of a leg restored before its ACK whether it is in the call (issue 17).
+    Probe(LegId),
+    /// The CANCEL of a recall that was ringing when parkd stopped (issue 17), for the call it rang for.
+    RestoredCancel(CallRef),
 }
 
 /// The endpoint (see the module doc).
@@ -145,6 +149,11 @@ impl Endpoint {
         id
     }
 
+    /// Makes sure no id handed out from now on is at or below `used` (ids restored from the journal).
+    pub fn reserve_ids(&mut self, used: u64) {
+        self.next_id = self.next_id.max(used.saturating_add(1));
+    }
+
     /// A fresh From/To tag.
     pub fn new_tag(&mut self) -> String {
         format!("{:016x}", self.rng.gen::<u64>())
@@ -176,6 +185,13 @@ impl Endpoint {
     /// headers and body.
     #[allow(clippy::too_many_arguments)]
     pub fn respond(&mut self, now: Time, txn: ServerTxnId, req: &Request, status: u16, reason: Option<&str>, to_tag: Option<&str>, build: impl FnOnce(&mut Response)) {
+        let resp = self.response(req, status, reason, to_tag, build);
+        self.txn.respond(now, txn, &resp);
+    }
+
+    /// The response [`Endpoint::respond`] would send, not sent (a park's 2xx held until its journal group is
+    /// durable, issue 17).
+    pub fn response(&mut self, req: &Request, status: u16, reason: Option<&str>, to_tag: Option<&str>, build: impl FnOnce(&mut Response)) -> Response {
         let fresh;
         let to_tag = match to_tag {
             Some(t) => Some(t),
@@ -191,7 +207,7 @@ impl Endpoint {
             resp.common.push_header("Allow", super::reply::ALLOW);
         }
         build(&mut resp);
-        self.txn.respond(now, txn, &resp);
+        resp
     }
 
     /// A final refusal of a request outside any dialog, reported as an event.
@@ -246,6 +262,11 @@ impl Endpoint {
     /// Asks the media plane for something.
     pub fn media(&mut self, cmd: MediaCommand) {
         self.out.push_back(Output::Media(cmd));
+    }
+
+    /// Hands a group of journal records to the driver (issue 17).
+    pub fn journal(&mut self, records: Vec<crate::journal::Record>, token: Option<crate::journal::JournalToken>) {
+        self.out.push_back(Output::Journal { records, token });
     }
 
     /// Moves what the transaction layer queued to the output queue, in order, up to the next thing it reports;

@@ -119,6 +119,7 @@ impl Core {
         };
         let span = leg.span();
         let _enter = span.enter();
+        self.journal.touch(leg.call);
         if !leg.dialog.accept_remote_cseq(req.common.cseq.seq, &req.method) {
             // RFC 3261 §12.2.2: out-of-order CSeq.
             return self.ep.respond(now, id, &req, 500, Some("CSeq Out of Order"), None, |_| {});
@@ -154,9 +155,9 @@ impl Core {
         let call = leg.call;
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         if leg.media.awaiting_answer && !req.common.body.is_empty() {
-            self.apply_remote_sdp(leg_id, &req.common.body);
+            self.apply_remote_sdp(now, leg_id, &req.common.body);
         }
-        self.sync_media(call);
+        self.sync_media(now, call);
     }
 
     /// CANCEL (RFC 3261 §9.2): 200 to the CANCEL; 487 to the INVITE if it is still unanswered.
@@ -176,14 +177,20 @@ impl Core {
     }
 
     fn on_response(&mut self, now: Time, from: Peer, resp: Response) {
-        let Some((id, verdict)) = self.ep.txn.on_response(now, from, &resp) else { return };
+        let Some((id, verdict)) = self.ep.txn.on_response(now, from, &resp) else {
+            // No transaction: perhaps the answer to a recall INVITE sent before a restart (issue 17).
+            return self.on_restored_invite_response(now, &resp);
+        };
         let Some(purpose) = self.ep.purpose(id) else { return };
         match (purpose, verdict) {
             (Purpose::Bye | Purpose::Cancel | Purpose::Notify, ClientVerdict::Final(_)) => {
                 self.ep.finish(id);
             }
             (Purpose::Bye | Purpose::Cancel | Purpose::Notify, ClientVerdict::Provisional(_)) => {}
-            (Purpose::Recall(call), v) => self.on_recall_response(now, call, id, v),
+            (Purpose::Recall(call), v) => {
+                self.touch(call);
+                self.on_recall_response(now, call, id, v)
+            }
             (Purpose::Keepalive(call), ClientVerdict::Final(r)) => {
                 self.ep.finish(id);
                 self.on_keepalive_result(now, call, r.status);
@@ -198,6 +205,19 @@ impl Core {
             }
             (Purpose::RecallAnswered { .. }, _) => {}
             (Purpose::BlfNotify(sub), v) => self.on_notify_response(now, sub, id, v),
+            (Purpose::Probe(leg), ClientVerdict::Final(r)) => {
+                self.ep.finish(id);
+                self.on_probe_result(now, leg, r.status);
+            }
+            (Purpose::Probe(_), ClientVerdict::Provisional(_)) => {}
+            (Purpose::RestoredCancel(call), ClientVerdict::Final(r)) => {
+                self.ep.finish(id);
+                // 200: the INVITE was pending there, its 487 follows. Anything else: nothing rings there.
+                if r.status != 200 {
+                    self.ring_again(now, call);
+                }
+            }
+            (Purpose::RestoredCancel(_), ClientVerdict::Provisional(_)) => {}
         }
     }
 
@@ -205,12 +225,17 @@ impl Core {
     pub(super) fn on_txn_event(&mut self, now: Time, ev: TxnEvent) {
         match ev {
             TxnEvent::ClientTimeout(id) => match self.ep.finish(id) {
-                Some(Purpose::Recall(call)) => self.on_recall_timeout(now, call, id),
+                Some(Purpose::Recall(call)) => {
+                    self.touch(call);
+                    self.on_recall_timeout(now, call, id)
+                }
                 Some(Purpose::OrphanRecall) => {
                     self.bridging.take_orphan(id);
                 }
                 Some(Purpose::Keepalive(call)) => self.on_keepalive_result(now, call, 408),
                 Some(Purpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
+                Some(Purpose::Probe(leg)) => self.on_probe_result(now, leg, 408),
+                Some(Purpose::RestoredCancel(call)) => self.ring_again(now, call),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

@@ -36,6 +36,9 @@ pub const PARK_LOT_HEADER: &str = "Park-Lot";
 
 impl Core {
     pub(super) fn on_invite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request) {
+        if self.answer_restored(now, txn, from, &req) {
+            return;
+        }
         if let Some(replaces) = req.replaces() {
             let to_park_code = req.uri.user.as_deref().and_then(|u| self.parking.lookup(u)).is_some_and(|(_, d)| d == Dialed::ParkCode);
             return match replaces {
@@ -176,6 +179,7 @@ impl Core {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
         });
         // The parked call leaves its orbit and becomes a bridge to the retriever.
+        self.touch(call);
         if let Some(c) = self.parking.remove(call) {
             self.bridging.insert(Bridge { id: call, lot: c.lot, orbit_name: c.orbit_name.clone(), parked: c.parked, other: leg, media_mode: c.media_mode });
             self.orbit_changed(now, c.lot, c.orbit);
@@ -212,13 +216,22 @@ impl Core {
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
         let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());
         let contact = self.ep.contact(from.transport);
-        self.ep.respond(now, txn, req, 200, None, Some(&tag), |r| {
+        let resp = self.ep.response(req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Allow", super::reply::ALLOW);
             r.common.push_header("Supported", super::inbound::SUPPORTED.join(", "));
             extra(r);
             r.common.set_body("application/sdp", body);
         });
+        if role == LegRole::Parked && self.journaling() {
+            // Durable before acknowledged: the 200 waits for the park's journal group. No 100 Trying: a sync
+            // takes milliseconds, and if parkd dies before the 200 goes out, the caller's retransmitted INVITE
+            // (which a 100 would stop) is what the restored leg answers.
+            self.journal.hold(super::persist::Held::Answer { leg: id, txn, resp: Box::new(resp) });
+        } else {
+            self.ep.txn.respond(now, txn, &resp);
+        }
+        self.touch(call);
         self.admission_unconfirmed(now, id, from);
         let state = LegState::Answered { invite: txn };
         self.dialogs.insert(Leg { id, call, role, state, dialog, source: from, media, orbit: orbit_name.clone(), uac_ack: None });

@@ -12,6 +12,7 @@ impl Core {
     /// The keepalive deadline fired: send OPTIONS in the parked dialog and arm the next one.
     pub(super) fn send_keepalive(&mut self, now: Time, call: CallRef) {
         let Some(leg_id) = self.parking.get(call).map(|c| c.parked) else { return };
+        self.touch(call);
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
         let options = self.ep.request_in(&mut leg.dialog, Method::Options);
         let hop = leg.dialog.next_hop;

@@ -108,6 +108,8 @@ pub struct Core {
     bridging: bridging::Bridging,
     /// Per-source limits, scanner drops and refusal counts (the admission room).
     admission: admission::Admission,
+    /// What is journaled and what waits for it (issue 17; off by default).
+    journal: persist::JournalRoom,
 }
 
 impl Core {
@@ -143,6 +145,7 @@ impl Core {
             blf: blf::Blf::default(),
             bridging: bridging::Bridging::default(),
             admission,
+            journal: persist::JournalRoom::new(seed),
         }
     }
 
@@ -165,6 +168,8 @@ impl Core {
             self.parking.poll_timeout(),
             self.bridging.poll_timeout(),
             self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
+            // A restored leg whose 2xx was never ACKed is given up on, as Timer H would.
+            self.journal.next_deadline().map(|t| (t, Wake::Transaction)),
         ])
     }
 
@@ -174,6 +179,7 @@ impl Core {
         self.call_timeouts(now);
         let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
         self.blf.handle_timeout(&mut self.ep, now, &orbits);
+        self.unacked_timeouts(now);
         self.settle(now);
     }
 
@@ -184,6 +190,7 @@ impl Core {
         while let Some(ev) = self.ep.next_txn_event() {
             self.on_txn_event(now, ev);
         }
+        self.flush_journal();
     }
 
     /// The core's counters: malformed input, and the transaction layer's retransmission and message counts.

@@ -103,6 +103,7 @@ impl Core {
         let ring_until = now + spec.ring;
         let target = spec.target;
         let invite = OutgoingInvite::of(invite, via_addr, next_hop.transport, branch);
+        self.touch(call);
         self.bridging.ring(call, Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false });
         if let Some(c) = self.parking.get(call) {
             let (lot, o) = (c.lot, c.orbit);

@@ -46,6 +46,7 @@ impl Core {
             if ring_first {
                 let Some(due) = self.bridging.pop_due(now) else { break };
                 if let Some(call) = due {
+                    self.touch(call);
                     let target = self.bridging.ringing(call).map(|r| r.target).unwrap_or(RecallTarget::Parker);
                     self.stop_recall(now, call);
                     self.recall_failed(now, call, target, 408);
@@ -54,6 +55,9 @@ impl Core {
             }
             let bridging = &self.bridging;
             let Some(due) = self.parking.pop_due(now, |c| bridging.ringing(c).is_some()) else { break };
+            if let Some((call, _)) = due {
+                self.touch(call);
+            }
             match due {
                 Some((call, CallTimer::Recall)) => {
                     let targets = self.parking.start_round(call);
@@ -69,7 +73,7 @@ impl Core {
     }
 
     /// Sends a recall INVITE to the parker or the fallback URI. False when it cannot be sent (no route, no port).
-    fn start_recall(&mut self, now: Time, call: CallRef, target: RecallTarget) -> bool {
+    pub(super) fn start_recall(&mut self, now: Time, call: CallRef, target: RecallTarget) -> bool {
         let Some(c) = self.parking.get(call) else { return false };
         let Some(lot) = self.parking.cfg(c.lot) else { return false };
         let target_uri = match target {
@@ -159,7 +163,7 @@ impl Core {
         tracing::info!(%orbit, %to, "recall answered; bridging");
         self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target, dwell_ms: super::events::dwell_ms(parked.parked_at, now) });
         self.orbit_changed(now, freed.0, freed.1);
-        self.sync_media(call);
+        self.sync_media(now, call);
     }
 
     /// A recall ended without an answer: ring the fallback URI next, or end the round.
@@ -181,7 +185,7 @@ impl Core {
     }
 
     /// Nobody took the call this round: park again for another period, or end the call.
-    fn round_failed(&mut self, now: Time, call: CallRef) {
+    pub(super) fn round_failed(&mut self, now: Time, call: CallRef) {
         if !self.parking.repark(now, call) {
             return self.end_parked_call(now, call, "Recall Not Answered");
         }
@@ -194,6 +198,7 @@ impl Core {
     /// Gives up on the ringing recall of `call` (if any) because someone else took the call: CANCEL it (with
     /// "Call completed elsewhere") now or as soon as it is allowed.
     pub(super) fn abandon_recall(&mut self, now: Time, call: CallRef) {
+        self.touch(call);
         if let Some(r) = self.bridging.stop_ringing(call) {
             self.cancel_recall(now, r, true);
         }
@@ -202,6 +207,7 @@ impl Core {
     /// Gives up on the ringing recall of `call` (if any) because it rang too long or the call ended: CANCEL it
     /// without claiming the call was completed elsewhere.
     pub(super) fn stop_recall(&mut self, now: Time, call: CallRef) {
+        self.touch(call);
         if let Some(r) = self.bridging.stop_ringing(call) {
             self.cancel_recall(now, r, false);
         }
@@ -262,6 +268,7 @@ impl Core {
 
     /// Ends a parked call from parkd's side: BYE to the parked party with a Reason, orbit freed, recall cancelled.
     pub(super) fn end_parked_call(&mut self, now: Time, call: CallRef, why: &str) {
+        self.touch(call);
         self.stop_recall(now, call);
         let Some(c) = self.parking.remove(call) else { return };
         self.orbit_changed(now, c.lot, c.orbit);

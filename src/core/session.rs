@@ -5,6 +5,7 @@ use super::events::ParkHow;
 use super::ids::LegId;
 use super::parking::MediaMode;
 use super::{Core, ParkEvent, Purpose};
+use crate::media::anchor::{Pace, StreamAnchor};
 use crate::media::{MediaCommand, MusicId, Prompt};
 use crate::sip::{Method, Peer, Request};
 use crate::time::Time;
@@ -22,16 +23,44 @@ impl Core {
 
     /// Brings the media plane in line with the call's state: hold music while parked (once the parked leg is
     /// confirmed), a bridge once both legs of a taken call are confirmed.
-    pub(super) fn sync_media(&mut self, call: super::CallRef) {
+    pub(super) fn sync_media(&mut self, now: Time, call: super::CallRef) {
+        self.touch(call);
         if self.parking.get(call).is_some() {
-            self.sync_hold(call);
+            self.sync_hold(now, call);
         } else {
-            self.sync_bridge(call);
+            self.sync_bridge(now, call);
+        }
+    }
+
+    /// With journaling on: the leg's outbound stream from now on with `pace`, recorded in the leg, and the
+    /// command giving the media plane its identity when the stream is new (see `persist`). `None` when off.
+    fn stream_for(&mut self, now: Time, leg: LegId, pace: Pace) -> Option<MediaCommand> {
+        if !self.journaling() {
+            return None;
+        }
+        let fresh = self.journal.new_stream(now, pace);
+        let l = self.dialogs.get_mut(leg)?;
+        match l.media.stream {
+            // A relayed stream's position is a guess (the peer paces it): parkd's own stream restarts past it,
+            // with the margin a restart would use, so that the sequence never goes back.
+            Some(a) if a.pace == Pace::Relay && pace != Pace::Relay => {
+                let r = StreamAnchor { pace, ..a.resume(now) };
+                l.media.stream = Some(r);
+                Some(MediaCommand::Stream { leg: l.media.media_leg, ssrc: r.ssrc, seq: r.seq, ts: r.ts })
+            }
+            Some(a) => {
+                l.media.stream = Some(a.moved(now, pace));
+                None
+            }
+            None => {
+                l.media.stream = Some(fresh);
+                Some(MediaCommand::Stream { leg: l.media.media_leg, ssrc: fresh.ssrc, seq: fresh.seq, ts: fresh.ts })
+            }
         }
     }
 
     /// Hold music for parked call `call`, once its leg is confirmed and has an address.
-    fn sync_hold(&mut self, call: super::CallRef) {
+    fn sync_hold(&mut self, now: Time, call: super::CallRef) {
         let Some(c) = self.parking.get(call) else { return };
         if c.media_mode != MediaMode::None {
             return;
@@ -39,11 +68,18 @@ impl Core {
         // A caller who parked itself (park code, no Referred-By) hears where it went: "parked on 701".
         let announce = c.how == ParkHow::Indirect && c.parker.is_none() && self.parking.cfg(c.lot).is_some_and(|l| l.announce_orbit);
         let orbit_name = announce.then(|| c.orbit_name.clone());
-        let lot = c.lot;
-        let Some(parked) = self.dialogs.get(c.parked) else { return };
+        let (lot, leg_id) = (c.lot, c.parked);
+        let ready = self.dialogs.get(leg_id).is_some_and(|l| l.state == LegState::Confirmed && l.media.remote.is_some());
+        if !ready {
+            return;
+        }
+        let pace = if self.dialogs.get(leg_id).is_some_and(|l| l.media.may_send()) { Pace::Hold } else { Pace::Paused };
+        let stream = self.stream_for(now, leg_id, pace);
+        let Some(parked) = self.dialogs.get(leg_id) else { return };
         let m = &parked.media;
-        let Some(remote) = m.remote.filter(|_| parked.state == LegState::Confirmed) else { return };
-        let mut cmds = vec![MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) }];
+        let Some(remote) = m.remote else { return };
+        let mut cmds: Vec<MediaCommand> = stream.into_iter().collect();
+        cmds.push(MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) });
         if !m.may_send() {
             cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });
         }
@@ -60,12 +96,22 @@ impl Core {
     }
 
     /// The relay of bridge `call`, once both legs are confirmed (the parked one with an address).
-    fn sync_bridge(&mut self, call: super::CallRef) {
+    fn sync_bridge(&mut self, now: Time, call: super::CallRef) {
         let Some(b) = self.bridging.get(call).filter(|b| b.media_mode != MediaMode::Bridged) else { return };
-        let (Some(parked), Some(o)) = (self.dialogs.get(b.parked), self.dialogs.get(b.other)) else { return };
+        let (parked_id, other_id) = (b.parked, b.other);
+        let (Some(parked), Some(o)) = (self.dialogs.get(parked_id), self.dialogs.get(other_id)) else { return };
         let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
-        let Some(remote) = o.media.remote.filter(|_| parked_ready && o.state == LegState::Confirmed) else { return };
-        // The other leg is new to the media plane: describe it, then bridge.
+        if !(parked_ready && o.state == LegState::Confirmed && o.media.remote.is_some()) {
+            return;
+        }
+        let _ = self.stream_for(now, parked_id, Pace::Relay);
+        let stream = self.stream_for(now, other_id, Pace::Relay);
+        let (Some(parked), Some(o)) = (self.dialogs.get(parked_id), self.dialogs.get(other_id)) else { return };
+        let Some(remote) = o.media.remote else { return };
+        // The other leg is new to the media plane: describe it (its stream first), then bridge.
+        if let Some(s) = stream {
+            self.ep.media(s);
+        }
         let cmds = [
             MediaCommand::Update { leg: o.media.media_leg, remote, codec: o.media.codec, send: o.media.may_send() },
             MediaCommand::DtmfPayloadType { leg: o.media.media_leg, pt: o.media.dtmf_pt },
@@ -85,7 +131,7 @@ impl Core {
         let (id, lot, orbit) = (call.id, call.lot, call.orbit);
         let lot_name = self.parking.lot_name(lot);
         tracing::info!(orbit = %call.orbit_name, lot = %lot_name, parker = ?call.parker.as_ref().map(|p| p.uri.to_string()), how = ?call.how, "parked");
-        self.ep.emit(ParkEvent::Parked {
+        self.emit_when_stored(ParkEvent::Parked {
             lot: lot_name,
             orbit: call.orbit_name.clone(),
             call_id,
@@ -95,32 +141,48 @@ impl Core {
         });
         self.parking.park(now, call);
         self.orbit_changed(now, lot, orbit);
-        self.sync_media(id);
+        self.sync_media(now, id);
     }
 
     /// Applies an SDP body from the peer of `leg_id` (an answer in an ACK, or an offer in a re-INVITE).
     /// Returns false when it cannot be used.
-    pub(super) fn apply_remote_sdp(&mut self, leg_id: LegId, body: &[u8]) -> bool {
+    pub(super) fn apply_remote_sdp(&mut self, now: Time, leg_id: LegId, body: &[u8]) -> bool {
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return false };
         if !leg.media.apply_remote(body) {
             return false;
         }
-        let m = &leg.media;
-        let mode = self.parking.get(leg.call).map(|c| c.media_mode).or_else(|| self.bridging.get(leg.call).map(|b| b.media_mode));
+        let call = leg.call;
+        let mode = self.parking.get(call).map(|c| c.media_mode).or_else(|| self.bridging.get(call).map(|b| b.media_mode));
         let started = mode.is_some_and(|m| m != MediaMode::None);
+        let Some(leg) = self.dialogs.get_mut(leg_id) else { return false };
+        let m = &mut leg.media;
         if started {
             if let Some(remote) = m.remote {
+                // A held stream pauses or resumes with the peer's direction: its anchor follows.
+                if let Some(a) = m.stream.filter(|a| a.pace != Pace::Relay) {
+                    m.stream = Some(a.moved(now, if m.may_send() { Pace::Hold } else { Pace::Paused }));
+                }
                 self.ep.media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() });
             }
         }
+        self.touch(call);
         true
+    }
+
+    /// Reports `ev` now, or (journaling on) once the input's journal group is durable.
+    pub(super) fn emit_when_stored(&mut self, ev: ParkEvent) {
+        if self.journaling() {
+            self.journal.hold(super::persist::Held::Event(ev));
+        } else {
+            self.ep.emit(ev);
+        }
     }
 
     /// A re-INVITE (or UPDATE with SDP) from a parked or bridged party: hold/unhold, a new address, a codec
     /// change. Answered 200 with parkd's SDP (direction mirrored); media follows.
     pub(super) fn on_reinvite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, leg_id: LegId) {
         let has_offer = !req.common.body.is_empty();
-        if has_offer && !self.apply_remote_sdp(leg_id, &req.common.body) {
+        if has_offer && !self.apply_remote_sdp(now, leg_id, &req.common.body) {
             return self.ep.respond(now, txn, &req, 488, None, None, |_| {});
         }
         let contact = self.ep.contact(from.transport);
@@ -143,6 +205,7 @@ impl Core {
     pub(super) fn end_leg(&mut self, now: Time, leg_id: LegId, send_bye: bool) {
         let Some(leg) = self.dialogs.get(leg_id) else { return };
         let (call_ref, call_id) = (leg.call, leg.dialog.call_id.clone());
+        self.touch(call_ref);
         if send_bye {
             self.hangup_leg(now, leg_id);
         } else {
@@ -183,8 +246,9 @@ impl Core {
     }
 
     /// Removes a leg from every table and releases its media; returns it.
-    fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::dialogs::Leg>> {
+    pub(super) fn forget_leg(&mut self, leg_id: LegId) -> Option<Box<super::dialogs::Leg>> {
         let leg = self.dialogs.remove(leg_id)?;
+        self.touch(leg.call);
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         self.ep.media(MediaCommand::Stop { leg: leg.media.media_leg });
         self.ports.give_back(leg.media.media_leg);

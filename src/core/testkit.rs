@@ -27,6 +27,8 @@ pub struct World {
     pub sent: Vec<(Peer, Bytes)>,
     pub media: Vec<MediaCommand>,
     pub events: Vec<ParkEvent>,
+    /// Journal groups the core wrote (journaling on), with their tokens.
+    pub journal: Vec<(Vec<crate::journal::Record>, Option<crate::journal::JournalToken>)>,
 }
 
 pub fn udp(port: u16) -> Peer {
@@ -59,6 +61,7 @@ impl World {
             sent: Vec::new(),
             media: Vec::new(),
             events: Vec::new(),
+            journal: Vec::new(),
         }
     }
 
@@ -68,9 +71,20 @@ impl World {
                 Output::Sip { to, bytes } => self.sent.push((to, bytes)),
                 Output::Media(m) => self.media.push(m),
                 Output::Event(e) => self.events.push(e),
-                Output::Journal { .. } => {}
+                Output::Journal { records, token } => self.journal.push((records, token)),
             }
         }
+    }
+
+    /// Reports journal group `token` durable (`ok`) or failed, and carries what the core then does.
+    pub fn durable(&mut self, token: crate::journal::JournalToken, ok: bool) {
+        self.core.handle_journal_durable(token, ok, self.now);
+        self.drain();
+    }
+
+    /// The token of the last journal group written with one.
+    pub fn last_token(&self) -> Option<crate::journal::JournalToken> {
+        self.journal.iter().rev().find_map(|(_, t)| *t)
     }
 
     /// Delivers a message (text with `\n` line ends, turned into CRLF; Content-Length computed) from `from`.

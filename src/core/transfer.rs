@@ -10,6 +10,7 @@ use super::dialogs::LegRole;
 use super::events::ParkHow;
 use super::ids::{CallRef, LegId};
 use super::parking::{MediaMode, ParkedCall};
+use super::persist::{Held, ReferDone};
 use super::{Core, ParkEvent, Purpose};
 use crate::park::lot::{ClaimError, Dialed, OrbitIdx};
 use crate::sip::{Method, NameAddr, Peer, Replaces, Request};
@@ -59,7 +60,16 @@ impl Core {
         if subscribe {
             self.notify_refer(now, leg_id, refer_cseq, "SIP/2.0 100 Trying\r\n", false);
         }
+        let before = (self.bridging.get(call_ref).cloned(), self.dialogs.get(other).map(|l| (l.role, l.orbit.clone())));
         let outcome = self.repark_bridged(now, call_ref, other, target.0, target.1, Some(parker));
+        if let (true, Ok(orbit), (Some(old), Some((kept_role, kept_orbit)))) = (subscribe && self.journaling(), &outcome, before) {
+            // Durable before acknowledged: the NOTIFY saying the park worked waits for its records.
+            let new_call = self.dialogs.get(other).map(|l| l.call).unwrap_or(call_ref);
+            let done = ReferDone { referrer: leg_id, refer_cseq, orbit: orbit.clone(), new_call, kept: other, old, kept_role, kept_orbit };
+            self.journal.hold(Held::ReferDone(Box::new(done)));
+            tracing::info!(%orbit, "REFER re-parked the other party; its NOTIFY waits for the journal");
+            return;
+        }
         if subscribe {
             let frag = match &outcome {
                 Ok(orbit) => format!("SIP/2.0 200 OK\r\nPark-Orbit: {orbit}\r\n"),
@@ -97,6 +107,8 @@ impl Core {
         };
         // The bridge ends here; its other leg no longer belongs to any call.
         self.bridging.remove(call_ref);
+        self.touch(call_ref);
+        self.touch(new_call);
         let orbit_name = self.parking.orbit_name(lot, orbit);
         let Some(leg) = self.dialogs.get_mut(keep) else { return Err((481, "Call/Transaction Does Not Exist")) };
         leg.call = new_call;
@@ -110,8 +122,9 @@ impl Core {
     }
 
     /// NOTIFY for the implicit REFER subscription (RFC 3515 §2.4.4): `message/sipfrag` body.
-    fn notify_refer(&mut self, now: Time, leg_id: LegId, refer_cseq: u32, frag: &str, last: bool) {
+    pub(super) fn notify_refer(&mut self, now: Time, leg_id: LegId, refer_cseq: u32, frag: &str, last: bool) {
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
+        self.journal.touch(leg.call);
         // The REFER's implicit subscription shares the call's dialog (and parkd's Contact in it).
         let mut notify: Request = self.ep.request_in(&mut leg.dialog, Method::Notify);
         let hop: Peer = leg.dialog.next_hop;
@@ -143,6 +156,7 @@ impl Core {
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         self.abandon_recall(now, call_ref);
+        self.touch(call_ref);
         let lot_name = self.parking.lot_name(lot);
         let leg = self.answer_new_leg(now, txn, from, &req, call_ref, LegRole::Parked, media_leg, offer, &orbit_name, |resp| {
             resp.common.push_header(super::invite::PARK_ORBIT_HEADER, orbit_name.clone());

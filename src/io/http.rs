@@ -123,6 +123,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/lots", get(lots))
         .route("/v1/lots/:lot/orbits", get(lot_orbits))
         .route("/v1/calls", get(calls))
+        .route("/v1/calls/hangup-all", post(hangup_all))
         .route("/v1/calls/:call_id/park", post(park_call))
         .route("/v1/orbits/:orbit/unpark", post(unpark))
         .route("/v1/orbits/:orbit", delete(hangup))
@@ -244,6 +245,18 @@ async fn hangup(State(s): State<ApiState>, Path(orbit): Path<String>) -> Result<
     let out = run_command(&s, Command::Hangup { orbit: orbit.into() }).await?;
     Ok(Json(out).into_response())
 }
+
+/// `POST /v1/calls/hangup-all`: the deliberate "hang up everything" (a restart keeps every call; issue 17).
+async fn hangup_all(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let _: Empty = json_body(&body)?;
+    let out = run_command(&s, Command::HangupAll).await?;
+    Ok(Json(out).into_response())
+}
+
+/// A body that must be empty or `{}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
 
 #[derive(Debug, Default, Deserialize)]
 struct EventsQuery {

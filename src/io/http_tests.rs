@@ -133,3 +133,19 @@ async fn the_cross_site_unpark_is_refused_at_every_step_and_counted() {
         assert!(text.contains(&line), "{line} in:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn hangup_all_is_a_guarded_post_that_reaches_the_core() {
+    let (app, _) = app();
+    let (s, _, _) = send(&app, req("POST", "/v1/calls/hangup-all", &[JSON], "")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "token-protected");
+    let (s, _, _) = send(&app, req("POST", "/v1/calls/hangup-all", &[AUTH], "")).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "a cross-site form cannot trigger it");
+    let (s, _, _) = send(&app, req("POST", "/v1/calls/hangup-all", &[AUTH, JSON], "{\"x\":1}")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "no fields");
+    // The stub core refuses every command with 403: the request got through to it.
+    let (s, v, _) = send(&app, req("POST", "/v1/calls/hangup-all", &[AUTH, JSON], "")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, _, _) = send(&app, req("POST", "/v1/calls/some-call-id/park", &[AUTH, JSON], "")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "the park route still matches call ids");
+}

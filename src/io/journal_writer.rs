@@ -60,7 +60,8 @@ pub struct WriterStats {
 
 struct Submission {
     records: Vec<Record>,
-    token: JournalToken,
+    /// `None`: nothing waits on this group (it is committed in order all the same, and not reported).
+    token: Option<JournalToken>,
 }
 
 /// The handle to the writer thread. Dropping it (or [`shutdown`](Self::shutdown)) commits what is queued,
@@ -88,16 +89,22 @@ impl JournalWriter {
         Ok(JournalWriter { tx: Some(tx), thread: Some(thread), stats })
     }
 
-    /// Queues a group (all or nothing after a crash); its token comes back through `on_durable` once the group
-    /// is durable (or failed).
-    pub fn submit(&self, records: Vec<Record>, token: JournalToken) -> Result<(), SubmitError> {
+    /// Queues a group (all or nothing after a crash); its token, if it has one, comes back through `on_durable`
+    /// once the group is durable (or failed). A group without a token (nothing waits on it: a hang-up's delete,
+    /// a CSeq bump) is committed in the same order and not reported.
+    pub fn submit(&self, records: Vec<Record>, token: impl Into<Option<JournalToken>>) -> Result<(), SubmitError> {
         check_size(&records)?;
         let tx = self.tx.as_ref().ok_or(SubmitError::Stopped)?;
-        tx.send(Submission { records, token }).map_err(|_| SubmitError::Stopped)
+        tx.send(Submission { records, token: token.into() }).map_err(|_| SubmitError::Stopped)
     }
 
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// The counters, shared (for `/metrics`).
+    pub fn stats_handle(&self) -> Arc<WriterStats> {
+        self.stats.clone()
     }
 
     /// Commits everything queued, then stops the thread and closes the store (its lock is released).
@@ -139,23 +146,26 @@ fn run<S: Store, F: FnMut(Durable)>(
                 Err(_) => break,
             }
         }
-        let tokens: Vec<JournalToken> = group.iter().map(|s| s.token).collect();
+        let tokens: Vec<JournalToken> = group.iter().filter_map(|s| s.token).collect();
+        let submissions = group.len();
         let groups: Vec<Vec<Record>> = group.drain(..).map(|s| s.records).collect();
         let n = groups.iter().map(Vec::len).sum::<usize>() as u64;
         let result = store.commit(groups).map_err(Arc::new);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         match &result {
             Ok(()) => {
-                stats.groups.fetch_add(tokens.len() as u64, Ordering::Relaxed);
+                stats.groups.fetch_add(submissions as u64, Ordering::Relaxed);
                 stats.records.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(store = %store.describe(), error = %e, groups = tokens.len(),
+                tracing::error!(store = %store.describe(), error = %e, groups = submissions,
                     "journal commit failed: these changes are not durable");
             }
         }
-        on_durable(Durable { tokens, result });
+        if !tokens.is_empty() {
+            on_durable(Durable { tokens, result });
+        }
         match store.maintain() {
             Ok(Some(c)) => {
                 stats.compactions.fetch_add(1, Ordering::Relaxed);
@@ -229,6 +239,22 @@ mod tests {
         assert_eq!(commits.iter().sum::<usize>(), 400, "every record committed");
         assert!(commits.len() < 50, "grouped: {} commits for 200 submissions", commits.len());
         assert_eq!(done.len(), commits.len(), "one report per commit");
+    }
+
+    #[test]
+    fn groups_without_a_token_are_committed_in_order_and_not_reported() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let store = Fake { commits: commits.clone(), delay: Duration::ZERO, fail: vec![] };
+        let (tx, rx) = channel();
+        let w = JournalWriter::spawn(store, WriterConfig { max_group: 1 }, move |d| tx.send(d).unwrap()).unwrap();
+        w.submit(vec![rec(1)], None).unwrap();
+        w.submit(vec![rec(2), rec(3)], JournalToken(7)).unwrap();
+        w.submit(vec![rec(4)], None).unwrap();
+        w.shutdown();
+        let done: Vec<Durable> = rx.iter().collect();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].tokens, [JournalToken(7)]);
+        assert_eq!(*commits.lock().unwrap(), [1, 2, 1], "every group committed, in order");
     }
 
     #[test]

@@ -136,6 +136,8 @@ pub struct Metrics {
     /// The core's refusal totals already added to `refusals`.
     core_refusals_seen: Mutex<HashMap<&'static str, u64>>,
     dwell: Histogram,
+    /// The journal writer's counters, once journaling runs.
+    journal: std::sync::OnceLock<std::sync::Arc<super::journal_writer::WriterStats>>,
 }
 
 impl Default for Metrics {
@@ -160,7 +162,13 @@ impl Metrics {
             refusals: Family::default(),
             core_refusals_seen: Mutex::new(HashMap::new()),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
+            journal: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Exposes the journal writer's counters (`parkd_journal_*`); without it (journal off) they are absent.
+    pub fn set_journal(&self, stats: std::sync::Arc<super::journal_writer::WriterStats>) {
+        let _ = self.journal.set(stats);
     }
 
     /// Counts one refused connection or message (`parkd_sip_refusals_total{reason}`).
@@ -297,6 +305,19 @@ impl Metrics {
             "How late each hold-music pacer slot was served after its due time",
             SnapshotHistogram::pacer_lateness(&snap.pacer_lateness),
         );
+        if let Some(j) = self.journal.get() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let counters = [
+                ("journal_commits", "Journal syncs (group commits), failed ones included", &j.commits),
+                ("journal_commit_failures", "Journal syncs that failed (disk full, IO error): those parks were refused", &j.failures),
+                ("journal_groups", "Groups of records made durable (one per change of a call)", &j.groups),
+                ("journal_records", "Records made durable", &j.records),
+                ("journal_compactions", "Journal compactions run", &j.compactions),
+            ];
+            for (name, help, v) in counters {
+                reg.register(name, help, ConstCounter::new(v.load(Relaxed)));
+            }
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
             out.clear();
@@ -358,6 +379,20 @@ mod tests {
         assert!(text.contains("parkd_dwell_seconds_count 2") && text.contains("parkd_dwell_seconds_sum 15.5"), "the dwell the events carry: {text}");
         assert!(text.contains(r#"parkd_orbits_occupied{lot="default"} 3"#));
         assert!(text.contains("parkd_malformed_dropped_total 4"));
+    }
+
+    #[test]
+    fn journal_counters_appear_once_journaling_runs() {
+        let m = Metrics::new();
+        assert!(!m.encode(&ScrapeSnapshot::default()).contains("journal"), "journal off: no journal metrics");
+        let stats = std::sync::Arc::new(crate::io::journal_writer::WriterStats::default());
+        stats.commits.store(5, std::sync::atomic::Ordering::Relaxed);
+        stats.failures.store(1, std::sync::atomic::Ordering::Relaxed);
+        m.set_journal(stats);
+        let text = m.encode(&ScrapeSnapshot::default());
+        assert!(text.contains("parkd_journal_commits_total 5"), "{text}");
+        assert!(text.contains("parkd_journal_commit_failures_total 1"), "{text}");
+        assert!(text.contains("parkd_journal_records_total 0"), "{text}");
     }
 
     #[test]

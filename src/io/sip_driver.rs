@@ -5,8 +5,10 @@ use super::api_link::{self, ApiPort};
 use super::clock::Clock;
 use super::media_shards::Media;
 use super::conn_limits::{Refusal, SipLimits};
+use super::journal_writer::JournalWriter;
 use super::tcp::{self, ConnId, TcpContext, TcpEvent, Writer};
-use crate::core::{Core, Output};
+use crate::core::{Command, Core, Output};
+use crate::journal::Durable;
 use crate::sip::{Peer, Transport};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -46,16 +48,89 @@ impl SipSockets {
 /// The open TCP connections the core task can write to, by peer address.
 type Conns = HashMap<SocketAddr, (ConnId, Writer)>;
 
-/// Runs the core until `shutdown` resolves. `api` brings HTTP API requests in and takes events and counts out.
-pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock, mut api: ApiPort, shutdown: impl std::future::Future<Output = ()>) {
+/// The journal as the driver sees it (issue 17): the writer thread that makes groups durable, and the channel its
+/// completion hook reports on (see [`JournalLink::spawn`]).
+pub struct JournalLink {
+    pub writer: JournalWriter,
+    pub durable: mpsc::UnboundedReceiver<Durable>,
+}
+
+impl JournalLink {
+    /// Starts the writer thread on `store`; its completions come back on [`JournalLink::durable`].
+    pub fn spawn<S: crate::journal::Store + 'static>(store: S, cfg: super::journal_writer::WriterConfig) -> std::io::Result<JournalLink> {
+        let (tx, durable) = mpsc::unbounded_channel();
+        // The hook runs on the writer thread: an unbounded send never blocks it.
+        let writer = JournalWriter::spawn(store, cfg, move |d| {
+            let _ = tx.send(d);
+        })?;
+        Ok(JournalLink { writer, durable })
+    }
+}
+
+/// How the driver was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM / Ctrl-C: stop and keep every call (journaled; the next start restores them). No BYE is sent.
+    KeepCalls,
+    /// SIGUSR2: hang up every call (BYE with a Reason), give the BYEs a moment, then stop.
+    HangUpAll,
+}
+
+/// How long a hang-up-everything stop lets its BYEs retransmit and be answered before parkd exits.
+const HANGUP_LINGER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs the core until `shutdown` resolves. `api` brings HTTP API requests in and takes events and counts out;
+/// `journal` (journaling on) takes the core's journal groups and brings back their completions. On the way out
+/// the journal writer commits what is queued (everything the core wrote is durable when this returns).
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    mut core: Core,
+    sockets: SipSockets,
+    media: Media,
+    clock: Clock,
+    mut api: ApiPort,
+    journal: Option<JournalLink>,
+    shutdown: impl std::future::Future<Output = Stop>,
+) -> Stop {
+    let (writer, mut durable) = match journal {
+        Some(j) => (Some(j.writer), Some(j.durable)),
+        None => (None, None),
+    };
+    let stop = drive(&mut core, sockets, &media, &clock, &mut api, writer.as_ref(), durable.as_mut(), shutdown).await;
+    if let Some(w) = writer {
+        // Commits everything queued (the deletes of a hang-up-all included), then closes the file and its lock.
+        w.shutdown();
+        tracing::info!("journal flushed and closed");
+    }
+    stop
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    core: &mut Core,
+    sockets: SipSockets,
+    media: &Media,
+    clock: &Clock,
+    api: &mut ApiPort,
+    journal: Option<&JournalWriter>,
+    mut durable: Option<&mut mpsc::UnboundedReceiver<Durable>>,
+    shutdown: impl std::future::Future<Output = Stop>,
+) -> Stop {
     let SipSockets { udp, tcp, limits } = sockets;
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     let tcp_ctx = TcpContext { limits: std::sync::Arc::new(limits), metrics: api.metrics.clone(), refusal_log: Default::default(), events: tcp_tx };
     tokio::spawn(tcp::accept_loop(tcp, tcp_ctx.clone()));
     let mut conns: Conns = HashMap::new();
+    // tokio knows a fresh socket is writable only once its reactor has polled it: without this wait the first
+    // drain (a restore's CANCELs and recalls) would meet `WouldBlock` on `try_send_to` and lose those datagrams.
+    if let Err(e) = udp.writable().await {
+        tracing::warn!(error = %e, "SIP UDP socket not writable");
+    }
     let mut buf = vec![0u8; 65_535];
     let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
+    // Set once a hang-up-everything stop has sent its BYEs: stop when they are done or at this instant.
+    let mut leaving: Option<std::time::Instant> = None;
     // One timer, moved when the core's next deadline moves (not a new timer entry per datagram).
     let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
     let timer = tokio::time::sleep_until(far());
@@ -65,8 +140,15 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
         // The core's contract (core/mod.rs): after every input, drain its output until None. Every branch
         // below feeds at most one input before coming back here, except the UDP batch, which drains after
         // each datagram itself; only the media threads' wake-up is deferred to the end of the batch.
-        if drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock) {
+        if drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal) {
             media.wake();
+        }
+        if let Some(until) = leaving {
+            let live = core.live();
+            if (live.calls == 0 && live.client_txns == 0) || std::time::Instant::now() >= until {
+                tracing::info!(calls = live.calls, unanswered = live.client_txns, "every call hung up; stopping");
+                return Stop::HangUpAll;
+            }
         }
         let deadline = core.poll_timeout().map(|(t, _)| t);
         if deadline != armed {
@@ -76,15 +158,15 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    on_datagram(&mut core, &udp, &tcp_ctx, &clock, from, buf.get(..n).unwrap_or_default());
-                    let mut media_queued = drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock);
+                    on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default());
+                    let mut media_queued = drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal);
                     // Take whatever else is already queued before sleeping again, draining after each one.
                     for _ in 0..64 {
                         match udp.try_recv_from(&mut buf) {
-                            Ok((n, from)) => on_datagram(&mut core, &udp, &tcp_ctx, &clock, from, buf.get(..n).unwrap_or_default()),
+                            Ok((n, from)) => on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default()),
                             Err(_) => break,
                         }
-                        media_queued |= drain(&mut core, &udp, &mut conns, &tcp_ctx, &media, &api, &clock);
+                        media_queued |= drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal);
                     }
                     // One wake-up of the media threads for the whole batch (their commands are queued in order).
                     if media_queued {
@@ -110,7 +192,16 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
                     }
                 }
             },
-            Some(req) = api.rx.recv() => api_link::serve(&mut core, &media, clock.now(), req),
+            Some(req) = api.rx.recv() => api_link::serve(core, media, clock.now(), req),
+            Some(done) = recv_durable(&mut durable) => {
+                // The journal writer synced (or failed to sync) these groups: the core releases what it held
+                // back for them (a park's 200 OK) or refuses in its place. Drained at the top of the loop.
+                let now = clock.now();
+                let ok = done.result.is_ok();
+                for token in done.tokens {
+                    core.handle_journal_durable(token, ok, now);
+                }
+            }
             _ = drain_toggle.recv() => {
                 // SIGUSR1: drain mode on/off (new parks get 503; see core/proxy.rs).
                 let on = !core.is_draining();
@@ -121,10 +212,20 @@ pub async fn run(mut core: Core, sockets: SipSockets, media: Media, clock: Clock
                 armed = None;
                 timer.as_mut().reset(far());
             }
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                return;
-            }
+            how = &mut shutdown, if leaving.is_none() => match how {
+                Stop::KeepCalls => {
+                    let live = core.live();
+                    tracing::info!(calls = live.calls, "stopping; every call is kept (journaled, restored at the next start; no BYE sent)");
+                    return Stop::KeepCalls;
+                }
+                Stop::HangUpAll => {
+                    // No new parks while the BYEs go out: they would be journaled and outlive the exit.
+                    core.set_draining(true);
+                    let r = core.handle_command(clock.now(), Command::HangupAll);
+                    tracing::warn!(outcome = ?r, "SIGUSR2: hanging up every call, then stopping");
+                    leaving = Some(std::time::Instant::now() + HANGUP_LINGER);
+                }
+            },
         }
         // Check the clock, not only the sleep (a starved Sleep can report late; quinn#2677).
         if let Some((t, _)) = core.poll_timeout() {
@@ -167,6 +268,14 @@ impl DrainSignal {
     }
 }
 
+/// The next journal completion, or never when journaling is off.
+async fn recv_durable(rx: &mut Option<&mut mpsc::UnboundedReceiver<Durable>>) -> Option<Durable> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One datagram: checked against the message limits (size, header count), then handed to the core. One over a
 /// limit is answered (413 / 400) when it can be, and refused.
 fn on_datagram(core: &mut Core, udp: &UdpSocket, tcp: &TcpContext, clock: &Clock, from: SocketAddr, bytes: &[u8]) {
@@ -206,6 +315,7 @@ fn send_tcp(conns: &mut Conns, tcp: &TcpContext, to: SocketAddr, bytes: Bytes) {
 
 /// Drains the core's output until `None`: SIP goes out at once, media commands are queued for their threads
 /// (the caller wakes them: true when some were queued), events are logged, counted and published.
+#[allow(clippy::too_many_arguments)]
 fn drain(
     core: &mut Core,
     udp: &UdpSocket,
@@ -214,6 +324,7 @@ fn drain(
     media: &Media,
     api: &ApiPort,
     clock: &Clock,
+    journal: Option<&JournalWriter>,
 ) -> bool {
     let mut media_queued = false;
     while let Some(out) = core.poll_output() {
@@ -239,8 +350,18 @@ fn drain(
                 api.metrics.on_event(&ev);
                 api.hub.publish(ev, clock.now().as_millis());
             }
-            // Journaling is not switched on yet in the io layer (issue 17 wires the writer here).
-            Output::Journal { .. } => {}
+            // With journaling off (`journal = false`) the core emits none: nothing to keep if it did.
+            Output::Journal { records, token } => {
+                if let Some(w) = journal {
+                    if let Err(e) = w.submit(records, token) {
+                        tracing::error!(error = %e, "cannot journal a change");
+                        if let Some(t) = token {
+                            // Refused as if the sync had failed: the core answers in place of what it held.
+                            core.handle_journal_durable(t, false, clock.now());
+                        }
+                    }
+                }
+            }
         }
     }
     media_queued

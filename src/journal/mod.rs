@@ -51,24 +51,27 @@
 //!   the same `state_dir` is a startup error naming the directory, as is a directory that cannot be created or
 //!   written.
 //!
-//! # The handshake with the engine (sans-IO), and the integration to come
-//! The SIP engine never waits on a disk. The intended flow, once the rooms of issue 16 are in place:
+//! # The handshake with the engine (sans-IO)
+//! The SIP engine never waits on a disk:
 //! 1. A room changes state and returns the records; a change that must be durable before the peer hears of it
 //!    (a park's `200 OK`, a REFER's final NOTIFY) is held in an [`AckGate`] under a fresh token. The core emits
-//!    `Output::Journal { records, token }` (a new `Output` variant) and keeps the held outputs.
-//! 2. The io driver passes it to [`crate::io::journal_writer::JournalWriter::submit`]. The writer thread takes
-//!    everything queued, appends it, syncs once, and calls the completion hook with the group's tokens; the hook
-//!    sends the [`Durable`] to the driver's channel (a tokio `mpsc`), which wakes its `select!`.
-//! 3. The driver calls `core.handle_journal_durable(token, now)` for each token and drains outputs as after any
-//!    input: the core releases the held 200 from the gate. Retransmitted INVITEs meanwhile meet the server
-//!    transaction (100 Trying), as before.
+//!    `Output::Journal { records, token }` and keeps the held outputs (`src/core/persist/`).
+//! 2. The io driver passes it to [`crate::io::journal_writer::JournalWriter::submit`] (`src/io/sip_driver.rs`).
+//!    The writer thread takes everything queued, appends it, syncs once, and calls the completion hook with the
+//!    group's tokens; the hook sends the [`Durable`] to the driver's channel (a tokio `mpsc`), which wakes its
+//!    `select!`.
+//! 3. The driver calls `core.handle_journal_durable(token, ok, now)` for each token and drains outputs as after
+//!    any input: the core releases the held 200 from the gate. Retransmitted INVITEs meanwhile meet the server
+//!    transaction (100 Trying), as before. A group the writer refuses at `submit` counts as failed at once.
 //! 4. On an error (disk full) the token comes back in a failed [`Durable`]: the core answers the park `500`
 //!    (the transferor's phone keeps the call; nothing is lost) and deletes its records. The store rewrites the
 //!    whole live set at its next commit, so a transient error heals without a restart.
-//! 5. At startup, before anything is bound: `LocalJournal::open(state_dir)` (errors end the start), each room
-//!    rebuilds from the [`LiveSet`], media re-binds its RTP ports, then the SIP socket opens and the writer
-//!    thread starts with the opened store.
-//!
+//! 5. At startup (`main.rs`), before any socket is read: `LocalJournal::open(state_dir)` (errors end the start,
+//!    naming the directory; a bad tail is set aside and logged), the media threads bind the RTP range,
+//!    `Core::restore` rebuilds the rooms from the [`LiveSet`], the writer thread starts with the opened store,
+//!    and the driver's first drain, before it reads any socket, hands each restored stream to its media thread.
+//!    SIGTERM stops the driver and `JournalWriter::shutdown` commits what is queued (no BYE is sent).
+
 //! # One trait for every store
 //! The writer thread drives a [`Store`]: the local journal ([`crate::io::journal_file::LocalJournal`]) is the
 //! embedded default; the Redis store of issue 18 takes the same records (`Put` → `SET`, `Delete` → `DEL`, a group

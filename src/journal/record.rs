@@ -36,17 +36,22 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct RecordKind(pub u16);
 
 impl RecordKind {
-    /// A parked call: orbit, parker, deadlines, recall round (the parking room).
+    /// A parked call: orbit, parker, deadlines, recall round (the parking room), with its leg (dialog, media,
+    /// stream anchor) and the recall ringing for it: one record per call (`crate::core::persist`).
     pub const PARKED_CALL: RecordKind = RecordKind(1);
-    /// A bridged call: the two legs relayed after a retrieve or an answered recall (the bridging room).
+    /// A bridged call: the two legs relayed after a retrieve or an answered recall (the bridging room), with both
+    /// legs in the same record.
     pub const BRIDGE: RecordKind = RecordKind(2);
-    /// A dialog: tags, CSeq counters, route set, remote target, transport.
+    /// A dialog: tags, CSeq counters, route set, remote target, transport. Reserved: the core journals a leg's
+    /// dialog inside its call's record.
     pub const DIALOG: RecordKind = RecordKind(3);
-    /// A media leg: local RTP port, remote address, SSRC, sequence/timestamp base, codec.
+    /// A media leg: local RTP port, remote address, SSRC, sequence/timestamp base, codec. Reserved (inside the
+    /// call's record).
     pub const MEDIA_LEG: RecordKind = RecordKind(4);
     /// A BLF subscription with its expiry and NOTIFY version.
     pub const BLF_SUBSCRIPTION: RecordKind = RecordKind(5);
-    /// An orbit held by a call (what keeps a new park from getting it).
+    /// An orbit held by a call (what keeps a new park from getting it). Reserved (the parked call's record
+    /// names its orbit).
     pub const ORBIT_CLAIM: RecordKind = RecordKind(6);
 
     /// A short name for logs.

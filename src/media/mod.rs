@@ -12,12 +12,14 @@
 //! * [`music`] — hold music encoded once; 20 ms frames are refcounted slices.
 //! * [`rtp`] — RTP header writing/reading, the typed values it carries between these modules
 //!   ([`rtp::Ssrc`], [`rtp::Pt`], [`rtp::SeqNo`]) and the per-leg outbound stream identity.
+//! * [`anchor`] — a stream's position as plain data (journaled, resumed after a restart).
 //! * [`pacer`] — one 20-slot timing wheel for every hold stream.
 //! * [`prompts`] — spoken prompts ("parked on", digits) compiled in and encoded once.
 //! * [`relay`] — in-place rewriting of bridged packets.
 //! * [`demux`] — which leg a received packet belongs to when legs share a port.
 //! * [`plane`] — [`MediaPlane`], the state machine tying it together.
 
+pub mod anchor;
 pub mod demux;
 pub mod g711;
 pub mod music;
@@ -137,6 +139,12 @@ pub enum MediaCommand {
     /// music (idle, bridged, or paused by a sendonly/inactive peer). A new `Announce` replaces one in
     /// progress; `Bridge`, `Stop` or a pause cancels it. See [`prompts::Prompt::orbit_announcement`].
     Announce { leg: MediaLegId, words: Vec<Prompt> },
+    /// The leg's outbound stream identity (issue 17): SSRC, the sequence number of its next packet and the
+    /// timestamp of that packet, chosen by the core (journaled as a [`anchor::StreamAnchor`]) instead of the
+    /// plane's own random ones. Sent before the command that creates the leg (`Hold`, `Update`), it is kept
+    /// until then; for a leg that exists it replaces the identity (hold music restarts its schedule from it).
+    /// The next packet carries the marker bit. Only sent with journaling on.
+    Stream { leg: MediaLegId, ssrc: u32, seq: u16, ts: u32 },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.

@@ -119,6 +119,8 @@ pub struct MediaPlane {
     port_slots: FxHashMap<u16, PortSlot>,
     pacer: Pacer,
     rng: SmallRng,
+    /// Stream identities given ([`MediaCommand::Stream`]) for legs not created yet.
+    presets: FxHashMap<MediaLegId, OutStream>,
     stats: MediaStats,
 }
 
@@ -129,7 +131,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
@@ -145,18 +147,35 @@ impl MediaPlane {
                 }
             }
             MediaCommand::Announce { leg: id, words } => self.announce(now, id, &words),
+            MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
+        }
+    }
+
+    /// Gives leg `id` the outbound stream identity the core chose (see [`MediaCommand::Stream`]).
+    fn set_stream(&mut self, now: Time, id: MediaLegId, ssrc: u32, seq: u16, ts: u32) {
+        let out = OutStream { ssrc: rtp::Ssrc(ssrc), next_seq: rtp::SeqNo(seq), last_ts: ts, last_at: None, marker_pending: true };
+        let Some(leg) = self.legs.get_mut(&id) else {
+            self.presets.insert(id, out);
+            return;
+        };
+        leg.out = out;
+        leg.map = None;
+        if let Mode::Hold { music, sched: Some(_), next_frame, .. } = leg.mode {
+            self.detach(id);
+            self.start_hold(now, id, music, next_frame);
         }
     }
 
     fn leg_entry(&mut self, id: MediaLegId, remote: SocketAddr, codec: Codec) -> &mut Leg {
         let rng = &mut self.rng;
+        let presets = &mut self.presets;
         self.legs.entry(id).or_insert_with(|| Leg {
             sdp_remote: remote,
             latched: None,
             codec,
             send: true,
             dtmf_pt: None,
-            out: OutStream::new(rng),
+            out: presets.remove(&id).unwrap_or_else(|| OutStream::new(rng)),
             map: None,
             mode: Mode::Idle,
             announce: None,
@@ -319,6 +338,7 @@ impl MediaPlane {
     }
 
     fn stop(&mut self, id: MediaLegId) {
+        self.presets.remove(&id);
         self.detach(id);
         self.legs.remove(&id);
         self.demux.remove(id);

@@ -395,3 +395,39 @@ fn shared_port_legs_share_a_pacer_slot_and_ambiguous_packets_are_dropped() {
     assert_eq!(p.send_address(legs[1]), Some(addr("10.0.0.2:4000")), "SDP match latches leg 1");
     assert_eq!(p.stats().absorbed, 1);
 }
+
+#[test]
+fn a_stream_identity_given_before_hold_is_the_one_sent_and_resumes_an_anchor() {
+    use crate::media::anchor::{Pace, StreamAnchor};
+    let mut p = plane();
+    let leg = MediaLegId::solo(20_000);
+    // The core picks the identity (issue 17): SSRC, next sequence number, timestamp.
+    p.apply(t(0), MediaCommand::Stream { leg, ssrc: 0xfeed, seq: 65_530, ts: 1_000 });
+    hold(&mut p, t(0), 20_000, "10.0.0.1:4000", Codec::Pcmu);
+    let pkts = run(&mut p, 0, 200);
+    assert_eq!(pkts.len(), 10);
+    let first = info(&pkts[0].header);
+    assert_eq!((first.ssrc, first.seq, first.ts, first.marker), (Ssrc(0xfeed), SeqNo(65_530), 1_000, true));
+    let last = info(&pkts[9].header);
+    assert_eq!((last.seq, last.ts), (SeqNo(65_530u16.wrapping_add(9)), 1_000 + 9 * 160));
+    // The anchor the core kept predicts the stream; resumed in a new plane 5 s later, it continues it.
+    let anchor = StreamAnchor::new(0xfeed, 65_530, 1_000, t(0), Pace::Hold);
+    let r = anchor.resume(t(5_200));
+    assert!(r.seq.wrapping_sub(last.seq.0) >= 1 && r.seq.wrapping_sub(last.seq.0) <= 252, "after every packet sent");
+    let mut q = plane();
+    q.apply(t(5_200), MediaCommand::Stream { leg, ssrc: r.ssrc, seq: r.seq, ts: r.ts });
+    hold(&mut q, t(5_200), 20_000, "10.0.0.1:4000", Codec::Pcmu);
+    let again = run(&mut q, 5_200, 5_300);
+    let h = info(&again[0].header);
+    assert_eq!((h.ssrc, h.seq, h.marker), (Ssrc(0xfeed), SeqNo(r.seq), true));
+    assert!(h.ts.wrapping_sub(last.ts) >= 5_000 * 8 && h.ts.wrapping_sub(last.ts) <= 5_300 * 8, "timestamp advanced by the time that passed");
+    // A Stream for a leg that is playing replaces its identity; a Stop forgets a preset.
+    q.apply(t(5_300), MediaCommand::Stream { leg, ssrc: 7, seq: 1, ts: 0 });
+    let switched = run(&mut q, 5_300, 5_400);
+    assert_eq!((info(&switched[0].header).ssrc, info(&switched[0].header).seq), (Ssrc(7), SeqNo(1)));
+    q.apply(t(5_400), MediaCommand::Stream { leg: MediaLegId::solo(20_002), ssrc: 9, seq: 9, ts: 9 });
+    q.apply(t(5_400), MediaCommand::Stop { leg: MediaLegId::solo(20_002) });
+    hold(&mut q, t(5_400), 20_002, "10.0.0.1:4002", Codec::Pcmu);
+    let fresh = run(&mut q, 5_400, 5_500);
+    assert!(fresh.iter().filter(|p| p.port == 20_002).all(|p| info(&p.header).ssrc != Ssrc(9)), "the preset went with the Stop");
+}

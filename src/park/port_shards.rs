@@ -71,6 +71,14 @@ impl PortShards {
         }
     }
 
+    /// Takes exactly `leg` (restored after a restart); false when it is outside every block or taken.
+    pub fn claim(&mut self, leg: MediaLegId) -> bool {
+        match self.shard_of(leg.port()).and_then(|i| self.pools.get_mut(i)) {
+            Some(p) => p.claim(leg),
+            None => false,
+        }
+    }
+
     /// Legs handed out and not given back, over all blocks.
     pub fn in_use(&self) -> usize {
         self.pools.iter().map(PortPool::in_use).sum()

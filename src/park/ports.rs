@@ -162,6 +162,34 @@ impl PortPool {
         self.in_use -= 1;
     }
 
+    /// Takes exactly `leg` (a leg restored from the journal after a restart, issue 17); false when it is
+    /// outside the range or already taken. O(ports): done once per restored leg at startup.
+    pub fn claim(&mut self, leg: MediaLegId) -> bool {
+        let (port, share) = (leg.port(), leg.share());
+        let Some(i) = self.index(port) else { return false };
+        if share >= self.legs_per_port {
+            return false;
+        }
+        let Some(used) = self.used.get_mut(i) else { return false };
+        if *used & (1 << share) != 0 {
+            return false;
+        }
+        let was_empty = *used == 0;
+        *used |= 1 << share;
+        let full = used.count_ones() as u16 >= self.legs_per_port;
+        if was_empty {
+            if let Some(pos) = self.unused.iter().position(|p| *p == port) {
+                self.unused.remove(pos);
+            }
+        }
+        if !full {
+            let at = self.last_taken.get(i).copied().unwrap_or(0);
+            self.partly_used.push_back((port, at));
+        }
+        self.in_use += 1;
+        true
+    }
+
     /// Legs handed out and not given back.
     pub fn in_use(&self) -> usize {
         self.in_use

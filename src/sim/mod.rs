@@ -40,6 +40,7 @@
 //! The scripted [`crate::core`] test world (`core/testkit.rs`) stays for exact message-level checks
 //! (a dropped ACK, a response crafted by hand); this harness is for whole flows over a bad network.
 
+pub mod journal;
 pub mod link;
 pub mod media_sink;
 pub mod phone;
@@ -47,7 +48,12 @@ pub mod wire;
 
 #[cfg(test)]
 mod flow_tests;
+#[cfg(test)]
+mod restart_tests;
+#[cfg(test)]
+mod restart_tests_more;
 
+pub use journal::SimJournal;
 pub use link::{Link, LinkConfig};
 pub use media_sink::{Kind, RtpSink, Sound};
 pub use phone::{CallId, CallState, End, OnInvite, Phone, PhoneConfig, SubId};
@@ -83,6 +89,8 @@ pub struct NetConfig {
     pub rtp: LinkConfig,
     /// Virtual time at the start.
     pub start: Time,
+    /// Journaling on, into the net's in-memory [`SimJournal`] (issue 17).
+    pub journal: bool,
 }
 
 impl NetConfig {
@@ -98,13 +106,19 @@ impl NetConfig {
             media_threads: 1,
             ..ServerConfig::default()
         };
-        NetConfig { seed, server, lots: vec![lot], timers: TimerConfig::default(), sip: LinkConfig::clean(), rtp: LinkConfig::clean(), start: Time::from_secs(1_000_000) }
+        NetConfig { seed, server, lots: vec![lot], timers: TimerConfig::default(), sip: LinkConfig::clean(), rtp: LinkConfig::clean(), start: Time::from_secs(1_000_000), journal: false }
     }
 
     /// The same paths for SIP and RTP defaults.
     pub fn links(mut self, sip: LinkConfig, rtp: LinkConfig) -> NetConfig {
         self.sip = sip;
         self.rtp = rtp;
+        self
+    }
+
+    /// With journaling on (parks acknowledged once durable; [`Net::crash_and_restart`] restores).
+    pub fn journaled(mut self) -> NetConfig {
+        self.journal = true;
         self
     }
 
@@ -163,6 +177,7 @@ enum Due {
     Core,
     Media,
     Phone(usize),
+    Journal,
 }
 
 /// parkd and phones on a simulated network (see the module doc).
@@ -185,15 +200,27 @@ pub struct Net {
     /// Media commands the core gave, with their time.
     pub media_log: Vec<(Time, MediaCommand)>,
     pub stats: NetStats,
+    /// The journal the core writes to (used with [`NetConfig::journaled`]).
+    pub journal: SimJournal,
+    /// parkd is down (between a crash and its restart): what reaches its addresses is lost.
+    pub down: bool,
+    /// How parkd was built, to build it again after a crash.
+    cfg: NetConfig,
+    /// Restarts so far (each gets a fresh seed, as a new process would).
+    pub restarts: u64,
+    /// What each restart's restore reported.
+    pub restores: Vec<crate::core::RestoreReport>,
 }
 
 impl Net {
     pub fn new(cfg: NetConfig) -> Net {
         let sip_addr = cfg.server.listen;
         let rtp_ports = (cfg.server.rtp_ports.lo as u16, cfg.server.rtp_ports.hi as u16);
+        let mut core = Core::new(cfg.server.clone(), cfg.lots.clone(), cfg.timers, cfg.seed);
+        core.set_journaling(cfg.journal);
         Net {
             now: cfg.start,
-            core: Core::new(cfg.server, cfg.lots, cfg.timers, cfg.seed),
+            core,
             media: MediaPlane::new(vec![media_sink::builtin_music()], cfg.seed ^ 0x006d_6564_6961),
             phones: Vec::new(),
             paths: Vec::new(),
@@ -208,7 +235,48 @@ impl Net {
             events: Vec::new(),
             media_log: Vec::new(),
             stats: NetStats::default(),
+            journal: SimJournal::default(),
+            down: false,
+            cfg,
+            restarts: 0,
+            restores: Vec::new(),
         }
+    }
+
+    /// parkd dies (`kill -9`): the core and the media plane are dropped with everything the journal had not
+    /// synced; datagrams to parkd are lost until [`Net::restart`]. Phones carry on.
+    pub fn crash(&mut self) {
+        self.journal.lose_unsynced();
+        self.down = true;
+    }
+
+    /// parkd starts again: a new core and media plane (a fresh seed, as a new process), journaling on,
+    /// restored from the journal's durable records; the restore's outputs are carried at once (media
+    /// commands before any SIP, as the io driver does).
+    pub fn restart(&mut self) -> crate::core::RestoreReport {
+        self.restarts += 1;
+        let seed = self.cfg.seed ^ self.restarts.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.core = Core::new(self.cfg.server.clone(), self.cfg.lots.clone(), self.cfg.timers, seed);
+        self.core.set_journaling(true);
+        self.media = MediaPlane::new(vec![media_sink::builtin_music()], seed ^ 0x006d_6564_6961);
+        self.down = false;
+        let live = self.journal.live.clone();
+        let report = self.core.restore(&live, self.now);
+        self.drain_core();
+        self.restores.push(report.clone());
+        report
+    }
+
+    /// A crash, `down` of virtual time with parkd gone (phones retransmit into the void), and a restart.
+    pub fn crash_and_restart_after(&mut self, down: Duration) -> crate::core::RestoreReport {
+        self.crash();
+        self.run_for(down);
+        self.restart()
+    }
+
+    /// `kill -9` and an immediate restart (10 ms later).
+    pub fn crash_and_restart(&mut self) -> crate::core::RestoreReport {
+        self.crash_and_restart_after(Duration::from_millis(10))
     }
 
     /// Adds a phone on the default paths.
@@ -294,8 +362,11 @@ impl Net {
             }
         };
         consider(self.queue.peek().map(|Reverse(d)| d.at), Due::Datagram);
-        consider(self.core.poll_timeout().map(|(t, _)| t), Due::Core);
-        consider(self.media.poll_timeout().map(|(t, _)| t), Due::Media);
+        if !self.down {
+            consider(self.core.poll_timeout().map(|(t, _)| t), Due::Core);
+            consider(self.media.poll_timeout().map(|(t, _)| t), Due::Media);
+            consider(self.journal.next_sync(), Due::Journal);
+        }
         for (i, p) in self.phones.iter().enumerate() {
             consider(p.poll_timeout(), Due::Phone(i));
         }
@@ -336,6 +407,13 @@ impl Net {
                 self.batch = batch;
             }
             Due::Phone(i) => self.phones[i].handle_timeout(now),
+            Due::Journal => {
+                let (tokens, ok) = self.journal.sync();
+                for token in tokens {
+                    self.core.handle_journal_durable(token, ok, now);
+                    self.drain_core();
+                }
+            }
         }
         self.flush_phones();
         true
@@ -390,8 +468,7 @@ impl Net {
                     self.media.apply(now, cmd);
                 }
                 Output::Event(e) => self.events.push((now, e)),
-                // The sim has no disk yet: journal groups are dropped (issue 17 gives it a store).
-                Output::Journal { .. } => {}
+                Output::Journal { records, token } => self.journal.write(now, records, token),
             }
         }
     }
@@ -446,6 +523,9 @@ impl Net {
         let now = self.now;
         self.stats.delivered += 1;
         (d.at, d.from, d.to, &d.bytes).hash(&mut self.hash);
+        if self.down && self.is_parkd(d.to) {
+            return;
+        }
         if d.to == self.sip_addr {
             self.core.handle_sip(now, Peer { transport: Transport::Udp, addr: d.from }, &d.bytes);
             self.drain_core();

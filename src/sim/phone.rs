@@ -515,6 +515,10 @@ impl Phone {
                 self.on_notify(now, &req);
                 self.reply(from, &req, &wire::response(&req, 200, "OK", &tag, &contact, None));
             }
+            // An in-dialog request for a call that has no dialog here (its INVITE got no 2xx): RFC 3261 §12.2.2.
+            _ if req.common.to.tag().is_some() && call.is_none_or(|i| !matches!(self.calls[i].state, CallState::Confirmed | CallState::Ended(End::ByPeer | End::HungUp))) => {
+                self.reply(from, &req, &wire::response(&req, 481, "Call/Transaction Does Not Exist", &tag, &contact, None));
+            }
             _ => self.reply(from, &req, &wire::response(&req, 200, "OK", &tag, &contact, None)),
         }
     }

@@ -12,6 +12,7 @@
 //! * [`sip_floor`] — a bare UDP responder: the kernel's share of a cycle.
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
 //! * [`flood`] — cycles from one source while another floods never-ACKed INVITEs.
+//! * [`restart`] — N parked calls, `kill -9`, restart: ready time, per-call resume gap, calls lost (issue 17).
 //! * [`report`] — `bench-results/README.md` and the SVG plot.
 //!
 //! From the test harness ([`sip_tests`]) it takes the SIP [`Ua`](sip_tests::sip::ua::Ua) that speaks for
@@ -25,5 +26,6 @@ pub mod flood;
 pub mod hist;
 pub mod net;
 pub mod report;
+pub mod restart;
 pub mod sip_floor;
 pub mod sys;

@@ -1,6 +1,7 @@
 //! parkd benchmark: `cargo run --release -p parkd-bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS]
 //! [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls]
-//! [--both-cores] [--flood-rate N] [--flood-secs S] [--no-flood]`.
+//! [--both-cores] [--flood-rate N] [--flood-secs S] [--no-flood] [--restart-calls N] [--no-restart]
+//! [--journal-rates R,R] [--no-journal-cmp]`.
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
 //! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use parkd_bench::{calib, cycle, density, flood, report::Report, sip_floor, sys};
+use parkd_bench::{calib, cycle, density, flood, report::Report, restart, sip_floor, sys};
 use sip_tests::harness::paths;
 
 const PARKD_CPU: usize = 0;
@@ -155,7 +156,47 @@ fn run() -> std::io::Result<()> {
         Some(f)
     };
 
-    let rep = Report { quick, args: args.join(" "), cores, nproc, cpu_model, kernel, date, floor, density: dens, cycles, flood };
+    // Journal on vs off (issue 17): the same cycles against parkd with its journal (the default) and with
+    // `--no-journal`. --journal-rates R,R (default 500 cycles/s), --no-journal-cmp skips it.
+    let mut journal_cmp = Vec::new();
+    if !args.iter().any(|a| a == "--no-journal-cmp") {
+        let jrates: Vec<u32> = args.iter().position(|a| a == "--journal-rates").and_then(|i| args.get(i + 1)).map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![500]);
+        let jsecs: u64 = if quick { 2 } else { 4 };
+        for &rate in &jrates {
+            let mut pair = Vec::new();
+            for (journal, extra) in [(true, vec![]), (false, vec!["--no-journal".to_string()])] {
+                let opts = sys::ParkdOpts { extra, ..parkd_opts.clone() };
+                let name = if journal { "parkd-journal-on.log" } else { "parkd-journal-off.log" };
+                let parkd = sys::Parkd::start(&bin, PARKD_CPU, "127.0.0.1:27068".parse().expect("literal address"), &out.join(name), &opts)?;
+                let mut c = cycle::run(&parkd, rate, (rate as u64 * jsecs) as usize, &mut progress)?;
+                drop(parkd);
+                c.sip_floor_us = sip_floor::run(PARKD_CPU, rate, Duration::from_secs(2), sip_floor::Responder::Tokio)?.us_per_cycle;
+                eprintln!(
+                    "\rjournal {} at {rate}/s: {} done, {} failed, {:.0} µs CPU/cycle ({:.1}× the bare tokio responder), INVITE→200 p50/p99 {:.2}/{:.2} ms",
+                    if journal { "on " } else { "off" }, c.completed, c.failed, c.cpu_us_per_cycle, c.cpu_us_per_cycle / c.sip_floor_us.max(0.001), c.invite.ms(0.5), c.invite.ms(0.99)
+                );
+                pair.push(c);
+            }
+            let off = pair.pop().expect("two runs");
+            let on = pair.pop().expect("two runs");
+            journal_cmp.push((on, off));
+        }
+    }
+
+    // Restart step (issue 17): N parked calls, kill -9, restart. --restart-calls N (default 1000), --no-restart.
+    let restart = if args.iter().any(|a| a == "--no-restart") {
+        None
+    } else {
+        let n = args.iter().position(|a| a == "--restart-calls").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let r = restart::run(&bin, PARKD_CPU, &parkd_opts, n, &out.join("parkd-restart.log"), &mut progress)?;
+        eprintln!(
+            "\rrestart N={n}: parked {}, journal {} KiB; ready {:.0} ms after the spawn; first hold packet after ready p50/p99/max {:.1}/{:.1}/{:.1} ms; lost {}, changed port/SSRC {}, seq breaks {}",
+            r.parked, r.journal_bytes / 1024, r.ready_ms, r.gap_p50_ms, r.gap_p99_ms, r.gap_max_ms, r.lost, r.changed, r.seq_breaks
+        );
+        Some(r)
+    };
+
+    let rep = Report { quick, args: args.join(" "), cores, nproc, cpu_model, kernel, date, floor, density: dens, cycles, flood, journal: journal_cmp, restart };
     std::fs::write(out.join("README.md"), rep.markdown())?;
     std::fs::write(out.join("density.svg"), rep.svg())?;
     eprintln!("wrote {}", out.join("README.md").display());

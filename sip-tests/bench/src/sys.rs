@@ -128,6 +128,9 @@ pub struct ParkdOpts {
 pub struct Parkd {
     child: Child,
     pub sip: SocketAddr,
+    /// The command line (`setsid nice … parkd …`), to start the same parkd again ([`Parkd::restart`]).
+    args: Vec<String>,
+    log: PathBuf,
 }
 
 /// RTP port ranges tried in turn (each holds ≥ 10,000 even ports; a range fails when another
@@ -146,43 +149,74 @@ impl Parkd {
         // proxy, with the rate and unconfirmed-call limits off (0) since the benchmark sends far beyond a
         // PBX's defaults (1,000 new dialogs/s) on purpose.
         let limits = log.with_extension("limits.toml");
+        // A fresh state directory per start: the journal of an earlier run must not bring its calls back.
+        let state = log.with_extension("state");
+        match fs::remove_dir_all(&state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io::Error::other(format!("cannot clear {}: {e}", state.display()))),
+        }
         fs::write(
             &limits,
             "[limits.trusted]\nnew_dialogs_per_second = 0\nout_of_dialog_per_second = 0\nin_dialog_per_second = 0\nunconfirmed_per_source = 0\nparked_per_source = 0\n",
         )?;
         for range in RTP_PORT_RANGES {
-            let logf = fs::File::create(log)?;
-            let child = Command::new("setsid")
-                .args(["nice", "-n", &NICE.to_string(), "taskset", "-c"])
-                .arg(opts.cpus.clone().unwrap_or_else(|| cpu.to_string()))
-                .arg(bin)
-                .args(["--listen", &sip.to_string(), "--rtp-ports", range, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"])
-                .arg("--config")
-                .arg(&limits)
-                .args(["--trusted-proxy", "127.0.0.1/32"])
-                .args(["--rtp-legs-per-port", &opts.legs_per_port.to_string()])
-                .args(opts.rtp_sender.iter().flat_map(|s| ["--rtp-sender", s.as_str()]))
-                .args(opts.media_threads.iter().flat_map(|n| ["--media-threads".to_string(), n.to_string()]))
-                .args(["--http", "off"])
-                .arg("--state-dir")
-                .arg(log.with_extension("state"))
-                .args(&opts.extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(logf)
-                .spawn()?;
-            let mut p = Parkd { child, sip };
+            let mut args: Vec<String> = ["nice", "-n", &NICE.to_string(), "taskset", "-c"].iter().map(|a| a.to_string()).collect();
+            args.push(opts.cpus.clone().unwrap_or_else(|| cpu.to_string()));
+            args.push(bin.display().to_string());
+            for a in ["--listen", &sip.to_string(), "--rtp-ports", range, "--orbits", ORBITS, "--parking-time", "0", "--log", "warn"] {
+                args.push(a.to_string());
+            }
+            args.extend(["--config".into(), limits.display().to_string(), "--trusted-proxy".into(), "127.0.0.1/32".into()]);
+            args.extend(["--rtp-legs-per-port".into(), opts.legs_per_port.to_string()]);
+            args.extend(opts.rtp_sender.iter().flat_map(|s| ["--rtp-sender".to_string(), s.clone()]));
+            args.extend(opts.media_threads.iter().flat_map(|n| ["--media-threads".to_string(), n.to_string()]));
+            args.extend(["--http".into(), "off".into(), "--state-dir".into(), state.display().to_string()]);
+            args.extend(opts.extra.iter().cloned());
+            let child = spawn(&args, log)?;
+            let mut p = Parkd { child, sip, args, log: log.to_path_buf() };
             match p.wait_ready(Duration::from_secs(15)) {
                 Ok(()) => {
-                    // Its own session = its own scheduler autogroup (set up by now); give the
-                    // group the same nice.
-                    let _ = fs::write(format!("/proc/{}/autogroup", p.pid()), NICE.to_string());
+                    p.set_autogroup_nice();
                     return Ok(p);
                 }
                 Err(e) => last = io::Error::other(format!("{e}; log: {}", fs::read_to_string(log).unwrap_or_default().trim())),
             }
         }
         Err(last)
+    }
+
+    /// Its own session = its own scheduler autogroup (set up by now); give the group the same nice.
+    fn set_autogroup_nice(&self) {
+        let _ = fs::write(format!("/proc/{}/autogroup", self.pid()), NICE.to_string());
+    }
+
+    /// `kill -9`: parkd dies at once, as in a crash (its journal stays in the state directory).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same parkd again (same ports, same state directory; its log appended to `log`) after
+    /// [`Parkd::kill9`], and waits until it answers OPTIONS, probing every millisecond. Returns the time from the
+    /// spawn to that answer.
+    pub fn restart(&mut self, log: &Path) -> io::Result<Duration> {
+        let t0 = Instant::now();
+        self.child = spawn(&self.args, log)?;
+        self.log = log.to_path_buf();
+        let mut n = 1_000_000;
+        while t0.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(io::Error::other(format!("restarted parkd exited: {status}; log: {}", fs::read_to_string(log).unwrap_or_default().trim())));
+            }
+            n += 1;
+            if probe::options_ping(self.sip, n, Duration::from_millis(1)) {
+                let ready = t0.elapsed();
+                self.set_autogroup_nice();
+                return Ok(ready);
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "restarted parkd did not answer OPTIONS within 30 s"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -210,6 +244,12 @@ impl Drop for Parkd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `setsid <args>` with stderr to `log`.
+fn spawn(args: &[String], log: &Path) -> io::Result<Child> {
+    let logf = fs::File::create(log)?;
+    Command::new("setsid").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf).spawn()
 }
 
 /// `<target>/release/parkd` of this workspace (see [`paths::target_dir`]), built first (cargo does nothing when

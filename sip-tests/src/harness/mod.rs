@@ -3,7 +3,9 @@
 //! what parkd logged ([`park_events`]).
 //!
 //! * [`parkd`] — start parkd with [`ParkdOptions`](parkd::ParkdOptions) (lot, config TOML, HTTP, state dir,
-//!   extra flags); wait until it answers OPTIONS; its stderr tail is printed when a test panics.
+//!   extra flags); wait until it answers OPTIONS; its stderr tail is printed when a test panics. Stop it with
+//!   `kill -9` or a signal and [`restart`](parkd::Parkd::restart) it on the same ports and state directory
+//!   (issue 17: calls survive a restart).
 //! * [`ports`] — a block of 32 free ports per test (SIP, SIPp's ports, the RTP range), so tests run in parallel.
 //! * [`paths`] — the workspace, `target/`, `scenarios/<name>.xml`, `target/e2e-logs/<test>-…/`.
 //! * [`process`] — stop a child by its PID (SIGTERM, then SIGKILL); read a process's RSS.

@@ -6,10 +6,9 @@ use crate::harness::parkd::Parkd;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// Every park event parkd has logged so far, oldest first.
+/// Every park event parkd has logged so far, oldest first (across restarts: every start's log, in order).
 pub fn park_events(parkd: &Parkd) -> Vec<Value> {
-    let path = parkd.log_dir.join("parkd.stderr");
-    let text = std::fs::read(&path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = parkd.stderr_of_every_start();
     text.lines()
         .filter_map(|line| {
             let start = line.find("{\"event\":")?;

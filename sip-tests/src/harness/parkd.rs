@@ -57,6 +57,10 @@ pub struct Parkd {
     /// The HTTP API address when started with `http: true`.
     pub http_addr: Option<SocketAddr>,
     state_dir: PathBuf,
+    /// The command line, kept to start the same parkd again ([`Parkd::restart`]).
+    args: Vec<std::ffi::OsString>,
+    /// Starts so far (1 = the first).
+    starts: u32,
 }
 
 impl Parkd {
@@ -106,39 +110,86 @@ impl Parkd {
         let ports = PortPlan::allocate();
         let log_dir = paths::fresh_log_dir(test_name);
         let stderr_path = log_dir.join("parkd.stderr");
-        let stderr = File::create(&stderr_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr_path.display()));
-        let stdout = stderr.try_clone().unwrap_or_else(|e| panic!("cannot clone stderr file handle: {e}"));
         let http_addr = options.http.then(|| SocketAddr::from(([127, 0, 0, 1], ports.aux_port())));
         let state_dir = options.state_dir.clone().unwrap_or_else(|| log_dir.join("state"));
-        let mut cmd = Command::new(&bin);
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
         if let Some(toml) = &options.config {
             let path = log_dir.join("parkd.toml");
             std::fs::write(&path, toml).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-            cmd.arg("--config").arg(path);
+            args.extend(["--config".into(), path.into_os_string()]);
         }
-        cmd.arg("--listen")
-            .arg(ports.sip_addr().to_string())
-            .arg("--rtp-ports")
-            .arg(format!("{}-{}", ports.rtp_lo, ports.rtp_hi))
-            .arg("--park-code")
-            .arg(&options.park_code)
-            .arg("--orbits")
-            .arg(&options.orbits)
-            .arg("--parking-time")
-            .arg(options.parking_time.to_string())
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .args(&options.extra_args)
-            .arg("--http")
-            .arg(http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()))
-            .env("RUST_LOG", std::env::var("PARKD_LOG").unwrap_or_else(|_| "debug".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string(), http_addr, state_dir };
+        let flags = [
+            ("--listen", ports.sip_addr().to_string()),
+            ("--rtp-ports", format!("{}-{}", ports.rtp_lo, ports.rtp_hi)),
+            ("--park-code", options.park_code.clone()),
+            ("--orbits", options.orbits.clone()),
+            ("--parking-time", options.parking_time.to_string()),
+        ];
+        for (flag, value) in flags {
+            args.extend([flag.into(), value.into()]);
+        }
+        args.extend(["--state-dir".into(), state_dir.clone().into_os_string()]);
+        args.extend(options.extra_args.iter().map(Into::into));
+        args.extend(["--http".into(), http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()).into()]);
+        let child = spawn(&bin, &args, &stderr_path);
+        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string(), http_addr, state_dir, args, starts: 1 };
         parkd.wait_ready();
         parkd
+    }
+
+    /// Stops this parkd with `kill -9` (no chance to flush or say goodbye: a crash) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`, `libc::SIGUSR2`) and waits up to `wait` for parkd to exit on its
+    /// own; returns its exit status (`None`: still running after `wait`).
+    pub fn signal_and_wait(&mut self, signal: libc::c_int, wait: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the PID of our own child, not reaped yet; no memory is involved.
+            unsafe { libc::kill(pid, signal) };
+        }
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Starts parkd again with the same command line: the same SIP port, RTP range, HTTP port and state
+    /// directory (the previous process must be gone: [`Parkd::kill9`] or [`Parkd::signal_and_wait`]). Its log
+    /// goes to `parkd-<n>.stderr` next to the first. Returns how long it took from the spawn until it answered
+    /// OPTIONS (polled every few ms; a figure to report, not to assert on).
+    pub fn restart(&mut self) -> Duration {
+        if let Ok(None) = self.child.try_wait() {
+            panic!("parkd for {} is still running: stop it before restarting it", self.name);
+        }
+        self.starts += 1;
+        self.stderr_path = self.log_dir.join(format!("parkd-{}.stderr", self.starts));
+        let t0 = Instant::now();
+        self.child = spawn(&binary_path(), &self.args, &self.stderr_path);
+        self.wait_ready_every(Duration::from_millis(5));
+        t0.elapsed()
+    }
+
+    /// The log of an earlier start (`1` = the first), e.g. to read what the process before a restart logged.
+    pub fn stderr_of_start(&self, start: u32) -> String {
+        let path = if start <= 1 { self.log_dir.join("parkd.stderr") } else { self.log_dir.join(format!("parkd-{start}.stderr")) };
+        std::fs::read_to_string(&path).unwrap_or_default()
+    }
+
+    /// The logs of every start so far, oldest first, one after the other.
+    pub fn stderr_of_every_start(&self) -> String {
+        (1..=self.starts).map(|n| self.stderr_of_start(n)).collect()
+    }
+
+    /// The whole log of the current process.
+    pub fn stderr_all(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
     /// parkd's SIP address (UDP and TCP).
@@ -176,15 +227,19 @@ impl Parkd {
     }
 
     fn wait_ready(&mut self) {
+        self.wait_ready_every(Duration::from_millis(50));
+    }
+
+    fn wait_ready_every(&mut self, pause: Duration) {
         let deadline = Instant::now() + READY_DEADLINE;
-        let mut attempt = 0u32;
+        let mut attempt = self.starts * 100_000;
         while Instant::now() < deadline {
             self.assert_alive();
             attempt += 1;
             if probe::options_ping(self.sip_addr(), attempt, Duration::from_millis(200)) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(pause);
         }
         panic!(
             "parkd for {} did not answer OPTIONS on {} within {:?}; stderr tail:\n{}",
@@ -194,6 +249,20 @@ impl Parkd {
             self.stderr_tail(60)
         );
     }
+}
+
+/// Spawns the parkd binary with `args`, stdout and stderr to `stderr_path`.
+fn spawn(bin: &std::path::Path, args: &[std::ffi::OsString], stderr_path: &std::path::Path) -> Child {
+    let stderr = File::create(stderr_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr_path.display()));
+    let stdout = stderr.try_clone().unwrap_or_else(|e| panic!("cannot clone stderr file handle: {e}"));
+    Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", std::env::var("PARKD_LOG").unwrap_or_else(|_| "debug".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 impl Drop for Parkd {

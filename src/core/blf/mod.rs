@@ -126,6 +126,9 @@ pub struct Blf {
     watchers: FxHashMap<(usize, Watched), FxHashSet<SubId>>,
     expiries: BinaryHeap<Reverse<(Time, SubId)>>,
     next_id: u64,
+    /// Journaling is on (issue 17): subscriptions that changed are listed in `touched` for the journal.
+    journal: bool,
+    touched: Vec<SubId>,
 }
 
 impl Blf {
@@ -141,6 +144,37 @@ impl Blf {
     /// Every subscription, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (SubId, &Subscription)> {
         self.subs.iter().map(|(id, s)| (*id, s))
+    }
+
+    pub fn get(&self, id: SubId) -> Option<&Subscription> {
+        self.subs.get(&id)
+    }
+
+    /// Turns the list of changed subscriptions for the journal on or off.
+    pub fn set_journaling(&mut self, on: bool) {
+        self.journal = on;
+        self.touched.clear();
+    }
+
+    /// The subscriptions that changed since the last call (journaling on), possibly repeated.
+    pub fn take_touched(&mut self) -> Vec<SubId> {
+        std::mem::take(&mut self.touched)
+    }
+
+    fn touch(&mut self, id: SubId) {
+        if self.journal {
+            self.touched.push(id);
+        }
+    }
+
+    /// Puts back a subscription restored from the journal after a restart (nothing in flight; its expiry as
+    /// journaled). Ids handed out later are above `id`.
+    pub fn restore(&mut self, id: SubId, sub: Subscription) {
+        self.next_id = self.next_id.max(id.0 + 1);
+        self.by_dialog.insert(sub.dialog.key(), id);
+        self.watchers.entry((sub.lot, sub.watched)).or_default().insert(id);
+        self.expiries.push(Reverse((sub.expires_at, id)));
+        self.subs.insert(id, sub);
     }
 
     /// The earliest expiry deadline (possibly stale: waking early is harmless).
@@ -188,6 +222,7 @@ impl Blf {
             final_sent: false,
         };
         self.subs.insert(id, sub);
+        self.touch(id);
         if expires == 0 {
             // A fetch (RFC 6665 §4.4.3): the state once, in a terminating NOTIFY.
             self.end(ep, now, id, EndReason::Timeout, orbits);
@@ -234,6 +269,7 @@ impl Blf {
         }
         let at = now + Duration::from_secs(expires.into());
         sub.expires_at = at;
+        self.touch(id);
         self.expiries.push(Reverse((at, id)));
         // RFC 6665 §4.2.2: every accepted refresh is followed by a NOTIFY with the current state.
         self.queue_notify(ep, now, id, orbits);
@@ -312,6 +348,7 @@ impl Blf {
 
     /// Removes subscription `id` for good.
     fn remove(&mut self, id: SubId) -> Option<SubId> {
+        self.touch(id);
         self.unindex(id);
         self.subs.remove(&id).map(|_| id)
     }
@@ -319,6 +356,7 @@ impl Blf {
     /// Ends subscription `id`: no more changes reach it; its final NOTIFY goes now, or once the one in flight
     /// is answered.
     fn end(&mut self, ep: &mut Endpoint, now: Time, id: SubId, reason: EndReason, orbits: &Orbits<'_>) {
+        self.touch(id);
         self.unindex(id);
         let Some(sub) = self.subs.get_mut(&id) else { return };
         sub.ending = Some(reason);
@@ -358,6 +396,7 @@ impl Blf {
         sub.dirty = false;
         sub.final_sent = sub.ending.is_some();
         sub.in_flight = Some(ep.send(now, sub.dialog.next_hop, &notify, Purpose::BlfNotify(id)));
+        self.touch(id);
     }
 }
 

@@ -7,6 +7,7 @@
 use crate::core::ids::{CallRef, LegId};
 use crate::dialog::Dialog;
 use crate::ids::OrbitNumber;
+use crate::media::anchor::StreamAnchor;
 use crate::media::{Codec, MediaLegId};
 use crate::sdp::{self, Direction, LocalSdp, RemoteSdp};
 use crate::sip::{Peer, Request};
@@ -37,6 +38,9 @@ pub enum LegState {
     Answered { invite: ServerTxnId },
     /// ACK received (or sent, for a call parkd made): media may flow.
     Confirmed,
+    /// Restored from the journal (issue 17) with its 2xx unacknowledged: the caller's retransmitted INVITE is
+    /// answered from the leg, its ACK confirms it, and with neither it ends (see `core::persist`).
+    Unacked,
 }
 
 /// The negotiated media of a leg.
@@ -53,6 +57,8 @@ pub struct LegMedia {
     pub local_sdp: LocalSdp,
     /// parkd offered in its 2xx (the INVITE had no SDP); the answer comes in the ACK.
     pub awaiting_answer: bool,
+    /// Where parkd's outbound RTP stream to the peer stands (journaling on only: see `core::persist`).
+    pub stream: Option<StreamAnchor>,
 }
 
 /// A usable RTP address from an SDP (not `0.0.0.0`, not port 0).
@@ -81,6 +87,7 @@ impl LegMedia {
                     peer_direction: remote.direction,
                     local_sdp,
                     awaiting_answer: false,
+                    stream: None,
                 };
                 (media, body)
             }
@@ -94,6 +101,7 @@ impl LegMedia {
                     peer_direction: Direction::SendRecv,
                     local_sdp,
                     awaiting_answer: true,
+                    stream: None,
                 };
                 (media, body)
             }
@@ -112,6 +120,7 @@ impl LegMedia {
             peer_direction: remote.as_ref().map(|s| s.direction).unwrap_or(Direction::SendRecv),
             local_sdp,
             awaiting_answer: false,
+            stream: None,
         }
     }
 
@@ -129,6 +138,16 @@ impl LegMedia {
         }
         self.awaiting_answer = false;
         true
+    }
+
+    /// parkd's SDP in a 2xx sent again for the current state (a restored leg answering a retransmitted INVITE):
+    /// the answer to the peer's offer, or the offer when the peer had none.
+    pub fn current_body(&self) -> Bytes {
+        if self.awaiting_answer {
+            sdp::build_offer(&self.local_sdp, &CODECS, Some(DTMF_PT), Direction::SendRecv)
+        } else {
+            sdp::build_answer(&self.local_sdp, self.codec, self.dtmf_pt, self.peer_direction.reverse())
+        }
     }
 
     /// parkd's SDP in the 2xx to a re-INVITE (or UPDATE): the answer to the offer just applied (direction

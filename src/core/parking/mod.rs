@@ -173,6 +173,21 @@ impl Parking {
         self.arm_period(now, id);
     }
 
+    /// Puts back a call restored from the journal after a restart (its orbit claimed first): its recall and
+    /// maximum-park deadlines as journaled (absolute times: one that passed while parkd was down fires at the
+    /// next `handle_timeout`), its keepalive counted from `now`.
+    pub fn restore(&mut self, now: Time, call: ParkedCall) {
+        let id = call.id;
+        if let Some(t) = call.recall_at {
+            self.timers.arm(t, id, CallTimer::Recall);
+        }
+        if let Some(t) = call.expires_at {
+            self.timers.arm(t, id, CallTimer::MaxPark);
+        }
+        self.calls.insert(id, Box::new(call));
+        self.arm_keepalive(now, id);
+    }
+
     /// Arms `call`'s recall and maximum-park deadlines for a parking period starting at `now`, and its keepalive.
     pub fn arm_period(&mut self, now: Time, call: CallRef) {
         let Some(c) = self.calls.get_mut(&call) else { return };

@@ -1,0 +1,150 @@
+//! The journal room: what the core has written, what it holds back until a group is durable, and the state a
+//! restore leaves behind (restored legs still waiting for their ACK).
+
+use crate::core::bridging::Bridge;
+use crate::core::blf::SubId;
+use crate::core::dialogs::LegRole;
+use crate::core::ids::{CallRef, LegId};
+use crate::core::ParkEvent;
+use super::records::RingRecord;
+use crate::ids::{CallId, OrbitNumber};
+use crate::journal::{AckGate, Record, RecordKind};
+use crate::media::anchor::{Pace, StreamAnchor};
+use crate::sip::Response;
+use crate::time::Time;
+use crate::txn::ServerTxnId;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+/// Something the core must not let out before the journal group of its change is durable.
+#[derive(Debug)]
+pub enum Held {
+    /// The `200 OK` to a park INVITE (`leg` is the parked leg it creates).
+    Answer { leg: LegId, txn: ServerTxnId, resp: Box<Response> },
+    /// An event about the park (`Parked`), so that nobody hears of a park that is then undone.
+    Event(ParkEvent),
+    /// The final NOTIFY of a REFER that re-parked a bridged call, with what undoes the re-park.
+    ReferDone(Box<ReferDone>),
+}
+
+/// A REFER's re-park, waiting for its records: the NOTIFY to send, and the bridge to put back on failure.
+#[derive(Debug)]
+pub struct ReferDone {
+    /// The leg that sent the REFER (its implicit subscription gets the NOTIFY).
+    pub referrer: LegId,
+    pub refer_cseq: u32,
+    pub orbit: OrbitNumber,
+    /// The re-parked call and its leg.
+    pub new_call: CallRef,
+    pub kept: LegId,
+    /// The bridge as it was, and the kept leg's role and orbit in it.
+    pub old: Bridge,
+    pub kept_role: LegRole,
+    pub kept_orbit: OrbitNumber,
+}
+
+/// The journal room (see the module doc of [`super`]).
+#[derive(Debug)]
+pub struct JournalRoom {
+    pub(super) on: bool,
+    pub(super) gate: AckGate<Held>,
+    /// What the current input holds back: it waits for the group this input's records go in.
+    pub(super) pending: Vec<Held>,
+    /// Calls that may have changed during the current input.
+    touched: Vec<CallRef>,
+    /// Records to write with the next group that no room produces (deletes of what a restore dropped).
+    pub(super) extra: Vec<Record>,
+    /// What is in the journal for each call: its record kind and the hash of its value (volatile fields blanked).
+    pub(super) written: FxHashMap<CallRef, (RecordKind, u64)>,
+    pub(super) subs_written: FxHashMap<SubId, u64>,
+    /// Stream identities (SSRC, first sequence number and timestamp) of the legs parkd sends to.
+    rng: SmallRng,
+    /// Restored legs whose 2xx was never ACKed, by Call-ID and the caller's tag (a retransmitted INVITE).
+    pub(super) unacked: HashMap<(CallId, String), LegId>,
+    /// When each of them is given up on.
+    pub(super) unacked_until: BinaryHeap<Reverse<(Time, LegId)>>,
+    /// Recalls that were ringing at the crash, CANCELled by the restore: rung again once their INVITE's final
+    /// response came (and was ACKed), the CANCEL was refused (nothing rings there), or at the time given.
+    pub(super) cancelling: FxHashMap<CallRef, RingRecord>,
+    pub(super) cancel_until: BinaryHeap<Reverse<(Time, CallRef)>>,
+}
+
+impl JournalRoom {
+    pub fn new(seed: u64) -> JournalRoom {
+        JournalRoom {
+            on: false,
+            gate: AckGate::new(),
+            pending: Vec::new(),
+            touched: Vec::new(),
+            extra: Vec::new(),
+            written: FxHashMap::default(),
+            subs_written: FxHashMap::default(),
+            rng: SmallRng::seed_from_u64(seed ^ 0x6a6f_7572_6e61_6c00),
+            unacked: HashMap::new(),
+            unacked_until: BinaryHeap::new(),
+            cancelling: FxHashMap::default(),
+            cancel_until: BinaryHeap::new(),
+        }
+    }
+
+    /// Journaling is on.
+    pub fn on(&self) -> bool {
+        self.on
+    }
+
+    /// `call` may have changed: its record is compared (and written if it did) at the end of the input.
+    pub fn touch(&mut self, call: CallRef) {
+        if self.on {
+            self.touched.push(call);
+        }
+    }
+
+    /// The calls touched since the last call, each once, in order.
+    pub(super) fn take_touched(&mut self) -> Vec<CallRef> {
+        let mut v = std::mem::take(&mut self.touched);
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Holds `what` until the group of the current input is durable.
+    pub fn hold(&mut self, what: Held) {
+        self.pending.push(what);
+    }
+
+    /// A new outbound stream starting at `at`: random SSRC, sequence number and timestamp (RFC 3550 §5.1).
+    pub fn new_stream(&mut self, at: Time, pace: Pace) -> StreamAnchor {
+        StreamAnchor::new(self.rng.gen(), self.rng.gen(), self.rng.gen(), at, pace)
+    }
+
+    /// The earliest time a restored unacknowledged leg is given up on, or a cancelled recall rings again.
+    pub fn next_deadline(&self) -> Option<Time> {
+        let a = self.unacked_until.peek().map(|Reverse((t, _))| *t);
+        let b = self.cancel_until.peek().map(|Reverse((t, _))| *t);
+        a.into_iter().chain(b).min()
+    }
+
+    /// Pops a cancelled recall whose wait is over at `now`.
+    pub(super) fn pop_cancel_due(&mut self, now: Time) -> Option<CallRef> {
+        match self.cancel_until.peek() {
+            Some(Reverse((t, _))) if *t <= now => self.cancel_until.pop().map(|Reverse((_, call))| call),
+            _ => None,
+        }
+    }
+
+    /// The cancelled recall whose INVITE had top-Via branch `branch`.
+    pub(super) fn cancelled_by_branch(&self, branch: &str) -> Option<CallRef> {
+        self.cancelling.iter().find(|(_, r)| r.invite.branch == branch).map(|(c, _)| *c)
+    }
+
+    /// Pops a restored unacknowledged leg whose time is up at `now`.
+    pub(super) fn pop_unacked_due(&mut self, now: Time) -> Option<LegId> {
+        match self.unacked_until.peek() {
+            Some(Reverse((t, _))) if *t <= now => self.unacked_until.pop().map(|Reverse((_, leg))| leg),
+            _ => None,
+        }
+    }
+}
