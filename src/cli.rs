@@ -71,6 +71,16 @@ pub struct Cli {
     /// Directory for state that outlives the process (generated API token, journal); default ./parkd-state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Join a cluster of parkd nodes sharing one orbit space through this Redis: redis://host:port[/db],
+    /// rediss://host:port[/db] or redis+sentinel://host:port[,host:port...]/master[/db]. Needs --node.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// This node's name in the cluster (unique; A-Z a-z 0-9 . _ -). Needs --redis.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Seconds a node's orbit claims outlive it in the cluster (default 10; renewed every third of it).
+    #[arg(long, value_name = "SECONDS")]
+    pub lease: Option<u64>,
     /// Health check: send one SIP OPTIONS to IP:PORT over UDP and exit 0 if it is answered 200 within 2 s.
     #[arg(long, value_name = "IP:PORT")]
     pub probe: Option<SocketAddr>,
@@ -133,6 +143,15 @@ impl Cli {
         }
         if let Some(t) = &self.http_token {
             cfg.http.token = Some(t.clone());
+        }
+        if let Some(r) = &self.redis {
+            cfg.cluster.redis = Some(r.clone());
+        }
+        if let Some(n) = &self.node {
+            cfg.cluster.node = Some(n.clone());
+        }
+        if let Some(l) = self.lease {
+            cfg.cluster.lease = l;
         }
         let lot = &mut cfg.lots[0];
         if let Some(c) = &self.park_code {
@@ -221,6 +240,28 @@ mod tests {
     fn media_threads_flag_reaches_the_server_config() {
         assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.media_threads, 0, "0 = one per core");
         assert_eq!(Cli::parse_from(["parkd", "--media-threads", "3"]).config().unwrap().server.media_threads, 3);
+    }
+
+    #[test]
+    fn cluster_flags_reach_the_cluster_config_and_are_checked() {
+        let cfg = Cli::parse_from(["parkd"]).config().unwrap();
+        assert!(!cfg.cluster.enabled(), "a single node unless asked");
+        let cfg = Cli::parse_from(["parkd", "--redis", "redis://127.0.0.1:6379/1", "--node", "park-a"]).config().unwrap();
+        assert!(cfg.cluster.enabled());
+        assert_eq!((cfg.cluster.node.as_deref(), cfg.cluster.lease), (Some("park-a"), 10));
+        let cfg = Cli::parse_from(["parkd", "--redis", "redis+sentinel://127.0.0.1:26379/m", "--node", "b", "--lease", "30"]).config().unwrap();
+        assert_eq!(cfg.cluster.lease, 30);
+        assert!(matches!(cfg.cluster.target(), Ok(Some(crate::config::RedisTarget::Sentinel { .. }))));
+        for bad in [
+            &["parkd", "--redis", "redis://127.0.0.1:6379"][..],
+            &["parkd", "--node", "a"],
+            &["parkd", "--redis", "127.0.0.1:6379", "--node", "a"],
+            &["parkd", "--redis", "redis://127.0.0.1:6379", "--node", "a", "--lease", "1"],
+            &["parkd", "--redis", "redis://127.0.0.1:6379", "--node", "a:b"],
+        ] {
+            let e = Cli::parse_from(bad).config().unwrap_err();
+            assert!(e.to_string().contains("[cluster]"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

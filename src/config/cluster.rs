@@ -1,0 +1,201 @@
+//! `[cluster]`: several parkd nodes sharing one orbit space over Redis (issue 18). Absent (no `redis`), parkd
+//! is a single node exactly as without this section and needs no Redis.
+//!
+//! ```toml
+//! [cluster]
+//! redis = "redis://10.0.0.9:6379/0"   # or rediss://..., or redis+sentinel://h1:26379,h2:26379/mymaster
+//! node = "park-a"                     # unique per node: A-Z a-z 0-9 . _ -
+//! lease = 10                          # seconds a node's claims outlive it
+//! key_prefix = "parkd"                # namespace of the keys and the channel in Redis
+//! ```
+
+use crate::config::LotConfig;
+use serde::Deserialize;
+
+/// `[cluster]`, see the module doc.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where Redis is (`--redis`): `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS), or
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/master[/db]` (the master Sentinel names).
+    /// Absent: no cluster.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// This node's name (`--node`), unique in the cluster; required with `redis`.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Seconds a claim lives in Redis without renewal (`--lease`, default 10, 3..=3600): a node that dies keeps its
+    /// orbits that long; renewals run every lease / 3.
+    #[serde(default = "default_lease")]
+    pub lease: u64,
+    /// Prefix of every key and of the pub/sub channel (default `parkd`), so several clusters can share one Redis.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_lease() -> u64 {
+    10
+}
+fn default_prefix() -> String {
+    "parkd".into()
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { redis: None, node: None, lease: default_lease(), key_prefix: default_prefix() }
+    }
+}
+
+/// Where Redis is, as `[cluster] redis` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://` or `rediss://`: one server (the URL as given, for the redis crate).
+    Server { url: String, tls: bool },
+    /// `redis+sentinel://`: ask these Sentinels for the master named `master`, then connect to it.
+    Sentinel { sentinels: Vec<String>, master: String, db: i64, username: Option<String>, password: Option<String> },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClusterConfigError {
+    #[error("[cluster] redis = {0:?} is not redis://host:port[/db], rediss://host:port[/db] or redis+sentinel://host:port[,host:port...]/master[/db]")]
+    BadUrl(String),
+    #[error("[cluster] node = {0:?}: a node name is 1-64 of A-Z a-z 0-9 . _ -")]
+    BadNode(String),
+    #[error("[cluster] needs both redis (--redis) and node (--node); only {0} is set")]
+    Incomplete(&'static str),
+    #[error("[cluster] lease = {0}: must be 3..=3600 seconds")]
+    BadLease(u64),
+    #[error("[cluster] key_prefix = {0:?}: 1-64 of A-Z a-z 0-9 . _ -")]
+    BadPrefix(String),
+    #[error("lot {0:?}: in a cluster, lot names go into Redis keys and must be 1-64 of A-Z a-z 0-9 . _ -")]
+    BadLotName(String),
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Checks the section (nothing to check when it is off).
+    pub fn validate(&self, lots: &[LotConfig]) -> Result<(), ClusterConfigError> {
+        match (&self.redis, &self.node) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => return Err(ClusterConfigError::Incomplete("redis")),
+            (None, Some(_)) => return Err(ClusterConfigError::Incomplete("node")),
+            (Some(_), Some(n)) if !crate::cluster::is_token(n) => return Err(ClusterConfigError::BadNode(n.clone())),
+            _ => {}
+        }
+        self.target()?;
+        if !(3..=3600).contains(&self.lease) {
+            return Err(ClusterConfigError::BadLease(self.lease));
+        }
+        if !crate::cluster::is_token(&self.key_prefix) {
+            return Err(ClusterConfigError::BadPrefix(self.key_prefix.clone()));
+        }
+        if let Some(l) = lots.iter().find(|l| !crate::cluster::is_token(&l.name)) {
+            return Err(ClusterConfigError::BadLotName(l.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// `redis`, parsed (`None` when the cluster is off).
+    pub fn target(&self) -> Result<Option<RedisTarget>, ClusterConfigError> {
+        self.redis.as_deref().map(parse_target).transpose()
+    }
+}
+
+/// Parses `redis://`, `rediss://` and `redis+sentinel://` URLs (only the shape; the redis crate reads the rest).
+pub fn parse_target(url: &str) -> Result<RedisTarget, ClusterConfigError> {
+    let bad = || ClusterConfigError::BadUrl(url.to_string());
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let (hosts, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, p),
+        None => (rest, ""),
+    };
+    let host_ok = |h: &str| match h.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => !h.is_empty() && !h.contains(','),
+    };
+    match scheme {
+        "redis" | "rediss" => {
+            if !host_ok(hosts) || !(path.is_empty() || path.parse::<i64>().is_ok_and(|d| d >= 0)) {
+                return Err(bad());
+            }
+            Ok(RedisTarget::Server { url: url.to_string(), tls: scheme == "rediss" })
+        }
+        "redis+sentinel" => {
+            let sentinels: Vec<String> = hosts.split(',').map(str::to_string).collect();
+            if sentinels.iter().any(|h| !host_ok(h) || !h.contains(':')) {
+                return Err(bad());
+            }
+            let mut parts = path.split('/');
+            let master = parts.next().filter(|m| !m.is_empty()).ok_or_else(bad)?.to_string();
+            let db = match parts.next() {
+                None | Some("") => 0,
+                Some(d) => d.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(bad)?,
+            };
+            if parts.next().is_some() {
+                return Err(bad());
+            }
+            let (username, password) = match auth {
+                None => (None, None),
+                Some(a) => match a.split_once(':') {
+                    Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
+                    None => (Some(a.to_string()), None),
+                },
+            };
+            Ok(RedisTarget::Sentinel { sentinels, master, db, username, password })
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(redis: Option<&str>, node: Option<&str>) -> ClusterConfig {
+        ClusterConfig { redis: redis.map(Into::into), node: node.map(Into::into), ..ClusterConfig::default() }
+    }
+
+    #[test]
+    fn off_by_default_and_both_halves_required() {
+        let lots = [LotConfig::default_lot()];
+        assert!(!ClusterConfig::default().enabled());
+        assert_eq!(ClusterConfig::default().validate(&lots), Ok(()));
+        assert_eq!(with(Some("redis://127.0.0.1:6379"), None).validate(&lots), Err(ClusterConfigError::Incomplete("redis")));
+        assert_eq!(with(None, Some("a")).validate(&lots), Err(ClusterConfigError::Incomplete("node")));
+        assert_eq!(with(Some("redis://127.0.0.1:6379"), Some("a b")).validate(&lots), Err(ClusterConfigError::BadNode("a b".into())));
+        assert_eq!(with(Some("redis://127.0.0.1:6379/2"), Some("park-a")).validate(&lots), Ok(()));
+        let mut short = with(Some("redis://127.0.0.1:6379"), Some("a"));
+        short.lease = 2;
+        assert_eq!(short.validate(&lots), Err(ClusterConfigError::BadLease(2)));
+        let mut lot = LotConfig::default_lot();
+        lot.name = "front desk".into();
+        assert_eq!(with(Some("redis://127.0.0.1:6379"), Some("a")).validate(&[lot]), Err(ClusterConfigError::BadLotName("front desk".into())));
+    }
+
+    #[test]
+    fn the_three_url_forms() {
+        assert_eq!(parse_target("redis://127.0.0.1:6379/0"), Ok(RedisTarget::Server { url: "redis://127.0.0.1:6379/0".into(), tls: false }));
+        assert_eq!(parse_target("rediss://u:p@redis.example:6380"), Ok(RedisTarget::Server { url: "rediss://u:p@redis.example:6380".into(), tls: true }));
+        assert_eq!(
+            parse_target("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/3"),
+            Ok(RedisTarget::Sentinel {
+                sentinels: vec!["10.0.0.1:26379".into(), "10.0.0.2:26379".into()],
+                master: "mymaster".into(),
+                db: 3,
+                username: None,
+                password: Some("pw".into())
+            })
+        );
+        for bad in ["", "127.0.0.1:6379", "http://x:1", "redis://", "redis://h:0", "redis://h:1/x", "redis+sentinel://h:1", "redis+sentinel://h/m", "redis+sentinel://h:1/m/x", "redis+sentinel://h:1,/m"] {
+            assert!(parse_target(bad).is_err(), "{bad:?}");
+        }
+    }
+}
