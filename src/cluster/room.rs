@@ -1,7 +1,7 @@
 //! [`ClusterRoom`]: this node's claims, its pending claims and the remote view, driven by (input, now).
 
 use super::ops::ClaimReply;
-use super::view::{RemoteView, ViewChange};
+use super::view::{RemoteClaim, RemoteView, ViewChange};
 use super::wire::{Change, Keyspace};
 use super::{ClaimId, ClaimInfo, ClusterSettings, Fence, NodeName, OpError, OpId, RedisOp, RedisReply, RenewStatus, Slot, SnapshotEntry};
 use crate::config::SlotPolicy;
@@ -275,7 +275,7 @@ impl ClusterRoom {
                 }
                 let lease = Duration::from_millis(lease_ms);
                 self.view.touch(now, &owner, lease);
-                self.view.upsert(now, slot, owner, fence, info, lease, &mut vc);
+                self.view.upsert(slot, RemoteClaim { owner, fence, info, expires: now + lease }, &mut vc);
             }
             Change::Released { slot, fence, owner } => {
                 if self.resync_in_flight {
@@ -495,7 +495,7 @@ impl ClusterRoom {
                         self.out.push_back(ClusterOutput::Lost { slot: e.slot, fence, to: Some((e.owner.clone(), e.fence)) });
                     }
                 }
-                others.push((e.slot, e.owner, e.fence, e.info, Duration::from_millis(e.ttl_ms)));
+                others.push((e.slot, RemoteClaim { owner: e.owner, fence: e.fence, info: e.info, expires: now + Duration::from_millis(e.ttl_ms) }));
             }
         }
         // Own claims Redis does not have (it lost them, or they expired while we were cut off): put them back.
@@ -509,7 +509,7 @@ impl ClusterRoom {
         let touched = std::mem::take(&mut self.touched);
         let own: Vec<Slot> = self.own.keys().copied().collect();
         others.retain(|e| !own.contains(&e.0));
-        self.view.replace(now, others, &touched, &mut vc);
+        self.view.replace(others, &touched, &mut vc);
         self.out.extend(vc.into_iter().map(ClusterOutput::View));
         self.sweep_unmatched();
         self.next_resync = Some(now + self.settings.resync_every);
@@ -525,7 +525,7 @@ impl ClusterRoom {
             if self.own.get(&slot).is_some_and(|c| c.fence == fence) {
                 continue;
             }
-            let may_explain = self.pending.values().any(|p| p.lot == slot.lot && matches!(p.want, Want::Any) || p.want == Want::Orbit(slot.orbit) && p.lot == slot.lot);
+            let may_explain = self.pending.values().any(|p| p.lot == slot.lot && (p.want == Want::Any || p.want == Want::Orbit(slot.orbit)));
             if may_explain {
                 self.unmatched.push((slot, fence));
             } else if self.link != Link::Down {

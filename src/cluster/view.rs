@@ -71,23 +71,22 @@ impl RemoteView {
         self.entries.range(Slot { lot, orbit: crate::ids::OrbitIdx(0) }..Slot { lot: lot + 1, orbit: crate::ids::OrbitIdx(0) }).count()
     }
 
-    /// `owner` holds `slot` with `fence` (a `claim` message or a snapshot entry), for `ttl` from `now`.
-    pub(super) fn upsert(&mut self, now: Time, slot: Slot, owner: NodeName, fence: Fence, info: ClaimInfo, ttl: Duration, out: &mut Vec<ViewChange>) {
-        let expires = now + ttl;
+    /// Another node holds `slot` (a `claim` message or a snapshot entry).
+    pub(super) fn upsert(&mut self, slot: Slot, claim: RemoteClaim, out: &mut Vec<ViewChange>) {
         let changed = match self.entries.get(&slot) {
-            Some(c) => c.owner != owner || c.fence != fence || c.info != info,
+            Some(c) => c.owner != claim.owner || c.fence != claim.fence || c.info != claim.info,
             None => true,
         };
         if let Some(old) = self.entries.get(&slot) {
-            if old.owner != owner {
+            if old.owner != claim.owner {
                 out.push(ViewChange::Freed { slot, owner: old.owner.clone(), expired: false });
             }
         }
         if changed {
-            out.push(ViewChange::Claimed { slot, owner: owner.clone(), fence, info: info.clone() });
+            out.push(ViewChange::Claimed { slot, owner: claim.owner.clone(), fence: claim.fence, info: claim.info.clone() });
         }
-        self.entries.insert(slot, RemoteClaim { owner, fence, info, expires });
-        self.expiry.push(Reverse((expires, slot)));
+        self.expiry.push(Reverse((claim.expires, slot)));
+        self.entries.insert(slot, claim);
     }
 
     /// `owner` released `slot` with `fence`: removed if the view still shows exactly that claim.
@@ -154,19 +153,18 @@ impl RemoteView {
         self.expiry.peek().map(|Reverse((t, _))| *t)
     }
 
-    /// Replaces the view by a snapshot read at `now`, except the slots in `keep` (changed by messages since the
-    /// snapshot was asked for, which are newer than it).
-    pub(super) fn replace(&mut self, now: Time, snapshot: Vec<(Slot, NodeName, Fence, ClaimInfo, Duration)>, keep: &FxHashSet<Slot>, out: &mut Vec<ViewChange>) {
+    /// Replaces the view by a snapshot, except the slots in `keep` (changed by messages since the snapshot was
+    /// asked for, which are newer than it).
+    pub(super) fn replace(&mut self, snapshot: Vec<(Slot, RemoteClaim)>, keep: &FxHashSet<Slot>, out: &mut Vec<ViewChange>) {
         let fresh: FxHashSet<Slot> = snapshot.iter().map(|e| e.0).collect();
         let gone: Vec<Slot> = self.entries.keys().copied().filter(|s| !fresh.contains(s) && !keep.contains(s)).collect();
         for slot in gone {
             self.forget(slot, out);
         }
-        for (slot, owner, fence, info, ttl) in snapshot {
-            if keep.contains(&slot) {
-                continue;
+        for (slot, claim) in snapshot {
+            if !keep.contains(&slot) {
+                self.upsert(slot, claim, out);
             }
-            self.upsert(now, slot, owner, fence, info, ttl, out);
         }
     }
 }
