@@ -392,3 +392,65 @@ async fn redis_restarted_empty_gets_every_claim_back_within_a_lease() {
     a.h.stop();
     b.h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_loses_no_acknowledged_claim() {
+    if skip() {
+        return;
+    }
+    let wait_for = |what: &str, limit: Duration, f: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < limit, "{what} within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut master = RedisServer::start("sentinel-master");
+    let replica = RedisServer::start_replica("sentinel-replica", &master);
+    wait_for("the replica in sync", Duration::from_secs(10), &|| master.cli(&["INFO", "replication"]).contains("connected_slaves:1"));
+    let sentinel = RedisServer::start_sentinel("s", &master, "parkm");
+    let rport = replica.port().to_string();
+    wait_for("Sentinel knowing the replica", Duration::from_secs(15), &|| sentinel.cli(&["SENTINEL", "replicas", "parkm"]).contains(&rport));
+    let url = format!("redis+sentinel://127.0.0.1:{}/parkm", sentinel.port());
+    let target = parkd::config::ClusterConfig { redis: Some(url), node: Some("a".into()), ..Default::default() }.target().unwrap().unwrap();
+    let node = |name: &str| {
+        let mut s = ClusterSettings::new(NodeName::new(name).unwrap(), format!("sip:{name}@127.0.0.1"), Duration::from_secs(5));
+        s.seed = 3;
+        let (h, ev) = spawn(s, Keyspace::new("parkd", lots("701-720")), target.clone());
+        Node { h, ev }
+    };
+    let (a, b) = (node("a"), node("b"));
+    until_available(&a, Duration::from_secs(5)).await;
+    until_available(&b, Duration::from_secs(5)).await;
+    for n in [&a, &a, &a, &b, &b] {
+        assert!(matches!(n.h.claim(0, Want::Any, info("s")).await, ClaimResult::Granted { .. }));
+    }
+    let read = |r: &RedisServer| -> BTreeMap<String, String> {
+        r.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"])
+            .lines()
+            .filter(|k| !k.is_empty())
+            .map(|k| (k.to_string(), r.cli(&["GET", k]).splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ")))
+            .collect()
+    };
+    let before = read(&master);
+    assert_eq!(before.len(), 5);
+    // The master dies; Sentinel promotes the replica; the nodes ask Sentinel again and restore what is missing.
+    master.kill_now();
+    let t0 = Instant::now();
+    wait_for("Sentinel promoting the replica", Duration::from_secs(20), &|| sentinel.cli(&["SENTINEL", "get-master-addr-by-name", "parkm"]).contains(&rport));
+    let promoted = t0.elapsed();
+    let t_claims = Instant::now();
+    let mut after = read(&replica);
+    while after != before && t_claims.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = read(&replica);
+    }
+    assert_eq!(after, before, "every acknowledged claim on the new master, same owners and fences");
+    until_available(&a, Duration::from_secs(10)).await;
+    let r = a.h.claim(0, Want::Any, info("s")).await;
+    assert!(matches!(r, ClaimResult::Granted { fence: Fence(f), .. } if f > 5), "new claims go to the new master: {r:?}");
+    eprintln!("FIGURE Sentinel failover: replica promoted {promoted:?} after the master's SIGKILL; claims all on it {:?} later; total {:?}", t_claims.elapsed(), t0.elapsed());
+    assert!(b.h.snapshot().await.remote.iter().filter(|(_, c)| c.owner.as_str() == "a").count() >= 3, "b still sees a's orbits");
+    a.h.stop();
+    b.h.stop();
+}

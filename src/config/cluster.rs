@@ -69,6 +69,8 @@ pub enum ClusterConfigError {
     BadPrefix(String),
     #[error("lot {0:?}: in a cluster, lot names go into Redis keys and must be 1-64 of A-Z a-z 0-9 . _ -")]
     BadLotName(String),
+    #[error("[cluster] redis = {0:?}: TLS to Redis (rediss://) is not built into this parkd yet; use redis:// (or a TLS tunnel such as stunnel)")]
+    TlsNotBuilt(String),
 }
 
 impl ClusterConfig {
@@ -86,7 +88,9 @@ impl ClusterConfig {
             (Some(_), Some(n)) if !crate::cluster::is_token(n) => return Err(ClusterConfigError::BadNode(n.clone())),
             _ => {}
         }
-        self.target()?;
+        if let Some(RedisTarget::Server { url, tls: true }) = self.target()? {
+            return Err(ClusterConfigError::TlsNotBuilt(url));
+        }
         if !(3..=3600).contains(&self.lease) {
             return Err(ClusterConfigError::BadLease(self.lease));
         }
@@ -172,6 +176,7 @@ mod tests {
         assert_eq!(with(None, Some("a")).validate(&lots), Err(ClusterConfigError::Incomplete("node")));
         assert_eq!(with(Some("redis://127.0.0.1:6379"), Some("a b")).validate(&lots), Err(ClusterConfigError::BadNode("a b".into())));
         assert_eq!(with(Some("redis://127.0.0.1:6379/2"), Some("park-a")).validate(&lots), Ok(()));
+        assert!(matches!(with(Some("rediss://127.0.0.1:6380"), Some("a")).validate(&lots), Err(ClusterConfigError::TlsNotBuilt(_))), "refused at startup, not retried for ever");
         let mut short = with(Some("redis://127.0.0.1:6379"), Some("a"));
         short.lease = 2;
         assert_eq!(short.validate(&lots), Err(ClusterConfigError::BadLease(2)));

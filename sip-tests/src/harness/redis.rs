@@ -18,6 +18,14 @@ pub struct RedisServer {
     dir: PathBuf,
     _ports: PortPlan,
     paused: bool,
+    /// Extra arguments (a replica's `--replicaof`), or the Sentinel configuration file to run with `--sentinel`.
+    role: Role,
+}
+
+enum Role {
+    Master,
+    Replica { of: u16 },
+    Sentinel { conf: PathBuf },
 }
 
 impl RedisServer {
@@ -28,21 +36,57 @@ impl RedisServer {
 
     /// Starts one on a free loopback port and waits until it answers PING (panics after 10 s).
     pub fn start(name: &str) -> RedisServer {
+        Self::start_as(name, Role::Master)
+    }
+
+    /// A replica of `master` (`--replicaof`), started and answering PING (it syncs in the background).
+    pub fn start_replica(name: &str, master: &RedisServer) -> RedisServer {
+        Self::start_as(name, Role::Replica { of: master.port })
+    }
+
+    /// A Sentinel (`redis-server <conf> --sentinel`) watching `master` under the name `service`, quorum 1,
+    /// declaring it down after 1 s without an answer.
+    pub fn start_sentinel(name: &str, master: &RedisServer, service: &str) -> RedisServer {
+        let dir = fresh_log_dir(&format!("sentinel-{name}"));
         let ports = PortPlan::allocate();
-        let mut r = RedisServer { child: None, port: ports.sip, dir: fresh_log_dir(&format!("redis-{name}")), _ports: ports, paused: false };
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nsentinel monitor {service} 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds {service} 1000\nsentinel failover-timeout {service} 5000\n",
+            ports.sip,
+            dir.display(),
+            master.port
+        );
+        std::fs::write(&conf, text).expect("sentinel.conf");
+        let mut r = RedisServer { child: None, port: ports.sip, dir, _ports: ports, paused: false, role: Role::Sentinel { conf } };
+        r.spawn();
+        r
+    }
+
+    fn start_as(name: &str, role: Role) -> RedisServer {
+        let ports = PortPlan::allocate();
+        let mut r = RedisServer { child: None, port: ports.sip, dir: fresh_log_dir(&format!("redis-{name}")), _ports: ports, paused: false, role };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log file");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no", "--dir"])
-            .arg(&self.dir)
-            .stdout(log.try_clone().expect("log")).stderr(log)
-            .spawn()
-            .expect("start redis-server");
+        let mut cmd = Command::new("redis-server");
+        match &self.role {
+            Role::Sentinel { conf } => {
+                cmd.arg(conf).arg("--sentinel");
+            }
+            role => {
+                cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args(["--protected-mode", "no", "--dir"])
+                    .arg(&self.dir);
+                if let Role::Replica { of } = role {
+                    cmd.args(["--replicaof", "127.0.0.1", &of.to_string()]);
+                }
+            }
+        }
+        let child = cmd.stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("start redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -98,6 +142,11 @@ impl RedisServer {
     pub fn resume(&mut self) {
         self.signal(libc::SIGCONT);
         self.paused = false;
+    }
+
+    /// Kills it (SIGKILL) for good (a master dying, for a failover).
+    pub fn kill_now(&mut self) {
+        self.kill();
     }
 
     /// Kills it (SIGKILL) and starts a new, empty one on the same port.

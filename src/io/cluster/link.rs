@@ -44,6 +44,9 @@ pub struct RedisLink {
 /// channel's messages arrive as pushes on `push` (with `Disconnection` when the connection drops; the manager
 /// reconnects and subscribes again by itself).
 pub async fn connect(target: &RedisTarget, push: UnboundedSender<PushInfo>) -> redis::RedisResult<ConnectionManager> {
+    // A Sentinel-resolved connection gives up on its address soon: the driver asks Sentinel again instead (the
+    // master may have moved). A direct one keeps trying the one address it has.
+    let retries = if matches!(target, RedisTarget::Sentinel { .. }) { 2 } else { usize::MAX / 2 };
     let client = match target {
         RedisTarget::Server { url, .. } => redis::Client::open(with_resp3(url))?,
         RedisTarget::Sentinel { sentinels, master, db, username, password } => {
@@ -71,7 +74,7 @@ pub async fn connect(target: &RedisTarget, push: UnboundedSender<PushInfo>) -> r
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500))
-        .set_number_of_retries(usize::MAX / 2)
+        .set_number_of_retries(retries)
         .set_push_sender(push)
         .set_automatic_resubscription();
     tokio::time::timeout(CONNECT_TIMEOUT * 2, ConnectionManager::new_with_config(client, config))
