@@ -222,6 +222,19 @@ impl ClusterRoom {
         }
     }
 
+    /// Takes back a claim this node held before a restart (from the journal, with its fence and info), before
+    /// the link comes up. The resync after connecting keeps it if Redis still has it in this node's name with this
+    /// fence (a restart within the lease), restores it if Redis lost it, and reports it [`ClusterOutput::Lost`]
+    /// if another node holds the orbit now (the node came back after its lease ran out and the orbit was
+    /// taken). Claims in this node's name that were not adopted (granted, but never journaled: their park was
+    /// never answered 200) are released.
+    pub fn adopt(&mut self, now: Time, slot: Slot, fence: Fence, info: ClaimInfo) {
+        if slot.lot < self.keys.lots.len() && slot.orbit.0 < self.keys.lots[slot.lot].orbits.len() {
+            // Unknown how long Redis still keeps it: at risk until the first renewal or restore confirms it.
+            self.own.insert(slot, OwnClaim { fence, info, until: now });
+        }
+    }
+
     /// This node lets `slot` go (the parked call was retrieved or ended).
     pub fn release(&mut self, slot: Slot) {
         if let Some(c) = self.own.remove(&slot) {

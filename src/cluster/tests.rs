@@ -500,3 +500,61 @@ fn cancelled_claims_give_their_orbit_back() {
     assert!(w.redis.keys.is_empty());
     assert_eq!(w.rooms[0].pending_claims(), 0);
 }
+
+#[test]
+fn a_node_restarted_within_its_lease_keeps_its_adopted_claims_and_drops_the_unjournaled_one() {
+    let mut w = World::new(2, SlotPolicy::First, "701-720");
+    for id in 0..3 {
+        w.claim(0, id, 0, Want::Any);
+    }
+    w.settle();
+    // Node 0 restarts: a fresh room, the journal knows orbits 0 and 1 (orbit 2's park was never answered 200).
+    let mut s = w.rooms[0].settings().clone();
+    s.seed = 99;
+    let keys = w.rooms[0].keyspace().clone();
+    let fence = |w: &World, o| w.redis.holder(slot(o)).unwrap().0;
+    let (f0, f1) = (fence(&w, 0), fence(&w, 1));
+    let mut fresh = ClusterRoom::new(s, keys);
+    fresh.adopt(w.now, slot(0), f0, info("0-0"));
+    fresh.adopt(w.now, slot(1), f1, info("0-1"));
+    w.rooms[0] = fresh;
+    w.rooms[0].set_link(w.now, true);
+    w.settle();
+    assert_eq!(w.redis.holder(slot(0)), Some((f0, node("n0"))));
+    assert_eq!(w.redis.holder(slot(1)), Some((f1, node("n0"))));
+    assert_eq!(w.redis.holder(slot(2)), None, "the claim nobody journaled is given back");
+    assert!(w.lost[0].is_empty());
+    assert_eq!(w.rooms[0].own().count(), 2);
+}
+
+#[test]
+fn a_node_back_after_its_lease_loses_the_taken_orbit_and_restores_the_free_one() {
+    let mut w = World::new(2, SlotPolicy::First, "701-720");
+    w.claim(0, 1, 0, Want::Orbit(OrbitIdx(0)));
+    w.claim(0, 2, 0, Want::Orbit(OrbitIdx(1)));
+    w.settle();
+    let (f0, f1) = (w.redis.holder(slot(0)).unwrap().0, w.redis.holder(slot(1)).unwrap().0);
+    // Node 0 is down longer than its lease; node 1 takes orbit 0 meanwhile.
+    w.cut[0] = true;
+    w.rooms[0].set_link(w.now, false);
+    w.run_until(w.now + LEASE + Duration::from_secs(1));
+    w.redis.live(w.now);
+    assert!(w.redis.keys.is_empty(), "both expired");
+    w.claim(1, 1, 0, Want::Orbit(OrbitIdx(0)));
+    w.settle();
+    let taken_by = w.redis.holder(slot(0)).unwrap();
+    // Node 0 restarts from its journal and connects.
+    let s = w.rooms[0].settings().clone();
+    let keys = w.rooms[0].keyspace().clone();
+    let mut fresh = ClusterRoom::new(s, keys);
+    fresh.adopt(w.now, slot(0), f0, info("0-1"));
+    fresh.adopt(w.now, slot(1), f1, info("0-2"));
+    w.rooms[0] = fresh;
+    w.cut[0] = false;
+    w.rooms[0].set_link(w.now, true);
+    w.settle();
+    assert_eq!(w.lost[0], vec![slot(0)], "orbit 0 is node 1's now: the call there must move");
+    assert_eq!(w.redis.holder(slot(0)), Some(taken_by));
+    assert_eq!(w.redis.holder(slot(1)), Some((f1, node("n0"))), "orbit 1 was free: restored with its fence");
+    assert_eq!(w.rooms[1].view().get(slot(1)).map(|c| c.owner.clone()), Some(node("n0")), "and announced again");
+}
