@@ -36,7 +36,7 @@ mod tests;
 
 pub use ops::{ClaimId, ClaimReply, OpError, OpId, OrbitState, RedisOp, RedisReply, RenewStatus, SnapshotEntry};
 pub use room::{ClaimResult, ClusterOutput, ClusterRoom, ClusterWake, OwnClaim, Want};
-pub use view::{RemoteClaim, ViewChange};
+pub use view::{NodeState, RemoteClaim, ViewChange};
 pub use wire::{Change, Keyspace, WireError};
 
 use crate::config::{NumRange, SlotPolicy};
@@ -104,6 +104,19 @@ pub struct ClaimInfo {
     /// When it was parked, milliseconds since the Unix epoch.
     #[serde(default)]
     pub since_ms: u64,
+    /// The parked dialog as the owner holds it (Call-ID, the owner's tag, the parked party's tag): what a BLF
+    /// NOTIFY on another node shows so a phone can pick the call up with `Replaces`, and what that node matches an
+    /// INVITE with `Replaces` against to forward it to the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialog: Option<ParkedDialog>,
+}
+
+/// The parked dialog's identifiers, from the owner's side (RFC 3891 Replaces, RFC 4235 dialog-info).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParkedDialog {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
 }
 
 /// One lot as the cluster sees it: its name (in the keys) and its orbits; the same on every node.

@@ -213,7 +213,13 @@ mod tests {
     #[test]
     fn messages_round_trip_and_garbage_is_a_typed_error() {
         let k = ks();
-        let info = ClaimInfo { parked: "sip:alice@x".into(), parked_name: Some("Alice Smith".into()), parker: None, since_ms: 5 };
+        let info = ClaimInfo {
+            parked: "sip:alice@x".into(),
+            parked_name: Some("Alice Smith".into()),
+            parker: None,
+            since_ms: 5,
+            dialog: Some(super::super::ParkedDialog { call_id: "a84b@pc33".into(), local_tag: "p1".into(), remote_tag: "x 9".into() }),
+        };
         let msg = format!("claim default 705 42 node-a 10000 {}", info_json(&info));
         assert_eq!(
             k.decode_change(&msg).unwrap(),
