@@ -33,7 +33,7 @@ fn start(redis: &RedisServer, name: &str, orbits: &str, lease: Duration) -> Node
     let node = NodeName::new(name).unwrap();
     let mut s = ClusterSettings::new(node, format!("sip:{name}@127.0.0.1"), lease);
     s.seed = name.bytes().map(u64::from).sum();
-    let (h, ev) = spawn(s, Keyspace::new("parkd", lots(orbits)), RedisTarget::Server { url: redis.url(), tls: false });
+    let (h, ev) = spawn(s, Keyspace::new("parkd", lots(orbits)), RedisTarget::Server { url: redis.url(), tls: false }, 0);
     Node { h, ev }
 }
 
@@ -132,9 +132,8 @@ async fn racing_indirect_claims_from_three_nodes_own_every_orbit_once() {
         let t0 = Instant::now();
         let r = nodes[0].h.claim(0, Want::Orbit(OrbitIdx(0)), info("seq")).await;
         seq.push(t0.elapsed());
-        assert!(matches!(r, ClaimResult::Granted { .. }), "{r:?}");
+        assert!(matches!(r, ClaimResult::Granted { .. }), "{r:?}: a release is written before the next claim of that orbit");
         nodes[0].h.release(slot(0));
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     eprintln!("FIGURE claim round trip, one at a time: p50 {:?}, p99 {:?}", pct(&mut seq, 0.5), pct(&mut seq, 0.99));
     for n in &nodes {
@@ -407,7 +406,7 @@ async fn a_sentinel_failover_loses_no_acknowledged_claim() {
     };
     let mut master = RedisServer::start("sentinel-master");
     let replica = RedisServer::start_replica("sentinel-replica", &master);
-    wait_for("the replica in sync", Duration::from_secs(10), &|| master.cli(&["INFO", "replication"]).contains("connected_slaves:1"));
+    wait_for("the replica in sync", Duration::from_secs(10), &|| master.cli(&["INFO", "replication"]).contains("state=online"));
     let sentinel = RedisServer::start_sentinel("s", &master, "parkm");
     let rport = replica.port().to_string();
     wait_for("Sentinel knowing the replica", Duration::from_secs(15), &|| sentinel.cli(&["SENTINEL", "replicas", "parkm"]).contains(&rport));
@@ -416,14 +415,16 @@ async fn a_sentinel_failover_loses_no_acknowledged_claim() {
     let node = |name: &str| {
         let mut s = ClusterSettings::new(NodeName::new(name).unwrap(), format!("sip:{name}@127.0.0.1"), Duration::from_secs(5));
         s.seed = 3;
-        let (h, ev) = spawn(s, Keyspace::new("parkd", lots("701-720")), target.clone());
+        // a waits for the replica to have each claim (WAIT 1): no acknowledged claim can be lost.
+        let (h, ev) = spawn(s, Keyspace::new("parkd", lots("701-720")), target.clone(), u32::from(name == "a"));
         Node { h, ev }
     };
     let (a, b) = (node("a"), node("b"));
     until_available(&a, Duration::from_secs(5)).await;
     until_available(&b, Duration::from_secs(5)).await;
     for n in [&a, &a, &a, &b, &b] {
-        assert!(matches!(n.h.claim(0, Want::Any, info("s")).await, ClaimResult::Granted { .. }));
+        let r = n.h.claim(0, Want::Any, info("s")).await;
+        assert!(matches!(r, ClaimResult::Granted { .. }), "{r:?}");
     }
     let read = |r: &RedisServer| -> BTreeMap<String, String> {
         r.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"])
@@ -446,11 +447,38 @@ async fn a_sentinel_failover_loses_no_acknowledged_claim() {
         after = read(&replica);
     }
     assert_eq!(after, before, "every acknowledged claim on the new master, same owners and fences");
-    until_available(&a, Duration::from_secs(10)).await;
-    let r = a.h.claim(0, Want::Any, info("s")).await;
+    until_available(&b, Duration::from_secs(10)).await;
+    let r = b.h.claim(0, Want::Any, info("s")).await;
     assert!(matches!(r, ClaimResult::Granted { fence: Fence(f), .. } if f > 5), "new claims go to the new master: {r:?}");
+    // a requires a replica to have each claim, and the promoted master has none left: a's parks are refused
+    // (the price of replicas = 1), and what it tried leaves nothing behind.
+    let keys_before = read(&replica).len();
+    until_available(&a, Duration::from_secs(10)).await;
+    assert_eq!(a.h.claim(0, Want::Any, info("s")).await, ClaimResult::Unavailable);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(read(&replica).len(), keys_before);
     eprintln!("FIGURE Sentinel failover: replica promoted {promoted:?} after the master's SIGKILL; claims all on it {:?} later; total {:?}", t_claims.elapsed(), t0.elapsed());
     assert!(b.h.snapshot().await.remote.iter().filter(|(_, c)| c.owner.as_str() == "a").count() >= 3, "b still sees a's orbits");
     a.h.stop();
     b.h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_required_and_none_there_parks_get_unavailable_and_nothing_stays() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("replicas");
+    let mut s = ClusterSettings::new(NodeName::new("a").unwrap(), "sip:a@127.0.0.1".into(), Duration::from_secs(10));
+    s.seed = 1;
+    let (h, ev) = spawn(s, Keyspace::new("parkd", lots("701-720")), RedisTarget::Server { url: redis.url(), tls: false }, 1);
+    let a = Node { h, ev };
+    until_available(&a, Duration::from_secs(5)).await;
+    let t0 = Instant::now();
+    let r = a.h.claim(0, Want::Any, info("a")).await;
+    assert_eq!(r, ClaimResult::Unavailable, "no replica acknowledged it");
+    eprintln!("FIGURE replicas = 1 without a replica: claim Unavailable after {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(redis.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"]), "", "the unreplicated claim was given back");
+    a.h.stop();
 }

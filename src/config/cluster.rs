@@ -31,6 +31,11 @@ pub struct ClusterConfig {
     /// Prefix of every key and of the pub/sub channel (default `parkd`), so several clusters can share one Redis.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
+    /// Replicas that must have a claim before a park is answered (`WAIT`), 0..=8 (default 0). With Sentinel and
+    /// `replicas = 1`, a failover cannot lose an acknowledged claim; the price is one replication round trip per
+    /// park, and parks answer 503 while no replica answers.
+    #[serde(default)]
+    pub replicas: u32,
 }
 
 fn default_lease() -> u64 {
@@ -42,7 +47,7 @@ fn default_prefix() -> String {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { redis: None, node: None, lease: default_lease(), key_prefix: default_prefix() }
+        ClusterConfig { redis: None, node: None, lease: default_lease(), key_prefix: default_prefix(), replicas: 0 }
     }
 }
 
@@ -65,6 +70,8 @@ pub enum ClusterConfigError {
     Incomplete(&'static str),
     #[error("[cluster] lease = {0}: must be 3..=3600 seconds")]
     BadLease(u64),
+    #[error("[cluster] replicas = {0}: at most 8")]
+    BadReplicas(u32),
     #[error("[cluster] key_prefix = {0:?}: 1-64 of A-Z a-z 0-9 . _ -")]
     BadPrefix(String),
     #[error("lot {0:?}: in a cluster, lot names go into Redis keys and must be 1-64 of A-Z a-z 0-9 . _ -")]
@@ -93,6 +100,9 @@ impl ClusterConfig {
         }
         if !(3..=3600).contains(&self.lease) {
             return Err(ClusterConfigError::BadLease(self.lease));
+        }
+        if self.replicas > 8 {
+            return Err(ClusterConfigError::BadReplicas(self.replicas));
         }
         if !crate::cluster::is_token(&self.key_prefix) {
             return Err(ClusterConfigError::BadPrefix(self.key_prefix.clone()));

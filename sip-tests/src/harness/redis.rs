@@ -79,7 +79,7 @@ impl RedisServer {
             }
             role => {
                 cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                    .args(["--protected-mode", "no", "--dir"])
+                    .args(["--protected-mode", "no", "--repl-diskless-sync-delay", "0", "--dir"])
                     .arg(&self.dir);
                 if let Role::Replica { of } = role {
                     cmd.args(["--replicaof", "127.0.0.1", &of.to_string()]);

@@ -1,5 +1,5 @@
-//! The task that runs a [`ClusterRoom`] against Redis: it owns the room, carries its operations out (each as its
-//! own small task on the multiplexed connection, replies coming back on a channel), feeds it the channel's
+//! The task that runs a [`ClusterRoom`] against Redis: it owns the room, carries its operations out (concurrently
+//! on the multiplexed connection, written in the order the room issued them), feeds it the channel's
 //! messages and the connection's ups and downs, and fires its deadlines. The rest of parkd talks to it through
 //! a [`ClusterHandle`] and hears from it on a channel of [`ClusterEvent`]s.
 
@@ -11,7 +11,10 @@ use crate::cluster::{
 use crate::config::RedisTarget;
 use crate::io::clock::Clock;
 use redis::{PushInfo, PushKind, Value};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rustc_hash::FxHashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -84,13 +87,17 @@ impl ClusterHandle {
     }
 }
 
-/// Starts the cluster task on the current tokio runtime.
-pub fn spawn(settings: ClusterSettings, keys: Keyspace, target: RedisTarget) -> (ClusterHandle, mpsc::UnboundedReceiver<ClusterEvent>) {
+/// Starts the cluster task on the current tokio runtime. `replicas`: see [`RedisLink::with_replicas`].
+pub fn spawn(settings: ClusterSettings, keys: Keyspace, target: RedisTarget, replicas: u32) -> (ClusterHandle, mpsc::UnboundedReceiver<ClusterEvent>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(settings, keys, target, rx, ev_tx));
+    tokio::spawn(run(settings, keys, target, replicas, rx, ev_tx));
     (ClusterHandle { tx }, ev_rx)
 }
+
+/// Operations in flight. Polled as one stream by the loop: a new one is first polled (and so written to the
+/// connection) in the order the room issued it, and all of them run concurrently on the multiplexed connection.
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = (OpId, Result<RedisReply, OpError>)> + Send>>>;
 
 struct Driver {
     clock: Clock,
@@ -99,7 +106,6 @@ struct Driver {
     link: Option<RedisLink>,
     waiters: FxHashMap<ClaimId, oneshot::Sender<ClaimResult>>,
     next_claim: u64,
-    op_tx: mpsc::UnboundedSender<(OpId, Result<RedisReply, OpError>)>,
     events: mpsc::UnboundedSender<ClusterEvent>,
 }
 
@@ -107,11 +113,12 @@ async fn run(
     settings: ClusterSettings,
     keys: Keyspace,
     target: RedisTarget,
+    replicas: u32,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     events: mpsc::UnboundedSender<ClusterEvent>,
 ) {
     let keys = Arc::new(keys);
-    let (op_tx, mut op_rx) = mpsc::unbounded_channel();
+    let mut inflight = InFlight::new();
     let (push_tx, mut push_rx) = mpsc::unbounded_channel::<PushInfo>();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<RedisLink>();
     let node = settings.node.clone();
@@ -123,7 +130,6 @@ async fn run(
         link: None,
         waiters: FxHashMap::default(),
         next_claim: 0,
-        op_tx,
         events,
     };
     let connector = {
@@ -134,7 +140,10 @@ async fn run(
                 loop {
                     match connect(&target, push_tx.clone()).await {
                         Ok(cm) => {
-                            let link = RedisLink::new(cm, keys.clone(), node.as_str(), &sip, lease);
+                            let link = RedisLink::new(cm, keys.clone(), node.as_str(), &sip, lease).with_replicas(replicas);
+                            if let Err(e) = link.preload().await {
+                                tracing::warn!(error = %e, "cluster: cannot load the scripts into Redis (EVAL will be used)");
+                            }
                             let mut c = link.connection();
                             match tokio::time::timeout(RESPONSE_TIMEOUT, c.subscribe(keys.channel())).await {
                                 Ok(Ok(())) => {
@@ -162,7 +171,7 @@ async fn run(
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if !frozen {
-            d.drain();
+            d.drain(&mut inflight);
         }
         let deadline = d.room.poll_timeout().map(|(t, _)| t).filter(|_| !frozen);
         let sleep_to = deadline.map(|t| tokio::time::Instant::from_std(d.clock.instant_at(t)));
@@ -172,7 +181,7 @@ async fn run(
                 Some(Cmd::Freeze(f)) => frozen = f,
                 Some(c) => d.command(c),
             },
-            Some((op, r)) = op_rx.recv(), if !frozen => d.room.handle_reply(d.clock.now(), op, r),
+            Some((op, r)) = inflight.next(), if !frozen && !inflight.is_empty() => d.room.handle_reply(d.clock.now(), op, r),
             Some(push) = push_rx.recv(), if !frozen => if d.push(push) && sentinel {
                 // The master may have moved: ask Sentinel again instead of reconnecting to the old address.
                 d.link = None;
@@ -193,20 +202,15 @@ async fn run(
 }
 
 impl Driver {
-    fn drain(&mut self) {
+    fn drain(&mut self, inflight: &mut InFlight) {
         while let Some(o) = self.room.poll_output() {
             match o {
                 ClusterOutput::Redis { op, cmd } => match &self.link {
                     Some(link) => {
-                        let (link, tx) = (link.clone(), self.op_tx.clone());
-                        tokio::spawn(async move {
-                            let r = link.run(cmd).await;
-                            let _ = tx.send((op, r));
-                        });
+                        let link = link.clone();
+                        inflight.push(Box::pin(async move { (op, link.run(cmd).await) }));
                     }
-                    None => {
-                        let _ = self.op_tx.send((op, Err(OpError::Connection("not connected".into()))));
-                    }
+                    None => inflight.push(Box::pin(async move { (op, Err(OpError::Connection("not connected".into()))) })),
                 },
                 ClusterOutput::Claim { id, result } => {
                     if let Some(w) = self.waiters.remove(&id) {

@@ -37,8 +37,12 @@ pub struct RedisLink {
     node: Arc<str>,
     sip: Arc<str>,
     lease_ms: u64,
+    replicas: u32,
     scripts: Arc<Scripts>,
 }
+
+/// How long a claim waits for its replicas (`[cluster] replicas`) before it counts as not acknowledged.
+pub const REPLICA_WAIT_MS: u64 = 500;
 
 /// Connects to Redis (asking Sentinel for the master first when the target is one), over RESP3 so the
 /// channel's messages arrive as pushes on `push` (with `Disconnection` when the connection drops; the manager
@@ -132,6 +136,7 @@ impl RedisLink {
             node: Arc::from(node),
             sip: Arc::from(sip),
             lease_ms: lease.as_millis() as u64,
+            replicas: 0,
             scripts: Arc::new(Scripts {
                 claim: Script::new(scripts::CLAIM),
                 claim_any: Script::new(scripts::CLAIM_ANY),
@@ -141,6 +146,25 @@ impl RedisLink {
                 read: Script::new(scripts::READ),
             }),
         }
+    }
+
+    /// Every grant waits until `n` replicas have it (`WAIT n 500`); one that fewer replicas acknowledged is
+    /// released and fails (the room answers `Unavailable`), so a Sentinel failover cannot lose an acknowledged
+    /// claim. 0 (the default): no waiting; the owner's resync restores what a failover lost.
+    pub fn with_replicas(mut self, n: u32) -> RedisLink {
+        self.replicas = n;
+        self
+    }
+
+    /// Loads every script into Redis's script cache (after connecting), so the first claims are one EVALSHA each
+    /// rather than EVALSHA, NOSCRIPT, EVAL. (After a Redis restart the cache is empty again; the fallback covers it.)
+    pub async fn preload(&self) -> Result<(), OpError> {
+        let mut cm = self.cm.clone();
+        let s = &self.scripts;
+        for script in [&s.claim, &s.claim_any, &s.renew, &s.restore, &s.release, &s.read] {
+            script.load_async(&mut cm).await.map_err(err)?;
+        }
+        Ok(())
     }
 
     /// The connection (for the driver's subscribe and probe).
@@ -171,7 +195,8 @@ impl RedisLink {
                     .invoke_async(&mut cm)
                     .await
                     .map_err(err)?;
-                self.claim_reply(slot.lot, strings(v)?)
+                let r = self.claim_reply(slot.lot, strings(v)?)?;
+                self.replicated(&mut cm, slot.lot, r).await
             }
             RedisOp::ClaimAny { lot, start, info } => {
                 let orbits = k.lots[lot].orbits;
@@ -192,7 +217,8 @@ impl RedisLink {
                     .invoke_async(&mut cm)
                     .await
                     .map_err(err)?;
-                self.claim_reply(lot, strings(v)?)
+                let r = self.claim_reply(lot, strings(v)?)?;
+                self.replicated(&mut cm, lot, r).await
             }
             RedisOp::Renew { claims } => {
                 let mut inv = self.scripts.renew.prepare_invoke();
@@ -221,23 +247,41 @@ impl RedisLink {
                 let v: Value = inv.invoke_async(&mut cm).await.map_err(err)?;
                 renew_statuses(strings(v)?, claims.len())
             }
-            RedisOp::Release { slot, fence } => {
-                let v: Value = self
-                    .scripts
-                    .release
-                    .key(k.orbit_key(slot))
-                    .arg(node)
-                    .arg(fence.0)
-                    .arg(&channel)
-                    .arg(k.lot_name(slot.lot))
-                    .arg(k.number(slot))
-                    .invoke_async(&mut cm)
-                    .await
-                    .map_err(err)?;
-                Ok(RedisReply::Released(strings(v)?.first().is_some_and(|s| s == "1")))
-            }
+            RedisOp::Release { slot, fence } => self.run_release(&mut cm, slot, fence).await,
             RedisOp::Resync => self.resync(&mut cm).await,
         }
+    }
+
+    /// With `replicas`, a grant counts once that many replicas have it; otherwise it is given back and fails.
+    async fn replicated(&self, cm: &mut ConnectionManager, lot: usize, r: RedisReply) -> Result<RedisReply, OpError> {
+        let RedisReply::Claim(ClaimReply::Granted { orbit, fence }) = &r else { return Ok(r) };
+        if self.replicas == 0 {
+            return Ok(r);
+        }
+        let acked: i64 = redis::cmd("WAIT").arg(self.replicas).arg(REPLICA_WAIT_MS).query_async(cm).await.map_err(err)?;
+        if acked >= i64::from(self.replicas) {
+            return Ok(r);
+        }
+        let slot = crate::cluster::Slot { lot, orbit: *orbit };
+        let _ = self.run_release(cm, slot, *fence).await;
+        Err(OpError::Server(format!("claim reached {acked} of {} replicas within {REPLICA_WAIT_MS} ms; given back", self.replicas)))
+    }
+
+    async fn run_release(&self, cm: &mut ConnectionManager, slot: crate::cluster::Slot, fence: Fence) -> Result<RedisReply, OpError> {
+        let k = &self.keys;
+        let v: Value = self
+            .scripts
+            .release
+            .key(k.orbit_key(slot))
+            .arg(&*self.node)
+            .arg(fence.0)
+            .arg(k.channel())
+            .arg(k.lot_name(slot.lot))
+            .arg(k.number(slot))
+            .invoke_async(cm)
+            .await
+            .map_err(err)?;
+        Ok(RedisReply::Released(strings(v)?.first().is_some_and(|s| s == "1")))
     }
 
     fn claim_reply(&self, lot: usize, s: Vec<String>) -> Result<RedisReply, OpError> {
