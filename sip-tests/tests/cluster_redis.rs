@@ -482,3 +482,32 @@ async fn with_replicas_required_and_none_there_parks_get_unavailable_and_nothing
     assert_eq!(redis.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"]), "", "the unreplicated claim was given back");
     a.h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_redis_refuses_at_once_and_joins_when_redis_comes() {
+    if skip() {
+        return;
+    }
+    let mut redis = RedisServer::start("late");
+    redis.kill_now();
+    let a = start(&redis, "a", "701-720", Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    assert_eq!(a.h.claim(0, Want::Any, info("a")).await, ClaimResult::Unavailable);
+    eprintln!("FIGURE Redis not running: claim Unavailable after {:?}", t0.elapsed());
+    redis.restart_empty();
+    let joined = until_available(&a, Duration::from_secs(10)).await;
+    eprintln!("FIGURE Redis started: node available {joined:?} later");
+    assert!(matches!(a.h.claim(0, Want::Any, info("a")).await, ClaimResult::Granted { .. }));
+    // Redis killed while the node runs: refused at once (connection refused), back when it is.
+    redis.kill_now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t1 = Instant::now();
+    assert_eq!(a.h.claim(0, Want::Any, info("a")).await, ClaimResult::Unavailable);
+    eprintln!("FIGURE Redis killed: claim Unavailable after {:?}", t1.elapsed());
+    redis.restart_empty();
+    until_available(&a, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(redis.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"]).lines().count(), 1, "the claim made before is back");
+    a.h.stop();
+}
