@@ -511,3 +511,50 @@ async fn a_node_started_before_redis_refuses_at_once_and_joins_when_redis_comes(
     assert_eq!(redis.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"]).lines().count(), 1, "the claim made before is back");
     a.h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_and_release_cycles_over_three_nodes() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cycles");
+    let nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| start(&redis, n, "701-800", Duration::from_secs(10))).collect();
+    for n in &nodes {
+        until_available(n, Duration::from_secs(5)).await;
+    }
+    // Bounded: 3 nodes × 8 workers × 150 cycles (claim-any, then release), 24 orbits in use at most of 100.
+    let (workers, cycles) = (8, 150);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for w in 0..workers {
+            let h = n.h.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut refused = 0;
+                for k in 0..cycles {
+                    match h.claim(0, Want::Any, info(&format!("{i}-{w}-{k}"))).await {
+                        ClaimResult::Granted { slot, .. } => h.release(slot),
+                        _ => refused += 1,
+                    }
+                }
+                refused
+            }));
+        }
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap();
+    }
+    let took = t0.elapsed();
+    let total = 3 * workers * cycles;
+    assert_eq!(refused, 0, "every claim granted (24 in flight for 100 orbits)");
+    eprintln!(
+        "FIGURE {total} claim+release cycles over 3 nodes (8 concurrent each, one Redis, debug build): {took:?}, {:.0} cycles/s, 2 Redis round trips per cycle",
+        total as f64 / took.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(redis.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"]), "", "every orbit released");
+    for n in &nodes {
+        n.h.stop();
+    }
+}
