@@ -32,6 +32,8 @@ pub mod view;
 pub mod wire;
 
 #[cfg(test)]
+pub(crate) mod fake_redis;
+#[cfg(test)]
 mod tests;
 
 pub use ops::{ClaimId, ClaimReply, OpError, OpId, OrbitState, RedisOp, RedisReply, RenewStatus, SnapshotEntry};

@@ -1,7 +1,8 @@
-//! The cluster room in virtual time: several rooms against an in-memory Redis that runs each [`RedisOp`] with
-//! the semantics of the Lua scripts in `io/cluster/scripts.rs` (TTLs in virtual time, per-lot fence counters,
-//! messages published to every room). The same cases run against a real Redis in `io/cluster/tests.rs`.
+//! The cluster room in virtual time: several rooms against an in-memory Redis ([`super::fake_redis`]) that runs
+//! each [`RedisOp`] with the semantics of the Lua scripts in `io/cluster/scripts.rs` (TTLs in virtual time, per-lot
+//! fence counters, messages published to every room). The same cases run against a real Redis in `io/cluster/tests.rs`.
 
+use super::fake_redis::FakeRedis;
 use super::*;
 use crate::config::NumRange;
 use crate::time::Time;
@@ -26,105 +27,6 @@ fn info(tag: &str) -> ClaimInfo {
 
 fn t(ms: u64) -> Time {
     Time::from_millis(1_000_000 + ms)
-}
-
-/// An in-memory Redis with the scripts' semantics.
-#[derive(Default)]
-struct FakeRedis {
-    keys: BTreeMap<Slot, (Fence, NodeName, ClaimInfo, Time)>,
-    counters: BTreeMap<usize, u64>,
-    published: Vec<Change>,
-}
-
-impl FakeRedis {
-    fn live(&mut self, now: Time) {
-        self.keys.retain(|_, v| v.3 > now);
-    }
-    fn holder(&self, slot: Slot) -> Option<(Fence, NodeName)> {
-        self.keys.get(&slot).map(|v| (v.0, v.1.clone()))
-    }
-    fn set(&mut self, now: Time, slot: Slot, fence: Fence, me: &NodeName, info: &ClaimInfo) {
-        self.keys.insert(slot, (fence, me.clone(), info.clone(), now + LEASE));
-        self.published.push(Change::Claimed { slot, fence, owner: me.clone(), lease_ms: LEASE.as_millis() as u64, info: info.clone() });
-    }
-    fn exec(&mut self, now: Time, ks: &Keyspace, me: &NodeName, op: &RedisOp) -> RedisReply {
-        self.live(now);
-        match op {
-            RedisOp::Claim { slot, info } => {
-                if let Some((fence, owner)) = self.holder(*slot) {
-                    return RedisReply::Claim(ClaimReply::Taken { owner, fence });
-                }
-                let c = self.counters.entry(slot.lot).or_default();
-                *c += 1;
-                let fence = Fence(*c);
-                self.set(now, *slot, fence, me, info);
-                RedisReply::Claim(ClaimReply::Granted { orbit: slot.orbit, fence })
-            }
-            RedisOp::ClaimAny { lot, start, info } => {
-                let n = ks.lots[*lot].orbits.len();
-                for i in 0..n {
-                    let slot = Slot { lot: *lot, orbit: OrbitIdx((start.0 + i) % n) };
-                    if self.holder(slot).is_none() {
-                        let c = self.counters.entry(*lot).or_default();
-                        *c += 1;
-                        let fence = Fence(*c);
-                        self.set(now, slot, fence, me, info);
-                        return RedisReply::Claim(ClaimReply::Granted { orbit: slot.orbit, fence });
-                    }
-                }
-                RedisReply::Claim(ClaimReply::Full)
-            }
-            RedisOp::Renew { claims } => {
-                let st = claims
-                    .iter()
-                    .map(|(slot, fence)| match self.keys.get_mut(slot) {
-                        None => RenewStatus::Missing,
-                        Some(v) if v.0 == *fence && &v.1 == me => {
-                            v.3 = now + LEASE;
-                            RenewStatus::Held
-                        }
-                        Some(v) => RenewStatus::Taken { owner: v.1.clone(), fence: v.0 },
-                    })
-                    .collect();
-                self.published.push(Change::Alive { node: me.clone(), lease_ms: LEASE.as_millis() as u64, sip: format!("sip:{me}") });
-                RedisReply::Renewed(st)
-            }
-            RedisOp::Restore { claims } => {
-                let st = claims
-                    .iter()
-                    .map(|(slot, fence, info)| match self.keys.get_mut(slot) {
-                        None => {
-                            let c = self.counters.entry(slot.lot).or_default();
-                            *c = (*c).max(fence.0);
-                            self.set(now, *slot, *fence, me, info);
-                            RenewStatus::Held
-                        }
-                        Some(v) if v.0 == *fence && &v.1 == me => {
-                            v.3 = now + LEASE;
-                            RenewStatus::Held
-                        }
-                        Some(v) => RenewStatus::Taken { owner: v.1.clone(), fence: v.0 },
-                    })
-                    .collect();
-                RedisReply::Renewed(st)
-            }
-            RedisOp::Release { slot, fence } => {
-                if self.holder(*slot) == Some((*fence, me.clone())) {
-                    self.keys.remove(slot);
-                    self.published.push(Change::Released { slot: *slot, fence: *fence, owner: me.clone() });
-                    RedisReply::Released(true)
-                } else {
-                    RedisReply::Released(false)
-                }
-            }
-            RedisOp::Resync => RedisReply::Snapshot(
-                self.keys
-                    .iter()
-                    .map(|(s, v)| SnapshotEntry { slot: *s, owner: v.1.clone(), fence: v.0, info: v.2.clone(), ttl_ms: (v.3 - now).as_millis() as u64 })
-                    .collect(),
-            ),
-        }
-    }
 }
 
 /// Rooms around one fake Redis. Operations run at once (zero latency) unless the Redis is stalled (then they
@@ -154,7 +56,7 @@ impl World {
             .collect();
         let mut w = World {
             now: t(0),
-            redis: FakeRedis::default(),
+            redis: FakeRedis::new(LEASE),
             rooms,
             stalled: false,
             held: vec![],
@@ -419,7 +321,7 @@ fn redis_restarted_empty_gets_every_claim_back_with_its_fence_and_the_counter_ne
     let before: BTreeMap<Slot, (Fence, NodeName)> = w.redis.keys.iter().map(|(s, v)| (*s, (v.0, v.1.clone()))).collect();
     assert_eq!(before.len(), 6);
     // Redis restarts without persistence: everything is gone, connections drop and come back.
-    w.redis = FakeRedis::default();
+    w.redis = FakeRedis::new(LEASE);
     for i in 0..2 {
         w.rooms[i].set_link(w.now, false);
     }
