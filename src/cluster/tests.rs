@@ -1,6 +1,7 @@
 //! The cluster room in virtual time: several rooms against an in-memory Redis ([`super::fake_redis`]) that runs
 //! each [`RedisOp`] with the semantics of the Lua scripts in `io/cluster/scripts.rs` (TTLs in virtual time, per-lot
-//! fence counters, messages published to every room). The same cases run against a real Redis in `io/cluster/tests.rs`.
+//! fence counters, messages published to every room). The same cases run against real Redis servers in
+//! `sip-tests/tests/cluster_redis.rs`.
 
 use super::fake_redis::FakeRedis;
 use super::*;
