@@ -33,7 +33,7 @@ fn start(redis: &RedisServer, name: &str, orbits: &str, lease: Duration) -> Node
     let node = NodeName::new(name).unwrap();
     let mut s = ClusterSettings::new(node, format!("sip:{name}@127.0.0.1"), lease);
     s.seed = name.bytes().map(u64::from).sum();
-    let (h, ev) = spawn(s, Keyspace::new("parkd", lots(orbits)), RedisTarget::Server { url: redis.url(), tls: false }, 0);
+    let (h, ev) = spawn(s, Keyspace::new("parkd", lots(orbits)), RedisTarget::Server { url: redis.url(), tls: None }, 0);
     Node { h, ev }
 }
 
@@ -406,7 +406,13 @@ async fn a_sentinel_failover_loses_no_acknowledged_claim() {
     };
     let mut master = RedisServer::start("sentinel-master");
     let replica = RedisServer::start_replica("sentinel-replica", &master);
-    wait_for("the replica in sync", Duration::from_secs(10), &|| master.cli(&["INFO", "replication"]).contains("state=online"));
+    // In sync and streaming: after a diskless sync the master streams only once the replica's first ACK came (up
+    // to 1 s later), so wait until a write shows up on the replica.
+    wait_for("the replica streaming", Duration::from_secs(10), &|| {
+        let _ = master.cli(&["SET", "probe", "1"]);
+        replica.cli(&["GET", "probe"]) == "1"
+    });
+    master.cli(&["DEL", "probe"]);
     let sentinel = RedisServer::start_sentinel("s", &master, "parkm");
     let rport = replica.port().to_string();
     wait_for("Sentinel knowing the replica", Duration::from_secs(15), &|| sentinel.cli(&["SENTINEL", "replicas", "parkm"]).contains(&rport));
@@ -471,7 +477,7 @@ async fn with_replicas_required_and_none_there_parks_get_unavailable_and_nothing
     let redis = RedisServer::start("replicas");
     let mut s = ClusterSettings::new(NodeName::new("a").unwrap(), "sip:a@127.0.0.1".into(), Duration::from_secs(10));
     s.seed = 1;
-    let (h, ev) = spawn(s, Keyspace::new("parkd", lots("701-720")), RedisTarget::Server { url: redis.url(), tls: false }, 1);
+    let (h, ev) = spawn(s, Keyspace::new("parkd", lots("701-720")), RedisTarget::Server { url: redis.url(), tls: None }, 1);
     let a = Node { h, ev };
     until_available(&a, Duration::from_secs(5)).await;
     let t0 = Instant::now();
@@ -555,6 +561,51 @@ async fn claim_and_release_cycles_over_three_nodes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(redis.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"]), "", "every orbit released");
     for n in &nodes {
+        n.h.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_client_certificates() {
+    if skip() {
+        return;
+    }
+    if !RedisServer::openssl_available() {
+        eprintln!("SKIPPED: openssl is not installed (scripts/test.sh installs it) to make the test certificates");
+        return;
+    }
+    let redis = RedisServer::start_tls("tls");
+    let t = redis.tls_paths();
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port());
+    let cfg = |ca: bool| parkd::config::ClusterConfig {
+        redis: Some(url.clone()),
+        node: Some("a".into()),
+        tls_ca_file: ca.then(|| t.ca.clone()),
+        tls_cert_file: Some(t.client_cert.clone()),
+        tls_key_file: Some(t.client_key.clone()),
+        ..Default::default()
+    };
+    cfg(true).validate(&[]).unwrap();
+    let node = |name: &str, ca: bool| {
+        let s = ClusterSettings::new(NodeName::new(name).unwrap(), format!("sip:{name}@127.0.0.1"), Duration::from_secs(10));
+        let (h, ev) = spawn(s, Keyspace::new("parkd", lots("701-720")), cfg(ca).target().unwrap().unwrap(), 0);
+        Node { h, ev }
+    };
+    let a = node("a", true);
+    let mut b = node("b", true);
+    until_available(&a, Duration::from_secs(10)).await;
+    until_available(&b, Duration::from_secs(10)).await;
+    let r = a.h.claim(0, Want::Orbit(OrbitIdx(4)), info("tls")).await;
+    assert!(matches!(r, ClaimResult::Granted { .. }), "{r:?}");
+    let seen = wait_event(&mut b, Duration::from_secs(5), |e| matches!(e, ClusterEvent::View(ViewChange::Claimed { slot: s, .. }) if *s == slot(4))).await;
+    assert!(seen.is_some(), "pub/sub over TLS reaches the other node");
+    assert!(redis.cli(&["GET", "parkd:{default}:orbit:705"]).contains(" a "));
+    // A node that does not trust the test CA (system roots only) never gets a connection: parks are refused.
+    let c = node("c", false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!c.h.snapshot().await.available);
+    assert_eq!(c.h.claim(0, Want::Any, info("c")).await, ClaimResult::Unavailable);
+    for n in [a, b, c] {
         n.h.stop();
     }
 }

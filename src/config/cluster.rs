@@ -7,10 +7,16 @@
 //! node = "park-a"                     # unique per node: A-Z a-z 0-9 . _ -
 //! lease = 10                          # seconds a node's claims outlive it
 //! key_prefix = "parkd"                # namespace of the keys and the channel in Redis
+//! # with rediss://: the CA that signed Redis's certificate (absent: the system's roots), and this node's
+//! # certificate and key when Redis asks for one (tls-auth-clients, Redis's default)
+//! tls_ca_file = "/etc/parkd/redis-ca.crt"
+//! tls_cert_file = "/etc/parkd/node.crt"
+//! tls_key_file = "/etc/parkd/node.key"
 //! ```
 
 use crate::config::LotConfig;
 use serde::Deserialize;
+use std::path::PathBuf;
 
 /// `[cluster]`, see the module doc.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -36,6 +42,25 @@ pub struct ClusterConfig {
     /// park, and parks answer 503 while no replica answers.
     #[serde(default)]
     pub replicas: u32,
+    /// With `rediss://`: PEM file of the CA that signed Redis's certificate (absent: the system's trusted roots).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `rediss://`: this node's client certificate (PEM), for a Redis with `tls-auth-clients yes` (its
+    /// default). Needs `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// With `rediss://`: the key of `tls_cert_file` (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// The files a `rediss://` connection trusts and presents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate(s), PEM; `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, PEM.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 fn default_lease() -> u64 {
@@ -47,15 +72,24 @@ fn default_prefix() -> String {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { redis: None, node: None, lease: default_lease(), key_prefix: default_prefix(), replicas: 0 }
+        ClusterConfig {
+            redis: None,
+            node: None,
+            lease: default_lease(),
+            key_prefix: default_prefix(),
+            replicas: 0,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
     }
 }
 
 /// Where Redis is, as `[cluster] redis` names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisTarget {
-    /// `redis://` or `rediss://`: one server (the URL as given, for the redis crate).
-    Server { url: String, tls: bool },
+    /// `redis://` or `rediss://` (`tls` is `Some`): one server (the URL as given, for the redis crate).
+    Server { url: String, tls: Option<TlsFiles> },
     /// `redis+sentinel://`: ask these Sentinels for the master named `master`, then connect to it.
     Sentinel { sentinels: Vec<String>, master: String, db: i64, username: Option<String>, password: Option<String> },
 }
@@ -76,8 +110,10 @@ pub enum ClusterConfigError {
     BadPrefix(String),
     #[error("lot {0:?}: in a cluster, lot names go into Redis keys and must be 1-64 of A-Z a-z 0-9 . _ -")]
     BadLotName(String),
-    #[error("[cluster] redis = {0:?}: TLS to Redis (rediss://) is not built into this parkd yet; use redis:// (or a TLS tunnel such as stunnel)")]
-    TlsNotBuilt(String),
+    #[error("[cluster] tls_ca_file, tls_cert_file and tls_key_file need a rediss:// URL")]
+    TlsWithoutRediss,
+    #[error("[cluster] tls_cert_file and tls_key_file go together")]
+    TlsHalfClient,
 }
 
 impl ClusterConfig {
@@ -95,8 +131,13 @@ impl ClusterConfig {
             (Some(_), Some(n)) if !crate::cluster::is_token(n) => return Err(ClusterConfigError::BadNode(n.clone())),
             _ => {}
         }
-        if let Some(RedisTarget::Server { url, tls: true }) = self.target()? {
-            return Err(ClusterConfigError::TlsNotBuilt(url));
+        let target = self.target()?;
+        let tls_keys = self.tls_ca_file.is_some() || self.tls_cert_file.is_some() || self.tls_key_file.is_some();
+        if tls_keys && !matches!(target, Some(RedisTarget::Server { tls: Some(_), .. })) {
+            return Err(ClusterConfigError::TlsWithoutRediss);
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ClusterConfigError::TlsHalfClient);
         }
         if !(3..=3600).contains(&self.lease) {
             return Err(ClusterConfigError::BadLease(self.lease));
@@ -113,9 +154,14 @@ impl ClusterConfig {
         Ok(())
     }
 
-    /// `redis`, parsed (`None` when the cluster is off).
+    /// `redis`, parsed, with the TLS files for `rediss://` (`None` when the cluster is off).
     pub fn target(&self) -> Result<Option<RedisTarget>, ClusterConfigError> {
-        self.redis.as_deref().map(parse_target).transpose()
+        let mut t = self.redis.as_deref().map(parse_target).transpose()?;
+        if let Some(RedisTarget::Server { tls: Some(files), .. }) = &mut t {
+            files.ca = self.tls_ca_file.clone();
+            files.client = self.tls_cert_file.clone().zip(self.tls_key_file.clone());
+        }
+        Ok(t)
     }
 }
 
@@ -140,7 +186,7 @@ pub fn parse_target(url: &str) -> Result<RedisTarget, ClusterConfigError> {
             if !host_ok(hosts) || !(path.is_empty() || path.parse::<i64>().is_ok_and(|d| d >= 0)) {
                 return Err(bad());
             }
-            Ok(RedisTarget::Server { url: url.to_string(), tls: scheme == "rediss" })
+            Ok(RedisTarget::Server { url: url.to_string(), tls: (scheme == "rediss").then(TlsFiles::default) })
         }
         "redis+sentinel" => {
             let sentinels: Vec<String> = hosts.split(',').map(str::to_string).collect();
@@ -186,7 +232,22 @@ mod tests {
         assert_eq!(with(None, Some("a")).validate(&lots), Err(ClusterConfigError::Incomplete("node")));
         assert_eq!(with(Some("redis://127.0.0.1:6379"), Some("a b")).validate(&lots), Err(ClusterConfigError::BadNode("a b".into())));
         assert_eq!(with(Some("redis://127.0.0.1:6379/2"), Some("park-a")).validate(&lots), Ok(()));
-        assert!(matches!(with(Some("rediss://127.0.0.1:6380"), Some("a")).validate(&lots), Err(ClusterConfigError::TlsNotBuilt(_))), "refused at startup, not retried for ever");
+        let mut tls = with(Some("rediss://127.0.0.1:6380"), Some("a"));
+        assert_eq!(tls.validate(&lots), Ok(()), "system roots, no client certificate");
+        tls.tls_ca_file = Some("/etc/parkd/ca.crt".into());
+        tls.tls_cert_file = Some("/etc/parkd/a.crt".into());
+        assert_eq!(tls.validate(&lots), Err(ClusterConfigError::TlsHalfClient));
+        tls.tls_key_file = Some("/etc/parkd/a.key".into());
+        assert_eq!(tls.validate(&lots), Ok(()));
+        assert_eq!(
+            tls.target(),
+            Ok(Some(RedisTarget::Server {
+                url: "rediss://127.0.0.1:6380".into(),
+                tls: Some(TlsFiles { ca: Some("/etc/parkd/ca.crt".into()), client: Some(("/etc/parkd/a.crt".into(), "/etc/parkd/a.key".into())) })
+            }))
+        );
+        tls.redis = Some("redis://127.0.0.1:6379".into());
+        assert_eq!(tls.validate(&lots), Err(ClusterConfigError::TlsWithoutRediss));
         let mut short = with(Some("redis://127.0.0.1:6379"), Some("a"));
         short.lease = 2;
         assert_eq!(short.validate(&lots), Err(ClusterConfigError::BadLease(2)));
@@ -197,8 +258,11 @@ mod tests {
 
     #[test]
     fn the_three_url_forms() {
-        assert_eq!(parse_target("redis://127.0.0.1:6379/0"), Ok(RedisTarget::Server { url: "redis://127.0.0.1:6379/0".into(), tls: false }));
-        assert_eq!(parse_target("rediss://u:p@redis.example:6380"), Ok(RedisTarget::Server { url: "rediss://u:p@redis.example:6380".into(), tls: true }));
+        assert_eq!(parse_target("redis://127.0.0.1:6379/0"), Ok(RedisTarget::Server { url: "redis://127.0.0.1:6379/0".into(), tls: None }));
+        assert_eq!(
+            parse_target("rediss://u:p@redis.example:6380"),
+            Ok(RedisTarget::Server { url: "rediss://u:p@redis.example:6380".into(), tls: Some(TlsFiles::default()) })
+        );
         assert_eq!(
             parse_target("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/3"),
             Ok(RedisTarget::Sentinel {

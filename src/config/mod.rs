@@ -22,7 +22,7 @@ mod cluster;
 mod http;
 mod limits;
 
-pub use cluster::{ClusterConfig, ClusterConfigError, RedisTarget};
+pub use cluster::{ClusterConfig, ClusterConfigError, RedisTarget, TlsFiles};
 pub use http::{DialPattern, HttpConfig};
 pub use limits::{AccessConfig, LimitsConfig, SourceLimits, SourceLimitsPartial};
 

@@ -26,6 +26,19 @@ enum Role {
     Master,
     Replica { of: u16 },
     Sentinel { conf: PathBuf },
+    /// TLS only (`--port 0 --tls-port`), client certificates required; the files are in `dir`.
+    Tls,
+}
+
+/// The certificates of a TLS Redis ([`RedisServer::start_tls`]): a test CA, the server's (for 127.0.0.1) and a
+/// client's, all PEM.
+#[derive(Clone, Debug)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
 }
 
 impl RedisServer {
@@ -63,6 +76,33 @@ impl RedisServer {
         r
     }
 
+    /// Whether `openssl` can be run here (to make the test certificates of [`RedisServer::start_tls`]).
+    pub fn openssl_available() -> bool {
+        Command::new("openssl").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    }
+
+    /// A Redis that speaks only TLS, with certificates made for this test by `openssl` (a CA, the server's for
+    /// IP 127.0.0.1, a client's); it requires the client's certificate (`tls-auth-clients yes`).
+    pub fn start_tls(name: &str) -> RedisServer {
+        let ports = PortPlan::allocate();
+        let dir = fresh_log_dir(&format!("redis-tls-{name}"));
+        make_certificates(&dir);
+        let mut r = RedisServer { child: None, port: ports.sip, dir, _ports: ports, paused: false, role: Role::Tls };
+        r.spawn();
+        r
+    }
+
+    /// The certificates of a [`RedisServer::start_tls`] server.
+    pub fn tls_paths(&self) -> TlsPaths {
+        TlsPaths {
+            ca: self.dir.join("ca.crt"),
+            client_cert: self.dir.join("client.crt"),
+            client_key: self.dir.join("client.key"),
+            server_cert: self.dir.join("server.crt"),
+            server_key: self.dir.join("server.key"),
+        }
+    }
+
     fn start_as(name: &str, role: Role) -> RedisServer {
         let ports = PortPlan::allocate();
         let mut r = RedisServer { child: None, port: ports.sip, dir: fresh_log_dir(&format!("redis-{name}")), _ports: ports, paused: false, role };
@@ -76,6 +116,18 @@ impl RedisServer {
         match &self.role {
             Role::Sentinel { conf } => {
                 cmd.arg(conf).arg("--sentinel");
+            }
+            Role::Tls => {
+                let t = self.tls_paths();
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args(["--protected-mode", "no", "--tls-cert-file"])
+                    .arg(&t.server_cert)
+                    .arg("--tls-key-file")
+                    .arg(&t.server_key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&t.ca)
+                    .arg("--dir")
+                    .arg(&self.dir);
             }
             role => {
                 cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -109,6 +161,9 @@ impl RedisServer {
 
     /// Whether it answers a PING within 300 ms.
     pub fn ping(&self) -> bool {
+        if matches!(self.role, Role::Tls) {
+            return self.cli(&["PING"]) == "PONG";
+        }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
         let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
@@ -121,7 +176,13 @@ impl RedisServer {
 
     /// Runs one command with redis-cli and returns its output (for inspecting keys from a test).
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if matches!(self.role, Role::Tls) {
+            let t = self.tls_paths();
+            cmd.arg("--tls").arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.client_cert).arg("--key").arg(&t.client_key);
+        }
+        let out = cmd.args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -169,5 +230,23 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A test CA, a server certificate for IP 127.0.0.1 and a client certificate, in `dir` (openssl, RSA 2048).
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").expect("server.ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("client.ext");
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=parkd test CA"]);
+    for (who, cn) in [("server", "127.0.0.1"), ("client", "parkd-node")] {
+        run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"), "-subj", &format!("/CN={cn}")]);
+        run(&[
+            "x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{who}.crt"), "-days",
+            "2", "-extfile", &format!("{who}.ext"),
+        ]);
     }
 }

@@ -52,7 +52,18 @@ pub async fn connect(target: &RedisTarget, push: UnboundedSender<PushInfo>) -> r
     // master may have moved). A direct one keeps trying the one address it has.
     let retries = if matches!(target, RedisTarget::Sentinel { .. }) { 2 } else { usize::MAX / 2 };
     let client = match target {
-        RedisTarget::Server { url, .. } => redis::Client::open(with_resp3(url))?,
+        RedisTarget::Server { url, tls: None } => redis::Client::open(with_resp3(url))?,
+        RedisTarget::Server { url, tls: Some(files) } => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "cannot read a [cluster] TLS file", format!("{}: {e}", p.display()))))
+            };
+            let root_cert = files.ca.as_deref().map(read).transpose()?;
+            let client_tls = match &files.client {
+                Some((cert, key)) => Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? }),
+                None => None,
+            };
+            redis::Client::build_with_tls(with_resp3(url), redis::TlsCertificates { client_tls, root_cert })?
+        }
         RedisTarget::Sentinel { sentinels, master, db, username, password } => {
             let addrs = sentinels.iter().map(|h| {
                 let (host, port) = h.rsplit_once(':').unwrap_or((h, "26379"));
