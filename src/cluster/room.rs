@@ -191,7 +191,11 @@ impl ClusterRoom {
     /// Asks for an orbit of `lot`; the answer comes out as [`ClusterOutput::Claim`] with `id` (at once when
     /// Redis is down or suspect).
     pub fn claim(&mut self, now: Time, id: ClaimId, lot: usize, want: Want, info: ClaimInfo) {
-        if self.link != Link::Up || lot >= self.keys.lots.len() {
+        let known = lot < self.keys.lots.len() && match want {
+            Want::Orbit(o) => o.0 < self.keys.lots[lot].orbits.len(),
+            Want::Any => true,
+        };
+        if self.link != Link::Up || !known {
             self.out.push_back(ClusterOutput::Claim { id, result: ClaimResult::Unavailable });
             return;
         }
