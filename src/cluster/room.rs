@@ -316,7 +316,7 @@ impl ClusterRoom {
         let Some(kind) = self.in_flight.remove(&op) else { return };
         let ok = reply.is_ok();
         match kind {
-            InFlightKind::Claim(id) => self.claim_reply(now, id, reply),
+            InFlightKind::Claim(id) => self.claim_reply(id, reply),
             InFlightKind::Abandoned(lot) => {
                 // Answered Unavailable (or cancelled) already; if Redis granted it after all, give it back.
                 if let Ok(RedisReply::Claim(ClaimReply::Granted { orbit, fence })) = &reply {
@@ -450,7 +450,7 @@ impl ClusterRoom {
         }
     }
 
-    fn claim_reply(&mut self, _now: Time, id: ClaimId, reply: Result<RedisReply, OpError>) {
+    fn claim_reply(&mut self, id: ClaimId, reply: Result<RedisReply, OpError>) {
         let Some(p) = self.pending.remove(&id) else { return };
         self.deadlines.remove(&(p.deadline, id));
         let slot_of = |orbit| Slot { lot: p.lot, orbit };
