@@ -71,6 +71,15 @@ pub struct Cli {
     /// Directory for state that outlives the process (generated API token, journal); default ./parkd-state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Health check: send one SIP OPTIONS to IP:PORT over UDP and exit 0 if it is answered 200 within 2 s.
+    #[arg(long, value_name = "IP:PORT")]
+    pub probe: Option<SocketAddr>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_name = "FORMAT")]
+    pub log_format: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or parkd=debug. RUST_LOG overrides it.
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    pub log: String,
     /// Join a cluster of parkd nodes sharing one orbit space through this Redis: redis://host:port[/db],
     /// rediss://host:port[/db] or redis+sentinel://host:port[,host:port...]/master[/db]. Needs --node.
     #[arg(long, value_name = "URL")]
@@ -81,15 +90,6 @@ pub struct Cli {
     /// Seconds a node's orbit claims outlive it in the cluster (default 10; renewed every third of it).
     #[arg(long, value_name = "SECONDS")]
     pub lease: Option<u64>,
-    /// Health check: send one SIP OPTIONS to IP:PORT over UDP and exit 0 if it is answered 200 within 2 s.
-    #[arg(long, value_name = "IP:PORT")]
-    pub probe: Option<SocketAddr>,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text", value_name = "FORMAT")]
-    pub log_format: String,
-    /// Log filter (tracing EnvFilter syntax), e.g. info or parkd=debug. RUST_LOG overrides it.
-    #[arg(long, default_value = "info", value_name = "FILTER")]
-    pub log: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +251,12 @@ mod tests {
     }
 
     #[test]
+    fn bad_flags_are_clear_errors() {
+        assert!(Cli::parse_from(["parkd", "--orbits", "720-701"]).config().is_err());
+        assert!(matches!(Cli::parse_from(["parkd", "--slot-policy", "best"]).config(), Err(CliError::SlotPolicy(_))));
+    }
+
+    #[test]
     fn cluster_flags_reach_the_cluster_config_and_are_checked() {
         let cfg = Cli::parse_from(["parkd"]).config().unwrap();
         assert!(!cfg.cluster.enabled(), "a single node unless asked");
@@ -270,11 +276,5 @@ mod tests {
             let e = Cli::parse_from(bad).config().unwrap_err();
             assert!(e.to_string().contains("[cluster]"), "{bad:?}: {e}");
         }
-    }
-
-    #[test]
-    fn bad_flags_are_clear_errors() {
-        assert!(Cli::parse_from(["parkd", "--orbits", "720-701"]).config().is_err());
-        assert!(matches!(Cli::parse_from(["parkd", "--slot-policy", "best"]).config(), Err(CliError::SlotPolicy(_))));
     }
 }
