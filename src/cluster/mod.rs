@@ -4,7 +4,9 @@
 //! are drained from [`ClusterRoom::poll_output`] until `None`, [`ClusterRoom::poll_timeout`] says when (and
 //! why) to call [`ClusterRoom::handle_timeout`]. The io adapter (`crate::io::cluster`) carries the typed Redis
 //! operations ([`RedisOp`]) out as Lua scripts and brings back their replies ([`RedisReply`]), the pub/sub
-//! changes ([`Change`]) and whether Redis is reachable.
+//! changes ([`Change`]) and whether Redis is reachable. The driver's one promise: every operation gets exactly
+//! one [`ClusterRoom::handle_reply`], within about a second (a timeout or a dropped connection is a reply, an
+//! `Err`); the room counts on it to know what is in flight.
 //!
 //! What the room keeps:
 //! * **own claims**: the orbits this node holds, each with its fencing token ([`Fence`]) and until when its
@@ -36,7 +38,7 @@ pub(crate) mod fake_redis;
 #[cfg(test)]
 mod tests;
 
-pub use ops::{ClaimId, ClaimReply, OpError, OpId, OrbitState, RedisOp, RedisReply, RenewStatus, SnapshotEntry};
+pub use ops::{ClaimId, ClaimReply, OpError, OpId, RedisOp, RedisReply, RenewStatus, SnapshotEntry};
 pub use room::{ClaimResult, ClusterOutput, ClusterRoom, ClusterWake, OwnClaim, Want};
 pub use view::{NodeState, RemoteClaim, ViewChange};
 pub use wire::{Change, Keyspace, WireError};

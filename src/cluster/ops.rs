@@ -37,15 +37,6 @@ pub enum RedisOp {
     Resync,
 }
 
-/// Who holds an orbit, as a script read it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OrbitState {
-    /// Nobody (the key is absent).
-    Free,
-    /// `owner` with `fence`.
-    Held { owner: NodeName, fence: Fence },
-}
-
 /// A claim's fate in a [`RedisOp::Renew`] or [`RedisOp::Restore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RenewStatus {
