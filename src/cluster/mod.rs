@@ -28,6 +28,7 @@
 //! * when Redis is back (or back empty), the room resynchronises its view (a snapshot of every orbit key) and
 //!   restores its own claims that Redis lost, with their fences.
 
+pub mod auth;
 mod ops;
 mod room;
 pub mod view;

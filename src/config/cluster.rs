@@ -52,6 +52,10 @@ pub struct ClusterConfig {
     /// With `rediss://`: the key of `tls_cert_file` (PEM).
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// The secret every node shares to sign the node-to-node requests of a cross-node retrieve (HMAC-SHA256,
+    /// `crate::cluster::auth`); at least 16 characters. (Not used until the engine joins the cluster.)
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 /// The files a `rediss://` connection trusts and presents.
@@ -81,6 +85,7 @@ impl Default for ClusterConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            secret: None,
         }
     }
 }
@@ -114,6 +119,8 @@ pub enum ClusterConfigError {
     TlsWithoutRediss,
     #[error("[cluster] tls_cert_file and tls_key_file go together")]
     TlsHalfClient,
+    #[error("[cluster] secret: at least 16 characters")]
+    ShortSecret,
 }
 
 impl ClusterConfig {
@@ -138,6 +145,9 @@ impl ClusterConfig {
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(ClusterConfigError::TlsHalfClient);
+        }
+        if self.secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ClusterConfigError::ShortSecret);
         }
         if !(3..=3600).contains(&self.lease) {
             return Err(ClusterConfigError::BadLease(self.lease));
@@ -248,6 +258,11 @@ mod tests {
         );
         tls.redis = Some("redis://127.0.0.1:6379".into());
         assert_eq!(tls.validate(&lots), Err(ClusterConfigError::TlsWithoutRediss));
+        let mut secret = with(Some("redis://127.0.0.1:6379"), Some("a"));
+        secret.secret = Some("too short".into());
+        assert_eq!(secret.validate(&lots), Err(ClusterConfigError::ShortSecret));
+        secret.secret = Some("sixteen chars ok".into());
+        assert_eq!(secret.validate(&lots), Ok(()));
         let mut short = with(Some("redis://127.0.0.1:6379"), Some("a"));
         short.lease = 2;
         assert_eq!(short.validate(&lots), Err(ClusterConfigError::BadLease(2)));
