@@ -11,12 +11,14 @@
 //! * [`core`] — the park engine (a B2BUA): rooms that own their state as plain data (endpoint, admission,
 //!   dialogs, parking, bridging, BLF), routed by `Core` under one engine contract ([`core::contract`]).
 //! * [`journal`] — what survives a restart: records, their frames, the recovery scan, compaction (sans-IO).
+//! * [`cluster`] — several nodes sharing one orbit space over Redis (issue 18): the cluster room (sans-IO).
 //! * [`config`], [`cli`] — TOML + flags.
 //! * [`io`] — the thin tokio/mio layer: it moves bytes (its metrics read the core's counts and events).
 //! * [`time`] — `Time`, the `now` every state machine is given.
 //! * `sim` (tests only) — a simulated network: core + media plane + reactive phones over seeded lossy links.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod dialog;

@@ -18,9 +18,11 @@
 //! announce_orbit = true           # say "parked on 701" to a caller who parked itself
 //! ```
 
+mod cluster;
 mod http;
 mod limits;
 
+pub use cluster::{ClusterConfig, ClusterConfigError, RedisTarget, TlsFiles};
 pub use http::{DialPattern, HttpConfig};
 pub use limits::{AccessConfig, LimitsConfig, SourceLimits, SourceLimitsPartial};
 
@@ -61,6 +63,8 @@ pub enum ConfigError {
     BadUri { what: &'static str, value: String },
     #[error(transparent)]
     MediaThreads(#[from] crate::park::shard_plan::ShardPlanError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterConfigError),
 }
 
 /// How the media thread sends hold music (`[server] rtp_sender`).
@@ -501,6 +505,9 @@ pub struct Config {
     /// Requests parkd refuses outright (`[access]`).
     #[serde(default)]
     pub access: AccessConfig,
+    /// Several nodes sharing one orbit space over Redis (`[cluster]`, issue 18); off unless `redis` is set.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 impl Config {
@@ -525,6 +532,7 @@ impl Config {
             return Err(ConfigError::NoLots);
         }
         self.http.validate()?;
+        self.cluster.validate(&self.lots)?;
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });

@@ -2,6 +2,7 @@
 
 pub mod api_link;
 pub mod clock;
+pub mod cluster;
 pub mod conn_limits;
 pub mod events_hub;
 pub mod hold_sender;

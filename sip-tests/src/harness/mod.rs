@@ -9,6 +9,7 @@
 //! * [`ports`] — a block of 32 free ports per test (SIP, SIPp's ports, the RTP range), so tests run in parallel.
 //! * [`paths`] — the workspace, `target/`, `scenarios/<name>.xml`, `target/e2e-logs/<test>-…/`.
 //! * [`process`] — stop a child by its PID (SIGTERM, then SIGKILL); read a process's RSS.
+//! * [`redis`] — a real `redis-server` per test (own port, no persistence): pause, resume, restart empty.
 //! * [`park_events`] — the JSON park events parkd logs, read back from its stderr.
 //! * [`udp`] — nonblocking loopback UDP sockets with big kernel buffers (for load).
 
@@ -17,4 +18,5 @@ pub mod parkd;
 pub mod paths;
 pub mod ports;
 pub mod process;
+pub mod redis;
 pub mod udp;

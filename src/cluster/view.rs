@@ -1,0 +1,170 @@
+//! The remote view: the orbits other nodes hold, as far as this node knows (from `claim`/`release` messages and
+//! resync snapshots), and the nodes it has heard from.
+//!
+//! An entry lives until its own lease (counted from the message or the snapshot's TTL) or its owner's last
+//! heartbeat plus the lease, whichever is later: a node that dies stops its heartbeat, and its orbits disappear
+//! from every view one lease after its last renewal, when Redis lets their keys expire too. Expiries sit in one
+//! heap with lazy deletion (an entry whose owner is still alive is pushed again at its owner's horizon), so the
+//! next deadline is a peek.
+
+use super::{ClaimInfo, Fence, NodeName, Slot};
+use crate::time::Time;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+/// An orbit another node holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteClaim {
+    pub owner: NodeName,
+    pub fence: Fence,
+    pub info: ClaimInfo,
+    /// Until when the claim itself is known to live (message time or snapshot time + its TTL).
+    pub expires: Time,
+}
+
+/// A node heard from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    /// Its SIP address, from its heartbeat (where a cross-node retrieve goes).
+    pub sip: String,
+    /// Its last heartbeat plus its lease.
+    pub alive_until: Time,
+}
+
+/// A change of the remote view, for the BLF, the API, the events and the metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewChange {
+    /// `owner` holds `slot` now (new, or another owner or fence than before).
+    Claimed { slot: Slot, owner: NodeName, fence: Fence, info: ClaimInfo },
+    /// `slot` is no longer held by `owner`: released (`expired == false`) or its lease ran out.
+    Freed { slot: Slot, owner: NodeName, expired: bool },
+}
+
+#[derive(Debug, Default)]
+pub struct RemoteView {
+    entries: BTreeMap<Slot, RemoteClaim>,
+    nodes: FxHashMap<NodeName, NodeState>,
+    expiry: BinaryHeap<Reverse<(Time, Slot)>>,
+}
+
+impl RemoteView {
+    pub fn get(&self, slot: Slot) -> Option<&RemoteClaim> {
+        self.entries.get(&slot)
+    }
+    /// Every remote claim, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, &RemoteClaim)> {
+        self.entries.iter().map(|(s, c)| (*s, c))
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn node(&self, name: &NodeName) -> Option<&NodeState> {
+        self.nodes.get(name)
+    }
+    /// How many orbits of `lot` other nodes hold.
+    pub fn count_in_lot(&self, lot: usize) -> usize {
+        self.entries.range(Slot { lot, orbit: crate::ids::OrbitIdx(0) }..Slot { lot: lot + 1, orbit: crate::ids::OrbitIdx(0) }).count()
+    }
+
+    /// Another node holds `slot` (a `claim` message or a snapshot entry).
+    pub(super) fn upsert(&mut self, slot: Slot, claim: RemoteClaim, out: &mut Vec<ViewChange>) {
+        let changed = match self.entries.get(&slot) {
+            Some(c) => c.owner != claim.owner || c.fence != claim.fence || c.info != claim.info,
+            None => true,
+        };
+        if let Some(old) = self.entries.get(&slot) {
+            if old.owner != claim.owner {
+                out.push(ViewChange::Freed { slot, owner: old.owner.clone(), expired: false });
+            }
+        }
+        if changed {
+            out.push(ViewChange::Claimed { slot, owner: claim.owner.clone(), fence: claim.fence, info: claim.info.clone() });
+        }
+        self.expiry.push(Reverse((claim.expires, slot)));
+        self.entries.insert(slot, claim);
+    }
+
+    /// `owner` released `slot` with `fence`: removed if the view still shows exactly that claim.
+    pub(super) fn release(&mut self, slot: Slot, owner: &NodeName, fence: Fence, out: &mut Vec<ViewChange>) {
+        if self.entries.get(&slot).is_some_and(|c| &c.owner == owner && c.fence == fence) {
+            self.entries.remove(&slot);
+            out.push(ViewChange::Freed { slot, owner: owner.clone(), expired: false });
+        }
+    }
+
+    /// Removes whatever the view shows for `slot` (this node holds it now, per Redis).
+    pub(super) fn forget(&mut self, slot: Slot, out: &mut Vec<ViewChange>) {
+        if let Some(c) = self.entries.remove(&slot) {
+            out.push(ViewChange::Freed { slot, owner: c.owner, expired: false });
+        }
+    }
+
+    /// `node` renewed its claims at `now` for `lease`.
+    pub(super) fn alive(&mut self, now: Time, node: NodeName, sip: String, lease: Duration) {
+        let until = now + lease;
+        match self.nodes.get_mut(&node) {
+            Some(n) => {
+                n.alive_until = n.alive_until.max(until);
+                n.sip = sip;
+            }
+            None => {
+                self.nodes.insert(node, NodeState { sip, alive_until: until });
+            }
+        }
+    }
+
+    /// A `claim` from `node` shows it alive too (without changing its SIP address).
+    pub(super) fn touch(&mut self, now: Time, node: &NodeName, lease: Duration) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.alive_until = n.alive_until.max(now + lease);
+        }
+    }
+
+    /// Drops the claims whose lease and owner's heartbeat have both run out by `now`.
+    pub(super) fn expire(&mut self, now: Time, out: &mut Vec<ViewChange>) {
+        while let Some(Reverse((t, slot))) = self.expiry.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.expiry.pop();
+            let Some(c) = self.entries.get_mut(&slot) else { continue };
+            if c.expires != t {
+                continue; // superseded by a later push
+            }
+            let horizon = self.nodes.get(&c.owner).map_or(c.expires, |n| n.alive_until.max(c.expires));
+            if horizon > now {
+                c.expires = horizon;
+                self.expiry.push(Reverse((horizon, slot)));
+            } else {
+                let c = self.entries.remove(&slot).expect("present");
+                out.push(ViewChange::Freed { slot, owner: c.owner, expired: true });
+            }
+        }
+        self.nodes.retain(|_, n| n.alive_until > now);
+    }
+
+    /// The next time [`RemoteView::expire`] may drop something.
+    pub(super) fn next_expiry(&self) -> Option<Time> {
+        self.expiry.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Replaces the view by a snapshot, except the slots in `keep` (changed by messages since the snapshot was
+    /// asked for, which are newer than it).
+    pub(super) fn replace(&mut self, snapshot: Vec<(Slot, RemoteClaim)>, keep: &FxHashSet<Slot>, out: &mut Vec<ViewChange>) {
+        let fresh: FxHashSet<Slot> = snapshot.iter().map(|e| e.0).collect();
+        let gone: Vec<Slot> = self.entries.keys().copied().filter(|s| !fresh.contains(s) && !keep.contains(s)).collect();
+        for slot in gone {
+            self.forget(slot, out);
+        }
+        for (slot, claim) in snapshot {
+            if !keep.contains(&slot) {
+                self.upsert(slot, claim, out);
+            }
+        }
+    }
+}
