@@ -168,7 +168,8 @@ impl Core {
             self.parking.poll_timeout(),
             self.bridging.poll_timeout(),
             self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
-            // A restored leg whose 2xx was never ACKed is given up on, as Timer H would.
+            // A restored leg whose 2xx was never ACKed is given up on, as Timer H would; a held group whose store
+            // does not answer is given up on.
             self.journal.next_deadline().map(|t| (t, Wake::Transaction)),
         ])
     }
@@ -180,6 +181,7 @@ impl Core {
         let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
         self.blf.handle_timeout(&mut self.ep, now, &orbits);
         self.unacked_timeouts(now);
+        self.stalled_journal_timeouts(now);
         self.settle(now);
     }
 
@@ -190,7 +192,7 @@ impl Core {
         while let Some(ev) = self.ep.next_txn_event() {
             self.on_txn_event(now, ev);
         }
-        self.flush_journal();
+        self.flush_journal(now);
     }
 
     /// The core's counters: malformed input, and the transaction layer's retransmission and message counts.

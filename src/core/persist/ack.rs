@@ -9,7 +9,27 @@ use crate::time::Time;
 /// The `Reason-Phrase` of a park refused because its records could not be made durable.
 pub const NOT_STORED: &str = "Park Could Not Be Stored";
 
+/// How long a park's `200 OK` (or a REFER's final NOTIFY) waits for its journal group before it is refused as if
+/// the write had failed: a store that hangs (a dead disk, a stuck network filesystem) then costs new parks a `500`
+/// after this long instead of leaving each one waiting until its caller gives up (Timer B, 32 s). Well above a
+/// slow sync (this VM's disk stalls up to ~700 ms).
+pub const JOURNAL_STALL: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Core {
+    /// Held groups whose store has not answered within [`JOURNAL_STALL`] are refused as failed writes. A late
+    /// durable report for one of them finds nothing held and changes nothing; the deletes the refusal writes
+    /// follow its records in the journal, so a restart does not bring the refused park back.
+    pub(in crate::core) fn stalled_journal_timeouts(&mut self, now: Time) {
+        while let Some(token) = self.journal.pop_stalled(now) {
+            let held = self.journal.gate.fail(token);
+            if held.is_empty() {
+                continue;
+            }
+            tracing::error!(token = token.0, held = held.len(), stall_ms = JOURNAL_STALL.as_millis() as u64, "journal store not answering; refusing what waited for it");
+            self.release_held(now, held, false);
+        }
+    }
+
     /// Lets out (`ok`) or refuses in their place (`!ok`) the outputs held for one durable group.
     pub(super) fn release_held(&mut self, now: Time, held: Vec<Held>, ok: bool) {
         // A park undone (its write failed, or it was CANCELled meanwhile) is not reported as parked.

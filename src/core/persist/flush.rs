@@ -6,6 +6,7 @@ use crate::core::blf::SubId;
 use crate::core::ids::CallRef;
 use crate::core::Core;
 use crate::journal::{to_value, Record, RecordKey, RecordKind};
+use crate::time::Time;
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
 
@@ -53,7 +54,7 @@ impl Core {
 
     /// Writes what the current input changed: one group (the calls and subscriptions touched whose record
     /// differs from the one written, deletes for those that ended), with a token for what the input held back.
-    pub(in crate::core) fn flush_journal(&mut self) {
+    pub(in crate::core) fn flush_journal(&mut self, now: Time) {
         if !self.journal.on {
             return;
         }
@@ -85,7 +86,13 @@ impl Core {
                 bytes = 0;
             }
         }
-        let token = (!held.is_empty()).then(|| self.journal.gate.hold(held));
+        let token = (!held.is_empty()).then(|| {
+            let token = self.journal.gate.hold(held);
+            // A store that never answers (a hung disk, a stuck network filesystem) must not keep the park
+            // waiting for ever: past the stall time the held outputs are refused as if the write had failed.
+            self.journal.stall_until.push(std::cmp::Reverse((now + super::ack::JOURNAL_STALL, token)));
+            token
+        });
         if !group.is_empty() || token.is_some() {
             self.ep.journal(group, token);
         }

@@ -8,7 +8,7 @@ use crate::core::ids::{CallRef, LegId};
 use crate::core::ParkEvent;
 use super::records::RingRecord;
 use crate::ids::{CallId, OrbitNumber};
-use crate::journal::{AckGate, Record, RecordKind};
+use crate::journal::{AckGate, JournalToken, Record, RecordKind};
 use crate::media::anchor::{Pace, StreamAnchor};
 use crate::sip::Response;
 use crate::time::Time;
@@ -70,6 +70,9 @@ pub struct JournalRoom {
     /// response came (and was ACKed), the CANCEL was refused (nothing rings there), or at the time given.
     pub(super) cancelling: FxHashMap<CallRef, RingRecord>,
     pub(super) cancel_until: BinaryHeap<Reverse<(Time, CallRef)>>,
+    /// Groups holding outputs back, by the time they are given up on ([`super::ack::JOURNAL_STALL`] after they
+    /// were written; a token reported meanwhile is no longer in the gate and is skipped).
+    pub(super) stall_until: BinaryHeap<Reverse<(Time, JournalToken)>>,
 }
 
 impl JournalRoom {
@@ -87,6 +90,7 @@ impl JournalRoom {
             unacked_until: BinaryHeap::new(),
             cancelling: FxHashMap::default(),
             cancel_until: BinaryHeap::new(),
+            stall_until: BinaryHeap::new(),
         }
     }
 
@@ -120,11 +124,21 @@ impl JournalRoom {
         StreamAnchor::new(self.rng.gen(), self.rng.gen(), self.rng.gen(), at, pace)
     }
 
-    /// The earliest time a restored unacknowledged leg is given up on, or a cancelled recall rings again.
+    /// The earliest time a restored unacknowledged leg is given up on, a cancelled recall rings again, or a held
+    /// group is given up on.
     pub fn next_deadline(&self) -> Option<Time> {
         let a = self.unacked_until.peek().map(|Reverse((t, _))| *t);
         let b = self.cancel_until.peek().map(|Reverse((t, _))| *t);
-        a.into_iter().chain(b).min()
+        let c = self.stall_until.peek().map(|Reverse((t, _))| *t);
+        a.into_iter().chain(b).chain(c).min()
+    }
+
+    /// Pops a held group whose stall time is over at `now`.
+    pub(super) fn pop_stalled(&mut self, now: Time) -> Option<JournalToken> {
+        match self.stall_until.peek() {
+            Some(Reverse((t, _))) if *t <= now => self.stall_until.pop().map(|Reverse((_, token))| token),
+            _ => None,
+        }
     }
 
     /// Pops a cancelled recall whose wait is over at `now`.

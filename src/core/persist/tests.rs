@@ -215,3 +215,27 @@ fn damaged_values_are_skipped_never_a_panic() {
     }
     assert!(restored > 0);
 }
+
+#[test]
+fn a_store_that_never_answers_costs_a_park_a_500_after_the_stall_time_and_frees_its_orbit() {
+    let mut w = journaled();
+    let bob = phone("bob", 5070);
+    let since = w.sent.len();
+    w.deliver(bob.peer, &bob.invite("700", "", Some(&bob.sdp("0", "sendrecv"))));
+    let token = w.last_token().expect("the park's group has a token");
+    w.advance(super::ack::JOURNAL_STALL - Duration::from_millis(100));
+    assert!(w.responses_to(bob.peer, since).iter().all(|r| r.status < 200), "still waiting just before the stall time");
+    assert_eq!(w.core.live().orbits_occupied, 1);
+    w.advance(Duration::from_millis(200));
+    let refused = w.last_response_to(bob.peer, since);
+    assert_eq!((refused.status, refused.reason.as_str()), (500, super::ack::NOT_STORED));
+    assert_eq!(w.core.live().orbits_occupied, 0, "the orbit is free again");
+    assert_eq!(w.core.journal_waiting(), 0);
+    // The store wakes up and reports the old group durable: nothing more happens for it.
+    let sent = w.sent.len();
+    w.durable(token, true);
+    assert!(w.responses_to(bob.peer, sent).is_empty(), "no late 200 after the 500");
+    // The refusal wrote the park's delete after its put, so a restart would not bring it back.
+    let last = w.journal.last().expect("a group after the refusal");
+    assert!(last.0.iter().any(|r| matches!(r, Record::Delete { key } if key.kind == RecordKind::PARKED_CALL)), "{:?}", w.journal);
+}
