@@ -234,6 +234,13 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 fn logged(json: bool, f: impl FnOnce()) -> String {
     let out = Captured::default();
     let builder = tracing_subscriber::fmt().with_writer(out.clone()).with_ansi(false);
+    // A callsite another test thread registered while this scope was being set up can keep the "never" interest
+    // of the no-op global dispatcher (seen once under load: the refusal lines went nowhere); recompute every
+    // callsite's interest once this subscriber is in place.
+    let f = || {
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    };
     if json {
         tracing::subscriber::with_default(builder.json().with_current_span(true).with_span_list(true).finish(), f);
     } else {
