@@ -75,6 +75,7 @@ impl Core {
     /// recall started or ended). Watchers (BLF) and the admission room (who holds the orbit) hook in here.
     pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
         self.admission_orbit_changed(now, lot, orbit);
+        self.cluster_orbit_changed(lot, orbit);
         let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
         self.blf.orbit_changed(&mut self.ep, now, lot, orbit, &orbits);
     }
