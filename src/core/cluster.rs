@@ -20,7 +20,8 @@
 //! # Not yet clustered
 //! REFER re-parks are refused (`503`) in a cluster (their NOTIFY cannot wait for a claim yet); the remote view
 //! is not shown by BLF or the API (only counted in [`Core::lot_summary`]); a retrieve of an orbit another node
-//! holds answers `404`; restored calls do not adopt their claims (a restart in a cluster re-parks nothing).
+//! holds answers `404 Parked On Another Node`; calls restored from the journal claim their orbits anew
+//! once Redis answers (their fence is not journaled; one another node took meanwhile is only logged).
 
 use super::Core;
 use crate::cluster::{Change, ClaimId, ClaimInfo, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
@@ -59,6 +60,8 @@ pub(super) struct PendingPark {
 pub(super) struct CoreCluster {
     pub(super) room: ClusterRoom,
     pending: FxHashMap<ClaimId, PendingPark>,
+    /// Claims asked for calls parked here without one (restored from the journal), by the orbit they hold.
+    reclaims: FxHashMap<ClaimId, Slot>,
     next_id: u64,
 }
 
@@ -66,7 +69,7 @@ impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), next_id: 0 });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0 });
     }
 
     /// Whether this core is a node of a cluster.
@@ -143,6 +146,8 @@ impl Core {
                 ClusterOutput::Claim { id, result } => {
                     if let Some(p) = c.pending.remove(&id) {
                         self.on_claim(now, p, result);
+                    } else if let Some(slot) = c.reclaims.remove(&id) {
+                        self.on_reclaim(slot, result);
                     }
                 }
                 ClusterOutput::Lost { slot, fence, to } => {
@@ -152,6 +157,9 @@ impl Core {
                 ClusterOutput::View(v) => tracing::debug!(change = ?v, "cluster view"),
                 ClusterOutput::Available(a) => {
                     tracing::info!(available = a, "cluster: Redis {}", if a { "answers; parks are granted" } else { "does not answer; parks get 503" });
+                    if a {
+                        self.claim_unclaimed(now);
+                    }
                 }
             }
         }
@@ -194,6 +202,46 @@ impl Core {
         }
     }
 
+    /// Claims the orbit of every call parked here without a claim (calls restored from the journal, whose
+    /// fence is not journaled yet): asked each time Redis becomes reachable until it answers.
+    fn claim_unclaimed(&mut self, now: Time) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let asked: rustc_hash::FxHashSet<Slot> = c.reclaims.values().copied().collect();
+        let todo: Vec<(Slot, ClaimInfo)> = self
+            .parking
+            .iter()
+            .map(|p| (Slot { lot: p.lot, orbit: p.orbit }, p))
+            .filter(|(slot, _)| c.room.own_claim(*slot).is_none() && !asked.contains(slot))
+            .map(|(slot, p)| {
+                let info = ClaimInfo {
+                    parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
+                    parker: p.parker.as_ref().map(|n| n.uri.to_string()),
+                    since_ms: p.parked_at.as_millis(),
+                    ..ClaimInfo::default()
+                };
+                (slot, info)
+            })
+            .collect();
+        for (slot, info) in todo {
+            c.next_id += 1;
+            let id = ClaimId(c.next_id);
+            c.reclaims.insert(id, slot);
+            c.room.claim(now, id, slot.lot, Want::Orbit(slot.orbit), info);
+        }
+    }
+
+    fn on_reclaim(&mut self, slot: Slot, result: ClaimResult) {
+        let orbit = self.parking.orbit_name(slot.lot, slot.orbit);
+        match result {
+            ClaimResult::Granted { .. } if self.parking.parked_in(slot.lot, slot.orbit).is_none() => self.release_claim(slot),
+            ClaimResult::Granted { fence, .. } => tracing::info!(%orbit, fence = fence.0, "cluster: the orbit of a call parked here is claimed"),
+            ClaimResult::Taken { owner, .. } => {
+                tracing::warn!(%orbit, %owner, "cluster: another node holds the orbit of a call parked here (it stays here; re-parking is not done yet)")
+            }
+            ClaimResult::Full { .. } | ClaimResult::Unavailable => {}
+        }
+    }
+
     /// Gives back this node's claim of `slot` (no-op without a cluster or when the node does not hold it).
     pub(super) fn release_claim(&mut self, slot: Slot) {
         if let Some(c) = self.cluster.as_mut() {
@@ -208,6 +256,11 @@ impl Core {
         if held && self.parking.parked_in(lot, orbit).is_none() {
             self.release_claim(slot);
         }
+    }
+
+    /// Whether another node holds orbit `orbit` of `lot` (as this node's view knows).
+    pub(super) fn held_remotely(&self, lot: usize, orbit: OrbitIdx) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.room.view().get(Slot { lot, orbit }).is_some())
     }
 
     /// Orbits of `lot` other nodes hold.

@@ -125,6 +125,13 @@ fn directed_parks_into_one_orbit_on_two_nodes_one_200_one_486() {
     assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"));
     let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
     assert_eq!(c.redis.holder(slot).map(|h| h.1.as_str().to_string()), Some("a".into()));
+    // A retrieve on b of the call a holds: not fetched yet, but said so.
+    let carol = phone(7);
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.pump();
+    let r = c.nodes[1].last_response_to(carol.peer, since);
+    assert_eq!((r.status, r.reason.as_str()), (404, "Parked On Another Node"));
 }
 
 #[test]
@@ -181,4 +188,36 @@ fn a_cancelled_park_gives_its_granted_orbit_back() {
     assert_eq!(statuses, [200, 487], "CANCEL answered, INVITE 487 (no 200 to the INVITE)");
     assert!(c.redis.keys.is_empty(), "the grant was released");
     assert_eq!(c.nodes[0].core.live().orbits_occupied, 0);
+}
+
+#[test]
+fn calls_restored_from_the_journal_claim_their_orbits_when_redis_answers() {
+    // A single journaled node parks two calls, then "restarts" as a cluster node.
+    let mut w = World::with_lots(lots());
+    w.core.set_journaling(true);
+    for n in 0..2 {
+        let p = phone(n);
+        let since = w.sent.len();
+        w.deliver(p.peer, &p.invite("700", "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&p.sdp("0", "sendrecv"))));
+        let token = w.last_token().unwrap();
+        w.durable(token, true);
+        let ok = w.last_response_to(p.peer, since);
+        w.deliver(p.peer, &p.ack("700", ok.common.to.tag().unwrap(), p.cseq, None));
+    }
+    let live = crate::journal::LiveSet::replay(w.journal.iter().flat_map(|(g, _)| g.iter().cloned()));
+    let mut c = Cluster::new();
+    // b already holds 702 (taken while a was away).
+    assert_eq!(c.park(1, &phone(5), "702").status, 200);
+    let mut fresh = World::with_lots(lots());
+    fresh.core.set_journaling(true);
+    assert_eq!(fresh.core.restore(&live, fresh.now).parked, 2);
+    let s = ClusterSettings::new(NodeName::new("a").unwrap(), "sip:a".into(), LEASE);
+    fresh.core.enable_cluster(ClusterRoom::new(s, c.keys.clone()));
+    c.nodes[0] = fresh;
+    c.nodes[0].cluster_input(ClusterInput::Link(true));
+    c.pump();
+    let holder = |c: &Cluster, o: usize| c.redis.holder(Slot { lot: 0, orbit: OrbitIdx(o) }).map(|h| h.1.as_str().to_string());
+    assert_eq!(holder(&c, 0).as_deref(), Some("a"), "701 claimed for its restored call");
+    assert_eq!(holder(&c, 1).as_deref(), Some("b"), "702 stays b's");
+    assert_eq!(c.park(1, &phone(6), "701").status, 486, "b cannot take the restored call's orbit");
 }

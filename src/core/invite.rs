@@ -163,6 +163,8 @@ impl Core {
             None if self.parking.empty_orbit_parks(lot) => {
                 self.park(now, txn, from, req, lot, Some(orbit), None)
             }
+            // Not yet clustered: a call parked on another node is not fetched from there.
+            None if self.held_remotely(lot, orbit) => self.ep.refuse(now, txn, &req, 404, "Parked On Another Node"),
             None => self.ep.refuse(now, txn, &req, 404, "Orbit Empty"),
         }
     }
