@@ -154,7 +154,14 @@ impl Core {
                     // The call stays where it is on this node; re-parking it is not done yet.
                     tracing::warn!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, to = ?to.map(|t| t.0), "cluster: orbit lost to another node");
                 }
-                ClusterOutput::View(v) => tracing::debug!(change = ?v, "cluster view"),
+                ClusterOutput::View(v) => {
+                    // Watchers (BLF) see orbits other nodes hold as parked.
+                    let slot = match &v {
+                        crate::cluster::ViewChange::Claimed { slot, .. } | crate::cluster::ViewChange::Freed { slot, .. } => *slot,
+                    };
+                    tracing::debug!(change = ?v, "cluster view");
+                    self.orbit_changed(now, slot.lot, slot.orbit);
+                }
                 ClusterOutput::Available(a) => {
                     tracing::info!(available = a, "cluster: Redis {}", if a { "answers; parks are granted" } else { "does not answer; parks get 503" });
                     if a {

@@ -221,3 +221,34 @@ fn calls_restored_from_the_journal_claim_their_orbits_when_redis_answers() {
     assert_eq!(holder(&c, 1).as_deref(), Some("b"), "702 stays b's");
     assert_eq!(c.park(1, &phone(6), "701").status, 486, "b cannot take the restored call's orbit");
 }
+
+#[test]
+fn a_watcher_on_one_node_sees_a_park_on_the_other() {
+    let mut c = Cluster::new();
+    let watcher = Phone { call_id: "w-sub@test".into(), ..Phone::new("w", 5090) };
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(watcher.peer, &watcher.request("SUBSCRIBE", "701", "Accept: application/dialog-info+xml\nEvent: dialog\nExpires: 600\n", None));
+    let notify_bodies = |c: &Cluster, since: usize| -> Vec<String> {
+        c.nodes[1]
+            .requests_to(watcher.peer, since)
+            .into_iter()
+            .filter(|r| r.method == crate::sip::Method::Notify)
+            .map(|r| String::from_utf8_lossy(&r.common.body).into_owned())
+            .collect()
+    };
+    assert!(notify_bodies(&c, since).last().is_some_and(|b| !b.contains("confirmed")), "idle at first");
+    // One NOTIFY in flight at a time: the watcher answers the first.
+    for n in c.nodes[1].requests_to(watcher.peer, since).into_iter().filter(|r| r.method == crate::sip::Method::Notify) {
+        let ok = watcher.ok_to(&n);
+        c.nodes[1].deliver(watcher.peer, &ok);
+    }
+    let before = c.nodes[1].sent.len();
+    assert_eq!(c.park(0, &phone(0), "700").common.header("Park-Orbit"), Some("701"));
+    let bodies = notify_bodies(&c, before);
+    assert!(bodies.last().is_some_and(|b| b.contains("confirmed") && b.contains("sip:p@")), "b's watcher sees the park on a: {bodies:?}");
+    // The API of b lists it, with its node.
+    let lots = c.nodes[1].core.lots_snapshot();
+    assert_eq!(lots[0].occupied, 1);
+    assert_eq!((lots[0].orbits[0].state, lots[0].orbits[0].node.as_deref()), ("parked", Some("a")));
+    assert_eq!(c.nodes[0].core.lots_snapshot()[0].orbits[0].node, None, "a's own call");
+}

@@ -183,7 +183,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Time) {
         self.ep.txn.handle_timeout(now);
         self.call_timeouts(now);
-        let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         self.blf.handle_timeout(&mut self.ep, now, &orbits);
         self.unacked_timeouts(now);
         if let Some(c) = self.cluster.as_mut() {
