@@ -1,7 +1,8 @@
 //! Two parkd nodes sharing one orbit space through one real `redis-server` (issue 18, atomic allocation):
 //! concurrent indirect parks on both nodes get distinct orbits, a directed conflict has exactly one winner,
 //! Redis gone → 503 with Retry-After (never a 200), and an orbit freed on one node (hang-up, retrieve) can be
-//! taken on the other. Each test starts its own Redis and nodes (own SIP/RTP ports and state dirs, `--http off`);
+//! taken on the other, and the HTTP API of one node lists the calls parked on the other. Each test starts its own
+//! Redis and nodes (own SIP/RTP/HTTP ports and state dirs);
 //! figures are printed, not asserted.
 
 use parkd::sip::{Message, Method, Response};
@@ -10,6 +11,8 @@ use sip_tests::sip::ua::{CallIds, Ua};
 use sip_tests::{Parkd, ParkdOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+const TOKEN: &str = "cluster-test-token-0123456789";
 
 fn skip() -> bool {
     if RedisServer::available() {
@@ -21,10 +24,10 @@ fn skip() -> bool {
 
 /// A parkd node of the cluster on `redis`, waited for until it reports Redis answering.
 fn node(test: &str, redis: &RedisServer, name: &str) -> Parkd {
-    let args = ["--redis", &redis.url(), "--node", name, "--lease", "3"].map(String::from).to_vec();
+    let args = ["--redis", &redis.url(), "--node", name, "--lease", "3", "--http-token", TOKEN].map(String::from).to_vec();
     // Every phone here is 127.0.0.1: allow it more than the default 10 parked calls per source.
     let config = Some("[limits]\nparked_per_source = 100\n".to_string());
-    let p = Parkd::start_with(&format!("{test}_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, ..ParkdOptions::default() });
+    let p = Parkd::start_with(&format!("{test}_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, http: true, ..ParkdOptions::default() });
     let t0 = Instant::now();
     while !p.stderr_all().contains("parks are granted") {
         assert!(t0.elapsed() < Duration::from_secs(10), "node {name} never reached Redis:\n{}", p.stderr_tail(30));
@@ -246,4 +249,45 @@ fn an_orbit_freed_on_one_node_can_be_taken_on_the_other() {
         std::thread::sleep(Duration::from_millis(5));
     }
     println!("figure: retrieve on a → 704 parkable on b after {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+}
+
+/// Orbit `n` of the default lot as node `p`'s HTTP API shows it.
+fn api_orbit(p: &Parkd, n: &str) -> serde_json::Value {
+    let url = format!("http://{}/v1/lots/default/orbits", p.http_addr.expect("http"));
+    let r = ureq::get(&url).set("Authorization", &format!("Bearer {TOKEN}")).timeout(Duration::from_secs(5)).call().expect("GET orbits");
+    let orbits: serde_json::Value = r.into_json().expect("JSON");
+    orbits.as_array().and_then(|a| a.iter().find(|o| o["orbit"] == n).cloned()).unwrap_or_else(|| panic!("no orbit {n} in {orbits}"))
+}
+
+#[test]
+fn the_api_of_one_node_lists_a_call_parked_on_the_other() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_view");
+    let (a, b) = (node("cl_view", &redis, "a"), node("cl_view", &redis, "b"));
+    let mut pa = Phone::new(&a);
+    assert_eq!(api_orbit(&b, "701")["state"], "free");
+    let (bob, r) = pa.park("701", true);
+    let parked_at = Instant::now();
+    assert_eq!(r.status, 200);
+    let seen = loop {
+        let o = api_orbit(&b, "701");
+        if o["state"] == "parked" {
+            assert_eq!(o["node"], "a", "{o}");
+            assert!(o["parked"].as_str().is_some_and(|p| p.contains("sip:u")), "{o}");
+            break parked_at.elapsed();
+        }
+        assert!(parked_at.elapsed() < Duration::from_secs(3), "node b never listed the park on a: {o}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(api_orbit(&a, "701")["node"].is_null(), "a's own call carries no node");
+    println!("figure: park on a (200 received) → listed by b's API after {:.1} ms (polled every 2 ms)", seen.as_secs_f64() * 1e3);
+    pa.ua.bye(&bob);
+    let t0 = Instant::now();
+    while api_orbit(&b, "701")["state"] != "free" {
+        assert!(t0.elapsed() < Duration::from_secs(3), "node b never saw 701 freed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!("figure: hang-up on a → free in b's API after {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
 }
