@@ -181,6 +181,7 @@ fn redis_stopped_a_park_gets_503_with_retry_after_never_200() {
     let mut pa = Phone::new(&a);
     let (_, r) = pa.park("700", true);
     assert_eq!(r.status, 200, "a park while Redis answers");
+    assert_eq!(readyz(&a), 200, "ready while Redis answers");
     // Paused (SIGSTOP): the claim waits for the adapter's response timeout, then 503; never a 200.
     redis.pause();
     let t0 = Instant::now();
@@ -207,6 +208,17 @@ fn redis_stopped_a_park_gets_503_with_retry_after_never_200() {
         assert_eq!((r.status, r.reason.as_str()), (503, "Cluster Unavailable"), "park on {target} with Redis gone");
         assert_eq!(r.common.header("Retry-After"), Some("5"));
         println!("figure: Redis killed → park on {target} answered 503 in {:.1} ms", took.as_secs_f64() * 1e3);
+    }
+    assert_eq!(readyz(&a), 503, "/readyz says not ready while Redis is gone");
+}
+
+/// The status of node `p`'s `/readyz`.
+fn readyz(p: &Parkd) -> u16 {
+    let url = format!("http://{}/readyz", p.http_addr.expect("http"));
+    match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("GET {url}: {e}"),
     }
 }
 
