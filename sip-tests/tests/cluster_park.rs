@@ -294,6 +294,8 @@ fn the_api_of_one_node_lists_a_call_parked_on_the_other() {
         std::thread::sleep(Duration::from_millis(2));
     };
     assert!(api_orbit(&a, "701")["node"].is_null(), "a's own call carries no node");
+    let metrics = ureq::get(&format!("http://{}/metrics", b.http_addr.expect("http"))).call().expect("metrics").into_string().unwrap_or_default();
+    assert!(metrics.contains(r#"parkd_orbits_occupied{lot="default"} 1"#), "b's occupancy counts a's call:\n{metrics}");
     println!("figure: park on a (200 received) → listed by b's API after {:.1} ms (polled every 2 ms)", seen.as_secs_f64() * 1e3);
     pa.ua.bye(&bob);
     let t0 = Instant::now();
