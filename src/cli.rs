@@ -182,14 +182,6 @@ impl Cli {
             lot.music = if m == "builtin" { MusicSource::Builtin } else { MusicSource::Wav(m.into()) };
         }
         cfg.validate()?;
-        if cfg.cluster.enabled() {
-            // The cluster room and its Redis adapter exist (src/cluster, src/io/cluster) but the engine does not use
-            // them yet (docs/cluster-design.md): say so rather than let a user believe the nodes share orbits.
-            tracing::warn!(
-                node = cfg.cluster.node.as_deref().unwrap_or(""),
-                "[cluster] is configured but this parkd does not join the cluster yet: it runs as a single node"
-            );
-        }
         Ok(cfg)
     }
 }

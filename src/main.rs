@@ -123,8 +123,36 @@ enum StartError {
     State(#[from] http_token::StateError),
     #[error(transparent)]
     Shards(#[from] parkd::park::shard_plan::ShardPlanError),
+    #[error("[cluster]: {0}")]
+    Cluster(String),
     #[error("cannot start the journal writer thread: {0}")]
     JournalThread(std::io::Error),
+}
+
+/// With `[cluster]` (`--redis`, `--node`): the core becomes a node of the cluster (its parks wait for Redis's
+/// claim) and the task that carries its Redis operations is started. Parks answer 503 until Redis answers.
+fn start_cluster(cfg: &Config, core: &mut Core, seed: u64) -> Result<Option<parkd::io::cluster::core_link::CoreLink>, StartError> {
+    use parkd::cluster::{ClusterRoom, ClusterSettings, Keyspace, LotSpace, NodeName};
+    let Some(target) = cfg.cluster.target().map_err(|e| StartError::Cluster(e.to_string()))? else { return Ok(None) };
+    let name = cfg.cluster.node.as_deref().unwrap_or_default();
+    let node = NodeName::new(name).ok_or_else(|| StartError::Cluster(format!("bad node name {name:?}")))?;
+    let sip = format!("sip:{}", cfg.server.advertised_sip());
+    let lease = std::time::Duration::from_secs(cfg.cluster.lease);
+    let keys = Keyspace::new(&cfg.cluster.key_prefix, cfg.lots.iter().map(LotSpace::from_config).collect());
+    let mut settings = ClusterSettings::new(node.clone(), sip.clone(), lease);
+    settings.seed = seed;
+    core.enable_cluster(ClusterRoom::new(settings, keys.clone()));
+    let link = parkd::io::cluster::core_link::spawn(parkd::io::cluster::core_link::LinkSettings {
+        target,
+        keys,
+        node: name.to_string(),
+        sip,
+        lease,
+        replicas: cfg.cluster.replicas,
+    });
+    tracing::info!(%node, lease_s = cfg.cluster.lease, "cluster node: orbits are allocated through Redis (parks answer 503 while it does not answer)");
+    tracing::warn!("cluster: not yet clustered: retrieving a call parked on another node (404) and BLF pickup across nodes, REFER re-parks (503), re-parking a call whose orbit another node took, SSE events and metrics of remote orbits");
+    Ok(Some(link))
 }
 
 async fn serve(
@@ -173,6 +201,7 @@ async fn serve(
         }
         None => None,
     };
+    let cluster = start_cluster(&cfg, &mut core, seed)?;
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
     }
@@ -208,7 +237,7 @@ async fn serve(
     } else {
         drop(client);
     }
-    let stop = sip_driver::run(core, sockets, media, clock, port, journal, shutdown_signal()).await;
+    let stop = sip_driver::run(core, sockets, media, clock, port, journal, cluster, shutdown_signal()).await;
     draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_http.send(());
     match stop {

@@ -36,6 +36,15 @@
 //! and calls [`Core::restore`]`(live, now)` on a fresh core, then drains its outputs (the media plane gets the
 //! restored calls' streams, late recalls start).
 //!
+//! # The cluster (issue 18)
+//! With [`Core::enable_cluster`] the core is a node of a cluster sharing one orbit space through Redis, and
+//! parks wait for the cluster room's claim (see `core/cluster.rs`). The room's Redis operations come out as
+//! [`Output::Cluster`]`{ op, cmd }`: the driver runs each (in the order given) and brings every outcome back
+//! with [`Core::handle_cluster`]`(ClusterInput::Reply { op, result }, now)`; it also hands in each message of
+//! the change channel (`ClusterInput::Change`) and whether Redis is reachable (`ClusterInput::Link`, which
+//! starts `false`: parks answer 503 until the driver says the link is up). Drain after each, as after any
+//! input. The room's deadlines come through [`Core::poll_timeout`] as [`Wake::Cluster`].
+//!
 //! # `poll_timeout` says when, and why
 //! [`Core::poll_timeout`] returns the earliest deadline *and* the reason for it, a [`Wake`] (as str0m's
 //! `Output::Timeout` and `last_timeout_reason`): a transaction timer, a recall, a recall that rang long enough,
@@ -93,6 +102,8 @@
 //! [`Core::set_journaling`]: super::Core::set_journaling
 //! [`Core::handle_journal_durable`]: super::Core::handle_journal_durable
 //! [`Core::restore`]: super::Core::restore
+//! [`Core::enable_cluster`]: super::Core::enable_cluster
+//! [`Core::handle_cluster`]: super::Core::handle_cluster
 //! [`MediaCommand`]: crate::media::MediaCommand
 //! [`ParkEvent`]: super::ParkEvent
 //! [`Time`]: crate::time::Time
@@ -117,6 +128,11 @@ pub enum Output {
     /// synced it (or failed to). Without one, nothing waits on it. Never emitted while journaling is off
     /// ([`super::Core::set_journaling`]).
     Journal { records: Vec<crate::journal::Record>, token: Option<crate::journal::JournalToken> },
+    /// Run this Redis operation of the cluster room (issue 18) and bring its outcome back with
+    /// [`super::Core::handle_cluster`]`(ClusterInput::Reply { op, .. })`, exactly once, within about a second
+    /// (a timeout or a lost connection is an `Err`). Operations must be written to Redis in the order given.
+    /// Never emitted without [`super::Core::enable_cluster`].
+    Cluster { op: crate::cluster::OpId, cmd: crate::cluster::RedisOp },
 }
 
 /// Why the core wants [`super::Core::handle_timeout`] called: the reason next to the deadline of
@@ -135,6 +151,9 @@ pub enum Wake {
     Keepalive,
     /// A BLF subscription expires.
     BlfExpiry,
+    /// The cluster room's deadline: a claim waited too long for Redis, a lease renewal, a remote claim's
+    /// expiry, a resync.
+    Cluster,
 }
 
 impl Wake {
@@ -147,6 +166,7 @@ impl Wake {
             Wake::MaxPark => "max_park",
             Wake::Keepalive => "keepalive",
             Wake::BlfExpiry => "blf_expiry",
+            Wake::Cluster => "cluster",
         }
     }
 }

@@ -269,6 +269,11 @@ impl Endpoint {
         self.out.push_back(Output::Journal { records, token });
     }
 
+    /// Hands a cluster operation to the driver (issue 18).
+    pub fn cluster(&mut self, op: crate::cluster::OpId, cmd: crate::cluster::RedisOp) {
+        self.out.push_back(Output::Cluster { op, cmd });
+    }
+
     /// Moves what the transaction layer queued to the output queue, in order, up to the next thing it reports;
     /// `None` when it has nothing more.
     pub fn next_txn_event(&mut self) -> Option<TxnEvent> {

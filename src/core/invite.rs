@@ -83,6 +83,29 @@ impl Core {
     /// Parks the caller of `req` in `orbit` (directed) or in a free orbit chosen by the lot's policy.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn park(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: Option<OrbitIdx>, parker: Option<NameAddr>) {
+        if self.clustered() {
+            // The orbit is Redis's to give: the park waits for the claim (core/cluster.rs).
+            if let Err((status, why)) = read_offer(&req) {
+                return self.ep.refuse(now, txn, &req, status, why);
+            }
+            return self.park_via_cluster(now, txn, from, req, lot, orbit, parker);
+        }
+        self.park_local(now, txn, from, req, lot, orbit, parker, false)
+    }
+
+    /// Parks in the local lot. `granted`: the cluster granted this node `orbit` (given back if the park fails).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn park_local(
+        &mut self,
+        now: Time,
+        txn: ServerTxnId,
+        from: Peer,
+        req: Request,
+        lot: usize,
+        orbit: Option<OrbitIdx>,
+        parker: Option<NameAddr>,
+        granted: bool,
+    ) {
         let offer = match read_offer(&req) {
             Ok(o) => o,
             Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
@@ -92,8 +115,17 @@ impl Core {
             None => self.parking.cfg(lot).and_then(|c| c.parking_duration()),
         };
         let call = CallRef(self.ep.next_id());
+        let asked = orbit;
         let orbit = match self.parking.claim(lot, orbit, call, self.ep.rng()) {
             Ok(i) => i,
+            Err(e) if granted => {
+                // The cluster granted an orbit this node still has a call in (should not happen): give it back.
+                tracing::warn!(error = ?e, "cluster granted an orbit that is occupied here");
+                if let Some(o) = asked {
+                    self.release_claim(crate::cluster::Slot { lot, orbit: o });
+                }
+                return self.ep.refuse(now, txn, &req, 486, "Busy Here");
+            }
             Err(ClaimError::Occupied) => return self.ep.refuse(now, txn, &req, 486, "Busy Here"),
             Err(ClaimError::LotFull) => {
                 return match self.parking.overflow_of(lot) {
@@ -104,6 +136,9 @@ impl Core {
         };
         let Some(media_leg) = self.ports.take(now) else {
             self.parking.release(lot, orbit, call);
+            if granted {
+                self.release_claim(crate::cluster::Slot { lot, orbit });
+            }
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let orbit_name = self.parking.orbit_name(lot, orbit);
@@ -128,6 +163,8 @@ impl Core {
             None if self.parking.empty_orbit_parks(lot) => {
                 self.park(now, txn, from, req, lot, Some(orbit), None)
             }
+            // Not yet clustered: a call parked on another node is not fetched from there.
+            None if self.held_remotely(lot, orbit) => self.ep.refuse(now, txn, &req, 404, "Parked On Another Node"),
             None => self.ep.refuse(now, txn, &req, 404, "Orbit Empty"),
         }
     }

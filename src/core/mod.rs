@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod blf;
 pub mod bridging;
+pub mod cluster;
 pub mod commands;
 pub mod contract;
 pub mod dialogs;
@@ -47,6 +48,7 @@ mod subscribe;
 pub mod snapshot;
 mod transfer;
 
+pub use cluster::ClusterInput;
 pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
 pub use contract::{Output, Wake};
 pub use events::ParkEvent;
@@ -110,6 +112,8 @@ pub struct Core {
     admission: admission::Admission,
     /// What is journaled and what waits for it (issue 17; off by default).
     journal: persist::JournalRoom,
+    /// The cluster room and the parks waiting for it (issue 18; `None`: a single node).
+    cluster: Option<cluster::CoreCluster>,
 }
 
 impl Core {
@@ -146,6 +150,7 @@ impl Core {
             bridging: bridging::Bridging::default(),
             admission,
             journal: persist::JournalRoom::new(seed),
+            cluster: None,
         }
     }
 
@@ -171,6 +176,7 @@ impl Core {
             // A restored leg whose 2xx was never ACKed is given up on, as Timer H would; a held group whose store
             // does not answer is given up on.
             self.journal.next_deadline().map(|t| (t, Wake::Transaction)),
+            self.cluster.as_ref().and_then(|c| c.room.poll_timeout()).map(|(t, _)| (t, Wake::Cluster)),
         ])
     }
 
@@ -178,10 +184,13 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Time) {
         self.ep.txn.handle_timeout(now);
         self.call_timeouts(now);
-        let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         self.blf.handle_timeout(&mut self.ep, now, &orbits);
         self.unacked_timeouts(now);
         self.stalled_journal_timeouts(now);
+        if let Some(c) = self.cluster.as_mut() {
+            c.room.handle_timeout(now);
+        }
         self.settle(now);
     }
 
@@ -189,8 +198,14 @@ impl Core {
     /// what it reported (a client transaction timed out, a 2xx was never ACKed) is acted on now, with the
     /// input's `now`, until the layer has nothing more to say.
     fn settle(&mut self, now: Time) {
-        while let Some(ev) = self.ep.next_txn_event() {
-            self.on_txn_event(now, ev);
+        loop {
+            while let Some(ev) = self.ep.next_txn_event() {
+                self.on_txn_event(now, ev);
+            }
+            // The cluster room's answers continue parks (which queue responses): settle again after them.
+            if !self.drain_cluster(now) {
+                break;
+            }
         }
         self.flush_journal(now);
     }
@@ -233,9 +248,9 @@ impl Core {
         }
     }
 
-    /// Each lot's name, number of orbits and how many are occupied.
+    /// Each lot's name, number of orbits and how many are occupied (in a cluster, those other nodes hold too).
     pub fn lot_summary(&self) -> Vec<(String, usize, usize)> {
-        self.parking.lots().map(|l| (l.name().to_string(), l.capacity(), l.occupied())).collect()
+        self.parking.lots().enumerate().map(|(i, l)| (l.name().to_string(), l.capacity(), l.occupied() + self.remote_in_lot(i))).collect()
     }
 
 }
@@ -264,3 +279,5 @@ mod gate_tests;
 mod plain_data_tests;
 #[cfg(test)]
 mod counts_tests;
+#[cfg(test)]
+mod cluster_tests;

@@ -40,6 +40,9 @@ pub struct ParkedView {
     pub call_id: CallId,
     pub local_tag: String,
     pub remote_tag: String,
+    /// In a cluster, the node holding the call when it is another one (`None`: parked here). A remote call's
+    /// dialog ids are not known here (empty): BLF shows it without them.
+    pub node: Option<String>,
 }
 
 impl Core {
@@ -68,14 +71,15 @@ impl Core {
 
     /// A read-only view of the orbits.
     pub(super) fn orbits(&self) -> Orbits<'_> {
-        Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging }
+        Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) }
     }
 
     /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
     /// recall started or ended). Watchers (BLF) and the admission room (who holds the orbit) hook in here.
     pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
         self.admission_orbit_changed(now, lot, orbit);
-        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        self.cluster_orbit_changed(lot, orbit);
+        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         self.blf.orbit_changed(&mut self.ep, now, lot, orbit, &orbits);
     }
 }
@@ -85,12 +89,14 @@ pub struct Orbits<'a> {
     pub parking: &'a Parking,
     pub dialogs: &'a Dialogs,
     pub bridging: &'a Bridging,
+    /// In a cluster, the orbits other nodes hold (issue 18).
+    pub remote: Option<&'a crate::cluster::view::RemoteView>,
 }
 
 impl Orbits<'_> {
     /// The state of orbit `orbit` of lot `lot` (Free for out-of-range indices).
     pub fn state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
-        let Some(call) = self.parking.parked_in(lot, orbit) else { return OrbitState::Free };
+        let Some(call) = self.parking.parked_in(lot, orbit) else { return self.remote_state(lot, orbit) };
         let Some(c) = self.parking.get(call) else { return OrbitState::Free };
         let Some(leg) = self.dialogs.get(c.parked) else { return OrbitState::Free };
         let mut parked = leg.dialog.remote.clone();
@@ -104,6 +110,33 @@ impl Orbits<'_> {
             call_id: leg.dialog.call_id.clone(),
             local_tag: leg.dialog.local_tag().to_string(),
             remote_tag: leg.dialog.remote_tag().to_string(),
+            node: None,
         })
+    }
+
+    /// An orbit not occupied here: parked on another node of the cluster, or free.
+    fn remote_state(&self, lot: usize, orbit: OrbitIdx) -> OrbitState {
+        let Some(rc) = self.remote.and_then(|v| v.get(crate::cluster::Slot { lot, orbit })) else { return OrbitState::Free };
+        let uri = crate::sip::parse_uri(&rc.info.parked).unwrap_or_else(|_| crate::sip::Uri::sip(None, "invalid", None));
+        let mut parked = NameAddr::new(uri);
+        parked.display = rc.info.parked_name.clone();
+        let parker = rc.info.parker.as_deref().and_then(|p| crate::sip::parse_uri(p).ok()).map(NameAddr::new);
+        let d = rc.info.dialog.clone().unwrap_or_default();
+        OrbitState::Parked(ParkedView {
+            parked,
+            parker,
+            since: Time::from_millis(rc.info.since_ms),
+            recall_at: None,
+            recalling: None,
+            call_id: d.call_id.as_str().into(),
+            local_tag: d.local_tag,
+            remote_tag: d.remote_tag,
+            node: Some(rc.owner.to_string()),
+        })
+    }
+
+    /// Orbits of `lot` other nodes hold.
+    pub fn remote_in_lot(&self, lot: usize) -> usize {
+        self.remote.map_or(0, |v| v.count_in_lot(lot))
     }
 }

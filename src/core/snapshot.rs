@@ -42,6 +42,9 @@ pub struct OrbitSnapshot {
     /// Whom parkd is ringing now for this call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recalling: Option<RecallTarget>,
+    /// In a cluster, the node the call is parked on when it is another one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A call bridged through parkd (retrieved, recalled or unparked): either leg's Call-ID can be parked again.
@@ -83,6 +86,7 @@ impl Orbits<'_> {
                         parked_since_ms: None,
                         recall_at_ms: None,
                         recalling: None,
+                        node: None,
                     },
                     OrbitState::Parked(v) => OrbitSnapshot {
                         orbit,
@@ -94,11 +98,12 @@ impl Orbits<'_> {
                         parked_since_ms: Some(v.since.as_millis()),
                         recall_at_ms: v.recall_at.map(|t| t.as_millis()),
                         recalling: v.recalling,
+                        node: v.node,
                     },
                 }
             })
             .collect();
-        Some(LotSnapshot { name: l.name().to_string(), park_code: l.cfg.park_code.clone(), capacity: l.capacity(), occupied: l.occupied(), orbits })
+        Some(LotSnapshot { name: l.name().to_string(), park_code: l.cfg.park_code.clone(), capacity: l.capacity(), occupied: l.occupied() + self.remote_in_lot(lot), orbits })
     }
 
     /// Calls bridged through parkd right now, oldest first.

@@ -63,7 +63,7 @@ impl Core {
             Dialed::ParkCode | Dialed::RetrieveCode => Watched::Lot,
         };
         let new = NewSubscription { lot, watched, event_id, expires };
-        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         let id = self.blf.subscribe(&mut self.ep, now, txn, from, &req, new, &orbits);
         // A fetch is already ending; its source holds it until the final NOTIFY is answered, as any other.
         self.admission.hold(now, Hold::Subscription(id), from.addr.ip());
@@ -71,13 +71,13 @@ impl Core {
 
     /// A request inside subscription `id`'s dialog.
     pub(super) fn on_subscription_request(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, id: SubId) {
-        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         self.blf.on_request(&mut self.ep, now, txn, from, &req, id, &orbits);
     }
 
     /// A response to a NOTIFY of subscription `id`.
     pub(super) fn on_notify_response(&mut self, now: Time, id: SubId, txn: ClientTxnId, verdict: ClientVerdict) {
-        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging };
+        let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         if let Some(gone) = self.blf.on_notify_response(&mut self.ep, now, id, txn, verdict, &orbits) {
             self.admission.release(Hold::Subscription(gone));
         }

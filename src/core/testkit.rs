@@ -29,6 +29,8 @@ pub struct World {
     pub events: Vec<ParkEvent>,
     /// Journal groups the core wrote (journaling on), with their tokens.
     pub journal: Vec<(Vec<crate::journal::Record>, Option<crate::journal::JournalToken>)>,
+    /// Cluster operations the core handed out (cluster enabled) and not yet run by the test.
+    pub cluster_ops: Vec<(crate::cluster::OpId, crate::cluster::RedisOp)>,
 }
 
 pub fn udp(port: u16) -> Peer {
@@ -62,6 +64,7 @@ impl World {
             media: Vec::new(),
             events: Vec::new(),
             journal: Vec::new(),
+            cluster_ops: Vec::new(),
         }
     }
 
@@ -72,8 +75,15 @@ impl World {
                 Output::Media(m) => self.media.push(m),
                 Output::Event(e) => self.events.push(e),
                 Output::Journal { records, token } => self.journal.push((records, token)),
+                Output::Cluster { op, cmd } => self.cluster_ops.push((op, cmd)),
             }
         }
+    }
+
+    /// Hands the core an input from the cluster's io (a Redis reply, a message, the link) and carries its outputs.
+    pub fn cluster_input(&mut self, input: crate::core::ClusterInput) {
+        self.core.handle_cluster(input, self.now);
+        self.drain();
     }
 
     /// Reports journal group `token` durable (`ok`) or failed, and carries what the core then does.

@@ -98,6 +98,10 @@ impl Core {
         if self.dialogs.get(keep).is_none() {
             return Err((481, "Call/Transaction Does Not Exist"));
         }
+        if self.clustered() {
+            // Not yet clustered: the REFER's NOTIFY cannot wait for a claim (docs/cluster-design.md).
+            return Err((503, "Park By REFER Not Clustered Yet"));
+        }
         let new_call = CallRef(self.ep.next_id());
         let how = if orbit.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
         let orbit = match self.parking.claim(lot, orbit, new_call, self.ep.rng()) {

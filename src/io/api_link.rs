@@ -24,8 +24,8 @@ pub enum CoreRequest {
     Lots { reply: oneshot::Sender<Vec<LotSnapshot>> },
     Calls { reply: oneshot::Sender<Vec<BridgedSnapshot>> },
     Scrape { reply: oneshot::Sender<ScrapeSnapshot> },
-    /// Whether the core takes new parks (false while draining).
-    Ready { reply: oneshot::Sender<bool> },
+    /// Whether the core takes new parks: `None`, or why not (draining; in a cluster, Redis not answering).
+    Ready { reply: oneshot::Sender<Option<&'static str>> },
 }
 
 /// Why the core task did not answer.
@@ -84,7 +84,14 @@ pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest) {
             let _ = reply.send(core.lots_snapshot());
         }
         CoreRequest::Ready { reply } => {
-            let _ = reply.send(!core.is_draining());
+            let why = if core.is_draining() {
+                Some("draining: new parks are refused (SIGUSR1 toggles)")
+            } else if !core.cluster_available() {
+                Some("cluster: Redis does not answer; new parks are refused (503)")
+            } else {
+                None
+            };
+            let _ = reply.send(why);
         }
         CoreRequest::Calls { reply } => {
             let _ = reply.send(core.bridged_snapshot());

@@ -173,8 +173,8 @@ async fn readyz(State(s): State<ApiState>) -> Result<&'static str, ApiError> {
     if s.draining.load(Ordering::Relaxed) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining"));
     }
-    if !s.core.ask(|reply| CoreRequest::Ready { reply }).await? {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining: new parks are refused (SIGUSR1 toggles)"));
+    if let Some(why) = s.core.ask(|reply| CoreRequest::Ready { reply }).await? {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why));
     }
     Ok("ready\n")
 }

@@ -32,7 +32,7 @@ fn app() -> (axum::Router, Arc<Metrics>) {
                 CoreRequest::Lots { reply } => drop(reply.send(Vec::new())),
                 CoreRequest::Calls { reply } => drop(reply.send(Vec::new())),
                 CoreRequest::Scrape { reply } => drop(reply.send(ScrapeSnapshot::default())),
-                CoreRequest::Ready { reply } => drop(reply.send(true)),
+                CoreRequest::Ready { reply } => drop(reply.send(None)),
             }
         }
     });

@@ -90,13 +90,19 @@ pub async fn run(
     clock: Clock,
     mut api: ApiPort,
     journal: Option<JournalLink>,
+    cluster: Option<super::cluster::core_link::CoreLink>,
     shutdown: impl std::future::Future<Output = Stop>,
 ) -> Stop {
+    let (cluster_ops, mut cluster_in) = match cluster {
+        Some(c) => (Some(c.ops), Some(c.inputs)),
+        None => (None, None),
+    };
     let (writer, mut durable) = match journal {
         Some(j) => (Some(j.writer), Some(j.durable)),
         None => (None, None),
     };
-    let stop = drive(&mut core, sockets, &media, &clock, &mut api, writer.as_ref(), durable.as_mut(), shutdown).await;
+    let cluster = ClusterIo { ops: cluster_ops, inputs: cluster_in.as_mut() };
+    let stop = drive(&mut core, sockets, &media, &clock, &mut api, writer.as_ref(), durable.as_mut(), cluster, shutdown).await;
     if let Some(w) = writer {
         // Commits everything queued (the deletes of a hang-up-all included), then closes the file and its lock.
         w.shutdown();
@@ -114,6 +120,7 @@ async fn drive(
     api: &mut ApiPort,
     journal: Option<&JournalWriter>,
     mut durable: Option<&mut mpsc::UnboundedReceiver<Durable>>,
+    mut cluster: ClusterIo<'_>,
     shutdown: impl std::future::Future<Output = Stop>,
 ) -> Stop {
     let SipSockets { udp, tcp, limits } = sockets;
@@ -140,7 +147,7 @@ async fn drive(
         // The core's contract (core/mod.rs): after every input, drain its output until None. Every branch
         // below feeds at most one input before coming back here, except the UDP batch, which drains after
         // each datagram itself; only the media threads' wake-up is deferred to the end of the batch.
-        if drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal) {
+        if drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal, cluster.ops.as_ref()) {
             media.wake();
         }
         if let Some(until) = leaving {
@@ -159,14 +166,14 @@ async fn drive(
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default());
-                    let mut media_queued = drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal);
+                    let mut media_queued = drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal, cluster.ops.as_ref());
                     // Take whatever else is already queued before sleeping again, draining after each one.
                     for _ in 0..64 {
                         match udp.try_recv_from(&mut buf) {
                             Ok((n, from)) => on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default()),
                             Err(_) => break,
                         }
-                        media_queued |= drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal);
+                        media_queued |= drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal, cluster.ops.as_ref());
                     }
                     // One wake-up of the media threads for the whole batch (their commands are queued in order).
                     if media_queued {
@@ -193,6 +200,7 @@ async fn drive(
                 }
             },
             Some(req) = api.rx.recv() => api_link::serve(core, media, clock.now(), req),
+            Some(input) = recv_cluster(&mut cluster.inputs) => core.handle_cluster(input, clock.now()),
             Some(done) = recv_durable(&mut durable) => {
                 // The journal writer synced (or failed to sync) these groups: the core releases what it held
                 // back for them (a park's 200 OK) or refuses in its place. Drained at the top of the loop.
@@ -268,6 +276,20 @@ impl DrainSignal {
     }
 }
 
+/// The cluster's io as the driver loop sees it (issue 18): operations out, replies/messages/link state in.
+struct ClusterIo<'a> {
+    ops: Option<mpsc::UnboundedSender<(crate::cluster::OpId, crate::cluster::RedisOp)>>,
+    inputs: Option<&'a mut mpsc::UnboundedReceiver<crate::core::ClusterInput>>,
+}
+
+/// The next input from the cluster's io task, or never without a cluster.
+async fn recv_cluster(rx: &mut Option<&mut mpsc::UnboundedReceiver<crate::core::ClusterInput>>) -> Option<crate::core::ClusterInput> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next journal completion, or never when journaling is off.
 async fn recv_durable(rx: &mut Option<&mut mpsc::UnboundedReceiver<Durable>>) -> Option<Durable> {
     match rx {
@@ -325,6 +347,7 @@ fn drain(
     api: &ApiPort,
     clock: &Clock,
     journal: Option<&JournalWriter>,
+    cluster: Option<&mpsc::UnboundedSender<(crate::cluster::OpId, crate::cluster::RedisOp)>>,
 ) -> bool {
     let mut media_queued = false;
     while let Some(out) = core.poll_output() {
@@ -349,6 +372,14 @@ fn drain(
                 }
                 api.metrics.on_event(&ev);
                 api.hub.publish(ev, clock.now().as_millis());
+            }
+            Output::Cluster { op, cmd } => {
+                let sent = cluster.is_some_and(|c| c.send((op, cmd)).is_ok());
+                if !sent {
+                    // No io task: the operation fails at once (the room then answers its claim Unavailable).
+                    let result = Err(crate::cluster::OpError::Connection("no cluster link".into()));
+                    core.handle_cluster(crate::core::ClusterInput::Reply { op, result }, clock.now());
+                }
             }
             // With journaling off (`journal = false`) the core emits none: nothing to keep if it did.
             Output::Journal { records, token } => {

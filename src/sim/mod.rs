@@ -469,6 +469,8 @@ impl Net {
                 }
                 Output::Event(e) => self.events.push((now, e)),
                 Output::Journal { records, token } => self.journal.write(now, records, token),
+                // The simulated network runs single nodes (no cluster enabled): never emitted.
+                Output::Cluster { .. } => {}
             }
         }
     }

@@ -430,7 +430,8 @@ fn parked_entry(view: &ParkedView, orbit_name: &str, entity: &Uri, state: Dialog
     DialogEntry {
         id: view.call_id.to_string(),
         state,
-        ids: Some(DialogIds { call_id: view.call_id.to_string(), local_tag: view.local_tag.clone(), remote_tag: view.remote_tag.clone() }),
+        // A call on another node of a cluster: its dialog ids are not known here (no pickup by Replaces yet).
+        ids: view.node.is_none().then(|| DialogIds { call_id: view.call_id.to_string(), local_tag: view.local_tag.clone(), remote_tag: view.remote_tag.clone() }),
         local: Some(Identity { display: None, uri: orbit_uri.to_string(), target: Some(orbit_uri.to_string()) }),
         remote: Some(Identity { display: view.parked.display.clone(), uri: view.parked.uri.to_string(), target: None }),
     }

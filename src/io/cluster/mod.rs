@@ -9,6 +9,7 @@
 //!
 //! Tested against real Redis servers in `sip-tests/tests/cluster_redis.rs`.
 
+pub mod core_link;
 pub mod driver;
 pub mod link;
 pub mod scripts;

@@ -1,0 +1,307 @@
+//! Two parkd nodes sharing one orbit space through one real `redis-server` (issue 18, atomic allocation):
+//! concurrent indirect parks on both nodes get distinct orbits, a directed conflict has exactly one winner,
+//! Redis gone → 503 with Retry-After (never a 200), and an orbit freed on one node (hang-up, retrieve) can be
+//! taken on the other, and the HTTP API of one node lists the calls parked on the other. Each test starts its own
+//! Redis and nodes (own SIP/RTP/HTTP ports and state dirs);
+//! figures are printed, not asserted.
+
+use parkd::sip::{Message, Method, Response};
+use sip_tests::harness::redis::RedisServer;
+use sip_tests::sip::ua::{CallIds, Ua};
+use sip_tests::{Parkd, ParkdOptions};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "cluster-test-token-0123456789";
+
+fn skip() -> bool {
+    if RedisServer::available() {
+        return false;
+    }
+    eprintln!("SKIPPED: redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)");
+    true
+}
+
+/// A parkd node of the cluster on `redis`, waited for until it reports Redis answering.
+fn node(test: &str, redis: &RedisServer, name: &str) -> Parkd {
+    let args = ["--redis", &redis.url(), "--node", name, "--lease", "3", "--http-token", TOKEN].map(String::from).to_vec();
+    // Every phone here is 127.0.0.1: allow it more than the default 10 parked calls per source.
+    let config = Some("[limits]\nparked_per_source = 100\n".to_string());
+    let p = Parkd::start_with(&format!("{test}_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, http: true, ..ParkdOptions::default() });
+    let t0 = Instant::now();
+    while !p.stderr_all().contains("parks are granted") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "node {name} never reached Redis:\n{}", p.stderr_tail(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// A phone talking to one node.
+struct Phone {
+    ua: Ua,
+    n: u32,
+    /// Final responses to INVITEs (by Call-ID) and what else came (parkd's BYEs are answered).
+    finals: BTreeMap<String, Response>,
+}
+
+impl Phone {
+    fn new(parkd: &Parkd) -> Phone {
+        Phone { ua: Ua::new(parkd.sip_addr()).expect("UA socket"), n: 0, finals: BTreeMap::new() }
+    }
+
+    /// Sends an INVITE to `target` (with Referred-By when `referred`); returns its ids.
+    fn invite(&mut self, target: &str, referred: bool) -> CallIds {
+        self.n += 1;
+        let c = CallIds {
+            call_id: format!("cl-{}-{}-{}", self.ua.local.port(), self.n, target),
+            from_tag: format!("t{}", self.n),
+            user: format!("u{}", self.n),
+            target: target.into(),
+            to_tag: None,
+        };
+        let extra = if referred { "Referred-By: <sip:alice@127.0.0.1>\r\n" } else { "" };
+        self.ua.invite(&c, 40_000 + self.n as u16, extra);
+        c
+    }
+
+    /// Takes what arrived; ACKs finals, answers BYEs.
+    fn pump(&mut self) {
+        while let Some(m) = self.ua.try_recv() {
+            match m {
+                Message::Response(r) if r.common.cseq.method == Method::Invite && r.status >= 200 => {
+                    let id = r.common.call_id.as_str().to_string();
+                    if !self.finals.contains_key(&id) {
+                        self.finals.insert(id, r);
+                    }
+                }
+                Message::Request(req) if req.method == Method::Bye => self.ua.ok_to(&req),
+                _ => {}
+            }
+        }
+    }
+
+    /// The final response to `c` (waits up to 5 s), ACKed; `c` gets parkd's tag.
+    fn final_of(&mut self, c: &mut CallIds) -> Response {
+        let t0 = Instant::now();
+        loop {
+            self.pump();
+            if let Some(r) = self.finals.get(&c.call_id).cloned() {
+                c.to_tag = r.common.to.tag().map(str::to_string);
+                self.ua.ack(c, r.status < 300);
+                return r;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "no final response to {} ({})", c.call_id, c.target);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Parks on `target` and waits for the final response.
+    fn park(&mut self, target: &str, referred: bool) -> (CallIds, Response) {
+        let mut c = self.invite(target, referred);
+        let r = self.final_of(&mut c);
+        (c, r)
+    }
+}
+
+fn orbit(r: &Response) -> String {
+    r.common.header("Park-Orbit").unwrap_or("").to_string()
+}
+
+#[test]
+fn concurrent_indirect_parks_on_two_nodes_get_distinct_orbits() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_concurrent");
+    let (a, b) = (node("cl_concurrent", &redis, "a"), node("cl_concurrent", &redis, "b"));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    // 16 parks sent at once, 8 to each node, before any answer is read; then 4 more than the lot holds.
+    let t0 = Instant::now();
+    let mut calls: Vec<(bool, CallIds)> = Vec::new();
+    for _ in 0..8 {
+        calls.push((true, pa.invite("700", true)));
+        calls.push((false, pb.invite("700", true)));
+    }
+    let mut orbits = Vec::new();
+    for (on_a, c) in &mut calls {
+        let r = if *on_a { pa.final_of(c) } else { pb.final_of(c) };
+        assert_eq!(r.status, 200, "park {} on node {}", c.call_id, if *on_a { "a" } else { "b" });
+        orbits.push(orbit(&r));
+    }
+    let took = t0.elapsed();
+    let unique: BTreeSet<&String> = orbits.iter().collect();
+    assert_eq!(unique.len(), 16, "every Park-Orbit once across both nodes: {orbits:?}");
+    println!("figure: 16 concurrent indirect parks over 2 nodes, all answered in {:.1} ms", took.as_secs_f64() * 1e3);
+    // The other 4 orbits, then the lot is full on both nodes.
+    for i in 0..4 {
+        let (_, r) = if i % 2 == 0 { pa.park("700", true) } else { pb.park("700", true) };
+        assert_eq!(r.status, 200);
+        assert!(unique.iter().all(|o| **o != orbit(&r)), "a fresh orbit");
+    }
+    let (_, r) = pa.park("700", true);
+    assert_eq!((r.status, r.reason.as_str()), (486, "Parking Lot Full"));
+    let (_, r) = pb.park("700", true);
+    assert_eq!((r.status, r.reason.as_str()), (486, "Parking Lot Full"));
+    // Each node's lot holds only its own calls; together the 20 orbits.
+    assert_eq!(redis.cli(&["--scan", "--pattern", "parkd:*:orbit:*"]).lines().count(), 20);
+}
+
+#[test]
+fn directed_parks_into_one_orbit_on_two_nodes_one_200_one_486() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_directed");
+    let (a, b) = (node("cl_directed", &redis, "a"), node("cl_directed", &redis, "b"));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    let mut statuses = Vec::new();
+    for orbit_no in ["705", "706", "707"] {
+        // Both sent before either answer is read.
+        let (mut ca, mut cb) = (pa.invite(orbit_no, true), pb.invite(orbit_no, true));
+        let (ra, rb) = (pa.final_of(&mut ca), pb.final_of(&mut cb));
+        let mut s = [ra.status, rb.status];
+        s.sort();
+        assert_eq!(s, [200, 486], "orbit {orbit_no}: exactly one 200 and one 486 (a: {} {}, b: {} {})", ra.status, ra.reason, rb.status, rb.reason);
+        let winner = if ra.status == 200 { &ra } else { &rb };
+        assert_eq!(orbit(winner), orbit_no);
+        let loser = if ra.status == 200 { &rb } else { &ra };
+        assert_eq!(loser.reason, "Busy Here");
+        statuses.push((orbit_no, if ra.status == 200 { "a" } else { "b" }));
+    }
+    println!("figure: directed conflicts won by {statuses:?}");
+}
+
+#[test]
+fn redis_stopped_a_park_gets_503_with_retry_after_never_200() {
+    if skip() {
+        return;
+    }
+    let mut redis = RedisServer::start("cl_down");
+    let a = node("cl_down", &redis, "a");
+    let mut pa = Phone::new(&a);
+    let (_, r) = pa.park("700", true);
+    assert_eq!(r.status, 200, "a park while Redis answers");
+    assert_eq!(readyz(&a), 200, "ready while Redis answers");
+    // Paused (SIGSTOP): the claim waits for the adapter's response timeout, then 503; never a 200.
+    redis.pause();
+    let t0 = Instant::now();
+    let (_, r) = pa.park("700", true);
+    assert_eq!((r.status, r.common.header("Retry-After")), (503, Some("5")), "park with Redis paused: {} {}", r.status, r.reason);
+    println!("figure: Redis paused → park answered 503 in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    redis.resume();
+    let t0 = Instant::now();
+    loop {
+        let (_, r) = pa.park("700", true);
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503);
+        assert!(t0.elapsed() < Duration::from_secs(5), "parks never granted again after SIGCONT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("figure: Redis resumed → parks granted again after {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    redis.kill_now();
+    for target in ["700", "710", "700"] {
+        let t0 = Instant::now();
+        let (_, r) = pa.park(target, true);
+        let took = t0.elapsed();
+        assert_eq!((r.status, r.reason.as_str()), (503, "Cluster Unavailable"), "park on {target} with Redis gone");
+        assert_eq!(r.common.header("Retry-After"), Some("5"));
+        println!("figure: Redis killed → park on {target} answered 503 in {:.1} ms", took.as_secs_f64() * 1e3);
+    }
+    assert_eq!(readyz(&a), 503, "/readyz says not ready while Redis is gone");
+}
+
+/// The status of node `p`'s `/readyz`.
+fn readyz(p: &Parkd) -> u16 {
+    let url = format!("http://{}/readyz", p.http_addr.expect("http"));
+    match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+#[test]
+fn an_orbit_freed_on_one_node_can_be_taken_on_the_other() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_free");
+    let (a, b) = (node("cl_free", &redis, "a"), node("cl_free", &redis, "b"));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    // Hang-up: parked on a, refused on b, BYE on a, then b gets it.
+    let (bob, r) = pa.park("703", true);
+    assert_eq!(r.status, 200);
+    assert_eq!(pb.park("703", true).1.status, 486);
+    pa.ua.bye(&bob);
+    let t0 = Instant::now();
+    let freed = loop {
+        let (_, r) = pb.park("703", true);
+        if r.status == 200 {
+            break t0.elapsed();
+        }
+        assert_eq!(r.status, 486);
+        assert!(t0.elapsed() < Duration::from_secs(3), "703 never freed for node b after the hang-up on a");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    println!("figure: hang-up on a → 703 parkable on b after {:.1} ms", freed.as_secs_f64() * 1e3);
+    // Retrieve: parked on a, retrieved on a (INVITE to the orbit without Referred-By), then b gets it.
+    assert_eq!(pa.park("704", true).1.status, 200);
+    assert_eq!(pb.park("704", true).1.status, 486);
+    let (_, r) = pa.park("704", false);
+    assert_eq!(r.status, 200, "retrieve on the owner node");
+    let t0 = Instant::now();
+    loop {
+        let (_, r) = pb.park("704", true);
+        if r.status == 200 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "704 never freed for node b after the retrieve on a");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("figure: retrieve on a → 704 parkable on b after {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+}
+
+/// Orbit `n` of the default lot as node `p`'s HTTP API shows it.
+fn api_orbit(p: &Parkd, n: &str) -> serde_json::Value {
+    let url = format!("http://{}/v1/lots/default/orbits", p.http_addr.expect("http"));
+    let r = ureq::get(&url).set("Authorization", &format!("Bearer {TOKEN}")).timeout(Duration::from_secs(5)).call().expect("GET orbits");
+    let orbits: serde_json::Value = r.into_json().expect("JSON");
+    orbits.as_array().and_then(|a| a.iter().find(|o| o["orbit"] == n).cloned()).unwrap_or_else(|| panic!("no orbit {n} in {orbits}"))
+}
+
+#[test]
+fn the_api_of_one_node_lists_a_call_parked_on_the_other() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_view");
+    let (a, b) = (node("cl_view", &redis, "a"), node("cl_view", &redis, "b"));
+    let mut pa = Phone::new(&a);
+    assert_eq!(api_orbit(&b, "701")["state"], "free");
+    let (bob, r) = pa.park("701", true);
+    let parked_at = Instant::now();
+    assert_eq!(r.status, 200);
+    let seen = loop {
+        let o = api_orbit(&b, "701");
+        if o["state"] == "parked" {
+            assert_eq!(o["node"], "a", "{o}");
+            assert!(o["parked"].as_str().is_some_and(|p| p.contains("sip:u")), "{o}");
+            break parked_at.elapsed();
+        }
+        assert!(parked_at.elapsed() < Duration::from_secs(3), "node b never listed the park on a: {o}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(api_orbit(&a, "701")["node"].is_null(), "a's own call carries no node");
+    let metrics = ureq::get(&format!("http://{}/metrics", b.http_addr.expect("http"))).call().expect("metrics").into_string().unwrap_or_default();
+    assert!(metrics.contains(r#"parkd_orbits_occupied{lot="default"} 1"#), "b's occupancy counts a's call:\n{metrics}");
+    println!("figure: park on a (200 received) → listed by b's API after {:.1} ms (polled every 2 ms)", seen.as_secs_f64() * 1e3);
+    pa.ua.bye(&bob);
+    let t0 = Instant::now();
+    while api_orbit(&b, "701")["state"] != "free" {
+        assert!(t0.elapsed() < Duration::from_secs(3), "node b never saw 701 freed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!("figure: hang-up on a → free in b's API after {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+}

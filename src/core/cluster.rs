@@ -1,0 +1,277 @@
+//! The core's side of the cluster (issue 18): the [`ClusterRoom`] as one of the core's rooms, and the park flow
+//! that waits for its claim. Off by default ([`Core::enable_cluster`]): a core without it behaves exactly as
+//! before and emits no [`crate::core::Output::Cluster`].
+//!
+//! # The park waits for the claim
+//! A park (an INVITE to a park code, a directed park, an empty-orbit park) asks the room for an orbit instead
+//! of taking one from the local lot: it is kept as a [`PendingPark`] under a fresh [`ClaimId`] and nothing is
+//! sent (no `100 Trying`; a claim takes about a millisecond, `claim_timeout` (1.5 s) at most, and a
+//! retransmitted INVITE meets its server transaction). The room's answer continues it:
+//! * `Granted { slot }` → the local lot takes that orbit and the park goes on as on a single node (its `200`
+//!   then waits for the journal, as always);
+//! * `Taken` (directed) → `486 Busy Here`; `Full` → the lot's `overflow_lot` (a new claim there) or
+//!   `486 Parking Lot Full`;
+//! * `Unavailable` (Redis down or late) → `503 Service Unavailable` with `Retry-After: 5`, never a 200;
+//! * the INVITE was CANCELled (answered 487) meanwhile → the granted orbit is given back.
+//!
+//! Whenever an orbit this node holds becomes free locally (retrieve, hang-up, recall answered, a park undone),
+//! [`Core::orbit_changed`] releases its claim.
+//!
+//! # Not yet clustered
+//! REFER re-parks are refused (`503`) in a cluster (their NOTIFY cannot wait for a claim yet); the remote view
+//! is not shown by BLF or the API (only counted in [`Core::lot_summary`]); a retrieve of an orbit another node
+//! holds answers `404 Parked On Another Node`; calls restored from the journal claim their orbits anew
+//! once Redis answers (their fence is not journaled; one another node took meanwhile is only logged).
+
+use super::Core;
+use crate::cluster::{Change, ClaimId, ClaimInfo, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
+use crate::ids::OrbitIdx;
+use crate::sip::{NameAddr, Peer, Request};
+use crate::time::Time;
+use crate::txn::ServerTxnId;
+use rustc_hash::FxHashMap;
+
+/// The `Retry-After` of a park refused because the cluster cannot allocate an orbit now.
+pub const CLUSTER_RETRY_AFTER: u32 = 5;
+
+/// What the driver brings back from the cluster's io adapter.
+#[derive(Debug)]
+pub enum ClusterInput {
+    /// The outcome of the operation `op` ([`crate::core::Output::Cluster`]): every one gets exactly one.
+    Reply { op: crate::cluster::OpId, result: Result<RedisReply, OpError> },
+    /// A message on the change channel.
+    Change(Change),
+    /// Redis is reachable (connected and subscribed) or not.
+    Link(bool),
+}
+
+/// A park waiting for its claim.
+#[derive(Debug)]
+pub(super) struct PendingPark {
+    txn: ServerTxnId,
+    from: Peer,
+    req: Request,
+    lot: usize,
+    parker: Option<NameAddr>,
+}
+
+/// The cluster room and the parks waiting for it.
+#[derive(Debug)]
+pub(super) struct CoreCluster {
+    pub(super) room: ClusterRoom,
+    pending: FxHashMap<ClaimId, PendingPark>,
+    /// Claims asked for calls parked here without one (restored from the journal), by the orbit they hold.
+    reclaims: FxHashMap<ClaimId, Slot>,
+    next_id: u64,
+}
+
+impl Core {
+    /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
+    /// until the driver reports the link up ([`ClusterInput::Link`]).
+    pub fn enable_cluster(&mut self, room: ClusterRoom) {
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0 });
+    }
+
+    /// Whether this core is a node of a cluster.
+    pub fn clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Whether Redis answers (parks can be granted); `true` without a cluster.
+    pub fn cluster_available(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.room.available())
+    }
+
+    /// The cluster room, read-only (API, tests).
+    pub fn cluster_room(&self) -> Option<&ClusterRoom> {
+        self.cluster.as_ref().map(|c| &c.room)
+    }
+
+    /// Parks waiting for their claim.
+    pub fn cluster_pending(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| c.pending.len())
+    }
+
+    /// An input from the cluster's io adapter. Drain outputs afterwards, as after any input.
+    pub fn handle_cluster(&mut self, input: ClusterInput, now: Time) {
+        if let Some(c) = self.cluster.as_mut() {
+            match input {
+                ClusterInput::Reply { op, result } => c.room.handle_reply(now, op, result),
+                ClusterInput::Change(change) => c.room.handle_change(now, change),
+                ClusterInput::Link(up) => c.room.set_link(now, up),
+            }
+        }
+        self.settle(now);
+    }
+
+    /// In a cluster, the park is kept until the room answers its claim.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn park_via_cluster(
+        &mut self,
+        now: Time,
+        txn: ServerTxnId,
+        from: Peer,
+        req: Request,
+        lot: usize,
+        orbit: Option<OrbitIdx>,
+        parker: Option<NameAddr>,
+    ) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        c.next_id += 1;
+        let id = ClaimId(c.next_id);
+        let mut parked = req.common.from.uri.clone();
+        parked.params = Default::default();
+        let info = ClaimInfo {
+            parked: parked.to_string(),
+            parked_name: req.common.from.display.clone(),
+            parker: parker.as_ref().map(|p| p.uri.to_string()),
+            since_ms: now.as_millis(),
+            dialog: None,
+        };
+        let want = orbit.map_or(Want::Any, Want::Orbit);
+        c.pending.insert(id, PendingPark { txn, from, req, lot, parker });
+        c.room.claim(now, id, lot, want, info);
+    }
+
+    /// Carries the room's outputs: operations to the driver, claim answers to their parks. True when it did
+    /// anything (the caller then settles the transaction layer again).
+    pub(super) fn drain_cluster(&mut self, now: Time) -> bool {
+        let mut any = false;
+        loop {
+            let Some(c) = self.cluster.as_mut() else { return any };
+            let Some(out) = c.room.poll_output() else { return any };
+            any = true;
+            match out {
+                ClusterOutput::Redis { op, cmd } => self.ep.cluster(op, cmd),
+                ClusterOutput::Claim { id, result } => {
+                    if let Some(p) = c.pending.remove(&id) {
+                        self.on_claim(now, p, result);
+                    } else if let Some(slot) = c.reclaims.remove(&id) {
+                        self.on_reclaim(slot, result);
+                    }
+                }
+                ClusterOutput::Lost { slot, fence, to } => {
+                    // The call stays where it is on this node; re-parking it is not done yet.
+                    tracing::warn!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, to = ?to.map(|t| t.0), "cluster: orbit lost to another node");
+                }
+                ClusterOutput::View(v) => {
+                    // Watchers (BLF) see orbits other nodes hold as parked.
+                    let slot = match &v {
+                        crate::cluster::ViewChange::Claimed { slot, .. } | crate::cluster::ViewChange::Freed { slot, .. } => *slot,
+                    };
+                    tracing::debug!(change = ?v, "cluster view");
+                    self.orbit_changed(now, slot.lot, slot.orbit);
+                }
+                ClusterOutput::Available(a) => {
+                    tracing::info!(available = a, "cluster: Redis {}", if a { "answers; parks are granted" } else { "does not answer; parks get 503" });
+                    if a {
+                        self.claim_unclaimed(now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_claim(&mut self, now: Time, p: PendingPark, result: ClaimResult) {
+        let PendingPark { txn, from, req, lot, parker } = p;
+        if !self.ep.txn.awaiting_final(txn) {
+            // CANCELled (487) or gone meanwhile: give the orbit back.
+            if let ClaimResult::Granted { slot, .. } = result {
+                self.release_claim(slot);
+            }
+            return;
+        }
+        match result {
+            ClaimResult::Granted { slot, fence } => {
+                tracing::debug!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, "cluster: orbit granted");
+                self.park_local(now, txn, from, req, slot.lot, Some(slot.orbit), parker, true);
+            }
+            ClaimResult::Taken { owner, .. } => {
+                tracing::info!(%owner, "cluster: orbit held by a node");
+                self.ep.refuse(now, txn, &req, 486, "Busy Here");
+            }
+            ClaimResult::Full { .. } => match self.parking.overflow_of(lot) {
+                Some(o) => self.park(now, txn, from, req, o, None, parker),
+                None => self.ep.refuse(now, txn, &req, 486, "Parking Lot Full"),
+            },
+            ClaimResult::Unavailable => {
+                tracing::info!(number = req.uri.user.as_deref().unwrap_or(""), "cluster unavailable: park refused");
+                self.ep.emit(super::ParkEvent::Refused {
+                    number: req.uri.user.clone().unwrap_or_default(),
+                    status: 503,
+                    reason: "Cluster Unavailable".into(),
+                    call_id: req.common.call_id.as_str().into(),
+                });
+                self.ep.respond(now, txn, &req, 503, Some("Cluster Unavailable"), None, |r| {
+                    r.common.push_header("Retry-After", CLUSTER_RETRY_AFTER.to_string());
+                });
+            }
+        }
+    }
+
+    /// Claims the orbit of every call parked here without a claim (calls restored from the journal, whose
+    /// fence is not journaled yet): asked each time Redis becomes reachable until it answers.
+    fn claim_unclaimed(&mut self, now: Time) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let asked: rustc_hash::FxHashSet<Slot> = c.reclaims.values().copied().collect();
+        let todo: Vec<(Slot, ClaimInfo)> = self
+            .parking
+            .iter()
+            .map(|p| (Slot { lot: p.lot, orbit: p.orbit }, p))
+            .filter(|(slot, _)| c.room.own_claim(*slot).is_none() && !asked.contains(slot))
+            .map(|(slot, p)| {
+                let info = ClaimInfo {
+                    parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
+                    parker: p.parker.as_ref().map(|n| n.uri.to_string()),
+                    since_ms: p.parked_at.as_millis(),
+                    ..ClaimInfo::default()
+                };
+                (slot, info)
+            })
+            .collect();
+        for (slot, info) in todo {
+            c.next_id += 1;
+            let id = ClaimId(c.next_id);
+            c.reclaims.insert(id, slot);
+            c.room.claim(now, id, slot.lot, Want::Orbit(slot.orbit), info);
+        }
+    }
+
+    fn on_reclaim(&mut self, slot: Slot, result: ClaimResult) {
+        let orbit = self.parking.orbit_name(slot.lot, slot.orbit);
+        match result {
+            ClaimResult::Granted { .. } if self.parking.parked_in(slot.lot, slot.orbit).is_none() => self.release_claim(slot),
+            ClaimResult::Granted { fence, .. } => tracing::info!(%orbit, fence = fence.0, "cluster: the orbit of a call parked here is claimed"),
+            ClaimResult::Taken { owner, .. } => {
+                tracing::warn!(%orbit, %owner, "cluster: another node holds the orbit of a call parked here (it stays here; re-parking is not done yet)")
+            }
+            ClaimResult::Full { .. } | ClaimResult::Unavailable => {}
+        }
+    }
+
+    /// Gives back this node's claim of `slot` (no-op without a cluster or when the node does not hold it).
+    pub(super) fn release_claim(&mut self, slot: Slot) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.room.release(slot);
+        }
+    }
+
+    /// Orbit `orbit` of `lot` may have changed: a claim this node holds for it is released once it is free here.
+    pub(super) fn cluster_orbit_changed(&mut self, lot: usize, orbit: OrbitIdx) {
+        let slot = Slot { lot, orbit };
+        let held = self.cluster.as_ref().is_some_and(|c| c.room.own_claim(slot).is_some());
+        if held && self.parking.parked_in(lot, orbit).is_none() {
+            self.release_claim(slot);
+        }
+    }
+
+    /// Whether another node holds orbit `orbit` of `lot` (as this node's view knows).
+    pub(super) fn held_remotely(&self, lot: usize, orbit: OrbitIdx) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.room.view().get(Slot { lot, orbit }).is_some())
+    }
+
+    /// Orbits of `lot` other nodes hold.
+    pub(super) fn remote_in_lot(&self, lot: usize) -> usize {
+        self.cluster.as_ref().map_or(0, |c| c.room.view().count_in_lot(lot))
+    }
+}

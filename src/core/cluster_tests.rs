@@ -1,0 +1,254 @@
+//! The park flow of a cluster node (issue 18) in virtual time: two cores, each with its cluster room, against
+//! the in-memory Redis of the room's tests (the scripts' semantics). The same flows run against real parkd
+//! nodes and a real redis-server in `sip-tests/tests/cluster_park.rs`.
+
+use super::testkit::{Phone, World};
+use super::ClusterInput;
+use crate::cluster::fake_redis::FakeRedis;
+use crate::cluster::{ClusterRoom, ClusterSettings, Keyspace, LotSpace, NodeName, Slot};
+use crate::config::{LotConfig, NumRange};
+use crate::ids::OrbitIdx;
+use std::time::Duration;
+
+const LEASE: Duration = Duration::from_secs(10);
+
+fn lots() -> Vec<LotConfig> {
+    let mut lot = LotConfig::default_lot();
+    lot.orbits = NumRange::parse("701-705").unwrap();
+    vec![lot]
+}
+
+/// Two nodes `a` and `b` (cores with the same lots) and one Redis.
+struct Cluster {
+    nodes: Vec<World>,
+    names: Vec<NodeName>,
+    keys: Keyspace,
+    redis: FakeRedis,
+    /// Redis answers (else every operation times out, as with Redis stopped).
+    up: bool,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let keys = Keyspace::new("parkd", lots().iter().map(LotSpace::from_config).collect());
+        let mut c = Cluster { nodes: vec![], names: vec![], keys: keys.clone(), redis: FakeRedis::new(LEASE), up: true };
+        for (i, n) in ["a", "b"].into_iter().enumerate() {
+            let mut w = World::with_lots(lots());
+            let name = NodeName::new(n).unwrap();
+            let mut s = ClusterSettings::new(name.clone(), format!("sip:{n}"), LEASE);
+            s.seed = i as u64 + 1;
+            w.core.enable_cluster(ClusterRoom::new(s, keys.clone()));
+            w.cluster_input(ClusterInput::Link(true));
+            c.nodes.push(w);
+            c.names.push(name);
+        }
+        c.pump();
+        c
+    }
+
+    /// Runs every node's Redis operations and delivers the messages, until nothing moves.
+    fn pump(&mut self) {
+        for _ in 0..100 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                for (op, cmd) in std::mem::take(&mut self.nodes[i].cluster_ops) {
+                    moved = true;
+                    let now = self.nodes[i].now;
+                    let result = if self.up {
+                        Ok(self.redis.exec(now, &self.keys, &self.names[i], &cmd))
+                    } else {
+                        Err(crate::cluster::OpError::Timeout)
+                    };
+                    self.nodes[i].cluster_input(ClusterInput::Reply { op, result });
+                }
+            }
+            for change in std::mem::take(&mut self.redis.published) {
+                moved = true;
+                for n in &mut self.nodes {
+                    n.cluster_input(ClusterInput::Change(change.clone()));
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    /// `phone` parks on node `i` by dialing `user` (Referred-By Alice); the final response.
+    fn park(&mut self, i: usize, phone: &Phone, user: &str) -> crate::sip::Response {
+        let since = self.nodes[i].sent.len();
+        let invite = phone.invite(user, "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&phone.sdp("0", "sendrecv")));
+        self.nodes[i].deliver(phone.peer, &invite);
+        assert!(self.nodes[i].responses_to(phone.peer, since).is_empty(), "nothing is answered before the claim");
+        self.pump();
+        let r = self.nodes[i].last_response_to(phone.peer, since);
+        if r.status == 200 {
+            let tag = r.common.to.tag().unwrap().to_string();
+            self.nodes[i].deliver(phone.peer, &phone.ack(user, &tag, phone.cseq, None));
+            self.pump();
+        }
+        r
+    }
+}
+
+fn phone(n: usize) -> Phone {
+    Phone { call_id: format!("call-{n}"), ..Phone::new("p", 5070 + n as u16) }
+}
+
+#[test]
+fn indirect_parks_on_two_nodes_get_distinct_orbits_then_the_lot_is_full() {
+    let mut c = Cluster::new();
+    let mut orbits = Vec::new();
+    for n in 0..5 {
+        let r = c.park(n % 2, &phone(n), "700");
+        assert_eq!(r.status, 200, "park {n}");
+        orbits.push(r.common.header("Park-Orbit").unwrap().to_string());
+    }
+    let mut unique = orbits.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique, ["701", "702", "703", "704", "705"], "every orbit once: {orbits:?}");
+    let r = c.park(1, &phone(9), "700");
+    assert_eq!((r.status, r.reason.as_str()), (486, "Parking Lot Full"));
+    // Each node counts the other's orbits as occupied.
+    assert_eq!(c.nodes[0].core.lot_summary()[0].2, 5);
+    assert_eq!(c.nodes[1].core.lot_summary()[0].2, 5);
+}
+
+#[test]
+fn directed_parks_into_one_orbit_on_two_nodes_one_200_one_486() {
+    let mut c = Cluster::new();
+    let r = c.park(0, &phone(0), "703");
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")));
+    let r = c.park(1, &phone(1), "703");
+    assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"));
+    let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
+    assert_eq!(c.redis.holder(slot).map(|h| h.1.as_str().to_string()), Some("a".into()));
+    // A retrieve on b of the call a holds: not fetched yet, but said so.
+    let carol = phone(7);
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.pump();
+    let r = c.nodes[1].last_response_to(carol.peer, since);
+    assert_eq!((r.status, r.reason.as_str()), (404, "Parked On Another Node"));
+}
+
+#[test]
+fn redis_not_answering_gives_503_with_retry_after_never_200() {
+    let mut c = Cluster::new();
+    c.up = false;
+    let r = c.park(0, &phone(0), "700");
+    assert_eq!((r.status, r.reason.as_str()), (503, "Cluster Unavailable"));
+    assert_eq!(r.common.header("Retry-After"), Some("5"));
+    // The link is suspect now: the next park is refused at once, without an operation.
+    let r = c.park(1, &phone(1), "701");
+    assert_eq!(r.status, 503);
+    assert_eq!(c.nodes[0].core.live().orbits_occupied + c.nodes[1].core.live().orbits_occupied, 0);
+}
+
+#[test]
+fn a_hang_up_on_one_node_frees_the_orbit_for_the_other() {
+    let mut c = Cluster::new();
+    let bob = phone(0);
+    let r = c.park(0, &bob, "701");
+    assert_eq!(r.status, 200);
+    let tag = r.common.to.tag().unwrap().to_string();
+    assert_eq!(c.park(1, &phone(1), "701").status, 486);
+    c.nodes[0].deliver(bob.peer, &bob.in_dialog("BYE", "701", &tag, 2, None));
+    c.pump();
+    assert_eq!(c.redis.holder(Slot { lot: 0, orbit: OrbitIdx(0) }), None, "the claim is released");
+    assert_eq!(c.park(1, &phone(2), "701").status, 200);
+}
+
+#[test]
+fn a_retrieve_frees_the_orbit_cluster_wide() {
+    let mut c = Cluster::new();
+    assert_eq!(c.park(0, &phone(0), "700").common.header("Park-Orbit"), Some("701"));
+    let carol = phone(5);
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.pump();
+    assert_eq!(c.nodes[0].last_response_to(carol.peer, since).status, 200, "retrieved on its own node");
+    assert_eq!(c.redis.holder(Slot { lot: 0, orbit: OrbitIdx(0) }), None);
+    assert_eq!(c.park(1, &phone(1), "701").status, 200);
+}
+
+#[test]
+fn a_cancelled_park_gives_its_granted_orbit_back() {
+    let mut c = Cluster::new();
+    let bob = phone(0);
+    c.nodes[0].deliver(bob.peer, &bob.invite("700", "", Some(&bob.sdp("0", "sendrecv"))));
+    // RFC 3261 §9.1: the CANCEL carries the INVITE's branch.
+    let b = bob.call_id.replace('@', ".");
+    let cancel = bob.request("CANCEL", "700", "", None).replace(&format!("z9hG4bK-{b}-cancel-{}", bob.cseq), &format!("z9hG4bK-{b}-{}", bob.cseq));
+    c.nodes[0].deliver(bob.peer, &cancel);
+    c.pump();
+    let statuses: Vec<u16> = c.nodes[0].responses_to(bob.peer, 0).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 487], "CANCEL answered, INVITE 487 (no 200 to the INVITE)");
+    assert!(c.redis.keys.is_empty(), "the grant was released");
+    assert_eq!(c.nodes[0].core.live().orbits_occupied, 0);
+}
+
+#[test]
+fn calls_restored_from_the_journal_claim_their_orbits_when_redis_answers() {
+    // A single journaled node parks two calls, then "restarts" as a cluster node.
+    let mut w = World::with_lots(lots());
+    w.core.set_journaling(true);
+    for n in 0..2 {
+        let p = phone(n);
+        let since = w.sent.len();
+        w.deliver(p.peer, &p.invite("700", "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&p.sdp("0", "sendrecv"))));
+        let token = w.last_token().unwrap();
+        w.durable(token, true);
+        let ok = w.last_response_to(p.peer, since);
+        w.deliver(p.peer, &p.ack("700", ok.common.to.tag().unwrap(), p.cseq, None));
+    }
+    let live = crate::journal::LiveSet::replay(w.journal.iter().flat_map(|(g, _)| g.iter().cloned()));
+    let mut c = Cluster::new();
+    // b already holds 702 (taken while a was away).
+    assert_eq!(c.park(1, &phone(5), "702").status, 200);
+    let mut fresh = World::with_lots(lots());
+    fresh.core.set_journaling(true);
+    assert_eq!(fresh.core.restore(&live, fresh.now).parked, 2);
+    let s = ClusterSettings::new(NodeName::new("a").unwrap(), "sip:a".into(), LEASE);
+    fresh.core.enable_cluster(ClusterRoom::new(s, c.keys.clone()));
+    c.nodes[0] = fresh;
+    c.nodes[0].cluster_input(ClusterInput::Link(true));
+    c.pump();
+    let holder = |c: &Cluster, o: usize| c.redis.holder(Slot { lot: 0, orbit: OrbitIdx(o) }).map(|h| h.1.as_str().to_string());
+    assert_eq!(holder(&c, 0).as_deref(), Some("a"), "701 claimed for its restored call");
+    assert_eq!(holder(&c, 1).as_deref(), Some("b"), "702 stays b's");
+    assert_eq!(c.park(1, &phone(6), "701").status, 486, "b cannot take the restored call's orbit");
+}
+
+#[test]
+fn a_watcher_on_one_node_sees_a_park_on_the_other() {
+    let mut c = Cluster::new();
+    let watcher = Phone { call_id: "w-sub@test".into(), ..Phone::new("w", 5090) };
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(watcher.peer, &watcher.request("SUBSCRIBE", "701", "Accept: application/dialog-info+xml\nEvent: dialog\nExpires: 600\n", None));
+    let notify_bodies = |c: &Cluster, since: usize| -> Vec<String> {
+        c.nodes[1]
+            .requests_to(watcher.peer, since)
+            .into_iter()
+            .filter(|r| r.method == crate::sip::Method::Notify)
+            .map(|r| String::from_utf8_lossy(&r.common.body).into_owned())
+            .collect()
+    };
+    assert!(notify_bodies(&c, since).last().is_some_and(|b| !b.contains("confirmed")), "idle at first");
+    // One NOTIFY in flight at a time: the watcher answers the first.
+    for n in c.nodes[1].requests_to(watcher.peer, since).into_iter().filter(|r| r.method == crate::sip::Method::Notify) {
+        let ok = watcher.ok_to(&n);
+        c.nodes[1].deliver(watcher.peer, &ok);
+    }
+    let before = c.nodes[1].sent.len();
+    assert_eq!(c.park(0, &phone(0), "700").common.header("Park-Orbit"), Some("701"));
+    let bodies = notify_bodies(&c, before);
+    assert!(bodies.last().is_some_and(|b| b.contains("confirmed") && b.contains("sip:p@")), "b's watcher sees the park on a: {bodies:?}");
+    // The API of b lists it, with its node.
+    let lots = c.nodes[1].core.lots_snapshot();
+    assert_eq!(lots[0].occupied, 1);
+    assert_eq!((lots[0].orbits[0].state, lots[0].orbits[0].node.as_deref()), ("parked", Some("a")));
+    assert_eq!(c.nodes[0].core.lots_snapshot()[0].orbits[0].node, None, "a's own call");
+}
