@@ -429,7 +429,14 @@ async fn a_sentinel_failover_loses_no_acknowledged_claim() {
     until_available(&a, Duration::from_secs(5)).await;
     until_available(&b, Duration::from_secs(5)).await;
     for n in [&a, &a, &a, &b, &b] {
-        let r = n.h.claim(0, Want::Any, info("s")).await;
+        // a's claims wait for the replica's WAIT 1 acknowledgement, which a loaded machine can delay past the
+        // claim's deadline (Unavailable, nothing left behind): ask again, as a phone's retransmission would.
+        let t0 = Instant::now();
+        let mut r = n.h.claim(0, Want::Any, info("s")).await;
+        while r == ClaimResult::Unavailable && t0.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r = n.h.claim(0, Want::Any, info("s")).await;
+        }
         assert!(matches!(r, ClaimResult::Granted { .. }), "{r:?}");
     }
     let read = |r: &RedisServer| -> BTreeMap<String, String> {
