@@ -142,6 +142,10 @@ fn start_cluster(cfg: &Config, core: &mut Core, seed: u64) -> Result<Option<park
     let mut settings = ClusterSettings::new(node.clone(), sip.clone(), lease);
     settings.seed = seed;
     core.enable_cluster(ClusterRoom::new(settings, keys.clone()));
+    if let Some(secret) = &cfg.cluster.secret {
+        // Retrieves other nodes send here with the signed Parkd-Cluster header are trusted.
+        core.set_cluster_secret(secret.as_bytes());
+    }
     let link = parkd::io::cluster::core_link::spawn(parkd::io::cluster::core_link::LinkSettings {
         target,
         keys,

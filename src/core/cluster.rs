@@ -24,6 +24,7 @@
 //! once Redis answers (their fence is not journaled; one another node took meanwhile is only logged).
 
 use super::Core;
+use crate::cluster::auth::ClusterAuth;
 use crate::cluster::{Change, ClaimId, ClaimInfo, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
 use crate::ids::OrbitIdx;
 use crate::sip::{NameAddr, Peer, Request};
@@ -63,13 +64,49 @@ pub(super) struct CoreCluster {
     /// Claims asked for calls parked here without one (restored from the journal), by the orbit they hold.
     reclaims: FxHashMap<ClaimId, Slot>,
     next_id: u64,
+    /// Checks the signed header of a retrieve another node sends here (`[cluster] secret`); none: refused.
+    auth: Option<ClusterAuth>,
 }
+
+/// How far a node-to-node header's time may be from this node's clock.
+pub const CLUSTER_AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0 });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None });
+    }
+
+    /// The cluster's shared secret (`[cluster] secret`): with it, a retrieve another node sends here with a
+    /// valid signed [`crate::cluster::auth::HEADER`] is trusted (call after [`Core::enable_cluster`]).
+    pub fn set_cluster_secret(&mut self, secret: &[u8]) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.auth = Some(ClusterAuth::new(secret, CLUSTER_AUTH_WINDOW));
+        }
+    }
+
+    /// A request carrying the node-to-node header: `None` without it; `Some(true)` when it is signed by a node of
+    /// this cluster for this Call-ID and orbit (the request skips this node's access rules: the sending node
+    /// admitted it); `Some(false)` when it is refused (answered `403` here).
+    pub(super) fn cluster_trusted(&mut self, now: Time, txn: ServerTxnId, req: &Request, orbit: &str) -> Option<bool> {
+        self.cluster.as_ref()?;
+        let header = req.common.header(crate::cluster::auth::HEADER)?;
+        let verdict = match self.cluster.as_mut().and_then(|c| c.auth.as_mut()) {
+            Some(auth) => auth.verify(header, now, req.common.call_id.as_str(), orbit).map_err(|e| e.to_string()),
+            None => Err("no [cluster] secret on this node".to_string()),
+        };
+        match verdict {
+            Ok(node) => {
+                tracing::info!(%node, %orbit, "cluster: retrieve from a node of the cluster");
+                Some(true)
+            }
+            Err(why) => {
+                tracing::warn!(%why, %orbit, "cluster: node-to-node request refused");
+                self.ep.refuse(now, txn, req, 403, "Forbidden: Bad Cluster Signature");
+                Some(false)
+            }
+        }
     }
 
     /// Whether this core is a node of a cluster.

@@ -4,6 +4,7 @@
 
 use super::testkit::{Phone, World};
 use super::ClusterInput;
+use crate::cluster::auth::{ClusterAuth, HEADER};
 use crate::cluster::fake_redis::FakeRedis;
 use crate::cluster::{ClusterRoom, ClusterSettings, Keyspace, LotSpace, NodeName, Slot};
 use crate::config::{LotConfig, NumRange};
@@ -30,10 +31,14 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
-        let keys = Keyspace::new("parkd", lots().iter().map(LotSpace::from_config).collect());
+        Cluster::with_lots(lots())
+    }
+
+    fn with_lots(lots: Vec<LotConfig>) -> Cluster {
+        let keys = Keyspace::new("parkd", lots.iter().map(LotSpace::from_config).collect());
         let mut c = Cluster { nodes: vec![], names: vec![], keys: keys.clone(), redis: FakeRedis::new(LEASE), up: true };
         for (i, n) in ["a", "b"].into_iter().enumerate() {
-            let mut w = World::with_lots(lots());
+            let mut w = World::with_lots(lots.clone());
             let name = NodeName::new(n).unwrap();
             let mut s = ClusterSettings::new(name.clone(), format!("sip:{n}"), LEASE);
             s.seed = i as u64 + 1;
@@ -251,4 +256,70 @@ fn a_watcher_on_one_node_sees_a_park_on_the_other() {
     assert_eq!(lots[0].occupied, 1);
     assert_eq!((lots[0].orbits[0].state, lots[0].orbits[0].node.as_deref()), ("parked", Some("a")));
     assert_eq!(c.nodes[0].core.lots_snapshot()[0].orbits[0].node, None, "a's own call");
+}
+
+const SECRET: &[u8] = b"a shared cluster secret";
+
+#[test]
+fn a_signed_retrieve_from_another_node_is_trusted_past_the_lots_access_rules_and_frees_the_orbit_everywhere() {
+    let mut restricted = lots();
+    restricted[0].allow_retrieve = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+    let mut c = Cluster::with_lots(restricted);
+    for n in &mut c.nodes {
+        n.core.set_cluster_secret(SECRET);
+    }
+    let r = c.park(0, &phone(0), "703");
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")));
+    let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
+    assert!(c.nodes[1].core.held_remotely(0, slot.orbit), "b sees a's call");
+    // From 127.0.0.1 a plain retrieve is refused by the lot's access rules ...
+    let carol = phone(7);
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.pump();
+    assert_eq!(c.nodes[0].last_response_to(carol.peer, since).status, 403);
+    // ... and so is one with a header signed with another secret, or for another orbit ...
+    let now = c.nodes[0].now;
+    let mut node_b = Phone { call_id: "x-1".into(), ..Phone::new("b", 5090) };
+    for (secret, orbit) in [(&b"not the cluster's secret"[..], "703"), (SECRET, "704")] {
+        let h = ClusterAuth::new(secret, Duration::from_secs(30)).sign(&c.names[1], now, 1, &node_b.call_id, orbit);
+        let since = c.nodes[0].sent.len();
+        c.nodes[0].deliver(node_b.peer, &node_b.invite("703", &format!("{HEADER}: {h}\n"), Some(&node_b.sdp("0", "sendrecv"))));
+        c.pump();
+        let r = c.nodes[0].last_response_to(node_b.peer, since);
+        assert_eq!((r.status, r.reason.as_str()), (403, "Forbidden: Bad Cluster Signature"));
+        node_b.cseq += 1;
+    }
+    // ... but node b's signed INVITE takes the call: a answers it (the orbit leaves a as for a local retrieve).
+    node_b.call_id = "x-2".into();
+    let h = ClusterAuth::new(SECRET, Duration::from_secs(30)).sign(&c.names[1], now, 2, &node_b.call_id, "703");
+    let since = c.nodes[0].sent.len();
+    let invite = node_b.invite("703", &format!("{HEADER}: {h}\n"), Some(&node_b.sdp("0", "sendrecv")));
+    c.nodes[0].deliver(node_b.peer, &invite);
+    c.pump();
+    let r = c.nodes[0].last_response_to(node_b.peer, since);
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")));
+    assert!(c.nodes[0].core.parking.parked_in(0, slot.orbit).is_none(), "the orbit is free on a");
+    assert_eq!(c.redis.holder(slot), None, "a released its claim");
+    assert!(!c.nodes[1].core.held_remotely(0, slot.orbit), "b sees the orbit free");
+    // The same header again (a replay, from anywhere) is refused.
+    let replay = Phone { call_id: "x-2".into(), ..Phone::new("c", 5091) };
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(replay.peer, &replay.invite("703", &format!("{HEADER}: {h}\n"), Some(&replay.sdp("0", "sendrecv"))));
+    c.pump();
+    assert_eq!(c.nodes[0].last_response_to(replay.peer, since).status, 403);
+}
+
+#[test]
+fn a_node_without_the_secret_refuses_node_to_node_requests() {
+    let mut c = Cluster::new();
+    let r = c.park(0, &phone(0), "703");
+    assert_eq!(r.status, 200);
+    let node_b = Phone { call_id: "x-1".into(), ..Phone::new("b", 5090) };
+    let h = ClusterAuth::new(SECRET, Duration::from_secs(30)).sign(&c.names[1], c.nodes[0].now, 1, &node_b.call_id, "703");
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(node_b.peer, &node_b.invite("703", &format!("{HEADER}: {h}\n"), Some(&node_b.sdp("0", "sendrecv"))));
+    c.pump();
+    assert_eq!(c.nodes[0].last_response_to(node_b.peer, since).status, 403);
+    assert!(c.nodes[0].core.parking.parked_in(0, OrbitIdx(2)).is_some(), "the call stays parked");
 }

@@ -69,7 +69,15 @@ impl Core {
             Dialed::RetrieveCode => Action::Retrieve,
             Dialed::Orbit(_) | Dialed::ParkCode => Action::Park,
         };
-        if !self.gate(now, txn, from, &req, lot, action) {
+        // A retrieve another node of the cluster sends for a caller it admitted (docs/cluster-design.md §3.3).
+        let trusted = match dialed {
+            Dialed::Orbit(i) if action == Action::Retrieve => match self.cluster_trusted(now, txn, &req, &self.parking.orbit_name(lot, i)) {
+                Some(false) => return,
+                t => t.is_some(),
+            },
+            _ => false,
+        };
+        if !trusted && !self.gate(now, txn, from, &req, lot, action) {
             return;
         }
         match dialed {
