@@ -164,6 +164,7 @@ impl Core {
             parker: parker.as_ref().map(|p| p.uri.to_string()),
             since_ms: now.as_millis(),
             dialog: None,
+            node_sip: Some(c.room.settings().sip.clone()),
         };
         let want = orbit.map_or(Want::Any, Want::Orbit);
         c.pending.insert(id, PendingPark { txn, from, req, lot, parker });
@@ -261,6 +262,7 @@ impl Core {
                     parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
                     parker: p.parker.as_ref().map(|n| n.uri.to_string()),
                     since_ms: p.parked_at.as_millis(),
+                    node_sip: Some(c.room.settings().sip.clone()),
                     ..ClaimInfo::default()
                 };
                 (slot, info)
@@ -305,6 +307,15 @@ impl Core {
     /// Whether another node holds orbit `orbit` of `lot` (as this node's view knows).
     pub(super) fn held_remotely(&self, lot: usize, orbit: OrbitIdx) -> bool {
         self.cluster.as_ref().is_some_and(|c| c.room.view().get(Slot { lot, orbit }).is_some())
+    }
+
+    /// The node holding orbit `orbit` of `lot` (another node, as this node's view knows) and where it takes SIP:
+    /// the claim's `node_sip`, else the node's heartbeat. Where a cross-node retrieve will be sent.
+    pub(super) fn remote_owner(&self, lot: usize, orbit: OrbitIdx) -> Option<(crate::cluster::NodeName, Option<String>)> {
+        let view = self.cluster.as_ref()?.room.view();
+        let claim = view.get(Slot { lot, orbit })?;
+        let sip = claim.info.node_sip.clone().or_else(|| view.node(&claim.owner).map(|n| n.sip.clone()));
+        Some((claim.owner.clone(), sip))
     }
 
     /// Orbits of `lot` other nodes hold.

@@ -272,6 +272,7 @@ fn a_signed_retrieve_from_another_node_is_trusted_past_the_lots_access_rules_and
     assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")));
     let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
     assert!(c.nodes[1].core.held_remotely(0, slot.orbit), "b sees a's call");
+    assert_eq!(c.nodes[1].core.remote_owner(0, slot.orbit), Some((c.names[0].clone(), Some("sip:a".into()))), "and where a takes SIP");
     // From 127.0.0.1 a plain retrieve is refused by the lot's access rules ...
     let carol = phone(7);
     let since = c.nodes[0].sent.len();

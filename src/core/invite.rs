@@ -171,8 +171,14 @@ impl Core {
             None if self.parking.empty_orbit_parks(lot) => {
                 self.park(now, txn, from, req, lot, Some(orbit), None)
             }
-            // Not yet clustered: a call parked on another node is not fetched from there.
-            None if self.held_remotely(lot, orbit) => self.ep.refuse(now, txn, &req, 404, "Parked On Another Node"),
+            // Not yet: fetching the call from its node (docs/cluster-design.md §3.3; that node already takes a
+            // retrieve signed with the cluster's secret).
+            None if self.held_remotely(lot, orbit) => {
+                if let Some((owner, sip)) = self.remote_owner(lot, orbit) {
+                    tracing::info!(%owner, sip = sip.as_deref().unwrap_or("?"), "retrieve of an orbit another node holds: 404");
+                }
+                self.ep.refuse(now, txn, &req, 404, "Parked On Another Node")
+            }
             None => self.ep.refuse(now, txn, &req, 404, "Orbit Empty"),
         }
     }
