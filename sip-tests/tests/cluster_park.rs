@@ -47,11 +47,15 @@ struct Phone {
     n: u32,
     /// Final responses to INVITEs (by Call-ID) and what else came (parkd's BYEs are answered).
     finals: BTreeMap<String, Response>,
+    /// The RTP port the next INVITE offers (else 40000 + n).
+    rtp: Option<u16>,
+    /// BYEs parkd sent (answered), by Call-ID.
+    byes: Vec<String>,
 }
 
 impl Phone {
     fn new(parkd: &Parkd) -> Phone {
-        Phone { ua: Ua::new(parkd.sip_addr()).expect("UA socket"), n: 0, finals: BTreeMap::new() }
+        Phone { ua: Ua::new(parkd.sip_addr()).expect("UA socket"), n: 0, finals: BTreeMap::new(), rtp: None, byes: Vec::new() }
     }
 
     /// Sends an INVITE to `target` (with Referred-By when `referred`); returns its ids.
@@ -71,7 +75,7 @@ impl Phone {
             to_tag: None,
         };
         let extra = extra(&c);
-        self.ua.invite(&c, 40_000 + self.n as u16, &extra);
+        self.ua.invite(&c, self.rtp.take().unwrap_or(40_000 + self.n as u16), &extra);
         c
     }
 
@@ -85,7 +89,10 @@ impl Phone {
                         self.finals.insert(id, r);
                     }
                 }
-                Message::Request(req) if req.method == Method::Bye => self.ua.ok_to(&req),
+                Message::Request(req) if req.method == Method::Bye => {
+                    self.byes.push(req.common.call_id.as_str().to_string());
+                    self.ua.ok_to(&req)
+                }
                 _ => {}
             }
         }
@@ -376,4 +383,61 @@ fn a_node_takes_a_retrieve_signed_by_another_node_and_refuses_a_bad_signature() 
     let (_, r) = pa.park("707", false);
     assert_eq!(r.status, 200);
     println!("figure: signed retrieve INVITE→200 on a {signed_ms:.1} ms; plain retrieve on a {:.1} ms", t2.elapsed().as_secs_f64() * 1e3);
+}
+
+/// Issue 18's retrieve on any node, no redirect: Bob parked on node a (his RTP endpoint hears hold music), Carol
+/// dials the orbit at node b; b fetches the call from a (signed INVITE) and answers Carol itself; audio flows both
+/// ways (b relays between Carol and a); the orbit is free on both nodes; Carol's hang-up on b ends Bob's call on a.
+#[test]
+fn a_retrieve_on_node_b_of_a_call_parked_on_node_a_connects_audio_both_ways() {
+    use sip_tests::media::rtp_endpoint::{PayloadClass, RtpEndpoint};
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_fetch");
+    let cfg = format!("[cluster]\nsecret = \"{SECRET}\"\n");
+    let (a, b) = (node_with("cl_fetch", &redis, "a", &cfg), node_with("cl_fetch", &redis, "b", &cfg));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    let bob = RtpEndpoint::bind("bob (parked on a)");
+    bob.start_talking(1);
+    pa.rtp = Some(bob.port());
+    let (_bob_call, r) = pa.park("708", true);
+    assert_eq!(r.status, 200);
+    assert!(bob.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(3)), "bob hears hold music on a");
+    let t0 = Instant::now();
+    while api_orbit(&b, "708")["state"] != "parked" {
+        assert!(t0.elapsed() < Duration::from_secs(3), "b never saw 708 parked");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let carol = RtpEndpoint::bind("carol (retrieves on b)");
+    carol.start_talking(2);
+    pb.rtp = Some(carol.port());
+    let t0 = Instant::now();
+    let (mut carol_call, r) = pb.park("708", false);
+    let cross_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "708"), "b answers the retrieve itself: {r:?}");
+    assert!(carol.wait_for_class(PayloadClass::Pattern(1), 50, Duration::from_secs(5)), "carol hears bob: {:?}", carol.report(PayloadClass::Pattern(1)));
+    assert!(bob.wait_for_class(PayloadClass::Pattern(2), 50, Duration::from_secs(5)), "bob hears carol: {:?}", bob.report(PayloadClass::Pattern(2)));
+    assert_eq!(api_orbit(&a, "708")["state"], "free");
+    let t0 = Instant::now();
+    while api_orbit(&b, "708")["state"] != "free" {
+        assert!(t0.elapsed() < Duration::from_secs(3), "708 never free on b");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Carol hangs up on b: b ends its leg to a, and a BYEs Bob.
+    carol_call.to_tag = r.common.to.tag().map(str::to_string);
+    pb.ua.bye(&carol_call);
+    let t0 = Instant::now();
+    while pa.byes.is_empty() {
+        pa.pump();
+        assert!(t0.elapsed() < Duration::from_secs(5), "a never ended bob's call after carol hung up on b");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let bye_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // Same-node retrieve for comparison (on a).
+    assert_eq!(pa.park("709", true).1.status, 200);
+    let t0 = Instant::now();
+    assert_eq!(pa.park("709", false).1.status, 200);
+    let same_ms = t0.elapsed().as_secs_f64() * 1e3;
+    println!("figure: retrieve INVITE→200 cross-node (b fetching from a) {cross_ms:.1} ms; same-node {same_ms:.1} ms; carol's BYE on b → bob's BYE from a {bye_ms:.1} ms");
 }

@@ -66,7 +66,9 @@ pub(super) struct CoreCluster {
     reclaims: FxHashMap<ClaimId, Slot>,
     next_id: u64,
     /// Checks the signed header of a retrieve another node sends here (`[cluster] secret`); none: refused.
-    auth: Option<ClusterAuth>,
+    pub(super) auth: Option<ClusterAuth>,
+    /// Retrieves waiting for the node that holds their orbit (`cluster_fetch.rs`), by the bridge's id.
+    pub(super) fetches: FxHashMap<crate::core::ids::CallRef, super::cluster_fetch::Fetch>,
 }
 
 /// How far a node-to-node header's time may be from this node's clock.
@@ -76,7 +78,7 @@ impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default() });
     }
 
     /// The cluster's shared secret (`[cluster] secret`): with it, a retrieve another node sends here with a

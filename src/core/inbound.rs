@@ -218,6 +218,7 @@ impl Core {
                 }
             }
             (Purpose::RestoredCancel(_), ClientVerdict::Provisional(_)) => {}
+            (Purpose::ClusterFetch(call), v) => self.on_fetch_response(now, call, id, v),
         }
     }
 
@@ -236,6 +237,7 @@ impl Core {
                 Some(Purpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
                 Some(Purpose::Probe(leg)) => self.on_probe_result(now, leg, 408),
                 Some(Purpose::RestoredCancel(call)) => self.ring_again(now, call),
+                Some(Purpose::ClusterFetch(call)) => self.on_fetch_timeout(now, call),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

@@ -171,9 +171,11 @@ impl Core {
             None if self.parking.empty_orbit_parks(lot) => {
                 self.park(now, txn, from, req, lot, Some(orbit), None)
             }
-            // Not yet: fetching the call from its node (docs/cluster-design.md §3.3; that node already takes a
-            // retrieve signed with the cluster's secret).
+            // Fetched from the node that holds it (cluster_fetch.rs); 404 when this node cannot.
             None if self.held_remotely(lot, orbit) => {
+                if self.fetch_from_owner(now, txn, from, &req, lot, orbit) {
+                    return;
+                }
                 if let Some((owner, sip)) = self.remote_owner(lot, orbit) {
                     tracing::info!(%owner, sip = sip.as_deref().unwrap_or("?"), "retrieve of an orbit another node holds: 404");
                 }
