@@ -20,8 +20,9 @@
 //! # Not yet clustered
 //! REFER re-parks are refused (`503`) in a cluster (their NOTIFY cannot wait for a claim yet); the remote view
 //! is not shown by BLF or the API (only counted in [`Core::lot_summary`]); a retrieve of an orbit another node
-//! holds answers `404 Parked On Another Node` (the owner's half is done: a retrieve another node signs with the
-//! `[cluster] secret` is taken here past the lot's access rules, `Core::cluster_trusted`); calls restored from the journal claim their orbits anew
+//! holds is fetched from it (`cluster_fetch.rs`, with the `[cluster] secret`; else `404 Parked On Another Node`),
+//! and a retrieve another node signs with that secret is taken here past the lot's access rules
+//! (`Core::cluster_trusted`); calls restored from the journal claim their orbits anew
 //! once Redis answers (their fence is not journaled; one another node took meanwhile is only logged).
 
 use super::Core;
