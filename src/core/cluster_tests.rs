@@ -27,6 +27,8 @@ struct Cluster {
     redis: FakeRedis,
     /// Redis answers (else every operation times out, as with Redis stopped).
     up: bool,
+    /// How many of each node's sent messages [`Cluster::route`] has looked at.
+    routed: Vec<usize>,
 }
 
 impl Cluster {
@@ -36,9 +38,15 @@ impl Cluster {
 
     fn with_lots(lots: Vec<LotConfig>) -> Cluster {
         let keys = Keyspace::new("parkd", lots.iter().map(LotSpace::from_config).collect());
-        let mut c = Cluster { nodes: vec![], names: vec![], keys: keys.clone(), redis: FakeRedis::new(LEASE), up: true };
+        let mut c = Cluster { nodes: vec![], names: vec![], keys: keys.clone(), redis: FakeRedis::new(LEASE), up: true, routed: vec![0, 0] };
         for (i, n) in ["a", "b"].into_iter().enumerate() {
-            let mut w = World::with_lots(lots.clone());
+            // Node i listens on 127.0.0.<i+1>:5060 (distinct, so node-to-node SIP can be routed by address).
+            let server = crate::config::ServerConfig {
+                listen: format!("127.0.0.{}:5060", i + 1).parse().unwrap(),
+                rtp_ports: NumRange::parse("20000-20099").unwrap(),
+                ..crate::config::ServerConfig::default()
+            };
+            let mut w = World::with_server(server, lots.clone());
             let name = NodeName::new(n).unwrap();
             let mut s = ClusterSettings::new(name.clone(), format!("sip:{n}"), LEASE);
             s.seed = i as u64 + 1;
@@ -49,6 +57,30 @@ impl Cluster {
         }
         c.pump();
         c
+    }
+
+    /// Carries the SIP messages the nodes send each other (to 127.0.0.<i+1>:5060, where node i listens and which
+    /// the claim's `node_sip` names) and runs Redis, until nothing moves.
+    fn route(&mut self) {
+        for _ in 0..100 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                let start = self.routed[i];
+                let msgs: Vec<_> = self.nodes[i].sent[start..].iter().filter(|(p, _)| p.addr.port() == 5060).map(|(p, b)| (p.addr, b.clone())).collect();
+                self.routed[i] = self.nodes[i].sent.len();
+                let me = crate::sip::Peer { transport: crate::sip::Transport::Udp, addr: format!("127.0.0.{}:5060", i + 1).parse().unwrap() };
+                for (to, m) in msgs {
+                    moved = true;
+                    let j = if to.ip().to_string() == "127.0.0.1" { 0 } else { 1 };
+                    self.nodes[j].deliver_raw(me, &m);
+                }
+            }
+            self.pump();
+            if !moved {
+                return;
+            }
+        }
+        panic!("nodes did not settle");
     }
 
     /// Runs every node's Redis operations and delivers the messages, until nothing moves.
@@ -323,4 +355,49 @@ fn a_node_without_the_secret_refuses_node_to_node_requests() {
     c.pump();
     assert_eq!(c.nodes[0].last_response_to(node_b.peer, since).status, 403);
     assert!(c.nodes[0].core.parking.parked_in(0, OrbitIdx(2)).is_some(), "the call stays parked");
+}
+
+#[test]
+fn a_retrieve_on_b_of_a_call_parked_on_a_is_fetched_from_a_and_bridged_on_b() {
+    let mut c = Cluster::new();
+    for n in &mut c.nodes {
+        n.core.set_cluster_secret(SECRET);
+    }
+    let bob = phone(0);
+    assert_eq!(c.park(0, &bob, "703").status, 200);
+    let (a_bridges, b_bridges) = (c.nodes[0].core.bridging.len(), c.nodes[1].core.bridging.len());
+    // The claim names a at "sip:a" in these worlds: b cannot route there, and says so.
+    let carol = phone(7);
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.route();
+    let r = c.nodes[1].last_response_to(carol.peer, since);
+    assert_eq!((r.status, r.reason.as_str()), (404, "Parked On Another Node"));
+    // With a's address (127.0.0.1:5060 in these worlds): b fetches the call from a.
+    let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
+    let mut claim = c.nodes[1].core.cluster_room().unwrap().view().get(slot).unwrap().clone();
+    claim.info.node_sip = Some("sip:127.0.0.1:5060".into());
+    let change = crate::cluster::Change::Claimed { slot, fence: claim.fence, owner: claim.owner.clone(), lease_ms: 10_000, info: claim.info.clone() };
+    c.nodes[1].cluster_input(ClusterInput::Change(change));
+    let carol = Phone { call_id: "call-8".into(), ..Phone::new("carol", 5078) };
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    assert!(c.nodes[1].responses_to(carol.peer, since).iter().all(|r| r.status < 200), "b waits for a");
+    c.route();
+    let r = c.nodes[1].last_response_to(carol.peer, since);
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")), "b answers the retriever");
+    let tag = r.common.to.tag().unwrap().to_string();
+    c.nodes[1].deliver(carol.peer, &carol.ack("703", &tag, carol.cseq, None));
+    c.route();
+    assert!(c.nodes[0].core.parking.parked_in(0, slot.orbit).is_none(), "the call left its orbit on a");
+    assert_eq!(c.redis.holder(slot), None);
+    assert!(!c.nodes[1].core.held_remotely(0, slot.orbit));
+    assert_eq!((c.nodes[0].core.bridging.len(), c.nodes[1].core.bridging.len()), (a_bridges + 1, b_bridges + 1), "a bridge on each node");
+    assert!(c.nodes[1].media.iter().any(|m| matches!(m, crate::media::MediaCommand::Bridge { .. })), "b relays: {:?}", c.nodes[1].media);
+    // Carol hangs up on b: b BYEs a, a BYEs Bob.
+    let since_bob = c.nodes[0].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.in_dialog("BYE", "703", &tag, carol.cseq + 1, None));
+    c.route();
+    assert!(c.nodes[0].requests_to(bob.peer, since_bob).iter().any(|r| r.method == crate::sip::Method::Bye), "a ends Bob's call");
+    assert_eq!((c.nodes[0].core.bridging.len(), c.nodes[1].core.bridging.len()), (a_bridges, b_bridges), "both bridges gone");
 }
