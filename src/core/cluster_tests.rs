@@ -401,3 +401,19 @@ fn a_retrieve_on_b_of_a_call_parked_on_a_is_fetched_from_a_and_bridged_on_b() {
     assert!(c.nodes[0].requests_to(bob.peer, since_bob).iter().any(|r| r.method == crate::sip::Method::Bye), "a ends Bob's call");
     assert_eq!((c.nodes[0].core.bridging.len(), c.nodes[1].core.bridging.len()), (a_bridges, b_bridges), "both bridges gone");
 }
+
+#[test]
+fn a_fetch_into_an_empty_orbit_of_an_empty_orbit_park_lot_is_not_a_park() {
+    let mut lots = lots();
+    lots[0].empty_orbit = crate::config::EmptyOrbit::Park;
+    let mut c = Cluster::with_lots(lots);
+    c.nodes[0].core.set_cluster_secret(SECRET);
+    let node_b = Phone { call_id: "x-1".into(), ..Phone::new("b", 5090) };
+    let h = ClusterAuth::new(SECRET, Duration::from_secs(30)).sign(&c.names[1], c.nodes[0].now, 1, &node_b.call_id, "703");
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(node_b.peer, &node_b.invite("703", &format!("{HEADER}: {h}\n"), Some(&node_b.sdp("0", "sendrecv"))));
+    c.pump();
+    let r = c.nodes[0].last_response_to(node_b.peer, since);
+    assert_eq!((r.status, r.reason.as_str()), (404, "Orbit Empty"));
+    assert!(c.nodes[0].core.parking.parked_in(0, OrbitIdx(2)).is_none(), "nothing parked");
+}

@@ -75,6 +75,10 @@ impl Core {
                 Some(false) => return,
                 t => t.is_some(),
             },
+            // A node's fetch is a retrieve only: never a park into an empty orbit (`empty_orbit = "park"`).
+            _ if self.clustered() && req.common.header(crate::cluster::auth::HEADER).is_some() => {
+                return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
+            }
             _ => false,
         };
         if !trusted && !self.gate(now, txn, from, &req, lot, action) {
