@@ -26,6 +26,7 @@ pub(super) struct Fetch {
     req: Request,
     lot: usize,
     orbit_name: OrbitNumber,
+    client: ClientTxnId,
     invite: OutgoingInvite,
     next_hop: Peer,
     media_leg: MediaLegId,
@@ -75,10 +76,10 @@ impl Core {
         invite.common.push_header("User-Agent", super::reply::PRODUCT);
         invite.common.set_body("application/sdp", body);
         let call = CallRef(self.ep.next_id());
-        self.ep.send(now, next_hop, &invite, Purpose::ClusterFetch(call));
+        let client = self.ep.send(now, next_hop, &invite, Purpose::ClusterFetch(call));
         let invite = OutgoingInvite::of(invite, self.ep.local_addr, next_hop.transport, branch);
         tracing::info!(%orbit_name, %owner, to = %target, "retrieve of an orbit another node holds: fetching the call");
-        let fetch = Fetch { txn, from, req: req.clone(), lot, orbit_name, invite, next_hop, media_leg, local_sdp };
+        let fetch = Fetch { txn, from, req: req.clone(), lot, orbit_name, client, invite, next_hop, media_leg, local_sdp };
         if let Some(c) = self.cluster.as_mut() {
             c.fetches.insert(call, fetch);
         }
@@ -110,6 +111,17 @@ impl Core {
             };
             self.ep.refuse(now, f.txn, &f.req, status, reason);
         }
+    }
+
+    /// The retriever CANCELled its INVITE (answered 487): the INVITE to the owner node becomes an orphan, CANCELled
+    /// once it rings, ACKed and BYEd if it is answered (which ends the call on the owner node).
+    pub(super) fn fetch_cancelled(&mut self, txn: ServerTxnId) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let Some(call) = c.fetches.iter().find(|(_, f)| f.txn == txn).map(|(call, _)| *call) else { return };
+        let Some(f) = c.fetches.remove(&call) else { return };
+        self.ports.give_back(f.media_leg);
+        self.ep.repurpose(f.client, Purpose::OrphanRecall);
+        self.bridging.orphan(f.client, Orphan { invite: f.invite, next_hop: f.next_hop, cancel_sent: false, completed_elsewhere: false });
     }
 
     /// The owner node did not answer the fetch of `call`.

@@ -172,6 +172,7 @@ impl Core {
         if self.ep.txn.awaiting_final(invite) {
             if let Some(inv) = self.ep.txn.server_request(invite).cloned() {
                 self.ep.respond(now, invite, &inv, 487, None, None, |_| {});
+                self.fetch_cancelled(invite);
             }
         }
     }
