@@ -142,6 +142,10 @@ fn start_cluster(cfg: &Config, core: &mut Core, seed: u64) -> Result<Option<park
     let mut settings = ClusterSettings::new(node.clone(), sip.clone(), lease);
     settings.seed = seed;
     core.enable_cluster(ClusterRoom::new(settings, keys.clone()));
+    if let Some(secret) = &cfg.cluster.secret {
+        // Retrieves other nodes send here with the signed Parkd-Cluster header are trusted.
+        core.set_cluster_secret(secret.as_bytes());
+    }
     let link = parkd::io::cluster::core_link::spawn(parkd::io::cluster::core_link::LinkSettings {
         target,
         keys,
@@ -151,7 +155,10 @@ fn start_cluster(cfg: &Config, core: &mut Core, seed: u64) -> Result<Option<park
         replicas: cfg.cluster.replicas,
     });
     tracing::info!(%node, lease_s = cfg.cluster.lease, "cluster node: orbits are allocated through Redis (parks answer 503 while it does not answer)");
-    tracing::warn!("cluster: not yet clustered: retrieving a call parked on another node (404) and BLF pickup across nodes, REFER re-parks (503), re-parking a call whose orbit another node took, SSE events and metrics of remote orbits");
+    if cfg.cluster.secret.is_none() {
+        tracing::warn!("cluster: no [cluster] secret: a retrieve of a call parked on another node answers 404 (with the secret this node fetches it)");
+    }
+    tracing::warn!("cluster: not yet clustered: BLF pickup (Replaces) across nodes, REFER re-parks (503), re-parking a call whose orbit another node took, SSE events and metrics of remote orbits");
     Ok(Some(link))
 }
 

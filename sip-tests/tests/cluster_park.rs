@@ -24,9 +24,14 @@ fn skip() -> bool {
 
 /// A parkd node of the cluster on `redis`, waited for until it reports Redis answering.
 fn node(test: &str, redis: &RedisServer, name: &str) -> Parkd {
+    node_with(test, redis, name, "")
+}
+
+/// [`node`] with more TOML (e.g. a `[cluster]` section).
+fn node_with(test: &str, redis: &RedisServer, name: &str, more_config: &str) -> Parkd {
     let args = ["--redis", &redis.url(), "--node", name, "--lease", "3", "--http-token", TOKEN].map(String::from).to_vec();
     // Every phone here is 127.0.0.1: allow it more than the default 10 parked calls per source.
-    let config = Some("[limits]\nparked_per_source = 100\n".to_string());
+    let config = Some(format!("[limits]\nparked_per_source = 100\n{more_config}"));
     let p = Parkd::start_with(&format!("{test}_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, http: true, ..ParkdOptions::default() });
     let t0 = Instant::now();
     while !p.stderr_all().contains("parks are granted") {
@@ -42,15 +47,25 @@ struct Phone {
     n: u32,
     /// Final responses to INVITEs (by Call-ID) and what else came (parkd's BYEs are answered).
     finals: BTreeMap<String, Response>,
+    /// The RTP port the next INVITE offers (else 40000 + n).
+    rtp: Option<u16>,
+    /// BYEs parkd sent (answered), by Call-ID.
+    byes: Vec<String>,
 }
 
 impl Phone {
     fn new(parkd: &Parkd) -> Phone {
-        Phone { ua: Ua::new(parkd.sip_addr()).expect("UA socket"), n: 0, finals: BTreeMap::new() }
+        Phone { ua: Ua::new(parkd.sip_addr()).expect("UA socket"), n: 0, finals: BTreeMap::new(), rtp: None, byes: Vec::new() }
     }
 
     /// Sends an INVITE to `target` (with Referred-By when `referred`); returns its ids.
     fn invite(&mut self, target: &str, referred: bool) -> CallIds {
+        let extra = if referred { "Referred-By: <sip:alice@127.0.0.1>\r\n" } else { "" };
+        self.invite_with(target, |_| extra.to_string())
+    }
+
+    /// Sends an INVITE to `target` with the header lines `extra` makes from its ids; returns them.
+    fn invite_with(&mut self, target: &str, extra: impl FnOnce(&CallIds) -> String) -> CallIds {
         self.n += 1;
         let c = CallIds {
             call_id: format!("cl-{}-{}-{}", self.ua.local.port(), self.n, target),
@@ -59,8 +74,8 @@ impl Phone {
             target: target.into(),
             to_tag: None,
         };
-        let extra = if referred { "Referred-By: <sip:alice@127.0.0.1>\r\n" } else { "" };
-        self.ua.invite(&c, 40_000 + self.n as u16, extra);
+        let extra = extra(&c);
+        self.ua.invite(&c, self.rtp.take().unwrap_or(40_000 + self.n as u16), &extra);
         c
     }
 
@@ -74,7 +89,10 @@ impl Phone {
                         self.finals.insert(id, r);
                     }
                 }
-                Message::Request(req) if req.method == Method::Bye => self.ua.ok_to(&req),
+                Message::Request(req) if req.method == Method::Bye => {
+                    self.byes.push(req.common.call_id.as_str().to_string());
+                    self.ua.ok_to(&req)
+                }
                 _ => {}
             }
         }
@@ -304,4 +322,122 @@ fn the_api_of_one_node_lists_a_call_parked_on_the_other() {
         std::thread::sleep(Duration::from_millis(2));
     }
     println!("figure: hang-up on a → free in b's API after {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+}
+
+const SECRET: &str = "cluster-secret-0123456789";
+
+/// The node-to-node header node `node` signs now for the INVITE `c` to `orbit`.
+fn signed(secret: &str, node: &str, c: &CallIds, orbit: &str) -> String {
+    use parkd::cluster::auth::{ClusterAuth, HEADER};
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    let now = parkd::time::Time::from_micros(unix.as_micros() as u64);
+    let name = parkd::cluster::NodeName::new(node).expect("node name");
+    let h = ClusterAuth::new(secret.as_bytes(), Duration::from_secs(30)).sign(&name, now, unix.subsec_nanos() as u64, &c.call_id, orbit);
+    format!("{HEADER}: {h}\r\n")
+}
+
+/// The receiving half of a cross-node retrieve (docs/cluster-design.md §3.3): node a takes a retrieve INVITE
+/// that carries a header signed with the cluster's secret, refuses a bad signature or a replay with 403, and
+/// the orbit is then free on node b too.
+#[test]
+fn a_node_takes_a_retrieve_signed_by_another_node_and_refuses_a_bad_signature() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_signed");
+    let cfg = format!("[cluster]\nsecret = \"{SECRET}\"\n");
+    let (a, b) = (node_with("cl_signed", &redis, "a", &cfg), node_with("cl_signed", &redis, "b", &cfg));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    assert_eq!(pa.park("706", true).1.status, 200);
+    let mut bad = pa.invite_with("706", |c| signed("not-the-cluster-secret-000", "b", c, "706"));
+    let r = pa.final_of(&mut bad);
+    assert_eq!((r.status, r.reason.as_str()), (403, "Forbidden: Bad Cluster Signature"));
+    let mut header = String::new();
+    let t0 = Instant::now();
+    let mut good = pa.invite_with("706", |c| {
+        header = signed(SECRET, "b", c, "706");
+        header.clone()
+    });
+    let r = pa.final_of(&mut good);
+    let signed_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "706"), "the signed retrieve takes the call");
+    // The same INVITE again, from another phone (a replay): refused.
+    let mut replay = Phone::new(&a);
+    replay.n = pa.n - 1;
+    replay.ua.invite(&good, 41_000, &header);
+    let r = replay.final_of(&mut good.clone());
+    assert_eq!(r.status, 403, "a replayed header is refused");
+    // The orbit left a: b can park into it.
+    let t1 = Instant::now();
+    loop {
+        let (_, r) = pb.park("706", true);
+        if r.status == 200 {
+            break;
+        }
+        assert!(t1.elapsed() < Duration::from_secs(3), "706 never freed for node b after the signed retrieve on a");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Same-node plain retrieve for comparison.
+    assert_eq!(pa.park("707", true).1.status, 200);
+    let t2 = Instant::now();
+    let (_, r) = pa.park("707", false);
+    assert_eq!(r.status, 200);
+    println!("figure: signed retrieve INVITE→200 on a {signed_ms:.1} ms; plain retrieve on a {:.1} ms", t2.elapsed().as_secs_f64() * 1e3);
+}
+
+/// Issue 18's retrieve on any node, no redirect: Bob parked on node a (his RTP endpoint hears hold music), Carol
+/// dials the orbit at node b; b fetches the call from a (signed INVITE) and answers Carol itself; audio flows both
+/// ways (b relays between Carol and a); the orbit is free on both nodes; Carol's hang-up on b ends Bob's call on a.
+#[test]
+fn a_retrieve_on_node_b_of_a_call_parked_on_node_a_connects_audio_both_ways() {
+    use sip_tests::media::rtp_endpoint::{PayloadClass, RtpEndpoint};
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_fetch");
+    let cfg = format!("[cluster]\nsecret = \"{SECRET}\"\n");
+    let (a, b) = (node_with("cl_fetch", &redis, "a", &cfg), node_with("cl_fetch", &redis, "b", &cfg));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    let bob = RtpEndpoint::bind("bob (parked on a)");
+    bob.start_talking(1);
+    pa.rtp = Some(bob.port());
+    let (_bob_call, r) = pa.park("708", true);
+    assert_eq!(r.status, 200);
+    assert!(bob.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(3)), "bob hears hold music on a");
+    let t0 = Instant::now();
+    while api_orbit(&b, "708")["state"] != "parked" {
+        assert!(t0.elapsed() < Duration::from_secs(3), "b never saw 708 parked");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let carol = RtpEndpoint::bind("carol (retrieves on b)");
+    carol.start_talking(2);
+    pb.rtp = Some(carol.port());
+    let t0 = Instant::now();
+    let (mut carol_call, r) = pb.park("708", false);
+    let cross_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "708"), "b answers the retrieve itself: {r:?}");
+    assert!(carol.wait_for_class(PayloadClass::Pattern(1), 50, Duration::from_secs(5)), "carol hears bob: {:?}", carol.report(PayloadClass::Pattern(1)));
+    assert!(bob.wait_for_class(PayloadClass::Pattern(2), 50, Duration::from_secs(5)), "bob hears carol: {:?}", bob.report(PayloadClass::Pattern(2)));
+    assert_eq!(api_orbit(&a, "708")["state"], "free");
+    let t0 = Instant::now();
+    while api_orbit(&b, "708")["state"] != "free" {
+        assert!(t0.elapsed() < Duration::from_secs(3), "708 never free on b");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Carol hangs up on b: b ends its leg to a, and a BYEs Bob.
+    carol_call.to_tag = r.common.to.tag().map(str::to_string);
+    pb.ua.bye(&carol_call);
+    let t0 = Instant::now();
+    while pa.byes.is_empty() {
+        pa.pump();
+        assert!(t0.elapsed() < Duration::from_secs(5), "a never ended bob's call after carol hung up on b");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let bye_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // Same-node retrieve for comparison (on a).
+    assert_eq!(pa.park("709", true).1.status, 200);
+    let t0 = Instant::now();
+    assert_eq!(pa.park("709", false).1.status, 200);
+    let same_ms = t0.elapsed().as_secs_f64() * 1e3;
+    println!("figure: retrieve INVITE→200 cross-node (b fetching from a) {cross_ms:.1} ms; same-node {same_ms:.1} ms; carol's BYE on b → bob's BYE from a {bye_ms:.1} ms");
 }

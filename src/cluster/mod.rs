@@ -114,6 +114,10 @@ pub struct ClaimInfo {
     /// INVITE with `Replaces` against to forward it to the owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialog: Option<ParkedDialog>,
+    /// Where the owner node takes SIP (its `sip` setting): where another node sends the INVITE of a cross-node
+    /// retrieve. Also in the owner's heartbeat; here so a node knows it from the claim alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_sip: Option<String>,
 }
 
 /// The parked dialog's identifiers, from the owner's side (RFC 3891 Replaces, RFC 4235 dialog-info).

@@ -219,6 +219,7 @@ mod tests {
             parker: None,
             since_ms: 5,
             dialog: Some(super::super::ParkedDialog { call_id: "a84b@pc33".into(), local_tag: "p1".into(), remote_tag: "x 9".into() }),
+            node_sip: Some("sip:127.0.0.1:5070".into()),
         };
         let msg = format!("claim default 705 42 node-a 10000 {}", info_json(&info));
         assert_eq!(

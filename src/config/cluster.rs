@@ -53,7 +53,8 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
     /// The secret every node shares to sign the node-to-node requests of a cross-node retrieve (HMAC-SHA256,
-    /// `crate::cluster::auth`); at least 16 characters. (Not used until the engine joins the cluster.)
+    /// `crate::cluster::auth`); at least 16 characters. A node with it trusts a retrieve another node sends with
+    /// a valid signed `Parkd-Cluster` header (past the lot's access rules); without it such requests get 403.
     #[serde(default)]
     pub secret: Option<String>,
 }

@@ -20,10 +20,13 @@
 //! # Not yet clustered
 //! REFER re-parks are refused (`503`) in a cluster (their NOTIFY cannot wait for a claim yet); the remote view
 //! is not shown by BLF or the API (only counted in [`Core::lot_summary`]); a retrieve of an orbit another node
-//! holds answers `404 Parked On Another Node`; calls restored from the journal claim their orbits anew
+//! holds is fetched from it (`cluster_fetch.rs`, with the `[cluster] secret`; else `404 Parked On Another Node`),
+//! and a retrieve another node signs with that secret is taken here past the lot's access rules
+//! (`Core::cluster_trusted`); calls restored from the journal claim their orbits anew
 //! once Redis answers (their fence is not journaled; one another node took meanwhile is only logged).
 
 use super::Core;
+use crate::cluster::auth::ClusterAuth;
 use crate::cluster::{Change, ClaimId, ClaimInfo, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
 use crate::ids::OrbitIdx;
 use crate::sip::{NameAddr, Peer, Request};
@@ -63,13 +66,51 @@ pub(super) struct CoreCluster {
     /// Claims asked for calls parked here without one (restored from the journal), by the orbit they hold.
     reclaims: FxHashMap<ClaimId, Slot>,
     next_id: u64,
+    /// Checks the signed header of a retrieve another node sends here (`[cluster] secret`); none: refused.
+    pub(super) auth: Option<ClusterAuth>,
+    /// Retrieves waiting for the node that holds their orbit (`cluster_fetch.rs`), by the bridge's id.
+    pub(super) fetches: FxHashMap<crate::core::ids::CallRef, super::cluster_fetch::Fetch>,
 }
+
+/// How far a node-to-node header's time may be from this node's clock.
+pub const CLUSTER_AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0 });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default() });
+    }
+
+    /// The cluster's shared secret (`[cluster] secret`): with it, a retrieve another node sends here with a
+    /// valid signed [`crate::cluster::auth::HEADER`] is trusted (call after [`Core::enable_cluster`]).
+    pub fn set_cluster_secret(&mut self, secret: &[u8]) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.auth = Some(ClusterAuth::new(secret, CLUSTER_AUTH_WINDOW));
+        }
+    }
+
+    /// A request carrying the node-to-node header: `None` without it; `Some(true)` when it is signed by a node of
+    /// this cluster for this Call-ID and orbit (the request skips this node's access rules: the sending node
+    /// admitted it); `Some(false)` when it is refused (answered `403` here).
+    pub(super) fn cluster_trusted(&mut self, now: Time, txn: ServerTxnId, req: &Request, orbit: &str) -> Option<bool> {
+        self.cluster.as_ref()?;
+        let header = req.common.header(crate::cluster::auth::HEADER)?;
+        let verdict = match self.cluster.as_mut().and_then(|c| c.auth.as_mut()) {
+            Some(auth) => auth.verify(header, now, req.common.call_id.as_str(), orbit).map_err(|e| e.to_string()),
+            None => Err("no [cluster] secret on this node".to_string()),
+        };
+        match verdict {
+            Ok(node) => {
+                tracing::info!(%node, %orbit, "cluster: retrieve from a node of the cluster");
+                Some(true)
+            }
+            Err(why) => {
+                tracing::warn!(%why, %orbit, "cluster: node-to-node request refused");
+                self.ep.refuse(now, txn, req, 403, "Forbidden: Bad Cluster Signature");
+                Some(false)
+            }
+        }
     }
 
     /// Whether this core is a node of a cluster.
@@ -127,6 +168,7 @@ impl Core {
             parker: parker.as_ref().map(|p| p.uri.to_string()),
             since_ms: now.as_millis(),
             dialog: None,
+            node_sip: Some(c.room.settings().sip.clone()),
         };
         let want = orbit.map_or(Want::Any, Want::Orbit);
         c.pending.insert(id, PendingPark { txn, from, req, lot, parker });
@@ -224,6 +266,7 @@ impl Core {
                     parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
                     parker: p.parker.as_ref().map(|n| n.uri.to_string()),
                     since_ms: p.parked_at.as_millis(),
+                    node_sip: Some(c.room.settings().sip.clone()),
                     ..ClaimInfo::default()
                 };
                 (slot, info)
@@ -268,6 +311,15 @@ impl Core {
     /// Whether another node holds orbit `orbit` of `lot` (as this node's view knows).
     pub(super) fn held_remotely(&self, lot: usize, orbit: OrbitIdx) -> bool {
         self.cluster.as_ref().is_some_and(|c| c.room.view().get(Slot { lot, orbit }).is_some())
+    }
+
+    /// The node holding orbit `orbit` of `lot` (another node, as this node's view knows) and where it takes SIP:
+    /// the claim's `node_sip`, else the node's heartbeat. Where a cross-node retrieve will be sent.
+    pub(super) fn remote_owner(&self, lot: usize, orbit: OrbitIdx) -> Option<(crate::cluster::NodeName, Option<String>)> {
+        let view = self.cluster.as_ref()?.room.view();
+        let claim = view.get(Slot { lot, orbit })?;
+        let sip = claim.info.node_sip.clone().or_else(|| view.node(&claim.owner).map(|n| n.sip.clone()));
+        Some((claim.owner.clone(), sip))
     }
 
     /// Orbits of `lot` other nodes hold.

@@ -4,6 +4,7 @@
 
 use super::testkit::{Phone, World};
 use super::ClusterInput;
+use crate::cluster::auth::{ClusterAuth, HEADER};
 use crate::cluster::fake_redis::FakeRedis;
 use crate::cluster::{ClusterRoom, ClusterSettings, Keyspace, LotSpace, NodeName, Slot};
 use crate::config::{LotConfig, NumRange};
@@ -26,14 +27,26 @@ struct Cluster {
     redis: FakeRedis,
     /// Redis answers (else every operation times out, as with Redis stopped).
     up: bool,
+    /// How many of each node's sent messages [`Cluster::route`] has looked at.
+    routed: Vec<usize>,
 }
 
 impl Cluster {
     fn new() -> Cluster {
-        let keys = Keyspace::new("parkd", lots().iter().map(LotSpace::from_config).collect());
-        let mut c = Cluster { nodes: vec![], names: vec![], keys: keys.clone(), redis: FakeRedis::new(LEASE), up: true };
+        Cluster::with_lots(lots())
+    }
+
+    fn with_lots(lots: Vec<LotConfig>) -> Cluster {
+        let keys = Keyspace::new("parkd", lots.iter().map(LotSpace::from_config).collect());
+        let mut c = Cluster { nodes: vec![], names: vec![], keys: keys.clone(), redis: FakeRedis::new(LEASE), up: true, routed: vec![0, 0] };
         for (i, n) in ["a", "b"].into_iter().enumerate() {
-            let mut w = World::with_lots(lots());
+            // Node i listens on 127.0.0.<i+1>:5060 (distinct, so node-to-node SIP can be routed by address).
+            let server = crate::config::ServerConfig {
+                listen: format!("127.0.0.{}:5060", i + 1).parse().unwrap(),
+                rtp_ports: NumRange::parse("20000-20099").unwrap(),
+                ..crate::config::ServerConfig::default()
+            };
+            let mut w = World::with_server(server, lots.clone());
             let name = NodeName::new(n).unwrap();
             let mut s = ClusterSettings::new(name.clone(), format!("sip:{n}"), LEASE);
             s.seed = i as u64 + 1;
@@ -44,6 +57,30 @@ impl Cluster {
         }
         c.pump();
         c
+    }
+
+    /// Carries the SIP messages the nodes send each other (to 127.0.0.<i+1>:5060, where node i listens and which
+    /// the claim's `node_sip` names) and runs Redis, until nothing moves.
+    fn route(&mut self) {
+        for _ in 0..100 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                let start = self.routed[i];
+                let msgs: Vec<_> = self.nodes[i].sent[start..].iter().filter(|(p, _)| p.addr.port() == 5060).map(|(p, b)| (p.addr, b.clone())).collect();
+                self.routed[i] = self.nodes[i].sent.len();
+                let me = crate::sip::Peer { transport: crate::sip::Transport::Udp, addr: format!("127.0.0.{}:5060", i + 1).parse().unwrap() };
+                for (to, m) in msgs {
+                    moved = true;
+                    let j = if to.ip().to_string() == "127.0.0.1" { 0 } else { 1 };
+                    self.nodes[j].deliver_raw(me, &m);
+                }
+            }
+            self.pump();
+            if !moved {
+                return;
+            }
+        }
+        panic!("nodes did not settle");
     }
 
     /// Runs every node's Redis operations and delivers the messages, until nothing moves.
@@ -251,4 +288,159 @@ fn a_watcher_on_one_node_sees_a_park_on_the_other() {
     assert_eq!(lots[0].occupied, 1);
     assert_eq!((lots[0].orbits[0].state, lots[0].orbits[0].node.as_deref()), ("parked", Some("a")));
     assert_eq!(c.nodes[0].core.lots_snapshot()[0].orbits[0].node, None, "a's own call");
+}
+
+const SECRET: &[u8] = b"a shared cluster secret";
+
+#[test]
+fn a_signed_retrieve_from_another_node_is_trusted_past_the_lots_access_rules_and_frees_the_orbit_everywhere() {
+    let mut restricted = lots();
+    restricted[0].allow_retrieve = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+    let mut c = Cluster::with_lots(restricted);
+    for n in &mut c.nodes {
+        n.core.set_cluster_secret(SECRET);
+    }
+    let r = c.park(0, &phone(0), "703");
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")));
+    let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
+    assert!(c.nodes[1].core.held_remotely(0, slot.orbit), "b sees a's call");
+    assert_eq!(c.nodes[1].core.remote_owner(0, slot.orbit), Some((c.names[0].clone(), Some("sip:a".into()))), "and where a takes SIP");
+    // From 127.0.0.1 a plain retrieve is refused by the lot's access rules ...
+    let carol = phone(7);
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.pump();
+    assert_eq!(c.nodes[0].last_response_to(carol.peer, since).status, 403);
+    // ... and so is one with a header signed with another secret, or for another orbit ...
+    let now = c.nodes[0].now;
+    let mut node_b = Phone { call_id: "x-1".into(), ..Phone::new("b", 5090) };
+    for (secret, orbit) in [(&b"not the cluster's secret"[..], "703"), (SECRET, "704")] {
+        let h = ClusterAuth::new(secret, Duration::from_secs(30)).sign(&c.names[1], now, 1, &node_b.call_id, orbit);
+        let since = c.nodes[0].sent.len();
+        c.nodes[0].deliver(node_b.peer, &node_b.invite("703", &format!("{HEADER}: {h}\n"), Some(&node_b.sdp("0", "sendrecv"))));
+        c.pump();
+        let r = c.nodes[0].last_response_to(node_b.peer, since);
+        assert_eq!((r.status, r.reason.as_str()), (403, "Forbidden: Bad Cluster Signature"));
+        node_b.cseq += 1;
+    }
+    // ... but node b's signed INVITE takes the call: a answers it (the orbit leaves a as for a local retrieve).
+    node_b.call_id = "x-2".into();
+    let h = ClusterAuth::new(SECRET, Duration::from_secs(30)).sign(&c.names[1], now, 2, &node_b.call_id, "703");
+    let since = c.nodes[0].sent.len();
+    let invite = node_b.invite("703", &format!("{HEADER}: {h}\n"), Some(&node_b.sdp("0", "sendrecv")));
+    c.nodes[0].deliver(node_b.peer, &invite);
+    c.pump();
+    let r = c.nodes[0].last_response_to(node_b.peer, since);
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")));
+    assert!(c.nodes[0].core.parking.parked_in(0, slot.orbit).is_none(), "the orbit is free on a");
+    assert_eq!(c.redis.holder(slot), None, "a released its claim");
+    assert!(!c.nodes[1].core.held_remotely(0, slot.orbit), "b sees the orbit free");
+    // The same header again (a replay, from anywhere) is refused.
+    let replay = Phone { call_id: "x-2".into(), ..Phone::new("c", 5091) };
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(replay.peer, &replay.invite("703", &format!("{HEADER}: {h}\n"), Some(&replay.sdp("0", "sendrecv"))));
+    c.pump();
+    assert_eq!(c.nodes[0].last_response_to(replay.peer, since).status, 403);
+}
+
+#[test]
+fn a_node_without_the_secret_refuses_node_to_node_requests() {
+    let mut c = Cluster::new();
+    let r = c.park(0, &phone(0), "703");
+    assert_eq!(r.status, 200);
+    let node_b = Phone { call_id: "x-1".into(), ..Phone::new("b", 5090) };
+    let h = ClusterAuth::new(SECRET, Duration::from_secs(30)).sign(&c.names[1], c.nodes[0].now, 1, &node_b.call_id, "703");
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(node_b.peer, &node_b.invite("703", &format!("{HEADER}: {h}\n"), Some(&node_b.sdp("0", "sendrecv"))));
+    c.pump();
+    assert_eq!(c.nodes[0].last_response_to(node_b.peer, since).status, 403);
+    assert!(c.nodes[0].core.parking.parked_in(0, OrbitIdx(2)).is_some(), "the call stays parked");
+}
+
+#[test]
+fn a_retrieve_on_b_of_a_call_parked_on_a_is_fetched_from_a_and_bridged_on_b() {
+    let mut c = Cluster::new();
+    for n in &mut c.nodes {
+        n.core.set_cluster_secret(SECRET);
+    }
+    let bob = phone(0);
+    assert_eq!(c.park(0, &bob, "703").status, 200);
+    let (a_bridges, b_bridges) = (c.nodes[0].core.bridging.len(), c.nodes[1].core.bridging.len());
+    // The claim names a at "sip:a" in these worlds: b cannot route there, and says so.
+    let carol = phone(7);
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.route();
+    let r = c.nodes[1].last_response_to(carol.peer, since);
+    assert_eq!((r.status, r.reason.as_str()), (404, "Parked On Another Node"));
+    // With a's address (127.0.0.1:5060 in these worlds): b fetches the call from a.
+    let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
+    let mut claim = c.nodes[1].core.cluster_room().unwrap().view().get(slot).unwrap().clone();
+    claim.info.node_sip = Some("sip:127.0.0.1:5060".into());
+    let change = crate::cluster::Change::Claimed { slot, fence: claim.fence, owner: claim.owner.clone(), lease_ms: 10_000, info: claim.info.clone() };
+    c.nodes[1].cluster_input(ClusterInput::Change(change));
+    let carol = Phone { call_id: "call-8".into(), ..Phone::new("carol", 5078) };
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    assert!(c.nodes[1].responses_to(carol.peer, since).iter().all(|r| r.status < 200), "b waits for a");
+    c.route();
+    let r = c.nodes[1].last_response_to(carol.peer, since);
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")), "b answers the retriever");
+    let tag = r.common.to.tag().unwrap().to_string();
+    c.nodes[1].deliver(carol.peer, &carol.ack("703", &tag, carol.cseq, None));
+    c.route();
+    assert!(c.nodes[0].core.parking.parked_in(0, slot.orbit).is_none(), "the call left its orbit on a");
+    assert_eq!(c.redis.holder(slot), None);
+    assert!(!c.nodes[1].core.held_remotely(0, slot.orbit));
+    assert_eq!((c.nodes[0].core.bridging.len(), c.nodes[1].core.bridging.len()), (a_bridges + 1, b_bridges + 1), "a bridge on each node");
+    assert!(c.nodes[1].media.iter().any(|m| matches!(m, crate::media::MediaCommand::Bridge { .. })), "b relays: {:?}", c.nodes[1].media);
+    // Carol hangs up on b: b BYEs a, a BYEs Bob.
+    let since_bob = c.nodes[0].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.in_dialog("BYE", "703", &tag, carol.cseq + 1, None));
+    c.route();
+    assert!(c.nodes[0].requests_to(bob.peer, since_bob).iter().any(|r| r.method == crate::sip::Method::Bye), "a ends Bob's call");
+    assert_eq!((c.nodes[0].core.bridging.len(), c.nodes[1].core.bridging.len()), (a_bridges, b_bridges), "both bridges gone");
+}
+
+#[test]
+fn a_fetch_into_an_empty_orbit_of_an_empty_orbit_park_lot_is_not_a_park() {
+    let mut lots = lots();
+    lots[0].empty_orbit = crate::config::EmptyOrbit::Park;
+    let mut c = Cluster::with_lots(lots);
+    c.nodes[0].core.set_cluster_secret(SECRET);
+    let node_b = Phone { call_id: "x-1".into(), ..Phone::new("b", 5090) };
+    let h = ClusterAuth::new(SECRET, Duration::from_secs(30)).sign(&c.names[1], c.nodes[0].now, 1, &node_b.call_id, "703");
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(node_b.peer, &node_b.invite("703", &format!("{HEADER}: {h}\n"), Some(&node_b.sdp("0", "sendrecv"))));
+    c.pump();
+    let r = c.nodes[0].last_response_to(node_b.peer, since);
+    assert_eq!((r.status, r.reason.as_str()), (404, "Orbit Empty"));
+    assert!(c.nodes[0].core.parking.parked_in(0, OrbitIdx(2)).is_none(), "nothing parked");
+}
+
+#[test]
+fn a_retriever_cancelling_while_b_fetches_gets_487_and_b_keeps_nothing() {
+    let mut c = Cluster::new();
+    for n in &mut c.nodes {
+        n.core.set_cluster_secret(SECRET);
+    }
+    let bob = phone(0);
+    assert_eq!(c.park(0, &bob, "703").status, 200);
+    let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
+    let mut claim = c.nodes[1].core.cluster_room().unwrap().view().get(slot).unwrap().clone();
+    claim.info.node_sip = Some("sip:127.0.0.1:5060".into());
+    let change = crate::cluster::Change::Claimed { slot, fence: claim.fence, owner: claim.owner.clone(), lease_ms: 10_000, info: claim.info };
+    c.nodes[1].cluster_input(ClusterInput::Change(change));
+    let carol = Phone { call_id: "call-8".into(), ..Phone::new("carol", 5078) };
+    let since = c.nodes[1].sent.len();
+    let invite = carol.invite("703", "", Some(&carol.sdp("0", "sendrecv")));
+    c.nodes[1].deliver(carol.peer, &invite);
+    let cancel = invite.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "\n";
+    c.nodes[1].deliver(carol.peer, &cancel);
+    assert_eq!(c.nodes[1].core.cluster.as_ref().unwrap().fetches.len(), 0, "the fetch is dropped at once");
+    c.route();
+    let finals: Vec<u16> = c.nodes[1].responses_to(carol.peer, since).iter().filter(|r| r.common.cseq.method == crate::sip::Method::Invite).map(|r| r.status).filter(|s| *s >= 200).collect();
+    assert!(finals.contains(&487) && !finals.contains(&200), "{finals:?}");
+    assert_eq!(c.nodes[1].core.bridging.len(), 0, "b bridges nothing");
 }

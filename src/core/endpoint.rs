@@ -50,6 +50,8 @@ pub enum Purpose {
     Probe(LegId),
     /// The CANCEL of a recall that was ringing when parkd stopped (issue 17), for the call it rang for.
     RestoredCancel(CallRef),
+    /// The INVITE of a retrieve sent to the node holding the orbit (`cluster_fetch.rs`), under the bridge's id.
+    ClusterFetch(CallRef),
 }
 
 /// The endpoint (see the module doc).

@@ -172,6 +172,7 @@ impl Core {
         if self.ep.txn.awaiting_final(invite) {
             if let Some(inv) = self.ep.txn.server_request(invite).cloned() {
                 self.ep.respond(now, invite, &inv, 487, None, None, |_| {});
+                self.fetch_cancelled(invite);
             }
         }
     }
@@ -218,6 +219,7 @@ impl Core {
                 }
             }
             (Purpose::RestoredCancel(_), ClientVerdict::Provisional(_)) => {}
+            (Purpose::ClusterFetch(call), v) => self.on_fetch_response(now, call, id, v),
         }
     }
 
@@ -236,6 +238,7 @@ impl Core {
                 Some(Purpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
                 Some(Purpose::Probe(leg)) => self.on_probe_result(now, leg, 408),
                 Some(Purpose::RestoredCancel(call)) => self.ring_again(now, call),
+                Some(Purpose::ClusterFetch(call)) => self.on_fetch_timeout(now, call),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

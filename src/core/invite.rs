@@ -69,7 +69,19 @@ impl Core {
             Dialed::RetrieveCode => Action::Retrieve,
             Dialed::Orbit(_) | Dialed::ParkCode => Action::Park,
         };
-        if !self.gate(now, txn, from, &req, lot, action) {
+        // A retrieve another node of the cluster sends for a caller it admitted (docs/cluster-design.md §3.3).
+        let trusted = match dialed {
+            Dialed::Orbit(i) if action == Action::Retrieve => match self.cluster_trusted(now, txn, &req, &self.parking.orbit_name(lot, i)) {
+                Some(false) => return,
+                t => t.is_some(),
+            },
+            // A node's fetch is a retrieve only: never a park into an empty orbit (`empty_orbit = "park"`).
+            _ if self.clustered() && req.common.header(crate::cluster::auth::HEADER).is_some() => {
+                return self.ep.refuse(now, txn, &req, 404, "Orbit Empty");
+            }
+            _ => false,
+        };
+        if !trusted && !self.gate(now, txn, from, &req, lot, action) {
             return;
         }
         match dialed {
@@ -163,8 +175,16 @@ impl Core {
             None if self.parking.empty_orbit_parks(lot) => {
                 self.park(now, txn, from, req, lot, Some(orbit), None)
             }
-            // Not yet clustered: a call parked on another node is not fetched from there.
-            None if self.held_remotely(lot, orbit) => self.ep.refuse(now, txn, &req, 404, "Parked On Another Node"),
+            // Fetched from the node that holds it (cluster_fetch.rs); 404 when this node cannot.
+            None if self.held_remotely(lot, orbit) => {
+                if self.fetch_from_owner(now, txn, from, &req, lot, orbit) {
+                    return;
+                }
+                if let Some((owner, sip)) = self.remote_owner(lot, orbit) {
+                    tracing::info!(%owner, sip = sip.as_deref().unwrap_or("?"), "retrieve of an orbit another node holds: 404");
+                }
+                self.ep.refuse(now, txn, &req, 404, "Parked On Another Node")
+            }
             None => self.ep.refuse(now, txn, &req, 404, "Orbit Empty"),
         }
     }

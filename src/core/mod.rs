@@ -26,6 +26,7 @@ pub mod admission;
 pub mod blf;
 pub mod bridging;
 pub mod cluster;
+mod cluster_fetch;
 pub mod commands;
 pub mod contract;
 pub mod dialogs;

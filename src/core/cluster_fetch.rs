@@ -1,0 +1,178 @@
+//! A retrieve of a call another node holds (issue 18, docs/cluster-design.md §3.3, B's half): this node (B) keeps
+//! the retriever's INVITE, sends the owner (A) an INVITE to the orbit signed with the cluster's secret
+//! (`Parkd-Cluster`, [`crate::cluster::auth`]), and when A answers, answers the retriever and bridges the two legs
+//! with its own relay (one extra media hop: retriever ⇄ B ⇄ A ⇄ parked party). A's failure is passed on to the
+//! retriever; no answer from A → `480`. A retriever that CANCELs meanwhile leaves an orphan (CANCEL / ACK + BYE).
+
+use super::bridging::{Bridge, Orphan, OutgoingInvite};
+use super::dialogs::{read_offer, Leg, LegMedia, LegRole, LegState};
+use super::ids::{CallRef, LegId};
+use super::parking::MediaMode;
+use super::{Core, Purpose};
+use crate::dialog::{uri_addr, Dialog};
+use crate::ids::OrbitNumber;
+use crate::media::{Codec, MediaCommand, MediaLegId};
+use crate::sdp::{self, Direction, LocalSdp};
+use crate::sip::{parse_uri, CSeq, Common, Method, NameAddr, Peer, Request, Response, Uri, Via};
+use crate::time::Time;
+use crate::txn::{ClientTxnId, ClientVerdict, ServerTxnId};
+use rand::Rng;
+
+/// A retrieve waiting for the owner node's answer.
+#[derive(Debug)]
+pub(super) struct Fetch {
+    txn: ServerTxnId,
+    from: Peer,
+    req: Request,
+    lot: usize,
+    orbit_name: OrbitNumber,
+    client: ClientTxnId,
+    invite: OutgoingInvite,
+    next_hop: Peer,
+    media_leg: MediaLegId,
+    local_sdp: LocalSdp,
+}
+
+impl Core {
+    /// Sends the owner node of `orbit_name` the signed retrieve for the caller of `req`; false (nothing sent)
+    /// when this node cannot (no secret, the owner's address unknown, no RTP port): the caller answers 404.
+    pub(super) fn fetch_from_owner(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, orbit: crate::ids::OrbitIdx) -> bool {
+        let Some((owner, Some(sip))) = self.remote_owner(lot, orbit) else { return false };
+        let Some(c) = self.cluster.as_ref() else { return false };
+        let Some(auth) = c.auth.as_ref() else { return false };
+        let me = c.room.settings().node.clone();
+        let orbit_name = self.parking.orbit_name(lot, orbit);
+        let Ok(mut target) = parse_uri(&sip) else { return false };
+        target.user = Some(orbit_name.to_string());
+        let Some(addr) = uri_addr(&target) else { return false };
+        let next_hop = Peer { transport: target.transport(), addr };
+        if read_offer(req).is_err() {
+            return false;
+        }
+        let Some(media_leg) = self.ports.take(now) else { return false };
+        let call_id = format!("xnode-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_addr.ip());
+        let nonce = self.ep.rng().gen::<u64>();
+        let header = auth.sign(&me, now, nonce, &call_id, orbit_name.as_str());
+        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
+        let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        let from_na = NameAddr::new(Uri::from_addr(Some(me.as_str()), self.ep.local_addr)).with_tag(&self.ep.new_tag());
+        let branch = self.ep.new_branch();
+        let mut invite = Request {
+            method: Method::Invite,
+            uri: target.clone(),
+            common: Common {
+                max_forwards: Some(70),
+                contact: vec![self.ep.contact(next_hop.transport)],
+                ..Common::new(
+                    vec![Via::new(next_hop.transport, self.ep.local_addr, &branch)],
+                    from_na,
+                    NameAddr::new(target.clone()),
+                    call_id,
+                    CSeq { seq: 1, method: Method::Invite },
+                )
+            },
+        };
+        invite.common.push_header(crate::cluster::auth::HEADER, header);
+        invite.common.push_header("User-Agent", super::reply::PRODUCT);
+        invite.common.set_body("application/sdp", body);
+        let call = CallRef(self.ep.next_id());
+        let client = self.ep.send(now, next_hop, &invite, Purpose::ClusterFetch(call));
+        let invite = OutgoingInvite::of(invite, self.ep.local_addr, next_hop.transport, branch);
+        tracing::info!(%orbit_name, %owner, to = %target, "retrieve of an orbit another node holds: fetching the call");
+        let fetch = Fetch { txn, from, req: req.clone(), lot, orbit_name, client, invite, next_hop, media_leg, local_sdp };
+        if let Some(c) = self.cluster.as_mut() {
+            c.fetches.insert(call, fetch);
+        }
+        true
+    }
+
+    /// A response to the INVITE of fetch `call`.
+    pub(super) fn on_fetch_response(&mut self, now: Time, call: CallRef, id: ClientTxnId, verdict: ClientVerdict) {
+        let ClientVerdict::Final(resp) = verdict else { return };
+        let Some(f) = self.cluster.as_mut().and_then(|c| c.fetches.remove(&call)) else { return };
+        if !self.ep.txn.awaiting_final(f.txn) {
+            // The retriever gave up meanwhile: A's answer is ended as an orphan's (ACK + BYE).
+            self.ports.give_back(f.media_leg);
+            self.ep.repurpose(id, Purpose::OrphanRecall);
+            let orphan = Orphan { invite: f.invite, next_hop: f.next_hop, cancel_sent: true, completed_elsewhere: false };
+            self.bridging.orphan(id, orphan);
+            return self.on_orphan_response(now, id, ClientVerdict::Final(resp));
+        }
+        if resp.is_success() {
+            self.fetch_answered(now, call, id, f, resp);
+        } else {
+            self.ep.finish(id);
+            self.ports.give_back(f.media_leg);
+            tracing::info!(orbit = %f.orbit_name, status = resp.status, "the owner node refused the retrieve");
+            let (status, reason) = match resp.status {
+                404 => (404, "Orbit Empty"),
+                s if s >= 400 => (s, resp.reason.as_str()),
+                _ => (502, "Bad Answer From Owner Node"),
+            };
+            self.ep.refuse(now, f.txn, &f.req, status, reason);
+        }
+    }
+
+    /// The retriever CANCELled its INVITE (answered 487): the INVITE to the owner node becomes an orphan, CANCELled
+    /// once it rings, ACKed and BYEd if it is answered (which ends the call on the owner node).
+    pub(super) fn fetch_cancelled(&mut self, txn: ServerTxnId) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let Some(call) = c.fetches.iter().find(|(_, f)| f.txn == txn).map(|(call, _)| *call) else { return };
+        let Some(f) = c.fetches.remove(&call) else { return };
+        self.ports.give_back(f.media_leg);
+        self.ep.repurpose(f.client, Purpose::OrphanRecall);
+        self.bridging.orphan(f.client, Orphan { invite: f.invite, next_hop: f.next_hop, cancel_sent: false, completed_elsewhere: false });
+    }
+
+    /// The owner node did not answer the fetch of `call`.
+    pub(super) fn on_fetch_timeout(&mut self, now: Time, call: CallRef) {
+        let Some(f) = self.cluster.as_mut().and_then(|c| c.fetches.remove(&call)) else { return };
+        self.ports.give_back(f.media_leg);
+        if self.ep.txn.awaiting_final(f.txn) {
+            self.ep.refuse(now, f.txn, &f.req, 480, "Owner Node Not Answering");
+        }
+    }
+
+    fn fetch_answered(&mut self, now: Time, call: CallRef, id: ClientTxnId, f: Fetch, resp: Response) {
+        let mut dialog = Dialog::as_uac(&f.invite.shape(Method::Invite), &resp, f.next_hop);
+        dialog.local_seq = f.invite.cseq;
+        let branch = self.ep.new_branch();
+        let contact = self.ep.contact(dialog.next_hop.transport);
+        let ack = dialog.ack(f.invite.cseq, self.ep.local_addr, &branch, &contact).encode();
+        self.ep.send_ack(dialog.next_hop, ack.clone());
+        let media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
+        let owner_leg = LegId(self.ep.next_id());
+        self.ep.repurpose(id, Purpose::RecallAnswered { leg: owner_leg });
+        let uac_ack = Some((f.next_hop, ack.to_vec()));
+        // The owner's leg is new to the media plane (a parked leg is known from its hold music): describe it.
+        if let Some(remote) = media.remote {
+            self.ep.media(MediaCommand::Update { leg: media.media_leg, remote, codec: media.codec, send: media.may_send() });
+            self.ep.media(MediaCommand::DtmfPayloadType { leg: media.media_leg, pt: media.dtmf_pt });
+        }
+        let leg = Leg { id: owner_leg, call, role: LegRole::Parked, state: LegState::Confirmed, dialog, source: f.next_hop, media, orbit: f.orbit_name.clone(), uac_ack };
+        self.dialogs.insert(leg);
+        let offer = read_offer(&f.req).ok().flatten();
+        let Some(retriever_media) = self.ports.take_beside(now, f.media_leg) else {
+            self.ep.refuse(now, f.txn, &f.req, 503, "No Media Ports Available");
+            return self.end_fetched_leg(now, owner_leg);
+        };
+        let orbit = f.orbit_name.clone();
+        let other = self.answer_new_leg(now, f.txn, f.from, &f.req, call, LegRole::Retriever, retriever_media, offer, &orbit, |r| {
+            r.common.push_header(super::invite::PARK_ORBIT_HEADER, orbit.to_string());
+        });
+        self.bridging.insert(Bridge { id: call, lot: f.lot, orbit_name: orbit.clone(), parked: owner_leg, other, media_mode: MediaMode::None });
+        tracing::info!(%orbit, "retrieved from another node; bridging");
+        self.sync_media(now, call);
+    }
+
+    /// BYE to the owner node's leg and forget it (the retriever could not be answered).
+    fn end_fetched_leg(&mut self, now: Time, leg: LegId) {
+        let Some(l) = self.dialogs.remove(leg) else { return };
+        let mut dialog = l.dialog;
+        let contact = self.ep.contact(dialog.next_hop.transport);
+        let branch = self.ep.new_branch();
+        let bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+        self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
+        self.ports.give_back(l.media.media_leg);
+    }
+}
