@@ -147,7 +147,7 @@ impl Core {
                     if let Some(p) = c.pending.remove(&id) {
                         self.on_claim(now, p, result);
                     } else if let Some(slot) = c.reclaims.remove(&id) {
-                        self.on_reclaim(slot, result);
+                        self.on_reclaim(now, slot, result);
                     }
                 }
                 ClusterOutput::Lost { slot, fence, to } => {
@@ -237,9 +237,17 @@ impl Core {
         }
     }
 
-    fn on_reclaim(&mut self, slot: Slot, result: ClaimResult) {
+    fn on_reclaim(&mut self, now: Time, slot: Slot, result: ClaimResult) {
         let orbit = self.parking.orbit_name(slot.lot, slot.orbit);
+        let me = self.cluster.as_ref().map(|c| c.room.settings().node.clone());
         match result {
+            // This node's name holds it: the claim of this node's previous process (restarted within its lease).
+            // The room gives such a stale claim back (compare-and-delete on its fence) right after this answer,
+            // ahead of the claim asked again here, which then gets the orbit with a fence of this process.
+            ClaimResult::Taken { owner, .. } if Some(&owner) == me.as_ref() && self.parking.parked_in(slot.lot, slot.orbit).is_some() => {
+                tracing::info!(%orbit, "cluster: the orbit is still claimed by this node's previous process; claiming it anew");
+                self.claim_unclaimed(now);
+            }
             ClaimResult::Granted { .. } if self.parking.parked_in(slot.lot, slot.orbit).is_none() => self.release_claim(slot),
             ClaimResult::Granted { fence, .. } => tracing::info!(%orbit, fence = fence.0, "cluster: the orbit of a call parked here is claimed"),
             ClaimResult::Taken { owner, .. } => {

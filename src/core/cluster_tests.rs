@@ -252,3 +252,38 @@ fn a_watcher_on_one_node_sees_a_park_on_the_other() {
     assert_eq!((lots[0].orbits[0].state, lots[0].orbits[0].node.as_deref()), ("parked", Some("a")));
     assert_eq!(c.nodes[0].core.lots_snapshot()[0].orbits[0].node, None, "a's own call");
 }
+
+#[test]
+fn a_node_restarted_within_its_lease_claims_its_restored_calls_orbits_anew() {
+    // The journal of node a: one call parked in 701.
+    let mut w = World::with_lots(lots());
+    w.core.set_journaling(true);
+    let p = phone(0);
+    let since = w.sent.len();
+    w.deliver(p.peer, &p.invite("701", "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&p.sdp("0", "sendrecv"))));
+    let token = w.last_token().unwrap();
+    w.durable(token, true);
+    let ok = w.last_response_to(p.peer, since);
+    w.deliver(p.peer, &p.ack("701", ok.common.to.tag().unwrap(), p.cseq, None));
+    let live = crate::journal::LiveSet::replay(w.journal.iter().flat_map(|(g, _)| g.iter().cloned()));
+    // a's previous process still holds 701 in Redis (its lease has not run out).
+    let mut c = Cluster::new();
+    assert_eq!(c.park(0, &phone(3), "701").status, 200);
+    let slot = Slot { lot: 0, orbit: OrbitIdx(0) };
+    let old = c.redis.holder(slot).unwrap();
+    // a restarts: same name, the call restored from its journal.
+    let mut fresh = World::with_lots(lots());
+    fresh.core.set_journaling(true);
+    assert_eq!(fresh.core.restore(&live, fresh.now).parked, 1);
+    let s = ClusterSettings::new(NodeName::new("a").unwrap(), "sip:a".into(), LEASE);
+    fresh.core.enable_cluster(ClusterRoom::new(s, c.keys.clone()));
+    c.nodes[0] = fresh;
+    c.nodes[0].cluster_input(ClusterInput::Link(true));
+    c.pump();
+    let now = c.redis.holder(slot).expect("701 still claimed");
+    assert_eq!(now.1.as_str(), "a", "701 stays a's");
+    assert_ne!(now.0, old.0, "claimed anew with this process's fence");
+    assert!(c.nodes[0].core.cluster_room().unwrap().own_claim(slot).is_some(), "the restarted node holds the claim");
+    assert_eq!(c.park(1, &phone(6), "701").status, 486, "b cannot take it");
+    assert_eq!(c.nodes[1].core.lots_snapshot()[0].orbits[0].node.as_deref(), Some("a"));
+}
