@@ -55,11 +55,25 @@ pub(super) struct PendingPark {
     parker: Option<NameAddr>,
 }
 
+/// A REFER's re-park waiting for its claim (its final NOTIFY waits with it).
+#[derive(Debug)]
+pub(super) struct PendingRefer {
+    pub(super) leg_id: crate::core::ids::LegId,
+    pub(super) refer_cseq: u32,
+    pub(super) call_ref: crate::core::ids::CallRef,
+    pub(super) other: crate::core::ids::LegId,
+    pub(super) lot: usize,
+    pub(super) parker: NameAddr,
+    pub(super) subscribe: bool,
+}
+
 /// The cluster room and the parks waiting for it.
 #[derive(Debug)]
 pub(super) struct CoreCluster {
     pub(super) room: ClusterRoom,
     pending: FxHashMap<ClaimId, PendingPark>,
+    /// REFER re-parks waiting for their claims.
+    refers: FxHashMap<ClaimId, PendingRefer>,
     /// Claims asked for calls parked here without one (restored from the journal), by the orbit they hold.
     reclaims: FxHashMap<ClaimId, Slot>,
     next_id: u64,
@@ -69,7 +83,7 @@ impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0 });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), refers: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0 });
     }
 
     /// Whether this core is a node of a cluster.
@@ -133,6 +147,42 @@ impl Core {
         c.room.claim(now, id, lot, want, info);
     }
 
+    /// In a cluster, a REFER's re-park first claims its orbit (`orbit`, or any of the lot's).
+    pub(super) fn refer_via_cluster(&mut self, now: Time, p: PendingRefer, orbit: Option<OrbitIdx>) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let info = ClaimInfo {
+            parked: self.dialogs.get(p.other).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
+            parker: Some(p.parker.uri.to_string()),
+            since_ms: now.as_millis(),
+            ..ClaimInfo::default()
+        };
+        c.next_id += 1;
+        let id = ClaimId(c.next_id);
+        let lot = p.lot;
+        c.refers.insert(id, p);
+        c.room.claim(now, id, lot, orbit.map_or(Want::Any, Want::Orbit), info);
+    }
+
+    fn on_refer_claim(&mut self, now: Time, p: PendingRefer, result: ClaimResult) {
+        let PendingRefer { leg_id, refer_cseq, call_ref, other, lot: _, parker, subscribe } = p;
+        let refused = match result {
+            ClaimResult::Granted { slot, fence } => {
+                tracing::debug!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, "cluster: orbit granted to a REFER");
+                self.refer_repark(now, leg_id, refer_cseq, call_ref, other, (slot.lot, Some(slot.orbit)), parker, subscribe);
+                // Not parked there after all (the call ended meanwhile): give the orbit back.
+                if self.parking.parked_in(slot.lot, slot.orbit).is_none() {
+                    self.release_claim(slot);
+                }
+                return;
+            }
+            ClaimResult::Taken { .. } => (486, "Busy Here"),
+            ClaimResult::Full { .. } => (486, "Parking Lot Full"),
+            ClaimResult::Unavailable => (503, "Cluster Unavailable"),
+        };
+        let before = (self.bridging.get(call_ref).cloned(), self.dialogs.get(other).map(|l| (l.role, l.orbit.clone())));
+        self.refer_outcome(now, leg_id, refer_cseq, call_ref, other, before, Err(refused), subscribe);
+    }
+
     /// Carries the room's outputs: operations to the driver, claim answers to their parks. True when it did
     /// anything (the caller then settles the transaction layer again).
     pub(super) fn drain_cluster(&mut self, now: Time) -> bool {
@@ -146,6 +196,8 @@ impl Core {
                 ClusterOutput::Claim { id, result } => {
                     if let Some(p) = c.pending.remove(&id) {
                         self.on_claim(now, p, result);
+                    } else if let Some(p) = c.refers.remove(&id) {
+                        self.on_refer_claim(now, p, result);
                     } else if let Some(slot) = c.reclaims.remove(&id) {
                         self.on_reclaim(now, slot, result);
                     }

@@ -287,3 +287,54 @@ fn a_node_restarted_within_its_lease_claims_its_restored_calls_orbits_anew() {
     assert_eq!(c.park(1, &phone(6), "701").status, 486, "b cannot take it");
     assert_eq!(c.nodes[1].core.lots_snapshot()[0].orbits[0].node.as_deref(), Some("a"));
 }
+
+#[test]
+fn a_refer_reparks_into_an_orbit_claimed_cluster_wide_and_its_notify_waits_for_the_claim() {
+    let mut c = Cluster::new();
+    // b holds 702.
+    assert_eq!(c.park(1, &phone(5), "702").status, 200);
+    // Bob parked on a, retrieved there by Carol: bridged on a.
+    let bob = phone(0);
+    assert_eq!(c.park(0, &bob, "701").status, 200);
+    let carol = phone(1);
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.pump();
+    let ok = c.nodes[0].last_response_to(carol.peer, since);
+    assert_eq!(ok.status, 200, "retrieved on a");
+    let tag = ok.common.to.tag().unwrap().to_string();
+    c.nodes[0].deliver(carol.peer, &carol.ack("701", &tag, carol.cseq, None));
+    c.pump();
+    let notifies = |c: &Cluster, since: usize| -> Vec<String> {
+        c.nodes[0]
+            .requests_to(carol.peer, since)
+            .into_iter()
+            .filter(|r| r.method == crate::sip::Method::Notify)
+            .map(|r| String::from_utf8_lossy(&r.common.body).into_owned())
+            .collect()
+    };
+    let refer = |to: &str, cseq: u32| {
+        carol.in_dialog("REFER", "701", &tag, cseq, None).replacen("Contact:", &format!("Refer-To: <sip:{to}@127.0.0.1:5060>\nContact:"), 1)
+    };
+    // A REFER into b's 702: 202, 100 Trying, then (after Redis) 486 in the sipfrag; the call stays bridged.
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &refer("702", carol.cseq + 1));
+    assert_eq!(c.nodes[0].responses_to(carol.peer, since)[0].status, 202);
+    assert_eq!(notifies(&c, since), ["SIP/2.0 100 Trying\r\n"], "the final NOTIFY waits for the claim");
+    c.pump();
+    assert_eq!(notifies(&c, since).last().map(String::as_str), Some("SIP/2.0 486 Busy Here\r\n"));
+    assert_eq!(c.nodes[0].core.live().orbits_occupied, 0, "still bridged, not parked");
+    // A REFER to the park code: the orbit is claimed in Redis for a, then the 200 sipfrag.
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &refer("700", carol.cseq + 2));
+    assert_eq!(notifies(&c, since), ["SIP/2.0 100 Trying\r\n"], "the final NOTIFY waits for the claim");
+    c.pump();
+    let last = notifies(&c, since).last().cloned().unwrap_or_default();
+    let orbit = last.strip_prefix("SIP/2.0 200 OK\r\nPark-Orbit: ").and_then(|o| o.strip_suffix("\r\n")).unwrap_or_else(|| panic!("{last:?}"));
+    assert_ne!(orbit, "702");
+    let idx = orbit.parse::<usize>().unwrap() - 701;
+    let slot = Slot { lot: 0, orbit: OrbitIdx(idx) };
+    assert_eq!(c.redis.holder(slot).map(|h| h.1.as_str().to_string()).as_deref(), Some("a"), "{orbit} claimed for a");
+    assert_eq!(c.nodes[0].core.live().orbits_occupied, 1, "Bob parked again on a");
+    assert_eq!(c.park(1, &phone(6), orbit).status, 486, "b cannot take the re-parked call's orbit");
+}
