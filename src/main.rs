@@ -151,7 +151,7 @@ fn start_cluster(cfg: &Config, core: &mut Core, seed: u64) -> Result<Option<park
         replicas: cfg.cluster.replicas,
     });
     tracing::info!(%node, lease_s = cfg.cluster.lease, "cluster node: orbits are allocated through Redis (parks answer 503 while it does not answer)");
-    tracing::warn!("cluster: not yet clustered: retrieving a call parked on another node (404) and BLF pickup across nodes, re-parks by the API (503), re-parking a call whose orbit another node took, SSE events and metrics of remote orbits");
+    tracing::warn!("cluster: not yet clustered: retrieving a call parked on another node (404) and BLF pickup across nodes, re-parks by the API (503), SSE events and metrics of remote orbits");
     Ok(Some(link))
 }
 

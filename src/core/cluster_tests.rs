@@ -338,3 +338,68 @@ fn a_refer_reparks_into_an_orbit_claimed_cluster_wide_and_its_notify_waits_for_t
     assert_eq!(c.nodes[0].core.live().orbits_occupied, 1, "Bob parked again on a");
     assert_eq!(c.park(1, &phone(6), orbit).status, 486, "b cannot take the re-parked call's orbit");
 }
+
+/// The journal of a single node with one call parked (blind, by Alice) in `orbit`.
+fn journal_with_call_in(orbit: &str) -> crate::journal::LiveSet {
+    let mut w = World::with_lots(lots());
+    w.core.set_journaling(true);
+    let p = phone(0);
+    let since = w.sent.len();
+    w.deliver(p.peer, &p.invite(orbit, "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&p.sdp("0", "sendrecv"))));
+    let token = w.last_token().unwrap();
+    w.durable(token, true);
+    let ok = w.last_response_to(p.peer, since);
+    w.deliver(p.peer, &p.ack(orbit, ok.common.to.tag().unwrap(), p.cseq, None));
+    crate::journal::LiveSet::replay(w.journal.iter().flat_map(|(g, _)| g.iter().cloned()))
+}
+
+/// Node a of `c` restarts from `live` (after its lease ran out) and reaches Redis.
+fn restart_a(c: &mut Cluster, live: &crate::journal::LiveSet) {
+    let mut fresh = World::with_lots(lots());
+    fresh.core.set_journaling(true);
+    assert_eq!(fresh.core.restore(live, fresh.now).parked, 1);
+    let s = ClusterSettings::new(NodeName::new("a").unwrap(), "sip:a".into(), LEASE);
+    fresh.core.enable_cluster(ClusterRoom::new(s, c.keys.clone()));
+    c.nodes[0] = fresh;
+    c.nodes[0].cluster_input(ClusterInput::Link(true));
+    c.pump();
+}
+
+#[test]
+fn a_node_back_after_its_lease_moves_a_call_whose_orbit_was_taken_into_a_free_one() {
+    let live = journal_with_call_in("701");
+    let mut c = Cluster::new();
+    assert_eq!(c.park(1, &phone(5), "701").status, 200, "b took 701 while a was away");
+    restart_a(&mut c, &live);
+    let moved = c.nodes[0].events.iter().find_map(|e| match e {
+        super::ParkEvent::OrbitLost { orbit, owner, moved_to, .. } => Some((orbit.to_string(), owner.clone(), moved_to.clone())),
+        _ => None,
+    });
+    let (orbit, owner, to) = moved.expect("an orbit_lost event");
+    assert_eq!((orbit.as_str(), owner.as_str()), ("701", "b"));
+    let to = to.expect("moved into a free orbit").to_string();
+    assert_ne!(to, "701");
+    let slot = Slot { lot: 0, orbit: OrbitIdx(to.parse::<usize>().unwrap() - 701) };
+    assert_eq!(c.redis.holder(slot).map(|h| h.1.as_str().to_string()).as_deref(), Some("a"), "{to} claimed for a");
+    let lots = c.nodes[0].core.lots_snapshot();
+    let state = |o: &str| lots[0].orbits.iter().find(|x| x.orbit.to_string() == o).map(|x| (x.state, x.node.clone()));
+    assert_eq!(state(&to), Some(("parked", None)), "a's call is in {to} now");
+    assert_eq!(state("701"), Some(("parked", Some("b".to_string()))), "701 shows b's call");
+    assert_eq!(c.park(1, &phone(6), &to).status, 486, "b cannot take {to}");
+}
+
+#[test]
+fn a_node_back_after_its_lease_recalls_the_parker_when_the_lot_is_full() {
+    let live = journal_with_call_in("701");
+    let mut c = Cluster::new();
+    for (n, o) in ["701", "702", "703", "704", "705"].into_iter().enumerate() {
+        assert_eq!(c.park(1, &phone(10 + n), o).status, 200, "b took {o}");
+    }
+    restart_a(&mut c, &live);
+    let ev = &c.nodes[0].events;
+    assert!(
+        ev.iter().any(|e| matches!(e, super::ParkEvent::OrbitLost { moved_to: None, owner, .. } if owner == "b")),
+        "an orbit_lost event without a new orbit: {ev:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(e, super::ParkEvent::RecallStarted { .. })), "the parker is recalled: {ev:?}");
+}
