@@ -307,7 +307,10 @@ fn referred_by_gap_filled_by_kamailio_and_recall_reaches_the_registered_parker()
 fn shipped_kamailio_config_passes_kamailio_check() {
     let bin = ensure_kamailio();
     let cfg = paths::workspace_dir().join("deploy/kamailio/kamailio.cfg");
-    for defines in [vec![], vec!["-A".to_string(), "LISTEN=udp:127.0.0.2:5062".to_string(), "-A".into(), "PARKD=\"sip:127.0.0.1:5070\"".into()]] {
+    // The cluster recipe: dispatcher set 1 from deploy/kamailio/dispatcher.list.
+    let list = paths::workspace_dir().join("deploy/kamailio/dispatcher.list");
+    let cluster = vec!["-A".to_string(), "WITH_CLUSTER".into(), "-A".into(), format!("DISPATCHER_LIST=\"{}\"", list.display())];
+    for defines in [vec![], vec!["-A".to_string(), "LISTEN=udp:127.0.0.2:5062".to_string(), "-A".into(), "PARKD=\"sip:127.0.0.1:5070\"".into()], cluster] {
         let out = Command::new(&bin).arg("-c").arg("-f").arg(&cfg).args(&defines).output().unwrap_or_else(|e| panic!("kamailio -c: {e}"));
         let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "kamailio -c {defines:?} failed:\n{text}");
