@@ -382,7 +382,7 @@ fn a_node_back_after_its_lease_moves_a_call_whose_orbit_was_taken_into_a_free_on
     let slot = Slot { lot: 0, orbit: OrbitIdx(to.parse::<usize>().unwrap() - 701) };
     assert_eq!(c.redis.holder(slot).map(|h| h.1.as_str().to_string()).as_deref(), Some("a"), "{to} claimed for a");
     let lots = c.nodes[0].core.lots_snapshot();
-    let state = |o: &str| lots[0].orbits.iter().find(|x| x.orbit.to_string() == o).map(|x| (x.state, x.node.clone()));
+    let state = |o: &str| lots[0].orbits.iter().find(|x| x.orbit == o).map(|x| (x.state, x.node.clone()));
     assert_eq!(state(&to), Some(("parked", None)), "a's call is in {to} now");
     assert_eq!(state("701"), Some(("parked", Some("b".to_string()))), "701 shows b's call");
     assert_eq!(c.park(1, &phone(6), &to).status, 486, "b cannot take {to}");
