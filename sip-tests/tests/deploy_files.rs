@@ -56,6 +56,25 @@ fn compose_file_is_valid() {
         assert!(text.contains(needle), "resolved compose file lacks {needle:?}:\n{text}");
     }
     assert!(dir.join("deploy/kamailio/kamailio.cfg").is_file() && dir.join("deploy/kamailio/Dockerfile").is_file());
+    // The `cluster` profile (issue 18): Redis, two nodes with their own ports and state volumes, Kamailio
+    // dispatching to both.
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .args(["-f", "docker-compose.yml", "--profile", "cluster", "config"])
+        .current_dir(&dir)
+        .env("SIP_IP", "192.0.2.10")
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{cmd:?} --profile cluster config failed:\n{}\n{}", text, String::from_utf8_lossy(&out.stderr));
+    for needle in [
+        "redis:", "parkd-a:", "parkd-b:", "kamailio-cluster:", "192.0.2.10:5071", "192.0.2.10:5072", "redis://127.0.0.1:6379/0",
+        "parkd-a-state:/var/lib/parkd", "parkd-b-state:/var/lib/parkd", "WITH_CLUSTER", "dispatcher.list:/etc/kamailio/dispatcher.list",
+    ] {
+        assert!(text.contains(needle), "resolved cluster profile lacks {needle:?}:\n{text}");
+    }
+    let list = std::fs::read_to_string(dir.join("deploy/kamailio/dispatcher.list")).expect("deploy/kamailio/dispatcher.list");
+    assert!(list.contains("1 sip:127.0.0.1:5071") && list.contains("1 sip:127.0.0.1:5072"), "{list}");
 }
 
 /// The image's HEALTHCHECK runs `parkd --probe ADDR`: it must succeed against a running parkd and fail

@@ -57,6 +57,11 @@ impl Kamailio {
     /// Starts Kamailio on 127.0.0.2 (a free port) relaying park numbers to `parkd`, and waits until an
     /// OPTIONS to `700` travels through it to parkd and back.
     fn start(addr: SocketAddr, parkd: &Parkd) -> Kamailio {
+        Kamailio::start_with(addr, parkd, vec![format!("PARKD=\"sip:{}\"", parkd.sip_addr())])
+    }
+
+    /// [`Kamailio::start`] with these `-A` defines besides `LISTEN` (logs in `parkd`'s log directory).
+    fn start_with(addr: SocketAddr, parkd: &Parkd, defines: Vec<String>) -> Kamailio {
         let bin = ensure_kamailio();
         let cfg = paths::workspace_dir().join("deploy/kamailio/kamailio.cfg");
         let run_dir = parkd.log_dir.join("kamailio-run");
@@ -74,8 +79,7 @@ impl Kamailio {
             .arg(run_dir.join("kamailio.pid"))
             .arg("-A")
             .arg(format!("LISTEN=udp:{addr}"))
-            .arg("-A")
-            .arg(format!("PARKD=\"sip:{}\"", parkd.sip_addr()))
+            .args(defines.iter().flat_map(|d| ["-A", d.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -307,10 +311,91 @@ fn referred_by_gap_filled_by_kamailio_and_recall_reaches_the_registered_parker()
 fn shipped_kamailio_config_passes_kamailio_check() {
     let bin = ensure_kamailio();
     let cfg = paths::workspace_dir().join("deploy/kamailio/kamailio.cfg");
-    for defines in [vec![], vec!["-A".to_string(), "LISTEN=udp:127.0.0.2:5062".to_string(), "-A".into(), "PARKD=\"sip:127.0.0.1:5070\"".into()]] {
+    // The cluster recipe: dispatcher set 1 from deploy/kamailio/dispatcher.list.
+    let list = paths::workspace_dir().join("deploy/kamailio/dispatcher.list");
+    let cluster = vec!["-A".to_string(), "WITH_CLUSTER".into(), "-A".into(), format!("DISPATCHER_LIST=\"{}\"", list.display())];
+    for defines in [vec![], vec!["-A".to_string(), "LISTEN=udp:127.0.0.2:5062".to_string(), "-A".into(), "PARKD=\"sip:127.0.0.1:5070\"".into()], cluster] {
         let out = Command::new(&bin).arg("-c").arg("-f").arg(&cfg).args(&defines).output().unwrap_or_else(|e| panic!("kamailio -c: {e}"));
         let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "kamailio -c {defines:?} failed:\n{text}");
     }
     assert!(Path::new(&cfg).is_file());
+}
+
+/// The cluster recipe (`-A WITH_CLUSTER`, dispatcher set 1 = two parkd nodes sharing one `redis-server`): parks
+/// through Kamailio are spread over both nodes with distinct orbits, and a retrieve Kamailio first sends to the
+/// node that does not hold the call (`404 Parked On Another Node`) is tried on the other and answered 200.
+#[test]
+fn dispatcher_spreads_parks_over_two_cluster_nodes_and_retries_a_retrieve_on_the_next() {
+    use parkd::sip::{Message, Method};
+    use sip_tests::harness::redis::RedisServer;
+    use sip_tests::sip::ua::{CallIds, Ua};
+    if !RedisServer::available() {
+        eprintln!("SKIPPED: redis-server is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let redis = RedisServer::start("kam_cluster");
+    let kam_addr = kamailio_addr();
+    let node = |name: &str| {
+        let mut extra_args = vec!["--outbound-proxy".into(), format!("sip:{kam_addr}"), "--trusted-proxy".into(), "127.0.0.2/32".into()];
+        extra_args.extend(["--redis", &redis.url(), "--node", name, "--lease", "3"].map(String::from));
+        let config = Some("[limits]\nparked_per_source = 100\n".to_string());
+        let p = Parkd::start_with(&format!("kam_cluster_{name}"), ParkdOptions { extra_args, config, ..ParkdOptions::default() });
+        let t0 = Instant::now();
+        while !p.stderr_all().contains("parks are granted") {
+            assert!(t0.elapsed() < Duration::from_secs(10), "node {name} never reached Redis");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    };
+    let (a, b) = (node("a"), node("b"));
+    let list = a.log_dir.join("dispatcher.list");
+    std::fs::write(&list, format!("1 sip:{}\n1 sip:{}\n", a.sip_addr(), b.sip_addr())).expect("dispatcher.list");
+    let kam = Kamailio::start_with(kam_addr, &a, vec!["WITH_CLUSTER".into(), format!("DISPATCHER_LIST=\"{}\"", list.display())]);
+    let mut ua = Ua::new(kam.addr).expect("UA socket");
+    let mut n = 0u16;
+    // Sends an INVITE to `target` through Kamailio; returns (status, reason, Park-Orbit).
+    let mut call = |ua: &mut Ua, target: &str, extra: &str| {
+        n += 1;
+        let c = CallIds { call_id: format!("kc-{n}-{target}"), from_tag: format!("t{n}"), user: format!("u{n}"), target: target.into(), to_tag: None };
+        ua.invite(&c, 42_000 + n, extra);
+        let t0 = Instant::now();
+        loop {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no final response to {} through kamailio:\n{}", c.call_id, kam.log_tail(30));
+            match ua.try_recv() {
+                Some(Message::Response(r)) if r.common.call_id.as_str() == c.call_id && r.common.cseq.method == Method::Invite && r.status >= 200 => {
+                    let mut c = c.clone();
+                    c.to_tag = r.common.to.tag().map(str::to_string);
+                    ua.ack(&c, r.status < 300);
+                    return (r.status, r.reason.clone(), r.common.header("Park-Orbit").unwrap_or("").to_string());
+                }
+                Some(_) => {}
+                None => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    };
+    let mut orbits = Vec::new();
+    for _ in 0..4 {
+        let (status, reason, orbit) = call(&mut ua, "700", "Referred-By: <sip:alice@127.0.0.1>\r\n");
+        assert_eq!(status, 200, "park through kamailio: {status} {reason}");
+        orbits.push(orbit);
+    }
+    let mut unique = orbits.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "distinct orbits across the nodes: {orbits:?}");
+    // Which node parked each (its log names the orbit): round robin gave both nodes some.
+    let on = |p: &Parkd| orbits.iter().filter(|o| p.stderr_all().contains(&format!("parked orbit={o}")) || p.stderr_all().contains(&format!("\"orbit\":\"{o}\",\"call_id\""))).count();
+    let (on_a, on_b) = (on(&a), on(&b));
+    println!("figure: 4 parks through kamailio's dispatcher: orbits {orbits:?}; parked on a: {on_a}, on b: {on_b}");
+    assert!(on_a > 0 && on_b > 0, "round robin used both nodes: a {on_a}, b {on_b}");
+    // One more park shifts the round robin by one: each retrieve below is first sent to the node that does not
+    // hold the call, which answers 404 Parked On Another Node; Kamailio tries the next node, which answers 200.
+    let (status, _, extra) = call(&mut ua, "700", "Referred-By: <sip:alice@127.0.0.1>\r\n");
+    assert_eq!(status, 200);
+    for o in &orbits {
+        let (status, reason, _) = call(&mut ua, o, "");
+        assert_eq!(status, 200, "retrieve of {o} through kamailio: {status} {reason}");
+    }
+    println!("figure: 4 retrieves through kamailio all 200, each first sent to the other node (the 5th park held {extra})");
 }

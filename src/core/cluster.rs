@@ -25,6 +25,7 @@
 //! (`Core::cluster_trusted`); calls restored from the journal claim their orbits anew
 //! once Redis answers (their fence is not journaled; one another node took meanwhile is only logged).
 
+use crate::cluster::NodeName;
 use super::Core;
 use crate::cluster::auth::ClusterAuth;
 use crate::cluster::{Change, ClaimId, ClaimInfo, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
@@ -58,11 +59,27 @@ pub(super) struct PendingPark {
     parker: Option<NameAddr>,
 }
 
+/// A REFER's re-park waiting for its claim (its final NOTIFY waits with it).
+#[derive(Debug)]
+pub(super) struct PendingRefer {
+    pub(super) leg_id: crate::core::ids::LegId,
+    pub(super) refer_cseq: u32,
+    pub(super) call_ref: crate::core::ids::CallRef,
+    pub(super) other: crate::core::ids::LegId,
+    pub(super) lot: usize,
+    pub(super) parker: NameAddr,
+    pub(super) subscribe: bool,
+}
+
 /// The cluster room and the parks waiting for it.
 #[derive(Debug)]
 pub(super) struct CoreCluster {
     pub(super) room: ClusterRoom,
     pending: FxHashMap<ClaimId, PendingPark>,
+    /// REFER re-parks waiting for their claims.
+    refers: FxHashMap<ClaimId, PendingRefer>,
+    /// Claims of a free orbit for calls whose orbit another node took: (call, the orbit lost, its new owner).
+    moves: FxHashMap<ClaimId, (crate::core::ids::CallRef, Slot, NodeName)>,
     /// Claims asked for calls parked here without one (restored from the journal), by the orbit they hold.
     reclaims: FxHashMap<ClaimId, Slot>,
     next_id: u64,
@@ -79,7 +96,7 @@ impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default() });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), refers: FxHashMap::default(), moves: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default() });
     }
 
     /// The cluster's shared secret (`[cluster] secret`): with it, a retrieve another node sends here with a
@@ -175,6 +192,42 @@ impl Core {
         c.room.claim(now, id, lot, want, info);
     }
 
+    /// In a cluster, a REFER's re-park first claims its orbit (`orbit`, or any of the lot's).
+    pub(super) fn refer_via_cluster(&mut self, now: Time, p: PendingRefer, orbit: Option<OrbitIdx>) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let info = ClaimInfo {
+            parked: self.dialogs.get(p.other).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
+            parker: Some(p.parker.uri.to_string()),
+            since_ms: now.as_millis(),
+            ..ClaimInfo::default()
+        };
+        c.next_id += 1;
+        let id = ClaimId(c.next_id);
+        let lot = p.lot;
+        c.refers.insert(id, p);
+        c.room.claim(now, id, lot, orbit.map_or(Want::Any, Want::Orbit), info);
+    }
+
+    fn on_refer_claim(&mut self, now: Time, p: PendingRefer, result: ClaimResult) {
+        let PendingRefer { leg_id, refer_cseq, call_ref, other, lot: _, parker, subscribe } = p;
+        let refused = match result {
+            ClaimResult::Granted { slot, fence } => {
+                tracing::debug!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, "cluster: orbit granted to a REFER");
+                self.refer_repark(now, leg_id, refer_cseq, call_ref, other, (slot.lot, Some(slot.orbit)), parker, subscribe);
+                // Not parked there after all (the call ended meanwhile): give the orbit back.
+                if self.parking.parked_in(slot.lot, slot.orbit).is_none() {
+                    self.release_claim(slot);
+                }
+                return;
+            }
+            ClaimResult::Taken { .. } => (486, "Busy Here"),
+            ClaimResult::Full { .. } => (486, "Parking Lot Full"),
+            ClaimResult::Unavailable => (503, "Cluster Unavailable"),
+        };
+        let before = (self.bridging.get(call_ref).cloned(), self.dialogs.get(other).map(|l| (l.role, l.orbit.clone())));
+        self.refer_outcome(now, leg_id, refer_cseq, call_ref, other, before, Err(refused), subscribe);
+    }
+
     /// Carries the room's outputs: operations to the driver, claim answers to their parks. True when it did
     /// anything (the caller then settles the transaction layer again).
     pub(super) fn drain_cluster(&mut self, now: Time) -> bool {
@@ -188,13 +241,19 @@ impl Core {
                 ClusterOutput::Claim { id, result } => {
                     if let Some(p) = c.pending.remove(&id) {
                         self.on_claim(now, p, result);
+                    } else if let Some(p) = c.refers.remove(&id) {
+                        self.on_refer_claim(now, p, result);
+                    } else if let Some((call, lost, owner)) = c.moves.remove(&id) {
+                        self.on_move_claim(now, call, lost, owner, result);
                     } else if let Some(slot) = c.reclaims.remove(&id) {
-                        self.on_reclaim(slot, result);
+                        self.on_reclaim(now, slot, result);
                     }
                 }
                 ClusterOutput::Lost { slot, fence, to } => {
-                    // The call stays where it is on this node; re-parking it is not done yet.
-                    tracing::warn!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, to = ?to.map(|t| t.0), "cluster: orbit lost to another node");
+                    tracing::warn!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, to = ?to.as_ref().map(|t| &t.0), "cluster: orbit lost to another node");
+                    if let Some((owner, _)) = to {
+                        self.orbit_lost(now, slot, owner);
+                    }
                 }
                 ClusterOutput::View(v) => {
                     // Watchers (BLF) see orbits other nodes hold as parked.
@@ -280,15 +339,102 @@ impl Core {
         }
     }
 
-    fn on_reclaim(&mut self, slot: Slot, result: ClaimResult) {
+    fn on_reclaim(&mut self, now: Time, slot: Slot, result: ClaimResult) {
         let orbit = self.parking.orbit_name(slot.lot, slot.orbit);
+        let me = self.cluster.as_ref().map(|c| c.room.settings().node.clone());
         match result {
+            // This node's name holds it: the claim of this node's previous process (restarted within its lease).
+            // The room gives such a stale claim back (compare-and-delete on its fence) right after this answer,
+            // ahead of the claim asked again here, which then gets the orbit with a fence of this process.
+            ClaimResult::Taken { owner, .. } if Some(&owner) == me.as_ref() && self.parking.parked_in(slot.lot, slot.orbit).is_some() => {
+                tracing::info!(%orbit, "cluster: the orbit is still claimed by this node's previous process; claiming it anew");
+                self.claim_unclaimed(now);
+            }
             ClaimResult::Granted { .. } if self.parking.parked_in(slot.lot, slot.orbit).is_none() => self.release_claim(slot),
             ClaimResult::Granted { fence, .. } => tracing::info!(%orbit, fence = fence.0, "cluster: the orbit of a call parked here is claimed"),
             ClaimResult::Taken { owner, .. } => {
-                tracing::warn!(%orbit, %owner, "cluster: another node holds the orbit of a call parked here (it stays here; re-parking is not done yet)")
+                tracing::warn!(%orbit, %owner, "cluster: another node holds the orbit of a call parked here");
+                self.orbit_lost(now, slot, owner);
             }
             ClaimResult::Full { .. } | ClaimResult::Unavailable => {}
+        }
+    }
+
+    /// Another node holds `slot`, where a call of this node is parked: ask for a free orbit of the same lot.
+    fn orbit_lost(&mut self, now: Time, slot: Slot, owner: NodeName) {
+        let Some(call) = self.parking.parked_in(slot.lot, slot.orbit) else { return };
+        let Some(c) = self.cluster.as_mut() else { return };
+        if c.moves.values().any(|m| m.0 == call) {
+            return;
+        }
+        let info = match self.parking.get(call) {
+            Some(p) => ClaimInfo {
+                parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
+                parker: p.parker.as_ref().map(|n| n.uri.to_string()),
+                since_ms: p.parked_at.as_millis(),
+                ..ClaimInfo::default()
+            },
+            None => return,
+        };
+        c.next_id += 1;
+        let id = ClaimId(c.next_id);
+        c.moves.insert(id, (call, slot, owner));
+        c.room.claim(now, id, slot.lot, Want::Any, info);
+    }
+
+    /// The answer to [`Core::orbit_lost`]'s claim: move the call into the orbit granted, or recall its parker
+    /// when the lot is full everywhere.
+    fn on_move_claim(&mut self, now: Time, call: crate::core::ids::CallRef, lost: Slot, owner: NodeName, result: ClaimResult) {
+        if self.parking.parked_in(lost.lot, lost.orbit) != Some(call) {
+            // Retrieved, hung up or moved meanwhile.
+            if let ClaimResult::Granted { slot, .. } = result {
+                self.release_claim(slot);
+            }
+            return;
+        }
+        let old_name = self.parking.orbit_name(lost.lot, lost.orbit);
+        let lot_name = self.parking.lot_name(lost.lot);
+        let call_id = self.parking.get(call).and_then(|p| self.dialogs.get(p.parked)).map(|l| l.dialog.call_id.as_str().into()).unwrap_or_default();
+        let moved_to = match result {
+            ClaimResult::Granted { slot, .. } => {
+                if self.parking.claim(slot.lot, Some(slot.orbit), call, self.ep.rng()).is_err() {
+                    tracing::warn!(orbit = %self.parking.orbit_name(slot.lot, slot.orbit), "cluster: the orbit granted for a move is taken here");
+                    self.release_claim(slot);
+                    return;
+                }
+                self.parking.release(lost.lot, lost.orbit, call);
+                let new_name = self.parking.orbit_name(slot.lot, slot.orbit);
+                let parked = self.parking.get_mut(call).map(|p| {
+                    p.orbit = slot.orbit;
+                    p.orbit_name = new_name.clone();
+                    p.parked
+                });
+                if let Some(leg) = parked.and_then(|l| self.dialogs.get_mut(l)) {
+                    leg.orbit = new_name.clone();
+                }
+                self.touch(call);
+                tracing::warn!(from = %old_name, to = %new_name, %owner, "cluster: another node took the orbit; the call moved into a free one");
+                self.orbit_changed(now, lost.lot, lost.orbit);
+                self.orbit_changed(now, slot.lot, slot.orbit);
+                Some(new_name)
+            }
+            ClaimResult::Full { .. } => {
+                tracing::warn!(orbit = %old_name, %owner, "cluster: another node took the orbit and the lot is full: recalling the parker");
+                None
+            }
+            ClaimResult::Taken { .. } | ClaimResult::Unavailable => {
+                tracing::warn!(orbit = %old_name, "cluster: no orbit to move the call into yet (asked again when Redis answers)");
+                return;
+            }
+        };
+        let recall = moved_to.is_none();
+        self.ep.emit(super::ParkEvent::OrbitLost { lot: lot_name, orbit: old_name, call_id, owner: owner.as_str().to_string(), moved_to });
+        if recall {
+            self.touch(call);
+            let targets = self.parking.start_round(call);
+            if !targets.into_iter().any(|t| self.start_recall(now, call, t)) {
+                self.round_failed(now, call);
+            }
         }
     }
 

@@ -444,3 +444,154 @@ fn a_retriever_cancelling_while_b_fetches_gets_487_and_b_keeps_nothing() {
     assert!(finals.contains(&487) && !finals.contains(&200), "{finals:?}");
     assert_eq!(c.nodes[1].core.bridging.len(), 0, "b bridges nothing");
 }
+
+#[test]
+fn a_node_restarted_within_its_lease_claims_its_restored_calls_orbits_anew() {
+    // The journal of node a: one call parked in 701.
+    let mut w = World::with_lots(lots());
+    w.core.set_journaling(true);
+    let p = phone(0);
+    let since = w.sent.len();
+    w.deliver(p.peer, &p.invite("701", "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&p.sdp("0", "sendrecv"))));
+    let token = w.last_token().unwrap();
+    w.durable(token, true);
+    let ok = w.last_response_to(p.peer, since);
+    w.deliver(p.peer, &p.ack("701", ok.common.to.tag().unwrap(), p.cseq, None));
+    let live = crate::journal::LiveSet::replay(w.journal.iter().flat_map(|(g, _)| g.iter().cloned()));
+    // a's previous process still holds 701 in Redis (its lease has not run out).
+    let mut c = Cluster::new();
+    assert_eq!(c.park(0, &phone(3), "701").status, 200);
+    let slot = Slot { lot: 0, orbit: OrbitIdx(0) };
+    let old = c.redis.holder(slot).unwrap();
+    // a restarts: same name, the call restored from its journal.
+    let mut fresh = World::with_lots(lots());
+    fresh.core.set_journaling(true);
+    assert_eq!(fresh.core.restore(&live, fresh.now).parked, 1);
+    let s = ClusterSettings::new(NodeName::new("a").unwrap(), "sip:a".into(), LEASE);
+    fresh.core.enable_cluster(ClusterRoom::new(s, c.keys.clone()));
+    c.nodes[0] = fresh;
+    c.nodes[0].cluster_input(ClusterInput::Link(true));
+    c.pump();
+    let now = c.redis.holder(slot).expect("701 still claimed");
+    assert_eq!(now.1.as_str(), "a", "701 stays a's");
+    assert_ne!(now.0, old.0, "claimed anew with this process's fence");
+    assert!(c.nodes[0].core.cluster_room().unwrap().own_claim(slot).is_some(), "the restarted node holds the claim");
+    assert_eq!(c.park(1, &phone(6), "701").status, 486, "b cannot take it");
+    assert_eq!(c.nodes[1].core.lots_snapshot()[0].orbits[0].node.as_deref(), Some("a"));
+}
+
+#[test]
+fn a_refer_reparks_into_an_orbit_claimed_cluster_wide_and_its_notify_waits_for_the_claim() {
+    let mut c = Cluster::new();
+    // b holds 702.
+    assert_eq!(c.park(1, &phone(5), "702").status, 200);
+    // Bob parked on a, retrieved there by Carol: bridged on a.
+    let bob = phone(0);
+    assert_eq!(c.park(0, &bob, "701").status, 200);
+    let carol = phone(1);
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("0", "sendrecv"))));
+    c.pump();
+    let ok = c.nodes[0].last_response_to(carol.peer, since);
+    assert_eq!(ok.status, 200, "retrieved on a");
+    let tag = ok.common.to.tag().unwrap().to_string();
+    c.nodes[0].deliver(carol.peer, &carol.ack("701", &tag, carol.cseq, None));
+    c.pump();
+    let notifies = |c: &Cluster, since: usize| -> Vec<String> {
+        c.nodes[0]
+            .requests_to(carol.peer, since)
+            .into_iter()
+            .filter(|r| r.method == crate::sip::Method::Notify)
+            .map(|r| String::from_utf8_lossy(&r.common.body).into_owned())
+            .collect()
+    };
+    let refer = |to: &str, cseq: u32| {
+        carol.in_dialog("REFER", "701", &tag, cseq, None).replacen("Contact:", &format!("Refer-To: <sip:{to}@127.0.0.1:5060>\nContact:"), 1)
+    };
+    // A REFER into b's 702: 202, 100 Trying, then (after Redis) 486 in the sipfrag; the call stays bridged.
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &refer("702", carol.cseq + 1));
+    assert_eq!(c.nodes[0].responses_to(carol.peer, since)[0].status, 202);
+    assert_eq!(notifies(&c, since), ["SIP/2.0 100 Trying\r\n"], "the final NOTIFY waits for the claim");
+    c.pump();
+    assert_eq!(notifies(&c, since).last().map(String::as_str), Some("SIP/2.0 486 Busy Here\r\n"));
+    assert_eq!(c.nodes[0].core.live().orbits_occupied, 0, "still bridged, not parked");
+    // A REFER to the park code: the orbit is claimed in Redis for a, then the 200 sipfrag.
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(carol.peer, &refer("700", carol.cseq + 2));
+    assert_eq!(notifies(&c, since), ["SIP/2.0 100 Trying\r\n"], "the final NOTIFY waits for the claim");
+    c.pump();
+    let last = notifies(&c, since).last().cloned().unwrap_or_default();
+    let orbit = last.strip_prefix("SIP/2.0 200 OK\r\nPark-Orbit: ").and_then(|o| o.strip_suffix("\r\n")).unwrap_or_else(|| panic!("{last:?}"));
+    assert_ne!(orbit, "702");
+    let idx = orbit.parse::<usize>().unwrap() - 701;
+    let slot = Slot { lot: 0, orbit: OrbitIdx(idx) };
+    assert_eq!(c.redis.holder(slot).map(|h| h.1.as_str().to_string()).as_deref(), Some("a"), "{orbit} claimed for a");
+    assert_eq!(c.nodes[0].core.live().orbits_occupied, 1, "Bob parked again on a");
+    assert_eq!(c.park(1, &phone(6), orbit).status, 486, "b cannot take the re-parked call's orbit");
+}
+
+/// The journal of a single node with one call parked (blind, by Alice) in `orbit`.
+fn journal_with_call_in(orbit: &str) -> crate::journal::LiveSet {
+    let mut w = World::with_lots(lots());
+    w.core.set_journaling(true);
+    let p = phone(0);
+    let since = w.sent.len();
+    w.deliver(p.peer, &p.invite(orbit, "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&p.sdp("0", "sendrecv"))));
+    let token = w.last_token().unwrap();
+    w.durable(token, true);
+    let ok = w.last_response_to(p.peer, since);
+    w.deliver(p.peer, &p.ack(orbit, ok.common.to.tag().unwrap(), p.cseq, None));
+    crate::journal::LiveSet::replay(w.journal.iter().flat_map(|(g, _)| g.iter().cloned()))
+}
+
+/// Node a of `c` restarts from `live` (after its lease ran out) and reaches Redis.
+fn restart_a(c: &mut Cluster, live: &crate::journal::LiveSet) {
+    let mut fresh = World::with_lots(lots());
+    fresh.core.set_journaling(true);
+    assert_eq!(fresh.core.restore(live, fresh.now).parked, 1);
+    let s = ClusterSettings::new(NodeName::new("a").unwrap(), "sip:a".into(), LEASE);
+    fresh.core.enable_cluster(ClusterRoom::new(s, c.keys.clone()));
+    c.nodes[0] = fresh;
+    c.nodes[0].cluster_input(ClusterInput::Link(true));
+    c.pump();
+}
+
+#[test]
+fn a_node_back_after_its_lease_moves_a_call_whose_orbit_was_taken_into_a_free_one() {
+    let live = journal_with_call_in("701");
+    let mut c = Cluster::new();
+    assert_eq!(c.park(1, &phone(5), "701").status, 200, "b took 701 while a was away");
+    restart_a(&mut c, &live);
+    let moved = c.nodes[0].events.iter().find_map(|e| match e {
+        super::ParkEvent::OrbitLost { orbit, owner, moved_to, .. } => Some((orbit.to_string(), owner.clone(), moved_to.clone())),
+        _ => None,
+    });
+    let (orbit, owner, to) = moved.expect("an orbit_lost event");
+    assert_eq!((orbit.as_str(), owner.as_str()), ("701", "b"));
+    let to = to.expect("moved into a free orbit").to_string();
+    assert_ne!(to, "701");
+    let slot = Slot { lot: 0, orbit: OrbitIdx(to.parse::<usize>().unwrap() - 701) };
+    assert_eq!(c.redis.holder(slot).map(|h| h.1.as_str().to_string()).as_deref(), Some("a"), "{to} claimed for a");
+    let lots = c.nodes[0].core.lots_snapshot();
+    let state = |o: &str| lots[0].orbits.iter().find(|x| x.orbit == o).map(|x| (x.state, x.node.clone()));
+    assert_eq!(state(&to), Some(("parked", None)), "a's call is in {to} now");
+    assert_eq!(state("701"), Some(("parked", Some("b".to_string()))), "701 shows b's call");
+    assert_eq!(c.park(1, &phone(6), &to).status, 486, "b cannot take {to}");
+}
+
+#[test]
+fn a_node_back_after_its_lease_recalls_the_parker_when_the_lot_is_full() {
+    let live = journal_with_call_in("701");
+    let mut c = Cluster::new();
+    for (n, o) in ["701", "702", "703", "704", "705"].into_iter().enumerate() {
+        assert_eq!(c.park(1, &phone(10 + n), o).status, 200, "b took {o}");
+    }
+    restart_a(&mut c, &live);
+    let ev = &c.nodes[0].events;
+    assert!(
+        ev.iter().any(|e| matches!(e, super::ParkEvent::OrbitLost { moved_to: None, owner, .. } if owner == "b")),
+        "an orbit_lost event without a new orbit: {ev:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(e, super::ParkEvent::RecallStarted { .. })), "the parker is recalled: {ev:?}");
+}

@@ -54,6 +54,10 @@ pub enum ParkEvent {
     TimedOut { orbit: OrbitNumber, reason: String, dwell_ms: u64 },
     /// An application ended the parked call (HTTP API `DELETE /v1/orbits/{orbit}`).
     HungUp { lot: String, orbit: OrbitNumber, call_id: CallId, dwell_ms: u64 },
+    /// In a cluster, another node took the orbit of a call parked here (this node was cut off from Redis or
+    /// away past its lease): the call was moved into `moved_to`, a free orbit of the same lot, or, the lot being
+    /// full everywhere (`moved_to` null), its parker is recalled.
+    OrbitLost { lot: String, orbit: OrbitNumber, call_id: CallId, owner: String, moved_to: Option<OrbitNumber> },
     /// A 2xx was never acknowledged: the leg was torn down (RFC 3261 §13.3.1.4).
     AckTimeout { call_id: CallId },
 }

@@ -60,8 +60,50 @@ impl Core {
         if subscribe {
             self.notify_refer(now, leg_id, refer_cseq, "SIP/2.0 100 Trying\r\n", false);
         }
+        if self.clustered() {
+            // The orbit is claimed cluster-wide first; the re-park (and its final NOTIFY) waits for the answer.
+            let pending = super::cluster::PendingRefer { leg_id, refer_cseq, call_ref, other, lot: target.0, parker, subscribe };
+            return self.refer_via_cluster(now, pending, target.1);
+        }
+        self.refer_repark(now, leg_id, refer_cseq, call_ref, other, target, parker, subscribe);
+    }
+
+    /// Re-parks `other` (the party across from the REFER's leg `leg_id`) into `target` and tells the referrer
+    /// (the final NOTIFY, held for the journal when journaling). In a cluster `target` is the orbit granted.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn refer_repark(
+        &mut self,
+        now: Time,
+        leg_id: LegId,
+        refer_cseq: u32,
+        call_ref: CallRef,
+        other: LegId,
+        target: (usize, Option<OrbitIdx>),
+        parker: NameAddr,
+        subscribe: bool,
+    ) {
         let before = (self.bridging.get(call_ref).cloned(), self.dialogs.get(other).map(|l| (l.role, l.orbit.clone())));
-        let outcome = self.repark_bridged(now, call_ref, other, target.0, target.1, Some(parker));
+        let outcome = if self.bridging.get(call_ref).is_some_and(|b| (b.parked, b.other) == (leg_id, other) || (b.parked, b.other) == (other, leg_id)) {
+            self.repark_local(now, call_ref, other, target.0, target.1, Some(parker))
+        } else {
+            Err((481, "Call/Transaction Does Not Exist"))
+        };
+        self.refer_outcome(now, leg_id, refer_cseq, call_ref, other, before, outcome, subscribe);
+    }
+
+    /// Tells the referrer how its REFER's re-park went (the final NOTIFY; held for the journal on success).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn refer_outcome(
+        &mut self,
+        now: Time,
+        leg_id: LegId,
+        refer_cseq: u32,
+        call_ref: CallRef,
+        other: LegId,
+        before: (Option<super::bridging::Bridge>, Option<(LegRole, OrbitNumber)>),
+        outcome: Result<OrbitNumber, (u16, &'static str)>,
+        subscribe: bool,
+    ) {
         if let (true, Ok(orbit), (Some(old), Some((kept_role, kept_orbit)))) = (subscribe && self.journaling(), &outcome, before) {
             // Durable before acknowledged: the NOTIFY saying the park worked waits for its records.
             let new_call = self.dialogs.get(other).map(|l| l.call).unwrap_or(call_ref);
@@ -95,12 +137,25 @@ impl Core {
         orbit: Option<OrbitIdx>,
         parker: Option<NameAddr>,
     ) -> Result<OrbitNumber, (u16, &'static str)> {
+        if self.clustered() {
+            // Not yet clustered: the API's re-park does not wait for a claim (docs/cluster-design.md).
+            return Err((503, "Park By REFER Not Clustered Yet"));
+        }
+        self.repark_local(now, call_ref, keep, lot, orbit, parker)
+    }
+
+    /// [`Core::repark_bridged`] on this node's lots only (in a cluster: into an orbit already claimed).
+    fn repark_local(
+        &mut self,
+        now: Time,
+        call_ref: CallRef,
+        keep: LegId,
+        lot: usize,
+        orbit: Option<OrbitIdx>,
+        parker: Option<NameAddr>,
+    ) -> Result<OrbitNumber, (u16, &'static str)> {
         if self.dialogs.get(keep).is_none() {
             return Err((481, "Call/Transaction Does Not Exist"));
-        }
-        if self.clustered() {
-            // Not yet clustered: the REFER's NOTIFY cannot wait for a claim (docs/cluster-design.md).
-            return Err((503, "Park By REFER Not Clustered Yet"));
         }
         let new_call = CallRef(self.ep.next_id());
         let how = if orbit.is_some() { ParkHow::Directed } else { ParkHow::Indirect };

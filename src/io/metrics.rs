@@ -222,7 +222,7 @@ impl Metrics {
             ParkEvent::Refused { status, .. } => {
                 self.refused.get_or_create(&OutcomeLabels { outcome: status.to_string() }).inc();
             }
-            ParkEvent::Ended { .. } | ParkEvent::Reparked { .. } | ParkEvent::AckTimeout { .. } => {}
+            ParkEvent::Ended { .. } | ParkEvent::Reparked { .. } | ParkEvent::AckTimeout { .. } | ParkEvent::OrbitLost { .. } => {}
         }
         if let Some(dwell) = ev.dwell() {
             self.dwell.observe(dwell.as_secs_f64());

@@ -1,0 +1,193 @@
+//! Node death and Redis loss in a two-node cluster (issue 18): `kill -9` of node a with parked calls frees its
+//! orbits everywhere one lease later (b's API shows them free, a BLF watcher on b hears the orbit go idle, a park on
+//! b takes it) while b's own calls keep their hold music; node a restarted within its lease with its journal keeps
+//! its calls and orbits; Redis restarted empty under two running nodes gets both nodes' calls claimed again and
+//! visible on both. Each test starts its own `redis-server` and nodes (`--lease 3`); times are printed, not asserted.
+
+use serde_json::Value;
+use sip_tests::harness::redis::RedisServer;
+use sip_tests::sip::phones::Phones;
+use sip_tests::{Parkd, ParkdOptions, PayloadClass};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "cluster-test-token-0123456789";
+const WAIT: Duration = Duration::from_secs(10);
+/// `--lease` of every node here.
+const LEASE: Duration = Duration::from_secs(3);
+const REFERRED: &str = "Referred-By: <sip:alice@127.0.0.1>\r\n";
+
+fn skip() -> bool {
+    if RedisServer::available() {
+        return false;
+    }
+    eprintln!("SKIPPED: redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)");
+    true
+}
+
+/// Waits until the current process of `p` logs that parks are granted (Redis answers).
+fn wait_granted(p: &Parkd, name: &str) {
+    let t0 = Instant::now();
+    while !p.stderr_all().contains("parks are granted") {
+        assert!(t0.elapsed() < WAIT, "node {name} never reached Redis:\n{}", p.stderr_tail(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cluster node on `redis` with the HTTP API.
+fn node(test: &str, redis: &RedisServer, name: &str) -> Parkd {
+    let args = ["--redis", &redis.url(), "--node", name, "--lease", "3", "--http-token", TOKEN].map(String::from).to_vec();
+    let config = Some("[limits]\nparked_per_source = 100\n".to_string());
+    let p = Parkd::start_with(&format!("{test}_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, http: true, ..ParkdOptions::default() });
+    wait_granted(&p, name);
+    p
+}
+
+/// Orbit `n` of the default lot as node `p`'s HTTP API shows it.
+fn api_orbit(p: &Parkd, n: &str) -> Value {
+    let url = format!("http://{}/v1/lots/default/orbits", p.http_addr.expect("http"));
+    let r = ureq::get(&url).set("Authorization", &format!("Bearer {TOKEN}")).timeout(Duration::from_secs(5)).call().expect("GET orbits");
+    let orbits: Value = r.into_json().expect("JSON");
+    orbits.as_array().and_then(|a| a.iter().find(|o| o["orbit"] == n).cloned()).unwrap_or_else(|| panic!("no orbit {n} in {orbits}"))
+}
+
+/// Polls `pred` every 10 ms until it holds (panics with `what` after `limit`); returns how long it took.
+fn until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !pred() {
+        assert!(t0.elapsed() < limit, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t0.elapsed()
+}
+
+/// Parks one call on `phones` into `target` (directed with Referred-By), expecting `status`.
+fn park(phones: &mut Phones, target: &str, status: u16) -> usize {
+    let i = phones.park_with(target, 0, REFERRED);
+    phones.wait_answered(WAIT);
+    let log = phones.log(&phones.phones[i]);
+    assert_eq!(log.status, Some(status), "park into {target}: {log:?}");
+    i
+}
+
+/// The body of the last NOTIFY of subscription `sub`.
+fn last_notify(phones: &Phones, sub: &str) -> String {
+    phones.log_of(sub).requests.iter().rev().find(|r| r.method == "NOTIFY").map(|r| r.body.clone()).unwrap_or_default()
+}
+
+/// Hold-music packets call `i` has received so far.
+fn music(phones: &Phones, i: usize) -> usize {
+    phones.phones[i].rtp.packets().iter().filter(|p| p.class == PayloadClass::Other).count()
+}
+
+#[test]
+fn kill_9_of_a_node_frees_its_orbits_on_the_other_after_the_lease() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cln_kill");
+    let (mut a, b) = (node("cln_kill", &redis, "a"), node("cln_kill", &redis, "b"));
+    let (mut pa, mut pb) = (Phones::new(a.sip_addr(), "kla"), Phones::new(b.sip_addr(), "klb"));
+    park(&mut pa, "701", 200);
+    park(&mut pa, "702", 200);
+    let own = park(&mut pb, "711", 200);
+    // A BLF watcher on b of a's orbit 701 sees it parked.
+    let sub = pb.subscribe("701", 600);
+    until(WAIT, "b's watcher of 701 hears a's park", || last_notify(&pb, &sub).contains("confirmed"));
+    assert_eq!(api_orbit(&b, "702")["node"], "a");
+    park(&mut pb, "702", 486); // b cannot take a's orbit while a lives
+    assert!(pb.phones[own].rtp.wait_for_class(PayloadClass::Other, 10, WAIT), "b's own call hears music");
+
+    a.kill9();
+    let killed = Instant::now();
+    let heard_before = music(&pb, own);
+    let freed = until(3 * LEASE + WAIT, "b's API shows a's 701 and 702 free", || {
+        api_orbit(&b, "701")["state"] == "free" && api_orbit(&b, "702")["state"] == "free"
+    });
+    let idle = until(WAIT, "b's watcher of 701 hears it go idle", || {
+        let body = last_notify(&pb, &sub);
+        !body.is_empty() && !body.contains("confirmed") && !body.contains("early")
+    });
+    let took = park(&mut pb, "701", 200);
+    assert_eq!(pb.log(&pb.phones[took]).orbit.as_deref(), Some("701"));
+    assert_eq!(api_orbit(&b, "701")["state"], "parked");
+    assert!(api_orbit(&b, "701")["node"].is_null(), "701 is b's own now");
+    // b's own call went on hearing music through all of it and is still in its orbit.
+    let heard_after = music(&pb, own);
+    assert!(heard_after > heard_before + 50, "b's own call kept its music: {heard_before} → {heard_after} packets");
+    assert_eq!(api_orbit(&b, "711")["state"], "parked");
+    println!(
+        "figure: kill -9 of a (lease 3 s) → a's orbits free in b's API after {:.2} s, b's BLF watcher idle {:.0} ms later; \
+         b's own call got {} hold packets meanwhile ({:.1} s)",
+        freed.as_secs_f64(),
+        idle.as_secs_f64() * 1e3,
+        heard_after - heard_before,
+        killed.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_node_restarted_within_its_lease_keeps_its_calls_and_orbits() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cln_back");
+    let (mut a, b) = (node("cln_back", &redis, "a"), node("cln_back", &redis, "b"));
+    let (mut pa, mut pb) = (Phones::new(a.sip_addr(), "rba"), Phones::new(b.sip_addr(), "rbb"));
+    let held = park(&mut pa, "705", 200);
+    assert!(pa.phones[held].rtp.wait_for_class(PayloadClass::Other, 10, WAIT), "a's call hears music");
+    until(WAIT, "b lists a's 705", || api_orbit(&b, "705")["node"] == "a");
+
+    a.kill9();
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    a.restart();
+    wait_granted(&a, "a (restarted)");
+    let back = killed.elapsed();
+    // Past the lease of the killed process: the orbit is still a's, everywhere.
+    std::thread::sleep((LEASE + Duration::from_secs(1)).saturating_sub(killed.elapsed()));
+    assert_eq!(api_orbit(&a, "705")["state"], "parked", "a restored its call");
+    assert!(api_orbit(&a, "705")["node"].is_null());
+    let o = api_orbit(&b, "705");
+    assert_eq!((o["state"].as_str(), o["node"].as_str()), (Some("parked"), Some("a")), "b still sees 705 as a's: {o}");
+    park(&mut pb, "705", 486);
+    let before = music(&pa, held);
+    assert!(pa.phones[held].rtp.wait_for_class(PayloadClass::Other, before + 25, WAIT), "a's restored call hears music again");
+    println!(
+        "figure: a killed and restarted (granted again {:.2} s after the kill, lease 3 s); at {:.2} s 705 is still a's on both nodes",
+        back.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn redis_restarted_empty_both_nodes_claim_their_calls_again() {
+    if skip() {
+        return;
+    }
+    let mut redis = RedisServer::start("cln_empty");
+    let (a, b) = (node("cln_empty", &redis, "a"), node("cln_empty", &redis, "b"));
+    let (mut pa, mut pb) = (Phones::new(a.sip_addr(), "ema"), Phones::new(b.sip_addr(), "emb"));
+    park(&mut pa, "703", 200);
+    park(&mut pb, "713", 200);
+    until(WAIT, "both nodes see both calls", || {
+        api_orbit(&a, "713")["node"] == "b" && api_orbit(&b, "703")["node"] == "a"
+    });
+    assert_eq!(redis.cli(&["--scan", "--pattern", "parkd:*:orbit:*"]).lines().count(), 2);
+
+    redis.restart_empty();
+    let claimed = until(3 * LEASE + WAIT, "both calls claimed again in the new Redis", || {
+        redis.cli(&["--scan", "--pattern", "parkd:*:orbit:*"]).lines().count() == 2
+    });
+    let visible = until(3 * LEASE + WAIT, "both nodes see both calls again", || {
+        let (a13, b03) = (api_orbit(&a, "713"), api_orbit(&b, "703"));
+        a13["node"] == "b" && b03["node"] == "a" && api_orbit(&a, "703")["state"] == "parked" && api_orbit(&b, "713")["state"] == "parked"
+    });
+    // The claims are real: the other node cannot take either orbit.
+    park(&mut pb, "703", 486);
+    park(&mut pa, "713", 486);
+    println!(
+        "figure: Redis restarted empty (lease 3 s) → both calls claimed again after {:.2} s, both visible on both nodes after {:.2} s",
+        claimed.as_secs_f64(),
+        (claimed + visible).as_secs_f64()
+    );
+}
