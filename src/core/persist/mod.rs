@@ -162,16 +162,8 @@ impl Core {
     /// Carry every output in order; the media commands must reach the media threads (sockets bound) before the
     /// SIP socket answers anything.
     pub fn restore(&mut self, live: &LiveSet, now: Time) -> RestoreReport {
-        let report = self.restore_live(live, now);
-        tracing::info!(
-            parked = report.parked,
-            bridged = report.bridged,
-            subscriptions = report.subscriptions,
-            recalls_restarted = report.recalls_restarted,
-            skipped = report.skipped.len(),
-            "restored from the journal"
-        );
-        report
+        // The driver logs the report (with how long the restore took).
+        self.restore_live(live, now)
     }
 
     /// Groups whose held outputs still wait for their durable report.

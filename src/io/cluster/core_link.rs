@@ -7,7 +7,7 @@
 //! Operations are polled in one `FuturesUnordered` in the order they arrive, so they are written to the
 //! multiplexed connection in issue order (a release is in Redis before the next claim of that orbit).
 
-use super::link::{connect, RedisLink, RESPONSE_TIMEOUT};
+use super::link::{connect_until_subscribed, LinkIdentity, RedisLink, PROBE_EVERY, RESPONSE_TIMEOUT};
 use crate::cluster::{Keyspace, OpError, OpId, RedisOp, RedisReply};
 use crate::config::RedisTarget;
 use crate::core::ClusterInput;
@@ -20,7 +20,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How often a node whose Redis connection is down checks whether it is back.
-const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// The engine's side of the task: operations go out on `ops`, inputs come back on `inputs`.
 pub struct CoreLink {
@@ -50,33 +49,8 @@ pub fn spawn(s: LinkSettings) -> CoreLink {
 }
 
 fn start_connector(s: &LinkSettings, keys: Arc<Keyspace>, push_tx: mpsc::UnboundedSender<PushInfo>, conn_tx: mpsc::UnboundedSender<RedisLink>) {
-    let s = s.clone();
-    tokio::spawn(async move {
-        loop {
-            match connect(&s.target, push_tx.clone()).await {
-                Ok(cm) => {
-                    let link = RedisLink::new(cm, keys.clone(), &s.node, &s.sip, s.lease).with_replicas(s.replicas);
-                    if let Err(e) = link.preload().await {
-                        tracing::warn!(error = %e, "cluster: cannot load the scripts into Redis (EVAL will be used)");
-                    }
-                    let mut c = link.connection();
-                    match tokio::time::timeout(RESPONSE_TIMEOUT, c.subscribe(keys.channel())).await {
-                        Ok(Ok(())) => {
-                            let _ = conn_tx.send(link);
-                            return;
-                        }
-                        Ok(Err(e)) => tracing::warn!(error = %e, "cluster: cannot subscribe to the change channel"),
-                        Err(_) => tracing::warn!("cluster: subscribing to the change channel timed out"),
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cluster: cannot connect to Redis; retrying"),
-            }
-            if conn_tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
-    });
+    let who = LinkIdentity { node: s.node.clone(), sip: s.sip.clone(), lease: s.lease, replicas: s.replicas };
+    tokio::spawn(connect_until_subscribed(s.target.clone(), keys, who, push_tx, conn_tx));
 }
 
 async fn run(s: LinkSettings, mut ops: mpsc::UnboundedReceiver<(OpId, RedisOp)>, inputs: mpsc::UnboundedSender<ClusterInput>) {

@@ -3,7 +3,7 @@
 //! messages and the connection's ups and downs, and fires its deadlines. The rest of parkd talks to it through
 //! a [`ClusterHandle`] and hears from it on a channel of [`ClusterEvent`]s.
 
-use super::link::{connect, RedisLink, RESPONSE_TIMEOUT};
+use super::link::{connect_until_subscribed, LinkIdentity, RedisLink, PROBE_EVERY, RESPONSE_TIMEOUT};
 use crate::cluster::{
     ClaimId, ClaimInfo, ClaimResult, ClusterOutput, ClusterRoom, ClusterSettings, Fence, Keyspace, NodeName, OpError, OpId, OwnClaim,
     RedisReply, RemoteClaim, Slot, ViewChange, Want,
@@ -16,11 +16,9 @@ use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// How often a node whose Redis connection is down checks whether it is back.
-const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// What the cluster tells the rest of parkd.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,35 +131,10 @@ async fn run(
         events,
     };
     let connector = {
-        let (target, keys, node, sip) = (target.clone(), keys.clone(), node.clone(), sip.clone());
+        let (target, keys) = (target.clone(), keys.clone());
+        let who = LinkIdentity { node: node.as_str().to_string(), sip: sip.clone(), lease, replicas };
         move |push_tx: mpsc::UnboundedSender<PushInfo>, conn_tx: mpsc::UnboundedSender<RedisLink>| {
-            let (target, keys, node, sip) = (target.clone(), keys.clone(), node.clone(), sip.clone());
-            tokio::spawn(async move {
-                loop {
-                    match connect(&target, push_tx.clone()).await {
-                        Ok(cm) => {
-                            let link = RedisLink::new(cm, keys.clone(), node.as_str(), &sip, lease).with_replicas(replicas);
-                            if let Err(e) = link.preload().await {
-                                tracing::warn!(error = %e, "cluster: cannot load the scripts into Redis (EVAL will be used)");
-                            }
-                            let mut c = link.connection();
-                            match tokio::time::timeout(RESPONSE_TIMEOUT, c.subscribe(keys.channel())).await {
-                                Ok(Ok(())) => {
-                                    let _ = conn_tx.send(link);
-                                    return;
-                                }
-                                Ok(Err(e)) => tracing::warn!(error = %e, "cluster: cannot subscribe to the change channel"),
-                                Err(_) => tracing::warn!("cluster: subscribing to the change channel timed out"),
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cluster: cannot connect to Redis; retrying"),
-                    }
-                    if conn_tx.is_closed() {
-                        return;
-                    }
-                    tokio::time::sleep(PROBE_EVERY).await;
-                }
-            });
+            tokio::spawn(connect_until_subscribed(target.clone(), keys.clone(), who.clone(), push_tx, conn_tx));
         }
     };
     connector(push_tx.clone(), conn_tx.clone());

@@ -367,3 +367,50 @@ fn renew_statuses(s: Vec<String>, n: usize) -> Result<RedisReply, OpError> {
         .collect::<Result<Vec<_>, _>>()
         .map(RedisReply::Renewed)
 }
+
+/// How often a node without a working link tries Redis again.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Who a link runs its scripts as: this node's name, SIP address, lease and the replicas each claim waits for.
+#[derive(Clone, Debug)]
+pub struct LinkIdentity {
+    pub node: String,
+    pub sip: String,
+    pub lease: Duration,
+    pub replicas: u32,
+}
+
+/// Connects to Redis, loads the scripts and subscribes to the change channel, trying again every
+/// [`PROBE_EVERY`] until it works (the link goes to `conn_tx`) or nobody waits for it any more (`conn_tx` closed).
+pub async fn connect_until_subscribed(
+    target: RedisTarget,
+    keys: Arc<Keyspace>,
+    who: LinkIdentity,
+    push_tx: UnboundedSender<PushInfo>,
+    conn_tx: UnboundedSender<RedisLink>,
+) {
+    loop {
+        match connect(&target, push_tx.clone()).await {
+            Ok(cm) => {
+                let link = RedisLink::new(cm, keys.clone(), &who.node, &who.sip, who.lease).with_replicas(who.replicas);
+                if let Err(e) = link.preload().await {
+                    tracing::warn!(error = %e, "cluster: cannot load the scripts into Redis (EVAL will be used)");
+                }
+                let mut c = link.connection();
+                match tokio::time::timeout(RESPONSE_TIMEOUT, c.subscribe(keys.channel())).await {
+                    Ok(Ok(())) => {
+                        let _ = conn_tx.send(link);
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cluster: cannot subscribe to the change channel"),
+                    Err(_) => tracing::warn!("cluster: subscribing to the change channel timed out"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot connect to Redis; retrying"),
+        }
+        if conn_tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
