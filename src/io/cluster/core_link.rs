@@ -19,8 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How often a node whose Redis connection is down checks whether it is back.
-
 /// The engine's side of the task: operations go out on `ops`, inputs come back on `inputs`.
 pub struct CoreLink {
     pub ops: mpsc::UnboundedSender<(OpId, RedisOp)>,

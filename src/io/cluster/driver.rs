@@ -18,8 +18,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// How often a node whose Redis connection is down checks whether it is back.
-
 /// What the cluster tells the rest of parkd.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClusterEvent {
