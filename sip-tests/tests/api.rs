@@ -4,13 +4,12 @@
 
 use serde_json::{json, Value};
 use sip_tests::checks::{expect_hold_music, expect_peer_audio, MEDIA_WAIT};
+use sip_tests::harness::sse::SseTap;
 use sip_tests::{Parkd, ParkdOptions, PayloadClass, RtpEndpoint, Sipp};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "s3cret-test-token";
@@ -71,58 +70,6 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
-/// Reads `GET /v1/events` (SSE) on a thread and keeps everything received.
-struct SseTap {
-    text: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl SseTap {
-    fn connect(addr: SocketAddr, last_event_id: Option<u64>) -> SseTap {
-        let text = Arc::new(Mutex::new(String::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut s = TcpStream::connect(addr).expect("connect to the HTTP API");
-        let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
-        write!(s, "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n{resume}\r\n").expect("send");
-        s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
-        let (t, st) = (text.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !st.load(Ordering::Relaxed) {
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n])),
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        let tap = SseTap { text, stop };
-        assert!(tap.wait_for("text/event-stream", Duration::from_secs(5)), "SSE response: {}", tap.text());
-        tap
-    }
-
-    fn text(&self) -> String {
-        self.text.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, needle: &str, within: Duration) -> bool {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if self.text().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for SseTap {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 /// Bob is parked by SIP; the API shows him in 701 and the SSE stream says `parked`; an application unparks
 /// 701 to Carol (a SIPp UAS): parkd calls her, bridges on answer (audio both ways), the stream says
@@ -130,7 +77,7 @@ impl Drop for SseTap {
 #[test]
 fn park_by_sip_shows_in_api_and_sse_then_unpark_to_uas_bridges_audio() {
     let parkd = start("api_unpark");
-    let sse = SseTap::connect(parkd.http_addr.unwrap(), None);
+    let sse = SseTap::connect(parkd.http_addr.unwrap(), TOKEN, None);
     let bob = RtpEndpoint::bind("bob (parked)");
     bob.start_talking(BOB);
     let bob_run = Sipp::new("parked_waits_for_bye").service("700").rtp_port(bob.port()).timeout(Duration::from_secs(90)).spawn(&parkd);
@@ -228,11 +175,11 @@ fn auth_failures_json_errors_hangup_and_event_resume() {
     assert!(bye.contains("Reason: SIP;cause=200"), "BYE carries a Reason (RFC 3326): {bye}");
     assert_eq!(orbit(&parkd, "705")["state"], "free");
 
-    let sse = SseTap::connect(parkd.http_addr.unwrap(), Some(0));
+    let sse = SseTap::connect(parkd.http_addr.unwrap(), TOKEN, Some(0));
     assert!(sse.wait_for("event: hung_up", Duration::from_secs(3)), "replayed: {}", sse.text());
     let t = sse.text();
     assert!(t.contains("id: 1\n") && t.contains("event: parked") && t.contains("id: 2\n"), "{t}");
-    let sse2 = SseTap::connect(parkd.http_addr.unwrap(), Some(1));
+    let sse2 = SseTap::connect(parkd.http_addr.unwrap(), TOKEN, Some(1));
     assert!(sse2.wait_for("event: hung_up", Duration::from_secs(3)));
     assert!(!sse2.text().contains("event: parked"), "resume starts after Last-Event-ID");
 }

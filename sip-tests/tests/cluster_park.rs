@@ -7,6 +7,7 @@
 
 use parkd::sip::{Message, Method, Response};
 use sip_tests::harness::redis::RedisServer;
+use sip_tests::harness::sse::SseTap;
 use sip_tests::sip::ua::{CallIds, Ua};
 use sip_tests::{Parkd, ParkdOptions};
 use std::collections::{BTreeMap, BTreeSet};
@@ -298,6 +299,7 @@ fn the_api_of_one_node_lists_a_call_parked_on_the_other() {
     let (a, b) = (node("cl_view", &redis, "a"), node("cl_view", &redis, "b"));
     let mut pa = Phone::new(&a);
     assert_eq!(api_orbit(&b, "701")["state"], "free");
+    let sse = SseTap::connect(b.http_addr.expect("http"), TOKEN, None);
     let (bob, r) = pa.park("701", true);
     let parked_at = Instant::now();
     assert_eq!(r.status, 200);
@@ -322,6 +324,13 @@ fn the_api_of_one_node_lists_a_call_parked_on_the_other() {
         std::thread::sleep(Duration::from_millis(2));
     }
     println!("figure: hang-up on a → free in b's API after {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    // An application watching b's events stream saw both.
+    assert!(sse.wait_for("event: remote_freed", Duration::from_secs(3)), "b's SSE: {}", sse.text());
+    let text = sse.text();
+    let parked = text.lines().find(|l| l.starts_with("data:") && l.contains(r#""event":"remote_parked""#)).unwrap_or_else(|| panic!("no remote_parked in b's SSE: {text}"));
+    assert!(parked.contains(r#""orbit":"701""#) && parked.contains(r#""node":"a""#), "{parked}");
+    let freed = text.lines().find(|l| l.starts_with("data:") && l.contains(r#""event":"remote_freed""#)).unwrap_or_default();
+    assert!(freed.contains(r#""orbit":"701""#) && freed.contains(r#""expired":false"#), "{freed}");
 }
 
 const SECRET: &str = "cluster-secret-0123456789";

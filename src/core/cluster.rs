@@ -256,11 +256,9 @@ impl Core {
                     }
                 }
                 ClusterOutput::View(v) => {
-                    // Watchers (BLF) see orbits other nodes hold as parked.
-                    let slot = match &v {
-                        crate::cluster::ViewChange::Claimed { slot, .. } | crate::cluster::ViewChange::Freed { slot, .. } => *slot,
-                    };
+                    // Watchers (BLF, the events stream) see orbits other nodes hold as parked.
                     tracing::debug!(change = ?v, "cluster view");
+                    let slot = self.emit_view_change(v);
                     self.orbit_changed(now, slot.lot, slot.orbit);
                 }
                 ClusterOutput::Available(a) => {
@@ -436,6 +434,35 @@ impl Core {
                 self.round_failed(now, call);
             }
         }
+    }
+
+    /// Reports a change of the remote view as an event (`remote_parked` / `remote_freed`); returns its slot.
+    fn emit_view_change(&mut self, v: crate::cluster::ViewChange) -> Slot {
+        use crate::cluster::ViewChange;
+        let (slot, ev) = match v {
+            ViewChange::Claimed { slot, owner, info, .. } => (
+                slot,
+                super::ParkEvent::RemoteParked {
+                    lot: self.parking.lot_name(slot.lot),
+                    orbit: self.parking.orbit_name(slot.lot, slot.orbit),
+                    node: owner.as_str().to_string(),
+                    parked: info.parked,
+                    parker: info.parker,
+                    since_ms: info.since_ms,
+                },
+            ),
+            ViewChange::Freed { slot, owner, expired } => (
+                slot,
+                super::ParkEvent::RemoteFreed {
+                    lot: self.parking.lot_name(slot.lot),
+                    orbit: self.parking.orbit_name(slot.lot, slot.orbit),
+                    node: owner.as_str().to_string(),
+                    expired,
+                },
+            ),
+        };
+        self.ep.emit(ev);
+        slot
     }
 
     /// Gives back this node's claim of `slot` (no-op without a cluster or when the node does not hold it).

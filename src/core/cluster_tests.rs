@@ -280,7 +280,8 @@ fn a_watcher_on_one_node_sees_a_park_on_the_other() {
         c.nodes[1].deliver(watcher.peer, &ok);
     }
     let before = c.nodes[1].sent.len();
-    assert_eq!(c.park(0, &phone(0), "700").common.header("Park-Orbit"), Some("701"));
+    let parked = c.park(0, &phone(0), "700");
+    assert_eq!(parked.common.header("Park-Orbit"), Some("701"));
     let bodies = notify_bodies(&c, before);
     assert!(bodies.last().is_some_and(|b| b.contains("confirmed") && b.contains("sip:p@")), "b's watcher sees the park on a: {bodies:?}");
     // The API of b lists it, with its node.
@@ -288,6 +289,26 @@ fn a_watcher_on_one_node_sees_a_park_on_the_other() {
     assert_eq!(lots[0].occupied, 1);
     assert_eq!((lots[0].orbits[0].state, lots[0].orbits[0].node.as_deref()), ("parked", Some("a")));
     assert_eq!(c.nodes[0].core.lots_snapshot()[0].orbits[0].node, None, "a's own call");
+    // b's events stream reports it, and only b (a reports its own `parked`).
+    let remote = |w: &crate::core::testkit::World| w.events.iter().filter(|e| matches!(e, super::ParkEvent::RemoteParked { .. } | super::ParkEvent::RemoteFreed { .. })).cloned().collect::<Vec<_>>();
+    match remote(&c.nodes[1]).as_slice() {
+        [super::ParkEvent::RemoteParked { lot, orbit, node, parked, parker, since_ms }] => {
+            assert_eq!((lot.as_str(), orbit.as_str(), node.as_str()), ("default", "701", "a"));
+            assert!(parked.starts_with("sip:p@") && parker.as_deref() == Some("sip:alice@127.0.0.1:5999") && *since_ms > 0, "{parked} {parker:?}");
+        }
+        other => panic!("b's events: {other:?}"),
+    }
+    assert!(remote(&c.nodes[0]).is_empty(), "a's own park is not remote to a");
+    // a hangs up the call (the parked party leaves): b reports the orbit free, not expired.
+    let p = phone(0);
+    let tag = parked.common.to.tag().unwrap().to_string();
+    c.nodes[0].deliver(p.peer, &p.in_dialog("BYE", "700", &tag, 2, None));
+    c.pump();
+    assert!(
+        matches!(remote(&c.nodes[1]).last(), Some(super::ParkEvent::RemoteFreed { orbit, node, expired: false, .. }) if orbit.as_str() == "701" && node.as_str() == "a"),
+        "{:?}",
+        remote(&c.nodes[1])
+    );
 }
 
 const SECRET: &[u8] = b"a shared cluster secret";

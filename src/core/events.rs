@@ -60,6 +60,12 @@ pub enum ParkEvent {
     OrbitLost { lot: String, orbit: OrbitNumber, call_id: CallId, owner: String, moved_to: Option<OrbitNumber> },
     /// A 2xx was never acknowledged: the leg was torn down (RFC 3261 §13.3.1.4).
     AckTimeout { call_id: CallId },
+    /// In a cluster, another node (`node`) holds `orbit` now: a call parked there, as its claim reached this node
+    /// (change message or resync). `since_ms` is when it was parked (Unix epoch ms, the owner's clock).
+    RemoteParked { lot: String, orbit: OrbitNumber, node: String, parked: String, parker: Option<String>, since_ms: u64 },
+    /// In a cluster, an orbit another node held is free again: `node` released it (retrieved, ended, …), or its
+    /// lease ran out (`expired`: that node is gone or cut off from Redis).
+    RemoteFreed { lot: String, orbit: OrbitNumber, node: String, expired: bool },
 }
 
 impl ParkEvent {

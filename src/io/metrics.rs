@@ -222,7 +222,13 @@ impl Metrics {
             ParkEvent::Refused { status, .. } => {
                 self.refused.get_or_create(&OutcomeLabels { outcome: status.to_string() }).inc();
             }
-            ParkEvent::Ended { .. } | ParkEvent::Reparked { .. } | ParkEvent::AckTimeout { .. } | ParkEvent::OrbitLost { .. } => {}
+            ParkEvent::Ended { .. }
+            | ParkEvent::Reparked { .. }
+            | ParkEvent::AckTimeout { .. }
+            | ParkEvent::OrbitLost { .. }
+            // Another node counts its own parks; this node's occupancy gauge includes them (`lot_summary`).
+            | ParkEvent::RemoteParked { .. }
+            | ParkEvent::RemoteFreed { .. } => {}
         }
         if let Some(dwell) = ev.dwell() {
             self.dwell.observe(dwell.as_secs_f64());

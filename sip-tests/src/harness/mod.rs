@@ -11,6 +11,7 @@
 //! * [`process`] — stop a child by its PID (SIGTERM, then SIGKILL); read a process's RSS.
 //! * [`redis`] — a real `redis-server` per test (own port, no persistence): pause, resume, restart empty.
 //! * [`park_events`] — the JSON park events parkd logs, read back from its stderr.
+//! * [`sse`] — read `GET /v1/events` on a thread, keep what came.
 //! * [`udp`] — nonblocking loopback UDP sockets with big kernel buffers (for load).
 
 pub mod park_events;
@@ -19,4 +20,5 @@ pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod redis;
+pub mod sse;
 pub mod udp;
