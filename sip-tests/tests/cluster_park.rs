@@ -333,6 +333,62 @@ fn the_api_of_one_node_lists_a_call_parked_on_the_other() {
     assert!(freed.contains(r#""orbit":"701""#) && freed.contains(r#""expired":false"#), "{freed}");
 }
 
+/// `POST /v1/calls/{call_id}/park` on `p` with `body`: the status and the JSON answer.
+fn api_park(p: &Parkd, call_id: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let url = format!("http://{}/v1/calls/{call_id}/park", p.http_addr.expect("http"));
+    let r = ureq::post(&url).set("Authorization", &format!("Bearer {TOKEN}")).timeout(Duration::from_secs(5)).send_json(body);
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("POST {url}: {e}"),
+    };
+    (resp.status(), resp.into_json().unwrap_or_default())
+}
+
+/// An application re-parks a bridged call on node a: the orbit is claimed cluster-wide (one b holds is refused
+/// with 409, as on a single node), the answer comes after the claim, b lists the call, the released leg gets a BYE.
+#[test]
+fn an_api_repark_on_one_node_claims_its_orbit_cluster_wide() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_apipark");
+    let (a, b) = (node("cl_apipark", &redis, "a"), node("cl_apipark", &redis, "b"));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    assert_eq!(pa.park("703", true).1.status, 200);
+    let (carol, r) = pa.park("703", false);
+    assert_eq!(r.status, 200, "carol retrieves 703 on a");
+    assert_eq!(pb.park("704", true).1.status, 200, "b holds 704");
+    let t0 = Instant::now();
+    while api_orbit(&a, "704")["state"] != "parked" {
+        assert!(t0.elapsed() < Duration::from_secs(3), "a never saw 704 parked");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (status, e) = api_park(&a, &carol.call_id, serde_json::json!({"orbit": "704"}));
+    assert_eq!(status, 409, "704 is held by b: {e}");
+    let t0 = Instant::now();
+    let (status, ok) = api_park(&a, &carol.call_id, serde_json::json!({"orbit": "705"}));
+    println!("figure: API re-park in a cluster answered in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    assert_eq!((status, ok["orbit"].as_str()), (200, Some("705")), "{ok}");
+    let t0 = Instant::now();
+    loop {
+        let o = api_orbit(&b, "705");
+        if o["state"] == "parked" {
+            assert_eq!(o["node"], "a", "{o}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "b never listed the re-park on a: {o}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let t0 = Instant::now();
+    while !pa.byes.contains(&carol.call_id) {
+        pa.pump();
+        assert!(t0.elapsed() < Duration::from_secs(3), "carol's leg was never released");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pb.park("705", true).1.status, 486, "705 is a's again, cluster-wide");
+}
+
 const SECRET: &str = "cluster-secret-0123456789";
 
 /// The node-to-node header node `node` signs now for the INVITE `c` to `orbit`.

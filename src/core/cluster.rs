@@ -17,13 +17,14 @@
 //! Whenever an orbit this node holds becomes free locally (retrieve, hang-up, recall answered, a park undone),
 //! [`Core::orbit_changed`] releases its claim.
 //!
-//! # Not yet clustered
-//! REFER re-parks are refused (`503`) in a cluster (their NOTIFY cannot wait for a claim yet); the remote view
-//! is not shown by BLF or the API (only counted in [`Core::lot_summary`]); a retrieve of an orbit another node
-//! holds is fetched from it (`cluster_fetch.rs`, with the `[cluster] secret`; else `404 Parked On Another Node`),
-//! and a retrieve another node signs with that secret is taken here past the lot's access rules
-//! (`Core::cluster_trusted`); calls restored from the journal claim their orbits anew
-//! once Redis answers (their fence is not journaled; one another node took meanwhile is only logged).
+//! # Re-parks, retrieves, the view
+//! A REFER's re-park waits for its claim with its final NOTIFY (`refer_via_cluster`), an application's re-park
+//! with its answer (`cluster_command.rs`). The remote view shows in BLF, the API, the metrics' occupancy and the
+//! events (`remote_parked` / `remote_freed`). A retrieve of an orbit another node holds is fetched from it
+//! (`cluster_fetch.rs`, with the `[cluster] secret`; else `404 Parked On Another Node`), and a retrieve another
+//! node signs with that secret is taken here past the lot's access rules (`Core::cluster_trusted`). Calls restored
+//! from the journal claim their orbits again once Redis answers; one another node took meanwhile moves into a free
+//! orbit of its lot or recalls its parker (`orbit_lost`).
 
 use crate::cluster::NodeName;
 use super::Core;
@@ -82,9 +83,11 @@ pub(super) struct CoreCluster {
     moves: FxHashMap<ClaimId, (crate::core::ids::CallRef, Slot, NodeName)>,
     /// Claims asked for calls parked here without one (restored from the journal), by the orbit they hold.
     reclaims: FxHashMap<ClaimId, Slot>,
-    next_id: u64,
+    pub(super) next_id: u64,
     /// Checks the signed header of a retrieve another node sends here (`[cluster] secret`); none: refused.
     pub(super) auth: Option<ClusterAuth>,
+    /// Re-parks an application asked for, waiting for their claims (`cluster_command.rs`).
+    pub(super) api_parks: FxHashMap<ClaimId, (super::commands::CommandTicket, super::commands::ParkCallTarget)>,
     /// Retrieves waiting for the node that holds their orbit (`cluster_fetch.rs`), by the bridge's id.
     pub(super) fetches: FxHashMap<crate::core::ids::CallRef, super::cluster_fetch::Fetch>,
 }
@@ -96,7 +99,7 @@ impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), refers: FxHashMap::default(), moves: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default() });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), refers: FxHashMap::default(), moves: FxHashMap::default(), reclaims: FxHashMap::default(), api_parks: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default() });
     }
 
     /// The cluster's shared secret (`[cluster] secret`): with it, a retrieve another node sends here with a
@@ -247,6 +250,8 @@ impl Core {
                         self.on_move_claim(now, call, lost, owner, result);
                     } else if let Some(slot) = c.reclaims.remove(&id) {
                         self.on_reclaim(now, slot, result);
+                    } else if let Some((ticket, t)) = c.api_parks.remove(&id) {
+                        self.on_api_claim(now, ticket, t, result);
                     }
                 }
                 ClusterOutput::Lost { slot, fence, to } => {

@@ -616,3 +616,51 @@ fn a_node_back_after_its_lease_recalls_the_parker_when_the_lot_is_full() {
     );
     assert!(ev.iter().any(|e| matches!(e, super::ParkEvent::RecallStarted { .. })), "the parker is recalled: {ev:?}");
 }
+
+#[test]
+fn an_api_repark_claims_its_orbit_cluster_wide_and_is_answered_after_the_claim() {
+    use crate::core::{Command, CommandError, CommandOutcome, CommandTicket};
+    let mut c = Cluster::new();
+    assert_eq!(c.park(0, &phone(0), "700").common.header("Park-Orbit"), Some("701"));
+    // Carol retrieves bob on a: a bridged call an application may park again.
+    let retrieve = |c: &mut Cluster, who: &Phone, orbit: &str| {
+        let since = c.nodes[0].sent.len();
+        c.nodes[0].deliver(who.peer, &who.invite(orbit, "", Some(&who.sdp("0", "sendrecv"))));
+        c.pump();
+        assert_eq!(c.nodes[0].last_response_to(who.peer, since).status, 200, "retrieved from {orbit}");
+    };
+    let carol = phone(5);
+    retrieve(&mut c, &carol, "701");
+    assert_eq!(c.park(1, &phone(1), "702").status, 200, "b holds 702");
+    let park = |call: &str, orbit: Option<&str>| Command::ParkCall { call_id: call.into(), orbit: orbit.map(Into::into), lot: None };
+    let byes = |c: &Cluster, p: &Phone| c.nodes[0].requests_to(p.peer, 0).iter().filter(|r| r.method == crate::sip::Method::Bye).count();
+
+    // Directed into b's orbit: answered after the claim, 409-worthy, and the call stays bridged.
+    assert_eq!(c.nodes[0].command(1, park(&carol.call_id, Some("702"))), None, "no answer before the claim");
+    c.pump();
+    assert_eq!(c.nodes[0].commands_done, [(CommandTicket(1), Err(CommandError::OrbitOccupied("702".into())))]);
+    assert_eq!(byes(&c, &carol), 0, "nothing released");
+
+    // Indirect: a free orbit cluster-wide, claimed by a, shown by b; carol's leg is released.
+    assert_eq!(c.nodes[0].command(2, park(&carol.call_id, None)), None);
+    c.pump();
+    let orbit = match c.nodes[0].commands_done.last() {
+        Some((CommandTicket(2), Ok(CommandOutcome::Parked { orbit, .. }))) => orbit.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(orbit, "702");
+    let idx = OrbitIdx(orbit.parse::<usize>().unwrap() - 701);
+    assert_eq!(c.redis.holder(Slot { lot: 0, orbit: idx }).map(|(_, n)| n.as_str().to_string()), Some("a".into()));
+    assert!(c.nodes[1].core.held_remotely(0, idx), "b sees the re-parked call");
+    assert_eq!(byes(&c, &carol), 1, "the application's leg is released");
+
+    // Redis not answering: refused (503-worthy), nothing parked, the call stays bridged.
+    let dave = phone(6);
+    retrieve(&mut c, &dave, &orbit);
+    c.up = false;
+    assert_eq!(c.nodes[0].command(3, park(&dave.call_id, None)), None);
+    c.pump();
+    assert_eq!(c.nodes[0].commands_done.last(), Some(&(CommandTicket(3), Err(CommandError::ClusterUnavailable))));
+    assert_eq!(byes(&c, &dave), 0);
+    assert_eq!(c.nodes[0].core.live().orbits_occupied, 0);
+}

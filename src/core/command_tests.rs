@@ -50,7 +50,7 @@ fn run(w: &mut World, cmd: Command) -> super::CommandResult {
             super::Output::Sip { to, bytes } => w.sent.push((to, bytes)),
             super::Output::Media(m) => w.media.push(m),
             super::Output::Event(e) => w.events.push(e),
-            super::Output::Journal { .. } | super::Output::Cluster { .. } => {}
+            super::Output::Journal { .. } | super::Output::Cluster { .. } | super::Output::CommandDone { .. } => {}
         }
     }
     r

@@ -68,6 +68,12 @@ pub enum CommandError {
     /// Toll-fraud guard: the destination is not one parkd may be made to dial (see bridging/dial_allow.rs).
     #[error("dialing {to} is not allowed: {reason}")]
     DialNotAllowed { to: String, reason: String },
+    /// In a cluster, Redis did not answer the orbit's claim: nothing was parked (try again).
+    #[error("the cluster cannot allocate an orbit now (Redis does not answer)")]
+    ClusterUnavailable,
+    /// [`Core::handle_command`] on a command whose answer comes later ([`Core::submit_command`]).
+    #[error("the answer comes later (in a cluster, after the orbit's claim)")]
+    Deferred,
 }
 
 impl CommandError {
@@ -78,25 +84,52 @@ impl CommandError {
             CommandError::OrbitOccupied(_) | CommandError::Ringing(_) => 409,
             CommandError::BadUri(_) => 400,
             CommandError::DialNotAllowed { .. } => 403,
-            CommandError::LotFull(_) | CommandError::Originate(_) => 503,
+            CommandError::LotFull(_) | CommandError::Originate(_) | CommandError::ClusterUnavailable | CommandError::Deferred => 503,
         }
     }
+}
+
+/// What a [`Command::ParkCall`] names, found before it parks (in a cluster, kept while the orbit is claimed).
+#[derive(Debug)]
+pub(super) struct ParkCallTarget {
+    pub(super) call_id: String,
+    /// The orbit the application asked for, as it wrote it.
+    pub(super) orbit: Option<String>,
+    pub(super) release_leg: super::ids::LegId,
+    pub(super) call: CallRef,
+    pub(super) keep: super::ids::LegId,
+    pub(super) lot: usize,
+    pub(super) wanted: Option<OrbitIdx>,
+    pub(super) parker: Option<crate::sip::NameAddr>,
 }
 
 /// The answer to a command.
 pub type CommandResult = Result<CommandOutcome, CommandError>;
 
+/// An application's name for one command, echoed by [`crate::core::Output::CommandDone`] when the answer comes
+/// later ([`Core::submit_command`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CommandTicket(pub u64);
+
 impl Core {
-    /// Runs one application command at `now`. Drain [`Core::poll_output`] afterwards, as after any input.
-    pub fn handle_command(&mut self, now: Time, cmd: Command) -> CommandResult {
+    /// Runs one application command at `now` and answers it now (`Some`) or later (`None`): a re-park in a
+    /// cluster waits for its orbit's claim and is answered by [`crate::core::Output::CommandDone`] with `ticket`.
+    /// Drain [`Core::poll_output`] afterwards, as after any input.
+    pub fn submit_command(&mut self, now: Time, ticket: CommandTicket, cmd: Command) -> Option<CommandResult> {
         let result = match cmd {
-            Command::ParkCall { call_id, orbit, lot } => self.cmd_park_call(now, &call_id, orbit.as_deref(), lot.as_deref()),
-            Command::Unpark { orbit, to } => self.cmd_unpark(now, &orbit, &to),
-            Command::Hangup { orbit } => self.cmd_hangup(now, &orbit),
-            Command::HangupAll => Ok(self.cmd_hangup_all(now)),
+            Command::ParkCall { call_id, orbit, lot } => self.cmd_park_call(now, ticket, &call_id, orbit.as_deref(), lot.as_deref()),
+            Command::Unpark { orbit, to } => Some(self.cmd_unpark(now, &orbit, &to)),
+            Command::Hangup { orbit } => Some(self.cmd_hangup(now, &orbit)),
+            Command::HangupAll => Some(Ok(self.cmd_hangup_all(now))),
         };
         self.settle(now);
         result
+    }
+
+    /// [`Core::submit_command`] for a caller that takes only answers given now (tests, the simulator, SIGUSR2's
+    /// hang-up): a deferred answer is [`CommandError::Deferred`] here (and still comes as an output).
+    pub fn handle_command(&mut self, now: Time, cmd: Command) -> CommandResult {
+        self.submit_command(now, CommandTicket(0), cmd).unwrap_or(Err(CommandError::Deferred))
     }
 
     /// The parked call in orbit `name`, with its lot and orbit index.
@@ -180,7 +213,19 @@ impl Core {
         self.ep.emit(ParkEvent::RecallFailed { orbit, status, target: RecallTarget::ApiUnpark });
     }
 
-    fn cmd_park_call(&mut self, now: Time, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> CommandResult {
+    fn cmd_park_call(&mut self, now: Time, ticket: CommandTicket, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> Option<CommandResult> {
+        match self.park_call_target(call_id, orbit, lot) {
+            Ok(t) if self.clustered() => {
+                self.api_park_via_cluster(now, ticket, t);
+                None
+            }
+            Ok(t) => Some(self.park_call_into(now, t, None)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// What a [`Command::ParkCall`] names: the leg to release, the call and leg to park, where, and who parks.
+    fn park_call_target(&self, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> Result<ParkCallTarget, CommandError> {
         let found = self
             .dialogs
             .with_call_id(call_id)
@@ -203,14 +248,25 @@ impl Core {
             return Err(CommandError::UnknownCall(call_id.to_string()));
         };
         let parker = self.dialogs.remote_identity(release_leg);
-        let orbit_name = self.repark_bridged(now, call, keep, lot_idx, wanted, parker).map_err(|(status, reason)| match (status, reason) {
-            (486, "Busy Here") => CommandError::OrbitOccupied(orbit.unwrap_or_default().to_string()),
-            (486, _) => CommandError::LotFull(self.parking.lot_name(lot_idx)),
-            _ => CommandError::UnknownCall(call_id.to_string()),
+        Ok(ParkCallTarget { call_id: call_id.to_string(), orbit: orbit.map(str::to_string), release_leg, call, keep, lot: lot_idx, wanted, parker })
+    }
+
+    /// Parks `t.keep` into `t.wanted` (or a free orbit of `t.lot`; in a cluster, `granted`, the orbit claimed)
+    /// and releases `t.release_leg`.
+    pub(super) fn park_call_into(&mut self, now: Time, t: ParkCallTarget, granted: Option<OrbitIdx>) -> CommandResult {
+        let ParkCallTarget { call_id, orbit, release_leg, call, keep, lot, wanted, parker } = t;
+        let parked = match granted {
+            Some(o) => self.repark_local(now, call, keep, lot, Some(o), parker),
+            None => self.repark_bridged(now, call, keep, lot, wanted, parker),
+        };
+        let orbit_name = parked.map_err(|(status, reason)| match (status, reason) {
+            (486, "Busy Here") => CommandError::OrbitOccupied(orbit.unwrap_or_default()),
+            (486, _) => CommandError::LotFull(self.parking.lot_name(lot)),
+            _ => CommandError::UnknownCall(call_id.clone()),
         })?;
         let released = self.dialogs.get(release_leg).map(|l| l.dialog.call_id.clone()).unwrap_or_default();
         self.hangup_leg_with_reason(now, release_leg, Some("SIP;cause=200;text=\"Call parked\"".into()));
         let how = if wanted.is_some() { ParkHow::Directed } else { ParkHow::Indirect };
-        Ok(CommandOutcome::Parked { lot: self.parking.lot_name(lot_idx), orbit: orbit_name, how, released })
+        Ok(CommandOutcome::Parked { lot: self.parking.lot_name(lot), orbit: orbit_name, how, released })
     }
 }

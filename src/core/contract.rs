@@ -133,6 +133,9 @@ pub enum Output {
     /// (a timeout or a lost connection is an `Err`). Operations must be written to Redis in the order given.
     /// Never emitted without [`super::Core::enable_cluster`].
     Cluster { op: crate::cluster::OpId, cmd: crate::cluster::RedisOp },
+    /// The answer to the command [`super::Core::submit_command`] took with `ticket` and did not answer at once
+    /// (a re-park in a cluster, after its orbit's claim). Every such command gets exactly one.
+    CommandDone { ticket: super::commands::CommandTicket, result: super::CommandResult },
 }
 
 /// Why the core wants [`super::Core::handle_timeout`] called: the reason next to the deadline of

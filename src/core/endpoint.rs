@@ -266,6 +266,11 @@ impl Endpoint {
         self.out.push_back(Output::Media(cmd));
     }
 
+    /// Answers a command taken with `ticket` and not answered at once.
+    pub fn command_done(&mut self, ticket: super::commands::CommandTicket, result: super::CommandResult) {
+        self.out.push_back(Output::CommandDone { ticket, result });
+    }
+
     /// Hands a group of journal records to the driver (issue 17).
     pub fn journal(&mut self, records: Vec<crate::journal::Record>, token: Option<crate::journal::JournalToken>) {
         self.out.push_back(Output::Journal { records, token });

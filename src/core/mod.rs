@@ -26,6 +26,7 @@ pub mod admission;
 pub mod blf;
 pub mod bridging;
 pub mod cluster;
+mod cluster_command;
 mod cluster_fetch;
 pub mod commands;
 pub mod contract;
@@ -50,7 +51,7 @@ pub mod snapshot;
 mod transfer;
 
 pub use cluster::ClusterInput;
-pub use commands::{Command, CommandError, CommandOutcome, CommandResult};
+pub use commands::{Command, CommandError, CommandOutcome, CommandResult, CommandTicket};
 pub use contract::{Output, Wake};
 pub use events::ParkEvent;
 pub use originate::OriginateError;

@@ -31,6 +31,8 @@ pub struct World {
     pub journal: Vec<(Vec<crate::journal::Record>, Option<crate::journal::JournalToken>)>,
     /// Cluster operations the core handed out (cluster enabled) and not yet run by the test.
     pub cluster_ops: Vec<(crate::cluster::OpId, crate::cluster::RedisOp)>,
+    /// Answers to commands given later ([`Core::submit_command`]), in order.
+    pub commands_done: Vec<(crate::core::CommandTicket, crate::core::CommandResult)>,
 }
 
 pub fn udp(port: u16) -> Peer {
@@ -65,6 +67,7 @@ impl World {
             events: Vec::new(),
             journal: Vec::new(),
             cluster_ops: Vec::new(),
+            commands_done: Vec::new(),
         }
     }
 
@@ -76,6 +79,7 @@ impl World {
                 Output::Event(e) => self.events.push(e),
                 Output::Journal { records, token } => self.journal.push((records, token)),
                 Output::Cluster { op, cmd } => self.cluster_ops.push((op, cmd)),
+                Output::CommandDone { ticket, result } => self.commands_done.push((ticket, result)),
             }
         }
     }
@@ -98,6 +102,14 @@ impl World {
     }
 
     /// Delivers a message (text with `\n` line ends, turned into CRLF; Content-Length computed) from `from`.
+    /// Gives the core an application command under `ticket`; its answer if given now (a later one lands in
+    /// [`World::commands_done`]).
+    pub fn command(&mut self, ticket: u64, cmd: crate::core::Command) -> Option<crate::core::CommandResult> {
+        let r = self.core.submit_command(self.now, crate::core::CommandTicket(ticket), cmd);
+        self.drain();
+        r
+    }
+
     pub fn deliver(&mut self, from: Peer, text: &str) {
         let bytes = crlf(text);
         self.core.handle_sip(self.now, from, &bytes);

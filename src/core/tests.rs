@@ -504,7 +504,7 @@ fn a_core_with_a_plan_hands_out_ports_from_that_plan_only() {
     // The plan the media threads were spawned from covers two ports; the config's range is wider.
     let plan = ShardPlan::new(20000, 20003, 1, 2).unwrap();
     let core = super::Core::with_plan(server, vec![lot], crate::txn::TimerConfig::default(), 42, &plan);
-    let mut w = World { core, now: Time::from_secs(1_000_000), sent: Vec::new(), media: Vec::new(), events: Vec::new(), journal: Vec::new(), cluster_ops: Vec::new() };
+    let mut w = World { core, now: Time::from_secs(1_000_000), sent: Vec::new(), media: Vec::new(), events: Vec::new(), commands_done: Vec::new(), journal: Vec::new(), cluster_ops: Vec::new() };
     w.park(&Phone::new("bob", 5070), "700", BLIND);
     w.park(&Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) }, "700", BLIND);
     let starts: Vec<_> = w.media.iter().filter_map(|m| match m {

@@ -138,14 +138,14 @@ impl Core {
         parker: Option<NameAddr>,
     ) -> Result<OrbitNumber, (u16, &'static str)> {
         if self.clustered() {
-            // Not yet clustered: the API's re-park does not wait for a claim (docs/cluster-design.md).
-            return Err((503, "Park By REFER Not Clustered Yet"));
+            // A cluster's re-parks claim their orbit first (REFER: `refer_via_cluster`; API: `api_park_via_cluster`).
+            return Err((503, "Orbit Not Claimed"));
         }
         self.repark_local(now, call_ref, keep, lot, orbit, parker)
     }
 
     /// [`Core::repark_bridged`] on this node's lots only (in a cluster: into an orbit already claimed).
-    fn repark_local(
+    pub(super) fn repark_local(
         &mut self,
         now: Time,
         call_ref: CallRef,

@@ -6,7 +6,7 @@ use super::events_hub::EventHub;
 use super::media_shards::Media;
 use super::metrics::{Metrics, ScrapeSnapshot};
 use crate::core::snapshot::{BridgedSnapshot, LotSnapshot};
-use crate::core::{Command, CommandResult, Core};
+use crate::core::{Command, CommandResult, CommandTicket, Core};
 use crate::time::Time;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,20 +65,57 @@ pub struct ApiPort {
     pub rx: mpsc::Receiver<CoreRequest>,
     pub hub: EventHub,
     pub metrics: Arc<Metrics>,
+    /// Commands the core answers later (a re-park in a cluster waits for its claim).
+    pub deferred: DeferredReplies,
+}
+
+/// The replies of commands the core took with a ticket and answers later ([`crate::core::Output::CommandDone`]).
+#[derive(Debug, Default)]
+pub struct DeferredReplies {
+    next: u64,
+    waiting: std::collections::HashMap<u64, oneshot::Sender<CommandResult>>,
+}
+
+impl DeferredReplies {
+    fn take(&mut self, reply: oneshot::Sender<CommandResult>) -> CommandTicket {
+        self.next += 1;
+        self.waiting.insert(self.next, reply);
+        CommandTicket(self.next)
+    }
+
+    fn forget(&mut self, ticket: CommandTicket) -> Option<oneshot::Sender<CommandResult>> {
+        self.waiting.remove(&ticket.0)
+    }
+
+    /// The core's answer to `ticket`: to its HTTP handler (if it still waits).
+    pub fn answer(&mut self, ticket: CommandTicket, result: CommandResult) {
+        match self.waiting.remove(&ticket.0) {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => tracing::warn!(ticket = ticket.0, "an answer to a command nobody waits for"),
+        }
+    }
 }
 
 /// A connected pair: the client for the HTTP server, the port for the core task.
 pub fn link(hub: EventHub, metrics: Arc<Metrics>) -> (CoreClient, ApiPort) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (CoreClient { tx }, ApiPort { rx, hub, metrics })
+    (CoreClient { tx }, ApiPort { rx, hub, metrics, deferred: DeferredReplies::default() })
 }
 
-/// Serves one request on the core task. A dropped reply (the HTTP client went away) is ignored.
-pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest) {
+/// Serves one request on the core task. A dropped reply (the HTTP client went away) is ignored. A command the
+/// core answers later keeps its reply in `deferred` until the core's [`crate::core::Output::CommandDone`].
+pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest, deferred: &mut DeferredReplies) {
     match req {
         CoreRequest::Command { cmd, reply } => {
             tracing::info!(?cmd, "API command");
-            let _ = reply.send(core.handle_command(now, cmd));
+            let ticket = deferred.take(reply);
+            if let Some(result) = core.submit_command(now, ticket, cmd) {
+                if let Some(reply) = deferred.forget(ticket) {
+                    let _ = reply.send(result);
+                }
+            }
         }
         CoreRequest::Lots { reply } => {
             let _ = reply.send(core.lots_snapshot());

@@ -147,7 +147,7 @@ async fn drive(
         // The core's contract (core/mod.rs): after every input, drain its output until None. Every branch
         // below feeds at most one input before coming back here, except the UDP batch, which drains after
         // each datagram itself; only the media threads' wake-up is deferred to the end of the batch.
-        if drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal, cluster.ops.as_ref()) {
+        if drain(core, &udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref()) {
             media.wake();
         }
         if let Some(until) = leaving {
@@ -166,14 +166,14 @@ async fn drive(
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default());
-                    let mut media_queued = drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal, cluster.ops.as_ref());
+                    let mut media_queued = drain(core, &udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref());
                     // Take whatever else is already queued before sleeping again, draining after each one.
                     for _ in 0..64 {
                         match udp.try_recv_from(&mut buf) {
                             Ok((n, from)) => on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default()),
                             Err(_) => break,
                         }
-                        media_queued |= drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal, cluster.ops.as_ref());
+                        media_queued |= drain(core, &udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref());
                     }
                     // One wake-up of the media threads for the whole batch (their commands are queued in order).
                     if media_queued {
@@ -199,7 +199,7 @@ async fn drive(
                     }
                 }
             },
-            Some(req) = api.rx.recv() => api_link::serve(core, media, clock.now(), req),
+            Some(req) = api.rx.recv() => api_link::serve(core, media, clock.now(), req, &mut api.deferred),
             Some(input) = recv_cluster(&mut cluster.inputs) => core.handle_cluster(input, clock.now()),
             Some(done) = recv_durable(&mut durable) => {
                 // The journal writer synced (or failed to sync) these groups: the core releases what it held
@@ -344,7 +344,7 @@ fn drain(
     conns: &mut Conns,
     tcp: &TcpContext,
     media: &Media,
-    api: &ApiPort,
+    api: &mut ApiPort,
     clock: &Clock,
     journal: Option<&JournalWriter>,
     cluster: Option<&mpsc::UnboundedSender<(crate::cluster::OpId, crate::cluster::RedisOp)>>,
@@ -381,6 +381,7 @@ fn drain(
                     core.handle_cluster(crate::core::ClusterInput::Reply { op, result }, clock.now());
                 }
             }
+            Output::CommandDone { ticket, result } => api.deferred.answer(ticket, result),
             // With journaling off (`journal = false`) the core emits none: nothing to keep if it did.
             Output::Journal { records, token } => {
                 if let Some(w) = journal {

@@ -469,8 +469,9 @@ impl Net {
                 }
                 Output::Event(e) => self.events.push((now, e)),
                 Output::Journal { records, token } => self.journal.write(now, records, token),
-                // The simulated network runs single nodes (no cluster enabled): never emitted.
-                Output::Cluster { .. } => {}
+                // The simulated network runs single nodes (no cluster enabled): never emitted (commands are
+                // answered at once there).
+                Output::Cluster { .. } | Output::CommandDone { .. } => {}
             }
         }
     }
