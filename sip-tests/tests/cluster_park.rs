@@ -229,6 +229,12 @@ fn redis_stopped_a_park_gets_503_with_retry_after_never_200() {
         println!("figure: Redis killed → park on {target} answered 503 in {:.1} ms", took.as_secs_f64() * 1e3);
     }
     assert_eq!(readyz(&a), 503, "/readyz says not ready while Redis is gone");
+    let metrics = ureq::get(&format!("http://{}/metrics", a.http_addr.expect("http"))).call().expect("metrics").into_string().unwrap_or_default();
+    let value = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok());
+    assert_eq!(value("parkd_cluster_up"), Some(0), "{metrics}");
+    assert!(value(r#"parkd_cluster_claims_total{result="unavailable"}"#).is_some_and(|n| n >= 4), "{metrics}");
+    assert!(value(r#"parkd_cluster_claims_total{result="granted"}"#).is_some_and(|n| n >= 2), "{metrics}");
+    assert!(value("parkd_cluster_redis_errors_total").is_some_and(|n| n >= 1), "{metrics}");
 }
 
 /// The status of node `p`'s `/readyz`.
@@ -316,6 +322,19 @@ fn the_api_of_one_node_lists_a_call_parked_on_the_other() {
     assert!(api_orbit(&a, "701")["node"].is_null(), "a's own call carries no node");
     let metrics = ureq::get(&format!("http://{}/metrics", b.http_addr.expect("http"))).call().expect("metrics").into_string().unwrap_or_default();
     assert!(metrics.contains(r#"parkd_orbits_occupied{lot="default"} 1"#), "b's occupancy counts a's call:\n{metrics}");
+    for line in ["parkd_cluster_up 1", r#"parkd_cluster_orbits{holder="others"} 1"#, r#"parkd_cluster_orbits{holder="self"} 0"#] {
+        assert!(metrics.lines().any(|l| l == line), "b's metrics lack {line}:\n{metrics}");
+    }
+    // b counts a among the live nodes once it heard a's heartbeat (every lease / 3 = 1 s here).
+    let t0 = Instant::now();
+    loop {
+        let m = ureq::get(&format!("http://{}/metrics", b.http_addr.expect("http"))).call().expect("metrics").into_string().unwrap_or_default();
+        if m.lines().any(|l| l == "parkd_cluster_nodes 1") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(4), "b never counted a as alive:\n{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     println!("figure: park on a (200 received) → listed by b's API after {:.1} ms (polled every 2 ms)", seen.as_secs_f64() * 1e3);
     pa.ua.bye(&bob);
     let t0 = Instant::now();

@@ -31,6 +31,7 @@
 pub mod auth;
 mod ops;
 mod room;
+pub mod stats;
 pub mod view;
 pub mod wire;
 
@@ -41,6 +42,7 @@ mod tests;
 
 pub use ops::{ClaimId, ClaimReply, OpError, OpId, RedisOp, RedisReply, RenewStatus, SnapshotEntry};
 pub use room::{ClaimResult, ClusterOutput, ClusterRoom, ClusterWake, OwnClaim, Want};
+pub use stats::{ClusterCounts, ClusterScrape};
 pub use view::{NodeState, RemoteClaim, ViewChange};
 pub use wire::{Change, Keyspace, WireError};
 

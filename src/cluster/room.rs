@@ -3,6 +3,7 @@
 use super::ops::ClaimReply;
 use super::view::{RemoteClaim, RemoteView, ViewChange};
 use super::wire::{Change, Keyspace};
+use super::stats::{ClusterCounts, ClusterScrape};
 use super::{ClaimId, ClaimInfo, ClusterSettings, Fence, NodeName, OpError, OpId, RedisOp, RedisReply, RenewStatus, Slot, SnapshotEntry};
 use crate::config::SlotPolicy;
 use crate::ids::OrbitIdx;
@@ -127,6 +128,7 @@ pub struct ClusterRoom {
     next_start: Vec<usize>,
     rng: rand::rngs::SmallRng,
     out: VecDeque<ClusterOutput>,
+    counts: ClusterCounts,
 }
 
 /// How soon a failed renewal or resync is tried again.
@@ -155,6 +157,7 @@ impl ClusterRoom {
             next_resync: None,
             rng,
             out: VecDeque::new(),
+            counts: ClusterCounts::default(),
         }
     }
 
@@ -315,6 +318,7 @@ impl ClusterRoom {
     pub fn handle_reply(&mut self, now: Time, op: OpId, reply: Result<RedisReply, OpError>) {
         let Some(kind) = self.in_flight.remove(&op) else { return };
         let ok = reply.is_ok();
+        self.counts.op_errors += u64::from(!ok);
         match kind {
             InFlightKind::Claim(id) => self.claim_reply(id, reply),
             InFlightKind::Abandoned(lot) => {
@@ -405,7 +409,21 @@ impl ClusterRoom {
 
     /// The next output, in order; drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<ClusterOutput> {
-        self.out.pop_front()
+        let out = self.out.pop_front()?;
+        self.counts.note(&out);
+        Some(out)
+    }
+
+    /// What the room counted and holds, for a scrape at `now`.
+    pub fn scrape(&self, now: Time) -> ClusterScrape {
+        ClusterScrape {
+            up: self.available(),
+            own: self.own.len(),
+            remote: self.view.len(),
+            nodes: self.view.nodes_alive(now),
+            pending: self.pending.len(),
+            counts: self.counts.clone(),
+        }
     }
 
     /// The earliest deadline and why (it may name one since cancelled: waking early is harmless).

@@ -63,6 +63,10 @@ impl RemoteView {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+    /// Other nodes heard from whose lease runs past `now`.
+    pub fn nodes_alive(&self, now: Time) -> usize {
+        self.nodes.values().filter(|n| n.alive_until > now).count()
+    }
     pub fn node(&self, name: &NodeName) -> Option<&NodeState> {
         self.nodes.get(name)
     }

@@ -148,6 +148,11 @@ impl Core {
         self.cluster.as_ref().map(|c| &c.room)
     }
 
+    /// The cluster as `/metrics` shows it at `now`; `None` on a single node.
+    pub fn cluster_scrape(&self, now: Time) -> Option<crate::cluster::ClusterScrape> {
+        self.cluster.as_ref().map(|c| c.room.scrape(now))
+    }
+
     /// Parks waiting for their claim.
     pub fn cluster_pending(&self) -> usize {
         self.cluster.as_ref().map_or(0, |c| c.pending.len())

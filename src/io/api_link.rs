@@ -152,6 +152,7 @@ pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest, deferr
                 bridged_calls: media_stats.bridged_pairs,
                 sip_refusals: core.refusals().iter().collect(),
                 tracked_sources: core.tracked_sources(),
+                cluster: core.cluster_scrape(now),
             };
             let _ = reply.send(snap);
         }

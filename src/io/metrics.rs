@@ -118,6 +118,8 @@ pub struct ScrapeSnapshot {
     pub sip_refusals: Vec<(&'static str, u64)>,
     /// Source addresses the core's admission room tracks (bounded by `[limits] tracked_sources`).
     pub tracked_sources: usize,
+    /// The cluster room's gauges and totals (`parkd_cluster_*`); `None` on a single node (none are written).
+    pub cluster: Option<crate::cluster::ClusterScrape>,
 }
 
 /// Metrics updated from the core task.
@@ -311,6 +313,9 @@ impl Metrics {
             "How late each hold-music pacer slot was served after its due time",
             SnapshotHistogram::pacer_lateness(&snap.pacer_lateness),
         );
+        if let Some(c) = &snap.cluster {
+            encode_cluster(&mut reg, c);
+        }
         if let Some(j) = self.journal.get() {
             use std::sync::atomic::Ordering::Relaxed;
             let counters = [
@@ -330,6 +335,43 @@ impl Metrics {
         }
         out
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HolderLabels {
+    /// `self` (this node) or `others`.
+    holder: &'static str,
+}
+
+/// `parkd_cluster_*`: Redis reachable, orbits held here and elsewhere, nodes alive, claims by result, orbits
+/// lost, Redis round trips and their failures.
+fn encode_cluster(reg: &mut Registry, c: &crate::cluster::ClusterScrape) {
+    let gauge = |v: usize| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    reg.register("cluster_up", "1 when Redis answers and parks can be granted, 0 while parks get 503", gauge(usize::from(c.up)));
+    let orbits = Family::<HolderLabels, Gauge>::default();
+    orbits.get_or_create(&HolderLabels { holder: "self" }).set(c.own as i64);
+    orbits.get_or_create(&HolderLabels { holder: "others" }).set(c.remote as i64);
+    reg.register("cluster_orbits", "Orbits claimed in Redis, by this node (self) or the other nodes (others, as this node sees them)", orbits);
+    reg.register("cluster_nodes", "Other nodes heard from within their lease", gauge(c.nodes));
+    reg.register("cluster_pending_claims", "Claims waiting for Redis's answer", gauge(c.pending));
+    let claims = Family::<ResultLabels, Counter>::default();
+    let n = &c.counts;
+    for (result, v) in [("granted", n.granted), ("taken", n.taken), ("full", n.full), ("unavailable", n.unavailable)] {
+        claims.get_or_create(&ResultLabels { result }).inc_by(v);
+    }
+    reg.register("cluster_claims", "Orbit claims answered, by result (taken: another node holds it; unavailable: Redis did not answer)", claims);
+    reg.register("cluster_orbits_lost", "Orbits of calls parked here that another node took (moved or recalled)", ConstCounter::new(n.lost));
+    reg.register("cluster_redis_ops", "Redis operations sent (claims, renewals, releases, resyncs; one round trip each)", ConstCounter::new(n.ops));
+    reg.register("cluster_redis_errors", "Redis operations that failed or timed out", ConstCounter::new(n.op_errors));
 }
 
 #[cfg(test)]
@@ -440,5 +482,28 @@ mod tests {
         assert!(text.contains(r#"parkd_pacer_lateness_seconds_bucket{le="+Inf"} 3"#), "{text}");
         assert!(text.contains("parkd_pacer_lateness_seconds_count 3"), "{text}");
         assert!(text.contains("parkd_pacer_lateness_seconds_sum 0.0283"), "{text}");
+    }
+
+    #[test]
+    fn the_cluster_section_is_written_only_on_a_cluster_node() {
+        let single = Metrics::new().encode(&ScrapeSnapshot::default());
+        assert!(!single.contains("parkd_cluster"), "{single}");
+        let counts = crate::cluster::ClusterCounts { granted: 5, taken: 1, unavailable: 2, ops: 40, op_errors: 3, ..Default::default() };
+        let c = crate::cluster::ClusterScrape { up: true, own: 2, remote: 3, nodes: 2, pending: 0, counts };
+        let text = Metrics::new().encode(&ScrapeSnapshot { cluster: Some(c), ..Default::default() });
+        for line in [
+            "parkd_cluster_up 1",
+            r#"parkd_cluster_orbits{holder="self"} 2"#,
+            r#"parkd_cluster_orbits{holder="others"} 3"#,
+            "parkd_cluster_nodes 2",
+            r#"parkd_cluster_claims_total{result="granted"} 5"#,
+            r#"parkd_cluster_claims_total{result="unavailable"} 2"#,
+            r#"parkd_cluster_claims_total{result="full"} 0"#,
+            "parkd_cluster_orbits_lost_total 0",
+            "parkd_cluster_redis_ops_total 40",
+            "parkd_cluster_redis_errors_total 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
     }
 }
