@@ -184,6 +184,9 @@ async fn serve(
     let mut core = Core::with_plan(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed, &plan);
     core.set_limits(&cfg.limits, &cfg.access);
     core.set_dial_allow(cfg.http.dial_patterns()?);
+    // A cluster node first (its Redis link reports to the driver loop, which runs after the restore): the calls
+    // restored next take back the claims the journal holds for them (`ClusterRoom::adopt`, issue 18).
+    let cluster = start_cluster(&cfg, &mut core, seed)?;
     // The calls of the last run, back before the SIP socket is read: the media threads (their RTP ports are
     // bound) get each restored stream with the first drain of the driver loop, before it reads any socket.
     let journal = match journal {
@@ -208,7 +211,6 @@ async fn serve(
         }
         None => None,
     };
-    let cluster = start_cluster(&cfg, &mut core, seed)?;
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
     }

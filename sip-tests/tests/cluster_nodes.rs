@@ -150,6 +150,12 @@ fn a_node_restarted_within_its_lease_keeps_its_calls_and_orbits() {
     let o = api_orbit(&b, "705");
     assert_eq!((o["state"].as_str(), o["node"].as_str()), (Some("parked"), Some("a")), "b still sees 705 as a's: {o}");
     park(&mut pb, "705", 486);
+    // a took its claim back from the journal (same fence), so 705 never looked free: b never reported it free.
+    let log = a.stderr_all();
+    assert!(log.contains("the journal's claim of a restored call taken back"), "a adopted its journaled claim:\n{}", a.stderr_tail(40));
+    assert!(!log.contains("claiming it anew"), "no release-and-claim-again window");
+    let b_log = b.stderr_all();
+    assert!(b_log.contains(r#""event":"remote_parked""#) && !b_log.contains(r#""event":"remote_freed""#), "b saw 705 parked, never free:\n{}", b.stderr_tail(40));
     let before = music(&pa, held);
     assert!(pa.phones[held].rtp.wait_for_class(PayloadClass::Other, before + 25, WAIT), "a's restored call hears music again");
     println!(

@@ -359,7 +359,13 @@ impl Core {
                 self.claim_unclaimed(now);
             }
             ClaimResult::Granted { .. } if self.parking.parked_in(slot.lot, slot.orbit).is_none() => self.release_claim(slot),
-            ClaimResult::Granted { fence, .. } => tracing::info!(%orbit, fence = fence.0, "cluster: the orbit of a call parked here is claimed"),
+            ClaimResult::Granted { fence, .. } => {
+                tracing::info!(%orbit, fence = fence.0, "cluster: the orbit of a call parked here is claimed");
+                // Its claim record (the fence) goes to the journal with the next group.
+                if let Some(call) = self.parking.parked_in(slot.lot, slot.orbit) {
+                    self.touch(call);
+                }
+            }
             ClaimResult::Taken { owner, .. } => {
                 tracing::warn!(%orbit, %owner, "cluster: another node holds the orbit of a call parked here");
                 self.orbit_lost(now, slot, owner);

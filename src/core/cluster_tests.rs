@@ -664,3 +664,52 @@ fn an_api_repark_claims_its_orbit_cluster_wide_and_is_answered_after_the_claim()
     assert_eq!(byes(&c, &dave), 0);
     assert_eq!(c.nodes[0].core.live().orbits_occupied, 0);
 }
+
+#[test]
+fn a_node_restarted_within_its_lease_takes_its_journaled_claim_back_and_the_orbit_never_looks_free() {
+    use crate::journal::{Record, RecordKind};
+    let mut c = Cluster::new();
+    c.nodes[0].core.set_journaling(true);
+    let p = phone(0);
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(p.peer, &p.invite("703", "Referred-By: <sip:alice@127.0.0.1:5999>\n", Some(&p.sdp("0", "sendrecv"))));
+    c.pump();
+    assert!(c.nodes[0].responses_to(p.peer, since).iter().all(|r| r.status < 200), "the 200 waits for the journal");
+    let token = c.nodes[0].last_token().expect("a held group");
+    let claim_put = |g: &[Record]| g.iter().any(|r| matches!(r, Record::Put { key, .. } if key.kind == RecordKind::ORBIT_CLAIM));
+    assert!(c.nodes[0].journal.iter().any(|(g, t)| *t == Some(token) && claim_put(g)), "the claim's fence is in the group the 200 waits for");
+    c.nodes[0].durable(token, true);
+    let ok = c.nodes[0].last_response_to(p.peer, since);
+    assert_eq!(ok.status, 200);
+    c.nodes[0].deliver(p.peer, &p.ack("703", ok.common.to.tag().unwrap(), p.cseq, None));
+    let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
+    let held = c.redis.holder(slot).expect("claimed");
+    let live = crate::journal::LiveSet::replay(c.nodes[0].journal.iter().flat_map(|(g, _)| g.iter().cloned()));
+
+    // a restarts within its lease, as main.rs starts it: cluster node first, then the restore, then Redis.
+    let mut fresh = World::with_lots(lots());
+    fresh.core.set_journaling(true);
+    fresh.core.enable_cluster(ClusterRoom::new(ClusterSettings::new(c.names[0].clone(), "sip:a".into(), LEASE), c.keys.clone()));
+    assert_eq!(fresh.core.restore(&live, fresh.now).parked, 1);
+    assert!(fresh.core.cluster_room().unwrap().own_claim(slot).is_some_and(|o| o.fence == held.0), "the journal's claim is taken back");
+    assert!(!fresh.journal.iter().flat_map(|(g, _)| g.iter()).any(|r| matches!(r, Record::Delete { key } if key.kind == RecordKind::ORBIT_CLAIM)), "and kept in the journal");
+    c.nodes[0] = fresh;
+    c.routed[0] = 0;
+    c.nodes[0].cluster_input(ClusterInput::Link(true));
+    c.pump();
+    assert_eq!(c.redis.holder(slot), Some(held.clone()), "the same claim, never released");
+    assert_eq!(c.park(1, &phone(4), "703").status, 486, "b cannot take it");
+    let b_saw_free = c.nodes[1].events.iter().any(|e| matches!(e, super::ParkEvent::RemoteFreed { orbit, .. } if orbit.as_str() == "703"));
+    assert!(!b_saw_free, "b never saw 703 free: {:?}", c.nodes[1].events);
+    assert!(!c.nodes[0].events.iter().any(|e| matches!(e, super::ParkEvent::OrbitLost { .. })), "nothing moved");
+    // The renewals keep it past the old process's lease.
+    for n in &mut c.nodes {
+        n.advance(LEASE / 2);
+    }
+    c.pump();
+    for n in &mut c.nodes {
+        n.advance(LEASE);
+    }
+    c.pump();
+    assert_eq!(c.redis.holder(slot).map(|h| h.1), Some(c.names[0].clone()), "still a's after the lease");
+}

@@ -50,8 +50,8 @@ impl RecordKind {
     pub const MEDIA_LEG: RecordKind = RecordKind(4);
     /// A BLF subscription with its expiry and NOTIFY version.
     pub const BLF_SUBSCRIPTION: RecordKind = RecordKind(5);
-    /// An orbit held by a call (what keeps a new park from getting it). Reserved (the parked call's record
-    /// names its orbit).
+    /// A cluster node's Redis claim of the orbit a parked call holds: its fence, taken back at a restart
+    /// (`crate::core::persist`, issue 18). A single node writes none (the parked call's record names its orbit).
     pub const ORBIT_CLAIM: RecordKind = RecordKind(6);
 
     /// A short name for logs.

@@ -61,6 +61,7 @@ impl Core {
         let mut records = std::mem::take(&mut self.journal.extra);
         for call in self.journal.take_touched() {
             self.journal_call(call, &mut records);
+            self.journal_claim(call, &mut records);
         }
         let mut subs = self.blf.take_touched();
         subs.sort_unstable();

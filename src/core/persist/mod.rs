@@ -15,6 +15,8 @@
 //!   bridge keeps its id: the group deletes `parked_call/<call>` and puts `bridge/<call>`.
 //! * `blf_subscription/<id>` ([`records::SubRecord`]): a subscription with its dialog, entity, expiry and
 //!   NOTIFY version ceiling.
+//! * `orbit_claim/<call>` (a cluster node, [`claims::ClaimRecord`]): the fence of the Redis claim of a parked
+//!   call's orbit, taken back at a restart (`claims.rs`).
 //!
 //! Deletes when things end (a hang-up, a call ended by parkd, a subscription that ends).
 //!
@@ -103,6 +105,7 @@
 //!   make a resumed stream repeat sequence numbers sent before.
 
 mod ack;
+mod claims;
 mod flush;
 pub mod records;
 mod restore;

@@ -61,7 +61,7 @@ impl Core {
                     report.bridged += 1;
                     Ok(restored)
                 }),
-                RecordKind::BLF_SUBSCRIPTION => continue,
+                RecordKind::BLF_SUBSCRIPTION | RecordKind::ORBIT_CLAIM => continue,
                 _ => {
                     // Another kind (a newer parkd's): left in the journal untouched.
                     report.skipped.push(format!("{key}: a record kind this parkd does not restore"));
@@ -115,6 +115,7 @@ impl Core {
         }
         self.ep.reserve_ids(max_id);
         self.journal.extra.extend(dropped.into_iter().map(Record::delete));
+        self.restore_claims(live, now);
         for call in &restored {
             self.resume_media(now, *call);
             self.touch(*call);

@@ -60,6 +60,8 @@ pub struct JournalRoom {
     /// What is in the journal for each call: its record kind and the hash of its value (volatile fields blanked).
     pub(super) written: FxHashMap<CallRef, (RecordKind, u64)>,
     pub(super) subs_written: FxHashMap<SubId, u64>,
+    /// The claim record written for each call parked in an orbit this node claimed (a cluster node).
+    pub(super) claims_written: FxHashMap<CallRef, super::claims::ClaimRecord>,
     /// Stream identities (SSRC, first sequence number and timestamp) of the legs parkd sends to.
     rng: SmallRng,
     /// Restored legs whose 2xx was never ACKed, by Call-ID and the caller's tag (a retransmitted INVITE).
@@ -85,6 +87,7 @@ impl JournalRoom {
             extra: Vec::new(),
             written: FxHashMap::default(),
             subs_written: FxHashMap::default(),
+            claims_written: FxHashMap::default(),
             rng: SmallRng::seed_from_u64(seed ^ 0x6a6f_7572_6e61_6c00),
             unacked: HashMap::new(),
             unacked_until: BinaryHeap::new(),
