@@ -28,7 +28,7 @@
 use crate::cluster::NodeName;
 use super::Core;
 use crate::cluster::auth::ClusterAuth;
-use crate::cluster::{Change, ClaimId, ClaimInfo, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
+use crate::cluster::{Change, ClaimId, ClaimInfo, ParkedDialog, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
 use crate::ids::OrbitIdx;
 use crate::sip::{NameAddr, Peer, Request};
 use crate::time::Time;
@@ -57,6 +57,8 @@ pub(super) struct PendingPark {
     req: Request,
     lot: usize,
     parker: Option<NameAddr>,
+    /// parkd's tag for the parked dialog, announced in the claim ([`ClaimInfo::dialog`]) and used by the 200.
+    tag: String,
 }
 
 /// A REFER's re-park waiting for its claim (its final NOTIFY waits with it).
@@ -179,16 +181,24 @@ impl Core {
         let id = ClaimId(c.next_id);
         let mut parked = req.common.from.uri.clone();
         parked.params = Default::default();
+        // The parked dialog as it will be (the 200 uses this tag): what other nodes' BLF shows for pickup.
+        let tag = self.ep.new_tag();
+        let dialog = ParkedDialog {
+            call_id: req.common.call_id.as_str().to_string(),
+            local_tag: tag.clone(),
+            remote_tag: req.common.from.tag().unwrap_or("").to_string(),
+        };
+        let Some(c) = self.cluster.as_mut() else { return };
         let info = ClaimInfo {
             parked: parked.to_string(),
             parked_name: req.common.from.display.clone(),
             parker: parker.as_ref().map(|p| p.uri.to_string()),
             since_ms: now.as_millis(),
-            dialog: None,
+            dialog: Some(dialog),
             node_sip: Some(c.room.settings().sip.clone()),
         };
         let want = orbit.map_or(Want::Any, Want::Orbit);
-        c.pending.insert(id, PendingPark { txn, from, req, lot, parker });
+        c.pending.insert(id, PendingPark { txn, from, req, lot, parker, tag });
         c.room.claim(now, id, lot, want, info);
     }
 
@@ -199,6 +209,8 @@ impl Core {
             parked: self.dialogs.get(p.other).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
             parker: Some(p.parker.uri.to_string()),
             since_ms: now.as_millis(),
+            dialog: parked_dialog(&self.dialogs, p.other),
+            node_sip: Some(c.room.settings().sip.clone()),
             ..ClaimInfo::default()
         };
         c.next_id += 1;
@@ -274,7 +286,7 @@ impl Core {
     }
 
     fn on_claim(&mut self, now: Time, p: PendingPark, result: ClaimResult) {
-        let PendingPark { txn, from, req, lot, parker } = p;
+        let PendingPark { txn, from, req, lot, parker, tag } = p;
         if !self.ep.txn.awaiting_final(txn) {
             // CANCELled (487) or gone meanwhile: give the orbit back.
             if let ClaimResult::Granted { slot, .. } = result {
@@ -285,7 +297,7 @@ impl Core {
         match result {
             ClaimResult::Granted { slot, fence } => {
                 tracing::debug!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, "cluster: orbit granted");
-                self.park_local(now, txn, from, req, slot.lot, Some(slot.orbit), parker, true);
+                self.park_local(now, txn, from, req, slot.lot, Some(slot.orbit), parker, Some(tag));
             }
             ClaimResult::Taken { owner, .. } => {
                 tracing::info!(%owner, "cluster: orbit held by a node");
@@ -326,6 +338,7 @@ impl Core {
                     parker: p.parker.as_ref().map(|n| n.uri.to_string()),
                     since_ms: p.parked_at.as_millis(),
                     node_sip: Some(c.room.settings().sip.clone()),
+                    dialog: parked_dialog(&self.dialogs, p.parked),
                     ..ClaimInfo::default()
                 };
                 (slot, info)
@@ -372,6 +385,8 @@ impl Core {
                 parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
                 parker: p.parker.as_ref().map(|n| n.uri.to_string()),
                 since_ms: p.parked_at.as_millis(),
+                dialog: parked_dialog(&self.dialogs, p.parked),
+                node_sip: Some(c.room.settings().sip.clone()),
                 ..ClaimInfo::default()
             },
             None => return,
@@ -472,4 +487,11 @@ impl Core {
     pub(super) fn remote_in_lot(&self, lot: usize) -> usize {
         self.cluster.as_ref().map_or(0, |c| c.room.view().count_in_lot(lot))
     }
+}
+
+/// The dialog of parked leg `leg` as this node holds it (Call-ID, parkd's tag, the parked party's tag): what the
+/// claim shows other nodes, so their BLF NOTIFYs carry it and a pickup with `Replaces` works there.
+pub(super) fn parked_dialog(dialogs: &super::dialogs::Dialogs, leg: crate::core::ids::LegId) -> Option<ParkedDialog> {
+    let d = &dialogs.get(leg)?.dialog;
+    Some(ParkedDialog { call_id: d.call_id.to_string(), local_tag: d.local_tag().to_string(), remote_tag: d.remote_tag().to_string() })
 }

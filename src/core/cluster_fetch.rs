@@ -86,6 +86,19 @@ impl Core {
         true
     }
 
+    /// The orbit another node holds whose parked dialog (as the claim shows it) is the one `r` names: to-tag =
+    /// the owner's tag, from-tag = the parked party's (swapped tags are accepted, as for a local dialog).
+    pub(super) fn remote_named_by(&self, r: &crate::sip::Replaces) -> Option<(usize, crate::ids::OrbitIdx)> {
+        let view = self.cluster.as_ref()?.room.view();
+        let named = |local: &str, remote: &str| {
+            if local.is_empty() || remote.is_empty() {
+                return None;
+            }
+            view.iter().find(|(_, c)| c.info.dialog.as_ref().is_some_and(|d| d.call_id == r.call_id && d.local_tag == local && d.remote_tag == remote)).map(|(s, _)| (s.lot, s.orbit))
+        };
+        named(&r.to_tag, &r.from_tag).or_else(|| named(&r.from_tag, &r.to_tag))
+    }
+
     /// A response to the INVITE of fetch `call`.
     pub(super) fn on_fetch_response(&mut self, now: Time, call: CallRef, id: ClientTxnId, verdict: ClientVerdict) {
         let ClientVerdict::Final(resp) = verdict else { return };

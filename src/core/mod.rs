@@ -282,3 +282,5 @@ mod plain_data_tests;
 mod counts_tests;
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod cluster_fetch_tests;
