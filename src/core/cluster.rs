@@ -89,6 +89,8 @@ pub(super) struct CoreCluster {
     pub(super) auth: Option<ClusterAuth>,
     /// Retrieves waiting for the node that holds their orbit (`cluster_fetch.rs`), by the bridge's id.
     pub(super) fetches: FxHashMap<crate::core::ids::CallRef, super::cluster_fetch::Fetch>,
+    /// Calls this node handed to another node's fetch, kept while that bridge lasts (`cluster_lend.rs`).
+    pub(super) lent: FxHashMap<crate::core::ids::CallRef, Box<super::parking::ParkedCall>>,
 }
 
 /// How far a node-to-node header's time may be from this node's clock.
@@ -98,7 +100,7 @@ impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), refers: FxHashMap::default(), moves: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default() });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), refers: FxHashMap::default(), moves: FxHashMap::default(), reclaims: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default(), lent: FxHashMap::default() });
     }
 
     /// The cluster's shared secret (`[cluster] secret`): with it, a retrieve another node sends here with a
@@ -324,7 +326,7 @@ impl Core {
 
     /// Claims the orbit of every call parked here without a claim (calls restored from the journal, whose
     /// fence is not journaled yet): asked each time Redis becomes reachable until it answers.
-    fn claim_unclaimed(&mut self, now: Time) {
+    pub(super) fn claim_unclaimed(&mut self, now: Time) {
         let Some(c) = self.cluster.as_mut() else { return };
         let asked: rustc_hash::FxHashSet<Slot> = c.reclaims.values().copied().collect();
         let todo: Vec<(Slot, ClaimInfo)> = self

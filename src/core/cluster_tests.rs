@@ -438,33 +438,6 @@ fn a_fetch_into_an_empty_orbit_of_an_empty_orbit_park_lot_is_not_a_park() {
 }
 
 #[test]
-fn a_retriever_cancelling_while_b_fetches_gets_487_and_b_keeps_nothing() {
-    let mut c = Cluster::new();
-    for n in &mut c.nodes {
-        n.core.set_cluster_secret(SECRET);
-    }
-    let bob = phone(0);
-    assert_eq!(c.park(0, &bob, "703").status, 200);
-    let slot = Slot { lot: 0, orbit: OrbitIdx(2) };
-    let mut claim = c.nodes[1].core.cluster_room().unwrap().view().get(slot).unwrap().clone();
-    claim.info.node_sip = Some("sip:127.0.0.1:5060".into());
-    let change = crate::cluster::Change::Claimed { slot, fence: claim.fence, owner: claim.owner.clone(), lease_ms: 10_000, info: claim.info };
-    c.nodes[1].cluster_input(ClusterInput::Change(change));
-    let carol = Phone { call_id: "call-8".into(), ..Phone::new("carol", 5078) };
-    let since = c.nodes[1].sent.len();
-    let invite = carol.invite("703", "", Some(&carol.sdp("0", "sendrecv")));
-    c.nodes[1].deliver(carol.peer, &invite);
-    let cancel = invite.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "\n";
-    c.nodes[1].deliver(carol.peer, &cancel);
-    assert_eq!(c.nodes[1].core.cluster.as_ref().unwrap().fetches.len(), 0, "the fetch is dropped at once");
-    c.route();
-    let finals: Vec<u16> = c.nodes[1].responses_to(carol.peer, since).iter().filter(|r| r.common.cseq.method == crate::sip::Method::Invite).map(|r| r.status).filter(|s| *s >= 200).collect();
-    assert!(finals.contains(&487) && !finals.contains(&200), "{finals:?}");
-    assert_eq!(c.nodes[1].core.bridging.len(), 0, "b bridges nothing");
-}
-
-#[test]
 fn a_node_restarted_within_its_lease_claims_its_restored_calls_orbits_anew() {
     // The journal of node a: one call parked in 701.
     let mut w = World::with_lots(lots());

@@ -87,6 +87,7 @@ impl Core {
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
+            Dialed::Orbit(i) if trusted => self.retrieve_for_node(now, txn, from, req, lot, i),
             Dialed::Orbit(i) => self.retrieve(now, txn, from, req, lot, i),
             Dialed::RetrieveCode => self.retrieve_oldest(now, txn, from, req, lot),
         }
@@ -171,7 +172,7 @@ impl Core {
     }
 
     /// Hands the call parked in `orbit` to the caller of `req`.
-    fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
+    pub(super) fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
         match self.parking.occupant(lot, orbit) {
             Some(call) => self.take_call(now, txn, from, req, call),
             None if self.parking.empty_orbit_parks(lot) => {
