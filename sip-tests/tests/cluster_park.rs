@@ -688,3 +688,34 @@ fn a_retrieve_on_node_b_while_node_a_is_stopped_gets_480_and_a_keeps_the_call() 
     }
     println!("figure: a stopped → retrieve on b answered 480 after {answered_ms:.0} ms; a continued → 50 hold packets to bob again within {:.0} ms", t1.elapsed().as_secs_f64() * 1e3);
 }
+
+/// An attended park on node a (Dave replaces Bob in the orbit, RFC 3891) rewrites the claim's info in Redis
+/// (same fence): node b's BLF NOTIFY then names Dave's dialog, so a pickup there gets Dave.
+#[test]
+fn after_an_attended_park_on_node_a_node_b_shows_the_new_partys_dialog() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_swap");
+    let cfg = format!("[cluster]\nsecret = \"{SECRET}\"\n");
+    let (a, b) = (node_with("cl_swap", &redis, "a", &cfg), node_with("cl_swap", &redis, "b", &cfg));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    let (bob, r) = pa.park("713", true);
+    assert_eq!(r.status, 200);
+    let mut watcher = subscribe(&b, "713");
+    let body = notify_body(&mut watcher, |b| b.contains("confirmed"));
+    assert_eq!(attr(&body, "call-id"), bob.call_id);
+    let bob_tag = r.common.to.tag().unwrap_or("").to_string();
+    let t0 = Instant::now();
+    let mut dave = pa.invite_with("700", |_| format!("Replaces: {};to-tag={bob_tag};from-tag={}\r\n", bob.call_id, bob.from_tag));
+    let r = pa.final_of(&mut dave);
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "713"), "Dave takes 713");
+    let body = notify_body(&mut watcher, |b| b.contains(&format!("call-id=\"{}\"", dave.call_id)));
+    let seen_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert!(body.contains("confirmed") && attr(&body, "local-tag") == r.common.to.tag().unwrap_or("") && attr(&body, "remote-tag") == dave.from_tag, "{body}");
+    let replaces = format!("Replaces: {};to-tag={};from-tag={}\r\n", dave.call_id, attr(&body, "local-tag"), dave.from_tag);
+    let mut carol = pb.invite_with("713", |_| replaces.clone());
+    assert_eq!(pb.final_of(&mut carol).status, 200, "the pickup on b gets Dave");
+    wait_api(&a, "713", "free", None);
+    println!("figure: attended park on a → b's NOTIFY with the new dialog {seen_ms:.1} ms after the INVITE");
+}

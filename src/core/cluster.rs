@@ -334,17 +334,7 @@ impl Core {
             .iter()
             .map(|p| (Slot { lot: p.lot, orbit: p.orbit }, p))
             .filter(|(slot, _)| c.room.own_claim(*slot).is_none() && !asked.contains(slot))
-            .map(|(slot, p)| {
-                let info = ClaimInfo {
-                    parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
-                    parker: p.parker.as_ref().map(|n| n.uri.to_string()),
-                    since_ms: p.parked_at.as_millis(),
-                    node_sip: Some(c.room.settings().sip.clone()),
-                    dialog: parked_dialog(&self.dialogs, p.parked),
-                    ..ClaimInfo::default()
-                };
-                (slot, info)
-            })
+            .map(|(slot, p)| (slot, claim_info(&self.dialogs, p, c.room.settings().sip.clone())))
             .collect();
         for (slot, info) in todo {
             c.next_id += 1;
@@ -382,17 +372,7 @@ impl Core {
         if c.moves.values().any(|m| m.0 == call) {
             return;
         }
-        let info = match self.parking.get(call) {
-            Some(p) => ClaimInfo {
-                parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
-                parker: p.parker.as_ref().map(|n| n.uri.to_string()),
-                since_ms: p.parked_at.as_millis(),
-                dialog: parked_dialog(&self.dialogs, p.parked),
-                node_sip: Some(c.room.settings().sip.clone()),
-                ..ClaimInfo::default()
-            },
-            None => return,
-        };
+        let Some(info) = self.parking.get(call).map(|p| claim_info(&self.dialogs, p, c.room.settings().sip.clone())) else { return };
         c.next_id += 1;
         let id = ClaimId(c.next_id);
         c.moves.insert(id, (call, slot, owner));
@@ -455,6 +435,15 @@ impl Core {
         }
     }
 
+    /// The call parked in `call`'s orbit changed its party (an attended park): the claim's info (parked party,
+    /// parker, since, the parked dialog) is rewritten in Redis so other nodes' BLF shows the new dialog.
+    pub(super) fn refresh_claim_info(&mut self, now: Time, call: crate::core::ids::CallRef) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let Some(p) = self.parking.get(call) else { return };
+        let info = claim_info(&self.dialogs, p, c.room.settings().sip.clone());
+        c.room.update_info(now, Slot { lot: p.lot, orbit: p.orbit }, info);
+    }
+
     /// Gives back this node's claim of `slot` (no-op without a cluster or when the node does not hold it).
     pub(super) fn release_claim(&mut self, slot: Slot) {
         if let Some(c) = self.cluster.as_mut() {
@@ -496,4 +485,21 @@ impl Core {
 pub(super) fn parked_dialog(dialogs: &super::dialogs::Dialogs, leg: crate::core::ids::LegId) -> Option<ParkedDialog> {
     let d = &dialogs.get(leg)?.dialog;
     Some(ParkedDialog { call_id: d.call_id.to_string(), local_tag: d.local_tag().to_string(), remote_tag: d.remote_tag().to_string() })
+}
+
+/// What the claim of parked call `p` shows other nodes (the node's SIP address `sip`).
+fn claim_info(dialogs: &super::dialogs::Dialogs, p: &super::parking::ParkedCall, sip: String) -> ClaimInfo {
+    let leg = dialogs.get(p.parked);
+    let mut parked = leg.map(|l| l.dialog.remote.clone());
+    if let Some(na) = parked.as_mut() {
+        na.params = Default::default();
+    }
+    ClaimInfo {
+        parked: parked.as_ref().map(|n| n.uri.to_string()).unwrap_or_default(),
+        parked_name: parked.and_then(|n| n.display),
+        parker: p.parker.as_ref().map(|n| n.uri.to_string()),
+        since_ms: p.parked_at.as_millis(),
+        dialog: parked_dialog(dialogs, p.parked),
+        node_sip: Some(sip),
+    }
 }

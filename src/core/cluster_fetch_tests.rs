@@ -194,3 +194,33 @@ fn an_owner_node_not_answering_within_2_s_gets_a_cancel_and_the_retriever_480_wi
     assert!(c.nodes[1].core.cluster.as_ref().unwrap().fetches.is_empty(), "b keeps nothing");
     assert!(finals(&c, 1, &carol, since).iter().all(|r| r.status == 480), "Carol's only answer is the 480 (retransmitted)");
 }
+
+#[test]
+fn after_an_attended_park_on_a_b_shows_the_new_partys_dialog_and_picks_it_up() {
+    let mut c = Cluster::routable(lots());
+    let bob = phone(0);
+    let tag = bob_parked_on_a(&mut c, &bob);
+    let fence = c.redis.holder(SLOT).unwrap().0;
+    // Dave replaces Bob in 703 (attended park: INVITE to the park code with Replaces naming Bob's parked dialog).
+    let dave = Phone { call_id: "call-5".into(), ..Phone::new("dave", 5075) };
+    let since = c.nodes[0].sent.len();
+    c.nodes[0].deliver(dave.peer, &dave.invite("700", &format!("Replaces: call-0;to-tag={tag};from-tag=p-tag\n"), Some(&dave.sdp("0", "sendrecv"))));
+    c.pump();
+    let r = c.nodes[0].last_response_to(dave.peer, since);
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("703")));
+    let dave_tag = r.common.to.tag().unwrap().to_string();
+    c.nodes[0].deliver(dave.peer, &dave.ack("700", &dave_tag, dave.cseq, None));
+    c.pump();
+    // The claim is the same (same fence), its info names Dave's dialog on b.
+    assert_eq!(c.redis.holder(SLOT), Some((fence, c.names[0].clone())));
+    let info = c.nodes[1].core.cluster_room().unwrap().view().get(SLOT).unwrap().info.clone();
+    assert_eq!(info.dialog, Some(crate::cluster::ParkedDialog { call_id: "call-5".into(), local_tag: dave_tag.clone(), remote_tag: "dave-tag".into() }));
+    assert!(info.parked.contains("dave"), "{info:?}");
+    // A pickup at b naming Dave's dialog gets Dave.
+    let carol = Phone { call_id: "call-8".into(), ..Phone::new("carol", 5078) };
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.invite("703", &format!("Replaces: call-5;to-tag={dave_tag};from-tag=dave-tag\n"), Some(&carol.sdp("0", "sendrecv"))));
+    c.route();
+    assert_eq!(c.nodes[1].last_response_to(carol.peer, since).status, 200);
+    assert!(c.nodes[0].core.parking.parked_in(0, SLOT.orbit).is_none());
+}
