@@ -17,13 +17,14 @@
 //! Whenever an orbit this node holds becomes free locally (retrieve, hang-up, recall answered, a park undone),
 //! [`Core::orbit_changed`] releases its claim.
 //!
-//! # Not yet clustered
-//! REFER re-parks are refused (`503`) in a cluster (their NOTIFY cannot wait for a claim yet); the remote view
-//! is not shown by BLF or the API (only counted in [`Core::lot_summary`]); a retrieve of an orbit another node
-//! holds is fetched from it (`cluster_fetch.rs`, with the `[cluster] secret`; else `404 Parked On Another Node`),
-//! and a retrieve another node signs with that secret is taken here past the lot's access rules
-//! (`Core::cluster_trusted`); calls restored from the journal claim their orbits anew
-//! once Redis answers (their fence is not journaled; one another node took meanwhile is only logged).
+//! # Other nodes' calls
+//! The remote view is shown by BLF and the API (with the owner's parked dialog, so a pickup with `Replaces` works
+//! on any node); a retrieve of an orbit another node holds, plain or by `Replaces`, is fetched from it
+//! (`cluster_fetch.rs`, with the `[cluster] secret`; else `404 Parked On Another Node`), and a retrieve another node
+//! signs with that secret is taken here past the lot's access rules (`Core::cluster_trusted`), the call being lent
+//! (`cluster_lend.rs`: parked again if that node's retriever gave up). REFER re-parks wait for their claim; re-parks
+//! by the HTTP API are refused (`503`). Calls restored from the journal claim their orbits anew once Redis answers
+//! (their fence is not journaled).
 
 use crate::cluster::NodeName;
 use super::Core;
