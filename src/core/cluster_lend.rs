@@ -6,7 +6,6 @@
 //! node took it in that instant, the call moves into a free orbit of its lot or its parker is recalled, as for any
 //! lost orbit).
 
-use super::cluster_fetch::FETCH_ABANDONED_REASON;
 use super::ids::{CallRef, LegId};
 use super::parking::{MediaMode, ParkedCall};
 use super::{Core, ParkEvent};
@@ -30,7 +29,11 @@ impl Core {
     /// A BYE on `leg_id`: when it is the fetching node's leg of a lent call and says the retriever gave up, the
     /// call is parked again (true: handled). Otherwise false (the BYE ends the leg as usual).
     pub(super) fn hand_back(&mut self, now: Time, leg_id: LegId, bye: &Request) -> bool {
-        let gave_up = bye.common.header("Reason").is_some_and(|r| r.replace(' ', "") == FETCH_ABANDONED_REASON.replace(' ', ""));
+        // `SIP;cause=487` (the text may be anything): see FETCH_ABANDONED_REASON.
+        let gave_up = bye.common.header("Reason").is_some_and(|r| {
+            let r = r.to_ascii_lowercase().replace(' ', "");
+            r.starts_with("sip;") && r.split(';').any(|p| p == "cause=487")
+        });
         let Some(call) = self.dialogs.get(leg_id).map(|l| l.call) else { return false };
         let ours = self.bridging.get(call).is_some_and(|b| b.other == leg_id);
         let Some(c) = self.cluster.as_mut() else { return false };
