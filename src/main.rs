@@ -158,7 +158,6 @@ fn start_cluster(cfg: &Config, core: &mut Core, seed: u64) -> Result<Option<park
     if cfg.cluster.secret.is_none() {
         tracing::warn!("cluster: no [cluster] secret: a retrieve of a call parked on another node answers 404 (with the secret this node fetches it)");
     }
-    tracing::warn!("cluster: not yet clustered: BLF pickup (Replaces) across nodes");
     Ok(Some(link))
 }
 

@@ -30,7 +30,13 @@ fn node(test: &str, redis: &RedisServer, name: &str) -> Parkd {
 
 /// [`node`] with more TOML (e.g. a `[cluster]` section).
 fn node_with(test: &str, redis: &RedisServer, name: &str, more_config: &str) -> Parkd {
-    let args = ["--redis", &redis.url(), "--node", name, "--lease", "3", "--http-token", TOKEN].map(String::from).to_vec();
+    node_leased(test, redis, name, more_config, 3)
+}
+
+/// [`node_with`] with a lease of `lease` seconds.
+fn node_leased(test: &str, redis: &RedisServer, name: &str, more_config: &str, lease: u32) -> Parkd {
+    let lease = lease.to_string();
+    let args = ["--redis", &redis.url(), "--node", name, "--lease", &lease, "--http-token", TOKEN].map(String::from).to_vec();
     // Every phone here is 127.0.0.1: allow it more than the default 10 parked calls per source.
     let config = Some(format!("[limits]\nparked_per_source = 100\n{more_config}"));
     let p = Parkd::start_with(&format!("{test}_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, http: true, ..ParkdOptions::default() });
@@ -524,4 +530,276 @@ fn a_retrieve_on_node_b_of_a_call_parked_on_node_a_connects_audio_both_ways() {
     assert_eq!(pa.park("709", false).1.status, 200);
     let same_ms = t0.elapsed().as_secs_f64() * 1e3;
     println!("figure: retrieve INVITE→200 cross-node (b fetching from a) {cross_ms:.1} ms; same-node {same_ms:.1} ms; carol's BYE on b → bob's BYE from a {bye_ms:.1} ms");
+}
+
+/// A BLF watcher: a UA that has sent node `p` a SUBSCRIBE to `orbit` (dialog event package).
+fn subscribe(p: &Parkd, orbit: &str) -> Ua {
+    let ua = Ua::new(p.sip_addr()).expect("UA socket");
+    let (l, s) = (ua.local, ua.server);
+    let text = format!(
+        "SUBSCRIBE sip:{orbit}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-sub-{orbit};rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:watcher@{l}>;tag=w{orbit}\r\nTo: <sip:{orbit}@{s}>\r\nCall-ID: sub-{orbit}-{port}\r\nCSeq: 1 SUBSCRIBE\r\n\
+         Contact: <sip:watcher@{l}>\r\nEvent: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        port = l.port()
+    );
+    ua.sock.send_to(text.as_bytes(), s).expect("send SUBSCRIBE");
+    ua
+}
+
+/// The next dialog-info body the watcher gets that satisfies `pred` (every NOTIFY is answered 200).
+fn notify_body(ua: &mut Ua, pred: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        while let Some(m) = ua.try_recv() {
+            if let Message::Request(req) = m {
+                if req.method == Method::Notify {
+                    ua.ok_to(&req);
+                    let body = String::from_utf8_lossy(&req.common.body).into_owned();
+                    if pred(&body) {
+                        return body;
+                    }
+                }
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "no NOTIFY as expected");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The last dialog-info body the watcher gets within `quiet` (every NOTIFY answered), if any.
+fn last_notify(ua: &mut Ua, quiet: Duration) -> Option<String> {
+    let t0 = Instant::now();
+    let mut last = None;
+    while t0.elapsed() < quiet {
+        while let Some(m) = ua.try_recv() {
+            if let Message::Request(req) = m {
+                if req.method == Method::Notify {
+                    ua.ok_to(&req);
+                    last = Some(String::from_utf8_lossy(&req.common.body).into_owned());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    last
+}
+
+/// Attribute `name` of the dialog-info body's `<dialog>` element.
+fn attr<'a>(body: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=\"");
+    let start = body.find(&key).map(|i| i + key.len()).unwrap_or_else(|| panic!("no {name} in {body}"));
+    body[start..].split('"').next().unwrap_or("")
+}
+
+/// Waits until node `p`'s API shows `orbit` in `state` (and, when given, held by `node`).
+fn wait_api(p: &Parkd, orbit: &str, state: &str, node: Option<&str>) {
+    let t0 = Instant::now();
+    loop {
+        let o = api_orbit(p, orbit);
+        if o["state"] == state && node.is_none_or(|n| o["node"] == n) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{orbit} never {state} ({node:?}): {o}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Hold music packets `ep` has received so far.
+fn hold_packets(ep: &sip_tests::media::rtp_endpoint::RtpEndpoint) -> usize {
+    ep.packets().iter().filter(|p| p.class == sip_tests::media::rtp_endpoint::PayloadClass::Other).count()
+}
+
+/// BLF pickup across nodes (issue 18): a phone subscribed to node b reads the dialog of a call parked on node a
+/// from b's NOTIFY (Call-ID, a's tag, Bob's tag), INVITEs b with `Replaces`; b fetches the call from a and audio
+/// flows both ways (byte-exact patterns, 50 packets each way).
+#[test]
+fn a_blf_pickup_with_replaces_on_node_b_of_a_call_parked_on_node_a_connects_audio_both_ways() {
+    use sip_tests::media::rtp_endpoint::{PayloadClass, RtpEndpoint};
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_pickup");
+    let cfg = format!("[cluster]\nsecret = \"{SECRET}\"\n");
+    let (a, b) = (node_with("cl_pickup", &redis, "a", &cfg), node_with("cl_pickup", &redis, "b", &cfg));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    let mut watcher = subscribe(&b, "710");
+    notify_body(&mut watcher, |b| !b.contains("confirmed"));
+    let bob = RtpEndpoint::bind("bob (parked on a)");
+    bob.start_talking(1);
+    pa.rtp = Some(bob.port());
+    let parked_at = Instant::now();
+    let (bob_call, r) = pa.park("710", true);
+    assert_eq!(r.status, 200);
+    let body = notify_body(&mut watcher, |b| b.contains("confirmed"));
+    let seen_ms = parked_at.elapsed().as_secs_f64() * 1e3;
+    let (call_id, local, remote) = (attr(&body, "call-id"), attr(&body, "local-tag"), attr(&body, "remote-tag"));
+    assert_eq!((call_id, local, remote), (bob_call.call_id.as_str(), r.common.to.tag().unwrap_or(""), bob_call.from_tag.as_str()), "b shows a's dialog: {body}");
+    assert!(bob.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(3)), "bob hears hold music on a");
+    let carol = RtpEndpoint::bind("carol (picks up on b)");
+    carol.start_talking(2);
+    pb.rtp = Some(carol.port());
+    let replaces = format!("Replaces: {call_id};to-tag={local};from-tag={remote}\r\n");
+    let t0 = Instant::now();
+    let mut pickup = pb.invite_with("710", |_| replaces.clone());
+    let r = pb.final_of(&mut pickup);
+    let pickup_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "710"), "b answers the pickup itself: {r:?}");
+    assert!(carol.wait_for_class(PayloadClass::Pattern(1), 50, Duration::from_secs(5)), "carol hears bob: {:?}", carol.report(PayloadClass::Pattern(1)));
+    assert!(bob.wait_for_class(PayloadClass::Pattern(2), 50, Duration::from_secs(5)), "bob hears carol: {:?}", bob.report(PayloadClass::Pattern(2)));
+    wait_api(&a, "710", "free", None);
+    wait_api(&b, "710", "free", None);
+    notify_body(&mut watcher, |b| !b.contains("confirmed"));
+    println!("figure: park INVITE to a → b's NOTIFY with a's dialog {seen_ms:.1} ms; pickup with Replaces on b INVITE→200 {pickup_ms:.1} ms");
+}
+
+/// A CANCEL of `c`'s INVITE (as [`Ua::invite`] sent it: same branch, CSeq 1).
+fn cancel(ua: &Ua, c: &CallIds) {
+    let (l, s) = (ua.local, ua.server);
+    let branch: String = c.call_id.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' { ch } else { '-' }).collect();
+    let text = format!(
+        "CANCEL sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{branch}-inv;rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:{u}@{l}>;tag={ft}\r\nTo: <sip:{t}@{s}>\r\nCall-ID: {cid}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        t = c.target,
+        u = c.user,
+        ft = c.from_tag,
+        cid = c.call_id
+    );
+    ua.sock.send_to(text.as_bytes(), s).expect("send CANCEL");
+}
+
+/// A retriever that hangs up (CANCEL) at node b while b fetches the call from node a does not end the call: b
+/// CANCELs towards a, or ends a's answer with a BYE saying the retriever gave up, and a parks Bob again in his
+/// orbit (hold music, BLF confirmed, both APIs), where a later retrieve on b gets him.
+#[test]
+fn a_retriever_cancelling_on_node_b_leaves_the_call_parked_on_node_a() {
+    use sip_tests::media::rtp_endpoint::{PayloadClass, RtpEndpoint};
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_cancel");
+    let cfg = format!("[cluster]\nsecret = \"{SECRET}\"\n");
+    let (a, b) = (node_with("cl_cancel", &redis, "a", &cfg), node_with("cl_cancel", &redis, "b", &cfg));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    let bob = RtpEndpoint::bind("bob (parked on a)");
+    bob.start_talking(1);
+    pa.rtp = Some(bob.port());
+    let (bob_call, r) = pa.park("711", true);
+    assert_eq!(r.status, 200);
+    assert!(bob.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(3)), "bob hears hold music on a");
+    wait_api(&b, "711", "parked", Some("a"));
+    let mut watcher = subscribe(&b, "711");
+    notify_body(&mut watcher, |b| b.contains("confirmed"));
+    let mut carol = pb.invite("711", false);
+    cancel(&pb.ua, &carol);
+    let r = pb.final_of(&mut carol);
+    assert_eq!(r.status, 487, "carol's INVITE is cancelled: {r:?}");
+    let held = hold_packets(&bob);
+    assert!(bob.wait_until(Duration::from_secs(5), |p| p.iter().filter(|x| x.class == PayloadClass::Other).count() >= held + 50), "bob hears hold music again");
+    pa.pump();
+    assert!(!pa.byes.contains(&bob_call.call_id), "a did not hang up bob");
+    wait_api(&a, "711", "parked", None);
+    wait_api(&b, "711", "parked", Some("a"));
+    let handed_back = a.stderr_all().contains("parked here again");
+    // The orbit was free for a moment when a had answered (released, then claimed again): the last NOTIFY says
+    // parked; without that moment, nothing changed for the watcher.
+    let last = last_notify(&mut watcher, Duration::from_millis(300));
+    assert!(last.as_deref().is_none_or(|b| b.contains("confirmed")), "b's BLF shows 711 parked: {last:?}");
+    assert!(last.is_some() || !handed_back, "a handed the call back: b's watcher was told");
+    // Retrievable again, on b.
+    let dave = RtpEndpoint::bind("dave (retrieves on b)");
+    pb.rtp = Some(dave.port());
+    let (_, r) = pb.park("711", false);
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "711"));
+    assert!(dave.wait_for_class(PayloadClass::Pattern(1), 20, Duration::from_secs(5)), "dave hears bob");
+    println!("figure: carol's CANCEL on b: {}", if handed_back { "a had answered b's INVITE; b's BYE (Reason 487) made a park bob again" } else { "b's CANCEL reached a before its answer" });
+}
+
+/// Stops a process (SIGSTOP) and continues it (SIGCONT) when dropped.
+struct Stopped(i32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        // SAFETY: kill(2) on the PID of a parkd this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        Stopped(pid as i32)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// The owner node stopped (SIGSTOP, within its lease): a retrieve on b gets `480` with `Retry-After` after about
+/// 2 s (not Timer B's 32 s); when a runs again, it answers b's INVITE, b ends it saying the retriever gave up, and a
+/// keeps Bob parked with hold music.
+#[test]
+fn a_retrieve_on_node_b_while_node_a_is_stopped_gets_480_and_a_keeps_the_call() {
+    use sip_tests::media::rtp_endpoint::{PayloadClass, RtpEndpoint};
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_stopped");
+    let cfg = format!("[cluster]\nsecret = \"{SECRET}\"\n");
+    let (a, b) = (node_leased("cl_stopped", &redis, "a", &cfg, 10), node_leased("cl_stopped", &redis, "b", &cfg, 10));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    let bob = RtpEndpoint::bind("bob (parked on a)");
+    pa.rtp = Some(bob.port());
+    let (bob_call, r) = pa.park("712", true);
+    assert_eq!(r.status, 200);
+    assert!(bob.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(3)), "bob hears hold music on a");
+    wait_api(&b, "712", "parked", Some("a"));
+    let stopped = Stopped::stop(a.pid());
+    let t0 = Instant::now();
+    let (_, r) = pb.park("712", false);
+    let answered_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!((r.status, r.reason.as_str()), (480, "Owner Node Not Answering"));
+    assert_eq!(r.common.header("Retry-After"), Some("5"));
+    drop(stopped);
+    let t1 = Instant::now();
+    while !a.stderr_all().contains("parked here again") {
+        assert!(t1.elapsed() < Duration::from_secs(5), "a never took the call back:\n{}", a.stderr_tail(30));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let back_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let held = hold_packets(&bob);
+    assert!(bob.wait_until(Duration::from_secs(5), |p| p.iter().filter(|x| x.class == PayloadClass::Other).count() >= held + 50), "bob hears hold music again");
+    pa.pump();
+    assert!(!pa.byes.contains(&bob_call.call_id), "a did not hang up bob");
+    wait_api(&a, "712", "parked", None);
+    wait_api(&b, "712", "parked", Some("a"));
+    println!("figure: a stopped → retrieve on b answered 480 after {answered_ms:.0} ms; a continued → call taken back {back_ms:.0} ms later (log polled every 5 ms), then 50 hold packets");
+}
+
+/// An attended park on node a (Dave replaces Bob in the orbit, RFC 3891) rewrites the claim's info in Redis
+/// (same fence): node b's BLF NOTIFY then names Dave's dialog, so a pickup there gets Dave.
+#[test]
+fn after_an_attended_park_on_node_a_node_b_shows_the_new_partys_dialog() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("cl_swap");
+    let cfg = format!("[cluster]\nsecret = \"{SECRET}\"\n");
+    let (a, b) = (node_with("cl_swap", &redis, "a", &cfg), node_with("cl_swap", &redis, "b", &cfg));
+    let (mut pa, mut pb) = (Phone::new(&a), Phone::new(&b));
+    let (bob, r) = pa.park("713", true);
+    assert_eq!(r.status, 200);
+    let mut watcher = subscribe(&b, "713");
+    let body = notify_body(&mut watcher, |b| b.contains("confirmed"));
+    assert_eq!(attr(&body, "call-id"), bob.call_id);
+    let bob_tag = r.common.to.tag().unwrap_or("").to_string();
+    let t0 = Instant::now();
+    let mut dave = pa.invite_with("700", |_| format!("Replaces: {};to-tag={bob_tag};from-tag={}\r\n", bob.call_id, bob.from_tag));
+    let r = pa.final_of(&mut dave);
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "713"), "Dave takes 713");
+    let body = notify_body(&mut watcher, |b| b.contains(&format!("call-id=\"{}\"", dave.call_id)));
+    let seen_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert!(body.contains("confirmed") && attr(&body, "local-tag") == r.common.to.tag().unwrap_or("") && attr(&body, "remote-tag") == dave.from_tag, "{body}");
+    let replaces = format!("Replaces: {};to-tag={};from-tag={}\r\n", dave.call_id, attr(&body, "local-tag"), dave.from_tag);
+    let mut carol = pb.invite_with("713", |_| replaces.clone());
+    assert_eq!(pb.final_of(&mut carol).status, 200, "the pickup on b gets Dave");
+    wait_api(&a, "713", "free", None);
+    println!("figure: attended park on a → b's NOTIFY with the new dialog {seen_ms:.1} ms after the INVITE");
 }

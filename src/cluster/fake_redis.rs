@@ -83,8 +83,13 @@ impl FakeRedis {
                             self.set(now, *slot, *fence, me, info);
                             RenewStatus::Held
                         }
-                        Some(v) if v.0 == *fence && &v.1 == me => {
+                        Some(v) if v.0 == *fence && &v.1 == me && v.2 == *info => {
                             v.3 = now + self.lease;
+                            RenewStatus::Held
+                        }
+                        Some(v) if v.0 == *fence && &v.1 == me => {
+                            // Ours with other info: rewritten and published (an update of the claim's info).
+                            self.set(now, *slot, *fence, me, info);
                             RenewStatus::Held
                         }
                         Some(v) => RenewStatus::Taken { owner: v.1.clone(), fence: v.0 },

@@ -27,7 +27,8 @@ pub enum RedisOp {
     /// this node's heartbeat (`alive`), in one script. Reply: [`RedisReply::Renewed`], one status per claim.
     Renew { claims: Vec<(Slot, Fence)> },
     /// Put these claims back where Redis lost them (absent key: set it with the same fence, raise the lot's
-    /// counter to at least that fence, publish `claim`); extend them where they are still ours; report the
+    /// counter to at least that fence, publish `claim`); extend them where they are still ours (rewritten and
+    /// published again when their info differs: [`crate::cluster::ClusterRoom::update_info`]); report the
     /// others. Reply: [`RedisReply::Renewed`].
     Restore { claims: Vec<(Slot, Fence, ClaimInfo)> },
     /// Delete this claim if it is still ours with this fence (compare-and-delete) and publish `release`.

@@ -242,6 +242,22 @@ impl ClusterRoom {
         }
     }
 
+    /// The public info of a claim this node holds changed (an attended park put another party into the orbit):
+    /// Redis's value is rewritten with the same fence and the other nodes are told (a `restore`, which extends a
+    /// claim still ours and rewrites it when its info differs). No-op for an orbit this node does not hold; while
+    /// Redis is down, the next resync's restore carries it.
+    pub fn update_info(&mut self, now: Time, slot: Slot, info: ClaimInfo) {
+        let Some(c) = self.own.get_mut(&slot) else { return };
+        if c.info == info {
+            return;
+        }
+        c.info = info.clone();
+        let fence = c.fence;
+        if self.link != Link::Down {
+            self.issue(RedisOp::Restore { claims: vec![(slot, fence, info)] }, InFlightKind::Restore { sent: now, claims: vec![(slot, fence)] });
+        }
+    }
+
     /// This node lets `slot` go (the parked call was retrieved or ended).
     pub fn release(&mut self, slot: Slot) {
         if let Some(c) = self.own.remove(&slot) {

@@ -17,19 +17,22 @@
 //! Whenever an orbit this node holds becomes free locally (retrieve, hang-up, recall answered, a park undone),
 //! [`Core::orbit_changed`] releases its claim.
 //!
-//! # Re-parks, retrieves, the view
+//! # Re-parks, retrieves, other nodes' calls
 //! A REFER's re-park waits for its claim with its final NOTIFY (`refer_via_cluster`), an application's re-park
-//! with its answer (`cluster_command.rs`). The remote view shows in BLF, the API, the metrics' occupancy and the
-//! events (`remote_parked` / `remote_freed`). A retrieve of an orbit another node holds is fetched from it
-//! (`cluster_fetch.rs`, with the `[cluster] secret`; else `404 Parked On Another Node`), and a retrieve another
-//! node signs with that secret is taken here past the lot's access rules (`Core::cluster_trusted`). Calls restored
-//! from the journal claim their orbits again once Redis answers; one another node took meanwhile moves into a free
-//! orbit of its lot or recalls its parker (`orbit_lost`).
+//! with its answer (`cluster_command.rs`). The remote view is shown by BLF and the API (with the owner's parked
+//! dialog, so a pickup with `Replaces` works on any node), the metrics' occupancy and the events
+//! (`remote_parked` / `remote_freed`). A retrieve of an orbit another node holds, plain or by `Replaces`, is
+//! fetched from it (`cluster_fetch.rs`, with the `[cluster] secret`; else `404 Parked On Another Node`), and a
+//! retrieve another node signs with that secret is taken here past the lot's access rules
+//! (`Core::cluster_trusted`), the call being lent (`cluster_lend.rs`: parked again if that node's retriever gave
+//! up). Calls restored from the journal take their journaled claims back (`persist/claims.rs`) or claim their
+//! orbits again once Redis answers; one another node took meanwhile moves into a free orbit of its lot or recalls
+//! its parker (`orbit_lost`).
 
 use crate::cluster::NodeName;
 use super::Core;
 use crate::cluster::auth::ClusterAuth;
-use crate::cluster::{Change, ClaimId, ClaimInfo, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
+use crate::cluster::{Change, ClaimId, ClaimInfo, ParkedDialog, ClaimResult, ClusterOutput, ClusterRoom, OpError, RedisReply, Slot, Want};
 use crate::ids::OrbitIdx;
 use crate::sip::{NameAddr, Peer, Request};
 use crate::time::Time;
@@ -58,6 +61,8 @@ pub(super) struct PendingPark {
     req: Request,
     lot: usize,
     parker: Option<NameAddr>,
+    /// parkd's tag for the parked dialog, announced in the claim ([`ClaimInfo::dialog`]) and used by the 200.
+    tag: String,
 }
 
 /// A REFER's re-park waiting for its claim (its final NOTIFY waits with it).
@@ -90,6 +95,8 @@ pub(super) struct CoreCluster {
     pub(super) api_parks: FxHashMap<ClaimId, (super::commands::CommandTicket, super::commands::ParkCallTarget)>,
     /// Retrieves waiting for the node that holds their orbit (`cluster_fetch.rs`), by the bridge's id.
     pub(super) fetches: FxHashMap<crate::core::ids::CallRef, super::cluster_fetch::Fetch>,
+    /// Calls this node handed to another node's fetch, kept while that bridge lasts (`cluster_lend.rs`).
+    pub(super) lent: FxHashMap<crate::core::ids::CallRef, Box<super::parking::ParkedCall>>,
 }
 
 /// How far a node-to-node header's time may be from this node's clock.
@@ -99,7 +106,7 @@ impl Core {
     /// Makes this core a node of a cluster (call before any traffic). Redis counts as down (parks answer 503)
     /// until the driver reports the link up ([`ClusterInput::Link`]).
     pub fn enable_cluster(&mut self, room: ClusterRoom) {
-        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), refers: FxHashMap::default(), moves: FxHashMap::default(), reclaims: FxHashMap::default(), api_parks: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default() });
+        self.cluster = Some(CoreCluster { room, pending: FxHashMap::default(), refers: FxHashMap::default(), moves: FxHashMap::default(), reclaims: FxHashMap::default(), api_parks: FxHashMap::default(), next_id: 0, auth: None, fetches: FxHashMap::default(), lent: FxHashMap::default() });
     }
 
     /// The cluster's shared secret (`[cluster] secret`): with it, a retrieve another node sends here with a
@@ -187,16 +194,24 @@ impl Core {
         let id = ClaimId(c.next_id);
         let mut parked = req.common.from.uri.clone();
         parked.params = Default::default();
+        // The parked dialog as it will be (the 200 uses this tag): what other nodes' BLF shows for pickup.
+        let tag = self.ep.new_tag();
+        let dialog = ParkedDialog {
+            call_id: req.common.call_id.as_str().to_string(),
+            local_tag: tag.clone(),
+            remote_tag: req.common.from.tag().unwrap_or("").to_string(),
+        };
+        let Some(c) = self.cluster.as_mut() else { return };
         let info = ClaimInfo {
             parked: parked.to_string(),
             parked_name: req.common.from.display.clone(),
             parker: parker.as_ref().map(|p| p.uri.to_string()),
             since_ms: now.as_millis(),
-            dialog: None,
+            dialog: Some(dialog),
             node_sip: Some(c.room.settings().sip.clone()),
         };
         let want = orbit.map_or(Want::Any, Want::Orbit);
-        c.pending.insert(id, PendingPark { txn, from, req, lot, parker });
+        c.pending.insert(id, PendingPark { txn, from, req, lot, parker, tag });
         c.room.claim(now, id, lot, want, info);
     }
 
@@ -207,6 +222,8 @@ impl Core {
             parked: self.dialogs.get(p.other).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
             parker: Some(p.parker.uri.to_string()),
             since_ms: now.as_millis(),
+            dialog: parked_dialog(&self.dialogs, p.other),
+            node_sip: Some(c.room.settings().sip.clone()),
             ..ClaimInfo::default()
         };
         c.next_id += 1;
@@ -282,7 +299,7 @@ impl Core {
     }
 
     fn on_claim(&mut self, now: Time, p: PendingPark, result: ClaimResult) {
-        let PendingPark { txn, from, req, lot, parker } = p;
+        let PendingPark { txn, from, req, lot, parker, tag } = p;
         if !self.ep.txn.awaiting_final(txn) {
             // CANCELled (487) or gone meanwhile: give the orbit back.
             if let ClaimResult::Granted { slot, .. } = result {
@@ -293,7 +310,7 @@ impl Core {
         match result {
             ClaimResult::Granted { slot, fence } => {
                 tracing::debug!(lot = slot.lot, orbit = slot.orbit.0, fence = fence.0, "cluster: orbit granted");
-                self.park_local(now, txn, from, req, slot.lot, Some(slot.orbit), parker, true);
+                self.park_local(now, txn, from, req, slot.lot, Some(slot.orbit), parker, Some(tag));
             }
             ClaimResult::Taken { owner, .. } => {
                 tracing::info!(%owner, "cluster: orbit held by a node");
@@ -320,7 +337,7 @@ impl Core {
 
     /// Claims the orbit of every call parked here without a claim (calls restored from the journal, whose
     /// fence is not journaled yet): asked each time Redis becomes reachable until it answers.
-    fn claim_unclaimed(&mut self, now: Time) {
+    pub(super) fn claim_unclaimed(&mut self, now: Time) {
         let Some(c) = self.cluster.as_mut() else { return };
         let asked: rustc_hash::FxHashSet<Slot> = c.reclaims.values().copied().collect();
         let todo: Vec<(Slot, ClaimInfo)> = self
@@ -328,16 +345,7 @@ impl Core {
             .iter()
             .map(|p| (Slot { lot: p.lot, orbit: p.orbit }, p))
             .filter(|(slot, _)| c.room.own_claim(*slot).is_none() && !asked.contains(slot))
-            .map(|(slot, p)| {
-                let info = ClaimInfo {
-                    parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
-                    parker: p.parker.as_ref().map(|n| n.uri.to_string()),
-                    since_ms: p.parked_at.as_millis(),
-                    node_sip: Some(c.room.settings().sip.clone()),
-                    ..ClaimInfo::default()
-                };
-                (slot, info)
-            })
+            .map(|(slot, p)| (slot, claim_info(&self.dialogs, p, c.room.settings().sip.clone())))
             .collect();
         for (slot, info) in todo {
             c.next_id += 1;
@@ -381,15 +389,7 @@ impl Core {
         if c.moves.values().any(|m| m.0 == call) {
             return;
         }
-        let info = match self.parking.get(call) {
-            Some(p) => ClaimInfo {
-                parked: self.dialogs.get(p.parked).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
-                parker: p.parker.as_ref().map(|n| n.uri.to_string()),
-                since_ms: p.parked_at.as_millis(),
-                ..ClaimInfo::default()
-            },
-            None => return,
-        };
+        let Some(info) = self.parking.get(call).map(|p| claim_info(&self.dialogs, p, c.room.settings().sip.clone())) else { return };
         c.next_id += 1;
         let id = ClaimId(c.next_id);
         c.moves.insert(id, (call, slot, owner));
@@ -481,6 +481,15 @@ impl Core {
         slot
     }
 
+    /// The call parked in `call`'s orbit changed its party (an attended park): the claim's info (parked party,
+    /// parker, since, the parked dialog) is rewritten in Redis so other nodes' BLF shows the new dialog.
+    pub(super) fn refresh_claim_info(&mut self, now: Time, call: crate::core::ids::CallRef) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let Some(p) = self.parking.get(call) else { return };
+        let info = claim_info(&self.dialogs, p, c.room.settings().sip.clone());
+        c.room.update_info(now, Slot { lot: p.lot, orbit: p.orbit }, info);
+    }
+
     /// Gives back this node's claim of `slot` (no-op without a cluster or when the node does not hold it).
     pub(super) fn release_claim(&mut self, slot: Slot) {
         if let Some(c) = self.cluster.as_mut() {
@@ -514,5 +523,29 @@ impl Core {
     /// Orbits of `lot` other nodes hold.
     pub(super) fn remote_in_lot(&self, lot: usize) -> usize {
         self.cluster.as_ref().map_or(0, |c| c.room.view().count_in_lot(lot))
+    }
+}
+
+/// The dialog of parked leg `leg` as this node holds it (Call-ID, parkd's tag, the parked party's tag): what the
+/// claim shows other nodes, so their BLF NOTIFYs carry it and a pickup with `Replaces` works there.
+pub(super) fn parked_dialog(dialogs: &super::dialogs::Dialogs, leg: crate::core::ids::LegId) -> Option<ParkedDialog> {
+    let d = &dialogs.get(leg)?.dialog;
+    Some(ParkedDialog { call_id: d.call_id.to_string(), local_tag: d.local_tag().to_string(), remote_tag: d.remote_tag().to_string() })
+}
+
+/// What the claim of parked call `p` shows other nodes (the node's SIP address `sip`).
+pub(super) fn claim_info(dialogs: &super::dialogs::Dialogs, p: &super::parking::ParkedCall, sip: String) -> ClaimInfo {
+    let leg = dialogs.get(p.parked);
+    let mut parked = leg.map(|l| l.dialog.remote.clone());
+    if let Some(na) = parked.as_mut() {
+        na.params = Default::default();
+    }
+    ClaimInfo {
+        parked: parked.as_ref().map(|n| n.uri.to_string()).unwrap_or_default(),
+        parked_name: parked.and_then(|n| n.display),
+        parker: p.parker.as_ref().map(|n| n.uri.to_string()),
+        since_ms: p.parked_at.as_millis(),
+        dialog: parked_dialog(dialogs, p.parked),
+        node_sip: Some(sip),
     }
 }

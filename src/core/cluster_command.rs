@@ -24,8 +24,8 @@ impl Core {
             parked_name,
             parker: t.parker.as_ref().map(|p| p.uri.to_string()),
             since_ms: now.as_millis(),
+            dialog: super::cluster::parked_dialog(&self.dialogs, t.keep),
             node_sip: Some(c.room.settings().sip.clone()),
-            ..ClaimInfo::default()
         };
         c.next_id += 1;
         let id = ClaimId(c.next_id);

@@ -2,9 +2,15 @@
 //! the retriever's INVITE, sends the owner (A) an INVITE to the orbit signed with the cluster's secret
 //! (`Parkd-Cluster`, [`crate::cluster::auth`]), and when A answers, answers the retriever and bridges the two legs
 //! with its own relay (one extra media hop: retriever ⇄ B ⇄ A ⇄ parked party). A's failure is passed on to the
-//! retriever; no answer from A → `480`. A retriever that CANCELs meanwhile leaves an orphan (CANCEL / ACK + BYE).
+//! retriever; no final answer from A within [`FETCH_TIMEOUT`] → `480` with `Retry-After`.
+//!
+//! A fetch the retriever gives up on (its CANCEL, or B's own timeout) is *abandoned*, not forgotten: B CANCELs its
+//! INVITE to A at once (A sends no provisional response to a fetch, and one that is not pending any more answers
+//! the CANCEL without effect), keeps the client transaction until its final answer, and a `200` that comes anyway
+//! is ACKed and ended with a BYE carrying [`FETCH_ABANDONED_REASON`]: A then parks the call again in its orbit
+//! (`cluster_lend.rs`) instead of hanging up the parked party.
 
-use super::bridging::{Bridge, Orphan, OutgoingInvite};
+use super::bridging::{Bridge, OutgoingInvite};
 use super::dialogs::{read_offer, Leg, LegMedia, LegRole, LegState};
 use super::ids::{CallRef, LegId};
 use super::parking::MediaMode;
@@ -17,6 +23,15 @@ use crate::sip::{parse_uri, CSeq, Common, Method, NameAddr, Peer, Request, Respo
 use crate::time::Time;
 use crate::txn::{ClientTxnId, ClientVerdict, ServerTxnId};
 use rand::Rng;
+use std::time::Duration;
+
+/// How long B waits for the owner node's final answer before answering the retriever `480` (the 2 s;
+/// a retrieve on A is answered at once, so only a node that is stopped, overloaded or cut off takes longer).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `Reason` (RFC 3326) of the BYE with which B ends a fetch the retriever gave up on: the owner parks the call
+/// again instead of ending it.
+pub const FETCH_ABANDONED_REASON: &str = "SIP;cause=487;text=\"Retriever Gave Up\"";
 
 /// A retrieve waiting for the owner node's answer.
 #[derive(Debug)]
@@ -26,11 +41,15 @@ pub(super) struct Fetch {
     req: Request,
     lot: usize,
     orbit_name: OrbitNumber,
-    client: ClientTxnId,
     invite: OutgoingInvite,
     next_hop: Peer,
     media_leg: MediaLegId,
     local_sdp: LocalSdp,
+    /// When the retriever is answered `480` if A has not answered.
+    deadline: Time,
+    /// The retriever is gone (CANCEL, or answered `480`): A's answer is ended, its media port already given back.
+    abandoned: bool,
+    cancel_sent: bool,
 }
 
 impl Core {
@@ -76,27 +95,53 @@ impl Core {
         invite.common.push_header("User-Agent", super::reply::PRODUCT);
         invite.common.set_body("application/sdp", body);
         let call = CallRef(self.ep.next_id());
-        let client = self.ep.send(now, next_hop, &invite, Purpose::ClusterFetch(call));
+        self.ep.send(now, next_hop, &invite, Purpose::ClusterFetch(call));
         let invite = OutgoingInvite::of(invite, self.ep.local_addr, next_hop.transport, branch);
         tracing::info!(%orbit_name, %owner, to = %target, "retrieve of an orbit another node holds: fetching the call");
-        let fetch = Fetch { txn, from, req: req.clone(), lot, orbit_name, client, invite, next_hop, media_leg, local_sdp };
+        let fetch = Fetch { txn, from, req: req.clone(), lot, orbit_name, invite, next_hop, media_leg, local_sdp, deadline: now + FETCH_TIMEOUT, abandoned: false, cancel_sent: false };
         if let Some(c) = self.cluster.as_mut() {
             c.fetches.insert(call, fetch);
         }
         true
     }
 
+    /// The orbit another node holds whose parked dialog (as the claim shows it) is the one `r` names: to-tag =
+    /// the owner's tag, from-tag = the parked party's (swapped tags are accepted, as for a local dialog).
+    pub(super) fn remote_named_by(&self, r: &crate::sip::Replaces) -> Option<(usize, crate::ids::OrbitIdx)> {
+        let view = self.cluster.as_ref()?.room.view();
+        let named = |local: &str, remote: &str| {
+            if local.is_empty() || remote.is_empty() {
+                return None;
+            }
+            view.iter().find(|(_, c)| c.info.dialog.as_ref().is_some_and(|d| d.call_id == r.call_id && d.local_tag == local && d.remote_tag == remote)).map(|(s, _)| (s.lot, s.orbit))
+        };
+        named(&r.to_tag, &r.from_tag).or_else(|| named(&r.from_tag, &r.to_tag))
+    }
+
     /// A response to the INVITE of fetch `call`.
     pub(super) fn on_fetch_response(&mut self, now: Time, call: CallRef, id: ClientTxnId, verdict: ClientVerdict) {
-        let ClientVerdict::Final(resp) = verdict else { return };
+        let Some(f) = self.cluster.as_ref().and_then(|c| c.fetches.get(&call)) else { return };
+        // The retriever may also be gone without a CANCEL reaching the fetch (its transaction ended otherwise).
+        let gone = f.abandoned || !self.ep.txn.awaiting_final(f.txn);
+        let resp = match verdict {
+            ClientVerdict::Provisional(_) => {
+                if gone {
+                    self.abandon_fetch(now, call);
+                }
+                return;
+            }
+            ClientVerdict::Final(resp) => resp,
+        };
         let Some(f) = self.cluster.as_mut().and_then(|c| c.fetches.remove(&call)) else { return };
-        if !self.ep.txn.awaiting_final(f.txn) {
-            // The retriever gave up meanwhile: A's answer is ended as an orphan's (ACK + BYE).
-            self.ports.give_back(f.media_leg);
-            self.ep.repurpose(id, Purpose::OrphanRecall);
-            let orphan = Orphan { invite: f.invite, next_hop: f.next_hop, cancel_sent: true, completed_elsewhere: false };
-            self.bridging.orphan(id, orphan);
-            return self.on_orphan_response(now, id, ClientVerdict::Final(resp));
+        if gone {
+            self.ep.finish(id);
+            if !f.abandoned {
+                self.ports.give_back(f.media_leg);
+            }
+            if resp.is_success() {
+                self.end_abandoned_fetch(now, &f, &resp);
+            }
+            return;
         }
         if resp.is_success() {
             self.fetch_answered(now, call, id, f, resp);
@@ -113,24 +158,87 @@ impl Core {
         }
     }
 
-    /// The retriever CANCELled its INVITE (answered 487): the INVITE to the owner node becomes an orphan, CANCELled
-    /// once it rings, ACKed and BYEd if it is answered (which ends the call on the owner node).
-    pub(super) fn fetch_cancelled(&mut self, txn: ServerTxnId) {
-        let Some(c) = self.cluster.as_mut() else { return };
-        let Some(call) = c.fetches.iter().find(|(_, f)| f.txn == txn).map(|(call, _)| *call) else { return };
-        let Some(f) = c.fetches.remove(&call) else { return };
-        self.ports.give_back(f.media_leg);
-        self.ep.repurpose(f.client, Purpose::OrphanRecall);
-        self.bridging.orphan(f.client, Orphan { invite: f.invite, next_hop: f.next_hop, cancel_sent: false, completed_elsewhere: false });
+    /// A answered a fetch nobody waits for any more: ACK, then BYE with [`FETCH_ABANDONED_REASON`] (A parks the
+    /// call again).
+    fn end_abandoned_fetch(&mut self, now: Time, f: &Fetch, resp: &Response) {
+        tracing::info!(orbit = %f.orbit_name, "the owner node answered a fetch the retriever gave up on: handing the call back");
+        let mut dialog = Dialog::as_uac(&f.invite.shape(Method::Invite), resp, f.next_hop);
+        let contact = self.ep.contact(dialog.next_hop.transport);
+        let branch = self.ep.new_branch();
+        let ack = dialog.ack(f.invite.cseq, self.ep.local_addr, &branch, &contact);
+        self.ep.send_ack(dialog.next_hop, ack.encode());
+        dialog.local_seq = f.invite.cseq;
+        let branch = self.ep.new_branch();
+        let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+        bye.common.push_header("Reason", FETCH_ABANDONED_REASON);
+        self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
     }
 
-    /// The owner node did not answer the fetch of `call`.
+    /// The retriever CANCELled its INVITE (answered 487): the fetch is abandoned (its INVITE to A CANCELled).
+    pub(super) fn fetch_cancelled(&mut self, now: Time, txn: ServerTxnId) {
+        let Some(c) = self.cluster.as_ref() else { return };
+        let Some(call) = c.fetches.iter().find(|(_, f)| f.txn == txn).map(|(call, _)| *call) else { return };
+        tracing::info!("the retriever gave up while the owner node was asked: CANCEL towards it");
+        self.abandon_fetch(now, call);
+    }
+
+    /// Nobody waits for fetch `call` any more: its media port goes back, its INVITE to A is CANCELled (once),
+    /// and it is kept until A's final answer (or Timer B).
+    fn abandon_fetch(&mut self, now: Time, call: CallRef) {
+        let Some(f) = self.cluster.as_mut().and_then(|c| c.fetches.get_mut(&call)) else { return };
+        let give_back = (!f.abandoned).then_some(f.media_leg);
+        f.abandoned = true;
+        let cancel = (!f.cancel_sent).then(|| {
+            f.cancel_sent = true;
+            let mut cancel = f.invite.shape(Method::Cancel);
+            cancel.common.push_header("Reason", FETCH_ABANDONED_REASON);
+            (f.next_hop, cancel)
+        });
+        if let Some(leg) = give_back {
+            self.ports.give_back(leg);
+        }
+        if let Some((hop, cancel)) = cancel {
+            self.ep.send(now, hop, &cancel, Purpose::Cancel);
+        }
+    }
+
+    /// The INVITE of fetch `call` got no final answer at all (Timer B).
     pub(super) fn on_fetch_timeout(&mut self, now: Time, call: CallRef) {
         let Some(f) = self.cluster.as_mut().and_then(|c| c.fetches.remove(&call)) else { return };
-        self.ports.give_back(f.media_leg);
-        if self.ep.txn.awaiting_final(f.txn) {
-            self.ep.refuse(now, f.txn, &f.req, 480, "Owner Node Not Answering");
+        if !f.abandoned {
+            self.ports.give_back(f.media_leg);
         }
+        if self.ep.txn.awaiting_final(f.txn) {
+            self.refuse_not_answering(now, &f);
+        }
+    }
+
+    /// When the next fetch gives up on its owner node.
+    pub(super) fn next_fetch_deadline(&self) -> Option<Time> {
+        self.cluster.as_ref()?.fetches.values().filter(|f| !f.abandoned).map(|f| f.deadline).min()
+    }
+
+    /// Fetches whose owner node did not answer within [`FETCH_TIMEOUT`]: `480` to the retriever, CANCEL to A.
+    pub(super) fn fetch_timeouts(&mut self, now: Time) {
+        let Some(c) = self.cluster.as_ref() else { return };
+        let due: Vec<CallRef> = c.fetches.iter().filter(|(_, f)| !f.abandoned && f.deadline <= now).map(|(call, _)| *call).collect();
+        for call in due {
+            let Some(f) = self.cluster.as_mut().and_then(|c| c.fetches.remove(&call)) else { continue };
+            tracing::warn!(orbit = %f.orbit_name, to = %f.next_hop.addr, "the owner node did not answer the fetch in time: 480");
+            if self.ep.txn.awaiting_final(f.txn) {
+                self.refuse_not_answering(now, &f);
+            }
+            if let Some(c) = self.cluster.as_mut() {
+                c.fetches.insert(call, f);
+            }
+            self.abandon_fetch(now, call);
+        }
+    }
+
+    fn refuse_not_answering(&mut self, now: Time, f: &Fetch) {
+        self.ep.respond(now, f.txn, &f.req, 480, Some("Owner Node Not Answering"), None, |r| {
+            r.common.push_header("Retry-After", super::cluster::CLUSTER_RETRY_AFTER.to_string());
+        });
     }
 
     fn fetch_answered(&mut self, now: Time, call: CallRef, id: ClientTxnId, f: Fetch, resp: Response) {
@@ -165,13 +273,14 @@ impl Core {
         self.sync_media(now, call);
     }
 
-    /// BYE to the owner node's leg and forget it (the retriever could not be answered).
+    /// BYE to the owner node's leg and forget it (the retriever could not be answered): A parks the call again.
     fn end_fetched_leg(&mut self, now: Time, leg: LegId) {
         let Some(l) = self.dialogs.remove(leg) else { return };
         let mut dialog = l.dialog;
         let contact = self.ep.contact(dialog.next_hop.transport);
         let branch = self.ep.new_branch();
-        let bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+        let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+        bye.common.push_header("Reason", FETCH_ABANDONED_REASON);
         self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
         self.ports.give_back(l.media.media_leg);
     }

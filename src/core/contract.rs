@@ -155,7 +155,7 @@ pub enum Wake {
     /// A BLF subscription expires.
     BlfExpiry,
     /// The cluster room's deadline: a claim waited too long for Redis, a lease renewal, a remote claim's
-    /// expiry, a resync.
+    /// expiry, a resync; or a cross-node retrieve whose owner node has not answered within 2 s.
     Cluster,
 }
 

@@ -128,7 +128,10 @@ impl Core {
             Method::Bye => {
                 tracing::info!("BYE received");
                 self.ep.respond(now, id, &req, 200, None, None, |_| {});
-                self.end_leg(now, leg_id, false);
+                // A node's fetch the retriever gave up on: the call goes back into its orbit (cluster_lend.rs).
+                if !self.hand_back(now, leg_id, &req) {
+                    self.end_leg(now, leg_id, false);
+                }
             }
             Method::Invite => self.on_reinvite(now, id, from, req, leg_id),
             Method::Update if !req.common.body.is_empty() => self.on_reinvite(now, id, from, req, leg_id),
@@ -172,7 +175,7 @@ impl Core {
         if self.ep.txn.awaiting_final(invite) {
             if let Some(inv) = self.ep.txn.server_request(invite).cloned() {
                 self.ep.respond(now, invite, &inv, 487, None, None, |_| {});
-                self.fetch_cancelled(invite);
+                self.fetch_cancelled(now, invite);
             }
         }
     }

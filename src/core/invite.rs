@@ -87,6 +87,7 @@ impl Core {
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
+            Dialed::Orbit(i) if trusted => self.retrieve_for_node(now, txn, from, req, lot, i),
             Dialed::Orbit(i) => self.retrieve(now, txn, from, req, lot, i),
             Dialed::RetrieveCode => self.retrieve_oldest(now, txn, from, req, lot),
         }
@@ -102,10 +103,12 @@ impl Core {
             }
             return self.park_via_cluster(now, txn, from, req, lot, orbit, parker);
         }
-        self.park_local(now, txn, from, req, lot, orbit, parker, false)
+        self.park_local(now, txn, from, req, lot, orbit, parker, None)
     }
 
-    /// Parks in the local lot. `granted`: the cluster granted this node `orbit` (given back if the park fails).
+    /// Parks in the local lot. `granted`: the cluster granted this node `orbit` (given back if the park fails),
+    /// with the tag parkd announced for the parked dialog in the claim (the 200 carries it, so the dialog other
+    /// nodes show for BLF pickup is this one).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn park_local(
         &mut self,
@@ -116,7 +119,7 @@ impl Core {
         lot: usize,
         orbit: Option<OrbitIdx>,
         parker: Option<NameAddr>,
-        granted: bool,
+        granted: Option<String>,
     ) {
         let offer = match read_offer(&req) {
             Ok(o) => o,
@@ -130,7 +133,7 @@ impl Core {
         let asked = orbit;
         let orbit = match self.parking.claim(lot, orbit, call, self.ep.rng()) {
             Ok(i) => i,
-            Err(e) if granted => {
+            Err(e) if granted.is_some() => {
                 // The cluster granted an orbit this node still has a call in (should not happen): give it back.
                 tracing::warn!(error = ?e, "cluster granted an orbit that is occupied here");
                 if let Some(o) = asked {
@@ -148,7 +151,7 @@ impl Core {
         };
         let Some(media_leg) = self.ports.take(now) else {
             self.parking.release(lot, orbit, call);
-            if granted {
+            if granted.is_some() {
                 self.release_claim(crate::cluster::Slot { lot, orbit });
             }
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
@@ -156,7 +159,7 @@ impl Core {
         let orbit_name = self.parking.orbit_name(lot, orbit);
         let lot_name = self.parking.lot_name(lot);
         let how = if req.uri.user.as_deref() == Some(orbit_name.as_str()) { ParkHow::Directed } else { ParkHow::Indirect };
-        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Parked, media_leg, offer, &orbit_name, |r| {
+        let leg = self.answer_new_leg_tagged(now, txn, from, &req, call, LegRole::Parked, media_leg, offer, &orbit_name, granted, |r| {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
@@ -169,7 +172,7 @@ impl Core {
     }
 
     /// Hands the call parked in `orbit` to the caller of `req`.
-    fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
+    pub(super) fn retrieve(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize, orbit: OrbitIdx) {
         match self.parking.occupant(lot, orbit) {
             Some(call) => self.take_call(now, txn, from, req, call),
             None if self.parking.empty_orbit_parks(lot) => {
@@ -201,6 +204,19 @@ impl Core {
     /// dialog from BLF). The tags are matched from parkd's side: to-tag = parkd's tag, from-tag = the peer's.
     fn retrieve_by_replaces(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, r: &crate::sip::Replaces) {
         let target = self.dialogs.parked_leg_named_by(r).and_then(|id| self.dialogs.get(id)).map(|leg| leg.call);
+        if target.is_none() {
+            // In a cluster, a call another node holds (its dialog from the claim, as this node's BLF showed it):
+            // gated here like a local one, then fetched from the owner as a plain retrieve of its orbit.
+            if let Some((lot, orbit)) = self.remote_named_by(r) {
+                if !self.gate(now, txn, from, &req, lot, Action::Retrieve) {
+                    return;
+                }
+                if !self.fetch_from_owner(now, txn, from, &req, lot, orbit) {
+                    self.ep.refuse(now, txn, &req, 404, "Parked On Another Node");
+                }
+                return;
+            }
+        }
         // A call already taken (bridged) still names its lot: the request is gated there before it is refused.
         let lot = target.and_then(|call| self.parking.get(call).map(|c| c.lot).or_else(|| self.bridging.get(call).map(|b| b.lot)));
         if let Some(lot) = lot {
@@ -267,8 +283,27 @@ impl Core {
         orbit_name: &OrbitNumber,
         extra: impl FnOnce(&mut crate::sip::Response),
     ) -> LegId {
+        self.answer_new_leg_tagged(now, txn, from, req, call, role, media_leg, offer, orbit_name, None, extra)
+    }
+
+    /// [`Core::answer_new_leg`] with parkd's tag chosen beforehand (`None`: a fresh one).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn answer_new_leg_tagged(
+        &mut self,
+        now: Time,
+        txn: ServerTxnId,
+        from: Peer,
+        req: &Request,
+        call: CallRef,
+        role: LegRole,
+        media_leg: MediaLegId,
+        offer: Option<RemoteSdp>,
+        orbit_name: &OrbitNumber,
+        tag: Option<String>,
+        extra: impl FnOnce(&mut crate::sip::Response),
+    ) -> LegId {
         let id = LegId(self.ep.next_id());
-        let tag = self.ep.new_tag();
+        let tag = tag.unwrap_or_else(|| self.ep.new_tag());
         let dialog = Dialog::as_uas(req, from, &tag);
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
         let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());

@@ -28,6 +28,7 @@ pub mod bridging;
 pub mod cluster;
 mod cluster_command;
 mod cluster_fetch;
+mod cluster_lend;
 pub mod commands;
 pub mod contract;
 pub mod dialogs;
@@ -179,6 +180,8 @@ impl Core {
             // does not answer is given up on.
             self.journal.next_deadline().map(|t| (t, Wake::Transaction)),
             self.cluster.as_ref().and_then(|c| c.room.poll_timeout()).map(|(t, _)| (t, Wake::Cluster)),
+            // A cross-node retrieve whose owner node does not answer (cluster_fetch.rs).
+            self.next_fetch_deadline().map(|t| (t, Wake::Cluster)),
         ])
     }
 
@@ -193,6 +196,7 @@ impl Core {
         if let Some(c) = self.cluster.as_mut() {
             c.room.handle_timeout(now);
         }
+        self.fetch_timeouts(now);
         self.settle(now);
     }
 
@@ -283,3 +287,5 @@ mod plain_data_tests;
 mod counts_tests;
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod cluster_fetch_tests;

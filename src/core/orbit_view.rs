@@ -41,7 +41,8 @@ pub struct ParkedView {
     pub local_tag: String,
     pub remote_tag: String,
     /// In a cluster, the node holding the call when it is another one (`None`: parked here). A remote call's
-    /// dialog ids are not known here (empty): BLF shows it without them.
+    /// dialog ids are the owner's (from the claim's info; empty when the claim did not carry them: BLF then
+    /// shows it without them).
     pub node: Option<String>,
 }
 

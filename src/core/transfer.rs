@@ -243,6 +243,8 @@ impl Core {
         // RFC 3891 §3: the replaced dialog is ended with a BYE (phones such as linphone do not do it themselves).
         self.hangup_leg(now, replaced);
         self.parking.arm_period(now, call_ref);
+        // In a cluster, other nodes show the new party's dialog (BLF pickup there).
+        self.refresh_claim_info(now, call_ref);
         self.orbit_changed(now, lot, orbit);
     }
 }

@@ -430,8 +430,9 @@ fn parked_entry(view: &ParkedView, orbit_name: &str, entity: &Uri, state: Dialog
     DialogEntry {
         id: view.call_id.to_string(),
         state,
-        // A call on another node of a cluster: its dialog ids are not known here (no pickup by Replaces yet).
-        ids: view.node.is_none().then(|| DialogIds { call_id: view.call_id.to_string(), local_tag: view.local_tag.clone(), remote_tag: view.remote_tag.clone() }),
+        // A call on another node of a cluster: the dialog as its owner holds it (from the claim), when known; a
+        // phone picks it up with Replaces at this node, which fetches it from the owner.
+        ids: (view.node.is_none() || !view.call_id.is_empty()).then(|| DialogIds { call_id: view.call_id.to_string(), local_tag: view.local_tag.clone(), remote_tag: view.remote_tag.clone() }),
         local: Some(Identity { display: None, uri: orbit_uri.to_string(), target: Some(orbit_uri.to_string()) }),
         remote: Some(Identity { display: view.parked.display.clone(), uri: view.parked.uri.to_string(), target: None }),
     }

@@ -28,17 +28,9 @@ pub struct ClaimRecord {
 
 impl Core {
     /// What other nodes show of `call` (parked here) in the cluster's view.
-    pub(in crate::core) fn claim_info_of(&self, call: CallRef) -> Option<ClaimInfo> {
-        let p = self.parking.get(call)?;
-        let leg = self.dialogs.get(p.parked);
-        Some(ClaimInfo {
-            parked: leg.map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
-            parked_name: leg.and_then(|l| l.dialog.remote.display.clone()),
-            parker: p.parker.as_ref().map(|n| n.uri.to_string()),
-            since_ms: p.parked_at.as_millis(),
-            node_sip: self.cluster.as_ref().map(|c| c.room.settings().sip.clone()),
-            ..ClaimInfo::default()
-        })
+    fn claim_info_of(&self, call: CallRef) -> Option<ClaimInfo> {
+        let sip = self.cluster.as_ref()?.room.settings().sip.clone();
+        Some(crate::core::cluster::claim_info(&self.dialogs, self.parking.get(call)?, sip))
     }
 
     /// The claim record of `call` as it should be now: written, rewritten or deleted (journaling on).

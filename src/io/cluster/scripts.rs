@@ -58,7 +58,9 @@ return out
 
 /// KEYS: n orbit keys, then their n fence keys. ARGV: node, lease_ms, channel, then per claim: fence, info, lot,
 /// number. An absent key is set again with its fence (the lot's counter raised to at least that fence, a `claim`
-/// published); one still ours is extended. → per key `"held"` or the current value.
+/// published); one still ours is extended, and rewritten (another `claim` published) when its info differs: this
+/// is also how a node updates the info of a claim it holds (the parked dialog after an attended park). → per key
+/// `"held"` or the current value.
 pub const RESTORE: &str = r#"
 local n = #KEYS / 2
 local out = {}
@@ -76,7 +78,13 @@ for i = 1, n do
   else
     local cf, cn = string.match(cur, '^(%d+) (%S+)')
     if cn == ARGV[1] and cf == f then
-      redis.call('PEXPIRE', k, ARGV[2])
+      local v = f .. ' ' .. ARGV[1] .. ' ' .. info
+      if cur == v then
+        redis.call('PEXPIRE', k, ARGV[2])
+      else
+        redis.call('SET', k, v, 'PX', ARGV[2])
+        redis.call('PUBLISH', ARGV[3], 'claim ' .. lot .. ' ' .. num .. ' ' .. f .. ' ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. info)
+      end
       out[i] = 'held'
     else
       out[i] = cur
