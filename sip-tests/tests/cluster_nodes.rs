@@ -2,7 +2,9 @@
 //! orbits everywhere one lease later (b's API shows them free, a BLF watcher on b hears the orbit go idle, a park on
 //! b takes it) while b's own calls keep their hold music; node a restarted within its lease with its journal keeps
 //! its calls and orbits; Redis restarted empty under two running nodes gets both nodes' calls claimed again and
-//! visible on both. Each test starts its own `redis-server` and nodes (`--lease 3`); times are printed, not asserted.
+//! visible on both; a Sentinel failover (master killed, the replica promoted) under two nodes with `replicas = 1`
+//! keeps every acknowledged park. Each test starts its own `redis-server`s and nodes (`--lease 3`); times are
+//! printed, not asserted.
 
 use serde_json::Value;
 use sip_tests::harness::redis::RedisServer;
@@ -196,4 +198,87 @@ fn redis_restarted_empty_both_nodes_claim_their_calls_again() {
         claimed.as_secs_f64(),
         (claimed + visible).as_secs_f64()
     );
+}
+
+/// The Sentinel case under real parkd nodes: Redis master + one replica + a Sentinel, two nodes on
+/// `redis+sentinel://` with `replicas = 1` (a park is answered only once the replica has its claim). The master is
+/// killed; Sentinel promotes the replica; every acknowledged park is still held there (a directed park into one on
+/// the other node gets 486, never a second 200), both APIs still list all of them and the calls keep their music.
+/// With no replica left, new parks get 503 (the price of `replicas = 1`); a new replica attached → granted again.
+#[test]
+fn a_sentinel_failover_under_two_parkd_nodes_keeps_every_acknowledged_park() {
+    if skip() {
+        return;
+    }
+    let mut master = RedisServer::start("cln_sent_m");
+    let replica = RedisServer::start_replica("cln_sent_r", &master);
+    until(WAIT, "the replica streaming", || {
+        let _ = master.cli(&["SET", "probe", "1"]);
+        replica.cli(&["GET", "probe"]) == "1"
+    });
+    master.cli(&["DEL", "probe"]);
+    let sentinel = RedisServer::start_sentinel("cln_sent", &master, "parkm");
+    let rport = replica.port().to_string();
+    until(Duration::from_secs(15), "Sentinel knowing the replica", || sentinel.cli(&["SENTINEL", "replicas", "parkm"]).contains(&rport));
+    let url = format!("redis+sentinel://127.0.0.1:{}/parkm", sentinel.port());
+    let start = |name: &str| {
+        let args = ["--redis", &url, "--node", name, "--lease", "3", "--http-token", TOKEN].map(String::from).to_vec();
+        let config = Some("[limits]\nparked_per_source = 100\n[cluster]\nreplicas = 1\n".to_string());
+        let p = Parkd::start_with(&format!("cln_sent_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, http: true, ..ParkdOptions::default() });
+        wait_granted(&p, name);
+        p
+    };
+    let (a, b) = (start("a"), start("b"));
+    let (mut pa, mut pb) = (Phones::new(a.sip_addr(), "sna"), Phones::new(b.sip_addr(), "snb"));
+    let mut held = Vec::new();
+    for orbit in ["701", "702", "703"] {
+        held.push((park(&mut pa, orbit, 200), orbit));
+    }
+    for orbit in ["711", "712"] {
+        park(&mut pb, orbit, 200);
+    }
+    for o in ["701", "702", "703", "711", "712"] {
+        until(WAIT, "both APIs list every park", || api_orbit(&a, o)["state"] == "parked" && api_orbit(&b, o)["state"] == "parked");
+    }
+
+    master.kill_now();
+    let t0 = Instant::now();
+    until(Duration::from_secs(20), "Sentinel promoting the replica", || sentinel.cli(&["SENTINEL", "get-master-addr-by-name", "parkm"]).contains(&rport));
+    let promoted = t0.elapsed();
+    let keys = replica.cli(&["--raw", "KEYS", "parkd:{default}:orbit:*"]);
+    for o in ["701", "702", "703", "711", "712"] {
+        assert!(keys.lines().any(|k| k.ends_with(&format!(":orbit:{o}"))), "the new master holds {o}'s claim: {keys}");
+    }
+    // Every acknowledged park still holds its orbit, cluster-wide.
+    until(WAIT, "both nodes back on the new master", || a.stderr_all().matches("parks are granted").count() >= 2 && b.stderr_all().matches("parks are granted").count() >= 2);
+    park(&mut pb, "701", 486);
+    park(&mut pa, "711", 486);
+    for o in ["701", "702", "703", "711", "712"] {
+        assert_eq!(api_orbit(&a, o)["state"], "parked", "a lists {o} after the failover");
+        assert_eq!(api_orbit(&b, o)["state"], "parked", "b lists {o} after the failover");
+    }
+    for (i, o) in &held {
+        let before = music(&pa, *i);
+        assert!(pa.phones[*i].rtp.wait_for_class(PayloadClass::Other, before + 10, WAIT), "{o} still hears music on a");
+    }
+    // No replica of the new master: a park cannot be made durable → 503, never a 200 that a second failover could lose.
+    park(&mut pa, "705", 503);
+    let again = RedisServer::start_replica("cln_sent_r2", &replica);
+    let t1 = Instant::now();
+    loop {
+        let i = pa.park_with("705", 0, REFERRED);
+        pa.wait_answered(WAIT);
+        match pa.log(&pa.phones[i]).status {
+            Some(200) => break,
+            Some(503) => assert!(t1.elapsed() < Duration::from_secs(15), "parks never granted again with a new replica"),
+            other => panic!("park into 705: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "figure: Sentinel failover under two nodes: replica promoted {:.2} s after the master's SIGKILL, 5/5 acknowledged parks kept; parks granted again {:.2} s after a new replica started",
+        promoted.as_secs_f64(),
+        t1.elapsed().as_secs_f64()
+    );
+    drop(again);
 }
