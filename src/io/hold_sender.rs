@@ -199,13 +199,17 @@ pub fn open(choice: RtpSender, bind_ip: IpAddr, fds: &[RawFd], shared_ports: boo
     }
     let mut raw_refused = None;
     if matches!(choice, RtpSender::Raw | RtpSender::Auto) {
+        // Dual-stack RTP sockets (`[::]`): IPv4 legs take the raw socket (the kernel fills the source address),
+        // IPv6 legs leave from their own sockets.
         let src = match bind_ip {
             IpAddr::V4(ip) => Ok(ip),
-            IpAddr::V6(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "RTP is bound to an IPv6 address; raw sending is IPv4 only")),
+            IpAddr::V6(ip) if ip.is_unspecified() => Ok(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "RTP is bound to an IPv6-only address; raw sending is IPv4 only")),
         };
         match src.and_then(RawSender::new) {
             Ok(raw) => {
-                tracing::info!(sender = "raw", "hold music sender: one raw socket, one sendmmsg per pacer turn (rtp_sender = \"{}\")", choice.name());
+                let ipv6_legs = if bind_ip.is_ipv6() { "sendto from the leg's socket" } else { "none (RTP is IPv4)" };
+                tracing::info!(sender = "raw", ipv6_legs, "hold music sender: one raw socket, one sendmmsg per pacer turn, IPv4 legs (rtp_sender = \"{}\")", choice.name());
                 return Ok(HoldOut::new(Box::new(raw), shared_ports));
             }
             Err(e) if choice == RtpSender::Raw => return Err(OpenError::Raw(e)),

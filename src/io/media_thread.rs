@@ -26,6 +26,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clock::Clock;
+use super::dual_stack;
 use super::hold_sender::{self, refusal_of, HoldOut, OpenError, PortSockets, Refusal, Slot};
 use super::wake_gate::WakeGate;
 use crate::config::RtpSender;
@@ -151,7 +152,12 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let poll = Poll::new().map_err(MediaIoError::Poll)?;
     let mut sockets = Vec::with_capacity(even.len());
     for (i, port) in even.iter().enumerate() {
-        let mut sock = UdpSocket::bind(SocketAddr::new(bind_ip, *port))
+        // `[::]`: one dual-stack socket per port serves IPv4 and IPv6 legs (see `dual_stack`).
+        let mut sock = dual_stack::bind_udp(SocketAddr::new(bind_ip, *port))
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                Ok(UdpSocket::from_std(s))
+            })
             .map_err(|source| MediaIoError::Bind { ip: bind_ip, port: *port, source })?;
         poll.registry().register(&mut sock, Token(i), Interest::READABLE).map_err(MediaIoError::Poll)?;
         sockets.push(sock);
@@ -162,7 +168,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let counters = Arc::new(IoCounters::default());
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, base, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
+    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
@@ -198,6 +204,9 @@ struct MediaIo {
     /// Socket `i` is bound to port `base + 2 * i`.
     sockets: Vec<UdpSocket>,
     base: u16,
+    /// The address the sockets are bound to: on `[::]` every address the plane sees is IPv6 (IPv4 peers
+    /// IPv4-mapped), as the sockets report and take them.
+    bind_ip: IpAddr,
     rx: Receiver<MediaCommand>,
     stop: Arc<AtomicBool>,
     counters: Arc<IoCounters>,
@@ -212,6 +221,23 @@ impl MediaIo {
             return None;
         }
         self.sockets.get(off as usize / 2)
+    }
+
+    /// `cmd` with its remote address in the sockets' form (IPv4-mapped on dual-stack sockets). Logs, per
+    /// leg, when an IPv6 leg's hold music cannot take the raw sender (IPv4 only) and leaves from the leg's
+    /// own socket instead.
+    fn in_socket_form(&self, cmd: MediaCommand, sender: &'static str) -> MediaCommand {
+        match cmd {
+            MediaCommand::Hold { leg, remote, codec, music } => {
+                let remote = dual_stack::for_socket(remote, self.bind_ip);
+                if sender == "raw" && remote.ip().to_canonical().is_ipv6() {
+                    tracing::info!(port = leg.port(), %remote, sender = "sendto", "hold music to an IPv6 leg: sendto from the leg's socket (the raw sender is IPv4 only)");
+                }
+                MediaCommand::Hold { leg, remote, codec, music }
+            }
+            MediaCommand::Update { leg, remote, codec, send } => MediaCommand::Update { leg, remote: dual_stack::for_socket(remote, self.bind_ip), codec, send },
+            other => other,
+        }
     }
 
     /// Sends a relayed packet: repeated when interrupted, else counted when refused (never retried).
@@ -257,7 +283,10 @@ impl MediaIo {
             self.gate.after_wake();
             loop {
                 match self.rx.try_recv() {
-                    Ok(cmd) => self.plane.apply(clock.now(), cmd),
+                    Ok(cmd) => {
+                        let cmd = self.in_socket_form(cmd, hold.name());
+                        self.plane.apply(clock.now(), cmd)
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
                 }

@@ -5,6 +5,7 @@ use super::api_link::{self, ApiPort};
 use super::clock::Clock;
 use super::media_shards::Media;
 use super::conn_limits::{Refusal, SipLimits};
+use super::dual_stack;
 use super::journal_writer::JournalWriter;
 use super::tcp::{self, ConnId, TcpContext, TcpEvent, Writer};
 use crate::core::{Command, Core, Output};
@@ -33,8 +34,14 @@ pub struct SipSockets {
 
 impl SipSockets {
     pub async fn bind(addr: SocketAddr) -> Result<SipSockets, SipIoError> {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| SipIoError::BindUdp { addr, source })?;
-        let tcp = TcpListener::bind(addr).await.map_err(|source| SipIoError::BindTcp { addr, source })?;
+        // `[::]` serves IPv4 and IPv6 peers on one socket (see `dual_stack`).
+        let udp = dual_stack::bind_udp(addr)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            })
+            .map_err(|source| SipIoError::BindUdp { addr, source })?;
+        let tcp = dual_stack::bind_tcp(addr).and_then(TcpListener::from_std).map_err(|source| SipIoError::BindTcp { addr, source })?;
         Ok(SipSockets { udp, tcp, limits: SipLimits::default() })
     }
 
@@ -165,12 +172,12 @@ async fn drive(
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default());
+                    on_datagram(core, &udp, &tcp_ctx, clock, dual_stack::canonical(from), buf.get(..n).unwrap_or_default());
                     let mut media_queued = drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal, cluster.ops.as_ref());
                     // Take whatever else is already queued before sleeping again, draining after each one.
                     for _ in 0..64 {
                         match udp.try_recv_from(&mut buf) {
-                            Ok((n, from)) => on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default()),
+                            Ok((n, from)) => on_datagram(core, &udp, &tcp_ctx, clock, dual_stack::canonical(from), buf.get(..n).unwrap_or_default()),
                             Err(_) => break,
                         }
                         media_queued |= drain(core, &udp, &mut conns, &tcp_ctx, media, api, clock, journal, cluster.ops.as_ref());
@@ -306,9 +313,17 @@ fn on_datagram(core: &mut Core, udp: &UdpSocket, tcp: &TcpContext, clock: &Clock
         Err(e) => {
             tcp.refuse(Refusal::of_framing(&e), from.ip());
             if let Some(answer) = e.response_bytes() {
-                let _ = udp.try_send_to(&answer, from);
+                let _ = udp.try_send_to(&answer, udp_destination(udp, from));
             }
         }
+    }
+}
+
+/// `to` in the form the SIP UDP socket sends to (IPv4-mapped on a dual-stack socket).
+fn udp_destination(udp: &UdpSocket, to: SocketAddr) -> SocketAddr {
+    match udp.local_addr() {
+        Ok(local) => dual_stack::for_socket(to, local.ip()),
+        Err(_) => to,
     }
 }
 
@@ -355,7 +370,7 @@ fn drain(
             Output::Sip { to, bytes } => {
                 match to.transport {
                 Transport::Udp => {
-                    if let Err(e) = udp.try_send_to(&bytes, to.addr) {
+                    if let Err(e) = udp.try_send_to(&bytes, udp_destination(udp, to.addr)) {
                         tracing::warn!(to = %to.addr, error = %e, "SIP UDP send failed");
                     }
                 }
