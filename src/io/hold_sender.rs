@@ -194,7 +194,7 @@ pub enum OpenError {
 /// one, else io_uring when the kernel allows it, else syscalls. Logs one line: which sender and why.
 pub fn open(choice: RtpSender, bind_ip: IpAddr, fds: &[RawFd], shared_ports: bool) -> Result<HoldOut, OpenError> {
     if choice == RtpSender::Syscalls {
-        tracing::info!(sender = "syscalls", "hold music sender: sendto/sendmmsg (rtp_sender = \"syscalls\")");
+        tracing::info!(sender = "syscalls", ipv6_legs = "same sender", "hold music sender: sendto/sendmmsg (rtp_sender = \"syscalls\")");
         return Ok(HoldOut::new(syscalls_sender(shared_ports), shared_ports));
     }
     let mut raw_refused = None;
@@ -218,12 +218,12 @@ pub fn open(choice: RtpSender, bind_ip: IpAddr, fds: &[RawFd], shared_ports: boo
     }
     match UringSender::new(uring_sender::RING_ENTRIES, fds) {
         Ok(ring) => {
-            tracing::info!(sender = "io_uring", sockets = fds.len(), raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
+            tracing::info!(sender = "io_uring", ipv6_legs = "same sender", sockets = fds.len(), raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
             Ok(HoldOut::new(Box::new(ring), shared_ports))
         }
         Err(e) if choice == RtpSender::IoUring => Err(OpenError::IoUring(e)),
         Err(e) => {
-            tracing::info!(sender = "syscalls", error = %e, raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: sendto/sendmmsg, neither a raw socket nor io_uring is available (rtp_sender = \"auto\")");
+            tracing::info!(sender = "syscalls", ipv6_legs = "same sender", error = %e, raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: sendto/sendmmsg, neither a raw socket nor io_uring is available (rtp_sender = \"auto\")");
             Ok(HoldOut::new(syscalls_sender(shared_ports), shared_ports))
         }
     }
