@@ -27,6 +27,8 @@ pub enum AdvertiseError {
     TwoOfAFamily(&'static str),
     #[error("advertise: no address given")]
     Empty,
+    #[error("advertise: {family} address {ip} but listen = {listen} takes no {family} peers (listen on [::] for both)")]
+    FamilyNotServed { family: &'static str, ip: IpAddr, listen: SocketAddr },
 }
 
 impl Advertise {
@@ -65,6 +67,19 @@ impl Advertise {
             IpAddr::V4(ip) if ip.is_unspecified() && !v6 => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             IpAddr::V6(ip) if ip.is_unspecified() => Some(if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) }),
             _ => None,
+        }
+    }
+
+    /// Refuses an advertised address of a family the listen socket cannot serve (an IPv6 address with an IPv4
+    /// `listen`, an IPv4 one with a specific IPv6 `listen`: `[::]` serves both).
+    pub fn check_served(&self, listen: SocketAddr) -> Result<(), AdvertiseError> {
+        let ip = listen.ip();
+        if let (Some(v6), IpAddr::V4(_)) = (self.v6, ip) {
+            return Err(AdvertiseError::FamilyNotServed { family: "IPv6", ip: IpAddr::V6(v6), listen });
+        }
+        match (self.v4, ip) {
+            (Some(v4), IpAddr::V6(l)) if !l.is_unspecified() => Err(AdvertiseError::FamilyNotServed { family: "IPv4", ip: IpAddr::V4(v4), listen }),
+            _ => Ok(()),
         }
     }
 
@@ -169,6 +184,18 @@ mod tests {
         let only6 = Some("2001:db8::10".parse().unwrap());
         assert_eq!((f(only6, lany6, false), f(only6, lany6, true)), (None, Some(ip("2001:db8::10"))), "only what was given");
         assert_eq!(f(only6, l4, false), Some(l4), "a specific listen address of the family still counts");
+    }
+
+    #[test]
+    fn an_address_of_a_family_the_socket_does_not_serve_is_refused() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let both: Advertise = "192.0.2.10,2001:db8::10".parse().unwrap();
+        assert_eq!(both.check_served(sa("[::]:5060")), Ok(()));
+        assert!(matches!(both.check_served(sa("0.0.0.0:5060")), Err(AdvertiseError::FamilyNotServed { family: "IPv6", .. })));
+        let v4: Advertise = "192.0.2.10".parse().unwrap();
+        let e = v4.check_served(sa("[::1]:5060")).unwrap_err();
+        assert_eq!(e.to_string(), "advertise: IPv4 address 192.0.2.10 but listen = [::1]:5060 takes no IPv4 peers (listen on [::] for both)");
+        assert_eq!(v4.check_served(sa("10.0.0.1:5060")), Ok(()));
     }
 
     #[test]

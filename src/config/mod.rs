@@ -64,6 +64,8 @@ pub enum ConfigError {
     #[error("{what}: {value:?} is not a SIP URI (sip:user@host[:port])")]
     BadUri { what: &'static str, value: String },
     #[error(transparent)]
+    Advertise(#[from] AdvertiseError),
+    #[error(transparent)]
     MediaThreads(#[from] crate::park::shard_plan::ShardPlanError),
     #[error(transparent)]
     Cluster(#[from] ClusterConfigError),
@@ -538,6 +540,9 @@ impl Config {
         }
         self.http.validate()?;
         self.cluster.validate(&self.lots)?;
+        if let Some(a) = self.server.advertise {
+            a.check_served(self.server.listen)?;
+        }
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });
