@@ -131,6 +131,7 @@ async fn drive(
     shutdown: impl std::future::Future<Output = Stop>,
 ) -> Stop {
     let SipSockets { udp, tcp, limits } = sockets;
+    let udp = SipUdp::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     let tcp_ctx = TcpContext { limits: std::sync::Arc::new(limits), metrics: api.metrics.clone(), refusal_log: Default::default(), events: tcp_tx };
     tokio::spawn(tcp::accept_loop(tcp, tcp_ctx.clone()));
@@ -307,23 +308,40 @@ async fn recv_durable(rx: &mut Option<&mut mpsc::UnboundedReceiver<Durable>>) ->
 
 /// One datagram: checked against the message limits (size, header count), then handed to the core. One over a
 /// limit is answered (413 / 400) when it can be, and refused.
-fn on_datagram(core: &mut Core, udp: &UdpSocket, tcp: &TcpContext, clock: &Clock, from: SocketAddr, bytes: &[u8]) {
+fn on_datagram(core: &mut Core, udp: &SipUdp, tcp: &TcpContext, clock: &Clock, from: SocketAddr, bytes: &[u8]) {
     match crate::sip::check_datagram(bytes, &tcp.limits.frame) {
         Ok(()) => core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, bytes),
         Err(e) => {
             tcp.refuse(Refusal::of_framing(&e), from.ip());
             if let Some(answer) = e.response_bytes() {
-                let _ = udp.try_send_to(&answer, udp_destination(udp, from));
+                let _ = udp.try_send_to(&answer, udp.destination(from));
             }
         }
     }
 }
 
-/// `to` in the form the SIP UDP socket sends to (IPv4-mapped on a dual-stack socket).
-fn udp_destination(udp: &UdpSocket, to: SocketAddr) -> SocketAddr {
-    match udp.local_addr() {
-        Ok(local) => dual_stack::for_socket(to, local.ip()),
-        Err(_) => to,
+/// The SIP UDP socket and the address it is bound to (a dual-stack one sends to IPv4 peers IPv4-mapped).
+struct SipUdp {
+    sock: UdpSocket,
+    ip: std::net::IpAddr,
+}
+
+impl SipUdp {
+    fn new(sock: UdpSocket) -> SipUdp {
+        let ip = sock.local_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        SipUdp { sock, ip }
+    }
+
+    /// `to` in the form this socket sends to.
+    fn destination(&self, to: SocketAddr) -> SocketAddr {
+        dual_stack::for_socket(to, self.ip)
+    }
+}
+
+impl std::ops::Deref for SipUdp {
+    type Target = UdpSocket;
+    fn deref(&self) -> &UdpSocket {
+        &self.sock
     }
 }
 
@@ -355,7 +373,7 @@ fn send_tcp(conns: &mut Conns, tcp: &TcpContext, to: SocketAddr, bytes: Bytes) {
 #[allow(clippy::too_many_arguments)]
 fn drain(
     core: &mut Core,
-    udp: &UdpSocket,
+    udp: &SipUdp,
     conns: &mut Conns,
     tcp: &TcpContext,
     media: &Media,
@@ -370,7 +388,7 @@ fn drain(
             Output::Sip { to, bytes } => {
                 match to.transport {
                 Transport::Udp => {
-                    if let Err(e) = udp.try_send_to(&bytes, udp_destination(udp, to.addr)) {
+                    if let Err(e) = udp.try_send_to(&bytes, udp.destination(to.addr)) {
                         tracing::warn!(to = %to.addr, error = %e, "SIP UDP send failed");
                     }
                 }
