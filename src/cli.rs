@@ -3,7 +3,7 @@
 
 use crate::config::{Config, ConfigError, LotConfig, MusicSource, NumRange, RtpSender, SlotPolicy};
 use clap::Parser;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// parkd — a SIP call-park server: park, hold music, retrieve, recall.
@@ -22,9 +22,10 @@ pub struct Cli {
     /// SIP address to listen on, UDP and TCP.
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Address to put in Contact, Via and SDP (when listening on 0.0.0.0 or behind NAT).
-    #[arg(long, value_name = "IP")]
-    pub advertise: Option<IpAddr>,
+    /// Address to put in Contact, Via and SDP (when listening on 0.0.0.0 / [::] or behind NAT); one per IP
+    /// family for dual-stack: `192.0.2.10,2001:db8::10`.
+    #[arg(long, value_name = "IP[,IP]")]
+    pub advertise: Option<crate::config::Advertise>,
     /// RTP port range, e.g. 10000-19999 (one even port per call leg).
     #[arg(long, value_name = "LO-HI")]
     pub rtp_ports: Option<String>,

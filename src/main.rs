@@ -216,7 +216,7 @@ async fn serve(
     if cfg.server.drain {
         tracing::info!("starting in drain mode (drain = true): new parks get 503; SIGUSR1 toggles it");
     }
-    tracing::info!(listen = %cfg.server.listen, advertise = %cfg.server.advertised_ip(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), media_threads = media.threads(), "parkd ready (UDP and TCP)");
+    tracing::info!(listen = %cfg.server.listen, families = parkd::io::dual_stack::families(cfg.server.listen.ip()), advertise = %cfg.server.advertised_ip(), advertise_other_family = ?cfg.server.advertised_other(), rtp_ports = %format!("{}-{}", ports.lo, ports.hi), media_threads = media.threads(), "parkd ready (UDP and TCP)");
     let metrics = std::sync::Arc::new(Metrics::new());
     if let Some(j) = &journal {
         metrics.set_journal(j.writer.stats_handle());

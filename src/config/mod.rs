@@ -18,10 +18,12 @@
 //! announce_orbit = true           # say "parked on 701" to a caller who parked itself
 //! ```
 
+mod advertise;
 mod cluster;
 mod http;
 mod limits;
 
+pub use advertise::{Advertise, AdvertiseError};
 pub use cluster::{ClusterConfig, ClusterConfigError, RedisTarget, TlsFiles};
 pub use http::{DialPattern, HttpConfig};
 pub use limits::{AccessConfig, LimitsConfig, SourceLimits, SourceLimitsPartial};
@@ -61,6 +63,8 @@ pub enum ConfigError {
     MissingFallbackUri { lot: String },
     #[error("{what}: {value:?} is not a SIP URI (sip:user@host[:port])")]
     BadUri { what: &'static str, value: String },
+    #[error(transparent)]
+    Advertise(#[from] AdvertiseError),
     #[error(transparent)]
     MediaThreads(#[from] crate::park::shard_plan::ShardPlanError),
     #[error(transparent)]
@@ -385,12 +389,15 @@ impl LotConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// SIP address, UDP and TCP.
+    /// SIP address, UDP and TCP; the RTP sockets bind to its IP too. `"[::]:5060"` serves IPv4 and IPv6
+    /// (one dual-stack socket), `"[::1]:5060"` or another IPv6 address IPv6 only, `"0.0.0.0:5060"` IPv4 only.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Address put in Contact, Via and SDP when `listen` is a wildcard or behind NAT.
+    /// Address put in Via, Contact, Record-Route and SDP `c=` when `listen` is a wildcard or behind NAT: one
+    /// address, or one per family (`["192.0.2.10", "2001:db8::10"]`: IPv4 peers get the first, IPv6 peers the
+    /// second). Default: the listen address; on `0.0.0.0` 127.0.0.1, on `[::]` 127.0.0.1 and ::1.
     #[serde(default)]
-    pub advertise: Option<IpAddr>,
+    pub advertise: Option<Advertise>,
     #[serde(default = "default_rtp_ports")]
     pub rtp_ports: NumRange,
     /// How many call legs may share one RTP port (1 = one port per leg, the default). Above 1, the
@@ -471,13 +478,13 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The IP written into Contact, Via and SDP.
+    /// parkd's main address, written into Contact, Via and SDP for peers of its family (see [`Advertise::pair`]).
     pub fn advertised_ip(&self) -> IpAddr {
-        match self.advertise {
-            Some(ip) => ip,
-            None if self.listen.ip().is_unspecified() => IpAddr::from([127, 0, 0, 1]),
-            None => self.listen.ip(),
-        }
+        Advertise::pair(self.advertise, self.listen).0
+    }
+    /// parkd's address for peers of the other IP family, when it serves both (`listen = "[::]:5060"`).
+    pub fn advertised_other(&self) -> Option<IpAddr> {
+        Advertise::pair(self.advertise, self.listen).1
     }
     pub fn advertised_sip(&self) -> SocketAddr {
         SocketAddr::new(self.advertised_ip(), self.listen.port())
@@ -533,6 +540,9 @@ impl Config {
         }
         self.http.validate()?;
         self.cluster.validate(&self.lots)?;
+        if let Some(a) = self.server.advertise {
+            a.check_served(self.server.listen)?;
+        }
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });

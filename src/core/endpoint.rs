@@ -71,6 +71,9 @@ pub struct Endpoint {
     pub(super) outbound_proxy: Option<(NameAddr, Peer)>,
     /// The address parkd listens on (a Route naming it names parkd too).
     listen: SocketAddr,
+    /// parkd's address for peers of the other IP family (`listen = "[::]:5060"`, issue 19): its sent-by and
+    /// Contact address, and the address its SDP names. `None`: one family only.
+    other_family: Option<SocketAddr>,
 }
 
 impl Endpoint {
@@ -85,21 +88,48 @@ impl Endpoint {
             media_ip,
             outbound_proxy,
             listen,
+            other_family: None,
         }
+    }
+
+    /// Gives parkd an address for peers of the other IP family (dual-stack): used in Via, Contact and SDP for
+    /// them. An address of the main address's family is ignored.
+    pub fn set_other_family(&mut self, ip: Option<IpAddr>) {
+        self.other_family = ip.filter(|ip| ip.is_ipv6() != self.local_addr.is_ipv6()).map(|ip| SocketAddr::new(ip, self.local_addr.port()));
+    }
+
+    /// parkd's sent-by / Contact address for a peer at `peer` (its address in the peer's family when it has one).
+    pub fn local_for(&self, peer: IpAddr) -> SocketAddr {
+        match self.other_family {
+            Some(other) if other.is_ipv6() == peer.to_canonical().is_ipv6() => other,
+            _ => self.local_addr,
+        }
+    }
+
+    /// The address parkd's SDP names for media exchanged with `peer` (its address in the peer's family).
+    pub fn media_ip_for(&self, peer: IpAddr) -> IpAddr {
+        match self.other_family {
+            Some(other) if other.is_ipv6() == peer.to_canonical().is_ipv6() => other.ip(),
+            _ => self.media_ip,
+        }
+    }
+
+    /// True when `addr` is one of parkd's own sent-by / Contact addresses.
+    fn is_local(&self, addr: SocketAddr) -> bool {
+        addr == self.local_addr || Some(addr) == self.other_family
     }
 
     /// True when one of the request's Vias is parkd's own sent-by with a branch parkd made (it looped back).
     pub fn looped(&self, req: &Request) -> bool {
         req.common.via.iter().any(|v| {
             v.branch().is_some_and(|b| b.starts_with(super::proxy::BRANCH_MARK))
-                && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.local_addr.ip())
-                && v.port.unwrap_or(5060) == self.local_addr.port()
+                && v.host_ip().is_some_and(|ip| self.is_local(SocketAddr::new(ip, v.port.unwrap_or(5060))))
         })
     }
 
     /// Whether a Route entry names parkd (its advertised or listening address and port).
     pub fn names_me(&self, route: &NameAddr) -> bool {
-        crate::dialog::uri_addr(&route.uri).is_some_and(|a| a == self.local_addr || (a.port() == self.listen.port() && a.ip() == self.listen.ip()))
+        crate::dialog::uri_addr(&route.uri).is_some_and(|a| self.is_local(a) || (a.port() == self.listen.port() && a.ip() == self.listen.ip()))
     }
 
     /// Removes the Route entries naming parkd from the top of `req`'s Route list (RFC 3261 §16.4).
@@ -129,6 +159,9 @@ impl Endpoint {
     /// unspecified), the outbound proxy's host and address (for `dial_allow`: numbers of parkd's lots there).
     pub fn own_hosts(&self) -> Vec<String> {
         let mut hosts = vec![self.local_addr.ip().to_string()];
+        if let Some(other) = self.other_family {
+            hosts.push(other.ip().to_string());
+        }
         if !self.listen.ip().is_unspecified() {
             hosts.push(self.listen.ip().to_string());
         }
@@ -166,20 +199,30 @@ impl Endpoint {
         format!("{}{:016x}", super::proxy::BRANCH_MARK, self.rng.gen::<u64>())
     }
 
-    /// parkd's Contact for a dialog on `transport`.
+    /// parkd's Contact for a dialog on `transport` (its main address).
     pub fn contact(&self, transport: Transport) -> NameAddr {
-        let mut uri = Uri::from_addr(Some("parkd"), self.local_addr);
+        Self::contact_at(self.local_addr, transport)
+    }
+
+    /// parkd's Contact for a dialog with `hop`: its address in the hop's IP family, `transport=tcp` on TCP.
+    pub fn contact_to(&self, hop: Peer) -> NameAddr {
+        Self::contact_at(self.local_for(hop.addr.ip()), hop.transport)
+    }
+
+    fn contact_at(addr: SocketAddr, transport: Transport) -> NameAddr {
+        let mut uri = Uri::from_addr(Some("parkd"), addr);
         if transport == Transport::Tcp {
             uri.params.set("transport", Some("tcp"));
         }
         NameAddr::new(uri)
     }
 
-    /// The next in-dialog request `method` of `dialog` (next local CSeq, fresh branch, parkd's Contact).
+    /// The next in-dialog request `method` of `dialog` (next local CSeq, fresh branch, parkd's Contact and
+    /// sent-by in the family of the dialog's next hop).
     pub fn request_in(&mut self, dialog: &mut Dialog, method: Method) -> Request {
         let branch = self.new_branch();
-        let contact = self.contact(dialog.next_hop.transport);
-        dialog.request(method, self.local_addr, &branch, &contact)
+        let contact = self.contact_to(dialog.next_hop);
+        dialog.request(method, self.local_for(dialog.next_hop.addr.ip()), &branch, &contact)
     }
 
     /// Answers server transaction `txn` (opened by `req`) with `status`. A To tag is added to any non-100

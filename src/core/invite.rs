@@ -305,9 +305,11 @@ impl Core {
         let id = LegId(self.ep.next_id());
         let tag = tag.unwrap_or_else(|| self.ep.new_tag());
         let dialog = Dialog::as_uas(req, from, &tag);
-        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
+        // The SDP names parkd's address in the family of the offer's (else of the signalling peer's) address.
+        let media_peer = offer.as_ref().map_or(from.addr.ip(), |o| o.addr.ip());
+        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(media_peer), port: media_leg.port() };
         let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());
-        let contact = self.ep.contact(from.transport);
+        let contact = self.ep.contact_to(from);
         let resp = self.ep.response(req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Allow", super::reply::ALLOW);

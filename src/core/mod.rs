@@ -140,6 +140,7 @@ impl Core {
             Some((NameAddr::new(uri), hop))
         });
         let mut ep = endpoint::Endpoint::new(timers, seed, (local_addr, server.listen), server.advertised_ip(), outbound_proxy);
+        ep.set_other_family(server.advertised_other());
         let mut admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
         admission.set_nonce_key(admission::NonceKey(ep.rng().gen()));
         admission.set_draining(server.drain);
@@ -267,6 +268,8 @@ mod testkit;
 mod tests;
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod ipv6_tests;
 #[cfg(test)]
 mod recall_tests;
 #[cfg(test)]

@@ -63,26 +63,27 @@ impl Core {
         };
         // The parked party as the destination should see it (a trusted P-Asserted-Identity wins, see proxy.rs).
         let parked = self.parked_identity(call);
-        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
+        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(next_hop.addr.ip()), port: media_leg.port() };
         let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
 
-        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), self.ep.local_addr));
+        let local = self.ep.local_for(next_hop.addr.ip());
+        let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), local));
         from.display = Some(spec.from_display);
         let from = from.with_tag(&self.ep.new_tag());
         let branch = self.ep.new_branch();
-        let via_addr = self.ep.local_addr;
+        let via_addr = local;
         let mut invite = Request {
             method: Method::Invite,
             uri: target_uri.clone(),
             common: Common {
                 max_forwards: Some(70),
-                contact: vec![self.ep.contact(next_hop.transport)],
+                contact: vec![self.ep.contact_to(next_hop)],
                 route: self.ep.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
                 ..Common::new(
-                    vec![Via::new(next_hop.transport, self.ep.local_addr, &branch)],
+                    vec![Via::new(next_hop.transport, local, &branch)],
                     from,
                     NameAddr::new(target_uri.clone()),
-                    format!("recall-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_addr.ip()),
+                    format!("recall-{:016x}@{}", self.ep.rng().gen::<u64>(), local.ip()),
                     CSeq { seq: 1, method: Method::Invite },
                 )
             },

@@ -145,8 +145,8 @@ impl Core {
         let mut dialog = Dialog::as_uac(&r.invite.shape(Method::Invite), &resp, r.next_hop);
         dialog.local_seq = r.invite.cseq;
         let branch = self.ep.new_branch();
-        let contact = self.ep.contact(dialog.next_hop.transport);
-        let ack = dialog.ack(r.invite.cseq, self.ep.local_addr, &branch, &contact).encode();
+        let contact = self.ep.contact_to(dialog.next_hop);
+        let ack = dialog.ack(r.invite.cseq, self.ep.local_for(dialog.next_hop.addr.ip()), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
         let id = LegId(self.ep.next_id());
@@ -247,13 +247,14 @@ impl Core {
             ClientVerdict::Final(resp) if resp.is_success() => {
                 // Answered after parkd gave up (e.g. a retrieve won the race): ACK, then BYE (RFC 3261 §15).
                 let mut dialog = Dialog::as_uac(&orphan.invite.shape(Method::Invite), &resp, orphan.next_hop);
-                let contact = self.ep.contact(dialog.next_hop.transport);
+                let contact = self.ep.contact_to(dialog.next_hop);
                 let branch = self.ep.new_branch();
-                let ack = dialog.ack(orphan.invite.cseq, self.ep.local_addr, &branch, &contact);
+                let local = self.ep.local_for(dialog.next_hop.addr.ip());
+                let ack = dialog.ack(orphan.invite.cseq, local, &branch, &contact);
                 self.ep.send_ack(dialog.next_hop, ack.encode());
                 dialog.local_seq = orphan.invite.cseq;
                 let branch = self.ep.new_branch();
-                let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+                let mut bye = dialog.request(Method::Bye, local, &branch, &contact);
                 if orphan.completed_elsewhere {
                     bye.common.push_header("Reason", COMPLETED_ELSEWHERE);
                 }

@@ -194,18 +194,22 @@ pub enum OpenError {
 /// one, else io_uring when the kernel allows it, else syscalls. Logs one line: which sender and why.
 pub fn open(choice: RtpSender, bind_ip: IpAddr, fds: &[RawFd], shared_ports: bool) -> Result<HoldOut, OpenError> {
     if choice == RtpSender::Syscalls {
-        tracing::info!(sender = "syscalls", "hold music sender: sendto/sendmmsg (rtp_sender = \"syscalls\")");
+        tracing::info!(sender = "syscalls", ipv6_legs = "same sender", "hold music sender: sendto/sendmmsg (rtp_sender = \"syscalls\")");
         return Ok(HoldOut::new(syscalls_sender(shared_ports), shared_ports));
     }
     let mut raw_refused = None;
     if matches!(choice, RtpSender::Raw | RtpSender::Auto) {
+        // Dual-stack RTP sockets (`[::]`): IPv4 legs take the raw socket (the kernel fills the source address),
+        // IPv6 legs leave from their own sockets.
         let src = match bind_ip {
             IpAddr::V4(ip) => Ok(ip),
-            IpAddr::V6(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "RTP is bound to an IPv6 address; raw sending is IPv4 only")),
+            IpAddr::V6(ip) if ip.is_unspecified() => Ok(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "RTP is bound to an IPv6-only address; raw sending is IPv4 only")),
         };
         match src.and_then(RawSender::new) {
             Ok(raw) => {
-                tracing::info!(sender = "raw", "hold music sender: one raw socket, one sendmmsg per pacer turn (rtp_sender = \"{}\")", choice.name());
+                let ipv6_legs = if bind_ip.is_ipv6() { "sendto from the leg's socket" } else { "none (RTP is IPv4)" };
+                tracing::info!(sender = "raw", ipv6_legs, "hold music sender: one raw socket, one sendmmsg per pacer turn, IPv4 legs (rtp_sender = \"{}\")", choice.name());
                 return Ok(HoldOut::new(Box::new(raw), shared_ports));
             }
             Err(e) if choice == RtpSender::Raw => return Err(OpenError::Raw(e)),
@@ -214,12 +218,12 @@ pub fn open(choice: RtpSender, bind_ip: IpAddr, fds: &[RawFd], shared_ports: boo
     }
     match UringSender::new(uring_sender::RING_ENTRIES, fds) {
         Ok(ring) => {
-            tracing::info!(sender = "io_uring", sockets = fds.len(), raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
+            tracing::info!(sender = "io_uring", ipv6_legs = "same sender", sockets = fds.len(), raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: io_uring, one submission per pacer turn (rtp_sender = \"{}\")", choice.name());
             Ok(HoldOut::new(Box::new(ring), shared_ports))
         }
         Err(e) if choice == RtpSender::IoUring => Err(OpenError::IoUring(e)),
         Err(e) => {
-            tracing::info!(sender = "syscalls", error = %e, raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: sendto/sendmmsg, neither a raw socket nor io_uring is available (rtp_sender = \"auto\")");
+            tracing::info!(sender = "syscalls", ipv6_legs = "same sender", error = %e, raw_refused = ?raw_refused.map(|e| e.to_string()), "hold music sender: sendto/sendmmsg, neither a raw socket nor io_uring is available (rtp_sender = \"auto\")");
             Ok(HoldOut::new(syscalls_sender(shared_ports), shared_ports))
         }
     }

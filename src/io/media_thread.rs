@@ -26,6 +26,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clock::Clock;
+use super::dual_stack;
 use super::hold_sender::{self, refusal_of, HoldOut, OpenError, PortSockets, Refusal, Slot};
 use super::wake_gate::WakeGate;
 use crate::config::RtpSender;
@@ -151,7 +152,12 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let poll = Poll::new().map_err(MediaIoError::Poll)?;
     let mut sockets = Vec::with_capacity(even.len());
     for (i, port) in even.iter().enumerate() {
-        let mut sock = UdpSocket::bind(SocketAddr::new(bind_ip, *port))
+        // `[::]`: one dual-stack socket per port serves IPv4 and IPv6 legs (see `dual_stack`).
+        let mut sock = dual_stack::bind_udp(SocketAddr::new(bind_ip, *port))
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                Ok(UdpSocket::from_std(s))
+            })
             .map_err(|source| MediaIoError::Bind { ip: bind_ip, port: *port, source })?;
         poll.registry().register(&mut sock, Token(i), Interest::READABLE).map_err(MediaIoError::Poll)?;
         sockets.push(sock);
@@ -162,7 +168,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let counters = Arc::new(IoCounters::default());
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, base, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
+    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
@@ -198,6 +204,9 @@ struct MediaIo {
     /// Socket `i` is bound to port `base + 2 * i`.
     sockets: Vec<UdpSocket>,
     base: u16,
+    /// The address the sockets are bound to: on `[::]` every address the plane sees is IPv6 (IPv4 peers
+    /// IPv4-mapped), as the sockets report and take them.
+    bind_ip: IpAddr,
     rx: Receiver<MediaCommand>,
     stop: Arc<AtomicBool>,
     counters: Arc<IoCounters>,
@@ -212,6 +221,23 @@ impl MediaIo {
             return None;
         }
         self.sockets.get(off as usize / 2)
+    }
+
+    /// `cmd` with its remote address in the sockets' form (IPv4-mapped on dual-stack sockets). Logs, per
+    /// leg, when an IPv6 leg's hold music cannot take the raw sender (IPv4 only) and leaves from the leg's
+    /// own socket instead.
+    fn in_socket_form(&self, cmd: MediaCommand, sender: &'static str) -> MediaCommand {
+        match cmd {
+            MediaCommand::Hold { leg, remote, codec, music } => {
+                let remote = dual_stack::for_socket(remote, self.bind_ip);
+                if sender == "raw" && remote.ip().to_canonical().is_ipv6() {
+                    tracing::info!(port = leg.port(), %remote, sender = "sendto", "hold music to an IPv6 leg: sendto from the leg's socket (the raw sender is IPv4 only)");
+                }
+                MediaCommand::Hold { leg, remote, codec, music }
+            }
+            MediaCommand::Update { leg, remote, codec, send } => MediaCommand::Update { leg, remote: dual_stack::for_socket(remote, self.bind_ip), codec, send },
+            other => other,
+        }
     }
 
     /// Sends a relayed packet: repeated when interrupted, else counted when refused (never retried).
@@ -257,7 +283,10 @@ impl MediaIo {
             self.gate.after_wake();
             loop {
                 match self.rx.try_recv() {
-                    Ok(cmd) => self.plane.apply(clock.now(), cmd),
+                    Ok(cmd) => {
+                        let cmd = self.in_socket_form(cmd, hold.name());
+                        self.plane.apply(clock.now(), cmd)
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
                 }
@@ -330,13 +359,18 @@ mod tests {
     /// Spawns on two loopback ports with `legs_per_port` legs per port and hold sender `sender`;
     /// `None` (the reason printed) when `RtpSender::IoUring` is asked for and the kernel refuses it.
     fn spawn_loopback_shared(legs_per_port: u16, sender: RtpSender) -> Option<MediaHandle> {
+        spawn_on("127.0.0.1".parse().unwrap(), legs_per_port, sender)
+    }
+
+    /// As [`spawn_loopback_shared`], the sockets bound to `ip`.
+    fn spawn_on(ip: IpAddr, legs_per_port: u16, sender: RtpSender) -> Option<MediaHandle> {
         let music = HoldMusic::from_pcm(&[500; 1600]).unwrap();
         // Tests run in parallel: each spawn takes its own port block.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let start = 40_000 + (std::process::id() % 1000) as u16 * 8;
         for _ in 0..20 {
             let base = start + (NEXT.fetch_add(1, Ordering::Relaxed) % 2000) as u16 * 4;
-            match spawn("127.0.0.1".parse().unwrap(), base..=base + 3, legs_per_port, sender, MediaPlane::new(vec![music.clone()], 7)) {
+            match spawn(ip, base..=base + 3, legs_per_port, sender, MediaPlane::new(vec![music.clone()], 7)) {
                 Ok(h) => return Some(h),
                 Err(MediaIoError::Bind { .. }) => continue,
                 Err(e @ (MediaIoError::IoUring(_) | MediaIoError::Raw(_))) => {
@@ -429,6 +463,63 @@ mod tests {
         assert_eq!(r.pt.get(), 8, "translated to B's codec");
         assert_eq!(&buf[12..172], &[0xD5; 160][..]);
         assert!(h.io_counters().send_errors.load(Ordering::Relaxed) == 0);
+    }
+
+    /// Dual-stack RTP (`listen = "[::]:..."`, issue 19): hold music reaches an IPv4 and an IPv6 phone, then the
+    /// two are bridged and relayed both ways.
+    fn dual_stack_hold_and_bridge(sender: RtpSender) {
+        if StdUdp::bind("[::1]:0").is_err() {
+            eprintln!("SKIPPED: this machine has no ::1");
+            return;
+        }
+        let Some(h) = spawn_on("::".parse().unwrap(), 1, sender) else { return };
+        let (p4, p6) = (h.ports()[0], h.ports()[1]);
+        let v4 = receiver();
+        let v6 = StdUdp::bind("[::1]:0").unwrap();
+        v6.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 2048];
+        for (phone, port) in [(&v4, p4), (&v6, p6)] {
+            h.send(MediaCommand::Hold { leg: MediaLegId::solo(port), remote: phone.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+            for _ in 0..3 {
+                let (n, from) = phone.recv_from(&mut buf).expect("hold music on both families");
+                assert_eq!((n, from.port(), from.is_ipv6()), (172, port, phone.local_addr().unwrap().is_ipv6()), "from the leg's port, in the phone's family");
+            }
+        }
+        h.send(MediaCommand::Bridge { a: MediaLegId::solo(p4), b: MediaLegId::solo(p6) });
+        let mut pkt = write_header(Pt::from(Codec::Pcmu), false, SeqNo(1), 1, Ssrc(99)).to_vec();
+        pkt.extend_from_slice(&[0x11; 160]);
+        for (from, to, port_in, port_out) in [(&v4, &v6, p4, p6), (&v6, &v4, p6, p4)] {
+            let dest: SocketAddr = if from.local_addr().unwrap().is_ipv6() { ("::1".parse::<IpAddr>().unwrap(), port_in).into() } else { ("127.0.0.1".parse::<IpAddr>().unwrap(), port_in).into() };
+            let mut relayed = false;
+            for _ in 0..20 {
+                from.send_to(&pkt, dest).unwrap();
+                match to.recv_from(&mut buf) {
+                    Ok((n, src)) if n == 172 && buf[12..172] == [0x11; 160] => {
+                        assert_eq!(src.port(), port_out);
+                        relayed = true;
+                        break;
+                    }
+                    _ => continue, // hold music still in flight, or the bridge not applied yet
+                }
+            }
+            assert!(relayed, "relayed {} -> {}", from.local_addr().unwrap(), to.local_addr().unwrap());
+        }
+        assert_eq!(h.io_counters().send_errors.load(Ordering::Relaxed), 0, "no packet sent to the wrong family");
+    }
+
+    #[test]
+    fn dual_stack_hold_and_bridge_with_syscalls() {
+        dual_stack_hold_and_bridge(RtpSender::Syscalls);
+    }
+
+    #[test]
+    fn dual_stack_hold_and_bridge_with_io_uring() {
+        dual_stack_hold_and_bridge(RtpSender::IoUring);
+    }
+
+    #[test]
+    fn dual_stack_hold_and_bridge_with_a_raw_socket() {
+        dual_stack_hold_and_bridge(RtpSender::Raw);
     }
 
     #[test]

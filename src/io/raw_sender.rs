@@ -156,9 +156,16 @@ mod linux {
             let mut out = Sent::default();
             let (mut n, mut blocked) = (0, false);
             for (i, p) in packets.iter().enumerate() {
-                let SocketAddr::V4(to) = p.to else {
-                    self.v6.send_one(p, sockets, full, &mut out);
-                    continue;
+                // IPv4 destinations, also as a dual-stack leg names them (IPv4-mapped), take the raw socket.
+                let to = match p.to {
+                    SocketAddr::V4(to) => to,
+                    SocketAddr::V6(to6) => match to6.ip().to_ipv4_mapped() {
+                        Some(ip) => std::net::SocketAddrV4::new(ip, to6.port()),
+                        None => {
+                            self.v6.send_one(p, sockets, full, &mut out);
+                            continue;
+                        }
+                    },
                 };
                 if blocked {
                     full.push(p.clone());

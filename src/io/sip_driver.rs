@@ -5,6 +5,7 @@ use super::api_link::{self, ApiPort};
 use super::clock::Clock;
 use super::media_shards::Media;
 use super::conn_limits::{Refusal, SipLimits};
+use super::dual_stack;
 use super::journal_writer::JournalWriter;
 use super::tcp::{self, ConnId, TcpContext, TcpEvent, Writer};
 use crate::core::{Command, Core, Output};
@@ -33,8 +34,14 @@ pub struct SipSockets {
 
 impl SipSockets {
     pub async fn bind(addr: SocketAddr) -> Result<SipSockets, SipIoError> {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| SipIoError::BindUdp { addr, source })?;
-        let tcp = TcpListener::bind(addr).await.map_err(|source| SipIoError::BindTcp { addr, source })?;
+        // `[::]` serves IPv4 and IPv6 peers on one socket (see `dual_stack`).
+        let udp = dual_stack::bind_udp(addr)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            })
+            .map_err(|source| SipIoError::BindUdp { addr, source })?;
+        let tcp = dual_stack::bind_tcp(addr).and_then(TcpListener::from_std).map_err(|source| SipIoError::BindTcp { addr, source })?;
         Ok(SipSockets { udp, tcp, limits: SipLimits::default() })
     }
 
@@ -124,6 +131,7 @@ async fn drive(
     shutdown: impl std::future::Future<Output = Stop>,
 ) -> Stop {
     let SipSockets { udp, tcp, limits } = sockets;
+    let udp = SipUdp::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     let tcp_ctx = TcpContext { limits: std::sync::Arc::new(limits), metrics: api.metrics.clone(), refusal_log: Default::default(), events: tcp_tx };
     tokio::spawn(tcp::accept_loop(tcp, tcp_ctx.clone()));
@@ -165,12 +173,12 @@ async fn drive(
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default());
+                    on_datagram(core, &udp, &tcp_ctx, clock, dual_stack::canonical(from), buf.get(..n).unwrap_or_default());
                     let mut media_queued = drain(core, &udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref());
                     // Take whatever else is already queued before sleeping again, draining after each one.
                     for _ in 0..64 {
                         match udp.try_recv_from(&mut buf) {
-                            Ok((n, from)) => on_datagram(core, &udp, &tcp_ctx, clock, from, buf.get(..n).unwrap_or_default()),
+                            Ok((n, from)) => on_datagram(core, &udp, &tcp_ctx, clock, dual_stack::canonical(from), buf.get(..n).unwrap_or_default()),
                             Err(_) => break,
                         }
                         media_queued |= drain(core, &udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref());
@@ -300,15 +308,40 @@ async fn recv_durable(rx: &mut Option<&mut mpsc::UnboundedReceiver<Durable>>) ->
 
 /// One datagram: checked against the message limits (size, header count), then handed to the core. One over a
 /// limit is answered (413 / 400) when it can be, and refused.
-fn on_datagram(core: &mut Core, udp: &UdpSocket, tcp: &TcpContext, clock: &Clock, from: SocketAddr, bytes: &[u8]) {
+fn on_datagram(core: &mut Core, udp: &SipUdp, tcp: &TcpContext, clock: &Clock, from: SocketAddr, bytes: &[u8]) {
     match crate::sip::check_datagram(bytes, &tcp.limits.frame) {
         Ok(()) => core.handle_sip(clock.now(), Peer { transport: Transport::Udp, addr: from }, bytes),
         Err(e) => {
             tcp.refuse(Refusal::of_framing(&e), from.ip());
             if let Some(answer) = e.response_bytes() {
-                let _ = udp.try_send_to(&answer, from);
+                let _ = udp.try_send_to(&answer, udp.destination(from));
             }
         }
+    }
+}
+
+/// The SIP UDP socket and the address it is bound to (a dual-stack one sends to IPv4 peers IPv4-mapped).
+struct SipUdp {
+    sock: UdpSocket,
+    ip: std::net::IpAddr,
+}
+
+impl SipUdp {
+    fn new(sock: UdpSocket) -> SipUdp {
+        let ip = sock.local_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        SipUdp { sock, ip }
+    }
+
+    /// `to` in the form this socket sends to.
+    fn destination(&self, to: SocketAddr) -> SocketAddr {
+        dual_stack::for_socket(to, self.ip)
+    }
+}
+
+impl std::ops::Deref for SipUdp {
+    type Target = UdpSocket;
+    fn deref(&self) -> &UdpSocket {
+        &self.sock
     }
 }
 
@@ -340,7 +373,7 @@ fn send_tcp(conns: &mut Conns, tcp: &TcpContext, to: SocketAddr, bytes: Bytes) {
 #[allow(clippy::too_many_arguments)]
 fn drain(
     core: &mut Core,
-    udp: &UdpSocket,
+    udp: &SipUdp,
     conns: &mut Conns,
     tcp: &TcpContext,
     media: &Media,
@@ -355,7 +388,7 @@ fn drain(
             Output::Sip { to, bytes } => {
                 match to.transport {
                 Transport::Udp => {
-                    if let Err(e) = udp.try_send_to(&bytes, to.addr) {
+                    if let Err(e) = udp.try_send_to(&bytes, udp.destination(to.addr)) {
                         tracing::warn!(to = %to.addr, error = %e, "SIP UDP send failed");
                     }
                 }

@@ -67,6 +67,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: TcpContext) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let peer = super::dual_stack::canonical(peer);
                 let admitted = counter.lock().map_or(Ok(()), |mut c| c.try_open(peer.ip()));
                 if let Err(why) = admitted {
                     // Closed at once with a reset: no task, no buffer, no TIME_WAIT. (A zero linger never blocks

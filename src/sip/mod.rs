@@ -34,6 +34,8 @@ pub mod via;
 
 #[cfg(test)]
 mod rfc4475_tests;
+#[cfg(test)]
+mod rfc5118_tests;
 
 pub use cseq::CSeq;
 pub use error::{DecodeError, FramingError};

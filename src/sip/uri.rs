@@ -200,9 +200,9 @@ pub(crate) fn parse_hostport(s: &str) -> Option<(&str, Option<u16>)> {
         let close = s.find(']')?;
         let (host, after) = s.split_at(close + 1);
         let inner = host.strip_prefix('[')?.strip_suffix(']')?;
-        if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
-            return None;
-        }
+        // A real IPv6 address (RFC 5118 §4.10: `2001:db8:::192.0.2.1` is not one, whatever RFC 3261's ABNF
+        // let through).
+        inner.parse::<std::net::Ipv6Addr>().ok()?;
         match after {
             "" => (host, None),
             _ => (host, Some(after.strip_prefix(':')?)),
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn malformed_uris_are_rejected() {
-        for s in ["", "sip:", "sip:@h", "sip:a@", "sip:a@h:", "sip:a@h:99999", "sip:a@h:5x", "sip:a @h", "sip:a@[zz]", "1sip:a@h", "sip:a@h;=v", "noscheme", "sip:a@h<", "sip:a@h?=v"] {
+        for s in ["", "sip:", "sip:@h", "sip:a@", "sip:a@h:", "sip:a@h:99999", "sip:a@h:5x", "sip:a @h", "sip:a@[zz]", "sip:a@[2001:db8:::1]", "sip:a@[::1", "sip:a@[1.2.3.4]", "sip:a@[::1]x", "1sip:a@h", "sip:a@h;=v", "noscheme", "sip:a@h<", "sip:a@h?=v"] {
             assert_eq!(parse_uri(s), Err(DecodeError::BadUri), "{s:?}");
         }
     }

@@ -5,7 +5,7 @@ use super::params::{parse_header_params, Params};
 use super::transport::Transport;
 use super::uri::parse_hostport;
 use std::fmt::{self, Write as _};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// One Via header field value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +31,20 @@ impl Via {
     pub fn branch(&self) -> Option<&str> {
         self.params.value("branch")
     }
+    /// The `received` parameter as an address: bracketed (`[2001:db8::9:255]`) or bare (`2001:db8::9:255`, the
+    /// RFC 3261 grammar) IPv6, or IPv4 (RFC 5118 §4.5 asks to accept both IPv6 forms).
+    pub fn received(&self) -> Option<IpAddr> {
+        self.params.value("received").and_then(parse_ip_literal)
+    }
+    /// The `maddr` parameter as an address (an IPv6 one is written bracketed, RFC 3261 §25.1 `maddr-param`);
+    /// `None` for a host name.
+    pub fn maddr(&self) -> Option<IpAddr> {
+        self.params.value("maddr").and_then(parse_ip_literal)
+    }
+    /// The sent-by host as an address (`None` for a host name).
+    pub fn host_ip(&self) -> Option<IpAddr> {
+        parse_ip_literal(&self.host)
+    }
     /// `host:port` as a comparable key (the RFC 3261 §17.2.3 "sent-by").
     pub fn sent_by(&self) -> String {
         match self.port {
@@ -49,6 +63,14 @@ impl fmt::Display for Via {
         }
         self.params.write(&mut s);
         f.write_str(&s)
+    }
+}
+
+/// An IPv4 address, or an IPv6 address with or without its brackets.
+pub fn parse_ip_literal(s: &str) -> Option<IpAddr> {
+    match s.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']')?.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6),
+        None => s.parse().ok(),
     }
 }
 
@@ -95,5 +117,22 @@ mod tests {
         assert_eq!(v.to_string(), "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK7;rport");
         assert_eq!(parse_via(&v.to_string()).unwrap(), v);
         assert_eq!(v.sent_by(), "[::1]:5060");
+        assert_eq!(v.host_ip(), Some("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_received_and_maddr_are_read_bracketed_or_bare_rfc5118_4_5() {
+        let v = parse_via("SIP/2.0/UDP [2001:db8::9:1]:5060;maddr=[2001:db8::7];received=2001:db8::9:255;branch=z9hG4bK1").unwrap();
+        assert_eq!(v.received(), Some("2001:db8::9:255".parse().unwrap()));
+        assert_eq!(v.maddr(), Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(v.host_ip(), Some("2001:db8::9:1".parse().unwrap()));
+        let v = parse_via("SIP/2.0/TCP pbx.example;received=[2001:db8::9:255];maddr=239.1.1.1").unwrap();
+        assert_eq!(v.received(), Some("2001:db8::9:255".parse().unwrap()));
+        assert_eq!(v.maddr(), Some("239.1.1.1".parse().unwrap()));
+        assert_eq!(v.host_ip(), None);
+        assert_eq!(v.to_string(), "SIP/2.0/TCP pbx.example;received=[2001:db8::9:255];maddr=239.1.1.1", "printed as read");
+        for bad in ["[2001:db8:::1]", "[2001:db8::1", "2001:zz::1", "[1.2.3.4]"] {
+            assert_eq!(parse_ip_literal(bad), None, "{bad}");
+        }
     }
 }

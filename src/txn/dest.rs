@@ -100,6 +100,19 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_source_is_stamped_bare_and_answered_at_its_address_rfc3581_rfc5118() {
+        let src = udp("[2001:db8::9]:40002");
+        let mut v = via("[2001:db8::5]", Some(5070), true);
+        stamp_top_via(&mut v, src);
+        assert_eq!(v.to_string(), "SIP/2.0/UDP [2001:db8::5]:5070;branch=z9hG4bK1;rport=40002;received=2001:db8::9");
+        assert_eq!(v.received(), Some("2001:db8::9".parse().unwrap()));
+        assert_eq!(response_destination(src, Some(&v)), src, "rport: back to the IPv6 source");
+        let mut v = via("[2001:db8::5]", None, false);
+        stamp_top_via(&mut v, src);
+        assert_eq!(response_destination(src, Some(&v)), udp("[2001:db8::9]:5060"), "no rport: source IP, sent-by port");
+    }
+
+    #[test]
     fn rfc3261_18_2_2_tcp_answers_on_the_connection() {
         let src = Peer { transport: Transport::Tcp, addr: "192.0.2.9:51000".parse().unwrap() };
         let v = via("192.0.2.9", Some(5060), false);

@@ -28,6 +28,8 @@ pub struct ParkdOptions {
     pub http: bool,
     /// `--state-dir`; default `<log dir>/state` (a fresh one per start). Give the same one to a restarted parkd.
     pub state_dir: Option<PathBuf>,
+    /// The IP of `--listen` (the port is this test's); default 127.0.0.1. `::` is dual-stack, `::1` IPv6 only.
+    pub listen_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for ParkdOptions {
@@ -40,6 +42,7 @@ impl Default for ParkdOptions {
             config: None,
             http: false,
             state_dir: None,
+            listen_ip: None,
         }
     }
 }
@@ -61,6 +64,8 @@ pub struct Parkd {
     args: Vec<std::ffi::OsString>,
     /// Starts so far (1 = the first).
     starts: u32,
+    /// Where parkd listens (`--listen`).
+    listen: SocketAddr,
 }
 
 impl Parkd {
@@ -112,6 +117,7 @@ impl Parkd {
         let stderr_path = log_dir.join("parkd.stderr");
         let http_addr = options.http.then(|| SocketAddr::from(([127, 0, 0, 1], ports.aux_port())));
         let state_dir = options.state_dir.clone().unwrap_or_else(|| log_dir.join("state"));
+        let listen = options.listen_ip.map_or(ports.sip_addr(), |ip| SocketAddr::new(ip, ports.sip));
         let mut args: Vec<std::ffi::OsString> = Vec::new();
         if let Some(toml) = &options.config {
             let path = log_dir.join("parkd.toml");
@@ -119,7 +125,7 @@ impl Parkd {
             args.extend(["--config".into(), path.into_os_string()]);
         }
         let flags = [
-            ("--listen", ports.sip_addr().to_string()),
+            ("--listen", listen.to_string()),
             ("--rtp-ports", format!("{}-{}", ports.rtp_lo, ports.rtp_hi)),
             ("--park-code", options.park_code.clone()),
             ("--orbits", options.orbits.clone()),
@@ -132,7 +138,7 @@ impl Parkd {
         args.extend(options.extra_args.iter().map(Into::into));
         args.extend(["--http".into(), http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()).into()]);
         let child = spawn(&bin, &args, &stderr_path);
-        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string(), http_addr, state_dir, args, starts: 1 };
+        let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string(), http_addr, state_dir, args, starts: 1, listen };
         parkd.wait_ready();
         parkd
     }
@@ -192,9 +198,13 @@ impl Parkd {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// parkd's SIP address (UDP and TCP).
+    /// parkd's SIP address (UDP and TCP): where it listens, 127.0.0.1 when that is a wildcard.
     pub fn sip_addr(&self) -> SocketAddr {
-        self.ports.sip_addr()
+        if self.listen.ip().is_unspecified() {
+            self.ports.sip_addr()
+        } else {
+            self.listen
+        }
     }
 
     /// The last `lines` lines parkd wrote to stderr.

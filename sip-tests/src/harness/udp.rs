@@ -2,7 +2,7 @@
 //! before the reader gets to it. Used by the SIP [`Ua`](crate::sip::ua::Ua) and the benchmark's RTP sinks.
 
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 /// A nonblocking UDP socket on 127.0.0.1 (any port) with `bufsize`-byte kernel buffers (see [`set_buffers`]).
@@ -12,6 +12,11 @@ pub fn loopback_socket(bufsize: usize) -> io::Result<UdpSocket> {
 
 /// [`loopback_socket`] on another loopback address (e.g. 127.0.0.2, a second source).
 pub fn loopback_socket_on(ip: Ipv4Addr, bufsize: usize) -> io::Result<UdpSocket> {
+    socket_on(IpAddr::V4(ip), bufsize)
+}
+
+/// [`loopback_socket`] on any local address, IPv6 too (`::1`).
+pub fn socket_on(ip: IpAddr, bufsize: usize) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind((ip, 0))?;
     s.set_nonblocking(true)?;
     set_buffers(&s, bufsize);

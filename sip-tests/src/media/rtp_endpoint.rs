@@ -82,7 +82,12 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 impl RtpEndpoint {
     /// Binds 127.0.0.1:0 and starts recording.
     pub fn bind(name: &str) -> RtpEndpoint {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("RTP endpoint {name}: bind: {e}"));
+        RtpEndpoint::bind_on(std::net::Ipv4Addr::LOCALHOST.into(), name)
+    }
+
+    /// Binds `ip` (e.g. `::1`, an IPv6 phone), any port, and starts recording.
+    pub fn bind_on(ip: std::net::IpAddr, name: &str) -> RtpEndpoint {
+        let socket = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("RTP endpoint {name}: bind: {e}"));
         socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap_or_else(|e| panic!("set_read_timeout: {e}"));
         let socket = Arc::new(socket);
         let state = Arc::new(Mutex::new(State::default()));

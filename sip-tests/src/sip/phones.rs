@@ -7,7 +7,7 @@
 //! restart goes unanswered.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -26,6 +26,8 @@ pub struct Received {
     pub at: Instant,
     /// The body (a NOTIFY's dialog-info), as text.
     pub body: String,
+    /// The whole request as parkd's codec writes it back (Request-URI, Via, Contact... to check).
+    pub text: String,
 }
 
 /// What one call (or subscription) of ours has seen.
@@ -37,6 +39,8 @@ pub struct CallLog {
     pub orbit: Option<String>,
     /// The RTP port of parkd's SDP answer.
     pub answer_port: Option<u16>,
+    /// parkd's SDP answer, as text.
+    pub answer_sdp: Option<String>,
     /// parkd's To tag.
     pub to_tag: Option<String>,
     /// The answer to our BYE.
@@ -62,6 +66,8 @@ struct Shared {
     logs: Mutex<HashMap<String, CallLog>>,
     /// Our dialogs by Call-ID (to ACK 2xx retransmissions with the right ids).
     calls: Mutex<HashMap<String, CallIds>>,
+    /// Answer dialog-creating INVITEs from parkd (recalls) with 200 and SDP on this RTP port; `None`: a bare 200.
+    answer_port: Mutex<Option<u16>>,
     stop: AtomicBool,
 }
 
@@ -80,6 +86,8 @@ pub struct Phones {
     /// Our SIP address (what parkd sends to).
     pub local: SocketAddr,
     prefix: String,
+    /// The address our SIP and RTP sockets bind to.
+    ip: IpAddr,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,12 +97,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Phones {
     /// A SIP socket talking to `server`; call ids start with `prefix`.
     pub fn new(server: SocketAddr, prefix: &str) -> Phones {
-        let ua = Ua::new(server).unwrap_or_else(|e| panic!("UA socket: {e}"));
+        Phones::new_at(IpAddr::V4(Ipv4Addr::LOCALHOST), server, prefix)
+    }
+
+    /// [`Phones::new`] with the SIP and RTP sockets on `ip` (`::1`: IPv6 phones, SDP `c=IN IP6 ::1`).
+    pub fn new_at(ip: IpAddr, server: SocketAddr, prefix: &str) -> Phones {
+        let ua = Ua::new_at(ip, server).unwrap_or_else(|e| panic!("UA socket on {ip}: {e}"));
         let local = ua.local;
-        let shared = Arc::new(Shared { ua: Mutex::new(ua), logs: Mutex::default(), calls: Mutex::default(), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared { ua: Mutex::new(ua), logs: Mutex::default(), calls: Mutex::default(), answer_port: Mutex::default(), stop: AtomicBool::new(false) });
         let s = shared.clone();
         let thread = std::thread::spawn(move || serve(&s));
-        Phones { shared, thread: Some(thread), phones: Vec::new(), local, prefix: prefix.to_string() }
+        Phones { shared, thread: Some(thread), phones: Vec::new(), local, prefix: prefix.to_string(), ip }
+    }
+
+    /// From now on, dialog-creating INVITEs from parkd (a recall) are answered 200 with a PCMU answer naming
+    /// `rtp_port` on our address (an [`RtpEndpoint`] the test bound on the same address).
+    pub fn answer_invites(&self, rtp_port: u16) {
+        *lock(&self.shared.answer_port) = Some(rtp_port);
     }
 
     /// Parks one more caller by dialling `number` (the park code or an orbit); its RTP endpoint starts
@@ -108,7 +127,7 @@ impl Phones {
     pub fn park_with(&mut self, number: &str, talk: u8, extra: &str) -> usize {
         let i = self.phones.len();
         let name = format!("{}{i}", self.prefix);
-        let rtp = RtpEndpoint::bind(&name);
+        let rtp = RtpEndpoint::bind_on(self.ip, &name);
         if talk != 0 {
             rtp.start_talking(talk);
         }
@@ -194,6 +213,13 @@ impl Phones {
         call_id
     }
 
+    /// The text of the first request of `method` parkd sent in any of our dialogs (e.g. a recall INVITE, whose
+    /// Call-ID is parkd's).
+    pub fn any_request(&self, method: &str) -> Option<String> {
+        let logs = lock(&self.shared.logs);
+        logs.values().flat_map(|l| l.requests.iter()).filter(|r| r.method == method).min_by_key(|r| r.at).map(|r| r.text.clone())
+    }
+
     /// Waits until `pred` holds for the log of `call_id`.
     pub fn wait_log(&self, call_id: &str, timeout: Duration, pred: impl Fn(&CallLog) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
@@ -231,13 +257,18 @@ fn serve(s: &Shared) {
                     if req.method == Method::Ack {
                         continue;
                     }
-                    lock(&s.ua).ok_to(&req);
+                    let answer_port = *lock(&s.answer_port);
+                    match answer_port {
+                        Some(port) if req.method == Method::Invite && req.common.to.tag().is_none() => lock(&s.ua).answer_invite(&req, port),
+                        _ => lock(&s.ua).ok_to(&req),
+                    }
                     let call_id = req.common.call_id.to_string();
                     let received = Received {
                         method: req.method.as_str().to_string(),
                         cseq: req.common.cseq.seq,
                         at: Instant::now(),
                         body: String::from_utf8_lossy(&req.common.body).into_owned(),
+                        text: String::from_utf8_lossy(&req.encode()).into_owned(),
                     };
                     lock(&s.logs).entry(call_id).or_default().requests.push(received);
                 }
@@ -255,6 +286,7 @@ fn serve(s: &Shared) {
                             if resp.status < 300 {
                                 log.orbit = resp.common.header("Park-Orbit").map(str::to_string);
                                 log.answer_port = sdp_audio_port(&resp);
+                                log.answer_sdp = Some(String::from_utf8_lossy(&resp.common.body).into_owned());
                                 log.to_tag = resp.common.to.tag().map(str::to_string);
                             }
                             let ids = lock(&s.calls).get(&call_id).cloned();

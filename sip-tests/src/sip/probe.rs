@@ -1,6 +1,6 @@
 //! A few raw SIP datagrams the harness sends itself: the readiness OPTIONS ping and garbage.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 /// An OPTIONS request to `sip:700@target` from `local`, with a unique branch and Call-ID.
@@ -18,9 +18,18 @@ pub fn options_request(target: SocketAddr, local: SocketAddr, n: u32) -> String 
     )
 }
 
+/// The loopback address of `target`'s family (::1 for an IPv6 parkd, else 127.0.0.1).
+pub fn loopback_like(target: SocketAddr) -> IpAddr {
+    if target.is_ipv6() {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
 /// Sends `request` over UDP and returns the first datagram that comes back within `wait`, if any.
 pub fn udp_exchange(target: SocketAddr, request: &[u8], wait: Duration) -> std::io::Result<Option<String>> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let socket = UdpSocket::bind((loopback_like(target), 0))?;
     socket.send_to(request, target)?;
     socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
     let mut buf = [0u8; 65535];
@@ -33,7 +42,7 @@ pub fn udp_exchange(target: SocketAddr, request: &[u8], wait: Duration) -> std::
 
 /// Sends an OPTIONS ping and says whether a `200` came back within `wait`.
 pub fn options_ping(target: SocketAddr, n: u32, wait: Duration) -> bool {
-    let Ok(socket) = UdpSocket::bind("127.0.0.1:0") else { return false };
+    let Ok(socket) = UdpSocket::bind((loopback_like(target), 0)) else { return false };
     let Ok(local) = socket.local_addr() else { return false };
     drop(socket); // the exchange binds its own; the address only fills Via/From.
     let request = options_request(target, local, n);

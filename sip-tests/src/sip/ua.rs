@@ -6,7 +6,7 @@
 //! and the benchmark (`sip-tests/bench`), which runs thousands of calls from one socket.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
 use parkd::sip::{parse_message, Message, Method, Request, Response};
 
@@ -41,7 +41,12 @@ impl Ua {
 
     /// A UA whose socket is bound on another loopback address (a second source).
     pub fn new_on(ip: Ipv4Addr, server: SocketAddr) -> io::Result<Ua> {
-        let sock = udp::loopback_socket_on(ip, 8 << 20)?;
+        Ua::new_at(IpAddr::V4(ip), server)
+    }
+
+    /// A UA on any local address: on `::1` it speaks IPv6 (Via, Contact and SDP `c=IN IP6 ::1`).
+    pub fn new_at(ip: IpAddr, server: SocketAddr) -> io::Result<Ua> {
+        let sock = udp::socket_on(ip, 8 << 20)?;
         let local = sock.local_addr()?;
         Ok(Ua { sock, local, server, buf: vec![0; 65_536], garbage: 0 })
     }
@@ -52,12 +57,38 @@ impl Ua {
 
     /// Sends (or retransmits) the INVITE of `c` with CSeq 1, offering PCMU on `rtp_port`.
     pub fn invite(&self, c: &CallIds, rtp_port: u16, extra: &str) {
-        let sdp = format!(
-            "v=0\r\no=bench 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-        );
+        let sdp = self.sdp(rtp_port);
         let head = self.head("INVITE", c, 1, &format!("{}-inv", token(&c.call_id)), false);
         let text = format!("{head}Contact: <sip:{u}@{l}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}", u = c.user, l = self.local, len = sdp.len());
         self.send(&text);
+    }
+
+    /// A PCMU offer/answer for `rtp_port` on our address (`c=IN IP4 127.0.0.1` or `c=IN IP6 ::1`).
+    pub fn sdp(&self, rtp_port: u16) -> String {
+        let (family, ip) = match self.local.ip() {
+            IpAddr::V4(ip) => ("IP4", ip.to_string()),
+            IpAddr::V6(ip) => ("IP6", ip.to_string()),
+        };
+        format!("v=0\r\no=bench 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+    }
+
+    /// Answers a dialog-creating INVITE from parkd (a recall) with `200 OK`: our To tag, Contact and a PCMU answer
+    /// on `rtp_port`.
+    pub fn answer_invite(&self, req: &Request, rtp_port: u16) {
+        let sdp = self.sdp(rtp_port);
+        let mut text = String::from("SIP/2.0 200 OK\r\n");
+        for v in &req.common.via {
+            text.push_str(&format!("Via: {v}\r\n"));
+        }
+        let to = match req.common.to.tag() {
+            Some(_) => req.common.to.to_string(),
+            None => format!("{};tag=answer-{}", req.common.to, token(&req.common.call_id)),
+        };
+        text.push_str(&format!(
+            "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {}\r\nContact: <sip:answer@{l}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            req.common.from, req.common.call_id, req.common.cseq.seq, req.common.cseq.method, l = self.local, len = sdp.len()
+        ));
+        let _ = self.sock.send_to(text.as_bytes(), self.server);
     }
 
     /// ACK for a 2xx (new branch) or for a failure response (INVITE's branch, RFC 3261 §17.1.1.3).
