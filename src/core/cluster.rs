@@ -261,7 +261,7 @@ impl Core {
                         crate::cluster::ViewChange::Claimed { slot, .. } | crate::cluster::ViewChange::Freed { slot, .. } => *slot,
                     };
                     tracing::debug!(change = ?v, "cluster view");
-                    self.orbit_changed(now, slot.lot, slot.orbit);
+                    self.orbit_shown_changed(now, slot.lot, slot.orbit);
                 }
                 ClusterOutput::Available(a) => {
                     tracing::info!(available = a, "cluster: Redis {}", if a { "answers; parks are granted" } else { "does not answer; parks get 503" });
