@@ -222,7 +222,7 @@ fn parse_id(call_id: &str) -> Option<(bool, usize, u32)> {
 fn retrieve_node(i: usize, n: usize) -> usize {
     let p = i % n;
     let round = i / n;
-    if n == 1 || round % 2 == 0 {
+    if n == 1 || round.is_multiple_of(2) {
         p
     } else {
         (p + 1 + (round / 2) % (n - 1)) % n
