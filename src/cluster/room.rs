@@ -488,12 +488,11 @@ impl ClusterRoom {
         let Some(p) = self.pending.remove(&id) else { return };
         self.deadlines.remove(&(p.deadline, id));
         let slot_of = |orbit| Slot { lot: p.lot, orbit };
+        let mut vc = Vec::new();
         let result = match reply {
             Ok(RedisReply::Claim(ClaimReply::Granted { orbit, fence })) => {
                 let slot = slot_of(orbit);
-                let mut vc = Vec::new();
                 self.view.forget(slot, &mut vc);
-                self.out.extend(vc.into_iter().map(ClusterOutput::View));
                 self.own.insert(slot, OwnClaim { fence, info: p.info, until: p.sent + self.settings.lease });
                 self.next_start[p.lot] = orbit.0 + 1;
                 ClaimResult::Granted { slot, fence }
@@ -512,6 +511,9 @@ impl ClusterRoom {
             }
         };
         self.out.push_back(ClusterOutput::Claim { id, result });
+        // After the grant: the core parks into the orbit first, so the change of its view (another node's stale
+        // entry for it dropped) finds the orbit occupied here, not free with a claim to give back.
+        self.out.extend(vc.into_iter().map(ClusterOutput::View));
         self.sweep_unmatched();
     }
 

@@ -286,7 +286,7 @@ impl Core {
                     // Watchers (BLF, the events stream) see orbits other nodes hold as parked.
                     tracing::debug!(change = ?v, "cluster view");
                     let slot = self.emit_view_change(v);
-                    self.orbit_changed(now, slot.lot, slot.orbit);
+                    self.orbit_shown_changed(now, slot.lot, slot.orbit);
                 }
                 ClusterOutput::Available(a) => {
                     tracing::info!(available = a, "cluster: Redis {}", if a { "answers; parks are granted" } else { "does not answer; parks get 503" });

@@ -705,3 +705,43 @@ fn a_node_restarted_within_its_lease_takes_its_journaled_claim_back_and_the_orbi
     c.pump();
     assert_eq!(c.redis.holder(slot).map(|h| h.1), Some(c.names[0].clone()), "still a's after the lease");
 }
+
+/// Found by the cluster benchmark: node a's claim-any is granted 701 while a's view still shows 701 held by b (b's
+/// release message comes on the subscription, the grant on the command connection, in either order). Dropping
+/// that stale view entry used to be handled as "701 changed and is free here" before the park took 701, and the
+/// fresh claim was given back: a's call sat in 701 while Redis had it free for the next park (486 "occupied here"
+/// on a, 404 for a retrieve on another node, or two nodes' calls in one orbit).
+#[test]
+fn a_grant_that_overtakes_the_previous_owners_release_message_keeps_its_claim() {
+    let mut c = Cluster::new();
+    let slot = Slot { lot: 0, orbit: OrbitIdx(0) };
+    let bob = phone(0);
+    let r = c.park(1, &bob, "700");
+    assert_eq!(r.common.header("Park-Orbit"), Some("701"));
+    let tag = r.common.to.tag().unwrap().to_string();
+    // Bob hangs up on b; b's release runs in Redis, its message is held back from a.
+    c.nodes[1].deliver(bob.peer, &bob.in_dialog("BYE", "700", &tag, 2, None));
+    for (op, cmd) in std::mem::take(&mut c.nodes[1].cluster_ops) {
+        let now = c.nodes[1].now;
+        let result = Ok(c.redis.exec(now, &c.keys, &c.names[1], &cmd));
+        c.nodes[1].cluster_input(ClusterInput::Reply { op, result });
+    }
+    let late = std::mem::take(&mut c.redis.published);
+    assert_eq!(c.redis.holder(slot), None, "b released 701");
+    let seen = match c.nodes[0].core.orbit_state(0, OrbitIdx(0)) {
+        super::orbit_view::OrbitState::Parked(p) => p.node,
+        super::orbit_view::OrbitState::Free => None,
+    };
+    assert_eq!(seen.as_deref(), Some("b"), "a's view still shows b's call");
+    let r = c.park(0, &phone(1), "700");
+    assert_eq!((r.status, r.common.header("Park-Orbit")), (200, Some("701")));
+    assert_eq!(c.redis.holder(slot).map(|(_, n)| n), Some(c.names[0].clone()), "Redis holds 701 for a");
+    for change in late {
+        for n in &mut c.nodes {
+            n.cluster_input(ClusterInput::Change(change.clone()));
+        }
+    }
+    c.pump();
+    assert_eq!(c.redis.holder(slot).map(|(_, n)| n), Some(c.names[0].clone()), "still a's after b's late message");
+    assert_eq!(c.park(1, &phone(2), "701").status, 486, "b cannot take a's 701");
+}

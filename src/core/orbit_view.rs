@@ -78,8 +78,14 @@ impl Core {
     /// Called by the engine whenever orbit `orbit` of lot `lot` may have changed (parked, retrieved, abandoned,
     /// recall started or ended). Watchers (BLF) and the admission room (who holds the orbit) hook in here.
     pub(super) fn orbit_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
-        self.admission_orbit_changed(now, lot, orbit);
         self.cluster_orbit_changed(lot, orbit);
+        self.orbit_shown_changed(now, lot, orbit);
+    }
+
+    /// Only what is shown of orbit `orbit` of `lot` changed (the cluster's view of other nodes' orbits): watchers
+    /// and the admission room are told; no claim of this node is given back, since nothing left an orbit here.
+    pub(super) fn orbit_shown_changed(&mut self, now: Time, lot: usize, orbit: OrbitIdx) {
+        self.admission_orbit_changed(now, lot, orbit);
         let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         self.blf.orbit_changed(&mut self.ep, now, lot, orbit, &orbits);
     }

@@ -13,6 +13,8 @@
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
 //! * [`flood`] — cycles from one source while another floods never-ACKed INVITEs.
 //! * [`restart`] — N parked calls, `kill -9`, restart: ready time, per-call resume gap, calls lost (issue 17).
+//! * [`cluster`] — three parkd nodes on one Redis: park/retrieve cycles same-node and cross-node (issue 18),
+//!   reported by [`cluster_report`] (`bench-results/cluster/README.md`).
 //! * [`report`] — `bench-results/README.md` and the SVG plot.
 //!
 //! From the test harness ([`sip_tests`]) it takes the SIP [`Ua`](sip_tests::sip::ua::Ua) that speaks for
@@ -20,6 +22,8 @@
 //! test, the readiness OPTIONS ping, the loopback sockets with big buffers and the workspace paths.
 
 pub mod calib;
+pub mod cluster;
+pub mod cluster_report;
 pub mod cycle;
 pub mod density;
 pub mod flood;

@@ -1,7 +1,8 @@
 //! parkd benchmark: `cargo run --release -p parkd-bench -- [--quick] [--out DIR] [--steps N,N] [--hold SECS]
 //! [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls]
 //! [--both-cores] [--flood-rate N] [--flood-secs S] [--no-flood] [--restart-calls N] [--no-restart]
-//! [--journal-rates R,R] [--no-journal-cmp]`.
+//! [--journal-rates R,R] [--no-journal-cmp]`, or only the cluster step (issue 18): `-- --cluster [--cluster-rates R,R]
+//! [--cluster-secs S] [--cluster-runs N] [--out DIR]` (default `bench-results/cluster/`; needs `redis-server`).
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
 //! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use parkd_bench::{calib, cycle, density, flood, report::Report, restart, sip_floor, sys};
+use parkd_bench::{calib, cluster_report, cycle, density, flood, report::Report, restart, sip_floor, sys};
 use sip_tests::harness::paths;
 
 const PARKD_CPU: usize = 0;
@@ -56,6 +57,15 @@ fn run() -> std::io::Result<()> {
         sys::pin_current_thread(BENCH_CPU)?;
     }
     sys::renice_self(sys::NICE);
+    // --cluster: only the cluster step (three nodes on one Redis, with its floors), into bench-results/cluster/.
+    if args.iter().any(|a| a == "--cluster") {
+        let list = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect::<Vec<u64>>());
+        let rates: Vec<u32> = list("--cluster-rates").unwrap_or_else(|| vec![100, 300]).into_iter().map(|r| r as u32).collect();
+        let secs = list("--cluster-secs").and_then(|v| v.first().copied()).unwrap_or(5);
+        let runs = list("--cluster-runs").and_then(|v| v.first().copied()).unwrap_or(2) as usize;
+        let dir = if args.iter().any(|a| a == "--out") { out } else { out.join("cluster") };
+        return cluster_report::step(&bin, PARKD_CPU, BENCH_CPU, &dir, args.join(" "), &rates, secs, runs, &mut progress);
+    }
     let (steps, hold, calib_for, rates, cycle_secs): (&[usize], u64, u64, &[u32], u64) =
         if quick { (&[200, 1000], 10, 2, &[50, 500], 2) } else { (&[500, 1000, 2000, 4000, 5000, 6000, 7000, 8000, 10000], 20, 3, &[50, 200, 500, 2000], 4) };
     // --steps 200,1000 overrides the density steps; --hold SECS the hold; --no-cycle skips cycles.
@@ -81,6 +91,8 @@ fn run() -> std::io::Result<()> {
         media_threads: both_cores.then_some(2),
         cpus: both_cores.then(|| "0,1".to_string()),
         extra: Vec::new(),
+        rtp_ports: None,
+        config: String::new(),
     };
     let (nproc, cpu_model, kernel) = sys::machine_info();
     let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();

@@ -122,6 +122,10 @@ pub struct ParkdOpts {
     pub cpus: Option<String>,
     /// More flags, appended as given (e.g. `--trusted-proxy 127.0.0.1/32`).
     pub extra: Vec<String>,
+    /// The only RTP port range to try (several parkd at once need ranges of their own); else [`RTP_PORT_RANGES`].
+    pub rtp_ports: Option<String>,
+    /// More TOML appended to the configuration file (e.g. a `[cluster]` section).
+    pub config: String,
 }
 
 /// A parkd process pinned to one core with `taskset`. Killed (by its own pid) on drop.
@@ -158,9 +162,16 @@ impl Parkd {
         }
         fs::write(
             &limits,
-            "[limits.trusted]\nnew_dialogs_per_second = 0\nout_of_dialog_per_second = 0\nin_dialog_per_second = 0\nunconfirmed_per_source = 0\nparked_per_source = 0\n",
+            format!(
+                "[limits.trusted]\nnew_dialogs_per_second = 0\nout_of_dialog_per_second = 0\nin_dialog_per_second = 0\nunconfirmed_per_source = 0\nparked_per_source = 0\n{}",
+                opts.config
+            ),
         )?;
-        for range in RTP_PORT_RANGES {
+        let ranges: Vec<&str> = match &opts.rtp_ports {
+            Some(r) => vec![r.as_str()],
+            None => RTP_PORT_RANGES.to_vec(),
+        };
+        for range in ranges {
             let mut args: Vec<String> = ["nice", "-n", &NICE.to_string(), "taskset", "-c"].iter().map(|a| a.to_string()).collect();
             args.push(opts.cpus.clone().unwrap_or_else(|| cpu.to_string()));
             args.push(bin.display().to_string());

@@ -45,6 +45,8 @@ pub struct CallLog {
     pub to_tag: Option<String>,
     /// The answer to our BYE.
     pub bye_status: Option<u16>,
+    /// The answer to our REFER ([`Phones::refer`]).
+    pub refer_status: Option<u16>,
     /// Requests parkd sent us in this dialog.
     pub requests: Vec<Received>,
 }
@@ -195,6 +197,27 @@ impl Phones {
         None
     }
 
+    /// Sends a REFER (CSeq 2, so not followed by [`Phones::bye`]) in call `i`'s answered dialog, transferring the
+    /// party across (e.g. a call this phone retrieved) to `number` at the same server, with `Referred-By` naming
+    /// this phone. The answer lands in [`CallLog::refer_status`], parkd's NOTIFYs in the call's `requests`.
+    pub fn refer(&self, i: usize, number: &str) {
+        let p = &self.phones[i];
+        let to_tag = self.log(p).to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        let ua = lock(&self.shared.ua);
+        let text = format!(
+            "REFER sip:{t}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-refer-{f};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{u}@{l}>;tag={f}\r\nTo: <sip:{t}@{s}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: 2 REFER\r\n\
+             Contact: <sip:{u}@{l}>\r\nRefer-To: <sip:{number}@{s}>\r\nReferred-By: <sip:{u}@{l}>\r\nContent-Length: 0\r\n\r\n",
+            t = p.ids.target,
+            s = ua.server,
+            l = ua.local,
+            u = p.ids.user,
+            f = p.ids.from_tag,
+            cid = p.ids.call_id,
+        );
+        let _ = ua.sock.send_to(text.as_bytes(), ua.server);
+    }
+
     /// SUBSCRIBEs to the dialog state of `orbit` (BLF) for `expires` seconds; returns the subscription's
     /// Call-ID (its NOTIFYs are in [`Phones::log_of`]).
     pub fn subscribe(&self, orbit: &str, expires: u32) -> String {
@@ -297,6 +320,7 @@ fn serve(s: &Shared) {
                             }
                         }
                         Method::Bye => log.bye_status = Some(resp.status),
+                        Method::Refer => log.refer_status = Some(resp.status),
                         Method::Subscribe => log.status = Some(resp.status),
                         _ => {}
                     }
