@@ -71,6 +71,8 @@ pub struct Endpoint {
     pub(super) outbound_proxy: Option<(NameAddr, Peer)>,
     /// The address parkd listens on (a Route naming it names parkd too).
     listen: SocketAddr,
+    /// parkd's sent-by and Contact on TLS legs (the advertised IP, the TLS port), with TLS on.
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Endpoint {
@@ -85,21 +87,38 @@ impl Endpoint {
             media_ip,
             outbound_proxy,
             listen,
+            tls_addr: None,
+        }
+    }
+
+    /// SIP over TLS is on: TLS legs name `addr` (advertised IP, TLS port) in Via and Contact.
+    pub fn set_tls_addr(&mut self, addr: Option<SocketAddr>) {
+        self.tls_addr = addr;
+    }
+
+    /// parkd's Via sent-by for a request leaving on `transport`: the TLS address on TLS (when configured).
+    pub fn sent_by(&self, transport: Transport) -> SocketAddr {
+        match (transport, self.tls_addr) {
+            (Transport::Tls, Some(a)) => a,
+            _ => self.local_addr,
         }
     }
 
     /// True when one of the request's Vias is parkd's own sent-by with a branch parkd made (it looped back).
     pub fn looped(&self, req: &Request) -> bool {
         req.common.via.iter().any(|v| {
+            let port = v.port.unwrap_or(5060);
             v.branch().is_some_and(|b| b.starts_with(super::proxy::BRANCH_MARK))
                 && v.host.trim_start_matches('[').trim_end_matches(']').parse().ok() == Some(self.local_addr.ip())
-                && v.port.unwrap_or(5060) == self.local_addr.port()
+                && (port == self.local_addr.port() || self.tls_addr.is_some_and(|t| t.port() == port))
         })
     }
 
     /// Whether a Route entry names parkd (its advertised or listening address and port).
     pub fn names_me(&self, route: &NameAddr) -> bool {
-        crate::dialog::uri_addr(&route.uri).is_some_and(|a| a == self.local_addr || (a.port() == self.listen.port() && a.ip() == self.listen.ip()))
+        crate::dialog::uri_addr(&route.uri).is_some_and(|a| {
+            a == self.local_addr || (a.port() == self.listen.port() && a.ip() == self.listen.ip()) || self.tls_addr == Some(a)
+        })
     }
 
     /// Removes the Route entries naming parkd from the top of `req`'s Route list (RFC 3261 §16.4).
@@ -166,20 +185,31 @@ impl Endpoint {
         format!("{}{:016x}", super::proxy::BRANCH_MARK, self.rng.gen::<u64>())
     }
 
-    /// parkd's Contact for a dialog on `transport`.
+    /// parkd's Contact for a dialog on `transport` (`transport=tcp` / `transport=tls`, the TLS port on TLS).
     pub fn contact(&self, transport: Transport) -> NameAddr {
-        let mut uri = Uri::from_addr(Some("parkd"), self.local_addr);
-        if transport == Transport::Tcp {
-            uri.params.set("transport", Some("tcp"));
+        let mut uri = Uri::from_addr(Some("parkd"), self.sent_by(transport));
+        if transport != Transport::Udp {
+            uri.params.set("transport", Some(transport.param()));
         }
         NameAddr::new(uri)
+    }
+
+    /// parkd's Contact in a dialog with `uri` (the request's Request-URI, or the target parkd calls) on
+    /// `transport`: `sips:` when `uri` is (RFC 3261 §12.1.1), else as [`Endpoint::contact`].
+    pub fn contact_for(&self, uri: &Uri, transport: Transport) -> NameAddr {
+        let mut c = self.contact(transport);
+        if uri.is_sips() && transport == Transport::Tls {
+            c.uri.scheme = "sips".into();
+            c.uri.params.remove("transport");
+        }
+        c
     }
 
     /// The next in-dialog request `method` of `dialog` (next local CSeq, fresh branch, parkd's Contact).
     pub fn request_in(&mut self, dialog: &mut Dialog, method: Method) -> Request {
         let branch = self.new_branch();
-        let contact = self.contact(dialog.next_hop.transport);
-        dialog.request(method, self.local_addr, &branch, &contact)
+        let contact = self.contact_for(&dialog.remote_target, dialog.next_hop.transport);
+        dialog.request(method, self.sent_by(dialog.next_hop.transport), &branch, &contact)
     }
 
     /// Answers server transaction `txn` (opened by `req`) with `status`. A To tag is added to any non-100

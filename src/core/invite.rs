@@ -307,7 +307,7 @@ impl Core {
         let dialog = Dialog::as_uas(req, from, &tag);
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
         let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());
-        let contact = self.ep.contact(from.transport);
+        let contact = self.ep.contact_for(&req.uri, from.transport);
         let resp = self.ep.response(req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Allow", super::reply::ALLOW);

@@ -140,6 +140,7 @@ impl Core {
             Some((NameAddr::new(uri), hop))
         });
         let mut ep = endpoint::Endpoint::new(timers, seed, (local_addr, server.listen), server.advertised_ip(), outbound_proxy);
+        ep.set_tls_addr(server.advertised_tls());
         let mut admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
         admission.set_nonce_key(admission::NonceKey(ep.rng().gen()));
         admission.set_draining(server.drain);

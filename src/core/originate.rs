@@ -70,16 +70,16 @@ impl Core {
         from.display = Some(spec.from_display);
         let from = from.with_tag(&self.ep.new_tag());
         let branch = self.ep.new_branch();
-        let via_addr = self.ep.local_addr;
+        let via_addr = self.ep.sent_by(next_hop.transport);
         let mut invite = Request {
             method: Method::Invite,
             uri: target_uri.clone(),
             common: Common {
                 max_forwards: Some(70),
-                contact: vec![self.ep.contact(next_hop.transport)],
+                contact: vec![self.ep.contact_for(&target_uri, next_hop.transport)],
                 route: self.ep.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
                 ..Common::new(
-                    vec![Via::new(next_hop.transport, self.ep.local_addr, &branch)],
+                    vec![Via::new(next_hop.transport, via_addr, &branch)],
                     from,
                     NameAddr::new(target_uri.clone()),
                     format!("recall-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_addr.ip()),

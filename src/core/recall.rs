@@ -146,7 +146,7 @@ impl Core {
         dialog.local_seq = r.invite.cseq;
         let branch = self.ep.new_branch();
         let contact = self.ep.contact(dialog.next_hop.transport);
-        let ack = dialog.ack(r.invite.cseq, self.ep.local_addr, &branch, &contact).encode();
+        let ack = dialog.ack(r.invite.cseq, self.ep.sent_by(dialog.next_hop.transport), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
         let id = LegId(self.ep.next_id());
@@ -249,11 +249,11 @@ impl Core {
                 let mut dialog = Dialog::as_uac(&orphan.invite.shape(Method::Invite), &resp, orphan.next_hop);
                 let contact = self.ep.contact(dialog.next_hop.transport);
                 let branch = self.ep.new_branch();
-                let ack = dialog.ack(orphan.invite.cseq, self.ep.local_addr, &branch, &contact);
+                let ack = dialog.ack(orphan.invite.cseq, self.ep.sent_by(dialog.next_hop.transport), &branch, &contact);
                 self.ep.send_ack(dialog.next_hop, ack.encode());
                 dialog.local_seq = orphan.invite.cseq;
                 let branch = self.ep.new_branch();
-                let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+                let mut bye = dialog.request(Method::Bye, self.ep.sent_by(dialog.next_hop.transport), &branch, &contact);
                 if orphan.completed_elsewhere {
                     bye.common.push_header("Reason", COMPLETED_ELSEWHERE);
                 }

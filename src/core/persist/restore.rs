@@ -289,7 +289,7 @@ impl Core {
         let Some(leg) = self.dialogs.get(leg_id).filter(|l| l.state == LegState::Unacked) else { return false };
         let (tag, body, orbit, call) = (leg.dialog.local_tag().to_string(), leg.media.current_body(), leg.orbit.clone(), leg.call);
         let lot = self.parking.get(call).map(|c| self.parking.lot_name(c.lot));
-        let contact = self.ep.contact(from.transport);
+        let contact = self.ep.contact_for(&req.uri, from.transport);
         tracing::info!(%orbit, "retransmitted INVITE of a call restored before its ACK: answered from the restored leg");
         self.ep.respond(now, txn, req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
@@ -318,11 +318,11 @@ impl Core {
             let mut dialog = crate::dialog::Dialog::as_uac(&ring.invite.shape(Method::Invite), resp, ring.next_hop);
             let contact = self.ep.contact(dialog.next_hop.transport);
             let branch = self.ep.new_branch();
-            let ack = dialog.ack(ring.invite.cseq, self.ep.local_addr, &branch, &contact);
+            let ack = dialog.ack(ring.invite.cseq, self.ep.sent_by(dialog.next_hop.transport), &branch, &contact);
             self.ep.send_ack(dialog.next_hop, ack.encode());
             dialog.local_seq = ring.invite.cseq;
             let branch = self.ep.new_branch();
-            let bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+            let bye = dialog.request(Method::Bye, self.ep.sent_by(dialog.next_hop.transport), &branch, &contact);
             self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
         } else {
             let mut ack = ring.invite.shape(Method::Ack);
