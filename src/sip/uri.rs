@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(crate::dialog::uri_addr(&u), Some("127.0.0.1:5061".parse().unwrap()), "TLS's default port");
         let u = parse_uri("sips:a@127.0.0.1:5071;transport=tcp").unwrap();
         assert_eq!((u.transport(), u.is_sips()), (crate::sip::Transport::Tls, true), "sips: is TLS over TCP");
-        assert_eq!(parse_uri("sip:a@127.0.0.1").unwrap().names_transport(), false);
+        assert!(!parse_uri("sip:a@127.0.0.1").unwrap().names_transport());
         let u = parse_uri("SIPS:example.com").unwrap();
         assert_eq!((u.scheme.as_str(), u.user, u.host.as_str(), u.port), ("sips", None, "example.com", None));
     }
