@@ -42,6 +42,13 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        // The TLS certificate, key and CA files are read and checked too.
+        if let Ok(Some(tls)) = cfg.server.tls() {
+            if let Err(e) = parkd::io::tls::TlsIo::load(&tls) {
+                eprintln!("parkd: SIP over TLS: {e}");
+                return ExitCode::from(2);
+            }
+        }
         println!("parkd: configuration OK");
         for lot in &cfg.lots {
             println!(

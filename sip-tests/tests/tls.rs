@@ -254,3 +254,24 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
         }
     }
 }
+
+/// `--tls-self-signed`: a development certificate made at startup, announced by a WARN; it is served (a client
+/// trusting only the test CA rejects it as unknown) and `--check-config` reads real certificate files.
+#[test]
+fn self_signed_development_mode_says_so_and_check_config_reads_the_files() {
+    let tls = tls::free_tls_addr();
+    let parkd = Parkd::start_with("tls_self_signed", ParkdOptions { extra_args: vec!["--tls-self-signed".into(), "--tls-listen".into(), tls.to_string()], ..Default::default() });
+    let log = parkd.stderr_tail(200);
+    assert!(log.contains("WARN") && log.contains("SELF-SIGNED") && log.contains("FOR DEVELOPMENT ONLY"), "{log}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = TestPki::new(dir.path(), "other CA");
+    let err = SipTls::connect(tls, pki.client_config(None)).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("UnknownIssuer") || err.contains("invalid peer certificate"), "the self-signed certificate is served: {err:?}");
+
+    let check = |args: &[String]| std::process::Command::new(sip_tests::harness::parkd::binary_path()).args(args).arg("--check-config").output().expect("run parkd");
+    let good = check(&pki.parkd_args(tls, true));
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    std::fs::write(&pki.key_pem, "not a key").expect("write");
+    let bad = check(&pki.parkd_args(tls, false));
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("tls_key"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
