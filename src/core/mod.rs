@@ -289,4 +289,6 @@ mod counts_tests;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod tls_tests;
+#[cfg(test)]
 mod cluster_fetch_tests;
