@@ -24,10 +24,15 @@ struct TlsParkd {
 }
 
 fn start(name: &str, mutual: bool, parking_time: u32) -> TlsParkd {
+    start_with_config(name, mutual, parking_time, None)
+}
+
+fn start_with_config(name: &str, mutual: bool, parking_time: u32, config: Option<&str>) -> TlsParkd {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = TestPki::new(dir.path(), &format!("parkd test CA {name}"));
     let tls = tls::free_tls_addr();
-    let parkd = Parkd::start_with(name, ParkdOptions { extra_args: pki.parkd_args(tls, mutual), parking_time, ..Default::default() });
+    let options = ParkdOptions { extra_args: pki.parkd_args(tls, mutual), parking_time, config: config.map(str::to_string), ..Default::default() };
+    let parkd = Parkd::start_with(name, options);
     TlsParkd { parkd, pki, tls, _dir: dir }
 }
 
@@ -274,4 +279,46 @@ fn self_signed_development_mode_says_so_and_check_config_reads_the_files() {
     std::fs::write(&pki.key_pem, "not a key").expect("write");
     let bad = check(&pki.parkd_args(tls, false));
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("tls_key"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+/// parkd's CPU time (user + system) in clock ticks, from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12) // utime, stime (fields 14 and 15 of the whole line)
+}
+
+/// Figures, not assertions: parkd's CPU per TLS handshake (+ one OPTIONS) and memory per open TLS connection,
+/// 60 handshakes in sequence and 30 connections held at once (within the per-source cap of 32).
+#[test]
+fn tls_handshake_cost_and_memory_figures() {
+    // Sixty OPTIONS in a row are above the default out-of-dialog rate of one source.
+    let limits = "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n[limits]\nout_of_dialog_per_second = 1000.0\nout_of_dialog_burst = 1000\n";
+    let p = start_with_config("tls_figures", false, 600, Some(limits));
+    let config = p.pki.client_config(None);
+    let n = 60;
+    let (cpu0, t0) = (cpu_ticks(p.parkd.pid()), Instant::now());
+    for i in 0..n {
+        let conn = SipTls::connect(p.tls, config.clone()).unwrap_or_else(|e| panic!("handshake {i}: {e}"));
+        let mut phone = TlsPhone::new(conn, "fig", p.tls);
+        assert!(phone.options(WAIT).is_some_and(|m| start_line(&m).starts_with("SIP/2.0 200")), "OPTIONS {i}");
+    }
+    let (cpu, wall) = (cpu_ticks(p.parkd.pid()) - cpu0, t0.elapsed());
+    eprintln!(
+        "TLS: {n} handshakes + OPTIONS: parkd CPU {:.2} ms each (clock ticks of 10 ms, debug build), wall {:.1} ms each (client included)",
+        cpu as f64 * 10.0 / n as f64,
+        wall.as_secs_f64() * 1e3 / n as f64
+    );
+    let rss0 = p.parkd.rss_kib().unwrap_or(0);
+    let held: Vec<TlsPhone> = (0..30)
+        .map(|i| {
+            let mut phone = TlsPhone::new(SipTls::connect(p.tls, config.clone()).unwrap_or_else(|e| panic!("connection {i}: {e}")), "held", p.tls);
+            assert!(phone.options(WAIT).is_some(), "OPTIONS on held connection {i}");
+            phone
+        })
+        .collect();
+    let rss1 = p.parkd.rss_kib().unwrap_or(0);
+    eprintln!("TLS: {} connections held: parkd RSS {rss0} -> {rss1} KiB ({:.1} KiB each)", held.len(), (rss1.saturating_sub(rss0)) as f64 / held.len() as f64);
 }
