@@ -351,6 +351,7 @@ fn send_stream(conns: &mut Conns, tcp: &TcpContext, mut to: Peer, bytes: Bytes) 
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 conns.open.remove(&to);
+                conns.aliases.forget(to.addr);
                 tcp.refuse(Refusal::TcpBacklog, to.addr.ip());
                 return;
             }
