@@ -307,7 +307,7 @@ fn tls_handshake_cost_and_memory_figures() {
     }
     let (cpu, wall) = (cpu_ticks(p.parkd.pid()) - cpu0, t0.elapsed());
     eprintln!(
-        "TLS: {n} handshakes + OPTIONS: parkd CPU {:.2} ms each (clock ticks of 10 ms, debug build), wall {:.1} ms each (client included)",
+        "TLS: {n} handshakes + OPTIONS: parkd CPU {:.2} ms each (10 ms clock ticks; the build $PARKD_BIN names, debug by default), wall {:.1} ms each (client included)",
         cpu as f64 * 10.0 / n as f64,
         wall.as_secs_f64() * 1e3 / n as f64
     );
@@ -321,4 +321,25 @@ fn tls_handshake_cost_and_memory_figures() {
         .collect();
     let rss1 = p.parkd.rss_kib().unwrap_or(0);
     eprintln!("TLS: {} connections held: parkd RSS {rss0} -> {rss1} KiB ({:.1} KiB each)", held.len(), (rss1.saturating_sub(rss0)) as f64 / held.len() as f64);
+}
+
+/// Outbound verification is real: without `tls_ca` parkd trusts only the system's roots, so a recall to a
+/// parker whose certificate comes from the test CA is not sent (the handshake fails at parkd, logged).
+#[test]
+fn outbound_tls_refuses_a_server_certificate_it_cannot_verify() {
+    let p = start("tls_outbound_unverified", false, 2);
+    let alice_srv = TlsServer::bind(p.pki.server_identity("alice"));
+    let bob_rtp = RtpEndpoint::bind("bob");
+    let mut bob = p.phone("bob", None);
+    let referred_by = format!("Referred-By: <sip:alice@{};transport=tls>\r\n", alice_srv.addr());
+    bob.invite("700", bob_rtp.port(), &referred_by, WAIT).unwrap_or_else(|e| panic!("park over TLS: {e}"));
+    let got = alice_srv.accept(Duration::from_secs(15)).and_then(|mut c| c.read_message(Duration::from_secs(3)));
+    assert!(got.is_none(), "parkd sent the recall over a connection it could not verify: {got:?}");
+    let deadline = Instant::now() + WAIT;
+    while !p.parkd.stderr_tail(200).contains("TLS connect failed") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = p.parkd.stderr_tail(200);
+    let line = log.lines().find(|l| l.contains("TLS connect failed")).unwrap_or_else(|| panic!("no failed TLS connect logged:\n{log}"));
+    eprintln!("{line}");
 }
