@@ -95,6 +95,21 @@ pub struct Cli {
     /// Seconds a node's orbit claims outlive it in the cluster (default 10; renewed every third of it).
     #[arg(long, value_name = "SECONDS")]
     pub lease: Option<u64>,
+    /// SIP over TLS: the TLS listener's address (default: the --listen IP, port 5061). Needs a certificate.
+    #[arg(long, value_name = "IP:PORT")]
+    pub tls_listen: Option<SocketAddr>,
+    /// SIP over TLS: certificate chain, PEM (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// SIP over TLS: private key of --tls-cert, PEM (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// SIP over TLS: require client certificates from these CAs (mutual TLS); also the roots for outbound TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// SIP over TLS with a throw-away self-signed certificate made at startup. For development only.
+    #[arg(long)]
+    pub tls_self_signed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +148,21 @@ impl Cli {
         }
         if self.no_journal {
             cfg.server.journal = false;
+        }
+        if let Some(a) = self.tls_listen {
+            cfg.server.tls_listen = Some(a);
+        }
+        if let Some(f) = &self.tls_cert {
+            cfg.server.tls_cert = Some(f.clone());
+        }
+        if let Some(f) = &self.tls_key {
+            cfg.server.tls_key = Some(f.clone());
+        }
+        if let Some(f) = &self.tls_ca {
+            cfg.server.tls_ca = Some(f.clone());
+        }
+        if self.tls_self_signed {
+            cfg.server.tls_self_signed = true;
         }
         if let Some(r) = &self.rtp_ports {
             cfg.server.rtp_ports = NumRange::parse(r)?;

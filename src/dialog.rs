@@ -5,7 +5,7 @@
 //! ([`text`]), so a stored dialog reads like the headers it came from.
 
 pub use crate::ids::CallId;
-use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Response, Transport, Uri, Via};
+use crate::sip::{CSeq, Common, Method, NameAddr, Peer, Request, Response, Uri, Via};
 use std::net::SocketAddr;
 
 /// How parkd finds a dialog for an incoming in-dialog request: the Call-ID and parkd's own tag.
@@ -92,9 +92,9 @@ impl Dialog {
     /// The next hop: first Route if any, else the remote target, when either is an IP literal; else `fallback`.
     fn compute_next_hop(&self, fallback: Peer) -> Peer {
         let uri = self.route_set.first().map(|r| &r.uri).unwrap_or(&self.remote_target);
-        let transport = if uri.params.value("transport").is_some() { uri.transport() } else { fallback.transport };
-        if transport == Transport::Tcp && fallback.transport == Transport::Tcp && self.route_set.is_empty() {
-            // A TCP peer is reached over the connection it opened (RFC 3261 §18.2.2; phones rarely listen).
+        let transport = if uri.names_transport() { uri.transport() } else { fallback.transport };
+        if transport.is_reliable() && fallback.transport == transport && self.route_set.is_empty() {
+            // A TCP or TLS peer is reached over the connection it opened (RFC 3261 §18.2.2; phones rarely listen).
             return fallback;
         }
         match uri_addr(uri) {
@@ -230,13 +230,13 @@ pub mod text {
 pub fn uri_addr(uri: &Uri) -> Option<SocketAddr> {
     let host = uri.host.trim_start_matches('[').trim_end_matches(']');
     let ip: std::net::IpAddr = host.parse().ok()?;
-    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+    Some(SocketAddr::new(ip, uri.port.unwrap_or_else(|| uri.transport().default_port())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::Params;
+    use crate::sip::{Params, Transport};
 
     fn invite() -> Request {
         let mut rr1 = NameAddr::new(Uri::sip(None, "10.0.0.1", Some(5060)));

@@ -42,6 +42,13 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        // The TLS certificate, key and CA files are read and checked too.
+        if let Ok(Some(tls)) = cfg.server.tls() {
+            if let Err(e) = parkd::io::tls::TlsIo::load(&tls) {
+                eprintln!("parkd: SIP over TLS: {e}");
+                return ExitCode::from(2);
+            }
+        }
         println!("parkd: configuration OK");
         for lot in &cfg.lots {
             println!(
@@ -127,6 +134,8 @@ enum StartError {
     Cluster(String),
     #[error("cannot start the journal writer thread: {0}")]
     JournalThread(std::io::Error),
+    #[error("SIP over TLS: {0}")]
+    Tls(#[from] parkd::io::tls::TlsError),
 }
 
 /// With `[cluster]` (`--redis`, `--node`): the core becomes a node of the cluster (its parks wait for Redis's
@@ -169,7 +178,15 @@ async fn serve(
 ) -> Result<(), StartError> {
     let started = std::time::Instant::now();
     let clock = Clock::new();
-    let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?.with_limits(parkd::io::conn_limits::SipLimits::from_config(&cfg));
+    let tls = match cfg.server.tls()? {
+        Some(settings) => {
+            let bound = parkd::io::tls::bind(&settings).await?;
+            tracing::info!(tls_listen = %settings.listen, mutual = bound.1.mutual(), "SIP over TLS ready (SIGHUP reloads the certificate)");
+            Some(bound)
+        }
+        None => None,
+    };
+    let sockets = sip_driver::SipSockets::bind(cfg.server.listen).await?.with_limits(parkd::io::conn_limits::SipLimits::from_config(&cfg)).with_tls(tls);
     let ports = cfg.server.rtp_ports;
     let seed = clock.now().as_micros();
     if cfg.server.media_threads == 0 {

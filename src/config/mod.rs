@@ -22,11 +22,13 @@ mod advertise;
 mod cluster;
 mod http;
 mod limits;
+mod tls;
 
 pub use advertise::{Advertise, AdvertiseError};
 pub use cluster::{ClusterConfig, ClusterConfigError, RedisTarget, TlsFiles};
 pub use http::{DialPattern, HttpConfig};
 pub use limits::{AccessConfig, LimitsConfig, SourceLimits, SourceLimitsPartial};
+pub use tls::{CertSource, TlsSettings, DEFAULT_TLS_PORT};
 
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +71,8 @@ pub enum ConfigError {
     MediaThreads(#[from] crate::park::shard_plan::ShardPlanError),
     #[error(transparent)]
     Cluster(#[from] ClusterConfigError),
+    #[error("[server] TLS: {0}")]
+    Tls(&'static str),
 }
 
 /// How the media thread sends hold music (`[server] rtp_sender`).
@@ -439,6 +443,25 @@ pub struct ServerConfig {
     /// on disk (group commit: one `fdatasync` for everything queued meanwhile).
     #[serde(default = "default_true")]
     pub journal: bool,
+    /// SIP over TLS (issue 19): the address of the TLS listener (`--tls-listen`). Default: `listen`'s IP, port
+    /// 5061, whenever `tls_cert`/`tls_key` are set. Without any `tls_*` key there is no TLS listener.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS certificate chain, PEM, leaf first (`--tls-cert`). Read again on SIGHUP: new handshakes use the
+    /// new certificate, open connections and calls are untouched.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, PEM: PKCS#8, PKCS#1 or SEC1 (`--tls-key`). Read again on SIGHUP.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s), PEM (`--tls-ca`): when set, every TLS client must present a certificate issued by one
+    /// of them (mutual TLS, e.g. only the PBX may connect), and parkd's outbound TLS connections verify the
+    /// server against them instead of the system's roots.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// `--tls-self-signed` only (no config key): a throw-away certificate for development.
+    #[serde(skip)]
+    pub tls_self_signed: bool,
 }
 
 fn default_true() -> bool {
@@ -473,6 +496,11 @@ impl Default for ServerConfig {
             drain: false,
             state_dir: default_state_dir(),
             journal: true,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_self_signed: false,
         }
     }
 }
@@ -543,6 +571,7 @@ impl Config {
         if let Some(a) = self.server.advertise {
             a.check_served(self.server.listen)?;
         }
+        self.server.tls()?;
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });

@@ -81,9 +81,9 @@ impl Core {
             uri: target.clone(),
             common: Common {
                 max_forwards: Some(70),
-                contact: vec![self.ep.contact(next_hop.transport)],
+                contact: vec![self.ep.contact_to(next_hop)],
                 ..Common::new(
-                    vec![Via::new(next_hop.transport, self.ep.local_addr, &branch)],
+                    vec![Via::new(next_hop.transport, self.ep.sent_by_to(next_hop), &branch)],
                     from_na,
                     NameAddr::new(target.clone()),
                     call_id,
@@ -96,7 +96,7 @@ impl Core {
         invite.common.set_body("application/sdp", body);
         let call = CallRef(self.ep.next_id());
         self.ep.send(now, next_hop, &invite, Purpose::ClusterFetch(call));
-        let invite = OutgoingInvite::of(invite, self.ep.local_addr, next_hop.transport, branch);
+        let invite = OutgoingInvite::of(invite, self.ep.sent_by_to(next_hop), next_hop.transport, branch);
         tracing::info!(%orbit_name, %owner, to = %target, "retrieve of an orbit another node holds: fetching the call");
         let fetch = Fetch { txn, from, req: req.clone(), lot, orbit_name, invite, next_hop, media_leg, local_sdp, deadline: now + FETCH_TIMEOUT, abandoned: false, cancel_sent: false };
         if let Some(c) = self.cluster.as_mut() {
@@ -163,13 +163,13 @@ impl Core {
     fn end_abandoned_fetch(&mut self, now: Time, f: &Fetch, resp: &Response) {
         tracing::info!(orbit = %f.orbit_name, "the owner node answered a fetch the retriever gave up on: handing the call back");
         let mut dialog = Dialog::as_uac(&f.invite.shape(Method::Invite), resp, f.next_hop);
-        let contact = self.ep.contact(dialog.next_hop.transport);
+        let contact = self.ep.contact_to(dialog.next_hop);
         let branch = self.ep.new_branch();
-        let ack = dialog.ack(f.invite.cseq, self.ep.local_addr, &branch, &contact);
+        let ack = dialog.ack(f.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact);
         self.ep.send_ack(dialog.next_hop, ack.encode());
         dialog.local_seq = f.invite.cseq;
         let branch = self.ep.new_branch();
-        let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+        let mut bye = dialog.request(Method::Bye, self.ep.sent_by_to(dialog.next_hop), &branch, &contact);
         bye.common.push_header("Reason", FETCH_ABANDONED_REASON);
         self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
     }
@@ -245,8 +245,8 @@ impl Core {
         let mut dialog = Dialog::as_uac(&f.invite.shape(Method::Invite), &resp, f.next_hop);
         dialog.local_seq = f.invite.cseq;
         let branch = self.ep.new_branch();
-        let contact = self.ep.contact(dialog.next_hop.transport);
-        let ack = dialog.ack(f.invite.cseq, self.ep.local_addr, &branch, &contact).encode();
+        let contact = self.ep.contact_to(dialog.next_hop);
+        let ack = dialog.ack(f.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
         let owner_leg = LegId(self.ep.next_id());
@@ -277,9 +277,9 @@ impl Core {
     fn end_fetched_leg(&mut self, now: Time, leg: LegId) {
         let Some(l) = self.dialogs.remove(leg) else { return };
         let mut dialog = l.dialog;
-        let contact = self.ep.contact(dialog.next_hop.transport);
+        let contact = self.ep.contact_to(dialog.next_hop);
         let branch = self.ep.new_branch();
-        let mut bye = dialog.request(Method::Bye, self.ep.local_addr, &branch, &contact);
+        let mut bye = dialog.request(Method::Bye, self.ep.sent_by_to(dialog.next_hop), &branch, &contact);
         bye.common.push_header("Reason", FETCH_ABANDONED_REASON);
         self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
         self.ports.give_back(l.media.media_leg);

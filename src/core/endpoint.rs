@@ -74,6 +74,8 @@ pub struct Endpoint {
     /// parkd's address for peers of the other IP family (`listen = "[::]:5060"`, issue 19): its sent-by and
     /// Contact address, and the address its SDP names. `None`: one family only.
     other_family: Option<SocketAddr>,
+    /// parkd's sent-by and Contact on TLS legs (the advertised IP, the TLS port), with TLS on.
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Endpoint {
@@ -89,6 +91,23 @@ impl Endpoint {
             outbound_proxy,
             listen,
             other_family: None,
+            tls_addr: None,
+        }
+    }
+
+    /// SIP over TLS is on: TLS legs name `addr` (advertised IP, TLS port) in Via and Contact.
+    pub fn set_tls_addr(&mut self, addr: Option<SocketAddr>) {
+        self.tls_addr = addr;
+    }
+
+    /// parkd's Via sent-by for a request to `hop`: its address in the hop's IP family, with the TLS port on TLS
+    /// (when TLS is configured; the TLS address itself when it is of the hop's family).
+    pub fn sent_by_to(&self, hop: Peer) -> SocketAddr {
+        let local = self.local_for(hop.addr.ip());
+        match (hop.transport, self.tls_addr) {
+            (Transport::Tls, Some(t)) if t.is_ipv6() == local.is_ipv6() => t,
+            (Transport::Tls, Some(t)) => SocketAddr::new(local.ip(), t.port()),
+            _ => local,
         }
     }
 
@@ -122,14 +141,20 @@ impl Endpoint {
     /// True when one of the request's Vias is parkd's own sent-by with a branch parkd made (it looped back).
     pub fn looped(&self, req: &Request) -> bool {
         req.common.via.iter().any(|v| {
+            let port = v.port.unwrap_or(5060);
             v.branch().is_some_and(|b| b.starts_with(super::proxy::BRANCH_MARK))
-                && v.host_ip().is_some_and(|ip| self.is_local(SocketAddr::new(ip, v.port.unwrap_or(5060))))
+                && v.host_ip().is_some_and(|ip| {
+                    let a = SocketAddr::new(ip, port);
+                    self.is_local(a) || self.tls_addr.is_some_and(|t| t.port() == port && (t.ip() == ip || self.is_local(SocketAddr::new(ip, self.local_addr.port()))))
+                })
         })
     }
 
     /// Whether a Route entry names parkd (its advertised or listening address and port).
     pub fn names_me(&self, route: &NameAddr) -> bool {
-        crate::dialog::uri_addr(&route.uri).is_some_and(|a| self.is_local(a) || (a.port() == self.listen.port() && a.ip() == self.listen.ip()))
+        crate::dialog::uri_addr(&route.uri).is_some_and(|a| {
+            self.is_local(a) || (a.port() == self.listen.port() && a.ip() == self.listen.ip()) || self.tls_addr == Some(a)
+        })
     }
 
     /// Removes the Route entries naming parkd from the top of `req`'s Route list (RFC 3261 §16.4).
@@ -199,30 +224,37 @@ impl Endpoint {
         format!("{}{:016x}", super::proxy::BRANCH_MARK, self.rng.gen::<u64>())
     }
 
-    /// parkd's Contact for a dialog on `transport` (its main address).
-    pub fn contact(&self, transport: Transport) -> NameAddr {
-        Self::contact_at(self.local_addr, transport)
-    }
-
-    /// parkd's Contact for a dialog with `hop`: its address in the hop's IP family, `transport=tcp` on TCP.
+    /// parkd's Contact for a dialog with `hop`: its address in the hop's IP family (the TLS port on TLS),
+    /// `transport=tcp` / `transport=tls` on streams.
     pub fn contact_to(&self, hop: Peer) -> NameAddr {
-        Self::contact_at(self.local_for(hop.addr.ip()), hop.transport)
+        Self::contact_at(self.sent_by_to(hop), hop.transport)
     }
 
     fn contact_at(addr: SocketAddr, transport: Transport) -> NameAddr {
         let mut uri = Uri::from_addr(Some("parkd"), addr);
-        if transport == Transport::Tcp {
-            uri.params.set("transport", Some("tcp"));
+        if transport != Transport::Udp {
+            uri.params.set("transport", Some(transport.param()));
         }
         NameAddr::new(uri)
     }
 
+    /// parkd's Contact in a dialog with `uri` (the request's Request-URI, or the target parkd calls) through
+    /// `hop`: `sips:` when `uri` is and the hop is TLS (RFC 3261 §12.1.1), else as [`Endpoint::contact_to`].
+    pub fn contact_for(&self, uri: &Uri, hop: Peer) -> NameAddr {
+        let mut c = self.contact_to(hop);
+        if uri.is_sips() && hop.transport == Transport::Tls {
+            c.uri.scheme = "sips".into();
+            c.uri.params.remove("transport");
+        }
+        c
+    }
+
     /// The next in-dialog request `method` of `dialog` (next local CSeq, fresh branch, parkd's Contact and
-    /// sent-by in the family of the dialog's next hop).
+    /// sent-by in the family of the dialog's next hop, the TLS address on TLS).
     pub fn request_in(&mut self, dialog: &mut Dialog, method: Method) -> Request {
         let branch = self.new_branch();
-        let contact = self.contact_to(dialog.next_hop);
-        dialog.request(method, self.local_for(dialog.next_hop.addr.ip()), &branch, &contact)
+        let contact = self.contact_for(&dialog.remote_target, dialog.next_hop);
+        dialog.request(method, self.sent_by_to(dialog.next_hop), &branch, &contact)
     }
 
     /// Answers server transaction `txn` (opened by `req`) with `status`. A To tag is added to any non-100

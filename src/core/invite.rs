@@ -309,7 +309,7 @@ impl Core {
         let media_peer = offer.as_ref().map_or(from.addr.ip(), |o| o.addr.ip());
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(media_peer), port: media_leg.port() };
         let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());
-        let contact = self.ep.contact_to(from);
+        let contact = self.ep.contact_for(&req.uri, from);
         let resp = self.ep.response(req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Allow", super::reply::ALLOW);

@@ -141,6 +141,7 @@ impl Core {
         });
         let mut ep = endpoint::Endpoint::new(timers, seed, (local_addr, server.listen), server.advertised_ip(), outbound_proxy);
         ep.set_other_family(server.advertised_other());
+        ep.set_tls_addr(server.advertised_tls());
         let mut admission = admission::Admission::new(&LimitsConfig::default(), &AccessConfig::default(), &server.trusted_proxies);
         admission.set_nonce_key(admission::NonceKey(ep.rng().gen()));
         admission.set_draining(server.drain);
@@ -290,5 +291,7 @@ mod plain_data_tests;
 mod counts_tests;
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod tls_tests;
 #[cfg(test)]
 mod cluster_fetch_tests;

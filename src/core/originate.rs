@@ -71,16 +71,16 @@ impl Core {
         from.display = Some(spec.from_display);
         let from = from.with_tag(&self.ep.new_tag());
         let branch = self.ep.new_branch();
-        let via_addr = local;
+        let via_addr = self.ep.sent_by_to(next_hop);
         let mut invite = Request {
             method: Method::Invite,
             uri: target_uri.clone(),
             common: Common {
                 max_forwards: Some(70),
-                contact: vec![self.ep.contact_to(next_hop)],
+                contact: vec![self.ep.contact_for(&target_uri, next_hop)],
                 route: self.ep.outbound_proxy.iter().map(|(r, _)| r.clone()).collect(),
                 ..Common::new(
-                    vec![Via::new(next_hop.transport, local, &branch)],
+                    vec![Via::new(next_hop.transport, via_addr, &branch)],
                     from,
                     NameAddr::new(target_uri.clone()),
                     format!("recall-{:016x}@{}", self.ep.rng().gen::<u64>(), local.ip()),

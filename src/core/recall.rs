@@ -146,7 +146,7 @@ impl Core {
         dialog.local_seq = r.invite.cseq;
         let branch = self.ep.new_branch();
         let contact = self.ep.contact_to(dialog.next_hop);
-        let ack = dialog.ack(r.invite.cseq, self.ep.local_for(dialog.next_hop.addr.ip()), &branch, &contact).encode();
+        let ack = dialog.ack(r.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
         let id = LegId(self.ep.next_id());
@@ -249,7 +249,7 @@ impl Core {
                 let mut dialog = Dialog::as_uac(&orphan.invite.shape(Method::Invite), &resp, orphan.next_hop);
                 let contact = self.ep.contact_to(dialog.next_hop);
                 let branch = self.ep.new_branch();
-                let local = self.ep.local_for(dialog.next_hop.addr.ip());
+                let local = self.ep.sent_by_to(dialog.next_hop);
                 let ack = dialog.ack(orphan.invite.cseq, local, &branch, &contact);
                 self.ep.send_ack(dialog.next_hop, ack.encode());
                 dialog.local_seq = orphan.invite.cseq;

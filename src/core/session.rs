@@ -185,7 +185,7 @@ impl Core {
         if has_offer && !self.apply_remote_sdp(now, leg_id, &req.common.body) {
             return self.ep.respond(now, txn, &req, 488, None, None, |_| {});
         }
-        let contact = self.ep.contact_to(from);
+        let contact = self.ep.contact_for(&req.uri, from);
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
         leg.dialog.refresh_target(&req, from);
         // RFC 3264 §5: an INVITE without SDP asks for an offer in the 2xx; the answer comes in the ACK.

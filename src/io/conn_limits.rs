@@ -41,6 +41,10 @@ pub enum Refusal {
     MessageSize,
     /// A message with more than `max_headers` header fields.
     HeaderCount,
+    /// A TLS handshake not done within [`super::tls::HANDSHAKE_TIMEOUT`] (or the first-message timeout).
+    TlsHandshakeTimeout,
+    /// A TLS handshake that failed: not TLS, no acceptable client certificate, no common cipher.
+    TlsHandshake,
 }
 
 impl Refusal {
@@ -55,6 +59,8 @@ impl Refusal {
             Refusal::Framing => "framing",
             Refusal::MessageSize => "message_size",
             Refusal::HeaderCount => "header_count",
+            Refusal::TlsHandshakeTimeout => "tls_handshake_timeout",
+            Refusal::TlsHandshake => "tls_handshake",
         }
     }
 
@@ -450,11 +456,24 @@ mod tests {
             Refusal::Framing,
             Refusal::MessageSize,
             Refusal::HeaderCount,
+            Refusal::TlsHandshakeTimeout,
+            Refusal::TlsHandshake,
         ];
         let labels: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             labels,
-            ["tcp_per_source", "tcp_total", "tcp_idle", "tcp_first_message_timeout", "tcp_backlog", "framing", "message_size", "header_count"]
+            [
+                "tcp_per_source",
+                "tcp_total",
+                "tcp_idle",
+                "tcp_first_message_timeout",
+                "tcp_backlog",
+                "framing",
+                "message_size",
+                "header_count",
+                "tls_handshake_timeout",
+                "tls_handshake"
+            ]
         );
         assert_eq!(Refusal::of_framing(&crate::sip::FramingError::MissingContentLength), Refusal::Framing);
         assert_eq!(Refusal::of_framing(&crate::sip::FramingError::Oversize { limit: 1 }), Refusal::MessageSize);

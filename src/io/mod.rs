@@ -20,6 +20,7 @@ pub mod raw_sender;
 pub mod sip_driver;
 pub mod syscall_sender;
 pub mod tcp;
+pub mod tls;
 pub mod uring_sender;
 pub mod wake_gate;
 

@@ -1,4 +1,4 @@
-//! The thin tokio layer around the core: SIP over UDP and TCP, the clock, and the one sleep until the core's
+//! The thin tokio layer around the core: SIP over UDP, TCP and TLS, the clock, and the one sleep until the core's
 //! next deadline. It owns the [`Core`]; nothing else touches it, so the core needs no lock.
 
 use super::api_link::{self, ApiPort};
@@ -8,6 +8,7 @@ use super::conn_limits::{Refusal, SipLimits};
 use super::dual_stack;
 use super::journal_writer::JournalWriter;
 use super::tcp::{self, ConnId, TcpContext, TcpEvent, Writer};
+use super::tls::{self, Aliases, TlsIo};
 use crate::core::{Command, Core, Output};
 use crate::journal::Durable;
 use crate::sip::{Peer, Transport};
@@ -30,6 +31,8 @@ pub struct SipSockets {
     udp: UdpSocket,
     tcp: TcpListener,
     limits: SipLimits,
+    /// SIP over TLS, when configured ([`super::tls`]).
+    tls: Option<(TcpListener, TlsIo)>,
 }
 
 impl SipSockets {
@@ -42,7 +45,13 @@ impl SipSockets {
             })
             .map_err(|source| SipIoError::BindUdp { addr, source })?;
         let tcp = dual_stack::bind_tcp(addr).and_then(TcpListener::from_std).map_err(|source| SipIoError::BindTcp { addr, source })?;
-        Ok(SipSockets { udp, tcp, limits: SipLimits::default() })
+        Ok(SipSockets { udp, tcp, limits: SipLimits::default(), tls: None })
+    }
+
+    /// Serves SIP over TLS on `listener` too (see [`super::tls::bind`]).
+    pub fn with_tls(mut self, tls: Option<(TcpListener, TlsIo)>) -> SipSockets {
+        self.tls = tls;
+        self
     }
 
     /// Applies these message and connection limits (`[limits]`; the defaults otherwise).
@@ -52,8 +61,13 @@ impl SipSockets {
     }
 }
 
-/// The open TCP connections the core task can write to, by peer address.
-type Conns = HashMap<SocketAddr, (ConnId, Writer)>;
+/// The open TCP and TLS connections the core task can write to, by peer, and the TLS connections' aliases.
+#[derive(Default)]
+struct Conns {
+    open: HashMap<Peer, (ConnId, Writer)>,
+    aliases: Aliases,
+    tls: Option<TlsIo>,
+}
 
 /// The journal as the driver sees it (issue 17): the writer thread that makes groups durable, and the channel its
 /// completion hook reports on (see [`JournalLink::spawn`]).
@@ -130,12 +144,17 @@ async fn drive(
     mut cluster: ClusterIo<'_>,
     shutdown: impl std::future::Future<Output = Stop>,
 ) -> Stop {
-    let SipSockets { udp, tcp, limits } = sockets;
+    let SipSockets { udp, tcp, limits, tls } = sockets;
     let udp = SipUdp::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
-    let tcp_ctx = TcpContext { limits: std::sync::Arc::new(limits), metrics: api.metrics.clone(), refusal_log: Default::default(), events: tcp_tx };
+    let tcp_ctx = TcpContext::new(limits, api.metrics.clone(), tcp_tx);
     tokio::spawn(tcp::accept_loop(tcp, tcp_ctx.clone()));
-    let mut conns: Conns = HashMap::new();
+    let mut conns = Conns::default();
+    if let Some((listener, t)) = tls {
+        tokio::spawn(tls::accept_loop(listener, tcp_ctx.clone(), t.clone()));
+        tokio::spawn(tls::reload_on_sighup(t.clone()));
+        conns.tls = Some(t);
+    }
     // tokio knows a fresh socket is writable only once its reactor has polled it: without this wait the first
     // drain (a restore's CANCELs and recalls) would meet `WouldBlock` on `try_send_to` and lose those datagrams.
     if let Err(e) = udp.writable().await {
@@ -192,14 +211,20 @@ async fn drive(
             },
             Some(ev) = tcp_rx.recv() => match ev {
                 TcpEvent::Message { peer, bytes } => {
-                    core.handle_sip(clock.now(), Peer { transport: Transport::Tcp, addr: peer }, &bytes);
+                    if peer.transport == Transport::Tls {
+                        conns.aliases.learn(peer.addr, &bytes);
+                    }
+                    core.handle_sip(clock.now(), peer, &bytes);
                 }
-                TcpEvent::Opened { peer, conn, writer } => { conns.insert(peer, (conn, writer)); }
+                TcpEvent::Opened { peer, conn, writer } => { conns.open.insert(peer, (conn, writer)); }
                 TcpEvent::Closed { peer, conn, last_words } => {
                     // Dropping the writer lets the connection flush what is queued (answers to its earlier
                     // messages, then these last words) and close.
-                    if conns.get(&peer).is_some_and(|(c, _)| *c == conn) {
-                        if let Some((_, w)) = conns.remove(&peer) {
+                    if conns.open.get(&peer).is_some_and(|(c, _)| *c == conn) {
+                        if peer.transport == Transport::Tls {
+                            conns.aliases.forget(peer.addr);
+                        }
+                        if let Some((_, w)) = conns.open.remove(&peer) {
                             if let Some(b) = last_words {
                                 let _ = w.try_send(b);
                             }
@@ -345,27 +370,45 @@ impl std::ops::Deref for SipUdp {
     }
 }
 
-/// Queues `bytes` on the connection to `to`, opening one when there is none. A connection whose queue is full
+/// Queues `bytes` on the connection to `to` (TCP or TLS), opening one when there is none: for TLS, first the
+/// connection a peer opened under that address ([`Aliases`], RFC 5923 style). A connection whose queue is full
 /// (its peer does not read) is dropped.
-fn send_tcp(conns: &mut Conns, tcp: &TcpContext, to: SocketAddr, bytes: Bytes) {
-    let bytes = match conns.get(&to) {
+fn send_stream(conns: &mut Conns, tcp: &TcpContext, mut to: Peer, bytes: Bytes) {
+    if to.transport == Transport::Tls && !conns.open.contains_key(&to) {
+        if let Some(addr) = conns.aliases.resolve(to.addr) {
+            to.addr = addr;
+        }
+    }
+    let bytes = match conns.open.get(&to) {
         Some((_, w)) => match w.try_send(bytes) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                conns.remove(&to);
-                tcp.refuse(Refusal::TcpBacklog, to.ip());
+                conns.open.remove(&to);
+                conns.aliases.forget(to.addr);
+                tcp.refuse(Refusal::TcpBacklog, to.addr.ip());
                 return;
             }
             Err(mpsc::error::TrySendError::Closed(b)) => b,
         },
         None => bytes,
     };
-    conns.remove(&to);
+    conns.open.remove(&to);
     let (w, r) = tcp::outbound_queue();
     let _ = w.try_send(bytes);
     let conn = ConnId::next();
-    conns.insert(to, (conn, w));
-    tokio::spawn(tcp::connect(to, conn, r, tcp.clone()));
+    match (to.transport, &conns.tls) {
+        (Transport::Tls, Some(t)) => {
+            tokio::spawn(tls::connect(to.addr, conn, r, tcp.clone(), t.clone()));
+        }
+        (Transport::Tls, None) => {
+            tracing::warn!(to = %to.addr, "a message for a TLS destination, but TLS is not configured (tls_cert/tls_key): dropped");
+            return;
+        }
+        _ => {
+            tokio::spawn(tcp::connect(to.addr, conn, r, tcp.clone()));
+        }
+    }
+    conns.open.insert(to, (conn, w));
 }
 
 /// Drains the core's output until `None`: SIP goes out at once, media commands are queued for their threads
@@ -392,7 +435,7 @@ fn drain(
                         tracing::warn!(to = %to.addr, error = %e, "SIP UDP send failed");
                     }
                 }
-                Transport::Tcp => send_tcp(conns, tcp, to.addr, bytes),
+                Transport::Tcp | Transport::Tls => send_stream(conns, tcp, to, bytes),
                 }
             }
             Output::Media(cmd) => media_queued |= media.queue(cmd),

@@ -1,5 +1,6 @@
 //! SIP over TCP: accept (within the connection caps) and connect, frame the byte stream
-//! ([`StreamFramer`]: Content-Length, keep-alives, pings, limits), and write queued messages.
+//! ([`StreamFramer`]: Content-Length, keep-alives, pings, limits), and write queued messages. SIP over TLS
+//! ([`super::tls`]) runs the same connection task ([`serve`]) on the decrypted stream, under the same caps.
 //!
 //! Each connection is one task: it reads and frames, writes what the core task queues for it (a bounded
 //! queue), answers CRLFCRLF pings with a CRLF pong, and closes the connection on silence ([`ConnTimer`]). On a
@@ -9,11 +10,12 @@
 use super::conn_limits::{ConnCounter, ConnTimer, Refusal, RefusalLog, SipLimits, CLOSE_GRACE, OUTBOUND_QUEUE, WRITE_TIMEOUT};
 use super::metrics::Metrics;
 use crate::sip::framing::{Frame, StreamFramer};
+use crate::sip::{Peer, Transport};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -36,14 +38,14 @@ pub fn outbound_queue() -> (Writer, mpsc::Receiver<Bytes>) {
     mpsc::channel(OUTBOUND_QUEUE)
 }
 
-/// What TCP tasks tell the core task (in order, on one channel).
+/// What TCP and TLS tasks tell the core task (in order, on one channel); `peer` says which transport.
 #[derive(Debug)]
 pub enum TcpEvent {
-    Opened { peer: SocketAddr, conn: ConnId, writer: Writer },
-    Message { peer: SocketAddr, bytes: Bytes },
+    Opened { peer: Peer, conn: ConnId, writer: Writer },
+    Message { peer: Peer, bytes: Bytes },
     /// The connection stopped reading. The core task drops its writer after queueing `last_words` (the answer
     /// to a framing error), so the connection flushes every answer queued before and then closes.
-    Closed { peer: SocketAddr, conn: ConnId, last_words: Option<Bytes> },
+    Closed { peer: Peer, conn: ConnId, last_words: Option<Bytes> },
 }
 
 /// What every connection task (and the UDP path of the core task) shares.
@@ -53,6 +55,8 @@ pub struct TcpContext {
     pub metrics: Arc<Metrics>,
     pub refusal_log: Arc<Mutex<RefusalLog>>,
     pub events: mpsc::Sender<TcpEvent>,
+    /// The accepted connections, TCP and TLS together, within `[limits]`.
+    pub counter: Arc<Mutex<ConnCounter>>,
 }
 
 impl TcpContext {
@@ -60,25 +64,39 @@ impl TcpContext {
     pub fn refuse(&self, why: Refusal, source: std::net::IpAddr) {
         why.record(source, std::time::Instant::now(), &self.metrics, &self.refusal_log);
     }
+
+    /// A context whose connection counter applies `limits`.
+    pub fn new(limits: super::conn_limits::SipLimits, metrics: Arc<Metrics>, events: mpsc::Sender<TcpEvent>) -> TcpContext {
+        let counter = Arc::new(Mutex::new(ConnCounter::new(limits.clone())));
+        TcpContext { limits: Arc::new(limits), metrics, refusal_log: Default::default(), events, counter }
+    }
+
+    /// Accepts `stream` from `peer` within the connection caps (its [`Slot`] is held until the connection task
+    /// ends), or closes it at once with a reset, counted and logged.
+    pub fn admit(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Slot> {
+        let admitted = self.counter.lock().map_or(Ok(()), |mut c| c.try_open(peer.ip()));
+        match admitted {
+            Ok(()) => Some(Slot { counter: self.counter.clone(), peer }),
+            Err(why) => {
+                // Closed at once with a reset: no task, no buffer, no TIME_WAIT. (A zero linger never blocks
+                // the thread, the reason tokio deprecated `set_linger`.)
+                #[allow(deprecated)]
+                let _ = stream.set_linger(Some(std::time::Duration::ZERO));
+                self.refuse(why, peer.ip());
+                None
+            }
+        }
+    }
 }
 
 pub async fn accept_loop(listener: TcpListener, ctx: TcpContext) {
-    let counter = Arc::new(Mutex::new(ConnCounter::new((*ctx.limits).clone())));
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                let peer = super::dual_stack::canonical(peer);
-                let admitted = counter.lock().map_or(Ok(()), |mut c| c.try_open(peer.ip()));
-                if let Err(why) = admitted {
-                    // Closed at once with a reset: no task, no buffer, no TIME_WAIT. (A zero linger never blocks
-                    // the thread, the reason tokio deprecated `set_linger`.)
-                    #[allow(deprecated)]
-                    let _ = stream.set_linger(Some(std::time::Duration::ZERO));
-                    drop(stream);
-                    ctx.refuse(why, peer.ip());
-                    continue;
-                }
-                let slot = Slot { counter: counter.clone(), peer };
+            Ok((stream, addr)) => {
+                let addr = super::dual_stack::canonical(addr);
+                let Some(slot) = ctx.admit(&stream, addr) else { continue };
+                let _ = stream.set_nodelay(true);
+                let peer = Peer { transport: Transport::Tcp, addr };
                 let conn = ConnId::next();
                 let (w, r) = outbound_queue();
                 if ctx.events.send(TcpEvent::Opened { peer, conn, writer: w }).await.is_err() {
@@ -95,7 +113,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: TcpContext) {
 }
 
 /// An accepted connection's place in the [`ConnCounter`], given back when the connection task ends.
-struct Slot {
+pub struct Slot {
     counter: Arc<Mutex<ConnCounter>>,
     peer: SocketAddr,
 }
@@ -110,15 +128,19 @@ impl Drop for Slot {
 
 /// Opens a connection to `peer` for messages parkd sends first (e.g. a BYE to a TCP phone that dropped its
 /// connection), then serves it like an accepted one.
-pub async fn connect(peer: SocketAddr, conn: ConnId, outbound: mpsc::Receiver<Bytes>, ctx: TcpContext) {
-    match tokio::time::timeout(WRITE_TIMEOUT, TcpStream::connect(peer)).await {
-        Ok(Ok(stream)) => serve(stream, peer, conn, outbound, ctx, None).await,
+pub async fn connect(addr: SocketAddr, conn: ConnId, outbound: mpsc::Receiver<Bytes>, ctx: TcpContext) {
+    let peer = Peer { transport: Transport::Tcp, addr };
+    match tokio::time::timeout(WRITE_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            serve(stream, peer, conn, outbound, ctx, None).await
+        }
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "TCP connect failed");
+            tracing::warn!(peer = %addr, error = %e, "TCP connect failed");
             let _ = ctx.events.send(TcpEvent::Closed { peer, conn, last_words: None }).await;
         }
         Err(_) => {
-            tracing::warn!(%peer, "TCP connect timed out");
+            tracing::warn!(peer = %addr, "TCP connect timed out");
             let _ = ctx.events.send(TcpEvent::Closed { peer, conn, last_words: None }).await;
         }
     }
@@ -132,9 +154,13 @@ enum End {
     Abort,
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, conn: ConnId, mut outbound: mpsc::Receiver<Bytes>, ctx: TcpContext, slot: Option<Slot>) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+/// One connection's task (TCP, or TLS once its handshake is done): frame what it reads, write what is queued.
+pub async fn serve<S>(stream: S, peer: Peer, conn: ConnId, mut outbound: mpsc::Receiver<Bytes>, ctx: TcpContext, slot: Option<Slot>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let addr = peer.addr;
     let mut framer = StreamFramer::with_limits(ctx.limits.frame);
     let mut timer = ConnTimer::new(std::time::Instant::now(), slot.is_some(), &ctx.limits);
     let mut buf = vec![0u8; 4096];
@@ -159,13 +185,13 @@ async fn serve(stream: TcpStream, peer: SocketAddr, conn: ConnId, mut outbound: 
                         Ok(Some(Frame::Ping)) => {
                             // RFC 5626 §3.5.1: answer a CRLFCRLF ping with a CRLF pong.
                             if let Err(stalled) = write(&mut wr, b"\r\n").await {
-                                break 'conn abort(stalled, peer, &ctx);
+                                break 'conn abort(stalled, addr, &ctx);
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            ctx.refuse(Refusal::of_framing(&e), peer.ip());
-                            tracing::debug!(%peer, error = %e, "closing TCP connection: bad framing");
+                            ctx.refuse(Refusal::of_framing(&e), addr.ip());
+                            tracing::debug!(peer = %addr, transport = peer.transport.as_str(), error = %e, "closing connection: bad framing");
                             break 'conn End::Flush { last_words: e.response_bytes() };
                         }
                     }
@@ -174,7 +200,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, conn: ConnId, mut outbound: 
             m = outbound.recv() => match m {
                 Some(bytes) => {
                     if let Err(stalled) = write(&mut wr, &bytes).await {
-                        break 'conn abort(stalled, peer, &ctx);
+                        break 'conn abort(stalled, addr, &ctx);
                     }
                     timer.activity(std::time::Instant::now());
                 }
@@ -183,7 +209,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, conn: ConnId, mut outbound: 
             },
             _ = sleep_until(deadline) => {
                 if let Some(why) = timer.expired(std::time::Instant::now()) {
-                    ctx.refuse(why, peer.ip());
+                    ctx.refuse(why, addr.ip());
                     break 'conn End::Abort;
                 }
             }
@@ -212,7 +238,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, conn: ConnId, mut outbound: 
 
 /// Writes all of `bytes`. `Err(true)`: the peer did not take them within [`WRITE_TIMEOUT`]; `Err(false)`: the
 /// connection failed.
-async fn write(wr: &mut tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> Result<(), bool> {
+async fn write<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> Result<(), bool> {
     match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(false),

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS over TCP (RFC 3261 §26.2; `sips:` URIs, `transport=tls`, Via `SIP/2.0/TLS`).
+    Tls,
 }
 
 impl Transport {
@@ -14,11 +16,27 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
     /// Reliable transports run with timers E/G/A at zero and short K/J/D (RFC 3261 §17).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
+    }
+    /// The `transport=` URI parameter naming it.
+    pub fn param(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+    /// The port a URI without one means (RFC 3261 §19.1.2): 5061 for TLS, 5060 otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
+        }
     }
 }
 

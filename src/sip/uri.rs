@@ -55,12 +55,25 @@ impl Uri {
     pub fn without_headers(&self) -> Uri {
         Uri { headers: Vec::new(), ..self.clone() }
     }
-    /// The transport named by `;transport=`, UDP when absent.
+    /// The transport named by `;transport=`, UDP when absent; TLS for `transport=tls` and for any `sips:` URI
+    /// (RFC 3261 §19.1.2, §26.2.2: `sips:...;transport=tcp` is TLS over TCP).
     pub fn transport(&self) -> Transport {
+        if self.is_sips() {
+            return Transport::Tls;
+        }
         match self.params.value("transport") {
             Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+            Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
             _ => Transport::Udp,
         }
+    }
+    /// Whether the URI names a transport: a `transport=` parameter, or the `sips:` scheme.
+    pub fn names_transport(&self) -> bool {
+        self.is_sips() || self.params.value("transport").is_some()
+    }
+    /// A `sips:` URI (TLS on every hop).
+    pub fn is_sips(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("sips")
     }
 }
 
@@ -255,6 +268,12 @@ mod tests {
         assert_eq!(u.transport(), crate::sip::Transport::Tcp);
         assert!(u.params.has("lr"));
         assert_eq!(u.headers, vec![("Subject".to_string(), "hi there".to_string()), ("X".to_string(), "1".to_string())]);
+        let u = parse_uri("sip:a@127.0.0.1;transport=TLS").unwrap();
+        assert_eq!((u.transport(), u.names_transport()), (crate::sip::Transport::Tls, true));
+        assert_eq!(crate::dialog::uri_addr(&u), Some("127.0.0.1:5061".parse().unwrap()), "TLS's default port");
+        let u = parse_uri("sips:a@127.0.0.1:5071;transport=tcp").unwrap();
+        assert_eq!((u.transport(), u.is_sips()), (crate::sip::Transport::Tls, true), "sips: is TLS over TCP");
+        assert!(!parse_uri("sip:a@127.0.0.1").unwrap().names_transport());
         let u = parse_uri("SIPS:example.com").unwrap();
         assert_eq!((u.scheme.as_str(), u.user, u.host.as_str(), u.port), ("sips", None, "example.com", None));
     }

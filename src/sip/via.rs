@@ -115,6 +115,8 @@ mod tests {
     fn new_via_writes_branch_and_rport() {
         let v = Via::new(Transport::Udp, "[::1]:5060".parse().unwrap(), "z9hG4bK7");
         assert_eq!(v.to_string(), "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK7;rport");
+        let tls = Via::new(Transport::Tls, "127.0.0.1:5061".parse().unwrap(), "z9hG4bK8");
+        assert!(tls.to_string().starts_with("SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK8"), "{tls}");
         assert_eq!(parse_via(&v.to_string()).unwrap(), v);
         assert_eq!(v.sent_by(), "[::1]:5060");
         assert_eq!(v.host_ip(), Some("::1".parse().unwrap()));

@@ -34,7 +34,7 @@ pub fn stamp_top_via(via: &mut Via, source: Peer) {
 /// Where responses to a request received from `source` with this top Via go (§18.2.2, RFC 3581 §4).
 pub fn response_destination(source: Peer, top_via: Option<&Via>) -> Peer {
     match source.transport {
-        Transport::Tcp => source,
+        Transport::Tcp | Transport::Tls => source,
         Transport::Udp => {
             let Some(via) = top_via else { return source };
             if via.params.has("rport") {

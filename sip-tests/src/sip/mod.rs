@@ -11,10 +11,12 @@
 //!   parks and retrieves meanwhile.
 //! * [`probe`] — raw datagrams: the readiness OPTIONS ping, garbage parkd must survive.
 //! * [`tcp`] — a raw SIP-over-TCP client for framing and connection-limit tests.
+//! * [`tls`] — SIP over TLS: a test PKI (rcgen), a TLS client and server, a phone speaking over one connection.
 
 pub mod flood;
 pub mod phones;
 pub mod probe;
 pub mod sipp;
 pub mod tcp;
+pub mod tls;
 pub mod ua;

@@ -123,7 +123,7 @@ impl SipTcp {
 }
 
 /// The length of the first whole message in `buf` (header section + Content-Length body).
-fn message_len(buf: &[u8]) -> Option<usize> {
+pub(crate) fn message_len(buf: &[u8]) -> Option<usize> {
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(buf.get(..head_end)?);
     let body = head

@@ -194,7 +194,7 @@ impl Blf {
         let NewSubscription { lot, watched, event_id, expires } = new;
         let tag = ep.new_tag();
         let dialog = Dialog::as_uas(req, from, &tag);
-        let contact = ep.contact_to(from);
+        let contact = ep.contact_for(&req.uri, from);
         ep.respond(now, txn, req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Expires", expires.to_string());
@@ -256,7 +256,7 @@ impl Blf {
                 return ep.respond(now, txn, req, status, Some(why), None, |r| r.common.push_header("Min-Expires", MIN_EXPIRES.to_string()));
             }
         };
-        let contact = ep.contact_to(from);
+        let contact = ep.contact_for(&req.uri, from);
         sub.dialog.refresh_target(req, from);
         let tag = sub.dialog.local_tag().to_string();
         ep.respond(now, txn, req, 200, None, Some(&tag), |r| {

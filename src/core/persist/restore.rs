@@ -289,7 +289,7 @@ impl Core {
         let Some(leg) = self.dialogs.get(leg_id).filter(|l| l.state == LegState::Unacked) else { return false };
         let (tag, body, orbit, call) = (leg.dialog.local_tag().to_string(), leg.media.current_body(), leg.orbit.clone(), leg.call);
         let lot = self.parking.get(call).map(|c| self.parking.lot_name(c.lot));
-        let contact = self.ep.contact_to(from);
+        let contact = self.ep.contact_for(&req.uri, from);
         tracing::info!(%orbit, "retransmitted INVITE of a call restored before its ACK: answered from the restored leg");
         self.ep.respond(now, txn, req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
@@ -317,7 +317,7 @@ impl Core {
         if resp.is_success() {
             let mut dialog = crate::dialog::Dialog::as_uac(&ring.invite.shape(Method::Invite), resp, ring.next_hop);
             let contact = self.ep.contact_to(dialog.next_hop);
-            let local = self.ep.local_for(dialog.next_hop.addr.ip());
+            let local = self.ep.sent_by_to(dialog.next_hop);
             let branch = self.ep.new_branch();
             let ack = dialog.ack(ring.invite.cseq, local, &branch, &contact);
             self.ep.send_ack(dialog.next_hop, ack.encode());
