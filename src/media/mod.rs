@@ -28,6 +28,7 @@ pub mod plane;
 pub mod prompts;
 pub mod relay;
 pub mod rtp;
+pub mod srtp;
 
 use std::net::SocketAddr;
 
