@@ -255,6 +255,14 @@ pub struct LotConfig {
     /// Optional Digest authentication (RFC 8760 SHA-256 and RFC 2617 MD5, `qop=auth`) for this lot.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// SRTP with SDES keys (RFC 4568): `optional` (default: SRTP when offered `RTP/SAVP`), `required` (a plain
+    /// `RTP/AVP` offer gets 488) or `off` (an `RTP/SAVP` offer gets 488).
+    #[serde(default)]
+    pub srtp: crate::sdp::crypto::SrtpPolicy,
+    /// Accept SDES keys from requests that did not come over TLS (the keys are then readable on the wire);
+    /// absent = `[server] srtp_over_plain`.
+    #[serde(default)]
+    pub srtp_over_plain: Option<bool>,
 }
 
 /// Digest authentication of a lot:
@@ -375,6 +383,8 @@ impl LotConfig {
             allow_retrieve: None,
             allow_subscribe: None,
             auth: None,
+            srtp: Default::default(),
+            srtp_over_plain: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {
@@ -385,6 +395,10 @@ impl LotConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Accept SRTP SDES keys (RFC 4568) from requests that did not come over TLS (default false: such an
+    /// `RTP/SAVP` offer gets 488). A lot's `srtp_over_plain` overrides it.
+    #[serde(default)]
+    pub srtp_over_plain: bool,
     /// SIP address, UDP and TCP.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -466,6 +480,7 @@ impl Default for ServerConfig {
             drain: false,
             state_dir: default_state_dir(),
             journal: true,
+            srtp_over_plain: false,
         }
     }
 }

@@ -84,6 +84,9 @@ impl Core {
         if !trusted && !self.gate(now, txn, from, &req, lot, action) {
             return;
         }
+        if let Some(why) = self.srtp_refusal(&req, &from, lot) {
+            return self.ep.refuse(now, txn, &req, 488, why);
+        }
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
@@ -306,7 +309,11 @@ impl Core {
         let tag = tag.unwrap_or_else(|| self.ep.new_tag());
         let dialog = Dialog::as_uas(req, from, &tag);
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
-        let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());
+        let srtp = self.srtp_answer(req, &from, call);
+        let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref(), srtp);
+        if media.srtp.is_some() {
+            self.srtp_media(media_leg, media.srtp.as_ref());
+        }
         let contact = self.ep.contact(from.transport);
         let resp = self.ep.response(req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);

@@ -87,7 +87,8 @@ impl Media {
             | MediaCommand::Stop { leg }
             | MediaCommand::DtmfPayloadType { leg, .. }
             | MediaCommand::Announce { leg, .. }
-            | MediaCommand::Stream { leg, .. } => leg.port(),
+            | MediaCommand::Stream { leg, .. }
+            | MediaCommand::Srtp { leg, .. } => leg.port(),
             MediaCommand::Bridge { a, b } => {
                 if route(&self.plan, a.port()) != route(&self.plan, b.port()) {
                     tracing::error!(a = a.port(), b = b.port(), "bridge across media threads; not relayed");
