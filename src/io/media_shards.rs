@@ -156,6 +156,8 @@ impl Media {
             total.dropped_unrelayable += s.dropped_unrelayable;
             total.dropped_ambiguous += s.dropped_ambiguous;
             total.absorbed += s.absorbed;
+            total.srtp_auth_failed += s.srtp_auth_failed;
+            total.srtp_protect_failed += s.srtp_protect_failed;
             for (a, b) in total.pacer_lateness.buckets.iter_mut().zip(s.pacer_lateness.buckets) {
                 *a += b;
             }
