@@ -412,7 +412,8 @@ impl MediaPlane {
         };
         // Symmetric RTP (RFC 4961): a leg latches to its first source and ignores others until an
         // Update; legs sharing the port are told apart by source (see `demux`).
-        let id = match self.demux.route(port, from) {
+        let route = self.demux.route(port, from);
+        let id = match route {
             Route::Latched(id) | Route::NewlyLatched(id) => id,
             Route::NoLeg => {
                 self.stats.dropped_invalid += 1;
@@ -436,6 +437,11 @@ impl MediaPlane {
             let opened = c.ctx.unprotect(buf, len).ok().and_then(|n| Some((n, rtp::parse(buf.get(..n)?)?)));
             let Some((n, plain)) = opened else {
                 self.stats.srtp_auth_failed += 1;
+                if matches!(route, Route::NewlyLatched(_)) {
+                    // An SRTP leg latches to a source only once it sent an authentic packet: undo the latch.
+                    let sdp = src.sdp_remote;
+                    self.demux.set_remote(id, sdp);
+                }
                 return None;
             };
             (len, info) = (n, plain);

@@ -149,3 +149,24 @@ fn srtp_from_a_parked_leg_is_authenticated_and_bridges_to_rtp_and_srtp_both_ways
         assert_eq!(p.stats().srtp_auth_failed, before + 1, "{suite:?}");
     }
 }
+
+#[test]
+fn a_forged_packet_from_another_source_does_not_steal_an_srtp_legs_latch() {
+    let mut p = plane();
+    let leg = MediaLegId::solo(20_000);
+    let (k, mut phone) = keys(SrtpSuite::AesCm128HmacSha1_80, 1, 2);
+    p.apply(t(0), MediaCommand::Srtp { leg, keys: Some(Box::new(k)) });
+    p.apply(t(0), MediaCommand::Hold { leg, remote: "10.0.0.1:4000".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+    let mut buf = vec![0u8; 2048];
+    // An attacker at another address sends first: refused, and hold music still goes to the SDP address.
+    buf[..182].fill(0x80);
+    buf[..172].copy_from_slice(&rtp_packet(0, 1, &[0; 160]));
+    assert_eq!(p.on_packet(t(1), 20_000, "10.9.9.9:666".parse().unwrap(), &mut buf, 182), None);
+    assert_eq!(p.stats().srtp_auth_failed, 1);
+    assert_eq!(p.send_address(leg), Some("10.0.0.1:4000".parse().unwrap()));
+    // The phone behind a NAT (another address) then latches with an authentic packet.
+    buf[..172].copy_from_slice(&rtp_packet(0, 2, &[0; 160]));
+    let n = phone.protect(&mut buf, 172).unwrap();
+    assert_eq!(p.on_packet(t(2), 20_000, "192.0.2.7:5000".parse().unwrap(), &mut buf, n), None);
+    assert_eq!((p.stats().absorbed, p.send_address(leg)), (1, Some("192.0.2.7:5000".parse().unwrap())));
+}
