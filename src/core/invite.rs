@@ -244,6 +244,10 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
+        // Retrieves by Replaces and by the retrieve code come here without the check of `on_invite`.
+        if let Some(why) = self.srtp_refusal(&req, &from, lot) {
+            return self.ep.refuse(now, txn, &req, 488, why);
+        }
         let Some(media_leg) = self.port_beside_parked(now, call) else {
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };

@@ -98,3 +98,17 @@ fn a_plain_offer_stays_plain_and_sends_no_keys() {
     w.park(&bob, "700", ParkAs::SELF.pts("0 8 101"));
     assert!(!w.media.iter().any(|m| matches!(m, MediaCommand::Srtp { .. })), "{:?}", w.media);
 }
+
+#[test]
+fn a_retrieve_by_replaces_with_sdes_over_plain_udp_is_488_and_the_call_stays_parked() {
+    let mut w = world(SrtpPolicy::Optional, None, false);
+    let bob = Phone::new("bob", 5070);
+    let parked = w.park(&bob, "700", ParkAs::ALICE.pts("0 8 101"));
+    let dave = Phone { call_id: "dave-call".into(), ..Phone::new("dave", 5072) };
+    let replaces = format!("Replaces: {};to-tag={};from-tag={}\n", bob.call_id, parked.tag, bob.tag);
+    let since = w.sent.len();
+    w.deliver(dave.peer, &dave.invite("parkd", &replaces, Some(&savp(&dave))));
+    let r = w.last_response_to(dave.peer, since);
+    assert_eq!((r.status, r.reason.as_str()), (488, "Not Acceptable Here: SDES keys only over TLS"));
+    assert_eq!(w.core.live().orbits_occupied, 1, "bob is still parked");
+}
