@@ -97,6 +97,17 @@ impl MasterKey {
     }
 }
 
+impl Drop for MasterKey {
+    /// Overwrites the key material before the memory is freed (volatile writes the optimiser keeps).
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            // SAFETY: `b` is a valid, aligned, exclusive reference into the vector.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MasterKey(<{} bytes redacted>)", self.0.len())
