@@ -59,9 +59,11 @@ pub struct LegMedia {
     pub awaiting_answer: bool,
     /// Where parkd's outbound RTP stream to the peer stands (journaling on only: see `core::persist`).
     pub stream: Option<StreamAnchor>,
-    /// SRTP (SDES) keys when the leg negotiated `RTP/SAVP` (issue 19; see `core::srtp`). Journaled with the leg
-    /// so a restored leg keeps its SRTP stream.
-    #[serde(default)]
+    /// SRTP (SDES) keys when the leg negotiated `RTP/SAVP` (issue 19; see `core::srtp`). Not journaled: the
+    /// journal's postcard records are not self-describing, so a new field would break reading an older journal,
+    /// and keys stay off disk. A leg restored after a restart has none (an SRTP_KEYS record kind, like
+    /// ORBIT_CLAIM's, is the way to keep them).
+    #[serde(skip)]
     pub srtp: Option<LegSrtp>,
 }
 
