@@ -198,6 +198,8 @@ async fn serve(
     let plan = ShardPlan::new(ports.lo as u16, ports.hi as u16, cfg.server.rtp_legs_per_port, cfg.server.media_threads)?;
     let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan: plan.clone(), rtp_sender: cfg.server.rtp_sender, music, seed })?;
     let mut core = Core::with_plan(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed, &plan);
+    // SDES keys (issue 19) must not follow from the clock-derived seed: their RNG is reseeded from the OS.
+    core.seed_srtp_keys(rand::random());
     core.set_limits(&cfg.limits, &cfg.access);
     core.set_dial_allow(cfg.http.dial_patterns()?);
     // A cluster node first (its Redis link reports to the driver loop, which runs after the restore): the calls

@@ -22,6 +22,8 @@ use webrtc_sdp::media_type::{SdpFormatList, SdpMedia, SdpMediaValue};
 
 use crate::media::Codec;
 
+pub mod crypto;
+
 /// Media direction (RFC 3264 §5.1, §6.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Direction {

@@ -263,6 +263,14 @@ pub struct LotConfig {
     /// Optional Digest authentication (RFC 8760 SHA-256 and RFC 2617 MD5, `qop=auth`) for this lot.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// SRTP with SDES keys (RFC 4568): `optional` (default: SRTP when offered `RTP/SAVP`), `required` (a plain
+    /// `RTP/AVP` offer gets 488) or `off` (an `RTP/SAVP` offer gets 488).
+    #[serde(default)]
+    pub srtp: crate::sdp::crypto::SrtpPolicy,
+    /// Accept SDES keys from requests that did not come over TLS (the keys are then readable on the wire);
+    /// absent = `[server] srtp_over_plain`.
+    #[serde(default)]
+    pub srtp_over_plain: Option<bool>,
 }
 
 /// Digest authentication of a lot:
@@ -383,6 +391,8 @@ impl LotConfig {
             allow_retrieve: None,
             allow_subscribe: None,
             auth: None,
+            srtp: Default::default(),
+            srtp_over_plain: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {
@@ -393,6 +403,10 @@ impl LotConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Accept SRTP SDES keys (RFC 4568) from requests that did not come over TLS (default false: such an
+    /// `RTP/SAVP` offer gets 488). A lot's `srtp_over_plain` overrides it.
+    #[serde(default)]
+    pub srtp_over_plain: bool,
     /// SIP address, UDP and TCP; the RTP sockets bind to its IP too. `"[::]:5060"` serves IPv4 and IPv6
     /// (one dual-stack socket), `"[::1]:5060"` or another IPv6 address IPv6 only, `"0.0.0.0:5060"` IPv4 only.
     #[serde(default = "default_listen")]
@@ -501,6 +515,7 @@ impl Default for ServerConfig {
             tls_key: None,
             tls_ca: None,
             tls_self_signed: false,
+            srtp_over_plain: false,
         }
     }
 }

@@ -84,6 +84,9 @@ impl Core {
         if !trusted && !self.gate(now, txn, from, &req, lot, action) {
             return;
         }
+        if let Some(why) = self.srtp_refusal(&req, &from, lot) {
+            return self.ep.refuse(now, txn, &req, 488, why);
+        }
         match dialed {
             Dialed::ParkCode => self.park(now, txn, from, req, lot, None, parker),
             Dialed::Orbit(i) if parker.is_some() => self.park(now, txn, from, req, lot, Some(i), parker),
@@ -241,6 +244,10 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
+        // Retrieves by Replaces and by the retrieve code come here without the check of `on_invite`.
+        if let Some(why) = self.srtp_refusal(&req, &from, lot) {
+            return self.ep.refuse(now, txn, &req, 488, why);
+        }
         let Some(media_leg) = self.port_beside_parked(now, call) else {
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
@@ -308,7 +315,11 @@ impl Core {
         // The SDP names parkd's address in the family of the offer's (else of the signalling peer's) address.
         let media_peer = offer.as_ref().map_or(from.addr.ip(), |o| o.addr.ip());
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(media_peer), port: media_leg.port() };
-        let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref());
+        let srtp = self.srtp_answer(req, &from, call);
+        let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref(), srtp);
+        if media.srtp.is_some() {
+            self.srtp_media(media_leg, media.srtp.as_ref());
+        }
         let contact = self.ep.contact_for(&req.uri, from);
         let resp = self.ep.response(req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);

@@ -47,6 +47,7 @@ mod proxy;
 mod recall;
 mod reply;
 mod session;
+mod srtp;
 mod subscribe;
 pub mod snapshot;
 mod transfer;
@@ -117,6 +118,8 @@ pub struct Core {
     journal: persist::JournalRoom,
     /// The cluster room and the parks waiting for it (issue 18; `None`: a single node).
     cluster: Option<cluster::CoreCluster>,
+    /// SRTP policy inputs and the SDES key RNG (issue 19).
+    srtp: srtp::SrtpRoom,
 }
 
 impl Core {
@@ -156,6 +159,7 @@ impl Core {
             admission,
             journal: persist::JournalRoom::new(seed),
             cluster: None,
+            srtp: srtp::SrtpRoom::new(server.srtp_over_plain, seed),
         }
     }
 
@@ -267,6 +271,8 @@ impl Core {
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod srtp_tests;
 #[cfg(test)]
 mod proxy_tests;
 #[cfg(test)]

@@ -162,7 +162,13 @@ impl Core {
                 if let Some(a) = m.stream.filter(|a| a.pace != Pace::Relay) {
                     m.stream = Some(a.moved(now, if m.may_send() { Pace::Hold } else { Pace::Paused }));
                 }
-                self.ep.media(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() });
+                let (srtp, media_leg) = (m.srtp.clone(), m.media_leg);
+                let update = MediaCommand::Update { leg: media_leg, remote, codec: m.codec, send: m.may_send() };
+                if let Some(s) = &srtp {
+                    // The re-offer may have rekeyed the peer's direction (the plane keeps its state when unchanged).
+                    self.srtp_media(media_leg, Some(s));
+                }
+                self.ep.media(update);
             }
         }
         self.touch(call);

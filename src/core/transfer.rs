@@ -211,6 +211,9 @@ impl Core {
             Ok(o) => o,
             Err((status, why)) => return self.ep.refuse(now, txn, &req, status, why),
         };
+        if let Some(why) = self.srtp_refusal(&req, &from, lot) {
+            return self.ep.refuse(now, txn, &req, 488, why);
+        }
         let Some(media_leg) = self.ports.take(now) else {
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };

@@ -87,7 +87,8 @@ impl Media {
             | MediaCommand::Stop { leg }
             | MediaCommand::DtmfPayloadType { leg, .. }
             | MediaCommand::Announce { leg, .. }
-            | MediaCommand::Stream { leg, .. } => leg.port(),
+            | MediaCommand::Stream { leg, .. }
+            | MediaCommand::Srtp { leg, .. } => leg.port(),
             MediaCommand::Bridge { a, b } => {
                 if route(&self.plan, a.port()) != route(&self.plan, b.port()) {
                     tracing::error!(a = a.port(), b = b.port(), "bridge across media threads; not relayed");
@@ -155,6 +156,8 @@ impl Media {
             total.dropped_unrelayable += s.dropped_unrelayable;
             total.dropped_ambiguous += s.dropped_ambiguous;
             total.absorbed += s.absorbed;
+            total.srtp_auth_failed += s.srtp_auth_failed;
+            total.srtp_protect_failed += s.srtp_protect_failed;
             for (a, b) in total.pacer_lateness.buckets.iter_mut().zip(s.pacer_lateness.buckets) {
                 *a += b;
             }

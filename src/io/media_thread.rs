@@ -300,8 +300,8 @@ impl MediaIo {
                 while let Some(sock) = self.sockets.get(idx) {
                     match sock.recv_from(&mut buf) {
                         Ok((n, from)) => {
-                            let Some(pkt) = buf.get_mut(..n) else { continue };
-                            if let Some(f) = self.plane.on_rtp(clock.now(), port, from, pkt) {
+                            // The whole buffer: a packet relayed to an SRTP leg grows by its tag.
+                            if let Some(f) = self.plane.on_packet(clock.now(), port, from, &mut buf, n) {
                                 if let (Some(s), Some(data)) = (self.socket(f.port), buf.get(..f.len)) {
                                     self.relay(s, data, f.to);
                                 }

@@ -28,6 +28,7 @@ pub mod plane;
 pub mod prompts;
 pub mod relay;
 pub mod rtp;
+pub mod srtp;
 
 use std::net::SocketAddr;
 
@@ -145,6 +146,11 @@ pub enum MediaCommand {
     /// until then; for a leg that exists it replaces the identity (hold music restarts its schedule from it).
     /// The next packet carries the marker bit. Only sent with journaling on.
     Stream { leg: MediaLegId, ssrc: u32, seq: u16, ts: u32 },
+    /// The leg's SRTP keys (issue 19; `None`: plain RTP). Like `Stream`, kept until the leg is created when sent
+    /// before it. Hold music and relayed packets to the leg are then protected with `keys.local`, and what it
+    /// sends is authenticated and decrypted with `keys.remote` (failures dropped and counted). The same keys
+    /// again change nothing (the rollover counters and the replay window stay).
+    Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>> },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.

@@ -15,7 +15,8 @@ use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
 use super::prompts::{Prompt, PromptBank};
 use super::demux::{Demux, Route};
 use super::relay::{self, Destination, RelayMap};
-use super::rtp::{self, OutStream, Pt, TS_PER_FRAME};
+use super::rtp::{self, OutStream, Pt, RTP_HEADER_LEN, TS_PER_FRAME};
+use super::srtp::{SrtpKeys, SrtpLeg};
 use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MusicId};
 use crate::time::Time;
 
@@ -44,6 +45,10 @@ pub struct MediaStats {
     pub absorbed: u64,
     /// How late each pacer slot that produced hold packets was served.
     pub pacer_lateness: PacerLateness,
+    /// SRTP packets from a leg that failed authentication (forged, replayed, wrong key, not SRTP): dropped.
+    pub srtp_auth_failed: u64,
+    /// Packets to an SRTP leg that could not be protected (no room for the tag, key exhausted): dropped.
+    pub srtp_protect_failed: u64,
 }
 
 /// Why the media plane wants to be called: the reason next to [`MediaPlane::poll_timeout`]'s deadline.
@@ -81,6 +86,27 @@ struct Leg {
     mode: Mode,
     /// Prompts being spoken over the hold stream (only while `mode` is a scheduled `Hold`).
     announce: Option<Announcement>,
+    /// SRTP keys and contexts when the leg negotiated SRTP (boxed: most legs are plain).
+    srtp: Option<Box<LegCrypto>>,
+}
+
+/// An SRTP leg's keys (to tell a rekey from the same keys again) and contexts.
+#[derive(Debug)]
+struct LegCrypto {
+    keys: SrtpKeys,
+    ctx: SrtpLeg,
+}
+
+impl LegCrypto {
+    fn new(keys: &SrtpKeys) -> Option<Box<LegCrypto>> {
+        match SrtpLeg::new(keys) {
+            Ok(ctx) => Some(Box::new(LegCrypto { keys: keys.clone(), ctx })),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up SRTP for a leg; its packets are dropped");
+                None
+            }
+        }
+    }
 }
 
 /// An announcement in progress: packets `start_n..start_n + frames.len()` of the hold schedule
@@ -121,6 +147,10 @@ pub struct MediaPlane {
     rng: SmallRng,
     /// Stream identities given ([`MediaCommand::Stream`]) for legs not created yet.
     presets: FxHashMap<MediaLegId, OutStream>,
+    /// SRTP keys given ([`MediaCommand::Srtp`]) for legs not created yet.
+    srtp_presets: FxHashMap<MediaLegId, Box<SrtpKeys>>,
+    /// Reused buffer an SRTP hold packet is assembled in before it is protected.
+    scratch: Vec<u8>,
     stats: MediaStats,
 }
 
@@ -131,7 +161,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
@@ -148,6 +178,23 @@ impl MediaPlane {
             }
             MediaCommand::Announce { leg: id, words } => self.announce(now, id, &words),
             MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
+            MediaCommand::Srtp { leg: id, keys } => self.set_srtp(id, keys),
+        }
+    }
+
+    /// Gives leg `id` its SRTP keys (see [`MediaCommand::Srtp`]).
+    fn set_srtp(&mut self, id: MediaLegId, keys: Option<Box<SrtpKeys>>) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            match keys {
+                Some(k) => self.srtp_presets.insert(id, k),
+                None => self.srtp_presets.remove(&id),
+            };
+            return;
+        };
+        match keys {
+            Some(k) if leg.srtp.as_ref().is_some_and(|c| c.keys == *k) => {}
+            Some(k) => leg.srtp = LegCrypto::new(&k),
+            None => leg.srtp = None,
         }
     }
 
@@ -169,6 +216,7 @@ impl MediaPlane {
     fn leg_entry(&mut self, id: MediaLegId, remote: SocketAddr, codec: Codec) -> &mut Leg {
         let rng = &mut self.rng;
         let presets = &mut self.presets;
+        let srtp = self.srtp_presets.remove(&id);
         self.legs.entry(id).or_insert_with(|| Leg {
             sdp_remote: remote,
             latched: None,
@@ -179,6 +227,7 @@ impl MediaPlane {
             map: None,
             mode: Mode::Idle,
             announce: None,
+            srtp: srtp.and_then(|k| LegCrypto::new(&k)),
         })
     }
 
@@ -339,6 +388,7 @@ impl MediaPlane {
 
     fn stop(&mut self, id: MediaLegId) {
         self.presets.remove(&id);
+        self.srtp_presets.remove(&id);
         self.detach(id);
         self.legs.remove(&id);
         self.demux.remove(id);
@@ -346,14 +396,24 @@ impl MediaPlane {
 
     /// Handles one datagram received on local `port` from `from`. Returns where to send the
     /// (rewritten in place) packet when the leg is bridged; `None` when it is dropped or absorbed.
+    /// With SRTP legs the packet needs room for the tag: use [`MediaPlane::on_packet`].
     pub fn on_rtp(&mut self, now: Time, port: u16, from: SocketAddr, pkt: &mut [u8]) -> Option<Forward> {
-        let Some(info) = rtp::parse(pkt) else {
+        let len = pkt.len();
+        self.on_packet(now, port, from, pkt, len)
+    }
+
+    /// [`MediaPlane::on_rtp`] for the datagram `buf[..len]`, `buf` being the whole receive buffer: a packet
+    /// relayed to an SRTP leg grows by its tag (the forward's `len` counts from `buf`'s start). A packet from an
+    /// SRTP leg is authenticated and decrypted first (a failure is dropped and counted).
+    pub fn on_packet(&mut self, now: Time, port: u16, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<Forward> {
+        let Some(mut info) = buf.get(..len).and_then(rtp::parse) else {
             self.stats.dropped_invalid += 1;
             return None;
         };
         // Symmetric RTP (RFC 4961): a leg latches to its first source and ignores others until an
         // Update; legs sharing the port are told apart by source (see `demux`).
-        let id = match self.demux.route(port, from) {
+        let route = self.demux.route(port, from);
+        let id = match route {
             Route::Latched(id) | Route::NewlyLatched(id) => id,
             Route::NoLeg => {
                 self.stats.dropped_invalid += 1;
@@ -372,6 +432,20 @@ impl MediaPlane {
             self.stats.dropped_invalid += 1;
             return None;
         };
+        let mut len = len;
+        if let Some(c) = &mut src.srtp {
+            let opened = c.ctx.unprotect(buf, len).ok().and_then(|n| Some((n, rtp::parse(buf.get(..n)?)?)));
+            let Some((n, plain)) = opened else {
+                self.stats.srtp_auth_failed += 1;
+                if matches!(route, Route::NewlyLatched(_)) {
+                    // An SRTP leg latches to a source only once it sent an authentic packet: undo the latch.
+                    let sdp = src.sdp_remote;
+                    self.demux.set_remote(id, sdp);
+                }
+                return None;
+            };
+            (len, info) = (n, plain);
+        }
         src.latched = Some(from);
         let Mode::Bridged { peer } = src.mode else {
             self.stats.absorbed += 1;
@@ -390,7 +464,14 @@ impl MediaPlane {
         };
         let to = dst.send_to();
         let dest = Destination { codec: dst.codec, dtmf_pt: dst.dtmf_pt, out: &mut dst.out, map: &mut dst.map };
-        let len = relay::rewrite(pkt, &info, kind, dest, now);
+        let mut len = relay::rewrite(buf.get_mut(..len)?, &info, kind, dest, now);
+        if let Some(c) = &mut dst.srtp {
+            let Ok(n) = c.ctx.protect(buf, len) else {
+                self.stats.srtp_protect_failed += 1;
+                return None;
+            };
+            len = n;
+        }
         self.stats.relayed += 1;
         Some(Forward { port: peer.port(), to, len })
     }
@@ -400,7 +481,7 @@ impl MediaPlane {
     /// hold streams. Each slot time that produced a packet records its lateness (`now` − slot time)
     /// in [`MediaStats::pacer_lateness`].
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
-        let MediaPlane { music, prompts, legs, pacer, stats, .. } = self;
+        let MediaPlane { music, prompts, legs, pacer, stats, scratch, .. } = self;
         let mut last_slot_ms = None;
         pacer.due(now, |t_ms, id| {
             let Some(leg) = legs.get_mut(&id) else { return };
@@ -434,6 +515,21 @@ impl MediaPlane {
                 }
             };
             let header = leg.out.next_header(Pt::from(leg.codec), ts, Time::from_millis(t_ms));
+            let (header, payload) = match &mut leg.srtp {
+                None => (header, payload),
+                // The shared frame is only read: copied after the header into the scratch buffer and protected.
+                Some(c) => match c.ctx.protect_frame(&header, &payload, scratch) {
+                    Ok(sealed) if sealed.len() > RTP_HEADER_LEN => {
+                        let mut h = [0u8; RTP_HEADER_LEN];
+                        h.copy_from_slice(&sealed[..RTP_HEADER_LEN]);
+                        (h, sealed.slice(RTP_HEADER_LEN..))
+                    }
+                    _ => {
+                        stats.srtp_protect_failed += 1;
+                        return;
+                    }
+                },
+            };
             batch.push(HoldPacket { port: id.port(), to, header, payload });
             stats.hold_sent += 1;
             // Slot times come in increasing order: one observation per slot, not per stream.
@@ -469,3 +565,7 @@ mod tests;
 #[cfg(test)]
 #[path = "announce_tests.rs"]
 mod announce_tests;
+
+#[cfg(test)]
+#[path = "srtp_plane_tests.rs"]
+mod srtp_tests;

@@ -59,6 +59,27 @@ pub struct LegMedia {
     pub awaiting_answer: bool,
     /// Where parkd's outbound RTP stream to the peer stands (journaling on only: see `core::persist`).
     pub stream: Option<StreamAnchor>,
+    /// SRTP (SDES) keys when the leg negotiated `RTP/SAVP` (issue 19; see `core::srtp`). Not journaled: the
+    /// journal's postcard records are not self-describing, so a new field would break reading an older journal,
+    /// and keys stay off disk. A leg restored after a restart has none (an SRTP_KEYS record kind, like
+    /// ORBIT_CLAIM's, is the way to keep them).
+    #[serde(skip)]
+    pub srtp: Option<LegSrtp>,
+}
+
+/// A leg's SRTP: the `a=crypto` tag agreed on and both keys (`Debug` redacts them).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LegSrtp {
+    pub tag: u32,
+    pub keys: crate::media::srtp::SrtpKeys,
+}
+
+impl LegSrtp {
+    /// parkd's SDP `body` in its SRTP form (RTP/SAVP and parkd's `a=crypto`).
+    fn secure(&self, body: Bytes) -> Bytes {
+        let line = sdp::crypto::crypto_line(self.tag, self.keys.suite, &self.keys.local);
+        sdp::crypto::secure_body(&body, &line)
+    }
 }
 
 /// A usable RTP address from an SDP (not `0.0.0.0`, not port 0).
@@ -74,7 +95,20 @@ impl LegMedia {
 
     /// The media of a leg parkd answers: with the peer's `offer` (an answer with one codec), or parkd's own
     /// offer in the 2xx when the INVITE had none. Returns the media and the SDP body of the 2xx.
-    pub fn answering(media_leg: MediaLegId, local_sdp: LocalSdp, offer: Option<&RemoteSdp>) -> (LegMedia, Bytes) {
+    /// With `srtp` (negotiated from the offer), the answer is `RTP/SAVP` with parkd's `a=crypto`.
+    pub fn answering(media_leg: MediaLegId, local_sdp: LocalSdp, offer: Option<&RemoteSdp>, srtp: Option<LegSrtp>) -> (LegMedia, Bytes) {
+        let (mut media, body) = Self::answering_plain(media_leg, local_sdp, offer);
+        match srtp.filter(|_| offer.is_some()) {
+            Some(s) => {
+                let body = s.secure(body);
+                media.srtp = Some(s);
+                (media, body)
+            }
+            None => (media, body),
+        }
+    }
+
+    fn answering_plain(media_leg: MediaLegId, local_sdp: LocalSdp, offer: Option<&RemoteSdp>) -> (LegMedia, Bytes) {
         match offer {
             Some(remote) => {
                 let codec = sdp::choose_codec(remote, &CODECS).unwrap_or(Codec::Pcmu);
@@ -88,6 +122,7 @@ impl LegMedia {
                     local_sdp,
                     awaiting_answer: false,
                     stream: None,
+                    srtp: None,
                 };
                 (media, body)
             }
@@ -102,6 +137,7 @@ impl LegMedia {
                     local_sdp,
                     awaiting_answer: true,
                     stream: None,
+                    srtp: None,
                 };
                 (media, body)
             }
@@ -121,6 +157,7 @@ impl LegMedia {
             local_sdp,
             awaiting_answer: false,
             stream: None,
+                    srtp: None,
         }
     }
 
@@ -130,6 +167,14 @@ impl LegMedia {
         let Ok(remote) = sdp::parse_sdp(body) else { return false };
         let prefer: [Codec; 2] = if self.codec == Codec::Pcma { [Codec::Pcma, Codec::Pcmu] } else { [Codec::Pcmu, Codec::Pcma] };
         let Some(codec) = sdp::choose_codec(&remote, &prefer) else { return false };
+        if let Some(s) = &mut self.srtp {
+            // A re-offer may carry a new key for the same suite (RFC 4568 §7.1.4): parkd opens its packets with it.
+            let sec = sdp::crypto::offer_security(body);
+            let same = |c: &&sdp::crypto::CryptoAttr| c.suite == s.keys.suite;
+            if let Some(c) = sec.crypto.iter().filter(same).find(|c| c.tag == s.tag).or_else(|| sec.crypto.iter().find(same)) {
+                s.keys.remote = c.key.clone();
+            }
+        }
         self.codec = codec;
         self.dtmf_pt = remote.dtmf_pt;
         self.peer_direction = remote.direction;
@@ -143,6 +188,14 @@ impl LegMedia {
     /// parkd's SDP in a 2xx sent again for the current state (a restored leg answering a retransmitted INVITE):
     /// the answer to the peer's offer, or the offer when the peer had none.
     pub fn current_body(&self) -> Bytes {
+        let body = self.current_body_plain();
+        match &self.srtp {
+            Some(s) if !self.awaiting_answer => s.secure(body),
+            _ => body,
+        }
+    }
+
+    fn current_body_plain(&self) -> Bytes {
         if self.awaiting_answer {
             sdp::build_offer(&self.local_sdp, &CODECS, Some(DTMF_PT), Direction::SendRecv)
         } else {
@@ -153,7 +206,16 @@ impl LegMedia {
     /// parkd's SDP in the 2xx to a re-INVITE (or UPDATE): the answer to the offer just applied (direction
     /// mirrored), or a new offer when the request had none (RFC 3264 §5; the answer then comes in the ACK).
     /// Increments the session version (RFC 3264 §8).
+    /// An SRTP leg answers with its `a=crypto` again (same tag and key: RFC 4568 §7.1.4 allows keeping them).
     pub fn reanswer(&mut self, had_offer: bool) -> Bytes {
+        let body = self.reanswer_plain(had_offer);
+        match &self.srtp {
+            Some(s) if had_offer => s.secure(body),
+            _ => body,
+        }
+    }
+
+    fn reanswer_plain(&mut self, had_offer: bool) -> Bytes {
         self.local_sdp.version += 1;
         if had_offer {
             sdp::build_answer(&self.local_sdp, self.codec, self.dtmf_pt, self.peer_direction.reverse())

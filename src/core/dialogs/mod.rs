@@ -11,7 +11,7 @@
 
 mod leg;
 
-pub use leg::{read_offer, Leg, LegMedia, LegRole, LegState, CODECS};
+pub use leg::{read_offer, Leg, LegMedia, LegRole, LegSrtp, LegState, CODECS};
 
 use crate::core::ids::LegId;
 use crate::dialog::DialogKey;

@@ -238,6 +238,7 @@ impl Core {
                     let Some(remote) = m.remote else { return };
                     let cmds = [
                         stream,
+                        MediaCommand::Srtp { leg: m.media_leg, keys: m.srtp.as_ref().map(|s| Box::new(s.keys.clone())) },
                         MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() },
                         MediaCommand::DtmfPayloadType { leg: m.media_leg, pt: m.dtmf_pt },
                     ];
@@ -258,7 +259,8 @@ impl Core {
         let Some(stream) = self.resumed_stream(now, leg_id, Pace::Hold) else { return };
         let Some(m) = self.dialogs.get(leg_id).map(|l| &l.media) else { return };
         let Some(remote) = m.remote else { return };
-        let mut cmds = vec![stream, MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) }];
+        let srtp = MediaCommand::Srtp { leg: m.media_leg, keys: m.srtp.as_ref().map(|s| Box::new(s.keys.clone())) };
+        let mut cmds = vec![stream, srtp, MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) }];
         if !m.may_send() {
             cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });
         }
