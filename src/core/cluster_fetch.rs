@@ -69,12 +69,12 @@ impl Core {
             return false;
         }
         let Some(media_leg) = self.ports.take(now) else { return false };
-        let call_id = format!("xnode-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_addr.ip());
+        let call_id = format!("xnode-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_for(next_hop.addr.ip()).ip());
         let nonce = self.ep.rng().gen::<u64>();
         let header = auth.sign(&me, now, nonce, &call_id, orbit_name.as_str());
-        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip, port: media_leg.port() };
+        let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(next_hop.addr.ip()), port: media_leg.port() };
         let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
-        let from_na = NameAddr::new(Uri::from_addr(Some(me.as_str()), self.ep.local_addr)).with_tag(&self.ep.new_tag());
+        let from_na = NameAddr::new(Uri::from_addr(Some(me.as_str()), self.ep.local_for(next_hop.addr.ip()))).with_tag(&self.ep.new_tag());
         let branch = self.ep.new_branch();
         let mut invite = Request {
             method: Method::Invite,
