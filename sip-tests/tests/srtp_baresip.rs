@@ -8,6 +8,10 @@
 //! 2. B (SRTP over TLS) parked; D, a plain-RTP baresip over UDP, retrieves 701: parkd bridges SRTP to RTP, both
 //!    hear each other's tone; D's trace shows a plain `RTP/AVP` answer without `a=crypto`.
 //!
+//! Measured: baresip 1.0 loads `sip_cafile` ("ua: adding SIP CA") but does not verify the server's certificate
+//! (a phone trusting an unrelated CA still connects): the CA is configured as a phone would be, yet these tests do
+//! not prove certificate checking by baresip (sip-tests/tests/tls.rs does that with the harness's TLS client).
+//!
 //! linphone (issue 19's transferor over TLS+SRTP) is not installed on this machine: not covered here.
 
 use sip_tests::clients::baresip::Security;
