@@ -157,3 +157,34 @@ fn srtp_baresip_parked_is_retrieved_by_a_plain_rtp_baresip() {
     let log = parkd.stderr_all();
     assert_eq!(log.matches(NEGOTIATED).count(), 1, "SDES on B's leg only:\n{}", parkd.stderr_tail(40));
 }
+
+/// A lot with `srtp = "required"`: a plain-RTP baresip can neither park (488 with the policy's reason, seen in
+/// the phone's close event) nor retrieve; an SRTP baresip parks and an SRTP baresip retrieves it.
+#[test]
+fn srtp_required_lot_refuses_a_plain_baresip_and_takes_srtp_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = TestPki::new(dir.path(), "parkd test CA srtp required");
+    let tls = tls::free_tls_addr();
+    let config = "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\nsrtp = \"required\"\n".to_string();
+    let options = ParkdOptions { extra_args: pki.parkd_args(tls, false), config: Some(config), http: true, ..Default::default() };
+    let parkd = Parkd::start_with("srtp_baresip_required", options);
+    let plain = Security { sip_trace: true, ..Security::default() };
+    let d = Baresip::start_secure(&parkd, "d", Ipv4Addr::new(127, 0, 0, 18), C_HZ, &plain);
+    let b = Baresip::start_secure(&parkd, "b", Ipv4Addr::new(127, 0, 0, 19), B_HZ, &srtp_phone(&pki));
+    let c = Baresip::start_secure(&parkd, "c", Ipv4Addr::new(127, 0, 0, 20), C_HZ, &srtp_phone(&pki));
+
+    d.dial(&format!("sip:700@{}", parkd.sip_addr()));
+    let closed = d.wait_event("CALL_CLOSED", "700@");
+    eprintln!("plain park refused: {}", closed.param);
+    assert!(closed.param.contains("488"), "plain park: {closed:?}");
+    assert!(d.log_all().contains("488 Not Acceptable Here: SRTP (RTP/SAVP) required"), "{}", d.log_tail(40));
+
+    park(&parkd, &b, tls);
+    d.dial(&format!("sip:701@{}", parkd.sip_addr()));
+    let closed = d.wait_event("CALL_CLOSED", "701@");
+    assert!(closed.param.contains("488"), "plain retrieve: {closed:?}");
+    retrieve_and_check(&parkd, &b, &c, &tls_uri(tls, "701"), "C (SRTP)");
+    assert_srtp_answer(&b);
+    assert_srtp_answer(&c);
+    assert!(d.recordings().is_empty(), "the refused phone got no audio: {:?}", d.recordings());
+}
