@@ -71,6 +71,37 @@ pub fn account_line(name: &str, ip: Ipv4Addr, sip_port: u16) -> String {
     format!("<sip:{name}@{ip}:{sip_port}>;regint=0;answermode=manual\n")
 }
 
+/// Media encryption and TLS trust for a phone ([`Baresip::start_secure`]).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// The account's `mediaenc` (`srtp`: SDES offered, plain accepted; `srtp-mand`: SDES only, `RTP/SAVP`
+    /// offered); `None`: plain RTP, the srtp module not loaded.
+    pub mediaenc: Option<&'static str>,
+    /// `sip_cafile`: the CA (PEM) the phone trusts for SIP over TLS.
+    pub ca_file: Option<PathBuf>,
+    /// `-s`: SIP messages (with their SDP) written to the phone's log.
+    pub sip_trace: bool,
+}
+
+impl Security {
+    /// The config lines for these settings (appended to [`config_text`]).
+    pub fn config_lines(&self) -> String {
+        let mut text = String::new();
+        if let Some(ca) = &self.ca_file {
+            text.push_str(&format!("# Trusted CA for SIP over TLS.\nsip_cafile\t\t{}\n", ca.display()));
+        }
+        if self.mediaenc.is_some() {
+            text.push_str("# SDES SRTP (RFC 4568), selected per account by mediaenc.\nmodule\t\t\tsrtp.so\n");
+        }
+        text
+    }
+
+    /// The account parameters for these settings (appended to [`account_line`]).
+    pub fn account_params(&self) -> String {
+        self.mediaenc.map(|m| format!(";mediaenc={m}")).unwrap_or_default()
+    }
+}
+
 /// A running baresip phone.
 pub struct Baresip {
     pub name: String,
@@ -95,6 +126,11 @@ impl Baresip {
     /// Starts phone `name` on `ip` sending a `tone_hz` tone, with its SIP and ctrl_tcp ports taken from
     /// `parkd`'s port plan (three each: SIP, SIP+1 for baresip's TLS listener, ctrl_tcp) and its log in `parkd`'s log directory; waits until ctrl_tcp answers.
     pub fn start(parkd: &Parkd, name: &str, ip: Ipv4Addr, tone_hz: f64) -> Baresip {
+        Baresip::start_secure(parkd, name, ip, tone_hz, &Security::default())
+    }
+
+    /// [`Baresip::start`] with media encryption and a trusted CA ([`Security`]).
+    pub fn start_secure(parkd: &Parkd, name: &str, ip: Ipv4Addr, tone_hz: f64, security: &Security) -> Baresip {
         require_baresip();
         // baresip listens for SIP on UDP and TCP at sip_listen's port and for SIP over TLS on the next port.
         let sip_port = parkd.ports.aux_port();
@@ -108,12 +144,17 @@ impl Baresip {
         let path = dir.path();
         std::fs::create_dir_all(path.join("rec")).unwrap_or_else(|e| panic!("cannot create rec dir: {e}"));
         audio_check::write_tone_wav(&path.join("tone.wav"), tone_hz, TONE_SECONDS);
-        write(&path.join("config"), &config_text(ip, sip_port, ctrl_port, path, name));
-        write(&path.join("accounts"), &account_line(name, ip, sip_port));
+        write(&path.join("config"), &(config_text(ip, sip_port, ctrl_port, path, name) + &security.config_lines()));
+        let account = account_line(name, ip, sip_port).replace('\n', &(security.account_params() + "\n"));
+        write(&path.join("accounts"), &account);
         let log_path = parkd.log_dir.join(format!("baresip-{name}.log"));
         let log = File::create(&log_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
         let log2 = log.try_clone().unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
-        let child = Command::new("baresip")
+        let mut command = Command::new("baresip");
+        if security.sip_trace {
+            command.arg("-s");
+        }
+        let child = command
             .arg("-f")
             .arg(path)
             .arg("-n")
@@ -212,6 +253,11 @@ impl Baresip {
         files.retain(|p| p.to_string_lossy().ends_with("-dec.wav"));
         files.sort();
         files
+    }
+
+    /// This phone's whole log (status-line carriage returns turned into newlines).
+    pub fn log_all(&self) -> String {
+        std::fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).replace('\r', "\n")).unwrap_or_default()
     }
 
     /// The last `lines` lines of this phone's log (status-line carriage returns turned into newlines).
