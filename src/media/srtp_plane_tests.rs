@@ -4,7 +4,7 @@
 use super::*;
 use crate::media::music::FRAME_SAMPLES;
 use crate::media::rtp::{parse, write_header, SeqNo, Ssrc};
-use crate::media::srtp::{MasterKey, SrtpSuite};
+use crate::media::srtp::{MasterKey, SrtpError, SrtpSuite};
 
 const T0_MS: u64 = 1_700_000_000_000;
 
