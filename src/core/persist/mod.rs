@@ -116,6 +116,8 @@ mod room;
 mod srtp_keys;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod srtp_tests;
 
 pub use ack::NOT_STORED;
 pub use restore::{RestoreError, CANCEL_WAIT, UNACKED_WAIT};
