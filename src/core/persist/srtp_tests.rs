@@ -58,7 +58,7 @@ fn run(p: &mut MediaPlane, from: Time, to: Time) -> Vec<Vec<u8>> {
         batch.clear();
         p.poll_hold(t, &mut batch);
         out.extend(batch.packets().iter().map(|h| [&h.header[..], &h.payload[..]].concat()));
-        t = t + Duration::from_millis(10);
+        t += Duration::from_millis(10);
     }
     out
 }
