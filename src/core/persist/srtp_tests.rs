@@ -180,3 +180,39 @@ fn the_keys_record_goes_when_the_call_ends_and_a_stray_one_is_dropped_at_restore
     }
     assert!(deleted);
 }
+
+#[test]
+fn a_bridged_srtp_leg_keeps_its_keys_across_a_restart() {
+    let mut w = world();
+    let bob = Phone { call_id: "bob-bridge".into(), ..Phone::new("bob", 5070) };
+    let carol = Phone { call_id: "carol-plain".into(), ..Phone::new("carol", 5071) };
+    let (_, _, keys) = park_srtp(&mut w, &bob);
+    let bob_leg = w.core.dialogs.iter().next().unwrap().id;
+    let since = w.sent.len();
+    w.deliver(carol.peer, &carol.invite("701", "", Some(&carol.sdp("0", "sendrecv"))));
+    let ok = w.last_response_to(carol.peer, since);
+    assert_eq!(ok.status, 200);
+    w.deliver(carol.peer, &carol.ack("701", ok.common.to.tag().unwrap(), carol.cseq, None));
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Bridge { .. })));
+    w.advance(Duration::from_secs(30));
+    let live = LiveSet::replay(w.journal.iter().flat_map(|(g, _)| g.iter().cloned()));
+    assert_eq!(live.of_kind(RecordKind::BRIDGE).count(), 1);
+    assert_eq!(live.of_kind(RecordKind::SRTP_KEYS).map(|(id, _)| id.to_string()).collect::<Vec<_>>(), [bob_leg.0.to_string()], "only the SRTP leg has keys");
+    let (server, lots) = config();
+    let mut fresh = World::with_server(server, lots);
+    fresh.core.set_journaling(true);
+    let report = fresh.core.restore(&live, w.now + Duration::from_secs(2));
+    assert_eq!((report.bridged, report.skipped.len()), (1, 0), "{report:?}");
+    let mut cmds = Vec::new();
+    while let Some(o) = fresh.core.poll_output() {
+        if let Output::Media(m) = o {
+            cmds.push(m);
+        }
+    }
+    let (k, _) = srtp_of(&cmds);
+    assert_eq!(k, keys, "bob's leg relays under its old keys");
+    assert!(cmds.iter().any(|m| matches!(m, MediaCommand::Srtp { keys: None, .. })), "carol's leg stays plain");
+    let i_srtp = cmds.iter().rposition(|m| matches!(m, MediaCommand::Srtp { keys: Some(_), .. })).unwrap();
+    let i_bridge = cmds.iter().position(|m| matches!(m, MediaCommand::Bridge { .. })).unwrap();
+    assert!(i_srtp < i_bridge, "keys before the relay");
+}
