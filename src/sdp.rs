@@ -126,6 +126,15 @@ fn is_usable_audio(m: &SdpMedia) -> bool {
 pub fn parse_sdp(body: &[u8]) -> Result<RemoteSdp, SdpError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| SdpError::Malformed { line: 0, detail: format!("not UTF-8 at byte {}", e.valid_up_to()) })?;
+    // `a=crypto` lines carry SDES keys (read by `sdp::crypto` from the raw body): webrtc_sdp does not know the
+    // attribute and logs the whole line as a warning, so they never reach it.
+    let stripped;
+    let text = if text.contains("a=crypto:") {
+        stripped = text.split_inclusive('\n').filter(|l| !l.starts_with("a=crypto:")).collect::<String>();
+        stripped.as_str()
+    } else {
+        text
+    };
     let session = webrtc_sdp::parse_sdp(text, false).map_err(malformed)?;
     let media = session.media.iter().find(|m| is_usable_audio(m)).ok_or(SdpError::NoAudio)?;
 

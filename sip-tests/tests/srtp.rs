@@ -2,7 +2,9 @@
 //! `a=crypto` key (over UDP: the lot sets `srtp_over_plain = true`, TLS is another branch), reads parkd's key from
 //! the 200, and opens parkd's packets with it. Hold music: every packet authenticates and decrypts to a frame of
 //! the built-in loop, and no raw payload is one. Bridge: the SRTP phone and a plain-RTP SIPp retriever hear each
-//! other's patterns. Without `srtp_over_plain` the same offer gets 488.
+//! other's patterns. Without `srtp_over_plain` the same offer gets 488. Across `kill -9` and a restart, the
+//! parked SRTP call's hold music goes on under the same keys (journaled, issue 17): the phone's same context
+//! opens every packet.
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -127,6 +129,65 @@ fn srtp_hold_music_decrypts_with_the_answered_key_and_is_not_in_clear() {
     }
     assert_eq!(opened, 50, "50 hold packets within 10 s");
     assert_eq!(clear, 0, "no packet carried the music in clear");
+}
+
+/// One hold packet at the phone, opened: `(ssrc, seq)`; panics on one that does not authenticate or is not music.
+fn open_hold(srtp: &mut SrtpLeg, music: &HashSet<Vec<u8>>, buf: &mut [u8], n: usize, what: &str) -> (u32, u16) {
+    assert_eq!(n, 172 + SUITE.overhead(), "{what}: RTP header + 160 bytes + the 80-bit tag");
+    assert!(!music.contains(&buf[12..172]), "{what}: the music in clear");
+    let m = srtp.unprotect(buf, n).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(m == 172 && music.contains(&buf[12..172]), "{what} decrypts to a frame of the hold music");
+    (u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]), u16::from_be_bytes([buf[2], buf[3]]))
+}
+
+#[test]
+fn a_parked_srtp_call_survives_kill_9_with_the_same_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut parkd = Parkd::start_with("srtp_restart", ParkdOptions { config: Some(config(true)), ..ParkdOptions::default() });
+    let phone = SrtpPhone::new(&parkd);
+    let ok = phone.invite();
+    assert_eq!(ok.status, 200, "{} {}", ok.status, ok.reason);
+    let (mut srtp, _) = phone_srtp(&ok);
+    phone.ack(ok.common.to.tag().unwrap());
+    let music = music_frames();
+    let mut buf = [0u8; 2048];
+    let mut before = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while before.len() < 50 && Instant::now() < deadline {
+        let Ok((n, _)) = phone.rtp.recv_from(&mut buf) else { continue };
+        before.push(open_hold(&mut srtp, &music, &mut buf, n, &format!("packet {} before the restart", before.len())));
+    }
+    assert_eq!(before.len(), 50, "50 hold packets within 10 s");
+
+    parkd.kill9();
+    // What was on its way before the kill is read (and opened) before the restart.
+    while let Ok((n, _)) = phone.rtp.recv_from(&mut buf) {
+        before.push(open_hold(&mut srtp, &music, &mut buf, n, "a packet sent before the kill"));
+    }
+    let journal = parkd.state_dir().join("journal");
+    let modes = (std::fs::metadata(parkd.state_dir()).unwrap().permissions().mode() & 0o777, std::fs::metadata(&journal).unwrap().permissions().mode() & 0o777);
+    assert_eq!(modes, (0o700, 0o600), "the state directory and the journal (it holds the SRTP keys) are private");
+    std::thread::sleep(Duration::from_millis(300));
+    let ready = parkd.restart();
+    let restarted = Instant::now();
+
+    // The phone keeps the context that opened the stream before: every packet after the restart opens with it.
+    let &(ssrc, last_seq) = before.last().unwrap();
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut first_after = None;
+    while after.len() < 50 && Instant::now() < deadline {
+        let Ok((n, _)) = phone.rtp.recv_from(&mut buf) else { continue };
+        first_after.get_or_insert_with(|| restarted.elapsed());
+        after.push(open_hold(&mut srtp, &music, &mut buf, n, &format!("packet {} after the restart", after.len())));
+    }
+    assert_eq!(after.len(), 50, "50 hold packets within 10 s of the restart");
+    assert!(after.iter().all(|(s, _)| *s == ssrc), "the same SSRC after the restart");
+    let gap = after[0].1.wrapping_sub(last_seq);
+    assert!(gap > 0 && gap < 3_000, "the sequence goes on: {last_seq} then {}", after[0].1);
+    let log = parkd.stderr_of_every_start();
+    assert!(!log.contains(PHONE_KEY), "the phone's key is never logged");
+    eprintln!("SRTP across kill -9: ready {ready:?} after the spawn, first hold packet {first_after:?} after ready, sequence gap {gap}; {} + {} packets opened with the same keys", before.len(), after.len());
 }
 
 #[test]

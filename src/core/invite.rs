@@ -318,7 +318,7 @@ impl Core {
         let srtp = self.srtp_answer(req, &from, call);
         let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref(), srtp);
         if media.srtp.is_some() {
-            self.srtp_media(media_leg, media.srtp.as_ref());
+            self.srtp_media(media_leg, media.srtp.as_ref(), 0);
         }
         let contact = self.ep.contact_for(&req.uri, from);
         let resp = self.ep.response(req, 200, None, Some(&tag), |r| {

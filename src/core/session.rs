@@ -162,11 +162,12 @@ impl Core {
                 if let Some(a) = m.stream.filter(|a| a.pace != Pace::Relay) {
                     m.stream = Some(a.moved(now, if m.may_send() { Pace::Hold } else { Pace::Paused }));
                 }
+                let roc = crate::core::persist::follow_index(m);
                 let (srtp, media_leg) = (m.srtp.clone(), m.media_leg);
                 let update = MediaCommand::Update { leg: media_leg, remote, codec: m.codec, send: m.may_send() };
                 if let Some(s) = &srtp {
                     // The re-offer may have rekeyed the peer's direction (the plane keeps its state when unchanged).
-                    self.srtp_media(media_leg, Some(s));
+                    self.srtp_media(media_leg, Some(s), roc);
                 }
                 self.ep.media(update);
             }

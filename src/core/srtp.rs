@@ -77,7 +77,7 @@ impl Core {
         match crypto::negotiate(&sec, rules, &mut self.srtp.rng) {
             Ok(Negotiated::Srtp { tag, keys }) => {
                 tracing::info!(suite = keys.suite.name(), "SRTP (SDES) negotiated");
-                Some(LegSrtp { tag, keys })
+                Some(LegSrtp { tag, keys, index: None })
             }
             Ok(Negotiated::Plain) => None,
             Err(why) => {
@@ -87,8 +87,9 @@ impl Core {
         }
     }
 
-    /// Gives the media plane a leg's SRTP keys (`None`: plain RTP). Sent before the leg's Hold/Update.
-    pub(super) fn srtp_media(&mut self, media_leg: MediaLegId, srtp: Option<&LegSrtp>) {
-        self.ep.media(MediaCommand::Srtp { leg: media_leg, keys: srtp.map(|s| Box::new(s.keys.clone())) });
+    /// Gives the media plane a leg's SRTP keys (`None`: plain RTP) and the rollover counter of its stream's next
+    /// packet (used only when the keys are new to the plane). Sent before the leg's Hold/Update.
+    pub(super) fn srtp_media(&mut self, media_leg: MediaLegId, srtp: Option<&LegSrtp>, roc: u32) {
+        self.ep.media(MediaCommand::Srtp { leg: media_leg, keys: srtp.map(|s| Box::new(s.keys.clone())), roc });
     }
 }

@@ -100,6 +100,7 @@ impl LocalJournal {
             .mode(0o600)
             .open(&path)
             .map_err(io("open"))?;
+        make_private(&file, &path).map_err(io("chmod 600"))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io("read"))?;
         let found = match scan(&bytes) {
@@ -297,6 +298,18 @@ pub fn log_recovery(restored: &Restored) {
                 "journal damaged: the records before the damage are restored, the rest set aside");
         }
     }
+}
+
+/// The journal holds secrets (SRTP keys, issue 19): a journal file others may read (an older parkd's, a copied
+/// one) is made 0600, with a warning.
+fn make_private(file: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(file = %path.display(), mode = %format!("{mode:o}"), "the journal was readable by others (it holds SRTP keys): made 0600");
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// Takes the directory's lock (`flock`, exclusive, non-blocking): held until the returned file is dropped.

@@ -70,6 +70,17 @@ fn a_new_journal_is_private_and_what_was_committed_is_restored() {
 }
 
 #[test]
+fn a_journal_file_open_to_others_is_made_private() {
+    let tmp = tempdir();
+    let dir = tmp.join("state");
+    drop(open(&dir));
+    fs::set_permissions(dir.join(JOURNAL_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+    let (_j, _) = open(&dir);
+    assert_eq!(mode(&dir.join(JOURNAL_FILE)), 0o600, "it holds SRTP keys");
+    let _ = fs::remove_dir_all(&tmp);
+}
+
+#[test]
 fn a_second_parkd_on_the_same_directory_is_refused_by_name() {
     let tmp = tempdir();
     let (_held, _) = open(&tmp);

@@ -53,6 +53,11 @@ impl RecordKind {
     /// A cluster node's Redis claim of the orbit a parked call holds: its fence, taken back at a restart
     /// (`crate::core::persist`, issue 18). A single node writes none (the parked call's record names its orbit).
     pub const ORBIT_CLAIM: RecordKind = RecordKind(6);
+    /// An SRTP leg's SDES keys (suite, parkd's key, the peer's key, the `a=crypto` tag) and the SRTP index of
+    /// its stream anchor, so that a restored leg's outbound stream continues its rollover counter: id = the
+    /// leg's number, written in the same group as its call's record, deleted when the leg or call ends
+    /// (`crate::core::persist`, issues 17 and 19). Key material: the journal file is private to parkd's user.
+    pub const SRTP_KEYS: RecordKind = RecordKind(7);
 
     /// A short name for logs.
     pub fn name(self) -> &'static str {
@@ -63,6 +68,7 @@ impl RecordKind {
             Self::MEDIA_LEG => "media_leg",
             Self::BLF_SUBSCRIPTION => "blf_subscription",
             Self::ORBIT_CLAIM => "orbit_claim",
+            Self::SRTP_KEYS => "srtp_keys",
             _ => "unknown",
         }
     }

@@ -55,12 +55,31 @@ impl StreamAnchor {
     /// The predicted `(next seq, ts)` at `now` (never before `at`).
     pub fn position(&self, now: Time) -> (u16, u32) {
         let elapsed_ms = now.saturating_since(self.at).as_millis() as u64;
-        let packets = match self.pace {
+        let ts = self.ts.wrapping_add((elapsed_ms * TS_PER_MS) as u32);
+        (self.seq.wrapping_add(self.packets(now) as u16), ts)
+    }
+
+    /// The packets predicted between `at` and `now` (not wrapped to 16 bits).
+    fn packets(&self, now: Time) -> u64 {
+        let elapsed_ms = now.saturating_since(self.at).as_millis() as u64;
+        match self.pace {
             Pace::Paused => 0,
             Pace::Hold | Pace::Relay => elapsed_ms.div_ceil(1000 / PACKETS_PER_SEC),
-        };
-        let ts = self.ts.wrapping_add((elapsed_ms * TS_PER_MS) as u32);
-        (self.seq.wrapping_add(packets as u16), ts)
+        }
+    }
+
+    /// The extended sequence number (the SRTP index, RFC 3711 §3.3.1: ROC · 2^16 + seq) of `next.seq`, when
+    /// `index` is that of this anchor's `seq` and `next` is this stream re-anchored later ([`Self::moved`],
+    /// [`Self::resume`]): the packets predicted up to `next.at` (every wrap counted, however long it was), plus
+    /// the small offset of `next.seq` from the prediction (a resume's margin). Another SSRC is a new stream,
+    /// which starts at ROC 0.
+    pub fn index_of(&self, index: u64, next: &StreamAnchor) -> u64 {
+        if next.ssrc != self.ssrc {
+            return next.seq as u64;
+        }
+        let packets = self.packets(next.at);
+        let offset = next.seq.wrapping_sub(self.seq.wrapping_add(packets as u16)) as i16;
+        (index + packets).saturating_add_signed(offset as i64)
     }
 
     /// The same stream re-anchored at `now` with a new pace (hold ↔ paused ↔ relay).
@@ -97,6 +116,24 @@ mod tests {
         let r = a.resume(t0 + Duration::from_secs(3));
         assert_eq!((r.ssrc, r.seq), (7, 65_530u16.wrapping_add(151)));
         assert_eq!(a.resume(t0 - Duration::from_secs(1)).seq, 65_531, "a clock behind the anchor never goes back");
+    }
+
+    #[test]
+    fn the_srtp_index_follows_every_wrap_between_anchors() {
+        let t0 = Time::from_secs(1_000);
+        let a = StreamAnchor::new(7, 65_000, 0, t0, Pace::Hold);
+        // 30 minutes of hold: 90,000 packets, more than a whole sequence space.
+        let later = a.moved(t0 + Duration::from_secs(1_800), Pace::Paused);
+        let i = a.index_of(65_000, &later);
+        assert_eq!(i, 65_000 + 90_000);
+        assert_eq!(i as u16, later.seq);
+        // A restart resumes one packet further: the index includes the margin, and the ROC is 2.
+        let r = later.resume(t0 + Duration::from_secs(2_000));
+        assert_eq!(later.index_of(i, &r), i + 1);
+        let relay = StreamAnchor::new(7, 65_530, 0, t0, Pace::Relay);
+        let rr = relay.resume(t0 + Duration::from_millis(100));
+        assert_eq!(relay.index_of(65_530, &rr), 65_530 + 5 + RELAY_MARGIN as u64, "crosses the wrap: ROC 1");
+        assert_eq!(a.index_of(65_000, &StreamAnchor::new(8, 3, 0, t0, Pace::Hold)), 3, "a new SSRC starts over");
     }
 
     #[test]

@@ -149,8 +149,11 @@ pub enum MediaCommand {
     /// The leg's SRTP keys (issue 19; `None`: plain RTP). Like `Stream`, kept until the leg is created when sent
     /// before it. Hold music and relayed packets to the leg are then protected with `keys.local`, and what it
     /// sends is authenticated and decrypted with `keys.remote` (failures dropped and counted). The same keys
-    /// again change nothing (the rollover counters and the replay window stay).
-    Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>> },
+    /// again change nothing (the rollover counters and the replay window stay); a new peer key alone (a
+    /// re-offer) renews only the inbound context. `roc` is the SRTP rollover counter of the stream's next packet
+    /// when the keys are new to the plane: 0 for a new stream, the journaled one for a stream resumed after a
+    /// restart (issue 17), so that the phone, whose context followed the old stream, opens the new packets.
+    Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>>, roc: u32 },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.

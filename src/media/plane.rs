@@ -98,8 +98,8 @@ struct LegCrypto {
 }
 
 impl LegCrypto {
-    fn new(keys: &SrtpKeys) -> Option<Box<LegCrypto>> {
-        match SrtpLeg::new(keys) {
+    fn new(keys: &SrtpKeys, roc: u32) -> Option<Box<LegCrypto>> {
+        match SrtpLeg::resuming(keys, roc) {
             Ok(ctx) => Some(Box::new(LegCrypto { keys: keys.clone(), ctx })),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot set up SRTP for a leg; its packets are dropped");
@@ -148,7 +148,7 @@ pub struct MediaPlane {
     /// Stream identities given ([`MediaCommand::Stream`]) for legs not created yet.
     presets: FxHashMap<MediaLegId, OutStream>,
     /// SRTP keys given ([`MediaCommand::Srtp`]) for legs not created yet.
-    srtp_presets: FxHashMap<MediaLegId, Box<SrtpKeys>>,
+    srtp_presets: FxHashMap<MediaLegId, (Box<SrtpKeys>, u32)>,
     /// Reused buffer an SRTP hold packet is assembled in before it is protected.
     scratch: Vec<u8>,
     stats: MediaStats,
@@ -178,23 +178,31 @@ impl MediaPlane {
             }
             MediaCommand::Announce { leg: id, words } => self.announce(now, id, &words),
             MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
-            MediaCommand::Srtp { leg: id, keys } => self.set_srtp(id, keys),
+            MediaCommand::Srtp { leg: id, keys, roc } => self.set_srtp(id, keys, roc),
         }
     }
 
     /// Gives leg `id` its SRTP keys (see [`MediaCommand::Srtp`]).
-    fn set_srtp(&mut self, id: MediaLegId, keys: Option<Box<SrtpKeys>>) {
+    fn set_srtp(&mut self, id: MediaLegId, keys: Option<Box<SrtpKeys>>, roc: u32) {
         let Some(leg) = self.legs.get_mut(&id) else {
             match keys {
-                Some(k) => self.srtp_presets.insert(id, k),
+                Some(k) => self.srtp_presets.insert(id, (k, roc)),
                 None => self.srtp_presets.remove(&id),
             };
             return;
         };
-        match keys {
-            Some(k) if leg.srtp.as_ref().is_some_and(|c| c.keys == *k) => {}
-            Some(k) => leg.srtp = LegCrypto::new(&k),
-            None => leg.srtp = None,
+        match (keys, &mut leg.srtp) {
+            (Some(k), Some(c)) if c.keys == *k => {}
+            (Some(k), Some(c)) if c.keys.suite == k.suite && c.keys.local == k.local => {
+                // The peer's new key only: parkd's outbound stream (its rollover counter) goes on.
+                if c.ctx.rekey_remote(&k.remote).is_ok() {
+                    c.keys = *k;
+                } else {
+                    leg.srtp = None;
+                }
+            }
+            (Some(k), _) => leg.srtp = LegCrypto::new(&k, roc),
+            (None, _) => leg.srtp = None,
         }
     }
 
@@ -227,7 +235,7 @@ impl MediaPlane {
             map: None,
             mode: Mode::Idle,
             announce: None,
-            srtp: srtp.and_then(|k| LegCrypto::new(&k)),
+            srtp: srtp.and_then(|(k, roc)| LegCrypto::new(&k, roc)),
         })
     }
 

@@ -159,6 +159,9 @@ pub struct SrtpLeg {
     suite: SrtpSuite,
     tx: Context,
     rx: Context,
+    /// The rollover counter the first protected packet must carry (a stream resumed after a restart,
+    /// [`SrtpLeg::resuming`]); 0 once used or for a new stream.
+    start_roc: u32,
 }
 
 impl fmt::Debug for SrtpLeg {
@@ -170,7 +173,36 @@ impl fmt::Debug for SrtpLeg {
 impl SrtpLeg {
     /// Contexts for `keys`.
     pub fn new(keys: &SrtpKeys) -> Result<SrtpLeg, SrtpError> {
-        Ok(SrtpLeg { suite: keys.suite, tx: context(keys.suite, &keys.local, false)?, rx: context(keys.suite, &keys.remote, true)? })
+        Ok(SrtpLeg { suite: keys.suite, tx: context(keys.suite, &keys.local, false)?, rx: context(keys.suite, &keys.remote, true)?, start_roc: 0 })
+    }
+
+    /// Contexts for `keys` whose outbound stream continues one protected before (by an earlier process, issue
+    /// 17): its first packet carries rollover counter `roc`, so the peer, whose context tracked the old stream,
+    /// opens it. `rtc-srtp` sets no ROC from outside; the outbound context is brought there by protecting
+    /// throw-away packets (never sent) along the index, about four per ROC step (see [`prime`]).
+    pub fn resuming(keys: &SrtpKeys, roc: u32) -> Result<SrtpLeg, SrtpError> {
+        Ok(SrtpLeg { start_roc: roc, ..SrtpLeg::new(keys)? })
+    }
+
+    /// The peer's key changed (a re-offer, RFC 4568 §7.1.4): a new inbound context; the outbound one (parkd's
+    /// key, its rollover counter) stays.
+    pub fn rekey_remote(&mut self, remote: &MasterKey) -> Result<(), SrtpError> {
+        self.rx = context(self.suite, remote, true)?;
+        Ok(())
+    }
+
+    /// Before the first packet of a resumed stream (`ssrc`, `seq`): the outbound context is brought to the
+    /// index just before `start_roc · 2^16 + seq`.
+    fn prime_for(&mut self, header: &[u8]) {
+        if self.start_roc == 0 {
+            return;
+        }
+        let roc = std::mem::take(&mut self.start_roc);
+        if let (Some(seq), Some(ssrc)) = (header.get(2..4), header.get(8..12)) {
+            let seq = u16::from_be_bytes([seq[0], seq[1]]);
+            let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+            prime(&mut self.tx, ssrc, ((roc as u64) << 16 | seq as u64) - 1);
+        }
     }
 
     /// The negotiated suite.
@@ -181,6 +213,7 @@ impl SrtpLeg {
     /// Protects the RTP packet `buf[..len]` in place: `buf` must have room for the tag
     /// ([`SrtpSuite::overhead`]). Returns the SRTP length.
     pub fn protect(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.prime_for(buf.get(..len.min(12)).unwrap_or_default());
         let plain = buf.get(..len).ok_or(SrtpError::NoRoom)?;
         let out = self.tx.encrypt_rtp(plain).map_err(|_| SrtpError::Auth)?;
         let dst = buf.get_mut(..out.len()).ok_or(SrtpError::NoRoom)?;
@@ -191,6 +224,7 @@ impl SrtpLeg {
     /// Protects the RTP packet `header || payload` (a hold frame: the shared payload is only read) into
     /// the SRTP packet's bytes.
     pub fn protect_frame(&mut self, header: &[u8], payload: &[u8], scratch: &mut Vec<u8>) -> Result<Bytes, SrtpError> {
+        self.prime_for(header);
         scratch.clear();
         scratch.extend_from_slice(header);
         scratch.extend_from_slice(payload);
@@ -206,6 +240,32 @@ impl SrtpLeg {
         let dst = buf.get_mut(..out.len()).ok_or(SrtpError::Auth)?;
         dst.copy_from_slice(&out);
         Ok(out.len())
+    }
+}
+
+/// Walks the outbound context `tx` of stream `ssrc` (new to it) to the extended index `target` by protecting
+/// empty packets whose indexes step by 2^14 (a step below 2^15 is always read forward by the RFC 3711 §3.3.1
+/// estimate `rtc-srtp` applies to its own packets), ending at `target` itself. Indexes below 2^16 need nothing
+/// (a new stream starts at ROC 0).
+fn prime(tx: &mut Context, ssrc: u32, target: u64) {
+    const STEP: u64 = 1 << 14;
+    if target < 1 << 16 {
+        return;
+    }
+    let mut at = 1u64 << 15;
+    let mut header = [0u8; 12];
+    header[0] = 0x80;
+    header[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    loop {
+        header[2..4].copy_from_slice(&(at as u16).to_be_bytes());
+        if tx.encrypt_rtp(&header).is_err() {
+            tracing::warn!("cannot prime a resumed SRTP stream; the peer may not open it");
+            return;
+        }
+        if at == target {
+            return;
+        }
+        at = (at + STEP).min(target);
     }
 }
 
@@ -250,6 +310,57 @@ mod tests {
                 assert_eq!(parse(&back[..plain.len()]).unwrap().seq, SeqNo(seq));
             }
         }
+    }
+
+    /// `sender` protects RTP packet `seq` (SSRC 0xABCD); `phone` opens it.
+    fn send(sender: &mut SrtpLeg, phone: &mut SrtpLeg, seq: u16) -> Result<usize, SrtpError> {
+        let plain = packet(seq);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 64, 0);
+        let n = sender.protect(&mut buf, plain.len())?;
+        phone.unprotect(&mut buf, n)
+    }
+
+    #[test]
+    fn a_resumed_sender_continues_the_rollover_counter_the_phone_tracked() {
+        for suite in SrtpSuite::ALL {
+            for roc in [1u32, 2, 7] {
+                // The old process: a stream the phone followed through `roc` wraps (steps of 5000: read forward).
+                let mut old = SrtpLeg::new(&keys(suite, 1, 2)).unwrap();
+                let mut phone = SrtpLeg::new(&keys(suite, 2, 1)).unwrap();
+                let last = (roc as u64) << 16 | 100;
+                let mut i = 60_000u64;
+                loop {
+                    assert!(send(&mut old, &mut phone, i as u16).is_ok(), "{suite:?} index {i}");
+                    if i == last {
+                        break;
+                    }
+                    i = (i + 5_000).min(last);
+                }
+                // A restart: the new process resumes at seq 151 (a gap) with the journaled ROC.
+                let mut resumed = SrtpLeg::resuming(&keys(suite, 1, 2), roc).unwrap();
+                for seq in [151u16, 152, 153] {
+                    assert_eq!(send(&mut resumed, &mut phone, seq), Ok(packet(seq).len()), "{suite:?} roc {roc} seq {seq}");
+                }
+                // Without it (ROC 0) the phone cannot open the stream: what the journal's ROC is for.
+                let mut naive = SrtpLeg::new(&keys(suite, 1, 2)).unwrap();
+                assert_eq!(send(&mut naive, &mut phone, 200), Err(SrtpError::Auth), "{suite:?} roc {roc}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_remote_rekey_keeps_the_outbound_rollover_counter() {
+        let suite = SrtpSuite::AesCm128HmacSha1_80;
+        let mut parkd = SrtpLeg::new(&keys(suite, 1, 2)).unwrap();
+        let mut phone = SrtpLeg::new(&keys(suite, 2, 1)).unwrap();
+        for seq in [65_000u16, 65_535, 0, 10] {
+            assert!(send(&mut parkd, &mut phone, seq).is_ok());
+        }
+        parkd.rekey_remote(&keys(suite, 9, 9).local).unwrap();
+        assert!(send(&mut parkd, &mut phone, 11).is_ok(), "still ROC 1 after the peer's new key");
+        let mut phone2 = SrtpLeg::new(&keys(suite, 9, 1)).unwrap();
+        assert!(send(&mut phone2, &mut parkd, 5).is_ok(), "the peer's new key opens its packets");
     }
 
     #[test]

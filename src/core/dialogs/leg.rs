@@ -59,10 +59,10 @@ pub struct LegMedia {
     pub awaiting_answer: bool,
     /// Where parkd's outbound RTP stream to the peer stands (journaling on only: see `core::persist`).
     pub stream: Option<StreamAnchor>,
-    /// SRTP (SDES) keys when the leg negotiated `RTP/SAVP` (issue 19; see `core::srtp`). Not journaled: the
-    /// journal's postcard records are not self-describing, so a new field would break reading an older journal,
-    /// and keys stay off disk. A leg restored after a restart has none (an SRTP_KEYS record kind, like
-    /// ORBIT_CLAIM's, is the way to keep them).
+    /// SRTP (SDES) keys when the leg negotiated `RTP/SAVP` (issue 19; see `core::srtp`). Not in the leg's own
+    /// record (the journal's postcard records are not self-describing, so a new field would break reading an
+    /// older journal): journaled beside it as `srtp_keys/<leg>` (`core::persist::srtp_keys`) and put back on
+    /// the restored leg.
     #[serde(skip)]
     pub srtp: Option<LegSrtp>,
 }
@@ -72,6 +72,11 @@ pub struct LegMedia {
 pub struct LegSrtp {
     pub tag: u32,
     pub keys: crate::media::srtp::SrtpKeys,
+    /// The outbound stream's anchor last seen and the SRTP index (ROC · 2^16 + seq) of its `seq`: how the
+    /// rollover counter is followed without the media plane reporting it (`core::persist::srtp_keys`).
+    /// `None` until the leg has an anchor (journaling on).
+    #[serde(skip)]
+    pub index: Option<(StreamAnchor, u64)>,
 }
 
 impl LegSrtp {

@@ -62,6 +62,7 @@ impl Core {
         for call in self.journal.take_touched() {
             self.journal_call(call, &mut records);
             self.journal_claim(call, &mut records);
+            self.journal_srtp(call, &mut records);
         }
         let mut subs = self.blf.take_touched();
         subs.sort_unstable();

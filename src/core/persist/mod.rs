@@ -17,6 +17,9 @@
 //!   NOTIFY version ceiling.
 //! * `orbit_claim/<call>` (a cluster node, [`claims::ClaimRecord`]): the fence of the Redis claim of a parked
 //!   call's orbit, taken back at a restart (`claims.rs`).
+//! * `srtp_keys/<leg>` (an SRTP leg, [`srtp_keys::SrtpRecord`]): its SDES keys and the SRTP index of its stream
+//!   anchor, put back on the restored leg so that its stream continues with the same keys and rollover counter
+//!   (`srtp_keys.rs`). Key material: the journal file is private to parkd's user (0600 in a 0700 directory).
 //!
 //! Deletes when things end (a hang-up, a call ended by parkd, a subscription that ends).
 //!
@@ -110,12 +113,16 @@ mod flush;
 pub mod records;
 mod restore;
 mod room;
+mod srtp_keys;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod srtp_tests;
 
 pub use ack::NOT_STORED;
 pub use restore::{RestoreError, CANCEL_WAIT, UNACKED_WAIT};
 pub use room::{Held, JournalRoom, ReferDone};
+pub use srtp_keys::{follow_index, SrtpRecord};
 
 use super::Core;
 use crate::journal::{JournalToken, LiveSet};

@@ -61,7 +61,7 @@ impl Core {
                     report.bridged += 1;
                     Ok(restored)
                 }),
-                RecordKind::BLF_SUBSCRIPTION | RecordKind::ORBIT_CLAIM => continue,
+                RecordKind::BLF_SUBSCRIPTION | RecordKind::ORBIT_CLAIM | RecordKind::SRTP_KEYS => continue,
                 _ => {
                     // Another kind (a newer parkd's): left in the journal untouched.
                     report.skipped.push(format!("{key}: a record kind this parkd does not restore"));
@@ -116,6 +116,7 @@ impl Core {
         self.ep.reserve_ids(max_id);
         self.journal.extra.extend(dropped.into_iter().map(Record::delete));
         self.restore_claims(live, now);
+        self.restore_srtp(live);
         for call in &restored {
             self.resume_media(now, *call);
             self.touch(*call);
@@ -234,11 +235,12 @@ impl Core {
                 let mut ids = Vec::with_capacity(2);
                 for leg_id in [parked, other] {
                     let Some(stream) = self.resumed_stream(now, leg_id, Pace::Relay) else { return };
+                    let Some(srtp) = self.srtp_command(leg_id) else { return };
                     let Some(m) = self.dialogs.get(leg_id).map(|l| &l.media) else { return };
                     let Some(remote) = m.remote else { return };
                     let cmds = [
                         stream,
-                        MediaCommand::Srtp { leg: m.media_leg, keys: m.srtp.as_ref().map(|s| Box::new(s.keys.clone())) },
+                        srtp,
                         MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: m.may_send() },
                         MediaCommand::DtmfPayloadType { leg: m.media_leg, pt: m.dtmf_pt },
                     ];
@@ -257,9 +259,10 @@ impl Core {
 
     fn resume_hold(&mut self, now: Time, leg_id: LegId, lot: usize) {
         let Some(stream) = self.resumed_stream(now, leg_id, Pace::Hold) else { return };
+        // The keys with the resumed stream's rollover counter (`srtp_keys`), before the music.
+        let Some(srtp) = self.srtp_command(leg_id) else { return };
         let Some(m) = self.dialogs.get(leg_id).map(|l| &l.media) else { return };
         let Some(remote) = m.remote else { return };
-        let srtp = MediaCommand::Srtp { leg: m.media_leg, keys: m.srtp.as_ref().map(|s| Box::new(s.keys.clone())) };
         let mut cmds = vec![stream, srtp, MediaCommand::Hold { leg: m.media_leg, remote, codec: m.codec, music: MusicId(lot as u16) }];
         if !m.may_send() {
             cmds.push(MediaCommand::Update { leg: m.media_leg, remote, codec: m.codec, send: false });

@@ -62,6 +62,8 @@ pub struct JournalRoom {
     pub(super) subs_written: FxHashMap<SubId, u64>,
     /// The claim record written for each call parked in an orbit this node claimed (a cluster node).
     pub(super) claims_written: FxHashMap<CallRef, super::claims::ClaimRecord>,
+    /// The SRTP record written for each SRTP leg of a journaled call: its call and the hash of its value.
+    pub(super) srtp_written: FxHashMap<LegId, (CallRef, u64)>,
     /// Stream identities (SSRC, first sequence number and timestamp) of the legs parkd sends to.
     rng: SmallRng,
     /// Restored legs whose 2xx was never ACKed, by Call-ID and the caller's tag (a retransmitted INVITE).
@@ -88,6 +90,7 @@ impl JournalRoom {
             written: FxHashMap::default(),
             subs_written: FxHashMap::default(),
             claims_written: FxHashMap::default(),
+            srtp_written: FxHashMap::default(),
             rng: SmallRng::seed_from_u64(seed ^ 0x6a6f_7572_6e61_6c00),
             unacked: HashMap::new(),
             unacked_until: BinaryHeap::new(),
