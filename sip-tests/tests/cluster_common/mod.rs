@@ -89,9 +89,7 @@ impl Phone {
             match m {
                 Message::Response(r) if r.common.cseq.method == Method::Invite && r.status >= 200 => {
                     let id = r.common.call_id.as_str().to_string();
-                    if !self.finals.contains_key(&id) {
-                        self.finals.insert(id, r);
-                    }
+                    self.finals.entry(id).or_insert(r);
                 }
                 Message::Request(req) if req.method == Method::Bye => {
                     self.byes.push(req.common.call_id.as_str().to_string());
