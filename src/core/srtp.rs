@@ -75,9 +75,9 @@ impl Core {
         let dialed = || req.uri.user.as_deref().and_then(|u| self.parking.lookup(u)).map(|(lot, _)| lot);
         let rules = self.srtp_rules(self.lot_of(call).or_else(dialed), from);
         match crypto::negotiate(&sec, rules, &mut self.srtp.rng) {
-            Ok(Negotiated::Srtp { tag, keys }) => {
-                tracing::info!(suite = keys.suite.name(), "SRTP (SDES) negotiated");
-                Some(LegSrtp { tag, keys, index: None })
+            Ok(Negotiated::Srtp { tag, keys, savp }) => {
+                tracing::info!(suite = keys.suite.name(), best_effort = !savp, "SRTP (SDES) negotiated");
+                Some(LegSrtp { tag, keys, savp, index: None })
             }
             Ok(Negotiated::Plain) => None,
             Err(why) => {

@@ -124,3 +124,23 @@ fn sdes_keys_over_tls_are_taken_without_srtp_over_plain_and_refused_over_udp() {
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     assert_eq!(invite(&mut w, &carol, &savp(&carol)).status, 488, "the same offer over UDP");
 }
+
+#[test]
+fn a_best_effort_offer_over_tls_is_answered_rtp_avp_with_parkds_key_and_the_plane_gets_keys() {
+    let mut w = world(SrtpPolicy::Optional, None, false);
+    let mut bob = Phone::new("bob", 5070);
+    bob.peer.transport = crate::sip::Transport::Tls;
+    let osrtp = savp(&bob).replace("RTP/SAVP", "RTP/AVP");
+    let ok = invite(&mut w, &bob, &osrtp);
+    assert_eq!(ok.status, 200);
+    let body = std::str::from_utf8(&ok.common.body).unwrap();
+    assert!(body.contains(" RTP/AVP 0 101\r\n") && body.matches("a=crypto:").count() == 1, "{body}");
+    let tag = ok.common.to.tag().unwrap().to_string();
+    w.deliver(bob.peer, &bob.ack("700", &tag, bob.cseq, None));
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::Srtp { keys: Some(_), .. })), "the plane encrypts: {:?}", w.media);
+    // The same offer over UDP: plain RTP, no keys.
+    let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
+    let plain = invite(&mut w, &carol, &savp(&carol).replace("RTP/SAVP", "RTP/AVP"));
+    assert_eq!(plain.status, 200);
+    assert!(!std::str::from_utf8(&plain.common.body).unwrap().contains("a=crypto"));
+}

@@ -6,6 +6,10 @@
 //! `a=crypto` with the same tag, the same suite and parkd's own fresh key (RFC 4568 §7.1.2). The key comes from
 //! the RNG the caller passes (the core's key RNG: sans-IO, seeded from the OS at start).
 //!
+//! A best-effort offer (RFC 8643, "opportunistic SRTP": `RTP/AVP` with `a=crypto`, what a desk phone's "SRTP
+//! optional" sends) is taken the same way when the keys may be taken, and answered `RTP/AVP` with parkd's
+//! `a=crypto`; when they may not, it is plain RTP (the offerer accepts that).
+//!
 //! Whether SRTP is used at all is the lot's `srtp` policy ([`SrtpPolicy`]); SDES keys travel in the SIP body, so
 //! they are only accepted from a request that came over TLS unless the admin sets `srtp_over_plain = true`
 //! ([`SrtpRules`]). Every refusal is a `488 Not Acceptable Here` with the reason ([`negotiate`]).
@@ -62,7 +66,8 @@ pub struct OfferSecurity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Negotiated {
     Plain,
-    Srtp { tag: u32, keys: SrtpKeys },
+    /// SRTP; `savp`: the answer's profile is `RTP/SAVP` (false: a best-effort offer's `RTP/AVP`, RFC 8643).
+    Srtp { tag: u32, keys: SrtpKeys, savp: bool },
 }
 
 /// Parses one `a=crypto` value (after `a=crypto:`); `None` when parkd cannot use it.
@@ -120,14 +125,20 @@ pub fn negotiate(sec: &OfferSecurity, rules: SrtpRules, rng: &mut impl RngCore) 
     let mut raw = vec![0u8; offer.suite.master_len()];
     rng.fill_bytes(&mut raw);
     let local = MasterKey::new(offer.suite, &raw).ok_or("Not Acceptable Here: no supported crypto suite")?;
-    Ok(Negotiated::Srtp { tag: offer.tag, keys: SrtpKeys { suite: offer.suite, local, remote: offer.key.clone() } })
+    Ok(Negotiated::Srtp { tag: offer.tag, keys: SrtpKeys { suite: offer.suite, local, remote: offer.key.clone() }, savp: sec.savp })
 }
 
 /// [`negotiate`] without drawing a key: `Ok(None)` for plain RTP, `Ok(Some(line))` for the offer's line parkd
 /// takes, `Err` the reason phrase of a 488.
 pub fn check(sec: &OfferSecurity, rules: SrtpRules) -> Result<Option<&CryptoAttr>, &'static str> {
+    let keys_allowed = rules.over_tls || rules.over_plain_allowed;
     if !sec.savp {
+        // RFC 8643 best effort: SRTP when the keys may be taken, else plain RTP (never a refusal of its own).
+        if let Some(first) = sec.crypto.first().filter(|_| keys_allowed && rules.policy != SrtpPolicy::Off) {
+            return Ok(Some(first));
+        }
         return match rules.policy {
+            SrtpPolicy::Required if !sec.crypto.is_empty() && !keys_allowed => Err("Not Acceptable Here: SDES keys only over TLS"),
             SrtpPolicy::Required => Err("Not Acceptable Here: SRTP (RTP/SAVP) required"),
             _ => Ok(None),
         };
@@ -135,7 +146,7 @@ pub fn check(sec: &OfferSecurity, rules: SrtpRules) -> Result<Option<&CryptoAttr
     if rules.policy == SrtpPolicy::Off {
         return Err("Not Acceptable Here: SRTP disabled");
     }
-    if !rules.over_tls && !rules.over_plain_allowed {
+    if !keys_allowed {
         return Err("Not Acceptable Here: SDES keys only over TLS");
     }
     sec.crypto.first().map(Some).ok_or("Not Acceptable Here: no supported crypto suite")
@@ -146,9 +157,10 @@ pub fn crypto_line(tag: u32, suite: SrtpSuite, local: &MasterKey) -> String {
     format!("a=crypto:{tag} {} inline:{}\r\n", suite.name(), STANDARD.encode(local.expose()))
 }
 
-/// Turns one of parkd's SDP bodies ([`super::build_answer`], [`super::build_offer`]) into its SRTP form: the
-/// audio stream `RTP/SAVP` with `line` ([`crypto_line`]) after the m-line's rtpmaps.
-pub fn secure_body(body: &[u8], line: &str) -> Bytes {
+/// Turns one of parkd's SDP bodies ([`super::build_answer`], [`super::build_offer`]) into its SRTP form: `line`
+/// ([`crypto_line`]) after the m-line's rtpmaps, and the audio stream `RTP/SAVP` when `savp` (else it stays
+/// `RTP/AVP`: the answer to a best-effort offer, RFC 8643).
+pub fn secure_body(body: &[u8], line: &str, savp: bool) -> Bytes {
     let text = String::from_utf8_lossy(body);
     let mut out = String::with_capacity(text.len() + line.len() + 8);
     let mut placed = false;
@@ -158,10 +170,11 @@ pub fn secure_body(body: &[u8], line: &str) -> Bytes {
             placed = true;
         }
         match l.strip_prefix("m=audio ") {
-            Some(rest) => {
+            Some(rest) if savp => {
                 out.push_str("m=audio ");
                 out.push_str(&rest.replacen(" RTP/AVP", " RTP/SAVP", 1));
             }
+            Some(_) => out.push_str(l),
             None => out.push_str(l),
         }
     }

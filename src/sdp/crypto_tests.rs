@@ -60,7 +60,7 @@ fn policy_answers_or_refuses_488() {
     let savp_no_suite = offer_security(offer("RTP/SAVP", &format!("a=crypto:1 F8_128_HMAC_SHA1_80 inline:{RFC_KEY_2}\r\n")).as_bytes());
     // Optional: SRTP when offered (over TLS, or plain when allowed), RTP when not.
     for r in [rules(SrtpPolicy::Optional, true, false), rules(SrtpPolicy::Optional, false, true), rules(SrtpPolicy::Required, true, false)] {
-        let Ok(Negotiated::Srtp { tag, keys }) = negotiate(&savp, r, &mut rng) else { panic!("{r:?}") };
+        let Ok(Negotiated::Srtp { tag, keys, savp: true }) = negotiate(&savp, r, &mut rng) else { panic!("{r:?}") };
         assert_eq!((tag, keys.suite), (4, SrtpSuite::AesCm128HmacSha1_32));
         assert_eq!(keys.remote.expose(), STANDARD.decode(RFC_KEY_2).unwrap().as_slice());
         assert_ne!(keys.local, keys.remote, "parkd's own fresh key");
@@ -85,7 +85,7 @@ fn answer_is_savp_with_one_crypto_line_that_reads_back() {
     let local = LocalSdp { session_id: 1, version: 1, ip: "192.0.2.10".parse().unwrap(), port: 20_000 };
     let key = MasterKey::new(SrtpSuite::AesCm128HmacSha1_80, &[0x5A; 30]).unwrap();
     let line = crypto_line(7, SrtpSuite::AesCm128HmacSha1_80, &key);
-    let body = secure_body(&build_answer(&local, Codec::Pcmu, Some(101), Direction::SendRecv), &line);
+    let body = secure_body(&build_answer(&local, Codec::Pcmu, Some(101), Direction::SendRecv), &line, true);
     let text = std::str::from_utf8(&body).unwrap();
     assert!(text.contains("m=audio 20000 RTP/SAVP 0 101\r\n"), "{text}");
     assert_eq!(text.matches("a=crypto:").count(), 1);
@@ -95,4 +95,25 @@ fn answer_is_savp_with_one_crypto_line_that_reads_back() {
     assert_eq!((sec.crypto[0].tag, &sec.crypto[0].key), (7, &key));
     let back = parse_sdp(&body).unwrap();
     assert_eq!((back.addr.port(), back.dtmf_pt, back.direction), (20_000, Some(101), Direction::SendRecv));
+}
+
+#[test]
+fn a_best_effort_offer_rfc_8643_is_srtp_when_the_keys_may_be_taken_and_plain_otherwise() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let osrtp = offer_security(offer("RTP/AVP", &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{RFC_KEY_2}\r\n")).as_bytes());
+    assert!(!osrtp.savp && osrtp.crypto.len() == 1);
+    // Over TLS (or allowed over plain): SRTP, answered in the offer's RTP/AVP profile; also on a `required` lot.
+    for r in [rules(SrtpPolicy::Optional, true, false), rules(SrtpPolicy::Optional, false, true), rules(SrtpPolicy::Required, true, false)] {
+        assert!(matches!(negotiate(&osrtp, r, &mut rng), Ok(Negotiated::Srtp { tag: 1, savp: false, .. })), "{r:?}");
+    }
+    // Keys not allowed, or SRTP off: plain RTP (the offerer accepts it); a `required` lot says why it refuses.
+    assert_eq!(negotiate(&osrtp, rules(SrtpPolicy::Optional, false, false), &mut rng), Ok(Negotiated::Plain));
+    assert_eq!(negotiate(&osrtp, rules(SrtpPolicy::Off, true, true), &mut rng), Ok(Negotiated::Plain));
+    assert_eq!(negotiate(&osrtp, rules(SrtpPolicy::Required, false, false), &mut rng), Err("Not Acceptable Here: SDES keys only over TLS"));
+    // The answer keeps RTP/AVP and carries parkd's a=crypto.
+    let local = LocalSdp { session_id: 1, version: 1, ip: "192.0.2.10".parse().unwrap(), port: 20_000 };
+    let key = MasterKey::new(SrtpSuite::AesCm128HmacSha1_80, &[0x33; 30]).unwrap();
+    let body = secure_body(&build_answer(&local, Codec::Pcmu, Some(101), Direction::SendRecv), &crypto_line(1, SrtpSuite::AesCm128HmacSha1_80, &key), false);
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(text.contains("m=audio 20000 RTP/AVP 0 101\r\n") && text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"), "{text}");
 }

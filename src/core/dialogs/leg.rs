@@ -72,6 +72,8 @@ pub struct LegMedia {
 pub struct LegSrtp {
     pub tag: u32,
     pub keys: crate::media::srtp::SrtpKeys,
+    /// The SDP profile is `RTP/SAVP` (false: `RTP/AVP` with `a=crypto`, a best-effort offer's, RFC 8643).
+    pub savp: bool,
     /// The outbound stream's anchor last seen and the SRTP index (ROC · 2^16 + seq) of its `seq`: how the
     /// rollover counter is followed without the media plane reporting it (`core::persist::srtp_keys`).
     /// `None` until the leg has an anchor (journaling on).
@@ -83,7 +85,7 @@ impl LegSrtp {
     /// parkd's SDP `body` in its SRTP form (RTP/SAVP and parkd's `a=crypto`).
     fn secure(&self, body: Bytes) -> Bytes {
         let line = sdp::crypto::crypto_line(self.tag, self.keys.suite, &self.keys.local);
-        sdp::crypto::secure_body(&body, &line)
+        sdp::crypto::secure_body(&body, &line, self.savp)
     }
 }
 

@@ -36,6 +36,8 @@ pub struct SrtpRecord {
     pub anchor: Option<StreamAnchor>,
     /// The SRTP index (ROC · 2^16 + seq) of `anchor.seq`.
     pub index: u64,
+    /// The leg's SDP profile is `RTP/SAVP` (false: a best-effort `RTP/AVP` with `a=crypto`).
+    pub savp: bool,
 }
 
 /// Brings a leg's SRTP index up to its current stream anchor; returns the rollover counter of the stream's next
@@ -88,7 +90,7 @@ impl Core {
                 continue;
             };
             let (anchor, index) = s.index.map_or((None, 0), |(a, i)| (Some(a), i));
-            let record = SrtpRecord { call, tag: s.tag, keys: s.keys.clone(), anchor, index };
+            let record = SrtpRecord { call, tag: s.tag, keys: s.keys.clone(), anchor, index, savp: s.savp };
             match to_value(&record) {
                 Ok(value) => {
                     let h = hash_of(&value);
@@ -116,7 +118,7 @@ impl Core {
             let restored = record.and_then(|(leg_id, r)| {
                 let leg = self.dialogs.get_mut(leg_id).filter(|l| l.call == r.call)?;
                 let index = r.anchor.map(|a| (a, r.index));
-                leg.media.srtp = Some(LegSrtp { tag: r.tag, keys: r.keys, index });
+                leg.media.srtp = Some(LegSrtp { tag: r.tag, keys: r.keys, savp: r.savp, index });
                 Some((leg_id, r.call))
             });
             match restored {
