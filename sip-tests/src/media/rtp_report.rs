@@ -76,7 +76,7 @@ impl StreamReport {
 
     /// Asserts what every 20 ms G.711 stream parkd sends must look like: at least `min_count` packets, one
     /// SSRC, one source address, PT 0 or 8, 172-byte datagrams, sequence +1 always, timestamp +160 almost
-    /// always (at most 5% of steps may skip whole frames), and a packet rate between 25 and 75 per second
+    /// always (whole-frame skips only: one in any sample, at most 5 % of the steps), and a packet rate between 25 and 75 per second
     /// (a sanity bound, not a timing test).
     pub fn assert_g711_20ms_stream(&self, what: &str, min_count: usize) {
         let fail = |why: String| panic!("{what}: {why}\n{self}");
@@ -99,7 +99,9 @@ impl StreamReport {
             fail(format!("{} sequence-number breaks", self.seq_breaks));
         }
         let steps = self.count.saturating_sub(1).max(1);
-        if self.ts_breaks != self.ts_skips || self.ts_skips * 20 > steps {
+        // Whole-frame skips are the pacer dropping a frame it served late (a loaded machine): one is allowed in
+        // any sample, and 5 % of the steps in a long one. A step that is not a whole frame is always a fault.
+        if self.ts_breaks != self.ts_skips || self.ts_skips > (steps / 20).max(1) {
             fail(format!("{} timestamp steps other than +160 ({} frame skips) out of {steps}", self.ts_breaks, self.ts_skips));
         }
         if self.count > 20 && !(25.0..=75.0).contains(&self.rate) {
