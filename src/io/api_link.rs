@@ -148,6 +148,8 @@ pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest, deferr
                 relayed_packets: media_stats.relayed,
                 rtp_send_errors: io.send_errors,
                 rtp_would_block: io.send_would_block,
+                srtp_auth_failed: media_stats.srtp_auth_failed,
+                srtp_protect_failed: media_stats.srtp_protect_failed,
                 legs: live.legs,
                 bridged_calls: media_stats.bridged_pairs,
                 sip_refusals: core.refusals().iter().collect(),

@@ -106,6 +106,10 @@ pub struct ScrapeSnapshot {
     pub relayed_packets: u64,
     pub rtp_send_errors: u64,
     pub rtp_would_block: u64,
+    /// SRTP packets dropped because they failed authentication (or replayed), and hold/relay packets that could
+    /// not be protected (from the media threads' `MediaStats`).
+    pub srtp_auth_failed: u64,
+    pub srtp_protect_failed: u64,
     pub legs: usize,
     pub bridged_calls: usize,
     /// The transaction layer's retransmission counters (from `Core::stats`).
@@ -298,6 +302,8 @@ impl Metrics {
         reg.register("rtp_relayed_packets", "RTP packets relayed between bridged legs", ConstCounter::new(snap.relayed_packets));
         reg.register("rtp_send_errors", "RTP send failures", ConstCounter::new(snap.rtp_send_errors));
         reg.register("rtp_send_would_block", "RTP packets dropped on a full socket buffer", ConstCounter::new(snap.rtp_would_block));
+        reg.register("srtp_auth_failures", "SRTP packets dropped: failed authentication or replayed", ConstCounter::new(snap.srtp_auth_failed));
+        reg.register("srtp_protect_failures", "RTP packets to an SRTP leg that could not be protected (not sent)", ConstCounter::new(snap.srtp_protect_failed));
         let retransmissions = Family::<RetransmissionLabels, Counter>::default();
         let r = &snap.retransmissions;
         for (kind, n) in [("request", r.retransmitted_requests), ("response", r.retransmitted_responses), ("absorbed", r.absorbed_retransmissions)] {
@@ -505,5 +511,12 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
         }
+    }
+
+    #[test]
+    fn srtp_drops_are_counted() {
+        let text = Metrics::new().encode(&ScrapeSnapshot { srtp_auth_failed: 3, srtp_protect_failed: 1, ..Default::default() });
+        assert!(text.lines().any(|l| l == "parkd_srtp_auth_failures_total 3"), "{text}");
+        assert!(text.lines().any(|l| l == "parkd_srtp_protect_failures_total 1"), "{text}");
     }
 }
