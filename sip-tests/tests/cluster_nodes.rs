@@ -6,13 +6,14 @@
 //! keeps every acknowledged park. Each test starts its own `redis-server`s and nodes (`--lease 3`); times are
 //! printed, not asserted.
 
-use serde_json::Value;
+mod cluster_common;
+
+use cluster_common::{api_orbit, until, TOKEN};
 use sip_tests::harness::redis::RedisServer;
 use sip_tests::sip::phones::Phones;
 use sip_tests::{Parkd, ParkdOptions, PayloadClass};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "cluster-test-token-0123456789";
 const WAIT: Duration = Duration::from_secs(10);
 /// `--lease` of every node here.
 const LEASE: Duration = Duration::from_secs(3);
@@ -42,24 +43,6 @@ fn node(test: &str, redis: &RedisServer, name: &str) -> Parkd {
     let p = Parkd::start_with(&format!("{test}_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, http: true, ..ParkdOptions::default() });
     wait_granted(&p, name);
     p
-}
-
-/// Orbit `n` of the default lot as node `p`'s HTTP API shows it.
-fn api_orbit(p: &Parkd, n: &str) -> Value {
-    let url = format!("http://{}/v1/lots/default/orbits", p.http_addr.expect("http"));
-    let r = ureq::get(&url).set("Authorization", &format!("Bearer {TOKEN}")).timeout(Duration::from_secs(5)).call().expect("GET orbits");
-    let orbits: Value = r.into_json().expect("JSON");
-    orbits.as_array().and_then(|a| a.iter().find(|o| o["orbit"] == n).cloned()).unwrap_or_else(|| panic!("no orbit {n} in {orbits}"))
-}
-
-/// Polls `pred` every 10 ms until it holds (panics with `what` after `limit`); returns how long it took.
-fn until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !pred() {
-        assert!(t0.elapsed() < limit, "{what} (waited {limit:?})");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    t0.elapsed()
 }
 
 /// Parks one call on `phones` into `target` (directed with Referred-By), expecting `status`.

@@ -5,7 +5,9 @@
 //! markings of a single node's recall. Each test starts its own `redis-server` and nodes; times are printed, not
 //! asserted.
 
-use serde_json::Value;
+mod cluster_common;
+
+use cluster_common::{api_orbit, until, TOKEN};
 use sip_tests::checks::expect_hold_music;
 use sip_tests::harness::redis::RedisServer;
 use sip_tests::sip::phones::Phones;
@@ -14,7 +16,6 @@ use sip_tests::{Parkd, ParkdOptions, PayloadClass, RtpEndpoint, Sipp};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "cluster-test-token-0123456789";
 const WAIT: Duration = Duration::from_secs(10);
 const REFERRED: &str = "Referred-By: <sip:alice@127.0.0.1>\r\n";
 const SIPP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,24 +36,6 @@ fn node(test: &str, redis: &RedisServer, name: &str, parking_time: u32) -> Parkd
     let p = Parkd::start_with(&format!("{test}_{name}"), opts);
     until(WAIT, &format!("node {name} reaches Redis"), || p.stderr_all().contains("parks are granted"));
     p
-}
-
-/// Orbit `n` of the default lot as node `p`'s HTTP API shows it.
-fn api_orbit(p: &Parkd, n: &str) -> Value {
-    let url = format!("http://{}/v1/lots/default/orbits", p.http_addr.expect("http"));
-    let r = ureq::get(&url).set("Authorization", &format!("Bearer {TOKEN}")).timeout(Duration::from_secs(5)).call().expect("GET orbits");
-    let orbits: Value = r.into_json().expect("JSON");
-    orbits.as_array().and_then(|a| a.iter().find(|o| o["orbit"] == n).cloned()).unwrap_or_else(|| panic!("no orbit {n} in {orbits}"))
-}
-
-/// Polls `pred` every 5 ms until it holds (panics with `what` after `limit`); returns how long it took.
-fn until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !pred() {
-        assert!(t0.elapsed() < limit, "{what} (waited {limit:?})");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    t0.elapsed()
 }
 
 /// The sipfrag bodies of the NOTIFYs call `i` of `phones` has received, in order.

@@ -265,7 +265,7 @@ impl Core {
             return self.end_fetched_leg(now, owner_leg);
         };
         let orbit = f.orbit_name.clone();
-        let other = self.answer_new_leg(now, f.txn, f.from, &f.req, call, LegRole::Retriever, retriever_media, offer, &orbit, |r| {
+        let other = self.answer_new_leg(now, f.txn, f.from, &f.req, call, LegRole::Retriever, retriever_media, offer, &orbit, None, |r| {
             r.common.push_header(super::invite::PARK_ORBIT_HEADER, orbit.to_string());
         });
         self.bridging.insert(Bridge { id: call, lot: f.lot, orbit_name: orbit.clone(), parked: owner_leg, other, media_mode: MediaMode::None });

@@ -162,7 +162,7 @@ impl Core {
         let orbit_name = self.parking.orbit_name(lot, orbit);
         let lot_name = self.parking.lot_name(lot);
         let how = if req.uri.user.as_deref() == Some(orbit_name.as_str()) { ParkHow::Directed } else { ParkHow::Indirect };
-        let leg = self.answer_new_leg_tagged(now, txn, from, &req, call, LegRole::Parked, media_leg, offer, &orbit_name, granted, |r| {
+        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Parked, media_leg, offer, &orbit_name, granted, |r| {
             r.common.push_header(PARK_ORBIT_HEADER, orbit_name.clone());
             r.common.push_header(PARK_LOT_HEADER, lot_name.clone());
         });
@@ -252,7 +252,7 @@ impl Core {
             return self.ep.refuse(now, txn, &req, 503, "No Media Ports Available");
         };
         let identity = self.parked_identity(call);
-        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, media_leg, offer, &orbit_name, |r| {
+        let leg = self.answer_new_leg(now, txn, from, &req, call, LegRole::Retriever, media_leg, offer, &orbit_name, None, |r| {
             if let Some(id) = &identity {
                 r.common.push_header("P-Asserted-Identity", id.to_string());
             }
@@ -275,27 +275,10 @@ impl Core {
         });
     }
 
-    /// Creates the leg for `req` (a dialog-creating INVITE) and answers it 200 with SDP.
+    /// Creates the leg for `req` (a dialog-creating INVITE) and answers it 200 with SDP; `tag` is parkd's tag when
+    /// chosen beforehand (a cluster park's claim carries it), `None` for a fresh one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn answer_new_leg(
-        &mut self,
-        now: Time,
-        txn: ServerTxnId,
-        from: Peer,
-        req: &Request,
-        call: CallRef,
-        role: LegRole,
-        media_leg: MediaLegId,
-        offer: Option<RemoteSdp>,
-        orbit_name: &OrbitNumber,
-        extra: impl FnOnce(&mut crate::sip::Response),
-    ) -> LegId {
-        self.answer_new_leg_tagged(now, txn, from, req, call, role, media_leg, offer, orbit_name, None, extra)
-    }
-
-    /// [`Core::answer_new_leg`] with parkd's tag chosen beforehand (`None`: a fresh one).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn answer_new_leg_tagged(
         &mut self,
         now: Time,
         txn: ServerTxnId,

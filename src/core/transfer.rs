@@ -220,7 +220,7 @@ impl Core {
         self.abandon_recall(now, call_ref);
         self.touch(call_ref);
         let lot_name = self.parking.lot_name(lot);
-        let leg = self.answer_new_leg(now, txn, from, &req, call_ref, LegRole::Parked, media_leg, offer, &orbit_name, |resp| {
+        let leg = self.answer_new_leg(now, txn, from, &req, call_ref, LegRole::Parked, media_leg, offer, &orbit_name, None, |resp| {
             resp.common.push_header(super::invite::PARK_ORBIT_HEADER, orbit_name.clone());
             resp.common.push_header(super::invite::PARK_LOT_HEADER, lot_name.clone());
         });

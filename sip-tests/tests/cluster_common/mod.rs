@@ -266,3 +266,13 @@ impl Drop for Stopped {
         unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }
+
+/// Polls `pred` every 5 ms until it holds (panics with `what` after `limit`); returns how long it took.
+pub fn until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !pred() {
+        assert!(t0.elapsed() < limit, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t0.elapsed()
+}
