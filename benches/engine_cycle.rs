@@ -385,6 +385,12 @@ fn heap_per_parked_call(n: u32) -> f64 {
 }
 
 fn main() {
+    // ENGINE_HEAP_ONLY=N parks N calls and prints the heap per parked call, nothing else (for a heap
+    // profiler: `valgrind --tool=dhat`).
+    if let Some(n) = std::env::var("ENGINE_HEAP_ONLY").ok().and_then(|v| v.parse::<u32>().ok()) {
+        println!("engine heap per parked call ({n} parked, transactions ended): {:.0} bytes", heap_per_parked_call(n));
+        return;
+    }
     // A fixed amount of work, for instruction counts (valgrind --tool=callgrind; see
     // bench-results/engine/README.md): ENGINE_CYCLE_ONLY=N runs N cycles once and nothing else.
     if let Some(n) = std::env::var("ENGINE_CYCLE_ONLY").ok().and_then(|v| v.parse::<u32>().ok()) {
