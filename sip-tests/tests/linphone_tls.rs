@@ -197,3 +197,43 @@ fn linphone_over_tls_and_srtp_blind_transfers_a_call_to_the_park_code() {
     assert!(!parkd_log.contains("SRTP offer not taken"), "{}", parkd.stderr_tail(40));
 }
 
+
+#[test]
+fn linphone_over_tls_and_srtp_is_parked_and_retrieved() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = TestPki::new(dir.path(), "parkd test CA linphone parked");
+    let tls = tls::free_tls_addr();
+    let parkd = start_parkd("linphone_tls_parked", &pki, tls);
+    let c = Baresip::start_secure(&parkd, "c", Ipv4Addr::new(127, 0, 0, 43), C_HZ, &srtp_phone(&pki));
+    let mut l = Linphone::start(&parkd, "lin", L_HZ, &pki.ca_pem);
+
+    l.call(&tls_uri_by_name(tls, "700"));
+    let parked = wait_park_event(&parkd, "parked", EVENT_WAIT, |e| e["orbit"] == "701");
+    eprintln!("linphone parked over TLS+SRTP: {parked}");
+    assert!(parked["parked"].as_str().unwrap_or_default().contains("lin@"), "{parked}");
+    std::thread::sleep(Duration::from_secs(6)); // "parked on 7 0 1", then hold music
+
+    c.dial(&tls_uri(tls, "701"));
+    c.wait_event("CALL_ESTABLISHED", "701@");
+    let retrieved = wait_park_event(&parkd, "retrieved", EVENT_WAIT, |e| e["orbit"] == "701");
+    eprintln!("retrieved: {retrieved}");
+    std::thread::sleep(Duration::from_secs(4)); // L and C talk
+    c.hangup();
+    c.wait_event("CALL_CLOSED", "701@");
+    let ended = l.wait_call_ended(); // parkd's BYE, over linphone's TLS connection
+    eprintln!("linphone: {ended}");
+    wait_park_event(&parkd, "ended", EVENT_WAIT, |e| e["orbit"] == "701");
+    l.quit();
+
+    // What linphone heard over SRTP: the announcement and hold music, then C's tone.
+    let l_call = analyse("linphone: parked over TLS+SRTP, then retrieved by C", &l.recording(0, FILE_WAIT), &TONES);
+    eprintln!("{l_call}");
+    let Some(bridged) = l_call.first_tone(C_TONE) else { panic!("linphone never heard C's tone\n{l_call}") };
+    l_call.slice("linphone on hold", SETTLE.min(bridged)..bridged.saturating_sub(SETTLE)).assert_hold_audio(Duration::from_secs(3));
+    l_call.slice("linphone bridged to C", bridged..l_call.windows.len()).assert_tone_only(C_TONE, 0, Duration::from_secs(2));
+    baresip_recording(&c, "C: retrieved linphone").assert_tone_only(L_TONE, SETTLE, Duration::from_secs(2));
+
+    assert_linphone_srtp_over_tls(&l);
+    let parkd_log = parkd.stderr_all();
+    assert_eq!(parkd_log.matches(NEGOTIATED).count(), 2, "one SDES negotiation per leg (linphone, C):\n{}", parkd.stderr_tail(40));
+}
