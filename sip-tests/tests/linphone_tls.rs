@@ -40,8 +40,9 @@ const EVENT_WAIT: Duration = Duration::from_secs(20);
 const FILE_WAIT: Duration = Duration::from_secs(10);
 const NEGOTIATED: &str = "SRTP (SDES) negotiated";
 
-/// parkd's TLS address as linphone dials it: by name (`localhost`, in the test certificate), so linphone's
-/// certificate name check (`verify_server_cn=1`) has a DNS name to match.
+/// parkd's TLS address as linphone dials it: by name (`localhost`, in the test certificate). linphone 5.1's
+/// name check (`verify_server_cn=1`, mbedTLS) does not match an IP address against the certificate's IP
+/// subjectAltName (measured: dialling `127.0.0.1` fails with "Certificate verification failed").
 fn tls_uri_by_name(tls: SocketAddr, user: &str) -> String {
     format!("sip:{user}@localhost:{};transport=tls", tls.port())
 }
@@ -101,6 +102,7 @@ fn assert_linphone_srtp_over_tls(l: &Linphone) {
         assert!(invite.contains("Via: SIP/2.0/TLS"), "linphone's INVITE is not over TLS:\n{invite}");
         assert!(invite.contains("RTP/SAVP") && invite.contains("a=crypto:"), "linphone did not offer SDES SRTP:\n{invite}");
     }
+    assert!(log.contains("Negotiated media encryption is LinphoneMediaEncryptionSRTP"), "linphone did not negotiate SRTP:\n{}", l.log_tail(60));
     let answers = sip_messages(&log, "SIP/2.0 200 OK", "INVITE");
     let answers: Vec<&&str> = answers.iter().filter(|m| m.contains("m=audio")).collect();
     assert!(!answers.is_empty(), "no 200 OK with SDP from parkd in linphone's log:\n{}", l.log_tail(60));
@@ -236,4 +238,24 @@ fn linphone_over_tls_and_srtp_is_parked_and_retrieved() {
     assert_linphone_srtp_over_tls(&l);
     let parkd_log = parkd.stderr_all();
     assert_eq!(parkd_log.matches(NEGOTIATED).count(), 2, "one SDES negotiation per leg (linphone, C):\n{}", parkd.stderr_tail(40));
+}
+
+/// The certificate check in the tests above is real: a linphone trusting another CA does not reach parkd (its
+/// TLS handshake fails, no call, nothing parked).
+#[test]
+fn linphone_trusting_another_ca_refuses_parkds_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = TestPki::new(&dir.path().join("parkd"), "parkd test CA linphone");
+    let other = TestPki::new(&dir.path().join("other"), "another CA");
+    let tls = tls::free_tls_addr();
+    let parkd = start_parkd("linphone_tls_other_ca", &pki, tls);
+    let l = Linphone::start(&parkd, "lin", L_HZ, &other.ca_pem);
+    l.send(&format!("call {}", tls_uri_by_name(tls, "700")));
+    let failed = l.wait_output("error");
+    eprintln!("linphone trusting another CA: {failed}");
+    let log = l.log_all();
+    assert!(log.contains("Certificate verification failed"), "linphone's log does not say why:\n{}", l.log_tail(40));
+    assert!(!l.output_tail(40).contains("connected."), "{}", l.output_tail(40));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(park_events(&parkd).is_empty(), "nothing may be parked: {:?}", park_events(&parkd));
 }
