@@ -11,10 +11,13 @@
 //! 2. linphone as the **parked party**: L dials 700 over TLS+SRTP, hears the announcement and hold music;
 //!    C retrieves it over TLS+SRTP; L and C hear each other; C hangs up and parkd's BYE reaches L over L's TLS
 //!    connection.
+//! 3. linphone trusting another CA: its TLS handshake fails ("Certificate verification failed"), nothing is
+//!    parked: the certificate check in 1 and 2 is real.
 //!
 //! SRTP on linphone's leg is shown three ways: parkd logs "SRTP (SDES) negotiated" once per leg; linphone's
-//! log holds its INVITE (`RTP/SAVP`, `a=crypto`) and parkd's 200 OK answer (`RTP/SAVP` with parkd's own
-//! `a=crypto`); and linphone's media is mandatory-SRTP, so its audio could not flow otherwise.
+//! log holds its INVITE over TLS (`RTP/SAVP`, `a=crypto`), parkd's 200 OK answer (`RTP/SAVP` with parkd's own
+//! `a=crypto`) and its own "Negotiated media encryption is LinphoneMediaEncryptionSRTP"; and linphone's media
+//! is mandatory SRTP, so the tones it sends and records could not flow otherwise.
 
 use serde_json::Value;
 use sip_tests::clients::baresip::Security;
