@@ -4,7 +4,7 @@
 #   bash scripts/test.sh            # as root, or as a user for whom these packages are already installed
 #
 # 1. Installs what the e2e tests drive if missing (apt-get, non-interactive): SIPp, Kamailio, docker-compose,
-#    Chromium, baresip, SIPVicious, fail2ban (for fail2ban-regex), redis-server, redis-sentinel, openssl.
+#    Chromium, baresip, linphone-cli, SIPVicious, fail2ban (for fail2ban-regex), redis-server, redis-sentinel, openssl.
 # 2. Builds the workspace binaries (the e2e tests start target/debug/parkd).
 # 3. Runs `cargo test --workspace`: unit tests, then the e2e tests in sip-tests/ (each test starts its own
 #    parkd on its own ports; logs land in target/e2e-logs/).
@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 
 # System packages the end-to-end tests drive, installed once here (tests running in parallel must not race for
 # the dpkg lock): SIPp, Kamailio (proxy suite), docker-compose (checks docker-compose.yml; no engine needed),
-# Chromium (the attendant-page test), baresip-core (real softphones in sip-tests/tests/baresip.rs), SIPVicious
+# Chromium (the attendant-page test), baresip-core (real softphones in sip-tests/tests/baresip.rs), linphone-cli
+# (linphonec over TLS+SRTP in sip-tests/tests/linphone_tls.rs; stdbuf from coreutils runs it), SIPVicious
 # (svmap/svwar/svcrack in sip-tests/tests/scanners.rs), fail2ban (fail2ban-regex checks deploy/fail2ban's filter
 # against parkd's log in sip-tests/tests/flood.rs; the daemon is not needed), Redis and its Sentinel (each test of
 # sip-tests/tests/cluster_redis.rs starts its own redis-server on a loopback port; the Sentinel test runs
@@ -26,6 +27,7 @@ command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamai
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
 command -v svmap >/dev/null 2>&1 || need+=(sipvicious)
 command -v fail2ban-regex >/dev/null 2>&1 || need+=(fail2ban)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

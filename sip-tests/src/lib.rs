@@ -8,7 +8,7 @@
 //!   src/sip/       SIPp driver, a tiny Rust SIP UA (and many parked callers on it), INVITE flood,
 //!                  raw UDP probes, SIP over TCP                                                   (sip)
 //!   src/media/     RTP endpoints that record and talk, stream reports, audio by frequency      (media)
-//!   src/clients/   real programs: baresip softphones, headless Chromium (attendant page)      (clients)
+//!   src/clients/   real programs: baresip and linphone softphones, headless Chromium            (clients)
 //!   src/checks.rs  the assertions most tests share: hold music, peer audio, headers            (checks)
 //!   tests/*.rs     the tests, one file per feature (park, retrieve, recall, transfer, blf, api, …)
 //!   bench/         the benchmark, its own crate: `cargo run --release -p parkd-bench -- --quick`

@@ -12,7 +12,7 @@
 //! (a phone trusting an unrelated CA still connects): the CA is configured as a phone would be, yet these tests do
 //! not prove certificate checking by baresip (sip-tests/tests/tls.rs does that with the harness's TLS client).
 //!
-//! linphone (issue 19's transferor over TLS+SRTP) is not installed on this machine: not covered here.
+//! linphone (issue 19's transferor over TLS+SRTP): sip-tests/tests/linphone_tls.rs.
 
 use sip_tests::clients::baresip::Security;
 use sip_tests::harness::park_events::wait_park_event;
