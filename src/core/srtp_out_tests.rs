@@ -317,3 +317,53 @@ fn a_udp_hop_gets_keys_only_with_srtp_over_plain_and_off_never_offers_them() {
     let inv = invites_to(&w, alice().peer, since).pop().expect("a recall over TLS");
     assert!(!body(&inv).contains("a=crypto") && !body(&inv).contains("SAVP"), "off: plain even over TLS");
 }
+
+/// Two cluster nodes whose lot allows SDES keys over plain UDP (node-to-node SIP is UDP here): bob parked on a in
+/// 703, carol retrieves 703 at b (plain RTP). Returns the cluster, carol and b's fetch INVITE to a (not routed).
+fn fetch_with_keys() -> (super::cluster_tests::Cluster, Phone, Request) {
+    let mut lots = super::cluster_tests::lots();
+    lots[0].srtp_over_plain = Some(true);
+    let mut c = super::cluster_tests::Cluster::routable(lots);
+    let r = c.park(0, &super::cluster_tests::phone(0), "703");
+    assert_eq!(r.status, 200);
+    let carol = Phone { call_id: "call-8".into(), ..Phone::new("carol", 5078) };
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(carol.peer, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv"))));
+    let to_a = Peer { transport: Transport::Udp, addr: "127.0.0.1:5060".parse().unwrap() };
+    let fetch = invites_to(&c.nodes[1], to_a, since).pop().expect("b fetches 703 from a");
+    (c, carol, fetch)
+}
+
+#[test]
+fn a_cluster_fetch_offers_srtp_and_both_nodes_hold_matching_keys() {
+    let (mut c, carol, fetch) = fetch_with_keys();
+    let offer = offer_security(&fetch.common.body);
+    assert!(offer.savp && offer.crypto.len() == 3, "{}", body(&fetch));
+    let since = c.nodes[1].sent.len();
+    c.route();
+    assert_eq!(c.nodes[1].last_response_to(carol.peer, since).status, 200, "carol gets the call");
+    let keys = |w: &World| -> Vec<crate::media::srtp::SrtpKeys> {
+        w.media.iter().filter_map(|m| match m {
+            MediaCommand::Srtp { keys: Some(k), .. } => Some((**k).clone()),
+            _ => None,
+        }).collect()
+    };
+    let (at_a, at_b) = (keys(&c.nodes[0]), keys(&c.nodes[1]));
+    assert_eq!(at_b.len(), 1, "b keys its leg to a (carol's leg is plain)");
+    let b = &at_b[0];
+    assert_eq!((b.suite, &b.local), (SrtpSuite::AesCm128HmacSha1_80, &offer.crypto[0].key), "the first suite, b's key for it");
+    assert!(at_a.iter().any(|a| a.local == b.remote && a.remote == b.local), "a and b hold the two halves of one SRTP session");
+}
+
+#[test]
+fn a_488_from_the_owner_node_is_fetched_again_plain_under_optional() {
+    let (mut c, _carol, fetch) = fetch_with_keys();
+    let a = Phone::new("a", 5060);
+    let since = c.nodes[1].sent.len();
+    c.nodes[1].deliver(a.peer, &a.answer(&fetch, 488, "Not Acceptable Here", None));
+    let retry = invites_to(&c.nodes[1], a.peer, since);
+    assert_eq!(retry.len(), 1, "one plain retry");
+    assert!(!body(&retry[0]).contains("a=crypto") && !body(&retry[0]).contains("SAVP"), "{}", body(&retry[0]));
+    assert!(retry[0].common.header(crate::cluster::auth::HEADER).is_some(), "signed again");
+    assert_ne!(retry[0].common.call_id, fetch.common.call_id);
+}
