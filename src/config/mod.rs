@@ -405,8 +405,8 @@ impl LotConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Accept SRTP SDES keys (RFC 4568) from requests that did not come over TLS, and offer them on calls parkd
-    /// starts over plain UDP/TCP (default false: such an
-    /// `RTP/SAVP` offer gets 488). A lot's `srtp_over_plain` overrides it.
+    /// starts over plain UDP/TCP (default false: such an `RTP/SAVP` offer gets 488, and the calls parkd starts
+    /// offer keys only over TLS). A lot's `srtp_over_plain` overrides it.
     #[serde(default)]
     pub srtp_over_plain: bool,
     /// SIP address, UDP and TCP; the RTP sockets bind to its IP too. `"[::]:5060"` serves IPv4 and IPv6
