@@ -285,7 +285,7 @@ impl Core {
         let contact = self.ep.contact_to(dialog.next_hop);
         let ack = dialog.ack(f.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
-        let mut media = LegMedia::answered(f.media_leg, f.local_sdp.clone(), &resp.common.body);
+        let mut media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
         if let Some(offered) = &f.srtp {
             match offered.answered(&resp.common.body) {
                 Ok(srtp) => media.srtp = srtp,
