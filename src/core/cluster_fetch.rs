@@ -279,6 +279,19 @@ impl Core {
     }
 
     fn fetch_answered(&mut self, now: Time, call: CallRef, id: ClientTxnId, f: Fetch, resp: Response) {
+        let srtp = match f.srtp.as_ref().map(|offered| offered.answered(&resp.common.body)) {
+            None => None,
+            Some(Ok(srtp)) => srtp,
+            Some(Err(why)) => {
+                // Not a usable answer to the SRTP offer: A's leg ends as an abandoned fetch (ACK, BYE: A parks the
+                // call again), the retriever gets 488.
+                tracing::warn!(orbit = %f.orbit_name, reason = why, "the owner node's answer refused");
+                self.ep.finish(id);
+                self.ports.give_back(f.media_leg);
+                self.end_abandoned_fetch(now, &f, &resp);
+                return self.ep.refuse(now, f.txn, &f.req, 488, "Not Acceptable Here: SRTP required");
+            }
+        };
         let mut dialog = Dialog::as_uac(&f.invite.shape(Method::Invite), &resp, f.next_hop);
         dialog.local_seq = f.invite.cseq;
         let branch = self.ep.new_branch();
@@ -286,20 +299,7 @@ impl Core {
         let ack = dialog.ack(f.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let mut media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
-        if let Some(offered) = &f.srtp {
-            match offered.answered(&resp.common.body) {
-                Ok(srtp) => media.srtp = srtp,
-                Err(why) => {
-                    // Not a usable answer to the SRTP offer: A's leg ends as an abandoned fetch (A parks the call
-                    // again), the retriever gets 488.
-                    tracing::warn!(orbit = %f.orbit_name, reason = why, "the owner node's answer refused");
-                    self.ep.finish(id);
-                    self.ports.give_back(f.media_leg);
-                    self.end_abandoned_fetch(now, &f, &resp);
-                    return self.ep.refuse(now, f.txn, &f.req, 488, "Not Acceptable Here: SRTP required");
-                }
-            }
-        }
+        media.srtp = srtp;
         if media.srtp.is_some() {
             self.srtp_media(media.media_leg, media.srtp.as_ref(), 0);
         }

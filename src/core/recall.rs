@@ -151,6 +151,18 @@ impl Core {
 
     fn recall_answered(&mut self, now: Time, call: CallRef, txn: ClientTxnId, resp: Response) {
         let Some(r) = self.bridging.stop_ringing(call) else { return };
+        let srtp = match r.srtp.as_ref().map(|offered| offered.answered(&resp.common.body)) {
+            None => None,
+            Some(Ok(srtp)) => srtp,
+            Some(Err(why)) => {
+                // Not a usable answer to the SRTP offer: ACK, BYE, and the attempt failed (fallback logic).
+                tracing::warn!(to = %r.invite.uri, reason = why, "recall answer refused");
+                self.ep.finish(txn);
+                self.end_answered(now, &r.invite, r.next_hop, &resp, Some(NOT_ACCEPTABLE));
+                self.ports.give_back(r.media_leg);
+                return self.recall_failed(now, call, r.target, 488);
+            }
+        };
         let mut dialog = Dialog::as_uac(&r.invite.shape(Method::Invite), &resp, r.next_hop);
         dialog.local_seq = r.invite.cseq;
         let branch = self.ep.new_branch();
@@ -158,19 +170,7 @@ impl Core {
         let ack = dialog.ack(r.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let mut media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
-        if let Some(offered) = &r.srtp {
-            match offered.answered(&resp.common.body) {
-                Ok(srtp) => media.srtp = srtp,
-                Err(why) => {
-                    // Not a usable answer to the SRTP offer: ACK, BYE, and the attempt failed (fallback logic).
-                    tracing::warn!(to = %r.invite.uri, reason = why, "recall answer refused");
-                    self.ep.finish(txn);
-                    self.end_answered(now, &r.invite, r.next_hop, &resp, Some(NOT_ACCEPTABLE));
-                    self.ports.give_back(r.media_leg);
-                    return self.recall_failed(now, call, r.target, 488);
-                }
-            }
-        }
+        media.srtp = srtp;
         if media.srtp.is_some() {
             // The keys before the bridge's media commands (as for an inbound leg).
             self.srtp_media(media.media_leg, media.srtp.as_ref(), 0);
