@@ -109,9 +109,9 @@ impl Core {
 ///   as plain RTP.
 /// * `required`: `RTP/SAVP` with the keys when they may be sent. When they may not, no INVITE is sent at all (no
 ///   keys in clear, no plain call): the attempt fails before it starts, like a plain offer refused 488 inbound,
-///   so a recall goes on to its next target (the fallback URI, then the next round) and an API unpark is
-///   refused (503). A 488 or a plain answer is a failed attempt (a 2xx is ACKed and ended with a BYE), and the
-///   recall's fallback logic applies (reported as status 488).
+///   so a recall goes on to its next target (the fallback URI, then the next round), an API unpark is refused
+///   (503) and a cluster fetch answers the retriever 488. A 488 or a plain answer is a failed attempt (a 2xx is
+///   ACKed and ended with a BYE), and the recall's fallback logic applies (reported as status 488).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfferedSrtp {
     /// The offered lines with parkd's own key for each (the key parkd protects with if that line is chosen).
