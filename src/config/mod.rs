@@ -264,11 +264,12 @@ pub struct LotConfig {
     #[serde(default)]
     pub auth: Option<AuthConfig>,
     /// SRTP with SDES keys (RFC 4568): `optional` (default: SRTP when offered `RTP/SAVP`), `required` (a plain
-    /// `RTP/AVP` offer gets 488) or `off` (an `RTP/SAVP` offer gets 488).
+    /// `RTP/AVP` offer gets 488) or `off` (an `RTP/SAVP` offer gets 488). Calls parkd starts (recalls, unparks, a
+    /// cluster fetch) offer `RTP/SAVP` unless `off`, when the keys may travel (`core::srtp::OfferedSrtp`).
     #[serde(default)]
     pub srtp: crate::sdp::crypto::SrtpPolicy,
-    /// Accept SDES keys from requests that did not come over TLS (the keys are then readable on the wire);
-    /// absent = `[server] srtp_over_plain`.
+    /// Accept (and, on calls parkd starts, send) SDES keys over plain UDP/TCP (the keys are then readable on the
+    /// wire); absent = `[server] srtp_over_plain`.
     #[serde(default)]
     pub srtp_over_plain: Option<bool>,
 }
@@ -403,8 +404,9 @@ impl LotConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Accept SRTP SDES keys (RFC 4568) from requests that did not come over TLS (default false: such an
-    /// `RTP/SAVP` offer gets 488). A lot's `srtp_over_plain` overrides it.
+    /// Accept SRTP SDES keys (RFC 4568) from requests that did not come over TLS, and offer them on calls parkd
+    /// starts over plain UDP/TCP (default false: such an `RTP/SAVP` offer gets 488, and the calls parkd starts
+    /// offer keys only over TLS). A lot's `srtp_over_plain` overrides it.
     #[serde(default)]
     pub srtp_over_plain: bool,
     /// SIP address, UDP and TCP; the RTP sockets bind to its IP too. `"[::]:5060"` serves IPv4 and IPv6

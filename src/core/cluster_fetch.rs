@@ -14,6 +14,7 @@ use super::bridging::{Bridge, OutgoingInvite};
 use super::dialogs::{read_offer, Leg, LegMedia, LegRole, LegState};
 use super::ids::{CallRef, LegId};
 use super::parking::MediaMode;
+use super::srtp::OfferedSrtp;
 use super::{Core, Purpose};
 use crate::dialog::{uri_addr, Dialog};
 use crate::ids::OrbitNumber;
@@ -40,8 +41,11 @@ pub(super) struct Fetch {
     from: Peer,
     req: Request,
     lot: usize,
+    orbit: crate::ids::OrbitIdx,
     orbit_name: OrbitNumber,
     invite: OutgoingInvite,
+    /// The SRTP offered to the owner node (issue 19, [`OfferedSrtp`]); `None`: a plain offer.
+    srtp: Option<OfferedSrtp>,
     next_hop: Peer,
     media_leg: MediaLegId,
     local_sdp: LocalSdp,
@@ -55,10 +59,23 @@ pub(super) struct Fetch {
 impl Core {
     /// Sends the owner node of `orbit_name` the signed retrieve for the caller of `req`; false (nothing sent)
     /// when this node cannot (no secret, the owner's address unknown, no RTP port): the caller answers 404.
+    ///
+    /// The offer to the owner is `RTP/SAVP` with SDES keys by the rule of every call parkd starts
+    /// ([`OfferedSrtp`]): keys only over a TLS hop or with `srtp_over_plain`, never for `srtp = "off"`; a 488 to it
+    /// is tried once more plain under `optional`. A `required` lot whose keys may not go to the owner sends
+    /// nothing and answers the retriever `488` itself (true: answered).
     pub(super) fn fetch_from_owner(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, orbit: crate::ids::OrbitIdx) -> bool {
+        self.fetch_from_owner_as(now, txn, from, req, lot, orbit, false)
+    }
+
+    /// [`Core::fetch_from_owner`]; `plain`: a plain offer whatever the policy (the retry after a 488).
+    #[allow(clippy::too_many_arguments)]
+    fn fetch_from_owner_as(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: &Request, lot: usize, orbit: crate::ids::OrbitIdx, plain: bool) -> bool {
         let Some((owner, Some(sip))) = self.remote_owner(lot, orbit) else { return false };
         let Some(c) = self.cluster.as_ref() else { return false };
-        let Some(auth) = c.auth.as_ref() else { return false };
+        if c.auth.is_none() {
+            return false;
+        }
         let me = c.room.settings().node.clone();
         let orbit_name = self.parking.orbit_name(lot, orbit);
         let Ok(mut target) = parse_uri(&sip) else { return false };
@@ -68,12 +85,26 @@ impl Core {
         if read_offer(req).is_err() {
             return false;
         }
+        let srtp = match self.srtp_offer(Some(lot), &next_hop, plain) {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::warn!(to = %target, reason = why, "retrieve of an orbit another node holds: not fetched");
+                self.ep.refuse(now, txn, req, 488, "Not Acceptable Here: SRTP required; no TLS to the owner node");
+                return true;
+            }
+        };
         let Some(media_leg) = self.ports.take(now) else { return false };
         let call_id = format!("xnode-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_for(next_hop.addr.ip()).ip());
         let nonce = self.ep.rng().gen::<u64>();
-        let header = auth.sign(&me, now, nonce, &call_id, orbit_name.as_str());
+        let Some(header) = self.cluster.as_ref().and_then(|c| c.auth.as_ref()).map(|a| a.sign(&me, now, nonce, &call_id, orbit_name.as_str())) else {
+            self.ports.give_back(media_leg);
+            return false;
+        };
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(next_hop.addr.ip()), port: media_leg.port() };
-        let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        let mut body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        if let Some(s) = &srtp {
+            body = s.secure(&body);
+        }
         let from_na = NameAddr::new(Uri::from_addr(Some(me.as_str()), self.ep.local_for(next_hop.addr.ip()))).with_tag(&self.ep.new_tag());
         let branch = self.ep.new_branch();
         let mut invite = Request {
@@ -98,7 +129,7 @@ impl Core {
         self.ep.send(now, next_hop, &invite, Purpose::ClusterFetch(call));
         let invite = OutgoingInvite::of(invite, self.ep.sent_by_to(next_hop), next_hop.transport, branch);
         tracing::info!(%orbit_name, %owner, to = %target, "retrieve of an orbit another node holds: fetching the call");
-        let fetch = Fetch { txn, from, req: req.clone(), lot, orbit_name, invite, next_hop, media_leg, local_sdp, deadline: now + FETCH_TIMEOUT, abandoned: false, cancel_sent: false };
+        let fetch = Fetch { txn, from, req: req.clone(), lot, orbit, orbit_name, invite, srtp, next_hop, media_leg, local_sdp, deadline: now + FETCH_TIMEOUT, abandoned: false, cancel_sent: false };
         if let Some(c) = self.cluster.as_mut() {
             c.fetches.insert(call, fetch);
         }
@@ -148,6 +179,12 @@ impl Core {
         } else {
             self.ep.finish(id);
             self.ports.give_back(f.media_leg);
+            if resp.status == 488 && f.srtp.as_ref().is_some_and(|s| s.plain_retry()) {
+                tracing::info!(orbit = %f.orbit_name, "the owner node refused the SRTP offer (488); fetching again with plain RTP");
+                if self.fetch_from_owner_as(now, f.txn, f.from, &f.req, f.lot, f.orbit, true) {
+                    return;
+                }
+            }
             tracing::info!(orbit = %f.orbit_name, status = resp.status, "the owner node refused the retrieve");
             let (status, reason) = match resp.status {
                 404 => (404, "Orbit Empty"),
@@ -242,13 +279,30 @@ impl Core {
     }
 
     fn fetch_answered(&mut self, now: Time, call: CallRef, id: ClientTxnId, f: Fetch, resp: Response) {
+        let srtp = match f.srtp.as_ref().map(|offered| offered.answered(&resp.common.body)) {
+            None => None,
+            Some(Ok(srtp)) => srtp,
+            Some(Err(why)) => {
+                // Not a usable answer to the SRTP offer: A's leg ends as an abandoned fetch (ACK, BYE: A parks the
+                // call again), the retriever gets 488.
+                tracing::warn!(orbit = %f.orbit_name, reason = why, "the owner node's answer refused");
+                self.ep.finish(id);
+                self.ports.give_back(f.media_leg);
+                self.end_abandoned_fetch(now, &f, &resp);
+                return self.ep.refuse(now, f.txn, &f.req, 488, "Not Acceptable Here: SRTP required");
+            }
+        };
         let mut dialog = Dialog::as_uac(&f.invite.shape(Method::Invite), &resp, f.next_hop);
         dialog.local_seq = f.invite.cseq;
         let branch = self.ep.new_branch();
         let contact = self.ep.contact_to(dialog.next_hop);
         let ack = dialog.ack(f.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
-        let media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
+        let mut media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
+        media.srtp = srtp;
+        if media.srtp.is_some() {
+            self.srtp_media(media.media_leg, media.srtp.as_ref(), 0);
+        }
         let owner_leg = LegId(self.ep.next_id());
         self.ep.repurpose(id, Purpose::RecallAnswered { leg: owner_leg });
         let uac_ack = Some((f.next_hop, ack.to_vec()));

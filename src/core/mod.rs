@@ -274,6 +274,8 @@ mod tests;
 #[cfg(test)]
 mod srtp_tests;
 #[cfg(test)]
+mod srtp_out_tests;
+#[cfg(test)]
 mod proxy_tests;
 #[cfg(test)]
 mod ipv6_tests;

@@ -1,6 +1,7 @@
 //! Calls parkd starts on behalf of a parked call: a recall to the parker or the fallback URI, or an unpark an
 //! application asked for. One INVITE builder and sender for all of them, so every such call goes through the
-//! outbound proxy, offers the same SDP and is tracked, cancelled and bridged the same way.
+//! outbound proxy, offers the same SDP (`RTP/SAVP` with SDES keys when the lot and the hop allow, issue 19:
+//! `core::srtp::OfferedSrtp`) and is tracked, cancelled and bridged the same way.
 
 use super::bridging::{OutgoingInvite, Recall};
 use super::events::RecallTarget;
@@ -23,10 +24,13 @@ pub enum OriginateError {
     NoPort,
     #[error("the parked call is gone")]
     NoCall,
+    /// The lot requires SRTP and the SDES keys may not be sent to the next hop (see `core::srtp::OfferedSrtp`).
+    #[error("the lot requires SRTP and SDES keys may only be sent over TLS here (srtp_over_plain is off)")]
+    SrtpNeedsTls,
 }
 
 /// What to call and how: everything that differs between a recall and an API unpark.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct OriginateSpec {
     /// The Request-URI and To.
     pub to: Uri,
@@ -44,10 +48,21 @@ impl Core {
     /// Sends an INVITE for parked call `call` to `spec.to` (through the outbound proxy when configured), with an
     /// SDP offer on a fresh RTP port, arms the ring timer and records it as the call's ringing [`Recall`].
     /// The answer is bridged to the parked party by the recall response handling.
+    ///
+    /// The offer is `RTP/SAVP` with parkd's SDES keys when the lot's SRTP policy and the next hop allow
+    /// ([`super::srtp::OfferedSrtp`] has the rule, including a `required` lot whose keys may not be sent:
+    /// [`OriginateError::SrtpNeedsTls`], nothing sent).
     pub(super) fn originate(&mut self, now: Time, call: CallRef, spec: OriginateSpec) -> Result<(), OriginateError> {
+        self.originate_as(now, call, spec, false)
+    }
+
+    /// [`Core::originate`]; `plain`: a plain `RTP/AVP` offer whatever the policy (the retry after a 488 to an SRTP
+    /// offer under `srtp = "optional"`).
+    pub(super) fn originate_as(&mut self, now: Time, call: CallRef, spec: OriginateSpec, plain: bool) -> Result<(), OriginateError> {
         let Some(c) = self.parking.get(call) else { return Err(OriginateError::NoCall) };
+        let lot = c.lot;
         let orbit = c.orbit_name.clone();
-        let mut target_uri = spec.to;
+        let mut target_uri = spec.to.clone();
         target_uri.params.remove("tag");
         let next_hop = match (&self.ep.outbound_proxy, uri_addr(&target_uri)) {
             (Some((_, hop)), _) => *hop,
@@ -57,6 +72,14 @@ impl Core {
                 return Err(OriginateError::NoRoute);
             }
         };
+        let srtp = match self.srtp_offer(Some(lot), &next_hop, plain) {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::warn!(target = %target_uri, via = %next_hop.addr, reason = why, "outgoing call not started");
+                return Err(OriginateError::SrtpNeedsTls);
+            }
+        };
+        let plain_retry = srtp.as_ref().filter(|s| s.plain_retry()).map(|_| spec.clone());
         let Some(media_leg) = self.port_beside_parked(now, call) else {
             tracing::warn!("no RTP port free for an outgoing call");
             return Err(OriginateError::NoPort);
@@ -64,7 +87,10 @@ impl Core {
         // The parked party as the destination should see it (a trusted P-Asserted-Identity wins, see proxy.rs).
         let parked = self.parked_identity(call);
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(next_hop.addr.ip()), port: media_leg.port() };
-        let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        let mut body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        if let Some(s) = &srtp {
+            body = s.secure(&body);
+        }
 
         let local = self.ep.local_for(next_hop.addr.ip());
         let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), local));
@@ -105,12 +131,13 @@ impl Core {
         let target = spec.target;
         let invite = OutgoingInvite::of(invite, via_addr, next_hop.transport, branch);
         self.touch(call);
-        self.bridging.ring(call, Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false });
+        let srtp_offered = srtp.is_some();
+        self.bridging.ring(call, Recall { txn, invite, next_hop, target, media_leg, local_sdp, ring_until, provisional: false, srtp, plain_retry });
         if let Some(c) = self.parking.get(call) {
             let (lot, o) = (c.lot, c.orbit);
             self.orbit_changed(now, lot, o);
         }
-        tracing::info!(%orbit, to = %target_uri, via = %next_hop.addr, ?target, "outgoing call started");
+        tracing::info!(%orbit, to = %target_uri, via = %next_hop.addr, ?target, srtp = srtp_offered, "outgoing call started");
         Ok(())
     }
 }

@@ -29,6 +29,8 @@ pub const RECALL_ALERT_URN: &str = "<urn:alert:service:recall:callback>";
 pub const PARK_RECALL_HEADER: &str = "Park-Recall";
 /// RFC 3326 Reason for a recall CANCEL / late-answer BYE when someone else took the call.
 const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
+/// RFC 3326 Reason for the BYE ending a recall whose answer to parkd's SRTP offer cannot be used (see `core::srtp`).
+const NOT_ACCEPTABLE: &str = "SIP;cause=488;text=\"SRTP answer not acceptable\"";
 
 impl Core {
     /// Fires the call-level deadlines due at `now` in the order of time, whichever room holds them: a recall
@@ -123,6 +125,13 @@ impl Core {
                 self.ep.finish(txn);
                 let Some(r) = self.bridging.stop_ringing(call) else { return };
                 self.ports.give_back(r.media_leg);
+                if let Some(spec) = r.plain_retry.filter(|_| resp.status == 488) {
+                    // The SRTP offer refused under `srtp = "optional"`: once more with plain RTP.
+                    tracing::info!(to = %r.invite.uri, "SRTP offer refused (488); calling again with plain RTP");
+                    if self.originate_as(now, call, spec, true).is_ok() {
+                        return;
+                    }
+                }
                 self.recall_failed(now, call, r.target, resp.status);
             }
         }
@@ -142,13 +151,30 @@ impl Core {
 
     fn recall_answered(&mut self, now: Time, call: CallRef, txn: ClientTxnId, resp: Response) {
         let Some(r) = self.bridging.stop_ringing(call) else { return };
+        let srtp = match r.srtp.as_ref().map(|offered| offered.answered(&resp.common.body)) {
+            None => None,
+            Some(Ok(srtp)) => srtp,
+            Some(Err(why)) => {
+                // Not a usable answer to the SRTP offer: ACK, BYE, and the attempt failed (fallback logic).
+                tracing::warn!(to = %r.invite.uri, reason = why, "recall answer refused");
+                self.ep.finish(txn);
+                self.end_answered(now, &r.invite, r.next_hop, &resp, Some(NOT_ACCEPTABLE));
+                self.ports.give_back(r.media_leg);
+                return self.recall_failed(now, call, r.target, 488);
+            }
+        };
         let mut dialog = Dialog::as_uac(&r.invite.shape(Method::Invite), &resp, r.next_hop);
         dialog.local_seq = r.invite.cseq;
         let branch = self.ep.new_branch();
         let contact = self.ep.contact_to(dialog.next_hop);
         let ack = dialog.ack(r.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
-        let media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
+        let mut media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
+        media.srtp = srtp;
+        if media.srtp.is_some() {
+            // The keys before the bridge's media commands (as for an inbound leg).
+            self.srtp_media(media.media_leg, media.srtp.as_ref(), 0);
+        }
         let id = LegId(self.ep.next_id());
         // The parked call leaves its orbit and becomes a bridge to whoever answered.
         let Some(parked) = self.parking.remove(call) else { return };
@@ -246,25 +272,31 @@ impl Core {
             }
             ClientVerdict::Final(resp) if resp.is_success() => {
                 // Answered after parkd gave up (e.g. a retrieve won the race): ACK, then BYE (RFC 3261 §15).
-                let mut dialog = Dialog::as_uac(&orphan.invite.shape(Method::Invite), &resp, orphan.next_hop);
-                let contact = self.ep.contact_to(dialog.next_hop);
-                let branch = self.ep.new_branch();
-                let local = self.ep.sent_by_to(dialog.next_hop);
-                let ack = dialog.ack(orphan.invite.cseq, local, &branch, &contact);
-                self.ep.send_ack(dialog.next_hop, ack.encode());
-                dialog.local_seq = orphan.invite.cseq;
-                let branch = self.ep.new_branch();
-                let mut bye = dialog.request(Method::Bye, local, &branch, &contact);
-                if orphan.completed_elsewhere {
-                    bye.common.push_header("Reason", COMPLETED_ELSEWHERE);
-                }
-                self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
+                self.end_answered(now, &orphan.invite, orphan.next_hop, &resp, orphan.completed_elsewhere.then_some(COMPLETED_ELSEWHERE));
                 self.ep.finish(txn);
             }
             ClientVerdict::Final(_) => {
                 self.ep.finish(txn);
             }
         }
+    }
+
+    /// ACKs a 2xx to `invite` parkd does not want (any more), then ends the dialog with a BYE (RFC 3261 §15),
+    /// with `reason` as its `Reason` header.
+    fn end_answered(&mut self, now: Time, invite: &super::bridging::OutgoingInvite, next_hop: crate::sip::Peer, resp: &Response, reason: Option<&str>) {
+        let mut dialog = Dialog::as_uac(&invite.shape(Method::Invite), resp, next_hop);
+        let contact = self.ep.contact_to(dialog.next_hop);
+        let branch = self.ep.new_branch();
+        let local = self.ep.sent_by_to(dialog.next_hop);
+        let ack = dialog.ack(invite.cseq, local, &branch, &contact);
+        self.ep.send_ack(dialog.next_hop, ack.encode());
+        dialog.local_seq = invite.cseq;
+        let branch = self.ep.new_branch();
+        let mut bye = dialog.request(Method::Bye, local, &branch, &contact);
+        if let Some(reason) = reason {
+            bye.common.push_header("Reason", reason);
+        }
+        self.ep.send(now, dialog.next_hop, &bye, Purpose::Bye);
     }
 
     /// Ends a parked call from parkd's side: BYE to the parked party with a Reason, orbit freed, recall cancelled.

@@ -2,6 +2,8 @@
 //! INVITE, the call while it rings, and one it gave up on whose INVITE may still be answered.
 
 use crate::core::events::RecallTarget;
+use crate::core::originate::OriginateSpec;
+use crate::core::srtp::OfferedSrtp;
 use crate::dialog::text;
 use crate::media::MediaLegId;
 use crate::sdp::LocalSdp;
@@ -68,6 +70,13 @@ pub struct Recall {
     pub ring_until: Time,
     /// A provisional response arrived (a CANCEL may be sent, RFC 3261 §9.1).
     pub provisional: bool,
+    /// The SRTP offered in the INVITE (issue 19, [`OfferedSrtp`]: parkd's keys, secret). Not journaled: a recall
+    /// ringing at a crash is CANCELled and started again, with fresh keys.
+    #[serde(skip)]
+    pub srtp: Option<OfferedSrtp>,
+    /// What to call again with a plain offer when the SRTP offer gets 488 (`srtp = "optional"`; once).
+    #[serde(skip)]
+    pub(in crate::core) plain_retry: Option<OriginateSpec>,
 }
 
 /// A call parkd gave up on (retrieved meanwhile, parked party gone, rang too long) whose INVITE may still be
