@@ -88,7 +88,8 @@ impl Media {
             | MediaCommand::DtmfPayloadType { leg, .. }
             | MediaCommand::Announce { leg, .. }
             | MediaCommand::Stream { leg, .. }
-            | MediaCommand::Srtp { leg, .. } => leg.port(),
+            | MediaCommand::Srtp { leg, .. }
+            | MediaCommand::RtcpMux { leg, .. } => leg.port(),
             MediaCommand::Bridge { a, b } => {
                 if route(&self.plan, a.port()) != route(&self.plan, b.port()) {
                     tracing::error!(a = a.port(), b = b.port(), "bridge across media threads; not relayed");

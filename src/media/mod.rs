@@ -17,6 +17,7 @@
 //! * [`prompts`] — spoken prompts ("parked on", digits) compiled in and encoded once.
 //! * [`relay`] — in-place rewriting of bridged packets.
 //! * [`demux`] — which leg a received packet belongs to when legs share a port.
+//! * [`rtcp`] — RTCP on the RTP port (rtcp-mux): demultiplexing, parkd's hold Sender Reports, relayed reports.
 //! * [`plane`] — [`MediaPlane`], the state machine tying it together.
 
 pub mod anchor;
@@ -27,6 +28,7 @@ pub mod pacer;
 pub mod plane;
 pub mod prompts;
 pub mod relay;
+pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
 
@@ -154,6 +156,11 @@ pub enum MediaCommand {
     /// when the keys are new to the plane: 0 for a new stream, the journaled one for a stream resumed after a
     /// restart (issue 17), so that the phone, whose context followed the old stream, opens the new packets.
     Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>>, roc: u32 },
+    /// Whether the leg multiplexes RTCP on its RTP port (RFC 5761: both offer and answer had `a=rtcp-mux`).
+    /// parkd binds no RTCP port of its own, so only such a leg gets RTCP from parkd: Sender Reports with its
+    /// hold music, its bridge peer's reports. Kept until the leg is created when sent before it. A leg also
+    /// turns it on when it sends valid RTCP on the RTP port (it muxes: e.g. a call restored after a restart).
+    RtcpMux { leg: MediaLegId, on: bool },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.
