@@ -6,7 +6,9 @@
 //! the user-space work of producing the packets (pacer, header, and for SRTP the copy into the scratch buffer and
 //! the protect step); sending (the kernel's part, the same for both but 10 or 16 bytes longer) is not included.
 //! The density ceiling printed is one core's budget divided by the SRTP cost (50 packets/s per stream), before
-//! the send syscalls.
+//! the send syscalls. The last lines run the same with rtcp-mux on every leg over `RTCP_SECONDS`: the hold
+//! Sender Reports (one every ~5 s per stream, SRTCP on SRTP legs) are produced in the same pacer turns, and their
+//! cost is shown per hold RTP packet.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -17,8 +19,14 @@ use parkd::time::Time;
 
 const LEGS: u16 = 2000;
 const SECONDS: u64 = 5;
+const RTCP_SECONDS: u64 = 30;
 
 fn run(srtp: Option<SrtpSuite>) -> (Duration, u64) {
+    run_for(srtp, false, SECONDS)
+}
+
+/// `(time, hold RTP packets)` of `seconds` of hold on `LEGS` legs.
+fn run_for(srtp: Option<SrtpSuite>, mux: bool, seconds: u64) -> (Duration, u64) {
     let mut plane = MediaPlane::new(vec![], 7);
     let t0 = Time::from_secs(1_000_000);
     for i in 0..LEGS {
@@ -27,18 +35,21 @@ fn run(srtp: Option<SrtpSuite>) -> (Duration, u64) {
             let key = |x: u8| MasterKey::new(suite, &vec![x; suite.master_len()]).unwrap();
             plane.apply(t0, MediaCommand::Srtp { leg, keys: Some(Box::new(SrtpKeys { suite, local: key(i as u8), remote: key(!(i as u8)) })), roc: 0 });
         }
+        plane.apply(t0, MediaCommand::RtcpMux { leg, on: mux });
         plane.apply(t0, MediaCommand::Hold { leg, remote: "127.0.0.1:4000".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
     }
     let mut batch = HoldBatch::with_capacity(LEGS as usize);
     let mut packets = 0u64;
     let start = Instant::now();
-    for ms in 0..SECONDS * 1000 {
+    for ms in 0..seconds * 1000 {
         batch.clear();
         plane.poll_hold(t0 + Duration::from_millis(ms), &mut batch);
         packets += batch.len() as u64;
         black_box(batch.packets());
     }
-    (start.elapsed(), packets)
+    let elapsed = start.elapsed();
+    // Per hold RTP packet: the reports are counted in the cost, not in the packets.
+    (elapsed, packets - plane.stats().rtcp_sent)
 }
 
 fn main() {
@@ -58,5 +69,13 @@ fn main() {
             ns / ns_plain.max(1.0),
             1e9 / ns / 50.0
         );
+    }
+    println!("{LEGS} hold streams, {RTCP_SECONDS} s of virtual time, without and with rtcp-mux (hold Sender Reports)");
+    for suite in [None, Some(SrtpSuite::AesCm128HmacSha1_80)] {
+        let name = suite.map_or("plain RTP", SrtpSuite::name);
+        let (t0, n0) = run_for(suite, false, RTCP_SECONDS);
+        let (t1, n1) = run_for(suite, true, RTCP_SECONDS);
+        let (ns0, ns1) = (t0.as_nanos() as f64 / n0.max(1) as f64, t1.as_nanos() as f64 / n1.max(1) as f64);
+        println!("{name:<24} {ns0:>8.0} ns per hold packet without RTCP, {ns1:>8.0} with: {:+.0} ns ({:+.1} %)", ns1 - ns0, (ns1 / ns0.max(1.0) - 1.0) * 100.0);
     }
 }
