@@ -19,7 +19,8 @@ use parkd::time::Time;
 
 const LEGS: u16 = 2000;
 const SECONDS: u64 = 5;
-const RTCP_SECONDS: u64 = 30;
+const RTCP_SECONDS: u64 = 20;
+const RTCP_ROUNDS: usize = 3;
 
 fn run(srtp: Option<SrtpSuite>) -> (Duration, u64) {
     run_for(srtp, false, SECONDS)
@@ -73,9 +74,14 @@ fn main() {
     println!("{LEGS} hold streams, {RTCP_SECONDS} s of virtual time, without and with rtcp-mux (hold Sender Reports)");
     for suite in [None, Some(SrtpSuite::AesCm128HmacSha1_80)] {
         let name = suite.map_or("plain RTP", SrtpSuite::name);
-        let (t0, n0) = run_for(suite, false, RTCP_SECONDS);
-        let (t1, n1) = run_for(suite, true, RTCP_SECONDS);
-        let (ns0, ns1) = (t0.as_nanos() as f64 / n0.max(1) as f64, t1.as_nanos() as f64 / n1.max(1) as f64);
-        println!("{name:<24} {ns0:>8.0} ns per hold packet without RTCP, {ns1:>8.0} with: {:+.0} ns ({:+.1} %)", ns1 - ns0, (ns1 / ns0.max(1.0) - 1.0) * 100.0);
+        // Alternated rounds, the best of each: the difference is a few ns, below a loaded machine's drift.
+        let (mut ns0, mut ns1) = (f64::MAX, f64::MAX);
+        for _ in 0..RTCP_ROUNDS {
+            for (mux, best) in [(false, &mut ns0), (true, &mut ns1)] {
+                let (t, n) = run_for(suite, mux, RTCP_SECONDS);
+                *best = best.min(t.as_nanos() as f64 / n.max(1) as f64);
+            }
+        }
+        println!("{name:<24} {ns0:>8.0} ns per hold packet without RTCP, {ns1:>8.0} with (best of {RTCP_ROUNDS}): {:+.0} ns ({:+.1} %)", ns1 - ns0, (ns1 / ns0.max(1.0) - 1.0) * 100.0);
     }
 }

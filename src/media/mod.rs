@@ -172,7 +172,8 @@ pub struct Forward {
 }
 
 /// One hold-music packet: 12-byte header + a refcounted slice of the shared encoded loop, sent
-/// from local `port` (the leg's [`MediaLegId::port`]) to `to`.
+/// from local `port` (the leg's [`MediaLegId::port`]) to `to`. A hold stream's RTCP Sender Report travels the
+/// same way (its first 12 bytes in `header`, the rest in `payload`: see `plane_rtcp`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldPacket {
     pub port: u16,
@@ -218,7 +219,8 @@ impl HoldBatch {
     }
     /// Orders the packets by local port (in place, no allocation), so [`HoldBatch::port_runs`]
     /// yields one run per socket. Packets of one port keep no particular order among themselves
-    /// (they belong to different legs; each leg has at most one packet per batch).
+    /// (they belong to different legs; each leg has at most one RTP packet per batch, and now and then its RTCP
+    /// Sender Report, whose order relative to it does not matter).
     pub fn sort_by_port(&mut self) {
         self.packets.sort_unstable_by_key(|p| p.port);
     }
