@@ -83,6 +83,8 @@ pub struct RemoteSdp {
     pub dtmf_pt: Option<u8>,
     /// The remote side's direction (`c=0.0.0.0` turns sendrecv into sendonly, recvonly into inactive).
     pub direction: Direction,
+    /// The audio stream carries `a=rtcp-mux` (or `a=rtcp-mux-only`, RFC 8858): RTCP on the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
 }
 
 impl RemoteSdp {
@@ -194,7 +196,8 @@ pub fn parse_sdp(body: &[u8]) -> Result<RemoteSdp, SdpError> {
             Direction::RecvOnly | Direction::Inactive => Direction::Inactive,
         };
     }
-    Ok(RemoteSdp { addr: SocketAddr::new(ip, port), codecs, dtmf_pt, direction })
+    let rtcp_mux = media.get_attributes().iter().any(|a| matches!(a, SdpAttribute::RtcpMux | SdpAttribute::RtcpMuxOnly));
+    Ok(RemoteSdp { addr: SocketAddr::new(ip, port), codecs, dtmf_pt, direction, rtcp_mux })
 }
 
 /// Picks our codec: the first of the remote's formats (its preference order, RFC 3264 §6.1)
@@ -241,6 +244,15 @@ fn write_sdp(local: &LocalSdp, codecs: &[Codec], dtmf_pt: Option<u8>, dir: Direc
 /// (use `remote.direction.reverse()`).
 pub fn build_answer(local: &LocalSdp, codec: Codec, dtmf_pt: Option<u8>, dir: Direction) -> Bytes {
     write_sdp(local, &[codec], dtmf_pt, dir)
+}
+
+/// One of parkd's answers ([`build_answer`], possibly with its `a=crypto`) accepting the offer's `a=rtcp-mux`
+/// (RFC 5761 §5.1.1): the attribute at the end of the (only) audio stream.
+pub fn with_rtcp_mux(body: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(body.len() + 12);
+    out.extend_from_slice(body);
+    out.extend_from_slice(b"a=rtcp-mux\r\n");
+    Bytes::from(out)
 }
 
 /// An offer listing `codecs` in our preference order (RFC 3264 §5).
@@ -396,6 +408,19 @@ mod tests {
         assert_eq!(back.addr, "192.0.2.10:20000".parse().unwrap());
         assert_eq!(back.codecs, vec![(0, Some(Codec::Pcmu)), (101, None)]);
         assert_eq!((back.dtmf_pt, back.direction), (Some(101), Direction::RecvOnly));
+    }
+
+    #[test]
+    fn rtcp_mux_is_read_and_answered_rfc5761() {
+        assert!(!parse(BARESIP).unwrap().rtcp_mux && !parse(PJSIP).unwrap().rtcp_mux, "a=rtcp:PORT is not mux");
+        let muxed = format!("{SIPP}a=rtcp-mux\r\n");
+        assert!(parse(&muxed).unwrap().rtcp_mux);
+        let only = format!("{SIPP}a=rtcp-mux-only\r\na=rtcp-mux\r\n");
+        assert!(parse(&only).unwrap().rtcp_mux, "RFC 8858");
+        let body = with_rtcp_mux(&build_answer(&local(), Codec::Pcmu, None, Direction::SendRecv));
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(text.ends_with("a=sendrecv\r\na=rtcp-mux\r\n"), "{text}");
+        assert!(parse(text).unwrap().rtcp_mux);
     }
 
     #[test]

@@ -303,6 +303,9 @@ impl Core {
         if media.srtp.is_some() {
             self.srtp_media(media_leg, media.srtp.as_ref(), 0);
         }
+        if media.rtcp_mux {
+            self.ep.media(crate::media::MediaCommand::RtcpMux { leg: media_leg, on: true });
+        }
         let contact = self.ep.contact_for(&req.uri, from);
         let resp = self.ep.response(req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);

@@ -148,8 +148,13 @@ impl Core {
     /// Returns false when it cannot be used.
     pub(super) fn apply_remote_sdp(&mut self, now: Time, leg_id: LegId, body: &[u8]) -> bool {
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return false };
+        let was_mux = leg.media.rtcp_mux;
         if !leg.media.apply_remote(body) {
             return false;
+        }
+        if leg.media.rtcp_mux != was_mux {
+            let cmd = MediaCommand::RtcpMux { leg: leg.media.media_leg, on: leg.media.rtcp_mux };
+            self.ep.media(cmd);
         }
         let call = leg.call;
         let mode = self.parking.get(call).map(|c| c.media_mode).or_else(|| self.bridging.get(call).map(|b| b.media_mode));

@@ -144,3 +144,32 @@ fn a_best_effort_offer_over_tls_is_answered_rtp_avp_with_parkds_key_and_the_plan
     assert_eq!(plain.status, 200);
     assert!(!std::str::from_utf8(&plain.common.body).unwrap().contains("a=crypto"));
 }
+
+#[test]
+fn rtcp_mux_is_answered_and_given_to_the_plane_and_a_re_offer_without_it_ends_it() {
+    let mut w = world(SrtpPolicy::Optional, Some(true), false);
+    let bob = Phone::new("bob", 5070);
+    let offer = savp(&bob).replace("a=sendrecv\n", "a=sendrecv\na=rtcp-mux\n");
+    let ok = invite(&mut w, &bob, &offer);
+    assert_eq!(ok.status, 200);
+    let body = std::str::from_utf8(&ok.common.body).unwrap();
+    assert!(body.contains("a=rtcp-mux\r\n") && body.contains("a=crypto:3 "), "{body}");
+    assert!(crate::sdp::parse_sdp(&ok.common.body).unwrap().rtcp_mux);
+    let tag = ok.common.to.tag().unwrap().to_string();
+    w.deliver(bob.peer, &bob.ack("700", &tag, bob.cseq, None));
+    let i_mux = w.media.iter().position(|m| matches!(m, MediaCommand::RtcpMux { on: true, .. })).expect("rtcp-mux for the plane");
+    let i_hold = w.media.iter().position(|m| matches!(m, MediaCommand::Hold { .. })).unwrap();
+    assert!(i_mux < i_hold, "{:?}", w.media);
+    // RFC 5761 §5.1.3: a re-offer without the attribute ends multiplexing; the answer has none.
+    let since = w.sent.len();
+    w.deliver(bob.peer, &bob.in_dialog("INVITE", "700", &tag, bob.cseq + 1, Some(&savp(&bob))));
+    let ok2 = w.last_response_to(bob.peer, since);
+    assert_eq!(ok2.status, 200);
+    assert!(!std::str::from_utf8(&ok2.common.body).unwrap().contains("rtcp-mux"));
+    assert!(matches!(w.media.last(), Some(MediaCommand::Update { .. })) && w.media.iter().any(|m| matches!(m, MediaCommand::RtcpMux { on: false, .. })), "{:?}", w.media);
+    // A plain offer without it: no attribute, no command.
+    let mut w = world(SrtpPolicy::Optional, Some(true), false);
+    let ok = invite(&mut w, &bob, &bob.sdp("0 101", "sendrecv"));
+    assert!(!std::str::from_utf8(&ok.common.body).unwrap().contains("rtcp-mux"));
+    assert!(!w.media.iter().any(|m| matches!(m, MediaCommand::RtcpMux { .. })));
+}

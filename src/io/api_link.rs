@@ -150,6 +150,7 @@ pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest, deferr
                 rtp_would_block: io.send_would_block,
                 srtp_auth_failed: media_stats.srtp_auth_failed,
                 srtp_protect_failed: media_stats.srtp_protect_failed,
+                rtcp: super::metrics::RtcpCounts { received: media_stats.rtcp_received, relayed: media_stats.rtcp_relayed, dropped: media_stats.rtcp_dropped, sent: media_stats.rtcp_sent },
                 legs: live.legs,
                 bridged_calls: media_stats.bridged_pairs,
                 sip_refusals: core.refusals().iter().collect(),

@@ -88,7 +88,8 @@ impl Media {
             | MediaCommand::DtmfPayloadType { leg, .. }
             | MediaCommand::Announce { leg, .. }
             | MediaCommand::Stream { leg, .. }
-            | MediaCommand::Srtp { leg, .. } => leg.port(),
+            | MediaCommand::Srtp { leg, .. }
+            | MediaCommand::RtcpMux { leg, .. } => leg.port(),
             MediaCommand::Bridge { a, b } => {
                 if route(&self.plan, a.port()) != route(&self.plan, b.port()) {
                     tracing::error!(a = a.port(), b = b.port(), "bridge across media threads; not relayed");
@@ -158,6 +159,11 @@ impl Media {
             total.absorbed += s.absorbed;
             total.srtp_auth_failed += s.srtp_auth_failed;
             total.srtp_protect_failed += s.srtp_protect_failed;
+            total.srtcp_auth_failed += s.srtcp_auth_failed;
+            total.rtcp_received += s.rtcp_received;
+            total.rtcp_relayed += s.rtcp_relayed;
+            total.rtcp_dropped += s.rtcp_dropped;
+            total.rtcp_sent += s.rtcp_sent;
             for (a, b) in total.pacer_lateness.buckets.iter_mut().zip(s.pacer_lateness.buckets) {
                 *a += b;
             }

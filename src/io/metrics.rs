@@ -56,6 +56,15 @@ struct LotLabels {
     lot: String,
 }
 
+/// RTCP packets counted by the media threads (see [`ScrapeSnapshot::rtcp`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtcpCounts {
+    pub received: u64,
+    pub relayed: u64,
+    pub dropped: u64,
+    pub sent: u64,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetransmissionLabels {
     /// `request` / `response` (sent again by parkd) or `absorbed` (a retransmitted request received).
@@ -110,6 +119,9 @@ pub struct ScrapeSnapshot {
     /// not be protected (from the media threads' `MediaStats`).
     pub srtp_auth_failed: u64,
     pub srtp_protect_failed: u64,
+    /// RTCP on the RTP ports (rtcp-mux): received, relayed to a bridge peer, dropped (valid but not relayable),
+    /// hold Sender Reports sent (from the media threads' `MediaStats`).
+    pub rtcp: RtcpCounts,
     pub legs: usize,
     pub bridged_calls: usize,
     /// The transaction layer's retransmission counters (from `Core::stats`).
@@ -302,7 +314,13 @@ impl Metrics {
         reg.register("rtp_relayed_packets", "RTP packets relayed between bridged legs", ConstCounter::new(snap.relayed_packets));
         reg.register("rtp_send_errors", "RTP send failures", ConstCounter::new(snap.rtp_send_errors));
         reg.register("rtp_send_would_block", "RTP packets dropped on a full socket buffer", ConstCounter::new(snap.rtp_would_block));
-        reg.register("srtp_auth_failures", "SRTP packets dropped: failed authentication or replayed", ConstCounter::new(snap.srtp_auth_failed));
+        reg.register("srtp_auth_failures", "SRTP and SRTCP packets dropped: failed authentication or replayed", ConstCounter::new(snap.srtp_auth_failed));
+        let rtcp = Family::<RetransmissionLabels, Counter>::default();
+        let c = &snap.rtcp;
+        for (kind, n) in [("received", c.received), ("relayed", c.relayed), ("dropped", c.dropped), ("sent", c.sent)] {
+            rtcp.get_or_create(&RetransmissionLabels { kind }).inc_by(n);
+        }
+        reg.register("rtcp_packets", "RTCP on the RTP ports (rtcp-mux): received, relayed to the bridge peer, valid but not relayable (dropped), hold Sender Reports sent", rtcp);
         reg.register("srtp_protect_failures", "RTP packets to an SRTP leg that could not be protected (not sent)", ConstCounter::new(snap.srtp_protect_failed));
         let retransmissions = Family::<RetransmissionLabels, Counter>::default();
         let r = &snap.retransmissions;
@@ -518,5 +536,9 @@ mod tests {
         let text = Metrics::new().encode(&ScrapeSnapshot { srtp_auth_failed: 3, srtp_protect_failed: 1, ..Default::default() });
         assert!(text.lines().any(|l| l == "parkd_srtp_auth_failures_total 3"), "{text}");
         assert!(text.lines().any(|l| l == "parkd_srtp_protect_failures_total 1"), "{text}");
+        let text = Metrics::new().encode(&ScrapeSnapshot { rtcp: RtcpCounts { received: 5, relayed: 2, dropped: 1, sent: 7 }, ..Default::default() });
+        for line in ["parkd_rtcp_packets_total{kind=\"received\"} 5", "parkd_rtcp_packets_total{kind=\"relayed\"} 2", "parkd_rtcp_packets_total{kind=\"sent\"} 7"] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! * [`prompts`] — spoken prompts ("parked on", digits) compiled in and encoded once.
 //! * [`relay`] — in-place rewriting of bridged packets.
 //! * [`demux`] — which leg a received packet belongs to when legs share a port.
+//! * [`rtcp`] — RTCP on the RTP port (rtcp-mux): demultiplexing, parkd's hold Sender Reports, relayed reports.
 //! * [`plane`] — [`MediaPlane`], the state machine tying it together.
 
 pub mod anchor;
@@ -27,6 +28,7 @@ pub mod pacer;
 pub mod plane;
 pub mod prompts;
 pub mod relay;
+pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
 
@@ -154,6 +156,11 @@ pub enum MediaCommand {
     /// when the keys are new to the plane: 0 for a new stream, the journaled one for a stream resumed after a
     /// restart (issue 17), so that the phone, whose context followed the old stream, opens the new packets.
     Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>>, roc: u32 },
+    /// Whether the leg multiplexes RTCP on its RTP port (RFC 5761: both offer and answer had `a=rtcp-mux`).
+    /// parkd binds no RTCP port of its own, so only such a leg gets RTCP from parkd: Sender Reports with its
+    /// hold music, its bridge peer's reports. Kept until the leg is created when sent before it. A leg also
+    /// turns it on when it sends valid RTCP on the RTP port (it muxes: e.g. a call restored after a restart).
+    RtcpMux { leg: MediaLegId, on: bool },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.
@@ -165,7 +172,8 @@ pub struct Forward {
 }
 
 /// One hold-music packet: 12-byte header + a refcounted slice of the shared encoded loop, sent
-/// from local `port` (the leg's [`MediaLegId::port`]) to `to`.
+/// from local `port` (the leg's [`MediaLegId::port`]) to `to`. A hold stream's RTCP Sender Report travels the
+/// same way (its first 12 bytes in `header`, the rest in `payload`: see `plane_rtcp`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldPacket {
     pub port: u16,
@@ -211,7 +219,8 @@ impl HoldBatch {
     }
     /// Orders the packets by local port (in place, no allocation), so [`HoldBatch::port_runs`]
     /// yields one run per socket. Packets of one port keep no particular order among themselves
-    /// (they belong to different legs; each leg has at most one packet per batch).
+    /// (they belong to different legs; each leg has at most one RTP packet per batch, and now and then its RTCP
+    /// Sender Report, whose order relative to it does not matter).
     pub fn sort_by_port(&mut self) {
         self.packets.sort_unstable_by_key(|p| p.port);
     }

@@ -6,15 +6,17 @@
 
 use std::net::SocketAddr;
 
+use bytes::BytesMut;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::music::HoldMusic;
 use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
 use super::prompts::{Prompt, PromptBank};
 use super::demux::{Demux, Route};
 use super::relay::{self, Destination, RelayMap};
+use super::rtcp;
 use super::rtp::{self, OutStream, Pt, RTP_HEADER_LEN, TS_PER_FRAME};
 use super::srtp::{SrtpKeys, SrtpLeg};
 use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MusicId};
@@ -49,6 +51,17 @@ pub struct MediaStats {
     pub srtp_auth_failed: u64,
     /// Packets to an SRTP leg that could not be protected (no room for the tag, key exhausted): dropped.
     pub srtp_protect_failed: u64,
+    /// Of `srtp_auth_failed`: SRTCP packets (RTCP on the RTP port of an SRTP leg) that failed authentication.
+    pub srtcp_auth_failed: u64,
+    /// RTCP packets received on RTP ports (rtcp-mux, RFC 5761), before any check.
+    pub rtcp_received: u64,
+    /// RTCP packets relayed (translated) to a bridge peer.
+    pub rtcp_relayed: u64,
+    /// Valid RTCP packets of a bridged leg not relayed: the peer does not mux RTCP (or must not be sent to),
+    /// or the packet has no SR or RR (see [`super::rtcp`]).
+    pub rtcp_dropped: u64,
+    /// Sender Reports parkd sent with hold music.
+    pub rtcp_sent: u64,
 }
 
 /// Why the media plane wants to be called: the reason next to [`MediaPlane::poll_timeout`]'s deadline.
@@ -88,6 +101,8 @@ struct Leg {
     announce: Option<Announcement>,
     /// SRTP keys and contexts when the leg negotiated SRTP (boxed: most legs are plain).
     srtp: Option<Box<LegCrypto>>,
+    /// rtcp-mux, the next hold Sender Report, the outbound stream's counts.
+    rtcp: rtcp_side::LegRtcp,
 }
 
 /// An SRTP leg's keys (to tell a rekey from the same keys again) and contexts.
@@ -151,6 +166,10 @@ pub struct MediaPlane {
     srtp_presets: FxHashMap<MediaLegId, (Box<SrtpKeys>, u32)>,
     /// Reused buffer an SRTP hold packet is assembled in before it is protected.
     scratch: Vec<u8>,
+    /// rtcp-mux given ([`MediaCommand::RtcpMux`]) for legs not created yet.
+    rtcp_presets: FxHashSet<MediaLegId>,
+    /// The hold Sender Reports' bytes are split off this arena (see `plane_rtcp`).
+    rtcp_arena: BytesMut,
     stats: MediaStats,
 }
 
@@ -161,7 +180,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
@@ -179,6 +198,7 @@ impl MediaPlane {
             MediaCommand::Announce { leg: id, words } => self.announce(now, id, &words),
             MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
             MediaCommand::Srtp { leg: id, keys, roc } => self.set_srtp(id, keys, roc),
+            MediaCommand::RtcpMux { leg: id, on } => self.set_rtcp_mux(id, on),
         }
     }
 
@@ -213,6 +233,11 @@ impl MediaPlane {
             self.presets.insert(id, out);
             return;
         };
+        if leg.out.ssrc != out.ssrc {
+            // A new SSRC is a new stream: its reports count from zero (RFC 3550 §6.4.1).
+            leg.rtcp.packets = 0;
+            leg.rtcp.octets = 0;
+        }
         leg.out = out;
         leg.map = None;
         if let Mode::Hold { music, sched: Some(_), next_frame, .. } = leg.mode {
@@ -225,6 +250,7 @@ impl MediaPlane {
         let rng = &mut self.rng;
         let presets = &mut self.presets;
         let srtp = self.srtp_presets.remove(&id);
+        let mux = self.rtcp_presets.remove(&id);
         self.legs.entry(id).or_insert_with(|| Leg {
             sdp_remote: remote,
             latched: None,
@@ -236,6 +262,7 @@ impl MediaPlane {
             mode: Mode::Idle,
             announce: None,
             srtp: srtp.and_then(|(k, roc)| LegCrypto::new(&k, roc)),
+            rtcp: rtcp_side::LegRtcp { mux, ..Default::default() },
         })
     }
 
@@ -397,6 +424,7 @@ impl MediaPlane {
     fn stop(&mut self, id: MediaLegId) {
         self.presets.remove(&id);
         self.srtp_presets.remove(&id);
+        self.rtcp_presets.remove(&id);
         self.detach(id);
         self.legs.remove(&id);
         self.demux.remove(id);
@@ -413,7 +441,11 @@ impl MediaPlane {
     /// [`MediaPlane::on_rtp`] for the datagram `buf[..len]`, `buf` being the whole receive buffer: a packet
     /// relayed to an SRTP leg grows by its tag (the forward's `len` counts from `buf`'s start). A packet from an
     /// SRTP leg is authenticated and decrypted first (a failure is dropped and counted).
+    /// RTCP on the RTP port (RFC 5761 §4: second byte 192–223) is never taken for RTP: see `plane_rtcp`.
     pub fn on_packet(&mut self, now: Time, port: u16, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<Forward> {
+        if buf.get(..len).is_some_and(rtcp::is_rtcp) {
+            return self.on_rtcp(port, from, buf, len);
+        }
         let Some(mut info) = buf.get(..len).and_then(rtp::parse) else {
             self.stats.dropped_invalid += 1;
             return None;
@@ -473,6 +505,7 @@ impl MediaPlane {
         let to = dst.send_to();
         let dest = Destination { codec: dst.codec, dtmf_pt: dst.dtmf_pt, out: &mut dst.out, map: &mut dst.map };
         let mut len = relay::rewrite(buf.get_mut(..len)?, &info, kind, dest, now);
+        dst.rtcp.sent(info.payload_end.saturating_sub(info.payload_start));
         if let Some(c) = &mut dst.srtp {
             let Ok(n) = c.ctx.protect(buf, len) else {
                 self.stats.srtp_protect_failed += 1;
@@ -489,9 +522,11 @@ impl MediaPlane {
     /// hold streams. Each slot time that produced a packet records its lateness (`now` − slot time)
     /// in [`MediaStats::pacer_lateness`].
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
-        let MediaPlane { music, prompts, legs, pacer, stats, scratch, .. } = self;
+        let MediaPlane { music, prompts, legs, pacer, stats, scratch, rng, rtcp_arena, .. } = self;
         let mut last_slot_ms = None;
+        let mut reporter = rtcp_side::Reporter { rng, arena: rtcp_arena, stats };
         pacer.due(now, |t_ms, id| {
+            let stats = &mut *reporter.stats;
             let Some(leg) = legs.get_mut(&id) else { return };
             let to = leg.send_to();
             let Mode::Hold { music: m, sched: Some(sched), frame0, ts0, next_frame, n0, next_n } = &mut leg.mode else { return };
@@ -523,6 +558,7 @@ impl MediaPlane {
                 }
             };
             let header = leg.out.next_header(Pt::from(leg.codec), ts, Time::from_millis(t_ms));
+            leg.rtcp.sent(payload.len());
             let (header, payload) = match &mut leg.srtp {
                 None => (header, payload),
                 // The shared frame is only read: copied after the header into the scratch buffer and protected.
@@ -545,6 +581,7 @@ impl MediaPlane {
                 last_slot_ms = Some(t_ms);
                 stats.pacer_lateness.observe(now.as_micros().saturating_sub(Time::from_millis(t_ms).as_micros()));
             }
+            reporter.after_hold_packet(leg, id, to, t_ms, ts, batch);
         });
     }
 
@@ -566,6 +603,9 @@ impl MediaPlane {
     }
 }
 
+#[path = "plane_rtcp.rs"]
+mod rtcp_side;
+
 #[cfg(test)]
 #[path = "plane_tests.rs"]
 mod tests;
@@ -577,3 +617,7 @@ mod announce_tests;
 #[cfg(test)]
 #[path = "srtp_plane_tests.rs"]
 mod srtp_tests;
+
+#[cfg(test)]
+#[path = "plane_rtcp_tests.rs"]
+mod rtcp_tests;

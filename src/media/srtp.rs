@@ -8,8 +8,14 @@
 //! stream (one SSRC, one sequence space: [`super::rtp::OutStream`]).
 //!
 //! Keys are secrets: [`MasterKey`]'s and [`SrtpKeys`]'s `Debug` print the suite only, never the bytes.
-//! SRTCP is not produced (parkd sends no RTCP) and incoming SRTCP is ignored like RTCP (it never reaches
-//! the RTP port, which is the only one parkd reads).
+//!
+//! RTCP on an SRTP leg is SRTCP (RFC 3711 §3.4), with the same two contexts (the session keys for RTCP are
+//! derived from the same master keys, with their own labels): [`SrtpLeg::protect_rtcp`] encrypts and
+//! authenticates a compound packet and appends the E flag with the 31-bit SRTCP index and the tag;
+//! [`SrtpLeg::unprotect_rtcp`] checks tag and index (replay window of 128 per SSRC) before it decrypts. parkd
+//! reads RTCP on the RTP port only (rtcp-mux, RFC 5761; see [`super::rtcp`]): SRTCP from a leg is opened with
+//! the leg's peer key, relayed SRTCP is sealed again with the receiving leg's key, and the hold SR is sealed
+//! like the hold music. An SRTCP packet that does not authenticate is dropped and counted with the SRTP ones.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -17,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use rtc_srtp::context::Context;
 use rtc_srtp::crypto::RTCCryptoProvider;
-use rtc_srtp::option::srtp_replay_protection;
+use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc_srtp::protection_profile::ProtectionProfile;
 
 /// The SDES crypto suites parkd speaks (RFC 4568 §6.2, RFC 7714 §14.2), in parkd's preference order.
@@ -70,6 +76,15 @@ impl SrtpSuite {
             SrtpSuite::AesCm128HmacSha1_80 => 10,
             SrtpSuite::AesCm128HmacSha1_32 => 4,
             SrtpSuite::AeadAes128Gcm => 16,
+        }
+    }
+
+    /// Bytes SRTCP adds to an RTCP packet: the E flag and index (4) and the tag (80 bits for both AES-CM suites,
+    /// RFC 4568 §6.2.2; GCM's 16 bytes, RFC 7714 §9).
+    pub const fn rtcp_overhead(self) -> usize {
+        match self {
+            SrtpSuite::AeadAes128Gcm => 4 + 16,
+            _ => 4 + 10,
         }
     }
 
@@ -151,7 +166,8 @@ fn context(suite: SrtpSuite, key: &MasterKey, inbound: bool) -> Result<Context, 
     let m = key.expose();
     let (k, salt) = m.split_at(suite.key_len().min(m.len()));
     let replay = inbound.then(|| srtp_replay_protection(128));
-    Context::new(k, salt, suite.profile(), replay, None, provider()?.crypto()).map_err(|_| SrtpError::BadKey(suite))
+    let rtcp_replay = inbound.then(|| srtcp_replay_protection(128));
+    Context::new(k, salt, suite.profile(), replay, rtcp_replay, provider()?.crypto()).map_err(|_| SrtpError::BadKey(suite))
 }
 
 /// One leg's SRTP state: the outbound and inbound contexts (each with its ROC; inbound with a replay window).
@@ -237,6 +253,45 @@ impl SrtpLeg {
     pub fn unprotect(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let sealed = buf.get(..len).ok_or(SrtpError::Auth)?;
         let out = self.rx.decrypt_rtp(sealed).map_err(|_| SrtpError::Auth)?;
+        let dst = buf.get_mut(..out.len()).ok_or(SrtpError::Auth)?;
+        dst.copy_from_slice(&out);
+        Ok(out.len())
+    }
+}
+
+impl SrtpLeg {
+    /// Protects the compound RTCP packet `buf[..len]` in place (SRTCP: `buf` must have room for the index and
+    /// the tag, [`SrtpSuite::rtcp_overhead`]). Returns the SRTCP length.
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        let plain = buf.get(..len).ok_or(SrtpError::NoRoom)?;
+        let out = self.tx.encrypt_rtcp(plain).map_err(|_| SrtpError::Auth)?;
+        let dst = buf.get_mut(..out.len()).ok_or(SrtpError::NoRoom)?;
+        dst.copy_from_slice(&out);
+        Ok(out.len())
+    }
+
+    /// Protects the compound RTCP packet `pkt` (parkd's hold report) into the SRTCP packet's bytes.
+    pub fn protect_rtcp_frame(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
+        Ok(self.tx.encrypt_rtcp(pkt).map_err(|_| SrtpError::Auth)?.freeze())
+    }
+
+    /// Authenticates and decrypts the SRTCP packet `buf[..len]` in place. Returns the RTCP length. A forged,
+    /// replayed, unencrypted (a plain RTCP packet has no valid tag) or too short packet is an error.
+    ///
+    /// The E flag must be set: parkd never agrees to unencrypted SRTCP (it takes no `UNENCRYPTED_SRTCP` session
+    /// parameter, RFC 4568 §6.3.2), and `rtc-srtp` 0.21 returns an AES-CM packet whose E flag is clear *without
+    /// checking its tag* (RFC 3711 §3.4 makes SRTCP authentication mandatory either way): without this check
+    /// anyone could inject RTCP by clearing the bit.
+    pub fn unprotect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        let sealed = buf.get(..len).ok_or(SrtpError::Auth)?;
+        let e_at = match self.suite {
+            SrtpSuite::AeadAes128Gcm => len.checked_sub(4),
+            _ => len.checked_sub(self.suite.rtcp_overhead()),
+        };
+        if e_at.and_then(|i| sealed.get(i)).is_none_or(|e| e & 0x80 == 0) || len < 8 + self.suite.rtcp_overhead() {
+            return Err(SrtpError::Auth);
+        }
+        let out = self.rx.decrypt_rtcp(sealed).map_err(|_| SrtpError::Auth)?;
         let dst = buf.get_mut(..out.len()).ok_or(SrtpError::Auth)?;
         dst.copy_from_slice(&out);
         Ok(out.len())
@@ -387,6 +442,41 @@ mod tests {
         assert_eq!(parkd.protect(&mut tight, plain.len()), Err(SrtpError::NoRoom));
         let mut short = [0x80u8; 14];
         assert_eq!(parkd.unprotect(&mut short, 14), Err(SrtpError::Auth));
+    }
+
+    #[test]
+    fn srtcp_round_trip_and_an_unauthenticated_packet_is_refused() {
+        for suite in SrtpSuite::ALL {
+            let mut parkd = SrtpLeg::new(&keys(suite, 1, 2)).unwrap();
+            let mut phone = SrtpLeg::new(&keys(suite, 2, 1)).unwrap();
+            // An RR with one report block.
+            let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0xAB, 0xCD];
+            rr.extend((0..24u8).map(|i| i * 7));
+            let mut buf = rr.clone();
+            buf.resize(128, 0);
+            let n = phone.protect_rtcp(&mut buf, rr.len()).unwrap();
+            assert_eq!(n, rr.len() + suite.rtcp_overhead(), "{suite:?}");
+            assert_eq!(&buf[..8], &rr[..8], "header and SSRC stay clear");
+            assert_ne!(&buf[8..32], &rr[8..], "the reports are encrypted");
+            let sealed = buf[..n].to_vec();
+            let mut forged = sealed.clone();
+            forged[12] ^= 1;
+            assert_eq!(parkd.unprotect_rtcp(&mut forged, n), Err(SrtpError::Auth), "{suite:?}");
+            // The E flag cleared (claims "unencrypted, authenticated"): refused, the tag is not the point.
+            let mut clear = sealed.clone();
+            let e = if suite == SrtpSuite::AeadAes128Gcm { n - 4 } else { n - suite.rtcp_overhead() };
+            clear[e] &= 0x7F;
+            assert_eq!(parkd.unprotect_rtcp(&mut clear, n), Err(SrtpError::Auth), "{suite:?}");
+            // A plain RTCP packet with a made-up trailer (E clear, zero tag): refused.
+            let mut plain = rr.clone();
+            plain.resize(rr.len() + suite.rtcp_overhead(), 0);
+            assert_eq!(parkd.unprotect_rtcp(&mut plain, rr.len() + suite.rtcp_overhead()), Err(SrtpError::Auth), "{suite:?}");
+            let mut ok = sealed.clone();
+            assert_eq!(parkd.unprotect_rtcp(&mut ok, n), Ok(rr.len()));
+            assert_eq!(&ok[..rr.len()], &rr[..]);
+            let mut again = sealed.clone();
+            assert_eq!(parkd.unprotect_rtcp(&mut again, n), Err(SrtpError::Auth), "a replayed SRTCP index is refused");
+        }
     }
 
     #[test]

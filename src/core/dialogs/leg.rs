@@ -65,6 +65,11 @@ pub struct LegMedia {
     /// the restored leg.
     #[serde(skip)]
     pub srtp: Option<LegSrtp>,
+    /// RTCP multiplexed on the RTP port (RFC 5761): the peer's offer had `a=rtcp-mux` and parkd's answer has
+    /// it. Not journaled (like `srtp`, a new field would break older journals): a restored leg answers without
+    /// it, and its media plane leg turns mux on again when the phone sends RTCP on the RTP port.
+    #[serde(skip)]
+    pub rtcp_mux: bool,
 }
 
 /// A leg's SRTP: the `a=crypto` tag agreed on and both keys (`Debug` redacts them).
@@ -104,7 +109,11 @@ impl LegMedia {
     /// offer in the 2xx when the INVITE had none. Returns the media and the SDP body of the 2xx.
     /// With `srtp` (negotiated from the offer), the answer is `RTP/SAVP` with parkd's `a=crypto`.
     pub fn answering(media_leg: MediaLegId, local_sdp: LocalSdp, offer: Option<&RemoteSdp>, srtp: Option<LegSrtp>) -> (LegMedia, Bytes) {
-        let (mut media, body) = Self::answering_plain(media_leg, local_sdp, offer);
+        let (mut media, mut body) = Self::answering_plain(media_leg, local_sdp, offer);
+        if offer.is_some_and(|o| o.rtcp_mux) {
+            media.rtcp_mux = true;
+            body = sdp::with_rtcp_mux(&body);
+        }
         match srtp.filter(|_| offer.is_some()) {
             Some(s) => {
                 let body = s.secure(body);
@@ -130,6 +139,7 @@ impl LegMedia {
                     awaiting_answer: false,
                     stream: None,
                     srtp: None,
+                    rtcp_mux: false,
                 };
                 (media, body)
             }
@@ -145,6 +155,7 @@ impl LegMedia {
                     awaiting_answer: true,
                     stream: None,
                     srtp: None,
+                    rtcp_mux: false,
                 };
                 (media, body)
             }
@@ -164,7 +175,8 @@ impl LegMedia {
             local_sdp,
             awaiting_answer: false,
             stream: None,
-                    srtp: None,
+            srtp: None,
+            rtcp_mux: false,
         }
     }
 
@@ -182,6 +194,8 @@ impl LegMedia {
                 s.keys.remote = c.key.clone();
             }
         }
+        // An offer turns mux on or off (RFC 5761 §5.1.3); an answer to parkd's offer (which has no rtcp-mux) off.
+        self.rtcp_mux = remote.rtcp_mux && !self.awaiting_answer;
         self.codec = codec;
         self.dtmf_pt = remote.dtmf_pt;
         self.peer_direction = remote.direction;
@@ -195,7 +209,10 @@ impl LegMedia {
     /// parkd's SDP in a 2xx sent again for the current state (a restored leg answering a retransmitted INVITE):
     /// the answer to the peer's offer, or the offer when the peer had none.
     pub fn current_body(&self) -> Bytes {
-        let body = self.current_body_plain();
+        let mut body = self.current_body_plain();
+        if self.rtcp_mux && !self.awaiting_answer {
+            body = sdp::with_rtcp_mux(&body);
+        }
         match &self.srtp {
             Some(s) if !self.awaiting_answer => s.secure(body),
             _ => body,
@@ -215,7 +232,10 @@ impl LegMedia {
     /// Increments the session version (RFC 3264 §8).
     /// An SRTP leg answers with its `a=crypto` again (same tag and key: RFC 4568 §7.1.4 allows keeping them).
     pub fn reanswer(&mut self, had_offer: bool) -> Bytes {
-        let body = self.reanswer_plain(had_offer);
+        let mut body = self.reanswer_plain(had_offer);
+        if self.rtcp_mux && had_offer {
+            body = sdp::with_rtcp_mux(&body);
+        }
         match &self.srtp {
             Some(s) if had_offer => s.secure(body),
             _ => body,

@@ -1,0 +1,241 @@
+//! RTCP on the RTP port (rtcp-mux, RFC 5761) and SRTCP (issue 19) against the real binary, with the project's
+//! own test phone offering `a=rtcp-mux` (plain `RTP/AVP`, or `RTP/SAVP` with its SDES key over UDP: the lot sets
+//! `srtp_over_plain = true`).
+//!
+//! * Hold: a parked phone that muxes gets parkd's Sender Reports on its RTP socket (SRTCP under parkd's key on
+//!   an SRTP leg): SR + SDES CNAME, the SSRC of the music, an RTP timestamp on the music's timeline, counts
+//!   that match the packets received; a phone that does not mux gets no RTCP at all (parkd binds no RTCP port).
+//! * Bridge: an SRTP parked phone and a plain retriever, both muxing: an SR sent by one (as SRTCP) reaches the
+//!   other (in clear), under the SSRC of the audio it hears, with the sender's NTP time; an RR sent back in
+//!   clear reaches the SRTP phone as SRTCP it opens.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parkd::media::rtcp::{is_rtcp, parts, NTP_UNIX_OFFSET, PT_RR, PT_SDES, PT_SR};
+use parkd::media::srtp::{MasterKey, SrtpKeys, SrtpLeg, SrtpSuite};
+use parkd::sdp::crypto::offer_security;
+use parkd::sip::{parse_message, Message, Response};
+use sip_tests::{Parkd, ParkdOptions};
+
+const SUITE: SrtpSuite = SrtpSuite::AesCm128HmacSha1_80;
+/// The phone's key||salt (30 bytes) in base64.
+const PHONE_KEY: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+
+fn config() -> String {
+    "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\nsrtp_over_plain = true\n".to_string()
+}
+
+/// A test phone: one SIP socket, one RTP socket (RTCP multiplexed on it when `mux`).
+struct Phone {
+    sip: UdpSocket,
+    rtp: UdpSocket,
+    server: SocketAddr,
+    call_id: String,
+    srtp: bool,
+    mux: bool,
+}
+
+impl Phone {
+    fn new(parkd: &Parkd, name: &str, srtp: bool, mux: bool) -> Phone {
+        let sock = || {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            s
+        };
+        Phone { sip: sock(), rtp: sock(), server: parkd.sip_addr(), call_id: format!("rtcp-{name}-{}@test", std::process::id()), srtp, mux }
+    }
+
+    fn head(&self, method: &str, user: &str, to_tag: Option<&str>) -> String {
+        let l = self.sip.local_addr().unwrap();
+        let tt = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        format!(
+            "{method} sip:{user}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{method}-{b};rport\r\nMax-Forwards: 70\r\nFrom: <sip:phone@{l}>;tag=phonetag\r\nTo: <sip:{user}@{s}>{tt}\r\nCall-ID: {cid}\r\nCSeq: 1 {method}\r\nContact: <sip:phone@{l}>\r\n",
+            s = self.server,
+            cid = self.call_id,
+            b = self.call_id.split('@').next().unwrap_or_default()
+        )
+    }
+
+    /// INVITEs `user` (700 parks: with Referred-By, so no announcement; an orbit retrieves); the final response
+    /// (ACKed when 2xx) and the phone's SRTP state (its key protects, parkd's opens) when SRTP.
+    fn call(&self, user: &str) -> (Response, Option<SrtpLeg>, SocketAddr) {
+        let profile = if self.srtp { "RTP/SAVP" } else { "RTP/AVP" };
+        let crypto = if self.srtp { format!("a=crypto:1 {} inline:{PHONE_KEY}\r\n", SUITE.name()) } else { String::new() };
+        let mux = if self.mux { "a=rtcp-mux\r\n" } else { "" };
+        let sdp = format!(
+            "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\n{crypto}a=sendrecv\r\n{mux}",
+            self.rtp.local_addr().unwrap().port()
+        );
+        let referred = if user == "700" { "Referred-By: <sip:alice@127.0.0.1>\r\n" } else { "" };
+        let text = format!("{}{referred}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", self.head("INVITE", user, None), sdp.len());
+        self.sip.send_to(text.as_bytes(), self.server).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65_536];
+        while Instant::now() < deadline {
+            let Ok((n, _)) = self.sip.recv_from(&mut buf) else { continue };
+            let Ok(Message::Response(r)) = parse_message(&buf[..n]) else { continue };
+            if r.status < 200 {
+                continue;
+            }
+            assert_eq!(r.status, 200, "{} {}", r.status, r.reason);
+            let tag = r.common.to.tag().unwrap().to_string();
+            let ack = format!("{}Content-Length: 0\r\n\r\n", self.head("ACK", user, Some(&tag)));
+            self.sip.send_to(ack.as_bytes(), self.server).unwrap();
+            let body = String::from_utf8_lossy(&r.common.body).to_string();
+            assert_eq!(body.contains("a=rtcp-mux\r\n"), self.mux, "parkd answers rtcp-mux exactly when offered:\n{body}");
+            let port = sip_tests::sip::ua::sdp_audio_port(&r).expect("an audio port in the answer");
+            let srtp = self.srtp.then(|| {
+                use base64::Engine as _;
+                let parkd_key = offer_security(&r.common.body).crypto[0].key.clone();
+                let phone_key = MasterKey::new(SUITE, &base64::engine::general_purpose::STANDARD.decode(PHONE_KEY).unwrap()).unwrap();
+                SrtpLeg::new(&SrtpKeys { suite: SUITE, local: phone_key, remote: parkd_key }).unwrap()
+            });
+            return (r, srtp, SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        panic!("no final response to the INVITE of {user}");
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// What the phone received on its RTP socket, opened: `(rtcp, bytes)` in order.
+fn collect(phone: &Phone, srtp: &mut Option<SrtpLeg>, for_: Duration) -> Vec<(bool, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + for_;
+    while Instant::now() < end {
+        let Ok((n, _)) = phone.rtp.recv_from(&mut buf) else { continue };
+        let rtcp = is_rtcp(&buf[..n]);
+        let m = match (srtp.as_mut(), rtcp) {
+            (None, _) => n,
+            (Some(s), true) => s.unprotect_rtcp(&mut buf, n).expect("parkd's SRTCP opens with its answered key"),
+            (Some(s), false) => s.unprotect(&mut buf, n).expect("parkd's SRTP opens with its answered key"),
+        };
+        out.push((rtcp, buf[..m].to_vec()));
+    }
+    out
+}
+
+fn now_ntp_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + NTP_UNIX_OFFSET
+}
+
+#[test]
+fn parked_phones_that_mux_get_sender_reports_and_others_no_rtcp() {
+    let parkd = Parkd::start_with("rtcp_hold", ParkdOptions { config: Some(config()), ..ParkdOptions::default() });
+    let plain = Phone::new(&parkd, "plain", false, true);
+    let secure = Phone::new(&parkd, "srtp", true, true);
+    let nomux = Phone::new(&parkd, "nomux", false, false);
+    let mut keys: Vec<Option<SrtpLeg>> = [&plain, &secure, &nomux].iter().map(|p| p.call("700").1).collect();
+    // The three are read in turn for ~9 s each slice (a socket buffers what arrives meanwhile).
+    let mut got: Vec<Vec<(bool, Vec<u8>)>> = vec![Vec::new(); 3];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(9) {
+        for (i, p) in [&plain, &secure, &nomux].iter().enumerate() {
+            got[i].extend(collect(p, &mut keys[i], Duration::from_millis(100)));
+        }
+    }
+    assert!(got[2].len() > 300, "the phone without rtcp-mux hears its music ({} packets)", got[2].len());
+    assert_eq!(got[2].iter().filter(|(rtcp, _)| *rtcp).count(), 0, "and gets no RTCP");
+    for (name, packets) in [("plain", &got[0]), ("srtp", &got[1])] {
+        let mut received = 0u32;
+        let mut reports = 0;
+        let mut last_ts = None;
+        let mut ssrc = None;
+        for (rtcp, p) in packets {
+            if !rtcp {
+                received += 1;
+                ssrc = Some(u32_at(p, 8));
+                last_ts = Some(u32_at(p, 4));
+                continue;
+            }
+            let kinds: Vec<(u8, usize)> = parts(p).expect("a valid compound packet").map(|x| (x.pt, x.len)).collect();
+            assert_eq!(kinds, vec![(PT_SR, 28), (PT_SDES, 28)], "{name}: SR + SDES");
+            assert_eq!(Some(u32_at(p, 4)), ssrc, "{name}: the SR names the music's SSRC");
+            assert_eq!(&p[36..44], b"\x01\x0eparkd-", "{name}: CNAME");
+            let (ntp_secs, rtp_ts, count, octets) = (u32_at(p, 8) as u64, u32_at(p, 16), u32_at(p, 20), u32_at(p, 24));
+            let last = last_ts.unwrap();
+            // The SR leaves with the hold packet of its slot (before or after it in the batch).
+            assert!(rtp_ts == last || rtp_ts == last.wrapping_add(160), "{name}: SR RTP time {rtp_ts} on the music's timeline (last packet {last})");
+            assert!(count == received || count == received + 1, "{name}: SR counts {count} packets, the phone got {received}");
+            assert_eq!(octets, count * 160, "{name}: payload octets");
+            let skew = ntp_secs.abs_diff(now_ntp_secs());
+            assert!(skew < 60, "{name}: NTP time is the wall clock ({skew} s off)");
+            reports += 1;
+        }
+        assert!(reports >= 1, "{name}: at least one SR in 9 s (first after 1.25-3.75 s, then every 2.5-7.5 s)");
+        eprintln!("rtcp hold ({name}): {reports} SRs with {received} RTP packets in 9 s");
+    }
+}
+
+/// Bob (SRTP, muxing) is parked; Carol (plain, muxing) retrieves 701. Bob talks, then sends an SR (SRTCP):
+/// Carol gets it in clear, translated. Carol sends an RR in clear: Bob gets it as SRTCP.
+#[test]
+fn an_rtcp_report_of_one_bridged_leg_reaches_the_other() {
+    let parkd = Parkd::start_with("rtcp_bridge", ParkdOptions { config: Some(config()), ..ParkdOptions::default() });
+    let bob = Phone::new(&parkd, "bob", true, true);
+    let (_, bob_srtp, bob_to) = bob.call("700");
+    let mut bob_srtp = bob_srtp;
+    let carol = Phone::new(&parkd, "carol", false, true);
+    let (_, _, carol_to) = carol.call("701");
+    let srtp = bob_srtp.as_mut().unwrap();
+    const NTP: u64 = 0xE000_0000_1234_5678;
+    let (mut carol_sr, mut bob_rr) = (None, None);
+    let mut carol_audio_ssrc = None;
+    let mut buf = [0u8; 2048];
+    let start = Instant::now();
+    for seq in 0u16..250 {
+        if carol_sr.is_some() && bob_rr.is_some() {
+            break;
+        }
+        // Bob's audio, and every 25 packets his SR.
+        let pkt = rtp_rs::RtpPacketBuilder::new().payload_type(0).sequence(seq.into()).timestamp(u32::from(seq) * 160).ssrc(0xB0B).payload(&[0xFF; 160]).build().unwrap();
+        let mut sealed = pkt.clone();
+        sealed.resize(pkt.len() + 64, 0);
+        let n = srtp.protect(&mut sealed, pkt.len()).unwrap();
+        bob.rtp.send_to(&sealed[..n], bob_to).unwrap();
+        if seq % 25 == 10 {
+            let mut sr = vec![0x80, PT_SR, 0, 6, 0, 0, 0x0B, 0x0B];
+            sr.extend_from_slice(&NTP.to_be_bytes());
+            for v in [u32::from(seq) * 160, u32::from(seq) + 1, (u32::from(seq) + 1) * 160] {
+                sr.extend_from_slice(&v.to_be_bytes());
+            }
+            let len = sr.len();
+            sr.resize(len + 64, 0);
+            let n = srtp.protect_rtcp(&mut sr, len).unwrap();
+            bob.rtp.send_to(&sr[..n], bob_to).unwrap();
+            // Carol's RR (in clear), no report blocks.
+            let rr = [0x80, PT_RR, 0, 1, 0, 0, 0x0C, 0x0C];
+            carol.rtp.send_to(&rr, carol_to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        carol.rtp.set_nonblocking(true).unwrap();
+        while let Ok((n, _)) = carol.rtp.recv_from(&mut buf) {
+            if !is_rtcp(&buf[..n]) {
+                carol_audio_ssrc = Some(u32_at(&buf, 8));
+            } else if u32_at(&buf, 8) as u64 == NTP >> 32 {
+                carol_sr = Some(buf[..n].to_vec());
+            }
+        }
+        bob.rtp.set_nonblocking(true).unwrap();
+        while let Ok((n, _)) = bob.rtp.recv_from(&mut buf) {
+            if is_rtcp(&buf[..n]) {
+                let m = srtp.unprotect_rtcp(&mut buf, n).expect("the relayed RR opens with parkd's key");
+                if buf[1] == PT_RR {
+                    bob_rr = Some(buf[..m].to_vec());
+                }
+            }
+        }
+    }
+    let sr = carol_sr.expect("bob's SR reached carol");
+    let kinds: Vec<u8> = parts(&sr).unwrap().map(|x| x.pt).collect();
+    assert_eq!(kinds, vec![PT_SR, PT_SDES], "translated: SR + parkd's CNAME");
+    assert_eq!(Some(u32_at(&sr, 4)), carol_audio_ssrc, "under the SSRC of bob's audio as carol hears it");
+    assert_eq!((u32_at(&sr, 8) as u64) << 32 | u32_at(&sr, 12) as u64, NTP, "bob's NTP time");
+    let rr = bob_rr.expect("carol's RR reached bob as SRTCP");
+    assert_ne!(u32_at(&rr, 4), 0x0C0C, "under the SSRC parkd uses toward bob, not carol's");
+    eprintln!("rtcp bridge: SR bob→carol and RR carol→bob relayed within {:?}", start.elapsed());
+}
