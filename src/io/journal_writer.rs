@@ -3,17 +3,26 @@
 //! The engine submits groups of records with a token ([`JournalWriter::submit`], never blocks). One dedicated
 //! thread takes everything queued, commits it with one [`Store::commit`] (one append + one `fdatasync` for the
 //! local journal), then reports every token of that commit in one [`Durable`] through the completion hook, and
-//! only then runs the store's housekeeping (compaction), so no waiter pays for it. There is no timer: while one
-//! sync runs, the next submissions queue up and become the next group, so an idle server syncs each park at
-//! once and a busy one syncs about once per sync time, whatever the rate.
+//! only then runs the store's housekeeping (compaction), so no waiter pays for it. While one sync runs, the next
+//! submissions queue up and become the next group, so an idle server syncs each park at once and a busy one syncs
+//! about once per sync time, whatever the rate.
+//!
+//! **Lazy syncs.** Only some groups have someone waiting for them (a park's `200 OK`); a park's ACK, a retrieve's
+//! bridge and a hang-up's deletes have a token-less group. When everything the thread took is token-less, it is
+//! appended at once without its own sync ([`Store::commit_lazy`]: in the page cache, so it survives parkd being
+//! killed) and made durable by the next commit that has a waiter, or after [`WriterConfig::lazy_sync`] at the
+//! latest ([`Store::sync`]). Order is unchanged: a synced group makes every group before it durable too. So a
+//! cycle costs one `fdatasync` (its park's) instead of one per group, and a token-less group is durable against a
+//! power loss within `lazy_sync`.
 //!
 //! The hook runs on the writer thread and must not block: the SIP driver's hook sends the `Durable` to a tokio
 //! channel that its `select!` waits on (see [`crate::journal`] for the whole handshake).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::journal::{check_size, Durable, JournalToken, Record, Store};
 
@@ -23,11 +32,19 @@ pub struct WriterConfig {
     /// The most submissions one commit takes. 1 turns group commit off (one sync per submission: the benchmark's
     /// baseline).
     pub max_group: usize,
+    /// How long a token-less group may stay appended but not synced (its durability against a power loss is
+    /// deferred to the next commit with a waiter, or this long at most). Zero: every commit syncs.
+    pub lazy_sync: Duration,
+}
+
+impl WriterConfig {
+    /// The default bound on a token-less group's sync.
+    pub const LAZY_SYNC: Duration = Duration::from_millis(50);
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { max_group: 4096 }
+        WriterConfig { max_group: 4096, lazy_sync: Self::LAZY_SYNC }
     }
 }
 
@@ -46,8 +63,10 @@ pub enum SubmitError {
 /// Counters, for metrics and the benchmark.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Commits (syncs) done, failed ones included.
+    /// Commits done (appends, synced or lazy), failed ones included.
     pub commits: AtomicU64,
+    /// Syncs done: commits with a waiter, plus the deferred syncs of lazy commits.
+    pub syncs: AtomicU64,
     /// Commits that failed.
     pub failures: AtomicU64,
     /// Submissions committed.
@@ -137,8 +156,25 @@ fn run<S: Store, F: FnMut(Durable)>(
 ) {
     let max_group = cfg.max_group.max(1);
     let mut group: Vec<Submission> = Vec::new();
-    // `recv` fails only when every sender is gone and the queue is empty: all submissions are committed first.
-    while let Ok(first) = rx.recv() {
+    // Set while lazy commits wait for a sync: the instant by which they must have one.
+    let mut sync_by: Option<Instant> = None;
+    loop {
+        // `recv` fails only when every sender is gone and the queue is empty: all submissions are committed first.
+        let first = match sync_by {
+            None => match rx.recv() {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            Some(by) => match rx.recv_timeout(by.saturating_duration_since(Instant::now())) {
+                Ok(s) => s,
+                Err(RecvTimeoutError::Timeout) => {
+                    sync_by = None;
+                    deferred_sync(&mut store, stats);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
         group.push(first);
         while group.len() < max_group {
             match rx.try_recv() {
@@ -150,8 +186,15 @@ fn run<S: Store, F: FnMut(Durable)>(
         let submissions = group.len();
         let groups: Vec<Vec<Record>> = group.drain(..).map(|s| s.records).collect();
         let n = groups.iter().map(Vec::len).sum::<usize>() as u64;
-        let result = store.commit(groups).map_err(Arc::new);
+        let lazy = tokens.is_empty() && !cfg.lazy_sync.is_zero();
+        let result = if lazy { store.commit_lazy(groups) } else { store.commit(groups) }.map_err(Arc::new);
         stats.commits.fetch_add(1, Ordering::Relaxed);
+        if lazy {
+            sync_by.get_or_insert_with(|| Instant::now() + cfg.lazy_sync);
+        } else {
+            sync_by = None;
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         match &result {
             Ok(()) => {
                 stats.groups.fetch_add(submissions as u64, Ordering::Relaxed);
@@ -166,15 +209,33 @@ fn run<S: Store, F: FnMut(Durable)>(
         if !tokens.is_empty() {
             on_durable(Durable { tokens, result });
         }
-        match store.maintain() {
-            Ok(Some(c)) => {
-                stats.compactions.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(store = %store.describe(), live = c.live_records, bytes_before = c.bytes_before,
-                    bytes_after = c.bytes_after, took_ms = c.took.as_secs_f64() * 1e3, "journal compacted");
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(store = %store.describe(), error = %e, "journal compaction failed"),
+        maintain(&mut store, stats);
+    }
+    if sync_by.is_some() {
+        deferred_sync(&mut store, stats);
+    }
+}
+
+/// The sync a lazy commit was waiting for.
+fn deferred_sync<S: Store>(store: &mut S, stats: &WriterStats) {
+    stats.syncs.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = store.sync() {
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(store = %store.describe(), error = %e, "journal sync failed: the last changes are not durable");
+    }
+    // A failed sync leaves the store broken: heal it now (rewrite the live set), not only at the next commit.
+    maintain(store, stats);
+}
+
+fn maintain<S: Store>(store: &mut S, stats: &WriterStats) {
+    match store.maintain() {
+        Ok(Some(c)) => {
+            stats.compactions.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(store = %store.describe(), live = c.live_records, bytes_before = c.bytes_before,
+                bytes_after = c.bytes_after, took_ms = c.took.as_secs_f64() * 1e3, "journal compacted");
         }
+        Ok(None) => {}
+        Err(e) => tracing::error!(store = %store.describe(), error = %e, "journal compaction failed"),
     }
 }
 
@@ -220,7 +281,7 @@ mod tests {
         let commits = Arc::new(Mutex::new(Vec::new()));
         let store = Fake { commits: commits.clone(), delay: Duration::from_millis(2), fail };
         let (tx, rx) = channel();
-        let w = JournalWriter::spawn(store, WriterConfig { max_group }, move |d| tx.send(d).unwrap()).unwrap();
+        let w = JournalWriter::spawn(store, WriterConfig { max_group, ..Default::default() }, move |d| tx.send(d).unwrap()).unwrap();
         for i in 0..n {
             w.submit(vec![rec(i), rec(i + 1000)], JournalToken(i)).unwrap();
         }
@@ -246,7 +307,7 @@ mod tests {
         let commits = Arc::new(Mutex::new(Vec::new()));
         let store = Fake { commits: commits.clone(), delay: Duration::ZERO, fail: vec![] };
         let (tx, rx) = channel();
-        let w = JournalWriter::spawn(store, WriterConfig { max_group: 1 }, move |d| tx.send(d).unwrap()).unwrap();
+        let w = JournalWriter::spawn(store, WriterConfig { max_group: 1, ..Default::default() }, move |d| tx.send(d).unwrap()).unwrap();
         w.submit(vec![rec(1)], None).unwrap();
         w.submit(vec![rec(2), rec(3)], JournalToken(7)).unwrap();
         w.submit(vec![rec(4)], None).unwrap();
@@ -255,6 +316,81 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].tokens, [JournalToken(7)]);
         assert_eq!(*commits.lock().unwrap(), [1, 2, 1], "every group committed, in order");
+    }
+
+    /// A store that logs what the writer asked of it: `C<n>` a synced commit of n records, `L<n>` a lazy one,
+    /// `S` a deferred sync.
+    struct Logged(Arc<Mutex<Vec<String>>>);
+
+    impl Store for Logged {
+        fn describe(&self) -> String {
+            "logged".into()
+        }
+        fn commit(&mut self, groups: Vec<Vec<Record>>) -> Result<(), StoreError> {
+            self.0.lock().unwrap().push(format!("C{}", groups.iter().map(Vec::len).sum::<usize>()));
+            Ok(())
+        }
+        fn commit_lazy(&mut self, groups: Vec<Vec<Record>>) -> Result<(), StoreError> {
+            self.0.lock().unwrap().push(format!("L{}", groups.iter().map(Vec::len).sum::<usize>()));
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            self.0.lock().unwrap().push("S".into());
+            Ok(())
+        }
+        fn maintain(&mut self) -> Result<Option<Compacted>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    fn wait_for(log: &Mutex<Vec<String>>, len: usize) -> Vec<String> {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            let l = log.lock().unwrap().clone();
+            if l.len() >= len || Instant::now() > give_up {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn token_less_groups_are_appended_without_a_sync_and_synced_by_the_next_waiter_or_the_timer() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let cfg = WriterConfig { max_group: 4096, lazy_sync: Duration::from_millis(300) };
+        let (tx, rx) = channel();
+        let w = JournalWriter::spawn(Logged(log.clone()), cfg, move |d| tx.send(d).unwrap()).unwrap();
+        // A token-less group alone: appended at once, not synced yet.
+        w.submit(vec![rec(1)], None).unwrap();
+        assert_eq!(wait_for(&log, 1), ["L1"]);
+        // A group with a waiter: a synced commit (which makes the lazy one durable too), reported.
+        w.submit(vec![rec(2), rec(3)], JournalToken(9)).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().tokens, [JournalToken(9)]);
+        assert_eq!(wait_for(&log, 2), ["L1", "C2"]);
+        // Nothing further is synced for it: no timer is pending after a synced commit.
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(*log.lock().unwrap(), ["L1", "C2"]);
+        // Another token-less group: synced by the timer, within lazy_sync (not sooner than it here).
+        let t = Instant::now();
+        w.submit(vec![rec(4)], None).unwrap();
+        assert_eq!(wait_for(&log, 4), ["L1", "C2", "L1", "S"]);
+        assert!(t.elapsed() >= Duration::from_millis(250), "synced after {:?}", t.elapsed());
+        // One more, then shutdown: synced on the way out.
+        w.submit(vec![rec(5)], None).unwrap();
+        w.shutdown();
+        assert_eq!(*log.lock().unwrap(), ["L1", "C2", "L1", "S", "L1", "S"]);
+        assert_eq!(rx.try_recv().ok().map(|d| d.tokens), None, "token-less groups are not reported");
+    }
+
+    #[test]
+    fn with_lazy_sync_zero_every_commit_syncs() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let cfg = WriterConfig { max_group: 4096, lazy_sync: Duration::ZERO };
+        let w = JournalWriter::spawn(Logged(log.clone()), cfg, |_| {}).unwrap();
+        w.submit(vec![rec(1)], None).unwrap();
+        assert_eq!(wait_for(&log, 1), ["C1"]);
+        w.shutdown();
+        assert_eq!(*log.lock().unwrap(), ["C1"]);
     }
 
     #[test]

@@ -98,6 +98,16 @@ pub trait Store: Send {
     /// atomic (after a crash during the commit, a group is there whole or not at all); groups submitted before
     /// it are there whenever it is.
     fn commit(&mut self, groups: Vec<Vec<Record>>) -> Result<(), StoreError>;
+    /// Like [`commit`](Self::commit) for groups nobody waits on: the store may hand them to the OS without making
+    /// them durable yet (the local journal appends them without `fdatasync`), in order with every other group.
+    /// The next [`commit`](Self::commit) or [`sync`](Self::sync) makes them durable. The default is a full commit.
+    fn commit_lazy(&mut self, groups: Vec<Vec<Record>>) -> Result<(), StoreError> {
+        self.commit(groups)
+    }
+    /// Makes every group written by [`commit_lazy`](Self::commit_lazy) durable.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Housekeeping between groups, run when no waiter is blocked on it (the local journal compacts here).
     fn maintain(&mut self) -> Result<Option<Compacted>, StoreError>;
 }
