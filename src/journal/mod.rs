@@ -31,6 +31,11 @@
 //! # Guarantees
 //! * **Durable before acknowledged.** [`Store::commit`] returns once the records are on stable storage
 //!   (`fdatasync`); the writer thread reports each group's [`JournalToken`]s in a [`Durable`] only after that.
+//! * **Groups nobody waits for are durable within a bound.** A group without a token (a park's ACK, a retrieve's
+//!   bridge, a hang-up's deletes) is committed with the next group that has one, or appended on its own after
+//!   [`crate::io::journal_writer::WriterConfig::lazy_write`] (5 ms: what `kill -9` can lose of it) and synced
+//!   [`lazy_sync`](crate::io::journal_writer::WriterConfig::lazy_sync) (50 ms) later (what a power loss can lose).
+//!   Nothing was acknowledged for it, and the order below still holds.
 //! * **In order, each group whole.** Groups are committed in submission order and each is one checksummed frame,
 //!   so a restart restores exactly the state after some group — at or after the last one acknowledged. It may be
 //!   *after*: a crash between the sync and the acknowledgement restores groups whose ack never went out. The rooms
