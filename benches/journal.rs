@@ -93,7 +93,7 @@ struct Run {
 fn run(dir: &Path, max_group: usize, rate: f64, n: usize, in_flight: usize) -> Run {
     let (journal, _) = LocalJournal::open(dir, CompactionPolicy::default()).unwrap();
     let (tx, rx) = channel::<(Instant, Vec<JournalToken>)>();
-    let w = JournalWriter::spawn(journal, WriterConfig { max_group }, move |d| {
+    let w = JournalWriter::spawn(journal, WriterConfig { max_group, ..Default::default() }, move |d| {
         assert!(d.result.is_ok());
         let _ = tx.send((Instant::now(), d.tokens));
     })

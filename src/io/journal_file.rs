@@ -74,6 +74,8 @@ pub struct LocalJournal {
     compact_failed_at: Option<u64>,
     /// Reused for encoding each group.
     buf: Vec<u8>,
+    /// Appended by a lazy commit and not synced yet.
+    unsynced: bool,
 }
 
 impl LocalJournal {
@@ -133,6 +135,7 @@ impl LocalJournal {
             broken: false,
             compact_failed_at: None,
             buf: Vec::new(),
+            unsynced: false,
         };
         let mut compacted = None;
         if found.good_len == 0 {
@@ -162,6 +165,49 @@ impl LocalJournal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Encodes and appends `groups` (see [`Store::commit`]); `sync`: `fdatasync` them (and every earlier
+    /// unsynced append) before returning.
+    fn append(&mut self, groups: Vec<Vec<Record>>, sync: bool) -> Result<(), StoreError> {
+        self.buf.clear();
+        let mut refs = Vec::new();
+        for g in groups.iter().filter(|g| !g.is_empty()) {
+            refs.clear();
+            refs.extend(g.iter().map(Record::as_ref));
+            if let Err(e) = record::encode(&refs, &mut self.buf) {
+                self.buf.clear();
+                return Err(e.into());
+            }
+        }
+        drop(refs);
+        for r in groups.into_iter().flatten() {
+            self.live.apply(r);
+        }
+        if self.broken {
+            self.compact()?;
+            return Ok(());
+        }
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { op, path, source }
+        };
+        let mut result = if self.buf.is_empty() { Ok(()) } else { self.file.write_all(&self.buf).map_err(io("append to", &self.path)) };
+        if result.is_ok() {
+            self.len += self.buf.len() as u64;
+            self.unsynced |= !self.buf.is_empty();
+            if sync && self.unsynced {
+                result = self.file.sync_data().map_err(io("sync", &self.path));
+                self.unsynced = false;
+            }
+        }
+        if result.is_err() {
+            self.broken = true;
+        }
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new(); // a burst's buffer is not kept
+        }
+        result
     }
 
     /// Rewrites the journal to its live records: `journal.tmp` is written and synced, renamed over `journal`, and
@@ -199,6 +245,7 @@ impl LocalJournal {
         self.file = file;
         self.len = buf.len() as u64;
         self.broken = false;
+        self.unsynced = false;
         Ok(Compacted { live_records: self.live.len(), bytes_before: before, bytes_after: self.len, took: started.elapsed() })
     }
 }
@@ -209,47 +256,29 @@ impl Store for LocalJournal {
     }
 
     /// Encodes each group as one frame, applies them to the live set, appends them with one `write` and syncs
-    /// once (`fdatasync`). After an earlier failure the whole live set is rewritten instead. An encoding error (a
-    /// group above the size limit, which the writer checks at submit time) refuses the commit before anything is
-    /// written or applied; after an IO error the groups stay applied to the live set, so the rewrite that heals
-    /// the file includes them.
+    /// once (`fdatasync`; this also makes every earlier lazy append durable). After an earlier failure the whole
+    /// live set is rewritten instead. An encoding error (a group above the size limit, which the writer checks at
+    /// submit time) refuses the commit before anything is written or applied; after an IO error the groups stay
+    /// applied to the live set, so the rewrite that heals the file includes them.
     fn commit(&mut self, groups: Vec<Vec<Record>>) -> Result<(), StoreError> {
-        self.buf.clear();
-        let mut refs = Vec::new();
-        for g in groups.iter().filter(|g| !g.is_empty()) {
-            refs.clear();
-            refs.extend(g.iter().map(Record::as_ref));
-            if let Err(e) = record::encode(&refs, &mut self.buf) {
-                self.buf.clear();
-                return Err(e.into());
-            }
-        }
-        drop(refs);
-        for r in groups.into_iter().flatten() {
-            self.live.apply(r);
-        }
-        if self.broken {
-            self.compact()?;
+        self.append(groups, true)
+    }
+
+    /// The same append without the `fdatasync`: the frames are in the page cache (they survive the process
+    /// being killed, not a power loss) until the next [`commit`](Store::commit) or [`sync`](Store::sync).
+    fn commit_lazy(&mut self, groups: Vec<Vec<Record>>) -> Result<(), StoreError> {
+        self.append(groups, false)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if !self.unsynced || self.broken {
             return Ok(());
         }
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { op, path, source }
-        };
-        let result = self
-            .file
-            .write_all(&self.buf)
-            .map_err(io("append to", &self.path))
-            .and_then(|()| self.file.sync_data().map_err(io("sync", &self.path)));
-        if result.is_err() {
+        self.unsynced = false;
+        self.file.sync_data().map_err(|source| {
             self.broken = true;
-        } else {
-            self.len += self.buf.len() as u64;
-        }
-        if self.buf.capacity() > 1 << 20 {
-            self.buf = Vec::new(); // a burst's buffer is not kept
-        }
-        result
+            StoreError::Io { op: "sync", path: self.path.clone(), source }
+        })
     }
 
     /// Heals a broken file, else compacts when the policy says so (after a failed compaction, once the file has

@@ -320,3 +320,27 @@ fn a_failed_compaction_leaves_the_journal_working_and_is_not_retried_after_every
     assert_eq!(live_of(&r), pairs(&[("one", &value(i))]));
     let _ = fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn a_lazy_commit_is_in_the_file_at_once_in_order_and_a_later_commit_or_sync_covers_it() {
+    let tmp = tempdir();
+    let dir = tmp.join("state");
+    let (mut j, _) = open(&dir);
+    j.commit(vec![vec![put("a", "1")]]).unwrap();
+    j.commit_lazy(vec![vec![put("b", "2")], vec![Record::delete(key("a"))]]).unwrap();
+    assert!(j.unsynced, "appended, not synced");
+    // What a killed process leaves: the lazy groups are in the file (the page cache), in order.
+    let found = scan(&fs::read(dir.join(JOURNAL_FILE)).unwrap()).unwrap();
+    assert!(found.bad.is_none());
+    let live: Vec<(String, String)> =
+        LiveSet::replay(found.records).iter().map(|(k, v)| (k.id.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+    assert_eq!(live, pairs(&[("b", "2")]));
+    j.sync().unwrap();
+    assert!(!j.unsynced);
+    j.commit_lazy(vec![vec![put("c", "3")]]).unwrap();
+    j.commit(vec![vec![put("d", "4")]]).unwrap();
+    assert!(!j.unsynced, "a synced commit covers the lazy append before it");
+    drop(j);
+    let (_, r) = open(&dir);
+    assert_eq!(live_of(&r), pairs(&[("b", "2"), ("c", "3"), ("d", "4")]));
+}

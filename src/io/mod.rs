@@ -21,6 +21,7 @@ pub mod sip_driver;
 pub mod syscall_sender;
 pub mod tcp;
 pub mod tls;
+pub mod udp_batch;
 pub mod uring_sender;
 pub mod wake_gate;
 

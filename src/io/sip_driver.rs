@@ -9,12 +9,15 @@ use super::dual_stack;
 use super::journal_writer::JournalWriter;
 use super::tcp::{self, ConnId, TcpContext, TcpEvent, Writer};
 use super::tls::{self, Aliases, TlsIo};
+use super::udp_batch::{RecvBatch, SendBatch};
 use crate::core::{Command, Core, Output};
 use crate::journal::Durable;
 use crate::sip::{Peer, Transport};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -145,7 +148,7 @@ async fn drive(
     shutdown: impl std::future::Future<Output = Stop>,
 ) -> Stop {
     let SipSockets { udp, tcp, limits, tls } = sockets;
-    let udp = SipUdp::new(udp);
+    let mut udp = SipUdp::new(udp);
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     let tcp_ctx = TcpContext::new(limits, api.metrics.clone(), tcp_tx);
     tokio::spawn(tcp::accept_loop(tcp, tcp_ctx.clone()));
@@ -160,7 +163,7 @@ async fn drive(
     if let Err(e) = udp.writable().await {
         tracing::warn!(error = %e, "SIP UDP socket not writable");
     }
-    let mut buf = vec![0u8; 65_535];
+    let mut rx_batch = RecvBatch::new();
     let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
     // Set once a hang-up-everything stop has sent its BYEs: stop when they are done or at this instant.
@@ -173,10 +176,12 @@ async fn drive(
     loop {
         // The core's contract (core/mod.rs): after every input, drain its output until None. Every branch
         // below feeds at most one input before coming back here, except the UDP batch, which drains after
-        // each datagram itself; only the media threads' wake-up is deferred to the end of the batch.
-        if drain(core, &udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref()) {
+        // each datagram itself; only the media threads' wake-up and the UDP sends wait for the end of the batch.
+        if drain(core, &mut udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref()) {
             media.wake();
         }
+        // Every UDP datagram the core produced since the last flush, in one `sendmmsg`, before sleeping.
+        udp.flush();
         if let Some(until) = leaving {
             let live = core.live();
             if (live.calls == 0 && live.client_txns == 0) || std::time::Instant::now() >= until {
@@ -190,24 +195,36 @@ async fn drive(
             timer.as_mut().reset(deadline.map(|t| tokio::time::Instant::from_std(clock.instant_at(t))).unwrap_or_else(far));
         }
         tokio::select! {
-            r = udp.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    on_datagram(core, &udp, &tcp_ctx, clock, dual_stack::canonical(from), buf.get(..n).unwrap_or_default());
-                    let mut media_queued = drain(core, &udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref());
-                    // Take whatever else is already queued before sleeping again, draining after each one.
-                    for _ in 0..64 {
-                        match udp.try_recv_from(&mut buf) {
-                            Ok((n, from)) => on_datagram(core, &udp, &tcp_ctx, clock, dual_stack::canonical(from), buf.get(..n).unwrap_or_default()),
-                            Err(_) => break,
+            r = udp.readable() => match r {
+                Ok(()) => {
+                    // Every datagram already queued, in one `recvmmsg`. Fewer than a batch means the queue was
+                    // emptied: report `WouldBlock` so tokio clears the readiness now instead of after a second,
+                    // empty receive (a datagram arriving meanwhile brings a new edge from epoll).
+                    let fd = udp.sock.as_raw_fd();
+                    rx_batch.clear();
+                    let r = udp.sock.try_io(Interest::READABLE, || match rx_batch.recv(fd) {
+                        Ok(true) => Err(std::io::ErrorKind::WouldBlock.into()),
+                        Ok(false) => Ok(()),
+                        Err(e) => Err(e),
+                    });
+                    if let Err(e) = r.as_ref().map_err(std::io::Error::kind) {
+                        if e != std::io::ErrorKind::WouldBlock {
+                            tracing::debug!(error = ?e, "UDP receive error");
                         }
-                        media_queued |= drain(core, &udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref());
+                    }
+                    let mut media_queued = false;
+                    for i in 0..rx_batch.len() {
+                        let Some((from, bytes)) = rx_batch.get(i) else { break };
+                        on_datagram(core, &udp, &tcp_ctx, clock, dual_stack::canonical(from), bytes);
+                        // The core's contract: drain after each input.
+                        media_queued |= drain(core, &mut udp, &mut conns, &tcp_ctx, media, &mut *api, clock, journal, cluster.ops.as_ref());
                     }
                     // One wake-up of the media threads for the whole batch (their commands are queued in order).
                     if media_queued {
                         media.wake();
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+                Err(e) => tracing::debug!(error = %e, "UDP socket not readable"),
             },
             Some(ev) = tcp_rx.recv() => match ev {
                 TcpEvent::Message { peer, bytes } => {
@@ -345,16 +362,35 @@ fn on_datagram(core: &mut Core, udp: &SipUdp, tcp: &TcpContext, clock: &Clock, f
     }
 }
 
-/// The SIP UDP socket and the address it is bound to (a dual-stack one sends to IPv4 peers IPv4-mapped).
+/// The SIP UDP socket, the address it is bound to (a dual-stack one sends to IPv4 peers IPv4-mapped), and the
+/// datagrams the core produced since the last [`SipUdp::flush`].
 struct SipUdp {
     sock: UdpSocket,
     ip: std::net::IpAddr,
+    out: SendBatch,
 }
 
 impl SipUdp {
     fn new(sock: UdpSocket) -> SipUdp {
         let ip = sock.local_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        SipUdp { sock, ip }
+        SipUdp { sock, ip, out: SendBatch::new() }
+    }
+
+    /// Queues `bytes` for `to`; sent at the next [`flush`](Self::flush), before the driver sleeps.
+    fn queue(&mut self, to: SocketAddr, bytes: Bytes) {
+        let to = self.destination(to);
+        self.out.push(bytes, to);
+    }
+
+    /// Sends what is queued, in order, in one `sendmmsg` per [`super::udp_batch::BATCH`] datagrams.
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let f = self.out.flush(self.sock.as_raw_fd());
+        if let Some((to, error)) = f.first_error {
+            tracing::warn!(%to, ?error, failed = f.failed, "SIP UDP send failed");
+        }
     }
 
     /// `to` in the form this socket sends to.
@@ -411,12 +447,13 @@ fn send_stream(conns: &mut Conns, tcp: &TcpContext, mut to: Peer, bytes: Bytes) 
     conns.open.insert(to, (conn, w));
 }
 
-/// Drains the core's output until `None`: SIP goes out at once, media commands are queued for their threads
+/// Drains the core's output until `None`: SIP over UDP is queued for the loop's next flush (one `sendmmsg`, before
+/// it sleeps), over TCP/TLS handed to its connection; media commands are queued for their threads
 /// (the caller wakes them: true when some were queued), events are logged, counted and published.
 #[allow(clippy::too_many_arguments)]
 fn drain(
     core: &mut Core,
-    udp: &SipUdp,
+    udp: &mut SipUdp,
     conns: &mut Conns,
     tcp: &TcpContext,
     media: &Media,
@@ -430,11 +467,7 @@ fn drain(
         match out {
             Output::Sip { to, bytes } => {
                 match to.transport {
-                Transport::Udp => {
-                    if let Err(e) = udp.try_send_to(&bytes, udp.destination(to.addr)) {
-                        tracing::warn!(to = %to.addr, error = %e, "SIP UDP send failed");
-                    }
-                }
+                Transport::Udp => udp.queue(to.addr, bytes),
                 Transport::Tcp | Transport::Tls => send_stream(conns, tcp, to, bytes),
                 }
             }

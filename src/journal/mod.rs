@@ -31,6 +31,11 @@
 //! # Guarantees
 //! * **Durable before acknowledged.** [`Store::commit`] returns once the records are on stable storage
 //!   (`fdatasync`); the writer thread reports each group's [`JournalToken`]s in a [`Durable`] only after that.
+//! * **Groups nobody waits for are durable within a bound.** A group without a token (a park's ACK, a retrieve's
+//!   bridge, a hang-up's deletes) is committed with the next group that has one, or appended on its own after
+//!   [`crate::io::journal_writer::WriterConfig::lazy_write`] (5 ms: what `kill -9` can lose of it) and synced
+//!   [`lazy_sync`](crate::io::journal_writer::WriterConfig::lazy_sync) (50 ms) later (what a power loss can lose).
+//!   Nothing was acknowledged for it, and the order below still holds.
 //! * **In order, each group whole.** Groups are committed in submission order and each is one checksummed frame,
 //!   so a restart restores exactly the state after some group — at or after the last one acknowledged. It may be
 //!   *after*: a crash between the sync and the acknowledgement restores groups whose ack never went out. The rooms
@@ -98,6 +103,16 @@ pub trait Store: Send {
     /// atomic (after a crash during the commit, a group is there whole or not at all); groups submitted before
     /// it are there whenever it is.
     fn commit(&mut self, groups: Vec<Vec<Record>>) -> Result<(), StoreError>;
+    /// Like [`commit`](Self::commit) for groups nobody waits on: the store may hand them to the OS without making
+    /// them durable yet (the local journal appends them without `fdatasync`), in order with every other group.
+    /// The next [`commit`](Self::commit) or [`sync`](Self::sync) makes them durable. The default is a full commit.
+    fn commit_lazy(&mut self, groups: Vec<Vec<Record>>) -> Result<(), StoreError> {
+        self.commit(groups)
+    }
+    /// Makes every group written by [`commit_lazy`](Self::commit_lazy) durable.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Housekeeping between groups, run when no waiter is blocked on it (the local journal compacts here).
     fn maintain(&mut self) -> Result<Option<Compacted>, StoreError>;
 }
