@@ -290,7 +290,8 @@ pub fn handshakes(pid: u32, server: SocketAddr, transport: Transport, tls: Optio
         }
         let start = Instant::now();
         let Ok(mut l) = Link::connect(transport, server, tls) else { continue };
-        let text = l.request("OPTIONS", "700", "hs", &format!("h{i}"), None, &format!("h{i}-{what}@hs.sec"), 1, &format!("h{i}-{}", what.replace(' ', "-")), "", "");
+        let id: String = what.chars().filter(char::is_ascii_alphanumeric).collect();
+        let text = l.request("OPTIONS", "700", "hs", &format!("h{i}"), None, &format!("h{i}-{id}@hs.sec"), 1, &format!("h{i}-{id}"), "", "");
         l.send(&text);
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut answered = false;

@@ -200,13 +200,14 @@ impl RunResult {
     fn at(&self, n: usize, media: Media) -> Option<&SecureDensity> {
         self.density.iter().find(|s| s.n == n)?.media.iter().find(|m| m.media == media)
     }
-    /// Largest N that passed for `media` with every smaller step passing too.
-    fn ceiling(&self, media: Media) -> Option<usize> {
+    /// Largest N that passed for `media` with every smaller step passing too; `strict: false` leaves the p99
+    /// inter-arrival criterion out (0 failed, 0 silent, < 0.1 % loss, CPU < 90 %, sample genuine).
+    fn ceiling(&self, media: Media, strict: bool) -> Option<usize> {
         let mut best = None;
         for s in &self.density {
             match s.media.iter().find(|m| m.media == media) {
-                Some(m) if m.pass() => best = Some(s.n),
-                Some(m) if !m.d.pass() && m.genuine() && !hard_failure(m) => {} // only the jitter criterion: go on
+                Some(m) if m.pass() || (!strict && !hard_failure(m)) => best = Some(s.n),
+                Some(m) if !hard_failure(m) => {} // only the jitter criterion: go on
                 _ => break,
             }
         }
@@ -330,21 +331,31 @@ impl SecureReport {
                 if genuine { "yes" } else { "**no**" }
             );
         }
-        let _ = writeln!(s, "\nDensity ceiling (largest N passing 0 failed, < 0.1 % loss, p99 inter-arrival ≤ 22 ms; steps {:?}) and the per-core estimate from the CPU per packet, per run:\n", self.settings.steps);
-        let _ = writeln!(s, "| media | ceiling per run | ÷ plain ceiling (same run) | per-core estimate (streams) per run | estimate ÷ plain |");
-        let _ = writeln!(s, "|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "\nDensity ceiling per run (steps {:?}): the largest N passing every criterion (0 failed, 0 silent, < 0.1 % loss, p99 \
+             inter-arrival ≤ 22 ms) with every smaller step passing; the same without the p99 criterion (on this shared VM other \
+             jobs' compiles delay the pacer's wake-ups whatever parkd's own load, so p99 can fail at any N); and the streams one \
+             core would carry at the CPU per packet of the largest step measured.\n",
+            self.settings.steps
+        );
+        let _ = writeln!(s, "| media | ceiling, all criteria | ÷ plain | ceiling without p99 | ÷ plain | per-core estimate (streams) | estimate ÷ plain |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for m in Media::ALL {
-            let ceil: Vec<String> = self.runs.iter().map(|r| r.ceiling(m).map(|c| c.to_string()).unwrap_or_else(|| "none".into())).collect();
-            let ratio: Vec<String> = self.runs.iter().map(|r| match (r.ceiling(m), r.ceiling(plain)) {
-                (Some(a), Some(b)) => format!("{:.2}", a as f64 / b as f64),
-                _ => "–".into(),
-            }).collect();
-            let est: Vec<String> = self.runs.iter().map(|r| r.estimate(m).map(|(n, e)| format!("{e:.0} (at N={n})")).unwrap_or_else(|| "–".into())).collect();
-            let eratio: Vec<String> = self.runs.iter().map(|r| match (r.estimate(m), r.estimate(plain)) {
-                (Some(a), Some(b)) => format!("{:.2}", a.1 / b.1),
-                _ => "–".into(),
-            }).collect();
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} |", m.name(), ceil.join(", "), ratio.join(", "), est.join(", "), eratio.join(", "));
+            let show = |f: &dyn Fn(&RunResult) -> Option<String>| self.runs.iter().map(|r| f(r).unwrap_or_else(|| "–".into())).collect::<Vec<String>>().join(", ");
+            let ceil = |strict: bool| show(&|r| Some(r.ceiling(m, strict).map(|c| c.to_string()).unwrap_or_else(|| "none".into())));
+            let ratio = |strict: bool| show(&|r| Some(format!("{:.2}", r.ceiling(m, strict)? as f64 / r.ceiling(plain, strict)? as f64)));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                m.name(),
+                ceil(true),
+                ratio(true),
+                ceil(false),
+                ratio(false),
+                show(&|r| r.estimate(m).map(|(n, e)| format!("{e:.0} (N={n})"))),
+                show(&|r| Some(format!("{:.2}", r.estimate(m)?.1 / r.estimate(plain)?.1)))
+            );
         }
         s.push('\n');
         s.push_str("![CPU per hold packet against parked calls, plain vs SRTP](srtp.svg)\n\n");
