@@ -251,7 +251,7 @@ impl SecureReport {
              private network namespace. parkd pinned to core 0, this program (phones, RTP sinks, TLS client) to core 1, both at \
              nice -15. **The VM is shared:** other jobs (compiles) ran on the same 2 cores during these runs, so absolute \
              figures move between runs; the ratios inside one run (plain vs SRTP at the same N, UDP vs TCP vs TLS at the same \
-             rate, measured minutes apart) are what this report is for. {} runs; summaries give the median and, in brackets, \
+             rate, measured seconds apart) are what this report is for. {} runs; summaries give the median and, in brackets, \
              the min–max over the runs. Nothing here is a pass/fail threshold. Every parkd runs with `--no-journal` (the \
              journal's `fdatasync` on this VM's disk is the same for every transport and would only add noise; its cost is in \
              `../restart/`).\n",
