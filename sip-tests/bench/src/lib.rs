@@ -15,6 +15,8 @@
 //! * [`restart`] — N parked calls, `kill -9`, restart: ready time, per-call resume gap, calls lost (issue 17).
 //! * [`cluster`] — three parkd nodes on one Redis: park/retrieve cycles same-node and cross-node (issue 18),
 //!   reported by [`cluster_report`] (`bench-results/cluster/README.md`).
+//! * [`secure_density`], [`secure_cycle`] over [`secure_sip`] — SRTP hold-music density (plain vs AES-CM vs GCM), park
+//!   cycles over UDP / TCP / TLS and TLS handshakes (issue 19), reported by [`secure_report`] (`bench-results/secure/`).
 //! * [`report`] — `bench-results/README.md` and the SVG plot.
 //!
 //! From the test harness ([`sip_tests`]) it takes the SIP [`Ua`](sip_tests::sip::ua::Ua) that speaks for
@@ -31,5 +33,9 @@ pub mod hist;
 pub mod net;
 pub mod report;
 pub mod restart;
+pub mod secure_cycle;
+pub mod secure_density;
+pub mod secure_report;
+pub mod secure_sip;
 pub mod sip_floor;
 pub mod sys;

@@ -2,7 +2,9 @@
 //! [--no-cycle] [--no-density] [--rates R,R] [--legs-per-port K] [--rtp-sender auto|raw|io_uring|syscalls]
 //! [--both-cores] [--flood-rate N] [--flood-secs S] [--no-flood] [--restart-calls N] [--no-restart]
 //! [--journal-rates R,R] [--no-journal-cmp]`, or only the cluster step (issue 18): `-- --cluster [--cluster-rates R,R]
-//! [--cluster-secs S] [--cluster-runs N] [--out DIR]` (default `bench-results/cluster/`; needs `redis-server`).
+//! [--cluster-secs S] [--cluster-runs N] [--out DIR]` (default `bench-results/cluster/`; needs `redis-server`), or only the
+//! encrypted-phones step (issue 19): `-- --secure [--secure-steps N,N] [--secure-rates R,R] [--secure-runs N] [--out DIR]`
+//! (default `bench-results/secure/`).
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
 //! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
@@ -65,6 +67,11 @@ fn run() -> std::io::Result<()> {
         let runs = list("--cluster-runs").and_then(|v| v.first().copied()).unwrap_or(2) as usize;
         let dir = if args.iter().any(|a| a == "--out") { out } else { out.join("cluster") };
         return cluster_report::step(&bin, PARKD_CPU, BENCH_CPU, &dir, args.join(" "), &rates, secs, runs, &mut progress);
+    }
+    // --secure: only the encrypted-phones step (issue 19: SRTP density, cycles over TLS, handshakes), into bench-results/secure/.
+    if args.iter().any(|a| a == "--secure") {
+        let dir = if args.iter().any(|a| a == "--out") { out } else { out.join("secure") };
+        return parkd_bench::secure_report::step(&bin, PARKD_CPU, &dir, args.join(" "), parkd_bench::secure_report::Settings::from_args(&args), &mut progress);
     }
     let (steps, hold, calib_for, rates, cycle_secs): (&[usize], u64, u64, &[u32], u64) =
         if quick { (&[200, 1000], 10, 2, &[50, 500], 2) } else { (&[500, 1000, 2000, 4000, 5000, 6000, 7000, 8000, 10000], 20, 3, &[50, 200, 500, 2000], 4) };
