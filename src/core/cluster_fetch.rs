@@ -251,7 +251,7 @@ impl Core {
         let media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
         let owner_leg = LegId(self.ep.next_id());
         self.ep.repurpose(id, Purpose::RecallAnswered { leg: owner_leg });
-        let uac_ack = Some((f.next_hop, ack.to_vec()));
+        let uac_ack = Some(Box::new((f.next_hop, ack.to_vec())));
         // The owner's leg is new to the media plane (a parked leg is known from its hold music): describe it.
         if let Some(remote) = media.remote {
             self.ep.media(MediaCommand::Update { leg: media.media_leg, remote, codec: media.codec, send: media.may_send() });

@@ -157,7 +157,7 @@ impl Core {
         self.bridging.insert(Bridge { id: call, lot: parked.lot, orbit_name: orbit.clone(), parked: parked.parked, other: id, media_mode: parked.media_mode });
         self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
-        let uac_ack = Some((r.next_hop, ack.to_vec()));
+        let uac_ack = Some(Box::new((r.next_hop, ack.to_vec())));
         let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack };
         self.dialogs.insert(leg);
         tracing::info!(%orbit, %to, "recall answered; bridging");
