@@ -209,7 +209,6 @@ pub mod text {
     /// An optional boxed [`NameAddr`]: written exactly as [`opt_name_addr`] writes the unboxed one.
     pub mod opt_boxed_name_addr {
         use super::*;
-        #[allow(clippy::borrowed_box)]
         pub fn serialize<S: Serializer>(v: &Option<Box<NameAddr>>, s: S) -> Result<S::Ok, S::Error> {
             match v {
                 Some(v) => s.serialize_some(&v.to_string()),

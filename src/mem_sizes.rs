@@ -12,17 +12,19 @@ fn show(name: &str, size: usize, max: usize) {
     assert!(size <= max, "{name} grew to {size} B (bound {max}): box its rare or large parts");
 }
 
+/// Bounds are today's sizes on a 64-bit target (issue 20: Leg was 1000 B, ParkedCall 528, ServerTxn 1200 with
+/// its whole request inline, a slab slot 1208 B even when empty).
 #[test]
 fn per_call_types_stay_small() {
-    show("Request", size_of::<Request>(), usize::MAX);
-    show("NameAddr", size_of::<NameAddr>(), usize::MAX);
-    show("Uri", size_of::<Uri>(), usize::MAX);
-    show("Dialog", size_of::<Dialog>(), usize::MAX);
-    show("LegMedia", size_of::<LegMedia>(), usize::MAX);
-    show("Leg", size_of::<Leg>(), usize::MAX);
-    show("ParkedCall", size_of::<ParkedCall>(), usize::MAX);
-    show("ServerTxn", crate::txn::server_txn_size(), usize::MAX);
-    show("ClientTxn", crate::txn::client_txn_size(), usize::MAX);
-    show("Slot<Server>", crate::txn::server_slot_size(), usize::MAX);
-    show("media Leg", crate::media::plane::leg_size(), usize::MAX);
+    show("Request", size_of::<Request>(), 816);
+    show("NameAddr", size_of::<NameAddr>(), 200);
+    show("Uri", size_of::<Uri>(), 152);
+    show("Dialog", size_of::<Dialog>(), 640);
+    show("LegMedia", size_of::<LegMedia>(), 120);
+    show("Leg", size_of::<Leg>(), 856);
+    show("ParkedCall", size_of::<ParkedCall>(), 144);
+    show("ServerTxn", crate::txn::server_txn_size(), 400);
+    show("ClientTxn", crate::txn::client_txn_size(), 1176);
+    show("Slot<Server>", crate::txn::server_slot_size(), 16);
+    show("media Leg", crate::media::plane::leg_size(), 232);
 }
