@@ -206,6 +206,20 @@ pub mod text {
         }
     }
 
+    /// An optional boxed [`NameAddr`]: written exactly as [`opt_name_addr`] writes the unboxed one.
+    pub mod opt_boxed_name_addr {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<Box<NameAddr>>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&v.to_string()),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<NameAddr>>, D::Error> {
+            Ok(super::opt_name_addr::deserialize(d)?.map(Box::new))
+        }
+    }
+
     /// A list of [`NameAddr`]s (a route set), each as its text.
     pub mod name_addrs {
         use super::*;

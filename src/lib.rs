@@ -26,6 +26,8 @@ pub mod ids;
 pub mod io;
 pub mod journal;
 pub mod media;
+#[cfg(test)]
+mod mem_sizes;
 pub mod park;
 pub mod sdp;
 #[cfg(test)]

@@ -299,13 +299,13 @@ impl Core {
         let ack = dialog.ack(f.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let mut media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
-        media.srtp = srtp;
+        media.srtp = srtp.map(Box::new);
         if media.srtp.is_some() {
-            self.srtp_media(media.media_leg, media.srtp.as_ref(), 0);
+            self.srtp_media(media.media_leg, media.srtp.as_deref(), 0);
         }
         let owner_leg = LegId(self.ep.next_id());
         self.ep.repurpose(id, Purpose::RecallAnswered { leg: owner_leg });
-        let uac_ack = Some((f.next_hop, ack.to_vec()));
+        let uac_ack = Some(Box::new((f.next_hop, ack.to_vec())));
         // The owner's leg is new to the media plane (a parked leg is known from its hold music): describe it.
         if let Some(remote) = media.remote {
             self.ep.media(MediaCommand::Update { leg: media.media_leg, remote, codec: media.codec, send: media.may_send() });

@@ -50,13 +50,13 @@ impl Core {
             self.hangup_leg(now, bridge.parked);
             return true;
         }
-        self.park_again(now, call, kept);
+        self.park_again(now, call, *kept);
         true
     }
 
     /// Puts lent call `call` back into its orbit (or, should a local park have taken it meanwhile, any free orbit
     /// of its lot; none: the parked party is hung up, as the BYE would have done).
-    fn park_again(&mut self, now: Time, call: CallRef, mut kept: Box<ParkedCall>) {
+    fn park_again(&mut self, now: Time, call: CallRef, mut kept: ParkedCall) {
         let lot = kept.lot;
         let orbit = match self.parking.claim(lot, Some(kept.orbit), call, self.ep.rng()) {
             Ok(i) => i,
@@ -90,7 +90,7 @@ impl Core {
         };
         // Its recall and maximum-park deadlines as they were; a recall that was ringing starts a new period.
         let rearm = kept.recall_at.is_none() && kept.parking_time.is_some();
-        self.parking.restore(now, *kept);
+        self.parking.restore(now, kept);
         if rearm {
             self.parking.arm_period(now, call);
         }

@@ -170,7 +170,7 @@ impl Core {
         let asserted_identity = self.admission.asserted_identity(from.addr.ip(), &req);
         let parked_label = asserted_identity.as_ref().unwrap_or(&req.common.from).uri.to_string();
         let mut parked_call = ParkedCall::new(call, lot, orbit, orbit_name, leg, parker, how, now, parking_time);
-        parked_call.asserted_identity = asserted_identity;
+        parked_call.asserted_identity = asserted_identity.map(Box::new);
         self.start_parking(now, parked_call, call_id, parked_label);
     }
 
@@ -301,7 +301,7 @@ impl Core {
         let srtp = self.srtp_answer(req, &from, call);
         let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref(), srtp);
         if media.srtp.is_some() {
-            self.srtp_media(media_leg, media.srtp.as_ref(), 0);
+            self.srtp_media(media_leg, media.srtp.as_deref(), 0);
         }
         if media.rtcp_mux {
             self.ep.media(crate::media::MediaCommand::RtcpMux { leg: media_leg, on: true });

@@ -110,7 +110,7 @@ impl Orbits<'_> {
         parked.params = Default::default();
         OrbitState::Parked(ParkedView {
             parked,
-            parker: c.parker.clone(),
+            parker: c.parker.as_deref().cloned(),
             since: c.parked_at,
             recall_at: c.recall_at,
             recalling: self.bridging.ringing(call).map(|r| r.target),

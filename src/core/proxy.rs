@@ -51,7 +51,7 @@ impl Core {
     pub(super) fn parked_identity(&self, call: CallRef) -> Option<NameAddr> {
         let c = self.parking.get(call)?;
         if let Some(id) = &c.asserted_identity {
-            return Some(id.clone());
+            return Some(NameAddr::clone(id));
         }
         self.dialogs.remote_identity(c.parked)
     }

@@ -170,10 +170,10 @@ impl Core {
         let ack = dialog.ack(r.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let mut media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
-        media.srtp = srtp;
+        media.srtp = srtp.map(Box::new);
         if media.srtp.is_some() {
             // The keys before the bridge's media commands (as for an inbound leg).
-            self.srtp_media(media.media_leg, media.srtp.as_ref(), 0);
+            self.srtp_media(media.media_leg, media.srtp.as_deref(), 0);
         }
         let id = LegId(self.ep.next_id());
         // The parked call leaves its orbit and becomes a bridge to whoever answered.
@@ -183,7 +183,7 @@ impl Core {
         self.bridging.insert(Bridge { id: call, lot: parked.lot, orbit_name: orbit.clone(), parked: parked.parked, other: id, media_mode: parked.media_mode });
         self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
-        let uac_ack = Some((r.next_hop, ack.to_vec()));
+        let uac_ack = Some(Box::new((r.next_hop, ack.to_vec())));
         let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack };
         self.dialogs.insert(leg);
         tracing::info!(%orbit, %to, "recall answered; bridging");

@@ -230,7 +230,7 @@ impl Core {
         };
         if let Some(c) = self.parking.get_mut(call_ref) {
             c.parked = leg;
-            c.parker = parker.clone();
+            c.parker = parker.clone().map(Box::new);
             c.parked_at = now;
             c.media_mode = MediaMode::None;
             c.rounds = 0;

@@ -105,6 +105,12 @@ struct Leg {
     rtcp: rtcp_side::LegRtcp,
 }
 
+/// Inline size of one leg's state (`mem_sizes` test).
+#[cfg(test)]
+pub(crate) fn leg_size() -> usize {
+    size_of::<Leg>()
+}
+
 /// An SRTP leg's keys (to tell a rekey from the same keys again) and contexts.
 #[derive(Debug)]
 struct LegCrypto {

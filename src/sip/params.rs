@@ -23,7 +23,12 @@ impl Params {
         let v = value.map(str::to_string);
         match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
             Some(slot) => slot.1 = v,
-            None => self.0.push((name.to_string(), v)),
+            None => {
+                // Exactly one more: a dialog's local NameAddr gets its tag this way and keeps it for the call
+                // (a plain push would allocate room for four).
+                self.0.reserve_exact(1);
+                self.0.push((name.to_string(), v))
+            }
         }
     }
     pub fn remove(&mut self, name: &str) {

@@ -47,6 +47,20 @@ use server::ServerTxn;
 use slab::Slab;
 use timer::{Side, TimerHeap};
 
+/// Inline sizes of a server/client transaction and a server slab slot (`mem_sizes` test).
+#[cfg(test)]
+pub(crate) fn server_txn_size() -> usize {
+    size_of::<ServerTxn>()
+}
+#[cfg(test)]
+pub(crate) fn client_txn_size() -> usize {
+    size_of::<ClientTxn>()
+}
+#[cfg(test)]
+pub(crate) fn server_slot_size() -> usize {
+    slab::slot_size::<ServerTxn>()
+}
+
 /// RFC 3261 timer base values. `Default`: T1 = 500 ms, T2 = 4 s, T4 = 5 s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimerConfig {

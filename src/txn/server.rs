@@ -17,10 +17,10 @@ use crate::time::Time;
 use bytes::Bytes;
 use std::time::Duration;
 
-/// The stored request's stamped top Via, when `resp`'s own top Via is the same hop unstamped: the Via the
-/// response must carry instead (§18.2.1, RFC 3581 §4).
-fn stamped_top_via<'a>(request: &'a Request, resp: &Response) -> Option<&'a Via> {
-    match (resp.common.via.first(), request.common.via.first()) {
+/// The stored request's stamped top Via (`stored`), when `resp`'s own top Via is the same hop unstamped: the Via
+/// the response must carry instead (§18.2.1, RFC 3581 §4).
+fn stamped_top_via<'a>(stored: Option<&'a Via>, resp: &Response) -> Option<&'a Via> {
+    match (resp.common.via.first(), stored) {
         (Some(rv), Some(sv)) if rv != sv && rv.branch() == sv.branch() && rv.sent_by() == sv.sent_by() => Some(sv),
         _ => None,
     }
@@ -45,14 +45,73 @@ pub(crate) enum ServerState {
     Accepted,
 }
 
+/// What a server transaction keeps of its request: all of it until the final response; after it only what is
+/// used again (re-sent responses are stored bytes): the stamped top Via a re-sent 2xx echoes, the method for the
+/// message counts, Call-ID and CSeq for the ACK bookkeeping. An INVITE's transaction lives on for 32 s (Timer L)
+/// after a park is answered, so this is most of the engine's memory per call at a high park rate (issue 20).
+#[derive(Debug)]
+enum Kept {
+    Whole(Box<Request>),
+    Answered(Box<Answered>),
+}
+
+/// The part of a request kept after the final response.
+#[derive(Debug)]
+struct Answered {
+    method: Method,
+    top_via: Option<Via>,
+    call_id: String,
+    cseq: u32,
+}
+
+impl Kept {
+    fn request(&self) -> Option<&Request> {
+        match self {
+            Kept::Whole(r) => Some(r),
+            Kept::Answered(_) => None,
+        }
+    }
+    fn method(&self) -> &Method {
+        match self {
+            Kept::Whole(r) => &r.method,
+            Kept::Answered(a) => &a.method,
+        }
+    }
+    fn top_via(&self) -> Option<&Via> {
+        match self {
+            Kept::Whole(r) => r.common.via.first(),
+            Kept::Answered(a) => a.top_via.as_ref(),
+        }
+    }
+    fn call_id(&self) -> &str {
+        match self {
+            Kept::Whole(r) => &r.common.call_id,
+            Kept::Answered(a) => &a.call_id,
+        }
+    }
+    fn cseq(&self) -> u32 {
+        match self {
+            Kept::Whole(r) => r.common.cseq.seq,
+            Kept::Answered(a) => a.cseq,
+        }
+    }
+    /// Frees what is no longer needed once the final response is sent.
+    fn shed(&mut self) {
+        let Kept::Whole(r) = self else { return };
+        let c = &mut r.common;
+        let answered = Answered { method: r.method.clone(), top_via: c.via.drain(..).next(), call_id: std::mem::take(&mut c.call_id), cseq: c.cseq.seq };
+        *self = Kept::Answered(Box::new(answered));
+    }
+}
+
 /// One server transaction.
 #[derive(Debug)]
 pub(crate) struct ServerTxn {
     kind: ServerKind,
     state: ServerState,
     key: ServerKey,
-    /// The request that opened it, its top Via stamped with `received`/`rport`.
-    request: Request,
+    /// The request that opened it, its top Via stamped with `received`/`rport` (see [`Kept`]).
+    request: Kept,
     /// Where responses go (§18.2.2, RFC 3581).
     dest: Peer,
     /// The last response sent (re-sent on retransmissions), with what it is for the message counts.
@@ -103,7 +162,7 @@ impl TxnLayer {
             kind,
             state,
             key: key.clone(),
-            request,
+            request: Kept::Whole(Box::new(request)),
             dest,
             last_response: None,
             final_to_tag: None,
@@ -178,9 +237,9 @@ impl TxnLayer {
             tracing::debug!(status, state = ?t.state, "txn: response not allowed in this state, dropped");
             return;
         }
-        let bytes = resp.encode_with_top_via(stamped_top_via(&t.request, resp));
+        let bytes = resp.encode_with_top_via(stamped_top_via(t.request.top_via(), resp));
         let dest = t.dest;
-        let kind = MsgKind::response(status, &t.request.method);
+        let kind = MsgKind::response(status, t.request.method());
         t.last_response = Some((bytes.clone(), kind));
         self.transmit(dest, bytes, kind);
         let Some(t) = self.servers.get_mut(id.idx, id.gen) else { return };
@@ -193,13 +252,13 @@ impl TxnLayer {
         t.final_to_tag = resp.common.to.tag().map(str::to_string);
         // After a final response only the top Via, Call-ID and CSeq of the request are used again (re-sent
         // responses are stored bytes): drop the rest, it may live on for 32 s (Timers J/L) per call.
-        shed_after_final(&mut t.request);
+        t.request.shed();
         match (t.kind, t.state) {
             (ServerKind::Invite, ServerState::Proceeding) if success => {
                 t.state = ServerState::Accepted;
                 t.acked = false;
                 t.interval = self.cfg.t1;
-                let key = (t.request.common.call_id.clone(), t.request.common.cseq.seq);
+                let key = (t.request.call_id().to_string(), t.request.cseq());
                 self.awaiting_ack.insert(key, id);
                 self.arm_server(now, id, TimerKind::L);
                 self.arm_server(now, id, TimerKind::G);
@@ -244,9 +303,10 @@ impl TxnLayer {
         }
     }
 
-    /// The request that opened server transaction `id` (top Via stamped with `received`/`rport`).
+    /// The request that opened server transaction `id` (top Via stamped with `received`/`rport`), until its final
+    /// response is sent (then `None`: only what the transaction itself still needs is kept).
     pub fn server_request(&self, id: ServerTxnId) -> Option<&Request> {
-        self.servers.get(id.idx, id.gen).map(|t| &t.request)
+        self.servers.get(id.idx, id.gen).and_then(|t| t.request.request())
     }
 
     /// Whether server transaction `id` is alive and has sent no final response yet (a CANCEL then gets its
@@ -297,8 +357,8 @@ impl TxnLayer {
             }
             (TimerKind::L, ServerState::Accepted) => {
                 if !t.acked {
-                    let call_id = t.request.common.call_id.clone();
-                    let cseq = t.request.common.cseq.seq;
+                    let call_id = t.request.call_id().to_string();
+                    let cseq = t.request.cseq();
                     self.event(TxnEvent::AckTimeout { txn: id, call_id, cseq });
                 }
                 self.remove_server(id);
@@ -313,21 +373,9 @@ impl TxnLayer {
         if self.server_index.get(&t.key) == Some(&id) {
             self.server_index.remove(&t.key);
         }
-        let ack_key = (t.request.common.call_id, t.request.common.cseq.seq);
+        let ack_key = (t.request.call_id().to_string(), t.request.cseq());
         if self.awaiting_ack.get(&ack_key) == Some(&id) {
             self.awaiting_ack.remove(&ack_key);
         }
     }
-}
-
-/// Frees what a server transaction no longer needs once its final response is sent.
-fn shed_after_final(req: &mut Request) {
-    let c = &mut req.common;
-    c.via.truncate(1);
-    c.contact = Vec::new();
-    c.route = Vec::new();
-    c.record_route = Vec::new();
-    c.headers = Vec::new();
-    c.content_type = None;
-    c.body = bytes::Bytes::new();
 }

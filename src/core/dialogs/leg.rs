@@ -63,8 +63,9 @@ pub struct LegMedia {
     /// record (the journal's postcard records are not self-describing, so a new field would break reading an
     /// older journal): journaled beside it as `srtp_keys/<leg>` (`core::persist::srtp_keys`) and put back on
     /// the restored leg.
+    /// Boxed: most legs are plain RTP, and the keys and index are ~100 bytes.
     #[serde(skip)]
-    pub srtp: Option<LegSrtp>,
+    pub srtp: Option<Box<LegSrtp>>,
     /// RTCP multiplexed on the RTP port (RFC 5761): the peer's offer had `a=rtcp-mux` and parkd's answer has
     /// it. Not journaled (like `srtp`, a new field would break older journals): a restored leg answers without
     /// it, and its media plane leg turns mux on again when the phone sends RTCP on the RTP port.
@@ -117,7 +118,7 @@ impl LegMedia {
         match srtp.filter(|_| offer.is_some()) {
             Some(s) => {
                 let body = s.secure(body);
-                media.srtp = Some(s);
+                media.srtp = Some(Box::new(s));
                 (media, body)
             }
             None => (media, body),
@@ -284,8 +285,9 @@ pub struct Leg {
     pub media: LegMedia,
     /// The orbit the call was parked in (its number, for logs).
     pub orbit: OrbitNumber,
-    /// For a dialog parkd started: the ACK it sent and where (re-sent when the 2xx is retransmitted).
-    pub uac_ack: Option<(Peer, Vec<u8>)>,
+    /// For a dialog parkd started: the ACK it sent and where (re-sent when the 2xx is retransmitted). Boxed:
+    /// most legs are answered, not started, by parkd (serde writes a box as its content).
+    pub uac_ack: Option<Box<(Peer, Vec<u8>)>>,
 }
 
 impl Leg {
@@ -297,6 +299,6 @@ impl Leg {
 
     /// The ACK to re-send for a retransmitted 2xx, if parkd started this dialog.
     pub fn ack_again(&self) -> Option<(Peer, Bytes)> {
-        self.uac_ack.as_ref().map(|(to, ack)| (*to, Bytes::copy_from_slice(ack)))
+        self.uac_ack.as_deref().map(|(to, ack)| (*to, Bytes::copy_from_slice(ack)))
     }
 }

@@ -29,12 +29,14 @@ pub struct ParkedCall {
     /// The orbit's number ("701").
     pub orbit_name: OrbitNumber,
     pub parked: LegId,
-    /// Who parked the call (Referred-By), when known: the one a recall calls back.
-    #[serde(with = "text::opt_name_addr")]
-    pub parker: Option<NameAddr>,
+    /// Who parked the call (Referred-By), when known: the one a recall calls back. Boxed (here and below): a
+    /// `NameAddr` is 200 bytes inline, often absent, and every parked call carries both fields; the journal
+    /// writes the same text either way.
+    #[serde(with = "text::opt_boxed_name_addr")]
+    pub parker: Option<Box<NameAddr>>,
     /// The parked party's identity as asserted by a trusted proxy (P-Asserted-Identity), if any.
-    #[serde(with = "text::opt_name_addr")]
-    pub asserted_identity: Option<NameAddr>,
+    #[serde(with = "text::opt_boxed_name_addr")]
+    pub asserted_identity: Option<Box<NameAddr>>,
     pub how: ParkHow,
     pub parked_at: Time,
     /// Hold music asked for yet (once the parked leg is confirmed and has an address).
@@ -71,7 +73,7 @@ impl ParkedCall {
             orbit,
             orbit_name,
             parked,
-            parker,
+            parker: parker.map(Box::new),
             asserted_identity: None,
             how,
             parked_at: now,

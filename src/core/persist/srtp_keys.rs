@@ -118,7 +118,7 @@ impl Core {
             let restored = record.and_then(|(leg_id, r)| {
                 let leg = self.dialogs.get_mut(leg_id).filter(|l| l.call == r.call)?;
                 let index = r.anchor.map(|a| (a, r.index));
-                leg.media.srtp = Some(LegSrtp { tag: r.tag, keys: r.keys, savp: r.savp, index });
+                leg.media.srtp = Some(Box::new(LegSrtp { tag: r.tag, keys: r.keys, savp: r.savp, index }));
                 Some((leg_id, r.call))
             });
             match restored {
