@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod blf;
 pub mod bridging;
+mod capacity;
 pub mod cluster;
 mod cluster_command;
 mod cluster_fetch;
