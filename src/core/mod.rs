@@ -277,6 +277,8 @@ mod srtp_tests;
 #[cfg(test)]
 mod proxy_tests;
 #[cfg(test)]
+mod capacity_tests;
+#[cfg(test)]
 mod ipv6_tests;
 #[cfg(test)]
 mod recall_tests;

@@ -428,6 +428,21 @@ mod tests {
     }
 
     #[test]
+    fn media_load_per_thread_and_the_guard_state_are_gauges() {
+        use crate::core::admission::capacity::MediaLoad;
+        let snap = ScrapeSnapshot {
+            media_loads: vec![MediaLoad { busy: 0.25, late_ms: 0.5 }, MediaLoad { busy: 0.875, late_ms: 4.0 }],
+            capacity_refusing: true,
+            ..Default::default()
+        };
+        let text = Metrics::new().encode(&snap);
+        assert!(text.contains(r#"parkd_media_load{thread="0"} 0.25"#), "{text}");
+        assert!(text.contains(r#"parkd_media_load{thread="1"} 0.875"#), "{text}");
+        assert!(text.contains(r#"parkd_media_pacer_late_seconds{thread="1"} 0.004"#), "{text}");
+        assert!(text.contains("parkd_capacity_refusing 1"), "{text}");
+    }
+
+    #[test]
     fn refusals_are_counted_by_reason() {
         let m = Metrics::new();
         m.count_refusal("tcp_per_source");
