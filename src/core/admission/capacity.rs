@@ -11,6 +11,10 @@
 //! * **accepting** again only once every thread is below `media_busy_resume` and below half of
 //!   `media_late_max_ms`, and at least [`MIN_REFUSING`] after it started refusing (no flapping at the
 //!   threshold);
+//! * between two reports (they come every 100 ms and trail the load by about half a second), a park that would
+//!   take the busiest thread to `media_busy_max` by linear projection (its busy share × parked now / parked at
+//!   the report, from 50 parked calls up) is refused too: a burst of parks cannot run far past the threshold
+//!   before the measure catches up;
 //! * a static cap too, `media_max_parked_per_thread` (× media threads): at that many parked calls new parks are
 //!   refused whatever the load says; it is checked at each park, so it is exact.
 //!
@@ -20,6 +24,9 @@
 use crate::config::LimitsConfig;
 use crate::time::Time;
 use std::time::Duration;
+
+/// Parked calls at a report from which the busy share is projected to the parked calls now.
+pub const PROJECT_FROM: usize = 50;
 
 /// Shortest time the guard refuses once it started, even if the load falls at once.
 pub const MIN_REFUSING: Duration = Duration::from_secs(2);
@@ -119,6 +126,8 @@ pub struct CapacityGuard {
     /// Each thread's last load (the gauge `parkd_media_load`).
     loads: Vec<MediaLoad>,
     state: GuardState,
+    /// Parked calls when the last report came (the projection's base).
+    parked_at_report: usize,
     /// When it last turned to refusing.
     since: Time,
     cause: GuardCause,
@@ -126,7 +135,7 @@ pub struct CapacityGuard {
 
 impl CapacityGuard {
     pub fn new(cfg: GuardConfig) -> CapacityGuard {
-        CapacityGuard { cfg, peak: MediaLoad::default(), loads: Vec::new(), state: GuardState::Accepting, since: Time::ZERO, cause: GuardCause::Recovered }
+        CapacityGuard { cfg, peak: MediaLoad::default(), loads: Vec::new(), parked_at_report: 0, state: GuardState::Accepting, since: Time::ZERO, cause: GuardCause::Recovered }
     }
 
     pub fn config(&self) -> &GuardConfig {
@@ -167,6 +176,7 @@ impl CapacityGuard {
     pub fn observe(&mut self, now: Time, loads: &[MediaLoad], parked: usize, threads: usize) -> Option<Transition> {
         self.loads.clear();
         self.loads.extend_from_slice(loads);
+        self.parked_at_report = parked;
         self.peak = loads.iter().copied().max_by(|a, b| a.busy.total_cmp(&b.busy)).unwrap_or_default();
         if let Some(worst) = loads.iter().copied().find(|l| self.over_load(*l).is_some()) {
             self.peak = worst;
@@ -181,14 +191,22 @@ impl CapacityGuard {
         (self.state == GuardState::Accepting, t)
     }
 
+    /// The busiest thread's load projected to `parked` calls (linear in the parked calls since the report).
+    fn projected(&self, parked: usize) -> MediaLoad {
+        if self.parked_at_report < PROJECT_FROM || parked <= self.parked_at_report {
+            return self.peak;
+        }
+        MediaLoad { busy: self.peak.busy * parked as f64 / self.parked_at_report as f64, ..self.peak }
+    }
+
     fn evaluate(&mut self, now: Time, parked: usize, threads: usize) -> Option<Transition> {
-        let cause = self.over_load(self.peak).or(self.cap_reached(parked, threads).then_some(GuardCause::MaxParked));
+        let cause = self.over_load(self.projected(parked)).or(self.cap_reached(parked, threads).then_some(GuardCause::MaxParked));
         match (self.state, cause) {
             (GuardState::Accepting, Some(cause)) => {
                 self.state = GuardState::Refusing;
                 self.since = now;
                 self.cause = cause;
-                Some(Transition { state: self.state, cause, load: self.peak })
+                Some(Transition { state: self.state, cause, load: self.projected(parked) })
             }
             (GuardState::Refusing, None) => {
                 let load_ok = self.loads.iter().all(|l| self.under_resume(*l));
@@ -273,6 +291,22 @@ mod tests {
         let (ok, t) = g.admit(t0, 3, 2);
         assert!(ok);
         assert_eq!(t.map(|t| t.state), Some(GuardState::Accepting));
+    }
+
+    #[test]
+    fn parks_between_reports_are_projected_onto_the_last_measure() {
+        let mut g = guard();
+        let t0 = Time::from_secs(1);
+        // 1,000 parked at 0.70 busy: 1,200 would be 0.84 (taken), 1,215 would be 0.8505 (refused).
+        assert_eq!(g.observe(t0, &[busy(0.70)], 1000, 1), None);
+        assert!(g.admit(t0, 1200, 1).0);
+        let (ok, t) = g.admit(t0, 1215, 1);
+        assert!(!ok);
+        assert_eq!(t.map(|t| t.cause), Some(GuardCause::Busy));
+        // Too few parked at the report to project from: the measure alone counts.
+        let mut g = guard();
+        g.observe(t0, &[busy(0.70)], PROJECT_FROM - 1, 1);
+        assert!(g.admit(t0, 10 * PROJECT_FROM, 1).0);
     }
 
     #[test]
