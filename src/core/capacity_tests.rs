@@ -107,7 +107,7 @@ fn refer_park_gets_a_503_sipfrag_and_api_park_a_503_while_refusing() {
     assert_eq!(w.core.live().orbits_occupied, 0, "still bridged, nobody re-parked");
     let r = w.command(1, crate::core::Command::ParkCall { call_id: "carol-call".into(), orbit: None, lot: None });
     let e = r.expect("answered now").expect_err("refused");
-    assert_eq!((e.http_status(), e.clone()), (503, crate::core::CommandError::MediaCapacity { retry_after: 5 }));
+    assert_eq!((e.http_status(), e), (503, crate::core::CommandError::MediaCapacity { retry_after: 5 }));
     assert_eq!(refused(&w), 2);
 }
 
