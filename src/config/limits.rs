@@ -150,7 +150,7 @@ pub struct LimitsConfig {
     /// The capacity guard (`core/admission/capacity.rs`): while on, new parks (INVITE to a park code or orbit,
     /// REFER, API park) are refused `503` + `Retry-After` (`retry_after`) once a media thread's measured
     /// headroom runs out (`media_busy_max`, `media_late_max_ms`), until every thread is back below
-    /// `media_busy_resume` and half of `media_late_max_ms` (and at least 2 s passed). Parked calls, retrieves,
+    /// `media_busy_resume` (and at least 2 s passed). Parked calls, retrieves,
     /// recalls and hang-ups are never refused. Counted as `parkd_sip_refusals_total{reason="media_capacity"}`.
     pub media_guard: bool,
     /// Share of wall time (0–1, smoothed over about half a second) a media thread spends working rather than
@@ -158,8 +158,9 @@ pub struct LimitsConfig {
     pub media_busy_max: f64,
     /// New parks are accepted again once every media thread's busy share is below this (hysteresis).
     pub media_busy_resume: f64,
-    /// Smoothed lateness of a media thread's pacer slots (ms) at or above which new parks are refused; they
-    /// are accepted again below half of it. `0` = lateness is not looked at.
+    /// Smoothed lateness of a media thread's pacer slots (ms) at or above which new parks are refused, once the
+    /// thread is at least `media_busy_resume` busy (on a lighter thread lateness is the machine's noise, which
+    /// refusing parks would not cure). `0` = lateness is not looked at.
     pub media_late_max_ms: f64,
     /// Static cap: at this many parked calls per media thread (× `media_threads`) new parks are refused,
     /// whatever the measured load (and whether `media_guard` is on or not). `0` = no cap.

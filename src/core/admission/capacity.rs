@@ -5,15 +5,15 @@
 //! both smoothed over about half a second) and hands the figures in as [`MediaLoad`] inputs with `now`. The
 //! guard decides, with hysteresis, pure and in virtual time:
 //!
-//! * **refusing** once any media thread is at or above `media_busy_max` busy, or its smoothed lateness is at or
-//!   above `media_late_max_ms` (new parks go to the thread with the fewest legs, and threads carry similar
-//!   loads, so the busiest one is the one at risk);
-//! * **accepting** again only once every thread is below `media_busy_resume` and below half of
-//!   `media_late_max_ms`, and at least [`MIN_REFUSING`] after it started refusing (no flapping at the
-//!   threshold);
+//! * **refusing** once any media thread is at or above `media_busy_max` busy, or, already at least
+//!   `media_busy_resume` busy, its smoothed lateness is at or above `media_late_max_ms` (a late pacer on a lightly
+//!   loaded thread is the machine's noise, not parkd's load: refusing parks would not help it). New parks go to
+//!   the thread with the fewest legs, and threads carry similar loads, so the busiest one is the one at risk;
+//! * **accepting** again only once every thread is below `media_busy_resume`, and at least [`MIN_REFUSING`]
+//!   after it started refusing (no flapping at the threshold);
 //! * between two reports (they come every 100 ms and trail the load by about half a second), a park that would
 //!   take the busiest thread to `media_busy_max` by linear projection (its busy share × parked now / parked at
-//!   the report, from 50 parked calls up) is refused too: a burst of parks cannot run far past the threshold
+//!   the report, from 500 parked calls up, where the per-call cost outweighs the fixed one) is refused too: a burst of parks cannot run far past the threshold
 //!   before the measure catches up;
 //! * a static cap too, `media_max_parked_per_thread` (× media threads): at that many parked calls new parks are
 //!   refused whatever the load says; it is checked at each park, so it is exact.
@@ -26,7 +26,7 @@ use crate::time::Time;
 use std::time::Duration;
 
 /// Parked calls at a report from which the busy share is projected to the parked calls now.
-pub const PROJECT_FROM: usize = 50;
+pub const PROJECT_FROM: usize = 500;
 
 /// Shortest time the guard refuses once it started, even if the load falls at once.
 pub const MIN_REFUSING: Duration = Duration::from_secs(2);
@@ -156,7 +156,7 @@ impl CapacityGuard {
             None
         } else if l.busy >= self.cfg.busy_max {
             Some(GuardCause::Busy)
-        } else if self.cfg.late_max_ms > 0.0 && l.late_ms >= self.cfg.late_max_ms {
+        } else if self.cfg.late_max_ms > 0.0 && l.busy >= self.cfg.busy_resume && l.late_ms >= self.cfg.late_max_ms {
             Some(GuardCause::Late)
         } else {
             None
@@ -164,7 +164,7 @@ impl CapacityGuard {
     }
 
     fn under_resume(&self, l: MediaLoad) -> bool {
-        !self.cfg.enabled || (l.busy < self.cfg.busy_resume && (self.cfg.late_max_ms <= 0.0 || l.late_ms < self.cfg.late_max_ms / 2.0))
+        !self.cfg.enabled || l.busy < self.cfg.busy_resume
     }
 
     fn cap_reached(&self, parked: usize, threads: usize) -> bool {
@@ -268,13 +268,14 @@ mod tests {
     }
 
     #[test]
-    fn late_pacer_refuses_and_resumes_below_half_the_limit() {
+    fn late_pacer_refuses_only_on_a_loaded_thread_and_resumes_below_resume() {
         let mut g = guard();
         let t0 = Time::from_secs(100);
-        let t = g.observe(t0, &[MediaLoad { busy: 0.3, late_ms: 6.0 }], 0, 1).expect("late");
+        assert_eq!(g.observe(t0, &[MediaLoad { busy: 0.3, late_ms: 9.0 }], 0, 1), None, "a late pacer on a light thread: the machine's noise");
+        let t = g.observe(t0, &[MediaLoad { busy: 0.78, late_ms: 6.0 }], 0, 1).expect("late and loaded");
         assert_eq!(t.cause, GuardCause::Late);
-        assert_eq!(g.observe(t0 + Duration::from_secs(5), &[MediaLoad { busy: 0.3, late_ms: 3.0 }], 0, 1), None, "3 ms is not under 2.5");
-        assert!(g.observe(t0 + Duration::from_secs(6), &[MediaLoad { busy: 0.3, late_ms: 2.0 }], 0, 1).is_some());
+        assert_eq!(g.observe(t0 + Duration::from_secs(5), &[MediaLoad { busy: 0.76, late_ms: 0.1 }], 0, 1), None, "on time but not below resume");
+        assert!(g.observe(t0 + Duration::from_secs(6), &[MediaLoad { busy: 0.74, late_ms: 9.0 }], 0, 1).is_some(), "below resume: accepting");
     }
 
     #[test]
