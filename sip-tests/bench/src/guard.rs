@@ -57,19 +57,30 @@ pub fn step(bin: &Path, cpu: usize, base: &ParkdOpts, out: &Path, args: &[String
                 .position(|a| a == "--guard-steps")
                 .and_then(|i| args.get(i + 1))
                 .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
-                .unwrap_or_else(|| vec![3000, 4000, 5000, 6000, 7000, 8000]);
-            let mut best = 0;
+                .unwrap_or_else(|| vec![2000, 3000, 4000, 5000, 6000, 7000, 8000]);
+            // Stepping stops at a hard failure (failed or silent calls, ≥ 0.1 % loss); a step missing only the
+            // jitter criterion (p99 > 22 ms, a shared VM's scheduling) is recorded and stepping goes on.
+            let (mut best, mut best_no_jitter) = (0, 0);
             for n in steps {
                 let d = density::run(bin, cpu, &opts(GUARD_OFF), n, Duration::from_secs(8), &out.join(format!("parkd-search-{n}.log")), progress)?;
                 eprintln!("\rceiling search N={n}: {} {}", line(&d), if d.pass() { "PASS" } else { "FAIL" });
-                let pass = d.pass();
+                let hard = d.failed > 0 || d.silent > 0 || d.loss_pct >= 0.1;
+                if d.pass() {
+                    best = n;
+                } else if !hard {
+                    best_no_jitter = n;
+                }
                 search.push(d);
-                if !pass {
+                if hard {
                     break;
                 }
-                best = n;
             }
-            best
+            if best == 0 {
+                eprintln!("\rno step met the jitter criterion: the ceiling is the largest step without loss or failures");
+                best_no_jitter
+            } else {
+                best
+            }
         }
     };
     if ceiling == 0 {
@@ -114,7 +125,7 @@ fn report(ceiling: usize, push: usize, pct: usize, hold: Duration, search: &[Den
         for d in search {
             let _ = writeln!(s, "| {} | {} | {} | {:.3} | {:.1} / {:.1} / {:.1} | {:.1} | {} |", d.n, d.parked, d.failed, d.loss_pct, d.ia_p50_ms, d.ia_p99_ms, d.ia_max_ms, d.cpu_pct, if d.pass() { "yes" } else { "no" });
         }
-        let _ = writeln!(s);
+        let _ = writeln!(s, "\nThe ceiling is the largest step meeting every criterion (if none met the jitter one on this VM, the largest without loss or failures).\n");
     }
     let _ = writeln!(s, "Ceiling: **{ceiling}** parked calls. Pushed: **{push}** ({pct} %).\n");
     let _ = writeln!(
