@@ -26,6 +26,11 @@
 //! tcp_idle_timeout = 300             # seconds; 0 = off
 //! max_message_bytes = 65536          # UDP and TCP: 413 (513 for an endless header section)
 //! max_headers = 256                  # UDP and TCP: 400 Too Many Headers
+//! media_guard = true                 # refuse new parks (503) before hold music degrades
+//! media_busy_max = 0.85              # a media thread this busy: refuse new parks
+//! media_busy_resume = 0.75           # every thread below this again: accept
+//! media_late_max_ms = 5.0            # a media thread's pacer this late (smoothed): refuse
+//! media_max_parked_per_thread = 0    # static cap: parked calls per media thread; 0 = none
 //! [limits.trusted]
 //! new_dialogs_per_second = 500
 //!
@@ -142,6 +147,24 @@ pub struct LimitsConfig {
     /// holding nothing is forgotten, and idle sources are forgotten as traffic goes on. A new source when
     /// every tracked one holds a call or subscription is dropped (counted as `sources_full`).
     pub tracked_sources: usize,
+    /// The capacity guard (`core/admission/capacity.rs`): while on, new parks (INVITE to a park code or orbit,
+    /// REFER, API park) are refused `503` + `Retry-After` (`retry_after`) once a media thread's measured
+    /// headroom runs out (`media_busy_max`, `media_late_max_ms`), until every thread is back below
+    /// `media_busy_resume` (and at least 2 s passed). Parked calls, retrieves,
+    /// recalls and hang-ups are never refused. Counted as `parkd_sip_refusals_total{reason="media_capacity"}`.
+    pub media_guard: bool,
+    /// Share of wall time (0–1, smoothed over about half a second) a media thread spends working rather than
+    /// waiting for its next pacer slot, at or above which new parks are refused.
+    pub media_busy_max: f64,
+    /// New parks are accepted again once every media thread's busy share is below this (hysteresis).
+    pub media_busy_resume: f64,
+    /// Smoothed lateness of a media thread's pacer slots (ms) at or above which new parks are refused, once the
+    /// thread is at least `media_busy_resume` busy (on a lighter thread lateness is the machine's noise, which
+    /// refusing parks would not cure). `0` = lateness is not looked at.
+    pub media_late_max_ms: f64,
+    /// Static cap: at this many parked calls per media thread (× `media_threads`) new parks are refused,
+    /// whatever the measured load (and whether `media_guard` is on or not). `0` = no cap.
+    pub media_max_parked_per_thread: u32,
 }
 
 /// A `[limits]` / `[limits.trusted]` table as written: every key optional, falling back to the defaults.
@@ -200,6 +223,11 @@ impl Default for LimitsConfig {
             max_message_bytes: 64 * 1024,
             max_headers: 256,
             tracked_sources: 65_536,
+            media_guard: true,
+            media_busy_max: 0.85,
+            media_busy_resume: 0.75,
+            media_late_max_ms: 5.0,
+            media_max_parked_per_thread: 0,
         }
     }
 }

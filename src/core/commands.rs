@@ -71,6 +71,9 @@ pub enum CommandError {
     /// In a cluster, Redis did not answer the orbit's claim: nothing was parked (try again).
     #[error("the cluster cannot allocate an orbit now (Redis does not answer)")]
     ClusterUnavailable,
+    /// The capacity guard refuses new parks now (media threads out of headroom); try again in `retry_after` s.
+    #[error("parkd refuses new parks now to keep hold music clean for the calls parked (media capacity); retry in {retry_after} s")]
+    MediaCapacity { retry_after: u32 },
     /// [`Core::handle_command`] on a command whose answer comes later ([`Core::submit_command`]).
     #[error("the answer comes later (in a cluster, after the orbit's claim)")]
     Deferred,
@@ -84,7 +87,7 @@ impl CommandError {
             CommandError::OrbitOccupied(_) | CommandError::Ringing(_) => 409,
             CommandError::BadUri(_) => 400,
             CommandError::DialNotAllowed { .. } => 403,
-            CommandError::LotFull(_) | CommandError::Originate(_) | CommandError::ClusterUnavailable | CommandError::Deferred => 503,
+            CommandError::LotFull(_) | CommandError::Originate(_) | CommandError::ClusterUnavailable | CommandError::MediaCapacity { .. } | CommandError::Deferred => 503,
         }
     }
 }
@@ -215,6 +218,7 @@ impl Core {
 
     fn cmd_park_call(&mut self, now: Time, ticket: CommandTicket, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> Option<CommandResult> {
         match self.park_call_target(call_id, orbit, lot) {
+            Ok(_) if !self.capacity_admits(now) => Some(Err(CommandError::MediaCapacity { retry_after: self.capacity_retry_after() })),
             Ok(t) if self.clustered() => {
                 self.api_park_via_cluster(now, ticket, t);
                 None

@@ -66,6 +66,10 @@ pub enum ParkEvent {
     /// In a cluster, an orbit another node held is free again: `node` released it (retrieved, ended, …), or its
     /// lease ran out (`expired`: that node is gone or cut off from Redis).
     RemoteFreed { lot: String, orbit: OrbitNumber, node: String, expired: bool },
+    /// The capacity guard turned (issue 20): `state` is `refusing` (new parks get 503 + Retry-After) or
+    /// `accepting`; `cause` is `media_busy`, `media_late`, `max_parked` or `recovered`; `load_pct` and
+    /// `late_us` are the busiest media thread's smoothed busy share (percent) and pacer lateness then.
+    Capacity { state: String, cause: String, load_pct: u32, late_us: u64 },
 }
 
 impl ParkEvent {

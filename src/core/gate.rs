@@ -8,7 +8,7 @@
 //!    `503` + `Retry-After`, or silence once the source had its `refusals_per_second` 503s this second.
 //!    Malformed requests parkd would answer 400 take from the out-of-dialog bucket too ([`Core::may_answer_malformed`]).
 //! 2. [`Core::gate`], once the lot and the action (park / retrieve) are known: the lot's source lists (403),
-//!    digest authentication (401), `trusted_only` (403), drain (503 for parks), then the source's cap on
+//!    digest authentication (401), `trusted_only` (403), drain and the capacity guard (503 for parks), then the source's cap on
 //!    orbits held by its parked calls (503 / silence). SUBSCRIBE has its own sequence in `subscribe.rs` ending with
 //!    the cap on subscriptions.
 //!
@@ -97,6 +97,10 @@ impl Core {
         }
         if self.admission.is_draining() {
             self.refuse_draining(now, txn, req);
+            return false;
+        }
+        if !self.capacity_admits(now) {
+            self.refuse_capacity(now, txn, req);
             return false;
         }
         let verdict = self.admission.admit_park(now, from.addr.ip());

@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod blf;
 pub mod bridging;
+mod capacity;
 pub mod cluster;
 mod cluster_command;
 mod cluster_fetch;
@@ -277,6 +278,8 @@ mod srtp_tests;
 mod srtp_out_tests;
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod capacity_tests;
 #[cfg(test)]
 mod ipv6_tests;
 #[cfg(test)]

@@ -96,6 +96,12 @@ impl World {
         self.drain();
     }
 
+    /// Hands the core the media threads' measured load (the capacity guard's input) and carries its outputs.
+    pub fn media_load(&mut self, loads: &[crate::core::admission::capacity::MediaLoad]) {
+        self.core.handle_media_load(self.now, loads);
+        self.drain();
+    }
+
     /// The token of the last journal group written with one.
     pub fn last_token(&self) -> Option<crate::journal::JournalToken> {
         self.journal.iter().rev().find_map(|(_, t)| *t)

@@ -60,6 +60,14 @@ impl Core {
         if subscribe {
             self.notify_refer(now, leg_id, refer_cseq, "SIP/2.0 100 Trying\r\n", false);
         }
+        if !self.capacity_admits(now) {
+            // The capacity guard (core/capacity.rs): the call stays bridged; the referrer hears why.
+            tracing::info!("REFER park refused by the capacity guard; the call stays bridged");
+            if subscribe {
+                self.notify_refer(now, leg_id, refer_cseq, "SIP/2.0 503 Service Unavailable\r\n", true);
+            }
+            return;
+        }
         if self.clustered() {
             // The orbit is claimed cluster-wide first; the re-park (and its final NOTIFY) waits for the answer.
             let pending = super::cluster::PendingRefer { leg_id, refer_cseq, call_ref, other, lot: target.0, parker, subscribe };

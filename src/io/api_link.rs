@@ -156,6 +156,8 @@ pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest, deferr
                 sip_refusals: core.refusals().iter().collect(),
                 tracked_sources: core.tracked_sources(),
                 cluster: core.cluster_scrape(now),
+                media_loads: media.loads(),
+                capacity_refusing: core.capacity_state() == crate::core::admission::capacity::GuardState::Refusing,
             };
             let _ = reply.send(snap);
         }

@@ -103,6 +103,9 @@ impl From<CommandError> for ApiError {
         if let CommandError::DialNotAllowed { .. } = e {
             return ApiError::new(status, "dial_not_allowed", e.to_string()).refused("dial_not_allowed");
         }
+        if let CommandError::MediaCapacity { retry_after } = e {
+            return ApiError::new(status, "unavailable", e.to_string()).retry_after(u64::from(retry_after));
+        }
         let error = match e.http_status() {
             400 => "bad_request",
             404 => "not_found",

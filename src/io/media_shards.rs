@@ -131,6 +131,11 @@ impl Media {
         self.shards.iter().flat_map(|h| h.ports().iter().copied()).collect()
     }
 
+    /// Each thread's measured load (index = thread), for the capacity guard and `parkd_media_load`.
+    pub fn loads(&self) -> Vec<crate::core::admission::capacity::MediaLoad> {
+        self.shards.iter().map(|h| h.load()).collect()
+    }
+
     /// The io counters of all threads, summed.
     pub fn io_totals(&self) -> IoTotals {
         let mut t = IoTotals::default();

@@ -28,6 +28,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::clock::Clock;
 use super::dual_stack;
 use super::hold_sender::{self, refusal_of, HoldOut, OpenError, PortSockets, Refusal, Slot};
+use super::media_load::{LoadCell, LoadMeter};
 use super::wake_gate::WakeGate;
 use crate::config::RtpSender;
 use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaStats};
@@ -79,6 +80,7 @@ pub struct MediaHandle {
     ports: Vec<u16>,
     counters: Arc<IoCounters>,
     stats: Arc<Mutex<MediaStats>>,
+    load: Arc<LoadCell>,
 }
 
 impl MediaHandle {
@@ -120,6 +122,11 @@ impl MediaHandle {
     /// Io-side counters.
     pub fn io_counters(&self) -> &IoCounters {
         &self.counters
+    }
+
+    /// The thread's measured load, smoothed (at most ~0.1 s old; see [`super::media_load`]).
+    pub fn load(&self) -> crate::core::admission::capacity::MediaLoad {
+        self.load.load()
     }
 
     /// The plane's counters as of the thread's last loop iteration (at most ~0.5 s old).
@@ -168,7 +175,8 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let counters = Arc::new(IoCounters::default());
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), plane };
+    let load = Arc::new(LoadCell::default());
+    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
@@ -194,7 +202,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
         let _ = thread.join();
         return Err(e);
     }
-    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats })
+    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats, load })
 }
 
 /// State owned by the media thread.
@@ -211,6 +219,8 @@ struct MediaIo {
     stop: Arc<AtomicBool>,
     counters: Arc<IoCounters>,
     stats: Arc<Mutex<MediaStats>>,
+    /// The measured load, published for the SIP side (capacity guard).
+    load: Arc<LoadCell>,
     plane: MediaPlane,
 }
 
@@ -262,9 +272,11 @@ impl MediaIo {
         let mut buf = vec![0u8; RECV_BUF];
         let mut batch = HoldBatch::with_capacity(1024);
         let mut last_stats = clock.now();
+        let mut meter = LoadMeter::new(std::time::Instant::now());
         loop {
             let now = clock.now();
-            let mut timeout = match self.plane.poll_timeout().map(|(t, _)| t) {
+            let due = self.plane.poll_timeout().map(|(t, _)| t);
+            let mut timeout = match due {
                 Some(d) => d.saturating_since(now).min(IDLE_WAKE),
                 None => IDLE_WAKE,
             };
@@ -280,6 +292,8 @@ impl MediaIo {
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
+            let woke = std::time::Instant::now();
+            let late = due.map_or(Duration::ZERO, |d| clock.now().saturating_since(d));
             self.gate.after_wake();
             loop {
                 match self.rx.try_recv() {
@@ -323,6 +337,7 @@ impl MediaIo {
             let turn = hold.send_turn(&mut batch, &self);
             self.counters.send_errors.fetch_add(turn.errors, Ordering::Relaxed);
             self.counters.send_would_block.fetch_add(turn.would_block, Ordering::Relaxed);
+            meter.turn(woke, std::time::Instant::now(), late, &self.load);
             let now = clock.now();
             if now.saturating_since(last_stats) >= IDLE_WAKE {
                 last_stats = now;

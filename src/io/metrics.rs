@@ -136,6 +136,10 @@ pub struct ScrapeSnapshot {
     pub tracked_sources: usize,
     /// The cluster room's gauges and totals (`parkd_cluster_*`); `None` on a single node (none are written).
     pub cluster: Option<crate::cluster::ClusterScrape>,
+    /// Each media thread's measured load (index = thread; see `io/media_load.rs`).
+    pub media_loads: Vec<crate::core::admission::capacity::MediaLoad>,
+    /// The capacity guard refuses new parks now.
+    pub capacity_refusing: bool,
 }
 
 /// Metrics updated from the core task.
@@ -246,7 +250,8 @@ impl Metrics {
             | ParkEvent::OrbitLost { .. }
             // Another node counts its own parks; this node's occupancy gauge includes them (`lot_summary`).
             | ParkEvent::RemoteParked { .. }
-            | ParkEvent::RemoteFreed { .. } => {}
+            | ParkEvent::RemoteFreed { .. }
+            | ParkEvent::Capacity { .. } => {}
         }
         if let Some(dwell) = ev.dwell() {
             self.dwell.observe(dwell.as_secs_f64());
@@ -337,6 +342,7 @@ impl Metrics {
             "How late each hold-music pacer slot was served after its due time",
             SnapshotHistogram::pacer_lateness(&snap.pacer_lateness),
         );
+        encode_media_load(&mut reg, snap);
         if let Some(c) = &snap.cluster {
             encode_cluster(&mut reg, c);
         }
@@ -359,6 +365,27 @@ impl Metrics {
         }
         out
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThreadLabels {
+    thread: String,
+}
+
+/// `parkd_media_load{thread}` (busy share 0–1, smoothed), `parkd_media_pacer_late_seconds{thread}` (smoothed) and
+/// `parkd_capacity_refusing` (1 while the capacity guard refuses new parks).
+fn encode_media_load(reg: &mut Registry, snap: &ScrapeSnapshot) {
+    let load = Family::<ThreadLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let late = Family::<ThreadLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (i, l) in snap.media_loads.iter().enumerate() {
+        load.get_or_create(&ThreadLabels { thread: i.to_string() }).set(l.busy);
+        late.get_or_create(&ThreadLabels { thread: i.to_string() }).set(l.late_ms / 1000.0);
+    }
+    reg.register("media_load", "Share of wall time each media thread works (smoothed over ~0.5 s; the capacity guard's input)", load);
+    reg.register("media_pacer_late_seconds", "How late each media thread's pacer turns start (smoothed max per 100 ms)", late);
+    let refusing = Gauge::<i64>::default();
+    refusing.set(i64::from(snap.capacity_refusing));
+    reg.register("capacity_refusing", "1 while the capacity guard refuses new parks (503), else 0", refusing);
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -416,6 +443,21 @@ mod tests {
         assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="INVITE",class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"parkd_sip_messages_total{direction="out",kind="response",method="BYE",class="4xx"} 1"#), "{text}");
         assert!(text.contains(r#"method="other""#), "unknown methods are bucketed");
+    }
+
+    #[test]
+    fn media_load_per_thread_and_the_guard_state_are_gauges() {
+        use crate::core::admission::capacity::MediaLoad;
+        let snap = ScrapeSnapshot {
+            media_loads: vec![MediaLoad { busy: 0.25, late_ms: 0.5 }, MediaLoad { busy: 0.875, late_ms: 4.0 }],
+            capacity_refusing: true,
+            ..Default::default()
+        };
+        let text = Metrics::new().encode(&snap);
+        assert!(text.contains(r#"parkd_media_load{thread="0"} 0.25"#), "{text}");
+        assert!(text.contains(r#"parkd_media_load{thread="1"} 0.875"#), "{text}");
+        assert!(text.contains(r#"parkd_media_pacer_late_seconds{thread="1"} 0.004"#), "{text}");
+        assert!(text.contains("parkd_capacity_refusing 1"), "{text}");
     }
 
     #[test]

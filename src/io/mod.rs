@@ -12,6 +12,7 @@ pub mod http_guard;
 pub mod http_token;
 pub mod journal_file;
 pub mod journal_writer;
+pub mod media_load;
 pub mod media_shards;
 pub mod media_thread;
 pub mod metrics;

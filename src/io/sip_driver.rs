@@ -100,6 +100,9 @@ pub enum Stop {
     HangUpAll,
 }
 
+/// How often the media threads' load is read and handed to the core (their figure is smoothed over ~0.5 s).
+const MEDIA_LOAD_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a hang-up-everything stop lets its BYEs retransmit and be answered before parkd exits.
 const HANGUP_LINGER: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -173,6 +176,9 @@ async fn drive(
     let timer = tokio::time::sleep_until(far());
     tokio::pin!(timer);
     let mut armed: Option<crate::time::Time> = None;
+    // The media threads' measured load, handed to the core's capacity guard (core/capacity.rs) ten times a second.
+    let mut load_tick = tokio::time::interval(MEDIA_LOAD_EVERY);
+    load_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // The core's contract (core/mod.rs): after every input, drain its output until None. Every branch
         // below feeds at most one input before coming back here, except the UDP batch, which drains after
@@ -260,6 +266,7 @@ async fn drive(
                     core.handle_journal_durable(token, ok, now);
                 }
             }
+            _ = load_tick.tick() => core.handle_media_load(clock.now(), &media.loads()),
             _ = drain_toggle.recv() => {
                 // SIGUSR1: drain mode on/off (new parks get 503; see core/proxy.rs).
                 let on = !core.is_draining();

@@ -29,6 +29,8 @@ pub struct DensityResult {
     pub n: usize,
     pub parked: usize,
     pub failed: usize,
+    /// Parks answered `503` (the capacity guard's refusals; counted in `failed` too).
+    pub refused: usize,
     pub setup_s: f64,
     pub window_s: f64,
     /// Calls parked but with no packet during the window.
@@ -141,7 +143,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, hold: Duration, l
     let by_id: HashMap<String, usize> = (0..n).map(|i| (format!("d{i}@bench"), i)).collect();
     let referred = "Referred-By: <sip:parker@127.0.0.1>\r\n";
     let t0 = Instant::now();
-    let (mut ok, mut failed) = (0usize, 0usize);
+    let (mut ok, mut failed, mut refused) = (0usize, 0usize, 0usize);
     let mut last_progress = Instant::now();
     while ok + failed < n && t0.elapsed() < Duration::from_secs(60) {
         // Start the parks due by now.
@@ -167,6 +169,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, hold: Duration, l
                         } else {
                             c.1 = St::Failed;
                             failed += 1;
+                            refused += usize::from(r.status == 503);
                         }
                     }
                 }
@@ -235,6 +238,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, hold: Duration, l
         n,
         parked: ok,
         failed: n - ok,
+        refused,
         setup_s,
         window_s,
         silent,

@@ -12,6 +12,7 @@
 //! * [`sip_floor`] — a bare UDP responder: the kernel's share of a cycle.
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
 //! * [`flood`] — cycles from one source while another floods never-ACKed INVITEs.
+//! * [`guard`] — the capacity guard: 120 % of the ceiling offered, guard on and off (issue 20).
 //! * [`restart`] — N parked calls, `kill -9`, restart: ready time, per-call resume gap, calls lost (issue 17).
 //! * [`cluster`] — three parkd nodes on one Redis: park/retrieve cycles same-node and cross-node (issue 18),
 //!   reported by [`cluster_report`] (`bench-results/cluster/README.md`).
@@ -29,6 +30,7 @@ pub mod cluster_report;
 pub mod cycle;
 pub mod density;
 pub mod flood;
+pub mod guard;
 pub mod hist;
 pub mod net;
 pub mod report;

@@ -4,7 +4,8 @@
 //! [--journal-rates R,R] [--no-journal-cmp]`, or only the cluster step (issue 18): `-- --cluster [--cluster-rates R,R]
 //! [--cluster-secs S] [--cluster-runs N] [--out DIR]` (default `bench-results/cluster/`; needs `redis-server`), or only the
 //! encrypted-phones step (issue 19): `-- --secure [--secure-steps N,N] [--secure-rates R,R] [--secure-runs N] [--out DIR]`
-//! (default `bench-results/secure/`).
+//! (default `bench-results/secure/`), or only the capacity-guard step (issue 20): `-- --guard [--ceiling N]
+//! [--guard-steps N,N] [--guard-hold S] [--push-pct P] [--out DIR]` (default `bench-results/guard/`).
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
 //! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
@@ -99,8 +100,14 @@ fn run() -> std::io::Result<()> {
         cpus: both_cores.then(|| "0,1".to_string()),
         extra: Vec::new(),
         rtp_ports: None,
-        config: String::new(),
+        // The density steps measure hold music's own ceiling: the capacity guard (issue 20) stays out of it.
+        config: "[limits]\nmedia_guard = false\n".into(),
     };
+    // --guard: only the capacity-guard step (issue 20), into bench-results/guard/.
+    if args.iter().any(|a| a == "--guard") {
+        let dir = if args.iter().any(|a| a == "--out") { out } else { out.join("guard") };
+        return parkd_bench::guard::step(&bin, PARKD_CPU, &parkd_opts, &dir, &args, &mut progress);
+    }
     let (nproc, cpu_model, kernel) = sys::machine_info();
     let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
 

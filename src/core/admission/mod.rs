@@ -29,6 +29,7 @@
 
 pub mod acl;
 mod bucket;
+pub mod capacity;
 pub mod digest;
 mod sources;
 
@@ -73,10 +74,13 @@ pub enum Reason {
     Acl,
     /// `tracked_sources` entries all hold something: a new source cannot be tracked (dropped).
     SourcesFull,
+    /// A new park while the capacity guard refuses (answered 503; [`capacity`]). Not the source's fault: counted
+    /// but never written as a `refused sip source=` line (fail2ban must not ban the PBX for parkd's load).
+    MediaCapacity,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::RateNewDialogs,
         Reason::RateOutOfDialog,
         Reason::RateInDialog,
@@ -87,6 +91,7 @@ impl Reason {
         Reason::AuthFailed,
         Reason::Acl,
         Reason::SourcesFull,
+        Reason::MediaCapacity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +106,7 @@ impl Reason {
             Reason::AuthFailed => "auth_failed",
             Reason::Acl => "acl",
             Reason::SourcesFull => "sources_full",
+            Reason::MediaCapacity => "media_capacity",
         }
     }
 
@@ -194,6 +200,8 @@ pub struct Admission {
     nonce_key: NonceKey,
     /// Drain mode: new parks are refused with 503 (see `proxy.rs`).
     draining: bool,
+    /// The capacity guard: new parks refused while the media threads lack headroom ([`capacity`]).
+    pub capacity: capacity::CapacityGuard,
 }
 
 impl Default for Admission {
@@ -218,6 +226,7 @@ impl Admission {
             untracked_logged: Window::default(),
             nonce_key: NonceKey([0; 16]),
             draining: false,
+            capacity: capacity::CapacityGuard::new(capacity::GuardConfig::from(limits)),
         }
     }
 
@@ -274,6 +283,11 @@ impl Admission {
         let mut id = crate::sip::parse_name_addr(value).ok()?;
         id.params = Default::default();
         Some(id)
+    }
+
+    /// Counts a refusal that is no source's doing (`media_capacity`): no per-source state, no log line.
+    pub fn count(&mut self, reason: Reason) {
+        self.counts.0[reason.index()] += 1;
     }
 
     /// Refusals so far by reason.

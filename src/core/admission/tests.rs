@@ -204,7 +204,7 @@ fn every_reason_has_a_stable_label() {
     let labels: Vec<&str> = RefusalCounts::default().iter().map(|(r, _)| r).collect();
     assert_eq!(
         labels,
-        ["rate_new_dialogs", "rate_out_of_dialog", "rate_in_dialog", "unconfirmed", "parked_per_source", "subscriptions", "scanner_user_agent", "auth_failed", "acl", "sources_full"]
+        ["rate_new_dialogs", "rate_out_of_dialog", "rate_in_dialog", "unconfirmed", "parked_per_source", "subscriptions", "scanner_user_agent", "auth_failed", "acl", "sources_full", "media_capacity"]
     );
 }
 
