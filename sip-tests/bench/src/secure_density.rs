@@ -227,7 +227,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, media: Media, n: usize, hol
         link.send(&text);
     };
     let t0 = Instant::now();
-    let (mut ok, mut failed) = (0usize, 0usize);
+    let (mut ok, mut failed, mut refused) = (0usize, 0usize, 0usize);
     let mut last_progress = Instant::now();
     let mut msgs = Vec::new();
     while ok + failed < n && t0.elapsed() < Duration::from_secs(60) {
@@ -268,6 +268,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, media: Media, n: usize, hol
                     } else {
                         c.0 = St::Failed;
                         failed += 1;
+                        refused += usize::from(r.status == 503);
                     }
                 }
                 Message::Request(req) => link.ok_to(&req),
@@ -330,6 +331,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, media: Media, n: usize, hol
         n,
         parked: ok,
         failed: n - ok,
+        refused,
         setup_s,
         window_s,
         silent,
