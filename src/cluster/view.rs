@@ -224,3 +224,38 @@ impl RemoteView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ParkedDialog;
+    use crate::ids::OrbitIdx;
+
+    fn claim(owner: &str, call_id: Option<&str>, expires: u64) -> RemoteClaim {
+        let dialog = call_id.map(|c| ParkedDialog { call_id: c.into(), local_tag: "l".into(), remote_tag: "r".into() });
+        RemoteClaim { owner: NodeName::new(owner).unwrap(), fence: Fence(1), info: ClaimInfo { dialog, ..ClaimInfo::default() }, expires: Time::from_secs(expires) }
+    }
+
+    /// The per-lot counts and the Call-ID index follow every way an entry comes and goes.
+    #[test]
+    fn indexes_follow_upserts_releases_forgets_and_expiries() {
+        let mut v = RemoteView::default();
+        let mut out = Vec::new();
+        let s = |lot, o| Slot { lot, orbit: OrbitIdx(o) };
+        v.upsert(s(0, 3), claim("b", Some("x@1"), 10), &mut out);
+        v.upsert(s(0, 1), claim("b", Some("y@1"), 10), &mut out);
+        v.upsert(s(1, 0), claim("c", None, 20), &mut out);
+        assert_eq!((v.count_in_lot(0), v.count_in_lot(1), v.count_in_lot(2)), (2, 1, 0));
+        assert_eq!(v.in_lot(0).map(|(s, _)| s.orbit.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(v.with_call_id("x@1").map(|(s, _)| s).collect::<Vec<_>>(), vec![s(0, 3)]);
+        // Another call in the same orbit: the old Call-ID no longer finds it.
+        v.upsert(s(0, 3), claim("b", Some("z@1"), 10), &mut out);
+        assert_eq!((v.with_call_id("x@1").count(), v.with_call_id("z@1").count(), v.count_in_lot(0)), (0, 1, 2));
+        v.release(s(0, 1), &NodeName::new("b").unwrap(), Fence(1), &mut out);
+        assert_eq!((v.with_call_id("y@1").count(), v.count_in_lot(0)), (0, 1));
+        v.forget(s(1, 0), &mut out);
+        assert_eq!(v.count_in_lot(1), 0);
+        v.expire(Time::from_secs(11), &mut out);
+        assert_eq!((v.with_call_id("z@1").count(), v.count_in_lot(0), v.len()), (0, 0, 0));
+    }
+}

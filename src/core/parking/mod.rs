@@ -319,3 +319,37 @@ impl Parking {
         Some(Some((call, kind)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::events::ParkHow;
+    use crate::core::ids::LegId;
+    use rand::SeedableRng;
+
+    fn parked(p: &mut Parking, id: u64, at: u64) -> CallRef {
+        let call = CallRef(id);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let orbit = p.claim(0, None, call, &mut rng).unwrap();
+        let name = p.orbit_name(0, orbit);
+        p.park(Time::from_secs(at), ParkedCall::new(call, 0, orbit, name, LegId(id), None, ParkHow::Indirect, Time::from_secs(at), None));
+        call
+    }
+
+    /// The retrieve code's oldest call comes from the age index: it follows parks, removals and a swap's new age.
+    #[test]
+    fn oldest_follows_parks_removals_and_swaps() {
+        let mut p = Parking::new(vec![LotConfig::default_lot()]);
+        assert_eq!(p.oldest(0), None);
+        let (a, b, c) = (parked(&mut p, 1, 30), parked(&mut p, 2, 10), parked(&mut p, 3, 20));
+        assert_eq!(p.oldest(0), Some(b));
+        p.set_parked_at(b, Time::from_secs(40));
+        assert_eq!(p.oldest(0), Some(c));
+        p.remove(c);
+        assert_eq!(p.oldest(0), Some(a));
+        p.remove(a);
+        assert_eq!(p.oldest(0), Some(b));
+        p.remove(b);
+        assert_eq!((p.oldest(0), p.oldest(7)), (None, None));
+    }
+}
