@@ -33,8 +33,10 @@ use crate::sys::{self, Parkd, ParkdOpts};
 const SETUP_RATE: f64 = 2000.0;
 /// The benchmark lot: 40,000 orbits of 6 digits (the first lot keeps the CLI's 5-digit orbits and another code).
 const LOT_TOML: &str = "\n[[lot]]\nname = \"default\"\npark_code = \"699\"\norbits = \"10000-19999\"\n\n[[lot]]\nname = \"flat\"\npark_code = \"700\"\norbits = \"100000-139999\"\nslot_policy = \"first\"\nparking_time = 0\nmax_park_time = 0\nkeepalive_interval = 0\n";
-/// Legs per RTP port: 20,000 background legs and the cycles' legs in one of the bench's 10,000-port ranges.
-const LEGS_PER_PORT: u16 = 4;
+/// One leg per RTP port, as the cycle step needs (its parked parties share one sink address: on a shared port
+/// the bridged RTP would be ambiguous), so the range holds 22,000 even ports: 20,000 background legs and the
+/// cycles'. Bound before any socket of this program takes an ephemeral port in the namespace.
+const RTP_PORTS: &str = "1024-44023";
 
 /// One K.
 pub struct FlatStep {
@@ -181,7 +183,7 @@ pub fn run(bin: &Path, cpu: usize, dir: &Path, command: String, steps: &[usize],
     let floor_tokio = sip_floor::run(cpu, rate, Duration::from_secs(2), sip_floor::Responder::Tokio)?.us_per_cycle;
     let floor_blocking = sip_floor::run(cpu, rate, Duration::from_secs(2), sip_floor::Responder::Blocking)?.us_per_cycle;
     eprintln!("\rflat: bare responder {floor_blocking:.0} µs/cycle, on tokio {floor_tokio:.0} µs/cycle at {rate}/s");
-    let opts = ParkdOpts { legs_per_port: LEGS_PER_PORT, rtp_sender: None, media_threads: None, cpus: None, extra: Vec::new(), rtp_ports: None, config: LOT_TOML.to_string() };
+    let opts = ParkdOpts { legs_per_port: 1, rtp_sender: None, media_threads: None, cpus: None, extra: Vec::new(), rtp_ports: Some(RTP_PORTS.into()), config: LOT_TOML.to_string() };
     let parkd = Parkd::start(bin, cpu, "127.0.0.1:27072".parse().expect("literal address"), &dir.join("parkd-flat.log"), &opts)?;
     let sink = net::loopback_socket(1 << 20)?;
     let mut bg = Background { ua: Ua::new(parkd.sip)?, sink_port: sink.local_addr()?.port(), calls: Vec::new(), by_id: HashMap::new(), ok: 0, failed: 0 };
