@@ -36,7 +36,7 @@ const LOT_TOML: &str = "\n[[lot]]\nname = \"default\"\npark_code = \"699\"\norbi
 /// One leg per RTP port, as the cycle step needs (its parked parties share one sink address: on a shared port
 /// the bridged RTP would be ambiguous), so the range holds 22,000 even ports: 20,000 background legs and the
 /// cycles'. Bound before any socket of this program takes an ephemeral port in the namespace.
-const RTP_PORTS: &str = "1024-44023";
+const RTP_PORTS: &str = "2000-40999";
 
 /// One K.
 pub struct FlatStep {
@@ -183,8 +183,14 @@ pub fn run(bin: &Path, cpu: usize, dir: &Path, command: String, steps: &[usize],
     let floor_tokio = sip_floor::run(cpu, rate, Duration::from_secs(2), sip_floor::Responder::Tokio)?.us_per_cycle;
     let floor_blocking = sip_floor::run(cpu, rate, Duration::from_secs(2), sip_floor::Responder::Blocking)?.us_per_cycle;
     eprintln!("\rflat: bare responder {floor_blocking:.0} µs/cycle, on tokio {floor_tokio:.0} µs/cycle at {rate}/s");
+    // 22,000 RTP sockets: above a common 20,000 descriptor limit; root may raise it (parkd inherits it).
+    // SAFETY: plain setrlimit on a stack struct.
+    unsafe {
+        let r = libc::rlimit { rlim_cur: 65_536, rlim_max: 65_536 };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
     let opts = ParkdOpts { legs_per_port: 1, rtp_sender: None, media_threads: None, cpus: None, extra: Vec::new(), rtp_ports: Some(RTP_PORTS.into()), config: LOT_TOML.to_string() };
-    let parkd = Parkd::start(bin, cpu, "127.0.0.1:27072".parse().expect("literal address"), &dir.join("parkd-flat.log"), &opts)?;
+    let parkd = Parkd::start(bin, cpu, "127.0.0.1:44500".parse().expect("literal address"), &dir.join("parkd-flat.log"), &opts)?;
     let sink = net::loopback_socket(1 << 20)?;
     let mut bg = Background { ua: Ua::new(parkd.sip)?, sink_port: sink.local_addr()?.port(), calls: Vec::new(), by_id: HashMap::new(), ok: 0, failed: 0 };
     let mut sorted: Vec<usize> = steps.to_vec();
