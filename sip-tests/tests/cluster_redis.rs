@@ -282,7 +282,20 @@ async fn a_node_that_stops_renewing_loses_its_orbits_after_the_lease_and_cannot_
         assert!(v.starts_with(&format!("{} b ", f.0)), "b's claim stands: {v}");
     }
     // A stale release with a's old fence (what a paused node might still send) deletes nothing.
-    let v = redis.cli(&["EVAL", parkd::io::cluster::scripts::RELEASE, "1", "parkd:{default}:orbit:701", "a", &old[&slot(0)].0.to_string(), "parkd:changes", "default", "701"]);
+    let v = redis.cli(&[
+        "EVAL",
+        parkd::io::cluster::scripts::RELEASE,
+        "3",
+        "parkd:{default}:orbit:701",
+        "parkd:{default}:free",
+        "parkd:{default}:held",
+        "a",
+        &old[&slot(0)].0.to_string(),
+        "parkd:changes",
+        "default",
+        "701",
+        "0",
+    ]);
     assert_eq!(v, "0");
     assert!(redis.cli(&["GET", "parkd:{default}:orbit:701"]).starts_with(&format!("{} b ", new[&slot(0)].0)));
     a.h.stop();
@@ -623,4 +636,63 @@ async fn rediss_with_a_private_ca_and_client_certificates() {
     for n in [a, b, c] {
         n.h.stop();
     }
+}
+
+/// The claim-any free-orbit index (issue 20): a full lot answers Full, a released orbit and the orbits of a node
+/// whose keys expired (it stopped: no release, no renewal) come back to claim-any, lowest first; directed claims
+/// and claim-any never hand out one orbit twice; the index holds every orbit exactly once throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_any_gets_released_and_expired_orbits_back_from_the_free_index() {
+    if skip() {
+        return;
+    }
+    let lease = Duration::from_secs(1);
+    let redis = RedisServer::start("freeidx");
+    let index_size = |redis: &RedisServer| -> usize {
+        let n = |k: &str| redis.cli(&["ZCARD", k]).trim().parse::<usize>().unwrap_or(0);
+        n("parkd:{default}:free") + n("parkd:{default}:held")
+    };
+    let a = start(&redis, "a", "701-710", lease);
+    let mut b = start(&redis, "b", "701-710", Duration::from_secs(10));
+    until_available(&a, Duration::from_secs(5)).await;
+    until_available(&b, Duration::from_secs(5)).await;
+    // b takes orbit 3 directed (before any claim-any built the index), a takes the rest by claim-any, lowest first.
+    assert!(matches!(b.h.claim(0, Want::Orbit(OrbitIdx(3)), info("b")).await, ClaimResult::Granted { .. }));
+    let mut got = Vec::new();
+    for _ in 0..9 {
+        match a.h.claim(0, Want::Any, info("a")).await {
+            ClaimResult::Granted { slot, .. } => got.push(slot.orbit.0),
+            r => panic!("{r:?}"),
+        }
+    }
+    assert_eq!(got, vec![0, 1, 2, 4, 5, 6, 7, 8, 9], "lowest free first, the directed one skipped");
+    assert_eq!(index_size(&redis), 10, "every orbit once in free or held");
+    assert_eq!(b.h.claim(0, Want::Any, info("b")).await, ClaimResult::Full { lot: 0 });
+    // b releases its orbit: the next claim-any gets it.
+    b.h.release(slot(3));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(b.h.claim(0, Want::Any, info("b")).await, ClaimResult::Granted { slot: s, .. } if s == slot(3)));
+    // a stops: nothing released, its keys expire after the lease; claim-any finds them again, lowest first.
+    a.h.stop();
+    drop(a);
+    let freed = wait_event(&mut b, lease * 4, |e| matches!(e, ClusterEvent::View(ViewChange::Freed { expired: true, .. }))).await;
+    assert!(freed.is_some(), "a's orbits expired");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = Vec::new();
+    for _ in 0..9 {
+        match b.h.claim(0, Want::Any, info("b")).await {
+            ClaimResult::Granted { slot, .. } => again.push(slot.orbit.0),
+            r => panic!("after a's keys expired: {r:?} (got {again:?})"),
+        }
+    }
+    assert_eq!(again, vec![0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(b.h.claim(0, Want::Any, info("b")).await, ClaimResult::Full { lot: 0 });
+    assert_eq!(index_size(&redis), 10);
+    // Redis loses the index (a key evicted, a foreign writer): the next claim-any rebuilds it from the keys.
+    redis.cli(&["DEL", "parkd:{default}:held"]);
+    b.h.release(slot(5));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(b.h.claim(0, Want::Any, info("b")).await, ClaimResult::Granted { slot: s, .. } if s == slot(5)));
+    assert_eq!(index_size(&redis), 10, "rebuilt");
+    b.h.stop();
 }

@@ -30,6 +30,18 @@ impl FakeRedis {
         self.keys.insert(slot, (fence, me.clone(), info.clone(), now + self.lease));
         self.published.push(Change::Claimed { slot, fence, owner: me.clone(), lease_ms: self.lease.as_millis() as u64, info: info.clone() });
     }
+    /// The lowest orbit of `lot` in `from..to` without a key.
+    fn first_gap(&self, lot: usize, from: usize, to: usize) -> Option<usize> {
+        let mut want = from;
+        for s in self.keys.range(Slot { lot, orbit: OrbitIdx(from) }..Slot { lot, orbit: OrbitIdx(to) }).map(|(s, _)| s) {
+            if s.orbit.0 > want {
+                break;
+            }
+            want = s.orbit.0 + 1;
+        }
+        (want < to).then_some(want)
+    }
+
     /// Runs `op` for node `me` at `now`, as its script would.
     pub fn exec(&mut self, now: Time, ks: &Keyspace, me: &NodeName, op: &RedisOp) -> RedisReply {
         self.live(now);
@@ -45,18 +57,18 @@ impl FakeRedis {
                 RedisReply::Claim(ClaimReply::Granted { orbit: slot.orbit, fence })
             }
             RedisOp::ClaimAny { lot, start, info } => {
+                // The script's answer: the lowest free orbit from `start` on, else the lowest free one (its free-orbit
+                // index is an implementation detail; here the first gap among the live keys, from each end).
                 let n = ks.lots[*lot].orbits.len();
-                for i in 0..n {
-                    let slot = Slot { lot: *lot, orbit: OrbitIdx((start.0 + i) % n) };
-                    if self.holder(slot).is_none() {
-                        let c = self.counters.entry(*lot).or_default();
-                        *c += 1;
-                        let fence = Fence(*c);
-                        self.set(now, slot, fence, me, info);
-                        return RedisReply::Claim(ClaimReply::Granted { orbit: slot.orbit, fence });
-                    }
-                }
-                RedisReply::Claim(ClaimReply::Full)
+                let Some(orbit) = self.first_gap(*lot, start.0.min(n), n).or_else(|| self.first_gap(*lot, 0, start.0.min(n))) else {
+                    return RedisReply::Claim(ClaimReply::Full);
+                };
+                let slot = Slot { lot: *lot, orbit: OrbitIdx(orbit) };
+                let c = self.counters.entry(*lot).or_default();
+                *c += 1;
+                let fence = Fence(*c);
+                self.set(now, slot, fence, me, info);
+                RedisReply::Claim(ClaimReply::Granted { orbit: slot.orbit, fence })
             }
             RedisOp::Renew { claims } => {
                 let st = claims

@@ -560,8 +560,7 @@ impl ClusterRoom {
         }
         let mut vc = Vec::new();
         let touched = std::mem::take(&mut self.touched);
-        let own: Vec<Slot> = self.own.keys().copied().collect();
-        others.retain(|e| !own.contains(&e.0));
+        others.retain(|e| !self.own.contains_key(&e.0));
         self.view.replace(others, &touched, &mut vc);
         self.out.extend(vc.into_iter().map(ClusterOutput::View));
         self.sweep_unmatched();

@@ -6,6 +6,10 @@
 //! from every view one lease after its last renewal, when Redis lets their keys expire too. Expiries sit in one
 //! heap with lazy deletion (an entry whose owner is still alive is pushed again at its owner's horizon), so the
 //! next deadline is a peek.
+//!
+//! Indexes, so nothing a park, a retrieve or a NOTIFY asks walks the whole view: per lot, how many orbits other
+//! nodes hold (a counter) and which (a range of the ordered map); by the parked dialog's Call-ID, which orbit shows
+//! it (an INVITE with `Replaces` for a call parked on another node).
 
 use super::{ClaimInfo, Fence, NodeName, Slot};
 use crate::time::Time;
@@ -47,6 +51,10 @@ pub struct RemoteView {
     entries: BTreeMap<Slot, RemoteClaim>,
     nodes: FxHashMap<NodeName, NodeState>,
     expiry: BinaryHeap<Reverse<(Time, Slot)>>,
+    /// Entries per lot (index = lot).
+    per_lot: Vec<usize>,
+    /// The slots whose claim shows a parked dialog, by its Call-ID.
+    by_call_id: FxHashMap<String, Vec<Slot>>,
 }
 
 impl RemoteView {
@@ -70,9 +78,53 @@ impl RemoteView {
     pub fn node(&self, name: &NodeName) -> Option<&NodeState> {
         self.nodes.get(name)
     }
-    /// How many orbits of `lot` other nodes hold.
+    /// How many orbits of `lot` other nodes hold. O(1).
     pub fn count_in_lot(&self, lot: usize) -> usize {
-        self.entries.range(Slot { lot, orbit: crate::ids::OrbitIdx(0) }..Slot { lot: lot + 1, orbit: crate::ids::OrbitIdx(0) }).count()
+        self.per_lot.get(lot).copied().unwrap_or(0)
+    }
+    /// The orbits of `lot` other nodes hold, in orbit order.
+    pub fn in_lot(&self, lot: usize) -> impl Iterator<Item = (Slot, &RemoteClaim)> {
+        self.entries.range(Slot { lot, orbit: crate::ids::OrbitIdx(0) }..Slot { lot: lot + 1, orbit: crate::ids::OrbitIdx(0) }).map(|(s, c)| (*s, c))
+    }
+    /// The orbits whose claim shows a parked dialog with this Call-ID (usually one), with their claims.
+    pub fn with_call_id<'a>(&'a self, call_id: &str) -> impl Iterator<Item = (Slot, &'a RemoteClaim)> + 'a {
+        self.by_call_id.get(call_id).into_iter().flatten().filter_map(|s| self.entries.get(s).map(|c| (*s, c)))
+    }
+
+    /// Puts `claim` at `slot` (replacing what was there), keeping the indexes in step.
+    fn put(&mut self, slot: Slot, claim: RemoteClaim) {
+        let call_id = claim.info.dialog.as_ref().map(|d| d.call_id.clone());
+        if let Some(old) = self.entries.insert(slot, claim) {
+            self.unindex(slot, &old);
+        } else {
+            if self.per_lot.len() <= slot.lot {
+                self.per_lot.resize(slot.lot + 1, 0);
+            }
+            self.per_lot[slot.lot] += 1;
+        }
+        if let Some(id) = call_id {
+            self.by_call_id.entry(id).or_default().push(slot);
+        }
+    }
+
+    /// Removes what `slot` holds, keeping the indexes in step.
+    fn take(&mut self, slot: Slot) -> Option<RemoteClaim> {
+        let old = self.entries.remove(&slot)?;
+        self.unindex(slot, &old);
+        if let Some(n) = self.per_lot.get_mut(slot.lot) {
+            *n = n.saturating_sub(1);
+        }
+        Some(old)
+    }
+
+    fn unindex(&mut self, slot: Slot, old: &RemoteClaim) {
+        let Some(d) = &old.info.dialog else { return };
+        if let Some(v) = self.by_call_id.get_mut(&d.call_id) {
+            v.retain(|s| *s != slot);
+            if v.is_empty() {
+                self.by_call_id.remove(&d.call_id);
+            }
+        }
     }
 
     /// Another node holds `slot` (a `claim` message or a snapshot entry).
@@ -90,20 +142,20 @@ impl RemoteView {
             out.push(ViewChange::Claimed { slot, owner: claim.owner.clone(), fence: claim.fence, info: claim.info.clone() });
         }
         self.expiry.push(Reverse((claim.expires, slot)));
-        self.entries.insert(slot, claim);
+        self.put(slot, claim);
     }
 
     /// `owner` released `slot` with `fence`: removed if the view still shows exactly that claim.
     pub(super) fn release(&mut self, slot: Slot, owner: &NodeName, fence: Fence, out: &mut Vec<ViewChange>) {
         if self.entries.get(&slot).is_some_and(|c| &c.owner == owner && c.fence == fence) {
-            self.entries.remove(&slot);
+            self.take(slot);
             out.push(ViewChange::Freed { slot, owner: owner.clone(), expired: false });
         }
     }
 
     /// Removes whatever the view shows for `slot` (this node holds it now, per Redis).
     pub(super) fn forget(&mut self, slot: Slot, out: &mut Vec<ViewChange>) {
-        if let Some(c) = self.entries.remove(&slot) {
+        if let Some(c) = self.take(slot) {
             out.push(ViewChange::Freed { slot, owner: c.owner, expired: false });
         }
     }
@@ -145,7 +197,7 @@ impl RemoteView {
                 c.expires = horizon;
                 self.expiry.push(Reverse((horizon, slot)));
             } else {
-                let c = self.entries.remove(&slot).expect("present");
+                let Some(c) = self.take(slot) else { continue };
                 out.push(ViewChange::Freed { slot, owner: c.owner, expired: true });
             }
         }
@@ -170,5 +222,40 @@ impl RemoteView {
                 self.upsert(slot, claim, out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ParkedDialog;
+    use crate::ids::OrbitIdx;
+
+    fn claim(owner: &str, call_id: Option<&str>, expires: u64) -> RemoteClaim {
+        let dialog = call_id.map(|c| ParkedDialog { call_id: c.into(), local_tag: "l".into(), remote_tag: "r".into() });
+        RemoteClaim { owner: NodeName::new(owner).unwrap(), fence: Fence(1), info: ClaimInfo { dialog, ..ClaimInfo::default() }, expires: Time::from_secs(expires) }
+    }
+
+    /// The per-lot counts and the Call-ID index follow every way an entry comes and goes.
+    #[test]
+    fn indexes_follow_upserts_releases_forgets_and_expiries() {
+        let mut v = RemoteView::default();
+        let mut out = Vec::new();
+        let s = |lot, o| Slot { lot, orbit: OrbitIdx(o) };
+        v.upsert(s(0, 3), claim("b", Some("x@1"), 10), &mut out);
+        v.upsert(s(0, 1), claim("b", Some("y@1"), 10), &mut out);
+        v.upsert(s(1, 0), claim("c", None, 20), &mut out);
+        assert_eq!((v.count_in_lot(0), v.count_in_lot(1), v.count_in_lot(2)), (2, 1, 0));
+        assert_eq!(v.in_lot(0).map(|(s, _)| s.orbit.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(v.with_call_id("x@1").map(|(s, _)| s).collect::<Vec<_>>(), vec![s(0, 3)]);
+        // Another call in the same orbit: the old Call-ID no longer finds it.
+        v.upsert(s(0, 3), claim("b", Some("z@1"), 10), &mut out);
+        assert_eq!((v.with_call_id("x@1").count(), v.with_call_id("z@1").count(), v.count_in_lot(0)), (0, 1, 2));
+        v.release(s(0, 1), &NodeName::new("b").unwrap(), Fence(1), &mut out);
+        assert_eq!((v.with_call_id("y@1").count(), v.count_in_lot(0)), (0, 1));
+        v.forget(s(1, 0), &mut out);
+        assert_eq!(v.count_in_lot(1), 0);
+        v.expire(Time::from_secs(11), &mut out);
+        assert_eq!((v.with_call_id("z@1").count(), v.count_in_lot(0), v.len()), (0, 0, 0));
     }
 }

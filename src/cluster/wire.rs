@@ -8,6 +8,11 @@
 //! |---|---|---|
 //! | `<prefix>:{<lot>}:orbit:<number>` | string, with the lease as TTL (`PX`) | `<fence> <node> <info JSON>` |
 //! | `<prefix>:{<lot>}:fence` | integer, no TTL | the lot's fencing counter (`INCR`) |
+//! | `<prefix>:{<lot>}:free` | sorted set, no TTL | orbit indexes (0-based) believed free, score = the index |
+//! | `<prefix>:{<lot>}:held` | sorted set, no TTL | orbit indexes claimed, score = when the claim expires unless renewed (Redis time, ms) |
+//!
+//! The two sorted sets are the free-orbit index of a claim-any (see `io/cluster/scripts.rs`): every script moves
+//! an index between them in the same step as it creates, renews or deletes the orbit's key.
 //!
 //! Channel `<prefix>:changes`, one message per change, fields separated by one space (lot and node names are
 //! tokens without spaces, see [`super::is_token`]; the info JSON comes last and may contain spaces):
@@ -69,6 +74,14 @@ impl Keyspace {
     /// `<prefix>:{<lot>}:fence`
     pub fn fence_key(&self, lot: usize) -> String {
         format!("{}:{{{}}}:fence", self.prefix, self.lots[lot].name)
+    }
+    /// `<prefix>:{<lot>}:free` — the lot's free orbit indexes.
+    pub fn free_key(&self, lot: usize) -> String {
+        format!("{}:{{{}}}:free", self.prefix, self.lots[lot].name)
+    }
+    /// `<prefix>:{<lot>}:held` — the lot's claimed orbit indexes by lease deadline.
+    pub fn held_key(&self, lot: usize) -> String {
+        format!("{}:{{{}}}:held", self.prefix, self.lots[lot].name)
     }
     /// The SCAN pattern that matches every orbit key of every lot.
     pub fn scan_pattern(&self) -> String {
@@ -202,6 +215,7 @@ mod tests {
         let s = Slot { lot: 1, orbit: OrbitIdx(2) };
         assert_eq!(k.orbit_key(s), "parkd:{sales}:orbit:0803");
         assert_eq!(k.fence_key(0), "parkd:{default}:fence");
+        assert_eq!((k.free_key(1), k.held_key(1)), ("parkd:{sales}:free".to_string(), "parkd:{sales}:held".to_string()));
         assert_eq!(k.channel(), "parkd:changes");
         assert_eq!(k.parse_orbit_key("parkd:{sales}:orbit:0803"), Some(s));
         assert_eq!(k.parse_orbit_key("parkd:{sales}:orbit:803"), None, "zero padding is part of the number");

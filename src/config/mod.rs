@@ -35,6 +35,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The most orbits one lot may have. Allocation, counts and whole-lot listings of occupied orbits do not scan
+/// the lot (`src/park/free_index.rs`); what stays O(lot size) is the API's listing of every orbit, free ones
+/// included.
+pub const MAX_ORBITS_PER_LOT: usize = 100_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -45,7 +50,7 @@ pub enum ConfigError {
     BadRange { text: String },
     #[error("lot {lot:?}: park code {code:?} is not a dialable number")]
     BadCode { lot: String, code: String },
-    #[error("lot {lot:?}: orbit range {range:?} must be numbers of equal length, at most 10000 orbits")]
+    #[error("lot {lot:?}: orbit range {range:?} must be numbers of equal length, at most 100000 orbits")]
     BadOrbits { lot: String, range: String },
     #[error("number {number:?} is used twice (lots {first:?} and {second:?})")]
     DuplicateNumber { number: String, first: String, second: String },
@@ -616,7 +621,7 @@ impl Config {
             if lot.park_code.is_empty() || !lot.park_code.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'*' || c == b'#') {
                 return Err(ConfigError::BadCode { lot: lot.name.clone(), code: lot.park_code.clone() });
             }
-            if lot.orbits.len() > 10_000 {
+            if lot.orbits.len() > MAX_ORBITS_PER_LOT {
                 return Err(ConfigError::BadOrbits { lot: lot.name.clone(), range: format!("{}-{}", lot.orbits.lo, lot.orbits.hi) });
             }
             if lot.recall_fallback == RecallFallback::FallbackUri && lot.fallback_uri.is_none() {

@@ -144,7 +144,8 @@ impl Core {
             if local.is_empty() || remote.is_empty() {
                 return None;
             }
-            view.iter().find(|(_, c)| c.info.dialog.as_ref().is_some_and(|d| d.call_id == r.call_id && d.local_tag == local && d.remote_tag == remote)).map(|(s, _)| (s.lot, s.orbit))
+            // By the view's Call-ID index: O(1) in the number of calls other nodes hold.
+            view.with_call_id(&r.call_id).find(|(_, c)| c.info.dialog.as_ref().is_some_and(|d| d.local_tag == local && d.remote_tag == remote)).map(|(s, _)| (s.lot, s.orbit))
         };
         named(&r.to_tag, &r.from_tag).or_else(|| named(&r.from_tag, &r.to_tag))
     }

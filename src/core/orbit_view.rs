@@ -52,6 +52,11 @@ impl Core {
         self.orbits().lots_snapshot()
     }
 
+    /// One lot by name with the state of each orbit (`None`: no such lot).
+    pub fn lot_snapshot_named(&self, name: &str) -> Option<super::snapshot::LotSnapshot> {
+        self.orbits().lot_snapshot(self.parking.lot_index(name)?)
+    }
+
     /// Calls bridged through parkd right now, oldest first.
     pub fn bridged_snapshot(&self) -> Vec<super::snapshot::BridgedSnapshot> {
         self.orbits().bridged_snapshot()
@@ -140,6 +145,21 @@ impl Orbits<'_> {
             remote_tag: d.remote_tag,
             node: Some(rc.owner.to_string()),
         })
+    }
+
+    /// The orbits of `lot` that may show a call (occupied here, or held by another node), in orbit order: what a
+    /// whole-lot document walks, in O(occupied) rather than the lot's size.
+    pub fn shown_in_lot(&self, lot: usize) -> Vec<OrbitIdx> {
+        let mut v: Vec<OrbitIdx> = self.parking.lot(lot).map(|l| l.occupants().map(|(i, _)| i).collect()).unwrap_or_default();
+        if let Some(r) = self.remote {
+            let local = v.len();
+            v.extend(r.in_lot(lot).map(|(s, _)| s.orbit));
+            if v.len() > local && local > 0 {
+                v.sort_unstable();
+                v.dedup();
+            }
+        }
+        v
     }
 
     /// Orbits of `lot` other nodes hold.

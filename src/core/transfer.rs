@@ -239,10 +239,10 @@ impl Core {
         if let Some(c) = self.parking.get_mut(call_ref) {
             c.parked = leg;
             c.parker = parker.clone().map(Box::new);
-            c.parked_at = now;
             c.media_mode = MediaMode::None;
             c.rounds = 0;
         }
+        self.parking.set_parked_at(call_ref, now);
         tracing::info!(orbit = %orbit_name, "attended park: swapped the new party into the orbit");
         self.ep.emit(ParkEvent::Swapped {
             lot: lot_name,

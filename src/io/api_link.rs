@@ -22,6 +22,8 @@ const CORE_DEADLINE: Duration = Duration::from_secs(2);
 pub enum CoreRequest {
     Command { cmd: Command, reply: oneshot::Sender<CommandResult> },
     Lots { reply: oneshot::Sender<Vec<LotSnapshot>> },
+    /// One lot, by name (`None`: no such lot).
+    Lot { name: String, reply: oneshot::Sender<Option<LotSnapshot>> },
     Calls { reply: oneshot::Sender<Vec<BridgedSnapshot>> },
     Scrape { reply: oneshot::Sender<ScrapeSnapshot> },
     /// Whether the core takes new parks: `None`, or why not (draining; in a cluster, Redis not answering).
@@ -119,6 +121,9 @@ pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest, deferr
         }
         CoreRequest::Lots { reply } => {
             let _ = reply.send(core.lots_snapshot());
+        }
+        CoreRequest::Lot { name, reply } => {
+            let _ = reply.send(core.lot_snapshot_named(&name));
         }
         CoreRequest::Ready { reply } => {
             let why = if core.is_draining() {

@@ -194,8 +194,10 @@ async fn lots(State(s): State<ApiState>) -> Result<Response, ApiError> {
 }
 
 async fn lot_orbits(State(s): State<ApiState>, Path(lot): Path<String>) -> Result<Response, ApiError> {
-    let lots = s.core.ask(|reply| CoreRequest::Lots { reply }).await?;
-    match lots.into_iter().find(|l| l.name == lot) {
+    // Only this lot is built on the core task (not every lot's every orbit).
+    let name = lot.clone();
+    let found = s.core.ask(|reply| CoreRequest::Lot { name, reply }).await?;
+    match found {
         Some(l) => Ok(Json(l.orbits).into_response()),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no lot named {lot:?}"))),
     }

@@ -30,6 +30,7 @@ fn app() -> (axum::Router, Arc<Metrics>) {
                     let _ = reply.send(Err(CommandError::DialNotAllowed { to: "sip:19005550100@127.0.0.3".into(), reason: "not allowed".into() }));
                 }
                 CoreRequest::Lots { reply } => drop(reply.send(Vec::new())),
+                CoreRequest::Lot { reply, .. } => drop(reply.send(None)),
                 CoreRequest::Calls { reply } => drop(reply.send(Vec::new())),
                 CoreRequest::Scrape { reply } => drop(reply.send(ScrapeSnapshot::default())),
                 CoreRequest::Ready { reply } => drop(reply.send(None)),

@@ -2,7 +2,11 @@
 //!
 //! Pure data and policy: no SIP, no time. Orbits are indices into the lot's range; `name_of` turns an index
 //! into the number a phone dials.
+//!
+//! Costs: which orbits are free is kept in a [`FreeIndex`], so picking an orbit (every policy), counting and
+//! walking the occupied orbits are O(log n) per answer in the lot's size, never a scan of the lot.
 
+use super::free_index::FreeIndex;
 use crate::config::{LotConfig, SlotPolicy};
 use rand::Rng;
 
@@ -35,12 +39,14 @@ pub struct Lot<T> {
     orbits: Vec<Option<T>>,
     /// Index used last, for the `next` policy.
     last: Option<OrbitIdx>,
+    /// Which orbits are free (kept in step with `orbits`).
+    free: FreeIndex,
 }
 
 impl<T: Copy + PartialEq> Lot<T> {
     pub fn new(cfg: LotConfig) -> Lot<T> {
         let n = cfg.orbits.len();
-        Lot { cfg, orbits: vec![None; n], last: None }
+        Lot { cfg, orbits: vec![None; n], last: None, free: FreeIndex::new(n) }
     }
 
     pub fn name(&self) -> &str {
@@ -68,7 +74,7 @@ impl<T: Copy + PartialEq> Lot<T> {
     }
 
     pub fn occupied(&self) -> usize {
-        self.orbits.iter().filter(|o| o.is_some()).count()
+        self.orbits.len() - self.free.free_count()
     }
 
     pub fn capacity(&self) -> usize {
@@ -76,12 +82,17 @@ impl<T: Copy + PartialEq> Lot<T> {
     }
 
     pub fn is_full(&self) -> bool {
-        self.orbits.iter().all(|o| o.is_some())
+        self.free.free_count() == 0
     }
 
-    /// Every occupied orbit and its occupant.
+    /// Every occupied orbit and its occupant, in orbit order (free orbits are skipped, not visited).
     pub fn occupants(&self) -> impl Iterator<Item = (OrbitIdx, T)> + '_ {
-        self.orbits.iter().enumerate().filter_map(|(i, o)| o.map(|t| (OrbitIdx(i), t)))
+        let mut next = 0;
+        std::iter::from_fn(move || {
+            let i = self.free.next_occupied_from(next)?;
+            next = i + 1;
+            Some((OrbitIdx(i), self.orbits.get(i).copied().flatten()?))
+        })
     }
 
     /// Takes orbit `idx` for `who` (directed park).
@@ -89,6 +100,7 @@ impl<T: Copy + PartialEq> Lot<T> {
         match self.orbits.get_mut(idx.0) {
             Some(slot @ None) => {
                 *slot = Some(who);
+                self.free.set_free(idx.0, false);
                 self.last = Some(idx);
                 Ok(())
             }
@@ -97,23 +109,27 @@ impl<T: Copy + PartialEq> Lot<T> {
     }
 
     /// Picks a free orbit by the lot's policy and takes it for `who` (indirect park).
+    ///
+    /// `first`: the lowest free orbit; `next`: the lowest free one after the orbit taken last, wrapping to the
+    /// lowest; `random`: uniform among the free orbits (the `k`-th free one in orbit order, `k` drawn from the
+    /// number free). Each is O(log n).
     pub fn claim_any(&mut self, who: T, rng: &mut impl Rng) -> Result<OrbitIdx, ClaimError> {
         let n = self.orbits.len();
-        let free = |i: &usize| self.orbits[*i].is_none();
         let idx = match self.cfg.slot_policy {
-            SlotPolicy::First => (0..n).find(free),
+            SlotPolicy::First => self.free.first_free_from(0, false),
             SlotPolicy::Next => {
-                let start = self.last.map_or(0, |l| (l.0 + 1) % n);
-                (0..n).map(|k| (start + k) % n).find(free)
+                let start = self.last.map_or(0, |l| (l.0 + 1) % n.max(1));
+                self.free.first_free_from(start, true)
             }
             SlotPolicy::Random => {
-                let frees: Vec<usize> = (0..n).filter(free).collect();
-                (!frees.is_empty()).then(|| frees[rng.gen_range(0..frees.len())])
+                let frees = self.free.free_count();
+                (frees > 0).then(|| rng.gen_range(0..frees)).and_then(|k| self.free.kth_free(k))
             }
         };
         let idx = idx.ok_or(ClaimError::LotFull)?;
         if let Some(slot) = self.orbits.get_mut(idx) {
             *slot = Some(who);
+            self.free.set_free(idx, false);
         }
         self.last = Some(OrbitIdx(idx));
         Ok(OrbitIdx(idx))
@@ -124,6 +140,7 @@ impl<T: Copy + PartialEq> Lot<T> {
         match self.orbits.get_mut(idx.0) {
             Some(slot) if *slot == Some(who) => {
                 *slot = None;
+                self.free.set_free(idx.0, true);
                 true
             }
             _ => false,
@@ -184,6 +201,64 @@ mod tests {
         got.sort();
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
         assert_eq!(l.claim_any(9, &mut rng), Err(ClaimError::LotFull));
+    }
+
+    /// The allocation the lot had before its free index (linear scans), as the reference: every policy must pick
+    /// exactly the same orbits, with the same draws from the generator, over long random park/unpark runs.
+    fn reference_pick(orbits: &[Option<u32>], policy: SlotPolicy, last: Option<usize>, rng: &mut impl Rng) -> Option<usize> {
+        let n = orbits.len();
+        let free = |i: &usize| orbits[*i].is_none();
+        match policy {
+            SlotPolicy::First => (0..n).find(free),
+            SlotPolicy::Next => {
+                let start = last.map_or(0, |l| (l + 1) % n);
+                (0..n).map(|k| (start + k) % n).find(free)
+            }
+            SlotPolicy::Random => {
+                let frees: Vec<usize> = (0..n).filter(free).collect();
+                (!frees.is_empty()).then(|| frees[rng.gen_range(0..frees.len())])
+            }
+        }
+    }
+
+    #[test]
+    fn every_policy_picks_what_the_linear_scan_picked() {
+        for policy in [SlotPolicy::First, SlotPolicy::Next, SlotPolicy::Random] {
+            let mut cfg = LotConfig::default_lot();
+            cfg.orbits = NumRange::parse("1000-1199").unwrap();
+            cfg.slot_policy = policy;
+            let mut l: Lot<u32> = Lot::new(cfg);
+            let (mut rng, mut ref_rng) = (rand::rngs::SmallRng::seed_from_u64(11), rand::rngs::SmallRng::seed_from_u64(11));
+            let mut driver = rand::rngs::SmallRng::seed_from_u64(5);
+            let mut model: Vec<Option<u32>> = vec![None; 200];
+            let mut last = None;
+            for who in 0..5000u32 {
+                // Mostly parks while filling up, then as many unparks as parks (the lot hovers near full).
+                let park = driver.gen_bool(if l.occupied() < 150 { 0.8 } else { 0.5 });
+                if park && driver.gen_bool(0.9) {
+                    let expected = reference_pick(&model, policy, last, &mut ref_rng);
+                    let got = l.claim_any(who, &mut rng);
+                    assert_eq!(got.ok().map(|o| o.0), expected, "{policy:?} park {who}");
+                    if let Some(i) = expected {
+                        model[i] = Some(who);
+                        last = Some(i);
+                    }
+                } else if park {
+                    let i = driver.gen_range(0..200);
+                    assert_eq!(l.claim(OrbitIdx(i), who).is_ok(), model[i].is_none());
+                    if model[i].is_none() {
+                        model[i] = Some(who);
+                        last = Some(i);
+                    }
+                } else if let Some(i) = (0..200).map(|k| (k + driver.gen_range(0..200)) % 200).find(|i| model[*i].is_some()) {
+                    assert!(l.release(OrbitIdx(i), model[i].unwrap()));
+                    model[i] = None;
+                }
+                let occ: Vec<(usize, u32)> = model.iter().enumerate().filter_map(|(i, o)| o.map(|w| (i, w))).collect();
+                assert_eq!(l.occupants().map(|(i, w)| (i.0, w)).collect::<Vec<_>>(), occ);
+                assert_eq!((l.occupied(), l.is_full()), (occ.len(), occ.len() == 200));
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! * [`calib`] — the raw `sendmmsg` floor.
 //! * [`sip_floor`] — a bare UDP responder: the kernel's share of a cycle.
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
+//! * [`flat`] — the cycle's cost against the number of calls already parked (issue 20).
 //! * [`flood`] — cycles from one source while another floods never-ACKed INVITEs.
 //! * [`guard`] — the capacity guard: 120 % of the ceiling offered, guard on and off (issue 20).
 //! * [`restart`] — N parked calls, `kill -9`, restart: ready time, per-call resume gap, calls lost (issue 17).
@@ -29,6 +30,7 @@ pub mod cluster;
 pub mod cluster_report;
 pub mod cycle;
 pub mod density;
+pub mod flat;
 pub mod flood;
 pub mod guard;
 pub mod hist;

@@ -74,6 +74,10 @@ fn run() -> std::io::Result<()> {
         let dir = if args.iter().any(|a| a == "--out") { out } else { out.join("secure") };
         return parkd_bench::secure_report::step(&bin, PARKD_CPU, &dir, args.join(" "), parkd_bench::secure_report::Settings::from_args(&args), &mut progress);
     }
+    // --flat: only the flat-cost curve (issue 20), into bench-results/flat/ (flags: src/flat.rs).
+    if args.iter().any(|a| a == "--flat") {
+        return parkd_bench::flat::cli(&bin, PARKD_CPU, &args, &out, &mut progress);
+    }
     let (steps, hold, calib_for, rates, cycle_secs): (&[usize], u64, u64, &[u32], u64) =
         if quick { (&[200, 1000], 10, 2, &[50, 500], 2) } else { (&[500, 1000, 2000, 4000, 5000, 6000, 7000, 8000, 10000], 20, 3, &[50, 200, 500, 2000], 4) };
     // --steps 200,1000 overrides the density steps; --hold SECS the hold; --no-cycle skips cycles.

@@ -14,7 +14,8 @@
 //!   further NOTIFY is sent.
 //!
 //! Costs: watchers are indexed by (lot, orbit) and (lot, whole lot), so an orbit change touches only the
-//! subscriptions watching it; expiries live in one heap with lazy deletion (a popped entry that no longer
+//! subscriptions watching it; an orbit's body is O(1) and a whole lot's O(calls shown in it) (its free orbits
+//! are not visited); expiries live in one heap with lazy deletion (a popped entry that no longer
 //! matches the subscription's deadline is skipped), peeked by `Core::poll_timeout` ([`Wake::BlfExpiry`]).
 //!
 //! The room: each [`Subscription`] is serde plain data (its dialog, the entity, expiry, NOTIFY version and
@@ -407,9 +408,11 @@ fn dialog_info(orbits: &Orbits<'_>, lot: usize, watched: Watched, entity: &Uri, 
         Some(BlfOccupiedState::Early) => DialogState::Early,
         _ => DialogState::Confirmed,
     };
+    // A whole lot: only the orbits that may show a call (occupied here or on another node), in orbit order; the
+    // free ones have no <dialog> in a lot's document, so the body costs O(occupied), not O(lot size).
     let watched_orbits: Vec<OrbitIdx> = match watched {
         Watched::Orbit(i) => vec![i],
-        Watched::Lot => (0..orbits.parking.lot(lot).map_or(0, |l| l.capacity())).map(OrbitIdx).collect(),
+        Watched::Lot => orbits.shown_in_lot(lot),
     };
     let mut dialogs = Vec::new();
     for i in watched_orbits {

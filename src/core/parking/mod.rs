@@ -25,6 +25,7 @@ use crate::park::lot::{ClaimError, Dialed, Lot, OrbitIdx};
 use crate::time::Time;
 use rand::Rng;
 use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// The parking room (see the module doc). Calls are keyed by ids parkd mints: the fast Fx hash is safe.
@@ -33,12 +34,15 @@ pub struct Parking {
     lots: Vec<Lot<CallRef>>,
     // Boxed: a map keeps spare capacity, and a spare slot should cost a pointer, not a whole call.
     calls: FxHashMap<CallRef, Box<ParkedCall>>,
+    /// Per lot, its parked calls by (parked_at, call): the retrieve code's longest-parked call without a scan.
+    by_age: Vec<BTreeSet<(Time, CallRef)>>,
     timers: CallTimers,
 }
 
 impl Parking {
     pub fn new(lots: Vec<LotConfig>) -> Parking {
-        Parking { lots: lots.into_iter().map(Lot::new).collect(), calls: FxHashMap::default(), timers: CallTimers::default() }
+        let by_age = lots.iter().map(|_| BTreeSet::new()).collect();
+        Parking { lots: lots.into_iter().map(Lot::new).collect(), calls: FxHashMap::default(), by_age, timers: CallTimers::default() }
     }
 
     /// Every lot, in configuration order (a lot's index is its position).
@@ -130,16 +134,27 @@ impl Parking {
         self.lot_index(name).filter(|o| *o != lot && !self.lots[*o].is_full())
     }
 
-    /// The lot's longest-parked call (earliest `parked_at`), for its retrieve code.
+    /// The lot's longest-parked call (earliest `parked_at`, then lowest id), for its retrieve code. O(log n).
     pub fn oldest(&self, lot: usize) -> Option<CallRef> {
-        let l = self.lots.get(lot)?;
-        l.occupants().filter_map(|(_, c)| self.calls.get(&c).map(|pc| (pc.parked_at, c))).min().map(|(_, c)| c)
+        self.by_age.get(lot)?.first().map(|(_, c)| *c)
+    }
+
+    /// Restarts `call`'s parking age at `at` (an attended park swapped another party into its orbit). The only
+    /// way to change `parked_at` of a parked call: the retrieve code's index follows it.
+    pub fn set_parked_at(&mut self, call: CallRef, at: Time) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        if let Some(set) = self.by_age.get_mut(c.lot) {
+            set.remove(&(c.parked_at, call));
+            set.insert((at, call));
+        }
+        c.parked_at = at;
     }
 
     pub fn get(&self, call: CallRef) -> Option<&ParkedCall> {
         self.calls.get(&call).map(|c| &**c)
     }
 
+    /// The call, to change: not its `lot` nor its `parked_at` (indexed; see [`Parking::set_parked_at`]).
     pub fn get_mut(&mut self, call: CallRef) -> Option<&mut ParkedCall> {
         self.calls.get_mut(&call).map(|c| &mut **c)
     }
@@ -161,6 +176,9 @@ impl Parking {
     /// Removes `call` and frees its orbit (its deadlines become stale).
     pub fn remove(&mut self, call: CallRef) -> Option<Box<ParkedCall>> {
         let c = self.calls.remove(&call)?;
+        if let Some(set) = self.by_age.get_mut(c.lot) {
+            set.remove(&(c.parked_at, call));
+        }
         self.release(c.lot, c.orbit, call);
         Some(c)
     }
@@ -169,7 +187,7 @@ impl Parking {
     /// deadlines.
     pub fn park(&mut self, now: Time, call: ParkedCall) {
         let id = call.id;
-        self.calls.insert(id, Box::new(call));
+        self.insert(call);
         self.arm_period(now, id);
     }
 
@@ -184,8 +202,21 @@ impl Parking {
         if let Some(t) = call.expires_at {
             self.timers.arm(t, id, CallTimer::MaxPark);
         }
-        self.calls.insert(id, Box::new(call));
+        self.insert(call);
         self.arm_keepalive(now, id);
+    }
+
+    /// Records `call` and indexes its age (a call parked again under the same id replaces its old entry).
+    fn insert(&mut self, call: ParkedCall) {
+        let (id, key) = (call.id, (call.lot, call.parked_at));
+        if let Some(old) = self.calls.insert(id, Box::new(call)) {
+            if let Some(set) = self.by_age.get_mut(old.lot) {
+                set.remove(&(old.parked_at, id));
+            }
+        }
+        if let Some(set) = self.by_age.get_mut(key.0) {
+            set.insert((key.1, id));
+        }
     }
 
     /// Arms `call`'s recall and maximum-park deadlines for a parking period starting at `now`, and its keepalive.
@@ -286,5 +317,39 @@ impl Parking {
             c.recall_at = None;
         }
         Some(Some((call, kind)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::events::ParkHow;
+    use crate::core::ids::LegId;
+    use rand::SeedableRng;
+
+    fn parked(p: &mut Parking, id: u64, at: u64) -> CallRef {
+        let call = CallRef(id);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let orbit = p.claim(0, None, call, &mut rng).unwrap();
+        let name = p.orbit_name(0, orbit);
+        p.park(Time::from_secs(at), ParkedCall::new(call, 0, orbit, name, LegId(id), None, ParkHow::Indirect, Time::from_secs(at), None));
+        call
+    }
+
+    /// The retrieve code's oldest call comes from the age index: it follows parks, removals and a swap's new age.
+    #[test]
+    fn oldest_follows_parks_removals_and_swaps() {
+        let mut p = Parking::new(vec![LotConfig::default_lot()]);
+        assert_eq!(p.oldest(0), None);
+        let (a, b, c) = (parked(&mut p, 1, 30), parked(&mut p, 2, 10), parked(&mut p, 3, 20));
+        assert_eq!(p.oldest(0), Some(b));
+        p.set_parked_at(b, Time::from_secs(40));
+        assert_eq!(p.oldest(0), Some(c));
+        p.remove(c);
+        assert_eq!(p.oldest(0), Some(a));
+        p.remove(a);
+        assert_eq!(p.oldest(0), Some(b));
+        p.remove(b);
+        assert_eq!((p.oldest(0), p.oldest(7)), (None, None));
     }
 }

@@ -62,8 +62,11 @@ pub struct JournalRoom {
     pub(super) subs_written: FxHashMap<SubId, u64>,
     /// The claim record written for each call parked in an orbit this node claimed (a cluster node).
     pub(super) claims_written: FxHashMap<CallRef, super::claims::ClaimRecord>,
-    /// The SRTP record written for each SRTP leg of a journaled call: its call and the hash of its value.
-    pub(super) srtp_written: FxHashMap<LegId, (CallRef, u64)>,
+    /// The SRTP record written for each SRTP leg of a journaled call: its call and the hash of its value (change
+    /// it through [`JournalRoom::srtp_put`] / [`JournalRoom::srtp_remove`], which keep `srtp_by_call` in step).
+    srtp_written: FxHashMap<LegId, (CallRef, u64)>,
+    /// The legs in `srtp_written` per call: a touched call's stale SRTP records are found without a scan.
+    srtp_by_call: FxHashMap<CallRef, Vec<LegId>>,
     /// Stream identities (SSRC, first sequence number and timestamp) of the legs parkd sends to.
     rng: SmallRng,
     /// Restored legs whose 2xx was never ACKed, by Call-ID and the caller's tag (a retransmitted INVITE).
@@ -91,12 +94,50 @@ impl JournalRoom {
             subs_written: FxHashMap::default(),
             claims_written: FxHashMap::default(),
             srtp_written: FxHashMap::default(),
+            srtp_by_call: FxHashMap::default(),
             rng: SmallRng::seed_from_u64(seed ^ 0x6a6f_7572_6e61_6c00),
             unacked: HashMap::new(),
             unacked_until: BinaryHeap::new(),
             cancelling: FxHashMap::default(),
             cancel_until: BinaryHeap::new(),
             stall_until: BinaryHeap::new(),
+        }
+    }
+
+    /// The SRTP record written for `leg`: its call and hash.
+    pub(super) fn srtp_get(&self, leg: LegId) -> Option<(CallRef, u64)> {
+        self.srtp_written.get(&leg).copied()
+    }
+
+    /// Notes the SRTP record of `leg` (of `call`, value hash `h`) as written.
+    pub(super) fn srtp_put(&mut self, leg: LegId, call: CallRef, h: u64) {
+        if let Some((old, _)) = self.srtp_written.insert(leg, (call, h)) {
+            if old == call {
+                return;
+            }
+            self.srtp_unindex(leg, old);
+        }
+        self.srtp_by_call.entry(call).or_default().push(leg);
+    }
+
+    /// Forgets the SRTP record of `leg`; returns whether there was one.
+    pub(super) fn srtp_remove(&mut self, leg: LegId) -> bool {
+        let Some((call, _)) = self.srtp_written.remove(&leg) else { return false };
+        self.srtp_unindex(leg, call);
+        true
+    }
+
+    /// The legs of `call` with an SRTP record written.
+    pub(super) fn srtp_legs_of(&self, call: CallRef) -> Vec<LegId> {
+        self.srtp_by_call.get(&call).cloned().unwrap_or_default()
+    }
+
+    fn srtp_unindex(&mut self, leg: LegId, call: CallRef) {
+        if let Some(v) = self.srtp_by_call.get_mut(&call) {
+            v.retain(|l| *l != leg);
+            if v.is_empty() {
+                self.srtp_by_call.remove(&call);
+            }
         }
     }
 

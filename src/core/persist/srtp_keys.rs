@@ -84,7 +84,7 @@ impl Core {
             follow_index(m);
             let key = RecordKey::new(RecordKind::SRTP_KEYS, leg_id.0.to_string());
             let Some(s) = &m.srtp else {
-                if self.journal.srtp_written.remove(&leg_id).is_some() {
+                if self.journal.srtp_remove(leg_id) {
                     out.push(Record::delete(key));
                 }
                 continue;
@@ -94,17 +94,18 @@ impl Core {
             match to_value(&record) {
                 Ok(value) => {
                     let h = hash_of(&value);
-                    if self.journal.srtp_written.get(&leg_id) != Some(&(call, h)) {
+                    if self.journal.srtp_get(leg_id) != Some((call, h)) {
                         out.push(Record::put(key, value));
-                        self.journal.srtp_written.insert(leg_id, (call, h));
+                        self.journal.srtp_put(leg_id, call, h);
                     }
                 }
                 Err(e) => tracing::error!(%e, "cannot encode an SRTP record; not written"),
             }
         }
-        let gone: Vec<LegId> = self.journal.srtp_written.iter().filter(|(l, (c, _))| *c == call && !legs.contains(l)).map(|(l, _)| *l).collect();
+        // By the per-call index: O(this call's legs), not every SRTP leg journaled.
+        let gone: Vec<LegId> = self.journal.srtp_legs_of(call).into_iter().filter(|l| !legs.contains(l)).collect();
         for leg_id in gone {
-            self.journal.srtp_written.remove(&leg_id);
+            self.journal.srtp_remove(leg_id);
             out.push(Record::delete(RecordKey::new(RecordKind::SRTP_KEYS, leg_id.0.to_string())));
         }
     }
@@ -123,7 +124,7 @@ impl Core {
             });
             match restored {
                 Some((leg_id, call)) => {
-                    self.journal.srtp_written.insert(leg_id, (call, hash_of(bytes)));
+                    self.journal.srtp_put(leg_id, call, hash_of(bytes));
                     if let Some(cmd) = self.srtp_command(leg_id) {
                         self.ep.media(cmd);
                     }

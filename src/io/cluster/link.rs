@@ -197,12 +197,15 @@ impl RedisLink {
                     .claim
                     .key(k.orbit_key(slot))
                     .key(k.fence_key(slot.lot))
+                    .key(k.free_key(slot.lot))
+                    .key(k.held_key(slot.lot))
                     .arg(node)
                     .arg(self.lease_ms)
                     .arg(info_json(&info))
                     .arg(&channel)
                     .arg(k.lot_name(slot.lot))
                     .arg(&number)
+                    .arg(slot.orbit.0)
                     .invoke_async(&mut cm)
                     .await
                     .map_err(err)?;
@@ -215,6 +218,8 @@ impl RedisLink {
                     .scripts
                     .claim_any
                     .key(k.fence_key(lot))
+                    .key(k.free_key(lot))
+                    .key(k.held_key(lot))
                     .arg(node)
                     .arg(self.lease_ms)
                     .arg(info_json(&info))
@@ -236,9 +241,15 @@ impl RedisLink {
                 for (slot, _) in &claims {
                     inv.key(k.orbit_key(*slot));
                 }
+                for (slot, _) in &claims {
+                    inv.key(k.held_key(slot.lot));
+                }
                 inv.arg(node).arg(self.lease_ms).arg(&channel).arg(&*self.sip);
                 for (_, fence) in &claims {
                     inv.arg(fence.0);
+                }
+                for (slot, _) in &claims {
+                    inv.arg(slot.orbit.0);
                 }
                 let v: Value = inv.invoke_async(&mut cm).await.map_err(err)?;
                 renew_statuses(strings(v)?, claims.len())
@@ -251,9 +262,15 @@ impl RedisLink {
                 for (slot, _, _) in &claims {
                     inv.key(k.fence_key(slot.lot));
                 }
+                for (slot, _, _) in &claims {
+                    inv.key(k.free_key(slot.lot));
+                }
+                for (slot, _, _) in &claims {
+                    inv.key(k.held_key(slot.lot));
+                }
                 inv.arg(node).arg(self.lease_ms).arg(&channel);
                 for (slot, fence, info) in &claims {
-                    inv.arg(fence.0).arg(info_json(info)).arg(k.lot_name(slot.lot)).arg(k.number(*slot));
+                    inv.arg(fence.0).arg(info_json(info)).arg(k.lot_name(slot.lot)).arg(k.number(*slot)).arg(slot.orbit.0);
                 }
                 let v: Value = inv.invoke_async(&mut cm).await.map_err(err)?;
                 renew_statuses(strings(v)?, claims.len())
@@ -284,11 +301,14 @@ impl RedisLink {
             .scripts
             .release
             .key(k.orbit_key(slot))
+            .key(k.free_key(slot.lot))
+            .key(k.held_key(slot.lot))
             .arg(&*self.node)
             .arg(fence.0)
             .arg(k.channel())
             .arg(k.lot_name(slot.lot))
             .arg(k.number(slot))
+            .arg(slot.orbit.0)
             .invoke_async(cm)
             .await
             .map_err(err)?;
