@@ -447,6 +447,25 @@ impl MediaPlane {
     /// [`MediaPlane::on_rtp`] for the datagram `buf[..len]`, `buf` being the whole receive buffer: a packet
     /// relayed to an SRTP leg grows by its tag (the forward's `len` counts from `buf`'s start). A packet from an
     /// SRTP leg is authenticated and decrypted first (a failure is dropped and counted).
+    /// The leg a routed datagram (RTP or RTCP) belongs to; a packet no leg takes is counted by why.
+    pub(super) fn routed_leg(&mut self, route: Route) -> Option<MediaLegId> {
+        match route {
+            Route::Latched(id) | Route::NewlyLatched(id) => Some(id),
+            Route::NoLeg => {
+                self.stats.dropped_invalid += 1;
+                None
+            }
+            Route::Foreign => {
+                self.stats.dropped_unrelayable += 1;
+                None
+            }
+            Route::Ambiguous => {
+                self.stats.dropped_ambiguous += 1;
+                None
+            }
+        }
+    }
+
     /// RTCP on the RTP port (RFC 5761 §4: second byte 192–223) is never taken for RTP: see `plane_rtcp`.
     pub fn on_packet(&mut self, now: Time, port: u16, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<Forward> {
         if buf.get(..len).is_some_and(rtcp::is_rtcp) {
@@ -459,21 +478,7 @@ impl MediaPlane {
         // Symmetric RTP (RFC 4961): a leg latches to its first source and ignores others until an
         // Update; legs sharing the port are told apart by source (see `demux`).
         let route = self.demux.route(port, from);
-        let id = match route {
-            Route::Latched(id) | Route::NewlyLatched(id) => id,
-            Route::NoLeg => {
-                self.stats.dropped_invalid += 1;
-                return None;
-            }
-            Route::Foreign => {
-                self.stats.dropped_unrelayable += 1;
-                return None;
-            }
-            Route::Ambiguous => {
-                self.stats.dropped_ambiguous += 1;
-                return None;
-            }
-        };
+        let id = self.routed_leg(route)?;
         let Some(src) = self.legs.get_mut(&id) else {
             self.stats.dropped_invalid += 1;
             return None;

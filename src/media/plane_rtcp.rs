@@ -126,21 +126,7 @@ impl MediaPlane {
     pub(super) fn on_rtcp(&mut self, port: u16, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<Forward> {
         self.stats.rtcp_received += 1;
         let route = self.demux.route(port, from);
-        let id = match route {
-            Route::Latched(id) | Route::NewlyLatched(id) => id,
-            Route::NoLeg => {
-                self.stats.dropped_invalid += 1;
-                return None;
-            }
-            Route::Foreign => {
-                self.stats.dropped_unrelayable += 1;
-                return None;
-            }
-            Route::Ambiguous => {
-                self.stats.dropped_ambiguous += 1;
-                return None;
-            }
-        };
+        let id = self.routed_leg(route)?;
         let src = self.legs.get_mut(&id)?;
         let mut len = len;
         let mut authentic = true;
