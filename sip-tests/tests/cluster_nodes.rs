@@ -3,7 +3,7 @@
 //! b takes it) while b's own calls keep their hold music; node a restarted within its lease with its journal keeps
 //! its calls and orbits; Redis restarted empty under two running nodes gets both nodes' calls claimed again and
 //! visible on both; a Sentinel failover (master killed, the replica promoted) under two nodes with `replicas = 1`
-//! keeps every acknowledged park. Each test starts its own `redis-server`s and nodes (`--lease 3`); times are
+//! keeps every acknowledged park. Each test starts its own `redis-server`s and nodes (`--lease 3`, the Sentinel test `--lease 9`); times are
 //! printed, not asserted.
 
 mod cluster_common;
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(10);
 /// `--lease` of every node here.
 const LEASE: Duration = Duration::from_secs(3);
+/// `--lease` of the Sentinel test's nodes: parkd's check asks for ≥ 6 s with `down-after-milliseconds` 1000; 9 leaves room.
+const SENTINEL_LEASE: &str = "9";
 const REFERRED: &str = "Referred-By: <sip:alice@127.0.0.1>\r\n";
 
 fn skip() -> bool {
@@ -204,14 +206,20 @@ fn a_sentinel_failover_under_two_parkd_nodes_keeps_every_acknowledged_park() {
     let rport = replica.port().to_string();
     until(Duration::from_secs(15), "Sentinel knowing the replica", || sentinel.cli(&["SENTINEL", "replicas", "parkm"]).contains(&rport));
     let url = format!("redis+sentinel://127.0.0.1:{}/parkm", sentinel.port());
-    let start = |name: &str| {
-        let args = ["--redis", &url, "--node", name, "--lease", "3", "--http-token", TOKEN].map(String::from).to_vec();
+    let start = |name: &str, lease: &str, verdict: &str| {
+        // The lease must outlast the failover (down-after 1 s + election + reconnection; it took 2.9 s on a loaded
+        // CI machine, which expired every claim of a 3 s lease): parkd checks it against Sentinel's setting.
+        let args = ["--redis", &url, "--node", name, "--lease", lease, "--http-token", TOKEN].map(String::from).to_vec();
         let config = Some("[limits]\nparked_per_source = 100\n[cluster]\nreplicas = 1\n".to_string());
         let p = Parkd::start_with(&format!("cln_sent_{name}"), ParkdOptions { orbits: "701-720".into(), extra_args: args, config, http: true, ..ParkdOptions::default() });
         wait_granted(&p, name);
+        until(WAIT, "parkd's check of the lease against Sentinel", || p.stderr_all().contains(verdict));
         p
     };
-    let (a, b) = (start("a"), start("b"));
+    // A node with the 3 s lease that lost claims on CI is told so at start.
+    drop(start("short", "3", "the lease is shorter than a Sentinel failover"));
+    let fits = "the lease outlasts a Sentinel failover";
+    let (a, b) = (start("a", SENTINEL_LEASE, fits), start("b", SENTINEL_LEASE, fits));
     let (mut pa, mut pb) = (Phones::new(a.sip_addr(), "sna"), Phones::new(b.sip_addr(), "snb"));
     let mut held = Vec::new();
     for orbit in ["701", "702", "703"] {

@@ -42,6 +42,8 @@ type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = (OpId, Result<Redis
 pub fn spawn(s: LinkSettings) -> CoreLink {
     let (ops_tx, ops_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (target, lease) = (s.target.clone(), s.lease);
+    tokio::spawn(async move { super::sentinel_check::check(&target, lease).await });
     tokio::spawn(run(s, ops_rx, in_tx));
     CoreLink { ops: ops_tx, inputs: in_rx }
 }

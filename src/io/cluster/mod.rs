@@ -6,6 +6,7 @@
 //! * [`link`] — connecting, and running one operation as its script (resync: SCAN + chunked reads).
 //! * [`driver`] — the task owning the room: commands in through a [`ClusterHandle`], events out as
 //!   [`ClusterEvent`]s, pub/sub pushes and connection state fed to the room, its deadlines fired.
+//! * [`sentinel_check`] — at start, whether the lease outlasts the Sentinels' failover (a warning if not).
 //!
 //! Tested against real Redis servers in `sip-tests/tests/cluster_redis.rs`.
 
@@ -13,6 +14,7 @@ pub mod core_link;
 pub mod driver;
 pub mod link;
 pub mod scripts;
+pub mod sentinel_check;
 
 pub use driver::{spawn, ClusterEvent, ClusterHandle, ClusterSnapshot};
 pub use link::RedisLink;
