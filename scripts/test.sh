@@ -62,5 +62,6 @@ fi
 echo "==> cargo build --workspace --bins"
 cargo build --workspace --bins
 
-echo "==> cargo test --workspace"
-cargo test --workspace "$@"
+echo "==> cargo test --workspace --no-fail-fast"
+# --no-fail-fast: one failing suite does not hide the others' results (the exit code still says it failed).
+cargo test --workspace --no-fail-fast "$@"
