@@ -88,3 +88,24 @@ fn blf_pickup_retrieves_with_the_dialog_from_the_notify() {
     bob_out.assert_passed(&parkd, "bob is hung up when carol hangs up");
     assert!(bob_out.request("BYE").is_some(), "bob received parkd's BYE");
 }
+
+/// A whole lot as an RFC 4662 resource list, the way an attendant console subscribes (`Supported: eventlist`):
+/// the full state names every orbit of the lot (701-720) with its own dialog-info part; a call parked into 705
+/// meanwhile comes as partial state with 705 alone, confirmed, naming the parked party; the unsubscribe ends
+/// with a full state. SIPp checks the multipart/related structure, RLMI versions and `Require: eventlist`.
+#[test]
+fn eventlist_subscription_to_the_park_code_gets_full_then_partial_state() {
+    let parkd = Parkd::start("blf_eventlist");
+    let console = Sipp::new("blf_eventlist").service("700").spawn(&parkd);
+    assert!(
+        console.wait_for_received(std::time::Duration::from_secs(10), |m| m.starts_with("NOTIFY ")).is_some(),
+        "the console's first NOTIFY"
+    );
+    let bob = RtpEndpoint::bind("bob");
+    let bob_run = Sipp::new("park_directed_uac").service("705").rtp_port(bob.port()).hold_ms(3000).spawn(&parkd);
+    let out = console.wait();
+    out.assert_passed(&parkd, "resource-list subscription to 700");
+    assert!(out.logs.contains("full state: last resource 720, last part 720"), "every orbit of 701-720 listed: {}", out.logs);
+    assert!(out.logs.contains("partial state: resource 705 (its part 705, version 1) confirmed, parked party sip:bob@"), "{}", out.logs);
+    bob_run.wait().assert_passed(&parkd, "bob parked on 705");
+}

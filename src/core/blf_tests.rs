@@ -388,3 +388,70 @@ fn options_advertises_subscribe_and_dialog_events() {
     assert!(r.common.header("Allow").unwrap().contains("SUBSCRIBE"));
     assert_eq!(r.common.header("Allow-Events"), Some("dialog"));
 }
+
+/// The sections of a `multipart/related` NOTIFY body, split on its boundary (preamble and closing dropped).
+fn parts(r: &Request) -> Vec<String> {
+    let ct = r.common.content_type.clone().unwrap_or_default();
+    let boundary = ct.split("boundary=\"").nth(1).and_then(|s| s.split('"').next()).expect("a boundary");
+    let b = body(r);
+    let sections: Vec<String> = b.split(&format!("--{boundary}")).map(str::to_string).collect();
+    assert_eq!(sections.last().map(String::as_str), Some("--\r\n"), "closing delimiter: {b}");
+    sections[1..sections.len() - 1].to_vec()
+}
+
+#[test]
+fn eventlist_subscription_gets_rfc4662_full_then_partial_state() {
+    let mut w = World::new();
+    let wa = watcher("w1", 5090);
+    let list = "Supported: eventlist\nAccept: application/rlmi+xml, multipart/related\n";
+    let (ok, n0) = subscribe(&mut w, &wa, "700", list);
+    let tag = ok.common.to.tag().unwrap().to_string();
+    assert_eq!(ok.common.header("Require"), Some("eventlist"), "RFC 4662 §5.1: the list is acknowledged");
+    assert_eq!(n0.common.header("Require"), Some("eventlist"));
+    let ct = n0.common.content_type.clone().unwrap();
+    assert!(ct.starts_with("multipart/related;type=\"application/rlmi+xml\";start=\"<"), "{ct}");
+    // Full state: the RLMI root, then one dialog-info per orbit of the lot (701-705), each at its version 0.
+    let p = parts(&n0);
+    assert_eq!(p.len(), 6, "root + 5 orbits");
+    assert!(p[0].contains("Content-Type: application/rlmi+xml") && p[0].contains(r#"uri="sip:700@127.0.0.1:5060" version="0" fullState="true""#), "{}", p[0]);
+    assert_eq!(p[0].matches("<resource ").count(), 5);
+    let root_cid = ct.split("start=\"<").nth(1).unwrap().split('>').next().unwrap();
+    assert!(p[0].contains(&format!("Content-ID: <{root_cid}>")), "start names the root");
+    for (i, orbit) in ["701", "702", "703", "704", "705"].iter().enumerate() {
+        let cid = p[0].split(&format!("<resource uri=\"sip:{orbit}@127.0.0.1:5060\">")).nth(1).and_then(|s| s.split("cid=\"").nth(1)).and_then(|s| s.split('"').next()).unwrap();
+        assert!(p[i + 1].contains(&format!("Content-ID: <{cid}>")), "resource {orbit}'s cid names its part");
+        assert!(p[i + 1].contains(&format!(r#"version="0" state="full" entity="sip:{orbit}@127.0.0.1:5060""#)), "{}", p[i + 1]);
+        assert!(p[i + 1].contains("<state>terminated</state>"), "free orbit");
+    }
+    w.deliver(wa.peer, &reply_text(&n0, 200, "OK"));
+
+    // A park in 703: partial state with 703 alone, confirmed, at its version 1.
+    let since = w.sent.len();
+    w.park(&bob(), "703", ParkAs::ALICE);
+    let n1 = notifies(&w, &wa, since);
+    assert_eq!(n1.len(), 1);
+    let p = parts(&n1[0]);
+    assert_eq!(p.len(), 2, "root + the one orbit that changed");
+    assert!(p[0].contains(r#"version="1" fullState="false""#) && p[0].matches("<resource ").count() == 1, "{}", p[0]);
+    assert!(p[1].contains(r#"version="1" state="full" entity="sip:703@127.0.0.1:5060""#) && p[1].contains("<state>confirmed</state>"), "{}", p[1]);
+    assert!(p[1].contains(r#"call-id="bob-call@test""#));
+    w.deliver(wa.peer, &reply_text(&n1[0], 200, "OK"));
+
+    // A refresh brings the full state back; 703 is at its version 2, the others at 1.
+    let since = w.sent.len();
+    w.deliver(wa.peer, &refresh_text(&wa, "700", &tag, 2, 600));
+    assert_eq!(w.last_response_to(wa.peer, since).common.header("Require"), Some("eventlist"));
+    let n2 = notifies(&w, &wa, since);
+    let p = parts(&n2[0]);
+    assert_eq!(p.len(), 6);
+    assert!(p[0].contains(r#"version="2" fullState="true""#));
+    assert!(p[3].contains(r#"version="2" state="full" entity="sip:703@"#) && p[1].contains(r#"version="1" state="full" entity="sip:701@"#));
+    w.deliver(wa.peer, &reply_text(&n2[0], 200, "OK"));
+
+    // A phone that does not ask keeps the one-body form for the same lot.
+    let wb = watcher("w2", 5091);
+    let (ok, n) = subscribe(&mut w, &wb, "700", "");
+    assert_eq!(ok.common.header("Require"), None);
+    assert_eq!(n.common.content_type.as_deref(), Some("application/dialog-info+xml"));
+    assert_eq!(body(&n).matches("<dialog ").count(), 1, "the occupied orbit only");
+}

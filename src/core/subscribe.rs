@@ -7,7 +7,7 @@
 //! Contact (400), Expires (423 / 400), then the source's limit (503 / silence).
 
 use super::admission::{Action, Hold, Reason};
-use super::blf::{accepts_dialog_info, check_event, granted_expires, NewSubscription, SubId, Watched, MIN_EXPIRES};
+use super::blf::{accepts_dialog_info, eventlist, check_event, granted_expires, NewSubscription, SubId, Watched, MIN_EXPIRES};
 use super::orbit_view::Orbits;
 use super::reply::ALLOW_EVENTS;
 use super::Core;
@@ -40,7 +40,7 @@ impl Core {
         if !self.authorized(now, txn, from, &req, lot, Action::Subscribe) {
             return;
         }
-        if !accepts_dialog_info(&req) {
+        if !accepts_dialog_info(&req) && !eventlist::wants_list(&req) {
             return self.ep.respond(now, txn, &req, 406, Some("Not Acceptable"), None, |r| r.common.push_header("Accept", DIALOG_INFO_CONTENT_TYPE));
         }
         if req.common.contact.is_empty() {
@@ -62,7 +62,12 @@ impl Core {
             Dialed::Orbit(i) => Watched::Orbit(i),
             Dialed::ParkCode | Dialed::RetrieveCode => Watched::Lot,
         };
-        let new = NewSubscription { lot, watched, event_id, expires };
+        // RFC 4662: a whole lot as a resource list when the SUBSCRIBE asks for one and the lot is small enough.
+        let list = match watched {
+            Watched::Lot if eventlist::wants_list(&req) => self.parking.lot(lot).map(|l| l.capacity()).filter(|&n| n <= eventlist::MAX_LIST_ORBITS),
+            _ => None,
+        };
+        let new = NewSubscription { lot, watched, event_id, expires, list };
         let orbits = Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         let id = self.blf.subscribe(&mut self.ep, now, txn, from, &req, new, &orbits);
         // A fetch is already ending; its source holds it until the final NOTIFY is answered, as any other.

@@ -1,7 +1,8 @@
 //! The BLF room: `SUBSCRIBE` / `NOTIFY` for the `dialog` event package (RFC 6665, RFC 4235) on orbits and park codes.
 //!
 //! * `SUBSCRIBE sip:701@..` with `Event: dialog` watches one orbit; to the lot's park code (`700`) it watches
-//!   the whole lot (one document listing every occupied orbit's dialog).
+//!   the whole lot (one document listing every occupied orbit's dialog), or, when the SUBSCRIBE asks for it
+//!   (`Supported: eventlist`), an RFC 4662 resource list with one dialog-info part per orbit ([`eventlist`]).
 //! * The 200 carries the granted `Expires`: the request's value capped at [`MAX_EXPIRES`], [`DEFAULT_EXPIRES`]
 //!   when absent, `423` with `Min-Expires` below [`MIN_EXPIRES`]. `Expires: 0` is a fetch (initial) or an
 //!   unsubscribe (refresh): one NOTIFY with the state and `Subscription-State: terminated;reason=timeout`.
@@ -27,6 +28,7 @@
 //!
 //! [`Wake::BlfExpiry`]: crate::core::Wake::BlfExpiry
 
+pub mod eventlist;
 mod request;
 
 pub use request::{accepts_dialog_info, check_event, granted_expires};
@@ -106,6 +108,9 @@ pub struct Subscription {
     pub ending: Option<EndReason>,
     /// The final (terminated) NOTIFY was sent: the subscription goes when it is answered.
     pub final_sent: bool,
+    /// A whole lot as an RFC 4662 resource list (the SUBSCRIBE asked for `eventlist`); `None`: one body.
+    #[serde(default)]
+    pub list: Option<eventlist::ListState>,
 }
 
 /// What a new subscription is, once `Core` has admitted its SUBSCRIBE.
@@ -115,6 +120,8 @@ pub struct NewSubscription {
     pub event_id: Option<String>,
     /// Seconds granted (0: a fetch).
     pub expires: u32,
+    /// A whole lot as a resource list of this many orbits (RFC 4662); `None`: the one-body form.
+    pub list: Option<usize>,
 }
 
 /// The BLF room: every subscription, with the indexes that keep each operation proportional to what it touches.
@@ -192,7 +199,7 @@ impl Blf {
     /// sends the first NOTIFY (a fetch gets its only, terminating one). Returns its id.
     #[allow(clippy::too_many_arguments)]
     pub fn subscribe(&mut self, ep: &mut Endpoint, now: Time, txn: ServerTxnId, from: Peer, req: &Request, new: NewSubscription, orbits: &Orbits<'_>) -> SubId {
-        let NewSubscription { lot, watched, event_id, expires } = new;
+        let NewSubscription { lot, watched, event_id, expires, list } = new;
         let tag = ep.new_tag();
         let dialog = Dialog::as_uas(req, from, &tag);
         let contact = ep.contact_for(&req.uri, from);
@@ -200,6 +207,9 @@ impl Blf {
             r.common.contact.push(contact);
             r.common.push_header("Expires", expires.to_string());
             r.common.push_header("Allow-Events", ALLOW_EVENTS);
+            if list.is_some() {
+                r.common.push_header("Require", eventlist::EVENTLIST);
+            }
         });
         let mut entity = req.uri.without_headers();
         entity.params = Default::default();
@@ -221,6 +231,7 @@ impl Blf {
             dirty: false,
             ending: None,
             final_sent: false,
+            list: list.map(eventlist::ListState::new),
         };
         self.subs.insert(id, sub);
         self.touch(id);
@@ -260,9 +271,13 @@ impl Blf {
         let contact = ep.contact_for(&req.uri, from);
         sub.dialog.refresh_target(req, from);
         let tag = sub.dialog.local_tag().to_string();
+        let is_list = sub.list.is_some();
         ep.respond(now, txn, req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Expires", expires.to_string());
+            if is_list {
+                r.common.push_header("Require", eventlist::EVENTLIST);
+            }
         });
         if expires == 0 {
             tracing::info!(sub = id.0, "BLF unsubscribe");
@@ -270,6 +285,10 @@ impl Blf {
         }
         let at = now + Duration::from_secs(expires.into());
         sub.expires_at = at;
+        if let Some(l) = &mut sub.list {
+            // The NOTIFY after a refresh carries the full list again (the watcher resynchronises).
+            l.full_due = true;
+        }
         self.touch(id);
         self.expiries.push(Reverse((at, id)));
         // RFC 6665 §4.2.2: every accepted refresh is followed by a NOTIFY with the current state.
@@ -284,6 +303,9 @@ impl Blf {
             .flat_map(|set| set.iter().copied())
             .collect();
         for id in ids {
+            if let Some(l) = self.subs.get_mut(&id).and_then(|s| s.list.as_mut()) {
+                l.changed.insert(orbit.0);
+            }
             self.queue_notify(ep, now, id, orbits);
         }
     }
@@ -379,7 +401,13 @@ impl Blf {
     /// Builds and sends the NOTIFY with the current state (a client transaction); the terminated one if ending.
     fn send_notify(&mut self, ep: &mut Endpoint, now: Time, id: SubId, orbits: &Orbits<'_>) {
         let Some(sub) = self.subs.get_mut(&id) else { return };
-        let body = dialog_info(orbits, sub.lot, sub.watched, &sub.entity, sub.next_version).to_xml();
+        let (content_type, body) = match sub.list.as_mut() {
+            Some(list) => {
+                let b = list_notify_body(orbits, sub.lot, &sub.entity, sub.next_version, list, sub.ending.is_some(), id);
+                (b.content_type, b.body)
+            }
+            None => (DIALOG_INFO_CONTENT_TYPE.to_string(), dialog_info(orbits, sub.lot, sub.watched, &sub.entity, sub.next_version).to_xml()),
+        };
         let state = match sub.ending {
             Some(reason) => format!("terminated;reason={}", reason.as_str()),
             None => format!("active;expires={}", sub.expires_at.saturating_since(now).as_secs_f64().ceil() as u64),
@@ -392,7 +420,10 @@ impl Blf {
         notify.common.push_header("Event", event);
         notify.common.push_header("Subscription-State", state);
         notify.common.push_header("User-Agent", super::reply::PRODUCT);
-        notify.common.set_body(DIALOG_INFO_CONTENT_TYPE, Bytes::from(body));
+        if sub.list.is_some() {
+            notify.common.push_header("Require", eventlist::EVENTLIST);
+        }
+        notify.common.set_body(&content_type, Bytes::from(body));
         sub.next_version += 1;
         sub.dirty = false;
         sub.final_sent = sub.ending.is_some();
@@ -424,6 +455,23 @@ fn dialog_info(orbits: &Orbits<'_>, lot: usize, watched: Watched, entity: &Uri, 
         }
     }
     DialogInfo { version, entity: entity.to_string(), dialogs }
+}
+
+/// A list subscription's NOTIFY body: the RLMI root and one dialog-info part per orbit due (all of them in a full
+/// state, the changed ones otherwise), each with its own version.
+fn list_notify_body(orbits: &Orbits<'_>, lot: usize, entity: &Uri, version: u32, list: &mut eventlist::ListState, ending: bool, id: SubId) -> eventlist::ListBody {
+    let (due, full) = list.take_due(ending);
+    let parts: Vec<eventlist::Part> = due
+        .into_iter()
+        .map(|i| {
+            let name = orbits.parking.orbit_name(lot, OrbitIdx(i)).to_string();
+            let mut uri = entity.clone();
+            uri.user = Some(name.clone());
+            let dialog_info = dialog_info(orbits, lot, Watched::Orbit(OrbitIdx(i)), &uri, list.next_version(i)).to_xml();
+            eventlist::Part { uri: uri.to_string(), name, dialog_info }
+        })
+        .collect();
+    eventlist::list_body(&entity.to_string(), version, full, &parts, &format!("s{}", id.0))
 }
 
 /// The `<dialog>` of a parked call: the orbit as `<local>`, the parked party as `<remote>`.
