@@ -102,7 +102,8 @@ fn run() -> std::io::Result<()> {
         rtp_sender,
         media_threads: both_cores.then_some(2),
         cpus: both_cores.then(|| "0,1".to_string()),
-        extra: Vec::new(),
+        // --no-journal: parkd without its journal (what the journal's memory costs per parked call).
+        extra: if args.iter().any(|a| a == "--no-journal") { vec!["--no-journal".into()] } else { Vec::new() },
         rtp_ports: None,
         // The density steps measure hold music's own ceiling: the capacity guard (issue 20) stays out of it.
         config: "[limits]\nmedia_guard = false\n".into(),
