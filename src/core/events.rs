@@ -70,6 +70,11 @@ pub enum ParkEvent {
     /// `accepting`; `cause` is `media_busy`, `media_late`, `max_parked` or `recovered`; `load_pct` and
     /// `late_us` are the busiest media thread's smoothed busy share (percent) and pacer lateness then.
     Capacity { state: String, cause: String, load_pct: u32, late_us: u64 },
+    /// The configuration was reloaded (SIGHUP or `POST /v1/reload`, issue 21): lots added, changed and removed
+    /// (a removed lot's calls stay until they leave), orbits that left a lot's range while a call was in them
+    /// (`"lot/701"`: shown with their old number until the call leaves), and the changed settings that only
+    /// take effect at the next start (left as they were).
+    ConfigReloaded { lots_added: Vec<String>, lots_changed: Vec<String>, lots_removed: Vec<String>, orbits_retired: Vec<String>, needs_restart: Vec<String> },
 }
 
 impl ParkEvent {

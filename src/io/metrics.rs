@@ -251,7 +251,8 @@ impl Metrics {
             // Another node counts its own parks; this node's occupancy gauge includes them (`lot_summary`).
             | ParkEvent::RemoteParked { .. }
             | ParkEvent::RemoteFreed { .. }
-            | ParkEvent::Capacity { .. } => {}
+            | ParkEvent::Capacity { .. }
+            | ParkEvent::ConfigReloaded { .. } => {}
         }
         if let Some(dwell) = ev.dwell() {
             self.dwell.observe(dwell.as_secs_f64());
