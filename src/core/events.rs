@@ -31,7 +31,17 @@ pub enum RecallTarget {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ParkEvent {
     /// A call was parked in an orbit.
-    Parked { lot: String, orbit: OrbitNumber, call_id: CallId, parked: String, parker: Option<String>, how: ParkHow },
+    /// `domain`: the lot's tenant (its first `domains` entry), absent for a lot serving every domain.
+    Parked {
+        lot: String,
+        orbit: OrbitNumber,
+        call_id: CallId,
+        parked: String,
+        parker: Option<String>,
+        how: ParkHow,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+    },
     /// Someone dialed the orbit and took the call.
     Retrieved { lot: String, orbit: OrbitNumber, call_id: CallId, by: String, dwell_ms: u64 },
     /// Attended park: a new party replaced the (self-parked) consultation leg in its orbit.

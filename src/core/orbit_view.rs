@@ -63,6 +63,13 @@ impl Core {
     }
 
     /// Which lot and orbit a dialed number names (`None` for park codes and unknown numbers).
+    /// Which lot a request's Request-URI user belongs to and what it means there, its tenant picked by the
+    /// Request-URI host, then the To host (lots' `domains`; see [`super::parking::Parking::lookup_in`]).
+    pub(super) fn lookup_request(&self, req: &crate::sip::Request) -> Option<(usize, crate::park::lot::Dialed)> {
+        let user = req.uri.user.as_deref()?;
+        self.parking.lookup_in(user, &[req.uri.host.as_str(), req.common.to.uri.host.as_str()])
+    }
+
     pub fn find_orbit(&self, user: &str) -> Option<(usize, OrbitIdx)> {
         self.resolve_orbit(user).ok()
     }

@@ -482,6 +482,7 @@ mod tests {
             parked: "sip:bob@h".into(),
             parker: None,
             how: crate::core::ParkHow::Indirect,
+            domain: None,
         };
         m.on_event(&parked);
         m.on_event(&ParkEvent::Retrieved { lot: "default".into(), orbit: "701".into(), call_id: "c".into(), by: "x".into(), dwell_ms: 12_000 });

@@ -103,6 +103,15 @@ impl<T: Copy + PartialEq> Lot<T> {
         moved
     }
 
+    /// Puts `who` in a new retired orbit named `name` (a call restored after a restart whose number is no longer
+    /// in the range). Returns its index.
+    pub fn adopt_retired(&mut self, name: &str, who: T) -> OrbitIdx {
+        self.retired.push(name.to_string());
+        self.orbits.push(Some(who));
+        self.retired_occupied += 1;
+        OrbitIdx(self.orbits.len() - 1)
+    }
+
     /// Whether `idx` is a retired orbit (out of the configured range since a reload, see [`Lot::reconfigure`]).
     pub fn is_retired(&self, idx: OrbitIdx) -> bool {
         idx.0 >= self.capacity() && idx.0 < self.orbits.len()

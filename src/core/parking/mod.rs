@@ -200,6 +200,12 @@ impl Parking {
         }
     }
 
+    /// Puts `call` in a retired orbit named `name` of `lot` (a restored call whose number left the lot's range
+    /// while parkd was down, see [`Lot::reconfigure`]).
+    pub fn adopt_retired(&mut self, lot: usize, name: &str, call: CallRef) -> Option<OrbitIdx> {
+        Some(self.lots.get_mut(lot)?.adopt_retired(name, call))
+    }
+
     /// Frees `orbit` of `lot` if `call` holds it.
     pub fn release(&mut self, lot: usize, orbit: OrbitIdx, call: CallRef) {
         if let Some(l) = self.lots.get_mut(lot) {
