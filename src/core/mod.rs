@@ -311,3 +311,5 @@ mod cluster_tests;
 mod tls_tests;
 #[cfg(test)]
 mod cluster_fetch_tests;
+#[cfg(test)]
+mod reload_tests;
