@@ -73,8 +73,10 @@ pub struct BridgedSnapshot {
 
 impl Orbits<'_> {
     /// Every lot with the state of each orbit.
+    /// Every lot with the state of each orbit; a lot a reload removed is listed while calls remain in it.
     pub fn lots_snapshot(&self) -> Vec<LotSnapshot> {
-        (0..self.parking.lots().count()).filter_map(|i| self.lot_snapshot(i)).collect()
+        let shown = |i: &usize| self.parking.lot(*i).is_some_and(|l| !l.removed || l.occupied() > 0);
+        (0..self.parking.lots().count()).filter(shown).filter_map(|i| self.lot_snapshot(i)).collect()
     }
 
     /// Lot `lot` (by index) with the state of each orbit.
