@@ -53,6 +53,7 @@ impl Reloader {
         let r = self.reload_config(core, media, now);
         match &r {
             Ok(_) => {}
+            Err(e @ ReloadFailure::NoFile) => tracing::info!("{why}: {e}"),
             Err(e) => tracing::error!(error = %e, "{why}: configuration not reloaded; the running configuration stays"),
         }
         r
