@@ -40,7 +40,8 @@ pub struct ReloadReport {
     pub orbits_retired: Vec<String>,
     /// Changed settings that take effect only at the next start (left as they were).
     pub needs_restart: Vec<String>,
-    /// Lots whose hold music the media threads must (re)load: `(music id = lot index, lot name)`.
+    /// Lots whose hold music the media threads must (re)load: `(music id = lot index, lot name)`: added lots, lots
+    /// whose `music` changed, and every lot playing a WAV (re-read at each reload).
     #[serde(skip)]
     pub music: Vec<(u16, String)>,
 }
@@ -113,12 +114,14 @@ impl Core {
         if let Ok(patterns) = cfg.http.dial_patterns() {
             self.set_dial_allow(patterns);
         }
-        let music = diff
-            .added_idx
-            .iter()
-            .chain(&diff.changed_idx)
-            .filter(|i| music_before.get(**i) != self.parking.cfg(**i).map(|c| &c.music) || diff.added_idx.contains(i))
-            .filter_map(|i| Some((u16::try_from(*i).ok()?, self.parking.lot_name(*i))))
+        // Music to (re)load: a lot added, a lot whose music changed, and every configured lot playing a WAV (the
+        // file may have been replaced under the same name).
+        let music = (0..self.parking.lots().count())
+            .filter(|i| {
+                let Some(lot) = self.parking.lot(*i).filter(|l| !l.removed) else { return false };
+                diff.added_idx.contains(i) || music_before.get(*i) != Some(&lot.cfg.music) || matches!(lot.cfg.music, crate::config::MusicSource::Wav(_))
+            })
+            .filter_map(|i| Some((u16::try_from(i).ok()?, self.parking.lot_name(i))))
             .collect();
         let report = ReloadReport {
             lots_added: diff.added,

@@ -280,3 +280,15 @@ fn the_journal_restores_calls_into_their_tenants_lots() {
     assert_eq!((o["call_id"].as_str(), o["retired"].as_bool()), (Some("carol-call@test"), Some(true)), "{o}");
     let _ = ParkAs::ALICE;
 }
+
+/// The music the io layer must (re)load: a new lot's, a lot whose music changed, every WAV lot (the file may have
+/// changed under the same name); not a builtin lot whose music stayed, nor a removed lot.
+#[test]
+fn a_reload_names_the_music_to_load() {
+    let wav = |l: LotConfig, p: &str| LotConfig { music: crate::config::MusicSource::Wav(p.into()), ..l };
+    let mut w = world(vec![lot("plain", "700", "701-705"), wav(lot("wav", "800", "801-805"), "/m/a.wav"), lot("gone", "900", "901-905")]);
+    let r = reload(&mut w, config(vec![lot("plain", "700", "701-705"), wav(lot("wav", "800", "801-805"), "/m/a.wav"), lot("new", "600", "601-605")])).unwrap();
+    assert_eq!(r.music, vec![(1, "wav".to_string()), (3, "new".to_string())]);
+    let r = reload(&mut w, config(vec![wav(lot("plain", "700", "701-705"), "/m/b.wav"), lot("wav", "800", "801-805"), lot("new", "600", "601-605")])).unwrap();
+    assert_eq!(r.music, vec![(0, "plain".to_string()), (1, "wav".to_string())], "both changed their music");
+}
