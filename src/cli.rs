@@ -10,7 +10,7 @@ use std::path::PathBuf;
 ///
 /// Without a config file it runs one lot: park code 700, orbits 701-720, 45 s parking time, built-in music,
 /// listening on 127.0.0.1:5060 (UDP and TCP).
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "parkd", version, about, long_about = None)]
 pub struct Cli {
     /// TOML configuration file (see README / parkd.example.toml).

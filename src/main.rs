@@ -107,7 +107,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(cfg, music, token, journal)) {
+    // SIGHUP and POST /v1/reload read the file again with the same flags on top (issue 21).
+    let source: Option<parkd::io::reload::ConfigSource> = cli.config.is_some().then(|| {
+        let cli = cli.clone();
+        Box::new(move || cli.config().map_err(|e| e.to_string())) as parkd::io::reload::ConfigSource
+    });
+    match rt.block_on(serve(cfg, music, token, journal, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("parkd: {e}");
@@ -175,8 +180,11 @@ async fn serve(
     music: Vec<HoldMusic>,
     token: Option<http_token::ApiToken>,
     journal: Option<(journal_file::LocalJournal, parkd::journal::LiveSet)>,
+    source: Option<parkd::io::reload::ConfigSource>,
 ) -> Result<(), StartError> {
     let started = std::time::Instant::now();
+    // As read, before `media_threads = 0` is resolved below: what a reload is compared against.
+    let running = cfg.clone();
     let clock = Clock::new();
     let tls = match cfg.server.tls()? {
         Some(settings) => {
@@ -201,6 +209,7 @@ async fn serve(
     // SDES keys (issue 19) must not follow from the clock-derived seed: their RNG is reseeded from the OS.
     core.seed_srtp_keys(rand::random());
     core.set_limits(&cfg.limits, &cfg.access);
+    core.set_running_config(running);
     core.set_dial_allow(cfg.http.dial_patterns()?);
     // A cluster node first (its Redis link reports to the driver loop, which runs after the restore): the calls
     // restored next take back the claims the journal holds for them (`ClusterRoom::adopt`, issue 18).
@@ -241,7 +250,8 @@ async fn serve(
         metrics.set_journal(j.writer.stats_handle());
     }
     let hub = EventHub::new();
-    let (client, port) = api_link::link(hub.clone(), metrics.clone());
+    let (client, mut port) = api_link::link(hub.clone(), metrics.clone());
+    port.reloader.source = source;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let (Some(addr), Some(token)) = (cfg.http.listen_addr()?, token) {

@@ -22,6 +22,7 @@ mod advertise;
 mod cluster;
 mod http;
 mod limits;
+pub mod reload;
 mod tls;
 
 pub use advertise::{Advertise, AdvertiseError};
@@ -78,6 +79,8 @@ pub enum ConfigError {
     Cluster(#[from] ClusterConfigError),
     #[error("[server] TLS: {0}")]
     Tls(&'static str),
+    #[error("lot {lot:?}: domain {domain:?} is not a host name")]
+    BadDomain { lot: String, domain: String },
 }
 
 /// How the media thread sends hold music (`[server] rtp_sender`).
@@ -192,7 +195,7 @@ impl<'de> Deserialize<'de> for NumRange {
 }
 
 /// One parking lot.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LotConfig {
     pub name: String,
@@ -277,6 +280,13 @@ pub struct LotConfig {
     /// wire); absent = `[server] srtp_over_plain`.
     #[serde(default)]
     pub srtp_over_plain: Option<bool>,
+    /// Tenants (issue 21): the SIP domains this lot serves, e.g. `["a.example", "b.example"]`, matched against
+    /// the Request-URI host, then the To host (case-insensitive). Two lots naming different domains may use the
+    /// same numbers (both `700` / `701-720`, separate orbits, music, limits and BLF). A lot without `domains`
+    /// serves every domain no other lot names (and requests to an IP address); a request for a domain some lot
+    /// names but none of its lots has the number gets 404.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// Digest authentication of a lot:
@@ -399,7 +409,12 @@ impl LotConfig {
             auth: None,
             srtp: Default::default(),
             srtp_over_plain: None,
+            domains: Vec::new(),
         }
+    }
+    /// Whether this lot serves `host` when no lot claims it (no `domains`), or names it.
+    pub fn serves_domain(&self, host: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
     }
     pub fn parking_duration(&self) -> Option<Duration> {
         (self.parking_time > 0).then(|| Duration::from_secs(self.parking_time))
@@ -612,7 +627,8 @@ impl Config {
                 _ => return Err(ConfigError::BadAddress { what: "outbound_proxy (a sip: URI with an IP address)", value: p.clone() }),
             }
         }
-        let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        // Numbers are unique per domain scope: a lot's `domains`, or "" for the lots without (they share one).
+        let mut seen: std::collections::HashMap<(String, String), String> = std::collections::HashMap::new();
         let mut names = std::collections::HashSet::new();
         for lot in &self.lots {
             if !names.insert(lot.name.clone()) {
@@ -637,11 +653,24 @@ impl Config {
                     return Err(ConfigError::BadOverflow { lot: lot.name.clone(), overflow: o.clone() });
                 }
             }
+            for d in &lot.domains {
+                let ok = !d.is_empty() && d.len() <= 253 && d.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_');
+                if !ok {
+                    return Err(ConfigError::BadDomain { lot: lot.name.clone(), domain: d.clone() });
+                }
+            }
+            let scopes: Vec<String> = if lot.domains.is_empty() { vec![String::new()] } else { lot.domains.iter().map(|d| d.to_ascii_lowercase()).collect() };
             let numbers = std::iter::once(lot.park_code.clone())
                 .chain(lot.retrieve_code.iter().cloned()).chain((0..lot.orbits.len()).map(|i| lot.orbits.name_of(i)));
             for n in numbers {
-                if let Some(first) = seen.insert(n.clone(), lot.name.clone()) {
-                    return Err(ConfigError::DuplicateNumber { number: n, first, second: lot.name.clone() });
+                for scope in &scopes {
+                    if let Some(first) = seen.insert((scope.clone(), n.clone()), lot.name.clone()) {
+                        if first == lot.name {
+                            continue; // the same domain listed twice in one lot
+                        }
+                        let number = if scope.is_empty() { n } else { format!("{n}@{scope}") };
+                        return Err(ConfigError::DuplicateNumber { number, first, second: lot.name.clone() });
+                    }
                 }
             }
         }

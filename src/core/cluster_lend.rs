@@ -87,6 +87,7 @@ impl Core {
             parked: parked_label,
             parker: kept.parker.as_ref().map(|p| p.uri.to_string()),
             how: kept.how,
+            domain: self.parking.cfg(lot).and_then(|c| c.domains.first().cloned()),
         };
         // Its recall and maximum-park deadlines as they were; a recall that was ringing starts a new period.
         let rearm = kept.recall_at.is_none() && kept.parking_time.is_some();

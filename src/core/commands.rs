@@ -28,6 +28,8 @@ pub enum Command {
     /// End every call parkd holds, parked and bridged, politely (BYE with a Reason): the deliberate "hang up
     /// everything" (HTTP `POST /v1/calls/hangup-all`, SIGUSR2). A restart never does it (issue 17).
     HangupAll,
+    /// Apply a reloaded configuration (SIGHUP, `POST /v1/reload`; issue 21): see [`super::reload`].
+    Reload(super::reload::ReloadConfig),
 }
 
 /// What a command achieved.
@@ -42,6 +44,8 @@ pub enum CommandOutcome {
     HungUp { lot: String, orbit: OrbitNumber, call_id: CallId },
     /// Every call was ended: `parked` calls in orbits and `bridged` calls (each of their legs got a BYE).
     HungUpAll { parked: usize, bridged: usize },
+    /// The configuration was reloaded: what changed.
+    Reloaded(super::reload::ReloadReport),
 }
 
 /// Why a command was refused. The API maps each to an HTTP status with [`CommandError::http_status`].
@@ -77,6 +81,12 @@ pub enum CommandError {
     /// [`Core::handle_command`] on a command whose answer comes later ([`Core::submit_command`]).
     #[error("the answer comes later (in a cluster, after the orbit's claim)")]
     Deferred,
+    /// A reload was refused; the running configuration stays.
+    #[error("{0}")]
+    Reload(#[from] super::reload::ReloadError),
+    /// A bare orbit number that several lots (tenants) have: name the lot (`lot:701`) or the domain (`701@a.example`).
+    #[error("orbit {number} is in several lots ({lots}): write it as <lot>:{number} or {number}@<domain>")]
+    AmbiguousOrbit { number: String, lots: String },
 }
 
 impl CommandError {
@@ -84,7 +94,8 @@ impl CommandError {
     pub fn http_status(&self) -> u16 {
         match self {
             CommandError::UnknownOrbit(_) | CommandError::UnknownLot(_) | CommandError::OrbitEmpty(_) | CommandError::UnknownCall(_) => 404,
-            CommandError::OrbitOccupied(_) | CommandError::Ringing(_) => 409,
+            CommandError::OrbitOccupied(_) | CommandError::Ringing(_) | CommandError::AmbiguousOrbit { .. } => 409,
+            CommandError::Reload(_) => 422,
             CommandError::BadUri(_) => 400,
             CommandError::DialNotAllowed { .. } => 403,
             CommandError::LotFull(_) | CommandError::Originate(_) | CommandError::ClusterUnavailable | CommandError::MediaCapacity { .. } | CommandError::Deferred => 503,
@@ -124,6 +135,7 @@ impl Core {
             Command::Unpark { orbit, to } => Some(self.cmd_unpark(now, &orbit, &to)),
             Command::Hangup { orbit } => Some(self.cmd_hangup(now, &orbit)),
             Command::HangupAll => Some(Ok(self.cmd_hangup_all(now))),
+            Command::Reload(cfg) => Some(self.reload(now, &cfg.0).map(CommandOutcome::Reloaded).map_err(CommandError::from)),
         };
         self.settle(now);
         result
@@ -137,7 +149,7 @@ impl Core {
 
     /// The parked call in orbit `name`, with its lot and orbit index.
     fn parked_in(&self, name: &str) -> Result<(usize, OrbitIdx, CallRef), CommandError> {
-        let (lot, idx) = self.find_orbit(name).ok_or_else(|| CommandError::UnknownOrbit(name.to_string()))?;
+        let (lot, idx) = self.resolve_orbit(name)?;
         let call = self.parking.parked_in(lot, idx).ok_or_else(|| CommandError::OrbitEmpty(name.to_string()))?;
         Ok((lot, idx, call))
     }
@@ -239,7 +251,7 @@ impl Core {
         let (release_leg, call) = found;
         let (lot_idx, wanted) = match (orbit, lot) {
             (Some(o), _) => {
-                let (l, i) = self.find_orbit(o).ok_or_else(|| CommandError::UnknownOrbit(o.to_string()))?;
+                let (l, i) = self.resolve_orbit(o)?;
                 (l, Some(i))
             }
             (None, Some(name)) => {

@@ -31,7 +31,17 @@ pub enum RecallTarget {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ParkEvent {
     /// A call was parked in an orbit.
-    Parked { lot: String, orbit: OrbitNumber, call_id: CallId, parked: String, parker: Option<String>, how: ParkHow },
+    /// `domain`: the lot's tenant (its first `domains` entry), absent for a lot serving every domain.
+    Parked {
+        lot: String,
+        orbit: OrbitNumber,
+        call_id: CallId,
+        parked: String,
+        parker: Option<String>,
+        how: ParkHow,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+    },
     /// Someone dialed the orbit and took the call.
     Retrieved { lot: String, orbit: OrbitNumber, call_id: CallId, by: String, dwell_ms: u64 },
     /// Attended park: a new party replaced the (self-parked) consultation leg in its orbit.
@@ -70,6 +80,11 @@ pub enum ParkEvent {
     /// `accepting`; `cause` is `media_busy`, `media_late`, `max_parked` or `recovered`; `load_pct` and
     /// `late_us` are the busiest media thread's smoothed busy share (percent) and pacer lateness then.
     Capacity { state: String, cause: String, load_pct: u32, late_us: u64 },
+    /// The configuration was reloaded (SIGHUP or `POST /v1/reload`, issue 21): lots added, changed and removed
+    /// (a removed lot's calls stay until they leave), orbits that left a lot's range while a call was in them
+    /// (`"lot/701"`: shown with their old number until the call leaves), and the changed settings that only
+    /// take effect at the next start (left as they were).
+    ConfigReloaded { lots_added: Vec<String>, lots_changed: Vec<String>, lots_removed: Vec<String>, orbits_retired: Vec<String>, needs_restart: Vec<String> },
 }
 
 impl ParkEvent {

@@ -40,15 +40,14 @@ impl Core {
             return;
         }
         if let Some(replaces) = req.replaces() {
-            let to_park_code = req.uri.user.as_deref().and_then(|u| self.parking.lookup(u)).is_some_and(|(_, d)| d == Dialed::ParkCode);
+            let to_park_code = self.lookup_request(&req).is_some_and(|(_, d)| d == Dialed::ParkCode);
             return match replaces {
                 Ok(r) if to_park_code || req.referred_by().is_some() => self.swap_by_replaces(now, txn, from, req, &r),
                 Ok(r) => self.retrieve_by_replaces(now, txn, from, req, &r),
                 Err(_) => self.ep.refuse(now, txn, &req, 400, "Bad Replaces Header"),
             };
         }
-        let user = req.uri.user.clone().unwrap_or_default();
-        let Some((lot, dialed)) = self.parking.lookup(&user) else {
+        let Some((lot, dialed)) = self.lookup_request(&req) else {
             if !self.authorized_for_unknown_number(now, txn, from, &req) {
                 return;
             }

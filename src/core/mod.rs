@@ -46,6 +46,7 @@ pub mod parking;
 pub mod persist;
 mod proxy;
 mod recall;
+pub mod reload;
 mod reply;
 mod session;
 mod srtp;
@@ -121,6 +122,9 @@ pub struct Core {
     cluster: Option<cluster::CoreCluster>,
     /// SRTP policy inputs and the SDES key RNG (issue 19).
     srtp: srtp::SrtpRoom,
+    /// The configuration running now, what a reload is compared against (issue 21; `None` in tests that do not
+    /// set it: nothing is then reported as needing a restart).
+    running: Option<Box<crate::config::Config>>,
 }
 
 impl Core {
@@ -161,6 +165,7 @@ impl Core {
             journal: persist::JournalRoom::new(seed),
             cluster: None,
             srtp: srtp::SrtpRoom::new(server.srtp_over_plain, seed),
+            running: None,
         }
     }
 
@@ -306,3 +311,5 @@ mod cluster_tests;
 mod tls_tests;
 #[cfg(test)]
 mod cluster_fetch_tests;
+#[cfg(test)]
+mod reload_tests;

@@ -54,7 +54,7 @@ impl Core {
 
     /// One lot by name with the state of each orbit (`None`: no such lot).
     pub fn lot_snapshot_named(&self, name: &str) -> Option<super::snapshot::LotSnapshot> {
-        self.orbits().lot_snapshot(self.parking.lot_index(name)?)
+        self.orbits().lot_snapshot(self.parking.lots().position(|l| l.name() == name)?)
     }
 
     /// Calls bridged through parkd right now, oldest first.
@@ -63,10 +63,43 @@ impl Core {
     }
 
     /// Which lot and orbit a dialed number names (`None` for park codes and unknown numbers).
+    /// Which lot a request's Request-URI user belongs to and what it means there, its tenant picked by the
+    /// Request-URI host, then the To host (lots' `domains`; see [`super::parking::Parking::lookup_in`]).
+    pub(super) fn lookup_request(&self, req: &crate::sip::Request) -> Option<(usize, crate::park::lot::Dialed)> {
+        let user = req.uri.user.as_deref()?;
+        self.parking.lookup_in(user, &[req.uri.host.as_str(), req.common.to.uri.host.as_str()])
+    }
+
     pub fn find_orbit(&self, user: &str) -> Option<(usize, OrbitIdx)> {
-        match self.parking.lookup(user) {
-            Some((lot, crate::park::lot::Dialed::Orbit(i))) => Some((lot, i)),
-            _ => None,
+        self.resolve_orbit(user).ok()
+    }
+
+    /// An orbit as an application names it: `701` (when only one lot has that number), `<lot>:701`, or
+    /// `701@<domain>` (the tenant's lot, as a phone of that domain dialing 701 would reach it).
+    pub fn resolve_orbit(&self, name: &str) -> Result<(usize, OrbitIdx), super::CommandError> {
+        use crate::park::lot::Dialed;
+        let unknown = || super::CommandError::UnknownOrbit(name.to_string());
+        if let Some((lot, number)) = name.split_once(':') {
+            let l = self.parking.lots().position(|l| l.name() == lot).ok_or_else(unknown)?;
+            return match self.parking.lot(l).and_then(|x| if x.removed { x.dialed_removed(number) } else { x.dialed(number) }) {
+                Some(Dialed::Orbit(i)) => Ok((l, i)),
+                _ => Err(unknown()),
+            };
+        }
+        if let Some((number, domain)) = name.split_once('@') {
+            return match self.parking.lookup_in(number, &[domain]) {
+                Some((lot, Dialed::Orbit(i))) => Ok((lot, i)),
+                _ => Err(unknown()),
+            };
+        }
+        let found: Vec<(usize, OrbitIdx)> = self.parking.orbits_named(name).collect();
+        match found[..] {
+            [one] => Ok(one),
+            [] => Err(unknown()),
+            _ => Err(super::CommandError::AmbiguousOrbit {
+                number: name.to_string(),
+                lots: found.iter().map(|(l, _)| self.parking.lot_name(*l)).collect::<Vec<_>>().join(", "),
+            }),
         }
     }
 

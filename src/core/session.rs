@@ -138,6 +138,7 @@ impl Core {
             parked: parked_label,
             parker: call.parker.as_ref().map(|p| p.uri.to_string()),
             how: call.how,
+            domain: self.parking.cfg(lot).and_then(|c| c.domains.first().cloned()),
         });
         self.parking.park(now, call);
         self.orbit_changed(now, lot, orbit);

@@ -15,6 +15,11 @@ pub struct LotSnapshot {
     pub park_code: String,
     pub capacity: usize,
     pub occupied: usize,
+    /// The SIP domains the lot serves (its tenant; empty: every domain no other lot names).
+    pub domains: Vec<String>,
+    /// A reload removed the lot: it lists the calls still in it until they leave.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
     pub orbits: Vec<OrbitSnapshot>,
 }
 
@@ -23,6 +28,10 @@ pub struct LotSnapshot {
 pub struct OrbitSnapshot {
     pub orbit: OrbitNumber,
     pub state: &'static str,
+    /// The orbit left the lot's range in a reload while this call was in it: shown with its old number until
+    /// the call leaves; nothing can be parked there.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
     /// The parked party's identity (`"Bob" <sip:bob@host>`), when occupied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parked: Option<String>,
@@ -64,20 +73,26 @@ pub struct BridgedSnapshot {
 
 impl Orbits<'_> {
     /// Every lot with the state of each orbit.
+    /// Every lot with the state of each orbit; a lot a reload removed is listed while calls remain in it.
     pub fn lots_snapshot(&self) -> Vec<LotSnapshot> {
-        (0..self.parking.lots().count()).filter_map(|i| self.lot_snapshot(i)).collect()
+        let shown = |i: &usize| self.parking.lot(*i).is_some_and(|l| !l.removed || l.occupied() > 0);
+        (0..self.parking.lots().count()).filter(shown).filter_map(|i| self.lot_snapshot(i)).collect()
     }
 
     /// Lot `lot` (by index) with the state of each orbit.
     pub fn lot_snapshot(&self, lot: usize) -> Option<LotSnapshot> {
         let l = self.parking.lot(lot)?;
+        let retired = l.occupants().map(|(i, _)| i).filter(|i| l.is_retired(*i));
         let orbits = (0..l.capacity())
             .map(OrbitIdx)
+            .chain(retired)
             .map(|i| {
+                let is_retired = l.is_retired(i);
                 let orbit = OrbitNumber::from(l.orbit_name(i));
                 match self.state(lot, i) {
                     OrbitState::Free => OrbitSnapshot {
                         orbit,
+                        retired: is_retired,
                         state: "free",
                         parked: None,
                         parked_label: None,
@@ -90,6 +105,7 @@ impl Orbits<'_> {
                     },
                     OrbitState::Parked(v) => OrbitSnapshot {
                         orbit,
+                        retired: is_retired,
                         state: if v.recalling.is_some() { "recalling" } else { "parked" },
                         parked_label: Some(v.parked.label()),
                         parked: Some(v.parked.to_string()),
@@ -103,7 +119,15 @@ impl Orbits<'_> {
                 }
             })
             .collect();
-        Some(LotSnapshot { name: l.name().to_string(), park_code: l.cfg.park_code.clone(), capacity: l.capacity(), occupied: l.occupied() + self.remote_in_lot(lot), orbits })
+        Some(LotSnapshot {
+            name: l.name().to_string(),
+            park_code: l.cfg.park_code.clone(),
+            capacity: l.capacity(),
+            occupied: l.occupied() + self.remote_in_lot(lot),
+            domains: l.cfg.domains.clone(),
+            removed: l.removed,
+            orbits,
+        })
     }
 
     /// Calls bridged through parkd right now, oldest first.

@@ -75,7 +75,7 @@ impl Core {
         }
         let sec = crypto::offer_security(&req.common.body);
         // A park's call is not in the lot yet when its leg is answered: the lot the request dialed then.
-        let dialed = || req.uri.user.as_deref().and_then(|u| self.parking.lookup(u)).map(|(lot, _)| lot);
+        let dialed = || self.lookup_request(req).map(|(lot, _)| lot);
         let rules = self.srtp_rules(self.lot_of(call).or_else(dialed), from);
         match crypto::negotiate(&sec, rules, &mut self.srtp.rng) {
             Ok(Negotiated::Srtp { tag, keys, savp }) => {

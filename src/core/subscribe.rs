@@ -26,8 +26,7 @@ impl Core {
                 return self.ep.respond(now, txn, &req, status, Some(why), None, |r| r.common.push_header("Allow-Events", ALLOW_EVENTS));
             }
         };
-        let user = req.uri.user.clone().unwrap_or_default();
-        let Some((lot, dialed)) = self.parking.lookup(&user) else {
+        let Some((lot, dialed)) = self.lookup_request(&req) else {
             if !self.authorized_for_unknown_number(now, txn, from, &req) {
                 return;
             }

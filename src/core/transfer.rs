@@ -28,7 +28,9 @@ impl Core {
             None => return self.ep.respond(now, txn, &req, 400, Some("Missing Refer-To Header"), None, |_| {}),
         };
         let user = refer_to.uri.user.clone().unwrap_or_default();
-        let target = match self.parking.lookup(&user) {
+        // The tenant: the Refer-To host, else the REFER's Request-URI and To hosts.
+        let hosts = [refer_to.uri.host.as_str(), req.uri.host.as_str(), req.common.to.uri.host.as_str()];
+        let target = match self.parking.lookup_in(&user, &hosts) {
             Some((lot, Dialed::ParkCode)) => (lot, None),
             Some((lot, Dialed::Orbit(i))) => (lot, Some(i)),
             _ => {

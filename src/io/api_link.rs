@@ -28,6 +28,9 @@ pub enum CoreRequest {
     Scrape { reply: oneshot::Sender<ScrapeSnapshot> },
     /// Whether the core takes new parks: `None`, or why not (draining; in a cluster, Redis not answering).
     Ready { reply: oneshot::Sender<Option<&'static str>> },
+    /// Read the configuration file again and apply it (issue 21): what changed, or why nothing did (HTTP status
+    /// and text).
+    Reload { reply: oneshot::Sender<Result<crate::core::reload::ReloadReport, (u16, String)>> },
 }
 
 /// Why the core task did not answer.
@@ -69,6 +72,8 @@ pub struct ApiPort {
     pub metrics: Arc<Metrics>,
     /// Commands the core answers later (a re-park in a cluster waits for its claim).
     pub deferred: DeferredReplies,
+    /// Reads the configuration again for SIGHUP and `POST /v1/reload` (issue 21).
+    pub reloader: super::reload::Reloader,
 }
 
 /// The replies of commands the core took with a ticket and answers later ([`crate::core::Output::CommandDone`]).
@@ -103,13 +108,17 @@ impl DeferredReplies {
 /// A connected pair: the client for the HTTP server, the port for the core task.
 pub fn link(hub: EventHub, metrics: Arc<Metrics>) -> (CoreClient, ApiPort) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (CoreClient { tx }, ApiPort { rx, hub, metrics, deferred: DeferredReplies::default() })
+    (CoreClient { tx }, ApiPort { rx, hub, metrics, deferred: DeferredReplies::default(), reloader: super::reload::Reloader { source: None } })
 }
 
 /// Serves one request on the core task. A dropped reply (the HTTP client went away) is ignored. A command the
 /// core answers later keeps its reply in `deferred` until the core's [`crate::core::Output::CommandDone`].
-pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest, deferred: &mut DeferredReplies) {
+pub fn serve(core: &mut Core, media: &Media, now: Time, req: CoreRequest, deferred: &mut DeferredReplies, reloader: &super::reload::Reloader) {
     match req {
+        CoreRequest::Reload { reply } => {
+            let r = reloader.reload(core, media, None, now, "POST /v1/reload").map_err(|e| (e.http_status(), e.to_string()));
+            let _ = reply.send(r);
+        }
         CoreRequest::Command { cmd, reply } => {
             tracing::info!(?cmd, "API command");
             let ticket = deferred.take(reply);

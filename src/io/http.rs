@@ -110,6 +110,7 @@ impl From<CommandError> for ApiError {
             400 => "bad_request",
             404 => "not_found",
             409 => "conflict",
+            422 => "invalid_config",
             _ => "unavailable",
         };
         ApiError::new(status, error, e.to_string())
@@ -131,6 +132,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/orbits/:orbit/unpark", post(unpark))
         .route("/v1/orbits/:orbit", delete(hangup))
         .route("/v1/events", get(events))
+        .route("/v1/reload", post(reload))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), http_guard::guard))
         .layer(axum::middleware::map_response(json_errors))
@@ -256,6 +258,21 @@ async fn hangup_all(State(s): State<ApiState>, body: Bytes) -> Result<Response, 
     let _: Empty = json_body(&body)?;
     let out = run_command(&s, Command::HangupAll).await?;
     Ok(Json(out).into_response())
+}
+
+/// `POST /v1/reload` (issue 21): reads the configuration file again and applies it, as SIGHUP does. 200 with what
+/// changed (`lots_added`, `lots_changed`, `lots_removed`, `orbits_retired`, `needs_restart`); 422 with the reason
+/// when the file is invalid (nothing changes); 409 when there is no file or, in a cluster, the lots changed.
+async fn reload(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let _: Empty = json_body(&body)?;
+    match s.core.ask(|reply| CoreRequest::Reload { reply }).await? {
+        Ok(report) => Ok(Json(serde_json::json!({ "result": "reloaded", "lots_added": report.lots_added, "lots_changed": report.lots_changed, "lots_removed": report.lots_removed, "orbits_retired": report.orbits_retired, "needs_restart": report.needs_restart })).into_response()),
+        Err((status, cause)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            let error = if status == StatusCode::UNPROCESSABLE_ENTITY { "invalid_config" } else { "conflict" };
+            Err(ApiError::new(status, error, cause))
+        }
+    }
 }
 
 /// A body that must be empty or `{}`.

@@ -34,6 +34,7 @@ fn app() -> (axum::Router, Arc<Metrics>) {
                 CoreRequest::Calls { reply } => drop(reply.send(Vec::new())),
                 CoreRequest::Scrape { reply } => drop(reply.send(ScrapeSnapshot::default())),
                 CoreRequest::Ready { reply } => drop(reply.send(None)),
+                CoreRequest::Reload { reply } => drop(reply.send(Err((422, "invalid configuration: lot name \"a\" is used twice".into())))),
             }
         }
     });
@@ -133,6 +134,20 @@ async fn the_cross_site_unpark_is_refused_at_every_step_and_counted() {
         let line = format!("parkd_http_refusals_total{{reason=\"{reason}\"}} {n}");
         assert!(text.contains(&line), "{line} in:\n{text}");
     }
+}
+
+/// `POST /v1/reload` needs the token and a JSON (or empty) body; a refused reload is a 422 with the reason.
+#[tokio::test]
+async fn reload_is_a_guarded_post_and_an_invalid_config_is_a_422_with_the_reason() {
+    let (app, _) = app();
+    let (s, _, _) = send(&app, req("POST", "/v1/reload", &[JSON], "")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "token-protected");
+    let (s, _, _) = send(&app, req("POST", "/v1/reload", &[AUTH], "")).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "a cross-site form cannot trigger it");
+    let (s, v, _) = send(&app, req("POST", "/v1/reload", &[AUTH, JSON], "")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"], "invalid_config");
+    assert!(v["cause"].as_str().unwrap().contains("used twice"), "{v}");
 }
 
 #[tokio::test]

@@ -90,6 +90,15 @@ impl Media {
             | MediaCommand::Stream { leg, .. }
             | MediaCommand::Srtp { leg, .. }
             | MediaCommand::RtcpMux { leg, .. } => leg.port(),
+            MediaCommand::SetMusic { .. } => {
+                // Every thread plays every lot's music.
+                let mut ok = true;
+                for (i, h) in self.shards.iter().enumerate() {
+                    ok &= h.queue(cmd.clone());
+                    self.queued.set(self.queued.get() | 1 << i);
+                }
+                return ok;
+            }
             MediaCommand::Bridge { a, b } => {
                 if route(&self.plan, a.port()) != route(&self.plan, b.port()) {
                     tracing::error!(a = a.port(), b = b.port(), "bridge across media threads; not relayed");

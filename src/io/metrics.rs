@@ -251,7 +251,8 @@ impl Metrics {
             // Another node counts its own parks; this node's occupancy gauge includes them (`lot_summary`).
             | ParkEvent::RemoteParked { .. }
             | ParkEvent::RemoteFreed { .. }
-            | ParkEvent::Capacity { .. } => {}
+            | ParkEvent::Capacity { .. }
+            | ParkEvent::ConfigReloaded { .. } => {}
         }
         if let Some(dwell) = ev.dwell() {
             self.dwell.observe(dwell.as_secs_f64());
@@ -481,6 +482,7 @@ mod tests {
             parked: "sip:bob@h".into(),
             parker: None,
             how: crate::core::ParkHow::Indirect,
+            domain: None,
         };
         m.on_event(&parked);
         m.on_event(&ParkEvent::Retrieved { lot: "default".into(), orbit: "701".into(), call_id: "c".into(), by: "x".into(), dwell_ms: 12_000 });

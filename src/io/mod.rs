@@ -18,6 +18,7 @@ pub mod media_thread;
 pub mod metrics;
 pub mod probe;
 pub mod raw_sender;
+pub mod reload;
 pub mod sip_driver;
 pub mod syscall_sender;
 pub mod tcp;

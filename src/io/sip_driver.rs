@@ -158,7 +158,7 @@ async fn drive(
     let mut conns = Conns::default();
     if let Some((listener, t)) = tls {
         tokio::spawn(tls::accept_loop(listener, tcp_ctx.clone(), t.clone()));
-        tokio::spawn(tls::reload_on_sighup(t.clone()));
+        // SIGHUP reloads the certificate with the configuration (below, `super::reload`).
         conns.tls = Some(t);
     }
     // tokio knows a fresh socket is writable only once its reactor has polled it: without this wait the first
@@ -168,6 +168,7 @@ async fn drive(
     }
     let mut rx_batch = RecvBatch::new();
     let mut drain_toggle = DrainSignal::new();
+    let mut hup = super::reload::HupSignal::new();
     tokio::pin!(shutdown);
     // Set once a hang-up-everything stop has sent its BYEs: stop when they are done or at this instant.
     let mut leaving: Option<std::time::Instant> = None;
@@ -255,7 +256,11 @@ async fn drive(
                     }
                 }
             },
-            Some(req) = api.rx.recv() => api_link::serve(core, media, clock.now(), req, &mut api.deferred),
+            Some(req) = api.rx.recv() => api_link::serve(core, media, clock.now(), req, &mut api.deferred, &api.reloader),
+            _ = hup.recv() => {
+                // SIGHUP: the TLS certificate and the configuration file (issue 21).
+                let _ = api.reloader.reload(core, media, conns.tls.as_ref(), clock.now(), "SIGHUP");
+            }
             Some(input) = recv_cluster(&mut cluster.inputs) => core.handle_cluster(input, clock.now()),
             Some(done) = recv_durable(&mut durable) => {
                 // The journal writer synced (or failed to sync) these groups: the core releases what it held

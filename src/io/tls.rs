@@ -1,4 +1,4 @@
-//! SIP over TLS (issue 19): the listener's handshakes, outbound TLS connections, certificate reload on SIGHUP,
+//! SIP over TLS (issue 19): the listener's handshakes, outbound TLS connections, certificate reload ([`TlsIo::reload`], run by SIGHUP with the configuration reload, `super::reload`),
 //! and the connection reuse of RFC 5923 style.
 //!
 //! A TLS connection is a TCP connection first: it is admitted within the same caps ([`TcpContext::admit`], TCP
@@ -248,25 +248,6 @@ pub async fn connect(addr: SocketAddr, conn: ConnId, outbound: mpsc::Receiver<By
             let _ = ctx.events.send(TcpEvent::Closed { peer, conn, last_words: None }).await;
         }
     }
-}
-
-/// SIGHUP reloads the certificate and key (and `tls_ca`) for new handshakes.
-pub async fn reload_on_sighup(tls: TlsIo) {
-    #[cfg(unix)]
-    {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => return tracing::warn!(error = %e, "cannot install the SIGHUP handler; the TLS certificate is not reloadable"),
-        };
-        while hup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded; new handshakes use them, open connections keep theirs"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate stays in use"),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    drop(tls);
 }
 
 /// Connection reuse (RFC 5923 style): the address a TLS peer's top Via names (its sent-by, e.g. the phone's

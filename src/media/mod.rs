@@ -122,6 +122,10 @@ impl std::fmt::Display for MediaLegId {
 /// What the signalling core asks of the media plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaCommand {
+    /// Replace (or add) the hold music with id `id` (a reload, issue 21: a lot's new music, a new lot's music).
+    /// Legs playing it go on with the new loop at the same frame count (no gap in sequence or timestamp). Sent to
+    /// every media thread; carries no leg.
+    SetMusic { id: MusicId, music: Box<music::HoldMusic> },
     /// Play hold music to `remote` from the leg's port (creates the leg if new; ends a bridge).
     Hold { leg: MediaLegId, remote: SocketAddr, codec: Codec, music: MusicId },
     /// New remote address/codec after a re-INVITE (creates an idle leg if new — use this to set up

@@ -33,7 +33,7 @@ pub enum MusicError {
 }
 
 /// A hold-music loop, pre-encoded in both G.711 laws.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldMusic {
     /// The whole loop in μ-law, `frames * 160` bytes.
     pub pcmu: Bytes,

@@ -205,6 +205,14 @@ impl MediaPlane {
             MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
             MediaCommand::Srtp { leg: id, keys, roc } => self.set_srtp(id, keys, roc),
             MediaCommand::RtcpMux { leg: id, on } => self.set_rtcp_mux(id, on),
+            MediaCommand::SetMusic { id, music } => {
+                let i = id.0 as usize;
+                while self.music.len() <= i {
+                    let fill = self.music[0].clone();
+                    self.music.push(fill);
+                }
+                self.music[i] = *music;
+            }
         }
     }
 

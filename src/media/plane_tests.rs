@@ -431,3 +431,27 @@ fn a_stream_identity_given_before_hold_is_the_one_sent_and_resumes_an_anchor() {
     let fresh = run(&mut q, 5_400, 5_500);
     assert!(fresh.iter().filter(|p| p.port == 20_002).all(|p| info(&p.header).ssrc != Ssrc(9)), "the preset went with the Stop");
 }
+
+/// A reload swaps a lot's music (`SetMusic`, issue 21): the leg playing it goes on with the new loop, with no gap in
+/// sequence numbers or timestamps; a new music id beyond the list is added (a new lot's music).
+#[test]
+fn set_music_swaps_the_loop_without_a_gap_and_adds_new_ids() {
+    let mut p = plane();
+    hold(&mut p, t(0), 10_000, "10.0.0.1:4000", Codec::Pcmu);
+    let before = run(&mut p, 0, 200);
+    assert!(!before.is_empty());
+    let silence = HoldMusic::from_pcm(&[0i16; FRAME_SAMPLES * 4]).unwrap();
+    p.apply(t(200), MediaCommand::SetMusic { id: MusicId(0), music: Box::new(silence.clone()) });
+    p.apply(t(200), MediaCommand::SetMusic { id: MusicId(3), music: Box::new(silence.clone()) });
+    assert_eq!(p.music.len(), 4, "ids 1 and 2 filled with the first music, 3 set");
+    let after = run(&mut p, 200, 400);
+    assert!(!after.is_empty());
+    let all: Vec<RtpInfo> = before.iter().chain(&after).map(|pk| info(&pk.header)).collect();
+    for w in all.windows(2) {
+        assert_eq!(w[1].seq.0, w[0].seq.0.wrapping_add(1), "sequence continues across the swap");
+        assert_eq!(w[1].ts, w[0].ts.wrapping_add(160), "timestamps continue across the swap");
+    }
+    let silent = silence.frame(Codec::Pcmu, 0);
+    assert!(after.iter().all(|pk| pk.payload == silent), "the new loop plays after the swap");
+    assert!(before.iter().any(|pk| pk.payload != silent), "the old loop played before");
+}

@@ -438,6 +438,12 @@ impl Admission {
         }
     }
 
+    /// A reload moved occupied orbits to new indexes (issue 21): each hold follows its orbit, `(lot, from, to)`.
+    pub fn move_orbit_holds(&mut self, moves: &[(usize, OrbitIdx, OrbitIdx)]) {
+        let taken: Vec<(Hold, SourceKey)> = moves.iter().filter_map(|(lot, from, to)| Some((Hold::Orbit(*lot, *to), self.holds.remove(&Hold::Orbit(*lot, *from))?))).collect();
+        self.holds.extend(taken);
+    }
+
     /// Orbit `orbit` of lot `lot` is now occupied by a call parked from `holder`, or free (`None`).
     pub fn set_orbit_holder(&mut self, now: Time, lot: usize, orbit: OrbitIdx, holder: Option<IpAddr>) {
         match holder {

@@ -76,12 +76,15 @@ pub enum Watched {
 pub enum EndReason {
     /// It expired, was a fetch (`Expires: 0`), or the phone unsubscribed.
     Timeout,
+    /// A reload took the watched orbit (or lot) out of the configuration (issue 21).
+    NoResource,
 }
 
 impl EndReason {
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Timeout => "timeout",
+            EndReason::NoResource => "noresource",
         }
     }
 }
@@ -308,6 +311,35 @@ impl Blf {
             }
             self.queue_notify(ep, now, id, orbits);
         }
+    }
+
+    /// A reload re-laid out the orbits of subscription `id`'s lot (issue 21): it now watches orbit `to` (the same
+    /// number at its new index), or, when that number left the configuration, it ends
+    /// (`terminated;reason=noresource`). The dialog, expiry and NOTIFY versions go on.
+    pub fn rewatch(&mut self, ep: &mut Endpoint, now: Time, id: SubId, to: Option<OrbitIdx>, orbits: &Orbits<'_>) {
+        let Some(sub) = self.subs.get_mut(&id) else { return };
+        let Some(to) = to else { return self.end(ep, now, id, EndReason::NoResource, orbits) };
+        let old = (sub.lot, sub.watched);
+        sub.watched = Watched::Orbit(to);
+        let new = (sub.lot, sub.watched);
+        if let Some(set) = self.watchers.get_mut(&old) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.watchers.remove(&old);
+            }
+        }
+        self.watchers.entry(new).or_default().insert(id);
+        self.touch(id);
+    }
+
+    /// Every live subscription to `lot`, with what it watches (a reload re-notifies them).
+    pub fn of_lot(&self, lot: usize) -> Vec<(SubId, Watched)> {
+        self.subs.iter().filter(|(_, s)| s.lot == lot && s.ending.is_none()).map(|(id, s)| (*id, s.watched)).collect()
+    }
+
+    /// Sends subscription `id` a NOTIFY with the current state (after a reload changed its lot).
+    pub fn refresh(&mut self, ep: &mut Endpoint, now: Time, id: SubId, orbits: &Orbits<'_>) {
+        self.queue_notify(ep, now, id, orbits);
     }
 
     /// Fires due subscription expiries (lazy deletion: stale heap entries are skipped).

@@ -92,7 +92,7 @@ impl Core {
         let parker = self.parking.get(call).and_then(|c| c.parker.as_ref()).map(|p| &p.uri);
         let fallback = self.parking.lot(lot).and_then(|l| l.cfg.fallback_uri.as_deref()).and_then(|u| crate::sip::parse_uri(u).ok());
         let own_hosts = self.ep.own_hosts();
-        let is_lot_number = |u: &str| self.parking.lookup(u).is_some();
+        let is_lot_number = |u: &str| self.parking.is_lot_number(u);
         let ctx = DialContext { patterns: self.bridging.dial_allow(), parker, fallback: fallback.as_ref(), own_hosts: &own_hosts, is_lot_number: &is_lot_number };
         check(to, &ctx).map_err(|reason| CommandError::DialNotAllowed { to: to.without_headers().to_string(), reason })
     }

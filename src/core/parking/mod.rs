@@ -21,12 +21,23 @@ use super::ids::CallRef;
 use super::events::RecallTarget;
 use crate::config::{LotConfig, RecallFallback};
 use crate::ids::OrbitNumber;
-use crate::park::lot::{ClaimError, Dialed, Lot, OrbitIdx};
+use crate::park::lot::{ClaimError, Dialed, Lot, Moved, OrbitIdx};
 use crate::time::Time;
 use rand::Rng;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+/// What a reload did to the lots, by name and index (see [`Parking::reload`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LotDiff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub added_idx: Vec<usize>,
+    pub changed_idx: Vec<usize>,
+    pub removed_idx: Vec<usize>,
+}
 
 /// The parking room (see the module doc). Calls are keyed by ids parkd mints: the fast Fx hash is safe.
 #[derive(Debug)]
@@ -65,9 +76,99 @@ impl Parking {
         self.timers.arm(at, call, kind);
     }
 
-    /// Which lot a Request-URI user part belongs to, and what it means there (park code or orbit).
+    /// Which lot a Request-URI user part belongs to, and what it means there (park code or orbit), for a
+    /// request naming no domain any lot serves (the lots without `domains`).
     pub fn lookup(&self, user: &str) -> Option<(usize, Dialed)> {
-        self.lots.iter().enumerate().find_map(|(i, lot)| lot.dialed(user).map(|d| (i, d)))
+        self.lookup_in(user, &[])
+    }
+
+    /// Which lot `user` belongs to for a request whose hosts are `hosts` (Request-URI host, then To host): the
+    /// first host some lot names in its `domains` picks the tenant, and only that tenant's lots are searched;
+    /// when no host is named by a lot, the lots without `domains` are. A lot a reload removed answers only for
+    /// the calls still in it (their orbit numbers), after the configured lots of the same scope.
+    pub fn lookup_in(&self, user: &str, hosts: &[&str]) -> Option<(usize, Dialed)> {
+        let scope = hosts.iter().find(|h| self.lots.iter().any(|l| !l.removed && l.cfg.serves_domain(h)));
+        let in_scope = |l: &Lot<CallRef>| match scope {
+            Some(h) => l.cfg.serves_domain(h),
+            None => l.cfg.domains.is_empty(),
+        };
+        let lots = self.lots.iter().enumerate().filter(|(_, l)| in_scope(l));
+        lots.clone()
+            .filter(|(_, l)| !l.removed)
+            .find_map(|(i, lot)| lot.dialed(user).map(|d| (i, d)))
+            .or_else(|| lots.filter(|(_, l)| l.removed).find_map(|(i, lot)| lot.dialed_removed(user).map(|d| (i, d))))
+    }
+
+    /// Whether `user` is a number of any configured lot, whatever its domains.
+    pub fn is_lot_number(&self, user: &str) -> bool {
+        self.lots.iter().any(|l| !l.removed && l.dialed(user).is_some())
+    }
+
+    /// Every lot (removed ones included) where `user` is an orbit, with its index there.
+    pub fn orbits_named(&self, user: &str) -> impl Iterator<Item = (usize, OrbitIdx)> + '_ {
+        let user = user.to_string();
+        self.lots.iter().enumerate().filter_map(move |(i, l)| match if l.removed { l.dialed_removed(&user) } else { l.dialed(&user) } {
+            Some(Dialed::Orbit(o)) => Some((i, o)),
+            _ => None,
+        })
+    }
+
+    /// Applies the lots of a reloaded configuration (issue 21), keeping every parked call and every lot's index
+    /// (the calls, bridges, subscriptions and media refer to lots by index): a lot of the same name is changed in
+    /// place (its orbits re-laid out by [`Lot::reconfigure`] when the range changed), a new one is appended (or a
+    /// removed one of that name comes back), and one missing from `lots` is marked removed (its calls stay until
+    /// they leave). Returns what changed and every parked call whose orbit index moved.
+    pub fn reload(&mut self, lots: Vec<LotConfig>) -> (LotDiff, Vec<(usize, Moved<CallRef>)>) {
+        let mut diff = LotDiff::default();
+        let mut moves = Vec::new();
+        let mut seen = vec![false; self.lots.len()];
+        for cfg in lots {
+            let Some(i) = self.lot_index_any(&cfg.name) else {
+                diff.added.push(cfg.name.clone());
+                diff.added_idx.push(self.lots.len());
+                self.lots.push(Lot::new(cfg));
+                self.by_age.push(BTreeSet::new());
+                continue;
+            };
+            seen[i] = true;
+            let lot = &mut self.lots[i];
+            let revived = std::mem::replace(&mut lot.removed, false);
+            if revived {
+                diff.added.push(cfg.name.clone());
+                diff.added_idx.push(i);
+            } else if lot.cfg != cfg {
+                diff.changed.push(cfg.name.clone());
+                diff.changed_idx.push(i);
+            }
+            if revived || lot.cfg.orbits != cfg.orbits {
+                moves.extend(lot.reconfigure(cfg).into_iter().map(|m| (i, m)));
+            } else {
+                lot.cfg = cfg;
+            }
+        }
+        for (i, lot) in self.lots.iter_mut().enumerate() {
+            if !seen.get(i).copied().unwrap_or(true) && !lot.removed {
+                lot.removed = true;
+                diff.removed.push(lot.name().to_string());
+                diff.removed_idx.push(i);
+            }
+        }
+        for (_, m) in &moves {
+            if let Some(c) = self.calls.get_mut(&m.who) {
+                c.orbit = m.to;
+            }
+        }
+        (diff, moves)
+    }
+
+    /// The index of the lot named `name`, removed ones included.
+    fn lot_index_any(&self, name: &str) -> Option<usize> {
+        self.lots.iter().position(|l| l.name() == name)
+    }
+
+    /// Whether a reload removed `lot` (nothing new is parked there).
+    pub fn is_removed(&self, lot: usize) -> bool {
+        self.lots.get(lot).is_some_and(|l| l.removed)
     }
 
     /// The lot's configuration.
@@ -75,9 +176,9 @@ impl Parking {
         self.lots.get(lot).map(|l| &l.cfg)
     }
 
-    /// The index of the lot named `name`.
+    /// The index of the configured lot named `name` (not one a reload removed).
     pub fn lot_index(&self, name: &str) -> Option<usize> {
-        self.lots.iter().position(|l| l.name() == name)
+        self.lots.iter().position(|l| l.name() == name && !l.removed)
     }
 
     /// The lot's name ("" for an unknown index).
@@ -92,11 +193,17 @@ impl Parking {
 
     /// Takes `orbit` of `lot` for `call` (directed), or a free one by the lot's policy.
     pub fn claim(&mut self, lot: usize, orbit: Option<OrbitIdx>, call: CallRef, rng: &mut impl Rng) -> Result<OrbitIdx, ClaimError> {
-        let Some(l) = self.lots.get_mut(lot) else { return Err(ClaimError::LotFull) };
+        let Some(l) = self.lots.get_mut(lot).filter(|l| !l.removed) else { return Err(ClaimError::LotFull) };
         match orbit {
             Some(i) => l.claim(i, call).map(|_| i),
             None => l.claim_any(call, rng),
         }
+    }
+
+    /// Puts `call` in a retired orbit named `name` of `lot` (a restored call whose number left the lot's range
+    /// while parkd was down, see [`Lot::reconfigure`]).
+    pub fn adopt_retired(&mut self, lot: usize, name: &str, call: CallRef) -> Option<OrbitIdx> {
+        Some(self.lots.get_mut(lot)?.adopt_retired(name, call))
     }
 
     /// Frees `orbit` of `lot` if `call` holds it.

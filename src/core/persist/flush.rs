@@ -1,7 +1,7 @@
 //! Writing: at the end of every input, the records of what changed go out as one group (split only when very
 //! large), with a token when the input held something back.
 
-use super::records::{journaled_call, journaled_leg, journaled_sub, BridgeRecord, ParkedRecord, RingRecord, SubRecord, Volatile};
+use super::records::{journaled_call, journaled_leg, journaled_sub, BridgeRecord, ParkedRecord, RingRecord, SubRecord, Volatile, WithLot};
 use crate::core::blf::SubId;
 use crate::core::ids::CallRef;
 use crate::core::Core;
@@ -124,11 +124,13 @@ impl Core {
             }
             Some(CallRecord::Parked(r)) => {
                 let same = prev.filter(|(k, _)| *k == RecordKind::PARKED_CALL).map(|(_, h)| h);
-                (RecordKind::PARKED_CALL, encode_if_changed(&*r, same))
+                let lot = self.parking.lot_name(r.call.lot);
+                (RecordKind::PARKED_CALL, encode_if_changed(&WithLot { rec: *r, lot }, same))
             }
             Some(CallRecord::Bridged(r)) => {
                 let same = prev.filter(|(k, _)| *k == RecordKind::BRIDGE).map(|(_, h)| h);
-                (RecordKind::BRIDGE, encode_if_changed(&*r, same))
+                let lot = self.parking.lot_name(r.bridge.lot);
+                (RecordKind::BRIDGE, encode_if_changed(&WithLot { rec: *r, lot }, same))
             }
         };
         let Some((hash, value)) = encoded else { return };
@@ -149,7 +151,8 @@ impl Core {
             return;
         };
         let prev = self.journal.subs_written.get(&id).copied();
-        if let Some((hash, value)) = encode_if_changed(&SubRecord { sub }, prev) {
+        let lot = self.parking.lot_name(sub.lot);
+        if let Some((hash, value)) = encode_if_changed(&WithLot { rec: SubRecord { sub }, lot }, prev) {
             out.push(Record::put(key, value));
             self.journal.subs_written.insert(id, hash);
         }

@@ -61,6 +61,30 @@ pub struct SubRecord {
     pub sub: Subscription,
 }
 
+/// A record followed by the name of its lot (issue 21): lots are found again by name at a restart, so a reload
+/// that removed, added or reordered lots (or two tenants' lots with the same numbers) restores each call into
+/// its own lot. postcard writes the two one after the other: a record written before the name existed still
+/// decodes ([`decode_with_lot`]: no name, the journaled lot index is used), and an older parkd reading a newer
+/// record ignores the trailing name.
+#[derive(Clone, Debug, Serialize)]
+pub struct WithLot<R> {
+    pub rec: R,
+    pub lot: String,
+}
+
+impl<R: Volatile> Volatile for WithLot<R> {
+    fn blank_volatile(&mut self) {
+        self.rec.blank_volatile();
+    }
+}
+
+/// A record and, when it was written with one, the name of its lot (see [`WithLot`]).
+pub fn decode_with_lot<'a, R: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(R, Option<String>), postcard::Error> {
+    let (rec, rest) = postcard::take_from_bytes::<R>(bytes)?;
+    let lot = if rest.is_empty() { None } else { Some(postcard::from_bytes::<String>(rest)?) };
+    Ok((rec, lot))
+}
+
 /// A leg as journaled: its CSeq counter replaced by the reserved ceiling.
 pub fn journaled_leg(leg: &Leg) -> Leg {
     let mut l = leg.clone();
@@ -113,6 +137,27 @@ impl Volatile for SubRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record written before lot names existed decodes without one; a named one gives its name back.
+    #[test]
+    fn records_decode_with_and_without_their_lot_name() {
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        struct R {
+            a: u32,
+            b: Option<String>,
+        }
+        let r = R { a: 7, b: Some("x".into()) };
+        let old = crate::journal::to_value(&r).unwrap();
+        assert_eq!(decode_with_lot::<R>(&old).unwrap(), (r.clone(), None));
+        #[derive(Serialize)]
+        struct W<'a> {
+            rec: &'a R,
+            lot: String,
+        }
+        let new = crate::journal::to_value(&W { rec: &r, lot: "tenant-a".into() }).unwrap();
+        assert_eq!(decode_with_lot::<R>(&new).unwrap(), (r.clone(), Some("tenant-a".into())));
+        assert_eq!(crate::journal::from_value::<R>(&new).unwrap(), r, "an older parkd ignores the trailing name");
+    }
 
     #[test]
     fn the_ceiling_stays_a_block_ahead_and_moves_only_at_block_boundaries() {

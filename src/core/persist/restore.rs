@@ -1,14 +1,15 @@
 //! Rebuilding a fresh core from the journal's live records (see the module doc of [`super`] for the rules).
 
-use super::records::{BridgeRecord, ParkedRecord, RingRecord, SubRecord};
+use super::records::{decode_with_lot, BridgeRecord, ParkedRecord, RingRecord, SubRecord};
 use super::RestoreReport;
 use crate::core::blf::SubId;
 use crate::core::dialogs::{Leg, LegState};
 use crate::core::events::RecallTarget;
 use crate::core::ids::{CallRef, LegId};
 use crate::core::parking::MediaMode;
+use crate::park::lot::OrbitIdx;
 use crate::core::{Core, Purpose};
-use crate::journal::{from_value, LiveSet, Record, RecordKey, RecordKind};
+use crate::journal::{LiveSet, Record, RecordKey, RecordKind};
 use crate::media::anchor::Pace;
 use crate::media::{MediaCommand, MusicId};
 use crate::sip::Method;
@@ -49,14 +50,17 @@ impl Core {
         let mut dropped: Vec<RecordKey> = Vec::new();
         for (key, bytes) in live.iter() {
             let outcome = match key.kind {
-                RecordKind::PARKED_CALL => from_value::<ParkedRecord>(bytes).map_err(RestoreError::from).and_then(|r| {
+                RecordKind::PARKED_CALL => decode_with_lot::<ParkedRecord>(bytes).map_err(RestoreError::from).and_then(|(r, lot)| {
                     let ring = r.ringing.clone();
-                    let (call, legs) = self.restore_parked(now, r)?;
+                    let (call, legs) = self.restore_parked(now, r, lot.as_deref())?;
                     report.parked += 1;
                     ringing.extend(ring.map(|r| (call, r)));
                     Ok((call, legs))
                 }),
-                RecordKind::BRIDGE => from_value::<BridgeRecord>(bytes).map_err(RestoreError::from).and_then(|r| {
+                RecordKind::BRIDGE => decode_with_lot::<BridgeRecord>(bytes).map_err(RestoreError::from).and_then(|(mut r, lot)| {
+                    if let Some(i) = lot.and_then(|name| self.parking.lot_index(&name)) {
+                        r.bridge.lot = i;
+                    }
                     let restored = self.restore_bridge(now, r)?;
                     report.bridged += 1;
                     Ok(restored)
@@ -84,8 +88,8 @@ impl Core {
         // Subscriptions after the calls: the orbits they watch are occupied again, and nobody is notified of it.
         for (id, bytes) in live.of_kind(RecordKind::BLF_SUBSCRIPTION) {
             let key = RecordKey::new(RecordKind::BLF_SUBSCRIPTION, id);
-            let sub = match (id.parse::<u64>(), from_value::<SubRecord>(bytes)) {
-                (Ok(n), Ok(r)) => (SubId(n), r.sub),
+            let sub = match (id.parse::<u64>(), decode_with_lot::<SubRecord>(bytes)) {
+                (Ok(n), Ok((r, lot))) => (SubId(n), self.relocate_sub(r.sub, lot.as_deref())),
                 (Err(e), _) => {
                     report.skipped.push(format!("{key}: bad id: {e}"));
                     dropped.push(key);
@@ -139,28 +143,48 @@ impl Core {
     }
 
     /// Puts a parked call back: orbit, port, leg, deadlines. Returns its id and its leg's.
-    fn restore_parked(&mut self, now: Time, r: ParkedRecord) -> Result<(CallRef, Vec<LegId>), RestoreError> {
-        let ParkedRecord { call, leg, .. } = r;
+    fn restore_parked(&mut self, now: Time, r: ParkedRecord, lot_name: Option<&str>) -> Result<(CallRef, Vec<LegId>), RestoreError> {
+        let ParkedRecord { mut call, leg, .. } = r;
         if call.parked != leg.id || leg.call != call.id {
             return Err(RestoreError::Inconsistent("the call's leg is not its parked leg"));
         }
         if self.is_restored(call.id) || self.dialogs.get(leg.id).is_some() {
             return Err(RestoreError::Inconsistent("a call or leg restored twice"));
         }
-        let (lot, orbit) = (call.lot, call.orbit);
-        let fits = self.parking.lot(lot).is_some_and(|l| orbit.0 < l.capacity()) && self.parking.orbit_name(lot, orbit) == call.orbit_name;
-        if !fits {
+        // The lot by name when the record has one (issue 21: reloads and tenants), else by its index; the orbit by
+        // its number there. A number no longer in the lot's range comes back as a retired orbit (as after a
+        // reload): the call stays until it leaves.
+        let lot = match lot_name {
+            Some(name) => self.parking.lot_index(name),
+            None => Some(call.lot).filter(|l| self.parking.lot(*l).is_some()),
+        };
+        let Some(lot) = lot else {
+            self.bye_unrestored(now, &leg);
+            return Err(RestoreError::NoSuchOrbit { lot: call.lot, orbit: call.orbit_name.to_string() });
+        };
+        let in_range = self.parking.cfg(lot).and_then(|c| c.orbits.contains_number(&call.orbit_name));
+        let retire = in_range.is_none() && lot_name.is_some();
+        if in_range.is_none() && !retire {
             self.bye_unrestored(now, &leg);
             return Err(RestoreError::NoSuchOrbit { lot, orbit: call.orbit_name.to_string() });
         }
+        call.lot = lot;
+        call.orbit = OrbitIdx(in_range.unwrap_or(0));
+        let orbit = call.orbit;
         if !self.ports.claim(leg.media.media_leg) {
             self.bye_unrestored(now, &leg);
             return Err(RestoreError::Port(leg.media.media_leg.port()));
         }
-        if self.parking.claim(lot, Some(orbit), call.id, self.ep.rng()).is_err() {
+        let claimed = if retire {
+            self.parking.adopt_retired(lot, &call.orbit_name, call.id)
+        } else {
+            self.parking.claim(lot, Some(orbit), call.id, self.ep.rng()).ok()
+        };
+        let Some(orbit) = claimed else {
             self.ports.give_back(leg.media.media_leg);
             return Err(RestoreError::OrbitTaken(call.orbit_name.to_string()));
-        }
+        };
+        call.orbit = orbit;
         let id = call.id;
         self.insert_restored_leg(now, leg.clone());
         self.parking.restore(now, call);
@@ -192,6 +216,19 @@ impl Core {
         self.insert_restored_leg(now, other);
         self.bridging.insert(bridge);
         Ok((id, legs))
+    }
+
+    /// A journaled subscription in its lot by name (when the record has one) and its orbit by the number it
+    /// subscribed to: reloads and tenants may have moved both since it was written.
+    fn relocate_sub(&self, mut sub: crate::core::blf::Subscription, lot_name: Option<&str>) -> crate::core::blf::Subscription {
+        let Some(lot) = lot_name.and_then(|n| self.parking.lot_index(n)) else { return sub };
+        sub.lot = lot;
+        if let (crate::core::blf::Watched::Orbit(_), Some(user)) = (sub.watched, sub.entity.user.as_deref()) {
+            if let Some(crate::park::lot::Dialed::Orbit(i)) = self.parking.lot(lot).and_then(|l| l.dialed(user)) {
+                sub.watched = crate::core::blf::Watched::Orbit(i);
+            }
+        }
+        sub
     }
 
     fn is_restored(&self, call: CallRef) -> bool {

@@ -1,0 +1,120 @@
+//! Live reload on the io side (issue 21): SIGHUP and `POST /v1/reload` read the configuration file again (with
+//! the same command-line flags applied on top), load the lots' hold music, and hand the result to the core
+//! ([`crate::core::Core::reload`]), which decides what changes. SIGHUP also reloads the TLS certificate (as
+//! before). An invalid file, or a WAV that does not load, leaves everything as it was.
+
+use super::media_shards::Media;
+use super::tls::TlsIo;
+use crate::config::{Config, MusicSource};
+use crate::core::reload::{ReloadError, ReloadReport};
+use crate::core::Core;
+use crate::media::{HoldMusic, MediaCommand, MusicId};
+use crate::time::Time;
+
+/// Reads the configuration again: the file and flags parkd started with, validated (`Cli::config`).
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send>;
+
+/// Why a reload did nothing, with the HTTP status the API answers.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadFailure {
+    /// parkd was started without `--config`: there is no file to read again.
+    #[error("parkd runs without a config file (--config): nothing to reload")]
+    NoFile,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Refused(#[from] ReloadError),
+}
+
+impl ReloadFailure {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ReloadFailure::NoFile => 409,
+            ReloadFailure::Invalid(_) | ReloadFailure::Refused(ReloadError::Invalid(_)) => 422,
+            ReloadFailure::Refused(ReloadError::ClusterLots(_)) => 409,
+        }
+    }
+}
+
+/// What the core task needs to reload.
+pub struct Reloader {
+    pub source: Option<ConfigSource>,
+}
+
+impl Reloader {
+    /// Reloads at `now`: the TLS certificate (`tls`, SIGHUP only), then the configuration. Logs the outcome.
+    pub fn reload(&self, core: &mut Core, media: &Media, tls: Option<&TlsIo>, now: Time, why: &str) -> Result<ReloadReport, ReloadFailure> {
+        if let Some(tls) = tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("{why}: TLS certificate and key reloaded; new handshakes use them, open connections keep theirs"),
+                Err(e) => tracing::error!(error = %e, "{why}: TLS reload failed; the previous certificate stays in use"),
+            }
+        }
+        let r = self.reload_config(core, media, now);
+        match &r {
+            Ok(_) => {}
+            Err(e @ ReloadFailure::NoFile) => tracing::info!("{why}: {e}"),
+            Err(e) => tracing::error!(error = %e, "{why}: configuration not reloaded; the running configuration stays"),
+        }
+        r
+    }
+
+    fn reload_config(&self, core: &mut Core, media: &Media, now: Time) -> Result<ReloadReport, ReloadFailure> {
+        let source = self.source.as_ref().ok_or(ReloadFailure::NoFile)?;
+        let cfg = source().map_err(ReloadFailure::Invalid)?;
+        // Every lot's music is loaded before anything changes: a WAV that does not load refuses the reload.
+        let mut music = Vec::with_capacity(cfg.lots.len());
+        for lot in &cfg.lots {
+            let m = match &lot.music {
+                MusicSource::Builtin => HoldMusic::builtin(),
+                MusicSource::Wav(path) => HoldMusic::from_wav(path).map_err(|e| ReloadFailure::Invalid(format!("lot {:?}: {e}", lot.name)))?,
+            };
+            music.push((lot.name.clone(), m));
+        }
+        let report = core.reload(now, &cfg)?;
+        for (id, name) in &report.music {
+            if let Some((_, m)) = music.iter().find(|(n, _)| n == name) {
+                media.queue(MediaCommand::SetMusic { id: MusicId(*id), music: Box::new(m.clone()) });
+            }
+        }
+        media.wake();
+        Ok(report)
+    }
+}
+
+/// SIGHUP (never fires where signals do not exist or cannot be installed; then only the API reloads).
+pub struct HupSignal {
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl HupSignal {
+    pub fn new() -> HupSignal {
+        #[cfg(unix)]
+        {
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            if let Err(e) = &hup {
+                tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload with POST /v1/reload");
+            }
+            HupSignal { hup: hup.ok() }
+        }
+        #[cfg(not(unix))]
+        HupSignal {}
+    }
+
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = self.hup.as_mut() {
+            if s.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+impl Default for HupSignal {
+    fn default() -> Self {
+        HupSignal::new()
+    }
+}
