@@ -52,6 +52,9 @@ pub enum Purpose {
     RestoredCancel(CallRef),
     /// The INVITE of a retrieve sent to the node holding the orbit (`cluster_fetch.rs`), under the bridge's id.
     ClusterFetch(CallRef),
+    /// A session refresh (RFC 4028: UPDATE or re-INVITE) parkd sent in leg's dialog; a re-INVITE's 2xx
+    /// retransmissions are re-ACKed from the leg.
+    SessionRefresh(LegId),
 }
 
 /// The endpoint (see the module doc).

@@ -48,6 +48,8 @@ mod proxy;
 mod recall;
 mod reply;
 mod session;
+mod session_timers;
+mod direct_media;
 mod srtp;
 mod subscribe;
 pub mod snapshot;
@@ -121,6 +123,8 @@ pub struct Core {
     cluster: Option<cluster::CoreCluster>,
     /// SRTP policy inputs and the SDES key RNG (issue 19).
     srtp: srtp::SrtpRoom,
+    /// Session timers (RFC 4028): `[server] session_timers`, `session_min_se`, `session_expires`.
+    stimer: dialogs::timer::TimerPolicy,
 }
 
 impl Core {
@@ -161,6 +165,7 @@ impl Core {
             journal: persist::JournalRoom::new(seed),
             cluster: None,
             srtp: srtp::SrtpRoom::new(server.srtp_over_plain, seed),
+            stimer: dialogs::timer::TimerPolicy { enabled: server.session_timers, min_se: server.session_min_se, expires: server.session_expires },
         }
     }
 
@@ -182,6 +187,7 @@ impl Core {
             self.ep.txn.poll_timeout().map(|t| (t, Wake::Transaction)),
             self.parking.poll_timeout(),
             self.bridging.poll_timeout(),
+            self.dialogs.next_timer().map(|t| (t, Wake::SessionTimer)),
             self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
             // A restored leg whose 2xx was never ACKed is given up on, as Timer H would; a held group whose store
             // does not answer is given up on.
@@ -196,6 +202,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Time) {
         self.ep.txn.handle_timeout(now);
         self.call_timeouts(now);
+        self.session_timeouts(now);
         let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         self.blf.handle_timeout(&mut self.ep, now, &orbits);
         self.unacked_timeouts(now);
