@@ -313,3 +313,5 @@ mod cluster_tests;
 mod tls_tests;
 #[cfg(test)]
 mod cluster_fetch_tests;
+#[cfg(test)]
+mod session_timer_tests;
