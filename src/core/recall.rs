@@ -184,7 +184,7 @@ impl Core {
         self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
         let uac_ack = Some(Box::new((r.next_hop, ack.to_vec())));
-        let timer = if self.stimer.enabled { super::dialogs::timer::from_uac_2xx(now, &resp) } else { None };
+        let timer = if self.stimer.enabled { super::dialogs::timer::from_uac_2xx(now, &resp).map(Box::new) } else { None };
         let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack, timer };
         self.dialogs.insert(leg);
         self.dialogs.arm_timer(id);

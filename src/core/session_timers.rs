@@ -47,7 +47,7 @@ impl Core {
     pub(super) fn start_leg_timer(&mut self, now: Time, leg_id: LegId, se: SessionExpires, req: &Request) {
         let peer_update = timer::allows(&req.common, "UPDATE");
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
-        leg.timer = Some(SessionTimer::agreed(now, se.delta, se.refresher_uac == Some(false), peer_update));
+        leg.timer = Some(Box::new(SessionTimer::agreed(now, se.delta, se.refresher_uac == Some(false), peer_update)));
         let call = leg.call;
         tracing::debug!(interval = se.delta, parkd_refreshes = se.refresher_uac == Some(false), "session timer agreed");
         self.dialogs.arm_timer(leg_id);
@@ -60,11 +60,11 @@ impl Core {
     /// supports timers and refreshed (then it stays the refresher).
     pub(super) fn refreshed_by_peer(&mut self, now: Time, leg_id: LegId, answer: UasAnswer, req: &Request) -> Option<SessionExpires> {
         let leg = self.dialogs.get_mut(leg_id)?;
-        let peer_update = leg.timer.map(|t| t.peer_update).unwrap_or(false) || timer::allows(&req.common, "UPDATE");
+        let peer_update = leg.timer.as_ref().map(|t| t.peer_update).unwrap_or(false) || timer::allows(&req.common, "UPDATE");
         let se = match answer {
             UasAnswer::Agreed { se } => se,
             _ => {
-                let t = leg.timer?;
+                let t = *leg.timer.as_deref()?;
                 let phone = !t.parkd_refreshes && timer::supports(&req.common, "timer");
                 SessionExpires { delta: t.interval, refresher_uac: Some(phone) }
             }
@@ -75,7 +75,7 @@ impl Core {
                 t.peer_update = peer_update;
                 t.refreshed(now, se.delta, parkd_refreshes);
             }
-            None => leg.timer = Some(SessionTimer::agreed(now, se.delta, parkd_refreshes, peer_update)),
+            None => leg.timer = Some(Box::new(SessionTimer::agreed(now, se.delta, parkd_refreshes, peer_update))),
         }
         let call = leg.call;
         self.dialogs.arm_timer(leg_id);
@@ -87,7 +87,7 @@ impl Core {
     pub(super) fn session_timeouts(&mut self, now: Time) {
         while let Some(due) = self.dialogs.pop_due_timer(now) {
             let Some(leg_id) = due else { continue };
-            let Some(t) = self.dialogs.get(leg_id).and_then(|l| l.timer) else { continue };
+            let Some(t) = self.dialogs.get(leg_id).and_then(|l| l.timer.as_deref().copied()) else { continue };
             if t.expires_at <= now {
                 self.expire_leg(now, leg_id);
             } else if t.refresh_at.is_some_and(|r| r <= now) {
@@ -103,7 +103,7 @@ impl Core {
         let Some(leg) = self.dialogs.get(leg_id) else { return };
         let span = leg.span();
         let _enter = span.enter();
-        tracing::info!(interval = leg.timer.map(|t| t.interval), "session expired without a refresh; ending the leg");
+        tracing::info!(interval = leg.timer.as_ref().map(|t| t.interval), "session expired without a refresh; ending the leg");
         self.end_leg_with_reason(now, leg_id, Some(SESSION_EXPIRED.to_string()));
     }
 
@@ -160,7 +160,7 @@ impl Core {
             if is_invite {
                 self.ack_reinvite(leg_id, &resp);
             }
-            let in_flight = self.dialogs.get(leg_id).and_then(|l| l.timer).is_some_and(|t| t.in_flight);
+            let in_flight = self.dialogs.get(leg_id).and_then(|l| l.timer.as_deref().copied()).is_some_and(|t| t.in_flight);
             if !in_flight {
                 // A retransmitted 2xx: re-ACKed above, nothing else.
                 return;

@@ -291,8 +291,9 @@ pub struct Leg {
     /// The session timer agreed in this dialog (RFC 4028; `core::session_timers`), if any. Not in the leg's own
     /// record (a new field would break reading an older journal): journaled beside it as
     /// `session_timers/<call>` (`core::persist::stimers`).
+    /// Boxed: most legs have none, and a leg's size is per-call memory (`mem_sizes.rs`).
     #[serde(skip)]
-    pub timer: Option<super::timer::SessionTimer>,
+    pub timer: Option<Box<super::timer::SessionTimer>>,
 }
 
 impl Leg {

@@ -146,7 +146,7 @@ impl Dialogs {
 
     /// Leg `id`'s session timer changed: its next deadline goes into the queue.
     pub fn arm_timer(&mut self, id: LegId) {
-        if let Some(t) = self.get(id).and_then(|l| l.timer) {
+        if let Some(t) = self.get(id).and_then(|l| l.timer.as_deref().copied()) {
             self.timers.push(Reverse((t.next_deadline(), id)));
         }
     }
@@ -161,7 +161,7 @@ impl Dialogs {
     pub fn pop_due_timer(&mut self, now: Time) -> Option<Option<LegId>> {
         let Reverse((at, id)) = *self.timers.peek().filter(|Reverse((t, _))| *t <= now)?;
         self.timers.pop();
-        let current = self.get(id).and_then(|l| l.timer).is_some_and(|t| t.next_deadline() == at);
+        let current = self.get(id).and_then(|l| l.timer.as_deref().copied()).is_some_and(|t| t.next_deadline() == at);
         Some(current.then_some(id))
     }
 }

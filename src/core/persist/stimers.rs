@@ -39,7 +39,7 @@ impl Core {
             (None, Some(b)) => vec![b.parked, b.other],
             _ => Vec::new(),
         };
-        let timers: Vec<(LegId, SessionTimer)> = legs.iter().filter_map(|id| Some((*id, self.dialogs.get(*id)?.timer?))).collect();
+        let timers: Vec<(LegId, SessionTimer)> = legs.iter().filter_map(|id| Some((*id, *self.dialogs.get(*id)?.timer.as_deref()?))).collect();
         if timers.is_empty() {
             if self.journal.stimers_written.remove(&call).is_some() {
                 out.push(Record::delete(key(call)));
@@ -74,7 +74,7 @@ impl Core {
                     t.in_flight = false;
                     t.refresh_at = t.parkd_refreshes.then_some(now);
                 }
-                leg.timer = Some(t);
+                leg.timer = Some(Box::new(t));
                 self.dialogs.arm_timer(leg_id);
                 any = true;
             }
