@@ -225,6 +225,7 @@ impl Core {
             (Purpose::RestoredCancel(_), ClientVerdict::Provisional(_)) => {}
             (Purpose::ClusterFetch(call), v) => self.on_fetch_response(now, call, id, v),
             (Purpose::SessionRefresh(leg), v) => self.on_refresh_response(now, leg, id, v),
+            (Purpose::DirectMedia { call, leg }, v) => self.on_direct_response(now, call, leg, id, v),
         }
     }
 
@@ -245,6 +246,7 @@ impl Core {
                 Some(Purpose::RestoredCancel(call)) => self.ring_again(now, call),
                 Some(Purpose::ClusterFetch(call)) => self.on_fetch_timeout(now, call),
                 Some(Purpose::SessionRefresh(leg)) => self.on_refresh_failed(now, leg, 408),
+                Some(Purpose::DirectMedia { call, .. }) => self.on_direct_timeout(now, call, id),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

@@ -203,6 +203,7 @@ impl Core {
         self.ep.txn.handle_timeout(now);
         self.call_timeouts(now);
         self.session_timeouts(now);
+        self.direct_timeouts(now);
         let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         self.blf.handle_timeout(&mut self.ep, now, &orbits);
         self.unacked_timeouts(now);

@@ -123,6 +123,7 @@ impl Core {
         for cmd in cmds {
             self.ep.media(cmd);
         }
+        self.direct_start(now, call);
     }
 
     /// Starts the parking period of `call` (just parked, or re-parked): records it, reports it, arms its recall

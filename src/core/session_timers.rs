@@ -92,8 +92,6 @@ impl Core {
                 self.expire_leg(now, leg_id);
             } else if t.refresh_at.is_some_and(|r| r <= now) {
                 self.send_refresh(now, leg_id);
-            } else if self.direct_step_due(now, leg_id) {
-                // The queue also carries a direct-media step's back-off (`direct_media.rs`).
             }
         }
     }

@@ -174,6 +174,7 @@ impl Core {
         };
         // The bridge ends here; its other leg no longer belongs to any call.
         self.bridging.remove(call_ref);
+        self.direct_repark(now, call_ref, new_call, keep);
         self.touch(call_ref);
         self.touch(new_call);
         let orbit_name = self.parking.orbit_name(lot, orbit);
