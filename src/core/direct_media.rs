@@ -70,7 +70,12 @@ impl Core {
     /// A bridge just started relaying: with its lot's `direct_media`, the pair is tried after [`SETTLE`].
     pub(super) fn direct_start(&mut self, now: Time, call: CallRef) {
         let Some(b) = self.bridging.get(call) else { return };
-        if self.bridging.direct(call).is_some() || !self.parking.cfg(b.lot).is_some_and(|l| l.direct_media) {
+        if !self.parking.cfg(b.lot).is_some_and(|l| l.direct_media) {
+            return;
+        }
+        // Tried once per bridge (a relay set up again after direct media is not tried again); a re-parked call
+        // retrieved anew is a new bridge.
+        if self.bridging.direct(call).is_some_and(|d| !d.idle() || d.bridge_other == Some(b.other)) {
             return;
         }
         let pair = DirectMedia::pair(b.parked, b.other, now + SETTLE);
@@ -343,5 +348,6 @@ impl Core {
             return;
         }
         self.bridging.set_direct(new, DirectMedia::back(&[keep], now));
+        self.direct_step(now, new);
     }
 }

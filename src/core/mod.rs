@@ -49,7 +49,7 @@ mod recall;
 mod reply;
 mod session;
 mod session_timers;
-mod direct_media;
+pub mod direct_media;
 mod srtp;
 mod subscribe;
 pub mod snapshot;
@@ -316,3 +316,5 @@ mod tls_tests;
 mod cluster_fetch_tests;
 #[cfg(test)]
 mod session_timer_tests;
+#[cfg(test)]
+mod direct_media_tests;

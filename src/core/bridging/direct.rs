@@ -56,17 +56,24 @@ pub struct DirectMedia {
     /// Each phone's SDP origin (`o=` session id and version) in its answer to parkd's direct offer: a re-INVITE
     /// from it with the same origin is a refresh, another one a new offer.
     pub peer_origin: Vec<(LegId, (String, String))>,
+    /// The bridge's other leg when this is its pair (a re-parked call retrieved again is a new bridge: tried anew).
+    pub bridge_other: Option<LegId>,
 }
 
 impl DirectMedia {
     /// The pair for a bridge of `parked` and `other`, starting at `at`.
     pub fn pair(parked: LegId, other: LegId, at: Time) -> DirectMedia {
-        DirectMedia { phase: Phase::Moving, steps: vec![Step::Direct(parked), Step::Direct(other)], at: Some(at), txn: None, sent: Vec::new(), answered: None, undoing: false, peer_origin: Vec::new() }
+        DirectMedia { phase: Phase::Moving, steps: vec![Step::Direct(parked), Step::Direct(other)], at: Some(at), txn: None, sent: Vec::new(), answered: None, undoing: false, peer_origin: Vec::new(), bridge_other: Some(other) }
+    }
+
+    /// Nothing in progress (no step left, none in flight).
+    pub fn idle(&self) -> bool {
+        self.steps.is_empty() && self.txn.is_none()
     }
 
     /// Back to relaying for `legs` (re-INVITEs with parkd's SDP), starting at `at`.
     pub fn back(legs: &[LegId], at: Time) -> DirectMedia {
-        DirectMedia { phase: Phase::Moving, steps: legs.iter().map(|l| Step::Relay(*l)).collect(), at: Some(at), txn: None, sent: Vec::new(), answered: None, undoing: true, peer_origin: Vec::new() }
+        DirectMedia { phase: Phase::Moving, steps: legs.iter().map(|l| Step::Relay(*l)).collect(), at: Some(at), txn: None, sent: Vec::new(), answered: None, undoing: true, peer_origin: Vec::new(), bridge_other: None }
     }
 
     /// The SDP parkd last sent `leg` in direct mode.
