@@ -3,12 +3,14 @@
 //! one that asks parkd to refresh gets parkd's UPDATE at half the interval. The three run at once (~75 s).
 
 use sip_tests::checks::response_header;
-use sip_tests::{Parkd, RtpEndpoint, Sipp};
+use sip_tests::{Parkd, ParkdOptions, RtpEndpoint, Sipp};
 use std::time::Duration;
 
 #[test]
 fn refreshed_sessions_live_on_and_an_unrefreshed_one_is_ended_with_its_orbit_freed() {
-    let parkd = Parkd::start("session_timers");
+    // No keepalive OPTIONS: only the session timer watches the parked legs here.
+    let config = "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\nkeepalive_interval = 0\n";
+    let parkd = Parkd::start_with("session_timers", ParkdOptions { config: Some(config.into()), ..Default::default() });
     let (a, b, c) = (RtpEndpoint::bind("refreshing"), RtpEndpoint::bind("silent"), RtpEndpoint::bind("parkd refreshes"));
     let limit = Duration::from_secs(120);
     let refreshing = Sipp::new("session_timer_refreshing").service("701").rtp_port(a.port()).timeout(limit).spawn(&parkd);
