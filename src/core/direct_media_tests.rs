@@ -78,7 +78,9 @@ fn the_pair_gives_each_phone_the_others_address_then_parkd_stops_relaying_and_a_
     assert_eq!(acks(&w, &carol, since), 1);
     // A re-INVITE from Carol with the same SDP (a refresh) is answered with Bob's address again.
     let since = w.sent.len();
+    let media_before = w.media.len();
     w.deliver(carol.peer, &carol.in_dialog("INVITE", "701", &carol_tag, 2, Some(&carol.sdp("0", "sendrecv"))));
+    assert!(w.media[media_before..].is_empty(), "a refresh in direct media does not wake the relay: {:?}", &w.media[media_before..]);
     let ok = w.last_response_to(carol.peer, since);
     assert_eq!(ok.status, 200);
     assert!(String::from_utf8_lossy(&ok.common.body).contains("m=audio 15070 "), "still direct");
@@ -194,4 +196,45 @@ fn a_refer_repark_after_direct_media_brings_the_kept_phone_back_to_parkd() {
     assert_eq!(media_line(&back[0]), "c=IN IP4 127.0.0.1|m=audio 20000 RTP/AVP 0");
     w.deliver(bob.peer, &bob.answer(&back[0], 200, "OK", Some(&bob.sdp("0", "sendrecv"))));
     assert_eq!(w.core.live().orbits_occupied, 1, "Bob is parked again");
+}
+
+#[test]
+fn a_new_offer_after_direct_media_takes_the_call_back_to_relaying() {
+    let mut w = world();
+    let (bob, carol) = (phone("bob", 5070), phone("carol", 5071));
+    let (carol_tag, _) = bridged(&mut w, &bob, &carol);
+    let inv = first_reinvite(&mut w, &bob);
+    w.deliver(bob.peer, &bob.answer(&inv, 200, "OK", Some(&bob.sdp("0", "sendrecv"))));
+    let to_carol = invites(&w, &carol, 0).pop().unwrap();
+    w.deliver(carol.peer, &carol.answer(&to_carol, 200, "OK", Some(&carol.sdp("0", "sendrecv"))));
+    // Carol puts the call on hold: a new SDP version.
+    let hold = carol.sdp("0", "sendonly").replace("o=carol 1 1", "o=carol 1 2");
+    let since = w.sent.len();
+    w.deliver(carol.peer, &carol.in_dialog("INVITE", "701", &carol_tag, 2, Some(&hold)));
+    let ok = w.last_response_to(carol.peer, since);
+    assert_eq!(ok.status, 200);
+    assert!(String::from_utf8_lossy(&ok.common.body).contains("m=audio 20002 "), "answered with parkd's own address");
+    w.deliver(carol.peer, &carol.ack("701", &carol_tag, 2, None));
+    w.advance(Duration::from_millis(1));
+    let back = invites(&w, &bob, since);
+    assert_eq!(back.len(), 1, "Bob is re-INVITEd back to parkd");
+    assert_eq!(media_line(&back[0]), "c=IN IP4 127.0.0.1|m=audio 20000 RTP/AVP 0");
+    let media_before = w.media.len();
+    w.deliver(bob.peer, &bob.answer(&back[0], 200, "OK", Some(&bob.sdp("0", "sendrecv"))));
+    assert!(w.media[media_before..].iter().any(|m| matches!(m, MediaCommand::Bridge { a: LEG_20000, b: LEG_20002 })), "relaying again");
+    // And it is not tried again for this bridge.
+    let since = w.sent.len();
+    w.advance(Duration::from_secs(10));
+    assert!(invites(&w, &bob, since).is_empty() && invites(&w, &carol, since).is_empty());
+}
+
+#[test]
+fn differing_codecs_get_no_direct_media() {
+    let mut w = world();
+    let (bob, carol) = (phone("bob", 5070), phone("carol", 5071));
+    w.park(&bob, "700", ParkAs::ALICE);
+    w.park(&carol, "701", ParkAs::SELF.pts("8"));
+    let since = w.sent.len();
+    w.advance(Duration::from_secs(5));
+    assert!(invites(&w, &bob, since).is_empty() && invites(&w, &carol, since).is_empty(), "PCMU to PCMA: parkd keeps transcoding");
 }

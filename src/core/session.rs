@@ -201,10 +201,10 @@ impl Core {
             return self.ep.respond(now, txn, &req, 491, None, None, |_| {});
         }
         let Ok(stimer) = self.session_answer(now, txn, &req) else { return };
-        if has_offer && self.direct_reoffer(now, leg_id, &req) {
-            // Direct media: the phone's new offer takes the call back to relaying (`direct_media.rs`).
-        }
-        if has_offer && !self.apply_remote_sdp(now, leg_id, &req.common.body) {
+        // Direct media: the same SDP again is a refresh (nothing changes); a new offer takes the call back to
+        // relaying (`direct_media.rs`) and is applied as any other.
+        let unchanged = has_offer && self.direct_reoffer(now, leg_id, &req);
+        if has_offer && !unchanged && !self.apply_remote_sdp(now, leg_id, &req.common.body) {
             return self.ep.respond(now, txn, &req, 488, None, None, |_| {});
         }
         let se = self.refreshed_by_peer(now, leg_id, stimer, &req);
