@@ -303,6 +303,7 @@ impl Core {
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         self.ep.media(MediaCommand::Stop { leg: leg.media.media_leg });
         self.ports.give_back(leg.media.media_leg);
+        self.bridging.set_nat_latched(leg.media.media_leg, false);
         Some(leg)
     }
 }
