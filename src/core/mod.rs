@@ -15,6 +15,8 @@
 //! [`Core`] holds one of each and routes inputs through them; its routing is split by flow, one file each:
 //! * `inbound.rs`: a message from the network → the transaction layer → by method and dialog;
 //! * `invite.rs`: a new INVITE → park or retrieve; `session.rs`: re-INVITEs, media, hang-ups;
+//!   `session_timers.rs`: RFC 4028 session timers on every leg; `direct_media.rs`: the re-INVITE pair that lets a
+//!   bridge's phones send RTP to each other (`direct_media = true`);
 //! * `recall.rs` (+ `keepalive.rs`): the call timers, recall rounds and the recalls' outcomes;
 //! * `transfer.rs`: REFER and the attended-park swap; `originate.rs`: calls parkd makes; `commands.rs`: the API;
 //! * `subscribe.rs`: SUBSCRIBE checks before the BLF room; `gate.rs`, `proxy.rs`: the checks a request passes
