@@ -43,6 +43,8 @@ pub const MAX_ORBITS_PER_LOT: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("session_min_se = {min_se} and session_expires = {expires}: Min-SE is at least 90 s (RFC 4028), and session_expires is 0 or at least session_min_se")]
+    BadSessionTimer { min_se: u32, expires: u32 },
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid TOML for parkd: {source}")]
@@ -287,6 +289,12 @@ pub struct LotConfig {
     /// names but none of its lots has the number gets 404.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Direct media after a retrieve or an answered recall (default false): once bridged, parkd re-INVITEs
+    /// both phones with each other's SDP so RTP flows phone to phone and parkd keeps only the signalling. Not
+    /// done when either leg is SRTP or its RTP comes from another address than its SDP names (NAT); a refused
+    /// re-INVITE (488, any failure) keeps parkd relaying. See `core::direct_media`.
+    #[serde(default)]
+    pub direct_media: bool,
 }
 
 /// Digest authentication of a lot:
@@ -410,6 +418,7 @@ impl LotConfig {
             srtp: Default::default(),
             srtp_over_plain: None,
             domains: Vec::new(),
+            direct_media: false,
         }
     }
     /// Whether this lot serves `host` when no lot claims it (no `domains`), or names it.
@@ -498,6 +507,26 @@ pub struct ServerConfig {
     /// `--tls-self-signed` only (no config key): a throw-away certificate for development.
     #[serde(skip)]
     pub tls_self_signed: bool,
+    /// Session timers (RFC 4028, default true): a phone's `Session-Expires` is honoured (parkd refreshes when
+    /// it is the refresher, and ends a leg whose session expires), and calls parkd makes offer
+    /// `Supported: timer`. false: the headers are ignored (no 422, no refreshes).
+    #[serde(default = "default_true")]
+    pub session_timers: bool,
+    /// The smallest session interval parkd accepts, seconds (`Min-SE`, at least 90): a `Session-Expires` below it
+    /// gets `422` with this `Min-SE`.
+    #[serde(default = "default_session_min_se")]
+    pub session_min_se: u32,
+    /// The session interval parkd asks for on calls it makes (recalls, fallback calls, API unparks), seconds;
+    /// 0 = it asks for none (it still offers `Supported: timer` and follows the answer).
+    #[serde(default = "default_session_expires")]
+    pub session_expires: u32,
+}
+
+fn default_session_min_se() -> u32 {
+    90
+}
+fn default_session_expires() -> u32 {
+    1800
 }
 
 fn default_true() -> bool {
@@ -538,6 +567,9 @@ impl Default for ServerConfig {
             tls_ca: None,
             tls_self_signed: false,
             srtp_over_plain: false,
+            session_timers: true,
+            session_min_se: default_session_min_se(),
+            session_expires: default_session_expires(),
         }
     }
 }
@@ -612,6 +644,10 @@ impl Config {
         let r = self.server.rtp_ports;
         if r.lo < 1024 || r.hi > 65534 || r.hi - r.lo < 1 {
             return Err(ConfigError::BadRtpPorts { lo: r.lo as u16, hi: r.hi as u16 });
+        }
+        let (min_se, expires) = (self.server.session_min_se, self.server.session_expires);
+        if min_se < 90 || (expires != 0 && expires < min_se) {
+            return Err(ConfigError::BadSessionTimer { min_se, expires });
         }
         let k = self.server.rtp_legs_per_port;
         if !(1..=crate::park::ports::MAX_LEGS_PER_PORT).contains(&k) {

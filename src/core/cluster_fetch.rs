@@ -312,7 +312,7 @@ impl Core {
             self.ep.media(MediaCommand::Update { leg: media.media_leg, remote, codec: media.codec, send: media.may_send() });
             self.ep.media(MediaCommand::DtmfPayloadType { leg: media.media_leg, pt: media.dtmf_pt });
         }
-        let leg = Leg { id: owner_leg, call, role: LegRole::Parked, state: LegState::Confirmed, dialog, source: f.next_hop, media, orbit: f.orbit_name.clone(), uac_ack };
+        let leg = Leg { id: owner_leg, call, role: LegRole::Parked, state: LegState::Confirmed, dialog, source: f.next_hop, media, orbit: f.orbit_name.clone(), uac_ack, timer: None };
         self.dialogs.insert(leg);
         let offer = read_offer(&f.req).ok().flatten();
         let Some(retriever_media) = self.ports.take_beside(now, f.media_leg) else {

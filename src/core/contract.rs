@@ -157,6 +157,10 @@ pub enum Wake {
     /// The cluster room's deadline: a claim waited too long for Redis, a lease renewal, a remote claim's
     /// expiry, a resync; or a cross-node retrieve whose owner node has not answered within 2 s.
     Cluster,
+    /// A session timer (RFC 4028): parkd's refresh is due, or a leg's session expires.
+    SessionTimer,
+    /// A direct-media re-INVITE is due: the settle delay after a bridge, or a 491's back-off.
+    DirectMedia,
 }
 
 impl Wake {
@@ -170,6 +174,8 @@ impl Wake {
             Wake::Keepalive => "keepalive",
             Wake::BlfExpiry => "blf_expiry",
             Wake::Cluster => "cluster",
+            Wake::SessionTimer => "session_timer",
+            Wake::DirectMedia => "direct_media",
         }
     }
 }

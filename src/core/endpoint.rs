@@ -52,6 +52,12 @@ pub enum Purpose {
     RestoredCancel(CallRef),
     /// The INVITE of a retrieve sent to the node holding the orbit (`cluster_fetch.rs`), under the bridge's id.
     ClusterFetch(CallRef),
+    /// A session refresh (RFC 4028: UPDATE or re-INVITE) parkd sent in leg's dialog; a re-INVITE's 2xx
+    /// retransmissions are re-ACKed from the leg.
+    SessionRefresh(LegId),
+    /// A direct-media re-INVITE (`direct_media.rs`) of that bridge (or re-parked call), sent in `leg`'s dialog
+    /// (its 2xx retransmissions are re-ACKed there).
+    DirectMedia { call: CallRef, leg: LegId },
 }
 
 /// The endpoint (see the module doc).

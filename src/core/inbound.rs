@@ -8,8 +8,9 @@ use crate::sip::{Message, Method, Peer, Request, Response};
 use crate::time::Time;
 use crate::txn::{ClientVerdict, ServerTxnId, ServerVerdict, TxnEvent};
 
-/// Option tags (RFC 3261 §19.2) parkd implements: Replaces (RFC 3891) and Refer-Sub: false (RFC 4488).
-pub(super) const SUPPORTED: [&str; 2] = ["replaces", "norefersub"];
+/// Option tags (RFC 3261 §19.2) parkd implements: Replaces (RFC 3891), Refer-Sub: false (RFC 4488) and session
+/// timers (RFC 4028).
+pub(super) const SUPPORTED: [&str; 3] = ["replaces", "norefersub", "timer"];
 
 impl Core {
     /// One SIP message from `from` (a UDP datagram, or one message framed off a TCP stream).
@@ -134,8 +135,8 @@ impl Core {
                 }
             }
             Method::Invite => self.on_reinvite(now, id, from, req, leg_id),
-            Method::Update if !req.common.body.is_empty() => self.on_reinvite(now, id, from, req, leg_id),
-            Method::Options | Method::Info | Method::Update => self.ep.respond(now, id, &req, 200, None, None, |_| {}),
+            Method::Update => self.on_reinvite(now, id, from, req, leg_id),
+            Method::Options | Method::Info => self.ep.respond(now, id, &req, 200, None, None, |_| {}),
             Method::Notify | Method::Prack => self.ep.respond(now, id, &req, 481, None, None, |_| {}),
             Method::Refer => self.on_refer(now, id, req, leg_id),
             Method::Subscribe | Method::Message | Method::Register | Method::Publish => {
@@ -223,6 +224,8 @@ impl Core {
             }
             (Purpose::RestoredCancel(_), ClientVerdict::Provisional(_)) => {}
             (Purpose::ClusterFetch(call), v) => self.on_fetch_response(now, call, id, v),
+            (Purpose::SessionRefresh(leg), v) => self.on_refresh_response(now, leg, id, v),
+            (Purpose::DirectMedia { call, leg }, v) => self.on_direct_response(now, call, leg, id, v),
         }
     }
 
@@ -242,6 +245,8 @@ impl Core {
                 Some(Purpose::Probe(leg)) => self.on_probe_result(now, leg, 408),
                 Some(Purpose::RestoredCancel(call)) => self.ring_again(now, call),
                 Some(Purpose::ClusterFetch(call)) => self.on_fetch_timeout(now, call),
+                Some(Purpose::SessionRefresh(leg)) => self.on_refresh_failed(now, leg, 408),
+                Some(Purpose::DirectMedia { call, .. }) => self.on_direct_timeout(now, call, id),
                 _ => {}
             },
             TxnEvent::AckTimeout { txn, call_id, .. } => {

@@ -39,6 +39,10 @@ impl Core {
         if self.answer_restored(now, txn, from, &req) {
             return;
         }
+        // RFC 4028 §9: a Session-Expires below parkd's minimum is refused before anything is taken.
+        if self.session_answer(now, txn, &req).is_err() {
+            return;
+        }
         if let Some(replaces) = req.replaces() {
             let to_park_code = self.lookup_request(&req).is_some_and(|(_, d)| d == Dialed::ParkCode);
             return match replaces {
@@ -306,10 +310,17 @@ impl Core {
             self.ep.media(crate::media::MediaCommand::RtcpMux { leg: media_leg, on: true });
         }
         let contact = self.ep.contact_for(&req.uri, from);
+        let stimer = match super::dialogs::timer::answer_as_uas(req, &self.stimer) {
+            super::dialogs::timer::UasAnswer::Agreed { se } => Some(se),
+            _ => None,
+        };
         let resp = self.ep.response(req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
             r.common.push_header("Allow", super::reply::ALLOW);
             r.common.push_header("Supported", super::inbound::SUPPORTED.join(", "));
+            if let Some(se) = stimer {
+                super::dialogs::timer::decorate_2xx(r, se);
+            }
             extra(r);
             r.common.set_body("application/sdp", body);
         });
@@ -324,7 +335,10 @@ impl Core {
         self.touch(call);
         self.admission_unconfirmed(now, id, from);
         let state = LegState::Answered { invite: txn };
-        self.dialogs.insert(Leg { id, call, role, state, dialog, source: from, media, orbit: orbit_name.clone(), uac_ack: None });
+        self.dialogs.insert(Leg { id, call, role, state, dialog, source: from, media, orbit: orbit_name.clone(), uac_ack: None, timer: None });
+        if let Some(se) = stimer {
+            self.start_leg_timer(now, id, se, req);
+        }
         id
     }
 }

@@ -15,6 +15,8 @@
 //! [`Core`] holds one of each and routes inputs through them; its routing is split by flow, one file each:
 //! * `inbound.rs`: a message from the network → the transaction layer → by method and dialog;
 //! * `invite.rs`: a new INVITE → park or retrieve; `session.rs`: re-INVITEs, media, hang-ups;
+//!   `session_timers.rs`: RFC 4028 session timers on every leg; `direct_media.rs`: the re-INVITE pair that lets a
+//!   bridge's phones send RTP to each other (`direct_media = true`);
 //! * `recall.rs` (+ `keepalive.rs`): the call timers, recall rounds and the recalls' outcomes;
 //! * `transfer.rs`: REFER and the attended-park swap; `originate.rs`: calls parkd makes; `commands.rs`: the API;
 //! * `subscribe.rs`: SUBSCRIBE checks before the BLF room; `gate.rs`, `proxy.rs`: the checks a request passes
@@ -49,6 +51,8 @@ mod recall;
 pub mod reload;
 mod reply;
 mod session;
+mod session_timers;
+pub mod direct_media;
 mod srtp;
 mod subscribe;
 pub mod snapshot;
@@ -125,6 +129,8 @@ pub struct Core {
     /// The configuration running now, what a reload is compared against (issue 21; `None` in tests that do not
     /// set it: nothing is then reported as needing a restart).
     running: Option<Box<crate::config::Config>>,
+    /// Session timers (RFC 4028): `[server] session_timers`, `session_min_se`, `session_expires`.
+    stimer: dialogs::timer::TimerPolicy,
 }
 
 impl Core {
@@ -166,6 +172,7 @@ impl Core {
             cluster: None,
             srtp: srtp::SrtpRoom::new(server.srtp_over_plain, seed),
             running: None,
+            stimer: dialogs::timer::TimerPolicy { enabled: server.session_timers, min_se: server.session_min_se, expires: server.session_expires },
         }
     }
 
@@ -187,6 +194,7 @@ impl Core {
             self.ep.txn.poll_timeout().map(|t| (t, Wake::Transaction)),
             self.parking.poll_timeout(),
             self.bridging.poll_timeout(),
+            self.dialogs.next_timer().map(|t| (t, Wake::SessionTimer)),
             self.blf.next_expiry().map(|t| (t, Wake::BlfExpiry)),
             // A restored leg whose 2xx was never ACKed is given up on, as Timer H would; a held group whose store
             // does not answer is given up on.
@@ -201,6 +209,8 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Time) {
         self.ep.txn.handle_timeout(now);
         self.call_timeouts(now);
+        self.session_timeouts(now);
+        self.direct_timeouts(now);
         let orbits = orbit_view::Orbits { parking: &self.parking, dialogs: &self.dialogs, bridging: &self.bridging, remote: self.cluster.as_ref().map(|c| c.room.view()) };
         self.blf.handle_timeout(&mut self.ep, now, &orbits);
         self.unacked_timeouts(now);
@@ -313,3 +323,7 @@ mod tls_tests;
 mod cluster_fetch_tests;
 #[cfg(test)]
 mod reload_tests;
+#[cfg(test)]
+mod session_timer_tests;
+#[cfg(test)]
+mod direct_media_tests;

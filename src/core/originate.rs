@@ -124,6 +124,14 @@ impl Core {
         c.push_header(super::invite::PARK_ORBIT_HEADER, orbit.clone());
         c.push_header("Allow", super::reply::ALLOW);
         c.push_header("User-Agent", super::reply::PRODUCT);
+        // RFC 4028 §7.1: parkd offers session timers and asks for its interval; the 2xx decides (recall.rs).
+        if self.stimer.enabled {
+            c.push_header("Supported", super::inbound::SUPPORTED.join(", "));
+            if self.stimer.expires > 0 {
+                c.push_header("Session-Expires", self.stimer.expires.to_string());
+                c.push_header("Min-SE", self.stimer.min_se.to_string());
+            }
+        }
         c.set_body("application/sdp", body);
 
         let txn = self.ep.send(now, next_hop, &invite, Purpose::Recall(call));

@@ -184,8 +184,10 @@ impl Core {
         self.ep.repurpose(txn, Purpose::RecallAnswered { leg: id });
         let to = r.invite.uri.to_string();
         let uac_ack = Some(Box::new((r.next_hop, ack.to_vec())));
-        let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack };
+        let timer = if self.stimer.enabled { super::dialogs::timer::from_uac_2xx(now, &resp).map(Box::new) } else { None };
+        let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack, timer };
         self.dialogs.insert(leg);
+        self.dialogs.arm_timer(id);
         tracing::info!(%orbit, %to, "recall answered; bridging");
         self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target, dwell_ms: super::events::dwell_ms(parked.parked_at, now) });
         self.orbit_changed(now, freed.0, freed.1);

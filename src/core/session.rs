@@ -123,6 +123,7 @@ impl Core {
         for cmd in cmds {
             self.ep.media(cmd);
         }
+        self.direct_start(now, call);
     }
 
     /// Starts the parking period of `call` (just parked, or re-parked): records it, reports it, arms its recall
@@ -191,38 +192,76 @@ impl Core {
         }
     }
 
-    /// A re-INVITE (or UPDATE with SDP) from a parked or bridged party: hold/unhold, a new address, a codec
-    /// change. Answered 200 with parkd's SDP (direction mirrored); media follows.
+    /// A re-INVITE or UPDATE from a parked or bridged party: hold/unhold, a new address, a codec change, a session
+    /// refresh (RFC 4028). Answered 200 with parkd's SDP (direction mirrored; an UPDATE without SDP gets none);
+    /// media follows. A re-INVITE arriving while parkd's own is pending in the dialog gets 491 (RFC 3261 §14.2).
     pub(super) fn on_reinvite(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, leg_id: LegId) {
         let has_offer = !req.common.body.is_empty();
-        if has_offer && !self.apply_remote_sdp(now, leg_id, &req.common.body) {
+        if req.method == Method::Invite && self.invite_pending(leg_id) {
+            tracing::info!("re-INVITE while parkd's own is pending: 491");
+            return self.ep.respond(now, txn, &req, 491, None, None, |_| {});
+        }
+        let Ok(stimer) = self.session_answer(now, txn, &req) else { return };
+        // Direct media: the same SDP again is a refresh (nothing changes); a new offer takes the call back to
+        // relaying (`direct_media.rs`) and is applied as any other.
+        let unchanged = has_offer && self.direct_reoffer(now, leg_id, &req);
+        if has_offer && !unchanged && !self.apply_remote_sdp(now, leg_id, &req.common.body) {
             return self.ep.respond(now, txn, &req, 488, None, None, |_| {});
         }
+        let se = self.refreshed_by_peer(now, leg_id, stimer, &req);
         let contact = self.ep.contact_for(&req.uri, from);
+        let direct = self.direct_body(leg_id).filter(|_| has_offer || req.method == Method::Invite);
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return };
         leg.dialog.refresh_target(&req, from);
-        // RFC 3264 §5: an INVITE without SDP asks for an offer in the 2xx; the answer comes in the ACK.
-        let body = leg.media.reanswer(has_offer);
+        // RFC 3264 §5: an INVITE without SDP asks for an offer in the 2xx; the answer comes in the ACK. An UPDATE
+        // without SDP (a session refresh) is answered without.
+        let body = match direct {
+            Some(d) => Some(d),
+            None if has_offer || req.method == Method::Invite => Some(leg.media.reanswer(has_offer)),
+            None => None,
+        };
         let tag = leg.dialog.local_tag().to_string();
         if req.method == Method::Invite {
             self.dialogs.answered(leg_id, txn);
         }
         self.ep.respond(now, txn, &req, 200, None, Some(&tag), |r| {
             r.common.contact.push(contact);
-            r.common.set_body("application/sdp", body);
+            r.common.push_header("Supported", super::inbound::SUPPORTED.join(", "));
+            if let Some(se) = se {
+                super::dialogs::timer::decorate_2xx(r, se);
+            }
+            if let Some(body) = body {
+                r.common.set_body("application/sdp", body);
+            }
         });
     }
 
     /// Ends leg `leg_id` (its BYE was answered, or parkd gives up on it) and whatever depended on it: a parked
     /// call frees its orbit; a bridged call's other leg is hung up by parkd. `send_bye`: parkd must also BYE this leg.
     pub(super) fn end_leg(&mut self, now: Time, leg_id: LegId, send_bye: bool) {
+        if send_bye {
+            self.end_leg_with_reason(now, leg_id, None);
+        } else {
+            self.end_leg_as(now, leg_id, None);
+        }
+    }
+
+    /// [`Core::end_leg`] with a BYE to the leg carrying `reason` (RFC 3326), e.g. a session that expired.
+    pub(super) fn end_leg_with_reason(&mut self, now: Time, leg_id: LegId, reason: Option<String>) {
+        self.end_leg_as(now, leg_id, Some(reason));
+    }
+
+    /// `bye`: `Some(reason)` when parkd must also BYE the leg (with that Reason, if any).
+    fn end_leg_as(&mut self, now: Time, leg_id: LegId, bye: Option<Option<String>>) {
         let Some(leg) = self.dialogs.get(leg_id) else { return };
         let (call_ref, call_id) = (leg.call, leg.dialog.call_id.clone());
         self.touch(call_ref);
-        if send_bye {
-            self.hangup_leg(now, leg_id);
-        } else {
-            self.forget_leg(leg_id);
+        self.direct_forget(call_ref);
+        match bye {
+            Some(reason) => self.hangup_leg_with_reason(now, leg_id, reason),
+            None => {
+                self.forget_leg(leg_id);
+            }
         }
         if let Some(call) = self.parking.remove(call_ref) {
             // The parked party is gone: its orbit is free (freed by the removal), its recall is called off.
@@ -265,6 +304,7 @@ impl Core {
         self.admission.release(super::admission::Hold::Unconfirmed(leg_id));
         self.ep.media(MediaCommand::Stop { leg: leg.media.media_leg });
         self.ports.give_back(leg.media.media_leg);
+        self.bridging.set_nat_latched(leg.media.media_leg, false);
         Some(leg)
     }
 }

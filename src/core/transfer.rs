@@ -187,6 +187,8 @@ impl Core {
         let call_id = leg.dialog.call_id.clone();
         let parking_time = self.parking.cfg(lot).and_then(|c| c.parking_duration());
         self.start_parking(now, ParkedCall::new(new_call, lot, orbit, orbit_name.clone(), keep, parker, how, now, parking_time), call_id, parked_label);
+        // After direct media, the kept phone sends to the other one: re-INVITEd back to parkd's address.
+        self.direct_repark(now, call_ref, new_call, keep);
         Ok(orbit_name)
     }
 

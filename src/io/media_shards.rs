@@ -140,6 +140,11 @@ impl Media {
         self.shards.iter().flat_map(|h| h.ports().iter().copied()).collect()
     }
 
+    /// The legs every thread latched to another source than their SDP address since the last call (NAT).
+    pub fn take_latches(&self) -> Vec<(crate::media::MediaLegId, std::net::SocketAddr)> {
+        self.shards.iter().flat_map(|h| h.take_latches()).collect()
+    }
+
     /// Each thread's measured load (index = thread), for the capacity guard and `parkd_media_load`.
     pub fn loads(&self) -> Vec<crate::core::admission::capacity::MediaLoad> {
         self.shards.iter().map(|h| h.load()).collect()

@@ -81,9 +81,42 @@ pub struct MediaHandle {
     counters: Arc<IoCounters>,
     stats: Arc<Mutex<MediaStats>>,
     load: Arc<LoadCell>,
+    latches: Arc<LatchBox>,
+}
+
+/// Legs the plane latched to another source than their SDP address (NAT), handed from the media thread to the
+/// SIP side for the core (direct media is never tried for them). `pending` spares the SIP side a lock per loop.
+#[derive(Debug, Default)]
+pub struct LatchBox {
+    pending: AtomicBool,
+    list: Mutex<Vec<(crate::media::MediaLegId, std::net::SocketAddr)>>,
+}
+
+impl LatchBox {
+    fn put(&self, mut latches: Vec<(crate::media::MediaLegId, std::net::SocketAddr)>) {
+        if latches.is_empty() {
+            return;
+        }
+        if let Ok(mut l) = self.list.lock() {
+            l.append(&mut latches);
+            self.pending.store(true, Ordering::Release);
+        }
+    }
+
+    fn take(&self) -> Vec<(crate::media::MediaLegId, std::net::SocketAddr)> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.list.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+    }
 }
 
 impl MediaHandle {
+    /// The legs latched to another source than their SDP address since the last call (see [`LatchBox`]).
+    pub fn take_latches(&self) -> Vec<(crate::media::MediaLegId, std::net::SocketAddr)> {
+        self.latches.take()
+    }
+
     /// Queues a command for the media plane and wakes the thread. A command sent after the thread
     /// died is logged and dropped.
     pub fn send(&self, cmd: MediaCommand) {
@@ -176,7 +209,8 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
     let load = Arc::new(LoadCell::default());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane };
+    let latches = Arc::new(LatchBox::default());
+    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), latches: latches.clone(), plane };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
@@ -202,7 +236,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
         let _ = thread.join();
         return Err(e);
     }
-    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats, load })
+    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats, load, latches })
 }
 
 /// State owned by the media thread.
@@ -221,6 +255,7 @@ struct MediaIo {
     stats: Arc<Mutex<MediaStats>>,
     /// The measured load, published for the SIP side (capacity guard).
     load: Arc<LoadCell>,
+    latches: Arc<LatchBox>,
     plane: MediaPlane,
 }
 
@@ -332,6 +367,7 @@ impl MediaIo {
                     }
                 }
             }
+            self.latches.put(self.plane.take_nat_latches());
             batch.clear();
             self.plane.poll_hold(clock.now(), &mut batch);
             let turn = hold.send_turn(&mut batch, &self);

@@ -297,6 +297,10 @@ async fn drive(
                 }
             },
         }
+        // NAT latches the media threads saw (direct media is never tried for those legs), before any deadline.
+        for (leg, source) in media.take_latches() {
+            core.handle_media_latched(clock.now(), leg, source);
+        }
         // Check the clock, not only the sleep (a starved Sleep can report late; quinn#2677).
         if let Some((t, _)) = core.poll_timeout() {
             let now = clock.now();

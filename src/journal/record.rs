@@ -58,6 +58,9 @@ impl RecordKind {
     /// leg's number, written in the same group as its call's record, deleted when the leg or call ends
     /// (`crate::core::persist`, issues 17 and 19). Key material: the journal file is private to parkd's user.
     pub const SRTP_KEYS: RecordKind = RecordKind(7);
+    /// The session timers (RFC 4028) of a call's legs: interval, refresher and absolute deadlines, id = the
+    /// call's number (`crate::core::persist::stimers`), written beside the call's record, deleted with it.
+    pub const SESSION_TIMERS: RecordKind = RecordKind(8);
 
     /// A short name for logs.
     pub fn name(self) -> &'static str {
@@ -69,6 +72,7 @@ impl RecordKind {
             Self::BLF_SUBSCRIPTION => "blf_subscription",
             Self::ORBIT_CLAIM => "orbit_claim",
             Self::SRTP_KEYS => "srtp_keys",
+            Self::SESSION_TIMERS => "session_timers",
             _ => "unknown",
         }
     }

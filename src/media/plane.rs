@@ -177,6 +177,9 @@ pub struct MediaPlane {
     /// The hold Sender Reports' bytes are split off this arena (see `plane_rtcp`).
     rtcp_arena: BytesMut,
     stats: MediaStats,
+    /// Legs that latched to a source other than their SDP address (NAT), not yet taken by the io layer for
+    /// the core ([`MediaPlane::take_nat_latches`]; direct media is never tried for them).
+    nat_latches: Vec<(MediaLegId, SocketAddr)>,
 }
 
 impl MediaPlane {
@@ -186,7 +189,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default(), nat_latches: Vec::new() }
     }
 
     /// Applies a command from the signalling core.
@@ -505,6 +508,9 @@ impl MediaPlane {
             };
             (len, info) = (n, plain);
         }
+        if matches!(route, Route::NewlyLatched(_)) && from != src.sdp_remote {
+            self.nat_latches.push((id, from));
+        }
         src.latched = Some(from);
         let Mode::Bridged { peer } = src.mode else {
             self.stats.absorbed += 1;
@@ -614,6 +620,12 @@ impl MediaPlane {
     pub fn stats(&self) -> MediaStats {
         let bridged = self.legs.values().filter(|l| matches!(l.mode, Mode::Bridged { .. })).count();
         MediaStats { legs: self.legs.len(), hold_streams: self.pacer.len(), bridged_pairs: bridged / 2, ..self.stats }
+    }
+
+    /// The legs that latched to another source than their SDP address since the last call (symmetric RTP
+    /// behind a NAT), for the core ([`crate::core::Core::handle_media_latched`]).
+    pub fn take_nat_latches(&mut self) -> Vec<(MediaLegId, SocketAddr)> {
+        std::mem::take(&mut self.nat_latches)
     }
 
     /// The address a leg currently sends to (latched source, else the SDP address).

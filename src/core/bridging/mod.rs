@@ -15,6 +15,7 @@
 //! (`originate.rs`), recall responses (`recall.rs`), API commands (`commands.rs`) — are `Core`'s routing.
 
 pub mod dial_allow;
+pub mod direct;
 mod outgoing;
 
 pub use outgoing::{Orphan, OutgoingInvite, Recall};
@@ -68,6 +69,13 @@ pub struct Bridging {
     rings: BinaryHeap<Reverse<(Time, CallRef)>>,
     orphans: FxHashMap<ClientTxnId, Orphan>,
     dial_allow: Vec<DialPattern>,
+    /// Direct media (`direct_media = true`) of the bridges that have tried it, by call.
+    direct: FxHashMap<CallRef, direct::DirectMedia>,
+    /// Deadlines of direct-media steps, earliest first (lazy deletion: checked against the call's `at`).
+    direct_due: BinaryHeap<Reverse<(Time, CallRef)>>,
+    /// Media legs whose RTP came from another address than their SDP names (NAT: the media plane latched to
+    /// it): such a leg's phone cannot be reached at its SDP address, so no direct media for it.
+    nat_latched: rustc_hash::FxHashSet<crate::media::MediaLegId>,
 }
 
 impl Bridging {
@@ -136,7 +144,60 @@ impl Bridging {
 
     /// The room's next deadline and its reason (a peek; possibly stale).
     pub fn poll_timeout(&self) -> Option<(Time, Wake)> {
-        self.rings.peek().map(|Reverse((t, _))| (*t, Wake::RecallRing))
+        super::contract::earliest([
+            self.rings.peek().map(|Reverse((t, _))| (*t, Wake::RecallRing)),
+            self.direct_due.peek().map(|Reverse((t, _))| (*t, Wake::DirectMedia)),
+        ])
+    }
+
+    /// The direct-media state of `call`.
+    pub fn direct(&self, call: CallRef) -> Option<&direct::DirectMedia> {
+        self.direct.get(&call)
+    }
+
+    pub fn direct_mut(&mut self, call: CallRef) -> Option<&mut direct::DirectMedia> {
+        self.direct.get_mut(&call)
+    }
+
+    /// Sets `call`'s direct-media state and queues its step's deadline, if any.
+    pub fn set_direct(&mut self, call: CallRef, d: direct::DirectMedia) {
+        if let Some(at) = d.at {
+            self.direct_due.push(Reverse((at, call)));
+        }
+        self.direct.insert(call, d);
+    }
+
+    /// `call`'s current step is due at `at` (re-queued).
+    pub fn direct_at(&mut self, call: CallRef, at: Time) {
+        if let Some(d) = self.direct.get_mut(&call) {
+            d.at = Some(at);
+            self.direct_due.push(Reverse((at, call)));
+        }
+    }
+
+    pub fn remove_direct(&mut self, call: CallRef) -> Option<direct::DirectMedia> {
+        self.direct.remove(&call)
+    }
+
+    /// Pops the earliest direct-media deadline due at `now`: `Some(Some(call))` when it is the call's current
+    /// one, `Some(None)` for a stale entry.
+    pub fn pop_direct_due(&mut self, now: Time) -> Option<Option<CallRef>> {
+        let Reverse((at, call)) = *self.direct_due.peek().filter(|Reverse((t, _))| *t <= now)?;
+        self.direct_due.pop();
+        Some(self.direct.get(&call).filter(|d| d.at == Some(at)).map(|_| call))
+    }
+
+    /// The media plane latched leg `leg` to a source other than its SDP address (NAT); `false` forgets it.
+    pub fn set_nat_latched(&mut self, leg: crate::media::MediaLegId, latched: bool) {
+        if latched {
+            self.nat_latched.insert(leg);
+        } else {
+            self.nat_latched.remove(&leg);
+        }
+    }
+
+    pub fn nat_latched(&self, leg: crate::media::MediaLegId) -> bool {
+        self.nat_latched.contains(&leg)
     }
 
     /// Remembers an outgoing call parkd gave up on, by its INVITE transaction.

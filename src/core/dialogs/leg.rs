@@ -288,6 +288,12 @@ pub struct Leg {
     /// For a dialog parkd started: the ACK it sent and where (re-sent when the 2xx is retransmitted). Boxed:
     /// most legs are answered, not started, by parkd (serde writes a box as its content).
     pub uac_ack: Option<Box<(Peer, Vec<u8>)>>,
+    /// The session timer agreed in this dialog (RFC 4028; `core::session_timers`), if any. Not in the leg's own
+    /// record (a new field would break reading an older journal): journaled beside it as
+    /// `session_timers/<call>` (`core::persist::stimers`).
+    /// Boxed: most legs have none, and a leg's size is per-call memory (`mem_sizes.rs`).
+    #[serde(skip)]
+    pub timer: Option<Box<super::timer::SessionTimer>>,
 }
 
 impl Leg {

@@ -10,6 +10,7 @@
 //! admission hold and its media-plane leg is `Core::forget_leg`'s.
 
 mod leg;
+pub mod timer;
 
 pub use leg::{read_offer, Leg, LegMedia, LegRole, LegSrtp, LegState, CODECS};
 
@@ -18,7 +19,9 @@ use crate::dialog::DialogKey;
 use crate::sip::{NameAddr, Replaces};
 use crate::txn::ServerTxnId;
 use rustc_hash::FxHashMap;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use crate::time::Time;
 
 /// The dialogs room (see the module doc). Keys parkd mints itself (leg ids, transaction handles) are hashed
 /// with the fast Fx hash; a dialog key holds the peer's Call-ID, so it keeps std's SipHash (collision attacks).
@@ -29,6 +32,9 @@ pub struct Dialogs {
     by_key: HashMap<DialogKey, LegId>,
     /// 2xx responses waiting for their ACK, by INVITE server transaction.
     pending_acks: FxHashMap<ServerTxnId, LegId>,
+    /// Session-timer deadlines (RFC 4028) of the legs that have one, earliest first (lazy deletion: an entry
+    /// that is not its leg's current deadline any more is skipped).
+    timers: BinaryHeap<Reverse<(Time, LegId)>>,
 }
 
 impl Dialogs {
@@ -136,5 +142,26 @@ impl Dialogs {
             }
             swapped
         })
+    }
+
+    /// Leg `id`'s session timer changed: its next deadline goes into the queue.
+    pub fn arm_timer(&mut self, id: LegId) {
+        if let Some(t) = self.get(id).and_then(|l| l.timer.as_deref().copied()) {
+            self.timers.push(Reverse((t.next_deadline(), id)));
+        }
+    }
+
+    /// The earliest session-timer deadline (a peek; possibly stale: waking early is harmless).
+    pub fn next_timer(&self) -> Option<Time> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Pops the earliest session-timer deadline if due at `now`: `Some(Some(leg))` when it is that leg's
+    /// current deadline, `Some(None)` for a stale entry.
+    pub fn pop_due_timer(&mut self, now: Time) -> Option<Option<LegId>> {
+        let Reverse((at, id)) = *self.timers.peek().filter(|Reverse((t, _))| *t <= now)?;
+        self.timers.pop();
+        let current = self.get(id).and_then(|l| l.timer.as_deref().copied()).is_some_and(|t| t.next_deadline() == at);
+        Some(current.then_some(id))
     }
 }

@@ -63,6 +63,7 @@ impl Core {
             self.journal_call(call, &mut records);
             self.journal_claim(call, &mut records);
             self.journal_srtp(call, &mut records);
+            self.journal_stimers(call, &mut records);
         }
         let mut subs = self.blf.take_touched();
         subs.sort_unstable();

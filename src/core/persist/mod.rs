@@ -20,6 +20,8 @@
 //! * `srtp_keys/<leg>` (an SRTP leg, [`srtp_keys::SrtpRecord`]): its SDES keys and the SRTP index of its stream
 //!   anchor, put back on the restored leg so that its stream continues with the same keys and rollover counter
 //!   (`srtp_keys.rs`). Key material: the journal file is private to parkd's user (0600 in a 0700 directory).
+//! * `session_timers/<call>` (a call whose legs have RFC 4028 session timers, [`stimers::StimerRecord`]): each
+//!   leg's interval, refresher and absolute deadlines, put back on the restored legs (`stimers.rs`).
 //!
 //! Deletes when things end (a hang-up, a call ended by parkd, a subscription that ends).
 //!
@@ -114,6 +116,7 @@ pub mod records;
 mod restore;
 mod room;
 mod srtp_keys;
+mod stimers;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

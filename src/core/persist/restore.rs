@@ -121,6 +121,7 @@ impl Core {
         self.journal.extra.extend(dropped.into_iter().map(Record::delete));
         self.restore_claims(live, now);
         self.restore_srtp(live);
+        self.restore_stimers(live, now);
         for call in &restored {
             self.resume_media(now, *call);
             self.touch(*call);

@@ -67,6 +67,8 @@ pub struct JournalRoom {
     srtp_written: FxHashMap<LegId, (CallRef, u64)>,
     /// The legs in `srtp_written` per call: a touched call's stale SRTP records are found without a scan.
     srtp_by_call: FxHashMap<CallRef, Vec<LegId>>,
+    /// The session-timer record written for each call whose legs have timers: the hash of its value.
+    pub(super) stimers_written: FxHashMap<CallRef, u64>,
     /// Stream identities (SSRC, first sequence number and timestamp) of the legs parkd sends to.
     rng: SmallRng,
     /// Restored legs whose 2xx was never ACKed, by Call-ID and the caller's tag (a retransmitted INVITE).
@@ -95,6 +97,7 @@ impl JournalRoom {
             claims_written: FxHashMap::default(),
             srtp_written: FxHashMap::default(),
             srtp_by_call: FxHashMap::default(),
+            stimers_written: FxHashMap::default(),
             rng: SmallRng::seed_from_u64(seed ^ 0x6a6f_7572_6e61_6c00),
             unacked: HashMap::new(),
             unacked_until: BinaryHeap::new(),
