@@ -22,11 +22,13 @@ mod advertise;
 mod cluster;
 mod http;
 mod limits;
+pub mod lot_keys;
 mod tls;
 
 pub use advertise::{Advertise, AdvertiseError};
 pub use cluster::{ClusterConfig, ClusterConfigError, RedisTarget, TlsFiles};
 pub use http::{DialPattern, HttpConfig};
+pub use lot_keys::{CourtesyTone, DtmfAction, DtmfKeys};
 pub use limits::{AccessConfig, LimitsConfig, SourceLimits, SourceLimitsPartial};
 pub use tls::{CertSource, TlsSettings, DEFAULT_TLS_PORT};
 
@@ -277,6 +279,23 @@ pub struct LotConfig {
     /// wire); absent = `[server] srtp_over_plain`.
     #[serde(default)]
     pub srtp_over_plain: Option<bool>,
+    /// Keys a parked caller may press (RFC 4733 telephone-events, or SIP INFO `application/dtmf-relay` /
+    /// `application/dtmf`) and what each does: a SIP URI (parkd calls it and bridges the caller on answer; music
+    /// until then, back in the orbit on failure), `"recall"` (recall the parker now) or `"callback"` (a
+    /// `callback_requested` event; the caller stays parked). Other keys are ignored. Default: none.
+    #[serde(default)]
+    pub dtmf_keys: lot_keys::DtmfKeys,
+    /// Minimum time between two key actions of one parked call, milliseconds (a burst of keys acts once).
+    #[serde(default = "lot_keys::default_dtmf_min_gap_ms")]
+    pub dtmf_min_gap_ms: u64,
+    /// Who hears a short tone when a retrieve or an answered recall bridges: `none` (default), `retriever`,
+    /// `parked` or `both` (Asterisk `courtesytone` + `parkedplay`).
+    #[serde(default)]
+    pub courtesy_tone: lot_keys::CourtesyTone,
+    /// The courtesy tone as an 8 kHz mono 16-bit WAV (like hold music files; keep it short); default: two
+    /// 100 ms beeps at 440 Hz.
+    #[serde(default)]
+    pub courtesy_tone_file: Option<PathBuf>,
 }
 
 /// Digest authentication of a lot:
@@ -399,6 +418,10 @@ impl LotConfig {
             auth: None,
             srtp: Default::default(),
             srtp_over_plain: None,
+            dtmf_keys: Default::default(),
+            dtmf_min_gap_ms: lot_keys::default_dtmf_min_gap_ms(),
+            courtesy_tone: Default::default(),
+            courtesy_tone_file: None,
         }
     }
     pub fn parking_duration(&self) -> Option<Duration> {

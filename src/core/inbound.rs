@@ -135,7 +135,8 @@ impl Core {
             }
             Method::Invite => self.on_reinvite(now, id, from, req, leg_id),
             Method::Update if !req.common.body.is_empty() => self.on_reinvite(now, id, from, req, leg_id),
-            Method::Options | Method::Info | Method::Update => self.ep.respond(now, id, &req, 200, None, None, |_| {}),
+            Method::Info => self.on_info(now, id, &req, leg_id),
+            Method::Options | Method::Update => self.ep.respond(now, id, &req, 200, None, None, |_| {}),
             Method::Notify | Method::Prack => self.ep.respond(now, id, &req, 481, None, None, |_| {}),
             Method::Refer => self.on_refer(now, id, req, leg_id),
             Method::Subscribe | Method::Message | Method::Register | Method::Publish => {

@@ -31,6 +31,7 @@ mod cluster_command;
 mod cluster_fetch;
 mod cluster_lend;
 pub mod commands;
+mod dtmf;
 pub mod contract;
 pub mod dialogs;
 pub mod endpoint;
@@ -121,6 +122,8 @@ pub struct Core {
     cluster: Option<cluster::CoreCluster>,
     /// SRTP policy inputs and the SDES key RNG (issue 19).
     srtp: srtp::SrtpRoom,
+    /// When each parked call last acted on a key (the DTMF debounce; issue 21).
+    dtmf: dtmf::DtmfRoom,
 }
 
 impl Core {
@@ -161,6 +164,7 @@ impl Core {
             journal: persist::JournalRoom::new(seed),
             cluster: None,
             srtp: srtp::SrtpRoom::new(server.srtp_over_plain, seed),
+            dtmf: dtmf::DtmfRoom::default(),
         }
     }
 

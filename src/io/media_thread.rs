@@ -31,7 +31,7 @@ use super::hold_sender::{self, refusal_of, HoldOut, OpenError, PortSockets, Refu
 use super::media_load::{LoadCell, LoadMeter};
 use super::wake_gate::WakeGate;
 use crate::config::RtpSender;
-use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaStats};
+use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaReport, MediaStats};
 
 const WAKER: Token = Token(usize::MAX);
 /// Largest datagram we receive (RTP over UDP stays well under an Ethernet MTU).
@@ -153,6 +153,19 @@ impl Drop for MediaHandle {
 /// rtp_sender`: the io_uring ring is set up on the media thread before this returns, so
 /// `RtpSender::IoUring` fails here ([`MediaIoError::IoUring`]) when the kernel refuses it.
 pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, sender: RtpSender, plane: MediaPlane) -> Result<MediaHandle, MediaIoError> {
+    spawn_reporting(bind_ip, ports, legs_per_port, sender, plane, None)
+}
+
+/// [`spawn`], with the plane's reports to the core (a parked caller's key presses, [`MediaReport`]) sent on
+/// `reports` as they come (an unbounded send never blocks the media thread; reports are rare).
+pub fn spawn_reporting(
+    bind_ip: IpAddr,
+    ports: RangeInclusive<u16>,
+    legs_per_port: u16,
+    sender: RtpSender,
+    plane: MediaPlane,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<MediaReport>>,
+) -> Result<MediaHandle, MediaIoError> {
     let (lo, hi) = (*ports.start(), *ports.end());
     let even: Vec<u16> = ports.filter(|p| p % 2 == 0).collect();
     let Some(&base) = even.first() else { return Err(MediaIoError::NoEvenPort { lo, hi }) };
@@ -176,7 +189,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
     let load = Arc::new(LoadCell::default());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane };
+    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane, reports };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
@@ -222,6 +235,8 @@ struct MediaIo {
     /// The measured load, published for the SIP side (capacity guard).
     load: Arc<LoadCell>,
     plane: MediaPlane,
+    /// Where the plane's reports go (the SIP driver), if anywhere.
+    reports: Option<tokio::sync::mpsc::UnboundedSender<MediaReport>>,
 }
 
 impl MediaIo {
@@ -330,6 +345,11 @@ impl MediaIo {
                             break;
                         }
                     }
+                }
+            }
+            while let Some(r) = self.plane.poll_report() {
+                if let Some(tx) = &self.reports {
+                    let _ = tx.send(r);
                 }
             }
             batch.clear();

@@ -167,6 +167,8 @@ async fn drive(
         tracing::warn!(error = %e, "SIP UDP socket not writable");
     }
     let mut rx_batch = RecvBatch::new();
+    // The media threads' reports (a parked caller's key press), handed to the core as inputs.
+    let mut media_reports = media.take_reports();
     let mut drain_toggle = DrainSignal::new();
     tokio::pin!(shutdown);
     // Set once a hang-up-everything stop has sent its BYEs: stop when they are done or at this instant.
@@ -257,6 +259,7 @@ async fn drive(
             },
             Some(req) = api.rx.recv() => api_link::serve(core, media, clock.now(), req, &mut api.deferred),
             Some(input) = recv_cluster(&mut cluster.inputs) => core.handle_cluster(input, clock.now()),
+            Some(report) = recv_report(&mut media_reports) => core.handle_media_report(clock.now(), report),
             Some(done) = recv_durable(&mut durable) => {
                 // The journal writer synced (or failed to sync) these groups: the core releases what it held
                 // back for them (a park's 200 OK) or refuses in its place. Drained at the top of the loop.
@@ -348,6 +351,13 @@ async fn recv_cluster(rx: &mut Option<&mut mpsc::UnboundedReceiver<crate::core::
 }
 
 /// The next journal completion, or never when journaling is off.
+async fn recv_report(rx: &mut Option<mpsc::UnboundedReceiver<crate::media::MediaReport>>) -> Option<crate::media::MediaReport> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_durable(rx: &mut Option<&mut mpsc::UnboundedReceiver<Durable>>) -> Option<Durable> {
     match rx {
         Some(rx) => rx.recv().await,

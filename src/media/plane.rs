@@ -4,6 +4,7 @@
 //! the next deadline with its reason, and [`MediaPlane::poll_hold`] hands out what is due then. Its outputs
 //! are per packet, so they are returned to the caller (a forward, a batch it owns) rather than queued.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
@@ -14,12 +15,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::music::HoldMusic;
 use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
 use super::prompts::{Prompt, PromptBank};
+use super::courtesy::{self, Insertion};
 use super::demux::{Demux, Route};
+use super::dtmf::KeyDetector;
 use super::relay::{self, Destination, RelayMap};
 use super::rtcp;
 use super::rtp::{self, OutStream, Pt, RTP_HEADER_LEN, TS_PER_FRAME};
 use super::srtp::{SrtpKeys, SrtpLeg};
-use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MusicId};
+use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MediaReport, MusicId};
 use crate::time::Time;
 
 /// Counters and gauges of the media plane.
@@ -62,6 +65,10 @@ pub struct MediaStats {
     pub rtcp_dropped: u64,
     /// Sender Reports parkd sent with hold music.
     pub rtcp_sent: u64,
+    /// Key presses (RFC 4733) reported from parked legs.
+    pub dtmf_keys: u64,
+    /// Relayed packets that carried the courtesy tone instead of the peer's audio.
+    pub courtesy_packets: u64,
 }
 
 /// Why the media plane wants to be called: the reason next to [`MediaPlane::poll_timeout`]'s deadline.
@@ -93,6 +100,10 @@ struct Leg {
     codec: Codec,
     send: bool,
     dtmf_pt: Option<Pt>,
+    /// Tells key presses apart among the telephone-events received while on hold.
+    keys: KeyDetector,
+    /// The courtesy tone being inserted into what is relayed to this leg.
+    courtesy: Option<Insertion>,
     out: OutStream,
     /// Mapping of the stream relayed *to* this leg.
     map: Option<RelayMap>,
@@ -151,11 +162,20 @@ struct PortSlot {
     streams: u32,
 }
 
+/// At most this many reports wait for [`MediaPlane::poll_report`] (more are dropped: a caller cannot press keys
+/// faster than the driver drains them, so only a flood hits it).
+const MAX_REPORTS: usize = 64;
+
 /// The media plane: every leg's state, one pacer for all hold streams, the relay.
 /// Pure state machine: time is a parameter, io lives in [`crate::io::media_thread`].
 #[derive(Debug)]
 pub struct MediaPlane {
     music: Vec<HoldMusic>,
+    /// Courtesy tones ([`MediaCommand::Courtesy`] indexes it), and the built-in one for an index out of range.
+    tones: Vec<HoldMusic>,
+    builtin_tone: HoldMusic,
+    /// Key presses for the core, drained by [`MediaPlane::poll_report`] (capacity kept: no allocation per key).
+    reports: VecDeque<MediaReport>,
     prompts: PromptBank,
     /// Keyed by parkd's own leg ids (not by anything a peer chooses), so a fast non-keyed hash is safe;
     /// every hold packet looks its leg up here.
@@ -186,7 +206,17 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
+        MediaPlane { music, tones: Vec::new(), builtin_tone: courtesy::builtin_tone(), reports: VecDeque::with_capacity(MAX_REPORTS), prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
+    }
+
+    /// The courtesy tones [`MediaCommand::Courtesy`] picks from (by index; the built-in two beeps otherwise).
+    pub fn set_tones(&mut self, tones: Vec<HoldMusic>) {
+        self.tones = tones;
+    }
+
+    /// The next report for the core (a key pressed by a parked caller), if any. Drain after each received batch.
+    pub fn poll_report(&mut self) -> Option<MediaReport> {
+        self.reports.pop_front()
     }
 
     /// Applies a command from the signalling core.
@@ -205,6 +235,11 @@ impl MediaPlane {
             MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
             MediaCommand::Srtp { leg: id, keys, roc } => self.set_srtp(id, keys, roc),
             MediaCommand::RtcpMux { leg: id, on } => self.set_rtcp_mux(id, on),
+            MediaCommand::Courtesy { leg: id, tone } => {
+                if let Some(leg) = self.legs.get_mut(&id).filter(|l| matches!(l.mode, Mode::Bridged { .. })) {
+                    leg.courtesy = Some(Insertion { tone: tone.0, pos: 0 });
+                }
+            }
         }
     }
 
@@ -263,6 +298,8 @@ impl MediaPlane {
             codec,
             send: true,
             dtmf_pt: None,
+            keys: KeyDetector::default(),
+            courtesy: None,
             out: presets.remove(&id).unwrap_or_else(|| OutStream::new(rng)),
             map: None,
             mode: Mode::Idle,
@@ -279,6 +316,7 @@ impl MediaPlane {
         let mode = std::mem::replace(&mut leg.mode, Mode::Idle);
         leg.map = None;
         leg.announce = None;
+        leg.courtesy = None;
         match mode {
             Mode::Hold { sched: Some(s), .. } => {
                 self.unschedule(s.slot, id);
@@ -288,6 +326,7 @@ impl MediaPlane {
                     if matches!(p.mode, Mode::Bridged { peer: pp } if pp == id) {
                         p.mode = Mode::Idle;
                         p.map = None;
+                        p.courtesy = None;
                     }
                 }
             }
@@ -499,6 +538,16 @@ impl MediaPlane {
         }
         src.latched = Some(from);
         let Mode::Bridged { peer } = src.mode else {
+            // A parked caller's key press (RFC 4733 on its negotiated PT): reported once per press.
+            if matches!(src.mode, Mode::Hold { .. }) && src.dtmf_pt == Some(info.pt) {
+                let payload = buf.get(info.payload_start..info.payload_end).unwrap_or_default();
+                if let Some(key) = src.keys.on_event(info.ts, payload) {
+                    self.stats.dtmf_keys += 1;
+                    if self.reports.len() < MAX_REPORTS {
+                        self.reports.push_back(MediaReport::Dtmf { leg: id, key });
+                    }
+                }
+            }
             self.stats.absorbed += 1;
             return None;
         };
@@ -516,6 +565,15 @@ impl MediaPlane {
         let to = dst.send_to();
         let dest = Destination { codec: dst.codec, dtmf_pt: dst.dtmf_pt, out: &mut dst.out, map: &mut dst.map };
         let mut len = relay::rewrite(buf.get_mut(..len)?, &info, kind, dest, now);
+        if let (Some(ins), relay::PayloadKind::Audio(_)) = (&mut dst.courtesy, kind) {
+            // The courtesy tone replaces this packet's audio (same seq/ts: the stream stays continuous).
+            let tone = self.tones.get(usize::from(ins.tone)).unwrap_or(&self.builtin_tone);
+            let more = buf.get_mut(info.payload_start..info.payload_end).is_some_and(|p| courtesy::insert(ins, tone, dst.codec, p));
+            self.stats.courtesy_packets += 1;
+            if !more {
+                dst.courtesy = None;
+            }
+        }
         dst.rtcp.sent(info.payload_end.saturating_sub(info.payload_start));
         if let Some(c) = &mut dst.srtp {
             let Ok(n) = c.ctx.protect(buf, len) else {
