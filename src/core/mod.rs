@@ -289,6 +289,8 @@ mod ipv6_tests;
 #[cfg(test)]
 mod recall_tests;
 #[cfg(test)]
+mod dtmf_tests;
+#[cfg(test)]
 mod transfer_tests;
 #[cfg(test)]
 mod robustness_tests;

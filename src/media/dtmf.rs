@@ -62,7 +62,9 @@ pub fn parse_event(payload: &[u8]) -> Option<TelephoneEvent> {
 /// Per-leg state telling key presses apart (see the module doc): the timestamp of the last event seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeyDetector {
-    last_ts: Option<u32>,
+    /// Meaningful once `seen` (two plain fields rather than an `Option`: they fit a leg's padding).
+    last_ts: u32,
+    seen: bool,
 }
 
 impl KeyDetector {
@@ -70,11 +72,11 @@ impl KeyDetector {
     /// new press, `None` for the rest of a press (same timestamp), a non-key event or a malformed payload.
     pub fn on_event(&mut self, ts: u32, payload: &[u8]) -> Option<DtmfKey> {
         let ev = parse_event(payload)?;
-        if self.last_ts == Some(ts) {
+        if self.seen && self.last_ts == ts {
             return None;
         }
         let key = DtmfKey::from_event(ev.event)?;
-        self.last_ts = Some(ts);
+        (self.last_ts, self.seen) = (ts, true);
         Some(key)
     }
 }

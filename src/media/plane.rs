@@ -87,8 +87,9 @@ enum Mode {
     /// schedule (`n ≥ n0`, outside an announcement) plays loop frame `frame0 + n - n0`;
     /// `next_frame` is the loop frame to resume from, `next_n` the next packet index.
     Hold { music: usize, sched: Option<Scheduled>, frame0: usize, ts0: u32, next_frame: usize, n0: u64, next_n: u64 },
-    /// Relaying to/from `peer`.
-    Bridged { peer: MediaLegId },
+    /// Relaying to/from `peer`; `tone`: the courtesy tone being inserted into what is relayed to this leg (kept
+    /// here, where the variant has room, so a leg costs no more).
+    Bridged { peer: MediaLegId, tone: Option<Insertion> },
 }
 
 /// One local RTP id.
@@ -102,14 +103,13 @@ struct Leg {
     dtmf_pt: Option<Pt>,
     /// Tells key presses apart among the telephone-events received while on hold.
     keys: KeyDetector,
-    /// The courtesy tone being inserted into what is relayed to this leg.
-    courtesy: Option<Insertion>,
     out: OutStream,
     /// Mapping of the stream relayed *to* this leg.
     map: Option<RelayMap>,
     mode: Mode,
     /// Prompts being spoken over the hold stream (only while `mode` is a scheduled `Hold`).
-    announce: Option<Announcement>,
+    /// Boxed: rare (self-parks), and a leg should stay small.
+    announce: Option<Box<Announcement>>,
     /// SRTP keys and contexts when the leg negotiated SRTP (boxed: most legs are plain).
     srtp: Option<Box<LegCrypto>>,
     /// rtcp-mux, the next hold Sender Report, the outbound stream's counts.
@@ -236,8 +236,8 @@ impl MediaPlane {
             MediaCommand::Srtp { leg: id, keys, roc } => self.set_srtp(id, keys, roc),
             MediaCommand::RtcpMux { leg: id, on } => self.set_rtcp_mux(id, on),
             MediaCommand::Courtesy { leg: id, tone } => {
-                if let Some(leg) = self.legs.get_mut(&id).filter(|l| matches!(l.mode, Mode::Bridged { .. })) {
-                    leg.courtesy = Some(Insertion { tone: tone.0, pos: 0 });
+                if let Some(Mode::Bridged { tone: t, .. }) = self.legs.get_mut(&id).map(|l| &mut l.mode) {
+                    *t = Some(Insertion { tone: tone.0, pos: 0 });
                 }
             }
         }
@@ -299,7 +299,6 @@ impl MediaPlane {
             send: true,
             dtmf_pt: None,
             keys: KeyDetector::default(),
-            courtesy: None,
             out: presets.remove(&id).unwrap_or_else(|| OutStream::new(rng)),
             map: None,
             mode: Mode::Idle,
@@ -316,17 +315,15 @@ impl MediaPlane {
         let mode = std::mem::replace(&mut leg.mode, Mode::Idle);
         leg.map = None;
         leg.announce = None;
-        leg.courtesy = None;
         match mode {
             Mode::Hold { sched: Some(s), .. } => {
                 self.unschedule(s.slot, id);
             }
-            Mode::Bridged { peer } => {
+            Mode::Bridged { peer, .. } => {
                 if let Some(p) = self.legs.get_mut(&peer) {
-                    if matches!(p.mode, Mode::Bridged { peer: pp } if pp == id) {
+                    if matches!(p.mode, Mode::Bridged { peer: pp, .. } if pp == id) {
                         p.mode = Mode::Idle;
                         p.map = None;
-                        p.courtesy = None;
                     }
                 }
             }
@@ -447,7 +444,7 @@ impl MediaPlane {
         let paused_at = leg.announce.as_ref().map_or(start_n, |a| a.start_n.min(start_n));
         *frame0 += paused_at.saturating_sub(*n0) as usize;
         *n0 = start_n;
-        leg.announce = Some(Announcement { start_n, frames });
+        leg.announce = Some(Box::new(Announcement { start_n, frames }));
     }
 
     fn bridge(&mut self, a: MediaLegId, b: MediaLegId) {
@@ -459,7 +456,7 @@ impl MediaPlane {
         self.detach(b);
         for (me, peer) in [(a, b), (b, a)] {
             if let Some(leg) = self.legs.get_mut(&me) {
-                leg.mode = Mode::Bridged { peer };
+                leg.mode = Mode::Bridged { peer, tone: None };
                 leg.map = None;
                 leg.out.marker_pending = true;
             }
@@ -537,7 +534,7 @@ impl MediaPlane {
             (len, info) = (n, plain);
         }
         src.latched = Some(from);
-        let Mode::Bridged { peer } = src.mode else {
+        let Mode::Bridged { peer, .. } = src.mode else {
             // A parked caller's key press (RFC 4733 on its negotiated PT): reported once per press.
             if matches!(src.mode, Mode::Hold { .. }) && src.dtmf_pt == Some(info.pt) {
                 let payload = buf.get(info.payload_start..info.payload_end).unwrap_or_default();
@@ -565,13 +562,15 @@ impl MediaPlane {
         let to = dst.send_to();
         let dest = Destination { codec: dst.codec, dtmf_pt: dst.dtmf_pt, out: &mut dst.out, map: &mut dst.map };
         let mut len = relay::rewrite(buf.get_mut(..len)?, &info, kind, dest, now);
-        if let (Some(ins), relay::PayloadKind::Audio(_)) = (&mut dst.courtesy, kind) {
+        if let (Mode::Bridged { tone: slot @ Some(_), .. }, relay::PayloadKind::Audio(_)) = (&mut dst.mode, kind) {
             // The courtesy tone replaces this packet's audio (same seq/ts: the stream stays continuous).
-            let tone = self.tones.get(usize::from(ins.tone)).unwrap_or(&self.builtin_tone);
-            let more = buf.get_mut(info.payload_start..info.payload_end).is_some_and(|p| courtesy::insert(ins, tone, dst.codec, p));
-            self.stats.courtesy_packets += 1;
-            if !more {
-                dst.courtesy = None;
+            if let Some(ins) = slot.as_mut() {
+                let tone = self.tones.get(usize::from(ins.tone)).unwrap_or(&self.builtin_tone);
+                let more = buf.get_mut(info.payload_start..info.payload_end).is_some_and(|p| courtesy::insert(ins, tone, dst.codec, p));
+                self.stats.courtesy_packets += 1;
+                if !more {
+                    *slot = None;
+                }
             }
         }
         dst.rtcp.sent(info.payload_end.saturating_sub(info.payload_start));
@@ -690,3 +689,7 @@ mod srtp_tests;
 #[cfg(test)]
 #[path = "plane_rtcp_tests.rs"]
 mod rtcp_tests;
+
+#[cfg(test)]
+#[path = "dtmf_plane_tests.rs"]
+mod dtmf_tests;
