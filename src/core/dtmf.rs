@@ -95,9 +95,11 @@ impl Core {
         self.settle(now);
     }
 
-    /// The parked call whose parked leg is media leg `media` (a scan of the parked calls: once per key press).
+    /// The parked call whose parked leg is media leg `media` (two lookups, whatever the number of calls).
     fn parked_on_media(&self, media: MediaLegId) -> Option<CallRef> {
-        self.parking.iter().find(|c| self.dialogs.get(c.parked).is_some_and(|l| l.media.media_leg == media)).map(|c| c.id)
+        let leg = self.dialogs.by_media(media)?;
+        let call = self.dialogs.get(leg)?.call;
+        self.parking.get(call).filter(|c| c.parked == leg).map(|c| c.id)
     }
 
     /// An in-dialog INFO on leg `leg_id`: answered 200; a DTMF body on a parked leg is a key press.

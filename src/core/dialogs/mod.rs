@@ -3,7 +3,8 @@
 //!
 //! * by [`LegId`], the handle the other rooms keep (a parked call names its parked leg, a bridge its two);
 //! * by [`DialogKey`] (Call-ID + parkd's tag), how an in-dialog request or an ACK finds its leg;
-//! * by the INVITE server transaction whose 2xx waits for its ACK ([`Dialogs::awaiting_ack`]).
+//! * by the INVITE server transaction whose 2xx waits for its ACK ([`Dialogs::awaiting_ack`]);
+//! * by media leg ([`Dialogs::by_media`]), how a report of the media plane (a key press) finds its leg.
 //!
 //! The room only keeps these tables consistent: inserting a leg indexes it, [`Dialogs::remove`] takes it out of
 //! every index. What a leg's end means for its call is the other rooms' business; releasing its media port, its
@@ -14,6 +15,7 @@ mod leg;
 pub use leg::{read_offer, Leg, LegMedia, LegRole, LegSrtp, LegState, CODECS};
 
 use crate::core::ids::LegId;
+use crate::media::MediaLegId;
 use crate::dialog::DialogKey;
 use crate::sip::{NameAddr, Replaces};
 use crate::txn::ServerTxnId;
@@ -29,6 +31,8 @@ pub struct Dialogs {
     by_key: HashMap<DialogKey, LegId>,
     /// 2xx responses waiting for their ACK, by INVITE server transaction.
     pending_acks: FxHashMap<ServerTxnId, LegId>,
+    /// Legs by their media leg (a leg's media leg never changes).
+    media: FxHashMap<MediaLegId, LegId>,
 }
 
 impl Dialogs {
@@ -71,6 +75,7 @@ impl Dialogs {
         if let LegState::Answered { invite } = leg.state {
             self.pending_acks.insert(invite, id);
         }
+        self.media.insert(leg.media.media_leg, id);
         self.legs.insert(id, Box::new(leg));
     }
 
@@ -109,7 +114,15 @@ impl Dialogs {
         if let LegState::Answered { invite } = leg.state {
             self.pending_acks.remove(&invite);
         }
+        if self.media.get(&leg.media.media_leg) == Some(&id) {
+            self.media.remove(&leg.media.media_leg);
+        }
         Some(leg)
+    }
+
+    /// The leg whose media leg is `media`.
+    pub fn by_media(&self, media: MediaLegId) -> Option<LegId> {
+        self.media.get(&media).copied().filter(|id| self.legs.get(id).is_some_and(|l| l.media.media_leg == media))
     }
 
     /// The peer's identity in leg `id` (its From or To, without tag).
