@@ -213,3 +213,37 @@ fn courtesy_tone_is_heard_by_the_retriever_in_one_continuous_stream() {
     // Bob heard no tone: after the bridge only Carol's pattern.
     assert_eq!(music_after_bridge(&bob.packets(), CAROL), 0);
 }
+
+/// `courtesy_tone = "both"` with `courtesy_tone_file` (a 1 s 1000 Hz WAV): both parties hear the file's tone when
+/// the retrieve bridges — Bob after his hold music, Carol first — each before the other's audio.
+#[test]
+fn courtesy_tone_file_plays_to_both_parties() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = dir.path().join("tone.wav");
+    sip_tests::media::audio_check::write_tone_wav(&wav, 1000.0, 1);
+    let parkd = parkd_with("courtesy_both_file", &format!("courtesy_tone = \"both\"\ncourtesy_tone_file = \"{}\"", wav.display()), false);
+    let bob = RtpEndpoint::bind("bob (parked)");
+    bob.start_talking(BOB);
+    let bob_run = Sipp::new("parked_waits_for_bye").service("700").rtp_port(bob.port()).timeout(SIPP_TIMEOUT).spawn(&parkd);
+    expect_hold_music(&bob, 25);
+    let carol = RtpEndpoint::bind("carol (retriever)");
+    carol.start_talking(CAROL);
+    let carol_run = Sipp::new("retrieve_uac").service("701").rtp_port(carol.port()).hold_ms(4000).spawn(&parkd);
+    expect_peer_audio(&carol, BOB, 50);
+    expect_peer_audio(&bob, CAROL, 50);
+    carol_run.wait().assert_passed(&parkd, "carol retrieves 701");
+    bob_run.wait().assert_passed(&parkd, "bob waits for parkd's BYE");
+
+    for (ep, other) in [(&carol, BOB), (&bob, CAROL)] {
+        let got = ep.packets();
+        let first_other = got.iter().position(|p| p.class == PayloadClass::Pattern(other)).expect("the other party's audio");
+        // The second before the other party's audio: the tone (for Bob, after his music).
+        let tail = &got[first_other.saturating_sub(50)..first_other];
+        let samples: Vec<i16> = tail.iter().flat_map(|p| decode(p.payload_type, &p.payload)).collect();
+        let a = analyse(&format!("{}, just before the other party", ep.name()), &samples, &[1000.0, 440.0]);
+        eprintln!("{a}");
+        let tone = a.windows.iter().filter(|w| w.is_tone(0)).count();
+        assert!(tone >= 10, "{} must hear the 1000 Hz file tone before the other party ({tone} windows)\n{a}", ep.name());
+        assert_eq!(a.windows.iter().filter(|w| w.is_tone(1)).count(), 0, "the file replaces the built-in beeps");
+    }
+}
