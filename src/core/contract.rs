@@ -11,7 +11,7 @@
 //! | a message from the network | [`Core::handle_sip`]`(now, from, bytes)` | [`MediaPlane::on_rtp`]`(now, port, from, packet)` |
 //! | a command from an application / the core | [`Core::handle_command`]`(now, cmd)` | [`MediaPlane::apply`]`(now, cmd)` |
 //! | a deadline has come | [`Core::handle_timeout`]`(now)` | [`MediaPlane::poll_hold`]`(now, batch)` |
-| a report of the media plane (a parked caller's key press) | [`Core::handle_media_report`]`(now, report)` | — |
+//! | a report of the media plane (a parked caller's key press) | [`Core::handle_media_report`]`(now, report)` | — |
 //!
 //! All the work an input causes is done inside its `handle_*` call, with its `now`: what the transaction layer
 //! reports while handling it (a retransmission timer ran out, a 2xx was never ACKed) is acted on there and
