@@ -127,6 +127,8 @@ enum StartError {
     Sip(#[from] sip_driver::SipIoError),
     #[error(transparent)]
     Media(#[from] media_thread::MediaIoError),
+    #[error("courtesy_tone_file: {0}")]
+    Tone(#[from] parkd::media::MusicError),
     #[error(transparent)]
     Config(#[from] parkd::config::ConfigError),
     #[error("cannot bind the HTTP listener on {addr}: {source}")]
@@ -204,7 +206,7 @@ async fn serve(
     }
     // The one plan of media shards: the media threads below and the core's port allocation use this value.
     let plan = ShardPlan::new(ports.lo as u16, ports.hi as u16, cfg.server.rtp_legs_per_port, cfg.server.media_threads)?;
-    let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan: plan.clone(), rtp_sender: cfg.server.rtp_sender, music, seed })?;
+    let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan: plan.clone(), rtp_sender: cfg.server.rtp_sender, music, tones: load_tones(&cfg)?, seed })?;
     let mut core = Core::with_plan(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed, &plan);
     // SDES keys (issue 19) must not follow from the clock-derived seed: their RNG is reseeded from the OS.
     core.seed_srtp_keys(rand::random());
@@ -325,6 +327,18 @@ fn load_music(cfg: &Config) -> Result<Vec<HoldMusic>, parkd::media::MusicError> 
         .map(|lot| match &lot.music {
             MusicSource::Builtin => Ok(builtin.get_or_insert_with(HoldMusic::builtin).clone()),
             MusicSource::Wav(path) => HoldMusic::from_wav(path),
+        })
+        .collect()
+}
+
+/// One courtesy tone per lot (`courtesy_tone_file`, else the built-in beeps), indexed like the lots.
+fn load_tones(cfg: &Config) -> Result<Vec<HoldMusic>, parkd::media::MusicError> {
+    let mut builtin: Option<HoldMusic> = None;
+    cfg.lots
+        .iter()
+        .map(|lot| match &lot.courtesy_tone_file {
+            None => Ok(builtin.get_or_insert_with(parkd::media::courtesy::builtin_tone).clone()),
+            Some(path) => HoldMusic::from_wav(path),
         })
         .collect()
 }

@@ -23,11 +23,13 @@ mod cluster;
 mod http;
 mod limits;
 pub mod reload;
+pub mod lot_keys;
 mod tls;
 
 pub use advertise::{Advertise, AdvertiseError};
 pub use cluster::{ClusterConfig, ClusterConfigError, RedisTarget, TlsFiles};
 pub use http::{DialPattern, HttpConfig};
+pub use lot_keys::{CourtesyTone, DtmfAction, DtmfKeys};
 pub use limits::{AccessConfig, LimitsConfig, SourceLimits, SourceLimitsPartial};
 pub use tls::{CertSource, TlsSettings, DEFAULT_TLS_PORT};
 
@@ -295,6 +297,23 @@ pub struct LotConfig {
     /// re-INVITE (488, any failure) keeps parkd relaying. See `core::direct_media`.
     #[serde(default)]
     pub direct_media: bool,
+    /// Keys a parked caller may press (RFC 4733 telephone-events, or SIP INFO `application/dtmf-relay` /
+    /// `application/dtmf`) and what each does: a SIP URI (parkd calls it and bridges the caller on answer; music
+    /// until then, back in the orbit on failure), `"recall"` (recall the parker now) or `"callback"` (a
+    /// `callback_requested` event; the caller stays parked). Other keys are ignored. Default: none.
+    #[serde(default)]
+    pub dtmf_keys: lot_keys::DtmfKeys,
+    /// Minimum time between two key actions of one parked call, milliseconds (a burst of keys acts once).
+    #[serde(default = "lot_keys::default_dtmf_min_gap_ms")]
+    pub dtmf_min_gap_ms: u64,
+    /// Who hears a short tone when a retrieve or an answered recall bridges: `none` (default), `retriever`,
+    /// `parked` or `both` (Asterisk `courtesytone` + `parkedplay`).
+    #[serde(default)]
+    pub courtesy_tone: lot_keys::CourtesyTone,
+    /// The courtesy tone as an 8 kHz mono 16-bit WAV (like hold music files; keep it short); default: two
+    /// 100 ms beeps at 440 Hz.
+    #[serde(default)]
+    pub courtesy_tone_file: Option<PathBuf>,
 }
 
 /// Digest authentication of a lot:
@@ -419,6 +438,10 @@ impl LotConfig {
             srtp_over_plain: None,
             domains: Vec::new(),
             direct_media: false,
+            dtmf_keys: Default::default(),
+            dtmf_min_gap_ms: lot_keys::default_dtmf_min_gap_ms(),
+            courtesy_tone: Default::default(),
+            courtesy_tone_file: None,
         }
     }
     /// Whether this lot serves `host` when no lot claims it (no `domains`), or names it.

@@ -191,6 +191,14 @@ impl Core {
         let (lot, _, call) = self.parked_in(orbit)?;
         let uri = crate::sip::parse_uri(to.trim()).map_err(|_| CommandError::BadUri(to.to_string()))?;
         let allowed = self.dial_check(call, lot, &uri).inspect_err(|e| tracing::warn!(%orbit, "unpark refused: {e}"))?;
+        let outcome = self.unpark_to(now, call, lot, orbit, &uri, RecallTarget::ApiUnpark)?;
+        tracing::info!(%orbit, ?allowed, "unpark destination allowed");
+        Ok(outcome)
+    }
+
+    /// Calls `uri` for the call parked in `orbit` (of `lot`) and hands it the call on answer; on no answer the call
+    /// stays parked ([`Core::unpark_failed`]). `target` says who asked: an application or the caller's key.
+    pub(super) fn unpark_to(&mut self, now: Time, call: CallRef, lot: usize, orbit: &str, uri: &crate::sip::Uri, target: RecallTarget) -> CommandResult {
         if self.bridging.ringing(call).is_some() {
             return Err(CommandError::Ringing(orbit.to_string()));
         }
@@ -203,19 +211,18 @@ impl Core {
             from_display: who,
             headers: vec![(super::invite::PARK_LOT_HEADER, lot_name.clone())],
             ring: Duration::from_secs(ring_secs),
-            target: RecallTarget::ApiUnpark,
+            target,
         };
         self.originate(now, call, spec)?;
-        tracing::info!(%orbit, ?allowed, "unpark destination allowed");
         let to = uri.without_headers().to_string();
         let round = self.parking.get(call).map(|c| c.rounds).unwrap_or(0);
-        self.ep.emit(ParkEvent::RecallStarted { orbit: orbit.into(), to: to.clone(), target: RecallTarget::ApiUnpark, round });
+        self.ep.emit(ParkEvent::RecallStarted { orbit: orbit.into(), to: to.clone(), target, round });
         Ok(CommandOutcome::Unparking { lot: lot_name, orbit: orbit.into(), to, ring_secs })
     }
 
-    /// An API unpark was not answered (or refused): the call stays parked; the outcome is an event. A recall
-    /// that fell due while it rang is started now.
-    pub(super) fn unpark_failed(&mut self, now: Time, call: CallRef, status: u16) {
+    /// An API unpark (or a key's call, `target`) was not answered (or refused): the call stays parked; the
+    /// outcome is an event. A recall that fell due while it rang is started now.
+    pub(super) fn unpark_failed(&mut self, now: Time, call: CallRef, target: RecallTarget, status: u16) {
         self.touch(call);
         let Some(c) = self.parking.get(call) else { return };
         let (orbit, lot, o, recall_at) = (c.orbit_name.clone(), c.lot, c.orbit, c.recall_at);
@@ -225,7 +232,7 @@ impl Core {
             self.parking.arm(at, call, super::parking::CallTimer::Recall);
         }
         tracing::info!(%orbit, status, "unpark not answered; the call stays parked");
-        self.ep.emit(ParkEvent::RecallFailed { orbit, status, target: RecallTarget::ApiUnpark });
+        self.ep.emit(ParkEvent::RecallFailed { orbit, status, target });
     }
 
     fn cmd_park_call(&mut self, now: Time, ticket: CommandTicket, call_id: &str, orbit: Option<&str>, lot: Option<&str>) -> Option<CommandResult> {

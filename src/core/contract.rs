@@ -11,6 +11,7 @@
 //! | a message from the network | [`Core::handle_sip`]`(now, from, bytes)` | [`MediaPlane::on_rtp`]`(now, port, from, packet)` |
 //! | a command from an application / the core | [`Core::handle_command`]`(now, cmd)` | [`MediaPlane::apply`]`(now, cmd)` |
 //! | a deadline has come | [`Core::handle_timeout`]`(now)` | [`MediaPlane::poll_hold`]`(now, batch)` |
+//! | a report of the media plane (a parked caller's key press) | [`Core::handle_media_report`]`(now, report)` | — |
 //!
 //! All the work an input causes is done inside its `handle_*` call, with its `now`: what the transaction layer
 //! reports while handling it (a retransmission timer ran out, a 2xx was never ACKed) is acted on there and
@@ -25,7 +26,10 @@
 //! wrong, but it delays what the first input produced: drain after each one. The media plane's outputs are
 //! returned directly, because they are per packet and must not be queued: [`MediaPlane::on_rtp`] returns
 //! where to forward the packet it rewrote in place, and [`MediaPlane::poll_hold`] fills the caller's batch
-//! with the hold packets due (headers written, payloads shared, nothing copied).
+//! with the hold packets due (headers written, payloads shared, nothing copied). The few things the media plane
+//! has to tell the core (a parked caller pressed a key: [`crate::media::MediaReport`]) are drained with
+//! [`MediaPlane::poll_report`] after each received batch, carried to the core's driver and handed in with
+//! [`Core::handle_media_report`], an input like any other.
 //!
 //! # The journal (issue 17)
 //! With journaling on ([`Core::set_journaling`]), the rooms' changes come out as [`Output::Journal`] groups. The
@@ -96,6 +100,8 @@
 //! [`Core`]: super::Core
 //! [`Core::handle_sip`]: super::Core::handle_sip
 //! [`Core::handle_command`]: super::Core::handle_command
+//! [`Core::handle_media_report`]: super::Core::handle_media_report
+//! [`MediaPlane::poll_report`]: crate::media::MediaPlane::poll_report
 //! [`Core::handle_timeout`]: super::Core::handle_timeout
 //! [`Core::poll_output`]: super::Core::poll_output
 //! [`Core::poll_timeout`]: super::Core::poll_timeout

@@ -60,13 +60,12 @@ fn behind_nat(leg: &super::dialogs::Leg) -> bool {
 impl Core {
     /// The media plane latched `leg` to `source`, which differs from the address its SDP names (symmetric RTP
     /// behind a NAT: `MediaPlane::on_packet` on a leg's first packet, reported by the media thread and handed in by
-    /// the SIP driver). Such a phone is not reachable at its SDP address: no direct media for its call. Legs
+    /// the SIP driver as [`MediaReport::Latched`](crate::media::MediaReport)). Such a phone is not reachable at its SDP address: no direct media for its call. Legs
     /// reported stay marked until their leg ends (a report racing the leg's end can leave its port marked for the
     /// next leg on it: that one is then relayed, the safe side).
-    pub fn handle_media_latched(&mut self, now: Time, leg: MediaLegId, source: SocketAddr) {
+    pub(super) fn media_latched(&mut self, leg: MediaLegId, source: SocketAddr) {
         tracing::debug!(%leg, %source, "media leg latched to a source its SDP does not name");
         self.bridging.set_nat_latched(leg, true);
-        self.settle(now);
     }
 
     /// A bridge just started relaying: with its lot's `direct_media`, the pair is tried after [`SETTLE`].

@@ -172,7 +172,7 @@ fn a_nat_latched_leg_gets_no_direct_media() {
     bridged(&mut w, &bob, &carol);
     // Carol's RTP comes from another address than her SDP names (the media plane latched to it).
     let now = w.now;
-    w.core.handle_media_latched(now, LEG_20002, "127.0.0.9:40000".parse().unwrap());
+    w.core.handle_media_report(now, crate::media::MediaReport::Latched { leg: LEG_20002, source: "127.0.0.9:40000".parse().unwrap() });
     let since = w.sent.len();
     w.advance(Duration::from_secs(5));
     assert!(invites(&w, &bob, since).is_empty() && invites(&w, &carol, since).is_empty());

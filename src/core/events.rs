@@ -25,6 +25,16 @@ pub enum RecallTarget {
     FallbackUri,
     /// An application asked parkd to unpark the call to a destination (HTTP API); not a recall round.
     ApiUnpark,
+    /// The parked caller pressed a key of the lot's `dtmf_keys` naming a SIP URI; not a recall round.
+    DtmfKey,
+}
+
+impl RecallTarget {
+    /// A call to a destination someone chose (an API unpark, a caller's key), not a recall round: on no
+    /// answer the call simply stays parked.
+    pub fn is_unpark(self) -> bool {
+        matches!(self, RecallTarget::ApiUnpark | RecallTarget::DtmfKey)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -76,6 +86,12 @@ pub enum ParkEvent {
     /// In a cluster, an orbit another node held is free again: `node` released it (retrieved, ended, …), or its
     /// lease ran out (`expired`: that node is gone or cut off from Redis).
     RemoteFreed { lot: String, orbit: OrbitNumber, node: String, expired: bool },
+    /// The parked caller pressed a key of its lot's `dtmf_keys` (`via`: `rfc4733` or `info`); `action` is what
+    /// it does: `dial` (parkd calls `to`), `recall` or `callback`. Keys the lot does not map, and keys within
+    /// `dtmf_min_gap_ms` of the last action, are not reported.
+    DtmfKey { lot: String, orbit: OrbitNumber, call_id: CallId, key: String, action: String, to: Option<String>, via: String },
+    /// The parked caller asked to be called back (a `callback` key): `caller` is its identity; it stays parked.
+    CallbackRequested { lot: String, orbit: OrbitNumber, call_id: CallId, caller: String, key: String },
     /// The capacity guard turned (issue 20): `state` is `refusing` (new parks get 503 + Retry-After) or
     /// `accepting`; `cause` is `media_busy`, `media_late`, `max_parked` or `recovered`; `load_pct` and
     /// `late_us` are the busiest media thread's smoothed busy share (percent) and pacer lateness then.

@@ -135,8 +135,10 @@ impl Core {
                 }
             }
             Method::Invite => self.on_reinvite(now, id, from, req, leg_id),
+            // UPDATE: a session refresh without a body (RFC 4028), an offer with one.
             Method::Update => self.on_reinvite(now, id, from, req, leg_id),
-            Method::Options | Method::Info => self.ep.respond(now, id, &req, 200, None, None, |_| {}),
+            Method::Info => self.on_info(now, id, &req, leg_id),
+            Method::Options => self.ep.respond(now, id, &req, 200, None, None, |_| {}),
             Method::Notify | Method::Prack => self.ep.respond(now, id, &req, 481, None, None, |_| {}),
             Method::Refer => self.on_refer(now, id, req, leg_id),
             Method::Subscribe | Method::Message | Method::Register | Method::Publish => {

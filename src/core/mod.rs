@@ -33,6 +33,7 @@ mod cluster_command;
 mod cluster_fetch;
 mod cluster_lend;
 pub mod commands;
+mod dtmf;
 pub mod contract;
 pub mod dialogs;
 pub mod endpoint;
@@ -131,6 +132,8 @@ pub struct Core {
     running: Option<Box<crate::config::Config>>,
     /// Session timers (RFC 4028): `[server] session_timers`, `session_min_se`, `session_expires`.
     stimer: dialogs::timer::TimerPolicy,
+    /// When each parked call last acted on a key (the DTMF debounce; issue 21).
+    dtmf: dtmf::DtmfRoom,
 }
 
 impl Core {
@@ -173,6 +176,7 @@ impl Core {
             srtp: srtp::SrtpRoom::new(server.srtp_over_plain, seed),
             running: None,
             stimer: dialogs::timer::TimerPolicy { enabled: server.session_timers, min_se: server.session_min_se, expires: server.session_expires },
+            dtmf: dtmf::DtmfRoom::default(),
         }
     }
 
@@ -299,6 +303,8 @@ mod capacity_tests;
 mod ipv6_tests;
 #[cfg(test)]
 mod recall_tests;
+#[cfg(test)]
+mod dtmf_tests;
 #[cfg(test)]
 mod transfer_tests;
 #[cfg(test)]

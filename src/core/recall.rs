@@ -81,7 +81,7 @@ impl Core {
         let target_uri = match target {
             RecallTarget::Parker => c.parker.as_ref().map(|p| p.uri.without_headers()),
             RecallTarget::FallbackUri => lot.fallback_uri.as_deref().and_then(|u| crate::sip::parse_uri(u).ok()),
-            RecallTarget::ApiUnpark => None,
+            RecallTarget::ApiUnpark | RecallTarget::DtmfKey => None,
         };
         let Some(mut target_uri) = target_uri else { return false };
         target_uri.params.remove("tag");
@@ -196,8 +196,8 @@ impl Core {
 
     /// A recall ended without an answer: ring the fallback URI next, or end the round.
     fn recall_failed(&mut self, now: Time, call: CallRef, target: RecallTarget, status: u16) {
-        if target == RecallTarget::ApiUnpark {
-            return self.unpark_failed(now, call, status);
+        if target.is_unpark() {
+            return self.unpark_failed(now, call, target, status);
         }
         let Some(c) = self.parking.get(call) else { return };
         let (orbit, lot, o) = (c.orbit_name.clone(), c.lot, c.orbit);

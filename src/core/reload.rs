@@ -44,6 +44,10 @@ pub struct ReloadReport {
     /// whose `music` changed, and every lot playing a WAV (re-read at each reload).
     #[serde(skip)]
     pub music: Vec<(u16, String)>,
+    /// Every lot in use after the reload, `(tone id = lot index, lot name)`: the media threads get each one's
+    /// courtesy tone again (`courtesy_tone_file` re-read, or the built-in beeps).
+    #[serde(skip)]
+    pub tones: Vec<(u16, String)>,
 }
 
 /// Why a reload was refused (the running configuration stays).
@@ -123,6 +127,10 @@ impl Core {
             })
             .filter_map(|i| Some((u16::try_from(i).ok()?, self.parking.lot_name(i))))
             .collect();
+        let tones = (0..self.parking.lots().count())
+            .filter(|i| self.parking.lot(*i).is_some_and(|l| !l.removed))
+            .filter_map(|i| Some((u16::try_from(i).ok()?, self.parking.lot_name(i))))
+            .collect();
         let report = ReloadReport {
             lots_added: diff.added,
             lots_changed: diff.changed,
@@ -130,6 +138,7 @@ impl Core {
             orbits_retired: retired,
             needs_restart,
             music,
+            tones,
         };
         if let Some(running) = self.running.as_deref_mut() {
             running.lots = cfg.lots.clone();

@@ -291,4 +291,6 @@ fn a_reload_names_the_music_to_load() {
     assert_eq!(r.music, vec![(1, "wav".to_string()), (3, "new".to_string())]);
     let r = reload(&mut w, config(vec![wav(lot("plain", "700", "701-705"), "/m/b.wav"), lot("wav", "800", "801-805"), lot("new", "600", "601-605")])).unwrap();
     assert_eq!(r.music, vec![(0, "plain".to_string()), (1, "wav".to_string())], "both changed their music");
+    let names: Vec<_> = r.tones.iter().map(|(i, n)| (*i, n.as_str())).collect();
+    assert_eq!(names, vec![(0, "plain"), (1, "wav"), (3, "new")], "every lot in use gets its courtesy tone again");
 }

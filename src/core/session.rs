@@ -98,7 +98,7 @@ impl Core {
     /// The relay of bridge `call`, once both legs are confirmed (the parked one with an address).
     fn sync_bridge(&mut self, now: Time, call: super::CallRef) {
         let Some(b) = self.bridging.get(call).filter(|b| b.media_mode != MediaMode::Bridged) else { return };
-        let (parked_id, other_id) = (b.parked, b.other);
+        let (parked_id, other_id, lot) = (b.parked, b.other, b.lot);
         let (Some(parked), Some(o)) = (self.dialogs.get(parked_id), self.dialogs.get(other_id)) else { return };
         let parked_ready = parked.state == LegState::Confirmed && parked.media.remote.is_some();
         if !(parked_ready && o.state == LegState::Confirmed && o.media.remote.is_some()) {
@@ -112,11 +112,18 @@ impl Core {
         if let Some(s) = stream {
             self.ep.media(s);
         }
-        let cmds = [
+        let mut cmds = vec![
             MediaCommand::Update { leg: o.media.media_leg, remote, codec: o.media.codec, send: o.media.may_send() },
             MediaCommand::DtmfPayloadType { leg: o.media.media_leg, pt: o.media.dtmf_pt },
             MediaCommand::Bridge { a: parked.media.media_leg, b: o.media.media_leg },
         ];
+        // The courtesy tone (issue 21): to whom the lot says, inserted into what the relay sends them.
+        let (to_parked, to_other) = self.parking.cfg(lot).map_or((false, false), |l| l.courtesy_tone.parties());
+        for (yes, leg) in [(to_parked, parked.media.media_leg), (to_other, o.media.media_leg)] {
+            if yes {
+                cmds.push(MediaCommand::Courtesy { leg, tone: MusicId(lot as u16) });
+            }
+        }
         if let Some(b) = self.bridging.get_mut(call) {
             b.media_mode = MediaMode::Bridged;
         }

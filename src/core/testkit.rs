@@ -102,6 +102,12 @@ impl World {
         self.drain();
     }
 
+    /// Hands the core a report of the media plane (a parked caller's key press) and carries its outputs.
+    pub fn media_report(&mut self, report: crate::media::MediaReport) {
+        self.core.handle_media_report(self.now, report);
+        self.drain();
+    }
+
     /// The token of the last journal group written with one.
     pub fn last_token(&self) -> Option<crate::journal::JournalToken> {
         self.journal.iter().rev().find_map(|(_, t)| *t)

@@ -3,14 +3,14 @@
 //! commands go to the thread owning the leg's port (both legs of a `Bridge` are in one block, see
 //! [`crate::park::port_shards`]); counters are summed over threads.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::Ordering;
 
 use super::media_thread::{self, MediaHandle, MediaIoError};
 use crate::config::RtpSender;
-use crate::media::{HoldMusic, MediaCommand, MediaPlane, MediaStats};
+use crate::media::{HoldMusic, MediaCommand, MediaPlane, MediaReport, MediaStats};
 use crate::park::shard_plan::{ShardPlan, MAX_MEDIA_THREADS};
 
 /// The io-side counters of every media thread, summed.
@@ -28,6 +28,8 @@ pub struct Media {
     shards: Vec<MediaHandle>,
     /// Bit `i` set when thread `i` has commands queued since the last [`Media::wake`].
     queued: Cell<u64>,
+    /// The threads' reports to the core, until the SIP driver takes the receiver ([`Media::take_reports`]).
+    reports: RefCell<Option<tokio::sync::mpsc::UnboundedReceiver<MediaReport>>>,
 }
 
 // One bit of `Media::queued` per thread.
@@ -41,6 +43,8 @@ pub struct MediaSetup {
     /// `[server] rtp_sender`: each thread sets up its own io_uring (or not).
     pub rtp_sender: RtpSender,
     pub music: Vec<HoldMusic>,
+    /// Courtesy tones, one per lot (`MediaCommand::Courtesy` indexes them); empty: the built-in tone.
+    pub tones: Vec<HoldMusic>,
     pub seed: u64,
 }
 
@@ -57,19 +61,26 @@ fn route(plan: &ShardPlan, port: u16) -> Option<usize> {
 /// Starts one media thread per block of the plan.
 pub fn spawn(setup: MediaSetup) -> Result<Media, MediaIoError> {
     let mut shards = Vec::with_capacity(setup.plan.threads());
+    let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..setup.plan.threads() {
         let Some(ports) = thread_ports(&setup.plan, i) else { break };
         // Each thread's SSRCs and sequence numbers come from its own seed.
-        let plane = MediaPlane::new(setup.music.clone(), setup.seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        shards.push(media_thread::spawn(setup.bind_ip, ports, setup.plan.legs_per_port(), setup.rtp_sender, plane)?);
+        let mut plane = MediaPlane::new(setup.music.clone(), setup.seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        plane.set_tones(setup.tones.clone());
+        shards.push(media_thread::spawn_reporting(setup.bind_ip, ports, setup.plan.legs_per_port(), setup.rtp_sender, plane, Some(tx.clone()))?);
     }
     if shards.is_empty() {
         return Err(MediaIoError::NoShards);
     }
-    Ok(Media { plan: setup.plan, shards, queued: Cell::new(0) })
+    Ok(Media { plan: setup.plan, shards, queued: Cell::new(0), reports: RefCell::new(Some(reports)) })
 }
 
 impl Media {
+    /// The media threads' reports (key presses of parked callers) for the core: the receiver, once (the SIP
+    /// driver takes it; `None` afterwards).
+    pub fn take_reports(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<MediaReport>> {
+        self.reports.borrow_mut().take()
+    }
 
     /// Queues a command for the thread owning its leg and wakes that thread.
     pub fn send(&self, cmd: MediaCommand) {
@@ -89,9 +100,10 @@ impl Media {
             | MediaCommand::Announce { leg, .. }
             | MediaCommand::Stream { leg, .. }
             | MediaCommand::Srtp { leg, .. }
-            | MediaCommand::RtcpMux { leg, .. } => leg.port(),
-            MediaCommand::SetMusic { .. } => {
-                // Every thread plays every lot's music.
+            | MediaCommand::RtcpMux { leg, .. }
+            | MediaCommand::Courtesy { leg, .. } => leg.port(),
+            MediaCommand::SetMusic { .. } | MediaCommand::SetTone { .. } => {
+                // Every thread plays every lot's music and tone.
                 let mut ok = true;
                 for (i, h) in self.shards.iter().enumerate() {
                     ok &= h.queue(cmd.clone());
@@ -138,11 +150,6 @@ impl Media {
     /// Every bound RTP port, ascending.
     pub fn ports(&self) -> Vec<u16> {
         self.shards.iter().flat_map(|h| h.ports().iter().copied()).collect()
-    }
-
-    /// The legs every thread latched to another source than their SDP address since the last call (NAT).
-    pub fn take_latches(&self) -> Vec<(crate::media::MediaLegId, std::net::SocketAddr)> {
-        self.shards.iter().flat_map(|h| h.take_latches()).collect()
     }
 
     /// Each thread's measured load (index = thread), for the capacity guard and `parkd_media_load`.
@@ -207,7 +214,7 @@ mod tests {
         for k in 0..20u16 {
             let lo = start + k * 8;
             let plan = ShardPlan::new(lo, lo + 7, 1, 2).unwrap();
-            let setup = MediaSetup { bind_ip: "127.0.0.1".parse().unwrap(), plan, rtp_sender: RtpSender::Auto, music: vec![music.clone()], seed: 9 };
+            let setup = MediaSetup { bind_ip: "127.0.0.1".parse().unwrap(), plan, rtp_sender: RtpSender::Auto, music: vec![music.clone()], tones: Vec::new(), seed: 9 };
             match spawn(setup) {
                 Ok(m) => return m,
                 Err(MediaIoError::Bind { .. }) => continue,

@@ -31,7 +31,7 @@ use super::hold_sender::{self, refusal_of, HoldOut, OpenError, PortSockets, Refu
 use super::media_load::{LoadCell, LoadMeter};
 use super::wake_gate::WakeGate;
 use crate::config::RtpSender;
-use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaStats};
+use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaReport, MediaStats};
 
 const WAKER: Token = Token(usize::MAX);
 /// Largest datagram we receive (RTP over UDP stays well under an Ethernet MTU).
@@ -81,42 +81,9 @@ pub struct MediaHandle {
     counters: Arc<IoCounters>,
     stats: Arc<Mutex<MediaStats>>,
     load: Arc<LoadCell>,
-    latches: Arc<LatchBox>,
-}
-
-/// Legs the plane latched to another source than their SDP address (NAT), handed from the media thread to the
-/// SIP side for the core (direct media is never tried for them). `pending` spares the SIP side a lock per loop.
-#[derive(Debug, Default)]
-pub struct LatchBox {
-    pending: AtomicBool,
-    list: Mutex<Vec<(crate::media::MediaLegId, std::net::SocketAddr)>>,
-}
-
-impl LatchBox {
-    fn put(&self, mut latches: Vec<(crate::media::MediaLegId, std::net::SocketAddr)>) {
-        if latches.is_empty() {
-            return;
-        }
-        if let Ok(mut l) = self.list.lock() {
-            l.append(&mut latches);
-            self.pending.store(true, Ordering::Release);
-        }
-    }
-
-    fn take(&self) -> Vec<(crate::media::MediaLegId, std::net::SocketAddr)> {
-        if !self.pending.swap(false, Ordering::AcqRel) {
-            return Vec::new();
-        }
-        self.list.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
-    }
 }
 
 impl MediaHandle {
-    /// The legs latched to another source than their SDP address since the last call (see [`LatchBox`]).
-    pub fn take_latches(&self) -> Vec<(crate::media::MediaLegId, std::net::SocketAddr)> {
-        self.latches.take()
-    }
-
     /// Queues a command for the media plane and wakes the thread. A command sent after the thread
     /// died is logged and dropped.
     pub fn send(&self, cmd: MediaCommand) {
@@ -186,6 +153,19 @@ impl Drop for MediaHandle {
 /// rtp_sender`: the io_uring ring is set up on the media thread before this returns, so
 /// `RtpSender::IoUring` fails here ([`MediaIoError::IoUring`]) when the kernel refuses it.
 pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, sender: RtpSender, plane: MediaPlane) -> Result<MediaHandle, MediaIoError> {
+    spawn_reporting(bind_ip, ports, legs_per_port, sender, plane, None)
+}
+
+/// [`spawn`], with the plane's reports to the core (a parked caller's key presses, [`MediaReport`]) sent on
+/// `reports` as they come (an unbounded send never blocks the media thread; reports are rare).
+pub fn spawn_reporting(
+    bind_ip: IpAddr,
+    ports: RangeInclusive<u16>,
+    legs_per_port: u16,
+    sender: RtpSender,
+    plane: MediaPlane,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<MediaReport>>,
+) -> Result<MediaHandle, MediaIoError> {
     let (lo, hi) = (*ports.start(), *ports.end());
     let even: Vec<u16> = ports.filter(|p| p % 2 == 0).collect();
     let Some(&base) = even.first() else { return Err(MediaIoError::NoEvenPort { lo, hi }) };
@@ -209,8 +189,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
     let load = Arc::new(LoadCell::default());
-    let latches = Arc::new(LatchBox::default());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), latches: latches.clone(), plane };
+    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane, reports };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
@@ -236,7 +215,7 @@ pub fn spawn(bind_ip: IpAddr, ports: RangeInclusive<u16>, legs_per_port: u16, se
         let _ = thread.join();
         return Err(e);
     }
-    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats, load, latches })
+    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats, load })
 }
 
 /// State owned by the media thread.
@@ -255,8 +234,9 @@ struct MediaIo {
     stats: Arc<Mutex<MediaStats>>,
     /// The measured load, published for the SIP side (capacity guard).
     load: Arc<LoadCell>,
-    latches: Arc<LatchBox>,
     plane: MediaPlane,
+    /// Where the plane's reports go (the SIP driver), if anywhere.
+    reports: Option<tokio::sync::mpsc::UnboundedSender<MediaReport>>,
 }
 
 impl MediaIo {
@@ -367,7 +347,11 @@ impl MediaIo {
                     }
                 }
             }
-            self.latches.put(self.plane.take_nat_latches());
+            while let Some(r) = self.plane.poll_report() {
+                if let Some(tx) = &self.reports {
+                    let _ = tx.send(r);
+                }
+            }
             batch.clear();
             self.plane.poll_hold(clock.now(), &mut batch);
             let turn = hold.send_turn(&mut batch, &self);

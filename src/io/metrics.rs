@@ -237,7 +237,11 @@ impl Metrics {
             ParkEvent::RecallStarted { target, .. } => self.recall(*target, "started"),
             ParkEvent::RecallAnswered { target, .. } => {
                 self.recall(*target, "answered");
-                let how = if *target == LegRecallTarget::ApiUnpark { "api_unpark" } else { "recall" };
+                let how = match target {
+                    LegRecallTarget::ApiUnpark => "api_unpark",
+                    LegRecallTarget::DtmfKey => "dtmf_key",
+                    _ => "recall",
+                };
                 self.retrieves.get_or_create(&OutcomeLabels { outcome: how.into() }).inc();
             }
             ParkEvent::RecallFailed { target, .. } => self.recall(*target, "failed"),
@@ -252,7 +256,9 @@ impl Metrics {
             | ParkEvent::RemoteParked { .. }
             | ParkEvent::RemoteFreed { .. }
             | ParkEvent::Capacity { .. }
-            | ParkEvent::ConfigReloaded { .. } => {}
+            | ParkEvent::ConfigReloaded { .. }
+            | ParkEvent::DtmfKey { .. }
+            | ParkEvent::CallbackRequested { .. } => {}
         }
         if let Some(dwell) = ev.dwell() {
             self.dwell.observe(dwell.as_secs_f64());

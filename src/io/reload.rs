@@ -71,10 +71,23 @@ impl Reloader {
             };
             music.push((lot.name.clone(), m));
         }
+        let mut tones = Vec::with_capacity(cfg.lots.len());
+        for lot in &cfg.lots {
+            let t = match &lot.courtesy_tone_file {
+                None => crate::media::courtesy::builtin_tone(),
+                Some(path) => HoldMusic::from_wav(path).map_err(|e| ReloadFailure::Invalid(format!("lot {:?}: courtesy_tone_file: {e}", lot.name)))?,
+            };
+            tones.push((lot.name.clone(), t));
+        }
         let report = core.reload(now, &cfg)?;
         for (id, name) in &report.music {
             if let Some((_, m)) = music.iter().find(|(n, _)| n == name) {
                 media.queue(MediaCommand::SetMusic { id: MusicId(*id), music: Box::new(m.clone()) });
+            }
+        }
+        for (id, name) in &report.tones {
+            if let Some((_, t)) = tones.iter().find(|(n, _)| n == name) {
+                media.queue(MediaCommand::SetTone { id: MusicId(*id), tone: Box::new(t.clone()) });
             }
         }
         media.wake();

@@ -167,6 +167,8 @@ async fn drive(
         tracing::warn!(error = %e, "SIP UDP socket not writable");
     }
     let mut rx_batch = RecvBatch::new();
+    // The media threads' reports (a parked caller's key press), handed to the core as inputs.
+    let mut media_reports = media.take_reports();
     let mut drain_toggle = DrainSignal::new();
     let mut hup = super::reload::HupSignal::new();
     tokio::pin!(shutdown);
@@ -262,6 +264,7 @@ async fn drive(
                 let _ = api.reloader.reload(core, media, conns.tls.as_ref(), clock.now(), "SIGHUP");
             }
             Some(input) = recv_cluster(&mut cluster.inputs) => core.handle_cluster(input, clock.now()),
+            Some(report) = recv_report(&mut media_reports) => core.handle_media_report(clock.now(), report),
             Some(done) = recv_durable(&mut durable) => {
                 // The journal writer synced (or failed to sync) these groups: the core releases what it held
                 // back for them (a park's 200 OK) or refuses in its place. Drained at the top of the loop.
@@ -296,10 +299,6 @@ async fn drive(
                     leaving = Some(std::time::Instant::now() + HANGUP_LINGER);
                 }
             },
-        }
-        // NAT latches the media threads saw (direct media is never tried for those legs), before any deadline.
-        for (leg, source) in media.take_latches() {
-            core.handle_media_latched(clock.now(), leg, source);
         }
         // Check the clock, not only the sleep (a starved Sleep can report late; quinn#2677).
         if let Some((t, _)) = core.poll_timeout() {
@@ -357,6 +356,13 @@ async fn recv_cluster(rx: &mut Option<&mut mpsc::UnboundedReceiver<crate::core::
 }
 
 /// The next journal completion, or never when journaling is off.
+async fn recv_report(rx: &mut Option<mpsc::UnboundedReceiver<crate::media::MediaReport>>) -> Option<crate::media::MediaReport> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_durable(rx: &mut Option<&mut mpsc::UnboundedReceiver<Durable>>) -> Option<Durable> {
     match rx {
         Some(rx) => rx.recv().await,

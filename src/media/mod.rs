@@ -17,11 +17,15 @@
 //! * [`prompts`] — spoken prompts ("parked on", digits) compiled in and encoded once.
 //! * [`relay`] — in-place rewriting of bridged packets.
 //! * [`demux`] — which leg a received packet belongs to when legs share a port.
+//! * [`dtmf`] — RFC 4733 telephone-events from a parked caller: one report per key press ([`MediaReport`]).
+//! * [`courtesy`] — the courtesy tone inserted into the relay when a call is bridged.
 //! * [`rtcp`] — RTCP on the RTP port (rtcp-mux): demultiplexing, parkd's hold Sender Reports, relayed reports.
 //! * [`plane`] — [`MediaPlane`], the state machine tying it together.
 
 pub mod anchor;
+pub mod courtesy;
 pub mod demux;
+pub mod dtmf;
 pub mod g711;
 pub mod music;
 pub mod pacer;
@@ -165,6 +169,24 @@ pub enum MediaCommand {
     /// hold music, its bridge peer's reports. Kept until the leg is created when sent before it. A leg also
     /// turns it on when it sends valid RTCP on the RTP port (it muxes: e.g. a call restored after a restart).
     RtcpMux { leg: MediaLegId, on: bool },
+    /// Play the courtesy tone `tone` (an index into the list given to [`MediaPlane::set_tones`]; out of range:
+    /// the built-in two beeps) to a bridged leg: the first audio packets relayed to it carry the tone instead
+    /// (see [`courtesy`]). Send it after the `Bridge`; ignored on a leg that is not bridged.
+    Courtesy { leg: MediaLegId, tone: MusicId },
+    /// Courtesy tone `id` is now `tone` (a reload; ids past the end are added, the gap filled with the built-in
+    /// beeps). Applies to the next `Courtesy`.
+    SetTone { id: MusicId, tone: Box<HoldMusic> },
+}
+
+/// What the media plane tells the core (drained with [`MediaPlane::poll_report`]; rare: never per packet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaReport {
+    /// A parked leg (on hold music) pressed a key: the first packet of a new RFC 4733 event on its negotiated
+    /// telephone-event payload type (see [`dtmf`]).
+    Dtmf { leg: MediaLegId, key: dtmf::DtmfKey },
+    /// A leg latched to `source`, another address than its SDP names (symmetric RTP behind a NAT; once per
+    /// latch): the core never tries direct media for its call.
+    Latched { leg: MediaLegId, source: SocketAddr },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.

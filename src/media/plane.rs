@@ -4,6 +4,7 @@
 //! the next deadline with its reason, and [`MediaPlane::poll_hold`] hands out what is due then. Its outputs
 //! are per packet, so they are returned to the caller (a forward, a batch it owns) rather than queued.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
@@ -14,12 +15,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::music::HoldMusic;
 use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
 use super::prompts::{Prompt, PromptBank};
+use super::courtesy::{self, Insertion};
 use super::demux::{Demux, Route};
+use super::dtmf::KeyDetector;
 use super::relay::{self, Destination, RelayMap};
 use super::rtcp;
 use super::rtp::{self, OutStream, Pt, RTP_HEADER_LEN, TS_PER_FRAME};
 use super::srtp::{SrtpKeys, SrtpLeg};
-use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MusicId};
+use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MediaReport, MusicId};
 use crate::time::Time;
 
 /// Counters and gauges of the media plane.
@@ -62,6 +65,10 @@ pub struct MediaStats {
     pub rtcp_dropped: u64,
     /// Sender Reports parkd sent with hold music.
     pub rtcp_sent: u64,
+    /// Key presses (RFC 4733) reported from parked legs.
+    pub dtmf_keys: u64,
+    /// Relayed packets that carried the courtesy tone instead of the peer's audio.
+    pub courtesy_packets: u64,
 }
 
 /// Why the media plane wants to be called: the reason next to [`MediaPlane::poll_timeout`]'s deadline.
@@ -80,8 +87,9 @@ enum Mode {
     /// schedule (`n ≥ n0`, outside an announcement) plays loop frame `frame0 + n - n0`;
     /// `next_frame` is the loop frame to resume from, `next_n` the next packet index.
     Hold { music: usize, sched: Option<Scheduled>, frame0: usize, ts0: u32, next_frame: usize, n0: u64, next_n: u64 },
-    /// Relaying to/from `peer`.
-    Bridged { peer: MediaLegId },
+    /// Relaying to/from `peer`; `tone`: the courtesy tone being inserted into what is relayed to this leg (kept
+    /// here, where the variant has room, so a leg costs no more).
+    Bridged { peer: MediaLegId, tone: Option<Insertion> },
 }
 
 /// One local RTP id.
@@ -93,12 +101,15 @@ struct Leg {
     codec: Codec,
     send: bool,
     dtmf_pt: Option<Pt>,
+    /// Tells key presses apart among the telephone-events received while on hold.
+    keys: KeyDetector,
     out: OutStream,
     /// Mapping of the stream relayed *to* this leg.
     map: Option<RelayMap>,
     mode: Mode,
     /// Prompts being spoken over the hold stream (only while `mode` is a scheduled `Hold`).
-    announce: Option<Announcement>,
+    /// Boxed: rare (self-parks), and a leg should stay small.
+    announce: Option<Box<Announcement>>,
     /// SRTP keys and contexts when the leg negotiated SRTP (boxed: most legs are plain).
     srtp: Option<Box<LegCrypto>>,
     /// rtcp-mux, the next hold Sender Report, the outbound stream's counts.
@@ -151,11 +162,20 @@ struct PortSlot {
     streams: u32,
 }
 
+/// At most this many reports wait for [`MediaPlane::poll_report`] (more are dropped: a caller cannot press keys
+/// faster than the driver drains them, so only a flood hits it).
+const MAX_REPORTS: usize = 64;
+
 /// The media plane: every leg's state, one pacer for all hold streams, the relay.
 /// Pure state machine: time is a parameter, io lives in [`crate::io::media_thread`].
 #[derive(Debug)]
 pub struct MediaPlane {
     music: Vec<HoldMusic>,
+    /// Courtesy tones ([`MediaCommand::Courtesy`] indexes it), and the built-in one for an index out of range.
+    tones: Vec<HoldMusic>,
+    builtin_tone: HoldMusic,
+    /// Key presses for the core, drained by [`MediaPlane::poll_report`] (capacity kept: no allocation per key).
+    reports: VecDeque<MediaReport>,
     prompts: PromptBank,
     /// Keyed by parkd's own leg ids (not by anything a peer chooses), so a fast non-keyed hash is safe;
     /// every hold packet looks its leg up here.
@@ -177,9 +197,6 @@ pub struct MediaPlane {
     /// The hold Sender Reports' bytes are split off this arena (see `plane_rtcp`).
     rtcp_arena: BytesMut,
     stats: MediaStats,
-    /// Legs that latched to a source other than their SDP address (NAT), not yet taken by the io layer for
-    /// the core ([`MediaPlane::take_nat_latches`]; direct media is never tried for them).
-    nat_latches: Vec<(MediaLegId, SocketAddr)>,
 }
 
 impl MediaPlane {
@@ -189,7 +206,18 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default(), nat_latches: Vec::new() }
+        MediaPlane { music, tones: Vec::new(), builtin_tone: courtesy::builtin_tone(), reports: VecDeque::with_capacity(MAX_REPORTS), prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
+    }
+
+    /// The courtesy tones [`MediaCommand::Courtesy`] picks from (by index; the built-in two beeps otherwise).
+    pub fn set_tones(&mut self, tones: Vec<HoldMusic>) {
+        self.tones = tones;
+    }
+
+    /// The next report for the core (a key pressed by a parked caller, a leg latched behind a NAT), if any. Drain
+    /// after each received batch.
+    pub fn poll_report(&mut self) -> Option<MediaReport> {
+        self.reports.pop_front()
     }
 
     /// Applies a command from the signalling core.
@@ -215,6 +243,18 @@ impl MediaPlane {
                     self.music.push(fill);
                 }
                 self.music[i] = *music;
+            }
+            MediaCommand::SetTone { id, tone } => {
+                let i = id.0 as usize;
+                while self.tones.len() <= i {
+                    self.tones.push(self.builtin_tone.clone());
+                }
+                self.tones[i] = *tone;
+            }
+            MediaCommand::Courtesy { leg: id, tone } => {
+                if let Some(Mode::Bridged { tone: t, .. }) = self.legs.get_mut(&id).map(|l| &mut l.mode) {
+                    *t = Some(Insertion { tone: tone.0, pos: 0 });
+                }
             }
         }
     }
@@ -274,6 +314,7 @@ impl MediaPlane {
             codec,
             send: true,
             dtmf_pt: None,
+            keys: KeyDetector::default(),
             out: presets.remove(&id).unwrap_or_else(|| OutStream::new(rng)),
             map: None,
             mode: Mode::Idle,
@@ -294,9 +335,9 @@ impl MediaPlane {
             Mode::Hold { sched: Some(s), .. } => {
                 self.unschedule(s.slot, id);
             }
-            Mode::Bridged { peer } => {
+            Mode::Bridged { peer, .. } => {
                 if let Some(p) = self.legs.get_mut(&peer) {
-                    if matches!(p.mode, Mode::Bridged { peer: pp } if pp == id) {
+                    if matches!(p.mode, Mode::Bridged { peer: pp, .. } if pp == id) {
                         p.mode = Mode::Idle;
                         p.map = None;
                     }
@@ -419,7 +460,7 @@ impl MediaPlane {
         let paused_at = leg.announce.as_ref().map_or(start_n, |a| a.start_n.min(start_n));
         *frame0 += paused_at.saturating_sub(*n0) as usize;
         *n0 = start_n;
-        leg.announce = Some(Announcement { start_n, frames });
+        leg.announce = Some(Box::new(Announcement { start_n, frames }));
     }
 
     fn bridge(&mut self, a: MediaLegId, b: MediaLegId) {
@@ -431,7 +472,7 @@ impl MediaPlane {
         self.detach(b);
         for (me, peer) in [(a, b), (b, a)] {
             if let Some(leg) = self.legs.get_mut(&me) {
-                leg.mode = Mode::Bridged { peer };
+                leg.mode = Mode::Bridged { peer, tone: None };
                 leg.map = None;
                 leg.out.marker_pending = true;
             }
@@ -508,11 +549,21 @@ impl MediaPlane {
             };
             (len, info) = (n, plain);
         }
-        if matches!(route, Route::NewlyLatched(_)) && from != src.sdp_remote {
-            self.nat_latches.push((id, from));
+        if matches!(route, Route::NewlyLatched(_)) && from != src.sdp_remote && self.reports.len() < MAX_REPORTS {
+            self.reports.push_back(MediaReport::Latched { leg: id, source: from });
         }
         src.latched = Some(from);
-        let Mode::Bridged { peer } = src.mode else {
+        let Mode::Bridged { peer, .. } = src.mode else {
+            // A parked caller's key press (RFC 4733 on its negotiated PT): reported once per press.
+            if matches!(src.mode, Mode::Hold { .. }) && src.dtmf_pt == Some(info.pt) {
+                let payload = buf.get(info.payload_start..info.payload_end).unwrap_or_default();
+                if let Some(key) = src.keys.on_event(info.ts, payload) {
+                    self.stats.dtmf_keys += 1;
+                    if self.reports.len() < MAX_REPORTS {
+                        self.reports.push_back(MediaReport::Dtmf { leg: id, key });
+                    }
+                }
+            }
             self.stats.absorbed += 1;
             return None;
         };
@@ -530,6 +581,17 @@ impl MediaPlane {
         let to = dst.send_to();
         let dest = Destination { codec: dst.codec, dtmf_pt: dst.dtmf_pt, out: &mut dst.out, map: &mut dst.map };
         let mut len = relay::rewrite(buf.get_mut(..len)?, &info, kind, dest, now);
+        if let (Mode::Bridged { tone: slot @ Some(_), .. }, relay::PayloadKind::Audio(_)) = (&mut dst.mode, kind) {
+            // The courtesy tone replaces this packet's audio (same seq/ts: the stream stays continuous).
+            if let Some(ins) = slot.as_mut() {
+                let tone = self.tones.get(usize::from(ins.tone)).unwrap_or(&self.builtin_tone);
+                let more = buf.get_mut(info.payload_start..info.payload_end).is_some_and(|p| courtesy::insert(ins, tone, dst.codec, p));
+                self.stats.courtesy_packets += 1;
+                if !more {
+                    *slot = None;
+                }
+            }
+        }
         dst.rtcp.sent(info.payload_end.saturating_sub(info.payload_start));
         if let Some(c) = &mut dst.srtp {
             let Ok(n) = c.ctx.protect(buf, len) else {
@@ -622,12 +684,6 @@ impl MediaPlane {
         MediaStats { legs: self.legs.len(), hold_streams: self.pacer.len(), bridged_pairs: bridged / 2, ..self.stats }
     }
 
-    /// The legs that latched to another source than their SDP address since the last call (symmetric RTP
-    /// behind a NAT), for the core ([`crate::core::Core::handle_media_latched`]).
-    pub fn take_nat_latches(&mut self) -> Vec<(MediaLegId, SocketAddr)> {
-        std::mem::take(&mut self.nat_latches)
-    }
-
     /// The address a leg currently sends to (latched source, else the SDP address).
     pub fn send_address(&self, id: MediaLegId) -> Option<SocketAddr> {
         self.legs.get(&id).map(Leg::send_to)
@@ -652,3 +708,7 @@ mod srtp_tests;
 #[cfg(test)]
 #[path = "plane_rtcp_tests.rs"]
 mod rtcp_tests;
+
+#[cfg(test)]
+#[path = "dtmf_plane_tests.rs"]
+mod dtmf_tests;

@@ -154,7 +154,7 @@ impl MediaPlane {
         }
         src.latched = Some(from);
         src.rtcp.mux = true;
-        let Mode::Bridged { peer } = src.mode else {
+        let Mode::Bridged { peer, .. } = src.mode else {
             self.stats.absorbed += 1;
             return None;
         };

@@ -63,6 +63,9 @@ struct State {
     payload_type: Option<u8>,
     not_rtp: usize,
     sent: usize,
+    /// The outgoing stream's next sequence number and timestamp (shared by the talk loop and key presses).
+    seq: u16,
+    ts: u32,
 }
 
 /// A test phone's RTP socket. Threads stop when it drops.
@@ -90,7 +93,7 @@ impl RtpEndpoint {
         let socket = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("RTP endpoint {name}: bind: {e}"));
         socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap_or_else(|e| panic!("set_read_timeout: {e}"));
         let socket = Arc::new(socket);
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State { seq: 1000, ts: 50_000, ..State::default() }));
         let stop = Arc::new(AtomicBool::new(false));
         let talk_tag = Arc::new(AtomicU8::new(0));
         let receiver = {
@@ -113,6 +116,32 @@ impl RtpEndpoint {
     pub fn start_talking(&self, tag: u8) {
         assert_ne!(tag, 0, "tag 0 means silent");
         self.talk_tag.store(tag, Ordering::SeqCst);
+    }
+
+    /// Presses `key` (`0`-`9`, `*`, `#`, `A`-`D`) as a phone does in RFC 4733 (telephone-event on payload type
+    /// `pt`, to where packets come from): a start packet with the marker, two updates, three end packets, all with
+    /// the event's timestamp, 20 ms apart, in the same stream (SSRC, sequence numbers) as the talk loop. Panics when
+    /// no packet has arrived yet (no peer to send to).
+    pub fn press(&self, key: char, pt: u8) {
+        let event = "0123456789*#ABCD".find(key.to_ascii_uppercase()).unwrap_or_else(|| panic!("{key:?} is not a DTMF key"));
+        let peer = lock(&self.state).peer.unwrap_or_else(|| panic!("{}: no peer to press keys to", self.name));
+        let ssrc = 0x7E57_0000 ^ std::process::id() ^ u32::from(self.talk_tag.load(Ordering::SeqCst));
+        let start_ts = lock(&self.state).ts;
+        for (i, (end, duration)) in [(false, 160u16), (false, 320), (false, 480), (true, 640), (true, 640), (true, 640)].into_iter().enumerate() {
+            let [d0, d1] = duration.to_be_bytes();
+            let payload = [event as u8, if end { 0x80 | 10 } else { 10 }, d0, d1];
+            let seq = {
+                let mut st = lock(&self.state);
+                let seq = st.seq;
+                st.seq = seq.wrapping_add(1);
+                seq
+            };
+            let built = RtpPacketBuilder::new().payload_type(pt).ssrc(ssrc).sequence(Seq::from(seq)).timestamp(start_ts).marked(i == 0).payload(&payload).build();
+            if let Ok(bytes) = built {
+                let _ = self.socket.send_to(&bytes, peer);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops sending.
@@ -212,8 +241,6 @@ fn receive_loop(socket: &UdpSocket, state: &Mutex<State>, stop: &AtomicBool) {
 
 fn send_loop(socket: &UdpSocket, state: &Mutex<State>, stop: &AtomicBool, talk_tag: &AtomicU8) {
     let ssrc: u32 = 0x7E57_0000 ^ std::process::id();
-    let mut seq: u16 = 1000;
-    let mut ts: u32 = 50_000;
     let mut first = true;
     let mut next = Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -230,11 +257,18 @@ fn send_loop(socket: &UdpSocket, state: &Mutex<State>, stop: &AtomicBool, talk_t
         if tag == 0 {
             continue;
         }
-        let (peer, pt) = {
-            let st = lock(state);
-            (st.peer, st.payload_type)
+        let (peer, pt, seq, ts) = {
+            let mut st = lock(state);
+            let (seq, ts) = (st.seq, st.ts);
+            if st.peer.is_some() && st.payload_type.is_some() {
+                st.seq = seq.wrapping_add(1);
+                st.ts = ts.wrapping_add(160);
+            }
+            (st.peer, st.payload_type, seq, ts)
         };
         let (Some(peer), Some(pt)) = (peer, pt) else { continue };
+        // A parkd sending telephone-events (a relayed key) must not make us talk on its event PT.
+        let pt = if pt == 0 || pt == 8 { pt } else { 0 };
         let payload = pattern_payload(tag);
         let built = RtpPacketBuilder::new()
             .payload_type(pt)
@@ -250,7 +284,5 @@ fn send_loop(socket: &UdpSocket, state: &Mutex<State>, stop: &AtomicBool, talk_t
             }
         }
         first = false;
-        seq = seq.wrapping_add(1);
-        ts = ts.wrapping_add(160);
     }
 }

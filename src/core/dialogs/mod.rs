@@ -3,7 +3,8 @@
 //!
 //! * by [`LegId`], the handle the other rooms keep (a parked call names its parked leg, a bridge its two);
 //! * by [`DialogKey`] (Call-ID + parkd's tag), how an in-dialog request or an ACK finds its leg;
-//! * by the INVITE server transaction whose 2xx waits for its ACK ([`Dialogs::awaiting_ack`]).
+//! * by the INVITE server transaction whose 2xx waits for its ACK ([`Dialogs::awaiting_ack`]);
+//! * by media leg ([`Dialogs::by_media`]), how a report of the media plane (a key press) finds its leg.
 //!
 //! The room only keeps these tables consistent: inserting a leg indexes it, [`Dialogs::remove`] takes it out of
 //! every index. What a leg's end means for its call is the other rooms' business; releasing its media port, its
@@ -15,6 +16,7 @@ pub mod timer;
 pub use leg::{read_offer, Leg, LegMedia, LegRole, LegSrtp, LegState, CODECS};
 
 use crate::core::ids::LegId;
+use crate::media::MediaLegId;
 use crate::dialog::DialogKey;
 use crate::sip::{NameAddr, Replaces};
 use crate::txn::ServerTxnId;
@@ -35,6 +37,8 @@ pub struct Dialogs {
     /// Session-timer deadlines (RFC 4028) of the legs that have one, earliest first (lazy deletion: an entry
     /// that is not its leg's current deadline any more is skipped).
     timers: BinaryHeap<Reverse<(Time, LegId)>>,
+    /// Legs by their media leg (a leg's media leg never changes).
+    media: FxHashMap<MediaLegId, LegId>,
 }
 
 impl Dialogs {
@@ -77,6 +81,7 @@ impl Dialogs {
         if let LegState::Answered { invite } = leg.state {
             self.pending_acks.insert(invite, id);
         }
+        self.media.insert(leg.media.media_leg, id);
         self.legs.insert(id, Box::new(leg));
     }
 
@@ -115,7 +120,15 @@ impl Dialogs {
         if let LegState::Answered { invite } = leg.state {
             self.pending_acks.remove(&invite);
         }
+        if self.media.get(&leg.media.media_leg) == Some(&id) {
+            self.media.remove(&leg.media.media_leg);
+        }
         Some(leg)
+    }
+
+    /// The leg whose media leg is `media`.
+    pub fn by_media(&self, media: MediaLegId) -> Option<LegId> {
+        self.media.get(&media).copied().filter(|id| self.legs.get(id).is_some_and(|l| l.media.media_leg == media))
     }
 
     /// The peer's identity in leg `id` (its From or To, without tag).

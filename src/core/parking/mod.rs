@@ -396,6 +396,15 @@ impl Parking {
         }
     }
 
+    /// Makes `call`'s recall due at `now` (the caller pressed a `recall` key): the next [`Parking::pop_due`] at
+    /// `now` starts the round, exactly as when the parking time runs out. False for a call not parked here.
+    pub fn recall_now(&mut self, now: Time, call: CallRef) -> bool {
+        let Some(c) = self.calls.get_mut(&call) else { return false };
+        c.recall_at = Some(now);
+        self.timers.arm(now, call, CallTimer::Recall);
+        true
+    }
+
     /// The room's next deadline and its reason (a peek; possibly stale).
     pub fn poll_timeout(&self) -> Option<(Time, Wake)> {
         self.timers.next()

@@ -390,7 +390,7 @@ impl Core {
                     self.round_failed(now, call);
                 }
             }
-            RecallTarget::ApiUnpark => self.unpark_failed(now, call, 503),
+            RecallTarget::ApiUnpark | RecallTarget::DtmfKey => self.unpark_failed(now, call, ring.target, 503),
         }
     }
 
