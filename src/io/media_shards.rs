@@ -76,7 +76,7 @@ pub fn spawn(setup: MediaSetup) -> Result<Media, MediaIoError> {
 }
 
 impl Media {
-    /// The media threads' reports (key presses of parked callers) for the core: the receiver, once (the SIP
+    /// The media threads' reports (key presses of parked callers, NAT latches) for the core: the receiver, once (the SIP
     /// driver takes it; `None` afterwards).
     pub fn take_reports(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<MediaReport>> {
         self.reports.borrow_mut().take()

@@ -167,7 +167,7 @@ async fn drive(
         tracing::warn!(error = %e, "SIP UDP socket not writable");
     }
     let mut rx_batch = RecvBatch::new();
-    // The media threads' reports (a parked caller's key press), handed to the core as inputs.
+    // The media threads' reports (a parked caller's key press, a NAT latch), handed to the core as inputs.
     let mut media_reports = media.take_reports();
     let mut drain_toggle = DrainSignal::new();
     let mut hup = super::reload::HupSignal::new();
