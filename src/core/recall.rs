@@ -169,7 +169,8 @@ impl Core {
         let contact = self.ep.contact_to(dialog.next_hop);
         let ack = dialog.ack(r.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
-        let mut media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
+        let mut media = LegMedia::answered(r.media_leg, r.local_sdp, self.ports.rtcp_port(r.media_leg.port()), &resp.common.body);
+        self.rtcp_media(&media, (false, 0));
         media.srtp = srtp.map(Box::new);
         if media.srtp.is_some() {
             // The keys before the bridge's media commands (as for an inbound leg).

@@ -157,10 +157,16 @@ pub enum MediaCommand {
     /// restart (issue 17), so that the phone, whose context followed the old stream, opens the new packets.
     Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>>, roc: u32 },
     /// Whether the leg multiplexes RTCP on its RTP port (RFC 5761: both offer and answer had `a=rtcp-mux`).
-    /// parkd binds no RTCP port of its own, so only such a leg gets RTCP from parkd: Sender Reports with its
-    /// hold music, its bridge peer's reports. Kept until the leg is created when sent before it. A leg also
-    /// turns it on when it sends valid RTCP on the RTP port (it muxes: e.g. a call restored after a restart).
+    /// Such a leg gets its RTCP from parkd on the RTP port: Sender Reports with its hold music, its bridge
+    /// peer's reports. Kept until the leg is created when sent before it. A leg also turns it on when it
+    /// sends valid RTCP on the RTP port (it muxes: e.g. a call restored after a restart).
     RtcpMux { leg: MediaLegId, on: bool },
+    /// The phone's RTCP port when it does not multiplex (its SDP's `a=rtcp:`, RFC 3605, else its RTP port + 1;
+    /// 0: none), at the IP address of its SDP. parkd's side of that RTCP is the media thread's shared RTCP
+    /// port (the one parkd's SDP names in `a=rtcp:`; see `plane_rtcp`): what arrives there from this address
+    /// is the leg's RTCP, and the leg's Sender Reports and relayed reports leave from there to it. Kept until
+    /// the leg is created when sent before it; mux, when on, wins.
+    RtcpPort { leg: MediaLegId, port: u16 },
 }
 
 /// A relayed packet: the caller sends `buf[..len]` (rewritten in place) from local `port` to `to`.

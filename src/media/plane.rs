@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::music::HoldMusic;
 use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
@@ -172,8 +172,12 @@ pub struct MediaPlane {
     srtp_presets: FxHashMap<MediaLegId, (Box<SrtpKeys>, u32)>,
     /// Reused buffer an SRTP hold packet is assembled in before it is protected.
     scratch: Vec<u8>,
-    /// rtcp-mux given ([`MediaCommand::RtcpMux`]) for legs not created yet.
-    rtcp_presets: FxHashSet<MediaLegId>,
+    /// rtcp-mux and RTCP ports given ([`MediaCommand::RtcpMux`], [`MediaCommand::RtcpPort`]) for legs not
+    /// created yet.
+    rtcp_presets: FxHashMap<MediaLegId, rtcp_side::LegRtcp>,
+    /// The RTCP port of the plane's block (0: none), and the legs that send their RTCP there (see `plane_rtcp`).
+    rtcp_port: u16,
+    rtcp_demux: rtcp_side::RtcpDemux,
     /// The hold Sender Reports' bytes are split off this arena (see `plane_rtcp`).
     rtcp_arena: BytesMut,
     stats: MediaStats,
@@ -186,7 +190,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashMap::default(), rtcp_port: 0, rtcp_demux: rtcp_side::RtcpDemux::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
@@ -205,6 +209,7 @@ impl MediaPlane {
             MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
             MediaCommand::Srtp { leg: id, keys, roc } => self.set_srtp(id, keys, roc),
             MediaCommand::RtcpMux { leg: id, on } => self.set_rtcp_mux(id, on),
+            MediaCommand::RtcpPort { leg: id, port } => self.set_rtcp_peer_port(id, port),
         }
     }
 
@@ -256,7 +261,7 @@ impl MediaPlane {
         let rng = &mut self.rng;
         let presets = &mut self.presets;
         let srtp = self.srtp_presets.remove(&id);
-        let mux = self.rtcp_presets.remove(&id);
+        let rtcp = self.rtcp_presets.remove(&id).unwrap_or_default();
         self.legs.entry(id).or_insert_with(|| Leg {
             sdp_remote: remote,
             latched: None,
@@ -268,7 +273,7 @@ impl MediaPlane {
             mode: Mode::Idle,
             announce: None,
             srtp: srtp.and_then(|(k, roc)| LegCrypto::new(&k, roc)),
-            rtcp: rtcp_side::LegRtcp { mux, ..Default::default() },
+            rtcp,
         })
     }
 
@@ -307,6 +312,8 @@ impl MediaPlane {
         leg.sdp_remote = remote;
         leg.codec = codec;
         leg.send = true;
+        self.sync_rtcp_key(id);
+        let Some(leg) = self.legs.get_mut(&id) else { return };
         if let Mode::Hold { music: m, sched: Some(_), .. } = &mut leg.mode {
             *m = music; // already playing: switch the loop, keep the schedule
             return;
@@ -369,6 +376,7 @@ impl MediaPlane {
         leg.sdp_remote = remote;
         leg.latched = None; // RFC 3264 re-offer: learn the (possibly new) source again
         self.demux.set_remote(id, remote);
+        self.sync_rtcp_key(id);
         let Some(leg) = self.legs.get_mut(&id) else { return };
         leg.codec = codec;
         leg.send = send;
@@ -434,6 +442,7 @@ impl MediaPlane {
         self.detach(id);
         self.legs.remove(&id);
         self.demux.remove(id);
+        self.sync_rtcp_key(id);
     }
 
     /// Handles one datagram received on local `port` from `from`. Returns where to send the
@@ -533,9 +542,9 @@ impl MediaPlane {
     /// hold streams. Each slot time that produced a packet records its lateness (`now` − slot time)
     /// in [`MediaStats::pacer_lateness`].
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
-        let MediaPlane { music, prompts, legs, pacer, stats, scratch, rng, rtcp_arena, .. } = self;
+        let MediaPlane { music, prompts, legs, pacer, stats, scratch, rng, rtcp_arena, rtcp_port, .. } = self;
         let mut last_slot_ms = None;
-        let mut reporter = rtcp_side::Reporter { rng, arena: rtcp_arena, stats };
+        let mut reporter = rtcp_side::Reporter { rng, arena: rtcp_arena, stats, rtcp_port: *rtcp_port };
         pacer.due(now, |t_ms, id| {
             let stats = &mut *reporter.stats;
             let Some(leg) = legs.get_mut(&id) else { return };
@@ -592,7 +601,7 @@ impl MediaPlane {
                 last_slot_ms = Some(t_ms);
                 stats.pacer_lateness.observe(now.as_micros().saturating_sub(Time::from_millis(t_ms).as_micros()));
             }
-            reporter.after_hold_packet(leg, id, to, t_ms, ts, batch);
+            reporter.after_hold_packet(leg, id, t_ms, ts, batch);
         });
     }
 
