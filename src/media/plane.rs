@@ -641,3 +641,7 @@ mod srtp_tests;
 #[cfg(test)]
 #[path = "plane_rtcp_tests.rs"]
 mod rtcp_tests;
+
+#[cfg(test)]
+#[path = "plane_rtcp_port_tests.rs"]
+mod rtcp_port_tests;

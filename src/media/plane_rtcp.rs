@@ -70,8 +70,8 @@ impl LegRtcp {
 /// phones' (std `HashMap`: keys a peer chooses), the reverse map parkd's.
 #[derive(Debug, Default)]
 pub(super) struct RtcpDemux {
-    by_addr: HashMap<SocketAddr, MediaLegId>,
-    by_leg: FxHashMap<MediaLegId, SocketAddr>,
+    pub(super) by_addr: HashMap<SocketAddr, MediaLegId>,
+    pub(super) by_leg: FxHashMap<MediaLegId, SocketAddr>,
 }
 
 impl RtcpDemux {
