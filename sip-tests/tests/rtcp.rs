@@ -38,6 +38,8 @@ struct Phone {
     call_id: String,
     srtp: bool,
     mux: bool,
+    /// The parker named in Referred-By when parking (recalled when the parking time runs out).
+    parker: Option<SocketAddr>,
 }
 
 impl Phone {
@@ -47,7 +49,7 @@ impl Phone {
             s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
             s
         };
-        Phone { sip: sock(), rtp: sock(), rtcp: (!mux).then(sock), server: parkd.sip_addr(), call_id: format!("rtcp-{name}-{}@test", std::process::id()), srtp, mux }
+        Phone { sip: sock(), rtp: sock(), rtcp: (!mux).then(sock), server: parkd.sip_addr(), call_id: format!("rtcp-{name}-{}@test", std::process::id()), srtp, mux, parker: None }
     }
 
     fn head(&self, method: &str, user: &str, to_tag: Option<&str>) -> String {
@@ -74,7 +76,8 @@ impl Phone {
             "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\n{crypto}a=sendrecv\r\n{mux}",
             self.rtp.local_addr().unwrap().port()
         );
-        let referred = if user == "700" { "Referred-By: <sip:alice@127.0.0.1>\r\n" } else { "" };
+        let parker = self.parker.map_or("127.0.0.1".to_string(), |a| a.to_string());
+        let referred = if user == "700" { format!("Referred-By: <sip:alice@{parker}>\r\n") } else { String::new() };
         let text = format!("{}{referred}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", self.head("INVITE", user, None), sdp.len());
         self.sip.send_to(text.as_bytes(), self.server).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -353,4 +356,97 @@ fn bridge_reports(name: &str, bob_mux: bool) {
     assert_ne!(u32_at(&rr, 4), 0x0C0C, "under the SSRC parkd uses toward bob, not carol's");
     assert_eq!(bob_rtcp_on_rtp, 0, "no RTCP on the RTP socket of a phone that does not mux");
     eprintln!("{name}: SR bob→carol and RR carol→bob relayed within {:?} (bob {})", start.elapsed(), if bob_mux { "muxing" } else { "on his RTCP port" });
+}
+
+/// parkd's own offers (a recall here) offer rtcp-mux with parkd's RTCP port and follow the answer: Bob (plain,
+/// not muxing) is parked by Alice with a 3 s parking time; the recall INVITE to Alice has `a=rtcp-mux` and
+/// `a=rtcp:`; Alice answers with `a=rtcp-mux`. Bob's SR, sent from his RTCP socket to parkd's RTCP port, then
+/// reaches Alice on her RTP port (muxed, translated), and her RR reaches Bob's RTCP socket.
+#[test]
+fn a_recall_offers_rtcp_mux_and_the_answer_is_followed() {
+    let parkd = Parkd::start_with("rtcp_recall", ParkdOptions { config: Some(config()), parking_time: 3, ..ParkdOptions::default() });
+    let sock = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s
+    };
+    let (alice_sip, alice_rtp) = (sock(), sock());
+    let mut bob = Phone::new(&parkd, "recalled", false, false);
+    bob.parker = Some(alice_sip.local_addr().unwrap());
+    let (answer, _, _) = bob.call("700");
+    let bob_rtcp_to = parkd_rtcp(&answer);
+    // The recall INVITE (after the 3 s parking time).
+    let mut buf = vec![0u8; 65_536];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let invite = loop {
+        assert!(Instant::now() < deadline, "no recall INVITE within 15 s");
+        let Ok((n, _)) = alice_sip.recv_from(&mut buf) else { continue };
+        if let Ok(Message::Request(r)) = parse_message(&buf[..n]) {
+            if r.method == parkd::sip::Method::Invite {
+                break (r, String::from_utf8_lossy(&buf[..n]).to_string());
+            }
+        }
+    };
+    let (invite, text) = invite;
+    let offer = parkd::sdp::parse_sdp(&invite.common.body).expect("an SDP offer in the recall");
+    assert!(offer.rtcp_mux, "the recall offers rtcp-mux:\n{text}");
+    let offered_rtcp = offer.rtcp_port.expect("and parkd's RTCP port for an answerer that does not mux");
+    assert_eq!(offered_rtcp, bob_rtcp_to.port(), "the block's one RTCP port (both legs of a bridge share a media thread)");
+    // Alice answers with rtcp-mux.
+    let head: String = text.split("\r\n").take_while(|l| !l.is_empty()).filter(|l| ["Via:", "From:", "To:", "Call-ID:", "CSeq:"].iter().any(|h| l.starts_with(h))).map(|l| if l.starts_with("To:") { format!("{l};tag=alice-rtcp\r\n") } else { format!("{l}\r\n") }).collect();
+    let sdp = format!(
+        "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\na=rtcp-mux\r\n",
+        alice_rtp.local_addr().unwrap().port()
+    );
+    let ok = format!("SIP/2.0 200 OK\r\n{head}Contact: <sip:alice@{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", alice_sip.local_addr().unwrap(), sdp.len());
+    let from_parkd = parkd.sip_addr();
+    alice_sip.send_to(ok.as_bytes(), from_parkd).unwrap();
+    let parkd_rtp = SocketAddr::from(([127, 0, 0, 1], offer.addr.port()));
+    // Bob talks and sends SRs on his RTCP port; Alice sends RRs on her RTP port (muxed).
+    const NTP: u64 = 0xE000_0000_8765_4321;
+    let (mut alice_sr, mut bob_rr) = (None, None);
+    let bob_rtcp = bob.rtcp.as_ref().unwrap();
+    for s in [&alice_rtp, bob_rtcp, &bob.rtp] {
+        s.set_nonblocking(true).unwrap();
+    }
+    for seq in 0u16..250 {
+        if alice_sr.is_some() && bob_rr.is_some() {
+            break;
+        }
+        let pkt = rtp_rs::RtpPacketBuilder::new().payload_type(0).sequence(seq.into()).timestamp(u32::from(seq) * 160).ssrc(0xB0B).payload(&[0xFF; 160]).build().unwrap();
+        bob.rtp.send_to(&pkt, answer_rtp(&answer)).unwrap();
+        if seq % 25 == 10 {
+            let mut sr = vec![0x80, PT_SR, 0, 6, 0, 0, 0x0B, 0x0B];
+            sr.extend_from_slice(&NTP.to_be_bytes());
+            for v in [u32::from(seq) * 160, u32::from(seq) + 1, (u32::from(seq) + 1) * 160] {
+                sr.extend_from_slice(&v.to_be_bytes());
+            }
+            bob_rtcp.send_to(&sr, bob_rtcp_to).unwrap();
+            alice_rtp.send_to(&[0x80, PT_RR, 0, 1, 0, 0, 0x0A, 0x0A], parkd_rtp).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        while let Ok((n, from)) = alice_rtp.recv_from(&mut buf) {
+            assert_eq!(from, parkd_rtp, "alice hears parkd from the port of its offer");
+            if is_rtcp(&buf[..n]) && u32_at(&buf, 8) as u64 == NTP >> 32 {
+                alice_sr = Some(buf[..n].to_vec());
+            }
+        }
+        while let Ok((n, from)) = bob_rtcp.recv_from(&mut buf) {
+            assert_eq!(from, bob_rtcp_to);
+            if is_rtcp(&buf[..n]) && buf[1] == PT_RR {
+                bob_rr = Some(buf[..n].to_vec());
+            }
+        }
+    }
+    let sr = alice_sr.expect("bob's SR reached alice on her RTP port: the recall leg muxes as answered");
+    let kinds: Vec<u8> = parts(&sr).unwrap().map(|x| x.pt).collect();
+    assert_eq!(kinds, vec![PT_SR, PT_SDES]);
+    assert_ne!(u32_at(&sr, 4), 0x0B0B, "under parkd's SSRC toward alice");
+    let rr = bob_rr.expect("alice's RR reached bob's RTCP socket");
+    assert_ne!(u32_at(&rr, 4), 0x0A0A, "under parkd's SSRC toward bob");
+}
+
+/// parkd's RTP address in its answer.
+fn answer_rtp(r: &Response) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], sip_tests::sip::ua::sdp_audio_port(r).expect("an audio port")))
 }
