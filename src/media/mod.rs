@@ -17,7 +17,7 @@
 //! * [`prompts`] — spoken prompts ("parked on", digits) compiled in and encoded once.
 //! * [`relay`] — in-place rewriting of bridged packets.
 //! * [`demux`] — which leg a received packet belongs to when legs share a port.
-//! * [`rtcp`] — RTCP on the RTP port (rtcp-mux): demultiplexing, parkd's hold Sender Reports, relayed reports.
+//! * [`rtcp`] — RTCP on the RTP port (rtcp-mux) or the RTCP port: demultiplexing, parkd's hold Sender Reports, relayed reports.
 //! * [`plane`] — [`MediaPlane`], the state machine tying it together.
 
 pub mod anchor;

@@ -51,13 +51,13 @@ pub struct MediaStats {
     pub srtp_auth_failed: u64,
     /// Packets to an SRTP leg that could not be protected (no room for the tag, key exhausted): dropped.
     pub srtp_protect_failed: u64,
-    /// Of `srtp_auth_failed`: SRTCP packets (RTCP on the RTP port of an SRTP leg) that failed authentication.
+    /// Of `srtp_auth_failed`: SRTCP packets (RTCP of an SRTP leg) that failed authentication.
     pub srtcp_auth_failed: u64,
-    /// RTCP packets received on RTP ports (rtcp-mux, RFC 5761), before any check.
+    /// RTCP packets received on RTP ports (rtcp-mux, RFC 5761) or the RTCP port, before any check.
     pub rtcp_received: u64,
     /// RTCP packets relayed (translated) to a bridge peer.
     pub rtcp_relayed: u64,
-    /// Valid RTCP packets of a bridged leg not relayed: the peer does not mux RTCP (or must not be sent to),
+    /// Valid RTCP packets of a bridged leg not relayed: the peer has no RTCP address (or must not be sent to),
     /// or the packet has no SR or RR (see [`super::rtcp`]).
     pub rtcp_dropped: u64,
     /// Sender Reports parkd sent with hold music.

@@ -1,4 +1,4 @@
-//! RTCP (RFC 3550 §6) on the RTP port (rtcp-mux, RFC 5761): telling RTCP from RTP, checking a compound packet,
+//! RTCP (RFC 3550 §6), on the RTP port (rtcp-mux, RFC 5761) or an RTCP port: telling RTCP from RTP, checking a compound packet,
 //! parkd's own Sender Report for a hold stream, and the translation of a bridged peer's reports.
 //!
 //! * **Demultiplexing** ([`is_rtcp`], RFC 5761 §4): a datagram on the RTP port whose second byte is 192–223 is

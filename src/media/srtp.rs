@@ -13,7 +13,7 @@
 //! derived from the same master keys, with their own labels): [`SrtpLeg::protect_rtcp`] encrypts and
 //! authenticates a compound packet and appends the E flag with the 31-bit SRTCP index and the tag;
 //! [`SrtpLeg::unprotect_rtcp`] checks tag and index (replay window of 128 per SSRC) before it decrypts. parkd
-//! reads RTCP on the RTP port only (rtcp-mux, RFC 5761; see [`super::rtcp`]): SRTCP from a leg is opened with
+//! reads RTCP on the RTP port (rtcp-mux, RFC 5761) or its RTCP port (see `plane_rtcp`): SRTCP from a leg is opened with
 //! the leg's peer key, relayed SRTCP is sealed again with the receiving leg's key, and the hold SR is sealed
 //! like the hold music. An SRTCP packet that does not authenticate is dropped and counted with the SRTP ones.
 
