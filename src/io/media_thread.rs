@@ -511,6 +511,53 @@ mod tests {
         drop(h); // joins the thread
     }
 
+    /// A phone that does not mux gets its Sender Reports from the thread's RTCP port (the odd port above the
+    /// first RTP port) on its own RTCP socket, whichever hold sender is in use; its RTCP sent there is read.
+    fn sender_reports_leave_from_the_rtcp_port(sender: RtpSender) {
+        let Some(h) = spawn_loopback_shared(1, sender) else { return };
+        let port = h.ports()[0];
+        assert_eq!(h.rtcp_port(), port + 1);
+        let (rtp, rtcp) = (receiver(), receiver());
+        let leg = MediaLegId::solo(port);
+        h.send(MediaCommand::RtcpPort { leg, port: rtcp.local_addr().unwrap().port() });
+        h.send(MediaCommand::Hold { leg, remote: rtp.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+        let mut buf = [0u8; 2048];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (n, from) = loop {
+            assert!(std::time::Instant::now() < deadline, "no SR within 10 s");
+            if let Ok(got) = rtcp.recv_from(&mut buf) {
+                break got;
+            }
+        };
+        assert_eq!(from.port(), h.rtcp_port(), "from the RTCP port");
+        assert_eq!((n, buf[1]), (crate::media::rtcp::REPORT_LEN, crate::media::rtcp::PT_SR));
+        let rr = [0x80, crate::media::rtcp::PT_RR, 0, 1, 0, 0, 0, 9];
+        rtcp.send_to(&rr, from).unwrap();
+        for _ in 0..40 {
+            if h.stats().rtcp_received == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(h.stats().rtcp_received, 1, "the phone's RR read on the RTCP port");
+        assert_eq!(h.io_counters().send_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn sender_reports_leave_from_the_rtcp_port_with_syscalls() {
+        sender_reports_leave_from_the_rtcp_port(RtpSender::Syscalls);
+    }
+
+    #[test]
+    fn sender_reports_leave_from_the_rtcp_port_with_io_uring() {
+        sender_reports_leave_from_the_rtcp_port(RtpSender::IoUring);
+    }
+
+    #[test]
+    fn sender_reports_leave_from_the_rtcp_port_with_a_raw_socket() {
+        sender_reports_leave_from_the_rtcp_port(RtpSender::Raw);
+    }
+
     #[test]
     fn bridge_relays_between_two_loopback_phones() {
         let h = spawn_loopback();
