@@ -155,7 +155,10 @@ pub enum MediaCommand {
     /// re-offer) renews only the inbound context. `roc` is the SRTP rollover counter of the stream's next packet
     /// when the keys are new to the plane: 0 for a new stream, the journaled one for a stream resumed after a
     /// restart (issue 17), so that the phone, whose context followed the old stream, opens the new packets.
-    Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>>, roc: u32 },
+    /// `srtcp` likewise: a bound on the SRTCP index the old process can have reached on the stream (0 for a new
+    /// stream); parkd's first SRTCP packet to the leg carries a higher one, so the phone's replay window takes
+    /// it (see [`srtp::SrtpLeg::with_srtcp_floor`]).
+    Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>>, roc: u32, srtcp: u32 },
     /// Whether the leg multiplexes RTCP on its RTP port (RFC 5761: both offer and answer had `a=rtcp-mux`).
     /// Such a leg gets its RTCP from parkd on the RTP port: Sender Reports with its hold music, its bridge
     /// peer's reports. Kept until the leg is created when sent before it. A leg also turns it on when it

@@ -119,9 +119,12 @@ struct LegCrypto {
 }
 
 impl LegCrypto {
-    fn new(keys: &SrtpKeys, roc: u32) -> Option<Box<LegCrypto>> {
+    fn new(keys: &SrtpKeys, roc: u32, srtcp: u32) -> Option<Box<LegCrypto>> {
         match SrtpLeg::resuming(keys, roc) {
-            Ok(ctx) => Some(Box::new(LegCrypto { keys: keys.clone(), ctx })),
+            Ok(ctx) => {
+                let ctx = ctx.with_srtcp_floor(srtcp);
+                Some(Box::new(LegCrypto { keys: keys.clone(), ctx }))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot set up SRTP for a leg; its packets are dropped");
                 None
@@ -169,7 +172,7 @@ pub struct MediaPlane {
     /// Stream identities given ([`MediaCommand::Stream`]) for legs not created yet.
     presets: FxHashMap<MediaLegId, OutStream>,
     /// SRTP keys given ([`MediaCommand::Srtp`]) for legs not created yet.
-    srtp_presets: FxHashMap<MediaLegId, (Box<SrtpKeys>, u32)>,
+    srtp_presets: FxHashMap<MediaLegId, (Box<SrtpKeys>, u32, u32)>,
     /// Reused buffer an SRTP hold packet is assembled in before it is protected.
     scratch: Vec<u8>,
     /// rtcp-mux and RTCP ports given ([`MediaCommand::RtcpMux`], [`MediaCommand::RtcpPort`]) for legs not
@@ -207,17 +210,17 @@ impl MediaPlane {
             }
             MediaCommand::Announce { leg: id, words } => self.announce(now, id, &words),
             MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
-            MediaCommand::Srtp { leg: id, keys, roc } => self.set_srtp(id, keys, roc),
+            MediaCommand::Srtp { leg: id, keys, roc, srtcp } => self.set_srtp(id, keys, roc, srtcp),
             MediaCommand::RtcpMux { leg: id, on } => self.set_rtcp_mux(id, on),
             MediaCommand::RtcpPort { leg: id, port } => self.set_rtcp_peer_port(id, port),
         }
     }
 
     /// Gives leg `id` its SRTP keys (see [`MediaCommand::Srtp`]).
-    fn set_srtp(&mut self, id: MediaLegId, keys: Option<Box<SrtpKeys>>, roc: u32) {
+    fn set_srtp(&mut self, id: MediaLegId, keys: Option<Box<SrtpKeys>>, roc: u32, srtcp: u32) {
         let Some(leg) = self.legs.get_mut(&id) else {
             match keys {
-                Some(k) => self.srtp_presets.insert(id, (k, roc)),
+                Some(k) => self.srtp_presets.insert(id, (k, roc, srtcp)),
                 None => self.srtp_presets.remove(&id),
             };
             return;
@@ -232,7 +235,7 @@ impl MediaPlane {
                     leg.srtp = None;
                 }
             }
-            (Some(k), _) => leg.srtp = LegCrypto::new(&k, roc),
+            (Some(k), _) => leg.srtp = LegCrypto::new(&k, roc, srtcp),
             (None, _) => leg.srtp = None,
         }
     }
@@ -272,7 +275,7 @@ impl MediaPlane {
             map: None,
             mode: Mode::Idle,
             announce: None,
-            srtp: srtp.and_then(|(k, roc)| LegCrypto::new(&k, roc)),
+            srtp: srtp.and_then(|(k, roc, srtcp)| LegCrypto::new(&k, roc, srtcp)),
             rtcp,
         })
     }

@@ -165,7 +165,7 @@ fn keys(suite: SrtpSuite, parkd: u8, phone: u8) -> (SrtpKeys, SrtpLeg) {
 fn a_non_muxing_srtp_leg_speaks_srtcp_on_the_rtcp_port() {
     let mut p = plane();
     let (k, mut phone) = keys(SrtpSuite::AesCm128HmacSha1_80, 5, 6);
-    p.apply(t(0), MediaCommand::Srtp { leg: A, keys: Some(Box::new(k)), roc: 0 });
+    p.apply(t(0), MediaCommand::Srtp { leg: A, keys: Some(Box::new(k)), roc: 0, srtcp: 0 });
     p.apply(t(0), MediaCommand::RtcpPort { leg: A, port: 4001 });
     p.apply(t(0), MediaCommand::Hold { leg: A, remote: addr("10.0.0.1:4000"), codec: Codec::Pcmu, music: MusicId(0) });
     let pkts = run(&mut p, 0, 20_000);
