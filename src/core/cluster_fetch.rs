@@ -301,7 +301,6 @@ impl Core {
         let ack = dialog.ack(f.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let mut media = LegMedia::answered(f.media_leg, f.local_sdp, self.ports.rtcp_port(f.media_leg.port()), &resp.common.body);
-        self.rtcp_media(&media, (false, 0));
         media.srtp = srtp.map(Box::new);
         if media.srtp.is_some() {
             self.srtp_media(media.media_leg, media.srtp.as_deref(), 0);
@@ -316,6 +315,7 @@ impl Core {
         }
         let leg = Leg { id: owner_leg, call, role: LegRole::Parked, state: LegState::Confirmed, dialog, source: f.next_hop, media, orbit: f.orbit_name.clone(), uac_ack };
         self.dialogs.insert(leg);
+        self.rtcp_media_of(owner_leg);
         let offer = read_offer(&f.req).ok().flatten();
         let Some(retriever_media) = self.ports.take_beside(now, f.media_leg) else {
             self.ep.refuse(now, f.txn, &f.req, 503, "No Media Ports Available");

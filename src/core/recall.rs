@@ -170,7 +170,6 @@ impl Core {
         let ack = dialog.ack(r.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
         let mut media = LegMedia::answered(r.media_leg, r.local_sdp, self.ports.rtcp_port(r.media_leg.port()), &resp.common.body);
-        self.rtcp_media(&media, (false, 0));
         media.srtp = srtp.map(Box::new);
         if media.srtp.is_some() {
             // The keys before the bridge's media commands (as for an inbound leg).
@@ -187,6 +186,7 @@ impl Core {
         let uac_ack = Some(Box::new((r.next_hop, ack.to_vec())));
         let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack };
         self.dialogs.insert(leg);
+        self.rtcp_media_of(id);
         tracing::info!(%orbit, %to, "recall answered; bridging");
         self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target, dwell_ms: super::events::dwell_ms(parked.parked_at, now) });
         self.orbit_changed(now, freed.0, freed.1);

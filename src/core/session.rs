@@ -151,6 +151,13 @@ impl Core {
         rtcp_commands(&mut self.ep, m, was);
     }
 
+    /// [`Core::rtcp_media`] for a leg parkd just created (a call it made, answered).
+    pub(super) fn rtcp_media_of(&mut self, leg_id: LegId) {
+        if let Some(leg) = self.dialogs.get(leg_id) {
+            rtcp_commands(&mut self.ep, &leg.media, (false, 0));
+        }
+    }
+
     /// Applies an SDP body from the peer of `leg_id` (an answer in an ACK, or an offer in a re-INVITE).
     /// Returns false when it cannot be used.
     pub(super) fn apply_remote_sdp(&mut self, now: Time, leg_id: LegId, body: &[u8]) -> bool {
