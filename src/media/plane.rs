@@ -69,6 +69,8 @@ pub struct MediaStats {
 pub enum MediaWake {
     /// A pacer slot with hold-music (or announcement) packets due: call [`MediaPlane::poll_hold`].
     HoldFrame,
+    /// A paused stream's RTCP report is due (see `plane_rtcp`): call [`MediaPlane::poll_hold`].
+    RtcpReport,
 }
 
 /// What a leg is doing.
@@ -181,6 +183,8 @@ pub struct MediaPlane {
     /// The RTCP port of the plane's block (0: none), and the legs that send their RTCP there (see `plane_rtcp`).
     rtcp_port: u16,
     rtcp_demux: rtcp_side::RtcpDemux,
+    /// The next reports of legs whose stream is paused (see `plane_rtcp`).
+    paused_reports: rtcp_side::PausedReports,
     /// The hold Sender Reports' bytes are split off this arena (see `plane_rtcp`).
     rtcp_arena: BytesMut,
     stats: MediaStats,
@@ -193,7 +197,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashMap::default(), rtcp_port: 0, rtcp_demux: rtcp_side::RtcpDemux::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashMap::default(), rtcp_port: 0, rtcp_demux: rtcp_side::RtcpDemux::default(), paused_reports: rtcp_side::PausedReports::new(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
     }
 
     /// Applies a command from the signalling core.
@@ -392,6 +396,7 @@ impl MediaPlane {
                     leg.announce = None;
                     leg.mode = Mode::Hold { music, sched: None, frame0: next_frame, ts0: 0, next_frame, n0: 0, next_n: 0 };
                 }
+                self.schedule_paused_report(now, id);
             }
             Mode::Hold { sched: None, music, next_frame, .. } if send => {
                 self.start_hold(now, id, music, next_frame);
@@ -606,12 +611,18 @@ impl MediaPlane {
             }
             reporter.after_hold_packet(leg, id, t_ms, ts, batch);
         });
+        self.poll_paused_reports(now, batch);
     }
 
     /// When [`MediaPlane::poll_hold`] should next be called, and why: the next pacer slot time with work (O(1));
     /// `None` when no hold stream is scheduled. See the engine contract (`core/contract.rs`).
     pub fn poll_timeout(&self) -> Option<(Time, MediaWake)> {
-        self.pacer.next_deadline().map(|t| (t, MediaWake::HoldFrame))
+        let hold = self.pacer.next_deadline().map(|t| (t, MediaWake::HoldFrame));
+        let report = self.next_paused_report().map(|t| (t, MediaWake::RtcpReport));
+        match (hold, report) {
+            (Some(h), Some(r)) => Some(if r.0 < h.0 { r } else { h }),
+            (h, r) => h.or(r),
+        }
     }
 
     /// Current counters. Counting bridged pairs walks the legs (O(legs)).

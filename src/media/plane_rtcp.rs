@@ -15,6 +15,11 @@
 //!   address than its SDP names is not recognised (its RTCP is dropped and counted; it gets parkd's reports
 //!   only if the NAT maps them back).
 //!
+//! A stream that is paused (the phone holds parkd: `sendonly`/`inactive`) leaves the pacer, so its reports
+//! come from [`PausedReports`] instead: an RR (parkd is not sending) with SDES CNAME every [`SR_INTERVAL_MS`]
+//! on average, drawn the same way, one heap entry per paused leg (no per-slot work): the phone still hears from
+//! parkd while it holds it (RFC 3550 §6), which keeps its RTCP-based liveness checks and NAT bindings happy.
+//!
 //! Hold streams send an SR with SDES CNAME every [`SR_INTERVAL_MS`] on average, each interval drawn uniformly
 //! from 0.5–1.5 times it (RFC 3550 §6.2: the randomisation keeps reports of many streams from synchronising),
 //! the first one after half an interval (§6.2's initial delay). The report is written in the pacer turn of
@@ -24,7 +29,8 @@
 //! reports were sent); SRTP legs seal them as SRTCP (the cipher's output is allocated, as for SRTP hold
 //! packets).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
@@ -65,6 +71,10 @@ impl LegRtcp {
         self.octets = self.octets.wrapping_add(payload as u32);
     }
 }
+
+/// The next report of each paused leg: `(slot time in ms, leg)`, soonest first. An entry is current while its
+/// leg is still paused and its `next_sr_ms` is the entry's time; others are dropped when they come up.
+pub(super) type PausedReports = BinaryHeap<Reverse<(u64, MediaLegId)>>;
 
 /// Which leg's RTCP arrives on the RTCP port from which address (see the module doc). The addresses are the
 /// phones' (std `HashMap`: keys a peer chooses), the reverse map parkd's.
@@ -134,13 +144,19 @@ impl Reporter<'_> {
         let info = SenderInfo { ssrc: leg.out.ssrc.0, ntp: rtcp::ntp(Time::from_millis(t_ms)), rtp_ts: ts, packets: leg.rtcp.packets, octets: leg.rtcp.octets };
         let mut report = [0u8; REPORT_LEN];
         rtcp::write_report(&info, &mut report);
+        self.emit(leg, port, to, &report, batch);
+    }
+
+    /// Appends `report` (parkd's compound RTCP packet for `leg`, sealed as SRTCP on an SRTP leg) to `batch`,
+    /// from local `port` to `to`.
+    fn emit(&mut self, leg: &mut Leg, port: u16, to: SocketAddr, report: &[u8], batch: &mut HoldBatch) {
         let bytes = match &mut leg.srtp {
             None => {
-                self.arena.reserve(ARENA.max(REPORT_LEN));
-                self.arena.extend_from_slice(&report);
+                self.arena.reserve(ARENA.max(report.len()));
+                self.arena.extend_from_slice(report);
                 self.arena.split().freeze()
             }
-            Some(c) => match c.ctx.protect_rtcp_frame(&report) {
+            Some(c) => match c.ctx.protect_rtcp_frame(report) {
                 Ok(b) => b,
                 Err(_) => {
                     self.stats.srtp_protect_failed += 1;
@@ -160,6 +176,44 @@ impl MediaPlane {
     /// The RTCP port of the plane's block (the io binds it; 0: none, only rtcp-mux legs get RTCP).
     pub fn set_rtcp_port(&mut self, port: u16) {
         self.rtcp_port = port;
+    }
+
+    /// Leg `id`'s stream was just paused at `now`: its next report comes from [`PausedReports`].
+    pub(super) fn schedule_paused_report(&mut self, now: Time, id: MediaLegId) {
+        let Some(leg) = self.legs.get_mut(&id) else { return };
+        let at = now.as_millis() + interval(&mut self.rng, SR_INTERVAL_MS);
+        leg.rtcp.next_sr_ms = at;
+        self.paused_reports.push(Reverse((at, id)));
+    }
+
+    /// When the soonest paused report is due (possibly a stale entry: an early call does nothing).
+    pub(super) fn next_paused_report(&self) -> Option<Time> {
+        self.paused_reports.peek().map(|Reverse((at, _))| Time::from_millis(*at))
+    }
+
+    /// Appends the reports of paused legs due at `now` to `batch` and schedules their next ones.
+    pub(super) fn poll_paused_reports(&mut self, now: Time, batch: &mut HoldBatch) {
+        let now_ms = now.as_millis();
+        while let Some(&Reverse((at, id))) = self.paused_reports.peek() {
+            if at > now_ms {
+                return;
+            }
+            self.paused_reports.pop();
+            let rtcp_port = self.rtcp_port;
+            let MediaPlane { legs, rng, rtcp_arena, stats, paused_reports, .. } = self;
+            let Some(leg) = legs.get_mut(&id) else { continue };
+            if !matches!(leg.mode, Mode::Hold { sched: None, .. }) || leg.rtcp.next_sr_ms != at {
+                continue;
+            }
+            let next = at + interval(rng, SR_INTERVAL_MS);
+            leg.rtcp.next_sr_ms = next;
+            paused_reports.push(Reverse((next, id)));
+            let Some((port, to)) = leg.rtcp_dest(id, rtcp_port) else { continue };
+            let mut report = [0u8; rtcp::RR_REPORT_LEN];
+            rtcp::write_receiver_report(leg.out.ssrc.0, &mut report);
+            let mut reporter = Reporter { rng, arena: rtcp_arena, stats, rtcp_port };
+            reporter.emit(leg, port, to, &report, batch);
+        }
     }
 
     /// Keeps [`RtcpDemux`] in step with leg `id` (after its mux, RTCP port or SDP address changed, or it ended).
@@ -214,7 +268,7 @@ impl MediaPlane {
 
     /// A datagram received on the plane's RTCP port from `from` (`buf[..len]`, `buf` the whole receive buffer):
     /// the RTCP of the leg whose phone sends its RTCP from `from` (see the module doc), opened, checked and
-    /// relayed as [`MediaPlane::on_rtcp`] does. The forward leaves from the receiver's RTP or RTCP port.
+    /// relayed as `on_rtcp` does for the RTP port. The forward leaves from the receiver's RTP or RTCP port.
     pub fn on_rtcp_port(&mut self, _now: Time, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<Forward> {
         if !buf.get(..len).is_some_and(rtcp::is_rtcp) {
             self.stats.dropped_invalid += 1;

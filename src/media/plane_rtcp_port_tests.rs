@@ -220,3 +220,46 @@ fn the_rtcp_address_follows_updates_mux_and_stop() {
     assert!(!held(&mut p, "10.0.0.7:6001"), "a stopped leg's address is forgotten");
     assert!(p.rtcp_demux.by_addr.is_empty() && p.rtcp_demux.by_leg.is_empty());
 }
+
+#[test]
+fn a_paused_stream_keeps_reporting_with_receiver_reports_and_resumes_with_sender_reports() {
+    let mut p = plane();
+    p.apply(t(0), MediaCommand::RtcpPort { leg: A, port: 4001 });
+    p.apply(t(0), MediaCommand::Hold { leg: A, remote: addr("10.0.0.1:4000"), codec: Codec::Pcmu, music: MusicId(0) });
+    p.apply(t(0), MediaCommand::RtcpMux { leg: B, on: true });
+    p.apply(t(0), MediaCommand::Hold { leg: B, remote: addr("10.0.0.2:4000"), codec: Codec::Pcmu, music: MusicId(0) });
+    run(&mut p, 0, 10_000);
+    // Both phones hold parkd: no music, no pacer work, but a report about every 5 s each, as RRs.
+    for (leg, remote) in [(A, "10.0.0.1:4000"), (B, "10.0.0.2:4000")] {
+        p.apply(t(10_000), MediaCommand::Update { leg, remote: addr(remote), codec: Codec::Pcmu, send: false });
+    }
+    assert!(matches!(p.poll_timeout(), Some((_, MediaWake::RtcpReport))), "{:?}", p.poll_timeout());
+    let sent_before = p.stats().rtcp_sent;
+    let paused = run(&mut p, 10_001, 70_000);
+    assert!(paused.iter().all(|(_, h)| r::is_rtcp(&wire(h))), "no RTP while paused");
+    for (leg, port, to) in [(A, RTCP, addr("10.0.0.1:4001")), (B, B.port(), addr("10.0.0.2:4000"))] {
+        let mine: Vec<(u64, Vec<u8>)> = paused.iter().filter(|(_, h)| h.to == to).map(|(ms, h)| (*ms, wire(h))).collect();
+        assert!(paused.iter().filter(|(_, h)| h.to == to).all(|(_, h)| h.port == port), "from the leg's RTCP side");
+        assert!((8..=24).contains(&mine.len()), "{leg}: {} reports in 60 s", mine.len());
+        for (_, w) in &mine {
+            let kinds: Vec<(u8, u8, usize)> = parts(w).unwrap().map(|x| (x.pt, x.count, x.len)).collect();
+            assert_eq!(kinds, vec![(PT_RR, 0, 8), (PT_SDES, 1, 28)]);
+            assert_eq!(u32_at(w, 4), p.legs[&leg].out.ssrc.0, "under parkd's SSRC toward the leg");
+        }
+        assert!(mine.windows(2).all(|x| (2_500..=7_500).contains(&(x[1].0 - x[0].0))), "{leg}: randomised 2.5-7.5 s apart");
+    }
+    assert_eq!(p.stats().rtcp_sent - sent_before, paused.len() as u64);
+    // A resumes: music and Sender Reports again, no RR left over from the pause; B goes on with RRs.
+    p.apply(t(70_000), MediaCommand::Update { leg: A, remote: addr("10.0.0.1:4000"), codec: Codec::Pcmu, send: true });
+    let resumed = run(&mut p, 70_000, 100_000);
+    let a_reports: Vec<Vec<u8>> = resumed.iter().filter(|(_, h)| h.port == RTCP).map(|(_, h)| wire(h)).collect();
+    assert!(a_reports.len() >= 3 && a_reports.iter().all(|w| w[1] == PT_SR), "{} reports", a_reports.len());
+    assert!(resumed.iter().any(|(_, h)| h.port == A.port() && !r::is_rtcp(&wire(h))), "music again");
+    assert!(resumed.iter().filter(|(_, h)| h.port == B.port()).all(|(_, h)| wire(h)[1] == PT_RR));
+    // B ends: nothing more for it, and no wake-up for its reports.
+    p.apply(t(100_000), MediaCommand::Stop { leg: B });
+    assert!(run(&mut p, 100_000, 120_000).iter().all(|(_, h)| h.port != B.port()));
+    p.apply(t(120_000), MediaCommand::Stop { leg: A });
+    run(&mut p, 120_000, 128_000);
+    assert_eq!(p.poll_timeout(), None, "no stale report entries left");
+}
