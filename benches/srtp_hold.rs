@@ -34,7 +34,7 @@ fn run_for(srtp: Option<SrtpSuite>, mux: bool, seconds: u64) -> (Duration, u64) 
         let leg = MediaLegId::solo(10_000 + 2 * i);
         if let Some(suite) = srtp {
             let key = |x: u8| MasterKey::new(suite, &vec![x; suite.master_len()]).unwrap();
-            plane.apply(t0, MediaCommand::Srtp { leg, keys: Some(Box::new(SrtpKeys { suite, local: key(i as u8), remote: key(!(i as u8)) })), roc: 0 });
+            plane.apply(t0, MediaCommand::Srtp { leg, keys: Some(Box::new(SrtpKeys { suite, local: key(i as u8), remote: key(!(i as u8)) })), roc: 0, srtcp: 0 });
         }
         plane.apply(t0, MediaCommand::RtcpMux { leg, on: mux });
         plane.apply(t0, MediaCommand::Hold { leg, remote: "127.0.0.1:4000".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });

@@ -85,9 +85,22 @@ pub struct RemoteSdp {
     pub direction: Direction,
     /// The audio stream carries `a=rtcp-mux` (or `a=rtcp-mux-only`, RFC 8858): RTCP on the RTP port (RFC 5761).
     pub rtcp_mux: bool,
+    /// The audio stream's `a=rtcp:` port (RFC 3605): where its RTCP goes when it does not mux (an address in
+    /// the attribute is ignored: RTCP goes to the stream's IP address).
+    pub rtcp_port: Option<u16>,
 }
 
 impl RemoteSdp {
+    /// The port of the stream's RTCP when it does not mux: its `a=rtcp:` port, else its RTP port + 1 (RFC 3550
+    /// §11); 0 when the stream has no usable port.
+    pub fn rtcp_peer_port(&self) -> u16 {
+        match self.rtcp_port {
+            Some(p) => p,
+            None if self.addr.port() == 0 || self.addr.port() == u16::MAX => 0,
+            None => self.addr.port() + 1,
+        }
+    }
+
     /// True when the remote side puts us on hold / does not want media from us.
     pub fn is_hold(&self) -> bool {
         !self.direction.peer_receives()
@@ -197,7 +210,11 @@ pub fn parse_sdp(body: &[u8]) -> Result<RemoteSdp, SdpError> {
         };
     }
     let rtcp_mux = media.get_attributes().iter().any(|a| matches!(a, SdpAttribute::RtcpMux | SdpAttribute::RtcpMuxOnly));
-    Ok(RemoteSdp { addr: SocketAddr::new(ip, port), codecs, dtmf_pt, direction, rtcp_mux })
+    let rtcp_port = media.get_attributes().iter().find_map(|a| match a {
+        SdpAttribute::Rtcp(r) if r.port != 0 => Some(r.port),
+        _ => None,
+    });
+    Ok(RemoteSdp { addr: SocketAddr::new(ip, port), codecs, dtmf_pt, direction, rtcp_mux, rtcp_port })
 }
 
 /// Picks our codec: the first of the remote's formats (its preference order, RFC 3264 §6.1)
@@ -252,6 +269,22 @@ pub fn with_rtcp_mux(body: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(body.len() + 12);
     out.extend_from_slice(body);
     out.extend_from_slice(b"a=rtcp-mux\r\n");
+    Bytes::from(out)
+}
+
+/// One of parkd's SDP bodies with its RTCP attributes at the end of the (only) audio stream: `a=rtcp:PORT`
+/// (RFC 3605: parkd's RTCP port for a phone that does not mux; omitted when `rtcp_port` is 0) when `separate`,
+/// then `a=rtcp-mux` (RFC 5761) when `mux`. An offer has both (the answerer chooses, RFC 5761 §5.1.3); an
+/// answer one or the other.
+pub fn with_rtcp(body: &[u8], rtcp_port: u16, separate: bool, mux: bool) -> Bytes {
+    let mut out = Vec::with_capacity(body.len() + 30);
+    out.extend_from_slice(body);
+    if separate && rtcp_port != 0 {
+        out.extend_from_slice(format!("a=rtcp:{rtcp_port}\r\n").as_bytes());
+    }
+    if mux {
+        out.extend_from_slice(b"a=rtcp-mux\r\n");
+    }
     Bytes::from(out)
 }
 
@@ -421,6 +454,26 @@ mod tests {
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.ends_with("a=sendrecv\r\na=rtcp-mux\r\n"), "{text}");
         assert!(parse(text).unwrap().rtcp_mux);
+    }
+
+    #[test]
+    fn rtcp_port_is_read_rfc3605_and_written() {
+        let pjsip = parse(PJSIP).unwrap();
+        let implicit = parse(SIPP).unwrap();
+        assert_eq!(implicit.rtcp_port, None);
+        assert_eq!(implicit.rtcp_peer_port(), implicit.addr.port() + 1, "RFC 3550 §11: RTP port + 1");
+        let explicit = parse(&format!("{SIPP}a=rtcp:7001 IN IP4 10.0.0.9\r\n")).unwrap();
+        assert_eq!((explicit.rtcp_port, explicit.rtcp_peer_port()), (Some(7001), 7001));
+        assert_eq!((pjsip.rtcp_port, pjsip.rtcp_mux), (Some(4001), false));
+        let body = build_answer(&local(), Codec::Pcmu, None, Direction::SendRecv);
+        let answer = with_rtcp(&body, 30_001, true, false);
+        let text = std::str::from_utf8(&answer).unwrap();
+        assert!(text.ends_with("a=sendrecv\r\na=rtcp:30001\r\n"), "{text}");
+        assert_eq!(parse(text).unwrap().rtcp_port, Some(30_001));
+        let offer = with_rtcp(&body, 30_001, true, true);
+        let offer = parse(std::str::from_utf8(&offer).unwrap()).unwrap();
+        assert!(offer.rtcp_mux && offer.rtcp_port == Some(30_001));
+        assert_eq!(&with_rtcp(&body, 0, true, false)[..], &body[..], "no RTCP port: nothing");
     }
 
     #[test]

@@ -470,6 +470,9 @@ pub struct ServerConfig {
     /// second). Default: the listen address; on `0.0.0.0` 127.0.0.1, on `[::]` 127.0.0.1 and ::1.
     #[serde(default)]
     pub advertise: Option<Advertise>,
+    /// RTP ports: every even port is bound at startup (one per call leg), and each media thread binds the odd
+    /// port above its block's first even port as its RTCP port (RFC 3605 `a=rtcp:`, for phones that do not
+    /// multiplex RTCP: see `media::plane_rtcp`).
     #[serde(default = "default_rtp_ports")]
     pub rtp_ports: NumRange,
     /// How many call legs may share one RTP port (1 = one port per leg, the default). Above 1, the

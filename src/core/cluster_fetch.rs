@@ -101,7 +101,8 @@ impl Core {
             return false;
         };
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(next_hop.addr.ip()), port: media_leg.port() };
-        let mut body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        let mut body = sdp::with_rtcp(&body, self.ports.rtcp_port(media_leg.port()), true, true);
         if let Some(s) = &srtp {
             body = s.secure(&body);
         }
@@ -299,7 +300,7 @@ impl Core {
         let contact = self.ep.contact_to(dialog.next_hop);
         let ack = dialog.ack(f.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
-        let mut media = LegMedia::answered(f.media_leg, f.local_sdp, &resp.common.body);
+        let mut media = LegMedia::answered(f.media_leg, f.local_sdp, self.ports.rtcp_port(f.media_leg.port()), &resp.common.body);
         media.srtp = srtp.map(Box::new);
         if media.srtp.is_some() {
             self.srtp_media(media.media_leg, media.srtp.as_deref(), 0);
@@ -314,6 +315,7 @@ impl Core {
         }
         let leg = Leg { id: owner_leg, call, role: LegRole::Parked, state: LegState::Confirmed, dialog, source: f.next_hop, media, orbit: f.orbit_name.clone(), uac_ack, timer: None };
         self.dialogs.insert(leg);
+        self.rtcp_media_of(owner_leg);
         let offer = read_offer(&f.req).ok().flatten();
         let Some(retriever_media) = self.ports.take_beside(now, f.media_leg) else {
             self.ep.refuse(now, f.txn, &f.req, 503, "No Media Ports Available");

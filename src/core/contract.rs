@@ -55,7 +55,8 @@
 //! the maximum park time, a keepalive, a BLF subscription's expiry. Each room keeps its deadlines in its own
 //! ordered queue, so the answer is a peek of a few queues, O(1) whatever the number of calls; it can name a
 //! deadline that was since cancelled (waking early is harmless). [`MediaPlane::poll_timeout`] answers the
-//! same way ([`MediaWake::HoldFrame`]: the next 1 ms pacer slot with hold packets due).
+//! same way ([`MediaWake::HoldFrame`]: the next 1 ms pacer slot with hold packets due; [`MediaWake::RtcpReport`]:
+//! the soonest report of a paused stream, a heap peek).
 //!
 //! `handle_timeout(now)` fires every deadline due at `now`: the transaction layer's, then the call deadlines
 //! of the parking and bridging rooms in one order of time, then BLF expiries. Calling it early, late or twice
@@ -97,6 +98,7 @@
 //! [`MediaPlane::poll_hold`]: crate::media::MediaPlane::poll_hold
 //! [`MediaPlane::poll_timeout`]: crate::media::MediaPlane::poll_timeout
 //! [`MediaWake::HoldFrame`]: crate::media::MediaWake::HoldFrame
+//! [`MediaWake::RtcpReport`]: crate::media::MediaWake::RtcpReport
 //! [`Core`]: super::Core
 //! [`Core::handle_sip`]: super::Core::handle_sip
 //! [`Core::handle_command`]: super::Core::handle_command

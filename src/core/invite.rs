@@ -302,13 +302,12 @@ impl Core {
         let media_peer = offer.as_ref().map_or(from.addr.ip(), |o| o.addr.ip());
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(media_peer), port: media_leg.port() };
         let srtp = self.srtp_answer(req, &from, call);
-        let (media, body) = LegMedia::answering(media_leg, local_sdp, offer.as_ref(), srtp);
+        let rtcp_port = self.ports.rtcp_port(media_leg.port());
+        let (media, body) = LegMedia::answering(media_leg, local_sdp, rtcp_port, offer.as_ref(), srtp);
         if media.srtp.is_some() {
             self.srtp_media(media_leg, media.srtp.as_deref(), 0);
         }
-        if media.rtcp_mux {
-            self.ep.media(crate::media::MediaCommand::RtcpMux { leg: media_leg, on: true });
-        }
+        self.rtcp_media(&media, (false, 0));
         let contact = self.ep.contact_for(&req.uri, from);
         let stimer = match super::dialogs::timer::answer_as_uas(req, &self.stimer) {
             super::dialogs::timer::UasAnswer::Agreed { se } => Some(se),

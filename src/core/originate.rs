@@ -87,7 +87,9 @@ impl Core {
         // The parked party as the destination should see it (a trusted P-Asserted-Identity wins, see proxy.rs).
         let parked = self.parked_identity(call);
         let local_sdp = LocalSdp { session_id: self.ep.rng().gen::<u32>() as u64, version: 1, ip: self.ep.media_ip_for(next_hop.addr.ip()), port: media_leg.port() };
-        let mut body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        // rtcp-mux offered, with the RTCP port for an answerer that does not take it (RFC 5761 §5.1.3).
+        let body = sdp::build_offer(&local_sdp, &[Codec::Pcmu, Codec::Pcma], Some(101), Direction::SendRecv);
+        let mut body = sdp::with_rtcp(&body, self.ports.rtcp_port(media_leg.port()), true, true);
         if let Some(s) = &srtp {
             body = s.secure(&body);
         }

@@ -42,7 +42,11 @@ fn legs_parked_calls_recalls_and_bridges_round_trip() {
     assert_eq!(legs.len(), 3, "bob, carol and alice's recall leg");
     assert!(legs.iter().any(|l| l.uac_ack.is_some()), "the recall leg keeps its ACK");
     for leg in &legs {
-        round_trip("leg", leg);
+        assert!(leg.media.rtcp_port == 20_001 && leg.media.peer_rtcp != 0, "{:?}", leg.media);
+        // Not journaled (restored from the port plan and the phone's RTP port: `persist::restore`).
+        let mut leg = leg.clone();
+        (leg.media.rtcp_port, leg.media.peer_rtcp) = (0, 0);
+        round_trip("leg", &leg);
     }
 }
 

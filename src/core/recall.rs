@@ -169,7 +169,7 @@ impl Core {
         let contact = self.ep.contact_to(dialog.next_hop);
         let ack = dialog.ack(r.invite.cseq, self.ep.sent_by_to(dialog.next_hop), &branch, &contact).encode();
         self.ep.send_ack(dialog.next_hop, ack.clone());
-        let mut media = LegMedia::answered(r.media_leg, r.local_sdp, &resp.common.body);
+        let mut media = LegMedia::answered(r.media_leg, r.local_sdp, self.ports.rtcp_port(r.media_leg.port()), &resp.common.body);
         media.srtp = srtp.map(Box::new);
         if media.srtp.is_some() {
             // The keys before the bridge's media commands (as for an inbound leg).
@@ -188,6 +188,7 @@ impl Core {
         let leg = Leg { id, call, role: LegRole::Recall, state: LegState::Confirmed, dialog, source: r.next_hop, media, orbit: orbit.clone(), uac_ack, timer };
         self.dialogs.insert(leg);
         self.dialogs.arm_timer(id);
+        self.rtcp_media_of(id);
         tracing::info!(%orbit, %to, "recall answered; bridging");
         self.ep.emit(ParkEvent::RecallAnswered { orbit, by: to, target: r.target, dwell_ms: super::events::dwell_ms(parked.parked_at, now) });
         self.orbit_changed(now, freed.0, freed.1);

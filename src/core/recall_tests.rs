@@ -329,3 +329,27 @@ fn keepalive_unanswered_ends_the_call_after_timer_f() {
     w.advance(Duration::from_secs(1));
     assert_eq!(w.core.live().orbits_occupied, 0, "a phone that answers nothing is gone");
 }
+
+/// parkd's own offers (issue 19, RTCP): the recall INVITE offers `a=rtcp-mux` with parkd's RTCP port (RFC 5761
+/// §5.1.3); an answer with `a=rtcp-mux` makes the leg mux, one without gives the plane the answerer's RTCP
+/// port (its `a=rtcp:`, RFC 3605).
+#[test]
+fn a_recall_offers_rtcp_mux_and_follows_the_answer() {
+    for mux in [true, false] {
+        let (mut w, _bob, alice, invite) = recall_ringing(RecallFallback::Repark, 1);
+        let offer = crate::sdp::parse_sdp(&invite.common.body).unwrap();
+        assert!(offer.rtcp_mux, "{}", String::from_utf8_lossy(&invite.common.body));
+        assert_eq!(offer.rtcp_port, Some(20_001), "the RTCP port of the block of the recall's RTP port");
+        let attrs = if mux { "a=rtcp-mux\n" } else { "a=rtcp:17777\n" };
+        let sdp = format!("{}{attrs}", alice.sdp("0", "sendrecv"));
+        let since = w.media.len();
+        w.deliver(alice.peer, &alice.answer(&invite, 200, "OK", Some(&sdp)));
+        let cmds = &w.media[since..];
+        assert!(cmds.iter().any(|m| matches!(m, MediaCommand::Bridge { .. })), "{cmds:?}");
+        let rtcp: Vec<&MediaCommand> = cmds.iter().filter(|m| matches!(m, MediaCommand::RtcpMux { .. } | MediaCommand::RtcpPort { .. })).collect();
+        match mux {
+            true => assert!(matches!(rtcp[..], [MediaCommand::RtcpMux { leg, on: true }] if *leg == LEG_20002), "{cmds:?}"),
+            false => assert!(matches!(rtcp[..], [MediaCommand::RtcpPort { leg, port: 17777 }] if *leg == LEG_20002), "{cmds:?}"),
+        }
+    }
+}

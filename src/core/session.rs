@@ -153,18 +153,31 @@ impl Core {
         self.sync_media(now, id);
     }
 
+    /// Tells the media plane how leg `m` carries RTCP when that changed from `was` (`(rtcp_mux, peer_rtcp)`
+    /// before; a new leg: `(false, 0)`): rtcp-mux on the RTP port, else the phone's RTCP port (see
+    /// `media::plane_rtcp`).
+    pub(super) fn rtcp_media(&mut self, m: &crate::core::dialogs::LegMedia, was: (bool, u16)) {
+        rtcp_commands(&mut self.ep, m, was);
+    }
+
+    /// [`Core::rtcp_media`] for a leg parkd just created (a call it made, answered).
+    pub(super) fn rtcp_media_of(&mut self, leg_id: LegId) {
+        if let Some(leg) = self.dialogs.get(leg_id) {
+            rtcp_commands(&mut self.ep, &leg.media, (false, 0));
+        }
+    }
+
     /// Applies an SDP body from the peer of `leg_id` (an answer in an ACK, or an offer in a re-INVITE).
     /// Returns false when it cannot be used.
     pub(super) fn apply_remote_sdp(&mut self, now: Time, leg_id: LegId, body: &[u8]) -> bool {
         let Some(leg) = self.dialogs.get_mut(leg_id) else { return false };
-        let was_mux = leg.media.rtcp_mux;
+        let was = (leg.media.rtcp_mux, leg.media.peer_rtcp);
         if !leg.media.apply_remote(body) {
             return false;
         }
-        if leg.media.rtcp_mux != was_mux {
-            let cmd = MediaCommand::RtcpMux { leg: leg.media.media_leg, on: leg.media.rtcp_mux };
-            self.ep.media(cmd);
-        }
+        let Some(leg) = self.dialogs.get(leg_id) else { return false };
+        let (ep, media) = (&mut self.ep, &leg.media);
+        rtcp_commands(ep, media, was);
         let call = leg.call;
         let mode = self.parking.get(call).map(|c| c.media_mode).or_else(|| self.bridging.get(call).map(|b| b.media_mode));
         let started = mode.is_some_and(|m| m != MediaMode::None);
@@ -313,5 +326,17 @@ impl Core {
         self.ports.give_back(leg.media.media_leg);
         self.bridging.set_nat_latched(leg.media.media_leg, false);
         Some(leg)
+    }
+}
+
+/// [`Core::rtcp_media`]'s commands.
+fn rtcp_commands(ep: &mut super::endpoint::Endpoint, m: &crate::core::dialogs::LegMedia, was: (bool, u16)) {
+    let leg = m.media_leg;
+    if m.rtcp_mux != was.0 {
+        ep.media(MediaCommand::RtcpMux { leg, on: m.rtcp_mux });
+    }
+    let (port, before) = (if m.rtcp_mux { 0 } else { m.peer_rtcp }, if was.0 { 0 } else { was.1 });
+    if port != before {
+        ep.media(MediaCommand::RtcpPort { leg, port });
     }
 }

@@ -93,7 +93,7 @@ impl Core {
     /// Gives the media plane a leg's SRTP keys (`None`: plain RTP) and the rollover counter of its stream's next
     /// packet (used only when the keys are new to the plane). Sent before the leg's Hold/Update.
     pub(super) fn srtp_media(&mut self, media_leg: MediaLegId, srtp: Option<&LegSrtp>, roc: u32) {
-        self.ep.media(MediaCommand::Srtp { leg: media_leg, keys: srtp.map(|s| Box::new(s.keys.clone())), roc });
+        self.ep.media(MediaCommand::Srtp { leg: media_leg, keys: srtp.map(|s| Box::new(s.keys.clone())), roc, srtcp: 0 });
     }
 }
 

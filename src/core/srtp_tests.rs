@@ -166,7 +166,9 @@ fn rtcp_mux_is_answered_and_given_to_the_plane_and_a_re_offer_without_it_ends_it
     let ok2 = w.last_response_to(bob.peer, since);
     assert_eq!(ok2.status, 200);
     assert!(!std::str::from_utf8(&ok2.common.body).unwrap().contains("rtcp-mux"));
+    assert!(std::str::from_utf8(&ok2.common.body).unwrap().contains("a=rtcp:20001\r\n"), "parkd's RTCP port instead (RFC 3605)");
     assert!(matches!(w.media.last(), Some(MediaCommand::Update { .. })) && w.media.iter().any(|m| matches!(m, MediaCommand::RtcpMux { on: false, .. })), "{:?}", w.media);
+    assert!(w.media.iter().any(|m| matches!(m, MediaCommand::RtcpPort { port: 15071, .. })), "the phone's RTCP port (RTP + 1): {:?}", w.media);
     // A plain offer without it: no attribute, no command.
     let mut w = world(SrtpPolicy::Optional, Some(true), false);
     let ok = invite(&mut w, &bob, &bob.sdp("0 101", "sendrecv"));

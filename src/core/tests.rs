@@ -25,12 +25,16 @@ fn indirect_park_answers_with_orbit_and_starts_hold_music_after_ack() {
     assert_eq!(header(&ok, "Park-Orbit"), Some("701"));
     assert_eq!(ok.common.content_type.as_deref(), Some("application/sdp"));
     assert!(String::from_utf8_lossy(&ok.common.body).contains("m=audio 20000 RTP/AVP 0"), "answer picks PCMU on port 20000");
-    assert!(w.media.is_empty(), "no media before the ACK");
+    // The phone does not mux: the answer names parkd's RTCP port (RFC 3605), and the plane learns the phone's
+    // (its RTP port + 1, RFC 3550 §11) before the ACK; no stream starts yet.
+    assert!(String::from_utf8_lossy(&ok.common.body).ends_with("a=rtcp:20001\r\n"), "{}", String::from_utf8_lossy(&ok.common.body));
+    assert_eq!(w.media, vec![MediaCommand::RtcpPort { leg: LEG_20000, port: 15071 }], "no stream before the ACK");
     let tag = ok.common.to.tag().unwrap().to_string();
     w.deliver(bob.peer, &bob.ack("700", &tag, 1, None));
     assert_eq!(
         w.media,
         vec![
+            MediaCommand::RtcpPort { leg: LEG_20000, port: 15071 },
             MediaCommand::Hold { leg: LEG_20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: crate::media::MusicId(0) },
             MediaCommand::DtmfPayloadType { leg: LEG_20000, pt: None },
         ]
@@ -249,9 +253,10 @@ fn invite_without_sdp_gets_offer_and_music_follows_answer_in_ack() {
     let ok = w.last_response_to(bob.peer, 0);
     let body = String::from_utf8_lossy(&ok.common.body).to_string();
     assert!(body.contains("m=audio 20000 RTP/AVP 0 8"), "offer lists PCMU and PCMA: {body}");
+    assert!(body.ends_with("a=rtcp:20001\r\na=rtcp-mux\r\n"), "parkd's offer has rtcp-mux and its RTCP port: {body}");
     let tag = ok.common.to.tag().unwrap().to_string();
     w.deliver(bob.peer, &bob.ack("700", &tag, 1, Some(&bob.sdp("8", "sendrecv"))));
-    assert!(matches!(w.media.as_slice(), [MediaCommand::Hold { codec: Codec::Pcma, .. }, MediaCommand::DtmfPayloadType { .. }]), "{:?}", w.media);
+    assert!(matches!(w.media.as_slice(), [MediaCommand::RtcpPort { port: 15071, .. }, MediaCommand::Hold { codec: Codec::Pcma, .. }, MediaCommand::DtmfPayloadType { .. }]), "{:?}", w.media);
 }
 
 #[test]
@@ -292,6 +297,7 @@ fn self_park_announces_the_orbit_before_hold_music() {
     assert_eq!(
         w.media,
         vec![
+            MediaCommand::RtcpPort { leg: LEG_20000, port: 15071 },
             MediaCommand::Hold { leg: LEG_20000, remote: "127.0.0.1:15070".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) },
             MediaCommand::DtmfPayloadType { leg: LEG_20000, pt: Some(101) },
             MediaCommand::Announce {
@@ -304,7 +310,7 @@ fn self_park_announces_the_orbit_before_hold_music() {
     let carol = Phone { call_id: "carol-call".into(), ..Phone::new("carol", 5071) };
     let since = w.media.len();
     w.park(&carol, "700", SELF_PARK);
-    assert!(matches!(&w.media[since..], [MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }, MediaCommand::Announce { words, .. }]
+    assert!(matches!(&w.media[since..], [MediaCommand::RtcpPort { .. }, MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }, MediaCommand::Announce { words, .. }]
         if words[..] == [Prompt::ParkedOn, Prompt::Digit(7), Prompt::Digit(0), Prompt::Digit(2)]));
 }
 
@@ -323,7 +329,7 @@ fn no_announcement_for_a_transferee_or_when_disabled_or_not_listening() {
     lot.announce_orbit = false;
     let mut w = World::with_lots(vec![lot]);
     w.park(&Phone::new("bob", 5070), "700", SELF_PARK);
-    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }]), "announce_orbit = false: {:?}", w.media);
+    assert!(matches!(w.media[..], [MediaCommand::RtcpPort { .. }, MediaCommand::Hold { .. }, MediaCommand::DtmfPayloadType { .. }]), "announce_orbit = false: {:?}", w.media);
 
     let mut w = World::new();
     let dave = Phone::new("dave", 5072);
@@ -331,7 +337,7 @@ fn no_announcement_for_a_transferee_or_when_disabled_or_not_listening() {
     w.deliver(dave.peer, &dave.invite("700", "", Some(&dave.sdp("0", "sendonly"))));
     let tag = w.last_response_to(dave.peer, since).common.to.tag().unwrap().to_string();
     w.deliver(dave.peer, &dave.ack("700", &tag, dave.cseq, None));
-    assert!(matches!(w.media[..], [MediaCommand::Hold { .. }, MediaCommand::Update { send: false, .. }, MediaCommand::DtmfPayloadType { .. }]), "{:?}", w.media);
+    assert!(matches!(w.media[..], [MediaCommand::RtcpPort { .. }, MediaCommand::Hold { .. }, MediaCommand::Update { send: false, .. }, MediaCommand::DtmfPayloadType { .. }]), "{:?}", w.media);
 }
 
 /// Attended park (RFC 3891 §3): Alice's consultation call to the park code hears "parked on 701"; Bob, swapped

@@ -101,7 +101,8 @@ impl Media {
             | MediaCommand::Stream { leg, .. }
             | MediaCommand::Srtp { leg, .. }
             | MediaCommand::RtcpMux { leg, .. }
-            | MediaCommand::Courtesy { leg, .. } => leg.port(),
+            | MediaCommand::Courtesy { leg, .. }
+            | MediaCommand::RtcpPort { leg, .. } => leg.port(),
             MediaCommand::SetMusic { .. } | MediaCommand::SetTone { .. } => {
                 // Every thread plays every lot's music and tone.
                 let mut ok = true;
@@ -217,7 +218,7 @@ mod tests {
             let setup = MediaSetup { bind_ip: "127.0.0.1".parse().unwrap(), plan, rtp_sender: RtpSender::Auto, music: vec![music.clone()], tones: Vec::new(), seed: 9 };
             match spawn(setup) {
                 Ok(m) => return m,
-                Err(MediaIoError::Bind { .. }) => continue,
+                Err(MediaIoError::Bind { .. } | MediaIoError::BindRtcp { .. }) => continue,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -308,6 +309,11 @@ mod tests {
                             assert_eq!(route(&plan, partner.port()), route(&plan, parked.port()), "a bridge stays in one thread");
                             assert!(bound(partner.port()));
                         }
+                    }
+                    for (i, b) in plan.blocks().iter().enumerate() {
+                        let rtcp = b.rtcp_port();
+                        assert!(thread_ports(&plan, i).is_some_and(|r| crate::park::shard_plan::rtcp_port_of(*r.start() + r.start() % 2) == rtcp), "the thread binds the RTCP port the core names");
+                        assert!(rtcp % 2 == 1 && core.plan().shard_of(rtcp).is_none(), "the RTCP port is never a leg's");
                     }
                     assert_eq!(legs, pairs * usize::from(legs_per_port), "{lo}-{hi}, {threads} threads: every leg handed out once");
                     assert_eq!(plan.blocks().iter().map(|b| PortPool::all_ports(b.lo, b.hi).count()).sum::<usize>(), pairs, "the threads bind every port once");

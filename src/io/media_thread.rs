@@ -1,6 +1,9 @@
 //! The media io thread: one UDP socket per even port, one `mio::Poll`, one std thread
 //! (`parkd-media`) driving the sans-IO [`MediaPlane`].
 //!
+//! Besides, ONE socket on the block's RTCP port (the odd port above its first even port): the RTCP of every
+//! leg that does not multiplex it on the RTP port (RFC 3605 `a=rtcp:`, see `media::plane_rtcp`).
+//!
 //! Loop: sleep until the plane's next pacer deadline, a readable socket or a command; apply
 //! commands; drain readable sockets into ONE reused buffer and send what the relay forwards;
 //! then send every hold packet due. A hold packet (12-byte header + shared payload slice) is
@@ -34,6 +37,8 @@ use crate::config::RtpSender;
 use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaReport, MediaStats};
 
 const WAKER: Token = Token(usize::MAX);
+/// The block's RTCP socket (see `media::plane_rtcp`).
+const RTCP: Token = Token(usize::MAX - 1);
 /// Largest datagram we receive (RTP over UDP stays well under an Ethernet MTU).
 const RECV_BUF: usize = 2048;
 /// Upper bound on one sleep when no hold stream is scheduled, to refresh the stats snapshot.
@@ -48,6 +53,8 @@ pub enum MediaIoError {
     NoShards,
     #[error("cannot bind RTP port {ip}:{port}: {source}")]
     Bind { ip: IpAddr, port: u16, source: io::Error },
+    #[error("cannot bind the RTCP port {ip}:{port} (the odd port above the block's first RTP port): {source}")]
+    BindRtcp { ip: IpAddr, port: u16, source: io::Error },
     #[error("cannot set up the media poller: {0}")]
     Poll(#[source] io::Error),
     #[error("cannot spawn the parkd-media thread: {0}")]
@@ -78,6 +85,7 @@ pub struct MediaHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     ports: Vec<u16>,
+    rtcp_port: u16,
     counters: Arc<IoCounters>,
     stats: Arc<Mutex<MediaStats>>,
     load: Arc<LoadCell>,
@@ -117,6 +125,11 @@ impl MediaHandle {
     /// The bound RTP ports (every even port of the range), ascending.
     pub fn ports(&self) -> &[u16] {
         &self.ports
+    }
+
+    /// The bound RTCP port (see the module doc).
+    pub fn rtcp_port(&self) -> u16 {
+        self.rtcp_port
     }
 
     /// Io-side counters.
@@ -182,6 +195,16 @@ pub fn spawn_reporting(
         poll.registry().register(&mut sock, Token(i), Interest::READABLE).map_err(MediaIoError::Poll)?;
         sockets.push(sock);
     }
+    let rtcp_port = crate::park::shard_plan::rtcp_port_of(base);
+    let mut rtcp = dual_stack::bind_udp(SocketAddr::new(bind_ip, rtcp_port))
+        .and_then(|s| {
+            s.set_nonblocking(true)?;
+            Ok(UdpSocket::from_std(s))
+        })
+        .map_err(|source| MediaIoError::BindRtcp { ip: bind_ip, port: rtcp_port, source })?;
+    poll.registry().register(&mut rtcp, RTCP, Interest::READABLE).map_err(MediaIoError::Poll)?;
+    let mut plane = plane;
+    plane.set_rtcp_port(rtcp_port);
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(MediaIoError::Poll)?);
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
@@ -189,13 +212,14 @@ pub fn spawn_reporting(
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
     let load = Arc::new(LoadCell::default());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane, reports };
+    let io = MediaIo { gate: gate.clone(), poll, sockets, rtcp, rtcp_port, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane, reports };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
         .name("parkd-media".into())
         .spawn(move || {
-            let fds: Vec<_> = io.sockets.iter().map(|s| s.as_raw_fd()).collect();
+            // The RTCP socket last: fixed file `sockets.len()` (see `slot`).
+            let fds: Vec<_> = io.sockets.iter().chain([&io.rtcp]).map(|s| s.as_raw_fd()).collect();
             match hold_sender::open(sender, bind_ip, &fds, shared_ports) {
                 Ok(hold) => {
                     let _ = ready_tx.send(Ok(()));
@@ -215,7 +239,7 @@ pub fn spawn_reporting(
         let _ = thread.join();
         return Err(e);
     }
-    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, counters, stats, load })
+    Ok(MediaHandle { tx, waker, gate, stop, thread: Some(thread), ports: even, rtcp_port, counters, stats, load })
 }
 
 /// State owned by the media thread.
@@ -224,6 +248,9 @@ struct MediaIo {
     poll: Poll,
     /// Socket `i` is bound to port `base + 2 * i`.
     sockets: Vec<UdpSocket>,
+    /// The block's RTCP socket, bound to `rtcp_port`.
+    rtcp: UdpSocket,
+    rtcp_port: u16,
     base: u16,
     /// The address the sockets are bound to: on `[::]` every address the plane sees is IPv6 (IPv4 peers
     /// IPv4-mapped), as the sockets report and take them.
@@ -241,6 +268,9 @@ struct MediaIo {
 
 impl MediaIo {
     fn socket(&self, port: u16) -> Option<&UdpSocket> {
+        if port == self.rtcp_port {
+            return Some(&self.rtcp);
+        }
         let off = port.checked_sub(self.base)?;
         if off % 2 != 0 {
             return None;
@@ -278,6 +308,27 @@ impl MediaIo {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             return;
+        }
+    }
+
+    /// Reads every datagram waiting on the RTCP socket into `buf` and sends what the plane relays.
+    fn drain_rtcp(&mut self, clock: &Clock, buf: &mut [u8]) {
+        loop {
+            match self.rtcp.recv_from(buf) {
+                Ok((n, from)) => {
+                    if let Some(f) = self.plane.on_rtcp_port(clock.now(), from, buf, n) {
+                        if let (Some(s), Some(data)) = (self.socket(f.port), buf.get(..f.len)) {
+                            self.relay(s, data, f.to);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.counters.recv_errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
         }
     }
 
@@ -321,6 +372,10 @@ impl MediaIo {
                 }
             }
             for ev in events.iter() {
+                if ev.token() == RTCP {
+                    self.drain_rtcp(&clock, &mut buf);
+                    continue;
+                }
                 let idx = ev.token().0;
                 if ev.token() == WAKER || idx >= self.sockets.len() {
                     continue;
@@ -370,8 +425,11 @@ impl MediaIo {
 }
 
 impl PortSockets for MediaIo {
-    /// Socket `i` (port `base + 2 * i`) is io_uring fixed file `i`.
+    /// Socket `i` (port `base + 2 * i`) is io_uring fixed file `i`; the RTCP socket comes after them.
     fn slot(&self, port: u16) -> Option<Slot> {
+        if port == self.rtcp_port {
+            return Some(Slot { fd: self.rtcp.as_raw_fd(), file: self.sockets.len() as u32 });
+        }
         let off = port.checked_sub(self.base)?;
         let i = usize::from(off / 2);
         let sock = self.sockets.get(i).filter(|_| off % 2 == 0)?;
@@ -407,7 +465,7 @@ mod tests {
             let base = start + (NEXT.fetch_add(1, Ordering::Relaxed) % 2000) as u16 * 4;
             match spawn(ip, base..=base + 3, legs_per_port, sender, MediaPlane::new(vec![music.clone()], 7)) {
                 Ok(h) => return Some(h),
-                Err(MediaIoError::Bind { .. }) => continue,
+                Err(MediaIoError::Bind { .. } | MediaIoError::BindRtcp { .. }) => continue,
                 Err(e @ (MediaIoError::IoUring(_) | MediaIoError::Raw(_))) => {
                     eprintln!("SKIPPED: {e}");
                     return None;
@@ -471,6 +529,53 @@ mod tests {
         assert!(rx.recv_from(&mut buf).is_err(), "no packet after Stop");
         assert_eq!(h.io_counters().send_errors.load(Ordering::Relaxed), 0);
         drop(h); // joins the thread
+    }
+
+    /// A phone that does not mux gets its Sender Reports from the thread's RTCP port (the odd port above the
+    /// first RTP port) on its own RTCP socket, whichever hold sender is in use; its RTCP sent there is read.
+    fn sender_reports_leave_from_the_rtcp_port(sender: RtpSender) {
+        let Some(h) = spawn_loopback_shared(1, sender) else { return };
+        let port = h.ports()[0];
+        assert_eq!(h.rtcp_port(), port + 1);
+        let (rtp, rtcp) = (receiver(), receiver());
+        let leg = MediaLegId::solo(port);
+        h.send(MediaCommand::RtcpPort { leg, port: rtcp.local_addr().unwrap().port() });
+        h.send(MediaCommand::Hold { leg, remote: rtp.local_addr().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
+        let mut buf = [0u8; 2048];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (n, from) = loop {
+            assert!(std::time::Instant::now() < deadline, "no SR within 10 s");
+            if let Ok(got) = rtcp.recv_from(&mut buf) {
+                break got;
+            }
+        };
+        assert_eq!(from.port(), h.rtcp_port(), "from the RTCP port");
+        assert_eq!((n, buf[1]), (crate::media::rtcp::REPORT_LEN, crate::media::rtcp::PT_SR));
+        let rr = [0x80, crate::media::rtcp::PT_RR, 0, 1, 0, 0, 0, 9];
+        rtcp.send_to(&rr, from).unwrap();
+        for _ in 0..40 {
+            if h.stats().rtcp_received == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(h.stats().rtcp_received, 1, "the phone's RR read on the RTCP port");
+        assert_eq!(h.io_counters().send_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn sender_reports_leave_from_the_rtcp_port_with_syscalls() {
+        sender_reports_leave_from_the_rtcp_port(RtpSender::Syscalls);
+    }
+
+    #[test]
+    fn sender_reports_leave_from_the_rtcp_port_with_io_uring() {
+        sender_reports_leave_from_the_rtcp_port(RtpSender::IoUring);
+    }
+
+    #[test]
+    fn sender_reports_leave_from_the_rtcp_port_with_a_raw_socket() {
+        sender_reports_leave_from_the_rtcp_port(RtpSender::Raw);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub struct ScrapeSnapshot {
     /// not be protected (from the media threads' `MediaStats`).
     pub srtp_auth_failed: u64,
     pub srtp_protect_failed: u64,
-    /// RTCP on the RTP ports (rtcp-mux): received, relayed to a bridge peer, dropped (valid but not relayable),
+    /// RTCP (rtcp-mux on the RTP ports, or the RTCP ports): received, relayed to a bridge peer, dropped (valid but not relayable),
     /// hold Sender Reports sent (from the media threads' `MediaStats`).
     pub rtcp: RtcpCounts,
     pub legs: usize,
@@ -332,7 +332,7 @@ impl Metrics {
         for (kind, n) in [("received", c.received), ("relayed", c.relayed), ("dropped", c.dropped), ("sent", c.sent)] {
             rtcp.get_or_create(&RetransmissionLabels { kind }).inc_by(n);
         }
-        reg.register("rtcp_packets", "RTCP on the RTP ports (rtcp-mux): received, relayed to the bridge peer, valid but not relayable (dropped), hold Sender Reports sent", rtcp);
+        reg.register("rtcp_packets", "RTCP (on the RTP ports with rtcp-mux, or on the media threads' RTCP ports): received, relayed to the bridge peer, valid but not relayable (dropped), hold Sender Reports sent", rtcp);
         reg.register("srtp_protect_failures", "RTP packets to an SRTP leg that could not be protected (not sent)", ConstCounter::new(snap.srtp_protect_failed));
         let retransmissions = Family::<RetransmissionLabels, Counter>::default();
         let r = &snap.retransmissions;

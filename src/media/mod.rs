@@ -19,7 +19,7 @@
 //! * [`demux`] — which leg a received packet belongs to when legs share a port.
 //! * [`dtmf`] — RFC 4733 telephone-events from a parked caller: one report per key press ([`MediaReport`]).
 //! * [`courtesy`] — the courtesy tone inserted into the relay when a call is bridged.
-//! * [`rtcp`] — RTCP on the RTP port (rtcp-mux): demultiplexing, parkd's hold Sender Reports, relayed reports.
+//! * [`rtcp`] — RTCP on the RTP port (rtcp-mux) or the RTCP port: demultiplexing, parkd's hold Sender Reports, relayed reports.
 //! * [`plane`] — [`MediaPlane`], the state machine tying it together.
 
 pub mod anchor;
@@ -163,11 +163,14 @@ pub enum MediaCommand {
     /// re-offer) renews only the inbound context. `roc` is the SRTP rollover counter of the stream's next packet
     /// when the keys are new to the plane: 0 for a new stream, the journaled one for a stream resumed after a
     /// restart (issue 17), so that the phone, whose context followed the old stream, opens the new packets.
-    Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>>, roc: u32 },
+    /// `srtcp` likewise: a bound on the SRTCP index the old process can have reached on the stream (0 for a new
+    /// stream); parkd's first SRTCP packet to the leg carries a higher one, so the phone's replay window takes
+    /// it (see [`srtp::SrtpLeg::with_srtcp_floor`]).
+    Srtp { leg: MediaLegId, keys: Option<Box<srtp::SrtpKeys>>, roc: u32, srtcp: u32 },
     /// Whether the leg multiplexes RTCP on its RTP port (RFC 5761: both offer and answer had `a=rtcp-mux`).
-    /// parkd binds no RTCP port of its own, so only such a leg gets RTCP from parkd: Sender Reports with its
-    /// hold music, its bridge peer's reports. Kept until the leg is created when sent before it. A leg also
-    /// turns it on when it sends valid RTCP on the RTP port (it muxes: e.g. a call restored after a restart).
+    /// Such a leg gets its RTCP from parkd on the RTP port: Sender Reports with its hold music, its bridge
+    /// peer's reports. Kept until the leg is created when sent before it. A leg also turns it on when it
+    /// sends valid RTCP on the RTP port (it muxes: e.g. a call restored after a restart).
     RtcpMux { leg: MediaLegId, on: bool },
     /// Play the courtesy tone `tone` (an index into the list given to [`MediaPlane::set_tones`]; out of range:
     /// the built-in two beeps) to a bridged leg: the first audio packets relayed to it carry the tone instead
@@ -176,6 +179,12 @@ pub enum MediaCommand {
     /// Courtesy tone `id` is now `tone` (a reload; ids past the end are added, the gap filled with the built-in
     /// beeps). Applies to the next `Courtesy`.
     SetTone { id: MusicId, tone: Box<HoldMusic> },
+    /// The phone's RTCP port when it does not multiplex (its SDP's `a=rtcp:`, RFC 3605, else its RTP port + 1;
+    /// 0: none), at the IP address of its SDP. parkd's side of that RTCP is the media thread's shared RTCP
+    /// port (the one parkd's SDP names in `a=rtcp:`; see `plane_rtcp`): what arrives there from this address
+    /// is the leg's RTCP, and the leg's Sender Reports and relayed reports leave from there to it. Kept until
+    /// the leg is created when sent before it; mux, when on, wins.
+    RtcpPort { leg: MediaLegId, port: u16 },
 }
 
 /// What the media plane tells the core (drained with [`MediaPlane::poll_report`]; rare: never per packet).

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::music::HoldMusic;
 use super::pacer::{Pacer, PacerLateness, Scheduled, PERIOD_MS};
@@ -54,13 +54,13 @@ pub struct MediaStats {
     pub srtp_auth_failed: u64,
     /// Packets to an SRTP leg that could not be protected (no room for the tag, key exhausted): dropped.
     pub srtp_protect_failed: u64,
-    /// Of `srtp_auth_failed`: SRTCP packets (RTCP on the RTP port of an SRTP leg) that failed authentication.
+    /// Of `srtp_auth_failed`: SRTCP packets (RTCP of an SRTP leg) that failed authentication.
     pub srtcp_auth_failed: u64,
-    /// RTCP packets received on RTP ports (rtcp-mux, RFC 5761), before any check.
+    /// RTCP packets received on RTP ports (rtcp-mux, RFC 5761) or the RTCP port, before any check.
     pub rtcp_received: u64,
     /// RTCP packets relayed (translated) to a bridge peer.
     pub rtcp_relayed: u64,
-    /// Valid RTCP packets of a bridged leg not relayed: the peer does not mux RTCP (or must not be sent to),
+    /// Valid RTCP packets of a bridged leg not relayed: the peer has no RTCP address (or must not be sent to),
     /// or the packet has no SR or RR (see [`super::rtcp`]).
     pub rtcp_dropped: u64,
     /// Sender Reports parkd sent with hold music.
@@ -76,6 +76,8 @@ pub struct MediaStats {
 pub enum MediaWake {
     /// A pacer slot with hold-music (or announcement) packets due: call [`MediaPlane::poll_hold`].
     HoldFrame,
+    /// A paused stream's RTCP report is due (see `plane_rtcp`): call [`MediaPlane::poll_hold`].
+    RtcpReport,
 }
 
 /// What a leg is doing.
@@ -130,9 +132,12 @@ struct LegCrypto {
 }
 
 impl LegCrypto {
-    fn new(keys: &SrtpKeys, roc: u32) -> Option<Box<LegCrypto>> {
+    fn new(keys: &SrtpKeys, roc: u32, srtcp: u32) -> Option<Box<LegCrypto>> {
         match SrtpLeg::resuming(keys, roc) {
-            Ok(ctx) => Some(Box::new(LegCrypto { keys: keys.clone(), ctx })),
+            Ok(ctx) => {
+                let ctx = ctx.with_srtcp_floor(srtcp);
+                Some(Box::new(LegCrypto { keys: keys.clone(), ctx }))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot set up SRTP for a leg; its packets are dropped");
                 None
@@ -189,11 +194,17 @@ pub struct MediaPlane {
     /// Stream identities given ([`MediaCommand::Stream`]) for legs not created yet.
     presets: FxHashMap<MediaLegId, OutStream>,
     /// SRTP keys given ([`MediaCommand::Srtp`]) for legs not created yet.
-    srtp_presets: FxHashMap<MediaLegId, (Box<SrtpKeys>, u32)>,
+    srtp_presets: FxHashMap<MediaLegId, (Box<SrtpKeys>, u32, u32)>,
     /// Reused buffer an SRTP hold packet is assembled in before it is protected.
     scratch: Vec<u8>,
-    /// rtcp-mux given ([`MediaCommand::RtcpMux`]) for legs not created yet.
-    rtcp_presets: FxHashSet<MediaLegId>,
+    /// rtcp-mux and RTCP ports given ([`MediaCommand::RtcpMux`], [`MediaCommand::RtcpPort`]) for legs not
+    /// created yet.
+    rtcp_presets: FxHashMap<MediaLegId, rtcp_side::LegRtcp>,
+    /// The RTCP port of the plane's block (0: none), and the legs that send their RTCP there (see `plane_rtcp`).
+    rtcp_port: u16,
+    rtcp_demux: rtcp_side::RtcpDemux,
+    /// The next reports of legs whose stream is paused (see `plane_rtcp`).
+    paused_reports: rtcp_side::PausedReports,
     /// The hold Sender Reports' bytes are split off this arena (see `plane_rtcp`).
     rtcp_arena: BytesMut,
     stats: MediaStats,
@@ -206,7 +217,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, tones: Vec::new(), builtin_tone: courtesy::builtin_tone(), reports: VecDeque::with_capacity(MAX_REPORTS), prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), rtcp_presets: FxHashSet::default(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), tones: Vec::new(), builtin_tone: courtesy::builtin_tone(), reports: VecDeque::with_capacity(MAX_REPORTS), rtcp_presets: FxHashMap::default(), rtcp_port: 0, rtcp_demux: rtcp_side::RtcpDemux::default(), paused_reports: rtcp_side::PausedReports::new(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
     }
 
     /// The courtesy tones [`MediaCommand::Courtesy`] picks from (by index; the built-in two beeps otherwise).
@@ -234,7 +245,7 @@ impl MediaPlane {
             }
             MediaCommand::Announce { leg: id, words } => self.announce(now, id, &words),
             MediaCommand::Stream { leg: id, ssrc, seq, ts } => self.set_stream(now, id, ssrc, seq, ts),
-            MediaCommand::Srtp { leg: id, keys, roc } => self.set_srtp(id, keys, roc),
+            MediaCommand::Srtp { leg: id, keys, roc, srtcp } => self.set_srtp(id, keys, roc, srtcp),
             MediaCommand::RtcpMux { leg: id, on } => self.set_rtcp_mux(id, on),
             MediaCommand::SetMusic { id, music } => {
                 let i = id.0 as usize;
@@ -256,14 +267,15 @@ impl MediaPlane {
                     *t = Some(Insertion { tone: tone.0, pos: 0 });
                 }
             }
+            MediaCommand::RtcpPort { leg: id, port } => self.set_rtcp_peer_port(id, port),
         }
     }
 
     /// Gives leg `id` its SRTP keys (see [`MediaCommand::Srtp`]).
-    fn set_srtp(&mut self, id: MediaLegId, keys: Option<Box<SrtpKeys>>, roc: u32) {
+    fn set_srtp(&mut self, id: MediaLegId, keys: Option<Box<SrtpKeys>>, roc: u32, srtcp: u32) {
         let Some(leg) = self.legs.get_mut(&id) else {
             match keys {
-                Some(k) => self.srtp_presets.insert(id, (k, roc)),
+                Some(k) => self.srtp_presets.insert(id, (k, roc, srtcp)),
                 None => self.srtp_presets.remove(&id),
             };
             return;
@@ -278,7 +290,7 @@ impl MediaPlane {
                     leg.srtp = None;
                 }
             }
-            (Some(k), _) => leg.srtp = LegCrypto::new(&k, roc),
+            (Some(k), _) => leg.srtp = LegCrypto::new(&k, roc, srtcp),
             (None, _) => leg.srtp = None,
         }
     }
@@ -307,7 +319,7 @@ impl MediaPlane {
         let rng = &mut self.rng;
         let presets = &mut self.presets;
         let srtp = self.srtp_presets.remove(&id);
-        let mux = self.rtcp_presets.remove(&id);
+        let rtcp = self.rtcp_presets.remove(&id).unwrap_or_default();
         self.legs.entry(id).or_insert_with(|| Leg {
             sdp_remote: remote,
             latched: None,
@@ -319,8 +331,8 @@ impl MediaPlane {
             map: None,
             mode: Mode::Idle,
             announce: None,
-            srtp: srtp.and_then(|(k, roc)| LegCrypto::new(&k, roc)),
-            rtcp: rtcp_side::LegRtcp { mux, ..Default::default() },
+            srtp: srtp.and_then(|(k, roc, srtcp)| LegCrypto::new(&k, roc, srtcp)),
+            rtcp,
         })
     }
 
@@ -359,6 +371,8 @@ impl MediaPlane {
         leg.sdp_remote = remote;
         leg.codec = codec;
         leg.send = true;
+        self.sync_rtcp_key(id);
+        let Some(leg) = self.legs.get_mut(&id) else { return };
         if let Mode::Hold { music: m, sched: Some(_), .. } = &mut leg.mode {
             *m = music; // already playing: switch the loop, keep the schedule
             return;
@@ -421,6 +435,7 @@ impl MediaPlane {
         leg.sdp_remote = remote;
         leg.latched = None; // RFC 3264 re-offer: learn the (possibly new) source again
         self.demux.set_remote(id, remote);
+        self.sync_rtcp_key(id);
         let Some(leg) = self.legs.get_mut(&id) else { return };
         leg.codec = codec;
         leg.send = send;
@@ -433,6 +448,7 @@ impl MediaPlane {
                     leg.announce = None;
                     leg.mode = Mode::Hold { music, sched: None, frame0: next_frame, ts0: 0, next_frame, n0: 0, next_n: 0 };
                 }
+                self.schedule_paused_report(now, id);
             }
             Mode::Hold { sched: None, music, next_frame, .. } if send => {
                 self.start_hold(now, id, music, next_frame);
@@ -486,6 +502,7 @@ impl MediaPlane {
         self.detach(id);
         self.legs.remove(&id);
         self.demux.remove(id);
+        self.sync_rtcp_key(id);
     }
 
     /// Handles one datagram received on local `port` from `from`. Returns where to send the
@@ -609,9 +626,9 @@ impl MediaPlane {
     /// hold streams. Each slot time that produced a packet records its lateness (`now` − slot time)
     /// in [`MediaStats::pacer_lateness`].
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
-        let MediaPlane { music, prompts, legs, pacer, stats, scratch, rng, rtcp_arena, .. } = self;
+        let MediaPlane { music, prompts, legs, pacer, stats, scratch, rng, rtcp_arena, rtcp_port, .. } = self;
         let mut last_slot_ms = None;
-        let mut reporter = rtcp_side::Reporter { rng, arena: rtcp_arena, stats };
+        let mut reporter = rtcp_side::Reporter { rng, arena: rtcp_arena, stats, rtcp_port: *rtcp_port };
         pacer.due(now, |t_ms, id| {
             let stats = &mut *reporter.stats;
             let Some(leg) = legs.get_mut(&id) else { return };
@@ -668,14 +685,20 @@ impl MediaPlane {
                 last_slot_ms = Some(t_ms);
                 stats.pacer_lateness.observe(now.as_micros().saturating_sub(Time::from_millis(t_ms).as_micros()));
             }
-            reporter.after_hold_packet(leg, id, to, t_ms, ts, batch);
+            reporter.after_hold_packet(leg, id, t_ms, ts, batch);
         });
+        self.poll_paused_reports(now, batch);
     }
 
     /// When [`MediaPlane::poll_hold`] should next be called, and why: the next pacer slot time with work (O(1));
     /// `None` when no hold stream is scheduled. See the engine contract (`core/contract.rs`).
     pub fn poll_timeout(&self) -> Option<(Time, MediaWake)> {
-        self.pacer.next_deadline().map(|t| (t, MediaWake::HoldFrame))
+        let hold = self.pacer.next_deadline().map(|t| (t, MediaWake::HoldFrame));
+        let report = self.next_paused_report().map(|t| (t, MediaWake::RtcpReport));
+        match (hold, report) {
+            (Some(h), Some(r)) => Some(if r.0 < h.0 { r } else { h }),
+            (h, r) => h.or(r),
+        }
     }
 
     /// Current counters. Counting bridged pairs walks the legs (O(legs)).
@@ -712,3 +735,7 @@ mod rtcp_tests;
 #[cfg(test)]
 #[path = "dtmf_plane_tests.rs"]
 mod dtmf_tests;
+
+#[cfg(test)]
+#[path = "plane_rtcp_port_tests.rs"]
+mod rtcp_port_tests;

@@ -142,8 +142,8 @@ fn srtcp_is_opened_with_the_senders_keys_and_sealed_with_the_receivers() {
     let mut p = plane();
     let (ka, mut phone_a) = keys(SrtpSuite::AesCm128HmacSha1_32, 1, 2);
     let (kb, mut phone_b) = keys(SrtpSuite::AeadAes128Gcm, 3, 4);
-    p.apply(t(0), MediaCommand::Srtp { leg: A, keys: Some(Box::new(ka)), roc: 0 });
-    p.apply(t(0), MediaCommand::Srtp { leg: B, keys: Some(Box::new(kb)), roc: 0 });
+    p.apply(t(0), MediaCommand::Srtp { leg: A, keys: Some(Box::new(ka)), roc: 0, srtcp: 0 });
+    p.apply(t(0), MediaCommand::Srtp { leg: B, keys: Some(Box::new(kb)), roc: 0, srtcp: 0 });
     bridged(&mut p, true);
     let plain = rr(0xAAAA, 0x9999, 1);
     let mut sealed = plain.clone();
@@ -235,7 +235,7 @@ impl<'a, I: Iterator<Item = &'a u64>> MinMax for I {
 fn an_srtp_legs_hold_report_is_srtcp_the_phone_opens() {
     let mut p = plane();
     let (k, mut phone) = keys(SrtpSuite::AesCm128HmacSha1_80, 5, 6);
-    p.apply(t(0), MediaCommand::Srtp { leg: A, keys: Some(Box::new(k)), roc: 0 });
+    p.apply(t(0), MediaCommand::Srtp { leg: A, keys: Some(Box::new(k)), roc: 0, srtcp: 0 });
     p.apply(t(0), MediaCommand::RtcpMux { leg: A, on: true });
     p.apply(t(0), MediaCommand::Hold { leg: A, remote: addr("10.0.0.1:4000"), codec: Codec::Pcmu, music: MusicId(0) });
     let pkts = run(&mut p, 0, 20_000);

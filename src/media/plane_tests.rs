@@ -322,7 +322,10 @@ fn update_send_false_pauses_hold_and_send_true_resumes() {
     let before = run(&mut p, 0, 100);
     p.apply(t(100), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: addr("10.0.0.1:4000"), codec: Codec::Pcmu, send: false });
     assert!(run(&mut p, 100, 300).is_empty(), "peer sendonly/inactive: we must not send (RFC 3264 §6.1)");
-    assert_eq!(p.poll_timeout().map(|(t, _)| t), None);
+    // No hold frame is due any more; only the paused leg's next RTCP report (about every 5 s, plane_rtcp).
+    let (next, why) = p.poll_timeout().expect("the paused leg's report");
+    assert_eq!(why, crate::media::MediaWake::RtcpReport);
+    assert!(next >= t(100 + 2_000), "{next:?}");
     p.apply(t(300), MediaCommand::Update { leg: MediaLegId::solo(20_000), remote: addr("10.0.0.1:4000"), codec: Codec::Pcma, send: true });
     let after = run(&mut p, 300, 400);
     let (l, f) = (info(&before.last().unwrap().header), info(&after[0].header));

@@ -1,4 +1,4 @@
-//! RTCP (RFC 3550 §6) on the RTP port (rtcp-mux, RFC 5761): telling RTCP from RTP, checking a compound packet,
+//! RTCP (RFC 3550 §6), on the RTP port (rtcp-mux, RFC 5761) or an RTCP port: telling RTCP from RTP, checking a compound packet,
 //! parkd's own Sender Report for a hold stream, and the translation of a bridged peer's reports.
 //!
 //! * **Demultiplexing** ([`is_rtcp`], RFC 5761 §4): a datagram on the RTP port whose second byte is 192–223 is
@@ -46,6 +46,8 @@ pub const BLOCK_LEN: usize = 24;
 pub const SDES_LEN: usize = 28;
 /// Length of parkd's hold report: an SR without report blocks (28 bytes) and its SDES.
 pub const REPORT_LEN: usize = 28 + SDES_LEN;
+/// Length of parkd's report for a paused stream: an RR without report blocks (8 bytes) and its SDES.
+pub const RR_REPORT_LEN: usize = 8 + SDES_LEN;
 /// Largest SR or RR parkd translates: 31 report blocks.
 const MAX_REPORT: usize = 28 + 31 * BLOCK_LEN;
 
@@ -152,6 +154,15 @@ pub fn write_report(info: &SenderInfo, out: &mut [u8; REPORT_LEN]) {
     put32(out, 20, info.packets);
     put32(out, 24, info.octets);
     write_sdes(out, 28, info.ssrc);
+}
+
+/// parkd's report while its stream to a leg is paused (the phone holds parkd): an RR without report blocks
+/// (parkd sends nothing, and tracks no reception statistics) and its SDES CNAME, so the phone still hears from
+/// parkd (RFC 3550 §6: RTCP goes on while a participant does not send).
+pub fn write_receiver_report(ssrc: u32, out: &mut [u8; RR_REPORT_LEN]) {
+    header(out, 0, 0, PT_RR, 8);
+    put32(out, 4, ssrc);
+    write_sdes(out, 8, ssrc);
 }
 
 /// What [`translate`] needs of the two legs of a bridge: the reporter's (the leg the packet came from) and the

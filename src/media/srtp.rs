@@ -13,7 +13,7 @@
 //! derived from the same master keys, with their own labels): [`SrtpLeg::protect_rtcp`] encrypts and
 //! authenticates a compound packet and appends the E flag with the 31-bit SRTCP index and the tag;
 //! [`SrtpLeg::unprotect_rtcp`] checks tag and index (replay window of 128 per SSRC) before it decrypts. parkd
-//! reads RTCP on the RTP port only (rtcp-mux, RFC 5761; see [`super::rtcp`]): SRTCP from a leg is opened with
+//! reads RTCP on the RTP port (rtcp-mux, RFC 5761) or its RTCP port (see `plane_rtcp`): SRTCP from a leg is opened with
 //! the leg's peer key, relayed SRTCP is sealed again with the receiving leg's key, and the hold SR is sealed
 //! like the hold music. An SRTCP packet that does not authenticate is dropped and counted with the SRTP ones.
 
@@ -178,7 +178,14 @@ pub struct SrtpLeg {
     /// The rollover counter the first protected packet must carry (a stream resumed after a restart,
     /// [`SrtpLeg::resuming`]); 0 once used or for a new stream.
     start_roc: u32,
+    /// The SRTCP index the first protected RTCP packet must exceed ([`SrtpLeg::with_srtcp_floor`]); 0 once used
+    /// or for a new stream.
+    start_srtcp: u32,
 }
+
+/// The most throw-away SRTCP packets protected to bring a resumed stream's SRTCP index up
+/// ([`SrtpLeg::with_srtcp_floor`]): the bound of a stream ~5.5 h old (`core::persist::srtp_keys::srtcp_floor`).
+pub const MAX_SRTCP_PRIME: u32 = 1 << 14;
 
 impl fmt::Debug for SrtpLeg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -189,7 +196,7 @@ impl fmt::Debug for SrtpLeg {
 impl SrtpLeg {
     /// Contexts for `keys`.
     pub fn new(keys: &SrtpKeys) -> Result<SrtpLeg, SrtpError> {
-        Ok(SrtpLeg { suite: keys.suite, tx: context(keys.suite, &keys.local, false)?, rx: context(keys.suite, &keys.remote, true)?, start_roc: 0 })
+        Ok(SrtpLeg { suite: keys.suite, tx: context(keys.suite, &keys.local, false)?, rx: context(keys.suite, &keys.remote, true)?, start_roc: 0, start_srtcp: 0 })
     }
 
     /// Contexts for `keys` whose outbound stream continues one protected before (by an earlier process, issue
@@ -198,6 +205,32 @@ impl SrtpLeg {
     /// throw-away packets (never sent) along the index, about four per ROC step (see [`prime`]).
     pub fn resuming(keys: &SrtpKeys, roc: u32) -> Result<SrtpLeg, SrtpError> {
         Ok(SrtpLeg { start_roc: roc, ..SrtpLeg::new(keys)? })
+    }
+
+    /// The outbound SRTCP of a stream resumed after a restart: its first packet carries an index above `floor`
+    /// (a bound on what the earlier process reached, derived by the core: `core::persist::srtp_keys`), so the
+    /// peer's replay window (RFC 3711 §3.3.2), which saw the old packets, takes it. `rtc-srtp` sets no SRTCP
+    /// index from outside: at the first RTCP packet the context is brought there by protecting `floor` (at most
+    /// [`MAX_SRTCP_PRIME`]) throw-away packets under the stream's SSRC, never sent.
+    pub fn with_srtcp_floor(self, floor: u32) -> SrtpLeg {
+        SrtpLeg { start_srtcp: floor.min(MAX_SRTCP_PRIME), ..self }
+    }
+
+    /// Before the first RTCP packet `pkt` of a resumed stream: see [`SrtpLeg::with_srtcp_floor`].
+    fn prime_rtcp_for(&mut self, pkt: &[u8]) {
+        if self.start_srtcp == 0 {
+            return;
+        }
+        let n = std::mem::take(&mut self.start_srtcp);
+        let Some(ssrc) = pkt.get(4..8) else { return };
+        let mut rr = [0x80, 201, 0, 1, 0, 0, 0, 0];
+        rr[4..8].copy_from_slice(ssrc);
+        for _ in 0..n {
+            if self.tx.encrypt_rtcp(&rr).is_err() {
+                tracing::warn!("cannot prime a resumed SRTCP stream; the peer may drop parkd's reports for a while");
+                return;
+            }
+        }
     }
 
     /// The peer's key changed (a re-offer, RFC 4568 §7.1.4): a new inbound context; the outbound one (parkd's
@@ -263,6 +296,7 @@ impl SrtpLeg {
     /// Protects the compound RTCP packet `buf[..len]` in place (SRTCP: `buf` must have room for the index and
     /// the tag, [`SrtpSuite::rtcp_overhead`]). Returns the SRTCP length.
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.prime_rtcp_for(buf.get(..len).ok_or(SrtpError::NoRoom)?);
         let plain = buf.get(..len).ok_or(SrtpError::NoRoom)?;
         let out = self.tx.encrypt_rtcp(plain).map_err(|_| SrtpError::Auth)?;
         let dst = buf.get_mut(..out.len()).ok_or(SrtpError::NoRoom)?;
@@ -272,6 +306,7 @@ impl SrtpLeg {
 
     /// Protects the compound RTCP packet `pkt` (parkd's hold report) into the SRTCP packet's bytes.
     pub fn protect_rtcp_frame(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
+        self.prime_rtcp_for(pkt);
         Ok(self.tx.encrypt_rtcp(pkt).map_err(|_| SrtpError::Auth)?.freeze())
     }
 
@@ -442,6 +477,42 @@ mod tests {
         assert_eq!(parkd.protect(&mut tight, plain.len()), Err(SrtpError::NoRoom));
         let mut short = [0x80u8; 14];
         assert_eq!(parkd.unprotect(&mut short, 14), Err(SrtpError::Auth));
+    }
+
+    /// A restart starts a new SRTCP context: without a floor its first index (1) is a replay to the phone,
+    /// which saw the old process's; with the core's floor it is above them and taken. Each suite; the priming
+    /// cost is printed (`-- --nocapture`), not asserted.
+    #[test]
+    fn a_resumed_srtcp_stream_starts_above_the_floor_the_phones_replay_window_saw() {
+        for suite in SrtpSuite::ALL {
+            let mut old = SrtpLeg::new(&keys(suite, 1, 2)).unwrap();
+            let mut phone = SrtpLeg::new(&keys(suite, 2, 1)).unwrap();
+            // One SR (28 bytes) of parkd's stream, protected.
+            let sr = |leg: &mut SrtpLeg| {
+                let mut buf = vec![0x80, 200, 0, 6, 0, 0, 0x12, 0x34];
+                buf.resize(128, 7);
+                let n = leg.protect_rtcp(&mut buf, 28).unwrap();
+                buf.truncate(n);
+                buf
+            };
+            // The old process sent 600 reports; the phone took them all.
+            for _ in 0..600 {
+                let mut p = sr(&mut old);
+                let len = p.len();
+                phone.unprotect_rtcp(&mut p, len).unwrap();
+            }
+            let mut fresh = SrtpLeg::new(&keys(suite, 1, 2)).unwrap();
+            let mut p = sr(&mut fresh);
+            let len = p.len();
+            assert_eq!(phone.unprotect_rtcp(&mut p, len), Err(SrtpError::Auth), "{suite:?}: index 1 again is a replay");
+            let started = std::time::Instant::now();
+            let mut resumed = SrtpLeg::new(&keys(suite, 1, 2)).unwrap().with_srtcp_floor(600);
+            let mut p = sr(&mut resumed);
+            let took = started.elapsed();
+            let len = p.len();
+            assert_eq!(phone.unprotect_rtcp(&mut p, len), Ok(28), "{suite:?}: above the floor, taken");
+            eprintln!("{suite:?}: priming 600 SRTCP indexes took {took:?}");
+        }
     }
 
     #[test]

@@ -58,14 +58,14 @@ fn hold_music_to_an_srtp_leg_is_protected_per_leg_and_the_frames_stay_shared() {
     let (ka, mut phone_a) = keys(SrtpSuite::AesCm128HmacSha1_80, 1, 2);
     let (kb, mut phone_b) = keys(SrtpSuite::AeadAes128Gcm, 3, 4);
     // Keys sent before the leg exists (as the core does), then the same keys again: no reset.
-    p.apply(t(0), MediaCommand::Srtp { leg: a, keys: Some(Box::new(ka.clone())), roc: 0 });
-    p.apply(t(0), MediaCommand::Srtp { leg: b, keys: Some(Box::new(kb)), roc: 0 });
+    p.apply(t(0), MediaCommand::Srtp { leg: a, keys: Some(Box::new(ka.clone())), roc: 0, srtcp: 0 });
+    p.apply(t(0), MediaCommand::Srtp { leg: b, keys: Some(Box::new(kb)), roc: 0, srtcp: 0 });
     let plain = MediaLegId::solo(20_004);
     for leg in [a, b, plain] {
         p.apply(t(0), MediaCommand::Hold { leg, remote: "10.0.0.1:4000".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
     }
     let pkts = run(&mut p, 0, 200);
-    p.apply(t(200), MediaCommand::Srtp { leg: a, keys: Some(Box::new(ka)), roc: 0 });
+    p.apply(t(200), MediaCommand::Srtp { leg: a, keys: Some(Box::new(ka)), roc: 0, srtcp: 0 });
     let pkts2 = run(&mut p, 200, 260);
     let frames_of = |port: u16, v: &[HoldPacket]| v.iter().filter(|h| h.port == port).map(wire).collect::<Vec<_>>();
     let plain_frames = frames_of(20_004, &pkts);
@@ -94,7 +94,7 @@ fn srtp_from_a_parked_leg_is_authenticated_and_bridges_to_rtp_and_srtp_both_ways
         let (s1, s2, r) = (MediaLegId::solo(20_000), MediaLegId::solo(20_002), MediaLegId::solo(20_004));
         let (k1, mut phone1) = keys(suite, 1, 2);
         let (k2, mut phone2) = keys(suite, 5, 6);
-        p.apply(t(0), MediaCommand::Srtp { leg: s1, keys: Some(Box::new(k1)), roc: 0 });
+        p.apply(t(0), MediaCommand::Srtp { leg: s1, keys: Some(Box::new(k1)), roc: 0, srtcp: 0 });
         p.apply(t(0), MediaCommand::Hold { leg: s1, remote: "10.0.0.1:4000".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
         let from1 = "10.0.0.1:4000".parse().unwrap();
         let mut buf = vec![0u8; 2048];
@@ -124,7 +124,7 @@ fn srtp_from_a_parked_leg_is_authenticated_and_bridges_to_rtp_and_srtp_both_ways
         assert_eq!((&buf[12..172], m), (&[0x33; 160][..], 172));
 
         // Bridge SRTP (s1) ↔ SRTP (s2): decrypted with one leg's keys, encrypted with the other's.
-        p.apply(t(30), MediaCommand::Srtp { leg: s2, keys: Some(Box::new(k2)), roc: 0 });
+        p.apply(t(30), MediaCommand::Srtp { leg: s2, keys: Some(Box::new(k2)), roc: 0, srtcp: 0 });
         p.apply(t(30), MediaCommand::Update { leg: s2, remote: "10.0.0.2:4000".parse().unwrap(), codec: Codec::Pcma, send: true });
         p.apply(t(30), MediaCommand::Bridge { a: s1, b: s2 });
         buf[..172].copy_from_slice(&rtp_packet(0, 13, &[0xFF; 160]));
@@ -155,7 +155,7 @@ fn a_forged_packet_from_another_source_does_not_steal_an_srtp_legs_latch() {
     let mut p = plane();
     let leg = MediaLegId::solo(20_000);
     let (k, mut phone) = keys(SrtpSuite::AesCm128HmacSha1_80, 1, 2);
-    p.apply(t(0), MediaCommand::Srtp { leg, keys: Some(Box::new(k)), roc: 0 });
+    p.apply(t(0), MediaCommand::Srtp { leg, keys: Some(Box::new(k)), roc: 0, srtcp: 0 });
     p.apply(t(0), MediaCommand::Hold { leg, remote: "10.0.0.1:4000".parse().unwrap(), codec: Codec::Pcmu, music: MusicId(0) });
     let mut buf = vec![0u8; 2048];
     // An attacker at another address sends first: refused, and hold music still goes to the SDP address.
@@ -178,7 +178,7 @@ fn a_plane_resuming_a_stream_after_a_restart_keeps_the_rollover_counter_the_phon
     let (k, mut phone) = keys(SrtpSuite::AesCm128HmacSha1_32, 5, 6);
     let hold = |p: &mut MediaPlane, at: u64, seq: u16, roc: u32, k: &SrtpKeys| {
         p.apply(t(at), MediaCommand::Stream { leg, ssrc: 77, seq, ts: 0 });
-        p.apply(t(at), MediaCommand::Srtp { leg, keys: Some(Box::new(k.clone())), roc });
+        p.apply(t(at), MediaCommand::Srtp { leg, keys: Some(Box::new(k.clone())), roc, srtcp: 0 });
         p.apply(t(at), MediaCommand::Hold { leg, remote, codec: Codec::Pcmu, music: MusicId(0) });
     };
     let open = |phone: &mut SrtpLeg, pkts: &[HoldPacket]| -> Vec<Result<u16, SrtpError>> {

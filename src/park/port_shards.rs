@@ -33,6 +33,11 @@ impl PortShards {
         &self.plan
     }
 
+    /// The RTCP port of the block holding RTP port `port` (0: none; see [`ShardPlan::rtcp_port`]).
+    pub fn rtcp_port(&self, port: u16) -> u16 {
+        self.plan.rtcp_port(port).unwrap_or(0)
+    }
+
     /// Number of blocks.
     pub fn shards(&self) -> usize {
         self.pools.len()

@@ -1,6 +1,6 @@
 //! RTP port allocation: each media leg gets a [`MediaLegId`] naming an even port (RTP) of the
-//! configured range (the odd port above it is kept free for RTCP but not bound: parkd speaks RTCP only
-//! multiplexed on the RTP port, RFC 5761, see `media::plane_rtcp`) and its index among the legs sharing
+//! configured range (the odd port above it is never handed out: the one above a block's first even port is
+//! its media thread's RTCP port, see `media::plane_rtcp`) and its index among the legs sharing
 //! that port. By default (`rtp_legs_per_port = 1`) every leg has a port of its own, handed out
 //! lowest first, freed ports last. Pure bookkeeping; the io layer binds the sockets.
 //!

@@ -28,6 +28,18 @@ impl ShardBlock {
     pub fn holds(&self, port: u16) -> bool {
         (self.lo..=self.hi).contains(&port) && port.is_multiple_of(2)
     }
+
+    /// The block's RTCP port: its media thread's one socket for the RTCP of legs that do not mux
+    /// ([`rtcp_port_of`] its first even port).
+    pub fn rtcp_port(&self) -> u16 {
+        rtcp_port_of(self.lo + self.lo % 2)
+    }
+}
+
+/// The RTCP port of a block whose first RTP (even) port is `first`: the odd port above it, which the port pool
+/// never hands out (see `media::plane_rtcp`).
+pub fn rtcp_port_of(first: u16) -> u16 {
+    first.saturating_add(1)
 }
 
 /// Why `media_threads` cannot be laid over `rtp_ports`.
@@ -109,6 +121,12 @@ impl ShardPlan {
     /// Legs per port (`rtp_legs_per_port`).
     pub fn legs_per_port(&self) -> u16 {
         self.legs_per_port
+    }
+
+    /// The RTCP port of the block holding RTP port `port` (what parkd's SDP names in `a=rtcp:`); `None` for a
+    /// port of no block.
+    pub fn rtcp_port(&self, port: u16) -> Option<u16> {
+        self.shard_of(port).and_then(|i| self.blocks.get(i)).map(ShardBlock::rtcp_port)
     }
 
     /// The media thread owning `port`: the block holding it, `None` for a port of no block.

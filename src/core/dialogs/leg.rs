@@ -66,11 +66,18 @@ pub struct LegMedia {
     /// Boxed: most legs are plain RTP, and the keys and index are ~100 bytes.
     #[serde(skip)]
     pub srtp: Option<Box<LegSrtp>>,
-    /// RTCP multiplexed on the RTP port (RFC 5761): the peer's offer had `a=rtcp-mux` and parkd's answer has
-    /// it. Not journaled (like `srtp`, a new field would break older journals): a restored leg answers without
-    /// it, and its media plane leg turns mux on again when the phone sends RTCP on the RTP port.
+    /// RTCP multiplexed on the RTP port (RFC 5761): both offer and answer have `a=rtcp-mux` (parkd's own
+    /// offers have it). Not journaled (like `srtp`, a new field would break older journals): a restored leg
+    /// answers without it, and its media plane leg turns mux on again when the phone sends RTCP on the RTP port.
     #[serde(skip)]
     pub rtcp_mux: bool,
+    /// parkd's RTCP port for the leg when it does not mux (its media thread's, named in `a=rtcp:`, RFC 3605);
+    /// 0: none (not journaled: a restored leg gets it again from the port plan, `core::persist`).
+    #[serde(skip)]
+    pub rtcp_port: u16,
+    /// The peer's RTCP port when it does not mux (its `a=rtcp:`, else its RTP port + 1; 0: unknown).
+    #[serde(skip)]
+    pub peer_rtcp: u16,
 }
 
 /// A leg's SRTP: the `a=crypto` tag agreed on and both keys (`Debug` redacts them).
@@ -108,13 +115,17 @@ impl LegMedia {
 
     /// The media of a leg parkd answers: with the peer's `offer` (an answer with one codec), or parkd's own
     /// offer in the 2xx when the INVITE had none. Returns the media and the SDP body of the 2xx.
-    /// With `srtp` (negotiated from the offer), the answer is `RTP/SAVP` with parkd's `a=crypto`.
-    pub fn answering(media_leg: MediaLegId, local_sdp: LocalSdp, offer: Option<&RemoteSdp>, srtp: Option<LegSrtp>) -> (LegMedia, Bytes) {
-        let (mut media, mut body) = Self::answering_plain(media_leg, local_sdp, offer);
-        if offer.is_some_and(|o| o.rtcp_mux) {
-            media.rtcp_mux = true;
-            body = sdp::with_rtcp_mux(&body);
+    /// With `srtp` (negotiated from the offer), the answer is `RTP/SAVP` with parkd's `a=crypto`. RTCP: an
+    /// offer with `a=rtcp-mux` is answered with it, one without with `a=rtcp:` parkd's `rtcp_port`; parkd's own
+    /// offer has both.
+    pub fn answering(media_leg: MediaLegId, local_sdp: LocalSdp, rtcp_port: u16, offer: Option<&RemoteSdp>, srtp: Option<LegSrtp>) -> (LegMedia, Bytes) {
+        let (mut media, body) = Self::answering_plain(media_leg, local_sdp, offer);
+        media.rtcp_port = rtcp_port;
+        if let Some(o) = offer {
+            media.rtcp_mux = o.rtcp_mux;
+            media.peer_rtcp = o.rtcp_peer_port();
         }
+        let body = media.with_rtcp(&body, offer.is_none());
         match srtp.filter(|_| offer.is_some()) {
             Some(s) => {
                 let body = s.secure(body);
@@ -141,6 +152,8 @@ impl LegMedia {
                     stream: None,
                     srtp: None,
                     rtcp_mux: false,
+                    rtcp_port: 0,
+                    peer_rtcp: 0,
                 };
                 (media, body)
             }
@@ -157,14 +170,17 @@ impl LegMedia {
                     stream: None,
                     srtp: None,
                     rtcp_mux: false,
+                    rtcp_port: 0,
+                    peer_rtcp: 0,
                 };
                 (media, body)
             }
         }
     }
 
-    /// The media of a call parkd made, from the SDP answer in the peer's 2xx (`body`, possibly unusable).
-    pub fn answered(media_leg: MediaLegId, local_sdp: LocalSdp, body: &[u8]) -> LegMedia {
+    /// The media of a call parkd made, from the SDP answer in the peer's 2xx (`body`, possibly unusable), its
+    /// offer having named `rtcp_port` and offered rtcp-mux: mux when the answer has it.
+    pub fn answered(media_leg: MediaLegId, local_sdp: LocalSdp, rtcp_port: u16, body: &[u8]) -> LegMedia {
         let remote = sdp::parse_sdp(body).ok();
         let codec = remote.as_ref().and_then(|s| sdp::choose_codec(s, &CODECS)).unwrap_or(Codec::Pcmu);
         LegMedia {
@@ -177,8 +193,17 @@ impl LegMedia {
             awaiting_answer: false,
             stream: None,
             srtp: None,
-            rtcp_mux: false,
+            rtcp_mux: remote.as_ref().is_some_and(|s| s.rtcp_mux),
+            rtcp_port,
+            peer_rtcp: remote.as_ref().map_or(0, RemoteSdp::rtcp_peer_port),
         }
+    }
+
+    /// `body` (parkd's SDP, before its `a=crypto`) with its RTCP attributes: an offer (`offering`) has parkd's
+    /// `a=rtcp:` port and `a=rtcp-mux`, an answer `a=rtcp-mux` when the leg muxes, else the port.
+    fn with_rtcp(&self, body: &[u8], offering: bool) -> Bytes {
+        let mux = offering || self.rtcp_mux;
+        sdp::with_rtcp(body, self.rtcp_port, offering || !self.rtcp_mux, mux)
     }
 
     /// Takes an SDP body from the peer (an answer in an ACK, or an offer in a re-INVITE): codec (the current
@@ -195,8 +220,9 @@ impl LegMedia {
                 s.keys.remote = c.key.clone();
             }
         }
-        // An offer turns mux on or off (RFC 5761 §5.1.3); an answer to parkd's offer (which has no rtcp-mux) off.
-        self.rtcp_mux = remote.rtcp_mux && !self.awaiting_answer;
+        // An offer turns mux on or off (RFC 5761 §5.1.3), and so does the answer to parkd's offer (which has it).
+        self.rtcp_mux = remote.rtcp_mux;
+        self.peer_rtcp = remote.rtcp_peer_port();
         self.codec = codec;
         self.dtmf_pt = remote.dtmf_pt;
         self.peer_direction = remote.direction;
@@ -210,10 +236,7 @@ impl LegMedia {
     /// parkd's SDP in a 2xx sent again for the current state (a restored leg answering a retransmitted INVITE):
     /// the answer to the peer's offer, or the offer when the peer had none.
     pub fn current_body(&self) -> Bytes {
-        let mut body = self.current_body_plain();
-        if self.rtcp_mux && !self.awaiting_answer {
-            body = sdp::with_rtcp_mux(&body);
-        }
+        let body = self.with_rtcp(&self.current_body_plain(), self.awaiting_answer);
         match &self.srtp {
             Some(s) if !self.awaiting_answer => s.secure(body),
             _ => body,
@@ -233,10 +256,8 @@ impl LegMedia {
     /// Increments the session version (RFC 3264 §8).
     /// An SRTP leg answers with its `a=crypto` again (same tag and key: RFC 4568 §7.1.4 allows keeping them).
     pub fn reanswer(&mut self, had_offer: bool) -> Bytes {
-        let mut body = self.reanswer_plain(had_offer);
-        if self.rtcp_mux && had_offer {
-            body = sdp::with_rtcp_mux(&body);
-        }
+        let plain = self.reanswer_plain(had_offer);
+        let body = self.with_rtcp(&plain, !had_offer);
         match &self.srtp {
             Some(s) if had_offer => s.secure(body),
             _ => body,

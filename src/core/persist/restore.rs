@@ -244,6 +244,11 @@ impl Core {
             self.journal.unacked.insert(key, leg.id);
             self.journal.unacked_until.push(Reverse((now + UNACKED_WAIT, leg.id)));
         }
+        // RTCP is not journaled (see `LegMedia::rtcp_mux`): parkd's RTCP port comes from the port plan, and the
+        // phone's is taken to be its RTP port + 1 (RFC 3550 §11) until it sends RTCP on the RTP port (it muxes).
+        leg.media.rtcp_port = self.ports.rtcp_port(leg.media.media_leg.port());
+        leg.media.peer_rtcp = leg.media.remote.map_or(0, |r| r.port().saturating_add(1));
+        self.rtcp_media(&leg.media, (false, 0));
         self.dialogs.insert(leg);
     }
 

@@ -53,6 +53,16 @@ pub fn follow_index(media: &mut LegMedia) -> u32 {
     (index >> 16) as u32
 }
 
+/// A bound on the SRTCP index parkd can have reached on a stream whose SRTP index is `index` (ROC · 2^16 + seq
+/// of its next packet), derived rather than journaled: SRTCP to a leg is a hold Sender Report (at least 2.5 s
+/// apart, and only while hold packets flow) or a bridge peer's relayed SR/RR (RFC 3550 §6.2: at least 2.5 s
+/// apart, while the relayed stream is predicted at 50 packets/s), so at most one per 125 packets of the
+/// stream; the index counts those packets plus the stream's random first sequence number (< 2^16), which only
+/// raises the bound. Twice that rate and 64 more leave room for a peer reporting faster.
+pub fn srtcp_floor(index: u64) -> u32 {
+    u32::try_from(index / 62 + 64).unwrap_or(u32::MAX)
+}
+
 fn hash_of(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
@@ -68,12 +78,13 @@ impl Core {
         self.bridging.get(call).map(|b| vec![b.parked, b.other]).unwrap_or_default()
     }
 
-    /// The media plane's [`MediaCommand::Srtp`] for leg `leg_id`: its keys (or none) and the rollover counter of
-    /// its stream's next packet.
+    /// The media plane's [`MediaCommand::Srtp`] for leg `leg_id` resumed after a restart: its keys (or none), the
+    /// rollover counter of its stream's next packet, and a bound on the SRTCP index reached ([`srtcp_floor`]).
     pub(in crate::core) fn srtp_command(&mut self, leg_id: LegId) -> Option<MediaCommand> {
         let m = &mut self.dialogs.get_mut(leg_id)?.media;
         let roc = follow_index(m);
-        Some(MediaCommand::Srtp { leg: m.media_leg, keys: m.srtp.as_ref().map(|s| Box::new(s.keys.clone())), roc })
+        let srtcp = m.srtp.as_ref().and_then(|s| s.index).map_or(0, |(_, index)| srtcp_floor(index));
+        Some(MediaCommand::Srtp { leg: m.media_leg, keys: m.srtp.as_ref().map(|s| Box::new(s.keys.clone())), roc, srtcp })
     }
 
     /// The SRTP records of `call`'s legs as they should be now: written, rewritten or deleted (journaling on).

@@ -63,6 +63,11 @@ fn run(p: &mut MediaPlane, from: Time, to: Time) -> Vec<Vec<u8>> {
     out
 }
 
+/// Hold packets and RTCP reports apart.
+fn split_rtcp(pkts: Vec<Vec<u8>>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    pkts.into_iter().partition(|p| !crate::media::rtcp::is_rtcp(p))
+}
+
 /// The phone opens `sealed`: `(ssrc, seq)`.
 fn open(phone: &mut SrtpLeg, sealed: &[u8]) -> Result<(u32, u16), SrtpError> {
     let mut buf = sealed.to_vec();
@@ -100,14 +105,21 @@ fn an_srtp_parked_call_resumes_with_the_same_keys_and_its_rollover_counter_after
     let first_seq = w.media.iter().find_map(|m| match m { MediaCommand::Stream { seq, .. } => Some(*seq), _ => None }).unwrap();
     let to_wrap = 65_536 - first_seq as u64;
     let mut old = MediaPlane::new(Vec::new(), 1);
+    old.set_rtcp_port(20_001);
     for m in w.media.drain(..) {
         old.apply(t0, m);
     }
     let crash_at = t0 + Duration::from_millis(20 * (to_wrap + 50));
-    let before = run(&mut old, t0, crash_at);
+    let (before, reports_before) = split_rtcp(run(&mut old, t0, crash_at));
     let mut last = (0, 0);
     for (i, s) in before.iter().enumerate() {
         last = open(&mut phone, s).unwrap_or_else(|e| panic!("pre-crash packet {i}: {e}"));
+    }
+    // The phone's RTCP port got the old process's SRTCP Sender Reports; its replay window saw them all.
+    assert!(reports_before.len() > 100, "{} reports", reports_before.len());
+    for r in &reports_before {
+        let mut buf = r.clone();
+        phone.unprotect_rtcp(&mut buf, r.len()).expect("the old process's SRTCP");
     }
     assert!(last.1 < 100 && before.len() as u64 > to_wrap, "the phone followed the stream past the wrap (ROC 1): {last:?}");
     w.advance(crash_at.saturating_since(t0));
@@ -133,6 +145,11 @@ fn an_srtp_parked_call_resumes_with_the_same_keys_and_its_rollover_counter_after
     let (k1, roc1) = srtp_of(&cmds);
     assert_eq!(k1, keys, "the same keys (suite, parkd's and the phone's) reach the plane");
     assert_eq!(roc1, 1, "the resumed stream's rollover counter");
+    let srtcp = cmds.iter().rev().find_map(|m| match m {
+        MediaCommand::Srtp { srtcp, .. } => Some(*srtcp),
+        _ => None,
+    });
+    assert!(srtcp.is_some_and(|f| f as usize >= reports_before.len()), "the SRTCP floor {srtcp:?} is above the {} reports sent", reports_before.len());
     let i_srtp = cmds.iter().rposition(|m| matches!(m, MediaCommand::Srtp { .. })).unwrap();
     let i_hold = cmds.iter().position(|m| matches!(m, MediaCommand::Hold { .. })).unwrap();
     assert!(i_srtp < i_hold, "keys before the music: {cmds:?}");
@@ -140,15 +157,22 @@ fn an_srtp_parked_call_resumes_with_the_same_keys_and_its_rollover_counter_after
 
     // The new process's hold music: the phone's same context opens every packet, same SSRC, sequence going on.
     let mut new = MediaPlane::new(Vec::new(), 2);
+    new.set_rtcp_port(20_001);
     for m in cmds {
         new.apply(restart_at, m);
     }
-    let after = run(&mut new, restart_at, restart_at + Duration::from_secs(2));
-    assert!(after.len() >= 90, "{}", after.len());
+    let (after, reports_after) = split_rtcp(run(&mut new, restart_at, restart_at + Duration::from_secs(8)));
+    assert!(after.len() >= 360, "{}", after.len());
+    // Its SRTCP reports too: their index is above what the phone's replay window saw.
+    assert!(!reports_after.is_empty());
+    for r in &reports_after {
+        let mut buf = r.clone();
+        assert!(phone.unprotect_rtcp(&mut buf, r.len()).is_ok(), "a post-restart SRTCP report is taken, not a replay");
+    }
     for (i, s) in after.iter().enumerate() {
         let (ssrc, seq) = open(&mut phone, s).unwrap_or_else(|e| panic!("post-restart packet {i}: {e}"));
         assert_eq!(ssrc, last.0);
-        assert!(seq > last.1 && seq < last.1 + 400, "continuing: {seq} after {}", last.1);
+        assert!(seq > last.1 && seq < last.1 + 800, "continuing: {seq} after {}", last.1);
     }
 }
 
