@@ -22,7 +22,9 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use rtc_srtp::context::Context;
-use rtc_srtp::crypto::RTCCryptoProvider;
+use rtc_srtp::crypto::{RTCCrypto, RTCCryptoProvider};
+
+use super::srtp_crypto::ParkdCrypto;
 use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc_srtp::protection_profile::ProtectionProfile;
 
@@ -162,12 +164,25 @@ fn provider() -> Result<&'static Arc<dyn RTCCryptoProvider>, SrtpError> {
     P.get_or_init(|| rtc_srtp::crypto::default_provider().ok()).as_ref().ok_or(SrtpError::NoProvider)
 }
 
+/// `rtc-srtp`'s own (ring) crypto, unchanged: what [`crypto`] delegates to, and the reference in the benchmark.
+pub fn ring_crypto() -> Result<&'static dyn RTCCrypto, SrtpError> {
+    Ok(provider()?.crypto())
+}
+
+/// The crypto parkd's SRTP contexts use: the ring provider's, with AES-CM's key schedule kept per context
+/// ([`super::srtp_crypto`]).
+pub fn crypto() -> Result<&'static dyn RTCCrypto, SrtpError> {
+    static C: OnceLock<Option<ParkdCrypto>> = OnceLock::new();
+    let c = C.get_or_init(|| ring_crypto().ok().map(|inner| ParkdCrypto { inner }));
+    c.as_ref().map(|c| c as &dyn RTCCrypto).ok_or(SrtpError::NoProvider)
+}
+
 fn context(suite: SrtpSuite, key: &MasterKey, inbound: bool) -> Result<Context, SrtpError> {
     let m = key.expose();
     let (k, salt) = m.split_at(suite.key_len().min(m.len()));
     let replay = inbound.then(|| srtp_replay_protection(128));
     let rtcp_replay = inbound.then(|| srtcp_replay_protection(128));
-    Context::new(k, salt, suite.profile(), replay, rtcp_replay, provider()?.crypto()).map_err(|_| SrtpError::BadKey(suite))
+    Context::new(k, salt, suite.profile(), replay, rtcp_replay, crypto()?).map_err(|_| SrtpError::BadKey(suite))
 }
 
 /// One leg's SRTP state: the outbound and inbound contexts (each with its ROC; inbound with a replay window).
@@ -237,15 +252,19 @@ impl SrtpLeg {
         Ok(out.len())
     }
 
-    /// Protects the RTP packet `header || payload` (a hold frame: the shared payload is only read) into
-    /// the SRTP packet's bytes.
-    pub fn protect_frame(&mut self, header: &[u8], payload: &[u8], scratch: &mut Vec<u8>) -> Result<Bytes, SrtpError> {
+    /// Protects the RTP packet `header || payload` (a hold frame: the shared payload is only read): the SRTP
+    /// packet's fixed header (the first 12 bytes, in clear) and the rest (CSRCs and extensions, none in a hold
+    /// frame, the encrypted payload and the tag) as one buffer of its own, without a second allocation.
+    pub fn protect_frame(&mut self, header: &[u8; 12], payload: &[u8], scratch: &mut Vec<u8>) -> Result<([u8; 12], Bytes), SrtpError> {
         self.prime_for(header);
         scratch.clear();
         scratch.extend_from_slice(header);
         scratch.extend_from_slice(payload);
-        let out = self.tx.encrypt_rtp(scratch).map_err(|_| SrtpError::Auth)?;
-        Ok(out.freeze())
+        let mut out = self.tx.encrypt_rtp(scratch).map_err(|_| SrtpError::Auth)?;
+        let sealed: [u8; 12] = out.get(..12).and_then(|h| h.try_into().ok()).ok_or(SrtpError::Auth)?;
+        // Moves the start within the same buffer (no split, no shared allocation), then hands the buffer over.
+        bytes::Buf::advance(&mut out, 12);
+        Ok((sealed, out.freeze()))
     }
 
     /// Authenticates and decrypts the SRTP packet `buf[..len]` in place. Returns the RTP length. A forged,
@@ -486,11 +505,12 @@ mod tests {
         let mut b = SrtpLeg::new(&keys(suite, 3, 4)).unwrap();
         let plain = packet(100);
         let mut scratch = Vec::new();
-        let framed = a.protect_frame(&plain[..12], &plain[12..], &mut scratch).unwrap();
+        let (h, rest) = a.protect_frame(plain[..12].try_into().unwrap(), &plain[12..], &mut scratch).unwrap();
         let mut buf = plain.clone();
         buf.resize(200, 0);
         let n = b.protect(&mut buf, plain.len()).unwrap();
-        assert_eq!(&framed[..], &buf[..n]);
+        assert_eq!(h[..], buf[..12]);
+        assert_eq!(&rest[..], &buf[12..n]);
     }
 
     #[test]
