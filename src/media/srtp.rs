@@ -246,7 +246,11 @@ impl SrtpLeg {
     pub fn protect(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         self.prime_for(buf.get(..len.min(12)).unwrap_or_default());
         let plain = buf.get(..len).ok_or(SrtpError::NoRoom)?;
-        let out = self.tx.encrypt_rtp(plain).map_err(|_| SrtpError::Auth)?;
+        let out = match fixed_header(plain) {
+            Some(h) => self.tx.encrypt_rtp_with_header(plain, &h),
+            None => self.tx.encrypt_rtp(plain),
+        };
+        let out = out.map_err(|_| SrtpError::Auth)?;
         let dst = buf.get_mut(..out.len()).ok_or(SrtpError::NoRoom)?;
         dst.copy_from_slice(&out);
         Ok(out.len())
@@ -260,7 +264,11 @@ impl SrtpLeg {
         scratch.clear();
         scratch.extend_from_slice(header);
         scratch.extend_from_slice(payload);
-        let mut out = self.tx.encrypt_rtp(scratch).map_err(|_| SrtpError::Auth)?;
+        let out = match fixed_header(scratch) {
+            Some(h) => self.tx.encrypt_rtp_with_header(scratch, &h),
+            None => self.tx.encrypt_rtp(scratch),
+        };
+        let mut out = out.map_err(|_| SrtpError::Auth)?;
         let sealed: [u8; 12] = out.get(..12).and_then(|h| h.try_into().ok()).ok_or(SrtpError::Auth)?;
         // Moves the start within the same buffer (no split, no shared allocation), then hands the buffer over.
         bytes::Buf::advance(&mut out, 12);
@@ -271,7 +279,11 @@ impl SrtpLeg {
     /// replayed or garbled packet is an error (and leaves the contexts unchanged).
     pub fn unprotect(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let sealed = buf.get(..len).ok_or(SrtpError::Auth)?;
-        let out = self.rx.decrypt_rtp(sealed).map_err(|_| SrtpError::Auth)?;
+        let out = match fixed_header(sealed) {
+            Some(h) => self.rx.decrypt_rtp_with_header(sealed, &h),
+            None => self.rx.decrypt_rtp(sealed),
+        };
+        let out = out.map_err(|_| SrtpError::Auth)?;
         let dst = buf.get_mut(..out.len()).ok_or(SrtpError::Auth)?;
         dst.copy_from_slice(&out);
         Ok(out.len())
@@ -315,6 +327,27 @@ impl SrtpLeg {
         dst.copy_from_slice(&out);
         Ok(out.len())
     }
+}
+
+/// The header of the RTP packet `pkt` for `rtc-srtp`'s `*_with_header` calls when it is the 12-byte fixed header
+/// alone (version 2, no CSRC, no extension: every hold frame, and most relayed packets), read from its bytes;
+/// `None` for anything else, which goes through the library's own parse (`encrypt_rtp` / `decrypt_rtp`).
+/// Giving the header saves that parse per packet (≈ 50 ns of a ≈ 400 ns AES-CM protect, `--srtp-micro`).
+fn fixed_header(pkt: &[u8]) -> Option<rtc_rtp::header::Header> {
+    let b: &[u8; 12] = pkt.get(..12)?.try_into().ok()?;
+    if b[0] & 0xC0 != 0x80 || b[0] & 0x1F != 0 {
+        return None;
+    }
+    Some(rtc_rtp::header::Header {
+        version: 2,
+        padding: b[0] & 0x20 != 0,
+        marker: b[1] & 0x80 != 0,
+        payload_type: b[1] & 0x7F,
+        sequence_number: u16::from_be_bytes([b[2], b[3]]),
+        timestamp: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        ..Default::default()
+    })
 }
 
 /// Walks the outbound context `tx` of stream `ssrc` (new to it) to the extended index `target` by protecting
@@ -511,6 +544,43 @@ mod tests {
         let n = b.protect(&mut buf, plain.len()).unwrap();
         assert_eq!(h[..], buf[..12]);
         assert_eq!(&rest[..], &buf[12..n]);
+    }
+
+    #[test]
+    fn the_fixed_header_is_the_librarys_parse_and_other_headers_take_its_path() {
+        // Marker, payload type and padding bit as the library reads them: the same SRTP packets (protected
+        // with the header given, and with the library's own parse) and the same opened packets.
+        for suite in SrtpSuite::ALL {
+            let k = keys(suite, 5, 6);
+            let (mut given, mut parsed) = (context(suite, &k.local, false).unwrap(), context(suite, &k.local, false).unwrap());
+            let (mut open_given, mut open_parsed) = (context(suite, &k.local, true).unwrap(), context(suite, &k.local, true).unwrap());
+            for (seq, b0, b1) in [(4321u16, 0x80u8, 0x00u8), (4322, 0x80, 0x80 | 96), (4323, 0xA0, 8)] {
+                let mut p = packet(seq);
+                p[0] = b0;
+                p[1] = b1;
+                let h = fixed_header(&p).unwrap();
+                assert_eq!((h.marker, h.payload_type, h.padding, h.sequence_number, h.ssrc), (b1 & 0x80 != 0, b1 & 0x7F, b0 & 0x20 != 0, seq, 0xABCD));
+                let a = given.encrypt_rtp_with_header(&p, &h).unwrap();
+                assert_eq!(a, parsed.encrypt_rtp(&p).unwrap(), "{suite:?} {b0:#x} {b1:#x}");
+                assert_eq!(open_given.decrypt_rtp_with_header(&a, &fixed_header(&a).unwrap()).unwrap(), open_parsed.decrypt_rtp(&a).unwrap());
+            }
+        }
+        let mut csrc = packet(9);
+        csrc[0] = 0x81; // one CSRC: not a fixed header, the library parses it
+        assert_eq!(fixed_header(&csrc), None);
+        assert_eq!(fixed_header(&[0x80; 11]), None);
+        assert_eq!(fixed_header(&packet(1)[..12].iter().map(|b| b | 0x40).collect::<Vec<_>>()), None, "version 3");
+        // A packet with a CSRC round-trips through the library's own parse.
+        for suite in SrtpSuite::ALL {
+            let mut parkd = SrtpLeg::new(&keys(suite, 1, 2)).unwrap();
+            let mut phone = SrtpLeg::new(&keys(suite, 2, 1)).unwrap();
+            let mut buf = csrc.clone();
+            buf.resize(csrc.len() + 64, 0);
+            let n = parkd.protect(&mut buf, csrc.len()).unwrap();
+            assert_eq!(&buf[..16], &csrc[..16], "header and CSRC stay clear");
+            assert_eq!(phone.unprotect(&mut buf, n), Ok(csrc.len()), "{suite:?}");
+            assert_eq!(&buf[..csrc.len()], &csrc[..]);
+        }
     }
 
     #[test]
