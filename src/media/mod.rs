@@ -35,6 +35,7 @@ pub mod relay;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
+pub mod srtp_crypto;
 
 use std::net::SocketAddr;
 

@@ -20,7 +20,7 @@ use super::demux::{Demux, Route};
 use super::dtmf::KeyDetector;
 use super::relay::{self, Destination, RelayMap};
 use super::rtcp;
-use super::rtp::{self, OutStream, Pt, RTP_HEADER_LEN, TS_PER_FRAME};
+use super::rtp::{self, OutStream, Pt, TS_PER_FRAME};
 use super::srtp::{SrtpKeys, SrtpLeg};
 use super::{Codec, Forward, HoldBatch, HoldPacket, MediaCommand, MediaLegId, MediaReport, MusicId};
 use crate::time::Time;
@@ -667,12 +667,8 @@ impl MediaPlane {
                 None => (header, payload),
                 // The shared frame is only read: copied after the header into the scratch buffer and protected.
                 Some(c) => match c.ctx.protect_frame(&header, &payload, scratch) {
-                    Ok(sealed) if sealed.len() > RTP_HEADER_LEN => {
-                        let mut h = [0u8; RTP_HEADER_LEN];
-                        h.copy_from_slice(&sealed[..RTP_HEADER_LEN]);
-                        (h, sealed.slice(RTP_HEADER_LEN..))
-                    }
-                    _ => {
+                    Ok(sealed) => sealed,
+                    Err(_) => {
                         stats.srtp_protect_failed += 1;
                         return;
                     }

@@ -19,6 +19,7 @@
 //!   reported by [`cluster_report`] (`bench-results/cluster/README.md`).
 //! * [`secure_density`], [`secure_cycle`] over [`secure_sip`] — SRTP hold-music density (plain vs AES-CM vs GCM), park
 //!   cycles over UDP / TCP / TLS and TLS handshakes (issue 19), reported by [`secure_report`] (`bench-results/secure/`).
+//! * [`srtp_micro`] — ns per SRTP protect of one hold packet, per suite and way of calling `rtc-srtp` (`--srtp-micro`).
 //! * [`report`] — `bench-results/README.md` and the SVG plot.
 //!
 //! From the test harness ([`sip_tests`]) it takes the SIP [`Ua`](sip_tests::sip::ua::Ua) that speaks for
@@ -42,4 +43,5 @@ pub mod secure_density;
 pub mod secure_report;
 pub mod secure_sip;
 pub mod sip_floor;
+pub mod srtp_micro;
 pub mod sys;

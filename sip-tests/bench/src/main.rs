@@ -5,7 +5,8 @@
 //! [--cluster-secs S] [--cluster-runs N] [--out DIR]` (default `bench-results/cluster/`; needs `redis-server`), or only the
 //! encrypted-phones step (issue 19): `-- --secure [--secure-steps N,N] [--secure-rates R,R] [--secure-runs N] [--out DIR]`
 //! (default `bench-results/secure/`), or only the capacity-guard step (issue 20): `-- --guard [--ceiling N]
-//! [--guard-steps N,N] [--guard-hold S] [--push-pct P] [--out DIR]` (default `bench-results/guard/`).
+//! [--guard-steps N,N] [--guard-hold S] [--push-pct P] [--out DIR]` (default `bench-results/guard/`), or only the SRTP
+//! protect micro-benchmark (issue 19, printed): `-- --srtp-micro [--micro-packets N] [--micro-rounds N] [--micro-streams N,N] [--micro-warm-only]`.
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
 //! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
@@ -44,6 +45,25 @@ fn main() -> ExitCode {
 fn run() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    // --srtp-micro: only ns per SRTP protect of a hold packet per suite and way of calling rtc-srtp, printed (no
+    // parkd process, no network; src/srtp_micro.rs). --micro-packets N, --micro-rounds N, --micro-streams N,N,
+    // --micro-warm-only (skips the cold-cache runs).
+    if args.iter().any(|a| a == "--srtp-micro") {
+        let num = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+        let mut s = parkd_bench::srtp_micro::Settings::default();
+        if let Some(v) = num("--micro-packets").and_then(|v| v.parse().ok()) {
+            s.packets = v;
+        }
+        if let Some(v) = num("--micro-rounds").and_then(|v| v.parse().ok()) {
+            s.rounds = v;
+        }
+        if let Some(v) = num("--micro-streams") {
+            s.contexts = v.split(',').filter_map(|x| x.parse().ok()).filter(|&n| n > 0).collect();
+        }
+        s.cold = !args.iter().any(|a| a == "--micro-warm-only");
+        print!("{}", parkd_bench::srtp_micro::run(&s));
+        return Ok(());
+    }
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from).unwrap_or_else(|| paths::workspace_dir().join("bench-results"));
     std::fs::create_dir_all(&out)?;
     sys::raise_nofile();
