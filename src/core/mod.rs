@@ -48,6 +48,7 @@ mod proxy;
 mod recall;
 mod reply;
 mod session;
+mod shard;
 mod srtp;
 mod subscribe;
 pub mod snapshot;
@@ -306,3 +307,5 @@ mod cluster_tests;
 mod tls_tests;
 #[cfg(test)]
 mod cluster_fetch_tests;
+#[cfg(test)]
+mod shard_tests;
