@@ -63,6 +63,7 @@ pub use persist::RestoreReport;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use events::{ParkHow, RecallTarget};
 pub use ids::{CallRef, LegId};
+pub use shard::{shard_node, SHARD_LEASE};
 
 use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
 use crate::park::port_shards::PortShards;

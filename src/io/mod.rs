@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod probe;
 pub mod raw_sender;
 pub mod sip_driver;
+pub mod sip_shards;
 pub mod syscall_sender;
 pub mod tcp;
 pub mod tls;
