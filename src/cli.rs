@@ -287,6 +287,12 @@ mod tests {
     }
 
     #[test]
+    fn sip_threads_flag_reaches_the_server_config() {
+        assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.sip_threads, 1);
+        assert_eq!(Cli::parse_from(["parkd", "--sip-threads", "2", "--no-journal"]).config().unwrap().server.sip_threads, 2);
+    }
+
+    #[test]
     fn journal_is_on_by_default_and_no_journal_turns_it_off() {
         assert!(Cli::parse_from(["parkd"]).config().unwrap().server.journal);
         assert!(!Cli::parse_from(["parkd", "--no-journal"]).config().unwrap().server.journal);

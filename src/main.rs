@@ -299,7 +299,7 @@ async fn start_http(cfg: &Config, token: Option<http_token::ApiToken>, client: a
     if let (Some(addr), Some(token)) = (cfg.http.listen_addr()?, token) {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::BindHttp { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
-        log_token(&token, &cfg, addr)?;
+        log_token(&token, cfg, addr)?;
         let guard = http_guard::Guard::new(http_guard::GuardConfig {
             token: token.token,
             listener: addr,

@@ -728,6 +728,19 @@ mod tests {
     }
 
     #[test]
+    fn sip_threads_default_to_one_and_more_need_no_journal_and_no_cluster() {
+        assert_eq!(Config::with_defaults().server.sip_threads, 1, "one SIP thread unless asked");
+        let lot = "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n";
+        let parse = |server: &str| Config::from_toml(std::path::Path::new("x.toml"), &format!("[server]\n{server}{lot}")).and_then(|c| c.validate().map(|()| c));
+        assert_eq!(parse("sip_threads = 2\njournal = false\n").unwrap().server.sip_threads, 2);
+        assert!(matches!(parse("sip_threads = 2\n"), Err(ConfigError::BadSipThreads { value: 2, .. })), "the journal is not sharded");
+        assert!(matches!(parse("sip_threads = 0\njournal = false\n"), Err(ConfigError::BadSipThreads { value: 0, .. })));
+        assert!(matches!(parse("sip_threads = 17\njournal = false\n"), Err(ConfigError::BadSipThreads { value: 17, .. })));
+        let clustered = format!("[server]\nsip_threads = 2\njournal = false\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode = \"a\"\n{lot}");
+        assert!(matches!(Config::from_toml(std::path::Path::new("x.toml"), &clustered).unwrap().validate(), Err(ConfigError::BadSipThreads { value: 2, .. })));
+    }
+
+    #[test]
     fn rtp_legs_per_port_defaults_to_one_and_is_bounded() {
         let cfg = Config::with_defaults();
         assert_eq!(cfg.server.rtp_legs_per_port, 1, "one port per leg unless asked");
