@@ -38,6 +38,9 @@ pub struct Cli {
     /// Media threads, each with a block of the RTP ports (default 0: one per CPU core).
     #[arg(long, value_name = "N")]
     pub media_threads: Option<u16>,
+    /// SIP threads (shards by Call-ID sharing one orbit table; default 1). More than 1 needs --no-journal.
+    #[arg(long, value_name = "N")]
+    pub sip_threads: Option<u16>,
     /// Park code of the first lot (indirect park), e.g. 700.
     #[arg(long, value_name = "NUMBER")]
     pub park_code: Option<String>,
@@ -176,6 +179,9 @@ impl Cli {
         if let Some(n) = self.media_threads {
             cfg.server.media_threads = n;
         }
+        if let Some(n) = self.sip_threads {
+            cfg.server.sip_threads = n;
+        }
         if let Some(h) = &self.http {
             cfg.http.listen = h.clone();
         }
@@ -278,6 +284,12 @@ mod tests {
     fn media_threads_flag_reaches_the_server_config() {
         assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.media_threads, 0, "0 = one per core");
         assert_eq!(Cli::parse_from(["parkd", "--media-threads", "3"]).config().unwrap().server.media_threads, 3);
+    }
+
+    #[test]
+    fn sip_threads_flag_reaches_the_server_config() {
+        assert_eq!(Cli::parse_from(["parkd"]).config().unwrap().server.sip_threads, 1);
+        assert_eq!(Cli::parse_from(["parkd", "--sip-threads", "2", "--no-journal"]).config().unwrap().server.sip_threads, 2);
     }
 
     #[test]

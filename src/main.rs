@@ -204,6 +204,9 @@ async fn serve(
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         cfg.server.media_threads = ShardPlan::auto_threads(ports.lo as u16, ports.hi as u16, cores);
     }
+    if cfg.server.sip_threads > 1 {
+        return serve_sharded(cfg, music, token, sockets, clock, seed).await;
+    }
     // The one plan of media shards: the media threads below and the core's port allocation use this value.
     let plan = ShardPlan::new(ports.lo as u16, ports.hi as u16, cfg.server.rtp_legs_per_port, cfg.server.media_threads)?;
     let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan: plan.clone(), rtp_sender: cfg.server.rtp_sender, music, tones: load_tones(&cfg)?, seed })?;
@@ -254,12 +257,62 @@ async fn serve(
     let hub = EventHub::new();
     let (client, mut port) = api_link::link(hub.clone(), metrics.clone());
     port.reloader.source = source;
+    let http_stop = start_http(&cfg, token, client, hub, metrics).await?;
+    let stop = sip_driver::run(core, sockets, media, clock, port, journal, cluster, shutdown_signal()).await;
+    stopped(stop, http_stop);
+    Ok(())
+}
+
+/// `sip_threads > 1`: one core per SIP thread, each with its block of `rtp_ports` and its media threads
+/// (`io/sip_shards.rs`, README "Signalling shards"). No journal and no `[cluster]` (refused by the config check).
+async fn serve_sharded(cfg: Config, music: Vec<HoldMusic>, token: Option<http_token::ApiToken>, sockets: sip_driver::SipSockets, clock: Clock, seed: u64) -> Result<(), StartError> {
+    let n = usize::from(cfg.server.sip_threads);
+    let (lo, hi) = (cfg.server.rtp_ports.lo, cfg.server.rtp_ports.hi);
+    // Even-sized blocks of the range, the last one taking the rest.
+    let size = ((hi - lo + 1) / n as u32) & !1;
+    let per_shard = (cfg.server.media_threads / cfg.server.sip_threads).max(1);
+    let tones = load_tones(&cfg)?;
+    let mut cores = Vec::with_capacity(n);
+    let mut medias = Vec::with_capacity(n);
+    for k in 0..n {
+        let b_lo = lo + size * k as u32;
+        let b_hi = if k + 1 == n { hi } else { b_lo + size - 1 };
+        let mut server = cfg.server.clone();
+        server.rtp_ports = parkd::config::NumRange { lo: b_lo, hi: b_hi, ..cfg.server.rtp_ports };
+        server.media_threads = per_shard;
+        let plan = ShardPlan::new(b_lo as u16, b_hi as u16, server.rtp_legs_per_port, per_shard)?;
+        let shard_seed = seed.wrapping_add((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        medias.push(media_shards::spawn(media_shards::MediaSetup { bind_ip: server.listen.ip(), plan: plan.clone(), rtp_sender: server.rtp_sender, music: music.clone(), tones: tones.clone(), seed: shard_seed })?);
+        let mut core = Core::with_plan(server, cfg.lots.clone(), TimerConfig::default(), shard_seed, &plan);
+        core.seed_srtp_keys(rand::random());
+        core.set_limits(&cfg.limits, &cfg.access);
+        core.set_dial_allow(cfg.http.dial_patterns()?);
+        cores.push(core);
+        tracing::info!(shard = k, rtp_ports = %format!("{b_lo}-{b_hi}"), media_threads = per_shard, "SIP thread ready");
+    }
+    let (table, inboxes) = parkd::io::sip_shards::prepare(&mut cores, &cfg.lots);
+    let shards = cores.into_iter().zip(medias).map(|(core, media)| parkd::io::sip_shards::ShardParts { core, media }).collect();
+    for lot in &cfg.lots {
+        tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
+    }
+    tracing::info!(listen = %cfg.server.listen, sip_threads = n, "parkd ready (UDP and TCP), SIP sharded by Call-ID");
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let hub = EventHub::new();
+    let (client, port) = api_link::link(hub.clone(), metrics.clone());
+    let http_stop = start_http(&cfg, token, client, hub, metrics).await?;
+    let stop = parkd::io::sip_shards::run(shards, table, inboxes, sockets, clock, port, shutdown_signal()).await;
+    stopped(stop, http_stop);
+    Ok(())
+}
+
+/// Serves the HTTP API when `[http]` has an address and a token (else drops `client`); the sender stops it.
+async fn start_http(cfg: &Config, token: Option<http_token::ApiToken>, client: api_link::CoreClient, hub: EventHub, metrics: std::sync::Arc<Metrics>) -> Result<(tokio::sync::oneshot::Sender<()>, std::sync::Arc<std::sync::atomic::AtomicBool>), StartError> {
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let (Some(addr), Some(token)) = (cfg.http.listen_addr()?, token) {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::BindHttp { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
-        log_token(&token, &cfg, addr)?;
+        log_token(&token, cfg, addr)?;
         let guard = http_guard::Guard::new(http_guard::GuardConfig {
             token: token.token,
             listener: addr,
@@ -276,14 +329,17 @@ async fn serve(
     } else {
         drop(client);
     }
-    let stop = sip_driver::run(core, sockets, media, clock, port, journal, cluster, shutdown_signal()).await;
+    Ok((stop_http, draining))
+}
+
+/// The engine stopped: the HTTP API stops too.
+fn stopped(stop: Stop, (stop_http, draining): (tokio::sync::oneshot::Sender<()>, std::sync::Arc<std::sync::atomic::AtomicBool>)) {
     draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_http.send(());
     match stop {
         Stop::KeepCalls => tracing::info!("parkd stopped; its calls wait in the journal for the next start"),
         Stop::HangUpAll => tracing::info!("parkd stopped after hanging up every call"),
     }
-    Ok(())
 }
 
 /// Says where the API token lives (never the token itself) and, for a generated one, writes the attendant

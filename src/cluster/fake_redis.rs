@@ -1,23 +1,27 @@
 //! An in-memory Redis with the semantics of the cluster's Lua scripts (`io/cluster/scripts.rs`): TTLs in
 //! virtual time, per-lot fence counters, messages collected for delivery to every room. For the room's tests,
-//! and for the simulated network when it runs several cores as a cluster (issue 18's integration).
+//! for the simulated network when it runs several cores as a cluster (issue 18's integration), and as the
+//! shared orbit table of the SIP shards of one process (`[server] sip_threads`, `crate::io::sip_shards`), where
+//! each shard is a node of an in-process cluster and the io layer runs these operations under one lock.
 
 use super::*;
 use crate::time::Time;
 use std::collections::BTreeMap;
 
 /// An in-memory Redis with the scripts' semantics.
-pub(crate) struct FakeRedis {
+pub struct FakeRedis {
     lease: Duration,
     pub keys: BTreeMap<Slot, (Fence, NodeName, ClaimInfo, Time)>,
     pub counters: BTreeMap<usize, u64>,
     /// Messages published since last taken, for every room (the publisher's included).
     pub published: Vec<Change>,
+    /// Where each node takes SIP, as its heartbeat (`alive`) says; `sip:<node>` for a node not named here.
+    pub sips: BTreeMap<NodeName, String>,
 }
 
 impl FakeRedis {
     pub fn new(lease: Duration) -> FakeRedis {
-        FakeRedis { lease, keys: BTreeMap::new(), counters: BTreeMap::new(), published: Vec::new() }
+        FakeRedis { lease, keys: BTreeMap::new(), counters: BTreeMap::new(), published: Vec::new(), sips: BTreeMap::new() }
     }
     /// Drops the keys whose TTL ran out by `now`.
     pub fn live(&mut self, now: Time) {
@@ -82,7 +86,7 @@ impl FakeRedis {
                         Some(v) => RenewStatus::Taken { owner: v.1.clone(), fence: v.0 },
                     })
                     .collect();
-                self.published.push(Change::Alive { node: me.clone(), lease_ms: self.lease.as_millis() as u64, sip: format!("sip:{me}") });
+                self.published.push(Change::Alive { node: me.clone(), lease_ms: self.lease.as_millis() as u64, sip: self.sips.get(me).cloned().unwrap_or_else(|| format!("sip:{me}")) });
                 RedisReply::Renewed(st)
             }
             RedisOp::Restore { claims } => {

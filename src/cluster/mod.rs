@@ -35,8 +35,7 @@ pub mod stats;
 pub mod view;
 pub mod wire;
 
-#[cfg(test)]
-pub(crate) mod fake_redis;
+pub mod fake_redis;
 #[cfg(test)]
 mod tests;
 

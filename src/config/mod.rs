@@ -65,6 +65,8 @@ pub enum ConfigError {
     NoLots,
     #[error("RTP port range {lo}-{hi} is too small (need at least 2 ports) or outside 1024-65534")]
     BadRtpPorts { lo: u16, hi: u16 },
+    #[error("sip_threads = {value}: {why}")]
+    BadSipThreads { value: u16, why: &'static str },
     #[error("rtp_legs_per_port = {value}: must be between 1 and {max}")]
     BadRtpLegsPerPort { value: u16, max: u16 },
     #[error("{what}: {value:?} is not a valid address")]
@@ -491,6 +493,14 @@ pub struct ServerConfig {
     /// startup fails. The core treats 0 as 1. See [`crate::park::shard_plan`].
     #[serde(default)]
     pub media_threads: u16,
+    /// SIP threads ("shards", README "Signalling shards"). 1 (the default): one thread runs the whole SIP engine,
+    /// as always. N in 2..=16: N engines, each owning the dialogs whose Call-ID hashes to it, sharing one orbit
+    /// table (parks on any shard never take one orbit twice; BLF and the API of every shard show every orbit; a
+    /// retrieve of a call another shard holds is fetched from it and relayed). `rtp_ports` is cut into N blocks,
+    /// one per shard, each with its share of `media_threads`. Needs `journal = false` and no `[cluster]` (not
+    /// sharded yet: startup fails otherwise). `--sip-threads`.
+    #[serde(default = "default_sip_threads")]
+    pub sip_threads: u16,
     /// Every request parkd starts (recalls, fallback calls) goes through this proxy (the PBX), as a loose
     /// route. Written as a SIP URI with an IP address, e.g. `sip:127.0.0.1:5080;transport=udp`.
     #[serde(default)]
@@ -573,6 +583,13 @@ fn default_rtp_ports() -> NumRange {
     NumRange { lo: 10000, hi: 10999, width: 5 }
 }
 
+/// The most SIP threads (`sip_threads`).
+pub const MAX_SIP_THREADS: u16 = 16;
+
+fn default_sip_threads() -> u16 {
+    1
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -582,6 +599,7 @@ impl Default for ServerConfig {
             rtp_legs_per_port: default_rtp_legs_per_port(),
             rtp_sender: RtpSender::Auto,
             media_threads: 0,
+            sip_threads: default_sip_threads(),
             outbound_proxy: None,
             trusted_proxies: Vec::new(),
             drain: false,
@@ -678,6 +696,19 @@ impl Config {
         let k = self.server.rtp_legs_per_port;
         if !(1..=crate::park::ports::MAX_LEGS_PER_PORT).contains(&k) {
             return Err(ConfigError::BadRtpLegsPerPort { value: k, max: crate::park::ports::MAX_LEGS_PER_PORT });
+        }
+        let n = self.server.sip_threads;
+        if !(1..=MAX_SIP_THREADS).contains(&n) {
+            return Err(ConfigError::BadSipThreads { value: n, why: "must be between 1 and 16" });
+        }
+        if n > 1 && self.server.journal {
+            return Err(ConfigError::BadSipThreads { value: n, why: "more than one SIP thread needs journal = false (--no-journal): the journal is not sharded yet" });
+        }
+        if n > 1 && self.cluster.redis.is_some() {
+            return Err(ConfigError::BadSipThreads { value: n, why: "more than one SIP thread cannot be a [cluster] node yet" });
+        }
+        if n > 1 && (r.hi - r.lo + 1) / u32::from(n) < 2 {
+            return Err(ConfigError::BadSipThreads { value: n, why: "rtp_ports is too small for one block of ports per SIP thread" });
         }
         if self.server.media_threads != 0 {
             // The media threads must fit the range: at most 64, at least one port pair each.
@@ -785,6 +816,19 @@ mod tests {
         }
         let bad = "[server]\nrtp_sender = \"uring\"\n[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n";
         assert!(Config::from_toml(std::path::Path::new("x.toml"), bad).is_err());
+    }
+
+    #[test]
+    fn sip_threads_default_to_one_and_more_need_no_journal_and_no_cluster() {
+        assert_eq!(Config::with_defaults().server.sip_threads, 1, "one SIP thread unless asked");
+        let lot = "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n";
+        let parse = |server: &str| Config::from_toml(std::path::Path::new("x.toml"), &format!("[server]\n{server}{lot}")).and_then(|c| c.validate().map(|()| c));
+        assert_eq!(parse("sip_threads = 2\njournal = false\n").unwrap().server.sip_threads, 2);
+        assert!(matches!(parse("sip_threads = 2\n"), Err(ConfigError::BadSipThreads { value: 2, .. })), "the journal is not sharded");
+        assert!(matches!(parse("sip_threads = 0\njournal = false\n"), Err(ConfigError::BadSipThreads { value: 0, .. })));
+        assert!(matches!(parse("sip_threads = 17\njournal = false\n"), Err(ConfigError::BadSipThreads { value: 17, .. })));
+        let clustered = format!("[server]\nsip_threads = 2\njournal = false\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode = \"a\"\n{lot}");
+        assert!(matches!(Config::from_toml(std::path::Path::new("x.toml"), &clustered).unwrap().validate(), Err(ConfigError::BadSipThreads { value: 2, .. })));
     }
 
     #[test]

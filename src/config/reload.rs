@@ -20,6 +20,7 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
     field("server.rtp_legs_per_port", a.rtp_legs_per_port != b.rtp_legs_per_port);
     field("server.rtp_sender", a.rtp_sender != b.rtp_sender);
     field("server.media_threads", a.media_threads != b.media_threads);
+    field("server.sip_threads", a.sip_threads != b.sip_threads);
     field("server.outbound_proxy", a.outbound_proxy != b.outbound_proxy);
     field("server.trusted_proxies", a.trusted_proxies != b.trusted_proxies);
     field("server.drain", a.drain != b.drain);

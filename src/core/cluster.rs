@@ -477,7 +477,10 @@ impl Core {
                 },
             ),
         };
-        self.ep.emit(ev);
+        // Sharded, the other "nodes" are this process's other shards: their parks are reported by them.
+        if self.ep.shard().1 <= 1 {
+            self.ep.emit(ev);
+        }
         slot
     }
 

@@ -94,7 +94,8 @@ impl Core {
             }
         };
         let Some(media_leg) = self.ports.take(now) else { return false };
-        let call_id = format!("xnode-{:016x}@{}", self.ep.rng().gen::<u64>(), self.ep.local_for(next_hop.addr.ip()).ip());
+        let host = self.ep.local_for(next_hop.addr.ip()).ip();
+        let call_id = self.ep.new_call_id("xnode", host);
         let nonce = self.ep.rng().gen::<u64>();
         let Some(header) = self.cluster.as_ref().and_then(|c| c.auth.as_ref()).map(|a| a.sign(&me, now, nonce, &call_id, orbit_name.as_str())) else {
             self.ports.give_back(media_leg);

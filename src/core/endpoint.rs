@@ -82,6 +82,9 @@ pub struct Endpoint {
     other_family: Option<SocketAddr>,
     /// parkd's sent-by and Contact on TLS legs (the advertised IP, the TLS port), with TLS on.
     tls_addr: Option<SocketAddr>,
+    /// This core is shard `.0` of `.1` SIP shards (`[server] sip_threads`; `(0, 1)`: not sharded): its
+    /// Contacts carry `;parkd-shard=K` and the Call-IDs it invents hash to it ([`crate::sip::shard`]).
+    shard: (usize, usize),
 }
 
 impl Endpoint {
@@ -98,6 +101,29 @@ impl Endpoint {
             listen,
             other_family: None,
             tls_addr: None,
+            shard: (0, 1),
+        }
+    }
+
+    /// Makes this endpoint shard `k` of `n` (see the `shard` field).
+    pub fn set_shard(&mut self, k: usize, n: usize) {
+        self.shard = (k, n.max(1));
+    }
+
+    /// `(k, n)`: this is shard `k` of `n`.
+    pub fn shard(&self) -> (usize, usize) {
+        self.shard
+    }
+
+    /// A fresh Call-ID `<prefix>-<hex>@<host>` for a dialog parkd starts, drawn until it hashes to this shard
+    /// (about `n` draws), so the answers and in-dialog requests of that dialog are routed back here.
+    pub fn new_call_id(&mut self, prefix: &str, host: impl std::fmt::Display) -> String {
+        let (k, n) = self.shard;
+        loop {
+            let id = format!("{prefix}-{:016x}@{host}", self.rng.gen::<u64>());
+            if crate::sip::shard::shard_of_call_id(&id, n) == k {
+                return id;
+            }
         }
     }
 
@@ -148,7 +174,7 @@ impl Endpoint {
     pub fn looped(&self, req: &Request) -> bool {
         req.common.via.iter().any(|v| {
             let port = v.port.unwrap_or(5060);
-            v.branch().is_some_and(|b| b.starts_with(super::proxy::BRANCH_MARK))
+            v.branch().is_some_and(|b| self.own_branch(b))
                 && v.host_ip().is_some_and(|ip| {
                     let a = SocketAddr::new(ip, port);
                     self.is_local(a) || self.tls_addr.is_some_and(|t| t.port() == port && (t.ip() == ip || self.is_local(SocketAddr::new(ip, self.local_addr.port()))))
@@ -227,13 +253,32 @@ impl Endpoint {
 
     /// A fresh Via branch, marked as parkd's (see `proxy.rs`).
     pub fn new_branch(&mut self) -> String {
-        format!("{}{:016x}", super::proxy::BRANCH_MARK, self.rng.gen::<u64>())
+        let x = self.rng.gen::<u64>();
+        match self.shard {
+            (_, 1) => format!("{}{x:016x}", super::proxy::BRANCH_MARK),
+            // Sharded, each shard marks its own branches: a request one shard sends another (a cross-shard
+            // retrieve, to the same address) is not a loop, one coming back to its sender is.
+            (k, _) => format!("{}s{k}-{x:016x}", super::proxy::BRANCH_MARK),
+        }
+    }
+
+    /// Whether `branch` is one this endpoint made ([`Endpoint::new_branch`]).
+    fn own_branch(&self, branch: &str) -> bool {
+        let Some(rest) = branch.strip_prefix(super::proxy::BRANCH_MARK) else { return false };
+        match self.shard {
+            (_, 1) => true,
+            (k, _) => rest.strip_prefix('s').and_then(|r| r.split_once('-')).is_some_and(|(n, _)| n.parse() == Ok(k)),
+        }
     }
 
     /// parkd's Contact for a dialog with `hop`: its address in the hop's IP family (the TLS port on TLS),
     /// `transport=tcp` / `transport=tls` on streams.
     pub fn contact_to(&self, hop: Peer) -> NameAddr {
-        Self::contact_at(self.sent_by_to(hop), hop.transport)
+        let mut c = Self::contact_at(self.sent_by_to(hop), hop.transport);
+        if self.shard.1 > 1 {
+            c.uri.params.set(crate::sip::shard::SHARD_PARAM, Some(&self.shard.0.to_string()));
+        }
+        c
     }
 
     fn contact_at(addr: SocketAddr, transport: Transport) -> NameAddr {

@@ -54,6 +54,7 @@ mod reply;
 mod session;
 mod session_timers;
 pub mod direct_media;
+mod shard;
 mod srtp;
 mod subscribe;
 pub mod snapshot;
@@ -68,6 +69,7 @@ pub use persist::RestoreReport;
 pub use proxy::{BRANCH_MARK, DRAIN_RETRY_AFTER};
 pub use events::{ParkHow, RecallTarget};
 pub use ids::{CallRef, LegId};
+pub use shard::{shard_node, SHARD_LEASE};
 
 use crate::config::{AccessConfig, LimitsConfig, LotConfig, ServerConfig};
 use crate::park::port_shards::PortShards;
@@ -333,3 +335,5 @@ mod reload_tests;
 mod session_timer_tests;
 #[cfg(test)]
 mod direct_media_tests;
+#[cfg(test)]
+mod shard_tests;

@@ -108,7 +108,7 @@ impl DeferredReplies {
 /// A connected pair: the client for the HTTP server, the port for the core task.
 pub fn link(hub: EventHub, metrics: Arc<Metrics>) -> (CoreClient, ApiPort) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (CoreClient { tx }, ApiPort { rx, hub, metrics, deferred: DeferredReplies::default(), reloader: super::reload::Reloader { source: None } })
+    (CoreClient { tx }, ApiPort { rx, hub, metrics, deferred: DeferredReplies::default(), reloader: super::reload::Reloader { source: None, sharded: false } })
 }
 
 /// Serves one request on the core task. A dropped reply (the HTTP client went away) is ignored. A command the

@@ -20,6 +20,7 @@ pub mod probe;
 pub mod raw_sender;
 pub mod reload;
 pub mod sip_driver;
+pub mod sip_shards;
 pub mod syscall_sender;
 pub mod tcp;
 pub mod tls;

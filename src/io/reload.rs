@@ -20,6 +20,9 @@ pub enum ReloadFailure {
     /// parkd was started without `--config`: there is no file to read again.
     #[error("parkd runs without a config file (--config): nothing to reload")]
     NoFile,
+    /// parkd runs several SIP threads (`sip_threads > 1`): the lots are not reloaded in place there yet.
+    #[error("parkd runs with sip_threads > 1: the configuration is reloaded only by a restart (the TLS certificate is reloaded by SIGHUP)")]
+    Sharded,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -29,7 +32,7 @@ pub enum ReloadFailure {
 impl ReloadFailure {
     pub fn http_status(&self) -> u16 {
         match self {
-            ReloadFailure::NoFile => 409,
+            ReloadFailure::NoFile | ReloadFailure::Sharded => 409,
             ReloadFailure::Invalid(_) | ReloadFailure::Refused(ReloadError::Invalid(_)) => 422,
             ReloadFailure::Refused(ReloadError::ClusterLots(_)) => 409,
         }
@@ -39,6 +42,8 @@ impl ReloadFailure {
 /// What the core task needs to reload.
 pub struct Reloader {
     pub source: Option<ConfigSource>,
+    /// Several SIP threads (`sip_threads > 1`): the configuration is refused ([`ReloadFailure::Sharded`]).
+    pub sharded: bool,
 }
 
 impl Reloader {
@@ -53,13 +58,16 @@ impl Reloader {
         let r = self.reload_config(core, media, now);
         match &r {
             Ok(_) => {}
-            Err(e @ ReloadFailure::NoFile) => tracing::info!("{why}: {e}"),
+            Err(e @ (ReloadFailure::NoFile | ReloadFailure::Sharded)) => tracing::info!("{why}: {e}"),
             Err(e) => tracing::error!(error = %e, "{why}: configuration not reloaded; the running configuration stays"),
         }
         r
     }
 
     fn reload_config(&self, core: &mut Core, media: &Media, now: Time) -> Result<ReloadReport, ReloadFailure> {
+        if self.sharded {
+            return Err(ReloadFailure::Sharded);
+        }
         let source = self.source.as_ref().ok_or(ReloadFailure::NoFile)?;
         let cfg = source().map_err(ReloadFailure::Invalid)?;
         // Every lot's music is loaded before anything changes: a WAV that does not load refuses the reload.

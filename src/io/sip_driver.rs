@@ -31,11 +31,11 @@ pub enum SipIoError {
 
 /// The bound SIP sockets, ready to run.
 pub struct SipSockets {
-    udp: UdpSocket,
-    tcp: TcpListener,
-    limits: SipLimits,
+    pub(super) udp: UdpSocket,
+    pub(super) tcp: TcpListener,
+    pub(super) limits: SipLimits,
     /// SIP over TLS, when configured ([`super::tls`]).
-    tls: Option<(TcpListener, TlsIo)>,
+    pub(super) tls: Option<(TcpListener, TlsIo)>,
 }
 
 impl SipSockets {
@@ -49,6 +49,11 @@ impl SipSockets {
             .map_err(|source| SipIoError::BindUdp { addr, source })?;
         let tcp = dual_stack::bind_tcp(addr).and_then(TcpListener::from_std).map_err(|source| SipIoError::BindTcp { addr, source })?;
         Ok(SipSockets { udp, tcp, limits: SipLimits::default(), tls: None })
+    }
+
+    /// Another descriptor of the SIP UDP socket (for the other SIP threads' sends, `sip_shards.rs`).
+    pub fn udp_clone(&self) -> std::io::Result<std::net::UdpSocket> {
+        Ok(socket2::SockRef::from(&self.udp).try_clone()?.into())
     }
 
     /// Serves SIP over TLS on `listener` too (see [`super::tls::bind`]).
@@ -66,10 +71,10 @@ impl SipSockets {
 
 /// The open TCP and TLS connections the core task can write to, by peer, and the TLS connections' aliases.
 #[derive(Default)]
-struct Conns {
-    open: HashMap<Peer, (ConnId, Writer)>,
-    aliases: Aliases,
-    tls: Option<TlsIo>,
+pub(super) struct Conns {
+    pub(super) open: HashMap<Peer, (ConnId, Writer)>,
+    pub(super) aliases: Aliases,
+    pub(super) tls: Option<TlsIo>,
 }
 
 /// The journal as the driver sees it (issue 17): the writer thread that makes groups durable, and the channel its
@@ -101,10 +106,10 @@ pub enum Stop {
 }
 
 /// How often the media threads' load is read and handed to the core (their figure is smoothed over ~0.5 s).
-const MEDIA_LOAD_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const MEDIA_LOAD_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a hang-up-everything stop lets its BYEs retransmit and be answered before parkd exits.
-const HANGUP_LINGER: std::time::Duration = std::time::Duration::from_secs(3);
+pub(super) const HANGUP_LINGER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the core until `shutdown` resolves. `api` brings HTTP API requests in and takes events and counts out;
 /// `journal` (journaling on) takes the core's journal groups and brings back their completions. On the way out
@@ -235,29 +240,11 @@ async fn drive(
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP socket not readable"),
             },
-            Some(ev) = tcp_rx.recv() => match ev {
-                TcpEvent::Message { peer, bytes } => {
-                    if peer.transport == Transport::Tls {
-                        conns.aliases.learn(peer.addr, &bytes);
-                    }
+            Some(ev) = tcp_rx.recv() => {
+                if let Some((peer, bytes)) = on_tcp_event(&mut conns, ev) {
                     core.handle_sip(clock.now(), peer, &bytes);
                 }
-                TcpEvent::Opened { peer, conn, writer } => { conns.open.insert(peer, (conn, writer)); }
-                TcpEvent::Closed { peer, conn, last_words } => {
-                    // Dropping the writer lets the connection flush what is queued (answers to its earlier
-                    // messages, then these last words) and close.
-                    if conns.open.get(&peer).is_some_and(|(c, _)| *c == conn) {
-                        if peer.transport == Transport::Tls {
-                            conns.aliases.forget(peer.addr);
-                        }
-                        if let Some((_, w)) = conns.open.remove(&peer) {
-                            if let Some(b) = last_words {
-                                let _ = w.try_send(b);
-                            }
-                        }
-                    }
-                }
-            },
+            }
             Some(req) = api.rx.recv() => api_link::serve(core, media, clock.now(), req, &mut api.deferred, &api.reloader),
             _ = hup.recv() => {
                 // SIGHUP: the TLS certificate and the configuration file (issue 21).
@@ -310,14 +297,57 @@ async fn drive(
     }
 }
 
+/// A TCP/TLS connection's event: an opened or closed connection updates `conns`; a message is returned, for
+/// the core (a TLS peer's address is learned as an alias first).
+pub(super) fn on_tcp_event(conns: &mut Conns, ev: TcpEvent) -> Option<(Peer, Bytes)> {
+    match ev {
+        TcpEvent::Message { peer, bytes } => {
+            if peer.transport == Transport::Tls {
+                conns.aliases.learn(peer.addr, &bytes);
+            }
+            return Some((peer, bytes));
+        }
+        TcpEvent::Opened { peer, conn, writer } => {
+            conns.open.insert(peer, (conn, writer));
+        }
+        TcpEvent::Closed { peer, conn, last_words } => {
+            // Dropping the writer lets the connection flush what is queued (answers to its earlier
+            // messages, then these last words) and close.
+            if conns.open.get(&peer).is_some_and(|(c, _)| *c == conn) {
+                if peer.transport == Transport::Tls {
+                    conns.aliases.forget(peer.addr);
+                }
+                if let Some((_, w)) = conns.open.remove(&peer) {
+                    if let Some(b) = last_words {
+                        let _ = w.try_send(b);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// An event of the core: logged (`parkd::events`), counted and published to the API's subscribers.
+pub(super) fn report_event(metrics: &super::metrics::Metrics, hub: &super::events_hub::EventHub, clock: &Clock, ev: crate::core::ParkEvent) {
+    if tracing::enabled!(target: "parkd::events", tracing::Level::INFO) {
+        match serde_json::to_string(&ev) {
+            Ok(json) => tracing::info!(target: "parkd::events", event = %json, "park event"),
+            Err(_) => tracing::info!(target: "parkd::events", ?ev, "park event"),
+        }
+    }
+    metrics.on_event(&ev);
+    hub.publish(ev, clock.now().as_millis());
+}
+
 /// SIGUSR1, which toggles drain mode (never fires where signals do not exist or cannot be installed).
-struct DrainSignal {
+pub(super) struct DrainSignal {
     #[cfg(unix)]
     usr1: Option<tokio::signal::unix::Signal>,
 }
 
 impl DrainSignal {
-    fn new() -> DrainSignal {
+    pub(super) fn new() -> DrainSignal {
         #[cfg(unix)]
         {
             let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
@@ -330,7 +360,7 @@ impl DrainSignal {
         DrainSignal {}
     }
 
-    async fn recv(&mut self) {
+    pub(super) async fn recv(&mut self) {
         #[cfg(unix)]
         if let Some(s) = self.usr1.as_mut() {
             if s.recv().await.is_some() {
@@ -355,8 +385,8 @@ async fn recv_cluster(rx: &mut Option<&mut mpsc::UnboundedReceiver<crate::core::
     }
 }
 
-/// The next journal completion, or never when journaling is off.
-async fn recv_report(rx: &mut Option<mpsc::UnboundedReceiver<crate::media::MediaReport>>) -> Option<crate::media::MediaReport> {
+/// The media threads' next report, or never once they are gone.
+pub(super) async fn recv_report(rx: &mut Option<mpsc::UnboundedReceiver<crate::media::MediaReport>>) -> Option<crate::media::MediaReport> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -386,26 +416,26 @@ fn on_datagram(core: &mut Core, udp: &SipUdp, tcp: &TcpContext, clock: &Clock, f
 
 /// The SIP UDP socket, the address it is bound to (a dual-stack one sends to IPv4 peers IPv4-mapped), and the
 /// datagrams the core produced since the last [`SipUdp::flush`].
-struct SipUdp {
-    sock: UdpSocket,
+pub(super) struct SipUdp {
+    pub(super) sock: UdpSocket,
     ip: std::net::IpAddr,
     out: SendBatch,
 }
 
 impl SipUdp {
-    fn new(sock: UdpSocket) -> SipUdp {
+    pub(super) fn new(sock: UdpSocket) -> SipUdp {
         let ip = sock.local_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
         SipUdp { sock, ip, out: SendBatch::new() }
     }
 
     /// Queues `bytes` for `to`; sent at the next [`flush`](Self::flush), before the driver sleeps.
-    fn queue(&mut self, to: SocketAddr, bytes: Bytes) {
+    pub(super) fn queue(&mut self, to: SocketAddr, bytes: Bytes) {
         let to = self.destination(to);
         self.out.push(bytes, to);
     }
 
     /// Sends what is queued, in order, in one `sendmmsg` per [`super::udp_batch::BATCH`] datagrams.
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         if self.out.is_empty() {
             return;
         }
@@ -416,7 +446,7 @@ impl SipUdp {
     }
 
     /// `to` in the form this socket sends to.
-    fn destination(&self, to: SocketAddr) -> SocketAddr {
+    pub(super) fn destination(&self, to: SocketAddr) -> SocketAddr {
         dual_stack::for_socket(to, self.ip)
     }
 }
@@ -431,7 +461,7 @@ impl std::ops::Deref for SipUdp {
 /// Queues `bytes` on the connection to `to` (TCP or TLS), opening one when there is none: for TLS, first the
 /// connection a peer opened under that address ([`Aliases`], RFC 5923 style). A connection whose queue is full
 /// (its peer does not read) is dropped.
-fn send_stream(conns: &mut Conns, tcp: &TcpContext, mut to: Peer, bytes: Bytes) {
+pub(super) fn send_stream(conns: &mut Conns, tcp: &TcpContext, mut to: Peer, bytes: Bytes) {
     if to.transport == Transport::Tls && !conns.open.contains_key(&to) {
         if let Some(addr) = conns.aliases.resolve(to.addr) {
             to.addr = addr;
@@ -494,16 +524,7 @@ fn drain(
                 }
             }
             Output::Media(cmd) => media_queued |= media.queue(cmd),
-            Output::Event(ev) => {
-                if tracing::enabled!(target: "parkd::events", tracing::Level::INFO) {
-                    match serde_json::to_string(&ev) {
-                        Ok(json) => tracing::info!(target: "parkd::events", event = %json, "park event"),
-                        Err(_) => tracing::info!(target: "parkd::events", ?ev, "park event"),
-                    }
-                }
-                api.metrics.on_event(&ev);
-                api.hub.publish(ev, clock.now().as_millis());
-            }
+            Output::Event(ev) => report_event(&api.metrics, &api.hub, clock, ev),
             Output::Cluster { op, cmd } => {
                 let sent = cluster.is_some_and(|c| c.send((op, cmd)).is_ok());
                 if !sent {

@@ -26,6 +26,7 @@ mod normalize;
 pub mod params;
 pub mod parse;
 pub mod replaces;
+pub mod shard;
 pub mod reply_context;
 pub mod start_line;
 pub mod transport;

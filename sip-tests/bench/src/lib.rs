@@ -12,6 +12,7 @@
 //! * [`sip_floor`] — a bare UDP responder: the kernel's share of a cycle.
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
 //! * [`flat`] — the cycle's cost against the number of calls already parked (issue 20).
+//! * [`shards`] — the cycle against one SIP thread and two (`--sip-threads 2`), sustained rate at equal p99 (issue 20).
 //! * [`flood`] — cycles from one source while another floods never-ACKed INVITEs.
 //! * [`guard`] — the capacity guard: 120 % of the ceiling offered, guard on and off (issue 20).
 //! * [`restart`] — N parked calls, `kill -9`, restart: ready time, per-call resume gap, calls lost (issue 17).
@@ -42,6 +43,7 @@ pub mod secure_cycle;
 pub mod secure_density;
 pub mod secure_report;
 pub mod secure_sip;
+pub mod shards;
 pub mod sip_floor;
 pub mod srtp_micro;
 pub mod sys;

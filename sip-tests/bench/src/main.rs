@@ -6,7 +6,9 @@
 //! encrypted-phones step (issue 19): `-- --secure [--secure-steps N,N] [--secure-rates R,R] [--secure-runs N] [--out DIR]`
 //! (default `bench-results/secure/`), or only the capacity-guard step (issue 20): `-- --guard [--ceiling N]
 //! [--guard-steps N,N] [--guard-hold S] [--push-pct P] [--out DIR]` (default `bench-results/guard/`), or only the SRTP
-//! protect micro-benchmark (issue 19, printed): `-- --srtp-micro [--micro-packets N] [--micro-rounds N] [--micro-streams N,N] [--micro-warm-only]`.
+//! protect micro-benchmark (issue 19, printed): `-- --srtp-micro [--micro-packets N] [--micro-rounds N] [--micro-streams N,N] [--micro-warm-only]`,
+//! or only the 2-core signalling step (issue 20): `-- --shards [--shards-rates R,R] [--shards-secs S] [--shards-p99-ms MS]`
+//! (default `bench-results/shards/`).
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
 //! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
@@ -93,6 +95,10 @@ fn run() -> std::io::Result<()> {
     if args.iter().any(|a| a == "--secure") {
         let dir = if args.iter().any(|a| a == "--out") { out } else { out.join("secure") };
         return parkd_bench::secure_report::step(&bin, PARKD_CPU, &dir, args.join(" "), parkd_bench::secure_report::Settings::from_args(&args), &mut progress);
+    }
+    // --shards: only the 2-core signalling step (issue 20), into bench-results/shards/ (flags: src/shards.rs).
+    if args.iter().any(|a| a == "--shards") {
+        return parkd_bench::shards::cli(&bin, &args, &out, &mut progress);
     }
     // --flat: only the flat-cost curve (issue 20), into bench-results/flat/ (flags: src/flat.rs).
     if args.iter().any(|a| a == "--flat") {

@@ -1,0 +1,182 @@
+//! `--sip-threads 2` (README "Signalling shards"): one parkd whose SIP engine runs on two threads, the dialogs
+//! split by Call-ID, one orbit table. The phones choose their Call-IDs so each flow crosses the shards on
+//! purpose (`parkd::sip::shard::shard_of_call_id`, the router's hash): a directed park into an orbit the other
+//! shard holds gets 486, indirect parks from both shards never share an orbit, a retrieve on one shard of a call
+//! parked on the other connects audio both ways, a BLF watcher on one shard sees parks on the other, the HTTP
+//! API lists every shard's orbits, and a call parked on one shard is recalled once. Figures are printed, never
+//! asserted.
+
+mod cluster_common;
+
+use cluster_common::{orbit, Phone, TOKEN};
+use parkd::sip::shard::shard_of_call_id;
+use parkd::sip::{Message, Method, Response};
+use sip_tests::media::rtp_endpoint::{PayloadClass, RtpEndpoint};
+use sip_tests::sip::ua::{CallIds, Ua};
+use sip_tests::{Parkd, ParkdOptions};
+use std::time::{Duration, Instant};
+
+fn sharded(test: &str, parking_time: u32) -> Parkd {
+    let args = ["--sip-threads", "2", "--no-journal", "--http-token", TOKEN].map(String::from).to_vec();
+    let p = Parkd::start_with(test, ParkdOptions { orbits: "701-705".into(), parking_time, extra_args: args, http: true, ..ParkdOptions::default() });
+    assert!(p.stderr_all().contains("SIP sharded by Call-ID"), "parkd did not start sharded:\n{}", p.stderr_tail(20));
+    p
+}
+
+/// A Call-ID `<base>-<i>` hashing to shard `k` of 2.
+fn call_id_on(k: usize, base: &str) -> String {
+    (0..).map(|i| format!("{base}-{i}")).find(|c| shard_of_call_id(c, 2) == k).unwrap_or_default()
+}
+
+/// `phone` INVITEs `target` with a Call-ID that lands on shard `k` (Referred-By `referred_by` when given); the
+/// final response (ACKed) and the call's ids.
+fn invite_on(phone: &mut Phone, k: usize, target: &str, referred_by: Option<&str>) -> (CallIds, Response) {
+    phone.n += 1;
+    let mut c = CallIds {
+        call_id: call_id_on(k, &format!("sh-{}-{}-{target}", phone.ua.local.port(), phone.n)),
+        from_tag: format!("t{}", phone.n),
+        user: format!("u{}", phone.n),
+        target: target.into(),
+        to_tag: None,
+    };
+    let extra = referred_by.map(|r| format!("Referred-By: <sip:{r}>\r\n")).unwrap_or_default();
+    phone.ua.invite(&c, phone.rtp.take().unwrap_or(40_000 + phone.n as u16), &extra);
+    let r = phone.final_of(&mut c);
+    (c, r)
+}
+
+fn api_orbits(p: &Parkd) -> serde_json::Value {
+    let url = format!("http://{}/v1/lots/default/orbits", p.http_addr.expect("http"));
+    let r = ureq::get(&url).set("Authorization", &format!("Bearer {TOKEN}")).timeout(Duration::from_secs(5)).call().expect("GET orbits");
+    r.into_json().expect("JSON")
+}
+
+fn api_state(p: &Parkd, n: &str) -> String {
+    let all = api_orbits(p);
+    all.as_array().and_then(|a| a.iter().find(|o| o["orbit"] == n)).map(|o| o["state"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+}
+
+/// A BLF watcher whose SUBSCRIBE to `orbit` lands on shard `k`.
+fn subscribe_on(p: &Parkd, k: usize, orbit: &str) -> Ua {
+    let ua = Ua::new(p.sip_addr()).expect("UA socket");
+    let (l, s) = (ua.local, ua.server);
+    let call_id = call_id_on(k, &format!("sub-{orbit}-{}", l.port()));
+    let text = format!(
+        "SUBSCRIBE sip:{orbit}@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-sub-{orbit};rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:watcher@{l}>;tag=w{orbit}\r\nTo: <sip:{orbit}@{s}>\r\nCall-ID: {call_id}\r\nCSeq: 1 SUBSCRIBE\r\n\
+         Contact: <sip:watcher@{l}>\r\nEvent: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    ua.sock.send_to(text.as_bytes(), s).expect("send SUBSCRIBE");
+    ua
+}
+
+/// Park, BLF, API, directed conflict, indirect allocation and a cross-shard retrieve with audio, on one parkd
+/// with two SIP threads.
+#[test]
+fn two_sip_threads_share_one_orbit_space_and_retrieve_across_shards_with_audio() {
+    let p = sharded("shards_flows", 600);
+    // A watcher on shard 1 of orbit 703.
+    let mut watcher = subscribe_on(&p, 1, "703");
+    cluster_common::notify_body(&mut watcher, |b| !b.contains("confirmed"));
+    // Bob parks on 703 through shard 0, with hold music.
+    let mut phones = Phone::new(&p);
+    let bob = RtpEndpoint::bind("bob (parked on shard 0)");
+    bob.start_talking(1);
+    phones.rtp = Some(bob.port());
+    let (_bob_call, r) = invite_on(&mut phones, 0, "703", Some("alice@127.0.0.1"));
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "703"));
+    assert!(bob.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(3)), "bob hears hold music");
+    // Shard 1's watcher is told; the API (shard 0) lists it.
+    cluster_common::notify_body(&mut watcher, |b| b.contains("confirmed"));
+    assert_eq!(api_state(&p, "703"), "parked");
+    // Eve's directed park into 703 through shard 1: taken.
+    let mut eve = Phone::new(&p);
+    let (_, r) = invite_on(&mut eve, 1, "703", Some("alice@127.0.0.1"));
+    assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"), "{r:?}");
+    // Indirect parks through both shards: four distinct orbits, then the lot is full.
+    let mut got = vec!["703".to_string()];
+    let mut parkers = Phone::new(&p);
+    for n in 0..4 {
+        let (_, r) = invite_on(&mut parkers, n % 2, "700", Some("alice@127.0.0.1"));
+        assert_eq!(r.status, 200, "indirect park {n}: {r:?}");
+        got.push(orbit(&r));
+    }
+    got.sort();
+    assert_eq!(got, ["701", "702", "703", "704", "705"], "no orbit taken twice");
+    let (_, r) = invite_on(&mut parkers, 1, "700", Some("alice@127.0.0.1"));
+    assert_eq!((r.status, r.reason.as_str()), (486, "Parking Lot Full"));
+    let listed = api_orbits(&p);
+    let parked = listed.as_array().map_or(0, |a| a.iter().filter(|o| o["state"] == "parked").count());
+    assert_eq!(parked, 5, "the API shows every shard's orbits: {listed}");
+    // Carol retrieves 703 through shard 1: fetched from shard 0 and relayed; audio both ways.
+    let carol = RtpEndpoint::bind("carol (retrieves on shard 1)");
+    carol.start_talking(2);
+    let mut cphone = Phone::new(&p);
+    cphone.rtp = Some(carol.port());
+    let t0 = Instant::now();
+    let (mut carol_call, r) = invite_on(&mut cphone, 1, "703", None);
+    let cross_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "703"), "{r:?}");
+    assert!(carol.wait_for_class(PayloadClass::Pattern(1), 50, Duration::from_secs(5)), "carol hears bob: {:?}", carol.report(PayloadClass::Pattern(1)));
+    assert!(bob.wait_for_class(PayloadClass::Pattern(2), 50, Duration::from_secs(5)), "bob hears carol: {:?}", bob.report(PayloadClass::Pattern(2)));
+    cluster_common::notify_body(&mut watcher, |b| !b.contains("confirmed"));
+    let t0 = Instant::now();
+    while api_state(&p, "703") != "free" {
+        assert!(t0.elapsed() < Duration::from_secs(3), "703 never free in the API");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Carol hangs up: bob gets a BYE.
+    carol_call.to_tag = r.common.to.tag().map(str::to_string);
+    cphone.ua.bye(&carol_call);
+    let t0 = Instant::now();
+    while phones.byes.is_empty() {
+        phones.pump();
+        assert!(t0.elapsed() < Duration::from_secs(5), "bob never got a BYE after carol hung up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A same-shard retrieve for comparison: park on 703 again through shard 0, retrieve through shard 0.
+    assert_eq!(invite_on(&mut phones, 0, "703", Some("alice@127.0.0.1")).1.status, 200);
+    let t0 = Instant::now();
+    assert_eq!(invite_on(&mut phones, 0, "703", None).1.status, 200);
+    let same_ms = t0.elapsed().as_secs_f64() * 1e3;
+    println!("figure: retrieve INVITE→200 across shards {cross_ms:.1} ms; same shard {same_ms:.1} ms");
+}
+
+/// A call parked through shard 1 with a 2 s parking time rings its parker once (one recall, whatever its
+/// retransmissions), and the parker's answer reaches the shard that holds the call: the call is bridged.
+#[test]
+fn a_call_parked_on_one_shard_is_recalled_once_and_the_answer_bridges() {
+    let p = sharded("shards_recall", 2);
+    let mut alice = Ua::new(p.sip_addr()).expect("UA socket");
+    let alice_addr = alice.local;
+    let mut bob = Phone::new(&p);
+    let (_, r) = invite_on(&mut bob, 1, "700", Some(&format!("alice@{alice_addr}")));
+    assert_eq!(r.status, 200);
+    let t0 = Instant::now();
+    let mut invites: Vec<parkd::sip::Request> = Vec::new();
+    let mut answered = false;
+    while t0.elapsed() < Duration::from_secs(8) {
+        while let Some(m) = alice.try_recv() {
+            match m {
+                Message::Request(req) if req.method == Method::Invite => {
+                    if !answered {
+                        alice.answer_invite(&req, 42_000);
+                        answered = true;
+                    }
+                    invites.push(req);
+                }
+                Message::Request(req) if req.method == Method::Ack => answered = true,
+                _ => {}
+            }
+        }
+        bob.pump();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut ids: Vec<String> = invites.iter().map(|r| r.common.call_id.as_str().to_string()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one recall: {ids:?}");
+    assert_eq!(shard_of_call_id(&ids[0], 2), 1, "the recall's Call-ID belongs to the shard holding the call");
+    assert!(answered, "alice answered the recall");
+    assert_eq!(api_state(&p, &orbit(&r)), "free", "the answered recall took the call out of its orbit");
+    assert!(bob.byes.is_empty(), "bob's call goes on, bridged to alice");
+}
