@@ -211,21 +211,7 @@ async fn drive(
         tokio::select! {
             r = udp.readable() => match r {
                 Ok(()) => {
-                    // Every datagram already queued, in one `recvmmsg`. Fewer than a batch means the queue was
-                    // emptied: report `WouldBlock` so tokio clears the readiness now instead of after a second,
-                    // empty receive (a datagram arriving meanwhile brings a new edge from epoll).
-                    let fd = udp.sock.as_raw_fd();
-                    rx_batch.clear();
-                    let r = udp.sock.try_io(Interest::READABLE, || match rx_batch.recv(fd) {
-                        Ok(true) => Err(std::io::ErrorKind::WouldBlock.into()),
-                        Ok(false) => Ok(()),
-                        Err(e) => Err(e),
-                    });
-                    if let Err(e) = r.as_ref().map_err(std::io::Error::kind) {
-                        if e != std::io::ErrorKind::WouldBlock {
-                            tracing::debug!(error = ?e, "UDP receive error");
-                        }
-                    }
+                    udp.recv_batch(&mut rx_batch);
                     let mut media_queued = false;
                     for i in 0..rx_batch.len() {
                         let Some((from, bytes)) = rx_batch.get(i) else { break };
@@ -423,6 +409,24 @@ pub(super) struct SipUdp {
 }
 
 impl SipUdp {
+    /// Receives every datagram already queued into `batch`, in one `recvmmsg`. Fewer than a batch means the queue
+    /// was emptied: `WouldBlock` is reported so tokio clears the readiness now instead of after a second, empty
+    /// receive (a datagram arriving meanwhile brings a new edge from epoll).
+    pub(super) fn recv_batch(&self, batch: &mut RecvBatch) {
+        let fd = self.sock.as_raw_fd();
+        batch.clear();
+        let r = self.sock.try_io(Interest::READABLE, || match batch.recv(fd) {
+            Ok(true) => Err(std::io::ErrorKind::WouldBlock.into()),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        });
+        if let Err(e) = r.as_ref().map_err(std::io::Error::kind) {
+            if e != std::io::ErrorKind::WouldBlock {
+                tracing::debug!(error = ?e, "UDP receive error");
+            }
+        }
+    }
+
     pub(super) fn new(sock: UdpSocket) -> SipUdp {
         let ip = sock.local_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
         SipUdp { sock, ip, out: SendBatch::new() }

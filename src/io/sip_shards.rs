@@ -34,10 +34,8 @@ use crate::core::{ClusterInput, Command, Core, Output};
 use crate::sip::{Peer, Transport};
 use crate::time::Time;
 use bytes::Bytes;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 /// What a shard's thread is handed.
@@ -377,18 +375,7 @@ impl Shard<'_> {
             tokio::select! {
                 r = self.udp.readable() => match r {
                     Ok(()) => {
-                        let fd = self.udp.sock.as_raw_fd();
-                        rx_batch.clear();
-                        let r = self.udp.sock.try_io(Interest::READABLE, || match rx_batch.recv(fd) {
-                            Ok(true) => Err(std::io::ErrorKind::WouldBlock.into()),
-                            Ok(false) => Ok(()),
-                            Err(e) => Err(e),
-                        });
-                        if let Err(e) = r.as_ref().map_err(std::io::Error::kind) {
-                            if e != std::io::ErrorKind::WouldBlock {
-                                tracing::debug!(error = ?e, "UDP receive error");
-                            }
-                        }
+                        self.udp.recv_batch(&mut rx_batch);
                         let mut media_queued = false;
                         for i in 0..rx_batch.len() {
                             let Some((from, bytes)) = rx_batch.get(i) else { break };

@@ -735,3 +735,7 @@ mod dtmf_tests;
 #[cfg(test)]
 #[path = "plane_rtcp_port_tests.rs"]
 mod rtcp_port_tests;
+
+#[cfg(test)]
+#[path = "plane_rtcp_test_support.rs"]
+mod rtcp_test_support;
