@@ -76,7 +76,7 @@ impl StreamReport {
 
     /// Asserts what every 20 ms G.711 stream parkd sends must look like: at least `min_count` packets, one
     /// SSRC, one source address, PT 0 or 8, 172-byte datagrams, sequence +1 always, timestamp +160 almost
-    /// always (whole-frame skips only: one in any sample, at most 5 % of the steps), and a packet rate between 25 and 75 per second
+    /// always (whole-frame skips only: two in any sample, at most 5 % of the steps), and a packet rate between 25 and 75 per second
     /// (a sanity bound, not a timing test).
     pub fn assert_g711_20ms_stream(&self, what: &str, min_count: usize) {
         let fail = |why: String| panic!("{what}: {why}\n{self}");
@@ -99,9 +99,10 @@ impl StreamReport {
             fail(format!("{} sequence-number breaks", self.seq_breaks));
         }
         let steps = self.count.saturating_sub(1).max(1);
-        // Whole-frame skips are the pacer dropping a frame it served late (a loaded machine): one is allowed in
-        // any sample, and 5 % of the steps in a long one. A step that is not a whole frame is always a fault.
-        if self.ts_breaks != self.ts_skips || self.ts_skips > (steps / 20).max(1) {
+        // Whole-frame skips are the pacer dropping a frame it served late (a loaded machine): two are allowed in
+        // any sample (a CI machine running several parkd at once showed two in a short sample), and 5 % of the
+        // steps in a long one. A step that is not a whole frame is always a fault.
+        if self.ts_breaks != self.ts_skips || self.ts_skips > (steps / 20).max(2) {
             fail(format!("{} timestamp steps other than +160 ({} frame skips) out of {steps}", self.ts_breaks, self.ts_skips));
         }
         if self.count > 20 && !(25.0..=75.0).contains(&self.rate) {
@@ -177,6 +178,15 @@ mod tests {
     #[should_panic(expected = "timestamp")]
     fn timestamp_jumps_fail() {
         StreamReport::of("t", &stream(100, |_| 1, |i| u32::from(i) * 480)).assert_g711_20ms_stream("x", 10);
+    }
+
+    /// Two whole-frame skips pass in a short sample (a late pacer on a loaded machine); a third fails.
+    #[test]
+    fn two_frame_skips_pass_and_three_fail() {
+        let skip_at = |n: &'static [u16]| move |i: u16| (u32::from(i) + n.iter().filter(|&&k| i >= k).count() as u32) * 160;
+        StreamReport::of("t", &stream(30, |_| 1, skip_at(&[10, 20]))).assert_g711_20ms_stream("x", 10);
+        let three = std::panic::catch_unwind(|| StreamReport::of("t", &stream(30, |_| 1, skip_at(&[5, 10, 20]))).assert_g711_20ms_stream("x", 10));
+        assert!(three.is_err(), "three skips in 30 packets fail");
     }
 
     #[test]
