@@ -31,9 +31,6 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
     field("server.tls_key", a.tls_key != b.tls_key);
     field("server.tls_ca", a.tls_ca != b.tls_ca);
     field("server.srtp_over_plain", a.srtp_over_plain != b.srtp_over_plain);
-    field("server.session_timers", a.session_timers != b.session_timers);
-    field("server.session_min_se", a.session_min_se != b.session_min_se);
-    field("server.session_expires", a.session_expires != b.session_expires);
     let mut http_a = running.http.clone();
     http_a.dial_allow = new.http.dial_allow.clone();
     field("[http] (except dial_allow)", format!("{http_a:?}") != format!("{:?}", new.http));

@@ -118,6 +118,9 @@ impl Core {
         if let Ok(patterns) = cfg.http.dial_patterns() {
             self.set_dial_allow(patterns);
         }
+        // Session timers (RFC 4028): new sessions follow the new policy; running ones keep what they negotiated.
+        let st = &cfg.server;
+        self.stimer = super::dialogs::timer::TimerPolicy { enabled: st.session_timers, min_se: st.session_min_se, expires: st.session_expires };
         // Music to (re)load: a lot added, a lot whose music changed, and every configured lot playing a WAV (the
         // file may have been replaced under the same name).
         let music = (0..self.parking.lots().count())
@@ -143,6 +146,9 @@ impl Core {
         if let Some(running) = self.running.as_deref_mut() {
             running.lots = cfg.lots.clone();
             running.http.dial_allow = cfg.http.dial_allow.clone();
+            running.server.session_timers = cfg.server.session_timers;
+            running.server.session_min_se = cfg.server.session_min_se;
+            running.server.session_expires = cfg.server.session_expires;
         }
         tracing::info!(
             added = ?report.lots_added,

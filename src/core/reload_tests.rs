@@ -294,3 +294,22 @@ fn a_reload_names_the_music_to_load() {
     let names: Vec<_> = r.tones.iter().map(|(i, n)| (*i, n.as_str())).collect();
     assert_eq!(names, vec![(0, "plain"), (1, "wav"), (3, "new")], "every lot in use gets its courtesy tone again");
 }
+
+/// `[server] session_min_se` (and the other session-timer settings) apply at a reload: a new INVITE whose interval
+/// was fine before gets `422` with the new `Min-SE`; nothing is reported as needing a restart.
+#[test]
+fn session_timer_settings_apply_at_a_reload() {
+    let mut w = world(vec![lot("default", "700", "701-705")]);
+    let ask = |w: &mut World, p: &Phone| {
+        let since = w.sent.len();
+        w.deliver(p.peer, &p.invite("700", "Session-Expires: 100\nSupported: timer\n", Some(&p.sdp("0", "sendrecv"))));
+        w.last_response_to(p.peer, since)
+    };
+    assert_eq!(ask(&mut w, &phone("bob", 5071)).status, 200, "100 s is above the default minimum (90)");
+    let mut cfg = config(vec![lot("default", "700", "701-705")]);
+    cfg.server.session_min_se = 120;
+    let r = reload(&mut w, cfg).unwrap();
+    assert!(r.needs_restart.is_empty(), "{:?}", r.needs_restart);
+    let refused = ask(&mut w, &phone("carol", 5072));
+    assert_eq!((refused.status, refused.common.header("Min-SE")), (422, Some("120")));
+}
