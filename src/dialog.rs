@@ -15,22 +15,24 @@ pub struct DialogKey {
     pub local_tag: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One dialog. parkd holds one per call leg for as long as the call lasts, so the two name-addrs and the remote
+/// target are kept as their SIP text (one string each, parsed when a request is built: a few per call) rather than
+/// parsed (some 200 bytes inline and half a dozen small strings each); the tags, read for every in-dialog message,
+/// are kept apart. Journaled exactly as before ([`wire`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dialog {
     pub call_id: CallId,
-    /// parkd's side (From of requests parkd sends), carrying parkd's tag.
-    #[serde(with = "text::name_addr")]
-    pub local: NameAddr,
-    /// The peer's side, carrying the peer's tag.
-    #[serde(with = "text::name_addr")]
-    pub remote: NameAddr,
+    /// parkd's side (From of requests parkd sends), carrying parkd's tag, as SIP text.
+    local: Box<str>,
+    /// The peer's side, carrying the peer's tag, as SIP text.
+    remote: Box<str>,
+    local_tag: Box<str>,
+    remote_tag: Box<str>,
     pub local_seq: u32,
     pub remote_seq: Option<u32>,
-    /// Where in-dialog requests go (the peer's Contact).
-    #[serde(with = "text::uri")]
-    pub remote_target: Uri,
+    /// Where in-dialog requests go (the peer's Contact), as SIP text.
+    remote_target: Box<str>,
     /// Route headers for in-dialog requests, in the order they are sent.
-    #[serde(with = "text::name_addrs")]
     pub route_set: Vec<NameAddr>,
     /// The transport and address of the next hop for in-dialog requests.
     pub next_hop: Peer,
@@ -45,16 +47,7 @@ impl Dialog {
         let route_set = req.common.record_route.clone();
         let mut local = req.common.to.clone();
         local.params.set("tag", Some(local_tag));
-        let mut d = Dialog {
-            call_id: req.common.call_id.as_str().into(),
-            local,
-            remote: req.common.from.clone(),
-            local_seq: 0,
-            remote_seq: Some(req.common.cseq.seq),
-            remote_target,
-            route_set,
-            next_hop: source,
-        };
+        let mut d = Dialog::new(req.common.call_id.as_str().into(), &local, &req.common.from, 0, Some(req.common.cseq.seq), &remote_target, route_set, source);
         d.next_hop = d.compute_next_hop(source);
         d
     }
@@ -65,33 +58,63 @@ impl Dialog {
         let remote_target = resp.common.contact.first().map(|c| c.uri.clone()).unwrap_or_else(|| req.uri.clone());
         let mut route_set = resp.common.record_route.clone();
         route_set.reverse();
-        let mut d = Dialog {
-            call_id: req.common.call_id.as_str().into(),
-            local: req.common.from.clone(),
-            remote: resp.common.to.clone(),
-            local_seq: req.common.cseq.seq,
-            remote_seq: None,
-            remote_target,
-            route_set,
-            next_hop: first_hop,
-        };
+        let mut d = Dialog::new(req.common.call_id.as_str().into(), &req.common.from, &resp.common.to, req.common.cseq.seq, None, &remote_target, route_set, first_hop);
         d.next_hop = d.compute_next_hop(first_hop);
         d
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(call_id: CallId, local: &NameAddr, remote: &NameAddr, local_seq: u32, remote_seq: Option<u32>, remote_target: &Uri, route_set: Vec<NameAddr>, next_hop: Peer) -> Dialog {
+        Dialog {
+            call_id,
+            local: local.to_string().into(),
+            remote: remote.to_string().into(),
+            local_tag: local.tag().unwrap_or("").into(),
+            remote_tag: remote.tag().unwrap_or("").into(),
+            local_seq,
+            remote_seq,
+            remote_target: remote_target.to_string().into(),
+            route_set,
+            next_hop,
+        }
+    }
+
+    /// parkd's side (From of the requests parkd sends), with parkd's tag.
+    pub fn local(&self) -> NameAddr {
+        parse_kept_name_addr(&self.local)
+    }
+    /// The peer's side, with the peer's tag.
+    pub fn remote(&self) -> NameAddr {
+        parse_kept_name_addr(&self.remote)
+    }
+    /// Where in-dialog requests go (the peer's Contact, or its last target refresh).
+    pub fn remote_target(&self) -> Uri {
+        crate::sip::parse_uri(&self.remote_target).unwrap_or_else(|_| {
+            debug_assert!(false, "a kept remote target does not parse: {:?}", self.remote_target);
+            Uri::sip(None, "invalid", None)
+        })
     }
 
     pub fn key(&self) -> DialogKey {
         DialogKey { call_id: self.call_id.clone(), local_tag: self.local_tag().to_string() }
     }
     pub fn local_tag(&self) -> &str {
-        self.local.tag().unwrap_or("")
+        &self.local_tag
     }
     pub fn remote_tag(&self) -> &str {
-        self.remote.tag().unwrap_or("")
+        &self.remote_tag
     }
 
     /// The next hop: first Route if any, else the remote target, when either is an IP literal; else `fallback`.
     fn compute_next_hop(&self, fallback: Peer) -> Peer {
-        let uri = self.route_set.first().map(|r| &r.uri).unwrap_or(&self.remote_target);
+        let target;
+        let uri = match self.route_set.first() {
+            Some(r) => &r.uri,
+            None => {
+                target = self.remote_target();
+                &target
+            }
+        };
         let transport = if uri.names_transport() { uri.transport() } else { fallback.transport };
         if transport.is_reliable() && fallback.transport == transport && self.route_set.is_empty() {
             // A TCP or TLS peer is reached over the connection it opened (RFC 3261 §18.2.2; phones rarely listen).
@@ -119,15 +142,15 @@ impl Dialog {
         let with_contact = matches!(method, Method::Invite | Method::Subscribe | Method::Notify | Method::Refer | Method::Update);
         Request {
             method: method.clone(),
-            uri: self.remote_target.without_headers(),
+            uri: self.remote_target().without_headers(),
             common: Common {
                 max_forwards: Some(70),
                 contact: if with_contact { vec![contact.clone()] } else { Vec::new() },
                 route: self.route_set.clone(),
                 ..Common::new(
                     vec![Via::new(self.next_hop.transport, via, branch)],
-                    self.local.clone(),
-                    self.remote.clone(),
+                    self.local(),
+                    self.remote(),
                     self.call_id.to_string(),
                     CSeq { seq, method },
                 )
@@ -153,8 +176,81 @@ impl Dialog {
     /// A target refresh (re-INVITE, UPDATE) replaces the remote target with its Contact (RFC 3261 §12.2.2).
     pub fn refresh_target(&mut self, req: &Request, source: Peer) {
         if let Some(c) = req.common.contact.first() {
-            self.remote_target = c.uri.clone();
+            self.remote_target = c.uri.to_string().into();
             self.next_hop = self.compute_next_hop(source);
+        }
+    }
+}
+
+/// A name-addr the dialog wrote with `Display` itself (it parses back; anything else is a bug, not input).
+fn parse_kept_name_addr(text: &str) -> NameAddr {
+    crate::sip::parse_name_addr(text).unwrap_or_else(|_| {
+        debug_assert!(false, "a kept name-addr does not parse: {text:?}");
+        NameAddr::new(Uri::sip(None, "invalid", None))
+    })
+}
+
+/// The journal form of a [`Dialog`]: the fields in their old order, the name-addrs and target as text, so records
+/// written before the dialog kept text read back unchanged (and the other way round). Read back, the texts are
+/// parsed once to check them and take the tags.
+mod wire {
+    use super::{text, CallId, Dialog, NameAddr, Peer};
+    use crate::sip::{parse_name_addr, parse_uri};
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        call_id: &'a CallId,
+        local: &'a str,
+        remote: &'a str,
+        local_seq: u32,
+        remote_seq: Option<u32>,
+        remote_target: &'a str,
+        #[serde(serialize_with = "routes")]
+        route_set: &'a [NameAddr],
+        next_hop: &'a Peer,
+    }
+
+    fn routes<S: Serializer>(v: &&[NameAddr], s: S) -> Result<S::Ok, S::Error> {
+        text::name_addrs::serialize(v, s)
+    }
+
+    #[derive(Deserialize)]
+    struct In {
+        call_id: CallId,
+        local: String,
+        remote: String,
+        local_seq: u32,
+        remote_seq: Option<u32>,
+        remote_target: String,
+        #[serde(with = "text::name_addrs")]
+        route_set: Vec<NameAddr>,
+        next_hop: Peer,
+    }
+
+    impl Serialize for Dialog {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            Out {
+                call_id: &self.call_id,
+                local: &self.local,
+                remote: &self.remote,
+                local_seq: self.local_seq,
+                remote_seq: self.remote_seq,
+                remote_target: &self.remote_target,
+                route_set: &self.route_set,
+                next_hop: &self.next_hop,
+            }
+            .serialize(s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Dialog {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dialog, D::Error> {
+            let w = In::deserialize(d)?;
+            let name = |t: &str| parse_name_addr(t).map_err(|e| D::Error::custom(format!("bad name-addr {t:?}: {e}")));
+            let (local, remote) = (name(&w.local)?, name(&w.remote)?);
+            let target = parse_uri(&w.remote_target).map_err(|e| D::Error::custom(format!("bad URI {:?}: {e}", w.remote_target)))?;
+            Ok(Dialog::new(w.call_id, &local, &remote, w.local_seq, w.remote_seq, &target, w.route_set, w.next_hop))
         }
     }
 }
@@ -326,6 +422,55 @@ mod tests {
         assert_eq!(back, d);
         let json = serde_json::to_string(&d).unwrap();
         assert!(json.contains(r#""remote":"\"Bob \\\"the\\\" Builder\" <sip:bob@pbx.example>;tag=ft""#), "{json}");
+    }
+
+    /// The dialog as it was journaled before it kept text: parsed fields, each written as its text.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct ParsedDialog {
+        call_id: CallId,
+        #[serde(with = "text::name_addr")]
+        local: NameAddr,
+        #[serde(with = "text::name_addr")]
+        remote: NameAddr,
+        local_seq: u32,
+        remote_seq: Option<u32>,
+        #[serde(with = "text::uri")]
+        remote_target: Uri,
+        #[serde(with = "text::name_addrs")]
+        route_set: Vec<NameAddr>,
+        next_hop: Peer,
+    }
+
+    /// Journal records written by the parsed dialog read back into the text-keeping one and the other way round,
+    /// byte for byte, and the accessors give what the parsed fields held.
+    #[test]
+    fn the_journal_form_is_the_parsed_dialogs() {
+        let mut req = invite();
+        req.common.from.display = Some("Bob \"the\" Builder".into());
+        let d = Dialog::as_uas(&req, peer(), "lt");
+        let mut local = req.common.to.clone();
+        local.params.set("tag", Some("lt"));
+        let old = ParsedDialog {
+            call_id: d.call_id.clone(),
+            local: local.clone(),
+            remote: req.common.from.clone(),
+            local_seq: d.local_seq,
+            remote_seq: d.remote_seq,
+            remote_target: req.common.contact[0].uri.clone(),
+            route_set: d.route_set.clone(),
+            next_hop: d.next_hop,
+        };
+        let old_bytes = postcard::to_allocvec(&old).unwrap();
+        assert_eq!(postcard::to_allocvec(&d).unwrap(), old_bytes, "same record bytes");
+        let back: Dialog = postcard::from_bytes(&old_bytes).unwrap();
+        assert_eq!(back, d);
+        assert_eq!((back.local(), back.remote(), back.remote_target()), (local, req.common.from.clone(), req.common.contact[0].uri.clone()));
+        assert_eq!((back.local_tag(), back.remote_tag()), ("lt", "ft"));
+        // A record whose name-addr does not parse is refused (as before), not kept.
+        let mut bad = old_bytes.clone();
+        let at = bad.windows(4).position(|w| w == b"<sip").unwrap();
+        bad[at] = b'>';
+        assert!(postcard::from_bytes::<Dialog>(&bad).is_err());
     }
 
     #[test]

@@ -19,10 +19,10 @@ fn per_call_types_stay_small() {
     show("Request", size_of::<Request>(), 816);
     show("NameAddr", size_of::<NameAddr>(), 200);
     show("Uri", size_of::<Uri>(), 152);
-    show("Dialog", size_of::<Dialog>(), 640);
+    show("Dialog", size_of::<Dialog>(), 168);
     show("LegMedia", size_of::<LegMedia>(), 120);
     // +8 B (issue 21): the boxed session timer (RFC 4028), absent on most legs.
-    show("Leg", size_of::<Leg>(), 864);
+    show("Leg", size_of::<Leg>(), 392);
     show("ParkedCall", size_of::<ParkedCall>(), 144);
     show("ServerTxn", crate::txn::server_txn_size(), 400);
     show("ClientTxn", crate::txn::client_txn_size(), 1176);

@@ -219,7 +219,7 @@ impl Core {
     pub(super) fn refer_via_cluster(&mut self, now: Time, p: PendingRefer, orbit: Option<OrbitIdx>) {
         let Some(c) = self.cluster.as_mut() else { return };
         let info = ClaimInfo {
-            parked: self.dialogs.get(p.other).map(|l| l.dialog.remote.uri.to_string()).unwrap_or_default(),
+            parked: self.dialogs.get(p.other).map(|l| l.dialog.remote().uri.to_string()).unwrap_or_default(),
             parker: Some(p.parker.uri.to_string()),
             since_ms: now.as_millis(),
             dialog: parked_dialog(&self.dialogs, p.other),
@@ -539,7 +539,7 @@ pub(super) fn parked_dialog(dialogs: &super::dialogs::Dialogs, leg: crate::core:
 /// What the claim of parked call `p` shows other nodes (the node's SIP address `sip`).
 pub(super) fn claim_info(dialogs: &super::dialogs::Dialogs, p: &super::parking::ParkedCall, sip: String) -> ClaimInfo {
     let leg = dialogs.get(p.parked);
-    let mut parked = leg.map(|l| l.dialog.remote.clone());
+    let mut parked = leg.map(|l| l.dialog.remote());
     if let Some(na) = parked.as_mut() {
         na.params = Default::default();
     }

@@ -76,7 +76,7 @@ impl Core {
         let (call_id, parked_label) = match leg {
             Some(l) => {
                 l.orbit = orbit_name.clone();
-                (l.dialog.call_id.clone(), l.dialog.remote.uri.to_string())
+                (l.dialog.call_id.clone(), l.dialog.remote().uri.to_string())
             }
             None => return,
         };

@@ -304,7 +304,7 @@ impl Endpoint {
     /// sent-by in the family of the dialog's next hop, the TLS address on TLS).
     pub fn request_in(&mut self, dialog: &mut Dialog, method: Method) -> Request {
         let branch = self.new_branch();
-        let contact = self.contact_for(&dialog.remote_target, dialog.next_hop);
+        let contact = self.contact_for(&dialog.remote_target(), dialog.next_hop);
         dialog.request(method, self.sent_by_to(dialog.next_hop), &branch, &contact)
     }
 

@@ -144,7 +144,7 @@ impl Orbits<'_> {
         let Some(call) = self.parking.parked_in(lot, orbit) else { return self.remote_state(lot, orbit) };
         let Some(c) = self.parking.get(call) else { return OrbitState::Free };
         let Some(leg) = self.dialogs.get(c.parked) else { return OrbitState::Free };
-        let mut parked = leg.dialog.remote.clone();
+        let mut parked = leg.dialog.remote();
         parked.params = Default::default();
         OrbitState::Parked(ParkedView {
             parked,

@@ -143,9 +143,9 @@ impl Orbits<'_> {
                     from_orbit: c.orbit_name.clone(),
                     state: "bridged",
                     parked_call_id: p.dialog.call_id.clone(),
-                    parked: p.dialog.remote.uri.to_string(),
+                    parked: p.dialog.remote().uri.to_string(),
                     other_call_id: o.dialog.call_id.clone(),
-                    other: o.dialog.remote.uri.to_string(),
+                    other: o.dialog.remote().uri.to_string(),
                 })
             })
             .collect()

@@ -48,7 +48,7 @@ impl Core {
         let parker = match req.referred_by() {
             Some(Ok(na)) => na,
             _ => {
-                let mut id = leg.dialog.remote.clone();
+                let mut id = leg.dialog.remote();
                 id.params = Default::default();
                 id
             }
@@ -183,7 +183,7 @@ impl Core {
         leg.call = new_call;
         leg.role = LegRole::Parked;
         leg.orbit = orbit_name.clone();
-        let parked_label = leg.dialog.remote.uri.to_string();
+        let parked_label = leg.dialog.remote().uri.to_string();
         let call_id = leg.dialog.call_id.clone();
         let parking_time = self.parking.cfg(lot).and_then(|c| c.parking_duration());
         self.start_parking(now, ParkedCall::new(new_call, lot, orbit, orbit_name.clone(), keep, parker, how, now, parking_time), call_id, parked_label);

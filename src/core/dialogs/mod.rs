@@ -134,7 +134,7 @@ impl Dialogs {
     /// The peer's identity in leg `id` (its From or To, without tag).
     pub fn remote_identity(&self, id: LegId) -> Option<NameAddr> {
         self.get(id).map(|l| {
-            let mut na = l.dialog.remote.clone();
+            let mut na = l.dialog.remote();
             na.params = Default::default();
             na
         })
