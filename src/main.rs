@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use parkd::cli::Cli;
-use parkd::config::{Config, MusicSource};
+use parkd::config::Config;
 use parkd::core::Core;
 use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, http_guard, http_token, journal_file, media_shards, media_thread, metrics::Metrics, sip_driver};
 use parkd::io::sip_driver::Stop;
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let music = match load_music(&cfg) {
+    let music = match parkd::io::reload::load_music(&cfg.lots) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("parkd: {e}");
@@ -127,8 +127,8 @@ enum StartError {
     Sip(#[from] sip_driver::SipIoError),
     #[error(transparent)]
     Media(#[from] media_thread::MediaIoError),
-    #[error("courtesy_tone_file: {0}")]
-    Tone(#[from] parkd::media::MusicError),
+    #[error(transparent)]
+    Tone(#[from] parkd::io::reload::LotAudioError),
     #[error(transparent)]
     Config(#[from] parkd::config::ConfigError),
     #[error("cannot bind the HTTP listener on {addr}: {source}")]
@@ -209,7 +209,7 @@ async fn serve(
     }
     // The one plan of media shards: the media threads below and the core's port allocation use this value.
     let plan = ShardPlan::new(ports.lo as u16, ports.hi as u16, cfg.server.rtp_legs_per_port, cfg.server.media_threads)?;
-    let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan: plan.clone(), rtp_sender: cfg.server.rtp_sender, music, tones: load_tones(&cfg)?, seed })?;
+    let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan: plan.clone(), rtp_sender: cfg.server.rtp_sender, music, tones: parkd::io::reload::load_tones(&cfg.lots)?, seed })?;
     let mut core = Core::with_plan(cfg.server.clone(), cfg.lots.clone(), TimerConfig::default(), seed, &plan);
     // SDES keys (issue 19) must not follow from the clock-derived seed: their RNG is reseeded from the OS.
     core.seed_srtp_keys(rand::random());
@@ -271,7 +271,7 @@ async fn serve_sharded(cfg: Config, music: Vec<HoldMusic>, token: Option<http_to
     // Even-sized blocks of the range, the last one taking the rest.
     let size = ((hi - lo + 1) / n as u32) & !1;
     let per_shard = (cfg.server.media_threads / cfg.server.sip_threads).max(1);
-    let tones = load_tones(&cfg)?;
+    let tones = parkd::io::reload::load_tones(&cfg.lots)?;
     let mut cores = Vec::with_capacity(n);
     let mut medias = Vec::with_capacity(n);
     for k in 0..n {
@@ -373,30 +373,6 @@ fn log_token(token: &http_token::ApiToken, cfg: &Config, addr: std::net::SocketA
         link.display()
     );
     Ok(())
-}
-
-/// One hold-music source per lot, each encoded once; lots on the built-in music share one copy.
-fn load_music(cfg: &Config) -> Result<Vec<HoldMusic>, parkd::media::MusicError> {
-    let mut builtin: Option<HoldMusic> = None;
-    cfg.lots
-        .iter()
-        .map(|lot| match &lot.music {
-            MusicSource::Builtin => Ok(builtin.get_or_insert_with(HoldMusic::builtin).clone()),
-            MusicSource::Wav(path) => HoldMusic::from_wav(path),
-        })
-        .collect()
-}
-
-/// One courtesy tone per lot (`courtesy_tone_file`, else the built-in beeps), indexed like the lots.
-fn load_tones(cfg: &Config) -> Result<Vec<HoldMusic>, parkd::media::MusicError> {
-    let mut builtin: Option<HoldMusic> = None;
-    cfg.lots
-        .iter()
-        .map(|lot| match &lot.courtesy_tone_file {
-            None => Ok(builtin.get_or_insert_with(parkd::media::courtesy::builtin_tone).clone()),
-            Some(path) => HoldMusic::from_wav(path),
-        })
-        .collect()
 }
 
 /// SIGTERM and Ctrl-C (SIGINT): stop and keep every call (what systemd, `docker compose restart` and an upgrade

@@ -5,7 +5,7 @@
 
 use super::media_shards::Media;
 use super::tls::TlsIo;
-use crate::config::{Config, MusicSource};
+use crate::config::{Config, LotConfig, MusicSource};
 use crate::core::reload::{ReloadError, ReloadReport};
 use crate::core::Core;
 use crate::media::{HoldMusic, MediaCommand, MusicId};
@@ -70,23 +70,11 @@ impl Reloader {
         }
         let source = self.source.as_ref().ok_or(ReloadFailure::NoFile)?;
         let cfg = source().map_err(ReloadFailure::Invalid)?;
-        // Every lot's music is loaded before anything changes: a WAV that does not load refuses the reload.
-        let mut music = Vec::with_capacity(cfg.lots.len());
-        for lot in &cfg.lots {
-            let m = match &lot.music {
-                MusicSource::Builtin => HoldMusic::builtin(),
-                MusicSource::Wav(path) => HoldMusic::from_wav(path).map_err(|e| ReloadFailure::Invalid(format!("lot {:?}: {e}", lot.name)))?,
-            };
-            music.push((lot.name.clone(), m));
-        }
-        let mut tones = Vec::with_capacity(cfg.lots.len());
-        for lot in &cfg.lots {
-            let t = match &lot.courtesy_tone_file {
-                None => crate::media::courtesy::builtin_tone(),
-                Some(path) => HoldMusic::from_wav(path).map_err(|e| ReloadFailure::Invalid(format!("lot {:?}: courtesy_tone_file: {e}", lot.name)))?,
-            };
-            tones.push((lot.name.clone(), t));
-        }
+        // Every lot's music and tone is loaded before anything changes: a WAV that does not load refuses the reload.
+        let invalid = |e: LotAudioError| ReloadFailure::Invalid(e.to_string());
+        let names = cfg.lots.iter().map(|l| l.name.clone());
+        let music: Vec<(String, HoldMusic)> = names.clone().zip(load_music(&cfg.lots).map_err(invalid)?).collect();
+        let tones: Vec<(String, HoldMusic)> = names.zip(load_tones(&cfg.lots).map_err(invalid)?).collect();
         let report = core.reload(now, &cfg)?;
         for (id, name) in &report.music {
             if let Some((_, m)) = music.iter().find(|(n, _)| n == name) {
@@ -101,6 +89,40 @@ impl Reloader {
         media.wake();
         Ok(report)
     }
+}
+
+/// A lot's hold music or courtesy tone that does not load.
+#[derive(Debug, thiserror::Error)]
+#[error("lot {lot:?}: {what}: {source}")]
+pub struct LotAudioError {
+    pub lot: String,
+    /// `music` or `courtesy_tone_file`.
+    pub what: &'static str,
+    #[source]
+    pub source: crate::media::MusicError,
+}
+
+/// One hold-music source per lot, indexed like the lots, each encoded once; lots on the built-in music share one
+/// copy. At startup and at each reload.
+pub fn load_music(lots: &[LotConfig]) -> Result<Vec<HoldMusic>, LotAudioError> {
+    let mut builtin: Option<HoldMusic> = None;
+    lots.iter()
+        .map(|lot| match &lot.music {
+            MusicSource::Builtin => Ok(builtin.get_or_insert_with(HoldMusic::builtin).clone()),
+            MusicSource::Wav(path) => HoldMusic::from_wav(path).map_err(|source| LotAudioError { lot: lot.name.clone(), what: "music", source }),
+        })
+        .collect()
+}
+
+/// One courtesy tone per lot (`courtesy_tone_file`, else the built-in beeps), indexed like the lots.
+pub fn load_tones(lots: &[LotConfig]) -> Result<Vec<HoldMusic>, LotAudioError> {
+    let mut builtin: Option<HoldMusic> = None;
+    lots.iter()
+        .map(|lot| match &lot.courtesy_tone_file {
+            None => Ok(builtin.get_or_insert_with(crate::media::courtesy::builtin_tone).clone()),
+            Some(path) => HoldMusic::from_wav(path).map_err(|source| LotAudioError { lot: lot.name.clone(), what: "courtesy_tone_file", source }),
+        })
+        .collect()
 }
 
 /// SIGHUP (never fires where signals do not exist or cannot be installed; then only the API reloads).

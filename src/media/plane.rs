@@ -248,20 +248,10 @@ impl MediaPlane {
             MediaCommand::Srtp { leg: id, keys, roc, srtcp } => self.set_srtp(id, keys, roc, srtcp),
             MediaCommand::RtcpMux { leg: id, on } => self.set_rtcp_mux(id, on),
             MediaCommand::SetMusic { id, music } => {
-                let i = id.0 as usize;
-                while self.music.len() <= i {
-                    let fill = self.music[0].clone();
-                    self.music.push(fill);
-                }
-                self.music[i] = *music;
+                let fill = self.music[0].clone();
+                put_at(&mut self.music, id, *music, &fill);
             }
-            MediaCommand::SetTone { id, tone } => {
-                let i = id.0 as usize;
-                while self.tones.len() <= i {
-                    self.tones.push(self.builtin_tone.clone());
-                }
-                self.tones[i] = *tone;
-            }
+            MediaCommand::SetTone { id, tone } => put_at(&mut self.tones, id, *tone, &self.builtin_tone),
             MediaCommand::Courtesy { leg: id, tone } => {
                 if let Some(Mode::Bridged { tone: t, .. }) = self.legs.get_mut(&id).map(|l| &mut l.mode) {
                     *t = Some(Insertion { tone: tone.0, pos: 0 });
@@ -707,6 +697,15 @@ impl MediaPlane {
     pub fn send_address(&self, id: MediaLegId) -> Option<SocketAddr> {
         self.legs.get(&id).map(Leg::send_to)
     }
+}
+
+/// Puts `item` at `id` in a list indexed by [`MusicId`] (a reload's music or tone), filling any gap with `fill`.
+fn put_at(list: &mut Vec<HoldMusic>, id: MusicId, item: HoldMusic, fill: &HoldMusic) {
+    let i = usize::from(id.0);
+    if list.len() <= i {
+        list.resize(i + 1, fill.clone());
+    }
+    list[i] = item;
 }
 
 #[path = "plane_rtcp.rs"]

@@ -56,8 +56,9 @@ impl DensityResult {
     }
 }
 
+/// One received hold stream (a parkd port and SSRC): what arrived, by extended sequence number and time.
 #[derive(Clone, Copy, Default)]
-struct Stream {
+pub(crate) struct Stream {
     recv: u64,
     first_ext: i64,
     max_ext: i64,
@@ -65,6 +66,39 @@ struct Stream {
     last_seq: u16,
     first_ns: u64,
     last_ns: u64,
+}
+
+impl Stream {
+    /// A packet with sequence number `seq` arrived at `now_ns`; its inter-arrival gap goes into `hist` (µs).
+    pub(crate) fn observe(&mut self, seq: u16, now_ns: u64, hist: &mut Hist) {
+        if self.recv == 0 {
+            *self = Stream { recv: 1, first_ext: 0, max_ext: 0, last_ext: 0, last_seq: seq, first_ns: now_ns, last_ns: now_ns };
+            return;
+        }
+        let ext = self.last_ext + seq.wrapping_sub(self.last_seq) as i16 as i64;
+        self.last_ext = ext;
+        self.last_seq = seq;
+        self.max_ext = self.max_ext.max(ext);
+        self.first_ext = self.first_ext.min(ext);
+        self.recv += 1;
+        hist.add(now_ns.saturating_sub(self.last_ns) / 1000);
+        self.last_ns = now_ns;
+    }
+}
+
+/// Over every stream heard: (streams heard, packets received, loss %). A late pacer skips frames without spending
+/// sequence numbers, so a stream is expected to carry the larger of its sequence span and its time span.
+pub(crate) fn stream_loss<'a>(streams: impl Iterator<Item = &'a Stream>) -> (usize, u64, f64) {
+    let (mut packets, mut expected, mut heard) = (0u64, 0u64, 0usize);
+    for st in streams.filter(|st| st.recv > 0) {
+        heard += 1;
+        packets += st.recv;
+        let by_seq = (st.max_ext - st.first_ext + 1).max(0) as u64;
+        let by_time = ((st.last_ns - st.first_ns) as f64 / 20e6).round() as u64 + 1;
+        expected += by_seq.max(by_time);
+    }
+    let loss_pct = if expected > 0 { expected.saturating_sub(packets) as f64 / expected as f64 * 100.0 } else { 100.0 };
+    (heard, packets, loss_pct)
 }
 
 struct Sinks {
@@ -91,20 +125,8 @@ impl Sinks {
                         return;
                     }
                     let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-                    let st = streams.entry((from.port(), ssrc)).or_default();
                     let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
-                    if st.recv == 0 {
-                        *st = Stream { recv: 1, first_ext: 0, max_ext: 0, last_ext: 0, last_seq: seq, first_ns: now, last_ns: now };
-                        return;
-                    }
-                    let ext = st.last_ext + seq.wrapping_sub(st.last_seq) as i16 as i64;
-                    st.last_ext = ext;
-                    st.last_seq = seq;
-                    st.max_ext = st.max_ext.max(ext);
-                    st.first_ext = st.first_ext.min(ext);
-                    st.recv += 1;
-                    hist.add(now.saturating_sub(st.last_ns) / 1000);
-                    st.last_ns = now;
+                    streams.entry((from.port(), ssrc)).or_default().observe(seq, now, hist);
                 });
                 total += got;
                 if got < net::BATCH {
@@ -221,19 +243,9 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, hold: Duration, l
     let udp = UdpCounters::read().since(&udp0);
     let rss_kib = sys::rss_kib(pid);
     drop(parkd);
-    let (mut packets, mut expected, mut heard) = (0u64, 0u64, 0usize);
-    for st in sinks.streams.values().filter(|st| st.recv > 0) {
-        heard += 1;
-        packets += st.recv;
-        // A late pacer skips frames without spending sequence numbers: count what the
-        // stream's time span should have carried too.
-        let by_seq = (st.max_ext - st.first_ext + 1).max(0) as u64;
-        let by_time = ((st.last_ns - st.first_ns) as f64 / 20e6).round() as u64 + 1;
-        expected += by_seq.max(by_time);
-    }
+    let (heard, packets, loss_pct) = stream_loss(sinks.streams.values());
     // Streams are told apart by (parkd port, SSRC): calls parked but never heard are silent.
     let silent = ok.saturating_sub(heard);
-    let loss_pct = if expected > 0 { expected.saturating_sub(packets) as f64 / expected as f64 * 100.0 } else { 100.0 };
     Ok(DensityResult {
         n,
         parked: ok,

@@ -20,7 +20,7 @@ use parkd::sdp::crypto::offer_security;
 use parkd::sip::Message;
 use sip_tests::sip::ua;
 
-use crate::density::{DensityResult, CALLS_PER_SINK, SETUP_RATE};
+use crate::density::{stream_loss, DensityResult, Stream, CALLS_PER_SINK, SETUP_RATE};
 use crate::hist::Hist;
 use crate::net::{self, RecvBatch};
 use crate::secure_sip::{Link, Transport};
@@ -87,17 +87,6 @@ pub struct SecureDensity {
     pub sample: Sample,
 }
 
-#[derive(Clone, Copy, Default)]
-struct Stream {
-    recv: u64,
-    first_ext: i64,
-    max_ext: i64,
-    last_ext: i64,
-    last_seq: u16,
-    first_ns: u64,
-    last_ns: u64,
-}
-
 struct Sinks {
     socks: Vec<UdpSocket>,
     rb: RecvBatch,
@@ -147,20 +136,8 @@ impl Sinks {
                         }
                     }
                     let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-                    let st = streams.entry((from.port(), ssrc)).or_default();
                     let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
-                    if st.recv == 0 {
-                        *st = Stream { recv: 1, first_ext: 0, max_ext: 0, last_ext: 0, last_seq: seq, first_ns: now, last_ns: now };
-                        return;
-                    }
-                    let ext = st.last_ext + seq.wrapping_sub(st.last_seq) as i16 as i64;
-                    st.last_ext = ext;
-                    st.last_seq = seq;
-                    st.max_ext = st.max_ext.max(ext);
-                    st.first_ext = st.first_ext.min(ext);
-                    st.recv += 1;
-                    hist.add(now.saturating_sub(st.last_ns) / 1000);
-                    st.last_ns = now;
+                    streams.entry((from.port(), ssrc)).or_default().observe(seq, now, hist);
                 });
                 total += got;
                 if got < net::BATCH {
@@ -317,16 +294,8 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, media: Media, n: usize, hol
     let udp = UdpCounters::read().since(&udp0);
     let rss_kib = sys::rss_kib(pid);
     drop(parkd);
-    let (mut packets, mut expected, mut heard) = (0u64, 0u64, 0usize);
-    for st in sinks.streams.values().filter(|st| st.recv > 0) {
-        heard += 1;
-        packets += st.recv;
-        let by_seq = (st.max_ext - st.first_ext + 1).max(0) as u64;
-        let by_time = ((st.last_ns - st.first_ns) as f64 / 20e6).round() as u64 + 1;
-        expected += by_seq.max(by_time);
-    }
+    let (heard, packets, loss_pct) = stream_loss(sinks.streams.values());
     let silent = ok.saturating_sub(heard);
-    let loss_pct = if expected > 0 { expected.saturating_sub(packets) as f64 / expected as f64 * 100.0 } else { 100.0 };
     let d = DensityResult {
         n,
         parked: ok,
