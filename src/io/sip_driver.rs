@@ -236,9 +236,9 @@ async fn drive(
                 // SIGHUP: the TLS certificate and the configuration file (issue 21).
                 let _ = api.reloader.reload(core, media, conns.tls.as_ref(), clock.now(), "SIGHUP");
             }
-            Some(input) = recv_cluster(&mut cluster.inputs) => core.handle_cluster(input, clock.now()),
-            Some(report) = recv_report(&mut media_reports) => core.handle_media_report(clock.now(), report),
-            Some(done) = recv_durable(&mut durable) => {
+            Some(input) = recv_or_never(cluster.inputs.as_deref_mut()) => core.handle_cluster(input, clock.now()),
+            Some(report) = recv_or_never(media_reports.as_mut()) => core.handle_media_report(clock.now(), report),
+            Some(done) = recv_or_never(durable.as_deref_mut()) => {
                 // The journal writer synced (or failed to sync) these groups: the core releases what it held
                 // back for them (a park's 200 OK) or refuses in its place. Drained at the top of the loop.
                 let now = clock.now();
@@ -363,23 +363,9 @@ struct ClusterIo<'a> {
     inputs: Option<&'a mut mpsc::UnboundedReceiver<crate::core::ClusterInput>>,
 }
 
-/// The next input from the cluster's io task, or never without a cluster.
-async fn recv_cluster(rx: &mut Option<&mut mpsc::UnboundedReceiver<crate::core::ClusterInput>>) -> Option<crate::core::ClusterInput> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The media threads' next report, or never once they are gone.
-pub(super) async fn recv_report(rx: &mut Option<mpsc::UnboundedReceiver<crate::media::MediaReport>>) -> Option<crate::media::MediaReport> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_durable(rx: &mut Option<&mut mpsc::UnboundedReceiver<Durable>>) -> Option<Durable> {
+/// The next message of an optional channel (the cluster's io, the media threads' reports, the journal's
+/// completions), or never when there is none.
+pub(super) async fn recv_or_never<T>(rx: Option<&mut mpsc::UnboundedReceiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -25,7 +25,7 @@ use super::conn_limits::Refusal;
 use super::events_hub::EventHub;
 use super::media_shards::Media;
 use super::metrics::Metrics;
-use super::sip_driver::{on_tcp_event, recv_report, report_event, send_stream, Conns, DrainSignal, SipSockets, SipUdp, Stop, HANGUP_LINGER, MEDIA_LOAD_EVERY};
+use super::sip_driver::{on_tcp_event, recv_or_never, report_event, send_stream, Conns, DrainSignal, SipSockets, SipUdp, Stop, HANGUP_LINGER, MEDIA_LOAD_EVERY};
 use super::tcp::{self, TcpContext, TcpEvent};
 use super::udp_batch::RecvBatch;
 use crate::cluster::fake_redis::FakeRedis;
@@ -327,7 +327,7 @@ impl Shard<'_> {
                     }
                 }
                 _ = load_tick.tick() => self.core.handle_media_load(self.clock.now(), &self.media.loads()),
-                Some(report) = recv_report(&mut reports) => self.core.handle_media_report(self.clock.now(), report),
+                Some(report) = recv_or_never(reports.as_mut()) => self.core.handle_media_report(self.clock.now(), report),
                 _ = timer.as_mut() => {
                     armed = None;
                     timer.as_mut().reset(far());
@@ -426,7 +426,7 @@ impl Shard<'_> {
                     }
                 }
                 Some(req) = api.rx.recv() => super::api_link::serve(&mut self.core, &self.media, self.clock.now(), req, &mut api.deferred, &api.reloader),
-                Some(report) = recv_report(&mut reports) => self.core.handle_media_report(self.clock.now(), report),
+                Some(report) = recv_or_never(reports.as_mut()) => self.core.handle_media_report(self.clock.now(), report),
                 _ = hup.recv() => {
                     let tls = self.to0.as_ref().and_then(|(conns, _)| conns.tls.as_ref());
                     let _ = api.reloader.reload(&mut self.core, &self.media, tls, self.clock.now(), "SIGHUP");
