@@ -135,6 +135,9 @@ pub fn rewrite_header(pkt: &mut [u8], pt: Pt, marker: bool, seq: SeqNo, ts: u32,
     }
 }
 
+/// The largest first sequence number of a stream parkd starts ([`OutStream::new`]).
+pub const MAX_INITIAL_SEQ: u16 = (1 << 15) - 1;
+
 /// One leg's outbound stream identity (RFC 3550 §5.1): one SSRC, one sequence space and one
 /// timeline, continued across hold music and relayed audio so the receiver sees one stream.
 #[derive(Clone, Debug)]
@@ -153,8 +156,15 @@ pub struct OutStream {
 
 impl OutStream {
     /// A fresh stream: random SSRC, sequence number and timestamp (RFC 3550 §5.1), marker pending.
+    ///
+    /// The first sequence number is below 2^15 ([`MAX_INITIAL_SEQ`]), as libwebrtc does: an SRTP receiver
+    /// learns the rollover counter from the sequence numbers it sees (RFC 3711 §3.3.1, starting from ROC 0).
+    /// A phone that misses the first packets of a stream whose sequence number wrapped in between (it took
+    /// parkd's 200 a little later than the music started, say) would guess ROC 0 where parkd used 1, and
+    /// every packet of the call would then fail authentication: silence. Starting below 2^15 puts the first
+    /// wrap over 32,768 packets (11 minutes of 20 ms frames) away.
     pub fn new(rng: &mut SmallRng) -> OutStream {
-        OutStream { ssrc: Ssrc(rng.gen()), next_seq: SeqNo(rng.gen()), last_ts: rng.gen(), last_at: None, marker_pending: true }
+        OutStream { ssrc: Ssrc(rng.gen()), next_seq: SeqNo(rng.gen_range(0..=MAX_INITIAL_SEQ)), last_ts: rng.gen(), last_at: None, marker_pending: true }
     }
 
     /// The timestamp that continues this stream's timeline at `at` (8 units per ms since the last
@@ -205,6 +215,21 @@ mod tests {
 
     fn pt(v: u8) -> Pt {
         Pt::new(v).unwrap()
+    }
+
+    /// A stream's first sequence number is random below 2^15: no stream wraps within its first 32,768
+    /// packets, so an SRTP phone that missed a stream's first packets still guesses ROC 0 (see
+    /// [`OutStream::new`]). Over 4,000 streams about 12 would have started within 200 packets of a wrap with
+    /// a sequence number drawn from all of 0..=65535.
+    #[test]
+    fn first_sequence_number_is_random_below_2_15() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let firsts: Vec<u16> = (0..4000).map(|_| OutStream::new(&mut rng).next_seq.0).collect();
+        assert!(firsts.iter().all(|&s| s <= MAX_INITIAL_SEQ), "a stream starts at or above 2^15");
+        // Still random over the whole half: both ends are reached and most values are distinct.
+        assert!(firsts.iter().any(|&s| s < 1000) && firsts.iter().any(|&s| s > MAX_INITIAL_SEQ - 1000));
+        let distinct: std::collections::HashSet<u16> = firsts.iter().copied().collect();
+        assert!(distinct.len() > 3700, "{} distinct", distinct.len());
     }
 
     #[test]

@@ -112,27 +112,41 @@ impl Sinks {
                 let batch_now = epoch.elapsed().as_nanos() as u64;
                 let got = rb.recv_ts(s, |from, pkt, ts| {
                     let now = ts.unwrap_or(batch_now);
-                    if !*measuring || pkt.len() < 12 {
+                    if pkt.len() < 12 {
+                        return;
+                    }
+                    // A sampled SRTP stream is opened from its first packet on, as a phone does: the phone's
+                    // context learns the rollover counter from the sequence numbers it has seen (RFC 3711
+                    // §3.3.1), so a context that first saw the stream after its sequence number wrapped (a
+                    // stream starting near 65535, wrapped during the settle) would guess the wrong ROC and
+                    // reject every packet. Only the window's packets are counted.
+                    // (the packet carries music in clear, the packet is genuine) for a sampled stream.
+                    let verdict = sampled.get_mut(&from.port()).map(|ctx| {
+                        let clear = pkt.get(12..172).is_some_and(|p| music.contains(p));
+                        match ctx {
+                            // Plain: genuine when the music is in clear.
+                            None => (false, clear),
+                            Some(leg) => {
+                                scratch.clear();
+                                scratch.extend_from_slice(pkt);
+                                scratch.resize(pkt.len() + 64, 0);
+                                let opened = leg.unprotect(scratch, pkt.len());
+                                (clear, matches!(opened, Ok(172) if scratch.get(12..172).is_some_and(|p| music.contains(p))))
+                            }
+                        }
+                    });
+                    if !*measuring {
                         return;
                     }
                     if pkt.len() != size {
                         sample.wrong_size += 1;
                     }
-                    if let Some(ctx) = sampled.get_mut(&from.port()) {
-                        let clear = pkt.get(12..172).is_some_and(|p| music.contains(p));
-                        match ctx {
-                            None if clear => sample.genuine += 1,
-                            None => sample.bad += 1,
-                            Some(leg) => {
-                                sample.clear += clear as u64;
-                                scratch.clear();
-                                scratch.extend_from_slice(pkt);
-                                scratch.resize(pkt.len() + 64, 0);
-                                match leg.unprotect(scratch, pkt.len()) {
-                                    Ok(172) if scratch.get(12..172).is_some_and(|p| music.contains(p)) => sample.genuine += 1,
-                                    _ => sample.bad += 1,
-                                }
-                            }
+                    if let Some((clear, genuine)) = verdict {
+                        sample.clear += clear as u64;
+                        if genuine {
+                            sample.genuine += 1;
+                        } else {
+                            sample.bad += 1;
                         }
                     }
                     let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
