@@ -30,6 +30,7 @@ pub mod g711;
 pub mod music;
 pub mod pacer;
 pub mod plane;
+pub mod prefetch;
 pub mod prompts;
 pub mod relay;
 pub mod rtcp;

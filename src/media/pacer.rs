@@ -139,20 +139,32 @@ impl Pacer {
         if now_ms < self.served_until_ms {
             return 0;
         }
-        let from = self.served_until_ms.max((now_ms + 1).saturating_sub(PERIOD_MS));
         let mut served = 0;
+        self.peek_due(now, |t, leg| {
+            serve(t, leg);
+            served += 1;
+        });
+        self.served_until_ms = now_ms + 1;
+        served
+    }
+
+    /// Calls `look(slot_time_ms, leg)` for every stream [`Pacer::due`] would serve at `now`, in the same order,
+    /// without serving them (the media plane brings their state into the cache before it serves them).
+    pub fn peek_due(&self, now: Time, mut look: impl FnMut(u64, MediaLegId)) {
+        let now_ms = now.as_millis();
+        if now_ms < self.served_until_ms {
+            return;
+        }
+        let from = self.served_until_ms.max((now_ms + 1).saturating_sub(PERIOD_MS));
         for t in from..=now_ms {
             let slot = (t % PERIOD_MS) as usize;
             if self.mask & (1 << slot) == 0 {
                 continue;
             }
             for leg in self.slots[slot].iter() {
-                serve(t, *leg);
-                served += 1;
+                look(t, *leg);
             }
         }
-        self.served_until_ms = now_ms + 1;
-        served
     }
 }
 
@@ -273,6 +285,28 @@ mod tests {
         p.due(Time::from_millis(1_000_095), |t, port| seen.push((t, port)));
         assert_eq!(seen.len(), 40);
         assert!(seen.iter().all(|(t, _)| (1_000_076..=1_000_095).contains(t)));
+    }
+
+    #[test]
+    fn peek_due_sees_what_due_serves_and_serves_nothing() {
+        let mut p = Pacer::new();
+        let now = Time::from_millis(1_000_000);
+        p.due(now, |_, _| {});
+        for port in 0..70 {
+            p.add(now, leg(port));
+        }
+        let at = Time::from_millis(1_000_030);
+        let mut peeked = vec![];
+        p.peek_due(at, |t, l| peeked.push((t, l)));
+        let mut again = vec![];
+        p.peek_due(at, |t, l| again.push((t, l)));
+        assert_eq!(peeked, again, "peeking changes nothing");
+        let mut served = vec![];
+        assert_eq!(p.due(at, |t, l| served.push((t, l))), 70);
+        assert_eq!(peeked, served);
+        let mut after = vec![];
+        p.peek_due(at, |t, l| after.push((t, l)));
+        assert!(after.is_empty(), "served: nothing due until the next slot");
     }
 
     #[test]

@@ -269,6 +269,16 @@ impl SrtpLeg {
         }
     }
 
+    /// Asks the CPU to bring the outbound context's own state into the cache ahead of a protect (a hint: no
+    /// effect on what is computed). The media plane does this for every stream of a pacer slot before it
+    /// protects any: with thousands of SRTP legs each leg's state has left the cache in the 20 ms since its last
+    /// packet, and fetching the legs' states one after the other costs a memory round trip each, where the
+    /// hints let them overlap.
+    pub fn prefetch_tx(&self) {
+        crate::media::prefetch::lines(std::ptr::from_ref(&self.tx).cast(), size_of::<Context>());
+        crate::media::prefetch::lines(std::ptr::from_ref(&self.start_roc).cast(), 1);
+    }
+
     /// The negotiated suite.
     pub fn suite(&self) -> SrtpSuite {
         self.suite
