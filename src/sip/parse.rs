@@ -25,7 +25,12 @@ use std::borrow::Cow;
 /// discarded, missing Content-Length means "the rest"). Never panics on any input.
 pub fn parse_message(bytes: &[u8]) -> Result<Message, DecodeError> {
     let split = split_head(bytes)?;
-    let text = String::from_utf8_lossy(split.head);
+    // `from_utf8` checks ASCII a word at a time; the lossy decode (a 400 still needs the head's fields) only
+    // for a head that is not UTF-8.
+    let text = match std::str::from_utf8(split.head) {
+        Ok(t) => Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(split.head),
+    };
     let head = parse_head(&text);
     let is_request = !is_status_line(head.start_line);
     let decoded = (|| {
