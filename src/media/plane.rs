@@ -617,16 +617,10 @@ impl MediaPlane {
     /// in [`MediaStats::pacer_lateness`].
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
         let MediaPlane { music, prompts, legs, pacer, stats, scratch, rng, rtcp_arena, rtcp_port, .. } = self;
-        // The due SRTP legs' contexts, then their keys, are fetched from memory all at once (see
-        // `SrtpLeg::prefetch_tx`).
+        // The due SRTP legs' contexts are fetched from memory all at once (see `SrtpLeg::prefetch_tx`).
         pacer.peek_due(now, |_, id| {
             if let Some(c) = legs.get(&id).and_then(|leg| leg.srtp.as_deref()) {
                 c.ctx.prefetch_tx();
-            }
-        });
-        pacer.peek_due(now, |_, id| {
-            if let Some(c) = legs.get(&id).and_then(|leg| leg.srtp.as_deref()) {
-                c.ctx.prefetch_tx_keys();
             }
         });
         let mut last_slot_ms = None;

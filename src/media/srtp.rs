@@ -24,7 +24,7 @@ use bytes::Bytes;
 use rtc_srtp::context::Context;
 use rtc_srtp::crypto::{RTCCrypto, RTCCryptoProvider};
 
-use super::srtp_crypto::{KeptParts, ParkdCrypto};
+use super::srtp_crypto::ParkdCrypto;
 use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc_srtp::protection_profile::ProtectionProfile;
 
@@ -172,13 +172,9 @@ pub fn ring_crypto() -> Result<&'static dyn RTCCrypto, SrtpError> {
 /// The crypto parkd's SRTP contexts use: the ring provider's, with AES-CM's key schedule kept per context
 /// ([`super::srtp_crypto`]).
 pub fn crypto() -> Result<&'static dyn RTCCrypto, SrtpError> {
-    Ok(parkd_crypto()?)
-}
-
-fn parkd_crypto() -> Result<&'static ParkdCrypto<'static>, SrtpError> {
-    static C: OnceLock<Option<ParkdCrypto<'static>>> = OnceLock::new();
-    let c = C.get_or_init(|| ring_crypto().ok().map(|inner| ParkdCrypto { inner, keep: None }));
-    c.as_ref().ok_or(SrtpError::NoProvider)
+    static C: OnceLock<Option<ParkdCrypto>> = OnceLock::new();
+    let c = C.get_or_init(|| ring_crypto().ok().map(|inner| ParkdCrypto { inner }));
+    c.as_ref().map(|c| c as &dyn RTCCrypto).ok_or(SrtpError::NoProvider)
 }
 
 fn context(suite: SrtpSuite, key: &MasterKey, inbound: bool) -> Result<Context, SrtpError> {
@@ -189,22 +185,10 @@ fn context(suite: SrtpSuite, key: &MasterKey, inbound: bool) -> Result<Context, 
     Context::new(k, salt, suite.profile(), replay, rtcp_replay, crypto()?).map_err(|_| SrtpError::BadKey(suite))
 }
 
-/// An outbound context, with its keyed objects kept for the cache hints ([`SrtpLeg::prefetch_tx_keys`]).
-fn outbound_context(suite: SrtpSuite, key: &MasterKey) -> Result<(Context, KeptParts), SrtpError> {
-    let m = key.expose();
-    let (k, salt) = m.split_at(suite.key_len().min(m.len()));
-    let made = std::sync::Mutex::new(Vec::new());
-    let crypto = parkd_crypto()?.keeping(&made);
-    let ctx = Context::new(k, salt, suite.profile(), None, None, &crypto).map_err(|_| SrtpError::BadKey(suite))?;
-    Ok((ctx, KeptParts::new(made.into_inner().unwrap_or_else(|e| e.into_inner()))))
-}
-
 /// One leg's SRTP state: the outbound and inbound contexts (each with its ROC; inbound with a replay window).
 pub struct SrtpLeg {
     suite: SrtpSuite,
     tx: Context,
-    /// `tx`'s AES keys and HMAC states (AES-CM), for [`SrtpLeg::prefetch_tx_keys`].
-    tx_parts: KeptParts,
     rx: Context,
     /// The rollover counter the first protected packet must carry (a stream resumed after a restart,
     /// [`SrtpLeg::resuming`]); 0 once used or for a new stream.
@@ -227,8 +211,7 @@ impl fmt::Debug for SrtpLeg {
 impl SrtpLeg {
     /// Contexts for `keys`.
     pub fn new(keys: &SrtpKeys) -> Result<SrtpLeg, SrtpError> {
-        let (tx, tx_parts) = outbound_context(keys.suite, &keys.local)?;
-        Ok(SrtpLeg { suite: keys.suite, tx, tx_parts, rx: context(keys.suite, &keys.remote, true)?, start_roc: 0, start_srtcp: 0 })
+        Ok(SrtpLeg { suite: keys.suite, tx: context(keys.suite, &keys.local, false)?, rx: context(keys.suite, &keys.remote, true)?, start_roc: 0, start_srtcp: 0 })
     }
 
     /// Contexts for `keys` whose outbound stream continues one protected before (by an earlier process, issue
@@ -291,18 +274,9 @@ impl SrtpLeg {
     /// protects any: with thousands of SRTP legs each leg's state has left the cache in the 20 ms since its last
     /// packet, and fetching the legs' states one after the other costs a memory round trip each, where the
     /// hints let them overlap.
-    ///
-    /// Two stages, each done for every leg of the slot before the next: this one hints the leg's own state;
-    /// [`SrtpLeg::prefetch_tx_keys`] then reads where its keys are (now cached) and hints them.
     pub fn prefetch_tx(&self) {
         crate::media::prefetch::lines(std::ptr::from_ref(&self.tx).cast(), size_of::<Context>());
-        crate::media::prefetch::lines(std::ptr::from_ref(&self.tx_parts).cast(), size_of::<KeptParts>());
         crate::media::prefetch::lines(std::ptr::from_ref(&self.start_roc).cast(), 1);
-    }
-
-    /// The second stage of [`SrtpLeg::prefetch_tx`]: hints the outbound context's AES keys and HMAC states.
-    pub fn prefetch_tx_keys(&self) {
-        self.tx_parts.prefetch();
     }
 
     /// The negotiated suite.
@@ -635,26 +609,6 @@ mod tests {
             assert_eq!(&ok[..rr.len()], &rr[..]);
             let mut again = sealed.clone();
             assert_eq!(parkd.unprotect_rtcp(&mut again, n), Err(SrtpError::Auth), "a replayed SRTCP index is refused");
-        }
-    }
-
-    /// An AES-CM leg keeps its outbound context's four keyed objects (SRTP and SRTCP: AES key and HMAC state)
-    /// for the cache hints; a GCM leg none (ring's AEAD keeps its own). The hints change nothing protected.
-    #[test]
-    fn outbound_keys_are_kept_for_the_cache_hints() {
-        for (suite, kept) in [(SrtpSuite::AesCm128HmacSha1_80, 4), (SrtpSuite::AesCm128HmacSha1_32, 4), (SrtpSuite::AeadAes128Gcm, 0)] {
-            let k = keys(suite, 1, 2);
-            let mut hinted = SrtpLeg::new(&k).unwrap();
-            let mut plain = SrtpLeg::new(&k).unwrap();
-            assert_eq!(hinted.tx_parts.len(), kept, "{suite:?}");
-            let header = write_header(Pt::from(Codec::Pcmu), false, SeqNo(7), 160, Ssrc(9));
-            let payload = [0x55u8; 160];
-            let mut scratch = Vec::new();
-            hinted.prefetch_tx();
-            hinted.prefetch_tx_keys();
-            let a = hinted.protect_frame(&header, &payload, &mut scratch).unwrap();
-            let b = plain.protect_frame(&header, &payload, &mut scratch).unwrap();
-            assert_eq!(a, b, "{suite:?}");
         }
     }
 

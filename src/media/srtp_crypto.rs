@@ -1,52 +1,26 @@
 //! The crypto under parkd's SRTP contexts: `rtc-srtp`'s own ring provider, except that AES counter mode keeps
-//! its key schedule, and that the keyed objects of AES-CM suites can be found again to be cache-hinted.
+//! its key schedule.
 //!
 //! `rtc-srtp` takes its primitives from a caller-supplied [`RTCCrypto`] (that is what the trait is for). Its ring
 //! provider's AES-CTR keeps the raw session key and expands the AES key schedule again for every packet
 //! (`ctr::Ctr128BE::new` per call): for a 160-byte hold frame that setup is a large part of an AES-CM protect.
 //! [`ParkdCrypto`] expands it once per context, with the same RustCrypto `aes` and `ctr` crates the provider
 //! uses (no crypto is written here: the key is an [`aes::Aes128Enc`], the keystream is `ctr`'s `Ctr128BE` over a
-//! reference to it). HMAC-SHA1 is RustCrypto's `hmac` over `sha1` keyed once, exactly as the provider composes
-//! it (its `RustCryptoHmacSha1`). ring's AES-GCM and the key derivation's AES block are delegated to the ring
-//! provider unchanged.
-//!
-//! **Kept parts.** With thousands of SRTP legs, a leg's state has left the CPU's caches in the 20 ms between
-//! two of its hold packets, and a protect walks a chain of heap objects (the context, its cipher, the AES key,
-//! the HMAC state): a memory round trip each, one after the other. A context made with [`ParkdCrypto::keeping`]
-//! records where its AES keys and HMAC states are ([`KeptParts`]), so that the media plane can hint them into
-//! the cache for every leg of a pacer slot before it protects any (the fetches then overlap).
-
-use std::sync::{Arc, Mutex};
+//! reference to it). Everything else (HMAC-SHA1, ring's AES-GCM, the key derivation's AES block) is delegated
+//! to the ring provider unchanged.
 
 use aes::cipher::{InnerIvInit, KeyInit, StreamCipher as _, StreamCipherCoreWrapper};
 use rtc_srtp::crypto::{
-    constant_time_eq, AeadAlgorithm, AeadCipher, BlockCipherAlgorithm, CryptoAlgorithm, CryptoError, HmacAlgorithm, Mac, RTCCrypto,
+    AeadAlgorithm, AeadCipher, BlockCipherAlgorithm, CryptoAlgorithm, CryptoError, HmacAlgorithm, Mac, RTCCrypto,
     StreamCipher, StreamCipherAlgorithm,
 };
 
-type HmacSha1 = hmac::Hmac<sha1::Sha1>;
-
-/// [`RTCCrypto`] for SRTP: `inner` (the ring provider's) with AES-128-CTR and HMAC-SHA1 keyed once.
-pub struct ParkdCrypto<'k> {
+/// [`RTCCrypto`] for SRTP: `inner` (the ring provider's) with AES-128-CTR keyed once.
+pub struct ParkdCrypto {
     pub inner: &'static dyn RTCCrypto,
-    /// Where to record the keyed objects made (one context being made), if anywhere.
-    pub keep: Option<&'k Mutex<Vec<KeptPart>>>,
 }
 
-impl<'k> ParkdCrypto<'k> {
-    /// The same crypto, recording into `keep` the AES keys and HMAC states it makes.
-    pub fn keeping(&self, keep: &'k Mutex<Vec<KeptPart>>) -> ParkdCrypto<'k> {
-        ParkdCrypto { inner: self.inner, keep: Some(keep) }
-    }
-
-    fn record(&self, part: KeptPart) {
-        if let Some(k) = self.keep {
-            k.lock().unwrap_or_else(|e| e.into_inner()).push(part);
-        }
-    }
-}
-
-impl RTCCrypto for ParkdCrypto<'_> {
+impl RTCCrypto for ParkdCrypto {
     fn supports(&self, algorithm: CryptoAlgorithm) -> bool {
         self.inner.supports(algorithm)
     }
@@ -56,25 +30,13 @@ impl RTCCrypto for ParkdCrypto<'_> {
     }
 
     fn new_hmac(&self, algorithm: HmacAlgorithm, key: &[u8]) -> Result<Box<dyn Mac>, CryptoError> {
-        match algorithm {
-            HmacAlgorithm::Sha1 => {
-                // HMAC takes a key of any length (a longer one is hashed, a shorter one padded).
-                let keyed = Arc::new(<HmacSha1 as hmac::Mac>::new_from_slice(key).map_err(|_| CryptoError::InvalidKeyLength { expected: 20, actual: key.len() })?);
-                self.record(KeptPart::Mac(keyed.clone()));
-                Ok(Box::new(HmacSha1Keyed { keyed }))
-            }
-            other => self.inner.new_hmac(other, key),
-        }
+        self.inner.new_hmac(algorithm, key)
     }
 
     fn new_stream_cipher(&self, algorithm: StreamCipherAlgorithm, key: &[u8]) -> Result<Box<dyn StreamCipher>, CryptoError> {
         match algorithm {
             StreamCipherAlgorithm::Aes128Ctr => match aes::Aes128Enc::new_from_slice(key) {
-                Ok(key) => {
-                    let key = Arc::new(key);
-                    self.record(KeptPart::Aes(key.clone()));
-                    Ok(Box::new(Aes128Ctr { key }))
-                }
+                Ok(key) => Ok(Box::new(Aes128Ctr { key })),
                 Err(_) => Err(CryptoError::InvalidKeyLength { expected: 16, actual: key.len() }),
             },
             // parkd negotiates no AES-256 suite; whatever else is asked goes to the provider as before.
@@ -87,51 +49,10 @@ impl RTCCrypto for ParkdCrypto<'_> {
     }
 }
 
-/// A keyed object a context's crypto made, shared with the context (it only reads it).
-pub enum KeptPart {
-    Aes(Arc<aes::Aes128Enc>),
-    Mac(Arc<HmacSha1>),
-}
-
-/// The kept parts of one context, inline (an AES-CM context makes four: its SRTP and SRTCP keys and HMAC
-/// states; a GCM context none): reading them to hint them costs no further memory round trip.
-#[derive(Default)]
-pub struct KeptParts([Option<KeptPart>; 4]);
-
-impl KeptParts {
-    /// The first four of `parts` (a context makes no more; any beyond are simply not hinted).
-    pub fn new(parts: Vec<KeptPart>) -> KeptParts {
-        let mut kept = KeptParts::default();
-        for (slot, p) in kept.0.iter_mut().zip(parts) {
-            *slot = Some(p);
-        }
-        kept
-    }
-
-    /// Hints every kept object's memory into the cache (see the module doc).
-    pub fn prefetch(&self) {
-        for p in self.0.iter().flatten() {
-            match p {
-                KeptPart::Aes(k) => super::prefetch::lines(Arc::as_ptr(k).cast(), size_of::<aes::Aes128Enc>()),
-                KeptPart::Mac(m) => super::prefetch::lines(Arc::as_ptr(m).cast(), size_of::<HmacSha1>()),
-            }
-        }
-    }
-
-    /// How many parts are kept.
-    pub fn len(&self) -> usize {
-        self.0.iter().flatten().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// AES-128 in counter mode with a 128-bit big-endian counter (SRTP's AES-CM, RFC 3711 §4.1.1), the key
 /// schedule expanded once (the `zeroize` feature of `aes` clears it on drop, as the provider clears its raw key).
 struct Aes128Ctr {
-    key: Arc<aes::Aes128Enc>,
+    key: aes::Aes128Enc,
 }
 
 impl StreamCipher for Aes128Ctr {
@@ -140,43 +61,6 @@ impl StreamCipher for Aes128Ctr {
         let core = ctr::CtrCore::<&aes::Aes128Enc, ctr::flavors::Ctr128BE>::inner_iv_init(&self.key, iv.into());
         StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
         Ok(())
-    }
-}
-
-/// HMAC-SHA1 keyed once: each tag starts from a copy of the keyed state (RFC 2104's inner and outer pads already
-/// absorbed), as the provider's own HMAC-SHA1 does.
-struct HmacSha1Keyed {
-    keyed: Arc<HmacSha1>,
-}
-
-impl Mac for HmacSha1Keyed {
-    fn output_len(&self) -> usize {
-        20
-    }
-
-    fn sign(&mut self, input: &[&[u8]], output: &mut [u8]) -> Result<(), CryptoError> {
-        if output.len() != 20 {
-            return Err(CryptoError::InvalidTagLength { expected: 20, actual: output.len() });
-        }
-        let mut mac = HmacSha1::clone(&self.keyed);
-        for part in input {
-            hmac::Mac::update(&mut mac, part);
-        }
-        output.copy_from_slice(&hmac::Mac::finalize(mac).into_bytes());
-        Ok(())
-    }
-
-    fn verify(&mut self, input: &[&[u8]], expected: &[u8]) -> Result<(), CryptoError> {
-        if expected.len() != 20 {
-            return Err(CryptoError::InvalidTagLength { expected: 20, actual: expected.len() });
-        }
-        let mut actual = [0u8; 20];
-        self.sign(input, &mut actual)?;
-        if constant_time_eq(&actual, expected) {
-            Ok(())
-        } else {
-            Err(CryptoError::AuthenticationFailed)
-        }
     }
 }
 
@@ -190,7 +74,7 @@ mod tests {
         let key = hex("2B7E151628AED2A6ABF7158809CF4F3C");
         let iv = hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000");
         let want = hex("E03EAD0935C95E80E166B16DD92B4EB4D23513162B02D0F72A43A2FE4A5F97AB41E95B3BB0A2E8DD477901E4FCA894C0");
-        let crypto = ParkdCrypto { inner: super::super::srtp::ring_crypto().unwrap(), keep: None };
+        let crypto = ParkdCrypto { inner: super::super::srtp::ring_crypto().unwrap() };
         let mut c = crypto.new_stream_cipher(StreamCipherAlgorithm::Aes128Ctr, &key).unwrap();
         let mut data = vec![0u8; want.len()];
         c.apply_keystream(&iv, &mut data).unwrap();
@@ -216,7 +100,7 @@ mod tests {
         use super::super::srtp::SrtpSuite;
         use rtc_srtp::context::Context;
         use rtc_srtp::protection_profile::ProtectionProfile;
-        let ours = ParkdCrypto { inner: super::super::srtp::ring_crypto().unwrap(), keep: None };
+        let ours = ParkdCrypto { inner: super::super::srtp::ring_crypto().unwrap() };
         for (suite, profile) in [
             (SrtpSuite::AesCm128HmacSha1_80, ProtectionProfile::Aes128CmHmacSha1_80),
             (SrtpSuite::AesCm128HmacSha1_32, ProtectionProfile::Aes128CmHmacSha1_32),
