@@ -272,14 +272,19 @@ mod tests {
         assert_eq!(p.next_deadline(), Some(Time::from_millis(1_000_040)));
     }
 
-    #[test]
-    fn late_poll_serves_each_stream_once_at_its_latest_slot() {
+    /// A pacer served up to `now`, then given `n` streams at `now`.
+    fn served_with_streams(now: Time, n: u16) -> Pacer {
         let mut p = Pacer::new();
-        let now = Time::from_millis(1_000_000);
         p.due(now, |_, _| {});
-        for port in 0..40 {
+        for port in 0..n {
             p.add(now, leg(port));
         }
+        p
+    }
+
+    #[test]
+    fn late_poll_serves_each_stream_once_at_its_latest_slot() {
+        let mut p = served_with_streams(Time::from_millis(1_000_000), 40);
         let mut seen = vec![];
         // 95 ms late: only the last period is served.
         p.due(Time::from_millis(1_000_095), |t, port| seen.push((t, port)));
@@ -289,12 +294,7 @@ mod tests {
 
     #[test]
     fn peek_due_sees_what_due_serves_and_serves_nothing() {
-        let mut p = Pacer::new();
-        let now = Time::from_millis(1_000_000);
-        p.due(now, |_, _| {});
-        for port in 0..70 {
-            p.add(now, leg(port));
-        }
+        let mut p = served_with_streams(Time::from_millis(1_000_000), 70);
         let at = Time::from_millis(1_000_030);
         let mut peeked = vec![];
         p.peek_due(at, |t, l| peeked.push((t, l)));
