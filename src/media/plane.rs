@@ -195,6 +195,9 @@ pub struct MediaPlane {
     presets: FxHashMap<MediaLegId, OutStream>,
     /// SRTP keys given ([`MediaCommand::Srtp`]) for legs not created yet.
     srtp_presets: FxHashMap<MediaLegId, (Box<SrtpKeys>, u32, u32)>,
+    /// Some leg has been given SRTP keys: from then on `poll_hold` hints the due legs' SRTP state into the cache
+    /// first (a plane that only ever carried plain RTP skips that pass over the slot).
+    srtp_seen: bool,
     /// Reused buffer an SRTP hold packet is assembled in before it is protected.
     scratch: Vec<u8>,
     /// rtcp-mux and RTCP ports given ([`MediaCommand::RtcpMux`], [`MediaCommand::RtcpPort`]) for legs not
@@ -217,7 +220,7 @@ impl MediaPlane {
         if music.is_empty() {
             music.push(HoldMusic::builtin());
         }
-        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), scratch: Vec::with_capacity(256), tones: Vec::new(), builtin_tone: courtesy::builtin_tone(), reports: VecDeque::with_capacity(MAX_REPORTS), rtcp_presets: FxHashMap::default(), rtcp_port: 0, rtcp_demux: rtcp_side::RtcpDemux::default(), paused_reports: rtcp_side::PausedReports::new(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
+        MediaPlane { music, prompts: PromptBank::builtin(), legs: FxHashMap::default(), demux: Demux::new(), port_slots: FxHashMap::default(), pacer: Pacer::new(), rng: SmallRng::seed_from_u64(seed), presets: FxHashMap::default(), srtp_presets: FxHashMap::default(), srtp_seen: false, scratch: Vec::with_capacity(256), tones: Vec::new(), builtin_tone: courtesy::builtin_tone(), reports: VecDeque::with_capacity(MAX_REPORTS), rtcp_presets: FxHashMap::default(), rtcp_port: 0, rtcp_demux: rtcp_side::RtcpDemux::default(), paused_reports: rtcp_side::PausedReports::new(), rtcp_arena: BytesMut::new(), stats: MediaStats::default() }
     }
 
     /// The courtesy tones [`MediaCommand::Courtesy`] picks from (by index; the built-in two beeps otherwise).
@@ -263,6 +266,7 @@ impl MediaPlane {
 
     /// Gives leg `id` its SRTP keys (see [`MediaCommand::Srtp`]).
     fn set_srtp(&mut self, id: MediaLegId, keys: Option<Box<SrtpKeys>>, roc: u32, srtcp: u32) {
+        self.srtp_seen |= keys.is_some();
         let Some(leg) = self.legs.get_mut(&id) else {
             match keys {
                 Some(k) => self.srtp_presets.insert(id, (k, roc, srtcp)),
@@ -616,13 +620,15 @@ impl MediaPlane {
     /// hold streams. Each slot time that produced a packet records its lateness (`now` − slot time)
     /// in [`MediaStats::pacer_lateness`].
     pub fn poll_hold(&mut self, now: Time, batch: &mut HoldBatch) {
-        let MediaPlane { music, prompts, legs, pacer, stats, scratch, rng, rtcp_arena, rtcp_port, .. } = self;
+        let MediaPlane { music, prompts, legs, pacer, stats, scratch, rng, rtcp_arena, rtcp_port, srtp_seen, .. } = self;
         // The due SRTP legs' contexts are fetched from memory all at once (see `SrtpLeg::prefetch_tx`).
-        pacer.peek_due(now, |_, id| {
-            if let Some(c) = legs.get(&id).and_then(|leg| leg.srtp.as_deref()) {
-                c.ctx.prefetch_tx();
-            }
-        });
+        if *srtp_seen {
+            pacer.peek_due(now, |_, id| {
+                if let Some(c) = legs.get(&id).and_then(|leg| leg.srtp.as_deref()) {
+                    c.ctx.prefetch_tx();
+                }
+            });
+        }
         let mut last_slot_ms = None;
         let mut reporter = rtcp_side::Reporter { rng, arena: rtcp_arena, stats, rtcp_port: *rtcp_port };
         pacer.due(now, |t_ms, id| {
