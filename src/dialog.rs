@@ -87,6 +87,12 @@ impl Dialog {
     pub fn remote(&self) -> NameAddr {
         parse_kept_name_addr(&self.remote)
     }
+    /// The peer's identity: its name-addr without the tag or other parameters.
+    pub fn remote_identity(&self) -> NameAddr {
+        let mut na = self.remote();
+        na.params = Default::default();
+        na
+    }
     /// Where in-dialog requests go (the peer's Contact, or its last target refresh).
     pub fn remote_target(&self) -> Uri {
         crate::sip::parse_uri(&self.remote_target).unwrap_or_else(|_| {
@@ -382,6 +388,16 @@ mod tests {
         assert_eq!(d.next_hop.addr, "10.0.0.1:5060".parse().unwrap());
         assert_eq!(d.local_tag(), "lt");
         assert_eq!(d.remote_tag(), "ft");
+    }
+
+    #[test]
+    fn remote_identity_is_the_peer_without_its_tag() {
+        let mut req = invite();
+        req.common.from.display = Some("Bob".into());
+        let d = Dialog::as_uas(&req, peer(), "lt");
+        assert_eq!(d.remote().tag(), Some("ft"));
+        let id = d.remote_identity();
+        assert_eq!((id.display.as_deref(), id.uri.to_string(), id.tag()), (Some("Bob"), "sip:bob@pbx.example".to_string(), None));
     }
 
     #[test]

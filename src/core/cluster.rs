@@ -539,10 +539,7 @@ pub(super) fn parked_dialog(dialogs: &super::dialogs::Dialogs, leg: crate::core:
 /// What the claim of parked call `p` shows other nodes (the node's SIP address `sip`).
 pub(super) fn claim_info(dialogs: &super::dialogs::Dialogs, p: &super::parking::ParkedCall, sip: String) -> ClaimInfo {
     let leg = dialogs.get(p.parked);
-    let mut parked = leg.map(|l| l.dialog.remote());
-    if let Some(na) = parked.as_mut() {
-        na.params = Default::default();
-    }
+    let parked = leg.map(|l| l.dialog.remote_identity());
     ClaimInfo {
         parked: parked.as_ref().map(|n| n.uri.to_string()).unwrap_or_default(),
         parked_name: parked.and_then(|n| n.display),

@@ -144,8 +144,7 @@ impl Orbits<'_> {
         let Some(call) = self.parking.parked_in(lot, orbit) else { return self.remote_state(lot, orbit) };
         let Some(c) = self.parking.get(call) else { return OrbitState::Free };
         let Some(leg) = self.dialogs.get(c.parked) else { return OrbitState::Free };
-        let mut parked = leg.dialog.remote();
-        parked.params = Default::default();
+        let parked = leg.dialog.remote_identity();
         OrbitState::Parked(ParkedView {
             parked,
             parker: c.parker.as_deref().cloned(),

@@ -47,11 +47,7 @@ impl Core {
         let subscribe = !req.common.header("Refer-Sub").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
         let parker = match req.referred_by() {
             Some(Ok(na)) => na,
-            _ => {
-                let mut id = leg.dialog.remote();
-                id.params = Default::default();
-                id
-            }
+            _ => leg.dialog.remote_identity(),
         };
         let refer_cseq = req.common.cseq.seq;
         self.ep.respond(now, txn, &req, 202, None, None, |r| {

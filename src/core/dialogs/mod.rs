@@ -133,11 +133,7 @@ impl Dialogs {
 
     /// The peer's identity in leg `id` (its From or To, without tag).
     pub fn remote_identity(&self, id: LegId) -> Option<NameAddr> {
-        self.get(id).map(|l| {
-            let mut na = l.dialog.remote();
-            na.params = Default::default();
-            na
-        })
+        self.get(id).map(|l| l.dialog.remote_identity())
     }
 
     /// The parked leg a Replaces header names. RFC 3891 §3 gives the tags from the recipient's side (to-tag =
