@@ -135,8 +135,19 @@ pub fn rewrite_header(pkt: &mut [u8], pt: Pt, marker: bool, seq: SeqNo, ts: u32,
     }
 }
 
-/// The largest first sequence number of a stream parkd starts ([`OutStream::new`]).
+/// The largest first sequence number of a stream parkd starts ([`initial_seq`]).
 pub const MAX_INITIAL_SEQ: u16 = (1 << 15) - 1;
+
+/// The first sequence number of a stream parkd starts: random (RFC 3550 §5.1) and below 2^15, as libwebrtc does.
+/// An SRTP receiver learns the rollover counter from the sequence numbers it sees (RFC 3711 §3.3.1, starting from
+/// ROC 0). A phone that misses the first packets of a stream whose sequence number wrapped in between (it took
+/// parkd's 200 a little later than the music started, say) would guess ROC 0 where parkd used 1, and every packet
+/// of the call would then fail authentication: silence. Starting below 2^15 puts the first wrap over 32,768
+/// packets (11 minutes of 20 ms frames) away. Every new stream takes it: the media plane's own
+/// ([`OutStream::new`]) and the journaled ones the core chooses (`core::persist`).
+pub fn initial_seq(rng: &mut impl Rng) -> u16 {
+    rng.gen_range(0..=MAX_INITIAL_SEQ)
+}
 
 /// One leg's outbound stream identity (RFC 3550 §5.1): one SSRC, one sequence space and one
 /// timeline, continued across hold music and relayed audio so the receiver sees one stream.
@@ -155,16 +166,10 @@ pub struct OutStream {
 }
 
 impl OutStream {
-    /// A fresh stream: random SSRC, sequence number and timestamp (RFC 3550 §5.1), marker pending.
-    ///
-    /// The first sequence number is below 2^15 ([`MAX_INITIAL_SEQ`]), as libwebrtc does: an SRTP receiver
-    /// learns the rollover counter from the sequence numbers it sees (RFC 3711 §3.3.1, starting from ROC 0).
-    /// A phone that misses the first packets of a stream whose sequence number wrapped in between (it took
-    /// parkd's 200 a little later than the music started, say) would guess ROC 0 where parkd used 1, and
-    /// every packet of the call would then fail authentication: silence. Starting below 2^15 puts the first
-    /// wrap over 32,768 packets (11 minutes of 20 ms frames) away.
+    /// A fresh stream: random SSRC, sequence number ([`initial_seq`]) and timestamp (RFC 3550 §5.1), marker
+    /// pending.
     pub fn new(rng: &mut SmallRng) -> OutStream {
-        OutStream { ssrc: Ssrc(rng.gen()), next_seq: SeqNo(rng.gen_range(0..=MAX_INITIAL_SEQ)), last_ts: rng.gen(), last_at: None, marker_pending: true }
+        OutStream { ssrc: Ssrc(rng.gen()), next_seq: SeqNo(initial_seq(rng)), last_ts: rng.gen(), last_at: None, marker_pending: true }
     }
 
     /// The timestamp that continues this stream's timeline at `at` (8 units per ms since the last

@@ -169,9 +169,12 @@ impl JournalRoom {
         self.pending.push(what);
     }
 
-    /// A new outbound stream starting at `at`: random SSRC, sequence number and timestamp (RFC 3550 §5.1).
+    /// A new outbound stream starting at `at`: random SSRC, sequence number (below 2^15, see
+    /// [`crate::media::rtp::initial_seq`]) and timestamp (RFC 3550 §5.1).
     pub fn new_stream(&mut self, at: Time, pace: Pace) -> StreamAnchor {
-        StreamAnchor::new(self.rng.gen(), self.rng.gen(), self.rng.gen(), at, pace)
+        let ssrc = self.rng.gen();
+        let seq = crate::media::rtp::initial_seq(&mut self.rng);
+        StreamAnchor::new(ssrc, seq, self.rng.gen(), at, pace)
     }
 
     /// The earliest time a restored unacknowledged leg is given up on, a cancelled recall rings again, or a held
@@ -210,5 +213,21 @@ impl JournalRoom {
             Some(Reverse((t, _))) if *t <= now => self.unacked_until.pop().map(|Reverse((_, leg))| leg),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp::MAX_INITIAL_SEQ;
+
+    /// The journaled streams (those the core chooses when the journal is on, parkd's default) start below
+    /// sequence number 2^15 like the media plane's own (see `media::rtp::initial_seq`).
+    #[test]
+    fn new_streams_start_below_2_15() {
+        let mut room = JournalRoom::new(11);
+        let seqs: Vec<u16> = (0..4000).map(|i| room.new_stream(Time::from_millis(i), Pace::Hold).seq).collect();
+        assert!(seqs.iter().all(|&s| s <= MAX_INITIAL_SEQ), "a journaled stream starts at or above 2^15");
+        assert!(seqs.iter().any(|&s| s < 1000) && seqs.iter().any(|&s| s > MAX_INITIAL_SEQ - 1000));
     }
 }
