@@ -1,8 +1,8 @@
 //! `--sip-threads 2` (README "Signalling shards"): one parkd whose SIP engine runs on two threads, the dialogs
 //! split by Call-ID, one orbit table. The phones choose their Call-IDs so each flow crosses the shards on
 //! purpose (`parkd::sip::shard::shard_of_call_id`, the router's hash): a directed park into an orbit the other
-//! shard holds gets 486, indirect parks from both shards never share an orbit, a retrieve on one shard of a call
-//! parked on the other connects audio both ways, a BLF watcher on one shard sees parks on the other, the HTTP
+//! shard holds gets 486, indirect parks from both shards never share an orbit, a retrieve whose Call-ID hashes to
+//! the other shard is served by the shard holding the call and connects audio both ways, a BLF watcher on one shard sees parks on the other, the HTTP
 //! API lists every shard's orbits, and a call parked on one shard is recalled once. Figures are printed, never
 //! asserted.
 
@@ -108,7 +108,8 @@ fn two_sip_threads_share_one_orbit_space_and_retrieve_across_shards_with_audio()
     let listed = api_orbits(&p);
     let parked = listed.as_array().map_or(0, |a| a.iter().filter(|o| o["state"] == "parked").count());
     assert_eq!(parked, 5, "the API shows every shard's orbits: {listed}");
-    // Carol retrieves 703 through shard 1: fetched from shard 0 and relayed; audio both ways.
+    // Carol retrieves 703 with a Call-ID of shard 1: the router hands her INVITE to shard 0, which holds the
+    // call (its Contact says so), so it is bridged there, not fetched; audio both ways.
     let carol = RtpEndpoint::bind("carol (retrieves on shard 1)");
     carol.start_talking(2);
     let mut cphone = Phone::new(&p);
@@ -117,6 +118,8 @@ fn two_sip_threads_share_one_orbit_space_and_retrieve_across_shards_with_audio()
     let (mut carol_call, r) = invite_on(&mut cphone, 1, "703", None);
     let cross_ms = t0.elapsed().as_secs_f64() * 1e3;
     assert_eq!((r.status, orbit(&r).as_str()), (200, "703"), "{r:?}");
+    let contact = r.common.contact.first().map(|c| c.uri.to_string()).unwrap_or_default();
+    assert!(contact.contains(";parkd-shard=0"), "the retrieve is served by the shard holding 703: {contact}");
     assert!(carol.wait_for_class(PayloadClass::Pattern(1), 50, Duration::from_secs(5)), "carol hears bob: {:?}", carol.report(PayloadClass::Pattern(1)));
     assert!(bob.wait_for_class(PayloadClass::Pattern(2), 50, Duration::from_secs(5)), "bob hears carol: {:?}", bob.report(PayloadClass::Pattern(2)));
     cluster_common::notify_body(&mut watcher, |b| !b.contains("confirmed"));
@@ -139,7 +142,7 @@ fn two_sip_threads_share_one_orbit_space_and_retrieve_across_shards_with_audio()
     let t0 = Instant::now();
     assert_eq!(invite_on(&mut phones, 0, "703", None).1.status, 200);
     let same_ms = t0.elapsed().as_secs_f64() * 1e3;
-    println!("figure: retrieve INVITE→200 across shards {cross_ms:.1} ms; same shard {same_ms:.1} ms");
+    println!("figure: retrieve INVITE→200 with the other shard's Call-ID {cross_ms:.1} ms; same shard {same_ms:.1} ms");
 }
 
 /// A call parked through shard 1 with a 2 s parking time rings its parker once (one recall, whatever its

@@ -6,11 +6,12 @@
 use super::testkit::{alice, Phone, World};
 use super::ClusterInput;
 use crate::cluster::fake_redis::FakeRedis;
-use crate::cluster::{Keyspace, LotSpace, NodeName, Slot};
+use crate::cluster::{Change, Keyspace, LotSpace, NodeName, Slot};
 use crate::config::{LotConfig, NumRange};
 use crate::ids::OrbitIdx;
 use crate::media::MediaCommand;
 use crate::sip::shard::{route, shard_of_call_id};
+use crate::sip::shard_router::{OrbitOwners, Router};
 use crate::sip::{Method, Peer, Response, Transport};
 use std::time::Duration;
 
@@ -30,12 +31,15 @@ struct Shards {
     keys: Keyspace,
     table: FakeRedis,
     routed: Vec<usize>,
+    /// The io layer's router (a retrieve to its orbit's shard) and the owners it reads; `None`: the stateless
+    /// rule only (as for the retrieve code, or a retrieve racing a park), so a retrieve may be fetched.
+    router: Option<(Router, OrbitOwners)>,
 }
 
 impl Shards {
     fn new(lots: Vec<LotConfig>) -> Shards {
         let keys = Keyspace::new("parkd", lots.iter().map(LotSpace::from_config).collect());
-        let mut s = Shards { nodes: vec![], names: vec![], keys, table: FakeRedis::new(super::shard::SHARD_LEASE), routed: vec![0, 0] };
+        let mut s = Shards { nodes: vec![], names: vec![], keys, table: FakeRedis::new(super::shard::SHARD_LEASE), routed: vec![0, 0], router: None };
         for k in 0..2 {
             // One address for both; each shard its own block of RTP ports (as the io layer cuts the range).
             let server = crate::config::ServerConfig {
@@ -56,9 +60,20 @@ impl Shards {
         s
     }
 
+    /// Routes phones' messages with the io layer's [`Router`] (by orbit owner and sticky Call-IDs).
+    fn with_orbit_router(mut self) -> Shards {
+        self.router = Some((Router::new(2), OrbitOwners::default()));
+        self
+    }
+
     /// A message from a phone, handed to the shard the router names; returns that shard.
     fn deliver(&mut self, from: &Phone, text: &str) -> usize {
-        let k = route(text.replace('\n', "\r\n").as_bytes(), 2);
+        let bytes = text.replace('\n', "\r\n");
+        let now = self.nodes[0].now;
+        let k = match self.router.as_mut() {
+            Some((r, owners)) => r.route(bytes.as_bytes(), now, |u| owners.shard_of(u)),
+            None => route(bytes.as_bytes(), 2),
+        };
         self.nodes[k].deliver(from.peer, text);
         self.settle();
         k
@@ -80,6 +95,17 @@ impl Shards {
             }
             for change in std::mem::take(&mut self.table.published) {
                 moved = true;
+                if let Some((_, owners)) = self.router.as_mut() {
+                    // As `io/sip_shards.rs`'s table keeps them.
+                    match &change {
+                        Change::Claimed { slot, owner, .. } => {
+                            let k = self.names.iter().position(|n| n == owner).unwrap();
+                            owners.claimed(&self.keys.number(*slot), slot.lot, k);
+                        }
+                        Change::Released { slot, .. } => owners.released(&self.keys.number(*slot), slot.lot),
+                        Change::Alive { .. } => {}
+                    }
+                }
                 for n in &mut self.nodes {
                     n.cluster_input(ClusterInput::Change(change.clone()));
                 }
@@ -244,4 +270,58 @@ fn a_call_parked_on_one_shard_is_recalled_once_and_the_recall_stays_on_its_shard
     assert_eq!(*i, 1, "recalled by the shard holding the call");
     assert_eq!(shard_of_call_id(invite.common.call_id.as_str(), 2), 1, "its Call-ID routes alice's answers back to shard 1");
     assert!(invite.common.contact[0].uri.to_string().contains(";parkd-shard=1"), "its Contact names shard 1");
+}
+
+/// `text` (a phone's in-dialog request) sent to `contact`, the Contact parkd answered with, as a phone does.
+fn to_contact(text: &str, contact: &str) -> String {
+    text.replacen("sip:parkd@127.0.0.1:5060", contact, 1)
+}
+
+#[test]
+fn a_retrieve_routed_to_its_orbits_shard_is_served_there_without_a_fetch() {
+    let mut s = Shards::new(lots(0)).with_orbit_router();
+    let bob = phone_on(0, "bob", 5070);
+    let (r, _) = s.park(&bob, "703");
+    assert_eq!(r.status, 200);
+    let bob_tag = r.common.to.tag().unwrap().to_string();
+    // Carol's Call-ID hashes to shard 1, but shard 0 holds 703: the router hands her INVITE to shard 0.
+    let carol = phone_on(1, "carol", 5072);
+    let since = [s.nodes[0].sent.len(), s.nodes[1].sent.len()];
+    assert_eq!(s.deliver(&carol, &carol.invite("703", "", Some(&carol.sdp("0", "sendrecv")))), 0);
+    let r = s.nodes[0].last_response_to(carol.peer, since[0]);
+    assert_eq!(r.status, 200, "answered by the shard holding the call");
+    assert!(s.nodes[1].sent[since[1]..].is_empty(), "shard 1 sent nothing: no fetch, no relay");
+    let me: std::net::SocketAddr = ADDR.parse().unwrap();
+    assert!(!s.nodes[0].sent[since[0]..].iter().any(|(p, _)| p.addr == me), "shard 0 sent no SIP to the other shard");
+    let contact = r.common.contact[0].uri.to_string();
+    assert!(contact.contains(";parkd-shard=0"), "{contact}");
+    let tag = r.common.to.tag().unwrap().to_string();
+    assert_eq!(s.deliver(&carol, &to_contact(&carol.ack("703", &tag, carol.cseq, None), &contact)), 0);
+    assert_eq!(s.table.holder(SLOT_703), None, "the orbit is free in the shared table");
+    assert_eq!(s.bridges(), (1, 0), "bob ⇄ shard 0 ⇄ carol: one bridge, no hop");
+    // Bob hangs up: shard 0 BYEs carol, and carol's 200 comes home by its Via (her Call-ID hashes to shard 1).
+    let carol_since = s.nodes[0].sent.len();
+    s.deliver(&bob, &bob.in_dialog("BYE", "703", &bob_tag, bob.cseq + 1, None));
+    let bye = s.nodes[0].requests_to(carol.peer, carol_since).into_iter().find(|r| r.method == Method::Bye).expect("a BYE to carol");
+    assert_eq!(s.deliver(&carol, &carol.ok_to(&bye)), 0, "the answer to shard 0's BYE goes to shard 0");
+    s.advance(Duration::from_secs(40));
+    let byes = s.nodes[0].requests_to(carol.peer, carol_since).into_iter().filter(|r| r.method == Method::Bye).count();
+    assert_eq!(byes, 1, "answered at once: never retransmitted");
+    for n in &s.nodes {
+        let live = n.core.live();
+        assert_eq!((live.legs, live.calls, live.orbits_occupied, live.rtp_ports_in_use, live.client_txns), (0, 0, 0, 0, 0), "{live:?}");
+    }
+}
+
+#[test]
+fn a_shards_request_branch_is_read_back_by_the_router() {
+    let mut s = Shards::new(lots(5));
+    let bob = phone_on(1, "bob", 5070);
+    s.park(&bob, "700");
+    s.advance(Duration::from_secs(7));
+    let recall = s.nodes[1].requests_to(alice().peer, 0).into_iter().find(|r| r.method == Method::Invite).expect("a recall");
+    // Alice's answer, with its Call-ID changed to one that hashes to shard 0: the top Via still names shard 1.
+    let other = (0..).map(|i| format!("x{i}")).find(|c| shard_of_call_id(c, 2) == 0).unwrap();
+    let answer = alice().answer(&recall, 180, "Ringing", None).replace(recall.common.call_id.as_str(), &other);
+    assert_eq!(route(answer.replace('\n', "\r\n").as_bytes(), 2), 1);
 }

@@ -29,8 +29,9 @@ use super::sip_driver::{on_tcp_event, recv_or_never, report_event, send_stream, 
 use super::tcp::{self, TcpContext, TcpEvent};
 use super::udp_batch::RecvBatch;
 use crate::cluster::fake_redis::FakeRedis;
-use crate::cluster::{Keyspace, LotSpace, NodeName, RedisOp, RedisReply};
+use crate::cluster::{Change, Keyspace, LotSpace, NodeName, RedisOp, RedisReply};
 use crate::core::{ClusterInput, Command, Core, Output};
+use crate::sip::shard_router::{OrbitOwners, Router};
 use crate::sip::{Peer, Transport};
 use crate::time::Time;
 use bytes::Bytes;
@@ -61,6 +62,8 @@ pub struct Table {
     inboxes: Vec<mpsc::UnboundedSender<ShardIn>>,
     /// Times a shard found the table locked by another one.
     waits: AtomicU64,
+    /// Which shard holds each occupied orbit, for the router (kept in step with `store` by [`Table::run`]).
+    owners: Mutex<OrbitOwners>,
 }
 
 impl Table {
@@ -76,6 +79,19 @@ impl Table {
         let reply = store.exec(now, &self.keys, &self.names[k], op);
         let changes = std::mem::take(&mut store.published);
         drop(store);
+        if changes.iter().any(|c| !matches!(c, Change::Alive { .. })) {
+            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+            for c in &changes {
+                match c {
+                    Change::Claimed { slot, owner, .. } => match self.names.iter().position(|n| n == owner) {
+                        Some(holder) => owners.claimed(&self.keys.number(*slot), slot.lot, holder),
+                        None => owners.released(&self.keys.number(*slot), slot.lot),
+                    },
+                    Change::Released { slot, .. } => owners.released(&self.keys.number(*slot), slot.lot),
+                    Change::Alive { .. } => {}
+                }
+            }
+        }
         for c in changes {
             for tx in &self.inboxes {
                 let _ = tx.send(ShardIn::Cluster(ClusterInput::Change(c.clone())));
@@ -87,6 +103,11 @@ impl Table {
     /// Times a shard had to wait for the table's lock.
     pub fn waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
+    }
+
+    /// The shard holding orbit `number` (in every lot that has it held), for the router.
+    fn owner_of(&self, number: &str) -> Option<usize> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner()).shard_of(number)
     }
 }
 
@@ -110,7 +131,7 @@ pub fn prepare(cores: &mut [Core], lots: &[crate::config::LotConfig]) -> (Arc<Ta
         names.push(name);
     }
     let (inboxes, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
-    (Arc::new(Table { store: Mutex::new(store), keys, names, inboxes, waits: AtomicU64::new(0) }), rxs)
+    (Arc::new(Table { store: Mutex::new(store), keys, names, inboxes, waits: AtomicU64::new(0), owners: Mutex::default() }), rxs)
 }
 
 /// Runs every shard until `shutdown` resolves: shards 1.. on their own threads, shard 0 (the receive path and
@@ -363,6 +384,9 @@ impl Shard<'_> {
         let mut hup = super::reload::HupSignal::new();
         // Messages for the other shards, collected over one receive batch.
         let mut fwd: Vec<Vec<(Peer, Bytes)>> = vec![Vec::new(); n];
+        // Which shard each message goes to: a retrieve to the shard holding its orbit (`sip/shard_router.rs`).
+        let mut router = Router::new(n);
+        let table = self.table.clone();
         loop {
             if self.drain(Some(&mut api.deferred)) {
                 self.media.wake();
@@ -388,7 +412,7 @@ impl Shard<'_> {
                                 continue;
                             }
                             let peer = Peer { transport: Transport::Udp, addr: from };
-                            match crate::sip::shard::route(bytes, n) {
+                            match router.route(bytes, self.clock.now(), |u| table.owner_of(u)) {
                                 0 => {
                                     self.core.handle_sip(self.clock.now(), peer, bytes);
                                     media_queued |= self.drain(Some(&mut api.deferred));
@@ -406,7 +430,7 @@ impl Shard<'_> {
                 Some(ev) = tcp_rx.recv() => {
                     let msg = self.to0.as_mut().and_then(|(conns, _)| on_tcp_event(conns, ev));
                     if let Some((peer, bytes)) = msg {
-                        match crate::sip::shard::route(&bytes, n) {
+                        match router.route(&bytes, self.clock.now(), |u| table.owner_of(u)) {
                             0 => self.core.handle_sip(self.clock.now(), peer, &bytes),
                             k => {
                                 fwd[k].push((peer, bytes));

@@ -27,6 +27,7 @@ pub mod params;
 pub mod parse;
 pub mod replaces;
 pub mod shard;
+pub mod shard_router;
 pub mod reply_context;
 pub mod start_line;
 pub mod transport;

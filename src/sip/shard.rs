@@ -2,17 +2,24 @@
 //! the raw bytes, no parse. Pure functions, shared by the io layer's router and by the core (which makes every
 //! Call-ID it invents land on its own shard).
 //!
-//! The rule, in order:
+//! The stateless rule ([`route`]), in order:
 //! 1. a request whose Request-URI carries `;parkd-shard=K` (parkd's Contacts and a shard's `node_sip` carry it)
 //!    goes to shard `K`: the one Call-ID a cross-shard retrieve shares between two shards is told apart by it;
-//! 2. a new INVITE with `Replaces` (RFC 3891) goes to the shard of the dialog it replaces;
-//! 3. everything else by its Call-ID's hash ([`shard_of_call_id`]): the dialogs a peer starts hash where they
+//! 2. a response whose top Via branch is shard `K`'s (`z9hG4bKpks<K>-…`, [`crate::core::Endpoint::new_branch`])
+//!    goes to `K`, which sent the request: a shard may hold a dialog whose Call-ID hashes elsewhere (a retrieve
+//!    routed to the orbit's shard, see `shard_router.rs`), and its BYE's answer must come home;
+//! 3. a new INVITE with `Replaces` (RFC 3891) goes to the shard of the dialog it replaces;
+//! 4. everything else by its Call-ID's hash ([`shard_of_call_id`]): the dialogs a peer starts hash where they
 //!    hash, and the ones parkd starts are given Call-IDs that hash to the shard starting them.
 //!
-//! A message without a Call-ID (malformed) goes to shard 0, which answers it 400 or drops it as today.
+//! A message without a Call-ID (malformed) goes to shard 0, which answers it 400 or drops it as today. The
+//! io layer's [`super::shard_router::Router`] puts two rules of its own before 3 and 4.
 
 /// The Request-URI parameter naming the shard a request is for.
 pub const SHARD_PARAM: &str = "parkd-shard";
+
+/// The Via branch prefix of a request shard `K` sent is this, then `K`, then `-` (see `Endpoint::new_branch`).
+const BRANCH_SHARD_MARK: &[u8] = b"z9hG4bKpks";
 
 /// The shard (of `n`) owning dialogs with this Call-ID: FNV-1a of its bytes, modulo `n`.
 pub fn shard_of_call_id(call_id: &str, n: usize) -> usize {
@@ -27,47 +34,113 @@ pub fn shard_of_call_id(call_id: &str, n: usize) -> usize {
     (h % n as u64) as usize
 }
 
-/// The shard (of `n`) a raw SIP message (one datagram or one framed stream message) goes to.
+/// What the router reads of a raw SIP message: its first line and the few header values that name a shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peek<'a> {
+    /// A request (not a response).
+    pub request: bool,
+    /// The request's method (empty for a response).
+    pub method: &'a [u8],
+    /// `;parkd-shard=K` in the Request-URI.
+    pub uri_shard: Option<usize>,
+    /// The Request-URI's user part (`701` in `sip:701@host`), for a request.
+    pub uri_user: Option<&'a str>,
+    /// The top Via's branch names shard `K` (`z9hG4bKpks<K>-…`).
+    pub via_shard: Option<usize>,
+    /// The Call-ID, trimmed.
+    pub call_id: Option<&'a str>,
+    /// The Call-ID a `Replaces` header names, on an INVITE.
+    pub replaces: Option<&'a str>,
+}
+
+impl<'a> Peek<'a> {
+    /// Reads `msg`'s head (up to the blank line). Never fails: what it cannot read stays `None`.
+    pub fn of(msg: &'a [u8]) -> Peek<'a> {
+        let head = match find(msg, b"\r\n\r\n") {
+            Some(i) => &msg[..i],
+            None => msg,
+        };
+        let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let Some(first) = lines.next() else { return Peek::default() };
+        let request = !first.starts_with(b"SIP/");
+        let mut p = Peek { request, ..Peek::default() };
+        if request {
+            p.method = first.split(|&b| b == b' ').next().unwrap_or_default();
+            p.uri_shard = uri_shard(first);
+            p.uri_user = uri_user(first);
+        }
+        let invite = p.method == b"INVITE";
+        let mut top_via = true;
+        for line in lines {
+            let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+            let name = trim(&line[..colon]);
+            let value = trim(&line[colon + 1..]);
+            if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+                if p.call_id.is_none() {
+                    p.call_id = std::str::from_utf8(value).ok();
+                }
+            } else if (name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v")) && top_via {
+                top_via = false;
+                if !request {
+                    p.via_shard = via_shard(value);
+                }
+            } else if invite && name.eq_ignore_ascii_case(b"replaces") && p.replaces.is_none() {
+                let id = value.split(|&b| b == b';').next().unwrap_or(value);
+                p.replaces = std::str::from_utf8(trim(id)).ok();
+            }
+        }
+        p
+    }
+
+    /// The stateless rule of the module doc, for `n` shards.
+    pub fn shard(&self, n: usize) -> usize {
+        if n <= 1 {
+            return 0;
+        }
+        let marked = if self.request { self.uri_shard } else { self.via_shard };
+        if let Some(k) = marked.filter(|&k| k < n) {
+            return k;
+        }
+        if let Some(r) = self.replaces {
+            return shard_of_call_id(r, n);
+        }
+        self.call_id.map_or(0, |c| shard_of_call_id(c, n))
+    }
+}
+
+/// The shard (of `n`) a raw SIP message (one datagram or one framed stream message) goes to, by the stateless rule.
 pub fn route(msg: &[u8], n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
-    let head = match find(msg, b"\r\n\r\n") {
-        Some(i) => &msg[..i],
-        None => msg,
-    };
-    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let Some(first) = lines.next() else { return 0 };
-    let request = !first.starts_with(b"SIP/");
-    if request {
-        if let Some(k) = uri_shard(first) {
-            if k < n {
-                return k;
-            }
-        }
+    Peek::of(msg).shard(n)
+}
+
+/// The user part of a request line's URI (`METHOD sip:user@host SIP/2.0`), without a password or parameters.
+fn uri_user(first: &[u8]) -> Option<&str> {
+    let uri = first.split(|&b| b == b' ').nth(1)?;
+    let colon = uri.iter().position(|&b| b == b':')?;
+    let (scheme, rest) = (&uri[..colon], &uri[colon + 1..]);
+    if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
+        return None;
     }
-    let mut call_id: Option<&[u8]> = None;
-    let mut replaces: Option<&[u8]> = None;
-    for line in lines {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let name = trim(&line[..colon]);
-        let value = trim(&line[colon + 1..]);
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            call_id.get_or_insert(value);
-        } else if request && name.eq_ignore_ascii_case(b"replaces") && first.starts_with(b"INVITE ") {
-            replaces.get_or_insert(value);
-        }
+    let at = rest.iter().position(|&b| b == b'@')?;
+    let user = &rest[..at];
+    let user = &user[..user.iter().position(|&b| b == b':' || b == b';').unwrap_or(user.len())];
+    std::str::from_utf8(user).ok().filter(|u| !u.is_empty())
+}
+
+/// The shard a top Via's branch names (`…;branch=z9hG4bKpks<K>-…`), the first via-parm of a comma list.
+fn via_shard(value: &[u8]) -> Option<usize> {
+    let first = value.split(|&b| b == b',').next().unwrap_or(value);
+    let at = find(first, b"branch=")?;
+    let branch = trim(&first[at + b"branch=".len()..]);
+    let rest = branch.strip_prefix(BRANCH_SHARD_MARK)?;
+    let digits = &rest[..rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len())];
+    if digits.is_empty() || rest.get(digits.len()) != Some(&b'-') {
+        return None;
     }
-    if let Some(r) = replaces {
-        let id = r.split(|&b| b == b';').next().unwrap_or(r);
-        if let Ok(s) = std::str::from_utf8(trim(id)) {
-            return shard_of_call_id(s, n);
-        }
-    }
-    match call_id.and_then(|c| std::str::from_utf8(c).ok()) {
-        Some(c) => shard_of_call_id(c, n),
-        None => 0,
-    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// `;parkd-shard=K` in a request line's URI (`METHOD uri SIP/2.0`).
@@ -140,6 +213,39 @@ mod tests {
         let new = (0..).map(|i| format!("n{i}")).find(|c| shard_of_call_id(c, 2) == 0).unwrap();
         let r = req("INVITE sip:703@127.0.0.1 SIP/2.0", &new, &format!("Replaces: {parked};to-tag=a;from-tag=b\r\n"));
         assert_eq!(route(&r, 2), 1);
+    }
+
+    #[test]
+    fn a_response_goes_to_the_shard_its_top_via_names() {
+        let id = (0..).map(|i| format!("v{i}")).find(|c| shard_of_call_id(c, 2) == 0).unwrap();
+        let resp = |vias: &str| format!("SIP/2.0 200 OK\r\n{vias}Call-ID: {id}\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(route(resp("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKpks1-00ff;rport=5060\r\n").as_bytes(), 2), 1);
+        assert_eq!(route(resp("v: SIP/2.0/UDP 127.0.0.1:5060;rport;branch=z9hG4bKpks1-00ff, SIP/2.0/UDP p;branch=z9hG4bKpks0-1\r\n").as_bytes(), 2), 1);
+        // Only the top Via counts; not a shard's mark (no shard number, no dash, out of range): the Call-ID.
+        for via in [
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKpks1-2\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bKpks1, SIP/2.0/UDP b;branch=z9hG4bKpks1-2\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bKpk00ff\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bKpks-1\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bKpks7-1\r\n",
+        ] {
+            assert_eq!(route(resp(via).as_bytes(), 2), 0, "{via}");
+        }
+        // A request is never routed by its Via (a peer's).
+        let r = format!("BYE sip:parkd@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKpks1-2\r\nCall-ID: {id}\r\n\r\n");
+        assert_eq!(route(r.as_bytes(), 2), 0);
+    }
+
+    #[test]
+    fn the_request_uris_user_part_is_read_without_password_or_parameters() {
+        let user = |line: &str| Peek::of(format!("{line}\r\nCall-ID: c\r\n\r\n").as_bytes()).uri_user.map(str::to_string);
+        assert_eq!(user("INVITE sip:701@10.0.0.1:5060;transport=udp SIP/2.0").as_deref(), Some("701"));
+        assert_eq!(user("INVITE SIPS:701;x=y@h SIP/2.0").as_deref(), Some("701"));
+        assert_eq!(user("INVITE sip:701:secret@h SIP/2.0").as_deref(), Some("701"));
+        assert_eq!(user("INVITE sip:h SIP/2.0"), None);
+        assert_eq!(user("INVITE tel:701 SIP/2.0"), None);
+        assert_eq!(user("INVITE sip:@h SIP/2.0"), None);
+        assert_eq!(user("SIP/2.0 200 OK"), None);
     }
 
     #[test]

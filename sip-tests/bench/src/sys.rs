@@ -266,6 +266,10 @@ fn spawn(args: &[String], log: &Path) -> io::Result<Child> {
 /// `<target>/release/parkd` of this workspace (see [`paths::target_dir`]), built first (cargo does nothing when
 /// it is up to date).
 pub fn parkd_binary() -> io::Result<PathBuf> {
+    // A/B runs: `PARKD_BIN=/path/to/parkd` measures that build as it is (no cargo build).
+    if let Some(bin) = std::env::var_os("PARKD_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let status = Command::new("cargo").current_dir(paths::workspace_dir()).args(["build", "--release", "--bin", "parkd"]).status()?;
     if !status.success() {
         return Err(io::Error::other("cargo build --release --bin parkd failed"));
