@@ -1,9 +1,11 @@
-//! The calibrator: a raw `sendmmsg` sender of 172-byte RTP-sized datagrams on parkd's core, to
-//! measure the machine's floor cost per packet over loopback.
+//! The calibrator: a bare `sendmmsg` sender of 172-byte RTP-sized datagrams on parkd's core, to
+//! measure the machine's floor cost per packet over loopback. Other ways to send the same packets, for
+//! `--calib-senders`: [`crate::calib_senders`].
 
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::calib_senders::{Sender, Way};
 use crate::net::{self, RecvBatch};
 use crate::sys;
 
@@ -16,6 +18,8 @@ pub struct Calib {
     pub us_per_pkt: f64,
     /// Sender thread CPU as % of its core.
     pub cpu_pct: f64,
+    /// Datagrams the kernel took from the sender.
+    pub sent: u64,
     /// Datagrams the sinks received.
     pub received: u64,
 }
@@ -30,6 +34,11 @@ impl Calib {
 /// Sends for `dur` from a thread pinned to `cpu`: at `rate` packets/s (paced per millisecond, as
 /// parkd's pacer does) or flat out when `rate` is `None`. The calling thread drains `sinks`.
 pub fn run(cpu: usize, rate: Option<u64>, dur: Duration, sinks: &[UdpSocket]) -> std::io::Result<Calib> {
+    run_way(Way::SendMmsg(net::BATCH), cpu, rate, dur, sinks)
+}
+
+/// [`run`], sending `way`.
+pub fn run_way(way: Way, cpu: usize, rate: Option<u64>, dur: Duration, sinks: &[UdpSocket]) -> std::io::Result<Calib> {
     let dests: Vec<SocketAddrV4> = sinks
         .iter()
         .filter_map(|s| match s.local_addr() {
@@ -39,20 +48,18 @@ pub fn run(cpu: usize, rate: Option<u64>, dur: Duration, sinks: &[UdpSocket]) ->
         .collect();
     let sender = std::thread::spawn(move || -> std::io::Result<(u64, u64, Duration)> {
         let _ = sys::pin_current_thread(cpu);
-        let sock = net::loopback_socket(4 << 20)?;
-        let mut pkt = [0u8; 172];
-        pkt[0] = 0x80;
+        let mut sender = Sender::open(way, &dests)?;
         let mut next = 0usize;
         let cpu0 = sys::thread_cpu_ns();
         let start = Instant::now();
         let mut sent: u64 = 0;
         while start.elapsed() < dur {
             match rate {
-                None => sent += net::send_copies(&sock, &pkt, &dests, &mut next, 1024) as u64,
+                None => sent += sender.send(1024, &mut next) as u64,
                 Some(r) => {
                     let due = (r as f64 * start.elapsed().as_secs_f64()) as u64;
                     if due > sent {
-                        sent += net::send_copies(&sock, &pkt, &dests, &mut next, (due - sent) as usize) as u64;
+                        sent += sender.send((due - sent) as usize, &mut next) as u64;
                     }
                     let el = start.elapsed();
                     let next_ms = Duration::from_millis(el.as_millis() as u64 + 1);
@@ -89,6 +96,7 @@ pub fn run(cpu: usize, rate: Option<u64>, dur: Duration, sinks: &[UdpSocket]) ->
         pps: sent as f64 / secs,
         us_per_pkt: if sent > 0 { cpu_ns as f64 / 1000.0 / sent as f64 } else { 0.0 },
         cpu_pct: cpu_ns as f64 / 1e9 / secs * 100.0,
+        sent,
         received,
     })
 }

@@ -8,7 +8,8 @@
 //! * [`net`] — batched UDP receive (`recvmmsg`) and send (`sendmmsg`).
 //! * [`hist`] — a fixed-bucket latency histogram.
 //! * [`density`] — N parked calls receiving hold music.
-//! * [`calib`] — the raw `sendmmsg` floor.
+//! * [`calib`] — the bare `sendmmsg` floor; [`calib_senders`] other ways to send its packets, compared by
+//!   [`calib_report`] (`--calib-senders`, issue 20: which sender is cheapest).
 //! * [`sip_floor`] — a bare UDP responder: the kernel's share of a cycle.
 //! * [`cycle`] — park → retrieve → bridge → hang-up cycles and the unpark switch.
 //! * [`flat`] — the cycle's cost against the number of calls already parked (issue 20).
@@ -28,6 +29,8 @@
 //! test, the readiness OPTIONS ping, the loopback sockets with big buffers and the workspace paths.
 
 pub mod calib;
+pub mod calib_report;
+pub mod calib_senders;
 pub mod cluster;
 pub mod cluster_report;
 pub mod cycle;

@@ -96,6 +96,10 @@ fn run() -> std::io::Result<()> {
         let dir = if args.iter().any(|a| a == "--out") { out } else { out.join("secure") };
         return parkd_bench::secure_report::step(&bin, PARKD_CPU, &dir, args.join(" "), parkd_bench::secure_report::Settings::from_args(&args), &mut progress);
     }
+    // --calib-senders: only the calibrator's ways of sending (issue 20), into bench-results/calib/.
+    if args.iter().any(|a| a == "--calib-senders") {
+        return parkd_bench::calib_report::cli(PARKD_CPU, &args, &out, &mut progress);
+    }
     // --shards: only the 2-core signalling step (issue 20), into bench-results/shards/ (flags: src/shards.rs).
     if args.iter().any(|a| a == "--shards") {
         return parkd_bench::shards::cli(&bin, &args, &out, &mut progress);

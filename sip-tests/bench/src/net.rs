@@ -32,7 +32,7 @@ fn to_v4(sa: &libc::sockaddr_in) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)), u16::from_be(sa.sin_port))
 }
 
-fn from_v4(a: SocketAddrV4) -> libc::sockaddr_in {
+pub(crate) fn from_v4(a: SocketAddrV4) -> libc::sockaddr_in {
     // SAFETY: all-zero is a valid sockaddr_in.
     let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     sa.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -126,37 +126,6 @@ fn rx_timestamp(h: &libc::msghdr) -> Option<u64> {
         }
     }
     None
-}
-
-/// Sends `count` copies of `payload` to `dests` (round robin, starting at `*next`) with
-/// `sendmmsg`, in batches of [`BATCH`]. Returns datagrams the kernel accepted.
-pub fn send_copies(sock: &UdpSocket, payload: &[u8], dests: &[SocketAddrV4], next: &mut usize, count: usize) -> usize {
-    if dests.is_empty() {
-        return 0;
-    }
-    let names: Vec<libc::sockaddr_in> = dests.iter().map(|d| from_v4(*d)).collect();
-    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
-    // SAFETY: zeroed mmsghdr is valid; pointers set below reference live locals.
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    let mut sent = 0;
-    while sent < count {
-        let k = (count - sent).min(BATCH);
-        for h in hdrs.iter_mut().take(k) {
-            let d = &names[*next % names.len()];
-            *next += 1;
-            h.msg_hdr.msg_name = d as *const libc::sockaddr_in as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut iov;
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: k headers are initialised and point at live data.
-        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), k as libc::c_uint, 0) };
-        if r <= 0 {
-            break;
-        }
-        sent += r as usize;
-    }
-    sent
 }
 
 /// Waits up to `timeout_ms` for any of `socks` to become readable.
