@@ -74,7 +74,7 @@ impl Report {
                 "parkd pinned to core 0 (`taskset -c 0`), the load generator and RTP sinks on core 1"
             }
         );
-        let _ = writeln!(s, "## Calibrator (raw `sendmmsg`, 172-byte datagrams, one core, flat out)\n");
+        let _ = writeln!(s, "## Calibrator (bare UDP `sendmmsg`, 172-byte datagrams, one core, flat out)\n");
         let _ = writeln!(s, "| packets/s sent | CPU µs/packet | CPU % of core | = hold streams per core |");
         let _ = writeln!(s, "|---:|---:|---:|---:|");
         let f = &self.floor;
@@ -141,7 +141,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "- **Hold music:** {} parked calls on one core with 0 failed calls, {:.3} % loss, inter-arrival p99 {:.1} ms, parkd at {:.0} % of \
-                 its core. parkd spends {:.2} µs of CPU per hold packet; a raw `sendmmsg` sender at the same rate spends {:.2} µs \
+                 its core. parkd spends {:.2} µs of CPU per hold packet; a bare UDP `sendmmsg` sender at the same rate spends {:.2} µs \
                  (flat out: {:.2} µs, {:.0} streams per core). At its cost per packet one core carries ≈ {:.0} streams, {:.0} % of the floor.",
                 d.n, d.loss_pct, d.ia_p99_ms, d.cpu_pct, d.us_per_pkt, floor_at, f.us_per_pkt, f.streams_per_core(),
                 self.parkd_streams_per_core().unwrap_or(0.0),

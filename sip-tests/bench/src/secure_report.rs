@@ -268,7 +268,7 @@ impl SecureReport {
         let _ = writeln!(s, "## Method\n");
         let _ = writeln!(
             s,
-            "**SRTP density.** At each N: the calibrator (raw `sendmmsg` of 172-byte datagrams, on parkd's core) paced at \
+            "**SRTP density.** At each N: the calibrator (a bare UDP `sendmmsg` of 172-byte datagrams, on parkd's core) paced at \
              N × 50 packets/s for 3 s; then, for each media kind still stepping, a fresh parkd (`[server] srtp_over_plain = true`, \
              so SDES keys are accepted over UDP; one RTP port per leg) and N parks at 1,000/s from one UDP socket (INVITE to \
              700 with `Referred-By`, so no announcement), offering `RTP/AVP` (plain) or `RTP/SAVP` with `a=crypto:1 <suite> \
