@@ -5,9 +5,9 @@
 //! The stateless rule ([`route`]), in order:
 //! 1. a request whose Request-URI carries `;parkd-shard=K` (parkd's Contacts and a shard's `node_sip` carry it)
 //!    goes to shard `K`: the one Call-ID a cross-shard retrieve shares between two shards is told apart by it;
-//! 2. a response whose top Via branch is shard `K`'s (`z9hG4bKpks<K>-…`, [`crate::core::Endpoint::new_branch`])
-//!    goes to `K`, which sent the request: a shard may hold a dialog whose Call-ID hashes elsewhere (a retrieve
-//!    routed to the orbit's shard, see `shard_router.rs`), and its BYE's answer must come home;
+//! 2. a response whose top Via branch is shard `K`'s (`z9hG4bKpks<K>-…`, `Endpoint::new_branch` in
+//!    `core/endpoint.rs`) goes to `K`, which sent the request: a shard may hold a dialog whose Call-ID hashes
+//!    elsewhere (a retrieve routed to the orbit's shard, see `shard_router.rs`), and its BYE's answer must come home;
 //! 3. a new INVITE with `Replaces` (RFC 3891) goes to the shard of the dialog it replaces;
 //! 4. everything else by its Call-ID's hash ([`shard_of_call_id`]): the dialogs a peer starts hash where they
 //!    hash, and the ones parkd starts are given Call-IDs that hash to the shard starting them.
