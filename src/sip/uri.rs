@@ -126,12 +126,12 @@ pub fn parse_uri(s: &str) -> Result<Uri, DecodeError> {
 /// Parses a URI that must not contain any whitespace (inside `<...>`, in a Request-Line).
 pub(crate) fn parse_uri_strict(s: &str) -> Result<Uri, DecodeError> {
     let bad = DecodeError::BadUri;
-    if s.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"')) {
+    if has_forbidden(s) {
         return Err(bad);
     }
-    let (scheme, rest) = s.split_once(':').ok_or(bad.clone())?;
+    let (scheme, rest) = s.split_once(':').ok_or(DecodeError::BadUri)?;
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
     if !scheme_ok || rest.is_empty() {
         return Err(bad);
     }
@@ -147,6 +147,13 @@ pub(crate) fn parse_uri_strict(s: &str) -> Result<Uri, DecodeError> {
         }
         _ => Ok(opaque(scheme, rest)),
     }
+}
+
+/// Whitespace, a control character, `<`, `>` or `"` anywhere in `s` (none may appear in a URI). Byte by byte
+/// for ASCII (every URI parkd meets); Unicode's other spaces and controls only when `s` is not ASCII.
+fn has_forbidden(s: &str) -> bool {
+    s.bytes().any(|b| b <= b' ' || b == 0x7f || matches!(b, b'<' | b'>' | b'"'))
+        || (!s.is_ascii() && s.chars().any(|c| c.is_whitespace() || c.is_control()))
 }
 
 fn opaque(scheme: String, rest: &str) -> Uri {
@@ -225,7 +232,7 @@ pub(crate) fn parse_hostport(s: &str) -> Option<(&str, Option<u16>)> {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         };
-        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
             return None;
         }
         (host, port)
@@ -249,6 +256,23 @@ pub(crate) fn unescape(s: &str) -> Result<String, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forbidden_characters_are_found_in_ascii_and_beyond() {
+        for ok in ["sip:701@10.0.0.1:5060;transport=tcp", "sip:%C3%A9@h", "sip:é@h", "tel:+1-201-555-0123"] {
+            assert!(!has_forbidden(ok), "{ok}");
+        }
+        for bad in ["sip:a b@h", "sip:a\t@h", "sip:a\r\n@h", "sip:a\x7f@h", "sip:a\x00@h", "sip:<a>@h", "sip:\"a\"@h", "sip:a\u{a0}@h", "sip:a\u{85}@h", "sip:a\u{2028}@h", "sip:a\u{3000}@h"] {
+            assert!(has_forbidden(bad), "{bad:?}");
+            assert_eq!(parse_uri_strict(bad), Err(DecodeError::BadUri), "{bad:?}");
+        }
+        // The same verdict as the char-by-char rule it replaced, over every character up to U+3000.
+        let old = |s: &str| s.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'));
+        for c in (0u32..=0x3000).filter_map(char::from_u32) {
+            let s = format!("sip:a{c}@h");
+            assert_eq!(has_forbidden(&s), old(&s), "U+{:04X}", c as u32);
+        }
+    }
 
     #[test]
     fn uri_display_escapes_header_values() {
