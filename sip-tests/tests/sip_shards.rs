@@ -51,6 +51,13 @@ fn api_orbits(p: &Parkd) -> serde_json::Value {
     r.into_json().expect("JSON")
 }
 
+/// `/metrics` as Prometheus text.
+fn scrape(p: &Parkd) -> String {
+    let url = format!("http://{}/metrics", p.http_addr.expect("http"));
+    let r = ureq::get(&url).set("Authorization", &format!("Bearer {TOKEN}")).timeout(Duration::from_secs(5)).call().expect("GET /metrics");
+    r.into_string().expect("text")
+}
+
 fn api_state(p: &Parkd, n: &str) -> String {
     let all = api_orbits(p);
     all.as_array().and_then(|a| a.iter().find(|o| o["orbit"] == n)).map(|o| o["state"].as_str().unwrap_or("").to_string()).unwrap_or_default()
@@ -120,6 +127,10 @@ fn two_sip_threads_share_one_orbit_space_and_retrieve_across_shards_with_audio()
     assert_eq!((r.status, orbit(&r).as_str()), (200, "703"), "{r:?}");
     let contact = r.common.contact.first().map(|c| c.uri.to_string()).unwrap_or_default();
     assert!(contact.contains(";parkd-shard=0"), "the retrieve is served by the shard holding 703: {contact}");
+    let metrics = scrape(&p);
+    // Two INVITEs went to 703's shard instead of their Call-ID's: eve's park into it (486) and carol's retrieve.
+    assert!(metrics.lines().any(|l| l == "parkd_shard_placed_by_orbit_total 2"), "two INVITEs placed by their orbit:\n{metrics}");
+    assert!(metrics.lines().any(|l| l.starts_with("parkd_shard_handovers_total ") && !l.ends_with(" 0")), "messages handed to shard 1:\n{metrics}");
     assert!(carol.wait_for_class(PayloadClass::Pattern(1), 50, Duration::from_secs(5)), "carol hears bob: {:?}", carol.report(PayloadClass::Pattern(1)));
     assert!(bob.wait_for_class(PayloadClass::Pattern(2), 50, Duration::from_secs(5)), "bob hears carol: {:?}", bob.report(PayloadClass::Pattern(2)));
     cluster_common::notify_body(&mut watcher, |b| !b.contains("confirmed"));

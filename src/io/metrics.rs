@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -160,6 +161,19 @@ pub struct Metrics {
     dwell: Histogram,
     /// The journal writer's counters, once journaling runs.
     journal: std::sync::OnceLock<std::sync::Arc<super::journal_writer::WriterStats>>,
+    /// The SIP shards' counters, when `sip_threads > 1`.
+    shards: std::sync::OnceLock<std::sync::Arc<ShardStats>>,
+}
+
+/// What the SIP shards count (`sip_threads > 1`, `io/sip_shards.rs`), exposed as `parkd_shard_*`.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Times a shard found the shared orbit table locked by another.
+    pub table_waits: AtomicU64,
+    /// SIP messages the receiving thread handed to another shard's thread.
+    pub handovers: AtomicU64,
+    /// New INVITEs sent to the shard holding their orbit rather than their Call-ID's (`sip/shard_router.rs`).
+    pub placed_by_orbit: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -185,12 +199,18 @@ impl Metrics {
             core_refusals_seen: Mutex::new(HashMap::new()),
             dwell: Histogram::new(DWELL_BUCKETS.into_iter()),
             journal: std::sync::OnceLock::new(),
+            shards: std::sync::OnceLock::new(),
         }
     }
 
     /// Exposes the journal writer's counters (`parkd_journal_*`); without it (journal off) they are absent.
     pub fn set_journal(&self, stats: std::sync::Arc<super::journal_writer::WriterStats>) {
         let _ = self.journal.set(stats);
+    }
+
+    /// Exposes the SIP shards' counters (`parkd_shard_*`); with one SIP thread they are absent.
+    pub fn set_shards(&self, stats: std::sync::Arc<ShardStats>) {
+        let _ = self.shards.set(stats);
     }
 
     /// Counts one refused connection or message (`parkd_sip_refusals_total{reason}`).
@@ -366,6 +386,17 @@ impl Metrics {
                 reg.register(name, help, ConstCounter::new(v.load(Relaxed)));
             }
         }
+        if let Some(st) = self.shards.get() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let counters = [
+                ("shard_table_waits", "Times a SIP shard found the shared orbit table locked by another", &st.table_waits),
+                ("shard_handovers", "SIP messages the receiving thread handed to another shard's thread", &st.handovers),
+                ("shard_placed_by_orbit", "New INVITEs sent to the shard holding their orbit rather than their Call-ID's", &st.placed_by_orbit),
+            ];
+            for (name, help, v) in counters {
+                reg.register(name, help, ConstCounter::new(v.load(Relaxed)));
+            }
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
             out.clear();
@@ -501,6 +532,20 @@ mod tests {
         assert!(text.contains("parkd_dwell_seconds_count 2") && text.contains("parkd_dwell_seconds_sum 15.5"), "the dwell the events carry: {text}");
         assert!(text.contains(r#"parkd_orbits_occupied{lot="default"} 3"#));
         assert!(text.contains("parkd_malformed_dropped_total 4"));
+    }
+
+    #[test]
+    fn shard_counters_appear_with_several_sip_threads() {
+        let m = Metrics::new();
+        assert!(!m.encode(&ScrapeSnapshot::default()).contains("parkd_shard_"), "one SIP thread: no shard metrics");
+        let stats = std::sync::Arc::new(ShardStats::default());
+        stats.handovers.store(7, std::sync::atomic::Ordering::Relaxed);
+        stats.placed_by_orbit.store(2, std::sync::atomic::Ordering::Relaxed);
+        m.set_shards(stats);
+        let text = m.encode(&ScrapeSnapshot::default());
+        for line in ["parkd_shard_handovers_total 7", "parkd_shard_placed_by_orbit_total 2", "parkd_shard_table_waits_total 0"] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 
     #[test]

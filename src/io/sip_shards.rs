@@ -15,6 +15,8 @@
 //!   "any free orbit" needs an ordered scan of a lot (a `BTreeMap` range), which a hash map cannot give without a
 //!   scan, and the lock is held for one claim or release (about a microsecond) a few times per call, so two to
 //!   sixteen threads hardly meet on it (`parkd_shard_table_waits_total` counts the times one had to wait).
+//! * `/metrics` also counts the messages handed from shard 0's thread to another (`parkd_shard_handovers_total`)
+//!   and the retrieves placed on their orbit's shard (`parkd_shard_placed_by_orbit_total`).
 //! * The HTTP API talks to shard 0: its listings and BLF show every shard's orbits (the remote view), the
 //!   events and `/metrics` event counters come from every shard; commands on a call another shard holds, and
 //!   the per-core message counters of `/metrics`, are shard 0's only (see the README).
@@ -24,7 +26,7 @@ use super::clock::Clock;
 use super::conn_limits::Refusal;
 use super::events_hub::EventHub;
 use super::media_shards::Media;
-use super::metrics::Metrics;
+use super::metrics::{Metrics, ShardStats};
 use super::sip_driver::{on_tcp_event, recv_or_never, report_event, send_stream, Conns, DrainSignal, SipSockets, SipUdp, Stop, HANGUP_LINGER, MEDIA_LOAD_EVERY};
 use super::tcp::{self, TcpContext, TcpEvent};
 use super::udp_batch::RecvBatch;
@@ -35,7 +37,7 @@ use crate::sip::shard_router::{OrbitOwners, Router};
 use crate::sip::{Peer, Transport};
 use crate::time::Time;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -60,8 +62,8 @@ pub struct Table {
     keys: Keyspace,
     names: Vec<NodeName>,
     inboxes: Vec<mpsc::UnboundedSender<ShardIn>>,
-    /// Times a shard found the table locked by another one.
-    waits: AtomicU64,
+    /// Times a shard found the table locked by another one, and the shards' other counters (`/metrics`).
+    stats: Arc<ShardStats>,
     /// Which shard holds each occupied orbit, for the router (kept in step with `store` by [`Table::run`]).
     owners: Mutex<OrbitOwners>,
 }
@@ -72,7 +74,7 @@ impl Table {
         let mut store = match self.store.try_lock() {
             Ok(s) => s,
             Err(_) => {
-                self.waits.fetch_add(1, Ordering::Relaxed);
+                self.stats.table_waits.fetch_add(1, Ordering::Relaxed);
                 self.store.lock().unwrap_or_else(|e| e.into_inner())
             }
         };
@@ -102,7 +104,7 @@ impl Table {
 
     /// Times a shard had to wait for the table's lock.
     pub fn waits(&self) -> u64 {
-        self.waits.load(Ordering::Relaxed)
+        self.stats.table_waits.load(Ordering::Relaxed)
     }
 
     /// The shard holding orbit `number` (in every lot that has it held), for the router.
@@ -131,7 +133,7 @@ pub fn prepare(cores: &mut [Core], lots: &[crate::config::LotConfig]) -> (Arc<Ta
         names.push(name);
     }
     let (inboxes, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
-    (Arc::new(Table { store: Mutex::new(store), keys, names, inboxes, waits: AtomicU64::new(0), owners: Mutex::default() }), rxs)
+    (Arc::new(Table { store: Mutex::new(store), keys, names, inboxes, stats: Arc::default(), owners: Mutex::default() }), rxs)
 }
 
 /// Runs every shard until `shutdown` resolves: shards 1.. on their own threads, shard 0 (the receive path and
@@ -198,6 +200,7 @@ pub async fn run(
         tracing::warn!(error = %e, "SIP UDP socket not writable");
     }
     tracing::info!(threads = table.inboxes.len(), "SIP engine sharded by Call-ID over several threads, one orbit table");
+    api.metrics.set_shards(table.stats.clone());
     // SIGHUP reloads the TLS certificate; the configuration is refused (409 on the API) until a restart.
     api.reloader.sharded = true;
     let mut s0 = Shard { k: 0, core: parts.core, media: parts.media, udp, table: table.clone(), to0: Some((&mut conns, &tcp_ctx)), metrics: api.metrics.clone(), hub: api.hub.clone(), clock };
@@ -421,6 +424,7 @@ impl Shard<'_> {
                             }
                         }
                         self.forward(&mut fwd);
+                        table.stats.placed_by_orbit.store(router.placed_by_orbit(), Ordering::Relaxed);
                         if media_queued {
                             self.media.wake();
                         }
@@ -437,6 +441,7 @@ impl Shard<'_> {
                                 self.forward(&mut fwd);
                             }
                         }
+                        table.stats.placed_by_orbit.store(router.placed_by_orbit(), Ordering::Relaxed);
                     }
                 }
                 m = inbox.recv_many(&mut buf, 64) => {
@@ -489,6 +494,7 @@ impl Shard<'_> {
     fn forward(&self, fwd: &mut [Vec<(Peer, Bytes)>]) {
         for (k, msgs) in fwd.iter_mut().enumerate().skip(1) {
             if !msgs.is_empty() {
+                self.table.stats.handovers.fetch_add(msgs.len() as u64, Ordering::Relaxed);
                 let _ = self.table.inboxes[k].send(ShardIn::Sip(std::mem::take(msgs)));
             }
         }

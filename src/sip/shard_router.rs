@@ -77,11 +77,13 @@ pub struct Router {
     sticky: HashMap<Box<str>, (usize, Time)>,
     /// The sticky entries in the order they were made, to forget them when they expire (oldest first).
     expiry: VecDeque<(Time, Box<str>)>,
+    /// New INVITEs placed on their orbit's shard rather than their Call-ID's, since the start.
+    placed_by_orbit: u64,
 }
 
 impl Router {
     pub fn new(n: usize) -> Router {
-        Router { n: n.max(1), sticky: HashMap::new(), expiry: VecDeque::new() }
+        Router { n: n.max(1), sticky: HashMap::new(), expiry: VecDeque::new(), placed_by_orbit: 0 }
     }
 
     /// The shard `msg` goes to at `now`; `owner_of` answers which shard holds an orbit number
@@ -106,13 +108,22 @@ impl Router {
         if p.method == b"INVITE" && p.replaces.is_none() {
             if let (Some(user), Some(call_id)) = (p.uri_user, p.call_id) {
                 if let Some(k) = owner_of(user).filter(|&k| k < self.n) {
-                    if k == shard_of_call_id(call_id, self.n) || self.stick(call_id.trim(), k, now) {
+                    if k == shard_of_call_id(call_id, self.n) {
+                        return k;
+                    }
+                    if self.stick(call_id.trim(), k, now) {
+                        self.placed_by_orbit += 1;
                         return k;
                     }
                 }
             }
         }
         p.shard(self.n)
+    }
+
+    /// New INVITEs placed on their orbit's shard rather than their Call-ID's (`parkd_shard_placed_by_orbit_total`).
+    pub fn placed_by_orbit(&self) -> u64 {
+        self.placed_by_orbit
     }
 
     /// Sticky Call-IDs remembered now (for tests and gauges).
@@ -178,6 +189,7 @@ mod tests {
         let id = id_on(1, "carol");
         let t = Time::ZERO;
         assert_eq!(r.route(&msg("INVITE sip:703@127.0.0.1 SIP/2.0", &id, ""), t, |u| owners.shard_of(u)), 0);
+        assert_eq!(r.placed_by_orbit(), 1);
         // The call leaves the orbit (retrieved): the INVITE's CANCEL and a non-2xx's ACK still go to shard 0.
         owners.released("703", 0);
         assert!(owners.is_empty());
