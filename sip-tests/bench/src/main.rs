@@ -8,7 +8,9 @@
 //! [--guard-steps N,N] [--guard-hold S] [--push-pct P] [--out DIR]` (default `bench-results/guard/`), or only the SRTP
 //! protect micro-benchmark (issue 19, printed): `-- --srtp-micro [--micro-packets N] [--micro-rounds N] [--micro-streams N,N] [--micro-warm-only]`,
 //! or only the 2-core signalling step (issue 20): `-- --shards [--shards-rates R,R] [--shards-secs S] [--shards-p99-ms MS]`
-//! (default `bench-results/shards/`).
+//! (default `bench-results/shards/`), or only the calibrator's ways of sending (issue 20): `-- --calib-senders
+//! [--calib-streams N,N] [--calib-secs S] [--calib-rounds R]` (default `bench-results/calib/`).
+//! `PARKD_BIN=<path>` measures that parkd build as it is instead of building this workspace's (A/B runs).
 //!
 //! Loopback only (in a private network namespace when possible), parkd and this program at nice -15, every load
 //! bounded in count and time, stops by itself. parkd runs pinned to core 0, this program to core 1. Writes
