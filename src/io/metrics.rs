@@ -374,34 +374,33 @@ impl Metrics {
             encode_cluster(&mut reg, c);
         }
         if let Some(j) = self.journal.get() {
-            use std::sync::atomic::Ordering::Relaxed;
-            let counters = [
+            register_counters(&mut reg, [
                 ("journal_commits", "Journal syncs (group commits), failed ones included", &j.commits),
                 ("journal_commit_failures", "Journal syncs that failed (disk full, IO error): those parks were refused", &j.failures),
                 ("journal_groups", "Groups of records made durable (one per change of a call)", &j.groups),
                 ("journal_records", "Records made durable", &j.records),
                 ("journal_compactions", "Journal compactions run", &j.compactions),
-            ];
-            for (name, help, v) in counters {
-                reg.register(name, help, ConstCounter::new(v.load(Relaxed)));
-            }
+            ]);
         }
         if let Some(st) = self.shards.get() {
-            use std::sync::atomic::Ordering::Relaxed;
-            let counters = [
+            register_counters(&mut reg, [
                 ("shard_table_waits", "Times a SIP shard found the shared orbit table locked by another", &st.table_waits),
                 ("shard_handovers", "SIP messages the receiving thread handed to another shard's thread", &st.handovers),
                 ("shard_placed_by_orbit", "New INVITEs sent to the shard holding their orbit rather than their Call-ID's", &st.placed_by_orbit),
-            ];
-            for (name, help, v) in counters {
-                reg.register(name, help, ConstCounter::new(v.load(Relaxed)));
-            }
+            ]);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// Registers each `(name, help, value)` as a counter read now.
+fn register_counters<const N: usize>(reg: &mut Registry, counters: [(&str, &str, &AtomicU64); N]) {
+    for (name, help, v) in counters {
+        reg.register(name, help, ConstCounter::new(v.load(std::sync::atomic::Ordering::Relaxed)));
     }
 }
 
