@@ -9,6 +9,8 @@
 //!
 //! `ENGINE_CYCLE_ONLY=N` runs N cycles once and nothing else: a fixed amount of work for callgrind's
 //! instruction counts, which a shared machine does not disturb (bench-results/engine/README.md).
+//! `ENGINE_JOURNAL=1` runs the core with its journal on, as parkd runs by default: the records are made and each
+//! group the core waits for is reported durable at once (the core's share of the journal; no file is written).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -115,11 +117,7 @@ fn exchange(core: &mut Core, now: Time, from: SocketAddr, text: &str, sent: &mut
     let out = spent.measure(|| {
         core.handle_sip(now, peer(from), text.as_bytes());
         let mut out = Vec::new();
-        while let Some(o) = core.poll_output() {
-            if let Output::Sip { bytes, .. } = o {
-                out.push(bytes);
-            }
-        }
+        drain_into(core, now, &mut out);
         out
     });
     sent.clear();
@@ -141,13 +139,30 @@ fn bench_core(server: ServerConfig, lot: LotConfig) -> Core {
         ..SourceLimitsPartial::default()
     };
     core.set_limits(&LimitsConfig { trusted: unlimited, ..LimitsConfig::default() }, &AccessConfig::default());
+    // ENGINE_JOURNAL=1: with the journal on, as parkd runs by default (its records are made, not written).
+    core.set_journaling(std::env::var_os("ENGINE_JOURNAL").is_some());
     core
+}
+
+/// Drains the core's output: its SIP into `out`; a journal group it waits for is reported durable at once.
+fn drain_into(core: &mut Core, now: Time, out: &mut Vec<bytes::Bytes>) {
+    while let Some(o) = core.poll_output() {
+        match o {
+            Output::Sip { bytes, .. } => out.push(bytes),
+            Output::Journal { token: Some(t), .. } => core.handle_journal_durable(t, true, now),
+            _ => {}
+        }
+    }
 }
 
 fn timeout(core: &mut Core, now: Time, spent: &mut Spent) {
     spent.measure(|| {
         core.handle_timeout(now);
-        while core.poll_output().is_some() {}
+        while let Some(o) = core.poll_output() {
+            if let Output::Journal { token: Some(t), .. } = o {
+                core.handle_journal_durable(t, true, now);
+            }
+        }
     });
 }
 
@@ -234,18 +249,10 @@ fn run_phased(cycles: u32, batch: u32, drain_each: bool) -> (Duration, u32) {
         for (from, text) in msgs {
             core.handle_sip(now, peer(*from), text.as_bytes());
             if drain_each {
-                while let Some(o) = core.poll_output() {
-                    if let Output::Sip { bytes, .. } = o {
-                        out.push(bytes);
-                    }
-                }
+                drain_into(core, now, &mut out);
             }
         }
-        while let Some(o) = core.poll_output() {
-            if let Output::Sip { bytes, .. } = o {
-                out.push(bytes);
-            }
-        }
+        drain_into(core, now, &mut out);
         *spent += thread_cpu() - t;
         let mut by_call: HashMap<String, Vec<Message>> = HashMap::new();
         for m in out.iter().filter_map(|b| parse_message(b).ok()) {
