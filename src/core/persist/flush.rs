@@ -26,11 +26,14 @@ fn hash_of(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The value to write for `rec` and its hash, or `None` when it has the hash `prev` (nothing to write).
-fn encode_if_changed<R: Serialize + Volatile + Clone>(rec: &R, prev: Option<u64>) -> Option<(u64, Vec<u8>)> {
-    let mut blank = rec.clone();
-    blank.blank_volatile();
-    let encoded = to_value(&blank).and_then(|b| Ok((hash_of(&b), to_value(rec)?)));
+/// The value to write for `rec` and its hash, or `None` when it has the hash `prev` (nothing to write). The hash
+/// is of the record with its volatile fields blanked: those alone changing is no reason to write. `rec` is
+/// blanked in place once its value is encoded (no copy of the record).
+fn encode_if_changed<R: Serialize + Volatile>(mut rec: R, prev: Option<u64>) -> Option<(u64, Vec<u8>)> {
+    let encoded = to_value(&rec).and_then(|value| {
+        rec.blank_volatile();
+        Ok((hash_of(&to_value(&rec)?), value))
+    });
     match encoded {
         Ok((h, _)) if prev == Some(h) => None,
         Ok(v) => Some(v),
@@ -126,12 +129,12 @@ impl Core {
             Some(CallRecord::Parked(r)) => {
                 let same = prev.filter(|(k, _)| *k == RecordKind::PARKED_CALL).map(|(_, h)| h);
                 let lot = self.parking.lot_name(r.call.lot);
-                (RecordKind::PARKED_CALL, encode_if_changed(&WithLot { rec: *r, lot }, same))
+                (RecordKind::PARKED_CALL, encode_if_changed(WithLot { rec: *r, lot }, same))
             }
             Some(CallRecord::Bridged(r)) => {
                 let same = prev.filter(|(k, _)| *k == RecordKind::BRIDGE).map(|(_, h)| h);
                 let lot = self.parking.lot_name(r.bridge.lot);
-                (RecordKind::BRIDGE, encode_if_changed(&WithLot { rec: *r, lot }, same))
+                (RecordKind::BRIDGE, encode_if_changed(WithLot { rec: *r, lot }, same))
             }
         };
         let Some((hash, value)) = encoded else { return };
@@ -153,7 +156,7 @@ impl Core {
         };
         let prev = self.journal.subs_written.get(&id).copied();
         let lot = self.parking.lot_name(sub.lot);
-        if let Some((hash, value)) = encode_if_changed(&WithLot { rec: SubRecord { sub }, lot }, prev) {
+        if let Some((hash, value)) = encode_if_changed(WithLot { rec: SubRecord { sub }, lot }, prev) {
             out.push(Record::put(key, value));
             self.journal.subs_written.insert(id, hash);
         }
