@@ -78,20 +78,29 @@ impl Common {
     pub(crate) fn write_headers(&self, buf: &mut String, top_via: Option<&Via>) {
         for (i, v) in self.via.iter().enumerate() {
             let v = if i == 0 { top_via.unwrap_or(v) } else { v };
-            let _ = write!(buf, "Via: {v}\r\n");
+            buf.push_str("Via: ");
+            v.write_to(buf);
+            buf.push_str("\r\n");
         }
         if let Some(mf) = self.max_forwards {
             let _ = write!(buf, "Max-Forwards: {mf}\r\n");
         }
+        let name_addr = |buf: &mut String, name: &str, a: &NameAddr| {
+            buf.push_str(name);
+            a.write_to(buf);
+            buf.push_str("\r\n");
+        };
         for r in &self.route {
-            let _ = write!(buf, "Route: {r}\r\n");
+            name_addr(buf, "Route: ", r);
         }
         for r in &self.record_route {
-            let _ = write!(buf, "Record-Route: {r}\r\n");
+            name_addr(buf, "Record-Route: ", r);
         }
-        let _ = write!(buf, "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\n", self.from, self.to, self.call_id, self.cseq);
+        name_addr(buf, "From: ", &self.from);
+        name_addr(buf, "To: ", &self.to);
+        let _ = write!(buf, "Call-ID: {}\r\nCSeq: {}\r\n", self.call_id, self.cseq);
         for c in &self.contact {
-            let _ = write!(buf, "Contact: {c}\r\n");
+            name_addr(buf, "Contact: ", c);
         }
         for h in &self.headers {
             let _ = write!(buf, "{}: {}\r\n", h.name, h.value);

@@ -5,7 +5,7 @@ use super::error::DecodeError;
 use super::normalize::{is_token, is_wsp};
 use super::params::{parse_header_params, quoted_end, Params};
 use super::uri::{parse_uri_strict, Uri};
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 /// `"Display" <uri>;params` (From, To, Contact, Referred-By, Refer-To, Route, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +39,14 @@ impl NameAddr {
 impl fmt::Display for NameAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::with_capacity(64);
+        self.write_to(&mut s);
+        f.write_str(&s)
+    }
+}
+
+impl NameAddr {
+    /// Appends the name-addr as [`fmt::Display`] writes it (the encoder's path: no temporary string).
+    pub(crate) fn write_to(&self, s: &mut String) {
         if let Some(d) = &self.display {
             s.push('"');
             for c in d.chars() {
@@ -50,10 +58,9 @@ impl fmt::Display for NameAddr {
             s.push_str("\" ");
         }
         s.push('<');
-        let _ = write!(s, "{}", self.uri);
+        self.uri.write_to(s);
         s.push('>');
-        self.params.write(&mut s);
-        f.write_str(&s)
+        self.params.write(s);
     }
 }
 

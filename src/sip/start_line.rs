@@ -65,7 +65,10 @@ impl StartLine {
 
 /// Writes `METHOD uri SIP/2.0\r\n`.
 pub(crate) fn write_request_line(out: &mut String, method: &Method, uri: &Uri) {
-    let _ = write!(out, "{method} {uri} SIP/2.0\r\n");
+    out.push_str(method.as_str());
+    out.push(' ');
+    uri.write_to(out);
+    out.push_str(" SIP/2.0\r\n");
 }
 
 /// Writes `SIP/2.0 code reason\r\n`.

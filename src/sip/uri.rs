@@ -93,13 +93,21 @@ fn escape_into(out: &mut String, s: &str, keep: &[u8]) {
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::with_capacity(48);
+        self.write_to(&mut s);
+        f.write_str(&s)
+    }
+}
+
+impl Uri {
+    /// Appends the URI as [`fmt::Display`] writes it (the encoder's path: no temporary string).
+    pub(crate) fn write_to(&self, s: &mut String) {
         s.push_str(&self.scheme);
         s.push(':');
         if let Some(u) = &self.user {
-            escape_into(&mut s, u, USER_UNRESERVED);
+            escape_into(s, u, USER_UNRESERVED);
             if let Some(p) = &self.password {
                 s.push(':');
-                escape_into(&mut s, p, USER_UNRESERVED);
+                escape_into(s, p, USER_UNRESERVED);
             }
             s.push('@');
         }
@@ -107,14 +115,13 @@ impl fmt::Display for Uri {
         if let Some(p) = self.port {
             let _ = write!(s, ":{p}");
         }
-        self.params.write(&mut s);
+        self.params.write(s);
         for (i, (n, v)) in self.headers.iter().enumerate() {
             s.push(if i == 0 { '?' } else { '&' });
             s.push_str(n);
             s.push('=');
-            escape_into(&mut s, v, HVALUE_UNRESERVED);
+            escape_into(s, v, HVALUE_UNRESERVED);
         }
-        f.write_str(&s)
     }
 }
 

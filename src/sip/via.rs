@@ -57,12 +57,19 @@ impl Via {
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::with_capacity(64);
+        self.write_to(&mut s);
+        f.write_str(&s)
+    }
+}
+
+impl Via {
+    /// Appends the Via as [`fmt::Display`] writes it (the encoder's path: no temporary string).
+    pub(crate) fn write_to(&self, s: &mut String) {
         let _ = write!(s, "SIP/2.0/{} {}", self.transport, self.host);
         if let Some(p) = self.port {
             let _ = write!(s, ":{p}");
         }
-        self.params.write(&mut s);
-        f.write_str(&s)
+        self.params.write(s);
     }
 }
 
