@@ -125,6 +125,16 @@ pub(crate) struct ServerTxn {
     acked: bool,
 }
 
+/// What a server transaction keeps of the request that opened it until its final response: its method and URI,
+/// and the headers a response copies (RFC 3261 §8.2.6: Via, From, To, Call-ID, CSeq; Record-Route for a 1xx/2xx).
+/// Not its body, Contact or other headers: a copy of those would be made and dropped for every request.
+fn response_headers(req: &Request) -> Request {
+    let c = &req.common;
+    let mut common = crate::sip::Common::new(c.via.clone(), c.from.clone(), c.to.clone(), c.call_id.clone(), c.cseq.clone());
+    common.record_route = c.record_route.clone();
+    Request { method: req.method.clone(), uri: req.uri.clone(), common }
+}
+
 impl TxnLayer {
     /// Matches a received request to a server transaction, creating one for a new request (§17.2.3).
     pub fn on_request(&mut self, now: Time, from: Peer, req: &Request) -> ServerVerdict {
@@ -149,7 +159,7 @@ impl TxnLayer {
                 return ServerVerdict::Retransmission;
             }
         }
-        let mut request = req.clone();
+        let mut request = response_headers(req);
         if let Some(via) = request.common.via.first_mut() {
             stamp_top_via(via, from);
         }
@@ -303,8 +313,9 @@ impl TxnLayer {
         }
     }
 
-    /// The request that opened server transaction `id` (top Via stamped with `received`/`rport`), until its final
-    /// response is sent (then `None`: only what the transaction itself still needs is kept).
+    /// The request that opened server transaction `id` as far as a response needs it (method, URI, Via with the
+    /// top one stamped with `received`/`rport`, From, To, Call-ID, CSeq, Record-Route; no body or other headers),
+    /// until its final response is sent (then `None`: only what the transaction itself still needs is kept).
     pub fn server_request(&self, id: ServerTxnId) -> Option<&Request> {
         self.servers.get(id.idx, id.gen).and_then(|t| t.request.request())
     }

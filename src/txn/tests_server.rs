@@ -409,3 +409,18 @@ fn received_requests_and_sent_responses_are_counted_re_sends_included() {
     assert_eq!(c.get(true, MsgKind::response(486, &Method::Invite)), 2, "the 486 and its re-send");
     assert_eq!(c.iter().count(), 4, "{:?}", c.iter().collect::<Vec<_>>());
 }
+
+#[test]
+fn a_server_transaction_keeps_what_a_response_copies_and_not_the_body() {
+    let mut l = layer();
+    let mut inv = request(Method::Invite, "z9hG4bKkeep", "10.0.0.5:5060");
+    inv.common.body = bytes::Bytes::from_static(b"v=0\r\n");
+    inv.common.push_header("User-Agent", "phone");
+    inv.common.record_route = vec![inv.common.from.clone()];
+    let id = new_id(l.on_request(at(0), udp(UA), &inv));
+    let kept = l.server_request(id).expect("live");
+    assert_eq!((&kept.method, &kept.uri, &kept.common.from, &kept.common.to), (&inv.method, &inv.uri, &inv.common.from, &inv.common.to));
+    assert_eq!((&kept.common.call_id, &kept.common.cseq, &kept.common.record_route), (&inv.common.call_id, &inv.common.cseq, &inv.common.record_route));
+    assert_eq!(kept.common.via.len(), 1);
+    assert!(kept.common.body.is_empty() && kept.common.headers.is_empty() && kept.common.max_forwards.is_none());
+}
