@@ -6,7 +6,7 @@
 use super::testkit::{alice, Phone, World};
 use super::ClusterInput;
 use crate::cluster::fake_redis::FakeRedis;
-use crate::cluster::{Change, Keyspace, LotSpace, NodeName, Slot};
+use crate::cluster::{Keyspace, LotSpace, NodeName, Slot};
 use crate::config::{LotConfig, NumRange};
 use crate::ids::OrbitIdx;
 use crate::media::MediaCommand;
@@ -96,15 +96,7 @@ impl Shards {
             for change in std::mem::take(&mut self.table.published) {
                 moved = true;
                 if let Some((_, owners)) = self.router.as_mut() {
-                    // As `io/sip_shards.rs`'s table keeps them.
-                    match &change {
-                        Change::Claimed { slot, owner, .. } => {
-                            let k = self.names.iter().position(|n| n == owner).unwrap();
-                            owners.claimed(&self.keys.number(*slot), slot.lot, k);
-                        }
-                        Change::Released { slot, .. } => owners.released(&self.keys.number(*slot), slot.lot),
-                        Change::Alive { .. } => {}
-                    }
+                    owners.follow(&change, &self.keys, &self.names);
                 }
                 for n in &mut self.nodes {
                     n.cluster_input(ClusterInput::Change(change.clone()));

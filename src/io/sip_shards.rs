@@ -84,14 +84,7 @@ impl Table {
         if changes.iter().any(|c| !matches!(c, Change::Alive { .. })) {
             let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
             for c in &changes {
-                match c {
-                    Change::Claimed { slot, owner, .. } => match self.names.iter().position(|n| n == owner) {
-                        Some(holder) => owners.claimed(&self.keys.number(*slot), slot.lot, holder),
-                        None => owners.released(&self.keys.number(*slot), slot.lot),
-                    },
-                    Change::Released { slot, .. } => owners.released(&self.keys.number(*slot), slot.lot),
-                    Change::Alive { .. } => {}
-                }
+                owners.follow(c, &self.keys, &self.names);
             }
         }
         for c in changes {

@@ -92,13 +92,19 @@ impl<'a> Peek<'a> {
         p
     }
 
+    /// The shard (of `n`) parkd's own mark names: a request's Request-URI `;parkd-shard=K`, a response's top Via
+    /// branch (rules 1 and 2 of the module doc).
+    pub fn marked(&self, n: usize) -> Option<usize> {
+        let marked = if self.request { self.uri_shard } else { self.via_shard };
+        marked.filter(|&k| k < n)
+    }
+
     /// The stateless rule of the module doc, for `n` shards.
     pub fn shard(&self, n: usize) -> usize {
         if n <= 1 {
             return 0;
         }
-        let marked = if self.request { self.uri_shard } else { self.via_shard };
-        if let Some(k) = marked.filter(|&k| k < n) {
+        if let Some(k) = self.marked(n) {
             return k;
         }
         if let Some(r) = self.replaces {

@@ -16,6 +16,7 @@
 //! Call-ID as before and its shard fetches the call. Plain data, time a parameter: no clock, no lock.
 
 use super::shard::{shard_of_call_id, Peek};
+use crate::cluster::{Change, Keyspace, NodeName};
 use crate::time::Time;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -52,6 +53,18 @@ impl OrbitOwners {
         }
     }
 
+    /// Follows one change of the shared orbit table, whose nodes are the shards `names` (in shard order).
+    pub fn follow(&mut self, change: &Change, keys: &Keyspace, names: &[NodeName]) {
+        match change {
+            Change::Claimed { slot, owner, .. } => match names.iter().position(|n| n == owner) {
+                Some(holder) => self.claimed(&keys.number(*slot), slot.lot, holder),
+                None => self.released(&keys.number(*slot), slot.lot),
+            },
+            Change::Released { slot, .. } => self.released(&keys.number(*slot), slot.lot),
+            Change::Alive { .. } => {}
+        }
+    }
+
     /// The shard holding `number` in every lot where it is held, if it is held and by one shard only.
     pub fn shard_of(&self, number: &str) -> Option<usize> {
         let holders = self.by_number.get(number)?;
@@ -59,11 +72,7 @@ impl OrbitOwners {
         holders.iter().all(|&(_, s)| s == first).then_some(first)
     }
 
-    /// Numbers held (for tests and gauges).
-    pub fn len(&self) -> usize {
-        self.by_number.len()
-    }
-
+    /// No orbit is held.
     pub fn is_empty(&self) -> bool {
         self.by_number.is_empty()
     }
@@ -94,8 +103,10 @@ impl Router {
         }
         self.forget_expired(now);
         let p = Peek::of(msg);
-        let marked = if p.request { p.uri_shard } else { p.via_shard };
-        if marked.is_some_and(|k| k < self.n) || !p.request {
+        if let Some(k) = p.marked(self.n) {
+            return k;
+        }
+        if !p.request {
             return p.shard(self.n);
         }
         if let Some(call_id) = p.call_id.map(str::trim) {
