@@ -4,7 +4,7 @@ use clap::Parser;
 use parkd::cli::Cli;
 use parkd::config::Config;
 use parkd::core::Core;
-use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, http_guard, http_token, journal_file, media_shards, media_thread, metrics::Metrics, sip_driver};
+use parkd::io::{api_link, clock::Clock, events_hub::EventHub, http, http_guard, http_token, journal_file, journal_layout, media_shards, media_thread, metrics::Metrics, sip_driver};
 use parkd::io::sip_driver::Stop;
 use parkd::media::HoldMusic;
 use parkd::park::shard_plan::ShardPlan;
@@ -79,11 +79,20 @@ fn main() -> ExitCode {
     // The journal next, still before anything is bound: a state directory that cannot be written, or that
     // another parkd holds, stops the start here, naming the directory. A torn or damaged tail does not: the
     // intact records are restored and the bad part is set aside (and logged).
-    let journal = if cfg.server.journal {
-        match journal_file::LocalJournal::open(&cfg.server.state_dir, Default::default()) {
-            Ok((store, restored)) => {
-                journal_file::log_recovery(&restored);
-                Some((store, restored.live))
+    // With `sip_threads > 1` one journal per shard (`io/journal_layout.rs`); a start with another thread count
+    // than the run that journaled calls is refused, naming the directory.
+    let (journal, _state_lock) = if cfg.server.journal {
+        match journal_layout::open(&cfg.server.state_dir, cfg.server.sip_threads, Default::default()) {
+            Ok(opened) => {
+                let shards = opened
+                    .shards
+                    .into_iter()
+                    .map(|(store, restored)| {
+                        journal_file::log_recovery(&restored);
+                        (store, restored.live)
+                    })
+                    .collect::<Vec<_>>();
+                (Some(shards), opened.state_lock)
             }
             Err(e) => {
                 eprintln!("parkd: cannot open the journal in {}: {e}", cfg.server.state_dir.display());
@@ -92,13 +101,13 @@ fn main() -> ExitCode {
         }
     } else {
         tracing::warn!("journal = false: calls live only in memory; a restart or crash drops every call");
-        let file = cfg.server.state_dir.join(journal_file::JOURNAL_FILE);
+        let file = journal_layout::journal_dir(&cfg.server.state_dir, cfg.server.sip_threads, 0).join(journal_file::JOURNAL_FILE);
         if let Ok(meta) = std::fs::metadata(&file) {
             // Not read, not changed: its calls would come back (long stale) once journaling is turned on again.
             tracing::warn!(file = %file.display(), bytes = meta.len(),
                 "journal = false: an existing journal is ignored and left as it is; delete it unless you mean to restore its calls later");
         }
-        None
+        (None, None)
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -181,7 +190,7 @@ async fn serve(
     mut cfg: Config,
     music: Vec<HoldMusic>,
     token: Option<http_token::ApiToken>,
-    journal: Option<(journal_file::LocalJournal, parkd::journal::LiveSet)>,
+    journal: Option<Vec<(journal_file::LocalJournal, parkd::journal::LiveSet)>>,
     source: Option<parkd::io::reload::ConfigSource>,
 ) -> Result<(), StartError> {
     let started = std::time::Instant::now();
@@ -205,8 +214,9 @@ async fn serve(
         cfg.server.media_threads = ShardPlan::auto_threads(ports.lo as u16, ports.hi as u16, cores);
     }
     if cfg.server.sip_threads > 1 {
-        return serve_sharded(cfg, music, token, sockets, clock, seed).await;
+        return serve_sharded(cfg, music, token, sockets, clock, seed, journal, started).await;
     }
+    let journal = journal.and_then(|mut shards| shards.pop());
     // The one plan of media shards: the media threads below and the core's port allocation use this value.
     let plan = ShardPlan::new(ports.lo as u16, ports.hi as u16, cfg.server.rtp_legs_per_port, cfg.server.media_threads)?;
     let media = media_shards::spawn(media_shards::MediaSetup { bind_ip: cfg.server.listen.ip(), plan: plan.clone(), rtp_sender: cfg.server.rtp_sender, music, tones: parkd::io::reload::load_tones(&cfg.lots)?, seed })?;
@@ -223,21 +233,7 @@ async fn serve(
     // bound) get each restored stream with the first drain of the driver loop, before it reads any socket.
     let journal = match journal {
         Some((store, live)) => {
-            core.set_journaling(true);
-            let report = core.restore(&live, clock.now());
-            let took_ms = started.elapsed().as_secs_f64() * 1e3;
-            tracing::info!(
-                parked = report.parked,
-                bridged = report.bridged,
-                subscriptions = report.subscriptions,
-                recalls_restarted = report.recalls_restarted,
-                skipped = report.skipped.len(),
-                took_ms,
-                "calls restored from the journal"
-            );
-            for why in &report.skipped {
-                tracing::warn!(%why, "journal record not restored");
-            }
+            restore(&mut core, &live, clock.now(), started, None);
             let link = sip_driver::JournalLink::spawn(store, Default::default()).map_err(StartError::JournalThread)?;
             Some(link)
         }
@@ -263,9 +259,40 @@ async fn serve(
     Ok(())
 }
 
+/// Turns journaling on in `core` and brings back the calls `live` holds (shard `shard` of several, if given).
+fn restore(core: &mut Core, live: &parkd::journal::LiveSet, now: parkd::time::Time, started: std::time::Instant, shard: Option<usize>) {
+    core.set_journaling(true);
+    let report = core.restore(live, now);
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(
+        shard,
+        parked = report.parked,
+        bridged = report.bridged,
+        subscriptions = report.subscriptions,
+        recalls_restarted = report.recalls_restarted,
+        skipped = report.skipped.len(),
+        took_ms,
+        "calls restored from the journal"
+    );
+    for why in &report.skipped {
+        tracing::warn!(shard, %why, "journal record not restored");
+    }
+}
+
 /// `sip_threads > 1`: one core per SIP thread, each with its block of `rtp_ports` and its media threads
-/// (`io/sip_shards.rs`, README "Signalling shards"). No journal and no `[cluster]` (refused by the config check).
-async fn serve_sharded(cfg: Config, music: Vec<HoldMusic>, token: Option<http_token::ApiToken>, sockets: sip_driver::SipSockets, clock: Clock, seed: u64) -> Result<(), StartError> {
+/// (`io/sip_shards.rs`, README "Signalling shards"), and its journal (`io/journal_layout.rs`). No `[cluster]`
+/// (refused by the config check).
+#[allow(clippy::too_many_arguments)]
+async fn serve_sharded(
+    cfg: Config,
+    music: Vec<HoldMusic>,
+    token: Option<http_token::ApiToken>,
+    sockets: sip_driver::SipSockets,
+    clock: Clock,
+    seed: u64,
+    journals: Option<Vec<(journal_file::LocalJournal, parkd::journal::LiveSet)>>,
+    started: std::time::Instant,
+) -> Result<(), StartError> {
     let n = usize::from(cfg.server.sip_threads);
     let (lo, hi) = (cfg.server.rtp_ports.lo, cfg.server.rtp_ports.hi);
     // Even-sized blocks of the range, the last one taking the rest.
@@ -291,12 +318,23 @@ async fn serve_sharded(cfg: Config, music: Vec<HoldMusic>, token: Option<http_to
         tracing::info!(shard = k, rtp_ports = %format!("{b_lo}-{b_hi}"), media_threads = per_shard, "SIP thread ready");
     }
     let (table, inboxes) = parkd::io::sip_shards::prepare(&mut cores, &cfg.lots);
-    let shards = cores.into_iter().zip(medias).map(|(core, media)| parkd::io::sip_shards::ShardParts { core, media }).collect();
+    // Each shard's calls of the last run, back into that shard (its claims are taken back in the shared table
+    // before shard 0 reads the socket: `sip_shards::run`), each shard with its journal writer.
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let mut links: Vec<Option<sip_driver::JournalLink>> = (0..n).map(|_| None).collect();
+    if let Some(journals) = journals {
+        let stats = std::sync::Arc::new(parkd::io::journal_writer::WriterStats::default());
+        metrics.set_journal(stats.clone());
+        for (k, (store, live)) in journals.into_iter().enumerate().take(n) {
+            restore(&mut cores[k], &live, clock.now(), started, Some(k));
+            links[k] = Some(sip_driver::JournalLink::spawn_counting(store, Default::default(), stats.clone()).map_err(StartError::JournalThread)?);
+        }
+    }
+    let shards = cores.into_iter().zip(medias).zip(links).map(|((core, media), journal)| parkd::io::sip_shards::ShardParts { core, media, journal }).collect();
     for lot in &cfg.lots {
         tracing::info!(lot = %lot.name, park_code = %lot.park_code, orbits = %format!("{}-{}", lot.orbits.name_of(0), lot.orbits.name_of(lot.orbits.len() - 1)), parking_time = lot.parking_time, "lot ready");
     }
     tracing::info!(listen = %cfg.server.listen, sip_threads = n, "parkd ready (UDP and TCP), SIP sharded by Call-ID");
-    let metrics = std::sync::Arc::new(Metrics::new());
     let hub = EventHub::new();
     let (client, port) = api_link::link(hub.clone(), metrics.clone());
     let http_stop = start_http(&cfg, token, client, hub, metrics).await?;

@@ -194,3 +194,91 @@ fn a_call_parked_on_one_shard_is_recalled_once_and_the_answer_bridges() {
     assert_eq!(api_state(&p, &orbit(&r)), "free", "the answered recall took the call out of its orbit");
     assert!(bob.byes.is_empty(), "bob's call goes on, bridged to alice");
 }
+
+/// `class` packets at `ep` since `t` reach `n` within 10 s.
+fn hears_since(ep: &RtpEndpoint, class: PayloadClass, t: Instant, n: usize) -> bool {
+    ep.wait_until(Duration::from_secs(10), |p| p.iter().filter(|x| x.at >= t && x.class == class).count() >= n)
+}
+
+/// With the journal on (the default) each of the two shards journals its own calls
+/// (`<state_dir>/sip-threads-2/shard-K/journal`): after `kill -9`, and after SIGTERM, calls parked through both
+/// shards are back in their orbits with their hold music, the shared table has their claims again before the
+/// socket is read (a directed park into one through the other shard gets 486), a retrieve is placed on its
+/// orbit's shard and bridged, and the bridge outlives the next restart. A start with one SIP thread over those
+/// journals is refused, naming the thread count that brings them back, and loses nothing.
+#[test]
+fn calls_parked_through_both_shards_survive_restarts_in_their_orbits() {
+    let args = ["--sip-threads", "2", "--http-token", TOKEN].map(String::from).to_vec();
+    let mut p = Parkd::start_with("shards_restart", ParkdOptions { orbits: "701-705".into(), parking_time: 600, extra_args: args, http: true, ..ParkdOptions::default() });
+    // Bob parks into 703 through shard 0; dave indirectly through shard 1.
+    let bob = RtpEndpoint::bind("bob (parked through shard 0)");
+    let mut bob_phone = Phone::new(&p);
+    bob_phone.rtp = Some(bob.port());
+    let (bob_call, r) = invite_on(&mut bob_phone, 0, "703", Some("alice@127.0.0.1"));
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "703"), "{r:?}");
+    let dave = RtpEndpoint::bind("dave (parked through shard 1)");
+    dave.start_talking(4);
+    let mut dave_phone = Phone::new(&p);
+    dave_phone.rtp = Some(dave.port());
+    let (_, r) = invite_on(&mut dave_phone, 1, "700", Some("alice@127.0.0.1"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let dave_orbit = orbit(&r);
+    assert!(bob.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(5)) && dave.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(5)), "hold music before the crash");
+    for k in 0..2 {
+        let file = p.state_dir().join(format!("sip-threads-2/shard-{k}/journal"));
+        assert!(std::fs::metadata(&file).is_ok_and(|m| m.len() > 0), "shard {k}'s journal at {}", file.display());
+    }
+
+    p.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    let took = p.restart();
+    let ready = Instant::now();
+    let log = p.stderr_all();
+    for k in 0..2 {
+        assert!(log.lines().any(|l| l.contains("calls restored from the journal") && l.contains(&format!("shard={k} ")) && l.contains("parked=1")), "shard {k} restored its call:\n{log}");
+    }
+    assert_eq!((api_state(&p, "703"), api_state(&p, &dave_orbit)), ("parked".into(), "parked".into()), "both calls back in their orbits");
+    assert!(hears_since(&bob, PayloadClass::Other, ready, 10) && hears_since(&dave, PayloadClass::Other, ready, 10), "hold music resumes on both shards");
+    // Eve's directed park into 703 through shard 1: the restored claim holds in the shared table.
+    let mut eve = Phone::new(&p);
+    let (_, r) = invite_on(&mut eve, 1, "703", Some("alice@127.0.0.1"));
+    assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"), "{r:?}");
+    // Carol retrieves dave's orbit with a Call-ID of shard 0: placed on shard 1, which holds it; audio both ways.
+    let carol = RtpEndpoint::bind("carol (retrieves after the restart)");
+    carol.start_talking(5);
+    let mut carol_phone = Phone::new(&p);
+    carol_phone.rtp = Some(carol.port());
+    let (_, r) = invite_on(&mut carol_phone, 0, &dave_orbit, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let contact = r.common.contact.first().map(|c| c.uri.to_string()).unwrap_or_default();
+    assert!(contact.contains(";parkd-shard=1"), "served by the shard holding the restored call: {contact}");
+    assert!(hears_since(&carol, PayloadClass::Pattern(4), ready, 50) && hears_since(&dave, PayloadClass::Pattern(5), ready, 50), "carol and dave hear each other");
+
+    // A clean stop keeps both the parked and the bridged call.
+    let status = p.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)).expect("parkd exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(p.stderr_all().contains("every call is kept"), "{}", p.stderr_tail(20));
+    // One SIP thread over two shards' journals: refused, naming what brings the calls back.
+    let err_path = p.log_dir.join("one-thread.stderr");
+    let out = std::process::Command::new(sip_tests::harness::parkd::binary_path())
+        .args(["--listen", "127.0.0.1:0", "--http", "off", "--rtp-ports", &format!("{}-{}", p.ports.rtp_lo, p.ports.rtp_hi), "--state-dir"])
+        .arg(p.state_dir())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .status()
+        .expect("run parkd");
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(!out.success() && err.contains("--sip-threads 2") && err.contains("2 call(s)"), "a one-thread start must be refused: {out} {err}");
+    let again = p.restart();
+    let ready = Instant::now();
+    assert_eq!(api_state(&p, "703"), "parked", "bob is still parked");
+    assert!(hears_since(&bob, PayloadClass::Other, ready, 10), "bob's hold music after the second restart");
+    assert!(hears_since(&carol, PayloadClass::Pattern(4), ready, 50) && hears_since(&dave, PayloadClass::Pattern(5), ready, 50), "the bridge relays again after SIGTERM and a restart");
+    // Bob hangs up: 703 is free.
+    bob_phone.ua.bye(&bob_call);
+    let t0 = Instant::now();
+    while api_state(&p, "703") != "free" {
+        assert!(t0.elapsed() < Duration::from_secs(5), "703 not freed by bob's BYE after the restarts");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("figure: ready {:.0} ms after kill -9, {:.0} ms after SIGTERM (two SIP threads, 2 calls)", took.as_secs_f64() * 1e3, again.as_secs_f64() * 1e3);
+}

@@ -448,9 +448,6 @@ impl Config {
         if !(1..=MAX_SIP_THREADS).contains(&n) {
             return Err(ConfigError::BadSipThreads { value: n, why: "must be between 1 and 16" });
         }
-        if n > 1 && self.server.journal {
-            return Err(ConfigError::BadSipThreads { value: n, why: "more than one SIP thread needs journal = false (--no-journal): the journal is not sharded yet" });
-        }
         if n > 1 && self.cluster.redis.is_some() {
             return Err(ConfigError::BadSipThreads { value: n, why: "more than one SIP thread cannot be a [cluster] node yet" });
         }
@@ -566,12 +563,12 @@ mod tests {
     }
 
     #[test]
-    fn sip_threads_default_to_one_and_more_need_no_journal_and_no_cluster() {
+    fn sip_threads_default_to_one_and_more_need_no_cluster() {
         assert_eq!(Config::with_defaults().server.sip_threads, 1, "one SIP thread unless asked");
         let lot = "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-720\"\n";
         let parse = |server: &str| Config::from_toml(std::path::Path::new("x.toml"), &format!("[server]\n{server}{lot}")).and_then(|c| c.validate().map(|()| c));
         assert_eq!(parse("sip_threads = 2\njournal = false\n").unwrap().server.sip_threads, 2);
-        assert!(matches!(parse("sip_threads = 2\n"), Err(ConfigError::BadSipThreads { value: 2, .. })), "the journal is not sharded");
+        assert_eq!(parse("sip_threads = 2\n").unwrap().server.sip_threads, 2, "with the journal: one per shard");
         assert!(matches!(parse("sip_threads = 0\njournal = false\n"), Err(ConfigError::BadSipThreads { value: 0, .. })));
         assert!(matches!(parse("sip_threads = 17\njournal = false\n"), Err(ConfigError::BadSipThreads { value: 17, .. })));
         let clustered = format!("[server]\nsip_threads = 2\njournal = false\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode = \"a\"\n{lot}");

@@ -342,7 +342,7 @@ fn make_private(file: &File, path: &Path) -> std::io::Result<()> {
 }
 
 /// Takes the directory's lock (`flock`, exclusive, non-blocking): held until the returned file is dropped.
-fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+pub(super) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .write(true)

@@ -133,8 +133,17 @@ impl JournalWriter {
         S: Store + 'static,
         F: FnMut(Durable) + Send + 'static,
     {
+        Self::spawn_counting(store, cfg, Arc::default(), on_durable)
+    }
+
+    /// As [`spawn`](Self::spawn), counting into `stats` (which several writers may share: one `/metrics`
+    /// family for the journals of every SIP shard).
+    pub fn spawn_counting<S, F>(store: S, cfg: WriterConfig, stats: Arc<WriterStats>, on_durable: F) -> std::io::Result<JournalWriter>
+    where
+        S: Store + 'static,
+        F: FnMut(Durable) + Send + 'static,
+    {
         let queue = Arc::new(Queue::default());
-        let stats = Arc::new(WriterStats::default());
         let (thread_queue, thread_stats) = (queue.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name("parkd-journal".into())

@@ -11,6 +11,7 @@ pub mod http;
 pub mod http_guard;
 pub mod http_token;
 pub mod journal_file;
+pub mod journal_layout;
 pub mod journal_writer;
 pub mod media_load;
 pub mod media_shards;

@@ -87,9 +87,18 @@ pub struct JournalLink {
 impl JournalLink {
     /// Starts the writer thread on `store`; its completions come back on [`JournalLink::durable`].
     pub fn spawn<S: crate::journal::Store + 'static>(store: S, cfg: super::journal_writer::WriterConfig) -> std::io::Result<JournalLink> {
+        Self::spawn_counting(store, cfg, Default::default())
+    }
+
+    /// As [`spawn`](Self::spawn), the writer counting into `stats` (shared by the SIP shards' journals).
+    pub fn spawn_counting<S: crate::journal::Store + 'static>(
+        store: S,
+        cfg: super::journal_writer::WriterConfig,
+        stats: std::sync::Arc<super::journal_writer::WriterStats>,
+    ) -> std::io::Result<JournalLink> {
         let (tx, durable) = mpsc::unbounded_channel();
         // The hook runs on the writer thread: an unbounded send never blocks it.
-        let writer = JournalWriter::spawn(store, cfg, move |d| {
+        let writer = JournalWriter::spawn_counting(store, cfg, stats, move |d| {
             let _ = tx.send(d);
         })?;
         Ok(JournalLink { writer, durable })

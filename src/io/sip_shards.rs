@@ -27,12 +27,14 @@ use super::conn_limits::Refusal;
 use super::events_hub::EventHub;
 use super::media_shards::Media;
 use super::metrics::{Metrics, ShardStats};
-use super::sip_driver::{on_tcp_event, recv_or_never, report_event, send_stream, Conns, DrainSignal, SipSockets, SipUdp, Stop, HANGUP_LINGER, MEDIA_LOAD_EVERY};
+use super::journal_writer::JournalWriter;
+use super::sip_driver::{on_tcp_event, recv_or_never, report_event, send_stream, Conns, DrainSignal, JournalLink, SipSockets, SipUdp, Stop, HANGUP_LINGER, MEDIA_LOAD_EVERY};
 use super::tcp::{self, TcpContext, TcpEvent};
 use super::udp_batch::RecvBatch;
 use crate::cluster::fake_redis::FakeRedis;
 use crate::cluster::{Change, Keyspace, LotSpace, NodeName, RedisOp, RedisReply};
 use crate::core::{ClusterInput, Command, Core, Output};
+use crate::journal::Durable;
 use crate::sip::shard_router::{OrbitOwners, Router};
 use crate::sip::{Peer, Transport};
 use crate::time::Time;
@@ -106,10 +108,11 @@ impl Table {
     }
 }
 
-/// One shard: its core and its media threads.
+/// One shard: its core, its media threads and (journaling on) its journal (`io/journal_layout.rs`).
 pub struct ShardParts {
     pub core: Core,
     pub media: Media,
+    pub journal: Option<JournalLink>,
 }
 
 /// Makes `cores[k]` shard `k` of them all (see [`Core::enable_shard`]) and builds the table they share.
@@ -141,6 +144,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = Stop>,
 ) -> Stop {
     let mut threads = Vec::new();
+    // Each shard says when its first turn is done (a restart: its restored calls' claims are back in the table),
+    // and shard 0 reads the socket only then, so no new park takes an orbit a restored call holds.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
     let rest: Vec<_> = shards.drain(1..).zip(inboxes.drain(1..)).collect();
     for (i, (parts, inbox)) in rest.into_iter().enumerate() {
         let k = i + 1;
@@ -151,7 +157,7 @@ pub async fn run(
                 continue;
             }
         };
-        let (table, metrics, hub) = (table.clone(), api.metrics.clone(), api.hub.clone());
+        let (table, metrics, hub, ready) = (table.clone(), api.metrics.clone(), api.hub.clone(), ready_tx.clone());
         let spawned = std::thread::Builder::new().name(format!("parkd-sip{k}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -168,8 +174,10 @@ pub async fn run(
                         return;
                     }
                 };
-                let mut s = Shard { k, core: parts.core, media: parts.media, udp, table, to0: None, metrics, hub, clock };
-                s.serve(inbox).await;
+                let (journal, durable) = parts.journal.map(|j| (j.writer, j.durable)).unzip();
+                let mut s = Shard { k, core: parts.core, media: parts.media, udp, table, to0: None, metrics, hub, clock, journal };
+                s.serve(inbox, durable, ready).await;
+                s.close_journal();
             });
         });
         match spawned {
@@ -177,6 +185,7 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, shard = k, "cannot spawn a SIP thread"),
         }
     }
+    drop(ready_tx);
     let Some(parts) = shards.pop() else { return Stop::KeepCalls };
     let Some(inbox) = inboxes.pop() else { return Stop::KeepCalls };
     let SipSockets { udp, tcp: listener, limits, tls } = sockets;
@@ -196,11 +205,14 @@ pub async fn run(
     api.metrics.set_shards(table.stats.clone());
     // SIGHUP reloads the TLS certificate; the configuration is refused (409 on the API) until a restart.
     api.reloader.sharded = true;
-    let mut s0 = Shard { k: 0, core: parts.core, media: parts.media, udp, table: table.clone(), to0: Some((&mut conns, &tcp_ctx)), metrics: api.metrics.clone(), hub: api.hub.clone(), clock };
-    let stop = s0.front(inbox, tcp_rx, &mut api, shutdown).await;
+    let (journal, durable) = parts.journal.map(|j| (j.writer, j.durable)).unzip();
+    let mut s0 = Shard { k: 0, core: parts.core, media: parts.media, udp, table: table.clone(), to0: Some((&mut conns, &tcp_ctx)), metrics: api.metrics.clone(), hub: api.hub.clone(), clock, journal };
+    let started = threads.len();
+    let stop = s0.front(inbox, tcp_rx, &mut api, durable, Ready { rx: ready_rx, shards: started }, shutdown).await;
     for t in threads {
         let _ = t.join();
     }
+    s0.close_journal();
     tracing::info!(table_waits = table.waits(), "every SIP thread stopped");
     stop
 }
@@ -216,9 +228,47 @@ struct Shard<'a> {
     metrics: Arc<Metrics>,
     hub: EventHub,
     clock: Clock,
+    /// Journaling on: this shard's journal writer (its completions come on the `durable` channel).
+    journal: Option<JournalWriter>,
+}
+
+/// The other shards' "first turn done" (see [`run`]).
+struct Ready {
+    rx: std::sync::mpsc::Receiver<usize>,
+    shards: usize,
+}
+
+impl Ready {
+    /// Waits (at most 5 s, a bound should a thread be stuck) until every other shard has had its first turn.
+    fn wait(self) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for _ in 0..self.shards {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if self.rx.recv_timeout(left).is_err() {
+                tracing::warn!("a SIP thread did not report ready in 5 s; reading the socket anyway");
+                return;
+            }
+        }
+    }
 }
 
 impl Shard<'_> {
+    /// Commits what this shard's journal has queued, then closes it (its lock is released).
+    fn close_journal(&mut self) {
+        if let Some(w) = self.journal.take() {
+            w.shutdown();
+            tracing::info!(shard = self.k, "journal flushed and closed");
+        }
+    }
+
+    /// The journal writer made these groups durable (or failed to): the core releases what it held for them.
+    fn on_durable(&mut self, done: Durable) {
+        let (now, ok) = (self.clock.now(), done.result.is_ok());
+        for token in done.tokens {
+            self.core.handle_journal_durable(token, ok, now);
+        }
+    }
+
     /// Drains the core's output until `None` (the core's contract); true when media commands were queued.
     fn drain(&mut self, mut deferred: Option<&mut super::api_link::DeferredReplies>) -> bool {
         let mut media_queued = false;
@@ -242,8 +292,18 @@ impl Shard<'_> {
                     Some(d) => d.answer(ticket, result),
                     None => tracing::warn!(shard = self.k, "a command's answer on a shard without the API"),
                 },
-                // Sharded parkd runs without the journal (checked at startup): the core emits none.
-                Output::Journal { .. } => {}
+                // With journaling off (`journal = false`) the core emits none.
+                Output::Journal { records, token } => {
+                    if let Some(w) = &self.journal {
+                        if let Err(e) = w.submit(records, token) {
+                            tracing::error!(shard = self.k, error = %e, "cannot journal a change");
+                            if let Some(t) = token {
+                                // Refused as if the sync had failed: the core answers in place of what it held.
+                                self.core.handle_journal_durable(t, false, self.clock.now());
+                            }
+                        }
+                    }
+                }
             }
         }
         media_queued
@@ -310,8 +370,13 @@ impl Shard<'_> {
     }
 
     /// Shards 1..: inputs from the inbox, the core's timer and the media load, until told to stop.
-    async fn serve(&mut self, mut inbox: mpsc::UnboundedReceiver<ShardIn>) {
+    async fn serve(&mut self, mut inbox: mpsc::UnboundedReceiver<ShardIn>, mut durable: Option<mpsc::UnboundedReceiver<Durable>>, ready: std::sync::mpsc::Sender<usize>) {
         self.core.handle_cluster(ClusterInput::Link(true), self.clock.now());
+        // The table's operations run while draining: the restored calls' claims are back once this returns.
+        if self.drain(None) {
+            self.media.wake();
+        }
+        let _ = ready.send(self.k);
         let timer = tokio::time::sleep_until(far());
         tokio::pin!(timer);
         let mut armed = None;
@@ -345,6 +410,7 @@ impl Shard<'_> {
                 }
                 _ = load_tick.tick() => self.core.handle_media_load(self.clock.now(), &self.media.loads()),
                 Some(report) = recv_or_never(reports.as_mut()) => self.core.handle_media_report(self.clock.now(), report),
+                Some(done) = recv_or_never(durable.as_mut()) => self.on_durable(done),
                 _ = timer.as_mut() => {
                     armed = None;
                     timer.as_mut().reset(far());
@@ -360,11 +426,17 @@ impl Shard<'_> {
         mut inbox: mpsc::UnboundedReceiver<ShardIn>,
         mut tcp_rx: mpsc::Receiver<TcpEvent>,
         api: &mut ApiPort,
+        mut durable: Option<mpsc::UnboundedReceiver<Durable>>,
+        ready: Ready,
         shutdown: impl std::future::Future<Output = Stop>,
     ) -> Stop {
         let n = self.table.inboxes.len();
         let Some(tcp_ctx) = self.to0.as_ref().map(|(_, t)| (*t).clone()) else { return Stop::KeepCalls };
         self.core.handle_cluster(ClusterInput::Link(true), self.clock.now());
+        if self.drain(Some(&mut api.deferred)) {
+            self.media.wake();
+        }
+        ready.wait();
         let timer = tokio::time::sleep_until(far());
         tokio::pin!(timer);
         tokio::pin!(shutdown);
@@ -449,6 +521,7 @@ impl Shard<'_> {
                 }
                 Some(req) = api.rx.recv() => super::api_link::serve(&mut self.core, &self.media, self.clock.now(), req, &mut api.deferred, &api.reloader),
                 Some(report) = recv_or_never(reports.as_mut()) => self.core.handle_media_report(self.clock.now(), report),
+                Some(done) = recv_or_never(durable.as_mut()) => self.on_durable(done),
                 _ = hup.recv() => {
                     let tls = self.to0.as_ref().and_then(|(conns, _)| conns.tls.as_ref());
                     let _ = api.reloader.reload(&mut self.core, &self.media, tls, self.clock.now(), "SIGHUP");
@@ -472,7 +545,12 @@ impl Shard<'_> {
                     }
                     match how {
                         Stop::KeepCalls => {
-                            tracing::info!(calls = self.core.live().calls, "stopping (not journaled with several SIP threads: calls are dropped)");
+                            let calls = self.core.live().calls;
+                            if self.journal.is_some() {
+                                tracing::info!(calls, "stopping; every call is kept (each shard's journal, restored at the next start; no BYE sent)");
+                            } else {
+                                tracing::info!(calls, "stopping; journal = false, so the calls are dropped");
+                            }
                             return stop;
                         }
                         Stop::HangUpAll => self.hang_up_all(&mut leaving),
