@@ -256,7 +256,7 @@ fn run_phased(cycles: u32, batch: u32, drain_each: bool) -> (Duration, u32) {
         *spent += thread_cpu() - t;
         let mut by_call: HashMap<String, Vec<Message>> = HashMap::new();
         for m in out.iter().filter_map(|b| parse_message(b).ok()) {
-            by_call.entry(m.common().call_id.clone()).or_default().push(m);
+            by_call.entry(m.common().call_id.to_string()).or_default().push(m);
         }
         by_call
     };

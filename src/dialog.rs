@@ -157,7 +157,7 @@ impl Dialog {
                     vec![Via::new(self.next_hop.transport, via, branch)],
                     self.local(),
                     self.remote(),
-                    self.call_id.to_string(),
+                    self.call_id.as_str().into(),
                     CSeq { seq, method },
                 )
             },

@@ -69,6 +69,11 @@ macro_rules! str_id {
                 v.0.to_string()
             }
         }
+        impl From<$name> for crate::sip::SipStr {
+            fn from(v: $name) -> crate::sip::SipStr {
+                crate::sip::SipStr::from(&*v.0)
+            }
+        }
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
                 &*self.0 == other

@@ -65,7 +65,7 @@ impl Core {
     pub(super) fn refuse_capacity(&mut self, now: Time, txn: ServerTxnId, req: &Request) {
         tracing::debug!(number = req.uri.user.as_deref().unwrap_or(""), "capacity guard: park refused");
         self.ep.emit(ParkEvent::Refused {
-            number: req.uri.user.clone().unwrap_or_default(),
+            number: req.uri.user.as_deref().unwrap_or_default().to_string(),
             status: 503,
             reason: "Media Capacity".into(),
             call_id: req.common.call_id.as_str().into(),

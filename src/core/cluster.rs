@@ -323,7 +323,7 @@ impl Core {
             ClaimResult::Unavailable => {
                 tracing::info!(number = req.uri.user.as_deref().unwrap_or(""), "cluster unavailable: park refused");
                 self.ep.emit(super::ParkEvent::Refused {
-                    number: req.uri.user.clone().unwrap_or_default(),
+                    number: req.uri.user.as_deref().unwrap_or_default().to_string(),
                     status: 503,
                     reason: "Cluster Unavailable".into(),
                     call_id: req.common.call_id.as_str().into(),

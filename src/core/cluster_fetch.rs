@@ -79,7 +79,7 @@ impl Core {
         let me = c.room.settings().node.clone();
         let orbit_name = self.parking.orbit_name(lot, orbit);
         let Ok(mut target) = parse_uri(&sip) else { return false };
-        target.user = Some(orbit_name.to_string());
+        target.user = Some(orbit_name.as_str().into());
         let Some(addr) = uri_addr(&target) else { return false };
         let next_hop = Peer { transport: target.transport(), addr };
         if read_offer(req).is_err() {
@@ -119,7 +119,7 @@ impl Core {
                     vec![Via::new(next_hop.transport, self.ep.sent_by_to(next_hop), &branch)],
                     from_na,
                     NameAddr::new(target.clone()),
-                    call_id,
+                    call_id.into(),
                     CSeq { seq: 1, method: Method::Invite },
                 )
             },

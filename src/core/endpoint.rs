@@ -223,7 +223,7 @@ impl Endpoint {
             hosts.push(self.listen.ip().to_string());
         }
         if let Some((route, hop)) = &self.outbound_proxy {
-            hosts.push(route.uri.host.clone());
+            hosts.push(route.uri.host.to_string());
             hosts.push(hop.addr.ip().to_string());
         }
         hosts
@@ -342,7 +342,7 @@ impl Endpoint {
     pub fn refuse(&mut self, now: Time, txn: ServerTxnId, req: &Request, status: u16, reason: &str) {
         tracing::info!(status, reason, number = req.uri.user.as_deref().unwrap_or(""), "refused");
         self.emit(ParkEvent::Refused {
-            number: req.uri.user.clone().unwrap_or_default(),
+            number: req.uri.user.as_deref().unwrap_or_default().to_string(),
             status,
             reason: reason.to_string(),
             call_id: req.common.call_id.as_str().into(),

@@ -111,7 +111,7 @@ impl Core {
                     vec![Via::new(next_hop.transport, via_addr, &branch)],
                     from,
                     NameAddr::new(target_uri.clone()),
-                    self.ep.new_call_id("recall", local.ip()),
+                    self.ep.new_call_id("recall", local.ip()).into(),
                     CSeq { seq: 1, method: Method::Invite },
                 )
             },

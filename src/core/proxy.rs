@@ -60,7 +60,7 @@ impl Core {
     pub(super) fn refuse_draining(&mut self, now: Time, txn: ServerTxnId, req: &Request) {
         tracing::info!(number = req.uri.user.as_deref().unwrap_or(""), "draining: park refused");
         self.ep.emit(super::ParkEvent::Refused {
-            number: req.uri.user.clone().unwrap_or_default(),
+            number: req.uri.user.as_deref().unwrap_or_default().to_string(),
             status: 503,
             reason: "Draining".into(),
             call_id: req.common.call_id.as_str().into(),

@@ -83,7 +83,7 @@ fn a_tls_leg_is_answered_on_its_connection_and_parkd_names_its_tls_address() {
     let byes = requests(&w, bob, since, Method::Bye);
     assert_eq!(byes.len(), 1, "one BYE to Bob's TLS connection: {:?}", w.sent[since..].iter().map(|(p, _)| *p).collect::<Vec<_>>());
     let via = &byes[0].common.via[0];
-    assert_eq!((via.transport.as_str(), via.sent_by()), ("TLS", "127.0.0.1:5061".to_string()));
+    assert_eq!((via.transport.as_str(), via.sent_by()), ("TLS", "127.0.0.1:5061".into()));
     assert_eq!(byes[0].uri.to_string(), "sip:bob@127.0.0.1:40000;transport=tls");
 }
 
@@ -98,7 +98,7 @@ fn a_recall_to_a_tls_parker_leaves_on_tls_from_the_tls_address() {
     let invites = requests(&w, alice, since, Method::Invite);
     assert_eq!(invites.len(), 1, "one recall INVITE on TLS (no retransmission on a reliable transport)");
     let inv = &invites[0];
-    assert_eq!((inv.common.via[0].transport.as_str(), inv.common.via[0].sent_by()), ("TLS", "127.0.0.1:5061".to_string()));
+    assert_eq!((inv.common.via[0].transport.as_str(), inv.common.via[0].sent_by()), ("TLS", "127.0.0.1:5061".into()));
     assert_eq!(inv.common.contact[0].uri.to_string(), "sip:parkd@127.0.0.1:5061;transport=tls");
 }
 

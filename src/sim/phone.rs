@@ -527,7 +527,7 @@ impl Phone {
         let idx = self.calls.len();
         let target = req.common.contact.first().map_or_else(|| from.to_string(), |c| c.uri.to_string());
         let (local, remote) = (wire::untagged(&req.common.to), wire::untagged(&req.common.from));
-        let mut c = Call::new(req.common.call_id.clone(), false, self.fresh("tag"), local, remote, target, req.uri.to_string(), self.rtp_out(idx));
+        let mut c = Call::new(req.common.call_id.to_string(), false, self.fresh("tag"), local, remote, target, req.uri.to_string(), self.rtp_out(idx));
         c.remote_tag = req.common.from.tag().map(str::to_string);
         c.invite_branch = req.branch().unwrap_or("").to_string();
         take_sdp(&mut c, &req.common.body);

@@ -7,14 +7,15 @@ use super::error::DecodeError;
 use super::name_addr::{parse_name_addr, NameAddr};
 use super::normalize::{split_list, Head};
 use super::via::{parse_via, Via};
+use super::SipStr;
 use bytes::Bytes;
 use std::fmt::Write as _;
 
 /// A header kept as text: canonical long-form name, unfolded value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
-    pub name: String,
-    pub value: String,
+    pub name: SipStr,
+    pub value: SipStr,
 }
 
 /// Fields every SIP message carries, typed.
@@ -23,7 +24,7 @@ pub struct Common {
     pub via: Vec<Via>,
     pub from: NameAddr,
     pub to: NameAddr,
-    pub call_id: String,
+    pub call_id: SipStr,
     pub cseq: CSeq,
     pub max_forwards: Option<u32>,
     pub contact: Vec<NameAddr>,
@@ -38,7 +39,7 @@ pub struct Common {
 impl Common {
     /// A message's fields with the five every SIP message needs; no Max-Forwards, Contact, routes, other
     /// headers or body. Build with struct-update syntax: `Common { max_forwards: Some(70), ..Common::new(..) }`.
-    pub fn new(via: Vec<Via>, from: NameAddr, to: NameAddr, call_id: String, cseq: CSeq) -> Common {
+    pub fn new(via: Vec<Via>, from: NameAddr, to: NameAddr, call_id: SipStr, cseq: CSeq) -> Common {
         Common {
             via,
             from,
@@ -62,8 +63,8 @@ impl Common {
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
     }
-    pub fn push_header(&mut self, name: &str, value: impl Into<String>) {
-        self.headers.push(Header { name: name.to_string(), value: value.into() });
+    pub fn push_header(&mut self, name: &str, value: impl Into<SipStr>) {
+        self.headers.push(Header { name: SipStr::from(name), value: value.into() });
     }
     pub fn remove_header(&mut self, name: &str) {
         self.headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
@@ -114,7 +115,7 @@ impl Common {
     /// Types the headers parkd reads on every message; the rest are kept as text in arrival order.
     pub(crate) fn parse(head: &Head<'_>, body: Bytes) -> Result<Common, DecodeError> {
         let mut via: Vec<Via> = Vec::with_capacity(2);
-        let (mut from, mut to, mut call_id, mut cseq): (Option<NameAddr>, Option<NameAddr>, Option<String>, Option<CSeq>) =
+        let (mut from, mut to, mut call_id, mut cseq): (Option<NameAddr>, Option<NameAddr>, Option<SipStr>, Option<CSeq>) =
             (None, None, None, None);
         let (mut max_forwards, mut content_type) = (None, None);
         let (mut contact, mut route, mut record_route) = (Vec::new(), Vec::new(), Vec::new());
@@ -134,7 +135,7 @@ impl Common {
                     if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c.is_control()) {
                         return Err(DecodeError::BadHeader { name: "Call-ID" });
                     }
-                    set_once(&mut call_id, "Call-ID", v.to_string())?
+                    set_once(&mut call_id, "Call-ID", SipStr::from(v))?
                 }
                 "CSeq" => set_once(&mut cseq, "CSeq", parse_cseq(v).map_err(|_| DecodeError::BadHeader { name: "CSeq" })?)?,
                 "Max-Forwards" => {
@@ -152,7 +153,7 @@ impl Common {
                 "Record-Route" => name_addr_list(v, "Record-Route", &mut record_route)?,
                 "Content-Type" => set_once(&mut content_type, "Content-Type", v.to_string())?,
                 "Content-Length" => {} // applied by framing; the writer recomputes it
-                name => headers.push(Header { name: name.to_string(), value: v.to_string() }),
+                name => headers.push(Header { name: SipStr::from(name), value: SipStr::from(v) }),
             }
         }
         if via.is_empty() {

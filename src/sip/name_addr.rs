@@ -30,7 +30,7 @@ impl NameAddr {
     pub fn label(&self) -> String {
         match (&self.display, &self.uri.user) {
             (Some(d), _) if !d.is_empty() => d.clone(),
-            (_, Some(u)) => u.clone(),
+            (_, Some(u)) => u.to_string(),
             _ => self.uri.to_string(),
         }
     }

@@ -3,10 +3,12 @@
 //! the same container but their own, simpler grammar (in [`super::uri`]).
 
 use super::normalize::{is_token_char, is_wsp};
+use super::SipStr;
 
-/// `;name=value` parameters, in order. Names compare case-insensitively.
+/// `;name=value` parameters, in order. Names compare case-insensitively. Names and values are [`SipStr`]s: the
+/// usual ones (`tag`, `branch`, `lr`, a 16-character tag or branch) are kept inline, without an allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Params(pub Vec<(String, Option<String>)>);
+pub struct Params(pub Vec<(SipStr, Option<SipStr>)>);
 
 impl Params {
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
@@ -20,14 +22,14 @@ impl Params {
         self.get(name).is_some()
     }
     pub fn set(&mut self, name: &str, value: Option<&str>) {
-        let v = value.map(str::to_string);
+        let v = value.map(SipStr::from);
         match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
             Some(slot) => slot.1 = v,
             None => {
                 // Exactly one more: a dialog's local NameAddr gets its tag this way and keeps it for the call
                 // (a plain push would allocate room for four).
                 self.0.reserve_exact(1);
-                self.0.push((name.to_string(), v))
+                self.0.push((SipStr::from(name), v))
             }
         }
     }
@@ -91,11 +93,11 @@ pub(crate) fn parse_header_params(s: &str) -> Result<Params, ()> {
                 if value.is_empty() {
                     return Err(());
                 }
-                params.0.push((name.to_string(), Some(value.to_string())));
+                params.0.push((SipStr::from(name), Some(SipStr::from(value))));
                 rest = after.trim_start_matches(is_wsp);
             }
             None => {
-                params.0.push((name.to_string(), None));
+                params.0.push((SipStr::from(name), None));
                 rest = after;
             }
         }
@@ -125,7 +127,7 @@ mod tests {
         p.set("Branch", Some("z9hG4bK1"));
         p.set("branch", Some("z9hG4bK2"));
         p.set("rport", None);
-        assert_eq!(p.0, vec![("Branch".to_string(), Some("z9hG4bK2".to_string())), ("rport".to_string(), None)]);
+        assert_eq!(p.0, Vec::<(crate::sip::SipStr, Option<crate::sip::SipStr>)>::from([("Branch".into(), Some("z9hG4bK2".into())), ("rport".into(), None)]));
         p.remove("RPORT");
         assert!(!p.has("rport"));
     }

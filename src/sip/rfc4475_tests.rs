@@ -204,13 +204,13 @@ fn escaped_uris_rfc4475_3_1_1_3_to_3_1_1_5() {
     assert_eq!(r.from.uri.user.as_deref(), Some("I have spaces"));
     assert_eq!(r.contact[0].uri.user.as_deref(), Some("caller"));
     // URI parameters are kept as written (escaped), see uri.rs
-    assert_eq!(r.contact[0].uri.params.0, vec![("%6C%72".to_string(), None), ("n%61me".to_string(), Some("v%61lue%25%34%31".to_string()))]);
+    assert_eq!(r.contact[0].uri.params.0, Vec::<(crate::sip::SipStr, Option<crate::sip::SipStr>)>::from([("%6C%72".into(), None), ("n%61me".into(), Some("v%61lue%25%34%31".into()))]));
     assert_eq!(r.content_type.as_deref(), Some("application/sdp"));
 
     let r = request(dat!("escnull").1);
     assert_eq!(r.to.uri.user.as_deref(), Some("null-\0-null"));
-    let users: Vec<_> = r.contact.iter().map(|c| c.uri.user.clone()).collect();
-    assert_eq!(users, [Some("\0".to_string()), Some("\0\0".to_string())]);
+    let users: Vec<_> = r.contact.iter().map(|c| c.uri.user.as_deref()).collect();
+    assert_eq!(users, [Some("\0"), Some("\0\0")]);
 
     let r = request(dat!("esc02").1);
     assert_eq!(r.method, Method::Other("RE%47IST%45R".into()));

@@ -7,6 +7,7 @@
 
 use super::error::DecodeError;
 use super::params::Params;
+use super::SipStr;
 use super::transport::Transport;
 use percent_encoding::percent_decode_str;
 use std::fmt::{self, Write as _};
@@ -16,11 +17,11 @@ use std::net::SocketAddr;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Uri {
     /// Lower-case scheme: `sip`, `sips`, `tel`, ...
-    pub scheme: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
+    pub scheme: SipStr,
+    pub user: Option<SipStr>,
+    pub password: Option<SipStr>,
     /// Host as written (IPv6 references keep their brackets).
-    pub host: String,
+    pub host: SipStr,
     pub port: Option<u16>,
     pub params: Params,
     /// URI headers (`?Replaces=...&Referred-By=...`), names as written, values unescaped.
@@ -31,9 +32,9 @@ impl Uri {
     pub fn sip(user: Option<&str>, host: &str, port: Option<u16>) -> Uri {
         Uri {
             scheme: "sip".into(),
-            user: user.map(str::to_string),
+            user: user.map(SipStr::from),
             password: None,
-            host: host.to_string(),
+            host: SipStr::from(host),
             port,
             params: Params::default(),
             headers: Vec::new(),
@@ -142,7 +143,7 @@ pub(crate) fn parse_uri_strict(s: &str) -> Result<Uri, DecodeError> {
     if !scheme_ok || rest.is_empty() {
         return Err(bad);
     }
-    let scheme = scheme.to_ascii_lowercase();
+    let scheme = lower(scheme);
     match scheme.as_str() {
         "sip" | "sips" => parse_sip(scheme, rest),
         "tel" => {
@@ -150,7 +151,7 @@ pub(crate) fn parse_uri_strict(s: &str) -> Result<Uri, DecodeError> {
             if number.is_empty() {
                 return Err(bad);
             }
-            Ok(Uri { host: number.to_string(), params: parse_uri_params(params)?, ..opaque(scheme, "") })
+            Ok(Uri { host: SipStr::from(number), params: parse_uri_params(params)?, ..opaque(scheme, "") })
         }
         _ => Ok(opaque(scheme, rest)),
     }
@@ -163,11 +164,20 @@ fn has_forbidden(s: &str) -> bool {
         || (!s.is_ascii() && s.chars().any(|c| c.is_whitespace() || c.is_control()))
 }
 
-fn opaque(scheme: String, rest: &str) -> Uri {
-    Uri { scheme, user: None, password: None, host: rest.to_string(), port: None, params: Params::default(), headers: Vec::new() }
+/// `s` in lower case (inline when short, as schemes are; no allocation when it already is).
+fn lower(s: &str) -> SipStr {
+    let mut out = SipStr::from(s);
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        out.make_ascii_lowercase();
+    }
+    out
 }
 
-fn parse_sip(scheme: String, rest: &str) -> Result<Uri, DecodeError> {
+fn opaque(scheme: SipStr, rest: &str) -> Uri {
+    Uri { scheme, user: None, password: None, host: SipStr::from(rest), port: None, params: Params::default(), headers: Vec::new() }
+}
+
+fn parse_sip(scheme: SipStr, rest: &str) -> Result<Uri, DecodeError> {
     let bad = || DecodeError::BadUri;
     // '@' is never allowed unescaped in user, password, host, params or headers: the first one ends userinfo
     // (the user may hold ';' '?' '/' ',' — RFC 4475 §3.1.1.2 and §3.1.1.9).
@@ -201,11 +211,11 @@ fn parse_sip(scheme: String, rest: &str) -> Result<Uri, DecodeError> {
                 if n.is_empty() {
                     return Err(bad());
                 }
-                Ok((n.to_string(), unescape(v)?))
+                Ok((n.to_string(), unescape(v)?.into()))
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    Ok(Uri { scheme, user, password, host: host.to_string(), port, params: parse_uri_params(params)?, headers })
+    Ok(Uri { scheme, user, password, host: SipStr::from(host), port, params: parse_uri_params(params)?, headers })
 }
 
 /// `;name[=value]` URI parameters as written. Empty segments (`;;`) are skipped.
@@ -214,8 +224,8 @@ fn parse_uri_params(s: &str) -> Result<Params, DecodeError> {
     for seg in s.split(';').filter(|seg| !seg.is_empty()) {
         match seg.split_once('=') {
             Some(("", _)) => return Err(DecodeError::BadUri),
-            Some((n, v)) => params.0.push((n.to_string(), Some(v.to_string()))),
-            None => params.0.push((seg.to_string(), None)),
+            Some((n, v)) => params.0.push((SipStr::from(n), Some(SipStr::from(v)))),
+            None => params.0.push((SipStr::from(seg), None)),
         }
     }
     Ok(params)
@@ -253,11 +263,11 @@ pub(crate) fn parse_hostport(s: &str) -> Option<(&str, Option<u16>)> {
 }
 
 /// `%XX` unescaping (either hex case); malformed escapes are kept literally; the result must be UTF-8.
-pub(crate) fn unescape(s: &str) -> Result<String, DecodeError> {
+pub(crate) fn unescape(s: &str) -> Result<SipStr, DecodeError> {
     if !s.contains('%') {
-        return Ok(s.to_string());
+        return Ok(SipStr::from(s));
     }
-    percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| DecodeError::BadUri)
+    percent_decode_str(s).decode_utf8().map(|c| SipStr::from(c.as_ref())).map_err(|_| DecodeError::BadUri)
 }
 
 #[cfg(test)]

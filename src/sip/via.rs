@@ -4,6 +4,7 @@ use super::normalize::{is_token_char, is_wsp};
 use super::params::{parse_header_params, Params};
 use super::transport::Transport;
 use super::uri::parse_hostport;
+use super::SipStr;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,22 +12,23 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Via {
     /// Upper-case transport token: `UDP`, `TCP`, `TLS`, ...
-    pub transport: String,
-    pub host: String,
+    pub transport: SipStr,
+    pub host: SipStr,
     pub port: Option<u16>,
     pub params: Params,
 }
 
 impl Via {
     pub fn new(transport: Transport, addr: SocketAddr, branch: &str) -> Via {
-        let host = match addr {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        let mut host = SipStr::default();
+        let _ = match addr {
+            SocketAddr::V4(a) => write!(host, "{}", a.ip()),
+            SocketAddr::V6(a) => write!(host, "[{}]", a.ip()),
         };
         let mut params = Params::default();
         params.set("branch", Some(branch));
         params.set("rport", None);
-        Via { transport: transport.as_str().to_string(), host, port: Some(addr.port()), params }
+        Via { transport: SipStr::const_new(transport.as_str()), host, port: Some(addr.port()), params }
     }
     pub fn branch(&self) -> Option<&str> {
         self.params.value("branch")
@@ -46,11 +48,13 @@ impl Via {
         parse_ip_literal(&self.host)
     }
     /// `host:port` as a comparable key (the RFC 3261 §17.2.3 "sent-by").
-    pub fn sent_by(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}:{}", self.host.to_ascii_lowercase(), p),
-            None => self.host.to_ascii_lowercase(),
+    pub fn sent_by(&self) -> SipStr {
+        let mut out = self.host.clone();
+        out.make_ascii_lowercase();
+        if let Some(p) = self.port {
+            let _ = write!(out, ":{p}");
         }
+        out
     }
 }
 
@@ -98,7 +102,9 @@ pub(crate) fn parse_via(s: &str) -> Result<Via, ()> {
     let n = rest.find(|c| c == ';' || is_wsp(c)).unwrap_or(rest.len());
     let (sent_by, params) = rest.split_at(n);
     let (host, port) = parse_hostport(sent_by).ok_or(())?;
-    Ok(Via { transport: transport.to_ascii_uppercase(), host: host.to_string(), port, params: parse_header_params(params)? })
+    let mut transport = SipStr::from(transport);
+    transport.make_ascii_uppercase();
+    Ok(Via { transport, host: SipStr::from(host), port, params: parse_header_params(params)? })
 }
 
 #[cfg(test)]

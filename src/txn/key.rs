@@ -8,7 +8,7 @@
 //! Keys are typed values, never formatted strings. Server keys are chosen by the peer, so they live in a std
 //! `HashMap` (SipHash).
 
-use crate::sip::{Method, Request, Response};
+use crate::sip::{Method, Request, Response, SipStr};
 
 /// The RFC 3261 branch cookie (§8.1.1.7).
 pub const BRANCH_COOKIE: &str = "z9hG4bK";
@@ -48,7 +48,7 @@ pub struct LegacyKey {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ServerKey {
     /// RFC 3261 §17.2.3: branch (with cookie), sent-by (lower-cased `host[:port]`), method class.
-    Rfc3261 { branch: String, sent_by: String, method: MethodClass },
+    Rfc3261 { branch: SipStr, sent_by: SipStr, method: MethodClass },
     /// RFC 2543 fallback (§17.2.3, last paragraphs).
     Rfc2543(Box<LegacyKey>),
 }
@@ -60,13 +60,13 @@ impl ServerKey {
         let method = MethodClass::of(&req.method);
         match via.branch() {
             Some(b) if b.starts_with(BRANCH_COOKIE) => {
-                Some(ServerKey::Rfc3261 { branch: b.to_string(), sent_by: via.sent_by(), method })
+                Some(ServerKey::Rfc3261 { branch: SipStr::from(b), sent_by: via.sent_by(), method })
             }
             _ => Some(ServerKey::Rfc2543(Box::new(LegacyKey {
                 request_uri: req.uri.to_string(),
                 to_tag: req.common.to.tag().map(str::to_string),
                 from_tag: req.common.from.tag().map(str::to_string),
-                call_id: req.common.call_id.clone(),
+                call_id: req.common.call_id.to_string(),
                 cseq: req.common.cseq.seq,
                 top_via: via.to_string(),
                 method,

@@ -12,7 +12,7 @@ use super::dest::{response_destination, stamp_top_via};
 use super::key::{MethodClass, ServerKey};
 use super::timer::{Side, TimerKind, TimerRef, TimerTable};
 use super::{MsgKind, ServerTxnId, ServerVerdict, TxnEvent, TxnLayer};
-use crate::sip::{Method, Peer, Request, Response, Via};
+use crate::sip::{Method, Peer, Request, Response, SipStr, Via};
 use crate::time::Time;
 use bytes::Bytes;
 use std::time::Duration;
@@ -60,7 +60,7 @@ enum Kept {
 struct Answered {
     method: Method,
     top_via: Option<Via>,
-    call_id: String,
+    call_id: SipStr,
     cseq: u32,
 }
 

@@ -33,7 +33,7 @@ pub(crate) fn request(method: Method, branch: &str, sent_by: &str) -> Request {
     let addr: std::net::SocketAddr = sent_by.parse().expect("test address");
     let mut params = Params::default();
     params.set("branch", Some(branch));
-    let via = Via { transport: "UDP".into(), host: addr.ip().to_string(), port: Some(addr.port()), params };
+    let via = Via { transport: "UDP".into(), host: addr.ip().to_string().into(), port: Some(addr.port()), params };
     let cseq_method = method.clone();
     Request {
         method,

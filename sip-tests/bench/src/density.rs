@@ -179,7 +179,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, hold: Duration, l
         while let Some(m) = ua.try_recv() {
             match m {
                 Message::Response(r) if ua::answers_invite(&r) && r.status >= 200 => {
-                    let Some(&i) = by_id.get(&r.common.call_id) else { continue };
+                    let Some(&i) = by_id.get(r.common.call_id.as_str()) else { continue };
                     let Some(c) = calls.get_mut(i) else { continue };
                     c.0.to_tag = r.common.to.tag().map(str::to_string);
                     ua.ack(&c.0, r.status < 300);

@@ -120,7 +120,7 @@ impl Background {
                 got += 1;
                 match m {
                     Message::Response(r) if ua::answers_invite(&r) && r.status >= 200 => {
-                        let Some(&i) = self.by_id.get(&r.common.call_id) else { continue };
+                        let Some(&i) = self.by_id.get(r.common.call_id.as_str()) else { continue };
                         let c = &mut self.calls[i];
                         c.0.to_tag = r.common.to.tag().map(str::to_string);
                         self.ua.ack(&c.0, r.status < 300);

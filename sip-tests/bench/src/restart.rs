@@ -107,7 +107,7 @@ pub fn run(bin: &Path, cpu: usize, opts: &ParkdOpts, n: usize, log: &Path, progr
         while let Some(m) = ua.try_recv() {
             match m {
                 Message::Response(r) if ua::answers_invite(&r) && r.status >= 200 => {
-                    let Some(c) = by_id.get(&r.common.call_id).and_then(|&i| calls.get_mut(i)) else { continue };
+                    let Some(c) = by_id.get(r.common.call_id.as_str()).and_then(|&i| calls.get_mut(i)) else { continue };
                     c.0.to_tag = r.common.to.tag().map(str::to_string);
                     ua.ack(&c.0, r.status < 300);
                     if c.1.is_none() {

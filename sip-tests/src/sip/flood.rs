@@ -82,7 +82,7 @@ impl InviteFlood {
                 datagrams += 1;
                 if let Ok(Message::Response(r)) = parkd::sip::parse_message(&buf[..n]) {
                     if r.status >= 200 {
-                        answered.entry(r.common.call_id.clone()).or_insert(r.status);
+                        answered.entry(r.common.call_id.to_string()).or_insert(r.status);
                     }
                 }
             }

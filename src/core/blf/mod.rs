@@ -498,7 +498,7 @@ fn list_notify_body(orbits: &Orbits<'_>, lot: usize, entity: &Uri, version: u32,
         .map(|i| {
             let name = orbits.parking.orbit_name(lot, OrbitIdx(i)).to_string();
             let mut uri = entity.clone();
-            uri.user = Some(name.clone());
+            uri.user = Some(name.as_str().into());
             let dialog_info = dialog_info(orbits, lot, Watched::Orbit(OrbitIdx(i)), &uri, list.next_version(i)).to_xml();
             eventlist::Part { uri: uri.to_string(), name, dialog_info }
         })
@@ -509,7 +509,7 @@ fn list_notify_body(orbits: &Orbits<'_>, lot: usize, entity: &Uri, version: u32,
 /// The `<dialog>` of a parked call: the orbit as `<local>`, the parked party as `<remote>`.
 fn parked_entry(view: &ParkedView, orbit_name: &str, entity: &Uri, state: DialogState) -> DialogEntry {
     let mut orbit_uri = entity.clone();
-    orbit_uri.user = Some(orbit_name.to_string());
+    orbit_uri.user = Some(orbit_name.into());
     DialogEntry {
         id: view.call_id.to_string(),
         state,

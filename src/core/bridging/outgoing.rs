@@ -37,7 +37,7 @@ impl OutgoingInvite {
     /// What to keep of `invite`, sent from `sent_by` over `transport` with top-Via branch `branch`.
     pub fn of(invite: Request, sent_by: SocketAddr, transport: Transport, branch: String) -> OutgoingInvite {
         let Common { from, to, call_id, cseq, route, .. } = invite.common;
-        OutgoingInvite { uri: invite.uri, from, to, call_id, cseq: cseq.seq, sent_by, transport, branch, route }
+        OutgoingInvite { uri: invite.uri, from, to, call_id: call_id.into(), cseq: cseq.seq, sent_by, transport, branch, route }
     }
 
     /// The INVITE's identifying fields as a request of `method` (no Contact, other headers or body): the
@@ -51,7 +51,7 @@ impl OutgoingInvite {
             common: Common {
                 max_forwards: Some(70),
                 route: self.route.clone(),
-                ..Common::new(vec![via], self.from.clone(), self.to.clone(), self.call_id.clone(), cseq)
+                ..Common::new(vec![via], self.from.clone(), self.to.clone(), self.call_id.as_str().into(), cseq)
             },
         }
     }
