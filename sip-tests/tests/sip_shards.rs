@@ -205,7 +205,8 @@ fn hears_since(ep: &RtpEndpoint, class: PayloadClass, t: Instant, n: usize) -> b
 /// shards are back in their orbits with their hold music, the shared table has their claims again before the
 /// socket is read (a directed park into one through the other shard gets 486), a retrieve is placed on its
 /// orbit's shard and bridged, and the bridge outlives the next restart. A start with one SIP thread over those
-/// journals is refused, naming the thread count that brings them back, and loses nothing.
+/// journals is refused, naming the thread count that brings them back, and loses nothing. SIGUSR2 hangs up
+/// every call of both shards and nothing comes back.
 #[test]
 fn calls_parked_through_both_shards_survive_restarts_in_their_orbits() {
     let args = ["--sip-threads", "2", "--http-token", TOKEN].map(String::from).to_vec();
@@ -280,5 +281,21 @@ fn calls_parked_through_both_shards_survive_restarts_in_their_orbits() {
         assert!(t0.elapsed() < Duration::from_secs(5), "703 not freed by bob's BYE after the restarts");
         std::thread::sleep(Duration::from_millis(10));
     }
-    println!("figure: ready {:.0} ms after kill -9, {:.0} ms after SIGTERM (two SIP threads, 2 calls)", took.as_secs_f64() * 1e3, again.as_secs_f64() * 1e3);
+    // SIGUSR2 hangs up the bridged call on shard 1 and exits; both shards' deletes are committed: nothing comes back.
+    let t = Instant::now();
+    let status = p.signal_and_wait(libc::SIGUSR2, Duration::from_secs(15)).expect("parkd exits after SIGUSR2");
+    assert!(status.success(), "{status}");
+    dave_phone.pump();
+    carol_phone.pump();
+    assert!(!dave_phone.byes.is_empty() && !carol_phone.byes.is_empty(), "dave and carol got parkd's BYE before it exited");
+    p.restart();
+    assert_eq!(api_state(&p, &dave_orbit), "free", "nothing restored after SIGUSR2");
+    let log = p.stderr_all();
+    assert!(log.lines().filter(|l| l.contains("calls restored from the journal") && l.contains("parked=0") && l.contains("bridged=0")).count() == 2, "both shards restore nothing:\n{log}");
+    println!(
+        "figure: ready {:.0} ms after kill -9, {:.0} ms after SIGTERM (two SIP threads, 2 calls); SIGUSR2 exit in {:.0} ms",
+        took.as_secs_f64() * 1e3,
+        again.as_secs_f64() * 1e3,
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }
