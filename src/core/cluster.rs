@@ -204,7 +204,7 @@ impl Core {
         let Some(c) = self.cluster.as_mut() else { return };
         let info = ClaimInfo {
             parked: parked.to_string(),
-            parked_name: req.common.from.display.clone(),
+            parked_name: req.common.from.display.as_deref().map(str::to_string),
             parker: parker.as_ref().map(|p| p.uri.to_string()),
             since_ms: now.as_millis(),
             dialog: Some(dialog),
@@ -542,7 +542,7 @@ pub(super) fn claim_info(dialogs: &super::dialogs::Dialogs, p: &super::parking::
     let parked = leg.map(|l| l.dialog.remote_identity());
     ClaimInfo {
         parked: parked.as_ref().map(|n| n.uri.to_string()).unwrap_or_default(),
-        parked_name: parked.and_then(|n| n.display),
+        parked_name: parked.and_then(|n| n.display).map(String::from),
         parker: p.parker.as_ref().map(|n| n.uri.to_string()),
         since_ms: p.parked_at.as_millis(),
         dialog: parked_dialog(dialogs, p.parked),

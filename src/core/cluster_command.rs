@@ -16,7 +16,7 @@ use crate::time::Time;
 impl Core {
     /// Claims the orbit of a re-park the application asked for; the answer comes as `Output::CommandDone`.
     pub(super) fn api_park_via_cluster(&mut self, now: Time, ticket: CommandTicket, t: ParkCallTarget) {
-        let parked = self.dialogs.get(t.keep).map(|l| l.dialog.remote()).map(|na| (na.uri.to_string(), na.display));
+        let parked = self.dialogs.get(t.keep).map(|l| l.dialog.remote()).map(|na| (na.uri.to_string(), na.display.map(String::from)));
         let Some(c) = self.cluster.as_mut() else { return };
         let (parked, parked_name) = parked.unwrap_or_default();
         let info = ClaimInfo {

@@ -12,7 +12,7 @@ use super::parking::Parking;
 use super::Core;
 use crate::ids::CallId;
 use crate::park::lot::OrbitIdx;
-use crate::sip::NameAddr;
+use crate::sip::{NameAddr, SipStr};
 use crate::time::Time;
 
 /// What a watcher sees of one orbit.
@@ -163,7 +163,7 @@ impl Orbits<'_> {
         let Some(rc) = self.remote.and_then(|v| v.get(crate::cluster::Slot { lot, orbit })) else { return OrbitState::Free };
         let uri = crate::sip::parse_uri(&rc.info.parked).unwrap_or_else(|_| crate::sip::Uri::sip(None, "invalid", None));
         let mut parked = NameAddr::new(uri);
-        parked.display = rc.info.parked_name.clone();
+        parked.display = rc.info.parked_name.as_deref().map(SipStr::from);
         let parker = rc.info.parker.as_deref().and_then(|p| crate::sip::parse_uri(p).ok()).map(NameAddr::new);
         let d = rc.info.dialog.clone().unwrap_or_default();
         OrbitState::Parked(ParkedView {

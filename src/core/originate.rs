@@ -96,7 +96,7 @@ impl Core {
 
         let local = self.ep.local_for(next_hop.addr.ip());
         let mut from = NameAddr::new(Uri::from_addr(Some(&orbit), local));
-        from.display = Some(spec.from_display);
+        from.display = Some(spec.from_display.into());
         let from = from.with_tag(&self.ep.new_tag());
         let branch = self.ep.new_branch();
         let via_addr = self.ep.sent_by_to(next_hop);

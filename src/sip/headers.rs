@@ -5,7 +5,7 @@
 use super::cseq::{parse_cseq, CSeq};
 use super::error::DecodeError;
 use super::name_addr::{parse_name_addr, NameAddr};
-use super::normalize::{split_list, Head};
+use super::normalize::{each_list_element, Head};
 use super::via::{parse_via, Via};
 use super::SipStr;
 use bytes::Bytes;
@@ -30,7 +30,7 @@ pub struct Common {
     pub contact: Vec<NameAddr>,
     pub route: Vec<NameAddr>,
     pub record_route: Vec<NameAddr>,
-    pub content_type: Option<String>,
+    pub content_type: Option<SipStr>,
     /// Every other header, in arrival order.
     pub headers: Vec<Header>,
     pub body: Bytes,
@@ -70,7 +70,7 @@ impl Common {
         self.headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
     }
     pub fn set_body(&mut self, content_type: &str, body: Bytes) {
-        self.content_type = Some(content_type.to_string());
+        self.content_type = Some(SipStr::from(content_type));
         self.body = body;
     }
 
@@ -125,9 +125,11 @@ impl Common {
             match h.name {
                 "Via" => {
                     let bad = || DecodeError::BadHeader { name: "Via" };
-                    for element in split_list(v).map_err(|_| bad())? {
-                        via.push(parse_via(element).map_err(|_| bad())?);
-                    }
+                    each_list_element(v, |element| {
+                        via.push(parse_via(element)?);
+                        Ok(())
+                    })
+                    .map_err(|_| bad())?;
                 }
                 "From" => set_once(&mut from, "From", parse_name_addr(v).map_err(|_| DecodeError::BadHeader { name: "From" })?)?,
                 "To" => set_once(&mut to, "To", parse_name_addr(v).map_err(|_| DecodeError::BadHeader { name: "To" })?)?,
@@ -151,7 +153,7 @@ impl Common {
                 "Contact" => name_addr_list(v, "Contact", &mut contact)?,
                 "Route" => name_addr_list(v, "Route", &mut route)?,
                 "Record-Route" => name_addr_list(v, "Record-Route", &mut record_route)?,
-                "Content-Type" => set_once(&mut content_type, "Content-Type", v.to_string())?,
+                "Content-Type" => set_once(&mut content_type, "Content-Type", SipStr::from(v))?,
                 "Content-Length" => {} // applied by framing; the writer recomputes it
                 name => headers.push(Header { name: SipStr::from(name), value: SipStr::from(v) }),
             }
@@ -188,10 +190,11 @@ fn set_once<T>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(),
 
 fn name_addr_list(value: &str, name: &'static str, out: &mut Vec<NameAddr>) -> Result<(), DecodeError> {
     let bad = || DecodeError::BadHeader { name };
-    for element in split_list(value).map_err(|_| bad())? {
-        out.push(parse_name_addr(element).map_err(|_| bad())?);
-    }
-    Ok(())
+    each_list_element(value, |element| {
+        out.push(parse_name_addr(element).map_err(|_| ())?);
+        Ok(())
+    })
+    .map_err(|_| bad())
 }
 
 #[cfg(test)]

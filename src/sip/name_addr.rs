@@ -5,12 +5,13 @@ use super::error::DecodeError;
 use super::normalize::{is_token, is_wsp};
 use super::params::{parse_header_params, quoted_end, Params};
 use super::uri::{parse_uri_strict, Uri};
+use super::SipStr;
 use std::fmt;
 
 /// `"Display" <uri>;params` (From, To, Contact, Referred-By, Refer-To, Route, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameAddr {
-    pub display: Option<String>,
+    pub display: Option<SipStr>,
     pub uri: Uri,
     pub params: Params,
 }
@@ -29,7 +30,7 @@ impl NameAddr {
     /// A short human label: the display name, else the URI's user, else the URI.
     pub fn label(&self) -> String {
         match (&self.display, &self.uri.user) {
-            (Some(d), _) if !d.is_empty() => d.clone(),
+            (Some(d), _) if !d.is_empty() => d.to_string(),
             (_, Some(u)) => u.to_string(),
             _ => self.uri.to_string(),
         }
@@ -65,9 +66,12 @@ impl NameAddr {
 }
 
 /// The content of a quoted string, quoted-pairs resolved.
-fn unquote(q: &str) -> String {
+fn unquote(q: &str) -> SipStr {
     let inner = q.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(q);
-    let mut out = String::with_capacity(inner.len());
+    if !inner.contains('\\') {
+        return SipStr::from(inner);
+    }
+    let mut out = SipStr::with_capacity(inner.len());
     let mut escaped = false;
     for c in inner.chars() {
         if !escaped && c == '\\' {
@@ -98,7 +102,7 @@ pub fn parse_name_addr(s: &str) -> Result<NameAddr, DecodeError> {
         if !disp.split(is_wsp).filter(|t| !t.is_empty()).all(is_token) {
             return Err(bad());
         }
-        ((!disp.is_empty()).then(|| disp.to_string()), rest)
+        ((!disp.is_empty()).then(|| SipStr::from(disp)), rest)
     } else {
         let (spec, params) = match s.find(';') {
             Some(i) => s.split_at(i),

@@ -167,8 +167,21 @@ fn compact(c: u8) -> Option<&'static str> {
     })
 }
 
-/// Long forms parkd knows, as they are conventionally spelled.
-const KNOWN: &[&str] = &[
+/// Defines [`KNOWN`] and [`spelled_as_known`] from one list.
+macro_rules! known_names {
+    ($($name:literal),* $(,)?) => {
+        /// Long forms parkd knows, as they are conventionally spelled.
+        const KNOWN: &[&str] = &[$($name),*];
+
+        /// Whether `name` is spelled exactly as in [`KNOWN`] (as nearly every peer writes them): one `match`,
+        /// not a case-insensitive walk of the list.
+        fn spelled_as_known(name: &str) -> bool {
+            matches!(name, $($name)|*)
+        }
+    };
+}
+
+known_names![
     "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Route", "Record-Route", "Content-Type",
     "Content-Length", "Content-Encoding", "Content-Disposition", "Content-Language", "Supported", "Require",
     "Proxy-Require", "Unsupported", "Allow", "Allow-Events", "Accept", "Accept-Encoding", "Accept-Language",
@@ -189,39 +202,56 @@ pub(crate) fn canonical_name(name: &str) -> &str {
             return long;
         }
     }
+    if spelled_as_known(name) {
+        return name;
+    }
     KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)).copied().unwrap_or(name)
 }
 
-/// Splits a list header value at top-level commas, respecting quoted strings (with `\` escapes) and `<...>`.
-/// Elements are trimmed; an empty element is an error (`Via: a,,b`).
-pub(crate) fn split_list(value: &str) -> Result<Vec<&str>, ()> {
-    let mut out = Vec::with_capacity(2);
+/// Calls `f` with each element of a list header value, split at top-level commas (respecting quoted strings with
+/// `\` escapes, and `<...>`), trimmed. An empty element (`Via: a,,b`) is an error; `f`'s error stops the walk.
+/// Byte by byte: every delimiter is ASCII, so no byte of a multi-byte character can match one.
+pub(crate) fn each_list_element<'a>(value: &'a str, mut f: impl FnMut(&'a str) -> Result<(), ()>) -> Result<(), ()> {
+    let mut element = |e: &'a str| {
+        let e = e.trim_matches(is_wsp);
+        if e.is_empty() {
+            return Err(());
+        }
+        f(e)
+    };
     let (mut start, mut quoted, mut escaped, mut angle) = (0usize, false, false, false);
-    for (i, c) in value.char_indices() {
+    for (i, b) in value.bytes().enumerate() {
         if quoted {
-            match (escaped, c) {
+            match (escaped, b) {
                 (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => quoted = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => quoted = false,
                 _ => {}
             }
             continue;
         }
-        match c {
-            '"' => quoted = true,
-            '<' => angle = true,
-            '>' => angle = false,
-            ',' if !angle => {
-                out.push(value.get(start..i).ok_or(())?.trim_matches(is_wsp));
+        match b {
+            b'"' => quoted = true,
+            b'<' => angle = true,
+            b'>' => angle = false,
+            b',' if !angle => {
+                element(value.get(start..i).ok_or(())?)?;
                 start = i + 1;
             }
             _ => {}
         }
     }
-    out.push(value.get(start..).ok_or(())?.trim_matches(is_wsp));
-    if out.iter().any(|e| e.is_empty()) {
-        return Err(());
-    }
+    element(value.get(start..).ok_or(())?)
+}
+
+/// The elements [`each_list_element`] walks, collected.
+#[cfg(test)]
+pub(crate) fn split_list(value: &str) -> Result<Vec<&str>, ()> {
+    let mut out = Vec::new();
+    each_list_element(value, |e| {
+        out.push(e);
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -517,6 +517,6 @@ fn parked_entry(view: &ParkedView, orbit_name: &str, entity: &Uri, state: Dialog
         // phone picks it up with Replaces at this node, which fetches it from the owner.
         ids: (view.node.is_none() || !view.call_id.is_empty()).then(|| DialogIds { call_id: view.call_id.to_string(), local_tag: view.local_tag.clone(), remote_tag: view.remote_tag.clone() }),
         local: Some(Identity { display: None, uri: orbit_uri.to_string(), target: Some(orbit_uri.to_string()) }),
-        remote: Some(Identity { display: view.parked.display.clone(), uri: view.parked.uri.to_string(), target: None }),
+        remote: Some(Identity { display: view.parked.display.as_deref().map(str::to_string), uri: view.parked.uri.to_string(), target: None }),
     }
 }
