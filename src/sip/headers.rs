@@ -9,7 +9,6 @@ use super::normalize::{each_list_element, Head};
 use super::via::{parse_via, Via};
 use super::SipStr;
 use bytes::Bytes;
-use std::fmt::Write as _;
 
 /// A header kept as text: canonical long-form name, unfolded value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +83,9 @@ impl Common {
             buf.push_str("\r\n");
         }
         if let Some(mf) = self.max_forwards {
-            let _ = write!(buf, "Max-Forwards: {mf}\r\n");
+            buf.push_str("Max-Forwards: ");
+            buf.push_str(itoa::Buffer::new().format(mf));
+            buf.push_str("\r\n");
         }
         let name_addr = |buf: &mut String, name: &str, a: &NameAddr| {
             buf.push_str(name);
@@ -99,17 +100,30 @@ impl Common {
         }
         name_addr(buf, "From: ", &self.from);
         name_addr(buf, "To: ", &self.to);
-        let _ = write!(buf, "Call-ID: {}\r\nCSeq: {}\r\n", self.call_id, self.cseq);
+        buf.push_str("Call-ID: ");
+        buf.push_str(&self.call_id);
+        buf.push_str("\r\nCSeq: ");
+        buf.push_str(itoa::Buffer::new().format(self.cseq.seq));
+        buf.push(' ');
+        buf.push_str(self.cseq.method.as_str());
+        buf.push_str("\r\n");
         for c in &self.contact {
             name_addr(buf, "Contact: ", c);
         }
         for h in &self.headers {
-            let _ = write!(buf, "{}: {}\r\n", h.name, h.value);
+            buf.push_str(&h.name);
+            buf.push_str(": ");
+            buf.push_str(&h.value);
+            buf.push_str("\r\n");
         }
         if let Some(ct) = &self.content_type {
-            let _ = write!(buf, "Content-Type: {ct}\r\n");
+            buf.push_str("Content-Type: ");
+            buf.push_str(ct);
+            buf.push_str("\r\n");
         }
-        let _ = write!(buf, "Content-Length: {}\r\n\r\n", self.body.len());
+        buf.push_str("Content-Length: ");
+        buf.push_str(itoa::Buffer::new().format(self.body.len()));
+        buf.push_str("\r\n\r\n");
     }
 
     /// Types the headers parkd reads on every message; the rest are kept as text in arrival order.

@@ -114,7 +114,8 @@ impl Uri {
         }
         s.push_str(&self.host);
         if let Some(p) = self.port {
-            let _ = write!(s, ":{p}");
+            s.push(':');
+            s.push_str(itoa::Buffer::new().format(p));
         }
         self.params.write(s);
         for (i, (n, v)) in self.headers.iter().enumerate() {

@@ -52,7 +52,8 @@ impl Via {
         let mut out = self.host.clone();
         out.make_ascii_lowercase();
         if let Some(p) = self.port {
-            let _ = write!(out, ":{p}");
+            out.push(':');
+            out.push_str(itoa::Buffer::new().format(p));
         }
         out
     }
@@ -69,9 +70,13 @@ impl fmt::Display for Via {
 impl Via {
     /// Appends the Via as [`fmt::Display`] writes it (the encoder's path: no temporary string).
     pub(crate) fn write_to(&self, s: &mut String) {
-        let _ = write!(s, "SIP/2.0/{} {}", self.transport, self.host);
+        s.push_str("SIP/2.0/");
+        s.push_str(&self.transport);
+        s.push(' ');
+        s.push_str(&self.host);
         if let Some(p) = self.port {
-            let _ = write!(s, ":{p}");
+            s.push(':');
+            s.push_str(itoa::Buffer::new().format(p));
         }
         self.params.write(s);
     }
