@@ -255,7 +255,7 @@ async fn serve(
     port.reloader.source = source;
     let http_stop = start_http(&cfg, token, client, hub, metrics).await?;
     let stop = sip_driver::run(core, sockets, media, clock, port, journal, cluster, shutdown_signal()).await;
-    stopped(stop, http_stop);
+    stopped(stop, http_stop, cfg.server.journal);
     Ok(())
 }
 
@@ -339,7 +339,7 @@ async fn serve_sharded(
     let (client, port) = api_link::link(hub.clone(), metrics.clone());
     let http_stop = start_http(&cfg, token, client, hub, metrics).await?;
     let stop = parkd::io::sip_shards::run(shards, table, inboxes, sockets, clock, port, shutdown_signal()).await;
-    stopped(stop, http_stop);
+    stopped(stop, http_stop, cfg.server.journal);
     Ok(())
 }
 
@@ -371,11 +371,12 @@ async fn start_http(cfg: &Config, token: Option<http_token::ApiToken>, client: a
 }
 
 /// The engine stopped: the HTTP API stops too.
-fn stopped(stop: Stop, (stop_http, draining): (tokio::sync::oneshot::Sender<()>, std::sync::Arc<std::sync::atomic::AtomicBool>)) {
+fn stopped(stop: Stop, (stop_http, draining): (tokio::sync::oneshot::Sender<()>, std::sync::Arc<std::sync::atomic::AtomicBool>), journaled: bool) {
     draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_http.send(());
     match stop {
-        Stop::KeepCalls => tracing::info!("parkd stopped; its calls wait in the journal for the next start"),
+        Stop::KeepCalls if journaled => tracing::info!("parkd stopped; its calls wait in the journal for the next start"),
+        Stop::KeepCalls => tracing::info!("parkd stopped; journal = false, so its calls are gone"),
         Stop::HangUpAll => tracing::info!("parkd stopped after hanging up every call"),
     }
 }

@@ -299,3 +299,31 @@ fn calls_parked_through_both_shards_survive_restarts_in_their_orbits() {
         t.elapsed().as_secs_f64() * 1e3
     );
 }
+
+/// The lot's retrieve code (799) dialed through the shard that holds no call: the lot's longest-parked call,
+/// held by the other shard, is fetched from it and bridged with audio both ways; then the lot is empty (404).
+#[test]
+fn the_retrieve_code_reaches_a_call_parked_on_the_other_shard() {
+    let config = "[[lot]]\nname = \"default\"\npark_code = \"700\"\norbits = \"701-705\"\nretrieve_code = \"799\"\n".to_string();
+    let args = ["--sip-threads", "2", "--no-journal", "--http-token", TOKEN].map(String::from).to_vec();
+    let p = Parkd::start_with("shards_retrieve_code", ParkdOptions { orbits: "701-705".into(), parking_time: 600, config: Some(config), extra_args: args, http: true, ..ParkdOptions::default() });
+    let bob = RtpEndpoint::bind("bob (parked through shard 0)");
+    bob.start_talking(1);
+    let mut bob_phone = Phone::new(&p);
+    bob_phone.rtp = Some(bob.port());
+    let (_, r) = invite_on(&mut bob_phone, 0, "704", Some("alice@127.0.0.1"));
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "704"), "{r:?}");
+    // Hold music first: the test's endpoints talk back to where packets come from (symmetric RTP).
+    assert!(bob.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(3)), "bob hears hold music");
+    let carol = RtpEndpoint::bind("carol (dials 799 through shard 1)");
+    carol.start_talking(2);
+    let mut carol_phone = Phone::new(&p);
+    carol_phone.rtp = Some(carol.port());
+    let (_, r) = invite_on(&mut carol_phone, 1, "799", None);
+    assert_eq!((r.status, orbit(&r).as_str()), (200, "704"), "the retrieve code finds the call shard 0 holds: {r:?}");
+    assert!(carol.wait_for_class(PayloadClass::Pattern(1), 50, Duration::from_secs(5)), "carol hears bob: {:?}", carol.report(PayloadClass::Pattern(1)));
+    assert!(bob.wait_for_class(PayloadClass::Pattern(2), 50, Duration::from_secs(5)), "bob hears carol: {:?}", bob.report(PayloadClass::Pattern(2)));
+    let mut erin = Phone::new(&p);
+    let (_, r) = invite_on(&mut erin, 0, "799", None);
+    assert_eq!((r.status, r.reason.as_str()), (404, "Lot Empty"), "{r:?}");
+}

@@ -15,7 +15,7 @@ use super::{ClaimInfo, Fence, NodeName, Slot};
 use crate::time::Time;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 /// An orbit another node holds.
@@ -55,6 +55,8 @@ pub struct RemoteView {
     per_lot: Vec<usize>,
     /// The slots whose claim shows a parked dialog, by its Call-ID.
     by_call_id: FxHashMap<String, Vec<Slot>>,
+    /// Per lot (index = lot), its claims by (parked since, slot): a retrieve code's longest-parked call.
+    by_age: Vec<BTreeSet<(u64, Slot)>>,
 }
 
 impl RemoteView {
@@ -86,6 +88,12 @@ impl RemoteView {
     pub fn in_lot(&self, lot: usize) -> impl Iterator<Item = (Slot, &RemoteClaim)> {
         self.entries.range(Slot { lot, orbit: crate::ids::OrbitIdx(0) }..Slot { lot: lot + 1, orbit: crate::ids::OrbitIdx(0) }).map(|(s, c)| (*s, c))
     }
+    /// The orbit of `lot` another node holds whose call was parked longest (earliest `since_ms`, then lowest
+    /// orbit), with its claim. O(log n).
+    pub fn oldest_in_lot(&self, lot: usize) -> Option<(Slot, &RemoteClaim)> {
+        let (_, slot) = self.by_age.get(lot)?.first()?;
+        Some((*slot, self.entries.get(slot)?))
+    }
     /// The orbits whose claim shows a parked dialog with this Call-ID (usually one), with their claims.
     pub fn with_call_id<'a>(&'a self, call_id: &str) -> impl Iterator<Item = (Slot, &'a RemoteClaim)> + 'a {
         self.by_call_id.get(call_id).into_iter().flatten().filter_map(|s| self.entries.get(s).map(|c| (*s, c)))
@@ -94,6 +102,7 @@ impl RemoteView {
     /// Puts `claim` at `slot` (replacing what was there), keeping the indexes in step.
     fn put(&mut self, slot: Slot, claim: RemoteClaim) {
         let call_id = claim.info.dialog.as_ref().map(|d| d.call_id.clone());
+        let since = claim.info.since_ms;
         if let Some(old) = self.entries.insert(slot, claim) {
             self.unindex(slot, &old);
         } else {
@@ -105,6 +114,11 @@ impl RemoteView {
         if let Some(id) = call_id {
             self.by_call_id.entry(id).or_default().push(slot);
         }
+        // After the old claim's entries left (it may have had the same age).
+        if self.by_age.len() <= slot.lot {
+            self.by_age.resize_with(slot.lot + 1, BTreeSet::new);
+        }
+        self.by_age[slot.lot].insert((since, slot));
     }
 
     /// Removes what `slot` holds, keeping the indexes in step.
@@ -118,6 +132,9 @@ impl RemoteView {
     }
 
     fn unindex(&mut self, slot: Slot, old: &RemoteClaim) {
+        if let Some(ages) = self.by_age.get_mut(slot.lot) {
+            ages.remove(&(old.info.since_ms, slot));
+        }
         let Some(d) = &old.info.dialog else { return };
         if let Some(v) = self.by_call_id.get_mut(&d.call_id) {
             v.retain(|s| *s != slot);
@@ -257,5 +274,31 @@ mod tests {
         assert_eq!(v.count_in_lot(1), 0);
         v.expire(Time::from_secs(11), &mut out);
         assert_eq!((v.with_call_id("z@1").count(), v.count_in_lot(0), v.len()), (0, 0, 0));
+    }
+
+    /// The retrieve code's index: per lot, the earliest `since_ms` first; a claim rewritten with the same age, or
+    /// with a new one, and a released claim, are followed.
+    #[test]
+    fn the_longest_parked_remote_call_of_a_lot_follows_its_claims() {
+        let mut v = RemoteView::default();
+        let mut out = Vec::new();
+        let s = |lot, o| Slot { lot, orbit: OrbitIdx(o) };
+        let aged = |since_ms, call: &str| RemoteClaim { info: ClaimInfo { since_ms, ..claim("b", Some(call), 99).info }, ..claim("b", Some(call), 99) };
+        assert!(v.oldest_in_lot(0).is_none());
+        v.upsert(s(0, 3), aged(500, "a"), &mut out);
+        v.upsert(s(0, 1), aged(700, "b"), &mut out);
+        v.upsert(s(1, 0), aged(100, "c"), &mut out);
+        assert_eq!(v.oldest_in_lot(0).map(|(s, _)| s), Some(s(0, 3)), "lot 0's oldest, lot 1's not counted");
+        // The same claim again (a renewal's restore): still indexed once, still the oldest.
+        v.upsert(s(0, 3), aged(500, "a"), &mut out);
+        assert_eq!(v.oldest_in_lot(0).map(|(s, _)| s), Some(s(0, 3)));
+        // An attended park swapped another party into orbit 3: its age restarts.
+        v.upsert(s(0, 3), aged(900, "d"), &mut out);
+        assert_eq!(v.oldest_in_lot(0).map(|(s, _)| s), Some(s(0, 1)));
+        v.release(s(0, 1), &NodeName::new("b").unwrap(), Fence(1), &mut out);
+        assert_eq!(v.oldest_in_lot(0).map(|(s, c)| (s, c.info.since_ms)), Some((s(0, 3), 900)));
+        v.forget(s(0, 3), &mut out);
+        assert!(v.oldest_in_lot(0).is_none());
+        assert_eq!(v.oldest_in_lot(1).map(|(s, _)| s), Some(s(1, 0)));
     }
 }

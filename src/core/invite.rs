@@ -198,10 +198,23 @@ impl Core {
         }
     }
 
-    /// The lot's retrieve code: the call parked longest (earliest `parked_at`) is taken.
+    /// The lot's retrieve code: the call parked longest (earliest `parked_at`) is taken. In a cluster (or on SIP
+    /// shards) that is the lot's longest-parked call on any node: one another node holds, parked before this
+    /// node's own, is fetched from it (`cluster_fetch.rs`), as a retrieve of its orbit would be; should the
+    /// fetch not start, this node's own longest-parked call is taken.
     fn retrieve_oldest(&mut self, now: Time, txn: ServerTxnId, from: Peer, req: Request, lot: usize) {
-        match self.parking.oldest(lot) {
+        let local = self.parking.oldest(lot);
+        let local_since = local.and_then(|c| self.parking.get(c)).map_or(u64::MAX, |p| p.parked_at.as_millis());
+        let remote = self.cluster.as_ref().and_then(|c| c.room.view().oldest_in_lot(lot)).map(|(slot, claim)| (slot.orbit, claim.info.since_ms));
+        if let Some((orbit, since)) = remote.filter(|(_, since)| *since < local_since) {
+            tracing::debug!(orbit = %self.parking.orbit_name(lot, orbit), since_ms = since, "retrieve code: the longest-parked call is on another node");
+            if self.fetch_from_owner(now, txn, from, &req, lot, orbit) {
+                return;
+            }
+        }
+        match local {
             Some(call) => self.take_call(now, txn, from, req, call),
+            None if remote.is_some() => self.ep.refuse(now, txn, &req, 404, "Parked On Another Node"),
             None => self.ep.refuse(now, txn, &req, 404, "Lot Empty"),
         }
     }

@@ -317,3 +317,50 @@ fn a_shards_request_branch_is_read_back_by_the_router() {
     let answer = alice().answer(&recall, 180, "Ringing", None).replace(recall.common.call_id.as_str(), &other);
     assert_eq!(route(answer.replace('\n', "\r\n").as_bytes(), 2), 1);
 }
+
+/// The lots of [`lots`] with retrieve code 799.
+fn lots_with_retrieve_code() -> Vec<LotConfig> {
+    let mut l = lots(0);
+    l[0].retrieve_code = Some("799".into());
+    l
+}
+
+/// Carol dials the retrieve code through `k`: the final response (ACKed when 200) and its Park-Orbit.
+fn retrieve_code_on(s: &mut Shards, k: usize, carol: &Phone) -> (u16, Option<String>) {
+    let since = s.nodes[k].sent.len();
+    assert_eq!(s.deliver(carol, &carol.invite("799", "", Some(&carol.sdp("0", "sendrecv")))), k);
+    let r = s.nodes[k].last_response_to(carol.peer, since);
+    if r.status == 200 {
+        let tag = r.common.to.tag().unwrap().to_string();
+        s.deliver(carol, &carol.ack("799", &tag, carol.cseq, None));
+    }
+    (r.status, r.common.header("Park-Orbit").map(str::to_string))
+}
+
+#[test]
+fn the_retrieve_code_on_a_shard_holding_no_call_fetches_the_lots_longest_parked_from_the_other() {
+    let mut s = Shards::new(lots_with_retrieve_code());
+    assert_eq!(s.park(&phone_on(0, "bob", 5070), "703").0.status, 200);
+    let (status, orbit) = retrieve_code_on(&mut s, 1, &phone_on(1, "carol", 5072));
+    assert_eq!((status, orbit.as_deref()), (200, Some("703")), "shard 1 holds nothing: it fetches 703 from shard 0");
+    assert_eq!(s.bridges(), (1, 1), "bob ⇄ shard 0 ⇄ shard 1 ⇄ carol");
+    assert_eq!(s.table.holder(SLOT_703), None);
+}
+
+#[test]
+fn the_retrieve_code_takes_the_lots_longest_parked_call_whichever_shard_holds_it() {
+    let mut s = Shards::new(lots_with_retrieve_code());
+    // Dave (shard 1, 702) parks first, bob (shard 0, 703) a second later.
+    assert_eq!(s.park(&phone_on(1, "dave", 5071), "702").0.status, 200);
+    s.advance(Duration::from_secs(1));
+    assert_eq!(s.park(&phone_on(0, "bob", 5070), "703").0.status, 200);
+    // Through shard 0, which holds bob: dave, parked longer, is fetched from shard 1.
+    let (status, orbit) = retrieve_code_on(&mut s, 0, &phone_on(0, "carol", 5072));
+    assert_eq!((status, orbit.as_deref()), (200, Some("702")), "the lot's longest parked, not shard 0's own");
+    // Next: bob, now the only one, through shard 1.
+    let (status, orbit) = retrieve_code_on(&mut s, 1, &phone_on(1, "erin", 5073));
+    assert_eq!((status, orbit.as_deref()), (200, Some("703")));
+    // The lot is empty now, on every shard.
+    let (status, _) = retrieve_code_on(&mut s, 0, &phone_on(0, "frank", 5074));
+    assert_eq!(status, 404);
+}
