@@ -501,6 +501,19 @@ pub(super) fn send_stream(conns: &mut Conns, tcp: &TcpContext, mut to: Peer, byt
 /// Drains the core's output until `None`: SIP over UDP is queued for the loop's next flush (one `sendmmsg`, before
 /// it sleeps), over TCP/TLS handed to its connection; media commands are queued for their threads
 /// (the caller wakes them: true when some were queued), events are logged, counted and published.
+/// Hands a journal group to the writer. One it refuses (stopped, too large) counts as a failed sync: the core
+/// answers in place of what it held for it. With journaling off (`journal = false`) the core emits none, so
+/// there is nothing to keep without a writer.
+pub(super) fn submit_journal(core: &mut Core, journal: Option<&JournalWriter>, records: Vec<crate::journal::Record>, token: Option<crate::journal::JournalToken>, now: crate::time::Time) {
+    let Some(w) = journal else { return };
+    if let Err(e) = w.submit(records, token) {
+        tracing::error!(error = %e, "cannot journal a change");
+        if let Some(t) = token {
+            core.handle_journal_durable(t, false, now);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn drain(
     core: &mut Core,
@@ -533,18 +546,7 @@ fn drain(
                 }
             }
             Output::CommandDone { ticket, result } => api.deferred.answer(ticket, result),
-            // With journaling off (`journal = false`) the core emits none: nothing to keep if it did.
-            Output::Journal { records, token } => {
-                if let Some(w) = journal {
-                    if let Err(e) = w.submit(records, token) {
-                        tracing::error!(error = %e, "cannot journal a change");
-                        if let Some(t) = token {
-                            // Refused as if the sync had failed: the core answers in place of what it held.
-                            core.handle_journal_durable(t, false, clock.now());
-                        }
-                    }
-                }
-            }
+            Output::Journal { records, token } => submit_journal(core, journal, records, token, clock.now()),
         }
     }
     media_queued

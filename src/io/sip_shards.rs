@@ -28,7 +28,7 @@ use super::events_hub::EventHub;
 use super::media_shards::Media;
 use super::metrics::{Metrics, ShardStats};
 use super::journal_writer::JournalWriter;
-use super::sip_driver::{on_tcp_event, recv_or_never, report_event, send_stream, Conns, DrainSignal, JournalLink, SipSockets, SipUdp, Stop, HANGUP_LINGER, MEDIA_LOAD_EVERY};
+use super::sip_driver::{on_tcp_event, recv_or_never, report_event, send_stream, submit_journal, Conns, DrainSignal, JournalLink, SipSockets, SipUdp, Stop, HANGUP_LINGER, MEDIA_LOAD_EVERY};
 use super::tcp::{self, TcpContext, TcpEvent};
 use super::udp_batch::RecvBatch;
 use crate::cluster::fake_redis::FakeRedis;
@@ -292,18 +292,7 @@ impl Shard<'_> {
                     Some(d) => d.answer(ticket, result),
                     None => tracing::warn!(shard = self.k, "a command's answer on a shard without the API"),
                 },
-                // With journaling off (`journal = false`) the core emits none.
-                Output::Journal { records, token } => {
-                    if let Some(w) = &self.journal {
-                        if let Err(e) = w.submit(records, token) {
-                            tracing::error!(shard = self.k, error = %e, "cannot journal a change");
-                            if let Some(t) = token {
-                                // Refused as if the sync had failed: the core answers in place of what it held.
-                                self.core.handle_journal_durable(t, false, self.clock.now());
-                            }
-                        }
-                    }
-                }
+                Output::Journal { records, token } => submit_journal(&mut self.core, self.journal.as_ref(), records, token, self.clock.now()),
             }
         }
         media_queued
