@@ -2,7 +2,8 @@
 //! one SIP thread and with two (`--sip-threads 2`, README "Signalling shards"), in the same run, each on both
 //! cores (`taskset -c 0,1`; the benchmark pinned to core 1 as always, unpinned with `--both-cores`: on a
 //! two-core machine the load generator shares a core with parkd). `cargo run --release -p parkd-bench -- --shards [--shards-rates R,R] [--shards-secs S]
-//! [--shards-p99-ms MS] [--out DIR]` (default `bench-results/shards/`).
+//! [--shards-p99-ms MS] [--shards-journal] [--out DIR]` (default `bench-results/shards/`). Without the journal
+//! unless `--shards-journal` (then each shard journals its calls, as parkd does by default).
 //!
 //! For each configuration the rates are offered in ascending order (a fresh parkd per configuration, every
 //! rate `S` seconds); a rate is *sustained* when at most 0.5 % of its cycles fail and its INVITE→200 p99 stays
@@ -42,6 +43,7 @@ pub fn cli(bin: &Path, args: &[String], out: &Path, progress: &mut dyn FnMut(Str
     let secs = list("--shards-secs").and_then(|v| v.first().copied()).unwrap_or(3.0) as u64;
     let p99_ms = list("--shards-p99-ms").and_then(|v| v.first().copied()).unwrap_or(5.0);
     let dir = if args.iter().any(|a| a == "--out") { out.to_path_buf() } else { out.join("shards") };
+    let journal = args.iter().any(|a| a == "--shards-journal");
     std::fs::create_dir_all(&dir)?;
     let load_before = loadavg();
     let mut runs = Vec::new();
@@ -51,7 +53,7 @@ pub fn cli(bin: &Path, args: &[String], out: &Path, progress: &mut dyn FnMut(Str
             rtp_sender: None,
             media_threads: None,
             cpus: Some("0,1".into()),
-            extra: vec!["--sip-threads".into(), threads.to_string(), "--no-journal".into()],
+            extra: ["--sip-threads".to_string(), threads.to_string()].into_iter().chain((!journal).then(|| "--no-journal".to_string())).collect(),
             rtp_ports: None,
             config: String::new(),
         };
@@ -81,17 +83,17 @@ pub fn cli(bin: &Path, args: &[String], out: &Path, progress: &mut dyn FnMut(Str
         runs.push(run);
     }
     let load_after = loadavg();
-    let text = report(&runs, secs, p99_ms, &load_before, &load_after, &args.join(" "));
+    let text = report(&runs, secs, p99_ms, journal, &load_before, &load_after, &args.join(" "));
     std::fs::write(dir.join("README.md"), &text)?;
     println!("{text}");
     eprintln!("shards: wrote {}", dir.join("README.md").display());
     Ok(())
 }
 
-fn report(runs: &[ShardRun], secs: u64, p99_ms: f64, load_before: &str, load_after: &str, command: &str) -> String {
+fn report(runs: &[ShardRun], secs: u64, p99_ms: f64, journal: bool, load_before: &str, load_after: &str, command: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Signalling on every core: one SIP thread vs two (issue 20)\n");
-    let _ = writeln!(s, "`{command}`; each rate offered for {secs} s to a fresh parkd on `taskset -c 0,1` (media threads: parkd's default, one per core, split between the SIP threads); the benchmark on core 1 (unpinned with `--both-cores`), sharing it with parkd. Sustained: ≤ 0.5 % failed cycles and INVITE→200 p99 ≤ {p99_ms} ms.\n");
+    let _ = writeln!(s, "`{command}`; each rate offered for {secs} s to a fresh parkd on `taskset -c 0,1` (media threads: parkd's default, one per core, split between the SIP threads); the benchmark on core 1 (unpinned with `--both-cores`), sharing it with parkd. Sustained: ≤ 0.5 % failed cycles and INVITE→200 p99 ≤ {p99_ms} ms. Journal: {}.\n", if journal { "on (one per shard)" } else { "off (`--no-journal`)" });
     let _ = writeln!(s, "Load average (1/5/15 min) before: {load_before}; after: {load_after}. Other programs ran on this two-core machine meanwhile, and the load generator itself needs most of a core: the figures are noisy and the ratio is a lower bound of what two SIP threads give on a machine with cores to spare.\n");
     let _ = writeln!(s, "| SIP threads | cycles/s offered | done | failed | INVITE→200 p50 ms | p99 ms | parkd CPU µs/cycle | parkd CPU % |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
