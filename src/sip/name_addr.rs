@@ -2,7 +2,7 @@
 //! Record-Route, Refer-To and Referred-By, its writer and its parser.
 
 use super::error::DecodeError;
-use super::normalize::{is_token, is_wsp};
+use super::normalize::{find_byte, is_token, is_wsp, split_at_byte};
 use super::params::{parse_header_params, quoted_end, Params};
 use super::uri::{parse_uri_strict, Uri};
 use super::SipStr;
@@ -96,7 +96,7 @@ pub fn parse_name_addr(s: &str) -> Result<NameAddr, DecodeError> {
         let end = quoted_end(s).ok_or(bad())?;
         let (q, rest) = s.split_at(end);
         (Some(unquote(q)), rest.trim_start_matches(is_wsp))
-    } else if let Some(lt) = s.find('<') {
+    } else if let Some(lt) = find_byte(s, b'<') {
         let (disp, rest) = s.split_at(lt);
         let disp = disp.trim_matches(is_wsp);
         if !disp.split(is_wsp).filter(|t| !t.is_empty()).all(is_token) {
@@ -104,7 +104,7 @@ pub fn parse_name_addr(s: &str) -> Result<NameAddr, DecodeError> {
         }
         ((!disp.is_empty()).then(|| SipStr::from(disp)), rest)
     } else {
-        let (spec, params) = match s.find(';') {
+        let (spec, params) = match find_byte(s, b';') {
             Some(i) => s.split_at(i),
             None => (s, ""),
         };
@@ -117,7 +117,7 @@ pub fn parse_name_addr(s: &str) -> Result<NameAddr, DecodeError> {
         return Ok(NameAddr { display: None, uri, params });
     };
     let inner_and_rest = bracketed.strip_prefix('<').ok_or(bad())?;
-    let (inner, rest) = inner_and_rest.split_once('>').ok_or(bad())?;
+    let (inner, rest) = split_at_byte(inner_and_rest, b'>').ok_or(bad())?;
     let uri = parse_uri_strict(inner).map_err(|_| bad())?;
     let params = parse_header_params(rest).map_err(|_| bad())?;
     Ok(NameAddr { display, uri, params })

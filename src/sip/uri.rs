@@ -6,6 +6,7 @@
 //! (the writer below does not re-escape them, so unescaping them would break round trips).
 
 use super::error::DecodeError;
+use super::normalize::{find_byte, split_at_byte};
 use super::params::Params;
 use super::SipStr;
 use super::transport::Transport;
@@ -138,7 +139,7 @@ pub(crate) fn parse_uri_strict(s: &str) -> Result<Uri, DecodeError> {
     if has_forbidden(s) {
         return Err(bad);
     }
-    let (scheme, rest) = s.split_once(':').ok_or(DecodeError::BadUri)?;
+    let (scheme, rest) = split_at_byte(s, b':').ok_or(DecodeError::BadUri)?;
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
     if !scheme_ok || rest.is_empty() {
@@ -148,7 +149,7 @@ pub(crate) fn parse_uri_strict(s: &str) -> Result<Uri, DecodeError> {
     match scheme.as_str() {
         "sip" | "sips" => parse_sip(scheme, rest),
         "tel" => {
-            let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+            let (number, params) = split_at_byte(rest, b';').unwrap_or((rest, ""));
             if number.is_empty() {
                 return Err(bad);
             }
@@ -182,14 +183,14 @@ fn parse_sip(scheme: SipStr, rest: &str) -> Result<Uri, DecodeError> {
     let bad = || DecodeError::BadUri;
     // '@' is never allowed unescaped in user, password, host, params or headers: the first one ends userinfo
     // (the user may hold ';' '?' '/' ',' — RFC 4475 §3.1.1.2 and §3.1.1.9).
-    let (userinfo, hostpart) = match rest.split_once('@') {
+    let (userinfo, hostpart) = match split_at_byte(rest, b'@') {
         Some((u, h)) => (Some(u), h),
         None => (None, rest),
     };
     let (user, password) = match userinfo {
         None => (None, None),
         Some(u) => {
-            let (user, pw) = match u.split_once(':') {
+            let (user, pw) = match split_at_byte(u, b':') {
                 Some((user, pw)) => (user, Some(unescape(pw)?)),
                 None => (u, None),
             };
@@ -199,8 +200,8 @@ fn parse_sip(scheme: SipStr, rest: &str) -> Result<Uri, DecodeError> {
             (Some(unescape(user)?), pw)
         }
     };
-    let (hostpart, headers) = hostpart.split_once('?').unwrap_or((hostpart, ""));
-    let (hostport, params) = hostpart.split_once(';').unwrap_or((hostpart, ""));
+    let (hostpart, headers) = split_at_byte(hostpart, b'?').unwrap_or((hostpart, ""));
+    let (hostport, params) = split_at_byte(hostpart, b';').unwrap_or((hostpart, ""));
     let (host, port) = parse_hostport(hostport).ok_or(bad())?;
     let headers = if headers.is_empty() {
         Vec::new()
@@ -223,7 +224,7 @@ fn parse_sip(scheme: SipStr, rest: &str) -> Result<Uri, DecodeError> {
 fn parse_uri_params(s: &str) -> Result<Params, DecodeError> {
     let mut params = Params::default();
     for seg in s.split(';').filter(|seg| !seg.is_empty()) {
-        match seg.split_once('=') {
+        match split_at_byte(seg, b'=') {
             Some(("", _)) => return Err(DecodeError::BadUri),
             Some((n, v)) => params.0.push((SipStr::from(n), Some(SipStr::from(v)))),
             None => params.0.push((SipStr::from(seg), None)),
@@ -235,7 +236,7 @@ fn parse_uri_params(s: &str) -> Result<Params, DecodeError> {
 /// `host[:port]`, host a name, an IPv4 address or a bracketed IPv6 reference (kept with its brackets).
 pub(crate) fn parse_hostport(s: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if s.starts_with('[') {
-        let close = s.find(']')?;
+        let close = find_byte(s, b']')?;
         let (host, after) = s.split_at(close + 1);
         let inner = host.strip_prefix('[')?.strip_suffix(']')?;
         // A real IPv6 address (RFC 5118 §4.10: `2001:db8:::192.0.2.1` is not one, whatever RFC 3261's ABNF
@@ -246,7 +247,7 @@ pub(crate) fn parse_hostport(s: &str) -> Option<(&str, Option<u16>)> {
             _ => (host, Some(after.strip_prefix(':')?)),
         }
     } else {
-        let (host, port) = match s.split_once(':') {
+        let (host, port) = match split_at_byte(s, b':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         };
