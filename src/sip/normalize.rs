@@ -97,7 +97,7 @@ pub(crate) fn is_wsp(c: char) -> bool {
 
 /// RFC 3261 §25.1 `token` characters.
 pub(crate) fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '!' | '%' | '*' | '_' | '+' | '`' | '\'' | '~')
 }
 
 pub(crate) fn is_token(s: &str) -> bool {
