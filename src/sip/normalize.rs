@@ -314,6 +314,17 @@ pub(crate) fn frame_body<'b>(head: &Head<'_>, rest: &'b [u8]) -> Result<&'b [u8]
 mod tests {
     use super::*;
 
+    /// The byte-wise split agrees with `str::split_once` for every ASCII delimiter, around multi-byte text too.
+    #[test]
+    fn split_at_byte_is_split_once_for_ascii_delimiters() {
+        for s in ["sip:701@10.0.0.1:5060;transport=tcp", "", ":", "é:ü;x", "\"Zoë\" <sip:z@h>;tag=1", "a\r\nb", "noseparator"] {
+            for b in [b':', b';', b'@', b'<', b'>', b'\n', b'\r', b'='] {
+                assert_eq!(split_at_byte(s, b), s.split_once(char::from(b)), "{s:?} at {:?}", char::from(b));
+                assert_eq!(find_byte(s, b), s.find(char::from(b)), "{s:?} at {:?}", char::from(b));
+            }
+        }
+    }
+
     #[test]
     fn head_end_accepts_crlf_bare_lf_and_mixed() {
         assert_eq!(find_head_end(b"A\r\nB: c\r\n\r\nbody"), Some((8, 11)));
