@@ -234,6 +234,12 @@ fn calls_parked_through_both_shards_survive_restarts_in_their_orbits() {
     std::thread::sleep(Duration::from_millis(300));
     let took = p.restart();
     let ready = Instant::now();
+    // At once, a directed park into dave's orbit through shard 0: the orbit is taken. (Shard 0 reads the socket
+    // only once shard 1 has taken its restored claim back; that window is too short for this test to hit
+    // without the barrier — it passed 3 of 3 runs with the barrier removed — so it checks what a phone sees.)
+    let mut eve = Phone::new(&p);
+    let (_, r) = invite_on(&mut eve, 0, &dave_orbit, Some("alice@127.0.0.1"));
+    assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"), "a park into a restored call's orbit right after the restart: {r:?}");
     let log = p.stderr_all();
     for k in 0..2 {
         assert!(log.lines().any(|l| l.contains("calls restored from the journal") && l.contains(&format!("shard={k} ")) && l.contains("parked=1")), "shard {k} restored its call:\n{log}");
@@ -241,7 +247,6 @@ fn calls_parked_through_both_shards_survive_restarts_in_their_orbits() {
     assert_eq!((api_state(&p, "703"), api_state(&p, &dave_orbit)), ("parked".into(), "parked".into()), "both calls back in their orbits");
     assert!(hears_since(&bob, PayloadClass::Other, ready, 10) && hears_since(&dave, PayloadClass::Other, ready, 10), "hold music resumes on both shards");
     // Eve's directed park into 703 through shard 1: the restored claim holds in the shared table.
-    let mut eve = Phone::new(&p);
     let (_, r) = invite_on(&mut eve, 1, "703", Some("alice@127.0.0.1"));
     assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"), "{r:?}");
     // Carol retrieves dave's orbit with a Call-ID of shard 0: placed on shard 1, which holds it; audio both ways.
