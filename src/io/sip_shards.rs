@@ -253,6 +253,15 @@ impl Ready {
 }
 
 impl Shard<'_> {
+    /// The shard joins the shared orbit table. Its operations run while draining, so the claims of the calls
+    /// restored into this shard are back in the table when this returns (see [`run`]).
+    fn first_turn(&mut self, deferred: Option<&mut super::api_link::DeferredReplies>) {
+        self.core.handle_cluster(ClusterInput::Link(true), self.clock.now());
+        if self.drain(deferred) {
+            self.media.wake();
+        }
+    }
+
     /// Commits what this shard's journal has queued, then closes it (its lock is released).
     fn close_journal(&mut self) {
         if let Some(w) = self.journal.take() {
@@ -360,11 +369,7 @@ impl Shard<'_> {
 
     /// Shards 1..: inputs from the inbox, the core's timer and the media load, until told to stop.
     async fn serve(&mut self, mut inbox: mpsc::UnboundedReceiver<ShardIn>, mut durable: Option<mpsc::UnboundedReceiver<Durable>>, ready: std::sync::mpsc::Sender<usize>) {
-        self.core.handle_cluster(ClusterInput::Link(true), self.clock.now());
-        // The table's operations run while draining: the restored calls' claims are back once this returns.
-        if self.drain(None) {
-            self.media.wake();
-        }
+        self.first_turn(None);
         let _ = ready.send(self.k);
         let timer = tokio::time::sleep_until(far());
         tokio::pin!(timer);
@@ -421,10 +426,7 @@ impl Shard<'_> {
     ) -> Stop {
         let n = self.table.inboxes.len();
         let Some(tcp_ctx) = self.to0.as_ref().map(|(_, t)| (*t).clone()) else { return Stop::KeepCalls };
-        self.core.handle_cluster(ClusterInput::Link(true), self.clock.now());
-        if self.drain(Some(&mut api.deferred)) {
-            self.media.wake();
-        }
+        self.first_turn(Some(&mut api.deferred));
         ready.wait();
         let timer = tokio::time::sleep_until(far());
         tokio::pin!(timer);

@@ -106,22 +106,7 @@ pub(crate) fn is_token(s: &str) -> bool {
 
 /// Splits the header section into the start line and unfolded, canonically named header fields.
 pub(crate) fn parse_head(head: &str) -> Head<'_> {
-    // `head.split('\n')`, walked by bytes (see `split_at_byte`).
-    let mut rest = Some(head);
-    let mut lines = std::iter::from_fn(move || {
-        let r = rest?;
-        Some(match split_at_byte(r, b'\n') {
-            Some((line, after)) => {
-                rest = Some(after);
-                line
-            }
-            None => {
-                rest = None;
-                r
-            }
-        })
-    })
-    .map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let start_line = lines.next().unwrap_or_default();
     let mut headers: Vec<RawHeader<'_>> = Vec::with_capacity(16);
     let mut problem = None;
