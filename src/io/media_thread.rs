@@ -29,6 +29,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clock::Clock;
+use super::deadline_timer::DeadlineTimer;
 use super::dual_stack;
 use super::hold_sender::{self, refusal_of, HoldOut, OpenError, PortSockets, Refusal, Slot};
 use super::media_load::{LoadCell, LoadMeter};
@@ -39,6 +40,8 @@ use crate::media::{HoldBatch, MediaCommand, MediaPlane, MediaReport, MediaStats}
 const WAKER: Token = Token(usize::MAX);
 /// The block's RTCP socket (see `media::plane_rtcp`).
 const RTCP: Token = Token(usize::MAX - 1);
+/// The pacer's deadline timer (see `deadline_timer`).
+const TIMER: Token = Token(usize::MAX - 2);
 /// Largest datagram we receive (RTP over UDP stays well under an Ethernet MTU).
 const RECV_BUF: usize = 2048;
 /// Upper bound on one sleep when no hold stream is scheduled, to refresh the stats snapshot.
@@ -206,13 +209,14 @@ pub fn spawn_reporting(
     let mut plane = plane;
     plane.set_rtcp_port(rtcp_port);
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(MediaIoError::Poll)?);
+    let timer = DeadlineTimer::new(poll.registry(), TIMER).map_err(MediaIoError::Poll)?;
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(IoCounters::default());
     let stats = Arc::new(Mutex::new(MediaStats::default()));
     let gate = Arc::new(WakeGate::new());
     let load = Arc::new(LoadCell::default());
-    let io = MediaIo { gate: gate.clone(), poll, sockets, rtcp, rtcp_port, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane, reports };
+    let io = MediaIo { gate: gate.clone(), poll, timer, sockets, rtcp, rtcp_port, base, bind_ip, rx, stop: stop.clone(), counters: counters.clone(), stats: stats.clone(), load: load.clone(), plane, reports };
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared_ports = legs_per_port > 1;
     let thread = std::thread::Builder::new()
@@ -246,6 +250,8 @@ pub fn spawn_reporting(
 struct MediaIo {
     gate: Arc<WakeGate>,
     poll: Poll,
+    /// Wakes the thread at the pacer's next slot to the microsecond (the poll's own timeout is whole ms).
+    timer: DeadlineTimer,
     /// Socket `i` is bound to port `base + 2 * i`.
     sockets: Vec<UdpSocket>,
     /// The block's RTCP socket, bound to `rtcp_port`.
@@ -342,11 +348,17 @@ impl MediaIo {
         loop {
             let now = clock.now();
             let due = self.plane.poll_timeout().map(|(t, _)| t);
-            let mut timeout = match due {
+            let sleep = match due {
                 Some(d) => d.saturating_since(now).min(IDLE_WAKE),
                 None => IDLE_WAKE,
             };
-            if !self.gate.before_sleep(std::time::Instant::now() + timeout) {
+            // The timer wakes the thread at the deadline; the poll's own timeout (rounded up to whole
+            // milliseconds by mio) is only the fallback should arming fail.
+            let mut timeout = match due {
+                Some(d) if !sleep.is_zero() && sleep < IDLE_WAKE && self.timer.arm(d, sleep).is_ok() => IDLE_WAKE,
+                _ => sleep,
+            };
+            if !self.gate.before_sleep(std::time::Instant::now() + sleep) {
                 timeout = Duration::ZERO; // commands were queued without a wake-up
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -377,7 +389,7 @@ impl MediaIo {
                     continue;
                 }
                 let idx = ev.token().0;
-                if ev.token() == WAKER || idx >= self.sockets.len() {
+                if ev.token() == WAKER || ev.token() == TIMER || idx >= self.sockets.len() {
                     continue;
                 }
                 let port = self.base.wrapping_add((idx as u16).wrapping_mul(2));

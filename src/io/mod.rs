@@ -4,6 +4,7 @@ pub mod api_link;
 pub mod clock;
 pub mod cluster;
 pub mod conn_limits;
+pub mod deadline_timer;
 pub mod dual_stack;
 pub mod events_hub;
 pub mod hold_sender;
