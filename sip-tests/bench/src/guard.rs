@@ -115,10 +115,11 @@ fn report(ceiling: usize, push: usize, pct: usize, hold: Duration, search: &[Den
     let _ = writeln!(s, "# Capacity guard (issue 20)\n");
     let _ = writeln!(
         s,
-        "Run: `cargo run --release -p parkd-bench -- {}` on {date}. Machine: `nproc` = {nproc}, CPU: {cpu_model}, kernel {kernel}. parkd pinned to one core with one media thread, the load generator and RTP sinks on the other; loopback only. Parks are offered at {:.0}/s from one trusted source; each call's hold music is measured for {} s after a 2 s settle. **This VM is shared with other jobs (compiles ran during this run): every figure is noisy.**\n",
+        "Run: `cargo run --release -p parkd-bench -- {}` on {date}. Machine: `nproc` = {nproc}, CPU: {cpu_model}, kernel {kernel}. parkd pinned to one core with one media thread, the load generator and RTP sinks on the other; loopback only. Parks are offered at {:.0}/s from one trusted source; each call's hold music is measured for {} s after a 2 s settle. Load average (1 / 5 / 15 min) as the report was written: {}; on a shared VM every figure is noisy.\n",
         args.join(" "),
         density::SETUP_RATE,
-        hold.as_secs()
+        hold.as_secs(),
+        sys::loadavg()
     );
     if !search.is_empty() {
         let _ = writeln!(s, "## Ceiling search (guard off, 8 s hold)\n\n| N | parked | failed | loss % | inter-arrival p50 / p99 / max ms | parkd CPU % | pass |\n|---:|---:|---:|---:|---|---:|---|");

@@ -18,7 +18,7 @@ use std::io;
 use std::path::Path;
 
 use crate::cycle::{self, CycleResult};
-use crate::sys::{Parkd, ParkdOpts};
+use crate::sys::{self, Parkd, ParkdOpts};
 
 /// The figures of one configuration (1 or 2 SIP threads).
 pub struct ShardRun {
@@ -26,10 +26,6 @@ pub struct ShardRun {
     pub steps: Vec<CycleResult>,
     /// The highest rate sustained (0: none).
     pub sustained: u32,
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
 /// Whether `r` is sustained within `p99_ms`.
@@ -45,7 +41,7 @@ pub fn cli(bin: &Path, args: &[String], out: &Path, progress: &mut dyn FnMut(Str
     let dir = if args.iter().any(|a| a == "--out") { out.to_path_buf() } else { out.join("shards") };
     let journal = args.iter().any(|a| a == "--shards-journal");
     std::fs::create_dir_all(&dir)?;
-    let load_before = loadavg();
+    let load_before = sys::loadavg();
     let mut runs = Vec::new();
     for (i, threads) in [1u16, 2].into_iter().enumerate() {
         let opts = ParkdOpts {
@@ -82,7 +78,7 @@ pub fn cli(bin: &Path, args: &[String], out: &Path, progress: &mut dyn FnMut(Str
         drop(parkd);
         runs.push(run);
     }
-    let load_after = loadavg();
+    let load_after = sys::loadavg();
     let text = report(&runs, secs, p99_ms, journal, &load_before, &load_after, &args.join(" "));
     std::fs::write(dir.join("README.md"), &text)?;
     println!("{text}");

@@ -278,6 +278,11 @@ pub fn parkd_binary() -> io::Result<PathBuf> {
 }
 
 /// nproc, CPU model and kernel of this machine.
+/// The machine's load average over 1, 5 and 15 minutes, as `/proc/loadavg` gives them (empty when unreadable).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
 pub fn machine_info() -> (usize, String, String) {
     // SAFETY: sysconf has no preconditions. (available_parallelism would count only our affinity mask.)
     let nproc = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(0) as usize;
