@@ -235,8 +235,8 @@ fn calls_parked_through_both_shards_survive_restarts_in_their_orbits() {
     let took = p.restart();
     let ready = Instant::now();
     // At once, a directed park into dave's orbit through shard 0: the orbit is taken. (Shard 0 reads the socket
-    // only once shard 1 has taken its restored claim back; that window is too short for this test to hit
-    // without the barrier — it passed 3 of 3 runs with the barrier removed — so it checks what a phone sees.)
+    // only once shard 1 has taken its restored claim back; that window is too short to hit here, so this checks
+    // what a phone sees. `after_a_restart_no_park_takes_an_orbit_another_shard_is_restoring` widens it.)
     let mut eve = Phone::new(&p);
     let (_, r) = invite_on(&mut eve, 0, &dave_orbit, Some("alice@127.0.0.1"));
     assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"), "a park into a restored call's orbit right after the restart: {r:?}");
@@ -331,4 +331,34 @@ fn the_retrieve_code_reaches_a_call_parked_on_the_other_shard() {
     let mut erin = Phone::new(&p);
     let (_, r) = invite_on(&mut erin, 0, "799", None);
     assert_eq!((r.status, r.reason.as_str()), (404, "Lot Empty"), "{r:?}");
+}
+
+/// The ready barrier: after a restart, shard 0 reads the SIP socket only once every other shard has taken its
+/// restored calls' claims back into the shared table. Shard 1's first turn is held back 1.5 s here
+/// (`PARKD_TEST_SHARD_START_DELAY_MS`, a test hook), so without the barrier shard 0 would answer at once and a
+/// directed park into the orbit of the call shard 1 restores would be taken a second time (200); with it, parkd
+/// answers only after that delay and the park gets 486.
+#[test]
+fn after_a_restart_no_park_takes_an_orbit_another_shard_is_restoring() {
+    let args = ["--sip-threads", "2", "--http-token", TOKEN].map(String::from).to_vec();
+    let mut p = Parkd::start_with("shards_ready_barrier", ParkdOptions { orbits: "701-705".into(), parking_time: 600, extra_args: args, http: true, ..ParkdOptions::default() });
+    let dave = RtpEndpoint::bind("dave (parked through shard 1)");
+    let mut dave_phone = Phone::new(&p);
+    dave_phone.rtp = Some(dave.port());
+    let (_, r) = invite_on(&mut dave_phone, 1, "700", Some("alice@127.0.0.1"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let dave_orbit = orbit(&r);
+    // Music first: the ACK's journal group is then durable (a group nobody waits for is written within 5 ms).
+    assert!(dave.wait_for_class(PayloadClass::Other, 10, Duration::from_secs(5)), "hold music before the crash");
+
+    p.kill9();
+    let delay = Duration::from_millis(1500);
+    let took = p.restart_with_env(&[("PARKD_TEST_SHARD_START_DELAY_MS", "1500")]);
+    // Eve parks into dave's orbit through shard 0 as soon as parkd answers.
+    let mut eve = Phone::new(&p);
+    let (_, r) = invite_on(&mut eve, 0, &dave_orbit, Some("alice@127.0.0.1"));
+    assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"), "a park into the orbit shard 1 was restoring: {r:?}");
+    assert!(took >= delay, "parkd answered {took:?} after the restart, before shard 1's first turn ({delay:?} in)");
+    assert_eq!(api_state(&p, &dave_orbit), "parked", "dave is back in {dave_orbit}");
+    assert!(hears_since(&dave, PayloadClass::Other, Instant::now(), 10), "dave's hold music resumes");
 }

@@ -175,6 +175,9 @@ pub async fn run(
                     }
                 };
                 let (journal, durable) = parts.journal.map(|j| (j.writer, j.durable)).unzip();
+                if let Some(d) = test_start_delay() {
+                    std::thread::sleep(d);
+                }
                 let mut s = Shard { k, core: parts.core, media: parts.media, udp, table, to0: None, metrics, hub, clock, journal };
                 s.serve(inbox, durable, ready).await;
                 s.close_journal();
@@ -230,6 +233,14 @@ struct Shard<'a> {
     clock: Clock,
     /// Journaling on: this shard's journal writer (its completions come on the `durable` channel).
     journal: Option<JournalWriter>,
+}
+
+/// A delay before shards 1.. take their first turn, from `PARKD_TEST_SHARD_START_DELAY_MS` (at most 10 s): a test
+/// hook that widens the window the ready barrier closes (see [`run`]), so an end-to-end test can catch its loss.
+/// Unset (as in production), nothing waits.
+fn test_start_delay() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var("PARKD_TEST_SHARD_START_DELAY_MS").ok()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(ms.min(10_000)))
 }
 
 /// The other shards' "first turn done" (see [`run`]).

@@ -137,7 +137,7 @@ impl Parkd {
         args.extend(["--state-dir".into(), state_dir.clone().into_os_string()]);
         args.extend(options.extra_args.iter().map(Into::into));
         args.extend(["--http".into(), http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()).into()]);
-        let child = spawn(&bin, &args, &stderr_path);
+        let child = spawn(&bin, &args, &stderr_path, &[]);
         let mut parkd = Parkd { child, ports, log_dir, stderr_path, name: test_name.to_string(), http_addr, state_dir, args, starts: 1, listen };
         parkd.wait_ready();
         parkd
@@ -171,13 +171,19 @@ impl Parkd {
     /// goes to `parkd-<n>.stderr` next to the first. Returns how long it took from the spawn until it answered
     /// OPTIONS (polled every few ms; a figure to report, not to assert on).
     pub fn restart(&mut self) -> Duration {
+        self.restart_with_env(&[])
+    }
+
+    /// As [`Parkd::restart`], with these environment variables set for the new process (test hooks such as
+    /// `PARKD_TEST_SHARD_START_DELAY_MS`).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Duration {
         if let Ok(None) = self.child.try_wait() {
             panic!("parkd for {} is still running: stop it before restarting it", self.name);
         }
         self.starts += 1;
         self.stderr_path = self.log_dir.join(format!("parkd-{}.stderr", self.starts));
         let t0 = Instant::now();
-        self.child = spawn(&binary_path(), &self.args, &self.stderr_path);
+        self.child = spawn(&binary_path(), &self.args, &self.stderr_path, env);
         self.wait_ready_every(Duration::from_millis(5));
         t0.elapsed()
     }
@@ -262,12 +268,13 @@ impl Parkd {
 }
 
 /// Spawns the parkd binary with `args`, stdout and stderr to `stderr_path`.
-fn spawn(bin: &std::path::Path, args: &[std::ffi::OsString], stderr_path: &std::path::Path) -> Child {
+fn spawn(bin: &std::path::Path, args: &[std::ffi::OsString], stderr_path: &std::path::Path, env: &[(&str, &str)]) -> Child {
     let stderr = File::create(stderr_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr_path.display()));
     let stdout = stderr.try_clone().unwrap_or_else(|e| panic!("cannot clone stderr file handle: {e}"));
     Command::new(bin)
         .args(args)
         .env("RUST_LOG", std::env::var("PARKD_LOG").unwrap_or_else(|_| "debug".into()))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
