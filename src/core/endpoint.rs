@@ -47,7 +47,7 @@ pub enum Purpose {
     /// A BLF NOTIFY of that subscription.
     BlfNotify(SubId),
     /// An in-dialog OPTIONS asking the peer of a leg restored before its ACK whether it is in the call (issue 17).
-    Probe(LegId),
+    Probe { leg: LegId, last: bool },
     /// The CANCEL of a recall that was ringing when parkd stopped (issue 17), for the call it rang for.
     RestoredCancel(CallRef),
     /// The INVITE of a retrieve sent to the node holding the orbit (`cluster_fetch.rs`), under the bridge's id.

@@ -212,11 +212,11 @@ impl Core {
             }
             (Purpose::RecallAnswered { .. }, _) => {}
             (Purpose::BlfNotify(sub), v) => self.on_notify_response(now, sub, id, v),
-            (Purpose::Probe(leg), ClientVerdict::Final(r)) => {
+            (Purpose::Probe { leg, last }, ClientVerdict::Final(r)) => {
                 self.ep.finish(id);
-                self.on_probe_result(now, leg, r.status);
+                self.on_probe_result(now, leg, r.status, last);
             }
-            (Purpose::Probe(_), ClientVerdict::Provisional(_)) => {}
+            (Purpose::Probe { .. }, ClientVerdict::Provisional(_)) => {}
             (Purpose::RestoredCancel(call), ClientVerdict::Final(r)) => {
                 self.ep.finish(id);
                 // 200: the INVITE was pending there, its 487 follows. Anything else: nothing rings there.
@@ -244,7 +244,7 @@ impl Core {
                 }
                 Some(Purpose::Keepalive(call)) => self.on_keepalive_result(now, call, 408),
                 Some(Purpose::BlfNotify(sub)) => self.on_notify_timeout(sub, id),
-                Some(Purpose::Probe(leg)) => self.on_probe_result(now, leg, 408),
+                Some(Purpose::Probe { leg, last }) => self.on_probe_result(now, leg, 408, last),
                 Some(Purpose::RestoredCancel(call)) => self.ring_again(now, call),
                 Some(Purpose::ClusterFetch(call)) => self.on_fetch_timeout(now, call),
                 Some(Purpose::SessionRefresh(leg)) => self.on_refresh_failed(now, leg, 408),

@@ -59,6 +59,8 @@ pub struct PhoneConfig {
     pub talk: bool,
     /// Payload types offered and answered (`"0"`: PCMU only).
     pub pts: String,
+    /// Answers every OPTIONS `200`, even in a dialog it does not have (as some phones do) instead of `481`.
+    pub options_always_ok: bool,
 }
 
 impl PhoneConfig {
@@ -71,6 +73,7 @@ impl PhoneConfig {
             on_invite: OnInvite::Answer { after: Duration::from_secs(2) },
             talk: true,
             pts: "0".into(),
+            options_always_ok: false,
         }
     }
     pub fn on_invite(mut self, on: OnInvite) -> PhoneConfig {
@@ -513,6 +516,9 @@ impl Phone {
             }
             (Method::Notify, _) => {
                 self.on_notify(now, &req);
+                self.reply(from, &req, &wire::response(&req, 200, "OK", &tag, &contact, None));
+            }
+            (Method::Options, _) if self.cfg.options_always_ok => {
                 self.reply(from, &req, &wire::response(&req, 200, "OK", &tag, &contact, None));
             }
             // An in-dialog request for a call that has no dialog here (its INVITE got no 2xx): RFC 3261 §12.2.2.

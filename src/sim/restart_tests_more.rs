@@ -3,6 +3,7 @@
 use super::restart_tests::{confirmed, event_at, journaled_net, music_split, parked_bob};
 use super::*;
 use crate::journal::{Record, RecordKey, RecordKind};
+use crate::sip::Method;
 
 #[test]
 fn a_bridged_call_relays_both_ways_again_after_a_restart() {
@@ -191,14 +192,17 @@ fn a_call_whose_ack_was_not_yet_durable_is_asked_and_kept() {
     net.run_for(secs(1));
     let report = net.restart();
     assert_eq!(report.parked, 1);
-    // Bob is in the call and sends nothing new; after Timer H parkd asks him in the dialog, and keeps him.
+    // Bob is in the call and sends nothing new; parkd asks him in the dialog at once (it used to wait for
+    // Timer H, 32 s of silence for Bob), and keeps him.
     let restarted = net.now;
-    assert!(net.run_until(secs(40), |n| n.phone(bob).requests(crate::sip::Method::Options).len() == 1), "an in-dialog OPTIONS");
-    net.run_for(secs(3));
+    assert!(net.run_until(secs(1), |n| n.phone(bob).requests(Method::Options).len() == 1), "an in-dialog OPTIONS at once");
+    net.run_for(secs(1));
     let (_, after) = music_split(&net, bob, restarted);
-    assert!(after.len() > 100, "hold music once Bob answered: {}", after.len());
+    assert!(after.len() > 40, "hold music within a second of the restart: {}", after.len());
+    net.run_for(secs(40));
+    assert_eq!(net.phone(bob).requests(Method::Options).len(), 1, "not asked again once in the call");
     assert_eq!(net.phone(bob).call(park).state, CallState::Confirmed);
-    assert_eq!(net.core.live().orbits_occupied, 1);
+    assert_eq!((net.core.live().orbits_occupied, net.core.live().legs), (1, 1));
 }
 
 #[test]
@@ -218,7 +222,7 @@ fn a_retriever_whose_ack_was_not_yet_durable_is_asked_and_bridged() {
     net.run_for(secs(1));
     let report = net.restart();
     assert_eq!(report.bridged, 1, "{report:?}");
-    assert!(net.run_until(secs(40), |n| n.phone(carol).requests(crate::sip::Method::Options).len() == 1), "Carol is asked");
+    assert!(net.run_until(secs(1), |n| n.phone(carol).requests(Method::Options).len() == 1), "Carol is asked at once");
     let asked = net.now;
     net.run_for(secs(3));
     let voice = |p: PhoneId, who: PhoneId| net.phone(p).sink.since(asked).filter(|h| h.sound.kind() == Kind::Voice(who.talker())).count();
@@ -274,4 +278,28 @@ fn random_parks_retrieves_hangups_and_crashes_leave_nothing_behind() {
         assert_eq!(net.core.live().legs, 0, "seed {seed}: {:?}", net.core.live());
         assert!(net.journal.live.is_empty(), "seed {seed}: {:?}", net.journal.live.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>());
     }
+}
+
+/// A phone that answers every OPTIONS 200, even for a dialog it does not have, and never got the 200 before
+/// the crash: the first probe confirms its leg, and its retransmitted INVITE is still answered from the restored
+/// call (same orbit), not parked a second time.
+#[test]
+fn a_phone_that_answers_any_options_is_not_parked_twice_after_a_crash_before_the_200() {
+    let mut net = journaled_net(18);
+    net.journal.sync_delay = secs(60);
+    let bob = net.add_phone(PhoneConfig { options_always_ok: true, ..PhoneConfig::new("bob", 5070) });
+    let park = net.park(bob, "700", None);
+    net.run_for(Duration::from_millis(100));
+    // The group reaches the disk, and parkd dies before it could let the 200 out.
+    let (tokens, ok) = net.journal.sync();
+    assert!(ok && tokens.len() == 1);
+    let report = net.crash_and_restart_after(Duration::from_millis(200));
+    assert_eq!(report.parked, 1, "{report:?}");
+    net.journal.sync_delay = Duration::from_millis(2);
+    assert!(net.run_until(secs(5), |n| confirmed(n, bob, park)), "answered after the restart");
+    assert_eq!(net.phone(bob).call(park).final_response.as_ref().and_then(|r| r.common.header("Park-Orbit")), Some("701"));
+    net.run_for(secs(40));
+    assert!(confirmed(&net, bob, park), "still in the call after the last probe's time");
+    assert_eq!((net.core.live().orbits_occupied, net.core.live().legs), (1, 1), "one call, one orbit");
+    assert!(event_at(&net, |e| matches!(e, ParkEvent::Parked { .. })).len() <= 1, "parked once");
 }

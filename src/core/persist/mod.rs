@@ -82,13 +82,15 @@
 //! * BLF subscriptions come back with their expiry and NOTIFY version ceiling; one that expired while parkd
 //!   was down is dropped (and deleted). Watchers get NOTIFYs for later changes.
 //! * **A park whose 200 was never ACKed** (a crash between the sync and the ACK, or before the 200 went out):
-//!   the leg comes back [`crate::core::dialogs::LegState::Unacked`]. The caller's retransmitted INVITE (same
-//!   Call-ID and From tag) is answered `200` from the restored leg (same tag, SDP and orbit), its ACK confirms
-//!   it and hold music starts. With neither within 32 s (Timer H; the caller's INVITE has given up by then),
-//!   the party may still be in the call (its ACK came, but the group recording it was lost in the crash): parkd
-//!   asks with an in-dialog OPTIONS (`Purpose::Probe`). An answer confirms the leg and starts its media (hold
-//!   music, or the bridge of a retriever's leg; a new stream: its anchor was in the lost group); 481 or no
-//!   answer ends the leg as an unacknowledged 2xx would.
+//!   the leg comes back [`crate::core::dialogs::LegState::Unacked`]. The party may be in the call all the same
+//!   (its ACK came, but the group recording it was lost in the crash), so parkd asks at once with an in-dialog
+//!   OPTIONS (`Purpose::Probe`): an answer confirms the leg and starts its media (hold music, or the bridge of a
+//!   retriever's leg; a new stream: its anchor was in the lost group). A caller that never had the 200 answers
+//!   481 and retransmits its INVITE (same Call-ID and From tag), which is answered `200` from the restored leg
+//!   (same tag, SDP and orbit); its ACK confirms it. A retransmitted INVITE is answered so even after the first
+//!   OPTIONS confirmed the leg (a phone that answers OPTIONS for a dialog it does not have), so it is never
+//!   parked twice. With neither an ACK nor an answer within 32 s (Timer H; the caller's INVITE has given up by
+//!   then) parkd asks once more; 481 or no answer then ends the leg as an unacknowledged 2xx would.
 //! * an attended-park swap whose write fails ends the parked call: the replaced party was already released.
 //! * a record that does not decode, or that names what this configuration does not have, is skipped and
 //!   listed in [`RestoreReport::skipped`] (never a panic); its delete is written. A kind this parkd does not

@@ -236,13 +236,15 @@ impl Core {
         self.parking.get(call).is_some() || self.bridging.get(call).is_some()
     }
 
-    /// Adds a restored leg; one whose 2xx was never ACKed waits for the ACK or the INVITE again.
+    /// Adds a restored leg; one whose 2xx was never ACKed waits for the ACK or the INVITE again, and is asked
+    /// at once whether it is in the call (see [`Core::unacked_timeouts`]).
     fn insert_restored_leg(&mut self, now: Time, mut leg: Leg) {
         if let LegState::Answered { .. } | LegState::Unacked = leg.state {
             leg.state = LegState::Unacked;
             let key = (leg.dialog.call_id.clone(), leg.dialog.remote_tag().to_string());
             self.journal.unacked.insert(key, leg.id);
-            self.journal.unacked_until.push(Reverse((now + UNACKED_WAIT, leg.id)));
+            self.journal.unacked_until.push(Reverse((now, leg.id, false)));
+            self.journal.unacked_until.push(Reverse((now + UNACKED_WAIT, leg.id, true)));
         }
         // RTCP is not journaled (see `LegMedia::rtcp_mux`): parkd's RTCP port comes from the port plan, and the
         // phone's is taken to be its RTP port + 1 (RFC 3550 §11) until it sends RTCP on the RTP port (it muxes).
@@ -328,13 +330,22 @@ impl Core {
 
     /// A new INVITE that is the retransmission of one a restored leg answered before the restart (same
     /// Call-ID and From tag, its 2xx never ACKed): answered 200 again from the leg. True when it was one.
+    /// A leg the first probe confirmed (a peer that answers OPTIONS outside a dialog it has) is answered too,
+    /// without leaving the call, until the last probe: such an INVITE never becomes a second park.
     pub(in crate::core) fn answer_restored(&mut self, now: Time, txn: crate::txn::ServerTxnId, from: crate::sip::Peer, req: &crate::sip::Request) -> bool {
         if self.journal.unacked.is_empty() {
             return false;
         }
         let key = (crate::ids::CallId::from(req.common.call_id.as_str()), req.common.from.tag().unwrap_or("").to_string());
-        let Some(leg_id) = self.journal.unacked.remove(&key) else { return false };
-        let Some(leg) = self.dialogs.get(leg_id).filter(|l| l.state == LegState::Unacked) else { return false };
+        let Some(&leg_id) = self.journal.unacked.get(&key) else { return false };
+        let Some(leg) = self.dialogs.get(leg_id).filter(|l| matches!(l.state, LegState::Unacked | LegState::Confirmed)) else {
+            self.journal.unacked.remove(&key);
+            return false;
+        };
+        let confirmed = leg.state == LegState::Confirmed;
+        if !confirmed {
+            self.journal.unacked.remove(&key);
+        }
         let (tag, body, orbit, call) = (leg.dialog.local_tag().to_string(), leg.media.current_body(), leg.orbit.clone(), leg.call);
         let lot = self.parking.get(call).map(|c| self.parking.lot_name(c.lot));
         let contact = self.ep.contact_for(&req.uri, from);
@@ -348,7 +359,9 @@ impl Core {
             }
             r.common.set_body("application/sdp", body);
         });
-        self.dialogs.answered(leg_id, txn);
+        if !confirmed {
+            self.dialogs.answered(leg_id, txn);
+        }
         true
     }
 
@@ -399,35 +412,42 @@ impl Core {
         }
     }
 
-    /// Restored legs neither ACKed nor asked for again within [`UNACKED_WAIT`]: the peer may be in the call all
-    /// the same (its ACK came but the group saying so was lost in the crash), so it is asked with an in-dialog
-    /// OPTIONS: an answer confirms the leg (media starts), 481 or silence ends it as an unacknowledged 2xx would.
+    /// Restored legs whose 2xx was never ACKed are asked with an in-dialog OPTIONS whether they are in the call:
+    /// at once, since the peer may be in it (its ACK came, but the group saying so was lost in the crash) and
+    /// would otherwise hear silence, and again, the last time, after [`UNACKED_WAIT`] with neither an ACK nor
+    /// its INVITE again. An answer confirms the leg (media starts); 481 or silence to the last ask ends it as an
+    /// unacknowledged 2xx would. Until then its retransmitted INVITE is still answered from the leg.
     pub(in crate::core) fn unacked_timeouts(&mut self, now: Time) {
         while let Some(call) = self.journal.pop_cancel_due(now) {
             self.ring_again(now, call);
         }
-        while let Some(leg) = self.journal.pop_unacked_due(now) {
-            self.journal.unacked.retain(|_, l| *l != leg);
+        while let Some((leg, last)) = self.journal.pop_unacked_due(now) {
+            if last {
+                self.journal.unacked.retain(|_, l| *l != leg);
+            }
             let Some(l) = self.dialogs.get_mut(leg).filter(|l| l.state == LegState::Unacked) else { continue };
-            tracing::info!(leg = leg.0, "restored call never acknowledged; asking the peer in its dialog");
+            tracing::info!(leg = leg.0, last, "restored call not acknowledged; asking the peer in its dialog");
             let options = self.ep.request_in(&mut l.dialog, Method::Options);
             let (hop, call) = (l.dialog.next_hop, l.call);
-            self.ep.send(now, hop, &options, Purpose::Probe(leg));
+            self.ep.send(now, hop, &options, Purpose::Probe { leg, last });
             self.touch(call);
         }
     }
 
     /// The answer to a [`Purpose::Probe`]: the peer is in the call (the leg is confirmed and its media starts),
-    /// or it is not (481, or no answer: the leg ends as an unacknowledged 2xx would).
-    pub(in crate::core) fn on_probe_result(&mut self, now: Time, leg: LegId, status: u16) {
+    /// or it is not (481, or no answer): after the last ask the leg ends as an unacknowledged 2xx would; after
+    /// the first it waits for the INVITE again (the peer never had the 2xx) or the last ask.
+    pub(in crate::core) fn on_probe_result(&mut self, now: Time, leg: LegId, status: u16, last: bool) {
         let Some(call) = self.dialogs.get(leg).filter(|l| l.state == LegState::Unacked).map(|l| l.call) else { return };
         self.touch(call);
         if status != 481 && status != 408 {
             self.dialogs.confirm(leg);
             self.sync_media(now, call);
-        } else {
+        } else if last {
             tracing::warn!(leg = leg.0, status, "restored call not acknowledged and not in the call; ending it");
             self.end_leg(now, leg, true);
+        } else {
+            tracing::info!(leg = leg.0, status, "restored call not in the call at the peer yet; waiting for its INVITE again");
         }
     }
 }

@@ -73,8 +73,8 @@ pub struct JournalRoom {
     rng: SmallRng,
     /// Restored legs whose 2xx was never ACKed, by Call-ID and the caller's tag (a retransmitted INVITE).
     pub(super) unacked: HashMap<(CallId, String), LegId>,
-    /// When each of them is given up on.
-    pub(super) unacked_until: BinaryHeap<Reverse<(Time, LegId)>>,
+    /// When each of them is asked whether it is in the call: at once, then, `last`, when it is given up on.
+    pub(super) unacked_until: BinaryHeap<Reverse<(Time, LegId, bool)>>,
     /// Recalls that were ringing at the crash, CANCELled by the restore: rung again once their INVITE's final
     /// response came (and was ACKed), the CANCEL was refused (nothing rings there), or at the time given.
     pub(super) cancelling: FxHashMap<CallRef, RingRecord>,
@@ -180,7 +180,7 @@ impl JournalRoom {
     /// The earliest time a restored unacknowledged leg is given up on, a cancelled recall rings again, or a held
     /// group is given up on.
     pub fn next_deadline(&self) -> Option<Time> {
-        let a = self.unacked_until.peek().map(|Reverse((t, _))| *t);
+        let a = self.unacked_until.peek().map(|Reverse((t, _, _))| *t);
         let b = self.cancel_until.peek().map(|Reverse((t, _))| *t);
         let c = self.stall_until.peek().map(|Reverse((t, _))| *t);
         a.into_iter().chain(b).chain(c).min()
@@ -207,10 +207,10 @@ impl JournalRoom {
         self.cancelling.iter().find(|(_, r)| r.invite.branch == branch).map(|(c, _)| *c)
     }
 
-    /// Pops a restored unacknowledged leg whose time is up at `now`.
-    pub(super) fn pop_unacked_due(&mut self, now: Time) -> Option<LegId> {
+    /// Pops a restored unacknowledged leg whose time to be asked is up at `now`, and whether it is the last ask.
+    pub(super) fn pop_unacked_due(&mut self, now: Time) -> Option<(LegId, bool)> {
         match self.unacked_until.peek() {
-            Some(Reverse((t, _))) if *t <= now => self.unacked_until.pop().map(|Reverse((_, leg))| leg),
+            Some(Reverse((t, _, _))) if *t <= now => self.unacked_until.pop().map(|Reverse((_, leg, last))| (leg, last)),
             _ => None,
         }
     }
