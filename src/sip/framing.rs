@@ -197,15 +197,7 @@ pub fn check_datagram(bytes: &[u8], limits: &FrameLimits) -> Result<(), FramingE
 /// field before it, RFC 3261 §7.3.1). Leading line ends are skipped as the parser does.
 fn count_headers(head: &[u8]) -> usize {
     let head = super::normalize::skip_leading_line_ends(head);
-    let mut n = 0;
-    let mut rest = head;
-    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-        rest = rest.get(i + 1..).unwrap_or_default();
-        if !matches!(rest.first(), Some(b' ' | b'\t') | None) {
-            n += 1;
-        }
-    }
-    n
+    memchr::memchr_iter(b'\n', head).filter(|&i| !matches!(head.get(i + 1), Some(b' ' | b'\t') | None)).count()
 }
 
 /// The Content-Length of a header section: `None` when absent, an error when malformed or conflicting.
