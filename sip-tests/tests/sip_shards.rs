@@ -23,6 +23,12 @@ fn sharded(test: &str, parking_time: u32) -> Parkd {
     p
 }
 
+/// Two SIP threads with the journal on (the default), orbits 701-705, the API on.
+fn sharded_journaled(test: &str) -> Parkd {
+    let args = ["--sip-threads", "2", "--http-token", TOKEN].map(String::from).to_vec();
+    Parkd::start_with(test, ParkdOptions { orbits: "701-705".into(), parking_time: 600, extra_args: args, http: true, ..ParkdOptions::default() })
+}
+
 /// A Call-ID `<base>-<i>` hashing to shard `k` of 2.
 fn call_id_on(k: usize, base: &str) -> String {
     (0..).map(|i| format!("{base}-{i}")).find(|c| shard_of_call_id(c, 2) == k).unwrap_or_default()
@@ -209,8 +215,7 @@ fn hears_since(ep: &RtpEndpoint, class: PayloadClass, t: Instant, n: usize) -> b
 /// every call of both shards and nothing comes back.
 #[test]
 fn calls_parked_through_both_shards_survive_restarts_in_their_orbits() {
-    let args = ["--sip-threads", "2", "--http-token", TOKEN].map(String::from).to_vec();
-    let mut p = Parkd::start_with("shards_restart", ParkdOptions { orbits: "701-705".into(), parking_time: 600, extra_args: args, http: true, ..ParkdOptions::default() });
+    let mut p = sharded_journaled("shards_restart");
     // Bob parks into 703 through shard 0; dave indirectly through shard 1.
     let bob = RtpEndpoint::bind("bob (parked through shard 0)");
     let mut bob_phone = Phone::new(&p);
@@ -340,12 +345,9 @@ fn the_retrieve_code_reaches_a_call_parked_on_the_other_shard() {
 /// answers only after that delay and the park gets 486.
 #[test]
 fn after_a_restart_no_park_takes_an_orbit_another_shard_is_restoring() {
-    let args = ["--sip-threads", "2", "--http-token", TOKEN].map(String::from).to_vec();
-    let mut p = Parkd::start_with("shards_ready_barrier", ParkdOptions { orbits: "701-705".into(), parking_time: 600, extra_args: args, http: true, ..ParkdOptions::default() });
+    let mut p = sharded_journaled("shards_ready_barrier");
     let dave = RtpEndpoint::bind("dave (parked through shard 1)");
-    let mut dave_phone = Phone::new(&p);
-    dave_phone.rtp = Some(dave.port());
-    let (_, r) = invite_on(&mut dave_phone, 1, "700", Some("alice@127.0.0.1"));
+    let (_, r) = invite_on(&mut Phone::with_rtp(&p, dave.port()), 1, "700", Some("alice@127.0.0.1"));
     assert_eq!(r.status, 200, "{r:?}");
     let dave_orbit = orbit(&r);
     // Music first: the ACK's journal group is then durable (a group nobody waits for is written within 5 ms).

@@ -62,6 +62,11 @@ impl Phone {
         Phone { ua: Ua::new(parkd.sip_addr()).expect("UA socket"), n: 0, finals: BTreeMap::new(), rtp: None, byes: Vec::new() }
     }
 
+    /// A phone whose next INVITE offers RTP port `rtp` (an [`sip_tests::media::rtp_endpoint::RtpEndpoint`]'s).
+    pub fn with_rtp(parkd: &Parkd, rtp: u16) -> Phone {
+        Phone { rtp: Some(rtp), ..Phone::new(parkd) }
+    }
+
     /// Sends an INVITE to `target` (with Referred-By when `referred`); returns its ids.
     pub fn invite(&mut self, target: &str, referred: bool) -> CallIds {
         let extra = if referred { "Referred-By: <sip:alice@127.0.0.1>\r\n" } else { "" };
