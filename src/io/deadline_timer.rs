@@ -54,6 +54,11 @@ impl DeadlineTimer {
         self.armed = Some(due);
         Ok(())
     }
+
+    /// The poll reported an expiry: the next [`arm`](Self::arm) sets the timer whatever the deadline.
+    pub fn fired(&mut self) {
+        self.armed = None;
+    }
 }
 
 #[cfg(test)]

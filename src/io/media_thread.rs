@@ -389,7 +389,11 @@ impl MediaIo {
                     continue;
                 }
                 let idx = ev.token().0;
-                if ev.token() == WAKER || ev.token() == TIMER || idx >= self.sockets.len() {
+                if ev.token() == TIMER {
+                    self.timer.fired();
+                    continue;
+                }
+                if ev.token() == WAKER || idx >= self.sockets.len() {
                     continue;
                 }
                 let port = self.base.wrapping_add((idx as u16).wrapping_mul(2));
