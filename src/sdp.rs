@@ -237,8 +237,20 @@ fn write_sdp(local: &LocalSdp, codecs: &[Codec], dtmf_pt: Option<u8>, dir: Direc
     let family = if local.ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut s = String::with_capacity(320);
     // `write!` to a String cannot fail.
-    let _ = write!(s, "v=0\r\no=parkd {} {} IN {family} {}\r\ns=parkd\r\nc=IN {family} {}\r\nt=0 0\r\n", local.session_id, local.version, local.ip, local.ip);
-    let _ = write!(s, "m=audio {} RTP/AVP", local.port);
+    let mut n = itoa::Buffer::new();
+    s.push_str("v=0\r\no=parkd ");
+    s.push_str(n.format(local.session_id));
+    s.push(' ');
+    s.push_str(n.format(local.version));
+    for line in [" IN ", "\r\ns=parkd\r\nc=IN "] {
+        s.push_str(line);
+        s.push_str(family);
+        s.push(' ');
+        crate::sip::ip_text::push_ip(&mut s, local.ip);
+    }
+    s.push_str("\r\nt=0 0\r\nm=audio ");
+    s.push_str(n.format(local.port));
+    s.push_str(" RTP/AVP");
     for c in codecs {
         let _ = write!(s, " {}", c.payload_type());
     }

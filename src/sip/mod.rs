@@ -19,6 +19,7 @@ pub mod cseq;
 pub mod error;
 pub mod framing;
 pub mod headers;
+pub mod ip_text;
 pub mod message;
 pub mod method;
 pub mod name_addr;

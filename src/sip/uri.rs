@@ -12,7 +12,7 @@ use super::SipStr;
 use super::transport::Transport;
 use percent_encoding::percent_decode_str;
 use std::fmt::{self, Write as _};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A SIP/SIPS/TEL URI. `user` and header values are stored unescaped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,8 +44,8 @@ impl Uri {
     /// A `sip:` URI pointing at a socket address (`sip:user@1.2.3.4:5060`).
     pub fn from_addr(user: Option<&str>, addr: SocketAddr) -> Uri {
         let host = match addr {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            SocketAddr::V4(a) => super::ip_text::ip_str(IpAddr::V4(*a.ip())),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()).into(),
         };
         Uri::sip(user, &host, Some(addr.port()))
     }

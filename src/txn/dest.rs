@@ -24,7 +24,7 @@ pub fn stamp_top_via(via: &mut Via, source: Peer) {
     let ip = source.addr.ip();
     let has_rport = via.params.has("rport");
     if has_rport || via_host_ip(via) != Some(ip) {
-        via.params.set("received", Some(&ip.to_string()));
+        via.params.set("received", Some(&crate::sip::ip_text::ip_str(ip)));
     }
     if has_rport {
         via.params.set("rport", Some(&source.addr.port().to_string()));
