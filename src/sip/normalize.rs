@@ -102,8 +102,19 @@ pub(crate) fn is_token(s: &str) -> bool {
 }
 
 /// Splits the header section into the start line and unfolded, canonically named header fields.
+/// `text.split('\n')`, the line ends found by `memchr` (no char searcher set up per line).
+fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len())).map(move |end| {
+        // `end` is at an ASCII byte or the end: a char boundary.
+        let line = text.get(start..end).unwrap_or_default();
+        start = end + 1;
+        line
+    })
+}
+
 pub(crate) fn parse_head(head: &str) -> Head<'_> {
-    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let mut lines = split_lines(head).map(|l| l.strip_suffix('\r').unwrap_or(l));
     let start_line = lines.next().unwrap_or_default();
     let mut headers: Vec<RawHeader<'_>> = Vec::with_capacity(16);
     let mut problem = None;
@@ -294,6 +305,13 @@ pub(crate) fn frame_body<'b>(head: &Head<'_>, rest: &'b [u8]) -> Result<&'b [u8]
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn split_lines_reads_as_str_split() {
+        for text in ["", "\n", "a", "a\n", "a\nb", "\n\na\r\nb\n", "é\nü\r\n\n"] {
+            assert_eq!(super::split_lines(text).collect::<Vec<_>>(), text.split('\n').collect::<Vec<_>>(), "{text:?}");
+        }
+    }
+
     use super::*;
 
     /// The byte-wise split agrees with `str::split_once` for every ASCII delimiter, around multi-byte text too.
