@@ -101,7 +101,6 @@ pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.chars().all(is_token_char)
 }
 
-/// Splits the header section into the start line and unfolded, canonically named header fields.
 /// `text.split('\n')`, the line ends found by `memchr` (no char searcher set up per line).
 fn split_lines(text: &str) -> impl Iterator<Item = &str> {
     let mut start = 0;
@@ -113,6 +112,7 @@ fn split_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Splits the header section into the start line and unfolded, canonically named header fields.
 pub(crate) fn parse_head(head: &str) -> Head<'_> {
     let mut lines = split_lines(head).map(|l| l.strip_suffix('\r').unwrap_or(l));
     let start_line = lines.next().unwrap_or_default();
