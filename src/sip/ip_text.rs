@@ -37,6 +37,14 @@ pub fn ip_str(ip: IpAddr) -> super::SipStr {
     }
 }
 
+/// `ip` as the host part of a URI or Via (RFC 3261 §25.1 `host`): an IPv6 address in brackets.
+pub fn host_str(ip: IpAddr) -> super::SipStr {
+    match ip {
+        IpAddr::V4(_) => ip_str(ip),
+        IpAddr::V6(v6) => compact_str::format_compact!("[{v6}]"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +57,8 @@ mod tests {
             push_ip(&mut s, ip);
             assert_eq!(s, format!("x={ip}"), "{text}");
             assert_eq!(ip_str(ip).as_str(), ip.to_string(), "{text}");
+            let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+            assert_eq!(host_str(ip).as_str(), host, "{text}");
         }
     }
 }

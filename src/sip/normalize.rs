@@ -266,17 +266,6 @@ pub(crate) fn each_list_element<'a>(value: &'a str, mut f: impl FnMut(&'a str) -
     element(value.get(start..).ok_or(())?)
 }
 
-/// The elements [`each_list_element`] walks, collected.
-#[cfg(test)]
-pub(crate) fn split_list(value: &str) -> Result<Vec<&str>, ()> {
-    let mut out = Vec::new();
-    each_list_element(value, |e| {
-        out.push(e);
-        Ok(())
-    })?;
-    Ok(out)
-}
-
 /// `Content-Length` as a number: digits only (a sign, as in RFC 4475 §3.1.2.3, is an error).
 pub(crate) fn parse_content_length(v: &str) -> Option<usize> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -372,6 +361,16 @@ mod tests {
         let h = parse_head("X\r\nSubject: a\rInjected: b\r\nCSeq: 1 X");
         assert_eq!(h.problem, Some(DecodeError::BadHeaderLine));
         assert_eq!(h.headers.len(), 1);
+    }
+
+    /// The elements [`each_list_element`] walks, collected.
+    fn split_list(value: &str) -> Result<Vec<&str>, ()> {
+        let mut out = Vec::new();
+        each_list_element(value, |e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     #[test]

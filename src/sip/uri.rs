@@ -12,7 +12,7 @@ use super::SipStr;
 use super::transport::Transport;
 use percent_encoding::percent_decode_str;
 use std::fmt::{self, Write as _};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// A SIP/SIPS/TEL URI. `user` and header values are stored unescaped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,11 +43,7 @@ impl Uri {
     }
     /// A `sip:` URI pointing at a socket address (`sip:user@1.2.3.4:5060`).
     pub fn from_addr(user: Option<&str>, addr: SocketAddr) -> Uri {
-        let host = match addr {
-            SocketAddr::V4(a) => super::ip_text::ip_str(IpAddr::V4(*a.ip())),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()).into(),
-        };
-        Uri::sip(user, &host, Some(addr.port()))
+        Uri::sip(user, &super::ip_text::host_str(addr.ip()), Some(addr.port()))
     }
     /// Value of a URI header, case-insensitive on the name.
     pub fn header(&self, name: &str) -> Option<&str> {

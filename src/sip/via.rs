@@ -5,7 +5,7 @@ use super::params::{parse_header_params, Params};
 use super::transport::Transport;
 use super::uri::parse_hostport;
 use super::SipStr;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 /// One Via header field value.
@@ -20,11 +20,7 @@ pub struct Via {
 
 impl Via {
     pub fn new(transport: Transport, addr: SocketAddr, branch: &str) -> Via {
-        let mut host = SipStr::default();
-        let _ = match addr {
-            SocketAddr::V4(a) => write!(host, "{}", a.ip()),
-            SocketAddr::V6(a) => write!(host, "[{}]", a.ip()),
-        };
+        let host = super::ip_text::host_str(addr.ip());
         let mut params = Params::default();
         params.set("branch", Some(branch));
         params.set("rport", None);

@@ -27,7 +27,7 @@ pub fn stamp_top_via(via: &mut Via, source: Peer) {
         via.params.set("received", Some(&crate::sip::ip_text::ip_str(ip)));
     }
     if has_rport {
-        via.params.set("rport", Some(&source.addr.port().to_string()));
+        via.params.set("rport", Some(itoa::Buffer::new().format(source.addr.port())));
     }
 }
 
